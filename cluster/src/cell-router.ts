@@ -1,0 +1,105 @@
+// The distributed logic client's routing half: finds the worker that owns a key on a cell's ring and
+// sends it the request, retrying when the owner is unknown, silent or disowns the key. Every cell request
+// is idempotent (sends dedupe on clientMessageId, creations on their derived ids), so a retry after a lost
+// reply never makes a second effect.
+import type { NatsConnection } from "@nats-io/transport-node";
+import { cellReply, cellRequestKey, type CellReply, type CellRequest } from "@cellwire/protocol";
+import { UnavailableError } from "./errors.ts";
+import { MembershipWatcher, openMembershipBucket, type Clock, type Logger } from "./membership.ts";
+import { requestJson } from "./nats-json.ts";
+import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
+
+export type CellRouterOptions = {
+  readonly namespace: string;
+  readonly leaseMs: number;
+  readonly requestTimeoutMs: number;
+  /** Attempts per request, the first included; each waits a jittered backoff before the next. */
+  readonly attemptsMax: number;
+  readonly retryBackoff: BackoffPolicy;
+  /** Cells watched at once; past it the least recently used cell's watcher is stopped. */
+  readonly watchedCellsMax: number;
+};
+
+export class CellRouter {
+  private readonly watchers = new Map<string, Promise<MembershipWatcher>>();
+
+  constructor(
+    private readonly connection: NatsConnection,
+    private readonly options: CellRouterOptions,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+    private readonly random: () => number = Math.random,
+    private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  ) {}
+
+  /** Sends a request to the owner of its key in `cellId`; returns the owner's reply (errors included). */
+  async request(cellId: string, request: CellRequest): Promise<CellReply> {
+    const key = cellRequestKey(request);
+    let lastError: unknown;
+    for (let attempt = 0; attempt < this.options.attemptsMax; attempt++) {
+      if (attempt > 0) await this.sleep(backoffDelayMs(this.options.retryBackoff, attempt - 1, this.random));
+      const watcher = await this.watcher(cellId);
+      const { ring, subjects } = watcher.snapshot;
+      const owner = ring.ownerOf(key);
+      const subject = owner === undefined ? undefined : subjects.get(owner);
+      if (subject === undefined) {
+        lastError = new UnavailableError("cell_unavailable", `cell ${cellId} has no live worker`);
+        continue;
+      }
+      try {
+        const reply = await requestJson(this.connection, subject, request, cellReply, this.options.requestTimeoutMs, "cell_unavailable");
+        if (reply.type === "cell.error" && reply.code === "not_owner") {
+          lastError = new UnavailableError("cell_unavailable", `worker ${owner} of cell ${cellId} disowned ${key}`);
+          continue;
+        }
+        return reply;
+      } catch (error) {
+        if (!(error instanceof UnavailableError)) throw error;
+        lastError = error;
+      }
+    }
+    throw lastError instanceof UnavailableError
+      ? lastError
+      : new UnavailableError("cell_unavailable", `cell ${cellId} did not answer`, { cause: lastError });
+  }
+
+  /** Waits until the cell's membership has been read; true when it has at least one live worker. */
+  async hasLiveWorkers(cellId: string): Promise<boolean> {
+    const watcher = await this.watcher(cellId);
+    return watcher.snapshot.ring.size > 0;
+  }
+
+  stop(): void {
+    for (const pending of this.watchers.values()) void pending.then((watcher) => watcher.stop(), () => undefined);
+    this.watchers.clear();
+  }
+
+  private watcher(cellId: string): Promise<MembershipWatcher> {
+    const existing = this.watchers.get(cellId);
+    if (existing !== undefined) {
+      // Map order is insertion order: re-inserting marks the cell as most recently used.
+      this.watchers.delete(cellId);
+      this.watchers.set(cellId, existing);
+      return existing;
+    }
+    const created = this.startWatcher(cellId);
+    created.catch(() => this.watchers.delete(cellId));
+    this.watchers.set(cellId, created);
+    while (this.watchers.size > this.options.watchedCellsMax) {
+      const oldest = this.watchers.keys().next().value;
+      if (oldest === undefined) break;
+      const evicted = this.watchers.get(oldest);
+      this.watchers.delete(oldest);
+      void evicted?.then((watcher) => watcher.stop(), () => undefined);
+    }
+    return created;
+  }
+
+  private async startWatcher(cellId: string): Promise<MembershipWatcher> {
+    const bucket = await openMembershipBucket(this.connection, this.options.namespace, cellId, this.options.leaseMs);
+    const watcher = new MembershipWatcher(bucket, cellId, Math.max(50, Math.floor(this.options.leaseMs / 4)), this.clock, this.logger);
+    await watcher.start();
+    await watcher.ready;
+    return watcher;
+  }
+}

@@ -1,0 +1,13 @@
+// @cellwire/cluster: the distributed logic client (ring, membership watch, routing to the owner, the
+// directory client) and what every Cellwire process shares (config reading, logging, NATS, shutdown).
+export * from "./errors.ts";
+export * from "./config-kit.ts";
+export * from "./backoff.ts";
+export * from "./ring.ts";
+export * from "./membership-view.ts";
+export * from "./membership.ts";
+export * from "./nats-json.ts";
+export * from "./cell-router.ts";
+export * from "./directory-client.ts";
+export * from "./direct-conversation.ts";
+export * from "./service-runtime.ts";

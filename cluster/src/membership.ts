@@ -1,0 +1,179 @@
+// A cell's membership in NATS JetStream KV (ZooKeeper's part in the Messages design): workers hold
+// heartbeated leases; edges and workers watch the bucket and recompute the ring.
+import { Kvm, type KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { leaseKey, membershipBucket, workerLease, type WorkerLease } from "@cellwire/protocol";
+import { MembershipView } from "./membership-view.ts";
+import { Ring } from "./ring.ts";
+import { decodeMessage, encodeJson } from "./nats-json.ts";
+
+export type Clock = { readonly monotonicNowMs: () => number; readonly wallNowMs: () => number };
+export const systemClock: Clock = { monotonicNowMs: () => performance.now(), wallNowMs: () => Date.now() };
+
+export type Logger = { readonly info: (message: string) => void; readonly warn: (message: string) => void };
+
+/**
+ * Opens (creating if needed) the membership bucket of a cell. Entries older than ten leases are dropped by
+ * the bucket's max_age, so leases of workers that died without deleting theirs do not pile up.
+ */
+export async function openMembershipBucket(connection: NatsConnection, namespace: string, cellId: string, leaseMs: number): Promise<KV> {
+  const manager = new Kvm(connection);
+  const name = membershipBucket(namespace, cellId);
+  try {
+    return await manager.create(name, { history: 1, ttl: leaseMs * 10 });
+  } catch (error) {
+    // The bucket exists with another max_age (another lease setting): use it as it is.
+    try {
+      return await manager.open(name);
+    } catch {
+      throw error;
+    }
+  }
+}
+
+export async function destroyMembershipBucket(connection: NatsConnection, namespace: string, cellId: string): Promise<void> {
+  const manager = new Kvm(connection);
+  const name = membershipBucket(namespace, cellId);
+  const kv = await manager.open(name);
+  await kv.destroy();
+}
+
+/** Holds one worker's lease: writes it at once, then every heartbeatIntervalMs, and deletes it on stop. */
+export class LeaseHolder {
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private lastRenewedAtMs = Number.NEGATIVE_INFINITY;
+  private renewing = false;
+
+  constructor(
+    private readonly bucket: KV,
+    private readonly lease: WorkerLease,
+    private readonly heartbeatIntervalMs: number,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.renew();
+    this.timer = setInterval(() => void this.renewQuietly(), this.heartbeatIntervalMs);
+  }
+
+  /** True while the last successful renewal is younger than the lease: a worker serves only then. */
+  holds(): boolean {
+    return this.clock.monotonicNowMs() - this.lastRenewedAtMs < this.lease.leaseMs;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    try {
+      await this.bucket.delete(leaseKey(this.lease.workerId));
+    } catch (error) {
+      this.logger.warn(`could not delete lease of ${this.lease.workerId}: ${String(error)}`);
+    }
+  }
+
+  private async renew(): Promise<void> {
+    const startedAtMs = this.clock.monotonicNowMs();
+    await this.bucket.put(leaseKey(this.lease.workerId), encodeJson(this.lease));
+    this.lastRenewedAtMs = startedAtMs;
+  }
+
+  private async renewQuietly(): Promise<void> {
+    if (this.renewing) return;
+    this.renewing = true;
+    try {
+      await this.renew();
+    } catch (error) {
+      this.logger.warn(`lease renewal of ${this.lease.workerId} failed: ${String(error)}`);
+    } finally {
+      this.renewing = false;
+    }
+  }
+}
+
+export type MembershipSnapshot = { readonly ring: Ring; readonly subjects: ReadonlyMap<string, string> };
+
+/**
+ * Watches a cell's membership bucket and keeps the ring of live workers. `ready` resolves once the
+ * bucket's current contents have been read (or after readyDeadlineMs, whichever comes first).
+ */
+export class MembershipWatcher {
+  private readonly view = new MembershipView();
+  private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map() };
+  private readonly listeners = new Set<(snapshot: MembershipSnapshot) => void>();
+  private expiryTimer: ReturnType<typeof setInterval> | undefined;
+  private stopWatching: (() => void) | undefined;
+  private resolveReady: () => void = () => {};
+  readonly ready: Promise<void>;
+
+  constructor(
+    private readonly bucket: KV,
+    private readonly cellId: string,
+    private readonly expiryCheckIntervalMs: number,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+    private readonly readyDeadlineMs = 2000,
+  ) {
+    this.ready = new Promise((resolve) => {
+      this.resolveReady = resolve;
+    });
+  }
+
+  get snapshot(): MembershipSnapshot {
+    return this.snapshotValue;
+  }
+
+  onChange(listener: (snapshot: MembershipSnapshot) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async start(): Promise<void> {
+    const status = await this.bucket.status();
+    const state = status.streamInfo.state;
+    const initialRevision = state.messages === 0 ? 0 : state.last_seq;
+    if (initialRevision === 0) this.resolveReady();
+    const readyTimer = setTimeout(() => this.resolveReady(), this.readyDeadlineMs);
+    const iterator = await this.bucket.watch({ key: "worker.>" });
+    this.stopWatching = () => iterator.stop();
+    this.expiryTimer = setInterval(() => {
+      if (this.view.expire(this.clock.monotonicNowMs())) this.publish();
+    }, this.expiryCheckIntervalMs);
+    void (async () => {
+      for await (const entry of iterator) {
+        const nowMs = this.clock.monotonicNowMs();
+        let changed = false;
+        if (entry.operation === "PUT") {
+          const decoded = decodeMessage(workerLease, entry.value);
+          if (!decoded.ok || decoded.value.cellId !== this.cellId) {
+            this.logger.warn(`ignoring malformed lease ${entry.key} in cell ${this.cellId}`);
+          } else {
+            // Entries replayed at start may be old: date them by the server's timestamp, not by now.
+            const ageMs = entry.isUpdate ? 0 : Math.max(0, this.clock.wallNowMs() - entry.created.getTime());
+            changed = this.view.applyPut(decoded.value, entry.revision, nowMs - ageMs);
+          }
+        } else {
+          changed = this.view.applyDelete(entry.key.slice("worker.".length));
+        }
+        if (changed) this.publish();
+        if (entry.revision >= initialRevision) {
+          clearTimeout(readyTimer);
+          this.resolveReady();
+        }
+      }
+    })().catch((error: unknown) => this.logger.warn(`membership watch of cell ${this.cellId} ended: ${String(error)}`));
+  }
+
+  stop(): void {
+    if (this.expiryTimer !== undefined) clearInterval(this.expiryTimer);
+    this.stopWatching?.();
+    this.resolveReady();
+  }
+
+  private publish(): void {
+    const live = this.view.live(this.clock.monotonicNowMs());
+    const subjects = new Map(live.map((member) => [member.lease.workerId, member.lease.subject]));
+    this.snapshotValue = { ring: new Ring(subjects.keys()), subjects };
+    for (const listener of this.listeners) listener(this.snapshotValue);
+  }
+}

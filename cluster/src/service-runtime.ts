@@ -1,0 +1,81 @@
+// What every Cellwire process does alike: its title, its log lines, connecting to NATS, telling a parent
+// launcher it is ready, and stopping cleanly on SIGTERM or SIGINT.
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "./membership.ts";
+
+export type ServiceLogger = Logger & { readonly error: (message: string) => void };
+
+export function createLogger(processName: string): ServiceLogger {
+  const line = (level: string, message: string): string => `${new Date().toISOString()} ${processName} ${level} ${message}\n`;
+  return {
+    info: (message) => void process.stdout.write(line("info", message)),
+    warn: (message) => void process.stderr.write(line("warn", message)),
+    error: (message) => void process.stderr.write(line("error", message)),
+  };
+}
+
+/** Messages a service sends to the launcher that forked it (over the IPC channel, when there is one). */
+export type LauncherMessage =
+  | { readonly type: "ready"; readonly processName: string; readonly port?: number }
+  | { readonly type: "failed"; readonly processName: string; readonly message: string };
+
+export function tellLauncher(message: LauncherMessage): void {
+  if (typeof process.send === "function") process.send(message);
+}
+
+export async function connectNats(servers: string[], name: string, logger: ServiceLogger): Promise<NatsConnection> {
+  const connection = await connect({
+    servers,
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    pingInterval: 10_000,
+  });
+  void (async () => {
+    for await (const status of connection.status()) {
+      if (status.type === "disconnect" || status.type === "reconnect" || status.type === "error") {
+        logger.warn(`nats ${status.type}`);
+      }
+    }
+  })();
+  return connection;
+}
+
+/**
+ * Runs `stop` once on SIGTERM or SIGINT, then exits; a second signal, or `stop` overrunning
+ * shutdownDeadlineMs, exits at once with status 1.
+ */
+export function onShutdown(stop: () => Promise<void>, logger: ServiceLogger, shutdownDeadlineMs = 10_000): void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info(`${signal}: stopping`);
+    const deadline = setTimeout(() => {
+      logger.error(`did not stop within ${shutdownDeadlineMs} ms`);
+      process.exit(1);
+    }, shutdownDeadlineMs);
+    deadline.unref();
+    stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error(`stop failed: ${String(error)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", handler);
+  process.on("SIGINT", handler);
+  // A launcher that dies must not leave its children serving: when the IPC channel closes, stop.
+  process.on("disconnect", () => handler("SIGTERM"));
+}
+
+/** Reports a failed start to the launcher and exits non-zero; for use in each main's catch. */
+export function failStart(processName: string, logger: ServiceLogger, error: unknown): never {
+  const message = error instanceof Error ? error.message : String(error);
+  logger.error(`failed to start: ${message}`);
+  tellLauncher({ type: "failed", processName, message });
+  process.exit(1);
+}

@@ -1,0 +1,214 @@
+// Messages between services over NATS: edge→cell requests, cell→edge deliveries, and requests to the
+// directory. All JSON, discriminated by `type`, decoded at the receiving end like client frames.
+import {
+  array,
+  boolean,
+  decode,
+  integer,
+  literal,
+  nullable,
+  object,
+  oneOf,
+  parseJson,
+  string,
+  taggedUnion,
+  type DecodeResult,
+  type Decoder,
+} from "./decode.ts";
+import { cellId, clientMessageId, conversationId, deviceId, userId } from "./ids.ts";
+import { addMembersBatchMax, groupMembersMax, groupTitleLengthMax, historyPageLimitMax, messageBodyLengthMax } from "./limits.ts";
+import { errorCodeList, type CellErrorCode } from "./codes.ts";
+import { conversationSummary, message, type ConversationSummary, type Message } from "./frames.ts";
+
+const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
+const cellErrorCode: Decoder<CellErrorCode> = oneOf<CellErrorCode>([...errorCodeList, "not_owner", "unknown_cell", "not_found"]);
+const errorText = string({ maxLength: 2000 });
+
+// ---------------------------------------------------------------------------------------------------
+// Edge → cell worker (request/reply on the owner's subject, see subjects.ts)
+
+/** Stores a message in its conversation's home cell; the reply comes only after the commit. */
+export type CellSendRequest = {
+  type: "cell.send";
+  senderUserId: string;
+  senderDeviceId: string;
+  conversationId: string;
+  clientMessageId: string;
+  body: string;
+};
+/** Finds or creates the direct conversation `conversationId` (derived from the pair) with both users. */
+export type CellOpenDirectRequest = { type: "cell.openDirect"; userId: string; peerUserId: string; conversationId: string };
+export type CellCreateGroupRequest = {
+  type: "cell.createGroup";
+  creatorUserId: string;
+  conversationId: string;
+  title: string;
+  memberUserIds: string[];
+};
+export type CellAddMembersRequest = { type: "cell.addMembers"; userId: string; conversationId: string; userIds: string[] };
+export type CellHistoryRequest = {
+  type: "cell.history";
+  userId: string;
+  conversationId: string;
+  beforeSeq: number | null;
+  limit: number;
+};
+
+export type CellRequest = CellSendRequest | CellOpenDirectRequest | CellCreateGroupRequest | CellAddMembersRequest | CellHistoryRequest;
+
+export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
+  "cell.send": object({
+    type: literal("cell.send"),
+    senderUserId: userId,
+    senderDeviceId: deviceId,
+    conversationId,
+    clientMessageId,
+    body: string({ minLength: 1, maxLength: messageBodyLengthMax }),
+  }),
+  "cell.openDirect": object({ type: literal("cell.openDirect"), userId, peerUserId: userId, conversationId }),
+  "cell.createGroup": object({
+    type: literal("cell.createGroup"),
+    creatorUserId: userId,
+    conversationId,
+    title: string({ minLength: 1, maxLength: groupTitleLengthMax }),
+    memberUserIds: array(userId, { maxItems: groupMembersMax, unique: true }),
+  }),
+  "cell.addMembers": object({
+    type: literal("cell.addMembers"),
+    userId,
+    conversationId,
+    userIds: array(userId, { minItems: 1, maxItems: addMembersBatchMax, unique: true }),
+  }),
+  "cell.history": object({
+    type: literal("cell.history"),
+    userId,
+    conversationId,
+    beforeSeq: nullable(sequence),
+    limit: integer({ min: 1, max: historyPageLimitMax }),
+  }),
+});
+
+/** The key a request is routed by on its cell's ring: every request here is keyed by its conversation. */
+export function cellRequestKey(request: CellRequest): string {
+  return request.conversationId;
+}
+
+export type CellStoredReply = { type: "cell.stored"; message: Message; deduplicated: boolean };
+export type CellConversationReply = { type: "cell.conversation"; conversation: ConversationSummary };
+export type CellHistoryReply = { type: "cell.historyPage"; conversationId: string; messages: Message[]; hasMore: boolean };
+export type CellErrorReply = { type: "cell.error"; code: CellErrorCode; message: string };
+
+export type CellReply = CellStoredReply | CellConversationReply | CellHistoryReply | CellErrorReply;
+
+export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
+  "cell.stored": object({
+    type: literal("cell.stored"),
+    message,
+    deduplicated: boolean,
+  }),
+  "cell.conversation": object({ type: literal("cell.conversation"), conversation: conversationSummary }),
+  "cell.historyPage": object({
+    type: literal("cell.historyPage"),
+    conversationId,
+    messages: array(message, { maxItems: historyPageLimitMax }),
+    hasMore: boolean,
+  }),
+  "cell.error": object({ type: literal("cell.error"), code: cellErrorCode, message: errorText }),
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Cell → edges: published on a user's delivery subject; every edge holding that user's sessions forwards it.
+
+export type Delivery = { type: "delivery.message"; recipientUserId: string; message: Message };
+
+export const delivery: Decoder<Delivery> = taggedUnion<Delivery>({
+  "delivery.message": object({ type: literal("delivery.message"), recipientUserId: userId, message }),
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Anyone → directory service (request/reply on the directory subject, queue group "directory")
+
+export type DirectoryEntryKind = "user" | "conversation";
+
+/** Resolves a user's home cell, placing a new user on a registered cell (atomically, once). */
+export type DirectoryResolveUser = { type: "directory.resolveUser"; userId: string };
+/** Places a user on the given cell unless already placed (tests and operators); returns the entry. */
+export type DirectoryAssignUser = { type: "directory.assignUser"; userId: string; cellId: string };
+export type DirectoryLookupConversation = { type: "directory.lookupConversation"; conversationId: string };
+/** Places a new conversation on preferredCellId unless already placed; returns the entry either way. */
+export type DirectoryPlaceConversation = { type: "directory.placeConversation"; conversationId: string; preferredCellId: string };
+/** Registers (or refreshes) a cell with a capacity weight. */
+export type DirectoryRegisterCell = { type: "directory.registerCell"; cellId: string; weight: number };
+export type DirectoryListCells = { type: "directory.listCells" };
+
+export type DirectoryRequest =
+  | DirectoryResolveUser
+  | DirectoryAssignUser
+  | DirectoryLookupConversation
+  | DirectoryPlaceConversation
+  | DirectoryRegisterCell
+  | DirectoryListCells;
+
+const weight = integer({ min: 1, max: 1_000_000 });
+
+export const directoryRequest: Decoder<DirectoryRequest> = taggedUnion<DirectoryRequest>({
+  "directory.resolveUser": object({ type: literal("directory.resolveUser"), userId }),
+  "directory.assignUser": object({ type: literal("directory.assignUser"), userId, cellId }),
+  "directory.lookupConversation": object({ type: literal("directory.lookupConversation"), conversationId }),
+  "directory.placeConversation": object({ type: literal("directory.placeConversation"), conversationId, preferredCellId: cellId }),
+  "directory.registerCell": object({ type: literal("directory.registerCell"), cellId, weight }),
+  "directory.listCells": object({ type: literal("directory.listCells") }),
+});
+
+export type CellState = "active" | "draining";
+export type CellRecord = { cellId: string; weight: number; state: CellState };
+/** `epoch` grows each time the entry changes cell, so a cached copy can be recognised as stale. */
+export type DirectoryEntry = { kind: DirectoryEntryKind; id: string; cellId: string; epoch: number };
+
+export type DirectoryEntryReply = { type: "directory.entry"; entry: DirectoryEntry; placed: boolean };
+export type DirectoryCellsReply = { type: "directory.cells"; cells: CellRecord[] };
+export type DirectoryErrorReply = { type: "directory.error"; code: CellErrorCode; message: string };
+export type DirectoryReply = DirectoryEntryReply | DirectoryCellsReply | DirectoryErrorReply;
+
+const directoryEntry: Decoder<DirectoryEntry> = object({
+  kind: oneOf(["user", "conversation"]),
+  id: string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_-]+$/ }),
+  cellId,
+  epoch: integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+});
+const cellRecord: Decoder<CellRecord> = object({ cellId, weight, state: oneOf(["active", "draining"]) });
+
+export const directoryReply: Decoder<DirectoryReply> = taggedUnion<DirectoryReply>({
+  "directory.entry": object({
+    type: literal("directory.entry"),
+    entry: directoryEntry,
+    placed: boolean,
+  }),
+  "directory.cells": object({ type: literal("directory.cells"), cells: array(cellRecord, { maxItems: 1000 }) }),
+  "directory.error": object({ type: literal("directory.error"), code: cellErrorCode, message: errorText }),
+});
+
+/** Published on the directory's change subject whenever an entry moves (used by edge caches). */
+export type DirectoryChange = { type: "directory.changed"; entry: DirectoryEntry };
+export const directoryChange: Decoder<DirectoryChange> = object({ type: literal("directory.changed"), entry: directoryEntry });
+
+// ---------------------------------------------------------------------------------------------------
+// Worker leases in a cell's membership bucket (NATS JetStream KV), key `worker.<workerId>`.
+
+export type WorkerLease = { workerId: string; cellId: string; subject: string; startedAtMs: number; leaseMs: number };
+export const workerLease: Decoder<WorkerLease> = object({
+  workerId: string({ minLength: 1, maxLength: 48, pattern: /^[a-z0-9][a-z0-9-]*$/ }),
+  cellId,
+  subject: string({ minLength: 1, maxLength: 200, pattern: /^[A-Za-z0-9_.-]+$/ }),
+  startedAtMs: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  leaseMs: integer({ min: 1, max: 3_600_000 }),
+});
+
+// ---------------------------------------------------------------------------------------------------
+
+/** Decodes a NATS payload (UTF-8 JSON) with the given decoder. */
+export function decodeJsonText<T>(decoder: Decoder<T>, text: string): DecodeResult<T> {
+  const parsed = parseJson(text);
+  if (!parsed.ok) return parsed;
+  return decode(decoder, parsed.value);
+}

@@ -1,0 +1,81 @@
+// Every error code and close code of Cellwire lives here; no other file holds a numeric code literal.
+// docs/protocol.md documents each one; a unit test keeps the two in step.
+
+/**
+ * Error codes answer one request (or one bad frame); the socket stays open. `retryable` tells a client
+ * whether the same request may succeed later unchanged (sends are idempotent by clientMessageId).
+ */
+export const errorCodes = {
+  malformed_frame: { retryable: false, description: "The frame is not a JSON object, or not text." },
+  unknown_frame_type: { retryable: false, description: "The frame's type is not one this protocol version knows." },
+  invalid_field: { retryable: false, description: "A field is missing, mistyped, too long or not allowed; `message` names it." },
+  already_authenticated: { retryable: false, description: "A second hello on an authenticated session." },
+  not_a_member: { retryable: false, description: "The conversation does not exist or the user is not one of its members." },
+  invalid_peer: { retryable: false, description: "A direct conversation needs another user than oneself." },
+  too_many_members: { retryable: false, description: "The group would exceed its member limit." },
+  not_a_group: { retryable: false, description: "Members can only be added to group conversations." },
+  rate_limited: { retryable: true, description: "Too many requests in flight on this session; retry after an ack." },
+  no_cell_available: { retryable: true, description: "No cell is registered to place a new user or conversation." },
+  directory_unavailable: { retryable: true, description: "The directory did not answer in time." },
+  cell_unavailable: { retryable: true, description: "No worker of the owning cell answered in time." },
+  internal: { retryable: true, description: "An unexpected server error; it has been logged." },
+} as const satisfies Record<string, { retryable: boolean; description: string }>;
+
+export type ErrorCode = keyof typeof errorCodes;
+export const errorCodeList = Object.keys(errorCodes) as ErrorCode[];
+
+export function isRetryable(code: ErrorCode): boolean {
+  return errorCodes[code].retryable;
+}
+
+/**
+ * Cell-internal error codes (edge↔cell and cell↔directory). Edges map them to client error codes in one
+ * place; a client never sees these.
+ */
+export const cellErrorCodes = {
+  not_owner: { retryable: true, description: "The worker does not own the key in its view of the ring; route again." },
+  unknown_cell: { retryable: false, description: "The cell id is not registered in the directory." },
+  not_found: { retryable: false, description: "No directory entry exists for the key." },
+} as const satisfies Record<string, { retryable: boolean; description: string }>;
+
+export type CellErrorCode = keyof typeof cellErrorCodes | ErrorCode;
+
+/**
+ * WebSocket close codes, in ranges that tell a client what to do next:
+ * - 4000–4099: transient; reconnect with backoff.
+ * - 4100–4199: credentials; fetch a fresh token, then reconnect.
+ * - 4200–4299: the client is wrong; do not reconnect automatically.
+ * 1000 (normal), 1001 (going away) and 1006 (abnormal) follow RFC 6455 and mean reconnect; 1009 (message
+ * too big) is sent by uWebSockets.js for frames over the size limit and means do not resend that frame.
+ */
+export const closeCodes = {
+  going_away: { code: 4000, description: "The edge is shutting down." },
+  slow_consumer: { code: 4001, description: "The client read too slowly; the edge's send buffer for it was full." },
+  internal_error: { code: 4002, description: "The edge met an unexpected error on this session." },
+  token_invalid: { code: 4100, description: "The token failed verification (signature, issuer, audience or claims)." },
+  token_expired: { code: 4101, description: "The token's exp has passed." },
+  authentication_timeout: { code: 4102, description: "No hello frame arrived within the authentication deadline." },
+  protocol_violation: { code: 4200, description: "A frame other than hello arrived before authentication, or a binary frame." },
+  unsupported_protocol_version: { code: 4201, description: "The hello asked for a protocol version this edge does not speak." },
+  too_many_sessions: { code: 4202, description: "The user already holds the maximum number of sessions on this edge." },
+} as const satisfies Record<string, { code: number; description: string }>;
+
+export type CloseReason = keyof typeof closeCodes;
+export const closeReasonList = Object.keys(closeCodes) as CloseReason[];
+
+export type CloseAdvice = "reconnect" | "refresh_token" | "stop";
+
+/** Standard codes: 1000 normal, 1001 going away, 1006 abnormal, 1009 message too big. */
+export const standardCloseCodes = { normal: 1000, goingAway: 1001, abnormal: 1006, messageTooBig: 1009 } as const;
+
+export function closeAdvice(code: number): CloseAdvice {
+  if (code >= 4000 && code <= 4099) return "reconnect";
+  if (code >= 4100 && code <= 4199) return "refresh_token";
+  if (code >= 4200 && code <= 4299) return "stop";
+  if (code === standardCloseCodes.messageTooBig) return "reconnect";
+  return "reconnect";
+}
+
+export function closeReasonOf(code: number): CloseReason | undefined {
+  return closeReasonList.find((reason) => closeCodes[reason].code === code);
+}

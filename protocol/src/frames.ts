@@ -1,0 +1,228 @@
+// Client↔edge frames: JSON text frames, one object each, discriminated by `type`.
+import {
+  array,
+  boolean,
+  decode,
+  integer,
+  literal,
+  nullable,
+  object,
+  oneOf,
+  optional,
+  parseJson,
+  string,
+  taggedUnion,
+  type DecodeResult,
+  type Decoder,
+} from "./decode.ts";
+import { clientMessageId, conversationId, deviceId, messageId, userId } from "./ids.ts";
+import {
+  addMembersBatchMax,
+  groupMembersMax,
+  groupTitleLengthMax,
+  historyPageLimitMax,
+  messageBodyLengthMax,
+  requestIdLengthMax,
+  tokenLengthMax,
+} from "./limits.ts";
+import { errorCodeList, type ErrorCode } from "./codes.ts";
+
+const requestId = string({ minLength: 1, maxLength: requestIdLengthMax, pattern: /^[A-Za-z0-9_.:-]+$/ });
+const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
+
+// ---------------------------------------------------------------------------------------------------
+// Client → edge
+
+/** MUST be the first frame of a session, within the edge's authentication deadline. */
+export type HelloFrame = { type: "hello"; protocolVersion: number; token: string; deviceId?: string };
+/** Sends a message; retrying with the same clientMessageId yields the same ack, never a second message. */
+export type SendFrame = { type: "send"; requestId: string; conversationId: string; clientMessageId: string; body: string };
+/** Finds or creates the direct conversation between the user and peerUserId. */
+export type OpenDirectFrame = { type: "openDirect"; requestId: string; peerUserId: string };
+export type CreateGroupFrame = { type: "createGroup"; requestId: string; title: string; memberUserIds: string[] };
+export type AddMembersFrame = { type: "addMembers"; requestId: string; conversationId: string; userIds: string[] };
+/** A page of history, newest first up to `limit`, before `beforeSeq` (exclusive) when given. */
+export type HistoryFrame = { type: "history"; requestId: string; conversationId: string; beforeSeq?: number; limit?: number };
+export type PingFrame = { type: "ping"; requestId: string };
+
+export type ClientFrame = HelloFrame | SendFrame | OpenDirectFrame | CreateGroupFrame | AddMembersFrame | HistoryFrame | PingFrame;
+export type ClientRequestFrame = Exclude<ClientFrame, HelloFrame>;
+
+const helloFrame: Decoder<HelloFrame> = object({
+  type: literal("hello"),
+  protocolVersion: integer({ min: 0, max: 1_000_000 }),
+  token: string({ minLength: 1, maxLength: tokenLengthMax }),
+  deviceId: optional(deviceId),
+});
+const sendFrame: Decoder<SendFrame> = object({
+  type: literal("send"),
+  requestId,
+  conversationId,
+  clientMessageId,
+  body: string({ minLength: 1, maxLength: messageBodyLengthMax }),
+});
+const openDirectFrame: Decoder<OpenDirectFrame> = object({ type: literal("openDirect"), requestId, peerUserId: userId });
+const createGroupFrame: Decoder<CreateGroupFrame> = object({
+  type: literal("createGroup"),
+  requestId,
+  title: string({ minLength: 1, maxLength: groupTitleLengthMax }),
+  memberUserIds: array(userId, { maxItems: groupMembersMax - 1, unique: true }),
+});
+const addMembersFrame: Decoder<AddMembersFrame> = object({
+  type: literal("addMembers"),
+  requestId,
+  conversationId,
+  userIds: array(userId, { minItems: 1, maxItems: addMembersBatchMax, unique: true }),
+});
+const historyFrame: Decoder<HistoryFrame> = object({
+  type: literal("history"),
+  requestId,
+  conversationId,
+  beforeSeq: optional(sequence),
+  limit: optional(integer({ min: 1, max: historyPageLimitMax })),
+});
+const pingFrame: Decoder<PingFrame> = object({ type: literal("ping"), requestId });
+
+export const clientFrame: Decoder<ClientFrame> = taggedUnion<ClientFrame>({
+  hello: helloFrame,
+  send: sendFrame,
+  openDirect: openDirectFrame,
+  createGroup: createGroupFrame,
+  addMembers: addMembersFrame,
+  history: historyFrame,
+  ping: pingFrame,
+});
+
+export type ClientFrameFailure =
+  | { code: "malformed_frame"; message: string; requestId?: string }
+  | { code: "unknown_frame_type"; message: string; requestId?: string }
+  | { code: "invalid_field"; message: string; requestId?: string };
+
+/**
+ * Decodes one text frame from a client. On failure it names the error code to answer with and, where the
+ * frame carried a usable requestId, that id, so the client can match the error to its request.
+ */
+export function decodeClientFrame(text: string): { ok: true; frame: ClientFrame } | { ok: false; failure: ClientFrameFailure } {
+  const parsed = parseJson(text);
+  if (!parsed.ok || typeof parsed.value !== "object" || parsed.value === null || Array.isArray(parsed.value)) {
+    return { ok: false, failure: { code: "malformed_frame", message: "a frame must be one JSON object" } };
+  }
+  const raw = parsed.value as Record<string, unknown>;
+  const candidateRequestId = requestId(raw["requestId"], "$.requestId");
+  const echo = candidateRequestId.ok ? { requestId: candidateRequestId.value } : {};
+  const result = decode(clientFrame, raw);
+  if (result.ok) return { ok: true, frame: result.value };
+  const { path, reason } = result.failure;
+  const code = path === "$.type" && typeof raw["type"] === "string" ? "unknown_frame_type" : "invalid_field";
+  return { ok: false, failure: { code, message: `${path} ${reason}`, ...echo } };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Shared shapes
+
+export type Message = {
+  conversationId: string;
+  messageId: string;
+  seq: number;
+  senderUserId: string;
+  senderDeviceId: string;
+  clientMessageId: string;
+  body: string;
+  sentAtMs: number;
+};
+
+export const message: Decoder<Message> = object({
+  conversationId,
+  messageId,
+  seq: sequence,
+  senderUserId: userId,
+  senderDeviceId: deviceId,
+  clientMessageId,
+  body: string({ minLength: 1, maxLength: messageBodyLengthMax }),
+  sentAtMs: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+});
+
+export type ConversationKind = "direct" | "group";
+export type ConversationSummary = {
+  conversationId: string;
+  kind: ConversationKind;
+  title: string | null;
+  memberUserIds: string[];
+  lastSeq: number;
+};
+
+export const conversationSummary: Decoder<ConversationSummary> = object({
+  conversationId,
+  kind: oneOf(["direct", "group"]),
+  title: nullable(string({ maxLength: groupTitleLengthMax })),
+  memberUserIds: array(userId, { maxItems: groupMembersMax }),
+  lastSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Edge → client
+
+export type WelcomeFrame = {
+  type: "welcome";
+  protocolVersion: number;
+  sessionId: string;
+  userId: string;
+  deviceId: string;
+  cellId: string;
+  heartbeatIntervalMs: number;
+};
+/** Answers a send only after the message is committed in its conversation's cell database. */
+export type AckFrame = { type: "ack"; requestId: string; conversationId: string; messageId: string; seq: number; sentAtMs: number };
+export type ConversationFrame = { type: "conversation"; requestId: string; conversation: ConversationSummary };
+export type HistoryPageFrame = { type: "historyPage"; requestId: string; conversationId: string; messages: Message[]; hasMore: boolean };
+/** A live message for one of the user's conversations (sent by any member, the user's other devices included). */
+export type MessageFrame = { type: "message"; message: Message };
+export type PongFrame = { type: "pong"; requestId: string };
+export type ErrorFrame = { type: "error"; requestId?: string; code: ErrorCode; message: string; retryable: boolean };
+
+export type ServerFrame = WelcomeFrame | AckFrame | ConversationFrame | HistoryPageFrame | MessageFrame | PongFrame | ErrorFrame;
+
+const errorCode: Decoder<ErrorCode> = oneOf<ErrorCode>(errorCodeList);
+
+export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
+  welcome: object({
+    type: literal("welcome"),
+    protocolVersion: integer({ min: 0, max: 1_000_000 }),
+    sessionId: string({ minLength: 1, maxLength: 64 }),
+    userId,
+    deviceId,
+    cellId: string({ minLength: 1, maxLength: 16 }),
+    heartbeatIntervalMs: integer({ min: 1, max: 3_600_000 }),
+  }),
+  ack: object({
+    type: literal("ack"),
+    requestId,
+    conversationId,
+    messageId,
+    seq: sequence,
+    sentAtMs: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  }),
+  conversation: object({ type: literal("conversation"), requestId, conversation: conversationSummary }),
+  historyPage: object({
+    type: literal("historyPage"),
+    requestId,
+    conversationId,
+    messages: array(message, { maxItems: historyPageLimitMax }),
+    hasMore: boolean,
+  }),
+  message: object({ type: literal("message"), message }),
+  pong: object({ type: literal("pong"), requestId }),
+  error: object({
+    type: literal("error"),
+    requestId: optional(requestId),
+    code: errorCode,
+    message: string({ maxLength: 1000 }),
+    retryable: boolean,
+  }),
+});
+
+export function decodeServerFrame(text: string): DecodeResult<ServerFrame> {
+  const parsed = parseJson(text);
+  if (!parsed.ok) return parsed;
+  return decode(serverFrame, parsed.value);
+}

@@ -1,0 +1,57 @@
+// NATS subjects, KV bucket names, Redis key prefixes and database names, all derived from a namespace so
+// that deployments (and tests) never collide. Callers MUST pass ids already checked by ids.ts; the
+// functions assert it again because a bad id here is a programmer error that could widen a subscription.
+import { isCellId, isNamespace, isUserId, isWorkerId } from "./ids.ts";
+
+function assertToken(ok: boolean, what: string, value: string): void {
+  if (!ok) throw new TypeError(`invalid ${what} for a subject: ${JSON.stringify(value.slice(0, 80))}`);
+}
+
+export function workerSubject(namespace: string, cellId: string, workerId: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  assertToken(isCellId(cellId), "cell id", cellId);
+  assertToken(isWorkerId(workerId), "worker id", workerId);
+  return `${namespace}.cell.${cellId}.worker.${workerId}`;
+}
+
+/** Every live delivery for one user; edges subscribe while they hold a session of the user. */
+export function deliverySubject(namespace: string, userId: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  assertToken(isUserId(userId), "user id", userId);
+  return `${namespace}.deliver.${userId}`;
+}
+
+export function directorySubject(namespace: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  return `${namespace}.directory.request`;
+}
+
+export function directoryChangesSubject(namespace: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  return `${namespace}.directory.changed`;
+}
+
+/** The membership bucket of a cell (JetStream KV bucket names allow [A-Za-z0-9_-]). */
+export function membershipBucket(namespace: string, cellId: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  assertToken(isCellId(cellId), "cell id", cellId);
+  return `${namespace}_members_${cellId}`;
+}
+
+export function leaseKey(workerId: string): string {
+  assertToken(isWorkerId(workerId), "worker id", workerId);
+  return `worker.${workerId}`;
+}
+
+export function redisPrefix(namespace: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  return `${namespace}:`;
+}
+
+/** One Postgres database per cell. */
+export function cellDatabaseName(namespace: string, cellId: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  assertToken(isCellId(cellId), "cell id", cellId);
+  return `${namespace}_cell_${cellId}`;
+}
+
