@@ -52,6 +52,7 @@ export const closeCodes = {
   going_away: { code: 4000, description: "The edge is shutting down." },
   slow_consumer: { code: 4001, description: "The client read too slowly; the edge's send buffer for it was full." },
   internal_error: { code: 4002, description: "The edge met an unexpected error on this session." },
+  unavailable: { code: 4003, description: "A service the session needs (the directory or the user's cell) did not answer; reconnect later." },
   token_invalid: { code: 4100, description: "The token failed verification (signature, issuer, audience or claims)." },
   token_expired: { code: 4101, description: "The token's exp has passed." },
   authentication_timeout: { code: 4102, description: "No hello frame arrived within the authentication deadline." },

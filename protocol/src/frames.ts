@@ -41,7 +41,10 @@ export type SendFrame = { type: "send"; requestId: string; conversationId: strin
 export type OpenDirectFrame = { type: "openDirect"; requestId: string; peerUserId: string };
 export type CreateGroupFrame = { type: "createGroup"; requestId: string; title: string; memberUserIds: string[] };
 export type AddMembersFrame = { type: "addMembers"; requestId: string; conversationId: string; userIds: string[] };
-/** A page of history, newest first up to `limit`, before `beforeSeq` (exclusive) when given. */
+/**
+ * A page of history: the newest `limit` messages with seq < beforeSeq (all when absent), returned oldest
+ * first; `hasMore` says older ones exist (ask again with beforeSeq = the first message's seq).
+ */
 export type HistoryFrame = { type: "history"; requestId: string; conversationId: string; beforeSeq?: number; limit?: number };
 export type PingFrame = { type: "ping"; requestId: string };
 

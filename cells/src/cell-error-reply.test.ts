@@ -1,0 +1,42 @@
+import { describe, expect, it } from "vitest";
+import { UnavailableError } from "@cellwire/cluster";
+import { cellReply, decode } from "@cellwire/protocol";
+import { cellErrorReply, type RequestFailure } from "./cell-error-reply.ts";
+import { StoreRowError } from "./store/errors.ts";
+
+describe("cellErrorReply", () => {
+  const cases: [RequestFailure, string][] = [
+    [{ kind: "refused", refusal: "not_a_member" }, "not_a_member"],
+    [{ kind: "refused", refusal: "not_a_group" }, "not_a_group"],
+    [{ kind: "refused", refusal: "too_many_members" }, "too_many_members"],
+    [{ kind: "refused", refusal: "invalid_peer" }, "invalid_peer"],
+    [{ kind: "not_owner", key: "g-x", ownerWorkerId: "a-2" }, "not_owner"],
+    [{ kind: "lease_lapsed" }, "not_owner"],
+    [{ kind: "overloaded", reason: "key_full" }, "cell_unavailable"],
+    [{ kind: "overloaded", reason: "queue_full" }, "cell_unavailable"],
+    [{ kind: "bad_payload", reason: "$.type must be a string" }, "internal"],
+    [{ kind: "invalid_field", message: "$.conversationId is not the pair's" }, "invalid_field"],
+    [{ kind: "error", error: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) }, "cell_unavailable"],
+    [{ kind: "error", error: new Error("wrapped", { cause: Object.assign(new Error("terminating"), { code: "57P01" }) }) }, "cell_unavailable"],
+    [{ kind: "error", error: new UnavailableError("directory_unavailable", "directory silent") }, "directory_unavailable"],
+    [{ kind: "error", error: new StoreRowError("bad row") }, "internal"],
+    [{ kind: "error", error: new TypeError("x is undefined") }, "internal"],
+    [{ kind: "error", error: "a string was thrown" }, "internal"],
+  ];
+
+  it.each(cases)("maps %j to %s, as a reply that decodes", (failure, code) => {
+    const reply = cellErrorReply(failure);
+    expect(reply.code).toBe(code);
+    expect(decode(cellReply, reply).ok).toBe(true);
+  });
+
+  it("does not leak an unexpected error's message", () => {
+    const reply = cellErrorReply({ kind: "error", error: new Error("password=hunter2 in some driver message") });
+    expect(reply.message).not.toContain("hunter2");
+  });
+
+  it("bounds the reply's message", () => {
+    const reply = cellErrorReply({ kind: "invalid_field", message: "x".repeat(5000) });
+    expect(reply.message.length).toBeLessThanOrEqual(500);
+  });
+});

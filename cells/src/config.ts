@@ -1,0 +1,87 @@
+// The worker's typed config, built from an environment record by a pure function. Only main.ts passes
+// process.env in; tests and the launcher build WorkerConfig values directly.
+import { ConfigError, EnvironmentReader, type Environment } from "@cellwire/cluster";
+import { cellIdPattern, namespacePattern, workerIdPattern } from "@cellwire/protocol";
+import { defaultPostgresAdminUrl } from "./store/database.ts";
+
+export type WorkerConfig = {
+  readonly namespace: string;
+  readonly natsServers: readonly string[];
+  readonly cellId: string;
+  /** Unique within the cell, e.g. "a-1"; names the worker's lease and subject. */
+  readonly workerId: string;
+  /** A server URL with rights to create databases; the cell database's URL is derived from it. */
+  readonly postgresAdminUrl: string;
+  /** Other processes consider the worker gone this long after its last lease renewal. */
+  readonly leaseMs: number;
+  readonly heartbeatIntervalMs: number;
+  /** The cell's capacity weight, sent to the directory for placement. */
+  readonly cellWeight: number;
+  /** Postgres connections of this worker. */
+  readonly poolSize: number;
+  /** How long a starting worker keeps trying to register its cell with the directory. */
+  readonly directoryWaitMs: number;
+  /** Requests queued or running for one conversation; past it: cell_unavailable. */
+  readonly pendingPerConversationMax: number;
+  /** Requests queued or running on the worker; past it: cell_unavailable. */
+  readonly pendingTotalMax: number;
+  /** Conversations whose members are cached for fan-out. */
+  readonly memberCacheConversationsMax: number;
+};
+
+export type LoadedWorkerConfig = {
+  readonly config: WorkerConfig;
+  /** WORKER_* variables that no setting reads: most likely typos, for main.ts to report. */
+  readonly unknownVariables: readonly string[];
+};
+
+export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
+  const reader = new EnvironmentReader(environment, ["WORKER_"]);
+  const required = (name: string, pattern: RegExp, example: string): string => {
+    const value = reader.optionalString(name);
+    if (value === undefined) throw new ConfigError(`${name} is required (for example ${example})`);
+    return reader.string(name, value, pattern);
+  };
+  const natsServers = reader
+    .string("CELLWIRE_NATS_SERVERS", "127.0.0.1:4222")
+    .split(",")
+    .map((server) => server.trim())
+    .filter((server) => server !== "");
+  if (natsServers.length === 0) throw new ConfigError("CELLWIRE_NATS_SERVERS must name at least one server");
+  const config: WorkerConfig = {
+    namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
+    natsServers,
+    cellId: required("WORKER_CELL_ID", cellIdPattern, "a"),
+    workerId: required("WORKER_ID", workerIdPattern, "a-1"),
+    postgresAdminUrl: postgresUrl(reader.string("WORKER_POSTGRES_ADMIN_URL", defaultPostgresAdminUrl)),
+    leaseMs: reader.integer("WORKER_LEASE_MS", 3000, 100, 600_000),
+    heartbeatIntervalMs: reader.integer("WORKER_HEARTBEAT_INTERVAL_MS", 1000, 20, 300_000),
+    cellWeight: reader.integer("WORKER_CELL_WEIGHT", 100, 1, 1_000_000),
+    poolSize: reader.integer("WORKER_POOL_SIZE", 10, 1, 200),
+    directoryWaitMs: reader.integer("WORKER_DIRECTORY_WAIT_MS", 15_000, 0, 600_000),
+    pendingPerConversationMax: reader.integer("WORKER_PENDING_PER_CONVERSATION_MAX", 256, 1, 100_000),
+    pendingTotalMax: reader.integer("WORKER_PENDING_TOTAL_MAX", 10_000, 1, 1_000_000),
+    memberCacheConversationsMax: reader.integer("WORKER_MEMBER_CACHE_CONVERSATIONS_MAX", 10_000, 1, 1_000_000),
+  };
+  // Two heartbeats per lease at least, so one late renewal does not make the worker look dead.
+  if (config.heartbeatIntervalMs * 2 > config.leaseMs) {
+    throw new ConfigError(`WORKER_HEARTBEAT_INTERVAL_MS (${config.heartbeatIntervalMs}) must be at most half of WORKER_LEASE_MS (${config.leaseMs})`);
+  }
+  if (config.pendingPerConversationMax > config.pendingTotalMax) {
+    throw new ConfigError("WORKER_PENDING_PER_CONVERSATION_MAX must not exceed WORKER_PENDING_TOTAL_MAX");
+  }
+  return { config, unknownVariables: reader.unknownVariables() };
+}
+
+function postgresUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError("WORKER_POSTGRES_ADMIN_URL must be a URL like postgres://user@host:5432/postgres");
+  }
+  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+    throw new ConfigError("WORKER_POSTGRES_ADMIN_URL must start with postgres:// or postgresql://");
+  }
+  return value;
+}

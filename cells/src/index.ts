@@ -1,0 +1,20 @@
+// @cellwire/cells: the cell worker, startable in-process, and its storage.
+export { startWorker, type RunningWorker } from "./worker.ts";
+export { loadWorkerConfig, type LoadedWorkerConfig, type WorkerConfig } from "./config.ts";
+export { dropCellDatabase, ensureCellDatabase, defaultPostgresAdminUrl, databaseUrl } from "./store/database.ts";
+export { PostgresConversationStore } from "./store/postgres-store.ts";
+export { MemoryConversationStore } from "./store/memory-store.ts";
+export { PostgresUnavailableError, StoreRowError } from "./store/errors.ts";
+export type {
+  AddMembersInput,
+  AppendMessageInput,
+  AppendMessageResult,
+  ConversationResult,
+  ConversationStore,
+  CreateGroupInput,
+  HistoryInput,
+  HistoryResult,
+  OpenDirectInput,
+  StoreLimits,
+  StoreRefusal,
+} from "./store/store.ts";

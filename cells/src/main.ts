@@ -1,0 +1,22 @@
+// The worker process: reads process.env (the only file here that does), starts the worker, tells the
+// launcher it is ready and stops cleanly on SIGTERM or SIGINT.
+import { createLogger, failStart, onShutdown, tellLauncher } from "@cellwire/cluster";
+import { loadWorkerConfig } from "./config.ts";
+import { startWorker } from "./worker.ts";
+
+// Named before the config is read, so a bad config is still reported under a recognisable name.
+let processName = `cellwire-worker-${process.env["WORKER_ID"] ?? "unknown"}`;
+let logger = createLogger(processName);
+
+try {
+  const { config, unknownVariables } = loadWorkerConfig(process.env);
+  processName = `cellwire-worker-${config.workerId}`;
+  process.title = processName;
+  logger = createLogger(processName);
+  if (unknownVariables.length > 0) logger.warn(`unknown variables ignored: ${unknownVariables.join(", ")}`);
+  const worker = await startWorker(config, logger);
+  onShutdown(worker.stop, logger);
+  tellLauncher({ type: "ready", processName });
+} catch (error) {
+  failStart(processName, logger, error);
+}

@@ -1,0 +1,106 @@
+// Creates a cell's database when it is missing and brings its schema up to date. Every worker of a cell
+// runs this at start, often at the same moment, so both steps tolerate a concurrent twin.
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import { drizzle } from "drizzle-orm/node-postgres";
+import { migrate } from "drizzle-orm/node-postgres/migrator";
+import { cellDatabaseName } from "@cellwire/protocol";
+import { CellwireError } from "@cellwire/cluster";
+import { PostgresUnavailableError, duplicateDatabase, isPostgresUnavailable, postgresErrorCode, uniqueViolation } from "./errors.ts";
+
+export const defaultPostgresAdminUrl = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/** Resolved from this module, not the working directory, so any launcher finds the migrations. */
+export const migrationsFolder = fileURLToPath(new URL("../../drizzle/", import.meta.url));
+
+/** Session-level advisory lock key (any constant 64-bit value) held while one worker migrates. */
+const migrationLockKey = 0x63656c6c_7769n; // "cellwi"
+
+const connectTimeoutMs = 5000;
+
+/** The URL of database `databaseName` on the server of `adminUrl` (same credentials and options). */
+export function databaseUrl(adminUrl: string, databaseName: string): string {
+  const url = new URL(adminUrl);
+  url.pathname = `/${encodeURIComponent(databaseName)}`;
+  return url.toString();
+}
+
+/** The URL without its password, for messages and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== "") parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return "(unparsable URL)";
+  }
+}
+
+/**
+ * Creates the database of (namespace, cellId) if missing and applies the migrations; returns its URL.
+ * Throws PostgresUnavailableError, naming the server and how to start it, when Postgres cannot be reached.
+ */
+export async function ensureCellDatabase(adminUrl: string, namespace: string, cellId: string): Promise<string> {
+  const name = cellDatabaseName(namespace, cellId);
+  await withClient(adminUrl, async (client) => {
+    const found = await client.query("select 1 from pg_database where datname = $1", [name]);
+    if (found.rowCount !== 0) return;
+    try {
+      // The name passed cellDatabaseName's allowlist ([a-z0-9_]), so quoting it is enough.
+      await client.query(`create database "${name}"`);
+    } catch (error) {
+      // A twin worker created it first: 42P04, or 23505 when both inserted into pg_database at once.
+      const code = postgresErrorCode(error);
+      if (code !== duplicateDatabase && code !== uniqueViolation) throw error;
+    }
+  });
+  const url = databaseUrl(adminUrl, name);
+  await withClient(url, async (client) => {
+    await client.query("select pg_advisory_lock($1)", [migrationLockKey.toString()]);
+    try {
+      await migrate(drizzle({ client }), { migrationsFolder });
+    } finally {
+      await client.query("select pg_advisory_unlock($1)", [migrationLockKey.toString()]);
+    }
+  });
+  return url;
+}
+
+/** Drops the database of (namespace, cellId), disconnecting its sessions first (tests and cleanup). */
+export async function dropCellDatabase(adminUrl: string, namespace: string, cellId: string): Promise<void> {
+  const name = cellDatabaseName(namespace, cellId);
+  await withClient(adminUrl, async (client) => {
+    await client.query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()", [name]);
+    // WITH (FORCE) also ends sessions that connected after the terminate above (a pool reconnecting).
+    await client.query(`drop database if exists "${name}" with (force)`);
+  });
+}
+
+async function withClient<T>(url: string, use: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs });
+  // An idle client whose server goes away emits 'error'; without a listener that would crash the process.
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+  } catch (error) {
+    if (isPostgresUnavailable(error)) throw unreachable(url, error);
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new CellwireError("internal", `Postgres at ${redactUrl(url)} refused the connection: ${reason}`, { cause: error });
+  }
+  try {
+    return await use(client);
+  } catch (error) {
+    throw isPostgresUnavailable(error) ? unreachable(url, error) : error;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function unreachable(url: string, cause: unknown): PostgresUnavailableError {
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new PostgresUnavailableError(
+    `cannot reach Postgres at ${redactUrl(url)} (${reason}). Is it running? ` +
+      "Locally: pg_ctlcluster --skip-systemctl-redirect 15 main start",
+    { cause },
+  );
+}

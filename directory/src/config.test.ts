@@ -1,0 +1,68 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError } from "@cellwire/cluster";
+import { directoryConfigDefaults, loadDirectoryConfig, redactRedisUrl } from "./config.ts";
+
+describe("loadDirectoryConfig", () => {
+  it("uses the defaults for an empty environment", () => {
+    const { config, warnings } = loadDirectoryConfig({});
+    expect(config).toEqual({
+      namespace: "cellwire",
+      natsServers: ["127.0.0.1:4222"],
+      redisUrl: "redis://127.0.0.1:6379",
+      requestsInFlightMax: directoryConfigDefaults.requestsInFlightMax,
+      redisCommandTimeoutMs: directoryConfigDefaults.redisCommandTimeoutMs,
+    });
+    expect(warnings).toEqual([]);
+  });
+
+  it("reads every variable", () => {
+    const { config } = loadDirectoryConfig({
+      CELLWIRE_NAMESPACE: "t_one",
+      CELLWIRE_NATS_SERVERS: "127.0.0.1:4222, 127.0.0.1:4223,",
+      DIRECTORY_REDIS_URL: "redis://:secret@10.0.0.5:6380/2",
+      DIRECTORY_REQUESTS_IN_FLIGHT_MAX: "8",
+      DIRECTORY_REDIS_COMMAND_TIMEOUT_MS: "750",
+    });
+    expect(config).toEqual({
+      namespace: "t_one",
+      natsServers: ["127.0.0.1:4222", "127.0.0.1:4223"],
+      redisUrl: "redis://:secret@10.0.0.5:6380/2",
+      requestsInFlightMax: 8,
+      redisCommandTimeoutMs: 750,
+    });
+  });
+
+  it("treats empty numeric variables as unset", () => {
+    const { config } = loadDirectoryConfig({ DIRECTORY_REQUESTS_IN_FLIGHT_MAX: "" });
+    expect(config.requestsInFlightMax).toBe(directoryConfigDefaults.requestsInFlightMax);
+  });
+
+  it("reports unknown DIRECTORY_ variables as warnings, and no other prefix", () => {
+    const { warnings } = loadDirectoryConfig({ DIRECTORY_REDIS_ULR: "redis://x", DIRECTORY_ZZZ: "1", EDGE_PORT: "1", CELLWIRE_OTHER: "x" });
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toContain("DIRECTORY_REDIS_ULR");
+    expect(warnings[1]).toContain("DIRECTORY_ZZZ");
+  });
+
+  it.each([
+    ["CELLWIRE_NAMESPACE", "Bad-Namespace"],
+    ["CELLWIRE_NAMESPACE", "a".repeat(25)],
+    ["CELLWIRE_NATS_SERVERS", " , "],
+    ["CELLWIRE_NATS_SERVERS", "host with space:4222"],
+    ["DIRECTORY_REDIS_URL", "http://127.0.0.1:6379"],
+    ["DIRECTORY_REQUESTS_IN_FLIGHT_MAX", "0"],
+    ["DIRECTORY_REQUESTS_IN_FLIGHT_MAX", "12abc"],
+    ["DIRECTORY_REDIS_COMMAND_TIMEOUT_MS", "10"],
+    ["DIRECTORY_REDIS_COMMAND_TIMEOUT_MS", "1.5"],
+  ])("rejects %s=%j with a ConfigError naming it", (name, value) => {
+    expect(() => loadDirectoryConfig({ [name]: value })).toThrow(ConfigError);
+    expect(() => loadDirectoryConfig({ [name]: value })).toThrow(name);
+  });
+});
+
+describe("redactRedisUrl", () => {
+  it("hides a password and keeps the rest", () => {
+    expect(redactRedisUrl("redis://:secret@10.0.0.5:6380/2")).toBe("redis://:***@10.0.0.5:6380/2");
+    expect(redactRedisUrl("redis://127.0.0.1:6379")).toBe("redis://127.0.0.1:6379");
+  });
+});

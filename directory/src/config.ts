@@ -1,0 +1,71 @@
+// The directory's typed config, built from an environment record by a pure function. Only main.ts passes
+// process.env in; tests and the launcher build the record themselves.
+import { namespacePattern } from "@cellwire/protocol";
+import { ConfigError, EnvironmentReader, type Environment } from "@cellwire/cluster";
+
+export type DirectoryConfig = {
+  /** Prefixes the NATS subject and every Redis key (CELLWIRE_NAMESPACE). */
+  readonly namespace: string;
+  /** NATS servers, host:port (CELLWIRE_NATS_SERVERS, comma-separated). */
+  readonly natsServers: readonly string[];
+  /** Where the directory's data lives (DIRECTORY_REDIS_URL). */
+  readonly redisUrl: string;
+  /** Requests handled at once; past it a request is answered directory_unavailable at once. */
+  readonly requestsInFlightMax: number;
+  /** A Redis command that has no reply within this deadline fails with directory_unavailable. */
+  readonly redisCommandTimeoutMs: number;
+};
+
+export type LoadedDirectoryConfig = {
+  readonly config: DirectoryConfig;
+  /** Problems worth a log line that do not stop the service (unknown DIRECTORY_* variables). */
+  readonly warnings: readonly string[];
+};
+
+export const directoryConfigDefaults = {
+  namespace: "cellwire",
+  natsServers: "127.0.0.1:4222",
+  redisUrl: "redis://127.0.0.1:6379",
+  requestsInFlightMax: 256,
+  redisCommandTimeoutMs: 2_000,
+} as const;
+
+const natsServersMax = 32;
+const natsServerPattern = /^(nats:\/\/|tls:\/\/)?[A-Za-z0-9.[\]:_-]+(:[0-9]{1,5})?$/;
+const redisUrlPattern = /^rediss?:\/\/\S+$/;
+
+/** Builds the config from environment variables; throws ConfigError naming the first invalid variable. */
+export function loadDirectoryConfig(environment: Environment): LoadedDirectoryConfig {
+  const reader = new EnvironmentReader(environment, ["DIRECTORY_"]);
+  const namespace = reader.string("CELLWIRE_NAMESPACE", directoryConfigDefaults.namespace, namespacePattern);
+  const natsServers = parseNatsServers(reader.string("CELLWIRE_NATS_SERVERS", directoryConfigDefaults.natsServers));
+  const redisUrl = reader.string("DIRECTORY_REDIS_URL", directoryConfigDefaults.redisUrl, redisUrlPattern);
+  const requestsInFlightMax = reader.integer("DIRECTORY_REQUESTS_IN_FLIGHT_MAX", directoryConfigDefaults.requestsInFlightMax, 1, 100_000);
+  const redisCommandTimeoutMs = reader.integer("DIRECTORY_REDIS_COMMAND_TIMEOUT_MS", directoryConfigDefaults.redisCommandTimeoutMs, 50, 60_000);
+  const warnings = reader.unknownVariables().map((name) => `unknown variable ${name} (ignored; a typo?)`);
+  return { config: { namespace, natsServers, redisUrl, requestsInFlightMax, redisCommandTimeoutMs }, warnings };
+}
+
+function parseNatsServers(raw: string): string[] {
+  const servers = raw
+    .split(",")
+    .map((server) => server.trim())
+    .filter((server) => server !== "");
+  if (servers.length === 0) throw new ConfigError("CELLWIRE_NATS_SERVERS must name at least one server");
+  if (servers.length > natsServersMax) throw new ConfigError(`CELLWIRE_NATS_SERVERS must name at most ${natsServersMax} servers`);
+  for (const server of servers) {
+    if (!natsServerPattern.test(server)) throw new ConfigError(`CELLWIRE_NATS_SERVERS has an invalid server ${JSON.stringify(server)}`);
+  }
+  return servers;
+}
+
+/** The Redis URL without its password, for log lines and error messages. */
+export function redactRedisUrl(redisUrl: string): string {
+  try {
+    const url = new URL(redisUrl);
+    if (url.password !== "") url.password = "***";
+    return url.toString();
+  } catch {
+    return "(unparsable Redis URL)";
+  }
+}

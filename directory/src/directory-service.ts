@@ -1,0 +1,265 @@
+// The Discovery Service process: answers DirectoryRequests on the directory subject (queue group
+// "directory", so several instances share the load) from the data in Redis. It is the only Cellwire
+// process that talks to Redis.
+import { Redis } from "ioredis";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import { directoryRequest, directorySubject, type DirectoryErrorReply, type DirectoryReply, type DirectoryRequest } from "@cellwire/protocol";
+import { CellwireError, connectNats, decodeMessage, encodeJson, type ServiceLogger } from "@cellwire/cluster";
+import { redactRedisUrl, type DirectoryConfig } from "./config.ts";
+import { RedisUnavailableError } from "./errors.ts";
+import { RedisDirectory, type DirectoryRefusal } from "./redis-directory.ts";
+
+export const directoryQueueGroup = "directory";
+export const directoryProcessName = "cellwire-directory";
+
+/** Reconnection to Redis never stops; the wait between attempts grows to this. */
+const redisReconnectDelayMsMax = 1_000;
+const redisReconnectDelayStepMs = 50;
+const redisConnectTimeoutMs = 2_000;
+/** While Redis stays down (or requests keep failing), one warning per interval, not one per attempt. */
+const warningIntervalMs = 10_000;
+const localRedisCommand = `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no`;
+
+export type RunningDirectory = { readonly stop: () => Promise<void> };
+
+/** Maps any failure of a request to its reply: the one place where directory errors meet the wire. */
+export function errorReply(error: unknown): DirectoryErrorReply {
+  if (error instanceof CellwireError) return { type: "directory.error", code: error.code, message: error.message.slice(0, 2000) };
+  return { type: "directory.error", code: "internal", message: "unexpected directory error; it has been logged" };
+}
+
+function refusalReply(refusal: DirectoryRefusal<DirectoryErrorReply["code"]>): DirectoryErrorReply {
+  return { type: "directory.error", code: refusal.code, message: refusal.message };
+}
+
+/** Answers one decoded request; expected refusals become error replies, operating errors are thrown. */
+export async function answerDirectoryRequest(directory: RedisDirectory, request: DirectoryRequest, random: () => number): Promise<DirectoryReply> {
+  switch (request.type) {
+    case "directory.resolveUser": {
+      const result = await directory.resolveUser(request.userId, random());
+      return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
+    }
+    case "directory.assignUser": {
+      const result = await directory.assignUser(request.userId, request.cellId);
+      return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
+    }
+    case "directory.lookupConversation": {
+      const entry = await directory.lookupConversation(request.conversationId);
+      if (entry === undefined) return { type: "directory.error", code: "not_found", message: `no entry for conversation ${request.conversationId}` };
+      return { type: "directory.entry", entry, placed: false };
+    }
+    case "directory.placeConversation": {
+      const result = await directory.placeConversation(request.conversationId, request.preferredCellId, random());
+      return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
+    }
+    case "directory.registerCell": {
+      const result = await directory.registerCell(request.cellId, request.weight);
+      return result.ok ? { type: "directory.cells", cells: result.cells } : refusalReply(result);
+    }
+    case "directory.listCells":
+      return { type: "directory.cells", cells: await directory.listCells() };
+  }
+}
+
+/** Logs a warning at most once per interval and says how many it held back meanwhile. */
+function throttledWarning(logger: ServiceLogger, intervalMs: number): (message: string) => void {
+  let lastAtMs = Number.NEGATIVE_INFINITY;
+  let suppressed = 0;
+  return (message) => {
+    const nowMs = performance.now();
+    if (nowMs - lastAtMs < intervalMs) {
+      suppressed++;
+      return;
+    }
+    logger.warn(suppressed > 0 ? `${message} (and ${suppressed} more since the last warning)` : message);
+    lastAtMs = nowMs;
+    suppressed = 0;
+  };
+}
+
+/**
+ * Serves directory requests from one subscription. Requests run concurrently, at most
+ * requestsInFlightMax at once; past it a request is answered directory_unavailable at once, so a slow
+ * Redis turns into fast, retryable errors rather than a growing queue.
+ */
+export class DirectoryService {
+  private subscription: Subscription | undefined;
+  private inFlight = 0;
+  private idle: (() => void) | undefined;
+  private readonly warnFailure: (message: string) => void;
+
+  constructor(
+    private readonly connection: NatsConnection,
+    private readonly directory: RedisDirectory,
+    private readonly namespace: string,
+    private readonly requestsInFlightMax: number,
+    private readonly logger: ServiceLogger,
+    private readonly random: () => number = Math.random,
+  ) {
+    this.warnFailure = throttledWarning(logger, warningIntervalMs);
+  }
+
+  start(): void {
+    if (this.subscription !== undefined) throw new Error("the directory service is already started");
+    this.subscription = this.connection.subscribe(directorySubject(this.namespace), {
+      queue: directoryQueueGroup,
+      callback: (error, message) => {
+        if (error !== null) {
+          this.warnFailure(`directory subscription: ${error.message}`);
+          return;
+        }
+        this.receive(message);
+      },
+    });
+  }
+
+  /** Stops taking requests, then waits for those in flight to be answered. */
+  async stop(): Promise<void> {
+    const subscription = this.subscription;
+    if (subscription === undefined) return;
+    if (!subscription.isClosed()) await subscription.drain();
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+  }
+
+  private receive(message: Msg): void {
+    // A request published without a reply subject cannot be answered: it is a sender's bug, not ours.
+    if (message.reply === undefined || message.reply === "") {
+      this.warnFailure("directory request without a reply subject ignored");
+      return;
+    }
+    const decoded = decodeMessage(directoryRequest, message.data);
+    if (!decoded.ok) {
+      this.respond(message, { type: "directory.error", code: "internal", message: `malformed directory request: ${decoded.reason}`.slice(0, 2000) });
+      return;
+    }
+    if (this.inFlight >= this.requestsInFlightMax) {
+      this.respond(message, {
+        type: "directory.error",
+        code: "directory_unavailable",
+        message: `the directory has ${this.requestsInFlightMax} requests in flight, its limit`,
+      });
+      return;
+    }
+    this.inFlight++;
+    void this.answer(message, decoded.value).finally(() => {
+      this.inFlight--;
+      if (this.inFlight === 0 && this.idle !== undefined) this.idle();
+    });
+  }
+
+  private async answer(message: Msg, request: DirectoryRequest): Promise<void> {
+    let reply: DirectoryReply;
+    try {
+      reply = await answerDirectoryRequest(this.directory, request, this.random);
+    } catch (error) {
+      reply = errorReply(error);
+      if (reply.code === "internal") {
+        this.logger.error(`${request.type} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      } else {
+        this.warnFailure(`${request.type} failed: ${reply.message}`);
+      }
+    }
+    this.respond(message, reply);
+  }
+
+  private respond(message: Msg, reply: DirectoryReply): void {
+    try {
+      message.respond(encodeJson(reply));
+    } catch (error) {
+      // The connection is closing or closed: the requester times out and retries, nothing else to do.
+      this.warnFailure(`could not reply to a directory request: ${String(error)}`);
+    }
+  }
+}
+
+/**
+ * A Redis client that fails fast instead of queueing: with no offline queue a command sent while
+ * disconnected fails at once, a command in flight fails after redisCommandTimeoutMs, and the client keeps
+ * reconnecting (with a bounded delay) for as long as the process lives.
+ */
+export function createRedisClient(config: DirectoryConfig, logger: ServiceLogger): Redis {
+  const redis = new Redis(config.redisUrl, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: config.redisCommandTimeoutMs,
+    connectTimeout: redisConnectTimeoutMs,
+    retryStrategy: (attempts) => Math.min(attempts * redisReconnectDelayStepMs, redisReconnectDelayMsMax),
+    connectionName: directoryProcessName,
+  });
+  const url = redactRedisUrl(config.redisUrl);
+  const warnDown = throttledWarning(logger, warningIntervalMs);
+  let reachable = false;
+  redis.on("error", (error: Error) => warnDown(`redis at ${url}: ${error.message}`));
+  // "reconnecting" rather than "close": a deliberate QUIT closes too, but does not reconnect.
+  redis.on("reconnecting", () => {
+    if (reachable) logger.warn(`redis at ${url}: connection lost; reconnecting`);
+    reachable = false;
+  });
+  redis.on("ready", () => {
+    logger.info(`redis at ${url}: ready`);
+    reachable = true;
+  });
+  return redis;
+}
+
+/** Connects and PINGs once; a Redis that does not answer fails the start with how to run one locally. */
+export async function connectRedis(redis: Redis, redisUrl: string): Promise<void> {
+  let lastError: Error | undefined;
+  const remember = (error: Error): void => {
+    lastError = error;
+  };
+  redis.on("error", remember);
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (error) {
+    redis.disconnect();
+    const reason = lastError?.message ?? (error instanceof Error ? error.message : String(error));
+    throw new RedisUnavailableError(
+      `Redis is unreachable at ${redactRedisUrl(redisUrl)} (${reason}). The directory keeps its data in Redis; ` +
+        `set DIRECTORY_REDIS_URL, or start one locally with: ${localRedisCommand}`,
+      { cause: error },
+    );
+  } finally {
+    redis.off("error", remember);
+  }
+}
+
+async function closeRedis(redis: Redis): Promise<void> {
+  try {
+    await redis.quit();
+  } catch {
+    // QUIT cannot be sent while disconnected (no offline queue): drop the connection instead.
+    redis.disconnect();
+  }
+}
+
+/** Starts the directory in-process: Redis first (checked with a PING), then NATS, then serving. */
+export async function startDirectory(config: DirectoryConfig, logger: ServiceLogger): Promise<RunningDirectory> {
+  const redis = createRedisClient(config, logger);
+  await connectRedis(redis, config.redisUrl);
+  let connection: NatsConnection;
+  try {
+    connection = await connectNats([...config.natsServers], directoryProcessName, logger);
+  } catch (error) {
+    await closeRedis(redis);
+    throw error;
+  }
+  const service = new DirectoryService(connection, new RedisDirectory(redis, config.namespace), config.namespace, config.requestsInFlightMax, logger);
+  service.start();
+  // Flushing makes the subscription known to the server before callers are told the directory serves.
+  await connection.flush();
+  logger.info(`serving ${directorySubject(config.namespace)} (queue ${directoryQueueGroup}) from redis at ${redactRedisUrl(config.redisUrl)}`);
+  let stopping: Promise<void> | undefined;
+  return {
+    stop: () => {
+      stopping ??= (async () => {
+        await service.stop();
+        await connection.drain();
+        await closeRedis(redis);
+      })();
+      return stopping;
+    },
+  };
+}

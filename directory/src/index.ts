@@ -1,0 +1,21 @@
+// @cellwire/directory: the Discovery Service (user and conversation -> home cell, the cell registry),
+// startable in-process from a typed config.
+export { loadDirectoryConfig, directoryConfigDefaults, type DirectoryConfig, type LoadedDirectoryConfig } from "./config.ts";
+export {
+  startDirectory,
+  answerDirectoryRequest,
+  errorReply,
+  directoryQueueGroup,
+  directoryProcessName,
+  type RunningDirectory,
+} from "./directory-service.ts";
+export {
+  RedisDirectory,
+  cellsMax,
+  type PlacedEntry,
+  type DirectoryRefusal,
+  type PlacementResult,
+  type AssignmentResult,
+  type RegistrationResult,
+} from "./redis-directory.ts";
+export { RedisUnavailableError, DirectoryStoreError } from "./errors.ts";

@@ -1,0 +1,300 @@
+// The directory's data in Redis: user and conversation entries (each a hash {cellId, epoch}) and the cell
+// registry (one hash, cellId -> JSON {weight, state}). Placement is one Lua script, so two edges racing
+// to place the same new user place it once.
+import type { Redis } from "ioredis";
+import {
+  cellId as cellIdDecoder,
+  decode,
+  integer,
+  isCellId,
+  isConversationId,
+  isUserId,
+  object,
+  oneOf,
+  parseJson,
+  redisPrefix,
+  type CellErrorCode,
+  type CellRecord,
+  type CellState,
+  type DirectoryEntry,
+  type DirectoryEntryKind,
+} from "@cellwire/protocol";
+import { DirectoryStoreError, fromRedisError } from "./errors.ts";
+import { LuaScript } from "./lua-script.ts";
+
+/** Cells in the registry; matches the most a directory.cells reply may carry. */
+export const cellsMax = 1000;
+/** Keys unlinked per SCAN round when a namespace is destroyed. */
+const destroyScanCount = 500;
+/** SCAN rounds before destroyNamespace gives up (about fifty million keys at destroyScanCount). */
+const destroyScanRoundsMax = 100_000;
+
+export type PlacedEntry = { readonly ok: true; readonly entry: DirectoryEntry; readonly placed: boolean };
+/** An expected refusal, returned rather than thrown: the service turns it into a directory.error reply. */
+export type DirectoryRefusal<Code extends CellErrorCode> = Code extends CellErrorCode
+  ? { readonly ok: false; readonly code: Code; readonly message: string }
+  : never;
+export type PlacementResult = PlacedEntry | DirectoryRefusal<"no_cell_available">;
+export type AssignmentResult = PlacedEntry | DirectoryRefusal<"unknown_cell">;
+export type RegistrationResult = { readonly ok: true; readonly cells: CellRecord[] } | DirectoryRefusal<"invalid_field">;
+
+/**
+ * KEYS[1] the entry's hash, KEYS[2] the cell registry.
+ * ARGV[1] mode: "prefer" (ARGV[2] is a preferred cell, or "") or "require" (ARGV[2] must be registered).
+ * ARGV[3] a random number in [0, 1) chosen by the caller, so the script itself stays deterministic.
+ * Replies {"existing", cellId, epoch}, {"placed", cellId, epoch}, {"no_cell_available"} or {"unknown_cell"}.
+ * An existing entry is returned unchanged: placement never moves a user (migration bumps the epoch).
+ */
+const placementScript = new LuaScript(`
+local entryKey, cellsKey = KEYS[1], KEYS[2]
+local mode, requestedCellId, random = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+-- The weight of a registry value if the cell is active, else nil (draining, or undecodable).
+local function activeWeight(raw)
+  local ok, record = pcall(cjson.decode, raw)
+  if not ok or type(record) ~= 'table' or record['state'] ~= 'active' then return nil end
+  local weight = tonumber(record['weight'])
+  if weight == nil or weight < 1 then return nil end
+  return weight
+end
+
+if mode == 'require' and redis.call('HEXISTS', cellsKey, requestedCellId) == 0 then
+  return {'unknown_cell'}
+end
+
+local existing = redis.call('HMGET', entryKey, 'cellId', 'epoch')
+if existing[1] then
+  return {'existing', existing[1], existing[2]}
+end
+
+local chosen = nil
+if mode == 'require' then
+  chosen = requestedCellId
+elseif requestedCellId ~= '' then
+  local raw = redis.call('HGET', cellsKey, requestedCellId)
+  if raw and activeWeight(raw) then chosen = requestedCellId end
+end
+
+if not chosen then
+  local flat = redis.call('HGETALL', cellsKey)
+  local ids, weights, total = {}, {}, 0
+  for index = 1, #flat, 2 do
+    local weight = activeWeight(flat[index + 1])
+    if weight then
+      table.insert(ids, flat[index])
+      weights[flat[index]] = weight
+      total = total + weight
+    end
+  end
+  if total == 0 then return {'no_cell_available'} end
+  -- HGETALL order depends on the hash's history; sorting makes the pick a function of the random alone.
+  table.sort(ids)
+  local threshold = random * total
+  local cumulative = 0
+  for _, id in ipairs(ids) do
+    cumulative = cumulative + weights[id]
+    if threshold < cumulative then
+      chosen = id
+      break
+    end
+  end
+  if not chosen then chosen = ids[#ids] end
+end
+
+redis.call('HSET', entryKey, 'cellId', chosen, 'epoch', '1')
+return {'placed', chosen, '1'}
+`);
+
+/**
+ * KEYS[1] the cell registry. ARGV[1] cellId, ARGV[2] weight, ARGV[3] cellsMax.
+ * A new cell is active; a known cell keeps its state and takes the new weight.
+ * Replies {"registered", HGETALL of the registry} or {"registry_full"}.
+ */
+const registrationScript = new LuaScript(`
+local cellsKey = KEYS[1]
+local cellId, weight, cellsMax = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = 'active'
+local raw = redis.call('HGET', cellsKey, cellId)
+if raw then
+  local ok, record = pcall(cjson.decode, raw)
+  if ok and type(record) == 'table' and (record['state'] == 'active' or record['state'] == 'draining') then
+    state = record['state']
+  end
+elseif redis.call('HLEN', cellsKey) >= cellsMax then
+  return {'registry_full'}
+end
+redis.call('HSET', cellsKey, cellId, cjson.encode({weight = weight, state = state}))
+return {'registered', redis.call('HGETALL', cellsKey)}
+`);
+
+const cellValue = object({ weight: integer({ min: 1, max: 1_000_000 }), state: oneOf<CellState>(["active", "draining"]) });
+const epochPattern = /^[1-9][0-9]{0,15}$/;
+
+export class RedisDirectory {
+  private readonly prefix: string;
+  private readonly cellsKey: string;
+
+  /** The caller owns `redis` (connects, configures timeouts, quits). */
+  constructor(
+    private readonly redis: Redis,
+    namespace: string,
+  ) {
+    this.prefix = redisPrefix(namespace);
+    this.cellsKey = `${this.prefix}cells`;
+  }
+
+  /** The user's entry; a user seen for the first time is placed on an active cell chosen by weight. */
+  async resolveUser(userId: string, random: number): Promise<PlacementResult> {
+    assertId(isUserId(userId), "user id", userId);
+    const reply = await this.place("user", userId, "prefer", "", random);
+    if (reply.ok || reply.code === "no_cell_available") return reply;
+    throw new DirectoryStoreError(`placement of user ${userId} answered ${reply.code} in prefer mode`);
+  }
+
+  /** Places the user on `cellId` unless already placed (then the entry is returned unchanged). */
+  async assignUser(userId: string, cellId: string): Promise<AssignmentResult> {
+    assertId(isUserId(userId), "user id", userId);
+    assertId(isCellId(cellId), "cell id", cellId);
+    // The random number is unused in require mode; 0 keeps the script's arguments well formed.
+    const reply = await this.place("user", userId, "require", cellId, 0);
+    if (reply.ok || reply.code === "unknown_cell") return reply;
+    throw new DirectoryStoreError(`assignment of user ${userId} answered ${reply.code} in require mode`);
+  }
+
+  async lookupConversation(conversationId: string): Promise<DirectoryEntry | undefined> {
+    assertId(isConversationId(conversationId), "conversation id", conversationId);
+    const key = this.entryKey("conversation", conversationId);
+    const [rawCellId, rawEpoch] = await this.call(`HMGET ${key}`, () => this.redis.hmget(key, "cellId", "epoch"));
+    if ((rawCellId ?? null) === null && (rawEpoch ?? null) === null) return undefined;
+    return decodeEntry("conversation", conversationId, rawCellId, rawEpoch, key);
+  }
+
+  /**
+   * Places a new conversation on preferredCellId when it is registered and active, else on an active cell
+   * chosen by weight; an existing entry is returned unchanged.
+   */
+  async placeConversation(conversationId: string, preferredCellId: string, random: number): Promise<PlacementResult> {
+    assertId(isConversationId(conversationId), "conversation id", conversationId);
+    assertId(isCellId(preferredCellId), "cell id", preferredCellId);
+    const reply = await this.place("conversation", conversationId, "prefer", preferredCellId, random);
+    if (reply.ok || reply.code === "no_cell_available") return reply;
+    throw new DirectoryStoreError(`placement of conversation ${conversationId} answered ${reply.code} in prefer mode`);
+  }
+
+  /** Registers a cell as active, or refreshes a known cell's weight (its state is kept). */
+  async registerCell(cellId: string, weight: number): Promise<RegistrationResult> {
+    assertId(isCellId(cellId), "cell id", cellId);
+    if (!Number.isSafeInteger(weight) || weight < 1 || weight > 1_000_000) throw new TypeError(`invalid cell weight ${weight}`);
+    const reply = await this.call(`register cell ${cellId}`, () =>
+      registrationScript.run(this.redis, [this.cellsKey], [cellId, String(weight), String(cellsMax)]),
+    );
+    const [status, rawRegistry] = asArray(reply) ?? [];
+    if (status === "registry_full") {
+      return { ok: false, code: "invalid_field", message: `cellId: the registry already holds the maximum of ${cellsMax} cells` };
+    }
+    const flat = asArray(rawRegistry);
+    if (status !== "registered" || flat === undefined) throw new DirectoryStoreError(`registration script replied ${describe(reply)}`);
+    const registry: Record<string, unknown> = {};
+    for (let index = 0; index + 1 < flat.length; index += 2) {
+      const field = flat[index];
+      if (typeof field !== "string") throw new DirectoryStoreError(`registry field ${describe(field)} is not a string`);
+      registry[field] = flat[index + 1];
+    }
+    return { ok: true, cells: decodeRegistry(registry, this.cellsKey) };
+  }
+
+  /** Every registered cell, sorted by id. */
+  async listCells(): Promise<CellRecord[]> {
+    const registry = await this.call(`HGETALL ${this.cellsKey}`, () => this.redis.hgetall(this.cellsKey));
+    return decodeRegistry(registry, this.cellsKey);
+  }
+
+  /** Unlinks every key of the namespace: for tests and the launcher's cleanup, never for serving. */
+  async destroyNamespace(): Promise<number> {
+    const pattern = `${this.prefix}*`;
+    let cursor = "0";
+    let unlinked = 0;
+    for (let round = 0; round < destroyScanRoundsMax; round++) {
+      const [nextCursor, keys] = await this.call(`SCAN ${pattern}`, () =>
+        this.redis.scan(cursor, "MATCH", pattern, "COUNT", destroyScanCount),
+      );
+      if (keys.length > 0) unlinked += await this.call(`UNLINK ${pattern}`, () => this.redis.unlink(...keys));
+      cursor = nextCursor;
+      if (cursor === "0") return unlinked;
+    }
+    throw new DirectoryStoreError(`SCAN of ${pattern} did not finish within ${destroyScanRoundsMax} rounds`);
+  }
+
+  private async place(
+    kind: DirectoryEntryKind,
+    id: string,
+    mode: "prefer" | "require",
+    cellId: string,
+    random: number,
+  ): Promise<PlacedEntry | DirectoryRefusal<"no_cell_available" | "unknown_cell">> {
+    if (!Number.isFinite(random) || random < 0 || random >= 1) throw new TypeError(`random must be in [0, 1), got ${random}`);
+    const key = this.entryKey(kind, id);
+    const reply = await this.call(`placement of ${key}`, () => placementScript.run(this.redis, [key, this.cellsKey], [mode, cellId, String(random)]));
+    const [status, rawCellId, rawEpoch] = asArray(reply) ?? [];
+    switch (status) {
+      case "existing":
+      case "placed":
+        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), placed: status === "placed" };
+      case "no_cell_available":
+        return { ok: false, code: "no_cell_available", message: `no active cell is registered to place ${kind} ${id}` };
+      case "unknown_cell":
+        return { ok: false, code: "unknown_cell", message: `cell ${cellId} is not registered` };
+      default:
+        throw new DirectoryStoreError(`placement script replied ${describe(reply)}`);
+    }
+  }
+
+  private entryKey(kind: DirectoryEntryKind, id: string): string {
+    return `${this.prefix}${kind}:${id}`;
+  }
+
+  private async call<T>(operation: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      throw fromRedisError(error, operation);
+    }
+  }
+}
+
+function decodeEntry(kind: DirectoryEntryKind, id: string, rawCellId: unknown, rawEpoch: unknown, key: string): DirectoryEntry {
+  const cellId = decode(cellIdDecoder, rawCellId);
+  if (!cellId.ok) throw new DirectoryStoreError(`${key} has an invalid cellId ${describe(rawCellId)}`);
+  if (typeof rawEpoch !== "string" || !epochPattern.test(rawEpoch) || !Number.isSafeInteger(Number(rawEpoch))) {
+    throw new DirectoryStoreError(`${key} has an invalid epoch ${describe(rawEpoch)}`);
+  }
+  return { kind, id, cellId: cellId.value, epoch: Number(rawEpoch) };
+}
+
+function decodeRegistry(registry: Record<string, unknown>, key: string): CellRecord[] {
+  const cells: CellRecord[] = [];
+  for (const [field, raw] of Object.entries(registry)) {
+    const cellId = decode(cellIdDecoder, field);
+    if (!cellId.ok) throw new DirectoryStoreError(`${key} has an invalid cell id ${describe(field)}`);
+    if (typeof raw !== "string") throw new DirectoryStoreError(`${key} field ${field} is not a string`);
+    const parsed = parseJson(raw);
+    const value = parsed.ok ? decode(cellValue, parsed.value) : parsed;
+    if (!value.ok) throw new DirectoryStoreError(`${key} field ${field}: ${value.failure.path} ${value.failure.reason}`);
+    cells.push({ cellId: cellId.value, weight: value.value.weight, state: value.value.state });
+  }
+  return cells.sort((left, right) => (left.cellId < right.cellId ? -1 : left.cellId > right.cellId ? 1 : 0));
+}
+
+// Ids reach Redis keys only after the service decoded the request; a bad one here is a programmer error.
+function assertId(ok: boolean, what: string, value: string): void {
+  if (!ok) throw new TypeError(`invalid ${what} for a Redis key: ${JSON.stringify(value.slice(0, 80))}`);
+}
+
+function asArray(value: unknown): readonly unknown[] | undefined {
+  return Array.isArray(value) ? (value as readonly unknown[]) : undefined;
+}
+
+function describe(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}

@@ -1,0 +1,77 @@
+// Subject, bucket, key and database names are built only from ids that pass the allowlists; a bad id is a
+// programmer error that could widen a subscription (`victim.>`), so each builder throws on it.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  cellDatabaseName,
+  deliverySubject,
+  directoryChangesSubject,
+  directorySubject,
+  leaseKey,
+  membershipBucket,
+  redisPrefix,
+  workerSubject,
+} from "./subjects.ts";
+
+const badNamespaces = ["", "Cellwire", "cell.wire", "cell-wire", "1cellwire", "_x", "a b", "a>", "a*", "x".repeat(25)];
+const badCellIds = ["", "A", "a.b", "a-b", "a_b", "1a", "a>", "a*", "a b", "a".repeat(17)];
+const badUserIds = ["", "victim.>", "a b", "*", ">", "a.b", "a\nb", "ü", "x".repeat(65)];
+const badWorkerIds = ["", "-a", "A-1", "a.1", "a_1", "a 1", "a>", "a*", "a".repeat(49)];
+
+describe("subject builders", () => {
+  it("build the documented names from valid ids", () => {
+    expect(workerSubject("cellwire", "a", "a-1")).toBe("cellwire.cell.a.worker.a-1");
+    expect(deliverySubject("cellwire", "alice_01-x")).toBe("cellwire.deliver.alice_01-x");
+    expect(directorySubject("t1")).toBe("t1.directory.request");
+    expect(directoryChangesSubject("t1")).toBe("t1.directory.changed");
+    expect(membershipBucket("cellwire", "b")).toBe("cellwire_members_b");
+    expect(leaseKey("b-2")).toBe("worker.b-2");
+    expect(redisPrefix("cellwire")).toBe("cellwire:");
+    expect(cellDatabaseName("my_ns", "a7")).toBe("my_ns_cell_a7");
+  });
+
+  it("accept the longest valid ids", () => {
+    const namespace = "n".repeat(24);
+    expect(workerSubject(namespace, "c".repeat(16), "w".repeat(48))).toBe(`${namespace}.cell.${"c".repeat(16)}.worker.${"w".repeat(48)}`);
+    expect(deliverySubject(namespace, "u".repeat(64))).toBe(`${namespace}.deliver.${"u".repeat(64)}`);
+  });
+
+  it.each(badNamespaces)("throw on the namespace %j", (namespace) => {
+    expect(() => workerSubject(namespace, "a", "a-1")).toThrow(TypeError);
+    expect(() => deliverySubject(namespace, "alice")).toThrow(TypeError);
+    expect(() => directorySubject(namespace)).toThrow(TypeError);
+    expect(() => directoryChangesSubject(namespace)).toThrow(TypeError);
+    expect(() => membershipBucket(namespace, "a")).toThrow(TypeError);
+    expect(() => redisPrefix(namespace)).toThrow(TypeError);
+    expect(() => cellDatabaseName(namespace, "a")).toThrow(TypeError);
+  });
+
+  it.each(badCellIds)("throw on the cell id %j", (cellId) => {
+    expect(() => workerSubject("cellwire", cellId, "a-1")).toThrow(TypeError);
+    expect(() => membershipBucket("cellwire", cellId)).toThrow(TypeError);
+    expect(() => cellDatabaseName("cellwire", cellId)).toThrow(TypeError);
+  });
+
+  it.each(badUserIds)("throw on the user id %j", (userId) => {
+    expect(() => deliverySubject("cellwire", userId)).toThrow(TypeError);
+  });
+
+  it.each(badWorkerIds)("throw on the worker id %j", (workerId) => {
+    expect(() => workerSubject("cellwire", "a", workerId)).toThrow(TypeError);
+    expect(() => leaseKey(workerId)).toThrow(TypeError);
+  });
+
+  it("never build a delivery subject from an id holding a subject separator, wildcard or whitespace", () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 30 }), fc.constantFrom(".", "*", ">", " ", "\t", "\n"), fc.string({ maxLength: 30 }), (before, dangerous, after) => {
+        expect(() => deliverySubject("cellwire", `${before}${dangerous}${after}`)).toThrow(TypeError);
+      }),
+    );
+  });
+
+  it("quote a shortened copy of the bad id in the error", () => {
+    expect(() => deliverySubject("cellwire", "victim.>")).toThrow('invalid user id for a subject: "victim.>"');
+    const long = `${"x".repeat(100)}.`;
+    expect(() => deliverySubject("cellwire", long)).toThrow(JSON.stringify("x".repeat(80)));
+  });
+});
