@@ -5,7 +5,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { cellReply, cellRequestKey, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { UnavailableError } from "./errors.ts";
-import { MembershipWatcher, openMembershipBucket, type Clock, type Logger } from "./membership.ts";
+import { MembershipWatcher, openExistingMembershipBucket, type Clock, type Logger } from "./membership.ts";
 import { requestJson } from "./nats-json.ts";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
 
@@ -38,7 +38,13 @@ export class CellRouter {
     let lastError: unknown;
     for (let attempt = 0; attempt < this.options.attemptsMax; attempt++) {
       if (attempt > 0) await this.sleep(backoffDelayMs(this.options.retryBackoff, attempt - 1, this.random));
-      const watcher = await this.watcher(cellId);
+      let watcher: MembershipWatcher;
+      try {
+        watcher = await this.watcher(cellId);
+      } catch (error) {
+        lastError = new UnavailableError("cell_unavailable", `the membership of cell ${cellId} cannot be read`, { cause: error });
+        continue;
+      }
       const { ring, subjects } = watcher.snapshot;
       const owner = ring.ownerOf(key);
       const subject = owner === undefined ? undefined : subjects.get(owner);
@@ -96,7 +102,7 @@ export class CellRouter {
   }
 
   private async startWatcher(cellId: string): Promise<MembershipWatcher> {
-    const bucket = await openMembershipBucket(this.connection, this.options.namespace, cellId, this.options.leaseMs);
+    const bucket = await openExistingMembershipBucket(this.connection, this.options.namespace, cellId);
     const watcher = new MembershipWatcher(bucket, cellId, Math.max(50, Math.floor(this.options.leaseMs / 4)), this.clock, this.logger);
     await watcher.start();
     await watcher.ready;

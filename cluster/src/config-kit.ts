@@ -13,7 +13,8 @@ export class EnvironmentReader {
 
   string(name: string, fallback: string, pattern?: RegExp): string {
     this.used.add(name);
-    const value = this.environment[name] ?? fallback;
+    const raw = this.environment[name];
+    const value = raw === undefined || raw === "" ? fallback : raw;
     if (pattern !== undefined && !pattern.test(value)) throw new ConfigError(`${name}=${JSON.stringify(value)} must match ${pattern.source}`);
     return value;
   }
@@ -28,7 +29,7 @@ export class EnvironmentReader {
     this.used.add(name);
     const raw = this.environment[name];
     if (raw === undefined || raw === "") return fallback;
-    const value = Number(raw);
+    const value = /^-?\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
     if (!Number.isSafeInteger(value) || value < min || value > max) {
       throw new ConfigError(`${name}=${JSON.stringify(raw)} must be an integer between ${min} and ${max}`);
     }

@@ -31,6 +31,16 @@ export async function openMembershipBucket(connection: NatsConnection, namespace
   }
 }
 
+/**
+ * Opens a cell's membership bucket without creating it: readers (edges) must not create a bucket with
+ * their own settings before the cell's workers do. Fails when the cell has never started.
+ */
+export async function openExistingMembershipBucket(connection: NatsConnection, namespace: string, cellId: string): Promise<KV> {
+  const bucket = await new Kvm(connection).open(membershipBucket(namespace, cellId));
+  await bucket.status();
+  return bucket;
+}
+
 export async function destroyMembershipBucket(connection: NatsConnection, namespace: string, cellId: string): Promise<void> {
   const manager = new Kvm(connection);
   const name = membershipBucket(namespace, cellId);

@@ -12,6 +12,7 @@ import {
   parseJson,
   string,
   taggedUnion,
+  text,
   type DecodeResult,
   type Decoder,
 } from "./decode.ts";
@@ -63,14 +64,14 @@ export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
     senderDeviceId: deviceId,
     conversationId,
     clientMessageId,
-    body: string({ minLength: 1, maxLength: messageBodyLengthMax }),
+    body: text({ minLength: 1, maxLength: messageBodyLengthMax }),
   }),
   "cell.openDirect": object({ type: literal("cell.openDirect"), userId, peerUserId: userId, conversationId }),
   "cell.createGroup": object({
     type: literal("cell.createGroup"),
     creatorUserId: userId,
     conversationId,
-    title: string({ minLength: 1, maxLength: groupTitleLengthMax }),
+    title: text({ minLength: 1, maxLength: groupTitleLengthMax }),
     memberUserIds: array(userId, { maxItems: groupMembersMax, unique: true }),
   }),
   "cell.addMembers": object({

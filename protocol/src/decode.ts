@@ -31,6 +31,27 @@ export function string(rule: StringRule): Decoder<string> {
   };
 }
 
+/**
+ * Text that a person wrote (message bodies, titles): refuses NUL, which Postgres cannot store, and
+ * unpaired surrogates, which would be silently replaced on the way to UTF-8.
+ */
+export function text(rule: StringRule): Decoder<string> {
+  const base = string(rule);
+  return (input, path) => {
+    const result = base(input, path);
+    if (!result.ok) return result;
+    if (result.value.includes("\u0000")) return failure(path, "must not contain NUL characters");
+    if (!isWellFormedText(result.value)) return failure(path, "must be well-formed UTF-16 (no lone surrogates)");
+    return result;
+  };
+}
+
+function isWellFormedText(value: string): boolean {
+  const native = (value as { isWellFormed?: () => boolean }).isWellFormed;
+  if (typeof native === "function") return native.call(value);
+  return !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(value);
+}
+
 export type IntegerRule = { readonly min: number; readonly max: number };
 
 export function integer(rule: IntegerRule): Decoder<number> {

@@ -12,6 +12,7 @@ import {
   parseJson,
   string,
   taggedUnion,
+  text,
   type DecodeResult,
   type Decoder,
 } from "./decode.ts";
@@ -62,13 +63,13 @@ const sendFrame: Decoder<SendFrame> = object({
   requestId,
   conversationId,
   clientMessageId,
-  body: string({ minLength: 1, maxLength: messageBodyLengthMax }),
+  body: text({ minLength: 1, maxLength: messageBodyLengthMax }),
 });
 const openDirectFrame: Decoder<OpenDirectFrame> = object({ type: literal("openDirect"), requestId, peerUserId: userId });
 const createGroupFrame: Decoder<CreateGroupFrame> = object({
   type: literal("createGroup"),
   requestId,
-  title: string({ minLength: 1, maxLength: groupTitleLengthMax }),
+  title: text({ minLength: 1, maxLength: groupTitleLengthMax }),
   memberUserIds: array(userId, { maxItems: groupMembersMax - 1, unique: true }),
 });
 const addMembersFrame: Decoder<AddMembersFrame> = object({
@@ -141,7 +142,7 @@ export const message: Decoder<Message> = object({
   senderUserId: userId,
   senderDeviceId: deviceId,
   clientMessageId,
-  body: string({ minLength: 1, maxLength: messageBodyLengthMax }),
+  body: text({ minLength: 1, maxLength: messageBodyLengthMax }),
   sentAtMs: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
 });
 

@@ -1,10 +1,19 @@
 // Hard limits of the wire format. Services may configure lower limits; they never accept more than these.
 export const protocolVersion = 1;
 
-/** Largest text frame an edge accepts; uWebSockets.js closes the socket with 1009 above it. */
-export const frameBytesMax = 96 * 1024;
 /** Largest message body, in UTF-16 code units (JavaScript string length). */
 export const messageBodyLengthMax = 32 * 1024;
+/**
+ * Largest text frame an edge accepts; uWebSockets.js closes the socket with 1009 above it. Sized so that
+ * a send frame with a body at its limit fits whatever its characters: JSON escapes a control character
+ * in six bytes, the worst case per UTF-16 unit.
+ */
+export const frameBytesMax = 6 * messageBodyLengthMax + 16 * 1024;
+/**
+ * A history page stops growing at this many bytes of encoded messages (always holding at least one), so
+ * a page fits a NATS message (1 MiB by default) and a client's send buffer whatever the bodies' sizes.
+ */
+export const historyPageBytesMax = 512 * 1024;
 export const groupTitleLengthMax = 200;
 /** Members of one group conversation, creator included. */
 export const groupMembersMax = 1000;

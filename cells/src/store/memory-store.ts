@@ -1,6 +1,7 @@
 // An in-memory ConversationStore for unit tests: the same contract as the Postgres store (the contract
 // suite checks both), without durability. Every method completes its changes before its first await, so
 // JavaScript's single thread gives the per-conversation atomicity the contract asks for.
+import { trimToPageBudget } from "./page-budget.ts";
 import { randomUUID } from "node:crypto";
 import { groupMembersMax, type ConversationKind, type ConversationSummary, type Message } from "@cellwire/protocol";
 import type {
@@ -93,11 +94,9 @@ export class MemoryConversationStore implements ConversationStore {
     // Seqs are 1..n, so the message with seq s sits at index s - 1.
     const end = input.beforeSeq === null ? conversation.messages.length : Math.min(conversation.messages.length, input.beforeSeq - 1);
     const start = Math.max(0, end - input.limit);
-    return {
-      outcome: "history",
-      messages: conversation.messages.slice(start, end).map((message) => ({ ...message })),
-      hasMore: start > 0,
-    };
+    const newestFirst = conversation.messages.slice(start, end).map((message) => ({ ...message })).reverse();
+    const { kept, trimmed } = trimToPageBudget(newestFirst);
+    return { outcome: "history", messages: kept.reverse(), hasMore: trimmed || start > 0 };
   }
 
   async members(conversationId: string): Promise<string[]> {

@@ -4,6 +4,7 @@
 // last_seq + 1` in the same statement that inserts the message, so the conversation row's lock orders
 // concurrent writers, even two workers that both believe they own the conversation. A statement that
 // fails (a concurrent duplicate retry) rolls its increment back with it: no gap, no repeated seq.
+import { trimToPageBudget } from "./page-budget.ts";
 import { randomUUID } from "node:crypto";
 import { and, eq, sql } from "drizzle-orm";
 import { drizzle, type NodePgDatabase, type NodePgQueryResultHKT } from "drizzle-orm/node-postgres";
@@ -188,8 +189,8 @@ export class PostgresConversationStore implements ConversationStore {
       order by seq desc
       limit ${limit + 1}::integer
     `);
-    const newestFirst = result.rows.slice(0, limit).map(messageFromRow);
-    return { outcome: "history", messages: newestFirst.reverse(), hasMore: result.rows.length > limit };
+    const { kept, trimmed } = trimToPageBudget(result.rows.slice(0, limit).map(messageFromRow));
+    return { outcome: "history", messages: kept.reverse(), hasMore: trimmed || result.rows.length > limit };
   }
 
   async members(conversationId: string): Promise<string[]> {
