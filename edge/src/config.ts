@@ -1,0 +1,84 @@
+// The edge's one typed config, built from the environment by a pure function; only main.ts passes
+// process.env in.
+import { EnvironmentReader, ConfigError, type Environment } from "@cellwire/cluster";
+import { namespacePattern } from "@cellwire/protocol";
+import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
+
+export type EdgeAuthConfig =
+  | { readonly mode: "dev"; readonly devKeyDirectory: string }
+  | {
+      readonly mode: "jwks";
+      readonly jwksUrl: string | undefined;
+      readonly jwksFile: string | undefined;
+      readonly issuer: string;
+      readonly audience: string;
+    };
+
+export type EdgeConfig = {
+  readonly namespace: string;
+  readonly natsServers: string[];
+  readonly edgeId: string;
+  readonly host: string;
+  /** 0 picks a free port (tests); the chosen one is reported to the launcher. */
+  readonly port: number;
+  readonly auth: EdgeAuthConfig;
+  readonly authTimeoutMs: number;
+  /** Advertised in welcome: how often a client should ping. */
+  readonly heartbeatIntervalMs: number;
+  /** A socket silent for this long is closed by uWebSockets.js (which also pings it automatically). */
+  readonly idleTimeoutMs: number;
+  readonly sessionsMax: number;
+  readonly sessionsPerUserMax: number;
+  readonly requestsInFlightPerSessionMax: number;
+  readonly sendBufferBytesMax: number;
+  readonly directoryCacheEntriesMax: number;
+  readonly directoryCacheTtlMs: number;
+  readonly directoryTimeoutMs: number;
+  readonly cellRequestTimeoutMs: number;
+  readonly cellRequestAttemptsMax: number;
+  readonly leaseMs: number;
+  /** Dev mode only: the built web page to serve at /. */
+  readonly webDirectory: string | undefined;
+};
+
+export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; unknownVariables: string[] } {
+  const reader = new EnvironmentReader(environment, ["EDGE_"]);
+  const mode = reader.oneOf("EDGE_AUTH_MODE", "dev", ["dev", "jwks"]);
+  let auth: EdgeAuthConfig;
+  if (mode === "dev") {
+    auth = { mode, devKeyDirectory: reader.string("EDGE_DEV_KEY_DIR", defaultDevKeyDirectory) };
+  } else {
+    const jwksUrl = reader.optionalString("EDGE_JWKS_URL");
+    const jwksFile = reader.optionalString("EDGE_JWKS_FILE");
+    const issuer = reader.optionalString("EDGE_JWT_ISSUER");
+    const audience = reader.optionalString("EDGE_JWT_AUDIENCE");
+    if ((jwksUrl === undefined) === (jwksFile === undefined)) throw new ConfigError("EDGE_AUTH_MODE=jwks needs exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE");
+    if (issuer === undefined || audience === undefined) throw new ConfigError("EDGE_AUTH_MODE=jwks needs EDGE_JWT_ISSUER and EDGE_JWT_AUDIENCE");
+    auth = { mode, jwksUrl, jwksFile, issuer, audience };
+  }
+  const config: EdgeConfig = {
+    namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
+    natsServers: reader.string("CELLWIRE_NATS_SERVERS", "127.0.0.1:4222").split(",").map((server) => server.trim()).filter((server) => server !== ""),
+    edgeId: reader.string("EDGE_ID", "1", /^[a-z0-9][a-z0-9-]{0,31}$/),
+    host: reader.string("EDGE_HOST", "127.0.0.1"),
+    port: reader.integer("EDGE_PORT", 8080, 0, 65535),
+    auth,
+    authTimeoutMs: reader.integer("EDGE_AUTH_TIMEOUT_MS", 5000, 100, 60_000),
+    heartbeatIntervalMs: reader.integer("EDGE_HEARTBEAT_INTERVAL_MS", 25_000, 1000, 600_000),
+    idleTimeoutMs: reader.integer("EDGE_IDLE_TIMEOUT_MS", 120_000, 8000, 960_000),
+    sessionsMax: reader.integer("EDGE_SESSIONS_MAX", 15_000, 1, 1_000_000),
+    sessionsPerUserMax: reader.integer("EDGE_SESSIONS_PER_USER_MAX", 16, 1, 1000),
+    requestsInFlightPerSessionMax: reader.integer("EDGE_REQUESTS_IN_FLIGHT_PER_SESSION_MAX", 64, 1, 10_000),
+    sendBufferBytesMax: reader.integer("EDGE_SEND_BUFFER_BYTES_MAX", 1024 * 1024, 16 * 1024, 256 * 1024 * 1024),
+    directoryCacheEntriesMax: reader.integer("EDGE_DIRECTORY_CACHE_ENTRIES_MAX", 100_000, 1, 10_000_000),
+    directoryCacheTtlMs: reader.integer("EDGE_DIRECTORY_CACHE_TTL_MS", 60_000, 1, 86_400_000),
+    directoryTimeoutMs: reader.integer("EDGE_DIRECTORY_TIMEOUT_MS", 2000, 50, 60_000),
+    cellRequestTimeoutMs: reader.integer("EDGE_CELL_REQUEST_TIMEOUT_MS", 3000, 50, 60_000),
+    cellRequestAttemptsMax: reader.integer("EDGE_CELL_REQUEST_ATTEMPTS_MAX", 4, 1, 20),
+    leaseMs: reader.integer("EDGE_LEASE_MS", 3000, 100, 600_000),
+    webDirectory: reader.optionalString("EDGE_WEB_DIR"),
+  };
+  if (config.natsServers.length === 0) throw new ConfigError("CELLWIRE_NATS_SERVERS must name at least one server");
+  if (config.auth.mode === "jwks" && config.webDirectory !== undefined) throw new ConfigError("EDGE_WEB_DIR is a dev-mode feature; unset it with EDGE_AUTH_MODE=jwks");
+  return { config, unknownVariables: reader.unknownVariables() };
+}

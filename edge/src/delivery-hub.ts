@@ -1,0 +1,81 @@
+// Holds one NATS subscription per user with at least one session on this edge, and hands each delivery
+// to every session of that user. Subscribing completes (flush) before a session is welcomed, so nothing
+// committed after the welcome is missed.
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { decodeMessage } from "@cellwire/cluster";
+import { delivery, deliverySubject, type Message } from "@cellwire/protocol";
+
+export interface DeliveryTarget {
+  deliver(serializedFrame: string, message: Message): void;
+}
+
+export interface DeliverySource {
+  attach(userId: string, target: DeliveryTarget): Promise<void>;
+  detach(userId: string, target: DeliveryTarget): void;
+  sessionCount(userId: string): number;
+}
+
+type UserEntry = { readonly targets: Set<DeliveryTarget>; readonly subscription: Subscription; readonly subscribed: Promise<void> };
+
+export class NatsDeliveryHub implements DeliverySource {
+  private readonly users = new Map<string, UserEntry>();
+
+  constructor(
+    private readonly connection: NatsConnection,
+    private readonly namespace: string,
+    private readonly warn: (message: string) => void,
+  ) {}
+
+  get userCount(): number {
+    return this.users.size;
+  }
+
+  sessionCount(userId: string): number {
+    return this.users.get(userId)?.targets.size ?? 0;
+  }
+
+  async attach(userId: string, target: DeliveryTarget): Promise<void> {
+    let entry = this.users.get(userId);
+    if (entry === undefined) {
+      const subscription = this.connection.subscribe(deliverySubject(this.namespace, userId), {
+        callback: (error, received) => {
+          if (error !== null) {
+            this.warn(`delivery subscription of ${userId} failed: ${error.message}`);
+            return;
+          }
+          this.dispatch(userId, received.data);
+        },
+      });
+      entry = { targets: new Set(), subscription, subscribed: this.connection.flush() };
+      this.users.set(userId, entry);
+    }
+    entry.targets.add(target);
+    await entry.subscribed;
+  }
+
+  detach(userId: string, target: DeliveryTarget): void {
+    const entry = this.users.get(userId);
+    if (entry === undefined) return;
+    entry.targets.delete(target);
+    if (entry.targets.size === 0) {
+      entry.subscription.unsubscribe();
+      this.users.delete(userId);
+    }
+  }
+
+  private dispatch(userId: string, data: Uint8Array): void {
+    const entry = this.users.get(userId);
+    if (entry === undefined) return;
+    const decoded = decodeMessage(delivery, data);
+    if (!decoded.ok) {
+      this.warn(`dropping undecodable delivery for ${userId}: ${decoded.reason}`);
+      return;
+    }
+    if (decoded.value.recipientUserId !== userId) {
+      this.warn(`dropping delivery for ${decoded.value.recipientUserId} received on ${userId}'s subject`);
+      return;
+    }
+    const frame = JSON.stringify({ type: "message", message: decoded.value.message });
+    for (const target of entry.targets) target.deliver(frame, decoded.value.message);
+  }
+}

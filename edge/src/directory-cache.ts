@@ -1,0 +1,91 @@
+// The edge's cache of directory entries, so that no frame costs a directory round trip once its user and
+// conversation are known. Bounded (least recently used entries go first) and aged (an entry older than
+// ttlMs is fetched again), with the clock injected. Concurrent misses for one key share one request.
+import type { DirectoryEntry } from "@cellwire/protocol";
+
+export class BoundedCache<V> {
+  private readonly entries = new Map<string, { value: V; storedAtMs: number }>();
+
+  constructor(
+    private readonly entriesMax: number,
+    private readonly ttlMs: number,
+    private readonly nowMs: () => number,
+  ) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(key: string): V | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (this.nowMs() - entry.storedAtMs > this.ttlMs) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    // Re-inserting moves the key to the young end of the Map's insertion order.
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    return entry.value;
+  }
+
+  set(key: string, value: V): void {
+    this.entries.delete(key);
+    this.entries.set(key, { value, storedAtMs: this.nowMs() });
+    while (this.entries.size > this.entriesMax) {
+      const oldest = this.entries.keys().next().value;
+      if (oldest === undefined) break;
+      this.entries.delete(oldest);
+    }
+  }
+
+  delete(key: string): void {
+    this.entries.delete(key);
+  }
+}
+
+export type EntryFetcher = (key: string) => Promise<DirectoryEntry | undefined>;
+
+/** Caches directory entries; an entry with an older epoch than the cached one never replaces it. */
+export class DirectoryCache {
+  private readonly cache: BoundedCache<DirectoryEntry>;
+  private readonly inFlight = new Map<string, Promise<DirectoryEntry | undefined>>();
+
+  constructor(entriesMax: number, ttlMs: number, nowMs: () => number) {
+    this.cache = new BoundedCache(entriesMax, ttlMs, nowMs);
+  }
+
+  get size(): number {
+    return this.cache.size;
+  }
+
+  async get(key: string, fetch: EntryFetcher): Promise<DirectoryEntry | undefined> {
+    const cached = this.cache.get(key);
+    if (cached !== undefined) return cached;
+    const pending = this.inFlight.get(key);
+    if (pending !== undefined) return pending;
+    const request = fetch(key).then(
+      (entry) => {
+        this.inFlight.delete(key);
+        if (entry !== undefined) this.remember(key, entry);
+        return entry;
+      },
+      (error: unknown) => {
+        this.inFlight.delete(key);
+        throw error;
+      },
+    );
+    this.inFlight.set(key, request);
+    return request;
+  }
+
+  remember(key: string, entry: DirectoryEntry): void {
+    const cached = this.cache.get(key);
+    if (cached !== undefined && cached.epoch > entry.epoch) return;
+    this.cache.set(key, entry);
+  }
+
+  forget(key: string): void {
+    this.cache.delete(key);
+  }
+}

@@ -1,0 +1,214 @@
+// The edge without its socket server: sessions, authentication, limits and request dispatch. uWS wiring
+// (edge-server.ts) only moves bytes in and out, so the whole session logic is testable in process.
+import { randomUUID } from "node:crypto";
+import {
+  closeCodes,
+  decodeClientFrame,
+  protocolVersion,
+  type CloseReason,
+  type HelloFrame,
+  type Message,
+  type ServerFrame,
+} from "@cellwire/protocol";
+import type { ServiceLogger } from "@cellwire/cluster";
+import type { TokenVerifier } from "./auth/token-verifier.ts";
+import type { DeliverySource, DeliveryTarget } from "./delivery-hub.ts";
+import { errorFrame, errorFrameFor } from "./error-mapping.ts";
+import type { RequestHandler } from "./request-handler.ts";
+
+export type SendOutcome = "sent" | "backpressure" | "dropped";
+
+/** What the core needs of a socket. MUST NOT be called after the socket reported its close. */
+export interface SessionTransport {
+  send(text: string): SendOutcome;
+  bufferedBytes(): number;
+  close(code: number, reason: string): void;
+}
+
+export type EdgeLimits = {
+  readonly authTimeoutMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly sessionsMax: number;
+  readonly sessionsPerUserMax: number;
+  readonly requestsInFlightPerSessionMax: number;
+  readonly sendBufferBytesMax: number;
+};
+
+type SessionState =
+  | { readonly kind: "awaiting_hello" }
+  | { readonly kind: "authenticating" }
+  | { readonly kind: "open"; readonly userId: string; readonly deviceId: string; readonly homeCellId: string }
+  | { readonly kind: "closed" };
+
+export class Session implements DeliveryTarget {
+  readonly sessionId = randomUUID();
+  private state: SessionState = { kind: "awaiting_hello" };
+  private requestsInFlight = 0;
+  private readonly authTimer: ReturnType<typeof setTimeout>;
+
+  constructor(
+    private readonly core: EdgeCore,
+    private readonly transport: SessionTransport,
+  ) {
+    this.authTimer = setTimeout(() => this.close("authentication_timeout", "no hello within the deadline"), core.limits.authTimeoutMs);
+  }
+
+  get isOpen(): boolean {
+    return this.state.kind === "open";
+  }
+
+  get userId(): string | undefined {
+    return this.state.kind === "open" ? this.state.userId : undefined;
+  }
+
+  /** A text (or binary) frame from the client. Never throws. */
+  receive(text: string, isBinary: boolean): void {
+    if (this.state.kind === "closed") return;
+    if (isBinary) {
+      if (this.state.kind !== "open") return this.close("protocol_violation", "binary frame before authentication");
+      return this.reply(errorFrame("malformed_frame", "frames are JSON text, not binary", undefined));
+    }
+    const decoded = decodeClientFrame(text);
+    if (this.state.kind === "awaiting_hello") {
+      if (!decoded.ok || decoded.frame.type !== "hello") return this.close("protocol_violation", "the first frame must be a valid hello");
+      void this.authenticate(decoded.frame);
+      return;
+    }
+    if (this.state.kind === "authenticating") return this.close("protocol_violation", "wait for welcome before sending requests");
+    const { userId, deviceId, homeCellId } = this.state;
+    if (!decoded.ok) return this.reply(errorFrame(decoded.failure.code, decoded.failure.message, decoded.failure.requestId));
+    const frame = decoded.frame;
+    if (frame.type === "hello") return this.reply(errorFrame("already_authenticated", "this session is already authenticated", undefined));
+    if (this.requestsInFlight >= this.core.limits.requestsInFlightPerSessionMax) {
+      return this.reply(errorFrame("rate_limited", `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`, frame.requestId));
+    }
+    this.requestsInFlight++;
+    this.core.handler
+      .handle({ userId, deviceId, homeCellId }, frame)
+      .then(
+        (reply) => this.reply(reply),
+        (error: unknown) => this.reply(errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message))),
+      )
+      .finally(() => {
+        this.requestsInFlight--;
+      });
+  }
+
+  /** The socket closed (either side). */
+  closed(): void {
+    if (this.state.kind === "closed") return;
+    const userId = this.userId;
+    this.state = { kind: "closed" };
+    clearTimeout(this.authTimer);
+    this.core.forget(this, userId);
+  }
+
+  deliver(serializedFrame: string, _message: Message): void {
+    if (this.state.kind !== "open") return;
+    this.write(serializedFrame);
+  }
+
+  close(reason: CloseReason, detail: string): void {
+    if (this.state.kind === "closed") return;
+    const { code } = closeCodes[reason];
+    this.closed();
+    this.transport.close(code, detail.slice(0, 120));
+  }
+
+  private async authenticate(hello: HelloFrame): Promise<void> {
+    this.state = { kind: "authenticating" };
+    if (hello.protocolVersion !== protocolVersion) {
+      return this.close("unsupported_protocol_version", `this edge speaks protocol version ${protocolVersion}`);
+    }
+    const outcome = await this.core.verifier.verify(hello.token);
+    if (this.state.kind !== "authenticating") return;
+    if (!outcome.ok) return this.close(outcome.reason, outcome.detail);
+    const { userId } = outcome.identity;
+    const deviceId = outcome.identity.deviceId ?? hello.deviceId ?? "default";
+    if (this.core.deliveries.sessionCount(userId) >= this.core.limits.sessionsPerUserMax) {
+      return this.close("too_many_sessions", `at most ${this.core.limits.sessionsPerUserMax} sessions per user on one edge`);
+    }
+    let homeCellId: string;
+    try {
+      homeCellId = await this.core.handler.homeCellOf(userId);
+    } catch (error) {
+      if (this.state.kind !== "authenticating") return;
+      this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
+      return this.close("unavailable", "the directory did not answer");
+    }
+    if (this.state.kind !== "authenticating") return;
+    this.state = { kind: "open", userId, deviceId, homeCellId };
+    clearTimeout(this.authTimer);
+    try {
+      await this.core.deliveries.attach(userId, this);
+    } catch (error) {
+      this.core.logger.error(`subscribing deliveries of ${userId} failed: ${String(error)}`);
+      return this.close("unavailable", "could not subscribe to deliveries");
+    }
+    if (this.state.kind !== "open") return;
+    this.reply({
+      type: "welcome",
+      protocolVersion,
+      sessionId: this.sessionId,
+      userId,
+      deviceId,
+      cellId: homeCellId,
+      heartbeatIntervalMs: this.core.limits.heartbeatIntervalMs,
+    });
+  }
+
+  private reply(frame: ServerFrame): void {
+    if (this.state.kind === "closed") return;
+    this.write(JSON.stringify(frame));
+  }
+
+  private write(text: string): void {
+    const outcome = this.transport.send(text);
+    if (outcome === "dropped" || this.transport.bufferedBytes() > this.core.limits.sendBufferBytesMax) {
+      this.close("slow_consumer", "the client reads too slowly");
+    }
+  }
+}
+
+export class EdgeCore {
+  private readonly sessions = new Set<Session>();
+  private accepting = true;
+
+  constructor(
+    readonly limits: EdgeLimits,
+    readonly verifier: TokenVerifier,
+    readonly handler: RequestHandler,
+    readonly deliveries: DeliverySource,
+    readonly logger: ServiceLogger,
+  ) {}
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Returns undefined (and closes the transport) when the edge is full or stopping. */
+  openSession(transport: SessionTransport): Session | undefined {
+    if (!this.accepting) {
+      transport.close(closeCodes.going_away.code, "the edge is shutting down");
+      return undefined;
+    }
+    if (this.sessions.size >= this.limits.sessionsMax) {
+      transport.close(closeCodes.going_away.code, "this edge is full; try another");
+      return undefined;
+    }
+    const session = new Session(this, transport);
+    this.sessions.add(session);
+    return session;
+  }
+
+  forget(session: Session, userId: string | undefined): void {
+    this.sessions.delete(session);
+    if (userId !== undefined) this.deliveries.detach(userId, session);
+  }
+
+  /** Closes every session with going_away; new sessions are refused from now on. */
+  closeAll(): void {
+    this.accepting = false;
+    for (const session of [...this.sessions]) session.close("going_away", "the edge is shutting down");
+  }
+}

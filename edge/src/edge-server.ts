@@ -1,0 +1,168 @@
+// uWebSockets.js wiring: /ws, /healthz, /readyz and, in dev mode, the web page and /dev/token. It moves
+// bytes between sockets and the EdgeCore and holds no logic of its own.
+import { readdir, readFile } from "node:fs/promises";
+import { extname, join } from "node:path";
+import type uWS from "uWebSockets.js";
+import { frameBytesMax, isDeviceId, isUserId } from "@cellwire/protocol";
+import type { EdgeCore, Session, SessionTransport, SendOutcome } from "./edge-core.ts";
+
+type SocketData = { session: Session | undefined; transport: UwsTransport | undefined };
+
+class UwsTransport implements SessionTransport {
+  isClosed = false;
+  constructor(private readonly socket: uWS.WebSocket<SocketData>) {}
+
+  send(text: string): SendOutcome {
+    if (this.isClosed) return "dropped";
+    let status = 1;
+    // Sends outside uWS's own callbacks (after an await) MUST be corked to be written efficiently.
+    this.socket.cork(() => {
+      status = this.socket.send(text, false, false);
+    });
+    return status === 1 ? "sent" : status === 0 ? "backpressure" : "dropped";
+  }
+
+  bufferedBytes(): number {
+    return this.isClosed ? 0 : this.socket.getBufferedAmount();
+  }
+
+  close(code: number, reason: string): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.socket.cork(() => this.socket.end(code, reason));
+  }
+}
+
+export type DevRoutes = {
+  /** Signs a dev token; undefined disables /dev/token. */
+  readonly signToken: ((userId: string, deviceId: string | undefined) => Promise<string>) | undefined;
+  readonly webDirectory: string | undefined;
+};
+
+export type ServerOptions = {
+  readonly host: string;
+  readonly port: number;
+  readonly idleTimeoutMs: number;
+  readonly sendBufferBytesMax: number;
+  readonly isReady: () => boolean;
+};
+
+const contentTypes: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".map": "application/json",
+  ".svg": "image/svg+xml",
+};
+
+async function loadStaticFiles(directory: string): Promise<Map<string, { body: Buffer; contentType: string }>> {
+  const files = new Map<string, { body: Buffer; contentType: string }>();
+  for (const name of await readdir(directory)) {
+    const contentType = contentTypes[extname(name)];
+    if (contentType === undefined) continue;
+    files.set(`/${name}`, { body: await readFile(join(directory, name)), contentType });
+  }
+  const index = files.get("/index.html");
+  if (index !== undefined) files.set("/", index);
+  return files;
+}
+
+export type RunningServer = { readonly port: number; stopListening(): void };
+
+export async function startServer(uws: typeof uWS, core: EdgeCore, options: ServerOptions, dev: DevRoutes): Promise<RunningServer> {
+  const staticFiles = dev.webDirectory === undefined ? new Map<string, { body: Buffer; contentType: string }>() : await loadStaticFiles(dev.webDirectory);
+  const app = uws.App();
+
+  app.ws<SocketData>("/ws", {
+    maxPayloadLength: frameBytesMax,
+    // uWS counts in seconds and pings idle sockets itself.
+    idleTimeout: Math.max(8, Math.round(options.idleTimeoutMs / 1000)),
+    sendPingsAutomatically: true,
+    // The core closes a slow consumer at sendBufferBytesMax; uWS's own limit sits above it so it never
+    // drops a frame silently first.
+    maxBackpressure: options.sendBufferBytesMax * 2,
+    closeOnBackpressureLimit: 0,
+    upgrade: (response, request, context) => {
+      response.upgrade<SocketData>(
+        { session: undefined, transport: undefined },
+        request.getHeader("sec-websocket-key"),
+        request.getHeader("sec-websocket-protocol"),
+        request.getHeader("sec-websocket-extensions"),
+        context,
+      );
+    },
+    open: (socket) => {
+      const data = socket.getUserData();
+      const transport = new UwsTransport(socket);
+      data.transport = transport;
+      data.session = core.openSession(transport);
+    },
+    message: (socket, payload, isBinary) => {
+      const { session } = socket.getUserData();
+      if (session === undefined) return;
+      session.receive(isBinary ? "" : Buffer.from(payload).toString("utf8"), isBinary);
+    },
+    close: (socket) => {
+      const data = socket.getUserData();
+      if (data.transport !== undefined) data.transport.isClosed = true;
+      data.session?.closed();
+    },
+  });
+
+  app.get("/healthz", (response) => {
+    response.writeHeader("content-type", "application/json").end(JSON.stringify({ status: "ok", sessions: core.sessionCount }));
+  });
+  app.get("/readyz", (response) => {
+    const ready = options.isReady();
+    response.writeStatus(ready ? "200 OK" : "503 Service Unavailable").writeHeader("content-type", "application/json").end(JSON.stringify({ ready }));
+  });
+
+  const signToken = dev.signToken;
+  if (signToken !== undefined) {
+    app.get("/dev/token", (response, request) => {
+      const query = new URLSearchParams(request.getQuery() ?? "");
+      const userId = query.get("userId") ?? "";
+      const deviceId = query.get("deviceId") ?? undefined;
+      let aborted = false;
+      response.onAborted(() => {
+        aborted = true;
+      });
+      if (!isUserId(userId) || (deviceId !== undefined && !isDeviceId(deviceId))) {
+        response.writeStatus("400 Bad Request").writeHeader("content-type", "application/json").end(JSON.stringify({ error: "userId and deviceId must match [A-Za-z0-9_-]{1,64}" }));
+        return;
+      }
+      signToken(userId, deviceId).then(
+        (token) => {
+          if (aborted) return;
+          response.cork(() => response.writeHeader("content-type", "application/json").writeHeader("cache-control", "no-store").end(JSON.stringify({ token })));
+        },
+        () => {
+          if (aborted) return;
+          response.cork(() => response.writeStatus("500 Internal Server Error").end());
+        },
+      );
+    });
+  }
+
+  app.get("/*", (response, request) => {
+    const file = staticFiles.get(request.getUrl());
+    if (file === undefined) {
+      response.writeStatus("404 Not Found").end("not found");
+      return;
+    }
+    response.writeHeader("content-type", file.contentType).writeHeader("cache-control", "no-cache").end(file.body);
+  });
+
+  return new Promise((resolve, reject) => {
+    app.listen(options.host, options.port, (listenSocket) => {
+      if (listenSocket === false) {
+        reject(new Error(`could not listen on ${options.host}:${options.port} (in use?)`));
+        return;
+      }
+      resolve({
+        port: uws.us_socket_local_port(listenSocket),
+        stopListening: () => uws.us_listen_socket_close(listenSocket),
+      });
+    });
+  });
+}

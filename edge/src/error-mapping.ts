@@ -1,0 +1,33 @@
+// The one place where failures become error frames for clients.
+import { CellwireError } from "@cellwire/cluster";
+import { errorCodes, type CellErrorCode, type ErrorCode, type ErrorFrame } from "@cellwire/protocol";
+
+/** Cell-internal codes never reach a client: each maps to the client code that tells it what to do. */
+export function clientErrorCode(code: CellErrorCode): ErrorCode {
+  switch (code) {
+    case "not_owner":
+      return "cell_unavailable";
+    case "unknown_cell":
+      return "internal";
+    case "not_found":
+      return "not_a_member";
+    default:
+      return code;
+  }
+}
+
+export function errorFrame(code: ErrorCode, message: string, requestId: string | undefined): ErrorFrame {
+  const frame: ErrorFrame = { type: "error", code, message, retryable: errorCodes[code].retryable };
+  return requestId === undefined ? frame : { ...frame, requestId };
+}
+
+/** Maps anything thrown while serving a request; unexpected errors are logged, not shown. */
+export function errorFrameFor(error: unknown, requestId: string | undefined, logUnexpected: (message: string) => void): ErrorFrame {
+  if (error instanceof CellwireError) {
+    const code = clientErrorCode(error.code);
+    if (code === "internal") logUnexpected(`${error.name}: ${error.message}`);
+    return errorFrame(code, code === "internal" ? "internal error" : error.message, requestId);
+  }
+  logUnexpected(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  return errorFrame("internal", "internal error", requestId);
+}

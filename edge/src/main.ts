@@ -1,0 +1,16 @@
+import { createLogger, failStart, onShutdown, tellLauncher } from "@cellwire/cluster";
+import { loadEdgeConfig } from "./config.ts";
+import { startEdge } from "./edge.ts";
+
+const processName = `cellwire-edge-${process.env["EDGE_ID"] ?? "1"}`;
+process.title = processName;
+const logger = createLogger(processName);
+try {
+  const { config, unknownVariables } = loadEdgeConfig(process.env);
+  if (unknownVariables.length > 0) logger.warn(`unknown settings ignored: ${unknownVariables.join(", ")}`);
+  const edge = await startEdge(config, logger);
+  onShutdown(() => edge.stop(), logger);
+  tellLauncher({ type: "ready", processName, port: edge.port });
+} catch (error) {
+  failStart(processName, logger, error);
+}
