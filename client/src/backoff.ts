@@ -1,0 +1,66 @@
+// Jittered, bounded exponential backoff. Pure: the caller passes the random source, so tests (and a
+// seeded simulation) reproduce every delay.
+
+export type BackoffOptions = {
+  /** Upper bound of the first delay (attempt 0). */
+  readonly initialDelayMs: number;
+  /** No delay ever exceeds this, whatever the attempt number. */
+  readonly delayMsMax: number;
+  /** Growth of the upper bound per attempt. */
+  readonly multiplier: number;
+  /**
+   * Share of the bound that is randomised, in [0, 1]: the delay is drawn from
+   * [bound × (1 − jitterRatio), bound]. Jitter spreads the reconnects of many clients after one edge dies.
+   */
+  readonly jitterRatio: number;
+};
+
+export const defaultBackoffOptions: BackoffOptions = {
+  initialDelayMs: 500,
+  delayMsMax: 30_000,
+  multiplier: 2,
+  jitterRatio: 0.5,
+};
+
+/** A source of uniformly distributed numbers in [0, 1), like Math.random. */
+export type RandomSource = () => number;
+
+/** Throws on options that are a programmer error (negative, NaN, jitter outside [0, 1]). */
+export function normaliseBackoffOptions(options: Partial<BackoffOptions> = {}, base: BackoffOptions = defaultBackoffOptions): BackoffOptions {
+  const normalised = { ...base, ...withoutUndefined(options) };
+  const { initialDelayMs, delayMsMax, multiplier, jitterRatio } = normalised;
+  if (!(Number.isFinite(initialDelayMs) && initialDelayMs >= 0)) throw new RangeError(`backoff initialDelayMs must be >= 0, got ${initialDelayMs}`);
+  if (!(Number.isFinite(delayMsMax) && delayMsMax >= initialDelayMs)) {
+    throw new RangeError(`backoff delayMsMax must be >= initialDelayMs, got ${delayMsMax}`);
+  }
+  if (!(Number.isFinite(multiplier) && multiplier >= 1)) throw new RangeError(`backoff multiplier must be >= 1, got ${multiplier}`);
+  if (!(jitterRatio >= 0 && jitterRatio <= 1)) throw new RangeError(`backoff jitterRatio must be within [0, 1], got ${jitterRatio}`);
+  return normalised;
+}
+
+/** The upper bound of the delay before attempt `attempt` (0-based), without jitter. */
+export function backoffBoundMs(attempt: number, options: BackoffOptions): number {
+  const exponent = Math.max(0, Math.floor(attempt));
+  // Computed step by step so a huge attempt number saturates at delayMsMax instead of overflowing to Infinity.
+  let bound = options.initialDelayMs;
+  for (let step = 0; step < exponent && bound < options.delayMsMax; step++) bound *= options.multiplier;
+  return Math.min(bound, options.delayMsMax);
+}
+
+/** The delay before attempt `attempt` (0-based): an integer in [⌊bound × (1 − jitterRatio)⌋, bound]. */
+export function backoffDelayMs(attempt: number, options: BackoffOptions, random: RandomSource): number {
+  const bound = backoffBoundMs(attempt, options);
+  const sample = clampUnit(random());
+  // Rounded down, so the delay never exceeds its bound (nor delayMsMax).
+  return Math.floor(bound * (1 - options.jitterRatio * sample));
+}
+
+// A misbehaving injected source must not push a delay out of its bounds.
+function clampUnit(value: number): number {
+  if (!Number.isFinite(value) || value < 0) return 0;
+  return value >= 1 ? 1 : value;
+}
+
+function withoutUndefined<T extends object>(value: Partial<T>): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, field]) => field !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,610 @@
+// The SDK's client: the I/O shell around connection-machine.ts. It owns the socket, the timers and the
+// pending requests; every decision about the connection is the machine's. client/BEHAVIOUR.md is the
+// contract, and the tests follow it.
+import {
+  decodeServerFrame,
+  frameBytesMax,
+  isDeviceId,
+  protocolVersion,
+  requestIdLengthMax,
+  standardCloseCodes,
+  tokenLengthMax,
+  type ConversationSummary,
+  type ErrorFrame,
+  type HelloFrame,
+  type Message,
+  type ServerFrame,
+  type WelcomeFrame,
+} from "@cellwire/protocol";
+import { backoffDelayMs, normaliseBackoffOptions, type BackoffOptions, type RandomSource } from "./backoff.ts";
+import { createClientMessageId } from "./client-message-id.ts";
+import { systemClock, type CancelTimer, type Clock } from "./clock.ts";
+import {
+  initialConnectionState,
+  transition,
+  type ClosedReason,
+  type ConnectionEffect,
+  type ConnectionInput,
+  type ConnectionMachineOptions,
+  type ConnectionState,
+  type ConnectionStateName,
+  type StateChangeDetail,
+  type TokenReason,
+} from "./connection-machine.ts";
+import { CellwireClientError } from "./errors.ts";
+import { Listeners, type Unsubscribe } from "./listeners.ts";
+import { isIdempotent, isReplyOf, type RequestBody, type RequestBodyOf, type RequestKind, type ReplyFrameOf } from "./request-kinds.ts";
+import { resolveWebSocketConstructor, type WebSocketConstructor, type WebSocketLike } from "./websocket-like.ts";
+
+export type Welcome = Omit<WelcomeFrame, "type">;
+export type Ack = { conversationId: string; messageId: string; seq: number; sentAtMs: number; clientMessageId: string };
+export type HistoryPage = { conversationId: string; messages: Message[]; hasMore: boolean };
+export type StateChange = { readonly state: ConnectionStateName; readonly previousState: ConnectionStateName } & StateChangeDetail;
+
+export type TokenRequest = { readonly reason: TokenReason };
+/** Returns a token for the hello frame; called before every connection attempt. */
+export type TokenProvider = (request: TokenRequest) => Promise<string>;
+
+export type CellwireClientEvents = {
+  state: StateChange;
+  message: Message;
+  welcome: Welcome;
+  error: CellwireClientError;
+};
+
+export type CellwireClientOptions = {
+  /** The edge's WebSocket URL, e.g. ws://127.0.0.1:8080/ws. */
+  readonly url: string;
+  readonly tokenProvider: TokenProvider;
+  readonly deviceId?: string;
+  /** Defaults to globalThis.WebSocket; Node 20 has none, so pass the `ws` package's WebSocket there. */
+  readonly WebSocket?: WebSocketConstructor;
+  /** A request not settled within this time rejects with code "timeout" (default 10000). */
+  readonly requestTimeoutMs?: number;
+  /** Requests waiting for a reply, queued or in flight (default 1000); beyond it: "too_many_pending". */
+  readonly pendingRequestsMax?: number;
+  /** Retries of an idempotent request after retryable error replies (default 3). */
+  readonly requestRetriesMax?: number;
+  /** Delays between reconnect attempts. */
+  readonly backoff?: Partial<BackoffOptions>;
+  /** Delays between retries of a request after a retryable error reply. */
+  readonly retryBackoff?: Partial<BackoffOptions>;
+  /** One attempt, from asking for a token to welcome (default 10000). */
+  readonly connectTimeoutMs?: number;
+  /** A session that lasted this long resets the reconnect backoff when it ends (default 10000). */
+  readonly stableConnectionMs?: number;
+  /** Consecutive failed attempts before the client gives up and closes (default 100). */
+  readonly reconnectAttemptsMax?: number;
+  /** Ping every welcome.heartbeatIntervalMs while open, and drop a silent connection (default true). */
+  readonly heartbeat?: boolean;
+  readonly random?: RandomSource;
+  readonly clock?: Clock;
+};
+
+const defaults = {
+  requestTimeoutMs: 10_000,
+  pendingRequestsMax: 1000,
+  requestRetriesMax: 3,
+  connectTimeoutMs: 10_000,
+  stableConnectionMs: 10_000,
+  reconnectAttemptsMax: 100,
+  retryBackoff: { initialDelayMs: 250, delayMsMax: 4000, multiplier: 2, jitterRatio: 0.5 },
+} as const;
+
+type Settings = {
+  readonly url: string;
+  readonly deviceId: string | undefined;
+  readonly requestTimeoutMs: number;
+  readonly pendingRequestsMax: number;
+  readonly requestRetriesMax: number;
+  readonly retryBackoff: BackoffOptions;
+  readonly machine: ConnectionMachineOptions;
+  readonly heartbeat: boolean;
+};
+
+type PendingRequest = {
+  readonly kind: RequestKind;
+  readonly body: RequestBody;
+  /** The id of the current transmission; null while queued (not sent on the current session). */
+  requestId: string | null;
+  retriesUsed: number;
+  cancelRetry: CancelTimer | null;
+  cancelDeadline: CancelTimer;
+  /** Receives a frame already checked with isReplyOf(kind). */
+  readonly resolve: (frame: ServerFrame) => void;
+  readonly reject: (error: CellwireClientError) => void;
+};
+
+type Deferred<T> = { readonly promise: Promise<T>; readonly resolve: (value: T) => void; readonly reject: (error: unknown) => void };
+
+export class CellwireClient {
+  private readonly settings: Settings;
+  private readonly tokenProvider: TokenProvider;
+  private readonly WebSocketClass: WebSocketConstructor;
+  private readonly clock: Clock;
+  private readonly random: RandomSource;
+  private readonly listeners = new Listeners<CellwireClientEvents>();
+
+  private machine: ConnectionState = initialConnectionState;
+  private readonly machineInputs: ConnectionInput[] = [];
+  private dispatching = false;
+  private cancelMachineTimer: CancelTimer | null = null;
+
+  private token: { readonly attemptId: number; readonly token: string } | null = null;
+  private socket: { readonly attemptId: number; readonly socket: WebSocketLike } | null = null;
+  private welcome: Welcome | null = null;
+  private connecting: Deferred<Welcome> | null = null;
+  private heartbeat: { cancel: CancelTimer; awaitingReply: boolean } | null = null;
+
+  /** Insertion order is call order: queued requests are transmitted in it after a welcome. */
+  private readonly pending = new Set<PendingRequest>();
+  private readonly inFlight = new Map<string, PendingRequest>();
+  private requestCounter = 0;
+
+  constructor(options: CellwireClientOptions) {
+    this.settings = normaliseOptions(options);
+    this.tokenProvider = options.tokenProvider;
+    this.WebSocketClass = resolveWebSocketConstructor(options.WebSocket);
+    this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? Math.random;
+  }
+
+  get state(): ConnectionStateName {
+    return this.machine.name;
+  }
+
+  /** The number of requests waiting for a reply (queued, in flight or waiting to retry). */
+  get pendingRequestCount(): number {
+    return this.pending.size;
+  }
+
+  on<E extends keyof CellwireClientEvents>(event: E, listener: (payload: CellwireClientEvents[E]) => void): Unsubscribe {
+    return this.listeners.on(event, listener);
+  }
+
+  /**
+   * Starts connecting (and reconnecting) and resolves with the first welcome; rejects if the client
+   * closes first (close(), a 4200-range close, or reconnectAttemptsMax failed attempts).
+   */
+  connect(): Promise<Welcome> {
+    if (this.machine.name === "open" && this.welcome !== null) return Promise.resolve(this.welcome);
+    this.connecting ??= deferred<Welcome>();
+    const { promise } = this.connecting;
+    this.dispatch({ type: "connect_requested" });
+    return promise;
+  }
+
+  /** Closes the socket and rejects every pending request with code "closed"; connect() may be called again. */
+  close(): void {
+    this.dispatch({ type: "close_requested" });
+  }
+
+  async send(conversationId: string, body: string, options: { readonly clientMessageId?: string } = {}): Promise<Ack> {
+    const clientMessageId = options.clientMessageId ?? createClientMessageId();
+    const ack = await this.request<"send">({ type: "send", conversationId, clientMessageId, body });
+    return { conversationId: ack.conversationId, messageId: ack.messageId, seq: ack.seq, sentAtMs: ack.sentAtMs, clientMessageId };
+  }
+
+  async openDirect(peerUserId: string): Promise<ConversationSummary> {
+    return (await this.request<"openDirect">({ type: "openDirect", peerUserId })).conversation;
+  }
+
+  async createGroup(title: string, memberUserIds: readonly string[]): Promise<ConversationSummary> {
+    return (await this.request<"createGroup">({ type: "createGroup", title, memberUserIds: [...memberUserIds] })).conversation;
+  }
+
+  async addMembers(conversationId: string, userIds: readonly string[]): Promise<ConversationSummary> {
+    return (await this.request<"addMembers">({ type: "addMembers", conversationId, userIds: [...userIds] })).conversation;
+  }
+
+  /** The newest `limit` messages before `beforeSeq` (all when absent), oldest first. */
+  async history(conversationId: string, options: { readonly beforeSeq?: number; readonly limit?: number } = {}): Promise<HistoryPage> {
+    const page = await this.request<"history">({
+      type: "history",
+      conversationId,
+      ...(options.beforeSeq === undefined ? {} : { beforeSeq: options.beforeSeq }),
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+    });
+    return { conversationId: page.conversationId, messages: page.messages, hasMore: page.hasMore };
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Requests
+
+  private request<K extends RequestKind>(body: RequestBodyOf<K>): Promise<ReplyFrameOf<K>> {
+    if (this.machine.name === "idle" || this.machine.name === "closed") {
+      const why = this.machine.name === "idle" ? "call connect() first" : "the client is closed; call connect() to reconnect";
+      return Promise.reject(new CellwireClientError("closed", `cannot send ${body.type}: ${why}`, { retryable: false }));
+    }
+    if (this.pending.size >= this.settings.pendingRequestsMax) {
+      return Promise.reject(
+        new CellwireClientError("too_many_pending", `${this.settings.pendingRequestsMax} requests are already waiting for replies`, { retryable: true }),
+      );
+    }
+    if (frameTooBig(body)) {
+      // The edge would close the socket with 1009; after a reconnect the same frame would be sent again.
+      return Promise.reject(new CellwireClientError("invalid_field", `the ${body.type} frame exceeds ${frameBytesMax} bytes`, { retryable: false }));
+    }
+    return new Promise<ReplyFrameOf<K>>((resolve, reject) => {
+      const entry: PendingRequest = {
+        kind: body.type,
+        body,
+        requestId: null,
+        retriesUsed: 0,
+        cancelRetry: null,
+        cancelDeadline: () => {},
+        resolve: (frame) => {
+          this.forget(entry);
+          resolve(frame as ReplyFrameOf<K>);
+        },
+        reject: (error) => {
+          this.forget(entry);
+          reject(error);
+        },
+      };
+      entry.cancelDeadline = this.clock.setTimer(() => {
+        const retryable = isIdempotent(entry.kind);
+        entry.reject(new CellwireClientError("timeout", `no reply to ${entry.kind} within ${this.settings.requestTimeoutMs} ms`, { retryable }));
+      }, this.settings.requestTimeoutMs);
+      this.pending.add(entry);
+      if (this.machine.name === "open") this.transmit(entry);
+    });
+  }
+
+  private forget(entry: PendingRequest): void {
+    this.pending.delete(entry);
+    entry.cancelDeadline();
+    entry.cancelRetry?.();
+    entry.cancelRetry = null;
+    if (entry.requestId !== null) this.inFlight.delete(entry.requestId);
+    entry.requestId = null;
+  }
+
+  /** Sends the request on the open session with a fresh requestId; a queued request waits for the next welcome. */
+  private transmit(entry: PendingRequest): void {
+    if (this.machine.name !== "open" || !this.pending.has(entry)) return;
+    const requestId = this.nextRequestId();
+    entry.requestId = requestId;
+    this.inFlight.set(requestId, entry);
+    this.sendText(JSON.stringify({ ...entry.body, requestId }));
+  }
+
+  private nextRequestId(): string {
+    this.requestCounter += 1;
+    return `r${this.requestCounter.toString(36)}`;
+  }
+
+  private settleReply(frame: Exclude<ServerFrame, { type: "welcome" | "message" | "error" }>): void {
+    const entry = this.inFlight.get(frame.requestId);
+    // Unknown ids are replies to an earlier transmission of a retried request, or heartbeat pongs.
+    if (entry === undefined) return;
+    if (isReplyOf(entry.kind, frame)) return entry.resolve(frame);
+    entry.reject(new CellwireClientError("malformed_frame", `the edge answered ${entry.kind} with ${frame.type}`, { retryable: false }));
+  }
+
+  private settleErrorReply(entry: PendingRequest, frame: ErrorFrame): void {
+    if (entry.requestId !== null) this.inFlight.delete(entry.requestId);
+    entry.requestId = null;
+    if (frame.retryable && isIdempotent(entry.kind) && entry.retriesUsed < this.settings.requestRetriesMax) {
+      const delayMs = backoffDelayMs(entry.retriesUsed, this.settings.retryBackoff, this.random);
+      entry.retriesUsed += 1;
+      entry.cancelRetry = this.clock.setTimer(() => {
+        entry.cancelRetry = null;
+        // Not open now: the request stays queued and goes out after the next welcome.
+        this.transmit(entry);
+      }, delayMs);
+      return;
+    }
+    entry.reject(new CellwireClientError(frame.code, frame.message, { retryable: frame.retryable }));
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Incoming frames
+
+  private receive(data: unknown, attemptId: number): void {
+    if (typeof data !== "string") {
+      this.emitError(new CellwireClientError("malformed_frame", "the edge sent a binary frame; frames are JSON text", { retryable: false }));
+      return;
+    }
+    const decoded = decodeServerFrame(data);
+    if (!decoded.ok) {
+      const { path, reason } = decoded.failure;
+      this.emitError(new CellwireClientError("malformed_frame", `ignored an undecodable frame from the edge: ${path} ${reason}`, { retryable: false }));
+      return;
+    }
+    if (this.heartbeat !== null) this.heartbeat.awaitingReply = false;
+    const frame = decoded.value;
+    switch (frame.type) {
+      case "welcome": {
+        if (this.machine.name !== "authenticating") return;
+        const { type: _type, ...welcome } = frame;
+        this.welcome = welcome;
+        this.dispatch({ type: "welcome_received", attemptId });
+        return;
+      }
+      case "message":
+        this.listeners.emit("message", frame.message);
+        return;
+      case "error": {
+        const entry = frame.requestId === undefined ? undefined : this.inFlight.get(frame.requestId);
+        if (entry !== undefined) return this.settleErrorReply(entry, frame);
+        // An error about no request of ours (a bad frame, or a stale request id) is only reported.
+        if (frame.requestId === undefined) this.emitError(new CellwireClientError(frame.code, frame.message, { retryable: frame.retryable }));
+        return;
+      }
+      default:
+        this.settleReply(frame);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // The machine and its effects
+
+  /** Inputs raised while effects run (a listener calling close(), say) are queued, so transitions never nest. */
+  private dispatch(input: ConnectionInput): void {
+    this.machineInputs.push(input);
+    if (this.dispatching) return;
+    this.dispatching = true;
+    try {
+      for (let next = this.machineInputs.shift(); next !== undefined; next = this.machineInputs.shift()) {
+        const result = transition(this.machine, next, this.settings.machine, { nowMs: this.clock.nowMs(), random: this.random });
+        this.machine = result.state;
+        for (const effect of result.effects) this.perform(effect);
+      }
+    } finally {
+      this.dispatching = false;
+    }
+  }
+
+  private perform(effect: ConnectionEffect): void {
+    switch (effect.type) {
+      case "emit_state":
+        this.listeners.emit("state", { state: effect.state, previousState: effect.previousState, ...effect.detail });
+        return;
+      case "fetch_token":
+        return this.fetchToken(effect.attemptId, effect.reason);
+      case "open_socket":
+        return this.openSocket(effect.attemptId);
+      case "send_hello":
+        return this.sendHello(effect.attemptId);
+      case "close_socket":
+        return this.closeSocket(effect.code);
+      case "set_timer":
+        this.cancelMachineTimer?.();
+        this.cancelMachineTimer = this.clock.setTimer(() => {
+          this.cancelMachineTimer = null;
+          this.dispatch({ type: "timer_fired" });
+        }, effect.delayMs);
+        return;
+      case "clear_timer":
+        this.cancelMachineTimer?.();
+        this.cancelMachineTimer = null;
+        return;
+      case "start_session":
+        return this.startSession(effect.attemptId);
+      case "end_session":
+        return this.endSession(effect.closeCode);
+      case "fail_requests":
+        return this.failRequests(effect.reason, effect.closeCode);
+    }
+  }
+
+  private fetchToken(attemptId: number, reason: TokenReason): void {
+    this.token = null;
+    const isCurrent = (): boolean => this.machine.name === "connecting" && this.machine.attemptId === attemptId;
+    const fetched = (async () => this.tokenProvider({ reason }))();
+    fetched.then(
+      (token: unknown) => {
+        if (!isCurrent()) return;
+        if (typeof token !== "string" || token.length === 0 || token.length > tokenLengthMax) {
+          this.emitError(new CellwireClientError("token_unavailable", `the token provider returned no usable token (a string of 1 to ${tokenLengthMax} characters)`, { retryable: true }));
+          this.dispatch({ type: "token_failed", attemptId });
+          return;
+        }
+        this.token = { attemptId, token };
+        this.dispatch({ type: "token_received", attemptId });
+      },
+      (error: unknown) => {
+        if (!isCurrent()) return;
+        const detail = error instanceof Error ? error.message : String(error);
+        this.emitError(new CellwireClientError("token_unavailable", `the token provider failed: ${detail}`, { retryable: true, cause: error }));
+        this.dispatch({ type: "token_failed", attemptId });
+      },
+    );
+  }
+
+  private openSocket(attemptId: number): void {
+    if (this.socket !== null) this.closeSocket(standardCloseCodes.normal);
+    let socket: WebSocketLike;
+    try {
+      socket = new this.WebSocketClass(this.settings.url);
+    } catch (error) {
+      const detail = error instanceof Error ? error.message : String(error);
+      this.emitError(new CellwireClientError("closed", `could not open a WebSocket to ${this.settings.url}: ${detail}`, { retryable: true, cause: error }));
+      this.dispatch({ type: "socket_closed", attemptId, code: standardCloseCodes.abnormal });
+      return;
+    }
+    this.socket = { attemptId, socket };
+    // Events of a socket the client has let go of (closed, or replaced) are ignored.
+    const isCurrent = (): boolean => this.socket?.socket === socket;
+    socket.addEventListener("open", () => {
+      if (isCurrent()) this.dispatch({ type: "socket_opened", attemptId });
+    });
+    socket.addEventListener("message", (event) => {
+      if (isCurrent()) this.receive(event.data, attemptId);
+    });
+    // `ws` throws an unhandled "error" without a listener; the close event that follows is what counts.
+    socket.addEventListener("error", () => {});
+    socket.addEventListener("close", (event) => {
+      if (!isCurrent()) return;
+      this.socket = null;
+      this.dispatch({ type: "socket_closed", attemptId, code: event.code });
+    });
+  }
+
+  private sendHello(attemptId: number): void {
+    const token = this.token;
+    this.token = null;
+    if (token === null || token.attemptId !== attemptId) throw new Error(`CellwireClient bug: no token for attempt ${attemptId}`);
+    const hello: HelloFrame = {
+      type: "hello",
+      protocolVersion,
+      token: token.token,
+      ...(this.settings.deviceId === undefined ? {} : { deviceId: this.settings.deviceId }),
+    };
+    this.sendText(JSON.stringify(hello));
+  }
+
+  private closeSocket(code: number): void {
+    const current = this.socket;
+    this.socket = null;
+    if (current === null) return;
+    try {
+      current.socket.close(code);
+    } catch {
+      // Closing a socket that is already closing can throw in some runtimes; it is gone either way.
+    }
+  }
+
+  private sendText(text: string): void {
+    const current = this.socket;
+    if (current === null) return;
+    try {
+      current.socket.send(text);
+    } catch (error) {
+      // The socket is going away; its close event follows and queued requests are sent again after it.
+      const detail = error instanceof Error ? error.message : String(error);
+      this.emitError(new CellwireClientError("closed", `could not write to the socket: ${detail}`, { retryable: true, cause: error }));
+    }
+  }
+
+  private startSession(attemptId: number): void {
+    const welcome = this.welcome;
+    if (welcome === null) throw new Error("CellwireClient bug: session started without a welcome");
+    this.listeners.emit("welcome", welcome);
+    const connecting = this.connecting;
+    this.connecting = null;
+    connecting?.resolve(welcome);
+    for (const entry of [...this.pending]) {
+      if (entry.requestId === null && entry.cancelRetry === null) this.transmit(entry);
+    }
+    if (this.settings.heartbeat) this.startHeartbeat(attemptId, welcome.heartbeatIntervalMs);
+  }
+
+  private startHeartbeat(attemptId: number, intervalMs: number): void {
+    const heartbeat = { cancel: (() => {}) as CancelTimer, awaitingReply: false };
+    const tick = (): void => {
+      if (this.heartbeat !== heartbeat) return;
+      // Nothing at all arrived during a whole interval, not even the last pong: the connection is dead.
+      if (heartbeat.awaitingReply) return this.dispatch({ type: "heartbeat_missed", attemptId });
+      heartbeat.awaitingReply = true;
+      this.sendText(JSON.stringify({ type: "ping", requestId: this.nextRequestId() }));
+      heartbeat.cancel = this.clock.setTimer(tick, intervalMs);
+    };
+    heartbeat.cancel = this.clock.setTimer(tick, intervalMs);
+    this.heartbeat = heartbeat;
+  }
+
+  private endSession(closeCode: number | null): void {
+    this.heartbeat?.cancel();
+    this.heartbeat = null;
+    this.welcome = null;
+    for (const [requestId, entry] of [...this.inFlight]) {
+      this.inFlight.delete(requestId);
+      entry.requestId = null;
+      if (closeCode === standardCloseCodes.messageTooBig) {
+        // One of these frames was too big for the edge; we cannot tell which, and resending it would loop.
+        entry.reject(new CellwireClientError("invalid_field", `the edge closed the connection (1009, frame too big) while ${entry.kind} was in flight`, { retryable: false }));
+      } else if (!isIdempotent(entry.kind)) {
+        entry.reject(new CellwireClientError("closed", `the connection dropped before the reply to ${entry.kind}; its outcome is unknown`, { retryable: false }));
+      }
+      // Idempotent requests stay pending and are transmitted again after the next welcome.
+    }
+  }
+
+  private failRequests(reason: ClosedReason, closeCode: number | null): void {
+    this.token = null;
+    this.welcome = null;
+    const error = new CellwireClientError("closed", closedMessage(reason, closeCode), { retryable: false });
+    for (const entry of [...this.pending]) entry.reject(error);
+    const connecting = this.connecting;
+    this.connecting = null;
+    connecting?.reject(error);
+  }
+
+  private emitError(error: CellwireClientError): void {
+    this.listeners.emit("error", error);
+  }
+}
+
+function closedMessage(reason: ClosedReason, closeCode: number | null): string {
+  const code = closeCode === null ? "" : ` (close code ${closeCode})`;
+  switch (reason) {
+    case "close_requested":
+      return "the client was closed";
+    case "stopped_by_server":
+      return `the edge closed the connection and asked the client not to reconnect${code}`;
+    case "reconnect_limit":
+      return `the client gave up reconnecting after too many failed attempts${code}`;
+  }
+}
+
+// A frame whose UTF-8 size cannot exceed the limit (3 bytes per UTF-16 unit at most) skips the encoding.
+const utf8 = new TextEncoder();
+function frameTooBig(body: RequestBody): boolean {
+  const text = JSON.stringify({ ...body, requestId: "r".repeat(requestIdLengthMax) });
+  return text.length * 3 > frameBytesMax && utf8.encode(text).length > frameBytesMax;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve: (value: T) => void = () => {};
+  let reject: (error: unknown) => void = () => {};
+  const promise = new Promise<T>((resolvePromise, rejectPromise) => {
+    resolve = resolvePromise;
+    reject = rejectPromise;
+  });
+  return { promise, resolve, reject };
+}
+
+function normaliseOptions(options: CellwireClientOptions): Settings {
+  let url: URL;
+  try {
+    url = new URL(options.url);
+  } catch {
+    throw new TypeError(`CellwireClient: url must be an absolute ws:// or wss:// URL, got ${JSON.stringify(options.url)}`);
+  }
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw new TypeError(`CellwireClient: url must use ws: or wss:, got ${JSON.stringify(options.url)}`);
+  }
+  if (typeof options.tokenProvider !== "function") throw new TypeError("CellwireClient: tokenProvider must be a function");
+  if (options.deviceId !== undefined && !isDeviceId(options.deviceId)) {
+    throw new TypeError(`CellwireClient: deviceId must match [A-Za-z0-9_-]{1,64}, got ${JSON.stringify(options.deviceId)}`);
+  }
+  return {
+    url: options.url,
+    deviceId: options.deviceId,
+    requestTimeoutMs: positiveInteger("requestTimeoutMs", options.requestTimeoutMs, defaults.requestTimeoutMs),
+    pendingRequestsMax: positiveInteger("pendingRequestsMax", options.pendingRequestsMax, defaults.pendingRequestsMax),
+    requestRetriesMax: nonNegativeInteger("requestRetriesMax", options.requestRetriesMax, defaults.requestRetriesMax),
+    retryBackoff: normaliseBackoffOptions(options.retryBackoff, defaults.retryBackoff),
+    heartbeat: options.heartbeat ?? true,
+    machine: {
+      backoff: normaliseBackoffOptions(options.backoff),
+      connectTimeoutMs: positiveInteger("connectTimeoutMs", options.connectTimeoutMs, defaults.connectTimeoutMs),
+      stableConnectionMs: nonNegativeInteger("stableConnectionMs", options.stableConnectionMs, defaults.stableConnectionMs),
+      reconnectAttemptsMax: nonNegativeInteger("reconnectAttemptsMax", options.reconnectAttemptsMax, defaults.reconnectAttemptsMax),
+    },
+  };
+}
+
+function positiveInteger(name: string, value: number | undefined, fallback: number): number {
+  const chosen = value ?? fallback;
+  if (!Number.isSafeInteger(chosen) || chosen < 1) throw new RangeError(`CellwireClient: ${name} must be a positive integer, got ${chosen}`);
+  return chosen;
+}
+
+function nonNegativeInteger(name: string, value: number | undefined, fallback: number): number {
+  const chosen = value ?? fallback;
+  if (!Number.isSafeInteger(chosen) || chosen < 0) throw new RangeError(`CellwireClient: ${name} must be an integer >= 0, got ${chosen}`);
+  return chosen;
+}

@@ -1,0 +1,334 @@
+// Follows client/BEHAVIOUR.md: one test per row of its transition and close-code tables, then properties
+// over random input sequences (fast-check prints the seed and the shrunk sequence on failure).
+import fc from "fast-check";
+import { closeCodes, standardCloseCodes } from "@cellwire/protocol";
+import { describe, expect, it } from "vitest";
+import {
+  connectionStateNames,
+  initialConnectionState,
+  transition,
+  type ConnectionEffect,
+  type ConnectionInput,
+  type ConnectionMachineOptions,
+  type ConnectionState,
+} from "./connection-machine.ts";
+
+const options: ConnectionMachineOptions = {
+  backoff: { initialDelayMs: 100, delayMsMax: 1000, multiplier: 2, jitterRatio: 0.5 },
+  connectTimeoutMs: 5000,
+  stableConnectionMs: 10_000,
+  reconnectAttemptsMax: 3,
+};
+// random() = 0 puts every delay at its bound, so the expected delays below are exact.
+const environment = { nowMs: 50_000, random: () => 0 };
+
+function step(state: ConnectionState, input: ConnectionInput, nowMs = environment.nowMs) {
+  return transition(state, input, options, { ...environment, nowMs });
+}
+
+function run(inputs: readonly ((state: ConnectionState) => ConnectionInput)[], from = initialConnectionState): ConnectionState {
+  return inputs.reduce((state, input) => step(state, input(state)).state, from);
+}
+
+const connect = (): ConnectionInput => ({ type: "connect_requested" });
+const token = (state: ConnectionState): ConnectionInput => ({ type: "token_received", attemptId: state.attemptId });
+const opened = (state: ConnectionState): ConnectionInput => ({ type: "socket_opened", attemptId: state.attemptId });
+const welcome = (state: ConnectionState): ConnectionInput => ({ type: "welcome_received", attemptId: state.attemptId });
+const closedWith =
+  (code: number) =>
+  (state: ConnectionState): ConnectionInput => ({ type: "socket_closed", attemptId: state.attemptId, code });
+const timer = (): ConnectionInput => ({ type: "timer_fired" });
+
+const connectingForToken = () => run([connect]);
+const connectingSocket = () => run([connect, token]);
+const authenticating = () => run([connect, token, opened]);
+const open = () => run([connect, token, opened, welcome]);
+const waiting = () => run([connect, token, opened, welcome, closedWith(closeCodes.going_away.code)]);
+const closed = () => run([connect, () => ({ type: "close_requested" })]);
+
+const types = (effects: readonly ConnectionEffect[]) => effects.map((effect) => effect.type);
+
+describe("connection machine: transition table", () => {
+  it("idle + connect_requested → connecting: deadline timer, token fetched with reason connect", () => {
+    const { state, effects } = step(initialConnectionState, { type: "connect_requested" });
+    expect(state).toMatchObject({ name: "connecting", attemptId: 1, socketRequested: false, failedAttempts: 0 });
+    expect(effects).toEqual([
+      { type: "emit_state", state: "connecting", previousState: "idle", detail: { closeCode: null, reconnectDelayMs: null, closedReason: null } },
+      { type: "set_timer", delayMs: 5000, purpose: "connect_deadline" },
+      { type: "fetch_token", attemptId: 1, reason: "connect" },
+    ]);
+  });
+
+  it("closed + connect_requested → connecting with the failed-attempt count reset", () => {
+    const stopped = run([connect, token, closedWith(standardCloseCodes.abnormal), timer, token, closedWith(closeCodes.protocol_violation.code)]);
+    expect(stopped).toMatchObject({ name: "closed", closedReason: "stopped_by_server" });
+    const { state, effects } = step(stopped, { type: "connect_requested" });
+    expect(state).toMatchObject({ name: "connecting", failedAttempts: 0, closedReason: null });
+    expect(effects).toContainEqual({ type: "fetch_token", attemptId: stopped.attemptId + 1, reason: "connect" });
+  });
+
+  it("waiting_to_reconnect + connect_requested → connecting now, token reason reconnect", () => {
+    const { state, effects } = step(waiting(), { type: "connect_requested" });
+    expect(state.name).toBe("connecting");
+    expect(effects).toContainEqual({ type: "fetch_token", attemptId: 2, reason: "reconnect" });
+  });
+
+  it("waiting_to_reconnect + timer_fired → connecting, token reason reconnect", () => {
+    const { state, effects } = step(waiting(), { type: "timer_fired" });
+    expect(state).toMatchObject({ name: "connecting", attemptId: 2 });
+    expect(types(effects)).toEqual(["emit_state", "set_timer", "fetch_token"]);
+    expect(effects).toContainEqual({ type: "fetch_token", attemptId: 2, reason: "reconnect" });
+  });
+
+  it("connecting + token_received → open the socket (same state, no state event)", () => {
+    const { state, effects } = step(connectingForToken(), { type: "token_received", attemptId: 1 });
+    expect(state).toMatchObject({ name: "connecting", socketRequested: true });
+    expect(effects).toEqual([{ type: "open_socket", attemptId: 1 }]);
+  });
+
+  it("connecting + token_failed → waiting_to_reconnect after the first backoff delay", () => {
+    const { state, effects } = step(connectingForToken(), { type: "token_failed", attemptId: 1 });
+    expect(state).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1 });
+    expect(effects).toEqual([
+      { type: "emit_state", state: "waiting_to_reconnect", previousState: "connecting", detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null } },
+      { type: "clear_timer" },
+      { type: "set_timer", delayMs: 100, purpose: "reconnect" },
+    ]);
+  });
+
+  it("connecting + socket_opened → authenticating: send hello", () => {
+    const { state, effects } = step(connectingSocket(), { type: "socket_opened", attemptId: 1 });
+    expect(state.name).toBe("authenticating");
+    expect(types(effects)).toEqual(["emit_state", "send_hello"]);
+  });
+
+  it("authenticating + welcome_received → open: clear the deadline, start the session", () => {
+    const { state, effects } = step(authenticating(), { type: "welcome_received", attemptId: 1 });
+    expect(state).toMatchObject({ name: "open", openedAtMs: environment.nowMs });
+    expect(effects).toEqual([
+      { type: "emit_state", state: "open", previousState: "authenticating", detail: { closeCode: null, reconnectDelayMs: null, closedReason: null } },
+      { type: "clear_timer" },
+      { type: "start_session", attemptId: 1 },
+    ]);
+  });
+
+  it.each([
+    ["connecting (token)", connectingForToken],
+    ["connecting (socket)", connectingSocket],
+    ["authenticating", authenticating],
+  ])("%s + timer_fired (deadline) → close the socket, waiting_to_reconnect", (_name, from) => {
+    const { state, effects } = step(from(), { type: "timer_fired" });
+    expect(state).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1 });
+    expect(types(effects)).toEqual(["emit_state", "close_socket", "clear_timer", "set_timer"]);
+  });
+
+  it("open + heartbeat_missed → close the socket, end the session, waiting_to_reconnect", () => {
+    const { state, effects } = step(open(), { type: "heartbeat_missed", attemptId: 1 });
+    expect(state.name).toBe("waiting_to_reconnect");
+    expect(types(effects)).toEqual(["emit_state", "close_socket", "end_session", "set_timer"]);
+  });
+
+  it.each([
+    ["idle", () => initialConnectionState, ["emit_state", "fail_requests"]],
+    ["connecting", connectingForToken, ["emit_state", "clear_timer", "close_socket", "fail_requests"]],
+    ["authenticating", authenticating, ["emit_state", "clear_timer", "close_socket", "fail_requests"]],
+    ["open", open, ["emit_state", "close_socket", "end_session", "fail_requests"]],
+    ["waiting_to_reconnect", waiting, ["emit_state", "clear_timer", "fail_requests"]],
+  ])("%s + close_requested → closed", (_name, from, expectedEffects) => {
+    const { state, effects } = step(from(), { type: "close_requested" });
+    expect(state).toMatchObject({ name: "closed", closedReason: "close_requested" });
+    expect(types(effects)).toEqual(expectedEffects);
+    expect(effects).toContainEqual({ type: "fail_requests", reason: "close_requested", closeCode: null });
+  });
+
+  it("closed + close_requested does nothing", () => {
+    const from = closed();
+    expect(step(from, { type: "close_requested" })).toEqual({ state: from, effects: [] });
+  });
+
+  it("ignores inputs of an earlier attempt", () => {
+    const current = run([connect, token, closedWith(standardCloseCodes.abnormal), timer, token, opened]);
+    expect(current).toMatchObject({ name: "authenticating", attemptId: 2 });
+    for (const input of [
+      { type: "welcome_received", attemptId: 1 },
+      { type: "socket_closed", attemptId: 1, code: closeCodes.protocol_violation.code },
+      { type: "socket_opened", attemptId: 1 },
+      { type: "token_received", attemptId: 1 },
+    ] as const) {
+      expect(step(current, input)).toEqual({ state: current, effects: [] });
+    }
+  });
+
+  it("ignores a socket close while waiting (the socket the client itself closed)", () => {
+    const from = run([connect, token, opened, welcome, (state) => ({ type: "heartbeat_missed", attemptId: state.attemptId })]);
+    expect(step(from, { type: "socket_closed", attemptId: from.attemptId, code: standardCloseCodes.normal })).toEqual({ state: from, effects: [] });
+  });
+});
+
+describe("connection machine: close codes", () => {
+  it.each([
+    [closeCodes.going_away.code, "reconnect"],
+    [closeCodes.slow_consumer.code, "reconnect"],
+    [standardCloseCodes.normal, "reconnect"],
+    [standardCloseCodes.goingAway, "reconnect"],
+    [standardCloseCodes.abnormal, "reconnect"],
+    [standardCloseCodes.messageTooBig, "reconnect"],
+    [closeCodes.token_invalid.code, "refresh"],
+    [closeCodes.token_expired.code, "refresh"],
+    [closeCodes.authentication_timeout.code, "refresh"],
+  ] as const)("open + close %i → waiting_to_reconnect, next token reason %s", (code, reason) => {
+    const lost = step(open(), { type: "socket_closed", attemptId: 1, code });
+    expect(lost.state.name).toBe("waiting_to_reconnect");
+    expect(lost.effects).toContainEqual({ type: "end_session", closeCode: code });
+    expect(lost.effects[0]).toMatchObject({ type: "emit_state", detail: { closeCode: code, reconnectDelayMs: 100 } });
+    const next = step(lost.state, { type: "timer_fired" });
+    expect(next.effects).toContainEqual({ type: "fetch_token", attemptId: 2, reason });
+  });
+
+  it.each([closeCodes.protocol_violation.code, closeCodes.unsupported_protocol_version.code, closeCodes.too_many_sessions.code])(
+    "close %i (4200 range) → closed, pending requests fail, no timer",
+    (code) => {
+      for (const from of [connectingSocket(), authenticating(), open()]) {
+        const { state, effects } = step(from, { type: "socket_closed", attemptId: 1, code });
+        expect(state).toMatchObject({ name: "closed", closedReason: "stopped_by_server" });
+        expect(effects).toContainEqual({ type: "fail_requests", reason: "stopped_by_server", closeCode: code });
+        expect(types(effects)).not.toContain("set_timer");
+      }
+    },
+  );
+
+  it("backs off exponentially over consecutive failures, then gives up past reconnectAttemptsMax", () => {
+    let state = run([connect, token]);
+    const delays: (number | null)[] = [];
+    for (let failure = 0; failure < 4; failure++) {
+      const lost = step(state, { type: "socket_closed", attemptId: state.attemptId, code: standardCloseCodes.abnormal });
+      const emitted = lost.effects[0];
+      delays.push(emitted?.type === "emit_state" ? emitted.detail.reconnectDelayMs : null);
+      state = lost.state;
+      if (state.name === "closed") break;
+      state = run([timer, token], state);
+    }
+    expect(delays).toEqual([100, 200, 400, null]);
+    expect(state).toMatchObject({ name: "closed", closedReason: "reconnect_limit" });
+  });
+
+  it("a session that lasted stableConnectionMs resets the backoff; a short one does not", () => {
+    const afterTwoFailures = run([connect, token, closedWith(standardCloseCodes.abnormal), timer, token, closedWith(standardCloseCodes.abnormal), timer, token, opened, welcome]);
+    expect(afterTwoFailures).toMatchObject({ name: "open", failedAttempts: 2, openedAtMs: environment.nowMs });
+    const code = { type: "socket_closed", attemptId: afterTwoFailures.attemptId, code: standardCloseCodes.abnormal } as const;
+    expect(step(afterTwoFailures, code, environment.nowMs + 9_999).state.failedAttempts).toBe(3);
+    expect(step(afterTwoFailures, code, environment.nowMs + 10_000).state.failedAttempts).toBe(1);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Properties over random sequences of inputs.
+
+type InputSpec =
+  | { readonly kind: "connect_requested" | "close_requested" | "timer_fired" }
+  | { readonly kind: "token_received" | "token_failed" | "socket_opened" | "welcome_received" | "heartbeat_missed"; readonly attemptOffset: number }
+  | { readonly kind: "socket_closed"; readonly attemptOffset: number; readonly code: number };
+
+const interestingCodes = [1000, 1001, 1006, 1009, 3000, 4000, 4001, 4002, 4099, 4100, 4101, 4102, 4199, 4200, 4201, 4202, 4299, 4500];
+// Mostly the current attempt, sometimes a stale or future one.
+const attemptOffset = fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constantFrom(-2, -1, 1) });
+
+const inputSpec: fc.Arbitrary<InputSpec> = fc.oneof(
+  fc.constantFrom("connect_requested", "close_requested", "timer_fired").map((kind) => ({ kind })),
+  fc
+    .record({ kind: fc.constantFrom("token_received", "token_failed", "socket_opened", "welcome_received", "heartbeat_missed"), attemptOffset })
+    .map((spec) => spec as InputSpec),
+  fc.record({ kind: fc.constant("socket_closed" as const), attemptOffset, code: fc.constantFrom(...interestingCodes) }),
+);
+
+function toInput(spec: InputSpec, state: ConnectionState): ConnectionInput {
+  switch (spec.kind) {
+    case "connect_requested":
+    case "close_requested":
+    case "timer_fired":
+      return { type: spec.kind };
+    case "socket_closed":
+      return { type: "socket_closed", attemptId: state.attemptId + spec.attemptOffset, code: spec.code };
+    default:
+      return { type: spec.kind, attemptId: state.attemptId + spec.attemptOffset };
+  }
+}
+
+const scenario = fc.record({
+  steps: fc.array(fc.record({ spec: inputSpec, elapsedMs: fc.nat({ max: 20_000 }) }), { maxLength: 60 }),
+  randomSamples: fc.infiniteStream(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true })),
+});
+
+describe("connection machine: properties", () => {
+  it("keeps its invariants over any input sequence", () => {
+    fc.assert(
+      fc.property(scenario, ({ steps, randomSamples }) => {
+        const samples = randomSamples[Symbol.iterator]();
+        const random = () => samples.next().value ?? 0;
+        let state = initialConnectionState;
+        let nowMs = 0;
+        const socketsOpenedForAttempt = new Set<number>();
+        for (const { spec, elapsedMs } of steps) {
+          nowMs += elapsedMs;
+          const input = toInput(spec, state);
+          const { state: next, effects } = transition(state, input, options, { nowMs, random });
+          const kinds = types(effects);
+
+          expect(connectionStateNames).toContain(next.name);
+          // One state event exactly when the state changes, first, naming both states.
+          const emitted = effects.filter((effect) => effect.type === "emit_state");
+          if (next.name === state.name) expect(emitted).toEqual([]);
+          else expect(effects[0]).toMatchObject({ type: "emit_state", state: next.name, previousState: state.name });
+          expect(emitted.length).toBeLessThanOrEqual(1);
+
+          for (const effect of effects) {
+            if (effect.type === "set_timer" && effect.purpose === "reconnect") {
+              expect(effect.delayMs).toBeGreaterThanOrEqual(0);
+              expect(effect.delayMs).toBeLessThanOrEqual(options.backoff.delayMsMax);
+            }
+            if (effect.type === "set_timer" && effect.purpose === "connect_deadline") expect(effect.delayMs).toBe(options.connectTimeoutMs);
+            if (effect.type === "open_socket") {
+              expect(socketsOpenedForAttempt.has(effect.attemptId)).toBe(false);
+              socketsOpenedForAttempt.add(effect.attemptId);
+              expect(next).toMatchObject({ name: "connecting", socketRequested: true, attemptId: effect.attemptId });
+            }
+            if (effect.type === "fetch_token") expect(effect.attemptId).toBe(state.attemptId + 1);
+          }
+
+          if (next.name === "waiting_to_reconnect" && state.name !== "waiting_to_reconnect") {
+            expect(kinds.filter((kind) => kind === "set_timer")).toHaveLength(1);
+            expect(next.failedAttempts).toBeLessThanOrEqual(options.reconnectAttemptsMax);
+          }
+          if (next.name === "closed" && state.name !== "closed") {
+            expect(kinds.filter((kind) => kind === "fail_requests")).toHaveLength(1);
+            expect(kinds).not.toContain("set_timer");
+          }
+          if (next.name === "connecting" && state.name !== "connecting") expect(kinds).toContain("fetch_token");
+          expect(kinds.includes("start_session")).toBe(next.name === "open" && state.name !== "open");
+          expect(kinds.includes("end_session")).toBe(state.name === "open" && next.name !== "open");
+          if (input.type === "close_requested") expect(next.name).toBe("closed");
+          if (input.type === "socket_closed" && input.code >= 4200 && input.code <= 4299 && kinds.length > 0) expect(next.name).toBe("closed");
+          if (state.name === "closed" && input.type !== "connect_requested") expect(effects).toEqual([]);
+          expect(next.failedAttempts).toBeLessThanOrEqual(options.reconnectAttemptsMax + 1);
+          state = next;
+        }
+      }),
+    );
+  });
+
+  it("reaches open from any state once the edge behaves, after connect_requested", () => {
+    fc.assert(
+      fc.property(fc.array(inputSpec, { maxLength: 40 }), (prefix) => {
+        let state = prefix.reduce((current, spec) => step(current, toInput(spec, current)).state, initialConnectionState);
+        state = step(state, { type: "connect_requested" }).state;
+        for (const healthy of [token, opened, welcome]) {
+          if (state.name === "open") break;
+          if (healthy === opened && state.name !== "connecting") continue;
+          if (healthy === token && (state.name !== "connecting" || state.socketRequested)) continue;
+          state = step(state, healthy(state)).state;
+        }
+        expect(state.name).toBe("open");
+      }),
+    );
+  });
+});

@@ -1,0 +1,25 @@
+// The one error class of the SDK: every rejected request and every "error" event carries one.
+import type { ErrorCode } from "@cellwire/protocol";
+
+/**
+ * Server error codes (protocol/src/codes.ts) plus the client's own:
+ * - timeout: no reply within requestTimeoutMs (a send may still have been stored: retry with its clientMessageId);
+ * - closed: the client is closed, or was stopped by the server, or the connection dropped while a request
+ *   that is not safe to repeat was in flight (its outcome is unknown);
+ * - too_many_pending: pendingRequestsMax requests are already waiting for replies;
+ * - token_unavailable: the token provider failed or returned something that is not a token.
+ */
+export type CellwireClientErrorCode = ErrorCode | "timeout" | "closed" | "too_many_pending" | "token_unavailable";
+
+export class CellwireClientError extends Error {
+  override readonly name = "CellwireClientError";
+  readonly code: CellwireClientErrorCode;
+  /** Whether the same request may succeed if made again unchanged (sends: with the same clientMessageId). */
+  readonly retryable: boolean;
+
+  constructor(code: CellwireClientErrorCode, message: string, options: { readonly retryable: boolean; readonly cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable;
+  }
+}

@@ -1,0 +1,216 @@
+// An in-memory edge for the client's unit tests: fake sockets that the test opens, feeds and drops by
+// hand, and a server that answers hello and requests like the real edge (deduplicating sends by
+// clientMessageId). Every frame the client writes is checked with the protocol's own decoder.
+import {
+  decodeClientFrame,
+  protocolVersion,
+  type ClientFrame,
+  type ClientRequestFrame,
+  type ConversationSummary,
+  type HelloFrame,
+  type Message,
+  type ServerFrame,
+} from "@cellwire/protocol";
+import type { WebSocketConstructor, WebSocketLike } from "../websocket-like.ts";
+
+type SocketEvents = {
+  open: () => void;
+  error: () => void;
+  message: (event: { readonly data: unknown }) => void;
+  close: (event: { readonly code: number; readonly reason: string }) => void;
+};
+type SocketEventName = keyof SocketEvents;
+
+/** Reply with this frame, with the built-in behaviour ("default"), or not at all ("ignore"). */
+export type RequestHandler = (frame: ClientRequestFrame, socket: FakeSocket) => ServerFrame | "default" | "ignore";
+export type HelloHandler = (frame: HelloFrame, socket: FakeSocket) => "welcome" | "ignore" | { readonly closeCode: number };
+
+export class FakeSocket implements WebSocketLike {
+  readyState: "connecting" | "open" | "closed" = "connecting";
+  readonly sentTexts: string[] = [];
+  /** The code the client closed this socket with, if it did. */
+  closedByClientWithCode: number | null = null;
+  private readonly listeners: { [E in SocketEventName]: SocketEvents[E][] } = { open: [], error: [], message: [], close: [] };
+
+  constructor(
+    readonly url: string,
+    private readonly edge: FakeEdge,
+  ) {
+    edge.sockets.push(this);
+    if (edge.autoAccept) queueMicrotask(() => this.accept());
+  }
+
+  addEventListener(type: "open", listener: () => void): void;
+  addEventListener(type: "error", listener: () => void): void;
+  addEventListener(type: "message", listener: (event: { readonly data: unknown }) => void): void;
+  addEventListener(type: "close", listener: (event: { readonly code: number; readonly reason: string }) => void): void;
+  addEventListener(type: SocketEventName, listener: SocketEvents[SocketEventName]): void {
+    (this.listeners[type] as SocketEvents[SocketEventName][]).push(listener);
+  }
+
+  send(data: string): void {
+    // Browsers throw while connecting; after close they drop the data silently.
+    if (this.readyState === "connecting") throw new Error("InvalidStateError: still connecting");
+    if (this.readyState === "closed") return;
+    this.sentTexts.push(data);
+    queueMicrotask(() => this.edge.receive(this, data));
+  }
+
+  close(code?: number): void {
+    if (this.readyState === "closed") return;
+    this.readyState = "closed";
+    this.closedByClientWithCode = code ?? 1005;
+    queueMicrotask(() => this.emitClose(code ?? 1005, ""));
+  }
+
+  // Server side -------------------------------------------------------------------------------------
+
+  accept(): void {
+    if (this.readyState !== "connecting") return;
+    this.readyState = "open";
+    for (const listener of [...this.listeners.open]) listener();
+  }
+
+  /** Delivers a frame (or raw text, or a non-string payload) to the client. */
+  deliver(frame: ServerFrame | string | Uint8Array): void {
+    if (this.readyState !== "open") return;
+    const data = typeof frame === "string" || frame instanceof Uint8Array ? frame : JSON.stringify(frame);
+    for (const listener of [...this.listeners.message]) listener({ data });
+  }
+
+  /** The server (or the network) ends the connection with `code`. */
+  drop(code: number, reason = ""): void {
+    if (this.readyState === "closed") return;
+    this.readyState = "closed";
+    for (const listener of [...this.listeners.error]) listener();
+    this.emitClose(code, reason);
+  }
+
+  private emitClose(code: number, reason: string): void {
+    for (const listener of [...this.listeners.close]) listener({ code, reason });
+  }
+}
+
+export class FakeEdge {
+  readonly sockets: FakeSocket[] = [];
+  readonly received: { readonly socket: FakeSocket; readonly frame: ClientFrame }[] = [];
+  /** Texts the client sent that the protocol's decoder refused: a test expects none. */
+  readonly invalidTexts: string[] = [];
+  autoAccept = true;
+  heartbeatIntervalMs = 30_000;
+  onHello: HelloHandler = () => "welcome";
+  onRequest: RequestHandler = () => "default";
+  readonly WebSocket: WebSocketConstructor;
+  private readonly storedByClientMessageId = new Map<string, Message>();
+  private readonly logs = new Map<string, Message[]>();
+
+  constructor(readonly userId = "alice") {
+    const edge = this;
+    this.WebSocket = class extends FakeSocket {
+      constructor(url: string) {
+        super(url, edge);
+      }
+    };
+  }
+
+  get lastSocket(): FakeSocket {
+    const socket = this.sockets.at(-1);
+    if (socket === undefined) throw new Error("no socket was opened");
+    return socket;
+  }
+
+  framesOfType<T extends ClientFrame["type"]>(type: T): Extract<ClientFrame, { type: T }>[] {
+    return this.received.map((entry) => entry.frame).filter((frame): frame is Extract<ClientFrame, { type: T }> => frame.type === type);
+  }
+
+  storedMessages(conversationId: string): readonly Message[] {
+    return this.logs.get(conversationId) ?? [];
+  }
+
+  receive(socket: FakeSocket, text: string): void {
+    const decoded = decodeClientFrame(text);
+    if (!decoded.ok) {
+      this.invalidTexts.push(text);
+      return;
+    }
+    const frame = decoded.frame;
+    this.received.push({ socket, frame });
+    if (frame.type === "hello") {
+      const outcome = this.onHello(frame, socket);
+      if (outcome === "welcome") socket.deliver(this.welcomeFor(frame));
+      else if (outcome !== "ignore") socket.drop(outcome.closeCode);
+      return;
+    }
+    const reply = this.onRequest(frame, socket);
+    if (reply === "ignore") return;
+    socket.deliver(reply === "default" ? this.defaultReply(frame) : reply);
+  }
+
+  welcomeFor(hello: HelloFrame): ServerFrame {
+    return {
+      type: "welcome",
+      protocolVersion,
+      sessionId: `s${this.sockets.length}`,
+      userId: this.userId,
+      deviceId: hello.deviceId ?? "device1",
+      cellId: "a",
+      heartbeatIntervalMs: this.heartbeatIntervalMs,
+    };
+  }
+
+  defaultReply(frame: ClientRequestFrame): ServerFrame {
+    switch (frame.type) {
+      case "send": {
+        const message = this.store(frame.conversationId, frame.clientMessageId, frame.body);
+        return { type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs };
+      }
+      case "openDirect":
+        return { type: "conversation", requestId: frame.requestId, conversation: this.summary(directConversationId, "direct", null, [this.userId, frame.peerUserId]) };
+      case "createGroup":
+        return { type: "conversation", requestId: frame.requestId, conversation: this.summary(groupConversationId, "group", frame.title, [this.userId, ...frame.memberUserIds]) };
+      case "addMembers":
+        return { type: "conversation", requestId: frame.requestId, conversation: this.summary(frame.conversationId, "group", "group", [this.userId, ...frame.userIds]) };
+      case "history": {
+        const before = frame.beforeSeq ?? Number.MAX_SAFE_INTEGER;
+        const older = this.storedMessages(frame.conversationId).filter((message) => message.seq < before);
+        const limit = frame.limit ?? 50;
+        return { type: "historyPage", requestId: frame.requestId, conversationId: frame.conversationId, messages: older.slice(-limit), hasMore: older.length > limit };
+      }
+      case "ping":
+        return { type: "pong", requestId: frame.requestId };
+    }
+  }
+
+  /** Stores a message once per clientMessageId, as the real cell does. */
+  store(conversationId: string, clientMessageId: string, body: string): Message {
+    const existing = this.storedByClientMessageId.get(clientMessageId);
+    if (existing !== undefined) return existing;
+    const log = this.logs.get(conversationId) ?? [];
+    const message: Message = {
+      conversationId,
+      messageId: `m${this.storedByClientMessageId.size + 1}`,
+      seq: log.length + 1,
+      senderUserId: this.userId,
+      senderDeviceId: "device1",
+      clientMessageId,
+      body,
+      sentAtMs: 1_700_000_000_000 + log.length,
+    };
+    log.push(message);
+    this.logs.set(conversationId, log);
+    this.storedByClientMessageId.set(clientMessageId, message);
+    return message;
+  }
+
+  private summary(conversationId: string, kind: "direct" | "group", title: string | null, memberUserIds: string[]): ConversationSummary {
+    return { conversationId, kind, title, memberUserIds, lastSeq: this.storedMessages(conversationId).length };
+  }
+}
+
+export const directConversationId = `d-${"A".repeat(22)}`;
+export const groupConversationId = `g-${"B".repeat(22)}`;
+
+/** Lets every queued microtask and the fakes' deliveries run; no time passes on any clock. */
+export async function flush(): Promise<void> {
+  for (let round = 0; round < 3; round++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
