@@ -1,0 +1,132 @@
+// The client-side commands: each connects to an edge through the SDK, as any client does.
+import { createInterface } from "node:readline";
+import { WebSocket } from "ws";
+import { CellwireClient } from "@cellwire/client";
+import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
+
+export type ConnectionOptions = { readonly edgeUrl: string; readonly deviceId: string; readonly token: string | undefined };
+
+const connectDeadlineMs = 15_000;
+
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+export async function runToken(userId: string, deviceId: string | undefined): Promise<number> {
+  const token = await signDevToken(defaultDevKeyDirectory, userId, deviceId === undefined ? {} : { deviceId });
+  process.stdout.write(`${token}\n`);
+  return 0;
+}
+
+async function withDeadline<T>(promise: Promise<T>, deadlineMs: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not complete within ${deadlineMs} ms`)), deadlineMs);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function connectAs(userId: string, options: ConnectionOptions): Promise<CellwireClient> {
+  const client = new CellwireClient({
+    url: options.edgeUrl,
+    deviceId: options.deviceId,
+    WebSocket,
+    tokenProvider: async () => options.token ?? (await signDevToken(defaultDevKeyDirectory, userId, { deviceId: options.deviceId })),
+  });
+  try {
+    await withDeadline(client.connect(), connectDeadlineMs, `connecting to ${options.edgeUrl}`);
+  } catch (error) {
+    client.close();
+    throw error;
+  }
+  return client;
+}
+
+async function* inputLines(): AsyncGenerator<string> {
+  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    if (line.trim() !== "") yield line;
+  }
+}
+
+export type SendOptions = ConnectionOptions & { readonly userId: string; readonly peerUserId: string; readonly text: string | undefined };
+
+/** Sends one message, or each stdin line in order (each waits for the previous ack); non-zero if any failed. */
+export async function runSend(options: SendOptions): Promise<number> {
+  const client = await connectAs(options.userId, options);
+  let failures = 0;
+  try {
+    const conversation = await client.openDirect(options.peerUserId);
+    const texts: AsyncIterable<string> | string[] = options.text === undefined ? inputLines() : [options.text];
+    for await (const text of texts) {
+      try {
+        const ack = await client.send(conversation.conversationId, text);
+        printJson({ conversationId: ack.conversationId, messageId: ack.messageId, seq: ack.seq, sentAtMs: ack.sentAtMs });
+      } catch (error) {
+        failures++;
+        process.stderr.write(`cellwire: send failed: ${error instanceof Error ? error.message : String(error)}\n`);
+      }
+    }
+  } finally {
+    client.close();
+  }
+  return failures === 0 ? 0 : 1;
+}
+
+export type ListenOptions = ConnectionOptions & { readonly userId: string; readonly count: number | undefined; readonly timeoutMs: number | undefined };
+
+/** Prints each live event as one JSON line; exits 0 after `count` events, 1 on timeout. */
+export async function runListen(options: ListenOptions): Promise<number> {
+  const client = await connectAs(options.userId, options);
+  return new Promise<number>((resolve) => {
+    let received = 0;
+    const finish = (status: number): void => {
+      clearTimeout(timer);
+      unsubscribe();
+      client.close();
+      resolve(status);
+    };
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            process.stderr.write(`cellwire: timed out after ${options.timeoutMs} ms with ${received} event(s)\n`);
+            finish(1);
+          }, options.timeoutMs);
+    const unsubscribe = client.on("message", (message) => {
+      printJson({ type: "message", message });
+      received++;
+      if (options.count !== undefined && received >= options.count) finish(0);
+    });
+    // Tell a script that waits for us (tests, shell pipelines) that the subscription is live.
+    process.stderr.write(`cellwire: listening as ${options.userId} on ${options.edgeUrl}\n`);
+  });
+}
+
+export type HistoryOptions = ConnectionOptions & { readonly userId: string; readonly peerUserId: string; readonly limit: number };
+
+/** Prints the newest `limit` messages of the direct conversation, oldest first. */
+export async function runHistory(options: HistoryOptions): Promise<number> {
+  const client = await connectAs(options.userId, options);
+  try {
+    const conversation = await client.openDirect(options.peerUserId);
+    const pages: unknown[][] = [];
+    let collected = 0;
+    let beforeSeq: number | undefined;
+    while (collected < options.limit) {
+      const page = await client.history(conversation.conversationId, { limit: Math.min(200, options.limit - collected), ...(beforeSeq === undefined ? {} : { beforeSeq }) });
+      pages.unshift(page.messages);
+      collected += page.messages.length;
+      const oldest = page.messages[0];
+      if (!page.hasMore || oldest === undefined) break;
+      beforeSeq = oldest.seq;
+    }
+    for (const page of pages) for (const message of page) printJson(message);
+    return 0;
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,99 @@
+// `cellwire`: the command line of a Cellwire developer. `token`, `send`, `listen` and `history` talk to an
+// edge through the client SDK like any client; `up` runs the local topology (what `npm start` runs).
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { runHistory, runListen, runSend, runToken } from "./client-commands.ts";
+import { runUp } from "./up.ts";
+
+const usage = `cellwire <command> [options]
+
+Commands:
+  token <userId> [--device <id>]                  print a dev token (dev-mode edges accept it)
+  send --as <user> --to <user> [text]             send a direct message; without text, each stdin line
+                                                   is one message, in order; prints each ack as JSON
+  listen --as <user> [--count N] [--timeout-ms T] print each received event as one JSON line
+  history --as <user> --with <user> [--limit N]   print a direct conversation, oldest first
+  up                                              run the local topology (what npm start runs)
+
+Options for send, listen and history:
+  --edge <url>       the edge's WebSocket URL (default ws://127.0.0.1:8080/ws)
+  --device <id>      act as this device (default "cli")
+  --token <jwt>      use this token instead of signing a dev token (or set CELLWIRE_TOKEN)
+`;
+
+const options = {
+  as: { type: "string" },
+  to: { type: "string" },
+  with: { type: "string" },
+  device: { type: "string" },
+  edge: { type: "string", default: "ws://127.0.0.1:8080/ws" },
+  token: { type: "string" },
+  count: { type: "string" },
+  "timeout-ms": { type: "string" },
+  limit: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} satisfies ParseArgsConfig["options"];
+
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+function positiveInteger(name: string, raw: string | undefined, fallback: number | undefined): number | undefined {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 1) throw new UsageError(`--${name} must be a positive integer`);
+  return value;
+}
+
+function required(name: string, value: string | undefined): string {
+  if (value === undefined || value === "") throw new UsageError(`--${name} is required`);
+  return value;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  const [command, ...rest] = parsed.positionals;
+  const values = parsed.values;
+  if (values.help === true || command === undefined) {
+    process.stdout.write(usage);
+    return command === undefined && values.help !== true ? 2 : 0;
+  }
+  const token = values.token ?? process.env["CELLWIRE_TOKEN"];
+  const connection = { edgeUrl: values.edge, deviceId: values.device ?? "cli", token };
+  switch (command) {
+    case "token": {
+      const userId = rest[0];
+      if (userId === undefined) throw new UsageError("token needs a user id");
+      return runToken(userId, values.device);
+    }
+    case "send":
+      return runSend({ ...connection, userId: required("as", values.as), peerUserId: required("to", values.to), text: rest.length > 0 ? rest.join(" ") : undefined });
+    case "listen":
+      return runListen({
+        ...connection,
+        userId: required("as", values.as),
+        count: positiveInteger("count", values.count, undefined),
+        timeoutMs: positiveInteger("timeout-ms", values["timeout-ms"], undefined),
+      });
+    case "history":
+      return runHistory({ ...connection, userId: required("as", values.as), peerUserId: required("with", values.with), limit: positiveInteger("limit", values.limit, 50) ?? 50 });
+    case "up":
+      return runUp(process.env);
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (status) => {
+    process.exitCode = status;
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError || (error instanceof TypeError && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS"))) {
+      process.stderr.write(`cellwire: ${error.message}\n\n${usage}`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`cellwire: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,84 @@
+// A topology for integration tests: a unique namespace, free ports, short leases, output kept in memory
+// (printed when a test fails), and cleanup of every database, bucket and key it made.
+import { randomBytes } from "node:crypto";
+import { destroyNamespace } from "./cleanup.ts";
+import { startTopology, type CellPlan, type Topology } from "./topology.ts";
+
+export type TestTopology = {
+  readonly namespace: string;
+  readonly topology: Topology;
+  readonly output: string[];
+  /** Stops the processes, keeping databases and keys (for restart tests). */
+  stopProcesses(): Promise<void>;
+  /** Starts the same topology again on the same namespace. */
+  restart(): Promise<Topology>;
+  /** Stops the processes and removes everything the namespace created. */
+  destroy(): Promise<void>;
+};
+
+export const testServices = {
+  natsServers: ["127.0.0.1:4222"],
+  redisUrl: "redis://127.0.0.1:6379",
+  postgresAdminUrl: "postgres://postgres@127.0.0.1:5432/postgres",
+} as const;
+
+export function uniqueNamespace(label: string): string {
+  return `t${label}${Date.now().toString(36)}${randomBytes(3).toString("hex")}`.slice(0, 24);
+}
+
+export type TestTopologyOptions = {
+  readonly label: string;
+  readonly cells?: readonly CellPlan[];
+  readonly edgeCount?: number;
+  readonly webDirectory?: string;
+  readonly extraEnvironment?: Readonly<Record<string, string>>;
+};
+
+export async function startTestTopology(options: TestTopologyOptions): Promise<TestTopology> {
+  const namespace = uniqueNamespace(options.label);
+  const cells = options.cells ?? [
+    { cellId: "a", workerCount: 2 },
+    { cellId: "b", workerCount: 2 },
+  ];
+  const output: string[] = [];
+  const outputLinesMax = 5000;
+  const start = (): Promise<Topology> =>
+    startTopology({
+      namespace,
+      ...testServices,
+      cells,
+      edgePorts: Array.from({ length: options.edgeCount ?? 2 }, () => 0),
+      edgeHost: "127.0.0.1",
+      ...(options.webDirectory === undefined ? {} : { webDirectory: options.webDirectory }),
+      extraEnvironment: { WORKER_LEASE_MS: "2000", WORKER_HEARTBEAT_INTERVAL_MS: "500", EDGE_LEASE_MS: "2000", ...options.extraEnvironment },
+      onOutput: (processName, line) => {
+        output.push(`[${processName}] ${line}`);
+        if (output.length > outputLinesMax) output.shift();
+      },
+      startDeadlineMs: 90_000,
+    });
+  let topology: Topology;
+  try {
+    topology = await start();
+  } catch (error) {
+    await destroyNamespace({ namespace, cellIds: cells.map((cell) => cell.cellId), ...testServices }).catch(() => undefined);
+    throw new Error(`${String(error)}\n${output.slice(-60).join("\n")}`);
+  }
+  const handle: TestTopology = {
+    namespace,
+    get topology() {
+      return topology;
+    },
+    output,
+    stopProcesses: () => topology.stop(),
+    restart: async () => {
+      topology = await start();
+      return topology;
+    },
+    destroy: async () => {
+      await topology.stop();
+      await destroyNamespace({ namespace, cellIds: cells.map((cell) => cell.cellId), ...testServices });
+    },
+  };
+  return handle;
+}

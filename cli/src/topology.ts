@@ -1,0 +1,154 @@
+// Runs a local Cellwire topology as real processes: the directory, each cell's workers and the edges,
+// each forked with its own environment. Used by `npm start` and by the integration tests, which run the
+// same processes a user runs.
+import { fork, type ChildProcess } from "node:child_process";
+import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
+
+const require = createRequire(import.meta.url);
+
+export type CellPlan = { readonly cellId: string; readonly workerCount: number };
+
+export type TopologyOptions = {
+  readonly namespace: string;
+  readonly natsServers: readonly string[];
+  readonly redisUrl: string;
+  readonly postgresAdminUrl: string;
+  readonly cells: readonly CellPlan[];
+  /** One edge per entry; 0 picks a free port. */
+  readonly edgePorts: readonly number[];
+  readonly edgeHost: string;
+  readonly devKeyDirectory?: string;
+  readonly webDirectory?: string;
+  /** Extra environment for every child (lease timings in tests, for example). */
+  readonly extraEnvironment?: Readonly<Record<string, string>>;
+  /** Receives each line a child prints, prefixed by its process name. */
+  readonly onOutput: (processName: string, line: string) => void;
+  readonly startDeadlineMs?: number;
+  /** Called when a child that was serving exits without being asked to. */
+  readonly onUnexpectedExit?: (processName: string, code: number | null) => void;
+};
+
+export type EdgeAddress = { readonly edgeId: string; readonly port: number; readonly webSocketUrl: string; readonly httpUrl: string };
+
+type Child = { readonly processName: string; readonly child: ChildProcess; readonly exited: Promise<number | null> };
+
+export class TopologyStartError extends Error {
+  override readonly name = "TopologyStartError";
+}
+
+export class Topology {
+  private readonly children: Child[] = [];
+  readonly edges: EdgeAddress[] = [];
+  private stopping = false;
+
+  constructor(private readonly options: TopologyOptions) {}
+
+  get processNames(): string[] {
+    return this.children.map((child) => child.processName);
+  }
+
+  /** Sends `signal` to one process by name (chaos tests); returns its exit promise. */
+  signal(processName: string, signal: NodeJS.Signals): Promise<number | null> {
+    const child = this.children.find((candidate) => candidate.processName === processName);
+    if (child === undefined) throw new Error(`no process named ${processName}`);
+    child.child.kill(signal);
+    return child.exited;
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.spawn("cellwire-directory", "@cellwire/directory/main", { DIRECTORY_REDIS_URL: this.options.redisUrl });
+      await Promise.all(
+        this.options.cells.flatMap(({ cellId, workerCount }) =>
+          Array.from({ length: workerCount }, (_, index) =>
+            this.spawn(`cellwire-worker-${cellId}-${index + 1}`, "@cellwire/cells/main", {
+              WORKER_CELL_ID: cellId,
+              WORKER_ID: `${cellId}-${index + 1}`,
+              WORKER_POSTGRES_ADMIN_URL: this.options.postgresAdminUrl,
+            }),
+          ),
+        ),
+      );
+      const ports = await Promise.all(
+        this.options.edgePorts.map((port, index) =>
+          this.spawn(`cellwire-edge-${index + 1}`, "@cellwire/edge/main", {
+            EDGE_ID: String(index + 1),
+            EDGE_PORT: String(port),
+            EDGE_HOST: this.options.edgeHost,
+            ...(this.options.devKeyDirectory === undefined ? {} : { EDGE_DEV_KEY_DIR: this.options.devKeyDirectory }),
+            ...(this.options.webDirectory === undefined ? {} : { EDGE_WEB_DIR: this.options.webDirectory }),
+          }),
+        ),
+      );
+      ports.forEach((port, index) => {
+        const host = this.options.edgeHost;
+        this.edges.push({ edgeId: String(index + 1), port, webSocketUrl: `ws://${host}:${port}/ws`, httpUrl: `http://${host}:${port}/` });
+      });
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
+  }
+
+  /** SIGTERM to every child (edges first, so clients leave before their cells do), SIGKILL past the deadline. */
+  async stop(deadlineMs = 10_000): Promise<void> {
+    this.stopping = true;
+    const order = [...this.children].reverse();
+    for (const { child } of order) if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+    const deadline = setTimeout(() => {
+      for (const { child } of order) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    }, deadlineMs);
+    await Promise.all(order.map(({ exited }) => exited));
+    clearTimeout(deadline);
+  }
+
+  private spawn(processName: string, entry: string, environment: Record<string, string>): Promise<number> {
+    const child = fork(require.resolve(entry), [], {
+      execArgv: ["--import", "tsx"],
+      env: {
+        ...process.env,
+        ...this.options.extraEnvironment,
+        CELLWIRE_NAMESPACE: this.options.namespace,
+        CELLWIRE_NATS_SERVERS: this.options.natsServers.join(","),
+        ...environment,
+      },
+      stdio: ["ignore", "pipe", "pipe", "ipc"],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    void exited.then((code) => {
+      if (!this.stopping) this.options.onUnexpectedExit?.(processName, code);
+    });
+    this.children.push({ processName, child, exited });
+    for (const stream of [child.stdout, child.stderr]) {
+      if (stream === null) continue;
+      createInterface({ input: stream }).on("line", (line) => this.options.onOutput(processName, line));
+    }
+    const deadlineMs = this.options.startDeadlineMs ?? 60_000;
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new TopologyStartError(`${processName} was not ready within ${deadlineMs} ms`)), deadlineMs);
+      child.on("message", (message: unknown) => {
+        if (typeof message !== "object" || message === null) return;
+        const { type, port } = message as { type?: unknown; port?: unknown };
+        if (type === "ready") {
+          clearTimeout(timer);
+          resolve(typeof port === "number" ? port : 0);
+        } else if (type === "failed") {
+          clearTimeout(timer);
+          const why = (message as { message?: unknown }).message;
+          reject(new TopologyStartError(`${processName} failed to start: ${typeof why === "string" ? why : "unknown reason"}`));
+        }
+      });
+      void exited.then((code) => {
+        clearTimeout(timer);
+        if (!this.stopping) reject(new TopologyStartError(`${processName} exited with status ${String(code)} before it was ready`));
+      });
+    });
+  }
+}
+
+export async function startTopology(options: TopologyOptions): Promise<Topology> {
+  const topology = new Topology(options);
+  await topology.start();
+  return topology;
+}
