@@ -17,13 +17,14 @@ import {
   type Decoder,
 } from "./decode.ts";
 import { cellId, clientMessageId, conversationId, deviceId, userId } from "./ids.ts";
-import { addMembersBatchMax, groupMembersMax, groupTitleLengthMax, historyPageLimitMax, messageBodyLengthMax } from "./limits.ts";
+import { addMembersBatchMax, groupMembersMax, groupTitleLengthMax, historyPageLimitMax, mailboxPageLimitMax, messageBodyLengthMax } from "./limits.ts";
 import { errorCodeList, type CellErrorCode } from "./codes.ts";
-import { conversationSummary, message, type ConversationSummary, type Message } from "./frames.ts";
+import { conversationSummary, mailboxEvent, message, sequencedEvent, type ConversationSummary, type MailboxEvent, type Message, type SequencedEvent } from "./frames.ts";
 
 const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
 const cellErrorCode: Decoder<CellErrorCode> = oneOf<CellErrorCode>([...errorCodeList, "not_owner", "unknown_cell", "not_found"]);
 const errorText = string({ maxLength: 2000 });
+const eventId = string({ minLength: 1, maxLength: 100, pattern: /^[A-Za-z0-9_-]+$/ });
 
 // ---------------------------------------------------------------------------------------------------
 // Edge → cell worker (request/reply on the owner's subject, see subjects.ts)
@@ -55,7 +56,22 @@ export type CellHistoryRequest = {
   limit: number;
 };
 
-export type CellRequest = CellSendRequest | CellOpenDirectRequest | CellCreateGroupRequest | CellAddMembersRequest | CellHistoryRequest;
+/**
+ * Appends an event to a user's mailbox, at the owner of the user in the user's home cell. Idempotent per
+ * (userId, eventId): a repeated append returns the seq the event already has.
+ */
+export type CellAppendMailboxRequest = { type: "cell.appendMailbox"; userId: string; eventId: string; event: MailboxEvent };
+/** Events of a user's mailbox after `afterSeq` (limit 0 asks only for the head and floor). */
+export type CellMailboxPageRequest = { type: "cell.mailboxPage"; userId: string; afterSeq: number; limit: number };
+
+export type CellRequest =
+  | CellSendRequest
+  | CellOpenDirectRequest
+  | CellCreateGroupRequest
+  | CellAddMembersRequest
+  | CellHistoryRequest
+  | CellAppendMailboxRequest
+  | CellMailboxPageRequest;
 
 export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
   "cell.send": object({
@@ -87,19 +103,48 @@ export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
     beforeSeq: nullable(sequence),
     limit: integer({ min: 1, max: historyPageLimitMax }),
   }),
+  "cell.appendMailbox": object({ type: literal("cell.appendMailbox"), userId, eventId, event: mailboxEvent }),
+  "cell.mailboxPage": object({
+    type: literal("cell.mailboxPage"),
+    userId,
+    afterSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    limit: integer({ min: 0, max: mailboxPageLimitMax }),
+  }),
 });
 
-/** The key a request is routed by on its cell's ring: every request here is keyed by its conversation. */
+/** The ring key of a user's mailbox; conversation keys are their ids (which never start with "user:"). */
+export function userRingKey(userIdValue: string): string {
+  return `user:${userIdValue}`;
+}
+
+/** The key a request is routed by on its cell's ring: its conversation, or for mailbox requests its user. */
 export function cellRequestKey(request: CellRequest): string {
-  return request.conversationId;
+  switch (request.type) {
+    case "cell.appendMailbox":
+    case "cell.mailboxPage":
+      return userRingKey(request.userId);
+    default:
+      return request.conversationId;
+  }
+}
+
+/** The mailbox event id of a message: one mailbox entry per user and message. */
+export function messageEventId(messageIdValue: string): string {
+  return `message-${messageIdValue}`;
 }
 
 export type CellStoredReply = { type: "cell.stored"; message: Message; deduplicated: boolean };
 export type CellConversationReply = { type: "cell.conversation"; conversation: ConversationSummary };
 export type CellHistoryReply = { type: "cell.historyPage"; conversationId: string; messages: Message[]; hasMore: boolean };
 export type CellErrorReply = { type: "cell.error"; code: CellErrorCode; message: string };
+export type CellAppendedReply = { type: "cell.appended"; userId: string; seq: number; deduplicated: boolean };
+/**
+ * `floorSeq`: every event up to it was cut by retention (0 when none was); a page asked after a seq
+ * below the floor cannot be served and the device must resync. `headSeq`: the newest event's seq.
+ */
+export type CellMailboxEventsReply = { type: "cell.mailboxEvents"; userId: string; events: SequencedEvent[]; headSeq: number; floorSeq: number };
 
-export type CellReply = CellStoredReply | CellConversationReply | CellHistoryReply | CellErrorReply;
+export type CellReply = CellStoredReply | CellConversationReply | CellHistoryReply | CellAppendedReply | CellMailboxEventsReply | CellErrorReply;
 
 export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
   "cell.stored": object({
@@ -114,16 +159,25 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
     messages: array(message, { maxItems: historyPageLimitMax }),
     hasMore: boolean,
   }),
+  "cell.appended": object({ type: literal("cell.appended"), userId, seq: sequence, deduplicated: boolean }),
+  "cell.mailboxEvents": object({
+    type: literal("cell.mailboxEvents"),
+    userId,
+    events: array(sequencedEvent, { maxItems: mailboxPageLimitMax }),
+    headSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    floorSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  }),
   "cell.error": object({ type: literal("cell.error"), code: cellErrorCode, message: errorText }),
 });
 
 // ---------------------------------------------------------------------------------------------------
 // Cell → edges: published on a user's delivery subject; every edge holding that user's sessions forwards it.
 
-export type Delivery = { type: "delivery.message"; recipientUserId: string; message: Message };
+/** Published by the owner of a user's mailbox after an event is appended. */
+export type Delivery = { type: "delivery.event"; recipientUserId: string; seq: number; event: MailboxEvent };
 
 export const delivery: Decoder<Delivery> = taggedUnion<Delivery>({
-  "delivery.message": object({ type: literal("delivery.message"), recipientUserId: userId, message }),
+  "delivery.event": object({ type: literal("delivery.event"), recipientUserId: userId, seq: sequence, event: mailboxEvent }),
 });
 
 // ---------------------------------------------------------------------------------------------------

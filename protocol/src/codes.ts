@@ -46,7 +46,7 @@ export type CellErrorCode = keyof typeof cellErrorCodes | ErrorCode;
  * - 4100–4199: credentials; fetch a fresh token, then reconnect.
  * - 4200–4299: the client is wrong; do not reconnect automatically.
  * 1000 (normal), 1001 (going away) and 1006 (abnormal) follow RFC 6455 and mean reconnect; 1009 (message
- * too big) is sent by uWebSockets.js for frames over the size limit and means do not resend that frame.
+ * too big) is sent by the edge for frames over the size limit and means do not resend that frame.
  */
 export const closeCodes = {
   going_away: { code: 4000, description: "The edge is shutting down." },

@@ -227,7 +227,10 @@ describe("decodeServerFrame", () => {
     { type: "conversation", requestId: "r3", conversation: { conversationId, kind: "direct", title: null, memberUserIds: ["alice", "bob"], lastSeq: 7 } },
     { type: "historyPage", requestId: "r4", conversationId, messages: [message], hasMore: true },
     { type: "historyPage", requestId: "r5", conversationId, messages: [], hasMore: false },
-    { type: "message", message },
+    { type: "event", seq: 3, event: { kind: "message", message } },
+    { type: "synced", seq: 3 },
+    { type: "synced", seq: 0 },
+    { type: "resync", headSeq: 12 },
     { type: "pong", requestId: "r6" },
     { type: "error", requestId: "r7", code: "not_a_member", message: "not a member of the conversation", retryable: false },
     { type: "error", code: "malformed_frame", message: "a frame must be one JSON object", retryable: false },
@@ -248,7 +251,9 @@ describe("decodeServerFrame", () => {
     expect(decodeServerFrame(JSON.stringify({ type: "error", code: "teapot", message: "", retryable: false })).ok).toBe(false);
     expect(decodeServerFrame(JSON.stringify({ type: "not_owner", message: "" })).ok).toBe(false);
     expect(decodeServerFrame(JSON.stringify({ type: "pong", requestId: "r", extra: true })).ok).toBe(false);
-    expect(decodeServerFrame(JSON.stringify({ type: "message", message: { ...message, seq: 0 } })).ok).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 1, event: { kind: "message", message: { ...message, seq: 0 } } })).ok).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 0, event: { kind: "message", message } })).ok).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 1, event: { kind: "typing", message } })).ok).toBe(false);
     expect(decodeServerFrame("{").ok).toBe(false);
   });
 });

@@ -34,8 +34,13 @@ const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
 // ---------------------------------------------------------------------------------------------------
 // Client → edge
 
-/** MUST be the first frame of a session, within the edge's authentication deadline. */
-export type HelloFrame = { type: "hello"; protocolVersion: number; token: string; deviceId?: string };
+/**
+ * MUST be the first frame of a session, within the edge's authentication deadline. `resumeAfterSeq` is
+ * the last mailbox seq this device holds (0 for a new device that wants the whole mailbox): the edge
+ * replays every event after it, then sends `synced`, then live events. Without it the session starts
+ * live from the mailbox's head.
+ */
+export type HelloFrame = { type: "hello"; protocolVersion: number; token: string; deviceId?: string; resumeAfterSeq?: number };
 /** Sends a message; retrying with the same clientMessageId yields the same ack, never a second message. */
 export type SendFrame = { type: "send"; requestId: string; conversationId: string; clientMessageId: string; body: string };
 /** Finds or creates the direct conversation between the user and peerUserId. */
@@ -57,6 +62,7 @@ const helloFrame: Decoder<HelloFrame> = object({
   protocolVersion: integer({ min: 0, max: 1_000_000 }),
   token: string({ minLength: 1, maxLength: tokenLengthMax }),
   deviceId: optional(deviceId),
+  resumeAfterSeq: optional(integer({ min: 0, max: Number.MAX_SAFE_INTEGER })),
 });
 const sendFrame: Decoder<SendFrame> = object({
   type: literal("send"),
@@ -163,6 +169,20 @@ export const conversationSummary: Decoder<ConversationSummary> = object({
   lastSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
 });
 
+/** An entry of a user's mailbox. Later kinds (membership changes, receipts) extend this union. */
+export type MailboxEvent = { kind: "message"; message: Message };
+
+export const mailboxEvent: Decoder<MailboxEvent> = (input, path) => {
+  if (typeof input !== "object" || input === null || (input as { kind?: unknown }).kind !== "message") {
+    return { ok: false, failure: { path: `${path}.kind`, reason: "must be \"message\"" } };
+  }
+  return object({ kind: literal("message"), message })(input, path);
+};
+
+/** A mailbox event with its place in the user's gapless mailbox sequence. */
+export type SequencedEvent = { seq: number; event: MailboxEvent };
+export const sequencedEvent: Decoder<SequencedEvent> = object({ seq: sequence, event: mailboxEvent });
+
 // ---------------------------------------------------------------------------------------------------
 // Edge → client
 
@@ -179,12 +199,23 @@ export type WelcomeFrame = {
 export type AckFrame = { type: "ack"; requestId: string; conversationId: string; messageId: string; seq: number; sentAtMs: number };
 export type ConversationFrame = { type: "conversation"; requestId: string; conversation: ConversationSummary };
 export type HistoryPageFrame = { type: "historyPage"; requestId: string; conversationId: string; messages: Message[]; hasMore: boolean };
-/** A live message for one of the user's conversations (sent by any member, the user's other devices included). */
-export type MessageFrame = { type: "message"; message: Message };
+/**
+ * One event of the user's mailbox, in mailbox order with no gap and no duplicate on a session: first
+ * the backlog after the hello's resumeAfterSeq, then live events (messages of any of the user's
+ * conversations, the user's own from other devices included).
+ */
+export type EventFrame = { type: "event"; seq: number; event: MailboxEvent };
+/** The backlog is delivered: the device holds every event up to `seq`; live events follow. */
+export type SyncedFrame = { type: "synced"; seq: number };
+/**
+ * The mailbox cannot serve the events after the requested seq (they were cut by retention): reload
+ * conversations through history; the session continues from `headSeq`, followed by `synced`.
+ */
+export type ResyncFrame = { type: "resync"; headSeq: number };
 export type PongFrame = { type: "pong"; requestId: string };
 export type ErrorFrame = { type: "error"; requestId?: string; code: ErrorCode; message: string; retryable: boolean };
 
-export type ServerFrame = WelcomeFrame | AckFrame | ConversationFrame | HistoryPageFrame | MessageFrame | PongFrame | ErrorFrame;
+export type ServerFrame = WelcomeFrame | AckFrame | ConversationFrame | HistoryPageFrame | EventFrame | SyncedFrame | ResyncFrame | PongFrame | ErrorFrame;
 
 const errorCode: Decoder<ErrorCode> = oneOf<ErrorCode>(errorCodeList);
 
@@ -214,7 +245,9 @@ export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
     messages: array(message, { maxItems: historyPageLimitMax }),
     hasMore: boolean,
   }),
-  message: object({ type: literal("message"), message }),
+  event: object({ type: literal("event"), seq: sequence, event: mailboxEvent }),
+  synced: object({ type: literal("synced"), seq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }) }),
+  resync: object({ type: literal("resync"), headSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }) }),
   pong: object({ type: literal("pong"), requestId }),
   error: object({
     type: literal("error"),

@@ -4,7 +4,8 @@ export const protocolVersion = 1;
 /** Largest message body, in UTF-16 code units (JavaScript string length). */
 export const messageBodyLengthMax = 32 * 1024;
 /**
- * Largest text frame an edge accepts; uWebSockets.js closes the socket with 1009 above it. Sized so that
+ * Largest text frame an edge accepts; the edge closes the socket with 1009 above it (and uWebSockets.js
+ * drops a frame over twice this size without a close frame: 1006). Sized so that
  * a send frame with a body at its limit fits whatever its characters: JSON escapes a control character
  * in six bytes, the worst case per UTF-16 unit.
  */
@@ -23,3 +24,5 @@ export const historyPageLimitMax = 200;
 export const historyPageLimitDefault = 50;
 export const requestIdLengthMax = 64;
 export const tokenLengthMax = 8192;
+/** Events in one mailbox page (a resume replays in pages of at most this many). */
+export const mailboxPageLimitMax = 200;
