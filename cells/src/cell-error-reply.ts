@@ -35,7 +35,7 @@ export function cellErrorReply(failure: RequestFailure): CellErrorReply {
     case "overloaded":
       return reply(
         "cell_unavailable",
-        failure.reason === "key_full" ? "too many requests pending for this conversation" : "too many requests pending on this worker",
+        failure.reason === "key_full" ? "too many requests pending for this conversation or mailbox" : "too many requests pending on this worker",
       );
     case "bad_payload":
       return reply("internal", `the request does not decode: ${failure.reason}`);

@@ -19,7 +19,20 @@ describe("loadWorkerConfig", () => {
         directoryWaitMs: 15_000,
         pendingPerConversationMax: 256,
         pendingTotalMax: 10_000,
-        memberCacheConversationsMax: 10_000,
+        outboxSweepIntervalMs: 1000,
+        outboxRetryAfterMs: 2000,
+        outboxBatchMax: 1000,
+        outboxSweepPagesMax: 10,
+        relayRecipientsConcurrencyMax: 32,
+        relaysInFlightMax: 256,
+        relayPendingMax: 10_000,
+        relayCleanConversationsMax: 10_000,
+        relayRequestTimeoutMs: 2000,
+        relayAttemptsMax: 3,
+        relayWatchedCellsMax: 100,
+        relayStopWaitMs: 5000,
+        homeCellCacheUsersMax: 100_000,
+        homeCellCacheTtlMs: 60_000,
       },
       unknownVariables: [],
     });
@@ -39,6 +52,20 @@ describe("loadWorkerConfig", () => {
       WORKER_DIRECTORY_WAIT_MS: "0",
       WORKER_PENDING_PER_CONVERSATION_MAX: "3",
       WORKER_PENDING_TOTAL_MAX: "30",
+      WORKER_OUTBOX_SWEEP_INTERVAL_MS: "250",
+      WORKER_OUTBOX_RETRY_AFTER_MS: "700",
+      WORKER_OUTBOX_BATCH_MAX: "50",
+      WORKER_OUTBOX_SWEEP_PAGES_MAX: "2",
+      WORKER_RELAY_RECIPIENTS_CONCURRENCY_MAX: "4",
+      WORKER_RELAYS_IN_FLIGHT_MAX: "8",
+      WORKER_RELAY_PENDING_MAX: "16",
+      WORKER_RELAY_CLEAN_CONVERSATIONS_MAX: "9",
+      WORKER_RELAY_REQUEST_TIMEOUT_MS: "900",
+      WORKER_RELAY_ATTEMPTS_MAX: "2",
+      WORKER_RELAY_WATCHED_CELLS_MAX: "3",
+      WORKER_RELAY_STOP_WAIT_MS: "100",
+      WORKER_HOME_CELL_CACHE_USERS_MAX: "11",
+      WORKER_HOME_CELL_CACHE_TTL_MS: "1234",
       WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "5",
       WORKER_LEASE_MSS: "typo",
     });
@@ -53,9 +80,23 @@ describe("loadWorkerConfig", () => {
       directoryWaitMs: 0,
       pendingPerConversationMax: 3,
       pendingTotalMax: 30,
-      memberCacheConversationsMax: 5,
+      outboxSweepIntervalMs: 250,
+      outboxRetryAfterMs: 700,
+      outboxBatchMax: 50,
+      outboxSweepPagesMax: 2,
+      relayRecipientsConcurrencyMax: 4,
+      relaysInFlightMax: 8,
+      relayPendingMax: 16,
+      relayCleanConversationsMax: 9,
+      relayRequestTimeoutMs: 900,
+      relayAttemptsMax: 2,
+      relayWatchedCellsMax: 3,
+      relayStopWaitMs: 100,
+      homeCellCacheUsersMax: 11,
+      homeCellCacheTtlMs: 1234,
     });
-    expect(unknownVariables).toEqual(["WORKER_LEASE_MSS"]);
+    // A setting of an earlier version (the member cache is gone) is reported like a typo.
+    expect(unknownVariables).toEqual(["WORKER_LEASE_MSS", "WORKER_MEMBER_CACHE_CONVERSATIONS_MAX"]);
   });
 
   it.each([
@@ -71,6 +112,8 @@ describe("loadWorkerConfig", () => {
     [{ ...minimal, WORKER_POSTGRES_ADMIN_URL: "not a url" }, /WORKER_POSTGRES_ADMIN_URL/],
     [{ ...minimal, WORKER_PENDING_PER_CONVERSATION_MAX: "50", WORKER_PENDING_TOTAL_MAX: "10" }, /must not exceed/],
     [{ ...minimal, CELLWIRE_NATS_SERVERS: " , " }, /at least one server/],
+    [{ ...minimal, WORKER_OUTBOX_BATCH_MAX: "0" }, /WORKER_OUTBOX_BATCH_MAX/],
+    [{ ...minimal, WORKER_OUTBOX_SWEEP_INTERVAL_MS: "soon" }, /WORKER_OUTBOX_SWEEP_INTERVAL_MS/],
   ])("refuses %j", (environment, message) => {
     expect(() => loadWorkerConfig(environment)).toThrow(message);
   });

@@ -25,8 +25,33 @@ export type WorkerConfig = {
   readonly pendingPerConversationMax: number;
   /** Requests queued or running on the worker; past it: cell_unavailable. */
   readonly pendingTotalMax: number;
-  /** Conversations whose members are cached for fan-out. */
-  readonly memberCacheConversationsMax: number;
+  /** The sweeper's period: it re-drives outbox rows left behind for conversations this worker owns. */
+  readonly outboxSweepIntervalMs: number;
+  /** Outbox rows younger than this are left to the relay that wrote them. */
+  readonly outboxRetryAfterMs: number;
+  /** Outbox rows read at once (a relay's batch, a sweep's page). */
+  readonly outboxBatchMax: number;
+  /** Pages of outboxBatchMax rows one sweep reads. */
+  readonly outboxSweepPagesMax: number;
+  /** Recipients of one relay served at once. */
+  readonly relayRecipientsConcurrencyMax: number;
+  /** Mailbox appends in flight from this worker. */
+  readonly relaysInFlightMax: number;
+  /** Relay tasks queued or running; past it rows wait for the sweeper. */
+  readonly relayPendingMax: number;
+  /** Conversations remembered as having an empty outbox (a relay then needs no outbox read). */
+  readonly relayCleanConversationsMax: number;
+  /** One attempt of a mailbox append waits this long for the owner's reply. */
+  readonly relayRequestTimeoutMs: number;
+  /** Attempts of one mailbox append (the router retries on another owner); then the row waits for the sweeper. */
+  readonly relayAttemptsMax: number;
+  /** Cells whose membership the relay watches at once. */
+  readonly relayWatchedCellsMax: number;
+  /** How long stop() waits for relays in flight. */
+  readonly relayStopWaitMs: number;
+  /** Users whose home cell is cached for relays. */
+  readonly homeCellCacheUsersMax: number;
+  readonly homeCellCacheTtlMs: number;
 };
 
 export type LoadedWorkerConfig = {
@@ -61,7 +86,20 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     directoryWaitMs: reader.integer("WORKER_DIRECTORY_WAIT_MS", 15_000, 0, 600_000),
     pendingPerConversationMax: reader.integer("WORKER_PENDING_PER_CONVERSATION_MAX", 256, 1, 100_000),
     pendingTotalMax: reader.integer("WORKER_PENDING_TOTAL_MAX", 10_000, 1, 1_000_000),
-    memberCacheConversationsMax: reader.integer("WORKER_MEMBER_CACHE_CONVERSATIONS_MAX", 10_000, 1, 1_000_000),
+    outboxSweepIntervalMs: reader.integer("WORKER_OUTBOX_SWEEP_INTERVAL_MS", 1000, 10, 600_000),
+    outboxRetryAfterMs: reader.integer("WORKER_OUTBOX_RETRY_AFTER_MS", 2000, 0, 86_400_000),
+    outboxBatchMax: reader.integer("WORKER_OUTBOX_BATCH_MAX", 1000, 1, 10_000),
+    outboxSweepPagesMax: reader.integer("WORKER_OUTBOX_SWEEP_PAGES_MAX", 10, 1, 1000),
+    relayRecipientsConcurrencyMax: reader.integer("WORKER_RELAY_RECIPIENTS_CONCURRENCY_MAX", 32, 1, 10_000),
+    relaysInFlightMax: reader.integer("WORKER_RELAYS_IN_FLIGHT_MAX", 256, 1, 100_000),
+    relayPendingMax: reader.integer("WORKER_RELAY_PENDING_MAX", 10_000, 2, 1_000_000),
+    relayCleanConversationsMax: reader.integer("WORKER_RELAY_CLEAN_CONVERSATIONS_MAX", 10_000, 1, 1_000_000),
+    relayRequestTimeoutMs: reader.integer("WORKER_RELAY_REQUEST_TIMEOUT_MS", 2000, 50, 60_000),
+    relayAttemptsMax: reader.integer("WORKER_RELAY_ATTEMPTS_MAX", 3, 1, 20),
+    relayWatchedCellsMax: reader.integer("WORKER_RELAY_WATCHED_CELLS_MAX", 100, 1, 10_000),
+    relayStopWaitMs: reader.integer("WORKER_RELAY_STOP_WAIT_MS", 5000, 0, 600_000),
+    homeCellCacheUsersMax: reader.integer("WORKER_HOME_CELL_CACHE_USERS_MAX", 100_000, 1, 10_000_000),
+    homeCellCacheTtlMs: reader.integer("WORKER_HOME_CELL_CACHE_TTL_MS", 60_000, 1, 86_400_000),
   };
   // Two heartbeats per lease at least, so one late renewal does not make the worker look dead.
   if (config.heartbeatIntervalMs * 2 > config.leaseMs) {

@@ -7,6 +7,7 @@ export { MemoryConversationStore } from "./store/memory-store.ts";
 export { PostgresUnavailableError, StoreRowError } from "./store/errors.ts";
 export type {
   AddMembersInput,
+  AppendMailboxResult,
   AppendMessageInput,
   AppendMessageResult,
   ConversationResult,
@@ -14,7 +15,12 @@ export type {
   CreateGroupInput,
   HistoryInput,
   HistoryResult,
+  MailboxPage,
+  MailboxPageInput,
   OpenDirectInput,
+  OutboxEntry,
+  OutboxPage,
+  OutboxQuery,
   StoreLimits,
   StoreRefusal,
 } from "./store/store.ts";

@@ -1,7 +1,9 @@
 // Runs tasks one at a time per key, in the order they were enqueued, while tasks of different keys run
-// concurrently. A worker keys requests by conversation, so a client's pipelined sends are stored in the
-// order they arrived. Both the pending tasks of one key and of all keys are bounded; past either bound a
-// task is refused at once (the caller answers a retryable error) instead of queueing without limit.
+// concurrently. A worker keys requests by conversation (by user for mailboxes), so a client's pipelined
+// sends are stored in the order they arrived, and a user's events are appended and published in order.
+// The relay keys its work by conversation too. Both the pending tasks of one key and of all keys are
+// bounded; past either bound a task is refused at once (the caller answers a retryable error, the relay
+// leaves its rows to the sweeper) instead of queueing without limit.
 
 export type KeyedSerialQueueLimits = {
   /** Tasks queued or running for one key. */

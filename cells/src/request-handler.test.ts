@@ -1,18 +1,19 @@
 import { describe, expect, it } from "vitest";
 import { directConversationId } from "@cellwire/cluster";
-import type { CellReply, CellRequest, Delivery } from "@cellwire/protocol";
+import { messageEventId, userRingKey, type CellAppendMailboxRequest, type CellReply, type CellRequest, type Delivery, type MailboxEvent } from "@cellwire/protocol";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
-import { MemberCache } from "./member-cache.ts";
 import { CellRequestHandler, type OwnershipView } from "./request-handler.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
-import { newGroupId } from "./store/store-contract.ts";
-import type { AppendMessageInput, AppendMessageResult, ConversationStore } from "./store/store.ts";
+import { messageEvent, newGroupId } from "./store/store-contract.ts";
+import type { AppendMailboxResult, AppendMessageInput, AppendMessageResult, ConversationStore, OutboxEntry } from "./store/store.ts";
 
 const silentLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
 type Harness = {
   readonly handler: CellRequestHandler;
   readonly deliveries: Delivery[];
+  /** What the handler handed to the relay, one list per stored message. */
+  readonly relayed: { conversationId: string; entries: readonly OutboxEntry[] }[];
   readonly queue: KeyedSerialQueue;
   /** Sends one request (or raw text) and returns its reply once handled. */
   readonly request: (request: CellRequest | string) => Promise<CellReply>;
@@ -22,13 +23,14 @@ function harness(
   options: { store?: ConversationStore; ownership?: Partial<OwnershipView>; pendingPerKeyMax?: number; workerId?: string } = {},
 ): Harness {
   const deliveries: Delivery[] = [];
+  const relayed: Harness["relayed"] = [];
   const queue = new KeyedSerialQueue({ pendingPerKeyMax: options.pendingPerKeyMax ?? 100, pendingTotalMax: 1000 });
   const handler = new CellRequestHandler({
     workerId: options.workerId ?? "a-1",
     store: options.store ?? new MemoryConversationStore(),
     ownership: { ownerOf: () => undefined, leaseHeld: () => true, ...options.ownership },
     queue,
-    memberCache: new MemberCache(100),
+    relayOutbox: (conversationId, entries) => relayed.push({ conversationId, entries }),
     publishDelivery: (delivery) => deliveries.push(delivery),
     logger: silentLogger,
   });
@@ -40,7 +42,7 @@ function harness(
     if (reply === undefined) throw new Error("no reply");
     return reply;
   };
-  return { handler, deliveries, queue, request };
+  return { handler, deliveries, relayed, queue, request };
 }
 
 function sendRequest(conversationId: string, clientMessageId: string, body = "hi", senderUserId = "alice"): CellRequest {
@@ -54,37 +56,62 @@ async function createGroup(run: Harness["request"], members = ["bob", "carol"]):
   return conversationId;
 }
 
-/** A store whose appends wait for the test to release them, in any order it likes. */
+function appendRequest(userId: string, event: MailboxEvent): CellAppendMailboxRequest {
+  return { type: "cell.appendMailbox", userId, eventId: messageEventId(event.message.messageId), event };
+}
+
+/** A store whose appends (messages and mailbox events) wait for the test to release them, in any order it likes. */
 class GatedStore extends MemoryConversationStore {
   readonly gates: (() => void)[] = [];
   override async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
     await new Promise<void>((resolve) => this.gates.push(resolve));
     return super.appendMessage(input);
   }
+  override async appendMailbox(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult> {
+    await new Promise<void>((resolve) => this.gates.push(resolve));
+    return super.appendMailbox(userId, eventId, event);
+  }
+}
+
+/** A store whose next message append fails. */
+class FlakyStore extends MemoryConversationStore {
+  failNext = false;
+  override async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error("disk on fire");
+    }
+    return super.appendMessage(input);
+  }
 }
 
 describe("CellRequestHandler", () => {
-  it("stores a send, replies cell.stored, then delivers it to every member, the sender included", async () => {
-    const { request, deliveries } = harness();
+  it("stores a send, replies cell.stored, then hands its outbox rows (every member, the sender included) to the relay", async () => {
+    const { request, deliveries, relayed } = harness();
     const conversationId = await createGroup(request);
     const reply = await request(sendRequest(conversationId, "m1", "hello"));
     if (reply.type !== "cell.stored") throw new Error(`unexpected ${reply.type}`);
     expect(reply).toMatchObject({ deduplicated: false, message: { conversationId, seq: 1, body: "hello", senderUserId: "alice" } });
-    expect(deliveries.map((delivery) => delivery.recipientUserId)).toEqual(["alice", "bob", "carol"]);
-    expect(deliveries.every((delivery) => delivery.type === "delivery.message" && delivery.message.messageId === reply.message.messageId)).toBe(true);
+    expect(relayed).toHaveLength(1);
+    expect(relayed[0]?.conversationId).toBe(conversationId);
+    expect(relayed[0]?.entries.map((entry) => [entry.recipientUserId, entry.eventId, entry.event])).toEqual(
+      ["alice", "bob", "carol"].map((userId) => [userId, messageEventId(reply.message.messageId), { kind: "message", message: reply.message }]),
+    );
+    // Deliveries come from mailbox owners only.
+    expect(deliveries).toEqual([]);
   });
 
-  it("does not deliver a deduplicated send again", async () => {
-    const { request, deliveries } = harness();
+  it("hands nothing to the relay for a deduplicated send", async () => {
+    const { request, relayed } = harness();
     const conversationId = await createGroup(request);
     const first = await request(sendRequest(conversationId, "m1"));
     const retry = await request(sendRequest(conversationId, "m1"));
     expect(retry).toEqual({ ...first, deduplicated: true });
-    expect(deliveries).toHaveLength(3);
+    expect(relayed).toHaveLength(1);
   });
 
-  it("delivers to members added later (the cache follows addMembers)", async () => {
-    const { request, deliveries } = harness();
+  it("relays to members added later", async () => {
+    const { request, relayed } = harness();
     const conversationId = await createGroup(request, ["bob"]);
     await request(sendRequest(conversationId, "m1"));
     expect(await request({ type: "cell.addMembers", userId: "bob", conversationId, userIds: ["dave"] })).toMatchObject({
@@ -92,7 +119,65 @@ describe("CellRequestHandler", () => {
       conversation: { memberUserIds: ["alice", "bob", "dave"] },
     });
     await request(sendRequest(conversationId, "m2"));
-    expect(deliveries.filter((delivery) => delivery.message.seq === 2).map((delivery) => delivery.recipientUserId)).toEqual(["alice", "bob", "dave"]);
+    expect(relayed[1]?.entries.map((entry) => `${entry.event.message.seq}:${entry.recipientUserId}`)).toEqual(["2:alice", "2:bob", "2:dave"]);
+  });
+
+  it("appends to a mailbox, replies cell.appended and publishes the event once, a repeat being deduplicated", async () => {
+    const { request, deliveries } = harness();
+    const event = messageEvent("for bob");
+    expect(await request(appendRequest("bob", event))).toEqual({ type: "cell.appended", userId: "bob", seq: 1, deduplicated: false });
+    expect(await request(appendRequest("bob", event))).toEqual({ type: "cell.appended", userId: "bob", seq: 1, deduplicated: true });
+    const second = messageEvent("again");
+    expect(await request(appendRequest("bob", second))).toMatchObject({ seq: 2, deduplicated: false });
+    expect(deliveries).toEqual([
+      { type: "delivery.event", recipientUserId: "bob", seq: 1, event },
+      { type: "delivery.event", recipientUserId: "bob", seq: 2, event: second },
+    ]);
+    expect(await request({ ...appendRequest("bob", event), eventId: "message-someone-else" })).toMatchObject({ type: "cell.error", code: "invalid_field" });
+  });
+
+  it("serialises a user's appends in arrival order, so deliveries leave in seq order, even when the store finishes them out of order", async () => {
+    const store = new GatedStore();
+    const { handler, deliveries } = harness({ store });
+    const events = Array.from({ length: 4 }, (_, index) => messageEvent(`e${index}`));
+    const replies: CellReply[] = [];
+    const done = events.map((event) => handler.handle(JSON.stringify(appendRequest("bob", event)), (reply) => replies.push(reply)));
+    for (let step = 0; step < events.length; step++) {
+      await expect.poll(() => store.gates.length).toBe(1);
+      store.gates.pop()?.();
+    }
+    await Promise.all(done);
+    expect(replies.map((reply) => (reply.type === "cell.appended" ? reply.seq : 0))).toEqual([1, 2, 3, 4]);
+    expect(deliveries.map((delivery) => [delivery.seq, delivery.event.message.body])).toEqual(events.map((event, index) => [index + 1, event.message.body]));
+  });
+
+  it("pages a mailbox", async () => {
+    const { request } = harness();
+    const events = Array.from({ length: 3 }, (_, index) => messageEvent(`e${index}`));
+    for (const event of events) await request(appendRequest("carol", event));
+    expect(await request({ type: "cell.mailboxPage", userId: "carol", afterSeq: 1, limit: 1 })).toEqual({
+      type: "cell.mailboxEvents",
+      userId: "carol",
+      events: [{ seq: 2, event: events[1] }],
+      headSeq: 3,
+      floorSeq: 0,
+    });
+    expect(await request({ type: "cell.mailboxPage", userId: "nobody", afterSeq: 0, limit: 0 })).toEqual({
+      type: "cell.mailboxEvents",
+      userId: "nobody",
+      events: [],
+      headSeq: 0,
+      floorSeq: 0,
+    });
+  });
+
+  it("routes mailbox requests by the user's ring key", async () => {
+    const keys: string[] = [];
+    const { request } = harness({ ownership: { ownerOf: (key) => (keys.push(key), key === userRingKey("bob") ? "a-2" : "a-1") } });
+    expect(await request(appendRequest("bob", messageEvent()))).toMatchObject({ type: "cell.error", code: "not_owner" });
+    expect(await request({ type: "cell.mailboxPage", userId: "bob", afterSeq: 0, limit: 5 })).toMatchObject({ code: "not_owner" });
+    expect(await request({ type: "cell.mailboxPage", userId: "carol", afterSeq: 0, limit: 5 })).toMatchObject({ type: "cell.mailboxEvents" });
+    expect(keys).toEqual(["user:bob", "user:bob", "user:carol"]);
   });
 
   it("stores pipelined sends of one conversation in arrival order, even when the store finishes them out of order", async () => {
@@ -193,19 +278,10 @@ describe("CellRequestHandler", () => {
   });
 
   it("answers internal (without details) when the store throws, and the conversation's queue moves on", async () => {
-    const store = new MemoryConversationStore();
-    let failNext = false;
-    const flaky: ConversationStore = {
-      appendMessage: (input) => (failNext ? ((failNext = false), Promise.reject(new Error("disk on fire"))) : store.appendMessage(input)),
-      openDirect: (input) => store.openDirect(input),
-      createGroup: (input) => store.createGroup(input),
-      addMembers: (input) => store.addMembers(input),
-      history: (input) => store.history(input),
-      members: (conversationId) => store.members(conversationId),
-    };
+    const flaky = new FlakyStore();
     const { request, queue } = harness({ store: flaky });
     const conversationId = await createGroup(request);
-    failNext = true;
+    flaky.failNext = true;
     const failed = await request(sendRequest(conversationId, "m1"));
     expect(failed).toMatchObject({ type: "cell.error", code: "internal" });
     expect(JSON.stringify(failed)).not.toContain("disk on fire");

@@ -1,22 +1,23 @@
-// What a worker does with one request from an edge, apart from NATS: decode it, check that this worker
-// owns its key, queue it behind earlier requests for the same conversation, run it against the store,
-// reply, then fan the stored message out. The worker wires it to its subscription; tests drive it directly.
+// What a worker does with one request (from an edge, or from a relay for a mailbox), apart from NATS:
+// decode it, check that this worker owns its key, queue it behind earlier requests for the same key
+// (conversation, or user for mailbox requests), run it against the store, reply, then hand a stored
+// message's outbox rows to the relay or publish an appended mailbox event. The worker wires it to its
+// subscription; tests drive it directly.
 import { directConversationId, type Logger } from "@cellwire/cluster";
 import {
   cellRequest,
   cellRequestKey,
   decodeJsonText,
+  messageEventId,
   type CellReply,
   type CellRequest,
   type ConversationSummary,
   type Delivery,
-  type Message,
 } from "@cellwire/protocol";
 import { cellErrorReply, type RequestFailure } from "./cell-error-reply.ts";
 import type { KeyedSerialQueue } from "./keyed-serial-queue.ts";
-import type { MemberCache } from "./member-cache.ts";
 import { describeError } from "./store/errors.ts";
-import type { ConversationResult, ConversationStore, StoreRefusal } from "./store/store.ts";
+import type { ConversationResult, ConversationStore, OutboxEntry, StoreRefusal } from "./store/store.ts";
 
 export type OwnershipView = {
   /** The owner of `key` on this worker's current view of its cell's ring; undefined when the ring is empty. */
@@ -30,22 +31,23 @@ export type RequestHandlerDependencies = {
   readonly store: ConversationStore;
   readonly ownership: OwnershipView;
   readonly queue: KeyedSerialQueue;
-  readonly memberCache: MemberCache;
+  /** Takes the outbox rows of a message just stored and acked; MUST NOT wait for them to be relayed. */
+  readonly relayOutbox: (conversationId: string, entries: readonly OutboxEntry[]) => void;
   /** Publishes one live delivery on the recipient's delivery subject; MUST keep publish order. */
   readonly publishDelivery: (delivery: Delivery) => void;
   readonly logger: Logger & { readonly error: (message: string) => void };
 };
 
-/** The reply, and work to do once it has been sent (fan-out), still inside the conversation's turn. */
+/** The reply, and work to do once it has been sent (relay, delivery), still inside the key's turn. */
 type Outcome = { readonly reply: CellReply; readonly afterReply?: () => Promise<void> };
 
 export class CellRequestHandler {
   constructor(private readonly dependencies: RequestHandlerDependencies) {}
 
   /**
-   * Handles one request payload. MUST be called in arrival order: requests for one conversation run in
-   * the order of these calls. `respond` is called exactly once; the returned promise settles (never
-   * rejects) when the request and its fan-out are done.
+   * Handles one request payload. MUST be called in arrival order: requests for one key run in the order
+   * of these calls. `respond` is called exactly once; the returned promise settles (never rejects) when
+   * the request and its after-reply work are done.
    */
   handle(payload: string, respond: (reply: CellReply) => void): Promise<void> {
     const { queue, workerId, ownership, logger } = this.dependencies;
@@ -88,7 +90,7 @@ export class CellRequestHandler {
     try {
       outcome = await this.perform(request);
     } catch (error) {
-      logger.error(`${request.type} on ${request.conversationId} failed: ${describeError(error)}`);
+      logger.error(`${request.type} on ${cellRequestKey(request)} failed: ${describeError(error)}`);
       respond(cellErrorReply({ kind: "error", error }));
       return;
     }
@@ -97,8 +99,9 @@ export class CellRequestHandler {
     try {
       await outcome.afterReply();
     } catch (error) {
-      // The message is committed and acked; only its live deliveries are lost (devices catch up by history).
-      logger.warn(`fan-out for ${request.conversationId} failed: ${describeError(error)}`);
+      // What is committed stays: outbox rows are re-driven by the sweeper, and a device that misses a live
+      // delivery sees the gap in mailbox seqs and pages the mailbox.
+      logger.warn(`after ${request.type} on ${cellRequestKey(request)}: ${describeError(error)}`);
     }
   }
 
@@ -115,9 +118,10 @@ export class CellRequestHandler {
         });
         if (result.outcome !== "stored") return refused(result.outcome);
         const reply: CellReply = { type: "cell.stored", message: result.message, deduplicated: result.deduplicated };
-        // A deduplicated send was fanned out when it was first stored.
+        // A deduplicated send wrote no rows: those of its first store are relayed or left for the sweeper.
         if (result.deduplicated) return { reply };
-        return { reply, afterReply: () => this.fanOut(result.message) };
+        // Handed over within the conversation's turn, so relays start in seq order; they run apart.
+        return { reply, afterReply: async () => this.dependencies.relayOutbox(request.conversationId, result.outbox) };
       }
       case "cell.openDirect":
         return this.conversationOutcome(
@@ -148,34 +152,26 @@ export class CellRequestHandler {
           reply: { type: "cell.historyPage", conversationId: request.conversationId, messages: result.messages, hasMore: result.hasMore },
         };
       }
+      case "cell.appendMailbox": {
+        const { userId, event } = request;
+        const { seq, deduplicated } = await store.appendMailbox(userId, request.eventId, event);
+        const reply: CellReply = { type: "cell.appended", userId, seq, deduplicated };
+        // A repeated append was published when it was first stored.
+        if (deduplicated) return { reply };
+        // Published within the user's turn, so deliveries leave in mailbox order.
+        return { reply, afterReply: async () => this.dependencies.publishDelivery({ type: "delivery.event", recipientUserId: userId, seq, event }) };
+      }
+      case "cell.mailboxPage": {
+        const page = await store.mailboxPage({ userId: request.userId, afterSeq: request.afterSeq, limit: request.limit });
+        return { reply: { type: "cell.mailboxEvents", userId: request.userId, events: page.events, headSeq: page.headSeq, floorSeq: page.floorSeq } };
+      }
     }
   }
 
   private conversationOutcome(result: ConversationResult<StoreRefusal>): Outcome {
     if (result.outcome !== "conversation") return refused(result.outcome);
     const conversation: ConversationSummary = result.conversation;
-    this.dependencies.memberCache.set(conversation.conversationId, conversation.memberUserIds);
     return { reply: { type: "cell.conversation", conversation } };
-  }
-
-  /** One delivery per member, the sender included (their other devices show the message too). */
-  private async fanOut(message: Message): Promise<void> {
-    const { memberCache, store, publishDelivery, logger } = this.dependencies;
-    let members = memberCache.get(message.conversationId);
-    if (members === undefined) {
-      members = await store.members(message.conversationId);
-      memberCache.set(message.conversationId, members);
-    }
-    let failures = 0;
-    for (const recipientUserId of members) {
-      try {
-        publishDelivery({ type: "delivery.message", recipientUserId, message });
-      } catch (error) {
-        failures += 1;
-        if (failures === 1) logger.warn(`delivery to ${recipientUserId} failed: ${describeError(error)}`);
-      }
-    }
-    if (failures > 1) logger.warn(`${failures} deliveries of ${message.messageId} failed`);
   }
 }
 
@@ -194,6 +190,10 @@ function invalidRequest(request: CellRequest): RequestFailure | undefined {
   }
   if (request.type === "cell.createGroup" && !request.conversationId.startsWith("g-")) {
     return { kind: "invalid_field", message: "$.conversationId of a group must start with g-" };
+  }
+  // One mailbox entry per message: an event id of another shape would let the same message in twice.
+  if (request.type === "cell.appendMailbox" && request.eventId !== messageEventId(request.event.message.messageId)) {
+    return { kind: "invalid_field", message: "$.eventId is not the event id of the message" };
   }
   return undefined;
 }

@@ -1,13 +1,16 @@
 // A cell worker process, in-process startable: it prepares the cell's database, registers the cell with
-// the directory, joins the cell's ring with a lease, and serves requests for the keys it owns.
+// the directory, joins the cell's ring with a lease, serves requests for the keys it owns (conversations
+// and users' mailboxes), and relays its conversations' outbox rows to the recipients' mailbox owners.
 import pg from "pg";
 import {
+  CellRouter,
   DirectoryClient,
   LeaseHolder,
   MembershipWatcher,
   UnavailableError,
   backoffDelayMs,
   connectNats,
+  decodeMessage,
   encodeJson,
   openMembershipBucket,
   systemClock,
@@ -15,10 +18,12 @@ import {
   type Clock,
   type ServiceLogger,
 } from "@cellwire/cluster";
-import { deliverySubject, workerSubject, type WorkerLease } from "@cellwire/protocol";
+import { deliverySubject, directoryChange, directoryChangesSubject, workerSubject, type WorkerLease } from "@cellwire/protocol";
+import { BoundedCache } from "./bounded-cache.ts";
 import type { WorkerConfig } from "./config.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
-import { MemberCache } from "./member-cache.ts";
+import { MailboxAppender } from "./mailbox-appender.ts";
+import { OutboxRelay } from "./outbox-relay.ts";
 import { CellRequestHandler } from "./request-handler.ts";
 import { ensureCellDatabase } from "./store/database.ts";
 import { describeError } from "./store/errors.ts";
@@ -39,6 +44,10 @@ const directoryRetryDelayMinMs = 25;
 const postgresConnectTimeoutMs = 5000;
 /** A statement running longer is cancelled by Postgres, so a stuck query cannot hold a conversation's turn. */
 const postgresStatementTimeoutMs = 10_000;
+/** The relay's retries of one mailbox append (on another owner after not_owner or silence). */
+const relayRetryBackoff: BackoffPolicy = { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 };
+/** Batches one relay drains before leaving the rest to the next relay or the sweeper. */
+const relayDrainBatchesMax = 4;
 
 type Dependencies = { readonly clock: Clock; readonly random: () => number; readonly sleep: (ms: number) => Promise<void> };
 const defaultDependencies: Dependencies = {
@@ -66,7 +75,8 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const connection = await connectNats([...config.natsServers], `cellwire-worker-${config.workerId}`, logger);
     undo.push(() => connection.close());
 
-    await registerCell(new DirectoryClient(connection, config.namespace, directoryRequestTimeoutMs), config, logger, dependencies);
+    const directory = new DirectoryClient(connection, config.namespace, directoryRequestTimeoutMs);
+    await registerCell(directory, config, logger, dependencies);
 
     const bucket = await openMembershipBucket(connection, config.namespace, config.cellId, config.leaseMs);
     const watcher = new MembershipWatcher(bucket, config.cellId, Math.max(50, Math.floor(config.leaseMs / 4)), clock, logger);
@@ -74,21 +84,71 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     undo.push(async () => watcher.stop());
     await watcher.ready;
 
-    const memberCache = new MemberCache(config.memberCacheConversationsMax);
-    // Keys that move away and back may have changed members on another worker meanwhile.
-    watcher.onChange(() => memberCache.clear());
-    const queue = new KeyedSerialQueue({ pendingPerKeyMax: config.pendingPerConversationMax, pendingTotalMax: config.pendingTotalMax });
+    const store = new PostgresConversationStore(pool);
     let leaseHolder: LeaseHolder | undefined;
+    const leaseHeld = (): boolean => leaseHolder === undefined || leaseHolder.holds();
+
+    // Relays reach mailbox owners in any cell, this one included.
+    const router = new CellRouter(
+      connection,
+      {
+        namespace: config.namespace,
+        leaseMs: config.leaseMs,
+        requestTimeoutMs: config.relayRequestTimeoutMs,
+        attemptsMax: config.relayAttemptsMax,
+        retryBackoff: relayRetryBackoff,
+        watchedCellsMax: config.relayWatchedCellsMax,
+      },
+      clock,
+      logger,
+      dependencies.random,
+      dependencies.sleep,
+    );
+    undo.push(async () => router.stop());
+    const homeCells = new BoundedCache<string>(config.homeCellCacheUsersMax, config.homeCellCacheTtlMs, () => clock.monotonicNowMs());
+    // A user moved to another cell: forget the cached home at once rather than at the end of its TTL.
+    const directoryChanges = connection.subscribe(directoryChangesSubject(config.namespace), {
+      callback: (error, message) => {
+        if (error !== null) return;
+        const decoded = decodeMessage(directoryChange, message.data);
+        if (decoded.ok && decoded.value.entry.kind === "user") homeCells.delete(decoded.value.entry.id);
+      },
+    });
+    undo.push(async () => directoryChanges.unsubscribe());
+    const appender = new MailboxAppender(directory, router, homeCells);
+    const relay = new OutboxRelay({
+      store,
+      append: (entry) => appender.append(entry),
+      // Strictly the owner: with an empty ring (own lease not seen yet) the sweeper waits.
+      ownsConversation: (conversationId) => leaseHeld() && watcher.snapshot.ring.ownerOf(conversationId) === config.workerId,
+      logger,
+      limits: {
+        batchMax: config.outboxBatchMax,
+        drainBatchesMax: relayDrainBatchesMax,
+        recipientsConcurrencyMax: config.relayRecipientsConcurrencyMax,
+        relaysInFlightMax: config.relaysInFlightMax,
+        pendingMax: config.relayPendingMax,
+        cleanConversationsMax: config.relayCleanConversationsMax,
+        retryAfterMs: config.outboxRetryAfterMs,
+        sweepIntervalMs: config.outboxSweepIntervalMs,
+        sweepPagesMax: config.outboxSweepPagesMax,
+      },
+    });
+    undo.push(async () => void (await relay.stop(0)));
+    // Keys that move away and back may have been written by another worker meanwhile.
+    watcher.onChange(() => relay.forgetCleanConversations());
+
+    const queue = new KeyedSerialQueue({ pendingPerKeyMax: config.pendingPerConversationMax, pendingTotalMax: config.pendingTotalMax });
     const handler = new CellRequestHandler({
       workerId: config.workerId,
-      store: new PostgresConversationStore(pool),
+      store,
       ownership: {
         ownerOf: (key) => watcher.snapshot.ring.ownerOf(key),
         // Before the lease is first written the worker serves what its ring gives it (see ownerOf).
-        leaseHeld: () => leaseHolder === undefined || leaseHolder.holds(),
+        leaseHeld,
       },
       queue,
-      memberCache,
+      relayOutbox: (conversationId, entries) => relay.relayStored(conversationId, entries),
       publishDelivery: (delivery) =>
         connection.publish(deliverySubject(config.namespace, delivery.recipientUserId), encodeJson(delivery)),
       logger,
@@ -114,16 +174,24 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const holder = new LeaseHolder(bucket, lease, config.heartbeatIntervalMs, clock, logger);
     await holder.start();
     leaseHolder = holder;
+    relay.start();
     logger.info(`worker ${config.workerId} of cell ${config.cellId} serves ${subject}`);
 
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
+        // Relays in flight finish while this worker still serves (some target its own mailboxes); rows
+        // not relayed by then stay in the outbox for the next owner's sweeper.
+        if (!(await relay.stop(config.relayStopWaitMs))) {
+          logger.warn(`relays still running after WORKER_RELAY_STOP_WAIT_MS=${config.relayStopWaitMs} ms are left to the next owner`);
+        }
         // New requests now find no responder (edges retry on the next owner); queued ones finish first.
         await subscription.drain().catch((error: unknown) => logger.warn(`draining ${subject}: ${describeError(error)}`));
         await queue.whenIdle();
+        directoryChanges.unsubscribe();
         await holder.stop();
         watcher.stop();
+        router.stop();
         // Drain flushes the replies and deliveries still buffered before closing.
         await connection.drain().catch(() => connection.close());
         await pool.end();

@@ -1,11 +1,20 @@
 // An in-memory ConversationStore for unit tests: the same contract as the Postgres store (the contract
 // suite checks both), without durability. Every method completes its changes before its first await, so
-// JavaScript's single thread gives the per-conversation atomicity the contract asks for.
+// JavaScript's single thread gives the per-conversation and per-user atomicity the contract asks for.
 import { trimToPageBudget } from "./page-budget.ts";
 import { randomUUID } from "node:crypto";
-import { groupMembersMax, type ConversationKind, type ConversationSummary, type Message } from "@cellwire/protocol";
+import {
+  groupMembersMax,
+  messageEventId,
+  type ConversationKind,
+  type ConversationSummary,
+  type MailboxEvent,
+  type Message,
+  type SequencedEvent,
+} from "@cellwire/protocol";
 import type {
   AddMembersInput,
+  AppendMailboxResult,
   AppendMessageInput,
   AppendMessageResult,
   ConversationResult,
@@ -13,7 +22,12 @@ import type {
   CreateGroupInput,
   HistoryInput,
   HistoryResult,
+  MailboxPage,
+  MailboxPageInput,
   OpenDirectInput,
+  OutboxEntry,
+  OutboxPage,
+  OutboxQuery,
   StoreLimits,
 } from "./store.ts";
 
@@ -27,8 +41,23 @@ type StoredConversation = {
   readonly byClientMessage: Map<string, number>;
 };
 
+type StoredMailbox = {
+  lastSeq: number;
+  floorSeq: number;
+  /** Ascending seq; the event with seq s sits at index s - floorSeq - 1. */
+  readonly events: (SequencedEvent & { readonly eventId: string })[];
+  /** eventId → seq of the events above the floor (as the Postgres unique key, trimmed events are forgotten). */
+  readonly seqByEventId: Map<string, number>;
+};
+
+type StoredOutboxRow = { readonly entry: OutboxEntry; readonly createdAtMs: number; attempts: number };
+
 export class MemoryConversationStore implements ConversationStore {
   private readonly conversations = new Map<string, StoredConversation>();
+  private readonly mailboxes = new Map<string, StoredMailbox>();
+  /** Insertion order is id order. */
+  private readonly outbox = new Map<number, StoredOutboxRow>();
+  private lastOutboxId = 0;
   private readonly limits: StoreLimits;
 
   constructor(limits: Partial<StoreLimits> = {}, private readonly clock: () => number = Date.now) {
@@ -41,7 +70,7 @@ export class MemoryConversationStore implements ConversationStore {
     const dedupeKey = `${input.senderUserId}\n${input.clientMessageId}`;
     const existingIndex = conversation.byClientMessage.get(dedupeKey);
     const existing = existingIndex === undefined ? undefined : conversation.messages[existingIndex];
-    if (existing !== undefined) return { outcome: "stored", message: { ...existing }, deduplicated: true };
+    if (existing !== undefined) return { outcome: "stored", message: { ...existing }, deduplicated: true, outbox: [] };
     const message: Message = {
       conversationId: conversation.id,
       messageId: randomUUID(),
@@ -54,7 +83,20 @@ export class MemoryConversationStore implements ConversationStore {
     };
     conversation.byClientMessage.set(dedupeKey, conversation.messages.length);
     conversation.messages.push(message);
-    return { outcome: "stored", message: { ...message }, deduplicated: false };
+    const createdAtMs = this.clock();
+    const outbox = [...conversation.members].sort().map((recipientUserId): OutboxEntry => {
+      this.lastOutboxId += 1;
+      const entry: OutboxEntry = {
+        id: this.lastOutboxId,
+        conversationId: conversation.id,
+        recipientUserId,
+        eventId: messageEventId(message.messageId),
+        event: { kind: "message", message: { ...message } },
+      };
+      this.outbox.set(entry.id, { entry, createdAtMs, attempts: 0 });
+      return entry;
+    });
+    return { outcome: "stored", message: { ...message }, deduplicated: false, outbox: outbox.map(copyEntry) };
   }
 
   async openDirect(input: OpenDirectInput): Promise<ConversationResult<"not_a_member" | "invalid_peer">> {
@@ -104,11 +146,74 @@ export class MemoryConversationStore implements ConversationStore {
     return conversation === undefined ? [] : [...conversation.members].sort();
   }
 
+  async appendMailbox(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult> {
+    let mailbox = this.mailboxes.get(userId);
+    const existing = mailbox?.seqByEventId.get(eventId);
+    if (existing !== undefined) return { seq: existing, deduplicated: true };
+    if (mailbox === undefined) {
+      mailbox = { lastSeq: 0, floorSeq: 0, events: [], seqByEventId: new Map() };
+      this.mailboxes.set(userId, mailbox);
+    }
+    mailbox.lastSeq += 1;
+    mailbox.events.push({ seq: mailbox.lastSeq, event: structuredClone(event), eventId });
+    mailbox.seqByEventId.set(eventId, mailbox.lastSeq);
+    return { seq: mailbox.lastSeq, deduplicated: false };
+  }
+
+  async mailboxPage(input: MailboxPageInput): Promise<MailboxPage> {
+    const mailbox = this.mailboxes.get(input.userId);
+    if (mailbox === undefined) return { events: [], headSeq: 0, floorSeq: 0 };
+    const start = Math.max(0, input.afterSeq - mailbox.floorSeq);
+    const events = mailbox.events.slice(start, start + input.limit).map(({ seq, event }): SequencedEvent => ({ seq, event: structuredClone(event) }));
+    return { events: trimToPageBudget(events).kept, headSeq: mailbox.lastSeq, floorSeq: mailbox.floorSeq };
+  }
+
+  async trimMailbox(userId: string, throughSeq: number): Promise<number> {
+    const mailbox = this.mailboxes.get(userId);
+    if (mailbox === undefined) return 0;
+    const floorSeq = Math.max(mailbox.floorSeq, Math.min(throughSeq, mailbox.lastSeq));
+    for (const trimmed of mailbox.events.splice(0, floorSeq - mailbox.floorSeq)) mailbox.seqByEventId.delete(trimmed.eventId);
+    mailbox.floorSeq = floorSeq;
+    return floorSeq;
+  }
+
+  async pendingOutbox(query: OutboxQuery): Promise<OutboxPage> {
+    const writtenBeforeMs = this.clock() - query.olderThanMs;
+    const entries: OutboxEntry[] = [];
+    for (const row of this.outbox.values()) {
+      if (entries.length >= query.limit) break;
+      if (row.entry.id <= query.afterId || row.createdAtMs > writtenBeforeMs) continue;
+      if (query.conversationId !== undefined && row.entry.conversationId !== query.conversationId) continue;
+      entries.push(copyEntry(row.entry));
+    }
+    return { entries, malformed: [], lastId: entries.at(-1)?.id };
+  }
+
+  async deleteOutbox(ids: readonly number[]): Promise<void> {
+    for (const id of ids) this.outbox.delete(id);
+  }
+
+  async markOutboxAttempt(ids: readonly number[]): Promise<void> {
+    for (const id of ids) {
+      const row = this.outbox.get(id);
+      if (row !== undefined) row.attempts += 1;
+    }
+  }
+
+  /** Failed relays counted on a row (tests). */
+  outboxAttempts(id: number): number | undefined {
+    return this.outbox.get(id)?.attempts;
+  }
+
   private create(id: string, kind: ConversationKind, title: string | null, members: Iterable<string>): StoredConversation {
     const conversation: StoredConversation = { id, kind, title, members: new Set(members), messages: [], byClientMessage: new Map() };
     this.conversations.set(id, conversation);
     return conversation;
   }
+}
+
+function copyEntry(entry: OutboxEntry): OutboxEntry {
+  return { ...entry, event: structuredClone(entry.event) };
 }
 
 function summaryOf(conversation: StoredConversation): ConversationSummary {

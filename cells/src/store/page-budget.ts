@@ -1,19 +1,19 @@
-import { historyPageBytesMax, type Message } from "@cellwire/protocol";
+import { historyPageBytesMax } from "@cellwire/protocol";
 
 const encoder = new TextEncoder();
 
 /**
- * Keeps the newest messages of a page (given newest first) while their encoded size stays within
- * bytesMax, always keeping at least one, so a page fits a NATS message whatever the bodies' sizes.
- * Returns the kept messages newest first and whether any were cut.
+ * Keeps the leading items of a page (history: messages newest first; mailbox: events oldest first) while
+ * their encoded size stays within bytesMax, always keeping at least one, so a page fits a NATS message
+ * whatever the bodies' sizes. Returns the kept items in the given order and whether any were cut.
  */
-export function trimToPageBudget(newestFirst: readonly Message[], bytesMax: number = historyPageBytesMax): { kept: Message[]; trimmed: boolean } {
-  const kept: Message[] = [];
+export function trimToPageBudget<T>(items: readonly T[], bytesMax: number = historyPageBytesMax): { kept: T[]; trimmed: boolean } {
+  const kept: T[] = [];
   let bytes = 0;
-  for (const message of newestFirst) {
-    bytes += encoder.encode(JSON.stringify(message)).length;
+  for (const item of items) {
+    bytes += encoder.encode(JSON.stringify(item)).length;
     if (kept.length > 0 && bytes > bytesMax) return { kept, trimmed: true };
-    kept.push(message);
+    kept.push(item);
   }
   return { kept, trimmed: false };
 }

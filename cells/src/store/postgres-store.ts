@@ -3,18 +3,32 @@
 // Ordering does not trust leases: a message's seq comes from `UPDATE conversations SET last_seq =
 // last_seq + 1` in the same statement that inserts the message, so the conversation row's lock orders
 // concurrent writers, even two workers that both believe they own the conversation. A statement that
-// fails (a concurrent duplicate retry) rolls its increment back with it: no gap, no repeated seq.
+// fails (a concurrent duplicate retry) rolls its increment back with it: no gap, no repeated seq. The
+// mailbox seq works the same way on the `mailboxes` row, and the outbox rows of a message are written by
+// the statement that stores it, so a message is never stored without them (nor them without it).
 import { trimToPageBudget } from "./page-budget.ts";
 import { randomUUID } from "node:crypto";
-import { and, eq, sql } from "drizzle-orm";
+import { and, eq, sql, type SQL } from "drizzle-orm";
 import { drizzle, type NodePgDatabase, type NodePgQueryResultHKT } from "drizzle-orm/node-postgres";
 import type { PgDatabase } from "drizzle-orm/pg-core";
 import type { Pool } from "pg";
-import { decode, groupMembersMax, isRecord, message as messageDecoder, type ConversationSummary, type Message } from "@cellwire/protocol";
+import {
+  decode,
+  groupMembersMax,
+  isRecord,
+  mailboxEvent as mailboxEventDecoder,
+  message as messageDecoder,
+  messageEventId,
+  type ConversationSummary,
+  type MailboxEvent,
+  type Message,
+  type SequencedEvent,
+} from "@cellwire/protocol";
 import { conversationMembers, conversations } from "./schema.ts";
 import { StoreRowError, postgresErrorCode, uniqueViolation } from "./errors.ts";
 import type {
   AddMembersInput,
+  AppendMailboxResult,
   AppendMessageInput,
   AppendMessageResult,
   ConversationResult,
@@ -22,7 +36,12 @@ import type {
   CreateGroupInput,
   HistoryInput,
   HistoryResult,
+  MailboxPage,
+  MailboxPageInput,
   OpenDirectInput,
+  OutboxEntry,
+  OutboxPage,
+  OutboxQuery,
   StoreLimits,
 } from "./store.ts";
 
@@ -31,9 +50,20 @@ type Executor = PgDatabase<NodePgQueryResultHKT>;
 
 /**
  * A first attempt and one retry: the retry follows a unique violation from a concurrent duplicate of the
- * same send, and then finds that duplicate's row. A second violation would be a bug, so it is thrown.
+ * same send (or mailbox event), and then finds that duplicate's row. A second violation would be a bug,
+ * so it is thrown.
  */
 const appendAttemptsMax = 2;
+
+async function retryingUniqueViolation<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let count = 1; ; count++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (count >= appendAttemptsMax || postgresErrorCode(error) !== uniqueViolation) throw error;
+    }
+  }
+}
 
 // Every query that returns messages selects these columns, decoded by messageFromRow.
 const messageColumns = sql.raw(
@@ -51,20 +81,19 @@ export class PostgresConversationStore implements ConversationStore {
   }
 
   async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.appendOnce(input);
-      } catch (error) {
-        if (attempt >= appendAttemptsMax || postgresErrorCode(error) !== uniqueViolation) throw error;
-      }
-    }
+    return retryingUniqueViolation(() => this.appendOnce(input));
   }
 
   private async appendOnce(input: AppendMessageInput): Promise<AppendMessageResult> {
     const { conversationId, senderUserId, senderDeviceId, clientMessageId, body } = input;
+    const messageId = randomUUID();
+    const eventId = messageEventId(messageId);
     // One statement, so one snapshot and one implicit transaction: either the existing row of this
     // (conversation, sender, clientMessageId) comes back, or the conversation's last_seq is advanced
-    // (only when the sender is a member) and the message inserted with it.
+    // (only when the sender is a member), the message inserted with it, and one outbox row per member
+    // written with the message's mailbox event. The members are those of the statement's snapshot: a
+    // member added by a transaction that commits while this statement waits for the row lock gets the
+    // message in history, not in the mailbox.
     const result = await this.database.execute(sql`
       with existing as (
         select ${messageColumns}, true as deduplicated
@@ -85,21 +114,48 @@ export class PostgresConversationStore implements ConversationStore {
       ),
       inserted as (
         insert into messages (conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body)
-        select ${conversationId}::text, advanced.last_seq, ${randomUUID()}::text, ${senderUserId}::text,
+        select ${conversationId}::text, advanced.last_seq, ${messageId}::text, ${senderUserId}::text,
                ${senderDeviceId}::text, ${clientMessageId}::text, ${body}::text
         from advanced
         returning ${messageColumns}, false as deduplicated
+      ),
+      outboxed as (
+        insert into outbox (conversation_id, recipient_user_id, event_id, event)
+        select ${conversationId}::text, members.user_id, ${eventId}::text,
+               jsonb_build_object('kind', 'message', 'message', jsonb_build_object(
+                 'conversationId', inserted.conversation_id, 'messageId', inserted.message_id, 'seq', inserted.seq,
+                 'senderUserId', inserted.sender_user_id, 'senderDeviceId', inserted.sender_device_id,
+                 'clientMessageId', inserted.client_message_id, 'body', inserted.body, 'sentAtMs', inserted.sent_at_ms))
+        from inserted
+        join conversation_members members on members.conversation_id = ${conversationId}::text
+        order by members.user_id collate "C"
+        returning id, recipient_user_id
       )
-      select * from existing
+      select existing.*, '{}'::bigint[] as outbox_ids, '{}'::text[] as outbox_recipient_user_ids from existing
       union all
-      select * from inserted
+      select inserted.*,
+             array(select id from outboxed order by id),
+             array(select recipient_user_id from outboxed order by id)
+      from inserted
     `);
     const row = result.rows[0];
     if (row === undefined) return { outcome: "not_a_member" };
     if (result.rows.length > 1) throw new StoreRowError(`append returned ${result.rows.length} rows for one message`);
     const deduplicated = row["deduplicated"];
     if (typeof deduplicated !== "boolean") throw new StoreRowError("append row: deduplicated must be a boolean");
-    return { outcome: "stored", message: messageFromRow(row), deduplicated };
+    const message = messageFromRow(row);
+    const ids = row["outbox_ids"];
+    const recipients = row["outbox_recipient_user_ids"];
+    if (!Array.isArray(ids) || !Array.isArray(recipients) || ids.length !== recipients.length) {
+      throw new StoreRowError("append row: outbox ids and recipients must be arrays of one length");
+    }
+    // The rows hold exactly this event (built by the statement from the row it returned).
+    const outbox = ids.map((id: unknown, index): OutboxEntry => {
+      const recipientUserId: unknown = recipients[index];
+      if (typeof recipientUserId !== "string") throw new StoreRowError("append row: an outbox recipient must be a string");
+      return { id: safeInteger(id, "outbox.id"), conversationId, recipientUserId, eventId: messageEventId(message.messageId), event: { kind: "message", message } };
+    });
+    return { outcome: "stored", message, deduplicated, outbox };
   }
 
   async openDirect(input: OpenDirectInput): Promise<ConversationResult<"not_a_member" | "invalid_peer">> {
@@ -196,6 +252,145 @@ export class PostgresConversationStore implements ConversationStore {
   async members(conversationId: string): Promise<string[]> {
     return readMembers(this.database, conversationId);
   }
+
+  async appendMailbox(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult> {
+    return retryingUniqueViolation(() => this.appendMailboxOnce(userId, eventId, event));
+  }
+
+  private async appendMailboxOnce(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult> {
+    // One statement, as for messages: the existing seq of (user, event) comes back, or the mailbox row is
+    // created or advanced (its lock orders concurrent appenders) and the event inserted with the new seq.
+    // A concurrent duplicate fails on the (user_id, event_id) unique key, rolling its increment back.
+    const result = await this.database.execute(sql`
+      with existing as (
+        select seq from mailbox_events where user_id = ${userId}::text and event_id = ${eventId}::text
+      ),
+      advanced as (
+        insert into mailboxes (user_id, last_seq)
+        select ${userId}::text, 1
+        where not exists (select 1 from existing)
+        on conflict (user_id) do update set last_seq = mailboxes.last_seq + 1
+        returning last_seq
+      ),
+      inserted as (
+        insert into mailbox_events (user_id, seq, event_id, event)
+        select ${userId}::text, advanced.last_seq, ${eventId}::text, ${JSON.stringify(event)}::jsonb
+        from advanced
+        returning seq
+      )
+      select seq, true as deduplicated from existing
+      union all
+      select seq, false as deduplicated from inserted
+    `);
+    const row = result.rows[0];
+    if (row === undefined || result.rows.length > 1) throw new StoreRowError(`mailbox append returned ${result.rows.length} rows`);
+    const deduplicated = row["deduplicated"];
+    if (typeof deduplicated !== "boolean") throw new StoreRowError("mailbox append row: deduplicated must be a boolean");
+    return { seq: safeInteger(row["seq"], "mailbox_events.seq"), deduplicated };
+  }
+
+  async mailboxPage(input: MailboxPageInput): Promise<MailboxPage> {
+    const { userId, afterSeq, limit } = input;
+    // One statement, so the head and the events come from one snapshot. Always at least one row: the
+    // user's (possibly missing) mailbox, with no event columns when the page is empty.
+    const result = await this.database.execute(sql`
+      select mailboxes.last_seq as head_seq, mailboxes.floor_seq, page.seq, page.event
+      from (select ${userId}::text as user_id) wanted
+      left join mailboxes on mailboxes.user_id = wanted.user_id
+      left join lateral (
+        select seq, event from mailbox_events
+        where user_id = wanted.user_id and seq > ${afterSeq}::bigint
+        order by seq
+        limit ${limit}::integer
+      ) page on true
+      order by page.seq
+    `);
+    const first = result.rows[0];
+    if (first === undefined) throw new StoreRowError("mailbox page returned no row");
+    const headSeq = first["head_seq"] === null ? 0 : safeInteger(first["head_seq"], "mailboxes.last_seq");
+    const floorSeq = first["floor_seq"] === null ? 0 : safeInteger(first["floor_seq"], "mailboxes.floor_seq");
+    const events = result.rows.filter((row) => row["seq"] !== null).map(sequencedEventFromRow);
+    return { events: trimToPageBudget(events).kept, headSeq, floorSeq };
+  }
+
+  async trimMailbox(userId: string, throughSeq: number): Promise<number> {
+    // The floor moves under the mailbox row's lock, so a concurrent append cannot slip an event below it.
+    return this.database.transaction(async (transaction) => {
+      const raised = await transaction.execute(sql`
+        update mailboxes set floor_seq = greatest(floor_seq, least(${throughSeq}::bigint, last_seq))
+        where user_id = ${userId}::text
+        returning floor_seq
+      `);
+      const row = raised.rows[0];
+      if (row === undefined) return 0;
+      const floorSeq = safeInteger(row["floor_seq"], "mailboxes.floor_seq");
+      await transaction.execute(sql`delete from mailbox_events where user_id = ${userId}::text and seq <= ${floorSeq}::bigint`);
+      return floorSeq;
+    });
+  }
+
+  async pendingOutbox(query: OutboxQuery): Promise<OutboxPage> {
+    const conditions: SQL[] = [sql`id > ${query.afterId}::bigint`];
+    if (query.conversationId !== undefined) conditions.push(sql`conversation_id = ${query.conversationId}::text`);
+    if (query.olderThanMs > 0) conditions.push(sql`created_at <= now() - ${query.olderThanMs}::double precision * interval '1 millisecond'`);
+    const result = await this.database.execute(sql`
+      select id, conversation_id, recipient_user_id, event_id, event
+      from outbox
+      where ${sql.join(conditions, sql` and `)}
+      order by id
+      limit ${query.limit}::integer
+    `);
+    const entries: OutboxEntry[] = [];
+    const malformed: { id: number; reason: string }[] = [];
+    let lastId: number | undefined;
+    for (const row of result.rows) {
+      const id = safeInteger(row["id"], "outbox.id");
+      lastId = id;
+      const entry = outboxEntryFromRow(id, row);
+      if (typeof entry === "string") malformed.push({ id, reason: entry });
+      else entries.push(entry);
+    }
+    return { entries, malformed, lastId };
+  }
+
+  async deleteOutbox(ids: readonly number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.database.execute(sql`delete from outbox where id = any(${idArray(ids)}::bigint[])`);
+  }
+
+  async markOutboxAttempt(ids: readonly number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.database.execute(sql`update outbox set attempts = attempts + 1 where id = any(${idArray(ids)}::bigint[])`);
+  }
+}
+
+/** A Postgres array literal of ids; each is checked to be a safe integer, so nothing else can get in. */
+function idArray(ids: readonly number[]): string {
+  for (const id of ids) {
+    if (!Number.isSafeInteger(id)) throw new RangeError(`outbox id ${String(id)} is not a safe integer`);
+  }
+  return `{${ids.join(",")}}`;
+}
+
+/** The entry, or why the row does not decode. */
+function outboxEntryFromRow(id: number, row: Record<string, unknown>): OutboxEntry | string {
+  const conversationId = row["conversation_id"];
+  const recipientUserId = row["recipient_user_id"];
+  const eventId = row["event_id"];
+  if (typeof conversationId !== "string" || typeof recipientUserId !== "string" || typeof eventId !== "string") {
+    return "conversation_id, recipient_user_id and event_id must be strings";
+  }
+  const event = decode(mailboxEventDecoder, row["event"]);
+  if (!event.ok) return `event: ${event.failure.path} ${event.failure.reason}`;
+  return { id, conversationId, recipientUserId, eventId, event: event.value };
+}
+
+function sequencedEventFromRow(row: Record<string, unknown>): SequencedEvent {
+  const seq = safeInteger(row["seq"], "mailbox_events.seq");
+  // jsonb comes back parsed, but what it holds is still checked: the protocol decoder decides.
+  const event = decode(mailboxEventDecoder, row["event"]);
+  if (!event.ok) throw new StoreRowError(`mailbox event ${seq}: ${event.failure.path} ${event.failure.reason}`);
+  return { seq, event: event.value };
 }
 
 async function readMembers(executor: Executor, conversationId: string): Promise<string[]> {

@@ -1,12 +1,11 @@
 // The tables of one cell's database. drizzle-kit generates the migrations in cells/drizzle/ from this file
 // (`npm run db:generate -w @cellwire/cells`); workers apply them at start.
 //
-// Room for later work, deliberately not built yet: per-user mailboxes (mailboxes + mailbox_events keyed
-// by (user_id, seq)), a transactional outbox for fan-out written in the same transaction as the message,
-// and an ownership epoch on conversations so that a worker whose lease lapsed is fenced by the database
-// (`UPDATE ... WHERE owner_epoch = $epoch`). Each is a new table or column; nothing here needs reshaping.
+// Migrations only add: a database created by an earlier version moves forward without reshaping.
+// Room for later work, deliberately not built yet: an ownership epoch on conversations so that a worker
+// whose lease lapsed is fenced by the database (`UPDATE ... WHERE owner_epoch = $epoch`).
 import { sql } from "drizzle-orm";
-import { bigint, check, index, pgTable, primaryKey, text, timestamp, unique } from "drizzle-orm/pg-core";
+import { bigint, bigserial, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, unique } from "drizzle-orm/pg-core";
 
 export const conversations = pgTable(
   "conversations",
@@ -56,5 +55,55 @@ export const messages = pgTable(
     primaryKey({ name: "messages_pk", columns: [table.conversationId, table.seq] }),
     // Dedupe of retried sends: one message per (conversation, sender, clientMessageId).
     unique("messages_client_message_unique").on(table.conversationId, table.senderUserId, table.clientMessageId),
+  ],
+);
+
+/**
+ * One row per user whose mailbox lives in this cell. `last_seq` is the seq of the newest event (the append
+ * statement increments it under the row lock, so the per-user sequence is gapless); every event up to
+ * `floor_seq` was cut by retention.
+ */
+export const mailboxes = pgTable("mailboxes", {
+  userId: text("user_id").primaryKey(),
+  lastSeq: bigint("last_seq", { mode: "number" }).notNull().default(0),
+  floorSeq: bigint("floor_seq", { mode: "number" }).notNull().default(0),
+});
+
+/** A user's ordered event log. `event_id` makes appends idempotent: one entry per (user, event). */
+export const mailboxEvents = pgTable(
+  "mailbox_events",
+  {
+    userId: text("user_id").notNull(),
+    seq: bigint("seq", { mode: "number" }).notNull(),
+    eventId: text("event_id").notNull(),
+    event: jsonb("event").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (table) => [
+    primaryKey({ name: "mailbox_events_pk", columns: [table.userId, table.seq] }),
+    unique("mailbox_events_event_unique").on(table.userId, table.eventId),
+  ],
+);
+
+/**
+ * Mailbox events still to be applied at their recipient's mailbox owner (in any cell). Written in the same
+ * statement as the message they carry, deleted once the owner answered cell.appended.
+ */
+export const outbox = pgTable(
+  "outbox",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    conversationId: text("conversation_id").notNull(),
+    recipientUserId: text("recipient_user_id").notNull(),
+    eventId: text("event_id").notNull(),
+    event: jsonb("event").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    /** Failed relays so far, for operators looking at rows that do not drain. */
+    attempts: integer("attempts").notNull().default(0),
+  },
+  (table) => [
+    unique("outbox_recipient_event_unique").on(table.recipientUserId, table.eventId),
+    // A conversation's pending rows, in id order, are what its owner drains.
+    index("outbox_conversation_id_index").on(table.conversationId, table.id),
   ],
 );

@@ -1,6 +1,7 @@
-// The contract of a cell's conversation storage. Two implementations: Postgres (production) and memory
-// (unit tests of the request handler); one contract suite (store-contract.ts) runs against both.
-import type { ConversationSummary, Message } from "@cellwire/protocol";
+// The contract of a cell's storage: conversations, the mailboxes of the users homed in the cell, and the
+// outbox of mailbox events still to be applied. Two implementations: Postgres (production) and memory
+// (unit tests of the request handler and the relay); one contract suite (store-contract.ts) runs against both.
+import type { ConversationSummary, MailboxEvent, Message, SequencedEvent } from "@cellwire/protocol";
 
 /** Expected refusals, returned as values because the caller branches on them (never thrown). */
 export type StoreRefusal = "not_a_member" | "not_a_group" | "too_many_members" | "invalid_peer";
@@ -13,12 +14,24 @@ export type AppendMessageInput = {
   readonly body: string;
 };
 
+/** A mailbox event waiting in the outbox to be applied at its recipient's mailbox owner. */
+export type OutboxEntry = {
+  /** Grows with each row written: rows of one conversation in id order are its messages in seq order. */
+  readonly id: number;
+  readonly conversationId: string;
+  readonly recipientUserId: string;
+  readonly eventId: string;
+  readonly event: MailboxEvent;
+};
+
 /**
  * `deduplicated` is true when (conversation, sender, clientMessageId) was stored before: the stored
- * message comes back unchanged (same messageId, seq and body) and nothing new is written.
+ * message comes back unchanged (same messageId, seq and body) and nothing new is written. `outbox` holds
+ * the rows written with a new message (one per member, the sender included, in id order); empty when
+ * deduplicated.
  */
 export type AppendMessageResult =
-  | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: boolean }
+  | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: boolean; readonly outbox: readonly OutboxEntry[] }
   | { readonly outcome: "not_a_member" };
 
 export type ConversationResult<Refusal extends StoreRefusal> =
@@ -43,6 +56,33 @@ export type HistoryInput = {
 export type HistoryResult =
   | { readonly outcome: "history"; readonly messages: Message[]; readonly hasMore: boolean }
   | { readonly outcome: "not_a_member" };
+
+/** `deduplicated`: the event was in the mailbox already and `seq` is the one it got then. */
+export type AppendMailboxResult = { readonly seq: number; readonly deduplicated: boolean };
+
+export type MailboxPageInput = { readonly userId: string; readonly afterSeq: number; readonly limit: number };
+/** `headSeq`: the newest event's seq (0 for an empty mailbox); every event up to `floorSeq` was cut. */
+export type MailboxPage = { readonly events: SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number };
+
+export type OutboxQuery = {
+  /** Only rows written at least this long ago (0 for all). */
+  readonly olderThanMs: number;
+  readonly limit: number;
+  /** Only rows with a greater id (a cursor over earlier pages); 0 from the start. */
+  readonly afterId: number;
+  /** Only this conversation's rows. */
+  readonly conversationId?: string;
+};
+
+/**
+ * Rows in id order. A row whose event does not decode (a bug or a schema skew, never expected) is
+ * reported in `malformed` instead of stopping the rest; `lastId` is the greatest id read, for the cursor.
+ */
+export type OutboxPage = {
+  readonly entries: OutboxEntry[];
+  readonly malformed: { readonly id: number; readonly reason: string }[];
+  readonly lastId: number | undefined;
+};
 
 export type StoreLimits = {
   /** Members of one group, creator included; at most the protocol's groupMembersMax. */
@@ -78,4 +118,31 @@ export interface ConversationStore {
 
   /** The conversation's members, sorted; empty when it does not exist. */
   members(conversationId: string): Promise<string[]>;
+
+  /**
+   * Appends an event to a user's mailbox with the user's next seq (1 for a new mailbox), or returns the
+   * seq it already has (idempotent per (userId, eventId) while the event is above the floor). MUST be
+   * atomic per user: concurrent callers, even on different workers, never produce a gap or a repeated seq.
+   */
+  appendMailbox(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult>;
+
+  /**
+   * Events with seq > afterSeq in ascending order: at most `limit`, and no more than fit
+   * historyPageBytesMax once encoded (always at least one when any exists).
+   */
+  mailboxPage(input: MailboxPageInput): Promise<MailboxPage>;
+
+  /**
+   * Retention: drops the events up to `throughSeq` (at most the head) and raises the floor to it; returns
+   * the floor. A floor never goes down.
+   */
+  trimMailbox(userId: string, throughSeq: number): Promise<number>;
+
+  pendingOutbox(query: OutboxQuery): Promise<OutboxPage>;
+
+  /** Deletes outbox rows whose events were applied; ids not found are ignored. */
+  deleteOutbox(ids: readonly number[]): Promise<void>;
+
+  /** Counts one more failed relay on each row. */
+  markOutboxAttempt(ids: readonly number[]): Promise<void>;
 }
