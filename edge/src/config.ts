@@ -31,6 +31,7 @@ export type EdgeConfig = {
   readonly sessionsPerUserMax: number;
   readonly requestsInFlightPerSessionMax: number;
   readonly sendBufferBytesMax: number;
+  readonly heldEventsPerSessionMax: number;
   readonly directoryCacheEntriesMax: number;
   readonly directoryCacheTtlMs: number;
   readonly directoryTimeoutMs: number;
@@ -70,6 +71,7 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     sessionsPerUserMax: reader.integer("EDGE_SESSIONS_PER_USER_MAX", 16, 1, 1000),
     requestsInFlightPerSessionMax: reader.integer("EDGE_REQUESTS_IN_FLIGHT_PER_SESSION_MAX", 64, 1, 10_000),
     sendBufferBytesMax: reader.integer("EDGE_SEND_BUFFER_BYTES_MAX", 1024 * 1024, 16 * 1024, 256 * 1024 * 1024),
+    heldEventsPerSessionMax: reader.integer("EDGE_HELD_EVENTS_PER_SESSION_MAX", 1000, 1, 1_000_000),
     directoryCacheEntriesMax: reader.integer("EDGE_DIRECTORY_CACHE_ENTRIES_MAX", 100_000, 1, 10_000_000),
     directoryCacheTtlMs: reader.integer("EDGE_DIRECTORY_CACHE_TTL_MS", 60_000, 1, 86_400_000),
     directoryTimeoutMs: reader.integer("EDGE_DIRECTORY_TIMEOUT_MS", 2000, 50, 60_000),

@@ -1,15 +1,21 @@
-// Holds one NATS subscription per user with at least one session on this edge, and hands each delivery
-// to every session of that user. Subscribing completes (flush) before a session is welcomed, so nothing
-// committed after the welcome is missed.
+// Holds one NATS subscription per user with at least one session on this edge, and hands each live
+// mailbox event to every session of that user. Subscribing completes (flush) before a session reads its
+// backlog, so an event is either in the backlog or arrives live (or both: sessions drop duplicates by seq).
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { decodeMessage } from "@cellwire/cluster";
-import { delivery, deliverySubject, type Message } from "@cellwire/protocol";
+import { delivery, deliverySubject, type SequencedEvent } from "@cellwire/protocol";
 
 export interface DeliveryTarget {
-  deliver(serializedFrame: string, message: Message): void;
+  /** A live mailbox event; `serializedFrame` is its event frame, encoded once for every session. */
+  deliver(event: SequencedEvent, serializedFrame: string): void;
 }
 
 export interface DeliverySource {
+  /**
+   * Subscribes `target` to the user's live events. MUST count the target in sessionCount before its first
+   * await (the per-user session limit relies on it), and keeps it counted if the subscription fails:
+   * the caller detaches it.
+   */
   attach(userId: string, target: DeliveryTarget): Promise<void>;
   detach(userId: string, target: DeliveryTarget): void;
   sessionCount(userId: string): number;
@@ -75,7 +81,8 @@ export class NatsDeliveryHub implements DeliverySource {
       this.warn(`dropping delivery for ${decoded.value.recipientUserId} received on ${userId}'s subject`);
       return;
     }
-    const frame = JSON.stringify({ type: "message", message: decoded.value.message });
-    for (const target of entry.targets) target.deliver(frame, decoded.value.message);
+    const { seq, event } = decoded.value;
+    const frame = JSON.stringify({ type: "event", seq, event });
+    for (const target of entry.targets) target.deliver({ seq, event }, frame);
   }
 }

@@ -5,9 +5,10 @@ import {
   closeCodes,
   decodeClientFrame,
   protocolVersion,
+  mailboxPageLimitMax,
   type CloseReason,
   type HelloFrame,
-  type Message,
+  type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
 import type { ServiceLogger } from "@cellwire/cluster";
@@ -15,6 +16,7 @@ import type { TokenVerifier } from "./auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "./delivery-hub.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
 import type { RequestHandler } from "./request-handler.ts";
+import { MailboxCursor } from "./mailbox-cursor.ts";
 
 export type SendOutcome = "sent" | "backpressure" | "dropped";
 
@@ -32,18 +34,21 @@ export type EdgeLimits = {
   readonly sessionsPerUserMax: number;
   readonly requestsInFlightPerSessionMax: number;
   readonly sendBufferBytesMax: number;
+  /** Live events a session holds while it reads its backlog; past it they are read from the mailbox. */
+  readonly heldEventsPerSessionMax: number;
 };
 
 type SessionState =
   | { readonly kind: "awaiting_hello" }
   | { readonly kind: "authenticating" }
-  | { readonly kind: "open"; readonly userId: string; readonly deviceId: string; readonly homeCellId: string }
+  | { readonly kind: "open"; readonly userId: string; readonly deviceId: string; readonly homeCellId: string; readonly cursor: MailboxCursor }
   | { readonly kind: "closed" };
 
 export class Session implements DeliveryTarget {
   readonly sessionId = randomUUID();
   private state: SessionState = { kind: "awaiting_hello" };
   private requestsInFlight = 0;
+  private syncRunning = false;
   private readonly authTimer: ReturnType<typeof setTimeout>;
 
   constructor(
@@ -103,9 +108,11 @@ export class Session implements DeliveryTarget {
     this.core.forget(this, userId);
   }
 
-  deliver(serializedFrame: string, _message: Message): void {
+  deliver(event: SequencedEvent, serializedFrame: string): void {
     if (this.state.kind !== "open") return;
-    this.write(serializedFrame);
+    const decision = this.state.cursor.live(event);
+    if (decision === "send") this.write(serializedFrame);
+    else if (decision === "start_sync") void this.sync();
   }
 
   close(reason: CloseReason, detail: string): void {
@@ -125,9 +132,6 @@ export class Session implements DeliveryTarget {
     if (!outcome.ok) return this.close(outcome.reason, outcome.detail);
     const { userId } = outcome.identity;
     const deviceId = outcome.identity.deviceId ?? hello.deviceId ?? "default";
-    if (this.core.deliveries.sessionCount(userId) >= this.core.limits.sessionsPerUserMax) {
-      return this.close("too_many_sessions", `at most ${this.core.limits.sessionsPerUserMax} sessions per user on one edge`);
-    }
     let homeCellId: string;
     try {
       homeCellId = await this.core.handler.homeCellOf(userId);
@@ -137,15 +141,29 @@ export class Session implements DeliveryTarget {
       return this.close("unavailable", "the directory did not answer");
     }
     if (this.state.kind !== "authenticating") return;
-    this.state = { kind: "open", userId, deviceId, homeCellId };
-    clearTimeout(this.authTimer);
+    // Checked here, with no await before attach() counts this session, so that hellos of one user verified
+    // at the same time cannot all pass the check before any of them is counted.
+    if (this.core.deliveries.sessionCount(userId) >= this.core.limits.sessionsPerUserMax) {
+      return this.close("too_many_sessions", `at most ${this.core.limits.sessionsPerUserMax} sessions per user on one edge`);
+    }
+    // The session stays "authenticating" until its deliveries are subscribed: frames sent before welcome
+    // still close it, and live events published meanwhile are not lost, since the backlog read after the
+    // subscription holds them.
     try {
       await this.core.deliveries.attach(userId, this);
     } catch (error) {
+      this.core.deliveries.detach(userId, this);
+      if (this.state.kind !== "authenticating") return;
       this.core.logger.error(`subscribing deliveries of ${userId} failed: ${String(error)}`);
       return this.close("unavailable", "could not subscribe to deliveries");
     }
-    if (this.state.kind !== "open") return;
+    if (this.state.kind !== "authenticating") {
+      this.core.deliveries.detach(userId, this);
+      return;
+    }
+    const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax);
+    this.state = { kind: "open", userId, deviceId, homeCellId, cursor };
+    clearTimeout(this.authTimer);
     this.reply({
       type: "welcome",
       protocolVersion,
@@ -155,6 +173,46 @@ export class Session implements DeliveryTarget {
       cellId: homeCellId,
       heartbeatIntervalMs: this.core.limits.heartbeatIntervalMs,
     });
+    await this.sync();
+  }
+
+  /**
+   * Reads the mailbox from the cursor until it meets the live events held meanwhile, writing each event
+   * once and in order, then `synced`. Live events that arrive meanwhile are held by the cursor. A mailbox
+   * that cannot be read closes the session as unavailable: the client resumes from its last seq.
+   */
+  private async sync(): Promise<void> {
+    if (this.state.kind !== "open") return;
+    const { cursor, homeCellId, userId } = this.state;
+    if (this.syncRunning) return;
+    this.syncRunning = true;
+    try {
+      for (;;) {
+        for (;;) {
+          const { afterSeq, limit } = cursor.nextPageRequest(mailboxPageLimitMax);
+          const page = await this.core.handler.mailboxPage(homeCellId, userId, afterSeq, limit);
+          if (this.state.kind !== "open") return;
+          const outcome = cursor.applyPage(page);
+          if (outcome.kind === "resync") {
+            this.reply({ type: "resync", headSeq: outcome.headSeq });
+            break;
+          }
+          for (const event of outcome.events) this.reply({ type: "event", seq: event.seq, event: event.event });
+          if (outcome.done) break;
+        }
+        const { events, complete } = cursor.finishSync();
+        for (const event of events) this.reply({ type: "event", seq: event.seq, event: event.event });
+        if (complete) break;
+      }
+      this.reply({ type: "synced", seq: cursor.seq ?? 0 });
+    } catch (error) {
+      if (this.state.kind !== "open") return;
+      this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
+      this.close("unavailable", "the mailbox could not be read");
+    } finally {
+      this.syncRunning = false;
+      if (this.state.kind === "open" && this.state.cursor.isSyncing) void this.sync();
+    }
   }
 
   private reply(frame: ServerFrame): void {

@@ -3,10 +3,17 @@
 import { readdir, readFile } from "node:fs/promises";
 import { extname, join } from "node:path";
 import type uWS from "uWebSockets.js";
-import { frameBytesMax, isDeviceId, isUserId } from "@cellwire/protocol";
+import { frameBytesMax, isDeviceId, isUserId, standardCloseCodes } from "@cellwire/protocol";
 import type { EdgeCore, Session, SessionTransport, SendOutcome } from "./edge-core.ts";
 
 type SocketData = { session: Session | undefined; transport: UwsTransport | undefined };
+
+/**
+ * uWS cuts a socket whose frame passes its maxPayloadLength without a close frame (the client sees 1006
+ * and would resend the same frame after reconnecting), so its limit sits above frameBytesMax and the edge
+ * closes a frame between the two with 1009 itself. Frames past this are still cut by uWS.
+ */
+const receivedFrameBytesMax = 2 * frameBytesMax;
 
 class UwsTransport implements SessionTransport {
   isClosed = false;
@@ -74,7 +81,7 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
   const app = uws.App();
 
   app.ws<SocketData>("/ws", {
-    maxPayloadLength: frameBytesMax,
+    maxPayloadLength: receivedFrameBytesMax,
     // uWS counts in seconds and pings idle sockets itself.
     idleTimeout: Math.max(8, Math.round(options.idleTimeoutMs / 1000)),
     sendPingsAutomatically: true,
@@ -98,7 +105,11 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
       data.session = core.openSession(transport);
     },
     message: (socket, payload, isBinary) => {
-      const { session } = socket.getUserData();
+      const { session, transport } = socket.getUserData();
+      if (payload.byteLength > frameBytesMax) {
+        transport?.close(standardCloseCodes.messageTooBig, `frames are at most ${frameBytesMax} bytes`);
+        return;
+      }
       if (session === undefined) return;
       session.receive(isBinary ? "" : Buffer.from(payload).toString("utf8"), isBinary);
     },

@@ -41,6 +41,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       sessionsPerUserMax: config.sessionsPerUserMax,
       requestsInFlightPerSessionMax: config.requestsInFlightPerSessionMax,
       sendBufferBytesMax: config.sendBufferBytesMax,
+      heldEventsPerSessionMax: config.heldEventsPerSessionMax,
     },
     verifier,
     new RequestHandler(directory, cache, router),

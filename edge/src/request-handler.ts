@@ -8,6 +8,7 @@ import {
   type CellRequest,
   type ClientRequestFrame,
   type DirectoryEntry,
+  type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
 import type { DirectoryCache } from "./directory-cache.ts";
@@ -37,6 +38,14 @@ export class RequestHandler {
     const entry = await this.cache.get(`user:${userId}`, async () => (await this.directory.resolveUser(userId)).entry);
     if (entry === undefined) throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
     return entry.cellId;
+  }
+
+  /** A page of the user's mailbox from the owner of the user in the home cell. */
+  async mailboxPage(homeCellId: string, userId: string, afterSeq: number, limit: number): Promise<{ events: SequencedEvent[]; headSeq: number; floorSeq: number }> {
+    const reply = await this.router.request(homeCellId, { type: "cell.mailboxPage", userId, afterSeq, limit });
+    if (reply.type === "cell.mailboxEvents") return { events: reply.events, headSeq: reply.headSeq, floorSeq: reply.floorSeq };
+    if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message);
+    throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }
 
   async handle(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {

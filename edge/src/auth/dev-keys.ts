@@ -1,6 +1,7 @@
 // Dev mode: a local ES256 key pair, created on first use and kept out of git (.cellwire/ is ignored), so
 // `npx cellwire token <user>` can sign tokens that a dev edge accepts. Never used with EDGE_AUTH_MODE=jwks.
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
@@ -37,10 +38,17 @@ export async function ensureDevKeyPair(directory: string): Promise<DevKeyPair> {
   await mkdir(directory, { recursive: true, mode: 0o700 });
   const { privateKey } = await generateKeyPair(algorithm, { extractable: true });
   const privateJwk = { ...(await exportJWK(privateKey)), alg: algorithm, kid: `dev-${Date.now().toString(36)}` };
+  // The key is written whole to a file of this call's own, then published with link(), which is atomic and
+  // fails if another caller published first: a racing reader never sees a half-written key file, and every
+  // caller ends up with the first published pair.
+  const candidatePath = `${path}.${process.pid}.${randomUUID()}.tmp`;
   try {
-    await writeFile(path, JSON.stringify(privateJwk), { flag: "wx", mode: 0o600 });
+    await writeFile(candidatePath, JSON.stringify(privateJwk), { flag: "wx", mode: 0o600 });
+    await link(candidatePath, path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  } finally {
+    await rm(candidatePath, { force: true });
   }
   return readKeyPair(path);
 }

@@ -1,0 +1,148 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, type Environment } from "@cellwire/cluster";
+import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
+import { loadEdgeConfig } from "./config.ts";
+
+const jwksFileMode = {
+  EDGE_AUTH_MODE: "jwks",
+  EDGE_JWKS_FILE: "/etc/cellwire/jwks.json",
+  EDGE_JWT_ISSUER: "https://issuer.example",
+  EDGE_JWT_AUDIENCE: "cellwire",
+} as const satisfies Environment;
+
+function configError(environment: Environment): ConfigError {
+  try {
+    loadEdgeConfig(environment);
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error(`loadEdgeConfig accepted ${JSON.stringify(environment)}`);
+}
+
+describe("loadEdgeConfig", () => {
+  it("fills every field with its documented default from an empty environment", () => {
+    const { config, unknownVariables } = loadEdgeConfig({});
+    expect(unknownVariables).toEqual([]);
+    expect(config).toEqual({
+      namespace: "cellwire",
+      natsServers: ["127.0.0.1:4222"],
+      edgeId: "1",
+      host: "127.0.0.1",
+      port: 8080,
+      auth: { mode: "dev", devKeyDirectory: defaultDevKeyDirectory },
+      authTimeoutMs: 5000,
+      heartbeatIntervalMs: 25_000,
+      idleTimeoutMs: 120_000,
+      sessionsMax: 15_000,
+      sessionsPerUserMax: 16,
+      requestsInFlightPerSessionMax: 64,
+      sendBufferBytesMax: 1024 * 1024,
+      heldEventsPerSessionMax: 1000,
+      directoryCacheEntriesMax: 100_000,
+      directoryCacheTtlMs: 60_000,
+      directoryTimeoutMs: 2000,
+      cellRequestTimeoutMs: 3000,
+      cellRequestAttemptsMax: 4,
+      leaseMs: 3000,
+      webDirectory: undefined,
+    });
+  });
+
+  it("reads overrides, the shared variables included", () => {
+    const { config } = loadEdgeConfig({
+      CELLWIRE_NAMESPACE: "t_edge",
+      CELLWIRE_NATS_SERVERS: " 10.0.0.1:4222 , ,10.0.0.2:4222",
+      EDGE_ID: "2",
+      EDGE_PORT: "0",
+      EDGE_SESSIONS_PER_USER_MAX: "3",
+      EDGE_DEV_KEY_DIR: "/tmp/keys",
+      EDGE_WEB_DIR: "/srv/web",
+    });
+    expect(config.namespace).toBe("t_edge");
+    expect(config.natsServers).toEqual(["10.0.0.1:4222", "10.0.0.2:4222"]);
+    expect(config.edgeId).toBe("2");
+    expect(config.port).toBe(0);
+    expect(config.sessionsPerUserMax).toBe(3);
+    expect(config.auth).toEqual({ mode: "dev", devKeyDirectory: "/tmp/keys" });
+    expect(config.webDirectory).toBe("/srv/web");
+  });
+
+  it("accepts jwks mode with a JWKS file, an issuer and an audience", () => {
+    const { config, unknownVariables } = loadEdgeConfig(jwksFileMode);
+    expect(unknownVariables).toEqual([]);
+    expect(config.auth).toEqual({
+      mode: "jwks",
+      jwksUrl: undefined,
+      jwksFile: "/etc/cellwire/jwks.json",
+      issuer: "https://issuer.example",
+      audience: "cellwire",
+    });
+  });
+
+  it("accepts jwks mode with a JWKS URL instead of a file", () => {
+    const { EDGE_JWKS_FILE: _file, ...rest } = jwksFileMode;
+    const { config } = loadEdgeConfig({ ...rest, EDGE_JWKS_URL: "https://issuer.example/.well-known/jwks.json" });
+    expect(config.auth).toMatchObject({ mode: "jwks", jwksUrl: "https://issuer.example/.well-known/jwks.json", jwksFile: undefined });
+  });
+
+  it("refuses jwks mode with neither or both of EDGE_JWKS_URL and EDGE_JWKS_FILE", () => {
+    const { EDGE_JWKS_FILE: _file, ...neither } = jwksFileMode;
+    expect(configError(neither).message).toMatch(/exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE/);
+    expect(configError({ ...jwksFileMode, EDGE_JWKS_URL: "https://issuer.example/jwks" }).message).toMatch(/exactly one/);
+  });
+
+  it("refuses jwks mode without an issuer or without an audience", () => {
+    const { EDGE_JWT_ISSUER: _issuer, ...noIssuer } = jwksFileMode;
+    const { EDGE_JWT_AUDIENCE: _audience, ...noAudience } = jwksFileMode;
+    expect(configError(noIssuer).message).toMatch(/EDGE_JWT_ISSUER/);
+    expect(configError(noAudience).message).toMatch(/EDGE_JWT_AUDIENCE/);
+    // An empty value counts as missing.
+    expect(configError({ ...jwksFileMode, EDGE_JWT_AUDIENCE: "" }).message).toMatch(/EDGE_JWT_AUDIENCE/);
+  });
+
+  it("refuses EDGE_WEB_DIR in jwks mode: the dev page never ships with production auth", () => {
+    expect(configError({ ...jwksFileMode, EDGE_WEB_DIR: "/srv/web" }).message).toMatch(/EDGE_WEB_DIR/);
+  });
+
+  it("refuses an unknown auth mode", () => {
+    expect(configError({ EDGE_AUTH_MODE: "none" }).message).toMatch(/EDGE_AUTH_MODE/);
+  });
+
+  it.each([
+    ["EDGE_PORT", "eighty"],
+    ["EDGE_PORT", "65536"],
+    ["EDGE_PORT", "-1"],
+    ["EDGE_AUTH_TIMEOUT_MS", "99"],
+    ["EDGE_SESSIONS_PER_USER_MAX", "0"],
+    ["EDGE_SEND_BUFFER_BYTES_MAX", "1.5"],
+    ["EDGE_CELL_REQUEST_ATTEMPTS_MAX", "21"],
+  ])("refuses %s=%j, naming the variable", (name, value) => {
+    expect(configError({ [name]: value }).message).toContain(name);
+  });
+
+  it("refuses a namespace or an edge id that could not name a subject or a process", () => {
+    expect(configError({ CELLWIRE_NAMESPACE: "Bad.Namespace" }).message).toContain("CELLWIRE_NAMESPACE");
+    expect(configError({ EDGE_ID: "edge one" }).message).toContain("EDGE_ID");
+  });
+
+  it("refuses a NATS server list with no server in it", () => {
+    expect(configError({ CELLWIRE_NATS_SERVERS: " , " }).message).toContain("CELLWIRE_NATS_SERVERS");
+  });
+
+  it("reports unknown EDGE_ variables (likely typos) and ignores everything else", () => {
+    const { unknownVariables } = loadEdgeConfig({
+      EDGE_PROT: "8081",
+      EDGE_SESIONS_MAX: "10",
+      EDGE_PORT: "8081",
+      PATH: "/usr/bin",
+      DIRECTORY_PORT: "1",
+    });
+    expect(unknownVariables).toEqual(["EDGE_PROT", "EDGE_SESIONS_MAX"]);
+  });
+
+  it("reports the settings of the other auth mode, which would be silently ignored", () => {
+    expect(loadEdgeConfig({ EDGE_JWKS_FILE: "/etc/jwks.json" }).unknownVariables).toEqual(["EDGE_JWKS_FILE"]);
+    expect(loadEdgeConfig({ ...jwksFileMode, EDGE_DEV_KEY_DIR: "/tmp/keys" }).unknownVariables).toEqual(["EDGE_DEV_KEY_DIR"]);
+  });
+});

@@ -1,0 +1,207 @@
+import { describe, expect, it } from "vitest";
+import type { DirectoryEntry } from "@cellwire/protocol";
+import { BoundedCache, DirectoryCache } from "./directory-cache.ts";
+
+class ManualClock {
+  nowMs = 1_000;
+  readonly read = (): number => this.nowMs;
+}
+
+function userEntry(id: string, cellId: string, epoch: number): DirectoryEntry {
+  return { kind: "user", id, cellId, epoch };
+}
+
+/** A promise with its settlers, so a test decides when a fetch answers. */
+function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (error: unknown) => void } {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((resolvePromise, rejectPromise) => {
+    resolve = resolvePromise;
+    reject = rejectPromise;
+  });
+  return { promise, resolve, reject };
+}
+
+describe("BoundedCache", () => {
+  it("evicts the least recently stored entry past entriesMax", () => {
+    const clock = new ManualClock();
+    const cache = new BoundedCache<string>(2, 60_000, clock.read);
+    cache.set("a", "A");
+    cache.set("b", "B");
+    cache.set("c", "C");
+    expect(cache.size).toBe(2);
+    expect(cache.get("a")).toBeUndefined();
+    expect(cache.get("b")).toBe("B");
+    expect(cache.get("c")).toBe("C");
+  });
+
+  it("counts a read as a use: the entry read last survives the next eviction", () => {
+    const clock = new ManualClock();
+    const cache = new BoundedCache<string>(2, 60_000, clock.read);
+    cache.set("a", "A");
+    cache.set("b", "B");
+    expect(cache.get("a")).toBe("A");
+    cache.set("c", "C");
+    expect(cache.get("b")).toBeUndefined();
+    expect(cache.get("a")).toBe("A");
+    expect(cache.get("c")).toBe("C");
+  });
+
+  it("replacing a key neither grows the cache nor evicts another key", () => {
+    const clock = new ManualClock();
+    const cache = new BoundedCache<string>(2, 60_000, clock.read);
+    cache.set("a", "A");
+    cache.set("b", "B");
+    cache.set("a", "A2");
+    expect(cache.size).toBe(2);
+    expect(cache.get("a")).toBe("A2");
+    expect(cache.get("b")).toBe("B");
+  });
+
+  it("serves an entry up to ttlMs old and drops it after", () => {
+    const clock = new ManualClock();
+    const cache = new BoundedCache<string>(10, 500, clock.read);
+    cache.set("a", "A");
+    clock.nowMs += 500;
+    expect(cache.get("a")).toBe("A");
+    clock.nowMs += 1;
+    expect(cache.get("a")).toBeUndefined();
+    expect(cache.size).toBe(0);
+  });
+
+  it("ages an entry from when it was stored, not from when it was last read", () => {
+    const clock = new ManualClock();
+    const cache = new BoundedCache<string>(10, 500, clock.read);
+    cache.set("a", "A");
+    clock.nowMs += 400;
+    expect(cache.get("a")).toBe("A");
+    clock.nowMs += 400;
+    expect(cache.get("a")).toBeUndefined();
+  });
+
+  it("forgets a deleted key", () => {
+    const cache = new BoundedCache<string>(10, 500, new ManualClock().read);
+    cache.set("a", "A");
+    cache.delete("a");
+    expect(cache.get("a")).toBeUndefined();
+  });
+});
+
+describe("DirectoryCache", () => {
+  it("makes one fetch for concurrent misses of one key and gives every caller its answer", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const answer = deferred<DirectoryEntry | undefined>();
+    const fetched: string[] = [];
+    const fetch = (key: string): Promise<DirectoryEntry | undefined> => {
+      fetched.push(key);
+      return answer.promise;
+    };
+    const callers = [cache.get("user:alice", fetch), cache.get("user:alice", fetch), cache.get("user:alice", fetch)];
+    expect(fetched).toEqual(["user:alice"]);
+    answer.resolve(userEntry("alice", "a", 1));
+    for (const entry of await Promise.all(callers)) expect(entry).toEqual(userEntry("alice", "a", 1));
+    // Now cached: no further fetch.
+    expect(await cache.get("user:alice", fetch)).toEqual(userEntry("alice", "a", 1));
+    expect(fetched).toEqual(["user:alice"]);
+  });
+
+  it("fetches different keys separately", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const fetched: string[] = [];
+    const fetch = async (key: string): Promise<DirectoryEntry | undefined> => {
+      fetched.push(key);
+      return userEntry(key.slice("user:".length), "a", 1);
+    };
+    await Promise.all([cache.get("user:alice", fetch), cache.get("user:bob", fetch)]);
+    expect(fetched.sort()).toEqual(["user:alice", "user:bob"]);
+  });
+
+  it("does not cache a failed fetch: every concurrent caller sees the failure and the next call fetches again", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    let calls = 0;
+    const failing = async (): Promise<DirectoryEntry | undefined> => {
+      calls++;
+      throw new Error("directory down");
+    };
+    const first = cache.get("user:alice", failing);
+    const second = cache.get("user:alice", failing);
+    await expect(first).rejects.toThrow("directory down");
+    await expect(second).rejects.toThrow("directory down");
+    expect(calls).toBe(1);
+    expect(cache.size).toBe(0);
+
+    const entry = await cache.get("user:alice", async () => {
+      calls++;
+      return userEntry("alice", "b", 1);
+    });
+    expect(entry?.cellId).toBe("b");
+    expect(calls).toBe(2);
+  });
+
+  it("does not cache an absent entry: a conversation created later is found", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    let exists = false;
+    let calls = 0;
+    const fetch = async (): Promise<DirectoryEntry | undefined> => {
+      calls++;
+      return exists ? { kind: "conversation", id: "g-AAAAAAAAAAAAAAAAAAAAAA", cellId: "a", epoch: 1 } : undefined;
+    };
+    expect(await cache.get("conversation:g-AAAAAAAAAAAAAAAAAAAAAA", fetch)).toBeUndefined();
+    exists = true;
+    expect((await cache.get("conversation:g-AAAAAAAAAAAAAAAAAAAAAA", fetch))?.cellId).toBe("a");
+    expect(calls).toBe(2);
+  });
+
+  it("never lets an older epoch replace a newer cached entry", () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    cache.remember("user:alice", userEntry("alice", "b", 5));
+    cache.remember("user:alice", userEntry("alice", "a", 4));
+    return expect(cache.get("user:alice", () => Promise.reject(new Error("must not fetch")))).resolves.toEqual(userEntry("alice", "b", 5));
+  });
+
+  it("lets a newer epoch replace an older one", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    cache.remember("user:alice", userEntry("alice", "a", 4));
+    cache.remember("user:alice", userEntry("alice", "b", 5));
+    expect(await cache.get("user:alice", () => Promise.reject(new Error("must not fetch")))).toEqual(userEntry("alice", "b", 5));
+  });
+
+  it("keeps a newer entry learnt while a slower fetch of an older epoch was in flight", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const slow = deferred<DirectoryEntry | undefined>();
+    const pending = cache.get("user:alice", () => slow.promise);
+    cache.remember("user:alice", userEntry("alice", "b", 7));
+    slow.resolve(userEntry("alice", "a", 6));
+    await pending;
+    expect(await cache.get("user:alice", () => Promise.reject(new Error("must not fetch")))).toEqual(userEntry("alice", "b", 7));
+  });
+
+  it("fetches again once the cached entry is older than ttlMs", async () => {
+    const clock = new ManualClock();
+    const cache = new DirectoryCache(10, 1000, clock.read);
+    let epoch = 0;
+    const fetch = async (): Promise<DirectoryEntry | undefined> => userEntry("alice", "a", ++epoch);
+    expect((await cache.get("user:alice", fetch))?.epoch).toBe(1);
+    clock.nowMs += 1000;
+    expect((await cache.get("user:alice", fetch))?.epoch).toBe(1);
+    clock.nowMs += 1;
+    expect((await cache.get("user:alice", fetch))?.epoch).toBe(2);
+  });
+
+  it("fetches a forgotten key again", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    let calls = 0;
+    const fetch = async (): Promise<DirectoryEntry | undefined> => userEntry("alice", "a", ++calls);
+    await cache.get("user:alice", fetch);
+    cache.forget("user:alice");
+    expect((await cache.get("user:alice", fetch))?.epoch).toBe(2);
+  });
+
+  it("stays within entriesMax", async () => {
+    const cache = new DirectoryCache(3, 60_000, new ManualClock().read);
+    for (let index = 0; index < 10; index++) {
+      await cache.get(`user:u${index}`, async (key) => userEntry(key.slice("user:".length), "a", 1));
+    }
+    expect(cache.size).toBe(3);
+  });
+});

@@ -1,0 +1,520 @@
+// EdgeCore in process: sessions on fake sockets, a fake verifier, a RequestHandler over an in-memory
+// directory and cells, and an in-memory delivery source. No timing assumption beyond waiting for events.
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { directConversationId, UnavailableError } from "@cellwire/cluster";
+import { closeCodes, type CellReply, type ClientRequestFrame, type Message } from "@cellwire/protocol";
+import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
+
+const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
+
+const edges: FakeEdge[] = [];
+
+function newEdge(...args: Parameters<typeof fakeEdge>): FakeEdge {
+  const edge = fakeEdge(...args);
+  edges.push(edge);
+  return edge;
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+  // The SessionTransport contract, checked on every socket of every test: nothing is written to a
+  // socket after its close, nothing is closed twice, and every frame written is a valid server frame.
+  const violations = edges.flatMap((edge) => edge.transports.flatMap((transport) => transport.violations));
+  for (const edge of edges.splice(0)) edge.core.closeAll();
+  expect(violations).toEqual([]);
+});
+
+/** Lets every pending promise chain of the fakes run (they settle within one turn of the event loop). */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+function storedMessage(overrides: Partial<Message> = {}): Message {
+  return {
+    conversationId: groupId,
+    messageId: "m-1",
+    seq: 1,
+    senderUserId: "alice",
+    senderDeviceId: "phone",
+    clientMessageId: "c-1",
+    body: "hello",
+    sentAtMs: 1_700_000_000_000,
+    ...overrides,
+  };
+}
+
+function sendFrame(requestId: string, clientMessageId = requestId): Record<string, unknown> {
+  return { type: "send", requestId, conversationId: groupId, clientMessageId, body: "hi" };
+}
+
+/** An edge where group `groupId` lives in cell "a" and sends are stored at once. */
+function edgeWithGroup(...args: Parameters<typeof fakeEdge>): FakeEdge {
+  const edge = newEdge(...args);
+  edge.directory.conversations.set(groupId, { kind: "conversation", id: groupId, cellId: "a", epoch: 1 });
+  edge.router.answers.set("cell.send", async (_cellId, request) => {
+    if (request.type !== "cell.send") throw new Error("routed wrongly");
+    return { type: "cell.stored", message: storedMessage({ clientMessageId: request.clientMessageId }), deduplicated: false };
+  });
+  return edge;
+}
+
+describe("authentication", () => {
+  it("closes a session without hello at authTimeoutMs with 4102, not before", async () => {
+    vi.useFakeTimers();
+    const edge = newEdge({ authTimeoutMs: 1000 });
+    const { transport } = edge.connect();
+    await vi.advanceTimersByTimeAsync(999);
+    expect(transport.closeCode).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(transport.closeCode).toBe(closeCodes.authentication_timeout.code);
+    expect(transport.texts).toEqual([]);
+    expect(edge.core.sessionCount).toBe(0);
+  });
+
+  it("keeps a welcomed session open past the authentication deadline", async () => {
+    vi.useFakeTimers();
+    const edge = newEdge({ authTimeoutMs: 1000 });
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    await vi.advanceTimersByTimeAsync(500);
+    expect(framesOfType(transport, "welcome")).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(transport.closeCode).toBeUndefined();
+  });
+
+  it.each([
+    ["a request", JSON.stringify({ type: "ping", requestId: "r1" })],
+    ["text that is not JSON", "hello?"],
+    ["an invalid hello", JSON.stringify({ type: "hello", protocolVersion: 1 })],
+  ])("closes with 4200 when the first frame is %s", async (_label, text) => {
+    const edge = newEdge();
+    const { transport } = edge.connect();
+    transport.receive(text);
+    expect(await transport.closed()).toBe(closeCodes.protocol_violation.code);
+    expect(transport.texts).toEqual([]);
+    expect(edge.verifier.tokens).toEqual([]);
+  });
+
+  it("closes with 4200 on a binary frame before authentication", async () => {
+    const edge = newEdge();
+    const { transport } = edge.connect();
+    transport.receiveBinary();
+    expect(await transport.closed()).toBe(closeCodes.protocol_violation.code);
+  });
+
+  it("closes with 4200 on a frame sent while the hello is being verified", async () => {
+    const edge = newEdge();
+    const release = edge.verifier.hold();
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    transport.receiveJson({ type: "ping", requestId: "eager" });
+    expect(await transport.closed()).toBe(closeCodes.protocol_violation.code);
+    release();
+    await settle();
+    expect(transport.texts).toEqual([]);
+    expect(transport.violations).toEqual([]);
+    expect(edge.deliveries.targets.size).toBe(0);
+  });
+
+  it("closes with 4201 on an unsupported protocol version, before looking at the token", async () => {
+    const edge = newEdge();
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion: 2, token: "valid:alice" });
+    expect(await transport.closed()).toBe(closeCodes.unsupported_protocol_version.code);
+    expect(edge.verifier.tokens).toEqual([]);
+  });
+
+  it("closes with 4100 on a bad token and 4101 on an expired one, holding nothing for the user", async () => {
+    const edge = newEdge();
+    const forged = edge.connect().transport;
+    forged.receiveJson({ type: "hello", protocolVersion: 1, token: "forged" });
+    expect(await forged.closed()).toBe(closeCodes.token_invalid.code);
+    const expired = edge.connect().transport;
+    expired.receiveJson({ type: "hello", protocolVersion: 1, token: "expired" });
+    expect(await expired.closed()).toBe(closeCodes.token_expired.code);
+    expect(edge.core.sessionCount).toBe(0);
+    expect(edge.deliveries.targets.size).toBe(0);
+    expect(edge.directory.resolveUserCalls).toBe(0);
+  });
+
+  it("welcomes with the user, the token's device over the hello's, the home cell and the heartbeat", async () => {
+    const edge = newEdge({ heartbeatIntervalMs: 12_000 });
+    edge.directory.userCells.set("alice", "b");
+    const { session, welcome } = await edge.authenticated("alice", { token: "valid:alice:phone", deviceId: "laptop" });
+    expect(welcome).toEqual({
+      type: "welcome",
+      protocolVersion: 1,
+      sessionId: session.sessionId,
+      userId: "alice",
+      deviceId: "phone",
+      cellId: "b",
+      heartbeatIntervalMs: 12_000,
+    });
+    expect(session.isOpen).toBe(true);
+    expect(edge.deliveries.sessionCount("alice")).toBe(1);
+  });
+
+  it("takes the device from the hello when the token names none, else calls it default", async () => {
+    const edge = newEdge();
+    expect((await edge.authenticated("alice", { deviceId: "laptop" })).welcome["deviceId"]).toBe("laptop");
+    expect((await edge.authenticated("alice")).welcome["deviceId"]).toBe("default");
+  });
+
+  it("refuses a user's session past sessionsPerUserMax with 4202, other users unaffected", async () => {
+    const edge = newEdge({ sessionsPerUserMax: 2 });
+    const first = await edge.authenticated("alice");
+    await edge.authenticated("alice");
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    expect(await transport.closed()).toBe(closeCodes.too_many_sessions.code);
+    expect(framesOfType(transport, "welcome")).toEqual([]);
+    await edge.authenticated("bob");
+    // A closed session frees its place.
+    first.transport.peerClose();
+    await edge.authenticated("alice");
+    expect(edge.deliveries.sessionCount("alice")).toBe(2);
+  });
+
+  it("holds sessionsPerUserMax when several hellos of one user are verified at the same time", async () => {
+    const edge = newEdge({ sessionsPerUserMax: 1 });
+    const directoryAnswer = deferred<void>();
+    edge.directory.resolveUserGate = directoryAnswer.promise;
+    const racers = [edge.connect().transport, edge.connect().transport, edge.connect().transport];
+    for (const transport of racers) transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    await vi.waitFor(() => expect(edge.directory.resolveUserCalls).toBe(1));
+    directoryAnswer.resolve();
+    const outcomes = await Promise.all(
+      racers.map((transport) =>
+        transport.frame((frame) => frame["type"] === "welcome").then(
+          () => "welcome",
+          async () => `closed ${await transport.closed()}`,
+        ),
+      ),
+    );
+    expect(outcomes.sort()).toEqual(["closed 4202", "closed 4202", "welcome"]);
+    expect(edge.deliveries.sessionCount("alice")).toBe(1);
+  });
+
+  it("sends an error frame, then closes with 4003, when the directory fails during hello", async () => {
+    const edge = newEdge();
+    edge.directory.resolveUserFailure = new UnavailableError("directory_unavailable", "directory: no responders");
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    expect(await transport.closed()).toBe(closeCodes.unavailable.code);
+    expect(transport.frames).toEqual([{ type: "error", code: "directory_unavailable", message: "directory: no responders", retryable: true }]);
+    expect(edge.deliveries.targets.size).toBe(0);
+    expect(edge.core.sessionCount).toBe(0);
+  });
+
+  it("does not cache a directory failure: the next hello of the user asks again and is welcomed", async () => {
+    const edge = newEdge();
+    edge.directory.resolveUserFailure = new UnavailableError("directory_unavailable", "timeout");
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    await transport.closed();
+    edge.directory.resolveUserFailure = undefined;
+    await edge.authenticated("alice");
+    expect(edge.directory.resolveUserCalls).toBe(2);
+  });
+
+  it("closes with 4003 when the user's deliveries cannot be subscribed, and lets go of the user", async () => {
+    const edge = newEdge();
+    edge.deliveries.attachFailure = new Error("nats closed");
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    expect(await transport.closed()).toBe(closeCodes.unavailable.code);
+    expect(framesOfType(transport, "welcome")).toEqual([]);
+    expect(edge.deliveries.sessionCount("alice")).toBe(0);
+  });
+});
+
+describe("requests", () => {
+  it("answers malformed, unknown and invalid frames with their codes, echoing the requestId, and stays usable", async () => {
+    const edge = newEdge();
+    const { transport } = await edge.authenticated("alice");
+    const from = transport.texts.length;
+    transport.receive("not json");
+    transport.receive("[1, 2]");
+    transport.receiveJson({ type: "teleport", requestId: "r1" });
+    transport.receiveJson({ type: "send", requestId: "r2", conversationId: groupId, body: "no clientMessageId" });
+    transport.receiveJson({ type: "openDirect", requestId: "r3", peerUserId: "victim.>" });
+    transport.receiveJson({ type: "ping", requestId: "r4" });
+    await transport.frame((frame) => frame["requestId"] === "r4", from);
+    const replies = transport.frames.slice(from);
+    expect(replies.slice(0, 2)).toEqual([
+      { type: "error", code: "malformed_frame", message: expect.any(String), retryable: false },
+      { type: "error", code: "malformed_frame", message: expect.any(String), retryable: false },
+    ]);
+    expect(replies.find((frame) => frame["requestId"] === "r1")).toMatchObject({ type: "error", code: "unknown_frame_type", retryable: false });
+    expect(replies.find((frame) => frame["requestId"] === "r2")).toMatchObject({ type: "error", code: "invalid_field", message: expect.stringContaining("clientMessageId") });
+    expect(replies.find((frame) => frame["requestId"] === "r3")).toMatchObject({ type: "error", code: "invalid_field" });
+    expect(replies.find((frame) => frame["requestId"] === "r4")).toEqual({ type: "pong", requestId: "r4" });
+    expect(transport.isOpen).toBe(true);
+    // The bad openDirect never reached a cell.
+    expect(edge.router.requestsOf("cell.openDirect")).toEqual([]);
+  });
+
+  it("answers a binary frame after welcome with malformed_frame and stays usable", async () => {
+    const edge = newEdge();
+    const { transport } = await edge.authenticated("alice");
+    transport.receiveBinary();
+    expect(await transport.frame((frame) => frame["type"] === "error")).toMatchObject({ code: "malformed_frame" });
+    transport.receiveJson({ type: "ping", requestId: "after-binary" });
+    expect(await transport.frame((frame) => frame["requestId"] === "after-binary")).toEqual({ type: "pong", requestId: "after-binary" });
+  });
+
+  it("answers a second hello with already_authenticated and keeps the session", async () => {
+    const edge = newEdge();
+    const { transport, session } = await edge.authenticated("alice");
+    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:mallory" });
+    expect(await transport.frame((frame) => frame["type"] === "error")).toMatchObject({ code: "already_authenticated", retryable: false });
+    expect(session.userId).toBe("alice");
+    expect(edge.verifier.tokens).toEqual(["valid:alice"]);
+  });
+
+  it("answers rate_limited with the requestId at requestsInFlightPerSessionMax, and accepts again once one is answered", async () => {
+    const edge = edgeWithGroup({ requestsInFlightPerSessionMax: 2 });
+    const pending: ((reply: CellReply) => void)[] = [];
+    edge.router.answers.set("cell.send", (_cellId, request) => {
+      const reply = deferred<CellReply>();
+      pending.push(reply.resolve);
+      return reply.promise.then((value) => (request.type === "cell.send" && value.type === "cell.stored" ? { ...value, message: { ...value.message, clientMessageId: request.clientMessageId } } : value));
+    });
+    const { transport } = await edge.authenticated("alice");
+    transport.receiveJson(sendFrame("r1"));
+    transport.receiveJson(sendFrame("r2"));
+    transport.receiveJson(sendFrame("r3"));
+    // The third is refused at once, before any cell answered.
+    expect(transport.frames.find((frame) => frame["requestId"] === "r3")).toEqual({
+      type: "error",
+      requestId: "r3",
+      code: "rate_limited",
+      message: expect.stringContaining("2"),
+      retryable: true,
+    });
+    await vi.waitFor(() => expect(pending).toHaveLength(2));
+    pending[0]?.({ type: "cell.stored", message: storedMessage(), deduplicated: false });
+    await transport.frame((frame) => frame["type"] === "ack" && frame["requestId"] === "r1");
+    transport.receiveJson(sendFrame("r4"));
+    await vi.waitFor(() => expect(pending).toHaveLength(3));
+    for (const resolve of pending.slice(1)) resolve({ type: "cell.stored", message: storedMessage(), deduplicated: false });
+    await transport.frame((frame) => frame["requestId"] === "r4");
+    expect(framesOfType(transport, "ack").map((frame) => frame["requestId"]).sort()).toEqual(["r1", "r2", "r4"]);
+  });
+
+  it("counts a failed request out of the in-flight limit too", async () => {
+    const edge = edgeWithGroup({ requestsInFlightPerSessionMax: 1 });
+    edge.router.answers.set("cell.send", () => Promise.reject(new UnavailableError("cell_unavailable", "cell a did not answer")));
+    const { transport } = await edge.authenticated("alice");
+    for (const requestId of ["r1", "r2", "r3"]) {
+      transport.receiveJson(sendFrame(requestId));
+      expect(await transport.frame((frame) => frame["requestId"] === requestId)).toMatchObject({ type: "error", code: "cell_unavailable", retryable: true });
+    }
+  });
+
+  it("answers an unexpected failure with internal and a generic message, logging the detail", async () => {
+    const edge = edgeWithGroup();
+    edge.router.answers.set("cell.send", () => Promise.reject(new Error("pg: password authentication failed for user cells")));
+    const { transport } = await edge.authenticated("alice");
+    transport.receiveJson(sendFrame("r1"));
+    const reply = await transport.frame((frame) => frame["requestId"] === "r1");
+    expect(reply).toEqual({ type: "error", requestId: "r1", code: "internal", message: "internal error", retryable: true });
+    expect(transport.texts.join("\n")).not.toContain("password");
+    expect(edge.logger.lines.filter((line) => line.level === "error").map((line) => line.message).join("\n")).toContain("password authentication failed");
+    transport.receiveJson({ type: "ping", requestId: "r2" });
+    await transport.frame((frame) => frame["requestId"] === "r2");
+  });
+
+  it("forwards a live event to the session", async () => {
+    const edge = newEdge();
+    const { transport } = await edge.authenticated("bob");
+    await transport.frame((frame) => frame["type"] === "synced");
+    edge.deliveries.publish("bob", 1, { kind: "message", message: storedMessage() });
+    expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 1, event: { kind: "message", message: storedMessage() } });
+  });
+});
+
+describe("slow consumers", () => {
+  it("closes with 4001 when the socket reports a dropped frame", async () => {
+    const edge = newEdge();
+    const { transport } = await edge.authenticated("alice");
+    await transport.frame((frame) => frame["type"] === "synced");
+    transport.sendOutcome = "dropped";
+    transport.receiveJson({ type: "ping", requestId: "r1" });
+    expect(await transport.closed()).toBe(closeCodes.slow_consumer.code);
+    expect(edge.deliveries.sessionCount("alice")).toBe(0);
+  });
+
+  it("closes with 4001 when the socket's buffer passes sendBufferBytesMax", async () => {
+    const edge = newEdge({ sendBufferBytesMax: 16 * 1024 });
+    const { transport } = await edge.authenticated("alice");
+    await transport.frame((frame) => frame["type"] === "synced");
+    transport.sendOutcome = "backpressure";
+    transport.buffered = 16 * 1024;
+    edge.deliveries.publish("alice", 1, { kind: "message", message: storedMessage() });
+    expect(transport.isOpen).toBe(true);
+    transport.buffered = 16 * 1024 + 1;
+    edge.deliveries.publish("alice", 2, { kind: "message", message: storedMessage({ seq: 2, messageId: "m-2" }) });
+    expect(await transport.closed()).toBe(closeCodes.slow_consumer.code);
+    expect(framesOfType(transport, "event").map((frame) => frame["seq"])).toEqual([1, 2]);
+  });
+});
+
+describe("closing", () => {
+  it("closes every session with 4000 on closeAll and refuses new ones", async () => {
+    const edge = newEdge();
+    const waiting = edge.connect().transport;
+    const { transport: open } = await edge.authenticated("alice");
+    const release = edge.verifier.hold();
+    const verifying = edge.connect().transport;
+    verifying.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:bob" });
+    edge.core.closeAll();
+    for (const transport of [waiting, open, verifying]) expect(transport.closeCode).toBe(closeCodes.going_away.code);
+    expect(edge.core.sessionCount).toBe(0);
+    expect(edge.deliveries.targets.size).toBe(0);
+    release();
+    const late = edge.connect();
+    expect(late.session).toBeUndefined();
+    expect(late.transport.closeCode).toBe(closeCodes.going_away.code);
+    // The hello that was being verified got no welcome once its verification finished.
+    await settle();
+    expect(verifying.texts).toEqual([]);
+    expect(verifying.violations).toEqual([]);
+    expect(edge.deliveries.targets.size).toBe(0);
+  });
+
+  it("refuses a session past sessionsMax with 4000", async () => {
+    const edge = newEdge({ sessionsMax: 2 });
+    edge.connect();
+    edge.connect();
+    const third = edge.connect();
+    expect(third.session).toBeUndefined();
+    expect(third.transport.closeCode).toBe(closeCodes.going_away.code);
+    expect(edge.core.sessionCount).toBe(2);
+  });
+
+  it("writes no reply to a socket that closed while its request was in flight", async () => {
+    const edge = edgeWithGroup();
+    const reply = deferred<CellReply>();
+    edge.router.answers.set("cell.send", () => reply.promise);
+    const { transport } = await edge.authenticated("alice");
+    transport.receiveJson(sendFrame("r1"));
+    await vi.waitFor(() => expect(edge.router.requestsOf("cell.send")).toHaveLength(1));
+    const written = transport.texts.length;
+    transport.peerClose();
+    reply.resolve({ type: "cell.stored", message: storedMessage(), deduplicated: false });
+    await settle();
+    expect(transport.texts).toHaveLength(written);
+    expect(transport.violations).toEqual([]);
+    expect(edge.deliveries.sessionCount("alice")).toBe(0);
+  });
+
+  it("writes nothing and holds nothing when the socket closes during verification, directory lookup or subscription", async () => {
+    const edge = newEdge();
+    // During verification.
+    const release = edge.verifier.hold();
+    const verifying = edge.connect().transport;
+    verifying.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    verifying.peerClose();
+    release();
+    // During the directory lookup.
+    const directoryAnswer = deferred<void>();
+    edge.directory.resolveUserGate = directoryAnswer.promise;
+    const resolving = edge.connect().transport;
+    resolving.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    await vi.waitFor(() => expect(edge.directory.resolveUserCalls).toBe(1));
+    resolving.peerClose();
+    directoryAnswer.resolve();
+    edge.directory.resolveUserGate = undefined;
+    // During the subscription.
+    const subscribed = deferred<void>();
+    edge.deliveries.attachGate = subscribed.promise;
+    const subscribing = edge.connect().transport;
+    subscribing.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:carol" });
+    await vi.waitFor(() => expect(edge.deliveries.sessionCount("carol")).toBe(1));
+    subscribing.peerClose();
+    subscribed.resolve();
+    await settle();
+    for (const transport of [verifying, resolving, subscribing]) expect(transport.violations).toEqual([]);
+    expect(verifying.texts).toEqual([]);
+    expect(resolving.texts).toEqual([]);
+    expect(subscribing.texts).toEqual([]);
+    expect(edge.deliveries.targets.size).toBe(0);
+    expect(edge.core.sessionCount).toBe(0);
+  });
+
+  it("forwards no live event to a closed session", async () => {
+    const edge = newEdge();
+    const { transport } = await edge.authenticated("alice");
+    await transport.frame((frame) => frame["type"] === "synced");
+    const written = transport.texts.length;
+    transport.peerClose();
+    edge.deliveries.publish("alice", 1, { kind: "message", message: storedMessage() });
+    expect(transport.texts).toHaveLength(written);
+    expect(transport.violations).toEqual([]);
+  });
+});
+
+describe("RequestHandler", () => {
+  const context = { userId: "alice", deviceId: "phone", homeCellId: "a" } as const;
+
+  it("refuses a direct conversation with oneself without asking a cell", async () => {
+    const edge = newEdge();
+    expect(await edge.handler.handle(context, { type: "openDirect", requestId: "r1", peerUserId: "alice" })).toMatchObject({
+      type: "error",
+      requestId: "r1",
+      code: "invalid_peer",
+    });
+    expect(edge.router.requests).toEqual([]);
+    expect(edge.directory.conversations.size).toBe(0);
+  });
+
+  it("opens a direct conversation on the opener's home cell under the pair's id", async () => {
+    const edge = newEdge();
+    const conversationId = directConversationId("alice", "bob");
+    edge.router.answers.set("cell.openDirect", async () => ({
+      type: "cell.conversation",
+      conversation: { conversationId, kind: "direct", title: null, memberUserIds: ["alice", "bob"], lastSeq: 0 },
+    }));
+    const reply = await edge.handler.handle({ ...context, homeCellId: "b" }, { type: "openDirect", requestId: "r1", peerUserId: "bob" });
+    expect(reply).toMatchObject({ type: "conversation", requestId: "r1", conversation: { conversationId } });
+    expect(edge.router.requests).toEqual([{ cellId: "b", request: { type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId } }]);
+  });
+
+  it("answers not_a_member for a conversation the directory does not know, without asking a cell", async () => {
+    const edge = newEdge();
+    const frames: ClientRequestFrame[] = [
+      { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c1", body: "hi" },
+      { type: "history", requestId: "r2", conversationId: groupId },
+      { type: "addMembers", requestId: "r3", conversationId: groupId, userIds: ["bob"] },
+    ];
+    for (const frame of frames) {
+      expect(await edge.handler.handle(context, frame)).toMatchObject({ type: "error", requestId: frame.requestId, code: "not_a_member", retryable: false });
+    }
+    expect(edge.router.requests).toEqual([]);
+  });
+
+  it("routes a send to the conversation's cell and acks the stored message", async () => {
+    const edge = edgeWithGroup();
+    edge.directory.conversations.set(groupId, { kind: "conversation", id: groupId, cellId: "b", epoch: 3 });
+    const reply = await edge.handler.handle(context, { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" });
+    expect(reply).toEqual({ type: "ack", requestId: "r1", conversationId: groupId, messageId: "m-1", seq: 1, sentAtMs: 1_700_000_000_000 });
+    expect(edge.router.requests).toEqual([
+      { cellId: "b", request: { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: groupId, clientMessageId: "c-1", body: "hi" } },
+    ]);
+  });
+
+  it.each([
+    ["not_owner", "cell_unavailable", true, "worker a-1 does not own it"],
+    ["unknown_cell", "internal", true, "internal error"],
+    ["not_found", "not_a_member", false, "no such conversation"],
+    ["internal", "internal", true, "internal error"],
+    ["too_many_members", "too_many_members", false, "a group has at most 1000 members"],
+  ] as const)("maps a cell.error %s to the client code %s", async (cellCode, clientCode, retryable, message) => {
+    const edge = edgeWithGroup();
+    const cellMessage = message === "internal error" ? "secret cell detail" : message;
+    edge.router.answers.set("cell.send", async () => ({ type: "cell.error", code: cellCode, message: cellMessage }));
+    const reply = await edge.handler.handle(context, { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" });
+    expect(reply).toEqual({ type: "error", requestId: "r1", code: clientCode, message, retryable });
+  });
+});

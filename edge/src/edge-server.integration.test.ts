@@ -1,0 +1,262 @@
+// The real uWebSockets.js server in front of an EdgeCore built on in-memory fakes, over real sockets:
+// the HTTP routes, the dev routes, static files, and what uWS itself enforces (frame size, binary frames).
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { WebSocket } from "ws";
+import { closeCodes, frameBytesMax, standardCloseCodes } from "@cellwire/protocol";
+import { signDevToken } from "./auth/dev-keys.ts";
+import { createTokenVerifier } from "./auth/token-verifier.ts";
+import { startServer, type RunningServer } from "./edge-server.ts";
+import { fakeEdge, waitDeadlineMs, type FakeEdge } from "./testing/edge-fakes.ts";
+import { loadNativeUws } from "./uws.ts";
+
+const indexHtml = "<!doctype html><title>cellwire</title>";
+const appJs = "console.log('cellwire');";
+
+let temporaryDirectory: string;
+let devKeyDirectory: string;
+let edge: FakeEdge;
+let server: RunningServer;
+let ready = true;
+const sockets: TestSocket[] = [];
+
+/** A WebSocket client that records every frame and the close, and waits for them with deadlines. */
+class TestSocket {
+  readonly frames: Record<string, unknown>[] = [];
+  readonly binaryFrames: Buffer[] = [];
+  closeCode: number | undefined;
+  private readonly checks = new Set<() => void>();
+
+  private constructor(private readonly socket: WebSocket) {
+    socket.on("message", (data: Buffer, isBinary) => {
+      if (isBinary) this.binaryFrames.push(data);
+      else this.frames.push(JSON.parse(data.toString("utf8")) as Record<string, unknown>);
+      this.notify();
+    });
+    socket.on("close", (code) => {
+      this.closeCode = code;
+      this.notify();
+    });
+  }
+
+  static open(url: string): Promise<TestSocket> {
+    const socket = new WebSocket(url);
+    const test = new TestSocket(socket);
+    sockets.push(test);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`could not open ${url} within ${waitDeadlineMs} ms`)), waitDeadlineMs);
+      socket.once("open", () => {
+        clearTimeout(timer);
+        resolve(test);
+      });
+      socket.once("error", (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+    });
+  }
+
+  send(data: string | Buffer): void {
+    this.socket.send(data, { binary: typeof data !== "string" });
+  }
+
+  sendJson(frame: Record<string, unknown>): void {
+    this.send(JSON.stringify(frame));
+  }
+
+  async frame(matches: (frame: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
+    await this.until(() => this.frames.some(matches) || this.closeCode !== undefined, "a matching frame");
+    const frame = this.frames.find(matches);
+    if (frame === undefined) throw new Error(`closed with ${String(this.closeCode)} before a matching frame; got ${JSON.stringify(this.frames)}`);
+    return frame;
+  }
+
+  async closed(): Promise<number> {
+    await this.until(() => this.closeCode !== undefined, "the close");
+    return this.closeCode ?? 0;
+  }
+
+  close(): void {
+    if (this.closeCode === undefined) this.socket.close();
+  }
+
+  private until(condition: () => boolean, what: string): Promise<void> {
+    if (condition()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.checks.delete(check);
+        reject(new Error(`waited ${waitDeadlineMs} ms for ${what}`));
+      }, waitDeadlineMs);
+      const check = (): void => {
+        if (!condition()) return;
+        clearTimeout(timer);
+        this.checks.delete(check);
+        resolve();
+      };
+      this.checks.add(check);
+    });
+  }
+
+  private notify(): void {
+    for (const check of [...this.checks]) check();
+  }
+}
+
+function httpUrl(path: string): string {
+  return `http://127.0.0.1:${server.port}${path}`;
+}
+
+async function authenticatedSocket(userId: string): Promise<TestSocket> {
+  const socket = await TestSocket.open(`ws://127.0.0.1:${server.port}/ws`);
+  socket.sendJson({ type: "hello", protocolVersion: 1, token: `valid:${userId}` });
+  await socket.frame((frame) => frame["type"] === "welcome");
+  return socket;
+}
+
+beforeAll(async () => {
+  temporaryDirectory = await mkdtemp(join(tmpdir(), "cellwire-edge-server-"));
+  devKeyDirectory = join(temporaryDirectory, "dev-keys");
+  const webDirectory = join(temporaryDirectory, "web");
+  await mkdir(webDirectory);
+  await writeFile(join(webDirectory, "index.html"), indexHtml);
+  await writeFile(join(webDirectory, "app.js"), appJs);
+  await writeFile(join(webDirectory, "notes.txt"), "not a web asset");
+  edge = fakeEdge();
+  server = await startServer(
+    loadNativeUws(),
+    edge.core,
+    { host: "127.0.0.1", port: 0, idleTimeoutMs: 120_000, sendBufferBytesMax: 1024 * 1024, isReady: () => ready },
+    {
+      signToken: (userId, deviceId) => signDevToken(devKeyDirectory, userId, deviceId === undefined ? {} : { deviceId }),
+      webDirectory,
+    },
+  );
+});
+
+afterAll(async () => {
+  for (const socket of sockets) socket.close();
+  edge?.core.closeAll();
+  server?.stopListening();
+  await rm(temporaryDirectory, { recursive: true, force: true });
+});
+
+describe("HTTP routes", () => {
+  it("listens on the port it picked", () => {
+    expect(server.port).toBeGreaterThan(0);
+  });
+
+  it("answers /healthz with 200 and JSON that counts sessions", async () => {
+    const response = await fetch(httpUrl("/healthz"));
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toBe("application/json");
+    expect(await response.json()).toEqual({ status: "ok", sessions: edge.core.sessionCount });
+  });
+
+  it("answers /readyz with 200 when ready and 503 when not", async () => {
+    ready = true;
+    const up = await fetch(httpUrl("/readyz"));
+    expect(up.status).toBe(200);
+    expect(await up.json()).toEqual({ ready: true });
+    ready = false;
+    try {
+      const down = await fetch(httpUrl("/readyz"));
+      expect(down.status).toBe(503);
+      expect(await down.json()).toEqual({ ready: false });
+    } finally {
+      ready = true;
+    }
+  });
+
+  it("signs a dev token for a valid user id that the dev verifier accepts", async () => {
+    const response = await fetch(httpUrl("/dev/token?userId=alice&deviceId=phone"));
+    expect(response.status).toBe(200);
+    expect(response.headers.get("cache-control")).toBe("no-store");
+    const body = (await response.json()) as { token?: unknown };
+    expect(typeof body.token).toBe("string");
+    const verifier = await createTokenVerifier({ mode: "dev", devKeyDirectory });
+    expect(await verifier.verify(String(body.token))).toEqual({ ok: true, identity: { userId: "alice", deviceId: "phone" } });
+  });
+
+  it.each(["/dev/token?userId=victim.%3E", "/dev/token", "/dev/token?userId=alice&deviceId=a%20b"])("refuses %s with 400", async (path) => {
+    const response = await fetch(httpUrl(path));
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ error: expect.any(String) });
+  });
+
+  it("serves the web page at / and its assets with their content types", async () => {
+    const page = await fetch(httpUrl("/"));
+    expect(page.status).toBe(200);
+    expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    expect(await page.text()).toBe(indexHtml);
+    const script = await fetch(httpUrl("/app.js"));
+    expect(script.status).toBe(200);
+    expect(script.headers.get("content-type")).toBe("text/javascript; charset=utf-8");
+    expect(await script.text()).toBe(appJs);
+  });
+
+  it("serves nothing but known web assets of the directory", async () => {
+    for (const path of ["/notes.txt", "/missing.html", "/../package.json", "/dev-keys/private.jwk.json"]) {
+      expect((await fetch(httpUrl(path))).status, path).toBe(404);
+    }
+  });
+});
+
+describe("WebSocket /ws", () => {
+  it("welcomes a session through the core and answers its requests", async () => {
+    const socket = await authenticatedSocket("alice");
+    expect(socket.frames[0]).toMatchObject({ type: "welcome", userId: "alice", deviceId: "default", cellId: "a" });
+    socket.sendJson({ type: "ping", requestId: "p1" });
+    expect(await socket.frame((frame) => frame["requestId"] === "p1")).toEqual({ type: "pong", requestId: "p1" });
+    socket.close();
+  });
+
+  it("closes a socket that sends a frame over frameBytesMax with 1009, and forgets its session", async () => {
+    const socket = await authenticatedSocket("bob");
+    await vi.waitFor(() => expect(edge.deliveries.sessionCount("bob")).toBe(1));
+    socket.send("x".repeat(frameBytesMax + 1));
+    expect(await socket.closed()).toBe(standardCloseCodes.messageTooBig);
+    await vi.waitFor(() => expect(edge.deliveries.sessionCount("bob")).toBe(0), { timeout: waitDeadlineMs });
+  });
+
+  it("still cuts a frame far past the limit (uWS's own cap, twice frameBytesMax) without a close frame", async () => {
+    const socket = await authenticatedSocket("bob");
+    socket.send("x".repeat(2 * frameBytesMax + 1));
+    expect(await socket.closed()).toBe(standardCloseCodes.abnormal);
+    await vi.waitFor(() => expect(edge.deliveries.sessionCount("bob")).toBe(0), { timeout: waitDeadlineMs });
+  });
+
+  it("accepts a frame of exactly frameBytesMax", async () => {
+    const socket = await authenticatedSocket("bob");
+    // Padded with spaces, which JSON allows around a value: the frame is decoded, not refused for its size.
+    const ping = JSON.stringify({ type: "ping", requestId: "big" });
+    socket.send(ping + " ".repeat(frameBytesMax - Buffer.byteLength(ping)));
+    expect(await socket.frame((frame) => frame["requestId"] === "big")).toEqual({ type: "pong", requestId: "big" });
+    socket.close();
+  });
+
+  it("answers a binary frame after welcome with malformed_frame and keeps the socket usable", async () => {
+    const socket = await authenticatedSocket("carol");
+    socket.send(Buffer.from([1, 2, 3]));
+    expect(await socket.frame((frame) => frame["type"] === "error")).toMatchObject({ code: "malformed_frame", retryable: false });
+    socket.sendJson({ type: "ping", requestId: "after-binary" });
+    expect(await socket.frame((frame) => frame["requestId"] === "after-binary")).toEqual({ type: "pong", requestId: "after-binary" });
+    expect(socket.closeCode).toBeUndefined();
+    expect(socket.binaryFrames).toEqual([]);
+    socket.close();
+  });
+
+  it("closes a socket whose first frame is binary with 4200", async () => {
+    const socket = await TestSocket.open(`ws://127.0.0.1:${server.port}/ws`);
+    socket.send(Buffer.from([1]));
+    expect(await socket.closed()).toBe(closeCodes.protocol_violation.code);
+  });
+
+  it("forgets the session of a client that goes away", async () => {
+    const socket = await authenticatedSocket("dave");
+    await vi.waitFor(() => expect(edge.deliveries.sessionCount("dave")).toBe(1));
+    socket.close();
+    await vi.waitFor(() => expect(edge.deliveries.sessionCount("dave")).toBe(0), { timeout: waitDeadlineMs });
+  });
+});

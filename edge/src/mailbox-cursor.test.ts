@@ -1,0 +1,132 @@
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import type { SequencedEvent } from "@cellwire/protocol";
+import { MailboxCursor } from "./mailbox-cursor.ts";
+
+function event(seq: number): SequencedEvent {
+  return {
+    seq,
+    event: {
+      kind: "message",
+      message: { conversationId: "g-AAAAAAAAAAAAAAAAAAAAAA", messageId: `m${seq}`, seq, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: `c${seq}`, body: `body ${seq}`, sentAtMs: seq },
+    },
+  };
+}
+
+function range(from: number, to: number): SequencedEvent[] {
+  return Array.from({ length: Math.max(0, to - from + 1) }, (_, index) => event(from + index));
+}
+
+/** A mailbox of `head` events served in pages of `pageSize`, as the cell does. */
+function pageOf(head: number, floor: number, afterSeq: number, limit: number, pageSize: number) {
+  return { events: range(afterSeq + 1, Math.min(head, afterSeq + Math.min(limit, pageSize))), headSeq: head, floorSeq: floor };
+}
+
+describe("MailboxCursor", () => {
+  it("starts live at the head when the device has no cursor", () => {
+    const cursor = new MailboxCursor(undefined, 10);
+    expect(cursor.nextPageRequest(50)).toEqual({ afterSeq: 0, limit: 0 });
+    expect(cursor.live(event(8))).toBe("hold");
+    expect(cursor.applyPage({ events: [], headSeq: 7, floorSeq: 0 })).toEqual({ kind: "events", events: [], done: true });
+    expect(cursor.finishSync()).toEqual({ events: [event(8)], complete: true });
+    expect(cursor.live(event(9))).toBe("send");
+    expect(cursor.live(event(9))).toBe("drop");
+  });
+
+  it("replays the backlog in pages, then the held live events, each once", () => {
+    const cursor = new MailboxCursor(2, 10);
+    expect(cursor.live(event(5))).toBe("hold");
+    expect(cursor.applyPage(pageOf(6, 0, 2, 2, 2))).toEqual({ kind: "events", events: [event(3), event(4)], done: false });
+    expect(cursor.live(event(6))).toBe("hold");
+    expect(cursor.applyPage(pageOf(6, 0, 4, 2, 2))).toEqual({ kind: "events", events: [event(5), event(6)], done: true });
+    expect(cursor.finishSync()).toEqual({ events: [], complete: true });
+    expect(cursor.seq).toBe(6);
+    expect(cursor.live(event(7))).toBe("send");
+  });
+
+  it("asks for a resync when the events after its seq were cut", () => {
+    const cursor = new MailboxCursor(3, 10);
+    expect(cursor.applyPage({ events: [], headSeq: 40, floorSeq: 10 })).toEqual({ kind: "resync", headSeq: 40 });
+    expect(cursor.seq).toBe(40);
+  });
+
+  it("turns a live gap into a sync that fills it", () => {
+    const cursor = new MailboxCursor(0, 10);
+    cursor.applyPage({ events: [], headSeq: 0, floorSeq: 0 });
+    cursor.finishSync();
+    expect(cursor.live(event(1))).toBe("send");
+    expect(cursor.live(event(3))).toBe("start_sync");
+    expect(cursor.live(event(4))).toBe("hold");
+    expect(cursor.applyPage(pageOf(4, 0, 1, 50, 50))).toEqual({ kind: "events", events: [event(2), event(3), event(4)], done: true });
+    expect(cursor.finishSync()).toEqual({ events: [], complete: true });
+  });
+
+  it("reads the mailbox again when held events overflowed", () => {
+    const cursor = new MailboxCursor(0, 1);
+    cursor.live(event(1));
+    cursor.live(event(2));
+    expect(cursor.applyPage({ events: [], headSeq: 0, floorSeq: 0 }).kind).toBe("events");
+    const first = cursor.finishSync();
+    expect(first.complete).toBe(false);
+    expect(first.events).toEqual([event(1)]);
+    cursor.applyPage(pageOf(2, 0, 1, 50, 50));
+    expect(cursor.finishSync()).toEqual({ events: [], complete: true });
+    expect(cursor.seq).toBe(2);
+  });
+
+  it("delivers 1..head exactly once in order, however pages and live events interleave", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 30 }),
+        fc.integer({ min: 0, max: 60 }),
+        fc.integer({ min: 1, max: 7 }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 200 }),
+        (resumeAfterSeq, extra, pageSize, heldMax, schedule) => {
+          // The mailbox grows from `start` to `start + extra` while the session runs; each live event is
+          // published once, after it is appended, and may arrive before or after the pages that hold it.
+          const start = resumeAfterSeq + 5;
+          let head = start;
+          let published = start;
+          const finalHead = start + extra;
+          const cursor = new MailboxCursor(resumeAfterSeq, heldMax);
+          const written: number[] = [];
+          const write = (events: SequencedEvent[]): void => void written.push(...events.map((item) => item.seq));
+          let step = 0;
+          const nextAction = (): number => schedule[step++ % Math.max(1, schedule.length)] ?? 0;
+          const runSync = (): void => {
+            for (let guard = 0; guard < 1000; guard++) {
+              for (;;) {
+                if (nextAction() === 0 && head < finalHead) head++;
+                const request = cursor.nextPageRequest(pageSize);
+                const outcome = cursor.applyPage(pageOf(head, 0, request.afterSeq, request.limit, pageSize));
+                if (outcome.kind === "resync") throw new Error("unexpected resync");
+                write(outcome.events);
+                if (nextAction() === 1 && published < head) cursor.live(event(++published));
+                if (outcome.done) break;
+              }
+              const finished = cursor.finishSync();
+              write(finished.events);
+              if (finished.complete) return;
+            }
+            throw new Error("sync did not finish");
+          };
+          runSync();
+          while (published < finalHead) {
+            if (head <= published) head++;
+            const decision = cursor.live(event(++published));
+            if (decision === "send") written.push(published);
+            if (decision === "start_sync") runSync();
+          }
+          while (published < head) {
+            const decision = cursor.live(event(++published));
+            if (decision === "send") written.push(published);
+            if (decision === "start_sync") runSync();
+          }
+          const expected = range(resumeAfterSeq + 1, head).map((item) => item.seq);
+          expect(written).toEqual(expected);
+        },
+      ),
+    );
+  });
+});

@@ -1,0 +1,119 @@
+// Where one session stands in its user's mailbox, pure: it decides which live events go to the device at
+// once, which wait while the backlog is read, and when to read more. It keeps the promise that a session
+// receives the mailbox in seq order with no gap and no duplicate, whether events arrive in a page, live,
+// or both.
+import type { SequencedEvent } from "@cellwire/protocol";
+
+export type LiveDecision = "send" | "drop" | "hold" | "start_sync";
+
+export type PageOutcome =
+  | { readonly kind: "events"; readonly events: SequencedEvent[]; readonly done: boolean }
+  | { readonly kind: "resync"; readonly headSeq: number };
+
+export type Page = { readonly events: readonly SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number };
+
+export class MailboxCursor {
+  private seqValue: number | undefined;
+  private syncing = true;
+  private readonly held = new Map<number, SequencedEvent>();
+  private overflowed = false;
+
+  /**
+   * @param resumeAfterSeq the last seq the device holds, or undefined to start live at the head.
+   * @param heldEventsMax live events kept while the backlog is read; past it they are dropped and read
+   *   from the mailbox instead (they are all in it).
+   */
+  constructor(
+    resumeAfterSeq: number | undefined,
+    private readonly heldEventsMax: number,
+  ) {
+    this.seqValue = resumeAfterSeq;
+  }
+
+  /** The last seq sent to the device (undefined until the head is known). */
+  get seq(): number | undefined {
+    return this.seqValue;
+  }
+
+  get isSyncing(): boolean {
+    return this.syncing;
+  }
+
+  /** Where the next page starts, and how many events to ask for (0 asks only for the head). */
+  nextPageRequest(pageLimit: number): { afterSeq: number; limit: number } {
+    return this.seqValue === undefined ? { afterSeq: 0, limit: 0 } : { afterSeq: this.seqValue, limit: pageLimit };
+  }
+
+  /** A live event arrived. "send": write it now (the cursor advanced); "start_sync": a gap, read pages. */
+  live(event: SequencedEvent): LiveDecision {
+    if (this.seqValue !== undefined && event.seq <= this.seqValue) return "drop";
+    if (this.syncing || this.seqValue === undefined) {
+      this.hold(event);
+      return "hold";
+    }
+    if (event.seq === this.seqValue + 1) {
+      this.seqValue = event.seq;
+      return "send";
+    }
+    this.hold(event);
+    this.syncing = true;
+    return "start_sync";
+  }
+
+  /** Applies a page read from the mailbox; returns what to write and whether the backlog is read. */
+  applyPage(page: Page): PageOutcome {
+    if (this.seqValue === undefined) {
+      this.seqValue = page.headSeq;
+      return { kind: "events", events: [], done: true };
+    }
+    const expected = this.seqValue + 1;
+    const first = page.events[0];
+    if (page.floorSeq > this.seqValue || (first !== undefined && first.seq !== expected)) {
+      // The events after our seq are gone (retention): the device must reload and continue from the head.
+      this.seqValue = page.headSeq;
+      this.dropHeldUpTo(page.headSeq);
+      return { kind: "resync", headSeq: page.headSeq };
+    }
+    const events: SequencedEvent[] = [];
+    for (const event of page.events) {
+      if (event.seq !== this.seqValue + 1) break;
+      events.push(event);
+      this.seqValue = event.seq;
+    }
+    const done = events.length === 0 || this.seqValue >= page.headSeq;
+    return { kind: "events", events, done };
+  }
+
+  /**
+   * Called when the pages are read: returns the held events that follow on, in order. `complete` false
+   * means a gap remains (or held events overflowed): read pages again before calling this once more.
+   */
+  finishSync(): { events: SequencedEvent[]; complete: boolean } {
+    const events: SequencedEvent[] = [];
+    const start = this.seqValue ?? 0;
+    this.dropHeldUpTo(start);
+    let next = start + 1;
+    for (let event = this.held.get(next); event !== undefined; event = this.held.get(next)) {
+      events.push(event);
+      this.held.delete(next);
+      this.seqValue = next;
+      next++;
+    }
+    const complete = this.held.size === 0 && !this.overflowed;
+    this.overflowed = false;
+    if (complete) this.syncing = false;
+    return { events, complete };
+  }
+
+  private hold(event: SequencedEvent): void {
+    if (this.held.size >= this.heldEventsMax) {
+      this.overflowed = true;
+      return;
+    }
+    this.held.set(event.seq, event);
+  }
+
+  private dropHeldUpTo(seq: number): void {
+    for (const held of [...this.held.keys()]) if (held <= seq) this.held.delete(held);
+  }
+}

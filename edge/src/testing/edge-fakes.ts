@@ -1,0 +1,344 @@
+// In-memory stand-ins for everything an EdgeCore talks to (socket, token verifier, directory, cell
+// router, delivery source, logger), so the session logic runs in process and every effect is observable.
+// Used by edge-core.test.ts and edge-server.integration.test.ts.
+import type { ServiceLogger, EntryResult } from "@cellwire/cluster";
+import {
+  decodeServerFrame,
+  type CellReply,
+  type CellRequest,
+  type DirectoryEntry,
+  type MailboxEvent,
+  type ServerFrame,
+} from "@cellwire/protocol";
+import type { TokenVerifier, VerifyOutcome } from "../auth/token-verifier.ts";
+import type { DeliverySource, DeliveryTarget } from "../delivery-hub.ts";
+import { DirectoryCache } from "../directory-cache.ts";
+import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../edge-core.ts";
+import { RequestHandler, type CellRouting, type DirectoryLookups } from "../request-handler.ts";
+
+export const waitDeadlineMs = 5000;
+
+export type Deferred<T> = { readonly promise: Promise<T>; resolve(value: T): void; reject(error: unknown): void };
+
+export function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((resolvePromise, rejectPromise) => {
+    resolve = resolvePromise;
+    reject = rejectPromise;
+  });
+  return { promise, resolve, reject };
+}
+
+/** Calls `check` on every `notify` until it returns true, failing past the deadline. */
+class Waiters {
+  private readonly checks = new Set<() => void>();
+
+  until(condition: () => boolean, what: string, deadlineMs = waitDeadlineMs): Promise<void> {
+    if (condition()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.checks.delete(check);
+        reject(new Error(`waited ${deadlineMs} ms for ${what}`));
+      }, deadlineMs);
+      const check = (): void => {
+        if (!condition()) return;
+        clearTimeout(timer);
+        this.checks.delete(check);
+        resolve();
+      };
+      this.checks.add(check);
+    });
+  }
+
+  notify(): void {
+    for (const check of [...this.checks]) check();
+  }
+}
+
+/**
+ * A socket as the core sees it. Records every text written and the close; a write or a close after the
+ * close breaks the SessionTransport contract and is recorded in `violations`.
+ */
+export class FakeTransport implements SessionTransport {
+  readonly texts: string[] = [];
+  readonly violations: string[] = [];
+  closeCode: number | undefined;
+  closeReason: string | undefined;
+  /** What the next sends report, as uWS would under backpressure. */
+  sendOutcome: SendOutcome = "sent";
+  buffered = 0;
+  private isClosed = false;
+  private session: Session | undefined;
+  private readonly waiters = new Waiters();
+
+  get frames(): Record<string, unknown>[] {
+    return this.texts.map((text) => JSON.parse(text) as Record<string, unknown>);
+  }
+
+  get isOpen(): boolean {
+    return !this.isClosed;
+  }
+
+  attach(session: Session | undefined): void {
+    this.session = session;
+  }
+
+  send(text: string): SendOutcome {
+    if (this.isClosed) {
+      this.violations.push(`send after close: ${text}`);
+      return "dropped";
+    }
+    const decoded = decodeServerFrame(text);
+    if (!decoded.ok) this.violations.push(`wrote a frame that is not a valid server frame (${decoded.failure.path} ${decoded.failure.reason}): ${text}`);
+    this.texts.push(text);
+    this.waiters.notify();
+    return this.sendOutcome;
+  }
+
+  bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.isClosed) {
+      this.violations.push(`close(${code}) after close`);
+      return;
+    }
+    this.isClosed = true;
+    this.closeCode = code;
+    this.closeReason = reason;
+    // uWS reports its own close to the session, as edge-server.ts wires it.
+    this.session?.closed();
+    this.waiters.notify();
+  }
+
+  /** The client sends a text frame. */
+  receive(text: string): void {
+    if (this.isClosed) throw new Error("the test sent on a closed socket");
+    this.session?.receive(text, false);
+  }
+
+  receiveJson(frame: Record<string, unknown>): void {
+    this.receive(JSON.stringify(frame));
+  }
+
+  receiveBinary(): void {
+    if (this.isClosed) throw new Error("the test sent on a closed socket");
+    this.session?.receive("", true);
+  }
+
+  /** The client goes away: the socket reports its close, as uWS's close handler does. */
+  peerClose(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.session?.closed();
+    this.waiters.notify();
+  }
+
+  /** The first frame (from `fromIndex` on) that matches, once written. */
+  async frame(matches: (frame: Record<string, unknown>) => boolean, fromIndex = 0): Promise<Record<string, unknown>> {
+    const found = (): Record<string, unknown> | undefined => this.frames.slice(fromIndex).find(matches);
+    await this.waiters.until(() => found() !== undefined || this.isClosed, "a matching frame");
+    const frame = found();
+    if (frame === undefined) throw new Error(`closed with ${String(this.closeCode)} before a matching frame; frames: ${this.texts.join(" | ")}`);
+    return frame;
+  }
+
+  async closed(): Promise<number> {
+    await this.waiters.until(() => this.closeCode !== undefined, `the close; frames: ${this.texts.join(" | ")}`);
+    return this.closeCode ?? 0;
+  }
+}
+
+/**
+ * Tokens are `valid:<userId>` or `valid:<userId>:<deviceId>`, `expired`, or anything else (invalid).
+ * `hold()` keeps the next verifications pending until released.
+ */
+export class FakeVerifier implements TokenVerifier {
+  readonly tokens: string[] = [];
+  private gate: Deferred<void> | undefined;
+
+  hold(): () => void {
+    const gate = deferred<void>();
+    this.gate = gate;
+    return () => {
+      this.gate = undefined;
+      gate.resolve();
+    };
+  }
+
+  async verify(token: string): Promise<VerifyOutcome> {
+    this.tokens.push(token);
+    if (this.gate !== undefined) await this.gate.promise;
+    if (token === "expired") return { ok: false, reason: "token_expired", detail: "exp has passed" };
+    const [prefix, userId, deviceId, ...rest] = token.split(":");
+    if (prefix !== "valid" || userId === undefined || userId === "" || rest.length > 0) return { ok: false, reason: "token_invalid", detail: "bad signature" };
+    return { ok: true, identity: { userId, deviceId } };
+  }
+}
+
+/** The directory: users live on `userCells` (default cell "a"); conversations exist once placed. */
+export class FakeDirectory implements DirectoryLookups {
+  readonly userCells = new Map<string, string>();
+  readonly conversations = new Map<string, DirectoryEntry>();
+  resolveUserCalls = 0;
+  /** When set, resolveUser fails with it. */
+  resolveUserFailure: Error | undefined;
+  /** When set, resolveUser waits for it. */
+  resolveUserGate: Promise<void> | undefined;
+
+  async resolveUser(userId: string): Promise<EntryResult> {
+    this.resolveUserCalls++;
+    if (this.resolveUserGate !== undefined) await this.resolveUserGate;
+    if (this.resolveUserFailure !== undefined) throw this.resolveUserFailure;
+    return { entry: { kind: "user", id: userId, cellId: this.userCells.get(userId) ?? "a", epoch: 1 }, placed: false };
+  }
+
+  async lookupConversation(conversationId: string): Promise<DirectoryEntry | undefined> {
+    return this.conversations.get(conversationId);
+  }
+
+  async placeConversation(conversationId: string, preferredCellId: string): Promise<EntryResult> {
+    const existing = this.conversations.get(conversationId);
+    if (existing !== undefined) return { entry: existing, placed: false };
+    const entry: DirectoryEntry = { kind: "conversation", id: conversationId, cellId: preferredCellId, epoch: 1 };
+    this.conversations.set(conversationId, entry);
+    return { entry, placed: true };
+  }
+}
+
+type CellAnswer = (cellId: string, request: CellRequest) => Promise<CellReply>;
+
+/**
+ * The cells: every request is recorded; `answers` decides replies per request type. Without an answer,
+ * a mailbox page is empty at seq 0 and anything else fails loudly.
+ */
+export class FakeCellRouting implements CellRouting {
+  readonly requests: { readonly cellId: string; readonly request: CellRequest }[] = [];
+  readonly answers = new Map<CellRequest["type"], CellAnswer>();
+
+  async request(cellId: string, request: CellRequest): Promise<CellReply> {
+    this.requests.push({ cellId, request });
+    const answer = this.answers.get(request.type);
+    if (answer !== undefined) return answer(cellId, request);
+    if (request.type === "cell.mailboxPage") return { type: "cell.mailboxEvents", userId: request.userId, events: [], headSeq: 0, floorSeq: 0 };
+    throw new Error(`FakeCellRouting has no answer for ${request.type}`);
+  }
+
+  requestsOf(type: CellRequest["type"]): CellRequest[] {
+    return this.requests.filter((entry) => entry.request.type === type).map((entry) => entry.request);
+  }
+}
+
+/** Sessions per user, counted as the NATS hub counts them: a target counts from the start of attach. */
+export class FakeDeliveries implements DeliverySource {
+  readonly targets = new Map<string, Set<DeliveryTarget>>();
+  /** When set, attach waits for it after registering the target (the hub's subscription flush). */
+  attachGate: Promise<void> | undefined;
+  attachFailure: Error | undefined;
+
+  async attach(userId: string, target: DeliveryTarget): Promise<void> {
+    let targets = this.targets.get(userId);
+    if (targets === undefined) {
+      targets = new Set();
+      this.targets.set(userId, targets);
+    }
+    targets.add(target);
+    if (this.attachGate !== undefined) await this.attachGate;
+    if (this.attachFailure !== undefined) throw this.attachFailure;
+  }
+
+  detach(userId: string, target: DeliveryTarget): void {
+    const targets = this.targets.get(userId);
+    if (targets === undefined) return;
+    targets.delete(target);
+    if (targets.size === 0) this.targets.delete(userId);
+  }
+
+  sessionCount(userId: string): number {
+    return this.targets.get(userId)?.size ?? 0;
+  }
+
+  /** Publishes a live mailbox event to every session of `userId`, as the hub does. */
+  publish(userId: string, seq: number, event: MailboxEvent): void {
+    const frame = JSON.stringify({ type: "event", seq, event });
+    for (const target of [...(this.targets.get(userId) ?? [])]) target.deliver({ seq, event }, frame);
+  }
+}
+
+export class RecordingLogger implements ServiceLogger {
+  readonly lines: { readonly level: "info" | "warn" | "error"; readonly message: string }[] = [];
+  readonly info = (message: string): void => void this.lines.push({ level: "info", message });
+  readonly warn = (message: string): void => void this.lines.push({ level: "warn", message });
+  readonly error = (message: string): void => void this.lines.push({ level: "error", message });
+}
+
+export const defaultTestLimits: EdgeLimits = {
+  authTimeoutMs: 5000,
+  heartbeatIntervalMs: 25_000,
+  sessionsMax: 100,
+  sessionsPerUserMax: 4,
+  requestsInFlightPerSessionMax: 8,
+  sendBufferBytesMax: 64 * 1024,
+  heldEventsPerSessionMax: 100,
+};
+
+export type FakeEdge = {
+  readonly core: EdgeCore;
+  readonly verifier: FakeVerifier;
+  readonly directory: FakeDirectory;
+  readonly cache: DirectoryCache;
+  readonly router: FakeCellRouting;
+  readonly handler: RequestHandler;
+  readonly deliveries: FakeDeliveries;
+  readonly logger: RecordingLogger;
+  readonly transports: FakeTransport[];
+  /** A new socket with its session (undefined when the core refused it). */
+  connect(): { transport: FakeTransport; session: Session | undefined };
+  /** A socket that sent a hello with a valid token for `userId` and got its welcome. */
+  authenticated(userId: string, hello?: Record<string, unknown>): Promise<{ transport: FakeTransport; session: Session; welcome: Record<string, unknown> }>;
+};
+
+export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
+  const verifier = new FakeVerifier();
+  const directory = new FakeDirectory();
+  const cache = new DirectoryCache(1000, 60_000, () => 0);
+  const router = new FakeCellRouting();
+  const handler = new RequestHandler(directory, cache, router);
+  const deliveries = new FakeDeliveries();
+  const logger = new RecordingLogger();
+  const core = new EdgeCore({ ...defaultTestLimits, ...limits }, verifier, handler, deliveries, logger);
+  const transports: FakeTransport[] = [];
+  const connect = (): { transport: FakeTransport; session: Session | undefined } => {
+    const transport = new FakeTransport();
+    transports.push(transport);
+    const session = core.openSession(transport);
+    transport.attach(session);
+    return { transport, session };
+  };
+  return {
+    core,
+    verifier,
+    directory,
+    cache,
+    router,
+    handler,
+    deliveries,
+    logger,
+    transports,
+    connect,
+    authenticated: async (userId, hello = {}) => {
+      const { transport, session } = connect();
+      if (session === undefined) throw new Error(`the core refused a session; closed with ${String(transport.closeCode)}`);
+      transport.receiveJson({ type: "hello", protocolVersion: 1, token: `valid:${userId}`, ...hello });
+      const welcome = await transport.frame((frame) => frame["type"] === "welcome");
+      return { transport, session, welcome };
+    },
+  };
+}
+
+/** Frames of one type, in order. */
+export function framesOfType(transport: FakeTransport, type: ServerFrame["type"]): Record<string, unknown>[] {
+  return transport.frames.filter((frame) => frame["type"] === type);
+}
