@@ -137,6 +137,8 @@ describe("CellwireClient: connecting", () => {
     expect(() => new CellwireClient({ ...base, url: "not a url" })).toThrow(TypeError);
     expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", deviceId: "bad device" })).toThrow(/deviceId/);
     expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", requestTimeoutMs: 0 })).toThrow(RangeError);
+    expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", resumeAfterSeq: -1 })).toThrow(/resumeAfterSeq/);
+    expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", resumeAfterSeq: 1.5 })).toThrow(RangeError);
   });
 });
 
@@ -400,14 +402,16 @@ describe("CellwireClient: reconnecting", () => {
 });
 
 describe("CellwireClient: incoming frames and heartbeat", () => {
-  it("emits live messages and server errors without a requestId as events", async () => {
+  it("emits live mailbox events and their messages, and server errors without a requestId", async () => {
     const { edge, client, errors } = setup();
+    const events: unknown[] = [];
     const messages: unknown[] = [];
+    client.on("event", (event) => events.push(event));
     client.on("message", (message) => messages.push(message));
     await client.connect();
-    const message = edge.store(directConversationId, "cm-live", "hi alice");
-    edge.lastSocket.deliver({ type: "message", message });
+    const message = edge.store(directConversationId, "cm-live", "hi alice", "bob");
     edge.lastSocket.deliver({ type: "error", code: "malformed_frame", message: "that was not JSON", retryable: false });
+    expect(events).toEqual([{ seq: 1, event: { kind: "message", message } }]);
     expect(messages).toEqual([message]);
     expect(errors).toEqual([expect.objectContaining({ code: "malformed_frame", message: "that was not JSON" })]);
   });
@@ -419,7 +423,9 @@ describe("CellwireClient: incoming frames and heartbeat", () => {
       "not json",
       JSON.stringify({ type: "ack", requestId: "r1" }),
       JSON.stringify({ type: "surprise" }),
-      JSON.stringify({ type: "message", message: { body: "no ids" } }),
+      JSON.stringify({ type: "message", message: { body: "the protocol has no message frame" } }),
+      JSON.stringify({ type: "event", seq: 1, event: { kind: "message", message: { body: "no ids" } } }),
+      JSON.stringify({ type: "event", seq: 0, event: { kind: "receipt" } }),
       new Uint8Array([1, 2, 3]),
     ];
     for (const frame of badFrames) expect(() => edge.lastSocket.deliver(frame)).not.toThrow();
@@ -474,10 +480,200 @@ describe("CellwireClient: incoming frames and heartbeat", () => {
   it("unsubscribes a listener", async () => {
     const { edge, client } = setup();
     const received: unknown[] = [];
+    const stillListening: unknown[] = [];
     const unsubscribe = client.on("message", (message) => received.push(message));
+    client.on("message", (message) => stillListening.push(message));
     await client.connect();
     unsubscribe();
-    edge.lastSocket.deliver({ type: "message", message: edge.store(directConversationId, "cm-x", "unheard") });
+    const message = edge.store(directConversationId, "cm-x", "unheard", "bob");
     expect(received).toEqual([]);
+    expect(stillListening).toEqual([message]);
+  });
+});
+
+describe("CellwireClient: mailbox", () => {
+  /** Records the mailbox events, messages, synced and resync frames the client emits, in one order. */
+  function record(client: CellwireClient): string[] {
+    const log: string[] = [];
+    client.on("event", (event) => log.push(`event ${event.seq}`));
+    client.on("message", (message) => log.push(`message ${message.body}`));
+    client.on("synced", (synced) => log.push(`synced ${synced.seq}`));
+    client.on("resync", (resync) => log.push(`resync ${resync.headSeq}`));
+    return log;
+  }
+
+  const fromBob = (edge: FakeEdge, body: string) => edge.store(directConversationId, `cm-${body}`, body, "bob");
+  const resumes = (edge: FakeEdge) => edge.framesOfType("hello").map((hello) => hello.resumeAfterSeq);
+
+  it("without a cursor starts live: no resumeAfterSeq, synced makes lastSeq known, then live events", async () => {
+    const { edge, client } = setup();
+    fromBob(edge, "before");
+    const log = record(client);
+    expect(client.lastSeq).toBeUndefined();
+    await client.connect();
+    // The fake writes welcome and synced in one go, as ws can deliver them in one tick: not missed.
+    await expect(client.whenSynced()).resolves.toBe(1);
+    expect(resumes(edge)).toEqual([undefined]);
+    expect(client.lastSeq).toBe(1);
+    fromBob(edge, "live");
+    expect(log).toEqual(["synced 1", "event 2", "message live"]);
+    expect(client.lastSeq).toBe(2);
+  });
+
+  it("resumes after the stored cursor: the backlog in order, then synced, then live events", async () => {
+    const { edge, client } = setup({ resumeAfterSeq: 2 });
+    for (const body of ["one", "two", "three", "four"]) fromBob(edge, body);
+    const log = record(client);
+    const events: unknown[] = [];
+    client.on("event", (event) => events.push(event));
+    const synced = client.whenSynced();
+    await client.connect();
+    await expect(synced).resolves.toBe(4);
+    expect(resumes(edge)).toEqual([2]);
+    fromBob(edge, "five");
+    expect(log).toEqual(["event 3", "message three", "event 4", "message four", "synced 4", "event 5", "message five"]);
+    expect(events).toEqual(edge.mailbox.slice(2));
+    expect(client.lastSeq).toBe(5);
+  });
+
+  it("resumes from lastSeq after a drop and after close(); events the edge replays twice are emitted once", async () => {
+    const { edge, clock, client } = setup({ resumeAfterSeq: 0 });
+    edge.replayOverlap = 3;
+    const seqs: number[] = [];
+    client.on("event", (event) => seqs.push(event.seq));
+    await client.connect();
+    fromBob(edge, "a");
+    fromBob(edge, "b");
+    edge.lastSocket.drop(standardCloseCodes.abnormal);
+    fromBob(edge, "c");
+    fromBob(edge, "d");
+    expect(seqs).toEqual([1, 2]);
+    clock.advanceBy(100);
+    await flush();
+    expect(client.state).toBe("open");
+    // The second session replayed 1..4 (overlap 3 before the cursor 2): 1 and 2 are dropped.
+    expect(resumes(edge)).toEqual([0, 2]);
+    expect(seqs).toEqual([1, 2, 3, 4]);
+    fromBob(edge, "e");
+    expect(seqs).toEqual([1, 2, 3, 4, 5]);
+
+    client.close();
+    fromBob(edge, "f");
+    await client.connect();
+    expect(resumes(edge)).toEqual([0, 2, 5]);
+    expect(seqs).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(client.lastSeq).toBe(6);
+  });
+
+  it("a gap emits nothing, reports mailbox_gap and reconnects resuming from lastSeq; the backlog fills it", async () => {
+    const { edge, clock, client, errors, states } = setup();
+    const seqs: number[] = [];
+    client.on("event", (event) => seqs.push(event.seq));
+    await client.connect();
+    fromBob(edge, "one");
+    // The edge loses event 2 on this session and sends event 3.
+    edge.deliverLive = false;
+    fromBob(edge, "two");
+    fromBob(edge, "three");
+    edge.deliverLive = true;
+    const socket = edge.lastSocket;
+    edge.sendEvents(socket, edge.mailbox.slice(2, 3));
+    expect(seqs).toEqual([1]);
+    expect(client.lastSeq).toBe(1);
+    expect(errors.map((error) => error.code)).toEqual(["mailbox_gap"]);
+    expect(errors[0]?.message).toMatch(/seq 3 when 2 was due/);
+    expect(socket.closedByClientWithCode).toBe(standardCloseCodes.normal);
+    expect(states.at(-1)).toMatchObject({ state: "waiting_to_reconnect", previousState: "open" });
+
+    clock.advanceBy(100);
+    await flush();
+    expect(client.state).toBe("open");
+    expect(resumes(edge)).toEqual([undefined, 1]);
+    expect(seqs).toEqual([1, 2, 3]);
+    expect(client.lastSeq).toBe(3);
+  });
+
+  it("resync (the events after the cursor were cut): lastSeq jumps to headSeq, then synced and live events", async () => {
+    const { edge, client } = setup({ resumeAfterSeq: 1 });
+    for (const body of ["one", "two", "three", "four", "five"]) fromBob(edge, body);
+    edge.retentionFloorSeq = 3;
+    const log = record(client);
+    await client.connect();
+    await expect(client.whenSynced()).resolves.toBe(5);
+    expect(log).toEqual(["resync 5", "synced 5"]);
+    expect(client.lastSeq).toBe(5);
+    fromBob(edge, "six");
+    expect(log.slice(2)).toEqual(["event 6", "message six"]);
+  });
+
+  it("emits the device's own message once, though its send is transmitted again and the edge replays its event", async () => {
+    const { edge, clock, client } = setup();
+    edge.replayOverlap = 5;
+    // The first edge stores the send (its event goes out live) but the connection dies before the ack.
+    edge.onRequest = (frame, socket) => {
+      if (frame.type !== "send" || socket !== edge.sockets[0]) return "default";
+      edge.store(frame.conversationId, frame.clientMessageId, frame.body);
+      return "ignore";
+    };
+    const messages: string[] = [];
+    client.on("message", (message) => messages.push(message.clientMessageId));
+    await client.connect();
+    const sent = client.send(directConversationId, "mine", { clientMessageId: "cm-own" });
+    await flush();
+    expect(messages).toEqual(["cm-own"]);
+    edge.lastSocket.drop(standardCloseCodes.abnormal);
+    clock.advanceBy(100);
+    await expect(sent).resolves.toMatchObject({ seq: 1, clientMessageId: "cm-own" });
+    await flush();
+    expect(edge.framesOfType("send")).toHaveLength(2);
+    expect(edge.mailbox).toHaveLength(1);
+    expect(messages).toEqual(["cm-own"]);
+  });
+
+  it("whenSynced: at once when the session has synced, else at the next synced; rejects when the client closes", async () => {
+    const { edge, clock, client } = setup();
+    const beforeConnect = client.whenSynced();
+    await client.connect();
+    await expect(beforeConnect).resolves.toBe(0);
+    await expect(client.whenSynced()).resolves.toBe(0);
+    fromBob(edge, "one");
+
+    edge.lastSocket.drop(closeCodes.going_away.code);
+    let settled = false;
+    const afterDrop = client.whenSynced().finally(() => {
+      settled = true;
+    });
+    fromBob(edge, "two");
+    // The next session is open but the edge has not sent its synced yet: the last session's does not count.
+    edge.syncAfterWelcome = false;
+    clock.advanceBy(100);
+    await flush();
+    expect(client.state).toBe("open");
+    const inOpenSession = client.whenSynced();
+    await flush();
+    expect(settled).toBe(false);
+    edge.sync(edge.lastSocket, 1);
+    await expect(afterDrop).resolves.toBe(2);
+    await expect(inOpenSession).resolves.toBe(2);
+    edge.syncAfterWelcome = true;
+
+    edge.lastSocket.drop(closeCodes.going_away.code);
+    const never = client.whenSynced();
+    client.close();
+    expect(await rejection(never)).toMatchObject({ code: "closed" });
+  });
+
+  it("ignores mailbox frames that arrive before the welcome", async () => {
+    const { edge, client } = setup();
+    const seqs: number[] = [];
+    client.on("event", (event) => seqs.push(event.seq));
+    const message = edge.store(directConversationId, "cm-early", "early", "bob");
+    edge.onHello = (_hello, socket) => {
+      socket.deliver({ type: "event", seq: 7, event: { kind: "message", message } });
+      return "welcome";
+    };
+    await client.connect();
+    expect(seqs).toEqual([]);
+    expect(client.lastSeq).toBe(1);
   });
 });

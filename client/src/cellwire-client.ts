@@ -1,5 +1,6 @@
-// The SDK's client: the I/O shell around connection-machine.ts. It owns the socket, the timers and the
-// pending requests; every decision about the connection is the machine's. client/BEHAVIOUR.md is the
+// The SDK's client: the I/O shell around connection-machine.ts and mailbox-position.ts. It owns the
+// socket, the timers and the pending requests; every decision about the connection is the machine's, and
+// every decision about mailbox frames (emit, drop, gap) is mailbox-position's. client/BEHAVIOUR.md is the
 // contract, and the tests follow it.
 import {
   decodeServerFrame,
@@ -13,7 +14,10 @@ import {
   type ErrorFrame,
   type HelloFrame,
   type Message,
+  type ResyncFrame,
+  type SequencedEvent,
   type ServerFrame,
+  type SyncedFrame,
   type WelcomeFrame,
 } from "@cellwire/protocol";
 import { backoffDelayMs, normaliseBackoffOptions, type BackoffOptions, type RandomSource } from "./backoff.ts";
@@ -33,6 +37,7 @@ import {
 } from "./connection-machine.ts";
 import { CellwireClientError } from "./errors.ts";
 import { Listeners, type Unsubscribe } from "./listeners.ts";
+import { applyMailboxFrame, resumeAfterSeqFor, type MailboxFrame } from "./mailbox-position.ts";
 import { isIdempotent, isReplyOf, type RequestBody, type RequestBodyOf, type RequestKind, type ReplyFrameOf } from "./request-kinds.ts";
 import { resolveWebSocketConstructor, type WebSocketConstructor, type WebSocketLike } from "./websocket-like.ts";
 
@@ -40,6 +45,10 @@ export type Welcome = Omit<WelcomeFrame, "type">;
 export type Ack = { conversationId: string; messageId: string; seq: number; sentAtMs: number; clientMessageId: string };
 export type HistoryPage = { conversationId: string; messages: Message[]; hasMore: boolean };
 export type StateChange = { readonly state: ConnectionStateName; readonly previousState: ConnectionStateName } & StateChangeDetail;
+/** The device holds every mailbox event up to `seq`; live events follow. */
+export type Synced = Omit<SyncedFrame, "type">;
+/** The mailbox cut the events the device lacked: reload what it shows through history; it continues from headSeq. */
+export type Resync = Omit<ResyncFrame, "type">;
 
 export type TokenRequest = { readonly reason: TokenReason };
 /** Returns a token for the hello frame; called before every connection attempt. */
@@ -47,7 +56,12 @@ export type TokenProvider = (request: TokenRequest) => Promise<string>;
 
 export type CellwireClientEvents = {
   state: StateChange;
+  /** Each mailbox event once, in mailbox order: the backlog after a resume, then live events. */
+  event: SequencedEvent;
+  /** The message of each "message" mailbox event, right after its "event". */
   message: Message;
+  synced: Synced;
+  resync: Resync;
   welcome: Welcome;
   error: CellwireClientError;
 };
@@ -57,6 +71,11 @@ export type CellwireClientOptions = {
   readonly url: string;
   readonly tokenProvider: TokenProvider;
   readonly deviceId?: string;
+  /**
+   * The last mailbox seq this device stored (0 asks for the whole mailbox); the first hello resumes after
+   * it. Without it the first session starts live at the mailbox head. Later hellos resume from lastSeq.
+   */
+  readonly resumeAfterSeq?: number;
   /** Defaults to globalThis.WebSocket; Node 20 has none, so pass the `ws` package's WebSocket there. */
   readonly WebSocket?: WebSocketConstructor;
   /** A request not settled within this time rejects with code "timeout" (default 10000). */
@@ -94,6 +113,7 @@ const defaults = {
 type Settings = {
   readonly url: string;
   readonly deviceId: string | undefined;
+  readonly resumeAfterSeq: number | undefined;
   readonly requestTimeoutMs: number;
   readonly pendingRequestsMax: number;
   readonly requestRetriesMax: number;
@@ -135,6 +155,11 @@ export class CellwireClient {
   private welcome: Welcome | null = null;
   private connecting: Deferred<Welcome> | null = null;
   private heartbeat: { cancel: CancelTimer; awaitingReply: boolean } | null = null;
+  private lastSeqValue: number | undefined = undefined;
+  /** The current session has received its `synced`. */
+  private sessionSynced = false;
+  /** One promise shared by every whenSynced() caller waiting for the next `synced`. */
+  private syncing: Deferred<number> | null = null;
 
   /** Insertion order is call order: queued requests are transmitted in it after a welcome. */
   private readonly pending = new Set<PendingRequest>();
@@ -151,6 +176,11 @@ export class CellwireClient {
 
   get state(): ConnectionStateName {
     return this.machine.name;
+  }
+
+  /** The last mailbox seq the device holds; undefined until a `synced` or an event makes it known. */
+  get lastSeq(): number | undefined {
+    return this.lastSeqValue;
   }
 
   /** The number of requests waiting for a reply (queued, in flight or waiting to retry). */
@@ -172,6 +202,16 @@ export class CellwireClient {
     const { promise } = this.connecting;
     this.dispatch({ type: "connect_requested" });
     return promise;
+  }
+
+  /**
+   * Resolves with lastSeq once the current session has received its `synced`: at once when it already
+   * has, otherwise at the next `synced`. Rejects with "closed" if the client closes first.
+   */
+  whenSynced(): Promise<number> {
+    if (this.machine.name === "open" && this.sessionSynced && this.lastSeqValue !== undefined) return Promise.resolve(this.lastSeqValue);
+    this.syncing ??= deferred<number>();
+    return this.syncing.promise;
   }
 
   /** Closes the socket and rejects every pending request with code "closed"; connect() may be called again. */
@@ -274,7 +314,7 @@ export class CellwireClient {
     return `r${this.requestCounter.toString(36)}`;
   }
 
-  private settleReply(frame: Exclude<ServerFrame, { type: "welcome" | "message" | "error" }>): void {
+  private settleReply(frame: Exclude<ServerFrame, MailboxFrame | { type: "welcome" | "error" }>): void {
     const entry = this.inFlight.get(frame.requestId);
     // Unknown ids are replies to an earlier transmission of a retried request, or heartbeat pongs.
     if (entry === undefined) return;
@@ -322,9 +362,10 @@ export class CellwireClient {
         this.dispatch({ type: "welcome_received", attemptId });
         return;
       }
-      case "message":
-        this.listeners.emit("message", frame.message);
-        return;
+      case "event":
+      case "synced":
+      case "resync":
+        return this.receiveMailboxFrame(frame, attemptId);
       case "error": {
         const entry = frame.requestId === undefined ? undefined : this.inFlight.get(frame.requestId);
         if (entry !== undefined) return this.settleErrorReply(entry, frame);
@@ -334,6 +375,38 @@ export class CellwireClient {
       }
       default:
         this.settleReply(frame);
+    }
+  }
+
+  private receiveMailboxFrame(frame: MailboxFrame, attemptId: number): void {
+    // The edge sends mailbox frames after the welcome; the position only moves within a session.
+    if (this.machine.name !== "open") return;
+    const outcome = applyMailboxFrame(this.lastSeqValue, frame);
+    if (outcome.kind === "gap") {
+      const { receivedSeq, expectedSeq, lastSeq } = outcome;
+      const text = `the edge sent mailbox seq ${receivedSeq} when ${expectedSeq} was due; reconnecting to resume after ${lastSeq}`;
+      this.emitError(new CellwireClientError("mailbox_gap", text, { retryable: true }));
+      this.dispatch({ type: "mailbox_gap", attemptId });
+      return;
+    }
+    this.lastSeqValue = outcome.lastSeq;
+    switch (frame.type) {
+      case "event":
+        if (outcome.kind !== "emit") return;
+        this.listeners.emit("event", { seq: frame.seq, event: frame.event });
+        if (frame.event.kind === "message") this.listeners.emit("message", frame.event.message);
+        return;
+      case "synced": {
+        this.sessionSynced = true;
+        this.listeners.emit("synced", { seq: frame.seq });
+        const syncing = this.syncing;
+        this.syncing = null;
+        syncing?.resolve(outcome.lastSeq);
+        return;
+      }
+      case "resync":
+        this.listeners.emit("resync", { headSeq: frame.headSeq });
+        return;
     }
   }
 
@@ -446,11 +519,13 @@ export class CellwireClient {
     const token = this.token;
     this.token = null;
     if (token === null || token.attemptId !== attemptId) throw new Error(`CellwireClient bug: no token for attempt ${attemptId}`);
+    const resumeAfterSeq = resumeAfterSeqFor(this.lastSeqValue, this.settings.resumeAfterSeq);
     const hello: HelloFrame = {
       type: "hello",
       protocolVersion,
       token: token.token,
       ...(this.settings.deviceId === undefined ? {} : { deviceId: this.settings.deviceId }),
+      ...(resumeAfterSeq === undefined ? {} : { resumeAfterSeq }),
     };
     this.sendText(JSON.stringify(hello));
   }
@@ -509,6 +584,7 @@ export class CellwireClient {
     this.heartbeat?.cancel();
     this.heartbeat = null;
     this.welcome = null;
+    this.sessionSynced = false;
     for (const [requestId, entry] of [...this.inFlight]) {
       this.inFlight.delete(requestId);
       entry.requestId = null;
@@ -530,6 +606,9 @@ export class CellwireClient {
     const connecting = this.connecting;
     this.connecting = null;
     connecting?.reject(error);
+    const syncing = this.syncing;
+    this.syncing = null;
+    syncing?.reject(error);
   }
 
   private emitError(error: CellwireClientError): void {
@@ -583,6 +662,7 @@ function normaliseOptions(options: CellwireClientOptions): Settings {
   return {
     url: options.url,
     deviceId: options.deviceId,
+    resumeAfterSeq: options.resumeAfterSeq === undefined ? undefined : nonNegativeInteger("resumeAfterSeq", options.resumeAfterSeq, 0),
     requestTimeoutMs: positiveInteger("requestTimeoutMs", options.requestTimeoutMs, defaults.requestTimeoutMs),
     pendingRequestsMax: positiveInteger("pendingRequestsMax", options.pendingRequestsMax, defaults.pendingRequestsMax),
     requestRetriesMax: nonNegativeInteger("requestRetriesMax", options.requestRetriesMax, defaults.requestRetriesMax),

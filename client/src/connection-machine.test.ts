@@ -128,6 +128,32 @@ describe("connection machine: transition table", () => {
     expect(types(effects)).toEqual(["emit_state", "close_socket", "end_session", "set_timer"]);
   });
 
+  it("open + mailbox_gap → close the socket, end the session, waiting_to_reconnect (as a drop)", () => {
+    const { state, effects } = step(open(), { type: "mailbox_gap", attemptId: 1 });
+    expect(state).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1 });
+    expect(effects).toEqual([
+      { type: "emit_state", state: "waiting_to_reconnect", previousState: "open", detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null } },
+      { type: "close_socket", code: standardCloseCodes.normal },
+      { type: "end_session", closeCode: null },
+      { type: "set_timer", delayMs: 100, purpose: "reconnect" },
+    ]);
+    const next = step(state, { type: "timer_fired" });
+    expect(next.effects).toContainEqual({ type: "fetch_token", attemptId: 2, reason: "reconnect" });
+    // A gap reported by the socket of an earlier attempt does not end the current session.
+    const reopened = run([token, opened, welcome], next.state);
+    expect(reopened).toMatchObject({ name: "open", attemptId: 2 });
+    expect(step(reopened, { type: "mailbox_gap", attemptId: 1 })).toEqual({ state: reopened, effects: [] });
+  });
+
+  it.each([
+    ["connecting", connectingSocket],
+    ["authenticating", authenticating],
+    ["waiting_to_reconnect", waiting],
+  ])("%s + mailbox_gap does nothing (no session to leave)", (_name, from) => {
+    const state = from();
+    expect(step(state, { type: "mailbox_gap", attemptId: state.attemptId })).toEqual({ state, effects: [] });
+  });
+
   it.each([
     ["idle", () => initialConnectionState, ["emit_state", "fail_requests"]],
     ["connecting", connectingForToken, ["emit_state", "clear_timer", "close_socket", "fail_requests"]],
@@ -226,7 +252,7 @@ describe("connection machine: close codes", () => {
 
 type InputSpec =
   | { readonly kind: "connect_requested" | "close_requested" | "timer_fired" }
-  | { readonly kind: "token_received" | "token_failed" | "socket_opened" | "welcome_received" | "heartbeat_missed"; readonly attemptOffset: number }
+  | { readonly kind: "token_received" | "token_failed" | "socket_opened" | "welcome_received" | "heartbeat_missed" | "mailbox_gap"; readonly attemptOffset: number }
   | { readonly kind: "socket_closed"; readonly attemptOffset: number; readonly code: number };
 
 const interestingCodes = [1000, 1001, 1006, 1009, 3000, 4000, 4001, 4002, 4099, 4100, 4101, 4102, 4199, 4200, 4201, 4202, 4299, 4500];
@@ -236,7 +262,7 @@ const attemptOffset = fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weigh
 const inputSpec: fc.Arbitrary<InputSpec> = fc.oneof(
   fc.constantFrom("connect_requested", "close_requested", "timer_fired").map((kind) => ({ kind })),
   fc
-    .record({ kind: fc.constantFrom("token_received", "token_failed", "socket_opened", "welcome_received", "heartbeat_missed"), attemptOffset })
+    .record({ kind: fc.constantFrom("token_received", "token_failed", "socket_opened", "welcome_received", "heartbeat_missed", "mailbox_gap"), attemptOffset })
     .map((spec) => spec as InputSpec),
   fc.record({ kind: fc.constant("socket_closed" as const), attemptOffset, code: fc.constantFrom(...interestingCodes) }),
 );

@@ -55,6 +55,8 @@ export type ConnectionInput =
   | { readonly type: "welcome_received"; readonly attemptId: number }
   | { readonly type: "socket_closed"; readonly attemptId: number; readonly code: number }
   | { readonly type: "heartbeat_missed"; readonly attemptId: number }
+  /** An event frame skipped mailbox seqs: a fresh session resumes from the last seq the device holds. */
+  | { readonly type: "mailbox_gap"; readonly attemptId: number }
   | { readonly type: "timer_fired" }
   | { readonly type: "close_requested" };
 
@@ -145,6 +147,7 @@ export function transition(
       return connectionLost(state, input.code, closeAdvice(input.code), [], options, environment);
 
     case "heartbeat_missed":
+    case "mailbox_gap":
       if (state.name !== "open" || !current) return noChange(state);
       return connectionLost(state, null, "reconnect", [{ type: "close_socket", code: standardCloseCodes.normal }], options, environment);
 

@@ -7,9 +7,11 @@ import type { ErrorCode } from "@cellwire/protocol";
  * - closed: the client is closed, or was stopped by the server, or the connection dropped while a request
  *   that is not safe to repeat was in flight (its outcome is unknown);
  * - too_many_pending: pendingRequestsMax requests are already waiting for replies;
- * - token_unavailable: the token provider failed or returned something that is not a token.
+ * - token_unavailable: the token provider failed or returned something that is not a token;
+ * - mailbox_gap (an "error" event only): an event frame skipped mailbox seqs; the client reconnects by
+ *   itself and resumes after the last seq it holds.
  */
-export type CellwireClientErrorCode = ErrorCode | "timeout" | "closed" | "too_many_pending" | "token_unavailable";
+export type CellwireClientErrorCode = ErrorCode | "timeout" | "closed" | "too_many_pending" | "token_unavailable" | "mailbox_gap";
 
 export class CellwireClientError extends Error {
   override readonly name = "CellwireClientError";

@@ -1,7 +1,23 @@
 // Pins the public API: what callers (web page, CLI, load tests) import from @cellwire/client.
 import { describe, expect, expectTypeOf, it } from "vitest";
 import * as client from "./index.ts";
-import type { Ack, CellwireClient, CellwireClientErrorCode, ConnectionStateName, ConversationSummary, HistoryPage, Message, TokenProvider, Welcome } from "./index.ts";
+import type {
+  Ack,
+  CellwireClient,
+  CellwireClientErrorCode,
+  CellwireClientEvents,
+  CellwireClientOptions,
+  ConnectionStateName,
+  ConversationSummary,
+  HistoryPage,
+  MailboxEvent,
+  Message,
+  Resync,
+  SequencedEvent,
+  Synced,
+  TokenProvider,
+  Welcome,
+} from "./index.ts";
 
 describe("@cellwire/client public entry", () => {
   it("exports the client, its error class and the id checks", () => {
@@ -20,5 +36,21 @@ describe("@cellwire/client public entry", () => {
     expectTypeOf<"timeout" | "closed" | "too_many_pending" | "not_a_member">().toExtend<CellwireClientErrorCode>();
     // A provider that ignores its argument fits, as the brief's `() => Promise<string>` does.
     expectTypeOf<() => Promise<string>>().toExtend<TokenProvider>();
+  });
+
+  it("types the mailbox: resume option, lastSeq, whenSynced and the events", () => {
+    expectTypeOf<CellwireClientOptions["resumeAfterSeq"]>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<CellwireClient["lastSeq"]>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<CellwireClient["whenSynced"]>().returns.resolves.toEqualTypeOf<number>();
+    expectTypeOf<CellwireClientEvents["event"]>().toEqualTypeOf<SequencedEvent>();
+    expectTypeOf<SequencedEvent>().toEqualTypeOf<{ seq: number; event: MailboxEvent }>();
+    expectTypeOf<Extract<MailboxEvent, { kind: "message" }>["message"]>().toEqualTypeOf<Message>();
+    expectTypeOf<CellwireClientEvents["message"]>().toEqualTypeOf<Message>();
+    expectTypeOf<CellwireClientEvents["synced"]>().toEqualTypeOf<Synced>();
+    expectTypeOf<Synced>().toEqualTypeOf<{ seq: number }>();
+    expectTypeOf<CellwireClientEvents["resync"]>().toEqualTypeOf<Resync>();
+    expectTypeOf<Resync>().toEqualTypeOf<{ headSeq: number }>();
+    expectTypeOf<"mailbox_gap">().toExtend<CellwireClientErrorCode>();
+    expectTypeOf<keyof CellwireClientEvents>().toEqualTypeOf<"state" | "event" | "message" | "synced" | "resync" | "welcome" | "error">();
   });
 });

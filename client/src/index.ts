@@ -6,7 +6,9 @@ export {
   type CellwireClientEvents,
   type CellwireClientOptions,
   type HistoryPage,
+  type Resync,
   type StateChange,
+  type Synced,
   type TokenProvider,
   type TokenRequest,
   type Welcome,
@@ -17,6 +19,6 @@ export type { CancelTimer, Clock } from "./clock.ts";
 export type { ClosedReason, ConnectionStateName, TokenReason } from "./connection-machine.ts";
 export type { Unsubscribe } from "./listeners.ts";
 export type { WebSocketConstructor, WebSocketLike } from "./websocket-like.ts";
-export type { ConversationKind, ConversationSummary, ErrorCode, Message } from "@cellwire/protocol";
+export type { ConversationKind, ConversationSummary, ErrorCode, MailboxEvent, Message, SequencedEvent } from "@cellwire/protocol";
 // Id and size checks for callers that validate input before it reaches the wire (the web page does).
 export { isConversationId, isDeviceId, isUserId, messageBodyLengthMax } from "@cellwire/protocol";

@@ -1,19 +1,45 @@
 // The client with the `ws` package's WebSocket (what Node callers pass) against a small ws server on a
-// loopback port: checks the real socket's event semantics (text data, close codes, error-then-close) that
-// the unit tests' fake imitates.
+// loopback port: checks the real socket's event semantics (text data, close codes, error-then-close, and
+// several frames read in one tick) that the unit tests' fake imitates. The server keeps one mailbox, as
+// the edge does: backlog after resumeAfterSeq, synced, then live events.
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
-import { closeCodes, decodeClientFrame, protocolVersion, type ServerFrame } from "@cellwire/protocol";
+import { closeCodes, decodeClientFrame, protocolVersion, type Message, type SequencedEvent, type ServerFrame } from "@cellwire/protocol";
 import { WebSocket, WebSocketServer } from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CellwireClient, type StateChange, type TokenRequest } from "./cellwire-client.ts";
+import { CellwireClient, type CellwireClientEvents, type StateChange, type TokenRequest } from "./cellwire-client.ts";
 import { directConversationId } from "./testing/fake-edge.ts";
 
 const deadlineMs = 5000;
 let server: WebSocketServer;
 let url: string;
 const serverSockets: WebSocket[] = [];
-const hellos: string[] = [];
+const hellos: { readonly token: string; readonly resumeAfterSeq: number | undefined }[] = [];
+/** alice's mailbox; the conversation's seq is the mailbox seq, as only one conversation exists here. */
+const mailbox: SequencedEvent[] = [];
+/** Sockets past their synced: they receive live events. */
+const liveSockets = new Set<WebSocket>();
+
+function frameText(frame: ServerFrame): string {
+  return JSON.stringify(frame);
+}
+
+function appendMessage(senderUserId: string, clientMessageId: string, body: string): Message {
+  const seq = mailbox.length + 1;
+  const message: Message = {
+    conversationId: directConversationId,
+    messageId: `m${seq}`,
+    seq,
+    senderUserId,
+    senderDeviceId: "d",
+    clientMessageId,
+    body,
+    sentAtMs: Date.now(),
+  };
+  mailbox.push({ seq, event: { kind: "message", message } });
+  for (const socket of liveSockets) socket.send(frameText({ type: "event", seq, event: { kind: "message", message } }));
+  return message;
+}
 
 beforeAll(async () => {
   server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
@@ -21,20 +47,26 @@ beforeAll(async () => {
   url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}/ws`;
   server.on("connection", (socket) => {
     serverSockets.push(socket);
-    let seq = 0;
+    socket.on("close", () => liveSockets.delete(socket));
     socket.on("message", (data) => {
       const decoded = decodeClientFrame(String(data));
       if (!decoded.ok) return socket.close(closeCodes.protocol_violation.code, "bad frame");
       const frame = decoded.frame;
-      const reply = (value: ServerFrame) => socket.send(JSON.stringify(value));
+      const reply = (value: ServerFrame) => socket.send(frameText(value));
       if (frame.type === "hello") {
-        hellos.push(frame.token);
+        hellos.push({ token: frame.token, resumeAfterSeq: frame.resumeAfterSeq });
         if (frame.token === "expired") return socket.close(closeCodes.token_expired.code, "expired");
-        return reply({ type: "welcome", protocolVersion, sessionId: `s${serverSockets.length}`, userId: "alice", deviceId: frame.deviceId ?? "d", cellId: "a", heartbeatIntervalMs: 60_000 });
+        reply({ type: "welcome", protocolVersion, sessionId: `s${serverSockets.length}`, userId: "alice", deviceId: frame.deviceId ?? "d", cellId: "a", heartbeatIntervalMs: 60_000 });
+        // Written back to back, so the client usually reads them in one tick with the welcome.
+        for (const { seq, event } of mailbox.slice(frame.resumeAfterSeq ?? mailbox.length)) reply({ type: "event", seq, event });
+        reply({ type: "synced", seq: mailbox.length });
+        liveSockets.add(socket);
+        return;
       }
       if (frame.type === "send") {
-        seq += 1;
-        return reply({ type: "ack", requestId: frame.requestId, conversationId: frame.conversationId, messageId: `m${seq}`, seq, sentAtMs: Date.now() });
+        const existing = mailbox.find(({ event }) => event.message.clientMessageId === frame.clientMessageId)?.event.message;
+        const message = existing ?? appendMessage("alice", frame.clientMessageId, frame.body);
+        return reply({ type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs });
       }
       if (frame.type === "ping") return reply({ type: "pong", requestId: frame.requestId });
     });
@@ -46,23 +78,29 @@ afterAll(async () => {
   await new Promise<void>((resolve, reject) => server.close((error) => (error === undefined ? resolve() : reject(error))));
 });
 
-function waitForState(client: CellwireClient, wanted: (change: StateChange) => boolean): Promise<StateChange> {
+function waitFor<E extends keyof CellwireClientEvents>(
+  client: CellwireClient,
+  event: E,
+  wanted: (payload: CellwireClientEvents[E]) => boolean,
+): Promise<CellwireClientEvents[E]> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       unsubscribe();
-      reject(new Error(`no matching state change within ${deadlineMs} ms (now ${client.state})`));
+      reject(new Error(`no matching ${event} event within ${deadlineMs} ms (state ${client.state})`));
     }, deadlineMs);
-    const unsubscribe = client.on("state", (change) => {
-      if (!wanted(change)) return;
+    const unsubscribe = client.on(event, (payload) => {
+      if (!wanted(payload)) return;
       clearTimeout(timer);
       unsubscribe();
-      resolve(change);
+      resolve(payload);
     });
   });
 }
 
+const waitForState = (client: CellwireClient, wanted: (change: StateChange) => boolean) => waitFor(client, "state", wanted);
+
 describe("CellwireClient with ws (Node)", () => {
-  it("connects, sends, refreshes its token after 4101, reconnects after an abrupt drop, and stops on 4200", async () => {
+  it("connects, sends, refreshes its token after 4101, resumes its mailbox after an abrupt drop, and stops on 4200", async () => {
     const tokens = ["expired", "good-1", "good-2"];
     const requests: TokenRequest[] = [];
     const client = new CellwireClient({
@@ -75,18 +113,35 @@ describe("CellwireClient with ws (Node)", () => {
       },
       backoff: { initialDelayMs: 10, delayMsMax: 50 },
     });
+    const events: string[] = [];
+    client.on("event", ({ seq, event }) => events.push(`${seq} ${event.message.body}`));
     try {
+      appendMessage("bob", "cm-before", "before the first connect");
       const welcome = await client.connect();
       expect(welcome).toMatchObject({ userId: "alice", deviceId: "node" });
-      expect(hellos.slice(0, 2)).toEqual(["expired", "good-1"]);
+      // Without a cursor the session starts live at the head; the synced may have come in the welcome's tick.
+      await expect(client.whenSynced()).resolves.toBe(1);
+      expect(hellos.slice(0, 2)).toEqual([
+        { token: "expired", resumeAfterSeq: undefined },
+        { token: "good-1", resumeAfterSeq: undefined },
+      ]);
       expect(requests.map((request) => request.reason)).toEqual(["connect", "refresh"]);
-      await expect(client.send(directConversationId, "over a real socket")).resolves.toMatchObject({ seq: 1 });
+      const ownEvent = waitFor(client, "message", (message) => message.clientMessageId === "cm-own");
+      await expect(client.send(directConversationId, "over a real socket", { clientMessageId: "cm-own" })).resolves.toMatchObject({ seq: 2 });
+      await ownEvent;
+      expect(client.lastSeq).toBe(2);
 
       const reopened = waitForState(client, (change) => change.state === "open");
       serverSockets.at(-1)?.terminate();
+      await waitForState(client, (change) => change.state === "waiting_to_reconnect");
+      appendMessage("bob", "cm-away-1", "while away 1");
+      appendMessage("bob", "cm-away-2", "while away 2");
       await reopened;
+      await expect(client.whenSynced()).resolves.toBe(4);
       expect(requests.at(-1)?.reason).toBe("reconnect");
-      await expect(client.send(directConversationId, "after the drop")).resolves.toMatchObject({ seq: 1 });
+      expect(hellos.at(-1)).toEqual({ token: "good-2", resumeAfterSeq: 2 });
+      expect(events).toEqual(["2 over a real socket", "3 while away 1", "4 while away 2"]);
+      await expect(client.send(directConversationId, "after the drop")).resolves.toMatchObject({ seq: 5 });
 
       const stopped = waitForState(client, (change) => change.state === "closed");
       serverSockets.at(-1)?.close(closeCodes.protocol_violation.code, "go away");

@@ -5,7 +5,7 @@ import { statusText } from "./connection-status.ts";
 import { MessageList, formatMessageLine } from "./message-list.ts";
 import { createDeviceId, parseTokenResponse, startParametersFrom, tokenPathFor, webSocketUrlFor } from "./page-urls.ts";
 
-/** The newest messages loaded when the conversation opens, and again after each reconnect. */
+/** The newest messages loaded when the conversation opens, and again after a resync. */
 const historyPageLimit = 50;
 const deviceIdStorageKey = "cellwire.deviceId";
 
@@ -92,6 +92,14 @@ function show(current: Session, message: Message): void {
   if (atBottom) elements.messages.scrollTop = elements.messages.scrollHeight;
 }
 
+/** Starts the list over from the newest history page: what was shown may have holes the mailbox cannot fill. */
+function reloadConversation(current: Session): void {
+  if (session !== current || current.conversationId === null) return;
+  current.list.clear();
+  elements.messages.replaceChildren();
+  loadHistory(current).catch((error: unknown) => showProblem(describe(error)));
+}
+
 async function loadHistory(current: Session): Promise<void> {
   if (current.conversationId === null) return;
   const page = await current.client.history(current.conversationId, { limit: historyPageLimit });
@@ -115,10 +123,9 @@ async function connect(userId: string, peerUserId: string): Promise<void> {
   client.on("error", (error) => {
     if (session === current) showProblem(describe(error));
   });
-  // The protocol has no resume yet: after a reconnect, reload the newest page to fill what was missed.
-  client.on("welcome", () => {
-    if (current.conversationId !== null) loadHistory(current).catch((error: unknown) => showProblem(describe(error)));
-  });
+  // A reconnect resumes the mailbox after the last event the client holds, so missed messages arrive as
+  // "message" events; only a resync (those events were cut by retention) needs the history reloaded.
+  client.on("resync", () => reloadConversation(current));
   render(current);
   try {
     await client.connect();

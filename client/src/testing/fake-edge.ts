@@ -1,6 +1,8 @@
 // An in-memory edge for the client's unit tests: fake sockets that the test opens, feeds and drops by
 // hand, and a server that answers hello and requests like the real edge (deduplicating sends by
-// clientMessageId). Every frame the client writes is checked with the protocol's own decoder.
+// clientMessageId) and keeps the user's mailbox: after the welcome it replays the backlog after the
+// hello's resumeAfterSeq (or answers resync below the retention floor), sends synced, then live events.
+// Every frame the client writes is checked with the protocol's own decoder.
 import {
   decodeClientFrame,
   protocolVersion,
@@ -8,7 +10,9 @@ import {
   type ClientRequestFrame,
   type ConversationSummary,
   type HelloFrame,
+  type MailboxEvent,
   type Message,
+  type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
 import type { WebSocketConstructor, WebSocketLike } from "../websocket-like.ts";
@@ -100,7 +104,19 @@ export class FakeEdge {
   heartbeatIntervalMs = 30_000;
   onHello: HelloHandler = () => "welcome";
   onRequest: RequestHandler = () => "default";
+  /** After a welcome, replay the backlog and send synced; false leaves the session's mailbox to the test. */
+  syncAfterWelcome = true;
+  /** A misbehaving edge: each replay starts this many seqs before the hello's resumeAfterSeq. */
+  replayOverlap = 0;
+  /** Events up to this seq were cut by retention; a resume below it is answered with resync. */
+  retentionFloorSeq = 0;
+  /** false: appended events reach no socket live (as if the edge lost them); resumes still replay them. */
+  deliverLive = true;
   readonly WebSocket: WebSocketConstructor;
+  /** The user's mailbox: the event with seq n is at index n - 1. */
+  readonly mailbox: SequencedEvent[] = [];
+  /** The last mailbox seq sent on each synced socket; live events go to these sockets. */
+  private readonly socketSeqs = new Map<FakeSocket, number>();
   private readonly storedByClientMessageId = new Map<string, Message>();
   private readonly logs = new Map<string, Message[]>();
 
@@ -123,6 +139,10 @@ export class FakeEdge {
     return this.received.map((entry) => entry.frame).filter((frame): frame is Extract<ClientFrame, { type: T }> => frame.type === type);
   }
 
+  get mailboxHeadSeq(): number {
+    return this.mailbox.length;
+  }
+
   storedMessages(conversationId: string): readonly Message[] {
     return this.logs.get(conversationId) ?? [];
   }
@@ -137,8 +157,10 @@ export class FakeEdge {
     this.received.push({ socket, frame });
     if (frame.type === "hello") {
       const outcome = this.onHello(frame, socket);
-      if (outcome === "welcome") socket.deliver(this.welcomeFor(frame));
-      else if (outcome !== "ignore") socket.drop(outcome.closeCode);
+      if (outcome === "welcome") {
+        socket.deliver(this.welcomeFor(frame));
+        if (this.syncAfterWelcome) this.sync(socket, frame.resumeAfterSeq);
+      } else if (outcome !== "ignore") socket.drop(outcome.closeCode);
       return;
     }
     const reply = this.onRequest(frame, socket);
@@ -181,8 +203,11 @@ export class FakeEdge {
     }
   }
 
-  /** Stores a message once per clientMessageId, as the real cell does. */
-  store(conversationId: string, clientMessageId: string, body: string): Message {
+  /**
+   * Stores a message once per clientMessageId, as the real cell does, and appends it to the user's
+   * mailbox (sent live to every synced socket). `senderUserId` other than the user's: a peer's message.
+   */
+  store(conversationId: string, clientMessageId: string, body: string, senderUserId = this.userId): Message {
     const existing = this.storedByClientMessageId.get(clientMessageId);
     if (existing !== undefined) return existing;
     const log = this.logs.get(conversationId) ?? [];
@@ -190,7 +215,7 @@ export class FakeEdge {
       conversationId,
       messageId: `m${this.storedByClientMessageId.size + 1}`,
       seq: log.length + 1,
-      senderUserId: this.userId,
+      senderUserId,
       senderDeviceId: "device1",
       clientMessageId,
       body,
@@ -199,7 +224,39 @@ export class FakeEdge {
     log.push(message);
     this.logs.set(conversationId, log);
     this.storedByClientMessageId.set(clientMessageId, message);
+    this.append({ kind: "message", message });
     return message;
+  }
+
+  /** Appends to the mailbox and sends the event live to every open socket that is synced. */
+  append(event: MailboxEvent): SequencedEvent {
+    const sequenced: SequencedEvent = { seq: this.mailbox.length + 1, event };
+    this.mailbox.push(sequenced);
+    if (!this.deliverLive) return sequenced;
+    for (const [socket, seq] of this.socketSeqs) {
+      if (socket.readyState !== "open") this.socketSeqs.delete(socket);
+      else if (seq === sequenced.seq - 1) this.sendEvents(socket, [sequenced]);
+    }
+    return sequenced;
+  }
+
+  /** What the real edge does after a welcome: the backlog after resumeAfterSeq (or resync), then synced. */
+  sync(socket: FakeSocket, resumeAfterSeq: number | undefined): void {
+    const headSeq = this.mailboxHeadSeq;
+    if (resumeAfterSeq !== undefined && resumeAfterSeq < this.retentionFloorSeq) {
+      socket.deliver({ type: "resync", headSeq });
+    } else if (resumeAfterSeq !== undefined) {
+      this.sendEvents(socket, this.mailbox.slice(Math.max(0, resumeAfterSeq - this.replayOverlap)));
+    }
+    socket.deliver({ type: "synced", seq: headSeq });
+    this.socketSeqs.set(socket, headSeq);
+  }
+
+  /** Sends events as they are, whatever their order: tests use it to play a misbehaving edge. */
+  sendEvents(socket: FakeSocket, events: readonly SequencedEvent[]): void {
+    for (const { seq, event } of events) socket.deliver({ type: "event", seq, event });
+    const last = events.at(-1);
+    if (last !== undefined && this.socketSeqs.has(socket)) this.socketSeqs.set(socket, last.seq);
   }
 
   private summary(conversationId: string, kind: "direct" | "group", title: string | null, memberUserIds: string[]): ConversationSummary {
