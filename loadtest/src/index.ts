@@ -1,3 +1,28 @@
-// Stub: the load scripts and the history checker described in loadtest/README.md are not written yet.
-// This export only gives the workspace an entry point.
-export const loadtestStatus = "stub" as const;
+// @cellwire/loadtest: correctness tooling for runs against Cellwire. Today the history checker and the
+// dump of the cell databases it reads; the load scripts are still to come (see README.md).
+export {
+  checkHistory,
+  findingKinds,
+  findingsListedMax,
+  idsListedMax,
+  type AckRecord,
+  type CheckReport,
+  type ConversationMembers,
+  type DatabaseSnapshot,
+  type DeliveredEvent,
+  type DeviceDeliveries,
+  type Finding,
+  type FindingKind,
+  type HistoryRecord,
+  type MailboxEntry,
+  type SendRecord,
+  type StoredMailbox,
+} from "./history-checker.ts";
+export {
+  DatabaseDumpError,
+  dumpCellDatabases,
+  dumpPageRowsDefault,
+  dumpRowsPerTableMax,
+  type DatabaseDumpErrorCode,
+  type DumpCellDatabasesOptions,
+} from "./database-dump.ts";
