@@ -30,13 +30,18 @@ async function withDeadline<T>(promise: Promise<T>, deadlineMs: number, what: st
   }
 }
 
-async function connectAs(userId: string, options: ConnectionOptions): Promise<CellwireClient> {
-  const client = new CellwireClient({
+function createClient(userId: string, options: ConnectionOptions, resumeAfterSeq?: number): CellwireClient {
+  return new CellwireClient({
     url: options.edgeUrl,
     deviceId: options.deviceId,
     WebSocket,
+    ...(resumeAfterSeq === undefined ? {} : { resumeAfterSeq }),
     tokenProvider: async () => options.token ?? (await signDevToken(defaultDevKeyDirectory, userId, { deviceId: options.deviceId })),
   });
+}
+
+/** Connects within a deadline; listeners MUST be added before, since events may follow the welcome at once. */
+async function connectWithin(client: CellwireClient, options: ConnectionOptions): Promise<CellwireClient> {
   try {
     await withDeadline(client.connect(), connectDeadlineMs, `connecting to ${options.edgeUrl}`);
   } catch (error) {
@@ -46,24 +51,31 @@ async function connectAs(userId: string, options: ConnectionOptions): Promise<Ce
   return client;
 }
 
+function connectAs(userId: string, options: ConnectionOptions): Promise<CellwireClient> {
+  return connectWithin(createClient(userId, options), options);
+}
+
 async function* inputLines(): AsyncGenerator<string> {
   for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
     if (line.trim() !== "") yield line;
   }
 }
 
-export type SendOptions = ConnectionOptions & { readonly userId: string; readonly peerUserId: string; readonly text: string | undefined };
+/** Where a send goes: the direct conversation with a peer, or a conversation by id (a group). */
+export type SendTarget = { readonly peerUserId: string } | { readonly conversationId: string };
+export type SendOptions = ConnectionOptions & { readonly userId: string; readonly target: SendTarget; readonly text: string | undefined };
 
 /** Sends one message, or each stdin line in order (each waits for the previous ack); non-zero if any failed. */
 export async function runSend(options: SendOptions): Promise<number> {
   const client = await connectAs(options.userId, options);
   let failures = 0;
   try {
-    const conversation = await client.openDirect(options.peerUserId);
+    const target = options.target;
+    const conversationId = "conversationId" in target ? target.conversationId : (await client.openDirect(target.peerUserId)).conversationId;
     const texts: AsyncIterable<string> | string[] = options.text === undefined ? inputLines() : [options.text];
     for await (const text of texts) {
       try {
-        const ack = await client.send(conversation.conversationId, text);
+        const ack = await client.send(conversationId, text);
         printJson({ conversationId: ack.conversationId, messageId: ack.messageId, seq: ack.seq, sentAtMs: ack.sentAtMs });
       } catch (error) {
         failures++;
@@ -76,34 +88,45 @@ export async function runSend(options: SendOptions): Promise<number> {
   return failures === 0 ? 0 : 1;
 }
 
-export type ListenOptions = ConnectionOptions & { readonly userId: string; readonly count: number | undefined; readonly timeoutMs: number | undefined };
+export type ListenOptions = ConnectionOptions & {
+  readonly userId: string;
+  readonly count: number | undefined;
+  readonly timeoutMs: number | undefined;
+  /** Resume after this mailbox seq (0: the whole mailbox); without it, start live. */
+  readonly sinceSeq: number | undefined;
+};
 
-/** Prints each live event as one JSON line; exits 0 after `count` events, 1 on timeout. */
+/**
+ * Prints each mailbox event as one JSON line (the backlog after --since first, then live events); exits 0
+ * after `count` events, 1 on timeout.
+ */
 export async function runListen(options: ListenOptions): Promise<number> {
-  const client = await connectAs(options.userId, options);
-  return new Promise<number>((resolve) => {
-    let received = 0;
-    const finish = (status: number): void => {
-      clearTimeout(timer);
-      unsubscribe();
-      client.close();
-      resolve(status);
-    };
-    const timer =
-      options.timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => {
-            process.stderr.write(`cellwire: timed out after ${options.timeoutMs} ms with ${received} event(s)\n`);
-            finish(1);
-          }, options.timeoutMs);
-    const unsubscribe = client.on("message", (message) => {
-      printJson({ type: "message", message });
-      received++;
-      if (options.count !== undefined && received >= options.count) finish(0);
-    });
-    // Tell a script that waits for us (tests, shell pipelines) that the subscription is live.
-    process.stderr.write(`cellwire: listening as ${options.userId} on ${options.edgeUrl}\n`);
+  const client = createClient(options.userId, options, options.sinceSeq);
+  let received = 0;
+  let settle: (status: number) => void = () => {};
+  const finished = new Promise<number>((resolve) => {
+    settle = resolve;
   });
+  const unsubscribe = client.on("event", ({ seq, event }) => {
+    printJson({ type: "event", seq, event });
+    received++;
+    if (options.count !== undefined && received >= options.count) settle(0);
+  });
+  await connectWithin(client, options);
+  // Tell a script that waits for us (tests, shell pipelines) once the backlog is read and events are live.
+  void client.whenSynced().then((seq) => process.stderr.write(`cellwire: listening as ${options.userId} on ${options.edgeUrl} (synced at ${seq})\n`));
+  const timer =
+    options.timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          process.stderr.write(`cellwire: timed out after ${options.timeoutMs} ms with ${received} event(s)\n`);
+          settle(1);
+        }, options.timeoutMs);
+  const status = await finished;
+  clearTimeout(timer);
+  unsubscribe();
+  client.close();
+  return status;
 }
 
 export type HistoryOptions = ConnectionOptions & { readonly userId: string; readonly peerUserId: string; readonly limit: number };

@@ -10,7 +10,10 @@ Commands:
   token <userId> [--device <id>]                  print a dev token (dev-mode edges accept it)
   send --as <user> --to <user> [text]             send a direct message; without text, each stdin line
                                                    is one message, in order; prints each ack as JSON
-  listen --as <user> [--count N] [--timeout-ms T] print each received event as one JSON line
+  send --as <user> --conversation <id> [text]     the same, to a conversation by id (a group)
+  listen --as <user> [--since SEQ] [--count N] [--timeout-ms T]
+                                                  print each mailbox event as one JSON line: those after
+                                                   mailbox seq SEQ first (0: all), then live ones
   history --as <user> --with <user> [--limit N]   print a direct conversation, oldest first
   up                                              run the local topology (what npm start runs)
 
@@ -23,6 +26,8 @@ Options for send, listen and history:
 const options = {
   as: { type: "string" },
   to: { type: "string" },
+  conversation: { type: "string" },
+  since: { type: "string" },
   with: { type: "string" },
   device: { type: "string" },
   edge: { type: "string", default: "ws://127.0.0.1:8080/ws" },
@@ -41,6 +46,12 @@ function positiveInteger(name: string, raw: string | undefined, fallback: number
   if (raw === undefined) return fallback;
   const value = Number(raw);
   if (!Number.isSafeInteger(value) || value < 1) throw new UsageError(`--${name} must be a positive integer`);
+  return value;
+}
+
+function sequenceNumber(name: string, raw: string): number {
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 0) throw new UsageError(`--${name} must be a mailbox seq (an integer ≥ 0)`);
   return value;
 }
 
@@ -65,14 +76,18 @@ async function main(argv: string[]): Promise<number> {
       if (userId === undefined) throw new UsageError("token needs a user id");
       return runToken(userId, values.device);
     }
-    case "send":
-      return runSend({ ...connection, userId: required("as", values.as), peerUserId: required("to", values.to), text: rest.length > 0 ? rest.join(" ") : undefined });
+    case "send": {
+      if ((values.to === undefined) === (values.conversation === undefined)) throw new UsageError("send needs exactly one of --to and --conversation");
+      const target = values.conversation === undefined ? { peerUserId: required("to", values.to) } : { conversationId: values.conversation };
+      return runSend({ ...connection, userId: required("as", values.as), target, text: rest.length > 0 ? rest.join(" ") : undefined });
+    }
     case "listen":
       return runListen({
         ...connection,
         userId: required("as", values.as),
         count: positiveInteger("count", values.count, undefined),
         timeoutMs: positiveInteger("timeout-ms", values["timeout-ms"], undefined),
+        sinceSeq: values.since === undefined ? undefined : sequenceNumber("since", values.since),
       });
     case "history":
       return runHistory({ ...connection, userId: required("as", values.as), peerUserId: required("with", values.with), limit: positiveInteger("limit", values.limit, 50) ?? 50 });

@@ -254,9 +254,10 @@ describe("the spine", () => {
 
     const heard = await listener.done;
     expect(heard.status).toBe(0);
-    const events = heard.stdout.trim().split("\n").map((line) => JSON.parse(line) as { type: string; message: Message });
-    expect(events.map((event) => event.message.body)).toEqual(["from the command line", "and again"]);
-    expect(events[0]?.message.messageId).toBe(ack.messageId);
+    const events = heard.stdout.trim().split("\n").map((line) => JSON.parse(line) as { type: string; seq: number; event: { kind: string; message: Message } });
+    expect(events.map((event) => event.event.message.body)).toEqual(["from the command line", "and again"]);
+    expect(events[0]?.event.message.messageId).toBe(ack.messageId);
+    expect(events[1]?.seq).toBe((events[0]?.seq ?? 0) + 1);
 
     const history = await runCli(["history", "--as", "bob", "--with", "alice", "--edge", edgeUrl(1), "--limit", "100"]).done;
     expect(history.status).toBe(0);
