@@ -15,6 +15,11 @@ export type CellRouterOptions = {
   readonly requestTimeoutMs: number;
   /** Attempts per request, the first included; each waits a jittered backoff before the next. */
   readonly attemptsMax: number;
+  /**
+   * Time one request may take over all its attempts. Set above the lease so that a request whose owner
+   * died is answered by the successor once the dead owner's lease expires, not failed before.
+   */
+  readonly deadlineMs?: number;
   readonly retryBackoff: BackoffPolicy;
   /** Cells watched at once; past it the least recently used cell's watcher is stopped. */
   readonly watchedCellsMax: number;
@@ -35,9 +40,14 @@ export class CellRouter {
   /** Sends a request to the owner of its key in `cellId`; returns the owner's reply (errors included). */
   async request(cellId: string, request: CellRequest): Promise<CellReply> {
     const key = cellRequestKey(request);
+    const deadlineAtMs = this.clock.monotonicNowMs() + (this.options.deadlineMs ?? Number.POSITIVE_INFINITY);
     let lastError: unknown;
     for (let attempt = 0; attempt < this.options.attemptsMax; attempt++) {
-      if (attempt > 0) await this.sleep(backoffDelayMs(this.options.retryBackoff, attempt - 1, this.random));
+      if (attempt > 0) {
+        const remainingMs = deadlineAtMs - this.clock.monotonicNowMs();
+        if (remainingMs <= 0) break;
+        await this.sleep(Math.min(remainingMs, backoffDelayMs(this.options.retryBackoff, attempt - 1, this.random)));
+      }
       let watcher: MembershipWatcher;
       try {
         watcher = await this.watcher(cellId);
@@ -53,7 +63,8 @@ export class CellRouter {
         continue;
       }
       try {
-        const reply = await requestJson(this.connection, subject, request, cellReply, this.options.requestTimeoutMs, "cell_unavailable");
+        const timeoutMs = Math.max(1, Math.min(this.options.requestTimeoutMs, deadlineAtMs - this.clock.monotonicNowMs()));
+        const reply = await requestJson(this.connection, subject, request, cellReply, timeoutMs, "cell_unavailable");
         if (reply.type === "cell.error" && reply.code === "not_owner") {
           lastError = new UnavailableError("cell_unavailable", `worker ${owner} of cell ${cellId} disowned ${key}`);
           continue;

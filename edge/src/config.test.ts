@@ -43,7 +43,8 @@ describe("loadEdgeConfig", () => {
       directoryCacheTtlMs: 60_000,
       directoryTimeoutMs: 2000,
       cellRequestTimeoutMs: 3000,
-      cellRequestAttemptsMax: 4,
+      cellRequestAttemptsMax: 40,
+      cellRequestDeadlineMs: 8000,
       leaseMs: 3000,
       webDirectory: undefined,
     });

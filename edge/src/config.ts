@@ -37,6 +37,8 @@ export type EdgeConfig = {
   readonly directoryTimeoutMs: number;
   readonly cellRequestTimeoutMs: number;
   readonly cellRequestAttemptsMax: number;
+  /** All attempts of one cell request; above the workers' lease, so a failover is waited out. */
+  readonly cellRequestDeadlineMs: number;
   readonly leaseMs: number;
   /** Dev mode only: the built web page to serve at /. */
   readonly webDirectory: string | undefined;
@@ -76,7 +78,8 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     directoryCacheTtlMs: reader.integer("EDGE_DIRECTORY_CACHE_TTL_MS", 60_000, 1, 86_400_000),
     directoryTimeoutMs: reader.integer("EDGE_DIRECTORY_TIMEOUT_MS", 2000, 50, 60_000),
     cellRequestTimeoutMs: reader.integer("EDGE_CELL_REQUEST_TIMEOUT_MS", 3000, 50, 60_000),
-    cellRequestAttemptsMax: reader.integer("EDGE_CELL_REQUEST_ATTEMPTS_MAX", 4, 1, 20),
+    cellRequestAttemptsMax: reader.integer("EDGE_CELL_REQUEST_ATTEMPTS_MAX", 40, 1, 1000),
+    cellRequestDeadlineMs: reader.integer("EDGE_CELL_REQUEST_DEADLINE_MS", 8000, 100, 120_000),
     leaseMs: reader.integer("EDGE_LEASE_MS", 3000, 100, 600_000),
     webDirectory: reader.optionalString("EDGE_WEB_DIR"),
   };
