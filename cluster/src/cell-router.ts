@@ -27,6 +27,7 @@ export type CellRouterOptions = {
 
 export class CellRouter {
   private readonly watchers = new Map<string, Promise<MembershipWatcher>>();
+  private readonly ringListeners = new Set<(cellId: string) => void>();
 
   constructor(
     private readonly connection: NatsConnection,
@@ -86,6 +87,12 @@ export class CellRouter {
     return watcher.snapshot.ring.size > 0;
   }
 
+  /** Called whenever the live workers of a watched cell change (a worker joined, left or expired). */
+  onRingChange(listener: (cellId: string) => void): () => void {
+    this.ringListeners.add(listener);
+    return () => this.ringListeners.delete(listener);
+  }
+
   stop(): void {
     for (const pending of this.watchers.values()) void pending.then((watcher) => watcher.stop(), () => undefined);
     this.watchers.clear();
@@ -115,6 +122,9 @@ export class CellRouter {
   private async startWatcher(cellId: string): Promise<MembershipWatcher> {
     const bucket = await openExistingMembershipBucket(this.connection, this.options.namespace, cellId);
     const watcher = new MembershipWatcher(bucket, cellId, Math.max(50, Math.floor(this.options.leaseMs / 4)), this.clock, this.logger);
+    watcher.onChange(() => {
+      for (const listener of this.ringListeners) listener(cellId);
+    });
     await watcher.start();
     await watcher.ready;
     return watcher;

@@ -334,6 +334,25 @@ describe("requests", () => {
   });
 });
 
+it("reads the mailbox again for sessions homed in a cell whose workers changed, and writes what a lost delivery missed", async () => {
+  const edge = newEdge();
+  const { transport, welcome } = await edge.authenticated("bob");
+  await transport.frame((frame) => frame["type"] === "synced");
+  const homeCellId = String(welcome["cellId"]);
+  // Event 1 was appended by a worker that died before publishing it: no live delivery will come.
+  edge.router.answers.set("cell.mailboxPage", async (_cellId, request) =>
+    request.type === "cell.mailboxPage" && request.afterSeq === 0 && request.limit > 0
+      ? { type: "cell.mailboxEvents", userId: "bob", events: [{ seq: 1, event: { kind: "message", message: storedMessage() } }], headSeq: 1, floorSeq: 0 }
+      : { type: "cell.mailboxEvents", userId: "bob", events: [], headSeq: 1, floorSeq: 0 },
+  );
+  const pagesBefore = edge.router.requestsOf("cell.mailboxPage").length;
+  edge.core.cellMembershipChanged(`${homeCellId}x`);
+  expect(edge.router.requestsOf("cell.mailboxPage")).toHaveLength(pagesBefore);
+  edge.core.cellMembershipChanged(homeCellId);
+  expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 1, event: { kind: "message", message: storedMessage() } });
+  await transport.frame((frame) => frame["type"] === "synced" && frame["seq"] === 1);
+});
+
 describe("slow consumers", () => {
   it("closes with 4001 when the socket reports a dropped frame", async () => {
     const edge = newEdge();

@@ -99,6 +99,15 @@ export class Session implements DeliveryTarget {
       });
   }
 
+  /** Reads the mailbox again from this session's cursor (see MailboxCursor.requestSync). */
+  catchUp(): void {
+    if (this.state.kind === "open" && this.state.cursor.requestSync()) void this.sync();
+  }
+
+  get homeCellId(): string | undefined {
+    return this.state.kind === "open" ? this.state.homeCellId : undefined;
+  }
+
   /** The socket closed (either side). */
   closed(): void {
     if (this.state.kind === "closed") return;
@@ -262,6 +271,14 @@ export class EdgeCore {
   forget(session: Session, userId: string | undefined): void {
     this.sessions.delete(session);
     if (userId !== undefined) this.deliveries.detach(userId, session);
+  }
+
+  /**
+   * The workers of a cell changed: sessions homed there read their mailbox again, so an event whose live
+   * delivery died with a worker is not missed until the next event shows the gap.
+   */
+  cellMembershipChanged(cellId: string): void {
+    for (const session of this.sessions) if (session.homeCellId === cellId) session.catchUp();
   }
 
   /** Closes every session with going_away; new sessions are refused from now on. */

@@ -49,6 +49,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     hub,
     logger,
   );
+  router.onRingChange((cellId) => core.cellMembershipChanged(cellId));
   const devKeyDirectory = config.auth.mode === "dev" ? config.auth.devKeyDirectory : undefined;
   let stopping = false;
   const server = await startServer(

@@ -74,6 +74,19 @@ describe("MailboxCursor", () => {
     expect(cursor.seq).toBe(2);
   });
 
+  it("reads again from its seq on request, but not while a sync is already due", () => {
+    const cursor = new MailboxCursor(undefined, 10);
+    expect(cursor.requestSync()).toBe(false);
+    cursor.applyPage({ events: [], headSeq: 2, floorSeq: 0 });
+    cursor.finishSync();
+    expect(cursor.requestSync()).toBe(true);
+    expect(cursor.requestSync()).toBe(false);
+    expect(cursor.live(event(3))).toBe("hold");
+    expect(cursor.nextPageRequest(50)).toEqual({ afterSeq: 2, limit: 50 });
+    expect(cursor.applyPage(pageOf(3, 0, 2, 50, 50))).toEqual({ kind: "events", events: [event(3)], done: true });
+    expect(cursor.finishSync()).toEqual({ events: [], complete: true });
+  });
+
   it("delivers 1..head exactly once in order, however pages and live events interleave", () => {
     fc.assert(
       fc.property(

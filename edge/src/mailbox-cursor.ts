@@ -60,6 +60,17 @@ export class MailboxCursor {
     return "start_sync";
   }
 
+  /**
+   * Asks for the mailbox to be read again from the cursor: after a change of the workers of the user's
+   * home cell, a delivery published by a worker that died may never come. Returns whether a sync must
+   * start (false when one is already due).
+   */
+  requestSync(): boolean {
+    if (this.syncing || this.seqValue === undefined) return false;
+    this.syncing = true;
+    return true;
+  }
+
   /** Applies a page read from the mailbox; returns what to write and whether the backlog is read. */
   applyPage(page: Page): PageOutcome {
     if (this.seqValue === undefined) {
