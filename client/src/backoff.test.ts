@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { backoffBoundMs, backoffDelayMs, defaultBackoffOptions, normaliseBackoffOptions, type BackoffOptions } from "./backoff.ts";
+import { backoffBoundMs, backoffDelayMs, defaultBackoffOptions, failoverDelayMs, normaliseBackoffOptions, type BackoffOptions } from "./backoff.ts";
 
 const options: BackoffOptions = { initialDelayMs: 100, delayMsMax: 1000, multiplier: 2, jitterRatio: 0.5 };
 
@@ -25,6 +25,17 @@ describe("backoff", () => {
     expect(backoffDelayMs(0, options, () => -3)).toBe(100);
     expect(backoffDelayMs(0, options, () => 7)).toBe(50);
     expect(backoffDelayMs(0, options, () => Number.NaN)).toBe(100);
+  });
+
+  it("draws a failover delay from [0, initialDelayMs × jitter]: near immediate, still spread", () => {
+    expect(failoverDelayMs(options, () => 0)).toBe(50);
+    expect(failoverDelayMs(options, () => 0.5)).toBe(25);
+    expect(failoverDelayMs(options, () => 0.999999)).toBe(0);
+    expect(failoverDelayMs(options, () => 7)).toBe(0);
+    expect(failoverDelayMs(options, () => Number.NaN)).toBe(50);
+    // Without jitter the failover is immediate.
+    expect(failoverDelayMs({ ...options, jitterRatio: 0 }, () => 0)).toBe(0);
+    expect(failoverDelayMs(defaultBackoffOptions, () => 0)).toBe(250);
   });
 
   it("property: every delay is an integer within its jitter window and never above delayMsMax", () => {

@@ -55,6 +55,16 @@ export function backoffDelayMs(attempt: number, options: BackoffOptions, random:
   return Math.floor(bound * (1 - options.jitterRatio * sample));
 }
 
+/**
+ * The delay of a failover: the one reconnect that skips the backoff after an established session dropped,
+ * to another edge URL. An integer in [0, ⌊initialDelayMs × jitterRatio⌋]: near immediate, yet the clients
+ * of an edge that died together do not all reach the next edge in the same millisecond.
+ */
+export function failoverDelayMs(options: BackoffOptions, random: RandomSource): number {
+  // As in backoffDelayMs, a sample of 0 gives the top of the window.
+  return Math.floor(options.initialDelayMs * options.jitterRatio * (1 - clampUnit(random())));
+}
+
 // A misbehaving injected source must not push a delay out of its bounds.
 function clampUnit(value: number): number {
   if (!Number.isFinite(value) || value < 0) return 0;

@@ -4,7 +4,7 @@ import { closeCodes, frameBytesMax, protocolVersion, standardCloseCodes, type Se
 import { afterEach, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientOptions, type StateChange, type TokenRequest } from "./cellwire-client.ts";
 import { CellwireClientError } from "./errors.ts";
-import { FakeEdge, directConversationId, flush, groupConversationId } from "./testing/fake-edge.ts";
+import { FakeEdge, directConversationId, fakeEdgeNetwork, flush, groupConversationId } from "./testing/fake-edge.ts";
 import { ManualClock } from "./testing/manual-clock.ts";
 
 const edges: FakeEdge[] = [];
@@ -139,6 +139,15 @@ describe("CellwireClient: connecting", () => {
     expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", requestTimeoutMs: 0 })).toThrow(RangeError);
     expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", resumeAfterSeq: -1 })).toThrow(/resumeAfterSeq/);
     expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", resumeAfterSeq: 1.5 })).toThrow(RangeError);
+  });
+
+  it("refuses an empty URL list, a duplicate URL, and a list with a URL that is not ws: or wss:", () => {
+    const edge = new FakeEdge();
+    const base = { tokenProvider: async () => "t", WebSocket: edge.WebSocket };
+    expect(() => new CellwireClient({ ...base, url: [] })).toThrow(/non-empty/);
+    expect(() => new CellwireClient({ ...base, url: ["ws://a.test/ws", "ws://a.test/ws"] })).toThrow(/twice/);
+    expect(() => new CellwireClient({ ...base, url: ["ws://a.test/ws", "http://b.test/ws"] })).toThrow(/ws: or wss:/);
+    expect(new CellwireClient({ ...base, url: ["ws://a.test/ws", "ws://b.test/ws"] }).url).toBe("ws://a.test/ws");
   });
 });
 
@@ -675,5 +684,150 @@ describe("CellwireClient: mailbox", () => {
     await client.connect();
     expect(seqs).toEqual([]);
     expect(client.lastSeq).toBe(1);
+  });
+});
+
+describe("CellwireClient: failover between edges", () => {
+  const urlA = "ws://127.0.0.1:8081/ws";
+  const urlB = "ws://127.0.0.1:8082/ws";
+
+  /** Two edges in front of one cell (one mailbox, sends deduplicated by clientMessageId), one port each. */
+  function setupTwoEdges(overrides: Partial<CellwireClientOptions> = {}) {
+    const edgeA = new FakeEdge("alice");
+    const edgeB = new FakeEdge("alice", edgeA.cell);
+    edges.push(edgeA, edgeB);
+    const network = fakeEdgeNetwork(
+      new Map([
+        [urlA, edgeA],
+        [urlB, edgeB],
+      ]),
+    );
+    return { edgeA, edgeB, ...setup({ url: [urlA, urlB], WebSocket: network, ...overrides }) };
+  }
+
+  const fromBob = (edge: FakeEdge, body: string) => edge.store(directConversationId, `cm-${body}`, body, "bob");
+
+  it("the first edge is killed: reconnects to the second at once, resumes from lastSeq, settles the pending send once", async () => {
+    const { edgeA, edgeB, clock, client, states, errors } = setupTwoEdges();
+    const emitted: string[] = [];
+    client.on("event", ({ seq, event }) => emitted.push(`${seq} ${event.message.body}`));
+    // Edge A stores the send in the cell, then is killed before it acks.
+    edgeA.onRequest = (frame) => {
+      if (frame.type !== "send") return "default";
+      edgeA.store(frame.conversationId, frame.clientMessageId, frame.body);
+      return "ignore";
+    };
+    fromBob(edgeA, "before");
+    await client.connect();
+    expect(client.url).toBe(urlA);
+    expect(states.at(-1)).toMatchObject({ state: "open", url: urlA });
+    await expect(client.whenSynced()).resolves.toBe(1);
+
+    let settlements = 0;
+    const sent = client.send(directConversationId, "survive", { clientMessageId: "cm-own" }).finally(() => {
+      settlements += 1;
+    });
+    await flush();
+    expect(client.lastSeq).toBe(2);
+    edgeA.kill();
+    expect(states.at(-1)).toMatchObject({ state: "waiting_to_reconnect", closeCode: standardCloseCodes.abnormal, url: urlB });
+    // Not a backoff (100 ms here) but the failover window: at most initialDelayMs × jitterRatio = 50 ms.
+    expect(states.at(-1)?.reconnectDelayMs).toBe(50);
+    expect(client.url).toBe(urlB);
+    fromBob(edgeA, "while-away");
+
+    clock.advanceBy(50);
+    await flush();
+    expect(client.state).toBe("open");
+    const ack = await sent;
+    expect(ack).toMatchObject({ seq: 2, messageId: "m2", clientMessageId: "cm-own" });
+    expect(edgeB.sockets).toHaveLength(1);
+    expect(edgeB.lastSocket.url).toBe(urlB);
+    expect(edgeB.framesOfType("hello").map((hello) => hello.resumeAfterSeq)).toEqual([2]);
+    expect(edgeA.framesOfType("send").map((frame) => frame.clientMessageId)).toEqual(["cm-own"]);
+    expect(edgeB.framesOfType("send").map((frame) => frame.clientMessageId)).toEqual(["cm-own"]);
+    expect(edgeB.storedMessages(directConversationId)).toHaveLength(3);
+    expect(client.url).toBe(urlB);
+    expect(states.at(-1)).toMatchObject({ state: "open", url: urlB });
+    await expect(client.whenSynced()).resolves.toBe(3);
+    fromBob(edgeB, "live-on-b");
+    await flush();
+    expect(settlements).toBe(1);
+    expect(client.pendingRequestCount).toBe(0);
+    // The session started live at the head (1): each later event once, none lost across the failover.
+    expect(emitted).toEqual(["2 survive", "3 while-away", "4 live-on-b"]);
+    expect(errors).toEqual([]);
+  });
+
+  it("all edges down: the URLs rotate while the backoff grows; the first edge back is used", async () => {
+    const { edgeA, edgeB, clock, client, states } = setupTwoEdges();
+    edgeA.down = true;
+    edgeB.down = true;
+    const connected = client.connect();
+    for (let attempt = 0; attempt < 5; attempt++) {
+      await flush();
+      clock.advanceBy(clock.nextDueInMs() ?? 0);
+    }
+    await flush();
+    const attempts = states.filter((change) => change.state === "connecting").map((change) => change.url);
+    expect(attempts).toEqual([urlA, urlB, urlA, urlB, urlA, urlB]);
+    const waits = states.filter((change) => change.state === "waiting_to_reconnect");
+    // Each wait names the URL of the attempt it leads to.
+    expect(waits.map((change) => change.reconnectDelayMs)).toEqual([100, 200, 400, 800, 1000, 1000]);
+    expect(waits.map((change) => change.url)).toEqual([urlB, urlA, urlB, urlA, urlB, urlA]);
+    expect(edgeA.sockets.map((socket) => socket.url)).toEqual([urlA, urlA, urlA]);
+    expect(edgeB.sockets.map((socket) => socket.url)).toEqual([urlB, urlB, urlB]);
+    expect(client.state).toBe("waiting_to_reconnect");
+
+    edgeA.down = false;
+    clock.advanceBy(clock.nextDueInMs() ?? 0);
+    await flush();
+    expect(client.state).toBe("open");
+    await expect(connected).resolves.toMatchObject({ userId: "alice" });
+    expect(client.url).toBe(urlA);
+  });
+
+  it("a refused first URL moves on after the usual backoff, not the failover window", async () => {
+    const { edgeA, edgeB, clock, client, states } = setupTwoEdges();
+    edgeA.down = true;
+    const connected = client.connect();
+    await flush();
+    expect(states.at(-1)).toMatchObject({ state: "waiting_to_reconnect", closeCode: standardCloseCodes.abnormal, reconnectDelayMs: 100, url: urlB });
+    clock.advanceBy(99);
+    await flush();
+    expect(edgeB.sockets).toHaveLength(0);
+    clock.advanceBy(1);
+    await flush();
+    expect(client.state).toBe("open");
+    await expect(connected).resolves.toMatchObject({ userId: "alice" });
+    expect(edgeB.sockets).toHaveLength(1);
+  });
+
+  it("a fresh token is asked for on the same edge: a 4100-range close does not move to another URL", async () => {
+    const { edgeA, edgeB, clock, client, tokenRequests } = setupTwoEdges();
+    await client.connect();
+    edgeA.lastSocket.drop(closeCodes.token_expired.code);
+    expect(client.url).toBe(urlA);
+    clock.advanceBy(100);
+    await flush();
+    expect(client.state).toBe("open");
+    expect(edgeA.sockets).toHaveLength(2);
+    expect(edgeB.sockets).toHaveLength(0);
+    expect(tokenRequests.map((request) => request.reason)).toEqual(["connect", "refresh"]);
+  });
+
+  it("one URL (a string) keeps its behaviour: the same URL again, after the usual backoff", async () => {
+    const { edge, clock, client, states } = setup();
+    await client.connect();
+    expect(client.url).toBe("ws://edge.test/ws");
+    edge.lastSocket.drop(standardCloseCodes.abnormal);
+    expect(states.at(-1)).toMatchObject({ state: "waiting_to_reconnect", reconnectDelayMs: 100, url: "ws://edge.test/ws" });
+    clock.advanceBy(99);
+    await flush();
+    expect(edge.sockets).toHaveLength(1);
+    clock.advanceBy(1);
+    await flush();
+    expect(client.state).toBe("open");
+    expect(edge.sockets.map((socket) => socket.url)).toEqual(["ws://edge.test/ws", "ws://edge.test/ws"]);
   });
 });

@@ -35,6 +35,7 @@ import {
   type StateChangeDetail,
   type TokenReason,
 } from "./connection-machine.ts";
+import { normaliseEdgeUrls } from "./edge-urls.ts";
 import { CellwireClientError } from "./errors.ts";
 import { Listeners, type Unsubscribe } from "./listeners.ts";
 import { applyMailboxFrame, resumeAfterSeqFor, type MailboxFrame } from "./mailbox-position.ts";
@@ -44,7 +45,12 @@ import { resolveWebSocketConstructor, type WebSocketConstructor, type WebSocketL
 export type Welcome = Omit<WelcomeFrame, "type">;
 export type Ack = { conversationId: string; messageId: string; seq: number; sentAtMs: number; clientMessageId: string };
 export type HistoryPage = { conversationId: string; messages: Message[]; hasMore: boolean };
-export type StateChange = { readonly state: ConnectionStateName; readonly previousState: ConnectionStateName } & StateChangeDetail;
+export type StateChange = {
+  readonly state: ConnectionStateName;
+  readonly previousState: ConnectionStateName;
+  /** The edge URL of the attempt or session in this state; entering waiting_to_reconnect, of the next attempt. */
+  readonly url: string;
+} & StateChangeDetail;
 /** The device holds every mailbox event up to `seq`; live events follow. */
 export type Synced = Omit<SyncedFrame, "type">;
 /** The mailbox cut the events the device lacked: reload what it shows through history; it continues from headSeq. */
@@ -67,8 +73,11 @@ export type CellwireClientEvents = {
 };
 
 export type CellwireClientOptions = {
-  /** The edge's WebSocket URL, e.g. ws://127.0.0.1:8080/ws. */
-  readonly url: string;
+  /**
+   * The edge's WebSocket URL, e.g. ws://127.0.0.1:8080/ws, or several edges' URLs (any edge serves any
+   * user): the client starts with the first and moves to the next, round robin, when an edge fails it.
+   */
+  readonly url: string | readonly string[];
   readonly tokenProvider: TokenProvider;
   readonly deviceId?: string;
   /**
@@ -111,7 +120,7 @@ const defaults = {
 } as const;
 
 type Settings = {
-  readonly url: string;
+  readonly urls: readonly string[];
   readonly deviceId: string | undefined;
   readonly resumeAfterSeq: number | undefined;
   readonly requestTimeoutMs: number;
@@ -176,6 +185,11 @@ export class CellwireClient {
 
   get state(): ConnectionStateName {
     return this.machine.name;
+  }
+
+  /** The edge URL of the current attempt or session; while waiting to reconnect, of the next attempt. */
+  get url(): string {
+    return this.urlAt(this.machine.urlIndex);
   }
 
   /** The last mailbox seq the device holds; undefined until a `synced` or an event makes it known. */
@@ -432,12 +446,12 @@ export class CellwireClient {
   private perform(effect: ConnectionEffect): void {
     switch (effect.type) {
       case "emit_state":
-        this.listeners.emit("state", { state: effect.state, previousState: effect.previousState, ...effect.detail });
+        this.listeners.emit("state", { state: effect.state, previousState: effect.previousState, url: this.urlAt(effect.urlIndex), ...effect.detail });
         return;
       case "fetch_token":
         return this.fetchToken(effect.attemptId, effect.reason);
       case "open_socket":
-        return this.openSocket(effect.attemptId);
+        return this.openSocket(effect.attemptId, this.urlAt(effect.urlIndex));
       case "send_hello":
         return this.sendHello(effect.attemptId);
       case "close_socket":
@@ -486,14 +500,20 @@ export class CellwireClient {
     );
   }
 
-  private openSocket(attemptId: number): void {
+  private urlAt(urlIndex: number): string {
+    const url = this.settings.urls[urlIndex];
+    if (url === undefined) throw new Error(`CellwireClient bug: no edge URL at index ${urlIndex}`);
+    return url;
+  }
+
+  private openSocket(attemptId: number, url: string): void {
     if (this.socket !== null) this.closeSocket(standardCloseCodes.normal);
     let socket: WebSocketLike;
     try {
-      socket = new this.WebSocketClass(this.settings.url);
+      socket = new this.WebSocketClass(url);
     } catch (error) {
       const detail = error instanceof Error ? error.message : String(error);
-      this.emitError(new CellwireClientError("closed", `could not open a WebSocket to ${this.settings.url}: ${detail}`, { retryable: true, cause: error }));
+      this.emitError(new CellwireClientError("closed", `could not open a WebSocket to ${url}: ${detail}`, { retryable: true, cause: error }));
       this.dispatch({ type: "socket_closed", attemptId, code: standardCloseCodes.abnormal });
       return;
     }
@@ -646,21 +666,13 @@ function deferred<T>(): Deferred<T> {
 }
 
 function normaliseOptions(options: CellwireClientOptions): Settings {
-  let url: URL;
-  try {
-    url = new URL(options.url);
-  } catch {
-    throw new TypeError(`CellwireClient: url must be an absolute ws:// or wss:// URL, got ${JSON.stringify(options.url)}`);
-  }
-  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
-    throw new TypeError(`CellwireClient: url must use ws: or wss:, got ${JSON.stringify(options.url)}`);
-  }
+  const urls = normaliseEdgeUrls(options.url);
   if (typeof options.tokenProvider !== "function") throw new TypeError("CellwireClient: tokenProvider must be a function");
   if (options.deviceId !== undefined && !isDeviceId(options.deviceId)) {
     throw new TypeError(`CellwireClient: deviceId must match [A-Za-z0-9_-]{1,64}, got ${JSON.stringify(options.deviceId)}`);
   }
   return {
-    url: options.url,
+    urls,
     deviceId: options.deviceId,
     resumeAfterSeq: options.resumeAfterSeq === undefined ? undefined : nonNegativeInteger("resumeAfterSeq", options.resumeAfterSeq, 0),
     requestTimeoutMs: positiveInteger("requestTimeoutMs", options.requestTimeoutMs, defaults.requestTimeoutMs),
@@ -673,6 +685,7 @@ function normaliseOptions(options: CellwireClientOptions): Settings {
       connectTimeoutMs: positiveInteger("connectTimeoutMs", options.connectTimeoutMs, defaults.connectTimeoutMs),
       stableConnectionMs: nonNegativeInteger("stableConnectionMs", options.stableConnectionMs, defaults.stableConnectionMs),
       reconnectAttemptsMax: nonNegativeInteger("reconnectAttemptsMax", options.reconnectAttemptsMax, defaults.reconnectAttemptsMax),
+      urlCount: urls.length,
     },
   };
 }

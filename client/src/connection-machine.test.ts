@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import {
   connectionStateNames,
   initialConnectionState,
+  nextUrlIndex,
   transition,
   type ConnectionEffect,
   type ConnectionInput,
@@ -18,16 +19,17 @@ const options: ConnectionMachineOptions = {
   connectTimeoutMs: 5000,
   stableConnectionMs: 10_000,
   reconnectAttemptsMax: 3,
+  urlCount: 1,
 };
 // random() = 0 puts every delay at its bound, so the expected delays below are exact.
 const environment = { nowMs: 50_000, random: () => 0 };
 
-function step(state: ConnectionState, input: ConnectionInput, nowMs = environment.nowMs) {
-  return transition(state, input, options, { ...environment, nowMs });
+function step(state: ConnectionState, input: ConnectionInput, nowMs = environment.nowMs, machineOptions = options) {
+  return transition(state, input, machineOptions, { ...environment, nowMs });
 }
 
-function run(inputs: readonly ((state: ConnectionState) => ConnectionInput)[], from = initialConnectionState): ConnectionState {
-  return inputs.reduce((state, input) => step(state, input(state)).state, from);
+function run(inputs: readonly ((state: ConnectionState) => ConnectionInput)[], from = initialConnectionState, machineOptions = options): ConnectionState {
+  return inputs.reduce((state, input) => step(state, input(state), environment.nowMs, machineOptions).state, from);
 }
 
 const connect = (): ConnectionInput => ({ type: "connect_requested" });
@@ -53,7 +55,7 @@ describe("connection machine: transition table", () => {
     const { state, effects } = step(initialConnectionState, { type: "connect_requested" });
     expect(state).toMatchObject({ name: "connecting", attemptId: 1, socketRequested: false, failedAttempts: 0 });
     expect(effects).toEqual([
-      { type: "emit_state", state: "connecting", previousState: "idle", detail: { closeCode: null, reconnectDelayMs: null, closedReason: null } },
+      { type: "emit_state", state: "connecting", previousState: "idle", detail: { closeCode: null, reconnectDelayMs: null, closedReason: null }, urlIndex: 0 },
       { type: "set_timer", delayMs: 5000, purpose: "connect_deadline" },
       { type: "fetch_token", attemptId: 1, reason: "connect" },
     ]);
@@ -83,14 +85,14 @@ describe("connection machine: transition table", () => {
   it("connecting + token_received → open the socket (same state, no state event)", () => {
     const { state, effects } = step(connectingForToken(), { type: "token_received", attemptId: 1 });
     expect(state).toMatchObject({ name: "connecting", socketRequested: true });
-    expect(effects).toEqual([{ type: "open_socket", attemptId: 1 }]);
+    expect(effects).toEqual([{ type: "open_socket", attemptId: 1, urlIndex: 0 }]);
   });
 
   it("connecting + token_failed → waiting_to_reconnect after the first backoff delay", () => {
     const { state, effects } = step(connectingForToken(), { type: "token_failed", attemptId: 1 });
     expect(state).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1 });
     expect(effects).toEqual([
-      { type: "emit_state", state: "waiting_to_reconnect", previousState: "connecting", detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null } },
+      { type: "emit_state", state: "waiting_to_reconnect", previousState: "connecting", detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null }, urlIndex: 0 },
       { type: "clear_timer" },
       { type: "set_timer", delayMs: 100, purpose: "reconnect" },
     ]);
@@ -106,7 +108,7 @@ describe("connection machine: transition table", () => {
     const { state, effects } = step(authenticating(), { type: "welcome_received", attemptId: 1 });
     expect(state).toMatchObject({ name: "open", openedAtMs: environment.nowMs });
     expect(effects).toEqual([
-      { type: "emit_state", state: "open", previousState: "authenticating", detail: { closeCode: null, reconnectDelayMs: null, closedReason: null } },
+      { type: "emit_state", state: "open", previousState: "authenticating", detail: { closeCode: null, reconnectDelayMs: null, closedReason: null }, urlIndex: 0 },
       { type: "clear_timer" },
       { type: "start_session", attemptId: 1 },
     ]);
@@ -132,7 +134,7 @@ describe("connection machine: transition table", () => {
     const { state, effects } = step(open(), { type: "mailbox_gap", attemptId: 1 });
     expect(state).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1 });
     expect(effects).toEqual([
-      { type: "emit_state", state: "waiting_to_reconnect", previousState: "open", detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null } },
+      { type: "emit_state", state: "waiting_to_reconnect", previousState: "open", detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null }, urlIndex: 0 },
       { type: "close_socket", code: standardCloseCodes.normal },
       { type: "end_session", closeCode: null },
       { type: "set_timer", delayMs: 100, purpose: "reconnect" },
@@ -247,6 +249,115 @@ describe("connection machine: close codes", () => {
   });
 });
 
+describe("connection machine: edge URLs", () => {
+  const threeUrls: ConnectionMachineOptions = { ...options, urlCount: 3, reconnectAttemptsMax: 10 };
+  const go = (inputs: readonly ((state: ConnectionState) => ConnectionInput)[], from = initialConnectionState) => run(inputs, from, threeUrls);
+  const at = (state: ConnectionState, input: ConnectionInput, nowMs = environment.nowMs) => step(state, input, nowMs, threeUrls);
+  const timerOf = (effects: readonly ConnectionEffect[]) => effects.find((effect) => effect.type === "set_timer");
+  const abnormal = closedWith(standardCloseCodes.abnormal);
+
+  it("round robin: the index after the last is the first; one URL is always index 0", () => {
+    expect([0, 1, 2].map((index) => nextUrlIndex(index, 3))).toEqual([1, 2, 0]);
+    expect(nextUrlIndex(0, 1)).toBe(0);
+  });
+
+  it("the first attempt opens the first URL", () => {
+    const { state, effects } = at(go([connect]), { type: "token_received", attemptId: 1 });
+    expect(state.urlIndex).toBe(0);
+    expect(effects).toEqual([{ type: "open_socket", attemptId: 1, urlIndex: 0 }]);
+  });
+
+  it("a failed attempt moves to the next URL after the usual backoff; the next attempt opens it", () => {
+    const { state, effects } = at(go([connect, token]), { type: "socket_closed", attemptId: 1, code: standardCloseCodes.abnormal });
+    expect(state).toMatchObject({ name: "waiting_to_reconnect", urlIndex: 1, failedAttempts: 1 });
+    expect(effects[0]).toMatchObject({ type: "emit_state", urlIndex: 1, detail: { reconnectDelayMs: 100 } });
+    expect(timerOf(effects)).toEqual({ type: "set_timer", delayMs: 100, purpose: "reconnect" });
+    expect(at(go([timer, token], state), { type: "socket_opened", attemptId: 2 }).state).toMatchObject({ name: "authenticating", urlIndex: 1 });
+    expect(at(go([timer], state), { type: "token_received", attemptId: 2 }).effects).toEqual([{ type: "open_socket", attemptId: 2, urlIndex: 1 }]);
+  });
+
+  it("all URLs down: the URLs rotate while the backoff grows", () => {
+    let state = go([connect, token]);
+    const tried: number[] = [];
+    const delays: number[] = [];
+    for (let failure = 0; failure < 5; failure++) {
+      tried.push(state.urlIndex);
+      const lost = at(state, { type: "socket_closed", attemptId: state.attemptId, code: standardCloseCodes.abnormal });
+      const waitTimer = timerOf(lost.effects);
+      if (waitTimer?.type === "set_timer") delays.push(waitTimer.delayMs);
+      state = go([timer, token], lost.state);
+    }
+    expect(tried).toEqual([0, 1, 2, 0, 1]);
+    expect(delays).toEqual([100, 200, 400, 800, 1000]);
+  });
+
+  it("an attempt that fails after the socket opened (deadline while authenticating) also moves on", () => {
+    const { state } = at(go([connect, token, opened]), { type: "timer_fired" });
+    expect(state).toMatchObject({ name: "waiting_to_reconnect", urlIndex: 1 });
+  });
+
+  it.each([
+    ["the token provider failed", (state: ConnectionState): ConnectionInput => ({ type: "token_failed", attemptId: state.attemptId }), go([connect])],
+    ["the deadline passed while waiting for the token", timer, go([connect])],
+    ["the edge asked for a fresh token (4101)", closedWith(closeCodes.token_expired.code), go([connect, token, opened])],
+    ["the edge refused a frame too big (1009)", closedWith(standardCloseCodes.messageTooBig), go([connect, token, opened, welcome])],
+  ])("stays on the same URL when the edge is not at fault: %s", (_name, input, from) => {
+    const { state, effects } = at(from, input(from));
+    expect(state).toMatchObject({ name: "waiting_to_reconnect", urlIndex: 0 });
+    expect(timerOf(effects)).toMatchObject({ purpose: "reconnect", delayMs: 100 });
+  });
+
+  it.each([
+    ["an abnormal close (1006)", abnormal],
+    ["the edge going away (4000)", closedWith(closeCodes.going_away.code)],
+    ["a missed heartbeat", (state: ConnectionState): ConnectionInput => ({ type: "heartbeat_missed", attemptId: state.attemptId })],
+    ["a mailbox gap", (state: ConnectionState): ConnectionInput => ({ type: "mailbox_gap", attemptId: state.attemptId })],
+  ])("an open session lost to %s fails over: next URL, within the failover window instead of the backoff", (_name, input) => {
+    const from = go([connect, token, opened, welcome]);
+    const { state, effects } = at(from, input(from));
+    // random() = 0: the top of the failover window, initialDelayMs × jitterRatio = 50, below the first backoff (100).
+    expect(state).toMatchObject({ name: "waiting_to_reconnect", urlIndex: 1, failedAttempts: 1 });
+    expect(effects[0]).toMatchObject({ type: "emit_state", urlIndex: 1, detail: { reconnectDelayMs: 50 } });
+    expect(timerOf(effects)).toEqual({ type: "set_timer", delayMs: 50, purpose: "failover" });
+  });
+
+  it("one failover per drop: when the edge it went to fails too, the usual backoff follows", () => {
+    const failedOver = go([connect, token, opened, welcome, abnormal]);
+    expect(failedOver).toMatchObject({ name: "waiting_to_reconnect", urlIndex: 1 });
+    const { state, effects } = at(go([timer, token], failedOver), { type: "socket_closed", attemptId: 2, code: standardCloseCodes.abnormal });
+    expect(state).toMatchObject({ name: "waiting_to_reconnect", urlIndex: 2, failedAttempts: 2 });
+    expect(timerOf(effects)).toEqual({ type: "set_timer", delayMs: 200, purpose: "reconnect" });
+  });
+
+  it("a session that drops again before it is stable backs off; after a stable one, failover is allowed again", () => {
+    const shortSession = go([connect, token, opened, welcome, abnormal, timer, token, opened, welcome]);
+    expect(shortSession).toMatchObject({ name: "open", urlIndex: 1, failedAttempts: 1 });
+    const drop = { type: "socket_closed", attemptId: shortSession.attemptId, code: standardCloseCodes.abnormal } as const;
+    expect(timerOf(at(shortSession, drop).effects)).toEqual({ type: "set_timer", delayMs: 200, purpose: "reconnect" });
+    expect(at(shortSession, drop).state.urlIndex).toBe(2);
+    const afterStable = at(shortSession, drop, environment.nowMs + options.stableConnectionMs);
+    expect(timerOf(afterStable.effects)).toEqual({ type: "set_timer", delayMs: 50, purpose: "failover" });
+    expect(afterStable.state).toMatchObject({ urlIndex: 2, failedAttempts: 1 });
+  });
+
+  it("with one URL nothing rotates and a drop waits the usual backoff", () => {
+    const from = run([connect, token, opened, welcome]);
+    const { state, effects } = step(from, { type: "socket_closed", attemptId: 1, code: standardCloseCodes.abnormal });
+    expect(state.urlIndex).toBe(0);
+    expect(timerOf(effects)).toEqual({ type: "set_timer", delayMs: 100, purpose: "reconnect" });
+  });
+
+  it("a 4200-range stop keeps the URL; reconnect_limit moves on; connect() after closed starts at the kept URL", () => {
+    const stopped = at(go([connect, token, opened]), { type: "socket_closed", attemptId: 1, code: closeCodes.too_many_sessions.code }).state;
+    expect(stopped).toMatchObject({ name: "closed", urlIndex: 0 });
+    const limited = run([connect, token, abnormal], initialConnectionState, { ...threeUrls, reconnectAttemptsMax: 0 });
+    expect(limited).toMatchObject({ name: "closed", closedReason: "reconnect_limit", urlIndex: 1 });
+    const again = at(limited, { type: "connect_requested" });
+    expect(again.state).toMatchObject({ name: "connecting", urlIndex: 1, failedAttempts: 0 });
+    expect(again.effects[0]).toMatchObject({ type: "emit_state", urlIndex: 1 });
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------
 // Properties over random sequences of inputs.
 
@@ -281,6 +392,7 @@ function toInput(spec: InputSpec, state: ConnectionState): ConnectionInput {
 }
 
 const scenario = fc.record({
+  urlCount: fc.integer({ min: 1, max: 4 }),
   steps: fc.array(fc.record({ spec: inputSpec, elapsedMs: fc.nat({ max: 20_000 }) }), { maxLength: 60 }),
   randomSamples: fc.infiniteStream(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true })),
 });
@@ -288,17 +400,46 @@ const scenario = fc.record({
 describe("connection machine: properties", () => {
   it("keeps its invariants over any input sequence", () => {
     fc.assert(
-      fc.property(scenario, ({ steps, randomSamples }) => {
+      fc.property(scenario, ({ urlCount, steps, randomSamples }) => {
         const samples = randomSamples[Symbol.iterator]();
         const random = () => samples.next().value ?? 0;
+        const machineOptions = { ...options, urlCount };
         let state = initialConnectionState;
         let nowMs = 0;
         const socketsOpenedForAttempt = new Set<number>();
+        // A failover is allowed once per run of failures: again only after a fresh connect() or a stable session.
+        let failoverAllowed = true;
         for (const { spec, elapsedMs } of steps) {
           nowMs += elapsedMs;
           const input = toInput(spec, state);
-          const { state: next, effects } = transition(state, input, options, { nowMs, random });
+          const { state: next, effects } = transition(state, input, machineOptions, { nowMs, random });
           const kinds = types(effects);
+
+          // Edge URLs: always a valid index, used by every socket and state event, and moved only round robin
+          // when an attempt or session is lost.
+          expect(next.urlIndex).toBeGreaterThanOrEqual(0);
+          expect(next.urlIndex).toBeLessThan(urlCount);
+          if (next.urlIndex !== state.urlIndex) {
+            expect(next.urlIndex).toBe(nextUrlIndex(state.urlIndex, urlCount));
+            expect(["waiting_to_reconnect", "closed"]).toContain(next.name);
+            expect(next.closedReason === null || next.closedReason === "reconnect_limit").toBe(true);
+          }
+          for (const effect of effects) {
+            if (effect.type === "open_socket" || effect.type === "emit_state") expect(effect.urlIndex).toBe(next.urlIndex);
+          }
+          if ((state.name === "idle" || state.name === "closed") && input.type === "connect_requested") failoverAllowed = true;
+          if (state.name === "open" && state.openedAtMs !== null && nowMs - state.openedAtMs >= options.stableConnectionMs) failoverAllowed = true;
+          const failovers = effects.filter((effect) => effect.type === "set_timer" && effect.purpose === "failover");
+          if (failovers.length > 0) {
+            expect(failoverAllowed).toBe(true);
+            failoverAllowed = false;
+            expect(state.name).toBe("open");
+            expect(next).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1, urlIndex: nextUrlIndex(state.urlIndex, urlCount) });
+            expect(urlCount).toBeGreaterThan(1);
+            for (const failover of failovers) {
+              if (failover.type === "set_timer") expect(failover.delayMs).toBeLessThanOrEqual(options.backoff.initialDelayMs * options.backoff.jitterRatio);
+            }
+          }
 
           expect(connectionStateNames).toContain(next.name);
           // One state event exactly when the state changes, first, naming both states.

@@ -3,7 +3,7 @@
 // (cellwire-client.ts) performs the effects. client/BEHAVIOUR.md documents every transition; the tests
 // follow that document.
 import { closeAdvice, standardCloseCodes, type CloseAdvice } from "@cellwire/protocol";
-import { backoffDelayMs, type BackoffOptions, type RandomSource } from "./backoff.ts";
+import { backoffDelayMs, failoverDelayMs, type BackoffOptions, type RandomSource } from "./backoff.ts";
 
 export type ConnectionStateName = "idle" | "connecting" | "authenticating" | "open" | "waiting_to_reconnect" | "closed";
 
@@ -35,6 +35,11 @@ export type ConnectionState = {
   /** When the current session reached `open` (welcome received). */
   readonly openedAtMs: number | null;
   readonly closedReason: ClosedReason | null;
+  /**
+   * Index into the edge URLs of the current attempt or session; while waiting, of the next attempt. It
+   * survives close() and connect(), so a client that was moved off a dead edge does not go back to it first.
+   */
+  readonly urlIndex: number;
 };
 
 export const initialConnectionState: ConnectionState = {
@@ -45,6 +50,7 @@ export const initialConnectionState: ConnectionState = {
   tokenRefreshRequired: false,
   openedAtMs: null,
   closedReason: null,
+  urlIndex: 0,
 };
 
 export type ConnectionInput =
@@ -70,16 +76,26 @@ export type StateChangeDetail = {
 };
 
 export type ConnectionEffect =
-  | { readonly type: "emit_state"; readonly state: ConnectionStateName; readonly previousState: ConnectionStateName; readonly detail: StateChangeDetail }
+  | {
+      readonly type: "emit_state";
+      readonly state: ConnectionStateName;
+      readonly previousState: ConnectionStateName;
+      readonly detail: StateChangeDetail;
+      /** The URL index of the new state (see ConnectionState.urlIndex). */
+      readonly urlIndex: number;
+    }
   /** Call the token provider; report token_received or token_failed with this attemptId. */
   | { readonly type: "fetch_token"; readonly attemptId: number; readonly reason: TokenReason }
-  /** Open a socket with the fetched token; report its open and close with this attemptId. */
-  | { readonly type: "open_socket"; readonly attemptId: number }
+  /** Open a socket to the edge URL at urlIndex with the fetched token; report its open and close with this attemptId. */
+  | { readonly type: "open_socket"; readonly attemptId: number; readonly urlIndex: number }
   | { readonly type: "send_hello"; readonly attemptId: number }
   /** Close the current socket, if any, and stop listening to it: its later events are not reported. */
   | { readonly type: "close_socket"; readonly code: number }
-  /** Replaces the machine's single timer; report timer_fired when it expires. */
-  | { readonly type: "set_timer"; readonly delayMs: number; readonly purpose: "connect_deadline" | "reconnect" }
+  /**
+   * Replaces the machine's single timer; report timer_fired when it expires. "failover" is a reconnect
+   * that skips the backoff once, to another edge URL, after an established session dropped.
+   */
+  | { readonly type: "set_timer"; readonly delayMs: number; readonly purpose: "connect_deadline" | "reconnect" | "failover" }
   | { readonly type: "clear_timer" }
   /** The session is open: resolve connect(), flush queued requests, start the heartbeat. */
   | { readonly type: "start_session"; readonly attemptId: number }
@@ -96,6 +112,8 @@ export type ConnectionMachineOptions = {
   readonly stableConnectionMs: number;
   /** Consecutive failed attempts after which the machine gives up (state closed, reason reconnect_limit). */
   readonly reconnectAttemptsMax: number;
+  /** How many edge URLs the client rotates through (at least 1); the shell maps an index to its URL. */
+  readonly urlCount: number;
 };
 
 export type ConnectionEnvironment = { readonly nowMs: number; readonly random: RandomSource };
@@ -125,7 +143,7 @@ export function transition(
 
     case "token_received":
       if (state.name !== "connecting" || state.socketRequested || !current) return noChange(state);
-      return { state: { ...state, socketRequested: true }, effects: [{ type: "open_socket", attemptId: state.attemptId }] };
+      return { state: { ...state, socketRequested: true }, effects: [{ type: "open_socket", attemptId: state.attemptId, urlIndex: state.urlIndex }] };
 
     case "token_failed":
       if (state.name !== "connecting" || state.socketRequested || !current) return noChange(state);
@@ -175,7 +193,7 @@ function nextTokenReason(state: ConnectionState): TokenReason {
 /** The transition into `next`; emit_state comes first so listeners hear of a state before its effects run. */
 function enter(previous: ConnectionState, next: ConnectionState, detail: StateChangeDetail, effects: readonly ConnectionEffect[]): Transition {
   const emitted: ConnectionEffect[] =
-    previous.name === next.name ? [] : [{ type: "emit_state", state: next.name, previousState: previous.name, detail }];
+    previous.name === next.name ? [] : [{ type: "emit_state", state: next.name, previousState: previous.name, detail, urlIndex: next.urlIndex }];
   return { state: next, effects: [...emitted, ...effects] };
 }
 
@@ -213,7 +231,9 @@ function closeRequested(state: ConnectionState): Transition {
 
 /**
  * The current attempt or session ended (closed by the server, dropped, timed out, or no token): stop on a
- * 4200-range close, give up past reconnectAttemptsMax, otherwise wait a jittered backoff delay.
+ * 4200-range close, give up past reconnectAttemptsMax, otherwise wait a jittered backoff delay. When the
+ * edge at the current URL is at fault the next attempt goes to the next URL; the first reconnect after an
+ * established session dropped goes there at once (a failover delay instead of the backoff).
  */
 function connectionLost(
   state: ConnectionState,
@@ -232,12 +252,16 @@ function connectionLost(
 
   const stable = state.name === "open" && state.openedAtMs !== null && environment.nowMs - state.openedAtMs >= options.stableConnectionMs;
   const failedAttempts = (stable ? 0 : state.failedAttempts) + 1;
+  const urlIndex = edgeAtFault(state, closeCode, advice) ? nextUrlIndex(state.urlIndex, options.urlCount) : state.urlIndex;
   if (failedAttempts > options.reconnectAttemptsMax) {
-    return closeWith(state, { ...base, failedAttempts }, "reconnect_limit", closeCode, effects);
+    return closeWith(state, { ...base, failedAttempts, urlIndex }, "reconnect_limit", closeCode, effects);
   }
-  const delayMs = backoffDelayMs(failedAttempts - 1, options.backoff, environment.random);
-  const next: ConnectionState = { ...base, name: "waiting_to_reconnect", failedAttempts, tokenRefreshRequired: advice === "refresh_token" };
-  effects.push({ type: "set_timer", delayMs, purpose: "reconnect" });
+  // Another edge is likely up, so waiting a backoff first only delays the user. Bounded to one per drop
+  // and per run of failures: a session that drops again before it is stable backs off as usual.
+  const failover = state.name === "open" && failedAttempts === 1 && urlIndex !== state.urlIndex;
+  const delayMs = failover ? failoverDelayMs(options.backoff, environment.random) : backoffDelayMs(failedAttempts - 1, options.backoff, environment.random);
+  const next: ConnectionState = { ...base, name: "waiting_to_reconnect", failedAttempts, tokenRefreshRequired: advice === "refresh_token", urlIndex };
+  effects.push({ type: "set_timer", delayMs, purpose: failover ? "failover" : "reconnect" });
   return enter(state, next, { closeCode, reconnectDelayMs: delayMs, closedReason: null }, effects);
 }
 
@@ -250,4 +274,20 @@ function closeWith(
 ): Transition {
   effects.push({ type: "fail_requests", reason, closeCode });
   return enter(previous, { ...base, name: "closed", closedReason: reason }, { closeCode, reconnectDelayMs: null, closedReason: reason }, effects);
+}
+
+/** The URL after `urlIndex`, round robin. */
+export function nextUrlIndex(urlIndex: number, urlCount: number): number {
+  return urlCount <= 1 ? 0 : (urlIndex + 1) % urlCount;
+}
+
+/**
+ * Whether the edge behind the current URL failed the client: a socket to it failed to open, went silent,
+ * sent a mailbox gap or dropped. Not when no socket was opened (the token provider failed or was slow),
+ * nor when the edge closed deliberately for a reason of the client's own: a 4100-range close (the
+ * credentials) or 1009 (the client's frame was too big). Those reconnect to the same URL.
+ */
+function edgeAtFault(state: ConnectionState, closeCode: number | null, advice: CloseAdvice): boolean {
+  if (!hasSocket(state)) return false;
+  return advice !== "refresh_token" && closeCode !== standardCloseCodes.messageTooBig;
 }

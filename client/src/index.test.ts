@@ -14,6 +14,7 @@ import type {
   Message,
   Resync,
   SequencedEvent,
+  StateChange,
   Synced,
   TokenProvider,
   Welcome,
@@ -36,6 +37,15 @@ describe("@cellwire/client public entry", () => {
     expectTypeOf<"timeout" | "closed" | "too_many_pending" | "not_a_member">().toExtend<CellwireClientErrorCode>();
     // A provider that ignores its argument fits, as the brief's `() => Promise<string>` does.
     expectTypeOf<() => Promise<string>>().toExtend<TokenProvider>();
+  });
+
+  it("types the edge URLs: one or several in the option, the current one as a getter and in state events", () => {
+    expectTypeOf<CellwireClientOptions["url"]>().toEqualTypeOf<string | readonly string[]>();
+    // A caller's mutable array fits too.
+    expectTypeOf<string[]>().toExtend<CellwireClientOptions["url"]>();
+    expectTypeOf<CellwireClient["url"]>().toEqualTypeOf<string>();
+    expectTypeOf<StateChange["url"]>().toEqualTypeOf<string>();
+    expectTypeOf<StateChange>().toHaveProperty("reconnectDelayMs").toEqualTypeOf<number | null>();
   });
 
   it("types the mailbox: resume option, lastSeq, whenSynced and the events", () => {

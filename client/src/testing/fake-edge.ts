@@ -2,7 +2,9 @@
 // hand, and a server that answers hello and requests like the real edge (deduplicating sends by
 // clientMessageId) and keeps the user's mailbox: after the welcome it replays the backlog after the
 // hello's resumeAfterSeq (or answers resync below the retention floor), sends synced, then live events.
-// Every frame the client writes is checked with the protocol's own decoder.
+// Every frame the client writes is checked with the protocol's own decoder. Several edges can share one
+// FakeCell (the user's mailbox and the messages deduplicated by clientMessageId), as real edges share the
+// cells behind them; fakeEdgeNetwork routes each socket to the edge of its URL, so a test can kill one.
 import {
   decodeClientFrame,
   protocolVersion,
@@ -41,7 +43,9 @@ export class FakeSocket implements WebSocketLike {
     private readonly edge: FakeEdge,
   ) {
     edge.sockets.push(this);
-    if (edge.autoAccept) queueMicrotask(() => this.accept());
+    // A dead edge refuses the connection: browsers and `ws` report error, then close 1006.
+    if (edge.down) queueMicrotask(() => this.drop(abnormalCloseCode));
+    else if (edge.autoAccept) queueMicrotask(() => this.accept());
   }
 
   addEventListener(type: "open", listener: () => void): void;
@@ -95,6 +99,58 @@ export class FakeSocket implements WebSocketLike {
   }
 }
 
+const abnormalCloseCode = 1006;
+
+/**
+ * What the edges of one user share: the mailbox and the messages, stored once per clientMessageId as the
+ * real cell does. Appends reach every edge attached to it, and each edge sends them to its synced sockets.
+ */
+export class FakeCell {
+  /** The user's mailbox: the event with seq n is at index n - 1. */
+  readonly mailbox: SequencedEvent[] = [];
+  private readonly storedByClientMessageId = new Map<string, Message>();
+  private readonly logs = new Map<string, Message[]>();
+  private readonly edges: FakeEdge[] = [];
+
+  constructor(readonly userId = "alice") {}
+
+  attach(edge: FakeEdge): void {
+    this.edges.push(edge);
+  }
+
+  storedMessages(conversationId: string): readonly Message[] {
+    return this.logs.get(conversationId) ?? [];
+  }
+
+  store(conversationId: string, clientMessageId: string, body: string, senderUserId: string): Message {
+    const existing = this.storedByClientMessageId.get(clientMessageId);
+    if (existing !== undefined) return existing;
+    const log = this.logs.get(conversationId) ?? [];
+    const message: Message = {
+      conversationId,
+      messageId: `m${this.storedByClientMessageId.size + 1}`,
+      seq: log.length + 1,
+      senderUserId,
+      senderDeviceId: "device1",
+      clientMessageId,
+      body,
+      sentAtMs: 1_700_000_000_000 + log.length,
+    };
+    log.push(message);
+    this.logs.set(conversationId, log);
+    this.storedByClientMessageId.set(clientMessageId, message);
+    this.append({ kind: "message", message });
+    return message;
+  }
+
+  append(event: MailboxEvent): SequencedEvent {
+    const sequenced: SequencedEvent = { seq: this.mailbox.length + 1, event };
+    this.mailbox.push(sequenced);
+    for (const edge of this.edges) edge.deliverLiveEvent(sequenced);
+    return sequenced;
+  }
+}
+
 export class FakeEdge {
   readonly sockets: FakeSocket[] = [];
   readonly received: { readonly socket: FakeSocket; readonly frame: ClientFrame }[] = [];
@@ -112,15 +168,20 @@ export class FakeEdge {
   retentionFloorSeq = 0;
   /** false: appended events reach no socket live (as if the edge lost them); resumes still replay them. */
   deliverLive = true;
+  /** The process is gone: new connections are refused (error, then close 1006). See kill(). */
+  down = false;
   readonly WebSocket: WebSocketConstructor;
-  /** The user's mailbox: the event with seq n is at index n - 1. */
-  readonly mailbox: SequencedEvent[] = [];
+  readonly cell: FakeCell;
   /** The last mailbox seq sent on each synced socket; live events go to these sockets. */
   private readonly socketSeqs = new Map<FakeSocket, number>();
-  private readonly storedByClientMessageId = new Map<string, Message>();
-  private readonly logs = new Map<string, Message[]>();
 
-  constructor(readonly userId = "alice") {
+  /** `cell`: another edge's cell, to serve the same user from several edges. */
+  constructor(
+    readonly userId = "alice",
+    cell?: FakeCell,
+  ) {
+    this.cell = cell ?? new FakeCell(userId);
+    this.cell.attach(this);
     const edge = this;
     this.WebSocket = class extends FakeSocket {
       constructor(url: string) {
@@ -139,12 +200,23 @@ export class FakeEdge {
     return this.received.map((entry) => entry.frame).filter((frame): frame is Extract<ClientFrame, { type: T }> => frame.type === type);
   }
 
+  /** The user's mailbox (its cell's): the event with seq n is at index n - 1. */
+  get mailbox(): readonly SequencedEvent[] {
+    return this.cell.mailbox;
+  }
+
   get mailboxHeadSeq(): number {
-    return this.mailbox.length;
+    return this.cell.mailbox.length;
   }
 
   storedMessages(conversationId: string): readonly Message[] {
-    return this.logs.get(conversationId) ?? [];
+    return this.cell.storedMessages(conversationId);
+  }
+
+  /** As a SIGKILL: every connection drops at once without a close frame (1006), and new ones are refused. */
+  kill(): void {
+    this.down = true;
+    for (const socket of this.sockets) socket.drop(abnormalCloseCode);
   }
 
   receive(socket: FakeSocket, text: string): void {
@@ -208,36 +280,21 @@ export class FakeEdge {
    * mailbox (sent live to every synced socket). `senderUserId` other than the user's: a peer's message.
    */
   store(conversationId: string, clientMessageId: string, body: string, senderUserId = this.userId): Message {
-    const existing = this.storedByClientMessageId.get(clientMessageId);
-    if (existing !== undefined) return existing;
-    const log = this.logs.get(conversationId) ?? [];
-    const message: Message = {
-      conversationId,
-      messageId: `m${this.storedByClientMessageId.size + 1}`,
-      seq: log.length + 1,
-      senderUserId,
-      senderDeviceId: "device1",
-      clientMessageId,
-      body,
-      sentAtMs: 1_700_000_000_000 + log.length,
-    };
-    log.push(message);
-    this.logs.set(conversationId, log);
-    this.storedByClientMessageId.set(clientMessageId, message);
-    this.append({ kind: "message", message });
-    return message;
+    return this.cell.store(conversationId, clientMessageId, body, senderUserId);
   }
 
-  /** Appends to the mailbox and sends the event live to every open socket that is synced. */
+  /** Appends to the cell's mailbox, which every edge of the cell sends live to its synced open sockets. */
   append(event: MailboxEvent): SequencedEvent {
-    const sequenced: SequencedEvent = { seq: this.mailbox.length + 1, event };
-    this.mailbox.push(sequenced);
-    if (!this.deliverLive) return sequenced;
+    return this.cell.append(event);
+  }
+
+  /** Called by the cell for each appended event. */
+  deliverLiveEvent(sequenced: SequencedEvent): void {
+    if (!this.deliverLive) return;
     for (const [socket, seq] of this.socketSeqs) {
       if (socket.readyState !== "open") this.socketSeqs.delete(socket);
       else if (seq === sequenced.seq - 1) this.sendEvents(socket, [sequenced]);
     }
-    return sequenced;
   }
 
   /** What the real edge does after a welcome: the backlog after resumeAfterSeq (or resync), then synced. */
@@ -262,6 +319,20 @@ export class FakeEdge {
   private summary(conversationId: string, kind: "direct" | "group", title: string | null, memberUserIds: string[]): ConversationSummary {
     return { conversationId, kind, title, memberUserIds, lastSeq: this.storedMessages(conversationId).length };
   }
+}
+
+/**
+ * A WebSocket constructor that reaches the edge listening at each URL, as several edge ports on one
+ * machine would. A URL no edge listens at is refused like a dead edge's.
+ */
+export function fakeEdgeNetwork(edgesByUrl: ReadonlyMap<string, FakeEdge>): WebSocketConstructor {
+  const nowhere = new FakeEdge("nobody");
+  nowhere.down = true;
+  return class extends FakeSocket {
+    constructor(url: string) {
+      super(url, edgesByUrl.get(url) ?? nowhere);
+    }
+  };
 }
 
 export const directConversationId = `d-${"A".repeat(22)}`;
