@@ -2,6 +2,7 @@
 // edge through the client SDK like any client; `up` runs the local topology (what `npm start` runs).
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runHistory, runListen, runSend, runToken } from "./client-commands.ts";
+import { runRing } from "./ring-command.ts";
 import { runUp } from "./up.ts";
 
 const usage = `cellwire <command> [options]
@@ -15,6 +16,7 @@ Commands:
                                                   print each mailbox event as one JSON line: those after
                                                    mailbox seq SEQ first (0: all), then live ones
   history --as <user> --with <user> [--limit N]   print a direct conversation, oldest first
+  ring <cellId> [--json]                          the cell's members, their lease ages and key shares
   up                                              run the local topology (what npm start runs)
 
 Options for send, listen and history:
@@ -35,6 +37,7 @@ const options = {
   count: { type: "string" },
   "timeout-ms": { type: "string" },
   limit: { type: "string" },
+  json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } satisfies ParseArgsConfig["options"];
 
@@ -91,6 +94,13 @@ async function main(argv: string[]): Promise<number> {
       });
     case "history":
       return runHistory({ ...connection, userId: required("as", values.as), peerUserId: required("with", values.with), limit: positiveInteger("limit", values.limit, 50) ?? 50 });
+    case "ring": {
+      const cellId = rest[0];
+      if (cellId === undefined) throw new UsageError("ring needs a cell id");
+      const namespace = process.env["CELLWIRE_NAMESPACE"] ?? "cellwire";
+      const natsServers = (process.env["CELLWIRE_NATS_SERVERS"] ?? "127.0.0.1:4222").split(",").filter((server) => server !== "");
+      return runRing({ cellId, namespace, natsServers, json: values.json === true });
+    }
     case "up":
       return runUp(process.env);
     default:
