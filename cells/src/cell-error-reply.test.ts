@@ -11,6 +11,8 @@ describe("cellErrorReply", () => {
     [{ kind: "refused", refusal: "too_many_members" }, "too_many_members"],
     [{ kind: "refused", refusal: "invalid_peer" }, "invalid_peer"],
     [{ kind: "not_owner", key: "g-x", ownerWorkerId: "a-2" }, "not_owner"],
+    [{ kind: "not_owner", key: "g-x", ownerWorkerId: undefined }, "not_owner"],
+    [{ kind: "fenced", key: "g-x", epoch: 41 }, "not_owner"],
     [{ kind: "lease_lapsed" }, "not_owner"],
     [{ kind: "overloaded", reason: "key_full" }, "cell_unavailable"],
     [{ kind: "overloaded", reason: "queue_full" }, "cell_unavailable"],

@@ -7,8 +7,10 @@ import type { StoreRefusal } from "./store/store.ts";
 
 export type RequestFailure =
   | { readonly kind: "refused"; readonly refusal: StoreRefusal }
-  /** Another live worker owns the key on this worker's ring (the edge routes again). */
-  | { readonly kind: "not_owner"; readonly key: string; readonly ownerWorkerId: string }
+  /** Another worker (or, for a write, nobody yet) owns the key on this worker's ring (the edge routes again). */
+  | { readonly kind: "not_owner"; readonly key: string; readonly ownerWorkerId: string | undefined }
+  /** The store refused a write: the key was written under a later ring epoch, so this worker is a stale owner. */
+  | { readonly kind: "fenced"; readonly key: string; readonly epoch: number }
   /** This worker could not renew its lease in time, so others may already consider it gone. */
   | { readonly kind: "lease_lapsed" }
   | { readonly kind: "overloaded"; readonly reason: "key_full" | "queue_full" }
@@ -29,7 +31,12 @@ export function cellErrorReply(failure: RequestFailure): CellErrorReply {
     case "refused":
       return reply(failure.refusal, errorCodes[failure.refusal].description);
     case "not_owner":
-      return reply("not_owner", `${failure.key} belongs to worker ${failure.ownerWorkerId}`);
+      return reply(
+        "not_owner",
+        failure.ownerWorkerId === undefined ? `${failure.key} has no owner on this worker's ring yet` : `${failure.key} belongs to worker ${failure.ownerWorkerId}`,
+      );
+    case "fenced":
+      return reply("not_owner", `${failure.key} was written under a ring epoch after ${failure.epoch}; route again`);
     case "lease_lapsed":
       return reply("not_owner", "this worker's lease lapsed; route again");
     case "overloaded":

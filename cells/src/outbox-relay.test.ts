@@ -31,7 +31,9 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
     try {
       if (control.hold) await new Promise<void>((resolve) => control.gates.push(resolve));
       if (control.failing.has(entry.recipientUserId)) throw new Error(`${entry.recipientUserId} is unreachable`);
-      return (await mailboxes.appendMailbox(entry.recipientUserId, entry.eventId, entry.event)).seq;
+      const appended = await mailboxes.appendMailbox({ userId: entry.recipientUserId, eventId: entry.eventId, event: entry.event, epoch: 1 });
+      if (appended.outcome !== "appended") throw new Error(`mailbox of ${entry.recipientUserId} fenced`);
+      return appended.seq;
     } finally {
       control.inFlight -= 1;
     }
@@ -52,12 +54,12 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
   });
   async function group(members: string[]): Promise<string> {
     const conversationId = newGroupId();
-    await store.createGroup({ conversationId, creatorUserId: "alice", title: "t", memberUserIds: members });
+    await store.createGroup({ conversationId, creatorUserId: "alice", title: "t", memberUserIds: members, epoch: 1 });
     return conversationId;
   }
   /** Stores a message; relays it as the request handler does unless told not to. */
   async function send(conversationId: string, body: string, relayIt = true): Promise<readonly OutboxEntry[]> {
-    const result = await store.appendMessage({ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: body, body });
+    const result = await store.appendMessage({ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: body, body, epoch: 1 });
     if (result.outcome !== "stored") throw new Error("not stored");
     if (relayIt) relay.relayStored(conversationId, result.outbox);
     return result.outbox;

@@ -2,12 +2,20 @@ import { describe, expect, it } from "vitest";
 import { directConversationId } from "@cellwire/cluster";
 import { messageEventId, userRingKey, type CellAppendMailboxRequest, type CellReply, type CellRequest, type Delivery, type MailboxEvent } from "@cellwire/protocol";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
-import { CellRequestHandler, type OwnershipView } from "./request-handler.ts";
+import { CellRequestHandler } from "./request-handler.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
 import { messageEvent, newGroupId } from "./store/store-contract.ts";
-import type { AppendMailboxResult, AppendMessageInput, AppendMessageResult, ConversationStore, OutboxEntry } from "./store/store.ts";
+import type { AppendMailboxInput, AppendMailboxResult, AppendMessageInput, AppendMessageResult, ConversationStore, OutboxEntry } from "./store/store.ts";
 
 const silentLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+/** The worker's view of the ring in a test: read at each check, so a test can change it between two. */
+type Ring = {
+  /** The owner of a key; by default the harness's own worker owns every key. */
+  ownerOf?: (key: string) => string | undefined;
+  epoch?: () => number;
+  leaseHeld?: () => boolean;
+};
 
 type Harness = {
   readonly handler: CellRequestHandler;
@@ -20,19 +28,25 @@ type Harness = {
 };
 
 function harness(
-  options: { store?: ConversationStore; ownership?: Partial<OwnershipView>; pendingPerKeyMax?: number; workerId?: string } = {},
+  options: { store?: ConversationStore; ring?: Ring; pendingPerKeyMax?: number; workerId?: string; warnings?: string[] } = {},
 ): Harness {
   const deliveries: Delivery[] = [];
   const relayed: Harness["relayed"] = [];
   const queue = new KeyedSerialQueue({ pendingPerKeyMax: options.pendingPerKeyMax ?? 100, pendingTotalMax: 1000 });
+  const workerId = options.workerId ?? "a-1";
+  const ring = options.ring ?? {};
+  const { warnings } = options;
   const handler = new CellRequestHandler({
-    workerId: options.workerId ?? "a-1",
+    workerId,
     store: options.store ?? new MemoryConversationStore(),
-    ownership: { ownerOf: () => undefined, leaseHeld: () => true, ...options.ownership },
+    ownership: {
+      snapshot: () => ({ ring: { ownerOf: ring.ownerOf ?? (() => workerId) }, epoch: ring.epoch?.() ?? 1 }),
+      leaseHeld: ring.leaseHeld ?? (() => true),
+    },
     queue,
     relayOutbox: (conversationId, entries) => relayed.push({ conversationId, entries }),
     publishDelivery: (delivery) => deliveries.push(delivery),
-    logger: silentLogger,
+    logger: warnings === undefined ? silentLogger : { ...silentLogger, warn: (line: string) => void warnings.push(line) },
   });
   const request = async (input: CellRequest | string): Promise<CellReply> => {
     const replies: CellReply[] = [];
@@ -60,16 +74,23 @@ function appendRequest(userId: string, event: MailboxEvent): CellAppendMailboxRe
   return { type: "cell.appendMailbox", userId, eventId: messageEventId(event.message.messageId), event };
 }
 
-/** A store whose appends (messages and mailbox events) wait for the test to release them, in any order it likes. */
+/**
+ * A store whose appends (messages and mailbox events) wait for the test to release them, in any order it
+ * likes, as a worker paused between taking its epoch and running the statement would; it records the
+ * epoch each append was given.
+ */
 class GatedStore extends MemoryConversationStore {
   readonly gates: (() => void)[] = [];
+  readonly epochs: number[] = [];
   override async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
+    this.epochs.push(input.epoch);
     await new Promise<void>((resolve) => this.gates.push(resolve));
     return super.appendMessage(input);
   }
-  override async appendMailbox(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult> {
+  override async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
+    this.epochs.push(input.epoch);
     await new Promise<void>((resolve) => this.gates.push(resolve));
-    return super.appendMailbox(userId, eventId, event);
+    return super.appendMailbox(input);
   }
 }
 
@@ -173,10 +194,11 @@ describe("CellRequestHandler", () => {
 
   it("routes mailbox requests by the user's ring key", async () => {
     const keys: string[] = [];
-    const { request } = harness({ ownership: { ownerOf: (key) => (keys.push(key), key === userRingKey("bob") ? "a-2" : "a-1") } });
+    const { request } = harness({ ring: { ownerOf: (key) => (keys.push(key), key === userRingKey("bob") ? "a-2" : "a-1") } });
     expect(await request(appendRequest("bob", messageEvent()))).toMatchObject({ type: "cell.error", code: "not_owner" });
     expect(await request({ type: "cell.mailboxPage", userId: "bob", afterSeq: 0, limit: 5 })).toMatchObject({ code: "not_owner" });
     expect(await request({ type: "cell.mailboxPage", userId: "carol", afterSeq: 0, limit: 5 })).toMatchObject({ type: "cell.mailboxEvents" });
+    // carol's page is a read: her key is looked up once, on arrival.
     expect(keys).toEqual(["user:bob", "user:bob", "user:carol"]);
   });
 
@@ -222,16 +244,98 @@ describe("CellRequestHandler", () => {
     expect(replies.map((reply) => reply.type)).toEqual(["cell.stored", "cell.stored"]);
   });
 
-  it("answers not_owner when another live worker owns the conversation, and serves when the ring is empty", async () => {
-    const owned = harness({ ownership: { ownerOf: () => "a-2" } });
+  it("answers not_owner when another live worker owns the conversation, or when its lease lapsed", async () => {
+    const owned = harness({ ring: { ownerOf: () => "a-2" } });
     const conversationId = newGroupId();
-    expect(await owned.request(sendRequest(conversationId, "m1"))).toMatchObject({ type: "cell.error", code: "not_owner" });
-    const alone = harness({ ownership: { ownerOf: () => undefined } });
-    expect(await alone.request(sendRequest(conversationId, "m1"))).toMatchObject({ type: "cell.error", code: "not_a_member" });
-    const self = harness({ ownership: { ownerOf: () => "a-1" } });
+    expect(await owned.request(sendRequest(conversationId, "m1"))).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("a-2") });
+    const self = harness({ ring: { ownerOf: () => "a-1" } });
     expect(await self.request(sendRequest(conversationId, "m1"))).toMatchObject({ type: "cell.error", code: "not_a_member" });
-    const lapsed = harness({ ownership: { leaseHeld: () => false } });
+    const lapsed = harness({ ring: { leaseHeld: () => false } });
     expect(await lapsed.request(sendRequest(conversationId, "m1"))).toMatchObject({ type: "cell.error", code: "not_owner" });
+  });
+
+  it("serves reads on an empty ring (its own lease not seen yet) but writes nothing until its ring gives it the key", async () => {
+    let owner: string | undefined;
+    const { request } = harness({ ring: { ownerOf: () => owner } });
+    const conversationId = newGroupId();
+    expect(await request({ type: "cell.history", userId: "alice", conversationId, beforeSeq: null, limit: 5 })).toMatchObject({ code: "not_a_member" });
+    expect(await request({ type: "cell.mailboxPage", userId: "bob", afterSeq: 0, limit: 5 })).toMatchObject({ type: "cell.mailboxEvents" });
+    const create: CellRequest = { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "t", memberUserIds: [] };
+    expect(await request(create)).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("no owner") });
+    expect(await request(appendRequest("bob", messageEvent()))).toMatchObject({ type: "cell.error", code: "not_owner" });
+    owner = "a-1";
+    expect(await request(create)).toMatchObject({ type: "cell.conversation" });
+  });
+
+  it("writes under the epoch of the ring when the write runs, not when it arrived", async () => {
+    const store = new GatedStore();
+    let epoch = 3;
+    const { handler, request } = harness({ store, ring: { epoch: () => epoch } });
+    const conversationId = await createGroup(request);
+    const replies: CellReply[] = [];
+    const done = ["m1", "m2"].map((id) => handler.handle(JSON.stringify(sendRequest(conversationId, id)), (reply) => replies.push(reply)));
+    await expect.poll(() => store.gates.length).toBe(1);
+    // m2 arrived under epoch 3 and waits in the queue; the ring changes (the key stays here) before its turn.
+    epoch = 8;
+    store.gates.pop()?.();
+    await expect.poll(() => store.gates.length).toBe(1);
+    store.gates.pop()?.();
+    await Promise.all(done);
+    expect(store.epochs).toEqual([3, 8]);
+    expect(replies.map((reply) => reply.type)).toEqual(["cell.stored", "cell.stored"]);
+  });
+
+  it("refuses a queued write whose key moved to another worker, or whose lease lapsed, before its turn", async () => {
+    const store = new GatedStore();
+    let owner = "a-1";
+    let leaseHeld = true;
+    const { handler, request } = harness({ store, ring: { ownerOf: () => owner, leaseHeld: () => leaseHeld } });
+    const conversationId = await createGroup(request);
+    for (const [round, change] of [() => (owner = "a-2"), () => (leaseHeld = false)].entries()) {
+      owner = "a-1";
+      leaseHeld = true;
+      const replies: CellReply[] = [];
+      const done = ["first", "second"].map((id) => handler.handle(JSON.stringify(sendRequest(conversationId, `${id}-${round}`)), (reply) => replies.push(reply)));
+      await expect.poll(() => store.gates.length).toBe(1);
+      change();
+      store.gates.pop()?.();
+      await Promise.all(done);
+      // The first had taken its epoch before the change; the second never reached the store.
+      expect(replies.map((reply) => (reply.type === "cell.error" ? reply.code : reply.type))).toEqual(["cell.stored", "not_owner"]);
+    }
+    expect(store.epochs).toHaveLength(2);
+    const history = await store.history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 });
+    expect(history.outcome === "history" && history.messages.map((message) => message.seq)).toEqual([1, 2]);
+  });
+
+  it("answers not_owner to a write the store fenced, writes nothing, relays and publishes nothing, and says so in the log", async () => {
+    const store = new MemoryConversationStore();
+    let epoch = 5;
+    const warnings: string[] = [];
+    const { request, relayed, deliveries } = harness({ store, ring: { epoch: () => epoch }, warnings });
+    const conversationId = await createGroup(request, ["bob"]);
+    expect(await request(sendRequest(conversationId, "m1"))).toMatchObject({ type: "cell.stored", message: { seq: 1 } });
+    expect(await request(appendRequest("bob", messageEvent("first")))).toMatchObject({ type: "cell.appended", seq: 1 });
+    // This worker's view falls behind another owner that wrote under epoch 5: it now writes under 4.
+    epoch = 4;
+    const stale: CellRequest[] = [
+      sendRequest(conversationId, "m2"),
+      { type: "cell.addMembers", userId: "alice", conversationId, userIds: ["carol"] },
+      { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "team", memberUserIds: ["bob"] },
+      appendRequest("bob", messageEvent("second")),
+    ];
+    for (const staleRequest of stale) {
+      expect(await request(staleRequest)).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("epoch after 4") });
+    }
+    expect(warnings.filter((line) => line.includes("fenced"))).toHaveLength(stale.length);
+    expect(relayed).toHaveLength(1);
+    expect(deliveries.map((delivery) => delivery.seq)).toEqual([1]);
+    expect(await store.members(conversationId)).toEqual(["alice", "bob"]);
+    expect(await store.mailboxPage({ userId: "bob", afterSeq: 0, limit: 10 })).toMatchObject({ headSeq: 1 });
+    // Reads are not fenced.
+    expect(await request({ type: "cell.history", userId: "bob", conversationId, beforeSeq: null, limit: 10 })).toMatchObject({ messages: [{ seq: 1 }] });
+    epoch = 5;
+    expect(await request(sendRequest(conversationId, "m2"))).toMatchObject({ type: "cell.stored", message: { seq: 2 } });
   });
 
   it("answers cell.error internal to payloads that do not decode, and keeps serving", async () => {

@@ -3,6 +3,10 @@
 // (conversation, or user for mailbox requests), run it against the store, reply, then hand a stored
 // message's outbox rows to the relay or publish an appended mailbox event. The worker wires it to its
 // subscription; tests drive it directly.
+//
+// A write is fenced: when its turn comes, the worker checks again that it holds its lease and owns the
+// key on its current ring, and passes that ring's epoch to the store, which refuses it (fenced) if the
+// key was written under a later epoch. Either refusal answers not_owner, so the router routes again.
 import { directConversationId, type Logger } from "@cellwire/cluster";
 import {
   cellRequest,
@@ -19,9 +23,17 @@ import type { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { describeError } from "./store/errors.ts";
 import type { ConversationResult, ConversationStore, OutboxEntry, StoreRefusal } from "./store/store.ts";
 
+/** This worker's current view of its cell's ring (a MembershipSnapshot fits). */
+export type OwnershipSnapshot = {
+  /** ownerOf: the owner of a key, undefined when the ring is empty. */
+  readonly ring: { readonly ownerOf: (key: string) => string | undefined };
+  /** The ring's epoch: writes carry it, and the store refuses them once the key has a later one. */
+  readonly epoch: number;
+};
+
 export type OwnershipView = {
-  /** The owner of `key` on this worker's current view of its cell's ring; undefined when the ring is empty. */
-  readonly ownerOf: (key: string) => string | undefined;
+  /** Read at each check, never kept: the ring may change between a request's arrival and its turn. */
+  readonly snapshot: () => OwnershipSnapshot;
   /** False once this worker failed to renew its lease in time. */
   readonly leaseHeld: () => boolean;
 };
@@ -64,8 +76,9 @@ export class CellRequestHandler {
       respond(cellErrorReply({ kind: "lease_lapsed" }));
       return Promise.resolve();
     }
-    // An empty ring (this worker's own lease not seen yet, and no other) does not stop it from serving.
-    const ownerWorkerId = ownership.ownerOf(key);
+    // An empty ring (this worker's own lease not seen yet, and no other) does not turn a request away
+    // here: reads are served, and a write is checked again in its turn (see writeEpoch).
+    const ownerWorkerId = ownership.snapshot().ring.ownerOf(key);
     if (ownerWorkerId !== undefined && ownerWorkerId !== workerId) {
       respond(cellErrorReply({ kind: "not_owner", key, ownerWorkerId }));
       return Promise.resolve();
@@ -105,17 +118,42 @@ export class CellRequestHandler {
     }
   }
 
+  /**
+   * The epoch to write `key` under, read at the moment the write runs (not when the request arrived), or
+   * why this worker must not write it now: its lease lapsed, or its current ring gives the key to another
+   * worker or to nobody. Checking ownership on the same snapshot that gives the epoch matters: a worker
+   * whose ring moved on must not write with the newer epoch of a ring on which it no longer owns the key.
+   */
+  private writeEpoch(key: string): { readonly epoch: number } | { readonly refusal: Outcome } {
+    const { ownership, workerId } = this.dependencies;
+    if (!ownership.leaseHeld()) return { refusal: { reply: cellErrorReply({ kind: "lease_lapsed" }) } };
+    const { ring, epoch } = ownership.snapshot();
+    const ownerWorkerId = ring.ownerOf(key);
+    if (ownerWorkerId !== workerId) return { refusal: { reply: cellErrorReply({ kind: "not_owner", key, ownerWorkerId }) } };
+    return { epoch };
+  }
+
+  private fenced(key: string, epoch: number): Outcome {
+    this.dependencies.logger.warn(`worker ${this.dependencies.workerId} was fenced on ${key}: written under an epoch after ${epoch}`);
+    return { reply: cellErrorReply({ kind: "fenced", key, epoch }) };
+  }
+
   private async perform(request: CellRequest): Promise<Outcome> {
     const { store } = this.dependencies;
+    const key = cellRequestKey(request);
     switch (request.type) {
       case "cell.send": {
+        const writing = this.writeEpoch(key);
+        if ("refusal" in writing) return writing.refusal;
         const result = await store.appendMessage({
           conversationId: request.conversationId,
           senderUserId: request.senderUserId,
           senderDeviceId: request.senderDeviceId,
           clientMessageId: request.clientMessageId,
           body: request.body,
+          epoch: writing.epoch,
         });
+        if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
         if (result.outcome !== "stored") return refused(result.outcome);
         const reply: CellReply = { type: "cell.stored", message: result.message, deduplicated: result.deduplicated };
         // A deduplicated send wrote no rows: those of its first store are relayed or left for the sweeper.
@@ -123,23 +161,42 @@ export class CellRequestHandler {
         // Handed over within the conversation's turn, so relays start in seq order; they run apart.
         return { reply, afterReply: async () => this.dependencies.relayOutbox(request.conversationId, result.outbox) };
       }
-      case "cell.openDirect":
+      case "cell.openDirect": {
+        const writing = this.writeEpoch(key);
+        if ("refusal" in writing) return writing.refusal;
+        const { epoch } = writing;
         return this.conversationOutcome(
-          await store.openDirect({ conversationId: request.conversationId, userId: request.userId, peerUserId: request.peerUserId }),
+          key,
+          epoch,
+          await store.openDirect({ conversationId: request.conversationId, userId: request.userId, peerUserId: request.peerUserId, epoch }),
         );
-      case "cell.createGroup":
+      }
+      case "cell.createGroup": {
+        const writing = this.writeEpoch(key);
+        if ("refusal" in writing) return writing.refusal;
+        const { epoch } = writing;
         return this.conversationOutcome(
+          key,
+          epoch,
           await store.createGroup({
             conversationId: request.conversationId,
             creatorUserId: request.creatorUserId,
             title: request.title,
             memberUserIds: request.memberUserIds,
+            epoch,
           }),
         );
-      case "cell.addMembers":
+      }
+      case "cell.addMembers": {
+        const writing = this.writeEpoch(key);
+        if ("refusal" in writing) return writing.refusal;
+        const { epoch } = writing;
         return this.conversationOutcome(
-          await store.addMembers({ conversationId: request.conversationId, userId: request.userId, userIds: request.userIds }),
+          key,
+          epoch,
+          await store.addMembers({ conversationId: request.conversationId, userId: request.userId, userIds: request.userIds, epoch }),
         );
+      }
       case "cell.history": {
         const result = await store.history({
           conversationId: request.conversationId,
@@ -153,8 +210,12 @@ export class CellRequestHandler {
         };
       }
       case "cell.appendMailbox": {
+        const writing = this.writeEpoch(key);
+        if ("refusal" in writing) return writing.refusal;
         const { userId, event } = request;
-        const { seq, deduplicated } = await store.appendMailbox(userId, request.eventId, event);
+        const result = await store.appendMailbox({ userId, eventId: request.eventId, event, epoch: writing.epoch });
+        if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
+        const { seq, deduplicated } = result;
         const reply: CellReply = { type: "cell.appended", userId, seq, deduplicated };
         // A repeated append was published when it was first stored.
         if (deduplicated) return { reply };
@@ -168,7 +229,8 @@ export class CellRequestHandler {
     }
   }
 
-  private conversationOutcome(result: ConversationResult<StoreRefusal>): Outcome {
+  private conversationOutcome(key: string, epoch: number, result: ConversationResult<StoreRefusal>): Outcome {
+    if (result.outcome === "fenced") return this.fenced(key, epoch);
     if (result.outcome !== "conversation") return refused(result.outcome);
     const conversation: ConversationSummary = result.conversation;
     return { reply: { type: "cell.conversation", conversation } };

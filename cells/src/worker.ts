@@ -143,8 +143,9 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       workerId: config.workerId,
       store,
       ownership: {
-        ownerOf: (key) => watcher.snapshot.ring.ownerOf(key),
-        // Before the lease is first written the worker serves what its ring gives it (see ownerOf).
+        // The ring and its epoch are read afresh at each check: a write carries the epoch of the ring on
+        // which this worker owns the key at the moment the write runs.
+        snapshot: () => watcher.snapshot,
         leaseHeld,
       },
       queue,

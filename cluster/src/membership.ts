@@ -101,18 +101,37 @@ export class LeaseHolder {
   }
 }
 
-export type MembershipSnapshot = { readonly ring: Ring; readonly subjects: ReadonlyMap<string, string> };
+export type MembershipSnapshot = {
+  readonly ring: Ring;
+  readonly subjects: ReadonlyMap<string, string>;
+  /**
+   * The bucket revision of the last change to the ring's members (see MembershipView): watchers that read
+   * the bucket up to the same point agree on it, and a later ring has a higher epoch. Workers write with it
+   * so that the database can refuse a stale owner.
+   */
+  readonly epoch: number;
+};
 
 /**
- * Watches a cell's membership bucket and keeps the ring of live workers. `ready` resolves once the
- * bucket's current contents have been read (or after readyDeadlineMs, whichever comes first).
+ * Watches a cell's membership bucket and keeps the ring of its members. `ready` resolves once the
+ * bucket's current contents have been read (or after readyDeadlineMs, whichever comes first); until then
+ * the snapshot is the empty ring of epoch 0, so nobody acts on a half-read bucket.
+ *
+ * A lease that nobody renewed within its leaseMs is deleted in the bucket by the watchers that notice it,
+ * each with compare-and-set on the revision it saw: one wins, and the removal gets a revision (the new
+ * epoch) of its own; a holder that renewed meanwhile makes every such delete fail harmlessly.
  */
 export class MembershipWatcher {
   private readonly view = new MembershipView();
-  private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map() };
+  private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map(), epoch: 0 };
   private readonly listeners = new Set<(snapshot: MembershipSnapshot) => void>();
+  /** Workers whose expired lease this watcher is deleting now (at most one delete in flight per lease). */
+  private readonly deleting = new Set<string>();
   private expiryTimer: ReturnType<typeof setInterval> | undefined;
+  private readyTimer: ReturnType<typeof setTimeout> | undefined;
   private stopWatching: (() => void) | undefined;
+  private replaying = true;
+  private stopped = false;
   private resolveReady: () => void = () => {};
   readonly ready: Promise<void>;
 
@@ -142,20 +161,26 @@ export class MembershipWatcher {
     const status = await this.bucket.status();
     const state = status.streamInfo.state;
     const initialRevision = state.messages === 0 ? 0 : state.last_seq;
-    if (initialRevision === 0) this.resolveReady();
-    const readyTimer = setTimeout(() => this.resolveReady(), this.readyDeadlineMs);
+    if (initialRevision === 0) {
+      this.endReplay();
+    } else {
+      this.readyTimer = setTimeout(() => {
+        this.logger.warn(`membership of cell ${this.cellId} not read up to revision ${initialRevision} within ${this.readyDeadlineMs} ms; using what was read`);
+        this.endReplay();
+      }, this.readyDeadlineMs);
+    }
     const iterator = await this.bucket.watch({ key: "worker.>" });
     this.stopWatching = () => iterator.stop();
-    this.expiryTimer = setInterval(() => {
-      if (this.view.expire(this.clock.monotonicNowMs())) this.publish();
-    }, this.expiryCheckIntervalMs);
+    this.expiryTimer = setInterval(() => this.deleteExpiredLeases(), this.expiryCheckIntervalMs);
     void (async () => {
       for await (const entry of iterator) {
         const nowMs = this.clock.monotonicNowMs();
+        if (this.replaying) this.view.raiseEpoch(entry.revision);
         let changed = false;
         if (entry.operation === "PUT") {
           const decoded = decodeMessage(workerLease, entry.value);
-          if (!decoded.ok || decoded.value.cellId !== this.cellId) {
+          // A lease must sit under its own worker's key: that key is what an expiry deletes.
+          if (!decoded.ok || decoded.value.cellId !== this.cellId || entry.key !== `worker.${decoded.value.workerId}`) {
             this.logger.warn(`ignoring malformed lease ${entry.key} in cell ${this.cellId}`);
           } else {
             // Entries replayed at start may be old: date them by the server's timestamp, not by now.
@@ -163,27 +188,72 @@ export class MembershipWatcher {
             changed = this.view.applyPut(decoded.value, entry.revision, nowMs - ageMs);
           }
         } else {
-          changed = this.view.applyDelete(entry.key.slice("worker.".length));
+          changed = this.view.applyDelete(entry.key.slice("worker.".length), entry.revision);
         }
-        if (changed) this.publish();
-        if (entry.revision >= initialRevision) {
-          clearTimeout(readyTimer);
-          this.resolveReady();
+        if (this.replaying) {
+          // Caught up with the bucket: nothing written before this entry is still to come. (Waiting for
+          // initialRevision alone is not enough: a key renewed after status() arrives after it, and a ring
+          // published without that key would not be the ring of its epoch.)
+          if (entry.delta === 0) this.endReplay();
+        } else if (changed) {
+          this.publish();
         }
       }
     })().catch((error: unknown) => this.logger.warn(`membership watch of cell ${this.cellId} ended: ${String(error)}`));
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.expiryTimer !== undefined) clearInterval(this.expiryTimer);
+    if (this.readyTimer !== undefined) clearTimeout(this.readyTimer);
     this.stopWatching?.();
     this.resolveReady();
   }
 
+  private endReplay(): void {
+    if (!this.replaying) return;
+    this.replaying = false;
+    if (this.readyTimer !== undefined) clearTimeout(this.readyTimer);
+    this.publish();
+    this.resolveReady();
+  }
+
+  private deleteExpiredLeases(): void {
+    if (this.stopped) return;
+    for (const { workerId, revision } of this.view.expired(this.clock.monotonicNowMs())) {
+      if (this.deleting.has(workerId)) continue;
+      this.deleting.add(workerId);
+      void this.deleteLease(workerId, revision).finally(() => this.deleting.delete(workerId));
+    }
+  }
+
+  /** Deletes an expired lease if it is still at `revision`; the watch then removes it from every ring. */
+  private async deleteLease(workerId: string, revision: number): Promise<void> {
+    // Members entered the view only under their own key (checked on each put), so this is that key.
+    const key = `worker.${workerId}`;
+    try {
+      await this.bucket.delete(key, { previousSeq: revision });
+      this.logger.info(`lease of ${workerId} in cell ${this.cellId} expired; deleted it (last renewed at revision ${revision})`);
+      return;
+    } catch {
+      // Most often a newer revision exists (the holder renewed, or another watcher deleted it first) and
+      // reaches this watcher through the watch; otherwise the next expiry check tries again.
+    }
+    try {
+      const current = await this.bucket.get(key);
+      // The bucket's max_age dropped the entry without any event (every watcher failed to delete it for ten
+      // leases): only a new delete marker removes the member everywhere. Should the holder put its lease
+      // between the get and this delete, its next renewal brings it back.
+      if (current === null && !this.stopped) await this.bucket.delete(key);
+    } catch (error) {
+      this.logger.warn(`could not delete the expired lease of ${workerId} in cell ${this.cellId}: ${String(error)}`);
+    }
+  }
+
   private publish(): void {
-    const live = this.view.live(this.clock.monotonicNowMs());
-    const subjects = new Map(live.map((member) => [member.lease.workerId, member.lease.subject]));
-    this.snapshotValue = { ring: new Ring(subjects.keys()), subjects };
+    const members = this.view.members();
+    const subjects = new Map(members.map((member) => [member.lease.workerId, member.lease.subject]));
+    this.snapshotValue = { ring: new Ring(subjects.keys()), subjects, epoch: this.view.epoch };
     for (const listener of this.listeners) listener(this.snapshotValue);
   }
 }

@@ -8,12 +8,12 @@ import {
   messageEventId,
   type ConversationKind,
   type ConversationSummary,
-  type MailboxEvent,
   type Message,
   type SequencedEvent,
 } from "@cellwire/protocol";
 import type {
   AddMembersInput,
+  AppendMailboxInput,
   AppendMailboxResult,
   AppendMessageInput,
   AppendMessageResult,
@@ -36,6 +36,8 @@ type StoredConversation = {
   readonly kind: ConversationKind;
   readonly title: string | null;
   readonly members: Set<string>;
+  /** The highest epoch the conversation was written under. */
+  ownerEpoch: number;
   readonly messages: Message[];
   /** `${senderUserId}\n${clientMessageId}` → index in messages. */
   readonly byClientMessage: Map<string, number>;
@@ -43,12 +45,16 @@ type StoredConversation = {
 
 type StoredMailbox = {
   lastSeq: number;
+  /** The highest epoch an append was made under. */
+  ownerEpoch: number;
   floorSeq: number;
   /** Ascending seq; the event with seq s sits at index s - floorSeq - 1. */
   readonly events: (SequencedEvent & { readonly eventId: string })[];
   /** eventId → seq of the events above the floor (as the Postgres unique key, trimmed events are forgotten). */
   readonly seqByEventId: Map<string, number>;
 };
+
+const fenced = { outcome: "fenced" } as const;
 
 type StoredOutboxRow = { readonly entry: OutboxEntry; readonly createdAtMs: number; attempts: number };
 
@@ -66,11 +72,16 @@ export class MemoryConversationStore implements ConversationStore {
 
   async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
     const conversation = this.conversations.get(input.conversationId);
-    if (conversation === undefined || !conversation.members.has(input.senderUserId)) return { outcome: "not_a_member" };
+    if (conversation === undefined) return { outcome: "not_a_member" };
+    // Members are never removed, so only a member can have sent the message found here.
     const dedupeKey = `${input.senderUserId}\n${input.clientMessageId}`;
     const existingIndex = conversation.byClientMessage.get(dedupeKey);
     const existing = existingIndex === undefined ? undefined : conversation.messages[existingIndex];
     if (existing !== undefined) return { outcome: "stored", message: { ...existing }, deduplicated: true, outbox: [] };
+    // As in Postgres, the fence answers before the membership check.
+    if (conversation.ownerEpoch > input.epoch) return fenced;
+    if (!conversation.members.has(input.senderUserId)) return { outcome: "not_a_member" };
+    conversation.ownerEpoch = input.epoch;
     const message: Message = {
       conversationId: conversation.id,
       messageId: randomUUID(),
@@ -103,7 +114,9 @@ export class MemoryConversationStore implements ConversationStore {
     if (input.userId === input.peerUserId) return { outcome: "invalid_peer" };
     let conversation = this.conversations.get(input.conversationId);
     if (conversation === undefined) {
-      conversation = this.create(input.conversationId, "direct", null, [input.userId, input.peerUserId]);
+      conversation = this.create(input.conversationId, "direct", null, [input.userId, input.peerUserId], input.epoch);
+    } else if (!claim(conversation, input.epoch)) {
+      return fenced;
     }
     if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
     return { outcome: "conversation", conversation: summaryOf(conversation) };
@@ -114,7 +127,9 @@ export class MemoryConversationStore implements ConversationStore {
     if (memberUserIds.size > this.limits.groupMembersMax) return { outcome: "too_many_members" };
     let conversation = this.conversations.get(input.conversationId);
     if (conversation === undefined) {
-      conversation = this.create(input.conversationId, "group", input.title, memberUserIds);
+      conversation = this.create(input.conversationId, "group", input.title, memberUserIds, input.epoch);
+    } else if (!claim(conversation, input.epoch)) {
+      return fenced;
     }
     if (conversation.kind !== "group" || !conversation.members.has(input.creatorUserId)) return { outcome: "not_a_member" };
     return { outcome: "conversation", conversation: summaryOf(conversation) };
@@ -122,7 +137,9 @@ export class MemoryConversationStore implements ConversationStore {
 
   async addMembers(input: AddMembersInput): Promise<ConversationResult<"not_a_member" | "not_a_group" | "too_many_members">> {
     const conversation = this.conversations.get(input.conversationId);
-    if (conversation === undefined || !conversation.members.has(input.userId)) return { outcome: "not_a_member" };
+    if (conversation === undefined) return { outcome: "not_a_member" };
+    if (!claim(conversation, input.epoch)) return fenced;
+    if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
     if (conversation.kind !== "group") return { outcome: "not_a_group" };
     const added = input.userIds.filter((userId) => !conversation.members.has(userId));
     if (conversation.members.size + new Set(added).size > this.limits.groupMembersMax) return { outcome: "too_many_members" };
@@ -146,18 +163,21 @@ export class MemoryConversationStore implements ConversationStore {
     return conversation === undefined ? [] : [...conversation.members].sort();
   }
 
-  async appendMailbox(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult> {
+  async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
+    const { userId, eventId, event, epoch } = input;
     let mailbox = this.mailboxes.get(userId);
     const existing = mailbox?.seqByEventId.get(eventId);
-    if (existing !== undefined) return { seq: existing, deduplicated: true };
+    if (existing !== undefined) return { outcome: "appended", seq: existing, deduplicated: true };
     if (mailbox === undefined) {
-      mailbox = { lastSeq: 0, floorSeq: 0, events: [], seqByEventId: new Map() };
+      mailbox = { lastSeq: 0, floorSeq: 0, ownerEpoch: epoch, events: [], seqByEventId: new Map() };
       this.mailboxes.set(userId, mailbox);
     }
+    if (mailbox.ownerEpoch > epoch) return fenced;
+    mailbox.ownerEpoch = epoch;
     mailbox.lastSeq += 1;
     mailbox.events.push({ seq: mailbox.lastSeq, event: structuredClone(event), eventId });
     mailbox.seqByEventId.set(eventId, mailbox.lastSeq);
-    return { seq: mailbox.lastSeq, deduplicated: false };
+    return { outcome: "appended", seq: mailbox.lastSeq, deduplicated: false };
   }
 
   async mailboxPage(input: MailboxPageInput): Promise<MailboxPage> {
@@ -205,11 +225,18 @@ export class MemoryConversationStore implements ConversationStore {
     return this.outbox.get(id)?.attempts;
   }
 
-  private create(id: string, kind: ConversationKind, title: string | null, members: Iterable<string>): StoredConversation {
-    const conversation: StoredConversation = { id, kind, title, members: new Set(members), messages: [], byClientMessage: new Map() };
+  private create(id: string, kind: ConversationKind, title: string | null, members: Iterable<string>, ownerEpoch: number): StoredConversation {
+    const conversation: StoredConversation = { id, kind, title, members: new Set(members), ownerEpoch, messages: [], byClientMessage: new Map() };
     this.conversations.set(id, conversation);
     return conversation;
   }
+}
+
+/** The fence: raises the conversation's epoch to `epoch` unless it was written under a later one. */
+function claim(conversation: StoredConversation, epoch: number): boolean {
+  if (conversation.ownerEpoch > epoch) return false;
+  conversation.ownerEpoch = epoch;
+  return true;
 }
 
 function copyEntry(entry: OutboxEntry): OutboxEntry {

@@ -118,6 +118,7 @@ describe("cell database bootstrap", () => {
           senderDeviceId: "phone",
           clientMessageId: "c-new",
           body: "after",
+          epoch: 1,
         });
         expect(sent.outcome === "stored" && sent.outbox.map((entry) => `${entry.event.message.seq}:${entry.recipientUserId}`)).toEqual([
           "2:alice",

@@ -6,9 +6,14 @@
 // fails (a concurrent duplicate retry) rolls its increment back with it: no gap, no repeated seq. The
 // mailbox seq works the same way on the `mailboxes` row, and the outbox rows of a message are written by
 // the statement that stores it, so a message is never stored without them (nor them without it).
+//
+// Fencing does not trust leases either: every write that orders or changes a conversation or a mailbox
+// carries the writer's ring epoch and, in the statement that takes the row lock, requires
+// `owner_epoch <= epoch` and sets `owner_epoch = epoch`. A worker that lost the key (paused past its
+// lease, or behind on the membership watch) therefore cannot commit once the new owner has written.
 import { trimToPageBudget } from "./page-budget.ts";
 import { randomUUID } from "node:crypto";
-import { and, eq, sql, type SQL } from "drizzle-orm";
+import { and, eq, lte, sql, type SQL } from "drizzle-orm";
 import { drizzle, type NodePgDatabase, type NodePgQueryResultHKT } from "drizzle-orm/node-postgres";
 import type { PgDatabase } from "drizzle-orm/pg-core";
 import type { Pool } from "pg";
@@ -20,7 +25,6 @@ import {
   message as messageDecoder,
   messageEventId,
   type ConversationSummary,
-  type MailboxEvent,
   type Message,
   type SequencedEvent,
 } from "@cellwire/protocol";
@@ -28,6 +32,7 @@ import { conversationMembers, conversations } from "./schema.ts";
 import { StoreRowError, postgresErrorCode, uniqueViolation } from "./errors.ts";
 import type {
   AddMembersInput,
+  AppendMailboxInput,
   AppendMailboxResult,
   AppendMessageInput,
   AppendMessageResult,
@@ -44,6 +49,8 @@ import type {
   OutboxQuery,
   StoreLimits,
 } from "./store.ts";
+
+const fenced = { outcome: "fenced" } as const;
 
 /** The database or a transaction on it: both run the same queries. */
 type Executor = PgDatabase<NodePgQueryResultHKT>;
@@ -85,15 +92,17 @@ export class PostgresConversationStore implements ConversationStore {
   }
 
   private async appendOnce(input: AppendMessageInput): Promise<AppendMessageResult> {
-    const { conversationId, senderUserId, senderDeviceId, clientMessageId, body } = input;
+    const { conversationId, senderUserId, senderDeviceId, clientMessageId, body, epoch } = input;
     const messageId = randomUUID();
     const eventId = messageEventId(messageId);
     // One statement, so one snapshot and one implicit transaction: either the existing row of this
     // (conversation, sender, clientMessageId) comes back, or the conversation's last_seq is advanced
-    // (only when the sender is a member), the message inserted with it, and one outbox row per member
-    // written with the message's mailbox event. The members are those of the statement's snapshot: a
-    // member added by a transaction that commits while this statement waits for the row lock gets the
-    // message in history, not in the mailbox.
+    // (only when the sender is a member and the conversation was not written under a later epoch), the
+    // message inserted with it, and one outbox row per member written with the message's mailbox event.
+    // The fence is part of the UPDATE's condition, so Postgres re-checks it on the newest row version once
+    // it holds the lock. The members are those of the statement's snapshot: a member added by a
+    // transaction that commits while this statement waits for the row lock gets the message in history,
+    // not in the mailbox.
     const result = await this.database.execute(sql`
       with existing as (
         select ${messageColumns}, true as deduplicated
@@ -103,8 +112,9 @@ export class PostgresConversationStore implements ConversationStore {
           and client_message_id = ${clientMessageId}::text
       ),
       advanced as (
-        update conversations set last_seq = last_seq + 1
+        update conversations set last_seq = last_seq + 1, owner_epoch = ${epoch}::bigint
         where id = ${conversationId}::text
+          and owner_epoch <= ${epoch}::bigint
           and not exists (select 1 from existing)
           and exists (
             select 1 from conversation_members
@@ -139,7 +149,7 @@ export class PostgresConversationStore implements ConversationStore {
       from inserted
     `);
     const row = result.rows[0];
-    if (row === undefined) return { outcome: "not_a_member" };
+    if (row === undefined) return (await this.writtenAfter(conversationId, epoch)) ? fenced : { outcome: "not_a_member" };
     if (result.rows.length > 1) throw new StoreRowError(`append returned ${result.rows.length} rows for one message`);
     const deduplicated = row["deduplicated"];
     if (typeof deduplicated !== "boolean") throw new StoreRowError("append row: deduplicated must be a boolean");
@@ -161,12 +171,9 @@ export class PostgresConversationStore implements ConversationStore {
   async openDirect(input: OpenDirectInput): Promise<ConversationResult<"not_a_member" | "invalid_peer">> {
     if (input.userId === input.peerUserId) return { outcome: "invalid_peer" };
     return this.database.transaction(async (transaction) => {
-      const created = await transaction
-        .insert(conversations)
-        .values({ id: input.conversationId, kind: "direct", title: null, createdByUserId: input.userId })
-        .onConflictDoNothing()
-        .returning({ id: conversations.id });
-      if (created.length > 0) {
+      const claimed = await claimConversation(transaction, { id: input.conversationId, kind: "direct", title: null, createdByUserId: input.userId }, input.epoch);
+      if (claimed === "fenced") return fenced;
+      if (claimed === "created") {
         await transaction
           .insert(conversationMembers)
           .values([input.userId, input.peerUserId].map((userId) => ({ conversationId: input.conversationId, userId })))
@@ -182,12 +189,13 @@ export class PostgresConversationStore implements ConversationStore {
     const memberUserIds = [...new Set([input.creatorUserId, ...input.memberUserIds])];
     if (memberUserIds.length > this.limits.groupMembersMax) return { outcome: "too_many_members" };
     return this.database.transaction(async (transaction) => {
-      const created = await transaction
-        .insert(conversations)
-        .values({ id: input.conversationId, kind: "group", title: input.title, createdByUserId: input.creatorUserId })
-        .onConflictDoNothing()
-        .returning({ id: conversations.id });
-      if (created.length > 0) {
+      const claimed = await claimConversation(
+        transaction,
+        { id: input.conversationId, kind: "group", title: input.title, createdByUserId: input.creatorUserId },
+        input.epoch,
+      );
+      if (claimed === "fenced") return fenced;
+      if (claimed === "created") {
         await transaction
           .insert(conversationMembers)
           .values(memberUserIds.map((userId) => ({ conversationId: input.conversationId, userId })))
@@ -203,14 +211,15 @@ export class PostgresConversationStore implements ConversationStore {
 
   async addMembers(input: AddMembersInput): Promise<ConversationResult<"not_a_member" | "not_a_group" | "too_many_members">> {
     return this.database.transaction(async (transaction) => {
-      // The row lock serialises concurrent additions, so two of them cannot both pass the member limit.
+      // Fenced and locked by one statement; the row lock then serialises concurrent additions, so two of
+      // them cannot both pass the member limit.
       const locked = await transaction
-        .select({ kind: conversations.kind })
-        .from(conversations)
-        .where(eq(conversations.id, input.conversationId))
-        .for("update");
+        .update(conversations)
+        .set({ ownerEpoch: input.epoch })
+        .where(and(eq(conversations.id, input.conversationId), lte(conversations.ownerEpoch, input.epoch)))
+        .returning({ kind: conversations.kind });
       const conversation = locked[0];
-      if (conversation === undefined) return { outcome: "not_a_member" };
+      if (conversation === undefined) return (await this.writtenAfter(input.conversationId, input.epoch, transaction)) ? fenced : { outcome: "not_a_member" };
       const current = new Set(await readMembers(transaction, input.conversationId));
       if (!current.has(input.userId)) return { outcome: "not_a_member" };
       if (conversation.kind !== "group") return { outcome: "not_a_group" };
@@ -253,23 +262,27 @@ export class PostgresConversationStore implements ConversationStore {
     return readMembers(this.database, conversationId);
   }
 
-  async appendMailbox(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult> {
-    return retryingUniqueViolation(() => this.appendMailboxOnce(userId, eventId, event));
+  async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
+    return retryingUniqueViolation(() => this.appendMailboxOnce(input));
   }
 
-  private async appendMailboxOnce(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult> {
+  private async appendMailboxOnce(input: AppendMailboxInput): Promise<AppendMailboxResult> {
+    const { userId, eventId, event, epoch } = input;
     // One statement, as for messages: the existing seq of (user, event) comes back, or the mailbox row is
-    // created or advanced (its lock orders concurrent appenders) and the event inserted with the new seq.
-    // A concurrent duplicate fails on the (user_id, event_id) unique key, rolling its increment back.
+    // created (with the epoch) or advanced if it was not written under a later epoch (its lock orders
+    // concurrent appenders and the fence is re-checked under it) and the event inserted with the new seq.
+    // No row at all means the fence refused. A concurrent duplicate fails on the (user_id, event_id)
+    // unique key, rolling its increment back.
     const result = await this.database.execute(sql`
       with existing as (
         select seq from mailbox_events where user_id = ${userId}::text and event_id = ${eventId}::text
       ),
       advanced as (
-        insert into mailboxes (user_id, last_seq)
-        select ${userId}::text, 1
+        insert into mailboxes (user_id, last_seq, owner_epoch)
+        select ${userId}::text, 1, ${epoch}::bigint
         where not exists (select 1 from existing)
-        on conflict (user_id) do update set last_seq = mailboxes.last_seq + 1
+        on conflict (user_id) do update set last_seq = mailboxes.last_seq + 1, owner_epoch = excluded.owner_epoch
+          where mailboxes.owner_epoch <= excluded.owner_epoch
         returning last_seq
       ),
       inserted as (
@@ -283,10 +296,11 @@ export class PostgresConversationStore implements ConversationStore {
       select seq, false as deduplicated from inserted
     `);
     const row = result.rows[0];
-    if (row === undefined || result.rows.length > 1) throw new StoreRowError(`mailbox append returned ${result.rows.length} rows`);
+    if (row === undefined) return fenced;
+    if (result.rows.length > 1) throw new StoreRowError(`mailbox append returned ${result.rows.length} rows`);
     const deduplicated = row["deduplicated"];
     if (typeof deduplicated !== "boolean") throw new StoreRowError("mailbox append row: deduplicated must be a boolean");
-    return { seq: safeInteger(row["seq"], "mailbox_events.seq"), deduplicated };
+    return { outcome: "appended", seq: safeInteger(row["seq"], "mailbox_events.seq"), deduplicated };
   }
 
   async mailboxPage(input: MailboxPageInput): Promise<MailboxPage> {
@@ -353,6 +367,20 @@ export class PostgresConversationStore implements ConversationStore {
     return { entries, malformed, lastId };
   }
 
+  /**
+   * Whether the conversation was written under an epoch later than `epoch`: tells a fenced write from a
+   * refusal after a statement that did nothing. Epochs only grow, so reading after the statement cannot
+   * miss a fence that refused it (at worst a refusal is reported as fenced, and the new owner answers it).
+   */
+  private async writtenAfter(conversationId: string, epoch: number, executor: Executor = this.database): Promise<boolean> {
+    const rows = await executor
+      .select({ ownerEpoch: conversations.ownerEpoch })
+      .from(conversations)
+      .where(eq(conversations.id, conversationId));
+    const row = rows[0];
+    return row !== undefined && safeInteger(row.ownerEpoch, "conversations.owner_epoch") > epoch;
+  }
+
   async deleteOutbox(ids: readonly number[]): Promise<void> {
     if (ids.length === 0) return;
     await this.database.execute(sql`delete from outbox where id = any(${idArray(ids)}::bigint[])`);
@@ -391,6 +419,26 @@ function sequencedEventFromRow(row: Record<string, unknown>): SequencedEvent {
   const event = decode(mailboxEventDecoder, row["event"]);
   if (!event.ok) throw new StoreRowError(`mailbox event ${seq}: ${event.failure.path} ${event.failure.reason}`);
   return { seq, event: event.value };
+}
+
+type NewConversation = Pick<typeof conversations.$inferInsert, "id" | "kind" | "title" | "createdByUserId">;
+
+/**
+ * One statement: inserts the conversation with `epoch`, or, when it exists and was not written under a
+ * later epoch, raises its epoch (which also locks the row for the rest of the transaction). Neither means
+ * it exists with a later epoch: fenced.
+ */
+async function claimConversation(executor: Executor, conversation: NewConversation, epoch: number): Promise<"created" | "existing" | "fenced"> {
+  const rows = await executor
+    .insert(conversations)
+    .values({ ...conversation, ownerEpoch: epoch })
+    .onConflictDoUpdate({ target: conversations.id, set: { ownerEpoch: epoch }, setWhere: lte(conversations.ownerEpoch, epoch) })
+    // xmax is 0 on a row version this statement inserted, and set on one it updated (a known Postgres idiom).
+    .returning({ inserted: sql`(xmax = 0)` });
+  const row = rows[0];
+  if (row === undefined) return "fenced";
+  if (typeof row.inserted !== "boolean") throw new StoreRowError("claim row: inserted must be a boolean");
+  return row.inserted ? "created" : "existing";
 }
 
 async function readMembers(executor: Executor, conversationId: string): Promise<string[]> {

@@ -2,8 +2,6 @@
 // (`npm run db:generate -w @cellwire/cells`); workers apply them at start.
 //
 // Migrations only add: a database created by an earlier version moves forward without reshaping.
-// Room for later work, deliberately not built yet: an ownership epoch on conversations so that a worker
-// whose lease lapsed is fenced by the database (`UPDATE ... WHERE owner_epoch = $epoch`).
 import { sql } from "drizzle-orm";
 import { bigint, bigserial, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, unique } from "drizzle-orm/pg-core";
 
@@ -17,6 +15,12 @@ export const conversations = pgTable(
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     /** The seq of the newest message; the append statement increments it under the row lock, so seqs are gapless. */
     lastSeq: bigint("last_seq", { mode: "number" }).notNull().default(0),
+    /**
+     * The highest ring epoch (membership bucket revision) the conversation was written under. A write
+     * checks `owner_epoch <= epoch` and sets it under the row lock, so a stale owner cannot commit after
+     * a newer one did. 0 for rows of databases older than the epochs.
+     */
+    ownerEpoch: bigint("owner_epoch", { mode: "number" }).notNull().default(0),
   },
   (table) => [check("conversations_kind_check", sql`${table.kind} in ('direct', 'group')`)],
 );
@@ -67,6 +71,8 @@ export const mailboxes = pgTable("mailboxes", {
   userId: text("user_id").primaryKey(),
   lastSeq: bigint("last_seq", { mode: "number" }).notNull().default(0),
   floorSeq: bigint("floor_seq", { mode: "number" }).notNull().default(0),
+  /** The highest ring epoch an append was made under; fences stale mailbox owners as on conversations. */
+  ownerEpoch: bigint("owner_epoch", { mode: "number" }).notNull().default(0),
 });
 
 /** A user's ordered event log. `event_id` makes appends idempotent: one entry per (user, event). */

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { historyPageBytesMax, messageEventId, type MailboxEvent, type Message } from "@cellwire/protocol";
-import type { ConversationStore } from "./store.ts";
+import type { AppendMailboxResult, ConversationStore } from "./store.ts";
 
 export type StoreContractOptions = {
   /** A store on the same data as the first (another pool, as a second owner would have); enables the two-owner test. */
@@ -41,6 +41,15 @@ export function messageEvent(body = "hi", seq = 1): MailboxEvent {
   return { kind: "message", message };
 }
 
+/** The epoch of the tests that are not about fencing: every write is made under it. */
+const baseEpoch = 1;
+
+/** The seq of an append that was expected to succeed. */
+function seqOf(result: AppendMailboxResult): number {
+  if (result.outcome !== "appended") throw new Error(`expected an append, got ${result.outcome}`);
+  return result.seq;
+}
+
 let clientMessageCounter = 0;
 function nextClientMessageId(): string {
   clientMessageCounter += 1;
@@ -51,13 +60,17 @@ export function registerStoreContract(name: string, store: () => ConversationSto
   describe(`ConversationStore contract: ${name}`, () => {
     async function group(members: string[] = ["bob", "carol"], creatorUserId = "alice"): Promise<string> {
       const conversationId = newGroupId();
-      const result = await store().createGroup({ conversationId, creatorUserId, title: "team", memberUserIds: members });
+      const result = await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId, title: "team", memberUserIds: members });
       expect(result.outcome).toBe("conversation");
       return conversationId;
     }
 
-    function send(conversationId: string, body: string, senderUserId = "alice", clientMessageId = nextClientMessageId()) {
-      return store().appendMessage({ conversationId, senderUserId, senderDeviceId: "phone", clientMessageId, body });
+    function send(conversationId: string, body: string, senderUserId = "alice", clientMessageId = nextClientMessageId(), epoch = baseEpoch) {
+      return store().appendMessage({ epoch, conversationId, senderUserId, senderDeviceId: "phone", clientMessageId, body });
+    }
+
+    function appendMailbox(userId: string, eventId: string, event: MailboxEvent, epoch = baseEpoch, target = store()) {
+      return target.appendMailbox({ userId, eventId, event, epoch });
     }
 
     it("stores a message with seq 1, then 2, and returns it whole", async () => {
@@ -106,7 +119,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       );
       const seqs = results.map((result) => (result.outcome === "stored" ? result.message.seq : -1)).sort((a, b) => a - b);
       expect(seqs).toEqual(Array.from({ length: options.concurrentAppends }, (_, index) => index + 1));
-      const conversation = await store().createGroup({ conversationId, creatorUserId: "alice", title: "team", memberUserIds: [] });
+      const conversation = await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "team", memberUserIds: [] });
       expect(conversation.outcome === "conversation" && conversation.conversation.lastSeq).toBe(options.concurrentAppends);
     });
 
@@ -176,10 +189,10 @@ export function registerStoreContract(name: string, store: () => ConversationSto
     it("appends mailbox events with seq 1, 2, … per user, idempotently per event id", async () => {
       const [user, other] = [newUserId(), newUserId()];
       const [first, second] = [messageEvent("one"), messageEvent("two")];
-      expect(await store().appendMailbox(user, "e-1", first)).toEqual({ seq: 1, deduplicated: false });
-      expect(await store().appendMailbox(user, "e-2", second)).toEqual({ seq: 2, deduplicated: false });
-      expect(await store().appendMailbox(user, "e-1", second)).toEqual({ seq: 1, deduplicated: true });
-      expect(await store().appendMailbox(other, "e-2", second)).toEqual({ seq: 1, deduplicated: false });
+      expect(await appendMailbox(user, "e-1", first)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
+      expect(await appendMailbox(user, "e-2", second)).toEqual({ outcome: "appended", seq: 2, deduplicated: false });
+      expect(await appendMailbox(user, "e-1", second)).toEqual({ outcome: "appended", seq: 1, deduplicated: true });
+      expect(await appendMailbox(other, "e-2", second)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
       expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual({
         events: [
           { seq: 1, event: first },
@@ -193,7 +206,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
     it("pages a mailbox after a seq, within the limit, and answers head and floor alone for limit 0", async () => {
       const user = newUserId();
       const events = Array.from({ length: 5 }, (_, index) => messageEvent(`m${index + 1}`));
-      for (const [index, event] of events.entries()) await store().appendMailbox(user, `e-${index}`, event);
+      for (const [index, event] of events.entries()) await appendMailbox(user, `e-${index}`, event);
       const page = async (afterSeq: number, limit: number) => {
         const result = await store().mailboxPage({ userId: user, afterSeq, limit });
         return { seqs: result.events.map((entry) => entry.seq), headSeq: result.headSeq, floorSeq: result.floorSeq };
@@ -213,7 +226,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       // JSON escapes each control character in six bytes: ~192 KiB per event, so two fit and three do not.
       const bodies = ["\u0001".repeat(32 * 1024), "\u0002".repeat(32 * 1024), "\u0003".repeat(32 * 1024)];
       expect(3 * 6 * 32 * 1024).toBeGreaterThan(historyPageBytesMax);
-      for (const [index, body] of bodies.entries()) await store().appendMailbox(user, `big-${index}`, messageEvent(body));
+      for (const [index, body] of bodies.entries()) await appendMailbox(user, `big-${index}`, messageEvent(body));
       const first = await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 });
       expect(first.events.map((entry) => entry.seq)).toEqual([1, 2]);
       expect(first.events[1]?.event.message.body).toBe(bodies[1]);
@@ -223,7 +236,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     it("trims a mailbox up to a floor that only rises and never passes the head", async () => {
       const user = newUserId();
-      for (let index = 1; index <= 4; index++) await store().appendMailbox(user, `e-${index}`, messageEvent(`m${index}`));
+      for (let index = 1; index <= 4; index++) await appendMailbox(user, `e-${index}`, messageEvent(`m${index}`));
       expect(await store().trimMailbox(user, 2)).toBe(2);
       expect(await store().trimMailbox(user, 1)).toBe(2);
       const page = await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 });
@@ -232,28 +245,137 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         headSeq: 4,
         floorSeq: 2,
       });
-      expect(await store().appendMailbox(user, "e-5", messageEvent("m5"))).toEqual({ seq: 5, deduplicated: false });
-      expect(await store().appendMailbox(user, "e-3", messageEvent("again"))).toEqual({ seq: 3, deduplicated: true });
+      expect(await appendMailbox(user, "e-5", messageEvent("m5"))).toEqual({ outcome: "appended", seq: 5, deduplicated: false });
+      expect(await appendMailbox(user, "e-3", messageEvent("again"))).toEqual({ outcome: "appended", seq: 3, deduplicated: true });
       expect(await store().trimMailbox(user, 99)).toBe(5);
       expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual({ events: [], headSeq: 5, floorSeq: 5 });
-      expect(await store().appendMailbox(user, "e-6", messageEvent("m6"))).toEqual({ seq: 6, deduplicated: false });
+      expect(await appendMailbox(user, "e-6", messageEvent("m6"))).toEqual({ outcome: "appended", seq: 6, deduplicated: false });
       expect(await store().trimMailbox(newUserId(), 3)).toBe(0);
     });
 
     it(`keeps a mailbox gapless under ${options.concurrentAppends} concurrent appends, and dedupes concurrent duplicates`, async () => {
       const user = newUserId();
       const results = await Promise.all(
-        Array.from({ length: options.concurrentAppends }, (_, index) => store().appendMailbox(user, `c-${index}`, messageEvent(`m${index}`))),
+        Array.from({ length: options.concurrentAppends }, (_, index) => appendMailbox(user, `c-${index}`, messageEvent(`m${index}`))),
       );
-      const seqs = results.map((result) => result.seq).sort((a, b) => a - b);
+      const seqs = results.map(seqOf).sort((a, b) => a - b);
       expect(seqs).toEqual(Array.from({ length: options.concurrentAppends }, (_, index) => index + 1));
       const event = messageEvent("once");
-      const duplicates = await Promise.all(Array.from({ length: 8 }, () => store().appendMailbox(user, "dup", event)));
-      expect(new Set(duplicates.map((result) => result.seq))).toEqual(new Set([options.concurrentAppends + 1]));
-      expect(duplicates.filter((result) => !result.deduplicated)).toHaveLength(1);
+      const duplicates = await Promise.all(Array.from({ length: 8 }, () => appendMailbox(user, "dup", event)));
+      expect(new Set(duplicates.map(seqOf))).toEqual(new Set([options.concurrentAppends + 1]));
+      expect(duplicates.filter((result) => result.outcome === "appended" && !result.deduplicated)).toHaveLength(1);
       const head = await store().mailboxPage({ userId: user, afterSeq: 0, limit: 0 });
       expect(head.headSeq).toBe(options.concurrentAppends + 1);
     });
+    describe("fencing by ring epoch", () => {
+      function bodiesOf(page: Awaited<ReturnType<ConversationStore["history"]>>): string[] {
+        if (page.outcome !== "history") throw new Error(`expected history, got ${page.outcome}`);
+        return page.messages.map((message) => message.body);
+      }
+
+      it("stores a message under an epoch equal to or above the conversation's, and fences a lower one without writing", async () => {
+        const conversationId = await group();
+        const firstClientMessageId = nextClientMessageId();
+        expect(await send(conversationId, "at 1", "alice", firstClientMessageId, 1)).toMatchObject({ outcome: "stored", message: { seq: 1 } });
+        expect(await send(conversationId, "at 5", "bob", nextClientMessageId(), 5)).toMatchObject({ outcome: "stored", message: { seq: 2 } });
+        const outboxBefore = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
+        expect(await send(conversationId, "at 4", "carol", nextClientMessageId(), 4)).toEqual({ outcome: "fenced" });
+        // Nothing of the fenced send was written: no seq consumed, no outbox row.
+        expect(await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).toEqual(outboxBefore);
+        expect(await send(conversationId, "at 5 again", "carol", nextClientMessageId(), 5)).toMatchObject({ outcome: "stored", message: { seq: 3 } });
+        // A repeated send writes nothing, so it answers its stored message whatever the epoch.
+        expect(await send(conversationId, "at 1", "alice", firstClientMessageId, 2)).toMatchObject({ outcome: "stored", deduplicated: true, message: { seq: 1 } });
+        expect(bodiesOf(await store().history({ conversationId, userId: "bob", beforeSeq: null, limit: 10 }))).toEqual(["at 1", "at 5", "at 5 again"]);
+      });
+
+      it("fences creating, re-opening and growing a conversation under a lower epoch", async () => {
+        const conversationId = newGroupId();
+        const input = { conversationId, creatorUserId: "alice", title: "fenced", memberUserIds: ["bob"], epoch: 10 };
+        expect(await store().createGroup(input)).toMatchObject({ outcome: "conversation" });
+        expect(await store().createGroup({ ...input, epoch: 9 })).toEqual({ outcome: "fenced" });
+        expect(await store().addMembers({ conversationId, userId: "alice", userIds: ["dave"], epoch: 9 })).toEqual({ outcome: "fenced" });
+        expect(await store().members(conversationId)).toEqual(["alice", "bob"]);
+        expect(await store().addMembers({ conversationId, userId: "alice", userIds: ["dave"], epoch: 10 })).toMatchObject({
+          outcome: "conversation",
+          conversation: { memberUserIds: ["alice", "bob", "dave"] },
+        });
+        expect(await store().addMembers({ conversationId, userId: "bob", userIds: ["erin"], epoch: 12 })).toMatchObject({ outcome: "conversation" });
+        // addMembers raised the conversation's epoch to 12: 11 is now stale for every write.
+        expect(await store().createGroup({ ...input, epoch: 11 })).toEqual({ outcome: "fenced" });
+        expect(await send(conversationId, "at 11", "alice", nextClientMessageId(), 11)).toEqual({ outcome: "fenced" });
+        expect(await send(conversationId, "at 12", "alice", nextClientMessageId(), 12)).toMatchObject({ outcome: "stored", message: { seq: 1 } });
+        expect(await store().members(conversationId)).toEqual(["alice", "bob", "dave", "erin"]);
+
+        const directId = newDirectId();
+        expect(await store().openDirect({ conversationId: directId, userId: "alice", peerUserId: "bob", epoch: 20 })).toMatchObject({ outcome: "conversation" });
+        expect(await store().openDirect({ conversationId: directId, userId: "bob", peerUserId: "alice", epoch: 19 })).toEqual({ outcome: "fenced" });
+        expect(await store().openDirect({ conversationId: directId, userId: "bob", peerUserId: "alice", epoch: 21 })).toMatchObject({
+          outcome: "conversation",
+          conversation: { memberUserIds: ["alice", "bob"], lastSeq: 0 },
+        });
+        expect(await send(directId, "at 20", "alice", nextClientMessageId(), 20)).toEqual({ outcome: "fenced" });
+        expect(await send(directId, "at 21", "alice", nextClientMessageId(), 21)).toMatchObject({ outcome: "stored", message: { seq: 1 } });
+      });
+
+      it("fences a mailbox append under a lower epoch, and answers a repeated event whatever the epoch", async () => {
+        const user = newUserId();
+        const events = Array.from({ length: 4 }, (_, index) => messageEvent(`m${index}`));
+        const [first, second, third, fourth] = events;
+        if (first === undefined || second === undefined || third === undefined || fourth === undefined) throw new Error("events missing");
+        expect(await appendMailbox(user, "e-1", first, 3)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
+        expect(await appendMailbox(user, "e-2", second, 2)).toEqual({ outcome: "fenced" });
+        expect(await appendMailbox(user, "e-2", second, 3)).toEqual({ outcome: "appended", seq: 2, deduplicated: false });
+        expect(await appendMailbox(user, "e-3", third, 7)).toEqual({ outcome: "appended", seq: 3, deduplicated: false });
+        expect(await appendMailbox(user, "e-4", fourth, 6)).toEqual({ outcome: "fenced" });
+        expect(await appendMailbox(user, "e-1", first, 1)).toEqual({ outcome: "appended", seq: 1, deduplicated: true });
+        const page = await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 });
+        expect({ seqs: page.events.map((entry) => entry.seq), headSeq: page.headSeq }).toEqual({ seqs: [1, 2, 3], headSeq: 3 });
+      });
+
+      it("lets no write of an older epoch follow one of a newer epoch when two owners race, and leaves no gap", async () => {
+        const conversationId = await group();
+        const user = newUserId();
+        const stale = store();
+        const current = options.secondStore?.() ?? store();
+        const count = 40;
+        const epochOf = (index: number) => (index % 2 === 0 ? 2 : 3);
+        const [sends, appends] = await Promise.all([
+          Promise.all(
+            Array.from({ length: count }, (_, index) =>
+              (epochOf(index) === 2 ? stale : current).appendMessage({
+                conversationId,
+                senderUserId: "alice",
+                senderDeviceId: "phone",
+                clientMessageId: nextClientMessageId(),
+                body: `${epochOf(index)}:${index}`,
+                epoch: epochOf(index),
+              }),
+            ),
+          ),
+          Promise.all(
+            Array.from({ length: count }, (_, index) =>
+              appendMailbox(user, `race-${index}`, messageEvent(`${epochOf(index)}:${index}`), epochOf(index), epochOf(index) === 2 ? stale : current),
+            ),
+          ),
+        ]);
+        // Every write of the newer owner went in; the older one's only before the newer one's first.
+        expect(sends.filter((result, index) => epochOf(index) === 3 && result.outcome !== "stored")).toEqual([]);
+        expect(appends.filter((result, index) => epochOf(index) === 3 && result.outcome !== "appended")).toEqual([]);
+        expect(sends.filter((result) => result.outcome !== "stored" && result.outcome !== "fenced")).toEqual([]);
+        const history = await current.history({ conversationId, userId: "alice", beforeSeq: null, limit: 200 });
+        if (history.outcome !== "history") throw new Error("expected history");
+        const stored = sends.flatMap((result) => (result.outcome === "stored" ? [result.message.seq] : []));
+        expect(history.messages.map((message) => message.seq)).toEqual(Array.from({ length: stored.length }, (_, index) => index + 1));
+        const historyEpochs = history.messages.map((message) => Number(message.body.split(":")[0]));
+        expect(historyEpochs).toEqual([...historyEpochs].sort((a, b) => a - b));
+        const mailbox = await current.mailboxPage({ userId: user, afterSeq: 0, limit: 200 });
+        const appended = appends.filter((result) => result.outcome === "appended").length;
+        expect(mailbox.events.map((entry) => entry.seq)).toEqual(Array.from({ length: appended }, (_, index) => index + 1));
+        const mailboxEpochs = mailbox.events.map((entry) => Number(entry.event.message.body.split(":")[0]));
+        expect(mailboxEpochs).toEqual([...mailboxEpochs].sort((a, b) => a - b));
+      });
+    });
+
     if (options.secondStore !== undefined) {
       const secondStore = options.secondStore;
       it("keeps seqs gapless and unique when two owners append to one conversation at once", async () => {
@@ -262,7 +384,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const count = 60;
         const results = await Promise.all(
           Array.from({ length: count }, (_, index) =>
-            (index % 2 === 0 ? store() : other).appendMessage({
+            (index % 2 === 0 ? store() : other).appendMessage({ epoch: baseEpoch, 
               conversationId,
               senderUserId: index % 3 === 0 ? "bob" : "alice",
               senderDeviceId: "phone",
@@ -283,13 +405,13 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const other = secondStore();
         const count = 60;
         const results = await Promise.all(
-          Array.from({ length: count }, (_, index) => (index % 2 === 0 ? store() : other).appendMailbox(user, `two-${index % 40}`, messageEvent(`m${index}`))),
+          Array.from({ length: count }, (_, index) => appendMailbox(user, `two-${index % 40}`, messageEvent(`m${index}`), baseEpoch, index % 2 === 0 ? store() : other)),
         );
         // 60 appends of 40 distinct events: 40 seqs, each duplicate answered with its event's seq.
         const bySeq = new Map<number, number>();
-        for (const result of results) bySeq.set(result.seq, (bySeq.get(result.seq) ?? 0) + 1);
+        for (const seq of results.map(seqOf)) bySeq.set(seq, (bySeq.get(seq) ?? 0) + 1);
         expect([...bySeq.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
-        expect(results.filter((result) => !result.deduplicated)).toHaveLength(40);
+        expect(results.filter((result) => result.outcome === "appended" && !result.deduplicated)).toHaveLength(40);
         const page = await other.mailboxPage({ userId: user, afterSeq: 0, limit: 200 });
         expect(page.events.map((entry) => entry.seq)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
         expect(page.headSeq).toBe(40);
@@ -317,22 +439,22 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     it("opens a direct conversation idempotently, for either user, and refuses a third", async () => {
       const conversationId = newDirectId();
-      const opened = await store().openDirect({ conversationId, userId: "alice", peerUserId: "bob" });
+      const opened = await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" });
       expect(opened).toEqual({
         outcome: "conversation",
         conversation: { conversationId, kind: "direct", title: null, memberUserIds: ["alice", "bob"], lastSeq: 0 },
       });
       await send(conversationId, "hi bob");
-      const again = await store().openDirect({ conversationId, userId: "bob", peerUserId: "alice" });
+      const again = await store().openDirect({ epoch: baseEpoch, conversationId, userId: "bob", peerUserId: "alice" });
       expect(again.outcome === "conversation" && again.conversation).toMatchObject({ memberUserIds: ["alice", "bob"], lastSeq: 1 });
-      expect(await store().openDirect({ conversationId, userId: "mallory", peerUserId: "alice" })).toEqual({ outcome: "not_a_member" });
-      expect(await store().openDirect({ conversationId: newDirectId(), userId: "alice", peerUserId: "alice" })).toEqual({ outcome: "invalid_peer" });
+      expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "mallory", peerUserId: "alice" })).toEqual({ outcome: "not_a_member" });
+      expect(await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: "alice", peerUserId: "alice" })).toEqual({ outcome: "invalid_peer" });
       expect(await store().members(conversationId)).toEqual(["alice", "bob"]);
     });
 
     it("creates a group of creator ∪ members, idempotently on retry, within the member limit", async () => {
       const conversationId = newGroupId();
-      const input = { conversationId, creatorUserId: "zoe", title: "Plans", memberUserIds: ["bob", "zoe", "Adam"] };
+      const input = { conversationId, creatorUserId: "zoe", title: "Plans", memberUserIds: ["bob", "zoe", "Adam"], epoch: baseEpoch };
       const created = await store().createGroup(input);
       const expected = { conversationId, kind: "group", title: "Plans", memberUserIds: ["Adam", "bob", "zoe"], lastSeq: 0 };
       expect(created).toEqual({ outcome: "conversation", conversation: expected });
@@ -348,22 +470,22 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     it("adds members to a group, refusing non-members, direct conversations and the member limit", async () => {
       const conversationId = await group(["bob"]);
-      const added = await store().addMembers({ conversationId, userId: "bob", userIds: ["carol", "alice"] });
+      const added = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "bob", userIds: ["carol", "alice"] });
       expect(added.outcome === "conversation" && added.conversation.memberUserIds).toEqual(["alice", "bob", "carol"]);
       const carolSends = await send(conversationId, "hi all", "carol");
       expect(carolSends.outcome).toBe("stored");
-      expect(await store().addMembers({ conversationId, userId: "mallory", userIds: ["mallory"] })).toEqual({ outcome: "not_a_member" });
-      expect(await store().addMembers({ conversationId: newGroupId(), userId: "alice", userIds: ["bob"] })).toEqual({ outcome: "not_a_member" });
+      expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "mallory", userIds: ["mallory"] })).toEqual({ outcome: "not_a_member" });
+      expect(await store().addMembers({ epoch: baseEpoch, conversationId: newGroupId(), userId: "alice", userIds: ["bob"] })).toEqual({ outcome: "not_a_member" });
       const directId = newDirectId();
-      await store().openDirect({ conversationId: directId, userId: "alice", peerUserId: "bob" });
-      expect(await store().addMembers({ conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual({ outcome: "not_a_group" });
+      await store().openDirect({ epoch: baseEpoch, conversationId: directId, userId: "alice", peerUserId: "bob" });
+      expect(await store().addMembers({ epoch: baseEpoch, conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual({ outcome: "not_a_group" });
       const room = options.groupMembersMax - 3;
       const fill = Array.from({ length: room }, (_, index) => `fill${index}`);
-      const filled = await store().addMembers({ conversationId, userId: "alice", userIds: fill });
+      const filled = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: fill });
       expect(filled.outcome === "conversation" && filled.conversation.memberUserIds.length).toBe(options.groupMembersMax);
-      expect(await store().addMembers({ conversationId, userId: "alice", userIds: ["one-too-many"] })).toEqual({ outcome: "too_many_members" });
+      expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["one-too-many"] })).toEqual({ outcome: "too_many_members" });
       // Users already in the group do not count against the limit.
-      const repeat = await store().addMembers({ conversationId, userId: "alice", userIds: ["bob"] });
+      const repeat = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["bob"] });
       expect(repeat.outcome).toBe("conversation");
     });
   });

@@ -6,7 +6,21 @@ import type { ConversationSummary, MailboxEvent, Message, SequencedEvent } from 
 /** Expected refusals, returned as values because the caller branches on them (never thrown). */
 export type StoreRefusal = "not_a_member" | "not_a_group" | "too_many_members" | "invalid_peer";
 
-export type AppendMessageInput = {
+/**
+ * A write refused because the conversation or mailbox was already written under a later ring epoch: the
+ * writer is a stale owner (paused past its lease, or behind on the membership watch) and MUST NOT retry it
+ * itself; the request is routed again to the current owner.
+ */
+export type Fenced = { readonly outcome: "fenced" };
+
+/**
+ * The ring epoch a write is made under (MembershipSnapshot.epoch of the writer). Each conversation and
+ * mailbox row keeps the highest epoch it was written with; a write with a lower one changes nothing and
+ * answers `fenced`, a write with an equal or higher one succeeds and raises the row's epoch to it.
+ */
+export type EpochFenced = { readonly epoch: number };
+
+export type AppendMessageInput = EpochFenced & {
   readonly conversationId: string;
   readonly senderUserId: string;
   readonly senderDeviceId: string;
@@ -32,20 +46,22 @@ export type OutboxEntry = {
  */
 export type AppendMessageResult =
   | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: boolean; readonly outbox: readonly OutboxEntry[] }
-  | { readonly outcome: "not_a_member" };
+  | { readonly outcome: "not_a_member" }
+  | Fenced;
 
 export type ConversationResult<Refusal extends StoreRefusal> =
   | { readonly outcome: "conversation"; readonly conversation: ConversationSummary }
-  | { readonly outcome: Refusal };
+  | { readonly outcome: Refusal }
+  | Fenced;
 
-export type OpenDirectInput = { readonly conversationId: string; readonly userId: string; readonly peerUserId: string };
-export type CreateGroupInput = {
+export type OpenDirectInput = EpochFenced & { readonly conversationId: string; readonly userId: string; readonly peerUserId: string };
+export type CreateGroupInput = EpochFenced & {
   readonly conversationId: string;
   readonly creatorUserId: string;
   readonly title: string;
   readonly memberUserIds: readonly string[];
 };
-export type AddMembersInput = { readonly conversationId: string; readonly userId: string; readonly userIds: readonly string[] };
+export type AddMembersInput = EpochFenced & { readonly conversationId: string; readonly userId: string; readonly userIds: readonly string[] };
 export type HistoryInput = {
   readonly conversationId: string;
   readonly userId: string;
@@ -57,8 +73,9 @@ export type HistoryResult =
   | { readonly outcome: "history"; readonly messages: Message[]; readonly hasMore: boolean }
   | { readonly outcome: "not_a_member" };
 
+export type AppendMailboxInput = EpochFenced & { readonly userId: string; readonly eventId: string; readonly event: MailboxEvent };
 /** `deduplicated`: the event was in the mailbox already and `seq` is the one it got then. */
-export type AppendMailboxResult = { readonly seq: number; readonly deduplicated: boolean };
+export type AppendMailboxResult = { readonly outcome: "appended"; readonly seq: number; readonly deduplicated: boolean } | Fenced;
 
 export type MailboxPageInput = { readonly userId: string; readonly afterSeq: number; readonly limit: number };
 /** `headSeq`: the newest event's seq (0 for an empty mailbox); every event up to `floorSeq` was cut. */
@@ -94,23 +111,26 @@ export interface ConversationStore {
    * Appends a message with the next seq of its conversation, or returns the message already stored for
    * (conversation, sender, clientMessageId). MUST be atomic per conversation: concurrent callers, even on
    * different workers, never produce a gap or a repeated seq. A conversation that does not exist answers
-   * not_a_member, so a non-member learns nothing about it.
+   * not_a_member, so a non-member learns nothing about it. A new message is stored only under an epoch at
+   * least the conversation's, checked and raised in the same atomic step (else fenced, nothing written);
+   * a repeated send answers its stored message whatever the epoch, since it writes nothing.
    */
   appendMessage(input: AppendMessageInput): Promise<AppendMessageResult>;
 
   /**
    * Finds or creates the direct conversation `conversationId` between the two users (idempotent). When the
-   * conversation exists and `userId` is not one of its members, answers not_a_member.
+   * conversation exists and `userId` is not one of its members, answers not_a_member. Fenced like every
+   * conversation write: a new conversation takes the epoch, an existing one must not have a later one.
    */
   openDirect(input: OpenDirectInput): Promise<ConversationResult<"not_a_member" | "invalid_peer">>;
 
   /**
    * Creates a group of creator ∪ memberUserIds. A retry with the same id returns the group as it is
-   * (idempotent); an id taken by a conversation the creator is not in answers not_a_member.
+   * (idempotent); an id taken by a conversation the creator is not in answers not_a_member. Fenced.
    */
   createGroup(input: CreateGroupInput): Promise<ConversationResult<"not_a_member" | "too_many_members">>;
 
-  /** Adds users to a group `userId` belongs to; users already in it are ignored. */
+  /** Adds users to a group `userId` belongs to; users already in it are ignored. Fenced. */
   addMembers(input: AddMembersInput): Promise<ConversationResult<"not_a_member" | "not_a_group" | "too_many_members">>;
 
   /** The newest `limit` messages with seq < beforeSeq, oldest first; `hasMore` says older ones exist. */
@@ -123,8 +143,9 @@ export interface ConversationStore {
    * Appends an event to a user's mailbox with the user's next seq (1 for a new mailbox), or returns the
    * seq it already has (idempotent per (userId, eventId) while the event is above the floor). MUST be
    * atomic per user: concurrent callers, even on different workers, never produce a gap or a repeated seq.
+   * A new event is appended only under an epoch at least the mailbox's (else fenced, nothing written).
    */
-  appendMailbox(userId: string, eventId: string, event: MailboxEvent): Promise<AppendMailboxResult>;
+  appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult>;
 
   /**
    * Events with seq > afterSeq in ascending order: at most `limit`, and no more than fit

@@ -1,0 +1,143 @@
+// Leases, watchers and ring epochs against the machine's real NATS JetStream KV, in a bucket of a unique
+// namespace: renewals leave the epoch alone, joins move it, and a lease that stops renewing is deleted by
+// a watcher (compare-and-set) with a revision of its own, which becomes everyone's new epoch.
+import { randomBytes } from "node:crypto";
+import type { KV } from "@nats-io/kv";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { leaseKey, workerSubject, type WorkerLease } from "@cellwire/protocol";
+import { LeaseHolder, MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
+import { connectNats } from "./service-runtime.ts";
+
+const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
+const cellId = "a";
+const leaseMs = 600;
+const heartbeatIntervalMs = 100;
+/** A heartbeat that never comes within the test: the holder writes its lease once and then goes quiet. */
+const silentHeartbeatIntervalMs = 3_600_000;
+const deadlineMs = 10_000;
+const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+type Connection = Awaited<ReturnType<typeof connectNats>>;
+let connection: Connection | undefined;
+let bucket: KV | undefined;
+const watchers: MembershipWatcher[] = [];
+const holders: LeaseHolder[] = [];
+
+function required<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new Error(`${what} is not ready`);
+  return value;
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  const giveUpAt = Date.now() + deadlineMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > giveUpAt) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+async function startWatcher(): Promise<MembershipWatcher> {
+  const watcher = new MembershipWatcher(required(bucket, "bucket"), cellId, 50, systemClock, logger);
+  watchers.push(watcher);
+  await watcher.start();
+  await watcher.ready;
+  return watcher;
+}
+
+async function holdLease(workerId: string, intervalMs: number): Promise<LeaseHolder> {
+  const lease: WorkerLease = { workerId, cellId, subject: workerSubject(namespace, cellId, workerId), startedAtMs: Date.now(), leaseMs };
+  const holder = new LeaseHolder(required(bucket, "bucket"), lease, intervalMs, systemClock, logger);
+  holders.push(holder);
+  await holder.start();
+  return holder;
+}
+
+function members(watcher: MembershipWatcher): string {
+  return [...watcher.snapshot.ring.members].join(",");
+}
+
+/** Waits until every watcher shows exactly `expected` members, and returns their common epoch. */
+async function agreedEpoch(group: readonly MembershipWatcher[], expected: string): Promise<number> {
+  return waitFor(`rings of ${expected}`, () => {
+    const epochs = new Set(group.map((watcher) => watcher.snapshot.epoch));
+    return group.every((watcher) => members(watcher) === expected) && epochs.size === 1 ? [...epochs][0] : undefined;
+  });
+}
+
+async function revisionOf(workerId: string): Promise<{ revision: number; operation: string }> {
+  const entry = await required(bucket, "bucket").get(leaseKey(workerId));
+  if (entry === null) throw new Error(`no entry for ${workerId}`);
+  return { revision: entry.revision, operation: entry.operation };
+}
+
+beforeAll(async () => {
+  connection = await connectNats(["127.0.0.1:4222"], "cluster-membership-test", logger);
+  bucket = await openMembershipBucket(connection, namespace, cellId, leaseMs);
+});
+
+afterAll(async () => {
+  for (const holder of holders) await holder.stop();
+  for (const watcher of watchers) watcher.stop();
+  if (connection !== undefined) {
+    await destroyMembershipBucket(connection, namespace, cellId).catch(() => undefined);
+    await connection.drain();
+  }
+});
+
+describe("membership epochs over NATS KV", () => {
+  let firstEpoch = 0;
+  let joinEpoch = 0;
+
+  it("takes the join's revision as the epoch, keeps it across renewals, and moves it on the next join", async () => {
+    const group = [await startWatcher(), await startWatcher()];
+    expect(group[0]?.snapshot.epoch).toBe(0);
+    await holdLease("a-1", heartbeatIntervalMs);
+    firstEpoch = await agreedEpoch(group, "a-1");
+    expect(firstEpoch).toBeGreaterThan(0);
+    // Several renewals later the revision of the lease has moved on, the epoch has not.
+    await waitFor("three renewals", async () => ((await revisionOf("a-1")).revision >= firstEpoch + 3 ? true : undefined));
+    expect(group.map((watcher) => watcher.snapshot.epoch)).toEqual([firstEpoch, firstEpoch]);
+
+    await holdLease("a-2", silentHeartbeatIntervalMs);
+    joinEpoch = await agreedEpoch(group, "a-1,a-2");
+    expect(joinEpoch).toBeGreaterThan(firstEpoch);
+    // a-2 wrote its lease once: the epoch is the revision of that put.
+    expect(await revisionOf("a-2")).toEqual({ revision: joinEpoch, operation: "PUT" });
+  });
+
+  it("deletes a lease that stopped renewing, with a revision of its own that becomes every watcher's epoch", async () => {
+    const group = watchers.slice(0, 2);
+    const removalEpoch = await agreedEpoch(group, "a-1");
+    expect(removalEpoch).toBeGreaterThan(joinEpoch);
+    // The removal is in the bucket, as a delete marker at exactly that revision.
+    expect(await revisionOf("a-2")).toEqual({ revision: removalEpoch, operation: "DEL" });
+    // a-1 kept renewing throughout and stays.
+    expect((await revisionOf("a-1")).operation).toBe("PUT");
+  });
+
+  it("gives a watcher that starts later the same ring and an epoch no lower", async () => {
+    const [first] = watchers;
+    const latecomer = await startWatcher();
+    expect(members(latecomer)).toBe("a-1");
+    expect(latecomer.snapshot.epoch).toBeGreaterThanOrEqual(required(first, "watcher").snapshot.epoch);
+  });
+
+  it("refuses a delete at a stale revision, so a renewed lease survives a late watcher", async () => {
+    await expect(required(bucket, "bucket").delete(leaseKey("a-1"), { previousSeq: firstEpoch })).rejects.toThrow();
+    expect((await revisionOf("a-1")).operation).toBe("PUT");
+    // A renewal seen after the refused delete proves the ring did not lose a-1 meanwhile.
+    const seen = (await revisionOf("a-1")).revision;
+    await waitFor("a later renewal", async () => ((await revisionOf("a-1")).revision > seen ? true : undefined));
+    expect(watchers.every((watcher) => members(watcher) === "a-1")).toBe(true);
+  });
+
+  it("moves the epoch again when the silent worker comes back", async () => {
+    const group = watchers.slice(0, 2);
+    const before = required(group[0], "watcher").snapshot.epoch;
+    await holdLease("a-2", heartbeatIntervalMs);
+    const rejoined = await agreedEpoch(group, "a-1,a-2");
+    expect(rejoined).toBeGreaterThan(before);
+  });
+});
