@@ -71,8 +71,8 @@ async function rawSession(userId: string, edgeIndex = 0): Promise<RawSocket> {
   return socket;
 }
 
-function runCli(args: string[], onStderr?: (text: string) => void): { done: Promise<{ status: number | null; stdout: string; stderr: string }> } {
-  const child = spawn(process.execPath, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+function runCli(args: string[], onStderr?: (text: string) => void, environment: Record<string, string> = {}): { done: Promise<{ status: number | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...environment } });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (chunk: Buffer) => {
@@ -265,6 +265,18 @@ describe("the spine", () => {
     const seqs = lines.map((message) => message.seq);
     expect(seqs).toEqual([...seqs].sort((left, right) => left - right));
     expect(lines.at(-1)?.body).toBe("and again");
+  });
+
+  it("shows a cell's ring with `cellwire ring`", async () => {
+    const result = await runCli(["ring", "a", "--json"], undefined, { CELLWIRE_NAMESPACE: test.namespace }).done;
+    expect(result.status).toBe(0);
+    const ring = JSON.parse(result.stdout) as { cellId: string; members: { workerId: string; live: boolean; share: number; leaseAgeMs: number }[] };
+    expect(ring.cellId).toBe("a");
+    expect(ring.members.map((member) => member.workerId)).toEqual(["a-1", "a-2"]);
+    expect(ring.members.every((member) => member.live && member.share > 0.2 && member.leaseAgeMs < 2000)).toBe(true);
+    expect(ring.members.reduce((sum, member) => sum + member.share, 0)).toBeCloseTo(1, 6);
+    const missing = await runCli(["ring", "zz"], undefined, { CELLWIRE_NAMESPACE: test.namespace }).done;
+    expect(missing.status).toBe(1);
   });
 
   it("exits non-zero from `listen` on timeout", async () => {

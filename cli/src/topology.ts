@@ -31,7 +31,13 @@ export type TopologyOptions = {
 
 export type EdgeAddress = { readonly edgeId: string; readonly port: number; readonly webSocketUrl: string; readonly httpUrl: string };
 
-type Child = { readonly processName: string; readonly child: ChildProcess; readonly exited: Promise<number | null> };
+type Child = {
+  readonly processName: string;
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+  readonly entry: string;
+  readonly environment: Record<string, string>;
+};
 
 export class TopologyStartError extends Error {
   override readonly name = "TopologyStartError";
@@ -54,6 +60,19 @@ export class Topology {
     if (child === undefined) throw new Error(`no process named ${processName}`);
     child.child.kill(signal);
     return child.exited;
+  }
+
+  /**
+   * Starts again a process that exited (after a kill in a chaos test or a benchmark), with the same
+   * environment; resolves once it is ready.
+   */
+  async respawn(processName: string): Promise<void> {
+    const index = this.children.findIndex((candidate) => candidate.processName === processName);
+    const previous = this.children[index];
+    if (previous === undefined) throw new Error(`no process named ${processName}`);
+    if (previous.child.exitCode === null && previous.child.signalCode === null) throw new Error(`${processName} is still running`);
+    this.children.splice(index, 1);
+    await this.spawn(processName, previous.entry, previous.environment);
   }
 
   async start(): Promise<void> {
@@ -119,7 +138,7 @@ export class Topology {
     void exited.then((code) => {
       if (!this.stopping) this.options.onUnexpectedExit?.(processName, code);
     });
-    this.children.push({ processName, child, exited });
+    this.children.push({ processName, child, exited, entry, environment });
     for (const stream of [child.stdout, child.stderr]) {
       if (stream === null) continue;
       createInterface({ input: stream }).on("line", (line) => this.options.onOutput(processName, line));

@@ -63,9 +63,23 @@ export class CellRouter {
         lastError = new UnavailableError("cell_unavailable", `cell ${cellId} has no live worker`);
         continue;
       }
+      // A request sent just before its owner died is lost with it; rather than wait for the attempt's
+      // timeout, the attempt ends as soon as the owner leaves the ring, and the next goes to the successor.
+      let stopWatching: () => void = () => {};
+      const ownerLeft = new Promise<"owner_left">((resolve) => {
+        stopWatching = watcher.onChange((snapshot) => {
+          if (owner !== undefined && !snapshot.subjects.has(owner)) resolve("owner_left");
+        });
+      });
       try {
         const timeoutMs = Math.max(1, Math.min(this.options.requestTimeoutMs, deadlineAtMs - this.clock.monotonicNowMs()));
-        const reply = await requestJson(this.connection, subject, request, cellReply, timeoutMs, "cell_unavailable");
+        const pending = requestJson(this.connection, subject, request, cellReply, timeoutMs, "cell_unavailable");
+        pending.catch(() => undefined);
+        const reply = await Promise.race([pending, ownerLeft]);
+        if (reply === "owner_left") {
+          lastError = new UnavailableError("cell_unavailable", `worker ${owner ?? "?"} left cell ${cellId} while serving ${key}`);
+          continue;
+        }
         if (reply.type === "cell.error" && reply.code === "not_owner") {
           lastError = new UnavailableError("cell_unavailable", `worker ${owner} of cell ${cellId} disowned ${key}`);
           continue;
@@ -74,6 +88,8 @@ export class CellRouter {
       } catch (error) {
         if (!(error instanceof UnavailableError)) throw error;
         lastError = error;
+      } finally {
+        stopWatching();
       }
     }
     throw lastError instanceof UnavailableError
