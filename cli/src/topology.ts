@@ -75,17 +75,26 @@ export class Topology {
     await this.spawn(processName, previous.entry, previous.environment);
   }
 
+  /** Starts one more worker in a cell at runtime (named after the cell's highest worker number + 1). */
+  async addWorker(cellId: string): Promise<string> {
+    const prefix = `cellwire-worker-${cellId}-`;
+    const numbers = this.children.filter((child) => child.processName.startsWith(prefix)).map((child) => Number(child.processName.slice(prefix.length)));
+    const next = Math.max(0, ...numbers) + 1;
+    await this.spawn(`${prefix}${next}`, "@cellwire/cells/main", this.workerEnvironment(cellId, next));
+    return `${cellId}-${next}`;
+  }
+
+  private workerEnvironment(cellId: string, number: number): Record<string, string> {
+    return { WORKER_CELL_ID: cellId, WORKER_ID: `${cellId}-${number}`, WORKER_POSTGRES_ADMIN_URL: this.options.postgresAdminUrl };
+  }
+
   async start(): Promise<void> {
     try {
       await this.spawn("cellwire-directory", "@cellwire/directory/main", { DIRECTORY_REDIS_URL: this.options.redisUrl });
       await Promise.all(
         this.options.cells.flatMap(({ cellId, workerCount }) =>
           Array.from({ length: workerCount }, (_, index) =>
-            this.spawn(`cellwire-worker-${cellId}-${index + 1}`, "@cellwire/cells/main", {
-              WORKER_CELL_ID: cellId,
-              WORKER_ID: `${cellId}-${index + 1}`,
-              WORKER_POSTGRES_ADMIN_URL: this.options.postgresAdminUrl,
-            }),
+            this.spawn(`cellwire-worker-${cellId}-${index + 1}`, "@cellwire/cells/main", this.workerEnvironment(cellId, index + 1)),
           ),
         ),
       );
