@@ -19,6 +19,7 @@ import {
   type Delivery,
 } from "@cellwire/protocol";
 import { cellErrorReply, type RequestFailure } from "./cell-error-reply.ts";
+import { membersReply } from "./members-reply.ts";
 import type { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { describeError } from "./store/errors.ts";
 import type { ConversationResult, ConversationStore, OutboxEntry, StoreRefusal } from "./store/store.ts";
@@ -222,6 +223,8 @@ export class CellRequestHandler {
         // Published within the user's turn, so deliveries leave in mailbox order.
         return { reply, afterReply: async () => this.dependencies.publishDelivery({ type: "delivery.event", recipientUserId: userId, seq, event }) };
       }
+      case "cell.members":
+        return { reply: await membersReply(store, request) };
       case "cell.mailboxPage": {
         const page = await store.mailboxPage({ userId: request.userId, afterSeq: request.afterSeq, limit: request.limit });
         return { reply: { type: "cell.mailboxEvents", userId: request.userId, events: page.events, headSeq: page.headSeq, floorSeq: page.floorSeq } };

@@ -6,6 +6,8 @@ import {
   decodeServerFrame,
   frameBytesMax,
   isDeviceId,
+  isUserId,
+  presenceWatchUsersMax,
   protocolVersion,
   requestIdLengthMax,
   standardCloseCodes,
@@ -14,6 +16,7 @@ import {
   type ErrorFrame,
   type HelloFrame,
   type Message,
+  type PresenceState,
   type ResyncFrame,
   type SequencedEvent,
   type ServerFrame,
@@ -39,7 +42,9 @@ import { normaliseEdgeUrls } from "./edge-urls.ts";
 import { CellwireClientError } from "./errors.ts";
 import { Listeners, type Unsubscribe } from "./listeners.ts";
 import { applyMailboxFrame, resumeAfterSeqFor, type MailboxFrame } from "./mailbox-position.ts";
+import { PresenceWatch } from "./presence-watch.ts";
 import { isIdempotent, isReplyOf, type RequestBody, type RequestBodyOf, type RequestKind, type ReplyFrameOf } from "./request-kinds.ts";
+import { TypingIndicators, type TypingIndicator, type TypingStopped } from "./typing-indicators.ts";
 import { resolveWebSocketConstructor, type WebSocketConstructor, type WebSocketLike } from "./websocket-like.ts";
 
 export type Welcome = Omit<WelcomeFrame, "type">;
@@ -70,6 +75,12 @@ export type CellwireClientEvents = {
   resync: Resync;
   welcome: Welcome;
   error: CellwireClientError;
+  /** Someone else, or this user on another device, is typing; emitted again on every refresh. */
+  typing: TypingIndicator;
+  /** A typing indicator lapsed without a refresh (or the client closed): stop showing it. */
+  typingStopped: TypingStopped;
+  /** A watched user went online or offline (also a change missed while the client was reconnecting). */
+  presence: PresenceState;
 };
 
 export type CellwireClientOptions = {
@@ -105,6 +116,13 @@ export type CellwireClientOptions = {
   readonly reconnectAttemptsMax?: number;
   /** Ping every welcome.heartbeatIntervalMs while open, and drop a silent connection (default true). */
   readonly heartbeat?: boolean;
+  /**
+   * typing() calls for a conversation within this long of the last typing sent for it resolve without a
+   * frame (default 2000; 0 sends every call). Above the edge's typing interval (1000 ms by default) and
+   * below the indicator's life (5000 ms), so a typist calling typing() on every key stays shown and never
+   * hits rate_limited.
+   */
+  readonly typingThrottleMs?: number;
   readonly random?: RandomSource;
   readonly clock?: Clock;
 };
@@ -116,6 +134,7 @@ const defaults = {
   connectTimeoutMs: 10_000,
   stableConnectionMs: 10_000,
   reconnectAttemptsMax: 100,
+  typingThrottleMs: 2000,
   retryBackoff: { initialDelayMs: 250, delayMsMax: 4000, multiplier: 2, jitterRatio: 0.5 },
 } as const;
 
@@ -129,7 +148,11 @@ type Settings = {
   readonly retryBackoff: BackoffOptions;
   readonly machine: ConnectionMachineOptions;
   readonly heartbeat: boolean;
+  readonly typingThrottleMs: number;
 };
+
+/** Conversations whose last typing time the client remembers for the throttle. */
+const typingThrottledConversationsMax = 100;
 
 type PendingRequest = {
   readonly kind: RequestKind;
@@ -175,12 +198,24 @@ export class CellwireClient {
   private readonly inFlight = new Map<string, PendingRequest>();
   private requestCounter = 0;
 
+  private readonly typingIndicators: TypingIndicators;
+  /** Conversation → when typing() last sent a frame for it (clock.nowMs). */
+  private readonly typingSentAtMs = new Map<string, number>();
+  private readonly presenceWatch = new PresenceWatch();
+  /** Grows with each watchPresence call, so the reply to an older one does not overwrite a newer set. */
+  private presenceWatchGeneration = 0;
+
   constructor(options: CellwireClientOptions) {
     this.settings = normaliseOptions(options);
     this.tokenProvider = options.tokenProvider;
     this.WebSocketClass = resolveWebSocketConstructor(options.WebSocket);
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
+    this.typingIndicators = new TypingIndicators(
+      this.clock,
+      (indicator) => this.listeners.emit("typing", indicator),
+      (stopped) => this.listeners.emit("typingStopped", stopped),
+    );
   }
 
   get state(): ConnectionStateName {
@@ -262,6 +297,80 @@ export class CellwireClient {
     return { conversationId: page.conversationId, messages: page.messages, hasMore: page.hasMore };
   }
 
+  /**
+   * Tells the conversation's other members (and this user's other devices) that the user is typing; the
+   * indicator lapses by itself at the receivers. Call it on every keystroke: calls within
+   * typingThrottleMs of the last one sent for the conversation resolve without a frame. Rejects with
+   * `closed` when not connected (an indicator is not worth queueing), `not_a_member` or `rate_limited`.
+   */
+  async typing(conversationId: string): Promise<void> {
+    if (this.machine.name !== "open") {
+      throw new CellwireClientError("closed", `cannot send typing while ${this.machine.name}: an indicator is not queued`, { retryable: true });
+    }
+    const nowMs = this.clock.nowMs();
+    const sentAtMs = this.typingSentAtMs.get(conversationId);
+    if (sentAtMs !== undefined && nowMs - sentAtMs < this.settings.typingThrottleMs) return;
+    this.rememberTypingSent(conversationId, nowMs);
+    try {
+      await this.request<"typing">({ type: "typing", conversationId });
+    } catch (error) {
+      // Not sent after all: the next call must not be swallowed by the throttle.
+      if (this.typingSentAtMs.get(conversationId) === nowMs) this.typingSentAtMs.delete(conversationId);
+      throw error;
+    }
+  }
+
+  /**
+   * Watches the presence of up to presenceWatchUsersMax (100) users, replacing the previous set (an
+   * empty list stops watching); resolves with each user's current state, in the order given. Changes
+   * then arrive as "presence" events. The set is watched again after every reconnect, and a change
+   * missed meanwhile is emitted then.
+   */
+  async watchPresence(userIds: readonly string[]): Promise<PresenceState[]> {
+    if (userIds.length > presenceWatchUsersMax || new Set(userIds).size !== userIds.length || !userIds.every((userId) => isUserId(userId))) {
+      throw new CellwireClientError("invalid_field", `watchPresence takes at most ${presenceWatchUsersMax} distinct user ids`, { retryable: false });
+    }
+    this.presenceWatch.replace(userIds);
+    this.presenceWatchGeneration += 1;
+    const generation = this.presenceWatchGeneration;
+    const snapshot = await this.request<"watchPresence">({ type: "watchPresence", userIds: [...userIds] });
+    if (generation === this.presenceWatchGeneration) this.applyPresenceSnapshot(snapshot.users);
+    return snapshot.users;
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // Ephemeral state
+
+  private rememberTypingSent(conversationId: string, nowMs: number): void {
+    this.typingSentAtMs.delete(conversationId);
+    this.typingSentAtMs.set(conversationId, nowMs);
+    for (const [oldest, atMs] of this.typingSentAtMs) {
+      if (this.typingSentAtMs.size <= typingThrottledConversationsMax && nowMs - atMs < this.settings.typingThrottleMs) break;
+      this.typingSentAtMs.delete(oldest);
+    }
+  }
+
+  private applyPresenceSnapshot(users: readonly PresenceState[]): void {
+    for (const state of this.presenceWatch.snapshot(users)) this.listeners.emit("presence", state);
+  }
+
+  /** After a reconnect the new session watches nothing: watch the set again, unless a watchPresence is pending. */
+  private rewatchPresence(): void {
+    const userIds = this.presenceWatch.userIds;
+    if (userIds.length === 0) return;
+    for (const entry of this.pending) if (entry.kind === "watchPresence") return;
+    const generation = this.presenceWatchGeneration;
+    this.request<"watchPresence">({ type: "watchPresence", userIds: [...userIds] }).then(
+      (snapshot) => {
+        if (generation === this.presenceWatchGeneration) this.applyPresenceSnapshot(snapshot.users);
+      },
+      (error: unknown) => {
+        if (error instanceof CellwireClientError && error.code === "closed") return;
+        this.emitError(error instanceof CellwireClientError ? error : new CellwireClientError("internal", String(error), { retryable: true, cause: error }));
+      },
+    );
+  }
+
   // -------------------------------------------------------------------------------------------------
   // Requests
 
@@ -328,7 +437,7 @@ export class CellwireClient {
     return `r${this.requestCounter.toString(36)}`;
   }
 
-  private settleReply(frame: Exclude<ServerFrame, MailboxFrame | { type: "welcome" | "error" }>): void {
+  private settleReply(frame: Exclude<ServerFrame, MailboxFrame | { type: "welcome" | "error" | "typing" | "presence" }>): void {
     const entry = this.inFlight.get(frame.requestId);
     // Unknown ids are replies to an earlier transmission of a retried request, or heartbeat pongs.
     if (entry === undefined) return;
@@ -385,6 +494,15 @@ export class CellwireClient {
         if (entry !== undefined) return this.settleErrorReply(entry, frame);
         // An error about no request of ours (a bad frame, or a stale request id) is only reported.
         if (frame.requestId === undefined) this.emitError(new CellwireClientError(frame.code, frame.message, { retryable: frame.retryable }));
+        return;
+      }
+      case "typing":
+        if (this.machine.name === "open") this.typingIndicators.received(frame);
+        return;
+      case "presence": {
+        if (this.machine.name !== "open") return;
+        const news = this.presenceWatch.changed({ userId: frame.userId, status: frame.status, changedAtMs: frame.changedAtMs });
+        if (news !== undefined) this.listeners.emit("presence", news);
         return;
       }
       default:
@@ -583,6 +701,7 @@ export class CellwireClient {
     for (const entry of [...this.pending]) {
       if (entry.requestId === null && entry.cancelRetry === null) this.transmit(entry);
     }
+    this.rewatchPresence();
     if (this.settings.heartbeat) this.startHeartbeat(attemptId, welcome.heartbeatIntervalMs);
   }
 
@@ -629,6 +748,7 @@ export class CellwireClient {
     const syncing = this.syncing;
     this.syncing = null;
     syncing?.reject(error);
+    this.typingIndicators.stopAll();
   }
 
   private emitError(error: CellwireClientError): void {
@@ -680,6 +800,7 @@ function normaliseOptions(options: CellwireClientOptions): Settings {
     requestRetriesMax: nonNegativeInteger("requestRetriesMax", options.requestRetriesMax, defaults.requestRetriesMax),
     retryBackoff: normaliseBackoffOptions(options.retryBackoff, defaults.retryBackoff),
     heartbeat: options.heartbeat ?? true,
+    typingThrottleMs: nonNegativeInteger("typingThrottleMs", options.typingThrottleMs, defaults.typingThrottleMs),
     machine: {
       backoff: normaliseBackoffOptions(options.backoff),
       connectTimeoutMs: positiveInteger("connectTimeoutMs", options.connectTimeoutMs, defaults.connectTimeoutMs),

@@ -12,11 +12,15 @@ import type {
   HistoryPage,
   MailboxEvent,
   Message,
+  PresenceState,
+  PresenceStatus,
   Resync,
   SequencedEvent,
   StateChange,
   Synced,
   TokenProvider,
+  TypingIndicator,
+  TypingStopped,
   Welcome,
 } from "./index.ts";
 
@@ -61,6 +65,29 @@ describe("@cellwire/client public entry", () => {
     expectTypeOf<CellwireClientEvents["resync"]>().toEqualTypeOf<Resync>();
     expectTypeOf<Resync>().toEqualTypeOf<{ headSeq: number }>();
     expectTypeOf<"mailbox_gap">().toExtend<CellwireClientErrorCode>();
-    expectTypeOf<keyof CellwireClientEvents>().toEqualTypeOf<"state" | "event" | "message" | "synced" | "resync" | "welcome" | "error">();
+    expectTypeOf<keyof CellwireClientEvents>().toEqualTypeOf<
+      "state" | "event" | "message" | "synced" | "resync" | "welcome" | "error" | "typing" | "typingStopped" | "presence"
+    >();
+  });
+
+  it("types typing and presence: the calls, the options and the events", () => {
+    expectTypeOf<CellwireClient["typing"]>().parameters.toEqualTypeOf<[conversationId: string]>();
+    expectTypeOf<CellwireClient["typing"]>().returns.resolves.toEqualTypeOf<void>();
+    expectTypeOf<CellwireClient["watchPresence"]>().parameters.toEqualTypeOf<[userIds: readonly string[]]>();
+    expectTypeOf<CellwireClient["watchPresence"]>().returns.resolves.toEqualTypeOf<PresenceState[]>();
+    expectTypeOf<CellwireClientOptions["typingThrottleMs"]>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<CellwireClientEvents["typing"]>().toEqualTypeOf<TypingIndicator>();
+    expectTypeOf<TypingIndicator>().toEqualTypeOf<{
+      readonly conversationId: string;
+      readonly userId: string;
+      readonly deviceId: string;
+      readonly expiresInMs: number;
+      readonly expiresAtMs: number;
+    }>();
+    expectTypeOf<CellwireClientEvents["typingStopped"]>().toEqualTypeOf<TypingStopped>();
+    expectTypeOf<TypingStopped>().toEqualTypeOf<{ readonly conversationId: string; readonly userId: string; readonly deviceId: string }>();
+    expectTypeOf<CellwireClientEvents["presence"]>().toEqualTypeOf<PresenceState>();
+    expectTypeOf<PresenceState>().toEqualTypeOf<{ userId: string; status: PresenceStatus; changedAtMs: number | null }>();
+    expectTypeOf<PresenceStatus>().toEqualTypeOf<"online" | "offline">();
   });
 });

@@ -18,7 +18,8 @@ export { defaultBackoffOptions, type BackoffOptions, type RandomSource } from ".
 export type { CancelTimer, Clock } from "./clock.ts";
 export type { ClosedReason, ConnectionStateName, TokenReason } from "./connection-machine.ts";
 export type { Unsubscribe } from "./listeners.ts";
+export type { TypingIndicator, TypingStopped } from "./typing-indicators.ts";
 export type { WebSocketConstructor, WebSocketLike } from "./websocket-like.ts";
-export type { ConversationKind, ConversationSummary, ErrorCode, MailboxEvent, Message, SequencedEvent } from "@cellwire/protocol";
+export type { ConversationKind, ConversationSummary, ErrorCode, MailboxEvent, Message, PresenceState, PresenceStatus, SequencedEvent } from "@cellwire/protocol";
 // Id and size checks for callers that validate input before it reaches the wire (the web page does).
 export { isConversationId, isDeviceId, isUserId, messageBodyLengthMax } from "@cellwire/protocol";

@@ -9,6 +9,8 @@ describe("request kinds", () => {
     ["ping", "pong", true],
     ["createGroup", "conversation", false],
     ["addMembers", "conversation", false],
+    ["watchPresence", "presenceSnapshot", true],
+    ["typing", "typingAck", false],
   ] as const)("%s expects %s; idempotent: %s", (kind, replyType, idempotent) => {
     expect(expectedReplyType(kind)).toBe(replyType);
     expect(isIdempotent(kind)).toBe(idempotent);

@@ -15,23 +15,28 @@ const replyTypes = {
   addMembers: "conversation",
   history: "historyPage",
   ping: "pong",
+  typing: "typingAck",
+  watchPresence: "presenceSnapshot",
 } as const satisfies Record<RequestKind, ServerFrame["type"]>;
 
 export type ReplyFrameOf<K extends RequestKind> = Extract<ServerFrame, { type: (typeof replyTypes)[K] }>;
 
 /**
  * Requests the server handles idempotently: a send is deduplicated by clientMessageId, openDirect finds the
- * pair's one conversation, history and ping only read. These are transmitted again after a reconnect and
- * retried on a retryable error; createGroup (a new group each time) and addMembers are not, because their
- * first transmission may already have taken effect.
+ * pair's one conversation, history and ping only read, watchPresence replaces the watched set. These are
+ * transmitted again after a reconnect and retried on a retryable error; createGroup (a new group each
+ * time) and addMembers are not, because their first transmission may already have taken effect, and
+ * neither is typing, which is stale by the time a retry could go out.
  */
 const idempotentKinds: Readonly<Record<RequestKind, boolean>> = {
   send: true,
   openDirect: true,
   history: true,
   ping: true,
+  watchPresence: true,
   createGroup: false,
   addMembers: false,
+  typing: false,
 };
 
 export function isIdempotent(kind: RequestKind): boolean {

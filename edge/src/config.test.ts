@@ -45,9 +45,48 @@ describe("loadEdgeConfig", () => {
       cellRequestTimeoutMs: 3000,
       cellRequestAttemptsMax: 40,
       cellRequestDeadlineMs: 8000,
-      leaseMs: 3000,
+      leaseMs: 1500,
       webDirectory: undefined,
+      typingExpiresInMs: 5000,
+      typingIntervalMs: 1000,
+      typingConversationsPerSessionMax: 4,
+      memberCacheConversationsMax: 10_000,
+      memberCacheTtlMs: 10_000,
+      presenceHeartbeatIntervalMs: 5000,
+      presenceTtlMs: 15_000,
+      presenceRemoteClaimsMax: 1_000_000,
     });
+  });
+
+  it("reads the typing and presence settings", () => {
+    const { config, unknownVariables } = loadEdgeConfig({
+      EDGE_TYPING_EXPIRES_IN_MS: "3000",
+      EDGE_TYPING_INTERVAL_MS: "500",
+      EDGE_TYPING_CONVERSATIONS_PER_SESSION_MAX: "2",
+      EDGE_MEMBER_CACHE_CONVERSATIONS_MAX: "50",
+      EDGE_MEMBER_CACHE_TTL_MS: "2000",
+      EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "250",
+      EDGE_PRESENCE_TTL_MS: "1000",
+      EDGE_PRESENCE_REMOTE_CLAIMS_MAX: "100",
+    });
+    expect(unknownVariables).toEqual([]);
+    expect(config).toMatchObject({
+      typingExpiresInMs: 3000,
+      typingIntervalMs: 500,
+      typingConversationsPerSessionMax: 2,
+      memberCacheConversationsMax: 50,
+      memberCacheTtlMs: 2000,
+      presenceHeartbeatIntervalMs: 250,
+      presenceTtlMs: 1000,
+      presenceRemoteClaimsMax: 100,
+    });
+  });
+
+  it("refuses a presence TTL under two heartbeats, and typing that lapses before it may be refreshed", () => {
+    expect(configError({ EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "1999" }).message).toContain("EDGE_PRESENCE_TTL_MS");
+    expect(loadEdgeConfig({ EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "2000" }).config.presenceTtlMs).toBe(2000);
+    expect(configError({ EDGE_TYPING_EXPIRES_IN_MS: "1000", EDGE_TYPING_INTERVAL_MS: "1000" }).message).toContain("EDGE_TYPING_EXPIRES_IN_MS");
+    expect(configError({ EDGE_TYPING_EXPIRES_IN_MS: "60001" }).message).toContain("EDGE_TYPING_EXPIRES_IN_MS");
   });
 
   it("reads overrides, the shared variables included", () => {
@@ -117,7 +156,7 @@ describe("loadEdgeConfig", () => {
     ["EDGE_AUTH_TIMEOUT_MS", "99"],
     ["EDGE_SESSIONS_PER_USER_MAX", "0"],
     ["EDGE_SEND_BUFFER_BYTES_MAX", "1.5"],
-    ["EDGE_CELL_REQUEST_ATTEMPTS_MAX", "21"],
+    ["EDGE_CELL_REQUEST_ATTEMPTS_MAX", "1001"],
   ])("refuses %s=%j, naming the variable", (name, value) => {
     expect(configError({ [name]: value }).message).toContain(name);
   });

@@ -1,7 +1,7 @@
 // The edge's one typed config, built from the environment by a pure function; only main.ts passes
 // process.env in.
 import { EnvironmentReader, ConfigError, type Environment } from "@cellwire/cluster";
-import { namespacePattern } from "@cellwire/protocol";
+import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
 
 export type EdgeAuthConfig =
@@ -42,6 +42,25 @@ export type EdgeConfig = {
   readonly leaseMs: number;
   /** Dev mode only: the built web page to serve at /. */
   readonly webDirectory: string | undefined;
+  /** Sent in each typing indicator: how long receivers show it unless a newer one refreshes it. */
+  readonly typingExpiresInMs: number;
+  /** One session's typing frames for one conversation are at least this far apart (else rate_limited). */
+  readonly typingIntervalMs: number;
+  /** Conversations one session may type in within one typingIntervalMs (else rate_limited). */
+  readonly typingConversationsPerSessionMax: number;
+  /** Conversation member lists cached for typing (least recently used out). */
+  readonly memberCacheConversationsMax: number;
+  /** How long a cached member list is trusted: a membership change reaches typing within this. */
+  readonly memberCacheTtlMs: number;
+  /** How often this edge re-claims its online users on the presence subject. */
+  readonly presenceHeartbeatIntervalMs: number;
+  /**
+   * How long each claim of this edge stands without a newer one (at least two heartbeats): the users of
+   * an edge that dies read offline elsewhere within this plus presenceTtlMs / 8.
+   */
+  readonly presenceTtlMs: number;
+  /** Claims of other edges this edge holds (about the users online elsewhere); past it they read offline here. */
+  readonly presenceRemoteClaimsMax: number;
 };
 
 export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; unknownVariables: string[] } {
@@ -80,9 +99,23 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     cellRequestTimeoutMs: reader.integer("EDGE_CELL_REQUEST_TIMEOUT_MS", 3000, 50, 60_000),
     cellRequestAttemptsMax: reader.integer("EDGE_CELL_REQUEST_ATTEMPTS_MAX", 40, 1, 1000),
     cellRequestDeadlineMs: reader.integer("EDGE_CELL_REQUEST_DEADLINE_MS", 8000, 100, 120_000),
-    leaseMs: reader.integer("EDGE_LEASE_MS", 3000, 100, 600_000),
+    leaseMs: reader.integer("EDGE_LEASE_MS", 1500, 100, 600_000),
     webDirectory: reader.optionalString("EDGE_WEB_DIR"),
+    typingExpiresInMs: reader.integer("EDGE_TYPING_EXPIRES_IN_MS", 5000, 100, typingExpiresInMsMax),
+    typingIntervalMs: reader.integer("EDGE_TYPING_INTERVAL_MS", 1000, 0, 60_000),
+    typingConversationsPerSessionMax: reader.integer("EDGE_TYPING_CONVERSATIONS_PER_SESSION_MAX", 4, 1, 1000),
+    memberCacheConversationsMax: reader.integer("EDGE_MEMBER_CACHE_CONVERSATIONS_MAX", 10_000, 1, 10_000_000),
+    memberCacheTtlMs: reader.integer("EDGE_MEMBER_CACHE_TTL_MS", 10_000, 1, 3_600_000),
+    presenceHeartbeatIntervalMs: reader.integer("EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS", 5000, 50, 300_000),
+    presenceTtlMs: reader.integer("EDGE_PRESENCE_TTL_MS", 15_000, 100, 3_600_000),
+    presenceRemoteClaimsMax: reader.integer("EDGE_PRESENCE_REMOTE_CLAIMS_MAX", 1_000_000, 1, 100_000_000),
   };
+  if (config.presenceTtlMs < 2 * config.presenceHeartbeatIntervalMs) {
+    throw new ConfigError("EDGE_PRESENCE_TTL_MS must be at least twice EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS, so one late heartbeat does not flap presence");
+  }
+  if (config.typingExpiresInMs <= config.typingIntervalMs) {
+    throw new ConfigError("EDGE_TYPING_EXPIRES_IN_MS must exceed EDGE_TYPING_INTERVAL_MS, so a typist can refresh an indicator before it lapses");
+  }
   if (config.natsServers.length === 0) throw new ConfigError("CELLWIRE_NATS_SERVERS must name at least one server");
   if (config.auth.mode === "jwks" && config.webDirectory !== undefined) throw new ConfigError("EDGE_WEB_DIR is a dev-mode feature; unset it with EDGE_AUTH_MODE=jwks");
   return { config, unknownVariables: reader.unknownVariables() };

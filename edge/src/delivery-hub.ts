@@ -1,13 +1,17 @@
 // Holds one NATS subscription per user with at least one session on this edge, and hands each live
 // mailbox event to every session of that user. Subscribing completes (flush) before a session reads its
 // backlog, so an event is either in the backlog or arrives live (or both: sessions drop duplicates by seq).
+// Typing indicators travel the same subjects (delivery.typing), published here by the typist's edge.
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { decodeMessage } from "@cellwire/cluster";
-import { delivery, deliverySubject, type SequencedEvent } from "@cellwire/protocol";
+import { decodeMessage, encodeJson } from "@cellwire/cluster";
+import { deliveryMessage, deliverySubject, type SequencedEvent, type TypingDelivery, type TypingIndicatorFrame } from "@cellwire/protocol";
+import type { TypingIndicator, TypingPublisher } from "./typing/typing-relay.ts";
 
 export interface DeliveryTarget {
   /** A live mailbox event; `serializedFrame` is its event frame, encoded once for every session. */
   deliver(event: SequencedEvent, serializedFrame: string): void;
+  /** A typing indicator for the target's user; `serializedFrame` is its typing frame, encoded once. */
+  deliverTyping(typing: TypingDelivery, serializedFrame: string): void;
 }
 
 export interface DeliverySource {
@@ -23,7 +27,7 @@ export interface DeliverySource {
 
 type UserEntry = { readonly targets: Set<DeliveryTarget>; readonly subscription: Subscription; readonly subscribed: Promise<void> };
 
-export class NatsDeliveryHub implements DeliverySource {
+export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
   private readonly users = new Map<string, UserEntry>();
 
   constructor(
@@ -69,16 +73,36 @@ export class NatsDeliveryHub implements DeliverySource {
     }
   }
 
+  publishTyping(recipientUserIds: readonly string[], indicator: TypingIndicator): void {
+    for (const recipientUserId of recipientUserIds) {
+      const typing: TypingDelivery = { type: "delivery.typing", recipientUserId, ...indicator };
+      this.connection.publish(deliverySubject(this.namespace, recipientUserId), encodeJson(typing));
+    }
+  }
+
   private dispatch(userId: string, data: Uint8Array): void {
     const entry = this.users.get(userId);
     if (entry === undefined) return;
-    const decoded = decodeMessage(delivery, data);
+    const decoded = decodeMessage(deliveryMessage, data);
     if (!decoded.ok) {
       this.warn(`dropping undecodable delivery for ${userId}: ${decoded.reason}`);
       return;
     }
     if (decoded.value.recipientUserId !== userId) {
       this.warn(`dropping delivery for ${decoded.value.recipientUserId} received on ${userId}'s subject`);
+      return;
+    }
+    if (decoded.value.type === "delivery.typing") {
+      const typing = decoded.value;
+      const indicator: TypingIndicatorFrame = {
+        type: "typing",
+        conversationId: typing.conversationId,
+        userId: typing.userId,
+        deviceId: typing.deviceId,
+        expiresInMs: typing.expiresInMs,
+      };
+      const frame = JSON.stringify(indicator);
+      for (const target of entry.targets) target.deliverTyping(typing, frame);
       return;
     }
     const { seq, event } = decoded.value;

@@ -2,7 +2,8 @@
 // directory and cells, and an in-memory delivery source. No timing assumption beyond waiting for events.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { directConversationId, UnavailableError } from "@cellwire/cluster";
-import { closeCodes, type CellReply, type ClientRequestFrame, type Message } from "@cellwire/protocol";
+import { closeCodes, type CellReply, type Message } from "@cellwire/protocol";
+import type { CellServedFrame } from "./request-handler.ts";
 import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
@@ -502,7 +503,7 @@ describe("RequestHandler", () => {
 
   it("answers not_a_member for a conversation the directory does not know, without asking a cell", async () => {
     const edge = newEdge();
-    const frames: ClientRequestFrame[] = [
+    const frames: CellServedFrame[] = [
       { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c1", body: "hi" },
       { type: "history", requestId: "r2", conversationId: groupId },
       { type: "addMembers", requestId: "r3", conversationId: groupId, userIds: ["bob"] },

@@ -6,17 +6,26 @@ import {
   decodeClientFrame,
   protocolVersion,
   mailboxPageLimitMax,
+  type ClientRequestFrame,
   type CloseReason,
   type HelloFrame,
+  type PresenceFrame,
   type SequencedEvent,
   type ServerFrame,
+  type TypingDelivery,
+  type WatchPresenceFrame,
 } from "@cellwire/protocol";
 import type { ServiceLogger } from "@cellwire/cluster";
 import type { TokenVerifier } from "./auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "./delivery-hub.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
-import type { RequestHandler } from "./request-handler.ts";
+import type { RequestContext, RequestHandler } from "./request-handler.ts";
 import { MailboxCursor } from "./mailbox-cursor.ts";
+import type { PresenceSource } from "./presence/presence-hub.ts";
+import type { PresenceChange } from "./presence/presence-table.ts";
+import { PresenceWatches } from "./presence/presence-watches.ts";
+import { TypingRateLimiter } from "./typing/typing-rate-limiter.ts";
+import type { TypingService } from "./typing/typing-relay.ts";
 
 export type SendOutcome = "sent" | "backpressure" | "dropped";
 
@@ -36,12 +45,31 @@ export type EdgeLimits = {
   readonly sendBufferBytesMax: number;
   /** Live events a session holds while it reads its backlog; past it they are read from the mailbox. */
   readonly heldEventsPerSessionMax: number;
+  /** A session's typing frames for one conversation are at least this far apart; closer ones: rate_limited. */
+  readonly typingIntervalMs: number;
+  /** Conversations one session may type in within one typingIntervalMs; past it: rate_limited. */
+  readonly typingConversationsPerSessionMax: number;
+};
+
+/** Typing and presence: ephemeral, never stored. */
+export type EphemeralServices = {
+  readonly typing: TypingService;
+  readonly presence: PresenceSource;
+  /** Monotonic milliseconds, for the typing rate limit. */
+  readonly monotonicNowMs: () => number;
 };
 
 type SessionState =
   | { readonly kind: "awaiting_hello" }
   | { readonly kind: "authenticating" }
-  | { readonly kind: "open"; readonly userId: string; readonly deviceId: string; readonly homeCellId: string; readonly cursor: MailboxCursor }
+  | {
+      readonly kind: "open";
+      readonly userId: string;
+      readonly deviceId: string;
+      readonly homeCellId: string;
+      readonly cursor: MailboxCursor;
+      readonly typingLimiter: TypingRateLimiter;
+    }
   | { readonly kind: "closed" };
 
 export class Session implements DeliveryTarget {
@@ -80,23 +108,42 @@ export class Session implements DeliveryTarget {
       return;
     }
     if (this.state.kind === "authenticating") return this.close("protocol_violation", "wait for welcome before sending requests");
-    const { userId, deviceId, homeCellId } = this.state;
+    const { userId, deviceId, homeCellId, typingLimiter } = this.state;
     if (!decoded.ok) return this.reply(errorFrame(decoded.failure.code, decoded.failure.message, decoded.failure.requestId));
     const frame = decoded.frame;
     if (frame.type === "hello") return this.reply(errorFrame("already_authenticated", "this session is already authenticated", undefined));
     if (this.requestsInFlight >= this.core.limits.requestsInFlightPerSessionMax) {
       return this.reply(errorFrame("rate_limited", `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`, frame.requestId));
     }
+    if (frame.type === "typing" && !typingLimiter.tryAccept(frame.conversationId, this.core.ephemeral.monotonicNowMs())) {
+      const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
+      const detail = `typing at most once every ${typingIntervalMs} ms per conversation, in at most ${typingConversationsPerSessionMax} conversations at a time`;
+      return this.reply(errorFrame("rate_limited", detail, frame.requestId));
+    }
     this.requestsInFlight++;
-    this.core.handler
-      .handle({ userId, deviceId, homeCellId }, frame)
+    this.serve({ userId, deviceId, homeCellId }, frame)
       .then(
-        (reply) => this.reply(reply),
+        (reply) => {
+          if (reply.type === "conversation") this.core.ephemeral.typing.conversationSeen(reply.conversation);
+          this.reply(reply);
+        },
         (error: unknown) => this.reply(errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message))),
       )
       .finally(() => {
         this.requestsInFlight--;
       });
+  }
+
+  /** A typing indicator for this session's user; not written back to the device that typed. */
+  deliverTyping(typing: TypingDelivery, serializedFrame: string): void {
+    if (this.state.kind !== "open") return;
+    if (typing.userId === this.state.userId && typing.deviceId === this.state.deviceId) return;
+    this.write(serializedFrame);
+  }
+
+  /** A `presence` frame about a user this session watches. */
+  deliverPresence(serializedFrame: string): void {
+    if (this.state.kind === "open") this.write(serializedFrame);
   }
 
   /** Reads the mailbox again from this session's cursor (see MailboxCursor.requestSync). */
@@ -171,8 +218,10 @@ export class Session implements DeliveryTarget {
       return;
     }
     const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax);
-    this.state = { kind: "open", userId, deviceId, homeCellId, cursor };
+    const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
+    this.state = { kind: "open", userId, deviceId, homeCellId, cursor, typingLimiter };
     clearTimeout(this.authTimer);
+    this.core.ephemeral.presence.sessionOpened(userId);
     this.reply({
       type: "welcome",
       protocolVersion,
@@ -224,6 +273,18 @@ export class Session implements DeliveryTarget {
     }
   }
 
+  /** Typing and watchPresence are served by the edge itself; every other request by a cell. */
+  private serve(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {
+    switch (frame.type) {
+      case "typing":
+        return this.core.ephemeral.typing.handle(context, frame);
+      case "watchPresence":
+        return this.core.watchPresence(this, frame);
+      default:
+        return this.core.handler.handle(context, frame);
+    }
+  }
+
   private reply(frame: ServerFrame): void {
     if (this.state.kind === "closed") return;
     this.write(JSON.stringify(frame));
@@ -239,6 +300,7 @@ export class Session implements DeliveryTarget {
 
 export class EdgeCore {
   private readonly sessions = new Set<Session>();
+  private readonly watches = new PresenceWatches<Session>();
   private accepting = true;
 
   constructor(
@@ -247,7 +309,15 @@ export class EdgeCore {
     readonly handler: RequestHandler,
     readonly deliveries: DeliverySource,
     readonly logger: ServiceLogger,
-  ) {}
+    readonly ephemeral: EphemeralServices,
+  ) {
+    ephemeral.presence.onChange((change) => this.presenceChanged(change));
+  }
+
+  /** Users watched by at least one session of this edge. */
+  get watchedUserCount(): number {
+    return this.watches.watchedUserCount;
+  }
 
   get sessionCount(): number {
     return this.sessions.size;
@@ -268,9 +338,31 @@ export class EdgeCore {
     return session;
   }
 
+  /** `userId` is set when the session had been welcomed. */
   forget(session: Session, userId: string | undefined): void {
     this.sessions.delete(session);
-    if (userId !== undefined) this.deliveries.detach(userId, session);
+    if (userId === undefined) return;
+    this.deliveries.detach(userId, session);
+    this.watches.remove(session);
+    this.ephemeral.presence.sessionClosed(userId);
+  }
+
+  /**
+   * Replaces what the session watches, then reads the states: a change after the replacement reaches the
+   * session as a `presence` frame, and the snapshot, read last, is never older than one sent before it.
+   */
+  async watchPresence(session: Session, frame: WatchPresenceFrame): Promise<ServerFrame> {
+    this.watches.replace(session, frame.userIds);
+    const users = await this.ephemeral.presence.states(frame.userIds);
+    return { type: "presenceSnapshot", requestId: frame.requestId, users };
+  }
+
+  private presenceChanged(change: PresenceChange): void {
+    const watchers = this.watches.watchersOf(change.userId);
+    if (watchers.length === 0) return;
+    const frame: PresenceFrame = { type: "presence", userId: change.userId, status: change.status, changedAtMs: change.changedAtMs };
+    const text = JSON.stringify(frame);
+    for (const session of watchers) session.deliverPresence(text);
   }
 
   /**

@@ -1,5 +1,6 @@
 // Starts an edge from its config: NATS, the directory client and cache, the cell router, the delivery
-// hub, the token verifier and the uWS server.
+// hub, typing and presence, the token verifier and the uWS server.
+import { randomBytes } from "node:crypto";
 import { CellRouter, connectNats, DirectoryClient, systemClock, type ServiceLogger } from "@cellwire/cluster";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { signDevToken } from "./auth/dev-keys.ts";
@@ -10,6 +11,9 @@ import { NatsDeliveryHub } from "./delivery-hub.ts";
 import { RequestHandler } from "./request-handler.ts";
 import { startServer } from "./edge-server.ts";
 import { loadNativeUws } from "./uws.ts";
+import { NatsPresenceHub } from "./presence/presence-hub.ts";
+import { ConversationMembers } from "./typing/conversation-members.ts";
+import { TypingRelay } from "./typing/typing-relay.ts";
 
 export type RunningEdge = { readonly port: number; stop(): Promise<void> };
 
@@ -34,6 +38,25 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     logger,
   );
   const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
+  const handler = new RequestHandler(directory, cache, router);
+  const members = new ConversationMembers(
+    { conversationsMax: config.memberCacheConversationsMax, ttlMs: config.memberCacheTtlMs },
+    { conversationCell: (conversationId) => handler.conversationCell(conversationId), router, nowMs: () => systemClock.monotonicNowMs() },
+  );
+  const presence = new NatsPresenceHub(
+    connection,
+    {
+      namespace: config.namespace,
+      edgeInstanceId: `${config.edgeId}-${randomBytes(6).toString("hex")}`,
+      heartbeatIntervalMs: config.presenceHeartbeatIntervalMs,
+      claimTtlMs: config.presenceTtlMs,
+      remoteClaimsMax: config.presenceRemoteClaimsMax,
+      offlineUsersRememberedMax: config.presenceRemoteClaimsMax,
+    },
+    systemClock,
+    logger,
+  );
+  await presence.start();
   const core = new EdgeCore(
     {
       authTimeoutMs: config.authTimeoutMs,
@@ -43,11 +66,14 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       requestsInFlightPerSessionMax: config.requestsInFlightPerSessionMax,
       sendBufferBytesMax: config.sendBufferBytesMax,
       heldEventsPerSessionMax: config.heldEventsPerSessionMax,
+      typingIntervalMs: config.typingIntervalMs,
+      typingConversationsPerSessionMax: config.typingConversationsPerSessionMax,
     },
     verifier,
-    new RequestHandler(directory, cache, router),
+    handler,
     hub,
     logger,
+    { typing: new TypingRelay(members, hub, config.typingExpiresInMs), presence, monotonicNowMs: () => systemClock.monotonicNowMs() },
   );
   router.onRingChange((cellId) => core.cellMembershipChanged(cellId));
   const devKeyDirectory = config.auth.mode === "dev" ? config.auth.devKeyDirectory : undefined;
@@ -73,6 +99,8 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     stop: async () => {
       stopping = true;
       server.stopListening();
+      // Goodbye first: other edges drop this edge's claims at once instead of one offline per user.
+      presence.stop();
       core.closeAll();
       router.stop();
       await connection.drain();

@@ -10,6 +10,8 @@ import {
   type DirectoryEntry,
   type SequencedEvent,
   type ServerFrame,
+  type TypingFrame,
+  type WatchPresenceFrame,
 } from "@cellwire/protocol";
 import type { DirectoryCache } from "./directory-cache.ts";
 import { clientErrorCode, errorFrame } from "./error-mapping.ts";
@@ -25,6 +27,9 @@ export interface DirectoryLookups {
 }
 
 export type RequestContext = { readonly userId: string; readonly deviceId: string; readonly homeCellId: string };
+
+/** The request frames a cell serves; typing and watchPresence are the edge's own (edge-core.ts). */
+export type CellServedFrame = Exclude<ClientRequestFrame, TypingFrame | WatchPresenceFrame>;
 
 export class RequestHandler {
   constructor(
@@ -48,7 +53,7 @@ export class RequestHandler {
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }
 
-  async handle(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {
+  async handle(context: RequestContext, frame: CellServedFrame): Promise<ServerFrame> {
     switch (frame.type) {
       case "ping":
         return { type: "pong", requestId: frame.requestId };
@@ -112,7 +117,8 @@ export class RequestHandler {
     }
   }
 
-  private async conversationCell(conversationId: string): Promise<string | undefined> {
+  /** The conversation's home cell (cached); undefined when the directory knows no such conversation. */
+  async conversationCell(conversationId: string): Promise<string | undefined> {
     const entry = await this.cache.get(`conversation:${conversationId}`, (key) => this.directory.lookupConversation(key.slice("conversation:".length)));
     return entry?.cellId;
   }

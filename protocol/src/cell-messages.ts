@@ -17,9 +17,29 @@ import {
   type Decoder,
 } from "./decode.ts";
 import { cellId, clientMessageId, conversationId, deviceId, userId } from "./ids.ts";
-import { addMembersBatchMax, groupMembersMax, groupTitleLengthMax, historyPageLimitMax, mailboxPageLimitMax, messageBodyLengthMax } from "./limits.ts";
+import {
+  addMembersBatchMax,
+  groupMembersMax,
+  groupTitleLengthMax,
+  historyPageLimitMax,
+  mailboxPageLimitMax,
+  messageBodyLengthMax,
+  presenceHeartbeatUsersMax,
+  typingExpiresInMsMax,
+} from "./limits.ts";
 import { errorCodeList, type CellErrorCode } from "./codes.ts";
-import { conversationSummary, mailboxEvent, message, sequencedEvent, type ConversationSummary, type MailboxEvent, type Message, type SequencedEvent } from "./frames.ts";
+import {
+  conversationSummary,
+  mailboxEvent,
+  message,
+  presenceStatus,
+  sequencedEvent,
+  type ConversationSummary,
+  type MailboxEvent,
+  type Message,
+  type PresenceStatus,
+  type SequencedEvent,
+} from "./frames.ts";
 
 const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
 const cellErrorCode: Decoder<CellErrorCode> = oneOf<CellErrorCode>([...errorCodeList, "not_owner", "unknown_cell", "not_found"]);
@@ -64,6 +84,13 @@ export type CellAppendMailboxRequest = { type: "cell.appendMailbox"; userId: str
 /** Events of a user's mailbox after `afterSeq` (limit 0 asks only for the head and floor). */
 export type CellMailboxPageRequest = { type: "cell.mailboxPage"; userId: string; afterSeq: number; limit: number };
 
+/**
+ * Read-only: the members of a conversation, asked by an edge on behalf of `userId` (a typist), at the
+ * conversation's owner. Answered by `cell.members`, or `not_a_member` when the conversation does not
+ * exist or `userId` is not a member (so a non-member learns nothing). Writes nothing.
+ */
+export type CellMembersRequest = { type: "cell.members"; conversationId: string; userId: string };
+
 export type CellRequest =
   | CellSendRequest
   | CellOpenDirectRequest
@@ -71,7 +98,8 @@ export type CellRequest =
   | CellAddMembersRequest
   | CellHistoryRequest
   | CellAppendMailboxRequest
-  | CellMailboxPageRequest;
+  | CellMailboxPageRequest
+  | CellMembersRequest;
 
 export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
   "cell.send": object({
@@ -110,6 +138,7 @@ export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
     afterSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     limit: integer({ min: 0, max: mailboxPageLimitMax }),
   }),
+  "cell.members": object({ type: literal("cell.members"), conversationId, userId }),
 });
 
 /** The ring key of a user's mailbox; conversation keys are their ids (which never start with "user:"). */
@@ -143,8 +172,17 @@ export type CellAppendedReply = { type: "cell.appended"; userId: string; seq: nu
  * below the floor cannot be served and the device must resync. `headSeq`: the newest event's seq.
  */
 export type CellMailboxEventsReply = { type: "cell.mailboxEvents"; userId: string; events: SequencedEvent[]; headSeq: number; floorSeq: number };
+/** Answers `cell.members`: every member, sorted, the asker included. */
+export type CellMembersReply = { type: "cell.members"; conversationId: string; memberUserIds: string[] };
 
-export type CellReply = CellStoredReply | CellConversationReply | CellHistoryReply | CellAppendedReply | CellMailboxEventsReply | CellErrorReply;
+export type CellReply =
+  | CellStoredReply
+  | CellConversationReply
+  | CellHistoryReply
+  | CellAppendedReply
+  | CellMailboxEventsReply
+  | CellMembersReply
+  | CellErrorReply;
 
 export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
   "cell.stored": object({
@@ -167,6 +205,7 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
     headSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     floorSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
   }),
+  "cell.members": object({ type: literal("cell.members"), conversationId, memberUserIds: array(userId, { minItems: 1, maxItems: groupMembersMax }) }),
   "cell.error": object({ type: literal("cell.error"), code: cellErrorCode, message: errorText }),
 });
 
@@ -178,6 +217,66 @@ export type Delivery = { type: "delivery.event"; recipientUserId: string; seq: n
 
 export const delivery: Decoder<Delivery> = taggedUnion<Delivery>({
   "delivery.event": object({ type: literal("delivery.event"), recipientUserId: userId, seq: sequence, event: mailboxEvent }),
+});
+
+/**
+ * Published by the typist's edge to each member of the conversation (the typist included, for their
+ * other devices). Ephemeral: no seq, never stored; an edge forwards it to every session of the recipient
+ * except those of the typing device.
+ */
+export type TypingDelivery = {
+  type: "delivery.typing";
+  recipientUserId: string;
+  conversationId: string;
+  userId: string;
+  deviceId: string;
+  expiresInMs: number;
+};
+/** Anything published on a user's delivery subject: mailbox events, and ephemeral typing indicators. */
+export type DeliveryMessage = Delivery | TypingDelivery;
+
+export const deliveryMessage: Decoder<DeliveryMessage> = taggedUnion<DeliveryMessage>({
+  "delivery.event": delivery,
+  "delivery.typing": object({
+    type: literal("delivery.typing"),
+    recipientUserId: userId,
+    conversationId,
+    userId,
+    deviceId,
+    expiresInMs: integer({ min: 1, max: typingExpiresInMsMax }),
+  }),
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Edge → edges: presence claims, published on the presence subject (see subjects.ts) that every edge
+// subscribes to. An edge claims its online users (those with at least one open session there); a claim
+// stands for `claimTtlMs` after the last message that made it, by the receiver's clock, so the claims
+// of an edge that died without a goodbye lapse by themselves (NATS 2.9 KV has no per-key TTL either).
+
+/** Names one run of one edge process: a restarted edge does not inherit its predecessor's claims. */
+export const edgeInstanceId: Decoder<string> = string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_-]+$/ });
+const claimTtlMs = integer({ min: 100, max: 3_600_000 });
+
+/**
+ * Re-claims some of the edge's online users; an edge sends its whole online set every heartbeat
+ * interval, in messages of at most presenceHeartbeatUsersMax users.
+ */
+export type PresenceHeartbeat = { type: "presence.heartbeat"; edgeInstanceId: string; claimTtlMs: number; userIds: string[] };
+/** A user's first session opened on the edge (online) or its last one closed (offline). */
+export type PresenceClaimChange = { type: "presence.change"; edgeInstanceId: string; claimTtlMs: number; userId: string; status: PresenceStatus };
+/** The edge is stopping: every claim it made ends now. */
+export type PresenceGoodbye = { type: "presence.goodbye"; edgeInstanceId: string };
+export type PresenceMessage = PresenceHeartbeat | PresenceClaimChange | PresenceGoodbye;
+
+export const presenceMessage: Decoder<PresenceMessage> = taggedUnion<PresenceMessage>({
+  "presence.heartbeat": object({
+    type: literal("presence.heartbeat"),
+    edgeInstanceId,
+    claimTtlMs,
+    userIds: array(userId, { minItems: 1, maxItems: presenceHeartbeatUsersMax, unique: true }),
+  }),
+  "presence.change": object({ type: literal("presence.change"), edgeInstanceId, claimTtlMs, userId, status: presenceStatus }),
+  "presence.goodbye": object({ type: literal("presence.goodbye"), edgeInstanceId }),
 });
 
 // ---------------------------------------------------------------------------------------------------

@@ -23,8 +23,10 @@ import {
   groupTitleLengthMax,
   historyPageLimitMax,
   messageBodyLengthMax,
+  presenceWatchUsersMax,
   requestIdLengthMax,
   tokenLengthMax,
+  typingExpiresInMsMax,
 } from "./limits.ts";
 import { errorCodeList, type ErrorCode } from "./codes.ts";
 
@@ -53,8 +55,28 @@ export type AddMembersFrame = { type: "addMembers"; requestId: string; conversat
  */
 export type HistoryFrame = { type: "history"; requestId: string; conversationId: string; beforeSeq?: number; limit?: number };
 export type PingFrame = { type: "ping"; requestId: string };
+/**
+ * The user is typing in a conversation they are a member of: the other members' devices, and the user's
+ * other devices, receive a `typing` indicator that lapses by itself. Answered by `typingAck`. Ephemeral:
+ * never stored, never replayed.
+ */
+export type TypingFrame = { type: "typing"; requestId: string; conversationId: string };
+/**
+ * Replaces the set of users whose presence this session watches (empty stops watching). Answered by
+ * `presenceSnapshot` with the state of each; `presence` frames follow on every change.
+ */
+export type WatchPresenceFrame = { type: "watchPresence"; requestId: string; userIds: string[] };
 
-export type ClientFrame = HelloFrame | SendFrame | OpenDirectFrame | CreateGroupFrame | AddMembersFrame | HistoryFrame | PingFrame;
+export type ClientFrame =
+  | HelloFrame
+  | SendFrame
+  | OpenDirectFrame
+  | CreateGroupFrame
+  | AddMembersFrame
+  | HistoryFrame
+  | PingFrame
+  | TypingFrame
+  | WatchPresenceFrame;
 export type ClientRequestFrame = Exclude<ClientFrame, HelloFrame>;
 
 const helloFrame: Decoder<HelloFrame> = object({
@@ -92,6 +114,12 @@ const historyFrame: Decoder<HistoryFrame> = object({
   limit: optional(integer({ min: 1, max: historyPageLimitMax })),
 });
 const pingFrame: Decoder<PingFrame> = object({ type: literal("ping"), requestId });
+const typingFrame: Decoder<TypingFrame> = object({ type: literal("typing"), requestId, conversationId });
+const watchPresenceFrame: Decoder<WatchPresenceFrame> = object({
+  type: literal("watchPresence"),
+  requestId,
+  userIds: array(userId, { maxItems: presenceWatchUsersMax, unique: true }),
+});
 
 export const clientFrame: Decoder<ClientFrame> = taggedUnion<ClientFrame>({
   hello: helloFrame,
@@ -101,6 +129,8 @@ export const clientFrame: Decoder<ClientFrame> = taggedUnion<ClientFrame>({
   addMembers: addMembersFrame,
   history: historyFrame,
   ping: pingFrame,
+  typing: typingFrame,
+  watchPresence: watchPresenceFrame,
 });
 
 export type ClientFrameFailure =
@@ -214,10 +244,46 @@ export type SyncedFrame = { type: "synced"; seq: number };
 export type ResyncFrame = { type: "resync"; headSeq: number };
 export type PongFrame = { type: "pong"; requestId: string };
 export type ErrorFrame = { type: "error"; requestId?: string; code: ErrorCode; message: string; retryable: boolean };
+/** Answers a `typing` frame: the indicator was sent to the conversation's members. */
+export type TypingAckFrame = { type: "typingAck"; requestId: string };
+/**
+ * `userId` (on device `deviceId`) is typing in `conversationId`: show it for `expiresInMs` from receipt
+ * unless another `typing` of the same user and device refreshes it. No stop frame is sent: it lapses.
+ */
+export type TypingIndicatorFrame = { type: "typing"; conversationId: string; userId: string; deviceId: string; expiresInMs: number };
 
-export type ServerFrame = WelcomeFrame | AckFrame | ConversationFrame | HistoryPageFrame | EventFrame | SyncedFrame | ResyncFrame | PongFrame | ErrorFrame;
+export type PresenceStatus = "online" | "offline";
+/**
+ * A user is online while at least one session of theirs is open on any edge. `changedAtMs`: when the
+ * edge that reports it saw the status begin, by its clock (ms since the epoch); null when the status is
+ * offline and the edge has not seen the user online since it started.
+ */
+export type PresenceState = { userId: string; status: PresenceStatus; changedAtMs: number | null };
+/** Answers `watchPresence`: the current state of each watched user, in the order asked. */
+export type PresenceSnapshotFrame = { type: "presenceSnapshot"; requestId: string; users: PresenceState[] };
+/** A watched user's status changed. */
+export type PresenceFrame = { type: "presence"; userId: string; status: PresenceStatus; changedAtMs: number };
+
+export type ServerFrame =
+  | WelcomeFrame
+  | AckFrame
+  | ConversationFrame
+  | HistoryPageFrame
+  | EventFrame
+  | SyncedFrame
+  | ResyncFrame
+  | PongFrame
+  | ErrorFrame
+  | TypingAckFrame
+  | TypingIndicatorFrame
+  | PresenceSnapshotFrame
+  | PresenceFrame;
 
 const errorCode: Decoder<ErrorCode> = oneOf<ErrorCode>(errorCodeList);
+const epochMs = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+
+export const presenceStatus: Decoder<PresenceStatus> = oneOf<PresenceStatus>(["online", "offline"]);
+export const presenceState: Decoder<PresenceState> = object({ userId, status: presenceStatus, changedAtMs: nullable(epochMs) });
 
 export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
   welcome: object({
@@ -256,6 +322,20 @@ export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
     message: string({ maxLength: 1000 }),
     retryable: boolean,
   }),
+  typingAck: object({ type: literal("typingAck"), requestId }),
+  typing: object({
+    type: literal("typing"),
+    conversationId,
+    userId,
+    deviceId,
+    expiresInMs: integer({ min: 1, max: typingExpiresInMsMax }),
+  }),
+  presenceSnapshot: object({
+    type: literal("presenceSnapshot"),
+    requestId,
+    users: array(presenceState, { maxItems: presenceWatchUsersMax }),
+  }),
+  presence: object({ type: literal("presence"), userId, status: presenceStatus, changedAtMs: epochMs }),
 });
 
 export function decodeServerFrame(text: string): DecodeResult<ServerFrame> {

@@ -26,3 +26,16 @@ export const requestIdLengthMax = 64;
 export const tokenLengthMax = 8192;
 /** Events in one mailbox page (a resume replays in pages of at most this many). */
 export const mailboxPageLimitMax = 200;
+
+// Ephemeral features (typing and presence): never stored, bounded on the wire and between edges.
+/** How long a receiver may show one typing indicator, unless a newer one refreshes it. */
+export const typingExpiresInMsMax = 60_000;
+/**
+ * Deliveries of one typing frame: one per member of the conversation (the typist included, for their
+ * other devices), so at most a group's size.
+ */
+export const typingFanOutMax = groupMembersMax;
+/** Users one watchPresence frame names; each watchPresence replaces the session's watched set. */
+export const presenceWatchUsersMax = 100;
+/** User ids in one presence heartbeat between edges; an edge with more online users sends several. */
+export const presenceHeartbeatUsersMax = 1000;

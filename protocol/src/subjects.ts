@@ -55,3 +55,9 @@ export function cellDatabaseName(namespace: string, cellId: string): string {
   return `${namespace}_cell_${cellId}`;
 }
 
+
+/** Presence claims between edges (PresenceMessage); every edge publishes and subscribes. */
+export function presenceSubject(namespace: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  return `${namespace}.presence`;
+}

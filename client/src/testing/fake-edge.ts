@@ -14,6 +14,7 @@ import {
   type HelloFrame,
   type MailboxEvent,
   type Message,
+  type PresenceState,
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
@@ -170,6 +171,8 @@ export class FakeEdge {
   deliverLive = true;
   /** The process is gone: new connections are refused (error, then close 1006). See kill(). */
   down = false;
+  /** What watchPresence answers for each user (offline, never seen, when absent). */
+  readonly presence = new Map<string, PresenceState>();
   readonly WebSocket: WebSocketConstructor;
   readonly cell: FakeCell;
   /** The last mailbox seq sent on each synced socket; live events go to these sockets. */
@@ -272,6 +275,14 @@ export class FakeEdge {
       }
       case "ping":
         return { type: "pong", requestId: frame.requestId };
+      case "typing":
+        return { type: "typingAck", requestId: frame.requestId };
+      case "watchPresence":
+        return {
+          type: "presenceSnapshot",
+          requestId: frame.requestId,
+          users: frame.userIds.map((userId) => this.presence.get(userId) ?? { userId, status: "offline", changedAtMs: null }),
+        };
     }
   }
 

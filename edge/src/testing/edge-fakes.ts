@@ -1,5 +1,6 @@
 // In-memory stand-ins for everything an EdgeCore talks to (socket, token verifier, directory, cell
-// router, delivery source, logger), so the session logic runs in process and every effect is observable.
+// router, delivery source, typing publisher, presence, clock, logger), so the session logic runs in
+// process and every effect is observable.
 // Used by edge-core.test.ts and edge-server.integration.test.ts.
 import type { ServiceLogger, EntryResult } from "@cellwire/cluster";
 import {
@@ -8,13 +9,20 @@ import {
   type CellRequest,
   type DirectoryEntry,
   type MailboxEvent,
+  type PresenceMessage,
+  type PresenceState,
   type ServerFrame,
+  type TypingDelivery,
 } from "@cellwire/protocol";
 import type { TokenVerifier, VerifyOutcome } from "../auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "../delivery-hub.ts";
 import { DirectoryCache } from "../directory-cache.ts";
 import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../edge-core.ts";
+import type { PresenceSource } from "../presence/presence-hub.ts";
+import { PresenceTable, type PresenceChange } from "../presence/presence-table.ts";
 import { RequestHandler, type CellRouting, type DirectoryLookups } from "../request-handler.ts";
+import { ConversationMembers } from "../typing/conversation-members.ts";
+import { TypingRelay, type TypingIndicator, type TypingPublisher } from "../typing/typing-relay.ts";
 
 export const waitDeadlineMs = 5000;
 
@@ -231,8 +239,13 @@ export class FakeCellRouting implements CellRouting {
   }
 }
 
-/** Sessions per user, counted as the NATS hub counts them: a target counts from the start of attach. */
-export class FakeDeliveries implements DeliverySource {
+/**
+ * Sessions per user, counted as the NATS hub counts them: a target counts from the start of attach.
+ * Typing indicators it publishes are recorded and reach this edge's sessions of each recipient, as NATS
+ * would bring them back to the hub.
+ */
+export class FakeDeliveries implements DeliverySource, TypingPublisher {
+  readonly typingPublished: { readonly recipientUserIds: readonly string[]; readonly indicator: TypingIndicator }[] = [];
   readonly targets = new Map<string, Set<DeliveryTarget>>();
   /** When set, attach waits for it after registering the target (the hub's subscription flush). */
   attachGate: Promise<void> | undefined;
@@ -260,10 +273,87 @@ export class FakeDeliveries implements DeliverySource {
     return this.targets.get(userId)?.size ?? 0;
   }
 
+  publishTyping(recipientUserIds: readonly string[], indicator: TypingIndicator): void {
+    this.typingPublished.push({ recipientUserIds: [...recipientUserIds], indicator });
+    for (const recipientUserId of recipientUserIds) this.publishTypingTo({ type: "delivery.typing", recipientUserId, ...indicator });
+  }
+
+  /** A delivery.typing arriving on the recipient's subject (from this edge or another). */
+  publishTypingTo(typing: TypingDelivery): void {
+    const { conversationId, userId, deviceId, expiresInMs } = typing;
+    const frame = JSON.stringify({ type: "typing", conversationId, userId, deviceId, expiresInMs });
+    for (const target of [...(this.targets.get(typing.recipientUserId) ?? [])]) target.deliverTyping(typing, frame);
+  }
+
   /** Publishes a live mailbox event to every session of `userId`, as the hub does. */
   publish(userId: string, seq: number, event: MailboxEvent): void {
     const frame = JSON.stringify({ type: "event", seq, event });
     for (const target of [...(this.targets.get(userId) ?? [])]) target.deliver({ seq, event }, frame);
+  }
+}
+
+/** Monotonic and wall time that move only when a test says so. */
+export class FakeClock {
+  monotonicMs = 1000;
+  wallMs = 1_700_000_000_000;
+  readonly monotonicNowMs = (): number => this.monotonicMs;
+  readonly wallNowMs = (): number => this.wallMs;
+
+  advance(durationMs: number): void {
+    this.monotonicMs += durationMs;
+    this.wallMs += durationMs;
+  }
+}
+
+/**
+ * Presence as one edge sees it, without NATS: the real PresenceTable, with the claim announcements this
+ * edge would publish recorded in `claims`, and other edges' messages fed in with `receive`.
+ * `statesGate`, when set, holds states() (an edge still warming up).
+ */
+export class FakePresence implements PresenceSource {
+  readonly table: PresenceTable;
+  readonly claims: { readonly userId: string; readonly status: "online" | "offline" }[] = [];
+  statesGate: Promise<void> | undefined;
+  private readonly listeners = new Set<(change: PresenceChange) => void>();
+
+  constructor(readonly clock: FakeClock) {
+    this.table = new PresenceTable({ localEdgeInstanceId: "edge-under-test", remoteClaimsMax: 1000, offlineUsersRememberedMax: 1000 }, clock);
+  }
+
+  sessionOpened(userId: string): void {
+    const outcome = this.table.localSessionOpened(userId);
+    if (outcome.claimChanged) this.claims.push({ userId, status: "online" });
+    this.emit(outcome.changes);
+  }
+
+  sessionClosed(userId: string): void {
+    const outcome = this.table.localSessionClosed(userId);
+    if (outcome.claimChanged) this.claims.push({ userId, status: "offline" });
+    this.emit(outcome.changes);
+  }
+
+  async states(userIds: readonly string[]): Promise<PresenceState[]> {
+    if (this.statesGate !== undefined) await this.statesGate;
+    return userIds.map((userId) => this.table.stateOf(userId));
+  }
+
+  onChange(listener: (change: PresenceChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** A message from another edge on the presence subject. */
+  receive(message: PresenceMessage): void {
+    this.emit(this.table.apply(message));
+  }
+
+  /** The hub's periodic expiry check. */
+  expire(): void {
+    this.emit(this.table.expire());
+  }
+
+  private emit(changes: readonly PresenceChange[]): void {
+    for (const change of changes) for (const listener of this.listeners) listener(change);
   }
 }
 
@@ -282,7 +372,11 @@ export const defaultTestLimits: EdgeLimits = {
   requestsInFlightPerSessionMax: 8,
   sendBufferBytesMax: 64 * 1024,
   heldEventsPerSessionMax: 100,
+  typingIntervalMs: 1000,
+  typingConversationsPerSessionMax: 4,
 };
+
+export const typingExpiresInMsForTests = 5000;
 
 export type FakeEdge = {
   readonly core: EdgeCore;
@@ -292,6 +386,9 @@ export type FakeEdge = {
   readonly router: FakeCellRouting;
   readonly handler: RequestHandler;
   readonly deliveries: FakeDeliveries;
+  readonly members: ConversationMembers;
+  readonly presence: FakePresence;
+  readonly clock: FakeClock;
   readonly logger: RecordingLogger;
   readonly transports: FakeTransport[];
   /** A new socket with its session (undefined when the core refused it). */
@@ -300,6 +397,9 @@ export type FakeEdge = {
   authenticated(userId: string, hello?: Record<string, unknown>): Promise<{ transport: FakeTransport; session: Session; welcome: Record<string, unknown> }>;
 };
 
+/** Member lists stay cached this long in fake edges (monotonic ms of the FakeClock). */
+export const memberCacheTtlMsForTests = 10_000;
+
 export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
   const verifier = new FakeVerifier();
   const directory = new FakeDirectory();
@@ -307,8 +407,15 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
   const router = new FakeCellRouting();
   const handler = new RequestHandler(directory, cache, router);
   const deliveries = new FakeDeliveries();
+  const clock = new FakeClock();
+  const presence = new FakePresence(clock);
+  const members = new ConversationMembers(
+    { conversationsMax: 100, ttlMs: memberCacheTtlMsForTests },
+    { conversationCell: (conversationId) => handler.conversationCell(conversationId), router, nowMs: clock.monotonicNowMs },
+  );
+  const typing = new TypingRelay(members, deliveries, typingExpiresInMsForTests);
   const logger = new RecordingLogger();
-  const core = new EdgeCore({ ...defaultTestLimits, ...limits }, verifier, handler, deliveries, logger);
+  const core = new EdgeCore({ ...defaultTestLimits, ...limits }, verifier, handler, deliveries, logger, { typing, presence, monotonicNowMs: clock.monotonicNowMs });
   const transports: FakeTransport[] = [];
   const connect = (): { transport: FakeTransport; session: Session | undefined } => {
     const transport = new FakeTransport();
@@ -325,6 +432,9 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
     router,
     handler,
     deliveries,
+    members,
+    presence,
+    clock,
     logger,
     transports,
     connect,

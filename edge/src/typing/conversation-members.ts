@@ -1,0 +1,84 @@
+// Who may type in a conversation, and to whom the indicator goes: the conversation's member list, cached
+// at the edge. A list is learnt from any conversation reply passing through this edge (openDirect,
+// createGroup, addMembers) or, on a miss, from a read-only `cell.members` at the conversation's owner;
+// it is trusted for ttlMs, so a membership change made through another edge reaches typing within that.
+// Nothing here writes to a cell. Concurrent misses for one conversation and user share one request.
+import { RemoteError } from "@cellwire/cluster";
+import type { ConversationSummary } from "@cellwire/protocol";
+import { BoundedCache } from "../directory-cache.ts";
+import type { CellRouting } from "../request-handler.ts";
+
+export type MembersLookup = { readonly kind: "members"; readonly memberUserIds: readonly string[] } | { readonly kind: "not_a_member" };
+
+type MemberList = { readonly memberUserIds: readonly string[]; readonly members: ReadonlySet<string> };
+
+export type ConversationMembersOptions = {
+  readonly conversationsMax: number;
+  readonly ttlMs: number;
+};
+
+export type ConversationMembersDependencies = {
+  /** The conversation's home cell from the directory (cached), undefined when it does not exist. */
+  readonly conversationCell: (conversationId: string) => Promise<string | undefined>;
+  readonly router: CellRouting;
+  /** Monotonic milliseconds. */
+  readonly nowMs: () => number;
+};
+
+const notAMember: MembersLookup = { kind: "not_a_member" };
+
+export class ConversationMembers {
+  private readonly cache: BoundedCache<MemberList>;
+  private readonly loading = new Map<string, Promise<MembersLookup>>();
+
+  constructor(
+    options: ConversationMembersOptions,
+    private readonly dependencies: ConversationMembersDependencies,
+  ) {
+    this.cache = new BoundedCache(options.conversationsMax, options.ttlMs, dependencies.nowMs);
+  }
+
+  get cachedConversationCount(): number {
+    return this.cache.size;
+  }
+
+  /** A fresh member list, from a conversation reply the edge relayed. */
+  remember(conversation: ConversationSummary): void {
+    this.cache.set(conversation.conversationId, memberList(conversation.memberUserIds));
+  }
+
+  /** The members, when `userId` is one of them; not_a_member otherwise (or when the conversation is unknown). */
+  async lookup(conversationId: string, userId: string): Promise<MembersLookup> {
+    const cached = this.cache.get(conversationId);
+    if (cached !== undefined) return cached.members.has(userId) ? { kind: "members", memberUserIds: cached.memberUserIds } : notAMember;
+    const key = `${conversationId}/${userId}`;
+    const pending = this.loading.get(key);
+    if (pending !== undefined) return pending;
+    const loaded = this.load(conversationId, userId).finally(() => this.loading.delete(key));
+    this.loading.set(key, loaded);
+    return loaded;
+  }
+
+  private async load(conversationId: string, userId: string): Promise<MembersLookup> {
+    const cellId = await this.dependencies.conversationCell(conversationId);
+    if (cellId === undefined) return notAMember;
+    const reply = await this.dependencies.router.request(cellId, { type: "cell.members", conversationId, userId });
+    switch (reply.type) {
+      case "cell.members": {
+        if (reply.conversationId !== conversationId) throw new RemoteError("internal", `cell ${cellId} answered cell.members for ${reply.conversationId}, not ${conversationId}`);
+        const list = memberList(reply.memberUserIds);
+        this.cache.set(conversationId, list);
+        return list.members.has(userId) ? { kind: "members", memberUserIds: list.memberUserIds } : notAMember;
+      }
+      case "cell.error":
+        if (reply.code === "not_a_member" || reply.code === "not_found") return notAMember;
+        throw new RemoteError(reply.code, reply.message);
+      default:
+        throw new RemoteError("internal", `cell ${cellId} answered ${reply.type} to cell.members`);
+    }
+  }
+}
+
+function memberList(memberUserIds: readonly string[]): MemberList {
+  return { memberUserIds: [...memberUserIds], members: new Set(memberUserIds) };
+}
