@@ -4,11 +4,14 @@ import { WebSocket } from "ws";
 import { CellwireClient, CellwireClientError } from "@cellwire/client";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { checkHistory, dumpCellDatabases, type CheckReport, type HistoryRecord } from "@cellwire/loadtest";
+import type { SequencedEvent } from "@cellwire/protocol";
 
 export type RecordedDevice = {
   readonly userId: string;
   readonly deviceId: string;
   readonly client: CellwireClient;
+  /** The events this device's client emitted, in order (its sessions of this open only). */
+  readonly events: SequencedEvent[];
   lastSeq(): number;
   untilSeq(seq: number, deadlineMs: number): Promise<void>;
 };
@@ -41,12 +44,14 @@ export class RecordedRun {
     }
     const sink = delivered;
     let lastSeq = resumeAfterSeq ?? 0;
+    const events: SequencedEvent[] = [];
     const waiters = new Set<() => void>();
     const wake = (): void => {
       for (const waiter of [...waiters]) waiter();
     };
     client.on("event", ({ seq, event }) => {
       lastSeq = seq;
+      events.push({ seq, event });
       if (event.kind === "message") sink.events.push({ seq, message: event.message });
       wake();
     });
@@ -61,6 +66,7 @@ export class RecordedRun {
       userId,
       deviceId,
       client,
+      events,
       lastSeq: () => lastSeq,
       untilSeq: (seq, deadlineMs) =>
         new Promise((resolve, reject) => {
@@ -91,14 +97,14 @@ export class RecordedRun {
     return [...this.membersOf].filter(([, members]) => members.includes(userId)).map(([id]) => id);
   }
 
-  /** Sends and records; a retryable failure is sent again with the same clientMessageId, as an app would. */
-  async send(from: RecordedDevice, conversationId: string, body: string, clientMessageId: string): Promise<void> {
+  /** Sends and records; returns the ack's messageId and seq. A retryable failure is sent again with the same clientMessageId, as an app would. */
+  async send(from: RecordedDevice, conversationId: string, body: string, clientMessageId: string): Promise<{ messageId: string; seq: number }> {
     this.record.sends.push({ senderUserId: from.userId, senderDeviceId: from.deviceId, conversationId, clientMessageId, body });
     for (let attempt = 1; ; attempt++) {
       try {
         const ack = await from.client.send(conversationId, body, { clientMessageId });
         this.record.acks.push({ senderUserId: from.userId, conversationId, clientMessageId, messageId: ack.messageId, seq: ack.seq });
-        return;
+        return { messageId: ack.messageId, seq: ack.seq };
       } catch (error) {
         if (!(error instanceof CellwireClientError) || !error.retryable || attempt >= this.sendAttemptsMax) {
           throw new Error(`gave up on ${clientMessageId}: ${String(error)}`, { cause: error });

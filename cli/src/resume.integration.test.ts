@@ -2,94 +2,25 @@
 // mailbox order, whether it comes back to an idle mailbox or while messages keep arriving; every device
 // of a user converges on the same mailbox; the history checker finds nothing wrong with the whole run.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { WebSocket } from "ws";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { CellwireClient } from "@cellwire/client";
 import { DirectoryClient } from "@cellwire/cluster";
-import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
-import { checkHistory, dumpCellDatabases, type HistoryRecord } from "@cellwire/loadtest";
 import type { SequencedEvent } from "@cellwire/protocol";
+import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 let test: TestTopology;
 let nats: NatsConnection;
-const clients: CellwireClient[] = [];
-const devices: Device[] = [];
-/** Members of each conversation the test creates, to know how long each user's mailbox must grow. */
-const membersOf = new Map<string, readonly string[]>();
+const run = new RecordedRun();
 
-const record: HistoryRecord = { sends: [], acks: [], deliveries: [], database: { messages: [], members: [], mailboxes: [] }, expectComplete: true };
-
-type Device = {
-  readonly userId: string;
-  readonly deviceId: string;
-  readonly client: CellwireClient;
-  readonly events: SequencedEvent[];
-  untilSeq(seq: number, deadlineMs?: number): Promise<void>;
-};
-
-function edgeUrl(index: number): string {
-  const edge = test.topology.edges[index];
-  if (edge === undefined) throw new Error(`no edge ${index}`);
-  return edge.webSocketUrl;
+function device(userId: string, deviceId: string, edgeIndex: number, resumeAfterSeq?: number): Promise<RecordedDevice> {
+  const edge = test.topology.edges[edgeIndex];
+  if (edge === undefined) throw new Error(`no edge ${edgeIndex}`);
+  return run.openDevice(userId, deviceId, [edge.webSocketUrl], resumeAfterSeq);
 }
 
-async function device(userId: string, deviceId: string, edgeIndex: number, resumeAfterSeq?: number): Promise<Device> {
-  const client = new CellwireClient({
-    url: edgeUrl(edgeIndex),
-    deviceId,
-    WebSocket,
-    tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId }),
-    ...(resumeAfterSeq === undefined ? {} : { resumeAfterSeq }),
-  });
-  clients.push(client);
-  // Every event a device ever receives is recorded for the checker, across its sessions.
-  let delivered = record.deliveries.find((entry) => entry.userId === userId && entry.deviceId === deviceId);
-  if (delivered === undefined) {
-    delivered = { userId, deviceId, events: [], ...(resumeAfterSeq === undefined ? {} : { startAfterSeq: resumeAfterSeq }) };
-    record.deliveries.push(delivered);
-  }
-  const sink = delivered;
-  const events: SequencedEvent[] = [];
-  const waiters = new Set<() => void>();
-  client.on("event", (sequenced) => {
-    events.push(sequenced);
-    if (sequenced.event.kind === "message") sink.events.push({ seq: sequenced.seq, message: sequenced.event.message });
-    for (const waiter of [...waiters]) waiter();
-  });
-  const synced = client.whenSynced();
-  await client.connect();
-  await synced;
-  const handle: Device = {
-    userId,
-    deviceId,
-    client,
-    events,
-    untilSeq: (seq, deadlineMs = 15_000) =>
-      new Promise((resolve, reject) => {
-        const check = (): void => {
-          if ((events.at(-1)?.seq ?? resumeAfterSeq ?? 0) < seq) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`${userId}/${deviceId} reached seq ${events.at(-1)?.seq ?? "none"}, not ${seq}`));
-        }, deadlineMs);
-        waiters.add(check);
-        check();
-      }),
-  };
-  devices.push(handle);
-  return handle;
-}
-
-async function send(from: Device, conversationId: string, body: string): Promise<void> {
-  const clientMessageId = `${from.userId}-${from.deviceId}-${record.sends.length}`;
-  record.sends.push({ senderUserId: from.userId, senderDeviceId: from.deviceId, conversationId, clientMessageId, body });
-  const ack = await from.client.send(conversationId, body, { clientMessageId });
-  record.acks.push({ senderUserId: from.userId, conversationId, clientMessageId, messageId: ack.messageId, seq: ack.seq });
+let sent = 0;
+function send(from: RecordedDevice, conversationId: string, body: string): Promise<{ messageId: string; seq: number }> {
+  return run.send(from, conversationId, body, `${from.userId}-${from.deviceId}-${sent++}`);
 }
 
 const seqsOf = (events: readonly SequencedEvent[]): number[] => events.map((event) => event.seq);
@@ -110,7 +41,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const client of clients) client.close();
+  run.closeAll();
   await nats?.close();
   await test?.destroy();
 });
@@ -125,14 +56,14 @@ describe("mailboxes and resume", () => {
 
     const direct = await alice.client.openDirect("bob");
     const group = await carol.client.createGroup("trio", ["alice", "bob"]);
-    membersOf.set(direct.conversationId, direct.memberUserIds);
-    membersOf.set(group.conversationId, group.memberUserIds);
+    run.conversation(direct.conversationId, direct.memberUserIds);
+    run.conversation(group.conversationId, group.memberUserIds);
     for (let index = 0; index < 40; index++) {
       await send(alice, direct.conversationId, `direct ${index}`);
       if (index % 4 === 0) await send(carol, group.conversationId, `group ${index}`);
     }
     const total = 50;
-    await bobPhone.untilSeq(total);
+    await bobPhone.untilSeq(total, 15_000);
     expect(seqsOf(bobPhone.events)).toEqual(oneTo(total));
 
     const startedAt = performance.now();
@@ -154,29 +85,25 @@ describe("mailboxes and resume", () => {
     const alice = await device("alice", "desk", 0);
     const direct = await alice.client.openDirect("bob");
     const bobWatch = await device("bob", "watch", 1);
-    const base = bobWatch.client.lastSeq ?? 0;
+    const base = bobWatch.lastSeq();
 
     const sending = (async () => {
       for (let index = 0; index < 30; index++) await send(alice, direct.conversationId, `during resume ${index}`);
     })();
     const late = await device("bob", "late", 0, 0);
     await sending;
-    await bobWatch.untilSeq(base + 30);
-    await late.untilSeq(base + 30);
+    await bobWatch.untilSeq(base + 30, 15_000);
+    await late.untilSeq(base + 30, 15_000);
     expect(seqsOf(late.events)).toEqual(oneTo(base + 30));
     expect(idsOf(late.events.slice(base))).toEqual(idsOf(bobWatch.events));
   });
 
   it("passes the history checker over the whole run", async () => {
-    // Quiescence: every open device has received its user's whole mailbox (one event per acked message
-    // of each conversation the user belongs to), so the checker may demand completeness.
-    const mailboxLength = (userId: string): number => record.acks.filter((ack) => membersOf.get(ack.conversationId)?.includes(userId) === true).length;
-    await Promise.all(devices.filter((entry) => entry.client.state !== "closed").map((entry) => entry.untilSeq(mailboxLength(entry.userId))));
-    for (const client of clients) client.close();
-    record.database = await dumpCellDatabases({ postgresAdminUrl: testServices.postgresAdminUrl, namespace: test.namespace, cellIds: ["a", "b"] });
-    const report = checkHistory(record);
+    // Quiescence: every open device has received its user's whole mailbox, so the checker may demand completeness.
+    await run.settle(15_000);
+    const report = await run.check(testServices.postgresAdminUrl, test.namespace, ["a", "b"]);
     expect(report.findings).toEqual([]);
     expect(report.ok).toBe(true);
-    expect(record.acks.length).toBeGreaterThan(70);
+    expect(run.record.acks.length).toBeGreaterThan(70);
   });
 });
