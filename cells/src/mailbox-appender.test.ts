@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { RemoteError, UnavailableError } from "@cellwire/cluster";
-import { messageEventId, type CellReply, type CellRequest } from "@cellwire/protocol";
+import { mailboxEventId, messageOf, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import { MailboxAppender } from "./mailbox-appender.ts";
 import { messageEvent } from "./store/store-contract.ts";
@@ -8,7 +8,7 @@ import type { OutboxEntry } from "./store/store.ts";
 
 function entry(recipientUserId: string): OutboxEntry {
   const event = messageEvent("hi");
-  return { id: 1, conversationId: event.message.conversationId, recipientUserId, eventId: messageEventId(event.message.messageId), event };
+  return { id: 1, conversationId: messageOf(event)?.conversationId ?? "", recipientUserId, eventId: mailboxEventId(event), event };
 }
 
 function setup(answer: (cellId: string, request: CellRequest) => Promise<CellReply>) {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { messageOf } from "@cellwire/protocol";
 import { OutboxRelay, type OutboxRelayLimits } from "./outbox-relay.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
 import { newGroupId } from "./store/store-contract.ts";
@@ -27,7 +28,7 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
   const append = async (entry: OutboxEntry): Promise<number> => {
     control.inFlight += 1;
     control.inFlightMax = Math.max(control.inFlightMax, control.inFlight);
-    control.started.push(`${entry.recipientUserId}:${entry.event.message.body}`);
+    control.started.push(`${entry.recipientUserId}:${messageOf(entry.event)?.body}`);
     try {
       if (control.hold) await new Promise<void>((resolve) => control.gates.push(resolve));
       if (control.failing.has(entry.recipientUserId)) throw new Error(`${entry.recipientUserId} is unreachable`);
@@ -66,7 +67,7 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
   }
   async function mailbox(userId: string): Promise<string[]> {
     const page = await mailboxes.mailboxPage({ userId, afterSeq: 0, limit: 100 });
-    return page.events.map((entry) => entry.event.message.body);
+    return page.events.map((entry) => messageOf(entry.event)?.body ?? `(${entry.event.kind})`);
   }
   async function pending(conversationId: string): Promise<OutboxEntry[]> {
     return (await store.pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries;
@@ -191,7 +192,7 @@ describe("OutboxRelay", () => {
     await releaseAll();
     expect(await stopped).toBe(true);
     expect(await mailbox("bob")).toEqual(["m1"]);
-    expect((await pending(conversationId)).map((entry) => entry.event.message.body)).toEqual(["m2", "m2"]);
+    expect((await pending(conversationId)).map((entry) => messageOf(entry.event)?.body)).toEqual(["m2", "m2"]);
 
     const stuck = setup();
     const other = await stuck.group(["bob"]);

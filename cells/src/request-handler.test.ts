@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { directConversationId } from "@cellwire/cluster";
-import { messageEventId, userRingKey, type CellAppendMailboxRequest, type CellReply, type CellRequest, type Delivery, type MailboxEvent } from "@cellwire/protocol";
+import { mailboxEventId, messageEventId, messageOf, userRingKey, type CellAppendMailboxRequest, type CellReply, type CellRequest, type Delivery, type MailboxEvent } from "@cellwire/protocol";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { CellRequestHandler } from "./request-handler.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
@@ -71,7 +71,7 @@ async function createGroup(run: Harness["request"], members = ["bob", "carol"]):
 }
 
 function appendRequest(userId: string, event: MailboxEvent): CellAppendMailboxRequest {
-  return { type: "cell.appendMailbox", userId, eventId: messageEventId(event.message.messageId), event };
+  return { type: "cell.appendMailbox", userId, eventId: mailboxEventId(event), event };
 }
 
 /**
@@ -140,7 +140,7 @@ describe("CellRequestHandler", () => {
       conversation: { memberUserIds: ["alice", "bob", "dave"] },
     });
     await request(sendRequest(conversationId, "m2"));
-    expect(relayed[1]?.entries.map((entry) => `${entry.event.message.seq}:${entry.recipientUserId}`)).toEqual(["2:alice", "2:bob", "2:dave"]);
+    expect(relayed[1]?.entries.map((entry) => `${messageOf(entry.event)?.seq}:${entry.recipientUserId}`)).toEqual(["2:alice", "2:bob", "2:dave"]);
   });
 
   it("appends to a mailbox, replies cell.appended and publishes the event once, a repeat being deduplicated", async () => {
@@ -169,7 +169,7 @@ describe("CellRequestHandler", () => {
     }
     await Promise.all(done);
     expect(replies.map((reply) => (reply.type === "cell.appended" ? reply.seq : 0))).toEqual([1, 2, 3, 4]);
-    expect(deliveries.map((delivery) => [delivery.seq, delivery.event.message.body])).toEqual(events.map((event, index) => [index + 1, event.message.body]));
+    expect(deliveries.map((delivery) => [delivery.seq, messageOf(delivery.event)?.body])).toEqual(events.map((event, index) => [index + 1, messageOf(event)?.body]));
   });
 
   it("pages a mailbox", async () => {

@@ -12,7 +12,8 @@ import {
   cellRequest,
   cellRequestKey,
   decodeJsonText,
-  messageEventId,
+  mailboxEventId,
+  receiptFanOutMembersMax,
   type CellReply,
   type CellRequest,
   type ConversationSummary,
@@ -225,6 +226,27 @@ export class CellRequestHandler {
       }
       case "cell.members":
         return { reply: await membersReply(store, request) };
+      case "cell.receipt": {
+        const writing = this.writeEpoch(key);
+        if ("refusal" in writing) return writing.refusal;
+        const result = await store.markReceipt({
+          conversationId: request.conversationId,
+          userId: request.userId,
+          position: request.position,
+          seq: request.seq,
+          fanOutMembersMax: receiptFanOutMembersMax,
+          epoch: writing.epoch,
+        });
+        if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
+        if (result.outcome === "not_a_member") return refused(result.outcome);
+        if (result.outcome === "seq_beyond_last") {
+          return { reply: cellErrorReply({ kind: "invalid_field", message: `$.seq is beyond the conversation's last seq ${result.lastSeq}` }) };
+        }
+        const { readSeq, deliveredSeq, outbox } = result;
+        const reply: CellReply = { type: "cell.receipt", conversationId: request.conversationId, userId: request.userId, readSeq, deliveredSeq, advanced: outbox.length > 0 };
+        if (outbox.length === 0) return { reply };
+        return { reply, afterReply: async () => this.dependencies.relayOutbox(request.conversationId, outbox) };
+      }
       case "cell.mailboxPage": {
         const page = await store.mailboxPage({ userId: request.userId, afterSeq: request.afterSeq, limit: request.limit });
         return { reply: { type: "cell.mailboxEvents", userId: request.userId, events: page.events, headSeq: page.headSeq, floorSeq: page.floorSeq } };
@@ -256,9 +278,9 @@ function invalidRequest(request: CellRequest): RequestFailure | undefined {
   if (request.type === "cell.createGroup" && !request.conversationId.startsWith("g-")) {
     return { kind: "invalid_field", message: "$.conversationId of a group must start with g-" };
   }
-  // One mailbox entry per message: an event id of another shape would let the same message in twice.
-  if (request.type === "cell.appendMailbox" && request.eventId !== messageEventId(request.event.message.messageId)) {
-    return { kind: "invalid_field", message: "$.eventId is not the event id of the message" };
+  // One mailbox entry per message or receipt: an event id of another shape would let it in twice.
+  if (request.type === "cell.appendMailbox" && request.eventId !== mailboxEventId(request.event)) {
+    return { kind: "invalid_field", message: "$.eventId is not the event id of the event" };
   }
   return undefined;
 }

@@ -153,3 +153,32 @@ export async function runHistory(options: HistoryOptions): Promise<number> {
     client.close();
   }
 }
+
+export type ReadOptions = ConnectionOptions & { readonly userId: string; readonly target: SendTarget; readonly seq: number | undefined };
+
+/** Marks a conversation read up to `seq` (default: its last message); prints the positions as JSON. */
+export async function runRead(options: ReadOptions): Promise<number> {
+  const client = await connectAs(options.userId, options);
+  try {
+    const target = options.target;
+    let conversationId: string;
+    let lastSeq: number;
+    if ("peerUserId" in target) {
+      const conversation = await client.openDirect(target.peerUserId);
+      conversationId = conversation.conversationId;
+      lastSeq = conversation.lastSeq;
+    } else {
+      conversationId = target.conversationId;
+      lastSeq = (await client.history(conversationId, { limit: 1 })).messages.at(-1)?.seq ?? 0;
+    }
+    const seq = options.seq ?? lastSeq;
+    if (seq < 1) {
+      process.stderr.write("cellwire: the conversation has no message to mark read\n");
+      return 1;
+    }
+    printJson(await client.markRead(conversationId, seq));
+    return 0;
+  } finally {
+    client.close();
+  }
+}

@@ -1,7 +1,7 @@
-// `cellwire`: the command line of a Cellwire developer. `token`, `send`, `listen` and `history` talk to an
+// `cellwire`: the command line of a Cellwire developer. `token`, `send`, `listen`, `history` and `read` talk to an
 // edge through the client SDK like any client; `up` runs the local topology (what `npm start` runs).
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { runHistory, runListen, runSend, runToken } from "./client-commands.ts";
+import { runHistory, runListen, runRead, runSend, runToken } from "./client-commands.ts";
 import { runRing } from "./ring-command.ts";
 import { runUp } from "./up.ts";
 
@@ -16,10 +16,13 @@ Commands:
                                                   print each mailbox event as one JSON line: those after
                                                    mailbox seq SEQ first (0: all), then live ones
   history --as <user> --with <user> [--limit N]   print a direct conversation, oldest first
+  read --as <user> --with <user> [--seq N]        mark a direct conversation read up to its message N
+                                                   (default: its last); prints the positions as JSON
+  read --as <user> --conversation <id> [--seq N]  the same, for a conversation by id (a group)
   ring <cellId> [--json]                          the cell's members, their lease ages and key shares
   up                                              run the local topology (what npm start runs)
 
-Options for send, listen and history:
+Options for send, listen, history and read:
   --edge <url>       the edge's WebSocket URL (default ws://127.0.0.1:8080/ws)
   --device <id>      act as this device (default "cli")
   --token <jwt>      use this token instead of signing a dev token (or set CELLWIRE_TOKEN)
@@ -30,6 +33,7 @@ const options = {
   to: { type: "string" },
   conversation: { type: "string" },
   since: { type: "string" },
+  seq: { type: "string" },
   with: { type: "string" },
   device: { type: "string" },
   edge: { type: "string", default: "ws://127.0.0.1:8080/ws" },
@@ -94,6 +98,11 @@ async function main(argv: string[]): Promise<number> {
       });
     case "history":
       return runHistory({ ...connection, userId: required("as", values.as), peerUserId: required("with", values.with), limit: positiveInteger("limit", values.limit, 50) ?? 50 });
+    case "read": {
+      if ((values.with === undefined) === (values.conversation === undefined)) throw new UsageError("read needs exactly one of --with and --conversation");
+      const target = values.conversation === undefined ? { peerUserId: required("with", values.with) } : { conversationId: values.conversation };
+      return runRead({ ...connection, userId: required("as", values.as), target, seq: positiveInteger("seq", values.seq, undefined) });
+    }
     case "ring": {
       const cellId = rest[0];
       if (cellId === undefined) throw new UsageError("ring needs a cell id");

@@ -1,6 +1,6 @@
 // Follows client/BEHAVIOUR.md against an in-memory edge (testing/fake-edge.ts) and a manual clock: no
 // network, no sleeping. Every frame the client writes is checked by the protocol's decoder.
-import { closeCodes, frameBytesMax, protocolVersion, standardCloseCodes, type ServerFrame } from "@cellwire/protocol";
+import { closeCodes, messageOf, frameBytesMax, protocolVersion, standardCloseCodes, type ServerFrame } from "@cellwire/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientOptions, type StateChange, type TokenRequest } from "./cellwire-client.ts";
 import { CellwireClientError } from "./errors.ts";
@@ -710,7 +710,7 @@ describe("CellwireClient: failover between edges", () => {
   it("the first edge is killed: reconnects to the second at once, resumes from lastSeq, settles the pending send once", async () => {
     const { edgeA, edgeB, clock, client, states, errors } = setupTwoEdges();
     const emitted: string[] = [];
-    client.on("event", ({ seq, event }) => emitted.push(`${seq} ${event.message.body}`));
+    client.on("event", ({ seq, event }) => emitted.push(`${seq} ${messageOf(event)?.body}`));
     // Edge A stores the send in the cell, then is killed before it acks.
     edgeA.onRequest = (frame) => {
       if (frame.type !== "send") return "default";

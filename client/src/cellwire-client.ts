@@ -17,6 +17,7 @@ import {
   type HelloFrame,
   type Message,
   type PresenceState,
+  type ReceiptEvent,
   type ResyncFrame,
   type SequencedEvent,
   type ServerFrame,
@@ -25,6 +26,7 @@ import {
 } from "@cellwire/protocol";
 import { backoffDelayMs, normaliseBackoffOptions, type BackoffOptions, type RandomSource } from "./backoff.ts";
 import { createClientMessageId } from "./client-message-id.ts";
+import { DeliveredReporter } from "./delivered-reporter.ts";
 import { systemClock, type CancelTimer, type Clock } from "./clock.ts";
 import {
   initialConnectionState,
@@ -81,7 +83,14 @@ export type CellwireClientEvents = {
   typingStopped: TypingStopped;
   /** A watched user went online or offline (also a change missed while the client was reconnecting). */
   presence: PresenceState;
+  /** The payload of each "receipt" mailbox event, right after its "event": a member's positions moved. */
+  receipt: Receipt;
 };
+
+/** A member's read and delivered positions in a conversation (conversation seqs; 0 for none). */
+export type Receipt = Omit<ReceiptEvent, "kind">;
+/** The user's positions after markRead. */
+export type ReadPositions = { readonly conversationId: string; readonly readSeq: number; readonly deliveredSeq: number };
 
 export type CellwireClientOptions = {
   /**
@@ -123,6 +132,13 @@ export type CellwireClientOptions = {
    * hits rate_limited.
    */
   readonly typingThrottleMs?: number;
+  /**
+   * When above 0 (1000 is a good value), messages of other users that arrive are reported with
+   * `delivered` frames, one per conversation (its highest seq) at most every deliveredDelayMs, at most one
+   * in flight per conversation. Default 0: off, until the consumers that expect only messages in a
+   * mailbox (the recorded runs of the integration tests) handle receipt events.
+   */
+  readonly deliveredDelayMs?: number;
   readonly random?: RandomSource;
   readonly clock?: Clock;
 };
@@ -135,6 +151,7 @@ const defaults = {
   stableConnectionMs: 10_000,
   reconnectAttemptsMax: 100,
   typingThrottleMs: 2000,
+  deliveredDelayMs: 0,
   retryBackoff: { initialDelayMs: 250, delayMsMax: 4000, multiplier: 2, jitterRatio: 0.5 },
 } as const;
 
@@ -149,6 +166,7 @@ type Settings = {
   readonly machine: ConnectionMachineOptions;
   readonly heartbeat: boolean;
   readonly typingThrottleMs: number;
+  readonly deliveredDelayMs: number;
 };
 
 /** Conversations whose last typing time the client remembers for the throttle. */
@@ -204,6 +222,7 @@ export class CellwireClient {
   private readonly presenceWatch = new PresenceWatch();
   /** Grows with each watchPresence call, so the reply to an older one does not overwrite a newer set. */
   private presenceWatchGeneration = 0;
+  private readonly deliveredReporter: DeliveredReporter;
 
   constructor(options: CellwireClientOptions) {
     this.settings = normaliseOptions(options);
@@ -216,6 +235,7 @@ export class CellwireClient {
       (indicator) => this.listeners.emit("typing", indicator),
       (stopped) => this.listeners.emit("typingStopped", stopped),
     );
+    this.deliveredReporter = new DeliveredReporter(this.clock, this.settings.deliveredDelayMs, (conversationId, seq) => this.reportDelivered(conversationId, seq));
   }
 
   get state(): ConnectionStateName {
@@ -318,6 +338,22 @@ export class CellwireClient {
       if (this.typingSentAtMs.get(conversationId) === nowMs) this.typingSentAtMs.delete(conversationId);
       throw error;
     }
+  }
+
+  /**
+   * Marks the conversation read up to its message `seq` (a conversation seq); resolves with the user's
+   * positions after it. A lower seq than the stored one changes nothing. The user's other devices and
+   * the other members receive a "receipt" event when the position moved. Rejects with `not_a_member`,
+   * or `invalid_field` for a seq beyond the conversation's last.
+   */
+  async markRead(conversationId: string, seq: number): Promise<ReadPositions> {
+    const ack = await this.request<"read">({ type: "read", conversationId, seq });
+    this.deliveredReporter.positionReached(conversationId, ack.deliveredSeq);
+    return { conversationId: ack.conversationId, readSeq: ack.readSeq, deliveredSeq: ack.deliveredSeq };
+  }
+
+  private async reportDelivered(conversationId: string, seq: number): Promise<void> {
+    await this.request<"delivered">({ type: "delivered", conversationId, seq });
   }
 
   /**
@@ -526,7 +562,16 @@ export class CellwireClient {
       case "event":
         if (outcome.kind !== "emit") return;
         this.listeners.emit("event", { seq: frame.seq, event: frame.event });
-        if (frame.event.kind === "message") this.listeners.emit("message", frame.event.message);
+        if (frame.event.kind === "message") {
+          const { message } = frame.event;
+          this.listeners.emit("message", message);
+          if (this.settings.deliveredDelayMs > 0 && message.senderUserId !== this.welcome?.userId) {
+            this.deliveredReporter.messageReceived(message.conversationId, message.seq);
+          }
+        } else {
+          const { kind: _kind, ...receipt } = frame.event;
+          this.listeners.emit("receipt", receipt);
+        }
         return;
       case "synced": {
         this.sessionSynced = true;
@@ -749,6 +794,7 @@ export class CellwireClient {
     this.syncing = null;
     syncing?.reject(error);
     this.typingIndicators.stopAll();
+    this.deliveredReporter.stop();
   }
 
   private emitError(error: CellwireClientError): void {
@@ -801,6 +847,7 @@ function normaliseOptions(options: CellwireClientOptions): Settings {
     retryBackoff: normaliseBackoffOptions(options.retryBackoff, defaults.retryBackoff),
     heartbeat: options.heartbeat ?? true,
     typingThrottleMs: nonNegativeInteger("typingThrottleMs", options.typingThrottleMs, defaults.typingThrottleMs),
+    deliveredDelayMs: nonNegativeInteger("deliveredDelayMs", options.deliveredDelayMs, defaults.deliveredDelayMs),
     machine: {
       backoff: normaliseBackoffOptions(options.backoff),
       connectTimeoutMs: positiveInteger("connectTimeoutMs", options.connectTimeoutMs, defaults.connectTimeoutMs),

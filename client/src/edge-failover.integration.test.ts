@@ -4,7 +4,7 @@
 // tests' fake edges imitate.
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
-import { decodeClientFrame, protocolVersion, type Message, type SequencedEvent, type ServerFrame } from "@cellwire/protocol";
+import { decodeClientFrame, messageOf, protocolVersion, type Message, type SequencedEvent, type ServerFrame } from "@cellwire/protocol";
 import { WebSocket, WebSocketServer } from "ws";
 import { afterAll, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientEvents, type StateChange } from "./cellwire-client.ts";
@@ -31,7 +31,7 @@ function send(socket: WebSocket, frame: ServerFrame): void {
 }
 
 function append(senderUserId: string, clientMessageId: string, body: string): Message {
-  const existing = mailbox.find(({ event }) => event.message.clientMessageId === clientMessageId)?.event.message;
+  const existing = mailbox.map(({ event }) => messageOf(event)).find((message) => message?.clientMessageId === clientMessageId);
   if (existing !== undefined) return existing;
   const seq = mailbox.length + 1;
   const message: Message = { conversationId: directConversationId, messageId: `m${seq}`, seq, senderUserId, senderDeviceId: "d", clientMessageId, body, sentAtMs: Date.now() };
@@ -115,7 +115,7 @@ describe("CellwireClient failover between two ws edges (Node)", () => {
       backoff: { initialDelayMs: 10, delayMsMax: 1000 },
     });
     client.on("state", (change) => states.push(change));
-    client.on("event", ({ seq, event }) => emitted.push(`${seq} ${event.message.body}`));
+    client.on("event", ({ seq, event }) => emitted.push(`${seq} ${messageOf(event)?.body}`));
     try {
       append("bob", "cm-before", "before");
       await client.connect();

@@ -66,7 +66,7 @@ describe("@cellwire/client public entry", () => {
     expectTypeOf<Resync>().toEqualTypeOf<{ headSeq: number }>();
     expectTypeOf<"mailbox_gap">().toExtend<CellwireClientErrorCode>();
     expectTypeOf<keyof CellwireClientEvents>().toEqualTypeOf<
-      "state" | "event" | "message" | "synced" | "resync" | "welcome" | "error" | "typing" | "typingStopped" | "presence"
+      "state" | "event" | "message" | "synced" | "resync" | "welcome" | "error" | "typing" | "typingStopped" | "presence" | "receipt"
     >();
   });
 

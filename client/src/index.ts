@@ -6,6 +6,8 @@ export {
   type CellwireClientEvents,
   type CellwireClientOptions,
   type HistoryPage,
+  type ReadPositions,
+  type Receipt,
   type Resync,
   type StateChange,
   type Synced,

@@ -4,7 +4,7 @@
 // the edge does: backlog after resumeAfterSeq, synced, then live events.
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
-import { closeCodes, decodeClientFrame, protocolVersion, type Message, type SequencedEvent, type ServerFrame } from "@cellwire/protocol";
+import { closeCodes, decodeClientFrame, messageOf, protocolVersion, type Message, type SequencedEvent, type ServerFrame } from "@cellwire/protocol";
 import { WebSocket, WebSocketServer } from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientEvents, type StateChange, type TokenRequest } from "./cellwire-client.ts";
@@ -64,7 +64,7 @@ beforeAll(async () => {
         return;
       }
       if (frame.type === "send") {
-        const existing = mailbox.find(({ event }) => event.message.clientMessageId === frame.clientMessageId)?.event.message;
+        const existing = mailbox.map(({ event }) => messageOf(event)).find((message) => message?.clientMessageId === frame.clientMessageId);
         const message = existing ?? appendMessage("alice", frame.clientMessageId, frame.body);
         return reply({ type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs });
       }
@@ -114,7 +114,7 @@ describe("CellwireClient with ws (Node)", () => {
       backoff: { initialDelayMs: 10, delayMsMax: 50 },
     });
     const events: string[] = [];
-    client.on("event", ({ seq, event }) => events.push(`${seq} ${event.message.body}`));
+    client.on("event", ({ seq, event }) => events.push(`${seq} ${messageOf(event)?.body}`));
     try {
       appendMessage("bob", "cm-before", "before the first connect");
       const welcome = await client.connect();

@@ -17,6 +17,8 @@ const replyTypes = {
   ping: "pong",
   typing: "typingAck",
   watchPresence: "presenceSnapshot",
+  read: "receiptAck",
+  delivered: "receiptAck",
 } as const satisfies Record<RequestKind, ServerFrame["type"]>;
 
 export type ReplyFrameOf<K extends RequestKind> = Extract<ServerFrame, { type: (typeof replyTypes)[K] }>;
@@ -26,7 +28,8 @@ export type ReplyFrameOf<K extends RequestKind> = Extract<ServerFrame, { type: (
  * pair's one conversation, history and ping only read, watchPresence replaces the watched set. These are
  * transmitted again after a reconnect and retried on a retryable error; createGroup (a new group each
  * time) and addMembers are not, because their first transmission may already have taken effect, and
- * neither is typing, which is stale by the time a retry could go out.
+ * neither is typing, which is stale by the time a retry could go out. read and delivered only raise a
+ * position to a seq (a repeat changes nothing), so they are safe to transmit again.
  */
 const idempotentKinds: Readonly<Record<RequestKind, boolean>> = {
   send: true,
@@ -37,6 +40,8 @@ const idempotentKinds: Readonly<Record<RequestKind, boolean>> = {
   createGroup: false,
   addMembers: false,
   typing: false,
+  read: true,
+  delivered: true,
 };
 
 export function isIdempotent(kind: RequestKind): boolean {

@@ -99,6 +99,23 @@ export class RequestHandler {
         const reply = await this.router.request(cellId, { type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds });
         return this.conversationFrame(reply, frame.requestId);
       }
+      case "read":
+      case "delivered": {
+        // Routed like a send: the conversation's owner keeps the positions and fans the receipt out.
+        const cellId = await this.conversationCell(frame.conversationId);
+        if (cellId === undefined) return errorFrame("not_a_member", "not a member of this conversation", frame.requestId);
+        const reply = await this.router.request(cellId, {
+          type: "cell.receipt",
+          userId: context.userId,
+          conversationId: frame.conversationId,
+          position: frame.type,
+          seq: frame.seq,
+        });
+        if (reply.type === "cell.receipt") {
+          return { type: "receiptAck", requestId: frame.requestId, conversationId: reply.conversationId, readSeq: reply.readSeq, deliveredSeq: reply.deliveredSeq };
+        }
+        return this.unexpected(reply, frame.requestId);
+      }
       case "history": {
         const cellId = await this.conversationCell(frame.conversationId);
         if (cellId === undefined) return errorFrame("not_a_member", "not a member of this conversation", frame.requestId);

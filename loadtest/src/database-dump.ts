@@ -80,7 +80,8 @@ export async function dumpCellDatabases(options: DumpCellDatabasesOptions): Prom
 type DumpLimits = { pageRowsMax: number; rowsPerTableMax: number };
 type MemberRow = { conversationId: string; userId: string };
 type MailboxRow = { userId: string; lastSeq: number; floorSeq: number };
-type MailboxEventRow = { userId: string; entry: MailboxEntry };
+/** `entry` is undefined for an event that is not a message (a receipt): only its seq is kept. */
+type MailboxEventRow = { userId: string; seq: number; entry: MailboxEntry | undefined };
 
 async function dumpCell(
   client: pg.Client,
@@ -148,19 +149,20 @@ async function readMailboxes(client: pg.Client, databaseName: string, limits: Du
             order by user_id, seq
             limit $3`,
     cursorWidth: 2,
-    cursorOf: (row: MailboxEventRow) => [row.userId, row.entry.seq],
+    cursorOf: (row: MailboxEventRow) => [row.userId, row.seq],
     decodeRow: mailboxEventFromRow,
   });
   const mailboxes = new Map<string, StoredMailbox>();
   for (const head of heads) mailboxes.set(head.userId, { ...head, events: [] });
-  for (const { userId, entry } of events) {
+  for (const { userId, seq, entry } of events) {
     let mailbox = mailboxes.get(userId);
     if (mailbox === undefined) {
       // Events without a head row: dumped as they are, with a head of 0, for the checker to report.
       mailbox = { userId, lastSeq: 0, floorSeq: 0, events: [] };
       mailboxes.set(userId, mailbox);
     }
-    mailbox.events.push(entry);
+    if (entry !== undefined) mailbox.events.push(entry);
+    else (mailbox.otherEventSeqs ??= []).push(seq);
   }
   return [...mailboxes.values()];
 }
@@ -233,7 +235,7 @@ function mailboxEventFromRow(row: unknown, what: string): MailboxEventRow {
   const key = `user ${userId} seq ${seq}`;
   const eventId = decoded(eventIdDecoder, record["event_id"], what, `${key}: event_id`);
   const event = decoded(mailboxEventDecoder, record["event"], what, `${key}: event`);
-  return { userId, entry: { seq, eventId, message: event.message } };
+  return { userId, seq, entry: event.kind === "message" ? { seq, eventId, message: event.message } : undefined };
 }
 
 function recordOf(row: unknown, what: string): Record<string, unknown> {

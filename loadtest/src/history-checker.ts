@@ -67,6 +67,11 @@ export type StoredMailbox = {
   lastSeq: number;
   floorSeq: number;
   events: MailboxEntry[];
+  /**
+   * Seqs held by events other than messages (receipts): they fill the mailbox's sequence, so they are
+   * no gap, but carry no message to check. Devices may skip recording them.
+   */
+  otherEventSeqs?: number[];
 };
 
 /** What the cell databases hold, all cells together. */
@@ -332,7 +337,7 @@ function checkMailbox(mailbox: StoredMailbox, index: RecordIndex, findings: Find
     // Appends are idempotent per (user, eventId); the same message twice is reported above already.
     if (distinct.length > 1 && messageIds.size > 1) findings.add("duplicate", `${owner} holds event ${eventId} ${distinct.length} times, at seqs ${formatSeqs(distinct)}`);
   }
-  const seqs = [...bySeq.keys()];
+  const seqs = [...bySeq.keys(), ...(mailbox.otherEventSeqs ?? [])];
   const missing = missingRanges(seqs, mailbox.floorSeq + 1, mailbox.lastSeq);
   const outside = seqs.filter((seq) => seq <= mailbox.floorSeq || seq > mailbox.lastSeq);
   if (missing.count > 0 || outside.length > 0) {
@@ -429,7 +434,9 @@ function checkDevice(device: DeviceDeliveries, index: RecordIndex, mailboxes: Ma
   const seqFirst = smallest(messageIdBySeq.keys());
   const seqMax = largest(messageIdBySeq.keys());
   if (messageIdBySeq.size > 0) {
-    const missingInside = missingRanges(messageIdBySeq.keys(), seqFirst, seqMax);
+    // Seqs of receipts (not recorded as messages) are no gap.
+    const otherSeqs = mailboxes.get(device.userId)?.mailbox.otherEventSeqs ?? [];
+    const missingInside = missingRanges([...messageIdBySeq.keys(), ...otherSeqs.filter((seq) => seq >= seqFirst && seq <= seqMax)], seqFirst, seqMax);
     if (missingInside.count > 0) findings.add("gap", `${owner} received mailbox seqs ${seqFirst}..${seqMax} but not ${missingInside.count} of them: ${missingInside.text}`);
   }
   checkDeviceAgainstMailbox(device, owner, messageIdBySeq, seqFirst, seqMax, mailboxes.get(device.userId), expectComplete, findings);

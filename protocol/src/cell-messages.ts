@@ -38,13 +38,14 @@ import {
   type MailboxEvent,
   type Message,
   type PresenceStatus,
+  type ReceiptEvent,
   type SequencedEvent,
 } from "./frames.ts";
 
 const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
 const cellErrorCode: Decoder<CellErrorCode> = oneOf<CellErrorCode>([...errorCodeList, "not_owner", "unknown_cell", "not_found"]);
 const errorText = string({ maxLength: 2000 });
-const eventId = string({ minLength: 1, maxLength: 100, pattern: /^[A-Za-z0-9_-]+$/ });
+const eventId = string({ minLength: 1, maxLength: 200, pattern: /^[A-Za-z0-9_-]+$/ });
 
 // ---------------------------------------------------------------------------------------------------
 // Edge → cell worker (request/reply on the owner's subject, see subjects.ts)
@@ -91,7 +92,14 @@ export type CellMailboxPageRequest = { type: "cell.mailboxPage"; userId: string;
  */
 export type CellMembersRequest = { type: "cell.members"; conversationId: string; userId: string };
 
+/**
+ * Raises `userId`'s read (which raises delivered too) or delivered position in the conversation to
+ * `seq`, at the conversation's owner; a lower seq changes nothing. Answered by `cell.receipt`.
+ */
+export type CellReceiptRequest = { type: "cell.receipt"; userId: string; conversationId: string; position: "read" | "delivered"; seq: number };
+
 export type CellRequest =
+  | CellReceiptRequest
   | CellSendRequest
   | CellOpenDirectRequest
   | CellCreateGroupRequest
@@ -139,6 +147,13 @@ export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
     limit: integer({ min: 0, max: mailboxPageLimitMax }),
   }),
   "cell.members": object({ type: literal("cell.members"), conversationId, userId }),
+  "cell.receipt": object({
+    type: literal("cell.receipt"),
+    userId,
+    conversationId,
+    position: oneOf(["read", "delivered"]),
+    seq: sequence,
+  }),
 });
 
 /** The ring key of a user's mailbox; conversation keys are their ids (which never start with "user:"). */
@@ -162,6 +177,19 @@ export function messageEventId(messageIdValue: string): string {
   return `message-${messageIdValue}`;
 }
 
+/** The mailbox event id of a receipt: one per position reached, so a relayed copy is applied once. */
+export function receiptEventId(event: ReceiptEvent): string {
+  return `receipt-${event.conversationId}-${event.userId}-${event.readSeq}-${event.deliveredSeq}`;
+}
+
+/** The only event id a mailbox event may be appended under. */
+export function mailboxEventId(event: MailboxEvent): string {
+  return event.kind === "message" ? messageEventId(event.message.messageId) : receiptEventId(event);
+}
+
+/** Answers `cell.receipt`: the positions after the request; `advanced` says whether it moved them. */
+export type CellReceiptReply = { type: "cell.receipt"; conversationId: string; userId: string; readSeq: number; deliveredSeq: number; advanced: boolean };
+
 export type CellStoredReply = { type: "cell.stored"; message: Message; deduplicated: boolean };
 export type CellConversationReply = { type: "cell.conversation"; conversation: ConversationSummary };
 export type CellHistoryReply = { type: "cell.historyPage"; conversationId: string; messages: Message[]; hasMore: boolean };
@@ -176,6 +204,7 @@ export type CellMailboxEventsReply = { type: "cell.mailboxEvents"; userId: strin
 export type CellMembersReply = { type: "cell.members"; conversationId: string; memberUserIds: string[] };
 
 export type CellReply =
+  | CellReceiptReply
   | CellStoredReply
   | CellConversationReply
   | CellHistoryReply
@@ -207,6 +236,14 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
   }),
   "cell.members": object({ type: literal("cell.members"), conversationId, memberUserIds: array(userId, { minItems: 1, maxItems: groupMembersMax }) }),
   "cell.error": object({ type: literal("cell.error"), code: cellErrorCode, message: errorText }),
+  "cell.receipt": object({
+    type: literal("cell.receipt"),
+    conversationId,
+    userId,
+    readSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    deliveredSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    advanced: boolean,
+  }),
 });
 
 // ---------------------------------------------------------------------------------------------------

@@ -66,6 +66,17 @@ export type TypingFrame = { type: "typing"; requestId: string; conversationId: s
  * `presenceSnapshot` with the state of each; `presence` frames follow on every change.
  */
 export type WatchPresenceFrame = { type: "watchPresence"; requestId: string; userIds: string[] };
+/**
+ * The user has read the conversation up to its message `seq` (a conversation seq, at most its last).
+ * Monotonic: a lower seq than the stored one changes nothing. Reading also counts as delivered. Answered
+ * by `receiptAck`; when the position advanced, a `receipt` mailbox event reaches the members.
+ */
+export type ReadFrame = { type: "read"; requestId: string; conversationId: string; seq: number };
+/**
+ * A device of the user holds the conversation's messages up to `seq`; sent by the SDK by itself. Same
+ * rules as `read`, for the delivered position.
+ */
+export type DeliveredFrame = { type: "delivered"; requestId: string; conversationId: string; seq: number };
 
 export type ClientFrame =
   | HelloFrame
@@ -76,7 +87,9 @@ export type ClientFrame =
   | HistoryFrame
   | PingFrame
   | TypingFrame
-  | WatchPresenceFrame;
+  | WatchPresenceFrame
+  | ReadFrame
+  | DeliveredFrame;
 export type ClientRequestFrame = Exclude<ClientFrame, HelloFrame>;
 
 const helloFrame: Decoder<HelloFrame> = object({
@@ -120,6 +133,8 @@ const watchPresenceFrame: Decoder<WatchPresenceFrame> = object({
   requestId,
   userIds: array(userId, { maxItems: presenceWatchUsersMax, unique: true }),
 });
+const readFrame: Decoder<ReadFrame> = object({ type: literal("read"), requestId, conversationId, seq: sequence });
+const deliveredFrame: Decoder<DeliveredFrame> = object({ type: literal("delivered"), requestId, conversationId, seq: sequence });
 
 export const clientFrame: Decoder<ClientFrame> = taggedUnion<ClientFrame>({
   hello: helloFrame,
@@ -131,6 +146,8 @@ export const clientFrame: Decoder<ClientFrame> = taggedUnion<ClientFrame>({
   ping: pingFrame,
   typing: typingFrame,
   watchPresence: watchPresenceFrame,
+  read: readFrame,
+  delivered: deliveredFrame,
 });
 
 export type ClientFrameFailure =
@@ -199,15 +216,37 @@ export const conversationSummary: Decoder<ConversationSummary> = object({
   lastSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
 });
 
-/** An entry of a user's mailbox. Later kinds (membership changes, receipts) extend this union. */
-export type MailboxEvent = { kind: "message"; message: Message };
+/**
+ * A member's read and delivered positions in a conversation moved forward (conversation seqs; 0 for
+ * none). Reaches the members' mailboxes (the user's own included, so read state syncs across devices;
+ * only the user's own in groups above receiptFanOutMembersMax).
+ */
+export type ReceiptEvent = { kind: "receipt"; conversationId: string; userId: string; readSeq: number; deliveredSeq: number };
+
+/** An entry of a user's mailbox. Later kinds (membership changes) extend this union. */
+export type MailboxEvent = { kind: "message"; message: Message } | ReceiptEvent;
+
+const position = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+export const receiptEvent: Decoder<ReceiptEvent> = object({
+  kind: literal("receipt"),
+  conversationId,
+  userId,
+  readSeq: position,
+  deliveredSeq: position,
+});
+const messageEvent: Decoder<{ kind: "message"; message: Message }> = object({ kind: literal("message"), message });
 
 export const mailboxEvent: Decoder<MailboxEvent> = (input, path) => {
-  if (typeof input !== "object" || input === null || (input as { kind?: unknown }).kind !== "message") {
-    return { ok: false, failure: { path: `${path}.kind`, reason: "must be \"message\"" } };
-  }
-  return object({ kind: literal("message"), message })(input, path);
+  const kind = typeof input === "object" && input !== null ? (input as { kind?: unknown }).kind : undefined;
+  if (kind === "message") return messageEvent(input, path);
+  if (kind === "receipt") return receiptEvent(input, path);
+  return { ok: false, failure: { path: `${path}.kind`, reason: "must be \"message\" or \"receipt\"" } };
 };
+
+/** The message a mailbox event carries; undefined for other kinds (receipts). */
+export function messageOf(event: MailboxEvent): Message | undefined {
+  return event.kind === "message" ? event.message : undefined;
+}
 
 /** A mailbox event with its place in the user's gapless mailbox sequence. */
 export type SequencedEvent = { seq: number; event: MailboxEvent };
@@ -261,6 +300,8 @@ export type PresenceStatus = "online" | "offline";
 export type PresenceState = { userId: string; status: PresenceStatus; changedAtMs: number | null };
 /** Answers `watchPresence`: the current state of each watched user, in the order asked. */
 export type PresenceSnapshotFrame = { type: "presenceSnapshot"; requestId: string; users: PresenceState[] };
+/** Answers `read` and `delivered`: the user's positions in the conversation after the request. */
+export type ReceiptAckFrame = { type: "receiptAck"; requestId: string; conversationId: string; readSeq: number; deliveredSeq: number };
 /** A watched user's status changed. */
 export type PresenceFrame = { type: "presence"; userId: string; status: PresenceStatus; changedAtMs: number };
 
@@ -277,7 +318,8 @@ export type ServerFrame =
   | TypingAckFrame
   | TypingIndicatorFrame
   | PresenceSnapshotFrame
-  | PresenceFrame;
+  | PresenceFrame
+  | ReceiptAckFrame;
 
 const errorCode: Decoder<ErrorCode> = oneOf<ErrorCode>(errorCodeList);
 const epochMs = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
@@ -336,6 +378,7 @@ export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
     users: array(presenceState, { maxItems: presenceWatchUsersMax }),
   }),
   presence: object({ type: literal("presence"), userId, status: presenceStatus, changedAtMs: epochMs }),
+  receiptAck: object({ type: literal("receiptAck"), requestId, conversationId, readSeq: position, deliveredSeq: position }),
 });
 
 export function decodeServerFrame(text: string): DecodeResult<ServerFrame> {

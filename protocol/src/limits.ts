@@ -39,3 +39,10 @@ export const typingFanOutMax = groupMembersMax;
 export const presenceWatchUsersMax = 100;
 /** User ids in one presence heartbeat between edges; an edge with more online users sends several. */
 export const presenceHeartbeatUsersMax = 1000;
+
+/**
+ * Receipts of a conversation with more members than this reach only the reader's own mailbox (to sync
+ * read state across the reader's devices); the other members see positions through `read`/history later.
+ * Bounds the mailbox writes one read makes (a read in a 1,000-member group would otherwise write 1,000).
+ */
+export const receiptFanOutMembersMax = 32;

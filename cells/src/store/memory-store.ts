@@ -11,6 +11,7 @@ import {
   type Message,
   type SequencedEvent,
 } from "@cellwire/protocol";
+import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients, type Positions } from "./receipt-positions.ts";
 import type {
   AddMembersInput,
   AppendMailboxInput,
@@ -24,6 +25,8 @@ import type {
   HistoryResult,
   MailboxPage,
   MailboxPageInput,
+  MarkReceiptInput,
+  MarkReceiptResult,
   OpenDirectInput,
   OutboxEntry,
   OutboxPage,
@@ -41,6 +44,8 @@ type StoredConversation = {
   readonly messages: Message[];
   /** `${senderUserId}\n${clientMessageId}` → index in messages. */
   readonly byClientMessage: Map<string, number>;
+  /** userId → read and delivered positions. */
+  readonly positions: Map<string, Positions>;
 };
 
 type StoredMailbox = {
@@ -158,6 +163,28 @@ export class MemoryConversationStore implements ConversationStore {
     return { outcome: "history", messages: kept.reverse(), hasMore: trimmed || start > 0 };
   }
 
+  async markReceipt(input: MarkReceiptInput): Promise<MarkReceiptResult> {
+    const conversation = this.conversations.get(input.conversationId);
+    if (conversation === undefined) return { outcome: "not_a_member" };
+    if (!claim(conversation, input.epoch)) return fenced;
+    if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
+    if (input.seq > conversation.messages.length) return { outcome: "seq_beyond_last", lastSeq: conversation.messages.length };
+    const before = conversation.positions.get(input.userId) ?? { readSeq: 0, deliveredSeq: 0 };
+    const after = advancedPositions(before, input.position, input.seq);
+    if (!positionsMoved(before, after)) return { outcome: "receipt", ...before, outbox: [] };
+    conversation.positions.set(input.userId, after);
+    const { eventId, event } = receiptEventOf(conversation.id, input.userId, after);
+    const createdAtMs = this.clock();
+    const recipients = receiptRecipients([...conversation.members], input.userId, after.readSeq !== before.readSeq, input.fanOutMembersMax);
+    const outbox = recipients.map((recipientUserId): OutboxEntry => {
+      this.lastOutboxId += 1;
+      const entry: OutboxEntry = { id: this.lastOutboxId, conversationId: conversation.id, recipientUserId, eventId, event: { ...event } };
+      this.outbox.set(entry.id, { entry, createdAtMs, attempts: 0 });
+      return entry;
+    });
+    return { outcome: "receipt", ...after, outbox: outbox.map(copyEntry) };
+  }
+
   async members(conversationId: string): Promise<string[]> {
     const conversation = this.conversations.get(conversationId);
     return conversation === undefined ? [] : [...conversation.members].sort();
@@ -226,7 +253,7 @@ export class MemoryConversationStore implements ConversationStore {
   }
 
   private create(id: string, kind: ConversationKind, title: string | null, members: Iterable<string>, ownerEpoch: number): StoredConversation {
-    const conversation: StoredConversation = { id, kind, title, members: new Set(members), ownerEpoch, messages: [], byClientMessage: new Map() };
+    const conversation: StoredConversation = { id, kind, title, members: new Set(members), ownerEpoch, messages: [], byClientMessage: new Map(), positions: new Map() };
     this.conversations.set(id, conversation);
     return conversation;
   }

@@ -3,6 +3,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
+import { messageOf } from "@cellwire/protocol";
 import { drizzle } from "drizzle-orm/node-postgres";
 import { migrate } from "drizzle-orm/node-postgres/migrator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -120,7 +121,7 @@ describe("cell database bootstrap", () => {
           body: "after",
           epoch: 1,
         });
-        expect(sent.outcome === "stored" && sent.outbox.map((entry) => `${entry.event.message.seq}:${entry.recipientUserId}`)).toEqual([
+        expect(sent.outcome === "stored" && sent.outbox.map((entry) => `${messageOf(entry.event)?.seq}:${entry.recipientUserId}`)).toEqual([
           "2:alice",
           "2:bob",
         ]);

@@ -28,7 +28,8 @@ import {
   type Message,
   type SequencedEvent,
 } from "@cellwire/protocol";
-import { conversationMembers, conversations } from "./schema.ts";
+import { conversationMembers, conversations, outbox as outboxTable, readPositions } from "./schema.ts";
+import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients } from "./receipt-positions.ts";
 import { StoreRowError, postgresErrorCode, uniqueViolation } from "./errors.ts";
 import type {
   AddMembersInput,
@@ -43,6 +44,8 @@ import type {
   HistoryResult,
   MailboxPage,
   MailboxPageInput,
+  MarkReceiptInput,
+  MarkReceiptResult,
   OpenDirectInput,
   OutboxEntry,
   OutboxPage,
@@ -256,6 +259,54 @@ export class PostgresConversationStore implements ConversationStore {
     `);
     const { kept, trimmed } = trimToPageBudget(result.rows.slice(0, limit).map(messageFromRow));
     return { outcome: "history", messages: kept.reverse(), hasMore: trimmed || result.rows.length > limit };
+  }
+
+  async markReceipt(input: MarkReceiptInput): Promise<MarkReceiptResult> {
+    const { conversationId, userId, epoch } = input;
+    return this.database.transaction(async (transaction) => {
+      // Fenced and locked by one statement, as addMembers: the conversation row's lock orders concurrent
+      // receipts (and sends), so the positions read below are the latest and the outbox rows are written
+      // in the same transaction as the advance they announce.
+      const locked = await transaction
+        .update(conversations)
+        .set({ ownerEpoch: epoch })
+        .where(and(eq(conversations.id, conversationId), lte(conversations.ownerEpoch, epoch)))
+        .returning({ lastSeq: conversations.lastSeq });
+      const conversation = locked[0];
+      if (conversation === undefined) return (await this.writtenAfter(conversationId, epoch, transaction)) ? fenced : { outcome: "not_a_member" };
+      const members = await readMembers(transaction, conversationId);
+      if (!members.includes(userId)) return { outcome: "not_a_member" };
+      const lastSeq = safeInteger(conversation.lastSeq, "conversations.last_seq");
+      if (input.seq > lastSeq) return { outcome: "seq_beyond_last", lastSeq };
+      const stored = await transaction
+        .select({ readSeq: readPositions.readSeq, deliveredSeq: readPositions.deliveredSeq })
+        .from(readPositions)
+        .where(and(eq(readPositions.conversationId, conversationId), eq(readPositions.userId, userId)));
+      const row = stored[0];
+      const before = {
+        readSeq: row === undefined ? 0 : safeInteger(row.readSeq, "read_positions.read_seq"),
+        deliveredSeq: row === undefined ? 0 : safeInteger(row.deliveredSeq, "read_positions.delivered_seq"),
+      };
+      const after = advancedPositions(before, input.position, input.seq);
+      if (!positionsMoved(before, after)) return { outcome: "receipt", ...before, outbox: [] };
+      await transaction
+        .insert(readPositions)
+        .values({ conversationId, userId, ...after })
+        .onConflictDoUpdate({ target: [readPositions.conversationId, readPositions.userId], set: { ...after, updatedAt: sql`now()` } });
+      const { eventId, event } = receiptEventOf(conversationId, userId, after);
+      const recipients = receiptRecipients(members, userId, after.readSeq !== before.readSeq, input.fanOutMembersMax);
+      if (recipients.length === 0) return { outcome: "receipt", ...after, outbox: [] };
+      // An equal event id already pending for a recipient is the same receipt: nothing more to write.
+      const written = await transaction
+        .insert(outboxTable)
+        .values(recipients.map((recipientUserId) => ({ conversationId, recipientUserId, eventId, event })))
+        .onConflictDoNothing()
+        .returning({ id: outboxTable.id, recipientUserId: outboxTable.recipientUserId });
+      const entries = written
+        .map(({ id, recipientUserId }): OutboxEntry => ({ id: safeInteger(id, "outbox.id"), conversationId, recipientUserId, eventId, event }))
+        .sort((left, right) => left.id - right.id);
+      return { outcome: "receipt", ...after, outbox: entries };
+    });
   }
 
   async members(conversationId: string): Promise<string[]> {

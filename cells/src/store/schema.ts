@@ -113,3 +113,22 @@ export const outbox = pgTable(
     index("outbox_conversation_id_index").on(table.conversationId, table.id),
   ],
 );
+
+/**
+ * A member's positions in a conversation (conversation seqs, 0 for none): `read_seq` as the user marked
+ * it read, `delivered_seq` as the highest a device of theirs reported holding. Both only grow; they are
+ * written under the conversation row's lock, so concurrent receipts of one conversation are ordered.
+ */
+export const readPositions = pgTable(
+  "read_positions",
+  {
+    conversationId: text("conversation_id")
+      .notNull()
+      .references(() => conversations.id),
+    userId: text("user_id").notNull(),
+    readSeq: bigint("read_seq", { mode: "number" }).notNull().default(0),
+    deliveredSeq: bigint("delivered_seq", { mode: "number" }).notNull().default(0),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (table) => [primaryKey({ name: "read_positions_pk", columns: [table.conversationId, table.userId] })],
+);

@@ -2,7 +2,7 @@
 // so both keep the same behaviour. Each test uses fresh conversation ids, so one store serves them all.
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { historyPageBytesMax, messageEventId, type MailboxEvent, type Message } from "@cellwire/protocol";
+import { historyPageBytesMax, messageEventId, messageOf, type MailboxEvent, type Message } from "@cellwire/protocol";
 import type { AppendMailboxResult, ConversationStore } from "./store.ts";
 
 export type StoreContractOptions = {
@@ -72,6 +72,68 @@ export function registerStoreContract(name: string, store: () => ConversationSto
     function appendMailbox(userId: string, eventId: string, event: MailboxEvent, epoch = baseEpoch, target = store()) {
       return target.appendMailbox({ userId, eventId, event, epoch });
     }
+
+    describe("receipts", () => {
+      function mark(conversationId: string, userId: string, position: "read" | "delivered", seq: number, epoch = baseEpoch, fanOutMembersMax = 32) {
+        return store().markReceipt({ epoch, conversationId, userId, position, seq, fanOutMembersMax });
+      }
+
+      it("raises read and delivered monotonically, read implying delivered, and refuses a seq beyond the last", async () => {
+        const conversationId = await group(["bob"]);
+        await send(conversationId, "one");
+        await send(conversationId, "two");
+        const delivered = await mark(conversationId, "bob", "delivered", 1);
+        expect(delivered.outcome === "receipt" && [delivered.readSeq, delivered.deliveredSeq]).toEqual([0, 1]);
+        const read = await mark(conversationId, "bob", "read", 2);
+        expect(read.outcome === "receipt" && [read.readSeq, read.deliveredSeq]).toEqual([2, 2]);
+        const lower = await mark(conversationId, "bob", "read", 1);
+        expect(lower).toEqual({ outcome: "receipt", readSeq: 2, deliveredSeq: 2, outbox: [] });
+        expect(await mark(conversationId, "bob", "read", 3)).toEqual({ outcome: "seq_beyond_last", lastSeq: 2 });
+      });
+
+      it("refuses a non-member and a conversation that does not exist", async () => {
+        const conversationId = await group(["bob"]);
+        await send(conversationId, "one");
+        expect(await mark(conversationId, "mallory", "read", 1)).toEqual({ outcome: "not_a_member" });
+        expect(await mark(newGroupId(), "bob", "read", 1)).toEqual({ outcome: "not_a_member" });
+      });
+
+      it("writes receipt outbox rows only when a position advances: read to every member, delivered to the others", async () => {
+        const conversationId = await group(["bob", "carol"]);
+        await send(conversationId, "one");
+        await send(conversationId, "two");
+        const read = await mark(conversationId, "bob", "read", 1);
+        const event = { kind: "receipt", conversationId, userId: "bob", readSeq: 1, deliveredSeq: 1 };
+        expect(read.outcome === "receipt" && read.outbox.map((entry) => [entry.recipientUserId, entry.eventId, entry.event])).toEqual(
+          ["alice", "bob", "carol"].map((userId) => [userId, `receipt-${conversationId}-bob-1-1`, event]),
+        );
+        const again = await mark(conversationId, "bob", "read", 1);
+        expect(again.outcome === "receipt" && again.outbox).toEqual([]);
+        const delivered = await mark(conversationId, "bob", "delivered", 2);
+        expect(delivered.outcome === "receipt" && delivered.outbox.map((entry) => entry.recipientUserId)).toEqual(["alice", "carol"]);
+        const pending = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
+        expect(pending.entries.filter((entry) => entry.event.kind === "receipt")).toHaveLength(5);
+      });
+
+      it("sends the receipts of a group above the fan-out limit only to the reader's own mailbox", async () => {
+        const conversationId = await group(["bob", "carol"]);
+        await send(conversationId, "one");
+        const read = await mark(conversationId, "bob", "read", 1, baseEpoch, 2);
+        expect(read.outcome === "receipt" && read.outbox.map((entry) => entry.recipientUserId)).toEqual(["bob"]);
+        const delivered = await mark(conversationId, "carol", "delivered", 1, baseEpoch, 2);
+        expect(delivered.outcome === "receipt" && [delivered.deliveredSeq, delivered.outbox.length]).toEqual([1, 0]);
+      });
+
+      it("fences a receipt under a lower epoch without writing", async () => {
+        const conversationId = newGroupId();
+        await store().createGroup({ epoch: 5, conversationId, creatorUserId: "alice", title: "team", memberUserIds: ["bob"] });
+        await send(conversationId, "one", "alice", nextClientMessageId(), 5);
+        expect(await mark(conversationId, "bob", "read", 1, 4)).toEqual({ outcome: "fenced" });
+        const after = await mark(conversationId, "bob", "delivered", 1, 5);
+        // The fenced read wrote nothing: delivered moves now, and read is still 0.
+        expect(after.outcome === "receipt" && [after.readSeq, after.deliveredSeq, after.outbox.length]).toEqual([0, 1, 1]);
+      });
+    });
 
     it("stores a message with seq 1, then 2, and returns it whole", async () => {
       const conversationId = await group();
@@ -159,7 +221,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const conversationId = await group(["bob"]);
       for (let index = 1; index <= 3; index++) await send(conversationId, `m${index}`);
       const all = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
-      expect(all.entries.map((entry) => `${(entry.event.message.seq)}:${entry.recipientUserId}`)).toEqual([
+      expect(all.entries.map((entry) => `${(messageOf(entry.event)?.seq)}:${entry.recipientUserId}`)).toEqual([
         "1:alice",
         "1:bob",
         "2:alice",
@@ -229,7 +291,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       for (const [index, body] of bodies.entries()) await appendMailbox(user, `big-${index}`, messageEvent(body));
       const first = await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 });
       expect(first.events.map((entry) => entry.seq)).toEqual([1, 2]);
-      expect(first.events[1]?.event.message.body).toBe(bodies[1]);
+      expect((first.events[1] === undefined ? undefined : messageOf(first.events[1].event)?.body)).toBe(bodies[1]);
       const rest = await store().mailboxPage({ userId: user, afterSeq: 2, limit: 10 });
       expect(rest.events.map((entry) => entry.seq)).toEqual([3]);
     });
@@ -371,7 +433,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const mailbox = await current.mailboxPage({ userId: user, afterSeq: 0, limit: 200 });
         const appended = appends.filter((result) => result.outcome === "appended").length;
         expect(mailbox.events.map((entry) => entry.seq)).toEqual(Array.from({ length: appended }, (_, index) => index + 1));
-        const mailboxEpochs = mailbox.events.map((entry) => Number(entry.event.message.body.split(":")[0]));
+        const mailboxEpochs = mailbox.events.map((entry) => Number(messageOf(entry.event)?.body.split(":")[0]));
         expect(mailboxEpochs).toEqual([...mailboxEpochs].sort((a, b) => a - b));
       });
     });

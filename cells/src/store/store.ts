@@ -77,6 +77,26 @@ export type AppendMailboxInput = EpochFenced & { readonly userId: string; readon
 /** `deduplicated`: the event was in the mailbox already and `seq` is the one it got then. */
 export type AppendMailboxResult = { readonly outcome: "appended"; readonly seq: number; readonly deduplicated: boolean } | Fenced;
 
+/** Raises `userId`'s read position (and delivered with it) or delivered position in the conversation to `seq`. */
+export type MarkReceiptInput = EpochFenced & {
+  readonly conversationId: string;
+  readonly userId: string;
+  readonly position: "read" | "delivered";
+  readonly seq: number;
+  /** Above this many members, the receipt event goes only to the reader's own mailbox. */
+  readonly fanOutMembersMax: number;
+};
+
+/**
+ * The positions after the request. `outbox` holds the receipt rows written with an advance (empty when
+ * nothing moved: a lower or equal seq writes nothing).
+ */
+export type MarkReceiptResult =
+  | { readonly outcome: "receipt"; readonly readSeq: number; readonly deliveredSeq: number; readonly outbox: readonly OutboxEntry[] }
+  | { readonly outcome: "not_a_member" }
+  | { readonly outcome: "seq_beyond_last"; readonly lastSeq: number }
+  | Fenced;
+
 export type MailboxPageInput = { readonly userId: string; readonly afterSeq: number; readonly limit: number };
 /** `headSeq`: the newest event's seq (0 for an empty mailbox); every event up to `floorSeq` was cut. */
 export type MailboxPage = { readonly events: SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number };
@@ -135,6 +155,16 @@ export interface ConversationStore {
 
   /** The newest `limit` messages with seq < beforeSeq, oldest first; `hasMore` says older ones exist. */
   history(input: HistoryInput): Promise<HistoryResult>;
+
+  /**
+   * Raises a member's read or delivered position (monotonic: never lowers; read raises delivered to at
+   * least itself). A seq beyond the conversation's last answers seq_beyond_last; a non-member (or no such
+   * conversation) not_a_member. Fenced like every conversation write. When a position advances, one
+   * receipt outbox row per recipient is written atomically with it: every member when the conversation
+   * has at most fanOutMembersMax members, else only the user; a delivered-only advance skips the user's
+   * own mailbox (their devices need not learn their own delivered position).
+   */
+  markReceipt(input: MarkReceiptInput): Promise<MarkReceiptResult>;
 
   /** The conversation's members, sorted; empty when it does not exist. */
   members(conversationId: string): Promise<string[]>;

@@ -243,6 +243,9 @@ export class FakeEdge {
     socket.deliver(reply === "default" ? this.defaultReply(frame) : reply);
   }
 
+  /** The user's read and delivered positions per conversation, as `read` and `delivered` left them. */
+  readonly positions = new Map<string, { readSeq: number; deliveredSeq: number }>();
+
   welcomeFor(hello: HelloFrame): ServerFrame {
     return {
       type: "welcome",
@@ -277,6 +280,15 @@ export class FakeEdge {
         return { type: "pong", requestId: frame.requestId };
       case "typing":
         return { type: "typingAck", requestId: frame.requestId };
+      case "read":
+      case "delivered": {
+        // Monotonic like the cell's positions; the receipt events are the test's to append.
+        const before = this.positions.get(frame.conversationId) ?? { readSeq: 0, deliveredSeq: 0 };
+        const readSeq = frame.type === "read" ? Math.max(before.readSeq, frame.seq) : before.readSeq;
+        const after = { readSeq, deliveredSeq: Math.max(before.deliveredSeq, frame.seq, readSeq) };
+        this.positions.set(frame.conversationId, after);
+        return { type: "receiptAck", requestId: frame.requestId, conversationId: frame.conversationId, ...after };
+      }
       case "watchPresence":
         return {
           type: "presenceSnapshot",
