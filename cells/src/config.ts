@@ -15,6 +15,12 @@ export type WorkerConfig = {
   /** Other processes consider the worker gone this long after its last lease renewal. */
   readonly leaseMs: number;
   readonly heartbeatIntervalMs: number;
+  /**
+   * Replicas of the cell's membership bucket when this worker is the one that creates it: 1 on a single
+   * NATS server, 3 on a NATS cluster so the leases outlive one node. Optional so that configs built by hand
+   * for a single server need not name it; absent means 1.
+   */
+  readonly membershipBucketReplicas?: number;
   /** The cell's capacity weight, sent to the directory for placement. */
   readonly cellWeight: number;
   /** Postgres connections of this worker. */
@@ -81,6 +87,8 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     postgresAdminUrl: postgresUrl(reader.string("WORKER_POSTGRES_ADMIN_URL", defaultPostgresAdminUrl)),
     leaseMs: reader.integer("WORKER_LEASE_MS", 1500, 100, 600_000),
     heartbeatIntervalMs: reader.integer("WORKER_HEARTBEAT_INTERVAL_MS", 300, 20, 300_000),
+    // JetStream allows at most 5 replicas of a stream, each on its own server of the cluster.
+    membershipBucketReplicas: reader.integer("WORKER_KV_REPLICAS", 1, 1, 5),
     cellWeight: reader.integer("WORKER_CELL_WEIGHT", 100, 1, 1_000_000),
     poolSize: reader.integer("WORKER_POOL_SIZE", 10, 1, 200),
     directoryWaitMs: reader.integer("WORKER_DIRECTORY_WAIT_MS", 15_000, 0, 600_000),

@@ -78,7 +78,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const directory = new DirectoryClient(connection, config.namespace, directoryRequestTimeoutMs);
     await registerCell(directory, config, logger, dependencies);
 
-    const bucket = await openMembershipBucket(connection, config.namespace, config.cellId, config.leaseMs);
+    const bucket = await openMembershipBucket(connection, config.namespace, config.cellId, config.leaseMs, config.membershipBucketReplicas ?? 1);
     const watcher = new MembershipWatcher(bucket, config.cellId, Math.max(50, Math.floor(config.leaseMs / 4)), clock, logger);
     await watcher.start();
     undo.push(async () => watcher.stop());

@@ -12,8 +12,11 @@ export type TestTopology = {
   stopProcesses(): Promise<void>;
   /** Starts the same topology again on the same namespace. */
   restart(): Promise<Topology>;
-  /** Stops the processes and removes everything the namespace created. */
-  destroy(): Promise<void>;
+  /**
+   * Stops the processes and removes everything the namespace created. `natsServers` replaces the
+   * topology's servers for the cleanup (the nodes of a NATS cluster still alive after a chaos test).
+   */
+  destroy(natsServers?: readonly string[]): Promise<void>;
 };
 
 export const testServices = {
@@ -32,6 +35,8 @@ export type TestTopologyOptions = {
   readonly edgeCount?: number;
   readonly webDirectory?: string;
   readonly extraEnvironment?: Readonly<Record<string, string>>;
+  /** The NATS servers every process connects to (default: the machine's, testServices.natsServers). */
+  readonly natsServers?: readonly string[];
 };
 
 export async function startTestTopology(options: TestTopologyOptions): Promise<TestTopology> {
@@ -40,12 +45,13 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     { cellId: "a", workerCount: 2 },
     { cellId: "b", workerCount: 2 },
   ];
+  const services = { ...testServices, natsServers: options.natsServers ?? testServices.natsServers };
   const output: string[] = [];
   const outputLinesMax = 5000;
   const start = (): Promise<Topology> =>
     startTopology({
       namespace,
-      ...testServices,
+      ...services,
       cells,
       edgePorts: Array.from({ length: options.edgeCount ?? 2 }, () => 0),
       edgeHost: "127.0.0.1",
@@ -61,7 +67,7 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
   try {
     topology = await start();
   } catch (error) {
-    await destroyNamespace({ namespace, cellIds: cells.map((cell) => cell.cellId), ...testServices }).catch(() => undefined);
+    await destroyNamespace({ namespace, cellIds: cells.map((cell) => cell.cellId), ...services }).catch(() => undefined);
     throw new Error(`${String(error)}\n${output.slice(-60).join("\n")}`);
   }
   const handle: TestTopology = {
@@ -75,9 +81,9 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
       topology = await start();
       return topology;
     },
-    destroy: async () => {
+    destroy: async (natsServers = services.natsServers) => {
       await topology.stop();
-      await destroyNamespace({ namespace, cellIds: cells.map((cell) => cell.cellId), ...testServices });
+      await destroyNamespace({ namespace, cellIds: cells.map((cell) => cell.cellId), ...services, natsServers });
     },
   };
   return handle;

@@ -2,10 +2,12 @@
 // heartbeated leases; edges and workers watch the bucket and recompute the ring.
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { leaseKey, membershipBucket, workerLease, type WorkerLease } from "@cellwire/protocol";
-import { MembershipView } from "./membership-view.ts";
-import { Ring } from "./ring.ts";
-import { decodeMessage, encodeJson } from "./nats-json.ts";
+import { leaseKey, membershipBucket, type WorkerLease } from "@cellwire/protocol";
+import { LeaseTerm, MembershipCore, type MembershipSnapshot } from "./membership-core.ts";
+import { encodeJson } from "./nats-json.ts";
+import { UnavailableError } from "./errors.ts";
+
+export type { MembershipSnapshot } from "./membership-core.ts";
 
 export type Clock = { readonly monotonicNowMs: () => number; readonly wallNowMs: () => number };
 export const systemClock: Clock = { monotonicNowMs: () => performance.now(), wallNowMs: () => Date.now() };
@@ -14,21 +16,49 @@ export type Logger = { readonly info: (message: string) => void; readonly warn: 
 
 /**
  * Opens (creating if needed) the membership bucket of a cell. Entries older than ten leases are dropped by
- * the bucket's max_age, so leases of workers that died without deleting theirs do not pile up.
+ * the bucket's max_age, so leases of workers that died without deleting theirs do not pile up. `replicas`
+ * (1, or 3 on a NATS cluster so the bucket outlives one node) applies only when this call creates it.
  */
-export async function openMembershipBucket(connection: NatsConnection, namespace: string, cellId: string, leaseMs: number): Promise<KV> {
+export async function openMembershipBucket(connection: NatsConnection, namespace: string, cellId: string, leaseMs: number, replicas = 1): Promise<KV> {
   const manager = new Kvm(connection);
   const name = membershipBucket(namespace, cellId);
+  let bucket: KV;
   try {
-    return await manager.create(name, { history: 1, ttl: leaseMs * 10 });
+    bucket = await manager.create(name, { history: 1, ttl: leaseMs * 10, replicas });
   } catch (error) {
-    // The bucket exists with another max_age (another lease setting): use it as it is.
+    // The bucket exists with another max_age or replica count (other settings), or a twin's create of it
+    // is in flight (NATS 2.9 may leave one of two concurrent creates unanswered): use it as it is.
     try {
-      return await manager.open(name);
+      bucket = await manager.open(name);
     } catch {
       throw error;
     }
   }
+  await untilBucketHasLeader(bucket, name);
+  return bucket;
+}
+
+/** How long a replicated bucket may take to elect its stream leader after it is created. */
+const bucketLeaderWaitMs = 10_000;
+const bucketLeaderPollIntervalMs = 50;
+
+/**
+ * A replicated bucket opened while a twin worker creates it is answered for before its replicas have
+ * elected a leader, and a put then finds no responder ("jetstream is not enabled"): wait for the leader.
+ */
+async function untilBucketHasLeader(bucket: KV, name: string): Promise<void> {
+  const deadlineAt = performance.now() + bucketLeaderWaitMs;
+  let lastProblem: unknown;
+  while (performance.now() < deadlineAt) {
+    try {
+      const status = await bucket.status();
+      if (status.replicas <= 1 || (status.streamInfo.cluster?.leader ?? "") !== "") return;
+    } catch (error) {
+      lastProblem = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, bucketLeaderPollIntervalMs));
+  }
+  throw new UnavailableError("cell_unavailable", `membership bucket ${name} had no stream leader within ${bucketLeaderWaitMs} ms`, { cause: lastProblem });
 }
 
 /**
@@ -51,7 +81,7 @@ export async function destroyMembershipBucket(connection: NatsConnection, namesp
 /** Holds one worker's lease: writes it at once, then every heartbeatIntervalMs, and deletes it on stop. */
 export class LeaseHolder {
   private timer: ReturnType<typeof setInterval> | undefined;
-  private lastRenewedAtMs = Number.NEGATIVE_INFINITY;
+  private readonly term: LeaseTerm;
   private renewing = false;
 
   constructor(
@@ -60,7 +90,9 @@ export class LeaseHolder {
     private readonly heartbeatIntervalMs: number,
     private readonly clock: Clock,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.term = new LeaseTerm(lease.leaseMs);
+  }
 
   async start(): Promise<void> {
     await this.renew();
@@ -69,7 +101,7 @@ export class LeaseHolder {
 
   /** True while the last successful renewal is younger than the lease: a worker serves only then. */
   holds(): boolean {
-    return this.clock.monotonicNowMs() - this.lastRenewedAtMs < this.lease.leaseMs;
+    return this.term.holds(this.clock.monotonicNowMs());
   }
 
   async stop(): Promise<void> {
@@ -85,7 +117,7 @@ export class LeaseHolder {
   private async renew(): Promise<void> {
     const startedAtMs = this.clock.monotonicNowMs();
     await this.bucket.put(leaseKey(this.lease.workerId), encodeJson(this.lease));
-    this.lastRenewedAtMs = startedAtMs;
+    this.term.renewed(startedAtMs);
   }
 
   private async renewQuietly(): Promise<void> {
@@ -101,17 +133,6 @@ export class LeaseHolder {
   }
 }
 
-export type MembershipSnapshot = {
-  readonly ring: Ring;
-  readonly subjects: ReadonlyMap<string, string>;
-  /**
-   * The bucket revision of the last change to the ring's members (see MembershipView): watchers that read
-   * the bucket up to the same point agree on it, and a later ring has a higher epoch. Workers write with it
-   * so that the database can refuse a stale owner.
-   */
-  readonly epoch: number;
-};
-
 /**
  * Watches a cell's membership bucket and keeps the ring of its members. `ready` resolves once the
  * bucket's current contents have been read (or after readyDeadlineMs, whichever comes first); until then
@@ -122,15 +143,11 @@ export type MembershipSnapshot = {
  * epoch) of its own; a holder that renewed meanwhile makes every such delete fail harmlessly.
  */
 export class MembershipWatcher {
-  private readonly view = new MembershipView();
-  private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map(), epoch: 0 };
+  private readonly core: MembershipCore;
   private readonly listeners = new Set<(snapshot: MembershipSnapshot) => void>();
-  /** Workers whose expired lease this watcher is deleting now (at most one delete in flight per lease). */
-  private readonly deleting = new Set<string>();
   private expiryTimer: ReturnType<typeof setInterval> | undefined;
   private readyTimer: ReturnType<typeof setTimeout> | undefined;
   private stopWatching: (() => void) | undefined;
-  private replaying = true;
   private stopped = false;
   private resolveReady: () => void = () => {};
   readonly ready: Promise<void>;
@@ -146,10 +163,11 @@ export class MembershipWatcher {
     this.ready = new Promise((resolve) => {
       this.resolveReady = resolve;
     });
+    this.core = new MembershipCore(cellId);
   }
 
   get snapshot(): MembershipSnapshot {
-    return this.snapshotValue;
+    return this.core.snapshot;
   }
 
   onChange(listener: (snapshot: MembershipSnapshot) => void): () => void {
@@ -161,12 +179,15 @@ export class MembershipWatcher {
     const status = await this.bucket.status();
     const state = status.streamInfo.state;
     const initialRevision = state.messages === 0 ? 0 : state.last_seq;
+    // Only the watch may end the replay (when it reports nothing left to deliver): ending it early would
+    // publish a partial ring under an epoch that names another ring (found by the simulation, seeds 360
+    // and 547). Until then the snapshot is the empty ring of epoch 0; `ready` only stops the waiting.
     if (initialRevision === 0) {
-      this.endReplay();
+      this.resolveReady();
     } else {
       this.readyTimer = setTimeout(() => {
-        this.logger.warn(`membership of cell ${this.cellId} not read up to revision ${initialRevision} within ${this.readyDeadlineMs} ms; using what was read`);
-        this.endReplay();
+        this.logger.warn(`membership of cell ${this.cellId} not read up to revision ${initialRevision} within ${this.readyDeadlineMs} ms; the ring stays empty until it is`);
+        this.resolveReady();
       }, this.readyDeadlineMs);
     }
     const iterator = await this.bucket.watch({ key: "worker.>" });
@@ -174,30 +195,22 @@ export class MembershipWatcher {
     this.expiryTimer = setInterval(() => this.deleteExpiredLeases(), this.expiryCheckIntervalMs);
     void (async () => {
       for await (const entry of iterator) {
-        const nowMs = this.clock.monotonicNowMs();
-        if (this.replaying) this.view.raiseEpoch(entry.revision);
-        let changed = false;
-        if (entry.operation === "PUT") {
-          const decoded = decodeMessage(workerLease, entry.value);
-          // A lease must sit under its own worker's key: that key is what an expiry deletes.
-          if (!decoded.ok || decoded.value.cellId !== this.cellId || entry.key !== `worker.${decoded.value.workerId}`) {
-            this.logger.warn(`ignoring malformed lease ${entry.key} in cell ${this.cellId}`);
-          } else {
-            // Entries replayed at start may be old: date them by the server's timestamp, not by now.
-            const ageMs = entry.isUpdate ? 0 : Math.max(0, this.clock.wallNowMs() - entry.created.getTime());
-            changed = this.view.applyPut(decoded.value, entry.revision, nowMs - ageMs);
-          }
-        } else {
-          changed = this.view.applyDelete(entry.key.slice("worker.".length), entry.revision);
-        }
-        if (this.replaying) {
-          // Caught up with the bucket: nothing written before this entry is still to come. (Waiting for
-          // initialRevision alone is not enough: a key renewed after status() arrives after it, and a ring
-          // published without that key would not be the ring of its epoch.)
-          if (entry.delta === 0) this.endReplay();
-        } else if (changed) {
-          this.publish();
-        }
+        const outcome = this.core.applyEntry(
+          {
+            key: entry.key,
+            operation: entry.operation,
+            value: entry.value,
+            revision: entry.revision,
+            delta: entry.delta,
+            isUpdate: entry.isUpdate,
+            createdAtWallMs: entry.created.getTime(),
+          },
+          this.clock.monotonicNowMs(),
+          this.clock.wallNowMs(),
+        );
+        if (outcome.malformed) this.logger.warn(`ignoring malformed lease ${entry.key} in cell ${this.cellId}`);
+        if (outcome.change === "replay-ended") this.afterReplay();
+        else if (outcome.change === "published") this.notify();
       }
     })().catch((error: unknown) => this.logger.warn(`membership watch of cell ${this.cellId} ended: ${String(error)}`));
   }
@@ -210,20 +223,17 @@ export class MembershipWatcher {
     this.resolveReady();
   }
 
-  private endReplay(): void {
-    if (!this.replaying) return;
-    this.replaying = false;
+  /** The replay just ended in the core, which published the first snapshot. */
+  private afterReplay(): void {
     if (this.readyTimer !== undefined) clearTimeout(this.readyTimer);
-    this.publish();
+    this.notify();
     this.resolveReady();
   }
 
   private deleteExpiredLeases(): void {
     if (this.stopped) return;
-    for (const { workerId, revision } of this.view.expired(this.clock.monotonicNowMs())) {
-      if (this.deleting.has(workerId)) continue;
-      this.deleting.add(workerId);
-      void this.deleteLease(workerId, revision).finally(() => this.deleting.delete(workerId));
+    for (const { workerId, revision } of this.core.beginExpiredDeletes(this.clock.monotonicNowMs())) {
+      void this.deleteLease(workerId, revision).finally(() => this.core.endDelete(workerId));
     }
   }
 
@@ -250,10 +260,8 @@ export class MembershipWatcher {
     }
   }
 
-  private publish(): void {
-    const members = this.view.members();
-    const subjects = new Map(members.map((member) => [member.lease.workerId, member.lease.subject]));
-    this.snapshotValue = { ring: new Ring(subjects.keys()), subjects, epoch: this.view.epoch };
-    for (const listener of this.listeners) listener(this.snapshotValue);
+  private notify(): void {
+    const snapshot = this.core.snapshot;
+    for (const listener of this.listeners) listener(snapshot);
   }
 }

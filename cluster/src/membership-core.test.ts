@@ -1,0 +1,105 @@
+// The watcher's decisions without NATS: the replay publishes one ring once caught up, with an epoch no
+// lower than any revision read; afterwards only member changes publish; malformed leases are flagged;
+// replayed leases are dated by the server's clock; an expired lease is handed out for deletion once at a
+// time; a lease term runs from the start of its last acknowledged renewal.
+import { describe, expect, it } from "vitest";
+import type { WorkerLease } from "@cellwire/protocol";
+import { LeaseTerm, MembershipCore, type MembershipWatchEntry } from "./membership-core.ts";
+import { encodeJson } from "./nats-json.ts";
+
+const leaseMs = 3000;
+
+function lease(workerId: string, cellId = "a"): WorkerLease {
+  return { workerId, cellId, subject: `t.cell.${cellId}.worker.${workerId}`, startedAtMs: 1_700_000_000_000, leaseMs };
+}
+
+function put(workerId: string, revision: number, overrides: Partial<MembershipWatchEntry> = {}): MembershipWatchEntry {
+  return {
+    key: `worker.${workerId}`,
+    operation: "PUT",
+    value: encodeJson(lease(workerId)),
+    revision,
+    delta: 0,
+    isUpdate: true,
+    createdAtWallMs: 1_000_000,
+    ...overrides,
+  };
+}
+
+function deleted(workerId: string, revision: number, delta = 0): MembershipWatchEntry {
+  return { key: `worker.${workerId}`, operation: "DEL", value: new Uint8Array(0), revision, delta, isUpdate: true, createdAtWallMs: 1_000_000 };
+}
+
+function members(core: MembershipCore): string {
+  return core.snapshot.ring.members.join(",");
+}
+
+describe("MembershipCore", () => {
+  it("publishes nothing until the replay has caught up, then one ring whose epoch is the last revision read", () => {
+    const core = new MembershipCore("a");
+    expect(core.applyEntry(put("a-2", 4, { delta: 2, isUpdate: false }), 0, 0)).toEqual({ malformed: false, change: "none" });
+    expect(core.applyEntry(deleted("a-3", 6, 1), 0, 0).change).toBe("none");
+    expect(core.snapshot.epoch).toBe(0);
+    expect(members(core)).toBe("");
+    expect(core.replaying).toBe(true);
+    // The delete marker of a-3 may hide that a-3 was a member at revision 4: the epoch counts it too.
+    expect(core.applyEntry(put("a-1", 9, { delta: 0 }), 0, 0).change).toBe("replay-ended");
+    expect(core.replaying).toBe(false);
+    expect(members(core)).toBe("a-1,a-2");
+    expect(core.snapshot.epoch).toBe(9);
+    expect(core.endReplay()).toBe(false);
+  });
+
+  it("after the replay, publishes joins and removals with their revision as the epoch, and not renewals", () => {
+    const core = new MembershipCore("a");
+    expect(core.endReplay()).toBe(true);
+    expect(core.applyEntry(put("a-1", 1), 0, 0).change).toBe("published");
+    expect(core.applyEntry(put("a-1", 2), 100, 100).change).toBe("none");
+    expect(core.applyEntry(put("a-2", 3), 100, 100).change).toBe("published");
+    expect(core.snapshot.epoch).toBe(3);
+    expect(core.applyEntry(deleted("a-1", 4), 100, 100).change).toBe("published");
+    expect(members(core)).toBe("a-2");
+    expect(core.snapshot.epoch).toBe(4);
+    expect(core.snapshot.subjects.get("a-2")).toBe("t.cell.a.worker.a-2");
+  });
+
+  it("flags a lease of another cell, one under another worker's key, and one that does not decode", () => {
+    const core = new MembershipCore("a");
+    core.endReplay();
+    expect(core.applyEntry(put("a-1", 1, { value: encodeJson(lease("a-1", "b")) }), 0, 0)).toEqual({ malformed: true, change: "none" });
+    expect(core.applyEntry(put("a-1", 2, { value: encodeJson(lease("a-9")) }), 0, 0)).toEqual({ malformed: true, change: "none" });
+    expect(core.applyEntry(put("a-1", 3, { value: new TextEncoder().encode("{") }), 0, 0)).toEqual({ malformed: true, change: "none" });
+    expect(members(core)).toBe("");
+  });
+
+  it("dates a replayed lease by the server's timestamp, so a lease last written long ago is expired at once", () => {
+    const core = new MembershipCore("a");
+    const nowMs = 50_000;
+    const wallNowMs = 2_000_000;
+    core.applyEntry(put("a-1", 1, { delta: 1, isUpdate: false, createdAtWallMs: wallNowMs - 10_000 }), nowMs, wallNowMs);
+    core.applyEntry(put("a-2", 2, { delta: 0, isUpdate: true, createdAtWallMs: wallNowMs - 10_000 }), nowMs, wallNowMs);
+    // a-2 came as the last entry of the replay, which the NATS client marks as an update: dated now.
+    expect(core.beginExpiredDeletes(nowMs).map((expired) => expired.workerId)).toEqual(["a-1"]);
+  });
+
+  it("hands out an expired lease for deletion once until that delete settles", () => {
+    const core = new MembershipCore("a");
+    core.endReplay();
+    core.applyEntry(put("a-1", 7), 0, 0);
+    expect(core.beginExpiredDeletes(leaseMs)).toEqual([]);
+    expect(core.beginExpiredDeletes(leaseMs + 1)).toEqual([{ workerId: "a-1", revision: 7 }]);
+    expect(core.beginExpiredDeletes(leaseMs + 2)).toEqual([]);
+    core.endDelete("a-1");
+    expect(core.beginExpiredDeletes(leaseMs + 3)).toEqual([{ workerId: "a-1", revision: 7 }]);
+  });
+});
+
+describe("LeaseTerm", () => {
+  it("holds from the start of the last acknowledged renewal for less than leaseMs, never before one", () => {
+    const term = new LeaseTerm(leaseMs);
+    expect(term.holds(0)).toBe(false);
+    term.renewed(1000);
+    expect(term.holds(1000 + leaseMs - 1)).toBe(true);
+    expect(term.holds(1000 + leaseMs)).toBe(false);
+  });
+});

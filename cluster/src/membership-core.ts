@@ -1,0 +1,145 @@
+// The decisions of a membership watcher and of a lease holder, apart from NATS and timers: which watch
+// entries change the ring, when the bucket's replay is over, which expired leases to delete, and whether a
+// worker still holds its own lease. MembershipWatcher and LeaseHolder (membership.ts) feed them from the
+// bucket and the clock; the simulation (simulation/) feeds the same code from a simulated bucket and a
+// virtual clock, so what it checks is the code that runs.
+import { workerLease } from "@cellwire/protocol";
+import { MembershipView, type ExpiredMember } from "./membership-view.ts";
+import { decodeMessage } from "./nats-json.ts";
+import { Ring } from "./ring.ts";
+
+export type MembershipSnapshot = {
+  readonly ring: Ring;
+  readonly subjects: ReadonlyMap<string, string>;
+  /**
+   * The bucket revision of the last change to the ring's members (see MembershipView): watchers that read
+   * the bucket up to the same point agree on it, and a later ring has a higher epoch. Workers write with it
+   * so that the database can refuse a stale owner.
+   */
+  readonly epoch: number;
+};
+
+/** One entry of a watch of the membership bucket (keys under `worker.`), as the KV client hands it over. */
+export type MembershipWatchEntry = {
+  readonly key: string;
+  readonly operation: "PUT" | "DEL" | "PURGE";
+  readonly value: Uint8Array;
+  readonly revision: number;
+  /** Messages still pending for this watch after this one: 0 once the watch has caught up (the KV client may leave it out). */
+  readonly delta: number | undefined;
+  /** False for the entries of the watch's initial replay of the bucket's latest values. */
+  readonly isUpdate: boolean;
+  /** The server's timestamp of the entry. */
+  readonly createdAtWallMs: number;
+};
+
+/** What the watcher has to do after an entry: warn about a malformed lease, tell its listeners. */
+export type MembershipEntryOutcome = {
+  readonly malformed: boolean;
+  /** "published": the ring changed; "replay-ended": the replay is over and the first ring is out. */
+  readonly change: "none" | "published" | "replay-ended";
+};
+
+export class MembershipCore {
+  private readonly view = new MembershipView();
+  private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map(), epoch: 0 };
+  private replayingValue = true;
+  /** Workers whose expired lease this watcher is deleting now (at most one delete in flight per lease). */
+  private readonly deleting = new Set<string>();
+
+  constructor(readonly cellId: string) {}
+
+  get snapshot(): MembershipSnapshot {
+    return this.snapshotValue;
+  }
+
+  /** True until the bucket's contents at the start of the watch have been read (or the wait given up). */
+  get replaying(): boolean {
+    return this.replayingValue;
+  }
+
+  /**
+   * Applies one watch entry seen at `monotonicNowMs` (this process's wall clock reads `wallNowMs`). The
+   * snapshot is published (rebuilt) when the ring changed after the replay, or when this entry ends it.
+   */
+  applyEntry(entry: MembershipWatchEntry, monotonicNowMs: number, wallNowMs: number): MembershipEntryOutcome {
+    if (this.replayingValue) this.view.raiseEpoch(entry.revision);
+    let changed = false;
+    let malformed = false;
+    if (entry.operation === "PUT") {
+      const decoded = decodeMessage(workerLease, entry.value);
+      // A lease must sit under its own worker's key: that key is what an expiry deletes.
+      if (!decoded.ok || decoded.value.cellId !== this.cellId || entry.key !== `worker.${decoded.value.workerId}`) {
+        malformed = true;
+      } else {
+        // Entries replayed at start may be old: date them by the server's timestamp, not by now.
+        const ageMs = entry.isUpdate ? 0 : Math.max(0, wallNowMs - entry.createdAtWallMs);
+        changed = this.view.applyPut(decoded.value, entry.revision, monotonicNowMs - ageMs);
+      }
+    } else {
+      changed = this.view.applyDelete(entry.key.slice("worker.".length), entry.revision);
+    }
+    if (this.replayingValue) {
+      // Caught up with the bucket: nothing written before this entry is still to come. (Waiting for the
+      // revision read by status() alone is not enough: a key renewed after status() arrives after it, and
+      // a ring published without that key would not be the ring of its epoch.)
+      if (entry.delta === 0 && this.endReplay()) return { malformed, change: "replay-ended" };
+      return { malformed, change: "none" };
+    }
+    if (!changed) return { malformed, change: "none" };
+    this.publish();
+    return { malformed, change: "published" };
+  }
+
+  /** Ends the replay and publishes the first snapshot; false when it had ended already. */
+  endReplay(): boolean {
+    if (!this.replayingValue) return false;
+    this.replayingValue = false;
+    this.publish();
+    return true;
+  }
+
+  /**
+   * The expired leases to delete now (compare-and-set on the returned revision), leaving out those whose
+   * delete is still in flight; each MUST be followed by `endDelete` once its delete settled.
+   */
+  beginExpiredDeletes(monotonicNowMs: number): ExpiredMember[] {
+    const toDelete: ExpiredMember[] = [];
+    for (const expired of this.view.expired(monotonicNowMs)) {
+      if (this.deleting.has(expired.workerId)) continue;
+      this.deleting.add(expired.workerId);
+      toDelete.push(expired);
+    }
+    return toDelete;
+  }
+
+  endDelete(workerId: string): void {
+    this.deleting.delete(workerId);
+  }
+
+  private publish(): void {
+    const members = this.view.members();
+    const subjects = new Map(members.map((member) => [member.lease.workerId, member.lease.subject]));
+    this.snapshotValue = { ring: new Ring(subjects.keys()), subjects, epoch: this.view.epoch };
+  }
+}
+
+/**
+ * Whether a worker holds its own lease: only while its last successful renewal STARTED less than leaseMs
+ * ago. Dating a renewal by its start (not by its reply) keeps the holder's judgement no later than any
+ * watcher's, who dates the same write by when it saw it, which is after it was sent.
+ */
+export class LeaseTerm {
+  private lastRenewedAtMs = Number.NEGATIVE_INFINITY;
+
+  constructor(readonly leaseMs: number) {}
+
+  /** A renewal that started at `startedAtMs` was acknowledged by the bucket. */
+  renewed(startedAtMs: number): void {
+    this.lastRenewedAtMs = startedAtMs;
+  }
+
+  holds(monotonicNowMs: number): boolean {
+    return monotonicNowMs - this.lastRenewedAtMs < this.leaseMs;
+  }
+}
