@@ -354,6 +354,20 @@ it("reads the mailbox again for sessions homed in a cell whose workers changed, 
   await transport.frame((frame) => frame["type"] === "synced" && frame["seq"] === 1);
 });
 
+it("reads every session's mailbox again after the NATS connection comes back", async () => {
+  const edge = newEdge();
+  const bob = await edge.authenticated("bob");
+  const carol = await edge.authenticated("carol");
+  await bob.transport.frame((frame) => frame["type"] === "synced");
+  await carol.transport.frame((frame) => frame["type"] === "synced");
+  const pagesBefore = edge.router.requestsOf("cell.mailboxPage").length;
+  const [bobFrames, carolFrames] = [bob.transport.frames.length, carol.transport.frames.length];
+  edge.core.catchUpAll();
+  await bob.transport.frame((frame) => frame["type"] === "synced", bobFrames);
+  await carol.transport.frame((frame) => frame["type"] === "synced", carolFrames);
+  expect(edge.router.requestsOf("cell.mailboxPage").length).toBe(pagesBefore + 2);
+});
+
 describe("slow consumers", () => {
   it("closes with 4001 when the socket reports a dropped frame", async () => {
     const edge = newEdge();

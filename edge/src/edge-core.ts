@@ -373,6 +373,14 @@ export class EdgeCore {
     for (const session of this.sessions) if (session.homeCellId === cellId) session.catchUp();
   }
 
+  /**
+   * The edge's NATS connection came back (perhaps to another server): live events published while it
+   * was away never reach it, so every session reads its mailbox again from its cursor.
+   */
+  catchUpAll(): void {
+    for (const session of this.sessions) session.catchUp();
+  }
+
   /** Closes every session with going_away; new sessions are refused from now on. */
   closeAll(): void {
     this.accepting = false;

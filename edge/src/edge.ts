@@ -76,6 +76,9 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     { typing: new TypingRelay(members, hub, config.typingExpiresInMs), presence, monotonicNowMs: () => systemClock.monotonicNowMs() },
   );
   router.onRingChange((cellId) => core.cellMembershipChanged(cellId));
+  void (async () => {
+    for await (const status of connection.status()) if (status.type === "reconnect") core.catchUpAll();
+  })();
   const devKeyDirectory = config.auth.mode === "dev" ? config.auth.devKeyDirectory : undefined;
   let stopping = false;
   const server = await startServer(
