@@ -163,42 +163,18 @@ export class CellRequestHandler {
         // Handed over within the conversation's turn, so relays start in seq order; they run apart.
         return { reply, afterReply: async () => this.dependencies.relayOutbox(request.conversationId, result.outbox) };
       }
-      case "cell.openDirect": {
-        const writing = this.writeEpoch(key);
-        if ("refusal" in writing) return writing.refusal;
-        const { epoch } = writing;
-        return this.conversationOutcome(
-          key,
-          epoch,
-          await store.openDirect({ conversationId: request.conversationId, userId: request.userId, peerUserId: request.peerUserId, epoch }),
+      case "cell.openDirect":
+        return this.conversationWrite(key, (epoch) =>
+          store.openDirect({ conversationId: request.conversationId, userId: request.userId, peerUserId: request.peerUserId, epoch }),
         );
-      }
-      case "cell.createGroup": {
-        const writing = this.writeEpoch(key);
-        if ("refusal" in writing) return writing.refusal;
-        const { epoch } = writing;
-        return this.conversationOutcome(
-          key,
-          epoch,
-          await store.createGroup({
-            conversationId: request.conversationId,
-            creatorUserId: request.creatorUserId,
-            title: request.title,
-            memberUserIds: request.memberUserIds,
-            epoch,
-          }),
+      case "cell.createGroup":
+        return this.conversationWrite(key, (epoch) =>
+          store.createGroup({ conversationId: request.conversationId, creatorUserId: request.creatorUserId, title: request.title, memberUserIds: request.memberUserIds, epoch }),
         );
-      }
-      case "cell.addMembers": {
-        const writing = this.writeEpoch(key);
-        if ("refusal" in writing) return writing.refusal;
-        const { epoch } = writing;
-        return this.conversationOutcome(
-          key,
-          epoch,
-          await store.addMembers({ conversationId: request.conversationId, userId: request.userId, userIds: request.userIds, epoch }),
+      case "cell.addMembers":
+        return this.conversationWrite(key, (epoch) =>
+          store.addMembers({ conversationId: request.conversationId, userId: request.userId, userIds: request.userIds, epoch }),
         );
-      }
       case "cell.history": {
         const result = await store.history({
           conversationId: request.conversationId,
@@ -252,6 +228,13 @@ export class CellRequestHandler {
         return { reply: { type: "cell.mailboxEvents", userId: request.userId, events: page.events, headSeq: page.headSeq, floorSeq: page.floorSeq } };
       }
     }
+  }
+
+  /** A write that changes a conversation: fenced by the epoch of the ring that gives this worker the key now. */
+  private async conversationWrite(key: string, write: (epoch: number) => Promise<ConversationResult<StoreRefusal>>): Promise<Outcome> {
+    const writing = this.writeEpoch(key);
+    if ("refusal" in writing) return writing.refusal;
+    return this.conversationOutcome(key, writing.epoch, await write(writing.epoch));
   }
 
   private conversationOutcome(key: string, epoch: number, result: ConversationResult<StoreRefusal>): Outcome {

@@ -3,10 +3,8 @@
 // with SIGKILL, and one device stays offline and resumes at the end. The history checker then looks at
 // every send, ack, delivery and the cells' databases, and must find nothing.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { DirectoryClient } from "@cellwire/cluster";
 import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
-import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 const messagesTotal = 1000;
 const workerKilledAfterAcks = 250;
@@ -14,7 +12,6 @@ const edgeKilledAfterAcks = 600;
 const offlineAfterAcks = 100;
 
 let test: TestTopology;
-let nats: NatsConnection;
 const run = new RecordedRun();
 
 function edgeUrls(first: number): string[] {
@@ -24,20 +21,15 @@ function edgeUrls(first: number): string[] {
 
 beforeAll(async () => {
   test = await startTestTopology({ label: "chaos" });
-  nats = await connect({ servers: [...testServices.natsServers] });
-  const directory = new DirectoryClient(nats, test.namespace, 5000);
-  for (const [userId, cellId] of [
+  await placeUsers(test, [
     ["alice", "a"],
     ["bob", "b"],
     ["carol", "a"],
-  ] as const) {
-    await directory.assignUser(userId, cellId);
-  }
+  ]);
 });
 
 afterAll(async () => {
   run.closeAll();
-  await nats?.close();
   await test?.destroy();
 });
 

@@ -2,14 +2,11 @@
 // mailbox order, whether it comes back to an idle mailbox or while messages keep arriving; every device
 // of a user converges on the same mailbox; the history checker finds nothing wrong with the whole run.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { DirectoryClient } from "@cellwire/cluster";
 import type { SequencedEvent } from "@cellwire/protocol";
 import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
-import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 let test: TestTopology;
-let nats: NatsConnection;
 const run = new RecordedRun();
 
 function device(userId: string, deviceId: string, edgeIndex: number, resumeAfterSeq?: number): Promise<RecordedDevice> {
@@ -29,20 +26,15 @@ const oneTo = (count: number, from = 1): number[] => Array.from({ length: count 
 
 beforeAll(async () => {
   test = await startTestTopology({ label: "resume" });
-  nats = await connect({ servers: [...testServices.natsServers] });
-  const directory = new DirectoryClient(nats, test.namespace, 5000);
-  for (const [userId, cellId] of [
+  await placeUsers(test, [
     ["alice", "a"],
     ["bob", "b"],
     ["carol", "a"],
-  ] as const) {
-    await directory.assignUser(userId, cellId);
-  }
+  ]);
 });
 
 afterAll(async () => {
   run.closeAll();
-  await nats?.close();
   await test?.destroy();
 });
 

@@ -2,30 +2,23 @@
 // its keys over and finishes in-flight work first), and a worker added at runtime takes its share; the
 // clients see nothing worse than retries and the history checker finds nothing wrong.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { DirectoryClient, Ring } from "@cellwire/cluster";
+import { Ring } from "@cellwire/cluster";
 import { RecordedRun } from "./recorded-run.ts";
-import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 let test: TestTopology;
-let nats: NatsConnection;
 const run = new RecordedRun();
 
 beforeAll(async () => {
   test = await startTestTopology({ label: "rolling" });
-  nats = await connect({ servers: [...testServices.natsServers] });
-  const directory = new DirectoryClient(nats, test.namespace, 5000);
-  for (const [userId, cellId] of [
+  await placeUsers(test, [
     ["alice", "a"],
     ["bob", "b"],
-  ] as const) {
-    await directory.assignUser(userId, cellId);
-  }
+  ]);
 });
 
 afterAll(async () => {
   run.closeAll();
-  await nats?.close();
   await test?.destroy();
 });
 

@@ -1,6 +1,8 @@
 // A topology for integration tests: a unique namespace, free ports, short leases, output kept in memory
 // (printed when a test fails), and cleanup of every database, bucket and key it made.
 import { randomBytes } from "node:crypto";
+import { connect } from "@nats-io/transport-node";
+import { DirectoryClient } from "@cellwire/cluster";
 import { destroyNamespace } from "./cleanup.ts";
 import { startTopology, type CellPlan, type Topology } from "./topology.ts";
 
@@ -87,4 +89,18 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     },
   };
   return handle;
+}
+
+/** Places users on chosen cells through the directory, so a test knows which cell each user lives in. */
+export async function placeUsers(test: TestTopology, placements: readonly (readonly [userId: string, cellId: string])[]): Promise<void> {
+  const connection = await connect({ servers: [...testServices.natsServers] });
+  try {
+    const directory = new DirectoryClient(connection, test.namespace, 5000);
+    for (const [userId, cellId] of placements) {
+      const { entry } = await directory.assignUser(userId, cellId);
+      if (entry.cellId !== cellId) throw new Error(`${userId} already lives in cell ${entry.cellId}, not ${cellId}`);
+    }
+  } finally {
+    await connection.close();
+  }
 }
