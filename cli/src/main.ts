@@ -2,6 +2,7 @@
 // edge through the client SDK like any client; `up` runs the local topology (what `npm start` runs).
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runHistory, runListen, runRead, runSend, runToken } from "./client-commands.ts";
+import { runCells, runWhereis } from "./directory-commands.ts";
 import { runRing } from "./ring-command.ts";
 import { runUp } from "./up.ts";
 
@@ -20,6 +21,8 @@ Commands:
                                                    (default: its last); prints the positions as JSON
   read --as <user> --conversation <id> [--seq N]  the same, for a conversation by id (a group)
   ring <cellId> [--json]                          the cell's members, their lease ages and key shares
+  cells [--json]                                  the registered cells, their weights and states
+  whereis <userId> [--json]                       the user's home cell
   up                                              run the local topology (what npm start runs)
 
 Options for send, listen, history and read:
@@ -76,6 +79,12 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined && values.help !== true ? 2 : 0;
   }
   const token = values.token ?? process.env["CELLWIRE_TOKEN"];
+  // Operator commands talk to the services over NATS, in the namespace the topology runs in.
+  const serviceOptions = (): { namespace: string; natsServers: string[]; json: boolean } => ({
+    namespace: process.env["CELLWIRE_NAMESPACE"] ?? "cellwire",
+    natsServers: (process.env["CELLWIRE_NATS_SERVERS"] ?? "127.0.0.1:4222").split(",").filter((server) => server !== ""),
+    json: values.json === true,
+  });
   const connection = { edgeUrl: values.edge, deviceId: values.device ?? "cli", token };
   switch (command) {
     case "token": {
@@ -106,9 +115,14 @@ async function main(argv: string[]): Promise<number> {
     case "ring": {
       const cellId = rest[0];
       if (cellId === undefined) throw new UsageError("ring needs a cell id");
-      const namespace = process.env["CELLWIRE_NAMESPACE"] ?? "cellwire";
-      const natsServers = (process.env["CELLWIRE_NATS_SERVERS"] ?? "127.0.0.1:4222").split(",").filter((server) => server !== "");
-      return runRing({ cellId, namespace, natsServers, json: values.json === true });
+      return runRing({ cellId, ...serviceOptions() });
+    }
+    case "cells":
+      return runCells(serviceOptions());
+    case "whereis": {
+      const userId = rest[0];
+      if (userId === undefined) throw new UsageError("whereis needs a user id");
+      return runWhereis(userId, serviceOptions());
     }
     case "up":
       return runUp(process.env);

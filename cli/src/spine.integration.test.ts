@@ -279,6 +279,24 @@ describe("the spine", () => {
     expect(missing.status).toBe(1);
   });
 
+  it("answers `cellwire cells` and `cellwire whereis` from the directory", async () => {
+    const environment = { CELLWIRE_NAMESPACE: test.namespace };
+    const cells = await runCli(["cells", "--json"], undefined, environment).done;
+    expect(cells.status).toBe(0);
+    expect((JSON.parse(cells.stdout) as { cells: { cellId: string; state: string }[] }).cells.map((cell) => [cell.cellId, cell.state])).toEqual([
+      ["a", "active"],
+      ["b", "active"],
+    ]);
+    const bob = await runCli(["whereis", "bob", "--json"], undefined, environment).done;
+    expect(bob.status).toBe(0);
+    expect(JSON.parse(bob.stdout)).toMatchObject({ userId: "bob", placed: true, cellId: "b" });
+    const stranger = await runCli(["whereis", "nobody-yet", "--json"], undefined, environment).done;
+    expect(stranger.status).toBe(1);
+    expect(JSON.parse(stranger.stdout)).toEqual({ userId: "nobody-yet", placed: false });
+    // Looking a user up places nothing: the user is still unknown afterwards.
+    expect((await runCli(["whereis", "nobody-yet"], undefined, environment).done).status).toBe(1);
+  });
+
   it("exits non-zero from `listen` on timeout", async () => {
     const result = await runCli(["listen", "--as", "eve", "--count", "1", "--timeout-ms", "500", "--edge", edgeUrl(0)]).done;
     expect(result.status).not.toBe(0);

@@ -33,6 +33,13 @@ export class DirectoryClient {
     return this.entry({ type: "directory.assignUser", userId, cellId });
   }
 
+  /** The user's entry, or undefined for a user never placed (unlike resolveUser, places nothing). */
+  async lookupUser(userId: string): Promise<DirectoryEntry | undefined> {
+    const reply = await this.send({ type: "directory.lookupUser", userId });
+    if (reply.type === "directory.error" && reply.code === "not_found") return undefined;
+    return this.expectEntry(reply).entry;
+  }
+
   /** The conversation's home cell, or undefined when the directory has no entry for it. */
   async lookupConversation(conversationId: string): Promise<DirectoryEntry | undefined> {
     const reply = await this.send({ type: "directory.lookupConversation", conversationId });

@@ -43,6 +43,11 @@ export async function answerDirectoryRequest(directory: RedisDirectory, request:
       const result = await directory.assignUser(request.userId, request.cellId);
       return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
     }
+    case "directory.lookupUser": {
+      const entry = await directory.lookupUser(request.userId);
+      if (entry === undefined) return { type: "directory.error", code: "not_found", message: `no entry for user ${request.userId}` };
+      return { type: "directory.entry", entry, placed: false };
+    }
     case "directory.lookupConversation": {
       const entry = await directory.lookupConversation(request.conversationId);
       if (entry === undefined) return { type: "directory.error", code: "not_found", message: `no entry for conversation ${request.conversationId}` };

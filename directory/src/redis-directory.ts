@@ -163,10 +163,20 @@ export class RedisDirectory {
 
   async lookupConversation(conversationId: string): Promise<DirectoryEntry | undefined> {
     assertId(isConversationId(conversationId), "conversation id", conversationId);
-    const key = this.entryKey("conversation", conversationId);
+    return this.lookup("conversation", conversationId);
+  }
+
+  /** The user's entry, or undefined for a user never placed (nothing is placed here). */
+  async lookupUser(userId: string): Promise<DirectoryEntry | undefined> {
+    assertId(isUserId(userId), "user id", userId);
+    return this.lookup("user", userId);
+  }
+
+  private async lookup(kind: "user" | "conversation", id: string): Promise<DirectoryEntry | undefined> {
+    const key = this.entryKey(kind, id);
     const [rawCellId, rawEpoch] = await this.call(`HMGET ${key}`, () => this.redis.hmget(key, "cellId", "epoch"));
     if ((rawCellId ?? null) === null && (rawEpoch ?? null) === null) return undefined;
-    return decodeEntry("conversation", conversationId, rawCellId, rawEpoch, key);
+    return decodeEntry(kind, id, rawCellId, rawEpoch, key);
   }
 
   /**

@@ -325,6 +325,8 @@ export type DirectoryEntryKind = "user" | "conversation";
 export type DirectoryResolveUser = { type: "directory.resolveUser"; userId: string };
 /** Places a user on the given cell unless already placed (tests and operators); returns the entry. */
 export type DirectoryAssignUser = { type: "directory.assignUser"; userId: string; cellId: string };
+/** The user's entry without placing a user seen for the first time (operators: `cellwire whereis`). */
+export type DirectoryLookupUser = { type: "directory.lookupUser"; userId: string };
 export type DirectoryLookupConversation = { type: "directory.lookupConversation"; conversationId: string };
 /** Places a new conversation on preferredCellId unless already placed; returns the entry either way. */
 export type DirectoryPlaceConversation = { type: "directory.placeConversation"; conversationId: string; preferredCellId: string };
@@ -335,6 +337,7 @@ export type DirectoryListCells = { type: "directory.listCells" };
 export type DirectoryRequest =
   | DirectoryResolveUser
   | DirectoryAssignUser
+  | DirectoryLookupUser
   | DirectoryLookupConversation
   | DirectoryPlaceConversation
   | DirectoryRegisterCell
@@ -345,6 +348,7 @@ const weight = integer({ min: 1, max: 1_000_000 });
 export const directoryRequest: Decoder<DirectoryRequest> = taggedUnion<DirectoryRequest>({
   "directory.resolveUser": object({ type: literal("directory.resolveUser"), userId }),
   "directory.assignUser": object({ type: literal("directory.assignUser"), userId, cellId }),
+  "directory.lookupUser": object({ type: literal("directory.lookupUser"), userId }),
   "directory.lookupConversation": object({ type: literal("directory.lookupConversation"), conversationId }),
   "directory.placeConversation": object({ type: literal("directory.placeConversation"), conversationId, preferredCellId: cellId }),
   "directory.registerCell": object({ type: literal("directory.registerCell"), cellId, weight }),
