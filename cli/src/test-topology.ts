@@ -39,6 +39,8 @@ export type TestTopologyOptions = {
   readonly extraEnvironment?: Readonly<Record<string, string>>;
   /** The NATS servers every process connects to (default: the machine's, testServices.natsServers). */
   readonly natsServers?: readonly string[];
+  /** The Redis the directory uses and the cleanup empties (default: the machine's, testServices.redisUrl). */
+  readonly redisUrl?: string;
 };
 
 export async function startTestTopology(options: TestTopologyOptions): Promise<TestTopology> {
@@ -47,7 +49,11 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     { cellId: "a", workerCount: 2 },
     { cellId: "b", workerCount: 2 },
   ];
-  const services = { ...testServices, natsServers: options.natsServers ?? testServices.natsServers };
+  const services = {
+    ...testServices,
+    natsServers: options.natsServers ?? testServices.natsServers,
+    redisUrl: options.redisUrl ?? testServices.redisUrl,
+  };
   const output: string[] = [];
   const outputLinesMax = 5000;
   const start = (): Promise<Topology> =>
