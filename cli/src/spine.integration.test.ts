@@ -26,7 +26,12 @@ function edgeUrl(index: number): string {
   return edge.webSocketUrl;
 }
 
-type Device = { readonly client: CellwireClient; readonly received: Message[]; waitFor(count: number, deadlineMs?: number): Promise<Message[]> };
+type Device = {
+  readonly client: CellwireClient;
+  readonly received: Message[];
+  /** The first `count` messages of one conversation (a late relay of an earlier test may arrive first). */
+  waitFor(conversationId: string, count: number, deadlineMs?: number): Promise<Message[]>;
+};
 
 async function device(userId: string, edgeIndex: number, deviceId = "phone"): Promise<Device> {
   const client = new CellwireClient({
@@ -46,17 +51,18 @@ async function device(userId: string, edgeIndex: number, deviceId = "phone"): Pr
   return {
     client,
     received,
-    waitFor: (count, deadlineMs = 10_000) =>
+    waitFor: (conversationId, count, deadlineMs = 10_000) =>
       new Promise((resolve, reject) => {
+        const inConversation = (): Message[] => received.filter((message) => message.conversationId === conversationId);
         const check = (): void => {
-          if (received.length < count) return;
+          if (inConversation().length < count) return;
           clearTimeout(timer);
           waiters.delete(check);
-          resolve(received.slice(0, count));
+          resolve(inConversation().slice(0, count));
         };
         const timer = setTimeout(() => {
           waiters.delete(check);
-          reject(new Error(`${userId}/${deviceId} received ${received.length} of ${count} messages`));
+          reject(new Error(`${userId}/${deviceId} received ${inConversation().length} of ${count} messages of ${conversationId}`));
         }, deadlineMs);
         waiters.add(check);
         check();
@@ -130,15 +136,15 @@ describe("the spine", () => {
     expect(ack.conversationId).toBe(conversation.conversationId);
     expect(ack.seq).toBe(1);
 
-    const [atBob] = await bob.waitFor(1);
+    const [atBob] = await bob.waitFor(conversation.conversationId, 1);
     expect(atBob).toMatchObject({ conversationId: conversation.conversationId, seq: 1, senderUserId: "alice", senderDeviceId: "phone", body: "hello bob", messageId: ack.messageId });
     // The sender's other device sees what she sent.
-    const [atLaptop] = await aliceLaptop.waitFor(1);
+    const [atLaptop] = await aliceLaptop.waitFor(conversation.conversationId, 1);
     expect(atLaptop?.messageId).toBe(ack.messageId);
 
     const reply = await bob.client.send(conversation.conversationId, "hi alice");
     expect(reply.seq).toBe(2);
-    const atAlice = await alice.waitFor(2);
+    const atAlice = await alice.waitFor(conversation.conversationId, 2);
     expect(atAlice.map((message) => message.body)).toEqual(["hello bob", "hi alice"]);
 
     const page = await bob.client.history(conversation.conversationId, { limit: 10 });
@@ -169,7 +175,7 @@ describe("the spine", () => {
     expect(group.memberUserIds.sort()).toEqual(["alice", "bob", "carol"]);
 
     await bob.client.send(group.conversationId, "hi all");
-    for (const member of [alice, bob, carol]) expect((await member.waitFor(1))[0]?.body).toBe("hi all");
+    for (const member of [alice, bob, carol]) expect((await member.waitFor(group.conversationId, 1))[0]?.body).toBe("hi all");
 
     await expect(eve.client.send(group.conversationId, "let me in")).rejects.toMatchObject({ code: "not_a_member" });
     await expect(eve.client.history(group.conversationId, {})).rejects.toMatchObject({ code: "not_a_member" });
@@ -178,7 +184,7 @@ describe("the spine", () => {
     expect(grown.memberUserIds).toContain("dave");
     const ack = await dave.client.send(group.conversationId, "thanks");
     expect(ack.seq).toBe(2);
-    expect((await alice.waitFor(2))[1]?.body).toBe("thanks");
+    expect((await alice.waitFor(group.conversationId, 2))[1]?.body).toBe("thanks");
     expect(eve.received).toHaveLength(0);
 
     for (let index = 0; index < 5; index++) await alice.client.send(group.conversationId, `page ${index}`);

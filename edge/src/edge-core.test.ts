@@ -2,7 +2,7 @@
 // directory and cells, and an in-memory delivery source. No timing assumption beyond waiting for events.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { directConversationId, UnavailableError } from "@cellwire/cluster";
-import { closeCodes, type CellReply, type Message } from "@cellwire/protocol";
+import { closeCodes, errorCodes, type CellReply, type Message } from "@cellwire/protocol";
 import type { CellServedFrame } from "./request-handler.ts";
 import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
 
@@ -202,7 +202,7 @@ describe("authentication", () => {
     const { transport } = edge.connect();
     transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
     expect(await transport.closed()).toBe(closeCodes.unavailable.code);
-    expect(transport.frames).toEqual([{ type: "error", code: "directory_unavailable", message: "directory: no responders", retryable: true }]);
+    expect(transport.frames).toEqual([{ type: "error", code: "directory_unavailable", message: errorCodes.directory_unavailable.description, retryable: true }]);
     expect(edge.deliveries.targets.size).toBe(0);
     expect(edge.core.sessionCount).toBe(0);
   });

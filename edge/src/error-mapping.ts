@@ -16,6 +16,10 @@ export function clientErrorCode(code: CellErrorCode): ErrorCode {
   }
 }
 
+function isServiceFailure(code: ErrorCode): boolean {
+  return code === "internal" || code === "directory_unavailable" || code === "cell_unavailable" || code === "no_cell_available";
+}
+
 export function errorFrame(code: ErrorCode, message: string, requestId: string | undefined): ErrorFrame {
   const frame: ErrorFrame = { type: "error", code, message, retryable: errorCodes[code].retryable };
   return requestId === undefined ? frame : { ...frame, requestId };
@@ -26,7 +30,10 @@ export function errorFrameFor(error: unknown, requestId: string | undefined, log
   if (error instanceof CellwireError) {
     const code = clientErrorCode(error.code);
     if (code === "internal") logUnexpected(`${error.name}: ${error.message}`);
-    return errorFrame(code, code === "internal" ? "internal error" : error.message, requestId);
+    // Failures of the services behind the edge carry their own details (Redis keys, subjects): a client
+    // gets the code's documented text; the detail stays in the logs.
+    if (isServiceFailure(code)) return errorFrame(code, code === "internal" ? "internal error" : errorCodes[code].description, requestId);
+    return errorFrame(code, error.message, requestId);
   }
   logUnexpected(error instanceof Error ? (error.stack ?? error.message) : String(error));
   return errorFrame("internal", "internal error", requestId);
