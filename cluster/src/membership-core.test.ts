@@ -4,7 +4,7 @@
 // time; a lease term runs from the start of its last acknowledged renewal.
 import { describe, expect, it } from "vitest";
 import type { WorkerLease } from "@cellwire/protocol";
-import { LeaseTerm, MembershipCore, type MembershipWatchEntry } from "./membership-core.ts";
+import { LeaseTerm, MembershipCore, watchStalled, type MembershipWatchEntry } from "./membership-core.ts";
 import { encodeJson } from "./nats-json.ts";
 
 const leaseMs = 3000;
@@ -101,5 +101,68 @@ describe("LeaseTerm", () => {
     term.renewed(1000);
     expect(term.holds(1000 + leaseMs - 1)).toBe(true);
     expect(term.holds(1000 + leaseMs)).toBe(false);
+  });
+});
+
+describe("MembershipCore catch-up after a resumed watch", () => {
+  it("raises the epoch to every revision read and publishes once, when caught up, never a partial ring", () => {
+    const core = new MembershipCore("a");
+    core.endReplay();
+    core.applyEntry(put("a-1", 3), 0, 0);
+    expect(core.snapshot.epoch).toBe(3);
+    core.beginCatchUp();
+    // a-2 joined at some revision the bucket no longer holds; its latest renewal is at 9, a-1's at 11.
+    expect(core.applyEntry(put("a-2", 9, { delta: 1 }), 10, 10)).toEqual({ malformed: false, change: "none" });
+    expect(members(core)).toBe("a-1");
+    expect(core.applyEntry(put("a-1", 11, { delta: 0 }), 10, 10)).toEqual({ malformed: false, change: "published" });
+    expect(core.snapshot).toMatchObject({ epoch: 11 });
+    expect(members(core)).toBe("a-1,a-2");
+    // Afterwards renewals are updates again: they leave the epoch alone.
+    expect(core.applyEntry(put("a-2", 12), 20, 20)).toEqual({ malformed: false, change: "none" });
+    expect(core.snapshot.epoch).toBe(11);
+    expect(core.replaying).toBe(false);
+  });
+
+  it("dates a catch-up entry handed over as an update as seen now, and publishes nothing when the epoch did not move", () => {
+    const core = new MembershipCore("a");
+    core.endReplay();
+    core.applyEntry(put("a-1", 3), 0, 0);
+    core.beginCatchUp();
+    core.applyEntry(put("a-1", 4, { createdAtWallMs: 0 }), 100, 50_000);
+    expect(core.beginExpiredDeletes(100 + leaseMs)).toEqual([]);
+    core.beginCatchUp();
+    expect(core.endCatchUp()).toBe(false);
+  });
+
+  it("leaves the replay to itself: a catch-up begun during the replay is no catch-up", () => {
+    const core = new MembershipCore("a");
+    core.beginCatchUp();
+    expect(core.endCatchUp()).toBe(false);
+    expect(core.applyEntry(put("a-1", 5, { delta: 0, isUpdate: false }), 0, 0)).toEqual({ malformed: false, change: "replay-ended" });
+  });
+});
+
+describe("watchStalled", () => {
+  const progress = { monotonicNowMs: 10_000, lastEntryAtMs: 10_000 - leaseMs - 1, quietLimitMs: leaseMs, lastAppliedRevision: 41, bucketLastRevision: 42 };
+
+  it("calls a watch stalled when it was quiet for longer than a lease while the bucket moved past it", () => {
+    expect(watchStalled(progress)).toBe(true);
+  });
+
+  it("gives a watch the whole lease, and a quiet bucket forever", () => {
+    expect(watchStalled({ ...progress, lastEntryAtMs: 10_000 - leaseMs })).toBe(false);
+    expect(watchStalled({ ...progress, bucketLastRevision: 41 })).toBe(false);
+    expect(watchStalled({ ...progress, lastEntryAtMs: 0, bucketLastRevision: 0, lastAppliedRevision: 0 })).toBe(false);
+  });
+});
+
+describe("MembershipCore.longestLeaseMs", () => {
+  it("is the longest lease among the members, and undefined without any", () => {
+    const core = new MembershipCore("a");
+    core.endReplay();
+    expect(core.longestLeaseMs).toBeUndefined();
+    core.applyEntry(put("a-1", 1, { value: encodeJson({ ...lease("a-1"), leaseMs: 5000 }) }), 0, 0);
+    core.applyEntry(put("a-2", 2), 0, 0);
+    expect(core.longestLeaseMs).toBe(5000);
   });
 });

@@ -44,6 +44,14 @@ export class MembershipCore {
   private readonly view = new MembershipView();
   private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map(), epoch: 0 };
   private replayingValue = true;
+  /**
+   * True while a watch that resumed after the last applied revision catches up. The bucket keeps one
+   * revision per key, so it hands over the latest value of each key changed meanwhile, not the changes:
+   * like the replay, the catch-up raises the epoch to every revision it reads and publishes once, when
+   * caught up, so the epoch is never lower than that of a watcher that saw every change, and no partial
+   * ring is published under it. Unlike the replay, its entries are dated as seen now.
+   */
+  private catchingUp = false;
   /** Workers whose expired lease this watcher is deleting now (at most one delete in flight per lease). */
   private readonly deleting = new Set<string>();
 
@@ -63,7 +71,7 @@ export class MembershipCore {
    * snapshot is published (rebuilt) when the ring changed after the replay, or when this entry ends it.
    */
   applyEntry(entry: MembershipWatchEntry, monotonicNowMs: number, wallNowMs: number): MembershipEntryOutcome {
-    if (this.replayingValue) this.view.raiseEpoch(entry.revision);
+    if (this.replayingValue || this.catchingUp) this.view.raiseEpoch(entry.revision);
     let changed = false;
     let malformed = false;
     if (entry.operation === "PUT") {
@@ -86,6 +94,7 @@ export class MembershipCore {
       if (entry.delta === 0 && this.endReplay()) return { malformed, change: "replay-ended" };
       return { malformed, change: "none" };
     }
+    if (this.catchingUp) return { malformed, change: entry.delta === 0 && this.endCatchUp() ? "published" : "none" };
     if (!changed) return { malformed, change: "none" };
     this.publish();
     return { malformed, change: "published" };
@@ -95,6 +104,24 @@ export class MembershipCore {
   endReplay(): boolean {
     if (!this.replayingValue) return false;
     this.replayingValue = false;
+    this.publish();
+    return true;
+  }
+
+  /**
+   * A new watch resumes after the last applied revision (the previous one stalled): its entries up to the
+   * first with nothing left to deliver are a catch-up (see catchingUp). During the replay, the replay
+   * covers it.
+   */
+  beginCatchUp(): void {
+    if (!this.replayingValue) this.catchingUp = true;
+  }
+
+  /** Ends a catch-up, publishing when the epoch moved; false when none was under way or nothing moved. */
+  endCatchUp(): boolean {
+    if (!this.catchingUp) return false;
+    this.catchingUp = false;
+    if (this.view.epoch === this.snapshotValue.epoch) return false;
     this.publish();
     return true;
   }
@@ -117,11 +144,40 @@ export class MembershipCore {
     this.deleting.delete(workerId);
   }
 
+  /** The longest leaseMs among the current members (undefined without any): how quiet a live watch may be. */
+  get longestLeaseMs(): number | undefined {
+    let longest: number | undefined;
+    for (const member of this.view.members()) longest = Math.max(longest ?? 0, member.lease.leaseMs);
+    return longest;
+  }
+
   private publish(): void {
     const members = this.view.members();
     const subjects = new Map(members.map((member) => [member.lease.workerId, member.lease.subject]));
     this.snapshotValue = { ring: new Ring(subjects.keys()), subjects, epoch: this.view.epoch };
   }
+}
+
+/** What a watcher knows when it asks whether its watch still delivers. */
+export type WatchProgress = {
+  readonly monotonicNowMs: number;
+  /** When the current watch last delivered an entry (or was started, if it has delivered none). */
+  readonly lastEntryAtMs: number;
+  /** How long a healthy watch of a live cell may stay quiet: a lease, since every holder renews within it. */
+  readonly quietLimitMs: number;
+  readonly lastAppliedRevision: number;
+  /** The bucket's last revision as status() reported it. */
+  readonly bucketLastRevision: number;
+};
+
+/**
+ * Whether a watch has stalled: it delivered nothing for longer than a lease although the bucket holds a
+ * revision it has not applied. A KV watch is a single-replica consumer that the NATS client recreates only
+ * after two missed 30 s heartbeats, so a watch whose consumer lived on a dead node goes silent for ~90 s.
+ * A quiet bucket (no revision past the applied one) is not a stall, however long it stays quiet.
+ */
+export function watchStalled(progress: WatchProgress): boolean {
+  return progress.monotonicNowMs - progress.lastEntryAtMs > progress.quietLimitMs && progress.bucketLastRevision > progress.lastAppliedRevision;
 }
 
 /**

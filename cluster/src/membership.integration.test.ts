@@ -2,14 +2,17 @@
 // namespace: renewals leave the epoch alone, joins move it, and a lease that stops renewing is deleted by
 // a watcher (compare-and-set) with a revision of its own, which becomes everyone's new epoch.
 import { randomBytes } from "node:crypto";
-import type { KV } from "@nats-io/kv";
+import type { KV, KvWatchEntry, KvWatchOptions } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { leaseKey, workerSubject, type WorkerLease } from "@cellwire/protocol";
-import { LeaseHolder, MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
+import { LeaseHolder, MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock, type WatchedBucket } from "./membership.ts";
+import { encodeJson } from "./nats-json.ts";
 import { connectNats } from "./service-runtime.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const cellId = "a";
+/** The cell of the stall test, in a bucket of its own so that the leases above do not mix in. */
+const stallCellId = "s";
 const leaseMs = 600;
 const heartbeatIntervalMs = 100;
 /** A heartbeat that never comes within the test: the holder writes its lease once and then goes quiet. */
@@ -20,6 +23,7 @@ const logger = { info: () => undefined, warn: () => undefined, error: () => unde
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
 let bucket: KV | undefined;
+let stallBucket: KV | undefined;
 const watchers: MembershipWatcher[] = [];
 const holders: LeaseHolder[] = [];
 
@@ -82,6 +86,7 @@ afterAll(async () => {
   for (const watcher of watchers) watcher.stop();
   if (connection !== undefined) {
     await destroyMembershipBucket(connection, namespace, cellId).catch(() => undefined);
+    await destroyMembershipBucket(connection, namespace, stallCellId).catch(() => undefined);
     await connection.drain();
   }
 });
@@ -139,5 +144,126 @@ describe("membership epochs over NATS KV", () => {
     await holdLease("a-2", heartbeatIntervalMs);
     const rejoined = await agreedEpoch(group, "a-1,a-2");
     expect(rejoined).toBeGreaterThan(before);
+  });
+});
+
+type WatchIterator = Awaited<ReturnType<KV["watch"]>>;
+const debugDeliveries: string[] = [];
+
+/**
+ * A watch that goes silent on `freeze()`, as one whose consumer lived on a NATS node that died: entries
+ * arriving afterwards are swallowed until the watcher stops it. Records the last revision it handed over.
+ */
+class FreezableWatch implements WatchIterator {
+  lastDeliveredRevision = 0;
+  private frozen = false;
+
+  constructor(private readonly inner: WatchIterator) {}
+
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<KvWatchEntry> {
+    for await (const entry of this.inner) {
+      if (this.frozen) continue;
+      this.lastDeliveredRevision = entry.revision;
+      debugDeliveries.push(`${entry.revision}/${String(entry.delta)}/${entry.isUpdate ? "u" : "r"}`);
+      yield entry;
+    }
+  }
+
+  stop(error?: Error): void {
+    this.inner.stop(error);
+  }
+
+  getProcessed(): number {
+    return this.inner.getProcessed();
+  }
+
+  getPending(): number {
+    return this.inner.getPending();
+  }
+
+  getReceived(): number {
+    return this.inner.getReceived();
+  }
+}
+
+describe("a membership watch that stalls", () => {
+  it("is replaced by a watch from the last applied revision + 1 that applies the missed join once, at an epoch no lower than the join's", async () => {
+    const real = await openMembershipBucket(required(connection, "nats"), namespace, stallCellId, leaseMs);
+    stallBucket = real;
+    const watchCalls: KvWatchOptions[] = [];
+    let firstWatch: FreezableWatch | undefined;
+    // The narrow seam: the watcher sees the real bucket, except that its first watch can be frozen.
+    const stallable: WatchedBucket = {
+      status: () => real.status(),
+      get: (key, options) => real.get(key, options),
+      delete: (key, options) => real.delete(key, options),
+      watch: async (options) => {
+        watchCalls.push(options ?? {});
+        const inner = await real.watch(options);
+        if (firstWatch !== undefined) { debugDeliveries.push("REWATCH"); return new FreezableWatch(inner); }
+        firstWatch = new FreezableWatch(inner);
+        return firstWatch;
+      },
+    };
+    const warnings: string[] = [];
+    const stallCheckIntervalMs = 200;
+    const stalled = new MembershipWatcher(stallable, stallCellId, 50, systemClock, { info: () => undefined, warn: (message) => warnings.push(message) }, 2000, stallCheckIntervalMs);
+    watchers.push(stalled);
+    await stalled.start();
+    await stalled.ready;
+    const referenceLog: string[] = [];
+    const reference = new MembershipWatcher(real, stallCellId, 50, systemClock, { info: (m) => referenceLog.push(m), warn: (m) => referenceLog.push(m) });
+    reference.onChange((snapshot) => referenceLog.push(`${[...snapshot.ring.members].join(",")}@${snapshot.epoch}`));
+    watchers.push(reference);
+    await reference.start();
+    await reference.ready;
+
+    const lease = (workerId: string): WorkerLease => ({ workerId, cellId: stallCellId, subject: workerSubject(namespace, stallCellId, workerId), startedAtMs: Date.now(), leaseMs });
+    const first = new LeaseHolder(real, lease("s-1"), heartbeatIntervalMs, systemClock, logger);
+    holders.push(first);
+    await first.start();
+    const firstEpoch = await agreedEpoch([stalled, reference], "s-1");
+    // A healthy watch of a live cell is never taken for a stalled one.
+    await waitFor("renewals over a lease", async () => ((await real.get(leaseKey("s-1")))?.revision ?? 0) >= firstEpoch + leaseMs / heartbeatIntervalMs + 2 ? true : undefined);
+    expect(watchCalls).toHaveLength(1);
+
+    const changesAfterStall: Array<{ members: string; epoch: number }> = [];
+    stalled.onChange((snapshot) => changesAfterStall.push({ members: [...snapshot.ring.members].join(","), epoch: snapshot.epoch }));
+    const watch = required(firstWatch, "first watch");
+    watch.freeze();
+    const frozenAtRevision = watch.lastDeliveredRevision;
+    const frozenAtMs = performance.now();
+    // s-2 joins with a put of its own, whose revision is the join's epoch; its holder renews from then on.
+    const joinRevision = await real.put(leaseKey("s-2"), encodeJson(lease("s-2")));
+    const second = new LeaseHolder(real, lease("s-2"), heartbeatIntervalMs, systemClock, logger);
+    holders.push(second);
+    await second.start();
+    const joinEpoch = await agreedEpoch([reference], "s-1,s-2");
+    if (joinEpoch !== joinRevision) console.log("DEBUG2", referenceLog, joinRevision, frozenAtRevision);
+    expect(joinEpoch).toBe(joinRevision);
+    expect(members(stalled)).toBe("s-1");
+
+    const caughtUp = await waitFor("the stalled watcher's ring of s-1,s-2", () => (members(stalled) === "s-1,s-2" ? stalled.snapshot : undefined)).catch((error: unknown) => { console.log("DEBUG", debugDeliveries.join(" "), warnings, watchCalls, stalled.snapshot.epoch, frozenAtRevision, joinRevision); throw error; });
+    const caughtUpAfterMs = performance.now() - frozenAtMs;
+    const bucketRevisionWhenCaughtUp = (await real.status()).streamInfo.state.last_seq;
+    // Quiet for a lease, then noticed by the next check; the rest is slack for a loaded machine.
+    expect(caughtUpAfterMs).toBeLessThan(leaseMs + stallCheckIntervalMs + 2000);
+    expect(watchCalls).toHaveLength(2);
+    expect(watchCalls[1]).toEqual({ key: "worker.>", resumeFromRevision: frozenAtRevision + 1 });
+    expect(warnings.filter((warning) => warning.includes("watching again from revision"))).toHaveLength(1);
+    // The bucket kept only the latest renewal of each lease, not the join: the catch-up names the ring by
+    // the last revision it read, as a watcher starting then would, never lower than the join's epoch.
+    expect(caughtUp.epoch).toBeGreaterThan(joinEpoch);
+    expect(caughtUp.epoch).toBeLessThanOrEqual(bucketRevisionWhenCaughtUp);
+    // Applied once: one published change, to the ring of that epoch, and none in the renewals since.
+    await waitFor("more renewals", async () => ((await real.get(leaseKey("s-2")))?.revision ?? 0) >= bucketRevisionWhenCaughtUp + 5 ? true : undefined);
+    expect(changesAfterStall).toEqual([{ members: "s-1,s-2", epoch: caughtUp.epoch }]);
+    expect(stalled.snapshot.epoch).toBe(caughtUp.epoch);
+    expect(members(reference)).toBe("s-1,s-2");
+    expect(watchCalls).toHaveLength(2);
   });
 });

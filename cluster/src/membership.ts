@@ -3,7 +3,7 @@
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { leaseKey, membershipBucket, type WorkerLease } from "@cellwire/protocol";
-import { LeaseTerm, MembershipCore, type MembershipSnapshot } from "./membership-core.ts";
+import { LeaseTerm, MembershipCore, watchStalled, type MembershipSnapshot } from "./membership-core.ts";
 import { encodeJson } from "./nats-json.ts";
 import { UnavailableError } from "./errors.ts";
 
@@ -133,6 +133,10 @@ export class LeaseHolder {
   }
 }
 
+/** What a MembershipWatcher uses of a KV bucket: narrow, so that a test can make its watch stall. */
+export type WatchedBucket = Pick<KV, "status" | "watch" | "get" | "delete">;
+type WatchIterator = Awaited<ReturnType<KV["watch"]>>;
+
 /**
  * Watches a cell's membership bucket and keeps the ring of its members. `ready` resolves once the
  * bucket's current contents have been read (or after readyDeadlineMs, whichever comes first); until then
@@ -141,24 +145,39 @@ export class LeaseHolder {
  * A lease that nobody renewed within its leaseMs is deleted in the bucket by the watchers that notice it,
  * each with compare-and-set on the revision it saw: one wins, and the removal gets a revision (the new
  * epoch) of its own; a holder that renewed meanwhile makes every such delete fail harmlessly.
+ *
+ * Every stallCheckIntervalMs (default: four expiry checks, which callers size at a lease) the watcher
+ * asks the bucket for its last revision; a watch that saw nothing for longer than the longest lease while
+ * the bucket moved past the last applied revision has stalled (see watchStalled), and is replaced by a
+ * watch from that revision + 1, whose first entries the core takes as a catch-up (see
+ * MembershipCore.beginCatchUp): it keeps one value per key, so the epoch may come out higher than that of
+ * a watcher that saw every change, as for a watcher that starts late, never lower.
  */
 export class MembershipWatcher {
   private readonly core: MembershipCore;
   private readonly listeners = new Set<(snapshot: MembershipSnapshot) => void>();
   private expiryTimer: ReturnType<typeof setInterval> | undefined;
+  private stallTimer: ReturnType<typeof setInterval> | undefined;
   private readyTimer: ReturnType<typeof setTimeout> | undefined;
   private stopWatching: (() => void) | undefined;
   private stopped = false;
+  /** Entries of older watches than this one are dropped: a replaced watch may still hand over queued ones. */
+  private watchGeneration = 0;
+  private lastAppliedRevision = 0;
+  private lastEntryAtMs = 0;
+  /** At most one stall check (and so one re-watch) in flight. */
+  private checkingStall = false;
   private resolveReady: () => void = () => {};
   readonly ready: Promise<void>;
 
   constructor(
-    private readonly bucket: KV,
+    private readonly bucket: WatchedBucket,
     private readonly cellId: string,
     private readonly expiryCheckIntervalMs: number,
     private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly readyDeadlineMs = 2000,
+    private readonly stallCheckIntervalMs = expiryCheckIntervalMs * 4,
   ) {
     this.ready = new Promise((resolve) => {
       this.resolveReady = resolve;
@@ -192,9 +211,26 @@ export class MembershipWatcher {
     }
     const iterator = await this.bucket.watch({ key: "worker.>" });
     this.stopWatching = () => iterator.stop();
+    this.lastEntryAtMs = this.clock.monotonicNowMs();
+    this.consume(iterator, this.watchGeneration, false);
     this.expiryTimer = setInterval(() => this.deleteExpiredLeases(), this.expiryCheckIntervalMs);
+    this.stallTimer = setInterval(() => void this.checkStall(), this.stallCheckIntervalMs);
+  }
+
+  /** Feeds the entries of one watch to the core until the watch ends or a newer one replaces it. */
+  private consume(iterator: WatchIterator, generation: number, resumed: boolean): void {
     void (async () => {
       for await (const entry of iterator) {
+        if (generation !== this.watchGeneration) break;
+        this.lastEntryAtMs = this.clock.monotonicNowMs();
+        // A resumed watch may start with entries the watch it replaced delivered while it was being set up.
+        if (resumed && entry.revision <= this.lastAppliedRevision) {
+          // Caught up all the same: nothing written up to this entry is still to come.
+          if (entry.delta === 0 && this.core.endReplay()) this.afterReplay();
+          else if (entry.delta === 0 && this.core.endCatchUp()) this.notify();
+          continue;
+        }
+        this.lastAppliedRevision = Math.max(this.lastAppliedRevision, entry.revision);
         const outcome = this.core.applyEntry(
           {
             key: entry.key,
@@ -202,7 +238,9 @@ export class MembershipWatcher {
             value: entry.value,
             revision: entry.revision,
             delta: entry.delta,
-            isUpdate: entry.isUpdate,
+            // The NATS client marks a resumed watch's first entries as a replay, which the core would date
+            // by the server's clock; once the core's replay is over they are a catch-up, seen now.
+            isUpdate: resumed && !this.core.replaying ? true : entry.isUpdate,
             createdAtWallMs: entry.created.getTime(),
           },
           this.clock.monotonicNowMs(),
@@ -215,9 +253,64 @@ export class MembershipWatcher {
     })().catch((error: unknown) => this.logger.warn(`membership watch of cell ${this.cellId} ended: ${String(error)}`));
   }
 
+  /** Watches again from the last applied revision + 1 when the current watch has stalled (see watchStalled). */
+  private async checkStall(): Promise<void> {
+    if (this.stopped || this.checkingStall) return;
+    this.checkingStall = true;
+    try {
+      let bucketLastRevision: number;
+      try {
+        const state = (await this.bucket.status()).streamInfo.state;
+        // max_age drops the oldest entries first, so the last revision is still stored unless none is: a
+        // bucket emptied by max_age has nothing left to deliver, whatever its last revision.
+        bucketLastRevision = state.messages === 0 ? 0 : state.last_seq;
+      } catch {
+        return; // The node that answers for the bucket is down or electing: the next check asks again.
+      }
+      const progress = {
+        monotonicNowMs: this.clock.monotonicNowMs(),
+        lastEntryAtMs: this.lastEntryAtMs,
+        quietLimitMs: this.core.longestLeaseMs ?? this.stallCheckIntervalMs,
+        lastAppliedRevision: this.lastAppliedRevision,
+        bucketLastRevision,
+      };
+      if (this.stopped || !watchStalled(progress)) return;
+      await this.rewatch(progress.monotonicNowMs - progress.lastEntryAtMs, bucketLastRevision);
+    } finally {
+      this.checkingStall = false;
+    }
+  }
+
+  private async rewatch(quietForMs: number, bucketLastRevision: number): Promise<void> {
+    const resumeFromRevision = this.lastAppliedRevision + 1;
+    this.logger.warn(
+      `membership watch of cell ${this.cellId} delivered nothing for ${Math.round(quietForMs)} ms while the bucket reached revision ${bucketLastRevision}; watching again from revision ${resumeFromRevision}`,
+    );
+    let iterator: WatchIterator;
+    try {
+      // The new watch is set up before the old one stops, so a failure here leaves the old one running.
+      iterator = await this.bucket.watch({ key: "worker.>", resumeFromRevision });
+    } catch (error) {
+      this.logger.warn(`could not watch the membership of cell ${this.cellId} again: ${String(error)}`);
+      return;
+    }
+    if (this.stopped) {
+      iterator.stop();
+      return;
+    }
+    this.watchGeneration += 1;
+    const stopPrevious = this.stopWatching;
+    this.stopWatching = () => iterator.stop();
+    stopPrevious?.();
+    this.lastEntryAtMs = this.clock.monotonicNowMs();
+    this.core.beginCatchUp();
+    this.consume(iterator, this.watchGeneration, true);
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.expiryTimer !== undefined) clearInterval(this.expiryTimer);
+    if (this.stallTimer !== undefined) clearInterval(this.stallTimer);
     if (this.readyTimer !== undefined) clearTimeout(this.readyTimer);
     this.stopWatching?.();
     this.resolveReady();
