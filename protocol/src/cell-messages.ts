@@ -29,6 +29,7 @@ import {
 } from "./limits.ts";
 import { errorCodeList, type CellErrorCode } from "./codes.ts";
 import {
+  type ConversationKind,
   conversationSummary,
   mailboxEvent,
   message,
@@ -43,7 +44,7 @@ import {
 } from "./frames.ts";
 
 const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
-const cellErrorCode: Decoder<CellErrorCode> = oneOf<CellErrorCode>([...errorCodeList, "not_owner", "unknown_cell", "not_found"]);
+const cellErrorCode: Decoder<CellErrorCode> = oneOf<CellErrorCode>([...errorCodeList, "not_owner", "unknown_cell", "not_found", "moving", "entry_changed"]);
 const errorText = string({ maxLength: 2000 });
 const eventId = string({ minLength: 1, maxLength: 200, pattern: /^[A-Za-z0-9_-]+$/ });
 
@@ -98,7 +99,65 @@ export type CellMembersRequest = { type: "cell.members"; conversationId: string;
  */
 export type CellReceiptRequest = { type: "cell.receipt"; userId: string; conversationId: string; position: "read" | "delivered"; seq: number };
 
+// Migration (docs/decisions/0008-live-migration.md). A key (a user's mailbox, or a conversation) moves
+// from its home cell to another in five steps, all driven by the owner of the key in the home cell:
+// freeze it there (writes answer `moving`), copy it in pages to the owner of the key in the target cell
+// (cell.import), flip the directory entry with a new epoch (directory.moveEntry, which publishes
+// directory.changed), and leave a tombstone that answers `cell.moved`. Every step is idempotent, so a
+// migration cut short by a crash is finished by asking again.
+
+/** Moves a user's mailbox or a conversation out of this cell to `toCellId`; answered by cell.migrated. */
+export type CellMigrateRequest = { type: "cell.migrate"; kind: DirectoryEntryKind; id: string; toCellId: string };
+
+/** A mailbox event with the seq and event id it has in the mailbox being copied. */
+export type ImportedMailboxEvent = { seq: number; eventId: string; event: MailboxEvent };
+/** A conversation's member, with their receipt positions (0 for none). */
+export type ImportedMember = { userId: string; joinedAtMs: number; readSeq: number; deliveredSeq: number };
+/** A pending outbox row of a migrating conversation: its relay is finished by the new home. */
+export type ImportedOutboxEntry = { recipientUserId: string; eventId: string; event: MailboxEvent };
+export type ImportedConversation = { kind: ConversationKind; title: string | null; createdByUserId: string; createdAtMs: number };
+
+/**
+ * One page of a migrating key, at the owner of the key in the target cell. The first page (`first`)
+ * replaces a tombstone left by an earlier move out of this cell, and makes the key `importing` (writes
+ * answer `moving`); rows of later pages are inserted idempotently; the last page (`last`) sets the head
+ * (`lastSeq`, and for a mailbox `floorSeq`) and makes the key active. A page for a key already active in
+ * this cell changes nothing and answers `active` (the copy was done by an earlier attempt).
+ * Conversation pages carry `conversation` on the first page; members on any page.
+ */
+export type CellImportRequest =
+  | {
+      type: "cell.import";
+      kind: "user";
+      id: string;
+      fromCellId: string;
+      first: boolean;
+      last: boolean;
+      lastSeq: number;
+      floorSeq: number;
+      events: ImportedMailboxEvent[];
+    }
+  | {
+      type: "cell.import";
+      kind: "conversation";
+      id: string;
+      fromCellId: string;
+      first: boolean;
+      last: boolean;
+      lastSeq: number;
+      conversation: ImportedConversation | null;
+      members: ImportedMember[];
+      messages: Message[];
+      outbox: ImportedOutboxEntry[];
+    };
+
+/** Counts of what the cell still homes (any worker answers): a drained cell answers zeros. */
+export type CellStatsRequest = { type: "cell.stats" };
+
 export type CellRequest =
+  | CellMigrateRequest
+  | CellImportRequest
+  | CellStatsRequest
   | CellReceiptRequest
   | CellSendRequest
   | CellOpenDirectRequest
@@ -109,7 +168,57 @@ export type CellRequest =
   | CellMailboxPageRequest
   | CellMembersRequest;
 
+const entryKind: Decoder<DirectoryEntryKind> = oneOf<DirectoryEntryKind>(["user", "conversation"]);
+/** A user id or a conversation id: the two allowlists together (both exclude '.', '*', '>' and spaces). */
+const entryId: Decoder<string> = string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_-]{1,64}$/ });
+const position = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+const timestampMs = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+/** Items of one import page; sized so that a page of bodies at their limit stays under a 1 MiB NATS message. */
+export const importPageItemsMax = 200;
+const importedMailboxEvent: Decoder<ImportedMailboxEvent> = object({ seq: sequence, eventId, event: mailboxEvent });
+const importedMember: Decoder<ImportedMember> = object({ userId, joinedAtMs: timestampMs, readSeq: position, deliveredSeq: position });
+const importedOutboxEntry: Decoder<ImportedOutboxEntry> = object({ recipientUserId: userId, eventId, event: mailboxEvent });
+const importedConversation: Decoder<ImportedConversation> = object({
+  kind: oneOf<ConversationKind>(["direct", "group"]),
+  title: nullable(text({ minLength: 1, maxLength: groupTitleLengthMax })),
+  createdByUserId: userId,
+  createdAtMs: timestampMs,
+});
+const importRequest: Decoder<CellImportRequest> = (input, path) => {
+  const base = object({ type: literal("cell.import"), kind: entryKind })(input, path);
+  if (!base.ok) return base;
+  if (base.value.kind === "user") {
+    return object({
+      type: literal("cell.import"),
+      kind: literal("user"),
+      id: userId,
+      fromCellId: cellId,
+      first: boolean,
+      last: boolean,
+      lastSeq: position,
+      floorSeq: position,
+      events: array(importedMailboxEvent, { maxItems: importPageItemsMax }),
+    })(input, path);
+  }
+  return object({
+    type: literal("cell.import"),
+    kind: literal("conversation"),
+    id: conversationId,
+    fromCellId: cellId,
+    first: boolean,
+    last: boolean,
+    lastSeq: position,
+    conversation: nullable(importedConversation),
+    members: array(importedMember, { maxItems: groupMembersMax }),
+    messages: array(message, { maxItems: importPageItemsMax }),
+    outbox: array(importedOutboxEntry, { maxItems: importPageItemsMax }),
+  })(input, path);
+};
+
 export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
+  "cell.migrate": object({ type: literal("cell.migrate"), kind: entryKind, id: entryId, toCellId: cellId }),
+  "cell.import": importRequest,
+  "cell.stats": object({ type: literal("cell.stats") }),
   "cell.send": object({
     type: literal("cell.send"),
     senderUserId: userId,
@@ -164,6 +273,11 @@ export function userRingKey(userIdValue: string): string {
 /** The key a request is routed by on its cell's ring: its conversation, or for mailbox requests its user. */
 export function cellRequestKey(request: CellRequest): string {
   switch (request.type) {
+    case "cell.migrate":
+    case "cell.import":
+      return request.kind === "user" ? userRingKey(request.id) : request.id;
+    case "cell.stats":
+      return cellStatsRingKey;
     case "cell.appendMailbox":
     case "cell.mailboxPage":
       return userRingKey(request.userId);
@@ -171,6 +285,9 @@ export function cellRequestKey(request: CellRequest): string {
       return request.conversationId;
   }
 }
+
+/** Any worker can count a cell's rows; the ring picks one (no id matches this key). */
+export const cellStatsRingKey = "stats:cell";
 
 /** The mailbox event id of a message: one mailbox entry per user and message. */
 export function messageEventId(messageIdValue: string): string {
@@ -203,7 +320,34 @@ export type CellMailboxEventsReply = { type: "cell.mailboxEvents"; userId: strin
 /** Answers `cell.members`: every member, sorted, the asker included. */
 export type CellMembersReply = { type: "cell.members"; conversationId: string; memberUserIds: string[] };
 
+/** Answers cell.migrate: the key now lives in `toCellId` under directory epoch `epoch`. */
+export type CellMigratedReply = {
+  type: "cell.migrated";
+  kind: DirectoryEntryKind;
+  id: string;
+  fromCellId: string;
+  toCellId: string;
+  epoch: number;
+  /** From the freeze's commit to the directory flip: how long writes to the key answered `moving`. */
+  pauseMs: number;
+  /** Mailbox events, or messages, copied. */
+  copiedItems: number;
+  /** True when an earlier attempt had finished the move (nothing was done now). */
+  alreadyMoved: boolean;
+};
+export type CellImportedReply = { type: "cell.imported"; kind: DirectoryEntryKind; id: string; state: "importing" | "active" };
+/**
+ * Answers any request for a key that moved out of this cell: `cellId` and `epoch` are its new home as the
+ * tombstone recorded it. The requester drops its cached entry (if older) and asks the new home.
+ */
+export type CellMovedReply = { type: "cell.moved"; kind: DirectoryEntryKind; id: string; cellId: string; epoch: number };
+export type CellStatsReply = { type: "cell.stats"; cellId: string; users: number; conversations: number; outboxRows: number; frozen: number };
+
 export type CellReply =
+  | CellMigratedReply
+  | CellImportedReply
+  | CellMovedReply
+  | CellStatsReply
   | CellReceiptReply
   | CellStoredReply
   | CellConversationReply
@@ -213,7 +357,24 @@ export type CellReply =
   | CellMembersReply
   | CellErrorReply;
 
+const count = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+const epochValue = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
+
 export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
+  "cell.migrated": object({
+    type: literal("cell.migrated"),
+    kind: entryKind,
+    id: entryId,
+    fromCellId: cellId,
+    toCellId: cellId,
+    epoch: epochValue,
+    pauseMs: count,
+    copiedItems: count,
+    alreadyMoved: boolean,
+  }),
+  "cell.imported": object({ type: literal("cell.imported"), kind: entryKind, id: entryId, state: oneOf(["importing", "active"]) }),
+  "cell.moved": object({ type: literal("cell.moved"), kind: entryKind, id: entryId, cellId, epoch: epochValue }),
+  "cell.stats": object({ type: literal("cell.stats"), cellId, users: count, conversations: count, outboxRows: count, frozen: count }),
   "cell.stored": object({
     type: literal("cell.stored"),
     message,
@@ -334,7 +495,31 @@ export type DirectoryPlaceConversation = { type: "directory.placeConversation"; 
 export type DirectoryRegisterCell = { type: "directory.registerCell"; cellId: string; weight: number };
 export type DirectoryListCells = { type: "directory.listCells" };
 
+/**
+ * Moves an entry from `fromCellId` at `expectedEpoch` to `toCellId` with epoch + 1, and publishes
+ * directory.changed. Idempotent: an entry already on `toCellId` at expectedEpoch + 1 is answered as is.
+ * Anything else answers entry_changed (or not_found, unknown_cell). Only a migrating cell asks this.
+ */
+export type DirectoryMoveEntry = {
+  type: "directory.moveEntry";
+  kind: DirectoryEntryKind;
+  id: string;
+  fromCellId: string;
+  toCellId: string;
+  expectedEpoch: number;
+};
+/** Sets a registered cell's state: draining cells get no new users or conversations. Answers directory.cells. */
+export type DirectorySetCellState = { type: "directory.setCellState"; cellId: string; state: CellState };
+/**
+ * A page of the ids of one kind whose entries are on `cellId` (Redis SSCAN: `cursor` "0" starts, a reply
+ * cursor "0" ends; an id may come twice, and one moved meanwhile may come or not). For drains.
+ */
+export type DirectoryCellEntries = { type: "directory.cellEntries"; cellId: string; kind: DirectoryEntryKind; cursor: string; count: number };
+
 export type DirectoryRequest =
+  | DirectoryMoveEntry
+  | DirectorySetCellState
+  | DirectoryCellEntries
   | DirectoryResolveUser
   | DirectoryAssignUser
   | DirectoryLookupUser
@@ -345,7 +530,27 @@ export type DirectoryRequest =
 
 const weight = integer({ min: 1, max: 1_000_000 });
 
+const scanCursor = string({ minLength: 1, maxLength: 20, pattern: /^[0-9]+$/ });
+/** Ids in one directory.cellEntries page. */
+export const cellEntriesPageMax = 1000;
+
 export const directoryRequest: Decoder<DirectoryRequest> = taggedUnion<DirectoryRequest>({
+  "directory.moveEntry": object({
+    type: literal("directory.moveEntry"),
+    kind: oneOf<DirectoryEntryKind>(["user", "conversation"]),
+    id: string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_-]{1,64}$/ }),
+    fromCellId: cellId,
+    toCellId: cellId,
+    expectedEpoch: integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+  }),
+  "directory.setCellState": object({ type: literal("directory.setCellState"), cellId, state: oneOf<CellState>(["active", "draining"]) }),
+  "directory.cellEntries": object({
+    type: literal("directory.cellEntries"),
+    cellId,
+    kind: oneOf<DirectoryEntryKind>(["user", "conversation"]),
+    cursor: scanCursor,
+    count: integer({ min: 1, max: cellEntriesPageMax }),
+  }),
   "directory.resolveUser": object({ type: literal("directory.resolveUser"), userId }),
   "directory.assignUser": object({ type: literal("directory.assignUser"), userId, cellId }),
   "directory.lookupUser": object({ type: literal("directory.lookupUser"), userId }),
@@ -363,7 +568,8 @@ export type DirectoryEntry = { kind: DirectoryEntryKind; id: string; cellId: str
 export type DirectoryEntryReply = { type: "directory.entry"; entry: DirectoryEntry; placed: boolean };
 export type DirectoryCellsReply = { type: "directory.cells"; cells: CellRecord[] };
 export type DirectoryErrorReply = { type: "directory.error"; code: CellErrorCode; message: string };
-export type DirectoryReply = DirectoryEntryReply | DirectoryCellsReply | DirectoryErrorReply;
+export type DirectoryCellEntriesReply = { type: "directory.cellEntries"; cellId: string; kind: DirectoryEntryKind; ids: string[]; cursor: string };
+export type DirectoryReply = DirectoryEntryReply | DirectoryCellsReply | DirectoryCellEntriesReply | DirectoryErrorReply;
 
 const directoryEntry: Decoder<DirectoryEntry> = object({
   kind: oneOf(["user", "conversation"]),
@@ -380,6 +586,13 @@ export const directoryReply: Decoder<DirectoryReply> = taggedUnion<DirectoryRepl
     placed: boolean,
   }),
   "directory.cells": object({ type: literal("directory.cells"), cells: array(cellRecord, { maxItems: 1000 }) }),
+  "directory.cellEntries": object({
+    type: literal("directory.cellEntries"),
+    cellId,
+    kind: oneOf<DirectoryEntryKind>(["user", "conversation"]),
+    ids: array(string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_-]{1,64}$/ }), { maxItems: 10 * cellEntriesPageMax }),
+    cursor: scanCursor,
+  }),
   "directory.error": object({ type: literal("directory.error"), code: cellErrorCode, message: errorText }),
 });
 
@@ -407,3 +620,29 @@ export function decodeJsonText<T>(decoder: Decoder<T>, text: string): DecodeResu
   if (!parsed.ok) return parsed;
   return decode(decoder, parsed.value);
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Operator → local topology launcher (request/reply on the topology subject, see subjects.ts). In
+// production an orchestrator starts a new cell's workers; on one machine the launcher does.
+
+/** Workers one addCell may start. */
+export const addCellWorkersMax = 8;
+/** Starts `workers` workers of cell `cellId` (they create and migrate its database and register it). */
+export type TopologyAddCell = { type: "topology.addCell"; cellId: string; workers: number; weight: number };
+export const topologyRequest: Decoder<TopologyAddCell> = object({
+  type: literal("topology.addCell"),
+  cellId,
+  workers: integer({ min: 1, max: addCellWorkersMax }),
+  weight,
+});
+export type TopologyCellStarted = { type: "topology.cellStarted"; cellId: string; workerIds: string[] };
+export type TopologyError = { type: "topology.error"; message: string };
+export type TopologyReply = TopologyCellStarted | TopologyError;
+export const topologyReply: Decoder<TopologyReply> = taggedUnion<TopologyReply>({
+  "topology.cellStarted": object({
+    type: literal("topology.cellStarted"),
+    cellId,
+    workerIds: array(string({ minLength: 1, maxLength: 48, pattern: /^[a-z0-9][a-z0-9-]*$/ }), { maxItems: addCellWorkersMax }),
+  }),
+  "topology.error": object({ type: literal("topology.error"), message: errorText }),
+});

@@ -36,6 +36,11 @@ export const cellErrorCodes = {
   not_owner: { retryable: true, description: "The worker does not own the key in its view of the ring; route again." },
   unknown_cell: { retryable: false, description: "The cell id is not registered in the directory." },
   not_found: { retryable: false, description: "No directory entry exists for the key." },
+  moving: { retryable: true, description: "The user's mailbox or the conversation is being migrated between cells; retry shortly." },
+  entry_changed: {
+    retryable: false,
+    description: "The directory entry is no longer on the cell (or at the epoch) a move expected: another move won; look it up again.",
+  },
 } as const satisfies Record<string, { retryable: boolean; description: string }>;
 
 export type CellErrorCode = keyof typeof cellErrorCodes | ErrorCode;

@@ -61,3 +61,9 @@ export function presenceSubject(namespace: string): string {
   assertToken(isNamespace(namespace), "namespace", namespace);
   return `${namespace}.presence`;
 }
+
+/** Requests to a local topology launcher (`cellwire up`, `npm start`): add a cell's workers at runtime. */
+export function topologySubject(namespace: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  return `${namespace}.topology.control`;
+}
