@@ -4,7 +4,10 @@ import {
   directoryReply,
   directorySubject,
   type CellRecord,
+  type CellState,
   type DirectoryEntry,
+  type DirectoryEntryKind,
+  type DirectoryMoveEntry,
   type DirectoryReply,
   type DirectoryRequest,
 } from "@cellwire/protocol";
@@ -57,6 +60,31 @@ export class DirectoryClient {
 
   async listCells(): Promise<CellRecord[]> {
     return this.expectCells(await this.send({ type: "directory.listCells" }));
+  }
+
+  /** The entry of a user or a conversation, or undefined when there is none (places nothing). */
+  lookup(kind: DirectoryEntryKind, id: string): Promise<DirectoryEntry | undefined> {
+    return kind === "user" ? this.lookupUser(id) : this.lookupConversation(id);
+  }
+
+  /**
+   * Flips an entry to `toCellId` with expectedEpoch + 1 (see DirectoryMoveEntry); throws RemoteError
+   * entry_changed when another move won, not_found or unknown_cell.
+   */
+  async moveEntry(move: Omit<DirectoryMoveEntry, "type">): Promise<DirectoryEntry> {
+    return this.expectEntry(await this.send({ type: "directory.moveEntry", ...move })).entry;
+  }
+
+  async setCellState(cellId: string, state: CellState): Promise<CellRecord[]> {
+    return this.expectCells(await this.send({ type: "directory.setCellState", cellId, state }));
+  }
+
+  /** One page of the ids of `kind` homed on `cellId`; a returned cursor of "0" means the scan is over. */
+  async cellEntries(cellId: string, kind: DirectoryEntryKind, cursor: string, count: number): Promise<{ ids: string[]; cursor: string }> {
+    const reply = await this.send({ type: "directory.cellEntries", cellId, kind, cursor, count });
+    if (reply.type === "directory.cellEntries") return { ids: reply.ids, cursor: reply.cursor };
+    if (reply.type === "directory.error") throw new RemoteError(reply.code, reply.message);
+    throw new RemoteError("internal", `unexpected directory reply ${reply.type}`);
   }
 
   private async entry(request: DirectoryRequest): Promise<EntryResult> {
