@@ -119,10 +119,12 @@ export type ImportedConversation = { kind: ConversationKind; title: string | nul
 
 /**
  * One page of a migrating key, at the owner of the key in the target cell. The first page (`first`)
- * replaces a tombstone left by an earlier move out of this cell, and makes the key `importing` (writes
- * answer `moving`); rows of later pages are inserted idempotently; the last page (`last`) sets the head
- * (`lastSeq`, and for a mailbox `floorSeq`) and makes the key active. A page for a key already active in
- * this cell changes nothing and answers `active` (the copy was done by an earlier attempt).
+ * replaces whatever an earlier attempt or an earlier move out of this cell left (a tombstone, or a copy
+ * still `importing`) and makes the key `importing`: every request for it answers `moving`. Rows of later
+ * pages are inserted idempotently. The `last` page is sent only after the directory flip, carries no
+ * rows, sets the head (`lastSeq`, and for a mailbox `floorSeq`) and makes the key active. A page for a
+ * key already active in this cell changes nothing and answers `active`: an earlier attempt finished the
+ * move (activation only ever follows the flip, so an active key is this cell's to keep).
  * Conversation pages carry `conversation` on the first page; members on any page.
  */
 export type CellImportRequest =
