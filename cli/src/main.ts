@@ -3,6 +3,8 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runHistory, runListen, runRead, runSend, runToken } from "./client-commands.ts";
 import { runCells, runWhereis } from "./directory-commands.ts";
+import { addCellWorkersMax } from "@cellwire/protocol";
+import { runAddCell, runDrain, runMigrate } from "./migration-commands.ts";
 import { runRing } from "./ring-command.ts";
 import { runUp } from "./up.ts";
 
@@ -23,6 +25,13 @@ Commands:
   ring <cellId> [--json]                          the cell's members, their lease ages and key shares
   cells [--json]                                  the registered cells, their weights and states
   whereis <userId> [--json]                       the user's home cell
+  migrate <userId> <cellId> [--json]              move a user's mailbox to another cell, live
+  migrate --conversation <id> <cellId> [--json]   move a conversation's home to another cell, live
+  drain <cellId> [--concurrency N] [--json]       move every user and conversation out of a cell (it
+                                                   gets no new ones), with progress on stderr
+  add-cell <cellId> [--workers N] [--weight W] [--json]
+                                                  start a new cell's workers in the running local
+                                                   topology (npm start) and wait until it takes users
   up                                              run the local topology (what npm start runs)
 
 Options for send, listen, history and read:
@@ -45,6 +54,9 @@ const options = {
   "timeout-ms": { type: "string" },
   limit: { type: "string" },
   json: { type: "boolean" },
+  concurrency: { type: "string" },
+  workers: { type: "string" },
+  weight: { type: "string" },
   help: { type: "boolean", short: "h" },
 } satisfies ParseArgsConfig["options"];
 
@@ -123,6 +135,24 @@ async function main(argv: string[]): Promise<number> {
       const userId = rest[0];
       if (userId === undefined) throw new UsageError("whereis needs a user id");
       return runWhereis(userId, serviceOptions());
+    }
+    case "migrate": {
+      const conversationId = values.conversation;
+      const [id, cellId] = conversationId === undefined ? [rest[0], rest[1]] : [conversationId, rest[0]];
+      if (id === undefined || cellId === undefined) throw new UsageError("migrate needs a user id (or --conversation <id>) and a target cell id");
+      return runMigrate(id, cellId, conversationId === undefined ? "user" : "conversation", serviceOptions());
+    }
+    case "drain": {
+      const cellId = rest[0];
+      if (cellId === undefined) throw new UsageError("drain needs a cell id");
+      return runDrain(cellId, positiveInteger("concurrency", values.concurrency, 8) ?? 8, serviceOptions());
+    }
+    case "add-cell": {
+      const cellId = rest[0];
+      if (cellId === undefined) throw new UsageError("add-cell needs a cell id");
+      const workers = positiveInteger("workers", values.workers, 2) ?? 2;
+      if (workers > addCellWorkersMax) throw new UsageError(`--workers must be at most ${addCellWorkersMax}`);
+      return runAddCell(cellId, workers, positiveInteger("weight", values.weight, 100) ?? 100, serviceOptions());
     }
     case "up":
       return runUp(process.env);

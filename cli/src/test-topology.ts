@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { connect } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import { destroyNamespace } from "./cleanup.ts";
+import { serveTopologyControl } from "./topology-control.ts";
 import { startTopology, type CellPlan, type Topology } from "./topology.ts";
 
 export type TestTopology = {
@@ -78,6 +79,9 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     await destroyNamespace({ namespace, cellIds: cells.map((cell) => cell.cellId), ...services }).catch(() => undefined);
     throw new Error(`${String(error)}\n${output.slice(-60).join("\n")}`);
   }
+  // Like the launcher of `npm start`, the test topology starts cells that `cellwire add-cell` asks for.
+  const control = await connect({ servers: [...services.natsServers], name: `cellwire-test-launcher-${namespace}` });
+  serveTopologyControl(control, namespace, () => topology);
   const handle: TestTopology = {
     namespace,
     get topology() {
@@ -90,8 +94,9 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
       return topology;
     },
     destroy: async (natsServers = services.natsServers) => {
+      await control.close().catch(() => undefined);
       await topology.stop();
-      await destroyNamespace({ namespace, cellIds: cells.map((cell) => cell.cellId), ...services, natsServers });
+      await destroyNamespace({ namespace, cellIds: topology.cellIds, ...services, natsServers });
     },
   };
   return handle;

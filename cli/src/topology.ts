@@ -45,6 +45,7 @@ export class TopologyStartError extends Error {
 
 export class Topology {
   private readonly children: Child[] = [];
+  private readonly addedCellIds: string[] = [];
   readonly edges: EdgeAddress[] = [];
   private stopping = false;
 
@@ -82,6 +83,27 @@ export class Topology {
     const next = Math.max(0, ...numbers) + 1;
     await this.spawn(`${prefix}${next}`, "@cellwire/cells/main", this.workerEnvironment(cellId, next));
     return `${cellId}-${next}`;
+  }
+
+  /**
+   * Starts the workers of a cell at runtime (`cellwire add-cell`): they create and migrate its database and
+   * register it with the directory under `weight`; resolves with their worker ids once all are ready.
+   */
+  async addCell(cellId: string, workerCount: number, weight: number): Promise<string[]> {
+    if (this.cellIds.includes(cellId)) throw new TopologyStartError(`cell ${cellId} already runs in this topology`);
+    this.addedCellIds.push(cellId);
+    const workerIds = Array.from({ length: workerCount }, (_, index) => `${cellId}-${index + 1}`);
+    await Promise.all(
+      workerIds.map((workerId, index) =>
+        this.spawn(`cellwire-worker-${workerId}`, "@cellwire/cells/main", { ...this.workerEnvironment(cellId, index + 1), WORKER_CELL_WEIGHT: String(weight) }),
+      ),
+    );
+    return workerIds;
+  }
+
+  /** Every cell this topology runs, those added at runtime included (their databases need cleaning up too). */
+  get cellIds(): string[] {
+    return [...this.options.cells.map((cell) => cell.cellId), ...this.addedCellIds];
   }
 
   private workerEnvironment(cellId: string, number: number): Record<string, string> {

@@ -4,6 +4,8 @@ import { EnvironmentReader, type Environment } from "@cellwire/cluster";
 import { namespacePattern } from "@cellwire/protocol";
 import { buildWebPage } from "@cellwire/web";
 import { servicesToCheck, unreachableServices } from "./preflight.ts";
+import { connect } from "@nats-io/transport-node";
+import { serveTopologyControl } from "./topology-control.ts";
 import { startTopology, type CellPlan } from "./topology.ts";
 
 export type UpConfig = {
@@ -59,6 +61,9 @@ export async function runUp(environment: Environment): Promise<number> {
       if (!stopping) process.stderr.write(`cellwire: ${processName} exited unexpectedly (status ${String(code)})\n`);
     },
   });
+  // `cellwire add-cell` asks this launcher to start a new cell's workers as its children.
+  const control = await connect({ servers: config.natsServers, name: "cellwire-launcher", maxReconnectAttempts: -1 });
+  serveTopologyControl(control, config.namespace, () => topology);
   const [first, second] = topology.edges;
   process.stdout.write(
     [
@@ -82,7 +87,11 @@ export async function runUp(environment: Environment): Promise<number> {
       if (stopping) return;
       stopping = true;
       process.stdout.write("stopping…\n");
-      void topology.stop().then(resolve);
+      void control
+        .close()
+        .catch(() => undefined)
+        .then(() => topology.stop())
+        .then(resolve);
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
