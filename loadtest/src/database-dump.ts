@@ -90,12 +90,17 @@ async function dumpCell(
 ): Promise<{ messages: Message[]; members: MemberRow[]; mailboxes: StoredMailbox[] }> {
   await client.query("begin isolation level repeatable read read only");
   try {
+    // A key that moved out of the cell leaves a tombstone (state 'moved'), and a copy being imported is
+    // not the key's yet: only active keys are the cell's data. Databases older than migration have no state.
+    const activeConversation = (await hasColumn(client, "conversations", "state"))
+      ? "and conversation_id in (select id from conversations where state = 'active')"
+      : "";
     const messages = await readPaged(client, limits, {
       what: `${databaseName}.messages`,
       query: `select conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body,
                      floor(extract(epoch from sent_at) * 1000)::bigint as sent_at_ms
               from messages
-              where $1::text is null or (conversation_id, seq) > ($1::text, $2::bigint)
+              where ($1::text is null or (conversation_id, seq) > ($1::text, $2::bigint)) ${activeConversation}
               order by conversation_id, seq
               limit $3`,
       cursorWidth: 2,
@@ -106,7 +111,7 @@ async function dumpCell(
       what: `${databaseName}.conversation_members`,
       query: `select conversation_id, user_id
               from conversation_members
-              where $1::text is null or (conversation_id, user_id) > ($1::text, $2::text)
+              where ($1::text is null or (conversation_id, user_id) > ($1::text, $2::text)) ${activeConversation}
               order by conversation_id, user_id
               limit $3`,
       cursorWidth: 2,
@@ -129,12 +134,20 @@ async function hasMailboxTables(client: pg.Client): Promise<boolean> {
   return isRecord(row) && row["present"] === true;
 }
 
+async function hasColumn(client: pg.Client, table: string, column: string): Promise<boolean> {
+  const result = await client.query("select count(*)::int as present from information_schema.columns where table_name = $1 and column_name = $2", [table, column]);
+  const row: unknown = result.rows[0];
+  return isRecord(row) && row["present"] === 1;
+}
+
 async function readMailboxes(client: pg.Client, databaseName: string, limits: DumpLimits): Promise<StoredMailbox[]> {
+  const activeMailbox = (await hasColumn(client, "mailboxes", "state")) ? "and state = 'active'" : "";
+  const activeEvents = activeMailbox === "" ? "" : "and user_id in (select user_id from mailboxes where state = 'active')";
   const heads = await readPaged(client, limits, {
     what: `${databaseName}.mailboxes`,
     query: `select user_id, last_seq, floor_seq
             from mailboxes
-            where $1::text is null or user_id > $1::text
+            where ($1::text is null or user_id > $1::text) ${activeMailbox}
             order by user_id
             limit $2`,
     cursorWidth: 1,
@@ -145,7 +158,7 @@ async function readMailboxes(client: pg.Client, databaseName: string, limits: Du
     what: `${databaseName}.mailbox_events`,
     query: `select user_id, seq, event_id::text as event_id, event
             from mailbox_events
-            where $1::text is null or (user_id, seq) > ($1::text, $2::bigint)
+            where ($1::text is null or (user_id, seq) > ($1::text, $2::bigint)) ${activeEvents}
             order by user_id, seq
             limit $3`,
     cursorWidth: 2,
