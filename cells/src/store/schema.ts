@@ -2,8 +2,28 @@
 // (`npm run db:generate -w @cellwire/cells`); workers apply them at start.
 //
 // Migrations only add: a database created by an earlier version moves forward without reshaping.
+//
+// Live migration (docs/decisions/0008-live-migration.md): a conversation and a mailbox row each carry the
+// key's migration state. `active` is the normal state; `frozen` while the key is copied out of this cell
+// (writes answer `moving`, reads are served); `importing` while a copy comes in (everything answers
+// `moving`); `moved` once the key lives elsewhere: the row stays as a tombstone naming the new home
+// (`moving_to_cell_id`, and `moved_epoch`, the directory epoch of the move) while its other rows are gone.
 import { sql } from "drizzle-orm";
 import { bigint, bigserial, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, unique } from "drizzle-orm/pg-core";
+
+export const keyStates = ["active", "frozen", "importing", "moved"] as const;
+export type KeyState = (typeof keyStates)[number];
+
+/** The migration columns, the same on conversations and mailboxes. */
+function migrationColumns() {
+  return {
+    state: text("state", { enum: keyStates }).notNull().default("active"),
+    /** The target cell while frozen, the new home once moved; null otherwise. */
+    movingToCellId: text("moving_to_cell_id"),
+    /** The directory epoch of the key in its new home, once moved (the cell.moved reply carries it). */
+    movedEpoch: bigint("moved_epoch", { mode: "number" }),
+  };
+}
 
 export const conversations = pgTable(
   "conversations",
@@ -21,8 +41,12 @@ export const conversations = pgTable(
      * a newer one did. 0 for rows of databases older than the epochs.
      */
     ownerEpoch: bigint("owner_epoch", { mode: "number" }).notNull().default(0),
+    ...migrationColumns(),
   },
-  (table) => [check("conversations_kind_check", sql`${table.kind} in ('direct', 'group')`)],
+  (table) => [
+    check("conversations_kind_check", sql`${table.kind} in ('direct', 'group')`),
+    check("conversations_state_check", sql`${table.state} in ('active', 'frozen', 'importing', 'moved')`),
+  ],
 );
 
 export const conversationMembers = pgTable(
@@ -67,13 +91,18 @@ export const messages = pgTable(
  * statement increments it under the row lock, so the per-user sequence is gapless); every event up to
  * `floor_seq` was cut by retention.
  */
-export const mailboxes = pgTable("mailboxes", {
-  userId: text("user_id").primaryKey(),
-  lastSeq: bigint("last_seq", { mode: "number" }).notNull().default(0),
-  floorSeq: bigint("floor_seq", { mode: "number" }).notNull().default(0),
-  /** The highest ring epoch an append was made under; fences stale mailbox owners as on conversations. */
-  ownerEpoch: bigint("owner_epoch", { mode: "number" }).notNull().default(0),
-});
+export const mailboxes = pgTable(
+  "mailboxes",
+  {
+    userId: text("user_id").primaryKey(),
+    lastSeq: bigint("last_seq", { mode: "number" }).notNull().default(0),
+    floorSeq: bigint("floor_seq", { mode: "number" }).notNull().default(0),
+    /** The highest ring epoch an append was made under; fences stale mailbox owners as on conversations. */
+    ownerEpoch: bigint("owner_epoch", { mode: "number" }).notNull().default(0),
+    ...migrationColumns(),
+  },
+  (table) => [check("mailboxes_state_check", sql`${table.state} in ('active', 'frozen', 'importing', 'moved')`)],
+);
 
 /** A user's ordered event log. `event_id` makes appends idempotent: one entry per (user, event). */
 export const mailboxEvents = pgTable(
