@@ -1,8 +1,6 @@
 // The spine, end to end on real processes, Redis, NATS and Postgres: alice on edge 1 and bob on edge 2,
 // living in different cells, exchange direct and group messages; bad input gets documented codes; the
 // CLI works across edges; history survives a full restart of the topology.
-import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -11,9 +9,9 @@ import { DirectoryClient } from "@cellwire/cluster";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { closeCodes, type Message } from "@cellwire/protocol";
 import { RawSocket } from "./raw-socket.ts";
+import { runCli } from "./run-cli.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
-const cliPath = fileURLToPath(new URL("../bin/cellwire.js", import.meta.url));
 
 let test: TestTopology;
 let nats: NatsConnection;
@@ -75,20 +73,6 @@ async function rawSession(userId: string, edgeIndex = 0): Promise<RawSocket> {
   socket.send(JSON.stringify({ type: "hello", protocolVersion: 1, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }));
   await socket.frame((frame) => frame["type"] === "welcome");
   return socket;
-}
-
-function runCli(args: string[], onStderr?: (text: string) => void, environment: Record<string, string> = {}): { done: Promise<{ status: number | null; stdout: string; stderr: string }> } {
-  const child = spawn(process.execPath, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...environment } });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    stdout += chunk.toString();
-  });
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-    onStderr?.(stderr);
-  });
-  return { done: new Promise((resolve) => child.on("exit", (status) => resolve({ status, stdout, stderr }))) };
 }
 
 beforeAll(async () => {
