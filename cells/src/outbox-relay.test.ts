@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { messageOf } from "@cellwire/protocol";
 import { OutboxRelay, type OutboxRelayLimits } from "./outbox-relay.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
-import { newGroupId } from "./store/store-contract.ts";
+import { newGroupId, pageOf } from "./store/store-contract.ts";
 import type { OutboxEntry, OutboxQuery } from "./store/store.ts";
 
 const silentLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -66,7 +66,7 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
     return result.outbox;
   }
   async function mailbox(userId: string): Promise<string[]> {
-    const page = await mailboxes.mailboxPage({ userId, afterSeq: 0, limit: 100 });
+    const page = pageOf(await mailboxes.mailboxPage({ userId, afterSeq: 0, limit: 100 }));
     return page.events.map((entry) => messageOf(entry.event)?.body ?? `(${entry.event.kind})`);
   }
   async function pending(conversationId: string): Promise<OutboxEntry[]> {

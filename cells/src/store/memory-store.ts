@@ -6,12 +6,36 @@ import { randomUUID } from "node:crypto";
 import {
   groupMembersMax,
   messageEventId,
+  type ImportedMailboxEvent,
   type ConversationKind,
   type ConversationSummary,
   type Message,
   type SequencedEvent,
 } from "@cellwire/protocol";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients, type Positions } from "./receipt-positions.ts";
+import { importRefusal, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
+import type { KeyState } from "./schema.ts";
+import {
+  tombstoneBatchRowsDefault,
+  type CellStoreStats,
+  type ConversationExport,
+  type EpochFenced,
+  type ExportMailboxInput,
+  type ExportMessagesInput,
+  type Fenced,
+  type FreezeInput,
+  type FreezeResult,
+  type ImportPageInput,
+  type ImportPageResult,
+  type KeyMigrationState,
+  type MailboxPageResult,
+  type MembersResult,
+  type MigrationKey,
+  type MigrationRefusal,
+  type TombstoneInput,
+  type TombstoneResult,
+  type UnfreezeResult,
+} from "./store.ts";
 import type {
   AddMembersInput,
   AppendMailboxInput,
@@ -23,7 +47,6 @@ import type {
   CreateGroupInput,
   HistoryInput,
   HistoryResult,
-  MailboxPage,
   MailboxPageInput,
   MarkReceiptInput,
   MarkReceiptResult,
@@ -34,11 +57,18 @@ import type {
   StoreLimits,
 } from "./store.ts";
 
-type StoredConversation = {
+/** The migration columns of a row (schema.ts), the same on conversations and mailboxes. */
+type MigrationColumns = { state: KeyState; movingToCellId: string | null; movedEpoch: number | null };
+
+type StoredConversation = MigrationColumns & {
   readonly id: string;
   readonly kind: ConversationKind;
   readonly title: string | null;
+  readonly createdByUserId: string;
+  readonly createdAtMs: number;
   readonly members: Set<string>;
+  /** userId → when the member joined. */
+  readonly joinedAtMs: Map<string, number>;
   /** The highest epoch the conversation was written under. */
   ownerEpoch: number;
   readonly messages: Message[];
@@ -48,7 +78,7 @@ type StoredConversation = {
   readonly positions: Map<string, Positions>;
 };
 
-type StoredMailbox = {
+type StoredMailbox = MigrationColumns & {
   lastSeq: number;
   /** The highest epoch an append was made under. */
   ownerEpoch: number;
@@ -72,7 +102,10 @@ export class MemoryConversationStore implements ConversationStore {
   private readonly limits: StoreLimits;
 
   constructor(limits: Partial<StoreLimits> = {}, private readonly clock: () => number = Date.now) {
-    this.limits = { groupMembersMax: Math.min(limits.groupMembersMax ?? groupMembersMax, groupMembersMax) };
+    this.limits = {
+      groupMembersMax: Math.min(limits.groupMembersMax ?? groupMembersMax, groupMembersMax),
+      tombstoneBatchRowsMax: limits.tombstoneBatchRowsMax ?? tombstoneBatchRowsDefault,
+    };
   }
 
   async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
@@ -82,9 +115,11 @@ export class MemoryConversationStore implements ConversationStore {
     const dedupeKey = `${input.senderUserId}\n${input.clientMessageId}`;
     const existingIndex = conversation.byClientMessage.get(dedupeKey);
     const existing = existingIndex === undefined ? undefined : conversation.messages[existingIndex];
-    if (existing !== undefined) return { outcome: "stored", message: { ...existing }, deduplicated: true, outbox: [] };
-    // As in Postgres, the fence answers before the membership check.
-    if (conversation.ownerEpoch > input.epoch) return fenced;
+    // A repeated send is a read: answered while frozen, not while importing.
+    if (existing !== undefined && conversation.state !== "importing") return { outcome: "stored", message: { ...existing }, deduplicated: true, outbox: [] };
+    // As in Postgres, the state and the fence answer before the membership check.
+    const refusal = admit(conversation, input.epoch);
+    if (refusal !== undefined) return refusal;
     if (!conversation.members.has(input.senderUserId)) return { outcome: "not_a_member" };
     conversation.ownerEpoch = input.epoch;
     const message: Message = {
@@ -119,9 +154,11 @@ export class MemoryConversationStore implements ConversationStore {
     if (input.userId === input.peerUserId) return { outcome: "invalid_peer" };
     let conversation = this.conversations.get(input.conversationId);
     if (conversation === undefined) {
-      conversation = this.create(input.conversationId, "direct", null, [input.userId, input.peerUserId], input.epoch);
-    } else if (!claim(conversation, input.epoch)) {
-      return fenced;
+      conversation = this.create(input.conversationId, "direct", null, input.userId, [input.userId, input.peerUserId], input.epoch);
+    } else {
+      // A tombstone is kept, so a conversation that moved away is never re-created here.
+      const refusal = claim(conversation, input.epoch);
+      if (refusal !== undefined) return refusal;
     }
     if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
     return { outcome: "conversation", conversation: summaryOf(conversation) };
@@ -132,9 +169,10 @@ export class MemoryConversationStore implements ConversationStore {
     if (memberUserIds.size > this.limits.groupMembersMax) return { outcome: "too_many_members" };
     let conversation = this.conversations.get(input.conversationId);
     if (conversation === undefined) {
-      conversation = this.create(input.conversationId, "group", input.title, memberUserIds, input.epoch);
-    } else if (!claim(conversation, input.epoch)) {
-      return fenced;
+      conversation = this.create(input.conversationId, "group", input.title, input.creatorUserId, memberUserIds, input.epoch);
+    } else {
+      const refusal = claim(conversation, input.epoch);
+      if (refusal !== undefined) return refusal;
     }
     if (conversation.kind !== "group" || !conversation.members.has(input.creatorUserId)) return { outcome: "not_a_member" };
     return { outcome: "conversation", conversation: summaryOf(conversation) };
@@ -143,18 +181,26 @@ export class MemoryConversationStore implements ConversationStore {
   async addMembers(input: AddMembersInput): Promise<ConversationResult<"not_a_member" | "not_a_group" | "too_many_members">> {
     const conversation = this.conversations.get(input.conversationId);
     if (conversation === undefined) return { outcome: "not_a_member" };
-    if (!claim(conversation, input.epoch)) return fenced;
+    const refusal = claim(conversation, input.epoch);
+    if (refusal !== undefined) return refusal;
     if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
     if (conversation.kind !== "group") return { outcome: "not_a_group" };
     const added = input.userIds.filter((userId) => !conversation.members.has(userId));
     if (conversation.members.size + new Set(added).size > this.limits.groupMembersMax) return { outcome: "too_many_members" };
-    for (const userId of added) conversation.members.add(userId);
+    const joinedAtMs = this.clock();
+    for (const userId of added) {
+      conversation.members.add(userId);
+      conversation.joinedAtMs.set(userId, joinedAtMs);
+    }
     return { outcome: "conversation", conversation: summaryOf(conversation) };
   }
 
   async history(input: HistoryInput): Promise<HistoryResult> {
     const conversation = this.conversations.get(input.conversationId);
-    if (conversation === undefined || !conversation.members.has(input.userId)) return { outcome: "not_a_member" };
+    if (conversation === undefined) return { outcome: "not_a_member" };
+    const refusal = readRefusal(conversation);
+    if (refusal !== undefined) return refusal;
+    if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
     // Seqs are 1..n, so the message with seq s sits at index s - 1.
     const end = input.beforeSeq === null ? conversation.messages.length : Math.min(conversation.messages.length, input.beforeSeq - 1);
     const start = Math.max(0, end - input.limit);
@@ -166,7 +212,8 @@ export class MemoryConversationStore implements ConversationStore {
   async markReceipt(input: MarkReceiptInput): Promise<MarkReceiptResult> {
     const conversation = this.conversations.get(input.conversationId);
     if (conversation === undefined) return { outcome: "not_a_member" };
-    if (!claim(conversation, input.epoch)) return fenced;
+    const refusal = claim(conversation, input.epoch);
+    if (refusal !== undefined) return refusal;
     if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
     if (input.seq > conversation.messages.length) return { outcome: "seq_beyond_last", lastSeq: conversation.messages.length };
     const before = conversation.positions.get(input.userId) ?? { readSeq: 0, deliveredSeq: 0 };
@@ -185,21 +232,24 @@ export class MemoryConversationStore implements ConversationStore {
     return { outcome: "receipt", ...after, outbox: outbox.map(copyEntry) };
   }
 
-  async members(conversationId: string): Promise<string[]> {
+  async members(conversationId: string): Promise<MembersResult> {
     const conversation = this.conversations.get(conversationId);
-    return conversation === undefined ? [] : [...conversation.members].sort();
+    if (conversation === undefined) return { outcome: "members", memberUserIds: [] };
+    return readRefusal(conversation) ?? { outcome: "members", memberUserIds: [...conversation.members].sort() };
   }
 
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
     const { userId, eventId, event, epoch } = input;
     let mailbox = this.mailboxes.get(userId);
     const existing = mailbox?.seqByEventId.get(eventId);
-    if (existing !== undefined) return { outcome: "appended", seq: existing, deduplicated: true };
+    // A repeated event is a read: answered while frozen, not while importing.
+    if (existing !== undefined && mailbox?.state !== "importing") return { outcome: "appended", seq: existing, deduplicated: true };
     if (mailbox === undefined) {
-      mailbox = { lastSeq: 0, floorSeq: 0, ownerEpoch: epoch, events: [], seqByEventId: new Map() };
+      mailbox = newMailbox("active", 0, epoch);
       this.mailboxes.set(userId, mailbox);
     }
-    if (mailbox.ownerEpoch > epoch) return fenced;
+    const refusal = admit(mailbox, epoch);
+    if (refusal !== undefined) return refusal;
     mailbox.ownerEpoch = epoch;
     mailbox.lastSeq += 1;
     mailbox.events.push({ seq: mailbox.lastSeq, event: structuredClone(event), eventId });
@@ -207,12 +257,14 @@ export class MemoryConversationStore implements ConversationStore {
     return { outcome: "appended", seq: mailbox.lastSeq, deduplicated: false };
   }
 
-  async mailboxPage(input: MailboxPageInput): Promise<MailboxPage> {
+  async mailboxPage(input: MailboxPageInput): Promise<MailboxPageResult> {
     const mailbox = this.mailboxes.get(input.userId);
-    if (mailbox === undefined) return { events: [], headSeq: 0, floorSeq: 0 };
+    if (mailbox === undefined) return { outcome: "page", events: [], headSeq: 0, floorSeq: 0 };
+    const refusal = readRefusal(mailbox);
+    if (refusal !== undefined) return refusal;
     const start = Math.max(0, input.afterSeq - mailbox.floorSeq);
     const events = mailbox.events.slice(start, start + input.limit).map(({ seq, event }): SequencedEvent => ({ seq, event: structuredClone(event) }));
-    return { events: trimToPageBudget(events).kept, headSeq: mailbox.lastSeq, floorSeq: mailbox.floorSeq };
+    return { outcome: "page", events: trimToPageBudget(events).kept, headSeq: mailbox.lastSeq, floorSeq: mailbox.floorSeq };
   }
 
   async trimMailbox(userId: string, throughSeq: number): Promise<number> {
@@ -247,23 +299,240 @@ export class MemoryConversationStore implements ConversationStore {
     }
   }
 
+  async migrationState(key: MigrationKey): Promise<KeyMigrationState | undefined> {
+    const row = this.row(key);
+    if (row === undefined) return undefined;
+    const { state, movingToCellId, movedEpoch } = row;
+    if ("messages" in row) return { state, movingToCellId, movedEpoch, lastSeq: row.messages.length, floorSeq: 0 };
+    return { state, movingToCellId, movedEpoch, lastSeq: row.lastSeq, floorSeq: row.floorSeq };
+  }
+
+  async freeze(input: FreezeInput): Promise<FreezeResult> {
+    let row = this.row(input);
+    if (row === undefined) {
+      if (input.kind === "conversation") return { outcome: "not_found" };
+      // An empty frozen mailbox, so that the move leaves a tombstone here.
+      row = newMailbox("active", 0, input.epoch);
+      this.mailboxes.set(input.id, row);
+    }
+    const refusal = writeRefusal(row, input.epoch);
+    // Freezing again (a retried move, possibly toward another cell) is allowed.
+    if (refusal !== undefined && !(refusal.outcome === "moving" && row.state === "frozen")) return refusal;
+    row.ownerEpoch = input.epoch;
+    row.state = "frozen";
+    row.movingToCellId = input.toCellId;
+    if ("messages" in row) return { outcome: "frozen", lastSeq: row.messages.length, floorSeq: 0 };
+    return { outcome: "frozen", lastSeq: row.lastSeq, floorSeq: row.floorSeq };
+  }
+
+  async unfreeze(input: EpochFenced & MigrationKey): Promise<UnfreezeResult> {
+    const row = this.row(input);
+    if (row === undefined) return { outcome: "not_found" };
+    const refusal = writeRefusal(row, input.epoch);
+    if (refusal !== undefined && !(refusal.outcome === "moving" && row.state === "frozen")) return refusal;
+    row.ownerEpoch = input.epoch;
+    row.state = "active";
+    row.movingToCellId = null;
+    return { outcome: "active" };
+  }
+
+  async exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]> {
+    const mailbox = this.mailboxes.get(input.userId);
+    if (mailbox === undefined) return [];
+    const start = Math.max(0, input.afterSeq - mailbox.floorSeq);
+    const events = mailbox.events.slice(start, start + input.limit).map(({ seq, eventId, event }) => ({ seq, eventId, event: structuredClone(event) }));
+    return trimToPageBudget(events).kept;
+  }
+
+  async exportConversation(conversationId: string): Promise<ConversationExport | undefined> {
+    const conversation = this.conversations.get(conversationId);
+    if (conversation === undefined) return undefined;
+    const { kind, title, createdByUserId, createdAtMs } = conversation;
+    const members = [...conversation.members].sort().map((userId) => {
+      const positions = conversation.positions.get(userId) ?? { readSeq: 0, deliveredSeq: 0 };
+      return { userId, joinedAtMs: conversation.joinedAtMs.get(userId) ?? createdAtMs, readSeq: positions.readSeq, deliveredSeq: positions.deliveredSeq };
+    });
+    return { conversation: { kind, title, createdByUserId, createdAtMs }, members };
+  }
+
+  async exportMessages(input: ExportMessagesInput): Promise<Message[]> {
+    const conversation = this.conversations.get(input.conversationId);
+    if (conversation === undefined) return [];
+    const start = Math.max(0, input.afterSeq);
+    return trimToPageBudget(conversation.messages.slice(start, start + input.limit).map((message) => ({ ...message }))).kept;
+  }
+
+  async importPage(input: ImportPageInput): Promise<ImportPageResult> {
+    const current = this.row(input);
+    const refusal = input.first
+      ? current !== undefined && (current.state === "active" || current.state === "frozen" || current.ownerEpoch > input.epoch)
+        ? importRefusal(current, input.epoch, true)
+        : undefined
+      : current === undefined || current.state !== "importing" || current.ownerEpoch > input.epoch
+        ? importRefusal(current, input.epoch, false)
+        : undefined;
+    if (refusal !== undefined) return refusal;
+    if (input.kind === "user") {
+      let mailbox = this.mailboxes.get(input.id);
+      if (input.first || mailbox === undefined) {
+        mailbox = newMailbox("importing", input.floorSeq, input.epoch);
+        this.mailboxes.set(input.id, mailbox);
+      }
+      mailbox.ownerEpoch = input.epoch;
+      for (const entry of input.events) {
+        // Pages come in seq order; an event already copied (a retried page) is kept.
+        if (entry.seq <= mailbox.lastSeq) continue;
+        if (entry.seq !== mailbox.lastSeq + 1) throw new RangeError(`import of ${input.id}: event ${entry.seq} after ${mailbox.lastSeq}`);
+        mailbox.events.push({ seq: entry.seq, eventId: entry.eventId, event: structuredClone(entry.event) });
+        mailbox.seqByEventId.set(entry.eventId, entry.seq);
+        mailbox.lastSeq = entry.seq;
+      }
+      if (!input.last) return { outcome: "importing" };
+      mailbox.state = "active";
+      mailbox.lastSeq = input.lastSeq;
+      return { outcome: "active" };
+    }
+    let conversation = this.conversations.get(input.id);
+    if (input.first || conversation === undefined) {
+      const description = input.conversation;
+      // The request handler refuses a first conversation page without its description.
+      if (description === null) throw new RangeError(`the first import page of ${input.id} has no conversation`);
+      this.deleteOutboxOf(input.id);
+      conversation = this.create(input.id, description.kind, description.title, description.createdByUserId, [], input.epoch, description.createdAtMs);
+      conversation.state = "importing";
+    }
+    conversation.ownerEpoch = input.epoch;
+    for (const member of input.members) {
+      if (conversation.members.has(member.userId)) continue;
+      conversation.members.add(member.userId);
+      conversation.joinedAtMs.set(member.userId, member.joinedAtMs);
+      if (member.readSeq > 0 || member.deliveredSeq > 0) conversation.positions.set(member.userId, { readSeq: member.readSeq, deliveredSeq: member.deliveredSeq });
+    }
+    for (const message of input.messages) {
+      if (message.seq <= conversation.messages.length) continue;
+      if (message.seq !== conversation.messages.length + 1) throw new RangeError(`import of ${input.id}: message ${message.seq} after ${conversation.messages.length}`);
+      conversation.byClientMessage.set(`${message.senderUserId}\n${message.clientMessageId}`, conversation.messages.length);
+      conversation.messages.push({ ...message });
+    }
+    const createdAtMs = this.clock();
+    for (const entry of input.outbox) {
+      const pending = [...this.outbox.values()].some((row) => row.entry.recipientUserId === entry.recipientUserId && row.entry.eventId === entry.eventId);
+      if (pending) continue;
+      this.lastOutboxId += 1;
+      const row: OutboxEntry = { id: this.lastOutboxId, conversationId: input.id, recipientUserId: entry.recipientUserId, eventId: entry.eventId, event: structuredClone(entry.event) };
+      this.outbox.set(row.id, { entry: row, createdAtMs, attempts: 0 });
+    }
+    if (!input.last) return { outcome: "importing" };
+    // Every message up to lastSeq was copied, so the head is the messages' length.
+    if (conversation.messages.length !== input.lastSeq) throw new RangeError(`import of ${input.id}: ${conversation.messages.length} messages, lastSeq ${input.lastSeq}`);
+    conversation.state = "active";
+    return { outcome: "active" };
+  }
+
+  async tombstone(input: TombstoneInput): Promise<TombstoneResult> {
+    let row = this.row(input);
+    if (row === undefined) {
+      if (input.kind === "conversation") return { outcome: "not_found" };
+      row = newMailbox("active", 0, input.epoch);
+      this.mailboxes.set(input.id, row);
+    }
+    if (row.ownerEpoch > input.epoch) return fenced;
+    if (row.state === "importing") return { outcome: "moving" };
+    row.ownerEpoch = input.epoch;
+    row.state = "moved";
+    row.movingToCellId = input.toCellId;
+    row.movedEpoch = input.movedEpoch;
+    let deletedRows = 0;
+    if ("messages" in row) {
+      deletedRows = row.messages.length + row.members.size + row.positions.size + this.deleteOutboxOf(row.id);
+      row.messages.length = 0;
+      row.byClientMessage.clear();
+      row.members.clear();
+      row.joinedAtMs.clear();
+      row.positions.clear();
+    } else {
+      deletedRows = row.events.length;
+      row.events.length = 0;
+      row.seqByEventId.clear();
+    }
+    return { outcome: "moved", deletedRows };
+  }
+
+  async stats(): Promise<CellStoreStats> {
+    const count = (rows: Iterable<MigrationColumns>, state: KeyState) => [...rows].filter((row) => row.state === state).length;
+    return {
+      users: count(this.mailboxes.values(), "active"),
+      conversations: count(this.conversations.values(), "active"),
+      outboxRows: this.outbox.size,
+      frozen: count(this.mailboxes.values(), "frozen") + count(this.conversations.values(), "frozen"),
+    };
+  }
+
+  private row(key: MigrationKey): StoredConversation | StoredMailbox | undefined {
+    return key.kind === "user" ? this.mailboxes.get(key.id) : this.conversations.get(key.id);
+  }
+
+  /** Deletes a conversation's outbox rows; returns how many. */
+  private deleteOutboxOf(conversationId: string): number {
+    let deleted = 0;
+    for (const [id, row] of this.outbox) {
+      if (row.entry.conversationId !== conversationId) continue;
+      this.outbox.delete(id);
+      deleted += 1;
+    }
+    return deleted;
+  }
+
   /** Failed relays counted on a row (tests). */
   outboxAttempts(id: number): number | undefined {
     return this.outbox.get(id)?.attempts;
   }
 
-  private create(id: string, kind: ConversationKind, title: string | null, members: Iterable<string>, ownerEpoch: number): StoredConversation {
-    const conversation: StoredConversation = { id, kind, title, members: new Set(members), ownerEpoch, messages: [], byClientMessage: new Map(), positions: new Map() };
+  private create(
+    id: string,
+    kind: ConversationKind,
+    title: string | null,
+    createdByUserId: string,
+    members: Iterable<string>,
+    ownerEpoch: number,
+    createdAtMs: number = this.clock(),
+  ): StoredConversation {
+    const memberSet = new Set(members);
+    const conversation: StoredConversation = {
+      id,
+      kind,
+      title,
+      createdByUserId,
+      createdAtMs,
+      members: memberSet,
+      joinedAtMs: new Map([...memberSet].map((userId) => [userId, createdAtMs])),
+      ownerEpoch,
+      messages: [],
+      byClientMessage: new Map(),
+      positions: new Map(),
+      state: "active",
+      movingToCellId: null,
+      movedEpoch: null,
+    };
     this.conversations.set(id, conversation);
     return conversation;
   }
 }
 
-/** The fence: raises the conversation's epoch to `epoch` unless it was written under a later one. */
-function claim(conversation: StoredConversation, epoch: number): boolean {
-  if (conversation.ownerEpoch > epoch) return false;
-  conversation.ownerEpoch = epoch;
-  return true;
+/** Why a write under `epoch` is refused (key-state.ts); undefined when it may go ahead. */
+function admit(row: KeyRow, epoch: number): Fenced | MigrationRefusal | undefined {
+  return writeRefusal(row, epoch);
+}
+
+/** The fence and the state: raises the row's epoch to `epoch` unless a refusal answers (then nothing changes). */
+function claim(row: KeyRow & { ownerEpoch: number }, epoch: number): Fenced | MigrationRefusal | undefined {
+  const refusal = writeRefusal(row, epoch);
+  if (refusal === undefined) row.ownerEpoch = epoch;
+  return refusal;
+}
+
+function newMailbox(state: KeyState, floorSeq: number, ownerEpoch: number): StoredMailbox {
+  return { lastSeq: floorSeq, floorSeq, ownerEpoch, events: [], seqByEventId: new Map(), state, movingToCellId: null, movedEpoch: null };
 }
 
 function copyEntry(entry: OutboxEntry): OutboxEntry {

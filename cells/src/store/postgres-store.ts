@@ -11,6 +11,10 @@
 // carries the writer's ring epoch and, in the statement that takes the row lock, requires
 // `owner_epoch <= epoch` and sets `owner_epoch = epoch`. A worker that lost the key (paused past its
 // lease, or behind on the membership watch) therefore cannot commit once the new owner has written.
+//
+// Migration states (key-state.ts) are checked the same way: the statement that takes the row lock also
+// requires `state = 'active'`, so a freeze (which takes the same lock) orders with sends and appends, and
+// the hot path runs no extra statement. Only a refused write reads the row again to say why.
 import { trimToPageBudget } from "./page-budget.ts";
 import { randomUUID } from "node:crypto";
 import { and, eq, lte, sql, type SQL } from "drizzle-orm";
@@ -20,6 +24,9 @@ import type { Pool } from "pg";
 import {
   decode,
   groupMembersMax,
+  type ImportedConversation,
+  type ImportedMailboxEvent,
+  type ImportedMember,
   isRecord,
   mailboxEvent as mailboxEventDecoder,
   message as messageDecoder,
@@ -28,9 +35,36 @@ import {
   type Message,
   type SequencedEvent,
 } from "@cellwire/protocol";
-import { conversationMembers, conversations, outbox as outboxTable, readPositions } from "./schema.ts";
+import {
+  conversationMembers,
+  conversations,
+  mailboxEvents as mailboxEventsTable,
+  messages as messagesTable,
+  outbox as outboxTable,
+  readPositions,
+} from "./schema.ts";
+import { importRefusal, parseKeyState, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients } from "./receipt-positions.ts";
 import { StoreRowError, postgresErrorCode, uniqueViolation } from "./errors.ts";
+import {
+  tombstoneBatchRowsDefault,
+  type CellStoreStats,
+  type ConversationExport,
+  type EpochFenced,
+  type ExportMailboxInput,
+  type ExportMessagesInput,
+  type FreezeInput,
+  type FreezeResult,
+  type ImportPageInput,
+  type ImportPageResult,
+  type KeyMigrationState,
+  type MailboxPageResult,
+  type MembersResult,
+  type MigrationKey,
+  type TombstoneInput,
+  type TombstoneResult,
+  type UnfreezeResult,
+} from "./store.ts";
 import type {
   AddMembersInput,
   AppendMailboxInput,
@@ -42,7 +76,6 @@ import type {
   CreateGroupInput,
   HistoryInput,
   HistoryResult,
-  MailboxPage,
   MailboxPageInput,
   MarkReceiptInput,
   MarkReceiptResult,
@@ -87,7 +120,10 @@ export class PostgresConversationStore implements ConversationStore {
 
   constructor(pool: Pool, limits: Partial<StoreLimits> = {}) {
     this.database = drizzle({ client: pool });
-    this.limits = { groupMembersMax: Math.min(limits.groupMembersMax ?? groupMembersMax, groupMembersMax) };
+    this.limits = {
+      groupMembersMax: Math.min(limits.groupMembersMax ?? groupMembersMax, groupMembersMax),
+      tombstoneBatchRowsMax: limits.tombstoneBatchRowsMax ?? tombstoneBatchRowsDefault,
+    };
   }
 
   async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
@@ -105,7 +141,8 @@ export class PostgresConversationStore implements ConversationStore {
     // The fence is part of the UPDATE's condition, so Postgres re-checks it on the newest row version once
     // it holds the lock. The members are those of the statement's snapshot: a member added by a
     // transaction that commits while this statement waits for the row lock gets the message in history,
-    // not in the mailbox.
+    // not in the mailbox. A repeated send is a read: answered while frozen, not while importing (a copy
+    // still coming in); only an active conversation takes a new message.
     const result = await this.database.execute(sql`
       with existing as (
         select ${messageColumns}, true as deduplicated
@@ -113,11 +150,13 @@ export class PostgresConversationStore implements ConversationStore {
         where conversation_id = ${conversationId}::text
           and sender_user_id = ${senderUserId}::text
           and client_message_id = ${clientMessageId}::text
+          and not exists (select 1 from conversations where id = ${conversationId}::text and state = 'importing')
       ),
       advanced as (
         update conversations set last_seq = last_seq + 1, owner_epoch = ${epoch}::bigint
         where id = ${conversationId}::text
           and owner_epoch <= ${epoch}::bigint
+          and state = 'active'
           and not exists (select 1 from existing)
           and exists (
             select 1 from conversation_members
@@ -152,7 +191,7 @@ export class PostgresConversationStore implements ConversationStore {
       from inserted
     `);
     const row = result.rows[0];
-    if (row === undefined) return (await this.writtenAfter(conversationId, epoch)) ? fenced : { outcome: "not_a_member" };
+    if (row === undefined) return (await this.conversationRefusal(conversationId, epoch)) ?? { outcome: "not_a_member" };
     if (result.rows.length > 1) throw new StoreRowError(`append returned ${result.rows.length} rows for one message`);
     const deduplicated = row["deduplicated"];
     if (typeof deduplicated !== "boolean") throw new StoreRowError("append row: deduplicated must be a boolean");
@@ -175,7 +214,8 @@ export class PostgresConversationStore implements ConversationStore {
     if (input.userId === input.peerUserId) return { outcome: "invalid_peer" };
     return this.database.transaction(async (transaction) => {
       const claimed = await claimConversation(transaction, { id: input.conversationId, kind: "direct", title: null, createdByUserId: input.userId }, input.epoch);
-      if (claimed === "fenced") return fenced;
+      // A tombstone is a row too: the claim does not re-create a conversation that moved away.
+      if (claimed === "refused") return (await this.conversationRefusal(input.conversationId, input.epoch, transaction)) ?? fenced;
       if (claimed === "created") {
         await transaction
           .insert(conversationMembers)
@@ -197,7 +237,7 @@ export class PostgresConversationStore implements ConversationStore {
         { id: input.conversationId, kind: "group", title: input.title, createdByUserId: input.creatorUserId },
         input.epoch,
       );
-      if (claimed === "fenced") return fenced;
+      if (claimed === "refused") return (await this.conversationRefusal(input.conversationId, input.epoch, transaction)) ?? fenced;
       if (claimed === "created") {
         await transaction
           .insert(conversationMembers)
@@ -219,10 +259,10 @@ export class PostgresConversationStore implements ConversationStore {
       const locked = await transaction
         .update(conversations)
         .set({ ownerEpoch: input.epoch })
-        .where(and(eq(conversations.id, input.conversationId), lte(conversations.ownerEpoch, input.epoch)))
+        .where(and(eq(conversations.id, input.conversationId), lte(conversations.ownerEpoch, input.epoch), eq(conversations.state, "active")))
         .returning({ kind: conversations.kind });
       const conversation = locked[0];
-      if (conversation === undefined) return (await this.writtenAfter(input.conversationId, input.epoch, transaction)) ? fenced : { outcome: "not_a_member" };
+      if (conversation === undefined) return (await this.conversationRefusal(input.conversationId, input.epoch, transaction)) ?? { outcome: "not_a_member" };
       const current = new Set(await readMembers(transaction, input.conversationId));
       if (!current.has(input.userId)) return { outcome: "not_a_member" };
       if (conversation.kind !== "group") return { outcome: "not_a_group" };
@@ -242,12 +282,17 @@ export class PostgresConversationStore implements ConversationStore {
 
   async history(input: HistoryInput): Promise<HistoryResult> {
     const { conversationId, userId, beforeSeq, limit } = input;
-    const membership = await this.database
-      .select({ userId: conversationMembers.userId })
-      .from(conversationMembers)
-      .where(and(eq(conversationMembers.conversationId, conversationId), eq(conversationMembers.userId, userId)))
-      .limit(1);
-    if (membership.length === 0) return { outcome: "not_a_member" };
+    // The state and the membership in one statement: a frozen conversation is still read here.
+    const membership = await this.database.execute(sql`
+      select state, moving_to_cell_id, moved_epoch, owner_epoch,
+             exists (select 1 from conversation_members where conversation_id = ${conversationId}::text and user_id = ${userId}::text) as member
+      from conversations where id = ${conversationId}::text
+    `);
+    const conversation = membership.rows[0];
+    if (conversation === undefined) return { outcome: "not_a_member" };
+    const refusal = readRefusal(keyRowFromRecord(conversation));
+    if (refusal !== undefined) return refusal;
+    if (conversation["member"] !== true) return { outcome: "not_a_member" };
     // One row past the page tells whether older messages exist.
     const result = await this.database.execute(sql`
       select ${messageColumns}
@@ -270,10 +315,10 @@ export class PostgresConversationStore implements ConversationStore {
       const locked = await transaction
         .update(conversations)
         .set({ ownerEpoch: epoch })
-        .where(and(eq(conversations.id, conversationId), lte(conversations.ownerEpoch, epoch)))
+        .where(and(eq(conversations.id, conversationId), lte(conversations.ownerEpoch, epoch), eq(conversations.state, "active")))
         .returning({ lastSeq: conversations.lastSeq });
       const conversation = locked[0];
-      if (conversation === undefined) return (await this.writtenAfter(conversationId, epoch, transaction)) ? fenced : { outcome: "not_a_member" };
+      if (conversation === undefined) return (await this.conversationRefusal(conversationId, epoch, transaction)) ?? { outcome: "not_a_member" };
       const members = await readMembers(transaction, conversationId);
       if (!members.includes(userId)) return { outcome: "not_a_member" };
       const lastSeq = safeInteger(conversation.lastSeq, "conversations.last_seq");
@@ -309,8 +354,25 @@ export class PostgresConversationStore implements ConversationStore {
     });
   }
 
-  async members(conversationId: string): Promise<string[]> {
-    return readMembers(this.database, conversationId);
+  async members(conversationId: string): Promise<MembersResult> {
+    // One statement, so the state and the members come from one snapshot.
+    const result = await this.database.execute(sql`
+      select conversations.state, conversations.moving_to_cell_id, conversations.moved_epoch, conversations.owner_epoch,
+             array(select user_id from conversation_members where conversation_id = wanted.id order by user_id collate "C") as member_user_ids
+      from (select ${conversationId}::text as id) wanted
+      left join conversations on conversations.id = wanted.id
+    `);
+    const row = result.rows[0];
+    if (row === undefined) throw new StoreRowError("members returned no row");
+    if (row["state"] !== null) {
+      const refusal = readRefusal(keyRowFromRecord(row));
+      if (refusal !== undefined) return refusal;
+    }
+    const memberUserIds: unknown = row["member_user_ids"];
+    if (!Array.isArray(memberUserIds) || !memberUserIds.every((userId): userId is string => typeof userId === "string")) {
+      throw new StoreRowError("members row: member_user_ids must be an array of strings");
+    }
+    return { outcome: "members", memberUserIds };
   }
 
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
@@ -322,18 +384,20 @@ export class PostgresConversationStore implements ConversationStore {
     // One statement, as for messages: the existing seq of (user, event) comes back, or the mailbox row is
     // created (with the epoch) or advanced if it was not written under a later epoch (its lock orders
     // concurrent appenders and the fence is re-checked under it) and the event inserted with the new seq.
-    // No row at all means the fence refused. A concurrent duplicate fails on the (user_id, event_id)
-    // unique key, rolling its increment back.
+    // No row at all means the fence or the mailbox's migration state refused. A concurrent duplicate
+    // fails on the (user_id, event_id) unique key, rolling its increment back. A repeated event is a read:
+    // answered while frozen, not while importing.
     const result = await this.database.execute(sql`
       with existing as (
         select seq from mailbox_events where user_id = ${userId}::text and event_id = ${eventId}::text
+          and not exists (select 1 from mailboxes where user_id = ${userId}::text and state = 'importing')
       ),
       advanced as (
         insert into mailboxes (user_id, last_seq, owner_epoch)
         select ${userId}::text, 1, ${epoch}::bigint
         where not exists (select 1 from existing)
         on conflict (user_id) do update set last_seq = mailboxes.last_seq + 1, owner_epoch = excluded.owner_epoch
-          where mailboxes.owner_epoch <= excluded.owner_epoch
+          where mailboxes.owner_epoch <= excluded.owner_epoch and mailboxes.state = 'active'
         returning last_seq
       ),
       inserted as (
@@ -347,19 +411,20 @@ export class PostgresConversationStore implements ConversationStore {
       select seq, false as deduplicated from inserted
     `);
     const row = result.rows[0];
-    if (row === undefined) return fenced;
+    if (row === undefined) return (await this.mailboxRefusal(userId, epoch)) ?? fenced;
     if (result.rows.length > 1) throw new StoreRowError(`mailbox append returned ${result.rows.length} rows`);
     const deduplicated = row["deduplicated"];
     if (typeof deduplicated !== "boolean") throw new StoreRowError("mailbox append row: deduplicated must be a boolean");
     return { outcome: "appended", seq: safeInteger(row["seq"], "mailbox_events.seq"), deduplicated };
   }
 
-  async mailboxPage(input: MailboxPageInput): Promise<MailboxPage> {
+  async mailboxPage(input: MailboxPageInput): Promise<MailboxPageResult> {
     const { userId, afterSeq, limit } = input;
     // One statement, so the head and the events come from one snapshot. Always at least one row: the
     // user's (possibly missing) mailbox, with no event columns when the page is empty.
     const result = await this.database.execute(sql`
-      select mailboxes.last_seq as head_seq, mailboxes.floor_seq, page.seq, page.event
+      select mailboxes.last_seq as head_seq, mailboxes.floor_seq, page.seq, page.event,
+             mailboxes.state, mailboxes.moving_to_cell_id, mailboxes.moved_epoch, mailboxes.owner_epoch
       from (select ${userId}::text as user_id) wanted
       left join mailboxes on mailboxes.user_id = wanted.user_id
       left join lateral (
@@ -372,10 +437,14 @@ export class PostgresConversationStore implements ConversationStore {
     `);
     const first = result.rows[0];
     if (first === undefined) throw new StoreRowError("mailbox page returned no row");
+    if (first["state"] !== null) {
+      const refusal = readRefusal(keyRowFromRecord(first));
+      if (refusal !== undefined) return refusal;
+    }
     const headSeq = first["head_seq"] === null ? 0 : safeInteger(first["head_seq"], "mailboxes.last_seq");
     const floorSeq = first["floor_seq"] === null ? 0 : safeInteger(first["floor_seq"], "mailboxes.floor_seq");
     const events = result.rows.filter((row) => row["seq"] !== null).map(sequencedEventFromRow);
-    return { events: trimToPageBudget(events).kept, headSeq, floorSeq };
+    return { outcome: "page", events: trimToPageBudget(events).kept, headSeq, floorSeq };
   }
 
   async trimMailbox(userId: string, throughSeq: number): Promise<number> {
@@ -419,17 +488,259 @@ export class PostgresConversationStore implements ConversationStore {
   }
 
   /**
-   * Whether the conversation was written under an epoch later than `epoch`: tells a fenced write from a
-   * refusal after a statement that did nothing. Epochs only grow, so reading after the statement cannot
-   * miss a fence that refused it (at worst a refusal is reported as fenced, and the new owner answers it).
+   * Why a write that did nothing was refused: a tombstone, a later epoch or a migration in progress
+   * (key-state.ts), or undefined when none of them (the caller's own refusal, such as not_a_member).
+   * Epochs only grow, so reading after the statement cannot miss a fence that refused it (at worst a
+   * refusal is reported as fenced, and the new owner answers it). States change only in the key's turn
+   * of its owner's queue, so the owner's own writes see the state that refused them.
    */
-  private async writtenAfter(conversationId: string, epoch: number, executor: Executor = this.database): Promise<boolean> {
-    const rows = await executor
-      .select({ ownerEpoch: conversations.ownerEpoch })
-      .from(conversations)
-      .where(eq(conversations.id, conversationId));
-    const row = rows[0];
-    return row !== undefined && safeInteger(row.ownerEpoch, "conversations.owner_epoch") > epoch;
+  private async conversationRefusal(conversationId: string, epoch: number, executor: Executor = this.database) {
+    return writeRefusal(await readKeyRow(executor, { kind: "conversation", id: conversationId }), epoch);
+  }
+
+  private async mailboxRefusal(userId: string, epoch: number, executor: Executor = this.database) {
+    return writeRefusal(await readKeyRow(executor, { kind: "user", id: userId }), epoch);
+  }
+
+  async migrationState(key: MigrationKey): Promise<KeyMigrationState | undefined> {
+    const result = await this.database.execute(
+      key.kind === "user"
+        ? sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, floor_seq from mailboxes where user_id = ${key.id}::text`
+        : sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, 0 as floor_seq from conversations where id = ${key.id}::text`,
+    );
+    const row = result.rows[0];
+    if (row === undefined) return undefined;
+    const { state, movingToCellId, movedEpoch } = keyRowFromRecord(row);
+    return { state, movingToCellId, movedEpoch, lastSeq: safeInteger(row["last_seq"], "last_seq"), floorSeq: safeInteger(row["floor_seq"], "floor_seq") };
+  }
+
+  async freeze(input: FreezeInput): Promise<FreezeResult> {
+    const { id, toCellId, epoch } = input;
+    // Takes the row lock (after any send or append holding it) and checks the fence, as a write does.
+    const result = await this.database.execute(
+      input.kind === "user"
+        ? sql`
+          insert into mailboxes (user_id, owner_epoch, state, moving_to_cell_id) values (${id}::text, ${epoch}::bigint, 'frozen', ${toCellId}::text)
+          on conflict (user_id) do update set state = 'frozen', moving_to_cell_id = excluded.moving_to_cell_id, owner_epoch = excluded.owner_epoch
+            where mailboxes.owner_epoch <= excluded.owner_epoch and mailboxes.state in ('active', 'frozen')
+          returning last_seq, floor_seq`
+        : sql`
+          update conversations set state = 'frozen', moving_to_cell_id = ${toCellId}::text, owner_epoch = ${epoch}::bigint
+          where id = ${id}::text and owner_epoch <= ${epoch}::bigint and state in ('active', 'frozen')
+          returning last_seq, 0 as floor_seq`,
+    );
+    const row = result.rows[0];
+    if (row !== undefined) {
+      return { outcome: "frozen", lastSeq: safeInteger(row["last_seq"], "last_seq"), floorSeq: safeInteger(row["floor_seq"], "floor_seq") };
+    }
+    const current = await readKeyRow(this.database, input);
+    if (current === undefined) return { outcome: "not_found" };
+    return writeRefusal(current, epoch) ?? fenced;
+  }
+
+  async unfreeze(input: EpochFenced & MigrationKey): Promise<UnfreezeResult> {
+    const { id, epoch } = input;
+    const table = sql.raw(input.kind === "user" ? "mailboxes" : "conversations");
+    const keyColumn = sql.raw(input.kind === "user" ? "user_id" : "id");
+    const result = await this.database.execute(sql`
+      update ${table} set state = 'active', moving_to_cell_id = null, owner_epoch = ${epoch}::bigint
+      where ${keyColumn} = ${id}::text and owner_epoch <= ${epoch}::bigint and state in ('active', 'frozen')
+      returning 1 as unfrozen
+    `);
+    if (result.rows.length > 0) return { outcome: "active" };
+    const current = await readKeyRow(this.database, input);
+    if (current === undefined) return { outcome: "not_found" };
+    return writeRefusal(current, epoch) ?? fenced;
+  }
+
+  async exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]> {
+    const result = await this.database.execute(sql`
+      select seq, event_id, event from mailbox_events
+      where user_id = ${input.userId}::text and seq > ${input.afterSeq}::bigint
+      order by seq
+      limit ${input.limit}::integer
+    `);
+    const events = result.rows.map((row): ImportedMailboxEvent => {
+      const { seq, event } = sequencedEventFromRow(row);
+      const eventId = row["event_id"];
+      if (typeof eventId !== "string") throw new StoreRowError("mailbox_events.event_id must be a string");
+      return { seq, eventId, event };
+    });
+    return trimToPageBudget(events).kept;
+  }
+
+  async exportConversation(conversationId: string): Promise<ConversationExport | undefined> {
+    const found = await this.database.execute(sql`
+      select kind, title, created_by_user_id, floor(extract(epoch from created_at) * 1000)::bigint as created_at_ms
+      from conversations where id = ${conversationId}::text
+    `);
+    const row = found.rows[0];
+    if (row === undefined) return undefined;
+    const kind = row["kind"];
+    const title = row["title"];
+    const createdByUserId = row["created_by_user_id"];
+    if ((kind !== "direct" && kind !== "group") || (title !== null && typeof title !== "string") || typeof createdByUserId !== "string") {
+      throw new StoreRowError("conversation row: kind, title and created_by_user_id do not have their types");
+    }
+    const conversation: ImportedConversation = { kind, title, createdByUserId, createdAtMs: safeInteger(row["created_at_ms"], "conversations.created_at") };
+    const memberRows = await this.database.execute(sql`
+      select members.user_id, floor(extract(epoch from members.joined_at) * 1000)::bigint as joined_at_ms,
+             coalesce(positions.read_seq, 0) as read_seq, coalesce(positions.delivered_seq, 0) as delivered_seq
+      from conversation_members members
+      left join read_positions positions on positions.conversation_id = members.conversation_id and positions.user_id = members.user_id
+      where members.conversation_id = ${conversationId}::text
+      order by members.user_id collate "C"
+    `);
+    const members = memberRows.rows.map((member): ImportedMember => {
+      const userId = member["user_id"];
+      if (typeof userId !== "string") throw new StoreRowError("conversation_members.user_id must be a string");
+      return {
+        userId,
+        joinedAtMs: safeInteger(member["joined_at_ms"], "conversation_members.joined_at"),
+        readSeq: safeInteger(member["read_seq"], "read_positions.read_seq"),
+        deliveredSeq: safeInteger(member["delivered_seq"], "read_positions.delivered_seq"),
+      };
+    });
+    return { conversation, members };
+  }
+
+  async exportMessages(input: ExportMessagesInput): Promise<Message[]> {
+    const result = await this.database.execute(sql`
+      select ${messageColumns} from messages
+      where conversation_id = ${input.conversationId}::text and seq > ${input.afterSeq}::bigint
+      order by seq
+      limit ${input.limit}::integer
+    `);
+    return trimToPageBudget(result.rows.map(messageFromRow)).kept;
+  }
+
+  async importPage(input: ImportPageInput): Promise<ImportPageResult> {
+    const { id } = input;
+    return this.database.transaction(async (transaction) => {
+      const claimed = input.first ? await resetForImport(transaction, input) : await lockImporting(transaction, input);
+      if (!claimed) return importRefusal(await readKeyRow(transaction, input), input.epoch, input.first);
+      if (input.kind === "user") {
+        if (input.events.length > 0) {
+          await transaction
+            .insert(mailboxEventsTable)
+            .values(input.events.map((entry) => ({ userId: id, seq: entry.seq, eventId: entry.eventId, event: entry.event })))
+            .onConflictDoNothing();
+        }
+        if (!input.last) return { outcome: "importing" };
+        await transaction.execute(sql`
+          update mailboxes set state = 'active', last_seq = ${input.lastSeq}::bigint, floor_seq = ${input.floorSeq}::bigint
+          where user_id = ${id}::text
+        `);
+        return { outcome: "active" };
+      }
+      if (input.members.length > 0) {
+        await transaction
+          .insert(conversationMembers)
+          .values(input.members.map((member) => ({ conversationId: id, userId: member.userId, joinedAt: new Date(member.joinedAtMs) })))
+          .onConflictDoNothing();
+        const positioned = input.members.filter((member) => member.readSeq > 0 || member.deliveredSeq > 0);
+        if (positioned.length > 0) {
+          await transaction
+            .insert(readPositions)
+            .values(positioned.map((member) => ({ conversationId: id, userId: member.userId, readSeq: member.readSeq, deliveredSeq: member.deliveredSeq })))
+            .onConflictDoNothing();
+        }
+      }
+      if (input.messages.length > 0) {
+        await transaction
+          .insert(messagesTable)
+          .values(
+            input.messages.map((message) => ({
+              conversationId: id,
+              seq: message.seq,
+              messageId: message.messageId,
+              senderUserId: message.senderUserId,
+              senderDeviceId: message.senderDeviceId,
+              clientMessageId: message.clientMessageId,
+              body: message.body,
+              sentAt: new Date(message.sentAtMs),
+            })),
+          )
+          .onConflictDoNothing();
+      }
+      if (input.outbox.length > 0) {
+        // New ids here; the new home's sweeper relays them (appends are idempotent by event id).
+        await transaction
+          .insert(outboxTable)
+          .values(input.outbox.map((entry) => ({ conversationId: id, recipientUserId: entry.recipientUserId, eventId: entry.eventId, event: entry.event })))
+          .onConflictDoNothing();
+      }
+      if (!input.last) return { outcome: "importing" };
+      await transaction.execute(sql`update conversations set state = 'active', last_seq = ${input.lastSeq}::bigint where id = ${id}::text`);
+      return { outcome: "active" };
+    });
+  }
+
+  async tombstone(input: TombstoneInput): Promise<TombstoneResult> {
+    const { id, toCellId, movedEpoch, epoch } = input;
+    // First the state (every request answers moved from this commit on, so nothing is written any more),
+    // then the rows, in batches, each its own short statement.
+    const result = await this.database.execute(
+      input.kind === "user"
+        ? sql`
+          insert into mailboxes (user_id, owner_epoch, state, moving_to_cell_id, moved_epoch)
+          values (${id}::text, ${epoch}::bigint, 'moved', ${toCellId}::text, ${movedEpoch}::bigint)
+          on conflict (user_id) do update set state = 'moved', moving_to_cell_id = excluded.moving_to_cell_id,
+            moved_epoch = excluded.moved_epoch, owner_epoch = excluded.owner_epoch
+            where mailboxes.owner_epoch <= excluded.owner_epoch and mailboxes.state <> 'importing'
+          returning 1 as moved`
+        : sql`
+          update conversations set state = 'moved', moving_to_cell_id = ${toCellId}::text, moved_epoch = ${movedEpoch}::bigint,
+            owner_epoch = ${epoch}::bigint
+          where id = ${id}::text and owner_epoch <= ${epoch}::bigint and state <> 'importing'
+          returning 1 as moved`,
+    );
+    if (result.rows.length === 0) {
+      const current = await readKeyRow(this.database, input);
+      if (current === undefined) return { outcome: "not_found" };
+      return current.ownerEpoch > epoch ? fenced : { outcome: "moving" };
+    }
+    const tables: readonly (readonly [string, string])[] =
+      input.kind === "user"
+        ? [["mailbox_events", "user_id"]]
+        : [
+            ["outbox", "conversation_id"],
+            ["read_positions", "conversation_id"],
+            ["messages", "conversation_id"],
+            ["conversation_members", "conversation_id"],
+          ];
+    const batchRowsMax = this.limits.tombstoneBatchRowsMax;
+    let deletedRows = 0;
+    for (const [table, column] of tables) {
+      for (;;) {
+        const deleted = await this.database.execute(sql`
+          delete from ${sql.raw(table)} where ctid = any(array(
+            select ctid from ${sql.raw(table)} where ${sql.raw(column)} = ${id}::text limit ${batchRowsMax}::integer
+          ))
+        `);
+        const count = deleted.rowCount ?? 0;
+        deletedRows += count;
+        if (count < batchRowsMax) break;
+      }
+    }
+    return { outcome: "moved", deletedRows };
+  }
+
+  async stats(): Promise<CellStoreStats> {
+    const result = await this.database.execute(sql`
+      select (select count(*) from mailboxes where state = 'active') as users,
+             (select count(*) from conversations where state = 'active') as conversations,
+             (select count(*) from outbox) as outbox_rows,
+             (select count(*) from mailboxes where state = 'frozen') + (select count(*) from conversations where state = 'frozen') as frozen
+    `);
+    const row = result.rows[0];
+    if (row === undefined) throw new StoreRowError("stats returned no row");
+    return {
+      users: safeInteger(row["users"], "users"),
+      conversations: safeInteger(row["conversations"], "conversations"),
+      outboxRows: safeInteger(row["outbox_rows"], "outbox_rows"),
+      frozen: safeInteger(row["frozen"], "frozen"),
+    };
   }
 
   async deleteOutbox(ids: readonly number[]): Promise<void> {
@@ -475,21 +786,99 @@ function sequencedEventFromRow(row: Record<string, unknown>): SequencedEvent {
 type NewConversation = Pick<typeof conversations.$inferInsert, "id" | "kind" | "title" | "createdByUserId">;
 
 /**
- * One statement: inserts the conversation with `epoch`, or, when it exists and was not written under a
- * later epoch, raises its epoch (which also locks the row for the rest of the transaction). Neither means
- * it exists with a later epoch: fenced.
+ * One statement: inserts the conversation with `epoch`, or, when it exists, is active and was not written
+ * under a later epoch, raises its epoch (which also locks the row for the rest of the transaction).
+ * Neither means it exists with a later epoch or migrating (or moved): refused, and the row says why.
  */
-async function claimConversation(executor: Executor, conversation: NewConversation, epoch: number): Promise<"created" | "existing" | "fenced"> {
+async function claimConversation(executor: Executor, conversation: NewConversation, epoch: number): Promise<"created" | "existing" | "refused"> {
   const rows = await executor
     .insert(conversations)
     .values({ ...conversation, ownerEpoch: epoch })
-    .onConflictDoUpdate({ target: conversations.id, set: { ownerEpoch: epoch }, setWhere: lte(conversations.ownerEpoch, epoch) })
+    .onConflictDoUpdate({
+      target: conversations.id,
+      set: { ownerEpoch: epoch },
+      setWhere: and(lte(conversations.ownerEpoch, epoch), eq(conversations.state, "active")),
+    })
     // xmax is 0 on a row version this statement inserted, and set on one it updated (a known Postgres idiom).
     .returning({ inserted: sql`(xmax = 0)` });
   const row = rows[0];
-  if (row === undefined) return "fenced";
+  if (row === undefined) return "refused";
   if (typeof row.inserted !== "boolean") throw new StoreRowError("claim row: inserted must be a boolean");
   return row.inserted ? "created" : "existing";
+}
+
+/** The key's row as the refusal rules read it, or undefined when there is none. */
+async function readKeyRow(executor: Executor, key: MigrationKey): Promise<KeyRow | undefined> {
+  const result = await executor.execute(
+    key.kind === "user"
+      ? sql`select state, moving_to_cell_id, moved_epoch, owner_epoch from mailboxes where user_id = ${key.id}::text`
+      : sql`select state, moving_to_cell_id, moved_epoch, owner_epoch from conversations where id = ${key.id}::text`,
+  );
+  const row = result.rows[0];
+  return row === undefined ? undefined : keyRowFromRecord(row);
+}
+
+function keyRowFromRecord(row: Record<string, unknown>): KeyRow {
+  const movingToCellId = row["moving_to_cell_id"];
+  if (movingToCellId !== null && typeof movingToCellId !== "string") throw new StoreRowError("moving_to_cell_id must be text or null");
+  return {
+    state: parseKeyState(row["state"]),
+    ownerEpoch: safeInteger(row["owner_epoch"], "owner_epoch"),
+    movingToCellId,
+    movedEpoch: row["moved_epoch"] === null ? null : safeInteger(row["moved_epoch"], "moved_epoch"),
+  };
+}
+
+/**
+ * The first page's claim: makes the key `importing` (inserting its row, or replacing a tombstone or an
+ * earlier attempt's copy, fenced) and deletes the rows that copy left. False when the key is active or
+ * frozen here, or written under a later epoch.
+ */
+async function resetForImport(executor: Executor, input: ImportPageInput): Promise<boolean> {
+  const { id, epoch } = input;
+  if (input.kind === "user") {
+    const claimed = await executor.execute(sql`
+      insert into mailboxes (user_id, last_seq, floor_seq, owner_epoch, state)
+      values (${id}::text, ${input.floorSeq}::bigint, ${input.floorSeq}::bigint, ${epoch}::bigint, 'importing')
+      on conflict (user_id) do update set last_seq = excluded.last_seq, floor_seq = excluded.floor_seq, owner_epoch = excluded.owner_epoch,
+        state = 'importing', moving_to_cell_id = null, moved_epoch = null
+        where mailboxes.owner_epoch <= excluded.owner_epoch and mailboxes.state in ('moved', 'importing')
+      returning 1 as claimed
+    `);
+    if (claimed.rows.length === 0) return false;
+    await executor.execute(sql`delete from mailbox_events where user_id = ${id}::text`);
+    return true;
+  }
+  const { conversation } = input;
+  // The request handler refuses a first conversation page without its description.
+  if (conversation === null) throw new RangeError(`the first import page of ${id} has no conversation`);
+  const claimed = await executor.execute(sql`
+    insert into conversations (id, kind, title, created_by_user_id, created_at, last_seq, owner_epoch, state)
+    values (${id}::text, ${conversation.kind}::text, ${conversation.title}::text, ${conversation.createdByUserId}::text,
+            to_timestamp(${conversation.createdAtMs}::double precision / 1000), 0, ${epoch}::bigint, 'importing')
+    on conflict (id) do update set kind = excluded.kind, title = excluded.title, created_by_user_id = excluded.created_by_user_id,
+      created_at = excluded.created_at, last_seq = 0, owner_epoch = excluded.owner_epoch, state = 'importing',
+      moving_to_cell_id = null, moved_epoch = null
+      where conversations.owner_epoch <= excluded.owner_epoch and conversations.state in ('moved', 'importing')
+    returning 1 as claimed
+  `);
+  if (claimed.rows.length === 0) return false;
+  for (const table of ["outbox", "read_positions", "messages", "conversation_members"]) {
+    await executor.execute(sql`delete from ${sql.raw(table)} where conversation_id = ${id}::text`);
+  }
+  return true;
+}
+
+/** A later page's claim: locks the importing row and checks the fence. */
+async function lockImporting(executor: Executor, input: ImportPageInput): Promise<boolean> {
+  const table = sql.raw(input.kind === "user" ? "mailboxes" : "conversations");
+  const keyColumn = sql.raw(input.kind === "user" ? "user_id" : "id");
+  const locked = await executor.execute(sql`
+    update ${table} set owner_epoch = ${input.epoch}::bigint
+    where ${keyColumn} = ${input.id}::text and owner_epoch <= ${input.epoch}::bigint and state = 'importing'
+    returning 1 as locked
+  `);
+  return locked.rows.length > 0;
 }
 
 async function readMembers(executor: Executor, conversationId: string): Promise<string[]> {

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { historyPageBytesMax, messageEventId, messageOf, type MailboxEvent, type Message } from "@cellwire/protocol";
-import type { AppendMailboxResult, ConversationStore } from "./store.ts";
+import type { AppendMailboxResult, ConversationStore, MailboxPage, MailboxPageResult } from "./store.ts";
 
 export type StoreContractOptions = {
   /** A store on the same data as the first (another pool, as a second owner would have); enables the two-owner test. */
@@ -50,6 +50,13 @@ function seqOf(result: AppendMailboxResult): number {
   return result.seq;
 }
 
+/** The page of a mailbox that is not migrating. */
+export function pageOf(result: MailboxPageResult): MailboxPage {
+  if (result.outcome !== "page") throw new Error(`expected a mailbox page, got ${result.outcome}`);
+  const { events, headSeq, floorSeq } = result;
+  return { events, headSeq, floorSeq };
+}
+
 let clientMessageCounter = 0;
 function nextClientMessageId(): string {
   clientMessageCounter += 1;
@@ -67,6 +74,12 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     function send(conversationId: string, body: string, senderUserId = "alice", clientMessageId = nextClientMessageId(), epoch = baseEpoch) {
       return store().appendMessage({ epoch, conversationId, senderUserId, senderDeviceId: "phone", clientMessageId, body });
+    }
+
+    async function memberIds(conversationId: string): Promise<string[]> {
+      const result = await store().members(conversationId);
+      if (result.outcome !== "members") throw new Error(`expected members, got ${result.outcome}`);
+      return result.memberUserIds;
     }
 
     function appendMailbox(userId: string, eventId: string, event: MailboxEvent, epoch = baseEpoch, target = store()) {
@@ -255,7 +268,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       expect(await appendMailbox(user, "e-2", second)).toEqual({ outcome: "appended", seq: 2, deduplicated: false });
       expect(await appendMailbox(user, "e-1", second)).toEqual({ outcome: "appended", seq: 1, deduplicated: true });
       expect(await appendMailbox(other, "e-2", second)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
-      expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual({
+      expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }))).toEqual({
         events: [
           { seq: 1, event: first },
           { seq: 2, event: second },
@@ -270,7 +283,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const events = Array.from({ length: 5 }, (_, index) => messageEvent(`m${index + 1}`));
       for (const [index, event] of events.entries()) await appendMailbox(user, `e-${index}`, event);
       const page = async (afterSeq: number, limit: number) => {
-        const result = await store().mailboxPage({ userId: user, afterSeq, limit });
+        const result = pageOf(await store().mailboxPage({ userId: user, afterSeq, limit }));
         return { seqs: result.events.map((entry) => entry.seq), headSeq: result.headSeq, floorSeq: result.floorSeq };
       };
       expect(await page(0, 2)).toEqual({ seqs: [1, 2], headSeq: 5, floorSeq: 0 });
@@ -278,9 +291,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       expect(await page(4, 2)).toEqual({ seqs: [5], headSeq: 5, floorSeq: 0 });
       expect(await page(5, 2)).toEqual({ seqs: [], headSeq: 5, floorSeq: 0 });
       expect(await page(1, 0)).toEqual({ seqs: [], headSeq: 5, floorSeq: 0 });
-      const third = await store().mailboxPage({ userId: user, afterSeq: 2, limit: 1 });
+      const third = pageOf(await store().mailboxPage({ userId: user, afterSeq: 2, limit: 1 }));
       expect(third.events).toEqual([{ seq: 3, event: events[2] }]);
-      expect(await store().mailboxPage({ userId: newUserId(), afterSeq: 0, limit: 10 })).toEqual({ events: [], headSeq: 0, floorSeq: 0 });
+      expect(pageOf(await store().mailboxPage({ userId: newUserId(), afterSeq: 0, limit: 10 }))).toEqual({ events: [], headSeq: 0, floorSeq: 0 });
     });
 
     it("cuts a mailbox page at the page byte budget, keeping at least one event", async () => {
@@ -289,10 +302,10 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const bodies = ["\u0001".repeat(32 * 1024), "\u0002".repeat(32 * 1024), "\u0003".repeat(32 * 1024)];
       expect(3 * 6 * 32 * 1024).toBeGreaterThan(historyPageBytesMax);
       for (const [index, body] of bodies.entries()) await appendMailbox(user, `big-${index}`, messageEvent(body));
-      const first = await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 });
+      const first = pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }));
       expect(first.events.map((entry) => entry.seq)).toEqual([1, 2]);
       expect((first.events[1] === undefined ? undefined : messageOf(first.events[1].event)?.body)).toBe(bodies[1]);
-      const rest = await store().mailboxPage({ userId: user, afterSeq: 2, limit: 10 });
+      const rest = pageOf(await store().mailboxPage({ userId: user, afterSeq: 2, limit: 10 }));
       expect(rest.events.map((entry) => entry.seq)).toEqual([3]);
     });
 
@@ -301,7 +314,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       for (let index = 1; index <= 4; index++) await appendMailbox(user, `e-${index}`, messageEvent(`m${index}`));
       expect(await store().trimMailbox(user, 2)).toBe(2);
       expect(await store().trimMailbox(user, 1)).toBe(2);
-      const page = await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 });
+      const page = pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }));
       expect({ seqs: page.events.map((entry) => entry.seq), headSeq: page.headSeq, floorSeq: page.floorSeq }).toEqual({
         seqs: [3, 4],
         headSeq: 4,
@@ -310,7 +323,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       expect(await appendMailbox(user, "e-5", messageEvent("m5"))).toEqual({ outcome: "appended", seq: 5, deduplicated: false });
       expect(await appendMailbox(user, "e-3", messageEvent("again"))).toEqual({ outcome: "appended", seq: 3, deduplicated: true });
       expect(await store().trimMailbox(user, 99)).toBe(5);
-      expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual({ events: [], headSeq: 5, floorSeq: 5 });
+      expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }))).toEqual({ events: [], headSeq: 5, floorSeq: 5 });
       expect(await appendMailbox(user, "e-6", messageEvent("m6"))).toEqual({ outcome: "appended", seq: 6, deduplicated: false });
       expect(await store().trimMailbox(newUserId(), 3)).toBe(0);
     });
@@ -326,7 +339,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const duplicates = await Promise.all(Array.from({ length: 8 }, () => appendMailbox(user, "dup", event)));
       expect(new Set(duplicates.map(seqOf))).toEqual(new Set([options.concurrentAppends + 1]));
       expect(duplicates.filter((result) => result.outcome === "appended" && !result.deduplicated)).toHaveLength(1);
-      const head = await store().mailboxPage({ userId: user, afterSeq: 0, limit: 0 });
+      const head = pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 0 }));
       expect(head.headSeq).toBe(options.concurrentAppends + 1);
     });
     describe("fencing by ring epoch", () => {
@@ -356,7 +369,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().createGroup(input)).toMatchObject({ outcome: "conversation" });
         expect(await store().createGroup({ ...input, epoch: 9 })).toEqual({ outcome: "fenced" });
         expect(await store().addMembers({ conversationId, userId: "alice", userIds: ["dave"], epoch: 9 })).toEqual({ outcome: "fenced" });
-        expect(await store().members(conversationId)).toEqual(["alice", "bob"]);
+        expect(await memberIds(conversationId)).toEqual(["alice", "bob"]);
         expect(await store().addMembers({ conversationId, userId: "alice", userIds: ["dave"], epoch: 10 })).toMatchObject({
           outcome: "conversation",
           conversation: { memberUserIds: ["alice", "bob", "dave"] },
@@ -366,7 +379,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().createGroup({ ...input, epoch: 11 })).toEqual({ outcome: "fenced" });
         expect(await send(conversationId, "at 11", "alice", nextClientMessageId(), 11)).toEqual({ outcome: "fenced" });
         expect(await send(conversationId, "at 12", "alice", nextClientMessageId(), 12)).toMatchObject({ outcome: "stored", message: { seq: 1 } });
-        expect(await store().members(conversationId)).toEqual(["alice", "bob", "dave", "erin"]);
+        expect(await memberIds(conversationId)).toEqual(["alice", "bob", "dave", "erin"]);
 
         const directId = newDirectId();
         expect(await store().openDirect({ conversationId: directId, userId: "alice", peerUserId: "bob", epoch: 20 })).toMatchObject({ outcome: "conversation" });
@@ -390,7 +403,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await appendMailbox(user, "e-3", third, 7)).toEqual({ outcome: "appended", seq: 3, deduplicated: false });
         expect(await appendMailbox(user, "e-4", fourth, 6)).toEqual({ outcome: "fenced" });
         expect(await appendMailbox(user, "e-1", first, 1)).toEqual({ outcome: "appended", seq: 1, deduplicated: true });
-        const page = await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 });
+        const page = pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }));
         expect({ seqs: page.events.map((entry) => entry.seq), headSeq: page.headSeq }).toEqual({ seqs: [1, 2, 3], headSeq: 3 });
       });
 
@@ -430,7 +443,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(history.messages.map((message) => message.seq)).toEqual(Array.from({ length: stored.length }, (_, index) => index + 1));
         const historyEpochs = history.messages.map((message) => Number(message.body.split(":")[0]));
         expect(historyEpochs).toEqual([...historyEpochs].sort((a, b) => a - b));
-        const mailbox = await current.mailboxPage({ userId: user, afterSeq: 0, limit: 200 });
+        const mailbox = pageOf(await current.mailboxPage({ userId: user, afterSeq: 0, limit: 200 }));
         const appended = appends.filter((result) => result.outcome === "appended").length;
         expect(mailbox.events.map((entry) => entry.seq)).toEqual(Array.from({ length: appended }, (_, index) => index + 1));
         const mailboxEpochs = mailbox.events.map((entry) => Number(messageOf(entry.event)?.body.split(":")[0]));
@@ -474,7 +487,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         for (const seq of results.map(seqOf)) bySeq.set(seq, (bySeq.get(seq) ?? 0) + 1);
         expect([...bySeq.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
         expect(results.filter((result) => result.outcome === "appended" && !result.deduplicated)).toHaveLength(40);
-        const page = await other.mailboxPage({ userId: user, afterSeq: 0, limit: 200 });
+        const page = pageOf(await other.mailboxPage({ userId: user, afterSeq: 0, limit: 200 }));
         expect(page.events.map((entry) => entry.seq)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
         expect(page.headSeq).toBe(40);
       });
@@ -511,7 +524,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       expect(again.outcome === "conversation" && again.conversation).toMatchObject({ memberUserIds: ["alice", "bob"], lastSeq: 1 });
       expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "mallory", peerUserId: "alice" })).toEqual({ outcome: "not_a_member" });
       expect(await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: "alice", peerUserId: "alice" })).toEqual({ outcome: "invalid_peer" });
-      expect(await store().members(conversationId)).toEqual(["alice", "bob"]);
+      expect(await memberIds(conversationId)).toEqual(["alice", "bob"]);
     });
 
     it("creates a group of creator ∪ members, idempotently on retry, within the member limit", async () => {
@@ -527,7 +540,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const full = tooMany.slice(0, options.groupMembersMax - 1);
       const atLimit = await store().createGroup({ ...input, conversationId: newGroupId(), memberUserIds: full });
       expect(atLimit.outcome === "conversation" && atLimit.conversation.memberUserIds.length).toBe(options.groupMembersMax);
-      expect(await store().members(newGroupId())).toEqual([]);
+      expect(await memberIds(newGroupId())).toEqual([]);
     });
 
     it("adds members to a group, refusing non-members, direct conversations and the member limit", async () => {

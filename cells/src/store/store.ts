@@ -1,7 +1,20 @@
 // The contract of a cell's storage: conversations, the mailboxes of the users homed in the cell, and the
 // outbox of mailbox events still to be applied. Two implementations: Postgres (production) and memory
 // (unit tests of the request handler and the relay); one contract suite (store-contract.ts) runs against both.
-import type { ConversationSummary, MailboxEvent, Message, SequencedEvent } from "@cellwire/protocol";
+import type {
+  ConversationSummary,
+  DirectoryEntryKind,
+  ImportedConversation,
+  ImportedMailboxEvent,
+  ImportedMember,
+  ImportedOutboxEntry,
+  MailboxEvent,
+  Message,
+  SequencedEvent,
+} from "@cellwire/protocol";
+import type { KeyState } from "./schema.ts";
+
+export type { KeyState } from "./schema.ts";
 
 /** Expected refusals, returned as values because the caller branches on them (never thrown). */
 export type StoreRefusal = "not_a_member" | "not_a_group" | "too_many_members" | "invalid_peer";
@@ -12,6 +25,22 @@ export type StoreRefusal = "not_a_member" | "not_a_group" | "too_many_members" |
  * itself; the request is routed again to the current owner.
  */
 export type Fenced = { readonly outcome: "fenced" };
+
+/**
+ * The key (conversation or mailbox) is migrating between cells: `frozen` here while it is copied out
+ * (writes only refuse), or `importing` while a copy comes in (reads refuse too). Retryable: the requester
+ * tries again shortly.
+ */
+export type Moving = { readonly outcome: "moving" };
+
+/**
+ * The key moved out of this cell: `cellId` is its new home and `epoch` the directory epoch of the move, as
+ * the tombstone recorded them. The requester asks the new home.
+ */
+export type Moved = { readonly outcome: "moved"; readonly cellId: string; readonly epoch: number };
+
+/** Why a request for a migrating or migrated key was not served. */
+export type MigrationRefusal = Moving | Moved;
 
 /**
  * The ring epoch a write is made under (MembershipSnapshot.epoch of the writer). Each conversation and
@@ -47,12 +76,14 @@ export type OutboxEntry = {
 export type AppendMessageResult =
   | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: boolean; readonly outbox: readonly OutboxEntry[] }
   | { readonly outcome: "not_a_member" }
-  | Fenced;
+  | Fenced
+  | MigrationRefusal;
 
 export type ConversationResult<Refusal extends StoreRefusal> =
   | { readonly outcome: "conversation"; readonly conversation: ConversationSummary }
   | { readonly outcome: Refusal }
-  | Fenced;
+  | Fenced
+  | MigrationRefusal;
 
 export type OpenDirectInput = EpochFenced & { readonly conversationId: string; readonly userId: string; readonly peerUserId: string };
 export type CreateGroupInput = EpochFenced & {
@@ -71,11 +102,12 @@ export type HistoryInput = {
 };
 export type HistoryResult =
   | { readonly outcome: "history"; readonly messages: Message[]; readonly hasMore: boolean }
-  | { readonly outcome: "not_a_member" };
+  | { readonly outcome: "not_a_member" }
+  | MigrationRefusal;
 
 export type AppendMailboxInput = EpochFenced & { readonly userId: string; readonly eventId: string; readonly event: MailboxEvent };
 /** `deduplicated`: the event was in the mailbox already and `seq` is the one it got then. */
-export type AppendMailboxResult = { readonly outcome: "appended"; readonly seq: number; readonly deduplicated: boolean } | Fenced;
+export type AppendMailboxResult = { readonly outcome: "appended"; readonly seq: number; readonly deduplicated: boolean } | Fenced | MigrationRefusal;
 
 /** Raises `userId`'s read position (and delivered with it) or delivered position in the conversation to `seq`. */
 export type MarkReceiptInput = EpochFenced & {
@@ -95,11 +127,16 @@ export type MarkReceiptResult =
   | { readonly outcome: "receipt"; readonly readSeq: number; readonly deliveredSeq: number; readonly outbox: readonly OutboxEntry[] }
   | { readonly outcome: "not_a_member" }
   | { readonly outcome: "seq_beyond_last"; readonly lastSeq: number }
-  | Fenced;
+  | Fenced
+  | MigrationRefusal;
 
 export type MailboxPageInput = { readonly userId: string; readonly afterSeq: number; readonly limit: number };
 /** `headSeq`: the newest event's seq (0 for an empty mailbox); every event up to `floorSeq` was cut. */
 export type MailboxPage = { readonly events: SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number };
+export type MailboxPageResult = ({ readonly outcome: "page" } & MailboxPage) | MigrationRefusal;
+
+/** The conversation's members, sorted; empty when it does not exist. */
+export type MembersResult = { readonly outcome: "members"; readonly memberUserIds: string[] } | MigrationRefusal;
 
 export type OutboxQuery = {
   /** Only rows written at least this long ago (0 for all). */
@@ -124,9 +161,133 @@ export type OutboxPage = {
 export type StoreLimits = {
   /** Members of one group, creator included; at most the protocol's groupMembersMax. */
   readonly groupMembersMax: number;
+  /** Rows one statement of a tombstone deletes, so a large key never holds locks (or a transaction) long. */
+  readonly tombstoneBatchRowsMax: number;
 };
 
-export interface ConversationStore {
+export const tombstoneBatchRowsDefault = 1000;
+
+// ---------------------------------------------------------------------------------------------------
+// Live migration (docs/decisions/0008-live-migration.md). A key is a conversation (kind "conversation",
+// id its conversation id) or a user's mailbox (kind "user", id the user id). Every write above answers
+// `moving` for a key that is frozen or importing and `moved` for a tombstone; reads (history, members,
+// mailboxPage) are served while frozen, answer `moving` while importing and `moved` once moved. The
+// state is checked in the statement that takes the row's lock, so a freeze orders with sends and appends.
+
+export type MigrationKey = { readonly kind: DirectoryEntryKind; readonly id: string };
+
+/** A key's row as migration sees it: its state and heads (`floorSeq` is 0 for conversations). */
+export type KeyMigrationState = {
+  readonly state: KeyState;
+  readonly movingToCellId: string | null;
+  readonly movedEpoch: number | null;
+  readonly lastSeq: number;
+  readonly floorSeq: number;
+};
+
+export type FreezeInput = EpochFenced & MigrationKey & { readonly toCellId: string };
+/** The heads cannot change while frozen: the activation in the target cell sets them. */
+export type FreezeResult =
+  | { readonly outcome: "frozen"; readonly lastSeq: number; readonly floorSeq: number }
+  | { readonly outcome: "not_found" }
+  | Fenced
+  | MigrationRefusal;
+
+export type UnfreezeResult = { readonly outcome: "active" } | { readonly outcome: "not_found" } | Fenced | MigrationRefusal;
+
+export type ExportMailboxInput = { readonly userId: string; readonly afterSeq: number; readonly limit: number };
+export type ExportMessagesInput = { readonly conversationId: string; readonly afterSeq: number; readonly limit: number };
+/** What a conversation's first import page carries: its description and every member with positions. */
+export type ConversationExport = { readonly conversation: ImportedConversation; readonly members: ImportedMember[] };
+
+/** One page of a migrating key, as cell.import carries it (see CellImportRequest), under the importer's epoch. */
+export type ImportPageInput = EpochFenced &
+  (
+    | {
+        readonly kind: "user";
+        readonly id: string;
+        readonly first: boolean;
+        readonly last: boolean;
+        readonly lastSeq: number;
+        readonly floorSeq: number;
+        readonly events: readonly ImportedMailboxEvent[];
+      }
+    | {
+        readonly kind: "conversation";
+        readonly id: string;
+        readonly first: boolean;
+        readonly last: boolean;
+        readonly lastSeq: number;
+        readonly conversation: ImportedConversation | null;
+        readonly members: readonly ImportedMember[];
+        readonly messages: readonly Message[];
+        readonly outbox: readonly ImportedOutboxEntry[];
+      }
+  );
+
+/**
+ * `importing`: the page was applied and the key is still importing; `active`: the key is active here,
+ * either made so by this (`last`) page or by an earlier attempt (then nothing changed). `not_importing`:
+ * a page after the first for a key with no import in progress (its copy was reset or never started).
+ */
+export type ImportPageResult =
+  | { readonly outcome: "importing" }
+  | { readonly outcome: "active" }
+  | { readonly outcome: "not_importing" }
+  | Fenced
+  | Moving;
+
+export type TombstoneInput = EpochFenced & MigrationKey & { readonly toCellId: string; readonly movedEpoch: number };
+export type TombstoneResult = { readonly outcome: "moved"; readonly deletedRows: number } | { readonly outcome: "not_found" } | Fenced | Moving;
+
+/** For cell.stats: what the cell still homes (active keys), its outbox backlog and its frozen keys. */
+export type CellStoreStats = { readonly users: number; readonly conversations: number; readonly outboxRows: number; readonly frozen: number };
+
+export interface MigrationStore {
+  /** The key's row, or undefined when this cell has none. */
+  migrationState(key: MigrationKey): Promise<KeyMigrationState | undefined>;
+
+  /**
+   * Freezes an active (or already frozen) key toward `toCellId`: from the commit on, every write for it
+   * answers `moving`. Fenced like a write, in the statement that takes the row lock. A user without a
+   * mailbox row gets an empty frozen one (so the move leaves a tombstone); a conversation without a row
+   * answers not_found. An importing key answers `moving`, a tombstone `moved`.
+   */
+  freeze(input: FreezeInput): Promise<FreezeResult>;
+
+  /** Makes a frozen key active again (a failed move); an active key stays active. Fenced. */
+  unfreeze(input: EpochFenced & MigrationKey): Promise<UnfreezeResult>;
+
+  /** Mailbox events with seq > afterSeq, ascending with their event ids: at most `limit`, within the page byte budget. */
+  exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]>;
+
+  /** The conversation's description and members with their positions (0 for none), or undefined. */
+  exportConversation(conversationId: string): Promise<ConversationExport | undefined>;
+
+  /** Messages with seq > afterSeq, ascending: at most `limit`, within the page byte budget. */
+  exportMessages(input: ExportMessagesInput): Promise<Message[]>;
+
+  /**
+   * Applies one import page, in one transaction, fenced by the importer's ring epoch. The first page
+   * replaces whatever this cell holds of the key unless it is active (a tombstone of an earlier move out,
+   * or the copy of an earlier attempt) and makes it `importing`; rows are inserted idempotently (a row
+   * already there is kept); the `last` page sets the heads and makes the key active. A key active here
+   * answers `active` and changes nothing; a frozen one `moving`.
+   */
+  importPage(input: ImportPageInput): Promise<ImportPageResult>;
+
+  /**
+   * Makes the key a tombstone (state moved, naming its new home and the directory epoch of the move),
+   * then deletes its other rows (mailbox events; or messages, members, read positions and outbox rows) in
+   * statements of at most tombstoneBatchRowsMax rows. Idempotent: a tombstone is rewritten and whatever
+   * rows a cut-short earlier call left are deleted. Fenced; an importing key answers `moving`.
+   */
+  tombstone(input: TombstoneInput): Promise<TombstoneResult>;
+
+  stats(): Promise<CellStoreStats>;
+}
+
+export interface ConversationStore extends MigrationStore {
   /**
    * Appends a message with the next seq of its conversation, or returns the message already stored for
    * (conversation, sender, clientMessageId). MUST be atomic per conversation: concurrent callers, even on
@@ -167,7 +328,7 @@ export interface ConversationStore {
   markReceipt(input: MarkReceiptInput): Promise<MarkReceiptResult>;
 
   /** The conversation's members, sorted; empty when it does not exist. */
-  members(conversationId: string): Promise<string[]>;
+  members(conversationId: string): Promise<MembersResult>;
 
   /**
    * Appends an event to a user's mailbox with the user's next seq (1 for a new mailbox), or returns the
@@ -181,7 +342,7 @@ export interface ConversationStore {
    * Events with seq > afterSeq in ascending order: at most `limit`, and no more than fit
    * historyPageBytesMax once encoded (always at least one when any exists).
    */
-  mailboxPage(input: MailboxPageInput): Promise<MailboxPage>;
+  mailboxPage(input: MailboxPageInput): Promise<MailboxPageResult>;
 
   /**
    * Retention: drops the events up to `throughSeq` (at most the head) and raises the floor to it; returns
