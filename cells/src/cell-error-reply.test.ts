@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { UnavailableError } from "@cellwire/cluster";
 import { cellReply, decode } from "@cellwire/protocol";
-import { cellErrorReply, type RequestFailure } from "./cell-error-reply.ts";
+import { cellErrorReply, movedReply, type RequestFailure } from "./cell-error-reply.ts";
 import { StoreRowError } from "./store/errors.ts";
 
 describe("cellErrorReply", () => {
@@ -16,6 +16,8 @@ describe("cellErrorReply", () => {
     [{ kind: "lease_lapsed" }, "not_owner"],
     [{ kind: "overloaded", reason: "key_full" }, "cell_unavailable"],
     [{ kind: "overloaded", reason: "queue_full" }, "cell_unavailable"],
+    [{ kind: "overloaded", reason: "migrations_full" }, "cell_unavailable"],
+    [{ kind: "moving", key: "user:bob" }, "moving"],
     [{ kind: "bad_payload", reason: "$.type must be a string" }, "internal"],
     [{ kind: "invalid_field", message: "$.conversationId is not the pair's" }, "invalid_field"],
     [{ kind: "error", error: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) }, "cell_unavailable"],
@@ -29,6 +31,12 @@ describe("cellErrorReply", () => {
   it.each(cases)("maps %j to %s, as a reply that decodes", (failure, code) => {
     const reply = cellErrorReply(failure);
     expect(reply.code).toBe(code);
+    expect(decode(cellReply, reply).ok).toBe(true);
+  });
+
+  it("answers a tombstone with cell.moved naming the new home, a reply that decodes", () => {
+    const reply = movedReply("conversation", "g-x", { cellId: "b", epoch: 7 });
+    expect(reply).toEqual({ type: "cell.moved", kind: "conversation", id: "g-x", cellId: "b", epoch: 7 });
     expect(decode(cellReply, reply).ok).toBe(true);
   });
 

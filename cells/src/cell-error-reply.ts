@@ -1,7 +1,8 @@
 // The one place where a worker turns a failed request (a store refusal, a routing or capacity problem, a
-// thrown error) into the cell.error reply an edge receives.
+// thrown error) into the cell.error reply an edge receives, and a request for a key that moved away into
+// its cell.moved reply (not an error: the requester asks the new home).
 import { CellwireError } from "@cellwire/cluster";
-import { errorCodes, type CellErrorReply } from "@cellwire/protocol";
+import { errorCodes, type CellErrorReply, type CellMovedReply, type DirectoryEntryKind } from "@cellwire/protocol";
 import { isPostgresUnavailable } from "./store/errors.ts";
 import type { StoreRefusal } from "./store/store.ts";
 
@@ -13,7 +14,9 @@ export type RequestFailure =
   | { readonly kind: "fenced"; readonly key: string; readonly epoch: number }
   /** This worker could not renew its lease in time, so others may already consider it gone. */
   | { readonly kind: "lease_lapsed" }
-  | { readonly kind: "overloaded"; readonly reason: "key_full" | "queue_full" }
+  | { readonly kind: "overloaded"; readonly reason: "key_full" | "queue_full" | "migrations_full" }
+  /** The key is frozen here while it moves to another cell, or importing here from one. */
+  | { readonly kind: "moving"; readonly key: string }
   /** The payload did not decode: the edge and the worker disagree on the protocol, never a client's fault. */
   | { readonly kind: "bad_payload"; readonly reason: string }
   | { readonly kind: "invalid_field"; readonly message: string }
@@ -24,6 +27,17 @@ const replyMessageLengthMax = 500;
 
 function reply(code: CellErrorReply["code"], message: string): CellErrorReply {
   return { type: "cell.error", code, message: message.slice(0, replyMessageLengthMax) };
+}
+
+const overloadedMessages = {
+  key_full: "too many requests pending for this conversation or mailbox",
+  queue_full: "too many requests pending on this worker",
+  migrations_full: "too many migrations in flight on this worker",
+} as const;
+
+/** The answer of a tombstone: the key's new home as the tombstone recorded it. */
+export function movedReply(kind: DirectoryEntryKind, id: string, moved: { readonly cellId: string; readonly epoch: number }): CellMovedReply {
+  return { type: "cell.moved", kind, id, cellId: moved.cellId, epoch: moved.epoch };
 }
 
 export function cellErrorReply(failure: RequestFailure): CellErrorReply {
@@ -40,10 +54,9 @@ export function cellErrorReply(failure: RequestFailure): CellErrorReply {
     case "lease_lapsed":
       return reply("not_owner", "this worker's lease lapsed; route again");
     case "overloaded":
-      return reply(
-        "cell_unavailable",
-        failure.reason === "key_full" ? "too many requests pending for this conversation or mailbox" : "too many requests pending on this worker",
-      );
+      return reply("cell_unavailable", overloadedMessages[failure.reason]);
+    case "moving":
+      return reply("moving", `${failure.key} is moving between cells; retry shortly`);
     case "bad_payload":
       return reply("internal", `the request does not decode: ${failure.reason}`);
     case "invalid_field":

@@ -34,6 +34,8 @@ describe("loadWorkerConfig", () => {
         relayStopWaitMs: 5000,
         homeCellCacheUsersMax: 100_000,
         homeCellCacheTtlMs: 60_000,
+        migrationsInFlightMax: 16,
+        migrationRequestTimeoutMs: 10_000,
       },
       unknownVariables: [],
     });
@@ -68,6 +70,8 @@ describe("loadWorkerConfig", () => {
       WORKER_RELAY_STOP_WAIT_MS: "100",
       WORKER_HOME_CELL_CACHE_USERS_MAX: "11",
       WORKER_HOME_CELL_CACHE_TTL_MS: "1234",
+      WORKER_MIGRATIONS_IN_FLIGHT_MAX: "2",
+      WORKER_MIGRATION_REQUEST_TIMEOUT_MS: "3000",
       WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "5",
       WORKER_LEASE_MSS: "typo",
     });
@@ -97,6 +101,8 @@ describe("loadWorkerConfig", () => {
       relayStopWaitMs: 100,
       homeCellCacheUsersMax: 11,
       homeCellCacheTtlMs: 1234,
+      migrationsInFlightMax: 2,
+      migrationRequestTimeoutMs: 3000,
     });
     // A setting of an earlier version (the member cache is gone) is reported like a typo.
     expect(unknownVariables).toEqual(["WORKER_LEASE_MSS", "WORKER_MEMBER_CACHE_CONVERSATIONS_MAX"]);

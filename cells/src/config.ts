@@ -58,7 +58,17 @@ export type WorkerConfig = {
   /** Users whose home cell is cached for relays. */
   readonly homeCellCacheUsersMax: number;
   readonly homeCellCacheTtlMs: number;
+  /**
+   * Live migration (optional, so configs built by hand need not name them; absent means the defaults).
+   * Keys this worker migrates out at once; past it cell.migrate answers cell_unavailable.
+   */
+  readonly migrationsInFlightMax?: number;
+  /** Deadline of one directory request or one cell.import page (over the router's attempts) of a migration. */
+  readonly migrationRequestTimeoutMs?: number;
 };
+
+export const migrationsInFlightMaxDefault = 16;
+export const migrationRequestTimeoutMsDefault = 10_000;
 
 export type LoadedWorkerConfig = {
   readonly config: WorkerConfig;
@@ -108,6 +118,8 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     relayStopWaitMs: reader.integer("WORKER_RELAY_STOP_WAIT_MS", 5000, 0, 600_000),
     homeCellCacheUsersMax: reader.integer("WORKER_HOME_CELL_CACHE_USERS_MAX", 100_000, 1, 10_000_000),
     homeCellCacheTtlMs: reader.integer("WORKER_HOME_CELL_CACHE_TTL_MS", 60_000, 1, 86_400_000),
+    migrationsInFlightMax: reader.integer("WORKER_MIGRATIONS_IN_FLIGHT_MAX", migrationsInFlightMaxDefault, 1, 10_000),
+    migrationRequestTimeoutMs: reader.integer("WORKER_MIGRATION_REQUEST_TIMEOUT_MS", migrationRequestTimeoutMsDefault, 100, 600_000),
   };
   // Two heartbeats per lease at least, so one late renewal does not make the worker look dead.
   if (config.heartbeatIntervalMs * 2 > config.leaseMs) {

@@ -189,6 +189,7 @@ async function inProcessWorkerOf(cellId: string, workerId: string, store: Postgr
   await holder.start();
   const handler = new CellRequestHandler({
     workerId,
+    cellId,
     store,
     ownership: { snapshot: () => watcher.snapshot, leaseHeld: () => holder.holds() },
     queue: new KeyedSerialQueue({ pendingPerKeyMax: 16, pendingTotalMax: 64 }),

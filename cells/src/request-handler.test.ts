@@ -38,6 +38,7 @@ function harness(
   const { warnings } = options;
   const handler = new CellRequestHandler({
     workerId,
+    cellId: "a",
     store: options.store ?? new MemoryConversationStore(),
     ownership: {
       snapshot: () => ({ ring: { ownerOf: ring.ownerOf ?? (() => workerId) }, epoch: ring.epoch?.() ?? 1 }),
@@ -330,7 +331,7 @@ describe("CellRequestHandler", () => {
     expect(warnings.filter((line) => line.includes("fenced"))).toHaveLength(stale.length);
     expect(relayed).toHaveLength(1);
     expect(deliveries.map((delivery) => delivery.seq)).toEqual([1]);
-    expect(await store.members(conversationId)).toEqual(["alice", "bob"]);
+    expect(await store.members(conversationId)).toEqual({ outcome: "members", memberUserIds: ["alice", "bob"] });
     expect(await store.mailboxPage({ userId: "bob", afterSeq: 0, limit: 10 })).toMatchObject({ headSeq: 1 });
     // Reads are not fenced.
     expect(await request({ type: "cell.history", userId: "bob", conversationId, beforeSeq: null, limit: 10 })).toMatchObject({ messages: [{ seq: 1 }] });

@@ -7,6 +7,12 @@
 // A write is fenced: when its turn comes, the worker checks again that it holds its lease and owns the
 // key on its current ring, and passes that ring's epoch to the store, which refuses it (fenced) if the
 // key was written under a later epoch. Either refusal answers not_owner, so the router routes again.
+//
+// Migration (migration.ts): a key that is moving answers `moving` (writes while it is frozen here, every
+// request while it is importing here), a key that moved away answers cell.moved. cell.migrate runs outside
+// the key's turn (only its freeze, unfreeze and tombstone take turns), so requests during a copy are
+// refused at once instead of waiting behind it; cell.import is a write in the key's turn; cell.stats is
+// answered by whichever worker gets it.
 import { directConversationId, type Logger } from "@cellwire/cluster";
 import {
   cellRequest,
@@ -14,16 +20,19 @@ import {
   decodeJsonText,
   mailboxEventId,
   receiptFanOutMembersMax,
+  type CellImportRequest,
   type CellReply,
   type CellRequest,
   type ConversationSummary,
   type Delivery,
+  type DirectoryEntryKind,
 } from "@cellwire/protocol";
-import { cellErrorReply, type RequestFailure } from "./cell-error-reply.ts";
+import { cellErrorReply, movedReply, type RequestFailure } from "./cell-error-reply.ts";
 import { membersReply } from "./members-reply.ts";
 import type { KeyedSerialQueue } from "./keyed-serial-queue.ts";
+import { MigrationCoordinator, type KeyTurn, type MigrationDirectory, type MigrationLimits, type MigrationRouter } from "./migration.ts";
 import { describeError } from "./store/errors.ts";
-import type { ConversationResult, ConversationStore, OutboxEntry, StoreRefusal } from "./store/store.ts";
+import type { ConversationResult, ConversationStore, MigrationRefusal, OutboxEntry, StoreRefusal } from "./store/store.ts";
 
 /** This worker's current view of its cell's ring (a MembershipSnapshot fits). */
 export type OwnershipSnapshot = {
@@ -40,8 +49,19 @@ export type OwnershipView = {
   readonly leaseHeld: () => boolean;
 };
 
+/** What cell.migrate needs beyond the store; a worker without it answers cell.migrate with cell_unavailable. */
+export type MigrationDependencies = {
+  readonly directory: MigrationDirectory;
+  readonly router: MigrationRouter;
+  readonly clock: { readonly monotonicNowMs: () => number };
+  readonly limits: MigrationLimits;
+};
+
 export type RequestHandlerDependencies = {
   readonly workerId: string;
+  /** The worker's cell: cell.stats names it, and migration moves keys out of it. */
+  readonly cellId: string;
+  readonly migration?: MigrationDependencies;
   readonly store: ConversationStore;
   readonly ownership: OwnershipView;
   readonly queue: KeyedSerialQueue;
@@ -56,7 +76,24 @@ export type RequestHandlerDependencies = {
 type Outcome = { readonly reply: CellReply; readonly afterReply?: () => Promise<void> };
 
 export class CellRequestHandler {
-  constructor(private readonly dependencies: RequestHandlerDependencies) {}
+  private readonly migration: MigrationCoordinator | undefined;
+
+  constructor(private readonly dependencies: RequestHandlerDependencies) {
+    const { migration } = dependencies;
+    this.migration =
+      migration === undefined
+        ? undefined
+        : new MigrationCoordinator({
+            cellId: dependencies.cellId,
+            store: dependencies.store,
+            directory: migration.directory,
+            router: migration.router,
+            clock: migration.clock,
+            limits: migration.limits,
+            logger: dependencies.logger,
+            turn: (key, write) => this.inTurn(key, write),
+          });
+  }
 
   /**
    * Handles one request payload. MUST be called in arrival order: requests for one key run in the order
@@ -73,6 +110,8 @@ export class CellRequestHandler {
       return Promise.resolve();
     }
     const request = decoded.value;
+    // Any worker counts the cell's rows: no key, no turn.
+    if (request.type === "cell.stats") return this.stats(respond);
     const key = cellRequestKey(request);
     if (!ownership.leaseHeld()) {
       respond(cellErrorReply({ kind: "lease_lapsed" }));
@@ -90,6 +129,15 @@ export class CellRequestHandler {
       respond(cellErrorReply(invalid));
       return Promise.resolve();
     }
+    if (request.type === "cell.migrate") {
+      const migration = this.migration;
+      if (migration === undefined) {
+        respond(cellErrorReply({ kind: "error", error: new Error("this worker has no migration dependencies") }));
+        return Promise.resolve();
+      }
+      // Outside the key's turn: the coordinator takes turns only for its writes here.
+      return migration.migrate(request).then(respond);
+    }
     const queued = queue.enqueue(key, () => this.run(request, respond));
     if (!queued.accepted) {
       respond(cellErrorReply({ kind: "overloaded", reason: queued.reason }));
@@ -98,6 +146,28 @@ export class CellRequestHandler {
     // run() catches everything itself; this only guards against a bug in it.
     return queued.result.catch((error: unknown) => logger.error(`request handling failed: ${describeError(error)}`));
   }
+
+  private async stats(respond: (reply: CellReply) => void): Promise<void> {
+    const { store, cellId, logger } = this.dependencies;
+    try {
+      const stats = await store.stats();
+      respond({ type: "cell.stats", cellId, ...stats });
+    } catch (error) {
+      logger.error(`cell.stats failed: ${describeError(error)}`);
+      respond(cellErrorReply({ kind: "error", error }));
+    }
+  }
+
+  /** The migration coordinator's writes here: in the key's turn, fenced by the epoch of that moment. */
+  private inTurn: KeyTurn = async (key, write) => {
+    const queued = this.dependencies.queue.enqueue(key, async () => {
+      const writing = this.writeEpoch(key);
+      if ("refusal" in writing) return { ok: false as const, reply: writing.refusal.reply };
+      return { ok: true as const, value: await write(writing.epoch), epoch: writing.epoch };
+    });
+    if (!queued.accepted) return { ok: false, reply: cellErrorReply({ kind: "overloaded", reason: queued.reason }) };
+    return queued.result;
+  };
 
   private async run(request: CellRequest, respond: (reply: CellReply) => void): Promise<void> {
     const { logger } = this.dependencies;
@@ -156,6 +226,7 @@ export class CellRequestHandler {
           epoch: writing.epoch,
         });
         if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
+        if (result.outcome === "moving" || result.outcome === "moved") return migrating("conversation", request.conversationId, key, result);
         if (result.outcome !== "stored") return refused(result.outcome);
         const reply: CellReply = { type: "cell.stored", message: result.message, deduplicated: result.deduplicated };
         // A deduplicated send wrote no rows: those of its first store are relayed or left for the sweeper.
@@ -182,6 +253,7 @@ export class CellRequestHandler {
           beforeSeq: request.beforeSeq,
           limit: request.limit,
         });
+        if (result.outcome === "moving" || result.outcome === "moved") return migrating("conversation", request.conversationId, key, result);
         if (result.outcome !== "history") return refused(result.outcome);
         return {
           reply: { type: "cell.historyPage", conversationId: request.conversationId, messages: result.messages, hasMore: result.hasMore },
@@ -193,6 +265,7 @@ export class CellRequestHandler {
         const { userId, event } = request;
         const result = await store.appendMailbox({ userId, eventId: request.eventId, event, epoch: writing.epoch });
         if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
+        if (result.outcome === "moving" || result.outcome === "moved") return migrating("user", userId, key, result);
         const { seq, deduplicated } = result;
         const reply: CellReply = { type: "cell.appended", userId, seq, deduplicated };
         // A repeated append was published when it was first stored.
@@ -201,7 +274,7 @@ export class CellRequestHandler {
         return { reply, afterReply: async () => this.dependencies.publishDelivery({ type: "delivery.event", recipientUserId: userId, seq, event }) };
       }
       case "cell.members":
-        return { reply: await membersReply(store, request) };
+        return { reply: await membersReply(store, request, key) };
       case "cell.receipt": {
         const writing = this.writeEpoch(key);
         if ("refusal" in writing) return writing.refusal;
@@ -214,6 +287,7 @@ export class CellRequestHandler {
           epoch: writing.epoch,
         });
         if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
+        if (result.outcome === "moving" || result.outcome === "moved") return migrating("conversation", request.conversationId, key, result);
         if (result.outcome === "not_a_member") return refused(result.outcome);
         if (result.outcome === "seq_beyond_last") {
           return { reply: cellErrorReply({ kind: "invalid_field", message: `$.seq is beyond the conversation's last seq ${result.lastSeq}` }) };
@@ -225,8 +299,35 @@ export class CellRequestHandler {
       }
       case "cell.mailboxPage": {
         const page = await store.mailboxPage({ userId: request.userId, afterSeq: request.afterSeq, limit: request.limit });
+        if (page.outcome !== "page") return migrating("user", request.userId, key, page);
         return { reply: { type: "cell.mailboxEvents", userId: request.userId, events: page.events, headSeq: page.headSeq, floorSeq: page.floorSeq } };
       }
+      case "cell.import":
+        return this.importPage(key, request);
+      case "cell.migrate":
+      case "cell.stats":
+        // handle() answers both without queueing them.
+        throw new Error(`${request.type} reached the keyed queue`);
+    }
+  }
+
+  /** One page of a key moving into this cell: a write in the key's turn, fenced like any other. */
+  private async importPage(key: string, request: CellImportRequest): Promise<Outcome> {
+    const writing = this.writeEpoch(key);
+    if ("refusal" in writing) return writing.refusal;
+    const { type: _type, fromCellId: _fromCellId, ...page } = request;
+    const result = await this.dependencies.store.importPage({ ...page, epoch: writing.epoch });
+    switch (result.outcome) {
+      case "fenced":
+        return this.fenced(key, writing.epoch);
+      case "moving":
+        return { reply: cellErrorReply({ kind: "moving", key }) };
+      case "not_importing":
+        this.dependencies.logger.warn(`an import page of ${key} from cell ${request.fromCellId} found no import in progress`);
+        return { reply: { type: "cell.error", code: "internal", message: `no import of ${key} is in progress here; the move must start again` } };
+      case "importing":
+      case "active":
+        return { reply: { type: "cell.imported", kind: request.kind, id: request.id, state: result.outcome } };
     }
   }
 
@@ -239,10 +340,16 @@ export class CellRequestHandler {
 
   private conversationOutcome(key: string, epoch: number, result: ConversationResult<StoreRefusal>): Outcome {
     if (result.outcome === "fenced") return this.fenced(key, epoch);
+    if (result.outcome === "moving" || result.outcome === "moved") return migrating("conversation", key, key, result);
     if (result.outcome !== "conversation") return refused(result.outcome);
     const conversation: ConversationSummary = result.conversation;
     return { reply: { type: "cell.conversation", conversation } };
   }
+}
+
+/** A request for a key that is migrating (`moving`, retryable) or moved away (cell.moved). */
+function migrating(kind: DirectoryEntryKind, id: string, key: string, refusal: MigrationRefusal): Outcome {
+  return { reply: refusal.outcome === "moving" ? cellErrorReply({ kind: "moving", key }) : movedReply(kind, id, refusal) };
 }
 
 function refused(refusal: StoreRefusal): Outcome {
@@ -264,6 +371,12 @@ function invalidRequest(request: CellRequest): RequestFailure | undefined {
   // One mailbox entry per message or receipt: an event id of another shape would let it in twice.
   if (request.type === "cell.appendMailbox" && request.eventId !== mailboxEventId(request.event)) {
     return { kind: "invalid_field", message: "$.eventId is not the event id of the event" };
+  }
+  if (request.type === "cell.import" && request.kind === "conversation" && request.first && request.conversation === null) {
+    return { kind: "invalid_field", message: "$.conversation is required on the first page" };
+  }
+  if (request.type === "cell.import" && request.kind === "user" && request.events.some((entry) => entry.eventId !== mailboxEventId(entry.event))) {
+    return { kind: "invalid_field", message: "$.events: an event id is not the event id of its event" };
   }
   return undefined;
 }

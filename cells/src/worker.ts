@@ -20,7 +20,7 @@ import {
 } from "@cellwire/cluster";
 import { deliverySubject, directoryChange, directoryChangesSubject, workerSubject, type WorkerLease } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
-import type { WorkerConfig } from "./config.ts";
+import { migrationRequestTimeoutMsDefault, migrationsInFlightMaxDefault, type WorkerConfig } from "./config.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { MailboxAppender } from "./mailbox-appender.ts";
 import { OutboxRelay } from "./outbox-relay.ts";
@@ -48,6 +48,10 @@ const postgresStatementTimeoutMs = 10_000;
 const relayRetryBackoff: BackoffPolicy = { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 };
 /** Batches one relay drains before leaving the rest to the next relay or the sweeper. */
 const relayDrainBatchesMax = 4;
+/** Attempts of one cell.import page (the router retries on another owner after not_owner or silence). */
+const migrationImportAttemptsMax = 3;
+/** Attempts of the directory flip while the directory does not answer (moveEntry is idempotent). */
+const migrationFlipAttemptsMax = 3;
 
 type Dependencies = { readonly clock: Clock; readonly random: () => number; readonly sleep: (ms: number) => Promise<void> };
 const defaultDependencies: Dependencies = {
@@ -138,9 +142,38 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     // Keys that move away and back may have been written by another worker meanwhile.
     watcher.onChange(() => relay.forgetCleanConversations());
 
+    // Migration has its own directory client and router: a page of up to 512 KiB, or a flip, may take
+    // longer than the relay's short per-attempt timeout allows.
+    const migrationRequestTimeoutMs = config.migrationRequestTimeoutMs ?? migrationRequestTimeoutMsDefault;
+    const migrationDirectory = new DirectoryClient(connection, config.namespace, migrationRequestTimeoutMs);
+    const migrationRouter = new CellRouter(
+      connection,
+      {
+        namespace: config.namespace,
+        leaseMs: config.leaseMs,
+        requestTimeoutMs: migrationRequestTimeoutMs,
+        deadlineMs: migrationRequestTimeoutMs,
+        attemptsMax: migrationImportAttemptsMax,
+        retryBackoff: relayRetryBackoff,
+        watchedCellsMax: config.relayWatchedCellsMax,
+      },
+      clock,
+      logger,
+      dependencies.random,
+      dependencies.sleep,
+    );
+    undo.push(async () => migrationRouter.stop());
+
     const queue = new KeyedSerialQueue({ pendingPerKeyMax: config.pendingPerConversationMax, pendingTotalMax: config.pendingTotalMax });
     const handler = new CellRequestHandler({
       workerId: config.workerId,
+      cellId: config.cellId,
+      migration: {
+        directory: migrationDirectory,
+        router: migrationRouter,
+        clock,
+        limits: { migrationsInFlightMax: config.migrationsInFlightMax ?? migrationsInFlightMaxDefault, flipAttemptsMax: migrationFlipAttemptsMax },
+      },
       store,
       ownership: {
         // The ring and its epoch are read afresh at each check: a write carries the epoch of the ring on
@@ -193,6 +226,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         await holder.stop();
         watcher.stop();
         router.stop();
+        migrationRouter.stop();
         // Drain flushes the replies and deliveries still buffered before closing.
         await connection.drain().catch(() => connection.close());
         await pool.end();
