@@ -33,7 +33,8 @@ beforeAll(async () => {
   }
   const [firstPool, secondPool] = pools;
   if (firstPool === undefined || secondPool === undefined) throw new Error("pools missing");
-  first = new PostgresConversationStore(firstPool, { groupMembersMax });
+  // Tombstones delete in batches of 3 rows here, so the contract exercises more than one batch.
+  first = new PostgresConversationStore(firstPool, { groupMembersMax, tombstoneBatchRowsMax: 3 });
   second = new PostgresConversationStore(secondPool, { groupMembersMax });
 });
 

@@ -342,6 +342,212 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const head = pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 0 }));
       expect(head.headSeq).toBe(options.concurrentAppends + 1);
     });
+    describe("live migration", () => {
+      const moved = { outcome: "moved", cellId: "b", epoch: 7 } as const;
+      const moving = { outcome: "moving" } as const;
+
+      async function groupWithMessages(count: number, members: string[] = ["bob", "carol"]): Promise<string> {
+        const conversationId = await group(members);
+        for (let index = 1; index <= count; index++) await send(conversationId, `m${index}`, index % 2 === 0 ? "bob" : "alice");
+        return conversationId;
+      }
+
+      it("refuses every write to a frozen conversation with moving, still serves reads, and takes writes again once unfrozen", async () => {
+        const conversationId = await groupWithMessages(1);
+        const clientMessageId = nextClientMessageId();
+        const first = await send(conversationId, "before", "alice", clientMessageId);
+        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 0 });
+        expect(await send(conversationId, "during")).toEqual(moving);
+        // A repeated send writes nothing: it is answered from the frozen conversation.
+        expect(await send(conversationId, "before", "alice", clientMessageId)).toEqual(first.outcome === "stored" ? { ...first, deduplicated: true, outbox: [] } : first);
+        expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "team", memberUserIds: [] })).toEqual(moving);
+        expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["dave"] })).toEqual(moving);
+        expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(moving);
+        const history = await store().history({ conversationId, userId: "carol", beforeSeq: null, limit: 10 });
+        expect(history.outcome === "history" && history.messages.map((message) => message.body)).toEqual(["m1", "before"]);
+        expect(await memberIds(conversationId)).toEqual(["alice", "bob", "carol"]);
+        expect(await store().migrationState({ kind: "conversation", id: conversationId })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 2, floorSeq: 0 });
+        expect(await store().unfreeze({ kind: "conversation", id: conversationId, epoch: baseEpoch })).toEqual({ outcome: "active" });
+        expect(await send(conversationId, "after")).toMatchObject({ outcome: "stored", message: { seq: 3 } });
+        expect(await store().freeze({ kind: "conversation", id: newGroupId(), toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "not_found" });
+      });
+
+      it("freezes a mailbox (an empty frozen one for a user with none): appends answer moving, repeats and pages are served", async () => {
+        const user = newUserId();
+        const event = messageEvent("one");
+        await appendMailbox(user, "e-1", event);
+        await appendMailbox(user, "e-2", messageEvent("two"));
+        await store().trimMailbox(user, 1);
+        expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 1 });
+        expect(await appendMailbox(user, "e-3", messageEvent("three"))).toEqual(moving);
+        expect(await appendMailbox(user, "e-2", messageEvent("two"))).toEqual({ outcome: "appended", seq: 2, deduplicated: true });
+        expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events.map((entry) => entry.seq)).toEqual([2]);
+        const fresh = newUserId();
+        expect(await store().freeze({ kind: "user", id: fresh, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0 });
+        expect(await store().migrationState({ kind: "user", id: fresh })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 0, floorSeq: 0 });
+        expect(await appendMailbox(fresh, "e-1", event)).toEqual(moving);
+        expect(await store().unfreeze({ kind: "user", id: fresh, epoch: baseEpoch })).toEqual({ outcome: "active" });
+        expect(await appendMailbox(fresh, "e-1", event)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
+      });
+
+      it("fences freeze, unfreeze and tombstone under a lower epoch, changing nothing", async () => {
+        const conversationId = newGroupId();
+        await store().createGroup({ epoch: 5, conversationId, creatorUserId: "alice", title: "t", memberUserIds: ["bob"] });
+        const key = { kind: "conversation", id: conversationId } as const;
+        expect(await store().freeze({ ...key, toCellId: "b", epoch: 4 })).toEqual({ outcome: "fenced" });
+        expect(await store().migrationState(key)).toMatchObject({ state: "active" });
+        expect(await store().freeze({ ...key, toCellId: "b", epoch: 5 })).toMatchObject({ outcome: "frozen" });
+        expect(await store().unfreeze({ ...key, epoch: 4 })).toEqual({ outcome: "fenced" });
+        expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: 4 })).toEqual({ outcome: "fenced" });
+        expect(await store().migrationState(key)).toMatchObject({ state: "frozen" });
+        const user = newUserId();
+        await appendMailbox(user, "e-1", messageEvent(), 6);
+        expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: 5 })).toEqual({ outcome: "fenced" });
+        expect(await appendMailbox(user, "e-2", messageEvent(), 6)).toMatchObject({ outcome: "appended", seq: 2 });
+      });
+
+      it("tombstones a conversation in batches: every request then answers moved, and a direct conversation is never re-created", async () => {
+        const directId = newDirectId();
+        await store().openDirect({ epoch: baseEpoch, conversationId: directId, userId: "alice", peerUserId: "bob" });
+        for (let index = 1; index <= 5; index++) await send(directId, `m${index}`);
+        await store().markReceipt({ epoch: baseEpoch, conversationId: directId, userId: "bob", position: "read", seq: 2, fanOutMembersMax: 32 });
+        const outboxRows = (await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId: directId })).entries.length;
+        const key = { kind: "conversation", id: directId } as const;
+        await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch });
+        // 5 messages, 2 members, 1 read position and the outbox rows.
+        expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 8 + outboxRows });
+        expect(await store().openDirect({ epoch: baseEpoch, conversationId: directId, userId: "alice", peerUserId: "bob" })).toEqual(moved);
+        expect(await store().openDirect({ epoch: baseEpoch + 1, conversationId: directId, userId: "bob", peerUserId: "alice" })).toEqual(moved);
+        expect(await send(directId, "late")).toEqual(moved);
+        expect(await store().history({ conversationId: directId, userId: "alice", beforeSeq: null, limit: 10 })).toEqual(moved);
+        expect(await store().members(directId)).toEqual(moved);
+        expect(await store().markReceipt({ epoch: baseEpoch, conversationId: directId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(moved);
+        expect(await store().addMembers({ epoch: baseEpoch, conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual(moved);
+        expect(await store().freeze({ ...key, toCellId: "c", epoch: baseEpoch })).toEqual(moved);
+        expect((await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId: directId })).entries).toEqual([]);
+        expect(await store().migrationState(key)).toEqual({ state: "moved", movingToCellId: "b", movedEpoch: 7, lastSeq: expect.any(Number), floorSeq: 0 });
+        // Idempotent: a second tombstone finds nothing left to delete.
+        expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 0 });
+        expect(await store().tombstone({ kind: "conversation", id: newGroupId(), toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "not_found" });
+      });
+
+      it("tombstones a mailbox: appends and pages answer moved", async () => {
+        const user = newUserId();
+        for (let index = 1; index <= 4; index++) await appendMailbox(user, `e-${index}`, messageEvent(`m${index}`));
+        await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch });
+        expect(await store().tombstone({ kind: "user", id: user, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 4 });
+        expect(await appendMailbox(user, "e-1", messageEvent("m1"))).toEqual(moved);
+        expect(await appendMailbox(user, "e-9", messageEvent("m9"))).toEqual(moved);
+        expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual(moved);
+      });
+
+      it("round-trips a conversation through export and import: history, members, positions, outbox and send dedupe come back", async () => {
+        const conversationId = await groupWithMessages(5);
+        const clientMessageId = nextClientMessageId();
+        await send(conversationId, "sixth", "carol", clientMessageId);
+        await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 3, fanOutMembersMax: 32 });
+        const key = { kind: "conversation", id: conversationId } as const;
+        const frozen = await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch });
+        if (frozen.outcome !== "frozen") throw new Error("expected frozen");
+        const exported = await store().exportConversation(conversationId);
+        if (exported === undefined) throw new Error("expected an export");
+        expect(exported.conversation).toMatchObject({ kind: "group", title: "team", createdByUserId: "alice" });
+        expect(exported.members.map((member) => [member.userId, member.readSeq, member.deliveredSeq])).toEqual([["alice", 0, 0], ["bob", 3, 3], ["carol", 0, 0]]);
+        const pages = [await store().exportMessages({ conversationId, afterSeq: 0, limit: 4 }), await store().exportMessages({ conversationId, afterSeq: 4, limit: 4 })];
+        expect(pages.map((page) => page.map((message) => message.seq))).toEqual([[1, 2, 3, 4], [5, 6]]);
+        const outbox = (await store().pendingOutbox({ olderThanMs: 0, limit: 1000, afterId: 0, conversationId })).entries;
+        const historyBefore = await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 });
+        // The key leaves (tombstone), then comes back into the same store: the first page replaces the tombstone.
+        await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
+        const base = { kind: "conversation", id: conversationId, epoch: baseEpoch, lastSeq: frozen.lastSeq, conversation: null, members: [], messages: [], outbox: [] } as const;
+        expect(await store().importPage({ ...base, first: true, last: false, conversation: exported.conversation, members: exported.members })).toEqual({ outcome: "importing" });
+        expect(await send(conversationId, "too early")).toEqual(moving);
+        expect(await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 })).toEqual(moving);
+        expect(await store().members(conversationId)).toEqual(moving);
+        for (const messages of pages) expect(await store().importPage({ ...base, first: false, last: false, messages })).toEqual({ outcome: "importing" });
+        // A retried page changes nothing.
+        expect(await store().importPage({ ...base, first: false, last: false, messages: pages[1] ?? [] })).toEqual({ outcome: "importing" });
+        const importedOutbox = outbox.map(({ recipientUserId, eventId, event }) => ({ recipientUserId, eventId, event }));
+        expect(await store().importPage({ ...base, first: false, last: false, outbox: importedOutbox })).toEqual({ outcome: "importing" });
+        expect(await store().importPage({ ...base, first: false, last: true })).toEqual({ outcome: "active" });
+        expect(await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 })).toEqual(historyBefore);
+        expect(await memberIds(conversationId)).toEqual(["alice", "bob", "carol"]);
+        const pending = (await store().pendingOutbox({ olderThanMs: 0, limit: 1000, afterId: 0, conversationId })).entries;
+        expect(pending.map(({ recipientUserId, eventId, event }) => ({ recipientUserId, eventId, event }))).toEqual(importedOutbox);
+        expect(await send(conversationId, "sixth again", "carol", clientMessageId)).toMatchObject({ outcome: "stored", deduplicated: true, message: { seq: 6, body: "sixth" } });
+        expect(await send(conversationId, "seventh")).toMatchObject({ outcome: "stored", message: { seq: 7 } });
+        // bob's read position came along: a lower read changes nothing.
+        expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 2, fanOutMembersMax: 32 })).toMatchObject({ readSeq: 3, deliveredSeq: 3, outbox: [] });
+        // Active now: a page of an old attempt changes nothing.
+        expect(await store().importPage({ ...base, first: true, last: false, conversation: exported.conversation })).toEqual({ outcome: "active" });
+        expect(await store().migrationState(key)).toMatchObject({ state: "active", lastSeq: 7 });
+      });
+
+      it("round-trips a trimmed mailbox through export and import, keeping seqs, floor and event-id dedupe", async () => {
+        const user = newUserId();
+        const events = Array.from({ length: 5 }, (_, index) => messageEvent(`m${index + 1}`));
+        for (const [index, event] of events.entries()) await appendMailbox(user, `e-${index + 1}`, event);
+        await store().trimMailbox(user, 2);
+        const key = { kind: "user", id: user } as const;
+        const frozen = await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch });
+        expect(frozen).toEqual({ outcome: "frozen", lastSeq: 5, floorSeq: 2 });
+        const exported = [await store().exportMailbox({ userId: user, afterSeq: 2, limit: 2 }), await store().exportMailbox({ userId: user, afterSeq: 4, limit: 2 })];
+        expect(exported.map((page) => page.map((entry) => [entry.seq, entry.eventId]))).toEqual([[[3, "e-3"], [4, "e-4"]], [[5, "e-5"]]]);
+        await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
+        const base = { kind: "user", id: user, epoch: baseEpoch, lastSeq: 5, floorSeq: 2, events: [] } as const;
+        // A later page with no import in progress is refused: the copy must start with its first page.
+        expect(await store().importPage({ ...base, first: false, last: false, events: exported[0] ?? [] })).toEqual({ outcome: "not_importing" });
+        expect(await store().importPage({ ...base, first: true, last: false })).toEqual({ outcome: "importing" });
+        expect(await appendMailbox(user, "e-3", events[2] ?? messageEvent())).toEqual(moving);
+        expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual(moving);
+        for (const page of exported) expect(await store().importPage({ ...base, first: false, last: false, events: page })).toEqual({ outcome: "importing" });
+        expect(await store().importPage({ ...base, first: false, last: true })).toEqual({ outcome: "active" });
+        expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }))).toEqual({
+          events: [3, 4, 5].map((seq) => ({ seq, event: events[seq - 1] })),
+          headSeq: 5,
+          floorSeq: 2,
+        });
+        expect(await appendMailbox(user, "e-4", messageEvent("again"))).toEqual({ outcome: "appended", seq: 4, deduplicated: true });
+        expect(await appendMailbox(user, "e-6", messageEvent("m6"))).toEqual({ outcome: "appended", seq: 6, deduplicated: false });
+      });
+
+      it("resets an earlier attempt's copy on a new first page, refuses an import into a frozen key and fences an older importer", async () => {
+        const user = newUserId();
+        const base = { kind: "user", id: user, lastSeq: 2, floorSeq: 0, events: [] } as const;
+        const stale = [{ seq: 1, eventId: "stale-1", event: messageEvent("stale") }];
+        expect(await store().importPage({ ...base, epoch: 3, first: true, last: false })).toEqual({ outcome: "importing" });
+        expect(await store().importPage({ ...base, epoch: 3, first: false, last: false, events: stale })).toEqual({ outcome: "importing" });
+        expect(await store().importPage({ ...base, epoch: 2, first: false, last: false, events: stale })).toEqual({ outcome: "fenced" });
+        // A new attempt: its first page drops the stale copy.
+        const fresh = [1, 2].map((seq) => ({ seq, eventId: `e-${seq}`, event: messageEvent(`m${seq}`) }));
+        expect(await store().importPage({ ...base, epoch: 3, first: true, last: false })).toEqual({ outcome: "importing" });
+        expect(await store().importPage({ ...base, epoch: 3, first: false, last: false, events: fresh })).toEqual({ outcome: "importing" });
+        expect(await store().importPage({ ...base, epoch: 3, first: false, last: true })).toEqual({ outcome: "active" });
+        expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events).toEqual(fresh.map(({ seq, event }) => ({ seq, event })));
+        await store().freeze({ kind: "user", id: user, toCellId: "c", epoch: 3 });
+        expect(await store().importPage({ ...base, epoch: 3, first: true, last: false })).toEqual(moving);
+      });
+
+      it("counts active users and conversations, outbox rows and frozen keys for cell.stats", async () => {
+        const before = await store().stats();
+        const conversationId = await groupWithMessages(1, ["bob"]);
+        await appendMailbox(newUserId(), "e-1", messageEvent());
+        const frozenUser = newUserId();
+        await store().freeze({ kind: "user", id: frozenUser, toCellId: "b", epoch: baseEpoch });
+        const after = await store().stats();
+        expect({
+          users: after.users - before.users,
+          conversations: after.conversations - before.conversations,
+          outboxRows: after.outboxRows - before.outboxRows,
+          frozen: after.frozen - before.frozen,
+        }).toEqual({ users: 1, conversations: 1, outboxRows: 2, frozen: 1 });
+        await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch });
+        await store().tombstone({ kind: "conversation", id: conversationId, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
+        await store().tombstone({ kind: "user", id: frozenUser, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
+        expect(await store().stats()).toEqual({ ...after, conversations: after.conversations - 1, outboxRows: after.outboxRows - 2, frozen: after.frozen - 1 });
+      });
+    });
+
     describe("fencing by ring epoch", () => {
       function bodiesOf(page: Awaited<ReturnType<ConversationStore["history"]>>): string[] {
         if (page.outcome !== "history") throw new Error(`expected history, got ${page.outcome}`);
