@@ -12,10 +12,15 @@ export {
 export {
   RedisDirectory,
   cellsMax,
+  cellEntriesReplyIdsMax,
   type PlacedEntry,
   type DirectoryRefusal,
   type PlacementResult,
   type AssignmentResult,
   type RegistrationResult,
+  type CellStateResult,
+  type MoveResult,
+  type MoveEntryInput,
+  type CellEntriesPage,
 } from "./redis-directory.ts";
 export { RedisUnavailableError, DirectoryStoreError } from "./errors.ts";

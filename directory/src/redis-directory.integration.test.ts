@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
 import { redisPrefix } from "@cellwire/protocol";
 import { DirectoryStoreError } from "./errors.ts";
-import { RedisDirectory } from "./redis-directory.ts";
+import { RedisDirectory, type MoveEntryInput } from "./redis-directory.ts";
 
 const redisUrl = "redis://127.0.0.1:6379";
 const racingConnectionCount = 5;
@@ -32,6 +32,11 @@ function firstConnection(): Redis {
 
 async function keysOf(namespace: string): Promise<string[]> {
   return firstConnection().keys(`${redisPrefix(namespace)}*`);
+}
+
+/** The members of a cell's set, read straight from Redis, sorted. */
+async function cellSet(namespace: string, cellId: string, kind: "users" | "conversations"): Promise<string[]> {
+  return (await firstConnection().smembers(`${redisPrefix(namespace)}cell:${cellId}:${kind}`)).sort();
 }
 
 /** Conversation ids are `g-` and 22 base64url characters. */
@@ -211,8 +216,209 @@ describe("destroyNamespace", () => {
       await directory.registerCell("a", 1);
       for (let index = 0; index < 30; index++) await directory.resolveUser(`user_${index}`, 0);
     }
-    expect(await doomed.directory.destroyNamespace()).toBe(31);
+    // 30 entries, the registry and cell a's set of users.
+    expect(await doomed.directory.destroyNamespace()).toBe(32);
     expect(await keysOf(doomed.namespace)).toEqual([]);
-    expect(await keysOf(kept.namespace)).toHaveLength(31);
+    expect(await keysOf(kept.namespace)).toHaveLength(32);
+  });
+});
+
+describe("per-cell sets", () => {
+  it("every placement adds the id to its cell's set of its kind, and an existing entry changes no set", async () => {
+    const { directory, namespace } = freshDirectory();
+    await directory.registerCell("a", 1);
+    await directory.registerCell("b", 1);
+    await directory.resolveUser("alice", 0.1);
+    await directory.resolveUser("bob", 0.9);
+    await directory.assignUser("carol", "a");
+    await directory.placeConversation(conversationIdFor(1), "b", 0.1);
+    await directory.placeConversation(conversationIdFor(2), "zz", 0.1);
+    // Repeats keep the first placement, so the sets must not grow on them.
+    await directory.resolveUser("alice", 0.9);
+    await directory.assignUser("bob", "a");
+    expect(await cellSet(namespace, "a", "users")).toEqual(["alice", "carol"]);
+    expect(await cellSet(namespace, "b", "users")).toEqual(["bob"]);
+    expect(await cellSet(namespace, "a", "conversations")).toEqual([conversationIdFor(2)]);
+    expect(await cellSet(namespace, "b", "conversations")).toEqual([conversationIdFor(1)]);
+  });
+
+  it("a refused placement adds to no set", async () => {
+    const { directory, namespace } = freshDirectory();
+    expect(await directory.resolveUser("alice", 0.5)).toMatchObject({ ok: false });
+    await directory.registerCell("a", 1);
+    expect(await directory.assignUser("alice", "zz")).toMatchObject({ ok: false, code: "unknown_cell" });
+    expect(await keysOf(namespace)).toEqual([`${redisPrefix(namespace)}cells`]);
+  });
+});
+
+describe("moveEntry", () => {
+  async function twoCellsWithAlice(): Promise<{ directory: RedisDirectory; namespace: string }> {
+    const fresh = freshDirectory();
+    await fresh.directory.registerCell("a", 1);
+    await fresh.directory.registerCell("b", 1);
+    await fresh.directory.assignUser("alice", "a");
+    return fresh;
+  }
+  const aliceToB: MoveEntryInput = { kind: "user", id: "alice", fromCellId: "a", toCellId: "b", expectedEpoch: 1 };
+
+  it("flips the entry to the target with the next epoch and moves the id between the cells' sets", async () => {
+    const { directory, namespace } = await twoCellsWithAlice();
+    await directory.assignUser("bob", "a");
+    expect(await directory.moveEntry(aliceToB)).toEqual({ ok: true, moved: true, entry: { kind: "user", id: "alice", cellId: "b", epoch: 2 } });
+    expect(await directory.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "b", epoch: 2 });
+    expect(await cellSet(namespace, "a", "users")).toEqual(["bob"]);
+    expect(await cellSet(namespace, "b", "users")).toEqual(["alice"]);
+    // And back again, from the new epoch.
+    const back = await directory.moveEntry({ ...aliceToB, fromCellId: "b", toCellId: "a", expectedEpoch: 2 });
+    expect(back).toEqual({ ok: true, moved: true, entry: { kind: "user", id: "alice", cellId: "a", epoch: 3 } });
+    expect(await cellSet(namespace, "a", "users")).toEqual(["alice", "bob"]);
+    expect(await cellSet(namespace, "b", "users")).toEqual([]);
+  });
+
+  it("moves conversations between the conversation sets", async () => {
+    const { directory, namespace } = await twoCellsWithAlice();
+    await directory.placeConversation(conversationIdFor(7), "a", 0);
+    const result = await directory.moveEntry({ kind: "conversation", id: conversationIdFor(7), fromCellId: "a", toCellId: "b", expectedEpoch: 1 });
+    expect(result).toMatchObject({ ok: true, moved: true, entry: { cellId: "b", epoch: 2 } });
+    expect(await cellSet(namespace, "a", "conversations")).toEqual([]);
+    expect(await cellSet(namespace, "b", "conversations")).toEqual([conversationIdFor(7)]);
+    expect(await cellSet(namespace, "a", "users")).toEqual(["alice"]);
+  });
+
+  it("answers a repeated move with the entry unchanged, even after the target began draining", async () => {
+    const { directory, namespace } = await twoCellsWithAlice();
+    await directory.moveEntry(aliceToB);
+    const repeat = await directory.moveEntry(aliceToB);
+    expect(repeat).toEqual({ ok: true, moved: false, entry: { kind: "user", id: "alice", cellId: "b", epoch: 2 } });
+    await directory.setCellState("b", "draining");
+    expect(await directory.moveEntry(aliceToB)).toEqual(repeat);
+    expect(await directory.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "b", epoch: 2 });
+    expect(await cellSet(namespace, "b", "users")).toEqual(["alice"]);
+  });
+
+  it("answers entry_changed for a stale epoch or a wrong source cell, and changes nothing", async () => {
+    const { directory, namespace } = await twoCellsWithAlice();
+    await directory.registerCell("c", 1);
+    await directory.moveEntry(aliceToB);
+    // Epoch 1 is stale now: b to c must name epoch 2.
+    expect(await directory.moveEntry({ ...aliceToB, fromCellId: "b", toCellId: "c", expectedEpoch: 1 })).toMatchObject({ ok: false, code: "entry_changed" });
+    // The entry is on b, not a.
+    expect(await directory.moveEntry({ ...aliceToB, fromCellId: "a", toCellId: "c", expectedEpoch: 2 })).toMatchObject({ ok: false, code: "entry_changed" });
+    // On the target, but not at the epoch this move would have written: another move won.
+    expect(await directory.moveEntry({ ...aliceToB, expectedEpoch: 5 })).toMatchObject({ ok: false, code: "entry_changed" });
+    expect(await directory.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "b", epoch: 2 });
+    expect(await cellSet(namespace, "b", "users")).toEqual(["alice"]);
+    expect(await cellSet(namespace, "c", "users")).toEqual([]);
+  });
+
+  it("refuses an unknown entry, an unknown target and a draining target", async () => {
+    const { directory, namespace } = await twoCellsWithAlice();
+    expect(await directory.moveEntry({ ...aliceToB, id: "nobody" })).toMatchObject({ ok: false, code: "not_found" });
+    expect(await directory.moveEntry({ ...aliceToB, toCellId: "zz" })).toMatchObject({ ok: false, code: "unknown_cell" });
+    await directory.setCellState("b", "draining");
+    expect(await directory.moveEntry(aliceToB)).toEqual({ ok: false, code: "invalid_field", message: "toCellId: cell b is draining" });
+    expect(await directory.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "a", epoch: 1 });
+    expect(await cellSet(namespace, "a", "users")).toEqual(["alice"]);
+  });
+
+  it("refuses a move onto the same cell and an id that does not fit its kind, before touching Redis", async () => {
+    const { directory } = await twoCellsWithAlice();
+    expect(await directory.moveEntry({ ...aliceToB, toCellId: "a" })).toMatchObject({ ok: false, code: "invalid_field" });
+    expect(await directory.moveEntry({ ...aliceToB, kind: "conversation" })).toMatchObject({ ok: false, code: "invalid_field" });
+    expect(await directory.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "a", epoch: 1 });
+  });
+
+  it("puts an entry that predates the sets into the target's set", async () => {
+    const { directory, namespace } = await twoCellsWithAlice();
+    // Written as placement did before the per-cell sets existed: the entry alone.
+    await firstConnection().hset(`${redisPrefix(namespace)}user:old_timer`, "cellId", "a", "epoch", "4");
+    expect(await directory.moveEntry({ ...aliceToB, id: "old_timer", expectedEpoch: 4 })).toMatchObject({ ok: true, entry: { cellId: "b", epoch: 5 } });
+    expect(await cellSet(namespace, "b", "users")).toEqual(["old_timer"]);
+  });
+});
+
+describe("setCellState", () => {
+  it("sets and clears draining, keeps the weight, and answers the whole registry", async () => {
+    const { directory } = freshDirectory();
+    await directory.registerCell("a", 1);
+    await directory.registerCell("b", 3);
+    expect(await directory.setCellState("b", "draining")).toEqual({
+      ok: true,
+      cells: [
+        { cellId: "a", weight: 1, state: "active" },
+        { cellId: "b", weight: 3, state: "draining" },
+      ],
+    });
+    expect(await directory.listCells()).toContainEqual({ cellId: "b", weight: 3, state: "draining" });
+    const reactivated = await directory.setCellState("b", "active");
+    expect(reactivated.ok && reactivated.cells).toContainEqual({ cellId: "b", weight: 3, state: "active" });
+  });
+
+  it("answers unknown_cell for a cell never registered and registers nothing", async () => {
+    const { directory } = freshDirectory();
+    expect(await directory.setCellState("zz", "draining")).toMatchObject({ ok: false, code: "unknown_cell" });
+    expect(await directory.listCells()).toEqual([]);
+  });
+
+  it("a drained cell gets no new entries until it is active again", async () => {
+    const { directory } = freshDirectory();
+    await directory.registerCell("a", 1);
+    await directory.registerCell("b", 1000);
+    await directory.setCellState("b", "draining");
+    for (const random of [0, 0.5, 0.999]) {
+      const result = await directory.resolveUser(`user_${String(random).replace(".", "_")}`, random);
+      expect(result.ok && result.entry.cellId).toBe("a");
+    }
+    expect(await directory.placeConversation(conversationIdFor(1), "b", 0.999)).toMatchObject({ ok: true, entry: { cellId: "a" } });
+    await directory.setCellState("b", "active");
+    expect(await directory.resolveUser("late_user", 0.999)).toMatchObject({ ok: true, entry: { cellId: "b" } });
+  });
+});
+
+describe("cellEntries", () => {
+  it("pages through 2,500 ids with small counts and sees each at least once, and only the cell's own", async () => {
+    const { directory, namespace } = freshDirectory();
+    await directory.registerCell("a", 1);
+    await directory.registerCell("b", 1);
+    const userCount = 2_500;
+    const expected = new Set<string>();
+    // Sent together, so they share round trips on the one connection.
+    const assignments: Promise<unknown>[] = [];
+    for (let index = 0; index < userCount; index++) {
+      expected.add(`user_${index}`);
+      assignments.push(directory.assignUser(`user_${index}`, "a"));
+    }
+    await Promise.all(assignments);
+    for (let index = 0; index < 10; index++) await directory.assignUser(`other_${index}`, "b");
+
+    const seen = new Set<string>();
+    let cursor = "0";
+    let pageCount = 0;
+    const pageCountMax = 10_000;
+    do {
+      const page = await directory.cellEntries("a", "user", cursor, 50);
+      if (!page.ok) throw new Error(`unexpected refusal ${page.code}`);
+      for (const id of page.ids) seen.add(id);
+      cursor = page.cursor;
+      pageCount++;
+    } while (cursor !== "0" && pageCount < pageCountMax);
+    expect(cursor).toBe("0");
+    expect(pageCount).toBeGreaterThan(10);
+    expect(seen).toEqual(expected);
+    expect(await cellSet(namespace, "a", "users")).toHaveLength(userCount);
+  });
+
+  it("answers an empty last page for a registered cell without entries, and unknown_cell for an unregistered one", async () => {
+    const { directory } = freshDirectory();
+    await directory.registerCell("a", 1);
+    expect(await directory.cellEntries("a", "conversation", "0", 10)).toEqual({ ok: true, ids: [], cursor: "0" });
+    expect(await directory.cellEntries("zz", "user", "0", 10)).toMatchObject({ ok: false, code: "unknown_cell" });
+  });
+
+  it("reports an id in a set that does not fit its kind as a DirectoryStoreError", async () => {
+    const { directory, namespace } = freshDirectory();
+    await directory.registerCell("a", 1);
+    await firstConnection().sadd(`${redisPrefix(namespace)}cell:a:conversations`, "not-a-conversation");
+    await expect(directory.cellEntries("a", "conversation", "0", 10)).rejects.toBeInstanceOf(DirectoryStoreError);
   });
 });

@@ -1,6 +1,8 @@
-// The directory's data in Redis: user and conversation entries (each a hash {cellId, epoch}) and the cell
-// registry (one hash, cellId -> JSON {weight, state}). Placement is one Lua script, so two edges racing
-// to place the same new user place it once.
+// The directory's data in Redis: user and conversation entries (each a hash {cellId, epoch}), the cell
+// registry (one hash, cellId -> JSON {weight, state}) and, per cell and kind, the set of ids homed there
+// (`<namespace>:cell:<cellId>:users` / `:conversations`), which a drain pages through. Every write is one
+// Lua script, so two edges racing to place the same new user place it once, and an entry and its cell's
+// set never disagree.
 import type { Redis } from "ioredis";
 import {
   cellId as cellIdDecoder,
@@ -12,6 +14,7 @@ import {
   object,
   oneOf,
   parseJson,
+  cellEntriesPageMax,
   redisPrefix,
   type CellErrorCode,
   type CellRecord,
@@ -37,17 +40,38 @@ export type DirectoryRefusal<Code extends CellErrorCode> = Code extends CellErro
 export type PlacementResult = PlacedEntry | DirectoryRefusal<"no_cell_available">;
 export type AssignmentResult = PlacedEntry | DirectoryRefusal<"unknown_cell">;
 export type RegistrationResult = { readonly ok: true; readonly cells: CellRecord[] } | DirectoryRefusal<"invalid_field">;
+export type CellStateResult = { readonly ok: true; readonly cells: CellRecord[] } | DirectoryRefusal<"unknown_cell">;
+/** `moved` is false when the entry was already where the move asked (a repeated request). */
+export type MoveResult =
+  | { readonly ok: true; readonly entry: DirectoryEntry; readonly moved: boolean }
+  | DirectoryRefusal<"not_found" | "unknown_cell" | "invalid_field" | "entry_changed">;
+export type CellEntriesPage = { readonly ok: true; readonly ids: string[]; readonly cursor: string } | DirectoryRefusal<"unknown_cell">;
+export type MoveEntryInput = {
+  readonly kind: DirectoryEntryKind;
+  readonly id: string;
+  readonly fromCellId: string;
+  readonly toCellId: string;
+  readonly expectedEpoch: number;
+};
+
+/** The most ids a directory.cellEntries reply may carry (SSCAN's COUNT is a hint, not a bound). */
+export const cellEntriesReplyIdsMax = 10 * cellEntriesPageMax;
 
 /**
  * KEYS[1] the entry's hash, KEYS[2] the cell registry.
  * ARGV[1] mode: "prefer" (ARGV[2] is a preferred cell, or "") or "require" (ARGV[2] must be registered).
  * ARGV[3] a random number in [0, 1) chosen by the caller, so the script itself stays deterministic.
+ * ARGV[4] the prefix of the per-cell sets (`<namespace>:cell:`), ARGV[5] the kind's set suffix (`users`),
+ * ARGV[6] the entry's id (the set's member).
  * Replies {"existing", cellId, epoch}, {"placed", cellId, epoch}, {"no_cell_available"} or {"unknown_cell"}.
  * An existing entry is returned unchanged: placement never moves a user (migration bumps the epoch).
+ * The chosen cell's set is only known inside the script, so its key is built here rather than passed in
+ * KEYS: fine on the single primary we run; a Redis Cluster would need a `{namespace}` hash tag anyway.
  */
 const placementScript = new LuaScript(`
 local entryKey, cellsKey = KEYS[1], KEYS[2]
 local mode, requestedCellId, random = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local cellSetPrefix, kindSuffix = ARGV[4], ARGV[5]
 
 -- The weight of a registry value if the cell is active, else nil (draining, or undecodable).
 local function activeWeight(raw)
@@ -102,6 +126,7 @@ if not chosen then
 end
 
 redis.call('HSET', entryKey, 'cellId', chosen, 'epoch', '1')
+redis.call('SADD', cellSetPrefix .. chosen .. ':' .. kindSuffix, ARGV[6])
 return {'placed', chosen, '1'}
 `);
 
@@ -127,12 +152,66 @@ redis.call('HSET', cellsKey, cellId, cjson.encode({weight = weight, state = stat
 return {'registered', redis.call('HGETALL', cellsKey)}
 `);
 
+/**
+ * KEYS[1] the entry's hash, KEYS[2] the cell registry, KEYS[3] the source cell's set, KEYS[4] the target
+ * cell's set. ARGV[1] id, ARGV[2] fromCellId, ARGV[3] toCellId, ARGV[4] expectedEpoch, ARGV[5] the next
+ * epoch (decimal strings, compared as strings: epochs are only ever written in canonical form).
+ * Replies {"not_found"}, {"already_moved", cellId, epoch}, {"unknown_cell"}, {"draining"}, {"undecodable", raw},
+ * {"moved", cellId, epoch} or {"entry_changed", cellId, epoch}.
+ * The repeat is recognised before the target is checked: a migration whose first flip succeeded but whose
+ * reply was lost must see success on retry even if the target was drained meanwhile, or the source would
+ * unfreeze a key the directory already routes elsewhere.
+ */
+const moveScript = new LuaScript(`
+local entryKey, cellsKey, fromSetKey, toSetKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, fromCellId, toCellId, expectedEpoch, nextEpoch = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+local current = redis.call('HMGET', entryKey, 'cellId', 'epoch')
+if not current[1] then return {'not_found'} end
+if current[1] == toCellId and current[2] == nextEpoch then
+  return {'already_moved', current[1], current[2]}
+end
+
+local raw = redis.call('HGET', cellsKey, toCellId)
+if not raw then return {'unknown_cell'} end
+local ok, record = pcall(cjson.decode, raw)
+if not ok or type(record) ~= 'table' then return {'undecodable', raw} end
+if record['state'] ~= 'active' then return {'draining'} end
+
+if current[1] ~= fromCellId or current[2] ~= expectedEpoch then
+  return {'entry_changed', current[1], current[2] or ''}
+end
+
+redis.call('HSET', entryKey, 'cellId', toCellId, 'epoch', nextEpoch)
+-- SMOVE does nothing when the id is missing from the source set (an entry written before the sets
+-- existed); the SADD makes the target's set right either way.
+if redis.call('SMOVE', fromSetKey, toSetKey, id) == 0 then redis.call('SADD', toSetKey, id) end
+return {'moved', toCellId, nextEpoch}
+`);
+
+/**
+ * KEYS[1] the cell registry. ARGV[1] cellId, ARGV[2] state. The weight is kept.
+ * Replies {"set", HGETALL of the registry}, {"unknown_cell"} or {"undecodable", raw value}.
+ */
+const cellStateScript = new LuaScript(`
+local cellsKey = KEYS[1]
+local cellId, state = ARGV[1], ARGV[2]
+local raw = redis.call('HGET', cellsKey, cellId)
+if not raw then return {'unknown_cell'} end
+local ok, record = pcall(cjson.decode, raw)
+if not ok or type(record) ~= 'table' or tonumber(record['weight']) == nil then return {'undecodable', raw} end
+redis.call('HSET', cellsKey, cellId, cjson.encode({weight = tonumber(record['weight']), state = state}))
+return {'set', redis.call('HGETALL', cellsKey)}
+`);
+
+const cellSetSuffixes: Readonly<Record<DirectoryEntryKind, string>> = { user: "users", conversation: "conversations" };
 const cellValue = object({ weight: integer({ min: 1, max: 1_000_000 }), state: oneOf<CellState>(["active", "draining"]) });
 const epochPattern = /^[1-9][0-9]{0,15}$/;
 
 export class RedisDirectory {
   private readonly prefix: string;
   private readonly cellsKey: string;
+  private readonly cellSetPrefix: string;
 
   /** The caller owns `redis` (connects, configures timeouts, quits). */
   constructor(
@@ -141,6 +220,7 @@ export class RedisDirectory {
   ) {
     this.prefix = redisPrefix(namespace);
     this.cellsKey = `${this.prefix}cells`;
+    this.cellSetPrefix = `${this.prefix}cell:`;
   }
 
   /** The user's entry; a user seen for the first time is placed on an active cell chosen by weight. */
@@ -204,13 +284,97 @@ export class RedisDirectory {
     }
     const flat = asArray(rawRegistry);
     if (status !== "registered" || flat === undefined) throw new DirectoryStoreError(`registration script replied ${describe(reply)}`);
-    const registry: Record<string, unknown> = {};
-    for (let index = 0; index + 1 < flat.length; index += 2) {
-      const field = flat[index];
-      if (typeof field !== "string") throw new DirectoryStoreError(`registry field ${describe(field)} is not a string`);
-      registry[field] = flat[index + 1];
+    return { ok: true, cells: decodeRegistry(registryFromFlat(flat), this.cellsKey) };
+  }
+
+  /** Sets a registered cell's state (its weight is kept): draining cells receive no new entries. */
+  async setCellState(cellId: string, state: CellState): Promise<CellStateResult> {
+    assertId(isCellId(cellId), "cell id", cellId);
+    const reply = await this.call(`set state of cell ${cellId}`, () => cellStateScript.run(this.redis, [this.cellsKey], [cellId, state]));
+    const [status, rawRegistry] = asArray(reply) ?? [];
+    if (status === "unknown_cell") return { ok: false, code: "unknown_cell", message: `cell ${cellId} is not registered` };
+    if (status === "undecodable") throw new DirectoryStoreError(`${this.cellsKey} field ${cellId} does not decode: ${describe(rawRegistry)}`);
+    const flat = asArray(rawRegistry);
+    if (status !== "set" || flat === undefined) throw new DirectoryStoreError(`cell state script replied ${describe(reply)}`);
+    return { ok: true, cells: decodeRegistry(registryFromFlat(flat), this.cellsKey) };
+  }
+
+  /**
+   * Moves an entry from fromCellId at expectedEpoch to toCellId with the next epoch, and its id between the
+   * two cells' sets, atomically. A repeat of a move that already happened answers the entry unchanged
+   * (moved: false); a target that is not registered answers unknown_cell, a draining one invalid_field; an
+   * entry elsewhere or at another epoch answers entry_changed.
+   */
+  async moveEntry(move: MoveEntryInput): Promise<MoveResult> {
+    const { kind, id, fromCellId, toCellId, expectedEpoch } = move;
+    // The request decoder checks ids against a pattern common to both kinds; a conversation id has a
+    // stricter one, and an id that fits neither must not reach a key.
+    if (!(kind === "user" ? isUserId(id) : isConversationId(id))) {
+      return { ok: false, code: "invalid_field", message: `id: not a valid ${kind} id` };
     }
-    return { ok: true, cells: decodeRegistry(registry, this.cellsKey) };
+    assertId(isCellId(fromCellId), "cell id", fromCellId);
+    assertId(isCellId(toCellId), "cell id", toCellId);
+    if (fromCellId === toCellId) return { ok: false, code: "invalid_field", message: "toCellId: the entry would move to the cell it is on" };
+    if (!Number.isSafeInteger(expectedEpoch) || expectedEpoch < 1 || expectedEpoch >= Number.MAX_SAFE_INTEGER) {
+      return { ok: false, code: "invalid_field", message: `expectedEpoch: ${expectedEpoch} leaves no next epoch` };
+    }
+    const key = this.entryKey(kind, id);
+    const nextEpoch = String(expectedEpoch + 1);
+    const reply = await this.call(`move of ${key}`, () =>
+      moveScript.run(
+        this.redis,
+        [key, this.cellsKey, this.cellSetKey(fromCellId, kind), this.cellSetKey(toCellId, kind)],
+        [id, fromCellId, toCellId, String(expectedEpoch), nextEpoch],
+      ),
+    );
+    const [status, rawCellId, rawEpoch] = asArray(reply) ?? [];
+    switch (status) {
+      case "moved":
+      case "already_moved":
+        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), moved: status === "moved" };
+      case "not_found":
+        return { ok: false, code: "not_found", message: `no entry for ${kind} ${id}` };
+      case "unknown_cell":
+        return { ok: false, code: "unknown_cell", message: `cell ${toCellId} is not registered` };
+      case "draining":
+        return { ok: false, code: "invalid_field", message: `toCellId: cell ${toCellId} is draining` };
+      case "undecodable":
+        throw new DirectoryStoreError(`${this.cellsKey} field ${toCellId} does not decode: ${describe(rawCellId)}`);
+      case "entry_changed": {
+        const current = decodeEntry(kind, id, rawCellId, rawEpoch, key);
+        return {
+          ok: false,
+          code: "entry_changed",
+          message: `${kind} ${id} is on cell ${current.cellId} at epoch ${current.epoch}, not on ${fromCellId} at epoch ${expectedEpoch}`,
+        };
+      }
+      default:
+        throw new DirectoryStoreError(`move script replied ${describe(reply)}`);
+    }
+  }
+
+  /**
+   * One page of the ids of `kind` homed on `cellId` (SSCAN with `cursor` and COUNT `count`; a returned
+   * cursor "0" ends the scan). SSCAN's guarantee: an id on the cell for the whole scan comes at least once,
+   * maybe more; one that moves meanwhile may come or not.
+   */
+  async cellEntries(cellId: string, kind: DirectoryEntryKind, cursor: string, count: number): Promise<CellEntriesPage> {
+    assertId(isCellId(cellId), "cell id", cellId);
+    if (!/^[0-9]{1,20}$/.test(cursor)) throw new TypeError(`invalid SSCAN cursor ${JSON.stringify(cursor.slice(0, 40))}`);
+    if (!Number.isSafeInteger(count) || count < 1 || count > cellEntriesPageMax) throw new TypeError(`invalid SSCAN count ${count}`);
+    // A cell without entries has no set; the registry tells an empty cell from one that does not exist.
+    const registered = await this.call(`HEXISTS ${this.cellsKey}`, () => this.redis.hexists(this.cellsKey, cellId));
+    if (registered === 0) return { ok: false, code: "unknown_cell", message: `cell ${cellId} is not registered` };
+    const key = this.cellSetKey(cellId, kind);
+    const [nextCursor, members] = await this.call(`SSCAN ${key}`, () => this.redis.sscan(key, cursor, "COUNT", count));
+    if (members.length > cellEntriesReplyIdsMax) {
+      throw new DirectoryStoreError(`SSCAN of ${key} returned ${members.length} ids, more than a reply may carry (${cellEntriesReplyIdsMax})`);
+    }
+    const isId = kind === "user" ? isUserId : isConversationId;
+    for (const member of members) {
+      if (!isId(member)) throw new DirectoryStoreError(`${key} holds an invalid ${kind} id ${describe(member)}`);
+    }
+    return { ok: true, ids: members, cursor: nextCursor };
   }
 
   /** Every registered cell, sorted by id. */
@@ -244,7 +408,9 @@ export class RedisDirectory {
   ): Promise<PlacedEntry | DirectoryRefusal<"no_cell_available" | "unknown_cell">> {
     if (!Number.isFinite(random) || random < 0 || random >= 1) throw new TypeError(`random must be in [0, 1), got ${random}`);
     const key = this.entryKey(kind, id);
-    const reply = await this.call(`placement of ${key}`, () => placementScript.run(this.redis, [key, this.cellsKey], [mode, cellId, String(random)]));
+    const reply = await this.call(`placement of ${key}`, () =>
+      placementScript.run(this.redis, [key, this.cellsKey], [mode, cellId, String(random), this.cellSetPrefix, cellSetSuffixes[kind], id]),
+    );
     const [status, rawCellId, rawEpoch] = asArray(reply) ?? [];
     switch (status) {
       case "existing":
@@ -263,6 +429,11 @@ export class RedisDirectory {
     return `${this.prefix}${kind}:${id}`;
   }
 
+  /** The set of the ids of `kind` homed on `cellId`: `<namespace>:cell:<cellId>:users` or `:conversations`. */
+  private cellSetKey(cellId: string, kind: DirectoryEntryKind): string {
+    return `${this.cellSetPrefix}${cellId}:${cellSetSuffixes[kind]}`;
+  }
+
   private async call<T>(operation: string, work: () => Promise<T>): Promise<T> {
     try {
       return await work();
@@ -279,6 +450,17 @@ function decodeEntry(kind: DirectoryEntryKind, id: string, rawCellId: unknown, r
     throw new DirectoryStoreError(`${key} has an invalid epoch ${describe(rawEpoch)}`);
   }
   return { kind, id, cellId: cellId.value, epoch: Number(rawEpoch) };
+}
+
+/** HGETALL as a script returns it (field, value, field, value…) as a record. */
+function registryFromFlat(flat: readonly unknown[]): Record<string, unknown> {
+  const registry: Record<string, unknown> = {};
+  for (let index = 0; index + 1 < flat.length; index += 2) {
+    const field = flat[index];
+    if (typeof field !== "string") throw new DirectoryStoreError(`registry field ${describe(field)} is not a string`);
+    registry[field] = flat[index + 1];
+  }
+  return registry;
 }
 
 function decodeRegistry(registry: Record<string, unknown>, key: string): CellRecord[] {
