@@ -4,8 +4,16 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServer, connect as connectTcp, type AddressInfo, type Server, type Socket } from "node:net";
 import { Redis } from "ioredis";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { decodeJsonText, directoryReply, directorySubject, type DirectoryReply } from "@cellwire/protocol";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import {
+  decodeJsonText,
+  directoryChange,
+  directoryChangesSubject,
+  directoryReply,
+  directorySubject,
+  type DirectoryChange,
+  type DirectoryReply,
+} from "@cellwire/protocol";
 import { connectNats, DirectoryClient, RemoteError, type ServiceLogger } from "@cellwire/cluster";
 import type { DirectoryConfig } from "./config.ts";
 import { startDirectory, type RunningDirectory } from "./directory-service.ts";
@@ -244,6 +252,124 @@ describe("directory service", () => {
       expect(decoded.ok && decoded.value).toMatchObject({ type: "directory.error", code: "internal" });
     }
     expect((await client.resolveUser("after_garbage")).entry.id).toBe("after_garbage");
+  });
+});
+
+/** Collects directory.changed messages of a namespace; `next` waits for the next one with a deadline. */
+class ChangeListener {
+  private readonly received: DirectoryChange[] = [];
+  private waiter: (() => void) | undefined;
+  private readonly subscription: Subscription;
+
+  constructor(namespace: string) {
+    this.subscription = nats().subscribe(directoryChangesSubject(namespace), {
+      callback: (error, message) => {
+        if (error !== null) return;
+        const decoded = decodeJsonText<DirectoryChange>(directoryChange, message.string());
+        if (!decoded.ok) throw new Error(`undecodable directory.changed: ${message.string()}`);
+        this.received.push(decoded.value);
+        this.waiter?.();
+      },
+    });
+  }
+
+  async next(deadlineMs: number): Promise<DirectoryChange> {
+    const startedAtMs = performance.now();
+    for (;;) {
+      const change = this.received.shift();
+      if (change !== undefined) return change;
+      const remainingMs = deadlineMs - (performance.now() - startedAtMs);
+      if (remainingMs <= 0) throw new Error(`no directory.changed within ${deadlineMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, remainingMs);
+        this.waiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.waiter = undefined;
+    }
+  }
+
+  unsubscribe(): void {
+    this.subscription.unsubscribe();
+  }
+}
+
+describe("directory service: migration requests", () => {
+  let client: DirectoryClient;
+  let namespace: string;
+  let changes: ChangeListener;
+
+  beforeAll(async () => {
+    ({ client, namespace } = await startTestDirectory());
+    changes = new ChangeListener(namespace);
+    // The subscription must reach the server before the first move is published.
+    await nats().flush();
+    await client.registerCell("a", 1);
+    await client.registerCell("b", 1);
+  });
+
+  afterAll(() => changes.unsubscribe());
+
+  it("moves an entry with the next epoch, publishes directory.changed, and answers a repeat the same way", async () => {
+    await client.assignUser("mover", "a");
+    const move = { kind: "user", id: "mover", fromCellId: "a", toCellId: "b", expectedEpoch: 1 } as const;
+    const moved = await client.moveEntry(move);
+    expect(moved).toEqual({ kind: "user", id: "mover", cellId: "b", epoch: 2 });
+    expect(await changes.next(clientTimeoutMs)).toEqual({ type: "directory.changed", entry: moved });
+    expect(await client.lookupUser("mover")).toEqual(moved);
+    // The repeat is announced again: the first announcement may be one a crashed attempt never saw answered.
+    expect(await client.moveEntry(move)).toEqual(moved);
+    expect(await changes.next(clientTimeoutMs)).toEqual({ type: "directory.changed", entry: moved });
+  });
+
+  it("answers refused moves with their codes and publishes nothing for them", async () => {
+    await client.assignUser("stayer", "a");
+    const move = { kind: "user", id: "stayer", fromCellId: "a", toCellId: "b", expectedEpoch: 1 } as const;
+    expect((await remoteErrorOf(client.moveEntry({ ...move, expectedEpoch: 3 }))).code).toBe("entry_changed");
+    expect((await remoteErrorOf(client.moveEntry({ ...move, fromCellId: "b", toCellId: "a" }))).code).toBe("entry_changed");
+    expect((await remoteErrorOf(client.moveEntry({ ...move, id: "nobody" }))).code).toBe("not_found");
+    expect((await remoteErrorOf(client.moveEntry({ ...move, toCellId: "zz" }))).code).toBe("unknown_cell");
+    // Changes are published in order on one connection: were any refusal announced, it would come first.
+    await client.placeConversation(conversationIdFor(1), "a");
+    const moved = await client.moveEntry({ kind: "conversation", id: conversationIdFor(1), fromCellId: "a", toCellId: "b", expectedEpoch: 1 });
+    expect(await changes.next(clientTimeoutMs)).toEqual({ type: "directory.changed", entry: moved });
+  });
+
+  it("drains a cell: refuses moves onto it, places nothing on it, then takes entries again once active", async () => {
+    await client.registerCell("c", 1_000_000);
+    const drained = await client.setCellState("c", "draining");
+    expect(drained).toContainEqual({ cellId: "c", weight: 1_000_000, state: "draining" });
+    expect(await client.listCells()).toEqual(drained);
+    for (let index = 0; index < 10; index++) expect((await client.resolveUser(`while_draining_${index}`)).entry.cellId).not.toBe("c");
+    await client.assignUser("to_drained", "a");
+    const refusal = await remoteErrorOf(client.moveEntry({ kind: "user", id: "to_drained", fromCellId: "a", toCellId: "c", expectedEpoch: 1 }));
+    expect(refusal.code).toBe("invalid_field");
+    expect(refusal.message).toContain("cell c is draining");
+    expect((await remoteErrorOf(client.setCellState("zz", "draining"))).code).toBe("unknown_cell");
+    await client.setCellState("c", "active");
+    // Weight 1,000,000 against 2: a user placed elsewhere now would be a one-in-500,000 chance.
+    expect((await client.resolveUser("after_drain")).entry.cellId).toBe("c");
+  });
+
+  it("lists a cell's entries page by page, and answers unknown_cell for an unregistered cell", async () => {
+    await client.registerCell("d", 1);
+    const ids = Array.from({ length: 120 }, (_, index) => `listed_${index}`);
+    // In batches below the service's in-flight limit (64 here).
+    for (let start = 0; start < ids.length; start += 40) await Promise.all(ids.slice(start, start + 40).map((id) => client.assignUser(id, "d")));
+    const seen = new Set<string>();
+    let cursor = "0";
+    for (let page = 0; page < 1_000; page++) {
+      const result = await client.cellEntries("d", "user", cursor, 10);
+      for (const id of result.ids) seen.add(id);
+      cursor = result.cursor;
+      if (cursor === "0") break;
+    }
+    expect(cursor).toBe("0");
+    expect(seen).toEqual(new Set(ids));
+    expect(await client.cellEntries("d", "conversation", "0", 10)).toEqual({ ids: [], cursor: "0" });
+    expect((await remoteErrorOf(client.cellEntries("zz", "user", "0", 10))).code).toBe("unknown_cell");
   });
 });
 

@@ -3,7 +3,16 @@
 // process that talks to Redis.
 import { Redis } from "ioredis";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { directoryRequest, directorySubject, type DirectoryErrorReply, type DirectoryReply, type DirectoryRequest } from "@cellwire/protocol";
+import {
+  directoryChangesSubject,
+  directoryRequest,
+  directorySubject,
+  type DirectoryChange,
+  type DirectoryEntry,
+  type DirectoryErrorReply,
+  type DirectoryReply,
+  type DirectoryRequest,
+} from "@cellwire/protocol";
 import { CellwireError, connectNats, decodeMessage, encodeJson, type ServiceLogger } from "@cellwire/cluster";
 import { redactRedisUrl, type DirectoryConfig } from "./config.ts";
 import { RedisUnavailableError } from "./errors.ts";
@@ -32,9 +41,34 @@ function refusalReply(refusal: DirectoryRefusal<DirectoryErrorReply["code"]>): D
   return { type: "directory.error", code: refusal.code, message: refusal.message };
 }
 
-/** Answers one decoded request; expected refusals become error replies, operating errors are thrown. */
-export async function answerDirectoryRequest(directory: RedisDirectory, request: DirectoryRequest, random: () => number): Promise<DirectoryReply> {
+/**
+ * Answers one decoded request; expected refusals become error replies, operating errors are thrown.
+ * `moved` is called with the entry after every successful directory.moveEntry, a repeat included, before
+ * the reply is sent: whoever announces the change (directory.changed) hooks in there.
+ */
+export async function answerDirectoryRequest(
+  directory: RedisDirectory,
+  request: DirectoryRequest,
+  random: () => number,
+  moved: (entry: DirectoryEntry) => void = () => {},
+): Promise<DirectoryReply> {
   switch (request.type) {
+    case "directory.moveEntry": {
+      const { kind, id, fromCellId, toCellId, expectedEpoch } = request;
+      const result = await directory.moveEntry({ kind, id, fromCellId, toCellId, expectedEpoch });
+      if (!result.ok) return refusalReply(result);
+      moved(result.entry);
+      return { type: "directory.entry", entry: result.entry, placed: false };
+    }
+    case "directory.setCellState": {
+      const result = await directory.setCellState(request.cellId, request.state);
+      return result.ok ? { type: "directory.cells", cells: result.cells } : refusalReply(result);
+    }
+    case "directory.cellEntries": {
+      const result = await directory.cellEntries(request.cellId, request.kind, request.cursor, request.count);
+      if (!result.ok) return refusalReply(result);
+      return { type: "directory.cellEntries", cellId: request.cellId, kind: request.kind, ids: result.ids, cursor: result.cursor };
+    }
     case "directory.resolveUser": {
       const result = await directory.resolveUser(request.userId, random());
       return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
@@ -155,7 +189,7 @@ export class DirectoryService {
   private async answer(message: Msg, request: DirectoryRequest): Promise<void> {
     let reply: DirectoryReply;
     try {
-      reply = await answerDirectoryRequest(this.directory, request, this.random);
+      reply = await answerDirectoryRequest(this.directory, request, this.random, (entry) => this.publishChange(entry));
     } catch (error) {
       reply = errorReply(error);
       if (reply.code === "internal") {
@@ -165,6 +199,20 @@ export class DirectoryService {
       }
     }
     this.respond(message, reply);
+  }
+
+  /**
+   * Announces a moved entry on directory.changed. The repeat of a move is announced again: the first
+   * announcement may be the one a crashed attempt never made. A failed publish is logged, not answered as
+   * a failure: the entry has moved, and a cache that missed the change learns it from `cell.moved`.
+   */
+  private publishChange(entry: DirectoryEntry): void {
+    const change: DirectoryChange = { type: "directory.changed", entry };
+    try {
+      this.connection.publish(directoryChangesSubject(this.namespace), encodeJson(change));
+    } catch (error) {
+      this.warnFailure(`could not publish directory.changed for ${entry.kind} ${entry.id}: ${String(error)}`);
+    }
   }
 
   private respond(message: Msg, reply: DirectoryReply): void {
