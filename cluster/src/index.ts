@@ -8,6 +8,7 @@ export * from "./membership-view.ts";
 export * from "./membership.ts";
 export * from "./nats-json.ts";
 export * from "./cell-router.ts";
+export * from "./home-router.ts";
 export * from "./directory-client.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";

@@ -1,0 +1,189 @@
+import { describe, expect, it } from "vitest";
+import type { CellReply, CellRequest, Message } from "@cellwire/protocol";
+import { UnavailableError, RemoteError } from "./errors.ts";
+import { HomeRouter, homeKeyOf, homeRouterDefaults, type HomeDirectory, type HomeKey, type HomeLocation, type HomeRouterOptions } from "./home-router.ts";
+
+const sendRequest: CellRequest = { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: "g-1", clientMessageId: "c-1", body: "hi" };
+const pageRequest: CellRequest = { type: "cell.mailboxPage", userId: "bob", afterSeq: 0, limit: 10 };
+const message: Message = { conversationId: "g-1", messageId: "m-1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c-1", body: "hi", sentAtMs: 1 };
+const stored: CellReply = { type: "cell.stored", message, deduplicated: false };
+const moving: CellReply = { type: "cell.error", code: "moving", message: "frozen" };
+
+/** A cache that records what the router tells it, keeping the newest epoch like the real ones. */
+class FakeHomes implements HomeDirectory {
+  readonly homes = new Map<string, HomeLocation>();
+  readonly log: string[] = [];
+  resolves = 0;
+
+  async resolve(key: HomeKey): Promise<HomeLocation | undefined> {
+    this.resolves++;
+    return this.homes.get(key.id);
+  }
+
+  moved(key: HomeKey, location: HomeLocation): void {
+    this.log.push(`moved ${key.id} ${location.cellId}@${location.epoch}`);
+    const held = this.homes.get(key.id);
+    if (held === undefined || held.epoch < location.epoch) this.homes.set(key.id, location);
+  }
+
+  forget(key: HomeKey, epoch: number): void {
+    this.log.push(`forget ${key.id}@${epoch}`);
+  }
+}
+
+function setup(answer: (cellId: string, request: CellRequest, call: number) => CellReply, options: Partial<HomeRouterOptions> = {}) {
+  const homes = new FakeHomes();
+  const sent: string[] = [];
+  const sleeps: number[] = [];
+  let nowMs = 0;
+  const router = new HomeRouter(
+    homes,
+    {
+      request: async (cellId, request) => {
+        sent.push(cellId);
+        return answer(cellId, request, sent.length);
+      },
+    },
+    { ...homeRouterDefaults, ...options },
+    {
+      monotonicNowMs: () => nowMs,
+      random: () => 1,
+      sleep: async (ms) => {
+        sleeps.push(ms);
+        nowMs += ms;
+      },
+    },
+  );
+  return { router, homes, sent, sleeps };
+}
+
+function movedTo(cellId: string, epoch: number, id = "g-1"): CellReply {
+  return { type: "cell.moved", kind: "conversation", id, cellId, epoch };
+}
+
+describe("homeKeyOf", () => {
+  it("homes mailbox requests by user and the rest by conversation", () => {
+    expect(homeKeyOf(pageRequest)).toEqual({ kind: "user", id: "bob" });
+    expect(homeKeyOf({ type: "cell.appendMailbox", userId: "bob", eventId: "e", event: { kind: "message", message } })).toEqual({ kind: "user", id: "bob" });
+    expect(homeKeyOf(sendRequest)).toEqual({ kind: "conversation", id: "g-1" });
+    expect(homeKeyOf({ type: "cell.migrate", kind: "user", id: "carol", toCellId: "b" })).toEqual({ kind: "user", id: "carol" });
+    expect(homeKeyOf({ type: "cell.stats" })).toBeUndefined();
+  });
+});
+
+describe("HomeRouter", () => {
+  it("sends to the resolved home and returns the reply with the home it came from", async () => {
+    const { router, homes, sent } = setup(() => stored);
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    expect(await router.request(sendRequest)).toEqual({ kind: "reply", reply: stored, home: { cellId: "a", epoch: 1 } });
+    expect(sent).toEqual(["a"]);
+  });
+
+  it("answers no_entry when the directory has no entry, sending nothing", async () => {
+    const { router, sent } = setup(() => stored);
+    expect(await router.request(sendRequest)).toEqual({ kind: "no_entry" });
+    expect(sent).toEqual([]);
+  });
+
+  it("follows a chain of moves at once, telling the cache each newer home", async () => {
+    const { router, homes, sent, sleeps } = setup((cellId) => (cellId === "a" ? movedTo("b", 2) : cellId === "b" ? movedTo("c", 3) : stored));
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "c", epoch: 3 } });
+    expect(sent).toEqual(["a", "b", "c"]);
+    expect(homes.log).toEqual(["moved g-1 b@2", "moved g-1 c@3"]);
+    expect(homes.homes.get("g-1")).toEqual({ cellId: "c", epoch: 3 });
+    expect(sleeps).toEqual([]);
+  });
+
+  it("waits a growing, capped backoff while the key is moving, then returns the reply", async () => {
+    const { router, homes, sent, sleeps } = setup((_cellId, _request, call) => (call <= 6 ? moving : stored));
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", reply: stored });
+    expect(sent).toHaveLength(7);
+    // random() = 1 gives each ceiling: 10 · 2^n, capped at 200.
+    expect(sleeps).toEqual([10, 20, 40, 80, 160, 200]);
+  });
+
+  it("asks the cache again after moving, so a flip learnt meanwhile is followed", async () => {
+    const { router, homes, sent } = setup((cellId) => {
+      if (cellId === "a") {
+        homes.homes.set("g-1", { cellId: "b", epoch: 2 });
+        return moving;
+      }
+      return stored;
+    });
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "b", epoch: 2 } });
+    expect(sent).toEqual(["a", "b"]);
+  });
+
+  it("fails with cell_unavailable when the key is still moving at the deadline", async () => {
+    const { router, homes, sent, sleeps } = setup(() => moving, { deadlineMs: 1000 });
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    const failure = router.request(sendRequest);
+    await expect(failure).rejects.toBeInstanceOf(UnavailableError);
+    await expect(failure).rejects.toMatchObject({ code: "cell_unavailable" });
+    expect(sleeps.reduce((sum, ms) => sum + ms, 0)).toBe(1000);
+    expect(sent.length).toBe(sleeps.length);
+  });
+
+  it("fails with cell_unavailable when moves go on past attemptsMax", async () => {
+    let epoch = 1;
+    const { router, homes, sent } = setup(() => movedTo(`c${epoch}`, ++epoch), { attemptsMax: 5 });
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    await expect(router.request(sendRequest)).rejects.toMatchObject({ name: "UnavailableError", code: "cell_unavailable", message: expect.stringMatching(/kept moving/) });
+    expect(sent).toHaveLength(5);
+  });
+
+  it("never follows a move to an older or equal epoch: drops the held home and asks the directory again", async () => {
+    const { router, homes, sent } = setup((cellId, _request, call) => {
+      if (call === 1) return movedTo("old", 1);
+      return cellId === "b" ? stored : movedTo("old", 1);
+    });
+    homes.homes.set("g-1", { cellId: "a", epoch: 2 });
+    homes.forget = (key, epoch) => {
+      homes.log.push(`forget ${key.id}@${epoch}`);
+      homes.homes.set("g-1", { cellId: "b", epoch: 3 });
+    };
+    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "b", epoch: 3 } });
+    expect(sent).toEqual(["a", "b"]);
+    expect(homes.log).toEqual(["forget g-1@2"]);
+  });
+
+  it("does not go back to an older home a lagging cache returns after a move", async () => {
+    const { router, homes, sent } = setup((cellId, _request, call) => {
+      if (cellId === "a") return movedTo("b", 2);
+      return call < 4 ? moving : stored;
+    });
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    // The cache ignores what it is told, and keeps answering the old home.
+    homes.moved = () => undefined;
+    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "b", epoch: 2 } });
+    expect(sent).toEqual(["a", "b", "b", "b"]);
+  });
+
+  it("rejects a move that names another key", async () => {
+    const { router, homes } = setup(() => movedTo("b", 2, "g-other"));
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    await expect(router.request(sendRequest)).rejects.toBeInstanceOf(RemoteError);
+  });
+
+  it("returns other error replies as they are, without retrying", async () => {
+    const { router, homes, sent } = setup(() => ({ type: "cell.error", code: "not_a_member", message: "no" }));
+    homes.homes.set("bob", { cellId: "a", epoch: 1 });
+    expect(await router.request(pageRequest)).toMatchObject({ kind: "reply", reply: { code: "not_a_member" } });
+    expect(sent).toEqual(["a"]);
+  });
+
+  it("lets a failure of the cells through", async () => {
+    const homes = new FakeHomes();
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    const router = new HomeRouter(
+      homes,
+      { request: async () => Promise.reject(new UnavailableError("cell_unavailable", "silent")) },
+      homeRouterDefaults,
+      { monotonicNowMs: () => 0, random: () => 0, sleep: async () => undefined },
+    );
+    await expect(router.request(sendRequest)).rejects.toThrow("silent");
+  });
+});
