@@ -4,6 +4,8 @@ import {
   array,
   boolean,
   decode,
+  failure,
+  isRecord,
   integer,
   literal,
   nullable,
@@ -187,9 +189,10 @@ const importedConversation: Decoder<ImportedConversation> = object({
   createdAtMs: timestampMs,
 });
 const importRequest: Decoder<CellImportRequest> = (input, path) => {
-  const base = object({ type: literal("cell.import"), kind: entryKind })(input, path);
-  if (!base.ok) return base;
-  if (base.value.kind === "user") {
+  if (!isRecord(input)) return failure(path, "must be an object");
+  const kind = entryKind(input["kind"], `${path}.kind`);
+  if (!kind.ok) return kind;
+  if (kind.value === "user") {
     return object({
       type: literal("cell.import"),
       kind: literal("user"),

@@ -1,0 +1,70 @@
+import { describe, expect, it } from "vitest";
+import { cellReply, cellRequest, directoryRequest, type CellImportRequest, type CellRequest } from "./cell-messages.ts";
+import { decodeJsonText } from "./decode.ts";
+
+const message = {
+  conversationId: "d-AAAAAAAAAAAAAAAAAAAAAA",
+  messageId: "m1",
+  seq: 1,
+  senderUserId: "alice",
+  senderDeviceId: "phone",
+  clientMessageId: "c1",
+  body: "hi",
+  sentAtMs: 1,
+};
+
+describe("migration messages", () => {
+  const pages: CellImportRequest[] = [
+    {
+      type: "cell.import",
+      kind: "user",
+      id: "alice",
+      fromCellId: "a",
+      first: true,
+      last: false,
+      lastSeq: 1,
+      floorSeq: 0,
+      events: [{ seq: 1, eventId: "message-m1", event: { kind: "message", message } }],
+    },
+    {
+      type: "cell.import",
+      kind: "conversation",
+      id: message.conversationId,
+      fromCellId: "a",
+      first: true,
+      last: false,
+      lastSeq: 1,
+      conversation: { kind: "direct", title: null, createdByUserId: "alice", createdAtMs: 1 },
+      members: [{ userId: "alice", joinedAtMs: 1, readSeq: 1, deliveredSeq: 1 }],
+      messages: [message],
+      outbox: [{ recipientUserId: "bob", eventId: "message-m1", event: { kind: "message", message } }],
+    },
+  ];
+
+  it.each(pages)("decodes a $kind import page as sent", (page) => {
+    expect(decodeJsonText(cellRequest, JSON.stringify(page))).toEqual({ ok: true, value: page });
+  });
+
+  it("refuses an import page whose fields do not fit its kind, and ids that could widen a subject", () => {
+    const [userPage, conversationPage] = pages;
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...userPage, kind: "conversation" })).ok).toBe(false);
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...conversationPage, kind: "user" })).ok).toBe(false);
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...userPage, id: "victim.>" })).ok).toBe(false);
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...userPage, kind: "cell" })).ok).toBe(false);
+    expect(decodeJsonText(cellRequest, "[]").ok).toBe(false);
+  });
+
+  it("decodes cell.migrate, cell.stats and their replies, and the directory's move", () => {
+    const requests: CellRequest[] = [
+      { type: "cell.migrate", kind: "user", id: "alice", toCellId: "b" },
+      { type: "cell.stats" },
+    ];
+    for (const request of requests) expect(decodeJsonText(cellRequest, JSON.stringify(request)).ok).toBe(true);
+    expect(decodeJsonText(cellRequest, JSON.stringify({ type: "cell.migrate", kind: "user", id: "a.b", toCellId: "b" })).ok).toBe(false);
+    const moved = { type: "cell.moved", kind: "user", id: "alice", cellId: "b", epoch: 2 };
+    expect(decodeJsonText(cellReply, JSON.stringify(moved))).toEqual({ ok: true, value: moved });
+    const move = { type: "directory.moveEntry", kind: "conversation", id: message.conversationId, fromCellId: "a", toCellId: "b", expectedEpoch: 1 };
+    expect(decodeJsonText(directoryRequest, JSON.stringify(move))).toEqual({ ok: true, value: move });
+    expect(decodeJsonText(directoryRequest, JSON.stringify({ ...move, expectedEpoch: 0 })).ok).toBe(false);
+  });
+});
