@@ -1,6 +1,6 @@
+// The migration messages decode as sent and refuse pages whose fields do not fit their kind.
 import { describe, expect, it } from "vitest";
-import { cellReply, cellRequest, directoryRequest, type CellImportRequest, type CellRequest } from "./cell-messages.ts";
-import { decodeJsonText } from "./decode.ts";
+import { cellReply, cellRequest, decodeJsonText, directoryRequest, type CellImportRequest, type CellRequest } from "./cell-messages.ts";
 
 const message = {
   conversationId: "d-AAAAAAAAAAAAAAAAAAAAAA",
