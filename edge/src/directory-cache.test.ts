@@ -205,3 +205,50 @@ describe("DirectoryCache", () => {
     expect(cache.size).toBe(3);
   });
 });
+
+describe("DirectoryCache and moves", () => {
+  const mustNotFetch = (): Promise<DirectoryEntry | undefined> => Promise.reject(new Error("must not fetch"));
+
+  it("takes a published change that is newer than the held entry", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    cache.remember("user:alice", userEntry("alice", "a", 1));
+    cache.changed(userEntry("alice", "b", 2));
+    expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "b", 2));
+  });
+
+  it("ignores a published change older than the held entry", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    cache.remember("user:alice", userEntry("alice", "c", 3));
+    cache.changed(userEntry("alice", "b", 2));
+    expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "c", 3));
+  });
+
+  it("does not add a changed key it does not hold, so moves elsewhere evict nothing", async () => {
+    const cache = new DirectoryCache(2, 60_000, new ManualClock().read);
+    cache.remember("user:alice", userEntry("alice", "a", 1));
+    cache.remember("user:bob", userEntry("bob", "a", 1));
+    for (let index = 0; index < 5; index++) cache.changed(userEntry(`u${index}`, "b", 2));
+    expect(cache.size).toBe(2);
+    expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "a", 1));
+    expect(await cache.get("user:bob", mustNotFetch)).toEqual(userEntry("bob", "a", 1));
+  });
+
+  it("keeps a change published while a fetch of the older entry was in flight", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const slow = deferred<DirectoryEntry | undefined>();
+    const pending = cache.get("user:alice", () => slow.promise);
+    cache.changed(userEntry("alice", "b", 2));
+    slow.resolve(userEntry("alice", "a", 1));
+    await pending;
+    expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "b", 2));
+  });
+
+  it("forgetUpTo drops an entry at or below the epoch and keeps a newer one", async () => {
+    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    cache.remember("user:alice", userEntry("alice", "a", 2));
+    cache.forgetUpTo("user:alice", 1);
+    expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "a", 2));
+    cache.forgetUpTo("user:alice", 2);
+    expect(await cache.get("user:alice", async () => userEntry("alice", "b", 3))).toEqual(userEntry("alice", "b", 3));
+  });
+});

@@ -1,7 +1,7 @@
 // The edge's cache of directory entries, so that no frame costs a directory round trip once its user and
 // conversation are known. Bounded (least recently used entries go first) and aged (an entry older than
 // ttlMs is fetched again), with the clock injected. Concurrent misses for one key share one request.
-import type { DirectoryEntry } from "@cellwire/protocol";
+import type { DirectoryEntry, DirectoryEntryKind } from "@cellwire/protocol";
 
 export class BoundedCache<V> {
   private readonly entries = new Map<string, { value: V; storedAtMs: number }>();
@@ -42,6 +42,11 @@ export class BoundedCache<V> {
   delete(key: string): void {
     this.entries.delete(key);
   }
+}
+
+/** The cache key of a user's or a conversation's entry. */
+export function directoryCacheKey(kind: DirectoryEntryKind, id: string): string {
+  return `${kind}:${id}`;
 }
 
 export type EntryFetcher = (key: string) => Promise<DirectoryEntry | undefined>;
@@ -87,5 +92,22 @@ export class DirectoryCache {
 
   forget(key: string): void {
     this.cache.delete(key);
+  }
+
+  /**
+   * The directory published a move: a held (or being fetched) entry older than `entry` is replaced by
+   * it. A key this cache does not hold is not added, so a drain of thousands of keys elsewhere does not
+   * evict the entries this edge uses.
+   */
+  changed(entry: DirectoryEntry): void {
+    const key = directoryCacheKey(entry.kind, entry.id);
+    if (this.cache.get(key) === undefined && !this.inFlight.has(key)) return;
+    this.remember(key, entry);
+  }
+
+  /** Drops the entry unless it is newer than `epoch`: a move answered by a cell showed it stale. */
+  forgetUpTo(key: string, epoch: number): void {
+    const cached = this.cache.get(key);
+    if (cached !== undefined && cached.epoch <= epoch) this.cache.delete(key);
   }
 }

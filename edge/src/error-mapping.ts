@@ -11,6 +11,12 @@ export function clientErrorCode(code: CellErrorCode): ErrorCode {
       return "internal";
     case "not_found":
       return "not_a_member";
+    // A key still frozen for a migration once the edge's own retries gave up: the client retries later.
+    case "moving":
+      return "cell_unavailable";
+    // Only a migrating cell ever asks for a move; reaching a client, it is a server bug.
+    case "entry_changed":
+      return "internal";
     default:
       return code;
   }

@@ -1,0 +1,24 @@
+import { describe, expect, it } from "vitest";
+import { RemoteError, UnavailableError } from "@cellwire/cluster";
+import { clientErrorCode, errorFrameFor } from "./error-mapping.ts";
+
+describe("clientErrorCode", () => {
+  it("maps the migration codes: moving is retryable cell_unavailable, entry_changed a server bug", () => {
+    expect(clientErrorCode("moving")).toBe("cell_unavailable");
+    expect(clientErrorCode("entry_changed")).toBe("internal");
+  });
+
+  it("gives a client a retryable cell_unavailable for a key that kept moving, with the documented text", () => {
+    const logged: string[] = [];
+    const frame = errorFrameFor(new UnavailableError("cell_unavailable", "conversation g-1 kept moving"), "r-1", (message) => logged.push(message));
+    expect(frame).toEqual({ type: "error", code: "cell_unavailable", retryable: true, message: "No worker of the owning cell answered in time.", requestId: "r-1" });
+    expect(logged).toEqual([]);
+  });
+
+  it("logs entry_changed and shows only internal error", () => {
+    const logged: string[] = [];
+    const frame = errorFrameFor(new RemoteError("entry_changed", "expected epoch 3"), "r-2", (message) => logged.push(message));
+    expect(frame).toMatchObject({ code: "internal", message: "internal error", retryable: true });
+    expect(logged).toHaveLength(1);
+  });
+});
