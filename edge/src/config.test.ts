@@ -45,6 +45,7 @@ describe("loadEdgeConfig", () => {
       cellRequestTimeoutMs: 3000,
       cellRequestAttemptsMax: 40,
       cellRequestDeadlineMs: 8000,
+      migrationWaitMs: 5000,
       leaseMs: 1500,
       webDirectory: undefined,
       typingExpiresInMs: 5000,

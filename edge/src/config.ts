@@ -39,6 +39,11 @@ export type EdgeConfig = {
   readonly cellRequestAttemptsMax: number;
   /** All attempts of one cell request; above the workers' lease, so a failover is waited out. */
   readonly cellRequestDeadlineMs: number;
+  /**
+   * How long a request waits out a key that is migrating between cells (`moving`) before the client gets
+   * cell_unavailable; above a migration's pause, typically well under a second.
+   */
+  readonly migrationWaitMs: number;
   readonly leaseMs: number;
   /** Dev mode only: the built web page to serve at /. */
   readonly webDirectory: string | undefined;
@@ -99,6 +104,7 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     cellRequestTimeoutMs: reader.integer("EDGE_CELL_REQUEST_TIMEOUT_MS", 3000, 50, 60_000),
     cellRequestAttemptsMax: reader.integer("EDGE_CELL_REQUEST_ATTEMPTS_MAX", 40, 1, 1000),
     cellRequestDeadlineMs: reader.integer("EDGE_CELL_REQUEST_DEADLINE_MS", 8000, 100, 120_000),
+    migrationWaitMs: reader.integer("EDGE_MIGRATION_WAIT_MS", 5000, 100, 120_000),
     leaseMs: reader.integer("EDGE_LEASE_MS", 1500, 100, 600_000),
     webDirectory: reader.optionalString("EDGE_WEB_DIR"),
     typingExpiresInMs: reader.integer("EDGE_TYPING_EXPIRES_IN_MS", 5000, 100, typingExpiresInMsMax),

@@ -8,6 +8,7 @@ import {
   mailboxPageLimitMax,
   type ClientRequestFrame,
   type CloseReason,
+  type DirectoryEntry,
   type HelloFrame,
   type PresenceFrame,
   type SequencedEvent,
@@ -15,7 +16,7 @@ import {
   type TypingDelivery,
   type WatchPresenceFrame,
 } from "@cellwire/protocol";
-import type { ServiceLogger } from "@cellwire/cluster";
+import type { HomeLocation, ServiceLogger } from "@cellwire/cluster";
 import type { TokenVerifier } from "./auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "./delivery-hub.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
@@ -66,7 +67,9 @@ type SessionState =
       readonly kind: "open";
       readonly userId: string;
       readonly deviceId: string;
+      /** Follows the user's mailbox when it moves to another cell (a page answered there, directory.changed). */
       readonly homeCellId: string;
+      readonly homeEpoch: number;
       readonly cursor: MailboxCursor;
       readonly typingLimiter: TypingRateLimiter;
     }
@@ -155,6 +158,14 @@ export class Session implements DeliveryTarget {
     return this.state.kind === "open" ? this.state.homeCellId : undefined;
   }
 
+  /**
+   * The user's mailbox moved (directory.changed): the session takes the newer home and reads the mailbox
+   * from it, so events appended there after the move are not missed until the next live event.
+   */
+  homeMoved(home: HomeLocation): void {
+    if (this.followHome(home)) this.catchUp();
+  }
+
   /** The socket closed (either side). */
   closed(): void {
     if (this.state.kind === "closed") return;
@@ -188,9 +199,9 @@ export class Session implements DeliveryTarget {
     if (!outcome.ok) return this.close(outcome.reason, outcome.detail);
     const { userId } = outcome.identity;
     const deviceId = outcome.identity.deviceId ?? hello.deviceId ?? "default";
-    let homeCellId: string;
+    let home: HomeLocation;
     try {
-      homeCellId = await this.core.handler.homeCellOf(userId);
+      home = await this.core.handler.homeOf(userId);
     } catch (error) {
       if (this.state.kind !== "authenticating") return;
       this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
@@ -219,8 +230,9 @@ export class Session implements DeliveryTarget {
     }
     const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax);
     const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
-    this.state = { kind: "open", userId, deviceId, homeCellId, cursor, typingLimiter };
+    this.state = { kind: "open", userId, deviceId, homeCellId: home.cellId, homeEpoch: home.epoch, cursor, typingLimiter };
     clearTimeout(this.authTimer);
+    this.core.sessionOpened(this, userId);
     this.core.ephemeral.presence.sessionOpened(userId);
     this.reply({
       type: "welcome",
@@ -228,7 +240,7 @@ export class Session implements DeliveryTarget {
       sessionId: this.sessionId,
       userId,
       deviceId,
-      cellId: homeCellId,
+      cellId: home.cellId,
       heartbeatIntervalMs: this.core.limits.heartbeatIntervalMs,
     });
     await this.sync();
@@ -241,15 +253,16 @@ export class Session implements DeliveryTarget {
    */
   private async sync(): Promise<void> {
     if (this.state.kind !== "open") return;
-    const { cursor, homeCellId, userId } = this.state;
+    const { cursor, userId } = this.state;
     if (this.syncRunning) return;
     this.syncRunning = true;
     try {
       for (;;) {
         for (;;) {
           const { afterSeq, limit } = cursor.nextPageRequest(mailboxPageLimitMax);
-          const page = await this.core.handler.mailboxPage(homeCellId, userId, afterSeq, limit);
+          const page = await this.core.handler.mailboxPage(userId, afterSeq, limit);
           if (this.state.kind !== "open") return;
+          this.followHome(page.home);
           const outcome = cursor.applyPage(page);
           if (outcome.kind === "resync") {
             this.reply({ type: "resync", headSeq: outcome.headSeq });
@@ -271,6 +284,13 @@ export class Session implements DeliveryTarget {
       this.syncRunning = false;
       if (this.state.kind === "open" && this.state.cursor.isSyncing) void this.sync();
     }
+  }
+
+  /** Takes `home` when it is newer than the session's; true when it did. */
+  private followHome(home: HomeLocation): boolean {
+    if (this.state.kind !== "open" || home.epoch <= this.state.homeEpoch) return false;
+    this.state = { ...this.state, homeCellId: home.cellId, homeEpoch: home.epoch };
+    return true;
   }
 
   /** Typing and watchPresence are served by the edge itself; every other request by a cell. */
@@ -300,6 +320,8 @@ export class Session implements DeliveryTarget {
 
 export class EdgeCore {
   private readonly sessions = new Set<Session>();
+  /** Welcomed sessions by user, for the moves of a user's mailbox. */
+  private readonly sessionsByUser = new Map<string, Set<Session>>();
   private readonly watches = new PresenceWatches<Session>();
   private accepting = true;
 
@@ -339,9 +361,22 @@ export class EdgeCore {
   }
 
   /** `userId` is set when the session had been welcomed. */
+  /** The session was welcomed. */
+  sessionOpened(session: Session, userId: string): void {
+    let sessions = this.sessionsByUser.get(userId);
+    if (sessions === undefined) {
+      sessions = new Set();
+      this.sessionsByUser.set(userId, sessions);
+    }
+    sessions.add(session);
+  }
+
   forget(session: Session, userId: string | undefined): void {
     this.sessions.delete(session);
     if (userId === undefined) return;
+    const userSessions = this.sessionsByUser.get(userId);
+    userSessions?.delete(session);
+    if (userSessions?.size === 0) this.sessionsByUser.delete(userId);
     this.deliveries.detach(userId, session);
     this.watches.remove(session);
     this.ephemeral.presence.sessionClosed(userId);
@@ -371,6 +406,16 @@ export class EdgeCore {
    */
   cellMembershipChanged(cellId: string): void {
     for (const session of this.sessions) if (session.homeCellId === cellId) session.catchUp();
+  }
+
+  /**
+   * The directory moved an entry (directory.changed): a cached home older than it is replaced, and the
+   * sessions of a user whose mailbox moved follow it and read the mailbox from the new home.
+   */
+  directoryChanged(entry: DirectoryEntry): void {
+    this.handler.directoryChanged(entry);
+    if (entry.kind !== "user") return;
+    for (const session of [...(this.sessionsByUser.get(entry.id) ?? [])]) session.homeMoved({ cellId: entry.cellId, epoch: entry.epoch });
   }
 
   /**

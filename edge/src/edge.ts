@@ -1,7 +1,8 @@
 // Starts an edge from its config: NATS, the directory client and cache, the cell router, the delivery
 // hub, typing and presence, the token verifier and the uWS server.
 import { randomBytes } from "node:crypto";
-import { CellRouter, connectNats, DirectoryClient, systemClock, type ServiceLogger } from "@cellwire/cluster";
+import { CellRouter, connectNats, decodeMessage, DirectoryClient, homeRouterDefaults, systemClock, type ServiceLogger } from "@cellwire/cluster";
+import { directoryChange, directoryChangesSubject } from "@cellwire/protocol";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { signDevToken } from "./auth/dev-keys.ts";
 import type { EdgeConfig } from "./config.ts";
@@ -38,10 +39,17 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     logger,
   );
   const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
-  const handler = new RequestHandler(directory, cache, router);
+  const handler = new RequestHandler(directory, cache, router, {
+    options: { ...homeRouterDefaults, deadlineMs: config.migrationWaitMs },
+    dependencies: {
+      monotonicNowMs: () => systemClock.monotonicNowMs(),
+      random: Math.random,
+      sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    },
+  });
   const members = new ConversationMembers(
     { conversationsMax: config.memberCacheConversationsMax, ttlMs: config.memberCacheTtlMs },
-    { conversationCell: (conversationId) => handler.conversationCell(conversationId), router, nowMs: () => systemClock.monotonicNowMs() },
+    { requestAtHome: (request) => handler.requestAtHome(request), nowMs: () => systemClock.monotonicNowMs() },
   );
   const presence = new NatsPresenceHub(
     connection,
@@ -76,6 +84,17 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     { typing: new TypingRelay(members, hub, config.typingExpiresInMs), presence, monotonicNowMs: () => systemClock.monotonicNowMs() },
   );
   router.onRingChange((cellId) => core.cellMembershipChanged(cellId));
+  // Moves of users and conversations: cached homes are replaced at once rather than found stale by a
+  // cell.moved, and sessions follow their user's mailbox. A change missed (NATS is at most once here)
+  // costs only that: the next request meets cell.moved and follows it.
+  const directoryChanges = connection.subscribe(directoryChangesSubject(config.namespace), {
+    callback: (error, message) => {
+      if (error !== null) return;
+      const decoded = decodeMessage(directoryChange, message.data);
+      if (decoded.ok) core.directoryChanged(decoded.value.entry);
+      else logger.warn(`a directory.changed message does not decode: ${decoded.reason}`);
+    },
+  });
   void (async () => {
     for await (const status of connection.status()) if (status.type === "reconnect") core.catchUpAll();
   })();
@@ -105,6 +124,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       // Goodbye first: other edges drop this edge's claims at once instead of one offline per user.
       presence.stop();
       core.closeAll();
+      directoryChanges.unsubscribe();
       router.stop();
       await connection.drain();
     },

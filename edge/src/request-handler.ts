@@ -1,7 +1,21 @@
 // Serves one authenticated request frame: finds the conversation's home cell through the cached
-// directory, asks the owner worker through the cell router, and turns the reply into a frame.
+// directory, asks the owner worker through the cell router, and turns the reply into a frame. Every
+// request goes through a HomeRouter, so a conversation or a mailbox that moved to another cell is
+// followed (cell.moved) and a migration's pause is waited out (moving).
 import { randomBytes } from "node:crypto";
-import { directConversationId, RemoteError, type EntryResult } from "@cellwire/cluster";
+import {
+  directConversationId,
+  HomeRouter,
+  RemoteError,
+  type EntryResult,
+  type HomeDirectory,
+  type HomeKey,
+  type HomeLocation,
+  type HomeOutcome,
+  type HomeReply,
+  type HomeRouterDependencies,
+  type HomeRouterOptions,
+} from "@cellwire/cluster";
 import {
   historyPageLimitDefault,
   type CellReply,
@@ -13,7 +27,7 @@ import {
   type TypingFrame,
   type WatchPresenceFrame,
 } from "@cellwire/protocol";
-import type { DirectoryCache } from "./directory-cache.ts";
+import { directoryCacheKey, type DirectoryCache } from "./directory-cache.ts";
 import { clientErrorCode, errorFrame } from "./error-mapping.ts";
 
 export interface CellRouting {
@@ -31,26 +45,74 @@ export type RequestContext = { readonly userId: string; readonly deviceId: strin
 /** The request frames a cell serves; typing and watchPresence are the edge's own (edge-core.ts). */
 export type CellServedFrame = Exclude<ClientRequestFrame, TypingFrame | WatchPresenceFrame>;
 
-export class RequestHandler {
+/** Homes from the edge's directory cache; a user seen for the first time is placed by the directory. */
+export class CachedHomes implements HomeDirectory {
   constructor(
     private readonly directory: DirectoryLookups,
     private readonly cache: DirectoryCache,
-    private readonly router: CellRouting,
   ) {}
 
-  /** The user's home cell, cached. */
-  async homeCellOf(userId: string): Promise<string> {
-    const entry = await this.cache.get(`user:${userId}`, async () => (await this.directory.resolveUser(userId)).entry);
-    if (entry === undefined) throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
-    return entry.cellId;
+  async resolve(key: HomeKey): Promise<HomeLocation | undefined> {
+    const cacheKey = directoryCacheKey(key.kind, key.id);
+    if (key.kind === "user") return this.cache.get(cacheKey, async () => (await this.directory.resolveUser(key.id)).entry);
+    return this.cache.get(cacheKey, () => this.directory.lookupConversation(key.id));
   }
 
-  /** A page of the user's mailbox from the owner of the user in the home cell. */
-  async mailboxPage(homeCellId: string, userId: string, afterSeq: number, limit: number): Promise<{ events: SequencedEvent[]; headSeq: number; floorSeq: number }> {
-    const reply = await this.router.request(homeCellId, { type: "cell.mailboxPage", userId, afterSeq, limit });
-    if (reply.type === "cell.mailboxEvents") return { events: reply.events, headSeq: reply.headSeq, floorSeq: reply.floorSeq };
+  moved(key: HomeKey, location: HomeLocation): void {
+    this.cache.remember(directoryCacheKey(key.kind, key.id), { kind: key.kind, id: key.id, cellId: location.cellId, epoch: location.epoch });
+  }
+
+  forget(key: HomeKey, epoch: number): void {
+    this.cache.forgetUpTo(directoryCacheKey(key.kind, key.id), epoch);
+  }
+}
+
+export type HomeRouting = { readonly options: HomeRouterOptions; readonly dependencies: HomeRouterDependencies };
+
+export class RequestHandler {
+  private readonly homes: HomeRouter;
+
+  constructor(
+    private readonly directory: DirectoryLookups,
+    private readonly cache: DirectoryCache,
+    router: CellRouting,
+    homeRouting: HomeRouting,
+  ) {
+    this.homes = new HomeRouter(new CachedHomes(directory, cache), router, homeRouting.options, homeRouting.dependencies);
+  }
+
+  /** The user's home cell and its epoch, cached; a user seen for the first time is placed. */
+  async homeOf(userId: string): Promise<HomeLocation> {
+    const entry = await this.cache.get(directoryCacheKey("user", userId), async () => (await this.directory.resolveUser(userId)).entry);
+    if (entry === undefined) throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
+    return { cellId: entry.cellId, epoch: entry.epoch };
+  }
+
+  /**
+   * A page of the user's mailbox from the owner of the user in its home cell, and the home that served
+   * it: after a move of the mailbox, a newer one than the session knew.
+   */
+  async mailboxPage(
+    userId: string,
+    afterSeq: number,
+    limit: number,
+  ): Promise<{ events: SequencedEvent[]; headSeq: number; floorSeq: number; home: HomeLocation }> {
+    const outcome = await this.homes.request({ type: "cell.mailboxPage", userId, afterSeq, limit });
+    if (outcome.kind === "no_entry") throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
+    const { reply, home } = outcome;
+    if (reply.type === "cell.mailboxEvents") return { events: reply.events, headSeq: reply.headSeq, floorSeq: reply.floorSeq, home };
     if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message);
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
+  }
+
+  /** The directory published a move: the cached entry, if older, is replaced. */
+  directoryChanged(entry: DirectoryEntry): void {
+    this.cache.changed(entry);
+  }
+
+  /** Sends a request to its key's home cell, following moves (see HomeRouter). */
+  requestAtHome(request: CellRequest): Promise<HomeOutcome> {
+    return this.homes.request(request);
   }
 
   async handle(context: RequestContext, frame: CellServedFrame): Promise<ServerFrame> {
@@ -58,9 +120,7 @@ export class RequestHandler {
       case "ping":
         return { type: "pong", requestId: frame.requestId };
       case "send": {
-        const cellId = await this.conversationCell(frame.conversationId);
-        if (cellId === undefined) return errorFrame("not_a_member", "not a member of this conversation", frame.requestId);
-        const reply = await this.router.request(cellId, {
+        const reply = await this.atConversationHome({
           type: "cell.send",
           senderUserId: context.userId,
           senderDeviceId: context.deviceId,
@@ -68,6 +128,7 @@ export class RequestHandler {
           clientMessageId: frame.clientMessageId,
           body: frame.body,
         });
+        if (reply === undefined) return notAMember(frame.requestId);
         if (reply.type === "cell.stored") {
           const { message } = reply;
           return { type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs };
@@ -77,14 +138,14 @@ export class RequestHandler {
       case "openDirect": {
         if (frame.peerUserId === context.userId) return errorFrame("invalid_peer", "a direct conversation needs another user", frame.requestId);
         const conversationId = directConversationId(context.userId, frame.peerUserId);
-        const cellId = await this.placeConversation(conversationId, context.homeCellId);
-        const reply = await this.router.request(cellId, { type: "cell.openDirect", userId: context.userId, peerUserId: frame.peerUserId, conversationId });
+        await this.placeConversation(conversationId, context.homeCellId);
+        const reply = await this.atPlacedConversationHome({ type: "cell.openDirect", userId: context.userId, peerUserId: frame.peerUserId, conversationId });
         return this.conversationFrame(reply, frame.requestId);
       }
       case "createGroup": {
         const conversationId = `g-${randomBytes(17).toString("base64url").slice(0, 22)}`;
-        const cellId = await this.placeConversation(conversationId, context.homeCellId);
-        const reply = await this.router.request(cellId, {
+        await this.placeConversation(conversationId, context.homeCellId);
+        const reply = await this.atPlacedConversationHome({
           type: "cell.createGroup",
           creatorUserId: context.userId,
           conversationId,
@@ -94,38 +155,35 @@ export class RequestHandler {
         return this.conversationFrame(reply, frame.requestId);
       }
       case "addMembers": {
-        const cellId = await this.conversationCell(frame.conversationId);
-        if (cellId === undefined) return errorFrame("not_a_member", "not a member of this conversation", frame.requestId);
-        const reply = await this.router.request(cellId, { type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds });
+        const reply = await this.atConversationHome({ type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds });
+        if (reply === undefined) return notAMember(frame.requestId);
         return this.conversationFrame(reply, frame.requestId);
       }
       case "read":
       case "delivered": {
         // Routed like a send: the conversation's owner keeps the positions and fans the receipt out.
-        const cellId = await this.conversationCell(frame.conversationId);
-        if (cellId === undefined) return errorFrame("not_a_member", "not a member of this conversation", frame.requestId);
-        const reply = await this.router.request(cellId, {
+        const reply = await this.atConversationHome({
           type: "cell.receipt",
           userId: context.userId,
           conversationId: frame.conversationId,
           position: frame.type,
           seq: frame.seq,
         });
+        if (reply === undefined) return notAMember(frame.requestId);
         if (reply.type === "cell.receipt") {
           return { type: "receiptAck", requestId: frame.requestId, conversationId: reply.conversationId, readSeq: reply.readSeq, deliveredSeq: reply.deliveredSeq };
         }
         return this.unexpected(reply, frame.requestId);
       }
       case "history": {
-        const cellId = await this.conversationCell(frame.conversationId);
-        if (cellId === undefined) return errorFrame("not_a_member", "not a member of this conversation", frame.requestId);
-        const reply = await this.router.request(cellId, {
+        const reply = await this.atConversationHome({
           type: "cell.history",
           userId: context.userId,
           conversationId: frame.conversationId,
           beforeSeq: frame.beforeSeq ?? null,
           limit: frame.limit ?? historyPageLimitDefault,
         });
+        if (reply === undefined) return notAMember(frame.requestId);
         if (reply.type === "cell.historyPage") {
           return { type: "historyPage", requestId: frame.requestId, conversationId: reply.conversationId, messages: reply.messages, hasMore: reply.hasMore };
         }
@@ -134,29 +192,40 @@ export class RequestHandler {
     }
   }
 
-  /** The conversation's home cell (cached); undefined when the directory knows no such conversation. */
-  async conversationCell(conversationId: string): Promise<string | undefined> {
-    const entry = await this.cache.get(`conversation:${conversationId}`, (key) => this.directory.lookupConversation(key.slice("conversation:".length)));
-    return entry?.cellId;
+  /** The reply of the conversation's home; undefined when the directory knows no such conversation. */
+  private async atConversationHome(request: CellRequest): Promise<HomeReply | undefined> {
+    const outcome = await this.homes.request(request);
+    return outcome.kind === "reply" ? outcome.reply : undefined;
   }
 
-  private async placeConversation(conversationId: string, preferredCellId: string): Promise<string> {
-    const key = `conversation:${conversationId}`;
+  /** Like atConversationHome, for a conversation this edge just placed: it must have an entry. */
+  private async atPlacedConversationHome(request: CellRequest): Promise<HomeReply> {
+    const reply = await this.atConversationHome(request);
+    if (reply === undefined) throw new RemoteError("internal", `the directory lost the conversation of ${request.type} just placed`);
+    return reply;
+  }
+
+  /** Places a new conversation (or finds where it already is) and caches the entry. */
+  private async placeConversation(conversationId: string, preferredCellId: string): Promise<void> {
+    const key = directoryCacheKey("conversation", conversationId);
     const entry = await this.cache.get(key, async () => (await this.directory.placeConversation(conversationId, preferredCellId)).entry);
     if (entry === undefined) throw new RemoteError("directory_unavailable", `no directory entry for ${conversationId}`);
-    return entry.cellId;
   }
 
-  private conversationFrame(reply: CellReply, requestId: string): ServerFrame {
+  private conversationFrame(reply: HomeReply, requestId: string): ServerFrame {
     if (reply.type === "cell.conversation") return { type: "conversation", requestId, conversation: reply.conversation };
     return this.unexpected(reply, requestId);
   }
 
-  private unexpected(reply: CellReply, requestId: string): ServerFrame {
+  private unexpected(reply: HomeReply, requestId: string): ServerFrame {
     if (reply.type === "cell.error") {
       const code = clientErrorCode(reply.code);
       return errorFrame(code, code === "internal" ? "internal error" : reply.message, requestId);
     }
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }
+}
+
+function notAMember(requestId: string): ServerFrame {
+  return errorFrame("not_a_member", "not a member of this conversation", requestId);
 }

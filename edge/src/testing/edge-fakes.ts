@@ -2,7 +2,7 @@
 // router, delivery source, typing publisher, presence, clock, logger), so the session logic runs in
 // process and every effect is observable.
 // Used by edge-core.test.ts and edge-server.integration.test.ts.
-import type { ServiceLogger, EntryResult } from "@cellwire/cluster";
+import { homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
 import {
   decodeServerFrame,
   type CellReply,
@@ -391,11 +391,16 @@ export type FakeEdge = {
   readonly clock: FakeClock;
   readonly logger: RecordingLogger;
   readonly transports: FakeTransport[];
+  /** Every wait of the edge's HomeRouter for a migrating key, in ms. */
+  readonly homeWaitsMs: number[];
   /** A new socket with its session (undefined when the core refused it). */
   connect(): { transport: FakeTransport; session: Session | undefined };
   /** A socket that sent a hello with a valid token for `userId` and got its welcome. */
   authenticated(userId: string, hello?: Record<string, unknown>): Promise<{ transport: FakeTransport; session: Session; welcome: Record<string, unknown> }>;
 };
+
+/** Requests a fake edge sends for one frame while its key moves (see HomeRouter). */
+export const homeAttemptsMaxForTests = 8;
 
 /** Member lists stay cached this long in fake edges (monotonic ms of the FakeClock). */
 export const memberCacheTtlMsForTests = 10_000;
@@ -405,13 +410,26 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
   const directory = new FakeDirectory();
   const cache = new DirectoryCache(1000, 60_000, () => 0);
   const router = new FakeCellRouting();
-  const handler = new RequestHandler(directory, cache, router);
   const deliveries = new FakeDeliveries();
   const clock = new FakeClock();
+  const homeWaitsMs: number[] = [];
+  // Waits for a migrating key are recorded, and last one turn of the event loop: the fake clock does not
+  // move, so attemptsMax is what bounds them.
+  const handler = new RequestHandler(directory, cache, router, {
+    options: { ...homeRouterDefaults, attemptsMax: homeAttemptsMaxForTests },
+    dependencies: {
+      monotonicNowMs: clock.monotonicNowMs,
+      random: () => 1,
+      sleep: (ms) => {
+        homeWaitsMs.push(ms);
+        return new Promise((resolve) => setImmediate(resolve));
+      },
+    },
+  });
   const presence = new FakePresence(clock);
   const members = new ConversationMembers(
     { conversationsMax: 100, ttlMs: memberCacheTtlMsForTests },
-    { conversationCell: (conversationId) => handler.conversationCell(conversationId), router, nowMs: clock.monotonicNowMs },
+    { requestAtHome: (request) => handler.requestAtHome(request), nowMs: clock.monotonicNowMs },
   );
   const typing = new TypingRelay(members, deliveries, typingExpiresInMsForTests);
   const logger = new RecordingLogger();
@@ -437,6 +455,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
     clock,
     logger,
     transports,
+    homeWaitsMs,
     connect,
     authenticated: async (userId, hello = {}) => {
       const { transport, session } = connect();

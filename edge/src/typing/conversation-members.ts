@@ -3,10 +3,9 @@
 // createGroup, addMembers) or, on a miss, from a read-only `cell.members` at the conversation's owner;
 // it is trusted for ttlMs, so a membership change made through another edge reaches typing within that.
 // Nothing here writes to a cell. Concurrent misses for one conversation and user share one request.
-import { RemoteError } from "@cellwire/cluster";
-import type { ConversationSummary } from "@cellwire/protocol";
+import { RemoteError, type HomeOutcome } from "@cellwire/cluster";
+import type { CellRequest, ConversationSummary } from "@cellwire/protocol";
 import { BoundedCache } from "../directory-cache.ts";
-import type { CellRouting } from "../request-handler.ts";
 
 export type MembersLookup = { readonly kind: "members"; readonly memberUserIds: readonly string[] } | { readonly kind: "not_a_member" };
 
@@ -18,9 +17,8 @@ export type ConversationMembersOptions = {
 };
 
 export type ConversationMembersDependencies = {
-  /** The conversation's home cell from the directory (cached), undefined when it does not exist. */
-  readonly conversationCell: (conversationId: string) => Promise<string | undefined>;
-  readonly router: CellRouting;
+  /** Sends a request to the conversation's home cell, following moves (RequestHandler.requestAtHome). */
+  readonly requestAtHome: (request: CellRequest) => Promise<HomeOutcome>;
   /** Monotonic milliseconds. */
   readonly nowMs: () => number;
 };
@@ -60,9 +58,10 @@ export class ConversationMembers {
   }
 
   private async load(conversationId: string, userId: string): Promise<MembersLookup> {
-    const cellId = await this.dependencies.conversationCell(conversationId);
-    if (cellId === undefined) return notAMember;
-    const reply = await this.dependencies.router.request(cellId, { type: "cell.members", conversationId, userId });
+    const outcome = await this.dependencies.requestAtHome({ type: "cell.members", conversationId, userId });
+    if (outcome.kind === "no_entry") return notAMember;
+    const { reply } = outcome;
+    const { cellId } = outcome.home;
     switch (reply.type) {
       case "cell.members": {
         if (reply.conversationId !== conversationId) throw new RemoteError("internal", `cell ${cellId} answered cell.members for ${reply.conversationId}, not ${conversationId}`);
