@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { RemoteError, UnavailableError } from "@cellwire/cluster";
+import { homeRouterDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
 import { mailboxEventId, messageOf, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import { MailboxAppender } from "./mailbox-appender.ts";
@@ -14,6 +14,9 @@ function entry(recipientUserId: string): OutboxEntry {
 function setup(answer: (cellId: string, request: CellRequest) => Promise<CellReply>) {
   const resolved: string[] = [];
   const sent: [string, CellRequest][] = [];
+  const waitsMs: number[] = [];
+  let nowMs = 0;
+  const homeCells = new BoundedCache<string>(10);
   const homes = new Map([
     ["bob", "b"],
     ["carol", "c"],
@@ -22,7 +25,7 @@ function setup(answer: (cellId: string, request: CellRequest) => Promise<CellRep
     {
       resolveUser: async (userId) => {
         resolved.push(userId);
-        return { entry: { cellId: homes.get(userId) ?? "a" } };
+        return { entry: { cellId: homes.get(userId) ?? "a", epoch: 1 } };
       },
     },
     {
@@ -31,9 +34,20 @@ function setup(answer: (cellId: string, request: CellRequest) => Promise<CellRep
         return answer(cellId, request);
       },
     },
-    new BoundedCache<string>(10),
+    homeCells,
+    {
+      options: { ...homeRouterDefaults, deadlineMs: 1000 },
+      dependencies: {
+        monotonicNowMs: () => nowMs,
+        random: () => 1,
+        sleep: async (ms) => {
+          waitsMs.push(ms);
+          nowMs += ms;
+        },
+      },
+    },
   );
-  return { appender, resolved, sent, homes };
+  return { appender, resolved, sent, homes, homeCells, waitsMs };
 }
 
 describe("MailboxAppender", () => {
@@ -69,5 +83,38 @@ describe("MailboxAppender", () => {
   it("does not take an appended reply for another user as success", async () => {
     const { appender } = setup(async () => ({ type: "cell.appended", userId: "mallory", seq: 3, deduplicated: false }));
     await expect(appender.append(entry("bob"))).rejects.toThrow(/answered cell.appended/);
+  });
+
+  it("follows a recipient whose mailbox moved, and keeps the new home for the next event", async () => {
+    const { appender, resolved, sent, homeCells } = setup(async (cellId, request) => {
+      if (request.type !== "cell.appendMailbox") throw new Error("routed wrongly");
+      if (cellId === "b") return { type: "cell.moved", kind: "user", id: request.userId, cellId: "d", epoch: 2 };
+      return { type: "cell.appended", userId: request.userId, seq: 9, deduplicated: false };
+    });
+    expect(await appender.append(entry("bob"))).toBe(9);
+    expect(await appender.append(entry("bob"))).toBe(9);
+    expect(sent.map(([cellId]) => cellId)).toEqual(["b", "d", "d"]);
+    expect(resolved).toEqual(["bob"]);
+    expect(homeCells.get("bob")).toBe("d");
+  });
+
+  it("waits out a mailbox frozen for a move, then appends", async () => {
+    let calls = 0;
+    const { appender, waitsMs } = setup(async (_cellId, request) => {
+      calls++;
+      if (calls <= 2 || request.type !== "cell.appendMailbox") return { type: "cell.error", code: "moving", message: "frozen" };
+      return { type: "cell.appended", userId: request.userId, seq: 4, deduplicated: false };
+    });
+    expect(await appender.append(entry("bob"))).toBe(4);
+    expect(waitsMs).toEqual([10, 20]);
+  });
+
+  it("throws cell_unavailable when the mailbox is still moving at the deadline, so the relay keeps the row", async () => {
+    const { appender, resolved, waitsMs } = setup(async () => ({ type: "cell.error", code: "moving", message: "frozen" }));
+    await expect(appender.append(entry("bob"))).rejects.toMatchObject({ name: "UnavailableError", code: "cell_unavailable" });
+    expect(waitsMs.reduce((sum, ms) => sum + ms, 0)).toBe(1000);
+    // The home is asked of the directory again next time.
+    await expect(appender.append(entry("bob"))).rejects.toThrow(UnavailableError);
+    expect(resolved).toEqual(["bob", "bob"]);
   });
 });
