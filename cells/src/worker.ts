@@ -10,6 +10,7 @@ import {
   UnavailableError,
   backoffDelayMs,
   connectNats,
+  homeRouterDefaults,
   decodeMessage,
   encodeJson,
   openMembershipBucket,
@@ -119,7 +120,11 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       },
     });
     undo.push(async () => directoryChanges.unsubscribe());
-    const appender = new MailboxAppender(directory, router, homeCells);
+    // The worker's clock and randomness drive the appender's waits for a moving mailbox, as they drive the rest.
+    const appender = new MailboxAppender(directory, router, homeCells, {
+      options: homeRouterDefaults,
+      dependencies: { monotonicNowMs: () => clock.monotonicNowMs(), random: dependencies.random, sleep: dependencies.sleep },
+    });
     const relay = new OutboxRelay({
       store,
       append: (entry) => appender.append(entry),
