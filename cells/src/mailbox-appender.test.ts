@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { homeRouterDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
 import { mailboxEventId, messageOf, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
-import { MailboxAppender } from "./mailbox-appender.ts";
+import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
 import { messageEvent } from "./store/store-contract.ts";
 import type { OutboxEntry } from "./store/store.ts";
 
@@ -16,7 +16,7 @@ function setup(answer: (cellId: string, request: CellRequest) => Promise<CellRep
   const sent: [string, CellRequest][] = [];
   const waitsMs: number[] = [];
   let nowMs = 0;
-  const homeCells = new BoundedCache<string>(10);
+  const homeCells = new UserHomeCache(new BoundedCache(10));
   const homes = new Map([
     ["bob", "b"],
     ["carol", "c"],
@@ -95,7 +95,7 @@ describe("MailboxAppender", () => {
     expect(await appender.append(entry("bob"))).toBe(9);
     expect(sent.map(([cellId]) => cellId)).toEqual(["b", "d", "d"]);
     expect(resolved).toEqual(["bob"]);
-    expect(homeCells.get("bob")).toBe("d");
+    expect(homeCells.get("bob")).toEqual({ cellId: "d", epoch: 2 });
   });
 
   it("waits out a mailbox frozen for a move, then appends", async () => {
@@ -116,5 +116,19 @@ describe("MailboxAppender", () => {
     // The home is asked of the directory again next time.
     await expect(appender.append(entry("bob"))).rejects.toThrow(UnavailableError);
     expect(resolved).toEqual(["bob", "bob"]);
+  });
+});
+
+describe("UserHomeCache", () => {
+  it("keeps a newer home over an older one, whichever arrives last", () => {
+    const homes = new UserHomeCache(new BoundedCache(10));
+    homes.learn("bob", { cellId: "c", epoch: 3 });
+    // A lookup answered before the move, arriving after its directory.changed, changes nothing.
+    homes.learn("bob", { cellId: "b", epoch: 2 });
+    expect(homes.get("bob")).toEqual({ cellId: "c", epoch: 3 });
+    homes.learn("bob", { cellId: "a", epoch: 4 });
+    expect(homes.get("bob")).toEqual({ cellId: "a", epoch: 4 });
+    homes.forget("bob");
+    expect(homes.get("bob")).toBeUndefined();
   });
 });

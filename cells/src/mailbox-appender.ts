@@ -34,29 +34,49 @@ const systemRouting: MailboxAppenderRouting = {
 };
 
 /**
- * Homes from the worker's cache of user → cell id. The cache keeps no epoch (the worker drops entries on
- * directory.changed instead), so a cached home counts as epoch 0: every cell.moved is newer than it.
+ * The worker's cache of user → home cell with the entry's epoch. An entry is replaced only by a newer
+ * epoch, so a directory lookup that was on its way when a directory.changed arrived cannot put the old
+ * home back, and a change is kept even for a user not cached yet (a lookup may be in flight).
  */
+export class UserHomeCache {
+  constructor(private readonly cache: BoundedCache<HomeLocation>) {}
+
+  get(userId: string): HomeLocation | undefined {
+    return this.cache.get(userId);
+  }
+
+  /** Keeps `home` unless the cache holds a newer one. */
+  learn(userId: string, home: HomeLocation): void {
+    const held = this.cache.get(userId);
+    if (held === undefined || held.epoch < home.epoch) this.cache.set(userId, { cellId: home.cellId, epoch: home.epoch });
+  }
+
+  forget(userId: string): void {
+    this.cache.delete(userId);
+  }
+}
+
 class CachedUserHomes implements HomeDirectory {
   constructor(
     private readonly directory: HomeCellDirectory,
-    private readonly homeCells: BoundedCache<string>,
+    private readonly homes: UserHomeCache,
   ) {}
 
   async resolve(key: HomeKey): Promise<HomeLocation | undefined> {
-    const cached = this.homeCells.get(key.id);
-    if (cached !== undefined) return { cellId: cached, epoch: 0 };
+    const cached = this.homes.get(key.id);
+    if (cached !== undefined) return cached;
     const { entry } = await this.directory.resolveUser(key.id);
-    this.homeCells.set(key.id, entry.cellId);
-    return { cellId: entry.cellId, epoch: entry.epoch };
+    this.homes.learn(key.id, entry);
+    // A change that arrived while the lookup was on its way wins over what the lookup found.
+    return this.homes.get(key.id) ?? { cellId: entry.cellId, epoch: entry.epoch };
   }
 
   moved(key: HomeKey, location: HomeLocation): void {
-    this.homeCells.set(key.id, location.cellId);
+    this.homes.learn(key.id, location);
   }
 
   forget(key: HomeKey): void {
-    this.homeCells.delete(key.id);
+    this.homes.forget(key.id);
   }
 }
 
@@ -66,8 +86,7 @@ export class MailboxAppender {
   constructor(
     directory: HomeCellDirectory,
     router: CellRequester,
-    /** userId → home cell id. */
-    private readonly homeCells: BoundedCache<string>,
+    private readonly homeCells: UserHomeCache,
     routing: MailboxAppenderRouting = systemRouting,
   ) {
     this.homes = new HomeRouter(new CachedUserHomes(directory, homeCells), router, routing.options, routing.dependencies);
@@ -82,14 +101,14 @@ export class MailboxAppender {
     } catch (error) {
       // A move whose directory.changed this worker missed shows as silence or a key that never settles:
       // ask the directory again next time.
-      this.homeCells.delete(userId);
+      this.homeCells.forget(userId);
       throw error;
     }
     // resolveUser places a user seen for the first time, so every user has an entry.
     if (outcome.kind === "no_entry") throw new RemoteError("internal", `the directory has no entry for ${userId}`);
     const { reply, home } = outcome;
     if (reply.type === "cell.appended" && reply.userId === userId) return reply.seq;
-    this.homeCells.delete(userId);
+    this.homeCells.forget(userId);
     if (reply.type === "cell.error") throw new RemoteError(reply.code, `cell ${home.cellId} refused the mailbox event of ${userId}: ${reply.message}`);
     throw new RemoteError("internal", `cell ${home.cellId} answered ${reply.type} to cell.appendMailbox for ${userId}`);
   }

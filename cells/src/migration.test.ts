@@ -47,12 +47,12 @@ class FakeDirectory {
   }
 }
 
-type Cell = { readonly store: MemoryConversationStore; readonly handler: CellRequestHandler; readonly request: (request: CellRequest) => Promise<CellReply> };
+type Cell = { readonly store: MemoryConversationStore; readonly handler: CellRequestHandler; readonly request: (request: CellRequest) => Promise<CellReply>; readonly drained: readonly string[] };
 
 /** Decides what the router does with one import page: pass it on (undefined), fail, or wait. */
 type RouterHook = (request: CellImportRequest, pageIndex: number) => Promise<CellReply | "fail" | undefined> | CellReply | "fail" | undefined;
 
-function world() {
+function world(precopyPagesMax = 100) {
   const directory = new FakeDirectory();
   let nowMs = 1000;
   const clock = { monotonicNowMs: () => nowMs };
@@ -73,6 +73,7 @@ function world() {
   };
   const cell = (cellId: string): Cell => {
     const store = new MemoryConversationStore();
+    const drained: string[] = [];
     const handler = new CellRequestHandler({
       workerId: `${cellId}-1`,
       cellId,
@@ -80,9 +81,10 @@ function world() {
       ownership: { snapshot: () => ({ ring: { ownerOf: () => `${cellId}-1` }, epoch: 1 }), leaseHeld: () => true },
       queue: new KeyedSerialQueue({ pendingPerKeyMax: 100, pendingTotalMax: 1000 }),
       relayOutbox: () => undefined,
+      drainOutbox: (conversationId) => drained.push(conversationId),
       publishDelivery: () => undefined,
       logger: silentLogger,
-      migration: { directory, router, clock, limits: { migrationsInFlightMax: 4, flipAttemptsMax: 2 } },
+      migration: { directory, router, clock, limits: { migrationsInFlightMax: 4, flipAttemptsMax: 2, precopyPagesMax } },
     });
     const request = async (input: CellRequest): Promise<CellReply> => {
       const replies: CellReply[] = [];
@@ -91,7 +93,7 @@ function world() {
       if (reply === undefined || replies.length !== 1) throw new Error(`expected one reply, got ${replies.length}`);
       return reply;
     };
-    const created = { store, handler, request };
+    const created = { store, handler, request, drained };
     cells.set(cellId, created);
     return created;
   };
@@ -122,8 +124,9 @@ describe("MigrationCoordinator", () => {
     const events = await mailboxOf(source, user, 250);
     const reply = await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
     expect(reply).toMatchObject({ type: "cell.migrated", kind: "user", id: user, fromCellId: "a", toCellId: "b", epoch: 2, copiedItems: 250, alreadyMoved: false });
-    // Five requests answered after the freeze (first page, two event pages, the confirmation is local, activation).
-    expect(reply.type === "cell.migrated" && reply.pauseMs).toBe(20);
+    // Every event went before the freeze: the pause holds only the (local) confirmation, the flip and the
+    // activation; the fake clock moves 4 ms per cross-cell request and 1 ms per directory request.
+    expect(reply.type === "cell.migrated" && reply.pauseMs).toBe(5);
     expect(imports.map((page) => [page.first, page.last, page.kind === "user" ? page.events.length : -1])).toEqual([
       [true, false, 0],
       [false, false, 200],
@@ -154,6 +157,8 @@ describe("MigrationCoordinator", () => {
     // The outbox rows (none relayed in this test) now wait in the new home.
     expect((await target.store.pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries).toHaveLength(6);
     expect((await source.store.pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries).toHaveLength(0);
+    // The new home relays them as soon as the conversation is active there, not at its next sweep.
+    expect(target.drained).toEqual([conversationId]);
     // A retried send dedupes in the new home; the old one names it.
     const retry = { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: "c2", body: "m2" } as const;
     expect(await target.request(retry)).toMatchObject({ type: "cell.stored", deduplicated: true, message: { seq: 2 } });
@@ -227,7 +232,29 @@ describe("MigrationCoordinator", () => {
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.migrated", alreadyMoved: true, epoch: 2 });
   });
 
-  it("answers moving to a second migrate of the key, and to writes during the copy at once", async () => {
+  it("copies in the pause what the pre-copy left: events appended after its last page", async () => {
+    // One page before the freeze, so the events appended while it travels are the tail's.
+    const { directory, source, target, imports, setHook } = world(1);
+    const user = newUserId();
+    directory.place("user", user, "a");
+    await mailboxOf(source, user, 2);
+    setHook(async (_request, index) => {
+      // While the first events page is on its way the key is still writable: three more land in it.
+      if (index === 1) for (const text of ["x", "y", "z"]) expect(await source.request(append(user, messageEvent(text)))).toMatchObject({ type: "cell.appended" });
+      return undefined;
+    });
+    const reply = await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
+    expect(reply).toMatchObject({ type: "cell.migrated", copiedItems: 5 });
+    expect(imports.map((page) => [page.first, page.last, page.kind === "user" ? page.events.map((event) => event.seq) : []])).toEqual([
+      [true, false, []],
+      [false, false, [1, 2]],
+      [false, false, [3, 4, 5]],
+      [false, true, []],
+    ]);
+    expect(pageOf(await target.store.mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).headSeq).toBe(5);
+  });
+
+  it("answers moving to a second migrate of the key, and to writes during the pause at once", async () => {
     const { directory, source, setHook } = world();
     const user = newUserId();
     directory.place("user", user, "a");
@@ -236,8 +263,9 @@ describe("MigrationCoordinator", () => {
     const held = new Promise<void>((resolve) => (release = resolve));
     let copying: () => void = () => undefined;
     const copyStarted = new Promise<void>((resolve) => (copying = resolve));
+    // Pages 0 and 1 are the pre-copy (the key still writable); page 2 is the activation, after the freeze.
     setHook(async (_request, index) => {
-      if (index === 0) {
+      if (index === 2) {
         copying();
         await held;
       }
@@ -246,7 +274,7 @@ describe("MigrationCoordinator", () => {
     const first = source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
     await copyStarted;
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "moving" });
-    // The copy holds no turn of the key: a write is refused without waiting for it, and reads are served.
+    // The move holds no turn of the key: a write is refused without waiting for it, and reads are served.
     expect(await source.request(append(user, messageEvent("during")))).toMatchObject({ type: "cell.error", code: "moving" });
     expect(await source.request({ type: "cell.mailboxPage", userId: user, afterSeq: 0, limit: 10 })).toMatchObject({ type: "cell.mailboxEvents", headSeq: 2 });
     release();

@@ -13,6 +13,7 @@
 // stays frozen too, so it is never writable in two cells.
 import { RemoteError, UnavailableError, type Logger } from "@cellwire/cluster";
 import {
+  historyPageBytesMax,
   importPageItemsMax,
   userRingKey,
   type CellImportRequest,
@@ -53,6 +54,8 @@ export type MigrationLimits = {
   readonly migrationsInFlightMax: number;
   /** Attempts of the directory flip while the directory does not answer (moveEntry is idempotent). */
   readonly flipAttemptsMax: number;
+  /** Pages copied before the freeze; what is left (a key appended to faster than it copies) goes in the pause. */
+  readonly precopyPagesMax: number;
 };
 
 export type MigrationPorts = {
@@ -113,17 +116,24 @@ export class MigrationCoordinator {
     if (entry === undefined) return notFound(key, "has no directory entry");
     if (entry.cellId !== cellId) return this.finishOrRedirect(request, key, entry);
 
+    // The bulk of the key goes while it is still writable: mailbox events and messages never change once
+    // written, so only what is appended after this copy is copied in the pause.
+    const startedAtMs = clock.monotonicNowMs();
+    const precopied = await this.precopy(request);
+    if (!precopied.ok) return precopied.reply;
+
     const frozen = await this.ports.turn(key, (epoch) => this.ports.store.freeze({ kind, id, toCellId, epoch }));
     if (!frozen.ok) return frozen.reply;
     if (frozen.value.outcome !== "frozen") return this.freezeRefused(request, key, frozen.value, frozen.epoch);
     const frozenAtMs = clock.monotonicNowMs();
     const { lastSeq, floorSeq } = frozen.value;
 
-    const copied = await this.copy(request, lastSeq, floorSeq);
+    const copied = await this.copyTail(request, precopied.value.afterSeq, lastSeq);
     if (!copied.ok) {
       await this.unfreeze(request, key);
       return copied.reply;
     }
+    const tailCopiedAtMs = clock.monotonicNowMs();
     // Still this worker's key, still frozen toward the target: a newer owner that began its own move of
     // the key meanwhile (after a ring change) fences this one, which then stops without unfreezing.
     const confirmed = await this.ports.turn(key, (epoch) => this.ports.store.freeze({ kind, id, toCellId, epoch }));
@@ -137,12 +147,20 @@ export class MigrationCoordinator {
     }
     if (flip.kind === "unknown") return flip.reply;
 
+    const flippedAtMs = clock.monotonicNowMs();
     const activated = await this.activate(request, toCellId, lastSeq, floorSeq);
     if (!activated.ok) return activated.reply;
-    const pauseMs = Math.max(0, Math.round(clock.monotonicNowMs() - frozenAtMs));
+    const activatedAtMs = clock.monotonicNowMs();
+    const pauseMs = Math.max(0, Math.round(activatedAtMs - frozenAtMs));
     const tombstoned = await this.tombstone(request, key, toCellId, flip.entry.epoch);
     if (!tombstoned.ok) return tombstoned.reply;
-    return migrated(request, cellId, toCellId, flip.entry.epoch, pauseMs, copied.value, false);
+    const round = (ms: number): number => Math.round(ms);
+    this.ports.logger.info(
+      `moved ${key} to cell ${toCellId} (epoch ${flip.entry.epoch}): ${precopied.value.items + copied.value} items, paused ${pauseMs} ms ` +
+        `(pre-copy ${round(frozenAtMs - startedAtMs)} ms before it; tail ${round(tailCopiedAtMs - frozenAtMs)}, flip ${round(flippedAtMs - tailCopiedAtMs)}, ` +
+        `activation ${round(activatedAtMs - flippedAtMs)} ms)`,
+    );
+    return migrated(request, cellId, toCellId, flip.entry.epoch, pauseMs, precopied.value.items + copied.value, false);
   }
 
   /**
@@ -188,18 +206,25 @@ export class MigrationCoordinator {
     }
   }
 
-  /** Step 3: the pages of the key, first to last but the `last` one; the count of items copied. */
-  private async copy(request: CellMigrateRequest, lastSeq: number, floorSeq: number): Promise<Step<number>> {
+  /**
+   * Step 3a, before the freeze: the first page (which resets the target), then the key's immutable items
+   * (mailbox events or messages) as they stand, page by page, up to precopyPagesMax pages. Resolves with
+   * the seq copied up to and the count of items.
+   */
+  private async precopy(request: CellMigrateRequest): Promise<Step<{ readonly afterSeq: number; readonly items: number }>> {
     const { store } = this.ports;
     const { id, toCellId } = request;
     const fromCellId = this.ports.cellId;
+    let afterSeq = 0;
+    let items = 0;
     if (request.kind === "user") {
-      const base = { type: "cell.import", kind: "user", id, fromCellId, last: false, lastSeq, floorSeq } as const;
+      const current = await store.migrationState(request);
+      const floorSeq = current?.floorSeq ?? 0;
+      const base = { type: "cell.import", kind: "user", id, fromCellId, last: false, lastSeq: floorSeq, floorSeq } as const;
       const first = await this.sendPage(toCellId, { ...base, first: true, events: [] });
       if (!first.ok) return first;
-      let items = 0;
-      let afterSeq = floorSeq;
-      while (afterSeq < lastSeq) {
+      afterSeq = floorSeq;
+      for (let page = 0; page < this.ports.limits.precopyPagesMax; page++) {
         const events = await store.exportMailbox({ userId: id, afterSeq, limit: importPageItemsMax });
         const newest = events.at(-1);
         if (newest === undefined) break;
@@ -208,16 +233,14 @@ export class MigrationCoordinator {
         items += events.length;
         afterSeq = newest.seq;
       }
-      return { ok: true, value: items };
+      return { ok: true, value: { afterSeq, items } };
     }
     const exported = await store.exportConversation(id);
     if (exported === undefined) return { ok: false, reply: notFound(id, "has no rows in this cell") };
-    const base = { type: "cell.import", kind: "conversation", id, fromCellId, last: false, lastSeq } as const;
+    const base = { type: "cell.import", kind: "conversation", id, fromCellId, last: false, lastSeq: 0 } as const;
     const first = await this.sendPage(toCellId, { ...base, first: true, conversation: exported.conversation, members: exported.members, messages: [], outbox: [] });
     if (!first.ok) return first;
-    let items = 0;
-    let afterSeq = 0;
-    while (afterSeq < lastSeq) {
+    for (let page = 0; page < this.ports.limits.precopyPagesMax; page++) {
       const messages = await store.exportMessages({ conversationId: id, afterSeq, limit: importPageItemsMax });
       const newest = messages.at(-1);
       if (newest === undefined) break;
@@ -226,21 +249,70 @@ export class MigrationCoordinator {
       items += messages.length;
       afterSeq = newest.seq;
     }
-    // Pending outbox rows go along: the new home's sweeper finishes their relay (appends dedupe by event id).
-    let afterId = 0;
-    for (;;) {
-      const page = await store.pendingOutbox({ olderThanMs: 0, limit: importPageItemsMax, afterId, conversationId: id });
-      for (const malformed of page.malformed) this.ports.logger.warn(`outbox row ${malformed.id} of ${id} is not copied: ${malformed.reason}`);
-      if (page.lastId === undefined) break;
-      const { kept } = trimToPageBudget(page.entries);
-      const keptLast = kept.at(-1);
-      if (kept.length > 0) {
-        const outbox = kept.map((entry): ImportedOutboxEntry => ({ recipientUserId: entry.recipientUserId, eventId: entry.eventId, event: entry.event }));
-        const sent = await this.sendPage(toCellId, { ...base, first: false, conversation: null, members: [], messages: [], outbox });
+    return { ok: true, value: { afterSeq, items } };
+  }
+
+  /**
+   * Step 3b, in the pause: the items appended after `afterSeq` up to the frozen head, and for a
+   * conversation its members with their positions (again: receipts moved during the pre-copy) and its
+   * pending outbox rows. Resolves with the count of items.
+   */
+  private async copyTail(request: CellMigrateRequest, precopiedSeq: number, lastSeq: number): Promise<Step<number>> {
+    const { store } = this.ports;
+    const { id, toCellId } = request;
+    const fromCellId = this.ports.cellId;
+    let items = 0;
+    let afterSeq = precopiedSeq;
+    if (request.kind === "user") {
+      const base = { type: "cell.import", kind: "user", id, fromCellId, first: false, last: false, lastSeq, floorSeq: 0 } as const;
+      while (afterSeq < lastSeq) {
+        const events = await store.exportMailbox({ userId: id, afterSeq, limit: importPageItemsMax });
+        const newest = events.at(-1);
+        if (newest === undefined) break;
+        const sent = await this.sendPage(toCellId, { ...base, events });
         if (!sent.ok) return sent;
+        items += events.length;
+        afterSeq = newest.seq;
       }
-      // A page cut by the byte budget continues after its last row sent.
-      afterId = keptLast !== undefined && kept.length < page.entries.length ? keptLast.id : page.lastId;
+      return { ok: true, value: items };
+    }
+    const exported = await store.exportConversation(id);
+    if (exported === undefined) return { ok: false, reply: notFound(id, "has no rows in this cell") };
+    const base = { type: "cell.import", kind: "conversation", id, fromCellId, first: false, last: false, lastSeq } as const;
+    // Each page is a round trip in the pause: members, the messages left and the pending outbox rows share
+    // pages, each part within half the page budget so that together they fit a NATS message.
+    let members = exported.members;
+    let outboxAfterId = 0;
+    let outboxDone = false;
+    for (;;) {
+      const { kept: messages } = afterSeq < lastSeq
+        ? trimToPageBudget(await store.exportMessages({ conversationId: id, afterSeq, limit: importPageItemsMax }), historyPageBytesMax / 2)
+        : { kept: [] };
+      let outbox: ImportedOutboxEntry[] = [];
+      if (!outboxDone) {
+        // Pending outbox rows go along: the new home relays them (appends dedupe by event id).
+        const page = await store.pendingOutbox({ olderThanMs: 0, limit: importPageItemsMax, afterId: outboxAfterId, conversationId: id });
+        for (const malformed of page.malformed) this.ports.logger.warn(`outbox row ${malformed.id} of ${id} is not copied: ${malformed.reason}`);
+        const { kept } = trimToPageBudget(page.entries, historyPageBytesMax / 2);
+        outbox = kept.map((entry): ImportedOutboxEntry => ({ recipientUserId: entry.recipientUserId, eventId: entry.eventId, event: entry.event }));
+        const keptLast = kept.at(-1);
+        if (page.lastId === undefined) outboxDone = true;
+        // A page cut by the byte budget continues after its last row sent.
+        else outboxAfterId = keptLast !== undefined && kept.length < page.entries.length ? keptLast.id : page.lastId;
+      }
+      if (afterSeq < lastSeq && messages.length === 0) {
+        return { ok: false, reply: { type: "cell.error", code: "internal", message: `${id} has no message after seq ${afterSeq} but its last seq is ${lastSeq}` } };
+      }
+      if (members.length === 0 && messages.length === 0 && outbox.length === 0) {
+        if (outboxDone) break;
+        continue; // an outbox page of malformed rows only: the next one
+      }
+      const sent = await this.sendPage(toCellId, { ...base, conversation: null, members, messages, outbox });
+      if (!sent.ok) return sent;
+      members = [];
+      items += messages.length;
+      afterSeq = messages.at(-1)?.seq ?? afterSeq;
+      if (afterSeq >= lastSeq && outboxDone) break;
     }
     return { ok: true, value: items };
   }

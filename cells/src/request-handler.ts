@@ -67,6 +67,8 @@ export type RequestHandlerDependencies = {
   readonly queue: KeyedSerialQueue;
   /** Takes the outbox rows of a message just stored and acked; MUST NOT wait for them to be relayed. */
   readonly relayOutbox: (conversationId: string, entries: readonly OutboxEntry[]) => void;
+  /** Relays whatever a conversation's outbox holds (a conversation that moved in brings its pending rows). */
+  readonly drainOutbox?: (conversationId: string) => void;
   /** Publishes one live delivery on the recipient's delivery subject; MUST keep publish order. */
   readonly publishDelivery: (delivery: Delivery) => void;
   readonly logger: Logger & { readonly error: (message: string) => void };
@@ -326,8 +328,14 @@ export class CellRequestHandler {
         this.dependencies.logger.warn(`an import page of ${key} from cell ${request.fromCellId} found no import in progress`);
         return { reply: { type: "cell.error", code: "internal", message: `no import of ${key} is in progress here; the move must start again` } };
       case "importing":
-      case "active":
         return { reply: { type: "cell.imported", kind: request.kind, id: request.id, state: result.outcome } };
+      case "active": {
+        const reply: CellReply = { type: "cell.imported", kind: request.kind, id: request.id, state: "active" };
+        // The outbox rows that came with the conversation are relayed now rather than at the next sweep.
+        const { drainOutbox } = this.dependencies;
+        if (request.kind !== "conversation" || drainOutbox === undefined) return { reply };
+        return { reply, afterReply: async () => drainOutbox(request.id) };
+      }
     }
   }
 

@@ -23,7 +23,7 @@ import { deliverySubject, directoryChange, directoryChangesSubject, workerSubjec
 import { BoundedCache } from "./bounded-cache.ts";
 import { migrationRequestTimeoutMsDefault, migrationsInFlightMaxDefault, type WorkerConfig } from "./config.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
-import { MailboxAppender } from "./mailbox-appender.ts";
+import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
 import { OutboxRelay } from "./outbox-relay.ts";
 import { CellRequestHandler } from "./request-handler.ts";
 import { ensureCellDatabase } from "./store/database.ts";
@@ -53,6 +53,8 @@ const relayDrainBatchesMax = 4;
 const migrationImportAttemptsMax = 3;
 /** Attempts of the directory flip while the directory does not answer (moveEntry is idempotent). */
 const migrationFlipAttemptsMax = 3;
+/** Pages (of importPageItemsMax items) a move copies before it freezes the key: 200,000 mailbox events or messages. */
+const migrationPrecopyPagesMax = 1000;
 
 type Dependencies = { readonly clock: Clock; readonly random: () => number; readonly sleep: (ms: number) => Promise<void> };
 const defaultDependencies: Dependencies = {
@@ -110,13 +112,13 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       dependencies.sleep,
     );
     undo.push(async () => router.stop());
-    const homeCells = new BoundedCache<string>(config.homeCellCacheUsersMax, config.homeCellCacheTtlMs, () => clock.monotonicNowMs());
-    // A user moved to another cell: forget the cached home at once rather than at the end of its TTL.
+    const homeCells = new UserHomeCache(new BoundedCache(config.homeCellCacheUsersMax, config.homeCellCacheTtlMs, () => clock.monotonicNowMs()));
+    // A user moved to another cell: the cached home follows at once rather than at the end of its TTL.
     const directoryChanges = connection.subscribe(directoryChangesSubject(config.namespace), {
       callback: (error, message) => {
         if (error !== null) return;
         const decoded = decodeMessage(directoryChange, message.data);
-        if (decoded.ok && decoded.value.entry.kind === "user") homeCells.delete(decoded.value.entry.id);
+        if (decoded.ok && decoded.value.entry.kind === "user") homeCells.learn(decoded.value.entry.id, decoded.value.entry);
       },
     });
     undo.push(async () => directoryChanges.unsubscribe());
@@ -177,7 +179,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         directory: migrationDirectory,
         router: migrationRouter,
         clock,
-        limits: { migrationsInFlightMax: config.migrationsInFlightMax ?? migrationsInFlightMaxDefault, flipAttemptsMax: migrationFlipAttemptsMax },
+        limits: { migrationsInFlightMax: config.migrationsInFlightMax ?? migrationsInFlightMaxDefault, flipAttemptsMax: migrationFlipAttemptsMax, precopyPagesMax: migrationPrecopyPagesMax },
       },
       store,
       ownership: {
@@ -188,6 +190,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       },
       queue,
       relayOutbox: (conversationId, entries) => relay.relayStored(conversationId, entries),
+      drainOutbox: (conversationId) => relay.drain(conversationId),
       publishDelivery: (delivery) =>
         connection.publish(deliverySubject(config.namespace, delivery.recipientUserId), encodeJson(delivery)),
       logger,

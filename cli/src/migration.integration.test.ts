@@ -16,11 +16,16 @@ const userCount = 100;
 const groupCount = 5;
 const groupSize = 4;
 /** Moves in flight at once while the users chat. */
-const migrationConcurrency = 8;
+const migrationConcurrency = 4;
 /** Chat rounds at least, and at most (a round: every user sends one message to its pair). */
 const chatRoundsMin = 5;
 const chatRoundsMax = 200;
 const settleDeadlineMs = 60_000;
+/**
+ * A round starts at most this often: about 100 messages a second from 100 users, a steady chat rather than
+ * a flood, so the pauses measured are the migration's own and not the queueing of a saturated machine.
+ */
+const chatRoundIntervalMs = 1000;
 
 let test: TestTopology | undefined;
 let nats: NatsConnection | undefined;
@@ -44,16 +49,20 @@ function summary(label: string, values: readonly number[]): string {
   return `${label}: n=${values.length}, p50 ${figure(50)} ms, p99 ${figure(99)} ms, max ${figure(100)} ms`;
 }
 
-/** Opens one device per user, alternating edges, and the conversations: pairs and a few groups. */
 type Chat = { devices: Map<string, RecordedDevice>; pairs: [string, string, string][]; groups: { conversationId: string; senderUserId: string }[] };
 
+/**
+ * Opens one device per user, alternating edges; a user whose device was open before resumes it from the
+ * last mailbox seq it held, so the record shows one stream per device across both tests.
+ */
 async function openChat(run: RecordedRun, users: readonly string[], deviceId: string): Promise<Chat> {
   const urls = topology().topology.edges.map((edge) => edge.webSocketUrl);
   const devices = new Map<string, RecordedDevice>();
   await Promise.all(
     users.map(async (userId, index) => {
       const ordered = [...urls.slice(index % urls.length), ...urls.slice(0, index % urls.length)];
-      devices.set(userId, await run.openDevice(userId, deviceId, ordered));
+      const earlier = run.devices.filter((device) => device.userId === userId && device.deviceId === deviceId).at(-1);
+      devices.set(userId, await run.openDevice(userId, deviceId, ordered, earlier?.lastSeq()));
     }),
   );
   const device = (userId: string): RecordedDevice => {
@@ -92,11 +101,14 @@ async function chatUntil(
   const latenciesMs: number[] = [];
   let round = 0;
   const timed = async (device: RecordedDevice, conversationId: string, body: string, clientMessageId: string): Promise<void> => {
+    // Spread over the round, as people type, rather than a burst of every user at the same instant.
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * chatRoundIntervalMs * 0.8));
     const startedAtMs = performance.now();
     await run.send(device, conversationId, body, clientMessageId);
     latenciesMs.push(performance.now() - startedAtMs);
   };
   for (; round < chatRoundsMax && (round < chatRoundsMin || !done()); round++) {
+    const roundStartedAtMs = performance.now();
     const sends: Promise<void>[] = [];
     for (const [first, second, conversationId] of chat.pairs) {
       for (const userId of [first, second]) {
@@ -109,8 +121,26 @@ async function chatUntil(
       if (device !== undefined) sends.push(timed(device, conversationId, `${label} ${round} to group ${group}`, `${label}-${round}-group-${group}`));
     });
     await Promise.all(sends);
+    const untilNextRoundMs = roundStartedAtMs + chatRoundIntervalMs - performance.now();
+    if (untilNextRoundMs > 0 && !done()) await new Promise((resolve) => setTimeout(resolve, untilNextRoundMs));
   }
   return { latenciesMs, rounds: round };
+}
+
+/** On failure: the topology's last warnings and errors, then its last lines. */
+function printOutput(): void {
+  const output = topology().output;
+  const problems = output.filter((line) => / (warn|error) /.test(line));
+  console.log(`${problems.slice(-60).join("\n")}\n---\n${output.slice(-40).join("\n")}`);
+}
+
+/** The workers' log lines of the `count` moves with the longest pauses. */
+function slowestMoves(count: number): string[] {
+  const pauseOf = (line: string): number => Number(/paused (\d+) ms/.exec(line)?.[1] ?? -1);
+  return topology()
+    .output.filter((line) => pauseOf(line) >= 0)
+    .sort((left, right) => pauseOf(right) - pauseOf(left))
+    .slice(0, count);
 }
 
 /** Runs the moves with a bounded number in flight; returns each move's reported write pause. */
@@ -152,7 +182,7 @@ afterAll(async () => {
 
 describe("live migration", () => {
   it("moves 100 users and their conversations from cell to cell and back while they chat, losing, doubling and reordering nothing", async () => {
-    onTestFailed(() => console.log(topology().output.slice(-80).join("\n")));
+    onTestFailed(printOutput);
     const chat = await openChat(run, userIds, "phone");
     const directory = new DirectoryClient(nats as NatsConnection, topology().namespace, 5000);
     const homeOf = async (kind: DirectoryEntryKind, id: string): Promise<string> => {
@@ -194,6 +224,8 @@ describe("live migration", () => {
         `migration: ${summary("send to ack during the moves (retries on moving included)", latenciesMs)}`,
         `migration: ${run.record.acks.length} acks, ${run.retries} app-level retries`,
         `migration: checker: ${report.summary}`,
+        // Where the slowest pauses went, as the moving workers logged them.
+        ...slowestMoves(3).map((line) => `migration: slowest: ${line}`),
       ].join("\n"),
     );
     expect([...there.notMoved, ...back.notMoved]).toEqual([]);
@@ -209,7 +241,7 @@ describe("live migration", () => {
   });
 
   it("adds cell c at runtime, then drains cell b under traffic and stops it, losing nothing", async () => {
-    onTestFailed(() => console.log(topology().output.slice(-80).join("\n")));
+    onTestFailed(printOutput);
     const environment = { CELLWIRE_NAMESPACE: topology().namespace, CELLWIRE_NATS_SERVERS: testServices.natsServers.join(",") };
     const added = await runCli(["add-cell", "c", "--workers", "1", "--weight", "100", "--json"], undefined, environment).done;
     expect(added.stderr).toContain("asking the local topology to start 1 workers of cell c");
@@ -223,7 +255,7 @@ describe("live migration", () => {
     expect(new Set(placed)).toContain("c");
     console.log(`drain: 30 new users placed after add-cell: a ${placed.filter((cell) => cell === "a").length}, b ${placed.filter((cell) => cell === "b").length}, c ${placed.filter((cell) => cell === "c").length}`);
 
-    const chat = await openChat(run, [...userIds.slice(0, 40), ...newcomers], "laptop");
+    const chat = await openChat(run, [...userIds.slice(0, 40), ...newcomers], "phone");
     let draining = true;
     const chatting = chatUntil(run, chat, "drain", () => !draining);
     let progressLines = 0;

@@ -403,10 +403,18 @@ export class MemoryConversationStore implements ConversationStore {
     }
     conversation.ownerEpoch = input.epoch;
     for (const member of input.members) {
-      if (conversation.members.has(member.userId)) continue;
-      conversation.members.add(member.userId);
-      conversation.joinedAtMs.set(member.userId, member.joinedAtMs);
-      if (member.readSeq > 0 || member.deliveredSeq > 0) conversation.positions.set(member.userId, { readSeq: member.readSeq, deliveredSeq: member.deliveredSeq });
+      if (!conversation.members.has(member.userId)) {
+        conversation.members.add(member.userId);
+        conversation.joinedAtMs.set(member.userId, member.joinedAtMs);
+      }
+      // Members come again after the freeze (the copy before it ran while receipts still moved): positions only grow.
+      if (member.readSeq > 0 || member.deliveredSeq > 0) {
+        const held = conversation.positions.get(member.userId);
+        conversation.positions.set(member.userId, {
+          readSeq: Math.max(held?.readSeq ?? 0, member.readSeq),
+          deliveredSeq: Math.max(held?.deliveredSeq ?? 0, member.deliveredSeq),
+        });
+      }
     }
     for (const message of input.messages) {
       if (message.seq <= conversation.messages.length) continue;

@@ -643,7 +643,14 @@ export class PostgresConversationStore implements ConversationStore {
           await transaction
             .insert(readPositions)
             .values(positioned.map((member) => ({ conversationId: id, userId: member.userId, readSeq: member.readSeq, deliveredSeq: member.deliveredSeq })))
-            .onConflictDoNothing();
+            // Members come again after the freeze (the copy before it ran while receipts still moved): positions only grow.
+            .onConflictDoUpdate({
+              target: [readPositions.conversationId, readPositions.userId],
+              set: {
+                readSeq: sql`greatest(${readPositions.readSeq}, excluded.read_seq)`,
+                deliveredSeq: sql`greatest(${readPositions.deliveredSeq}, excluded.delivered_seq)`,
+              },
+            });
         }
       }
       if (input.messages.length > 0) {
