@@ -277,8 +277,15 @@ describe("MigrationCoordinator", () => {
     // The move holds no turn of the key: a write is refused without waiting for it, and reads are served.
     expect(await source.request(append(user, messageEvent("during")))).toMatchObject({ type: "cell.error", code: "moving" });
     expect(await source.request({ type: "cell.mailboxPage", userId: user, afterSeq: 0, limit: 10 })).toMatchObject({ type: "cell.mailboxEvents", headSeq: 2 });
+    // A stopping worker waits for the move: whenIdle settles only once it has answered.
+    let idle = false;
+    const whenIdle = source.handler.whenMigrationsIdle().then(() => (idle = true));
+    await Promise.resolve();
+    expect(idle).toBe(false);
     release();
     expect(await first).toMatchObject({ type: "cell.migrated" });
+    await whenIdle;
+    expect(idle).toBe(true);
   });
 
   it("answers cell.moved for a key homed elsewhere, and refuses a move to this cell or of an unknown key", async () => {

@@ -80,6 +80,8 @@ type Flip =
 export class MigrationCoordinator {
   /** Ring keys being migrated by this worker: a second cell.migrate of one answers `moving`. */
   private readonly inFlight = new Set<string>();
+  /** The migrations under way, for whenIdle. */
+  private readonly running = new Set<Promise<CellReply>>();
 
   constructor(private readonly ports: MigrationPorts) {}
 
@@ -92,6 +94,18 @@ export class MigrationCoordinator {
       return cellErrorReply({ kind: "overloaded", reason: "migrations_full" });
     }
     this.inFlight.add(key);
+    const running = this.runCaught(request, key);
+    this.running.add(running);
+    void running.finally(() => this.running.delete(running));
+    return running;
+  }
+
+  /** Resolves once every migration under way has answered: a stopping worker waits for them. */
+  async whenIdle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+
+  private async runCaught(request: CellMigrateRequest, key: string): Promise<CellReply> {
     try {
       return await this.run(request, key);
     } catch (error) {

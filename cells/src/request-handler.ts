@@ -160,6 +160,11 @@ export class CellRequestHandler {
     }
   }
 
+  /** Resolves once the migrations this worker drives have answered (a stopping worker waits for them). */
+  whenMigrationsIdle(): Promise<void> {
+    return this.migration?.whenIdle() ?? Promise.resolve();
+  }
+
   /** The migration coordinator's writes here: in the key's turn, fenced by the epoch of that moment. */
   private inTurn: KeyTurn = async (key, write) => {
     const queued = this.dependencies.queue.enqueue(key, async () => {

@@ -229,6 +229,8 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         }
         // New requests now find no responder (edges retry on the next owner); queued ones finish first.
         await subscription.drain().catch((error: unknown) => logger.warn(`draining ${subject}: ${describeError(error)}`));
+        // A move cut short by a closed pool would leave its key frozen until asked again: moves finish first.
+        await handler.whenMigrationsIdle();
         await queue.whenIdle();
         directoryChanges.unsubscribe();
         await holder.stop();
