@@ -77,6 +77,8 @@ export async function runUp(environment: Environment): Promise<number> {
       `  npx cellwire listen --as bob${second === undefined ? "" : ` --edge ${second.webSocketUrl}`}`,
       `  npx cellwire send --as alice --to bob "hello"${first === undefined ? "" : ` --edge ${first.webSocketUrl}`}`,
       `  or open ${first?.httpUrl ?? "the web page"} in two browser tabs (one per user).`,
+      "  npx cellwire migrate alice b                  # move alice's mailbox to cell b while she chats",
+      "  npx cellwire add-cell c                       # start cell c here; new users go there by weight",
       "",
       "Ctrl-C stops everything.",
       "",
