@@ -5,7 +5,7 @@
 // what the cell homes until nothing is left.
 import type { NatsConnection } from "@nats-io/transport-node";
 import { backoffDelayMs, CellRouter, DirectoryClient, RemoteError, UnavailableError, systemClock, type BackoffPolicy, type Logger } from "@cellwire/cluster";
-import { cellEntriesPageMax, type CellMigratedReply, type CellRecord, type CellStatsReply, type DirectoryEntryKind } from "@cellwire/protocol";
+import { cellEntriesPageMax, type CellErrorCode, type CellMigratedReply, type CellRecord, type CellStatsReply, type DirectoryEntryKind } from "@cellwire/protocol";
 
 /** One migration request waits this long for its reply: it copies the key, which may hold many pages. */
 const migrateRequestTimeoutMs = 60_000;
@@ -22,6 +22,9 @@ const drainSettleDeadlineMs = 30_000;
 const drainSettlePollMs = 200;
 
 export type MigrationResult = Omit<CellMigratedReply, "type">;
+
+/** Refusals of cell.migrate that a later attempt may not meet. */
+const retryableCodes: ReadonlySet<CellErrorCode> = new Set<CellErrorCode>(["cell_unavailable", "directory_unavailable", "not_owner", "internal"]);
 
 export class MigrationError extends Error {
   override readonly name = "MigrationError";
@@ -81,8 +84,10 @@ export async function migrateKey(tools: MigrationTools, kind: DirectoryEntryKind
         lastProblem = `${kind} ${id} moved to cell ${reply.cellId} meanwhile`;
         continue;
       case "cell.error":
-        if (reply.code === "moving" || reply.code === "entry_changed") {
-          lastProblem = `${kind} ${id}: ${reply.message}`;
+        // Another move of the key under way, one that just won, or a cell briefly unreachable (a worker
+        // starting or failing over): each may pass, so the move is asked again after a backoff.
+        if (reply.code === "moving" || reply.code === "entry_changed" || retryableCodes.has(reply.code)) {
+          lastProblem = `${kind} ${id}: cell ${entry.cellId} answered ${reply.code}: ${reply.message}`;
           continue;
         }
         throw new RemoteError(reply.code, `cell ${entry.cellId} refused to move ${kind} ${id}: ${reply.message}`);
