@@ -1,7 +1,7 @@
 // The migration coordinator end to end in one process: two cells' request handlers on memory stores, a
 // directory and a router faked in memory, and faults injected where the coordinator must recover.
 import { describe, expect, it } from "vitest";
-import { RemoteError, UnavailableError } from "@cellwire/cluster";
+import { RemoteError, UnavailableError, directConversationId } from "@cellwire/cluster";
 import {
   mailboxEventId,
   type CellImportRequest,
@@ -12,6 +12,7 @@ import {
   type DirectoryMoveEntry,
   type MailboxEvent,
 } from "@cellwire/protocol";
+import { FrozenKeySweeper } from "./frozen-key-sweeper.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { CellRequestHandler } from "./request-handler.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
@@ -100,6 +101,7 @@ function world(precopyPagesMax = 100) {
   return {
     directory,
     imports,
+    clock,
     source: cell("a"),
     target: cell("b"),
     setHook: (next: RouterHook | undefined) => void (hook = next),
@@ -301,10 +303,85 @@ describe("MigrationCoordinator", () => {
     });
     expect(await source.request({ type: "cell.migrate", kind: "user", id: newUserId(), toCellId: "b" })).toMatchObject({ type: "cell.error", code: "not_found" });
     expect(await source.request({ type: "cell.migrate", kind: "user", id: newUserId(), toCellId: "a" })).toMatchObject({ type: "cell.error", code: "invalid_field" });
-    // A conversation placed here but never created has nothing to move.
-    const empty = newGroupId();
-    directory.place("conversation", empty, "a");
-    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: empty, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "not_found" });
+  });
+
+  it("moves a conversation placed here but never created: no copy, the flip and a tombstone; the target creates it when asked", async () => {
+    const { directory, source, target, imports } = world();
+    const conversationId = directConversationId("alice", "bob");
+    directory.place("conversation", conversationId, "a");
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({
+      type: "cell.migrated",
+      fromCellId: "a",
+      toCellId: "b",
+      epoch: 2,
+      copiedItems: 0,
+      alreadyMoved: false,
+    });
+    expect(imports).toEqual([]);
+    expect(await directory.lookup("conversation", conversationId)).toMatchObject({ cellId: "b", epoch: 2 });
+    // A stale creation reaching the old cell is sent on, not served there.
+    const open = { type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId } as const;
+    expect(await source.request(open)).toEqual({ type: "cell.moved", kind: "conversation", id: conversationId, cellId: "b", epoch: 2 });
+    expect(await target.request(open)).toMatchObject({ type: "cell.conversation", conversation: { conversationId, kind: "direct", memberUserIds: ["alice", "bob"] } });
+    expect(await source.request({ type: "cell.stats" })).toMatchObject({ conversations: 0, frozen: 0 });
+    // Asked again: already done.
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({ type: "cell.migrated", alreadyMoved: true });
+  });
+
+  it("copies a conversation created between the pre-copy (no row yet) and the freeze, rather than skipping the copy", async () => {
+    const { directory, source, target, imports } = world();
+    const conversationId = newGroupId();
+    directory.place("conversation", conversationId, "a");
+    const exportConversation = source.store.exportConversation.bind(source.store);
+    let exports = 0;
+    source.store.exportConversation = async (id) => {
+      const exported = await exportConversation(id);
+      exports += 1;
+      // Right after the pre-copy found nothing: the creation and a send reach the cell before the freeze.
+      if (exports === 1) {
+        expect(exported).toBeUndefined();
+        await source.request({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "late", memberUserIds: ["bob"] });
+        await source.request({ type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: "c1", body: "first" });
+      }
+      return exported;
+    };
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({ type: "cell.migrated", copiedItems: 1 });
+    expect(imports.map((page) => [page.first, page.last])).toEqual([
+      [true, false],
+      [false, false],
+      [false, true],
+    ]);
+    const history = await target.request({ type: "cell.history", userId: "bob", conversationId, beforeSeq: null, limit: 10 });
+    expect(history.type === "cell.historyPage" && history.messages.map((message) => message.body)).toEqual(["first"]);
+    expect(await target.request({ type: "cell.members", conversationId, userId: "bob" })).toMatchObject({ memberUserIds: ["alice", "bob"] });
+  });
+
+  it("drops the placeholder when the flip is refused, so the conversation can still be created here", async () => {
+    const { directory, source } = world();
+    const conversationId = newGroupId();
+    directory.place("conversation", conversationId, "a");
+    directory.moveFailure = "entry_changed";
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({ code: "entry_changed" });
+    expect(await source.store.migrationState({ kind: "conversation", id: conversationId })).toBeUndefined();
+    expect(await source.request({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "t", memberUserIds: [] })).toMatchObject({
+      type: "cell.conversation",
+      conversation: { kind: "group", memberUserIds: ["alice"] },
+    });
+  });
+
+  it("finishes a placeholder's move whose flip went through: only the tombstone is left, nothing is activated", async () => {
+    const { directory, source, imports } = world();
+    const conversationId = newGroupId();
+    // A mover froze the placeholder and flipped the entry, then died.
+    expect(await source.store.freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: 1 })).toMatchObject({ placeholder: true });
+    directory.place("conversation", conversationId, "b", 2);
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({
+      type: "cell.migrated",
+      epoch: 2,
+      alreadyMoved: false,
+    });
+    expect(imports).toEqual([]);
+    expect(await source.store.migrationState({ kind: "conversation", id: conversationId })).toMatchObject({ state: "moved", movingToCellId: "b", movedEpoch: 2 });
   });
 
   it("answers cell.stats on any worker, whoever owns the stats key", async () => {
@@ -323,5 +400,96 @@ describe("MigrationCoordinator", () => {
     const replies: CellReply[] = [];
     await handler.handle(JSON.stringify({ type: "cell.stats" }), (reply) => replies.push(reply));
     expect(replies).toEqual([{ type: "cell.stats", cellId: "a", users: 1, conversations: 0, outboxRows: 0, frozen: 0 }]);
+  });
+});
+
+describe("FrozenKeySweeper resuming moves through the coordinator", () => {
+  const sweepIntervalMs = 5000;
+
+  /** A sweeper of cell a, owning every key, on its own fake clock. */
+  function sweeperOf(source: Cell) {
+    let nowMs = 0;
+    const sweeper = new FrozenKeySweeper({
+      store: source.store,
+      owns: () => true,
+      migrating: (ringKey) => source.handler.isMigrating(ringKey),
+      migrate: (request) => source.handler.resumeMigration(request),
+      clock: { monotonicNowMs: () => nowMs },
+      logger: silentLogger,
+      limits: { sweepIntervalMs, keysMax: 100, resumesMax: 4 },
+    });
+    return { sweeper, advance: () => void (nowMs += sweepIntervalMs) };
+  }
+
+  it("redoes a move whose mover died between the freeze and the flip: the target's partial copy is reset", async () => {
+    const { directory, source, target } = world();
+    const user = newUserId();
+    directory.place("user", user, "a");
+    const events = await mailboxOf(source, user, 3);
+    // The dead mover froze the key and copied a stale first event there, then stopped.
+    expect(await source.store.freeze({ kind: "user", id: user, toCellId: "b", epoch: 1 })).toMatchObject({ outcome: "frozen" });
+    const base = { type: "cell.import", kind: "user", id: user, fromCellId: "a", last: false, lastSeq: 0, floorSeq: 0 } as const;
+    expect(await target.request({ ...base, first: true, events: [] })).toMatchObject({ state: "importing" });
+    const staleEvent = messageEvent("stale");
+    const stale = { seq: 1, eventId: mailboxEventId(staleEvent), event: staleEvent };
+    expect(await target.request({ ...base, first: false, events: [stale] })).toMatchObject({ state: "importing" });
+
+    const { sweeper, advance } = sweeperOf(source);
+    expect(await sweeper.sweep()).toEqual([]);
+    expect(await source.request(append(user, messageEvent("still frozen")))).toMatchObject({ code: "moving" });
+    advance();
+    const [resumed, ...others] = await sweeper.sweep();
+    expect(others).toEqual([]);
+    expect(resumed?.reply).toMatchObject({ type: "cell.migrated", toCellId: "b", epoch: 2, copiedItems: 3 });
+    expect(pageOf(await target.store.mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events).toEqual(events.map((event, index) => ({ seq: index + 1, event })));
+    expect(await source.request(append(user, messageEvent("late")))).toMatchObject({ type: "cell.moved", cellId: "b", epoch: 2 });
+    // Nothing frozen is left for the next sweep.
+    advance();
+    expect(await sweeper.sweep()).toEqual([]);
+  });
+
+  it("finishes a move whose mover died after the flip: activation there, tombstone here", async () => {
+    const { directory, source, target, setHook } = world();
+    const user = newUserId();
+    directory.place("user", user, "a");
+    await mailboxOf(source, user, 2);
+    // The activation never arrives: the move stops after the flip, as if its worker died there.
+    setHook((request) => (request.last ? "fail" : undefined));
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ code: "cell_unavailable" });
+    setHook(undefined);
+    const { sweeper, advance } = sweeperOf(source);
+    await sweeper.sweep();
+    advance();
+    const resumed = await sweeper.sweep();
+    expect(resumed.map((move) => move.reply)).toEqual([
+      { type: "cell.migrated", kind: "user", id: user, fromCellId: "a", toCellId: "b", epoch: 2, pauseMs: expect.any(Number), copiedItems: 0, alreadyMoved: false },
+    ]);
+    expect(await target.request(append(user, messageEvent("new home")))).toMatchObject({ type: "cell.appended", seq: 3 });
+  });
+
+  it("leaves a key this worker is moving right now", async () => {
+    const { directory, source, setHook } = world();
+    const user = newUserId();
+    directory.place("user", user, "a");
+    await mailboxOf(source, user, 1);
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let activating: () => void = () => undefined;
+    const frozenNow = new Promise<void>((resolve) => (activating = resolve));
+    setHook(async (request) => {
+      if (request.last) {
+        activating();
+        await held;
+      }
+      return undefined;
+    });
+    const moving = source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
+    await frozenNow;
+    const { sweeper, advance } = sweeperOf(source);
+    await sweeper.sweep();
+    advance();
+    expect(await sweeper.sweep()).toEqual([]);
+    release();
+    expect(await moving).toMatchObject({ type: "cell.migrated" });
   });
 });

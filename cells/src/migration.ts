@@ -123,6 +123,11 @@ export class MigrationCoordinator {
     return this.inFlight.size;
   }
 
+  /** Whether this worker is migrating the key (its ring key) now: the frozen-key sweeper leaves it alone. */
+  isMigrating(ringKey: string): boolean {
+    return this.inFlight.has(ringKey);
+  }
+
   private async run(request: CellMigrateRequest, key: string): Promise<CellReply> {
     const { cellId, directory, clock } = this.ports;
     const { kind, id, toCellId } = request;
@@ -141,8 +146,28 @@ export class MigrationCoordinator {
     if (frozen.value.outcome !== "frozen") return this.freezeRefused(request, key, frozen.value, frozen.epoch);
     const frozenAtMs = clock.monotonicNowMs();
     const { lastSeq, floorSeq } = frozen.value;
+    if (frozen.value.placeholder) {
+      if (precopied.value.targetReset) {
+        // The pre-copy read a real row that is gone now: rows are never deleted while active, so this is
+        // a bug or a hand-edited database; nothing moved.
+        await this.unfreeze(request, key);
+        return { type: "cell.error", code: "internal", message: `${key} had rows at the pre-copy and is a placeholder at the freeze` };
+      }
+      return this.movePlaceholder(request, key, entry, frozenAtMs);
+    }
+    let precopiedSeq = precopied.value.afterSeq;
+    if (!precopied.value.targetReset) {
+      // The conversation was created between the pre-copy (no row then) and the freeze: it is copied
+      // whole now, in the pause, from its first page on (a new conversation, so a short copy).
+      const first = await this.sendFirstConversationPage(request);
+      if (!first.ok || !first.value) {
+        await this.unfreeze(request, key);
+        return first.ok ? notFound(key, "has no rows in this cell") : first.reply;
+      }
+      precopiedSeq = 0;
+    }
 
-    const copied = await this.copyTail(request, precopied.value.afterSeq, lastSeq);
+    const copied = await this.copyTail(request, precopiedSeq, lastSeq);
     if (!copied.ok) {
       await this.unfreeze(request, key);
       return copied.reply;
@@ -178,6 +203,26 @@ export class MigrationCoordinator {
   }
 
   /**
+   * The move of a conversation placed here but never created (a placeholder row, frozen): nothing to
+   * copy, so the flip and the tombstone. No cell.import: the target creates the conversation when first
+   * asked, as a new one. The target is expected to hold no row of the key (nothing was ever copied there).
+   */
+  private async movePlaceholder(request: CellMigrateRequest, key: string, entry: DirectoryEntry, frozenAtMs: number): Promise<CellReply> {
+    const { cellId, clock } = this.ports;
+    const flip = await this.flip(request, entry);
+    if (flip.kind === "refused") {
+      await this.unfreeze(request, key);
+      return flip.reply;
+    }
+    if (flip.kind === "unknown") return flip.reply;
+    const pauseMs = Math.max(0, Math.round(clock.monotonicNowMs() - frozenAtMs));
+    const tombstoned = await this.tombstone(request, key, request.toCellId, flip.entry.epoch);
+    if (!tombstoned.ok) return tombstoned.reply;
+    this.ports.logger.info(`moved ${key} to cell ${request.toCellId} (epoch ${flip.entry.epoch}): placed here but never created, nothing copied`);
+    return migrated(request, cellId, request.toCellId, flip.entry.epoch, pauseMs, 0, false);
+  }
+
+  /**
    * Step 1 when the entry is not on this cell: an earlier attempt that flipped and then stopped is
    * finished (activation there, tombstone here); a move already finished answers alreadyMoved; anything
    * else answers cell.moved.
@@ -187,7 +232,8 @@ export class MigrationCoordinator {
     const state = await store.migrationState(request);
     if (state?.state === "frozen" && state.movingToCellId === entry.cellId) {
       const startedAtMs = clock.monotonicNowMs();
-      const activated = await this.activate(request, entry.cellId, state.lastSeq, state.floorSeq);
+      // A placeholder was never copied, so there is nothing to activate: the tombstone is all that is left.
+      const activated = state.placeholder ? { ok: true as const } : await this.activate(request, entry.cellId, state.lastSeq, state.floorSeq);
       if (!activated.ok) return activated.reply;
       const pauseMs = Math.max(0, Math.round(clock.monotonicNowMs() - startedAtMs));
       const tombstoned = await this.tombstone(request, key, entry.cellId, entry.epoch);
@@ -209,10 +255,6 @@ export class MigrationCoordinator {
 
   private freezeRefused(request: CellMigrateRequest, key: string, result: Exclude<FreezeResult, { outcome: "frozen" }>, epoch: number): CellReply {
     switch (result.outcome) {
-      case "not_found":
-        // A conversation placed in the directory but never created here: there is nothing to move, and
-        // without a row here no tombstone could keep a stale request from creating it again.
-        return notFound(key, "has no rows in this cell");
       case "fenced":
         return cellErrorReply({ kind: "fenced", key, epoch });
       default:
@@ -223,9 +265,10 @@ export class MigrationCoordinator {
   /**
    * Step 3a, before the freeze: the first page (which resets the target), then the key's immutable items
    * (mailbox events or messages) as they stand, page by page, up to precopyPagesMax pages. Resolves with
-   * the seq copied up to and the count of items.
+   * the seq copied up to, the count of items, and whether the first page went (not for a conversation
+   * with no row here, placed but never created: it may be created before the freeze, or not).
    */
-  private async precopy(request: CellMigrateRequest): Promise<Step<{ readonly afterSeq: number; readonly items: number }>> {
+  private async precopy(request: CellMigrateRequest): Promise<Step<{ readonly afterSeq: number; readonly items: number; readonly targetReset: boolean }>> {
     const { store } = this.ports;
     const { id, toCellId } = request;
     const fromCellId = this.ports.cellId;
@@ -247,13 +290,12 @@ export class MigrationCoordinator {
         items += events.length;
         afterSeq = newest.seq;
       }
-      return { ok: true, value: { afterSeq, items } };
+      return { ok: true, value: { afterSeq, items, targetReset: true } };
     }
-    const exported = await store.exportConversation(id);
-    if (exported === undefined) return { ok: false, reply: notFound(id, "has no rows in this cell") };
-    const base = { type: "cell.import", kind: "conversation", id, fromCellId, last: false, lastSeq: 0 } as const;
-    const first = await this.sendPage(toCellId, { ...base, first: true, conversation: exported.conversation, members: exported.members, messages: [], outbox: [] });
+    const first = await this.sendFirstConversationPage(request);
     if (!first.ok) return first;
+    if (!first.value) return { ok: true, value: { afterSeq: 0, items: 0, targetReset: false } };
+    const base = { type: "cell.import", kind: "conversation", id, fromCellId, last: false, lastSeq: 0 } as const;
     for (let page = 0; page < this.ports.limits.precopyPagesMax; page++) {
       const messages = await store.exportMessages({ conversationId: id, afterSeq, limit: importPageItemsMax });
       const newest = messages.at(-1);
@@ -263,7 +305,30 @@ export class MigrationCoordinator {
       items += messages.length;
       afterSeq = newest.seq;
     }
-    return { ok: true, value: { afterSeq, items } };
+    return { ok: true, value: { afterSeq, items, targetReset: true } };
+  }
+
+  /**
+   * A conversation's first import page (its description and members; it resets the target's row).
+   * Resolves false, sending nothing, when this cell has no row of it or only a placeholder.
+   */
+  private async sendFirstConversationPage(request: CellMigrateRequest): Promise<Step<boolean>> {
+    const exported = await this.ports.store.exportConversation(request.id);
+    if (exported === undefined) return { ok: true, value: false };
+    const sent = await this.sendPage(request.toCellId, {
+      type: "cell.import",
+      kind: "conversation",
+      id: request.id,
+      fromCellId: this.ports.cellId,
+      first: true,
+      last: false,
+      lastSeq: 0,
+      conversation: exported.conversation,
+      members: exported.members,
+      messages: [],
+      outbox: [],
+    });
+    return sent.ok ? { ok: true, value: true } : sent;
   }
 
   /**

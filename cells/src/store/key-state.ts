@@ -64,3 +64,13 @@ export function importRefusal(row: KeyRow | undefined, epoch: number, first: boo
   // Only a concurrent change of the row gets here: route again.
   return fenced;
 }
+
+/**
+ * The kind of a placeholder conversation row, from its id's prefix (protocol conversationIdPattern: `d-`
+ * direct, `g-` group); any other id is a programmer error, since ids are decoded before they get here.
+ */
+export function placeholderConversationKind(conversationId: string): "direct" | "group" {
+  if (conversationId.startsWith("d-")) return "direct";
+  if (conversationId.startsWith("g-")) return "group";
+  throw new RangeError(`conversation id ${conversationId.slice(0, 40)} has neither the d- nor the g- prefix`);
+}

@@ -13,9 +13,10 @@ import {
   type SequencedEvent,
 } from "@cellwire/protocol";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients, type Positions } from "./receipt-positions.ts";
-import { importRefusal, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
+import { importRefusal, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
 import type { KeyState } from "./schema.ts";
 import {
+  placeholderCreatorUserId,
   tombstoneBatchRowsDefault,
   type CellStoreStats,
   type ConversationExport,
@@ -25,6 +26,7 @@ import {
   type Fenced,
   type FreezeInput,
   type FreezeResult,
+  type FrozenKey,
   type ImportPageInput,
   type ImportPageResult,
   type KeyMigrationState,
@@ -303,17 +305,20 @@ export class MemoryConversationStore implements ConversationStore {
     const row = this.row(key);
     if (row === undefined) return undefined;
     const { state, movingToCellId, movedEpoch } = row;
-    if ("messages" in row) return { state, movingToCellId, movedEpoch, lastSeq: row.messages.length, floorSeq: 0 };
-    return { state, movingToCellId, movedEpoch, lastSeq: row.lastSeq, floorSeq: row.floorSeq };
+    if ("messages" in row) return { state, movingToCellId, movedEpoch, lastSeq: row.messages.length, floorSeq: 0, placeholder: isPlaceholder(row) };
+    return { state, movingToCellId, movedEpoch, lastSeq: row.lastSeq, floorSeq: row.floorSeq, placeholder: false };
   }
 
   async freeze(input: FreezeInput): Promise<FreezeResult> {
     let row = this.row(input);
     if (row === undefined) {
-      if (input.kind === "conversation") return { outcome: "not_found" };
-      // An empty frozen mailbox, so that the move leaves a tombstone here.
-      row = newMailbox("active", 0, input.epoch);
-      this.mailboxes.set(input.id, row);
+      // An empty frozen mailbox, or a placeholder conversation, so that the move leaves a tombstone here.
+      if (input.kind === "conversation") {
+        row = this.create(input.id, placeholderConversationKind(input.id), null, placeholderCreatorUserId, [], input.epoch);
+      } else {
+        row = newMailbox("active", 0, input.epoch);
+        this.mailboxes.set(input.id, row);
+      }
     }
     const refusal = writeRefusal(row, input.epoch);
     // Freezing again (a retried move, possibly toward another cell) is allowed.
@@ -321,8 +326,8 @@ export class MemoryConversationStore implements ConversationStore {
     row.ownerEpoch = input.epoch;
     row.state = "frozen";
     row.movingToCellId = input.toCellId;
-    if ("messages" in row) return { outcome: "frozen", lastSeq: row.messages.length, floorSeq: 0 };
-    return { outcome: "frozen", lastSeq: row.lastSeq, floorSeq: row.floorSeq };
+    if ("messages" in row) return { outcome: "frozen", lastSeq: row.messages.length, floorSeq: 0, placeholder: isPlaceholder(row) };
+    return { outcome: "frozen", lastSeq: row.lastSeq, floorSeq: row.floorSeq, placeholder: false };
   }
 
   async unfreeze(input: EpochFenced & MigrationKey): Promise<UnfreezeResult> {
@@ -330,10 +335,27 @@ export class MemoryConversationStore implements ConversationStore {
     if (row === undefined) return { outcome: "not_found" };
     const refusal = writeRefusal(row, input.epoch);
     if (refusal !== undefined && !(refusal.outcome === "moving" && row.state === "frozen")) return refusal;
+    if ("messages" in row && isPlaceholder(row)) {
+      this.conversations.delete(row.id);
+      return { outcome: "active" };
+    }
     row.ownerEpoch = input.epoch;
     row.state = "active";
     row.movingToCellId = null;
     return { outcome: "active" };
+  }
+
+  async frozenKeys(limit: number): Promise<FrozenKey[]> {
+    const byId = (left: string, right: string): number => (left < right ? -1 : left > right ? 1 : 0);
+    const conversations = [...this.conversations.values()]
+      .filter((row) => row.state === "frozen")
+      .map((row): FrozenKey => ({ kind: "conversation", id: row.id, movingToCellId: row.movingToCellId }))
+      .sort((left, right) => byId(left.id, right.id));
+    const users = [...this.mailboxes.entries()]
+      .filter(([, row]) => row.state === "frozen")
+      .map(([id, row]): FrozenKey => ({ kind: "user", id, movingToCellId: row.movingToCellId }))
+      .sort((left, right) => byId(left.id, right.id));
+    return [...conversations, ...users].slice(0, limit);
   }
 
   async exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]> {
@@ -346,7 +368,7 @@ export class MemoryConversationStore implements ConversationStore {
 
   async exportConversation(conversationId: string): Promise<ConversationExport | undefined> {
     const conversation = this.conversations.get(conversationId);
-    if (conversation === undefined) return undefined;
+    if (conversation === undefined || isPlaceholder(conversation)) return undefined;
     const { kind, title, createdByUserId, createdAtMs } = conversation;
     const members = [...conversation.members].sort().map((userId) => {
       const positions = conversation.positions.get(userId) ?? { readSeq: 0, deliveredSeq: 0 };
@@ -537,6 +559,10 @@ function claim(row: KeyRow & { ownerEpoch: number }, epoch: number): Fenced | Mi
   const refusal = writeRefusal(row, epoch);
   if (refusal === undefined) row.ownerEpoch = epoch;
   return refusal;
+}
+
+function isPlaceholder(conversation: StoredConversation): boolean {
+  return conversation.createdByUserId === placeholderCreatorUserId;
 }
 
 function newMailbox(state: KeyState, floorSeq: number, ownerEpoch: number): StoredMailbox {

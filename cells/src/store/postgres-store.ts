@@ -43,10 +43,11 @@ import {
   outbox as outboxTable,
   readPositions,
 } from "./schema.ts";
-import { importRefusal, parseKeyState, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
+import { importRefusal, parseKeyState, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients } from "./receipt-positions.ts";
 import { StoreRowError, postgresErrorCode, uniqueViolation } from "./errors.ts";
 import {
+  placeholderCreatorUserId,
   tombstoneBatchRowsDefault,
   type CellStoreStats,
   type ConversationExport,
@@ -55,6 +56,7 @@ import {
   type ExportMessagesInput,
   type FreezeInput,
   type FreezeResult,
+  type FrozenKey,
   type ImportPageInput,
   type ImportPageResult,
   type KeyMigrationState,
@@ -505,13 +507,21 @@ export class PostgresConversationStore implements ConversationStore {
   async migrationState(key: MigrationKey): Promise<KeyMigrationState | undefined> {
     const result = await this.database.execute(
       key.kind === "user"
-        ? sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, floor_seq from mailboxes where user_id = ${key.id}::text`
-        : sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, 0 as floor_seq from conversations where id = ${key.id}::text`,
+        ? sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, floor_seq, false as placeholder from mailboxes where user_id = ${key.id}::text`
+        : sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, 0 as floor_seq, created_by_user_id = ${placeholderCreatorUserId}::text as placeholder
+              from conversations where id = ${key.id}::text`,
     );
     const row = result.rows[0];
     if (row === undefined) return undefined;
     const { state, movingToCellId, movedEpoch } = keyRowFromRecord(row);
-    return { state, movingToCellId, movedEpoch, lastSeq: safeInteger(row["last_seq"], "last_seq"), floorSeq: safeInteger(row["floor_seq"], "floor_seq") };
+    return {
+      state,
+      movingToCellId,
+      movedEpoch,
+      lastSeq: safeInteger(row["last_seq"], "last_seq"),
+      floorSeq: safeInteger(row["floor_seq"], "floor_seq"),
+      placeholder: placeholderOf(row),
+    };
   }
 
   async freeze(input: FreezeInput): Promise<FreezeResult> {
@@ -523,23 +533,38 @@ export class PostgresConversationStore implements ConversationStore {
           insert into mailboxes (user_id, owner_epoch, state, moving_to_cell_id) values (${id}::text, ${epoch}::bigint, 'frozen', ${toCellId}::text)
           on conflict (user_id) do update set state = 'frozen', moving_to_cell_id = excluded.moving_to_cell_id, owner_epoch = excluded.owner_epoch
             where mailboxes.owner_epoch <= excluded.owner_epoch and mailboxes.state in ('active', 'frozen')
-          returning last_seq, floor_seq`
+          returning last_seq, floor_seq, false as placeholder`
         : sql`
-          update conversations set state = 'frozen', moving_to_cell_id = ${toCellId}::text, owner_epoch = ${epoch}::bigint
-          where id = ${id}::text and owner_epoch <= ${epoch}::bigint and state in ('active', 'frozen')
-          returning last_seq, 0 as floor_seq`,
+          insert into conversations (id, kind, title, created_by_user_id, owner_epoch, state, moving_to_cell_id)
+          values (${id}::text, ${placeholderConversationKind(id)}::text, null, ${placeholderCreatorUserId}::text, ${epoch}::bigint, 'frozen', ${toCellId}::text)
+          on conflict (id) do update set state = 'frozen', moving_to_cell_id = excluded.moving_to_cell_id, owner_epoch = excluded.owner_epoch
+            where conversations.owner_epoch <= excluded.owner_epoch and conversations.state in ('active', 'frozen')
+          returning last_seq, 0 as floor_seq, created_by_user_id = ${placeholderCreatorUserId}::text as placeholder`,
     );
     const row = result.rows[0];
     if (row !== undefined) {
-      return { outcome: "frozen", lastSeq: safeInteger(row["last_seq"], "last_seq"), floorSeq: safeInteger(row["floor_seq"], "floor_seq") };
+      return {
+        outcome: "frozen",
+        lastSeq: safeInteger(row["last_seq"], "last_seq"),
+        floorSeq: safeInteger(row["floor_seq"], "floor_seq"),
+        placeholder: placeholderOf(row),
+      };
     }
-    const current = await readKeyRow(this.database, input);
-    if (current === undefined) return { outcome: "not_found" };
-    return writeRefusal(current, epoch) ?? fenced;
+    // The insert or update was refused, so the row exists: it says why.
+    return writeRefusal(await readKeyRow(this.database, input), epoch) ?? fenced;
   }
 
   async unfreeze(input: EpochFenced & MigrationKey): Promise<UnfreezeResult> {
     const { id, epoch } = input;
+    if (input.kind === "conversation") {
+      // A placeholder goes: the key is back to having no row. It has no members or messages to hold it.
+      const deleted = await this.database.execute(sql`
+        delete from conversations
+        where id = ${id}::text and created_by_user_id = ${placeholderCreatorUserId}::text and state = 'frozen' and owner_epoch <= ${epoch}::bigint
+        returning 1 as deleted
+      `);
+      if (deleted.rows.length > 0) return { outcome: "active" };
+    }
     const table = sql.raw(input.kind === "user" ? "mailboxes" : "conversations");
     const keyColumn = sql.raw(input.kind === "user" ? "user_id" : "id");
     const result = await this.database.execute(sql`
@@ -551,6 +576,28 @@ export class PostgresConversationStore implements ConversationStore {
     const current = await readKeyRow(this.database, input);
     if (current === undefined) return { outcome: "not_found" };
     return writeRefusal(current, epoch) ?? fenced;
+  }
+
+  async frozenKeys(limit: number): Promise<FrozenKey[]> {
+    // Each branch reads its partial index of frozen rows (schema.ts), not the table.
+    const result = await this.database.execute(sql`
+      select kind, id, moving_to_cell_id from (
+        (select 0 as kind_order, 'conversation' as kind, id collate "C" as id, moving_to_cell_id from conversations
+         where state = 'frozen' order by id collate "C" limit ${limit}::integer)
+        union all
+        (select 1 as kind_order, 'user' as kind, user_id collate "C" as id, moving_to_cell_id from mailboxes
+         where state = 'frozen' order by user_id collate "C" limit ${limit}::integer)
+      ) frozen
+      order by kind_order, id
+      limit ${limit}::integer
+    `);
+    return result.rows.map((row): FrozenKey => {
+      const { kind, id, moving_to_cell_id: movingToCellId } = row;
+      if ((kind !== "conversation" && kind !== "user") || typeof id !== "string" || (movingToCellId !== null && typeof movingToCellId !== "string")) {
+        throw new StoreRowError("frozen key row: kind, id and moving_to_cell_id do not have their types");
+      }
+      return { kind, id, movingToCellId };
+    });
   }
 
   async exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]> {
@@ -572,7 +619,7 @@ export class PostgresConversationStore implements ConversationStore {
   async exportConversation(conversationId: string): Promise<ConversationExport | undefined> {
     const found = await this.database.execute(sql`
       select kind, title, created_by_user_id, floor(extract(epoch from created_at) * 1000)::bigint as created_at_ms
-      from conversations where id = ${conversationId}::text
+      from conversations where id = ${conversationId}::text and created_by_user_id <> ${placeholderCreatorUserId}::text
     `);
     const row = found.rows[0];
     if (row === undefined) return undefined;
@@ -823,6 +870,12 @@ async function readKeyRow(executor: Executor, key: MigrationKey): Promise<KeyRow
   );
   const row = result.rows[0];
   return row === undefined ? undefined : keyRowFromRecord(row);
+}
+
+function placeholderOf(row: Record<string, unknown>): boolean {
+  const placeholder = row["placeholder"];
+  if (typeof placeholder !== "boolean") throw new StoreRowError("placeholder must be a boolean");
+  return placeholder;
 }
 
 function keyRowFromRecord(row: Record<string, unknown>): KeyRow {

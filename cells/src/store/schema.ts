@@ -46,6 +46,8 @@ export const conversations = pgTable(
   (table) => [
     check("conversations_kind_check", sql`${table.kind} in ('direct', 'group')`),
     check("conversations_state_check", sql`${table.state} in ('active', 'frozen', 'importing', 'moved')`),
+    // The frozen-key sweeper polls frozen rows: a partial index holds only those, a handful at a time.
+    index("conversations_frozen_index").on(table.id).where(sql`${table.state} = 'frozen'`),
   ],
 );
 
@@ -101,7 +103,10 @@ export const mailboxes = pgTable(
     ownerEpoch: bigint("owner_epoch", { mode: "number" }).notNull().default(0),
     ...migrationColumns(),
   },
-  (table) => [check("mailboxes_state_check", sql`${table.state} in ('active', 'frozen', 'importing', 'moved')`)],
+  (table) => [
+    check("mailboxes_state_check", sql`${table.state} in ('active', 'frozen', 'importing', 'moved')`),
+    index("mailboxes_frozen_index").on(table.userId).where(sql`${table.state} = 'frozen'`),
+  ],
 );
 
 /** A user's ordered event log. `event_id` makes appends idempotent: one entry per (user, event). */

@@ -356,7 +356,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const conversationId = await groupWithMessages(1);
         const clientMessageId = nextClientMessageId();
         const first = await send(conversationId, "before", "alice", clientMessageId);
-        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 0 });
+        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 0, placeholder: false });
         expect(await send(conversationId, "during")).toEqual(moving);
         // A repeated send writes nothing: it is answered from the frozen conversation.
         expect(await send(conversationId, "before", "alice", clientMessageId)).toEqual(first.outcome === "stored" ? { ...first, deduplicated: true, outbox: [] } : first);
@@ -366,10 +366,63 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const history = await store().history({ conversationId, userId: "carol", beforeSeq: null, limit: 10 });
         expect(history.outcome === "history" && history.messages.map((message) => message.body)).toEqual(["m1", "before"]);
         expect(await memberIds(conversationId)).toEqual(["alice", "bob", "carol"]);
-        expect(await store().migrationState({ kind: "conversation", id: conversationId })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 2, floorSeq: 0 });
+        expect(await store().migrationState({ kind: "conversation", id: conversationId })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 2, floorSeq: 0, placeholder: false });
         expect(await store().unfreeze({ kind: "conversation", id: conversationId, epoch: baseEpoch })).toEqual({ outcome: "active" });
         expect(await send(conversationId, "after")).toMatchObject({ outcome: "stored", message: { seq: 3 } });
-        expect(await store().freeze({ kind: "conversation", id: newGroupId(), toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "not_found" });
+      });
+
+      it("freezes a conversation with no row as a placeholder: never exported, creation answers moving, a tombstone then moved", async () => {
+        for (const conversationId of [newDirectId(), newGroupId()]) {
+          const key = { kind: "conversation", id: conversationId } as const;
+          expect(await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: true });
+          // Frozen again (a retried move): still a placeholder.
+          expect(await store().freeze({ ...key, toCellId: "c", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: true });
+          expect(await store().migrationState(key)).toEqual({ state: "frozen", movingToCellId: "c", movedEpoch: null, lastSeq: 0, floorSeq: 0, placeholder: true });
+          expect(await store().exportConversation(conversationId)).toBeUndefined();
+          expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" })).toEqual(moving);
+          expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "t", memberUserIds: [] })).toEqual(moving);
+          expect(await memberIds(conversationId)).toEqual([]);
+          expect(await store().tombstone({ ...key, toCellId: "c", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 0 });
+          const movedToC = { outcome: "moved", cellId: "c", epoch: 7 } as const;
+          expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" })).toEqual(movedToC);
+          expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "t", memberUserIds: [] })).toEqual(movedToC);
+          expect(await store().migrationState(key)).toMatchObject({ state: "moved", placeholder: true });
+        }
+        // A placeholder's kind follows the id's prefix: a direct one takes no group title once real.
+        const direct = newDirectId();
+        await store().freeze({ kind: "conversation", id: direct, toCellId: "b", epoch: baseEpoch });
+        // Unfrozen (a failed move), the placeholder goes: the conversation is created as a new one.
+        expect(await store().unfreeze({ kind: "conversation", id: direct, epoch: baseEpoch })).toEqual({ outcome: "active" });
+        expect(await store().migrationState({ kind: "conversation", id: direct })).toBeUndefined();
+        expect(await store().openDirect({ epoch: baseEpoch, conversationId: direct, userId: "alice", peerUserId: "bob" })).toMatchObject({
+          outcome: "conversation",
+          conversation: { kind: "direct", memberUserIds: ["alice", "bob"] },
+        });
+        expect(await store().exportConversation(direct)).toMatchObject({ conversation: { kind: "direct", createdByUserId: "alice" } });
+      });
+
+      it("lists frozen keys, conversations first and each kind in id order, within the limit, with their targets", async () => {
+        const conversationIds = [await groupWithMessages(1), newGroupId()].sort();
+        const userIds = [newUserId(), newUserId()].sort();
+        const active = newUserId();
+        await appendMailbox(active, "e-1", messageEvent());
+        for (const id of conversationIds) await store().freeze({ kind: "conversation", id, toCellId: "b", epoch: baseEpoch });
+        for (const id of userIds) await store().freeze({ kind: "user", id, toCellId: "c", epoch: baseEpoch });
+        // Other tests of this store leave frozen keys too: only ours are looked at, in the order listed.
+        const ours = new Set([...conversationIds, ...userIds, active]);
+        const all = await store().frozenKeys(10_000);
+        expect(all.filter((key) => ours.has(key.id))).toEqual([
+          ...conversationIds.map((id) => ({ kind: "conversation", id, movingToCellId: "b" })),
+          ...userIds.map((id) => ({ kind: "user", id, movingToCellId: "c" })),
+        ]);
+        const kinds = all.map((key) => key.kind);
+        expect(kinds.lastIndexOf("conversation")).toBeLessThan(kinds.indexOf("user") === -1 ? Number.POSITIVE_INFINITY : kinds.indexOf("user"));
+        expect(await store().frozenKeys(2)).toEqual(all.slice(0, 2));
+        // Unfrozen or tombstoned, a key is no longer listed.
+        await store().unfreeze({ kind: "user", id: userIds[0] ?? "", epoch: baseEpoch });
+        await store().tombstone({ kind: "conversation", id: conversationIds[0] ?? "", toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
+        const after = new Set((await store().frozenKeys(10_000)).map((key) => key.id));
+        expect([...ours].filter((id) => after.has(id)).sort()).toEqual([conversationIds[1], userIds[1]].sort());
       });
 
       it("freezes a mailbox (an empty frozen one for a user with none): appends answer moving, repeats and pages are served", async () => {
@@ -378,13 +431,13 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await appendMailbox(user, "e-1", event);
         await appendMailbox(user, "e-2", messageEvent("two"));
         await store().trimMailbox(user, 1);
-        expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 1 });
+        expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 1, placeholder: false });
         expect(await appendMailbox(user, "e-3", messageEvent("three"))).toEqual(moving);
         expect(await appendMailbox(user, "e-2", messageEvent("two"))).toEqual({ outcome: "appended", seq: 2, deduplicated: true });
         expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events.map((entry) => entry.seq)).toEqual([2]);
         const fresh = newUserId();
-        expect(await store().freeze({ kind: "user", id: fresh, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0 });
-        expect(await store().migrationState({ kind: "user", id: fresh })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 0, floorSeq: 0 });
+        expect(await store().freeze({ kind: "user", id: fresh, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: false });
+        expect(await store().migrationState({ kind: "user", id: fresh })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 0, floorSeq: 0, placeholder: false });
         expect(await appendMailbox(fresh, "e-1", event)).toEqual(moving);
         expect(await store().unfreeze({ kind: "user", id: fresh, epoch: baseEpoch })).toEqual({ outcome: "active" });
         expect(await appendMailbox(fresh, "e-1", event)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
@@ -425,7 +478,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().addMembers({ epoch: baseEpoch, conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual(moved);
         expect(await store().freeze({ ...key, toCellId: "c", epoch: baseEpoch })).toEqual(moved);
         expect((await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId: directId })).entries).toEqual([]);
-        expect(await store().migrationState(key)).toEqual({ state: "moved", movingToCellId: "b", movedEpoch: 7, lastSeq: expect.any(Number), floorSeq: 0 });
+        expect(await store().migrationState(key)).toEqual({ state: "moved", movingToCellId: "b", movedEpoch: 7, lastSeq: expect.any(Number), floorSeq: 0, placeholder: false });
         // Idempotent: a second tombstone finds nothing left to delete.
         expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 0 });
         expect(await store().tombstone({ kind: "conversation", id: newGroupId(), toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "not_found" });
@@ -490,7 +543,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await store().trimMailbox(user, 2);
         const key = { kind: "user", id: user } as const;
         const frozen = await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch });
-        expect(frozen).toEqual({ outcome: "frozen", lastSeq: 5, floorSeq: 2 });
+        expect(frozen).toEqual({ outcome: "frozen", lastSeq: 5, floorSeq: 2, placeholder: false });
         const exported = [await store().exportMailbox({ userId: user, afterSeq: 2, limit: 2 }), await store().exportMailbox({ userId: user, afterSeq: 4, limit: 2 })];
         expect(exported.map((page) => page.map((entry) => [entry.seq, entry.eventId]))).toEqual([[[3, "e-3"], [4, "e-4"]], [[5, "e-5"]]]);
         await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });

@@ -176,6 +176,18 @@ export const tombstoneBatchRowsDefault = 1000;
 
 export type MigrationKey = { readonly kind: DirectoryEntryKind; readonly id: string };
 
+/**
+ * The created_by_user_id of a placeholder conversation row: a row the freeze inserts for a conversation
+ * placed in this cell by the directory but never created here, so that its move can leave a tombstone (a
+ * stale cell.openDirect or cell.createGroup then answers cell.moved instead of creating it here). No user
+ * id can equal it (protocol userId has at least one character). A placeholder has no members, messages or
+ * outbox rows; it is never exported, and unfreezing it deletes it (the key is back to having no row).
+ */
+export const placeholderCreatorUserId = "";
+
+/** A key frozen in this cell, for the sweeper that resumes moves whose mover died. */
+export type FrozenKey = MigrationKey & { readonly movingToCellId: string | null };
+
 /** A key's row as migration sees it: its state and heads (`floorSeq` is 0 for conversations). */
 export type KeyMigrationState = {
   readonly state: KeyState;
@@ -183,13 +195,17 @@ export type KeyMigrationState = {
   readonly movedEpoch: number | null;
   readonly lastSeq: number;
   readonly floorSeq: number;
+  /** A placeholder conversation row (see placeholderCreatorUserId); always false for a mailbox. */
+  readonly placeholder: boolean;
 };
 
 export type FreezeInput = EpochFenced & MigrationKey & { readonly toCellId: string };
-/** The heads cannot change while frozen: the activation in the target cell sets them. */
+/**
+ * The heads cannot change while frozen: the activation in the target cell sets them. `placeholder`: the
+ * frozen row is a placeholder conversation (this freeze or an earlier one inserted it; nothing to copy).
+ */
 export type FreezeResult =
-  | { readonly outcome: "frozen"; readonly lastSeq: number; readonly floorSeq: number }
-  | { readonly outcome: "not_found" }
+  | { readonly outcome: "frozen"; readonly lastSeq: number; readonly floorSeq: number; readonly placeholder: boolean }
   | Fenced
   | MigrationRefusal;
 
@@ -250,18 +266,28 @@ export interface MigrationStore {
   /**
    * Freezes an active (or already frozen) key toward `toCellId`: from the commit on, every write for it
    * answers `moving`. Fenced like a write, in the statement that takes the row lock. A user without a
-   * mailbox row gets an empty frozen one (so the move leaves a tombstone); a conversation without a row
-   * answers not_found. An importing key answers `moving`, a tombstone `moved`.
+   * mailbox row gets an empty frozen one, a conversation without a row a frozen placeholder (kind from
+   * its id's prefix; see placeholderCreatorUserId), so the move leaves a tombstone. An importing key
+   * answers `moving`, a tombstone `moved`.
    */
   freeze(input: FreezeInput): Promise<FreezeResult>;
 
-  /** Makes a frozen key active again (a failed move); an active key stays active. Fenced. */
+  /**
+   * Makes a frozen key active again (a failed move); an active key stays active; a frozen placeholder
+   * conversation is deleted (answered `active`: the key is writable again, with no row). Fenced.
+   */
   unfreeze(input: EpochFenced & MigrationKey): Promise<UnfreezeResult>;
+
+  /**
+   * Up to `limit` keys frozen in this cell, conversations first, each kind in id order, with the cell
+   * they are frozen toward. Reads a partial index of frozen rows only, so it is cheap to poll.
+   */
+  frozenKeys(limit: number): Promise<FrozenKey[]>;
 
   /** Mailbox events with seq > afterSeq, ascending with their event ids: at most `limit`, within the page byte budget. */
   exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]>;
 
-  /** The conversation's description and members with their positions (0 for none), or undefined. */
+  /** The conversation's description and members with their positions (0 for none); undefined for none or a placeholder. */
   exportConversation(conversationId: string): Promise<ConversationExport | undefined>;
 
   /** Messages with seq > afterSeq, ascending: at most `limit`, within the page byte budget. */

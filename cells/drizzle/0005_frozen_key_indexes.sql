@@ -1,0 +1,2 @@
+CREATE INDEX "conversations_frozen_index" ON "conversations" USING btree ("id") WHERE "conversations"."state" = 'frozen';--> statement-breakpoint
+CREATE INDEX "mailboxes_frozen_index" ON "mailboxes" USING btree ("user_id") WHERE "mailboxes"."state" = 'frozen';
