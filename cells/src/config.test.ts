@@ -36,6 +36,9 @@ describe("loadWorkerConfig", () => {
         homeCellCacheTtlMs: 60_000,
         migrationsInFlightMax: 16,
         migrationRequestTimeoutMs: 10_000,
+        frozenSweepIntervalMs: 5000,
+        frozenSweepKeysMax: 100,
+        frozenSweepResumesMax: 4,
       },
       unknownVariables: [],
     });
@@ -72,6 +75,9 @@ describe("loadWorkerConfig", () => {
       WORKER_HOME_CELL_CACHE_TTL_MS: "1234",
       WORKER_MIGRATIONS_IN_FLIGHT_MAX: "2",
       WORKER_MIGRATION_REQUEST_TIMEOUT_MS: "3000",
+      WORKER_FROZEN_SWEEP_INTERVAL_MS: "750",
+      WORKER_FROZEN_SWEEP_KEYS_MAX: "12",
+      WORKER_FROZEN_SWEEP_RESUMES_MAX: "1",
       WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "5",
       WORKER_LEASE_MSS: "typo",
     });
@@ -103,6 +109,9 @@ describe("loadWorkerConfig", () => {
       homeCellCacheTtlMs: 1234,
       migrationsInFlightMax: 2,
       migrationRequestTimeoutMs: 3000,
+      frozenSweepIntervalMs: 750,
+      frozenSweepKeysMax: 12,
+      frozenSweepResumesMax: 1,
     });
     // A setting of an earlier version (the member cache is gone) is reported like a typo.
     expect(unknownVariables).toEqual(["WORKER_LEASE_MSS", "WORKER_MEMBER_CACHE_CONVERSATIONS_MAX"]);

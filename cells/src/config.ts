@@ -65,10 +65,22 @@ export type WorkerConfig = {
   readonly migrationsInFlightMax?: number;
   /** Deadline of one directory request or one cell.import page (over the router's attempts) of a migration. */
   readonly migrationRequestTimeoutMs?: number;
+  /**
+   * The frozen-key sweeper's period: it resumes the moves of keys frozen here with no mover (the worker
+   * moving them died), once seen frozen for a whole period. Optional like the migration settings.
+   */
+  readonly frozenSweepIntervalMs?: number;
+  /** Frozen keys one sweep lists. */
+  readonly frozenSweepKeysMax?: number;
+  /** Moves one sweep resumes at once (each takes one of WORKER_MIGRATIONS_IN_FLIGHT_MAX; past it a resume waits for the next sweep). */
+  readonly frozenSweepResumesMax?: number;
 };
 
 export const migrationsInFlightMaxDefault = 16;
 export const migrationRequestTimeoutMsDefault = 10_000;
+export const frozenSweepIntervalMsDefault = 5000;
+export const frozenSweepKeysMaxDefault = 100;
+export const frozenSweepResumesMaxDefault = 4;
 
 export type LoadedWorkerConfig = {
   readonly config: WorkerConfig;
@@ -120,6 +132,9 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     homeCellCacheTtlMs: reader.integer("WORKER_HOME_CELL_CACHE_TTL_MS", 60_000, 1, 86_400_000),
     migrationsInFlightMax: reader.integer("WORKER_MIGRATIONS_IN_FLIGHT_MAX", migrationsInFlightMaxDefault, 1, 10_000),
     migrationRequestTimeoutMs: reader.integer("WORKER_MIGRATION_REQUEST_TIMEOUT_MS", migrationRequestTimeoutMsDefault, 100, 600_000),
+    frozenSweepIntervalMs: reader.integer("WORKER_FROZEN_SWEEP_INTERVAL_MS", frozenSweepIntervalMsDefault, 10, 600_000),
+    frozenSweepKeysMax: reader.integer("WORKER_FROZEN_SWEEP_KEYS_MAX", frozenSweepKeysMaxDefault, 1, 10_000),
+    frozenSweepResumesMax: reader.integer("WORKER_FROZEN_SWEEP_RESUMES_MAX", frozenSweepResumesMaxDefault, 1, 1000),
   };
   // Two heartbeats per lease at least, so one late renewal does not make the worker look dead.
   if (config.heartbeatIntervalMs * 2 > config.leaseMs) {

@@ -21,6 +21,7 @@ import {
   mailboxEventId,
   receiptFanOutMembersMax,
   type CellImportRequest,
+  type CellMigrateRequest,
   type CellReply,
   type CellRequest,
   type ConversationSummary,
@@ -158,6 +159,21 @@ export class CellRequestHandler {
       logger.error(`cell.stats failed: ${describeError(error)}`);
       respond(cellErrorReply({ kind: "error", error }));
     }
+  }
+
+  /**
+   * A move for the frozen-key sweeper, as cell.migrate runs it, without the request's decoding and
+   * ownership check (the sweeper picks keys this worker owns; the move's writes are fenced anyway).
+   */
+  resumeMigration(request: CellMigrateRequest): Promise<CellReply> {
+    const migration = this.migration;
+    if (migration === undefined) return Promise.resolve(cellErrorReply({ kind: "error", error: new Error("this worker has no migration dependencies") }));
+    return migration.migrate(request);
+  }
+
+  /** Whether this worker is moving the key (its ring key) now. */
+  isMigrating(ringKey: string): boolean {
+    return this.migration?.isMigrating(ringKey) ?? false;
   }
 
   /** Resolves once the migrations this worker drives have answered (a stopping worker waits for them). */

@@ -21,7 +21,15 @@ import {
 } from "@cellwire/cluster";
 import { deliverySubject, directoryChange, directoryChangesSubject, workerSubject, type WorkerLease } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
-import { migrationRequestTimeoutMsDefault, migrationsInFlightMaxDefault, type WorkerConfig } from "./config.ts";
+import {
+  frozenSweepIntervalMsDefault,
+  frozenSweepKeysMaxDefault,
+  frozenSweepResumesMaxDefault,
+  migrationRequestTimeoutMsDefault,
+  migrationsInFlightMaxDefault,
+  type WorkerConfig,
+} from "./config.ts";
+import { FrozenKeySweeper } from "./frozen-key-sweeper.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
 import { OutboxRelay } from "./outbox-relay.ts";
@@ -196,6 +204,23 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       logger,
     });
 
+    // Resumes moves whose mover died, so a key frozen by a killed worker does not wait for a new cell.migrate.
+    const frozenKeySweeper = new FrozenKeySweeper({
+      store,
+      owns: (ringKey) => leaseHeld() && watcher.snapshot.ring.ownerOf(ringKey) === config.workerId,
+      migrating: (ringKey) => handler.isMigrating(ringKey),
+      migrate: (request) => handler.resumeMigration(request),
+      clock,
+      logger,
+      limits: {
+        sweepIntervalMs: config.frozenSweepIntervalMs ?? frozenSweepIntervalMsDefault,
+        keysMax: config.frozenSweepKeysMax ?? frozenSweepKeysMaxDefault,
+        // Each resume takes a migration slot; more at once would only be refused (overloaded).
+        resumesMax: Math.min(config.frozenSweepResumesMax ?? frozenSweepResumesMaxDefault, config.migrationsInFlightMax ?? migrationsInFlightMaxDefault),
+      },
+    });
+    undo.push(() => frozenKeySweeper.stop());
+
     const subject = workerSubject(config.namespace, config.cellId, config.workerId);
     const textDecoder = new TextDecoder();
     // The callback runs synchronously per message, in arrival order, which is what handle() requires.
@@ -217,11 +242,14 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     await holder.start();
     leaseHolder = holder;
     relay.start();
+    frozenKeySweeper.start();
     logger.info(`worker ${config.workerId} of cell ${config.cellId} serves ${subject}`);
 
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
+        // No new move begins; one the sweeper resumed finishes (whenMigrationsIdle below waits for it too).
+        await frozenKeySweeper.stop();
         // Relays in flight finish while this worker still serves (some target its own mailboxes); rows
         // not relayed by then stay in the outbox for the next owner's sweeper.
         if (!(await relay.stop(config.relayStopWaitMs))) {
