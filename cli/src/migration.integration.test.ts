@@ -131,7 +131,9 @@ async function chatUntil(
 function printOutput(): void {
   const output = topology().output;
   const problems = output.filter((line) => / (warn|error) /.test(line));
-  console.log(`${problems.slice(-60).join("\n")}\n---\n${output.slice(-40).join("\n")}`);
+  // Relay retries repeat by the hundred: the first of the other problems say more.
+  const others = problems.filter((line) => !line.includes(" not reached, retried later"));
+  console.log(`${others.slice(0, 60).join("\n")}\n---\n${problems.slice(-20).join("\n")}\n---\n${output.slice(-20).join("\n")}`);
 }
 
 /** The workers' log lines of the `count` moves with the longest pauses. */

@@ -60,7 +60,7 @@ export class CellRouter {
       const owner = ring.ownerOf(key);
       const subject = owner === undefined ? undefined : subjects.get(owner);
       if (subject === undefined) {
-        lastError = new UnavailableError("cell_unavailable", `cell ${cellId} has no live worker`);
+        lastError = new UnavailableError("cell_unavailable", `cell ${cellId} has no live worker (ring of ${ring.size} at epoch ${watcher.snapshot.epoch})`);
         continue;
       }
       // A request sent just before its owner died is lost with it; rather than wait for the attempt's

@@ -195,7 +195,7 @@ export class MembershipWatcher {
   }
 
   async start(): Promise<void> {
-    const status = await this.bucket.status();
+    const status = await withDeadline(this.bucket.status(), watchSetupDeadlineMs, "status");
     const state = status.streamInfo.state;
     const initialRevision = state.messages === 0 ? 0 : state.last_seq;
     // Only the watch may end the replay (when it reports nothing left to deliver): ending it early would
@@ -209,7 +209,20 @@ export class MembershipWatcher {
         this.resolveReady();
       }, this.readyDeadlineMs);
     }
-    const iterator = await this.bucket.watch({ key: "worker.>" });
+    // A watch the NATS client never sets up would leave every request for this cell waiting on start():
+    // past the deadline start() fails, and its caller (a router) starts another watcher on the next request.
+    const pending = this.bucket.watch({ key: "worker.>" });
+    let iterator: WatchIterator;
+    try {
+      iterator = await withDeadline(pending, watchSetupDeadlineMs, "watch");
+    } catch (error) {
+      pending.then(
+        (late) => late.stop(),
+        () => undefined,
+      );
+      if (this.readyTimer !== undefined) clearTimeout(this.readyTimer);
+      throw error;
+    }
     this.stopWatching = () => iterator.stop();
     this.lastEntryAtMs = this.clock.monotonicNowMs();
     this.consume(iterator, this.watchGeneration, false);
@@ -260,7 +273,7 @@ export class MembershipWatcher {
     try {
       let bucketLastRevision: number;
       try {
-        const state = (await this.bucket.status()).streamInfo.state;
+        const state = (await withDeadline(this.bucket.status(), watchSetupDeadlineMs, "status")).streamInfo.state;
         // max_age drops the oldest entries first, so the last revision is still stored unless none is: a
         // bucket emptied by max_age has nothing left to deliver, whatever its last revision.
         bucketLastRevision = state.messages === 0 ? 0 : state.last_seq;
@@ -287,10 +300,16 @@ export class MembershipWatcher {
       `membership watch of cell ${this.cellId} delivered nothing for ${Math.round(quietForMs)} ms while the bucket reached revision ${bucketLastRevision}; watching again from revision ${resumeFromRevision}`,
     );
     let iterator: WatchIterator;
+    // The new watch is set up before the old one stops, so a failure here leaves the old one running.
+    const pending = this.bucket.watch({ key: "worker.>", resumeFromRevision });
     try {
-      // The new watch is set up before the old one stops, so a failure here leaves the old one running.
-      iterator = await this.bucket.watch({ key: "worker.>", resumeFromRevision });
+      iterator = await withDeadline(pending, watchSetupDeadlineMs, "watch");
     } catch (error) {
+      // A watch set up after its deadline is stopped unused; the next check watches again.
+      pending.then(
+        (late) => late.stop(),
+        () => undefined,
+      );
       this.logger.warn(`could not watch the membership of cell ${this.cellId} again: ${String(error)}`);
       return;
     }
@@ -357,4 +376,19 @@ export class MembershipWatcher {
     const snapshot = this.core.snapshot;
     for (const listener of this.listeners) listener(snapshot);
   }
+}
+
+/** How long setting up a watch, or reading the bucket's status, may take before the attempt is given up. */
+const watchSetupDeadlineMs = 10_000;
+
+/**
+ * Rejects when `work` has not settled within `deadlineMs`, so that a stall check never waits forever on a
+ * request the NATS client keeps pending (the check runs one at a time).
+ */
+function withDeadline<T>(work: Promise<T>, deadlineMs: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new UnavailableError("cell_unavailable", `membership ${what} took over ${deadlineMs} ms`)), deadlineMs);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
