@@ -24,7 +24,10 @@ export async function runRing(options: RingOptions, nowMs: () => number = Date.n
       return 1;
     }
     const leases: { lease: WorkerLease; ageMs: number }[] = [];
-    for await (const key of await bucket.keys("worker.>")) {
+    // The key listing is a consumer over the live bucket: a key renewed while it runs can come twice.
+    const keys = new Set<string>();
+    for await (const key of await bucket.keys("worker.>")) keys.add(key);
+    for (const key of keys) {
       const entry = await bucket.get(key);
       if (entry === null || entry.operation !== "PUT") continue;
       const decoded = decodeMessage(workerLease, entry.value);

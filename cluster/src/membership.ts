@@ -236,11 +236,17 @@ export class MembershipWatcher {
       for await (const entry of iterator) {
         if (generation !== this.watchGeneration) break;
         this.lastEntryAtMs = this.clock.monotonicNowMs();
+        // Caught up: nothing written before this entry is still to come. The server's pending count alone
+        // can stay above 0 for good while leases renew faster than a loaded consumer delivers (seen on
+        // nats-server 2.9: a replay that never ended, so a router's ring stayed empty for minutes); the
+        // client also marks the last of the entries pending when the watch was set up (isUpdate), which
+        // ends the replay as surely.
+        const delta = entry.delta === 0 || entry.isUpdate ? 0 : Math.max(1, entry.delta ?? 1);
         // A resumed watch may start with entries the watch it replaced delivered while it was being set up.
         if (resumed && entry.revision <= this.lastAppliedRevision) {
           // Caught up all the same: nothing written up to this entry is still to come.
-          if (entry.delta === 0 && this.core.endReplay()) this.afterReplay();
-          else if (entry.delta === 0 && this.core.endCatchUp()) this.notify();
+          if (delta === 0 && this.core.endReplay()) this.afterReplay();
+          else if (delta === 0 && this.core.endCatchUp()) this.notify();
           continue;
         }
         this.lastAppliedRevision = Math.max(this.lastAppliedRevision, entry.revision);
@@ -250,7 +256,7 @@ export class MembershipWatcher {
             operation: entry.operation,
             value: entry.value,
             revision: entry.revision,
-            delta: entry.delta,
+            delta,
             // The NATS client marks a resumed watch's first entries as a replay, which the core would date
             // by the server's clock; once the core's replay is over they are a catch-up, seen now.
             isUpdate: resumed && !this.core.replaying ? true : entry.isUpdate,
@@ -277,8 +283,10 @@ export class MembershipWatcher {
         // max_age drops the oldest entries first, so the last revision is still stored unless none is: a
         // bucket emptied by max_age has nothing left to deliver, whatever its last revision.
         bucketLastRevision = state.messages === 0 ? 0 : state.last_seq;
-      } catch {
-        return; // The node that answers for the bucket is down or electing: the next check asks again.
+      } catch (error) {
+        // The node that answers for the bucket is down or electing: the next check asks again.
+        this.logger.warn(`membership stall check of cell ${this.cellId} could not read the bucket: ${String(error)}`);
+        return;
       }
       const progress = {
         monotonicNowMs: this.clock.monotonicNowMs(),
