@@ -16,6 +16,7 @@ import {
   openMembershipBucket,
   systemClock,
   type BackoffPolicy,
+  type CellRouterOptions,
   type Clock,
   type ServiceLogger,
 } from "@cellwire/cluster";
@@ -103,23 +104,21 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     let leaseHolder: LeaseHolder | undefined;
     const leaseHeld = (): boolean => leaseHolder === undefined || leaseHolder.holds();
 
+    /** A router to the owners of keys in any cell (this one included), stopped with the worker. */
+    const cellRouter = (timing: Pick<CellRouterOptions, "requestTimeoutMs" | "attemptsMax" | "deadlineMs">): CellRouter => {
+      const created = new CellRouter(
+        connection,
+        { namespace: config.namespace, leaseMs: config.leaseMs, retryBackoff: relayRetryBackoff, watchedCellsMax: config.relayWatchedCellsMax, ...timing },
+        clock,
+        logger,
+        dependencies.random,
+        dependencies.sleep,
+      );
+      undo.push(async () => created.stop());
+      return created;
+    };
     // Relays reach mailbox owners in any cell, this one included.
-    const router = new CellRouter(
-      connection,
-      {
-        namespace: config.namespace,
-        leaseMs: config.leaseMs,
-        requestTimeoutMs: config.relayRequestTimeoutMs,
-        attemptsMax: config.relayAttemptsMax,
-        retryBackoff: relayRetryBackoff,
-        watchedCellsMax: config.relayWatchedCellsMax,
-      },
-      clock,
-      logger,
-      dependencies.random,
-      dependencies.sleep,
-    );
-    undo.push(async () => router.stop());
+    const router = cellRouter({ requestTimeoutMs: config.relayRequestTimeoutMs, attemptsMax: config.relayAttemptsMax });
     const homeCells = new UserHomeCache(new BoundedCache(config.homeCellCacheUsersMax, config.homeCellCacheTtlMs, () => clock.monotonicNowMs()));
     // A user moved to another cell: the cached home follows at once rather than at the end of its TTL.
     const directoryChanges = connection.subscribe(directoryChangesSubject(config.namespace), {
@@ -161,23 +160,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     // longer than the relay's short per-attempt timeout allows.
     const migrationRequestTimeoutMs = config.migrationRequestTimeoutMs ?? migrationRequestTimeoutMsDefault;
     const migrationDirectory = new DirectoryClient(connection, config.namespace, migrationRequestTimeoutMs);
-    const migrationRouter = new CellRouter(
-      connection,
-      {
-        namespace: config.namespace,
-        leaseMs: config.leaseMs,
-        requestTimeoutMs: migrationRequestTimeoutMs,
-        deadlineMs: migrationRequestTimeoutMs,
-        attemptsMax: migrationImportAttemptsMax,
-        retryBackoff: relayRetryBackoff,
-        watchedCellsMax: config.relayWatchedCellsMax,
-      },
-      clock,
-      logger,
-      dependencies.random,
-      dependencies.sleep,
-    );
-    undo.push(async () => migrationRouter.stop());
+    const migrationRouter = cellRouter({ requestTimeoutMs: migrationRequestTimeoutMs, deadlineMs: migrationRequestTimeoutMs, attemptsMax: migrationImportAttemptsMax });
 
     const queue = new KeyedSerialQueue({ pendingPerKeyMax: config.pendingPerConversationMax, pendingTotalMax: config.pendingTotalMax });
     const handler = new CellRequestHandler({

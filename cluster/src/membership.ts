@@ -211,15 +211,10 @@ export class MembershipWatcher {
     }
     // A watch the NATS client never sets up would leave every request for this cell waiting on start():
     // past the deadline start() fails, and its caller (a router) starts another watcher on the next request.
-    const pending = this.bucket.watch({ key: "worker.>" });
     let iterator: WatchIterator;
     try {
-      iterator = await withDeadline(pending, watchSetupDeadlineMs, "watch");
+      iterator = await this.watchWithDeadline({ key: "worker.>" });
     } catch (error) {
-      pending.then(
-        (late) => late.stop(),
-        () => undefined,
-      );
       if (this.readyTimer !== undefined) clearTimeout(this.readyTimer);
       throw error;
     }
@@ -309,15 +304,9 @@ export class MembershipWatcher {
     );
     let iterator: WatchIterator;
     // The new watch is set up before the old one stops, so a failure here leaves the old one running.
-    const pending = this.bucket.watch({ key: "worker.>", resumeFromRevision });
     try {
-      iterator = await withDeadline(pending, watchSetupDeadlineMs, "watch");
+      iterator = await this.watchWithDeadline({ key: "worker.>", resumeFromRevision });
     } catch (error) {
-      // A watch set up after its deadline is stopped unused; the next check watches again.
-      pending.then(
-        (late) => late.stop(),
-        () => undefined,
-      );
       this.logger.warn(`could not watch the membership of cell ${this.cellId} again: ${String(error)}`);
       return;
     }
@@ -332,6 +321,20 @@ export class MembershipWatcher {
     this.lastEntryAtMs = this.clock.monotonicNowMs();
     this.core.beginCatchUp();
     this.consume(iterator, this.watchGeneration, true);
+  }
+
+  /** A watch of the bucket, or a rejection past watchSetupDeadlineMs; a watch set up after that is stopped unused. */
+  private async watchWithDeadline(options: Parameters<WatchedBucket["watch"]>[0]): Promise<WatchIterator> {
+    const pending = this.bucket.watch(options);
+    try {
+      return await withDeadline(pending, watchSetupDeadlineMs, "watch");
+    } catch (error) {
+      pending.then(
+        (late) => late.stop(),
+        () => undefined,
+      );
+      throw error;
+    }
   }
 
   stop(): void {
