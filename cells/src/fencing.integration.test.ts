@@ -44,6 +44,7 @@ import { PostgresConversationStore } from "./store/postgres-store.ts";
 import { newGroupId } from "./store/store-contract.ts";
 import type { AppendMessageInput, AppendMessageResult } from "./store/store.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
+import { pollUntil } from "@cellwire/cluster/testing";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -74,14 +75,8 @@ function required<T>(value: T | undefined, what: string): T {
 }
 
 /** Polls a condition until it holds or the deadline passes (no fixed sleeps). */
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const giveUpAt = Date.now() + deadlineMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > giveUpAt) throw new Error(`timed out waiting for ${what}; worker output:\n${childOutput.join("\n")}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  return pollUntil(what, probe, { deadlineMs, intervalMs: 25, detail: () => `worker output:\n${childOutput.join("\n")}` });
 }
 
 /** Resolves with `promise`, or rejects once the deadline passes. */

@@ -36,6 +36,7 @@ import type { WorkerConfig } from "./config.ts";
 import { databaseUrl, defaultPostgresAdminUrl, dropCellDatabase } from "./store/database.ts";
 import { messageEvent, newGroupId } from "./store/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
+import { pollUntil } from "@cellwire/cluster/testing";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 /** A namespace with no directory at all. */
@@ -104,14 +105,8 @@ function user(name: string, cellId: CellId): string {
 }
 
 /** Polls a condition until it holds or the deadline passes (no fixed sleeps). */
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const giveUpAt = Date.now() + deadlineMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > giveUpAt) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  return pollUntil(what, probe, { deadlineMs, intervalMs: 25 });
 }
 
 /** Collects the deliveries published on one user's subject. */

@@ -11,6 +11,7 @@ import { RawSocket } from "./raw-socket.ts";
 import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
 import { startPrivateRedis, type PrivateRedis } from "./redis-server.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { pollUntil } from "@cellwire/cluster/testing";
 
 const messagesPerUserBefore = 3;
 const messagesPerUserDuringOutage = 50;
@@ -63,14 +64,8 @@ async function edgesHealthy(): Promise<boolean[]> {
 }
 
 /** Waits (polling, with a deadline) for a line of the topology's output that matches. */
-async function untilOutput(matches: (line: string) => boolean, deadlineMs: number): Promise<string> {
-  const deadline = performance.now() + deadlineMs;
-  for (;;) {
-    const line = topology().output.find(matches);
-    if (line !== undefined) return line;
-    if (performance.now() > deadline) throw new Error(`no matching output line within ${deadlineMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, outputPollIntervalMs));
-  }
+function untilOutput(matches: (line: string) => boolean, deadlineMs: number): Promise<string> {
+  return pollUntil("a matching output line", () => topology().output.find(matches), { deadlineMs, intervalMs: outputPollIntervalMs });
 }
 
 /** A hello from a user no edge has seen; resolves with the error frame, the close code and how long the refusal took. */

@@ -8,6 +8,7 @@ import { leaseKey, workerSubject, type WorkerLease } from "@cellwire/protocol";
 import { LeaseHolder, MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock, type WatchedBucket } from "./membership.ts";
 import { encodeJson } from "./nats-json.ts";
 import { connectNats } from "./service-runtime.ts";
+import { pollUntil } from "./testing/poll.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const cellId = "a";
@@ -32,14 +33,8 @@ function required<T>(value: T | undefined, what: string): T {
   return value;
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const giveUpAt = Date.now() + deadlineMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > giveUpAt) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  return pollUntil(what, probe, { deadlineMs });
 }
 
 async function startWatcher(): Promise<MembershipWatcher> {
