@@ -9,7 +9,7 @@ import { closeCodes, frameBytesMax, standardCloseCodes } from "@cellwire/protoco
 import { signDevToken } from "./auth/dev-keys.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { startServer, type RunningServer } from "./edge-server.ts";
-import { fakeEdge, waitDeadlineMs, type FakeEdge } from "./testing/edge-fakes.ts";
+import { fakeEdge, waitDeadlineMs, Waiters, type FakeEdge } from "./testing/edge-fakes.ts";
 import { loadNativeUws } from "./uws.ts";
 
 const indexHtml = "<!doctype html><title>cellwire</title>";
@@ -27,7 +27,7 @@ class TestSocket {
   readonly frames: Record<string, unknown>[] = [];
   readonly binaryFrames: Buffer[] = [];
   closeCode: number | undefined;
-  private readonly checks = new Set<() => void>();
+  private readonly waiters = new Waiters();
 
   private constructor(private readonly socket: WebSocket) {
     socket.on("message", (data: Buffer, isBinary) => {
@@ -83,24 +83,11 @@ class TestSocket {
   }
 
   private until(condition: () => boolean, what: string): Promise<void> {
-    if (condition()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.checks.delete(check);
-        reject(new Error(`waited ${waitDeadlineMs} ms for ${what}`));
-      }, waitDeadlineMs);
-      const check = (): void => {
-        if (!condition()) return;
-        clearTimeout(timer);
-        this.checks.delete(check);
-        resolve();
-      };
-      this.checks.add(check);
-    });
+    return this.waiters.until(condition, what);
   }
 
   private notify(): void {
-    for (const check of [...this.checks]) check();
+    this.waiters.notify();
   }
 }
 

@@ -39,7 +39,7 @@ export function deferred<T>(): Deferred<T> {
 }
 
 /** Calls `check` on every `notify` until it returns true, failing past the deadline. */
-class Waiters {
+export class Waiters {
   private readonly checks = new Set<() => void>();
 
   until(condition: () => boolean, what: string, deadlineMs = waitDeadlineMs): Promise<void> {
