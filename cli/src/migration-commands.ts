@@ -3,7 +3,8 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { CellwireError, decodeMessage, encodeJson, isNoResponders, isTimeout } from "@cellwire/cluster";
 import { isCellId, isConversationId, isUserId, topologyReply, topologySubject, type DirectoryEntryKind } from "@cellwire/protocol";
-import { drainCell, MigrationError, migrateKey, migrationTools, percentile, type DrainReport } from "./migration.ts";
+import { drainCell, MigrationError, migrateKey, migrationTools, type DrainReport } from "./migration.ts";
+import { percentile } from "./statistics.ts";
 
 export type OperatorOptions = { readonly natsServers: readonly string[]; readonly namespace: string; readonly json: boolean };
 

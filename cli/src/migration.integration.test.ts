@@ -7,9 +7,10 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import type { DirectoryEntryKind } from "@cellwire/protocol";
-import { migrateKey, migrationTools, percentile, type MigrationTools } from "./migration.ts";
+import { migrateKey, migrationTools, type MigrationTools } from "./migration.ts";
 import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
 import { runCli } from "./run-cli.ts";
+import { percentile } from "./statistics.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 const userCount = 100;

@@ -4,7 +4,7 @@
 // that moved meanwhile and waits out one that is moving, and for a drain walks the directory's list of
 // what the cell homes until nothing is left.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { backoffDelayMs, CellRouter, DirectoryClient, RemoteError, UnavailableError, systemClock, type BackoffPolicy, type Logger } from "@cellwire/cluster";
+import { backoffDelayMs, CellRouter, DirectoryClient, RemoteError, systemClock, type BackoffPolicy, type Logger } from "@cellwire/cluster";
 import { cellEntriesPageMax, type CellErrorCode, type CellMigratedReply, type CellRecord, type CellStatsReply, type DirectoryEntryKind } from "@cellwire/protocol";
 
 /** One migration request waits this long for its reply: it copies the key, which may hold many pages. */
@@ -225,13 +225,3 @@ async function forEachLimited<T>(items: readonly T[], limit: number, work: (item
   });
   await Promise.all(lanes);
 }
-
-/** p-th percentile (0..100) of the values, nearest rank; undefined for none. */
-export function percentile(values: readonly number[], p: number): number | undefined {
-  if (values.length === 0) return undefined;
-  const sorted = [...values].sort((left, right) => left - right);
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank];
-}
-
-export { UnavailableError };

@@ -10,6 +10,7 @@ import { WebSocket } from "ws";
 import { CellwireClient } from "@cellwire/client";
 import { Ring } from "@cellwire/cluster";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
+import { percentile } from "../statistics.ts";
 import { startTestTopology } from "../test-topology.ts";
 
 const { values } = parseArgs({
@@ -23,10 +24,6 @@ const kills = Number(values.kills);
 const leaseMs = Number(values["lease-ms"]);
 const heartbeatMs = Number(values["heartbeat-ms"]);
 if (![kills, leaseMs, heartbeatMs].every((value) => Number.isSafeInteger(value) && value > 0)) throw new Error("--kills, --lease-ms and --heartbeat-ms take positive integers");
-
-function percentile(sorted: number[], fraction: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))] ?? Number.NaN;
-}
 
 const workerIds = ["a-1", "a-2", "a-3"];
 process.stdout.write(`failover bench: ${kills} kills, lease ${leaseMs} ms, heartbeat ${heartbeatMs} ms; starting the topology…\n`);
@@ -81,7 +78,7 @@ const mean = sorted.reduce((sum, value) => sum + value, 0) / Math.max(1, sorted.
 process.stdout.write(
   [
     "",
-    `takeover after SIGKILL over ${sorted.length} kills (ms): min ${sorted[0]?.toFixed(0)}, p50 ${percentile(sorted, 0.5).toFixed(0)}, p90 ${percentile(sorted, 0.9).toFixed(0)}, p99 ${percentile(sorted, 0.99).toFixed(0)}, max ${sorted.at(-1)?.toFixed(0)}, mean ${mean.toFixed(0)}`,
+    `takeover after SIGKILL over ${sorted.length} kills (ms): min ${sorted[0]?.toFixed(0)}, p50 ${(percentile(sorted, 50) ?? Number.NaN).toFixed(0)}, p90 ${(percentile(sorted, 90) ?? Number.NaN).toFixed(0)}, p99 ${(percentile(sorted, 99) ?? Number.NaN).toFixed(0)}, max ${sorted.at(-1)?.toFixed(0)}, mean ${mean.toFixed(0)}`,
     `under 2000 ms: ${sorted.filter((value) => value < 2000).length} of ${sorted.length}`,
     "",
   ].join("\n"),

@@ -10,7 +10,8 @@ import { connect } from "@nats-io/transport-node";
 import { WebSocket } from "ws";
 import { CellwireClient } from "@cellwire/client";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
-import { migrateKey, migrationTools, percentile } from "../migration.ts";
+import { migrateKey, migrationTools } from "../migration.ts";
+import { percentile } from "../statistics.ts";
 import { placeUsers, startTestTopology, testServices } from "../test-topology.ts";
 
 const { values } = parseArgs({ options: { moves: { type: "string", default: "20" }, messages: { type: "string", default: "200" } } });
