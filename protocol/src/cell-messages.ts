@@ -11,6 +11,7 @@ import {
   nullable,
   object,
   oneOf,
+  optional,
   parseJson,
   string,
   taggedUnion,
@@ -21,12 +22,15 @@ import {
 import { cellId, clientMessageId, conversationId, deviceId, userId } from "./ids.ts";
 import {
   addMembersBatchMax,
+  conversationPageLimitMax,
   groupMembersMax,
   groupTitleLengthMax,
   historyPageLimitMax,
   mailboxPageLimitMax,
   messageBodyLengthMax,
   presenceHeartbeatUsersMax,
+  retryAfterMsMax,
+  sendBatchItemsMax,
   typingExpiresInMsMax,
 } from "./limits.ts";
 import { errorCodeList, type CellErrorCode } from "./codes.ts";
@@ -38,6 +42,7 @@ import {
   presenceStatus,
   sequencedEvent,
   type ConversationSummary,
+  type JoinedEvent,
   type MailboxEvent,
   type Message,
   type PresenceStatus,
@@ -53,7 +58,10 @@ const eventId = string({ minLength: 1, maxLength: 200, pattern: /^[A-Za-z0-9_-]+
 // ---------------------------------------------------------------------------------------------------
 // Edge → cell worker (request/reply on the owner's subject, see subjects.ts)
 
-/** Stores a message in its conversation's home cell; the reply comes only after the commit. */
+/**
+ * Stores a message in its conversation's home cell; the reply comes only after the commit. Edges carry
+ * sends in batches (CellSendBatch); a single cell.send is served the same way.
+ */
 export type CellSendRequest = {
   type: "cell.send";
   senderUserId: string;
@@ -87,6 +95,12 @@ export type CellHistoryRequest = {
 export type CellAppendMailboxRequest = { type: "cell.appendMailbox"; userId: string; eventId: string; event: MailboxEvent };
 /** Events of a user's mailbox after `afterSeq` (limit 0 asks only for the head and floor). */
 export type CellMailboxPageRequest = { type: "cell.mailboxPage"; userId: string; afterSeq: number; limit: number };
+/**
+ * Read-only, at the conversation's owner: up to `limit` messages with seq > afterSeq, ascending, for a
+ * member `userId` (a device catching up on the conversation's log). `afterSeq` null reads from the
+ * member's join point. Answered by `cell.messages`, or `not_a_member`.
+ */
+export type CellMessagesAfterRequest = { type: "cell.messagesAfter"; userId: string; conversationId: string; afterSeq: number | null; limit: number };
 
 /**
  * Read-only: the members of a conversation, asked by an edge on behalf of `userId` (a typist), at the
@@ -113,8 +127,8 @@ export type CellMigrateRequest = { type: "cell.migrate"; kind: DirectoryEntryKin
 
 /** A mailbox event with the seq and event id it has in the mailbox being copied. */
 export type ImportedMailboxEvent = { seq: number; eventId: string; event: MailboxEvent };
-/** A conversation's member, with their receipt positions (0 for none). */
-export type ImportedMember = { userId: string; joinedAtMs: number; readSeq: number; deliveredSeq: number };
+/** A conversation's member, with their join point (the conversation's last seq when they joined) and receipt positions (0 for none). */
+export type ImportedMember = { userId: string; joinedAtMs: number; joinedAfterSeq: number; readSeq: number; deliveredSeq: number };
 /** A pending outbox row of a migrating conversation: its relay is finished by the new home. */
 export type ImportedOutboxEntry = { recipientUserId: string; eventId: string; event: MailboxEvent };
 export type ImportedConversation = { kind: ConversationKind; title: string | null; createdByUserId: string; createdAtMs: number };
@@ -170,7 +184,16 @@ export type CellRequest =
   | CellHistoryRequest
   | CellAppendMailboxRequest
   | CellMailboxPageRequest
+  | CellMessagesAfterRequest
   | CellMembersRequest;
+
+/**
+ * Many cell.send requests for keys one worker owns, in one NATS request (docs/decisions/0009): answered
+ * by one `cell.sendBatchReplies` with a reply per send, in order. `budgetMs` is how long the edge still
+ * waits for the replies when it sends the batch: a worker does not start a send whose budget ran out
+ * before its turn (its caller has given up) and answers it `overloaded` instead.
+ */
+export type CellSendBatch = { type: "cell.sendBatch"; budgetMs: number; sends: CellSendRequest[] };
 
 const entryKind: Decoder<DirectoryEntryKind> = oneOf<DirectoryEntryKind>(["user", "conversation"]);
 /** A user id or a conversation id: the two allowlists together (both exclude '.', '*', '>' and spaces). */
@@ -180,7 +203,7 @@ const timestampMs = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 /** Items of one import page; sized so that a page of bodies at their limit stays under a 1 MiB NATS message. */
 export const importPageItemsMax = 200;
 const importedMailboxEvent: Decoder<ImportedMailboxEvent> = object({ seq: sequence, eventId, event: mailboxEvent });
-const importedMember: Decoder<ImportedMember> = object({ userId, joinedAtMs: timestampMs, readSeq: position, deliveredSeq: position });
+const importedMember: Decoder<ImportedMember> = object({ userId, joinedAtMs: timestampMs, joinedAfterSeq: position, readSeq: position, deliveredSeq: position });
 const importedOutboxEntry: Decoder<ImportedOutboxEntry> = object({ recipientUserId: userId, eventId, event: mailboxEvent });
 const importedConversation: Decoder<ImportedConversation> = object({
   kind: oneOf<ConversationKind>(["direct", "group"]),
@@ -220,18 +243,26 @@ const importRequest: Decoder<CellImportRequest> = (input, path) => {
   })(input, path);
 };
 
+const cellSendRequest: Decoder<CellSendRequest> = object({
+  type: literal("cell.send"),
+  senderUserId: userId,
+  senderDeviceId: deviceId,
+  conversationId,
+  clientMessageId,
+  body: text({ minLength: 1, maxLength: messageBodyLengthMax }),
+});
+
+export const cellSendBatch: Decoder<CellSendBatch> = object({
+  type: literal("cell.sendBatch"),
+  budgetMs: integer({ min: 0, max: 600_000 }),
+  sends: array(cellSendRequest, { minItems: 1, maxItems: sendBatchItemsMax }),
+});
+
 export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
   "cell.migrate": object({ type: literal("cell.migrate"), kind: entryKind, id: entryId, toCellId: cellId }),
   "cell.import": importRequest,
   "cell.stats": object({ type: literal("cell.stats") }),
-  "cell.send": object({
-    type: literal("cell.send"),
-    senderUserId: userId,
-    senderDeviceId: deviceId,
-    conversationId,
-    clientMessageId,
-    body: text({ minLength: 1, maxLength: messageBodyLengthMax }),
-  }),
+  "cell.send": cellSendRequest,
   "cell.openDirect": object({ type: literal("cell.openDirect"), userId, peerUserId: userId, conversationId }),
   "cell.createGroup": object({
     type: literal("cell.createGroup"),
@@ -259,6 +290,13 @@ export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
     userId,
     afterSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     limit: integer({ min: 0, max: mailboxPageLimitMax }),
+  }),
+  "cell.messagesAfter": object({
+    type: literal("cell.messagesAfter"),
+    userId,
+    conversationId,
+    afterSeq: nullable(integer({ min: 0, max: Number.MAX_SAFE_INTEGER })),
+    limit: integer({ min: 1, max: conversationPageLimitMax }),
   }),
   "cell.members": object({ type: literal("cell.members"), conversationId, userId }),
   "cell.receipt": object({
@@ -294,9 +332,9 @@ export function cellRequestKey(request: CellRequest): string {
 /** Any worker can count a cell's rows; the ring picks one (no id matches this key). */
 export const cellStatsRingKey = "stats:cell";
 
-/** The mailbox event id of a message: one mailbox entry per user and message. */
-export function messageEventId(messageIdValue: string): string {
-  return `message-${messageIdValue}`;
+/** The mailbox event id of a joined event: a user joins a conversation once. */
+export function joinedEventId(event: Pick<JoinedEvent, "conversationId">): string {
+  return `joined-${event.conversationId}`;
 }
 
 /** The mailbox event id of a receipt: one per position reached, so a relayed copy is applied once. */
@@ -306,7 +344,7 @@ export function receiptEventId(event: ReceiptEvent): string {
 
 /** The only event id a mailbox event may be appended under. */
 export function mailboxEventId(event: MailboxEvent): string {
-  return event.kind === "message" ? messageEventId(event.message.messageId) : receiptEventId(event);
+  return event.kind === "joined" ? joinedEventId(event) : receiptEventId(event);
 }
 
 /** Answers `cell.receipt`: the positions after the request; `advanced` says whether it moved them. */
@@ -315,7 +353,8 @@ export type CellReceiptReply = { type: "cell.receipt"; conversationId: string; u
 export type CellStoredReply = { type: "cell.stored"; message: Message; deduplicated: boolean };
 export type CellConversationReply = { type: "cell.conversation"; conversation: ConversationSummary };
 export type CellHistoryReply = { type: "cell.historyPage"; conversationId: string; messages: Message[]; hasMore: boolean };
-export type CellErrorReply = { type: "cell.error"; code: CellErrorCode; message: string };
+/** `retryAfterMs`: set with `overloaded`, how long the requester should wait before asking again. */
+export type CellErrorReply = { type: "cell.error"; code: CellErrorCode; message: string; retryAfterMs?: number };
 export type CellAppendedReply = { type: "cell.appended"; userId: string; seq: number; deduplicated: boolean };
 /**
  * `floorSeq`: every event up to it was cut by retention (0 when none was); a page asked after a seq
@@ -324,6 +363,14 @@ export type CellAppendedReply = { type: "cell.appended"; userId: string; seq: nu
 export type CellMailboxEventsReply = { type: "cell.mailboxEvents"; userId: string; events: SequencedEvent[]; headSeq: number; floorSeq: number };
 /** Answers `cell.members`: every member, sorted, the asker included. */
 export type CellMembersReply = { type: "cell.members"; conversationId: string; memberUserIds: string[] };
+/**
+ * Answers `cell.messagesAfter`: `afterSeq` is where the page starts (the member's join point when the
+ * request asked for it), `messages` the consecutive seqs after it (at most the limit and the page byte
+ * budget), `headSeq` the conversation's last seq when read.
+ */
+export type CellMessagesReply = { type: "cell.messages"; conversationId: string; afterSeq: number; messages: Message[]; headSeq: number };
+/** Answers `cell.sendBatch`: one reply per send, in the batch's order. */
+export type CellSendBatchReplies = { type: "cell.sendBatchReplies"; replies: CellReply[] };
 
 /** Answers cell.migrate: the key now lives in `toCellId` under directory epoch `epoch`. */
 export type CellMigratedReply = {
@@ -360,6 +407,7 @@ export type CellReply =
   | CellAppendedReply
   | CellMailboxEventsReply
   | CellMembersReply
+  | CellMessagesReply
   | CellErrorReply;
 
 const count = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
@@ -401,7 +449,19 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
     floorSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
   }),
   "cell.members": object({ type: literal("cell.members"), conversationId, memberUserIds: array(userId, { minItems: 1, maxItems: groupMembersMax }) }),
-  "cell.error": object({ type: literal("cell.error"), code: cellErrorCode, message: errorText }),
+  "cell.messages": object({
+    type: literal("cell.messages"),
+    conversationId,
+    afterSeq: count,
+    messages: array(message, { maxItems: conversationPageLimitMax }),
+    headSeq: count,
+  }),
+  "cell.error": object({
+    type: literal("cell.error"),
+    code: cellErrorCode,
+    message: errorText,
+    retryAfterMs: optional(integer({ min: 0, max: retryAfterMsMax })),
+  }),
   "cell.receipt": object({
     type: literal("cell.receipt"),
     conversationId,
@@ -412,15 +472,21 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
   }),
 });
 
+export const cellSendBatchReplies: Decoder<CellSendBatchReplies> = object({
+  type: literal("cell.sendBatchReplies"),
+  replies: array(cellReply, { minItems: 1, maxItems: sendBatchItemsMax }),
+});
+
 // ---------------------------------------------------------------------------------------------------
 // Cell → edges: published on a user's delivery subject; every edge holding that user's sessions forwards it.
 
 /** Published by the owner of a user's mailbox after an event is appended. */
 export type Delivery = { type: "delivery.event"; recipientUserId: string; seq: number; event: MailboxEvent };
+/** Published by the owner of a conversation to each member after the message's commit, in seq order. */
+export type MessageDelivery = { type: "delivery.message"; recipientUserId: string; message: Message };
 
-export const delivery: Decoder<Delivery> = taggedUnion<Delivery>({
-  "delivery.event": object({ type: literal("delivery.event"), recipientUserId: userId, seq: sequence, event: mailboxEvent }),
-});
+export const delivery: Decoder<Delivery> = object({ type: literal("delivery.event"), recipientUserId: userId, seq: sequence, event: mailboxEvent });
+export const messageDelivery: Decoder<MessageDelivery> = object({ type: literal("delivery.message"), recipientUserId: userId, message });
 
 /**
  * Published by the typist's edge to each member of the conversation (the typist included, for their
@@ -435,10 +501,11 @@ export type TypingDelivery = {
   deviceId: string;
   expiresInMs: number;
 };
-/** Anything published on a user's delivery subject: mailbox events, and ephemeral typing indicators. */
-export type DeliveryMessage = Delivery | TypingDelivery;
+/** Anything published on a user's delivery subject: messages, mailbox events, and ephemeral typing indicators. */
+export type DeliveryMessage = MessageDelivery | Delivery | TypingDelivery;
 
 export const deliveryMessage: Decoder<DeliveryMessage> = taggedUnion<DeliveryMessage>({
+  "delivery.message": messageDelivery,
   "delivery.event": delivery,
   "delivery.typing": object({
     type: literal("delivery.typing"),

@@ -18,6 +18,10 @@ export const errorCodes = {
   no_cell_available: { retryable: true, description: "No cell is registered to place a new user or conversation." },
   directory_unavailable: { retryable: true, description: "The directory did not answer in time." },
   cell_unavailable: { retryable: true, description: "No worker of the owning cell answered in time." },
+  overloaded: {
+    retryable: true,
+    description: "The edge or the cell is at capacity and refused the request before doing any of it; retry after `retryAfterMs`.",
+  },
   internal: { retryable: true, description: "An unexpected server error; it has been logged." },
 } as const satisfies Record<string, { retryable: boolean; description: string }>;
 

@@ -118,13 +118,23 @@ export function isRecord(input: unknown): input is Record<string, unknown> {
  * Decodes a plain object with exactly the given fields. Unknown fields are rejected, so a typo in a client
  * frame is reported rather than silently ignored.
  */
-export function object<S extends Shape>(shape: S): Decoder<ObjectOf<S>> {
+/**
+ * `unknownFields`: "refuse" (the default: a field the shape does not name fails the decode, which is how
+ * servers read what clients send) or "ignore" (it is dropped, which is how clients read what servers
+ * send, so that a field added later does not break them: docs/decisions/0010-protocol-evolution.md).
+ */
+export type ObjectRule = { readonly unknownFields: "refuse" | "ignore" };
+
+export function object<S extends Shape>(shape: S, rule: ObjectRule = { unknownFields: "refuse" }): Decoder<ObjectOf<S>> {
   const keys = Object.keys(shape);
   const known = new Set(keys);
+  const refuseUnknown = rule.unknownFields === "refuse";
   return (input, path) => {
     if (!isRecord(input)) return failure(path, "must be an object");
-    for (const key of Object.keys(input)) {
-      if (!known.has(key)) return failure(`${path}.${key}`, "is not a known field");
+    if (refuseUnknown) {
+      for (const key in input) {
+        if (!known.has(key)) return failure(`${path}.${key}`, "is not a known field");
+      }
     }
     const output: Record<string, unknown> = {};
     for (const key of keys) {
@@ -151,6 +161,15 @@ export function taggedUnion<T extends { type: string }>(variants: { readonly [K 
     const variant = Object.prototype.hasOwnProperty.call(table, type) ? table[type] : undefined;
     if (variant === undefined) return failure(`${path}.type`, `unknown type ${JSON.stringify(type.slice(0, 64))}`);
     return variant(input, path);
+  };
+}
+
+/** A decoder that also requires `check` of the decoded value; `reason` names what failed. */
+export function refine<T>(inner: Decoder<T>, check: (value: T) => boolean, reason: string): Decoder<T> {
+  return (input, path) => {
+    const result = inner(input, path);
+    if (!result.ok || check(result.value)) return result;
+    return failure(path, reason);
   };
 }
 

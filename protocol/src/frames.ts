@@ -4,12 +4,14 @@ import {
   boolean,
   decode,
   integer,
+  isRecord,
   literal,
   nullable,
   object,
   oneOf,
   optional,
   parseJson,
+  refine,
   string,
   taggedUnion,
   text,
@@ -25,6 +27,8 @@ import {
   messageBodyLengthMax,
   presenceWatchUsersMax,
   requestIdLengthMax,
+  resumeConversationsMax,
+  retryAfterMsMax,
   tokenLengthMax,
   typingExpiresInMsMax,
 } from "./limits.ts";
@@ -36,13 +40,26 @@ const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
 // ---------------------------------------------------------------------------------------------------
 // Client → edge
 
+/** Where a device stands in one conversation: the seq of the last message it holds (0 for none). */
+export type ConversationCursor = { conversationId: string; afterSeq: number };
+
 /**
  * MUST be the first frame of a session, within the edge's authentication deadline. `resumeAfterSeq` is
- * the last mailbox seq this device holds (0 for a new device that wants the whole mailbox): the edge
- * replays every event after it, then sends `synced`, then live events. Without it the session starts
- * live from the mailbox's head.
+ * the last mailbox seq this device holds (0 for a new device that wants the whole mailbox) and
+ * `conversations` its cursor in each conversation it follows (docs/decisions/0009): the edge replays
+ * the mailbox events after resumeAfterSeq, and every message after each cursor (and, for each
+ * conversation a replayed `joined` event names, after the member's join point), then sends `synced`,
+ * then live events and messages. Without resumeAfterSeq the session starts live: no backlog, each
+ * conversation from the first message that arrives.
  */
-export type HelloFrame = { type: "hello"; protocolVersion: number; token: string; deviceId?: string; resumeAfterSeq?: number };
+export type HelloFrame = {
+  type: "hello";
+  protocolVersion: number;
+  token: string;
+  deviceId?: string;
+  resumeAfterSeq?: number;
+  conversations?: ConversationCursor[];
+};
 /** Sends a message; retrying with the same clientMessageId yields the same ack, never a second message. */
 export type SendFrame = { type: "send"; requestId: string; conversationId: string; clientMessageId: string; body: string };
 /** Finds or creates the direct conversation between the user and peerUserId. */
@@ -92,12 +109,21 @@ export type ClientFrame =
   | DeliveredFrame;
 export type ClientRequestFrame = Exclude<ClientFrame, HelloFrame>;
 
+const position = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+export const conversationCursor: Decoder<ConversationCursor> = object({ conversationId, afterSeq: position });
 const helloFrame: Decoder<HelloFrame> = object({
   type: literal("hello"),
   protocolVersion: integer({ min: 0, max: 1_000_000 }),
   token: string({ minLength: 1, maxLength: tokenLengthMax }),
   deviceId: optional(deviceId),
-  resumeAfterSeq: optional(integer({ min: 0, max: Number.MAX_SAFE_INTEGER })),
+  resumeAfterSeq: optional(position),
+  conversations: optional(
+    refine(
+      array(conversationCursor, { maxItems: resumeConversationsMax }),
+      (cursors) => new Set(cursors.map((cursor) => cursor.conversationId)).size === cursors.length,
+      "must not name a conversation twice",
+    ),
+  ),
 });
 const sendFrame: Decoder<SendFrame> = object({
   type: literal("send"),
@@ -188,7 +214,7 @@ export type Message = {
   sentAtMs: number;
 };
 
-export const message: Decoder<Message> = object({
+const messageShape = {
   conversationId,
   messageId,
   seq: sequence,
@@ -197,7 +223,8 @@ export const message: Decoder<Message> = object({
   clientMessageId,
   body: text({ minLength: 1, maxLength: messageBodyLengthMax }),
   sentAtMs: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-});
+};
+export const message: Decoder<Message> = object(messageShape);
 
 export type ConversationKind = "direct" | "group";
 export type ConversationSummary = {
@@ -223,10 +250,27 @@ export const conversationSummary: Decoder<ConversationSummary> = object({
  */
 export type ReceiptEvent = { kind: "receipt"; conversationId: string; userId: string; readSeq: number; deliveredSeq: number };
 
-/** An entry of a user's mailbox. Later kinds (membership changes) extend this union. */
-export type MailboxEvent = { kind: "message"; message: Message } | ReceiptEvent;
+/**
+ * The user became a member of a conversation (created it, was in a direct conversation someone opened,
+ * or was added to a group by `addedByUserId`). `afterSeq` is the member's join point: the conversation's
+ * last seq when the user joined (0 for a new conversation); a device follows the conversation's messages
+ * after it (older ones are in `history`). How a device learns of a conversation it has not seen yet.
+ */
+export type JoinedEvent = {
+  kind: "joined";
+  conversationId: string;
+  conversationKind: ConversationKind;
+  title: string | null;
+  afterSeq: number;
+  addedByUserId: string;
+};
 
-const position = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+/**
+ * An entry of a user's mailbox: what belongs to no conversation's log (docs/decisions/0009). Messages are
+ * not mailbox events: they are read from their conversation's log.
+ */
+export type MailboxEvent = JoinedEvent | ReceiptEvent;
+
 export const receiptEvent: Decoder<ReceiptEvent> = object({
   kind: literal("receipt"),
   conversationId,
@@ -234,19 +278,21 @@ export const receiptEvent: Decoder<ReceiptEvent> = object({
   readSeq: position,
   deliveredSeq: position,
 });
-const messageEvent: Decoder<{ kind: "message"; message: Message }> = object({ kind: literal("message"), message });
+export const joinedEvent: Decoder<JoinedEvent> = object({
+  kind: literal("joined"),
+  conversationId,
+  conversationKind: oneOf<ConversationKind>(["direct", "group"]),
+  title: nullable(string({ maxLength: groupTitleLengthMax })),
+  afterSeq: position,
+  addedByUserId: userId,
+});
 
 export const mailboxEvent: Decoder<MailboxEvent> = (input, path) => {
   const kind = typeof input === "object" && input !== null ? (input as { kind?: unknown }).kind : undefined;
-  if (kind === "message") return messageEvent(input, path);
+  if (kind === "joined") return joinedEvent(input, path);
   if (kind === "receipt") return receiptEvent(input, path);
-  return { ok: false, failure: { path: `${path}.kind`, reason: "must be \"message\" or \"receipt\"" } };
+  return { ok: false, failure: { path: `${path}.kind`, reason: "must be \"joined\" or \"receipt\"" } };
 };
-
-/** The message a mailbox event carries; undefined for other kinds (receipts). */
-export function messageOf(event: MailboxEvent): Message | undefined {
-  return event.kind === "message" ? event.message : undefined;
-}
 
 /** A mailbox event with its place in the user's gapless mailbox sequence. */
 export type SequencedEvent = { seq: number; event: MailboxEvent };
@@ -269,12 +315,28 @@ export type AckFrame = { type: "ack"; requestId: string; conversationId: string;
 export type ConversationFrame = { type: "conversation"; requestId: string; conversation: ConversationSummary };
 export type HistoryPageFrame = { type: "historyPage"; requestId: string; conversationId: string; messages: Message[]; hasMore: boolean };
 /**
- * One event of the user's mailbox, in mailbox order with no gap and no duplicate on a session: first
- * the backlog after the hello's resumeAfterSeq, then live events (messages of any of the user's
- * conversations, the user's own from other devices included).
+ * A mailbox event of a kind this client does not know (docs/decisions/0010): it still takes its seq, so
+ * the client advances its cursor over it and shows nothing. Produced only by the client's decoder.
  */
-export type EventFrame = { type: "event"; seq: number; event: MailboxEvent };
-/** The backlog is delivered: the device holds every event up to `seq`; live events follow. */
+export type UnknownMailboxEvent = { kind: "unknown"; unknownKind: string };
+
+/**
+ * One event of the user's mailbox (joined, receipt), in mailbox order with no gap and no duplicate on a
+ * session: first the backlog after the hello's resumeAfterSeq, then live events.
+ */
+export type EventFrame = { type: "event"; seq: number; event: MailboxEvent | UnknownMailboxEvent };
+/**
+ * One message of a conversation the session follows, in the conversation's seq order with no gap and no
+ * duplicate on a session, from the session's start point in that conversation (the hello's cursor, the
+ * member's join point, or, in a live session, the first message that arrived): the backlog first, then
+ * live messages (the user's own from this and other devices included).
+ */
+export type MessageFrame = { type: "message"; message: Message };
+/**
+ * The backlog is delivered: the device holds every mailbox event up to `seq`, and every message of each
+ * conversation the hello listed or a replayed `joined` event named, up to its head when it was read;
+ * live events and messages follow.
+ */
 export type SyncedFrame = { type: "synced"; seq: number };
 /**
  * The mailbox cannot serve the events after the requested seq (they were cut by retention): reload
@@ -282,7 +344,8 @@ export type SyncedFrame = { type: "synced"; seq: number };
  */
 export type ResyncFrame = { type: "resync"; headSeq: number };
 export type PongFrame = { type: "pong"; requestId: string };
-export type ErrorFrame = { type: "error"; requestId?: string; code: ErrorCode; message: string; retryable: boolean };
+/** `retryAfterMs`: wait at least this long before retrying (set with `overloaded`; honoured whatever the code). */
+export type ErrorFrame = { type: "error"; requestId?: string; code: ErrorCode; message: string; retryable: boolean; retryAfterMs?: number };
 /** Answers a `typing` frame: the indicator was sent to the conversation's members. */
 export type TypingAckFrame = { type: "typingAck"; requestId: string };
 /**
@@ -311,6 +374,7 @@ export type ServerFrame =
   | ConversationFrame
   | HistoryPageFrame
   | EventFrame
+  | MessageFrame
   | SyncedFrame
   | ResyncFrame
   | PongFrame
@@ -321,68 +385,160 @@ export type ServerFrame =
   | PresenceFrame
   | ReceiptAckFrame;
 
-const errorCode: Decoder<ErrorCode> = oneOf<ErrorCode>(errorCodeList);
 const epochMs = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 
 export const presenceStatus: Decoder<PresenceStatus> = oneOf<PresenceStatus>(["online", "offline"]);
-export const presenceState: Decoder<PresenceState> = object({ userId, status: presenceStatus, changedAtMs: nullable(epochMs) });
+const presenceStateShape = { userId, status: presenceStatus, changedAtMs: nullable(epochMs) };
+export const presenceState: Decoder<PresenceState> = object(presenceStateShape);
+
+// ---------------------------------------------------------------------------------------------------
+// What clients decode: lenient where docs/decisions/0010 says a newer edge may send more. Unknown fields
+// are dropped at every level, an error code this client does not know keeps its `retryable`, and a
+// mailbox event of an unknown kind becomes UnknownMailboxEvent. Edges and workers decode strictly.
+
+const lenient = { unknownFields: "ignore" } as const;
+const clientMessage: Decoder<Message> = object(messageShape, lenient);
+const clientConversationSummary: Decoder<ConversationSummary> = object(
+  {
+    conversationId,
+    kind: oneOf<ConversationKind>(["direct", "group"]),
+    title: nullable(string({ maxLength: groupTitleLengthMax })),
+    memberUserIds: array(userId, { maxItems: groupMembersMax }),
+    lastSeq: position,
+  },
+  lenient,
+);
+const clientPresenceState: Decoder<PresenceState> = object(presenceStateShape, lenient);
+const clientReceiptEvent: Decoder<ReceiptEvent> = object(
+  { kind: literal("receipt"), conversationId, userId, readSeq: position, deliveredSeq: position },
+  lenient,
+);
+const clientJoinedEvent: Decoder<JoinedEvent> = object(
+  {
+    kind: literal("joined"),
+    conversationId,
+    conversationKind: oneOf<ConversationKind>(["direct", "group"]),
+    title: nullable(string({ maxLength: groupTitleLengthMax })),
+    afterSeq: position,
+    addedByUserId: userId,
+  },
+  lenient,
+);
+const clientMailboxEvent: Decoder<MailboxEvent | UnknownMailboxEvent> = (input, path) => {
+  const kind = typeof input === "object" && input !== null ? (input as { kind?: unknown }).kind : undefined;
+  if (kind === "joined") return clientJoinedEvent(input, path);
+  if (kind === "receipt") return clientReceiptEvent(input, path);
+  if (typeof kind === "string" && kind.length <= 64) return { ok: true, value: { kind: "unknown", unknownKind: kind } };
+  return { ok: false, failure: { path: `${path}.kind`, reason: "must be a string of at most 64 characters" } };
+};
+/** An error code this client does not know is kept as `internal` for its type; `retryable` still decides. */
+const clientErrorCode: Decoder<ErrorCode> = (input, path) => {
+  const known = oneOf<ErrorCode>(errorCodeList)(input, path);
+  if (known.ok || typeof input !== "string" || input.length > 64) return known;
+  return { ok: true, value: "internal" };
+};
 
 export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
-  welcome: object({
-    type: literal("welcome"),
-    protocolVersion: integer({ min: 0, max: 1_000_000 }),
-    sessionId: string({ minLength: 1, maxLength: 64 }),
-    userId,
-    deviceId,
-    cellId: string({ minLength: 1, maxLength: 16 }),
-    heartbeatIntervalMs: integer({ min: 1, max: 3_600_000 }),
-  }),
-  ack: object({
-    type: literal("ack"),
-    requestId,
-    conversationId,
-    messageId,
-    seq: sequence,
-    sentAtMs: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-  }),
-  conversation: object({ type: literal("conversation"), requestId, conversation: conversationSummary }),
-  historyPage: object({
-    type: literal("historyPage"),
-    requestId,
-    conversationId,
-    messages: array(message, { maxItems: historyPageLimitMax }),
-    hasMore: boolean,
-  }),
-  event: object({ type: literal("event"), seq: sequence, event: mailboxEvent }),
-  synced: object({ type: literal("synced"), seq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }) }),
-  resync: object({ type: literal("resync"), headSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }) }),
-  pong: object({ type: literal("pong"), requestId }),
-  error: object({
-    type: literal("error"),
-    requestId: optional(requestId),
-    code: errorCode,
-    message: string({ maxLength: 1000 }),
-    retryable: boolean,
-  }),
-  typingAck: object({ type: literal("typingAck"), requestId }),
-  typing: object({
-    type: literal("typing"),
-    conversationId,
-    userId,
-    deviceId,
-    expiresInMs: integer({ min: 1, max: typingExpiresInMsMax }),
-  }),
-  presenceSnapshot: object({
-    type: literal("presenceSnapshot"),
-    requestId,
-    users: array(presenceState, { maxItems: presenceWatchUsersMax }),
-  }),
-  presence: object({ type: literal("presence"), userId, status: presenceStatus, changedAtMs: epochMs }),
-  receiptAck: object({ type: literal("receiptAck"), requestId, conversationId, readSeq: position, deliveredSeq: position }),
+  welcome: object(
+    {
+      type: literal("welcome"),
+      protocolVersion: integer({ min: 0, max: 1_000_000 }),
+      sessionId: string({ minLength: 1, maxLength: 64 }),
+      userId,
+      deviceId,
+      cellId: string({ minLength: 1, maxLength: 16 }),
+      heartbeatIntervalMs: integer({ min: 1, max: 3_600_000 }),
+    },
+    lenient,
+  ),
+  ack: object(
+    {
+      type: literal("ack"),
+      requestId,
+      conversationId,
+      messageId,
+      seq: sequence,
+      sentAtMs: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    },
+    lenient,
+  ),
+  conversation: object({ type: literal("conversation"), requestId, conversation: clientConversationSummary }, lenient),
+  historyPage: object(
+    {
+      type: literal("historyPage"),
+      requestId,
+      conversationId,
+      messages: array(clientMessage, { maxItems: historyPageLimitMax }),
+      hasMore: boolean,
+    },
+    lenient,
+  ),
+  event: object({ type: literal("event"), seq: sequence, event: clientMailboxEvent }, lenient),
+  message: object({ type: literal("message"), message: clientMessage }, lenient),
+  synced: object({ type: literal("synced"), seq: position }, lenient),
+  resync: object({ type: literal("resync"), headSeq: position }, lenient),
+  pong: object({ type: literal("pong"), requestId }, lenient),
+  error: object(
+    {
+      type: literal("error"),
+      requestId: optional(requestId),
+      code: clientErrorCode,
+      message: string({ maxLength: 1000 }),
+      retryable: boolean,
+      retryAfterMs: optional(integer({ min: 0, max: retryAfterMsMax })),
+    },
+    lenient,
+  ),
+  typingAck: object({ type: literal("typingAck"), requestId }, lenient),
+  typing: object(
+    {
+      type: literal("typing"),
+      conversationId,
+      userId,
+      deviceId,
+      expiresInMs: integer({ min: 1, max: typingExpiresInMsMax }),
+    },
+    lenient,
+  ),
+  presenceSnapshot: object(
+    {
+      type: literal("presenceSnapshot"),
+      requestId,
+      users: array(clientPresenceState, { maxItems: presenceWatchUsersMax }),
+    },
+    lenient,
+  ),
+  presence: object({ type: literal("presence"), userId, status: presenceStatus, changedAtMs: epochMs }, lenient),
+  receiptAck: object({ type: literal("receiptAck"), requestId, conversationId, readSeq: position, deliveredSeq: position }, lenient),
 });
 
-export function decodeServerFrame(text: string): DecodeResult<ServerFrame> {
+const serverFrameTypes = new Set<string>([
+  "welcome",
+  "ack",
+  "conversation",
+  "historyPage",
+  "event",
+  "message",
+  "synced",
+  "resync",
+  "pong",
+  "error",
+  "typingAck",
+  "typing",
+  "presenceSnapshot",
+  "presence",
+  "receiptAck",
+]);
+
+/**
+ * Decodes one text frame from an edge, as a client: `value` null is a well-formed frame of a type this
+ * client does not know, to be ignored (docs/decisions/0010); a failure is a frame that is not JSON, has
+ * no type, or is malformed in a field this client relies on.
+ */
+export function decodeServerFrame(text: string): DecodeResult<ServerFrame | null> {
   const parsed = parseJson(text);
   if (!parsed.ok) return parsed;
+  const type = isRecord(parsed.value) ? parsed.value["type"] : undefined;
+  if (typeof type === "string" && !serverFrameTypes.has(type)) return { ok: true, value: null };
   return decode(serverFrame, parsed.value);
 }

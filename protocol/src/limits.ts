@@ -1,5 +1,11 @@
 // Hard limits of the wire format. Services may configure lower limits; they never accept more than these.
-export const protocolVersion = 1;
+/**
+ * The version a hello names. 2: conversations are read from their logs (docs/decisions/0009); how the
+ * protocol evolves without a new version is docs/decisions/0010.
+ */
+export const protocolVersion = 2;
+/** Versions an edge serves; a hello naming another is closed with 4201. */
+export const protocolVersionsSupported: readonly number[] = [2];
 
 /** Largest message body, in UTF-16 code units (JavaScript string length). */
 export const messageBodyLengthMax = 32 * 1024;
@@ -26,6 +32,21 @@ export const requestIdLengthMax = 64;
 export const tokenLengthMax = 8192;
 /** Events in one mailbox page (a resume replays in pages of at most this many). */
 export const mailboxPageLimitMax = 200;
+/**
+ * Conversation cursors one hello carries. A device in more conversations lists its most recently active
+ * ones and reads the others through `history` (docs/decisions/0009).
+ */
+export const resumeConversationsMax = 1000;
+/** Messages in one page of a conversation read forward from a cursor (a resume, or a gap in live delivery). */
+export const conversationPageLimitMax = 200;
+/**
+ * Sends an edge carries to one worker in one NATS request, and their encoded size: under NATS's 1 MiB
+ * default payload even when every body is at its limit.
+ */
+export const sendBatchItemsMax = 256;
+export const sendBatchBytesMax = 768 * 1024;
+/** The longest retry-after an `overloaded` answer may ask for. */
+export const retryAfterMsMax = 60_000;
 
 // Ephemeral features (typing and presence): never stored, bounded on the wire and between edges.
 /** How long a receiver may show one typing indicator, unless a newer one refreshes it. */
