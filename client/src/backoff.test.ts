@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { backoffBoundMs, backoffDelayMs, defaultBackoffOptions, failoverDelayMs, normaliseBackoffOptions, type BackoffOptions } from "./backoff.ts";
+import { backoffBoundMs, backoffDelayMs, defaultBackoffOptions, failoverDelayMs, normaliseBackoffOptions, retryDelayMs, type BackoffOptions } from "./backoff.ts";
 
 const options: BackoffOptions = { initialDelayMs: 100, delayMsMax: 1000, multiplier: 2, jitterRatio: 0.5 };
 
@@ -58,6 +58,43 @@ describe("backoff", () => {
         // The bound never shrinks as attempts grow.
         expect(backoffBoundMs(attempt + 1, chosen)).toBeGreaterThanOrEqual(bound);
       }),
+    );
+  });
+
+  it("retries after the backoff delay when the error names no retryAfterMs", () => {
+    expect(retryDelayMs(2, options, () => 0)).toBe(400);
+    expect(retryDelayMs(2, options, () => 0.5)).toBe(300);
+  });
+
+  it("retries no sooner than retryAfterMs, spread above it by the jitter, never below", () => {
+    expect(retryDelayMs(0, options, () => 0, 5000)).toBe(5000);
+    expect(retryDelayMs(0, options, () => 0.5, 5000)).toBe(6250);
+    expect(retryDelayMs(0, options, () => 0.999999, 5000)).toBe(7499);
+    // A misbehaving source stays inside the window.
+    expect(retryDelayMs(0, options, () => 9, 5000)).toBe(7500);
+    expect(retryDelayMs(0, options, () => -1, 5000)).toBe(5000);
+    // A hint shorter than the backoff does not shorten it; 0 is no hint.
+    expect(retryDelayMs(3, options, () => 0, 10)).toBe(800);
+    expect(retryDelayMs(3, options, () => 0, 0)).toBe(800);
+    expect(retryDelayMs(0, { ...options, jitterRatio: 0 }, () => 0.7, 1234)).toBe(1234);
+  });
+
+  it("never retries before retryAfterMs, nor before the backoff delay (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.nat({ max: 20 }),
+        fc.integer({ min: 1, max: 60_000 }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+        (retry, retryAfterMs, jitterRatio, sample) => {
+          const chosen = { ...options, jitterRatio };
+          const delay = retryDelayMs(retry, chosen, () => sample, retryAfterMs);
+          expect(Number.isInteger(delay)).toBe(true);
+          expect(delay).toBeGreaterThanOrEqual(retryAfterMs);
+          expect(delay).toBeGreaterThanOrEqual(backoffDelayMs(retry, chosen, () => sample));
+          expect(delay).toBeLessThanOrEqual(Math.max(backoffBoundMs(retry, chosen), Math.floor(retryAfterMs * (1 + jitterRatio))));
+        },
+      ),
     );
   });
 

@@ -65,6 +65,22 @@ export function failoverDelayMs(options: BackoffOptions, random: RandomSource): 
   return Math.floor(options.initialDelayMs * options.jitterRatio * (1 - clampUnit(random())));
 }
 
+/**
+ * The delay before retry `retry` (0-based) of a request after a retryable error reply. Without
+ * `retryAfterMs` it is the backoff delay. With it (the edge asked the client to stay away that long,
+ * docs/decisions/0010) it is never below retryAfterMs: drawn from [retryAfterMs, ⌊retryAfterMs × (1 +
+ * jitterRatio)⌋], so the clients one overloaded edge refused together do not all return in the same
+ * millisecond, and never below the backoff delay either, so retries still slow down when the hint is short.
+ */
+export function retryDelayMs(retry: number, options: BackoffOptions, random: RandomSource, retryAfterMs?: number): number {
+  // One draw either way, so a seeded random source yields the same sequence whether or not hints arrive.
+  const sample = clampUnit(random());
+  const backoff = backoffDelayMs(retry, options, () => sample);
+  if (retryAfterMs === undefined || !(retryAfterMs > 0)) return backoff;
+  const spread = Math.floor(retryAfterMs * options.jitterRatio * sample);
+  return Math.max(backoff, Math.ceil(retryAfterMs) + spread);
+}
+
 // A misbehaving injected source must not push a delay out of its bounds.
 function clampUnit(value: number): number {
   if (!Number.isFinite(value) || value < 0) return 0;
