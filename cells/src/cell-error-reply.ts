@@ -14,7 +14,16 @@ export type RequestFailure =
   | { readonly kind: "fenced"; readonly key: string; readonly epoch: number }
   /** This worker could not renew its lease in time, so others may already consider it gone. */
   | { readonly kind: "lease_lapsed" }
-  | { readonly kind: "overloaded"; readonly reason: "key_full" | "queue_full" | "migrations_full" }
+  /**
+   * Refused before any of it was done, with how long the requester should wait (`detail` overrides the
+   * reason's text). Answered `overloaded`, which reaches the client with its retry-after.
+   */
+  | {
+      readonly kind: "overloaded";
+      readonly reason: "key_full" | "queue_full" | "migrations_full" | "sends_full";
+      readonly detail?: string;
+      readonly retryAfterMs?: number;
+    }
   /** The key is frozen here while it moves to another cell, or importing here from one. */
   | { readonly kind: "moving"; readonly key: string }
   /** The payload did not decode: the edge and the worker disagree on the protocol, never a client's fault. */
@@ -33,7 +42,11 @@ const overloadedMessages = {
   key_full: "too many requests pending for this conversation or mailbox",
   queue_full: "too many requests pending on this worker",
   migrations_full: "too many migrations in flight on this worker",
+  sends_full: "too many sends pending on this worker",
 } as const;
+
+/** What an overloaded reply asks for when the refuser has no better estimate. */
+export const overloadedRetryAfterMsDefault = 200;
 
 /** The answer of a tombstone: the key's new home as the tombstone recorded it. */
 export function movedReply(kind: DirectoryEntryKind, id: string, moved: { readonly cellId: string; readonly epoch: number }): CellMovedReply {
@@ -54,7 +67,7 @@ export function cellErrorReply(failure: RequestFailure): CellErrorReply {
     case "lease_lapsed":
       return reply("not_owner", "this worker's lease lapsed; route again");
     case "overloaded":
-      return reply("cell_unavailable", overloadedMessages[failure.reason]);
+      return { ...reply("overloaded", failure.detail ?? overloadedMessages[failure.reason]), retryAfterMs: failure.retryAfterMs ?? overloadedRetryAfterMsDefault };
     case "moving":
       return reply("moving", `${failure.key} is moving between cells; retry shortly`);
     case "bad_payload":

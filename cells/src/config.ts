@@ -74,7 +74,22 @@ export type WorkerConfig = {
   readonly frozenSweepKeysMax?: number;
   /** Moves one sweep resumes at once (each takes one of WORKER_MIGRATIONS_IN_FLIGHT_MAX; past it a resume waits for the next sweep). */
   readonly frozenSweepResumesMax?: number;
+  /**
+   * Group commit (send-committer.ts; optional like the migration settings). Sends one statement stores at
+   * most; sends waiting for their batch before one more is refused `overloaded`; how long a send may
+   * wait for its batch before it is refused `overloaded` instead of stored.
+   */
+  readonly sendBatchMax?: number;
+  readonly sendsPendingMax?: number;
+  readonly sendQueueWaitMsMax?: number;
+  /** Conversations whose member lists the publisher caches (a miss costs one read). */
+  readonly memberCacheConversationsMax?: number;
 };
+
+export const sendBatchMaxDefault = 512;
+export const sendsPendingMaxDefault = 4096;
+export const sendQueueWaitMsMaxDefault = 1000;
+export const memberCacheConversationsMaxDefault = 10_000;
 
 export const migrationsInFlightMaxDefault = 16;
 export const migrationRequestTimeoutMsDefault = 10_000;
@@ -135,6 +150,10 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     frozenSweepIntervalMs: reader.integer("WORKER_FROZEN_SWEEP_INTERVAL_MS", frozenSweepIntervalMsDefault, 10, 600_000),
     frozenSweepKeysMax: reader.integer("WORKER_FROZEN_SWEEP_KEYS_MAX", frozenSweepKeysMaxDefault, 1, 10_000),
     frozenSweepResumesMax: reader.integer("WORKER_FROZEN_SWEEP_RESUMES_MAX", frozenSweepResumesMaxDefault, 1, 1000),
+    sendBatchMax: reader.integer("WORKER_SEND_BATCH_MAX", sendBatchMaxDefault, 1, 10_000),
+    sendsPendingMax: reader.integer("WORKER_SENDS_PENDING_MAX", sendsPendingMaxDefault, 1, 1_000_000),
+    sendQueueWaitMsMax: reader.integer("WORKER_SEND_QUEUE_WAIT_MS_MAX", sendQueueWaitMsMaxDefault, 1, 600_000),
+    memberCacheConversationsMax: reader.integer("WORKER_MEMBER_CACHE_CONVERSATIONS_MAX", memberCacheConversationsMaxDefault, 1, 10_000_000),
   };
   // Two heartbeats per lease at least, so one late renewal does not make the worker look dead.
   if (config.heartbeatIntervalMs * 2 > config.leaseMs) {

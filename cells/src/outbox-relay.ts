@@ -9,9 +9,8 @@
 // conversation whose outbox this worker itself emptied since it last saw the ring change ("clean").
 // Applying is idempotent per (user, eventId), so relaying a row twice (a lost reply, two owners during a
 // handover) never duplicates an event.
-import { CellwireError, type Logger } from "@cellwire/cluster";
+import { CellwireError, ConcurrencyLimiter, type Logger } from "@cellwire/cluster";
 import { BoundedCache } from "./bounded-cache.ts";
-import { ConcurrencyLimiter } from "./concurrency-limiter.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { describeError } from "./store/errors.ts";
 import type { ConversationStore, OutboxEntry } from "./store/store.ts";

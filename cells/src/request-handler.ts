@@ -1,8 +1,10 @@
 // What a worker does with one request (from an edge, or from a relay for a mailbox), apart from NATS:
 // decode it, check that this worker owns its key, queue it behind earlier requests for the same key
-// (conversation, or user for mailbox requests), run it against the store, reply, then hand a stored
-// message's outbox rows to the relay or publish an appended mailbox event. The worker wires it to its
-// subscription; tests drive it directly.
+// (conversation, or user for mailbox requests), run it against the store, reply, then hand the outbox rows
+// it wrote (joined, receipt events) to the relay or publish an appended mailbox event. Sends skip the
+// keyed queue: they go to the SendCommitter, which stores the sends of many conversations in one
+// statement and publishes their messages (docs/decisions/0009). Reads of a conversation's log
+// (cell.messagesAfter) need no turn. The worker wires it to its subscription; tests drive it directly.
 //
 // A write is fenced: when its turn comes, the worker checks again that it holds its lease and owns the
 // key on its current ring, and passes that ring's epoch to the store, which refuses it (fenced) if the
@@ -17,13 +19,17 @@ import { directConversationId, type Logger } from "@cellwire/cluster";
 import {
   cellRequest,
   cellRequestKey,
-  decodeJsonText,
+  decode,
+  parseJson,
   mailboxEventId,
   receiptFanOutMembersMax,
   type CellImportRequest,
+  type CellMessagesAfterRequest,
   type CellMigrateRequest,
   type CellReply,
   type CellRequest,
+  type CellSendBatch,
+  type CellSendBatchReplies,
   type ConversationSummary,
   type Delivery,
   type DirectoryEntryKind,
@@ -33,6 +39,7 @@ import { membersReply } from "./members-reply.ts";
 import type { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { MigrationCoordinator, type KeyTurn, type MigrationDirectory, type MigrationLimits, type MigrationRouter } from "./migration.ts";
 import { describeError } from "./store/errors.ts";
+import type { SendCommitter } from "./send-committer.ts";
 import type { ConversationResult, ConversationStore, MigrationRefusal, OutboxEntry, StoreRefusal } from "./store/store.ts";
 
 /** This worker's current view of its cell's ring (a MembershipSnapshot fits). */
@@ -66,8 +73,14 @@ export type RequestHandlerDependencies = {
   readonly store: ConversationStore;
   readonly ownership: OwnershipView;
   readonly queue: KeyedSerialQueue;
-  /** Takes the outbox rows of a message just stored and acked; MUST NOT wait for them to be relayed. */
+  /** Stores and publishes sends, many per statement; a reply per send after its commit. */
+  readonly sends: Pick<SendCommitter, "submit">;
+  /** A single cell.send (not in a batch) counts on its caller waiting this long. */
+  readonly sendBudgetMs: number;
+  /** Takes the outbox rows (joined, receipt) of a change just committed and acked; MUST NOT wait for them to be relayed. */
   readonly relayOutbox: (conversationId: string, entries: readonly OutboxEntry[]) => void;
+  /** The conversation's members changed here: cached member lists of it are stale. */
+  readonly membersChanged: (conversationId: string) => void;
   /** Relays whatever a conversation's outbox holds (a conversation that moved in brings its pending rows). */
   readonly drainOutbox?: (conversationId: string) => void;
   /** Publishes one live delivery on the recipient's delivery subject; MUST keep publish order. */
@@ -104,8 +117,19 @@ export class CellRequestHandler {
    * the request and its after-reply work are done.
    */
   handle(payload: string, respond: (reply: CellReply) => void): Promise<void> {
+    const parsed = parseJson(payload);
+    if (!parsed.ok) {
+      this.dependencies.logger.warn(`worker ${this.dependencies.workerId} got a request that is not JSON`);
+      respond(cellErrorReply({ kind: "bad_payload", reason: "$ is not valid JSON" }));
+      return Promise.resolve();
+    }
+    return this.handleParsed(parsed.value, respond);
+  }
+
+  /** handle() for a payload already parsed from JSON (the worker parses once to tell batches apart). */
+  handleParsed(input: unknown, respond: (reply: CellReply) => void): Promise<void> {
     const { queue, workerId, ownership, logger } = this.dependencies;
-    const decoded = decodeJsonText(cellRequest, payload);
+    const decoded = decode(cellRequest, input);
     if (!decoded.ok) {
       const reason = `${decoded.failure.path} ${decoded.failure.reason}`;
       logger.warn(`worker ${workerId} got a request that does not decode: ${reason}`);
@@ -132,6 +156,11 @@ export class CellRequestHandler {
       respond(cellErrorReply(invalid));
       return Promise.resolve();
     }
+    if (request.type === "cell.send") {
+      this.dependencies.sends.submit(request, this.dependencies.sendBudgetMs, respond);
+      return Promise.resolve();
+    }
+    if (request.type === "cell.messagesAfter") return this.messagesAfter(request, key, respond);
     if (request.type === "cell.migrate") {
       const migration = this.migration;
       if (migration === undefined) {
@@ -148,6 +177,41 @@ export class CellRequestHandler {
     }
     // run() catches everything itself; this only guards against a bug in it.
     return queued.result.catch((error: unknown) => logger.error(`request handling failed: ${describeError(error)}`));
+  }
+
+  /**
+   * Many sends in one request: each goes to the committer (which checks ownership in its batch's turn),
+   * and the replies go back together, in order, once every send has its answer.
+   */
+  handleSendBatch(batch: CellSendBatch, respond: (replies: CellSendBatchReplies) => void): void {
+    const replies = new Array<CellReply | undefined>(batch.sends.length);
+    let outstanding = batch.sends.length;
+    batch.sends.forEach((send, index) => {
+      this.dependencies.sends.submit(send, batch.budgetMs, (reply) => {
+        if (replies[index] !== undefined) return;
+        replies[index] = reply;
+        outstanding -= 1;
+        if (outstanding === 0) respond({ type: "cell.sendBatchReplies", replies: replies as CellReply[] });
+      });
+    });
+  }
+
+  /** A page of a conversation's log for a member: a read, served without waiting for the key's turn. */
+  private async messagesAfter(request: CellMessagesAfterRequest, key: string, respond: (reply: CellReply) => void): Promise<void> {
+    const { store, logger } = this.dependencies;
+    try {
+      const result = await store.messagesAfter({ conversationId: request.conversationId, userId: request.userId, afterSeq: request.afterSeq, limit: request.limit });
+      if (result.outcome === "messages") {
+        respond({ type: "cell.messages", conversationId: request.conversationId, afterSeq: result.afterSeq, messages: result.messages, headSeq: result.headSeq });
+      } else if (result.outcome === "not_a_member") {
+        respond(refused("not_a_member").reply);
+      } else {
+        respond(migrating("conversation", request.conversationId, key, result).reply);
+      }
+    } catch (error) {
+      logger.error(`cell.messagesAfter on ${key} failed: ${describeError(error)}`);
+      respond(cellErrorReply({ kind: "error", error }));
+    }
   }
 
   private async stats(respond: (reply: CellReply) => void): Promise<void> {
@@ -237,26 +301,6 @@ export class CellRequestHandler {
     const { store } = this.dependencies;
     const key = cellRequestKey(request);
     switch (request.type) {
-      case "cell.send": {
-        const writing = this.writeEpoch(key);
-        if ("refusal" in writing) return writing.refusal;
-        const result = await store.appendMessage({
-          conversationId: request.conversationId,
-          senderUserId: request.senderUserId,
-          senderDeviceId: request.senderDeviceId,
-          clientMessageId: request.clientMessageId,
-          body: request.body,
-          epoch: writing.epoch,
-        });
-        if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
-        if (result.outcome === "moving" || result.outcome === "moved") return migrating("conversation", request.conversationId, key, result);
-        if (result.outcome !== "stored") return refused(result.outcome);
-        const reply: CellReply = { type: "cell.stored", message: result.message, deduplicated: result.deduplicated };
-        // A deduplicated send wrote no rows: those of its first store are relayed or left for the sweeper.
-        if (result.deduplicated) return { reply };
-        // Handed over within the conversation's turn, so relays start in seq order; they run apart.
-        return { reply, afterReply: async () => this.dependencies.relayOutbox(request.conversationId, result.outbox) };
-      }
       case "cell.openDirect":
         return this.conversationWrite(key, (epoch) =>
           store.openDirect({ conversationId: request.conversationId, userId: request.userId, peerUserId: request.peerUserId, epoch }),
@@ -265,10 +309,14 @@ export class CellRequestHandler {
         return this.conversationWrite(key, (epoch) =>
           store.createGroup({ conversationId: request.conversationId, creatorUserId: request.creatorUserId, title: request.title, memberUserIds: request.memberUserIds, epoch }),
         );
-      case "cell.addMembers":
-        return this.conversationWrite(key, (epoch) =>
+      case "cell.addMembers": {
+        const outcome = await this.conversationWrite(key, (epoch) =>
           store.addMembers({ conversationId: request.conversationId, userId: request.userId, userIds: request.userIds, epoch }),
         );
+        // Whatever the outcome: a reload of the member list costs one read.
+        this.dependencies.membersChanged(request.conversationId);
+        return outcome;
+      }
       case "cell.history": {
         const result = await store.history({
           conversationId: request.conversationId,
@@ -327,9 +375,11 @@ export class CellRequestHandler {
       }
       case "cell.import":
         return this.importPage(key, request);
+      case "cell.send":
+      case "cell.messagesAfter":
       case "cell.migrate":
       case "cell.stats":
-        // handle() answers both without queueing them.
+        // handle() answers these without queueing them.
         throw new Error(`${request.type} reached the keyed queue`);
     }
   }
@@ -372,7 +422,11 @@ export class CellRequestHandler {
     if (result.outcome === "moving" || result.outcome === "moved") return migrating("conversation", key, key, result);
     if (result.outcome !== "conversation") return refused(result.outcome);
     const conversation: ConversationSummary = result.conversation;
-    return { reply: { type: "cell.conversation", conversation } };
+    const reply: CellReply = { type: "cell.conversation", conversation };
+    const { outbox } = result;
+    if (outbox.length === 0) return { reply };
+    // The joined events reach the new members' mailboxes (in any cell) after the reply, as receipts do.
+    return { reply, afterReply: async () => this.dependencies.relayOutbox(conversation.conversationId, outbox) };
   }
 }
 

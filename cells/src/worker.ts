@@ -20,18 +20,35 @@ import {
   type Clock,
   type ServiceLogger,
 } from "@cellwire/cluster";
-import { deliverySubject, directoryChange, directoryChangesSubject, workerSubject, type WorkerLease } from "@cellwire/protocol";
+import {
+  cellSendBatch,
+  decode,
+  deliverySubject,
+  directoryChange,
+  directoryChangesSubject,
+  isRecord,
+  parseJson,
+  workerSubject,
+  type WorkerLease,
+} from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import {
   frozenSweepIntervalMsDefault,
   frozenSweepKeysMaxDefault,
   frozenSweepResumesMaxDefault,
+  memberCacheConversationsMaxDefault,
   migrationRequestTimeoutMsDefault,
   migrationsInFlightMaxDefault,
+  sendBatchMaxDefault,
+  sendQueueWaitMsMaxDefault,
+  sendsPendingMaxDefault,
   type WorkerConfig,
 } from "./config.ts";
 import { FrozenKeySweeper } from "./frozen-key-sweeper.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
+import { MessagePublisher } from "./message-publisher.ts";
+import { SendCommitter } from "./send-committer.ts";
+import { cellErrorReply } from "./cell-error-reply.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
 import { OutboxRelay } from "./outbox-relay.ts";
 import { CellRequestHandler } from "./request-handler.ts";
@@ -64,6 +81,8 @@ const migrationImportAttemptsMax = 3;
 const migrationFlipAttemptsMax = 3;
 /** Pages (of importPageItemsMax items) a move copies before it freezes the key: 200,000 mailbox events or messages. */
 const migrationPrecopyPagesMax = 1000;
+/** A cell.send outside a batch (tests, tools) counts on its caller waiting this long, as edges do. */
+const singleSendBudgetMs = 10_000;
 
 type Dependencies = { readonly clock: Clock; readonly random: () => number; readonly sleep: (ms: number) => Promise<void> };
 const defaultDependencies: Dependencies = {
@@ -163,6 +182,26 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const migrationRouter = cellRouter({ requestTimeoutMs: migrationRequestTimeoutMs, deadlineMs: migrationRequestTimeoutMs, attemptsMax: migrationImportAttemptsMax });
 
     const queue = new KeyedSerialQueue({ pendingPerKeyMax: config.pendingPerConversationMax, pendingTotalMax: config.pendingTotalMax });
+    const publisher = new MessagePublisher({
+      members: (conversationId) => store.members(conversationId),
+      subjectOf: (userId) => deliverySubject(config.namespace, userId),
+      publish: (subject, payload) => connection.publish(subject, payload),
+      logger,
+      conversationsMax: config.memberCacheConversationsMax ?? memberCacheConversationsMaxDefault,
+    });
+    const sends = new SendCommitter({
+      workerId: config.workerId,
+      store,
+      ownership: { snapshot: () => watcher.snapshot, leaseHeld },
+      publish: (messages) => publisher.publish(messages),
+      monotonicNowMs: () => clock.monotonicNowMs(),
+      logger,
+      limits: {
+        batchSendsMax: config.sendBatchMax ?? sendBatchMaxDefault,
+        pendingSendsMax: config.sendsPendingMax ?? sendsPendingMaxDefault,
+        queueWaitMsMax: config.sendQueueWaitMsMax ?? sendQueueWaitMsMaxDefault,
+      },
+    });
     const handler = new CellRequestHandler({
       workerId: config.workerId,
       cellId: config.cellId,
@@ -180,6 +219,9 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         leaseHeld,
       },
       queue,
+      sends,
+      sendBudgetMs: singleSendBudgetMs,
+      membersChanged: (conversationId) => publisher.forget(conversationId),
       relayOutbox: (conversationId, entries) => relay.relayStored(conversationId, entries),
       drainOutbox: (conversationId) => relay.drain(conversationId),
       publishDelivery: (delivery) =>
@@ -207,15 +249,28 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const subject = workerSubject(config.namespace, config.cellId, config.workerId);
     const textDecoder = new TextDecoder();
     // The callback runs synchronously per message, in arrival order, which is what handle() requires.
+    // The payload is parsed once: a batch of sends goes to the committer, anything else to handle().
     const subscription = connection.subscribe(subject, {
       callback: (error, message) => {
         if (error !== null) {
           logger.warn(`subscription ${subject} failed: ${error.message}`);
           return;
         }
-        void handler.handle(textDecoder.decode(message.data), (reply) => {
+        const respond = (reply: unknown): void => {
           if (!message.respond(encodeJson(reply))) logger.warn(`a request on ${subject} had no reply subject`);
-        });
+        };
+        const parsed = parseJson(textDecoder.decode(message.data));
+        if (!parsed.ok) {
+          respond(cellErrorReply({ kind: "bad_payload", reason: "$ is not valid JSON" }));
+          return;
+        }
+        if (isRecord(parsed.value) && parsed.value["type"] === "cell.sendBatch") {
+          const batch = decode(cellSendBatch, parsed.value);
+          if (batch.ok) handler.handleSendBatch(batch.value, respond);
+          else respond(cellErrorReply({ kind: "bad_payload", reason: `${batch.failure.path} ${batch.failure.reason}` }));
+          return;
+        }
+        void handler.handleParsed(parsed.value, respond);
       },
     });
     undo.push(async () => subscription.unsubscribe());
@@ -243,6 +298,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         // A move cut short by a closed pool would leave its key frozen until asked again: moves finish first.
         await handler.whenMigrationsIdle();
         await queue.whenIdle();
+        await sends.whenIdle();
         directoryChanges.unsubscribe();
         await holder.stop();
         watcher.stop();

@@ -7,6 +7,7 @@ import { cellReply, cellRequestKey, type CellReply, type CellRequest } from "@ce
 import { UnavailableError } from "./errors.ts";
 import { MembershipWatcher, openExistingMembershipBucket, type Clock, type Logger } from "./membership.ts";
 import { requestJson } from "./nats-json.ts";
+import { SendBatcher } from "./send-batcher.ts";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
 
 export type CellRouterOptions = {
@@ -28,6 +29,8 @@ export type CellRouterOptions = {
 export class CellRouter {
   private readonly watchers = new Map<string, Promise<MembershipWatcher>>();
   private readonly ringListeners = new Set<(cellId: string) => void>();
+  /** Sends to one worker within one event-loop turn travel in one NATS request (docs/decisions/0009). */
+  private readonly sends: SendBatcher;
 
   constructor(
     private readonly connection: NatsConnection,
@@ -36,7 +39,9 @@ export class CellRouter {
     private readonly logger: Logger,
     private readonly random: () => number = Math.random,
     private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-  ) {}
+  ) {
+    this.sends = new SendBatcher(connection);
+  }
 
   /** Sends a request to the owner of its key in `cellId`; returns the owner's reply (errors included). */
   async request(cellId: string, request: CellRequest): Promise<CellReply> {
@@ -73,7 +78,10 @@ export class CellRouter {
       });
       try {
         const timeoutMs = Math.max(1, Math.min(this.options.requestTimeoutMs, deadlineAtMs - this.clock.monotonicNowMs()));
-        const pending = requestJson(this.connection, subject, request, cellReply, timeoutMs, "cell_unavailable");
+        const pending =
+          request.type === "cell.send"
+            ? this.sends.request(subject, request, timeoutMs)
+            : requestJson(this.connection, subject, request, cellReply, timeoutMs, "cell_unavailable");
         pending.catch(() => undefined);
         const reply = await Promise.race([pending, ownerLeft]);
         if (reply === "owner_left") {

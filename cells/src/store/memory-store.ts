@@ -5,8 +5,9 @@ import { trimToPageBudget } from "./page-budget.ts";
 import { randomUUID } from "node:crypto";
 import {
   groupMembersMax,
-  messageEventId,
+  joinedEventId,
   type ImportedMailboxEvent,
+  type JoinedEvent,
   type ConversationKind,
   type ConversationSummary,
   type Message,
@@ -32,6 +33,8 @@ import {
   type KeyMigrationState,
   type MailboxPageResult,
   type MembersResult,
+  type MessagesAfterInput,
+  type MessagesAfterResult,
   type MigrationKey,
   type MigrationRefusal,
   type TombstoneInput,
@@ -71,6 +74,10 @@ type StoredConversation = MigrationColumns & {
   readonly members: Set<string>;
   /** userId → when the member joined. */
   readonly joinedAtMs: Map<string, number>;
+  /** userId → the member's join point (the conversation's last seq when they joined). */
+  readonly joinedAfterSeq: Map<string, number>;
+  /** Grows with every change of the members. */
+  membersVersion: number;
   /** The highest epoch the conversation was written under. */
   ownerEpoch: number;
   readonly messages: Message[];
@@ -110,7 +117,18 @@ export class MemoryConversationStore implements ConversationStore {
     };
   }
 
+  async appendMessages(inputs: readonly AppendMessageInput[]): Promise<AppendMessageResult[]> {
+    // Each append completes before the next starts and nothing awaits in between: one atomic batch.
+    const results: AppendMessageResult[] = [];
+    for (const input of inputs) results.push(this.appendOne(input));
+    return results;
+  }
+
   async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
+    return this.appendOne(input);
+  }
+
+  private appendOne(input: AppendMessageInput): AppendMessageResult {
     const conversation = this.conversations.get(input.conversationId);
     if (conversation === undefined) return { outcome: "not_a_member" };
     // Members are never removed, so only a member can have sent the message found here.
@@ -118,7 +136,7 @@ export class MemoryConversationStore implements ConversationStore {
     const existingIndex = conversation.byClientMessage.get(dedupeKey);
     const existing = existingIndex === undefined ? undefined : conversation.messages[existingIndex];
     // A repeated send is a read: answered while frozen, not while importing.
-    if (existing !== undefined && conversation.state !== "importing") return { outcome: "stored", message: { ...existing }, deduplicated: true, outbox: [] };
+    if (existing !== undefined && conversation.state !== "importing") return { outcome: "stored", message: { ...existing }, deduplicated: true };
     // As in Postgres, the state and the fence answer before the membership check.
     const refusal = admit(conversation, input.epoch);
     if (refusal !== undefined) return refusal;
@@ -136,48 +154,52 @@ export class MemoryConversationStore implements ConversationStore {
     };
     conversation.byClientMessage.set(dedupeKey, conversation.messages.length);
     conversation.messages.push(message);
-    const createdAtMs = this.clock();
-    const outbox = [...conversation.members].sort().map((recipientUserId): OutboxEntry => {
-      this.lastOutboxId += 1;
-      const entry: OutboxEntry = {
-        id: this.lastOutboxId,
-        conversationId: conversation.id,
-        recipientUserId,
-        eventId: messageEventId(message.messageId),
-        event: { kind: "message", message: { ...message } },
-      };
-      this.outbox.set(entry.id, { entry, createdAtMs, attempts: 0 });
-      return entry;
-    });
-    return { outcome: "stored", message: { ...message }, deduplicated: false, outbox: outbox.map(copyEntry) };
+    return { outcome: "stored", message: { ...message }, deduplicated: false, membersVersion: conversation.membersVersion };
+  }
+
+  async messagesAfter(input: MessagesAfterInput): Promise<MessagesAfterResult> {
+    const conversation = this.conversations.get(input.conversationId);
+    if (conversation === undefined) return { outcome: "not_a_member" };
+    const refusal = readRefusal(conversation);
+    if (refusal !== undefined) return refusal;
+    const joinedAfterSeq = conversation.joinedAfterSeq.get(input.userId);
+    if (!conversation.members.has(input.userId) || joinedAfterSeq === undefined) return { outcome: "not_a_member" };
+    const afterSeq = input.afterSeq ?? joinedAfterSeq;
+    // Seqs are 1..n, so the message with seq s sits at index s - 1.
+    const page = conversation.messages.slice(afterSeq, afterSeq + input.limit).map((message) => ({ ...message }));
+    return { outcome: "messages", afterSeq, messages: trimToPageBudget(page).kept, headSeq: conversation.messages.length };
   }
 
   async openDirect(input: OpenDirectInput): Promise<ConversationResult<"not_a_member" | "invalid_peer">> {
     if (input.userId === input.peerUserId) return { outcome: "invalid_peer" };
     let conversation = this.conversations.get(input.conversationId);
+    let joined: string[] = [];
     if (conversation === undefined) {
-      conversation = this.create(input.conversationId, "direct", null, input.userId, [input.userId, input.peerUserId], input.epoch);
+      joined = [input.userId, input.peerUserId];
+      conversation = this.create(input.conversationId, "direct", null, input.userId, joined, input.epoch);
     } else {
       // A tombstone is kept, so a conversation that moved away is never re-created here.
       const refusal = claim(conversation, input.epoch);
       if (refusal !== undefined) return refusal;
     }
     if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
-    return { outcome: "conversation", conversation: summaryOf(conversation) };
+    return { outcome: "conversation", conversation: summaryOf(conversation), outbox: this.writeJoined(conversation, joined, input.userId, 0) };
   }
 
   async createGroup(input: CreateGroupInput): Promise<ConversationResult<"not_a_member" | "too_many_members">> {
     const memberUserIds = new Set([input.creatorUserId, ...input.memberUserIds]);
     if (memberUserIds.size > this.limits.groupMembersMax) return { outcome: "too_many_members" };
     let conversation = this.conversations.get(input.conversationId);
+    let joined: string[] = [];
     if (conversation === undefined) {
+      joined = [...memberUserIds];
       conversation = this.create(input.conversationId, "group", input.title, input.creatorUserId, memberUserIds, input.epoch);
     } else {
       const refusal = claim(conversation, input.epoch);
       if (refusal !== undefined) return refusal;
     }
     if (conversation.kind !== "group" || !conversation.members.has(input.creatorUserId)) return { outcome: "not_a_member" };
-    return { outcome: "conversation", conversation: summaryOf(conversation) };
+    return { outcome: "conversation", conversation: summaryOf(conversation), outbox: this.writeJoined(conversation, joined, input.creatorUserId, 0) };
   }
 
   async addMembers(input: AddMembersInput): Promise<ConversationResult<"not_a_member" | "not_a_group" | "too_many_members">> {
@@ -187,14 +209,17 @@ export class MemoryConversationStore implements ConversationStore {
     if (refusal !== undefined) return refusal;
     if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
     if (conversation.kind !== "group") return { outcome: "not_a_group" };
-    const added = input.userIds.filter((userId) => !conversation.members.has(userId));
-    if (conversation.members.size + new Set(added).size > this.limits.groupMembersMax) return { outcome: "too_many_members" };
+    const added = [...new Set(input.userIds.filter((userId) => !conversation.members.has(userId)))];
+    if (conversation.members.size + added.length > this.limits.groupMembersMax) return { outcome: "too_many_members" };
     const joinedAtMs = this.clock();
+    const joinedAfterSeq = conversation.messages.length;
     for (const userId of added) {
       conversation.members.add(userId);
       conversation.joinedAtMs.set(userId, joinedAtMs);
+      conversation.joinedAfterSeq.set(userId, joinedAfterSeq);
     }
-    return { outcome: "conversation", conversation: summaryOf(conversation) };
+    if (added.length > 0) conversation.membersVersion += 1;
+    return { outcome: "conversation", conversation: summaryOf(conversation), outbox: this.writeJoined(conversation, added, input.userId, joinedAfterSeq) };
   }
 
   async history(input: HistoryInput): Promise<HistoryResult> {
@@ -236,8 +261,8 @@ export class MemoryConversationStore implements ConversationStore {
 
   async members(conversationId: string): Promise<MembersResult> {
     const conversation = this.conversations.get(conversationId);
-    if (conversation === undefined) return { outcome: "members", memberUserIds: [] };
-    return readRefusal(conversation) ?? { outcome: "members", memberUserIds: [...conversation.members].sort() };
+    if (conversation === undefined) return { outcome: "members", memberUserIds: [], membersVersion: 0 };
+    return readRefusal(conversation) ?? { outcome: "members", memberUserIds: [...conversation.members].sort(), membersVersion: conversation.membersVersion };
   }
 
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
@@ -372,7 +397,13 @@ export class MemoryConversationStore implements ConversationStore {
     const { kind, title, createdByUserId, createdAtMs } = conversation;
     const members = [...conversation.members].sort().map((userId) => {
       const positions = conversation.positions.get(userId) ?? { readSeq: 0, deliveredSeq: 0 };
-      return { userId, joinedAtMs: conversation.joinedAtMs.get(userId) ?? createdAtMs, readSeq: positions.readSeq, deliveredSeq: positions.deliveredSeq };
+      return {
+        userId,
+        joinedAtMs: conversation.joinedAtMs.get(userId) ?? createdAtMs,
+        joinedAfterSeq: conversation.joinedAfterSeq.get(userId) ?? 0,
+        readSeq: positions.readSeq,
+        deliveredSeq: positions.deliveredSeq,
+      };
     });
     return { conversation: { kind, title, createdByUserId, createdAtMs }, members };
   }
@@ -428,6 +459,7 @@ export class MemoryConversationStore implements ConversationStore {
       if (!conversation.members.has(member.userId)) {
         conversation.members.add(member.userId);
         conversation.joinedAtMs.set(member.userId, member.joinedAtMs);
+        conversation.joinedAfterSeq.set(member.userId, member.joinedAfterSeq);
       }
       // Members come again after the freeze (the copy before it ran while receipts still moved): positions only grow.
       if (member.readSeq > 0 || member.deliveredSeq > 0) {
@@ -479,6 +511,7 @@ export class MemoryConversationStore implements ConversationStore {
       row.byClientMessage.clear();
       row.members.clear();
       row.joinedAtMs.clear();
+      row.joinedAfterSeq.clear();
       row.positions.clear();
     } else {
       deletedRows = row.events.length;
@@ -518,6 +551,26 @@ export class MemoryConversationStore implements ConversationStore {
     return this.outbox.get(id)?.attempts;
   }
 
+  /** One `joined` outbox row per new member (sorted), as the Postgres store writes them. */
+  private writeJoined(conversation: StoredConversation, joinedUserIds: readonly string[], addedByUserId: string, afterSeq: number): OutboxEntry[] {
+    const event: JoinedEvent = {
+      kind: "joined",
+      conversationId: conversation.id,
+      conversationKind: conversation.kind,
+      title: conversation.title,
+      afterSeq,
+      addedByUserId,
+    };
+    const eventId = joinedEventId(event);
+    const createdAtMs = this.clock();
+    return [...joinedUserIds].sort().map((recipientUserId): OutboxEntry => {
+      this.lastOutboxId += 1;
+      const entry: OutboxEntry = { id: this.lastOutboxId, conversationId: conversation.id, recipientUserId, eventId, event: { ...event } };
+      this.outbox.set(entry.id, { entry, createdAtMs, attempts: 0 });
+      return copyEntry(entry);
+    });
+  }
+
   private create(
     id: string,
     kind: ConversationKind,
@@ -536,6 +589,8 @@ export class MemoryConversationStore implements ConversationStore {
       createdAtMs,
       members: memberSet,
       joinedAtMs: new Map([...memberSet].map((userId) => [userId, createdAtMs])),
+      joinedAfterSeq: new Map([...memberSet].map((userId) => [userId, 0])),
+      membersVersion: 0,
       ownerEpoch,
       messages: [],
       byClientMessage: new Map(),

@@ -1,11 +1,12 @@
 // The ConversationStore on a cell's Postgres database (drizzle-orm over a pg Pool).
 //
 // Ordering does not trust leases: a message's seq comes from `UPDATE conversations SET last_seq =
-// last_seq + 1` in the same statement that inserts the message, so the conversation row's lock orders
-// concurrent writers, even two workers that both believe they own the conversation. A statement that
-// fails (a concurrent duplicate retry) rolls its increment back with it: no gap, no repeated seq. The
-// mailbox seq works the same way on the `mailboxes` row, and the outbox rows of a message are written by
-// the statement that stores it, so a message is never stored without them (nor them without it).
+// last_seq + n` in the same statement that inserts the messages (postgres-sends.ts: many sends at once),
+// so the conversation row's lock orders concurrent writers, even two workers that both believe they own
+// the conversation. A statement that fails (a concurrent duplicate retry) rolls its increment back with
+// it: no gap, no repeated seq. The mailbox seq works the same way on the `mailboxes` row. Messages have no
+// outbox rows (docs/decisions/0009): the outbox carries the joined and receipt events written with the
+// change they announce.
 //
 // Fencing does not trust leases either: every write that orders or changes a conversation or a mailbox
 // carries the writer's ring epoch and, in the statement that takes the row lock, requires
@@ -16,7 +17,6 @@
 // requires `state = 'active'`, so a freeze (which takes the same lock) orders with sends and appends, and
 // the hot path runs no extra statement. Only a refused write reads the row again to say why.
 import { trimToPageBudget } from "./page-budget.ts";
-import { randomUUID } from "node:crypto";
 import { and, eq, lte, sql, type SQL } from "drizzle-orm";
 import { drizzle, type NodePgDatabase, type NodePgQueryResultHKT } from "drizzle-orm/node-postgres";
 import type { PgDatabase } from "drizzle-orm/pg-core";
@@ -28,10 +28,11 @@ import {
   type ImportedMailboxEvent,
   type ImportedMember,
   isRecord,
+  joinedEventId,
   mailboxEvent as mailboxEventDecoder,
   message as messageDecoder,
-  messageEventId,
   type ConversationSummary,
+  type JoinedEvent,
   type Message,
   type SequencedEvent,
 } from "@cellwire/protocol";
@@ -46,6 +47,7 @@ import {
 import { importRefusal, parseKeyState, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients } from "./receipt-positions.ts";
 import { StoreRowError, postgresErrorCode, uniqueViolation } from "./errors.ts";
+import { storeSends } from "./postgres-sends.ts";
 import {
   placeholderCreatorUserId,
   tombstoneBatchRowsDefault,
@@ -62,6 +64,8 @@ import {
   type KeyMigrationState,
   type MailboxPageResult,
   type MembersResult,
+  type MessagesAfterInput,
+  type MessagesAfterResult,
   type MigrationKey,
   type TombstoneInput,
   type TombstoneResult,
@@ -99,13 +103,19 @@ type Executor = PgDatabase<NodePgQueryResultHKT>;
  * so it is thrown.
  */
 const appendAttemptsMax = 2;
+/**
+ * Two owners of the same conversations during a handover can lock a batch's conversation rows in opposite
+ * orders; Postgres aborts one of them (40P01) and the batch is simply run again, like a duplicate.
+ */
+const deadlockDetected = "40P01";
 
 async function retryingUniqueViolation<T>(attempt: () => Promise<T>): Promise<T> {
   for (let count = 1; ; count++) {
     try {
       return await attempt();
     } catch (error) {
-      if (count >= appendAttemptsMax || postgresErrorCode(error) !== uniqueViolation) throw error;
+      const code = postgresErrorCode(error);
+      if (count >= appendAttemptsMax || (code !== uniqueViolation && code !== deadlockDetected)) throw error;
     }
   }
 }
@@ -120,7 +130,10 @@ export class PostgresConversationStore implements ConversationStore {
   private readonly database: NodePgDatabase;
   private readonly limits: StoreLimits;
 
-  constructor(pool: Pool, limits: Partial<StoreLimits> = {}) {
+  constructor(
+    private readonly pool: Pool,
+    limits: Partial<StoreLimits> = {},
+  ) {
     this.database = drizzle({ client: pool });
     this.limits = {
       groupMembersMax: Math.min(limits.groupMembersMax ?? groupMembersMax, groupMembersMax),
@@ -129,87 +142,64 @@ export class PostgresConversationStore implements ConversationStore {
   }
 
   async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
-    return retryingUniqueViolation(() => this.appendOnce(input));
+    const [result] = await this.appendMessages([input]);
+    if (result === undefined) throw new StoreRowError("a batch of one send returned no result");
+    return result;
   }
 
-  private async appendOnce(input: AppendMessageInput): Promise<AppendMessageResult> {
-    const { conversationId, senderUserId, senderDeviceId, clientMessageId, body, epoch } = input;
-    const messageId = randomUUID();
-    const eventId = messageEventId(messageId);
-    // One statement, so one snapshot and one implicit transaction: either the existing row of this
-    // (conversation, sender, clientMessageId) comes back, or the conversation's last_seq is advanced
-    // (only when the sender is a member and the conversation was not written under a later epoch), the
-    // message inserted with it, and one outbox row per member written with the message's mailbox event.
-    // The fence is part of the UPDATE's condition, so Postgres re-checks it on the newest row version once
-    // it holds the lock. The members are those of the statement's snapshot: a member added by a
-    // transaction that commits while this statement waits for the row lock gets the message in history,
-    // not in the mailbox. A repeated send is a read: answered while frozen, not while importing (a copy
-    // still coming in); only an active conversation takes a new message.
-    const result = await this.database.execute(sql`
-      with existing as (
-        select ${messageColumns}, true as deduplicated
-        from messages
-        where conversation_id = ${conversationId}::text
-          and sender_user_id = ${senderUserId}::text
-          and client_message_id = ${clientMessageId}::text
-          and not exists (select 1 from conversations where id = ${conversationId}::text and state = 'importing')
-      ),
-      advanced as (
-        update conversations set last_seq = last_seq + 1, owner_epoch = ${epoch}::bigint
-        where id = ${conversationId}::text
-          and owner_epoch <= ${epoch}::bigint
-          and state = 'active'
-          and not exists (select 1 from existing)
-          and exists (
-            select 1 from conversation_members
-            where conversation_id = ${conversationId}::text and user_id = ${senderUserId}::text
-          )
-        returning last_seq
-      ),
-      inserted as (
-        insert into messages (conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body)
-        select ${conversationId}::text, advanced.last_seq, ${messageId}::text, ${senderUserId}::text,
-               ${senderDeviceId}::text, ${clientMessageId}::text, ${body}::text
-        from advanced
-        returning ${messageColumns}, false as deduplicated
-      ),
-      outboxed as (
-        insert into outbox (conversation_id, recipient_user_id, event_id, event)
-        select ${conversationId}::text, members.user_id, ${eventId}::text,
-               jsonb_build_object('kind', 'message', 'message', jsonb_build_object(
-                 'conversationId', inserted.conversation_id, 'messageId', inserted.message_id, 'seq', inserted.seq,
-                 'senderUserId', inserted.sender_user_id, 'senderDeviceId', inserted.sender_device_id,
-                 'clientMessageId', inserted.client_message_id, 'body', inserted.body, 'sentAtMs', inserted.sent_at_ms))
-        from inserted
-        join conversation_members members on members.conversation_id = ${conversationId}::text
-        order by members.user_id collate "C"
-        returning id, recipient_user_id
-      )
-      select existing.*, '{}'::bigint[] as outbox_ids, '{}'::text[] as outbox_recipient_user_ids from existing
-      union all
-      select inserted.*,
-             array(select id from outboxed order by id),
-             array(select recipient_user_id from outboxed order by id)
-      from inserted
-    `);
-    const row = result.rows[0];
-    if (row === undefined) return (await this.conversationRefusal(conversationId, epoch)) ?? { outcome: "not_a_member" };
-    if (result.rows.length > 1) throw new StoreRowError(`append returned ${result.rows.length} rows for one message`);
-    const deduplicated = row["deduplicated"];
-    if (typeof deduplicated !== "boolean") throw new StoreRowError("append row: deduplicated must be a boolean");
-    const message = messageFromRow(row);
-    const ids = row["outbox_ids"];
-    const recipients = row["outbox_recipient_user_ids"];
-    if (!Array.isArray(ids) || !Array.isArray(recipients) || ids.length !== recipients.length) {
-      throw new StoreRowError("append row: outbox ids and recipients must be arrays of one length");
+  async appendMessages(inputs: readonly AppendMessageInput[]): Promise<AppendMessageResult[]> {
+    if (inputs.length === 0) return [];
+    const rows = await retryingUniqueViolation(() => storeSends(this.pool, inputs, messageFromRow));
+    const results: (AppendMessageResult | undefined)[] = new Array<AppendMessageResult | undefined>(inputs.length);
+    for (const row of rows) {
+      if (results[row.index] !== undefined) throw new StoreRowError(`the send batch returned two rows for input ${row.index}`);
+      results[row.index] = row.deduplicated
+        ? { outcome: "stored", message: row.message, deduplicated: true }
+        : { outcome: "stored", message: row.message, deduplicated: false, membersVersion: row.membersVersion };
     }
-    // The rows hold exactly this event (built by the statement from the row it returned).
-    const outbox = ids.map((id: unknown, index): OutboxEntry => {
-      const recipientUserId: unknown = recipients[index];
-      if (typeof recipientUserId !== "string") throw new StoreRowError("append row: an outbox recipient must be a string");
-      return { id: safeInteger(id, "outbox.id"), conversationId, recipientUserId, eventId: messageEventId(message.messageId), event: { kind: "message", message } };
-    });
-    return { outcome: "stored", message, deduplicated, outbox };
+    const refusedConversationIds = [...new Set(inputs.filter((_, index) => results[index] === undefined).map((input) => input.conversationId))];
+    if (refusedConversationIds.length === 0) return results as AppendMessageResult[];
+    // Only refused sends cost this read: each conversation's row says why (fence, migration), or nothing
+    // does and the sender was not a member.
+    const keyRows = await readConversationKeyRows(this.database, refusedConversationIds);
+    return inputs.map((input, index) => results[index] ?? writeRefusal(keyRows.get(input.conversationId), input.epoch) ?? { outcome: "not_a_member" });
+  }
+
+  async messagesAfter(input: MessagesAfterInput): Promise<MessagesAfterResult> {
+    const { conversationId, userId, afterSeq, limit } = input;
+    // One statement, so the state, the membership, the head and the page come from one snapshot. Always
+    // at least one row (the conversation's, possibly missing), without message columns when the page is
+    // empty.
+    const result = await this.database.execute(sql`
+      select conversations.state, conversations.moving_to_cell_id, conversations.moved_epoch, conversations.owner_epoch,
+             conversations.last_seq as head_seq, members.joined_after_seq, start.after_seq,
+             page.conversation_id, page.seq, page.message_id, page.sender_user_id, page.sender_device_id, page.client_message_id,
+             page.body, floor(extract(epoch from page.sent_at) * 1000)::bigint as sent_at_ms
+      from (select ${conversationId}::text as id) wanted
+      left join conversations on conversations.id = wanted.id
+      left join conversation_members members on members.conversation_id = wanted.id and members.user_id = ${userId}::text
+      left join lateral (select coalesce(${afterSeq}::bigint, members.joined_after_seq) as after_seq) start on true
+      left join lateral (
+        select * from messages
+        where members.user_id is not null and messages.conversation_id = wanted.id and messages.seq > start.after_seq
+        order by messages.seq
+        limit ${limit}::integer
+      ) page on true
+      order by page.seq
+    `);
+    const first = result.rows[0];
+    if (first === undefined) throw new StoreRowError("messagesAfter returned no row");
+    if (first["state"] === null) return { outcome: "not_a_member" };
+    const refusal = readRefusal(keyRowFromRecord(first));
+    if (refusal !== undefined) return refusal;
+    if (first["joined_after_seq"] === null) return { outcome: "not_a_member" };
+    const messages = result.rows.filter((row) => row["seq"] !== null).map(messageFromRow);
+    return {
+      outcome: "messages",
+      afterSeq: safeInteger(first["after_seq"], "after_seq"),
+      messages: trimToPageBudget(messages).kept,
+      headSeq: safeInteger(first["head_seq"], "conversations.last_seq"),
+    };
   }
 
   async openDirect(input: OpenDirectInput): Promise<ConversationResult<"not_a_member" | "invalid_peer">> {
@@ -218,15 +208,10 @@ export class PostgresConversationStore implements ConversationStore {
       const claimed = await claimConversation(transaction, { id: input.conversationId, kind: "direct", title: null, createdByUserId: input.userId }, input.epoch);
       // A tombstone is a row too: the claim does not re-create a conversation that moved away.
       if (claimed === "refused") return (await this.conversationRefusal(input.conversationId, input.epoch, transaction)) ?? fenced;
-      if (claimed === "created") {
-        await transaction
-          .insert(conversationMembers)
-          .values([input.userId, input.peerUserId].map((userId) => ({ conversationId: input.conversationId, userId })))
-          .onConflictDoNothing();
-      }
+      const joined = claimed === "created" ? await addMemberRows(transaction, input.conversationId, [input.userId, input.peerUserId], 0) : [];
       const summary = await readSummary(transaction, input.conversationId);
       if (summary === undefined || !summary.memberUserIds.includes(input.userId)) return { outcome: "not_a_member" };
-      return { outcome: "conversation", conversation: summary };
+      return { outcome: "conversation", conversation: summary, outbox: await writeJoinedEvents(transaction, summary, joined, input.userId, 0) };
     });
   }
 
@@ -240,17 +225,12 @@ export class PostgresConversationStore implements ConversationStore {
         input.epoch,
       );
       if (claimed === "refused") return (await this.conversationRefusal(input.conversationId, input.epoch, transaction)) ?? fenced;
-      if (claimed === "created") {
-        await transaction
-          .insert(conversationMembers)
-          .values(memberUserIds.map((userId) => ({ conversationId: input.conversationId, userId })))
-          .onConflictDoNothing();
-      }
+      const joined = claimed === "created" ? await addMemberRows(transaction, input.conversationId, memberUserIds, 0) : [];
       const summary = await readSummary(transaction, input.conversationId);
       if (summary === undefined || summary.kind !== "group" || !summary.memberUserIds.includes(input.creatorUserId)) {
         return { outcome: "not_a_member" };
       }
-      return { outcome: "conversation", conversation: summary };
+      return { outcome: "conversation", conversation: summary, outbox: await writeJoinedEvents(transaction, summary, joined, input.creatorUserId, 0) };
     });
   }
 
@@ -262,7 +242,7 @@ export class PostgresConversationStore implements ConversationStore {
         .update(conversations)
         .set({ ownerEpoch: input.epoch })
         .where(and(eq(conversations.id, input.conversationId), lte(conversations.ownerEpoch, input.epoch), eq(conversations.state, "active")))
-        .returning({ kind: conversations.kind });
+        .returning({ kind: conversations.kind, lastSeq: conversations.lastSeq });
       const conversation = locked[0];
       if (conversation === undefined) return (await this.conversationRefusal(input.conversationId, input.epoch, transaction)) ?? { outcome: "not_a_member" };
       const current = new Set(await readMembers(transaction, input.conversationId));
@@ -270,15 +250,18 @@ export class PostgresConversationStore implements ConversationStore {
       if (conversation.kind !== "group") return { outcome: "not_a_group" };
       const added = [...new Set(input.userIds)].filter((userId) => !current.has(userId));
       if (current.size + added.length > this.limits.groupMembersMax) return { outcome: "too_many_members" };
-      if (added.length > 0) {
+      // Under the row lock no send can take a seq meanwhile: the new members follow the log after this one.
+      const joinedAfterSeq = safeInteger(conversation.lastSeq, "conversations.last_seq");
+      const joined = added.length === 0 ? [] : await addMemberRows(transaction, input.conversationId, added, joinedAfterSeq);
+      if (joined.length > 0) {
         await transaction
-          .insert(conversationMembers)
-          .values(added.map((userId) => ({ conversationId: input.conversationId, userId })))
-          .onConflictDoNothing();
+          .update(conversations)
+          .set({ membersVersion: sql`${conversations.membersVersion} + 1` })
+          .where(eq(conversations.id, input.conversationId));
       }
       const summary = await readSummary(transaction, input.conversationId);
       if (summary === undefined) throw new StoreRowError(`conversation ${input.conversationId} vanished under its lock`);
-      return { outcome: "conversation", conversation: summary };
+      return { outcome: "conversation", conversation: summary, outbox: await writeJoinedEvents(transaction, summary, joined, input.userId, joinedAfterSeq) };
     });
   }
 
@@ -360,6 +343,7 @@ export class PostgresConversationStore implements ConversationStore {
     // One statement, so the state and the members come from one snapshot.
     const result = await this.database.execute(sql`
       select conversations.state, conversations.moving_to_cell_id, conversations.moved_epoch, conversations.owner_epoch,
+             coalesce(conversations.members_version, 0) as members_version,
              array(select user_id from conversation_members where conversation_id = wanted.id order by user_id collate "C") as member_user_ids
       from (select ${conversationId}::text as id) wanted
       left join conversations on conversations.id = wanted.id
@@ -374,7 +358,7 @@ export class PostgresConversationStore implements ConversationStore {
     if (!Array.isArray(memberUserIds) || !memberUserIds.every((userId): userId is string => typeof userId === "string")) {
       throw new StoreRowError("members row: member_user_ids must be an array of strings");
     }
-    return { outcome: "members", memberUserIds };
+    return { outcome: "members", memberUserIds, membersVersion: safeInteger(row["members_version"], "conversations.members_version") };
   }
 
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
@@ -631,7 +615,7 @@ export class PostgresConversationStore implements ConversationStore {
     }
     const conversation: ImportedConversation = { kind, title, createdByUserId, createdAtMs: safeInteger(row["created_at_ms"], "conversations.created_at") };
     const memberRows = await this.database.execute(sql`
-      select members.user_id, floor(extract(epoch from members.joined_at) * 1000)::bigint as joined_at_ms,
+      select members.user_id, floor(extract(epoch from members.joined_at) * 1000)::bigint as joined_at_ms, members.joined_after_seq,
              coalesce(positions.read_seq, 0) as read_seq, coalesce(positions.delivered_seq, 0) as delivered_seq
       from conversation_members members
       left join read_positions positions on positions.conversation_id = members.conversation_id and positions.user_id = members.user_id
@@ -644,6 +628,7 @@ export class PostgresConversationStore implements ConversationStore {
       return {
         userId,
         joinedAtMs: safeInteger(member["joined_at_ms"], "conversation_members.joined_at"),
+        joinedAfterSeq: safeInteger(member["joined_after_seq"], "conversation_members.joined_after_seq"),
         readSeq: safeInteger(member["read_seq"], "read_positions.read_seq"),
         deliveredSeq: safeInteger(member["delivered_seq"], "read_positions.delivered_seq"),
       };
@@ -683,7 +668,9 @@ export class PostgresConversationStore implements ConversationStore {
       if (input.members.length > 0) {
         await transaction
           .insert(conversationMembers)
-          .values(input.members.map((member) => ({ conversationId: id, userId: member.userId, joinedAt: new Date(member.joinedAtMs) })))
+          .values(
+            input.members.map((member) => ({ conversationId: id, userId: member.userId, joinedAt: new Date(member.joinedAtMs), joinedAfterSeq: member.joinedAfterSeq })),
+          )
           .onConflictDoNothing();
         const positioned = input.members.filter((member) => member.readSeq > 0 || member.deliveredSeq > 0);
         if (positioned.length > 0) {
@@ -939,6 +926,55 @@ async function lockImporting(executor: Executor, input: ImportPageInput): Promis
     returning 1 as locked
   `);
   return locked.rows.length > 0;
+}
+
+/** Inserts member rows with their join point; returns the users actually added (not already members). */
+async function addMemberRows(executor: Executor, conversationId: string, userIds: readonly string[], joinedAfterSeq: number): Promise<string[]> {
+  const inserted = await executor
+    .insert(conversationMembers)
+    .values(userIds.map((userId) => ({ conversationId, userId, joinedAfterSeq })))
+    .onConflictDoNothing()
+    .returning({ userId: conversationMembers.userId });
+  return inserted.map((row) => row.userId);
+}
+
+/**
+ * One `joined` outbox row per new member, in the transaction that made them members, so a member is
+ * never added without the event that tells their devices (nor the event written without the member).
+ */
+async function writeJoinedEvents(
+  executor: Executor,
+  summary: ConversationSummary,
+  joinedUserIds: readonly string[],
+  addedByUserId: string,
+  afterSeq: number,
+): Promise<OutboxEntry[]> {
+  if (joinedUserIds.length === 0) return [];
+  const event: JoinedEvent = { kind: "joined", conversationId: summary.conversationId, conversationKind: summary.kind, title: summary.title, afterSeq, addedByUserId };
+  const eventId = joinedEventId(event);
+  const written = await executor
+    .insert(outboxTable)
+    .values([...joinedUserIds].sort().map((recipientUserId) => ({ conversationId: summary.conversationId, recipientUserId, eventId, event })))
+    .onConflictDoNothing()
+    .returning({ id: outboxTable.id, recipientUserId: outboxTable.recipientUserId });
+  return written
+    .map(({ id, recipientUserId }): OutboxEntry => ({ id: safeInteger(id, "outbox.id"), conversationId: summary.conversationId, recipientUserId, eventId, event }))
+    .sort((left, right) => left.id - right.id);
+}
+
+/** The key rows of many conversations in one read (for the refusals of a send batch). */
+async function readConversationKeyRows(executor: Executor, conversationIds: readonly string[]): Promise<Map<string, KeyRow>> {
+  const result = await executor.execute(sql`
+    select id, state, moving_to_cell_id, moved_epoch, owner_epoch from conversations
+    where id = any(${sql.param(conversationIds)}::text[])
+  `);
+  const rows = new Map<string, KeyRow>();
+  for (const row of result.rows) {
+    const id = row["id"];
+    if (typeof id !== "string") throw new StoreRowError("conversations.id must be a string");
+    rows.set(id, keyRowFromRecord(row));
+  }
+  return rows;
 }
 
 async function readMembers(executor: Executor, conversationId: string): Promise<string[]> {

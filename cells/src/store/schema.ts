@@ -41,6 +41,12 @@ export const conversations = pgTable(
      * a newer one did. 0 for rows of databases older than the epochs.
      */
     ownerEpoch: bigint("owner_epoch", { mode: "number" }).notNull().default(0),
+    /**
+     * Grows with every change of the members. The send statement returns it with the seqs it assigns,
+     * under the row lock, so the worker publishing a message knows whether its cached member list is the
+     * one the message was stored with (docs/decisions/0009).
+     */
+    membersVersion: bigint("members_version", { mode: "number" }).notNull().default(0),
     ...migrationColumns(),
   },
   (table) => [
@@ -59,6 +65,11 @@ export const conversationMembers = pgTable(
       .references(() => conversations.id),
     userId: text("user_id").notNull(),
     joinedAt: timestamp("joined_at", { withTimezone: true }).notNull().defaultNow(),
+    /**
+     * The member's join point: the conversation's last seq when they joined (0 for the members a
+     * conversation was created with). Their devices follow the log after it (docs/decisions/0009).
+     */
+    joinedAfterSeq: bigint("joined_after_seq", { mode: "number" }).notNull().default(0),
   },
   (table) => [
     primaryKey({ name: "conversation_members_pk", columns: [table.conversationId, table.userId] }),
@@ -126,8 +137,9 @@ export const mailboxEvents = pgTable(
 );
 
 /**
- * Mailbox events still to be applied at their recipient's mailbox owner (in any cell). Written in the same
- * statement as the message they carry, deleted once the owner answered cell.appended.
+ * Mailbox events (joined, receipt) still to be applied at their recipient's mailbox owner (in any cell).
+ * Written in the transaction of the change they announce, deleted once the owner answered cell.appended.
+ * Messages have no rows here: they are read from their conversation's log (docs/decisions/0009).
  */
 export const outbox = pgTable(
   "outbox",

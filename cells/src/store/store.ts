@@ -69,18 +69,23 @@ export type OutboxEntry = {
 
 /**
  * `deduplicated` is true when (conversation, sender, clientMessageId) was stored before: the stored
- * message comes back unchanged (same messageId, seq and body) and nothing new is written. `outbox` holds
- * the rows written with a new message (one per member, the sender included, in id order); empty when
- * deduplicated.
+ * message comes back unchanged (same messageId, seq and body) and nothing new is written. A new message
+ * carries `membersVersion`, the conversation's member version read under the row lock that gave it its
+ * seq: its members are those of that version (the publisher checks its cached list against it).
  */
 export type AppendMessageResult =
-  | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: boolean; readonly outbox: readonly OutboxEntry[] }
+  | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: false; readonly membersVersion: number }
+  | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: true }
   | { readonly outcome: "not_a_member" }
   | Fenced
   | MigrationRefusal;
 
+/**
+ * `outbox` holds the `joined` mailbox events written for the members this request added (one per new
+ * member, in id order; empty when nobody new joined), committed with them.
+ */
 export type ConversationResult<Refusal extends StoreRefusal> =
-  | { readonly outcome: "conversation"; readonly conversation: ConversationSummary }
+  | { readonly outcome: "conversation"; readonly conversation: ConversationSummary; readonly outbox: readonly OutboxEntry[] }
   | { readonly outcome: Refusal }
   | Fenced
   | MigrationRefusal;
@@ -135,8 +140,20 @@ export type MailboxPageInput = { readonly userId: string; readonly afterSeq: num
 export type MailboxPage = { readonly events: SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number };
 export type MailboxPageResult = ({ readonly outcome: "page" } & MailboxPage) | MigrationRefusal;
 
-/** The conversation's members, sorted; empty when it does not exist. */
-export type MembersResult = { readonly outcome: "members"; readonly memberUserIds: string[] } | MigrationRefusal;
+/** The conversation's members, sorted, and their version (see AppendMessageResult); empty when it does not exist. */
+export type MembersResult = { readonly outcome: "members"; readonly memberUserIds: string[]; readonly membersVersion: number } | MigrationRefusal;
+
+/** `afterSeq` null reads from the member's join point. */
+export type MessagesAfterInput = { readonly conversationId: string; readonly userId: string; readonly afterSeq: number | null; readonly limit: number };
+/**
+ * `afterSeq`: where the page starts (the join point when asked for it); `messages`: seqs afterSeq + 1 on,
+ * consecutive, at most `limit` and within historyPageBytesMax (at least one when any exists); `headSeq`:
+ * the conversation's last seq in the same snapshot.
+ */
+export type MessagesAfterResult =
+  | { readonly outcome: "messages"; readonly afterSeq: number; readonly messages: Message[]; readonly headSeq: number }
+  | { readonly outcome: "not_a_member" }
+  | MigrationRefusal;
 
 export type OutboxQuery = {
   /** Only rows written at least this long ago (0 for all). */
@@ -325,19 +342,36 @@ export interface ConversationStore extends MigrationStore {
   appendMessage(input: AppendMessageInput): Promise<AppendMessageResult>;
 
   /**
+   * appendMessage for many sends in one transaction (group commit), results in input order. Sends to one
+   * conversation take consecutive seqs in input order. Every input MUST carry the same epoch, and no two
+   * inputs the same (conversation, sender, clientMessageId): the caller answers a repeat with the first's
+   * result. All commit together or none does (the call throws).
+   */
+  appendMessages(inputs: readonly AppendMessageInput[]): Promise<AppendMessageResult[]>;
+
+  /** A page of the conversation's log after a cursor, for a member (read-only; served while frozen). */
+  messagesAfter(input: MessagesAfterInput): Promise<MessagesAfterResult>;
+
+  /**
    * Finds or creates the direct conversation `conversationId` between the two users (idempotent). When the
    * conversation exists and `userId` is not one of its members, answers not_a_member. Fenced like every
    * conversation write: a new conversation takes the epoch, an existing one must not have a later one.
+   * Creating it writes a `joined` outbox row for each of the two (join point 0).
    */
   openDirect(input: OpenDirectInput): Promise<ConversationResult<"not_a_member" | "invalid_peer">>;
 
   /**
    * Creates a group of creator ∪ memberUserIds. A retry with the same id returns the group as it is
    * (idempotent); an id taken by a conversation the creator is not in answers not_a_member. Fenced.
+   * Creating it writes a `joined` outbox row per member (join point 0).
    */
   createGroup(input: CreateGroupInput): Promise<ConversationResult<"not_a_member" | "too_many_members">>;
 
-  /** Adds users to a group `userId` belongs to; users already in it are ignored. Fenced. */
+  /**
+   * Adds users to a group `userId` belongs to; users already in it are ignored. Fenced. Each new member's
+   * join point is the conversation's last seq, its `joined` outbox row is written with it, and the
+   * members' version grows.
+   */
   addMembers(input: AddMembersInput): Promise<ConversationResult<"not_a_member" | "not_a_group" | "too_many_members">>;
 
   /** The newest `limit` messages with seq < beforeSeq, oldest first; `hasMore` says older ones exist. */

@@ -1,6 +1,7 @@
-// Runs at most `max` tasks at once; the others wait in arrival order. The relay bounds the cell requests
-// it has in flight with one, whatever the number of conversations relaying at the same moment. Waiters
-// are bounded by the callers (conversations with relay work are themselves bounded).
+// Runs at most `max` tasks at once; the others wait in arrival order. A worker's relay bounds the cell
+// requests it has in flight with one, whatever the number of conversations relaying at the same moment;
+// an edge bounds its reads of conversation logs with one, so a wave of resumes cannot flood a cell.
+// Waiters are bounded by the callers (conversations with relay work, sessions: both bounded themselves).
 
 export class ConcurrencyLimiter {
   private running = 0;

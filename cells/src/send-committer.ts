@@ -1,0 +1,201 @@
+// Group commit of sends (docs/decisions/0009, docs/performance.md): the sends that arrive while a batch is
+// being stored wait, and are all stored by the next single statement, so the cost of a commit, a
+// statement and a round trip to Postgres is shared by every send in it; at low load a batch is one send
+// and waits for nobody. One batch is stored at a time, so a conversation's sends take their seqs in
+// arrival order and their messages are published in seq order.
+//
+// Overload is refused early rather than queued without end: a send that finds pendingSendsMax sends
+// waiting, that waited longer than queueWaitMsMax, or whose caller's budget ran out before its batch
+// started, is answered `overloaded` with a retry-after and never stored. The ack (the reply) follows the
+// commit; the publish of each new message to its members follows the replies.
+import type { Logger } from "@cellwire/cluster";
+import type { CellReply, CellSendRequest } from "@cellwire/protocol";
+import { cellErrorReply, movedReply } from "./cell-error-reply.ts";
+import { describeError } from "./store/errors.ts";
+import type { OwnershipView } from "./request-handler.ts";
+import type { AppendMessageInput, AppendMessageResult, ConversationStore } from "./store/store.ts";
+import type { StoredMessage } from "./message-publisher.ts";
+
+export type SendCommitterLimits = {
+  /** Sends one statement stores at most. */
+  readonly batchSendsMax: number;
+  /** Sends waiting for their batch; one more is refused `overloaded` at once. */
+  readonly pendingSendsMax: number;
+  /** A send that waited longer than this for its batch is refused `overloaded`: the queue is bounded in time too. */
+  readonly queueWaitMsMax: number;
+};
+
+export type SendCommitterDependencies = {
+  readonly workerId: string;
+  readonly store: Pick<ConversationStore, "appendMessages">;
+  readonly ownership: OwnershipView;
+  /** Publishes the new messages of one batch to their members; called in batch order, MUST keep it. */
+  readonly publish: (messages: readonly StoredMessage[]) => Promise<void>;
+  readonly monotonicNowMs: () => number;
+  readonly logger: Logger & { readonly error: (message: string) => void };
+  readonly limits: SendCommitterLimits;
+};
+
+type PendingSend = {
+  readonly request: CellSendRequest;
+  readonly enqueuedAtMs: number;
+  /** The caller stops waiting at this moment (monotonic ms): a send not started by then is not stored. */
+  readonly deadlineAtMs: number;
+  readonly respond: (reply: CellReply) => void;
+};
+
+/** A retry-after is never shorter (clients would come back before anything changed) nor longer than these. */
+const retryAfterMsMin = 50;
+const retryAfterMsMax = 2000;
+
+export class SendCommitter {
+  private pending: PendingSend[] = [];
+  private running = false;
+  /** Publishes run one after another, in batch order, apart from the commits. */
+  private publishing: Promise<void> = Promise.resolve();
+  /** The duration of the last batch's statement: with the queue length, how long a newcomer would wait. */
+  private lastBatchMs = 1;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly dependencies: SendCommitterDependencies) {
+    const { limits } = dependencies;
+    if (!(limits.batchSendsMax >= 1 && limits.pendingSendsMax >= 1 && limits.queueWaitMsMax > 0)) {
+      throw new RangeError("SendCommitter needs batchSendsMax >= 1, pendingSendsMax >= 1 and queueWaitMsMax > 0");
+    }
+  }
+
+  /** Sends waiting or being stored. */
+  get pendingCount(): number {
+    return this.pending.length;
+  }
+
+  /**
+   * Queues a send; `respond` is called exactly once: after the commit, or at once when it is refused.
+   * `budgetMs` is how long the caller still waits for the reply.
+   */
+  submit(request: CellSendRequest, budgetMs: number, respond: (reply: CellReply) => void): void {
+    const { limits, monotonicNowMs } = this.dependencies;
+    if (this.pending.length >= limits.pendingSendsMax) {
+      respond(this.overloaded(`${this.pending.length} sends are waiting for this worker's next commit`));
+      return;
+    }
+    const nowMs = monotonicNowMs();
+    this.pending.push({ request, enqueuedAtMs: nowMs, deadlineAtMs: nowMs + budgetMs, respond });
+    if (!this.running) void this.run();
+  }
+
+  /** Resolves once no send is waiting, being stored or being published. */
+  async whenIdle(): Promise<void> {
+    if (this.running) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    await this.publishing;
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending.splice(0, this.dependencies.limits.batchSendsMax);
+        await this.commit(batch);
+      }
+    } finally {
+      this.running = false;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  private async commit(batch: readonly PendingSend[]): Promise<void> {
+    const { ownership, workerId, store, limits, monotonicNowMs, logger } = this.dependencies;
+    const startedAtMs = monotonicNowMs();
+    const admitted: PendingSend[] = [];
+    for (const send of batch) {
+      if (startedAtMs >= send.deadlineAtMs) send.respond(this.overloaded("the send's deadline passed before its turn; it was not stored"));
+      else if (startedAtMs - send.enqueuedAtMs > limits.queueWaitMsMax) send.respond(this.overloaded("the send waited too long for its turn; it was not stored"));
+      else admitted.push(send);
+    }
+    if (admitted.length === 0) return;
+    if (!ownership.leaseHeld()) {
+      for (const send of admitted) send.respond(cellErrorReply({ kind: "lease_lapsed" }));
+      return;
+    }
+    // One ring, and its epoch, for the whole batch: read at the moment it is stored, as every write does.
+    const { ring, epoch } = ownership.snapshot();
+    const owned: PendingSend[] = [];
+    for (const send of admitted) {
+      const ownerWorkerId = ring.ownerOf(send.request.conversationId);
+      if (ownerWorkerId === workerId) owned.push(send);
+      else send.respond(cellErrorReply({ kind: "not_owner", key: send.request.conversationId, ownerWorkerId }));
+    }
+    if (owned.length === 0) return;
+    // A send repeated within one batch (a client retry that caught up with its first attempt) is stored
+    // once and both get the answer.
+    const inputIndexByKey = new Map<string, number>();
+    const inputs: AppendMessageInput[] = [];
+    const inputIndexOfSend = owned.map((send) => {
+      const { conversationId, senderUserId, senderDeviceId, clientMessageId, body } = send.request;
+      const key = `${conversationId}\n${senderUserId}\n${clientMessageId}`;
+      const known = inputIndexByKey.get(key);
+      if (known !== undefined) return known;
+      inputIndexByKey.set(key, inputs.length);
+      inputs.push({ conversationId, senderUserId, senderDeviceId, clientMessageId, body, epoch });
+      return inputs.length - 1;
+    });
+    let results: AppendMessageResult[];
+    try {
+      results = await store.appendMessages(inputs);
+    } catch (error) {
+      logger.error(`storing a batch of ${inputs.length} sends failed: ${describeError(error)}`);
+      for (const send of owned) send.respond(cellErrorReply({ kind: "error", error }));
+      return;
+    } finally {
+      this.lastBatchMs = Math.max(1, monotonicNowMs() - startedAtMs);
+    }
+    const stored: StoredMessage[] = [];
+    const published = new Set<number>();
+    owned.forEach((send, sendIndex) => {
+      const inputIndex = inputIndexOfSend[sendIndex] ?? -1;
+      const result = results[inputIndex];
+      if (result === undefined) {
+        send.respond(cellErrorReply({ kind: "error", error: new Error(`the store returned no result for send ${inputIndex}`) }));
+        return;
+      }
+      send.respond(replyFor(send.request.conversationId, epoch, result));
+      // The first send of a repeated key carries the publish; a deduplicated one was published when stored.
+      if (result.outcome === "stored" && !result.deduplicated && !published.has(inputIndex)) {
+        published.add(inputIndex);
+        stored.push({ message: result.message, membersVersion: result.membersVersion });
+      }
+    });
+    if (stored.length === 0) return;
+    const { publish } = this.dependencies;
+    this.publishing = this.publishing.then(() =>
+      publish(stored).catch((error: unknown) => {
+        // Stored is stored: devices that missed a live message see the gap and read the log.
+        logger.warn(`publishing ${stored.length} messages failed: ${describeError(error)}`);
+      }),
+    );
+  }
+
+  private overloaded(reason: string): CellReply {
+    const { limits } = this.dependencies;
+    const batchesAhead = Math.ceil(this.pending.length / limits.batchSendsMax) + 1;
+    const retryAfterMs = Math.min(retryAfterMsMax, Math.max(retryAfterMsMin, Math.round(batchesAhead * this.lastBatchMs)));
+    return cellErrorReply({ kind: "overloaded", reason: "sends_full", detail: reason, retryAfterMs });
+  }
+}
+
+function replyFor(conversationId: string, epoch: number, result: AppendMessageResult): CellReply {
+  switch (result.outcome) {
+    case "stored":
+      return { type: "cell.stored", message: result.message, deduplicated: result.deduplicated };
+    case "not_a_member":
+      return cellErrorReply({ kind: "refused", refusal: "not_a_member" });
+    case "fenced":
+      return cellErrorReply({ kind: "fenced", key: conversationId, epoch });
+    case "moving":
+      return cellErrorReply({ kind: "moving", key: conversationId });
+    case "moved":
+      return movedReply("conversation", conversationId, result);
+  }
+}

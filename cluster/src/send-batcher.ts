@@ -1,0 +1,95 @@
+// Carries many cell.send requests to one worker in one NATS request (cell.sendBatch) and hands each its
+// own reply from the one cell.sendBatchReplies that answers it (docs/decisions/0009). The sends a process
+// makes within one turn of its event loop to the same worker leave together, on the next turn
+// (setImmediate), or at once when the batch reaches sendBatchItemsMax or sendBatchBytesMax: no timer
+// waits for more, so a lone send is not delayed. One NATS request, one reply, one request timer per batch
+// instead of per send; the worker stores the batch in one statement.
+//
+// To the caller a batched send behaves as a single request: it resolves with its own reply, or rejects
+// with UnavailableError when the batch got no reply in time (nobody listening, a dead worker), with
+// BadPayloadError when the reply does not decode or does not answer every send.
+import type { NatsConnection } from "@nats-io/transport-node";
+import { cellSendBatchReplies, sendBatchBytesMax, sendBatchItemsMax, type CellReply, type CellSendRequest } from "@cellwire/protocol";
+import { BadPayloadError, UnavailableError } from "./errors.ts";
+import { decodeMessage, isNoResponders, isTimeout } from "./nats-json.ts";
+
+type Waiting = {
+  readonly encoded: string;
+  readonly timeoutMs: number;
+  readonly resolve: (reply: CellReply) => void;
+  readonly reject: (error: unknown) => void;
+};
+
+type Batch = { readonly items: Waiting[]; bytes: number };
+
+const encoder = new TextEncoder();
+/** The envelope around the sends: `{"type":"cell.sendBatch","budgetMs":…,"sends":[…]}`. */
+const envelopeBytes = 64;
+
+export class SendBatcher {
+  private readonly batches = new Map<string, Batch>();
+  private flushScheduled = false;
+
+  constructor(private readonly connection: NatsConnection) {}
+
+  /** Sends `request` to `subject` in the next batch for it; `timeoutMs` bounds the wait for its reply. */
+  request(subject: string, request: CellSendRequest, timeoutMs: number): Promise<CellReply> {
+    const encoded = JSON.stringify(request);
+    return new Promise<CellReply>((resolve, reject) => {
+      let batch = this.batches.get(subject);
+      // A send that would push the batch past its bounds goes out with the next one.
+      if (batch !== undefined && (batch.items.length >= sendBatchItemsMax || batch.bytes + encoded.length + 1 > sendBatchBytesMax)) {
+        this.batches.delete(subject);
+        this.send(subject, batch);
+        batch = undefined;
+      }
+      if (batch === undefined) {
+        batch = { items: [], bytes: envelopeBytes };
+        this.batches.set(subject, batch);
+      }
+      batch.items.push({ encoded, timeoutMs, resolve, reject });
+      batch.bytes += encoded.length + 1;
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batches = [...this.batches];
+    this.batches.clear();
+    for (const [subject, batch] of batches) this.send(subject, batch);
+  }
+
+  private send(subject: string, batch: Batch): void {
+    const { items } = batch;
+    // The batch is answered, or given up on, as one: the shortest wait of its sends bounds it.
+    let timeoutMs = Number.POSITIVE_INFINITY;
+    for (const item of items) timeoutMs = Math.min(timeoutMs, item.timeoutMs);
+    const budgetMs = Math.max(0, Math.floor(timeoutMs));
+    const payload = `{"type":"cell.sendBatch","budgetMs":${budgetMs},"sends":[${items.map((item) => item.encoded).join(",")}]}`;
+    this.connection.request(subject, encoder.encode(payload), { timeout: Math.max(1, budgetMs) }).then(
+      (reply) => {
+        const decoded = decodeMessage(cellSendBatchReplies, reply.data);
+        if (!decoded.ok || decoded.value.replies.length !== items.length) {
+          const why = decoded.ok ? `${decoded.value.replies.length} replies to ${items.length} sends` : decoded.reason;
+          const error = new BadPayloadError(`the batch reply on ${subject} does not answer its sends: ${why}`);
+          for (const item of items) item.reject(error);
+          return;
+        }
+        items.forEach((item, index) => {
+          const itemReply = decoded.value.replies[index];
+          if (itemReply === undefined) item.reject(new BadPayloadError(`the batch reply on ${subject} lacks reply ${index}`));
+          else item.resolve(itemReply);
+        });
+      },
+      (error: unknown) => {
+        const why = isNoResponders(error) ? "no responders" : isTimeout(error) ? `no reply within ${budgetMs} ms` : "request failed";
+        const failure = new UnavailableError("cell_unavailable", `${subject}: ${why}`, { cause: error });
+        for (const item of items) item.reject(failure);
+      },
+    );
+  }
+}
