@@ -32,6 +32,12 @@ export type EdgeConfig = {
   readonly requestsInFlightPerSessionMax: number;
   readonly sendBufferBytesMax: number;
   readonly heldEventsPerSessionMax: number;
+  /** Conversations one session keeps a cursor for (least recently used idle ones out). */
+  readonly conversationsPerSessionMax: number;
+  /** Reads of conversation logs one session runs at once. */
+  readonly conversationReadsPerSessionMax: number;
+  /** Reads of conversation logs in flight across the edge (a wave of resumes queues behind it). */
+  readonly conversationReadsInFlightMax: number;
   readonly directoryCacheEntriesMax: number;
   readonly directoryCacheTtlMs: number;
   readonly directoryTimeoutMs: number;
@@ -98,6 +104,9 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     requestsInFlightPerSessionMax: reader.integer("EDGE_REQUESTS_IN_FLIGHT_PER_SESSION_MAX", 64, 1, 10_000),
     sendBufferBytesMax: reader.integer("EDGE_SEND_BUFFER_BYTES_MAX", 1024 * 1024, 16 * 1024, 256 * 1024 * 1024),
     heldEventsPerSessionMax: reader.integer("EDGE_HELD_EVENTS_PER_SESSION_MAX", 1000, 1, 1_000_000),
+    conversationsPerSessionMax: reader.integer("EDGE_CONVERSATIONS_PER_SESSION_MAX", 10_000, 1, 1_000_000),
+    conversationReadsPerSessionMax: reader.integer("EDGE_CONVERSATION_READS_PER_SESSION_MAX", 8, 1, 1000),
+    conversationReadsInFlightMax: reader.integer("EDGE_CONVERSATION_READS_IN_FLIGHT_MAX", 256, 1, 100_000),
     directoryCacheEntriesMax: reader.integer("EDGE_DIRECTORY_CACHE_ENTRIES_MAX", 100_000, 1, 10_000_000),
     directoryCacheTtlMs: reader.integer("EDGE_DIRECTORY_CACHE_TTL_MS", 60_000, 1, 86_400_000),
     directoryTimeoutMs: reader.integer("EDGE_DIRECTORY_TIMEOUT_MS", 2000, 50, 60_000),

@@ -4,12 +4,14 @@
 // Typing indicators travel the same subjects (delivery.typing), published here by the typist's edge.
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { decodeMessage, encodeJson } from "@cellwire/cluster";
-import { deliveryMessage, deliverySubject, type SequencedEvent, type TypingDelivery, type TypingIndicatorFrame } from "@cellwire/protocol";
+import { deliveryMessage, deliverySubject, type Message, type SequencedEvent, type TypingDelivery, type TypingIndicatorFrame } from "@cellwire/protocol";
 import type { TypingIndicator, TypingPublisher } from "./typing/typing-relay.ts";
 
 export interface DeliveryTarget {
   /** A live mailbox event; `serializedFrame` is its event frame, encoded once for every session. */
   deliver(event: SequencedEvent, serializedFrame: string): void;
+  /** A live message of one of the user's conversations; `serializedFrame` is its message frame, encoded once. */
+  deliverMessage(message: Message, serializedFrame: string): void;
   /** A typing indicator for the target's user; `serializedFrame` is its typing frame, encoded once. */
   deliverTyping(typing: TypingDelivery, serializedFrame: string): void;
 }
@@ -103,6 +105,12 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
       };
       const frame = JSON.stringify(indicator);
       for (const target of entry.targets) target.deliverTyping(typing, frame);
+      return;
+    }
+    if (decoded.value.type === "delivery.message") {
+      const { message } = decoded.value;
+      const frame = JSON.stringify({ type: "message", message });
+      for (const target of entry.targets) target.deliverMessage(message, frame);
       return;
     }
     const { seq, event } = decoded.value;

@@ -84,6 +84,11 @@ export class DirectoryCache {
     return request;
   }
 
+  /** The cached entry, if any, without asking the directory. */
+  peek(key: string): DirectoryEntry | undefined {
+    return this.cache.get(key);
+  }
+
   remember(key: string, entry: DirectoryEntry): void {
     const cached = this.cache.get(key);
     if (cached !== undefined && cached.epoch > entry.epoch) return;

@@ -3,20 +3,24 @@
 import { randomUUID } from "node:crypto";
 import {
   closeCodes,
+  conversationPageLimitMax,
   decodeClientFrame,
   protocolVersion,
+  protocolVersionsSupported,
   mailboxPageLimitMax,
   type ClientRequestFrame,
   type CloseReason,
   type DirectoryEntry,
   type HelloFrame,
+  type Message,
   type PresenceFrame,
   type SequencedEvent,
   type ServerFrame,
   type TypingDelivery,
   type WatchPresenceFrame,
 } from "@cellwire/protocol";
-import type { HomeLocation, ServiceLogger } from "@cellwire/cluster";
+import { CellwireError, type ConcurrencyLimiter, type HomeLocation, type ServiceLogger } from "@cellwire/cluster";
+import { ConversationCursor } from "./conversation-cursor.ts";
 import type { TokenVerifier } from "./auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "./delivery-hub.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
@@ -44,8 +48,19 @@ export type EdgeLimits = {
   readonly sessionsPerUserMax: number;
   readonly requestsInFlightPerSessionMax: number;
   readonly sendBufferBytesMax: number;
-  /** Live events a session holds while it reads its backlog; past it they are read from the mailbox. */
+  /**
+   * Live events a session holds while it reads its backlog (and live messages per conversation while it
+   * reads that conversation's log); past it they are read from the mailbox (or the log).
+   */
   readonly heldEventsPerSessionMax: number;
+  /**
+   * Conversations one session keeps a cursor for; past it the least recently used one that is not being
+   * read is forgotten (a later message of it is read from the member's join point again in a resumed
+   * session, and the device drops what it already holds by seq).
+   */
+  readonly conversationsPerSessionMax: number;
+  /** Reads of conversation logs one session runs at once (during a resume with many conversations). */
+  readonly conversationReadsPerSessionMax: number;
   /** A session's typing frames for one conversation are at least this far apart; closer ones: rate_limited. */
   readonly typingIntervalMs: number;
   /** Conversations one session may type in within one typingIntervalMs; past it: rate_limited. */
@@ -71,6 +86,13 @@ type SessionState =
       readonly homeCellId: string;
       readonly homeEpoch: number;
       readonly cursor: MailboxCursor;
+      /**
+       * A cursor per conversation the session follows, least recently used first (docs/decisions/0009).
+       * Bounded by conversationsPerSessionMax.
+       */
+      readonly conversations: Map<string, ConversationCursor>;
+      /** The hello resumed (resumeAfterSeq): a conversation first seen live is read from the join point. */
+      readonly resumed: boolean;
       readonly typingLimiter: TypingRateLimiter;
     }
   | { readonly kind: "closed" };
@@ -80,6 +102,10 @@ export class Session implements DeliveryTarget {
   private state: SessionState = { kind: "awaiting_hello" };
   private requestsInFlight = 0;
   private syncRunning = false;
+  /** Conversations whose log this session is reading now. */
+  private readonly conversationReads = new Set<string>();
+  /** The initial sync (mailbox, then every listed and joined conversation) is still running: no `synced` yet. */
+  private initialSyncRunning = true;
   private readonly authTimer: ReturnType<typeof setTimeout>;
 
   constructor(
@@ -154,6 +180,13 @@ export class Session implements DeliveryTarget {
     if (this.state.kind === "open" && this.state.cursor.requestSync()) void this.sync();
   }
 
+  /** Reads the mailbox and every followed conversation again (the edge's NATS connection came back). */
+  catchUpEverything(): void {
+    if (this.state.kind !== "open") return;
+    this.catchUp();
+    for (const [conversationId, cursor] of this.state.conversations) if (cursor.requestSync()) void this.readConversation(conversationId);
+  }
+
   get homeCellId(): string | undefined {
     return this.state.kind === "open" ? this.state.homeCellId : undefined;
   }
@@ -178,8 +211,43 @@ export class Session implements DeliveryTarget {
   deliver(event: SequencedEvent, serializedFrame: string): void {
     if (this.state.kind !== "open") return;
     const decision = this.state.cursor.live(event);
+    if (decision === "send") {
+      this.write(serializedFrame);
+      this.mailboxEventWritten(event);
+    } else if (decision === "start_sync") void this.sync();
+  }
+
+  /**
+   * A live message of one of the user's conversations. A conversation without a cursor starts one: at
+   * the member's join point in a resumed session (its earlier messages are read from the log first), at
+   * this message in a live one.
+   */
+  deliverMessage(message: Message, serializedFrame: string): void {
+    if (this.state.kind !== "open") return;
+    const { conversations, resumed } = this.state;
+    let cursor = conversations.get(message.conversationId);
+    if (cursor === undefined) {
+      cursor = resumed ? ConversationCursor.reading(undefined, this.core.limits.heldEventsPerSessionMax) : ConversationCursor.liveFrom(message, this.core.limits.heldEventsPerSessionMax);
+      this.follow(message.conversationId, cursor);
+    } else {
+      // Re-inserted: the Map's order is the least recently used first, for the bound.
+      conversations.delete(message.conversationId);
+      conversations.set(message.conversationId, cursor);
+    }
+    const decision = cursor.live(message);
     if (decision === "send") this.write(serializedFrame);
-    else if (decision === "start_sync") void this.sync();
+    else if (decision === "start_sync" || (decision === "hold" && !this.initialSyncRunning)) void this.readConversation(message.conversationId);
+  }
+
+  /**
+   * Reads again the logs of the conversations homed in `cellId` (its workers changed: a live message
+   * published by one that died may never come), from each cursor.
+   */
+  catchUpConversationsIn(cellId: string): void {
+    if (this.state.kind !== "open") return;
+    for (const [conversationId, cursor] of this.state.conversations) {
+      if (this.core.handler.cachedConversationHome(conversationId) === cellId && cursor.requestSync()) void this.readConversation(conversationId);
+    }
   }
 
   close(reason: CloseReason, detail: string): void {
@@ -191,8 +259,8 @@ export class Session implements DeliveryTarget {
 
   private async authenticate(hello: HelloFrame): Promise<void> {
     this.state = { kind: "authenticating" };
-    if (hello.protocolVersion !== protocolVersion) {
-      return this.close("unsupported_protocol_version", `this edge speaks protocol version ${protocolVersion}`);
+    if (!protocolVersionsSupported.includes(hello.protocolVersion)) {
+      return this.close("unsupported_protocol_version", `this edge speaks protocol version ${protocolVersionsSupported.join(", ")}`);
     }
     const outcome = await this.core.verifier.verify(hello.token);
     if (this.state.kind !== "authenticating") return;
@@ -230,7 +298,21 @@ export class Session implements DeliveryTarget {
     }
     const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax);
     const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
-    this.state = { kind: "open", userId, deviceId, homeCellId: home.cellId, homeEpoch: home.epoch, cursor, typingLimiter };
+    const conversations = new Map<string, ConversationCursor>();
+    this.state = {
+      kind: "open",
+      userId,
+      deviceId,
+      homeCellId: home.cellId,
+      homeEpoch: home.epoch,
+      cursor,
+      conversations,
+      resumed: hello.resumeAfterSeq !== undefined,
+      typingLimiter,
+    };
+    for (const listed of hello.conversations ?? []) {
+      this.follow(listed.conversationId, ConversationCursor.reading(listed.afterSeq, this.core.limits.heldEventsPerSessionMax));
+    }
     clearTimeout(this.authTimer);
     this.core.sessionOpened(this, userId);
     this.core.ephemeral.presence.sessionOpened(userId);
@@ -243,7 +325,94 @@ export class Session implements DeliveryTarget {
       cellId: home.cellId,
       heartbeatIntervalMs: this.core.limits.heartbeatIntervalMs,
     });
+    await this.initialSync();
+  }
+
+  /**
+   * The backlog: the mailbox after resumeAfterSeq (whose joined events add conversations to follow), then
+   * the log of every followed conversation after its cursor, then `synced`. Live events and messages that
+   * arrive meanwhile are held by their cursors.
+   */
+  private async initialSync(): Promise<void> {
     await this.sync();
+    if (this.state.kind !== "open") return;
+    const pending = [...this.state.conversations].filter(([, cursor]) => cursor.isSyncing).map(([conversationId]) => conversationId);
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      for (let conversationId = pending[next++]; conversationId !== undefined; conversationId = pending[next++]) {
+        if (this.state.kind !== "open") return;
+        await this.readConversation(conversationId);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.core.limits.conversationReadsPerSessionMax, pending.length) }, lane));
+    this.initialSyncRunning = false;
+    if (this.state.kind !== "open") return;
+    this.reply({ type: "synced", seq: this.state.cursor.seq ?? 0 });
+    // Conversations first seen live during the backlog waited for it; they are read now.
+    for (const [conversationId, cursor] of this.state.conversations) if (cursor.isSyncing) void this.readConversation(conversationId);
+  }
+
+  /** Starts following a conversation; past the bound the least recently used idle cursor is forgotten. */
+  private follow(conversationId: string, cursor: ConversationCursor): void {
+    if (this.state.kind !== "open") return;
+    const { conversations } = this.state;
+    conversations.delete(conversationId);
+    conversations.set(conversationId, cursor);
+    if (conversations.size <= this.core.limits.conversationsPerSessionMax) return;
+    for (const [candidateId, candidate] of conversations) {
+      if (candidateId === conversationId || candidate.isSyncing) continue;
+      conversations.delete(candidateId);
+      return;
+    }
+  }
+
+  /** A mailbox event reached the device: a joined event makes the session follow its conversation. */
+  private mailboxEventWritten(event: SequencedEvent): void {
+    if (this.state.kind !== "open" || event.event.kind !== "joined") return;
+    const { conversationId, afterSeq } = event.event;
+    if (this.state.conversations.has(conversationId)) return;
+    this.follow(conversationId, ConversationCursor.reading(afterSeq, this.core.limits.heldEventsPerSessionMax));
+    if (!this.initialSyncRunning) void this.readConversation(conversationId);
+  }
+
+  /**
+   * Reads one conversation's log from its cursor until it meets the live messages held meanwhile,
+   * writing each message once and in order. One read at a time per conversation (a second request while
+   * one runs is served by it); reads across the edge are bounded by the core's limiter. A conversation
+   * the user is not a member of (any more) is forgotten; a log that cannot be read closes the session as
+   * unavailable, and the client resumes from its cursors.
+   */
+  private async readConversation(conversationId: string): Promise<void> {
+    if (this.state.kind !== "open" || this.conversationReads.has(conversationId)) return;
+    const { userId } = this.state;
+    this.conversationReads.add(conversationId);
+    try {
+      for (let round = 0; ; round++) {
+        const cursor = this.state.conversations.get(conversationId);
+        if (cursor === undefined || !cursor.isSyncing) return;
+        if (round >= conversationReadRoundsMax) throw new CellwireError("internal", `the log of ${conversationId} did not settle after ${round} reads`);
+        for (;;) {
+          const { afterSeq, limit } = cursor.nextPageRequest(conversationPageLimitMax);
+          const page = await this.core.conversationReads.run(() => this.core.handler.conversationPage(userId, conversationId, afterSeq, limit));
+          if (this.state.kind !== "open") return;
+          const outcome = cursor.applyPage(page);
+          for (const message of outcome.messages) this.reply({ type: "message", message });
+          if (outcome.done) break;
+        }
+        const { messages } = cursor.finishSync();
+        for (const message of messages) this.reply({ type: "message", message });
+      }
+    } catch (error) {
+      if (this.state.kind !== "open") return;
+      if (error instanceof CellwireError && error.code === "not_a_member") {
+        this.state.conversations.delete(conversationId);
+        return;
+      }
+      this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
+      this.close("unavailable", "a conversation could not be read");
+    } finally {
+      this.conversationReads.delete(conversationId);
+    }
   }
 
   /**
@@ -268,14 +437,15 @@ export class Session implements DeliveryTarget {
             this.reply({ type: "resync", headSeq: outcome.headSeq });
             break;
           }
-          for (const event of outcome.events) this.reply({ type: "event", seq: event.seq, event: event.event });
+          for (const event of outcome.events) this.writeMailboxEvent(event);
           if (outcome.done) break;
         }
         const { events, complete } = cursor.finishSync();
-        for (const event of events) this.reply({ type: "event", seq: event.seq, event: event.event });
+        for (const event of events) this.writeMailboxEvent(event);
         if (complete) break;
       }
-      this.reply({ type: "synced", seq: cursor.seq ?? 0 });
+      // The initial sync sends `synced` once the conversations are read too.
+      if (!this.initialSyncRunning) this.reply({ type: "synced", seq: cursor.seq ?? 0 });
     } catch (error) {
       if (this.state.kind !== "open") return;
       this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
@@ -284,6 +454,11 @@ export class Session implements DeliveryTarget {
       this.syncRunning = false;
       if (this.state.kind === "open" && this.state.cursor.isSyncing) void this.sync();
     }
+  }
+
+  private writeMailboxEvent(event: SequencedEvent): void {
+    this.reply({ type: "event", seq: event.seq, event: event.event });
+    this.mailboxEventWritten(event);
   }
 
   /** Takes `home` when it is newer than the session's; true when it did. */
@@ -318,6 +493,9 @@ export class Session implements DeliveryTarget {
   }
 }
 
+/** Reads of one conversation's log in one go, held messages included, before it is taken as broken. */
+const conversationReadRoundsMax = 100;
+
 export class EdgeCore {
   private readonly sessions = new Set<Session>();
   /** Welcomed sessions by user, for the moves of a user's mailbox. */
@@ -332,6 +510,8 @@ export class EdgeCore {
     readonly deliveries: DeliverySource,
     readonly logger: ServiceLogger,
     readonly ephemeral: EphemeralServices,
+    /** Bounds the reads of conversation logs in flight across the edge (a wave of resumes). */
+    readonly conversationReads: ConcurrencyLimiter,
   ) {
     ephemeral.presence.onChange((change) => this.presenceChanged(change));
   }
@@ -405,7 +585,10 @@ export class EdgeCore {
    * delivery died with a worker is not missed until the next event shows the gap.
    */
   cellMembershipChanged(cellId: string): void {
-    for (const session of this.sessions) if (session.homeCellId === cellId) session.catchUp();
+    for (const session of this.sessions) {
+      if (session.homeCellId === cellId) session.catchUp();
+      session.catchUpConversationsIn(cellId);
+    }
   }
 
   /**
@@ -423,7 +606,7 @@ export class EdgeCore {
    * was away never reach it, so every session reads its mailbox again from its cursor.
    */
   catchUpAll(): void {
-    for (const session of this.sessions) session.catchUp();
+    for (const session of this.sessions) session.catchUpEverything();
   }
 
   /** Closes every session with going_away; new sessions are refused from now on. */

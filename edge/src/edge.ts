@@ -1,7 +1,16 @@
 // Starts an edge from its config: NATS, the directory client and cache, the cell router, the delivery
 // hub, typing and presence, the token verifier and the uWS server.
 import { randomBytes } from "node:crypto";
-import { CellRouter, connectNats, decodeMessage, DirectoryClient, homeRouterDefaults, systemClock, type ServiceLogger } from "@cellwire/cluster";
+import {
+  CellRouter,
+  ConcurrencyLimiter,
+  connectNats,
+  decodeMessage,
+  DirectoryClient,
+  homeRouterDefaults,
+  systemClock,
+  type ServiceLogger,
+} from "@cellwire/cluster";
 import { directoryChange, directoryChangesSubject } from "@cellwire/protocol";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { signDevToken } from "./auth/dev-keys.ts";
@@ -74,6 +83,8 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       requestsInFlightPerSessionMax: config.requestsInFlightPerSessionMax,
       sendBufferBytesMax: config.sendBufferBytesMax,
       heldEventsPerSessionMax: config.heldEventsPerSessionMax,
+      conversationsPerSessionMax: config.conversationsPerSessionMax,
+      conversationReadsPerSessionMax: config.conversationReadsPerSessionMax,
       typingIntervalMs: config.typingIntervalMs,
       typingConversationsPerSessionMax: config.typingConversationsPerSessionMax,
     },
@@ -82,6 +93,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     hub,
     logger,
     { typing: new TypingRelay(members, hub, config.typingExpiresInMs), presence, monotonicNowMs: () => systemClock.monotonicNowMs() },
+    new ConcurrencyLimiter(config.conversationReadsInFlightMax),
   );
   router.onRingChange((cellId) => core.cellMembershipChanged(cellId));
   // Moves of users and conversations: cached homes are replaced at once rather than found stale by a

@@ -27,6 +27,7 @@ import {
   type TypingFrame,
   type WatchPresenceFrame,
 } from "@cellwire/protocol";
+import type { ConversationPage } from "./conversation-cursor.ts";
 import { directoryCacheKey, type DirectoryCache } from "./directory-cache.ts";
 import { clientErrorCode, errorFrame } from "./error-mapping.ts";
 
@@ -103,6 +104,25 @@ export class RequestHandler {
     if (reply.type === "cell.mailboxEvents") return { events: reply.events, headSeq: reply.headSeq, floorSeq: reply.floorSeq, home };
     if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message);
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
+  }
+
+  /**
+   * A page of a conversation's log after `afterSeq` (null: from the user's join point), from the
+   * conversation's owner in its home cell. A conversation the user is not a member of (or that does not
+   * exist) throws RemoteError not_a_member.
+   */
+  async conversationPage(userId: string, conversationId: string, afterSeq: number | null, limit: number): Promise<ConversationPage> {
+    const outcome = await this.homes.request({ type: "cell.messagesAfter", userId, conversationId, afterSeq, limit });
+    if (outcome.kind === "no_entry") throw new RemoteError("not_a_member", `no conversation ${conversationId}`);
+    const { reply } = outcome;
+    if (reply.type === "cell.messages") return { afterSeq: reply.afterSeq, messages: reply.messages, headSeq: reply.headSeq };
+    if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message);
+    throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
+  }
+
+  /** The conversation's home cell as cached, without asking the directory (undefined when not cached). */
+  cachedConversationHome(conversationId: string): string | undefined {
+    return this.cache.peek(directoryCacheKey("conversation", conversationId))?.cellId;
   }
 
   /** The directory published a move: the cached entry, if older, is replaced. */
@@ -220,7 +240,8 @@ export class RequestHandler {
   private unexpected(reply: HomeReply, requestId: string): ServerFrame {
     if (reply.type === "cell.error") {
       const code = clientErrorCode(reply.code);
-      return errorFrame(code, code === "internal" ? "internal error" : reply.message, requestId);
+      const frame = errorFrame(code, code === "internal" ? "internal error" : reply.message, requestId);
+      return reply.retryAfterMs === undefined ? frame : { ...frame, retryAfterMs: reply.retryAfterMs };
     }
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }
