@@ -1,6 +1,6 @@
 // Follows client/BEHAVIOUR.md against an in-memory edge (testing/fake-edge.ts) and a manual clock: no
 // network, no sleeping. Every frame the client writes is checked by the protocol's decoder.
-import { closeCodes, messageOf, frameBytesMax, protocolVersion, standardCloseCodes, type ServerFrame } from "@cellwire/protocol";
+import { closeCodes, frameBytesMax, protocolVersion, standardCloseCodes, type ServerFrame } from "@cellwire/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientOptions, type StateChange, type TokenRequest } from "./cellwire-client.ts";
 import { CellwireClientError } from "./errors.ts";
@@ -61,7 +61,9 @@ describe("CellwireClient: connecting", () => {
     expect(welcome).toMatchObject({ userId: "alice", deviceId: "laptop", cellId: "a", heartbeatIntervalMs: 30_000 });
     expect(edge.sockets).toHaveLength(1);
     expect(edge.lastSocket.url).toBe("ws://edge.test/ws");
-    expect(parsedTexts(edge.lastSocket.sentTexts)).toEqual([{ type: "hello", protocolVersion, token: "token-1", deviceId: "laptop" }]);
+    // Protocol 2: conversations read from their logs (docs/decisions/0009).
+    expect(protocolVersion).toBe(2);
+    expect(parsedTexts(edge.lastSocket.sentTexts)).toEqual([{ type: "hello", protocolVersion: 2, token: "token-1", deviceId: "laptop" }]);
     expect(states.map((change) => change.state)).toEqual(["connecting", "authenticating", "open"]);
     expect(tokenRequests).toEqual([{ reason: "connect" }]);
     expect(client.state).toBe("open");
@@ -139,6 +141,20 @@ describe("CellwireClient: connecting", () => {
     expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", requestTimeoutMs: 0 })).toThrow(RangeError);
     expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", resumeAfterSeq: -1 })).toThrow(/resumeAfterSeq/);
     expect(() => new CellwireClient({ ...base, url: "ws://edge.test/ws", resumeAfterSeq: 1.5 })).toThrow(RangeError);
+  });
+
+  it("refuses stored conversation cursors the edge would refuse (the hello would be closed with 4200, for good)", () => {
+    const edge = new FakeEdge();
+    const base = { tokenProvider: async () => "t", WebSocket: edge.WebSocket, url: "ws://edge.test/ws", resumeAfterSeq: 0 };
+    expect(() => new CellwireClient({ ...base, resumeConversations: { "not-a-conversation": 1 } })).toThrow(/invalid conversation id/);
+    expect(() => new CellwireClient({ ...base, resumeConversations: { [directConversationId]: -1 } })).toThrow(RangeError);
+    expect(() => new CellwireClient({ ...base, resumeConversations: { [directConversationId]: 2.5 } })).toThrow(RangeError);
+    const tooMany = Object.fromEntries(Array.from({ length: 10_001 }, (_, index) => [`g-${String(index).padStart(22, "0")}`, 1]));
+    expect(() => new CellwireClient({ ...base, resumeConversations: tooMany })).toThrow(/at most 10000/);
+    expect(new CellwireClient({ ...base, resumeConversations: { [directConversationId]: 4 } }).positions()).toEqual({
+      mailboxSeq: undefined,
+      conversations: { [directConversationId]: 4 },
+    });
   });
 
   it("refuses an empty URL list, a duplicate URL, and a list with a URL that is not ws: or wss:", () => {
@@ -411,7 +427,7 @@ describe("CellwireClient: reconnecting", () => {
 });
 
 describe("CellwireClient: incoming frames and heartbeat", () => {
-  it("emits live mailbox events and their messages, and server errors without a requestId", async () => {
+  it("emits live messages and mailbox events, and server errors without a requestId", async () => {
     const { edge, client, errors } = setup();
     const events: unknown[] = [];
     const messages: unknown[] = [];
@@ -419,9 +435,11 @@ describe("CellwireClient: incoming frames and heartbeat", () => {
     client.on("message", (message) => messages.push(message));
     await client.connect();
     const message = edge.store(directConversationId, "cm-live", "hi alice", "bob");
+    const receipt = edge.append({ kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: 1, deliveredSeq: 1 });
     edge.lastSocket.deliver({ type: "error", code: "malformed_frame", message: "that was not JSON", retryable: false });
-    expect(events).toEqual([{ seq: 1, event: { kind: "message", message } }]);
+    // Messages are no longer mailbox events: the mailbox holds only the receipt.
     expect(messages).toEqual([message]);
+    expect(events).toEqual([receipt]);
     expect(errors).toEqual([expect.objectContaining({ code: "malformed_frame", message: "that was not JSON" })]);
   });
 
@@ -430,11 +448,12 @@ describe("CellwireClient: incoming frames and heartbeat", () => {
     await client.connect();
     const badFrames: (string | Uint8Array)[] = [
       "not json",
+      JSON.stringify({ surprise: "no type" }),
       JSON.stringify({ type: "ack", requestId: "r1" }),
-      JSON.stringify({ type: "surprise" }),
-      JSON.stringify({ type: "message", message: { body: "the protocol has no message frame" } }),
-      JSON.stringify({ type: "event", seq: 1, event: { kind: "message", message: { body: "no ids" } } }),
+      JSON.stringify({ type: "message", message: { body: "no ids" } }),
+      JSON.stringify({ type: "event", seq: 1, event: { kind: 5 } }),
       JSON.stringify({ type: "event", seq: 0, event: { kind: "receipt" } }),
+      JSON.stringify({ type: "event", seq: 1, event: { kind: "joined", conversationId: "nope" } }),
       new Uint8Array([1, 2, 3]),
     ];
     for (const frame of badFrames) expect(() => edge.lastSocket.deliver(frame)).not.toThrow();
@@ -500,193 +519,6 @@ describe("CellwireClient: incoming frames and heartbeat", () => {
   });
 });
 
-describe("CellwireClient: mailbox", () => {
-  /** Records the mailbox events, messages, synced and resync frames the client emits, in one order. */
-  function record(client: CellwireClient): string[] {
-    const log: string[] = [];
-    client.on("event", (event) => log.push(`event ${event.seq}`));
-    client.on("message", (message) => log.push(`message ${message.body}`));
-    client.on("synced", (synced) => log.push(`synced ${synced.seq}`));
-    client.on("resync", (resync) => log.push(`resync ${resync.headSeq}`));
-    return log;
-  }
-
-  const fromBob = (edge: FakeEdge, body: string) => edge.store(directConversationId, `cm-${body}`, body, "bob");
-  const resumes = (edge: FakeEdge) => edge.framesOfType("hello").map((hello) => hello.resumeAfterSeq);
-
-  it("without a cursor starts live: no resumeAfterSeq, synced makes lastSeq known, then live events", async () => {
-    const { edge, client } = setup();
-    fromBob(edge, "before");
-    const log = record(client);
-    expect(client.lastSeq).toBeUndefined();
-    await client.connect();
-    // The fake writes welcome and synced in one go, as ws can deliver them in one tick: not missed.
-    await expect(client.whenSynced()).resolves.toBe(1);
-    expect(resumes(edge)).toEqual([undefined]);
-    expect(client.lastSeq).toBe(1);
-    fromBob(edge, "live");
-    expect(log).toEqual(["synced 1", "event 2", "message live"]);
-    expect(client.lastSeq).toBe(2);
-  });
-
-  it("resumes after the stored cursor: the backlog in order, then synced, then live events", async () => {
-    const { edge, client } = setup({ resumeAfterSeq: 2 });
-    for (const body of ["one", "two", "three", "four"]) fromBob(edge, body);
-    const log = record(client);
-    const events: unknown[] = [];
-    client.on("event", (event) => events.push(event));
-    const synced = client.whenSynced();
-    await client.connect();
-    await expect(synced).resolves.toBe(4);
-    expect(resumes(edge)).toEqual([2]);
-    fromBob(edge, "five");
-    expect(log).toEqual(["event 3", "message three", "event 4", "message four", "synced 4", "event 5", "message five"]);
-    expect(events).toEqual(edge.mailbox.slice(2));
-    expect(client.lastSeq).toBe(5);
-  });
-
-  it("resumes from lastSeq after a drop and after close(); events the edge replays twice are emitted once", async () => {
-    const { edge, clock, client } = setup({ resumeAfterSeq: 0 });
-    edge.replayOverlap = 3;
-    const seqs: number[] = [];
-    client.on("event", (event) => seqs.push(event.seq));
-    await client.connect();
-    fromBob(edge, "a");
-    fromBob(edge, "b");
-    edge.lastSocket.drop(standardCloseCodes.abnormal);
-    fromBob(edge, "c");
-    fromBob(edge, "d");
-    expect(seqs).toEqual([1, 2]);
-    clock.advanceBy(100);
-    await flush();
-    expect(client.state).toBe("open");
-    // The second session replayed 1..4 (overlap 3 before the cursor 2): 1 and 2 are dropped.
-    expect(resumes(edge)).toEqual([0, 2]);
-    expect(seqs).toEqual([1, 2, 3, 4]);
-    fromBob(edge, "e");
-    expect(seqs).toEqual([1, 2, 3, 4, 5]);
-
-    client.close();
-    fromBob(edge, "f");
-    await client.connect();
-    expect(resumes(edge)).toEqual([0, 2, 5]);
-    expect(seqs).toEqual([1, 2, 3, 4, 5, 6]);
-    expect(client.lastSeq).toBe(6);
-  });
-
-  it("a gap emits nothing, reports mailbox_gap and reconnects resuming from lastSeq; the backlog fills it", async () => {
-    const { edge, clock, client, errors, states } = setup();
-    const seqs: number[] = [];
-    client.on("event", (event) => seqs.push(event.seq));
-    await client.connect();
-    fromBob(edge, "one");
-    // The edge loses event 2 on this session and sends event 3.
-    edge.deliverLive = false;
-    fromBob(edge, "two");
-    fromBob(edge, "three");
-    edge.deliverLive = true;
-    const socket = edge.lastSocket;
-    edge.sendEvents(socket, edge.mailbox.slice(2, 3));
-    expect(seqs).toEqual([1]);
-    expect(client.lastSeq).toBe(1);
-    expect(errors.map((error) => error.code)).toEqual(["mailbox_gap"]);
-    expect(errors[0]?.message).toMatch(/seq 3 when 2 was due/);
-    expect(socket.closedByClientWithCode).toBe(standardCloseCodes.normal);
-    expect(states.at(-1)).toMatchObject({ state: "waiting_to_reconnect", previousState: "open" });
-
-    clock.advanceBy(100);
-    await flush();
-    expect(client.state).toBe("open");
-    expect(resumes(edge)).toEqual([undefined, 1]);
-    expect(seqs).toEqual([1, 2, 3]);
-    expect(client.lastSeq).toBe(3);
-  });
-
-  it("resync (the events after the cursor were cut): lastSeq jumps to headSeq, then synced and live events", async () => {
-    const { edge, client } = setup({ resumeAfterSeq: 1 });
-    for (const body of ["one", "two", "three", "four", "five"]) fromBob(edge, body);
-    edge.retentionFloorSeq = 3;
-    const log = record(client);
-    await client.connect();
-    await expect(client.whenSynced()).resolves.toBe(5);
-    expect(log).toEqual(["resync 5", "synced 5"]);
-    expect(client.lastSeq).toBe(5);
-    fromBob(edge, "six");
-    expect(log.slice(2)).toEqual(["event 6", "message six"]);
-  });
-
-  it("emits the device's own message once, though its send is transmitted again and the edge replays its event", async () => {
-    const { edge, clock, client } = setup();
-    edge.replayOverlap = 5;
-    // The first edge stores the send (its event goes out live) but the connection dies before the ack.
-    edge.onRequest = (frame, socket) => {
-      if (frame.type !== "send" || socket !== edge.sockets[0]) return "default";
-      edge.store(frame.conversationId, frame.clientMessageId, frame.body);
-      return "ignore";
-    };
-    const messages: string[] = [];
-    client.on("message", (message) => messages.push(message.clientMessageId));
-    await client.connect();
-    const sent = client.send(directConversationId, "mine", { clientMessageId: "cm-own" });
-    await flush();
-    expect(messages).toEqual(["cm-own"]);
-    edge.lastSocket.drop(standardCloseCodes.abnormal);
-    clock.advanceBy(100);
-    await expect(sent).resolves.toMatchObject({ seq: 1, clientMessageId: "cm-own" });
-    await flush();
-    expect(edge.framesOfType("send")).toHaveLength(2);
-    expect(edge.mailbox).toHaveLength(1);
-    expect(messages).toEqual(["cm-own"]);
-  });
-
-  it("whenSynced: at once when the session has synced, else at the next synced; rejects when the client closes", async () => {
-    const { edge, clock, client } = setup();
-    const beforeConnect = client.whenSynced();
-    await client.connect();
-    await expect(beforeConnect).resolves.toBe(0);
-    await expect(client.whenSynced()).resolves.toBe(0);
-    fromBob(edge, "one");
-
-    edge.lastSocket.drop(closeCodes.going_away.code);
-    let settled = false;
-    const afterDrop = client.whenSynced().finally(() => {
-      settled = true;
-    });
-    fromBob(edge, "two");
-    // The next session is open but the edge has not sent its synced yet: the last session's does not count.
-    edge.syncAfterWelcome = false;
-    clock.advanceBy(100);
-    await flush();
-    expect(client.state).toBe("open");
-    const inOpenSession = client.whenSynced();
-    await flush();
-    expect(settled).toBe(false);
-    edge.sync(edge.lastSocket, 1);
-    await expect(afterDrop).resolves.toBe(2);
-    await expect(inOpenSession).resolves.toBe(2);
-    edge.syncAfterWelcome = true;
-
-    edge.lastSocket.drop(closeCodes.going_away.code);
-    const never = client.whenSynced();
-    client.close();
-    expect(await rejection(never)).toMatchObject({ code: "closed" });
-  });
-
-  it("ignores mailbox frames that arrive before the welcome", async () => {
-    const { edge, client } = setup();
-    const seqs: number[] = [];
-    client.on("event", (event) => seqs.push(event.seq));
-    const message = edge.store(directConversationId, "cm-early", "early", "bob");
-    edge.onHello = (_hello, socket) => {
-      socket.deliver({ type: "event", seq: 7, event: { kind: "message", message } });
-      return "welcome";
-    };
-    await client.connect();
-    expect(seqs).toEqual([]);
-    expect(client.lastSeq).toBe(1);
-  });
-});
-
 describe("CellwireClient: failover between edges", () => {
   const urlA = "ws://127.0.0.1:8081/ws";
   const urlB = "ws://127.0.0.1:8082/ws";
@@ -706,11 +538,13 @@ describe("CellwireClient: failover between edges", () => {
   }
 
   const fromBob = (edge: FakeEdge, body: string) => edge.store(directConversationId, `cm-${body}`, body, "bob");
+  const bobRead = (edge: FakeEdge, seq: number) => edge.append({ kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: seq, deliveredSeq: seq });
 
-  it("the first edge is killed: reconnects to the second at once, resumes from lastSeq, settles the pending send once", async () => {
+  it("the first edge is killed: reconnects to the second at once, resumes from the positions, settles the pending send once", async () => {
     const { edgeA, edgeB, clock, client, states, errors } = setupTwoEdges();
     const emitted: string[] = [];
-    client.on("event", ({ seq, event }) => emitted.push(`${seq} ${messageOf(event)?.body}`));
+    client.on("message", ({ seq, body }) => emitted.push(`${seq} ${body}`));
+    client.on("event", ({ seq, event }) => emitted.push(`event ${seq} ${event.kind}`));
     // Edge A stores the send in the cell, then is killed before it acks.
     edgeA.onRequest = (frame) => {
       if (frame.type !== "send") return "default";
@@ -718,6 +552,7 @@ describe("CellwireClient: failover between edges", () => {
       return "ignore";
     };
     fromBob(edgeA, "before");
+    bobRead(edgeA, 1);
     await client.connect();
     expect(client.url).toBe(urlA);
     expect(states.at(-1)).toMatchObject({ state: "open", url: urlA });
@@ -728,13 +563,14 @@ describe("CellwireClient: failover between edges", () => {
       settlements += 1;
     });
     await flush();
-    expect(client.lastSeq).toBe(2);
+    expect(client.positions()).toEqual({ mailboxSeq: 1, conversations: { [directConversationId]: 2 } });
     edgeA.kill();
     expect(states.at(-1)).toMatchObject({ state: "waiting_to_reconnect", closeCode: standardCloseCodes.abnormal, url: urlB });
     // Not a backoff (100 ms here) but the failover window: at most initialDelayMs × jitterRatio = 50 ms.
     expect(states.at(-1)?.reconnectDelayMs).toBe(50);
     expect(client.url).toBe(urlB);
     fromBob(edgeA, "while-away");
+    bobRead(edgeA, 3);
 
     clock.advanceBy(50);
     await flush();
@@ -743,19 +579,22 @@ describe("CellwireClient: failover between edges", () => {
     expect(ack).toMatchObject({ seq: 2, messageId: "m2", clientMessageId: "cm-own" });
     expect(edgeB.sockets).toHaveLength(1);
     expect(edgeB.lastSocket.url).toBe(urlB);
-    expect(edgeB.framesOfType("hello").map((hello) => hello.resumeAfterSeq)).toEqual([2]);
+    expect(edgeB.framesOfType("hello").map(({ resumeAfterSeq, conversations }) => ({ resumeAfterSeq, conversations }))).toEqual([
+      { resumeAfterSeq: 1, conversations: [{ conversationId: directConversationId, afterSeq: 2 }] },
+    ]);
     expect(edgeA.framesOfType("send").map((frame) => frame.clientMessageId)).toEqual(["cm-own"]);
     expect(edgeB.framesOfType("send").map((frame) => frame.clientMessageId)).toEqual(["cm-own"]);
     expect(edgeB.storedMessages(directConversationId)).toHaveLength(3);
     expect(client.url).toBe(urlB);
     expect(states.at(-1)).toMatchObject({ state: "open", url: urlB });
-    await expect(client.whenSynced()).resolves.toBe(3);
+    await expect(client.whenSynced()).resolves.toBe(2);
     fromBob(edgeB, "live-on-b");
     await flush();
     expect(settlements).toBe(1);
     expect(client.pendingRequestCount).toBe(0);
-    // The session started live at the head (1): each later event once, none lost across the failover.
-    expect(emitted).toEqual(["2 survive", "3 while-away", "4 live-on-b"]);
+    // The session started live at the heads (mailbox 1, the conversation at its first live message, 2):
+    // each later event and message once, none lost across the failover.
+    expect(emitted).toEqual(["2 survive", "3 while-away", "event 2 receipt", "4 live-on-b"]);
     expect(errors).toEqual([]);
   });
 

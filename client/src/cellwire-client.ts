@@ -1,33 +1,39 @@
-// The SDK's client: the I/O shell around connection-machine.ts and mailbox-position.ts. It owns the
-// socket, the timers and the pending requests; every decision about the connection is the machine's, and
-// every decision about mailbox frames (emit, drop, gap) is mailbox-position's. client/BEHAVIOUR.md is the
+// The SDK's client: the I/O shell around connection-machine.ts, mailbox-position.ts and
+// conversation-positions.ts. It owns the socket, the timers and the pending requests; every decision about
+// the connection is the machine's, every decision about mailbox frames (emit, drop, gap) is
+// mailbox-position's, and about message frames conversation-positions'. client/BEHAVIOUR.md is the
 // contract, and the tests follow it.
 import {
   decodeServerFrame,
   frameBytesMax,
+  isConversationId,
   isDeviceId,
   isUserId,
   presenceWatchUsersMax,
   protocolVersion,
   requestIdLengthMax,
+  resumeConversationsMax,
   standardCloseCodes,
   tokenLengthMax,
   type ConversationSummary,
   type ErrorFrame,
+  type EventFrame,
   type HelloFrame,
+  type JoinedEvent,
   type Message,
+  type MessageFrame,
   type PresenceState,
   type ReceiptEvent,
   type ResyncFrame,
-  type SequencedEvent,
   type ServerFrame,
   type SyncedFrame,
   type WelcomeFrame,
 } from "@cellwire/protocol";
-import { backoffDelayMs, normaliseBackoffOptions, type BackoffOptions, type RandomSource } from "./backoff.ts";
+import { normaliseBackoffOptions, retryDelayMs, type BackoffOptions, type RandomSource } from "./backoff.ts";
 import { createClientMessageId } from "./client-message-id.ts";
 import { DeliveredReporter } from "./delivered-reporter.ts";
 import { systemClock, type CancelTimer, type Clock } from "./clock.ts";
+import { ConversationPositions, conversationCursorsMax } from "./conversation-positions.ts";
 import {
   initialConnectionState,
   transition,
@@ -58,7 +64,10 @@ export type StateChange = {
   /** The edge URL of the attempt or session in this state; entering waiting_to_reconnect, of the next attempt. */
   readonly url: string;
 } & StateChangeDetail;
-/** The device holds every mailbox event up to `seq`; live events follow. */
+/**
+ * The backlog is delivered: every mailbox event up to `seq`, and the messages of each conversation the
+ * hello listed or a replayed joined event named; live events and messages follow.
+ */
 export type Synced = Omit<SyncedFrame, "type">;
 /** The mailbox cut the events the device lacked: reload what it shows through history; it continues from headSeq. */
 export type Resync = Omit<ResyncFrame, "type">;
@@ -69,10 +78,18 @@ export type TokenProvider = (request: TokenRequest) => Promise<string>;
 
 export type CellwireClientEvents = {
   state: StateChange;
-  /** Each mailbox event once, in mailbox order: the backlog after a resume, then live events. */
-  event: SequencedEvent;
-  /** The message of each "message" mailbox event, right after its "event". */
+  /**
+   * Each mailbox event once, in mailbox order: the backlog after a resume, then live events. Kinds this SDK
+   * does not know arrive as { kind: "unknown", unknownKind } (decision 0010): skip them.
+   */
+  event: ReceivedEvent;
+  /**
+   * Each message of a conversation once, per conversation in seq order (no order across conversations):
+   * the backlog after the conversation's cursor on a resume, then live messages, the user's own included.
+   */
   message: Message;
+  /** The payload of each "joined" mailbox event, right after its "event": the user became a member. */
+  joined: Joined;
   synced: Synced;
   resync: Resync;
   welcome: Welcome;
@@ -87,8 +104,21 @@ export type CellwireClientEvents = {
   receipt: Receipt;
 };
 
+/** A mailbox event as the client received it: its mailbox seq and the event, of a kind the SDK may not know. */
+export type ReceivedEvent = Omit<EventFrame, "type">;
 /** A member's read and delivered positions in a conversation (conversation seqs; 0 for none). */
 export type Receipt = Omit<ReceiptEvent, "kind">;
+/**
+ * The user became a member of a conversation; its messages after `afterSeq` (the join point) follow as
+ * "message" events, older ones are in history.
+ */
+export type Joined = Omit<JoinedEvent, "kind">;
+/**
+ * Where the device stands, for the app to store and pass back as resumeAfterSeq and resumeConversations
+ * when it starts again: the mailbox seq (undefined until known) and the seq of the last message held in
+ * each conversation, least recently updated first.
+ */
+export type Positions = { readonly mailboxSeq: number | undefined; readonly conversations: Readonly<Record<string, number>> };
 /** The user's positions after markRead. */
 export type ReadPositions = { readonly conversationId: string; readonly readSeq: number; readonly deliveredSeq: number };
 
@@ -105,6 +135,14 @@ export type CellwireClientOptions = {
    * it. Without it the first session starts live at the mailbox head. Later hellos resume from lastSeq.
    */
   readonly resumeAfterSeq?: number;
+  /**
+   * The conversation cursors this device stored (positions().conversations): conversation id → the seq of
+   * the last message it holds, least recently updated first. A resuming hello lists the most recently
+   * updated resumeConversationsMax (1000) of them, so each conversation's messages after its cursor
+   * arrive before `synced`. Only a resuming hello lists them (see resumeAfterSeq); without resumeAfterSeq
+   * they still drop the messages the device holds. At most 10000 entries.
+   */
+  readonly resumeConversations?: Readonly<Record<string, number>>;
   /** Defaults to globalThis.WebSocket; Node 20 has none, so pass the `ws` package's WebSocket there. */
   readonly WebSocket?: WebSocketConstructor;
   /** A request not settled within this time rejects with code "timeout" (default 10000). */
@@ -135,8 +173,8 @@ export type CellwireClientOptions = {
   /**
    * When above 0 (1000 is a good value), messages of other users that arrive are reported with
    * `delivered` frames, one per conversation (its highest seq) at most every deliveredDelayMs, at most one
-   * in flight per conversation. Default 0: off, until the consumers that expect only messages in a
-   * mailbox (the recorded runs of the integration tests) handle receipt events.
+   * in flight per conversation. Default 0: off, since each report writes a receipt event to the
+   * members' mailboxes, a cost the app should choose.
    */
   readonly deliveredDelayMs?: number;
   readonly random?: RandomSource;
@@ -159,6 +197,7 @@ type Settings = {
   readonly urls: readonly string[];
   readonly deviceId: string | undefined;
   readonly resumeAfterSeq: number | undefined;
+  readonly resumeConversations: Readonly<Record<string, number>>;
   readonly requestTimeoutMs: number;
   readonly pendingRequestsMax: number;
   readonly requestRetriesMax: number;
@@ -178,6 +217,8 @@ type PendingRequest = {
   /** The id of the current transmission; null while queued (not sent on the current session). */
   requestId: string | null;
   retriesUsed: number;
+  /** clock.nowMs() past which the request has timed out: a retry due later is not worth waiting for. */
+  readonly deadlineMs: number;
   cancelRetry: CancelTimer | null;
   cancelDeadline: CancelTimer;
   /** Receives a frame already checked with isReplyOf(kind). */
@@ -206,6 +247,8 @@ export class CellwireClient {
   private connecting: Deferred<Welcome> | null = null;
   private heartbeat: { cancel: CancelTimer; awaitingReply: boolean } | null = null;
   private lastSeqValue: number | undefined = undefined;
+  /** Survives close() and connect(), as lastSeq does. */
+  private readonly conversationPositions: ConversationPositions;
   /** The current session has received its `synced`. */
   private sessionSynced = false;
   /** One promise shared by every whenSynced() caller waiting for the next `synced`. */
@@ -230,6 +273,7 @@ export class CellwireClient {
     this.WebSocketClass = resolveWebSocketConstructor(options.WebSocket);
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
+    this.conversationPositions = new ConversationPositions(this.settings.resumeConversations);
     this.typingIndicators = new TypingIndicators(
       this.clock,
       (indicator) => this.listeners.emit("typing", indicator),
@@ -250,6 +294,14 @@ export class CellwireClient {
   /** The last mailbox seq the device holds; undefined until a `synced` or an event makes it known. */
   get lastSeq(): number | undefined {
     return this.lastSeqValue;
+  }
+
+  /**
+   * Where the device stands: lastSeq and the cursor of each conversation (a fresh object each call).
+   * Store it and pass it back (resumeAfterSeq, resumeConversations) so a new run resumes without a gap.
+   */
+  positions(): Positions {
+    return { mailboxSeq: this.lastSeqValue, conversations: this.conversationPositions.toRecord() };
   }
 
   /** The number of requests waiting for a reply (queued, in flight or waiting to retry). */
@@ -430,6 +482,7 @@ export class CellwireClient {
         body,
         requestId: null,
         retriesUsed: 0,
+        deadlineMs: this.clock.nowMs() + this.settings.requestTimeoutMs,
         cancelRetry: null,
         cancelDeadline: () => {},
         resolve: (frame) => {
@@ -473,7 +526,7 @@ export class CellwireClient {
     return `r${this.requestCounter.toString(36)}`;
   }
 
-  private settleReply(frame: Exclude<ServerFrame, MailboxFrame | { type: "welcome" | "error" | "typing" | "presence" }>): void {
+  private settleReply(frame: Exclude<ServerFrame, MailboxFrame | { type: "welcome" | "error" | "typing" | "presence" | "message" }>): void {
     const entry = this.inFlight.get(frame.requestId);
     // Unknown ids are replies to an earlier transmission of a retried request, or heartbeat pongs.
     if (entry === undefined) return;
@@ -484,8 +537,12 @@ export class CellwireClient {
   private settleErrorReply(entry: PendingRequest, frame: ErrorFrame): void {
     if (entry.requestId !== null) this.inFlight.delete(entry.requestId);
     entry.requestId = null;
+    const error = new CellwireClientError(frame.code, frame.message, { retryable: frame.retryable, retryAfterMs: frame.retryAfterMs });
     if (frame.retryable && isIdempotent(entry.kind) && entry.retriesUsed < this.settings.requestRetriesMax) {
-      const delayMs = backoffDelayMs(entry.retriesUsed, this.settings.retryBackoff, this.random);
+      const delayMs = retryDelayMs(entry.retriesUsed, this.settings.retryBackoff, this.random, frame.retryAfterMs);
+      // A retry due after the request's deadline would never go out: the caller hears the edge's reason
+      // now rather than a timeout later.
+      if (this.clock.nowMs() + delayMs >= entry.deadlineMs) return entry.reject(error);
       entry.retriesUsed += 1;
       entry.cancelRetry = this.clock.setTimer(() => {
         entry.cancelRetry = null;
@@ -494,7 +551,7 @@ export class CellwireClient {
       }, delayMs);
       return;
     }
-    entry.reject(new CellwireClientError(frame.code, frame.message, { retryable: frame.retryable }));
+    entry.reject(error);
   }
 
   // -------------------------------------------------------------------------------------------------
@@ -511,8 +568,11 @@ export class CellwireClient {
       this.emitError(new CellwireClientError("malformed_frame", `ignored an undecodable frame from the edge: ${path} ${reason}`, { retryable: false }));
       return;
     }
+    // Any frame, one of a type this SDK does not know included, shows the connection is alive.
     if (this.heartbeat !== null) this.heartbeat.awaitingReply = false;
     const frame = decoded.value;
+    // A frame type a newer edge added (decision 0010): ignored, never an error.
+    if (frame === null) return;
     switch (frame.type) {
       case "welcome": {
         if (this.machine.name !== "authenticating") return;
@@ -525,11 +585,15 @@ export class CellwireClient {
       case "synced":
       case "resync":
         return this.receiveMailboxFrame(frame, attemptId);
+      case "message":
+        return this.receiveMessageFrame(frame, attemptId);
       case "error": {
         const entry = frame.requestId === undefined ? undefined : this.inFlight.get(frame.requestId);
         if (entry !== undefined) return this.settleErrorReply(entry, frame);
         // An error about no request of ours (a bad frame, or a stale request id) is only reported.
-        if (frame.requestId === undefined) this.emitError(new CellwireClientError(frame.code, frame.message, { retryable: frame.retryable }));
+        if (frame.requestId === undefined) {
+          this.emitError(new CellwireClientError(frame.code, frame.message, { retryable: frame.retryable, retryAfterMs: frame.retryAfterMs }));
+        }
         return;
       }
       case "typing":
@@ -554,25 +618,27 @@ export class CellwireClient {
       const { receivedSeq, expectedSeq, lastSeq } = outcome;
       const text = `the edge sent mailbox seq ${receivedSeq} when ${expectedSeq} was due; reconnecting to resume after ${lastSeq}`;
       this.emitError(new CellwireClientError("mailbox_gap", text, { retryable: true }));
-      this.dispatch({ type: "mailbox_gap", attemptId });
+      this.dispatch({ type: "sequence_gap", attemptId });
       return;
     }
     this.lastSeqValue = outcome.lastSeq;
     switch (frame.type) {
-      case "event":
+      case "event": {
         if (outcome.kind !== "emit") return;
-        this.listeners.emit("event", { seq: frame.seq, event: frame.event });
-        if (frame.event.kind === "message") {
-          const { message } = frame.event;
-          this.listeners.emit("message", message);
-          if (this.settings.deliveredDelayMs > 0 && message.senderUserId !== this.welcome?.userId) {
-            this.deliveredReporter.messageReceived(message.conversationId, message.seq);
-          }
-        } else {
-          const { kind: _kind, ...receipt } = frame.event;
+        const event = frame.event;
+        // The cursor starts before the listeners run, so one that calls positions() sees it.
+        if (event.kind === "joined") this.conversationPositions.joined(event.conversationId, event.afterSeq);
+        this.listeners.emit("event", { seq: frame.seq, event });
+        if (event.kind === "joined") {
+          const { kind: _kind, ...joined } = event;
+          this.listeners.emit("joined", joined);
+        } else if (event.kind === "receipt") {
+          const { kind: _kind, ...receipt } = event;
           this.listeners.emit("receipt", receipt);
         }
+        // An unknown kind only moved lastSeq: a newer edge's events do not stop this client.
         return;
+      }
       case "synced": {
         this.sessionSynced = true;
         this.listeners.emit("synced", { seq: frame.seq });
@@ -584,6 +650,25 @@ export class CellwireClient {
       case "resync":
         this.listeners.emit("resync", { headSeq: frame.headSeq });
         return;
+    }
+  }
+
+  private receiveMessageFrame(frame: MessageFrame, attemptId: number): void {
+    // As mailbox frames: a message counts only on an open session, whose edge keeps it gapless.
+    if (this.machine.name !== "open") return;
+    const { message } = frame;
+    const outcome = this.conversationPositions.receive(message.conversationId, message.seq);
+    if (outcome.kind === "duplicate") return;
+    if (outcome.kind === "gap") {
+      const { receivedSeq, expectedSeq, cursor } = outcome;
+      const text = `the edge sent seq ${receivedSeq} of conversation ${message.conversationId} when ${expectedSeq} was due; reconnecting to resume it after ${cursor}`;
+      this.emitError(new CellwireClientError("conversation_gap", text, { retryable: true }));
+      this.dispatch({ type: "sequence_gap", attemptId });
+      return;
+    }
+    this.listeners.emit("message", message);
+    if (this.settings.deliveredDelayMs > 0 && message.senderUserId !== this.welcome?.userId) {
+      this.deliveredReporter.messageReceived(message.conversationId, message.seq);
     }
   }
 
@@ -703,12 +788,15 @@ export class CellwireClient {
     this.token = null;
     if (token === null || token.attemptId !== attemptId) throw new Error(`CellwireClient bug: no token for attempt ${attemptId}`);
     const resumeAfterSeq = resumeAfterSeqFor(this.lastSeqValue, this.settings.resumeAfterSeq);
+    // Cursors only go with a resume: a session without resumeAfterSeq starts live, backlog-free.
+    const conversations = resumeAfterSeq === undefined ? [] : this.conversationPositions.resumeCursors(resumeConversationsMax);
     const hello: HelloFrame = {
       type: "hello",
       protocolVersion,
       token: token.token,
       ...(this.settings.deviceId === undefined ? {} : { deviceId: this.settings.deviceId }),
       ...(resumeAfterSeq === undefined ? {} : { resumeAfterSeq }),
+      ...(conversations.length === 0 ? {} : { conversations }),
     };
     this.sendText(JSON.stringify(hello));
   }
@@ -841,6 +929,7 @@ function normaliseOptions(options: CellwireClientOptions): Settings {
     urls,
     deviceId: options.deviceId,
     resumeAfterSeq: options.resumeAfterSeq === undefined ? undefined : nonNegativeInteger("resumeAfterSeq", options.resumeAfterSeq, 0),
+    resumeConversations: normaliseResumeConversations(options.resumeConversations),
     requestTimeoutMs: positiveInteger("requestTimeoutMs", options.requestTimeoutMs, defaults.requestTimeoutMs),
     pendingRequestsMax: positiveInteger("pendingRequestsMax", options.pendingRequestsMax, defaults.pendingRequestsMax),
     requestRetriesMax: nonNegativeInteger("requestRetriesMax", options.requestRetriesMax, defaults.requestRetriesMax),
@@ -856,6 +945,26 @@ function normaliseOptions(options: CellwireClientOptions): Settings {
       urlCount: urls.length,
     },
   };
+}
+
+/**
+ * A copy of the stored cursors, checked here: they go into the hello, and the edge closes a session whose
+ * hello is invalid with 4200 (protocol_violation), which stops the client for good.
+ */
+function normaliseResumeConversations(stored: Readonly<Record<string, number>> | undefined): Readonly<Record<string, number>> {
+  if (stored === undefined) return {};
+  if (typeof stored !== "object" || stored === null || Array.isArray(stored)) {
+    throw new TypeError("CellwireClient: resumeConversations must be an object of conversation id → seq");
+  }
+  const entries = Object.entries(stored);
+  if (entries.length > conversationCursorsMax) {
+    throw new RangeError(`CellwireClient: resumeConversations holds at most ${conversationCursorsMax} cursors, got ${entries.length}`);
+  }
+  for (const [conversationId, seq] of entries) {
+    if (!isConversationId(conversationId)) throw new TypeError(`CellwireClient: resumeConversations names an invalid conversation id ${JSON.stringify(conversationId)}`);
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new RangeError(`CellwireClient: resumeConversations[${conversationId}] must be an integer >= 0, got ${seq}`);
+  }
+  return Object.fromEntries(entries);
 }
 
 function positiveInteger(name: string, value: number | undefined, fallback: number): number {

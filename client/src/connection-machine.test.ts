@@ -130,8 +130,8 @@ describe("connection machine: transition table", () => {
     expect(types(effects)).toEqual(["emit_state", "close_socket", "end_session", "set_timer"]);
   });
 
-  it("open + mailbox_gap → close the socket, end the session, waiting_to_reconnect (as a drop)", () => {
-    const { state, effects } = step(open(), { type: "mailbox_gap", attemptId: 1 });
+  it("open + sequence_gap → close the socket, end the session, waiting_to_reconnect (as a drop)", () => {
+    const { state, effects } = step(open(), { type: "sequence_gap", attemptId: 1 });
     expect(state).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1 });
     expect(effects).toEqual([
       { type: "emit_state", state: "waiting_to_reconnect", previousState: "open", detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null }, urlIndex: 0 },
@@ -144,16 +144,16 @@ describe("connection machine: transition table", () => {
     // A gap reported by the socket of an earlier attempt does not end the current session.
     const reopened = run([token, opened, welcome], next.state);
     expect(reopened).toMatchObject({ name: "open", attemptId: 2 });
-    expect(step(reopened, { type: "mailbox_gap", attemptId: 1 })).toEqual({ state: reopened, effects: [] });
+    expect(step(reopened, { type: "sequence_gap", attemptId: 1 })).toEqual({ state: reopened, effects: [] });
   });
 
   it.each([
     ["connecting", connectingSocket],
     ["authenticating", authenticating],
     ["waiting_to_reconnect", waiting],
-  ])("%s + mailbox_gap does nothing (no session to leave)", (_name, from) => {
+  ])("%s + sequence_gap does nothing (no session to leave)", (_name, from) => {
     const state = from();
-    expect(step(state, { type: "mailbox_gap", attemptId: state.attemptId })).toEqual({ state, effects: [] });
+    expect(step(state, { type: "sequence_gap", attemptId: state.attemptId })).toEqual({ state, effects: [] });
   });
 
   it.each([
@@ -311,7 +311,7 @@ describe("connection machine: edge URLs", () => {
     ["an abnormal close (1006)", abnormal],
     ["the edge going away (4000)", closedWith(closeCodes.going_away.code)],
     ["a missed heartbeat", (state: ConnectionState): ConnectionInput => ({ type: "heartbeat_missed", attemptId: state.attemptId })],
-    ["a mailbox gap", (state: ConnectionState): ConnectionInput => ({ type: "mailbox_gap", attemptId: state.attemptId })],
+    ["a sequence gap", (state: ConnectionState): ConnectionInput => ({ type: "sequence_gap", attemptId: state.attemptId })],
   ])("an open session lost to %s fails over: next URL, within the failover window instead of the backoff", (_name, input) => {
     const from = go([connect, token, opened, welcome]);
     const { state, effects } = at(from, input(from));
@@ -363,7 +363,7 @@ describe("connection machine: edge URLs", () => {
 
 type InputSpec =
   | { readonly kind: "connect_requested" | "close_requested" | "timer_fired" }
-  | { readonly kind: "token_received" | "token_failed" | "socket_opened" | "welcome_received" | "heartbeat_missed" | "mailbox_gap"; readonly attemptOffset: number }
+  | { readonly kind: "token_received" | "token_failed" | "socket_opened" | "welcome_received" | "heartbeat_missed" | "sequence_gap"; readonly attemptOffset: number }
   | { readonly kind: "socket_closed"; readonly attemptOffset: number; readonly code: number };
 
 const interestingCodes = [1000, 1001, 1006, 1009, 3000, 4000, 4001, 4002, 4099, 4100, 4101, 4102, 4199, 4200, 4201, 4202, 4299, 4500];
@@ -373,7 +373,7 @@ const attemptOffset = fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weigh
 const inputSpec: fc.Arbitrary<InputSpec> = fc.oneof(
   fc.constantFrom("connect_requested", "close_requested", "timer_fired").map((kind) => ({ kind })),
   fc
-    .record({ kind: fc.constantFrom("token_received", "token_failed", "socket_opened", "welcome_received", "heartbeat_missed", "mailbox_gap"), attemptOffset })
+    .record({ kind: fc.constantFrom("token_received", "token_failed", "socket_opened", "welcome_received", "heartbeat_missed", "sequence_gap"), attemptOffset })
     .map((spec) => spec as InputSpec),
   fc.record({ kind: fc.constant("socket_closed" as const), attemptOffset, code: fc.constantFrom(...interestingCodes) }),
 );

@@ -61,8 +61,11 @@ export type ConnectionInput =
   | { readonly type: "welcome_received"; readonly attemptId: number }
   | { readonly type: "socket_closed"; readonly attemptId: number; readonly code: number }
   | { readonly type: "heartbeat_missed"; readonly attemptId: number }
-  /** An event frame skipped mailbox seqs: a fresh session resumes from the last seq the device holds. */
-  | { readonly type: "mailbox_gap"; readonly attemptId: number }
+  /**
+   * The edge skipped a seq on this session: an event frame skipped mailbox seqs, or a message frame seqs of
+   * its conversation. A fresh session resumes from what the device holds.
+   */
+  | { readonly type: "sequence_gap"; readonly attemptId: number }
   | { readonly type: "timer_fired" }
   | { readonly type: "close_requested" };
 
@@ -165,7 +168,7 @@ export function transition(
       return connectionLost(state, input.code, closeAdvice(input.code), [], options, environment);
 
     case "heartbeat_missed":
-    case "mailbox_gap":
+    case "sequence_gap":
       if (state.name !== "open" || !current) return noChange(state);
       return connectionLost(state, null, "reconnect", [{ type: "close_socket", code: standardCloseCodes.normal }], options, environment);
 
@@ -283,9 +286,10 @@ export function nextUrlIndex(urlIndex: number, urlCount: number): number {
 
 /**
  * Whether the edge behind the current URL failed the client: a socket to it failed to open, went silent,
- * sent a mailbox gap or dropped. Not when no socket was opened (the token provider failed or was slow),
- * nor when the edge closed deliberately for a reason of the client's own: a 4100-range close (the
- * credentials) or 1009 (the client's frame was too big). Those reconnect to the same URL.
+ * skipped a seq (a mailbox or conversation gap) or dropped. Not when no socket was opened (the token
+ * provider failed or was slow), nor when the edge closed deliberately for a reason of the client's own: a
+ * 4100-range close (the credentials) or 1009 (the client's frame was too big). Those reconnect to the
+ * same URL.
  */
 function edgeAtFault(state: ConnectionState, closeCode: number | null, advice: CloseAdvice): boolean {
   if (!hasSocket(state)) return false;

@@ -9,4 +9,9 @@ describe("CellwireClientError", () => {
     expect(error).toMatchObject({ name: "CellwireClientError", code: "timeout", message: "no reply", retryable: true, cause });
     expect(new CellwireClientError("not_a_member", "no", { retryable: false }).cause).toBeUndefined();
   });
+
+  it("carries the edge's retryAfterMs when it named one", () => {
+    expect(new CellwireClientError("overloaded", "busy", { retryable: true, retryAfterMs: 750 }).retryAfterMs).toBe(750);
+    expect(new CellwireClientError("overloaded", "busy", { retryable: true }).retryAfterMs).toBeUndefined();
+  });
 });

@@ -3,6 +3,7 @@ import { describe, expect, expectTypeOf, it } from "vitest";
 import * as client from "./index.ts";
 import type {
   Ack,
+  CellwireClientError,
   CellwireClient,
   CellwireClientErrorCode,
   CellwireClientEvents,
@@ -10,17 +11,23 @@ import type {
   ConnectionStateName,
   ConversationSummary,
   HistoryPage,
+  Joined,
+  JoinedEvent,
   MailboxEvent,
   Message,
+  Positions,
   PresenceState,
   PresenceStatus,
+  ReceivedEvent,
+  Receipt,
+  ReceiptEvent,
   Resync,
-  SequencedEvent,
   StateChange,
   Synced,
   TokenProvider,
   TypingIndicator,
   TypingStopped,
+  UnknownMailboxEvent,
   Welcome,
 } from "./index.ts";
 
@@ -52,21 +59,36 @@ describe("@cellwire/client public entry", () => {
     expectTypeOf<StateChange>().toHaveProperty("reconnectDelayMs").toEqualTypeOf<number | null>();
   });
 
-  it("types the mailbox: resume option, lastSeq, whenSynced and the events", () => {
+  it("types the positions: the resume options, lastSeq, positions() and whenSynced", () => {
     expectTypeOf<CellwireClientOptions["resumeAfterSeq"]>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<CellwireClientOptions["resumeConversations"]>().toEqualTypeOf<Readonly<Record<string, number>> | undefined>();
     expectTypeOf<CellwireClient["lastSeq"]>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<CellwireClient["positions"]>().returns.toEqualTypeOf<Positions>();
+    expectTypeOf<Positions>().toEqualTypeOf<{ readonly mailboxSeq: number | undefined; readonly conversations: Readonly<Record<string, number>> }>();
+    // What positions() gives back is what the options take.
+    expectTypeOf<Positions["conversations"]>().toExtend<NonNullable<CellwireClientOptions["resumeConversations"]>>();
     expectTypeOf<CellwireClient["whenSynced"]>().returns.resolves.toEqualTypeOf<number>();
-    expectTypeOf<CellwireClientEvents["event"]>().toEqualTypeOf<SequencedEvent>();
-    expectTypeOf<SequencedEvent>().toEqualTypeOf<{ seq: number; event: MailboxEvent }>();
-    expectTypeOf<Extract<MailboxEvent, { kind: "message" }>["message"]>().toEqualTypeOf<Message>();
+  });
+
+  it("types the mailbox events (joined, receipt, and kinds this SDK does not know) and the messages", () => {
+    expectTypeOf<CellwireClientEvents["event"]>().toEqualTypeOf<ReceivedEvent>();
+    expectTypeOf<ReceivedEvent>().toEqualTypeOf<{ seq: number; event: MailboxEvent | UnknownMailboxEvent }>();
+    expectTypeOf<MailboxEvent>().toEqualTypeOf<JoinedEvent | ReceiptEvent>();
+    expectTypeOf<UnknownMailboxEvent>().toEqualTypeOf<{ kind: "unknown"; unknownKind: string }>();
+    expectTypeOf<CellwireClientEvents["joined"]>().toEqualTypeOf<Joined>();
+    expectTypeOf<Joined>().toEqualTypeOf<Omit<JoinedEvent, "kind">>();
+    expectTypeOf<Joined>().toHaveProperty("afterSeq").toEqualTypeOf<number>();
+    expectTypeOf<CellwireClientEvents["receipt"]>().toEqualTypeOf<Receipt>();
+    expectTypeOf<Receipt>().toEqualTypeOf<Omit<ReceiptEvent, "kind">>();
     expectTypeOf<CellwireClientEvents["message"]>().toEqualTypeOf<Message>();
     expectTypeOf<CellwireClientEvents["synced"]>().toEqualTypeOf<Synced>();
     expectTypeOf<Synced>().toEqualTypeOf<{ seq: number }>();
     expectTypeOf<CellwireClientEvents["resync"]>().toEqualTypeOf<Resync>();
     expectTypeOf<Resync>().toEqualTypeOf<{ headSeq: number }>();
-    expectTypeOf<"mailbox_gap">().toExtend<CellwireClientErrorCode>();
+    expectTypeOf<"mailbox_gap" | "conversation_gap" | "overloaded">().toExtend<CellwireClientErrorCode>();
+    expectTypeOf<CellwireClientError["retryAfterMs"]>().toEqualTypeOf<number | undefined>();
     expectTypeOf<keyof CellwireClientEvents>().toEqualTypeOf<
-      "state" | "event" | "message" | "synced" | "resync" | "welcome" | "error" | "typing" | "typingStopped" | "presence" | "receipt"
+      "state" | "event" | "message" | "joined" | "synced" | "resync" | "welcome" | "error" | "typing" | "typingStopped" | "presence" | "receipt"
     >();
   });
 

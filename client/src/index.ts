@@ -6,7 +6,10 @@ export {
   type CellwireClientEvents,
   type CellwireClientOptions,
   type HistoryPage,
+  type Joined,
+  type Positions,
   type ReadPositions,
+  type ReceivedEvent,
   type Receipt,
   type Resync,
   type StateChange,
@@ -22,6 +25,17 @@ export type { ClosedReason, ConnectionStateName, TokenReason } from "./connectio
 export type { Unsubscribe } from "./listeners.ts";
 export type { TypingIndicator, TypingStopped } from "./typing-indicators.ts";
 export type { WebSocketConstructor, WebSocketLike } from "./websocket-like.ts";
-export type { ConversationKind, ConversationSummary, ErrorCode, MailboxEvent, Message, PresenceState, PresenceStatus, SequencedEvent } from "@cellwire/protocol";
+export type {
+  ConversationKind,
+  ConversationSummary,
+  ErrorCode,
+  JoinedEvent,
+  MailboxEvent,
+  Message,
+  PresenceState,
+  PresenceStatus,
+  ReceiptEvent,
+  UnknownMailboxEvent,
+} from "@cellwire/protocol";
 // Id and size checks for callers that validate input before it reaches the wire (the web page does).
 export { isConversationId, isDeviceId, isUserId, messageBodyLengthMax } from "@cellwire/protocol";

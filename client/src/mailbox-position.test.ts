@@ -1,26 +1,26 @@
 // Follows client/BEHAVIOUR.md ("Mailbox"): one test per row of its frame table, then properties over
 // random frame sequences (fast-check prints the seed and the shrunk sequence on failure).
 import fc from "fast-check";
-import type { EventFrame, Message } from "@cellwire/protocol";
+import type { EventFrame } from "@cellwire/protocol";
 import { describe, expect, it } from "vitest";
 import { applyMailboxFrame, resumeAfterSeqFor, type MailboxFrame } from "./mailbox-position.ts";
 
-const message: Message = {
-  conversationId: `d-${"A".repeat(22)}`,
-  messageId: "m1",
-  seq: 1,
-  senderUserId: "bob",
-  senderDeviceId: "phone",
-  clientMessageId: "cm-1",
-  body: "hi",
-  sentAtMs: 1_700_000_000_000,
-};
-
-const event = (seq: number): EventFrame => ({ type: "event", seq, event: { kind: "message", message } });
+const event = (seq: number): EventFrame => ({
+  type: "event",
+  seq,
+  event: { kind: "receipt", conversationId: `d-${"A".repeat(22)}`, userId: "bob", readSeq: seq, deliveredSeq: seq },
+});
 
 describe("mailbox position: frame table", () => {
   it("event with lastSeq unknown → emit, lastSeq := seq", () => {
     expect(applyMailboxFrame(undefined, event(7))).toEqual({ kind: "emit", lastSeq: 7 });
+  });
+
+  it("an event of a kind this client does not know takes its seq like any other (decision 0010)", () => {
+    const unknown = (seq: number): EventFrame => ({ type: "event", seq, event: { kind: "unknown", unknownKind: "pinned" } });
+    expect(applyMailboxFrame(4, unknown(5))).toEqual({ kind: "emit", lastSeq: 5 });
+    expect(applyMailboxFrame(5, unknown(5))).toEqual({ kind: "duplicate", lastSeq: 5 });
+    expect(applyMailboxFrame(5, unknown(7))).toEqual({ kind: "gap", lastSeq: 5, expectedSeq: 6, receivedSeq: 7 });
   });
 
   it("event with seq = lastSeq + 1 → emit, lastSeq := seq", () => {

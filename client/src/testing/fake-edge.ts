@@ -1,15 +1,19 @@
 // An in-memory edge for the client's unit tests: fake sockets that the test opens, feeds and drops by
-// hand, and a server that answers hello and requests like the real edge (deduplicating sends by
-// clientMessageId) and keeps the user's mailbox: after the welcome it replays the backlog after the
-// hello's resumeAfterSeq (or answers resync below the retention floor), sends synced, then live events.
-// Every frame the client writes is checked with the protocol's own decoder. Several edges can share one
-// FakeCell (the user's mailbox and the messages deduplicated by clientMessageId), as real edges share the
-// cells behind them; fakeEdgeNetwork routes each socket to the edge of its URL, so a test can kill one.
+// hand, and a server that speaks protocol 2 like the real edge (docs/decisions/0009): it answers hello and
+// requests (deduplicating sends by clientMessageId), keeps the user's mailbox (joined and receipt events)
+// and each conversation's log. After the welcome of a resuming hello it replays each listed conversation
+// after its cursor, the mailbox after resumeAfterSeq (or answers resync below the retention floor) with
+// each replayed joined conversation from its join point, then sends synced, then live events and
+// messages, per conversation gapless from the session's start point. Every frame the client writes is
+// checked with the protocol's own decoder. Several edges can share one FakeCell (the mailbox and the
+// logs), as real edges share the cells behind them; fakeEdgeNetwork routes each socket to the edge of its
+// URL, so a test can kill one.
 import {
   decodeClientFrame,
   protocolVersion,
   type ClientFrame,
   type ClientRequestFrame,
+  type ConversationKind,
   type ConversationSummary,
   type HelloFrame,
   type MailboxEvent,
@@ -103,14 +107,17 @@ export class FakeSocket implements WebSocketLike {
 const abnormalCloseCode = 1006;
 
 /**
- * What the edges of one user share: the mailbox and the messages, stored once per clientMessageId as the
- * real cell does. Appends reach every edge attached to it, and each edge sends them to its synced sockets.
+ * What the edges of one user share: the mailbox, the conversations' logs (each message stored once per
+ * clientMessageId, as the real cell does) and the user's join point in each conversation. Appends and
+ * stored messages reach every edge attached to it, and each edge sends them to its synced sockets.
  */
 export class FakeCell {
   /** The user's mailbox: the event with seq n is at index n - 1. */
   readonly mailbox: SequencedEvent[] = [];
   private readonly storedByClientMessageId = new Map<string, Message>();
   private readonly logs = new Map<string, Message[]>();
+  /** Conversation → the user's join point (afterSeq of the joined event); 0 for one never joined. */
+  private readonly joinPoints = new Map<string, number>();
   private readonly edges: FakeEdge[] = [];
 
   constructor(readonly userId = "alice") {}
@@ -121,6 +128,26 @@ export class FakeCell {
 
   storedMessages(conversationId: string): readonly Message[] {
     return this.logs.get(conversationId) ?? [];
+  }
+
+  joinPointOf(conversationId: string): number {
+    return this.joinPoints.get(conversationId) ?? 0;
+  }
+
+  /**
+   * The user becomes a member (a joined event with the conversation's last seq as the join point), unless
+   * already one. Returns the appended event, if any.
+   */
+  join(conversationId: string, details: { readonly conversationKind?: ConversationKind; readonly title?: string | null; readonly addedByUserId?: string } = {}): SequencedEvent | undefined {
+    if (this.joinPoints.has(conversationId)) return undefined;
+    return this.append({
+      kind: "joined",
+      conversationId,
+      conversationKind: details.conversationKind ?? (conversationId.startsWith("g-") ? "group" : "direct"),
+      title: details.title ?? null,
+      afterSeq: this.storedMessages(conversationId).length,
+      addedByUserId: details.addedByUserId ?? this.userId,
+    });
   }
 
   store(conversationId: string, clientMessageId: string, body: string, senderUserId: string): Message {
@@ -140,17 +167,28 @@ export class FakeCell {
     log.push(message);
     this.logs.set(conversationId, log);
     this.storedByClientMessageId.set(clientMessageId, message);
-    this.append({ kind: "message", message });
+    for (const edge of this.edges) edge.deliverLiveMessage(message);
     return message;
   }
 
+  /** Appends to the mailbox; a joined event also records the user's join point in its conversation. */
   append(event: MailboxEvent): SequencedEvent {
     const sequenced: SequencedEvent = { seq: this.mailbox.length + 1, event };
     this.mailbox.push(sequenced);
+    if (event.kind === "joined" && !this.joinPoints.has(event.conversationId)) this.joinPoints.set(event.conversationId, event.afterSeq);
     for (const edge of this.edges) edge.deliverLiveEvent(sequenced);
     return sequenced;
   }
 }
+
+/** What an edge keeps per synced session: where it stands in the mailbox and in each conversation. */
+type FakeSession = {
+  mailboxSeq: number;
+  /** The hello had resumeAfterSeq: a conversation without a cursor is read from the user's join point. */
+  readonly resumed: boolean;
+  /** Conversation → the last seq sent on this session. */
+  readonly conversationSeqs: Map<string, number>;
+};
 
 export class FakeEdge {
   readonly sockets: FakeSocket[] = [];
@@ -161,13 +199,19 @@ export class FakeEdge {
   heartbeatIntervalMs = 30_000;
   onHello: HelloHandler = () => "welcome";
   onRequest: RequestHandler = () => "default";
-  /** After a welcome, replay the backlog and send synced; false leaves the session's mailbox to the test. */
+  /** After a welcome, replay the backlog and send synced; false leaves the session's backlog to the test. */
   syncAfterWelcome = true;
-  /** A misbehaving edge: each replay starts this many seqs before the hello's resumeAfterSeq. */
+  /**
+   * A misbehaving edge: each replay starts this many seqs before the hello's resumeAfterSeq, and each
+   * conversation's this many before its cursor or join point.
+   */
   replayOverlap = 0;
   /** Events up to this seq were cut by retention; a resume below it is answered with resync. */
   retentionFloorSeq = 0;
-  /** false: appended events reach no socket live (as if the edge lost them); resumes still replay them. */
+  /**
+   * false: appended events and stored messages reach no socket live (as if the edge lost them); resumes
+   * still replay them.
+   */
   deliverLive = true;
   /** The process is gone: new connections are refused (error, then close 1006). See kill(). */
   down = false;
@@ -175,8 +219,8 @@ export class FakeEdge {
   readonly presence = new Map<string, PresenceState>();
   readonly WebSocket: WebSocketConstructor;
   readonly cell: FakeCell;
-  /** The last mailbox seq sent on each synced socket; live events go to these sockets. */
-  private readonly socketSeqs = new Map<FakeSocket, number>();
+  /** Each synced socket's session; live events and messages go to these sockets. */
+  private readonly sessions = new Map<FakeSocket, FakeSession>();
 
   /** `cell`: another edge's cell, to serve the same user from several edges. */
   constructor(
@@ -234,7 +278,7 @@ export class FakeEdge {
       const outcome = this.onHello(frame, socket);
       if (outcome === "welcome") {
         socket.deliver(this.welcomeFor(frame));
-        if (this.syncAfterWelcome) this.sync(socket, frame.resumeAfterSeq);
+        if (this.syncAfterWelcome) this.sync(socket, frame);
       } else if (outcome !== "ignore") socket.drop(outcome.closeCode);
       return;
     }
@@ -265,8 +309,11 @@ export class FakeEdge {
         return { type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs };
       }
       case "openDirect":
+        // The first open makes the user a member, as the cell does: a joined event in the mailbox.
+        this.cell.join(directConversationId, { conversationKind: "direct" });
         return { type: "conversation", requestId: frame.requestId, conversation: this.summary(directConversationId, "direct", null, [this.userId, frame.peerUserId]) };
       case "createGroup":
+        this.cell.join(groupConversationId, { conversationKind: "group", title: frame.title });
         return { type: "conversation", requestId: frame.requestId, conversation: this.summary(groupConversationId, "group", frame.title, [this.userId, ...frame.memberUserIds]) };
       case "addMembers":
         return { type: "conversation", requestId: frame.requestId, conversation: this.summary(frame.conversationId, "group", "group", [this.userId, ...frame.userIds]) };
@@ -299,8 +346,8 @@ export class FakeEdge {
   }
 
   /**
-   * Stores a message once per clientMessageId, as the real cell does, and appends it to the user's
-   * mailbox (sent live to every synced socket). `senderUserId` other than the user's: a peer's message.
+   * Stores a message once per clientMessageId in its conversation's log, as the real cell does, and sends
+   * it live to every synced socket. `senderUserId` other than the user's: a peer's message.
    */
   store(conversationId: string, clientMessageId: string, body: string, senderUserId = this.userId): Message {
     return this.cell.store(conversationId, clientMessageId, body, senderUserId);
@@ -311,32 +358,85 @@ export class FakeEdge {
     return this.cell.append(event);
   }
 
-  /** Called by the cell for each appended event. */
+  /** Called by the cell for each appended event: sent to each session whose last mailbox seq precedes it. */
   deliverLiveEvent(sequenced: SequencedEvent): void {
     if (!this.deliverLive) return;
-    for (const [socket, seq] of this.socketSeqs) {
-      if (socket.readyState !== "open") this.socketSeqs.delete(socket);
-      else if (seq === sequenced.seq - 1) this.sendEvents(socket, [sequenced]);
+    for (const [socket, session] of this.sessions) {
+      if (socket.readyState !== "open") this.sessions.delete(socket);
+      else if (session.mailboxSeq === sequenced.seq - 1) this.sendEvents(socket, [sequenced]);
     }
   }
 
-  /** What the real edge does after a welcome: the backlog after resumeAfterSeq (or resync), then synced. */
-  sync(socket: FakeSocket, resumeAfterSeq: number | undefined): void {
+  /**
+   * Called by the cell for each stored message. A session that follows the conversation gets it when it
+   * is next; one that does not yet reads the log from the user's join point (a resumed session) or takes
+   * it as the start (a live one), as the real edge does. A session that missed one (deliverLive false)
+   * gets nothing more of the conversation: the client must notice the gap.
+   */
+  deliverLiveMessage(message: Message): void {
+    if (!this.deliverLive) return;
+    for (const [socket, session] of this.sessions) {
+      if (socket.readyState !== "open") {
+        this.sessions.delete(socket);
+        continue;
+      }
+      const cursor = session.conversationSeqs.get(message.conversationId);
+      if (cursor === message.seq - 1) this.sendMessages(socket, [message]);
+      else if (cursor === undefined) {
+        const startSeq = session.resumed ? Math.max(0, this.cell.joinPointOf(message.conversationId) - this.replayOverlap) : message.seq - 1;
+        this.sendMessages(socket, this.storedMessages(message.conversationId).slice(startSeq, message.seq));
+      }
+    }
+  }
+
+  /**
+   * What the real edge does after a welcome. Resuming (resumeAfterSeq set): each listed conversation after
+   * its cursor, then the mailbox after resumeAfterSeq (or resync below the retention floor) with each
+   * replayed joined conversation from its join point, then synced. Otherwise synced at the head at once.
+   */
+  sync(socket: FakeSocket, hello: Pick<HelloFrame, "resumeAfterSeq" | "conversations">): void {
     const headSeq = this.mailboxHeadSeq;
-    if (resumeAfterSeq !== undefined && resumeAfterSeq < this.retentionFloorSeq) {
-      socket.deliver({ type: "resync", headSeq });
-    } else if (resumeAfterSeq !== undefined) {
-      this.sendEvents(socket, this.mailbox.slice(Math.max(0, resumeAfterSeq - this.replayOverlap)));
+    const { resumeAfterSeq } = hello;
+    const session: FakeSession = { mailboxSeq: headSeq, resumed: resumeAfterSeq !== undefined, conversationSeqs: new Map() };
+    this.sessions.delete(socket);
+    if (resumeAfterSeq !== undefined) {
+      for (const { conversationId, afterSeq } of hello.conversations ?? []) {
+        session.conversationSeqs.set(conversationId, afterSeq);
+        this.sendMessages(socket, this.storedMessages(conversationId).slice(Math.max(0, afterSeq - this.replayOverlap)), session);
+      }
+      if (resumeAfterSeq < this.retentionFloorSeq) {
+        socket.deliver({ type: "resync", headSeq });
+      } else {
+        for (const sequenced of this.mailbox.slice(Math.max(0, resumeAfterSeq - this.replayOverlap))) {
+          this.sendEvents(socket, [sequenced]);
+          const { event } = sequenced;
+          if (event.kind !== "joined" || session.conversationSeqs.has(event.conversationId)) continue;
+          session.conversationSeqs.set(event.conversationId, event.afterSeq);
+          this.sendMessages(socket, this.storedMessages(event.conversationId).slice(Math.max(0, event.afterSeq - this.replayOverlap)), session);
+        }
+      }
     }
     socket.deliver({ type: "synced", seq: headSeq });
-    this.socketSeqs.set(socket, headSeq);
+    this.sessions.set(socket, session);
   }
 
   /** Sends events as they are, whatever their order: tests use it to play a misbehaving edge. */
   sendEvents(socket: FakeSocket, events: readonly SequencedEvent[]): void {
     for (const { seq, event } of events) socket.deliver({ type: "event", seq, event });
     const last = events.at(-1);
-    if (last !== undefined && this.socketSeqs.has(socket)) this.socketSeqs.set(socket, last.seq);
+    const session = this.sessions.get(socket);
+    if (last !== undefined && session !== undefined) session.mailboxSeq = last.seq;
+  }
+
+  /**
+   * Sends messages as they are, whatever their order (tests use it to play a misbehaving edge); the
+   * session then follows each conversation from the last one sent.
+   */
+  sendMessages(socket: FakeSocket, messages: readonly Message[], session = this.sessions.get(socket)): void {
+    for (const message of messages) {
+      socket.deliver({ type: "message", message });
+      session?.conversationSeqs.set(message.conversationId, message.seq);
+    }
   }
 
   private summary(conversationId: string, kind: "direct" | "group", title: string | null, memberUserIds: string[]): ConversationSummary {
