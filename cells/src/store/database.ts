@@ -18,6 +18,9 @@ const migrationLockKey = 0x63656c6c_7769n; // "cellwi"
 
 const connectTimeoutMs = 5000;
 
+/** Per-database settings (ALTER DATABASE … SET), applied at every worker start so new ones reach old databases. */
+export const cellDatabaseSettings: readonly string[] = ["jit = off", "synchronous_commit = on"];
+
 /** The URL of database `databaseName` on the server of `adminUrl` (same credentials and options). */
 export function databaseUrl(adminUrl: string, databaseName: string): string {
   const url = new URL(adminUrl);
@@ -59,6 +62,12 @@ export async function ensureCellDatabase(adminUrl: string, namespace: string, ce
     await client.query("select pg_advisory_lock($1)", [migrationLockKey.toString()]);
     try {
       await migrate(drizzle({ client }), { migrationsFolder });
+      // Settings of the cell's database, for every connection to it (they apply from the next session);
+      // under the lock because two concurrent ALTERs of one database fail ("tuple concurrently updated").
+      // The send statement (postgres-sends.ts) of a large batch has a plan cost past the JIT threshold:
+      // compiling it costs tens of milliseconds, running it well under one. Commits stay synchronous: an
+      // ack means durable.
+      for (const setting of cellDatabaseSettings) await client.query(`alter database "${name}" set ${setting}`);
     } finally {
       await client.query("select pg_advisory_unlock($1)", [migrationLockKey.toString()]);
     }
