@@ -1,10 +1,10 @@
 // Failover with the `ws` package's WebSocket between two small ws servers on loopback ports that share one
-// mailbox, as two edges share the cells behind them. Killing an edge terminates its sockets and closes
-// its port, so reconnects to it are refused (error, then close 1006) as after a SIGKILL: what the unit
-// tests' fake edges imitate.
+// conversation's log and one mailbox, as two edges share the cells behind them; both speak protocol 2
+// (docs/decisions/0009). Killing an edge terminates its sockets and closes its port, so reconnects to it
+// are refused (error, then close 1006) as after a SIGKILL: what the unit tests' fake edges imitate.
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
-import { decodeClientFrame, messageOf, protocolVersion, type Message, type SequencedEvent, type ServerFrame } from "@cellwire/protocol";
+import { decodeClientFrame, protocolVersion, type ConversationCursor, type HelloFrame, type Message, type SequencedEvent, type ServerFrame } from "@cellwire/protocol";
 import { WebSocket, WebSocketServer } from "ws";
 import { afterAll, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientEvents, type StateChange } from "./cellwire-client.ts";
@@ -12,14 +12,15 @@ import { directConversationId } from "./testing/fake-edge.ts";
 
 const deadlineMs = 5000;
 
-/** alice's mailbox, shared by both edges; one conversation, so its seq is the mailbox seq. */
+/** alice's mailbox (receipts here) and the one conversation's log, shared by both edges. */
 const mailbox: SequencedEvent[] = [];
+const log: Message[] = [];
 const liveSockets = new Set<WebSocket>();
 const servers: WebSocketServer[] = [];
 
 type TestEdge = {
   readonly url: string;
-  readonly hellos: (number | undefined)[];
+  readonly hellos: { readonly resumeAfterSeq: number | undefined; readonly conversations: ConversationCursor[] | undefined }[];
   readonly sentClientMessageIds: string[];
   /** Replies to nothing while true: the edge dies before its acks leave. */
   holdAcks: boolean;
@@ -30,14 +31,28 @@ function send(socket: WebSocket, frame: ServerFrame): void {
   socket.send(JSON.stringify(frame));
 }
 
+/** Stores a message once per clientMessageId, as the cell does, and sends it to every live session. */
 function append(senderUserId: string, clientMessageId: string, body: string): Message {
-  const existing = mailbox.map(({ event }) => messageOf(event)).find((message) => message?.clientMessageId === clientMessageId);
+  const existing = log.find((message) => message.clientMessageId === clientMessageId);
   if (existing !== undefined) return existing;
-  const seq = mailbox.length + 1;
+  const seq = log.length + 1;
   const message: Message = { conversationId: directConversationId, messageId: `m${seq}`, seq, senderUserId, senderDeviceId: "d", clientMessageId, body, sentAtMs: Date.now() };
-  mailbox.push({ seq, event: { kind: "message", message } });
-  for (const socket of liveSockets) send(socket, { type: "event", seq, event: { kind: "message", message } });
+  log.push(message);
+  for (const socket of liveSockets) send(socket, { type: "message", message });
   return message;
+}
+
+function appendReceipt(readSeq: number): void {
+  const sequenced: SequencedEvent = { seq: mailbox.length + 1, event: { kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq, deliveredSeq: readSeq } };
+  mailbox.push(sequenced);
+  for (const socket of liveSockets) send(socket, { type: "event", ...sequenced });
+}
+
+/** A resuming hello's backlog: the conversation after the hello's cursor, the mailbox after resumeAfterSeq. */
+function sendBacklog(socket: WebSocket, hello: HelloFrame): void {
+  if (hello.resumeAfterSeq === undefined) return;
+  for (const cursor of hello.conversations ?? []) for (const message of log.slice(cursor.afterSeq)) send(socket, { type: "message", message });
+  for (const sequenced of mailbox.slice(hello.resumeAfterSeq)) send(socket, { type: "event", ...sequenced });
 }
 
 async function startEdge(): Promise<TestEdge> {
@@ -61,9 +76,9 @@ async function startEdge(): Promise<TestEdge> {
       if (!decoded.ok) throw new Error(`the client sent an undecodable frame: ${String(data)}`);
       const frame = decoded.frame;
       if (frame.type === "hello") {
-        edge.hellos.push(frame.resumeAfterSeq);
+        edge.hellos.push({ resumeAfterSeq: frame.resumeAfterSeq, conversations: frame.conversations });
         send(socket, { type: "welcome", protocolVersion, sessionId: `s${edge.hellos.length}`, userId: "alice", deviceId: "d", cellId: "a", heartbeatIntervalMs: 60_000 });
-        for (const { seq, event } of mailbox.slice(frame.resumeAfterSeq ?? mailbox.length)) send(socket, { type: "event", seq, event });
+        sendBacklog(socket, frame);
         send(socket, { type: "synced", seq: mailbox.length });
         liveSockets.add(socket);
       } else if (frame.type === "send") {
@@ -115,14 +130,16 @@ describe("CellwireClient failover between two ws edges (Node)", () => {
       backoff: { initialDelayMs: 10, delayMsMax: 1000 },
     });
     client.on("state", (change) => states.push(change));
-    client.on("event", ({ seq, event }) => emitted.push(`${seq} ${messageOf(event)?.body}`));
+    client.on("message", ({ seq, body }) => emitted.push(`${seq} ${body}`));
+    client.on("event", ({ seq, event }) => emitted.push(`event ${seq} ${event.kind}`));
     try {
       append("bob", "cm-before", "before");
+      appendReceipt(1);
       await client.connect();
       await expect(client.whenSynced()).resolves.toBe(1);
       expect(client.url).toBe(edgeA.url);
 
-      // Edge A stores the send (its event comes back live) but dies before the ack leaves.
+      // Edge A stores the send (its message comes back live) but dies before the ack leaves.
       edgeA.holdAcks = true;
       const ownEvent = waitFor(client, "message", (message) => message.clientMessageId === "cm-held");
       let settlements = 0;
@@ -135,14 +152,15 @@ describe("CellwireClient failover between two ws edges (Node)", () => {
       await edgeA.kill();
       await expect(waiting).resolves.toMatchObject({ closeCode: 1006, url: edgeB.url, reconnectDelayMs: 5 });
       append("bob", "cm-away", "away");
+      appendReceipt(3);
       await expect(reopened).resolves.toMatchObject({ url: edgeB.url });
       await expect(sent).resolves.toMatchObject({ seq: 2, clientMessageId: "cm-held" });
-      await expect(client.whenSynced()).resolves.toBe(3);
-      expect(edgeB.hellos).toEqual([2]);
+      await expect(client.whenSynced()).resolves.toBe(2);
+      expect(edgeB.hellos).toEqual([{ resumeAfterSeq: 1, conversations: [{ conversationId: directConversationId, afterSeq: 2 }] }]);
       expect(edgeA.sentClientMessageIds).toEqual(["cm-held"]);
       expect(edgeB.sentClientMessageIds).toEqual(["cm-held"]);
       expect(settlements).toBe(1);
-      expect(emitted).toEqual(["2 held", "3 away"]);
+      expect(emitted).toEqual(["2 held", "3 away", "event 2 receipt"]);
 
       // Both down. The session on B was not stable (stableConnectionMs), so this run of failures gets no
       // second failover: the backoff goes on growing (attempt 1, 2, 3, 4) while the URLs alternate.
