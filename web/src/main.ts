@@ -1,7 +1,9 @@
-// The dev web page: one direct conversation between the user and a peer, over the SDK. Served by an edge
-// in dev mode, which also signs tokens at /dev/token. Plain DOM, no framework.
-import { CellwireClient, CellwireClientError, isUserId, type Message } from "@cellwire/client";
+// The dev web page: one direct conversation between the user and a peer, over the SDK, and the
+// conversations the user joins while it is open. Served by an edge in dev mode, which also signs tokens at
+// /dev/token. Plain DOM, no framework.
+import { CellwireClient, CellwireClientError, isUserId, type Joined, type Message } from "@cellwire/client";
 import { statusText } from "./connection-status.ts";
+import { ConversationList, formatConversationLine } from "./conversation-list.ts";
 import { MessageList, formatMessageLine } from "./message-list.ts";
 import { createDeviceId, parseTokenResponse, startParametersFrom, tokenPathFor, webSocketUrlFor } from "./page-urls.ts";
 
@@ -22,6 +24,7 @@ const elements = {
   connect: element("connect", HTMLButtonElement),
   status: element("status", HTMLElement),
   problem: element("problem", HTMLElement),
+  conversations: element("conversations", HTMLUListElement),
   sendForm: element("send-form", HTMLFormElement),
   messageInput: element("message-input", HTMLInputElement),
   send: element("send", HTMLButtonElement),
@@ -34,6 +37,7 @@ type Session = {
   readonly deviceId: string;
   conversationId: string | null;
   readonly list: MessageList;
+  readonly conversations: ConversationList;
 };
 
 let session: Session | null = null;
@@ -92,7 +96,28 @@ function show(current: Session, message: Message): void {
   if (atBottom) elements.messages.scrollTop = elements.messages.scrollHeight;
 }
 
-/** Starts the list over from the newest history page: what was shown may have holes the mailbox cannot fill. */
+/** Lists a conversation the user joined (from a "joined" event), newest at the top. */
+function showConversation(current: Session, joined: Joined): void {
+  if (session !== current) return;
+  const added = current.conversations.add(joined.conversationId);
+  if (added === null) return;
+  const item = document.createElement("li");
+  item.dataset["conversationId"] = joined.conversationId;
+  item.classList.toggle("current", joined.conversationId === current.conversationId);
+  item.textContent = formatConversationLine(joined, current.userId);
+  elements.conversations.prepend(item);
+  for (let evicted = 0; evicted < added.evictedCount; evicted++) elements.conversations.lastElementChild?.remove();
+  elements.conversations.hidden = false;
+}
+
+/** Marks the open conversation in the list (its joined event may come before or after openDirect's reply). */
+function markCurrentConversation(current: Session): void {
+  for (const item of elements.conversations.children) {
+    if (item instanceof HTMLElement) item.classList.toggle("current", item.dataset["conversationId"] === current.conversationId);
+  }
+}
+
+/** Starts the list over from the newest history page: what was shown may have holes the edge cannot fill. */
 function reloadConversation(current: Session): void {
   if (session !== current || current.conversationId === null) return;
   current.list.clear();
@@ -109,6 +134,8 @@ async function loadHistory(current: Session): Promise<void> {
 async function connect(userId: string, peerUserId: string): Promise<void> {
   session?.client.close();
   elements.messages.replaceChildren();
+  elements.conversations.replaceChildren();
+  elements.conversations.hidden = true;
   showProblem(null);
   const deviceId = tabDeviceId();
   const client = new CellwireClient({
@@ -116,15 +143,18 @@ async function connect(userId: string, peerUserId: string): Promise<void> {
     deviceId,
     tokenProvider: () => fetchToken(userId, deviceId),
   });
-  const current: Session = { client, userId, deviceId, conversationId: null, list: new MessageList() };
+  const current: Session = { client, userId, deviceId, conversationId: null, list: new MessageList(), conversations: new ConversationList() };
   session = current;
   client.on("state", () => render(current));
+  // Messages of every conversation arrive here; show() keeps those of the open one.
   client.on("message", (message) => show(current, message));
+  client.on("joined", (joined) => showConversation(current, joined));
   client.on("error", (error) => {
     if (session === current) showProblem(describe(error));
   });
-  // A reconnect resumes the mailbox after the last event the client holds, so missed messages arrive as
-  // "message" events; only a resync (those events were cut by retention) needs the history reloaded.
+  // A reconnect resumes each conversation after the last message the client holds (and the mailbox after
+  // its last event), so missed messages arrive as "message" events; only a resync (mailbox events were cut
+  // by retention) needs the history reloaded.
   client.on("resync", () => reloadConversation(current));
   render(current);
   try {
@@ -132,6 +162,7 @@ async function connect(userId: string, peerUserId: string): Promise<void> {
     const conversation = await client.openDirect(peerUserId);
     if (session !== current) return;
     current.conversationId = conversation.conversationId;
+    markCurrentConversation(current);
     await loadHistory(current);
     render(current);
     elements.messageInput.focus();
@@ -147,7 +178,7 @@ async function sendMessage(): Promise<void> {
   elements.messageInput.value = "";
   try {
     const ack = await current.client.send(current.conversationId, body);
-    // The sender's own live event may come before or after the ack; the list ignores the second.
+    // The sender's own message frame may come before or after the ack; the list ignores the second.
     show(current, {
       conversationId: ack.conversationId,
       messageId: ack.messageId,

@@ -25,7 +25,7 @@ export class MessageList {
     return this.indexOf(seq) !== null;
   }
 
-  /** Adds `seq` in order; null when it is already shown (history and live events overlap). */
+  /** Adds `seq` in order; null when it is already shown (history and live messages overlap). */
   insert(seq: number): Insertion | null {
     const index = this.lowerBound(seq);
     if (this.seqs[index] === seq) return null;
