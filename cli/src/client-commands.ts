@@ -90,41 +90,56 @@ export async function runSend(options: SendOptions): Promise<number> {
 
 export type ListenOptions = ConnectionOptions & {
   readonly userId: string;
+  /** Exit 0 after this many lines (mailbox events and messages together). */
   readonly count: number | undefined;
   readonly timeoutMs: number | undefined;
-  /** Resume after this mailbox seq (0: the whole mailbox); without it, start live. */
+  /**
+   * Resume the mailbox after this seq (0: the whole mailbox), which also follows every conversation from
+   * the user's join point, as the edge does on a resume for a conversation the hello does not list;
+   * without it, start live.
+   */
   readonly sinceSeq: number | undefined;
 };
 
 /**
- * Prints each mailbox event as one JSON line (the backlog after --since first, then live events); exits 0
- * after `count` events, 1 on timeout.
+ * Prints one JSON line per mailbox event, `{"type":"event","seq":…,"event":{…}}` (joined, receipt, or
+ * `{"kind":"unknown",…}` for a kind this CLI does not know), and per message, `{"type":"message",
+ * "message":{…}}` (each conversation's messages in seq order, none across conversations). With --since N:
+ * the mailbox events after N, and the messages of every conversation from the user's join point (before
+ * the "listening" line for the conversations the replayed joined events name, for the others once their
+ * next message arrives), then live ones. Without --since: live ones only. Exits 0 after `count` lines, 1
+ * on timeout.
  */
 export async function runListen(options: ListenOptions): Promise<number> {
   const client = createClient(options.userId, options, options.sinceSeq);
-  let received = 0;
+  let printed = 0;
   let settle: (status: number) => void = () => {};
   const finished = new Promise<number>((resolve) => {
     settle = resolve;
   });
-  const unsubscribe = client.on("event", ({ seq, event }) => {
-    printJson({ type: "event", seq, event });
-    received++;
-    if (options.count !== undefined && received >= options.count) settle(0);
-  });
+  const print = (line: unknown): void => {
+    // Past the count the process is exiting; a line more would break a caller counting lines.
+    if (options.count !== undefined && printed >= options.count) return;
+    printJson(line);
+    printed++;
+    if (options.count !== undefined && printed >= options.count) settle(0);
+  };
+  const unsubscribeEvents = client.on("event", ({ seq, event }) => print({ type: "event", seq, event }));
+  const unsubscribeMessages = client.on("message", (message) => print({ type: "message", message }));
   await connectWithin(client, options);
-  // Tell a script that waits for us (tests, shell pipelines) once the backlog is read and events are live.
+  // Tell a script that waits for us (tests, shell pipelines) once the backlog is read and the rest is live.
   void client.whenSynced().then((seq) => process.stderr.write(`cellwire: listening as ${options.userId} on ${options.edgeUrl} (synced at ${seq})\n`));
   const timer =
     options.timeoutMs === undefined
       ? undefined
       : setTimeout(() => {
-          process.stderr.write(`cellwire: timed out after ${options.timeoutMs} ms with ${received} event(s)\n`);
+          process.stderr.write(`cellwire: timed out after ${options.timeoutMs} ms with ${printed} line(s)\n`);
           settle(1);
         }, options.timeoutMs);
   const status = await finished;
   clearTimeout(timer);
-  unsubscribe();
+  unsubscribeEvents();
+  unsubscribeMessages();
   client.close();
   return status;
 }
