@@ -100,17 +100,19 @@ describe("cell.members", () => {
 });
 
 describe("deliveries on a user's subject", () => {
-  it("decode mailbox events and typing indicators", () => {
+  it("decode messages, mailbox events and typing indicators", () => {
     const deliveries: DeliveryMessage[] = [
       { type: "delivery.typing", recipientUserId: "bob", conversationId, userId: "alice", deviceId: "phone", expiresInMs: 5000 },
       {
         type: "delivery.event",
         recipientUserId: "bob",
         seq: 1,
-        event: {
-          kind: "message",
-          message: { conversationId, messageId: "m1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c1", body: "hi", sentAtMs: 1 },
-        },
+        event: { kind: "joined", conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "alice" },
+      },
+      {
+        type: "delivery.message",
+        recipientUserId: "bob",
+        message: { conversationId, messageId: "m1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c1", body: "hi", sentAtMs: 1 },
       },
     ];
     for (const value of deliveries) expect(decodeJsonText(deliveryMessage, JSON.stringify(value))).toEqual({ ok: true, value });

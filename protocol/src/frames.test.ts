@@ -14,6 +14,7 @@ import {
   protocolVersion,
   requestIdLengthMax,
   tokenLengthMax,
+  resumeConversationsMax,
 } from "./limits.ts";
 import { errorCodeList } from "./codes.ts";
 
@@ -187,6 +188,19 @@ describe("decodeClientFrame: failures", () => {
     expectFailure({ type: "history", requestId: "r", conversationId, ...page }, "invalid_field", "r");
   });
 
+  it("decodes a hello with conversation cursors, and refuses a repeated or a malformed one", () => {
+    const conversations = [{ conversationId, afterSeq: 41 }, { conversationId: groupConversationId, afterSeq: 0 }];
+    expect(decodeValue({ type: "hello", protocolVersion, token: "t", resumeAfterSeq: 3, conversations })).toEqual({
+      ok: true,
+      frame: { type: "hello", protocolVersion, token: "t", resumeAfterSeq: 3, conversations },
+    });
+    expectFailure({ type: "hello", protocolVersion, token: "t", conversations: [conversations[0], conversations[0]] }, "invalid_field");
+    expectFailure({ type: "hello", protocolVersion, token: "t", conversations: [{ conversationId, afterSeq: -1 }] }, "invalid_field");
+    expectFailure({ type: "hello", protocolVersion, token: "t", conversations: [{ conversationId: "victim.>", afterSeq: 1 }] }, "invalid_field");
+    const tooMany = Array.from({ length: resumeConversationsMax + 1 }, (_, index) => ({ conversationId: `g-${String(index).padStart(22, "0")}`, afterSeq: 0 }));
+    expectFailure({ type: "hello", protocolVersion, token: "t", conversations: tooMany }, "invalid_field");
+  });
+
   it("refuses a hello with a bad version or token", () => {
     expectFailure({ type: "hello", protocolVersion: "1", token: "t" }, "invalid_field");
     expectFailure({ type: "hello", protocolVersion: -1, token: "t" }, "invalid_field");
@@ -227,7 +241,10 @@ describe("decodeServerFrame", () => {
     { type: "conversation", requestId: "r3", conversation: { conversationId, kind: "direct", title: null, memberUserIds: ["alice", "bob"], lastSeq: 7 } },
     { type: "historyPage", requestId: "r4", conversationId, messages: [message], hasMore: true },
     { type: "historyPage", requestId: "r5", conversationId, messages: [], hasMore: false },
-    { type: "event", seq: 3, event: { kind: "message", message } },
+    { type: "event", seq: 3, event: { kind: "joined", conversationId: groupConversationId, conversationKind: "group", title: "Team", afterSeq: 0, addedByUserId: "alice" } },
+    { type: "event", seq: 4, event: { kind: "receipt", conversationId, userId: "bob", readSeq: 42, deliveredSeq: 42 } },
+    { type: "message", message },
+    { type: "error", requestId: "r8", code: "overloaded", message: "too many sends pending", retryable: true, retryAfterMs: 120 },
     { type: "synced", seq: 3 },
     { type: "synced", seq: 0 },
     { type: "resync", headSeq: 12 },
@@ -247,13 +264,39 @@ describe("decodeServerFrame", () => {
     }
   });
 
-  it("refuses an unknown error code, an unknown type, extra fields and bad JSON", () => {
-    expect(decodeServerFrame(JSON.stringify({ type: "error", code: "teapot", message: "", retryable: false })).ok).toBe(false);
-    expect(decodeServerFrame(JSON.stringify({ type: "not_owner", message: "" })).ok).toBe(false);
-    expect(decodeServerFrame(JSON.stringify({ type: "pong", requestId: "r", extra: true })).ok).toBe(false);
-    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 1, event: { kind: "message", message: { ...message, seq: 0 } } })).ok).toBe(false);
-    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 0, event: { kind: "message", message } })).ok).toBe(false);
-    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 1, event: { kind: "typing", message } })).ok).toBe(false);
+  // docs/decisions/0010: what a newer edge may add must not break this client.
+  it("ignores unknown fields, at every level", () => {
+    expect(decodeServerFrame(JSON.stringify({ type: "pong", requestId: "r", extra: true }))).toEqual({ ok: true, value: { type: "pong", requestId: "r" } });
+    expect(decodeServerFrame(JSON.stringify({ type: "message", message: { ...message, reactions: [] }, shard: 3 }))).toEqual({ ok: true, value: { type: "message", message } });
+  });
+
+  it("answers null for a frame of an unknown type, to be ignored", () => {
+    expect(decodeServerFrame(JSON.stringify({ type: "inboxUpdate", unread: 3 }))).toEqual({ ok: true, value: null });
+    expect(decodeServerFrame(JSON.stringify({ type: "not_owner", message: "" }))).toEqual({ ok: true, value: null });
+  });
+
+  it("keeps an unknown error code's retryable and retry-after, as internal", () => {
+    expect(decodeServerFrame(JSON.stringify({ type: "error", code: "teapot", message: "", retryable: true, retryAfterMs: 50 }))).toEqual({
+      ok: true,
+      value: { type: "error", code: "internal", message: "", retryable: true, retryAfterMs: 50 },
+    });
+  });
+
+  it("decodes a mailbox event of an unknown kind as unknown, so its seq still counts", () => {
+    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 9, event: { kind: "left", conversationId } }))).toEqual({
+      ok: true,
+      value: { type: "event", seq: 9, event: { kind: "unknown", unknownKind: "left" } },
+    });
+  });
+
+  it("refuses what a client relies on being well formed, and bad JSON", () => {
+    expect(decodeServerFrame(JSON.stringify({ type: "message", message: { ...message, seq: 0 } })).ok).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 0, event: { kind: "receipt", conversationId, userId: "bob", readSeq: 1, deliveredSeq: 1 } })).ok).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 1, event: { kind: "joined", conversationId } })).ok).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 1, event: { kind: 7 } })).ok).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: "error", code: "teapot", message: "", retryable: "yes" })).ok).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: "error", code: "overloaded", message: "", retryable: true, retryAfterMs: -1 })).ok).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: 7 })).ok).toBe(false);
     expect(decodeServerFrame("{").ok).toBe(false);
   });
 });

@@ -1,6 +1,7 @@
 // The migration messages decode as sent and refuse pages whose fields do not fit their kind.
 import { describe, expect, it } from "vitest";
 import { cellReply, cellRequest, decodeJsonText, directoryRequest, type CellImportRequest, type CellRequest } from "./cell-messages.ts";
+import type { JoinedEvent } from "./frames.ts";
 
 const message = {
   conversationId: "d-AAAAAAAAAAAAAAAAAAAAAA",
@@ -13,6 +14,8 @@ const message = {
   sentAtMs: 1,
 };
 
+const joined: JoinedEvent = { kind: "joined", conversationId: message.conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "alice" };
+
 describe("migration messages", () => {
   const pages: CellImportRequest[] = [
     {
@@ -24,7 +27,7 @@ describe("migration messages", () => {
       last: false,
       lastSeq: 1,
       floorSeq: 0,
-      events: [{ seq: 1, eventId: "message-m1", event: { kind: "message", message } }],
+      events: [{ seq: 1, eventId: `joined-${message.conversationId}`, event: joined }],
     },
     {
       type: "cell.import",
@@ -35,9 +38,9 @@ describe("migration messages", () => {
       last: false,
       lastSeq: 1,
       conversation: { kind: "direct", title: null, createdByUserId: "alice", createdAtMs: 1 },
-      members: [{ userId: "alice", joinedAtMs: 1, readSeq: 1, deliveredSeq: 1 }],
+      members: [{ userId: "alice", joinedAtMs: 1, joinedAfterSeq: 0, readSeq: 1, deliveredSeq: 1 }],
       messages: [message],
-      outbox: [{ recipientUserId: "bob", eventId: "message-m1", event: { kind: "message", message } }],
+      outbox: [{ recipientUserId: "bob", eventId: `joined-${message.conversationId}`, event: joined }],
     },
   ];
 
