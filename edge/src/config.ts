@@ -30,6 +30,9 @@ export type EdgeConfig = {
   readonly sessionsMax: number;
   readonly sessionsPerUserMax: number;
   readonly requestsInFlightPerSessionMax: number;
+  /** Requests in flight across the edge; past it: `overloaded` with overloadedRetryAfterMs. */
+  readonly requestsInFlightMax: number;
+  readonly overloadedRetryAfterMs: number;
   readonly sendBufferBytesMax: number;
   readonly heldEventsPerSessionMax: number;
   /** Conversations one session keeps a cursor for (least recently used idle ones out). */
@@ -102,6 +105,8 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     sessionsMax: reader.integer("EDGE_SESSIONS_MAX", 15_000, 1, 1_000_000),
     sessionsPerUserMax: reader.integer("EDGE_SESSIONS_PER_USER_MAX", 16, 1, 1000),
     requestsInFlightPerSessionMax: reader.integer("EDGE_REQUESTS_IN_FLIGHT_PER_SESSION_MAX", 64, 1, 10_000),
+    requestsInFlightMax: reader.integer("EDGE_REQUESTS_IN_FLIGHT_MAX", 20_000, 1, 10_000_000),
+    overloadedRetryAfterMs: reader.integer("EDGE_OVERLOADED_RETRY_AFTER_MS", 250, 1, 60_000),
     sendBufferBytesMax: reader.integer("EDGE_SEND_BUFFER_BYTES_MAX", 1024 * 1024, 16 * 1024, 256 * 1024 * 1024),
     heldEventsPerSessionMax: reader.integer("EDGE_HELD_EVENTS_PER_SESSION_MAX", 1000, 1, 1_000_000),
     conversationsPerSessionMax: reader.integer("EDGE_CONVERSATIONS_PER_SESSION_MAX", 10_000, 1, 1_000_000),

@@ -47,6 +47,10 @@ export type EdgeLimits = {
   readonly sessionsMax: number;
   readonly sessionsPerUserMax: number;
   readonly requestsInFlightPerSessionMax: number;
+  /** Requests in flight across the edge; past it a request is answered `overloaded` at once. */
+  readonly requestsInFlightMax: number;
+  /** The retry-after of the edge's own `overloaded` answers. */
+  readonly overloadedRetryAfterMs: number;
   readonly sendBufferBytesMax: number;
   /**
    * Live events a session holds while it reads its backlog (and live messages per conversation while it
@@ -144,12 +148,18 @@ export class Session implements DeliveryTarget {
     if (this.requestsInFlight >= this.core.limits.requestsInFlightPerSessionMax) {
       return this.reply(errorFrame("rate_limited", `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`, frame.requestId));
     }
+    // Past the edge's bound, refused before any work: the client backs off instead of queueing here.
+    if (this.core.requestsInFlight >= this.core.limits.requestsInFlightMax) {
+      const refusal = errorFrame("overloaded", `this edge has ${this.core.requestsInFlight} requests in flight`, frame.requestId);
+      return this.reply({ ...refusal, retryAfterMs: this.core.limits.overloadedRetryAfterMs });
+    }
     if (frame.type === "typing" && !typingLimiter.tryAccept(frame.conversationId, this.core.ephemeral.monotonicNowMs())) {
       const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
       const detail = `typing at most once every ${typingIntervalMs} ms per conversation, in at most ${typingConversationsPerSessionMax} conversations at a time`;
       return this.reply(errorFrame("rate_limited", detail, frame.requestId));
     }
     this.requestsInFlight++;
+    this.core.requestsInFlight++;
     this.serve({ userId, deviceId, homeCellId }, frame)
       .then(
         (reply) => {
@@ -160,6 +170,7 @@ export class Session implements DeliveryTarget {
       )
       .finally(() => {
         this.requestsInFlight--;
+        this.core.requestsInFlight--;
       });
   }
 
@@ -497,6 +508,8 @@ export class Session implements DeliveryTarget {
 const conversationReadRoundsMax = 100;
 
 export class EdgeCore {
+  /** Requests of all sessions being served (the sessions count them; EdgeLimits.requestsInFlightMax bounds them). */
+  requestsInFlight = 0;
   private readonly sessions = new Set<Session>();
   /** Welcomed sessions by user, for the moves of a user's mailbox. */
   private readonly sessionsByUser = new Map<string, Set<Session>>();

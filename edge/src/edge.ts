@@ -81,6 +81,8 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       sessionsMax: config.sessionsMax,
       sessionsPerUserMax: config.sessionsPerUserMax,
       requestsInFlightPerSessionMax: config.requestsInFlightPerSessionMax,
+      requestsInFlightMax: config.requestsInFlightMax,
+      overloadedRetryAfterMs: config.overloadedRetryAfterMs,
       sendBufferBytesMax: config.sendBufferBytesMax,
       heldEventsPerSessionMax: config.heldEventsPerSessionMax,
       conversationsPerSessionMax: config.conversationsPerSessionMax,
