@@ -18,7 +18,7 @@ import {
   type Decoder,
   type Message,
 } from "@cellwire/protocol";
-import type { ConversationMembers, DatabaseSnapshot, MailboxEntry, StoredMailbox } from "./history-checker.ts";
+import type { ConversationMember, ConversationMembers, DatabaseSnapshot, MailboxEntry, StoredMailbox } from "./history-checker.ts";
 
 export type DumpCellDatabasesOptions = {
   /** A URL of the Postgres server holding the cell databases; its database part is replaced per cell. */
@@ -49,9 +49,10 @@ export class DatabaseDumpError extends Error {
 }
 
 /**
- * The messages, members and mailboxes of every named cell, all cells together (in the order of
- * `cellIds`, each table in key order). Mailboxes are [] for a cell whose database has no mailbox tables
- * yet. Members of one conversation found in several cells are merged.
+ * The messages, members (with their join points) and mailboxes (joined and receipt events) of every named
+ * cell, all cells together (in the order of `cellIds`, each table in key order). Mailboxes are [] for a
+ * cell whose database has no mailbox tables yet. Members of one conversation found in several cells are
+ * merged; a member found with two join points is kept twice, for the checker to report.
  */
 export async function dumpCellDatabases(options: DumpCellDatabasesOptions): Promise<DatabaseSnapshot> {
   const limits = {
@@ -59,29 +60,28 @@ export async function dumpCellDatabases(options: DumpCellDatabasesOptions): Prom
     rowsPerTableMax: options.rowsPerTableMax ?? dumpRowsPerTableMax,
   };
   const messages: Message[] = [];
-  const membersByConversation = new Map<string, Set<string>>();
+  const membersByConversation = new Map<string, Map<string, ConversationMember>>();
   const mailboxes: StoredMailbox[] = [];
   for (const cellId of options.cellIds) {
     const databaseName = cellDatabaseName(options.namespace, cellId);
     const cell = await withClient(databaseUrl(options.postgresAdminUrl, databaseName), databaseName, (client) => dumpCell(client, databaseName, limits));
     // A loop, not push(...rows): spreading millions of arguments overflows the stack.
     for (const message of cell.messages) messages.push(message);
-    for (const { conversationId, userId } of cell.members) {
-      const members = membersByConversation.get(conversationId) ?? new Set<string>();
-      members.add(userId);
+    for (const { conversationId, member } of cell.members) {
+      const members = membersByConversation.get(conversationId) ?? new Map<string, ConversationMember>();
+      members.set(`${member.userId} ${member.joinedAfterSeq}`, member);
       membersByConversation.set(conversationId, members);
     }
     for (const mailbox of cell.mailboxes) mailboxes.push(mailbox);
   }
-  const members: ConversationMembers[] = [...membersByConversation].map(([conversationId, userIds]) => ({ conversationId, userIds: [...userIds] }));
+  const members: ConversationMembers[] = [...membersByConversation].map(([conversationId, byKey]) => ({ conversationId, members: [...byKey.values()] }));
   return { messages, members, mailboxes };
 }
 
 type DumpLimits = { pageRowsMax: number; rowsPerTableMax: number };
-type MemberRow = { conversationId: string; userId: string };
+type MemberRow = { conversationId: string; member: ConversationMember };
 type MailboxRow = { userId: string; lastSeq: number; floorSeq: number };
-/** `entry` is undefined for an event that is not a message (a receipt): only its seq is kept. */
-type MailboxEventRow = { userId: string; seq: number; entry: MailboxEntry | undefined };
+type MailboxEventRow = { userId: string; entry: MailboxEntry };
 
 async function dumpCell(
   client: pg.Client,
@@ -107,15 +107,17 @@ async function dumpCell(
       cursorOf: (message: Message) => [message.conversationId, message.seq],
       decodeRow: messageFromRow,
     });
+    // The join point arrived with a later migration, whose default (0) is what an older row means.
+    const joinedAfterSeq = (await hasColumn(client, "conversation_members", "joined_after_seq")) ? "joined_after_seq" : "0::bigint as joined_after_seq";
     const members = await readPaged(client, limits, {
       what: `${databaseName}.conversation_members`,
-      query: `select conversation_id, user_id
+      query: `select conversation_id, user_id, ${joinedAfterSeq}
               from conversation_members
               where ($1::text is null or (conversation_id, user_id) > ($1::text, $2::text)) ${activeConversation}
               order by conversation_id, user_id
               limit $3`,
       cursorWidth: 2,
-      cursorOf: (member: MemberRow) => [member.conversationId, member.userId],
+      cursorOf: (row: MemberRow) => [row.conversationId, row.member.userId],
       decodeRow: memberFromRow,
     });
     const mailboxes = (await hasMailboxTables(client)) ? await readMailboxes(client, databaseName, limits) : [];
@@ -162,20 +164,19 @@ async function readMailboxes(client: pg.Client, databaseName: string, limits: Du
             order by user_id, seq
             limit $3`,
     cursorWidth: 2,
-    cursorOf: (row: MailboxEventRow) => [row.userId, row.seq],
+    cursorOf: (row: MailboxEventRow) => [row.userId, row.entry.seq],
     decodeRow: mailboxEventFromRow,
   });
   const mailboxes = new Map<string, StoredMailbox>();
   for (const head of heads) mailboxes.set(head.userId, { ...head, events: [] });
-  for (const { userId, seq, entry } of events) {
+  for (const { userId, entry } of events) {
     let mailbox = mailboxes.get(userId);
     if (mailbox === undefined) {
       // Events without a head row: dumped as they are, with a head of 0, for the checker to report.
       mailbox = { userId, lastSeq: 0, floorSeq: 0, events: [] };
       mailboxes.set(userId, mailbox);
     }
-    if (entry !== undefined) mailbox.events.push(entry);
-    else (mailbox.otherEventSeqs ??= []).push(seq);
+    mailbox.events.push(entry);
   }
   return [...mailboxes.values()];
 }
@@ -226,7 +227,9 @@ function memberFromRow(row: unknown, what: string): MemberRow {
   const record = recordOf(row, what);
   const conversationId = decoded(conversationIdDecoder, record["conversation_id"], what, "conversation_id");
   const userId = decoded(userIdDecoder, record["user_id"], what, `conversation ${conversationId}: user_id`);
-  return { conversationId, userId };
+  const joinedAfterSeq = safeInteger(record["joined_after_seq"], what, `conversation ${conversationId} user ${userId}: joined_after_seq`);
+  if (joinedAfterSeq < 0) throw new DatabaseDumpError("bad_row", `${what} (conversation ${conversationId} user ${userId}: joined_after_seq): negative: ${joinedAfterSeq}`);
+  return { conversationId, member: { userId, joinedAfterSeq } };
 }
 
 function mailboxFromRow(row: unknown, what: string): MailboxRow {
@@ -247,8 +250,10 @@ function mailboxEventFromRow(row: unknown, what: string): MailboxEventRow {
   const seq = safeInteger(record["seq"], what, `user ${userId}: seq`);
   const key = `user ${userId} seq ${seq}`;
   const eventId = decoded(eventIdDecoder, record["event_id"], what, `${key}: event_id`);
+  // Strict: only the kinds this checker knows (joined, receipt). A message event left from before
+  // decision 0009 stops the dump rather than be checked as something it is not.
   const event = decoded(mailboxEventDecoder, record["event"], what, `${key}: event`);
-  return { userId, seq, entry: event.kind === "message" ? { seq, eventId, message: event.message } : undefined };
+  return { userId, entry: { seq, eventId, event } };
 }
 
 function recordOf(row: unknown, what: string): Record<string, unknown> {
