@@ -196,6 +196,22 @@ describe("CellwireClient: mailbox", () => {
     expect(log).toEqual(["event 1 joined", "joined g-B after 2", "message g-B 3 three"]);
   });
 
+  it("a live joined event: the conversation is followed from its join point, its first message checked for a gap", async () => {
+    const { edge, client, errors } = setup();
+    fromBob(edge, "before-1", groupConversationId);
+    const log = record(client);
+    await client.connect();
+    edge.cell.join(groupConversationId, { title: "team", addedByUserId: "bob" });
+    fromBob(edge, "after-1", groupConversationId);
+    // An edge that then skips the next one is caught, since the cursor started at the join point.
+    edge.deliverLive = false;
+    fromBob(edge, "after-2", groupConversationId);
+    edge.deliverLive = true;
+    edge.sendMessages(edge.lastSocket, [fromBob(edge, "after-3", groupConversationId)]);
+    expect(log).toEqual(["synced 0", "event 1 joined", "joined g-B after 1", "message g-B 2 after-1"]);
+    expect(errors.map((error) => error.code)).toEqual(["conversation_gap"]);
+  });
+
   it("ignores mailbox and message frames that arrive before the welcome", async () => {
     const { edge, client } = setup();
     const log = record(client);

@@ -358,12 +358,23 @@ export class FakeEdge {
     return this.cell.append(event);
   }
 
-  /** Called by the cell for each appended event: sent to each session whose last mailbox seq precedes it. */
+  /**
+   * Called by the cell for each appended event: sent to each session whose last mailbox seq precedes it.
+   * A joined event makes the session follow its conversation from the join point, as the real edge does.
+   */
   deliverLiveEvent(sequenced: SequencedEvent): void {
     if (!this.deliverLive) return;
     for (const [socket, session] of this.sessions) {
-      if (socket.readyState !== "open") this.sessions.delete(socket);
-      else if (session.mailboxSeq === sequenced.seq - 1) this.sendEvents(socket, [sequenced]);
+      if (socket.readyState !== "open") {
+        this.sessions.delete(socket);
+        continue;
+      }
+      if (session.mailboxSeq !== sequenced.seq - 1) continue;
+      this.sendEvents(socket, [sequenced]);
+      const { event } = sequenced;
+      if (event.kind !== "joined" || session.conversationSeqs.has(event.conversationId)) continue;
+      session.conversationSeqs.set(event.conversationId, event.afterSeq);
+      this.sendMessages(socket, this.storedMessages(event.conversationId).slice(event.afterSeq), session);
     }
   }
 
