@@ -16,8 +16,10 @@ Commands:
                                                    is one message, in order; prints each ack as JSON
   send --as <user> --conversation <id> [text]     the same, to a conversation by id (a group)
   listen --as <user> [--since SEQ] [--count N] [--timeout-ms T]
-                                                  print each mailbox event as one JSON line: those after
-                                                   mailbox seq SEQ first (0: all), then live ones
+                                                  print each mailbox event and each message as one JSON
+                                                   line: with --since SEQ, the events after mailbox seq SEQ
+                                                   (0: all) and every conversation from the join point,
+                                                   then live ones
   history --as <user> --with <user> [--limit N]   print a direct conversation, oldest first
   read --as <user> --with <user> [--seq N]        mark a direct conversation read up to its message N
                                                    (default: its last); prints the positions as JSON
