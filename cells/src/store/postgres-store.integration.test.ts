@@ -3,7 +3,6 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { messageOf } from "@cellwire/protocol";
 import { drizzle } from "drizzle-orm/node-postgres";
 import { migrate } from "drizzle-orm/node-postgres/migrator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -79,60 +78,113 @@ describe("cell database bootstrap", () => {
     }
   });
 
-  it("moves a database of the first schema forward, keeping its data, and appends with outbox rows after", async () => {
-    const oldCell = "old";
+  /**
+   * Creates the database of cell `cellName` with the journal's first `count` migrations applied (as a
+   * worker of an earlier version left it), runs `seed` on it, then lets ensureCellDatabase move it forward.
+   * Returns a store on it; `cleanup` drops it.
+   */
+  async function databaseMovedForward(cellName: string, count: number, seed: (client: pg.Client) => Promise<void>) {
     const folder = await mkdtemp(join(tmpdir(), "cells-migrations-"));
-    const url = cellDatabaseUrl(adminUrl, `${namespace}_cell_${oldCell}`);
+    const url = cellDatabaseUrl(adminUrl, `${namespace}_cell_${cellName}`);
     const admin = new pg.Client({ connectionString: adminUrl });
     await admin.connect();
     try {
-      // The first migration alone, as a worker of the previous version applied it.
       const journal = await migrationJournal();
-      const first = journal.entries[0];
-      if (first === undefined) throw new Error("no migration");
+      const applied = journal.entries.slice(0, count);
+      expect(applied).toHaveLength(count);
       await mkdir(join(folder, "meta"));
-      await copyFile(join(migrationsFolder, `${first.tag}.sql`), join(folder, `${first.tag}.sql`));
-      await writeFile(join(folder, "meta", "_journal.json"), JSON.stringify({ ...journal, entries: [first] }));
-      await admin.query(`create database "${namespace}_cell_${oldCell}"`);
+      for (const entry of applied) await copyFile(join(migrationsFolder, `${entry.tag}.sql`), join(folder, `${entry.tag}.sql`));
+      await writeFile(join(folder, "meta", "_journal.json"), JSON.stringify({ ...journal, entries: applied }));
+      await admin.query(`create database "${namespace}_cell_${cellName}"`);
       const client = new pg.Client({ connectionString: url });
       await client.connect();
       try {
         await migrate(drizzle({ client }), { migrationsFolder: folder });
-        await client.query("insert into conversations (id, kind, title, created_by_user_id, last_seq) values ('g-0000000000000000000old', 'group', 't', 'alice', 1)");
-        await client.query("insert into conversation_members (conversation_id, user_id) values ('g-0000000000000000000old', 'alice'), ('g-0000000000000000000old', 'bob')");
-        await client.query(
-          "insert into messages (conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body) values ('g-0000000000000000000old', 1, 'm-old', 'alice', 'phone', 'c-old', 'before')",
-        );
+        await seed(client);
       } finally {
         await client.end();
-      }
-
-      await ensureCellDatabase(adminUrl, namespace, oldCell);
-      const pool = new pg.Pool({ connectionString: url, max: 2 });
-      pool.on("error", () => undefined);
-      try {
-        const store = new PostgresConversationStore(pool);
-        const history = await store.history({ conversationId: "g-0000000000000000000old", userId: "bob", beforeSeq: null, limit: 10 });
-        expect(history.outcome === "history" && history.messages.map((message) => message.body)).toEqual(["before"]);
-        const sent = await store.appendMessage({
-          conversationId: "g-0000000000000000000old",
-          senderUserId: "bob",
-          senderDeviceId: "phone",
-          clientMessageId: "c-new",
-          body: "after",
-          epoch: 1,
-        });
-        expect(sent.outcome === "stored" && sent.outbox.map((entry) => `${messageOf(entry.event)?.seq}:${entry.recipientUserId}`)).toEqual([
-          "2:alice",
-          "2:bob",
-        ]);
-      } finally {
-        await pool.end();
       }
     } finally {
       await admin.end();
       await rm(folder, { recursive: true, force: true });
-      await dropCellDatabase(adminUrl, namespace, oldCell);
+    }
+    await ensureCellDatabase(adminUrl, namespace, cellName);
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    pool.on("error", () => undefined);
+    return {
+      pool,
+      store: new PostgresConversationStore(pool),
+      cleanup: async () => {
+        await pool.end();
+        await dropCellDatabase(adminUrl, namespace, cellName);
+      },
+    };
+  }
+
+  it("moves a database of the first schema forward, keeping its data: members join at 0 and sends take the next seqs", async () => {
+    const conversationId = "g-0000000000000000000old";
+    const moved = await databaseMovedForward("old", 1, async (client) => {
+      await client.query(`insert into conversations (id, kind, title, created_by_user_id, last_seq) values ('${conversationId}', 'group', 't', 'alice', 1)`);
+      await client.query(`insert into conversation_members (conversation_id, user_id) values ('${conversationId}', 'alice'), ('${conversationId}', 'bob')`);
+      await client.query(
+        `insert into messages (conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body) values ('${conversationId}', 1, 'm-old', 'alice', 'phone', 'c-old', 'before')`,
+      );
+    });
+    try {
+      const { store } = moved;
+      const history = await store.history({ conversationId, userId: "bob", beforeSeq: null, limit: 10 });
+      expect(history.outcome === "history" && history.messages.map((message) => message.body)).toEqual(["before"]);
+      const [sent] = await store.appendMessages([{ conversationId, senderUserId: "bob", senderDeviceId: "phone", clientMessageId: "c-new", body: "after", epoch: 1 }]);
+      expect(sent).toMatchObject({ outcome: "stored", deduplicated: false, membersVersion: 0, message: { seq: 2, body: "after" } });
+      expect(await store.members(conversationId)).toEqual({ outcome: "members", memberUserIds: ["alice", "bob"], membersVersion: 0 });
+      const log = await store.messagesAfter({ conversationId, userId: "bob", afterSeq: null, limit: 10 });
+      expect(log.outcome === "messages" && [log.afterSeq, log.messages.map((message) => message.body), log.headSeq]).toEqual([0, ["before", "after"], 2]);
+      // A message writes no outbox row.
+      expect(await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0 })).toEqual({ entries: [], malformed: [], lastId: undefined });
+    } finally {
+      await moved.cleanup();
+    }
+  });
+
+  it("drops the message copies of protocol 1 from mailboxes and the outbox when moving forward, and keeps receipts", async () => {
+    const journal = await migrationJournal();
+    const logsMigration = journal.entries.findIndex((entry) => entry.tag === "0006_conversation_logs");
+    expect(logsMigration).toBeGreaterThan(0);
+    const conversationId = "g-00000000000000000000v1";
+    const message = { conversationId, messageId: "m-1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c-1", body: "copied", sentAtMs: 1_700_000_000_000 };
+    const receipt = { kind: "receipt", conversationId, userId: "bob", readSeq: 1, deliveredSeq: 1 };
+    const moved = await databaseMovedForward("v1", logsMigration, async (client) => {
+      await client.query(`insert into conversations (id, kind, title, created_by_user_id, last_seq) values ('${conversationId}', 'group', 't', 'alice', 1)`);
+      await client.query(`insert into conversation_members (conversation_id, user_id) values ('${conversationId}', 'alice'), ('${conversationId}', 'bob')`);
+      await client.query(
+        `insert into messages (conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body) values ('${conversationId}', 1, 'm-1', 'alice', 'phone', 'c-1', 'copied')`,
+      );
+      const rows: [string, string, unknown][] = [
+        ["alice", "message-m-1", { kind: "message", message }],
+        ["bob", "message-m-1", { kind: "message", message }],
+        ["alice", `receipt-${conversationId}-bob-1-1`, receipt],
+      ];
+      for (const [recipient, eventId, event] of rows) {
+        await client.query("insert into outbox (conversation_id, recipient_user_id, event_id, event) values ($1, $2, $3, $4)", [conversationId, recipient, eventId, JSON.stringify(event)]);
+      }
+      await client.query("insert into mailboxes (user_id, last_seq) values ('alice', 2)");
+      await client.query("insert into mailbox_events (user_id, seq, event_id, event) values ('alice', 1, 'message-m-1', $1), ('alice', 2, $2, $3)", [
+        JSON.stringify({ kind: "message", message }),
+        `receipt-${conversationId}-bob-1-1`,
+        JSON.stringify(receipt),
+      ]);
+    });
+    try {
+      const { store } = moved;
+      const outbox = await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0 });
+      expect(outbox.malformed).toEqual([]);
+      expect(outbox.entries.map((entry) => [entry.recipientUserId, entry.event])).toEqual([["alice", receipt]]);
+      // The mailbox keeps its head: a device that held seq 1 sees the cut and resyncs.
+      expect(await store.mailboxPage({ userId: "alice", afterSeq: 0, limit: 10 })).toEqual({ outcome: "page", events: [{ seq: 2, event: receipt }], headSeq: 2, floorSeq: 0 });
+      const log = await store.messagesAfter({ conversationId, userId: "bob", afterSeq: null, limit: 10 });
+      expect(log.outcome === "messages" && log.messages.map((entry) => entry.body)).toEqual(["copied"]);
+    } finally {
+      await moved.cleanup();
     }
   });
 

@@ -2,11 +2,23 @@
 // so both keep the same behaviour. Each test uses fresh conversation ids, so one store serves them all.
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { historyPageBytesMax, messageEventId, messageOf, type MailboxEvent, type Message } from "@cellwire/protocol";
-import type { AppendMailboxResult, ConversationStore, MailboxPage, MailboxPageResult } from "./store.ts";
+import { groupTitleLengthMax, historyPageBytesMax, joinedEventId, type JoinedEvent, type MailboxEvent } from "@cellwire/protocol";
+import { postgresErrorCode, uniqueViolation } from "./errors.ts";
+import type {
+  AppendMailboxResult,
+  AppendMessageInput,
+  AppendMessageResult,
+  ConversationResult,
+  ConversationStore,
+  MailboxPage,
+  MailboxPageResult,
+  MessagesAfterResult,
+  OutboxEntry,
+  StoreRefusal,
+} from "./store.ts";
 
 export type StoreContractOptions = {
-  /** A store on the same data as the first (another pool, as a second owner would have); enables the two-owner test. */
+  /** A store on the same data as the first (another pool, as a second owner would have); enables the two-owner tests. */
   readonly secondStore?: () => ConversationStore;
   /** The groupMembersMax the store was built with. */
   readonly groupMembersMax: number;
@@ -26,19 +38,17 @@ export function newUserId(): string {
   return `u${randomBytes(8).toString("hex")}`;
 }
 
-/** A mailbox event whose message is made up (mailboxes do not check that it exists). */
-export function messageEvent(body = "hi", seq = 1): MailboxEvent {
-  const message: Message = {
-    conversationId: newGroupId(),
-    messageId: randomBytes(12).toString("hex"),
-    seq,
-    senderUserId: "alice",
-    senderDeviceId: "phone",
-    clientMessageId: randomBytes(6).toString("hex"),
-    body,
-    sentAtMs: 1_700_000_000_123,
-  };
-  return { kind: "message", message };
+/**
+ * A mailbox event of its own conversation (mailboxes do not check that it exists), so each has its own
+ * event id; `label` is its title, which tests read back to tell events apart.
+ */
+export function joinedEvent(label = "hi", afterSeq = 0): JoinedEvent {
+  return { kind: "joined", conversationId: newGroupId(), conversationKind: "group", title: label, afterSeq, addedByUserId: "alice" };
+}
+
+/** The label (title) of a mailbox event made by joinedEvent, or its kind for any other event. */
+export function labelOf(event: MailboxEvent): string {
+  return event.kind === "joined" ? (event.title ?? "(untitled)") : `(${event.kind})`;
 }
 
 /** The epoch of the tests that are not about fencing: every write is made under it. */
@@ -57,6 +67,19 @@ export function pageOf(result: MailboxPageResult): MailboxPage {
   return { events, headSeq, floorSeq };
 }
 
+/** One word per send of a batch: `seq:body` when stored (`=` first when deduplicated), else the outcome. */
+export function outcomes(results: readonly AppendMessageResult[]): string[] {
+  return results.map((result) => (result.outcome === "stored" ? `${result.deduplicated ? "=" : ""}${result.message.seq}:${result.message.body}` : result.outcome));
+}
+
+/** The outbox rows a conversation write returned (it must have succeeded). */
+function outboxOf(result: ConversationResult<StoreRefusal>): readonly OutboxEntry[] {
+  if (result.outcome !== "conversation") throw new Error(`expected a conversation, got ${result.outcome}`);
+  return result.outbox;
+}
+
+/** Postgres's code for a transaction it aborted to break a deadlock. */
+const deadlockDetected = "40P01";
 let clientMessageCounter = 0;
 function nextClientMessageId(): string {
   clientMessageCounter += 1;
@@ -74,6 +97,33 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     function send(conversationId: string, body: string, senderUserId = "alice", clientMessageId = nextClientMessageId(), epoch = baseEpoch) {
       return store().appendMessage({ epoch, conversationId, senderUserId, senderDeviceId: "phone", clientMessageId, body });
+    }
+
+    function input(conversationId: string, body: string, senderUserId = "alice", clientMessageId = nextClientMessageId(), epoch = baseEpoch): AppendMessageInput {
+      return { epoch, conversationId, senderUserId, senderDeviceId: "phone", clientMessageId, body };
+    }
+
+    /** The bodies of a conversation's log, oldest first, read by a member. */
+    async function logOf(conversationId: string, userId = "alice"): Promise<string[]> {
+      const page = await store().history({ conversationId, userId, beforeSeq: null, limit: 200 });
+      if (page.outcome === "not_a_member") return [];
+      if (page.outcome !== "history") throw new Error(`expected history, got ${page.outcome}`);
+      return page.messages.map((message) => message.body);
+    }
+
+    /**
+     * A batch, run again when Postgres gave up on it (a deadlock, or a concurrent duplicate twice in a row):
+     * as the edge retries a failed batch, with the same client message ids.
+     */
+    async function appendRetrying(target: ConversationStore, inputs: readonly AppendMessageInput[], attemptsMax = 10): Promise<AppendMessageResult[]> {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await target.appendMessages(inputs);
+        } catch (error) {
+          const code = postgresErrorCode(error);
+          if (attempt >= attemptsMax || (code !== deadlockDetected && code !== uniqueViolation)) throw error;
+        }
+      }
     }
 
     async function memberIds(conversationId: string): Promise<string[]> {
@@ -211,36 +261,81 @@ export function registerStoreContract(name: string, store: () => ConversationSto
     });
 
 
-    it("writes one outbox row per member with a new message, and none on a retry or a refusal", async () => {
+    it("writes no outbox row for a message: its members read it from the conversation's log", async () => {
       const conversationId = await group(["carol", "bob"]);
+      const before = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
       const clientMessageId = nextClientMessageId();
-      const first = await send(conversationId, "fan me out", "alice", clientMessageId);
-      if (first.outcome !== "stored") throw new Error("expected stored");
-      const eventId = messageEventId(first.message.messageId);
-      const event: MailboxEvent = { kind: "message", message: first.message };
-      expect(first.outbox.map((entry) => ({ ...entry, id: 0 }))).toEqual(
-        ["alice", "bob", "carol"].map((recipientUserId) => ({ id: 0, conversationId, recipientUserId, eventId, event })),
-      );
-      const ids = first.outbox.map((entry) => entry.id);
-      expect([...ids].sort((a, b) => a - b)).toEqual(ids);
-      const retry = await send(conversationId, "fan me out", "alice", clientMessageId);
-      expect(retry.outcome === "stored" && retry.outbox).toEqual([]);
+      await send(conversationId, "logged once", "alice", clientMessageId);
+      await send(conversationId, "logged once", "alice", clientMessageId);
       await send(conversationId, "not me", "mallory");
-      const pending = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
-      expect(pending).toEqual({ entries: first.outbox, malformed: [], lastId: ids.at(-1) });
+      await store().appendMessages([input(conversationId, "batched"), input(conversationId, "batched too", "bob")]);
+      expect(await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).toEqual(before);
+      expect(before.entries.map((entry) => entry.event.kind)).toEqual(["joined", "joined", "joined"]);
     });
 
-    it("pages a conversation's outbox in id order by cursor, by age, and deletes applied rows", async () => {
-      const conversationId = await group(["bob"]);
-      for (let index = 1; index <= 3; index++) await send(conversationId, `m${index}`);
+    describe("joined outbox rows", () => {
+      /** The joined event every row of `entries` must carry, and the recipients in row order. */
+      function joinedRows(entries: readonly OutboxEntry[]): { recipients: string[]; events: MailboxEvent[]; eventIds: string[] } {
+        const ids = entries.map((entry) => entry.id);
+        expect([...ids].sort((a, b) => a - b)).toEqual(ids);
+        return { recipients: entries.map((entry) => entry.recipientUserId), events: entries.map((entry) => entry.event), eventIds: entries.map((entry) => entry.eventId) };
+      }
+
+      async function pendingOf(conversationId: string): Promise<OutboxEntry[]> {
+        return (await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries;
+      }
+
+      it("writes one for each of a direct conversation's two users, joined after seq 0, and none when it is opened again", async () => {
+        const conversationId = newDirectId();
+        const opened = await store().openDirect({ epoch: baseEpoch, conversationId, userId: "bob", peerUserId: "alice" });
+        const event: JoinedEvent = { kind: "joined", conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "bob" };
+        expect(joinedRows(outboxOf(opened))).toEqual({ recipients: ["alice", "bob"], events: [event, event], eventIds: [joinedEventId(event), joinedEventId(event)] });
+        expect(joinedEventId(event)).toBe(`joined-${conversationId}`);
+        expect(outboxOf(opened).every((entry) => entry.conversationId === conversationId)).toBe(true);
+        await send(conversationId, "hi");
+        expect(outboxOf(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" }))).toEqual([]);
+        expect(await pendingOf(conversationId)).toEqual(outboxOf(opened));
+      });
+
+      it("writes one per member of a new group, its creator included, and nothing new on a retried create", async () => {
+        const conversationId = newGroupId();
+        const create = { epoch: baseEpoch, conversationId, creatorUserId: "zoe", title: "Plans", memberUserIds: ["bob", "Adam"] };
+        const created = await store().createGroup(create);
+        const event: JoinedEvent = { kind: "joined", conversationId, conversationKind: "group", title: "Plans", afterSeq: 0, addedByUserId: "zoe" };
+        expect(joinedRows(outboxOf(created))).toEqual({ recipients: ["Adam", "bob", "zoe"], events: [event, event, event], eventIds: Array(3).fill(`joined-${conversationId}`) });
+        const retried = await store().createGroup(create);
+        expect(retried).toMatchObject({ outcome: "conversation", outbox: [] });
+        expect(await pendingOf(conversationId)).toEqual(outboxOf(created));
+      });
+
+      it("writes one per new member of addMembers, joined after the conversation's last seq, and none for members already in", async () => {
+        const conversationId = await group(["bob"]);
+        const createdRows = await pendingOf(conversationId);
+        for (let index = 1; index <= 3; index++) await send(conversationId, `m${index}`);
+        const added = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "bob", userIds: ["dave", "alice", "carol", "dave"] });
+        const event: JoinedEvent = { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 3, addedByUserId: "bob" };
+        expect(joinedRows(outboxOf(added))).toEqual({ recipients: ["carol", "dave"], events: [event, event], eventIds: Array(2).fill(`joined-${conversationId}`) });
+        await send(conversationId, "m4", "dave");
+        // Nobody new: no row.
+        expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["bob", "dave"] })).toMatchObject({ outcome: "conversation", outbox: [] });
+        const erin = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "dave", userIds: ["erin"] });
+        expect(outboxOf(erin).map((entry) => [entry.recipientUserId, entry.event])).toEqual([["erin", { ...event, afterSeq: 4, addedByUserId: "dave" }]]);
+        expect(await pendingOf(conversationId)).toEqual([...createdRows, ...outboxOf(added), ...outboxOf(erin)]);
+      });
+    });
+
+    it("pages a conversation's outbox (joined and receipt rows) in id order by cursor, by age, and deletes applied rows", async () => {
+      const conversationId = await group(["bob", "carol"]);
+      await send(conversationId, "m1");
+      expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toMatchObject({ outcome: "receipt" });
       const all = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
-      expect(all.entries.map((entry) => `${(messageOf(entry.event)?.seq)}:${entry.recipientUserId}`)).toEqual([
-        "1:alice",
-        "1:bob",
-        "2:alice",
-        "2:bob",
-        "3:alice",
-        "3:bob",
+      expect(all.entries.map((entry) => `${entry.event.kind}:${entry.recipientUserId}`)).toEqual([
+        "joined:alice",
+        "joined:bob",
+        "joined:carol",
+        "receipt:alice",
+        "receipt:bob",
+        "receipt:carol",
       ]);
       const firstPage = await store().pendingOutbox({ olderThanMs: 0, limit: 4, afterId: 0, conversationId });
       expect(firstPage.entries).toEqual(all.entries.slice(0, 4));
@@ -261,9 +356,179 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       await store().deleteOutbox([]);
     });
 
+    describe("appendMessages (group commit)", () => {
+      it("stores a batch across conversations in input order: consecutive seqs per conversation, results in input order", async () => {
+        const [first, second] = [await group(["bob"]), await group(["carol"])];
+        await send(first, "earlier 1");
+        await send(first, "earlier 2");
+        const results = await store().appendMessages([
+          input(first, "a3"),
+          input(second, "b1", "carol"),
+          input(first, "a4", "bob"),
+          input(second, "b2"),
+          input(first, "a5"),
+        ]);
+        expect(outcomes(results)).toEqual(["3:a3", "1:b1", "4:a4", "2:b2", "5:a5"]);
+        expect(results.map((result) => (result.outcome === "stored" ? result.message.conversationId : ""))).toEqual([first, second, first, second, first]);
+        expect(new Set(results.map((result) => (result.outcome === "stored" ? result.message.messageId : ""))).size).toBe(5);
+        expect(await logOf(first)).toEqual(["earlier 1", "earlier 2", "a3", "a4", "a5"]);
+        expect(await logOf(second)).toEqual(["b1", "b2"]);
+        expect(await store().appendMessages([])).toEqual([]);
+      });
+
+      it("answers each send of one batch on its own: stored, deduplicated, not_a_member and fenced side by side", async () => {
+        const [open, repeated, closed, ahead] = [await group(["bob"]), await group(["bob"]), await group(["bob"]), newGroupId()];
+        const repeatedId = nextClientMessageId();
+        const original = await send(repeated, "original", "bob", repeatedId);
+        await store().createGroup({ epoch: 9, conversationId: ahead, creatorUserId: "alice", title: "ahead", memberUserIds: [] });
+        const results = await store().appendMessages([
+          input(open, "o1"),
+          input(repeated, "changed on retry", "bob", repeatedId),
+          input(closed, "let me in", "mallory"),
+          input(ahead, "behind", "alice", nextClientMessageId(), 5),
+          input(newGroupId(), "nowhere"),
+          input(open, "o2", "bob"),
+          input(repeated, "r2"),
+        ].map((send) => ({ ...send, epoch: 5 })));
+        expect(outcomes(results)).toEqual(["1:o1", "=1:original", "not_a_member", "fenced", "not_a_member", "2:o2", "2:r2"]);
+        expect(results[1]).toEqual(original.outcome === "stored" ? { outcome: "stored", message: original.message, deduplicated: true } : undefined);
+        // The refusals wrote nothing and consumed no seq.
+        expect(await logOf(closed)).toEqual([]);
+        expect(await logOf(ahead)).toEqual([]);
+        expect(outcomes([await send(closed, "first", "alice", nextClientMessageId(), 5)])).toEqual(["1:first"]);
+        expect(outcomes([await send(ahead, "at 9", "alice", nextClientMessageId(), 9)])).toEqual(["1:at 9"]);
+      });
+
+      it("fences a batch under a stale epoch for a conversation written under a later one, and raises the epoch of the others", async () => {
+        const [later, earlier] = [newGroupId(), newGroupId()];
+        await store().createGroup({ epoch: 4, conversationId: later, creatorUserId: "alice", title: "t", memberUserIds: ["bob"] });
+        await store().createGroup({ epoch: 2, conversationId: earlier, creatorUserId: "alice", title: "t", memberUserIds: ["bob"] });
+        const batch = (epoch: number, label: string) =>
+          store().appendMessages([input(later, `${label} later`), input(earlier, `${label} earlier`), input(later, `${label} later again`, "bob")].map((send) => ({ ...send, epoch })));
+        expect(outcomes(await batch(3, "at 3"))).toEqual(["fenced", "1:at 3 earlier", "fenced"]);
+        // The batch raised `earlier` to epoch 3: a batch of epoch 2 is now stale there too.
+        expect(outcomes(await batch(2, "at 2"))).toEqual(["fenced", "fenced", "fenced"]);
+        expect(outcomes(await batch(4, "at 4"))).toEqual(["1:at 4 later", "2:at 4 earlier", "2:at 4 later again"]);
+        expect(await logOf(later)).toEqual(["at 4 later", "at 4 later again"]);
+        expect(await logOf(earlier)).toEqual(["at 3 earlier", "at 4 earlier"]);
+      });
+
+      it("answers moving for a frozen conversation (a repeat is still answered) and moved for a tombstone, storing the rest of the batch", async () => {
+        const [frozen, tombstoned, open] = [await group(), await group(), await group()];
+        const repeatedId = nextClientMessageId();
+        const original = await send(frozen, "before the freeze", "alice", repeatedId);
+        await store().freeze({ kind: "conversation", id: frozen, toCellId: "b", epoch: baseEpoch });
+        await store().freeze({ kind: "conversation", id: tombstoned, toCellId: "b", epoch: baseEpoch });
+        await store().tombstone({ kind: "conversation", id: tombstoned, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
+        const results = await store().appendMessages([
+          input(frozen, "during"),
+          input(tombstoned, "late"),
+          input(open, "fine"),
+          input(frozen, "before the freeze", "alice", repeatedId),
+        ]);
+        expect(results).toEqual([
+          { outcome: "moving" },
+          { outcome: "moved", cellId: "b", epoch: 7 },
+          expect.objectContaining({ outcome: "stored", deduplicated: false, message: expect.objectContaining({ seq: 1, body: "fine" }) }),
+          original.outcome === "stored" ? { outcome: "stored", message: original.message, deduplicated: true } : undefined,
+        ]);
+        expect(await logOf(frozen)).toEqual(["before the freeze"]);
+      });
+
+      it("gives each new message the members version it was stored under, which only an addMembers that adds someone raises", async () => {
+        const conversationId = await group(["bob"]);
+        const versionOf = async (): Promise<number> => {
+          const result = await store().members(conversationId);
+          if (result.outcome !== "members") throw new Error(`expected members, got ${result.outcome}`);
+          return result.membersVersion;
+        };
+        const storedVersion = (result: AppendMessageResult | undefined): number | undefined =>
+          result?.outcome === "stored" && !result.deduplicated ? result.membersVersion : undefined;
+        const initial = await versionOf();
+        const [first] = await store().appendMessages([input(conversationId, "m1")]);
+        expect(storedVersion(first)).toBe(initial);
+        await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["dave"] });
+        const grown = await versionOf();
+        expect(grown).toBeGreaterThan(initial);
+        const [second, third] = await store().appendMessages([input(conversationId, "m2", "dave"), input(conversationId, "m3")]);
+        expect([storedVersion(second), storedVersion(third)]).toEqual([grown, grown]);
+        // Nobody new, or refused: the version stays.
+        await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["bob", "dave"] });
+        await store().addMembers({ epoch: baseEpoch, conversationId, userId: "mallory", userIds: ["eve"] });
+        expect(await versionOf()).toBe(grown);
+        // A deduplicated answer carries no version: its message was published when it was stored.
+        const repeat = await send(conversationId, "m1", "alice", first?.outcome === "stored" ? first.message.clientMessageId : "");
+        expect(repeat).toEqual({ outcome: "stored", deduplicated: true, message: first?.outcome === "stored" ? first.message : undefined });
+        expect(await store().members(newGroupId())).toEqual({ outcome: "members", memberUserIds: [], membersVersion: 0 });
+      });
+    });
+
+    describe("messagesAfter", () => {
+      function messagesAfter(conversationId: string, userId: string, afterSeq: number | null, limit = 10) {
+        return store().messagesAfter({ conversationId, userId, afterSeq, limit });
+      }
+
+      /** afterSeq, the page's `seq:body`s and the head. */
+      function pageSummary(result: MessagesAfterResult): { afterSeq: number; messages: string[]; headSeq: number } | MessagesAfterResult {
+        if (result.outcome !== "messages") return result;
+        return { afterSeq: result.afterSeq, messages: result.messages.map((message) => `${message.seq}:${message.body}`), headSeq: result.headSeq };
+      }
+
+      it("pages a member's log after a cursor, within the limit, with the conversation's head", async () => {
+        const conversationId = await group(["bob"]);
+        for (let index = 1; index <= 5; index++) await send(conversationId, `m${index}`, index % 2 === 0 ? "bob" : "alice");
+        expect(pageSummary(await messagesAfter(conversationId, "bob", 1, 2))).toEqual({ afterSeq: 1, messages: ["2:m2", "3:m3"], headSeq: 5 });
+        expect(pageSummary(await messagesAfter(conversationId, "bob", 3, 10))).toEqual({ afterSeq: 3, messages: ["4:m4", "5:m5"], headSeq: 5 });
+        expect(pageSummary(await messagesAfter(conversationId, "alice", 5, 10))).toEqual({ afterSeq: 5, messages: [], headSeq: 5 });
+        expect(pageSummary(await messagesAfter(conversationId, "alice", 9, 10))).toEqual({ afterSeq: 9, messages: [], headSeq: 5 });
+        // Whole messages, as stored.
+        const history = await store().history({ conversationId, userId: "bob", beforeSeq: null, limit: 10 });
+        const page = await messagesAfter(conversationId, "alice", 0, 10);
+        expect(page.outcome === "messages" && page.messages).toEqual(history.outcome === "history" ? history.messages : undefined);
+      });
+
+      it("reads from the member's join point without a cursor: 0 for a creator, the last seq at the time for a member added later", async () => {
+        const conversationId = await group(["bob"]);
+        for (let index = 1; index <= 3; index++) await send(conversationId, `m${index}`);
+        await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["dave"] });
+        expect(pageSummary(await messagesAfter(conversationId, "dave", null))).toEqual({ afterSeq: 3, messages: [], headSeq: 3 });
+        await send(conversationId, "m4", "dave");
+        await send(conversationId, "m5");
+        expect(pageSummary(await messagesAfter(conversationId, "dave", null))).toEqual({ afterSeq: 3, messages: ["4:m4", "5:m5"], headSeq: 5 });
+        expect(pageSummary(await messagesAfter(conversationId, "bob", null, 2))).toEqual({ afterSeq: 0, messages: ["1:m1", "2:m2"], headSeq: 5 });
+        // A cursor is followed as given, before the join point too (a member may read the whole log, as history).
+        expect(pageSummary(await messagesAfter(conversationId, "dave", 1, 1))).toEqual({ afterSeq: 1, messages: ["2:m2"], headSeq: 5 });
+      });
+
+      it("cuts a page at the page byte budget, keeping at least one message", async () => {
+        const conversationId = await group(["bob"]);
+        // JSON escapes each control character in six bytes: ~192 KiB per message, so two fit and three do not.
+        const bodies = ["\u0001".repeat(32 * 1024), "\u0002".repeat(32 * 1024), "\u0003".repeat(32 * 1024)];
+        expect(3 * 6 * 32 * 1024).toBeGreaterThan(historyPageBytesMax);
+        for (const body of bodies) await send(conversationId, body);
+        const first = await messagesAfter(conversationId, "bob", 0);
+        expect(first.outcome === "messages" && first.messages.map((message) => [message.seq, message.body])).toEqual([
+          [1, bodies[0]],
+          [2, bodies[1]],
+        ]);
+        expect(first.outcome === "messages" && first.headSeq).toBe(3);
+        const rest = await messagesAfter(conversationId, "bob", 2);
+        expect(rest.outcome === "messages" && rest.messages.map((message) => message.seq)).toEqual([3]);
+      });
+
+      it("answers not_a_member to a non-member, whatever the cursor, and for a conversation that does not exist", async () => {
+        const conversationId = await group(["bob"]);
+        await send(conversationId, "secret");
+        expect(await messagesAfter(conversationId, "mallory", null)).toEqual({ outcome: "not_a_member" });
+        expect(await messagesAfter(conversationId, "mallory", 0)).toEqual({ outcome: "not_a_member" });
+        expect(await messagesAfter(newGroupId(), "bob", 0)).toEqual({ outcome: "not_a_member" });
+        expect(await messagesAfter(newDirectId(), "bob", null)).toEqual({ outcome: "not_a_member" });
+      });
+    });
+
     it("appends mailbox events with seq 1, 2, … per user, idempotently per event id", async () => {
       const [user, other] = [newUserId(), newUserId()];
-      const [first, second] = [messageEvent("one"), messageEvent("two")];
+      const [first, second] = [joinedEvent("one"), joinedEvent("two")];
       expect(await appendMailbox(user, "e-1", first)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
       expect(await appendMailbox(user, "e-2", second)).toEqual({ outcome: "appended", seq: 2, deduplicated: false });
       expect(await appendMailbox(user, "e-1", second)).toEqual({ outcome: "appended", seq: 1, deduplicated: true });
@@ -280,7 +545,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     it("pages a mailbox after a seq, within the limit, and answers head and floor alone for limit 0", async () => {
       const user = newUserId();
-      const events = Array.from({ length: 5 }, (_, index) => messageEvent(`m${index + 1}`));
+      const events = Array.from({ length: 5 }, (_, index) => joinedEvent(`m${index + 1}`));
       for (const [index, event] of events.entries()) await appendMailbox(user, `e-${index}`, event);
       const page = async (afterSeq: number, limit: number) => {
         const result = pageOf(await store().mailboxPage({ userId: user, afterSeq, limit }));
@@ -298,20 +563,28 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     it("cuts a mailbox page at the page byte budget, keeping at least one event", async () => {
       const user = newUserId();
-      // JSON escapes each control character in six bytes: ~192 KiB per event, so two fit and three do not.
-      const bodies = ["\u0001".repeat(32 * 1024), "\u0002".repeat(32 * 1024), "\u0003".repeat(32 * 1024)];
-      expect(3 * 6 * 32 * 1024).toBeGreaterThan(historyPageBytesMax);
-      for (const [index, body] of bodies.entries()) await appendMailbox(user, `big-${index}`, messageEvent(body));
-      const first = pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }));
-      expect(first.events.map((entry) => entry.seq)).toEqual([1, 2]);
-      expect((first.events[1] === undefined ? undefined : messageOf(first.events[1].event)?.body)).toBe(bodies[1]);
-      const rest = pageOf(await store().mailboxPage({ userId: user, afterSeq: 2, limit: 10 }));
-      expect(rest.events.map((entry) => entry.seq)).toEqual([3]);
+      // JSON escapes each control character in six bytes: a title at its limit makes an event of about
+      // 1.3 KiB, so 400 of them do not fit one page.
+      const title = "\u0001".repeat(groupTitleLengthMax);
+      const count = 400;
+      const encodedBytes = (events: readonly unknown[]) => events.reduce<number>((sum, event) => sum + new TextEncoder().encode(JSON.stringify(event)).length, 0);
+      await Promise.all(Array.from({ length: count }, (_, index) => appendMailbox(user, `big-${index}`, joinedEvent(title))));
+      const first = pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: count }));
+      const kept = first.events.length;
+      expect(kept).toBeGreaterThan(1);
+      expect(kept).toBeLessThan(count);
+      expect(first.events.map((entry) => entry.seq)).toEqual(Array.from({ length: kept }, (_, index) => index + 1));
+      expect(encodedBytes(first.events)).toBeLessThanOrEqual(historyPageBytesMax);
+      const rest = pageOf(await store().mailboxPage({ userId: user, afterSeq: kept, limit: count }));
+      expect(rest.events.map((entry) => entry.seq)).toEqual(Array.from({ length: count - kept }, (_, index) => kept + index + 1));
+      // The cut is at the budget: one more event would have passed it.
+      expect(encodedBytes([...first.events, rest.events[0]])).toBeGreaterThan(historyPageBytesMax);
+      expect(first.events[0] === undefined ? undefined : labelOf(first.events[0].event)).toBe(title);
     });
 
     it("trims a mailbox up to a floor that only rises and never passes the head", async () => {
       const user = newUserId();
-      for (let index = 1; index <= 4; index++) await appendMailbox(user, `e-${index}`, messageEvent(`m${index}`));
+      for (let index = 1; index <= 4; index++) await appendMailbox(user, `e-${index}`, joinedEvent(`m${index}`));
       expect(await store().trimMailbox(user, 2)).toBe(2);
       expect(await store().trimMailbox(user, 1)).toBe(2);
       const page = pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }));
@@ -320,22 +593,22 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         headSeq: 4,
         floorSeq: 2,
       });
-      expect(await appendMailbox(user, "e-5", messageEvent("m5"))).toEqual({ outcome: "appended", seq: 5, deduplicated: false });
-      expect(await appendMailbox(user, "e-3", messageEvent("again"))).toEqual({ outcome: "appended", seq: 3, deduplicated: true });
+      expect(await appendMailbox(user, "e-5", joinedEvent("m5"))).toEqual({ outcome: "appended", seq: 5, deduplicated: false });
+      expect(await appendMailbox(user, "e-3", joinedEvent("again"))).toEqual({ outcome: "appended", seq: 3, deduplicated: true });
       expect(await store().trimMailbox(user, 99)).toBe(5);
       expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }))).toEqual({ events: [], headSeq: 5, floorSeq: 5 });
-      expect(await appendMailbox(user, "e-6", messageEvent("m6"))).toEqual({ outcome: "appended", seq: 6, deduplicated: false });
+      expect(await appendMailbox(user, "e-6", joinedEvent("m6"))).toEqual({ outcome: "appended", seq: 6, deduplicated: false });
       expect(await store().trimMailbox(newUserId(), 3)).toBe(0);
     });
 
     it(`keeps a mailbox gapless under ${options.concurrentAppends} concurrent appends, and dedupes concurrent duplicates`, async () => {
       const user = newUserId();
       const results = await Promise.all(
-        Array.from({ length: options.concurrentAppends }, (_, index) => appendMailbox(user, `c-${index}`, messageEvent(`m${index}`))),
+        Array.from({ length: options.concurrentAppends }, (_, index) => appendMailbox(user, `c-${index}`, joinedEvent(`m${index}`))),
       );
       const seqs = results.map(seqOf).sort((a, b) => a - b);
       expect(seqs).toEqual(Array.from({ length: options.concurrentAppends }, (_, index) => index + 1));
-      const event = messageEvent("once");
+      const event = joinedEvent("once");
       const duplicates = await Promise.all(Array.from({ length: 8 }, () => appendMailbox(user, "dup", event)));
       expect(new Set(duplicates.map(seqOf))).toEqual(new Set([options.concurrentAppends + 1]));
       expect(duplicates.filter((result) => result.outcome === "appended" && !result.deduplicated)).toHaveLength(1);
@@ -359,13 +632,17 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 0, placeholder: false });
         expect(await send(conversationId, "during")).toEqual(moving);
         // A repeated send writes nothing: it is answered from the frozen conversation.
-        expect(await send(conversationId, "before", "alice", clientMessageId)).toEqual(first.outcome === "stored" ? { ...first, deduplicated: true, outbox: [] } : first);
+        expect(await send(conversationId, "before", "alice", clientMessageId)).toEqual(
+          first.outcome === "stored" ? { outcome: "stored", message: first.message, deduplicated: true } : first,
+        );
         expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "team", memberUserIds: [] })).toEqual(moving);
         expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["dave"] })).toEqual(moving);
         expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(moving);
         const history = await store().history({ conversationId, userId: "carol", beforeSeq: null, limit: 10 });
         expect(history.outcome === "history" && history.messages.map((message) => message.body)).toEqual(["m1", "before"]);
         expect(await memberIds(conversationId)).toEqual(["alice", "bob", "carol"]);
+        // The log is served too: a device catching up on it is a read.
+        expect(await store().messagesAfter({ conversationId, userId: "bob", afterSeq: 1, limit: 10 })).toMatchObject({ outcome: "messages", afterSeq: 1, headSeq: 2, messages: [{ seq: 2, body: "before" }] });
         expect(await store().migrationState({ kind: "conversation", id: conversationId })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 2, floorSeq: 0, placeholder: false });
         expect(await store().unfreeze({ kind: "conversation", id: conversationId, epoch: baseEpoch })).toEqual({ outcome: "active" });
         expect(await send(conversationId, "after")).toMatchObject({ outcome: "stored", message: { seq: 3 } });
@@ -405,7 +682,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const conversationIds = [await groupWithMessages(1), newGroupId()].sort();
         const userIds = [newUserId(), newUserId()].sort();
         const active = newUserId();
-        await appendMailbox(active, "e-1", messageEvent());
+        await appendMailbox(active, "e-1", joinedEvent());
         for (const id of conversationIds) await store().freeze({ kind: "conversation", id, toCellId: "b", epoch: baseEpoch });
         for (const id of userIds) await store().freeze({ kind: "user", id, toCellId: "c", epoch: baseEpoch });
         // Other tests of this store leave frozen keys too: only ours are looked at, in the order listed.
@@ -427,13 +704,13 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
       it("freezes a mailbox (an empty frozen one for a user with none): appends answer moving, repeats and pages are served", async () => {
         const user = newUserId();
-        const event = messageEvent("one");
+        const event = joinedEvent("one");
         await appendMailbox(user, "e-1", event);
-        await appendMailbox(user, "e-2", messageEvent("two"));
+        await appendMailbox(user, "e-2", joinedEvent("two"));
         await store().trimMailbox(user, 1);
         expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 1, placeholder: false });
-        expect(await appendMailbox(user, "e-3", messageEvent("three"))).toEqual(moving);
-        expect(await appendMailbox(user, "e-2", messageEvent("two"))).toEqual({ outcome: "appended", seq: 2, deduplicated: true });
+        expect(await appendMailbox(user, "e-3", joinedEvent("three"))).toEqual(moving);
+        expect(await appendMailbox(user, "e-2", joinedEvent("two"))).toEqual({ outcome: "appended", seq: 2, deduplicated: true });
         expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events.map((entry) => entry.seq)).toEqual([2]);
         const fresh = newUserId();
         expect(await store().freeze({ kind: "user", id: fresh, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: false });
@@ -454,9 +731,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: 4 })).toEqual({ outcome: "fenced" });
         expect(await store().migrationState(key)).toMatchObject({ state: "frozen" });
         const user = newUserId();
-        await appendMailbox(user, "e-1", messageEvent(), 6);
+        await appendMailbox(user, "e-1", joinedEvent(), 6);
         expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: 5 })).toEqual({ outcome: "fenced" });
-        expect(await appendMailbox(user, "e-2", messageEvent(), 6)).toMatchObject({ outcome: "appended", seq: 2 });
+        expect(await appendMailbox(user, "e-2", joinedEvent(), 6)).toMatchObject({ outcome: "appended", seq: 2 });
       });
 
       it("tombstones a conversation in batches: every request then answers moved, and a direct conversation is never re-created", async () => {
@@ -473,6 +750,8 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().openDirect({ epoch: baseEpoch + 1, conversationId: directId, userId: "bob", peerUserId: "alice" })).toEqual(moved);
         expect(await send(directId, "late")).toEqual(moved);
         expect(await store().history({ conversationId: directId, userId: "alice", beforeSeq: null, limit: 10 })).toEqual(moved);
+        expect(await store().messagesAfter({ conversationId: directId, userId: "alice", afterSeq: 0, limit: 10 })).toEqual(moved);
+        expect(await store().messagesAfter({ conversationId: directId, userId: "mallory", afterSeq: null, limit: 10 })).toEqual(moved);
         expect(await store().members(directId)).toEqual(moved);
         expect(await store().markReceipt({ epoch: baseEpoch, conversationId: directId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(moved);
         expect(await store().addMembers({ epoch: baseEpoch, conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual(moved);
@@ -486,16 +765,17 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
       it("tombstones a mailbox: appends and pages answer moved", async () => {
         const user = newUserId();
-        for (let index = 1; index <= 4; index++) await appendMailbox(user, `e-${index}`, messageEvent(`m${index}`));
+        for (let index = 1; index <= 4; index++) await appendMailbox(user, `e-${index}`, joinedEvent(`m${index}`));
         await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch });
         expect(await store().tombstone({ kind: "user", id: user, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 4 });
-        expect(await appendMailbox(user, "e-1", messageEvent("m1"))).toEqual(moved);
-        expect(await appendMailbox(user, "e-9", messageEvent("m9"))).toEqual(moved);
+        expect(await appendMailbox(user, "e-1", joinedEvent("m1"))).toEqual(moved);
+        expect(await appendMailbox(user, "e-9", joinedEvent("m9"))).toEqual(moved);
         expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual(moved);
       });
 
-      it("round-trips a conversation through export and import: history, members, positions, outbox and send dedupe come back", async () => {
+      it("round-trips a conversation through export and import: history, members with their join points, positions, outbox and send dedupe come back", async () => {
         const conversationId = await groupWithMessages(5);
+        await store().addMembers({ epoch: baseEpoch, conversationId, userId: "bob", userIds: ["dave"] });
         const clientMessageId = nextClientMessageId();
         await send(conversationId, "sixth", "carol", clientMessageId);
         await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 3, fanOutMembersMax: 32 });
@@ -505,10 +785,19 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const exported = await store().exportConversation(conversationId);
         if (exported === undefined) throw new Error("expected an export");
         expect(exported.conversation).toMatchObject({ kind: "group", title: "team", createdByUserId: "alice" });
-        expect(exported.members.map((member) => [member.userId, member.readSeq, member.deliveredSeq])).toEqual([["alice", 0, 0], ["bob", 3, 3], ["carol", 0, 0]]);
+        expect(exported.members.map((member) => [member.userId, member.joinedAfterSeq, member.readSeq, member.deliveredSeq])).toEqual([
+          ["alice", 0, 0, 0],
+          ["bob", 0, 3, 3],
+          ["carol", 0, 0, 0],
+          ["dave", 5, 0, 0],
+        ]);
         const pages = [await store().exportMessages({ conversationId, afterSeq: 0, limit: 4 }), await store().exportMessages({ conversationId, afterSeq: 4, limit: 4 })];
         expect(pages.map((page) => page.map((message) => message.seq))).toEqual([[1, 2, 3, 4], [5, 6]]);
         const outbox = (await store().pendingOutbox({ olderThanMs: 0, limit: 1000, afterId: 0, conversationId })).entries;
+        expect(outbox.map((entry) => `${entry.event.kind}:${entry.recipientUserId}`)).toEqual([
+          ...["alice", "bob", "carol", "dave"].map((userId) => `joined:${userId}`),
+          ...["alice", "bob", "carol", "dave"].map((userId) => `receipt:${userId}`),
+        ]);
         const historyBefore = await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 });
         // The key leaves (tombstone), then comes back into the same store: the first page replaces the tombstone.
         await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
@@ -517,6 +806,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await send(conversationId, "too early")).toEqual(moving);
         expect(await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 })).toEqual(moving);
         expect(await store().members(conversationId)).toEqual(moving);
+        expect(await store().messagesAfter({ conversationId, userId: "dave", afterSeq: null, limit: 10 })).toEqual(moving);
         for (const messages of pages) expect(await store().importPage({ ...base, first: false, last: false, messages })).toEqual({ outcome: "importing" });
         // A retried page changes nothing.
         expect(await store().importPage({ ...base, first: false, last: false, messages: pages[1] ?? [] })).toEqual({ outcome: "importing" });
@@ -524,7 +814,14 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().importPage({ ...base, first: false, last: false, outbox: importedOutbox })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, first: false, last: true })).toEqual({ outcome: "active" });
         expect(await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 })).toEqual(historyBefore);
-        expect(await memberIds(conversationId)).toEqual(["alice", "bob", "carol"]);
+        expect(await memberIds(conversationId)).toEqual(["alice", "bob", "carol", "dave"]);
+        // dave's join point came along: without a cursor his devices read after it.
+        expect(await store().messagesAfter({ conversationId, userId: "dave", afterSeq: null, limit: 10 })).toMatchObject({
+          outcome: "messages",
+          afterSeq: 5,
+          messages: [{ seq: 6, body: "sixth" }],
+          headSeq: 6,
+        });
         const pending = (await store().pendingOutbox({ olderThanMs: 0, limit: 1000, afterId: 0, conversationId })).entries;
         expect(pending.map(({ recipientUserId, eventId, event }) => ({ recipientUserId, eventId, event }))).toEqual(importedOutbox);
         expect(await send(conversationId, "sixth again", "carol", clientMessageId)).toMatchObject({ outcome: "stored", deduplicated: true, message: { seq: 6, body: "sixth" } });
@@ -538,7 +835,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
       it("round-trips a trimmed mailbox through export and import, keeping seqs, floor and event-id dedupe", async () => {
         const user = newUserId();
-        const events = Array.from({ length: 5 }, (_, index) => messageEvent(`m${index + 1}`));
+        const events = Array.from({ length: 5 }, (_, index) => joinedEvent(`m${index + 1}`));
         for (const [index, event] of events.entries()) await appendMailbox(user, `e-${index + 1}`, event);
         await store().trimMailbox(user, 2);
         const key = { kind: "user", id: user } as const;
@@ -551,7 +848,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         // A later page with no import in progress is refused: the copy must start with its first page.
         expect(await store().importPage({ ...base, first: false, last: false, events: exported[0] ?? [] })).toEqual({ outcome: "not_importing" });
         expect(await store().importPage({ ...base, first: true, last: false })).toEqual({ outcome: "importing" });
-        expect(await appendMailbox(user, "e-3", events[2] ?? messageEvent())).toEqual(moving);
+        expect(await appendMailbox(user, "e-3", events[2] ?? joinedEvent())).toEqual(moving);
         expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual(moving);
         for (const page of exported) expect(await store().importPage({ ...base, first: false, last: false, events: page })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, first: false, last: true })).toEqual({ outcome: "active" });
@@ -560,19 +857,19 @@ export function registerStoreContract(name: string, store: () => ConversationSto
           headSeq: 5,
           floorSeq: 2,
         });
-        expect(await appendMailbox(user, "e-4", messageEvent("again"))).toEqual({ outcome: "appended", seq: 4, deduplicated: true });
-        expect(await appendMailbox(user, "e-6", messageEvent("m6"))).toEqual({ outcome: "appended", seq: 6, deduplicated: false });
+        expect(await appendMailbox(user, "e-4", joinedEvent("again"))).toEqual({ outcome: "appended", seq: 4, deduplicated: true });
+        expect(await appendMailbox(user, "e-6", joinedEvent("m6"))).toEqual({ outcome: "appended", seq: 6, deduplicated: false });
       });
 
       it("resets an earlier attempt's copy on a new first page, refuses an import into a frozen key and fences an older importer", async () => {
         const user = newUserId();
         const base = { kind: "user", id: user, lastSeq: 2, floorSeq: 0, events: [] } as const;
-        const stale = [{ seq: 1, eventId: "stale-1", event: messageEvent("stale") }];
+        const stale = [{ seq: 1, eventId: "stale-1", event: joinedEvent("stale") }];
         expect(await store().importPage({ ...base, epoch: 3, first: true, last: false })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, epoch: 3, first: false, last: false, events: stale })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, epoch: 2, first: false, last: false, events: stale })).toEqual({ outcome: "fenced" });
         // A new attempt: its first page drops the stale copy.
-        const fresh = [1, 2].map((seq) => ({ seq, eventId: `e-${seq}`, event: messageEvent(`m${seq}`) }));
+        const fresh = [1, 2].map((seq) => ({ seq, eventId: `e-${seq}`, event: joinedEvent(`m${seq}`) }));
         expect(await store().importPage({ ...base, epoch: 3, first: true, last: false })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, epoch: 3, first: false, last: false, events: fresh })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, epoch: 3, first: false, last: true })).toEqual({ outcome: "active" });
@@ -584,7 +881,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       it("counts active users and conversations, outbox rows and frozen keys for cell.stats", async () => {
         const before = await store().stats();
         const conversationId = await groupWithMessages(1, ["bob"]);
-        await appendMailbox(newUserId(), "e-1", messageEvent());
+        await appendMailbox(newUserId(), "e-1", joinedEvent());
         const frozenUser = newUserId();
         await store().freeze({ kind: "user", id: frozenUser, toCellId: "b", epoch: baseEpoch });
         const after = await store().stats();
@@ -593,7 +890,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
           conversations: after.conversations - before.conversations,
           outboxRows: after.outboxRows - before.outboxRows,
           frozen: after.frozen - before.frozen,
-        }).toEqual({ users: 1, conversations: 1, outboxRows: 2, frozen: 1 });
+        }).toEqual({ users: 1, conversations: 1, outboxRows: 2, frozen: 1 }); // the joined rows of alice and bob
         await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch });
         await store().tombstone({ kind: "conversation", id: conversationId, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
         await store().tombstone({ kind: "user", id: frozenUser, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
@@ -624,18 +921,21 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
       it("fences creating, re-opening and growing a conversation under a lower epoch", async () => {
         const conversationId = newGroupId();
-        const input = { conversationId, creatorUserId: "alice", title: "fenced", memberUserIds: ["bob"], epoch: 10 };
-        expect(await store().createGroup(input)).toMatchObject({ outcome: "conversation" });
-        expect(await store().createGroup({ ...input, epoch: 9 })).toEqual({ outcome: "fenced" });
+        const create = { conversationId, creatorUserId: "alice", title: "fenced", memberUserIds: ["bob"], epoch: 10 };
+        expect(await store().createGroup(create)).toMatchObject({ outcome: "conversation" });
+        expect(await store().createGroup({ ...create, epoch: 9 })).toEqual({ outcome: "fenced" });
         expect(await store().addMembers({ conversationId, userId: "alice", userIds: ["dave"], epoch: 9 })).toEqual({ outcome: "fenced" });
         expect(await memberIds(conversationId)).toEqual(["alice", "bob"]);
+        // Nor a joined row for dave.
+        const rows = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
+        expect(rows.entries.map((entry) => entry.recipientUserId)).toEqual(["alice", "bob"]);
         expect(await store().addMembers({ conversationId, userId: "alice", userIds: ["dave"], epoch: 10 })).toMatchObject({
           outcome: "conversation",
           conversation: { memberUserIds: ["alice", "bob", "dave"] },
         });
         expect(await store().addMembers({ conversationId, userId: "bob", userIds: ["erin"], epoch: 12 })).toMatchObject({ outcome: "conversation" });
         // addMembers raised the conversation's epoch to 12: 11 is now stale for every write.
-        expect(await store().createGroup({ ...input, epoch: 11 })).toEqual({ outcome: "fenced" });
+        expect(await store().createGroup({ ...create, epoch: 11 })).toEqual({ outcome: "fenced" });
         expect(await send(conversationId, "at 11", "alice", nextClientMessageId(), 11)).toEqual({ outcome: "fenced" });
         expect(await send(conversationId, "at 12", "alice", nextClientMessageId(), 12)).toMatchObject({ outcome: "stored", message: { seq: 1 } });
         expect(await memberIds(conversationId)).toEqual(["alice", "bob", "dave", "erin"]);
@@ -653,7 +953,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
       it("fences a mailbox append under a lower epoch, and answers a repeated event whatever the epoch", async () => {
         const user = newUserId();
-        const events = Array.from({ length: 4 }, (_, index) => messageEvent(`m${index}`));
+        const events = Array.from({ length: 4 }, (_, index) => joinedEvent(`m${index}`));
         const [first, second, third, fourth] = events;
         if (first === undefined || second === undefined || third === undefined || fourth === undefined) throw new Error("events missing");
         expect(await appendMailbox(user, "e-1", first, 3)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
@@ -666,46 +966,49 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect({ seqs: page.events.map((entry) => entry.seq), headSeq: page.headSeq }).toEqual({ seqs: [1, 2, 3], headSeq: 3 });
       });
 
-      it("lets no write of an older epoch follow one of a newer epoch when two owners race, and leaves no gap", async () => {
-        const conversationId = await group();
+      it("lets no write of an older epoch follow one of a newer epoch when two owners race with batches, and leaves no gap", async () => {
+        const conversations = [await group(), await group()];
+        const [first, second] = conversations;
+        if (first === undefined || second === undefined) throw new Error("groups missing");
         const user = newUserId();
         const stale = store();
         const current = options.secondStore?.() ?? store();
         const count = 40;
         const epochOf = (index: number) => (index % 2 === 0 ? 2 : 3);
-        const [sends, appends] = await Promise.all([
+        // Each batch sends to both conversations, one of them twice: [first, second, first].
+        const batches = Array.from({ length: count }, (_, index) =>
+          [first, second, first].map((conversationId, position) => input(conversationId, `${epochOf(index)}:${index}:${position}`, "alice", nextClientMessageId(), epochOf(index))),
+        );
+        const [sent, appends] = await Promise.all([
+          Promise.all(batches.map((batch, index) => appendRetrying(epochOf(index) === 2 ? stale : current, batch))),
           Promise.all(
             Array.from({ length: count }, (_, index) =>
-              (epochOf(index) === 2 ? stale : current).appendMessage({
-                conversationId,
-                senderUserId: "alice",
-                senderDeviceId: "phone",
-                clientMessageId: nextClientMessageId(),
-                body: `${epochOf(index)}:${index}`,
-                epoch: epochOf(index),
-              }),
-            ),
-          ),
-          Promise.all(
-            Array.from({ length: count }, (_, index) =>
-              appendMailbox(user, `race-${index}`, messageEvent(`${epochOf(index)}:${index}`), epochOf(index), epochOf(index) === 2 ? stale : current),
+              appendMailbox(user, `race-${index}`, joinedEvent(`${epochOf(index)}:${index}`), epochOf(index), epochOf(index) === 2 ? stale : current),
             ),
           ),
         ]);
-        // Every write of the newer owner went in; the older one's only before the newer one's first.
-        expect(sends.filter((result, index) => epochOf(index) === 3 && result.outcome !== "stored")).toEqual([]);
+        // Every write of the newer owner went in; the older one's only when it came first.
+        expect(sent.filter((results, index) => epochOf(index) === 3 && results.some((result) => result.outcome !== "stored"))).toEqual([]);
         expect(appends.filter((result, index) => epochOf(index) === 3 && result.outcome !== "appended")).toEqual([]);
-        expect(sends.filter((result) => result.outcome !== "stored" && result.outcome !== "fenced")).toEqual([]);
-        const history = await current.history({ conversationId, userId: "alice", beforeSeq: null, limit: 200 });
-        if (history.outcome !== "history") throw new Error("expected history");
-        const stored = sends.flatMap((result) => (result.outcome === "stored" ? [result.message.seq] : []));
-        expect(history.messages.map((message) => message.seq)).toEqual(Array.from({ length: stored.length }, (_, index) => index + 1));
-        const historyEpochs = history.messages.map((message) => Number(message.body.split(":")[0]));
-        expect(historyEpochs).toEqual([...historyEpochs].sort((a, b) => a - b));
+        expect(sent.flat().filter((result) => result.outcome !== "stored" && result.outcome !== "fenced")).toEqual([]);
+        for (const results of sent) {
+          // One conversation's sends of one batch share their fate, and take consecutive seqs in input order.
+          const [firstA, , secondA] = results;
+          expect(firstA?.outcome).toBe(secondA?.outcome);
+          if (firstA?.outcome === "stored" && secondA?.outcome === "stored") expect(secondA.message.seq).toBe(firstA.message.seq + 1);
+        }
+        for (const conversationId of conversations) {
+          const history = await current.history({ conversationId, userId: "alice", beforeSeq: null, limit: 200 });
+          if (history.outcome !== "history") throw new Error("expected history");
+          const stored = sent.flat().filter((result) => result.outcome === "stored" && result.message.conversationId === conversationId).length;
+          expect(history.messages.map((message) => message.seq)).toEqual(Array.from({ length: stored }, (_, index) => index + 1));
+          const historyEpochs = history.messages.map((message) => Number(message.body.split(":")[0]));
+          expect(historyEpochs).toEqual([...historyEpochs].sort((a, b) => a - b));
+        }
         const mailbox = pageOf(await current.mailboxPage({ userId: user, afterSeq: 0, limit: 200 }));
         const appended = appends.filter((result) => result.outcome === "appended").length;
         expect(mailbox.events.map((entry) => entry.seq)).toEqual(Array.from({ length: appended }, (_, index) => index + 1));
-        const mailboxEpochs = mailbox.events.map((entry) => Number(messageOf(entry.event)?.body.split(":")[0]));
+        const mailboxEpochs = mailbox.events.map((entry) => Number(labelOf(entry.event).split(":")[0]));
         expect(mailboxEpochs).toEqual([...mailboxEpochs].sort((a, b) => a - b));
       });
     });
@@ -734,12 +1037,66 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(page.messages.map((message) => message.seq)).toEqual(seqs);
       });
 
+      it("keeps seqs gapless and unique when two owners store batches to the same conversations at once, a send of both included", async () => {
+        const conversations = [await group(), await group(), await group()];
+        const [x, y, z] = conversations;
+        if (x === undefined || y === undefined || z === undefined) throw new Error("groups missing");
+        const other = secondStore();
+        const rounds = 30;
+        // Per round, a batch for each owner: the same conversations in opposite orders (their row locks are
+        // taken in opposite orders if Postgres follows the input), and one send both carry, as a client's
+        // retry that reached both owners during a handover. The shared sends race: the loser's statement
+        // fails on the unique key (all of it rolls back) and its retry finds the message stored.
+        const shared = (round: number) => input(y, `shared ${round}`, "bob", `shared-${round}-${randomBytes(4).toString("hex")}`);
+        const batchesOf = (round: number) => {
+          const both = shared(round);
+          return [
+            { target: store(), inputs: [input(x, `a${round}x`), input(y, `a${round}y`), input(z, `a${round}z`), input(x, `a${round}x2`), both] },
+            { target: other, inputs: [input(z, `b${round}z`, "carol"), both, input(y, `b${round}y`, "carol"), input(x, `b${round}x`, "carol"), input(z, `b${round}z2`, "carol")] },
+          ];
+        };
+        const batches = Array.from({ length: rounds }, (_, round) => batchesOf(round)).flat();
+        const results = await Promise.all(batches.map((batch) => appendRetrying(batch.target, batch.inputs)));
+        const all = results.flat();
+        expect(all.filter((result) => result.outcome !== "stored")).toEqual([]);
+        const stored = all.flatMap((result) => (result.outcome === "stored" ? [result] : []));
+        for (const conversationId of conversations) {
+          const page = await other.history({ conversationId, userId: "alice", beforeSeq: null, limit: 200 });
+          if (page.outcome !== "history") throw new Error("expected history");
+          const fresh = stored.filter((result) => !result.deduplicated && result.message.conversationId === conversationId);
+          // Every new message has its own seq, and together they are 1..n: no gap, no repeat.
+          expect(fresh.map((result) => result.message.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: fresh.length }, (_, index) => index + 1));
+          expect(page.messages.map((message) => message.messageId)).toEqual(
+            [...fresh].sort((a, b) => a.message.seq - b.message.seq).map((result) => result.message.messageId),
+          );
+        }
+        // x and z take 3 sends per round, y 2 plus the shared one, stored once.
+        expect(stored.filter((result) => !result.deduplicated).length).toBe(rounds * 9);
+        for (let round = 0; round < rounds; round++) {
+          const pair = [results[2 * round]?.[4], results[2 * round + 1]?.[1]];
+          const [fromFirst, fromSecond] = pair;
+          if (fromFirst?.outcome !== "stored" || fromSecond?.outcome !== "stored") throw new Error("shared send not stored");
+          // Stored by one owner; the other's answer is that same message.
+          expect(fromFirst.message).toEqual(fromSecond.message);
+          expect([fromFirst.deduplicated, fromSecond.deduplicated].sort()).toEqual([false, true]);
+        }
+        // Within each batch, one conversation's new messages are consecutive, in input order.
+        for (const batchResults of results) {
+          for (const conversationId of conversations) {
+            const seqs = batchResults.flatMap((result) =>
+              result.outcome === "stored" && !result.deduplicated && result.message.conversationId === conversationId ? [result.message.seq] : [],
+            );
+            expect(seqs).toEqual(seqs.map((_, index) => (seqs[0] ?? 0) + index));
+          }
+        }
+      });
+
       it("keeps a mailbox gapless and unique when two owners append to it at once", async () => {
         const user = newUserId();
         const other = secondStore();
         const count = 60;
         const results = await Promise.all(
-          Array.from({ length: count }, (_, index) => appendMailbox(user, `two-${index % 40}`, messageEvent(`m${index}`), baseEpoch, index % 2 === 0 ? store() : other)),
+          Array.from({ length: count }, (_, index) => appendMailbox(user, `two-${index % 40}`, joinedEvent(`m${index}`), baseEpoch, index % 2 === 0 ? store() : other)),
         );
         // 60 appends of 40 distinct events: 40 seqs, each duplicate answered with its event's seq.
         const bySeq = new Map<number, number>();
@@ -777,7 +1134,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       expect(opened).toEqual({
         outcome: "conversation",
         conversation: { conversationId, kind: "direct", title: null, memberUserIds: ["alice", "bob"], lastSeq: 0 },
+        outbox: expect.any(Array),
       });
+      expect(outboxOf(opened)).toHaveLength(2);
       await send(conversationId, "hi bob");
       const again = await store().openDirect({ epoch: baseEpoch, conversationId, userId: "bob", peerUserId: "alice" });
       expect(again.outcome === "conversation" && again.conversation).toMatchObject({ memberUserIds: ["alice", "bob"], lastSeq: 1 });
@@ -788,16 +1147,17 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     it("creates a group of creator ∪ members, idempotently on retry, within the member limit", async () => {
       const conversationId = newGroupId();
-      const input = { conversationId, creatorUserId: "zoe", title: "Plans", memberUserIds: ["bob", "zoe", "Adam"], epoch: baseEpoch };
-      const created = await store().createGroup(input);
+      const create = { conversationId, creatorUserId: "zoe", title: "Plans", memberUserIds: ["bob", "zoe", "Adam"], epoch: baseEpoch };
+      const created = await store().createGroup(create);
       const expected = { conversationId, kind: "group", title: "Plans", memberUserIds: ["Adam", "bob", "zoe"], lastSeq: 0 };
-      expect(created).toEqual({ outcome: "conversation", conversation: expected });
-      expect(await store().createGroup(input)).toEqual({ outcome: "conversation", conversation: expected });
-      expect(await store().createGroup({ ...input, creatorUserId: "mallory" })).toEqual({ outcome: "not_a_member" });
+      expect(created).toEqual({ outcome: "conversation", conversation: expected, outbox: expect.any(Array) });
+      expect(outboxOf(created)).toHaveLength(3);
+      expect(await store().createGroup(create)).toEqual({ outcome: "conversation", conversation: expected, outbox: [] });
+      expect(await store().createGroup({ ...create, creatorUserId: "mallory" })).toEqual({ outcome: "not_a_member" });
       const tooMany = Array.from({ length: options.groupMembersMax }, (_, index) => `user${index}`);
-      expect(await store().createGroup({ ...input, conversationId: newGroupId(), memberUserIds: tooMany })).toEqual({ outcome: "too_many_members" });
+      expect(await store().createGroup({ ...create, conversationId: newGroupId(), memberUserIds: tooMany })).toEqual({ outcome: "too_many_members" });
       const full = tooMany.slice(0, options.groupMembersMax - 1);
-      const atLimit = await store().createGroup({ ...input, conversationId: newGroupId(), memberUserIds: full });
+      const atLimit = await store().createGroup({ ...create, conversationId: newGroupId(), memberUserIds: full });
       expect(atLimit.outcome === "conversation" && atLimit.conversation.memberUserIds.length).toBe(options.groupMembersMax);
       expect(await memberIds(newGroupId())).toEqual([]);
     });
