@@ -62,10 +62,13 @@ function movedTo(cellId: string, epoch: number, id = "g-1"): CellReply {
 }
 
 describe("homeKeyOf", () => {
-  it("homes mailbox requests by user and the rest by conversation", () => {
+  it("homes mailbox requests by user and the rest, reads of a conversation's log included, by conversation", () => {
     expect(homeKeyOf(pageRequest)).toEqual({ kind: "user", id: "bob" });
-    expect(homeKeyOf({ type: "cell.appendMailbox", userId: "bob", eventId: "e", event: { kind: "message", message } })).toEqual({ kind: "user", id: "bob" });
+    const joined = { kind: "joined", conversationId: "g-1", conversationKind: "group", title: "t", afterSeq: 0, addedByUserId: "alice" } as const;
+    expect(homeKeyOf({ type: "cell.appendMailbox", userId: "bob", eventId: "e", event: joined })).toEqual({ kind: "user", id: "bob" });
     expect(homeKeyOf(sendRequest)).toEqual({ kind: "conversation", id: "g-1" });
+    // A read of a conversation's log goes to the conversation's home, whoever asks.
+    expect(homeKeyOf({ type: "cell.messagesAfter", userId: "bob", conversationId: "g-1", afterSeq: null, limit: 10 })).toEqual({ kind: "conversation", id: "g-1" });
     expect(homeKeyOf({ type: "cell.migrate", kind: "user", id: "carol", toCellId: "b" })).toEqual({ kind: "user", id: "carol" });
     expect(homeKeyOf({ type: "cell.stats" })).toBeUndefined();
   });

@@ -37,8 +37,13 @@ describe("loadEdgeConfig", () => {
       sessionsMax: 15_000,
       sessionsPerUserMax: 16,
       requestsInFlightPerSessionMax: 64,
+      requestsInFlightMax: 20_000,
+      overloadedRetryAfterMs: 250,
       sendBufferBytesMax: 1024 * 1024,
       heldEventsPerSessionMax: 1000,
+      conversationsPerSessionMax: 10_000,
+      conversationReadsPerSessionMax: 8,
+      conversationReadsInFlightMax: 256,
       directoryCacheEntriesMax: 100_000,
       directoryCacheTtlMs: 60_000,
       directoryTimeoutMs: 2000,
@@ -80,6 +85,24 @@ describe("loadEdgeConfig", () => {
       presenceHeartbeatIntervalMs: 250,
       presenceTtlMs: 1000,
       presenceRemoteClaimsMax: 100,
+    });
+  });
+
+  it("reads the bounds on conversation cursors and log reads, and on requests across the edge", () => {
+    const { config, unknownVariables } = loadEdgeConfig({
+      EDGE_CONVERSATIONS_PER_SESSION_MAX: "50",
+      EDGE_CONVERSATION_READS_PER_SESSION_MAX: "2",
+      EDGE_CONVERSATION_READS_IN_FLIGHT_MAX: "16",
+      EDGE_REQUESTS_IN_FLIGHT_MAX: "500",
+      EDGE_OVERLOADED_RETRY_AFTER_MS: "1000",
+    });
+    expect(unknownVariables).toEqual([]);
+    expect(config).toMatchObject({
+      conversationsPerSessionMax: 50,
+      conversationReadsPerSessionMax: 2,
+      conversationReadsInFlightMax: 16,
+      requestsInFlightMax: 500,
+      overloadedRetryAfterMs: 1000,
     });
   });
 
@@ -158,6 +181,13 @@ describe("loadEdgeConfig", () => {
     ["EDGE_SESSIONS_PER_USER_MAX", "0"],
     ["EDGE_SEND_BUFFER_BYTES_MAX", "1.5"],
     ["EDGE_CELL_REQUEST_ATTEMPTS_MAX", "1001"],
+    // Every bound on conversations and requests is at least one, and a retry-after at most retryAfterMsMax.
+    ["EDGE_CONVERSATIONS_PER_SESSION_MAX", "0"],
+    ["EDGE_CONVERSATION_READS_PER_SESSION_MAX", "0"],
+    ["EDGE_CONVERSATION_READS_PER_SESSION_MAX", "1001"],
+    ["EDGE_CONVERSATION_READS_IN_FLIGHT_MAX", "0"],
+    ["EDGE_REQUESTS_IN_FLIGHT_MAX", "0"],
+    ["EDGE_OVERLOADED_RETRY_AFTER_MS", "60001"],
   ])("refuses %s=%j, naming the variable", (name, value) => {
     expect(configError({ [name]: value }).message).toContain(name);
   });

@@ -1,7 +1,7 @@
 // Live migration as an edge sees it, in process: conversations and mailboxes that move to another cell
 // (cell.moved), keys frozen for a move (moving), and directory.changed. Fakes from testing/edge-fakes.ts.
 import { afterEach, describe, expect, it } from "vitest";
-import type { CellReply, CellRequest, Message } from "@cellwire/protocol";
+import type { CellReply, CellRequest, Message, ReceiptEvent } from "@cellwire/protocol";
 import { fakeEdge, framesOfType, homeAttemptsMaxForTests, type FakeEdge, type FakeTransport } from "./testing/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
@@ -22,6 +22,8 @@ afterEach(() => {
 function storedMessage(): Message {
   return { conversationId: groupId, messageId: "m-1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c-1", body: "hi", sentAtMs: 1 };
 }
+
+const receipt: ReceiptEvent = { kind: "receipt", conversationId: groupId, userId: "bob", readSeq: 1, deliveredSeq: 1 };
 
 function movedTo(kind: "user" | "conversation", id: string, cellId: string, epoch: number): CellReply {
   return { type: "cell.moved", kind, id, cellId, epoch };
@@ -143,7 +145,7 @@ describe("a session follows its user's mailbox", () => {
     edge.router.answers.set("cell.mailboxPage", async (cellId, request) => {
       if (request.type !== "cell.mailboxPage") throw new Error("routed wrongly");
       if (cellId === "a") return { type: "cell.mailboxEvents", userId: "bob", events: [], headSeq: 0, floorSeq: 0 };
-      const events = headAtB > request.afterSeq && request.limit > 0 ? [{ seq: 1, event: { kind: "message" as const, message: storedMessage() } }] : [];
+      const events = headAtB > request.afterSeq && request.limit > 0 ? [{ seq: 1, event: receipt }] : [];
       return { type: "cell.mailboxEvents", userId: "bob", events, headSeq: headAtB, floorSeq: 0 };
     });
     const { transport, session } = await edge.authenticated("bob");
@@ -153,7 +155,7 @@ describe("a session follows its user's mailbox", () => {
     headAtB = 1;
     edge.core.directoryChanged({ kind: "user", id: "bob", cellId: "b", epoch: 2 });
     expect(session.homeCellId).toBe("b");
-    expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 1, event: { kind: "message", message: storedMessage() } });
+    expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 1, event: receipt });
     await transport.frame((frame) => frame["type"] === "synced" && frame["seq"] === 1);
     expect(framesOfType(transport, "synced")).toHaveLength(syncedBefore + 1);
     expect(cellsAsked(edge, "cell.mailboxPage").at(-1)).toBe("b");

@@ -2,7 +2,7 @@
 // directory and cells, and an in-memory delivery source. No timing assumption beyond waiting for events.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { directConversationId, UnavailableError } from "@cellwire/cluster";
-import { closeCodes, errorCodes, type CellReply, type Message } from "@cellwire/protocol";
+import { closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
 import type { CellServedFrame } from "./request-handler.ts";
 import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
 
@@ -44,6 +44,11 @@ function storedMessage(overrides: Partial<Message> = {}): Message {
   };
 }
 
+/** A mailbox event that starts nothing at the edge (a joined event would start a conversation read). */
+function receipt(readSeq: number): ReceiptEvent {
+  return { kind: "receipt", conversationId: groupId, userId: "alice", readSeq, deliveredSeq: readSeq };
+}
+
 function sendFrame(requestId: string, clientMessageId = requestId): Record<string, unknown> {
   return { type: "send", requestId, conversationId: groupId, clientMessageId, body: "hi" };
 }
@@ -76,7 +81,7 @@ describe("authentication", () => {
     vi.useFakeTimers();
     const edge = newEdge({ authTimeoutMs: 1000 });
     const { transport } = edge.connect();
-    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     await vi.advanceTimersByTimeAsync(500);
     expect(framesOfType(transport, "welcome")).toHaveLength(1);
     await vi.advanceTimersByTimeAsync(5000);
@@ -86,7 +91,7 @@ describe("authentication", () => {
   it.each([
     ["a request", JSON.stringify({ type: "ping", requestId: "r1" })],
     ["text that is not JSON", "hello?"],
-    ["an invalid hello", JSON.stringify({ type: "hello", protocolVersion: 1 })],
+    ["an invalid hello", JSON.stringify({ type: "hello", protocolVersion })],
   ])("closes with 4200 when the first frame is %s", async (_label, text) => {
     const edge = newEdge();
     const { transport } = edge.connect();
@@ -107,7 +112,7 @@ describe("authentication", () => {
     const edge = newEdge();
     const release = edge.verifier.hold();
     const { transport } = edge.connect();
-    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     transport.receiveJson({ type: "ping", requestId: "eager" });
     expect(await transport.closed()).toBe(closeCodes.protocol_violation.code);
     release();
@@ -117,10 +122,10 @@ describe("authentication", () => {
     expect(edge.deliveries.targets.size).toBe(0);
   });
 
-  it("closes with 4201 on an unsupported protocol version, before looking at the token", async () => {
+  it("closes with 4201 on a hello of protocol version 1 (messages in mailboxes), before looking at the token", async () => {
     const edge = newEdge();
     const { transport } = edge.connect();
-    transport.receiveJson({ type: "hello", protocolVersion: 2, token: "valid:alice" });
+    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
     expect(await transport.closed()).toBe(closeCodes.unsupported_protocol_version.code);
     expect(edge.verifier.tokens).toEqual([]);
   });
@@ -128,10 +133,10 @@ describe("authentication", () => {
   it("closes with 4100 on a bad token and 4101 on an expired one, holding nothing for the user", async () => {
     const edge = newEdge();
     const forged = edge.connect().transport;
-    forged.receiveJson({ type: "hello", protocolVersion: 1, token: "forged" });
+    forged.receiveJson({ type: "hello", protocolVersion, token: "forged" });
     expect(await forged.closed()).toBe(closeCodes.token_invalid.code);
     const expired = edge.connect().transport;
-    expired.receiveJson({ type: "hello", protocolVersion: 1, token: "expired" });
+    expired.receiveJson({ type: "hello", protocolVersion, token: "expired" });
     expect(await expired.closed()).toBe(closeCodes.token_expired.code);
     expect(edge.core.sessionCount).toBe(0);
     expect(edge.deliveries.targets.size).toBe(0);
@@ -144,7 +149,7 @@ describe("authentication", () => {
     const { session, welcome } = await edge.authenticated("alice", { token: "valid:alice:phone", deviceId: "laptop" });
     expect(welcome).toEqual({
       type: "welcome",
-      protocolVersion: 1,
+      protocolVersion,
       sessionId: session.sessionId,
       userId: "alice",
       deviceId: "phone",
@@ -166,7 +171,7 @@ describe("authentication", () => {
     const first = await edge.authenticated("alice");
     await edge.authenticated("alice");
     const { transport } = edge.connect();
-    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     expect(await transport.closed()).toBe(closeCodes.too_many_sessions.code);
     expect(framesOfType(transport, "welcome")).toEqual([]);
     await edge.authenticated("bob");
@@ -181,7 +186,7 @@ describe("authentication", () => {
     const directoryAnswer = deferred<void>();
     edge.directory.resolveUserGate = directoryAnswer.promise;
     const racers = [edge.connect().transport, edge.connect().transport, edge.connect().transport];
-    for (const transport of racers) transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    for (const transport of racers) transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     await vi.waitFor(() => expect(edge.directory.resolveUserCalls).toBe(1));
     directoryAnswer.resolve();
     const outcomes = await Promise.all(
@@ -200,7 +205,7 @@ describe("authentication", () => {
     const edge = newEdge();
     edge.directory.resolveUserFailure = new UnavailableError("directory_unavailable", "directory: no responders");
     const { transport } = edge.connect();
-    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     expect(await transport.closed()).toBe(closeCodes.unavailable.code);
     expect(transport.frames).toEqual([{ type: "error", code: "directory_unavailable", message: errorCodes.directory_unavailable.description, retryable: true }]);
     expect(edge.deliveries.targets.size).toBe(0);
@@ -211,7 +216,7 @@ describe("authentication", () => {
     const edge = newEdge();
     edge.directory.resolveUserFailure = new UnavailableError("directory_unavailable", "timeout");
     const { transport } = edge.connect();
-    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     await transport.closed();
     edge.directory.resolveUserFailure = undefined;
     await edge.authenticated("alice");
@@ -222,7 +227,7 @@ describe("authentication", () => {
     const edge = newEdge();
     edge.deliveries.attachFailure = new Error("nats closed");
     const { transport } = edge.connect();
-    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     expect(await transport.closed()).toBe(closeCodes.unavailable.code);
     expect(framesOfType(transport, "welcome")).toEqual([]);
     expect(edge.deliveries.sessionCount("alice")).toBe(0);
@@ -267,7 +272,7 @@ describe("requests", () => {
   it("answers a second hello with already_authenticated and keeps the session", async () => {
     const edge = newEdge();
     const { transport, session } = await edge.authenticated("alice");
-    transport.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:mallory" });
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:mallory" });
     expect(await transport.frame((frame) => frame["type"] === "error")).toMatchObject({ code: "already_authenticated", retryable: false });
     expect(session.userId).toBe("alice");
     expect(edge.verifier.tokens).toEqual(["valid:alice"]);
@@ -330,8 +335,8 @@ describe("requests", () => {
     const edge = newEdge();
     const { transport } = await edge.authenticated("bob");
     await transport.frame((frame) => frame["type"] === "synced");
-    edge.deliveries.publish("bob", 1, { kind: "message", message: storedMessage() });
-    expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 1, event: { kind: "message", message: storedMessage() } });
+    edge.deliveries.publish("bob", 1, receipt(1));
+    expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 1, event: receipt(1) });
   });
 });
 
@@ -343,14 +348,14 @@ it("reads the mailbox again for sessions homed in a cell whose workers changed, 
   // Event 1 was appended by a worker that died before publishing it: no live delivery will come.
   edge.router.answers.set("cell.mailboxPage", async (_cellId, request) =>
     request.type === "cell.mailboxPage" && request.afterSeq === 0 && request.limit > 0
-      ? { type: "cell.mailboxEvents", userId: "bob", events: [{ seq: 1, event: { kind: "message", message: storedMessage() } }], headSeq: 1, floorSeq: 0 }
+      ? { type: "cell.mailboxEvents", userId: "bob", events: [{ seq: 1, event: receipt(1) }], headSeq: 1, floorSeq: 0 }
       : { type: "cell.mailboxEvents", userId: "bob", events: [], headSeq: 1, floorSeq: 0 },
   );
   const pagesBefore = edge.router.requestsOf("cell.mailboxPage").length;
   edge.core.cellMembershipChanged(`${homeCellId}x`);
   expect(edge.router.requestsOf("cell.mailboxPage")).toHaveLength(pagesBefore);
   edge.core.cellMembershipChanged(homeCellId);
-  expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 1, event: { kind: "message", message: storedMessage() } });
+  expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 1, event: receipt(1) });
   await transport.frame((frame) => frame["type"] === "synced" && frame["seq"] === 1);
 });
 
@@ -385,10 +390,10 @@ describe("slow consumers", () => {
     await transport.frame((frame) => frame["type"] === "synced");
     transport.sendOutcome = "backpressure";
     transport.buffered = 16 * 1024;
-    edge.deliveries.publish("alice", 1, { kind: "message", message: storedMessage() });
+    edge.deliveries.publish("alice", 1, receipt(1));
     expect(transport.isOpen).toBe(true);
     transport.buffered = 16 * 1024 + 1;
-    edge.deliveries.publish("alice", 2, { kind: "message", message: storedMessage({ seq: 2, messageId: "m-2" }) });
+    edge.deliveries.publish("alice", 2, receipt(2));
     expect(await transport.closed()).toBe(closeCodes.slow_consumer.code);
     expect(framesOfType(transport, "event").map((frame) => frame["seq"])).toEqual([1, 2]);
   });
@@ -401,7 +406,7 @@ describe("closing", () => {
     const { transport: open } = await edge.authenticated("alice");
     const release = edge.verifier.hold();
     const verifying = edge.connect().transport;
-    verifying.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:bob" });
+    verifying.receiveJson({ type: "hello", protocolVersion, token: "valid:bob" });
     edge.core.closeAll();
     for (const transport of [waiting, open, verifying]) expect(transport.closeCode).toBe(closeCodes.going_away.code);
     expect(edge.core.sessionCount).toBe(0);
@@ -448,14 +453,14 @@ describe("closing", () => {
     // During verification.
     const release = edge.verifier.hold();
     const verifying = edge.connect().transport;
-    verifying.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    verifying.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     verifying.peerClose();
     release();
     // During the directory lookup.
     const directoryAnswer = deferred<void>();
     edge.directory.resolveUserGate = directoryAnswer.promise;
     const resolving = edge.connect().transport;
-    resolving.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:alice" });
+    resolving.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     await vi.waitFor(() => expect(edge.directory.resolveUserCalls).toBe(1));
     resolving.peerClose();
     directoryAnswer.resolve();
@@ -464,7 +469,7 @@ describe("closing", () => {
     const subscribed = deferred<void>();
     edge.deliveries.attachGate = subscribed.promise;
     const subscribing = edge.connect().transport;
-    subscribing.receiveJson({ type: "hello", protocolVersion: 1, token: "valid:carol" });
+    subscribing.receiveJson({ type: "hello", protocolVersion, token: "valid:carol" });
     await vi.waitFor(() => expect(edge.deliveries.sessionCount("carol")).toBe(1));
     subscribing.peerClose();
     subscribed.resolve();
@@ -483,7 +488,8 @@ describe("closing", () => {
     await transport.frame((frame) => frame["type"] === "synced");
     const written = transport.texts.length;
     transport.peerClose();
-    edge.deliveries.publish("alice", 1, { kind: "message", message: storedMessage() });
+    edge.deliveries.publish("alice", 1, receipt(1));
+    edge.deliveries.publishMessage("alice", storedMessage());
     expect(transport.texts).toHaveLength(written);
     expect(transport.violations).toEqual([]);
   });

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { WebSocket } from "ws";
-import { closeCodes, frameBytesMax, standardCloseCodes } from "@cellwire/protocol";
+import { closeCodes, frameBytesMax, protocolVersion, standardCloseCodes } from "@cellwire/protocol";
 import { signDevToken } from "./auth/dev-keys.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { startServer, type RunningServer } from "./edge-server.ts";
@@ -97,7 +97,7 @@ function httpUrl(path: string): string {
 
 async function authenticatedSocket(userId: string): Promise<TestSocket> {
   const socket = await TestSocket.open(`ws://127.0.0.1:${server.port}/ws`);
-  socket.sendJson({ type: "hello", protocolVersion: 1, token: `valid:${userId}` });
+  socket.sendJson({ type: "hello", protocolVersion, token: `valid:${userId}` });
   await socket.frame((frame) => frame["type"] === "welcome");
   return socket;
 }

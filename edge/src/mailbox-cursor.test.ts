@@ -3,14 +3,9 @@ import fc from "fast-check";
 import type { SequencedEvent } from "@cellwire/protocol";
 import { MailboxCursor } from "./mailbox-cursor.ts";
 
+/** Mailbox events under protocol 2 are joined and receipt events; a receipt per seq keeps each one distinct. */
 function event(seq: number): SequencedEvent {
-  return {
-    seq,
-    event: {
-      kind: "message",
-      message: { conversationId: "g-AAAAAAAAAAAAAAAAAAAAAA", messageId: `m${seq}`, seq, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: `c${seq}`, body: `body ${seq}`, sentAtMs: seq },
-    },
-  };
+  return { seq, event: { kind: "receipt", conversationId: "g-AAAAAAAAAAAAAAAAAAAAAA", userId: "alice", readSeq: seq, deliveredSeq: seq } };
 }
 
 function range(from: number, to: number): SequencedEvent[] {

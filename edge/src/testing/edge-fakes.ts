@@ -1,14 +1,16 @@
 // In-memory stand-ins for everything an EdgeCore talks to (socket, token verifier, directory, cell
-// router, delivery source, typing publisher, presence, clock, logger), so the session logic runs in
-// process and every effect is observable.
+// router, conversation logs, delivery source, typing publisher, presence, clock, logger), so the session
+// logic runs in process and every effect is observable.
 // Used by edge-core.test.ts and edge-server.integration.test.ts.
-import { homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
+import { ConcurrencyLimiter, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
 import {
   decodeServerFrame,
+  protocolVersion,
   type CellReply,
   type CellRequest,
   type DirectoryEntry,
   type MailboxEvent,
+  type Message,
   type PresenceMessage,
   type PresenceState,
   type ServerFrame,
@@ -290,6 +292,94 @@ export class FakeDeliveries implements DeliverySource, TypingPublisher {
     const frame = JSON.stringify({ type: "event", seq, event });
     for (const target of [...(this.targets.get(userId) ?? [])]) target.deliver({ seq, event }, frame);
   }
+
+  /** Publishes a live message (delivery.message) to every session of `userId`, as the hub does. */
+  publishMessage(userId: string, message: Message): void {
+    const frame = JSON.stringify({ type: "message", message });
+    for (const target of [...(this.targets.get(userId) ?? [])]) target.deliverMessage(message, frame);
+  }
+}
+
+/** The message with `seq` of a fake conversation log: ids derived from the conversation and the seq. */
+export function logMessage(conversationId: string, seq: number, senderUserId = "alice"): Message {
+  const tag = `${conversationId.slice(2, 8)}-${seq}`;
+  return { conversationId, messageId: `m-${tag}`, seq, senderUserId, senderDeviceId: "phone", clientMessageId: `c-${tag}`, body: `message ${seq}`, sentAtMs: 1_700_000_000_000 + seq };
+}
+
+/**
+ * Conversation logs as their owners serve cell.messagesAfter: each conversation has gapless messages
+ * 1..head and members with their join points. A page starts after the request's afterSeq (the member's
+ * join point when null) and holds at most `limit` messages; a non-member is answered not_a_member.
+ * Creating a log places the conversation in the fake directory. `gate`, when set, holds every read (the
+ * log is read once it opens); reads in flight are counted.
+ */
+export class FakeConversationLogs {
+  private readonly logs = new Map<string, { head: number; readonly joinedAfterSeq: Map<string, number> }>();
+  readsInFlight = 0;
+  readsInFlightMax = 0;
+  gate: Promise<void> | undefined;
+  private readonly waiters = new Waiters();
+
+  constructor(private readonly directory: FakeDirectory) {}
+
+  /** A conversation homed in `cellId` whose members joined at the given seqs; its log holds `head` messages. */
+  create(conversationId: string, members: Record<string, number>, options: { readonly head?: number; readonly cellId?: string } = {}): void {
+    this.logs.set(conversationId, { head: options.head ?? 0, joinedAfterSeq: new Map(Object.entries(members)) });
+    this.directory.conversations.set(conversationId, { kind: "conversation", id: conversationId, cellId: options.cellId ?? "a", epoch: 1 });
+  }
+
+  /** Commits `count` messages; returns them (for live delivery, in order). */
+  append(conversationId: string, count = 1): Message[] {
+    const log = this.log(conversationId);
+    const appended: Message[] = [];
+    for (let index = 0; index < count; index++) appended.push(logMessage(conversationId, ++log.head));
+    return appended;
+  }
+
+  /** `userId` joins at the current head; returns the join point. */
+  join(conversationId: string, userId: string): number {
+    const log = this.log(conversationId);
+    log.joinedAfterSeq.set(userId, log.head);
+    return log.head;
+  }
+
+  remove(conversationId: string, userId: string): void {
+    this.log(conversationId).joinedAfterSeq.delete(userId);
+  }
+
+  head(conversationId: string): number {
+    return this.log(conversationId).head;
+  }
+
+  /** Resolves once `count` reads wait at the gate (or run) at the same time. */
+  readsWaiting(count: number): Promise<void> {
+    return this.waiters.until(() => this.readsInFlight >= count, `${count} conversation reads in flight`);
+  }
+
+  readonly answer = async (_cellId: string, request: CellRequest): Promise<CellReply> => {
+    if (request.type !== "cell.messagesAfter") throw new Error(`FakeConversationLogs cannot answer ${request.type}`);
+    this.readsInFlight++;
+    this.readsInFlightMax = Math.max(this.readsInFlightMax, this.readsInFlight);
+    this.waiters.notify();
+    try {
+      if (this.gate !== undefined) await this.gate;
+      const log = this.logs.get(request.conversationId);
+      const joinedAfterSeq = log?.joinedAfterSeq.get(request.userId);
+      if (log === undefined || joinedAfterSeq === undefined) return { type: "cell.error", code: "not_a_member", message: "not a member of this conversation" };
+      const afterSeq = request.afterSeq ?? joinedAfterSeq;
+      const messages: Message[] = [];
+      for (let seq = afterSeq + 1; seq <= log.head && messages.length < request.limit; seq++) messages.push(logMessage(request.conversationId, seq));
+      return { type: "cell.messages", conversationId: request.conversationId, afterSeq, messages, headSeq: log.head };
+    } finally {
+      this.readsInFlight--;
+    }
+  };
+
+  private log(conversationId: string): { head: number; readonly joinedAfterSeq: Map<string, number> } {
+    const log = this.logs.get(conversationId);
+    if (log === undefined) throw new Error(`no fake log ${conversationId}`);
+    return log;
+  }
 }
 
 /** Monotonic and wall time that move only when a test says so. */
@@ -370,8 +460,12 @@ export const defaultTestLimits: EdgeLimits = {
   sessionsMax: 100,
   sessionsPerUserMax: 4,
   requestsInFlightPerSessionMax: 8,
+  requestsInFlightMax: 1000,
+  overloadedRetryAfterMs: 250,
   sendBufferBytesMax: 64 * 1024,
   heldEventsPerSessionMax: 100,
+  conversationsPerSessionMax: 100,
+  conversationReadsPerSessionMax: 4,
   typingIntervalMs: 1000,
   typingConversationsPerSessionMax: 4,
 };
@@ -384,6 +478,10 @@ export type FakeEdge = {
   readonly directory: FakeDirectory;
   readonly cache: DirectoryCache;
   readonly router: FakeCellRouting;
+  /** Answers cell.messagesAfter unless a test sets its own answer on `router`. */
+  readonly logs: FakeConversationLogs;
+  /** The edge-wide bound on conversation reads in flight. */
+  readonly conversationReads: ConcurrencyLimiter;
   readonly handler: RequestHandler;
   readonly deliveries: FakeDeliveries;
   readonly members: ConversationMembers;
@@ -405,11 +503,16 @@ export const homeAttemptsMaxForTests = 8;
 /** Member lists stay cached this long in fake edges (monotonic ms of the FakeClock). */
 export const memberCacheTtlMsForTests = 10_000;
 
-export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
+export type FakeEdgeOptions = { readonly conversationReadsInFlightMax?: number };
+
+export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOptions = {}): FakeEdge {
   const verifier = new FakeVerifier();
   const directory = new FakeDirectory();
   const cache = new DirectoryCache(1000, 60_000, () => 0);
   const router = new FakeCellRouting();
+  const logs = new FakeConversationLogs(directory);
+  router.answers.set("cell.messagesAfter", logs.answer);
+  const conversationReads = new ConcurrencyLimiter(options.conversationReadsInFlightMax ?? 64);
   const deliveries = new FakeDeliveries();
   const clock = new FakeClock();
   const homeWaitsMs: number[] = [];
@@ -433,7 +536,15 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
   );
   const typing = new TypingRelay(members, deliveries, typingExpiresInMsForTests);
   const logger = new RecordingLogger();
-  const core = new EdgeCore({ ...defaultTestLimits, ...limits }, verifier, handler, deliveries, logger, { typing, presence, monotonicNowMs: clock.monotonicNowMs });
+  const core = new EdgeCore(
+    { ...defaultTestLimits, ...limits },
+    verifier,
+    handler,
+    deliveries,
+    logger,
+    { typing, presence, monotonicNowMs: clock.monotonicNowMs },
+    conversationReads,
+  );
   const transports: FakeTransport[] = [];
   const connect = (): { transport: FakeTransport; session: Session | undefined } => {
     const transport = new FakeTransport();
@@ -448,6 +559,8 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
     directory,
     cache,
     router,
+    logs,
+    conversationReads,
     handler,
     deliveries,
     members,
@@ -460,7 +573,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}): FakeEdge {
     authenticated: async (userId, hello = {}) => {
       const { transport, session } = connect();
       if (session === undefined) throw new Error(`the core refused a session; closed with ${String(transport.closeCode)}`);
-      transport.receiveJson({ type: "hello", protocolVersion: 1, token: `valid:${userId}`, ...hello });
+      transport.receiveJson({ type: "hello", protocolVersion, token: `valid:${userId}`, ...hello });
       const welcome = await transport.frame((frame) => frame["type"] === "welcome");
       return { transport, session, welcome };
     },
