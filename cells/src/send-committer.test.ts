@@ -1,0 +1,475 @@
+// The group commit on its own: a store whose batches the test completes one by one (each runs against a
+// memory store, so the answers are real ones), an injected clock, and an ownership view the test changes
+// between two batches.
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import { cellReply, decode, type CellReply, type CellSendRequest } from "@cellwire/protocol";
+import { SendCommitter, type SendCommitterLimits } from "./send-committer.ts";
+import type { StoredMessage } from "./message-publisher.ts";
+import { MemoryConversationStore } from "./store/memory-store.ts";
+import { newGroupId } from "./store/store-contract.ts";
+import type { AppendMessageInput, AppendMessageResult } from "./store/store.ts";
+
+const workerId = "a-1";
+/** The bounds send-committer.ts puts on a retry-after. */
+const retryAfterMsMin = 50;
+const retryAfterMsMax = 2000;
+
+/** One call of appendMessages, held until the test completes it. */
+type HeldBatch = { readonly inputs: readonly AppendMessageInput[]; readonly complete: () => Promise<void>; readonly fail: (error: Error) => void };
+
+/** appendMessages that holds each batch until the test completes it against a memory store (or fails it). */
+class HeldStore {
+  readonly memory = new MemoryConversationStore();
+  readonly held: HeldBatch[] = [];
+  /** Every batch the committer asked for, held or done. */
+  readonly batches: (readonly AppendMessageInput[])[] = [];
+  /** Batches being stored at once, at most: the committer runs one at a time. */
+  inFlightMax = 0;
+  private inFlight = 0;
+
+  appendMessages(inputs: readonly AppendMessageInput[]): Promise<AppendMessageResult[]> {
+    this.batches.push(inputs);
+    this.inFlight += 1;
+    this.inFlightMax = Math.max(this.inFlightMax, this.inFlight);
+    return new Promise((resolve, reject) => {
+      this.held.push({
+        inputs,
+        complete: async () => {
+          this.inFlight -= 1;
+          resolve(await this.memory.appendMessages(inputs));
+        },
+        fail: (error) => {
+          this.inFlight -= 1;
+          reject(error);
+        },
+      });
+    });
+  }
+
+  /** Completes the oldest held batch and lets the committer act on it. */
+  async completeNext(): Promise<readonly AppendMessageInput[]> {
+    const batch = this.held.shift();
+    if (batch === undefined) throw new Error("no batch is held");
+    await batch.complete();
+    await settle();
+    return batch.inputs;
+  }
+}
+
+/** Lets every promise chain started so far run to its end (nothing here waits on a timer). */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+type Options = { limits?: Partial<SendCommitterLimits>; publish?: (messages: readonly StoredMessage[]) => Promise<void> };
+
+function setup(options: Options = {}) {
+  const store = new HeldStore();
+  const clock = { nowMs: 1000 };
+  const ring = { epoch: 3, owners: new Map<string, string>(), leaseHeld: true };
+  /** What happened, in order: `reply <clientMessageId> <outcome>` and `publish <bodies>`. */
+  const events: string[] = [];
+  const published: StoredMessage[][] = [];
+  const warnings: string[] = [];
+  const errors: string[] = [];
+  const committer = new SendCommitter({
+    workerId,
+    store,
+    ownership: {
+      snapshot: () => ({ ring: { ownerOf: (key: string) => ring.owners.get(key) ?? workerId }, epoch: ring.epoch }),
+      leaseHeld: () => ring.leaseHeld,
+    },
+    publish:
+      options.publish ??
+      (async (messages) => {
+        published.push([...messages]);
+        events.push(`publish ${messages.map((stored) => stored.message.body).join(",")}`);
+      }),
+    monotonicNowMs: () => clock.nowMs,
+    logger: { info: () => undefined, warn: (line: string) => void warnings.push(line), error: (line: string) => void errors.push(line) },
+    limits: { batchSendsMax: 100, pendingSendsMax: 1000, queueWaitMsMax: 1000, ...options.limits },
+  });
+  const replies = new Map<string, CellReply[]>();
+  /** Submits a send; its replies are kept under its label (a send answered twice would show). */
+  function submit(send: CellSendRequest, budgetMs = 10_000, label = send.body): void {
+    committer.submit(send, budgetMs, (reply) => {
+      replies.set(label, [...(replies.get(label) ?? []), reply]);
+      events.push(`reply ${label} ${outcomeOf(reply)}`);
+    });
+  }
+  function replyOf(label: string): CellReply {
+    const answered = replies.get(label) ?? [];
+    expect(answered, `replies to ${label}`).toHaveLength(1);
+    const [reply] = answered;
+    if (reply === undefined) throw new Error(`no reply to ${label}`);
+    return reply;
+  }
+  async function group(members: string[] = ["bob"]): Promise<string> {
+    const conversationId = newGroupId();
+    await store.memory.createGroup({ conversationId, creatorUserId: "alice", title: "t", memberUserIds: members, epoch: 1 });
+    return conversationId;
+  }
+  return { store, clock, ring, events, published, warnings, errors, committer, submit, replyOf, replies, group };
+}
+
+function sendTo(conversationId: string, body: string, clientMessageId = body, senderUserId = "alice"): CellSendRequest {
+  return { type: "cell.send", senderUserId, senderDeviceId: "phone", conversationId, clientMessageId, body };
+}
+
+/** A reply in a word: `stored <seq>` (with `again` when deduplicated), or the error code. */
+function outcomeOf(reply: CellReply): string {
+  if (reply.type === "cell.stored") return `stored ${reply.message.seq}${reply.deduplicated ? " again" : ""}`;
+  if (reply.type === "cell.error") return reply.code;
+  return reply.type;
+}
+
+/** An overloaded reply: it decodes as the protocol says, and asks for a retry-after within the committer's bounds. */
+function expectOverloaded(reply: CellReply): number {
+  expect(decode(cellReply, reply).ok).toBe(true);
+  if (reply.type !== "cell.error" || reply.code !== "overloaded" || reply.retryAfterMs === undefined) {
+    throw new Error(`expected overloaded with a retry-after, got ${JSON.stringify(reply)}`);
+  }
+  expect(reply.retryAfterMs).toBeGreaterThanOrEqual(retryAfterMsMin);
+  expect(reply.retryAfterMs).toBeLessThanOrEqual(retryAfterMsMax);
+  return reply.retryAfterMs;
+}
+
+describe("SendCommitter", () => {
+  it("stores a lone send at once, under the ring's epoch, replies after the commit, then publishes it", async () => {
+    const { store, events, published, submit, replyOf, group } = setup();
+    const conversationId = await group();
+    submit(sendTo(conversationId, "hello"));
+    expect(store.batches).toEqual([[{ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "hello", body: "hello", epoch: 3 }]]);
+    expect(events).toEqual([]);
+    await store.completeNext();
+    expect(events).toEqual(["reply hello stored 1", "publish hello"]);
+    const reply = replyOf("hello");
+    if (reply.type !== "cell.stored") throw new Error("expected stored");
+    expect(reply).toEqual({ type: "cell.stored", message: expect.objectContaining({ conversationId, seq: 1, body: "hello" }), deduplicated: false });
+    const members = await store.memory.members(conversationId);
+    expect(published).toEqual([[{ message: reply.message, membersVersion: members.outcome === "members" ? members.membersVersion : -1 }]]);
+  });
+
+  it("stores the sends that arrived during a commit together in the next batch, one batch at a time, replying and publishing in order", async () => {
+    const { store, events, submit, group } = setup();
+    const [first, second] = [await group(), await group()];
+    submit(sendTo(first, "a1"));
+    submit(sendTo(first, "a2"));
+    submit(sendTo(second, "b1"));
+    submit(sendTo(first, "a3"));
+    // a1 went alone (nobody waited); the others wait for its commit, not for a store call of their own.
+    expect(store.batches.map((batch) => batch.map((input) => input.body))).toEqual([["a1"]]);
+    await store.completeNext();
+    expect(store.batches.map((batch) => batch.map((input) => input.body))).toEqual([["a1"], ["a2", "b1", "a3"]]);
+    submit(sendTo(second, "b2"));
+    await store.completeNext();
+    await store.completeNext();
+    expect(store.batches.map((batch) => batch.map((input) => input.body))).toEqual([["a1"], ["a2", "b1", "a3"], ["b2"]]);
+    expect(store.inFlightMax).toBe(1);
+    expect(events).toEqual([
+      "reply a1 stored 1",
+      "publish a1",
+      "reply a2 stored 2",
+      "reply b1 stored 1",
+      "reply a3 stored 3",
+      "publish a2,b1,a3",
+      "reply b2 stored 2",
+      "publish b2",
+    ]);
+  });
+
+  it("takes at most batchSendsMax sends per batch; the rest wait for the next, in arrival order", async () => {
+    const { store, submit, group } = setup({ limits: { batchSendsMax: 2 } });
+    const conversationId = await group();
+    for (let index = 1; index <= 6; index++) submit(sendTo(conversationId, `m${index}`));
+    while (store.held.length > 0) await store.completeNext();
+    expect(store.batches.map((batch) => batch.map((input) => input.body))).toEqual([["m1"], ["m2", "m3"], ["m4", "m5"], ["m6"]]);
+  });
+
+  it("checks ownership at its batch's start: not_owner for a key another worker owns now, lease_lapsed for all once the lease lapsed", async () => {
+    const { store, ring, submit, replyOf, group, events } = setup();
+    const [ours, theirs] = [await group(), await group()];
+    submit(sendTo(ours, "first"));
+    submit(sendTo(theirs, "moved away"));
+    submit(sendTo(ours, "still ours"));
+    // The ring changes while the first batch is stored: the next batch is checked against the new one.
+    ring.owners.set(theirs, "a-2");
+    ring.epoch = 4;
+    await store.completeNext();
+    expect(replyOf("moved away")).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("a-2") });
+    expect(store.batches.at(-1)).toEqual([expect.objectContaining({ body: "still ours", epoch: 4 })]);
+    await store.completeNext();
+    expect(outcomeOf(replyOf("still ours"))).toBe("stored 2");
+
+    ring.owners.clear();
+    submit(sendTo(ours, "held"));
+    submit(sendTo(ours, "lapsed 1"));
+    submit(sendTo(theirs, "lapsed 2"));
+    ring.leaseHeld = false;
+    await store.completeNext();
+    for (const label of ["lapsed 1", "lapsed 2"]) expect(replyOf(label)).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("lease") });
+    expect(store.batches).toHaveLength(3);
+    expect(events.filter((line) => line.startsWith("publish"))).toEqual(["publish first", "publish still ours", "publish held"]);
+  });
+
+  it("refuses a send overloaded at once when pendingSendsMax sends wait, and never stores it", async () => {
+    const { store, submit, replyOf, group } = setup({ limits: { pendingSendsMax: 2 } });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "in flight"));
+    submit(sendTo(conversationId, "waiting 1"));
+    submit(sendTo(conversationId, "waiting 2"));
+    submit(sendTo(conversationId, "one too many"));
+    // Answered within submit, before any commit.
+    expectOverloaded(replyOf("one too many"));
+    while (store.held.length > 0) await store.completeNext();
+    expect(store.batches.flat().map((input) => input.body)).toEqual(["in flight", "waiting 1", "waiting 2"]);
+    // Room again once the queue drained.
+    submit(sendTo(conversationId, "later"));
+    await store.completeNext();
+    expect(outcomeOf(replyOf("later"))).toBe("stored 4");
+  });
+
+  it("refuses overloaded a send that waited longer than queueWaitMsMax for its batch, and stores one that waited exactly that long", async () => {
+    const { store, clock, submit, replyOf, group } = setup({ limits: { queueWaitMsMax: 100 } });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "slow commit"));
+    submit(sendTo(conversationId, "waited too long"));
+    clock.nowMs += 101;
+    await store.completeNext();
+    expectOverloaded(replyOf("waited too long"));
+    expect(store.batches).toHaveLength(1);
+    submit(sendTo(conversationId, "another slow commit"));
+    submit(sendTo(conversationId, "waited just enough"));
+    clock.nowMs += 100;
+    await store.completeNext();
+    await store.completeNext();
+    expect(outcomeOf(replyOf("waited just enough"))).toBe("stored 3");
+  });
+
+  it("refuses overloaded a send whose budget ran out before its batch started, and never stores it", async () => {
+    const { store, clock, submit, replyOf, group } = setup();
+    const conversationId = await group();
+    submit(sendTo(conversationId, "slow commit"));
+    submit(sendTo(conversationId, "gave up"), 50);
+    submit(sendTo(conversationId, "still waiting"), 51);
+    clock.nowMs += 50;
+    await store.completeNext();
+    expectOverloaded(replyOf("gave up"));
+    expect(store.batches.at(-1)?.map((input) => input.body)).toEqual(["still waiting"]);
+    await store.completeNext();
+    expect(outcomeOf(replyOf("still waiting"))).toBe("stored 2");
+    // A budget of 0: the caller has already given up.
+    submit(sendTo(conversationId, "no budget"), 0);
+    await settle();
+    expectOverloaded(replyOf("no budget"));
+    expect(store.batches).toHaveLength(2);
+  });
+
+  it("asks for a longer retry-after, within its bounds, as commits get slower", async () => {
+    const { store, clock, submit, replyOf, group } = setup({ limits: { pendingSendsMax: 1 } });
+    const conversationId = await group();
+    const refusedAfter = async (commitMs: number, label: string): Promise<number> => {
+      submit(sendTo(conversationId, `${label} commit`));
+      clock.nowMs += commitMs;
+      await store.completeNext();
+      submit(sendTo(conversationId, `${label} commit 2`));
+      submit(sendTo(conversationId, `${label} waiting`));
+      submit(sendTo(conversationId, `${label} refused`));
+      const retryAfterMs = expectOverloaded(replyOf(`${label} refused`));
+      while (store.held.length > 0) await store.completeNext();
+      return retryAfterMs;
+    };
+    const fast = await refusedAfter(1, "fast");
+    const medium = await refusedAfter(300, "medium");
+    const slow = await refusedAfter(60_000, "slow");
+    expect(fast).toBe(retryAfterMsMin);
+    expect(medium).toBeGreaterThan(fast);
+    expect(medium).toBeLessThan(slow);
+    expect(slow).toBe(retryAfterMsMax);
+  });
+
+  it("answers every send of a batch when the store throws, publishes none of it, and goes on with the next batch", async () => {
+    const { store, submit, replyOf, group, errors, events } = setup();
+    const conversationId = await group();
+    submit(sendTo(conversationId, "first"));
+    submit(sendTo(conversationId, "doomed 1"));
+    submit(sendTo(conversationId, "doomed 2"));
+    await store.completeNext();
+    store.held.shift()?.fail(new Error("disk on fire"));
+    await settle();
+    for (const label of ["doomed 1", "doomed 2"]) {
+      const reply = replyOf(label);
+      expect(reply).toMatchObject({ type: "cell.error", code: "internal" });
+      expect(JSON.stringify(reply)).not.toContain("disk on fire");
+    }
+    expect(errors).toEqual([expect.stringContaining("disk on fire")]);
+    submit(sendTo(conversationId, "after"));
+    await store.completeNext();
+    expect(outcomeOf(replyOf("after"))).toBe("stored 2");
+    expect(events.filter((line) => line.startsWith("publish"))).toEqual(["publish first", "publish after"]);
+  });
+
+  it("stores a send repeated within one batch once, answers both alike, and publishes it once; a later repeat is not published again", async () => {
+    const { store, submit, replyOf, group, published } = setup();
+    const conversationId = await group();
+    submit(sendTo(conversationId, "first"));
+    submit(sendTo(conversationId, "original", "retried"), 10_000, "attempt 1");
+    submit(sendTo(conversationId, "sent again", "retried"), 10_000, "attempt 2");
+    await store.completeNext();
+    expect(store.batches[1]?.map((input) => input.body)).toEqual(["original"]);
+    await store.completeNext();
+    expect(replyOf("attempt 2")).toEqual(replyOf("attempt 1"));
+    expect(outcomeOf(replyOf("attempt 1"))).toBe("stored 2");
+    submit(sendTo(conversationId, "third attempt", "retried"), 10_000, "attempt 3");
+    await store.completeNext();
+    expect(outcomeOf(replyOf("attempt 3"))).toBe("stored 2 again");
+    expect(published.flat().map((stored) => stored.message.body)).toEqual(["first", "original"]);
+  });
+
+  it("maps each refusal of the store to its reply and publishes only the new messages", async () => {
+    const { store, submit, replyOf, group, published, ring, warnings } = setup();
+    const [open, frozen, gone, ahead] = [await group(), await group(), await group(), newGroupId()];
+    await store.memory.freeze({ kind: "conversation", id: frozen, toCellId: "b", epoch: 1 });
+    await store.memory.freeze({ kind: "conversation", id: gone, toCellId: "b", epoch: 1 });
+    await store.memory.tombstone({ kind: "conversation", id: gone, toCellId: "b", movedEpoch: 7, epoch: 1 });
+    await store.memory.createGroup({ conversationId: ahead, creatorUserId: "alice", title: "t", memberUserIds: [], epoch: ring.epoch + 1 });
+    submit(sendTo(open, "first"));
+    submit(sendTo(open, "not mine", "x", "mallory"));
+    submit(sendTo(frozen, "frozen"));
+    submit(sendTo(gone, "gone"));
+    submit(sendTo(ahead, "behind"));
+    submit(sendTo(open, "second"));
+    await store.completeNext();
+    await store.completeNext();
+    expect(replyOf("not mine")).toMatchObject({ type: "cell.error", code: "not_a_member" });
+    expect(replyOf("frozen")).toMatchObject({ type: "cell.error", code: "moving" });
+    expect(replyOf("gone")).toEqual({ type: "cell.moved", kind: "conversation", id: gone, cellId: "b", epoch: 7 });
+    expect(replyOf("behind")).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining(`epoch after ${ring.epoch}`) });
+    expect(outcomeOf(replyOf("second"))).toBe("stored 2");
+    expect(published.flat().map((stored) => stored.message.body)).toEqual(["first", "second"]);
+    // A fenced worker is a stale owner: it says so, as the request handler does for its writes.
+    expect(warnings).toEqual([expect.stringMatching(new RegExp(`${workerId} was fenced on ${ahead}.*epoch after ${ring.epoch}`))]);
+  });
+
+  it("publishes batches one after another in commit order, even when a publish is slow, without holding up the commits", async () => {
+    const gates: (() => void)[] = [];
+    const started: string[] = [];
+    const { store, submit, events, committer, group } = setup({
+      publish: async (messages) => {
+        started.push(messages.map((stored) => stored.message.body).join(","));
+        await new Promise<void>((resolve) => gates.push(resolve));
+      },
+    });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "m1"));
+    await store.completeNext();
+    submit(sendTo(conversationId, "m2"));
+    await store.completeNext();
+    submit(sendTo(conversationId, "m3"));
+    await store.completeNext();
+    // Commits and replies went on; the second publish waits for the first.
+    expect(events).toEqual(["reply m1 stored 1", "reply m2 stored 2", "reply m3 stored 3"]);
+    expect(started).toEqual(["m1"]);
+    let idle = false;
+    const whenIdle = committer.whenIdle().then(() => (idle = true));
+    for (const expected of [["m1", "m2"], ["m1", "m2", "m3"]]) {
+      gates.shift()?.();
+      await settle();
+      expect(started).toEqual(expected);
+    }
+    expect(idle).toBe(false);
+    gates.shift()?.();
+    await whenIdle;
+  });
+
+  it("logs a failed publish and carries on publishing the next batches, whether the publish rejects or throws", async () => {
+    let failure: "reject" | "throw" | undefined;
+    const publishedBodies: string[] = [];
+    const { store, submit, warnings, committer, group, replyOf } = setup({
+      publish: (messages) => {
+        if (failure === "throw") throw new Error("connection closed");
+        if (failure === "reject") return Promise.reject(new Error("members unreadable"));
+        publishedBodies.push(...messages.map((stored) => stored.message.body));
+        return Promise.resolve();
+      },
+    });
+    const conversationId = await group();
+    for (const [label, mode] of [["rejected", "reject"], ["thrown", "throw"], ["fine", undefined]] as const) {
+      failure = mode;
+      submit(sendTo(conversationId, label));
+      await store.completeNext();
+      await committer.whenIdle();
+      // Stored is stored: the sender has its ack whatever the publish did.
+      expect(replyOf(label)).toMatchObject({ type: "cell.stored" });
+    }
+    expect(publishedBodies).toEqual(["fine"]);
+    expect(warnings).toEqual([expect.stringContaining("members unreadable"), expect.stringContaining("connection closed")]);
+  });
+
+  it("refuses limits that cannot work", () => {
+    const base = { workerId, store: new HeldStore(), ownership: { snapshot: () => ({ ring: { ownerOf: () => workerId }, epoch: 1 }), leaseHeld: () => true } };
+    const rest = { publish: async () => undefined, monotonicNowMs: () => 0, logger: { info: () => undefined, warn: () => undefined, error: () => undefined } };
+    for (const limits of [
+      { batchSendsMax: 0, pendingSendsMax: 1, queueWaitMsMax: 1 },
+      { batchSendsMax: 1, pendingSendsMax: 0, queueWaitMsMax: 1 },
+      { batchSendsMax: 1, pendingSendsMax: 1, queueWaitMsMax: 0 },
+    ]) {
+      expect(() => new SendCommitter({ ...base, ...rest, limits })).toThrow(RangeError);
+    }
+  });
+
+  it("answers every send once, stores each key once and in arrival order per conversation, with one batch at a time (property)", async () => {
+    // Mostly sends, so batches queue up behind the one being stored; budgets and clock steps make some
+    // of them run out before their turn.
+    const command = fc.oneof(
+      { weight: 5, arbitrary: fc.record({ kind: fc.constant("send" as const), conversation: fc.nat(2), key: fc.nat(11), budgetMs: fc.constantFrom(10_000, 10_000, 30) }) },
+      { weight: 3, arbitrary: fc.record({ kind: fc.constant("complete" as const) }) },
+      { weight: 1, arbitrary: fc.record({ kind: fc.constant("advance" as const), ms: fc.integer({ min: 1, max: 40 }) }) },
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(command, { maxLength: 60 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 8 }), async (commands, batchSendsMax, pendingSendsMax) => {
+        const { store, clock, submit, replies, group, published, committer } = setup({ limits: { batchSendsMax, pendingSendsMax, queueWaitMsMax: 60 } });
+        const conversations = [await group(), await group(), await group()];
+        const submitted: { label: string; conversationId: string; key: string }[] = [];
+        for (const step of commands) {
+          if (step.kind === "send") {
+            const conversationId = conversations[step.conversation] ?? "";
+            const label = `s${submitted.length}`;
+            submitted.push({ label, conversationId, key: `k${step.key}` });
+            submit(sendTo(conversationId, label, `k${step.key}`), step.budgetMs, label);
+          } else if (step.kind === "complete") {
+            if (store.held.length > 0) await store.completeNext();
+          } else {
+            clock.nowMs += step.ms;
+          }
+        }
+        while (store.held.length > 0) await store.completeNext();
+        await committer.whenIdle();
+        expect(store.inFlightMax).toBeLessThanOrEqual(1);
+        expect(store.batches.every((batch) => batch.length >= 1 && batch.length <= batchSendsMax)).toBe(true);
+        // Every send answered exactly once.
+        for (const { label } of submitted) expect(replies.get(label)?.length, label).toBe(1);
+        // Per conversation: the keys stored once each, in the order their first stored send arrived.
+        for (const conversationId of conversations) {
+          const ours = submitted.filter((send) => send.conversationId === conversationId);
+          const storedReplies = ours.flatMap(({ label, key }) => {
+            const reply = replies.get(label)?.[0];
+            return reply?.type === "cell.stored" ? [{ key, seq: reply.message.seq, deduplicated: reply.deduplicated }] : [];
+          });
+          const seqByKey = new Map<string, number>();
+          for (const { key, seq } of storedReplies) {
+            expect(seqByKey.get(key) ?? seq, `one seq for ${key}`).toBe(seq);
+            seqByKey.set(key, seq);
+          }
+          const seqsInArrivalOrder = [...new Map(storedReplies.map(({ key, seq }) => [key, seq])).values()];
+          expect(seqsInArrivalOrder).toEqual(seqsInArrivalOrder.map((_, index) => index + 1));
+          // Published once each, in seq order.
+          const publishedSeqs = published.flat().filter((stored) => stored.message.conversationId === conversationId).map((stored) => stored.message.seq);
+          expect(publishedSeqs).toEqual(seqsInArrivalOrder);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
