@@ -153,6 +153,7 @@ export class SendCommitter {
     }
     const stored: StoredMessage[] = [];
     const published = new Set<number>();
+    const fenced = new Set<string>();
     owned.forEach((send, sendIndex) => {
       const inputIndex = inputIndexOfSend[sendIndex] ?? -1;
       const result = results[inputIndex];
@@ -161,20 +162,26 @@ export class SendCommitter {
         return;
       }
       send.respond(replyFor(send.request.conversationId, epoch, result));
+      if (result.outcome === "fenced") fenced.add(send.request.conversationId);
       // The first send of a repeated key carries the publish; a deduplicated one was published when stored.
       if (result.outcome === "stored" && !result.deduplicated && !published.has(inputIndex)) {
         published.add(inputIndex);
         stored.push({ message: result.message, membersVersion: result.membersVersion });
       }
     });
+    // A stale owner says so, as the request handler does for its other writes (one line per batch).
+    if (fenced.size > 0) logger.warn(`worker ${workerId} was fenced on ${[...fenced].join(", ")}: written under an epoch after ${epoch}`);
     if (stored.length === 0) return;
     const { publish } = this.dependencies;
-    this.publishing = this.publishing.then(() =>
-      publish(stored).catch((error: unknown) => {
-        // Stored is stored: devices that missed a live message see the gap and read the log.
+    this.publishing = this.publishing.then(async () => {
+      try {
+        await publish(stored);
+      } catch (error) {
+        // Stored is stored: devices that missed a live message see the gap and read the log. Caught
+        // whether publish rejects or throws, so the chain (every later batch's publish) goes on.
         logger.warn(`publishing ${stored.length} messages failed: ${describeError(error)}`);
-      }),
-    );
+      }
+    });
   }
 
   private overloaded(reason: string): CellReply {
