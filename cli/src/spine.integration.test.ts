@@ -7,7 +7,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { CellwireClient } from "@cellwire/client";
 import { DirectoryClient } from "@cellwire/cluster";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
-import { closeCodes, type Message } from "@cellwire/protocol";
+import { closeCodes, protocolVersion, type Message } from "@cellwire/protocol";
 import { RawSocket } from "./raw-socket.ts";
 import { runCli } from "./run-cli.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
@@ -70,7 +70,7 @@ async function device(userId: string, edgeIndex: number, deviceId = "phone"): Pr
 
 async function rawSession(userId: string, edgeIndex = 0): Promise<RawSocket> {
   const socket = await RawSocket.open(edgeUrl(edgeIndex));
-  socket.send(JSON.stringify({ type: "hello", protocolVersion: 1, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }));
+  socket.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }));
   await socket.frame((frame) => frame["type"] === "welcome");
   return socket;
 }
@@ -204,16 +204,16 @@ describe("the spine", () => {
     expect(await silent.closed(5000)).toBe(closeCodes.authentication_timeout.code);
 
     const forged = await RawSocket.open(edgeUrl(0));
-    forged.send(JSON.stringify({ type: "hello", protocolVersion: 1, token: "not.a.jwt" }));
+    forged.send(JSON.stringify({ type: "hello", protocolVersion, token: "not.a.jwt" }));
     expect(await forged.closed()).toBe(closeCodes.token_invalid.code);
 
     // A token whose subject would widen a NATS subscription is refused before it reaches one.
     const wide = await RawSocket.open(edgeUrl(0));
-    wide.send(JSON.stringify({ type: "hello", protocolVersion: 1, token: await signDevToken(defaultDevKeyDirectory, "victim.>") }));
+    wide.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, "victim.>") }));
     expect(await wide.closed()).toBe(closeCodes.token_invalid.code);
 
     const expired = await RawSocket.open(edgeUrl(1));
-    expired.send(JSON.stringify({ type: "hello", protocolVersion: 1, token: await signDevToken(defaultDevKeyDirectory, "alice", { expiresInSeconds: -60 }) }));
+    expired.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, "alice", { expiresInSeconds: -60 }) }));
     expect(await expired.closed()).toBe(closeCodes.token_expired.code);
 
     const early = await RawSocket.open(edgeUrl(1));
@@ -223,6 +223,11 @@ describe("the spine", () => {
     const future = await RawSocket.open(edgeUrl(1));
     future.send(JSON.stringify({ type: "hello", protocolVersion: 99, token: await signDevToken(defaultDevKeyDirectory, "alice") }));
     expect(await future.closed()).toBe(closeCodes.unsupported_protocol_version.code);
+
+    // Protocol 1 meant messages as mailbox events; an edge serving 2 refuses it rather than mislead it (decision 0010).
+    const older = await RawSocket.open(edgeUrl(0));
+    older.send(JSON.stringify({ type: "hello", protocolVersion: protocolVersion - 1, token: await signDevToken(defaultDevKeyDirectory, "alice") }));
+    expect(await older.closed()).toBe(closeCodes.unsupported_protocol_version.code);
   });
 
   it("carries `cellwire send` on edge 1 to `cellwire listen` on edge 2", async () => {
@@ -244,17 +249,21 @@ describe("the spine", () => {
 
     const heard = await listener.done;
     expect(heard.status).toBe(0);
-    const events = heard.stdout.trim().split("\n").map((line) => JSON.parse(line) as { type: string; seq: number; event: { kind: string; message: Message } });
-    expect(events.map((event) => event.event.message.body)).toEqual(["from the command line", "and again"]);
-    expect(events[0]?.event.message.messageId).toBe(ack.messageId);
-    expect(events[1]?.seq).toBe((events[0]?.seq ?? 0) + 1);
+    // The conversation exists already (the first test opened it), so a live listener gets no joined event:
+    // only the two messages, as message lines, in the conversation's seq order.
+    const lines = heard.stdout.trim().split("\n").map((line) => JSON.parse(line) as { type: string; message: Message });
+    expect(lines.map((line) => line.type)).toEqual(["message", "message"]);
+    expect(lines.map((line) => line.message.body)).toEqual(["from the command line", "and again"]);
+    expect(lines[0]?.message.messageId).toBe(ack.messageId);
+    expect(lines[0]?.message.seq).toBe(ack.seq);
+    expect(lines[1]?.message.seq).toBe(ack.seq + 1);
 
     const history = await runCli(["history", "--as", "bob", "--with", "alice", "--edge", edgeUrl(1), "--limit", "100"]).done;
     expect(history.status).toBe(0);
-    const lines = history.stdout.trim().split("\n").map((line) => JSON.parse(line) as Message);
-    const seqs = lines.map((message) => message.seq);
+    const stored = history.stdout.trim().split("\n").map((line) => JSON.parse(line) as Message);
+    const seqs = stored.map((message) => message.seq);
     expect(seqs).toEqual([...seqs].sort((left, right) => left - right));
-    expect(lines.at(-1)?.body).toBe("and again");
+    expect(stored.at(-1)?.body).toBe("and again");
   });
 
   it("shows a cell's ring with `cellwire ring`", async () => {
