@@ -13,12 +13,11 @@ import {
   type MailboxEvent,
 } from "@cellwire/protocol";
 import { FrozenKeySweeper } from "./frozen-key-sweeper.ts";
-import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
-import { CellRequestHandler } from "./request-handler.ts";
+import type { StoredMessage } from "./message-publisher.ts";
+import type { CellRequestHandler } from "./request-handler.ts";
+import { handlerHarness, silentLogger } from "./request-handler.harness.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
-import { messageEvent, newGroupId, newUserId, pageOf } from "./store/store-contract.ts";
-
-const silentLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+import { joinedEvent, newGroupId, newUserId, pageOf } from "./store/store-contract.ts";
 
 class FakeDirectory {
   readonly entries = new Map<string, DirectoryEntry>();
@@ -48,7 +47,14 @@ class FakeDirectory {
   }
 }
 
-type Cell = { readonly store: MemoryConversationStore; readonly handler: CellRequestHandler; readonly request: (request: CellRequest) => Promise<CellReply>; readonly drained: readonly string[] };
+type Cell = {
+  readonly store: MemoryConversationStore;
+  readonly handler: CellRequestHandler;
+  readonly request: (request: CellRequest) => Promise<CellReply>;
+  readonly drained: readonly string[];
+  /** Messages this cell's worker stored and handed to its publisher. */
+  readonly published: readonly StoredMessage[];
+};
 
 /** Decides what the router does with one import page: pass it on (undefined), fail, or wait. */
 type RouterHook = (request: CellImportRequest, pageIndex: number) => Promise<CellReply | "fail" | undefined> | CellReply | "fail" | undefined;
@@ -75,26 +81,15 @@ function world(precopyPagesMax = 100) {
   const cell = (cellId: string): Cell => {
     const store = new MemoryConversationStore();
     const drained: string[] = [];
-    const handler = new CellRequestHandler({
+    // The relay is left out (its rows stay in the outbox), as if every relay failed.
+    const { handler, request, published } = handlerHarness({
+      store,
       workerId: `${cellId}-1`,
       cellId,
-      store,
-      ownership: { snapshot: () => ({ ring: { ownerOf: () => `${cellId}-1` }, epoch: 1 }), leaseHeld: () => true },
-      queue: new KeyedSerialQueue({ pendingPerKeyMax: 100, pendingTotalMax: 1000 }),
-      relayOutbox: () => undefined,
-      drainOutbox: (conversationId) => drained.push(conversationId),
-      publishDelivery: () => undefined,
-      logger: silentLogger,
+      drainOutbox: (conversationId) => void drained.push(conversationId),
       migration: { directory, router, clock, limits: { migrationsInFlightMax: 4, flipAttemptsMax: 2, precopyPagesMax } },
     });
-    const request = async (input: CellRequest): Promise<CellReply> => {
-      const replies: CellReply[] = [];
-      await handler.handle(JSON.stringify(input), (reply) => replies.push(reply));
-      const [reply] = replies;
-      if (reply === undefined || replies.length !== 1) throw new Error(`expected one reply, got ${replies.length}`);
-      return reply;
-    };
-    const created = { store, handler, request, drained };
+    const created = { store, handler, request, drained, published };
     cells.set(cellId, created);
     return created;
   };
@@ -113,7 +108,7 @@ function append(userId: string, event: MailboxEvent): CellRequest {
 }
 
 async function mailboxOf(source: Cell, userId: string, count: number): Promise<MailboxEvent[]> {
-  const events = Array.from({ length: count }, (_, index) => messageEvent(`m${index + 1}`));
+  const events = Array.from({ length: count }, (_, index) => joinedEvent(`m${index + 1}`));
   for (const event of events) expect(await source.request(append(userId, event))).toMatchObject({ type: "cell.appended" });
   return events;
 }
@@ -139,12 +134,12 @@ describe("MigrationCoordinator", () => {
     const copied = pageOf(await target.store.mailboxPage({ userId: user, afterSeq: 0, limit: 200 }));
     expect(copied.headSeq).toBe(250);
     expect(copied.events.slice(0, 2)).toEqual(events.slice(0, 2).map((event, index) => ({ seq: index + 1, event })));
-    expect(await source.request(append(user, messageEvent("late")))).toEqual({ type: "cell.moved", kind: "user", id: user, cellId: "b", epoch: 2 });
-    expect(await target.request(append(user, messageEvent("new home")))).toMatchObject({ type: "cell.appended", seq: 251 });
+    expect(await source.request(append(user, joinedEvent("late")))).toEqual({ type: "cell.moved", kind: "user", id: user, cellId: "b", epoch: 2 });
+    expect(await target.request(append(user, joinedEvent("new home")))).toMatchObject({ type: "cell.appended", seq: 251 });
     expect(await source.request({ type: "cell.stats" })).toEqual({ type: "cell.stats", cellId: "a", users: 0, conversations: 0, outboxRows: 0, frozen: 0 });
   });
 
-  it("moves a conversation with its members, messages and pending outbox rows", async () => {
+  it("moves a conversation with its members (and their join points), messages and pending outbox rows", async () => {
     const { directory, source, target } = world();
     const conversationId = newGroupId();
     directory.place("conversation", conversationId, "a");
@@ -152,19 +147,41 @@ describe("MigrationCoordinator", () => {
     for (let index = 1; index <= 3; index++) {
       await source.request({ type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: `c${index}`, body: `m${index}` });
     }
+    await source.request({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"] });
+    expect(await source.request({ type: "cell.receipt", userId: "bob", conversationId, position: "read", seq: 2 })).toMatchObject({ advanced: true });
     const reply = await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" });
     expect(reply).toMatchObject({ type: "cell.migrated", copiedItems: 3, epoch: 2 });
     const history = await target.request({ type: "cell.history", userId: "bob", conversationId, beforeSeq: null, limit: 10 });
     expect(history.type === "cell.historyPage" && history.messages.map((message) => message.body)).toEqual(["m1", "m2", "m3"]);
-    // The outbox rows (none relayed in this test) now wait in the new home.
-    expect((await target.store.pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries).toHaveLength(6);
+    // The outbox rows (none relayed in this test): the joined events of the three members and bob's receipt.
+    const moved = (await target.store.pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries;
+    expect(moved.map((entry) => `${entry.event.kind}:${entry.recipientUserId}`)).toEqual([
+      "joined:alice",
+      "joined:bob",
+      "joined:dave",
+      "receipt:alice",
+      "receipt:bob",
+      "receipt:dave",
+    ]);
     expect((await source.store.pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries).toHaveLength(0);
     // The new home relays them as soon as the conversation is active there, not at its next sweep.
     expect(target.drained).toEqual([conversationId]);
+    // dave's join point came along: his devices read the log after seq 3 there.
+    expect(await target.request({ type: "cell.messagesAfter", userId: "dave", conversationId, afterSeq: null, limit: 10 })).toMatchObject({
+      type: "cell.messages",
+      afterSeq: 3,
+      messages: [],
+      headSeq: 3,
+    });
     // A retried send dedupes in the new home; the old one names it.
     const retry = { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: "c2", body: "m2" } as const;
     expect(await target.request(retry)).toMatchObject({ type: "cell.stored", deduplicated: true, message: { seq: 2 } });
     expect(await source.request(retry)).toEqual({ type: "cell.moved", kind: "conversation", id: conversationId, cellId: "b", epoch: 2 });
+    expect(await source.request({ type: "cell.messagesAfter", userId: "dave", conversationId, afterSeq: null, limit: 10 })).toMatchObject({ type: "cell.moved", cellId: "b" });
+    // The new home stores and publishes what follows; the old one published only what it stored.
+    expect(await target.request({ ...retry, clientMessageId: "c4", body: "m4" })).toMatchObject({ type: "cell.stored", message: { seq: 4 } });
+    expect(source.published.map((stored) => stored.message.body)).toEqual(["m1", "m2", "m3"]);
+    expect(target.published.map((stored) => stored.message.body)).toEqual(["m4"]);
     expect(await source.request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: "d-x" })).toMatchObject({ type: "cell.error" });
   });
 
@@ -178,7 +195,7 @@ describe("MigrationCoordinator", () => {
     expect(failed).toMatchObject({ type: "cell.error", code: "cell_unavailable" });
     expect(directory.moves).toBe(0);
     expect(await source.store.migrationState({ kind: "user", id: user })).toMatchObject({ state: "active" });
-    expect(await source.request(append(user, messageEvent("still here")))).toMatchObject({ type: "cell.appended", seq: 4 });
+    expect(await source.request(append(user, joinedEvent("still here")))).toMatchObject({ type: "cell.appended", seq: 4 });
   });
 
   it("unfreezes the key when the directory refuses the flip and still has it here", async () => {
@@ -188,7 +205,7 @@ describe("MigrationCoordinator", () => {
     await mailboxOf(source, user, 2);
     directory.moveFailure = "entry_changed";
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "entry_changed" });
-    expect(await source.request(append(user, messageEvent("still here")))).toMatchObject({ type: "cell.appended", seq: 3 });
+    expect(await source.request(append(user, joinedEvent("still here")))).toMatchObject({ type: "cell.appended", seq: 3 });
     // The target's copy stays importing (nobody routes there) until the next attempt's first page resets it.
     expect(await target.request({ type: "cell.mailboxPage", userId: user, afterSeq: 0, limit: 10 })).toMatchObject({ type: "cell.error", code: "moving" });
     directory.moveFailure = undefined;
@@ -204,7 +221,7 @@ describe("MigrationCoordinator", () => {
     directory.moveFailure = "unavailable";
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "directory_unavailable" });
     expect(directory.moves).toBe(2);
-    expect(await source.request(append(user, messageEvent("during")))).toMatchObject({ type: "cell.error", code: "moving" });
+    expect(await source.request(append(user, joinedEvent("during")))).toMatchObject({ type: "cell.error", code: "moving" });
     directory.moveFailure = undefined;
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.migrated", epoch: 2 });
   });
@@ -218,8 +235,8 @@ describe("MigrationCoordinator", () => {
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "cell_unavailable" });
     expect(await directory.lookup("user", user)).toMatchObject({ cellId: "b", epoch: 2 });
     // Neither cell takes writes meanwhile: frozen here, importing there.
-    expect(await source.request(append(user, messageEvent("x")))).toMatchObject({ code: "moving" });
-    expect(await target.request(append(user, messageEvent("x")))).toMatchObject({ code: "moving" });
+    expect(await source.request(append(user, joinedEvent("x")))).toMatchObject({ code: "moving" });
+    expect(await target.request(append(user, joinedEvent("x")))).toMatchObject({ code: "moving" });
     setHook(undefined);
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({
       type: "cell.migrated",
@@ -228,8 +245,8 @@ describe("MigrationCoordinator", () => {
       copiedItems: 0,
       alreadyMoved: false,
     });
-    expect(await target.request(append(user, messageEvent("y")))).toMatchObject({ type: "cell.appended", seq: 3 });
-    expect(await source.request(append(user, messageEvent("y")))).toMatchObject({ type: "cell.moved", cellId: "b", epoch: 2 });
+    expect(await target.request(append(user, joinedEvent("y")))).toMatchObject({ type: "cell.appended", seq: 3 });
+    expect(await source.request(append(user, joinedEvent("y")))).toMatchObject({ type: "cell.moved", cellId: "b", epoch: 2 });
     // Asked once more: already done.
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.migrated", alreadyMoved: true, epoch: 2 });
   });
@@ -242,7 +259,7 @@ describe("MigrationCoordinator", () => {
     await mailboxOf(source, user, 2);
     setHook(async (_request, index) => {
       // While the first events page is on its way the key is still writable: three more land in it.
-      if (index === 1) for (const text of ["x", "y", "z"]) expect(await source.request(append(user, messageEvent(text)))).toMatchObject({ type: "cell.appended" });
+      if (index === 1) for (const text of ["x", "y", "z"]) expect(await source.request(append(user, joinedEvent(text)))).toMatchObject({ type: "cell.appended" });
       return undefined;
     });
     const reply = await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
@@ -277,7 +294,7 @@ describe("MigrationCoordinator", () => {
     await copyStarted;
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "moving" });
     // The move holds no turn of the key: a write is refused without waiting for it, and reads are served.
-    expect(await source.request(append(user, messageEvent("during")))).toMatchObject({ type: "cell.error", code: "moving" });
+    expect(await source.request(append(user, joinedEvent("during")))).toMatchObject({ type: "cell.error", code: "moving" });
     expect(await source.request({ type: "cell.mailboxPage", userId: user, afterSeq: 0, limit: 10 })).toMatchObject({ type: "cell.mailboxEvents", headSeq: 2 });
     // A stopping worker waits for the move: whenIdle settles only once it has answered.
     let idle = false;
@@ -386,20 +403,9 @@ describe("MigrationCoordinator", () => {
 
   it("answers cell.stats on any worker, whoever owns the stats key", async () => {
     const store = new MemoryConversationStore();
-    await store.appendMailbox({ userId: "bob", eventId: "e", event: messageEvent(), epoch: 1 });
-    const handler = new CellRequestHandler({
-      workerId: "a-1",
-      cellId: "a",
-      store,
-      ownership: { snapshot: () => ({ ring: { ownerOf: () => "a-2" }, epoch: 1 }), leaseHeld: () => false },
-      queue: new KeyedSerialQueue({ pendingPerKeyMax: 1, pendingTotalMax: 1 }),
-      relayOutbox: () => undefined,
-      publishDelivery: () => undefined,
-      logger: silentLogger,
-    });
-    const replies: CellReply[] = [];
-    await handler.handle(JSON.stringify({ type: "cell.stats" }), (reply) => replies.push(reply));
-    expect(replies).toEqual([{ type: "cell.stats", cellId: "a", users: 1, conversations: 0, outboxRows: 0, frozen: 0 }]);
+    await store.appendMailbox({ userId: "bob", eventId: "e", event: joinedEvent(), epoch: 1 });
+    const { request } = handlerHarness({ store, pendingPerKeyMax: 1, ring: { ownerOf: () => "a-2", leaseHeld: () => false } });
+    expect(await request({ type: "cell.stats" })).toEqual({ type: "cell.stats", cellId: "a", users: 1, conversations: 0, outboxRows: 0, frozen: 0 });
   });
 });
 
@@ -430,19 +436,19 @@ describe("FrozenKeySweeper resuming moves through the coordinator", () => {
     expect(await source.store.freeze({ kind: "user", id: user, toCellId: "b", epoch: 1 })).toMatchObject({ outcome: "frozen" });
     const base = { type: "cell.import", kind: "user", id: user, fromCellId: "a", last: false, lastSeq: 0, floorSeq: 0 } as const;
     expect(await target.request({ ...base, first: true, events: [] })).toMatchObject({ state: "importing" });
-    const staleEvent = messageEvent("stale");
+    const staleEvent = joinedEvent("stale");
     const stale = { seq: 1, eventId: mailboxEventId(staleEvent), event: staleEvent };
     expect(await target.request({ ...base, first: false, events: [stale] })).toMatchObject({ state: "importing" });
 
     const { sweeper, advance } = sweeperOf(source);
     expect(await sweeper.sweep()).toEqual([]);
-    expect(await source.request(append(user, messageEvent("still frozen")))).toMatchObject({ code: "moving" });
+    expect(await source.request(append(user, joinedEvent("still frozen")))).toMatchObject({ code: "moving" });
     advance();
     const [resumed, ...others] = await sweeper.sweep();
     expect(others).toEqual([]);
     expect(resumed?.reply).toMatchObject({ type: "cell.migrated", toCellId: "b", epoch: 2, copiedItems: 3 });
     expect(pageOf(await target.store.mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events).toEqual(events.map((event, index) => ({ seq: index + 1, event })));
-    expect(await source.request(append(user, messageEvent("late")))).toMatchObject({ type: "cell.moved", cellId: "b", epoch: 2 });
+    expect(await source.request(append(user, joinedEvent("late")))).toMatchObject({ type: "cell.moved", cellId: "b", epoch: 2 });
     // Nothing frozen is left for the next sweep.
     advance();
     expect(await sweeper.sweep()).toEqual([]);
@@ -464,7 +470,7 @@ describe("FrozenKeySweeper resuming moves through the coordinator", () => {
     expect(resumed.map((move) => move.reply)).toEqual([
       { type: "cell.migrated", kind: "user", id: user, fromCellId: "a", toCellId: "b", epoch: 2, pauseMs: expect.any(Number), copiedItems: 0, alreadyMoved: false },
     ]);
-    expect(await target.request(append(user, messageEvent("new home")))).toMatchObject({ type: "cell.appended", seq: 3 });
+    expect(await target.request(append(user, joinedEvent("new home")))).toMatchObject({ type: "cell.appended", seq: 3 });
   });
 
   it("leaves a key this worker is moving right now", async () => {
