@@ -1,14 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { homeRouterDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
-import { mailboxEventId, messageOf, type CellReply, type CellRequest } from "@cellwire/protocol";
+import { mailboxEventId, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
-import { messageEvent } from "./store/store-contract.ts";
+import { joinedEvent } from "./store/store-contract.ts";
 import type { OutboxEntry } from "./store/store.ts";
 
 function entry(recipientUserId: string): OutboxEntry {
-  const event = messageEvent("hi");
-  return { id: 1, conversationId: messageOf(event)?.conversationId ?? "", recipientUserId, eventId: mailboxEventId(event), event };
+  // A joined event: what the outbox carries besides receipts since messages left it.
+  const event = joinedEvent("hi");
+  return { id: 1, conversationId: event.conversationId, recipientUserId, eventId: mailboxEventId(event), event };
 }
 
 function setup(answer: (cellId: string, request: CellRequest) => Promise<CellReply>) {
@@ -78,6 +79,13 @@ describe("MailboxAppender", () => {
     homes.set("bob", "z");
     expect(await appender.append(entry("bob"))).toBe(1);
     expect(resolved).toEqual(["bob", "bob", "bob"]);
+  });
+
+  it("throws overloaded, with its code, when the mailbox owner is at capacity, so the relay keeps the row for a later sweep", async () => {
+    const { appender, sent } = setup(async () => ({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 200 }));
+    await expect(appender.append(entry("bob"))).rejects.toMatchObject({ name: "RemoteError", code: "overloaded" });
+    // Not retried in place: the relay's retry delay spaces the next attempt.
+    expect(sent).toHaveLength(1);
   });
 
   it("does not take an appended reply for another user as success", async () => {

@@ -1,5 +1,8 @@
+// The relay over a memory store's outbox, applying rows to another memory store's mailboxes. The rows are
+// what the outbox carries since messages left it (docs/decisions/0009): the joined events of new members
+// and the receipt events of read positions.
 import { describe, expect, it } from "vitest";
-import { messageOf } from "@cellwire/protocol";
+import type { MailboxEvent } from "@cellwire/protocol";
 import { OutboxRelay, type OutboxRelayLimits } from "./outbox-relay.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
 import { newGroupId, pageOf } from "./store/store-contract.ts";
@@ -24,11 +27,12 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
   const store = new MemoryConversationStore({}, () => clock.nowMs);
   const reads: OutboxQuery[] = [];
   const mailboxes = new MemoryConversationStore();
+  let sends = 0;
   const control = { failing: new Set<string>(), hold: false, gates: [] as (() => void)[], inFlight: 0, inFlightMax: 0, started: [] as string[] };
   const append = async (entry: OutboxEntry): Promise<number> => {
     control.inFlight += 1;
     control.inFlightMax = Math.max(control.inFlightMax, control.inFlight);
-    control.started.push(`${entry.recipientUserId}:${messageOf(entry.event)?.body}`);
+    control.started.push(`${entry.recipientUserId}:${labelOf(entry.event)}`);
     try {
       if (control.hold) await new Promise<void>((resolve) => control.gates.push(resolve));
       if (control.failing.has(entry.recipientUserId)) throw new Error(`${entry.recipientUserId} is unreachable`);
@@ -53,21 +57,29 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
     logger: silentLogger,
     limits: { ...defaultLimits, ...options.limits },
   });
-  async function group(members: string[]): Promise<string> {
+  /** Creates a group (its joined rows: one per member); relays them as the request handler does unless told not to. */
+  async function group(members: string[], relayIt = true): Promise<{ conversationId: string; outbox: readonly OutboxEntry[] }> {
     const conversationId = newGroupId();
-    await store.createGroup({ conversationId, creatorUserId: "alice", title: "t", memberUserIds: members, epoch: 1 });
-    return conversationId;
+    const created = await store.createGroup({ conversationId, creatorUserId: "alice", title: "t", memberUserIds: members, epoch: 1 });
+    if (created.outcome !== "conversation") throw new Error("not created");
+    if (relayIt) relay.relayStored(conversationId, created.outbox);
+    return { conversationId, outbox: created.outbox };
   }
-  /** Stores a message; relays it as the request handler does unless told not to. */
-  async function send(conversationId: string, body: string, relayIt = true): Promise<readonly OutboxEntry[]> {
-    const result = await store.appendMessage({ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: body, body, epoch: 1 });
-    if (result.outcome !== "stored") throw new Error("not stored");
-    if (relayIt) relay.relayStored(conversationId, result.outbox);
-    return result.outbox;
+  /**
+   * bob reads one more message of the conversation: a receipt row for every member (`read <seq>` in their
+   * mailboxes); relayed as the request handler does unless told not to.
+   */
+  async function read(conversationId: string, relayIt = true): Promise<readonly OutboxEntry[]> {
+    const sent = await store.appendMessage({ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: `c${++sends}`, body: "hi", epoch: 1 });
+    if (sent.outcome !== "stored") throw new Error("not stored");
+    const receipt = await store.markReceipt({ conversationId, userId: "bob", position: "read", seq: sent.message.seq, fanOutMembersMax: 32, epoch: 1 });
+    if (receipt.outcome !== "receipt" || receipt.outbox.length === 0) throw new Error("no receipt rows");
+    if (relayIt) relay.relayStored(conversationId, receipt.outbox);
+    return receipt.outbox;
   }
   async function mailbox(userId: string): Promise<string[]> {
     const page = pageOf(await mailboxes.mailboxPage({ userId, afterSeq: 0, limit: 100 }));
-    return page.events.map((entry) => messageOf(entry.event)?.body ?? `(${entry.event.kind})`);
+    return page.events.map((entry) => labelOf(entry.event));
   }
   async function pending(conversationId: string): Promise<OutboxEntry[]> {
     return (await store.pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries;
@@ -79,79 +91,81 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
       await new Promise((resolve) => setImmediate(resolve));
     }
   }
-  return { clock, store, reads, relay, control, group, send, mailbox, pending, releaseAll };
+  return { clock, store, reads, relay, control, group, read, mailbox, pending, releaseAll };
+}
+
+/** A row's event in a word: `joined`, or `read <seq>` for bob's receipts. */
+function labelOf(event: MailboxEvent): string {
+  return event.kind === "joined" ? "joined" : `read ${event.readSeq}`;
 }
 
 describe("OutboxRelay", () => {
   it("applies every member's row, deletes it, and reads the outbox only for a conversation not known to be clean", async () => {
-    const { relay, reads, group, send, mailbox, pending } = setup();
-    const conversationId = await group(["bob", "carol"]);
-    await send(conversationId, "m1");
+    const { relay, reads, group, read, mailbox, pending } = setup();
+    const { conversationId } = await group(["bob", "carol"]);
     await relay.whenIdle();
-    for (const userId of ["alice", "bob", "carol"]) expect(await mailbox(userId)).toEqual(["m1"]);
+    for (const userId of ["alice", "bob", "carol"]) expect(await mailbox(userId)).toEqual(["joined"]);
     expect(await pending(conversationId)).toEqual([]);
     expect(reads).toHaveLength(1);
-    await send(conversationId, "m2");
+    await read(conversationId);
     await relay.whenIdle();
     expect(reads).toHaveLength(1);
-    expect(await mailbox("bob")).toEqual(["m1", "m2"]);
+    expect(await mailbox("bob")).toEqual(["joined", "read 1"]);
     relay.forgetCleanConversations();
-    await send(conversationId, "m3");
+    await read(conversationId);
     await relay.whenIdle();
     expect(reads).toHaveLength(2);
-    expect(await mailbox("carol")).toEqual(["m1", "m2", "m3"]);
+    expect(await mailbox("carol")).toEqual(["joined", "read 1", "read 2"]);
   });
 
-  it("serves recipients concurrently within the bound, each recipient's messages in order", async () => {
-    const { relay, control, group, send, mailbox, releaseAll } = setup({ limits: { recipientsConcurrencyMax: 2 } });
+  it("serves recipients concurrently within the bound, each recipient's rows in order", async () => {
+    const { relay, control, group, read, mailbox, releaseAll } = setup({ limits: { recipientsConcurrencyMax: 2 } });
     const members = ["bob", "carol", "dave", "erin"];
-    const conversationId = await group(members);
     control.hold = true;
-    await send(conversationId, "m1");
-    await send(conversationId, "m2");
+    const { conversationId } = await group(members);
+    await read(conversationId);
     await expect.poll(() => control.gates.length).toBe(2);
     expect(relay.pending).toBe(2);
     await releaseAll();
     await relay.whenIdle();
     expect(control.inFlightMax).toBe(2);
     for (const userId of ["alice", ...members]) {
-      expect(await mailbox(userId)).toEqual(["m1", "m2"]);
-      expect(control.started.filter((started) => started.startsWith(`${userId}:`))).toEqual([`${userId}:m1`, `${userId}:m2`]);
+      expect(await mailbox(userId)).toEqual(["joined", "read 1"]);
+      expect(control.started.filter((started) => started.startsWith(`${userId}:`))).toEqual([`${userId}:joined`, `${userId}:read 1`]);
     }
   });
 
-  it("leaves a failed recipient's rows, counting the attempt, and never applies a later message before them", async () => {
-    const { store, relay, control, group, send, mailbox, pending } = setup();
-    const conversationId = await group(["bob", "carol"]);
+  it("leaves a failed recipient's rows, counting the attempt, and never applies a later row before them", async () => {
+    const { store, relay, control, group, read, mailbox, pending } = setup();
     control.failing.add("bob");
-    const [, bobFirst] = await send(conversationId, "m1");
+    const { conversationId, outbox } = await group(["bob", "carol"]);
+    const bobJoined = outbox.find((entry) => entry.recipientUserId === "bob");
     await relay.whenIdle();
-    expect(await mailbox("carol")).toEqual(["m1"]);
+    expect(await mailbox("carol")).toEqual(["joined"]);
     expect(await mailbox("bob")).toEqual([]);
-    expect(store.outboxAttempts(bobFirst?.id ?? 0)).toBe(1);
-    const [, bobSecond] = await send(conversationId, "m2");
+    expect(store.outboxAttempts(bobJoined?.id ?? 0)).toBe(1);
+    const bobRead = (await read(conversationId)).find((entry) => entry.recipientUserId === "bob");
     await relay.whenIdle();
-    expect(await mailbox("carol")).toEqual(["m1", "m2"]);
+    expect(await mailbox("carol")).toEqual(["joined", "read 1"]);
     expect(await mailbox("bob")).toEqual([]);
-    expect((await pending(conversationId)).map((entry) => entry.id)).toEqual([bobFirst?.id, bobSecond?.id]);
+    expect((await pending(conversationId)).map((entry) => entry.id)).toEqual([bobJoined?.id, bobRead?.id]);
     // bob's older row was tried again (and failed first), the newer one waits behind it.
-    expect(store.outboxAttempts(bobFirst?.id ?? 0)).toBe(2);
-    expect(store.outboxAttempts(bobSecond?.id ?? 0)).toBe(0);
+    expect(store.outboxAttempts(bobJoined?.id ?? 0)).toBe(2);
+    expect(store.outboxAttempts(bobRead?.id ?? 0)).toBe(0);
     control.failing.delete("bob");
-    await send(conversationId, "m3");
+    await read(conversationId);
     await relay.whenIdle();
-    expect(await mailbox("bob")).toEqual(["m1", "m2", "m3"]);
+    expect(await mailbox("bob")).toEqual(["joined", "read 1", "read 2"]);
     expect(await pending(conversationId)).toEqual([]);
   });
 
   it("sweeps rows older than the retry delay, only for conversations it owns, continuing page by page", async () => {
     const owned = new Set<string>();
-    const { clock, relay, group, send, mailbox, pending } = setup({ owns: (id) => owned.has(id), limits: { batchMax: 2, sweepPagesMax: 1 } });
-    const foreign = await group(["bob", "carol"]);
-    const mine = await group(["dave", "erin"]);
+    const { clock, relay, group, mailbox, pending } = setup({ owns: (id) => owned.has(id), limits: { batchMax: 2, sweepPagesMax: 1 } });
+    // Created without relaying: their joined rows wait for the sweeper.
+    const foreign = (await group(["bob", "carol"], false)).conversationId;
+    const mine = (await group(["dave", "erin"], false)).conversationId;
     owned.add(mine);
-    await send(foreign, "theirs", false);
-    await send(mine, "ours", false);
     clock.nowMs += 1999;
     await relay.sweep();
     await relay.whenIdle();
@@ -163,62 +177,78 @@ describe("OutboxRelay", () => {
     expect(await mailbox("dave")).toEqual([]);
     await relay.sweep();
     await relay.whenIdle();
-    for (const userId of ["alice", "dave", "erin"]) expect(await mailbox(userId)).toContain("ours");
+    for (const userId of ["alice", "dave", "erin"]) expect(await mailbox(userId)).toEqual(["joined"]);
     expect(await pending(mine)).toEqual([]);
     expect(await pending(foreign)).toHaveLength(3);
     expect(await mailbox("bob")).toEqual([]);
   });
 
   it("sweeps on its own once started, and stops sweeping when stopped", async () => {
-    const { relay, group, send, mailbox } = setup({ limits: { sweepIntervalMs: 10, retryAfterMs: 0 } });
-    const conversationId = await group(["bob"]);
-    await send(conversationId, "left behind", false);
+    const { relay, reads, group, read, mailbox } = setup({ limits: { sweepIntervalMs: 10, retryAfterMs: 0 } });
+    const { conversationId } = await group(["bob"], false);
     relay.start();
-    await expect.poll(() => mailbox("bob")).toEqual(["left behind"]);
+    await expect.poll(() => mailbox("bob")).toEqual(["joined"]);
     expect(await relay.stop(1000)).toBe(true);
-    await send(conversationId, "after stop", false);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(await mailbox("bob")).toEqual(["left behind"]);
+    const readsAtStop = reads.length;
+    await read(conversationId, false);
+    // A second relay sweeping at the same interval shows the time that passed: five of its sweeps, none of ours.
+    let witnessSweeps = 0;
+    const witness = new OutboxRelay({
+      store: {
+        pendingOutbox: async () => {
+          witnessSweeps += 1;
+          return { entries: [], malformed: [], lastId: undefined };
+        },
+        deleteOutbox: async () => undefined,
+        markOutboxAttempt: async () => undefined,
+      },
+      append: async () => 0,
+      ownsConversation: () => true,
+      logger: silentLogger,
+      limits: { ...defaultLimits, sweepIntervalMs: 10, retryAfterMs: 0 },
+    });
+    witness.start();
+    await expect.poll(() => witnessSweeps, { timeout: 5000 }).toBeGreaterThanOrEqual(5);
+    await witness.stop(1000);
+    expect(reads.length).toBe(readsAtStop);
+    expect(await mailbox("bob")).toEqual(["joined"]);
   });
 
   it("waits for relays in flight when stopped, takes no new work, and reports a wait that ran out", async () => {
-    const { relay, control, group, send, mailbox, pending, releaseAll } = setup();
-    const conversationId = await group(["bob"]);
+    const { relay, control, group, read, mailbox, pending, releaseAll } = setup();
     control.hold = true;
-    await send(conversationId, "m1");
+    const { conversationId } = await group(["bob"]);
     await expect.poll(() => control.gates.length).toBe(2);
     const stopped = relay.stop(5000);
-    await send(conversationId, "m2");
+    await read(conversationId);
     await releaseAll();
     expect(await stopped).toBe(true);
-    expect(await mailbox("bob")).toEqual(["m1"]);
-    expect((await pending(conversationId)).map((entry) => messageOf(entry.event)?.body)).toEqual(["m2", "m2"]);
+    expect(await mailbox("bob")).toEqual(["joined"]);
+    expect((await pending(conversationId)).map((entry) => `${entry.recipientUserId}:${labelOf(entry.event)}`)).toEqual(["alice:read 1", "bob:read 1"]);
 
     const stuck = setup();
-    const other = await stuck.group(["bob"]);
     stuck.control.hold = true;
-    await stuck.send(other, "m1");
+    await stuck.group(["bob"]);
     await expect.poll(() => stuck.control.gates.length).toBe(2);
     expect(await stuck.relay.stop(20)).toBe(false);
     await stuck.releaseAll();
   });
 
   it("merges work arriving while a conversation's relay runs into one waiting relay", async () => {
-    const { relay, control, group, send, mailbox, releaseAll, reads } = setup();
-    const conversationId = await group(["bob"]);
-    await send(conversationId, "m0");
+    const { relay, control, group, read, mailbox, releaseAll, reads } = setup();
+    const { conversationId } = await group(["bob"]);
     await relay.whenIdle();
     control.hold = true;
-    await send(conversationId, "m1");
+    await read(conversationId);
     await expect.poll(() => control.gates.length).toBe(2);
-    await send(conversationId, "m2");
-    await send(conversationId, "m3");
+    await read(conversationId);
+    await read(conversationId);
     relay.drain(conversationId);
     expect(relay.pending).toBe(2);
     await releaseAll();
     await relay.whenIdle();
-    expect(await mailbox("bob")).toEqual(["m0", "m1", "m2", "m3"]);
-    // The first relay and the merged drain read the outbox; m1 went by the clean shortcut.
+    expect(await mailbox("bob")).toEqual(["joined", "read 1", "read 2", "read 3"]);
+    // The group's relay and the merged drain read the outbox; read 1 went by the clean shortcut.
     expect(reads).toHaveLength(2);
   });
 });
