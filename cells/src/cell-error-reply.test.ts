@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { UnavailableError } from "@cellwire/cluster";
 import { cellReply, decode } from "@cellwire/protocol";
-import { cellErrorReply, movedReply, type RequestFailure } from "./cell-error-reply.ts";
+import { cellErrorReply, movedReply, overloadedRetryAfterMsDefault, type RequestFailure } from "./cell-error-reply.ts";
 import { StoreRowError } from "./store/errors.ts";
 
 describe("cellErrorReply", () => {
@@ -14,9 +14,10 @@ describe("cellErrorReply", () => {
     [{ kind: "not_owner", key: "g-x", ownerWorkerId: undefined }, "not_owner"],
     [{ kind: "fenced", key: "g-x", epoch: 41 }, "not_owner"],
     [{ kind: "lease_lapsed" }, "not_owner"],
-    [{ kind: "overloaded", reason: "key_full" }, "cell_unavailable"],
-    [{ kind: "overloaded", reason: "queue_full" }, "cell_unavailable"],
-    [{ kind: "overloaded", reason: "migrations_full" }, "cell_unavailable"],
+    [{ kind: "overloaded", reason: "key_full" }, "overloaded"],
+    [{ kind: "overloaded", reason: "queue_full" }, "overloaded"],
+    [{ kind: "overloaded", reason: "migrations_full" }, "overloaded"],
+    [{ kind: "overloaded", reason: "sends_full", detail: "the send waited too long for its turn", retryAfterMs: 120 }, "overloaded"],
     [{ kind: "moving", key: "user:bob" }, "moving"],
     [{ kind: "bad_payload", reason: "$.type must be a string" }, "internal"],
     [{ kind: "invalid_field", message: "$.conversationId is not the pair's" }, "invalid_field"],
@@ -32,6 +33,25 @@ describe("cellErrorReply", () => {
     const reply = cellErrorReply(failure);
     expect(reply.code).toBe(code);
     expect(decode(cellReply, reply).ok).toBe(true);
+  });
+
+  it("answers overloaded with the refuser's retry-after, or the default one, and only overloaded carries one", () => {
+    expect(cellErrorReply({ kind: "overloaded", reason: "sends_full", detail: "3 sends are waiting", retryAfterMs: 120 })).toEqual({
+      type: "cell.error",
+      code: "overloaded",
+      message: "3 sends are waiting",
+      retryAfterMs: 120,
+    });
+    expect(cellErrorReply({ kind: "overloaded", reason: "key_full" })).toEqual({
+      type: "cell.error",
+      code: "overloaded",
+      message: "too many requests pending for this conversation or mailbox",
+      retryAfterMs: overloadedRetryAfterMsDefault,
+    });
+    expect(overloadedRetryAfterMsDefault).toBeGreaterThan(0);
+    for (const failure of cases.map(([failure]) => failure).filter((failure) => failure.kind !== "overloaded")) {
+      expect(cellErrorReply(failure)).not.toHaveProperty("retryAfterMs");
+    }
   });
 
   it("answers a tombstone with cell.moved naming the new home, a reply that decodes", () => {

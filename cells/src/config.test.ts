@@ -39,6 +39,10 @@ describe("loadWorkerConfig", () => {
         frozenSweepIntervalMs: 5000,
         frozenSweepKeysMax: 100,
         frozenSweepResumesMax: 4,
+        sendBatchMax: 512,
+        sendsPendingMax: 4096,
+        sendQueueWaitMsMax: 1000,
+        memberCacheConversationsMax: 10_000,
       },
       unknownVariables: [],
     });
@@ -78,7 +82,11 @@ describe("loadWorkerConfig", () => {
       WORKER_FROZEN_SWEEP_INTERVAL_MS: "750",
       WORKER_FROZEN_SWEEP_KEYS_MAX: "12",
       WORKER_FROZEN_SWEEP_RESUMES_MAX: "1",
+      WORKER_SEND_BATCH_MAX: "64",
+      WORKER_SENDS_PENDING_MAX: "128",
+      WORKER_SEND_QUEUE_WAIT_MS_MAX: "250",
       WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "5",
+      WORKER_SEND_BATCH_SIZE: "a name of no version",
       WORKER_LEASE_MSS: "typo",
     });
     expect(config).toMatchObject({
@@ -112,9 +120,12 @@ describe("loadWorkerConfig", () => {
       frozenSweepIntervalMs: 750,
       frozenSweepKeysMax: 12,
       frozenSweepResumesMax: 1,
+      sendBatchMax: 64,
+      sendsPendingMax: 128,
+      sendQueueWaitMsMax: 250,
+      memberCacheConversationsMax: 5,
     });
-    // A setting of an earlier version (the member cache is gone) is reported like a typo.
-    expect(unknownVariables).toEqual(["WORKER_LEASE_MSS", "WORKER_MEMBER_CACHE_CONVERSATIONS_MAX"]);
+    expect(unknownVariables).toEqual(["WORKER_LEASE_MSS", "WORKER_SEND_BATCH_SIZE"]);
   });
 
   it.each([
@@ -133,6 +144,11 @@ describe("loadWorkerConfig", () => {
     [{ ...minimal, CELLWIRE_NATS_SERVERS: " , " }, /at least one server/],
     [{ ...minimal, WORKER_OUTBOX_BATCH_MAX: "0" }, /WORKER_OUTBOX_BATCH_MAX/],
     [{ ...minimal, WORKER_OUTBOX_SWEEP_INTERVAL_MS: "soon" }, /WORKER_OUTBOX_SWEEP_INTERVAL_MS/],
+    [{ ...minimal, WORKER_SEND_BATCH_MAX: "0" }, /WORKER_SEND_BATCH_MAX/],
+    [{ ...minimal, WORKER_SEND_BATCH_MAX: "10001" }, /WORKER_SEND_BATCH_MAX/],
+    [{ ...minimal, WORKER_SENDS_PENDING_MAX: "0" }, /WORKER_SENDS_PENDING_MAX/],
+    [{ ...minimal, WORKER_SEND_QUEUE_WAIT_MS_MAX: "0" }, /WORKER_SEND_QUEUE_WAIT_MS_MAX/],
+    [{ ...minimal, WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "none" }, /WORKER_MEMBER_CACHE_CONVERSATIONS_MAX/],
   ])("refuses %j", (environment, message) => {
     expect(() => loadWorkerConfig(environment)).toThrow(message);
   });

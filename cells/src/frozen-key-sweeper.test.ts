@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { userRingKey, type CellMigrateRequest, type CellReply } from "@cellwire/protocol";
+import { cellErrorReply } from "./cell-error-reply.ts";
 import { FrozenKeySweeper, selectFrozenKeysToResume, type FrozenKeySelectionInput } from "./frozen-key-sweeper.ts";
 import type { FrozenKey } from "./store/store.ts";
 
@@ -70,7 +71,7 @@ describe("selectFrozenKeysToResume", () => {
 describe("FrozenKeySweeper", () => {
   it("runs migrate toward the recorded cell for each key selected, bounded, and logs what it resumes", async () => {
     let nowMs = 0;
-    const frozen = [user("u1"), user("u2"), conversation("g-1", "c")];
+    let frozen = [user("u1"), user("u2"), conversation("g-1", "c")];
     const asked: CellMigrateRequest[] = [];
     const logged: string[] = [];
     const sweeper = new FrozenKeySweeper({
@@ -79,7 +80,8 @@ describe("FrozenKeySweeper", () => {
       migrating: () => false,
       migrate: async (request): Promise<CellReply> => {
         asked.push(request);
-        if (request.id === "u2") return { type: "cell.error", code: "cell_unavailable", message: "cell b did not answer" };
+        // The coordinator at its limit of moves answers overloaded (with a retry-after), as it now does.
+        if (request.id === "u2" && asked.length <= 2) return cellErrorReply({ kind: "overloaded", reason: "migrations_full" });
         return { type: "cell.migrated", kind: request.kind, id: request.id, fromCellId: "a", toCellId: request.toCellId, epoch: 2, pauseMs: 1, copiedItems: 0, alreadyMoved: false };
       },
       clock: { monotonicNowMs: () => nowMs },
@@ -95,7 +97,15 @@ describe("FrozenKeySweeper", () => {
     ]);
     expect(resumed.map((move) => move.reply.type)).toEqual(["cell.migrated", "cell.error"]);
     expect(logged.filter((line) => line.startsWith("resuming"))).toHaveLength(2);
-    expect(logged.some((line) => line.includes("u2") && line.includes("cell_unavailable"))).toBe(true);
+    expect(logged.some((line) => line.includes("u2") && line.includes("overloaded") && line.includes("the next sweep tries again"))).toBe(true);
     expect(logged.some((line) => line.includes("WORKER_FROZEN_SWEEP_KEYS_MAX=3"))).toBe(true);
+    // u1 moved; u2, refused, is still frozen and watched: the next sweep resumes it at once, with g-1.
+    frozen = [user("u2"), conversation("g-1", "c")];
+    const again = await sweeper.sweep();
+    expect(asked.slice(2)).toEqual([
+      { type: "cell.migrate", kind: "user", id: "u2", toCellId: "b" },
+      { type: "cell.migrate", kind: "conversation", id: "g-1", toCellId: "c" },
+    ]);
+    expect(again.map((move) => move.reply.type)).toEqual(["cell.migrated", "cell.migrated"]);
   });
 });
