@@ -1,18 +1,29 @@
-// Mailboxes and resume on the real topology: a device that was away receives exactly what it missed, in
-// mailbox order, whether it comes back to an idle mailbox or while messages keep arriving; every device
-// of a user converges on the same mailbox; the history checker finds nothing wrong with the whole run.
+// Conversation logs and resume on the real topology (decision 0009): a device that was away receives
+// exactly the messages it missed in each conversation (a new device, resumeAfterSeq 0, every conversation
+// from its join point; a device resuming with its cursors only what follows them), whether it comes back
+// to idle conversations or while messages keep arriving; every device of a user converges on the same
+// messages per conversation and the same mailbox; the edge itself writes each seq of a session once, in
+// order; the history checker finds nothing wrong with the whole run.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { SequencedEvent } from "@cellwire/protocol";
+import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
+import { decodeServerFrame, protocolVersion, type Message, type ServerFrame } from "@cellwire/protocol";
+import { RawSocket } from "./raw-socket.ts";
 import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+
+const deliveryDeadlineMs = 15_000;
 
 let test: TestTopology;
 const run = new RecordedRun();
 
-function device(userId: string, deviceId: string, edgeIndex: number, resumeAfterSeq?: number): Promise<RecordedDevice> {
+function edgeUrl(edgeIndex: number): string {
   const edge = test.topology.edges[edgeIndex];
   if (edge === undefined) throw new Error(`no edge ${edgeIndex}`);
-  return run.openDevice(userId, deviceId, [edge.webSocketUrl], resumeAfterSeq);
+  return edge.webSocketUrl;
+}
+
+function device(userId: string, deviceId: string, edgeIndex: number, resumeAfterSeq?: number): Promise<RecordedDevice> {
+  return run.openDevice(userId, deviceId, [edgeUrl(edgeIndex)], resumeAfterSeq);
 }
 
 let sent = 0;
@@ -20,9 +31,47 @@ function send(from: RecordedDevice, conversationId: string, body: string): Promi
   return run.send(from, conversationId, body, `${from.userId}-${from.deviceId}-${sent++}`);
 }
 
-const seqsOf = (events: readonly SequencedEvent[]): number[] => events.map((event) => event.seq);
-const idsOf = (events: readonly SequencedEvent[]): string[] => events.map((event) => (event.event.kind === "message" ? event.event.message.messageId : "?"));
-const oneTo = (count: number, from = 1): number[] => Array.from({ length: count - from + 1 }, (_, index) => from + index);
+const inConversation = (messages: readonly Message[], conversationId: string): Message[] => messages.filter((message) => message.conversationId === conversationId);
+const seqsIn = (messages: readonly Message[], conversationId: string): number[] => inConversation(messages, conversationId).map((message) => message.seq);
+const idsIn = (messages: readonly Message[], conversationId: string): string[] => inConversation(messages, conversationId).map((message) => message.messageId);
+const range = (from: number, to: number): number[] => Array.from({ length: Math.max(0, to - from + 1) }, (_, index) => from + index);
+
+/** The conversations both tests use, made by the first. */
+let direct = "";
+let group = "";
+const directTotal = 40;
+const groupTotal = 10;
+
+/** Sends rounds from..to-1: alice one direct message each, carol one group message every fourth. */
+async function exchange(alice: RecordedDevice, carol: RecordedDevice, from: number, to: number): Promise<void> {
+  for (let index = from; index < to; index++) {
+    await send(alice, direct, `direct ${index}`);
+    if (index % 4 === 0) await send(carol, group, `group ${index}`);
+  }
+}
+
+/** A session on a bare socket that resumes the whole mailbox (resumeAfterSeq 0), to see the frames the edge writes before the SDK drops anything. */
+async function rawResume(userId: string, edgeIndex: number): Promise<RawSocket> {
+  const socket = await RawSocket.open(edgeUrl(edgeIndex));
+  const token = await signDevToken(defaultDevKeyDirectory, userId, { deviceId: "raw" });
+  socket.send(JSON.stringify({ type: "hello", protocolVersion, token, deviceId: "raw", resumeAfterSeq: 0 }));
+  await socket.frame((frame) => frame["type"] === "welcome");
+  return socket;
+}
+
+function serverFrames(socket: RawSocket): ServerFrame[] {
+  return socket.frames.flatMap((received) => {
+    const decoded = decodeServerFrame(received.text);
+    if (!decoded.ok) throw new Error(`the edge wrote a frame a client cannot decode: ${received.text.slice(0, 200)}`);
+    return decoded.value === null ? [] : [decoded.value];
+  });
+}
+
+function isMessageAt(frame: Record<string, unknown>, conversationId: string, seq: number): boolean {
+  const message = frame["message"];
+  if (frame["type"] !== "message" || typeof message !== "object" || message === null) return false;
+  return "conversationId" in message && message.conversationId === conversationId && "seq" in message && message.seq === seq;
+}
 
 beforeAll(async () => {
   test = await startTestTopology({ label: "resume" });
@@ -38,64 +87,152 @@ afterAll(async () => {
   await test?.destroy();
 });
 
-describe("mailboxes and resume", () => {
-  it("gives a returning device exactly what it missed and makes every device converge", async () => {
+describe("conversation logs and resume", () => {
+  it("gives a returning device exactly the messages it missed in each conversation and makes every device converge", async () => {
     const alice = await device("alice", "phone", 0);
     const carol = await device("carol", "phone", 1);
     const bobPhone = await device("bob", "phone", 1);
+    // Bob's laptop is known before any conversation exists, then away for all of it.
     const bobLaptop = await device("bob", "laptop", 0, 0);
     bobLaptop.client.close();
+    // Bob's tablet reads everything from the start, then goes away halfway.
+    const bobTablet = await device("bob", "tablet", 1, 0);
 
-    const direct = await alice.client.openDirect("bob");
-    const group = await carol.client.createGroup("trio", ["alice", "bob"]);
-    run.conversation(direct.conversationId, direct.memberUserIds);
-    run.conversation(group.conversationId, group.memberUserIds);
-    for (let index = 0; index < 40; index++) {
-      await send(alice, direct.conversationId, `direct ${index}`);
-      if (index % 4 === 0) await send(carol, group.conversationId, `group ${index}`);
-    }
-    const total = 50;
-    await bobPhone.untilSeq(total, 15_000);
-    expect(seqsOf(bobPhone.events)).toEqual(oneTo(total));
+    const directConversation = await alice.client.openDirect("bob");
+    const groupConversation = await carol.client.createGroup("trio", ["alice", "bob"]);
+    direct = directConversation.conversationId;
+    group = groupConversation.conversationId;
+    run.conversation(direct, directConversation.memberUserIds);
+    run.conversation(group, groupConversation.memberUserIds);
 
+    await exchange(alice, carol, 0, directTotal / 2);
+    await bobTablet.untilDelivered(deliveryDeadlineMs);
+    expect([bobTablet.cursorOf(direct), bobTablet.cursorOf(group), bobTablet.lastSeq()]).toEqual([directTotal / 2, groupTotal / 2, 2]);
+    bobTablet.client.close();
+    await exchange(alice, carol, directTotal / 2, directTotal);
+    await Promise.all([alice, carol, bobPhone].map((live) => live.untilDelivered(deliveryDeadlineMs)));
+
+    // The live phone holds both conversations whole (they began after it connected), each in order, each message once.
+    expect(seqsIn(bobPhone.messages, direct)).toEqual(range(1, directTotal));
+    expect(seqsIn(bobPhone.messages, group)).toEqual(range(1, groupTotal));
+    expect(bobPhone.messages).toHaveLength(directTotal + groupTotal);
+    // Its mailbox holds bob's two joined events, each starting its conversation at the join point 0.
+    expect(bobPhone.events.map(({ seq }) => seq)).toEqual([1, 2]);
+    const joinedOf = (held: RecordedDevice): [string, number][] =>
+      held.events.flatMap(({ event }) => (event.kind === "joined" ? [[event.conversationId, event.afterSeq] as [string, number]] : []));
+    expect(joinedOf(bobPhone).sort()).toEqual(
+      [
+        [direct, 0],
+        [group, 0],
+      ].sort(),
+    );
+
+    // The laptop held nothing: the whole mailbox, and every conversation from bob's join point, before its synced.
+    expect(bobLaptop.lastSeq()).toBe(0);
     const startedAt = performance.now();
-    const laptopAgain = await device("bob", "laptop", 0, 0);
+    const laptopAgain = await device("bob", "laptop", 0, bobLaptop.lastSeq());
     const resumeMs = performance.now() - startedAt;
-    expect(seqsOf(laptopAgain.events)).toEqual(oneTo(total));
-    expect(idsOf(laptopAgain.events)).toEqual(idsOf(bobPhone.events));
-    process.stdout.write(`resume of ${total} missed events took ${resumeMs.toFixed(0)} ms\n`);
+    expect(laptopAgain.events).toEqual(bobPhone.events);
+    expect(seqsIn(laptopAgain.messages, direct)).toEqual(range(1, directTotal));
+    expect(seqsIn(laptopAgain.messages, group)).toEqual(range(1, groupTotal));
+    expect(laptopAgain.messages).toHaveLength(directTotal + groupTotal);
+    for (const conversationId of [direct, group]) expect(idsIn(laptopAgain.messages, conversationId)).toEqual(idsIn(bobPhone.messages, conversationId));
+    process.stdout.write(`resume of ${directTotal + groupTotal} missed messages in 2 conversations took ${resumeMs.toFixed(0)} ms\n`);
 
-    const tablet = await device("bob", "tablet", 1, 20);
-    expect(seqsOf(tablet.events)).toEqual(oneTo(total, 21));
+    // The tablet resumes with its cursors: only what followed them, and no mailbox event (it held both).
+    const tabletAgain = await device("bob", "tablet", 1, bobTablet.lastSeq());
+    expect(seqsIn(tabletAgain.messages, direct)).toEqual(range(directTotal / 2 + 1, directTotal));
+    expect(seqsIn(tabletAgain.messages, group)).toEqual(range(groupTotal / 2 + 1, groupTotal));
+    expect(tabletAgain.messages).toHaveLength(directTotal / 2 + groupTotal / 2);
+    for (const conversationId of [direct, group]) {
+      expect([...idsIn(bobTablet.messages, conversationId), ...idsIn(tabletAgain.messages, conversationId)]).toEqual(idsIn(bobPhone.messages, conversationId));
+    }
+    expect(tabletAgain.events).toEqual([]);
 
-    // Alice's own messages reach her mailbox too, so her other devices converge on them.
+    // Alice's own messages are in the logs like anyone's, so a new device of hers converges on them too.
     const aliceLaptop = await device("alice", "laptop", 1, 0);
-    expect(aliceLaptop.events).toHaveLength(total);
+    for (const conversationId of [direct, group]) expect(idsIn(aliceLaptop.messages, conversationId)).toEqual(idsIn(alice.messages, conversationId));
+    expect(seqsIn(aliceLaptop.messages, direct)).toEqual(range(1, directTotal));
+    expect(seqsIn(aliceLaptop.messages, group)).toEqual(range(1, groupTotal));
+    // Carol is no member of the direct conversation: none of it reaches her.
+    expect(carol.messages.filter((message) => message.conversationId !== group)).toEqual([]);
+    expect(seqsIn(carol.messages, group)).toEqual(range(1, groupTotal));
   });
 
   it("resumes while messages keep arriving without losing or doubling any", async () => {
     const alice = await device("alice", "desk", 0);
-    const direct = await alice.client.openDirect("bob");
+    const { lastSeq: base } = await alice.client.openDirect("bob");
+    expect(base).toBe(directTotal);
     const bobWatch = await device("bob", "watch", 1);
-    const base = bobWatch.lastSeq();
+    // The tablet leaves holding both conversations whole, and comes back while the traffic runs.
+    const tabletBefore = run.devices.filter((held) => held.userId === "bob" && held.deviceId === "tablet").at(-1);
+    if (tabletBefore === undefined) throw new Error("the first test opened no tablet");
+    expect([tabletBefore.cursorOf(direct), tabletBefore.cursorOf(group)]).toEqual([directTotal, groupTotal]);
+    tabletBefore.client.close();
 
+    const during = 30;
+    const head = base + during;
+    let acked = 0;
+    let underWay: () => void = () => {};
+    const trafficUnderWay = new Promise<void>((resolve) => {
+      underWay = resolve;
+    });
     const sending = (async () => {
-      for (let index = 0; index < 30; index++) await send(alice, direct.conversationId, `during resume ${index}`);
+      for (let index = 0; index < during; index++) {
+        await send(alice, direct, `during resume ${index}`);
+        acked++;
+        if (acked === during / 3) underWay();
+      }
     })();
-    const late = await device("bob", "late", 0, 0);
+    // The devices come back once a third is sent: those are in the logs they read, the rest arrive live meanwhile.
+    await Promise.race([trafficUnderWay, sending]);
+    const ackedAtResume = acked;
+    const [late, tablet, raw] = await Promise.all([
+      device("bob", "late", 0, 0),
+      device("bob", "tablet", 0, tabletBefore.lastSeq()),
+      rawResume("bob", 1),
+    ]);
+    const ackedAtSync = acked;
     await sending;
-    await bobWatch.untilSeq(base + 30, 15_000);
-    await late.untilSeq(base + 30, 15_000);
-    expect(seqsOf(late.events)).toEqual(oneTo(base + 30));
-    expect(idsOf(late.events.slice(base))).toEqual(idsOf(bobWatch.events));
+    await Promise.all([bobWatch, late, tablet].map((held) => held.untilMessage(direct, head, deliveryDeadlineMs)));
+
+    // The watch started live, before the traffic: every message of it, in order, once.
+    expect(seqsIn(bobWatch.messages, direct)).toEqual(range(base + 1, head));
+    // The late device started from nothing: both conversations whole, the ones that arrived during its sync included.
+    expect(seqsIn(late.messages, direct)).toEqual(range(1, head));
+    expect(idsIn(late.messages, direct).slice(base)).toEqual(idsIn(bobWatch.messages, direct));
+    expect(seqsIn(late.messages, group)).toEqual(range(1, groupTotal));
+    expect(late.messages).toHaveLength(head + groupTotal);
+    // The tablet resumed from its cursors: exactly what it missed, the live ones included.
+    expect(seqsIn(tablet.messages, direct)).toEqual(range(base + 1, head));
+    expect(idsIn(tablet.messages, direct)).toEqual(idsIn(bobWatch.messages, direct));
+    expect(tablet.messages).toHaveLength(during);
+    expect(tablet.events).toEqual([]);
+
+    // What the edge wrote, before any SDK dropped a repeat: each conversation's seqs once, consecutive from
+    // the join point; the mailbox's likewise; and synced only after the backlog of what was there when read.
+    await raw.frame((frame) => isMessageAt(frame, direct, head), deliveryDeadlineMs);
+    const frames = serverFrames(raw);
+    raw.close();
+    const rawMessages = frames.flatMap((frame) => (frame.type === "message" ? [frame.message] : []));
+    expect(seqsIn(rawMessages, direct)).toEqual(range(1, head));
+    expect(seqsIn(rawMessages, group)).toEqual(range(1, groupTotal));
+    expect(frames.flatMap((frame) => (frame.type === "event" ? [frame.seq] : []))).toEqual([1, 2]);
+    const syncedAt = frames.findIndex((frame) => frame.type === "synced");
+    expect(syncedAt).toBeGreaterThan(0);
+    const beforeSynced = frames.slice(0, syncedAt).flatMap((frame) => (frame.type === "message" ? [frame.message] : []));
+    expect(seqsIn(beforeSynced, group)).toEqual(range(1, groupTotal));
+    expect(seqsIn(beforeSynced, direct).length).toBeGreaterThanOrEqual(base);
+    process.stdout.write(`resume under traffic: the devices came back after ${ackedAtResume} of ${during} messages and had synced after ${ackedAtSync}\n`);
   });
 
   it("passes the history checker over the whole run", async () => {
-    // Quiescence: every open device has received its user's whole mailbox, so the checker may demand completeness.
-    await run.settle(15_000);
+    // Quiescence: every open device holds everything acked in the conversations it follows.
+    await run.settle(deliveryDeadlineMs);
     const report = await run.check(testServices.postgresAdminUrl, test.namespace, ["a", "b"]);
     expect(report.findings).toEqual([]);
     expect(report.ok).toBe(true);
-    expect(run.record.acks.length).toBeGreaterThan(70);
+    expect(run.sequenceGaps).toEqual([]);
+    expect(run.record.acks.length).toBe(directTotal + groupTotal + 30);
   });
 });
