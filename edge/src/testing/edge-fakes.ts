@@ -310,14 +310,20 @@ export function logMessage(conversationId: string, seq: number, senderUserId = "
  * Conversation logs as their owners serve cell.messagesAfter: each conversation has gapless messages
  * 1..head and members with their join points. A page starts after the request's afterSeq (the member's
  * join point when null) and holds at most `limit` messages; a non-member is answered not_a_member.
- * Creating a log places the conversation in the fake directory. `gate`, when set, holds every read (the
- * log is read once it opens); reads in flight are counted.
+ * Creating a log places the conversation in the fake directory. `hold()` keeps reads waiting until
+ * released (the log is read then, as it is at that moment); `holdReplies()` reads the page at once and
+ * keeps its reply until released (what is committed meanwhile is not in it); reads in flight are counted.
  */
 export class FakeConversationLogs {
   private readonly logs = new Map<string, { head: number; readonly joinedAfterSeq: Map<string, number> }>();
+  /** Held reads: of one conversation, or of every conversation under the key "*". */
+  private readonly holds = new Map<string, Deferred<void>>();
+  /** Held replies, by conversation: the page is read, then waits. */
+  private readonly replyHolds = new Map<string, Deferred<void>>();
   readsInFlight = 0;
   readsInFlightMax = 0;
-  gate: Promise<void> | undefined;
+  /** Pages read from the logs so far (a held reply counts once its page is read). */
+  pagesRead = 0;
   private readonly waiters = new Waiters();
 
   constructor(private readonly directory: FakeDirectory) {}
@@ -351,7 +357,32 @@ export class FakeConversationLogs {
     return this.log(conversationId).head;
   }
 
-  /** Resolves once `count` reads wait at the gate (or run) at the same time. */
+  /** Reads of `conversationId` (of every conversation when absent) wait from now until the release is called. */
+  hold(conversationId = "*"): () => void {
+    const gate = deferred<void>();
+    this.holds.set(conversationId, gate);
+    return () => {
+      if (this.holds.get(conversationId) === gate) this.holds.delete(conversationId);
+      gate.resolve();
+    };
+  }
+
+  /** Reads of `conversationId` read their page at once, and answer only once the release is called. */
+  holdReplies(conversationId: string): () => void {
+    const gate = deferred<void>();
+    this.replyHolds.set(conversationId, gate);
+    return () => {
+      if (this.replyHolds.get(conversationId) === gate) this.replyHolds.delete(conversationId);
+      gate.resolve();
+    };
+  }
+
+  /** Resolves once `count` pages have been read from the logs, their replies sent or held. */
+  pagesReadReach(count: number): Promise<void> {
+    return this.waiters.until(() => this.pagesRead >= count, `${count} pages read`);
+  }
+
+  /** Resolves once `count` reads are held or running at the same time. */
   readsWaiting(count: number): Promise<void> {
     return this.waiters.until(() => this.readsInFlight >= count, `${count} conversation reads in flight`);
   }
@@ -362,14 +393,19 @@ export class FakeConversationLogs {
     this.readsInFlightMax = Math.max(this.readsInFlightMax, this.readsInFlight);
     this.waiters.notify();
     try {
-      if (this.gate !== undefined) await this.gate;
+      await this.holds.get("*")?.promise;
+      await this.holds.get(request.conversationId)?.promise;
       const log = this.logs.get(request.conversationId);
       const joinedAfterSeq = log?.joinedAfterSeq.get(request.userId);
       if (log === undefined || joinedAfterSeq === undefined) return { type: "cell.error", code: "not_a_member", message: "not a member of this conversation" };
       const afterSeq = request.afterSeq ?? joinedAfterSeq;
       const messages: Message[] = [];
       for (let seq = afterSeq + 1; seq <= log.head && messages.length < request.limit; seq++) messages.push(logMessage(request.conversationId, seq));
-      return { type: "cell.messages", conversationId: request.conversationId, afterSeq, messages, headSeq: log.head };
+      const headSeq = log.head;
+      this.pagesRead++;
+      this.waiters.notify();
+      await this.replyHolds.get(request.conversationId)?.promise;
+      return { type: "cell.messages", conversationId: request.conversationId, afterSeq, messages, headSeq };
     } finally {
       this.readsInFlight--;
     }
