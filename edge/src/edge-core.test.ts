@@ -318,6 +318,69 @@ describe("requests", () => {
     }
   });
 
+  it("passes a cell's overloaded answer to the client with its retryAfterMs, and a plain error without one", async () => {
+    const edge = edgeWithGroup();
+    let retryAfterMs: number | undefined = 400;
+    edge.router.answers.set("cell.send", async () =>
+      retryAfterMs === undefined
+        ? { type: "cell.error", code: "overloaded", message: "the send queue is full" }
+        : { type: "cell.error", code: "overloaded", message: "the send queue is full", retryAfterMs },
+    );
+    const { transport } = await edge.authenticated("alice");
+    transport.receiveJson(sendFrame("r1"));
+    expect(await transport.frame((frame) => frame["requestId"] === "r1")).toEqual({
+      type: "error",
+      requestId: "r1",
+      code: "overloaded",
+      message: "the send queue is full",
+      retryable: true,
+      retryAfterMs: 400,
+    });
+    retryAfterMs = undefined;
+    transport.receiveJson(sendFrame("r2"));
+    expect(await transport.frame((frame) => frame["requestId"] === "r2")).toEqual({
+      type: "error",
+      requestId: "r2",
+      code: "overloaded",
+      message: "the send queue is full",
+      retryable: true,
+    });
+  });
+
+  it("refuses a request past requestsInFlightMax across the edge with overloaded and its retry-after, before any work", async () => {
+    const edge = edgeWithGroup({ requestsInFlightMax: 2, requestsInFlightPerSessionMax: 8, overloadedRetryAfterMs: 300 });
+    const pending: (() => void)[] = [];
+    edge.router.answers.set("cell.send", (_cellId, request) => {
+      const answered = deferred<void>();
+      pending.push(() => answered.resolve());
+      const clientMessageId = request.type === "cell.send" ? request.clientMessageId : "?";
+      return answered.promise.then(() => ({ type: "cell.stored", message: storedMessage({ clientMessageId }), deduplicated: false }) as const);
+    });
+    // Two sessions of different users: the bound is the edge's, not a session's.
+    const alice = await edge.authenticated("alice");
+    const bob = await edge.authenticated("bob");
+    alice.transport.receiveJson(sendFrame("a1"));
+    bob.transport.receiveJson(sendFrame("b1"));
+    await vi.waitFor(() => expect(pending).toHaveLength(2));
+    bob.transport.receiveJson(sendFrame("b2"));
+    expect(bob.transport.frames.find((frame) => frame["requestId"] === "b2")).toEqual({
+      type: "error",
+      requestId: "b2",
+      code: "overloaded",
+      message: expect.any(String),
+      retryable: true,
+      retryAfterMs: 300,
+    });
+    expect(edge.router.requestsOf("cell.send")).toHaveLength(2);
+    // An answered request frees its place.
+    pending[0]?.();
+    await alice.transport.frame((frame) => frame["requestId"] === "a1");
+    bob.transport.receiveJson(sendFrame("b3"));
+    await vi.waitFor(() => expect(pending).toHaveLength(3));
+    for (const answer of pending.slice(1)) answer();
+    expect(await bob.transport.frame((frame) => frame["requestId"] === "b3")).toMatchObject({ type: "ack" });
+  });
+
   it("answers an unexpected failure with internal and a generic message, logging the detail", async () => {
     const edge = edgeWithGroup();
     edge.router.answers.set("cell.send", () => Promise.reject(new Error("pg: password authentication failed for user cells")));
