@@ -3,16 +3,13 @@
 // messages across both edges and both cells, and the NATS node that leads cell a's bucket (so a new
 // stream leader must be elected under traffic) is SIGKILLed in the middle. Every process that was
 // connected to it must reconnect to a survivor, and the history checker must find nothing lost, doubled
-// or reordered, with every device converged on its mailbox.
+// or reordered, with every device converged on each of its conversations and on its mailbox.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
-import { WebSocket } from "ws";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { CellwireClient, CellwireClientError } from "@cellwire/client";
 import { DirectoryClient } from "@cellwire/cluster";
-import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
-import { checkHistory, dumpCellDatabases, type DatabaseSnapshot, type DeviceDeliveries, type HistoryRecord } from "@cellwire/loadtest";
 import { membershipBucket } from "@cellwire/protocol";
 import { startNatsCluster, type NatsCluster } from "./nats-cluster.ts";
+import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 /** Enough that the sends after the kill outlast the election of the bucket's new stream leader. */
@@ -27,9 +24,8 @@ const reconnectDeadlineMs = 15_000;
 const reconnectPollIntervalMs = 100;
 /** How long the bucket of the dead node's stream may go without a leader. */
 const leaderElectionDeadlineMs = 20_000;
-/** How long after the last ack every mailbox and device may take to converge. */
+/** How long after the last ack every device may take to hold every acked message and its mailbox's joined events. */
 const convergeDeadlineMs = 30_000;
-const convergePollIntervalMs = 250;
 const cellIds = ["a", "b"] as const;
 /**
  * Leases of 3 s, shorter than the election of the bucket's new stream leader (nats-server 2.9 waits a
@@ -44,10 +40,7 @@ const clusterEnvironment = { WORKER_KV_REPLICAS: "3", WORKER_LEASE_MS: "3000", W
 let cluster: NatsCluster | undefined;
 let test: TestTopology | undefined;
 let natsConnection: NatsConnection | undefined;
-const record: HistoryRecord = { sends: [], acks: [], deliveries: [], database: { messages: [], members: [], mailboxes: [] }, expectComplete: true };
-const clients: CellwireClient[] = [];
-
-type Device = { readonly userId: string; readonly deviceId: string; readonly client: CellwireClient; lastSeq(): number };
+const run = new RecordedRun(sendAttemptsMax);
 
 function running(): { cluster: NatsCluster; test: TestTopology } {
   if (cluster === undefined || test === undefined) throw new Error("the NATS cluster and the topology did not start");
@@ -59,56 +52,9 @@ function edgeUrls(first: number): string[] {
   return [...urls.slice(first), ...urls.slice(0, first)];
 }
 
-async function openDevice(userId: string, deviceId: string, firstEdge: number): Promise<Device> {
-  const client = new CellwireClient({
-    url: edgeUrls(firstEdge),
-    deviceId,
-    WebSocket,
-    tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId }),
-    requestTimeoutMs: 30_000,
-    // The namespace is new: every device reads its whole mailbox, so the checker holds it to every seq.
-    resumeAfterSeq: 0,
-  });
-  clients.push(client);
-  const delivered: DeviceDeliveries = { userId, deviceId, events: [], startAfterSeq: 0 };
-  record.deliveries.push(delivered);
-  let lastSeq = 0;
-  // Events other than messages (receipts) take mailbox seqs too: they count for the position only.
-  client.on("event", ({ seq, event }) => {
-    lastSeq = seq;
-    if (event.kind === "message") delivered.events.push({ seq, message: event.message });
-  });
-  client.on("synced", ({ seq }) => {
-    lastSeq = Math.max(lastSeq, seq);
-  });
-  const synced = client.whenSynced();
-  await client.connect();
-  await synced;
-  return { userId, deviceId, client, lastSeq: () => lastSeq };
-}
-
-/**
- * Polls the cell databases until every user's mailbox holds every acked message of their conversations
- * and every device has reached its mailbox's head; returns that snapshot for the checker.
- */
-async function untilConverged(devices: readonly Device[], expectedMessagesOf: (userId: string) => number, namespace: string): Promise<DatabaseSnapshot> {
-  const deadlineAt = performance.now() + convergeDeadlineMs;
-  let lagging: string[] = [];
-  while (performance.now() < deadlineAt) {
-    const snapshot = await dumpCellDatabases({ postgresAdminUrl: testServices.postgresAdminUrl, namespace, cellIds: [...cellIds] });
-    lagging = [];
-    for (const userId of new Set(devices.map((device) => device.userId))) {
-      const held = snapshot.mailboxes.find((mailbox) => mailbox.userId === userId)?.events.length ?? 0;
-      if (held < expectedMessagesOf(userId)) lagging.push(`${userId}'s mailbox holds ${held} of ${expectedMessagesOf(userId)} messages`);
-    }
-    for (const device of devices) {
-      const headSeq = snapshot.mailboxes.find((mailbox) => mailbox.userId === device.userId)?.lastSeq ?? 0;
-      if (device.lastSeq() < headSeq) lagging.push(`${device.userId}/${device.deviceId} is at seq ${device.lastSeq()} of ${headSeq}`);
-    }
-    if (lagging.length === 0) return snapshot;
-    await new Promise((resolve) => setTimeout(resolve, convergePollIntervalMs));
-  }
-  throw new Error(`not converged within ${convergeDeadlineMs} ms: ${lagging.join("; ")}`);
+/** The namespace is new: every device reads its whole mailbox (resumeAfterSeq 0), so the checker holds it to every seq. */
+function openDevice(userId: string, deviceId: string, firstEdge: number): Promise<RecordedDevice> {
+  return run.openDevice(userId, deviceId, edgeUrls(firstEdge), 0);
 }
 
 /** Resolves with the stream's leader once it has one other than `formerLeader`. */
@@ -177,7 +123,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const client of clients) client.close();
+  run.closeAll();
   await natsConnection?.close();
   try {
     // The cleanup's NATS connection goes to the nodes still alive.
@@ -208,18 +154,12 @@ it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster i
   const aliceBob = await alicePhone.client.openDirect("bob");
   const bobCarol = await bobPhone.client.openDirect("carol");
   const group = await carolPhone.client.createGroup("everyone", ["alice", "bob"]);
-  const membersOf = new Map<string, readonly string[]>([
-    [aliceBob.conversationId, aliceBob.memberUserIds],
-    [bobCarol.conversationId, bobCarol.memberUserIds],
-    [group.conversationId, group.memberUserIds],
-  ]);
-  const conversationsOf = (userId: string): string[] => [...membersOf].filter(([, members]) => members.includes(userId)).map(([id]) => id);
+  for (const conversation of [aliceBob, bobCarol, group]) run.conversation(conversation.conversationId, conversation.memberUserIds);
 
   const ackTimesMs: number[] = [];
   let killedAtMs: number | undefined;
   type Kill = { nodeName: string; reason: string; connections: string[]; reconnectedAfterMs: number; elections: string[] };
   let kill: Promise<Kill> | undefined;
-  let retriesAfterFailure = 0;
   const afterAck = (): void => {
     ackTimesMs.push(performance.now());
     if (ackTimesMs.length !== natsNodeKilledAfterAcks) return;
@@ -253,25 +193,11 @@ it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster i
   const senders = [alicePhone, aliceLaptop, bobPhone, carolPhone, bobTablet];
   const sendRound = (round: string, perSender: number): Promise<unknown> =>
     Promise.all(
-      senders.map(async (sender, senderIndex) => {
-        const conversations = conversationsOf(sender.userId);
+      senders.map(async (sender) => {
+        const conversations = run.conversationsOf(sender.userId);
         for (let index = 0; index < perSender; index++) {
           const conversationId = conversations[index % conversations.length] ?? "";
-          const clientMessageId = `${sender.userId}-${sender.deviceId}-${round}-${index}`;
-          const body = `message ${round}/${index} from ${sender.userId}/${sender.deviceId}`;
-          record.sends.push({ senderUserId: sender.userId, senderDeviceId: sender.deviceId, conversationId, clientMessageId, body });
-          for (let attempt = 1; ; attempt++) {
-            try {
-              const ack = await sender.client.send(conversationId, body, { clientMessageId });
-              record.acks.push({ senderUserId: sender.userId, conversationId, clientMessageId, messageId: ack.messageId, seq: ack.seq });
-              break;
-            } catch (error) {
-              if (!(error instanceof CellwireClientError) || !error.retryable || attempt >= sendAttemptsMax) {
-                throw new Error(`sender ${senderIndex} gave up on ${clientMessageId}: ${String(error)}`, { cause: error });
-              }
-              retriesAfterFailure++;
-            }
-          }
+          await run.send(sender, conversationId, `message ${round}/${index} from ${sender.userId}/${sender.deviceId}`, `${sender.userId}-${sender.deviceId}-${round}-${index}`);
           afterAck();
         }
       }),
@@ -288,10 +214,14 @@ it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster i
   await sendRound("healed", healedMessagesPerSender);
   const sentTotal = messagesTotal + healedMessagesPerSender * senders.length;
 
-  const expectedMessagesOf = (userId: string): number => record.acks.filter((ack) => membersOf.get(ack.conversationId)?.includes(userId) === true).length;
-  record.database = await untilConverged([alicePhone, aliceLaptop, bobPhone, bobTablet, carolPhone], expectedMessagesOf, topology.namespace);
-  for (const client of clients) client.close();
-  const report = checkHistory(record);
+  // Every device holds every acked message of its conversations and its mailbox's joined events; then the checker holds it to the databases.
+  await run.settle(convergeDeadlineMs);
+  const report = await run.check(testServices.postgresAdminUrl, topology.namespace, cellIds);
+  const record = run.record;
+  const messagesOf = (userId: string): number => {
+    const conversations = new Set(run.conversationsOf(userId));
+    return record.acks.filter((ack) => conversations.has(ack.conversationId)).length;
+  };
 
   // Time to recover: the longest wait for the next ack once the node died, against the longest before.
   const killTime = killedAtMs ?? Number.POSITIVE_INFINITY;
@@ -302,17 +232,18 @@ it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster i
   const longestGapAfterMs = Math.max(0, ...gapsAfter);
   process.stdout.write(
     [
-      `nats-cluster: ${record.acks.length} acked of ${record.sends.length} sent (${messagesTotal} in ${(sendingMs / 1000).toFixed(1)} s around the kill, then ${sentTotal - messagesTotal} on the healed cluster), ${retriesAfterFailure} app-level retries`,
+      `nats-cluster: ${record.acks.length} acked of ${record.sends.length} sent (${messagesTotal} in ${(sendingMs / 1000).toFixed(1)} s around the kill, then ${sentTotal - messagesTotal} on the healed cluster), ${run.retries} app-level retries`,
       `nats-cluster: SIGKILL NATS node ${killed.nodeName} (${killed.reason}) after ${natsNodeKilledAfterAcks} acks; its ${killed.connections.length} Cellwire connections (${killed.connections.join(", ")}) were back on the survivors after ${killed.reconnectedAfterMs.toFixed(0)} ms`,
       `nats-cluster: re-elected: ${killed.elections.length === 0 ? "no bucket was led by the dead node" : killed.elections.join("; ")}`,
       `nats-cluster: longest gap between acks: ${longestGapBeforeMs.toFixed(0)} ms before the kill, ${longestGapAfterMs.toFixed(0)} ms after it (${gapsAfter.length} acks after the kill)`,
-      `nats-cluster: messages in mailboxes: alice ${expectedMessagesOf("alice")}, bob ${expectedMessagesOf("bob")}, carol ${expectedMessagesOf("carol")}`,
+      `nats-cluster: messages in each user's conversations: alice ${messagesOf("alice")}, bob ${messagesOf("bob")}, carol ${messagesOf("carol")}`,
       `nats-cluster: checker: ${report.summary}`,
       "",
     ].join("\n"),
   );
   expect(report.findings).toEqual([]);
   expect(report.ok).toBe(true);
+  expect(run.sequenceGaps).toEqual([]);
   expect(record.acks).toHaveLength(sentTotal);
   expect(record.database.messages).toHaveLength(sentTotal);
   expect(killed.connections.length).toBeGreaterThan(0);
