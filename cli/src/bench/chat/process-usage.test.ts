@@ -4,6 +4,7 @@ import {
   clockTicksPerSecond,
   findProcessIdsByName,
   parseCpuTicks,
+  parseMachineBusyTicks,
   parseRssBytes,
   readCpuTicks,
   readRssBytes,
@@ -22,6 +23,11 @@ describe("reading /proc", () => {
   it("reads VmRSS in bytes, and nothing for a process without it", () => {
     expect(parseRssBytes("Name:\tnode\nVmPeak:\t  900 kB\nVmRSS:\t   51200 kB\nThreads:\t11\n")).toBe(51200 * 1024);
     expect(parseRssBytes("Name:\tkthreadd\nThreads:\t1\n")).toBeUndefined();
+  });
+
+  it("counts the machine's busy ticks without idle, iowait or the guest time already in user", () => {
+    expect(parseMachineBusyTicks("cpu  100 5 50 1000 20 3 2 1 40 0\ncpu0 50 2 25 500 10 1 1 0 20 0\n")).toBe(100 + 5 + 50 + 3 + 2 + 1);
+    expect(parseMachineBusyTicks("intr 1 2 3\n")).toBeUndefined();
   });
 
   it("reads this process", () => {

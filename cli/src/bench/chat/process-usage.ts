@@ -120,3 +120,26 @@ export function usageBetween(start: UsageSample, end: UsageSample, ticksPerSecon
   }
   return usages;
 }
+
+/**
+ * Busy ticks of the whole machine (all cores) from the first line of /proc/stat: everything but idle and
+ * iowait. Over a window it shows how much of the cores the measured processes account for, and so
+ * whether something else (another engineer's run) shared the machine.
+ */
+export function parseMachineBusyTicks(procStat: string): number | undefined {
+  const line = procStat.split("\n", 1)[0] ?? "";
+  if (!line.startsWith("cpu ")) return undefined;
+  const fields = line.trim().split(/\s+/).slice(1).map(Number);
+  if (fields.length < 5 || !fields.every((value) => Number.isSafeInteger(value))) return undefined;
+  // user nice system idle iowait irq softirq steal [guest guest_nice, already inside user and nice]
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+  return user + nice + system + irq + softirq + steal;
+}
+
+export function readMachineBusyTicks(): number | undefined {
+  try {
+    return parseMachineBusyTicks(readFileSync("/proc/stat", "utf8"));
+  } catch {
+    return undefined;
+  }
+}
