@@ -26,7 +26,7 @@ import {
   type SetupCommand,
   type WindowCommand,
 } from "./load-messages.ts";
-import { intendedUs, isMeasured, messageBody, messageKey, onTimeDeliveryUsMax, parseMessageBody, sendSchedule, type SendSchedule } from "./workload.ts";
+import { intendedUs, isMeasured, messageBody, messageKey, onTimeDeliveryUsMax, parseMessageBody, senderOrder, sendSchedule, type SendSchedule } from "./workload.ts";
 
 /**
  * Sends awaiting their answer, over all windows. Past it a send is counted as failed without going out:
@@ -70,8 +70,9 @@ type UserSlot = {
   readonly userIndex: number;
   readonly userId: string;
   readonly connection: ChatConnection;
-  /** The conversation this user sends to, and its member count: set by the join command. */
+  /** The conversation this user sends to, its index and its member count: set by the join command. */
   conversationId: string | undefined;
+  conversationIndex: number;
   members: number;
   /** Keys of this window's messages this connection received: a second arrival is a duplicate. */
   readonly seenKeys: Set<number>;
@@ -160,7 +161,7 @@ class LoadProcess {
   private bodyBytes = 0;
   private slots: UserSlot[] = [];
   private slotByIndex = new Map<number, UserSlot>();
-  /** Users with a conversation, in round-robin order. */
+  /** Users with a conversation, in the order they take turns to send (workload.ts senderOrder). */
   private senders: UserSlot[] = [];
   private senderCursor = 0;
   private messageCounter = 0;
@@ -245,7 +246,7 @@ class LoadProcess {
       factory = (await import("./socketio-peer/socketio-connection.ts")).socketIoConnection;
     }
     for (const user of command.users) {
-      const slot: UserSlot = { userIndex: user.userIndex, userId: user.userId, connection: factory(user.userId, user.serverUrls), conversationId: undefined, members: 0, seenKeys: new Set() };
+      const slot: UserSlot = { userIndex: user.userIndex, userId: user.userId, connection: factory(user.userId, user.serverUrls), conversationId: undefined, conversationIndex: -1, members: 0, seenKeys: new Set() };
       slot.connection.onMessage((_conversationId, body) => this.delivered(slot, body));
       slot.connection.onConnectionLost(() => {
         this.connectionsLost++;
@@ -280,12 +281,13 @@ class LoadProcess {
         const slot = this.slotByIndex.get(userIndex);
         if (slot === undefined) continue;
         slot.conversationId = conversationId;
+        slot.conversationIndex = index;
         slot.members = memberUserIndexes.length;
         joins.push({ slot, conversationId });
       }
     }
     this.recorder?.setConversations(indexById);
-    this.senders = this.slots.filter((slot) => slot.conversationId !== undefined);
+    this.senders = senderOrder(this.slots.filter((slot) => slot.conversationId !== undefined));
     return runBounded(joins, setupOperationsInFlightMax, ({ slot, conversationId }) => slot.connection.joinConversation(conversationId));
   }
 

@@ -15,6 +15,7 @@ import {
   processOfUser,
   ratePasses,
   sendSchedule,
+  senderOrder,
   serverUrlsOfUser,
 } from "./workload.ts";
 
@@ -57,6 +58,12 @@ describe("the conversation plan", () => {
       for (const processCount of [2, 3, 4]) expect(processOfUser(first, processCount)).not.toBe(processOfUser(second, processCount));
       expect(serverUrlsOfUser(first, urls)[0]).not.toBe(serverUrlsOfUser(second, urls)[0]);
     }
+  });
+
+  it("lets the members of different conversations take turns, so that every conversation is busy", () => {
+    // Load process 0 of 2 with groups of 4: users 0 and 2 in conversation 0, 4 and 6 in conversation 1.
+    const senders = [0, 2, 4, 6].map((userIndex) => ({ userIndex, conversationIndex: Math.floor(userIndex / 4) }));
+    expect(senderOrder(senders).map(({ userIndex }) => userIndex)).toEqual([0, 4, 2, 6]);
   });
 
   it("gives each user every server, its own first", () => {

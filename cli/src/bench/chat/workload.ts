@@ -64,6 +64,25 @@ export function serverUrlsOfUser(userIndex: number, serverUrls: readonly string[
   return [...serverUrls.slice(first), ...serverUrls.slice(0, first)];
 }
 
+/**
+ * The order in which a load process's users take turns to send (round robin, each to its own
+ * conversation): the first of its members in each conversation, conversation by conversation, then the
+ * second, and so on. In user order, the members of one group would send back to back, and a short window
+ * would load a few conversations (and their owners) while the rest stayed idle.
+ */
+export function senderOrder<T extends { readonly userIndex: number; readonly conversationIndex: number }>(senders: readonly T[]): T[] {
+  const rankInConversation = new Map<T, number>();
+  const seen = new Map<number, number>();
+  for (const sender of [...senders].sort((left, right) => left.userIndex - right.userIndex)) {
+    const rank = seen.get(sender.conversationIndex) ?? 0;
+    seen.set(sender.conversationIndex, rank + 1);
+    rankInConversation.set(sender, rank);
+  }
+  return [...senders].sort(
+    (left, right) => (rankInConversation.get(left) ?? 0) - (rankInConversation.get(right) ?? 0) || left.conversationIndex - right.conversationIndex,
+  );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The send schedule: constant arrival rate, latency from the intended time
 
