@@ -45,7 +45,7 @@ describe("merging a rate", () => {
       usage,
       machineCpuMs: 100,
     });
-    expect(result).toMatchObject({ sent: 2, acked: 2, expectedDeliveries: 4, delivered: 4, missing: 0, late: 0, ackedPerS: 1, deliveriesPerS: 2, pass: true });
+    expect(result).toMatchObject({ sent: 2, acked: 2, unanswered: 0, expectedDeliveries: 4, delivered: 4, missing: 0, late: 0, ackedPerS: 1, deliveriesPerS: 2, pass: true });
     expect(result.deliveryMs?.max).toBeCloseTo(8, 1);
     expect(result.processes).toEqual([
       { name: "cellwire-edge-1", cpuMs: 30, cpuUsPerMessage: 15_000, rssMb: 100 },
@@ -64,6 +64,12 @@ describe("merging a rate", () => {
     expect(late).toMatchObject({ missing: 0, late: 1, pass: false });
     const slow = mergeRate({ ...base, reports: [report({ keys: [1, 2], onTime: [2, 2], late: [0, 0] }, [5000, 5000, 5000, 60_000])] });
     expect(slow).toMatchObject({ missing: 0, late: 0, pass: false });
+  });
+
+  it("counts the sends neither acked nor failed by the report as unanswered", () => {
+    const waiting = { ...report({ keys: [1, 2], onTime: [2, 2], late: [0, 0] }, [5000]), acked: 0, failed: 1 };
+    const result = mergeRate({ system: "cellwire", group: 2, rate: 1, durationS: 2, reports: [waiting], usage, machineCpuMs: null });
+    expect(result).toMatchObject({ sent: 2, acked: 0, failed: 1, unanswered: 1, serverCpuUsPerMessage: null });
   });
 });
 

@@ -22,6 +22,8 @@ export type RateResult = {
   readonly sent: number;
   readonly acked: number;
   readonly failed: number;
+  /** Window sends neither acked nor failed when the window was reported (still waiting on the server). */
+  readonly unanswered: number;
   readonly expectedDeliveries: number;
   /** Window deliveries received, each connection's first copy of each message (on time or late). */
   readonly delivered: number;
@@ -110,6 +112,7 @@ export function mergeRate(input: RateInput): RateResult {
     sent,
     acked,
     failed: sum("failed"),
+    unanswered: sent - acked - sum("failed"),
     expectedDeliveries: deliveries.expected,
     delivered,
     late: deliveries.late,

@@ -12,6 +12,7 @@ function result(system: RateResult["system"], rate: number, pass: boolean): Rate
     sent: rate * 30,
     acked: rate * 30,
     failed: 0,
+    unanswered: 0,
     expectedDeliveries: rate * 60,
     delivered: rate * 60,
     late: 0,
@@ -67,7 +68,7 @@ describe("the markdown report", () => {
   it("has a table per system with a row per rate, the knees, the ratios and the history check", () => {
     expect(report).toContain("## Cellwire");
     expect(report).toContain("## Socket.IO 4 + redis-adapter (2 nodes)");
-    expect(report).toContain("| 50 | 1,500 | 1,500 | 0 | 3,000 | 3,000 | 0 | 0 | 0 | 50 | 100 | 3.2 / 12.5 / 140 | 30.0 / 58.0 / 300 | **no** | 4,000 |");
+    expect(report).toContain("| 50 | 1,500 | 1,500 | 0 | 0 | 3,000 | 3,000 | 0 | 0 | 0 | 50 | 100 | 3.2 / 12.5 / 140 | 30.0 / 58.0 / 300 | **no** | 4,000 |");
     expect(report).toContain("**knee 25 sends/s (50 deliveries/s); at 50 sends/s (the first failing rate) 50 acked/s.**");
     expect(report).toContain("worker-a-1 4,000, load-1 1,200");
     expect(report).toContain("- knee, sends/s: 0.5×");

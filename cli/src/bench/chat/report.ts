@@ -149,13 +149,14 @@ function machineShare(result: RateResult): string {
 
 function rateTable(results: readonly RateResult[]): string[] {
   const header =
-    "| rate | sent | acked | failed | expected | delivered | late | missing | dup | acked/s | deliveries/s | ack p50 / p99 / max ms | delivery p50 / p99 / max ms | pass | server CPU µs/msg |";
+    "| rate | sent | acked | failed | unanswered | expected | delivered | late | missing | dup | acked/s | deliveries/s | ack p50 / p99 / max ms | delivery p50 / p99 / max ms | pass | server CPU µs/msg |";
   const rows = results.map((result) =>
     [
       figure(result.rate),
       figure(result.sent),
       figure(result.acked),
       figure(result.failed),
+      figure(result.unanswered),
       figure(result.expectedDeliveries),
       figure(result.delivered),
       figure(result.late),
@@ -169,7 +170,7 @@ function rateTable(results: readonly RateResult[]): string[] {
       result.serverCpuUsPerMessage === null ? "–" : figure(result.serverCpuUsPerMessage),
     ].join(" | "),
   );
-  return [header, `|${" --- |".repeat(15)}`, ...rows.map((row) => `| ${row} |`)];
+  return [header, `|${" --- |".repeat(16)}`, ...rows.map((row) => `| ${row} |`)];
 }
 
 function processTable(results: readonly RateResult[]): string[] {

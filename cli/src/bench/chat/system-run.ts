@@ -27,10 +27,15 @@ const setupDeadlineMs = 300_000;
 const commandDeadlineMs = 30_000;
 /** Sends still unanswered at the end wait this long (above the SDK's 10 s request timeout). */
 const settleDeadlineMs = 30_000;
-/** Each connection gets this long to read its mailbox to the head at the end. */
+/** Each round gives the connections this long to read to the heads of the latest dump. */
 const catchUpDeadlineMs = 30_000;
-/** Rounds of dump, catch up and dump again before the run is taken as not quiescent. */
-const quiescenceRoundsMax = 3;
+/**
+ * How long the end of a run may take to come to rest: after an overload the cells keep working through
+ * their backlog (retried relays, fan-out) long after the clients gave up on their sends.
+ */
+const restDeadlineMs = 60_000;
+/** Rounds of dump, catch up and dump again come at most this often: a busy cell is not dumped back to back. */
+const restRoundIntervalMs = 1000;
 
 export type RunContext = {
   readonly options: BenchOptions;
@@ -203,6 +208,10 @@ async function runRate(fleet: LoadFleet, rate: number, usageTargets: readonly Us
   });
 }
 
+function samePositions(left: readonly { userIndex: number; position: number }[], right: readonly { userIndex: number; position: number }[]): boolean {
+  return left.length === right.length && left.every((entry, index) => entry.userIndex === right[index]?.userIndex && entry.position === right[index]?.position);
+}
+
 type HistoryInput = {
   readonly context: RunContext;
   readonly conversationIds: readonly string[];
@@ -225,10 +234,14 @@ async function checkCellwireHistory(system: CellwireSystem, fleet: LoadFleet, in
   const userIndexOf = new Map([...userIds].map(([userIndex, userId]) => [userId, userIndex]));
   const dump = (): Promise<DatabaseSnapshot> => dumpCellDatabases({ postgresAdminUrl: system.postgresAdminUrl, namespace: system.namespace, cellIds: system.cellIds });
 
-  let database = await dump();
-  let quiescent = false;
-  for (let round = 1; round <= quiescenceRoundsMax && !quiescent; round++) {
-    const positions = positionsToReach(database, userIndexOf);
+  // At rest: nothing unanswered, every connection read to the head of its mailbox, and no head moved
+  // between two dumps with a catch-up between them. Sends the SDK never answered rule it out at once.
+  const restDeadline = performance.now() + restDeadlineMs;
+  let heads = positionsToReach(await dump(), userIndexOf);
+  let atRest = false;
+  for (let round = 1; pending === 0 && !atRest && performance.now() < restDeadline; round++) {
+    const roundStartedAt = performance.now();
+    const positions = heads;
     log(`cellwire: history check: every connection reading to its head (round ${round})…`);
     const caughtUp = await fleet.all(
       (processIndex) => ({ type: "catchUp", deadlineMs: catchUpDeadlineMs, positions: positions.filter(({ userIndex }) => processOfUser(userIndex, options.loadProcesses) === processIndex) }),
@@ -236,13 +249,20 @@ async function checkCellwireHistory(system: CellwireSystem, fleet: LoadFleet, in
       catchUpDeadlineMs + commandDeadlineMs,
     );
     const behind = caughtUp.reduce((sum, reply) => sum + reply.behind, 0);
-    const again = await dump();
-    // Quiescent: nothing unanswered, every connection at its head, and no head moved meanwhile.
-    quiescent = pending === 0 && behind === 0 && JSON.stringify(positionsToReach(again, userIndexOf)) === JSON.stringify(positions);
-    if (!quiescent) log(`cellwire: history check: not at rest yet (${pending} sends unanswered, ${behind} connections behind their heads)`);
-    database = again;
+    heads = positionsToReach(await dump(), userIndexOf);
+    const moved = !samePositions(positions, heads);
+    atRest = behind === 0 && !moved;
+    if (!atRest) {
+      log(`cellwire: history check: not at rest yet (${behind} connections behind their heads${moved ? ", heads still moving" : ""})`);
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, roundStartedAt + restRoundIntervalMs - performance.now())));
+    }
   }
+  if (pending > 0) log(`cellwire: history check: ${pending} sends were never answered; checking the run as incomplete`);
+  // The recording stops first and the databases are read after it: every event a device recorded was
+  // committed before it was delivered, so the dump holds it, whether or not the run came to rest.
   await fleet.all(() => ({ type: "finish" }), "finished", commandDeadlineMs);
+  const database = await dump();
+  const quiescent = atRest && samePositions(heads, positionsToReach(database, userIndexOf));
   const recording = await readRecordings(input.recordingPaths);
   const record = toHistoryRecord(recording, { userIds, deviceId, conversationIds: input.conversationIds, bodyBytes: options.bodyBytes }, database, quiescent);
   return checkHistory(record);
