@@ -242,7 +242,9 @@ async function checkCellwireHistory(system: CellwireSystem, fleet: LoadFleet, in
   for (let round = 1; pending === 0 && !atRest && performance.now() < restDeadline; round++) {
     const roundStartedAt = performance.now();
     const positions = heads;
-    log(`cellwire: history check: every connection reading to its head (round ${round})…`);
+    // One line now and then: an overloaded run takes dozens of rounds to drain.
+    const loud = round === 1 || round % 10 === 0;
+    if (loud) log(`cellwire: history check: every connection reading to its head (round ${round})…`);
     const caughtUp = await fleet.all(
       (processIndex) => ({ type: "catchUp", deadlineMs: catchUpDeadlineMs, positions: positions.filter(({ userIndex }) => processOfUser(userIndex, options.loadProcesses) === processIndex) }),
       "caughtUp",
@@ -253,7 +255,7 @@ async function checkCellwireHistory(system: CellwireSystem, fleet: LoadFleet, in
     const moved = !samePositions(positions, heads);
     atRest = behind === 0 && !moved;
     if (!atRest) {
-      log(`cellwire: history check: not at rest yet (${behind} connections behind their heads${moved ? ", heads still moving" : ""})`);
+      if (loud) log(`cellwire: history check: not at rest yet (${behind} connections behind their heads${moved ? ", heads still moving" : ""})`);
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, roundStartedAt + restRoundIntervalMs - performance.now())));
     }
   }
