@@ -53,6 +53,7 @@ describe("the chat bench's options", () => {
     expect(message(parseBenchOptions(["--group", "2", "--body-bytes", "10"], now))).toMatch(/--body-bytes/);
     expect(message(parseBenchOptions(["--group", "2", "--peer", "kafka"], now))).toMatch(/--peer takes socketio/);
     expect(message(parseBenchOptions(["--group", "2", "--postgres-admin-url", "redis://x"], now))).toMatch(/postgres:\/\//);
+    expect(message(parseBenchOptions(["--group", "2", "--users", "3", "--load-processes", "3"], now))).toMatch(/more than the 2 users in conversations/);
     expect(message(parseBenchOptions(["--group", "2", "--frobnicate"], now))).toMatch(/frobnicate/);
     expect(message(parseBenchOptions(["--group", "2", "extra"], now))).toMatch(/unexpected argument "extra"/);
   });

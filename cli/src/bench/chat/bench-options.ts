@@ -127,6 +127,10 @@ export function parseBenchOptions(argv: readonly string[], now: Date = new Date(
     if (values.group === undefined) throw new OptionError("--group is required");
     const group = wholeNumber("group", values.group, 2, groupMembersMax);
     const users = wholeNumber("users", values.users, group, limits.usersMax);
+    const loadProcesses = wholeNumber("load-processes", values["load-processes"], 1, limits.loadProcessesMax);
+    const usersInConversations = Math.floor(users / group) * group;
+    // User i goes to process i % n: a process past the last user would have no one to send as.
+    if (loadProcesses > usersInConversations) throw new OptionError(`--load-processes ${loadProcesses} is more than the ${usersInConversations} users in conversations`);
     if (values.peer !== undefined && values.peer !== "socketio") throw new OptionError(`--peer takes socketio, not ${JSON.stringify(values.peer)}`);
     if (values.profile === "") throw new OptionError("--profile takes a directory");
     if (values.results === "") throw new OptionError("--results takes a file path");
@@ -139,7 +143,7 @@ export function parseBenchOptions(argv: readonly string[], now: Date = new Date(
         durationS: seconds("duration", values.duration, 0, limits.durationSMax, true),
         warmupS: seconds("warmup", values.warmup, 0, limits.warmupSMax, false),
         users,
-        loadProcesses: wholeNumber("load-processes", values["load-processes"], 1, limits.loadProcessesMax),
+        loadProcesses,
         // The header (key and intended time) must fit: a smaller body would not be the size asked for.
         bodyBytes: wholeNumber("body-bytes", values["body-bytes"], messageBodyHeaderLengthMax, limits.bodyBytesMax),
         peer: values.peer,

@@ -216,7 +216,14 @@ export function renderReport(input: ReportInput): string {
     `- Workload: ${workloadText(options)}`,
     "- A rate passes when every message reached every member's connection (the sender's own included) within 5 s and p99 delivery is at most 50 ms. " +
       "CPU is utime + stime from /proc over the measured window, per acked message; \"server\" counts every process but the load generator " +
-      "(load processes and coordinator), Postgres as the backends of the run's cell databases. The load generator shares the cores with the servers.",
+      "(load processes and coordinator), Postgres as the backends of the run's cell databases. The load generator shares the cores with the servers. " +
+      "RSS is VmRSS at the window's end; Postgres's is summed over its backends, so shared buffers count once per backend.",
+    ...(options.profileDirectory === undefined
+      ? []
+      : [
+          `- CPU profiles of every Cellwire process and load process: \`${options.profileDirectory}/<process name>/\` (the file with \`.0.\` after the pid is the main thread; ` +
+            "the other is tsx's module loader thread). Profiling slows every process: figures of a profiled run are not comparable with others.",
+        ]),
     "",
     ...section(systemTitles.cellwire, input.cellwire),
     `History check: ${input.historyCheck ?? "not run"}`,

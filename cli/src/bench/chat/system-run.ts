@@ -108,7 +108,7 @@ export async function runSystem(system: CellwireSystem | PeerSystem, context: Ru
     const connectedAt = performance.now();
     const connected = await fleet.all(() => ({ type: "connect", connectsInFlightMax }), "connected", setupDeadlineMs);
     for (const reply of connected) if (reply.failed > 0) throw new Error(`${system.system}: ${describeFailures("connects", reply.failed, reply.firstError)}`);
-    log(`${system.system}: ${userIndexes.length} users connected in ${((performance.now() - connectedAt) / 1000).toFixed(1)} s; creating ${plan.length} conversations…`);
+    log(`${system.system}: ${userIndexes.length} users connected in ${((performance.now() - connectedAt) / 1000).toFixed(1)} s; creating ${plan.length} conversation${plan.length === 1 ? "" : "s"}…`);
 
     const conversationIds = await createConversations(fleet, plan, context);
     const joined = await fleet.all(
