@@ -83,7 +83,9 @@ async function main(argv: readonly string[]): Promise<number> {
 
   const context: RunContext = { options, runId, log, emit, onCleanup: (cleanup) => cleanups.add(cleanup) };
   const date = new Date();
+  // Asked now, in parallel with the run; awaited for the report (a failure then fails the run, not earlier).
   const machine = describeMachine();
+  machine.catch(() => undefined);
   try {
     log(`bench:chat: run ${runId}: starting Cellwire (directory, cells a and b with two workers each, two edges)…`);
     const cellwire = await startCellwire({
