@@ -179,9 +179,9 @@ function processTable(results: readonly RateResult[]): string[] {
 }
 
 function kneeText(knee: KneeLine): string {
-  const at = knee.kneeSendsPerS === null ? "no knee: the lowest rate run already failed" : `${figure(knee.kneeSendsPerS)} sends/s (${figure(knee.kneeDeliveriesPerS ?? 0)} deliveries/s)`;
+  const at = knee.kneeSendsPerS === null ? "no knee: the lowest rate run already failed" : `knee ${figure(knee.kneeSendsPerS)} sends/s (${figure(knee.kneeDeliveriesPerS ?? 0)} deliveries/s)`;
   const twice = knee.atTwiceKnee === null ? "no rate failed" : `at ${figure(knee.atTwiceKnee.rate)} sends/s (the first failing rate) ${figure(knee.atTwiceKnee.ackedPerS)} acked/s`;
-  return `knee ${at}; ${twice}`;
+  return `${at}; ${twice}`;
 }
 
 function section(title: string, system: SystemSection): string[] {
@@ -237,7 +237,8 @@ export function renderReport(input: ReportInput): string {
   }
   const loadShare = input.cellwire.results.map((result) => result.processes.filter((process) => isLoadGenerator(process.name)).reduce((sum, process) => sum + process.cpuMs, 0));
   if (loadShare.some((cpuMs) => cpuMs > 0)) {
-    lines.push(`The load generator used ${loadShare.map((cpuMs, index) => `${figure(cpuMs)} ms at ${figure(input.cellwire.results[index]?.rate ?? 0)} sends/s`).join(", ")} of CPU over Cellwire's windows.`, "");
+    const perRate = loadShare.map((cpuMs, index) => `${figure(cpuMs)} ms at ${figure(input.cellwire.results[index]?.rate ?? 0)} sends/s`);
+    lines.push(`CPU of the load generator (load processes and coordinator) over Cellwire's windows: ${perRate.join(", ")}.`, "");
   }
   return lines.join("\n");
 }
