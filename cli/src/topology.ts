@@ -22,6 +22,11 @@ export type TopologyOptions = {
   readonly webDirectory?: string;
   /** Extra environment for every child (lease timings in tests, for example). */
   readonly extraEnvironment?: Readonly<Record<string, string>>;
+  /**
+   * Node options added to every child's, by process name: the chat bench passes `--cpu-prof` with a
+   * directory per process, so each profile names the process it came from.
+   */
+  readonly extraExecArgv?: (processName: string) => readonly string[];
   /** Receives each line a child prints, prefixed by its process name. */
   readonly onOutput: (processName: string, line: string) => void;
   readonly startDeadlineMs?: number;
@@ -53,6 +58,15 @@ export class Topology {
 
   get processNames(): string[] {
     return this.children.map((child) => child.processName);
+  }
+
+  /** The children running now, with their pids (the benches read their CPU and memory from /proc). */
+  processes(): { processName: string; pid: number }[] {
+    const running: { processName: string; pid: number }[] = [];
+    for (const { processName, child } of this.children) {
+      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) running.push({ processName, pid: child.pid });
+    }
+    return running;
   }
 
   /** Sends `signal` to one process by name (chaos tests); returns its exit promise. */
@@ -155,7 +169,7 @@ export class Topology {
 
   private spawn(processName: string, entry: string, environment: Record<string, string>): Promise<number> {
     const child = fork(require.resolve(entry), [], {
-      execArgv: ["--import", "tsx"],
+      execArgv: ["--import", "tsx", ...(this.options.extraExecArgv?.(processName) ?? [])],
       env: {
         ...process.env,
         ...this.options.extraEnvironment,

@@ -5,6 +5,8 @@
 
 /** Receives each message that reaches the connection: its conversation and the body as sent. */
 export type MessageListener = (conversationId: string, body: string) => void;
+/** Called each time an open connection drops on its own (not on close()); it then reconnects by itself. */
+export type ConnectionLostListener = () => void;
 
 export interface ChatConnection {
   /** Resolves once the connection can send and receive (Cellwire: its first `synced`). */
@@ -20,6 +22,7 @@ export interface ChatConnection {
   /** Resolves when the server acknowledged the message (Cellwire: after its commit); rejects on failure. */
   send(conversationId: string, body: string): Promise<void>;
   onMessage(listener: MessageListener): void;
+  onConnectionLost(listener: ConnectionLostListener): void;
   close(): Promise<void>;
 }
 

@@ -6,7 +6,7 @@
 // member joins. Rooms belong to a server-side socket, so after a reconnection this connection joins its
 // conversations again; what was sent to them in between is gone (nothing is persisted, by design).
 import { io, type Socket } from "socket.io-client";
-import type { ChatConnection, ChatConnectionFactory, MessageListener } from "../chat-connection.ts";
+import type { ChatConnection, ChatConnectionFactory, ConnectionLostListener, MessageListener } from "../chat-connection.ts";
 
 /** How long connect() waits for the first connection, through socket.io-client's own retries. */
 const connectDeadlineMs = 10_000;
@@ -137,6 +137,13 @@ class SocketIoConnection implements ChatConnection {
 
   onMessage(listener: MessageListener): void {
     this.listeners.push(listener);
+  }
+
+  onConnectionLost(listener: ConnectionLostListener): void {
+    this.socket.on("disconnect", (reason) => {
+      // "io client disconnect" is our own close().
+      if (reason !== "io client disconnect") listener();
+    });
   }
 
   close(): Promise<void> {

@@ -1,0 +1,69 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import {
+  clockTicksPerSecond,
+  findProcessIdsByName,
+  parseCpuTicks,
+  parseMachineBusyTicks,
+  parseRssBytes,
+  readCpuTicks,
+  readRssBytes,
+  sampleUsage,
+  usageBetween,
+  type UsageSample,
+} from "./process-usage.ts";
+
+describe("reading /proc", () => {
+  it("adds utime and stime, whatever the command name holds", () => {
+    const stat = "4242 (node (worker) 1) S 1 4242 4242 0 -1 4194560 9000 0 3 0 1234 567 0 0 20 0 11 0 100 0 0";
+    expect(parseCpuTicks(stat)).toBe(1234 + 567);
+    expect(parseCpuTicks("4242 (x) S 1")).toBeUndefined();
+  });
+
+  it("reads VmRSS in bytes, and nothing for a process without it", () => {
+    expect(parseRssBytes("Name:\tnode\nVmPeak:\t  900 kB\nVmRSS:\t   51200 kB\nThreads:\t11\n")).toBe(51200 * 1024);
+    expect(parseRssBytes("Name:\tkthreadd\nThreads:\t1\n")).toBeUndefined();
+  });
+
+  it("counts the machine's busy ticks without idle, iowait or the guest time already in user", () => {
+    expect(parseMachineBusyTicks("cpu  100 5 50 1000 20 3 2 1 40 0\ncpu0 50 2 25 500 10 1 1 0 20 0\n")).toBe(100 + 5 + 50 + 3 + 2 + 1);
+    expect(parseMachineBusyTicks("intr 1 2 3\n")).toBeUndefined();
+  });
+
+  it("reads this process", () => {
+    expect(readCpuTicks(process.pid)).toBeGreaterThanOrEqual(0);
+    expect(readRssBytes(process.pid)).toBeGreaterThan(1024 * 1024);
+    expect(readCpuTicks(2 ** 22 + 1)).toBeUndefined();
+    expect(clockTicksPerSecond()).toBeGreaterThan(0);
+  });
+
+  it("finds processes by command name", () => {
+    const name = readFileSync(`/proc/${process.pid}/comm`, "utf8").trimEnd();
+    expect(findProcessIdsByName(name)).toContain(process.pid);
+    expect(findProcessIdsByName("no-such-process-name")).toEqual([]);
+  });
+
+  it("samples a group of pids, leaving out those that are gone", async () => {
+    const sample = await sampleUsage([{ name: "self", pids: () => [process.pid, 2 ** 22 + 1] }]);
+    expect([...(sample.get("self")?.ticksByPid.keys() ?? [])]).toEqual([process.pid]);
+  });
+});
+
+describe("usage between two samples", () => {
+  const start: UsageSample = new Map([
+    ["edge", { ticksByPid: new Map([[10, 100]]), rssBytes: 50 * 1024 * 1024 }],
+    ["postgres", { ticksByPid: new Map([[20, 1000], [21, 500]]), rssBytes: 0 }],
+  ]);
+  const end: UsageSample = new Map([
+    ["edge", { ticksByPid: new Map([[10, 250]]), rssBytes: 60 * 1024 * 1024 }],
+    // Backend 21 left, backend 22 came in the interval.
+    ["postgres", { ticksByPid: new Map([[20, 1100], [22, 30]]), rssBytes: 30 * 1024 * 1024 }],
+  ]);
+
+  it("turns ticks into milliseconds and sums a group's processes", () => {
+    expect(usageBetween(start, end, 100)).toEqual([
+      { name: "edge", cpuMs: 1500, rssMb: 60, processCount: 1 },
+      { name: "postgres", cpuMs: 1300, rssMb: 30, processCount: 2 },
+    ]);
+  });
+});
