@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { connect } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
-import { closeCodes } from "@cellwire/protocol";
+import { closeCodes, protocolVersion } from "@cellwire/protocol";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { RawSocket } from "./raw-socket.ts";
 import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
@@ -72,7 +72,7 @@ function untilOutput(matches: (line: string) => boolean, deadlineMs: number): Pr
 async function helloOfNewUser(url: string, userId: string): Promise<{ refusal: Record<string, unknown>; closeCode: number; refusalMs: number }> {
   const socket = await RawSocket.open(url);
   const startedAt = performance.now();
-  socket.send(JSON.stringify({ type: "hello", protocolVersion: 1, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }));
+  socket.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }));
   const refusal = await socket.frame((frame) => frame.type === "error");
   const closeCode = await socket.closed();
   return { refusal, closeCode, refusalMs: performance.now() - startedAt };
@@ -91,7 +91,7 @@ async function chat(alice: RecordedDevice, bob: RecordedDevice, conversationId: 
     await run.send(bob, conversationId, `${label} ${index} from bob`, `bob-${label}-${index}`);
   }
   // Each received the other's messages (and its own), live on the session it already had.
-  await Promise.all([alice.untilSeq(run.mailboxLength("alice"), deliveryDeadlineMs), bob.untilSeq(run.mailboxLength("bob"), deliveryDeadlineMs)]);
+  await Promise.all([alice.untilDelivered(deliveryDeadlineMs), bob.untilDelivered(deliveryDeadlineMs)]);
 }
 
 beforeAll(async () => {
@@ -195,4 +195,5 @@ it("serves cached users through a Redis outage, refuses new users retryably, and
   expect(run.record.acks).toHaveLength(messagesTotal);
   expect(run.record.database.messages).toHaveLength(messagesTotal);
   expect(run.retries).toBe(0);
+  expect(run.sequenceGaps).toEqual([]);
 }, 120_000);
