@@ -35,10 +35,12 @@ export class SendBatcher {
   /** Sends `request` to `subject` in the next batch for it; `timeoutMs` bounds the wait for its reply. */
   request(subject: string, request: CellSendRequest, timeoutMs: number): Promise<CellReply> {
     const encoded = JSON.stringify(request);
+    // UTF-8 bytes, as NATS counts its payload: a string's length undercounts non-ASCII bodies up to 3 times.
+    const bytes = Buffer.byteLength(encoded, "utf8") + 1;
     return new Promise<CellReply>((resolve, reject) => {
       let batch = this.batches.get(subject);
       // A send that would push the batch past its bounds goes out with the next one.
-      if (batch !== undefined && (batch.items.length >= sendBatchItemsMax || batch.bytes + encoded.length + 1 > sendBatchBytesMax)) {
+      if (batch !== undefined && (batch.items.length >= sendBatchItemsMax || batch.bytes + bytes > sendBatchBytesMax)) {
         this.batches.delete(subject);
         this.send(subject, batch);
         batch = undefined;
@@ -48,7 +50,7 @@ export class SendBatcher {
         this.batches.set(subject, batch);
       }
       batch.items.push({ encoded, timeoutMs, resolve, reject });
-      batch.bytes += encoded.length + 1;
+      batch.bytes += bytes;
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());

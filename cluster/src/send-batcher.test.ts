@@ -1,0 +1,245 @@
+// SendBatcher over a fake NATS connection whose requests the test answers: what leaves in one request,
+// where batches split, how one batch reply reaches each caller, and how a failed batch fails every send.
+import { describe, expect, it } from "vitest";
+import { NoRespondersError, RequestError, TimeoutError, type Msg, type NatsConnection, type RequestOptions } from "@nats-io/transport-node";
+import {
+  cellSendBatch,
+  decodeJsonText,
+  sendBatchBytesMax,
+  sendBatchItemsMax,
+  type CellReply,
+  type CellSendBatch,
+  type CellSendRequest,
+} from "@cellwire/protocol";
+import { BadPayloadError, UnavailableError } from "./errors.ts";
+import { SendBatcher } from "./send-batcher.ts";
+
+const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";
+const encoder = new TextEncoder();
+
+/** One request the batcher made; the test answers it with `reply` (JSON) or `fail`. */
+type SentRequest = {
+  readonly subject: string;
+  readonly bytes: number;
+  readonly batch: CellSendBatch;
+  readonly timeoutMs: number | undefined;
+  reply(value: unknown): void;
+  replyBytes(data: Uint8Array): void;
+  fail(error: unknown): void;
+};
+
+/** The part of a NatsConnection SendBatcher uses: request(). Each request waits for the test's answer. */
+class FakeConnection {
+  readonly requests: SentRequest[] = [];
+
+  request(subject: string, payload?: Uint8Array | string, options?: RequestOptions): Promise<Msg> {
+    const data = typeof payload === "string" ? encoder.encode(payload) : (payload ?? new Uint8Array());
+    const decoded = decodeJsonText(cellSendBatch, new TextDecoder().decode(data));
+    if (!decoded.ok) throw new Error(`the batcher sent a batch that does not decode: ${decoded.failure.path} ${decoded.failure.reason}`);
+    return new Promise<Msg>((resolve, reject) => {
+      const replyBytes = (replyData: Uint8Array): void => resolve({ subject, data: replyData } as unknown as Msg);
+      this.requests.push({
+        subject,
+        bytes: data.byteLength,
+        batch: decoded.value,
+        timeoutMs: options?.timeout,
+        reply: (value) => replyBytes(encoder.encode(JSON.stringify(value))),
+        replyBytes,
+        fail: reject,
+      });
+    });
+  }
+
+  asNatsConnection(): NatsConnection {
+    // SendBatcher calls request() only; the rest of the interface is never touched.
+    return this as unknown as NatsConnection;
+  }
+}
+
+function send(index: number, body = `body ${index}`): CellSendRequest {
+  return { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: `c-${index}`, body };
+}
+
+function stored(request: CellSendRequest, seq: number): CellReply {
+  return {
+    type: "cell.stored",
+    message: {
+      conversationId: request.conversationId,
+      messageId: `m-${request.clientMessageId}`,
+      seq,
+      senderUserId: request.senderUserId,
+      senderDeviceId: request.senderDeviceId,
+      clientMessageId: request.clientMessageId,
+      body: request.body,
+      sentAtMs: 1_700_000_000_000,
+    },
+    deduplicated: false,
+  };
+}
+
+/** Answers a batch as a worker would: each send stored, seqs in the batch's order from `firstSeq`. */
+function storedReplies(request: SentRequest, firstSeq = 1): { type: "cell.sendBatchReplies"; replies: CellReply[] } {
+  return { type: "cell.sendBatchReplies", replies: request.batch.sends.map((item, index) => stored(item, firstSeq + index)) };
+}
+
+/** One turn of the event loop: the batcher flushes on setImmediate. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+function settled<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
+  return promise.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+}
+
+function only<T>(items: readonly T[]): T {
+  expect(items).toHaveLength(1);
+  const [item] = items;
+  if (item === undefined) throw new Error("no item");
+  return item;
+}
+
+describe("SendBatcher", () => {
+  it("sends the sends of one turn to one subject in one request on the next turn, one request per subject, each caller getting its own reply", async () => {
+    const connection = new FakeConnection();
+    const batcher = new SendBatcher(connection.asNatsConnection());
+    const first = batcher.request("worker.1", send(1), 1000);
+    const second = batcher.request("worker.1", send(2), 1000);
+    const third = batcher.request("worker.2", send(3), 1000);
+    // Nothing leaves within the turn: the other sends of the turn may still join.
+    expect(connection.requests).toEqual([]);
+    await nextTurn();
+    expect(connection.requests.map((request) => [request.subject, request.batch.sends.map((item) => item.clientMessageId)])).toEqual([
+      ["worker.1", ["c-1", "c-2"]],
+      ["worker.2", ["c-3"]],
+    ]);
+    const [toFirstWorker, toSecondWorker] = connection.requests;
+    if (toFirstWorker === undefined || toSecondWorker === undefined) throw new Error("two requests expected");
+    // Replies in the batch's order, each to its own caller; one of them an error for that send only.
+    const overloaded: CellReply = { type: "cell.error", code: "overloaded", message: "queue full", retryAfterMs: 200 };
+    toFirstWorker.reply({ type: "cell.sendBatchReplies", replies: [stored(send(1), 7), overloaded] });
+    toSecondWorker.reply(storedReplies(toSecondWorker, 9));
+    expect(await first).toEqual(stored(send(1), 7));
+    expect(await second).toEqual(overloaded);
+    expect(await third).toEqual(stored(send(3), 9));
+  });
+
+  it("starts a new batch on each turn: a send of a later turn never waits for an earlier batch", async () => {
+    const connection = new FakeConnection();
+    const batcher = new SendBatcher(connection.asNatsConnection());
+    const early = batcher.request("worker.1", send(1), 1000);
+    await nextTurn();
+    const late = batcher.request("worker.1", send(2), 1000);
+    await nextTurn();
+    expect(connection.requests.map((request) => request.batch.sends.map((item) => item.clientMessageId))).toEqual([["c-1"], ["c-2"]]);
+    const [earlyRequest, lateRequest] = connection.requests;
+    lateRequest?.reply(storedReplies(lateRequest, 2));
+    expect(await late).toEqual(stored(send(2), 2));
+    earlyRequest?.reply(storedReplies(earlyRequest, 1));
+    expect(await early).toEqual(stored(send(1), 1));
+  });
+
+  it(`splits a turn's sends past sendBatchItemsMax (${sendBatchItemsMax}) and keeps every reply with its caller`, async () => {
+    const connection = new FakeConnection();
+    const batcher = new SendBatcher(connection.asNatsConnection());
+    const count = 2 * sendBatchItemsMax + 3;
+    const replies = Array.from({ length: count }, (_, index) => batcher.request("worker.1", send(index), 1000));
+    await nextTurn();
+    expect(connection.requests.map((request) => request.batch.sends.length)).toEqual([sendBatchItemsMax, sendBatchItemsMax, 3]);
+    let seq = 1;
+    for (const request of connection.requests) {
+      request.reply(storedReplies(request, seq));
+      seq += request.batch.sends.length;
+    }
+    const answered = await Promise.all(replies);
+    expect(answered.map((reply) => (reply.type === "cell.stored" ? [reply.message.clientMessageId, reply.message.seq] : reply.type))).toEqual(
+      Array.from({ length: count }, (_, index) => [`c-${index}`, index + 1]),
+    );
+  });
+
+  it.each([
+    ["ASCII", "a"],
+    // Three bytes in UTF-8 for one UTF-16 unit: the bound is on bytes, as NATS counts its payload.
+    ["CJK", "中"],
+    // Four bytes for two units (a surrogate pair).
+    ["emoji", "😀"],
+  ])(`splits a turn's sends past sendBatchBytesMax (${sendBatchBytesMax} bytes) with %s bodies`, async (_label, character) => {
+    const connection = new FakeConnection();
+    const batcher = new SendBatcher(connection.asNatsConnection());
+    const body = character.repeat(Math.floor(30_000 / character.length));
+    const count = 40;
+    const replies = Array.from({ length: count }, (_, index) => batcher.request("worker.1", send(index, body), 1000));
+    await nextTurn();
+    expect(connection.requests.length).toBeGreaterThan(1);
+    for (const request of connection.requests) expect(request.bytes).toBeLessThanOrEqual(sendBatchBytesMax);
+    // No needless split: each batch but the last was full, give or take one send.
+    const sendBytes = encoder.encode(JSON.stringify(send(0, body))).byteLength;
+    for (const request of connection.requests.slice(0, -1)) expect(request.bytes + sendBytes).toBeGreaterThan(sendBatchBytesMax);
+    expect(connection.requests.flatMap((request) => request.batch.sends.map((item) => item.clientMessageId))).toEqual(Array.from({ length: count }, (_, index) => `c-${index}`));
+    for (const request of connection.requests) request.reply(storedReplies(request));
+    expect((await Promise.all(replies)).map((reply) => (reply.type === "cell.stored" ? reply.message.clientMessageId : reply.type))).toEqual(
+      Array.from({ length: count }, (_, index) => `c-${index}`),
+    );
+  });
+
+  it("gives the batch the smallest timeout of its sends, as the request's timeout and the worker's budgetMs", async () => {
+    const connection = new FakeConnection();
+    const batcher = new SendBatcher(connection.asNatsConnection());
+    void batcher.request("worker.1", send(1), 900).catch(() => undefined);
+    void batcher.request("worker.1", send(2), 250.7).catch(() => undefined);
+    void batcher.request("worker.1", send(3), 4000).catch(() => undefined);
+    await nextTurn();
+    const request = only(connection.requests);
+    expect(request.batch.budgetMs).toBe(250);
+    expect(request.timeoutMs).toBe(250);
+  });
+
+  it.each([
+    ["a timeout", () => new TimeoutError(), "no reply within 500 ms"],
+    ["no responders", () => new RequestError("503", { cause: new NoRespondersError("worker.1") }), "no responders"],
+    ["another request failure", () => new Error("connection closed"), "request failed"],
+  ])("rejects every send of the batch with UnavailableError on %s, and no send of another batch", async (_label, failure, why) => {
+    const connection = new FakeConnection();
+    const batcher = new SendBatcher(connection.asNatsConnection());
+    const failing = [batcher.request("worker.1", send(1), 500), batcher.request("worker.1", send(2), 500)].map(settled);
+    const other = batcher.request("worker.2", send(3), 500);
+    await nextTurn();
+    const [toFailing, toOther] = connection.requests;
+    if (toFailing === undefined || toOther === undefined) throw new Error("two requests expected");
+    const cause = failure();
+    toFailing.fail(cause);
+    toOther.reply(storedReplies(toOther));
+    for (const outcome of await Promise.all(failing)) {
+      expect(outcome.ok).toBe(false);
+      if (outcome.ok) continue;
+      expect(outcome.error).toBeInstanceOf(UnavailableError);
+      expect(outcome.error).toMatchObject({ code: "cell_unavailable", message: `worker.1: ${why}`, cause });
+    }
+    expect(await other).toEqual(stored(send(3), 1));
+  });
+
+  it.each([
+    ["fewer replies than sends", encoder.encode(JSON.stringify({ type: "cell.sendBatchReplies", replies: [stored(send(1), 1)] })), "1 replies to 2 sends"],
+    [
+      "more replies than sends",
+      encoder.encode(JSON.stringify({ type: "cell.sendBatchReplies", replies: [stored(send(1), 1), stored(send(2), 2), stored(send(3), 3)] })),
+      "3 replies to 2 sends",
+    ],
+    ["a reply that is not JSON", encoder.encode("stored, probably"), "$"],
+    ["a single reply instead of the batch's", encoder.encode(JSON.stringify(stored(send(1), 1))), "$"],
+  ])("rejects every send of the batch with BadPayloadError on %s", async (_label, data, detail) => {
+    const connection = new FakeConnection();
+    const batcher = new SendBatcher(connection.asNatsConnection());
+    const outcomes = [batcher.request("worker.1", send(1), 500), batcher.request("worker.1", send(2), 500)].map(settled);
+    await nextTurn();
+    only(connection.requests).replyBytes(data);
+    for (const outcome of await Promise.all(outcomes)) {
+      expect(outcome.ok).toBe(false);
+      if (outcome.ok) continue;
+      expect(outcome.error).toBeInstanceOf(BadPayloadError);
+      expect(outcome.error).toMatchObject({ code: "internal", message: expect.stringContaining(detail) });
+    }
+  });
+});
