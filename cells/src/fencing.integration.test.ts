@@ -1,12 +1,15 @@
 // Fencing a stale owner in the database, against the machine's real NATS and Postgres. Two scenarios, each
 // in its own cell of a unique namespace:
-//   - in process: two workers' request handlers, each with its own membership watcher, lease and pool.
-//     The owner of a conversation takes a send into its store call and is held there (as a process paused
-//     between reading its ring epoch and running the statement) while its heartbeats stop; the watchers
-//     delete its expired lease, the other worker takes over and writes under the new epoch; released, the
-//     held statement is refused by the database (fenced -> not_owner), and the seqs stay 1..n.
+//   - in process: two workers' request handlers (sends through each one's SendCommitter, as worker.ts wires
+//     them), each with its own membership watcher, lease and pool. The owner of a conversation takes a
+//     send into its store call and is held there (as a process paused between reading its ring epoch at
+//     its batch's start and running the statement) while its heartbeats stop; the watchers delete its
+//     expired lease, the other worker takes over and writes under the new epoch; released, the held
+//     statement is refused by the database (fenced -> not_owner), the send queued behind it is refused
+//     for the lapsed lease, and the seqs stay 1..n.
 //   - a real worker process (`node --import tsx cells/src/main.ts`) is SIGSTOPped past its lease with a
-//     send waiting on its own subject; the second worker serves meanwhile; after SIGCONT it cannot commit.
+//     send and a batch of sends waiting on its own subject; the second worker serves meanwhile; after
+//     SIGCONT it cannot commit them.
 import { fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -27,11 +30,14 @@ import {
 } from "@cellwire/cluster";
 import {
   cellReply,
+  cellSendBatchReplies,
   directoryRequest,
   directorySubject,
   workerSubject,
   type CellReply,
   type CellRequest,
+  type CellSendBatchReplies,
+  type CellSendRequest,
   type DirectoryReply,
   type DirectoryRequest,
   type WorkerLease,
@@ -39,10 +45,12 @@ import {
 import type { WorkerConfig } from "./config.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { CellRequestHandler } from "./request-handler.ts";
+import { testSendCommitter } from "./request-handler.harness.ts";
 import { defaultPostgresAdminUrl, dropCellDatabase, ensureCellDatabase } from "./store/database.ts";
 import { PostgresConversationStore } from "./store/postgres-store.ts";
 import { newGroupId } from "./store/store-contract.ts";
 import type { AppendMessageInput, AppendMessageResult } from "./store/store.ts";
+import type { SendCommitter } from "./send-committer.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { pollUntil } from "@cellwire/cluster/testing";
 
@@ -118,6 +126,13 @@ async function storedMessages(pool: pg.Pool, conversationId: string): Promise<st
   return result.rows.map((row: { seq: number; body: string }) => `${row.seq}:${row.body}`);
 }
 
+async function lastSeq(pool: pg.Pool, conversationId: string): Promise<number> {
+  const result = await pool.query("select last_seq::int as seq from conversations where id = $1", [conversationId]);
+  const row: unknown = result.rows[0];
+  if (typeof row !== "object" || row === null || !("seq" in row) || typeof row.seq !== "number") throw new Error("no conversation row");
+  return row.seq;
+}
+
 async function ownerEpoch(pool: pg.Pool, conversationId: string): Promise<number> {
   const result = await pool.query("select owner_epoch::text as epoch from conversations where id = $1", [conversationId]);
   const row: unknown = result.rows[0];
@@ -125,7 +140,7 @@ async function ownerEpoch(pool: pg.Pool, conversationId: string): Promise<number
   return Number(row.epoch);
 }
 
-function sendRequest(conversationId: string, clientMessageId: string): CellRequest {
+function sendRequest(conversationId: string, clientMessageId: string): CellSendRequest {
   return { type: "cell.send", senderUserId: "alice", senderDeviceId: "laptop", conversationId, clientMessageId, body: clientMessageId };
 }
 
@@ -137,15 +152,24 @@ async function direct(cellId: string, workerId: string, request: CellRequest, ti
   return decoded.value;
 }
 
+/** Sends a batch of sends straight to one worker's subject, as an edge's send batcher does. */
+async function directBatch(cellId: string, workerId: string, sends: CellSendRequest[], timeoutMs: number): Promise<CellSendBatchReplies> {
+  const batch = { type: "cell.sendBatch", budgetMs: timeoutMs, sends };
+  const reply = await required(connection, "nats").request(workerSubject(namespace, cellId, workerId), encodeJson(batch), { timeout: timeoutMs });
+  const decoded = decodeMessage(cellSendBatchReplies, reply.data);
+  if (!decoded.ok) throw new Error(`batch replies do not decode: ${decoded.reason}`);
+  return decoded.value;
+}
+
 function describeReply(reply: CellReply): string {
   return reply.type === "cell.stored" ? `stored ${reply.message.seq}` : reply.type === "cell.error" ? reply.code : reply.type;
 }
 
-/** The store of a worker that can be held inside appendMessage, after its epoch was taken. */
+/** The store of a worker that can be held inside appendMessages, after its batch's epoch was taken. */
 class PausableStore extends PostgresConversationStore {
   private gate: Promise<void> | undefined;
   private openGate: () => void = () => undefined;
-  /** Epochs of the appends that reached the store while it was held. */
+  /** Epochs of the batches that reached the store while it was held. */
   readonly heldEpochs: number[] = [];
 
   hold(): void {
@@ -159,17 +183,17 @@ class PausableStore extends PostgresConversationStore {
     this.openGate();
   }
 
-  override async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
+  override async appendMessages(inputs: readonly AppendMessageInput[]): Promise<AppendMessageResult[]> {
     const gate = this.gate;
     if (gate !== undefined) {
-      this.heldEpochs.push(input.epoch);
+      this.heldEpochs.push(inputs[0]?.epoch ?? -1);
       await gate;
     }
-    return super.appendMessage(input);
+    return super.appendMessages(inputs);
   }
 }
 
-type InProcessWorker = { readonly handler: CellRequestHandler; readonly watcher: MembershipWatcher; readonly holder: LeaseHolder };
+type InProcessWorker = { readonly handler: CellRequestHandler; readonly sends: SendCommitter; readonly watcher: MembershipWatcher; readonly holder: LeaseHolder };
 
 /** One worker's request path as worker.ts wires it: its own watcher, lease (on `bucketConnection`) and store. */
 async function inProcessWorkerOf(cellId: string, workerId: string, store: PostgresConversationStore, leaseMs: number, bucketConnection: Connection): Promise<InProcessWorker> {
@@ -182,21 +206,30 @@ async function inProcessWorkerOf(cellId: string, workerId: string, store: Postgr
   const holder = new LeaseHolder(await openMembershipBucket(bucketConnection, namespace, cellId, leaseMs), lease, Math.floor(leaseMs / 4), systemClock, logger);
   holders.push(holder);
   await holder.start();
+  const ownership = { snapshot: () => watcher.snapshot, leaseHeld: () => holder.holds() };
+  const sends = testSendCommitter({ workerId, store, ownership, logger });
   const handler = new CellRequestHandler({
     workerId,
     cellId,
     store,
-    ownership: { snapshot: () => watcher.snapshot, leaseHeld: () => holder.holds() },
+    ownership,
     queue: new KeyedSerialQueue({ pendingPerKeyMax: 16, pendingTotalMax: 64 }),
+    sends,
+    sendBudgetMs: deadlineMs,
     relayOutbox: () => undefined,
+    membersChanged: () => undefined,
     publishDelivery: () => undefined,
     logger,
   });
-  return { handler, watcher, holder };
+  return { handler, sends, watcher, holder };
 }
 
 function handle(worker: InProcessWorker, request: CellRequest): Promise<CellReply> {
   return new Promise((resolve) => void worker.handler.handle(JSON.stringify(request), resolve));
+}
+
+function handleBatch(worker: InProcessWorker, sends: CellSendRequest[]): Promise<CellSendBatchReplies> {
+  return new Promise((resolve) => worker.handler.handleSendBatch({ type: "cell.sendBatch", budgetMs: deadlineMs, sends }, resolve));
 }
 
 function directoryAnswer(request: DirectoryRequest): DirectoryReply {
@@ -244,7 +277,7 @@ afterAll(async () => {
 });
 
 describe("fencing a stale owner in the database", () => {
-  it("refuses the commit of a worker held with a send in hand once the next owner wrote under a later epoch", async () => {
+  it("refuses the commit of a worker held with a batch of sends in hand once the next owner wrote under a later epoch", async () => {
     const cellId = "f";
     const leaseMs = 800;
     cellsUsed.add(cellId);
@@ -266,9 +299,10 @@ describe("fencing a stale owner in the database", () => {
     for (const id of ["m1", "m2"]) expect(describeReply(await handle(first, sendRequest(conversationId, id)))).toBe(`stored ${id.slice(1)}`);
     expect(await ownerEpoch(pool, conversationId)).toBe(joinedEpoch);
 
-    // f-1 takes m3 into its store call under the epoch it owns the key at, and is held there.
+    // A batch (m3, m3b) reaches f-1: its committer, idle, takes m3 into a store call at once under the epoch
+    // it owns the key at, and is held there; m3b waits for the next batch.
     pausedStore.hold();
-    const staleReply = handle(first, sendRequest(conversationId, "m3"));
+    const staleReplies = handleBatch(first, [sendRequest(conversationId, "m3"), sendRequest(conversationId, "m3b")]);
     await waitFor("m3 to reach f-1's store", () => (pausedStore.heldEpochs.length === 1 ? true : undefined));
     expect(pausedStore.heldEpochs).toEqual([joinedEpoch]);
 
@@ -279,21 +313,27 @@ describe("fencing a stale owner in the database", () => {
     expect(describeReply(await handle(second, sendRequest(conversationId, "m4")))).toBe("stored 3");
     expect(await ownerEpoch(pool, conversationId)).toBe(takeoverEpoch);
 
-    // Released, the held statement still carries the old epoch: the database refuses it.
+    // Released, the held statement still carries the old epoch: the database refuses it. m3b's batch then
+    // finds the lease lapsed and never reaches the store.
     pausedStore.release();
-    const refused = await staleReply;
-    expect(refused).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining(`epoch after ${joinedEpoch}`) });
+    const refused = await staleReplies;
+    expect(refused.replies).toEqual([
+      expect.objectContaining({ type: "cell.error", code: "not_owner", message: expect.stringContaining(`epoch after ${joinedEpoch}`) }),
+      expect.objectContaining({ type: "cell.error", code: "not_owner", message: expect.stringContaining("lease lapsed") }),
+    ]);
+    expect(pausedStore.heldEpochs).toEqual([joinedEpoch]);
     expect(warnings.some((line) => line.includes("f-1 was fenced"))).toBe(true);
     expect(await storedMessages(pool, conversationId)).toEqual(["1:m1", "2:m2", "3:m4"]);
-    const outbox = await pool.query("select count(*)::int as count from outbox where event -> 'message' ->> 'body' = 'm3'");
-    expect(outbox.rows[0]).toEqual({ count: 0 });
+    // No seq was taken by the refused statement, and the conversation keeps the newer epoch.
+    expect(await lastSeq(pool, conversationId)).toBe(3);
+    expect(await ownerEpoch(pool, conversationId)).toBe(takeoverEpoch);
     // Its lease lapsed too, so it now turns new requests away before they reach the store.
     expect(first.holder.holds()).toBe(false);
     expect(await handle(first, sendRequest(conversationId, "m5"))).toMatchObject({ type: "cell.error", code: "not_owner" });
     expect(await storedMessages(pool, conversationId)).toEqual(["1:m1", "2:m2", "3:m4"]);
   });
 
-  it("a worker process stopped (SIGSTOP) past its lease cannot commit a send waiting on its own subject once resumed", async () => {
+  it("a worker process stopped (SIGSTOP) past its lease cannot commit a send or a batch of sends waiting on its own subject once resumed", async () => {
     const cellId = "p";
     const leaseMs = 1500;
     const heartbeatIntervalMs = 300;
@@ -370,9 +410,11 @@ describe("fencing a stale owner in the database", () => {
 
     started.kill("SIGSTOP");
     await waitFor("p-1 to be stopped", async () => ((await processState(pid)) === "T" ? true : undefined));
-    // Sent to p-1's own subject while it is stopped: the request waits in its socket until SIGCONT.
+    // Sent to p-1's own subject while it is stopped: the requests wait in its socket until SIGCONT.
     const waiting = direct(cellId, "p-1", sendRequest(conversationId, "m3"), deadlineMs);
     waiting.catch(() => undefined);
+    const waitingBatch = directBatch(cellId, "p-1", [sendRequest(conversationId, "m3b"), sendRequest(conversationId, "m3c")], deadlineMs);
+    waitingBatch.catch(() => undefined);
     await waitFor("the ring without p-1", () => (members(watcher) === "p-2" ? true : undefined));
     router = new CellRouter(
       required(connection, "nats"),
@@ -385,7 +427,9 @@ describe("fencing a stale owner in the database", () => {
 
     started.kill("SIGCONT");
     expect(await waiting).toMatchObject({ type: "cell.error", code: "not_owner" });
+    expect((await waitingBatch).replies.map((reply) => (reply.type === "cell.error" ? reply.code : reply.type))).toEqual(["not_owner", "not_owner"]);
     expect(await storedMessages(pool, conversationId)).toEqual(["1:m1", "2:m2", "3:m4"]);
+    expect(await lastSeq(pool, conversationId)).toBe(3);
     expect(await ownerEpoch(pool, conversationId)).toBe(takeoverEpoch);
 
     started.kill("SIGKILL");
