@@ -16,25 +16,29 @@ import {
 } from "@cellwire/cluster";
 import {
   cellReply,
-  delivery as deliveryDecoder,
+  cellSendBatchReplies,
+  deliveryMessage,
   deliverySubject,
   directoryRequest,
   directorySubject,
+  joinedEventId,
   mailboxEventId,
-  messageEventId,
-  messageOf,
   workerSubject,
   type CellReply,
   type CellRequest,
+  type CellSendBatchReplies,
+  type CellSendRequest,
   type Delivery,
+  type DeliveryMessage,
   type DirectoryReply,
   type DirectoryRequest,
   type Message,
+  type MessageDelivery,
   type SequencedEvent,
 } from "@cellwire/protocol";
 import type { WorkerConfig } from "./config.ts";
 import { databaseUrl, defaultPostgresAdminUrl, dropCellDatabase } from "./store/database.ts";
-import { messageEvent, newGroupId } from "./store/store-contract.ts";
+import { joinedEvent, labelOf, newGroupId } from "./store/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { pollUntil } from "@cellwire/cluster/testing";
 
@@ -109,19 +113,30 @@ function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | unde
   return pollUntil(what, probe, { deadlineMs, intervalMs: 25 });
 }
 
-/** Collects the deliveries published on one user's subject. */
-async function collectDeliveries(userId: string): Promise<Delivery[]> {
-  const received: Delivery[] = [];
+/** Collects what is published on one user's delivery subject (messages, mailbox events), decoded as an edge decodes it. */
+async function collectDeliveries(userId: string): Promise<DeliveryMessage[]> {
+  const received: DeliveryMessage[] = [];
   const nats = required(connection, "nats");
   nats.subscribe(deliverySubject(namespace, userId), {
     callback: (error, message) => {
       if (error !== null) return;
-      const decoded = decodeMessage(deliveryDecoder, message.data);
+      const decoded = decodeMessage(deliveryMessage, message.data);
       if (decoded.ok) received.push(decoded.value);
+      else warnings.push(`a delivery to ${userId} does not decode: ${decoded.reason}`);
     },
   });
   await nats.flush();
   return received;
+}
+
+/** The messages published to a user, in arrival order. */
+function messagesOf(received: readonly DeliveryMessage[]): Message[] {
+  return received.filter((delivery): delivery is MessageDelivery => delivery.type === "delivery.message").map((delivery) => delivery.message);
+}
+
+/** The mailbox events published to a user, in arrival order. */
+function eventsOf(received: readonly DeliveryMessage[]): Delivery[] {
+  return received.filter((delivery): delivery is Delivery => delivery.type === "delivery.event");
 }
 
 async function route(request: CellRequest, cellId: CellId = "a"): Promise<CellReply> {
@@ -135,8 +150,16 @@ async function mailbox(userId: string): Promise<{ events: SequencedEvent[]; head
   return { events: reply.events, headSeq: reply.headSeq };
 }
 
-function bodies(events: readonly SequencedEvent[]): string[] {
-  return events.map((entry) => messageOf(entry.event)?.body ?? `(${entry.event.kind})`);
+/** A mailbox's events in words: `joined <conversation> after <seq>`, or the label of a made-up event. */
+function describeEvents(events: readonly SequencedEvent[]): string[] {
+  return events.map(({ event }) => (event.kind === "joined" && event.title === "team" ? `joined ${event.conversationId} after ${event.afterSeq}` : labelOf(event)));
+}
+
+/** The bodies of a member's log from its join point, read through the conversation's owner. */
+async function logOf(conversationId: string, userId: string): Promise<{ afterSeq: number; bodies: string[] }> {
+  const reply = await route({ type: "cell.messagesAfter", userId, conversationId, afterSeq: null, limit: 100 });
+  if (reply.type !== "cell.messages") throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
+  return { afterSeq: reply.afterSeq, bodies: reply.messages.map((message) => message.body) };
 }
 
 async function outboxRows(conversationId: string): Promise<{ recipient: string; attempts: number }[]> {
@@ -158,6 +181,21 @@ async function send(conversationId: string, senderUserId: string, clientMessageI
   const reply = await route({ type: "cell.send", senderUserId, senderDeviceId: "laptop", conversationId, clientMessageId, body });
   if (reply.type !== "cell.stored") throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
   return reply.message;
+}
+
+/** Sends a cell.sendBatch straight to one worker of cell a, as an edge's send batcher does. */
+async function directBatch(workerId: string, sends: CellSendRequest[], budgetMs = 5000): Promise<CellSendBatchReplies> {
+  const reply = await required(connection, "nats").request(workerSubject(namespace, "a", workerId), encodeJson({ type: "cell.sendBatch", budgetMs, sends }), {
+    timeout: 5000,
+  });
+  const decoded = decodeMessage(cellSendBatchReplies, reply.data);
+  if (!decoded.ok) throw new Error(`batch replies do not decode: ${decoded.reason}`);
+  return decoded.value;
+}
+
+/** The worker of cell a that owns a key on the test's view of the ring. */
+function ownerOf(key: string): string {
+  return required(required(watcher, "watcher").snapshot.ring.ownerOf(key), "owner");
 }
 
 /** Sends raw bytes straight to one worker's subject, bypassing the router. */
@@ -236,42 +274,50 @@ describe("cell workers", () => {
     expect(registrations.map((request) => (request.type === "directory.registerCell" ? request.cellId : "")).sort()).toEqual(["a", "a", "b"]);
   });
 
-  it("appends a send to every member's mailbox, in both cells, with seqs 1..n, and delivers them in seq order", async () => {
+  it("publishes each send to every member's delivery subject in seq order, in both cells, and puts the joined events in their mailboxes", async () => {
     const [alice, bob, carol] = [user("alice", "a"), user("bob", "a"), user("carol", "b")];
-    const inboxes = new Map([alice, bob, carol].map((userId) => [userId, [] as Delivery[]]));
-    for (const userId of inboxes.keys()) inboxes.set(userId, await collectDeliveries(userId));
+    const inboxes = new Map<string, DeliveryMessage[]>();
+    for (const userId of [alice, bob, carol]) inboxes.set(userId, await collectDeliveries(userId));
     const conversationId = await createGroup(alice, [bob, carol]);
 
     const first = await send(conversationId, alice, "c-1", "hello team");
     expect(first).toMatchObject({ conversationId, seq: 1, body: "hello team", senderDeviceId: "laptop" });
     const stored = await required(pools.get("a"), "pool").query("select seq::int as seq, body from messages where message_id = $1", [first.messageId]);
     expect(stored.rows).toEqual([{ seq: 1, body: "hello team" }]);
-    // Pipelined: the relays of one conversation keep its order at every recipient.
+    // Pipelined: the owner publishes them in the order it stored them.
     const rest = await Promise.all([send(conversationId, bob, "c-2", "second"), send(conversationId, carol, "c-3", "third")]);
     const messages = [first, ...rest];
     expect(messages.map((message) => message.seq)).toEqual([1, 2, 3]);
 
+    const joined = { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 0, addedByUserId: alice };
     for (const [userId, inbox] of inboxes) {
-      await waitFor(`three deliveries to ${userId}`, () => (inbox.length >= 3 ? true : undefined));
-      expect(inbox).toEqual(messages.map((message, index) => ({ type: "delivery.event", recipientUserId: userId, seq: index + 1, event: { kind: "message", message } })));
+      await waitFor(`three messages and the joined event for ${userId}`, () => (messagesOf(inbox).length >= 3 && eventsOf(inbox).length >= 1 ? true : undefined));
+      expect(messagesOf(inbox)).toEqual(messages);
+      expect(inbox.filter((delivery) => delivery.type === "delivery.message").map((delivery) => delivery.recipientUserId)).toEqual([userId, userId, userId]);
+      expect(eventsOf(inbox)).toEqual([{ type: "delivery.event", recipientUserId: userId, seq: 1, event: joined }]);
+      // The mailbox holds the joined event only: messages are read from the conversation's log.
       const { events, headSeq } = await mailbox(userId);
-      expect(events).toEqual(messages.map((message, index) => ({ seq: index + 1, event: { kind: "message", message } })));
-      expect(headSeq).toBe(3);
+      expect(events).toEqual([{ seq: 1, event: joined }]);
+      expect(headSeq).toBe(1);
+      expect(await logOf(conversationId, userId)).toEqual({ afterSeq: 0, bodies: ["hello team", "second", "third"] });
     }
-    // carol's mailbox lives in cell b's database, under the message's event id.
+    // carol's mailbox lives in cell b's database, under the joined event's id.
     const carolRows = await required(pools.get("b"), "pool").query("select seq::int as seq, event_id from mailbox_events where user_id = $1 order by seq", [carol]);
-    expect(carolRows.rows).toEqual(messages.map((message, index) => ({ seq: index + 1, event_id: messageEventId(message.messageId) })));
+    expect(carolRows.rows).toEqual([{ seq: 1, event_id: joinedEventId({ conversationId }) }]);
     await waitFor("the outbox to empty", async () => ((await outboxRows(conversationId)).length === 0 ? true : undefined));
 
     const history = await route({ type: "cell.history", userId: carol, conversationId, beforeSeq: null, limit: 10 });
     expect(history).toMatchObject({ type: "cell.historyPage", conversationId, hasMore: false, messages: [{ seq: 1 }, { seq: 2 }, { seq: 3, body: "third" }] });
-    expect(await route({ type: "cell.history", userId: user("mallory", "a"), conversationId, beforeSeq: null, limit: 10 })).toMatchObject({
-      type: "cell.error",
-      code: "not_a_member",
-    });
+    const mallory = user("mallory", "a");
+    for (const read of [
+      { type: "cell.history", userId: mallory, conversationId, beforeSeq: null, limit: 10 },
+      { type: "cell.messagesAfter", userId: mallory, conversationId, afterSeq: 0, limit: 10 },
+    ] as const) {
+      expect(await route(read)).toMatchObject({ type: "cell.error", code: "not_a_member" });
+    }
   });
 
-  it("adds nothing to any mailbox for a repeated send", async () => {
+  it("publishes a repeated send only once", async () => {
     const [alice, bob] = [user("alice", "a"), user("bob", "b")];
     const bobInbox = await collectDeliveries(bob);
     const conversationId = await createGroup(alice, [bob]);
@@ -279,27 +325,47 @@ describe("cell workers", () => {
     const stored = await route(request);
     expect(await route(request)).toEqual({ ...(stored as object), deduplicated: true });
     await send(conversationId, alice, "next");
-    // The relays of one conversation run in order: had the repeat added an event, it would come before "next".
-    await waitFor("bob's second delivery", () => bobInbox[1]);
-    expect(bodies((await mailbox(bob)).events)).toEqual(["once", "next"]);
-    expect(bodies((await mailbox(alice)).events)).toEqual(["once", "next"]);
-    expect(bobInbox.map((received) => received.seq)).toEqual([1, 2]);
+    // One owner publishes in commit order: had the repeat been published, it would have come before "next".
+    await waitFor("bob's second message", () => messagesOf(bobInbox)[1]);
+    expect(messagesOf(bobInbox).map((message) => [message.seq, message.body])).toEqual([
+      [1, "once"],
+      [2, "next"],
+    ]);
+    expect(await logOf(conversationId, bob)).toEqual({ afterSeq: 0, bodies: ["once", "next"] });
+  });
+
+  it("publishes to a member added later the messages after the join point, which its joined event names", async () => {
+    const [alice, bob, dave] = [user("alice", "a"), user("bob", "a"), user("dave", "b")];
+    const daveInbox = await collectDeliveries(dave);
+    const conversationId = await createGroup(alice, [bob]);
+    await send(conversationId, alice, "before-1");
+    await send(conversationId, bob, "before-2");
+    const added = await route({ type: "cell.addMembers", userId: bob, conversationId, userIds: [dave] });
+    expect(added).toMatchObject({ type: "cell.conversation", conversation: { memberUserIds: [alice, bob, dave].sort() } });
+    await send(conversationId, alice, "after");
+    await waitFor("dave's joined event and first message", () => (eventsOf(daveInbox).length >= 1 && messagesOf(daveInbox).length >= 1 ? true : undefined));
+    expect(eventsOf(daveInbox).map((delivery) => delivery.event)).toEqual([
+      { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 2, addedByUserId: bob },
+    ]);
+    expect(messagesOf(daveInbox).map((message) => [message.seq, message.body])).toEqual([[3, "after"]]);
+    expect(await logOf(conversationId, dave)).toEqual({ afterSeq: 2, bodies: ["after"] });
   });
 
   it("pages a mailbox and serialises concurrent appends of one user into gapless, ordered deliveries", async () => {
     const dave = user("dave", "b");
     const inbox = await collectDeliveries(dave);
-    const events = Array.from({ length: 12 }, (_, index) => messageEvent(`e${index}`, index + 1));
+    const events = Array.from({ length: 12 }, (_, index) => joinedEvent(`e${index}`));
     const replies = await Promise.all(
       events.map((event) => route({ type: "cell.appendMailbox", userId: dave, eventId: mailboxEventId(event), event }, "b")),
     );
     expect(replies.map((reply) => (reply.type === "cell.appended" ? reply.seq : 0)).sort((a, b) => a - b)).toEqual(events.map((_, index) => index + 1));
-    await waitFor("twelve deliveries", () => (inbox.length >= 12 ? true : undefined));
-    expect(inbox.map((received) => received.seq)).toEqual(events.map((_, index) => index + 1));
+    await waitFor("twelve deliveries", () => (eventsOf(inbox).length >= 12 ? true : undefined));
+    expect(eventsOf(inbox).map((received) => received.seq)).toEqual(events.map((_, index) => index + 1));
     // A repeat answers the seq the event already has and is not delivered again.
     const fourth = required(events[3], "event");
     const again = await route({ type: "cell.appendMailbox", userId: dave, eventId: mailboxEventId(fourth), event: fourth }, "b");
-    expect(again).toEqual({ type: "cell.appended", userId: dave, seq: 4, deduplicated: true });
+    const fourthSeq = replies[3]?.type === "cell.appended" ? replies[3].seq : -1;
+    expect(again).toEqual({ type: "cell.appended", userId: dave, seq: fourthSeq, deduplicated: true });
     const pages: number[][] = [];
     for (let afterSeq = 0; ; ) {
       const reply = await route({ type: "cell.mailboxPage", userId: dave, afterSeq, limit: 5 }, "b");
@@ -325,7 +391,7 @@ describe("cell workers", () => {
     expect(inbox).toHaveLength(12);
   });
 
-  it("leaves a relay that failed in the outbox, and its sweeper re-drives it once the recipient's home answers", async () => {
+  it("leaves a joined event whose relay failed in the outbox, and its sweeper re-drives it once the recipient's home answers; messages reach her meanwhile", async () => {
     const [alice, erin] = [user("alice", "a"), user("erin", "b")];
     silentUsers.add(erin);
     const erinInbox = await collectDeliveries(erin);
@@ -337,17 +403,23 @@ describe("cell workers", () => {
       return rows.length === 1 && (rows[0]?.attempts ?? 0) >= 1 ? rows : undefined;
     });
     expect(left[0]?.recipient).toBe(erin);
-    expect(erinInbox).toEqual([]);
+    // Publishing a message needs no directory: erin has it live while her joined event waits.
+    await waitFor("erin's message", () => messagesOf(erinInbox)[0]);
+    expect(messagesOf(erinInbox)).toEqual([first]);
+    expect(eventsOf(erinInbox)).toEqual([]);
 
     silentUsers.delete(erin);
-    await waitFor("erin's delivery", () => erinInbox[0]);
-    expect(erinInbox).toEqual([{ type: "delivery.event", recipientUserId: erin, seq: 1, event: { kind: "message", message: first } }]);
-    expect(bodies((await mailbox(erin)).events)).toEqual(["while-silent"]);
+    await waitFor("erin's joined event", () => eventsOf(erinInbox)[0]);
+    expect(eventsOf(erinInbox)).toEqual([
+      { type: "delivery.event", recipientUserId: erin, seq: 1, event: { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 0, addedByUserId: alice } },
+    ]);
+    expect(describeEvents((await mailbox(erin)).events)).toEqual([`joined ${conversationId} after 0`]);
     await waitFor("the outbox to empty", async () => ((await outboxRows(conversationId)).length === 0 ? true : undefined));
   });
 
-  it("stores pipelined sends of one conversation in the order they were sent", async () => {
+  it("stores pipelined sends of one conversation in the order they were sent, and publishes them in that order", async () => {
     const alice = user("alice", "a");
+    const inbox = await collectDeliveries(alice);
     const conversationId = await createGroup(alice, []);
     const count = 20;
     const replies = await Promise.all(
@@ -359,13 +431,53 @@ describe("cell workers", () => {
       Array.from({ length: count }, (_, index) => `b${index}`),
     );
     expect(replies.map((reply) => (reply.type === "cell.stored" ? reply.message.seq : 0))).toEqual(Array.from({ length: count }, (_, index) => index + 1));
-    await waitFor("alice's mailbox to hold all of them", async () => ((await mailbox(alice)).headSeq === count ? true : undefined));
-    expect(bodies((await mailbox(alice)).events)).toEqual(Array.from({ length: count }, (_, index) => `b${index}`));
+    await waitFor("alice's messages", () => (messagesOf(inbox).length >= count ? true : undefined));
+    expect(messagesOf(inbox).map((message) => message.seq)).toEqual(Array.from({ length: count }, (_, index) => index + 1));
+    // Her mailbox holds her joined event only.
+    expect((await mailbox(alice)).headSeq).toBe(1);
+  });
+
+  it("answers a cell.sendBatch on the owner's subject with a reply per send, in order, and publishes the new messages in seq order", async () => {
+    const [alice, bob] = [user("alice", "a"), user("bob", "a")];
+    const bobInbox = await collectDeliveries(bob);
+    const conversationId = await createGroup(alice, [bob]);
+    const owner = ownerOf(conversationId);
+    const sendOf = (senderUserId: string, clientMessageId: string): CellSendRequest => ({
+      type: "cell.send",
+      senderUserId,
+      senderDeviceId: "laptop",
+      conversationId,
+      clientMessageId,
+      body: clientMessageId,
+    });
+    const first = await directBatch(owner, [sendOf(alice, "s1"), sendOf(bob, "s2"), sendOf(user("mallory", "a"), "s3"), sendOf(alice, "s4")]);
+    expect(first.replies.map((reply) => (reply.type === "cell.stored" ? `${reply.message.seq}:${reply.message.body}` : reply.type === "cell.error" ? reply.code : reply.type))).toEqual([
+      "1:s1",
+      "2:s2",
+      "not_a_member",
+      "3:s4",
+    ]);
+    // Retried whole (as an edge does after a lost reply): the stored sends answer deduplicated, the new one is stored.
+    const retried = await directBatch(owner, [sendOf(alice, "s1"), sendOf(bob, "s2"), sendOf(alice, "s5")]);
+    expect(retried.replies.map((reply) => (reply.type === "cell.stored" ? `${reply.message.seq}${reply.deduplicated ? " again" : ""}` : reply.type))).toEqual([
+      "1 again",
+      "2 again",
+      "4",
+    ]);
+    await waitFor("bob's four messages", () => (messagesOf(bobInbox).length >= 4 ? true : undefined));
+    expect(messagesOf(bobInbox).map((message) => message.body)).toEqual(["s1", "s2", "s4", "s5"]);
+    // Sent to a worker that does not own the conversation, every send of the batch is sent back.
+    const other = owner === "a-1" ? "a-2" : "a-1";
+    const misrouted = await waitFor("not_owner from the other worker", async () => {
+      const answer = await directBatch(other, [sendOf(alice, "s6"), sendOf(bob, "s7")]);
+      return answer.replies.every((reply) => reply.type === "cell.error" && reply.code === "not_owner") ? answer : undefined;
+    });
+    expect(misrouted.replies).toHaveLength(2);
   });
 
   it("answers not_owner from the worker that does not own the conversation", async () => {
     const conversationId = newGroupId();
-    const owner = required(required(watcher, "watcher").snapshot.ring.ownerOf(conversationId), "owner");
+    const owner = ownerOf(conversationId);
     const other = owner === "a-1" ? "a-2" : "a-1";
     const request = JSON.stringify({ type: "cell.history", userId: "alice", conversationId, beforeSeq: null, limit: 5 });
     // The other worker disowns the key once its own watcher has seen both leases.
@@ -381,29 +493,36 @@ describe("cell workers", () => {
     for (const workerId of ["a-1", "a-2"]) {
       expect(await direct(workerId, "{this is not json")).toMatchObject({ type: "cell.error", code: "internal" });
       expect(await direct(workerId, JSON.stringify({ type: "cell.send", body: 42 }))).toMatchObject({ type: "cell.error", code: "internal" });
+      expect(await direct(workerId, JSON.stringify({ type: "cell.sendBatch", budgetMs: 1000, sends: [] }))).toMatchObject({ type: "cell.error", code: "internal" });
     }
     const conversationId = newGroupId();
     const created = await route({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "still here", memberUserIds: [] });
     expect(created.type).toBe("cell.conversation");
   });
 
-  it("after its owner stops, the successor re-drives the rows it left and continues the sequence", async () => {
+  it("after its owner stops, the successor re-drives the rows it left, continues the sequence and publishes to the members", async () => {
     const [alice, frank] = [user("alice", "a"), user("frank", "b")];
-    const conversationId = await createGroup(alice, [frank]);
+    const frankInbox = await collectDeliveries(frank);
     silentUsers.add(frank);
+    const conversationId = await createGroup(alice, [frank]);
     await send(conversationId, alice, "h1");
     await waitFor("a failed attempt on frank's row", async () => ((await outboxRows(conversationId))[0]?.attempts ?? 0) >= 1 ? true : undefined);
-    const owner = required(required(watcher, "watcher").snapshot.ring.ownerOf(conversationId), "owner");
+    const owner = ownerOf(conversationId);
     await required(workers.get(owner), "owner worker").stop();
     workers.delete(owner);
     await waitFor("the stopped worker's lease to go", () => (watcher?.snapshot.ring.members.includes(owner) === false ? true : undefined));
     silentUsers.delete(frank);
-    // Nothing is sent meanwhile: only the successor's sweeper can bring h1 to frank.
+    // Nothing is sent meanwhile: only the successor's sweeper can bring frank his joined event.
     await waitFor("frank's mailbox", async () => ((await mailbox(frank)).headSeq === 1 ? true : undefined));
+    expect(describeEvents((await mailbox(frank)).events)).toEqual([`joined ${conversationId} after 0`]);
     expect(await send(conversationId, alice, "h2")).toMatchObject({ seq: 2 });
-    await waitFor("frank's second event", async () => ((await mailbox(frank)).headSeq === 2 ? true : undefined));
-    expect(bodies((await mailbox(frank)).events)).toEqual(["h1", "h2"]);
-    expect(bodies((await mailbox(alice)).events)).toEqual(["h1", "h2"]);
+    // The successor reads the members itself and publishes h2 to frank.
+    await waitFor("frank's second message", () => messagesOf(frankInbox)[1]);
+    expect(messagesOf(frankInbox).map((message) => [message.seq, message.body])).toEqual([
+      [1, "h1"],
+      [2, "h2"],
+    ]);
+    expect(await logOf(conversationId, frank)).toEqual({ afterSeq: 0, bodies: ["h1", "h2"] });
   });
 
   it("gives up with a clear error when no directory answers within the directory wait", async () => {
