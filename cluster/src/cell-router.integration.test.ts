@@ -1,8 +1,9 @@
 // The cell router against real NATS and KV: a request whose owner leaves the ring while it is in flight
-// is re-routed to the successor at once, not after the attempt's timeout.
+// is re-routed to the successor at once, not after the attempt's timeout; sends travel in batches
+// (cell.sendBatch), one per worker and turn, each caller getting its own reply.
 import { randomBytes } from "node:crypto";
 import { afterAll, expect, it } from "vitest";
-import { cellReply, workerSubject, type CellReply, type WorkerLease } from "@cellwire/protocol";
+import { cellReply, cellSendBatch, workerSubject, type CellReply, type CellSendBatchReplies, type CellSendRequest, type WorkerLease } from "@cellwire/protocol";
 import { CellRouter } from "./cell-router.ts";
 import { LeaseHolder, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
 import { decodeMessage, encodeJson } from "./nats-json.ts";
@@ -69,4 +70,89 @@ it("re-routes a request whose owner leaves the ring while it waits for the reply
   expect(decodeMessage(cellReply, encodeJson(reply)).ok).toBe(true);
   expect(reply).toEqual({ type: "cell.error", code: "not_a_member", message: "answered by ok" });
   expect(elapsedMs).toBeLessThan(requestTimeoutMs);
+});
+
+it("carries the sends of one turn to each owner in one cell.sendBatch, and routes each reply to its caller", async () => {
+  const batchCellId = "b";
+  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-batch-test", { ...logger });
+  cleanups.push(() => connection.close());
+  const bucket = await openMembershipBucket(connection, namespace, batchCellId, leaseMs);
+  cleanups.push(() => destroyMembershipBucket(connection, namespace, batchCellId));
+
+  // Two workers that answer batches as a worker does: a reply per send, in order. Anything else they
+  // receive is recorded as a failure of the test.
+  const batchesByWorker = new Map<string, string[][]>();
+  const unexpected: string[] = [];
+  for (const workerId of ["w1", "w2"]) {
+    const subject = workerSubject(namespace, batchCellId, workerId);
+    const holder = new LeaseHolder(bucket, { workerId, cellId: batchCellId, subject, startedAtMs: Date.now(), leaseMs }, 100, systemClock, logger);
+    await holder.start();
+    cleanups.push(() => holder.stop());
+    batchesByWorker.set(workerId, []);
+    const subscription = connection.subscribe(subject, {
+      callback: (_error, message) => {
+        const decoded = decodeMessage(cellSendBatch, message.data);
+        if (!decoded.ok) {
+          unexpected.push(`${workerId}: ${decoded.reason}`);
+          return;
+        }
+        batchesByWorker.get(workerId)?.push(decoded.value.sends.map((send) => send.clientMessageId));
+        const replies: CellSendBatchReplies = {
+          type: "cell.sendBatchReplies",
+          replies: decoded.value.sends.map((send, index) => ({
+            type: "cell.stored",
+            message: {
+              conversationId: send.conversationId,
+              messageId: `m-${workerId}-${index}`,
+              seq: index + 1,
+              senderUserId: send.senderUserId,
+              senderDeviceId: send.senderDeviceId,
+              clientMessageId: send.clientMessageId,
+              body: send.body,
+              sentAtMs: 1,
+            },
+            deduplicated: false,
+          })),
+        };
+        message.respond(encodeJson(replies));
+      },
+    });
+    cleanups.push(() => subscription.unsubscribe());
+  }
+  await connection.flush();
+
+  const router = new CellRouter(
+    connection,
+    { namespace, leaseMs, requestTimeoutMs, attemptsMax: 3, deadlineMs: 20_000, retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 }, watchedCellsMax: 4 },
+    systemClock,
+    logger,
+  );
+  cleanups.push(() => router.stop());
+  expect(await router.hasLiveWorkers(batchCellId)).toBe(true);
+
+  // Three conversations of each worker, two sends in each: twelve sends in one turn.
+  const ring = new Ring(["w1", "w2"]);
+  const owned = new Map<string, string[]>([["w1", []], ["w2", []]]);
+  for (let index = 0; [...owned.values()].some((ids) => ids.length < 3); index++) {
+    const conversationId = `g-${String(index).padStart(22, "0")}`;
+    const ids = owned.get(ring.ownerOf(conversationId) ?? "");
+    if (ids !== undefined && ids.length < 3) ids.push(conversationId);
+  }
+  const sends: CellSendRequest[] = [...owned.values()].flat().flatMap((conversationId) =>
+    [1, 2].map((copy) => ({ type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: `${conversationId}-${copy}`, body: "hi" }) as const),
+  );
+  const replies = await Promise.all(sends.map((send) => router.request(batchCellId, send)));
+
+  expect(unexpected).toEqual([]);
+  // One batch per worker, holding exactly the sends of the conversations it owns.
+  for (const [workerId, conversationIds] of owned) {
+    const batches = batchesByWorker.get(workerId) ?? [];
+    expect(batches).toHaveLength(1);
+    expect([...(batches[0] ?? [])].sort()).toEqual(conversationIds.flatMap((conversationId) => [`${conversationId}-1`, `${conversationId}-2`]).sort());
+  }
+  // Each caller got the reply to its own send.
+  for (const [index, reply] of replies.entries()) {
+    expect(reply.type).toBe("cell.stored");
+    if (reply.type === "cell.stored") expect(reply.message.clientMessageId).toBe(sends[index]?.clientMessageId);
+  }
 });
