@@ -1,6 +1,7 @@
 // The contract of ConversationStore as tests, registered once per implementation (memory and Postgres),
 // so both keep the same behaviour. Each test uses fresh conversation ids, so one store serves them all.
 import { randomBytes } from "node:crypto";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { groupTitleLengthMax, historyPageBytesMax, joinedEventId, type JoinedEvent, type MailboxEvent } from "@cellwire/protocol";
 import { postgresErrorCode, uniqueViolation } from "./errors.ts";
@@ -357,6 +358,38 @@ export function registerStoreContract(name: string, store: () => ConversationSto
     });
 
     describe("appendMessages (group commit)", () => {
+      it("answers random batches as a model of the log does: each new key the next seq of its conversation, a known key its message, a non-member refused (property)", async () => {
+        // Three conversations of alice and bob; carol is in none. Keys repeat across batches, never within one.
+        const sendArbitrary = fc.record({ conversation: fc.nat(2), sender: fc.constantFrom("alice", "bob", "carol"), key: fc.nat(5) });
+        const batchArbitrary = fc.uniqueArray(sendArbitrary, { minLength: 1, maxLength: 6, selector: (send) => `${send.conversation}/${send.sender}/${send.key}` });
+        await fc.assert(
+          fc.asyncProperty(fc.array(batchArbitrary, { minLength: 1, maxLength: 5 }), async (batches) => {
+            const conversations = [await group(["bob"]), await group(["bob"]), await group(["bob"])];
+            const model = conversations.map(() => ({ seqByKey: new Map<string, number>(), lastSeq: 0 }));
+            const prefix = nextClientMessageId();
+            for (const batch of batches) {
+              const inputs = batch.map((send) => input(conversations[send.conversation] ?? "", `${send.sender}:${send.key}`, send.sender, `${prefix}-${send.key}`));
+              const expected = batch.map((send) => {
+                const log = model[send.conversation];
+                if (log === undefined) throw new Error("no model");
+                const key = `${send.sender}/${send.key}`;
+                const known = log.seqByKey.get(key);
+                if (known !== undefined) return `=${known}:${send.sender}:${send.key}`;
+                if (send.sender === "carol") return "not_a_member";
+                log.lastSeq += 1;
+                log.seqByKey.set(key, log.lastSeq);
+                return `${log.lastSeq}:${send.sender}:${send.key}`;
+              });
+              expect(outcomes(await store().appendMessages(inputs))).toEqual(expected);
+            }
+            for (const [index, conversationId] of conversations.entries()) {
+              expect((await logOf(conversationId)).length).toBe(model[index]?.lastSeq);
+            }
+          }),
+          { numRuns: 25 },
+        );
+      });
+
       it("stores a batch across conversations in input order: consecutive seqs per conversation, results in input order", async () => {
         const [first, second] = [await group(["bob"]), await group(["carol"])];
         await send(first, "earlier 1");
@@ -659,6 +692,8 @@ export function registerStoreContract(name: string, store: () => ConversationSto
           expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" })).toEqual(moving);
           expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "t", memberUserIds: [] })).toEqual(moving);
           expect(await memberIds(conversationId)).toEqual([]);
+          expect(await store().messagesAfter({ conversationId, userId: "alice", afterSeq: null, limit: 10 })).toEqual({ outcome: "not_a_member" });
+          expect(await store().appendMessages([input(conversationId, "too soon")])).toEqual([moving]);
           expect(await store().tombstone({ ...key, toCellId: "c", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 0 });
           const movedToC = { outcome: "moved", cellId: "c", epoch: 7 } as const;
           expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" })).toEqual(movedToC);
