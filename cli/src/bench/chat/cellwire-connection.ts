@@ -1,14 +1,14 @@
 // One user's connection to Cellwire over the SDK (@cellwire/client), as the ChatConnection the chat
 // benchmark's load processes drive: the edge the workload picked first, the other edges to fail over to,
 // a dev token signed locally, and the whole mailbox from seq 0 (a fresh user's is empty), so that the
-// history checker knows where each device started.
+// history checker knows where each device started (each conversation from its joined event's join point).
 //
-// An observer sees each send, ack and mailbox event as they happen; history-recording.ts writes them down
+// An observer sees each send, ack, message and mailbox event as they happen; history-recording.ts writes them down
 // for the checker. The hot path allocates nothing for an absent observer.
 import { WebSocket } from "ws";
-import { CellwireClient, type Ack } from "@cellwire/client";
+import { CellwireClient, type Ack, type ReceivedEvent } from "@cellwire/client";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
-import type { SequencedEvent } from "@cellwire/protocol";
+import type { Message } from "@cellwire/protocol";
 import type { ChatConnection, ChatConnectionFactory, ConnectionLostListener, MessageListener } from "./chat-connection.ts";
 
 /** A send not acked within this time fails with the SDK's "timeout" (the SDK's default). */
@@ -18,8 +18,10 @@ export type CellwireObserver = {
   /** Right before the send frame goes out. */
   sending(clientMessageId: string, conversationId: string, body: string): void;
   acknowledged(ack: Ack): void;
-  /** Each mailbox event, in mailbox order, as the SDK emits it. */
-  received(event: SequencedEvent): void;
+  /** Each message, in its conversation's order, as the SDK emits it. */
+  received(message: Message): void;
+  /** Each mailbox event (joined, receipt), in mailbox order, as the SDK emits it. */
+  receivedEvent(event: ReceivedEvent): void;
 };
 
 export type CellwireConnectionOptions = {
@@ -54,7 +56,10 @@ class CellwireConnection implements ChatConnection {
       requestTimeoutMs,
       tokenProvider: () => signDevToken(devKeyDirectory, userId, { deviceId }),
     });
-    if (observer !== undefined) this.client.on("event", (event) => observer.received(event));
+    if (observer !== undefined) {
+      this.client.on("message", (message) => observer.received(message));
+      this.client.on("event", (event) => observer.receivedEvent(event));
+    }
   }
 
   async connect(): Promise<void> {

@@ -1,6 +1,7 @@
 // Everything the chat benchmark knows about the history checker (loadtest/src/history-checker.ts) lives
-// here, so that a change of the checker's record changes this module alone. Today's checker wants, per
-// device, the mailbox events it received (mailbox seq, then the message), plus every send and ack.
+// here, so that a change of the checker's record changes this module alone. The checker wants, per
+// device, the messages it received (conversation, seq, messageId: it compares copies by messageId) and the
+// mailbox events it received (joined, receipt: whole), plus every send and ack.
 //
 // Load processes record cheaply: one tab-separated line per send, ack and mailbox event, appended to a
 // file of their own in chunks (nothing kept in memory but the chunk being filled). The coordinator reads
@@ -10,12 +11,13 @@
 //   s <userIndex> <clientMessageId> <conversation> <body>        a send; body is `<key>:<intendedUs>` when
 //                                                                made by messageBody, else `=` + JSON
 //   a <userIndex> <clientMessageId> <conversation> <messageId> <seq>
-//   e <userIndex> <mailboxSeq> <conversation> <seq> <messageId>  a message event
-//   r <userIndex> <mailboxSeq>                                   any other mailbox event (a receipt)
+//   m <userIndex> <conversation> <seq> <messageId>               a message frame
+//   v <userIndex> <mailboxSeq> <event as JSON>                   a mailbox event (joined, receipt)
 import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
 import { createInterface } from "node:readline";
-import type { DatabaseSnapshot, DeviceDeliveries, HistoryRecord } from "@cellwire/loadtest";
-import type { Message, SequencedEvent } from "@cellwire/protocol";
+import type { DatabaseSnapshot, DeliveredEvent, DeviceDeliveries, HistoryRecord } from "@cellwire/loadtest";
+import { decode, mailboxEvent, type Message } from "@cellwire/protocol";
+import type { ReceivedEvent } from "@cellwire/client";
 import type { CellwireObserver } from "./cellwire-connection.ts";
 import { messageBody, parseMessageBody } from "./workload.ts";
 
@@ -58,11 +60,15 @@ export class HistoryRecorder {
       acknowledged: (ack) => {
         this.append(`a\t${userIndex}\t${ack.clientMessageId}\t${this.conversationRef(ack.conversationId)}\t${ack.messageId}\t${ack.seq}\n`);
       },
-      received: (event) => this.received(userIndex, event),
+      received: (message) => this.received(userIndex, message),
+      receivedEvent: (event) => this.receivedEvent(userIndex, event),
     };
   }
 
-  /** How far the user's connection has read its history (today: the last mailbox seq received). */
+  /**
+   * How far the user's connection has read: its last mailbox seq plus, per conversation, the seq of the
+   * last message it received (see positionsToReach).
+   */
   position(userIndex: number): number {
     return this.positions.get(userIndex) ?? 0;
   }
@@ -74,14 +80,15 @@ export class HistoryRecorder {
     if (this.streamError !== undefined) throw this.streamError;
   }
 
-  private received(userIndex: number, { seq, event }: SequencedEvent): void {
-    this.positions.set(userIndex, Math.max(seq, this.positions.get(userIndex) ?? 0));
-    if (event.kind === "message") {
-      const { message } = event;
-      this.append(`e\t${userIndex}\t${seq}\t${this.conversationRef(message.conversationId)}\t${message.seq}\t${message.messageId}\n`);
-    } else {
-      this.append(`r\t${userIndex}\t${seq}\n`);
-    }
+  // The SDK emits each message and each mailbox event once and in order, so each one moves the position by one.
+  private received(userIndex: number, message: Message): void {
+    this.positions.set(userIndex, (this.positions.get(userIndex) ?? 0) + 1);
+    this.append(`m\t${userIndex}\t${this.conversationRef(message.conversationId)}\t${message.seq}\t${message.messageId}\n`);
+  }
+
+  private receivedEvent(userIndex: number, { seq, event }: ReceivedEvent): void {
+    this.positions.set(userIndex, (this.positions.get(userIndex) ?? 0) + 1);
+    this.append(`v\t${userIndex}\t${seq}\t${JSON.stringify(event)}\n`);
   }
 
   private conversationRef(conversationId: string): string {
@@ -122,13 +129,15 @@ export type RecordedAck = {
   readonly messageId: string;
   readonly seq: number;
 };
-export type RecordedEvent = { readonly mailboxSeq: number; readonly conversation: ConversationRef; readonly seq: number; readonly messageId: string };
+export type RecordedMessage = { readonly conversation: ConversationRef; readonly seq: number; readonly messageId: string };
 
 export type Recording = {
   readonly sends: RecordedSend[];
   readonly acks: RecordedAck[];
-  /** Message events per user index, in arrival order. */
-  readonly events: Map<number, RecordedEvent[]>;
+  /** Messages per user index, in arrival order. */
+  readonly messages: Map<number, RecordedMessage[]>;
+  /** Mailbox events per user index, in arrival order. */
+  readonly events: Map<number, DeliveredEvent[]>;
 };
 
 export class RecordingFormatError extends Error {
@@ -196,27 +205,44 @@ export function parseRecordingLine(line: string, recording: Recording, where: st
         seq: numberField(fields, 5, where),
       });
       return;
-    case "e": {
-      expectFields(6);
+    case "m": {
+      expectFields(5);
       const userIndex = numberField(fields, 1, where);
-      const event = { mailboxSeq: numberField(fields, 2, where), conversation: conversationField(fields, 3, where), seq: numberField(fields, 4, where), messageId: tokenField(fields, 5, where) };
-      const events = recording.events.get(userIndex);
-      if (events === undefined) recording.events.set(userIndex, [event]);
-      else events.push(event);
+      const message = { conversation: conversationField(fields, 2, where), seq: numberField(fields, 3, where), messageId: tokenField(fields, 4, where) };
+      const messages = recording.messages.get(userIndex);
+      if (messages === undefined) recording.messages.set(userIndex, [message]);
+      else messages.push(message);
       return;
     }
-    case "r":
-      // Receipts are no messages; the checker takes their seqs from the mailboxes.
-      expectFields(3);
+    case "v": {
+      expectFields(4);
+      const userIndex = numberField(fields, 1, where);
+      const seq = numberField(fields, 2, where);
+      const parsed: unknown = JSON.parse(fields[3] ?? "");
+      // A kind the protocol does not know was recorded as the SDK's unknown event: kept as such.
+      const known = decode(mailboxEvent, parsed);
+      const event: DeliveredEvent["event"] = known.ok ? known.value : unknownEventOf(parsed, where);
+      const events = recording.events.get(userIndex);
+      if (events === undefined) recording.events.set(userIndex, [{ seq, event }]);
+      else events.push({ seq, event });
       return;
+    }
     default:
       throw new RecordingFormatError(`${where}: unknown line kind ${JSON.stringify((fields[0] ?? "").slice(0, 10))}`);
   }
 }
 
+function unknownEventOf(parsed: unknown, where: string): DeliveredEvent["event"] {
+  if (typeof parsed === "object" && parsed !== null) {
+    const { kind, unknownKind } = parsed as { kind?: unknown; unknownKind?: unknown };
+    if (kind === "unknown" && typeof unknownKind === "string") return { kind: "unknown", unknownKind };
+  }
+  throw new RecordingFormatError(`${where}: the mailbox event is neither a known kind nor an unknown one`);
+}
+
 /** Reads the files of every load process (each in its own order; processes hold disjoint users). */
 export async function readRecordings(paths: readonly string[]): Promise<Recording> {
-  const recording: Recording = { sends: [], acks: [], events: new Map() };
+  const recording: Recording = { sends: [], acks: [], messages: new Map(), events: new Map() };
   for (const path of paths) {
     const lines = createInterface({ input: createReadStream(path, { encoding: "utf8" }), crlfDelay: Number.POSITIVE_INFINITY });
     let number = 0;
@@ -239,10 +265,8 @@ export type RecordingContext = {
 };
 
 /**
- * The checker's input from the recording and the databases' dump. A recorded event names its message by
- * id, conversation and seq; the rest of the message comes from the stored copy with that id, with the
- * recorded conversation and seq laid over it, so an event that disagrees with the database still shows
- * as a differing copy, and one of a message the database lacks as a phantom.
+ * The checker's input from the recording and the databases' dump. A recorded message names its
+ * conversation, seq and messageId, which is how the checker compares copies (by messageId).
  */
 export function toHistoryRecord(recording: Recording, context: RecordingContext, database: DatabaseSnapshot, expectComplete: boolean): HistoryRecord {
   const userIdOf = (userIndex: number): string => {
@@ -256,9 +280,6 @@ export function toHistoryRecord(recording: Recording, context: RecordingContext,
     if (conversationId === undefined) throw new RecordingFormatError(`the recording names conversation #${reference.index}, which the run did not make`);
     return conversationId;
   };
-  const storedById = new Map<string, Message>();
-  for (const message of database.messages) if (!storedById.has(message.messageId)) storedById.set(message.messageId, message);
-
   const sends = recording.sends.map((send) => ({
     senderUserId: userIdOf(send.userIndex),
     senderDeviceId: context.deviceId,
@@ -275,29 +296,35 @@ export function toHistoryRecord(recording: Recording, context: RecordingContext,
   }));
   const deliveries: DeviceDeliveries[] = [];
   for (const [userIndex, userId] of context.userIds) {
-    const events = (recording.events.get(userIndex) ?? []).map((event) => {
-      const conversationId = conversationIdOf(event.conversation);
-      const stored = storedById.get(event.messageId);
-      const message: Message =
-        stored === undefined
-          ? { conversationId, seq: event.seq, messageId: event.messageId, senderUserId: "", senderDeviceId: "", clientMessageId: "", body: "", sentAtMs: 0 }
-          : stored.conversationId === conversationId && stored.seq === event.seq
-            ? stored
-            : { ...stored, conversationId, seq: event.seq };
-      return { seq: event.mailboxSeq, message };
-    });
-    // Every connection asked for its whole mailbox (resumeAfterSeq 0, see cellwire-connection.ts).
-    deliveries.push({ userId, deviceId: context.deviceId, startAfterSeq: 0, events });
+    const messages = (recording.messages.get(userIndex) ?? []).map((message) => ({
+      conversationId: conversationIdOf(message.conversation),
+      seq: message.seq,
+      messageId: message.messageId,
+    }));
+    // Every connection asked for its whole mailbox (resumeAfterSeq 0, see cellwire-connection.ts): each
+    // conversation starts at the join point its joined event names.
+    deliveries.push({ userId, deviceId: context.deviceId, startAfterSeq: 0, messages, events: recording.events.get(userIndex) ?? [] });
   }
   return { sends, acks, deliveries, database, expectComplete };
 }
 
-/** Where each user's connection must have read to when the run is quiescent: today, its mailbox's head. */
+/**
+ * Where each user's connection must have read to when the run is quiescent, as HistoryRecorder.position
+ * counts it: its mailbox's head plus, per conversation it is in, the messages after its join point.
+ */
 export function positionsToReach(database: DatabaseSnapshot, userIndexes: ReadonlyMap<string, number>): { userIndex: number; position: number }[] {
+  const headOf = new Map<string, number>();
+  for (const message of database.messages) headOf.set(message.conversationId, Math.max(message.seq, headOf.get(message.conversationId) ?? 0));
+  const totals = new Map<string, number>();
+  for (const mailbox of database.mailboxes) totals.set(mailbox.userId, (totals.get(mailbox.userId) ?? 0) + mailbox.lastSeq - mailbox.floorSeq);
+  for (const { conversationId, members } of database.members) {
+    const head = headOf.get(conversationId) ?? 0;
+    for (const { userId, joinedAfterSeq } of members) totals.set(userId, (totals.get(userId) ?? 0) + Math.max(0, head - joinedAfterSeq));
+  }
   const positions: { userIndex: number; position: number }[] = [];
-  for (const mailbox of database.mailboxes) {
-    const userIndex = userIndexes.get(mailbox.userId);
-    if (userIndex !== undefined) positions.push({ userIndex, position: mailbox.lastSeq });
+  for (const [userId, position] of totals) {
+    const userIndex = userIndexes.get(userId);
+    if (userIndex !== undefined) positions.push({ userIndex, position });
   }
   return positions;
 }

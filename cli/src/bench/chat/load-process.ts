@@ -235,8 +235,12 @@ class LoadProcess {
           return {
             sending: observer.sending,
             acknowledged: observer.acknowledged,
-            received: (event) => {
-              observer.received(event);
+            received: (message) => {
+              observer.received(message);
+              this.wakeups.notify();
+            },
+            receivedEvent: (event) => {
+              observer.receivedEvent(event);
               this.wakeups.notify();
             },
           };
