@@ -240,6 +240,22 @@ describe("WebSocket /ws", () => {
     expect(await socket.closed()).toBe(closeCodes.protocol_violation.code);
   });
 
+  it("writes a listed conversation's backlog as message frames, then synced, over the socket", async () => {
+    const conversationId = "g-SSSSSSSSSSSSSSSSSSSSSS";
+    edge.logs.create(conversationId, { erin: 0 }, { head: 3 });
+    const socket = await TestSocket.open(`ws://127.0.0.1:${server.port}/ws`);
+    socket.sendJson({ type: "hello", protocolVersion, token: "valid:erin", resumeAfterSeq: 0, conversations: [{ conversationId, afterSeq: 1 }] });
+    await socket.frame((frame) => frame["type"] === "synced");
+    expect(socket.frames.map((frame) => (frame["type"] === "message" ? (frame["message"] as { seq: number }).seq : frame["type"]))).toEqual(["welcome", 2, 3, "synced"]);
+    socket.close();
+  });
+
+  it("closes a hello of protocol version 1 with 4201", async () => {
+    const socket = await TestSocket.open(`ws://127.0.0.1:${server.port}/ws`);
+    socket.sendJson({ type: "hello", protocolVersion: 1, token: "valid:erin" });
+    expect(await socket.closed()).toBe(closeCodes.unsupported_protocol_version.code);
+  });
+
   it("forgets the session of a client that goes away", async () => {
     const socket = await authenticatedSocket("dave");
     await vi.waitFor(() => expect(edge.deliveries.sessionCount("dave")).toBe(1));

@@ -15,6 +15,25 @@ describe("clientErrorCode", () => {
     expect(logged).toEqual([]);
   });
 
+  it("passes overloaded and not_a_member through to clients with the cell's message, unlogged", () => {
+    const logged: string[] = [];
+    expect(clientErrorCode("overloaded")).toBe("overloaded");
+    expect(errorFrameFor(new RemoteError("overloaded", "the send queue is full"), "r-3", (message) => logged.push(message))).toEqual({
+      type: "error",
+      code: "overloaded",
+      message: "the send queue is full",
+      retryable: true,
+      requestId: "r-3",
+    });
+    expect(errorFrameFor(new RemoteError("not_a_member", "no conversation g-1"), undefined, (message) => logged.push(message))).toEqual({
+      type: "error",
+      code: "not_a_member",
+      message: "no conversation g-1",
+      retryable: false,
+    });
+    expect(logged).toEqual([]);
+  });
+
   it("logs entry_changed and shows only internal error", () => {
     const logged: string[] = [];
     const frame = errorFrameFor(new RemoteError("entry_changed", "expected epoch 3"), "r-2", (message) => logged.push(message));
