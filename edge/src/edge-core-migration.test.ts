@@ -115,6 +115,39 @@ describe("conversation requests follow a moved conversation", () => {
   });
 });
 
+describe("conversation reads follow a moved conversation", () => {
+  it("reads a listed conversation's log at its new home after cell.moved, and later catch-ups go to that cell", async () => {
+    const edge = newEdge();
+    edge.directory.userCells.set("bob", "c");
+    edge.logs.create(groupId, { bob: 0 }, { head: 2, cellId: "a" });
+    edge.router.answers.set("cell.messagesAfter", async (cellId, request) => (cellId === "a" ? movedTo("conversation", groupId, "b", 2) : edge.logs.answer(cellId, request)));
+    const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: groupId, afterSeq: 0 }] });
+    await transport.frame((frame) => frame["type"] === "synced");
+    expect(framesOfType(transport, "message").map((frame) => (frame["message"] as Message).seq)).toEqual([1, 2]);
+    expect(cellsAsked(edge, "cell.messagesAfter")).toEqual(["a", "b"]);
+    // The move is cached: a change of cell "a"'s workers no longer concerns this conversation, one of "b" does.
+    edge.logs.append(groupId);
+    edge.core.cellMembershipChanged("a");
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(cellsAsked(edge, "cell.messagesAfter")).toEqual(["a", "b"]);
+    edge.core.cellMembershipChanged("b");
+    await transport.frame((frame) => frame["type"] === "message" && (frame["message"] as Message).seq === 3);
+    expect(cellsAsked(edge, "cell.messagesAfter")).toEqual(["a", "b", "b"]);
+  });
+
+  it("waits out a conversation that is moving while its log is read", async () => {
+    const edge = newEdge();
+    edge.logs.create(groupId, { bob: 0 }, { head: 1 });
+    let reads = 0;
+    edge.router.answers.set("cell.messagesAfter", async (cellId, request) => (++reads <= 2 ? { type: "cell.error", code: "moving", message: "frozen" } : edge.logs.answer(cellId, request)));
+    const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: groupId, afterSeq: 0 }] });
+    await transport.frame((frame) => frame["type"] === "synced");
+    expect(framesOfType(transport, "message").map((frame) => (frame["message"] as Message).seq)).toEqual([1]);
+    expect(edge.homeWaitsMs).toEqual([10, 20]);
+    expect(transport.isOpen).toBe(true);
+  });
+});
+
 describe("a session follows its user's mailbox", () => {
   it("reads the mailbox from the new home after cell.moved, and the session's home follows", async () => {
     const edge = newEdge();
