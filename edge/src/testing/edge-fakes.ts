@@ -1,7 +1,8 @@
 // In-memory stand-ins for everything an EdgeCore talks to (socket, token verifier, directory, cell
 // router, conversation logs, delivery source, typing publisher, presence, clock, logger), so the session
 // logic runs in process and every effect is observable.
-// Used by edge-core.test.ts and edge-server.integration.test.ts.
+// Used by the edge-core*.test.ts files and edge-server.integration.test.ts (the whole fake edge), and by
+// the hub integration tests (Waiters, RecordingLogger).
 import { ConcurrencyLimiter, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
 import {
   decodeServerFrame,
