@@ -47,7 +47,7 @@ export async function storeSends(
   const result = await pool.query<Record<string, unknown>>({
     name: "cellwire-store-sends",
     text: storeSendsStatement,
-    values: [positions, conversationIds, senderUserIds, senderDeviceIds, clientMessageIds, bodies, messageIds, epoch],
+    values: [positions, conversationIds, senderUserIds, senderDeviceIds, clientMessageIds, bodies, messageIds, epoch, [...new Set(conversationIds)]],
   });
   return result.rows.map((row): SentRow => {
     const index = row["position"];
@@ -62,43 +62,60 @@ export async function storeSends(
   });
 }
 
-const storeSendsStatement = `
+// Written so that every table is reached through its index whatever the planner's estimates: the batch's
+// conversations by `id = any($9)` (their distinct ids), each sender's membership and each dedupe key by a
+// LATERAL probe with LIMIT 1 (which the planner cannot turn into a scan of the whole table). With the
+// generic plan of a prepared statement and young statistics, joins let it scan conversations and
+// members in full for every batch (measured: 2-8 ms for 9 sends on 500 conversations).
+export const storeSendsStatement = `
     with input as (
       select * from unnest($1::integer[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
         as input(position, conversation_id, sender_user_id, sender_device_id, client_message_id, body, message_id)
     ),
+    heads as materialized (
+      select id, state, owner_epoch from conversations where id = any($9::text[])
+    ),
     existing as (
-      select input.position, messages.conversation_id, messages.seq, messages.message_id, messages.sender_user_id,
-             messages.sender_device_id, messages.client_message_id, messages.body, messages.sent_at
+      select input.position, found.conversation_id, found.seq, found.message_id, found.sender_user_id,
+             found.sender_device_id, found.client_message_id, found.body, found.sent_at
       from input
-      join messages on messages.conversation_id = input.conversation_id
-        and messages.sender_user_id = input.sender_user_id
-        and messages.client_message_id = input.client_message_id
-      where not exists (select 1 from conversations where id = input.conversation_id and state = 'importing')
+      cross join lateral (
+        select * from messages
+        where messages.conversation_id = input.conversation_id
+          and messages.sender_user_id = input.sender_user_id
+          and messages.client_message_id = input.client_message_id
+        limit 1
+      ) found
+      where not exists (select 1 from heads where heads.id = input.conversation_id and heads.state = 'importing')
     ),
     candidates as (
       select input.* from input
+      cross join lateral (
+        select 1 from conversation_members
+        where conversation_members.conversation_id = input.conversation_id and conversation_members.user_id = input.sender_user_id
+        limit 1
+      ) member
       where not exists (select 1 from existing where existing.position = input.position)
-        and exists (
-          select 1 from conversation_members
-          where conversation_members.conversation_id = input.conversation_id and conversation_members.user_id = input.sender_user_id
-        )
     ),
     counted as (
       select conversation_id, count(*) as sends from candidates group by conversation_id
     ),
     advanced as (
-      update conversations set last_seq = conversations.last_seq + counted.sends, owner_epoch = $8::bigint
-      from counted
-      where conversations.id = counted.conversation_id
+      update conversations
+      set last_seq = conversations.last_seq + (select sends from counted where counted.conversation_id = conversations.id),
+          owner_epoch = $8::bigint
+      where conversations.id = any($9::text[])
+        and conversations.id in (select conversation_id from counted)
         and conversations.owner_epoch <= $8::bigint
         and conversations.state = 'active'
-      returning conversations.id, conversations.last_seq - counted.sends as seq_before, conversations.members_version
+      returning conversations.id, conversations.last_seq, conversations.members_version
     ),
     numbered as (
       select candidates.*, advanced.members_version,
-             advanced.seq_before + row_number() over (partition by candidates.conversation_id order by candidates.position) as seq
-      from candidates join advanced on advanced.id = candidates.conversation_id
+             advanced.last_seq - counted.sends + row_number() over (partition by candidates.conversation_id order by candidates.position) as seq
+      from candidates
+      join advanced on advanced.id = candidates.conversation_id
+      join counted on counted.conversation_id = candidates.conversation_id
     ),
     inserted as (
       insert into messages (conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body)
