@@ -11,9 +11,17 @@ export class CellwireError extends Error {
   }
 }
 
-/** A remote service answered with an error reply. */
+/**
+ * A remote service answered with an error reply. `retryAfterMs`: how long it asked the requester to wait
+ * (an `overloaded` answer), when it said.
+ */
 export class RemoteError extends CellwireError {
   override readonly name = "RemoteError";
+  readonly retryAfterMs: number | undefined;
+  constructor(code: CellErrorCode, message: string, options?: ErrorOptions & { readonly retryAfterMs?: number }) {
+    super(code, message, options);
+    this.retryAfterMs = options?.retryAfterMs;
+  }
 }
 
 /** Nobody answered within the deadline, or nobody listens on the subject. */

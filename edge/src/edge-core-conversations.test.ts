@@ -320,6 +320,35 @@ describe("conversations that cannot be read", () => {
     expect(edge.deliveries.sessionCount("bob")).toBe(0);
   });
 
+  it("reads a page again after the retry-after of a cell that answers overloaded, and keeps the session", async () => {
+    const edge = newEdge();
+    edge.logs.create(first, { bob: 0 }, { head: 2 });
+    let refusals = 0;
+    edge.router.answers.set("cell.messagesAfter", (cellId, request) => {
+      if (refusals++ < 2) return Promise.resolve({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 5 });
+      return edge.logs.answer(cellId, request);
+    });
+    const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: first, afterSeq: 0 }] });
+    await transport.frame((frame) => frame["type"] === "synced");
+    expect(messageSeqs(transport, first)).toEqual([1, 2]);
+    expect(refusals).toBe(3);
+    expect(framesOfType(transport, "error")).toEqual([]);
+    expect(transport.closeCode).toBeUndefined();
+  });
+
+  it("gives up with 4003 when a cell keeps answering overloaded", async () => {
+    const edge = newEdge();
+    edge.logs.create(first, { bob: 0 }, { head: 2 });
+    let refusals = 0;
+    edge.router.answers.set("cell.messagesAfter", () => {
+      refusals++;
+      return Promise.resolve({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 1 });
+    });
+    const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: first, afterSeq: 0 }] });
+    expect(await transport.closed()).toBe(closeCodes.unavailable.code);
+    expect(refusals).toBe(5);
+  });
+
   it("closes with 4003 when the read a live gap starts fails", async () => {
     const edge = newEdge();
     edge.logs.create(first, { bob: 0 });

@@ -19,8 +19,8 @@ import {
   type TypingDelivery,
   type WatchPresenceFrame,
 } from "@cellwire/protocol";
-import { CellwireError, type ConcurrencyLimiter, type HomeLocation, type ServiceLogger } from "@cellwire/cluster";
-import { ConversationCursor } from "./conversation-cursor.ts";
+import { CellwireError, RemoteError, type ConcurrencyLimiter, type HomeLocation, type ServiceLogger } from "@cellwire/cluster";
+import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { TokenVerifier } from "./auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "./delivery-hub.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
@@ -363,6 +363,27 @@ export class Session implements DeliveryTarget {
     for (const [conversationId, cursor] of this.state.conversations) if (cursor.isSyncing) void this.readConversation(conversationId);
   }
 
+  /**
+   * One page of a conversation's log (or the mailbox). A cell that answers `overloaded` is asked again
+   * after the retry-after it named (a few times): closing the session would bring the client back to read
+   * every conversation again, which is more load, not less.
+   */
+  private readPageWithBackoff(userId: string, conversationId: string, afterSeq: number | null, limit: number): Promise<ConversationPage> {
+    return this.withOverloadBackoff(() => this.core.conversationReads.run(() => this.core.handler.conversationPage(userId, conversationId, afterSeq, limit)));
+  }
+
+  private async withOverloadBackoff<T>(read: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await read();
+      } catch (error) {
+        if (!(error instanceof RemoteError) || error.code !== "overloaded" || attempt >= overloadedReadAttemptsMax) throw error;
+        await new Promise((resolve) => setTimeout(resolve, error.retryAfterMs ?? this.core.limits.overloadedRetryAfterMs));
+        if (this.state.kind !== "open") throw error;
+      }
+    }
+  }
+
   /** Starts following a conversation; past the bound the least recently used idle cursor is forgotten. */
   private follow(conversationId: string, cursor: ConversationCursor): void {
     if (this.state.kind !== "open") return;
@@ -404,7 +425,7 @@ export class Session implements DeliveryTarget {
         if (round >= conversationReadRoundsMax) throw new CellwireError("internal", `the log of ${conversationId} did not settle after ${round} reads`);
         for (;;) {
           const { afterSeq, limit } = cursor.nextPageRequest(conversationPageLimitMax);
-          const page = await this.core.conversationReads.run(() => this.core.handler.conversationPage(userId, conversationId, afterSeq, limit));
+          const page = await this.readPageWithBackoff(userId, conversationId, afterSeq, limit);
           if (this.state.kind !== "open") return;
           const outcome = cursor.applyPage(page);
           for (const message of outcome.messages) this.reply({ type: "message", message });
@@ -440,7 +461,7 @@ export class Session implements DeliveryTarget {
       for (;;) {
         for (;;) {
           const { afterSeq, limit } = cursor.nextPageRequest(mailboxPageLimitMax);
-          const page = await this.core.handler.mailboxPage(userId, afterSeq, limit);
+          const page = await this.withOverloadBackoff(() => this.core.handler.mailboxPage(userId, afterSeq, limit));
           if (this.state.kind !== "open") return;
           this.followHome(page.home);
           const outcome = cursor.applyPage(page);
@@ -506,6 +527,8 @@ export class Session implements DeliveryTarget {
 
 /** Reads of one conversation's log in one go, held messages included, before it is taken as broken. */
 const conversationReadRoundsMax = 100;
+/** Attempts of one page of a log that a cell answers `overloaded`, each after the retry-after it asked for. */
+const overloadedReadAttemptsMax = 5;
 
 export class EdgeCore {
   /** Requests of all sessions being served (the sessions count them; EdgeLimits.requestsInFlightMax bounds them). */

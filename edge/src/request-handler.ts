@@ -102,7 +102,7 @@ export class RequestHandler {
     if (outcome.kind === "no_entry") throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
     const { reply, home } = outcome;
     if (reply.type === "cell.mailboxEvents") return { events: reply.events, headSeq: reply.headSeq, floorSeq: reply.floorSeq, home };
-    if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message);
+    if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }
 
@@ -116,7 +116,7 @@ export class RequestHandler {
     if (outcome.kind === "no_entry") throw new RemoteError("not_a_member", `no conversation ${conversationId}`);
     const { reply } = outcome;
     if (reply.type === "cell.messages") return { afterSeq: reply.afterSeq, messages: reply.messages, headSeq: reply.headSeq };
-    if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message);
+    if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }
 
