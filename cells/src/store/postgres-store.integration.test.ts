@@ -213,3 +213,66 @@ describe("cell database bootstrap", () => {
     }
   });
 });
+
+describe("a send batch racing its conversation's import", () => {
+  /**
+   * A pool whose send-batch statement is followed, before its result returns, by `between`: so another
+   * transaction commits exactly between the statement and whatever the store reads after it.
+   */
+  function racingPool(pool: pg.Pool): { pool: pg.Pool; between(run: () => Promise<void>): void; ran(): boolean } {
+    let pending: (() => Promise<void>) | undefined;
+    let ran = false;
+    const wrapped = new Proxy(pool, {
+      get(target, property) {
+        const value: unknown = Reflect.get(target, property, target);
+        if (property !== "query" || typeof value !== "function") return typeof value === "function" ? value.bind(target) : value;
+        const query = value.bind(target) as (...args: unknown[]) => Promise<unknown>;
+        return async (...args: unknown[]): Promise<unknown> => {
+          const result = await query(...args);
+          const config = args[0];
+          const isSendBatch = typeof config === "object" && config !== null && "name" in config && config.name === "cellwire-store-sends";
+          if (isSendBatch && pending !== undefined) {
+            const run = pending;
+            pending = undefined;
+            await run();
+            ran = true;
+          }
+          return result;
+        };
+      },
+    });
+    return { pool: wrapped, between: (run) => (pending = run), ran: () => ran };
+  }
+
+  it("answers a member moving, not not_a_member, when the import activates between the statement and the read of its refusal", async () => {
+    const importer = required(second);
+    const racing = racingPool(required(pools[0]));
+    const store = new PostgresConversationStore(racing.pool, { groupMembersMax });
+    const conversationId = "g-racingTheActivation00a";
+    const epoch = 5;
+    const base = { kind: "conversation", id: conversationId, epoch, lastSeq: 0, conversation: null, members: [], messages: [], outbox: [] } as const;
+    const member = (userId: string) => ({ userId, joinedAtMs: Date.now(), joinedAfterSeq: 0, readSeq: 0, deliveredSeq: 0 });
+    const imported = await importer.importPage({
+      ...base,
+      first: true,
+      last: false,
+      conversation: { kind: "group", title: "moving in", createdByUserId: "alice", createdAtMs: Date.now() },
+      members: [member("alice"), member("bob")],
+    });
+    expect(imported).toEqual({ outcome: "importing" });
+    const sends = [
+      { conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c-race", body: "at the activation", epoch },
+      { conversationId, senderUserId: "mallory", senderDeviceId: "phone", clientMessageId: "c-intruder", body: "let me in", epoch },
+    ];
+    // The statement sees the conversation importing; the activation commits before the store reads why it refused.
+    racing.between(async () => {
+      expect(await importer.importPage({ ...base, first: false, last: true })).toEqual({ outcome: "active" });
+    });
+    const raced = await store.appendMessages(sends);
+    expect(racing.ran()).toBe(true);
+    // The member was refused for a state that no longer holds: retryable, as the statement would have said.
+    expect(raced).toEqual([{ outcome: "moving" }, { outcome: "not_a_member" }]);
+    const [retried] = await store.appendMessages(sends.slice(0, 1));
+    expect(retried).toMatchObject({ outcome: "stored", deduplicated: false, message: { seq: 1, body: "at the activation" } });
+  });
+});

@@ -160,9 +160,19 @@ export class PostgresConversationStore implements ConversationStore {
     const refusedConversationIds = [...new Set(inputs.filter((_, index) => results[index] === undefined).map((input) => input.conversationId))];
     if (refusedConversationIds.length === 0) return results as AppendMessageResult[];
     // Only refused sends cost this read: each conversation's row says why (fence, migration), or nothing
-    // does and the sender was not a member.
+    // does and the sender was not a member. This read comes after the statement, so the row may have
+    // changed since the statement's snapshot: an import that activated the conversation here in between
+    // leaves an active row that explains nothing. A sender who is a member now was refused for a state
+    // that no longer holds, so the answer is the statement's own (`moving`), which the caller retries.
     const keyRows = await readConversationKeyRows(this.database, refusedConversationIds);
-    return inputs.map((input, index) => results[index] ?? writeRefusal(keyRows.get(input.conversationId), input.epoch) ?? { outcome: "not_a_member" });
+    const unexplained = inputs.filter((input, index) => results[index] === undefined && writeRefusal(keyRows.get(input.conversationId), input.epoch) === undefined);
+    const membersNow = unexplained.length === 0 ? new Set<string>() : await readMemberships(this.database, unexplained);
+    return inputs.map(
+      (input, index): AppendMessageResult =>
+        results[index] ??
+        writeRefusal(keyRows.get(input.conversationId), input.epoch) ??
+        (membersNow.has(membershipKey(input.conversationId, input.senderUserId)) ? { outcome: "moving" } : { outcome: "not_a_member" }),
+    );
   }
 
   async messagesAfter(input: MessagesAfterInput): Promise<MessagesAfterResult> {
@@ -960,6 +970,29 @@ async function writeJoinedEvents(
   return written
     .map(({ id, recipientUserId }): OutboxEntry => ({ id: safeInteger(id, "outbox.id"), conversationId: summary.conversationId, recipientUserId, eventId, event }))
     .sort((left, right) => left.id - right.id);
+}
+
+/** A (conversation, user) pair as one string; ids admit no space (protocol/src/ids.ts). */
+function membershipKey(conversationId: string, userId: string): string {
+  return `${conversationId} ${userId}`;
+}
+
+/** Which of the sends' senders are members of their conversations now, as membershipKey strings. */
+async function readMemberships(executor: Executor, sends: readonly AppendMessageInput[]): Promise<Set<string>> {
+  const result = await executor.execute(sql`
+    select conversation_members.conversation_id, conversation_members.user_id
+    from unnest(${sql.param(sends.map((send) => send.conversationId))}::text[], ${sql.param(sends.map((send) => send.senderUserId))}::text[])
+      as wanted(conversation_id, user_id)
+    join conversation_members on conversation_members.conversation_id = wanted.conversation_id and conversation_members.user_id = wanted.user_id
+  `);
+  const members = new Set<string>();
+  for (const row of result.rows) {
+    const conversationId = row["conversation_id"];
+    const userId = row["user_id"];
+    if (typeof conversationId !== "string" || typeof userId !== "string") throw new StoreRowError("conversation_members ids must be strings");
+    members.add(membershipKey(conversationId, userId));
+  }
+  return members;
 }
 
 /** The key rows of many conversations in one read (for the refusals of a send batch). */
