@@ -235,6 +235,7 @@ describe("live migration", () => {
     expect(userPauses).toHaveLength(2 * userCount);
     expect(report.findings).toEqual([]);
     expect(report.ok).toBe(true);
+    expect(run.sequenceGaps).toEqual([]);
     // Everyone is home again, under an epoch two moves later.
     for (const key of keys) {
       const entry = await directory.lookup(key.kind, key.id);
@@ -296,5 +297,6 @@ describe("live migration", () => {
     );
     expect(report.findings).toEqual([]);
     expect(report.ok).toBe(true);
+    expect(run.sequenceGaps).toEqual([]);
   });
 });

@@ -79,6 +79,7 @@ it("restarts every worker under traffic and adds one, with nothing lost, doubled
     ].join("\n"),
   );
   expect(report.findings).toEqual([]);
+  expect(run.sequenceGaps).toEqual([]);
   expect(run.record.acks).toHaveLength(run.record.sends.length);
   expect(run.retries).toBe(0);
   expect(ownedByNewWorker.length).toBeGreaterThan(0);
