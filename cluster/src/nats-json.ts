@@ -1,8 +1,9 @@
 // JSON over NATS: encoding, decoding against a protocol decoder, and requests with a deadline whose
-// failures come back as typed errors.
-import { RequestError, TimeoutError, NoRespondersError, type NatsConnection, type Msg } from "@nats-io/transport-node";
+// failures come back as typed errors (over the connection's RequestMux).
+import { RequestError, TimeoutError, NoRespondersError, type NatsConnection } from "@nats-io/transport-node";
 import { decodeJsonText, type Decoder } from "@cellwire/protocol";
 import { BadPayloadError, UnavailableError } from "./errors.ts";
+import { RequestMux } from "./request-mux.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -39,14 +40,14 @@ export async function requestJson<T>(
   timeoutMs: number,
   unavailableCode: "cell_unavailable" | "directory_unavailable",
 ): Promise<T> {
-  let reply: Msg;
-  try {
-    reply = await connection.request(subject, encodeJson(payload), { timeout: timeoutMs });
-  } catch (error) {
-    const why = isNoResponders(error) ? "no responders" : isTimeout(error) ? `no reply within ${timeoutMs} ms` : "request failed";
-    throw new UnavailableError(unavailableCode, `${subject}: ${why}`, { cause: error });
-  }
-  const decoded = decodeMessage(replyDecoder, reply.data);
+  const outcome = await RequestMux.of(connection).request(subject, JSON.stringify(payload), timeoutMs);
+  if (!outcome.ok) throw new UnavailableError(unavailableCode, `${subject}: ${describeFailure(outcome.reason, timeoutMs)}`);
+  const decoded = decodeMessage(replyDecoder, outcome.data);
   if (!decoded.ok) throw new BadPayloadError(`reply on ${subject} does not decode: ${decoded.reason}`);
   return decoded.value;
+}
+
+/** Why a request got no reply, for error messages. */
+export function describeFailure(reason: "timeout" | "no_responders" | "closed", timeoutMs: number): string {
+  return reason === "no_responders" ? "no responders" : reason === "timeout" ? `no reply within ${timeoutMs} ms` : "the connection is closed";
 }

@@ -1,7 +1,7 @@
 // SendBatcher over a fake NATS connection whose requests the test answers: what leaves in one request,
 // where batches split, how one batch reply reaches each caller, and how a failed batch fails every send.
 import { describe, expect, it } from "vitest";
-import { NoRespondersError, RequestError, TimeoutError, type Msg, type NatsConnection, type RequestOptions } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import {
   cellSendBatch,
   decodeJsonText,
@@ -17,41 +17,55 @@ import { SendBatcher } from "./send-batcher.ts";
 const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 const encoder = new TextEncoder();
 
-/** One request the batcher made; the test answers it with `reply` (JSON) or `fail`. */
+/** One request the batcher made; the test answers it with `reply` (JSON), `replyBytes`, `noResponders` or not at all. */
 type SentRequest = {
   readonly subject: string;
   readonly bytes: number;
   readonly batch: CellSendBatch;
-  readonly timeoutMs: number | undefined;
   reply(value: unknown): void;
   replyBytes(data: Uint8Array): void;
-  fail(error: unknown): void;
+  /** The server's answer to a request nobody listens to: an empty 503 status message. */
+  noResponders(): void;
 };
 
-/** The part of a NatsConnection SendBatcher uses: request(). Each request waits for the test's answer. */
+type ReplyCallback = (error: Error | null, message: { subject: string; data: Uint8Array; headers?: { code: number } }) => void;
+
+/**
+ * The part of a NatsConnection the batcher's RequestMux uses: one subscription to its reply prefix and
+ * publish() with a reply subject. `closeNextPublish` makes the next publish throw, as on a closed connection.
+ */
 class FakeConnection {
   readonly requests: SentRequest[] = [];
+  private replies: ReplyCallback | undefined;
+  closeNextPublish = false;
 
-  request(subject: string, payload?: Uint8Array | string, options?: RequestOptions): Promise<Msg> {
-    const data = typeof payload === "string" ? encoder.encode(payload) : (payload ?? new Uint8Array());
+  subscribe(_subject: string, options: { callback: ReplyCallback }): { closed: Promise<void>; unsubscribe(): void } {
+    this.replies = options.callback;
+    return { closed: new Promise<void>(() => undefined), unsubscribe: () => undefined };
+  }
+
+  publish(subject: string, payload: Uint8Array | string, options: { reply: string }): void {
+    if (this.closeNextPublish) {
+      this.closeNextPublish = false;
+      throw new Error("connection closed");
+    }
+    const data = typeof payload === "string" ? encoder.encode(payload) : payload;
     const decoded = decodeJsonText(cellSendBatch, new TextDecoder().decode(data));
     if (!decoded.ok) throw new Error(`the batcher sent a batch that does not decode: ${decoded.failure.path} ${decoded.failure.reason}`);
-    return new Promise<Msg>((resolve, reject) => {
-      const replyBytes = (replyData: Uint8Array): void => resolve({ subject, data: replyData } as unknown as Msg);
-      this.requests.push({
-        subject,
-        bytes: data.byteLength,
-        batch: decoded.value,
-        timeoutMs: options?.timeout,
-        reply: (value) => replyBytes(encoder.encode(JSON.stringify(value))),
-        replyBytes,
-        fail: reject,
-      });
+    const deliver = (replyData: Uint8Array, headers?: { code: number }): void =>
+      this.replies?.(null, { subject: options.reply, data: replyData, ...(headers === undefined ? {} : { headers }) });
+    this.requests.push({
+      subject,
+      bytes: data.byteLength,
+      batch: decoded.value,
+      reply: (value) => deliver(encoder.encode(JSON.stringify(value))),
+      replyBytes: (replyData) => deliver(replyData),
+      noResponders: () => deliver(new Uint8Array(), { code: 503 }),
     });
   }
 
   asNatsConnection(): NatsConnection {
-    // SendBatcher calls request() only; the rest of the interface is never touched.
+    // The mux calls subscribe() and publish() only; the rest of the interface is never touched.
     return this as unknown as NatsConnection;
   }
 }
@@ -184,38 +198,60 @@ describe("SendBatcher", () => {
     );
   });
 
-  it("gives the batch the smallest timeout of its sends, as the request's timeout and the worker's budgetMs", async () => {
+  it("gives the batch the smallest timeout of its sends, as the worker's budgetMs", async () => {
     const connection = new FakeConnection();
     const batcher = new SendBatcher(connection.asNatsConnection());
     void batcher.request("worker.1", send(1), 900).catch(() => undefined);
     void batcher.request("worker.1", send(2), 250.7).catch(() => undefined);
     void batcher.request("worker.1", send(3), 4000).catch(() => undefined);
     await nextTurn();
-    const request = only(connection.requests);
-    expect(request.batch.budgetMs).toBe(250);
-    expect(request.timeoutMs).toBe(250);
+    expect(only(connection.requests).batch.budgetMs).toBe(250);
   });
 
-  it.each([
-    ["a timeout", () => new TimeoutError(), "no reply within 500 ms"],
-    ["no responders", () => new RequestError("503", { cause: new NoRespondersError("worker.1") }), "no responders"],
-    ["another request failure", () => new Error("connection closed"), "request failed"],
-  ])("rejects every send of the batch with UnavailableError on %s, and no send of another batch", async (_label, failure, why) => {
+  it("rejects every send of the batch with UnavailableError when no reply comes within the smallest timeout, and no send of another batch", async () => {
     const connection = new FakeConnection();
     const batcher = new SendBatcher(connection.asNatsConnection());
-    const failing = [batcher.request("worker.1", send(1), 500), batcher.request("worker.1", send(2), 500)].map(settled);
-    const other = batcher.request("worker.2", send(3), 500);
+    const startedAt = performance.now();
+    const failing = [batcher.request("worker.1", send(1), 30), batcher.request("worker.1", send(2), 5000)].map(settled);
+    const other = batcher.request("worker.2", send(3), 5000);
     await nextTurn();
-    const [toFailing, toOther] = connection.requests;
-    if (toFailing === undefined || toOther === undefined) throw new Error("two requests expected");
-    const cause = failure();
-    toFailing.fail(cause);
-    toOther.reply(storedReplies(toOther));
+    const toOther = connection.requests.find((request) => request.subject === "worker.2");
+    toOther?.reply(storedReplies(toOther));
     for (const outcome of await Promise.all(failing)) {
       expect(outcome.ok).toBe(false);
       if (outcome.ok) continue;
       expect(outcome.error).toBeInstanceOf(UnavailableError);
-      expect(outcome.error).toMatchObject({ code: "cell_unavailable", message: `worker.1: ${why}`, cause });
+      expect(outcome.error).toMatchObject({ code: "cell_unavailable", message: "worker.1: no reply within 30 ms" });
+    }
+    // The mux sweeps timeouts in 25 ms buckets: never early, at most a bucket or two late.
+    expect(performance.now() - startedAt).toBeGreaterThanOrEqual(29);
+    expect(await other).toEqual(stored(send(3), 1));
+  });
+
+  it.each([
+    ["no responders", (connection: FakeConnection) => connection.requests[0]?.noResponders(), "no responders"],
+    [
+      "a closed connection",
+      (connection: FakeConnection) => {
+        connection.closeNextPublish = true;
+      },
+      "the connection is closed",
+    ],
+  ])("rejects every send of the batch with UnavailableError on %s, and no send of another batch", async (label, failure, why) => {
+    const connection = new FakeConnection();
+    const batcher = new SendBatcher(connection.asNatsConnection());
+    if (label === "a closed connection") failure(connection);
+    const failing = [batcher.request("worker.1", send(1), 500), batcher.request("worker.1", send(2), 500)].map(settled);
+    const other = batcher.request("worker.2", send(3), 500);
+    await nextTurn();
+    if (label === "no responders") failure(connection);
+    const toOther = connection.requests.find((request) => request.subject === "worker.2");
+    toOther?.reply(storedReplies(toOther));
+    for (const outcome of await Promise.all(failing)) {
+      expect(outcome.ok).toBe(false);
+      if (outcome.ok) continue;
+      expect(outcome.error).toBeInstanceOf(UnavailableError);
+      expect(outcome.error).toMatchObject({ code: "cell_unavailable", message: `worker.1: ${why}` });
     }
     expect(await other).toEqual(stored(send(3), 1));
   });

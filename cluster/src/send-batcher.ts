@@ -11,7 +11,8 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { cellSendBatchReplies, sendBatchBytesMax, sendBatchItemsMax, type CellReply, type CellSendRequest } from "@cellwire/protocol";
 import { BadPayloadError, UnavailableError } from "./errors.ts";
-import { decodeMessage, isNoResponders, isTimeout } from "./nats-json.ts";
+import { decodeMessage, describeFailure } from "./nats-json.ts";
+import { RequestMux } from "./request-mux.ts";
 
 type Waiting = {
   readonly encoded: string;
@@ -22,7 +23,6 @@ type Waiting = {
 
 type Batch = { readonly items: Waiting[]; bytes: number };
 
-const encoder = new TextEncoder();
 /** The envelope around the sends: `{"type":"cell.sendBatch","budgetMs":…,"sends":[…]}`. */
 const envelopeBytes = 64;
 
@@ -30,7 +30,11 @@ export class SendBatcher {
   private readonly batches = new Map<string, Batch>();
   private flushScheduled = false;
 
-  constructor(private readonly connection: NatsConnection) {}
+  private readonly requests: RequestMux;
+
+  constructor(connection: NatsConnection) {
+    this.requests = RequestMux.of(connection);
+  }
 
   /** Sends `request` to `subject` in the next batch for it; `timeoutMs` bounds the wait for its reply. */
   request(subject: string, request: CellSendRequest, timeoutMs: number): Promise<CellReply> {
@@ -72,9 +76,14 @@ export class SendBatcher {
     for (const item of items) timeoutMs = Math.min(timeoutMs, item.timeoutMs);
     const budgetMs = Math.max(0, Math.floor(timeoutMs));
     const payload = `{"type":"cell.sendBatch","budgetMs":${budgetMs},"sends":[${items.map((item) => item.encoded).join(",")}]}`;
-    this.connection.request(subject, encoder.encode(payload), { timeout: Math.max(1, budgetMs) }).then(
-      (reply) => {
-        const decoded = decodeMessage(cellSendBatchReplies, reply.data);
+    void this.requests.request(subject, payload, Math.max(1, budgetMs)).then((outcome) => {
+      if (!outcome.ok) {
+        const failure = new UnavailableError("cell_unavailable", `${subject}: ${describeFailure(outcome.reason, budgetMs)}`);
+        for (const item of items) item.reject(failure);
+        return;
+      }
+      {
+        const decoded = decodeMessage(cellSendBatchReplies, outcome.data);
         if (!decoded.ok || decoded.value.replies.length !== items.length) {
           const why = decoded.ok ? `${decoded.value.replies.length} replies to ${items.length} sends` : decoded.reason;
           const error = new BadPayloadError(`the batch reply on ${subject} does not answer its sends: ${why}`);
@@ -86,12 +95,7 @@ export class SendBatcher {
           if (itemReply === undefined) item.reject(new BadPayloadError(`the batch reply on ${subject} lacks reply ${index}`));
           else item.resolve(itemReply);
         });
-      },
-      (error: unknown) => {
-        const why = isNoResponders(error) ? "no responders" : isTimeout(error) ? `no reply within ${budgetMs} ms` : "request failed";
-        const failure = new UnavailableError("cell_unavailable", `${subject}: ${why}`, { cause: error });
-        for (const item of items) item.reject(failure);
-      },
-    );
+      }
+    });
   }
 }

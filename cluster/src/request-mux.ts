@@ -1,0 +1,118 @@
+// Request/reply over one reply subscription per connection, for the hot paths between edges, workers and
+// the directory. nats.js's own request() costs, per request, a random token, a timer, and (measured in
+// the chat benchmark's CPU profiles) two Error objects with stack traces, one of them built even when the
+// reply arrives in time: about a tenth of an edge's CPU under load. Here a request is a publish with a
+// reply subject under this mux's prefix and an entry in a Map; timeouts are swept by one timer in 25 ms
+// buckets; outcomes are values, not exceptions (docs/performance.md).
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { randomBytes } from "node:crypto";
+
+export type RequestOutcome =
+  | { readonly ok: true; readonly data: Uint8Array }
+  /** No reply within the timeout; nobody listens on the subject (the server's 503); the connection is closed. */
+  | { readonly ok: false; readonly reason: "timeout" | "no_responders" | "closed" };
+
+type Pending = { readonly resolve: (outcome: RequestOutcome) => void; readonly bucket: number };
+
+/** Timeouts are checked this often: a request times out between timeoutMs and timeoutMs + this. */
+const sweepIntervalMs = 25;
+
+const muxes = new WeakMap<NatsConnection, RequestMux>();
+
+export class RequestMux {
+  private readonly prefix: string;
+  private readonly subscription: Subscription;
+  private readonly pending = new Map<string, Pending>();
+  /** Expiry bucket (deadline / sweepIntervalMs, rounded up) → the tokens that expire in it. */
+  private readonly buckets = new Map<number, Set<string>>();
+  private counter = 0;
+  private sweeper: ReturnType<typeof setInterval> | undefined;
+
+  /** The mux of a connection, created on first use; it lives as long as the connection. */
+  static of(connection: NatsConnection): RequestMux {
+    let mux = muxes.get(connection);
+    if (mux === undefined) {
+      mux = new RequestMux(connection);
+      muxes.set(connection, mux);
+    }
+    return mux;
+  }
+
+  private constructor(private readonly connection: NatsConnection) {
+    // Unique per process and connection; `_INBOX.` is what nats-server permission templates expect.
+    this.prefix = `_INBOX.cw${randomBytes(9).toString("base64url")}.`;
+    this.subscription = connection.subscribe(`${this.prefix}*`, {
+      callback: (error, message) => {
+        if (error !== null) return;
+        const token = message.subject.slice(this.prefix.length);
+        const waiting = this.pending.get(token);
+        if (waiting === undefined) return;
+        // The server answers a request to a subject nobody listens on with an empty 503 status message.
+        const noResponders = message.data.length === 0 && message.headers?.code === 503;
+        this.settle(token, waiting, noResponders ? { ok: false, reason: "no_responders" } : { ok: true, data: message.data });
+      },
+    });
+    void this.subscription.closed.then(() => this.failAll("closed"));
+  }
+
+  /** Requests waiting for their reply. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  request(subject: string, payload: Uint8Array | string, timeoutMs: number): Promise<RequestOutcome> {
+    const token = (this.counter++).toString(36);
+    return new Promise<RequestOutcome>((resolve) => {
+      const bucket = Math.ceil((performance.now() + Math.max(1, timeoutMs)) / sweepIntervalMs);
+      this.pending.set(token, { resolve, bucket });
+      let tokens = this.buckets.get(bucket);
+      if (tokens === undefined) {
+        tokens = new Set();
+        this.buckets.set(bucket, tokens);
+      }
+      tokens.add(token);
+      this.sweeper ??= this.startSweeper();
+      try {
+        this.connection.publish(subject, payload, { reply: `${this.prefix}${token}` });
+      } catch {
+        const waiting = this.pending.get(token);
+        if (waiting !== undefined) this.settle(token, waiting, { ok: false, reason: "closed" });
+      }
+    });
+  }
+
+  private settle(token: string, waiting: Pending, outcome: RequestOutcome): void {
+    this.pending.delete(token);
+    const tokens = this.buckets.get(waiting.bucket);
+    tokens?.delete(token);
+    if (tokens?.size === 0) this.buckets.delete(waiting.bucket);
+    waiting.resolve(outcome);
+  }
+
+  private startSweeper(): ReturnType<typeof setInterval> {
+    const sweeper = setInterval(() => {
+      const now = performance.now() / sweepIntervalMs;
+      for (const [bucket, tokens] of this.buckets) {
+        if (bucket > now) continue;
+        this.buckets.delete(bucket);
+        for (const token of tokens) {
+          const waiting = this.pending.get(token);
+          if (waiting === undefined) continue;
+          this.pending.delete(token);
+          waiting.resolve({ ok: false, reason: "timeout" });
+        }
+      }
+      if (this.pending.size === 0) {
+        clearInterval(sweeper);
+        this.sweeper = undefined;
+      }
+    }, sweepIntervalMs);
+    // Waiting replies never keep a process alive by themselves.
+    sweeper.unref();
+    return sweeper;
+  }
+
+  private failAll(reason: "closed"): void {
+    for (const [token, waiting] of [...this.pending]) this.settle(token, waiting, { ok: false, reason });
+  }
+}
