@@ -451,7 +451,10 @@ export class MemoryConversationStore implements ConversationStore {
       // The request handler refuses a first conversation page without its description.
       if (description === null) throw new RangeError(`the first import page of ${input.id} has no conversation`);
       this.deleteOutboxOf(input.id);
+      // The version this cell gave out before the key left stays below the one it activates with.
+      const membersVersionBefore = conversation?.membersVersion ?? 0;
       conversation = this.create(input.id, description.kind, description.title, description.createdByUserId, [], input.epoch, description.createdAtMs);
+      conversation.membersVersion = membersVersionBefore;
       conversation.state = "importing";
     }
     conversation.ownerEpoch = input.epoch;
@@ -488,6 +491,9 @@ export class MemoryConversationStore implements ConversationStore {
     // Every message up to lastSeq was copied, so the head is the messages' length.
     if (conversation.messages.length !== input.lastSeq) throw new RangeError(`import of ${input.id}: ${conversation.messages.length} messages, lastSeq ${input.lastSeq}`);
     conversation.state = "active";
+    // Members may have been added while the key lived in another cell: a member list a worker here cached
+    // before it left must read as stale (see AppendMessageResult's membersVersion).
+    conversation.membersVersion += 1;
     return { outcome: "active" };
   }
 

@@ -722,7 +722,13 @@ export class PostgresConversationStore implements ConversationStore {
           .onConflictDoNothing();
       }
       if (!input.last) return { outcome: "importing" };
-      await transaction.execute(sql`update conversations set state = 'active', last_seq = ${input.lastSeq}::bigint where id = ${id}::text`);
+      // Members may have been added while the key lived in another cell, and this row kept the version it
+      // had before it left (resetForImport leaves it): a member list a worker here cached back then must
+      // read as stale, so the activation raises it (see AppendMessageResult's membersVersion).
+      await transaction.execute(sql`
+        update conversations set state = 'active', last_seq = ${input.lastSeq}::bigint, members_version = members_version + 1
+        where id = ${id}::text
+      `);
       return { outcome: "active" };
     });
   }

@@ -815,6 +815,8 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await send(conversationId, "sixth", "carol", clientMessageId);
         await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 3, fanOutMembersMax: 32 });
         const key = { kind: "conversation", id: conversationId } as const;
+        const membersBefore = await store().members(conversationId);
+        if (membersBefore.outcome !== "members") throw new Error(`expected members, got ${membersBefore.outcome}`);
         const frozen = await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch });
         if (frozen.outcome !== "frozen") throw new Error("expected frozen");
         const exported = await store().exportConversation(conversationId);
@@ -850,6 +852,10 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().importPage({ ...base, first: false, last: true })).toEqual({ outcome: "active" });
         expect(await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 })).toEqual(historyBefore);
         expect(await memberIds(conversationId)).toEqual(["alice", "bob", "carol", "dave"]);
+        // Back with a newer members version than it left with: members may have been added in the other
+        // cell, so a member list a worker here cached before the move must not pass for current.
+        const membersAfter = await store().members(conversationId);
+        expect(membersAfter.outcome === "members" && membersAfter.membersVersion).toBeGreaterThan(membersBefore.membersVersion);
         // dave's join point came along: without a cursor his devices read after it.
         expect(await store().messagesAfter({ conversationId, userId: "dave", afterSeq: null, limit: 10 })).toMatchObject({
           outcome: "messages",

@@ -71,7 +71,9 @@ export type OutboxEntry = {
  * `deduplicated` is true when (conversation, sender, clientMessageId) was stored before: the stored
  * message comes back unchanged (same messageId, seq and body) and nothing new is written. A new message
  * carries `membersVersion`, the conversation's member version read under the row lock that gave it its
- * seq: its members are those of that version (the publisher checks its cached list against it).
+ * seq: its members are those of that version (the publisher checks its cached list against it). Within
+ * one cell a version names one member list: adding a member raises it, and so does the activation of an
+ * imported conversation (members may have been added in the cell it came from).
  */
 export type AppendMessageResult =
   | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: false; readonly membersVersion: number }
