@@ -1,8 +1,9 @@
 // Live migration on real processes, Redis, NATS and Postgres (issue 5): 100 users chat in pairs and in
 // groups while every user's mailbox and every conversation moves from its cell to the other and back;
 // then a cell added at runtime (`cellwire add-cell`) takes users, and cell b is drained under traffic
-// (`cellwire drain`) and stopped. Each time the history checker finds nothing lost, doubled or
-// reordered. The figures (migration pauses, send latencies, drain time) are printed, never asserted.
+// (`cellwire drain`) and stopped; in between, a group moves out and back with a member added while it
+// was away. Each time the history checker finds nothing lost, doubled or reordered. The figures
+// (migration pauses, send latencies, drain time) are printed, never asserted.
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
@@ -242,6 +243,47 @@ describe("live migration", () => {
       expect(entry?.cellId).toBe(key.home);
       expect(entry?.epoch).toBe(3);
     }
+  });
+
+  it("moves a group out and back with a member added while it was away, who then gets every message after the join point, live", async () => {
+    onTestFailed(printOutput);
+    const directory = new DirectoryClient(nats as NatsConnection, topology().namespace, 5000);
+    const urls = topology().topology.edges.map((edge) => edge.webSocketUrl);
+    const [creatorId, memberId, addedId] = ["u090", "u091", "u092"] as const;
+    // Their phones from the first test come back where they stopped.
+    const reopen = (userId: string): Promise<RecordedDevice> => {
+      const earlier = run.devices.filter((device) => device.userId === userId && device.deviceId === "phone").at(-1);
+      return run.openDevice(userId, "phone", urls, earlier?.lastSeq());
+    };
+    const [creator, member, added] = [await reopen(creatorId), await reopen(memberId), await reopen(addedId)];
+    const group = await creator.client.createGroup("away and back", [memberId]);
+    const groupId = group.conversationId;
+    run.conversation(groupId, [creatorId, memberId]);
+    const home = (await directory.lookup("conversation", groupId))?.cellId;
+    if (home === undefined) throw new Error(`no directory entry for ${groupId}`);
+    const away = home === "a" ? "b" : "a";
+    let sent = 0;
+    const sendThree = async (label: string): Promise<void> => {
+      for (let index = 0; index < 3; index++) await run.send(creator, groupId, `${label} ${index}`, `away-${label}-${sent++}`);
+    };
+    // Published at home first: the conversation's owner there now knows its members.
+    await sendThree("home");
+    await member.untilMessage(groupId, 3, settleDeadlineMs);
+    expect((await migrateKey(migration(), "conversation", groupId, away)).toCellId).toBe(away);
+    const grown = await creator.client.addMembers(groupId, [addedId]);
+    expect(grown.memberUserIds).toContain(addedId);
+    run.conversation(groupId, [creatorId, memberId, addedId]);
+    await sendThree("away");
+    expect((await migrateKey(migration(), "conversation", groupId, home)).toCellId).toBe(home);
+    await sendThree("back");
+    // The added member joined after seq 3, in the other cell; back home its messages still reach it live.
+    await Promise.all([creator, member, added].map((device) => device.untilMessage(groupId, 9, settleDeadlineMs)));
+    expect(added.events.flatMap(({ event }) => (event.kind === "joined" && event.conversationId === groupId ? [event.afterSeq] : []))).toEqual([3]);
+    expect(added.messages.filter((message) => message.conversationId === groupId).map((message) => message.seq)).toEqual([4, 5, 6, 7, 8, 9]);
+    await run.settle(settleDeadlineMs);
+    const report = await run.check(testServices.postgresAdminUrl, topology().namespace, ["a", "b"]);
+    expect(report.findings).toEqual([]);
+    expect(run.sequenceGaps).toEqual([]);
   });
 
   it("adds cell c at runtime, then drains cell b under traffic and stops it, losing nothing", async () => {
