@@ -55,6 +55,7 @@ import { CellRequestHandler } from "./request-handler.ts";
 import { ensureCellDatabase } from "./store/database.ts";
 import { describeError } from "./store/errors.ts";
 import { PostgresConversationStore } from "./store/postgres-store.ts";
+import { sendSessionOptions } from "./store/postgres-sends.ts";
 
 export type RunningWorker = {
   readonly workerId: string;
@@ -106,6 +107,17 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     // An idle pooled client whose server restarts emits 'error'; unhandled, it would end the process.
     pool.on("error", (error) => logger.warn(`idle Postgres connection failed: ${describeError(error)}`));
     undo.push(() => pool.end());
+    // The group commit stores one batch at a time: one connection of its own, with the session settings
+    // its statement needs (sendSessionOptions), that never waits behind reads for a pool slot.
+    const sendPool = new pg.Pool({
+      connectionString: databaseUrl,
+      max: 1,
+      connectionTimeoutMillis: postgresConnectTimeoutMs,
+      statement_timeout: postgresStatementTimeoutMs,
+      options: sendSessionOptions,
+    });
+    sendPool.on("error", (error) => logger.warn(`idle Postgres connection (sends) failed: ${describeError(error)}`));
+    undo.push(() => sendPool.end());
 
     const connection = await connectNats([...config.natsServers], `cellwire-worker-${config.workerId}`, logger);
     undo.push(() => connection.close());
@@ -119,7 +131,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     undo.push(async () => watcher.stop());
     await watcher.ready;
 
-    const store = new PostgresConversationStore(pool);
+    const store = new PostgresConversationStore(pool, {}, sendPool);
     let leaseHolder: LeaseHolder | undefined;
     const leaseHeld = (): boolean => leaseHolder === undefined || leaseHolder.holds();
 
@@ -307,6 +319,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         // Drain flushes the replies and deliveries still buffered before closing.
         await connection.drain().catch(() => connection.close());
         await pool.end();
+        await sendPool.end();
         logger.info(`worker ${config.workerId} stopped`);
       })();
       return stopping;

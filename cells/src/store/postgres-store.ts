@@ -130,9 +130,14 @@ export class PostgresConversationStore implements ConversationStore {
   private readonly database: NodePgDatabase;
   private readonly limits: StoreLimits;
 
+  /**
+   * `sendPool`: the connections the group commit's statement runs on (the worker gives it its own, set up
+   * by sendSessionOptions); the main pool when absent.
+   */
   constructor(
     private readonly pool: Pool,
     limits: Partial<StoreLimits> = {},
+    private readonly sendPool: Pool = pool,
   ) {
     this.database = drizzle({ client: pool });
     this.limits = {
@@ -149,7 +154,7 @@ export class PostgresConversationStore implements ConversationStore {
 
   async appendMessages(inputs: readonly AppendMessageInput[]): Promise<AppendMessageResult[]> {
     if (inputs.length === 0) return [];
-    const rows = await retryingUniqueViolation(() => storeSends(this.pool, inputs, messageFromRow));
+    const rows = await retryingUniqueViolation(() => storeSends(this.sendPool, inputs, messageFromRow));
     const results: (AppendMessageResult | undefined)[] = new Array<AppendMessageResult | undefined>(inputs.length);
     for (const row of rows) {
       if (results[row.index] !== undefined) throw new StoreRowError(`the send batch returned two rows for input ${row.index}`);
