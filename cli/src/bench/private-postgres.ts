@@ -101,8 +101,9 @@ async function report(url: string, per: number): Promise<void> {
       );
     }
     const statements = await client.query<{ query: string; calls: string; rows: string; total_exec_time: number; mean_exec_time: number }>(
+      // Every database of the private server (a bench drops its cell databases when it ends, their
+      // statements stay counted here until a reset).
       `select query, calls, rows, total_exec_time, mean_exec_time from pg_stat_statements
-       where dbid in (select oid from pg_database where datname like '%_cell_%')
        order by total_exec_time desc limit 15`,
     );
     process.stdout.write("statements by total execution time:\n");
