@@ -6,6 +6,7 @@
 import {
   decodeServerFrame,
   frameBytesMax,
+  messageBodyLengthMax,
   isConversationId,
   isDeviceId,
   isUserId,
@@ -905,6 +906,9 @@ function closedMessage(reason: ClosedReason, closeCode: number | null): string {
 // A frame whose UTF-8 size cannot exceed the limit (3 bytes per UTF-16 unit at most) skips the encoding.
 const utf8 = new TextEncoder();
 function frameTooBig(body: RequestBody): boolean {
+  // frameBytesMax is sized so that a send whose body is within its limit always fits (protocol/limits.ts):
+  // the hot path skips encoding the frame twice.
+  if (body.type === "send" && body.body.length <= messageBodyLengthMax) return false;
   const text = JSON.stringify({ ...body, requestId: "r".repeat(requestIdLengthMax) });
   return text.length * 3 > frameBytesMax && utf8.encode(text).length > frameBytesMax;
 }
