@@ -17,7 +17,12 @@ export const usage = `usage: npm run bench:chat -- --group <n> [options]
   --peer socketio           also run the workload against the two-node Socket.IO peer, after Cellwire
   --results <path>          the markdown report (default bench/results/<yyyy-mm-dd>-chat-group<n>.md)
   --profile <dir>           CPU profiles of every Cellwire process and load process, in <dir>/<process name>/
-  --postgres-admin-url <u>  the Postgres server of the cell databases (default ${defaultPostgresAdminUrl()})
+  --postgres-admin-url <u>  the Postgres server of the cell databases (default ${defaultPostgresAdminUrl()}); its
+                            commits and rows per message are reported (with pg_stat_statements loaded, as in
+                            cli/src/bench/private-postgres.ts, statements too)
+  --nats-servers <list>     Cellwire's NATS servers (default 127.0.0.1:4222)
+  --nats-monitor-url <u>    a nats-server monitoring URL (http://127.0.0.1:8222): NATS messages and bytes per
+                            message are reported from its /varz (cli/src/bench/private-nats.ts starts one)
   --keep-going              on the default grid, go on past the first failing rate
 `;
 
@@ -35,6 +40,10 @@ export type BenchOptions = {
   readonly resultsPath: string;
   readonly profileDirectory: string | undefined;
   readonly postgresAdminUrl: string;
+  /** The NATS servers of Cellwire's processes. */
+  readonly natsServers: readonly string[];
+  /** A nats-server monitoring URL (http://host:port) whose /varz counts the messages of each window. */
+  readonly natsMonitorUrl: string | undefined;
   readonly keepGoing: boolean;
 };
 
@@ -102,6 +111,25 @@ function postgresUrl(text: string): string {
   return text;
 }
 
+function natsServerList(text: string): string[] {
+  const servers = text.split(",").map((server) => server.trim()).filter((server) => server !== "");
+  if (servers.length === 0 || servers.some((server) => !/^[A-Za-z0-9.-]+:[0-9]{1,5}$/.test(server))) {
+    throw new OptionError(`--nats-servers takes host:port[,host:port…], not ${JSON.stringify(text)}`);
+  }
+  return servers;
+}
+
+function monitorUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new OptionError(`--nats-monitor-url is not a URL: ${JSON.stringify(text)}`);
+  }
+  if (url.protocol !== "http:") throw new OptionError("--nats-monitor-url must be an http:// URL (nats-server's -m port)");
+  return url.toString().replace(/\/$/, "");
+}
+
 export function parseBenchOptions(argv: readonly string[], now: Date = new Date()): ParsedOptions {
   try {
     const { values, positionals } = parseArgs({
@@ -120,6 +148,8 @@ export function parseBenchOptions(argv: readonly string[], now: Date = new Date(
         results: { type: "string" },
         profile: { type: "string" },
         "postgres-admin-url": { type: "string", default: defaultPostgresAdminUrl() },
+        "nats-servers": { type: "string", default: "127.0.0.1:4222" },
+        "nats-monitor-url": { type: "string" },
         "keep-going": { type: "boolean", default: false },
       },
     });
@@ -150,6 +180,8 @@ export function parseBenchOptions(argv: readonly string[], now: Date = new Date(
         resultsPath: values.results ?? defaultResultsPath(group, now),
         profileDirectory: values.profile,
         postgresAdminUrl: postgresUrl(values["postgres-admin-url"]),
+        natsServers: natsServerList(values["nats-servers"]),
+        natsMonitorUrl: values["nats-monitor-url"] === undefined ? undefined : monitorUrl(values["nats-monitor-url"]),
         keepGoing: values["keep-going"],
       },
     };

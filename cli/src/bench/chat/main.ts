@@ -20,7 +20,6 @@ import { runSystem, type RunContext } from "./system-run.ts";
 import { startCellwire, startSocketIo } from "./systems.ts";
 
 const repositoryRoot = fileURLToPath(new URL("../../../../", import.meta.url));
-const natsServers = ["127.0.0.1:4222"];
 const redisUrl = "redis://127.0.0.1:6379";
 
 function log(line: string): void {
@@ -61,7 +60,7 @@ async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   const { options } = parsed;
-  const problems = await unreachableServices(servicesToCheck(natsServers, redisUrl, options.postgresAdminUrl));
+  const problems = await unreachableServices(servicesToCheck([...options.natsServers], redisUrl, options.postgresAdminUrl));
   if (problems.length > 0) {
     log(`bench:chat: cannot run.\n${problems.map((problem) => `- ${problem}`).join("\n")}`);
     return 1;
@@ -90,7 +89,7 @@ async function main(argv: readonly string[]): Promise<number> {
     log(`bench:chat: run ${runId}: starting Cellwire (directory, cells a and b with two workers each, two edges)…`);
     const cellwire = await startCellwire({
       namespace: runId,
-      natsServers,
+      natsServers: options.natsServers,
       redisUrl,
       postgresAdminUrl: options.postgresAdminUrl,
       profileDirectory: options.profileDirectory === undefined ? undefined : resolve(options.profileDirectory),

@@ -4,6 +4,7 @@
 import { decodeHistogram, mergeHistograms, summariseMs, type LatencySummaryMs } from "./latency-histogram.ts";
 import type { SystemName, WindowReport } from "./load-messages.ts";
 import type { ProcessUsage } from "./process-usage.ts";
+import type { ServiceBudget } from "./service-counters.ts";
 import { countDeliveries, findKnee, ratePasses } from "./workload.ts";
 
 export type ProcessFigures = {
@@ -44,6 +45,8 @@ export type RateResult = {
   /** Every process of the machine over the window: more than the processes above means something else ran too. */
   readonly machineCpuMs: number | null;
   readonly firstError: string | null;
+  /** What each acked message cost Postgres and NATS (service-counters.ts); Cellwire only. */
+  readonly budget?: ServiceBudget | null;
 };
 
 export type KneeLine = {

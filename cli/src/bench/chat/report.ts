@@ -178,6 +178,27 @@ function processTable(results: readonly RateResult[]): string[] {
   return ["| rate | CPU µs per acked message, by process | RSS MiB, by process | machine |", "| --- | --- | --- | --- |", ...rows];
 }
 
+/** What each acked message cost Postgres and NATS, when the run counted it (service-counters.ts). */
+function budgetTable(results: readonly RateResult[]): string[] {
+  const counted = results.filter((result) => result.budget !== undefined && result.budget !== null);
+  if (counted.length === 0) return [];
+  const value = (number: number | null): string => (number === null ? "–" : String(number));
+  const rows = counted.map((result) => {
+    const budget = result.budget;
+    if (budget === undefined || budget === null) return "";
+    return (
+      `| ${figure(result.rate)} | ${value(budget.postgresCommits)} | ${value(budget.postgresStatements)} | ` +
+      `${value(budget.postgresRowsInserted)} / ${value(budget.postgresRowsUpdated)} / ${value(budget.postgresRowsDeleted)} | ` +
+      `${value(budget.natsMessagesIn)} / ${value(budget.natsMessagesOut)} | ${value(budget.natsBytes)} |`
+    );
+  });
+  return [
+    "| rate | Postgres commits per message | statements | rows inserted / updated / deleted | NATS messages in / out | NATS bytes in + out |",
+    "| --- | --- | --- | --- | --- | --- |",
+    ...rows,
+  ];
+}
+
 function kneeText(knee: KneeLine): string {
   const at = knee.kneeSendsPerS === null ? "no knee: the lowest rate run already failed" : `knee ${figure(knee.kneeSendsPerS)} sends/s (${figure(knee.kneeDeliveriesPerS ?? 0)} deliveries/s)`;
   const twice = knee.atTwiceKnee === null ? "no rate failed" : `at ${figure(knee.atTwiceKnee.rate)} sends/s (the first failing rate) ${figure(knee.atTwiceKnee.ackedPerS)} acked/s`;
@@ -189,7 +210,21 @@ function section(title: string, system: SystemSection): string[] {
   const lost = system.results.filter((result) => result.connectionsLost > 0 || result.unexpectedDeliveries > 0).map(
     (result) => `- at ${figure(result.rate)} sends/s: ${result.connectionsLost} connections dropped, ${result.unexpectedDeliveries} deliveries beyond a message's members`,
   );
-  return [`## ${title}`, "", `**${kneeText(system.knee)}.**`, "", ...rateTable(system.results), "", ...processTable(system.results), "", ...failures, ...lost, ...(failures.length + lost.length > 0 ? [""] : [])];
+  const budget = budgetTable(system.results);
+  return [
+    `## ${title}`,
+    "",
+    `**${kneeText(system.knee)}.**`,
+    "",
+    ...rateTable(system.results),
+    "",
+    ...processTable(system.results),
+    "",
+    ...(budget.length > 0 ? [...budget, ""] : []),
+    ...failures,
+    ...lost,
+    ...(failures.length + lost.length > 0 ? [""] : []),
+  ];
 }
 
 function workloadText(options: BenchOptions): string {

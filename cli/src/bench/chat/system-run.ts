@@ -11,6 +11,7 @@ import { positionsToReach, readRecordings, toHistoryRecord } from "./history-rec
 import { LoadFleet } from "./load-fleet.ts";
 import type { LoadUser } from "./load-messages.ts";
 import { clockTicksPerSecond, readMachineBusyTicks, sampleUsage, usageBetween, type UsageTarget } from "./process-usage.ts";
+import { budgetBetween, sampleCounters } from "./service-counters.ts";
 import { mergeRate, type RateResult } from "./rate-result.ts";
 import type { CellwireSystem, PeerSystem, RunningSystem } from "./systems.ts";
 import { continueAfter, onTimeDeliveryUsMax, planConversations, processOfUser, serverUrlsOfUser, userIdOf, type ConversationPlan } from "./workload.ts";
@@ -170,7 +171,7 @@ async function createConversations(fleet: LoadFleet, plan: readonly Conversation
   return conversationIds;
 }
 
-async function runRate(fleet: LoadFleet, rate: number, usageTargets: readonly UsageTarget[], system: RunningSystem, context: RunContext): Promise<RateResult> {
+async function runRate(fleet: LoadFleet, rate: number, usageTargets: readonly UsageTarget[], system: CellwireSystem | PeerSystem, context: RunContext): Promise<RateResult> {
   const { options, log } = context;
   const startUs = Math.round(wallNowUs() + windowLeadMs * 1000);
   const measureStartUs = startUs + options.warmupS * 1e6;
@@ -178,11 +179,16 @@ async function runRate(fleet: LoadFleet, rate: number, usageTargets: readonly Us
   log(`${system.system}: ${rate} sends/s: ${options.warmupS} s of warm-up, then ${options.durationS} s measured…`);
   await fleet.all(() => ({ type: "window", rate, startUs, warmupS: options.warmupS, durationS: options.durationS }), "windowStarted", commandDeadlineMs);
 
+  // Postgres and NATS count what the window cost them (Cellwire only: the peer uses neither).
+  const counterSource =
+    system.system === "cellwire"
+      ? { postgresAdminUrl: system.postgresAdminUrl, namespace: system.namespace, cellIds: system.cellIds, natsMonitorUrl: options.natsMonitorUrl }
+      : undefined;
   await atWallTime(measureStartUs);
   const machineAtStart = readMachineBusyTicks();
-  const usageAtStart = await sampleUsage(usageTargets);
+  const [usageAtStart, countersAtStart] = await Promise.all([sampleUsage(usageTargets), counterSource === undefined ? undefined : sampleCounters(counterSource)]);
   await atWallTime(endUs);
-  const usageAtEnd = await sampleUsage(usageTargets);
+  const [usageAtEnd, countersAtEnd] = await Promise.all([sampleUsage(usageTargets), counterSource === undefined ? undefined : sampleCounters(counterSource)]);
   const machineAtEnd = readMachineBusyTicks();
   const ticksPerSecond = clockTicksPerSecond();
 
@@ -197,7 +203,7 @@ async function runRate(fleet: LoadFleet, rate: number, usageTargets: readonly Us
   }
   const reports = await fleet.all(() => ({ type: "report" }), "report", commandDeadlineMs);
   const machineCpuMs = machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond;
-  return mergeRate({
+  const merged = mergeRate({
     system: system.system,
     group: options.group,
     rate,
@@ -206,6 +212,8 @@ async function runRate(fleet: LoadFleet, rate: number, usageTargets: readonly Us
     usage: usageBetween(usageAtStart, usageAtEnd, ticksPerSecond),
     machineCpuMs,
   });
+  if (countersAtStart === undefined || countersAtEnd === undefined) return merged;
+  return { ...merged, budget: budgetBetween(countersAtStart, countersAtEnd, merged.acked) };
 }
 
 function samePositions(left: readonly { userIndex: number; position: number }[], right: readonly { userIndex: number; position: number }[]): boolean {
