@@ -26,6 +26,7 @@ import {
   type SetupCommand,
   type WindowCommand,
 } from "./load-messages.ts";
+import { runBounded } from "../run-bounded.ts";
 import { intendedUs, isMeasured, messageBody, messageKey, onTimeDeliveryUsMax, parseMessageBody, senderOrder, sendSchedule, type SendSchedule } from "./workload.ts";
 
 /**
@@ -132,27 +133,6 @@ class Wakeups {
       this.waiters.add(check);
     });
   }
-}
-
-/** Runs `operation` over `items`, at most `inFlightMax` at a time; counts failures and keeps the first reason. */
-async function runBounded<T>(items: readonly T[], inFlightMax: number, operation: (item: T) => Promise<void>): Promise<{ failed: number; firstError: string | null }> {
-  let next = 0;
-  let failed = 0;
-  let firstError: string | null = null;
-  const lane = async (): Promise<void> => {
-    for (let index = next++; index < items.length; index = next++) {
-      const item = items[index];
-      if (item === undefined) continue;
-      try {
-        await operation(item);
-      } catch (error) {
-        failed++;
-        firstError ??= describeError(error);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(inFlightMax, items.length) }, lane));
-  return { failed, firstError };
 }
 
 class LoadProcess {

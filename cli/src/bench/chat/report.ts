@@ -107,9 +107,9 @@ export async function describeCommit(directory: string): Promise<CommitDescripti
 }
 
 /** The command as typed: each argument quoted for a POSIX shell when it needs it. */
-export function commandLine(argv: readonly string[]): string {
+export function commandLine(argv: readonly string[], script = "bench:chat"): string {
   const quote = (argument: string): string => (/^[A-Za-z0-9_./:=,@%+-]+$/.test(argument) ? argument : `'${argument.replaceAll("'", "'\\''")}'`);
-  return ["npm run bench:chat --", ...argv.map(quote)].join(" ");
+  return [`npm run ${script} --`, ...argv.map(quote)].join(" ");
 }
 
 // ---------------------------------------------------------------------------------------------------

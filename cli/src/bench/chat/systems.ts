@@ -37,6 +37,8 @@ export type RunningSystem = {
 
 export type CellwireSystem = RunningSystem & {
   readonly system: "cellwire";
+  /** The processes themselves: the connections bench kills an edge and reads their output. */
+  readonly topology: Topology;
   readonly namespace: string;
   readonly cellIds: readonly string[];
   readonly postgresAdminUrl: string;
@@ -70,6 +72,12 @@ export type CellwireStartOptions = SharedServices & {
   readonly profileDirectory: string | undefined;
   /** Called with a line when a server exits without being asked to: the run is broken from then on. */
   readonly onUnexpectedExit: (message: string) => void;
+  /** Extra environment for every process (the connections bench raises the edges' hello deadline). */
+  readonly extraEnvironment?: Readonly<Record<string, string>>;
+  /** Node options for a process, after the profile's (the connections bench opens the edges' inspector). */
+  readonly extraExecArgv?: (processName: string) => readonly string[];
+  /** Receives every line a server prints, besides the recent lines kept for failures. */
+  readonly onOutput?: (processName: string, line: string) => void;
 };
 
 export async function startCellwire(options: CellwireStartOptions): Promise<CellwireSystem> {
@@ -89,9 +97,15 @@ export async function startCellwire(options: CellwireStartOptions): Promise<Cell
       cells,
       edgePorts: [0, 0],
       edgeHost: "127.0.0.1",
-      extraExecArgv: (processName) =>
-        options.profileDirectory === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(options.profileDirectory, processName)}`],
-      onOutput: (processName, line) => output.add(`[${processName}] ${line}`),
+      ...(options.extraEnvironment === undefined ? {} : { extraEnvironment: options.extraEnvironment }),
+      extraExecArgv: (processName) => [
+        ...(options.profileDirectory === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(options.profileDirectory, processName)}`]),
+        ...(options.extraExecArgv?.(processName) ?? []),
+      ],
+      onOutput: (processName, line) => {
+        output.add(`[${processName}] ${line}`);
+        options.onOutput?.(processName, line);
+      },
       onUnexpectedExit: (processName, code) => {
         if (!stopping) options.onUnexpectedExit(`${processName} exited unexpectedly (status ${String(code)})`);
       },
@@ -138,6 +152,7 @@ export async function startCellwire(options: CellwireStartOptions): Promise<Cell
     usageTargets: [...serverTargets, postgresBackends, namedProcessTarget("nats-server"), namedProcessTarget("redis-server")],
     recentOutput: () => output.all(),
     stop,
+    topology,
     namespace: options.namespace,
     cellIds,
     postgresAdminUrl: options.postgresAdminUrl,
