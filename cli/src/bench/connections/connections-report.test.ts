@@ -1,0 +1,104 @@
+import { describe, expect, it } from "vitest";
+import { parseConnectionsOptions } from "./connections-options.ts";
+import { renderConnectionsReport } from "./connections-report.ts";
+import type { ConnectsLine, KillLine, MemoryLine } from "./connections-results.ts";
+
+const parsed = parseConnectionsOptions([], new Date(2026, 11, 6, 12));
+if (!parsed.ok) throw new Error(parsed.message);
+const machine = { cpuModel: "Test CPU", cores: 2, memoryGiB: 24, kernel: "6.1", node: "v20.19.0", postgres: "postgres 15", nats: "nats-server 2.10", redis: "redis 7" };
+const loadAverage = [1.5, 2, 2.5] as const;
+
+const memory: MemoryLine = {
+  measurement: "memory",
+  kind: "sessions",
+  edge: "1",
+  socketsAsked: 5000,
+  socketsOpen: 5000,
+  failed: 0,
+  firstError: null,
+  rssBeforeBytes: 100 * 1024 * 1024,
+  rssAfterBytes: 150 * 1024 * 1024,
+  rssSettledBytes: 140 * 1024 * 1024,
+  rssBytesPerSocket: 10_485.8,
+  rssSettledBytesPerSocket: 8388.6,
+  heapUsedBytesPerSocket: 3000,
+  externalBytesPerSocket: 40,
+  loadAverage,
+};
+const connects: ConnectsLine = {
+  measurement: "connects",
+  users: "first-time",
+  edge: "1",
+  connects: 10_000,
+  failed: 0,
+  firstError: null,
+  inFlightMax: 200,
+  durationS: 16.9,
+  admittedPerS: 592,
+  welcomeMs: { p50: 150, p99: 420, max: 800 },
+  syncedMs: { p50: 200, p99: 500, max: 900 },
+  processes: [
+    { name: "cellwire-edge-1", cpuMs: 9000, cpuUsPerOperation: 900 },
+    { name: "cellwire-edge-2", cpuMs: 0, cpuUsPerOperation: 0 },
+    { name: "redis-server", cpuMs: 1000, cpuUsPerOperation: 100 },
+  ],
+  serverCpuUsPerConnect: 1000,
+  machineCpuMs: 30_000,
+  loadAverage,
+};
+const kill: KillLine = {
+  measurement: "kill",
+  killedEdge: "1",
+  survivingEdge: "2",
+  clients: 6000,
+  resynced: 6000,
+  notResynced: 0,
+  deadlineS: 30,
+  p50Ms: 10_400,
+  p90Ms: 12_000,
+  p99Ms: 13_000,
+  maxMs: 13_700,
+  attempts: { one: 5000, two: 900, more: 100 },
+  processes: [{ name: "cellwire-edge-2", cpuMs: 6000, cpuUsPerOperation: 1000 }],
+  machineCpuMs: 20_000,
+  loadAverage,
+};
+
+describe("the connections report", () => {
+  it("names the machine, commit and command, and has a table per measurement with the load average on each row", () => {
+    const report = renderConnectionsReport({
+      date: new Date(Date.UTC(2026, 11, 6)),
+      machine,
+      commit: { commit: "abc1234", dirty: true },
+      command: "npm run bench:connections --",
+      options: parsed.options,
+      memory: [memory],
+      connects: [connects],
+      kill: [kill],
+      incidents: ["cellwire-worker-a-1 exited unexpectedly (status 1)"],
+    });
+    expect(report).toContain("# Connections benchmark (2026-12-06)");
+    expect(report).toContain("- Commit: abc1234 (dirty");
+    expect(report).toContain("| authenticated, synced, idle | 1 | 5,000 of 5,000 | 100 → 150 → 140 | 10,485.8 | 8,388.6 | 3,000 | 40 | 1.50 2.00 2.50 |");
+    expect(report).toContain("| first-time | 1 | 10,000 | 0 | 200 | 16.9 | **592** | 150 / 420 / 800 | 200 / 500 / 900 | 1,000 | edge-1 900, redis 100 | 1.50 2.00 2.50 |");
+    expect(report).toContain("| 6,000 | 1 → 2 | **6,000** | 0 | 10,400 / 12,000 / 13,000 / **13,700** | 5,000 / 900 / 100 | edge-2 1,000 | 1.50 2.00 2.50 |");
+    expect(report).toContain("- cellwire-worker-a-1 exited unexpectedly (status 1)");
+  });
+
+  it("leaves out the measurements not run", () => {
+    const report = renderConnectionsReport({
+      date: new Date(Date.UTC(2026, 11, 6)),
+      machine,
+      commit: { commit: "abc1234", dirty: false },
+      command: "npm run bench:connections -- --measurements kill",
+      options: parsed.options,
+      memory: [],
+      connects: [],
+      kill: [kill],
+      incidents: [],
+    });
+    expect(report).not.toContain("Idle memory");
+    expect(report).not.toContain("connects per second");
+    expect(report).toContain("## Edge kill");
+  });
+});

@@ -1,0 +1,168 @@
+// The connections benchmark's markdown report: where it ran (machine, versions, commit), the exact command,
+// and a table per measurement (idle memory, connects/s, edge kill), each row with the machine's load
+// average. Pure; the machine and commit come from the chat bench's describeMachine and describeCommit.
+import type { CommitDescription, MachineDescription } from "../chat/report.ts";
+import type { LatencySummaryMs } from "../chat/latency-histogram.ts";
+import type { ConnectionsOptions } from "./connections-options.ts";
+import type { ConnectsLine, KillLine, LoadAverage, MemoryLine, ProcessCpu } from "./connections-results.ts";
+
+export type ConnectionsReportInput = {
+  readonly date: Date;
+  readonly machine: MachineDescription;
+  readonly commit: CommitDescription;
+  readonly command: string;
+  readonly options: ConnectionsOptions;
+  readonly memory: readonly MemoryLine[];
+  readonly connects: readonly ConnectsLine[];
+  readonly kill: readonly KillLine[];
+  /** What went wrong on the side during the run (a server that exited unasked). */
+  readonly incidents: readonly string[];
+};
+
+function figure(value: number): string {
+  return value.toLocaleString("en-US", { maximumFractionDigits: 1 });
+}
+
+function bytes(value: number | null): string {
+  return value === null ? "–" : figure(value);
+}
+
+function mebibytes(value: number): string {
+  return figure(Math.round((value / (1024 * 1024)) * 10) / 10);
+}
+
+function load(average: LoadAverage): string {
+  return average.map((value) => value.toFixed(2)).join(" ");
+}
+
+function latency(summary: LatencySummaryMs | null): string {
+  if (summary === null) return "–";
+  const ms = (value: number): string => (value >= 100 ? value.toFixed(0) : value.toFixed(1));
+  return `${ms(summary.p50)} / ${ms(summary.p99)} / ${ms(summary.max)}`;
+}
+
+function shortName(name: string): string {
+  return name.replace(/^cellwire-/, "").replace(/-server$/, "");
+}
+
+/** The processes that did work, busiest first: "edge-1 412, directory 120, …" (µs per operation). */
+function cpuColumn(processes: readonly ProcessCpu[]): string {
+  return [...processes]
+    .filter((process) => process.cpuMs > 0)
+    .sort((left, right) => right.cpuMs - left.cpuMs)
+    .map((process) => `${shortName(process.name)} ${process.cpuUsPerOperation === null ? "–" : figure(process.cpuUsPerOperation)}`)
+    .join(", ");
+}
+
+function memorySection(lines: readonly MemoryLine[]): string[] {
+  if (lines.length === 0) return [];
+  const rows = lines.map((line) =>
+    [
+      line.kind === "sessions" ? "authenticated, synced, idle" : "silent (no hello): uWS + Session baseline",
+      line.edge,
+      `${figure(line.socketsOpen)} of ${figure(line.socketsAsked)}`,
+      `${mebibytes(line.rssBeforeBytes)} → ${mebibytes(line.rssAfterBytes)} → ${mebibytes(line.rssSettledBytes)}`,
+      figure(line.rssBytesPerSocket),
+      figure(line.rssSettledBytesPerSocket),
+      bytes(line.heapUsedBytesPerSocket),
+      bytes(line.externalBytesPerSocket),
+      load(line.loadAverage),
+    ].join(" | "),
+  );
+  return [
+    "## Idle memory per socket at the edge",
+    "",
+    "RSS from /proc before (after a full GC), right after the last socket was in, and after a full GC and a pause; the V8 heap in use " +
+      "and external memory from the edge's inspector, after the GC (before and after), both per open socket.",
+    "",
+    "| sockets | edge | open | RSS MiB before → after → settled | RSS B/socket | settled RSS B/socket | V8 heap B/socket | external B/socket | load average |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...rows.map((row) => `| ${row} |`),
+    "",
+    ...lines.filter((line) => line.failed > 0).map((line) => `- ${line.kind}: ${line.failed} sockets failed; the first: ${line.firstError ?? "no reason given"}`),
+  ];
+}
+
+function connectsSection(lines: readonly ConnectsLine[]): string[] {
+  if (lines.length === 0) return [];
+  const rows = lines.map((line) =>
+    [
+      line.users,
+      line.edge,
+      figure(line.connects),
+      figure(line.failed),
+      figure(line.inFlightMax),
+      figure(line.durationS),
+      `**${figure(line.admittedPerS)}**`,
+      latency(line.welcomeMs),
+      latency(line.syncedMs),
+      line.serverCpuUsPerConnect === null ? "–" : figure(line.serverCpuUsPerConnect),
+      cpuColumn(line.processes),
+      load(line.loadAverage),
+    ].join(" | "),
+  );
+  return [
+    "## Authenticated connects per second",
+    "",
+    "Minimal clients (a `ws` socket, a protocol 2 hello with a pre-signed token, wait for `synced`), a bounded number in flight per load process; " +
+      "sessions stay open until the pass ends. Times from the socket's request; CPU from /proc over the pass, per connect.",
+    "",
+    "| users | edge | connects | failed | in flight | s | admitted/s | to welcome p50 / p99 / max ms | to synced p50 / p99 / max ms | server CPU µs/connect | CPU µs/connect by process | load average |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...rows.map((row) => `| ${row} |`),
+    "",
+    ...lines.filter((line) => line.failed > 0).map((line) => `- ${line.users}: ${line.failed} connects failed; the first: ${line.firstError ?? "no reason given"}`),
+  ];
+}
+
+function killSection(lines: readonly KillLine[]): string[] {
+  if (lines.length === 0) return [];
+  const ms = (value: number | null): string => (value === null ? "–" : figure(Math.round(value)));
+  const rows = lines.map((line) =>
+    [
+      figure(line.clients),
+      `${line.killedEdge} → ${line.survivingEdge}`,
+      `**${figure(line.resynced)}**`,
+      figure(line.notResynced),
+      `${ms(line.p50Ms)} / ${ms(line.p90Ms)} / ${ms(line.p99Ms)} / **${ms(line.maxMs)}**`,
+      `${figure(line.attempts.one)} / ${figure(line.attempts.two)} / ${figure(line.attempts.more)}`,
+      cpuColumn(line.processes),
+      load(line.loadAverage),
+    ].join(" | "),
+  );
+  return [
+    "## Edge kill: SDK clients synced again on the other edge",
+    "",
+    "SDK clients (CellwireClient with both edge URLs, the first edge first) all synced on the first edge, which is then sent SIGKILL; " +
+      "each client's time from the kill to its next `synced` on the other edge. CPU per process from the kill to the last resync, per client.",
+    "",
+    `| clients | edge | synced again | not within ${lines[0]?.deadlineS ?? 30} s | p50 / p90 / p99 / max ms | attempts 1 / 2 / more | CPU µs/client by process | load average |`,
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...rows.map((row) => `| ${row} |`),
+    "",
+  ];
+}
+
+export function renderConnectionsReport(input: ConnectionsReportInput): string {
+  const { machine, options } = input;
+  const date = input.date.toISOString().slice(0, 10);
+  const lines = [
+    `# Connections benchmark (${date})`,
+    "",
+    `- Machine: ${machine.cpuModel}, ${machine.cores} cores, ${figure(machine.memoryGiB)} GiB, Linux ${machine.kernel}; Node ${machine.node}`,
+    `- Services: ${machine.postgres}; ${machine.nats}; ${machine.redis}`,
+    `- Commit: ${input.commit.commit}${input.commit.dirty ? " (dirty: the tree had uncommitted changes)" : ""}`,
+    `- Command: \`${input.command}\``,
+    `- Topology: as \`npm start\` runs it (directory, cells a and b with two workers each, two edges) on a fresh namespace; ` +
+      `${options.loadProcesses} load processes share the cores with it. The machine is shared: each row has the load average when it was taken.`,
+    ...(options.profileDirectory === undefined
+      ? []
+      : [`- CPU profiles of every Cellwire process and load process: \`${options.profileDirectory}/<process name>/\`. Profiling slows every process: figures of a profiled run are not comparable with others.`]),
+    "",
+    ...memorySection(input.memory),
+    ...connectsSection(input.connects),
+    ...killSection(input.kill),
+  ];
+  if (input.incidents.length > 0) lines.push("Incidents during the run:", "", ...input.incidents.map((incident) => `- ${incident}`), "");
+  return lines.join("\n");
+}

@@ -1,0 +1,98 @@
+import { describe, expect, it } from "vitest";
+import { createLatencyHistogram, encodeHistogram, recordLatencyUs } from "../chat/latency-histogram.ts";
+import { connectsLine, cpuPerOperation, killLine, memoryLine } from "./connections-results.ts";
+
+const loadAverage = [1, 2, 3] as const;
+
+function histogramOf(valuesUs: readonly number[]): string {
+  const histogram = createLatencyHistogram();
+  for (const value of valuesUs) recordLatencyUs(histogram, value);
+  return encodeHistogram(histogram);
+}
+
+describe("memoryLine", () => {
+  it("divides each growth by the sockets still open: RSS right after and after the GC, heap and external after the GC", () => {
+    const heap = (heapUsedBytes: number, externalBytes: number) => ({ heapUsedBytes, heapTotalBytes: 2 * heapUsedBytes, externalBytes, arrayBuffersBytes: 0 });
+    const line = memoryLine({
+      kind: "sessions",
+      edge: "1",
+      socketsAsked: 1000,
+      socketsOpen: 800,
+      failed: 200,
+      firstError: "closed 4202",
+      before: { rssBytes: 100_000_000, heap: heap(20_000_000, 1_000_000) },
+      after: { rssBytes: 108_000_000, heap: heap(40_000_000, 1_000_000) },
+      settled: { rssBytes: 104_000_000, heap: heap(22_400_000, 1_080_000) },
+      loadAverage,
+    });
+    expect(line).toMatchObject({ rssBytesPerSocket: 10_000, rssSettledBytesPerSocket: 5000, heapUsedBytesPerSocket: 3000, externalBytesPerSocket: 100, socketsOpen: 800 });
+  });
+
+  it("has no heap figures without the inspector, and no division by zero when nothing stayed open", () => {
+    const line = memoryLine({
+      kind: "silent",
+      edge: "2",
+      socketsAsked: 10,
+      socketsOpen: 0,
+      failed: 10,
+      firstError: "refused",
+      before: { rssBytes: 1, heap: undefined },
+      after: { rssBytes: 2, heap: undefined },
+      settled: { rssBytes: 3, heap: undefined },
+      loadAverage,
+    });
+    expect(line).toMatchObject({ rssBytesPerSocket: 0, heapUsedBytesPerSocket: null, externalBytesPerSocket: null });
+  });
+});
+
+describe("connectsLine", () => {
+  it("merges the load processes: connects over the span from the first request to the last synced, latencies, CPU per connect", () => {
+    const line = connectsLine({
+      users: "first-time",
+      edge: "1",
+      inFlightMax: 100,
+      replies: [
+        { opened: 300, failed: 0, firstError: null, startedAtUs: 1_000_000, finishedAtUs: 1_400_000, welcomeHistogram: histogramOf([1000, 2000]), syncedHistogram: histogramOf([3000]) },
+        { opened: 200, failed: 2, firstError: "closed 4003", startedAtUs: 1_100_000, finishedAtUs: 1_500_000, welcomeHistogram: histogramOf([4000]), syncedHistogram: histogramOf([9000]) },
+      ],
+      usage: [
+        { name: "cellwire-edge-1", cpuMs: 250, rssMb: 1, processCount: 1 },
+        { name: "load-1", cpuMs: 100, rssMb: 1, processCount: 1 },
+      ],
+      machineCpuMs: 400,
+      loadAverage,
+    });
+    expect(line).toMatchObject({ connects: 500, failed: 2, firstError: "closed 4003", durationS: 0.5, admittedPerS: 1000, serverCpuUsPerConnect: 500 });
+    expect(line.welcomeMs?.max).toBeCloseTo(4, 1);
+    expect(line.syncedMs?.p50).toBeCloseTo(3, 1);
+    expect(line.processes).toEqual([
+      { name: "cellwire-edge-1", cpuMs: 250, cpuUsPerOperation: 500 },
+      { name: "load-1", cpuMs: 100, cpuUsPerOperation: 200 },
+    ]);
+  });
+});
+
+describe("killLine", () => {
+  it("counts the clients synced again and those that were not, with percentiles over those synced and attempts per client", () => {
+    const delays = Float64Array.from([100, 200, 300, 400, Number.NaN]);
+    const line = killLine({
+      killedEdge: "1",
+      survivingEdge: "2",
+      deadlineS: 30,
+      reports: [
+        { delaysMs: delays, attempts: Uint32Array.from([1, 1, 2, 3, 9]) },
+        { delaysMs: Float64Array.from([500]), attempts: Uint32Array.from([0]) },
+      ],
+      usage: [],
+      machineCpuMs: null,
+      loadAverage,
+    });
+    expect(line).toMatchObject({ clients: 6, resynced: 5, notResynced: 1, p50Ms: 300, p90Ms: 500, maxMs: 500, attempts: { one: 3, two: 1, more: 2 } });
+  });
+});
+
+describe("cpuPerOperation", () => {
+  it("is null per operation when there was none", () => {
+    expect(cpuPerOperation([{ name: "edge", cpuMs: 10, rssMb: 1, processCount: 1 }], 0)).toEqual([{ name: "edge", cpuMs: 10, cpuUsPerOperation: null }]);
+  });
+});
