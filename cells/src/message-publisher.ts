@@ -1,13 +1,14 @@
-// Publishes each stored message to its conversation's members, on each member's delivery subject, in the
-// order it is given (seq order per conversation: the committer hands batches over in commit order). The
-// member list of a conversation is cached with its version; a message stored under a newer version than
-// the cached one (members were added meanwhile, here or by a previous owner) reloads it first. The message
-// is encoded once; each member's payload only prefixes its recipient.
+// Publishes the messages of one commit batch to every edge at once: one delivery.batch on the deliveries
+// subject (docs/decisions/0011), each message once with its conversation's members as recipients, in the
+// order given (seq order per conversation: the committer hands batches over in commit order), split only
+// past the batch bounds. The member list of a conversation is cached with its version, and its JSON with
+// it; a message stored under a newer version than the cached one (members were added meanwhile, here or by
+// a previous owner) reloads it first.
 //
 // Publishes are NATS core: at most once. A member's device that misses one sees the gap at its next
 // message (or on reconnect) and reads the conversation's log (docs/decisions/0009).
 import type { Logger } from "@cellwire/cluster";
-import type { Message } from "@cellwire/protocol";
+import { deliveryBatchItemsMax, sendBatchBytesMax, type Delivery, type Message } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import type { MembersResult } from "./store/store.ts";
 
@@ -16,15 +17,17 @@ export type StoredMessage = { readonly message: Message; readonly membersVersion
 
 export type MessagePublisherDependencies = {
   readonly members: (conversationId: string) => Promise<MembersResult>;
-  /** The delivery subject of a user (protocol's deliverySubject for this namespace). */
-  readonly subjectOf: (userId: string) => string;
-  readonly publish: (subject: string, payload: string) => void;
+  /** Publishes one encoded delivery.batch on the deliveries subject. */
+  readonly publish: (payload: string) => void;
   readonly logger: Logger;
   /** Conversations whose members are cached. */
   readonly conversationsMax: number;
 };
 
-type Recipients = { readonly membersVersion: number; readonly recipients: readonly { readonly subject: string; readonly payloadPrefix: string }[] };
+type Recipients = { readonly membersVersion: number; readonly json: string };
+
+const batchHead = '{"type":"delivery.batch","messages":[';
+const batchTail = '],"events":[],"typing":[]}';
 
 export class MessagePublisher {
   private readonly cache: BoundedCache<Recipients>;
@@ -34,13 +37,23 @@ export class MessagePublisher {
   }
 
   async publish(messages: readonly StoredMessage[]): Promise<void> {
-    const { publish } = this.dependencies;
+    const items: string[] = [];
+    let bytes = batchHead.length + batchTail.length;
     for (const { message, membersVersion } of messages) {
       const recipients = await this.recipientsOf(message.conversationId, membersVersion);
       if (recipients === undefined) continue;
-      const suffix = `${JSON.stringify(message)}}`;
-      for (const recipient of recipients.recipients) publish(recipient.subject, recipient.payloadPrefix + suffix);
+      const item = `{"recipientUserIds":${recipients.json},"message":${JSON.stringify(message)}}`;
+      // Bytes counted as UTF-8, the way NATS counts its payload limit.
+      const itemBytes = Buffer.byteLength(item, "utf8") + 1;
+      if (items.length > 0 && (items.length >= deliveryBatchItemsMax || bytes + itemBytes > sendBatchBytesMax)) {
+        this.dependencies.publish(batchHead + items.join(",") + batchTail);
+        items.length = 0;
+        bytes = batchHead.length + batchTail.length;
+      }
+      items.push(item);
+      bytes += itemBytes;
     }
+    if (items.length > 0) this.dependencies.publish(batchHead + items.join(",") + batchTail);
   }
 
   /** The conversation's members were changed by this worker: the next message reloads them. */
@@ -57,15 +70,15 @@ export class MessagePublisher {
       this.dependencies.logger.warn(`the members of ${conversationId} could not be read (${result.outcome}); its new messages were not published`);
       return undefined;
     }
-    const recipients: Recipients = {
-      membersVersion: result.membersVersion,
-      recipients: result.memberUserIds.map((userId) => ({
-        subject: this.dependencies.subjectOf(userId),
-        // User ids passed the protocol's allowlist ([A-Za-z0-9_-]): nothing in them needs escaping.
-        payloadPrefix: `{"type":"delivery.message","recipientUserId":"${userId}","message":`,
-      })),
-    };
+    // User ids passed the protocol's allowlist ([A-Za-z0-9_-]): their JSON is the ids in quotes.
+    const recipients: Recipients = { membersVersion: result.membersVersion, json: JSON.stringify(result.memberUserIds) };
     this.cache.set(conversationId, recipients);
     return recipients;
   }
+}
+
+/** One mailbox event as a delivery.batch, as the owner of the user's mailbox publishes it after the append. */
+export function eventBatch(delivery: Delivery): string {
+  const { recipientUserId, seq, event } = delivery;
+  return JSON.stringify({ type: "delivery.batch", messages: [], events: [{ recipientUserId, seq, event }], typing: [] });
 }

@@ -23,7 +23,7 @@ import {
 import {
   cellSendBatch,
   decode,
-  deliverySubject,
+  deliveriesSubject,
   directoryChange,
   directoryChangesSubject,
   isRecord,
@@ -46,7 +46,7 @@ import {
 } from "./config.ts";
 import { FrozenKeySweeper } from "./frozen-key-sweeper.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
-import { MessagePublisher } from "./message-publisher.ts";
+import { eventBatch, MessagePublisher } from "./message-publisher.ts";
 import { SendCommitter } from "./send-committer.ts";
 import { cellErrorReply } from "./cell-error-reply.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
@@ -194,10 +194,10 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const migrationRouter = cellRouter({ requestTimeoutMs: migrationRequestTimeoutMs, deadlineMs: migrationRequestTimeoutMs, attemptsMax: migrationImportAttemptsMax });
 
     const queue = new KeyedSerialQueue({ pendingPerKeyMax: config.pendingPerConversationMax, pendingTotalMax: config.pendingTotalMax });
+    const deliveries = deliveriesSubject(config.namespace);
     const publisher = new MessagePublisher({
       members: (conversationId) => store.members(conversationId),
-      subjectOf: (userId) => deliverySubject(config.namespace, userId),
-      publish: (subject, payload) => connection.publish(subject, payload),
+      publish: (payload) => connection.publish(deliveries, payload),
       logger,
       conversationsMax: config.memberCacheConversationsMax ?? memberCacheConversationsMaxDefault,
     });
@@ -236,8 +236,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       membersChanged: (conversationId) => publisher.forget(conversationId),
       relayOutbox: (conversationId, entries) => relay.relayStored(conversationId, entries),
       drainOutbox: (conversationId) => relay.drain(conversationId),
-      publishDelivery: (delivery) =>
-        connection.publish(deliverySubject(config.namespace, delivery.recipientUserId), encodeJson(delivery)),
+      publishDelivery: (delivery) => connection.publish(deliveries, eventBatch(delivery)),
       logger,
     });
 

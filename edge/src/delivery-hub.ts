@@ -1,10 +1,19 @@
-// Holds one NATS subscription per user with at least one session on this edge, and hands each live
-// mailbox event to every session of that user. Subscribing completes (flush) before a session reads its
-// backlog, so an event is either in the backlog or arrives live (or both: sessions drop duplicates by seq).
-// Typing indicators travel the same subjects (delivery.typing), published here by the typist's edge.
+// Reads every delivery batch of the deployment on one subject (docs/decisions/0011) and hands each item to
+// this edge's sessions of its recipients: messages (each encoded once as a frame for all its local
+// recipients), mailbox events, and typing indicators (published here too, by the typist's edge). The
+// subscription is confirmed (flush) before the edge accepts sessions, and a session is registered before
+// it reads its backlog, so every delivery of something committed after that read reaches it, and what
+// was committed before is in the backlog (or both: sessions drop duplicates by seq).
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { decodeMessage, encodeJson } from "@cellwire/cluster";
-import { deliveryMessage, deliverySubject, type Message, type SequencedEvent, type TypingDelivery, type TypingIndicatorFrame } from "@cellwire/protocol";
+import { decodeMessage } from "@cellwire/cluster";
+import {
+  deliveriesSubject,
+  deliveryBatch,
+  type BatchedTyping,
+  type Message,
+  type SequencedEvent,
+  type TypingIndicatorFrame,
+} from "@cellwire/protocol";
 import type { TypingIndicator, TypingPublisher } from "./typing/typing-relay.ts";
 
 export interface DeliveryTarget {
@@ -13,108 +22,116 @@ export interface DeliveryTarget {
   /** A live message of one of the user's conversations; `serializedFrame` is its message frame, encoded once. */
   deliverMessage(message: Message, serializedFrame: string): void;
   /** A typing indicator for the target's user; `serializedFrame` is its typing frame, encoded once. */
-  deliverTyping(typing: TypingDelivery, serializedFrame: string): void;
+  deliverTyping(typing: TypingIndicator, serializedFrame: string): void;
 }
 
 export interface DeliverySource {
   /**
-   * Subscribes `target` to the user's live events. MUST count the target in sessionCount before its first
-   * await (the per-user session limit relies on it), and keeps it counted if the subscription fails:
-   * the caller detaches it.
+   * Registers `target` for the user's live deliveries. MUST count the target in sessionCount before its
+   * first await (the per-user session limit relies on it); resolves once deliveries reach it.
    */
   attach(userId: string, target: DeliveryTarget): Promise<void>;
   detach(userId: string, target: DeliveryTarget): void;
   sessionCount(userId: string): number;
 }
 
-type UserEntry = { readonly targets: Set<DeliveryTarget>; readonly subscription: Subscription; readonly subscribed: Promise<void> };
-
 export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
-  private readonly users = new Map<string, UserEntry>();
+  private readonly users = new Map<string, Set<DeliveryTarget>>();
+  private readonly subject: string;
+  private subscription: Subscription | undefined;
+  private subscribed: Promise<void> | undefined;
 
   constructor(
     private readonly connection: NatsConnection,
-    private readonly namespace: string,
+    namespace: string,
     private readonly warn: (message: string) => void,
-  ) {}
+  ) {
+    this.subject = deliveriesSubject(namespace);
+  }
+
+  /** Subscribes to the deliveries; resolves once NATS has confirmed it. Call before accepting sessions. */
+  start(): Promise<void> {
+    this.subscribed ??= (async () => {
+      this.subscription = this.connection.subscribe(this.subject, {
+        callback: (error, received) => {
+          if (error !== null) {
+            this.warn(`the deliveries subscription failed: ${error.message}`);
+            return;
+          }
+          this.dispatch(received.data);
+        },
+      });
+      await this.connection.flush();
+    })();
+    return this.subscribed;
+  }
+
+  stop(): void {
+    this.subscription?.unsubscribe();
+  }
 
   get userCount(): number {
     return this.users.size;
   }
 
   sessionCount(userId: string): number {
-    return this.users.get(userId)?.targets.size ?? 0;
+    return this.users.get(userId)?.size ?? 0;
   }
 
   async attach(userId: string, target: DeliveryTarget): Promise<void> {
-    let entry = this.users.get(userId);
-    if (entry === undefined) {
-      const subscription = this.connection.subscribe(deliverySubject(this.namespace, userId), {
-        callback: (error, received) => {
-          if (error !== null) {
-            this.warn(`delivery subscription of ${userId} failed: ${error.message}`);
-            return;
-          }
-          this.dispatch(userId, received.data);
-        },
-      });
-      entry = { targets: new Set(), subscription, subscribed: this.connection.flush() };
-      this.users.set(userId, entry);
+    let targets = this.users.get(userId);
+    if (targets === undefined) {
+      targets = new Set();
+      this.users.set(userId, targets);
     }
-    entry.targets.add(target);
-    await entry.subscribed;
+    targets.add(target);
+    await this.start();
   }
 
   detach(userId: string, target: DeliveryTarget): void {
-    const entry = this.users.get(userId);
-    if (entry === undefined) return;
-    entry.targets.delete(target);
-    if (entry.targets.size === 0) {
-      entry.subscription.unsubscribe();
-      this.users.delete(userId);
-    }
+    const targets = this.users.get(userId);
+    if (targets === undefined) return;
+    targets.delete(target);
+    if (targets.size === 0) this.users.delete(userId);
   }
 
   publishTyping(recipientUserIds: readonly string[], indicator: TypingIndicator): void {
-    for (const recipientUserId of recipientUserIds) {
-      const typing: TypingDelivery = { type: "delivery.typing", recipientUserId, ...indicator };
-      this.connection.publish(deliverySubject(this.namespace, recipientUserId), encodeJson(typing));
-    }
+    const typing: BatchedTyping = { recipientUserIds: [...recipientUserIds], ...indicator };
+    this.connection.publish(this.subject, JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [typing] }));
   }
 
-  private dispatch(userId: string, data: Uint8Array): void {
-    const entry = this.users.get(userId);
-    if (entry === undefined) return;
-    const decoded = decodeMessage(deliveryMessage, data);
+  private dispatch(data: Uint8Array): void {
+    const decoded = decodeMessage(deliveryBatch, data);
     if (!decoded.ok) {
-      this.warn(`dropping undecodable delivery for ${userId}: ${decoded.reason}`);
+      this.warn(`dropping a delivery batch that does not decode: ${decoded.reason}`);
       return;
     }
-    if (decoded.value.recipientUserId !== userId) {
-      this.warn(`dropping delivery for ${decoded.value.recipientUserId} received on ${userId}'s subject`);
-      return;
+    const { messages, events, typing } = decoded.value;
+    for (const { recipientUserIds, message } of messages) {
+      // Encoded once, and only if a recipient has a session here.
+      let frame: string | undefined;
+      for (const recipientUserId of recipientUserIds) {
+        const targets = this.users.get(recipientUserId);
+        if (targets === undefined) continue;
+        frame ??= JSON.stringify({ type: "message", message });
+        for (const target of targets) target.deliverMessage(message, frame);
+      }
     }
-    if (decoded.value.type === "delivery.typing") {
-      const typing = decoded.value;
-      const indicator: TypingIndicatorFrame = {
-        type: "typing",
-        conversationId: typing.conversationId,
-        userId: typing.userId,
-        deviceId: typing.deviceId,
-        expiresInMs: typing.expiresInMs,
-      };
-      const frame = JSON.stringify(indicator);
-      for (const target of entry.targets) target.deliverTyping(typing, frame);
-      return;
+    for (const { recipientUserId, seq, event } of events) {
+      const targets = this.users.get(recipientUserId);
+      if (targets === undefined) continue;
+      const frame = JSON.stringify({ type: "event", seq, event });
+      for (const target of targets) target.deliver({ seq, event }, frame);
     }
-    if (decoded.value.type === "delivery.message") {
-      const { message } = decoded.value;
-      const frame = JSON.stringify({ type: "message", message });
-      for (const target of entry.targets) target.deliverMessage(message, frame);
-      return;
+    for (const { recipientUserIds, ...indicator } of typing) {
+      let frame: string | undefined;
+      for (const recipientUserId of recipientUserIds) {
+        const targets = this.users.get(recipientUserId);
+        if (targets === undefined) continue;
+        const indicatorFrame: TypingIndicatorFrame = { type: "typing", ...indicator };
+        frame ??= JSON.stringify(indicatorFrame);
+        for (const target of targets) target.deliverTyping(indicator, frame);
+      }
     }
-    const { seq, event } = decoded.value;
-    const frame = JSON.stringify({ type: "event", seq, event });
-    for (const target of entry.targets) target.deliver({ seq, event }, frame);
   }
 }

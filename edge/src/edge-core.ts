@@ -16,7 +16,6 @@ import {
   type PresenceFrame,
   type SequencedEvent,
   type ServerFrame,
-  type TypingDelivery,
   type WatchPresenceFrame,
 } from "@cellwire/protocol";
 import { CellwireError, RemoteError, type ConcurrencyLimiter, type HomeLocation, type ServiceLogger } from "@cellwire/cluster";
@@ -30,7 +29,7 @@ import type { PresenceSource } from "./presence/presence-hub.ts";
 import type { PresenceChange } from "./presence/presence-table.ts";
 import { PresenceWatches } from "./presence/presence-watches.ts";
 import { TypingRateLimiter } from "./typing/typing-rate-limiter.ts";
-import type { TypingService } from "./typing/typing-relay.ts";
+import type { TypingIndicator, TypingService } from "./typing/typing-relay.ts";
 
 export type SendOutcome = "sent" | "backpressure" | "dropped";
 
@@ -175,7 +174,7 @@ export class Session implements DeliveryTarget {
   }
 
   /** A typing indicator for this session's user; not written back to the device that typed. */
-  deliverTyping(typing: TypingDelivery, serializedFrame: string): void {
+  deliverTyping(typing: TypingIndicator, serializedFrame: string): void {
     if (this.state.kind !== "open") return;
     if (typing.userId === this.state.userId && typing.deviceId === this.state.deviceId) return;
     this.write(serializedFrame);

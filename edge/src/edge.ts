@@ -48,6 +48,8 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     logger,
   );
   const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
+  // Every delivery of the deployment reaches this edge from here on (docs/decisions/0011).
+  await hub.start();
   const handler = new RequestHandler(directory, cache, router, {
     options: { ...homeRouterDefaults, deadlineMs: config.migrationWaitMs },
     dependencies: {

@@ -29,6 +29,7 @@ import {
   mailboxPageLimitMax,
   messageBodyLengthMax,
   presenceHeartbeatUsersMax,
+  deliveryBatchItemsMax,
   retryAfterMsMax,
   sendBatchItemsMax,
   typingExpiresInMsMax,
@@ -478,43 +479,39 @@ export const cellSendBatchReplies: Decoder<CellSendBatchReplies> = object({
 });
 
 // ---------------------------------------------------------------------------------------------------
-// Cell → edges: published on a user's delivery subject; every edge holding that user's sessions forwards it.
+// Workers and edges → every edge: deliveries in batches on one subject (deliveriesSubject) that every edge
+// reads (docs/decisions/0011). Each edge hands each item to its own sessions of the recipients.
 
-/** Published by the owner of a user's mailbox after an event is appended. */
+/** A mailbox event for its user, as the owner of the user's mailbox hands it over after the append. */
 export type Delivery = { type: "delivery.event"; recipientUserId: string; seq: number; event: MailboxEvent };
-/** Published by the owner of a conversation to each member after the message's commit, in seq order. */
-export type MessageDelivery = { type: "delivery.message"; recipientUserId: string; message: Message };
 
-export const delivery: Decoder<Delivery> = object({ type: literal("delivery.event"), recipientUserId: userId, seq: sequence, event: mailboxEvent });
-export const messageDelivery: Decoder<MessageDelivery> = object({ type: literal("delivery.message"), recipientUserId: userId, message });
+/** A message, once, with every member it goes to (the sender included), after its commit. */
+export type BatchedMessage = { recipientUserIds: string[]; message: Message };
+/** A mailbox event of one user, with its mailbox seq. */
+export type BatchedEvent = { recipientUserId: string; seq: number; event: MailboxEvent };
+/**
+ * A typing indicator for the members of a conversation (the typist included, for their other devices).
+ * Ephemeral: no seq, never stored; an edge forwards it to every session of each recipient except those
+ * of the typing device.
+ */
+export type BatchedTyping = { recipientUserIds: string[]; conversationId: string; userId: string; deviceId: string; expiresInMs: number };
 
 /**
- * Published by the typist's edge to each member of the conversation (the typist included, for their
- * other devices). Ephemeral: no seq, never stored; an edge forwards it to every session of the recipient
- * except those of the typing device.
+ * What a worker publishes per commit batch (messages, in seq order per conversation), what a mailbox owner
+ * publishes per append (an event), and what a typist's edge publishes (typing). At most
+ * deliveryBatchItemsMax items and sendBatchBytesMax bytes.
  */
-export type TypingDelivery = {
-  type: "delivery.typing";
-  recipientUserId: string;
-  conversationId: string;
-  userId: string;
-  deviceId: string;
-  expiresInMs: number;
-};
-/** Anything published on a user's delivery subject: messages, mailbox events, and ephemeral typing indicators. */
-export type DeliveryMessage = MessageDelivery | Delivery | TypingDelivery;
+export type DeliveryBatch = { type: "delivery.batch"; messages: BatchedMessage[]; events: BatchedEvent[]; typing: BatchedTyping[] };
 
-export const deliveryMessage: Decoder<DeliveryMessage> = taggedUnion<DeliveryMessage>({
-  "delivery.message": messageDelivery,
-  "delivery.event": delivery,
-  "delivery.typing": object({
-    type: literal("delivery.typing"),
-    recipientUserId: userId,
-    conversationId,
-    userId,
-    deviceId,
-    expiresInMs: integer({ min: 1, max: typingExpiresInMsMax }),
-  }),
+const recipients = array(userId, { minItems: 1, maxItems: groupMembersMax });
+export const deliveryBatch: Decoder<DeliveryBatch> = object({
+  type: literal("delivery.batch"),
+  messages: array(object({ recipientUserIds: recipients, message }), { maxItems: deliveryBatchItemsMax }),
+  events: array(object({ recipientUserId: userId, seq: sequence, event: mailboxEvent }), { maxItems: deliveryBatchItemsMax }),
+  typing: array(
+    object({ recipientUserIds: recipients, conversationId, userId, deviceId, expiresInMs: integer({ min: 1, max: typingExpiresInMsMax }) }),
+    { maxItems: deliveryBatchItemsMax },
+  ),
 });
 
 // ---------------------------------------------------------------------------------------------------

@@ -7,12 +7,12 @@ import {
   cellSendBatch,
   cellSendBatchReplies,
   decodeJsonText,
-  deliveryMessage,
+  deliveryBatch,
   joinedEventId,
   mailboxEventId,
   type CellSendRequest,
 } from "./cell-messages.ts";
-import { conversationPageLimitMax, sendBatchItemsMax } from "./limits.ts";
+import { conversationPageLimitMax, deliveryBatchItemsMax, sendBatchItemsMax } from "./limits.ts";
 
 const conversationId = "d-AAAAAAAAAAAAAAAAAAAAAA";
 const message = { conversationId, messageId: "m1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c1", body: "hi", sentAtMs: 1 };
@@ -60,11 +60,12 @@ describe("cell.messagesAfter", () => {
   });
 });
 
-describe("deliveries of messages and joined events", () => {
-  it("decodes delivery.message and refuses it without a recipient", () => {
-    const delivery = { type: "delivery.message", recipientUserId: "bob", message };
-    expect(decodeJsonText(deliveryMessage, JSON.stringify(delivery))).toEqual({ ok: true, value: delivery });
-    expect(decodeJsonText(deliveryMessage, JSON.stringify({ type: "delivery.message", message })).ok).toBe(false);
+describe("delivery batches and joined events", () => {
+  it("decodes a batch of messages for their recipients, and refuses one past the item bound", () => {
+    const batch = { type: "delivery.batch", messages: [{ recipientUserIds: ["alice", "bob"], message }], events: [], typing: [] };
+    expect(decodeJsonText(deliveryBatch, JSON.stringify(batch))).toEqual({ ok: true, value: batch });
+    const tooMany = { ...batch, messages: Array.from({ length: deliveryBatchItemsMax + 1 }, () => batch.messages[0]) };
+    expect(decodeJsonText(deliveryBatch, JSON.stringify(tooMany)).ok).toBe(false);
   });
 
   it("names a joined event after its conversation, so a member joins once", () => {

@@ -7,10 +7,10 @@ import {
   cellRequest,
   cellRequestKey,
   decodeJsonText,
-  deliveryMessage,
+  deliveryBatch,
   presenceMessage,
   type CellMembersRequest,
-  type DeliveryMessage,
+  type DeliveryBatch,
   type PresenceMessage,
 } from "./cell-messages.ts";
 import { decodeClientFrame, decodeServerFrame, type ServerFrame } from "./frames.ts";
@@ -99,30 +99,30 @@ describe("cell.members", () => {
   });
 });
 
-describe("deliveries on a user's subject", () => {
+describe("delivery batches on the deliveries subject", () => {
   it("decode messages, mailbox events and typing indicators", () => {
-    const deliveries: DeliveryMessage[] = [
-      { type: "delivery.typing", recipientUserId: "bob", conversationId, userId: "alice", deviceId: "phone", expiresInMs: 5000 },
-      {
-        type: "delivery.event",
-        recipientUserId: "bob",
-        seq: 1,
-        event: { kind: "joined", conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "alice" },
-      },
-      {
-        type: "delivery.message",
-        recipientUserId: "bob",
-        message: { conversationId, messageId: "m1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c1", body: "hi", sentAtMs: 1 },
-      },
-    ];
-    for (const value of deliveries) expect(decodeJsonText(deliveryMessage, JSON.stringify(value))).toEqual({ ok: true, value });
+    const batch: DeliveryBatch = {
+      type: "delivery.batch",
+      messages: [
+        {
+          recipientUserIds: ["alice", "bob"],
+          message: { conversationId, messageId: "m1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c1", body: "hi", sentAtMs: 1 },
+        },
+      ],
+      events: [{ recipientUserId: "bob", seq: 1, event: { kind: "joined", conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "alice" } }],
+      typing: [{ recipientUserIds: ["alice", "bob"], conversationId, userId: "alice", deviceId: "phone", expiresInMs: 5000 }],
+    };
+    expect(decodeJsonText(deliveryBatch, JSON.stringify(batch))).toEqual({ ok: true, value: batch });
   });
 
-  it("refuse a typing delivery without a recipient or with a seq", () => {
-    expect(decodeJsonText(deliveryMessage, JSON.stringify({ type: "delivery.typing", conversationId, userId: "a", deviceId: "d", expiresInMs: 5000 })).ok).toBe(false);
-    expect(
-      decodeJsonText(deliveryMessage, JSON.stringify({ type: "delivery.typing", recipientUserId: "b", conversationId, userId: "a", deviceId: "d", expiresInMs: 5000, seq: 1 })).ok,
-    ).toBe(false);
+  it("refuse a typing indicator without recipients or with a seq, and a message to nobody", () => {
+    const typing = { conversationId, userId: "a", deviceId: "d", expiresInMs: 5000 };
+    const batchOf = (fields: Record<string, unknown>) => JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [], ...fields });
+    expect(decodeJsonText(deliveryBatch, batchOf({ typing: [typing] })).ok).toBe(false);
+    expect(decodeJsonText(deliveryBatch, batchOf({ typing: [{ ...typing, recipientUserIds: ["b"], seq: 1 }] })).ok).toBe(false);
+    expect(decodeJsonText(deliveryBatch, batchOf({ typing: [{ ...typing, recipientUserIds: ["victim.>"] }] })).ok).toBe(false);
+    const message = { conversationId, messageId: "m1", seq: 1, senderUserId: "a", senderDeviceId: "d", clientMessageId: "c1", body: "hi", sentAtMs: 1 };
+    expect(decodeJsonText(deliveryBatch, batchOf({ messages: [{ recipientUserIds: [], message }] })).ok).toBe(false);
   });
 });
 

@@ -45,6 +45,8 @@ export const conversationPageLimitMax = 200;
  */
 export const sendBatchItemsMax = 256;
 export const sendBatchBytesMax = 768 * 1024;
+/** Items (messages, events, typing indicators) in one delivery.batch; its bytes are bounded by sendBatchBytesMax. */
+export const deliveryBatchItemsMax = 1024;
 /** The longest retry-after an `overloaded` answer may ask for. */
 export const retryAfterMsMax = 60_000;
 

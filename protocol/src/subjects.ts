@@ -14,11 +14,10 @@ export function workerSubject(namespace: string, cellId: string, workerId: strin
   return `${namespace}.cell.${cellId}.worker.${workerId}`;
 }
 
-/** Every live delivery for one user; edges subscribe while they hold a session of the user. */
-export function deliverySubject(namespace: string, userId: string): string {
+/** Every live delivery (delivery.batch), read by every edge (docs/decisions/0011). */
+export function deliveriesSubject(namespace: string): string {
   assertToken(isNamespace(namespace), "namespace", namespace);
-  assertToken(isUserId(userId), "user id", userId);
-  return `${namespace}.deliver.${userId}`;
+  return `${namespace}.deliveries`;
 }
 
 export function directorySubject(namespace: string): string {

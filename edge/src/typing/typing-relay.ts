@@ -1,16 +1,17 @@
 // Serves a typing frame: checks that the typist is a member (ConversationMembers: cached, read-only), then
-// publishes one delivery.typing per member (the typist included, for their other devices) on each
-// member's delivery subject, where every edge holding a session of that member forwards it. Ephemeral:
-// nothing is stored, a lost publish is a lost indicator. The per-session rate limit is the session's.
-import { typingFanOutMax, type ConversationSummary, type ServerFrame, type TypingDelivery, type TypingFrame } from "@cellwire/protocol";
+// publishes the indicator once with every member as a recipient (the typist included, for their other
+// devices) on the deliveries subject, where every edge hands it to its sessions of those members.
+// Ephemeral: nothing is stored, a lost publish is a lost indicator. The per-session rate limit is the
+// session's.
+import { typingFanOutMax, type BatchedTyping, type ConversationSummary, type ServerFrame, type TypingFrame } from "@cellwire/protocol";
 import { errorFrame } from "../error-mapping.ts";
 import type { ConversationMembers } from "./conversation-members.ts";
 
-/** A delivery.typing without its recipient. */
-export type TypingIndicator = Omit<TypingDelivery, "type" | "recipientUserId">;
+/** A typing indicator without its recipients. */
+export type TypingIndicator = Omit<BatchedTyping, "recipientUserIds">;
 
 export interface TypingPublisher {
-  /** Publishes the indicator on each recipient's delivery subject (at most typingFanOutMax recipients). */
+  /** Publishes the indicator to its recipients (at most typingFanOutMax). */
   publishTyping(recipientUserIds: readonly string[], indicator: TypingIndicator): void;
 }
 
