@@ -1,20 +1,45 @@
 // The publisher over a memory store's member lists (counted, and replaceable by a refusal), with its
-// publishes recorded and decoded as an edge decodes them.
+// publishes recorded and decoded as an edge decodes them (deliveryBatch).
 import { describe, expect, it } from "vitest";
-import { decodeJsonText, deliveryMessage, deliverySubject, type Message } from "@cellwire/protocol";
-import { MessagePublisher, type StoredMessage } from "./message-publisher.ts";
+import {
+  decodeJsonText,
+  deliveryBatch,
+  deliveryBatchItemsMax,
+  messageBodyLengthMax,
+  sendBatchBytesMax,
+  type Delivery,
+  type DeliveryBatch,
+  type Message,
+} from "@cellwire/protocol";
+import { eventBatch, MessagePublisher, type StoredMessage } from "./message-publisher.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
-import { newGroupId } from "./store/store-contract.ts";
+import { joinedEvent, newGroupId } from "./store/store-contract.ts";
 import type { AppendMessageInput, MembersResult } from "./store/store.ts";
 
-const namespace = "t1";
+/** Decodes a published payload as an edge does; a payload that does not decode fails the test. */
+function decodeBatch(payload: string): DeliveryBatch {
+  const decoded = decodeJsonText(deliveryBatch, payload);
+  if (!decoded.ok) throw new Error(`payload does not decode: ${decoded.failure.path} ${decoded.failure.reason}`);
+  return decoded.value;
+}
+
+function required<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new Error(`${what} is missing`);
+  return value;
+}
+
+/** A message made up for a conversation, as if stored at `seq` (for the bounds, where the store adds nothing). */
+function madeUp(conversationId: string, seq: number, body: string): StoredMessage {
+  const message: Message = { conversationId, messageId: `m${seq}`, seq, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: `c${seq}`, body, sentAtMs: 1 };
+  return { message, membersVersion: 1 };
+}
 
 function setup(conversationsMax = 100) {
   const store = new MemoryConversationStore();
   const reads: string[] = [];
   /** Conversations whose member reads answer this refusal instead (as while migrating). */
   const refusals = new Map<string, MembersResult>();
-  const published: { subject: string; payload: string }[] = [];
+  const published: string[] = [];
   const warnings: string[] = [];
   let clientMessageCount = 0;
   const publisher = new MessagePublisher({
@@ -22,8 +47,7 @@ function setup(conversationsMax = 100) {
       reads.push(conversationId);
       return refusals.get(conversationId) ?? store.members(conversationId);
     },
-    subjectOf: (userId) => deliverySubject(namespace, userId),
-    publish: (subject, payload) => void published.push({ subject, payload }),
+    publish: (payload) => void published.push(payload),
     logger: { info: () => undefined, warn: (line: string) => void warnings.push(line) },
     conversationsMax,
   });
@@ -40,52 +64,110 @@ function setup(conversationsMax = 100) {
     if (result?.outcome !== "stored" || result.deduplicated) throw new Error(`expected a new message, got ${JSON.stringify(result)}`);
     return { message: result.message, membersVersion: result.membersVersion };
   }
-  /** What was published, as `<recipient> <seq>:<body>`, each payload decoded as an edge decodes it. */
+  /** Every publish so far, decoded. */
+  function batches(): DeliveryBatch[] {
+    return published.map(decodeBatch);
+  }
+  /**
+   * What was published, one line per message as `<recipients> <seq>:<body>`, across every batch in
+   * publish order; each batch must carry messages only.
+   */
   function deliveries(): string[] {
-    return published.map(({ subject, payload }) => {
-      const decoded = decodeJsonText(deliveryMessage, payload);
-      if (!decoded.ok) throw new Error(`payload does not decode: ${decoded.failure.path} ${decoded.failure.reason}`);
-      const delivery = decoded.value;
-      if (delivery.type !== "delivery.message") throw new Error(`expected delivery.message, got ${delivery.type}`);
-      expect(subject).toBe(deliverySubject(namespace, delivery.recipientUserId));
-      return `${delivery.recipientUserId} ${delivery.message.seq}:${delivery.message.body}`;
+    return batches().flatMap((batch) => {
+      expect(batch.events).toEqual([]);
+      expect(batch.typing).toEqual([]);
+      return batch.messages.map(({ recipientUserIds, message }) => `${recipientUserIds.join(",")} ${message.seq}:${message.body}`);
     });
   }
-  return { store, reads, refusals, published, warnings, publisher, group, stored, deliveries };
+  return { store, reads, refusals, published, warnings, publisher, group, stored, batches, deliveries };
 }
 
 describe("MessagePublisher", () => {
-  it("publishes each message to each member's delivery subject, in the order given, as delivery.message payloads that decode", async () => {
-    const { publisher, group, stored, deliveries, published } = setup();
+  it("publishes a call's messages in one delivery.batch, each once with its conversation's members, in the order given", async () => {
+    const { publisher, group, stored, batches, deliveries } = setup();
     const [first, second] = [await group(["bob"]), await group(["carol", "dave"])];
     const messages = [await stored(first, "one"), await stored(second, "two"), await stored(first, "three", "bob")];
     await publisher.publish(messages);
-    expect(deliveries()).toEqual(["alice 1:one", "bob 1:one", "alice 1:two", "carol 1:two", "dave 1:two", "alice 2:three", "bob 2:three"]);
-    // The message comes through whole.
-    const decoded = decodeJsonText(deliveryMessage, published[0]?.payload ?? "");
-    expect(decoded.ok && decoded.value).toEqual({ type: "delivery.message", recipientUserId: "alice", message: messages[0]?.message });
+    // The message comes through whole, once, with every member (the sender included) as a recipient.
+    expect(batches()).toEqual<DeliveryBatch[]>([
+      {
+        type: "delivery.batch",
+        messages: [
+          { recipientUserIds: ["alice", "bob"], message: required(messages[0]?.message, "first") },
+          { recipientUserIds: ["alice", "carol", "dave"], message: required(messages[1]?.message, "second") },
+          { recipientUserIds: ["alice", "bob"], message: required(messages[2]?.message, "third") },
+        ],
+        events: [],
+        typing: [],
+      },
+    ]);
+    expect(deliveries()).toEqual(["alice,bob 1:one", "alice,carol,dave 1:two", "alice,bob 2:three"]);
+  });
+
+  it("publishes nothing for no messages", async () => {
+    const { publisher, published } = setup();
+    await publisher.publish([]);
+    expect(published).toEqual([]);
   });
 
   it("encodes any body so that it decodes back unchanged", async () => {
-    const { publisher, group, stored, published } = setup();
+    const { publisher, group, stored, batches } = setup();
     const conversationId = await group(["bob"]);
     const body = 'quotes " and \\ backslashes, a newline\n, a tab\t, "}"], </script>, \u0001, emoji 👋 and 中文';
     const message = await stored(conversationId, body);
     await publisher.publish([message]);
-    const bodies = published.map(({ payload }) => {
-      const decoded = decodeJsonText(deliveryMessage, payload);
-      return decoded.ok && decoded.value.type === "delivery.message" ? decoded.value.message : undefined;
+    expect(batches().flatMap((batch) => batch.messages.map((item) => item.message))).toEqual<Message[]>([message.message]);
+  });
+
+  it(`splits a call into batches of at most deliveryBatchItemsMax (${deliveryBatchItemsMax}) messages, in order, and not before`, async () => {
+    const { publisher, group, batches } = setup();
+    const conversationId = await group(["bob"]);
+    const exactly = Array.from({ length: deliveryBatchItemsMax }, (_, index) => madeUp(conversationId, index + 1, `b${index + 1}`));
+    await publisher.publish(exactly);
+    expect(batches().map((batch) => batch.messages.length)).toEqual([deliveryBatchItemsMax]);
+
+    const { publisher: second, group: secondGroup, batches: secondBatches } = setup();
+    const other = await secondGroup(["bob"]);
+    const count = 2 * deliveryBatchItemsMax + 1;
+    const messages = Array.from({ length: count }, (_, index) => madeUp(other, index + 1, `b${index + 1}`));
+    await second.publish(messages);
+    // Each batch decodes (the decoder refuses more items than the bound), and together they hold every message in order.
+    const split = secondBatches();
+    expect(split.map((batch) => batch.messages.length)).toEqual([deliveryBatchItemsMax, deliveryBatchItemsMax, 1]);
+    expect(split.flatMap((batch) => batch.messages.map((item) => item.message.seq))).toEqual(messages.map((entry) => entry.message.seq));
+    expect(split.every((batch) => batch.messages.every((item) => item.recipientUserIds.join(",") === "alice,bob"))).toBe(true);
+  });
+
+  it(`splits a call before a batch would pass sendBatchBytesMax (${sendBatchBytesMax}) bytes of UTF-8, and not before`, async () => {
+    const { publisher, group, published, batches } = setup();
+    const conversationId = await group(["bob", "carol"]);
+    // Bodies at the length limit whose characters take three and four bytes of UTF-8 for one and two UTF-16
+    // units: about 98 KB each, three times their string length. Counted as string length, a batch would
+    // reach about 2.3 MB, past NATS's 1 MiB payload.
+    const bodies = ["中".repeat(messageBodyLengthMax), "👋".repeat(messageBodyLengthMax / 2), `é${"文".repeat(messageBodyLengthMax - 1)}`];
+    const messages = Array.from({ length: 24 }, (_, index) => madeUp(conversationId, index + 1, bodies[index % bodies.length] ?? ""));
+    await publisher.publish(messages);
+    const sizes = published.map((payload) => Buffer.byteLength(payload, "utf8"));
+    expect(sizes.length).toBeGreaterThan(2);
+    for (const size of sizes) expect(size).toBeLessThanOrEqual(sendBatchBytesMax);
+    const split = batches();
+    expect(split.flatMap((batch) => batch.messages.map((item) => item.message))).toEqual(messages.map((entry) => entry.message));
+    // Every batch but the last is full: the next message (and its comma) would have taken it past the bound.
+    split.slice(0, -1).forEach((batch, index) => {
+      const next = required(split[index + 1]?.messages[0], `batch ${index + 1}`);
+      expect((sizes[index] ?? 0) + Buffer.byteLength(`,${JSON.stringify(next)}`, "utf8")).toBeGreaterThan(sendBatchBytesMax);
+      expect(batch.messages.length).toBeGreaterThan(1);
     });
-    expect(bodies).toEqual<(Message | undefined)[]>([message.message, message.message]);
   });
 
   it("reads a conversation's members once while their version holds", async () => {
-    const { publisher, group, stored, reads, deliveries } = setup();
+    const { publisher, group, stored, reads, deliveries, published } = setup();
     const conversationId = await group(["bob"]);
     await publisher.publish([await stored(conversationId, "one"), await stored(conversationId, "two")]);
     await publisher.publish([await stored(conversationId, "three")]);
     expect(reads).toEqual([conversationId]);
-    expect(deliveries()).toHaveLength(6);
+    expect(published).toHaveLength(2);
+    expect(deliveries()).toEqual(["alice,bob 1:one", "alice,bob 2:two", "alice,bob 3:three"]);
   });
 
   it("reloads the members for a message stored under a newer version (added by another worker), and not for an older one", async () => {
@@ -99,10 +181,23 @@ describe("MessagePublisher", () => {
     expect(afterAdd.membersVersion).toBeGreaterThan(beforeAdd.membersVersion);
     await publisher.publish([afterAdd]);
     expect(reads).toEqual([conversationId, conversationId]);
-    expect(deliveries()).toEqual(["alice 1:before", "bob 1:before", "alice 2:after", "bob 2:after", "carol 2:after"]);
+    expect(deliveries()).toEqual(["alice,bob 1:before", "alice,bob,carol 2:after"]);
     // A message stored under an older version needs no read: the newer list is at least as current.
     await publisher.publish([beforeAdd]);
     expect(reads).toHaveLength(2);
+    expect(deliveries().at(-1)).toBe("alice,bob,carol 1:before");
+  });
+
+  it("reloads within one batch when a later message carries a newer version than the cached one", async () => {
+    const { publisher, store, group, stored, reads, deliveries } = setup();
+    const conversationId = await group(["bob"]);
+    await publisher.publish([await stored(conversationId, "warm")]);
+    const beforeAdd = await stored(conversationId, "before");
+    await store.addMembers({ conversationId, userId: "bob", userIds: ["carol"], epoch: 1 });
+    const afterAdd = await stored(conversationId, "after");
+    await publisher.publish([beforeAdd, afterAdd]);
+    expect(reads).toEqual([conversationId, conversationId]);
+    expect(deliveries().slice(1)).toEqual(["alice,bob 2:before", "alice,bob,carol 3:after"]);
   });
 
   it("reloads after forget(), as this worker's own addMembers asks", async () => {
@@ -118,19 +213,23 @@ describe("MessagePublisher", () => {
     expect(reads).toHaveLength(2);
   });
 
-  it("skips, with a warning, the messages of a conversation whose members cannot be read (moving, moved), and publishes the others", async () => {
-    const { publisher, group, stored, refusals, warnings, deliveries, reads } = setup();
+  it("skips, with a warning, the messages of a conversation whose members cannot be read (moving, moved), and publishes the others of the batch", async () => {
+    const { publisher, group, stored, refusals, warnings, deliveries, reads, published } = setup();
     const [moving, moved, calm] = [await group(["bob"]), await group(["bob"]), await group(["carol"])];
     const messages = [await stored(moving, "frozen"), await stored(calm, "calm"), await stored(moved, "gone")];
     refusals.set(moving, { outcome: "moving" });
     refusals.set(moved, { outcome: "moved", cellId: "b", epoch: 7 });
     await publisher.publish(messages);
-    expect(deliveries()).toEqual(["alice 1:calm", "carol 1:calm"]);
+    expect(published).toHaveLength(1);
+    expect(deliveries()).toEqual(["alice,carol 1:calm"]);
     expect(warnings).toEqual([expect.stringContaining(`${moving} could not be read (moving)`), expect.stringContaining(`${moved} could not be read (moved)`)]);
+    // A batch with nothing left to publish publishes nothing (no empty batch for every edge to read).
+    await publisher.publish([required(messages[2], "gone")]);
+    expect(published).toHaveLength(1);
     // Nothing was cached for them: once readable, they are read again.
     refusals.clear();
-    await publisher.publish([messages[0] ?? (await stored(moving, "x"))]);
-    expect(deliveries().slice(2)).toEqual(["alice 1:frozen", "bob 1:frozen"]);
+    await publisher.publish([required(messages[0], "frozen")]);
+    expect(deliveries().slice(1)).toEqual(["alice,bob 1:frozen"]);
     expect(reads.filter((id) => id === moving)).toHaveLength(2);
   });
 
@@ -138,13 +237,11 @@ describe("MessagePublisher", () => {
     const published: string[] = [];
     const publisher = new MessagePublisher({
       members: () => Promise.reject(new Error("pool closed")),
-      subjectOf: (userId) => deliverySubject(namespace, userId),
-      publish: (subject) => void published.push(subject),
+      publish: (payload) => void published.push(payload),
       logger: { info: () => undefined, warn: () => undefined },
       conversationsMax: 10,
     });
-    const message: Message = { conversationId: newGroupId(), messageId: "m", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c", body: "b", sentAtMs: 1 };
-    await expect(publisher.publish([{ message, membersVersion: 0 }])).rejects.toThrow("pool closed");
+    await expect(publisher.publish([madeUp(newGroupId(), 1, "b")])).rejects.toThrow("pool closed");
     expect(published).toEqual([]);
   });
 
@@ -157,5 +254,13 @@ describe("MessagePublisher", () => {
     // second was the least recently used when third came in.
     await publisher.publish([messages.first, messages.third, messages.second]);
     expect(reads).toEqual([first, second, third, second]);
+  });
+});
+
+describe("eventBatch", () => {
+  it("wraps one mailbox event for its recipient, with its seq, in a delivery.batch that decodes", () => {
+    const event = joinedEvent("team", 6);
+    const delivery: Delivery = { type: "delivery.event", recipientUserId: "bob", seq: 4, event };
+    expect(decodeBatch(eventBatch(delivery))).toEqual<DeliveryBatch>({ type: "delivery.batch", messages: [], events: [{ recipientUserId: "bob", seq: 4, event }], typing: [] });
   });
 });
