@@ -69,7 +69,7 @@ describe("typing", () => {
     expect(framesOfType(aliceLaptop, "typing")).toEqual([indicator]);
     expect(framesOfType(alicePhone, "typing")).toEqual([]);
     expect(framesOfType(dave, "typing")).toEqual([]);
-    // One delivery per member, carol (connected nowhere here) included: her edges forward it.
+    // One publish with every member as a recipient, carol (connected nowhere here) included: her edges forward it.
     expect(edge.deliveries.typingPublished).toEqual([
       { recipientUserIds: ["alice", "bob", "carol"], indicator: { conversationId: groupId, userId: "alice", deviceId: "phone", expiresInMs: typingExpiresInMsForTests } },
     ]);
@@ -204,7 +204,13 @@ describe("typing", () => {
     const bobLaptop = await device(edge, "bob", "laptop");
     const written = bob.texts.length;
     bob.peerClose();
-    edge.deliveries.publishTypingTo({ type: "delivery.typing", recipientUserId: "bob", conversationId: groupId, userId: "alice", deviceId: "phone", expiresInMs: 5000 });
+    // From alice's phone on another edge, to every member: alice has no session here.
+    edge.deliveries.publishBatch({
+      type: "delivery.batch",
+      messages: [],
+      events: [],
+      typing: [{ recipientUserIds: ["alice", "bob"], conversationId: groupId, userId: "alice", deviceId: "phone", expiresInMs: 5000 }],
+    });
     expect(bob.texts).toHaveLength(written);
     expect(framesOfType(bobLaptop, "typing")).toHaveLength(1);
   });

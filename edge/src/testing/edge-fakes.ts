@@ -5,17 +5,19 @@
 // the hub integration tests (Waiters, RecordingLogger).
 import { ConcurrencyLimiter, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
 import {
+  decodeJsonText,
   decodeServerFrame,
+  deliveryBatch,
   protocolVersion,
   type CellReply,
   type CellRequest,
+  type DeliveryBatch,
   type DirectoryEntry,
   type MailboxEvent,
   type Message,
   type PresenceMessage,
   type PresenceState,
   type ServerFrame,
-  type TypingDelivery,
 } from "@cellwire/protocol";
 import type { TokenVerifier, VerifyOutcome } from "../auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "../delivery-hub.ts";
@@ -244,8 +246,11 @@ export class FakeCellRouting implements CellRouting {
 
 /**
  * Sessions per user, counted as the NATS hub counts them: a target counts from the start of attach.
- * Typing indicators it publishes are recorded and reach this edge's sessions of each recipient, as NATS
- * would bring them back to the hub.
+ * A delivery batch reaches this edge's sessions of its recipients as the hub hands it over (messages to
+ * deliverMessage, events to deliver, typing to deliverTyping, each with its frame encoded once), after a
+ * round trip through JSON and the deliveryBatch decoder, so a batch no edge would accept fails the test.
+ * Typing indicators it publishes are recorded and come back the same way, as NATS brings them back to
+ * the hub.
  */
 export class FakeDeliveries implements DeliverySource, TypingPublisher {
   readonly typingPublished: { readonly recipientUserIds: readonly string[]; readonly indicator: TypingIndicator }[] = [];
@@ -278,26 +283,41 @@ export class FakeDeliveries implements DeliverySource, TypingPublisher {
 
   publishTyping(recipientUserIds: readonly string[], indicator: TypingIndicator): void {
     this.typingPublished.push({ recipientUserIds: [...recipientUserIds], indicator });
-    for (const recipientUserId of recipientUserIds) this.publishTypingTo({ type: "delivery.typing", recipientUserId, ...indicator });
+    this.publishBatch({ type: "delivery.batch", messages: [], events: [], typing: [{ recipientUserIds: [...recipientUserIds], ...indicator }] });
   }
 
-  /** A delivery.typing arriving on the recipient's subject (from this edge or another). */
-  publishTypingTo(typing: TypingDelivery): void {
-    const { conversationId, userId, deviceId, expiresInMs } = typing;
-    const frame = JSON.stringify({ type: "typing", conversationId, userId, deviceId, expiresInMs });
-    for (const target of [...(this.targets.get(typing.recipientUserId) ?? [])]) target.deliverTyping(typing, frame);
+  /** A delivery.batch arriving on the deliveries subject (from a worker, or a typist's edge). */
+  publishBatch(batch: DeliveryBatch): void {
+    const decoded = decodeJsonText(deliveryBatch, JSON.stringify(batch));
+    if (!decoded.ok) throw new Error(`a delivery batch no edge would accept: ${decoded.failure.path} ${decoded.failure.reason}`);
+    const { messages, events, typing } = decoded.value;
+    for (const { recipientUserIds, message } of messages) {
+      const frame = JSON.stringify({ type: "message", message });
+      for (const userId of recipientUserIds) for (const target of this.targetsOf(userId)) target.deliverMessage(message, frame);
+    }
+    for (const { recipientUserId, seq, event } of events) {
+      const frame = JSON.stringify({ type: "event", seq, event });
+      for (const target of this.targetsOf(recipientUserId)) target.deliver({ seq, event }, frame);
+    }
+    for (const { recipientUserIds, ...indicator } of typing) {
+      const frame = JSON.stringify({ type: "typing", ...indicator });
+      for (const userId of recipientUserIds) for (const target of this.targetsOf(userId)) target.deliverTyping(indicator, frame);
+    }
   }
 
-  /** Publishes a live mailbox event to every session of `userId`, as the hub does. */
+  /** Publishes a live mailbox event of `userId` (a batch of that event alone, as its mailbox's owner does). */
   publish(userId: string, seq: number, event: MailboxEvent): void {
-    const frame = JSON.stringify({ type: "event", seq, event });
-    for (const target of [...(this.targets.get(userId) ?? [])]) target.deliver({ seq, event }, frame);
+    this.publishBatch({ type: "delivery.batch", messages: [], events: [{ recipientUserId: userId, seq, event }], typing: [] });
   }
 
-  /** Publishes a live message (delivery.message) to every session of `userId`, as the hub does. */
+  /** Publishes a live message to `userId` (a batch of that message, with `userId` its one recipient). */
   publishMessage(userId: string, message: Message): void {
-    const frame = JSON.stringify({ type: "message", message });
-    for (const target of [...(this.targets.get(userId) ?? [])]) target.deliverMessage(message, frame);
+    this.publishBatch({ type: "delivery.batch", messages: [{ recipientUserIds: [userId], message }], events: [], typing: [] });
+  }
+
+  /** A copy: a session may detach while it is handed a delivery. */
+  private targetsOf(userId: string): DeliveryTarget[] {
+    return [...(this.targets.get(userId) ?? [])];
   }
 }
 
