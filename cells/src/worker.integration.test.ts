@@ -17,8 +17,8 @@ import {
 import {
   cellReply,
   cellSendBatchReplies,
-  deliveryMessage,
-  deliverySubject,
+  deliveriesSubject,
+  deliveryBatch,
   directoryRequest,
   directorySubject,
   joinedEventId,
@@ -28,12 +28,12 @@ import {
   type CellRequest,
   type CellSendBatchReplies,
   type CellSendRequest,
-  type Delivery,
-  type DeliveryMessage,
+  type BatchedEvent,
+  type BatchedMessage,
+  type DeliveryBatch,
   type DirectoryReply,
   type DirectoryRequest,
   type Message,
-  type MessageDelivery,
   type SequencedEvent,
 } from "@cellwire/protocol";
 import type { WorkerConfig } from "./config.ts";
@@ -113,30 +113,36 @@ function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | unde
   return pollUntil(what, probe, { deadlineMs, intervalMs: 25 });
 }
 
-/** Collects what is published on one user's delivery subject (messages, mailbox events), decoded as an edge decodes it. */
-async function collectDeliveries(userId: string): Promise<DeliveryMessage[]> {
-  const received: DeliveryMessage[] = [];
-  const nats = required(connection, "nats");
-  nats.subscribe(deliverySubject(namespace, userId), {
-    callback: (error, message) => {
-      if (error !== null) return;
-      const decoded = decodeMessage(deliveryMessage, message.data);
-      if (decoded.ok) received.push(decoded.value);
-      else warnings.push(`a delivery to ${userId} does not decode: ${decoded.reason}`);
-    },
-  });
-  await nats.flush();
-  return received;
+/**
+ * Every delivery.batch published in the namespace, in arrival order, decoded as an edge decodes it (read
+ * from the deliveries subject, subscribed before the workers start); and the reasons of those that did not
+ * decode.
+ */
+const batches: DeliveryBatch[] = [];
+const undecodableBatches: string[] = [];
+
+function decodedBatches(): readonly DeliveryBatch[] {
+  if (undecodableBatches.length > 0) throw new Error(`delivery batches that no edge would accept: ${undecodableBatches.join("; ")}`);
+  return batches;
 }
 
-/** The messages published to a user, in arrival order. */
-function messagesOf(received: readonly DeliveryMessage[]): Message[] {
-  return received.filter((delivery): delivery is MessageDelivery => delivery.type === "delivery.message").map((delivery) => delivery.message);
+/** The messages an edge would hand to a user's sessions (those naming the user among their recipients), in arrival order. */
+function messageItemsOf(userId: string): BatchedMessage[] {
+  return decodedBatches().flatMap((batch) => batch.messages.filter((item) => item.recipientUserIds.includes(userId)));
 }
 
-/** The mailbox events published to a user, in arrival order. */
-function eventsOf(received: readonly DeliveryMessage[]): Delivery[] {
-  return received.filter((delivery): delivery is Delivery => delivery.type === "delivery.event");
+function messagesOf(userId: string): Message[] {
+  return messageItemsOf(userId).map((item) => item.message);
+}
+
+/** The mailbox events an edge would hand to a user's sessions, in arrival order. */
+function eventsOf(userId: string): BatchedEvent[] {
+  return decodedBatches().flatMap((batch) => batch.events.filter((event) => event.recipientUserId === userId));
+}
+
+/** Every message of a conversation published so far, whoever its recipients, in arrival order. */
+function publishedMessagesOf(conversationId: string): BatchedMessage[] {
+  return decodedBatches().flatMap((batch) => batch.messages.filter((item) => item.message.conversationId === conversationId));
 }
 
 async function route(request: CellRequest, cellId: CellId = "a"): Promise<CellReply> {
@@ -220,6 +226,14 @@ function directoryAnswer(request: DirectoryRequest): DirectoryReply | undefined 
 
 beforeAll(async () => {
   connection = await connectNats(natsServers, "cells-worker-test", { ...logger });
+  connection.subscribe(deliveriesSubject(namespace), {
+    callback: (error, message) => {
+      if (error !== null) return;
+      const decoded = decodeMessage(deliveryBatch, message.data);
+      if (decoded.ok) batches.push(decoded.value);
+      else undecodableBatches.push(decoded.reason);
+    },
+  });
   connection.subscribe(directorySubject(namespace), {
     callback: (error, message) => {
       if (error !== null) return;
@@ -274,10 +288,8 @@ describe("cell workers", () => {
     expect(registrations.map((request) => (request.type === "directory.registerCell" ? request.cellId : "")).sort()).toEqual(["a", "a", "b"]);
   });
 
-  it("publishes each send to every member's delivery subject in seq order, in both cells, and puts the joined events in their mailboxes", async () => {
+  it("publishes each send once, in seq order, with every member as a recipient, in both cells, and puts the joined events in their mailboxes", async () => {
     const [alice, bob, carol] = [user("alice", "a"), user("bob", "a"), user("carol", "b")];
-    const inboxes = new Map<string, DeliveryMessage[]>();
-    for (const userId of [alice, bob, carol]) inboxes.set(userId, await collectDeliveries(userId));
     const conversationId = await createGroup(alice, [bob, carol]);
 
     const first = await send(conversationId, alice, "c-1", "hello team");
@@ -290,11 +302,13 @@ describe("cell workers", () => {
     expect(messages.map((message) => message.seq)).toEqual([1, 2, 3]);
 
     const joined = { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 0, addedByUserId: alice };
-    for (const [userId, inbox] of inboxes) {
-      await waitFor(`three messages and the joined event for ${userId}`, () => (messagesOf(inbox).length >= 3 && eventsOf(inbox).length >= 1 ? true : undefined));
-      expect(messagesOf(inbox)).toEqual(messages);
-      expect(inbox.filter((delivery) => delivery.type === "delivery.message").map((delivery) => delivery.recipientUserId)).toEqual([userId, userId, userId]);
-      expect(eventsOf(inbox)).toEqual([{ type: "delivery.event", recipientUserId: userId, seq: 1, event: joined }]);
+    const members = [alice, bob, carol].sort();
+    for (const userId of members) {
+      await waitFor(`three messages and the joined event for ${userId}`, () => (messagesOf(userId).length >= 3 && eventsOf(userId).length >= 1 ? true : undefined));
+      expect(messagesOf(userId)).toEqual(messages);
+      expect(messageItemsOf(userId).map((item) => [...item.recipientUserIds].sort())).toEqual([members, members, members]);
+      // carol's joined event comes from her mailbox's owner in cell b, the messages from the conversation's owner in cell a.
+      expect(eventsOf(userId)).toEqual([{ recipientUserId: userId, seq: 1, event: joined }]);
       // The mailbox holds the joined event only: messages are read from the conversation's log.
       const { events, headSeq } = await mailbox(userId);
       expect(events).toEqual([{ seq: 1, event: joined }]);
@@ -304,6 +318,8 @@ describe("cell workers", () => {
     // carol's mailbox lives in cell b's database, under the joined event's id.
     const carolRows = await required(pools.get("b"), "pool").query("select seq::int as seq, event_id from mailbox_events where user_id = $1 order by seq", [carol]);
     expect(carolRows.rows).toEqual([{ seq: 1, event_id: joinedEventId({ conversationId }) }]);
+    // Each message travelled once for its three members, not once per member.
+    expect(publishedMessagesOf(conversationId).map((item) => item.message)).toEqual(messages);
     await waitFor("the outbox to empty", async () => ((await outboxRows(conversationId)).length === 0 ? true : undefined));
 
     const history = await route({ type: "cell.history", userId: carol, conversationId, beforeSeq: null, limit: 10 });
@@ -319,48 +335,54 @@ describe("cell workers", () => {
 
   it("publishes a repeated send only once", async () => {
     const [alice, bob] = [user("alice", "a"), user("bob", "b")];
-    const bobInbox = await collectDeliveries(bob);
     const conversationId = await createGroup(alice, [bob]);
     const request: CellRequest = { type: "cell.send", senderUserId: alice, senderDeviceId: "laptop", conversationId, clientMessageId: "once", body: "once" };
     const stored = await route(request);
     expect(await route(request)).toEqual({ ...(stored as object), deduplicated: true });
     await send(conversationId, alice, "next");
     // One owner publishes in commit order: had the repeat been published, it would have come before "next".
-    await waitFor("bob's second message", () => messagesOf(bobInbox)[1]);
-    expect(messagesOf(bobInbox).map((message) => [message.seq, message.body])).toEqual([
+    await waitFor("bob's second message", () => messagesOf(bob)[1]);
+    expect(messagesOf(bob).map((message) => [message.seq, message.body])).toEqual([
       [1, "once"],
       [2, "next"],
     ]);
+    expect(publishedMessagesOf(conversationId)).toHaveLength(2);
     expect(await logOf(conversationId, bob)).toEqual({ afterSeq: 0, bodies: ["once", "next"] });
   });
 
   it("publishes to a member added later the messages after the join point, which its joined event names", async () => {
     const [alice, bob, dave] = [user("alice", "a"), user("bob", "a"), user("dave", "b")];
-    const daveInbox = await collectDeliveries(dave);
     const conversationId = await createGroup(alice, [bob]);
     await send(conversationId, alice, "before-1");
     await send(conversationId, bob, "before-2");
+    // Published before the add (a publish still pending at the add could read the new member list).
+    await waitFor("the messages before the add", () => (publishedMessagesOf(conversationId).length >= 2 ? true : undefined));
     const added = await route({ type: "cell.addMembers", userId: bob, conversationId, userIds: [dave] });
     expect(added).toMatchObject({ type: "cell.conversation", conversation: { memberUserIds: [alice, bob, dave].sort() } });
     await send(conversationId, alice, "after");
-    await waitFor("dave's joined event and first message", () => (eventsOf(daveInbox).length >= 1 && messagesOf(daveInbox).length >= 1 ? true : undefined));
-    expect(eventsOf(daveInbox).map((delivery) => delivery.event)).toEqual([
+    await waitFor("dave's joined event and first message", () => (eventsOf(dave).length >= 1 && messagesOf(dave).length >= 1 ? true : undefined));
+    expect(eventsOf(dave).map((delivery) => delivery.event)).toEqual([
       { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 2, addedByUserId: bob },
     ]);
-    expect(messagesOf(daveInbox).map((message) => [message.seq, message.body])).toEqual([[3, "after"]]);
+    expect(messagesOf(dave).map((message) => [message.seq, message.body])).toEqual([[3, "after"]]);
+    // The messages before the join went to the members of their time, the one after it to all three.
+    expect(publishedMessagesOf(conversationId).map((item) => [item.message.body, [...item.recipientUserIds].sort()])).toEqual([
+      ["before-1", [alice, bob].sort()],
+      ["before-2", [alice, bob].sort()],
+      ["after", [alice, bob, dave].sort()],
+    ]);
     expect(await logOf(conversationId, dave)).toEqual({ afterSeq: 2, bodies: ["after"] });
   });
 
   it("pages a mailbox and serialises concurrent appends of one user into gapless, ordered deliveries", async () => {
     const dave = user("dave", "b");
-    const inbox = await collectDeliveries(dave);
     const events = Array.from({ length: 12 }, (_, index) => joinedEvent(`e${index}`));
     const replies = await Promise.all(
       events.map((event) => route({ type: "cell.appendMailbox", userId: dave, eventId: mailboxEventId(event), event }, "b")),
     );
     expect(replies.map((reply) => (reply.type === "cell.appended" ? reply.seq : 0)).sort((a, b) => a - b)).toEqual(events.map((_, index) => index + 1));
-    await waitFor("twelve deliveries", () => (eventsOf(inbox).length >= 12 ? true : undefined));
-    expect(eventsOf(inbox).map((received) => received.seq)).toEqual(events.map((_, index) => index + 1));
+    await waitFor("twelve deliveries", () => (eventsOf(dave).length >= 12 ? true : undefined));
+    expect(eventsOf(dave).map((received) => received.seq)).toEqual(events.map((_, index) => index + 1));
     // A repeat answers the seq the event already has and is not delivered again.
     const fourth = required(events[3], "event");
     const again = await route({ type: "cell.appendMailbox", userId: dave, eventId: mailboxEventId(fourth), event: fourth }, "b");
@@ -388,13 +410,13 @@ describe("cell workers", () => {
       floorSeq: 0,
     });
     // The repeat published nothing (its delivery would have arrived before the pages' replies).
-    expect(inbox).toHaveLength(12);
+    expect(eventsOf(dave)).toHaveLength(12);
+    expect(messagesOf(dave)).toEqual([]);
   });
 
   it("leaves a joined event whose relay failed in the outbox, and its sweeper re-drives it once the recipient's home answers; messages reach her meanwhile", async () => {
     const [alice, erin] = [user("alice", "a"), user("erin", "b")];
     silentUsers.add(erin);
-    const erinInbox = await collectDeliveries(erin);
     const conversationId = await createGroup(alice, [erin]);
     const first = await send(conversationId, alice, "while-silent");
     await waitFor("alice's mailbox", async () => ((await mailbox(alice)).headSeq === 1 ? true : undefined));
@@ -404,14 +426,14 @@ describe("cell workers", () => {
     });
     expect(left[0]?.recipient).toBe(erin);
     // Publishing a message needs no directory: erin has it live while her joined event waits.
-    await waitFor("erin's message", () => messagesOf(erinInbox)[0]);
-    expect(messagesOf(erinInbox)).toEqual([first]);
-    expect(eventsOf(erinInbox)).toEqual([]);
+    await waitFor("erin's message", () => messagesOf(erin)[0]);
+    expect(messagesOf(erin)).toEqual([first]);
+    expect(eventsOf(erin)).toEqual([]);
 
     silentUsers.delete(erin);
-    await waitFor("erin's joined event", () => eventsOf(erinInbox)[0]);
-    expect(eventsOf(erinInbox)).toEqual([
-      { type: "delivery.event", recipientUserId: erin, seq: 1, event: { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 0, addedByUserId: alice } },
+    await waitFor("erin's joined event", () => eventsOf(erin)[0]);
+    expect(eventsOf(erin)).toEqual([
+      { recipientUserId: erin, seq: 1, event: { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 0, addedByUserId: alice } },
     ]);
     expect(describeEvents((await mailbox(erin)).events)).toEqual([`joined ${conversationId} after 0`]);
     await waitFor("the outbox to empty", async () => ((await outboxRows(conversationId)).length === 0 ? true : undefined));
@@ -419,7 +441,6 @@ describe("cell workers", () => {
 
   it("stores pipelined sends of one conversation in the order they were sent, and publishes them in that order", async () => {
     const alice = user("alice", "a");
-    const inbox = await collectDeliveries(alice);
     const conversationId = await createGroup(alice, []);
     const count = 20;
     const replies = await Promise.all(
@@ -431,15 +452,15 @@ describe("cell workers", () => {
       Array.from({ length: count }, (_, index) => `b${index}`),
     );
     expect(replies.map((reply) => (reply.type === "cell.stored" ? reply.message.seq : 0))).toEqual(Array.from({ length: count }, (_, index) => index + 1));
-    await waitFor("alice's messages", () => (messagesOf(inbox).length >= count ? true : undefined));
-    expect(messagesOf(inbox).map((message) => message.seq)).toEqual(Array.from({ length: count }, (_, index) => index + 1));
+    await waitFor("alice's messages", () => (messagesOf(alice).length >= count ? true : undefined));
+    expect(messagesOf(alice).map((message) => message.seq)).toEqual(Array.from({ length: count }, (_, index) => index + 1));
+    expect(publishedMessagesOf(conversationId)).toHaveLength(count);
     // Her mailbox holds her joined event only.
     expect((await mailbox(alice)).headSeq).toBe(1);
   });
 
   it("answers a cell.sendBatch on the owner's subject with a reply per send, in order, and publishes the new messages in seq order", async () => {
     const [alice, bob] = [user("alice", "a"), user("bob", "a")];
-    const bobInbox = await collectDeliveries(bob);
     const conversationId = await createGroup(alice, [bob]);
     const owner = ownerOf(conversationId);
     const sendOf = (senderUserId: string, clientMessageId: string): CellSendRequest => ({
@@ -464,8 +485,8 @@ describe("cell workers", () => {
       "2 again",
       "4",
     ]);
-    await waitFor("bob's four messages", () => (messagesOf(bobInbox).length >= 4 ? true : undefined));
-    expect(messagesOf(bobInbox).map((message) => message.body)).toEqual(["s1", "s2", "s4", "s5"]);
+    await waitFor("bob's four messages", () => (messagesOf(bob).length >= 4 ? true : undefined));
+    expect(messagesOf(bob).map((message) => message.body)).toEqual(["s1", "s2", "s4", "s5"]);
     // Sent to a worker that does not own the conversation, every send of the batch is sent back.
     const other = owner === "a-1" ? "a-2" : "a-1";
     const misrouted = await waitFor("not_owner from the other worker", async () => {
@@ -502,7 +523,6 @@ describe("cell workers", () => {
 
   it("after its owner stops, the successor re-drives the rows it left, continues the sequence and publishes to the members", async () => {
     const [alice, frank] = [user("alice", "a"), user("frank", "b")];
-    const frankInbox = await collectDeliveries(frank);
     silentUsers.add(frank);
     const conversationId = await createGroup(alice, [frank]);
     await send(conversationId, alice, "h1");
@@ -517,8 +537,8 @@ describe("cell workers", () => {
     expect(describeEvents((await mailbox(frank)).events)).toEqual([`joined ${conversationId} after 0`]);
     expect(await send(conversationId, alice, "h2")).toMatchObject({ seq: 2 });
     // The successor reads the members itself and publishes h2 to frank.
-    await waitFor("frank's second message", () => messagesOf(frankInbox)[1]);
-    expect(messagesOf(frankInbox).map((message) => [message.seq, message.body])).toEqual([
+    await waitFor("frank's second message", () => messagesOf(frank)[1]);
+    expect(messagesOf(frank).map((message) => [message.seq, message.body])).toEqual([
       [1, "h1"],
       [2, "h2"],
     ]);
