@@ -291,16 +291,16 @@ export class Session implements DeliveryTarget {
     if (this.core.deliveries.sessionCount(userId) >= this.core.limits.sessionsPerUserMax) {
       return this.close("too_many_sessions", `at most ${this.core.limits.sessionsPerUserMax} sessions per user on one edge`);
     }
-    // The session stays "authenticating" until its deliveries are subscribed: frames sent before welcome
-    // still close it, and live events published meanwhile are not lost, since the backlog read after the
-    // subscription holds them.
+    // The session stays "authenticating" until it is registered for its user's deliveries: frames sent
+    // before welcome still close it, and live events published meanwhile are not lost, since the backlog
+    // read after the registration holds them (docs/decisions/0011).
     try {
       await this.core.deliveries.attach(userId, this);
     } catch (error) {
       this.core.deliveries.detach(userId, this);
       if (this.state.kind !== "authenticating") return;
-      this.core.logger.error(`subscribing deliveries of ${userId} failed: ${String(error)}`);
-      return this.close("unavailable", "could not subscribe to deliveries");
+      this.core.logger.error(`registering the deliveries of ${userId} failed: ${String(error)}`);
+      return this.close("unavailable", "the edge is not receiving deliveries");
     }
     if (this.state.kind !== "authenticating") {
       this.core.deliveries.detach(userId, this);
