@@ -133,6 +133,26 @@ describe("jwks mode with EDGE_JWKS_FILE", () => {
     expectInvalid(await jwksVerifier.verify(await sign(devPrivateKey, "carol", { issuer, audience })));
   });
 
+  it("picks the key of a JWKS with several by kid and alg, and refuses a kid under another algorithm", async () => {
+    const rsa = await generateKeyPair("RS256");
+    const jwksFile = join(temporaryDirectory, "jwks-two.json");
+    await writeFile(
+      jwksFile,
+      JSON.stringify({
+        keys: [
+          { ...(await exportJWK((await generateKeyPair("ES256")).publicKey)), kid: "other-ec", alg: "ES256", use: "sig" },
+          { ...(await exportJWK(rsa.publicKey)), kid: "production-rsa", alg: "RS256", use: "sig" },
+        ],
+      }),
+    );
+    const verifier = await createTokenVerifier({ mode: "jwks", jwksUrl: undefined, jwksFile, issuer, audience });
+    const rsaToken = await new SignJWT({}).setProtectedHeader({ alg: "RS256", kid: "production-rsa" }).setSubject("erin").setIssuer(issuer).setAudience(audience).setExpirationTime("1h").sign(rsa.privateKey);
+    // Twice: the second verification takes the key object kept from the first.
+    expect(await verifier.verify(rsaToken)).toEqual({ ok: true, identity: { userId: "erin", deviceId: undefined } });
+    expect(await verifier.verify(rsaToken)).toEqual({ ok: true, identity: { userId: "erin", deviceId: undefined } });
+    expectInvalid(await verifier.verify(await sign(issuerKey, "erin", { issuer, audience, kid: "production-rsa" })));
+  });
+
   it("refuses to start from a file that is not a JWKS", async () => {
     const notJwks = join(temporaryDirectory, "not-jwks.json");
     await writeFile(notJwks, JSON.stringify({ kty: "EC" }));

@@ -1,10 +1,14 @@
 // Verifies the token of a hello frame. Production reads keys from a JWKS (URL or file) and requires
-// issuer, audience, exp and sub; dev mode trusts the local dev key pair.
+// issuer, audience, exp and sub; dev mode trusts the local dev key pair. The signature and the claims are
+// checked with node:crypto (jwt-verification.ts); jose only picks the key of a JWKS (by kid and alg) and
+// fetches a remote one.
 import { readFile } from "node:fs/promises";
-import { createLocalJWKSet, createRemoteJWKSet, errors, importJWK, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type CryptoKey } from "jose";
+import { createPublicKey, KeyObject, type JsonWebKey, type webcrypto } from "node:crypto";
+import { createLocalJWKSet, createRemoteJWKSet, errors, type CompactJWSHeaderParameters, type JWTVerifyGetKey } from "jose";
 import { isDeviceId, isUserId } from "@cellwire/protocol";
 import type { EdgeAuthConfig } from "../config.ts";
 import { devAudience, devIssuer, ensureDevKeyPair } from "./dev-keys.ts";
+import { parseJwt, verifyParsedJwt, type JwtAlgorithm, type JwtFailure, type JwtRules, type ParsedJwt } from "./jwt-verification.ts";
 
 export type Identity = { readonly userId: string; readonly deviceId: string | undefined };
 export type VerifyOutcome = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly reason: "token_invalid" | "token_expired"; readonly detail: string };
@@ -14,9 +18,10 @@ export interface TokenVerifier {
   verify(token: string): Promise<VerifyOutcome>;
 }
 
-type KeySource = CryptoKey | JWTVerifyGetKey;
+/** One key (dev mode), or a JWKS that picks the key for each token's header. */
+type KeySource = { readonly kind: "fixed"; readonly key: KeyObject } | { readonly kind: "set"; readonly keyFor: JWTVerifyGetKey };
 
-function identityOf(payload: JWTPayload): VerifyOutcome {
+function identityOf(payload: Readonly<Record<string, unknown>>): VerifyOutcome {
   const userId = payload.sub;
   if (typeof userId !== "string" || !isUserId(userId)) {
     return { ok: false, reason: "token_invalid", detail: "sub must be a user id of 1-64 characters [A-Za-z0-9_-]" };
@@ -28,43 +33,76 @@ function identityOf(payload: JWTPayload): VerifyOutcome {
   return { ok: true, identity: { userId, deviceId: claimedDevice } };
 }
 
-class JoseTokenVerifier implements TokenVerifier {
+function failed(failure: JwtFailure): VerifyOutcome {
+  return { ok: false, reason: failure.reason, detail: failure.detail };
+}
+
+class JwtTokenVerifier implements TokenVerifier {
+  /** The KeyObject of each CryptoKey a JWKS handed out (jose keeps one per key, so this stays small). */
+  private readonly keyObjects = new WeakMap<object, KeyObject>();
+
   constructor(
-    private readonly key: KeySource,
-    private readonly issuer: string,
-    private readonly audience: string,
-    private readonly algorithms: string[],
+    private readonly keys: KeySource,
+    private readonly rules: JwtRules,
+    private readonly nowSeconds: () => number = () => Math.floor(Date.now() / 1000),
   ) {}
 
-  async verify(token: string): Promise<VerifyOutcome> {
+  verify(token: string): Promise<VerifyOutcome> {
+    const parsed = parseJwt(token, this.rules.algorithms);
+    if (!parsed.ok) return Promise.resolve(failed(parsed));
+    if (this.keys.kind === "fixed") return Promise.resolve(this.check(parsed, this.keys.key));
+    return this.verifyWithSet(parsed, this.keys.keyFor, token);
+  }
+
+  private check(parsed: ParsedJwt, key: KeyObject): VerifyOutcome {
+    const verified = verifyParsedJwt(parsed, key, this.rules, this.nowSeconds());
+    return verified.ok ? identityOf(verified.claims) : failed(verified);
+  }
+
+  private async verifyWithSet(parsed: ParsedJwt, keyFor: JWTVerifyGetKey, token: string): Promise<VerifyOutcome> {
+    let key: KeyObject;
     try {
-      const options = { issuer: this.issuer, audience: this.audience, requiredClaims: ["exp", "sub"], algorithms: this.algorithms };
-      const { payload } =
-        typeof this.key === "function" ? await jwtVerify(token, this.key, options) : await jwtVerify(token, this.key, options);
-      return identityOf(payload);
+      const [protectedSegment = "", payload = "", signature = ""] = token.split(".");
+      const { alg, kid } = parsed.header;
+      const header: CompactJWSHeaderParameters = kid === undefined ? { alg } : { alg, kid };
+      const found: unknown = await keyFor(header, { protected: protectedSegment, payload, signature });
+      key = this.keyObjectOf(found);
     } catch (error) {
-      if (error instanceof errors.JWTExpired) return { ok: false, reason: "token_expired", detail: "exp has passed" };
       if (error instanceof errors.JOSEError) return { ok: false, reason: "token_invalid", detail: error.code };
       return { ok: false, reason: "token_invalid", detail: "unverifiable token" };
     }
+    return this.check(parsed, key);
+  }
+
+  private keyObjectOf(found: unknown): KeyObject {
+    if (found instanceof KeyObject) return found;
+    if (typeof found !== "object" || found === null || found instanceof Uint8Array) throw new TypeError("the JWKS gave no public key");
+    let keyObject = this.keyObjects.get(found);
+    if (keyObject === undefined) {
+      // jose hands out WebCrypto keys; node:crypto verifies with the KeyObject of the same key.
+      keyObject = KeyObject.from(found as webcrypto.CryptoKey);
+      this.keyObjects.set(found, keyObject);
+    }
+    return keyObject;
   }
 }
+
+/** The algorithms a production JWKS may use. */
+const jwksAlgorithms: readonly JwtAlgorithm[] = ["RS256", "ES256", "EdDSA", "PS256", "ES384", "RS512"];
 
 export async function createTokenVerifier(auth: EdgeAuthConfig): Promise<TokenVerifier> {
   if (auth.mode === "dev") {
     const { publicJwk } = await ensureDevKeyPair(auth.devKeyDirectory);
-    const key = await importJWK(publicJwk, "ES256");
-    if (key instanceof Uint8Array) throw new Error("the dev public key must be asymmetric");
-    return new JoseTokenVerifier(key, devIssuer, devAudience, ["ES256"]);
+    const jwk: JsonWebKey = { ...publicJwk };
+    const key = createPublicKey({ key: jwk, format: "jwk" });
+    return new JwtTokenVerifier({ kind: "fixed", key }, { issuer: devIssuer, audience: devAudience, algorithms: ["ES256"] });
   }
-  const algorithms = ["RS256", "ES256", "EdDSA", "PS256", "ES384", "RS512"];
-  if (auth.jwksUrl !== undefined) {
-    return new JoseTokenVerifier(createRemoteJWKSet(new URL(auth.jwksUrl)), auth.issuer, auth.audience, algorithms);
-  }
+  const rules: JwtRules = { issuer: auth.issuer, audience: auth.audience, algorithms: jwksAlgorithms };
+  if (auth.jwksUrl !== undefined) return new JwtTokenVerifier({ kind: "set", keyFor: createRemoteJWKSet(new URL(auth.jwksUrl)) }, rules);
   if (auth.jwksFile === undefined) throw new Error("jwks mode needs a JWKS URL or file");
   const parsed: unknown = JSON.parse(await readFile(auth.jwksFile, "utf8"));
   if (typeof parsed !== "object" || parsed === null || !Array.isArray((parsed as { keys?: unknown }).keys)) {
     throw new Error(`${auth.jwksFile} is not a JWKS ({"keys": [...]})`);
   }
-  return new JoseTokenVerifier(createLocalJWKSet(parsed as Parameters<typeof createLocalJWKSet>[0]), auth.issuer, auth.audience, algorithms);
+  return new JwtTokenVerifier({ kind: "set", keyFor: createLocalJWKSet(parsed as Parameters<typeof createLocalJWKSet>[0]) }, rules);
 }
