@@ -82,6 +82,12 @@ export type WorkerConfig = {
   readonly sendBatchMax?: number;
   readonly sendsPendingMax?: number;
   readonly sendQueueWaitMsMax?: number;
+  /**
+   * How long a send waits for others before its statement starts when the worker is busy (its last batch
+   * started within WORKER_SEND_BUSY_WINDOW_MS); 0 never waits. See send-committer.ts (SendLinger).
+   */
+  readonly sendLingerMs?: number;
+  readonly sendBusyWindowMs?: number;
   /** Conversations whose member lists the publisher caches (a miss costs one read). */
   readonly memberCacheConversationsMax?: number;
 };
@@ -90,6 +96,8 @@ export const sendBatchMaxDefault = 512;
 export const sendsPendingMaxDefault = 4096;
 export const sendQueueWaitMsMaxDefault = 1000;
 export const memberCacheConversationsMaxDefault = 10_000;
+export const sendLingerMsDefault = 3;
+export const sendBusyWindowMsDefault = 20;
 
 export const migrationsInFlightMaxDefault = 16;
 export const migrationRequestTimeoutMsDefault = 10_000;
@@ -154,6 +162,8 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     sendsPendingMax: reader.integer("WORKER_SENDS_PENDING_MAX", sendsPendingMaxDefault, 1, 1_000_000),
     sendQueueWaitMsMax: reader.integer("WORKER_SEND_QUEUE_WAIT_MS_MAX", sendQueueWaitMsMaxDefault, 1, 600_000),
     memberCacheConversationsMax: reader.integer("WORKER_MEMBER_CACHE_CONVERSATIONS_MAX", memberCacheConversationsMaxDefault, 1, 10_000_000),
+    sendLingerMs: reader.integer("WORKER_SEND_LINGER_MS", sendLingerMsDefault, 0, 1000),
+    sendBusyWindowMs: reader.integer("WORKER_SEND_BUSY_WINDOW_MS", sendBusyWindowMsDefault, 0, 60_000),
   };
   // Two heartbeats per lease at least, so one late renewal does not make the worker look dead.
   if (config.heartbeatIntervalMs * 2 > config.leaseMs) {

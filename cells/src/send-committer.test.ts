@@ -62,12 +62,14 @@ function settle(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-type Options = { limits?: Partial<SendCommitterLimits>; publish?: (messages: readonly StoredMessage[]) => Promise<void> };
+type Options = { limits?: Partial<SendCommitterLimits>; publish?: (messages: readonly StoredMessage[]) => Promise<void>; linger?: { lingerMs: number; busyWindowMs: number } };
 
 function setup(options: Options = {}) {
   const store = new HeldStore();
   const clock = { nowMs: 1000 };
   const ring = { epoch: 3, owners: new Map<string, string>(), leaseHeld: true };
+  /** Lingering starts the test fires by hand (fire), or cancelled by the committer. */
+  const timers: { readonly ms: number; fire: () => void; cancelled: boolean }[] = [];
   /** What happened, in order: `reply <clientMessageId> <outcome>` and `publish <bodies>`. */
   const events: string[] = [];
   const published: StoredMessage[][] = [];
@@ -89,6 +91,20 @@ function setup(options: Options = {}) {
     monotonicNowMs: () => clock.nowMs,
     logger: { info: () => undefined, warn: (line: string) => void warnings.push(line), error: (line: string) => void errors.push(line) },
     limits: { batchSendsMax: 100, pendingSendsMax: 1000, queueWaitMsMax: 1000, ...options.limits },
+    ...(options.linger === undefined
+      ? {}
+      : {
+          linger: {
+            ...options.linger,
+            setTimer: (ms: number, callback: () => void) => {
+              const timer = { ms, fire: callback, cancelled: false };
+              timers.push(timer);
+              return () => {
+                timer.cancelled = true;
+              };
+            },
+          },
+        }),
   });
   const replies = new Map<string, CellReply[]>();
   /** Submits a send; its replies are kept under its label (a send answered twice would show). */
@@ -110,7 +126,7 @@ function setup(options: Options = {}) {
     await store.memory.createGroup({ conversationId, creatorUserId: "alice", title: "t", memberUserIds: members, epoch: 1 });
     return conversationId;
   }
-  return { store, clock, ring, events, published, warnings, errors, committer, submit, replyOf, replies, group };
+  return { store, clock, ring, timers, events, published, warnings, errors, committer, submit, replyOf, replies, group };
 }
 
 function sendTo(conversationId: string, body: string, clientMessageId = body, senderUserId = "alice"): CellSendRequest {
@@ -134,6 +150,71 @@ function expectOverloaded(reply: CellReply): number {
   expect(reply.retryAfterMs).toBeLessThanOrEqual(retryAfterMsMax);
   return reply.retryAfterMs;
 }
+
+describe("SendCommitter lingering", () => {
+  it("starts a send at once when the worker is idle (its last batch is older than the busy window)", async () => {
+    const { store, clock, timers, submit, group } = setup({ linger: { lingerMs: 3, busyWindowMs: 20 } });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "first"));
+    expect(store.batches).toHaveLength(1);
+    await store.completeNext();
+    clock.nowMs += 21;
+    submit(sendTo(conversationId, "later"));
+    expect(store.batches).toHaveLength(2);
+    expect(timers).toEqual([]);
+    await store.completeNext();
+  });
+
+  it("when busy, waits lingerMs for more sends and stores them in one batch", async () => {
+    const { store, clock, timers, submit, replyOf, group } = setup({ linger: { lingerMs: 3, busyWindowMs: 20 } });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "a"));
+    await store.completeNext();
+    clock.nowMs += 5;
+    submit(sendTo(conversationId, "b"));
+    submit(sendTo(conversationId, "c"));
+    // Nothing goes to the store before the linger ends; one timer for both.
+    expect(store.batches).toHaveLength(1);
+    expect(timers.map((timer) => timer.ms)).toEqual([3]);
+    timers[0]?.fire();
+    expect(store.batches.map((batch) => batch.map((input) => input.body))).toEqual([["a"], ["b", "c"]]);
+    await store.completeNext();
+    expect([replyOf("b"), replyOf("c")].map(outcomeOf)).toEqual(["stored 2", "stored 3"]);
+  });
+
+  it("starts a lingering batch at once when it fills up, and the timer then starts nothing more", async () => {
+    const { store, clock, timers, submit, group } = setup({ linger: { lingerMs: 3, busyWindowMs: 20 }, limits: { batchSendsMax: 2 } });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "a"));
+    await store.completeNext();
+    clock.nowMs += 1;
+    submit(sendTo(conversationId, "b"));
+    expect(store.batches).toHaveLength(1);
+    submit(sendTo(conversationId, "c"));
+    expect(store.batches.map((batch) => batch.map((input) => input.body))).toEqual([["a"], ["b", "c"]]);
+    expect(timers[0]?.cancelled).toBe(true);
+    await store.completeNext();
+  });
+
+  it("counts a lingering send as work in whenIdle", async () => {
+    const { store, clock, timers, committer, submit, group } = setup({ linger: { lingerMs: 3, busyWindowMs: 20 } });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "a"));
+    await store.completeNext();
+    clock.nowMs += 1;
+    submit(sendTo(conversationId, "b"));
+    let idle = false;
+    void committer.whenIdle().then(() => {
+      idle = true;
+    });
+    await settle();
+    expect(idle).toBe(false);
+    timers[0]?.fire();
+    await store.completeNext();
+    await settle();
+    expect(idle).toBe(true);
+  });
+});
 
 describe("SendCommitter", () => {
   it("stores a lone send at once, under the ring's epoch, replies after the commit, then publishes it", async () => {

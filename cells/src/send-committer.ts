@@ -25,6 +25,20 @@ export type SendCommitterLimits = {
   readonly queueWaitMsMax: number;
 };
 
+/**
+ * Lingering (optional): when a batch started less than busyWindowMs ago, a send that finds the committer
+ * idle waits up to lingerMs for others before its statement starts, so that a busy worker commits fewer,
+ * larger batches (a statement and its commit cost a few hundred µs of Postgres CPU whatever their size:
+ * docs/performance.md). An idle worker, whose last batch is older, starts at once: no latency is added
+ * at low load. A batch that fills up starts at once too.
+ */
+export type SendLinger = {
+  readonly lingerMs: number;
+  readonly busyWindowMs: number;
+  /** Runs `callback` after `ms`; returns a cancel function. */
+  readonly setTimer: (ms: number, callback: () => void) => () => void;
+};
+
 export type SendCommitterDependencies = {
   readonly workerId: string;
   readonly store: Pick<ConversationStore, "appendMessages">;
@@ -34,6 +48,7 @@ export type SendCommitterDependencies = {
   readonly monotonicNowMs: () => number;
   readonly logger: Logger & { readonly error: (message: string) => void };
   readonly limits: SendCommitterLimits;
+  readonly linger?: SendLinger;
 };
 
 type PendingSend = {
@@ -55,6 +70,9 @@ export class SendCommitter {
   private publishing: Promise<void> = Promise.resolve();
   /** The duration of the last batch's statement: with the queue length, how long a newcomer would wait. */
   private lastBatchMs = 1;
+  private lastBatchStartedAtMs = Number.NEGATIVE_INFINITY;
+  /** Set while a lingering start is scheduled: cancels it. */
+  private cancelLinger: (() => void) | undefined;
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly dependencies: SendCommitterDependencies) {
@@ -81,12 +99,26 @@ export class SendCommitter {
     }
     const nowMs = monotonicNowMs();
     this.pending.push({ request, enqueuedAtMs: nowMs, deadlineAtMs: nowMs + budgetMs, respond });
-    if (!this.running) void this.run();
+    if (this.running) return;
+    const { linger } = this.dependencies;
+    if (this.cancelLinger !== undefined) {
+      // Lingering: a full batch goes at once.
+      if (this.pending.length < limits.batchSendsMax) return;
+      this.cancelLinger();
+      this.cancelLinger = undefined;
+    } else if (linger !== undefined && linger.lingerMs > 0 && nowMs - this.lastBatchStartedAtMs < linger.busyWindowMs) {
+      this.cancelLinger = linger.setTimer(linger.lingerMs, () => {
+        this.cancelLinger = undefined;
+        if (!this.running) void this.run();
+      });
+      return;
+    }
+    void this.run();
   }
 
   /** Resolves once no send is waiting, being stored or being published. */
   async whenIdle(): Promise<void> {
-    if (this.running) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    if (this.running || this.cancelLinger !== undefined) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     await this.publishing;
   }
 
@@ -108,6 +140,7 @@ export class SendCommitter {
   private async commit(batch: readonly PendingSend[]): Promise<void> {
     const { ownership, workerId, store, limits, monotonicNowMs, logger } = this.dependencies;
     const startedAtMs = monotonicNowMs();
+    this.lastBatchStartedAtMs = startedAtMs;
     const admitted: PendingSend[] = [];
     for (const send of batch) {
       if (startedAtMs >= send.deadlineAtMs) send.respond(this.overloaded("the send's deadline passed before its turn; it was not stored"));

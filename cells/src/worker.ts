@@ -40,6 +40,8 @@ import {
   migrationRequestTimeoutMsDefault,
   migrationsInFlightMaxDefault,
   sendBatchMaxDefault,
+  sendBusyWindowMsDefault,
+  sendLingerMsDefault,
   sendQueueWaitMsMaxDefault,
   sendsPendingMaxDefault,
   type WorkerConfig,
@@ -212,6 +214,14 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         batchSendsMax: config.sendBatchMax ?? sendBatchMaxDefault,
         pendingSendsMax: config.sendsPendingMax ?? sendsPendingMaxDefault,
         queueWaitMsMax: config.sendQueueWaitMsMax ?? sendQueueWaitMsMaxDefault,
+      },
+      linger: {
+        lingerMs: config.sendLingerMs ?? sendLingerMsDefault,
+        busyWindowMs: config.sendBusyWindowMs ?? sendBusyWindowMsDefault,
+        setTimer: (ms, callback) => {
+          const timer = setTimeout(callback, ms);
+          return () => clearTimeout(timer);
+        },
       },
     });
     const handler = new CellRequestHandler({
