@@ -518,7 +518,8 @@ export class Session implements DeliveryTarget {
 
   private write(text: string): void {
     const outcome = this.transport.send(text);
-    if (outcome === "dropped" || this.transport.bufferedBytes() > this.core.limits.sendBufferBytesMax) {
+    // A frame sent whole leaves nothing buffered: the buffer is only read when the send reported backpressure.
+    if (outcome === "dropped" || (outcome === "backpressure" && this.transport.bufferedBytes() > this.core.limits.sendBufferBytesMax)) {
       this.close("slow_consumer", "the client reads too slowly");
     }
   }
