@@ -15,7 +15,11 @@ export type Page = { readonly events: readonly SequencedEvent[]; readonly headSe
 export class MailboxCursor {
   private seqValue: number | undefined;
   private syncing = true;
-  private readonly held = new Map<number, SequencedEvent>();
+  /**
+   * Live events held while the backlog is read, by seq. Made on the first one: most sessions never hold an
+   * event, and an empty Map costs an idle session about 250 bytes.
+   */
+  private held: Map<number, SequencedEvent> | undefined;
   private overflowed = false;
 
   /**
@@ -103,20 +107,23 @@ export class MailboxCursor {
     const events: SequencedEvent[] = [];
     const start = this.seqValue ?? 0;
     this.dropHeldUpTo(start);
+    const held = this.held;
     let next = start + 1;
-    for (let event = this.held.get(next); event !== undefined; event = this.held.get(next)) {
+    for (let event = held?.get(next); event !== undefined; event = held?.get(next)) {
       events.push(event);
-      this.held.delete(next);
+      held?.delete(next);
       this.seqValue = next;
       next++;
     }
-    const complete = this.held.size === 0 && !this.overflowed;
+    if (held?.size === 0) this.held = undefined;
+    const complete = this.held === undefined && !this.overflowed;
     this.overflowed = false;
     if (complete) this.syncing = false;
     return { events, complete };
   }
 
   private hold(event: SequencedEvent): void {
+    this.held ??= new Map();
     if (this.held.size >= this.heldEventsMax) {
       this.overflowed = true;
       return;
@@ -125,6 +132,10 @@ export class MailboxCursor {
   }
 
   private dropHeldUpTo(seq: number): void {
-    for (const held of [...this.held.keys()]) if (held <= seq) this.held.delete(held);
+    const held = this.held;
+    if (held === undefined) return;
+    // Deleting the entry being visited is safe while iterating a Map.
+    for (const heldSeq of held.keys()) if (heldSeq <= seq) held.delete(heldSeq);
+    if (held.size === 0) this.held = undefined;
   }
 }

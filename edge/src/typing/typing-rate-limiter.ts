@@ -4,8 +4,12 @@
 // a session cannot make its edge ask a cell more often than the limit either.
 
 export class TypingRateLimiter {
-  /** Conversation → when its last typing frame was let through; never more than conversationsMax entries. */
-  private readonly lastAcceptedAtMs = new Map<string, number>();
+  /**
+   * Conversation → when its last typing frame was let through; never more than conversationsMax entries.
+   * Made on the first typing frame: every session has a limiter, most never type, and an empty Map costs
+   * an idle session about 250 bytes.
+   */
+  private lastAcceptedAtMs: Map<string, number> | undefined;
 
   constructor(
     private readonly intervalMs: number,
@@ -17,25 +21,26 @@ export class TypingRateLimiter {
 
   /** The conversations that still restrict the session (tests and metrics). */
   get size(): number {
-    return this.lastAcceptedAtMs.size;
+    return this.lastAcceptedAtMs?.size ?? 0;
   }
 
   /** True, and counted, when a typing frame for the conversation may go now; false when it is too soon. */
   tryAccept(conversationId: string, nowMs: number): boolean {
-    const lastMs = this.lastAcceptedAtMs.get(conversationId);
+    const accepted = (this.lastAcceptedAtMs ??= new Map());
+    const lastMs = accepted.get(conversationId);
     if (lastMs !== undefined && nowMs - lastMs < this.intervalMs) return false;
-    if (lastMs === undefined && this.lastAcceptedAtMs.size >= this.conversationsMax) {
-      this.forgetLapsed(nowMs);
-      if (this.lastAcceptedAtMs.size >= this.conversationsMax) return false;
+    if (lastMs === undefined && accepted.size >= this.conversationsMax) {
+      this.forgetLapsed(accepted, nowMs);
+      if (accepted.size >= this.conversationsMax) return false;
     }
-    this.lastAcceptedAtMs.set(conversationId, nowMs);
+    accepted.set(conversationId, nowMs);
     return true;
   }
 
   /** Entries older than the interval restrict nothing any more. */
-  private forgetLapsed(nowMs: number): void {
-    for (const [conversationId, acceptedAtMs] of this.lastAcceptedAtMs) {
-      if (nowMs - acceptedAtMs >= this.intervalMs) this.lastAcceptedAtMs.delete(conversationId);
+  private forgetLapsed(accepted: Map<string, number>, nowMs: number): void {
+    for (const [conversationId, acceptedAtMs] of accepted) {
+      if (nowMs - acceptedAtMs >= this.intervalMs) accepted.delete(conversationId);
     }
   }
 }
