@@ -309,6 +309,38 @@ describe("NatsDeliveryHub", () => {
     expect(gina.valuesOf("deliverMessage")).toEqual([message(1), message(2)]);
   });
 
+  it("counts and serves a user's sessions as they come and go, one, several, one again and none", async () => {
+    const { hub: started, publish, drained } = await setup();
+    const { hub } = await started();
+    const [first, second, third, sentinel] = [new RecordingTarget(), new RecordingTarget(), new RecordingTarget(), new RecordingTarget()];
+    await hub.attach("sentinel", sentinel);
+    await hub.attach("hana", first);
+    await hub.attach("hana", first);
+    expect(hub.sessionCount("hana")).toBe(1);
+    await hub.attach("hana", second);
+    await hub.attach("hana", third);
+    expect(hub.sessionCount("hana")).toBe(3);
+    hub.detach("hana", first);
+    hub.detach("hana", third);
+    expect(hub.sessionCount("hana")).toBe(1);
+    await publish({ messages: [{ recipientUserIds: ["hana"], message: message(1) }], events: [{ recipientUserId: "hana", seq: 1, event: joined(0) }] });
+    await drained(sentinel);
+    expect(second.valuesOf("deliverMessage")).toEqual([message(1)]);
+    expect(second.valuesOf("deliver")).toHaveLength(1);
+    expect([...first.calls, ...third.calls]).toEqual([]);
+    await hub.attach("hana", third);
+    expect(hub.sessionCount("hana")).toBe(2);
+    await publish({ messages: [{ recipientUserIds: ["hana"], message: message(2) }] });
+    await drained(sentinel);
+    expect(second.valuesOf("deliverMessage")).toEqual([message(1), message(2)]);
+    expect(third.valuesOf("deliverMessage")).toEqual([message(2)]);
+    hub.detach("hana", second);
+    hub.detach("hana", third);
+    hub.detach("hana", third);
+    expect(hub.sessionCount("hana")).toBe(0);
+    expect(hub.userCount).toBe(1);
+  });
+
   it("unsubscribes at stop(): the server knows no interest in the deliveries subject any more", async () => {
     const { hub: started, publisher, subject } = await setup();
     const { hub, connection: hubConnection } = await started();

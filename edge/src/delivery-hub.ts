@@ -35,8 +35,19 @@ export interface DeliverySource {
   sessionCount(userId: string): number;
 }
 
+/**
+ * The sessions of one user on this edge: the session itself while there is one (nearly always), a Set
+ * from the second on. A Set per user would cost every idle session about 165 bytes.
+ */
+type UserTargets = DeliveryTarget | Set<DeliveryTarget>;
+
+/** The targets as an iterable (a one-item array for a single one: off the message path, which branches). */
+function targetsOf(targets: UserTargets): Iterable<DeliveryTarget> {
+  return targets instanceof Set ? targets : [targets];
+}
+
 export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
-  private readonly users = new Map<string, Set<DeliveryTarget>>();
+  private readonly users = new Map<string, UserTargets>();
   private readonly subject: string;
   private subscription: Subscription | undefined;
   private subscribed: Promise<void> | undefined;
@@ -75,24 +86,29 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
   }
 
   sessionCount(userId: string): number {
-    return this.users.get(userId)?.size ?? 0;
+    const targets = this.users.get(userId);
+    if (targets === undefined) return 0;
+    return targets instanceof Set ? targets.size : 1;
   }
 
   async attach(userId: string, target: DeliveryTarget): Promise<void> {
-    let targets = this.users.get(userId);
-    if (targets === undefined) {
-      targets = new Set();
-      this.users.set(userId, targets);
-    }
-    targets.add(target);
+    const targets = this.users.get(userId);
+    if (targets === undefined) this.users.set(userId, target);
+    else if (targets instanceof Set) targets.add(target);
+    else if (targets !== target) this.users.set(userId, new Set([targets, target]));
     await this.start();
   }
 
   detach(userId: string, target: DeliveryTarget): void {
     const targets = this.users.get(userId);
     if (targets === undefined) return;
+    if (!(targets instanceof Set)) {
+      if (targets === target) this.users.delete(userId);
+      return;
+    }
     targets.delete(target);
     if (targets.size === 0) this.users.delete(userId);
+    else if (targets.size === 1) for (const remaining of targets) this.users.set(userId, remaining);
   }
 
   publishTyping(recipientUserIds: readonly string[], indicator: TypingIndicator): void {
@@ -114,14 +130,15 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
         const targets = this.users.get(recipientUserId);
         if (targets === undefined) continue;
         frame ??= JSON.stringify({ type: "message", message });
-        for (const target of targets) target.deliverMessage(message, frame);
+        if (!(targets instanceof Set)) targets.deliverMessage(message, frame);
+        else for (const target of targets) target.deliverMessage(message, frame);
       }
     }
     for (const { recipientUserId, seq, event } of events) {
       const targets = this.users.get(recipientUserId);
       if (targets === undefined) continue;
       const frame = JSON.stringify({ type: "event", seq, event });
-      for (const target of targets) target.deliver({ seq, event }, frame);
+      for (const target of targetsOf(targets)) target.deliver({ seq, event }, frame);
     }
     for (const { recipientUserIds, ...indicator } of typing) {
       let frame: string | undefined;
@@ -130,7 +147,7 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
         if (targets === undefined) continue;
         const indicatorFrame: TypingIndicatorFrame = { type: "typing", ...indicator };
         frame ??= JSON.stringify(indicatorFrame);
-        for (const target of targets) target.deliverTyping(indicator, frame);
+        for (const target of targetsOf(targets)) target.deliverTyping(indicator, frame);
       }
     }
   }
