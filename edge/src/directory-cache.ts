@@ -3,8 +3,16 @@
 // ttlMs is fetched again), with the clock injected. Concurrent misses for one key share one request.
 import type { DirectoryEntry, DirectoryEntryKind } from "@cellwire/protocol";
 
+/** A cached value and when it was stored; a class, so each costs a fixed small object (one per user on an edge). */
+class CacheSlot<V> {
+  constructor(
+    readonly value: V,
+    readonly storedAtMs: number,
+  ) {}
+}
+
 export class BoundedCache<V> {
-  private readonly entries = new Map<string, { value: V; storedAtMs: number }>();
+  private readonly entries = new Map<string, CacheSlot<V>>();
 
   constructor(
     private readonly entriesMax: number,
@@ -31,7 +39,7 @@ export class BoundedCache<V> {
 
   set(key: string, value: V): void {
     this.entries.delete(key);
-    this.entries.set(key, { value, storedAtMs: this.nowMs() });
+    this.entries.set(key, new CacheSlot(value, this.nowMs()));
     while (this.entries.size > this.entriesMax) {
       const oldest = this.entries.keys().next().value;
       if (oldest === undefined) break;
