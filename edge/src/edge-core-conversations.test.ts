@@ -4,7 +4,7 @@
 // the catch-ups after a change of a cell's workers or a NATS reconnect. Conversation logs are modelled by
 // FakeConversationLogs (testing/edge-fakes.ts), which answers cell.messagesAfter as a cell does.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { UnavailableError } from "@cellwire/cluster";
+import { RemoteError, UnavailableError } from "@cellwire/cluster";
 import { closeCodes, errorCodes, type CellRequest, type JoinedEvent, type SequencedEvent } from "@cellwire/protocol";
 import { fakeEdge, framesOfType, logMessage, type FakeEdge, type FakeTransport } from "./testing/edge-fakes.ts";
 
@@ -309,15 +309,30 @@ describe("conversations that cannot be read", () => {
     expect(await transport.frame((frame) => frame["requestId"] === "still-open")).toEqual({ type: "pong", requestId: "still-open" });
   });
 
-  it("closes with 4003 after an error frame when a listed conversation's log cannot be read, before synced", async () => {
+  it("keeps the session when a listed conversation's cell does not answer: synced comes, the other conversations are read, and the conversation later", async () => {
     const edge = newEdge();
-    edge.logs.create(first, { bob: 0 }, { head: 2 });
-    edge.router.answers.set("cell.messagesAfter", () => Promise.reject(new UnavailableError("cell_unavailable", "cell a: no responders")));
-    const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: first, afterSeq: 0 }] });
-    expect(await transport.closed()).toBe(closeCodes.unavailable.code);
-    expect(framesOfType(transport, "error")).toEqual([{ type: "error", code: "cell_unavailable", message: errorCodes.cell_unavailable.description, retryable: true }]);
-    expect(framesOfType(transport, "synced")).toEqual([]);
-    expect(edge.deliveries.sessionCount("bob")).toBe(0);
+    edge.logs.create(first, { bob: 0 }, { head: 2, cellId: "b" });
+    edge.logs.create(second, { bob: 0 }, { head: 1 });
+    let cellBDown = true;
+    edge.router.answers.set("cell.messagesAfter", (cellId, request) =>
+      cellId === "b" && cellBDown ? Promise.reject(new UnavailableError("cell_unavailable", "cell b: no responders")) : edge.logs.answer(cellId, request),
+    );
+    const { transport } = await edge.authenticated("bob", {
+      resumeAfterSeq: 0,
+      conversations: [
+        { conversationId: first, afterSeq: 0 },
+        { conversationId: second, afterSeq: 0 },
+      ],
+    });
+    await transport.frame((frame) => frame["type"] === "synced");
+    expect(messageSeqs(transport, second)).toEqual([1]);
+    expect(messageSeqs(transport, first)).toEqual([]);
+    expect(framesOfType(transport, "error")).toEqual([]);
+    // Cell b answers again: its conversation is read by the session's own retry, with no reconnect.
+    cellBDown = false;
+    await transport.frame((frame) => frame["type"] === "message" && (frame["message"] as { seq?: number } | undefined)?.seq === 2);
+    expect(messageSeqs(transport, first)).toEqual([1, 2]);
+    expect(transport.closeCode).toBeUndefined();
   });
 
   it("reads a page again after the retry-after of a cell that answers overloaded, and keeps the session", async () => {
@@ -336,29 +351,47 @@ describe("conversations that cannot be read", () => {
     expect(transport.closeCode).toBeUndefined();
   });
 
-  it("gives up with 4003 when a cell keeps answering overloaded", async () => {
+  it("after five overloaded answers in a row, keeps the session and reads the conversation again later", async () => {
     const edge = newEdge();
     edge.logs.create(first, { bob: 0 }, { head: 2 });
     let refusals = 0;
-    edge.router.answers.set("cell.messagesAfter", () => {
+    edge.router.answers.set("cell.messagesAfter", (cellId, request) => {
       refusals++;
-      return Promise.resolve({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 1 });
+      if (refusals <= 5) return Promise.resolve({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 1 });
+      return edge.logs.answer(cellId, request);
     });
     const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: first, afterSeq: 0 }] });
-    expect(await transport.closed()).toBe(closeCodes.unavailable.code);
-    expect(refusals).toBe(5);
+    await transport.frame((frame) => frame["type"] === "synced");
+    await transport.frame((frame) => frame["type"] === "message" && (frame["message"] as { seq?: number } | undefined)?.seq === 2);
+    expect(refusals).toBe(6);
+    expect(messageSeqs(transport, first)).toEqual([1, 2]);
+    expect(transport.closeCode).toBeUndefined();
   });
 
-  it("closes with 4003 when the read a live gap starts fails", async () => {
+  it("fills a live gap once the conversation's cell answers again, keeping the session meanwhile", async () => {
     const edge = newEdge();
     edge.logs.create(first, { bob: 0 });
     const { transport } = await edge.authenticated("bob");
     await transport.frame((frame) => frame["type"] === "synced");
+    edge.logs.append(first, 3);
     edge.deliveries.publishMessage("bob", logMessage(first, 1));
-    edge.router.answers.set("cell.messagesAfter", () => Promise.reject(new UnavailableError("cell_unavailable", "cell a: timeout")));
+    let down = true;
+    edge.router.answers.set("cell.messagesAfter", (cellId, request) => (down ? Promise.reject(new UnavailableError("cell_unavailable", "cell a: timeout")) : edge.logs.answer(cellId, request)));
     edge.deliveries.publishMessage("bob", logMessage(first, 3));
-    expect(await transport.closed()).toBe(closeCodes.unavailable.code);
     expect(messageSeqs(transport, first)).toEqual([1]);
+    down = false;
+    await transport.frame((frame) => frame["type"] === "message" && (frame["message"] as { seq?: number } | undefined)?.seq === 3);
+    expect(messageSeqs(transport, first)).toEqual([1, 2, 3]);
+    expect(transport.closeCode).toBeUndefined();
+  });
+
+  it("still closes with 4003 when the read fails for another reason than an unanswering cell", async () => {
+    const edge = newEdge();
+    edge.logs.create(first, { bob: 0 }, { head: 2 });
+    edge.router.answers.set("cell.messagesAfter", () => Promise.reject(new RemoteError("internal", "the reply does not decode")));
+    const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: first, afterSeq: 0 }] });
+    expect(await transport.closed()).toBe(closeCodes.unavailable.code);
+    expect(framesOfType(transport, "synced")).toEqual([]);
   });
 });
 

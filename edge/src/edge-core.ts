@@ -107,6 +107,9 @@ export class Session implements DeliveryTarget {
   private syncRunning = false;
   /** Conversations whose log this session is reading now. */
   private readonly conversationReads = new Set<string>();
+  /** Conversations whose cell did not answer: failed reads so far, and the timer of the next one. */
+  private readonly conversationRetries = new Map<string, number>();
+  private readonly conversationRetryTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /** The initial sync (mailbox, then every listed and joined conversation) is still running: no `synced` yet. */
   private initialSyncRunning = true;
   private readonly authTimer: ReturnType<typeof setTimeout>;
@@ -215,6 +218,8 @@ export class Session implements DeliveryTarget {
     const userId = this.userId;
     this.state = { kind: "closed" };
     clearTimeout(this.authTimer);
+    for (const timer of this.conversationRetryTimers.values()) clearTimeout(timer);
+    this.conversationRetryTimers.clear();
     this.core.forget(this, userId);
   }
 
@@ -439,11 +444,32 @@ export class Session implements DeliveryTarget {
         this.state.conversations.delete(conversationId);
         return;
       }
+      if (error instanceof CellwireError && cellOutageCodes.has(error.code)) {
+        // A conversation homed in a cell that does not answer must not keep the user from the rest of
+        // their conversations (a cell is the unit of fault isolation): it is read again later, its live
+        // messages held meanwhile (bounded), and the session stays open.
+        this.readConversationLater(conversationId);
+        return;
+      }
       this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
       this.close("unavailable", "a conversation could not be read");
     } finally {
       this.conversationReads.delete(conversationId);
     }
+    this.conversationRetries.delete(conversationId);
+  }
+
+  /** Reads a conversation again after a jittered, growing delay (its cell did not answer). */
+  private readConversationLater(conversationId: string): void {
+    if (this.state.kind !== "open" || this.conversationRetryTimers.has(conversationId)) return;
+    const attempt = this.conversationRetries.get(conversationId) ?? 0;
+    this.conversationRetries.set(conversationId, attempt + 1);
+    const delayMs = Math.min(conversationRetryDelayMsMax, conversationRetryDelayMsFirst * 2 ** attempt) * (0.5 + Math.random() / 2);
+    const timer = setTimeout(() => {
+      this.conversationRetryTimers.delete(conversationId);
+      void this.readConversation(conversationId);
+    }, delayMs);
+    this.conversationRetryTimers.set(conversationId, timer);
   }
 
   /**
@@ -529,6 +555,11 @@ export class Session implements DeliveryTarget {
 const conversationReadRoundsMax = 100;
 /** Attempts of one page of a log that a cell answers `overloaded`, each after the retry-after it asked for. */
 const overloadedReadAttemptsMax = 5;
+/** What a cell that does not answer (or sheds load) says: its conversations are read again later. */
+const cellOutageCodes = new Set<string>(["cell_unavailable", "directory_unavailable", "overloaded", "moving"]);
+/** The delays between reads of a conversation whose cell did not answer: doubling, jittered, bounded. */
+const conversationRetryDelayMsFirst = 500;
+const conversationRetryDelayMsMax = 30_000;
 
 export class EdgeCore {
   /** Requests of all sessions being served (the sessions count them; EdgeLimits.requestsInFlightMax bounds them). */
