@@ -162,7 +162,7 @@ describe("PresenceTable: other edges' claims", () => {
 
   it("matches a model: online exactly while a session is open here or a claim of another edge has not lapsed", () => {
     const users = ["u1", "u2", "u3"];
-    const edges = ["e1", "e2"];
+    const edges = ["e1", "e2", "e3"];
     type Step =
       | { kind: "open" | "close"; userId: string }
       | { kind: "heartbeat"; edge: string; userIds: string[] }

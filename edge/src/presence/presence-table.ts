@@ -33,10 +33,25 @@ export type LocalClaimOutcome = {
   readonly changes: PresenceChange[];
 };
 
+/** One other edge's claim on a user: a user is nearly always claimed by one edge, and needs no Map then. */
+class SoleClaim {
+  constructor(
+    readonly edgeInstanceId: string,
+    /** The monotonic time the claim lapses at. */
+    public lapsesAtMs: number,
+  ) {}
+}
+
+/**
+ * The claims on one user: one edge's (a SoleClaim), or several, edgeInstanceId → lapse time. A Map per
+ * user cost each edge about 260 bytes for every user online elsewhere.
+ */
+type UserClaims = SoleClaim | Map<string, number>;
+
 export class PresenceTable {
   private readonly localSessions = new Map<string, number>();
-  /** userId → edgeInstanceId → the monotonic time the claim lapses at. */
-  private readonly remoteClaims = new Map<string, Map<string, number>>();
+  /** userId → the other edges' claims on the user; never an empty Map. */
+  private readonly remoteClaims = new Map<string, UserClaims>();
   /** edgeInstanceId → the users it claims, so a goodbye drops them without scanning every user. */
   private readonly claimsByEdge = new Map<string, Set<string>>();
   private remoteClaimTotal = 0;
@@ -108,7 +123,13 @@ export class PresenceTable {
   expire(): PresenceChange[] {
     const nowMs = this.clock.monotonicNowMs();
     const changes: PresenceChange[] = [];
-    for (const [userId, claims] of [...this.remoteClaims]) {
+    // Deleting the entry being visited is safe while iterating a Map; a user's claims are copied only
+    // when several edges claim them.
+    for (const [userId, claims] of this.remoteClaims) {
+      if (claims instanceof SoleClaim) {
+        if (nowMs >= claims.lapsesAtMs) this.unclaim(claims.edgeInstanceId, userId, changes);
+        continue;
+      }
       for (const [edgeInstanceId, lapsesAtMs] of [...claims]) {
         if (nowMs >= lapsesAtMs) this.unclaim(edgeInstanceId, userId, changes);
       }
@@ -126,8 +147,12 @@ export class PresenceTable {
   }
 
   private claim(edgeInstanceId: string, userId: string, lapsesAtMs: number, changes: PresenceChange[]): void {
-    let claims = this.remoteClaims.get(userId);
-    if (claims?.has(edgeInstanceId) === true) {
+    const claims = this.remoteClaims.get(userId);
+    if (claims instanceof SoleClaim && claims.edgeInstanceId === edgeInstanceId) {
+      claims.lapsesAtMs = lapsesAtMs;
+      return;
+    }
+    if (claims instanceof Map && claims.has(edgeInstanceId)) {
       claims.set(edgeInstanceId, lapsesAtMs);
       return;
     }
@@ -136,11 +161,16 @@ export class PresenceTable {
       return;
     }
     const before = this.isOnline(userId);
-    if (claims === undefined) {
-      claims = new Map();
-      this.remoteClaims.set(userId, claims);
-    }
-    claims.set(edgeInstanceId, lapsesAtMs);
+    if (claims === undefined) this.remoteClaims.set(userId, new SoleClaim(edgeInstanceId, lapsesAtMs));
+    else if (claims instanceof SoleClaim) {
+      this.remoteClaims.set(
+        userId,
+        new Map([
+          [claims.edgeInstanceId, claims.lapsesAtMs],
+          [edgeInstanceId, lapsesAtMs],
+        ]),
+      );
+    } else claims.set(edgeInstanceId, lapsesAtMs);
     let users = this.claimsByEdge.get(edgeInstanceId);
     if (users === undefined) {
       users = new Set();
@@ -153,10 +183,14 @@ export class PresenceTable {
 
   private unclaim(edgeInstanceId: string, userId: string, changes: PresenceChange[]): void {
     const claims = this.remoteClaims.get(userId);
-    if (claims === undefined || !claims.has(edgeInstanceId)) return;
+    if (claims === undefined) return;
+    if (claims instanceof SoleClaim ? claims.edgeInstanceId !== edgeInstanceId : !claims.has(edgeInstanceId)) return;
     const before = this.isOnline(userId);
-    claims.delete(edgeInstanceId);
-    if (claims.size === 0) this.remoteClaims.delete(userId);
+    if (claims instanceof SoleClaim) this.remoteClaims.delete(userId);
+    else {
+      claims.delete(edgeInstanceId);
+      if (claims.size === 1) for (const [remainingEdge, remainingLapsesAtMs] of claims) this.remoteClaims.set(userId, new SoleClaim(remainingEdge, remainingLapsesAtMs));
+    }
     const users = this.claimsByEdge.get(edgeInstanceId);
     users?.delete(userId);
     if (users?.size === 0) this.claimsByEdge.delete(edgeInstanceId);
