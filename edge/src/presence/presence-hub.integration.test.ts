@@ -110,6 +110,35 @@ describe("NatsPresenceHub", () => {
     expect(watcher.changes.some((change) => change.userId === "carol")).toBe(false);
   });
 
+  it("claims the users who came online in one turn together, and publishes only each user's latest status", async () => {
+    const watcher = await hub("watcher-3");
+    const burst = await hub("burst");
+    const spy = await connect({ servers: ["127.0.0.1:4222"] });
+    connections.push(spy);
+    const messages: PresenceMessage[] = [];
+    spy.subscribe(presenceSubject(namespace), {
+      callback: (_error, received) => {
+        const decoded = decodeMessage(presenceMessage, received.data);
+        if (decoded.ok && decoded.value.edgeInstanceId === "burst") messages.push(decoded.value);
+      },
+    });
+    await spy.flush();
+    // Published before the hub's first periodic heartbeat could carry any of them.
+    const userCount = presenceHeartbeatUsersMax + 200;
+    for (let index = 0; index < userCount; index++) burst.hub.sessionOpened(`wave${index}`);
+    // Online and offline again within the turn: only the offline goes out, so nobody sees it online.
+    burst.hub.sessionOpened("blink");
+    burst.hub.sessionClosed("blink");
+    await until(() => statusCount(watcher.changes, "online") === userCount, "the wave online at the watcher");
+    const first = messages.slice(0, 3).map((message) => (message.type === "presence.heartbeat" ? `heartbeat ${message.userIds.length}` : message.type === "presence.change" ? `${message.userId} ${message.status}` : message.type));
+    expect(first.sort()).toEqual(["blink offline", "heartbeat 1000", "heartbeat 200"]);
+    expect(watcher.changes.some((change) => change.userId === "blink")).toBe(false);
+    // The last session of a user closing is published at once (within the turn) as presence.change offline.
+    burst.hub.sessionClosed("wave7");
+    await until(() => watcher.changes.some((change) => change.userId === "wave7" && change.status === "offline"), "wave7 offline");
+    expect(messages.some((message) => message.type === "presence.change" && message.userId === "wave7" && message.status === "offline")).toBe(true);
+  });
+
   it("answers states only once warm: at least one heartbeat interval after it started", async () => {
     const startedAtMs = performance.now();
     const fresh = await hub("fresh");

@@ -1,7 +1,11 @@
 // Presence over NATS: every edge publishes claims on its online users to the presence subject and
 // subscribes to everyone's, so each edge holds the whole online set (PresenceTable) and answers
 // watchPresence locally. Timing, with the defaults:
-// - a user's first session here publishes presence.change online, the last one's close offline, at once;
+// - a user's first session here claims the user, the last one's close ends the claim, within the turn of
+//   the event loop: the users who came online in one turn are claimed together in presence.heartbeat
+//   messages (a heartbeat claims exactly as presence.change online does), those who went offline each
+//   in a presence.change offline. A wave of connects (an edge's clients failing over here) then costs
+//   a publish per turn, not one per user, here, in NATS and in every other edge's decoder;
 // - every heartbeatIntervalMs (5 s) the edge re-claims all its online users (presence.heartbeat, in
 //   messages of at most presenceHeartbeatUsersMax users), each claim standing for claimTtlMs (15 s);
 // - every expiryCheckIntervalMs (claimTtlMs / 8) each edge drops lapsed claims: the users of an edge
@@ -61,6 +65,9 @@ export class NatsPresenceHub implements PresenceSource {
   private endWarmUp: () => void = () => {};
   private stopped = false;
   private ignoredClaimsReported = 0;
+  /** Claims of this edge that changed in this turn: user → its latest status, published at its end. */
+  private readonly pendingClaims = new Map<string, "online" | "offline">();
+  private claimsFlushScheduled = false;
 
   constructor(
     private readonly connection: NatsConnection,
@@ -118,13 +125,13 @@ export class NatsPresenceHub implements PresenceSource {
 
   sessionOpened(userId: string): void {
     const outcome = this.table.localSessionOpened(userId);
-    if (outcome.claimChanged) this.publishClaim(userId, "online");
+    if (outcome.claimChanged) this.claimChanged(userId, "online");
     this.emit(outcome.changes);
   }
 
   sessionClosed(userId: string): void {
     const outcome = this.table.localSessionClosed(userId);
-    if (outcome.claimChanged) this.publishClaim(userId, "offline");
+    if (outcome.claimChanged) this.claimChanged(userId, "offline");
     this.emit(outcome.changes);
   }
 
@@ -155,8 +162,34 @@ export class NatsPresenceHub implements PresenceSource {
     }
   }
 
-  private publishClaim(userId: string, status: "online" | "offline"): void {
-    this.publish({ type: "presence.change", edgeInstanceId: this.options.edgeInstanceId, claimTtlMs: this.options.claimTtlMs, userId, status });
+  /**
+   * Queues the claim's new status for the end of this turn. Only the latest status of a user is sent:
+   * each message sets the sender's claim on the user, so the last one is all a receiver keeps.
+   */
+  private claimChanged(userId: string, status: "online" | "offline"): void {
+    if (this.stopped) return;
+    this.pendingClaims.set(userId, status);
+    if (this.claimsFlushScheduled) return;
+    this.claimsFlushScheduled = true;
+    setImmediate(() => this.publishPendingClaims());
+  }
+
+  private publishPendingClaims(): void {
+    this.claimsFlushScheduled = false;
+    const online: string[] = [];
+    for (const [userId, status] of this.pendingClaims) {
+      if (status === "online") online.push(userId);
+      else this.publish({ type: "presence.change", edgeInstanceId: this.options.edgeInstanceId, claimTtlMs: this.options.claimTtlMs, userId, status });
+    }
+    this.pendingClaims.clear();
+    for (let start = 0; start < online.length; start += presenceHeartbeatUsersMax) {
+      this.publish({
+        type: "presence.heartbeat",
+        edgeInstanceId: this.options.edgeInstanceId,
+        claimTtlMs: this.options.claimTtlMs,
+        userIds: online.slice(start, start + presenceHeartbeatUsersMax),
+      });
+    }
   }
 
   private publish(message: PresenceMessage): void {
