@@ -27,9 +27,9 @@ export type WorkerConfig = {
   readonly poolSize: number;
   /** How long a starting worker keeps trying to register its cell with the directory. */
   readonly directoryWaitMs: number;
-  /** Requests queued or running for one conversation; past it: cell_unavailable. */
+  /** Requests queued or running for one conversation; past it: overloaded. */
   readonly pendingPerConversationMax: number;
-  /** Requests queued or running on the worker; past it: cell_unavailable. */
+  /** Requests queued or running on the worker; past it: overloaded. */
   readonly pendingTotalMax: number;
   /** The sweeper's period: it re-drives outbox rows left behind for conversations this worker owns. */
   readonly outboxSweepIntervalMs: number;
@@ -60,7 +60,7 @@ export type WorkerConfig = {
   readonly homeCellCacheTtlMs: number;
   /**
    * Live migration (optional, so configs built by hand need not name them; absent means the defaults).
-   * Keys this worker migrates out at once; past it cell.migrate answers cell_unavailable.
+   * Keys this worker migrates out at once; past it cell.migrate answers overloaded.
    */
   readonly migrationsInFlightMax?: number;
   /** Deadline of one directory request or one cell.import page (over the router's attempts) of a migration. */

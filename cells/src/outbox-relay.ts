@@ -1,14 +1,15 @@
-// Moves outbox rows to their recipients' mailboxes. The owner of a conversation relays the rows of each
-// message it stored right after acking it, and a sweeper re-drives rows left behind (a failed relay, a
-// worker that died) for the conversations this worker owns now.
+// Moves outbox rows (joined and receipt events: messages have none, docs/decisions/0009) to their
+// recipients' mailboxes. The owner of a conversation relays the rows a change wrote right after acking it,
+// and a sweeper re-drives rows left behind (a failed relay, a worker that died) for the conversations this
+// worker owns now.
 //
-// Order: a recipient's rows of one conversation are applied in id order (= seq order), never one before an
-// older one. Relays of a conversation run one at a time (a keyed queue, apart from the request queue so
-// acks never wait for relays), each starting from the conversation's oldest row, and a recipient's rows
-// stop at its first failure. The shortcut of relaying just the rows a send returned is taken only for a
-// conversation whose outbox this worker itself emptied since it last saw the ring change ("clean").
-// Applying is idempotent per (user, eventId), so relaying a row twice (a lost reply, two owners during a
-// handover) never duplicates an event.
+// Order: a recipient's rows of one conversation are applied in id order (the order they were written),
+// never one before an older one. Relays of a conversation run one at a time (a keyed queue, apart from the
+// request queue so acks never wait for relays), each starting from the conversation's oldest row, and a
+// recipient's rows stop at its first failure. The shortcut of relaying just the rows a request returned
+// is taken only for a conversation whose outbox this worker itself emptied since it last saw the ring
+// change ("clean"). Applying is idempotent per (user, eventId), so relaying a row twice (a lost reply, two
+// owners during a handover) never duplicates an event.
 import { CellwireError, ConcurrencyLimiter, type Logger } from "@cellwire/cluster";
 import { BoundedCache } from "./bounded-cache.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";

@@ -146,7 +146,7 @@ describe("cell database bootstrap", () => {
     }
   });
 
-  it("drops the message copies of protocol 1 from mailboxes and the outbox when moving forward, and keeps receipts", async () => {
+  it("drops the message copies of protocol 1 from the outbox, and cuts a protocol 1 mailbox whole (no holes) when moving forward", async () => {
     const journal = await migrationJournal();
     const logsMigration = journal.entries.findIndex((entry) => entry.tag === "0006_conversation_logs");
     expect(logsMigration).toBeGreaterThan(0);
@@ -179,8 +179,12 @@ describe("cell database bootstrap", () => {
       const outbox = await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0 });
       expect(outbox.malformed).toEqual([]);
       expect(outbox.entries.map((entry) => [entry.recipientUserId, entry.event])).toEqual([["alice", receipt]]);
-      // The mailbox keeps its head: a device that held seq 1 sees the cut and resyncs.
-      expect(await store.mailboxPage({ userId: "alice", afterSeq: 0, limit: 10 })).toEqual({ outcome: "page", events: [{ seq: 2, event: receipt }], headSeq: 2, floorSeq: 0 });
+      // The mailbox keeps its head and is cut up to it: a device that held seq 1 (or none) resyncs,
+      // and no device meets a hole between the old receipts that it could not read past.
+      expect(await store.mailboxPage({ userId: "alice", afterSeq: 0, limit: 10 })).toEqual({ outcome: "page", events: [], headSeq: 2, floorSeq: 2 });
+      // New events follow the head.
+      const appended = await store.appendMailbox({ userId: "alice", eventId: `joined-${conversationId}`, event: { kind: "joined", conversationId, conversationKind: "group", title: "t", afterSeq: 1, addedByUserId: "bob" }, epoch: 1 });
+      expect(appended).toEqual({ outcome: "appended", seq: 3, deduplicated: false });
       const log = await store.messagesAfter({ conversationId, userId: "bob", afterSeq: null, limit: 10 });
       expect(log.outcome === "messages" && log.messages.map((entry) => entry.body)).toEqual(["copied"]);
     } finally {

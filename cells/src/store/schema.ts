@@ -1,7 +1,9 @@
 // The tables of one cell's database. drizzle-kit generates the migrations in cells/drizzle/ from this file
 // (`npm run db:generate -w @cellwire/cells`); workers apply them at start.
 //
-// Migrations only add: a database created by an earlier version moves forward without reshaping.
+// Migrations move a database created by an earlier version forward in place. They add, except where the
+// data model changed: 0006 dropped the protocol 1 message copies from mailboxes and the outbox, and 0007
+// the foreign key of messages (see each file).
 //
 // Live migration (docs/decisions/0008-live-migration.md): a conversation and a mailbox row each carry the
 // key's migration state. `active` is the normal state; `frozen` while the key is copied out of this cell

@@ -54,11 +54,17 @@ function cpuColumn(processes: readonly ProcessCpu[]): string {
     .join(", ");
 }
 
+const memoryKindTitles: Readonly<Record<MemoryLine["kind"], string>> = {
+  sessions: "authenticated, synced, idle",
+  elsewhere: "the same sessions, seen from the other edge (presence claims)",
+  silent: "silent (no hello): uWS + Session baseline",
+};
+
 function memorySection(lines: readonly MemoryLine[]): string[] {
   if (lines.length === 0) return [];
   const rows = lines.map((line) =>
     [
-      line.kind === "sessions" ? "authenticated, synced, idle" : "silent (no hello): uWS + Session baseline",
+      memoryKindTitles[line.kind],
       line.edge,
       `${figure(line.socketsOpen)} of ${figure(line.socketsAsked)}`,
       `${mebibytes(line.rssBeforeBytes)} → ${mebibytes(line.rssAfterBytes)} → ${mebibytes(line.rssSettledBytes)}`,

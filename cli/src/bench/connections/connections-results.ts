@@ -15,8 +15,12 @@ export type MemorySample = { readonly rssBytes: number; readonly heap: HeapFigur
 
 export type MemoryLine = {
   readonly measurement: "memory";
-  /** "sessions": authenticated and synced, idle; "silent": upgraded sockets that never said hello (the uWS baseline). */
-  readonly kind: "sessions" | "silent";
+  /**
+   * "sessions": authenticated and synced, idle; "elsewhere": the other edge while those sessions are open
+   * (it holds a presence claim per user online anywhere); "silent": upgraded sockets that never said
+   * hello (the uWS baseline).
+   */
+  readonly kind: "sessions" | "elsewhere" | "silent";
   readonly edge: string;
   readonly socketsAsked: number;
   /** Sockets still open when the edge was measured (a census of the load processes). */

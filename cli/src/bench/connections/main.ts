@@ -203,10 +203,15 @@ async function measureMemory(state: RunState): Promise<MemoryLine[]> {
   const sessionsEdge = edgeAt(system, 0);
   log(`memory: ${options.sockets} idle authenticated sessions on edge ${sessionsEdge.edge.edgeId}…`);
   await prepare(state, `${state.runId}-m`, options.sockets);
-  lines.push(
-    await withInspector(state, sessionsEdge.processName, async (inspector) => {
+  // The other edge holds a presence claim for every user online here: its growth is what a session costs
+  // each other edge of the deployment.
+  const otherEdge = edgeAt(system, 1);
+  await withInspector(state, sessionsEdge.processName, (inspector) =>
+    withInspector(state, otherEdge.processName, async (otherInspector) => {
       const pid = pidOf(system, sessionsEdge.processName);
+      const otherPid = pidOf(system, otherEdge.processName);
       const before = await memorySample(pid, inspector, true);
+      const otherBefore = await memorySample(otherPid, otherInspector, true);
       if (inspector !== undefined && options.heapSnapshotDirectory !== undefined) await inspector.writeHeapSnapshot(join(options.heapSnapshotDirectory, `edge-before-${options.sockets}-sessions.heapsnapshot`));
       const opened = await fleet.all(
         () => ({ type: "openSessions", url: sessionsEdge.edge.webSocketUrl, inFlightMax: memoryInFlightPerProcess, resume: false }),
@@ -214,21 +219,21 @@ async function measureMemory(state: RunState): Promise<MemoryLine[]> {
         openDeadlineMs,
       );
       const after = await memorySample(pid, inspector, false);
+      const otherAfter = await memorySample(otherPid, otherInspector, false);
       const census = await fleet.all(() => ({ type: "census" }), "censusTaken", commandDeadlineMs);
+      // Presence claims reach the other edge within a turn of its loop; its heartbeats keep them.
       const settled = await memorySample(pid, inspector, true);
+      const otherSettled = await memorySample(otherPid, otherInspector, true);
       if (inspector !== undefined && options.heapSnapshotDirectory !== undefined) await inspector.writeHeapSnapshot(join(options.heapSnapshotDirectory, `edge-after-${options.sockets}-sessions.heapsnapshot`));
-      return memoryLine({
-        kind: "sessions",
-        edge: sessionsEdge.edge.edgeId,
+      const common = {
         socketsAsked: options.sockets,
         socketsOpen: census.reduce((sum, reply) => sum + reply.open, 0),
         failed: opened.reduce((sum, reply) => sum + reply.failed, 0),
         firstError: opened.find((reply) => reply.firstError !== null)?.firstError ?? null,
-        before,
-        after,
-        settled,
-        loadAverage: loadAverage(),
-      });
+      };
+      lines.push(memoryLine({ kind: "sessions", edge: sessionsEdge.edge.edgeId, ...common, before, after, settled, loadAverage: loadAverage() }));
+      emit(lines.at(-1));
+      lines.push(memoryLine({ kind: "elsewhere", edge: otherEdge.edge.edgeId, ...common, before: otherBefore, after: otherAfter, settled: otherSettled, loadAverage: loadAverage() }));
     }),
   );
   emit(lines.at(-1));
