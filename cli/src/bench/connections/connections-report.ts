@@ -79,7 +79,9 @@ function memorySection(lines: readonly MemoryLine[]): string[] {
     "## Idle memory per socket at the edge",
     "",
     "RSS from /proc before (after a full GC), right after the last socket was in, and after a full GC and a pause; the V8 heap in use " +
-      "and external memory from the edge's inspector, after the GC (before and after), both per open socket.",
+      "and external memory from the edge's inspector, after the GC (before and after), both per open socket. The silent sockets go to edge 2 first, " +
+      "while it is fresh; the sessions to edge 1, and edge 2's growth meanwhile is what they cost another edge (presence claims; its RSS " +
+      "reuses pages the silent sockets freed, so read its heap figure).",
     "",
     "| sockets | edge | open | RSS MiB before → after → settled | RSS B/socket | settled RSS B/socket | V8 heap B/socket | external B/socket | load average |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

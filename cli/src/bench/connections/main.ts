@@ -198,15 +198,63 @@ async function withInspector<T>(state: RunState, processName: string, run: (insp
 }
 
 async function measureMemory(state: RunState): Promise<MemoryLine[]> {
-  const { options, fleet, system } = state;
   const lines: MemoryLine[] = [];
+  // The baseline first, on edge 2, which has held nothing yet: RSS a process freed is rarely given back,
+  // so a measurement after another on the same edge would reuse its pages and read low.
+  lines.push(await measureSilentSockets(state));
+  emit(lines.at(-1));
+  for (const line of await measureIdleSessions(state)) {
+    lines.push(line);
+    emit(line);
+  }
+  return lines;
+}
+
+function censusOf(
+  options: ConnectionsOptions,
+  census: readonly { readonly open: number }[],
+  opened: readonly { readonly failed: number; readonly firstError: string | null }[],
+): Pick<MemoryLine, "socketsAsked" | "socketsOpen" | "failed" | "firstError"> {
+  return {
+    socketsAsked: options.sockets,
+    socketsOpen: census.reduce((sum, reply) => sum + reply.open, 0),
+    failed: opened.reduce((sum, reply) => sum + reply.failed, 0),
+    firstError: opened.find((reply) => reply.firstError !== null)?.firstError ?? null,
+  };
+}
+
+async function measureSilentSockets(state: RunState): Promise<MemoryLine> {
+  const { options, fleet, system } = state;
+  const silentEdge = edgeAt(system, 1);
+  log(`memory: ${options.sockets} silent sockets (no hello) on edge ${silentEdge.edge.edgeId}…`);
+  const line = await withInspector(state, silentEdge.processName, async (inspector) => {
+    const pid = pidOf(system, silentEdge.processName);
+    const before = await memorySample(pid, inspector, true);
+    const opened = await fleet.all(
+      (processIndex) => ({ type: "openSilent", url: silentEdge.edge.webSocketUrl, count: shareOf(options.sockets, processIndex, options.loadProcesses), inFlightMax: memoryInFlightPerProcess }),
+      "silentOpened",
+      openDeadlineMs,
+    );
+    const after = await memorySample(pid, inspector, false);
+    const census = await fleet.all(() => ({ type: "census" }), "censusTaken", commandDeadlineMs);
+    const settled = await memorySample(pid, inspector, true);
+    return memoryLine({ kind: "silent", edge: silentEdge.edge.edgeId, ...censusOf(options, census, opened), before, after, settled, loadAverage: loadAverage() });
+  });
+  await closeSockets(state, silentEdge.edge);
+  return line;
+}
+
+/**
+ * Idle sessions on edge 1, and what they cost edge 2, which holds a presence claim for every user online
+ * anywhere (its RSS reuses the pages the silent sockets freed: read its heap figure).
+ */
+async function measureIdleSessions(state: RunState): Promise<MemoryLine[]> {
+  const { options, fleet, system } = state;
   const sessionsEdge = edgeAt(system, 0);
+  const otherEdge = edgeAt(system, 1);
   log(`memory: ${options.sockets} idle authenticated sessions on edge ${sessionsEdge.edge.edgeId}…`);
   await prepare(state, `${state.runId}-m`, options.sockets);
-  // The other edge holds a presence claim for every user online here: its growth is what a session costs
-  // each other edge of the deployment.
-  const otherEdge = edgeAt(system, 1);
-  await withInspector(state, sessionsEdge.processName, (inspector) =>
+  const lines = await withInspector(state, sessionsEdge.processName, (inspector) =>
     withInspector(state, otherEdge.processName, async (otherInspector) => {
       const pid = pidOf(system, sessionsEdge.processName);
       const otherPid = pidOf(system, otherEdge.processName);
@@ -221,56 +269,17 @@ async function measureMemory(state: RunState): Promise<MemoryLine[]> {
       const after = await memorySample(pid, inspector, false);
       const otherAfter = await memorySample(otherPid, otherInspector, false);
       const census = await fleet.all(() => ({ type: "census" }), "censusTaken", commandDeadlineMs);
-      // Presence claims reach the other edge within a turn of its loop; its heartbeats keep them.
       const settled = await memorySample(pid, inspector, true);
       const otherSettled = await memorySample(otherPid, otherInspector, true);
       if (inspector !== undefined && options.heapSnapshotDirectory !== undefined) await inspector.writeHeapSnapshot(join(options.heapSnapshotDirectory, `edge-after-${options.sockets}-sessions.heapsnapshot`));
-      const common = {
-        socketsAsked: options.sockets,
-        socketsOpen: census.reduce((sum, reply) => sum + reply.open, 0),
-        failed: opened.reduce((sum, reply) => sum + reply.failed, 0),
-        firstError: opened.find((reply) => reply.firstError !== null)?.firstError ?? null,
-      };
-      lines.push(memoryLine({ kind: "sessions", edge: sessionsEdge.edge.edgeId, ...common, before, after, settled, loadAverage: loadAverage() }));
-      emit(lines.at(-1));
-      lines.push(memoryLine({ kind: "elsewhere", edge: otherEdge.edge.edgeId, ...common, before: otherBefore, after: otherAfter, settled: otherSettled, loadAverage: loadAverage() }));
+      const counts = censusOf(options, census, opened);
+      return [
+        memoryLine({ kind: "sessions", edge: sessionsEdge.edge.edgeId, ...counts, before, after, settled, loadAverage: loadAverage() }),
+        memoryLine({ kind: "elsewhere", edge: otherEdge.edge.edgeId, ...counts, before: otherBefore, after: otherAfter, settled: otherSettled, loadAverage: loadAverage() }),
+      ];
     }),
   );
-  emit(lines.at(-1));
   await closeSockets(state, sessionsEdge.edge);
-
-  // The baseline on the other edge, which has held no socket yet: RSS a process freed is rarely given
-  // back, so a second measurement on the same edge would reuse the first one's pages and read low.
-  const silentEdge = edgeAt(system, 1);
-  log(`memory: ${options.sockets} silent sockets (no hello) on edge ${silentEdge.edge.edgeId}…`);
-  lines.push(
-    await withInspector(state, silentEdge.processName, async (inspector) => {
-      const pid = pidOf(system, silentEdge.processName);
-      const before = await memorySample(pid, inspector, true);
-      const opened = await fleet.all(
-        (processIndex) => ({ type: "openSilent", url: silentEdge.edge.webSocketUrl, count: shareOf(options.sockets, processIndex, options.loadProcesses), inFlightMax: memoryInFlightPerProcess }),
-        "silentOpened",
-        openDeadlineMs,
-      );
-      const after = await memorySample(pid, inspector, false);
-      const census = await fleet.all(() => ({ type: "census" }), "censusTaken", commandDeadlineMs);
-      const settled = await memorySample(pid, inspector, true);
-      return memoryLine({
-        kind: "silent",
-        edge: silentEdge.edge.edgeId,
-        socketsAsked: options.sockets,
-        socketsOpen: census.reduce((sum, reply) => sum + reply.open, 0),
-        failed: opened.reduce((sum, reply) => sum + reply.failed, 0),
-        firstError: opened.find((reply) => reply.firstError !== null)?.firstError ?? null,
-        before,
-        after,
-        settled,
-        loadAverage: loadAverage(),
-      });
-    }),
-  );
-  emit(lines.at(-1));
-  await closeSockets(state, silentEdge.edge);
   return lines;
 }
 
