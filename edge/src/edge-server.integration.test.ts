@@ -1,5 +1,6 @@
 // The real uWebSockets.js server in front of an EdgeCore built on in-memory fakes, over real sockets:
 // the HTTP routes, the dev routes, static files, and what uWS itself enforces (frame size, binary frames).
+import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,6 +10,7 @@ import { closeCodes, frameBytesMax, protocolVersion, standardCloseCodes } from "
 import { signDevToken } from "./auth/dev-keys.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { startServer, type RunningServer } from "./edge-server.ts";
+import { listeningSocketInodes } from "./listen-backlog.ts";
 import { fakeEdge, waitDeadlineMs, Waiters, type FakeEdge } from "./testing/edge-fakes.ts";
 import { loadNativeUws } from "./uws.ts";
 
@@ -127,6 +129,37 @@ afterAll(async () => {
   edge?.core.closeAll();
   server?.stopListening();
   await rm(temporaryDirectory, { recursive: true, force: true });
+});
+
+/** The backlog of the socket listening on `port`, as `ss` shows it (Send-Q of a LISTEN row). */
+function listenBacklogOf(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    execFile("ss", ["-Hltn", `sport = :${port}`], (error, stdout) => {
+      if (error !== null) return reject(error);
+      const sendQueue = Number(stdout.trim().split(/\s+/)[2]);
+      if (!Number.isSafeInteger(sendQueue)) return reject(new Error(`ss printed ${JSON.stringify(stdout)}`));
+      resolve(sendQueue);
+    });
+  });
+}
+
+describe("the listening socket", () => {
+  it("has a backlog above uWebSockets.js's fixed 512: the kernel's cap, net.core.somaxconn", async () => {
+    const somaxconn = Number((await import("node:fs")).readFileSync("/proc/sys/net/core/somaxconn", "utf8").trim());
+    expect(await listenBacklogOf(server.port)).toBe(Math.min(somaxconn, 65_535));
+    expect(somaxconn).toBeGreaterThan(512);
+  });
+
+  it("finds listening sockets by port in /proc/net/tcp text, and nothing else", () => {
+    const table = [
+      "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
+      "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0",
+      "   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1",
+      "   2: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0",
+    ].join("\n");
+    expect(listeningSocketInodes(table, 8080)).toEqual(["4242"]);
+    expect(listeningSocketInodes(table, 9000)).toEqual([]);
+  });
 });
 
 describe("HTTP routes", () => {

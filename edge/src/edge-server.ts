@@ -5,6 +5,7 @@ import { extname, join } from "node:path";
 import type uWS from "uWebSockets.js";
 import { frameBytesMax, isDeviceId, isUserId, standardCloseCodes } from "@cellwire/protocol";
 import type { EdgeCore, Session, SessionTransport, SendOutcome } from "./edge-core.ts";
+import { listenBacklogRequested, raiseListenBacklog } from "./listen-backlog.ts";
 
 type SocketData = { session: Session | undefined; transport: UwsTransport | undefined };
 
@@ -162,7 +163,7 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
     response.writeHeader("content-type", file.contentType).writeHeader("cache-control", "no-cache").end(file.body);
   });
 
-  return new Promise((resolve, reject) => {
+  const server = await new Promise<RunningServer>((resolve, reject) => {
     app.listen(options.host, options.port, (listenSocket) => {
       if (listenSocket === false) {
         reject(new Error(`could not listen on ${options.host}:${options.port} (in use?)`));
@@ -174,4 +175,10 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
       });
     });
   });
+  // Before the edge reports ready: the clients of a dead edge arrive together (listen-backlog.ts).
+  const backlog = await raiseListenBacklog(server.port);
+  if (!backlog.raised) {
+    process.emitWarning(`the listen backlog of port ${server.port} stays at uWebSockets.js's 512 instead of ${listenBacklogRequested}: ${backlog.reason}`);
+  }
+  return server;
 }
