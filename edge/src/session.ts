@@ -1,0 +1,511 @@
+// One client connection on an edge: its authentication, its place in the user's mailbox and in each
+// conversation it follows (the cursors), the backlog it reads on welcome and after a gap, the requests it
+// serves through the core, and its writes to the socket. The core (edge-core.ts) owns the sessions.
+import { randomUUID } from "node:crypto";
+import {
+  closeCodes,
+  conversationPageLimitMax,
+  decodeClientFrame,
+  protocolVersion,
+  protocolVersionsSupported,
+  mailboxPageLimitMax,
+  type ClientRequestFrame,
+  type CloseReason,
+  type HelloFrame,
+  type Message,
+  type SequencedEvent,
+  type ServerFrame,
+} from "@cellwire/protocol";
+import { CellwireError, RemoteError, type HomeLocation } from "@cellwire/cluster";
+import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
+import type { DeliveryTarget } from "./delivery-hub.ts";
+import type { EdgeCore, SessionTransport } from "./edge-core.ts";
+import { errorFrame, errorFrameFor } from "./error-mapping.ts";
+import type { RequestContext } from "./request-handler.ts";
+import { MailboxCursor } from "./mailbox-cursor.ts";
+import { TypingRateLimiter } from "./typing/typing-rate-limiter.ts";
+import type { TypingIndicator } from "./typing/typing-relay.ts";
+
+type SessionState =
+  | { readonly kind: "awaiting_hello" }
+  | { readonly kind: "authenticating" }
+  | {
+      readonly kind: "open";
+      readonly userId: string;
+      readonly deviceId: string;
+      /** Follows the user's mailbox when it moves to another cell (a page answered there, directory.changed). */
+      readonly homeCellId: string;
+      readonly homeEpoch: number;
+      readonly cursor: MailboxCursor;
+      /**
+       * A cursor per conversation the session follows, least recently used first (docs/decisions/0009).
+       * Bounded by conversationsPerSessionMax.
+       */
+      readonly conversations: Map<string, ConversationCursor>;
+      /** The hello resumed (resumeAfterSeq): a conversation first seen live is read from the join point. */
+      readonly resumed: boolean;
+      readonly typingLimiter: TypingRateLimiter;
+    }
+  | { readonly kind: "closed" };
+
+/** Reads of one conversation's log in one go, held messages included, before it is taken as broken. */
+const conversationReadRoundsMax = 100;
+/** Attempts of one page of a log that a cell answers `overloaded`, each after the retry-after it asked for. */
+const overloadedReadAttemptsMax = 5;
+/** What a cell that does not answer (or sheds load) says: its conversations are read again later. */
+const cellOutageCodes = new Set<string>(["cell_unavailable", "directory_unavailable", "overloaded", "moving"]);
+/** The delays between reads of a conversation whose cell did not answer: doubling, jittered, bounded. */
+const conversationRetryDelayMsFirst = 500;
+const conversationRetryDelayMsMax = 30_000;
+
+export class Session implements DeliveryTarget {
+  readonly sessionId = randomUUID();
+  private state: SessionState = { kind: "awaiting_hello" };
+  private requestsInFlight = 0;
+  private syncRunning = false;
+  /** Conversations whose log this session is reading now. */
+  private readonly conversationReads = new Set<string>();
+  /** Conversations whose cell did not answer: failed reads so far, and the timer of the next one. */
+  private readonly conversationRetries = new Map<string, number>();
+  private readonly conversationRetryTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** The initial sync (mailbox, then every listed and joined conversation) is still running: no `synced` yet. */
+  private initialSyncRunning = true;
+  private readonly authTimer: ReturnType<typeof setTimeout>;
+
+  constructor(
+    private readonly core: EdgeCore,
+    private readonly transport: SessionTransport,
+  ) {
+    this.authTimer = setTimeout(() => this.close("authentication_timeout", "no hello within the deadline"), core.limits.authTimeoutMs);
+  }
+
+  get isOpen(): boolean {
+    return this.state.kind === "open";
+  }
+
+  get userId(): string | undefined {
+    return this.state.kind === "open" ? this.state.userId : undefined;
+  }
+
+  /** A text (or binary) frame from the client. Never throws. */
+  receive(text: string, isBinary: boolean): void {
+    if (this.state.kind === "closed") return;
+    if (isBinary) {
+      if (this.state.kind !== "open") return this.close("protocol_violation", "binary frame before authentication");
+      return this.reply(errorFrame("malformed_frame", "frames are JSON text, not binary", undefined));
+    }
+    const decoded = decodeClientFrame(text);
+    if (this.state.kind === "awaiting_hello") {
+      if (!decoded.ok || decoded.frame.type !== "hello") return this.close("protocol_violation", "the first frame must be a valid hello");
+      void this.authenticate(decoded.frame);
+      return;
+    }
+    if (this.state.kind === "authenticating") return this.close("protocol_violation", "wait for welcome before sending requests");
+    const { userId, deviceId, homeCellId, typingLimiter } = this.state;
+    if (!decoded.ok) return this.reply(errorFrame(decoded.failure.code, decoded.failure.message, decoded.failure.requestId));
+    const frame = decoded.frame;
+    if (frame.type === "hello") return this.reply(errorFrame("already_authenticated", "this session is already authenticated", undefined));
+    if (this.requestsInFlight >= this.core.limits.requestsInFlightPerSessionMax) {
+      return this.reply(errorFrame("rate_limited", `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`, frame.requestId));
+    }
+    // Past the edge's bound, refused before any work: the client backs off instead of queueing here.
+    if (this.core.requestsInFlight >= this.core.limits.requestsInFlightMax) {
+      const refusal = errorFrame("overloaded", `this edge has ${this.core.requestsInFlight} requests in flight`, frame.requestId);
+      return this.reply({ ...refusal, retryAfterMs: this.core.limits.overloadedRetryAfterMs });
+    }
+    if (frame.type === "typing" && !typingLimiter.tryAccept(frame.conversationId, this.core.ephemeral.monotonicNowMs())) {
+      const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
+      const detail = `typing at most once every ${typingIntervalMs} ms per conversation, in at most ${typingConversationsPerSessionMax} conversations at a time`;
+      return this.reply(errorFrame("rate_limited", detail, frame.requestId));
+    }
+    this.requestsInFlight++;
+    this.core.requestsInFlight++;
+    this.serve({ userId, deviceId, homeCellId }, frame)
+      .then(
+        (reply) => {
+          if (reply.type === "conversation") this.core.ephemeral.typing.conversationSeen(reply.conversation);
+          this.reply(reply);
+        },
+        (error: unknown) => this.reply(errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message))),
+      )
+      .finally(() => {
+        this.requestsInFlight--;
+        this.core.requestsInFlight--;
+      });
+  }
+
+  /** A typing indicator for this session's user; not written back to the device that typed. */
+  deliverTyping(typing: TypingIndicator, serializedFrame: string): void {
+    if (this.state.kind !== "open") return;
+    if (typing.userId === this.state.userId && typing.deviceId === this.state.deviceId) return;
+    this.write(serializedFrame);
+  }
+
+  /** A `presence` frame about a user this session watches. */
+  deliverPresence(serializedFrame: string): void {
+    if (this.state.kind === "open") this.write(serializedFrame);
+  }
+
+  /** Reads the mailbox again from this session's cursor (see MailboxCursor.requestSync). */
+  catchUp(): void {
+    if (this.state.kind === "open" && this.state.cursor.requestSync()) void this.sync();
+  }
+
+  /** Reads the mailbox and every followed conversation again (the edge's NATS connection came back). */
+  catchUpEverything(): void {
+    if (this.state.kind !== "open") return;
+    this.catchUp();
+    for (const [conversationId, cursor] of this.state.conversations) if (cursor.requestSync()) void this.readConversation(conversationId);
+  }
+
+  get homeCellId(): string | undefined {
+    return this.state.kind === "open" ? this.state.homeCellId : undefined;
+  }
+
+  /**
+   * The user's mailbox moved (directory.changed): the session takes the newer home and reads the mailbox
+   * from it, so events appended there after the move are not missed until the next live event.
+   */
+  homeMoved(home: HomeLocation): void {
+    if (this.followHome(home)) this.catchUp();
+  }
+
+  /** The socket closed (either side). */
+  closed(): void {
+    if (this.state.kind === "closed") return;
+    const userId = this.userId;
+    this.state = { kind: "closed" };
+    clearTimeout(this.authTimer);
+    for (const timer of this.conversationRetryTimers.values()) clearTimeout(timer);
+    this.conversationRetryTimers.clear();
+    this.core.forget(this, userId);
+  }
+
+  deliver(event: SequencedEvent, serializedFrame: string): void {
+    if (this.state.kind !== "open") return;
+    const decision = this.state.cursor.live(event);
+    if (decision === "send") {
+      this.write(serializedFrame);
+      this.mailboxEventWritten(event);
+    } else if (decision === "start_sync") void this.sync();
+  }
+
+  /**
+   * A live message of one of the user's conversations. A conversation without a cursor starts one: at
+   * the member's join point in a resumed session (its earlier messages are read from the log first), at
+   * this message in a live one.
+   */
+  deliverMessage(message: Message, serializedFrame: string): void {
+    if (this.state.kind !== "open") return;
+    const { conversations, resumed } = this.state;
+    let cursor = conversations.get(message.conversationId);
+    if (cursor === undefined) {
+      cursor = resumed ? ConversationCursor.reading(undefined, this.core.limits.heldEventsPerSessionMax) : ConversationCursor.liveFrom(message, this.core.limits.heldEventsPerSessionMax);
+      this.follow(message.conversationId, cursor);
+    } else {
+      // Re-inserted: the Map's order is the least recently used first, for the bound.
+      conversations.delete(message.conversationId);
+      conversations.set(message.conversationId, cursor);
+    }
+    const decision = cursor.live(message);
+    if (decision === "send") this.write(serializedFrame);
+    else if (decision === "start_sync" || (decision === "hold" && !this.initialSyncRunning)) void this.readConversation(message.conversationId);
+  }
+
+  /**
+   * Reads again the logs of the conversations homed in `cellId` (its workers changed: a live message
+   * published by one that died may never come), from each cursor.
+   */
+  catchUpConversationsIn(cellId: string): void {
+    if (this.state.kind !== "open") return;
+    for (const [conversationId, cursor] of this.state.conversations) {
+      if (this.core.handler.cachedConversationHome(conversationId) === cellId && cursor.requestSync()) void this.readConversation(conversationId);
+    }
+  }
+
+  close(reason: CloseReason, detail: string): void {
+    if (this.state.kind === "closed") return;
+    const { code } = closeCodes[reason];
+    this.closed();
+    this.transport.close(code, detail.slice(0, 120));
+  }
+
+  private async authenticate(hello: HelloFrame): Promise<void> {
+    this.state = { kind: "authenticating" };
+    if (!protocolVersionsSupported.includes(hello.protocolVersion)) {
+      return this.close("unsupported_protocol_version", `this edge speaks protocol version ${protocolVersionsSupported.join(", ")}`);
+    }
+    const outcome = await this.core.verifier.verify(hello.token);
+    if (this.state.kind !== "authenticating") return;
+    if (!outcome.ok) return this.close(outcome.reason, outcome.detail);
+    const { userId } = outcome.identity;
+    const deviceId = outcome.identity.deviceId ?? hello.deviceId ?? "default";
+    let home: HomeLocation;
+    try {
+      home = await this.core.handler.homeOf(userId);
+    } catch (error) {
+      if (this.state.kind !== "authenticating") return;
+      this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
+      return this.close("unavailable", "the directory did not answer");
+    }
+    if (this.state.kind !== "authenticating") return;
+    // Checked here, with no await before attach() counts this session, so that hellos of one user verified
+    // at the same time cannot all pass the check before any of them is counted.
+    if (this.core.deliveries.sessionCount(userId) >= this.core.limits.sessionsPerUserMax) {
+      return this.close("too_many_sessions", `at most ${this.core.limits.sessionsPerUserMax} sessions per user on one edge`);
+    }
+    // The session stays "authenticating" until it is registered for its user's deliveries: frames sent
+    // before welcome still close it, and live events published meanwhile are not lost, since the backlog
+    // read after the registration holds them (docs/decisions/0011).
+    try {
+      await this.core.deliveries.attach(userId, this);
+    } catch (error) {
+      this.core.deliveries.detach(userId, this);
+      if (this.state.kind !== "authenticating") return;
+      this.core.logger.error(`registering the deliveries of ${userId} failed: ${String(error)}`);
+      return this.close("unavailable", "the edge is not receiving deliveries");
+    }
+    if (this.state.kind !== "authenticating") {
+      this.core.deliveries.detach(userId, this);
+      return;
+    }
+    const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax);
+    const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
+    const conversations = new Map<string, ConversationCursor>();
+    this.state = {
+      kind: "open",
+      userId,
+      deviceId,
+      homeCellId: home.cellId,
+      homeEpoch: home.epoch,
+      cursor,
+      conversations,
+      resumed: hello.resumeAfterSeq !== undefined,
+      typingLimiter,
+    };
+    for (const listed of hello.conversations ?? []) {
+      this.follow(listed.conversationId, ConversationCursor.reading(listed.afterSeq, this.core.limits.heldEventsPerSessionMax));
+    }
+    clearTimeout(this.authTimer);
+    this.core.sessionOpened(this, userId);
+    this.core.ephemeral.presence.sessionOpened(userId);
+    this.reply({
+      type: "welcome",
+      protocolVersion,
+      sessionId: this.sessionId,
+      userId,
+      deviceId,
+      cellId: home.cellId,
+      heartbeatIntervalMs: this.core.limits.heartbeatIntervalMs,
+    });
+    await this.initialSync();
+  }
+
+  /**
+   * The backlog: the mailbox after resumeAfterSeq (whose joined events add conversations to follow), then
+   * the log of every followed conversation after its cursor, then `synced`. Live events and messages that
+   * arrive meanwhile are held by their cursors.
+   */
+  private async initialSync(): Promise<void> {
+    await this.sync();
+    if (this.state.kind !== "open") return;
+    const pending = [...this.state.conversations].filter(([, cursor]) => cursor.isSyncing).map(([conversationId]) => conversationId);
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      for (let conversationId = pending[next++]; conversationId !== undefined; conversationId = pending[next++]) {
+        if (this.state.kind !== "open") return;
+        await this.readConversation(conversationId);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.core.limits.conversationReadsPerSessionMax, pending.length) }, lane));
+    this.initialSyncRunning = false;
+    if (this.state.kind !== "open") return;
+    this.reply({ type: "synced", seq: this.state.cursor.seq ?? 0 });
+    // Conversations first seen live during the backlog waited for it; they are read now.
+    for (const [conversationId, cursor] of this.state.conversations) if (cursor.isSyncing) void this.readConversation(conversationId);
+  }
+
+  /**
+   * One page of a conversation's log (or the mailbox). A cell that answers `overloaded` is asked again
+   * after the retry-after it named (a few times): closing the session would bring the client back to read
+   * every conversation again, which is more load, not less.
+   */
+  private readPageWithBackoff(userId: string, conversationId: string, afterSeq: number | null, limit: number): Promise<ConversationPage> {
+    return this.withOverloadBackoff(() => this.core.conversationReads.run(() => this.core.handler.conversationPage(userId, conversationId, afterSeq, limit)));
+  }
+
+  private async withOverloadBackoff<T>(read: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await read();
+      } catch (error) {
+        if (!(error instanceof RemoteError) || error.code !== "overloaded" || attempt >= overloadedReadAttemptsMax) throw error;
+        await new Promise((resolve) => setTimeout(resolve, error.retryAfterMs ?? this.core.limits.overloadedRetryAfterMs));
+        if (this.state.kind !== "open") throw error;
+      }
+    }
+  }
+
+  /** Starts following a conversation; past the bound the least recently used idle cursor is forgotten. */
+  private follow(conversationId: string, cursor: ConversationCursor): void {
+    if (this.state.kind !== "open") return;
+    const { conversations } = this.state;
+    conversations.delete(conversationId);
+    conversations.set(conversationId, cursor);
+    if (conversations.size <= this.core.limits.conversationsPerSessionMax) return;
+    for (const [candidateId, candidate] of conversations) {
+      if (candidateId === conversationId || candidate.isSyncing) continue;
+      conversations.delete(candidateId);
+      return;
+    }
+  }
+
+  /** A mailbox event reached the device: a joined event makes the session follow its conversation. */
+  private mailboxEventWritten(event: SequencedEvent): void {
+    if (this.state.kind !== "open" || event.event.kind !== "joined") return;
+    const { conversationId, afterSeq } = event.event;
+    if (this.state.conversations.has(conversationId)) return;
+    this.follow(conversationId, ConversationCursor.reading(afterSeq, this.core.limits.heldEventsPerSessionMax));
+    if (!this.initialSyncRunning) void this.readConversation(conversationId);
+  }
+
+  /**
+   * Reads one conversation's log from its cursor until it meets the live messages held meanwhile,
+   * writing each message once and in order. One read at a time per conversation (a second request while
+   * one runs is served by it); reads across the edge are bounded by the core's limiter. A conversation
+   * the user is not a member of (any more) is forgotten; a log that cannot be read closes the session as
+   * unavailable, and the client resumes from its cursors.
+   */
+  private async readConversation(conversationId: string): Promise<void> {
+    if (this.state.kind !== "open" || this.conversationReads.has(conversationId)) return;
+    const { userId } = this.state;
+    this.conversationReads.add(conversationId);
+    try {
+      for (let round = 0; ; round++) {
+        const cursor = this.state.conversations.get(conversationId);
+        if (cursor === undefined || !cursor.isSyncing) return;
+        if (round >= conversationReadRoundsMax) throw new CellwireError("internal", `the log of ${conversationId} did not settle after ${round} reads`);
+        for (;;) {
+          const { afterSeq, limit } = cursor.nextPageRequest(conversationPageLimitMax);
+          const page = await this.readPageWithBackoff(userId, conversationId, afterSeq, limit);
+          if (this.state.kind !== "open") return;
+          const outcome = cursor.applyPage(page);
+          for (const message of outcome.messages) this.reply({ type: "message", message });
+          if (outcome.done) break;
+        }
+        const { messages } = cursor.finishSync();
+        for (const message of messages) this.reply({ type: "message", message });
+      }
+    } catch (error) {
+      if (this.state.kind !== "open") return;
+      if (error instanceof CellwireError && error.code === "not_a_member") {
+        this.state.conversations.delete(conversationId);
+        return;
+      }
+      if (error instanceof CellwireError && cellOutageCodes.has(error.code)) {
+        // A conversation homed in a cell that does not answer must not keep the user from the rest of
+        // their conversations (a cell is the unit of fault isolation): it is read again later, its live
+        // messages held meanwhile (bounded), and the session stays open.
+        this.readConversationLater(conversationId);
+        return;
+      }
+      this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
+      this.close("unavailable", "a conversation could not be read");
+    } finally {
+      this.conversationReads.delete(conversationId);
+    }
+    this.conversationRetries.delete(conversationId);
+  }
+
+  /** Reads a conversation again after a jittered, growing delay (its cell did not answer). */
+  private readConversationLater(conversationId: string): void {
+    if (this.state.kind !== "open" || this.conversationRetryTimers.has(conversationId)) return;
+    const attempt = this.conversationRetries.get(conversationId) ?? 0;
+    this.conversationRetries.set(conversationId, attempt + 1);
+    const delayMs = Math.min(conversationRetryDelayMsMax, conversationRetryDelayMsFirst * 2 ** attempt) * (0.5 + Math.random() / 2);
+    const timer = setTimeout(() => {
+      this.conversationRetryTimers.delete(conversationId);
+      void this.readConversation(conversationId);
+    }, delayMs);
+    this.conversationRetryTimers.set(conversationId, timer);
+  }
+
+  /**
+   * Reads the mailbox from the cursor until it meets the live events held meanwhile, writing each event
+   * once and in order, then `synced`. Live events that arrive meanwhile are held by the cursor. A mailbox
+   * that cannot be read closes the session as unavailable: the client resumes from its last seq.
+   */
+  private async sync(): Promise<void> {
+    if (this.state.kind !== "open") return;
+    const { cursor, userId } = this.state;
+    if (this.syncRunning) return;
+    this.syncRunning = true;
+    try {
+      for (;;) {
+        for (;;) {
+          const { afterSeq, limit } = cursor.nextPageRequest(mailboxPageLimitMax);
+          const page = await this.withOverloadBackoff(() => this.core.handler.mailboxPage(userId, afterSeq, limit));
+          if (this.state.kind !== "open") return;
+          this.followHome(page.home);
+          const outcome = cursor.applyPage(page);
+          if (outcome.kind === "resync") {
+            this.reply({ type: "resync", headSeq: outcome.headSeq });
+            break;
+          }
+          for (const event of outcome.events) this.writeMailboxEvent(event);
+          if (outcome.done) break;
+        }
+        const { events, complete } = cursor.finishSync();
+        for (const event of events) this.writeMailboxEvent(event);
+        if (complete) break;
+      }
+      // The initial sync sends `synced` once the conversations are read too.
+      if (!this.initialSyncRunning) this.reply({ type: "synced", seq: cursor.seq ?? 0 });
+    } catch (error) {
+      if (this.state.kind !== "open") return;
+      this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
+      this.close("unavailable", "the mailbox could not be read");
+    } finally {
+      this.syncRunning = false;
+      if (this.state.kind === "open" && this.state.cursor.isSyncing) void this.sync();
+    }
+  }
+
+  private writeMailboxEvent(event: SequencedEvent): void {
+    this.reply({ type: "event", seq: event.seq, event: event.event });
+    this.mailboxEventWritten(event);
+  }
+
+  /** Takes `home` when it is newer than the session's; true when it did. */
+  private followHome(home: HomeLocation): boolean {
+    if (this.state.kind !== "open" || home.epoch <= this.state.homeEpoch) return false;
+    this.state = { ...this.state, homeCellId: home.cellId, homeEpoch: home.epoch };
+    return true;
+  }
+
+  /** Typing and watchPresence are served by the edge itself; every other request by a cell. */
+  private serve(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {
+    switch (frame.type) {
+      case "typing":
+        return this.core.ephemeral.typing.handle(context, frame);
+      case "watchPresence":
+        return this.core.watchPresence(this, frame);
+      default:
+        return this.core.handler.handle(context, frame);
+    }
+  }
+
+  private reply(frame: ServerFrame): void {
+    if (this.state.kind === "closed") return;
+    this.write(JSON.stringify(frame));
+  }
+
+  private write(text: string): void {
+    const outcome = this.transport.send(text);
+    // A frame sent whole leaves nothing buffered: the buffer is only read when the send reported backpressure.
+    if (outcome === "dropped" || (outcome === "backpressure" && this.transport.bufferedBytes() > this.core.limits.sendBufferBytesMax)) {
+      this.close("slow_consumer", "the client reads too slowly");
+    }
+  }
+}
+
