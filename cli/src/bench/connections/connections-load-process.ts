@@ -113,6 +113,8 @@ type ClientSlot = {
   readonly synced: { atUs: number; url: string }[];
   /** Wall µs of the latest connection attempts. */
   readonly attemptsAtUs: number[];
+  /** Wall µs and close code (null: none) of the latest losses of an attempt or a session. */
+  readonly lossesAtUs: { atUs: number; closeCode: number | null }[];
 };
 
 function remember<T>(list: T[], item: T): void {
@@ -240,10 +242,11 @@ class ConnectionsLoadProcess {
         // Pre-signed: the token a reconnect asks for costs no signature in the middle of the measurement.
         tokenProvider: () => Promise.resolve(user.token),
       });
-      const slot: ClientSlot = { client, synced: [], attemptsAtUs: [] };
+      const slot: ClientSlot = { client, synced: [], attemptsAtUs: [], lossesAtUs: [] };
       client.on("synced", () => remember(slot.synced, { atUs: wallNowUs(), url: client.url }));
       client.on("state", (change) => {
         if (change.state === "connecting") remember(slot.attemptsAtUs, wallNowUs());
+        else if (change.state === "waiting_to_reconnect") remember(slot.lossesAtUs, { atUs: wallNowUs(), closeCode: change.closeCode });
       });
       return slot;
     });
@@ -273,12 +276,16 @@ class ConnectionsLoadProcess {
     }
     const delaysMs = new Float64Array(this.clients.length);
     const attempts = new Uint32Array(this.clients.length);
+    const firstFailures = new Uint32Array(this.clients.length);
     this.clients.forEach((slot, index) => {
       const atUs = resyncedAtUs(slot);
       delaysMs[index] = atUs === undefined ? Number.NaN : (atUs - command.sinceUs) / 1000;
-      attempts[index] = slot.attemptsAtUs.filter((atUs) => atUs >= command.sinceUs).length;
+      attempts[index] = slot.attemptsAtUs.filter((attemptAtUs) => attemptAtUs >= command.sinceUs).length;
+      // The first loss after the kill is the kill's own; a second one is the first failed attempt.
+      const failure = slot.lossesAtUs.filter((loss) => loss.atUs >= command.sinceUs)[1];
+      firstFailures[index] = failure === undefined ? 0 : (failure.closeCode ?? 1);
     });
-    return { delaysMs, attempts };
+    return { delaysMs, attempts, firstFailures };
   }
 }
 

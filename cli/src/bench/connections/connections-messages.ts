@@ -146,6 +146,11 @@ export type ResyncReport = {
   readonly delaysMs: Float64Array;
   /** Per client, connection attempts it made after sinceUs (1: straight to the other edge). */
   readonly attempts: Uint32Array;
+  /**
+   * Per client, why its first attempt after sinceUs failed: 0 when none did, 1 when it failed without a
+   * close code (refused, timed out), else the WebSocket close code.
+   */
+  readonly firstFailures: Uint32Array;
 };
 
 export type ConnectionsReply =
@@ -196,6 +201,7 @@ export const connectionsReplyDecoder: Decoder<ConnectionsReply> = taggedUnion<Co
     id: commandId,
     delaysMs: typedArray(Float64Array, connectionsLoadLimits.connectionsPerProcessMax),
     attempts: typedArray(Uint32Array, connectionsLoadLimits.connectionsPerProcessMax),
+    firstFailures: typedArray(Uint32Array, connectionsLoadLimits.connectionsPerProcessMax),
   }),
   clientsClosed: object({ type: literal("clientsClosed"), id: commandId }),
 });

@@ -59,6 +59,7 @@ const kill: KillLine = {
   p99Ms: 13_000,
   maxMs: 13_700,
   attempts: { one: 5000, two: 900, more: 100 },
+  firstFailures: { "no close code": 100, "4102": 900 },
   processes: [{ name: "cellwire-edge-2", cpuMs: 6000, cpuUsPerOperation: 1000 }],
   machineCpuMs: 20_000,
   loadAverage,
@@ -81,7 +82,7 @@ describe("the connections report", () => {
     expect(report).toContain("- Commit: abc1234 (dirty");
     expect(report).toContain("| authenticated, synced, idle | 1 | 5,000 of 5,000 | 100 → 150 → 140 | 10,485.8 | 8,388.6 | 3,000 | 40 | 1.50 2.00 2.50 |");
     expect(report).toContain("| first-time | 1 | 10,000 | 0 | 200 | 16.9 | **592** | 150 / 420 / 800 | 200 / 500 / 900 | 1,000 | edge-1 900, redis 100 | 1.50 2.00 2.50 |");
-    expect(report).toContain("| 6,000 | 1 → 2 | **6,000** | 0 | 10,400 / 12,000 / 13,000 / **13,700** | 5,000 / 900 / 100 | edge-2 1,000 | 1.50 2.00 2.50 |");
+    expect(report).toContain("| 6,000 | 1 → 2 | **6,000** | 0 | 10,400 / 12,000 / 13,000 / **13,700** | 5,000 / 900 / 100 | 4102: 900, no close code: 100 | edge-2 1,000 | 1.50 2.00 2.50 |");
     expect(report).toContain("- cellwire-worker-a-1 exited unexpectedly (status 1)");
   });
 

@@ -134,6 +134,7 @@ function killSection(lines: readonly KillLine[]): string[] {
       figure(line.notResynced),
       `${ms(line.p50Ms)} / ${ms(line.p90Ms)} / ${ms(line.p99Ms)} / **${ms(line.maxMs)}**`,
       `${figure(line.attempts.one)} / ${figure(line.attempts.two)} / ${figure(line.attempts.more)}`,
+      Object.keys(line.firstFailures).length === 0 ? "none" : Object.entries(line.firstFailures).map(([reason, count]) => `${reason}: ${figure(count)}`).join(", "),
       cpuColumn(line.processes),
       load(line.loadAverage),
     ].join(" | "),
@@ -144,8 +145,8 @@ function killSection(lines: readonly KillLine[]): string[] {
     "SDK clients (CellwireClient with both edge URLs, the first edge first) all synced on the first edge, which is then sent SIGKILL; " +
       "each client's time from the kill to its next `synced` on the other edge. CPU per process from the kill to the last resync, per client.",
     "",
-    `| clients | edge | synced again | not within ${lines[0]?.deadlineS ?? 30} s | p50 / p90 / p99 / max ms | attempts 1 / 2 / more | CPU µs/client by process | load average |`,
-    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    `| clients | edge | synced again | not within ${lines[0]?.deadlineS ?? 30} s | p50 / p90 / p99 / max ms | attempts 1 / 2 / more | first failed attempts, by close code | CPU µs/client by process | load average |`,
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ...rows.map((row) => `| ${row} |`),
     "",
   ];

@@ -80,14 +80,14 @@ describe("killLine", () => {
       survivingEdge: "2",
       deadlineS: 30,
       reports: [
-        { delaysMs: delays, attempts: Uint32Array.from([1, 1, 2, 3, 9]) },
-        { delaysMs: Float64Array.from([500]), attempts: Uint32Array.from([0]) },
+        { delaysMs: delays, attempts: Uint32Array.from([1, 1, 2, 3, 9]), firstFailures: Uint32Array.from([0, 0, 4102, 1, 1]) },
+        { delaysMs: Float64Array.from([500]), attempts: Uint32Array.from([0]), firstFailures: Uint32Array.from([0]) },
       ],
       usage: [],
       machineCpuMs: null,
       loadAverage,
     });
-    expect(line).toMatchObject({ clients: 6, resynced: 5, notResynced: 1, p50Ms: 300, p90Ms: 500, maxMs: 500, attempts: { one: 3, two: 1, more: 2 } });
+    expect(line).toMatchObject({ clients: 6, resynced: 5, notResynced: 1, p50Ms: 300, p90Ms: 500, maxMs: 500, attempts: { one: 3, two: 1, more: 2 }, firstFailures: { "4102": 1, "no close code": 2 } });
   });
 });
 

@@ -174,6 +174,8 @@ export type KillLine = {
   readonly maxMs: number | null;
   /** Clients by connection attempts after the kill: 1 went straight to the other edge. */
   readonly attempts: { readonly one: number; readonly two: number; readonly more: number };
+  /** Clients whose first attempt after the kill failed, by why: a WebSocket close code, or "no close code". */
+  readonly firstFailures: Readonly<Record<string, number>>;
   /** CPU per process from the kill to the last resync (or the deadline); cpuUsPerOperation is per resync. */
   readonly processes: readonly ProcessCpu[];
   readonly machineCpuMs: number | null;
@@ -192,6 +194,14 @@ export function killLine(input: {
   const delays = input.reports.flatMap((report) => [...report.delaysMs]);
   const resynced = delays.filter((delay) => Number.isFinite(delay));
   const attempts = input.reports.flatMap((report) => [...report.attempts]);
+  const firstFailures: Record<string, number> = {};
+  for (const report of input.reports) {
+    for (const failure of report.firstFailures) {
+      if (failure === 0) continue;
+      const reason = failure === 1 ? "no close code" : String(failure);
+      firstFailures[reason] = (firstFailures[reason] ?? 0) + 1;
+    }
+  }
   const figure = (p: number): number | null => {
     const value = percentile(resynced, p);
     return value === undefined ? null : round(value, 1);
@@ -213,6 +223,7 @@ export function killLine(input: {
       two: attempts.filter((count) => count === 2).length,
       more: attempts.filter((count) => count > 2).length,
     },
+    firstFailures,
     processes: cpuPerOperation(input.usage, resynced.length),
     machineCpuMs: input.machineCpuMs === null ? null : round(input.machineCpuMs),
     loadAverage: input.loadAverage,
