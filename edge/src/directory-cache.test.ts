@@ -116,6 +116,37 @@ describe("DirectoryCache", () => {
     expect(fetched.sort()).toEqual(["user:alice", "user:bob"]);
   });
 
+  it("has at most fetchesInFlightMax fetches in flight; further misses wait their turn, in order, and all are answered", async () => {
+    const cache = new DirectoryCache(100, 60_000, new ManualClock().read, 2);
+    const answers = new Map<string, ReturnType<typeof deferred<DirectoryEntry | undefined>>>();
+    const started: string[] = [];
+    const fetch = (key: string): Promise<DirectoryEntry | undefined> => {
+      started.push(key);
+      const answer = deferred<DirectoryEntry | undefined>();
+      answers.set(key, answer);
+      return answer.promise;
+    };
+    const keys = ["user:u1", "user:u2", "user:u3", "user:u4", "user:u5"];
+    const results = Promise.all(keys.map((key) => cache.get(key, fetch)));
+    const settle = async (key: string): Promise<void> => {
+      answers.get(key)?.resolve(userEntry(key.slice("user:".length), "a", 1));
+      // Let the limiter hand the slot over.
+      for (let turn = 0; turn < 5; turn++) await Promise.resolve();
+    };
+    await settle("none");
+    expect(started).toEqual(["user:u1", "user:u2"]);
+    await settle("user:u2");
+    expect(started).toEqual(["user:u1", "user:u2", "user:u3"]);
+    await settle("user:u1");
+    await settle("user:u3");
+    expect(started).toEqual(keys);
+    await settle("user:u4");
+    await settle("user:u5");
+    expect((await results).map((entry) => entry?.id)).toEqual(["u1", "u2", "u3", "u4", "u5"]);
+    // A miss of a key being fetched joins that fetch, whatever the bound.
+    await expect(cache.get("user:u1", fetch)).resolves.toMatchObject({ id: "u1" });
+  });
+
   it("does not cache a failed fetch: every concurrent caller sees the failure and the next call fetches again", async () => {
     const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
     let calls = 0;

@@ -1,6 +1,7 @@
 // The edge's cache of directory entries, so that no frame costs a directory round trip once its user and
 // conversation are known. Bounded (least recently used entries go first) and aged (an entry older than
 // ttlMs is fetched again), with the clock injected. Concurrent misses for one key share one request.
+import { ConcurrencyLimiter } from "@cellwire/cluster";
 import type { DirectoryEntry, DirectoryEntryKind } from "@cellwire/protocol";
 
 /** A cached value and when it was stored; a class, so each costs a fixed small object (one per user on an edge). */
@@ -59,13 +60,23 @@ export function directoryCacheKey(kind: DirectoryEntryKind, id: string): string 
 
 export type EntryFetcher = (key: string) => Promise<DirectoryEntry | undefined>;
 
+/**
+ * Directory requests one edge has in flight at most; further misses wait their turn. The directory answers
+ * at most DIRECTORY_REQUESTS_IN_FLIGHT_MAX (256) requests at once and refuses the rest directory_unavailable,
+ * which closes a connecting session: when the clients of a dead edge arrive here by thousands, none of
+ * them should be refused for asking all at once.
+ */
+export const directoryFetchesInFlightMax = 128;
+
 /** Caches directory entries; an entry with an older epoch than the cached one never replaces it. */
 export class DirectoryCache {
   private readonly cache: BoundedCache<DirectoryEntry>;
   private readonly inFlight = new Map<string, Promise<DirectoryEntry | undefined>>();
+  private readonly fetches: ConcurrencyLimiter;
 
-  constructor(entriesMax: number, ttlMs: number, nowMs: () => number) {
+  constructor(entriesMax: number, ttlMs: number, nowMs: () => number, fetchesInFlightMax = directoryFetchesInFlightMax) {
     this.cache = new BoundedCache(entriesMax, ttlMs, nowMs);
+    this.fetches = new ConcurrencyLimiter(fetchesInFlightMax);
   }
 
   get size(): number {
@@ -77,7 +88,7 @@ export class DirectoryCache {
     if (cached !== undefined) return cached;
     const pending = this.inFlight.get(key);
     if (pending !== undefined) return pending;
-    const request = fetch(key).then(
+    const request = this.fetches.run(() => fetch(key)).then(
       (entry) => {
         this.inFlight.delete(key);
         if (entry !== undefined) this.remember(key, entry);
