@@ -18,6 +18,10 @@ const receivedFrameBytesMax = 2 * frameBytesMax;
 
 class UwsTransport implements SessionTransport {
   isClosed = false;
+  /** A frame has arrived on this socket (its hello, unless the client broke the protocol). */
+  firstFrameSeen = false;
+  /** The frames waiting for the end of the turn with the hello (see HelloBatch); undefined once handed over. */
+  waitingFrames: { readonly text: string; readonly isBinary: boolean }[] | undefined;
   constructor(private readonly socket: uWS.WebSocket<SocketData>) {}
 
   send(text: string): SendOutcome {
@@ -37,6 +41,53 @@ class UwsTransport implements SessionTransport {
     this.isClosed = true;
     this.socket.cork(() => this.socket.end(code, reason));
   }
+}
+
+/**
+ * Hands the hellos of one turn of the event loop to the core together, at its end (setImmediate): the
+ * requests they start (the directory for a user not cached, the mailbox's head) then leave in one NATS
+ * write rather than one each, and a wave of connects costs fewer syscalls here, in NATS and in the
+ * services. At most hellosPerTurnMax go per turn, the rest at the next ones, so that a wave of thousands
+ * (the clients of a dead edge) neither holds the event loop (accepts, replies) for their whole
+ * verification nor sends the directory thousands of requests at once. A frame that arrives behind a
+ * waiting hello waits with it, so a session's frames keep their order, and a frame after the hello was
+ * handed over is handled at once, as before (during authentication that closes the session with 4200).
+ */
+const hellosPerTurnMax = 64;
+
+class HelloBatch {
+  private waiting: { readonly session: Session; readonly transport: UwsTransport }[] = [];
+  private scheduled = false;
+
+  /** Takes the frame if it must wait (the socket's first, or one behind it); false to handle it now. */
+  take(session: Session, transport: UwsTransport, text: string, isBinary: boolean): boolean {
+    if (transport.waitingFrames !== undefined) {
+      transport.waitingFrames.push({ text, isBinary });
+      return true;
+    }
+    if (transport.firstFrameSeen) return false;
+    transport.firstFrameSeen = true;
+    transport.waitingFrames = [{ text, isBinary }];
+    this.waiting.push({ session, transport });
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.handOver);
+    }
+    return true;
+  }
+
+  private readonly handOver = (): void => {
+    // splice, not shift in a loop: one copy per turn of what is left.
+    const turn = this.waiting.splice(0, hellosPerTurnMax);
+    this.scheduled = this.waiting.length > 0;
+    if (this.scheduled) setImmediate(this.handOver);
+    for (const { session, transport } of turn) {
+      const frames = transport.waitingFrames ?? [];
+      transport.waitingFrames = undefined;
+      // A socket closed meanwhile has its session closed too, which ignores what it receives.
+      for (const frame of frames) session.receive(frame.text, frame.isBinary);
+    }
+  };
 }
 
 export type DevRoutes = {
@@ -78,6 +129,7 @@ export type RunningServer = { readonly port: number; stopListening(): void };
 export async function startServer(uws: typeof uWS, core: EdgeCore, options: ServerOptions, dev: DevRoutes): Promise<RunningServer> {
   const staticFiles = dev.webDirectory === undefined ? new Map<string, { body: Buffer; contentType: string }>() : await loadStaticFiles(dev.webDirectory);
   const app = uws.App();
+  const hellos = new HelloBatch();
 
   app.ws<SocketData>("/ws", {
     maxPayloadLength: receivedFrameBytesMax,
@@ -109,8 +161,9 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
         transport?.close(standardCloseCodes.messageTooBig, `frames are at most ${frameBytesMax} bytes`);
         return;
       }
-      if (session === undefined) return;
-      session.receive(isBinary ? "" : Buffer.from(payload).toString("utf8"), isBinary);
+      if (session === undefined || transport === undefined) return;
+      const text = isBinary ? "" : Buffer.from(payload).toString("utf8");
+      if (!hellos.take(session, transport, text, isBinary)) session.receive(text, isBinary);
     },
     close: (socket) => {
       const data = socket.getUserData();
