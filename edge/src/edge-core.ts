@@ -66,7 +66,7 @@ export class EdgeCore {
   requestsInFlight = 0;
   private readonly sessions = new Set<Session>();
   /** Welcomed sessions by user, for the moves of a user's mailbox. */
-  private readonly sessionsByUser = new Map<string, Set<Session>>();
+  private readonly sessionsByUser = new Map<string, Session | Set<Session>>();
   private readonly watches = new PresenceWatches<Session>();
   private accepting = true;
 
@@ -107,23 +107,25 @@ export class EdgeCore {
     return session;
   }
 
-  /** `userId` is set when the session had been welcomed. */
   /** The session was welcomed. */
   sessionOpened(session: Session, userId: string): void {
-    let sessions = this.sessionsByUser.get(userId);
-    if (sessions === undefined) {
-      sessions = new Set();
-      this.sessionsByUser.set(userId, sessions);
-    }
-    sessions.add(session);
+    // A user's only session is kept as itself, a Set from the second on: most users have one device online.
+    const sessions = this.sessionsByUser.get(userId);
+    if (sessions === undefined) this.sessionsByUser.set(userId, session);
+    else if (sessions instanceof Set) sessions.add(session);
+    else if (sessions !== session) this.sessionsByUser.set(userId, new Set([sessions, session]));
   }
 
+  /** The session closed; `userId` is set when it had been welcomed. */
   forget(session: Session, userId: string | undefined): void {
     this.sessions.delete(session);
     if (userId === undefined) return;
     const userSessions = this.sessionsByUser.get(userId);
-    userSessions?.delete(session);
-    if (userSessions?.size === 0) this.sessionsByUser.delete(userId);
+    if (userSessions === session) this.sessionsByUser.delete(userId);
+    else if (userSessions instanceof Set) {
+      userSessions.delete(session);
+      if (userSessions.size === 0) this.sessionsByUser.delete(userId);
+    }
     this.deliveries.detach(userId, session);
     this.watches.remove(session);
     this.ephemeral.presence.sessionClosed(userId);
@@ -165,7 +167,9 @@ export class EdgeCore {
   directoryChanged(entry: DirectoryEntry): void {
     this.handler.directoryChanged(entry);
     if (entry.kind !== "user") return;
-    for (const session of [...(this.sessionsByUser.get(entry.id) ?? [])]) session.homeMoved({ cellId: entry.cellId, epoch: entry.epoch });
+    const sessions = this.sessionsByUser.get(entry.id);
+    const moved = sessions === undefined ? [] : sessions instanceof Set ? [...sessions] : [sessions];
+    for (const session of moved) session.homeMoved({ cellId: entry.cellId, epoch: entry.epoch });
   }
 
   /**

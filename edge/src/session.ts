@@ -58,19 +58,23 @@ const cellOutageCodes = new Set<string>(["cell_unavailable", "directory_unavaila
 const conversationRetryDelayMsFirst = 500;
 const conversationRetryDelayMsMax = 30_000;
 
+/** A conversation read by a session: whether a read runs now, the reads that failed so far, the next one's timer. */
+type ConversationRead = { reading: boolean; failedReads: number; retryTimer: ReturnType<typeof setTimeout> | undefined };
+
 export class Session implements DeliveryTarget {
   readonly sessionId = randomUUID();
   private state: SessionState = { kind: "awaiting_hello" };
   private requestsInFlight = 0;
   private syncRunning = false;
-  /** Conversations whose log this session is reading now. */
-  private readonly conversationReads = new Set<string>();
-  /** Conversations whose cell did not answer: failed reads so far, and the timer of the next one. */
-  private readonly conversationRetries = new Map<string, number>();
-  private readonly conversationRetryTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /**
+   * Conversations whose log this session is reading now or will read again (their cell did not answer).
+   * Made on the first read: most idle sessions never need it, and an empty Map costs ~250 bytes each.
+   */
+  private conversationReads: Map<string, ConversationRead> | undefined;
   /** The initial sync (mailbox, then every listed and joined conversation) is still running: no `synced` yet. */
   private initialSyncRunning = true;
-  private readonly authTimer: ReturnType<typeof setTimeout>;
+  /** Dropped once the hello is answered: a cleared Timeout would otherwise stay referenced for the session's life. */
+  private authTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly core: EdgeCore,
@@ -176,8 +180,9 @@ export class Session implements DeliveryTarget {
     const userId = this.userId;
     this.state = { kind: "closed" };
     clearTimeout(this.authTimer);
-    for (const timer of this.conversationRetryTimers.values()) clearTimeout(timer);
-    this.conversationRetryTimers.clear();
+    this.authTimer = undefined;
+    for (const read of this.conversationReads?.values() ?? []) clearTimeout(read.retryTimer);
+    this.conversationReads = undefined;
     this.core.forget(this, userId);
   }
 
@@ -287,6 +292,7 @@ export class Session implements DeliveryTarget {
       this.follow(listed.conversationId, ConversationCursor.reading(listed.afterSeq, this.core.limits.heldEventsPerSessionMax));
     }
     clearTimeout(this.authTimer);
+    this.authTimer = undefined;
     this.core.sessionOpened(this, userId);
     this.core.ephemeral.presence.sessionOpened(userId);
     this.reply({
@@ -377,9 +383,15 @@ export class Session implements DeliveryTarget {
    * unavailable, and the client resumes from its cursors.
    */
   private async readConversation(conversationId: string): Promise<void> {
-    if (this.state.kind !== "open" || this.conversationReads.has(conversationId)) return;
+    if (this.state.kind !== "open") return;
+    const reads = (this.conversationReads ??= new Map());
+    let read = reads.get(conversationId);
+    if (read?.reading === true) return;
+    if (read === undefined) {
+      read = { reading: true, failedReads: 0, retryTimer: undefined };
+      reads.set(conversationId, read);
+    } else read.reading = true;
     const { userId } = this.state;
-    this.conversationReads.add(conversationId);
     try {
       for (let round = 0; ; round++) {
         const cursor = this.state.conversations.get(conversationId);
@@ -412,22 +424,29 @@ export class Session implements DeliveryTarget {
       this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
       this.close("unavailable", "a conversation could not be read");
     } finally {
-      this.conversationReads.delete(conversationId);
+      read.reading = false;
+      // Forgotten unless a read again is scheduled (readConversationLater): its failed reads count on.
+      if (read.retryTimer === undefined && this.conversationReads?.get(conversationId) === read) this.conversationReads.delete(conversationId);
     }
-    this.conversationRetries.delete(conversationId);
   }
 
   /** Reads a conversation again after a jittered, growing delay (its cell did not answer). */
   private readConversationLater(conversationId: string): void {
-    if (this.state.kind !== "open" || this.conversationRetryTimers.has(conversationId)) return;
-    const attempt = this.conversationRetries.get(conversationId) ?? 0;
-    this.conversationRetries.set(conversationId, attempt + 1);
+    if (this.state.kind !== "open") return;
+    const reads = (this.conversationReads ??= new Map());
+    let read = reads.get(conversationId);
+    if (read === undefined) {
+      read = { reading: false, failedReads: 0, retryTimer: undefined };
+      reads.set(conversationId, read);
+    }
+    if (read.retryTimer !== undefined) return;
+    const attempt = read.failedReads++;
     const delayMs = Math.min(conversationRetryDelayMsMax, conversationRetryDelayMsFirst * 2 ** attempt) * (0.5 + Math.random() / 2);
-    const timer = setTimeout(() => {
-      this.conversationRetryTimers.delete(conversationId);
+    const scheduled = read;
+    scheduled.retryTimer = setTimeout(() => {
+      scheduled.retryTimer = undefined;
       void this.readConversation(conversationId);
     }, delayMs);
-    this.conversationRetryTimers.set(conversationId, timer);
   }
 
   /**
