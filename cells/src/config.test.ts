@@ -43,6 +43,8 @@ describe("loadWorkerConfig", () => {
         sendsPendingMax: 4096,
         sendQueueWaitMsMax: 1000,
         memberCacheConversationsMax: 10_000,
+        sendLingerMs: 3,
+        sendBusyWindowMs: 20,
       },
       unknownVariables: [],
     });
@@ -86,6 +88,8 @@ describe("loadWorkerConfig", () => {
       WORKER_SENDS_PENDING_MAX: "128",
       WORKER_SEND_QUEUE_WAIT_MS_MAX: "250",
       WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "5",
+      WORKER_SEND_LINGER_MS: "0",
+      WORKER_SEND_BUSY_WINDOW_MS: "45",
       WORKER_SEND_BATCH_SIZE: "a name of no version",
       WORKER_LEASE_MSS: "typo",
     });
@@ -124,6 +128,8 @@ describe("loadWorkerConfig", () => {
       sendsPendingMax: 128,
       sendQueueWaitMsMax: 250,
       memberCacheConversationsMax: 5,
+      sendLingerMs: 0,
+      sendBusyWindowMs: 45,
     });
     expect(unknownVariables).toEqual(["WORKER_LEASE_MSS", "WORKER_SEND_BATCH_SIZE"]);
   });
