@@ -69,7 +69,9 @@ async function start(port: number): Promise<void> {
   }
   process.stdout.write(`private Postgres with pg_stat_statements at ${url} (data in ${directory}); Ctrl-C stops and removes it\n`);
   const stop = (): void => {
-    server.kill("SIGINT");
+    // runuser passes SIGTERM on to Postgres (a smart shutdown once the benchmark's clients are gone) but not
+    // SIGINT: with SIGINT the server outlived this script and its data directory.
+    server.kill("SIGTERM");
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
