@@ -61,7 +61,17 @@ describe("loadEdgeConfig", () => {
       presenceHeartbeatIntervalMs: 5000,
       presenceTtlMs: 15_000,
       presenceRemoteClaimsMax: 1_000_000,
+      drainMs: 5000,
+      drainGraceMs: 5000,
     });
+  });
+
+  it("reads the drain window and its grace period, 0 included", () => {
+    const { config, unknownVariables } = loadEdgeConfig({ EDGE_DRAIN_MS: "0", EDGE_DRAIN_GRACE_MS: "1500" });
+    expect(unknownVariables).toEqual([]);
+    expect(config).toMatchObject({ drainMs: 0, drainGraceMs: 1500 });
+    expect(configError({ EDGE_DRAIN_MS: "-1" }).message).toContain("EDGE_DRAIN_MS");
+    expect(configError({ EDGE_DRAIN_GRACE_MS: "soon" }).message).toContain("EDGE_DRAIN_GRACE_MS");
   });
 
   it("reads the typing and presence settings", () => {

@@ -75,6 +75,13 @@ export type EdgeConfig = {
   readonly presenceTtlMs: number;
   /** Claims of other edges this edge holds (about the users online elsewhere); past it they read offline here. */
   readonly presenceRemoteClaimsMax: number;
+  /**
+   * On SIGTERM the edge closes its sessions (going_away) spread over this window, so its clients do not
+   * all reconnect to the other edges at once (edge-drain.ts); 0 closes them together.
+   */
+  readonly drainMs: number;
+  /** After the drain window, how long sessions may still take to answer the requests they serve before they are closed regardless. */
+  readonly drainGraceMs: number;
 };
 
 export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; unknownVariables: string[] } {
@@ -129,6 +136,8 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     presenceHeartbeatIntervalMs: reader.integer("EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS", 5000, 50, 300_000),
     presenceTtlMs: reader.integer("EDGE_PRESENCE_TTL_MS", 15_000, 100, 3_600_000),
     presenceRemoteClaimsMax: reader.integer("EDGE_PRESENCE_REMOTE_CLAIMS_MAX", 1_000_000, 1, 100_000_000),
+    drainMs: reader.integer("EDGE_DRAIN_MS", 5000, 0, 300_000),
+    drainGraceMs: reader.integer("EDGE_DRAIN_GRACE_MS", 5000, 0, 300_000),
   };
   if (config.presenceTtlMs < 2 * config.presenceHeartbeatIntervalMs) {
     throw new ConfigError("EDGE_PRESENCE_TTL_MS must be at least twice EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS, so one late heartbeat does not flap presence");

@@ -9,6 +9,7 @@ import type { RequestHandler } from "./request-handler.ts";
 import type { PresenceSource } from "./presence/presence-hub.ts";
 import type { PresenceChange } from "./presence/presence-table.ts";
 import { PresenceWatches } from "./presence/presence-watches.ts";
+import { EdgeDrain, type DrainClock, type DrainOptions, type DrainOutcome } from "./edge-drain.ts";
 import { Session } from "./session.ts";
 import type { TypingService } from "./typing/typing-relay.ts";
 
@@ -69,6 +70,8 @@ export class EdgeCore {
   private readonly sessionsByUser = new Map<string, Session | Set<Session>>();
   private readonly watches = new PresenceWatches<Session>();
   private accepting = true;
+  /** Set while the edge drains: told of every session that closes. */
+  private drain: EdgeDrain<Session> | undefined;
 
   constructor(
     readonly limits: EdgeLimits,
@@ -119,6 +122,7 @@ export class EdgeCore {
   /** The session closed; `userId` is set when it had been welcomed. */
   forget(session: Session, userId: string | undefined): void {
     this.sessions.delete(session);
+    this.drain?.closed(session);
     if (userId === undefined) return;
     const userSessions = this.sessionsByUser.get(userId);
     if (userSessions === session) this.sessionsByUser.delete(userId);
@@ -178,6 +182,19 @@ export class EdgeCore {
    */
   catchUpAll(): void {
     for (const session of this.sessions) session.catchUpEverything();
+  }
+
+  /**
+   * The edge is stopping: new sessions are refused from now on, and the open ones are closed with
+   * going_away spread over options.drainMs, each once its requests are answered (edge-drain.ts).
+   * Resolves when every session has closed, at the latest options.graceMs after the window.
+   */
+  async drainSessions(options: DrainOptions, clock: DrainClock): Promise<DrainOutcome> {
+    this.accepting = false;
+    if (this.drain !== undefined) throw new Error("the edge is already draining");
+    const drain = new EdgeDrain<Session>(options, clock);
+    this.drain = drain;
+    return drain.run([...this.sessions]);
   }
 
   /** Closes every session with going_away; new sessions are refused from now on. */

@@ -136,8 +136,24 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     port: server.port,
     stop: async () => {
       stopping = true;
+      // New connections are refused by the kernel from here on, so clients go to another edge at once.
       server.stopListening();
-      // Goodbye first: other edges drop this edge's claims at once instead of one offline per user.
+      // The sessions leave over the drain window, each once its requests are answered; the edge keeps
+      // serving them (and claiming their users' presence) until then.
+      const drained = await core.drainSessions(
+        { drainMs: config.drainMs, graceMs: config.drainGraceMs },
+        {
+          monotonicNowMs: () => systemClock.monotonicNowMs(),
+          random: Math.random,
+          setTimer: (callback, delayMs) => {
+            const timer = setTimeout(callback, delayMs);
+            return () => clearTimeout(timer);
+          },
+        },
+      );
+      const cutOff = drained.closedAtGrace === 0 ? "" : `, ${drained.closedAtGrace} of them closed at the grace period's end with requests unanswered`;
+      logger.info(`drained ${drained.sessions} sessions in ${Math.round(drained.durationMs)} ms${cutOff}`);
+      // Goodbye: other edges drop whatever claims of this edge remain at once.
       presence.stop();
       core.closeAll();
       directoryChanges.unsubscribe();

@@ -9,7 +9,8 @@ try {
   const { config, unknownVariables } = loadEdgeConfig(process.env);
   if (unknownVariables.length > 0) logger.warn(`unknown settings ignored: ${unknownVariables.join(", ")}`);
   const edge = await startEdge(config, logger);
-  onShutdown(() => edge.stop(), logger);
+  // The process exits once drained; past the drain window, its grace and 5 s for NATS, it is forced to.
+  onShutdown(() => edge.stop(), logger, config.drainMs + config.drainGraceMs + 5000);
   tellLauncher({ type: "ready", processName, port: edge.port });
 } catch (error) {
   failStart(processName, logger, error);

@@ -22,6 +22,7 @@ import type { DeliveryTarget } from "./delivery-hub.ts";
 import type { EdgeCore, SessionTransport } from "./edge-core.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
 import type { RequestContext } from "./request-handler.ts";
+import type { DrainTarget } from "./edge-drain.ts";
 import { MailboxCursor } from "./mailbox-cursor.ts";
 import { TypingRateLimiter } from "./typing/typing-rate-limiter.ts";
 import type { TypingIndicator } from "./typing/typing-relay.ts";
@@ -61,10 +62,12 @@ const conversationRetryDelayMsMax = 30_000;
 /** A conversation read by a session: whether a read runs now, the reads that failed so far, the next one's timer. */
 type ConversationRead = { reading: boolean; failedReads: number; retryTimer: ReturnType<typeof setTimeout> | undefined };
 
-export class Session implements DeliveryTarget {
+export class Session implements DeliveryTarget, DrainTarget {
   readonly sessionId = randomUUID();
   private state: SessionState = { kind: "awaiting_hello" };
   private requestsInFlight = 0;
+  /** The edge is draining and this session's moment came: it closes once its last request is answered. */
+  private closeWhenIdleRequested = false;
   private syncRunning = false;
   /**
    * Conversations whose log this session is reading now or will read again (their cell did not answer).
@@ -135,6 +138,8 @@ export class Session implements DeliveryTarget {
       .finally(() => {
         this.requestsInFlight--;
         this.core.requestsInFlight--;
+        // After the reply above: a draining edge never cuts a request off (edge-drain.ts).
+        if (this.closeWhenIdleRequested && this.requestsInFlight === 0) this.closeNow();
       });
   }
 
@@ -226,6 +231,21 @@ export class Session implements DeliveryTarget {
     for (const [conversationId, cursor] of this.state.conversations) {
       if (this.core.handler.cachedConversationHome(conversationId) === cellId && cursor.requestSync()) void this.readConversation(conversationId);
     }
+  }
+
+  /**
+   * The edge drains (edge-drain.ts): close with going_away once every request this session is serving is
+   * answered. Requests that arrive meanwhile are served too (the client has not seen the close yet, and
+   * refusing them would only make it send them again elsewhere); the drain's grace period bounds the wait.
+   */
+  closeWhenIdle(): void {
+    if (this.state.kind === "closed") return;
+    this.closeWhenIdleRequested = true;
+    if (this.requestsInFlight === 0) this.closeNow();
+  }
+
+  closeNow(): void {
+    this.close("going_away", "the edge is restarting; reconnect to another edge");
   }
 
   close(reason: CloseReason, detail: string): void {
