@@ -79,7 +79,8 @@ export class Topology {
 
   /**
    * Starts again a process that exited (after a kill in a chaos test or a benchmark), with the same
-   * environment; resolves once it is ready.
+   * environment; resolves once it is ready. An edge comes back on the port it had (even one started on
+   * port 0), so the edge URLs clients hold reach it again, as they would a restarted edge in production.
    */
   async respawn(processName: string): Promise<void> {
     const index = this.children.findIndex((candidate) => candidate.processName === processName);
@@ -87,7 +88,9 @@ export class Topology {
     if (previous === undefined) throw new Error(`no process named ${processName}`);
     if (previous.child.exitCode === null && previous.child.signalCode === null) throw new Error(`${processName} is still running`);
     this.children.splice(index, 1);
-    await this.spawn(processName, previous.entry, previous.environment);
+    const edge = this.edges.find((address) => `cellwire-edge-${address.edgeId}` === processName);
+    const environment = edge === undefined ? previous.environment : { ...previous.environment, EDGE_PORT: String(edge.port) };
+    await this.spawn(processName, previous.entry, environment);
   }
 
   /** Starts one more worker in a cell at runtime (named after the cell's highest worker number + 1). */
