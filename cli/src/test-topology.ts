@@ -65,7 +65,16 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
       edgePorts: Array.from({ length: options.edgeCount ?? 2 }, () => 0),
       edgeHost: "127.0.0.1",
       ...(options.webDirectory === undefined ? {} : { webDirectory: options.webDirectory }),
-      extraEnvironment: { WORKER_LEASE_MS: "2000", WORKER_HEARTBEAT_INTERVAL_MS: "500", EDGE_LEASE_MS: "2000", ...options.extraEnvironment },
+      // A short edge drain: a test that stops its topology with clients still connected should not wait
+      // the production window (5 s) for them; the edge drain test sets its own.
+      extraEnvironment: {
+        WORKER_LEASE_MS: "2000",
+        WORKER_HEARTBEAT_INTERVAL_MS: "500",
+        EDGE_LEASE_MS: "2000",
+        EDGE_DRAIN_MS: "500",
+        EDGE_DRAIN_GRACE_MS: "1000",
+        ...options.extraEnvironment,
+      },
       onOutput: (processName, line) => {
         output.push(`[${processName}] ${line}`);
         if (output.length > outputLinesMax) output.shift();
