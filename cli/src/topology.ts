@@ -158,8 +158,12 @@ export class Topology {
     }
   }
 
-  /** SIGTERM to every child (edges first, so clients leave before their cells do), SIGKILL past the deadline. */
-  async stop(deadlineMs = 10_000): Promise<void> {
+  /**
+   * SIGTERM to every child (edges first, so clients leave before their cells do), SIGKILL past the
+   * deadline: above an edge's default drain (EDGE_DRAIN_MS + EDGE_DRAIN_GRACE_MS + 5 s, docs/decisions/0013),
+   * so `npm start` stopped with clients connected lets its edges drain.
+   */
+  async stop(deadlineMs = 20_000): Promise<void> {
     this.stopping = true;
     const order = [...this.children].reverse();
     for (const { child } of order) if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
