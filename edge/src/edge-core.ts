@@ -64,7 +64,11 @@ export type EphemeralServices = {
 export class EdgeCore {
   /** Requests of all sessions being served (the sessions count them; EdgeLimits.requestsInFlightMax bounds them). */
   requestsInFlight = 0;
+  /** Hellos refused with too_many_sessions since start (reported by /healthz). */
+  tooManySessionsRefusals = 0;
   private readonly sessions = new Set<Session>();
+  /** Sessions welcomed and not yet closed; the others are still authenticating (the admission budget). */
+  private welcomedSessionCount = 0;
   /** Welcomed sessions by user, for the moves of a user's mailbox. */
   private readonly sessionsByUser = new Map<string, Session | Set<Session>>();
   private readonly watches = new PresenceWatches<Session>();
@@ -92,6 +96,11 @@ export class EdgeCore {
     return this.sessions.size;
   }
 
+  /** Sessions that have not been welcomed: waiting for a hello, or being verified. */
+  get unauthenticatedSessionCount(): number {
+    return this.sessions.size - this.welcomedSessionCount;
+  }
+
   /** Returns undefined (and closes the transport) when the edge is full or stopping. */
   openSession(transport: SessionTransport): Session | undefined {
     if (!this.accepting) {
@@ -109,6 +118,7 @@ export class EdgeCore {
 
   /** The session was welcomed. */
   sessionOpened(session: Session, userId: string): void {
+    this.welcomedSessionCount++;
     // A user's only session is kept as itself, a Set from the second on: most users have one device online.
     const sessions = this.sessionsByUser.get(userId);
     if (sessions === undefined) this.sessionsByUser.set(userId, session);
@@ -120,6 +130,7 @@ export class EdgeCore {
   forget(session: Session, userId: string | undefined): void {
     this.sessions.delete(session);
     if (userId === undefined) return;
+    this.welcomedSessionCount--;
     const userSessions = this.sessionsByUser.get(userId);
     if (userSessions === session) this.sessionsByUser.delete(userId);
     else if (userSessions instanceof Set) {
