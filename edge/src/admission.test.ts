@@ -1,7 +1,7 @@
 // Admission at the door, without a socket: the Origin allowlist, the client address behind trusted
 // proxies, the sockets per address and the unauthenticated budget, and the refusal counters.
 import { describe, expect, it } from "vitest";
-import { Admission, isLoopbackHost, parseAllowedOrigin, parseTrustedProxy, type AdmissionOptions, type UpgradeRequest } from "./admission.ts";
+import { Admission, canonicalAddress, isLoopbackHost, parseAllowedOrigin, parseTrustedProxy, type AdmissionOptions, type UpgradeRequest } from "./admission.ts";
 
 const jwksDefaults: AdmissionOptions = {
   allowedOrigins: [],
@@ -77,10 +77,20 @@ describe("sockets per client address", () => {
     expect(door.connectionsFrom("203.0.113.5")).toBe(0);
   });
 
-  it("counts an IPv4 client of a dual-stack socket under its IPv4 address", () => {
+  it("counts an IPv4 client of a dual-stack socket under its IPv4 address, as uWS spells it", () => {
     const door = admission({ connectionsPerAddressMax: 1 });
     door.connected("203.0.113.5");
     expect(door.decide(request({ peerAddress: "::ffff:203.0.113.5" }))).toMatchObject({ admitted: false, clientAddress: "203.0.113.5" });
+    // What uWS's getRemoteAddressAsText gives for 127.0.0.1 on a socket listening on "::".
+    expect(door.decide(request({ peerAddress: "0000:0000:0000:0000:0000:ffff:cb00:7105" }))).toMatchObject({ admitted: false, clientAddress: "203.0.113.5" });
+  });
+
+  it("counts one IPv6 client under one key, however its address is written", () => {
+    const door = admission({ connectionsPerAddressMax: 1 });
+    const decision = door.decide(request({ peerAddress: "2001:0DB8:0000:0000:0000:0000:0000:0005" }));
+    expect(decision).toEqual({ admitted: true, clientAddress: "2001:db8::5" });
+    door.connected(decision.clientAddress);
+    expect(door.decide(request({ peerAddress: "2001:db8::5" })).admitted).toBe(false);
   });
 });
 
@@ -144,8 +154,17 @@ describe("parsing the settings", () => {
     for (const bad of ["10.0.0.0/33", "fd00::/129", "10.0.0.0/x", "proxy", "10.0.0.0/8/1", ""]) expect(parseTrustedProxy(bad), bad).toBeUndefined();
   });
 
+  it("writes each address one way", () => {
+    expect(canonicalAddress("0000:0000:0000:0000:0000:0000:0000:0001")).toBe("::1");
+    expect(canonicalAddress("0000:0000:0000:0000:0000:ffff:7f00:0001")).toBe("127.0.0.1");
+    expect(canonicalAddress("::ffff:10.1.2.3")).toBe("10.1.2.3");
+    expect(canonicalAddress("FD00::0001")).toBe("fd00::1");
+    expect(canonicalAddress("198.51.100.1")).toBe("198.51.100.1");
+    expect(canonicalAddress("unknown")).toBe("unknown");
+  });
+
   it("knows loopback hosts", () => {
-    for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "::ffff:127.0.0.1"]) expect(isLoopbackHost(host), host).toBe(true);
+    for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "::ffff:127.0.0.1", "0000:0000:0000:0000:0000:0000:0000:0001"]) expect(isLoopbackHost(host), host).toBe(true);
     for (const host of ["0.0.0.0", "::", "10.0.0.1", "example.com", "localhost.example.com"]) expect(isLoopbackHost(host), host).toBe(false);
   });
 });

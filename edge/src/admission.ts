@@ -57,14 +57,32 @@ export function parseTrustedProxy(text: string): string | undefined {
 export function isLoopbackHost(host: string): boolean {
   const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
   if (bare === "localhost" || bare.endsWith(".localhost")) return true;
-  const address = withoutMappedPrefix(bare.toLowerCase());
+  const address = canonicalAddress(bare);
   if (isIP(address) === 4) return address.startsWith("127.");
-  return address === "::1" || address === "0:0:0:0:0:0:0:1";
+  return address === "::1";
 }
 
-/** IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; counted under a.b.c.d. */
-function withoutMappedPrefix(address: string): string {
-  return address.startsWith("::ffff:") && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+/**
+ * One spelling per address, so that one client is counted under one key: uWS writes IPv6 peers in full
+ * (0000:…:0001), X-Forwarded-For may compress them, and an IPv4 client of a dual-stack socket appears as
+ * an IPv4-mapped IPv6 address (::ffff:7f00:1), counted under its IPv4 address. Text that is no address
+ * comes back unchanged.
+ */
+export function canonicalAddress(text: string): string {
+  const family = isIP(text);
+  if (family === 4) return text;
+  if (family === 0) return text;
+  let compressed: string;
+  try {
+    compressed = new URL(`http://[${text}]`).hostname.slice(1, -1);
+  } catch {
+    return text;
+  }
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(compressed);
+  if (mapped === null) return compressed;
+  const high = Number.parseInt(mapped[1] ?? "0", 16);
+  const low = Number.parseInt(mapped[2] ?? "0", 16);
+  return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
 }
 
 export class Admission {
@@ -137,13 +155,13 @@ export class Admission {
    * that is not itself a trusted proxy (entries further left were written by the client and prove nothing).
    */
   private clientAddressOf(request: UpgradeRequest): string {
-    const peer = withoutMappedPrefix(request.peerAddress.toLowerCase());
+    const peer = canonicalAddress(request.peerAddress);
     const proxies = this.trustedProxies;
     if (proxies === undefined || request.forwardedFor === "" || !isTrusted(proxies, peer)) return peer;
     const hops = request.forwardedFor.split(",");
     let nearest = peer;
     for (let index = hops.length - 1; index >= 0; index--) {
-      const hop = withoutMappedPrefix((hops[index] ?? "").trim().toLowerCase());
+      const hop = canonicalAddress((hops[index] ?? "").trim());
       if (isIP(hop) === 0) return nearest;
       nearest = hop;
       if (!isTrusted(proxies, hop)) return hop;

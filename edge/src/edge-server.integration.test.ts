@@ -341,7 +341,7 @@ function upgradeStatus(port: number, headers: Record<string, string> = {}): Prom
 
 describe("admission at the upgrade", () => {
   /** A server of its own with these admission settings; stopped after the test. */
-  async function admittingServer(options: Partial<AdmissionOptions>): Promise<{ port: number; edge: FakeEdge; admission: Admission; health(): Promise<Record<string, unknown>> }> {
+  async function admittingServer(options: Partial<AdmissionOptions>, host = "127.0.0.1"): Promise<{ port: number; edge: FakeEdge; admission: Admission; health(): Promise<Record<string, unknown>> }> {
     const admittingEdge = fakeEdge();
     const admission = new Admission(
       { allowedOrigins: [], loopbackOriginsAllowed: false, connectionsPerAddressMax: 100, unauthenticatedMax: 1000, trustedProxies: [], ...options },
@@ -350,7 +350,7 @@ describe("admission at the upgrade", () => {
     const running = await startServer(
       loadNativeUws(),
       admittingEdge.core,
-      { host: "127.0.0.1", port: 0, idleTimeoutMs: 120_000, sendBufferBytesMax: 1024 * 1024, isReady: () => true, admission },
+      { host, port: 0, idleTimeoutMs: 120_000, sendBufferBytesMax: 1024 * 1024, isReady: () => true, admission },
       { signToken: undefined, webDirectory: undefined },
     );
     stops.push(() => {
@@ -415,6 +415,14 @@ describe("admission at the upgrade", () => {
     expect(await upgradeStatus(door.port)).toBe(101);
     expect(await door.health()).toMatchObject({ refusals: { too_many_connections_from_address: 2 } });
     second.close();
+  });
+
+  it("counts an IPv4 client of a dual-stack listener under its IPv4 address (uWS spells it as IPv6 in full)", async () => {
+    const door = await admittingServer({ connectionsPerAddressMax: 1 }, "::");
+    const first = await TestSocket.open(`ws://127.0.0.1:${door.port}/ws`);
+    await vi.waitFor(() => expect(door.admission.connectionsFrom("127.0.0.1")).toBe(1), { timeout: waitDeadlineMs });
+    expect(await upgradeStatus(door.port)).toBe(429);
+    first.close();
   });
 
   it("counts the client a trusted proxy names in X-Forwarded-For, not the proxy", async () => {
