@@ -44,6 +44,18 @@ type Child = {
   readonly environment: Record<string, string>;
 };
 
+/**
+ * What every edge of a local topology runs with, unless extraEnvironment says otherwise. It is a dev rig
+ * (`npm start`, the tests, the benchmarks sign dev tokens), so dev mode is asked for here explicitly; and
+ * a load-test rig whose clients all come from 127.0.0.1, so the per-address limit and the unauthenticated
+ * budget (a wave of 10,000 connects in the connections benchmark) are lifted above any session count.
+ */
+export const localEdgeEnvironment: Readonly<Record<string, string>> = {
+  EDGE_AUTH_MODE: "dev",
+  EDGE_CONNECTIONS_PER_ADDRESS_MAX: "100000",
+  EDGE_UNAUTHENTICATED_MAX: "100000",
+};
+
 export class TopologyStartError extends Error {
   override readonly name = "TopologyStartError";
 }
@@ -140,6 +152,8 @@ export class Topology {
       const ports = await Promise.all(
         this.options.edgePorts.map((port, index) =>
           this.spawn(`cellwire-edge-${index + 1}`, "@cellwire/edge/main", {
+            ...localEdgeEnvironment,
+            ...this.options.extraEnvironment,
             EDGE_ID: String(index + 1),
             EDGE_PORT: String(port),
             EDGE_HOST: this.options.edgeHost,

@@ -10,6 +10,9 @@ const jwksFileMode = {
   EDGE_JWT_AUDIENCE: "cellwire",
 } as const satisfies Environment;
 
+/** Dev mode is asked for, never fallen into: the settings below were the defaults' before it was opt-in. */
+const devMode = { EDGE_AUTH_MODE: "dev" } as const satisfies Environment;
+
 function configError(environment: Environment): ConfigError {
   try {
     loadEdgeConfig(environment);
@@ -21,16 +24,18 @@ function configError(environment: Environment): ConfigError {
 }
 
 describe("loadEdgeConfig", () => {
-  it("fills every field with its documented default from an empty environment", () => {
-    const { config, unknownVariables } = loadEdgeConfig({});
+  it("fills every field with its documented default in jwks mode, the mode of an edge that names none", () => {
+    const { config, unknownVariables, warnings } = loadEdgeConfig(jwksFileMode);
     expect(unknownVariables).toEqual([]);
+    expect(warnings).toEqual([]);
     expect(config).toEqual({
       namespace: "cellwire",
       natsServers: ["127.0.0.1:4222"],
       edgeId: "1",
       host: "127.0.0.1",
       port: 8080,
-      auth: { mode: "dev", devKeyDirectory: defaultDevKeyDirectory },
+      auth: { mode: "jwks", jwksUrl: undefined, jwksFile: "/etc/cellwire/jwks.json", issuer: "https://issuer.example", audience: "cellwire" },
+      admission: { allowedOrigins: [], loopbackOriginsAllowed: false, connectionsPerAddressMax: 100, unauthenticatedMax: 1000, trustedProxies: [] },
       authTimeoutMs: 5000,
       heartbeatIntervalMs: 25_000,
       idleTimeoutMs: 120_000,
@@ -67,15 +72,79 @@ describe("loadEdgeConfig", () => {
   });
 
   it("reads the drain window and its grace period, 0 included", () => {
-    const { config, unknownVariables } = loadEdgeConfig({ EDGE_DRAIN_MS: "0", EDGE_DRAIN_GRACE_MS: "1500" });
+    const { config, unknownVariables } = loadEdgeConfig({ ...devMode, EDGE_DRAIN_MS: "0", EDGE_DRAIN_GRACE_MS: "1500" });
     expect(unknownVariables).toEqual([]);
     expect(config).toMatchObject({ drainMs: 0, drainGraceMs: 1500 });
-    expect(configError({ EDGE_DRAIN_MS: "-1" }).message).toContain("EDGE_DRAIN_MS");
-    expect(configError({ EDGE_DRAIN_GRACE_MS: "soon" }).message).toContain("EDGE_DRAIN_GRACE_MS");
+    expect(configError({ ...devMode, EDGE_DRAIN_MS: "-1" }).message).toContain("EDGE_DRAIN_MS");
+    expect(configError({ ...devMode, EDGE_DRAIN_GRACE_MS: "soon" }).message).toContain("EDGE_DRAIN_GRACE_MS");
+  });
+
+  it("refuses to start with no settings at all: jwks is the default, and the message names what to set", () => {
+    const message = configError({}).message;
+    expect(message).toMatch(/EDGE_AUTH_MODE is jwks unless set/);
+    for (const name of ["EDGE_JWKS_URL", "EDGE_JWKS_FILE", "EDGE_JWT_ISSUER", "EDGE_JWT_AUDIENCE", "EDGE_AUTH_MODE=dev"]) expect(message).toContain(name);
+  });
+
+  it("runs dev mode only when EDGE_AUTH_MODE=dev asks for it, on loopback, with loopback origins allowed", () => {
+    const { config, unknownVariables, warnings } = loadEdgeConfig(devMode);
+    expect(unknownVariables).toEqual([]);
+    expect(warnings).toEqual([]);
+    expect(config.auth).toEqual({ mode: "dev", devKeyDirectory: defaultDevKeyDirectory });
+    expect(config.host).toBe("127.0.0.1");
+    expect(config.admission).toEqual({ allowedOrigins: [], loopbackOriginsAllowed: true, connectionsPerAddressMax: 100, unauthenticatedMax: 1000, trustedProxies: [] });
+  });
+
+  it("refuses dev mode outright with NODE_ENV=production, and accepts jwks mode there", () => {
+    expect(configError({ ...devMode, NODE_ENV: "production" }).message).toMatch(/EDGE_AUTH_MODE=dev is refused with NODE_ENV=production/);
+    expect(loadEdgeConfig({ ...jwksFileMode, NODE_ENV: "production" }).config.auth.mode).toBe("jwks");
+    expect(loadEdgeConfig({ ...devMode, NODE_ENV: "development" }).config.auth.mode).toBe("dev");
+  });
+
+  it("warns loudly when dev mode listens beyond loopback, and only then", () => {
+    for (const host of ["0.0.0.0", "::", "192.168.1.10"]) {
+      const { warnings } = loadEdgeConfig({ ...devMode, EDGE_HOST: host });
+      expect(warnings, host).toHaveLength(1);
+      expect(warnings[0], host).toMatch(/^DEV MODE ON A NON-LOOPBACK ADDRESS/);
+      expect(warnings[0], host).toContain(host);
+    }
+    for (const host of ["127.0.0.1", "127.0.0.2", "::1", "localhost"]) expect(loadEdgeConfig({ ...devMode, EDGE_HOST: host }).warnings, host).toEqual([]);
+    expect(loadEdgeConfig({ ...jwksFileMode, EDGE_HOST: "0.0.0.0" }).warnings).toEqual([]);
+  });
+
+  it("reads the admission settings; a list of origins replaces dev mode's loopback default", () => {
+    const { config, unknownVariables } = loadEdgeConfig({
+      ...devMode,
+      EDGE_ALLOWED_ORIGINS: " https://App.Example.com , http://localhost:3000,",
+      EDGE_CONNECTIONS_PER_ADDRESS_MAX: "20",
+      EDGE_UNAUTHENTICATED_MAX: "50",
+      EDGE_TRUSTED_PROXIES: "10.0.0.0/8, 192.168.1.7,fd00::/8",
+    });
+    expect(unknownVariables).toEqual([]);
+    expect(config.admission).toEqual({
+      allowedOrigins: ["https://app.example.com", "http://localhost:3000"],
+      loopbackOriginsAllowed: false,
+      connectionsPerAddressMax: 20,
+      unauthenticatedMax: 50,
+      trustedProxies: ["10.0.0.0/8", "192.168.1.7", "fd00::/8"],
+    });
+    expect(loadEdgeConfig({ ...jwksFileMode, EDGE_ALLOWED_ORIGINS: "*" }).config.admission.allowedOrigins).toEqual(["*"]);
+  });
+
+  it.each([
+    ["EDGE_ALLOWED_ORIGINS", "app.example.com"],
+    ["EDGE_ALLOWED_ORIGINS", "https://app.example.com/path"],
+    ["EDGE_ALLOWED_ORIGINS", "ftp://app.example.com"],
+    ["EDGE_TRUSTED_PROXIES", "10.0.0.0/33"],
+    ["EDGE_TRUSTED_PROXIES", "proxy.internal"],
+    ["EDGE_CONNECTIONS_PER_ADDRESS_MAX", "0"],
+    ["EDGE_UNAUTHENTICATED_MAX", "0"],
+  ])("refuses the admission setting %s=%j, naming the variable", (name, value) => {
+    expect(configError({ ...jwksFileMode, [name]: value }).message).toContain(name);
   });
 
   it("reads the typing and presence settings", () => {
     const { config, unknownVariables } = loadEdgeConfig({
+      ...devMode,
       EDGE_TYPING_EXPIRES_IN_MS: "3000",
       EDGE_TYPING_INTERVAL_MS: "500",
       EDGE_TYPING_CONVERSATIONS_PER_SESSION_MAX: "2",
@@ -100,6 +169,7 @@ describe("loadEdgeConfig", () => {
 
   it("reads the bounds on conversation cursors and log reads, and on requests across the edge", () => {
     const { config, unknownVariables } = loadEdgeConfig({
+      ...devMode,
       EDGE_CONVERSATIONS_PER_SESSION_MAX: "50",
       EDGE_CONVERSATION_READS_PER_SESSION_MAX: "2",
       EDGE_CONVERSATION_READS_IN_FLIGHT_MAX: "16",
@@ -117,14 +187,15 @@ describe("loadEdgeConfig", () => {
   });
 
   it("refuses a presence TTL under two heartbeats, and typing that lapses before it may be refreshed", () => {
-    expect(configError({ EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "1999" }).message).toContain("EDGE_PRESENCE_TTL_MS");
-    expect(loadEdgeConfig({ EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "2000" }).config.presenceTtlMs).toBe(2000);
-    expect(configError({ EDGE_TYPING_EXPIRES_IN_MS: "1000", EDGE_TYPING_INTERVAL_MS: "1000" }).message).toContain("EDGE_TYPING_EXPIRES_IN_MS");
-    expect(configError({ EDGE_TYPING_EXPIRES_IN_MS: "60001" }).message).toContain("EDGE_TYPING_EXPIRES_IN_MS");
+    expect(configError({ ...devMode, EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "1999" }).message).toContain("EDGE_PRESENCE_TTL_MS");
+    expect(loadEdgeConfig({ ...devMode, EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "2000" }).config.presenceTtlMs).toBe(2000);
+    expect(configError({ ...devMode, EDGE_TYPING_EXPIRES_IN_MS: "1000", EDGE_TYPING_INTERVAL_MS: "1000" }).message).toContain("EDGE_TYPING_EXPIRES_IN_MS");
+    expect(configError({ ...devMode, EDGE_TYPING_EXPIRES_IN_MS: "60001" }).message).toContain("EDGE_TYPING_EXPIRES_IN_MS");
   });
 
   it("reads overrides, the shared variables included", () => {
     const { config } = loadEdgeConfig({
+      ...devMode,
       CELLWIRE_NAMESPACE: "t_edge",
       CELLWIRE_NATS_SERVERS: " 10.0.0.1:4222 , ,10.0.0.2:4222",
       EDGE_ID: "2",
@@ -199,20 +270,21 @@ describe("loadEdgeConfig", () => {
     ["EDGE_REQUESTS_IN_FLIGHT_MAX", "0"],
     ["EDGE_OVERLOADED_RETRY_AFTER_MS", "60001"],
   ])("refuses %s=%j, naming the variable", (name, value) => {
-    expect(configError({ [name]: value }).message).toContain(name);
+    expect(configError({ ...devMode, [name]: value }).message).toContain(name);
   });
 
   it("refuses a namespace or an edge id that could not name a subject or a process", () => {
-    expect(configError({ CELLWIRE_NAMESPACE: "Bad.Namespace" }).message).toContain("CELLWIRE_NAMESPACE");
-    expect(configError({ EDGE_ID: "edge one" }).message).toContain("EDGE_ID");
+    expect(configError({ ...devMode, CELLWIRE_NAMESPACE: "Bad.Namespace" }).message).toContain("CELLWIRE_NAMESPACE");
+    expect(configError({ ...devMode, EDGE_ID: "edge one" }).message).toContain("EDGE_ID");
   });
 
   it("refuses a NATS server list with no server in it", () => {
-    expect(configError({ CELLWIRE_NATS_SERVERS: " , " }).message).toContain("CELLWIRE_NATS_SERVERS");
+    expect(configError({ ...devMode, CELLWIRE_NATS_SERVERS: " , " }).message).toContain("CELLWIRE_NATS_SERVERS");
   });
 
   it("reports unknown EDGE_ variables (likely typos) and ignores everything else", () => {
     const { unknownVariables } = loadEdgeConfig({
+      ...devMode,
       EDGE_PROT: "8081",
       EDGE_SESIONS_MAX: "10",
       EDGE_PORT: "8081",
@@ -223,7 +295,7 @@ describe("loadEdgeConfig", () => {
   });
 
   it("reports the settings of the other auth mode, which would be silently ignored", () => {
-    expect(loadEdgeConfig({ EDGE_JWKS_FILE: "/etc/jwks.json" }).unknownVariables).toEqual(["EDGE_JWKS_FILE"]);
+    expect(loadEdgeConfig({ ...devMode, EDGE_JWKS_FILE: "/etc/jwks.json" }).unknownVariables).toEqual(["EDGE_JWKS_FILE"]);
     expect(loadEdgeConfig({ ...jwksFileMode, EDGE_DEV_KEY_DIR: "/tmp/keys" }).unknownVariables).toEqual(["EDGE_DEV_KEY_DIR"]);
   });
 });

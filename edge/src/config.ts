@@ -3,6 +3,7 @@
 import { EnvironmentReader, ConfigError, type Environment } from "@cellwire/cluster";
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
+import { isLoopbackHost, parseAllowedOrigin, parseTrustedProxy } from "./admission.ts";
 
 export type EdgeAuthConfig =
   | { readonly mode: "dev"; readonly devKeyDirectory: string }
@@ -14,6 +15,23 @@ export type EdgeAuthConfig =
       readonly audience: string;
     };
 
+/** Who may open a socket, checked at the WebSocket upgrade (admission.ts). */
+export type EdgeAdmissionConfig = {
+  /**
+   * Browser origins allowed to open a socket (`*` for any); a request without an Origin header (an SDK
+   * outside a browser) is always allowed, since only browsers send one and anything else can forge it.
+   */
+  readonly allowedOrigins: readonly string[];
+  /** Dev mode without EDGE_ALLOWED_ORIGINS: pages served from loopback (and the edge's own page) may connect. */
+  readonly loopbackOriginsAllowed: boolean;
+  /** Sockets from one client address on this edge, authenticated or not; past it HTTP 429 at upgrade. */
+  readonly connectionsPerAddressMax: number;
+  /** Sockets on this edge that have not been welcomed yet; past it HTTP 503 at upgrade. */
+  readonly unauthenticatedMax: number;
+  /** Peers (addresses or CIDR blocks) whose X-Forwarded-For names the client; nobody else's is read. */
+  readonly trustedProxies: readonly string[];
+};
+
 export type EdgeConfig = {
   readonly namespace: string;
   readonly natsServers: string[];
@@ -22,6 +40,7 @@ export type EdgeConfig = {
   /** 0 picks a free port (tests); the chosen one is reported to the launcher. */
   readonly port: number;
   readonly auth: EdgeAuthConfig;
+  readonly admission: EdgeAdmissionConfig;
   readonly authTimeoutMs: number;
   /** Advertised in welcome: how often a client should ping. */
   readonly heartbeatIntervalMs: number;
@@ -84,21 +103,44 @@ export type EdgeConfig = {
   readonly drainGraceMs: number;
 };
 
-export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; unknownVariables: string[] } {
+/**
+ * Said when jwks mode (the default) lacks its settings: an edge that verifies nothing must be asked for,
+ * never fallen into.
+ */
+const jwksSettingsHint =
+  "EDGE_AUTH_MODE is jwks unless set: give exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE, and EDGE_JWT_ISSUER and EDGE_JWT_AUDIENCE " +
+  "(or set EDGE_AUTH_MODE=dev for local development only: it signs a token for any user)";
+
+export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; unknownVariables: string[]; warnings: string[] } {
   const reader = new EnvironmentReader(environment, ["EDGE_"]);
-  const mode = reader.oneOf("EDGE_AUTH_MODE", "dev", ["dev", "jwks"]);
+  const warnings: string[] = [];
+  const mode = reader.oneOf("EDGE_AUTH_MODE", "jwks", ["dev", "jwks"]);
   let auth: EdgeAuthConfig;
   if (mode === "dev") {
+    // NODE_ENV is not ours, but a production image sets it (Dockerfile): dev mode there is a mistake.
+    if (environment["NODE_ENV"] === "production") {
+      throw new ConfigError("EDGE_AUTH_MODE=dev is refused with NODE_ENV=production: dev mode signs a token for any user; use EDGE_AUTH_MODE=jwks");
+    }
     auth = { mode, devKeyDirectory: reader.string("EDGE_DEV_KEY_DIR", defaultDevKeyDirectory) };
   } else {
     const jwksUrl = reader.optionalString("EDGE_JWKS_URL");
     const jwksFile = reader.optionalString("EDGE_JWKS_FILE");
     const issuer = reader.optionalString("EDGE_JWT_ISSUER");
     const audience = reader.optionalString("EDGE_JWT_AUDIENCE");
-    if ((jwksUrl === undefined) === (jwksFile === undefined)) throw new ConfigError("EDGE_AUTH_MODE=jwks needs exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE");
-    if (issuer === undefined || audience === undefined) throw new ConfigError("EDGE_AUTH_MODE=jwks needs EDGE_JWT_ISSUER and EDGE_JWT_AUDIENCE");
+    if ((jwksUrl === undefined) === (jwksFile === undefined)) throw new ConfigError(`exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE is needed. ${jwksSettingsHint}`);
+    if (issuer === undefined || audience === undefined) throw new ConfigError(`EDGE_JWT_ISSUER and EDGE_JWT_AUDIENCE are needed. ${jwksSettingsHint}`);
     auth = { mode, jwksUrl, jwksFile, issuer, audience };
   }
+  const allowedOriginsText = reader.optionalString("EDGE_ALLOWED_ORIGINS");
+  const trustedProxiesText = reader.optionalString("EDGE_TRUSTED_PROXIES");
+  const admission: EdgeAdmissionConfig = {
+    allowedOrigins: listOf(allowedOriginsText).map((origin) => parseListed("EDGE_ALLOWED_ORIGINS", origin, parseAllowedOrigin)),
+    // A list replaces the default, in both modes: what is listed is all that is allowed.
+    loopbackOriginsAllowed: mode === "dev" && allowedOriginsText === undefined,
+    connectionsPerAddressMax: reader.integer("EDGE_CONNECTIONS_PER_ADDRESS_MAX", 100, 1, 1_000_000),
+    unauthenticatedMax: reader.integer("EDGE_UNAUTHENTICATED_MAX", 1000, 1, 1_000_000),
+    trustedProxies: listOf(trustedProxiesText).map((proxy) => parseListed("EDGE_TRUSTED_PROXIES", proxy, parseTrustedProxy)),
+  };
   const config: EdgeConfig = {
     namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
     natsServers: reader.string("CELLWIRE_NATS_SERVERS", "127.0.0.1:4222").split(",").map((server) => server.trim()).filter((server) => server !== ""),
@@ -106,6 +148,7 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     host: reader.string("EDGE_HOST", "127.0.0.1"),
     port: reader.integer("EDGE_PORT", 8080, 0, 65535),
     auth,
+    admission,
     authTimeoutMs: reader.integer("EDGE_AUTH_TIMEOUT_MS", 5000, 100, 60_000),
     heartbeatIntervalMs: reader.integer("EDGE_HEARTBEAT_INTERVAL_MS", 25_000, 1000, 600_000),
     idleTimeoutMs: reader.integer("EDGE_IDLE_TIMEOUT_MS", 120_000, 8000, 960_000),
@@ -147,5 +190,24 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
   }
   if (config.natsServers.length === 0) throw new ConfigError("CELLWIRE_NATS_SERVERS must name at least one server");
   if (config.auth.mode === "jwks" && config.webDirectory !== undefined) throw new ConfigError("EDGE_WEB_DIR is a dev-mode feature; unset it with EDGE_AUTH_MODE=jwks");
-  return { config, unknownVariables: reader.unknownVariables() };
+  if (config.auth.mode === "dev" && !isLoopbackHost(config.host)) {
+    warnings.push(
+      `DEV MODE ON A NON-LOOPBACK ADDRESS (EDGE_HOST=${config.host}): anyone who reaches this edge can get a token for any user from /dev/token. ` +
+        "Use EDGE_AUTH_MODE=jwks beyond your own machine.",
+    );
+  }
+  return { config, unknownVariables: reader.unknownVariables(), warnings };
+}
+
+function listOf(text: string | undefined): string[] {
+  return (text ?? "")
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item !== "");
+}
+
+function parseListed<T>(name: string, item: string, parse: (item: string) => T | undefined): T {
+  const value = parse(item);
+  if (value === undefined) throw new ConfigError(`${name} has an entry it cannot read: ${JSON.stringify(item)}`);
+  return value;
 }

@@ -179,6 +179,32 @@ describe("authentication", () => {
     first.transport.peerClose();
     await edge.authenticated("alice");
     expect(edge.deliveries.sessionCount("alice")).toBe(2);
+    // Each refusal is counted (/healthz reports it).
+    expect(edge.core.tooManySessionsRefusals).toBe(1);
+  });
+
+  it("counts the sessions that have not been welcomed: waiting for a hello or being verified, until welcomed or closed", async () => {
+    const edge = newEdge();
+    const waiting = edge.connect().transport;
+    const verifying = edge.connect().transport;
+    const refused = edge.connect().transport;
+    expect(edge.core.unauthenticatedSessionCount).toBe(3);
+    const release = edge.verifier.hold();
+    verifying.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
+    refused.receiveJson({ type: "hello", protocolVersion, token: "forged" });
+    await settle();
+    expect(edge.core.unauthenticatedSessionCount).toBe(3);
+    release();
+    await verifying.frame((frame) => frame["type"] === "welcome");
+    expect(await refused.closed()).toBe(closeCodes.token_invalid.code);
+    // Welcomed: out of the budget; refused: gone. The one still waiting for its hello remains.
+    expect(edge.core.unauthenticatedSessionCount).toBe(1);
+    waiting.peerClose();
+    expect(edge.core.unauthenticatedSessionCount).toBe(0);
+    // A welcomed session that closes does not go back into the budget.
+    verifying.peerClose();
+    expect(edge.core.unauthenticatedSessionCount).toBe(0);
+    expect(edge.core.sessionCount).toBe(0);
   });
 
   it("holds sessionsPerUserMax when several hellos of one user are verified at the same time", async () => {

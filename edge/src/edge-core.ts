@@ -65,7 +65,11 @@ export type EphemeralServices = {
 export class EdgeCore {
   /** Requests of all sessions being served (the sessions count them; EdgeLimits.requestsInFlightMax bounds them). */
   requestsInFlight = 0;
+  /** Hellos refused with too_many_sessions since start (reported by /healthz). */
+  tooManySessionsRefusals = 0;
   private readonly sessions = new Set<Session>();
+  /** Sessions welcomed and not yet closed; the others are still authenticating (the admission budget). */
+  private welcomedSessionCount = 0;
   /** Welcomed sessions by user, for the moves of a user's mailbox. */
   private readonly sessionsByUser = new Map<string, Session | Set<Session>>();
   private readonly watches = new PresenceWatches<Session>();
@@ -95,6 +99,11 @@ export class EdgeCore {
     return this.sessions.size;
   }
 
+  /** Sessions that have not been welcomed: waiting for a hello, or being verified. */
+  get unauthenticatedSessionCount(): number {
+    return this.sessions.size - this.welcomedSessionCount;
+  }
+
   /** Returns undefined (and closes the transport) when the edge is full or stopping. */
   openSession(transport: SessionTransport): Session | undefined {
     if (!this.accepting) {
@@ -112,6 +121,7 @@ export class EdgeCore {
 
   /** The session was welcomed. */
   sessionOpened(session: Session, userId: string): void {
+    this.welcomedSessionCount++;
     // A user's only session is kept as itself, a Set from the second on: most users have one device online.
     const sessions = this.sessionsByUser.get(userId);
     if (sessions === undefined) this.sessionsByUser.set(userId, session);
@@ -124,6 +134,7 @@ export class EdgeCore {
     this.sessions.delete(session);
     this.drain?.closed(session);
     if (userId === undefined) return;
+    this.welcomedSessionCount--;
     const userSessions = this.sessionsByUser.get(userId);
     if (userSessions === session) this.sessionsByUser.delete(userId);
     else if (userSessions instanceof Set) {

@@ -9,6 +9,7 @@ import { WebSocket } from "ws";
 import { closeCodes, frameBytesMax, protocolVersion, standardCloseCodes } from "@cellwire/protocol";
 import { signDevToken } from "./auth/dev-keys.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
+import { Admission, type AdmissionOptions } from "./admission.ts";
 import { startServer, type RunningServer } from "./edge-server.ts";
 import { listeningSocketInodes } from "./listen-backlog.ts";
 import { fakeEdge, waitDeadlineMs, Waiters, type FakeEdge } from "./testing/edge-fakes.ts";
@@ -43,8 +44,8 @@ class TestSocket {
     });
   }
 
-  static open(url: string): Promise<TestSocket> {
-    const socket = new WebSocket(url);
+  static open(url: string, headers: Record<string, string> = {}): Promise<TestSocket> {
+    const socket = new WebSocket(url, { headers });
     const test = new TestSocket(socket);
     sockets.push(test);
     return new Promise((resolve, reject) => {
@@ -116,7 +117,17 @@ beforeAll(async () => {
   server = await startServer(
     loadNativeUws(),
     edge.core,
-    { host: "127.0.0.1", port: 0, idleTimeoutMs: 120_000, sendBufferBytesMax: 1024 * 1024, isReady: () => ready },
+    {
+      host: "127.0.0.1",
+      port: 0,
+      idleTimeoutMs: 120_000,
+      sendBufferBytesMax: 1024 * 1024,
+      isReady: () => ready,
+      admission: new Admission(
+        { allowedOrigins: [], loopbackOriginsAllowed: true, connectionsPerAddressMax: 1000, unauthenticatedMax: 1000, trustedProxies: [] },
+        () => edge.core.unauthenticatedSessionCount,
+      ),
+    },
     {
       signToken: (userId, deviceId) => signDevToken(devKeyDirectory, userId, deviceId === undefined ? {} : { deviceId }),
       webDirectory,
@@ -171,7 +182,12 @@ describe("HTTP routes", () => {
     const response = await fetch(httpUrl("/healthz"));
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toBe("application/json");
-    expect(await response.json()).toEqual({ status: "ok", sessions: edge.core.sessionCount });
+    expect(await response.json()).toEqual({
+      status: "ok",
+      sessions: edge.core.sessionCount,
+      unauthenticatedSessions: edge.core.unauthenticatedSessionCount,
+      refusals: { origin_not_allowed: 0, too_many_connections_from_address: 0, unauthenticated_full: 0, too_many_sessions: 0 },
+    });
   });
 
   it("answers /readyz with 200 when ready and 503 when not", async () => {
@@ -294,5 +310,129 @@ describe("WebSocket /ws", () => {
     await vi.waitFor(() => expect(edge.deliveries.sessionCount("dave")).toBe(1));
     socket.close();
     await vi.waitFor(() => expect(edge.deliveries.sessionCount("dave")).toBe(0), { timeout: waitDeadlineMs });
+  });
+});
+
+/**
+ * Opens a WebSocket with these headers and tells how the upgrade went: 101 (the socket is closed again at
+ * once) or the HTTP status it was refused with.
+ */
+function upgradeStatus(port: number, headers: Record<string, string> = {}): Promise<number> {
+  const socket = new WebSocket(`ws://127.0.0.1:${port}/ws`, { headers });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer to the upgrade within ${waitDeadlineMs} ms`)), waitDeadlineMs);
+    socket.once("open", () => {
+      clearTimeout(timer);
+      socket.close();
+      resolve(101);
+    });
+    socket.once("unexpected-response", (_request, response) => {
+      clearTimeout(timer);
+      response.resume();
+      resolve(response.statusCode ?? 0);
+      socket.terminate();
+    });
+    socket.once("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+describe("admission at the upgrade", () => {
+  /** A server of its own with these admission settings; stopped after the test. */
+  async function admittingServer(options: Partial<AdmissionOptions>, host = "127.0.0.1"): Promise<{ port: number; edge: FakeEdge; admission: Admission; health(): Promise<Record<string, unknown>> }> {
+    const admittingEdge = fakeEdge();
+    const admission = new Admission(
+      { allowedOrigins: [], loopbackOriginsAllowed: false, connectionsPerAddressMax: 100, unauthenticatedMax: 1000, trustedProxies: [], ...options },
+      () => admittingEdge.core.unauthenticatedSessionCount,
+    );
+    const running = await startServer(
+      loadNativeUws(),
+      admittingEdge.core,
+      { host, port: 0, idleTimeoutMs: 120_000, sendBufferBytesMax: 1024 * 1024, isReady: () => true, admission },
+      { signToken: undefined, webDirectory: undefined },
+    );
+    stops.push(() => {
+      admittingEdge.core.closeAll();
+      running.stopListening();
+    });
+    return {
+      port: running.port,
+      edge: admittingEdge,
+      admission,
+      health: async () => (await (await fetch(`http://127.0.0.1:${running.port}/healthz`)).json()) as Record<string, unknown>,
+    };
+  }
+
+  const stops: (() => void)[] = [];
+  afterAll(() => {
+    for (const stop of stops) stop();
+  });
+
+  it("refuses a browser Origin not in the allowlist with 403, admits a listed one and a client without Origin, and counts", async () => {
+    const door = await admittingServer({ allowedOrigins: ["https://app.example.com"] });
+    expect(await upgradeStatus(door.port, { origin: "https://evil.example" })).toBe(403);
+    expect(await upgradeStatus(door.port, { origin: "http://127.0.0.1:8080" })).toBe(403);
+    expect(await upgradeStatus(door.port, { origin: "https://app.example.com" })).toBe(101);
+    expect(await upgradeStatus(door.port)).toBe(101);
+    expect(await door.health()).toMatchObject({ status: "ok", refusals: { origin_not_allowed: 2 } });
+  });
+
+  it("refuses a socket past the unauthenticated budget with 503, and admits again once one authenticates", async () => {
+    const door = await admittingServer({ unauthenticatedMax: 2 });
+    const url = `ws://127.0.0.1:${door.port}/ws`;
+    const first = await TestSocket.open(url);
+    const second = await TestSocket.open(url);
+    await vi.waitFor(() => expect(door.edge.core.unauthenticatedSessionCount).toBe(2), { timeout: waitDeadlineMs });
+    expect(await upgradeStatus(door.port)).toBe(503);
+    // No session was made for the refused socket: it never held a slot or an auth timer.
+    expect(door.edge.core.sessionCount).toBe(2);
+    first.sendJson({ type: "hello", protocolVersion, token: "valid:alice" });
+    await first.frame((frame) => frame["type"] === "welcome");
+    const third = await TestSocket.open(url);
+    expect(await upgradeStatus(door.port)).toBe(503);
+    second.close();
+    await vi.waitFor(() => expect(door.edge.core.unauthenticatedSessionCount).toBe(1), { timeout: waitDeadlineMs });
+    expect(await upgradeStatus(door.port)).toBe(101);
+    expect(await door.health()).toMatchObject({ unauthenticatedSessions: 1, refusals: { unauthenticated_full: 2 } });
+    first.close();
+    third.close();
+  });
+
+  it("refuses a client address past its sockets with 429, authenticated or not, and frees the place on close", async () => {
+    const door = await admittingServer({ connectionsPerAddressMax: 2 });
+    const url = `ws://127.0.0.1:${door.port}/ws`;
+    const first = await TestSocket.open(url);
+    first.sendJson({ type: "hello", protocolVersion, token: "valid:alice" });
+    await first.frame((frame) => frame["type"] === "welcome");
+    const second = await TestSocket.open(url);
+    expect(await upgradeStatus(door.port)).toBe(429);
+    // X-Forwarded-For from a peer that is not a trusted proxy changes nothing.
+    expect(await upgradeStatus(door.port, { "x-forwarded-for": "198.51.100.1" })).toBe(429);
+    first.close();
+    await vi.waitFor(() => expect(door.admission.connectionsFrom("127.0.0.1")).toBe(1), { timeout: waitDeadlineMs });
+    expect(await upgradeStatus(door.port)).toBe(101);
+    expect(await door.health()).toMatchObject({ refusals: { too_many_connections_from_address: 2 } });
+    second.close();
+  });
+
+  it("counts an IPv4 client of a dual-stack listener under its IPv4 address (uWS spells it as IPv6 in full)", async () => {
+    const door = await admittingServer({ connectionsPerAddressMax: 1 }, "::");
+    const first = await TestSocket.open(`ws://127.0.0.1:${door.port}/ws`);
+    await vi.waitFor(() => expect(door.admission.connectionsFrom("127.0.0.1")).toBe(1), { timeout: waitDeadlineMs });
+    expect(await upgradeStatus(door.port)).toBe(429);
+    first.close();
+  });
+
+  it("counts the client a trusted proxy names in X-Forwarded-For, not the proxy", async () => {
+    const door = await admittingServer({ connectionsPerAddressMax: 1, trustedProxies: ["127.0.0.0/8"] });
+    const url = `ws://127.0.0.1:${door.port}/ws`;
+    const first = await TestSocket.open(url, { "x-forwarded-for": "198.51.100.1" });
+    await vi.waitFor(() => expect(door.admission.connectionsFrom("198.51.100.1")).toBe(1), { timeout: waitDeadlineMs });
+    expect(await upgradeStatus(door.port, { "x-forwarded-for": "198.51.100.1" })).toBe(429);
+    expect(await upgradeStatus(door.port, { "x-forwarded-for": "203.0.113.9, 198.51.100.2" })).toBe(101);
+    expect(door.admission.connectionsFrom("127.0.0.1")).toBe(0);
+    first.close();
   });
 });

@@ -3,11 +3,12 @@
 import { readdir, readFile } from "node:fs/promises";
 import { extname, join } from "node:path";
 import type uWS from "uWebSockets.js";
-import { frameBytesMax, isDeviceId, isUserId, standardCloseCodes } from "@cellwire/protocol";
+import { frameBytesMax, isDeviceId, isUserId, standardCloseCodes, upgradeRefusals } from "@cellwire/protocol";
+import type { Admission } from "./admission.ts";
 import type { EdgeCore, Session, SessionTransport, SendOutcome } from "./edge-core.ts";
 import { listenBacklogRequested, raiseListenBacklog } from "./listen-backlog.ts";
 
-type SocketData = { session: Session | undefined; transport: UwsTransport | undefined };
+type SocketData = { session: Session | undefined; transport: UwsTransport | undefined; readonly clientAddress: string };
 
 /**
  * uWS cuts a socket whose frame passes its maxPayloadLength without a close frame (the client sees 1006
@@ -102,6 +103,8 @@ export type ServerOptions = {
   readonly idleTimeoutMs: number;
   readonly sendBufferBytesMax: number;
   readonly isReady: () => boolean;
+  /** Decides each upgrade (Origin, sockets per address, the unauthenticated budget) and counts sockets per address. */
+  readonly admission: Admission;
 };
 
 const contentTypes: Record<string, string> = {
@@ -124,12 +127,23 @@ async function loadStaticFiles(directory: string): Promise<Map<string, { body: B
   return files;
 }
 
+/** /healthz: the edge's counters, refusals included, so an operator sees who is kept out and why. */
+function healthOf(core: EdgeCore, admission: Admission): Record<string, unknown> {
+  return {
+    status: "ok",
+    sessions: core.sessionCount,
+    unauthenticatedSessions: core.unauthenticatedSessionCount,
+    refusals: { ...admission.refusals, too_many_sessions: core.tooManySessionsRefusals },
+  };
+}
+
 export type RunningServer = { readonly port: number; stopListening(): void };
 
 export async function startServer(uws: typeof uWS, core: EdgeCore, options: ServerOptions, dev: DevRoutes): Promise<RunningServer> {
   const staticFiles = dev.webDirectory === undefined ? new Map<string, { body: Buffer; contentType: string }>() : await loadStaticFiles(dev.webDirectory);
   const app = uws.App();
   const hellos = new HelloBatch();
+  const admission = options.admission;
 
   app.ws<SocketData>("/ws", {
     maxPayloadLength: receivedFrameBytesMax,
@@ -141,8 +155,19 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
     maxBackpressure: options.sendBufferBytesMax * 2,
     closeOnBackpressureLimit: 0,
     upgrade: (response, request, context) => {
+      // Refused here, before a socket, a session or its auth timer exists: a refusal costs one HTTP answer.
+      const decision = admission.decide({
+        peerAddress: Buffer.from(response.getRemoteAddressAsText()).toString("latin1"),
+        origin: request.getHeader("origin"),
+        forwardedFor: request.getHeader("x-forwarded-for"),
+      });
+      if (!decision.admitted) {
+        const refusal = upgradeRefusals[decision.refusal];
+        response.writeStatus(`${refusal.status} ${refusal.statusText}`).writeHeader("content-type", "text/plain").end(`${decision.refusal}: ${refusal.description}`);
+        return;
+      }
       response.upgrade<SocketData>(
-        { session: undefined, transport: undefined },
+        { session: undefined, transport: undefined, clientAddress: decision.clientAddress },
         request.getHeader("sec-websocket-key"),
         request.getHeader("sec-websocket-protocol"),
         request.getHeader("sec-websocket-extensions"),
@@ -151,6 +176,7 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
     },
     open: (socket) => {
       const data = socket.getUserData();
+      admission.connected(data.clientAddress);
       const transport = new UwsTransport(socket);
       data.transport = transport;
       data.session = core.openSession(transport);
@@ -167,13 +193,14 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
     },
     close: (socket) => {
       const data = socket.getUserData();
+      admission.disconnected(data.clientAddress);
       if (data.transport !== undefined) data.transport.isClosed = true;
       data.session?.closed();
     },
   });
 
   app.get("/healthz", (response) => {
-    response.writeHeader("content-type", "application/json").end(JSON.stringify({ status: "ok", sessions: core.sessionCount }));
+    response.writeHeader("content-type", "application/json").end(JSON.stringify(healthOf(core, admission)));
   });
   app.get("/readyz", (response) => {
     const ready = options.isReady();

@@ -12,6 +12,7 @@ import {
   type ServiceLogger,
 } from "@cellwire/cluster";
 import { directoryChange, directoryChangesSubject } from "@cellwire/protocol";
+import { Admission } from "./admission.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { signDevToken } from "./auth/dev-keys.ts";
 import type { EdgeConfig } from "./config.ts";
@@ -125,6 +126,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       idleTimeoutMs: config.idleTimeoutMs,
       sendBufferBytesMax: config.sendBufferBytesMax,
       isReady: () => !stopping && !connection.isClosed(),
+      admission: new Admission(config.admission, () => core.unauthenticatedSessionCount),
     },
     {
       signToken: devKeyDirectory === undefined ? undefined : (userId, deviceId) => signDevToken(devKeyDirectory, userId, deviceId === undefined ? {} : { deviceId }),

@@ -6,8 +6,9 @@ const processName = `cellwire-edge-${process.env["EDGE_ID"] ?? "1"}`;
 process.title = processName;
 const logger = createLogger(processName);
 try {
-  const { config, unknownVariables } = loadEdgeConfig(process.env);
+  const { config, unknownVariables, warnings } = loadEdgeConfig(process.env);
   if (unknownVariables.length > 0) logger.warn(`unknown settings ignored: ${unknownVariables.join(", ")}`);
+  for (const warning of warnings) logger.warn(warning);
   const edge = await startEdge(config, logger);
   // The process exits once drained; past the drain window, its grace and 5 s for NATS, it is forced to.
   onShutdown(() => edge.stop(), logger, config.drainMs + config.drainGraceMs + 5000);

@@ -277,6 +277,7 @@ export class Session implements DeliveryTarget, DrainTarget {
     // Checked here, with no await before attach() counts this session, so that hellos of one user verified
     // at the same time cannot all pass the check before any of them is counted.
     if (this.core.deliveries.sessionCount(userId) >= this.core.limits.sessionsPerUserMax) {
+      this.core.tooManySessionsRefusals++;
       return this.close("too_many_sessions", `at most ${this.core.limits.sessionsPerUserMax} sessions per user on one edge`);
     }
     // The session stays "authenticating" until it is registered for its user's deliveries: frames sent

@@ -24,11 +24,15 @@ afterAll(async () => {
 
 type Exit = { readonly status: number | null; readonly signal: NodeJS.Signals | null; readonly stdout: string; readonly stderr: string };
 
-/** Runs the edge's main and waits for it to exit; kills it (and fails) past the deadline. */
+/**
+ * Runs the edge's main and waits for it to exit; kills it (and fails) past the deadline. The EDGE_*
+ * variables of this process are left out, so only `environment` configures the edge.
+ */
 function runEdgeMain(environment: Record<string, string>): Promise<Exit> {
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("EDGE_") && name !== "NODE_ENV"));
   const child = spawn(process.execPath, ["--import", "tsx", "edge/src/main.ts"], {
     cwd: repositoryDirectory,
-    env: { ...process.env, ...environment },
+    env: { ...inherited, ...environment },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stdout = "";
@@ -68,6 +72,7 @@ describe("uWebSockets.js", () => {
     const devKeyDirectory = join(temporaryDirectory, "dev-keys");
     const exit = await runEdgeMain({
       UWS_USE_FALLBACK: "1",
+      EDGE_AUTH_MODE: "dev",
       CELLWIRE_NAMESPACE: namespace,
       EDGE_PORT: "0",
       EDGE_DEV_KEY_DIR: devKeyDirectory,
@@ -78,5 +83,28 @@ describe("uWebSockets.js", () => {
     expect(exit.stderr).toMatch(/failed to start: .*fell back to its JavaScript shim/);
     // It refused before doing anything: no dev key pair was made.
     await expect(readdir(devKeyDirectory)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+});
+
+describe("an edge started without auth settings", () => {
+  it("exits non-zero, saying what to set, instead of falling into dev mode", async () => {
+    const namespace = `tuws${Date.now().toString(36)}${randomBytes(3).toString("hex")}`.slice(0, 24);
+    const devKeyDirectory = join(temporaryDirectory, "no-settings-dev-keys");
+    // EDGE_DEV_KEY_DIR would be reported unknown in jwks mode; it is here to prove no dev key is made.
+    const exit = await runEdgeMain({ CELLWIRE_NAMESPACE: namespace, EDGE_PORT: "0", EDGE_DEV_KEY_DIR: devKeyDirectory });
+    expect(exit.signal).toBeNull();
+    expect(exit.status).not.toBe(0);
+    expect(exit.status).not.toBeNull();
+    expect(exit.stderr).toMatch(/failed to start: .*EDGE_AUTH_MODE is jwks unless set/);
+    expect(exit.stderr).toContain("EDGE_JWKS_URL");
+    await expect(readdir(devKeyDirectory)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("refuses dev mode under NODE_ENV=production", async () => {
+    const namespace = `tuws${Date.now().toString(36)}${randomBytes(3).toString("hex")}`.slice(0, 24);
+    const exit = await runEdgeMain({ CELLWIRE_NAMESPACE: namespace, EDGE_PORT: "0", EDGE_AUTH_MODE: "dev", NODE_ENV: "production" });
+    expect(exit.status).not.toBe(0);
+    expect(exit.status).not.toBeNull();
+    expect(exit.stderr).toMatch(/failed to start: .*EDGE_AUTH_MODE=dev is refused with NODE_ENV=production/);
   });
 });

@@ -12,6 +12,8 @@ import {
   errorCodes,
   isRetryable,
   standardCloseCodes,
+  upgradeRefusalList,
+  upgradeRefusals,
   type CloseAdvice,
 } from "./codes.ts";
 
@@ -106,6 +108,18 @@ describe("docs/protocol.md", () => {
     const row = tableRows.find((cells) => cells[1] === `\`${reason}\``);
     expect(row, `no table row has \`${reason}\` in its second cell`).toBeDefined();
     expect(row?.[0]).toBe(String(closeCodes[reason].code));
+  });
+
+  it.each(upgradeRefusalList)("documents the upgrade refusal %s in a table row with its HTTP status", (refusal) => {
+    const row = tableRows.find((cells) => cells[1] === `\`${refusal}\``);
+    expect(row, `no table row has \`${refusal}\` in its second cell`).toBeDefined();
+    expect(row?.[0]).toBe(String(upgradeRefusals[refusal].status));
+  });
+
+  it("gives each upgrade refusal a distinct 4xx or 5xx status", () => {
+    const statuses = upgradeRefusalList.map((refusal) => upgradeRefusals[refusal].status);
+    expect(new Set(statuses).size).toBe(statuses.length);
+    for (const status of statuses) expect(status >= 400 && status <= 599, String(status)).toBe(true);
   });
 
   it("documents no error or close code that does not exist", () => {

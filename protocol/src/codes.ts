@@ -70,6 +70,28 @@ export const closeCodes = {
   too_many_sessions: { code: 4202, description: "The user already holds the maximum number of sessions on this edge." },
 } as const satisfies Record<string, { code: number; description: string }>;
 
+/**
+ * HTTP statuses an edge answers a WebSocket upgrade with instead of opening the socket (admission at the
+ * door, before any session exists). A browser sees only a failed connection (close 1006); SDKs reconnect
+ * with backoff, which is what each asks for except origin_not_allowed, which no retry fixes.
+ */
+export const upgradeRefusals = {
+  origin_not_allowed: { status: 403, statusText: "Forbidden", description: "The request's Origin is not in the edge's allowlist." },
+  too_many_connections_from_address: {
+    status: 429,
+    statusText: "Too Many Requests",
+    description: "The client's address already holds the edge's maximum of sockets.",
+  },
+  unauthenticated_full: {
+    status: 503,
+    statusText: "Service Unavailable",
+    description: "The edge already holds its maximum of sockets that have not authenticated yet.",
+  },
+} as const satisfies Record<string, { status: number; statusText: string; description: string }>;
+
+export type UpgradeRefusal = keyof typeof upgradeRefusals;
+export const upgradeRefusalList = Object.keys(upgradeRefusals) as UpgradeRefusal[];
+
 export type CloseReason = keyof typeof closeCodes;
 export const closeReasonList = Object.keys(closeCodes) as CloseReason[];
 
