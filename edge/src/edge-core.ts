@@ -11,6 +11,7 @@ import type { PresenceChange } from "./presence/presence-table.ts";
 import { PresenceWatches } from "./presence/presence-watches.ts";
 import { Session } from "./session.ts";
 import type { TypingService } from "./typing/typing-relay.ts";
+import { assertRateLimitSettings, UserRateLimits, type RateLimitSettings } from "./rate-limit/request-rate-limits.ts";
 
 export { Session } from "./session.ts";
 
@@ -51,6 +52,8 @@ export type EdgeLimits = {
   readonly typingIntervalMs: number;
   /** Conversations one session may type in within one typingIntervalMs; past it: rate_limited. */
   readonly typingConversationsPerSessionMax: number;
+  /** Token buckets per session and per user on this edge; past them: rate_limited with retryAfterMs. */
+  readonly rateLimits: RateLimitSettings;
 };
 
 /** Typing and presence: ephemeral, never stored. */
@@ -80,6 +83,7 @@ export class EdgeCore {
     /** Bounds the reads of conversation logs in flight across the edge (a wave of resumes). */
     readonly conversationReads: ConcurrencyLimiter,
   ) {
+    assertRateLimitSettings(limits.rateLimits);
     ephemeral.presence.onChange((change) => this.presenceChanged(change));
   }
 
@@ -105,6 +109,16 @@ export class EdgeCore {
     const session = new Session(this, transport);
     this.sessions.add(session);
     return session;
+  }
+
+  /**
+   * The rate limits a session of `userId` about to open shares with the user's other sessions here: the
+   * user's record lives as long as one of them does, in no map of its own.
+   */
+  userRateLimits(userId: string): UserRateLimits {
+    const sessions = this.sessionsByUser.get(userId);
+    const sibling = sessions instanceof Set ? sessions.values().next().value : sessions;
+    return sibling?.userRateLimits ?? new UserRateLimits(this.limits.rateLimits);
   }
 
   /** The session was welcomed. */

@@ -23,6 +23,7 @@ import type { EdgeCore, SessionTransport } from "./edge-core.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
 import type { RequestContext } from "./request-handler.ts";
 import { MailboxCursor } from "./mailbox-cursor.ts";
+import { rateLimitedKindOf, SessionRateLimits, type UserRateLimits } from "./rate-limit/request-rate-limits.ts";
 import { TypingRateLimiter } from "./typing/typing-rate-limiter.ts";
 import type { TypingIndicator } from "./typing/typing-relay.ts";
 
@@ -45,6 +46,8 @@ type SessionState =
       /** The hello resumed (resumeAfterSeq): a conversation first seen live is read from the join point. */
       readonly resumed: boolean;
       readonly typingLimiter: TypingRateLimiter;
+      /** This session's request buckets, and its user's on this edge (shared with the user's other sessions). */
+      readonly rateLimits: SessionRateLimits;
     }
   | { readonly kind: "closed" };
 
@@ -91,6 +94,11 @@ export class Session implements DeliveryTarget {
     return this.state.kind === "open" ? this.state.userId : undefined;
   }
 
+  /** The user's rate limits on this edge, which a later session of the same user shares. */
+  get userRateLimits(): UserRateLimits | undefined {
+    return this.state.kind === "open" ? this.state.rateLimits.user : undefined;
+  }
+
   /** A text (or binary) frame from the client. Never throws. */
   receive(text: string, isBinary: boolean): void {
     if (this.state.kind === "closed") return;
@@ -105,7 +113,7 @@ export class Session implements DeliveryTarget {
       return;
     }
     if (this.state.kind === "authenticating") return this.close("protocol_violation", "wait for welcome before sending requests");
-    const { userId, deviceId, homeCellId, typingLimiter } = this.state;
+    const { userId, deviceId, homeCellId, typingLimiter, rateLimits } = this.state;
     if (!decoded.ok) return this.reply(errorFrame(decoded.failure.code, decoded.failure.message, decoded.failure.requestId));
     const frame = decoded.frame;
     if (frame.type === "hello") return this.reply(errorFrame("already_authenticated", "this session is already authenticated", undefined));
@@ -117,10 +125,19 @@ export class Session implements DeliveryTarget {
       const refusal = errorFrame("overloaded", `this edge has ${this.core.requestsInFlight} requests in flight`, frame.requestId);
       return this.reply({ ...refusal, retryAfterMs: this.core.limits.overloadedRetryAfterMs });
     }
-    if (frame.type === "typing" && !typingLimiter.tryAccept(frame.conversationId, this.core.ephemeral.monotonicNowMs())) {
-      const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
-      const detail = `typing at most once every ${typingIntervalMs} ms per conversation, in at most ${typingConversationsPerSessionMax} conversations at a time`;
-      return this.reply(errorFrame("rate_limited", detail, frame.requestId));
+    // The request's buckets (per session, per user here): refused before any of it is done, with the wait.
+    const kind = rateLimitedKindOf(frame.type);
+    if (kind !== undefined) {
+      const retryAfterMs = rateLimits.admit(kind, this.core.ephemeral.monotonicNowMs());
+      if (retryAfterMs > 0) return this.reply({ ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
+    }
+    if (frame.type === "typing") {
+      const nowMs = this.core.ephemeral.monotonicNowMs();
+      if (!typingLimiter.tryAccept(frame.conversationId, nowMs)) {
+        const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
+        const detail = `typing at most once every ${typingIntervalMs} ms per conversation, in at most ${typingConversationsPerSessionMax} conversations at a time`;
+        return this.reply({ ...errorFrame("rate_limited", detail, frame.requestId), retryAfterMs: typingLimiter.retryAfterMs(frame.conversationId, nowMs) });
+      }
     }
     this.requestsInFlight++;
     this.core.requestsInFlight++;
@@ -200,9 +217,14 @@ export class Session implements DeliveryTarget {
    * the member's join point in a resumed session (its earlier messages are read from the log first), at
    * this message in a live one.
    */
-  deliverMessage(message: Message, serializedFrame: string): void {
+  deliverMessage(message: Message, serializedFrame: string, recipientCount: number): void {
     if (this.state.kind !== "open") return;
     const { conversations, resumed } = this.state;
+    // The fan-out is charged after the fact, once, by the session of the device that sent the message: the
+    // edge cannot know a conversation's member count before its cell answers (docs/security.md).
+    if (message.senderUserId === this.state.userId && message.senderDeviceId === this.state.deviceId) {
+      this.state.rateLimits.chargeFanOut(recipientCount, this.core.ephemeral.monotonicNowMs());
+    }
     let cursor = conversations.get(message.conversationId);
     if (cursor === undefined) {
       cursor = resumed ? ConversationCursor.reading(undefined, this.core.limits.heldEventsPerSessionMax) : ConversationCursor.liveFrom(message, this.core.limits.heldEventsPerSessionMax);
@@ -276,6 +298,7 @@ export class Session implements DeliveryTarget {
     }
     const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax);
     const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
+    const rateLimits = new SessionRateLimits(this.core.userRateLimits(userId));
     const conversations = new Map<string, ConversationCursor>();
     this.state = {
       kind: "open",
@@ -287,6 +310,7 @@ export class Session implements DeliveryTarget {
       conversations,
       resumed: hello.resumeAfterSeq !== undefined,
       typingLimiter,
+      rateLimits,
     };
     for (const listed of hello.conversations ?? []) {
       this.follow(listed.conversationId, ConversationCursor.reading(listed.afterSeq, this.core.limits.heldEventsPerSessionMax));
