@@ -77,7 +77,7 @@ export type EdgeConfig = {
   readonly presenceTtlMs: number;
   /** Claims of other edges this edge holds (about the users online elsewhere); past it they read offline here. */
   readonly presenceRemoteClaimsMax: number;
-  /** Token buckets per session and per user for sends, typing, history and conversation changes, and the fan-out (docs/security.md). */
+  /** Token buckets per session and per user for sends, typing, history and conversation changes, and the fan-out (docs/protocol.md, "Rate limits"). */
   readonly rateLimits: RateLimitSettings;
 };
 

@@ -1,4 +1,4 @@
-// The request rate limits through EdgeCore, in process (docs/security.md, "Rate limits"): each refused
+// The request rate limits through EdgeCore, in process (docs/protocol.md, "Rate limits"): each refused
 // request is answered rate_limited with retryAfterMs and never reaches a cell; a user's sessions on one
 // edge share the user's bucket; a large group's fan-out is charged after the message reached its members.
 import { afterEach, describe, expect, it } from "vitest";
@@ -92,6 +92,20 @@ describe("rate limits", () => {
     await bob.frame((frame) => frame["type"] === "synced");
     edge.directory.conversations.set(groupId, { kind: "conversation", id: groupId, cellId: "a", epoch: 1 });
     expect(await send(bob, "b1")).toMatchObject({ type: "ack" });
+  });
+
+  it("makes no buckets for an idle session: they come with its first rate-limited request, shared with the user's sessions", async () => {
+    const edge = edgeWithGroup();
+    const { transport: phone, session: phoneSession } = await edge.authenticated("alice", { token: "valid:alice:phone" });
+    const { session: laptopSession } = await edge.authenticated("alice", { token: "valid:alice:laptop" });
+    phone.receiveJson({ type: "ping", requestId: "p1" });
+    await phone.frame((frame) => frame["requestId"] === "p1");
+    expect(phoneSession.userRateLimits).toBeUndefined();
+    expect(laptopSession.userRateLimits).toBeUndefined();
+    expect(await send(phone, "s1")).toMatchObject({ type: "ack" });
+    expect(phoneSession.userRateLimits).toBeDefined();
+    expect(laptopSession.userRateLimits).toBeUndefined();
+    expect(edge.core.userRateLimits("alice")).toBe(phoneSession.userRateLimits);
   });
 
   it("limits history and conversation changes with their own buckets", async () => {

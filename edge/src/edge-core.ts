@@ -112,13 +112,16 @@ export class EdgeCore {
   }
 
   /**
-   * The rate limits a session of `userId` about to open shares with the user's other sessions here: the
-   * user's record lives as long as one of them does, in no map of its own.
+   * The user's rate limits on this edge, for a welcomed session of the user about to use them: those of
+   * another session of the user here when one has them, else new ones. They live as long as a session
+   * holding them does, in no map of their own. Called once per session (at most sessionsPerUserMax looked at).
    */
   userRateLimits(userId: string): UserRateLimits {
     const sessions = this.sessionsByUser.get(userId);
-    const sibling = sessions instanceof Set ? sessions.values().next().value : sessions;
-    return sibling?.userRateLimits ?? new UserRateLimits(this.limits.rateLimits);
+    if (sessions instanceof Set) {
+      for (const session of sessions) if (session.userRateLimits !== undefined) return session.userRateLimits;
+    } else if (sessions?.userRateLimits !== undefined) return sessions.userRateLimits;
+    return new UserRateLimits(this.limits.rateLimits);
   }
 
   /** The session was welcomed. */

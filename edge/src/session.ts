@@ -46,8 +46,6 @@ type SessionState =
       /** The hello resumed (resumeAfterSeq): a conversation first seen live is read from the join point. */
       readonly resumed: boolean;
       readonly typingLimiter: TypingRateLimiter;
-      /** This session's request buckets, and its user's on this edge (shared with the user's other sessions). */
-      readonly rateLimits: SessionRateLimits;
     }
   | { readonly kind: "closed" };
 
@@ -76,6 +74,12 @@ export class Session implements DeliveryTarget {
   private conversationReads: Map<string, ConversationRead> | undefined;
   /** The initial sync (mailbox, then every listed and joined conversation) is still running: no `synced` yet. */
   private initialSyncRunning = true;
+  /**
+   * This session's request buckets, and its user's on this edge (shared with the user's other sessions
+   * here). Made on the first request that draws on them, or the first fan-out charged: an idle session
+   * pays one empty field, not ~200 bytes of buckets.
+   */
+  private rateLimits: SessionRateLimits | undefined;
   /** Dropped once the hello is answered: a cleared Timeout would otherwise stay referenced for the session's life. */
   private authTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -94,9 +98,13 @@ export class Session implements DeliveryTarget {
     return this.state.kind === "open" ? this.state.userId : undefined;
   }
 
-  /** The user's rate limits on this edge, which a later session of the same user shares. */
+  /** The user's rate limits on this edge, which the user's other sessions share; undefined until first used. */
   get userRateLimits(): UserRateLimits | undefined {
-    return this.state.kind === "open" ? this.state.rateLimits.user : undefined;
+    return this.state.kind === "open" ? this.rateLimits?.user : undefined;
+  }
+
+  private rateLimitsOf(userId: string): SessionRateLimits {
+    return (this.rateLimits ??= new SessionRateLimits(this.core.userRateLimits(userId)));
   }
 
   /** A text (or binary) frame from the client. Never throws. */
@@ -113,7 +121,7 @@ export class Session implements DeliveryTarget {
       return;
     }
     if (this.state.kind === "authenticating") return this.close("protocol_violation", "wait for welcome before sending requests");
-    const { userId, deviceId, homeCellId, typingLimiter, rateLimits } = this.state;
+    const { userId, deviceId, homeCellId, typingLimiter } = this.state;
     if (!decoded.ok) return this.reply(errorFrame(decoded.failure.code, decoded.failure.message, decoded.failure.requestId));
     const frame = decoded.frame;
     if (frame.type === "hello") return this.reply(errorFrame("already_authenticated", "this session is already authenticated", undefined));
@@ -128,7 +136,7 @@ export class Session implements DeliveryTarget {
     // The request's buckets (per session, per user here): refused before any of it is done, with the wait.
     const kind = rateLimitedKindOf(frame.type);
     if (kind !== undefined) {
-      const retryAfterMs = rateLimits.admit(kind, this.core.ephemeral.monotonicNowMs());
+      const retryAfterMs = this.rateLimitsOf(userId).admit(kind, this.core.ephemeral.monotonicNowMs());
       if (retryAfterMs > 0) return this.reply({ ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
     }
     if (frame.type === "typing") {
@@ -221,9 +229,9 @@ export class Session implements DeliveryTarget {
     if (this.state.kind !== "open") return;
     const { conversations, resumed } = this.state;
     // The fan-out is charged after the fact, once, by the session of the device that sent the message: the
-    // edge cannot know a conversation's member count before its cell answers (docs/security.md).
+    // edge cannot know a conversation's member count before its cell answers (docs/protocol.md, "Rate limits").
     if (message.senderUserId === this.state.userId && message.senderDeviceId === this.state.deviceId) {
-      this.state.rateLimits.chargeFanOut(recipientCount, this.core.ephemeral.monotonicNowMs());
+      this.rateLimitsOf(message.senderUserId).chargeFanOut(recipientCount, this.core.ephemeral.monotonicNowMs());
     }
     let cursor = conversations.get(message.conversationId);
     if (cursor === undefined) {
@@ -298,7 +306,6 @@ export class Session implements DeliveryTarget {
     }
     const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax);
     const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
-    const rateLimits = new SessionRateLimits(this.core.userRateLimits(userId));
     const conversations = new Map<string, ConversationCursor>();
     this.state = {
       kind: "open",
@@ -310,7 +317,6 @@ export class Session implements DeliveryTarget {
       conversations,
       resumed: hello.resumeAfterSeq !== undefined,
       typingLimiter,
-      rateLimits,
     };
     for (const listed of hello.conversations ?? []) {
       this.follow(listed.conversationId, ConversationCursor.reading(listed.afterSeq, this.core.limits.heldEventsPerSessionMax));

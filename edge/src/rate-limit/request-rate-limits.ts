@@ -1,4 +1,4 @@
-// Rate limits on a session's requests (docs/security.md, "Rate limits"): a token bucket per session and
+// Rate limits on a session's requests (docs/protocol.md, "Rate limits"): a token bucket per session and
 // one per user on this edge (shared by the user's sessions here) for each rate-limited kind of request,
 // and a fan-out bucket per user charged with the recipients of each message the user sent. A request is
 // let through only when every bucket it draws on holds a token; otherwise nothing is taken and the caller
