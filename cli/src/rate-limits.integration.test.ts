@@ -75,17 +75,20 @@ function refusalsOf(replies: readonly Record<string, unknown>[]): Record<string,
   return refusals;
 }
 
-beforeAll(async () => {
-  test = await startTestTopology({ label: "ratelim", cells: [{ cellId: "a", workerCount: 1 }], edgeCount: 1 });
-});
-
 afterAll(async () => {
   for (const client of clients) client.close();
   for (const socket of sockets) socket.close();
-  await test?.destroy();
 });
 
 describe("rate limits", () => {
+  beforeAll(async () => {
+    test = await startTestTopology({ label: "ratelim", cells: [{ cellId: "a", workerCount: 1 }], edgeCount: 1 });
+  });
+
+  afterAll(async () => {
+    await test?.destroy();
+  });
+
   it("refuses a flood of sends, typing, history and conversation changes with rate_limited and retryAfterMs; the edge stays up and others chat", async () => {
     const flooder = await rawSession("flooder");
     flooder.send(JSON.stringify({ type: "openDirect", requestId: "open", peerUserId: "peer" }));
@@ -141,6 +144,54 @@ describe("rate limits", () => {
     await new Promise((resolve) => setTimeout(resolve, Number(last?.["retryAfterMs"] ?? 0) + 100));
     flooder.send(JSON.stringify({ type: "send", requestId: "again", conversationId, clientMessageId: "again", body: "after waiting" }));
     expect(await flooder.frame((frame) => frame["requestId"] === "again", replyDeadlineMs)).toMatchObject({ type: "ack" });
+  }, 120_000);
+});
+
+describe("the fan-out of sends to a group", () => {
+  // Slow, so that the debt outlasts a slow machine's round trips: 10 recipients take 5 s to pay off.
+  const fanOutPerSecond = 2;
+  const fanOutBurst = 20;
+
+  beforeAll(async () => {
+    test = await startTestTopology({
+      label: "fanout",
+      cells: [{ cellId: "a", workerCount: 1 }],
+      edgeCount: 1,
+      extraEnvironment: { EDGE_RATE_FAN_OUT_PER_USER_PER_SECOND: String(fanOutPerSecond), EDGE_RATE_FAN_OUT_PER_USER_BURST: String(fanOutBurst) },
+    });
+  });
+
+  afterAll(async () => {
+    await test?.destroy();
+  });
+
+  it("is charged to the sender after each message reached the group's members; past the burst the sender's sends wait, the other members' do not", async () => {
+    const sender = await rawSession("announcer");
+    const others = Array.from({ length: 9 }, (_, index) => `listener${index}`);
+    sender.send(JSON.stringify({ type: "createGroup", requestId: "group", title: "announcements", memberUserIds: others }));
+    const created = await sender.frame((frame) => frame["requestId"] === "group", replyDeadlineMs);
+    const conversationId = String((created["conversation"] as Record<string, unknown>)["conversationId"]);
+    const sendAndSee = async (index: number): Promise<Record<string, unknown>> => {
+      const fromIndex = sender.frames.length;
+      sender.send(JSON.stringify({ type: "send", requestId: `g${index}`, conversationId, clientMessageId: `g-${index}`, body: `news ${index}` }));
+      const reply = await sender.frame((frame) => frame["requestId"] === `g${index}`, replyDeadlineMs, fromIndex);
+      // The edge charges when the message comes back to the sending session with its recipients.
+      if (reply["type"] === "ack") await sender.frame((frame) => frame["type"] === "message" && (frame["message"] as Record<string, unknown>)["clientMessageId"] === `g-${index}`, replyDeadlineMs, fromIndex);
+      return reply;
+    };
+    // 20 - 10 - 10 = 0: not in debt yet, so the third goes too, and leaves a debt of 10 recipients.
+    for (const index of [1, 2, 3]) expect(await sendAndSee(index)).toMatchObject({ type: "ack" });
+    const refused = await sendAndSee(4);
+    expect(refused).toMatchObject({ type: "error", code: "rate_limited", retryable: true });
+    // At most 5 s (a debt of 10 recipients at 2 a second), less what has refilled since.
+    expect(refused["retryAfterMs"]).toBeGreaterThan(0);
+    expect(refused["retryAfterMs"]).toBeLessThanOrEqual((10 / fanOutPerSecond) * 1000);
+    // A member who has sent nothing is not held back by the announcer's fan-out.
+    const listener = await rawSession("listener0");
+    listener.send(JSON.stringify({ type: "send", requestId: "l1", conversationId, clientMessageId: "l-1", body: "thanks" }));
+    expect(await listener.frame((frame) => frame["requestId"] === "l1", replyDeadlineMs)).toMatchObject({ type: "ack" });
+    await new Promise((resolve) => setTimeout(resolve, Number(refused["retryAfterMs"]) + 50));
+    expect(await sendAndSee(5)).toMatchObject({ type: "ack" });
   }, 120_000);
 });
 
