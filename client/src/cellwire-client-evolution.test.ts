@@ -211,3 +211,43 @@ describe("CellwireClient: overloaded and retryAfterMs", () => {
     expect(client.state).toBe("open");
   });
 });
+
+describe("CellwireClient: rate_limited with retryAfterMs (docs/protocol.md, Rate limits)", () => {
+  it("retries a send and a history request refused rate_limited no sooner than retryAfterMs, and they succeed", async () => {
+    const { edge, clock, client } = setup();
+    let refusals = 0;
+    edge.onRequest = (frame, socket) => {
+      if ((frame.type !== "send" && frame.type !== "history") || refusals >= 2) return "default";
+      refusals += 1;
+      answerError(socket, frame.requestId, { code: "rate_limited", retryable: true, retryAfterMs: 1500 });
+      return "ignore";
+    };
+    await client.connect();
+    const sent = client.send(directConversationId, "paced", { clientMessageId: "cm-paced" });
+    const page = client.history(directConversationId);
+    await flush();
+    expect(edge.framesOfType("send")).toHaveLength(1);
+    expect(edge.framesOfType("history")).toHaveLength(1);
+    // The backoff alone would retry after 50 ms; the edge asked for 1,500.
+    clock.advanceBy(1499);
+    await flush();
+    expect(edge.framesOfType("send")).toHaveLength(1);
+    expect(edge.framesOfType("history")).toHaveLength(1);
+    clock.advanceBy(1);
+    await expect(sent).resolves.toMatchObject({ seq: 1, clientMessageId: "cm-paced" });
+    await expect(page).resolves.toMatchObject({ messages: [expect.objectContaining({ clientMessageId: "cm-paced" })] });
+    expect(edge.framesOfType("send")).toHaveLength(2);
+  });
+
+  it("does not retry a createGroup refused rate_limited: it rejects with the retryAfterMs for the caller", async () => {
+    const { edge, client } = setup();
+    edge.onRequest = (frame, socket) => {
+      if (frame.type !== "createGroup") return "default";
+      answerError(socket, frame.requestId, { code: "rate_limited", retryable: true, retryAfterMs: 200 });
+      return "ignore";
+    };
+    await client.connect();
+    expect(await rejection(client.createGroup("team", ["bob"]))).toMatchObject({ code: "rate_limited", retryable: true, retryAfterMs: 200 });
+    expect(edge.framesOfType("createGroup")).toHaveLength(1);
+  });
+});

@@ -68,6 +68,21 @@ describe("loadEdgeConfig", () => {
       presenceRemoteClaimsMax: 1_000_000,
       drainMs: 5000,
       drainGraceMs: 5000,
+      rateLimits: {
+        perSession: {
+          send: { perSecond: 20, burst: 40 },
+          typing: { perSecond: 4, burst: 8 },
+          history: { perSecond: 10, burst: 50 },
+          conversationChange: { perSecond: 5, burst: 50 },
+        },
+        perUser: {
+          send: { perSecond: 40, burst: 80 },
+          typing: { perSecond: 8, burst: 16 },
+          history: { perSecond: 20, burst: 100 },
+          conversationChange: { perSecond: 10, burst: 100 },
+        },
+        fanOutPerUser: { perSecond: 2000, burst: 20_000 },
+      },
     });
   });
 
@@ -140,6 +155,50 @@ describe("loadEdgeConfig", () => {
     ["EDGE_UNAUTHENTICATED_MAX", "0"],
   ])("refuses the admission setting %s=%j, naming the variable", (name, value) => {
     expect(configError({ ...jwksFileMode, [name]: value }).message).toContain(name);
+  });
+
+  it("reads every rate limit, per session and per user, and refuses a rate of 0", () => {
+    const { config, unknownVariables } = loadEdgeConfig({
+      ...devMode,
+      EDGE_RATE_SENDS_PER_SESSION_PER_SECOND: "5",
+      EDGE_RATE_SENDS_PER_SESSION_BURST: "6",
+      EDGE_RATE_SENDS_PER_USER_PER_SECOND: "7",
+      EDGE_RATE_SENDS_PER_USER_BURST: "8",
+      EDGE_RATE_TYPING_PER_SESSION_PER_SECOND: "9",
+      EDGE_RATE_TYPING_PER_SESSION_BURST: "10",
+      EDGE_RATE_TYPING_PER_USER_PER_SECOND: "11",
+      EDGE_RATE_TYPING_PER_USER_BURST: "12",
+      EDGE_RATE_HISTORY_PER_SESSION_PER_SECOND: "13",
+      EDGE_RATE_HISTORY_PER_SESSION_BURST: "14",
+      EDGE_RATE_HISTORY_PER_USER_PER_SECOND: "15",
+      EDGE_RATE_HISTORY_PER_USER_BURST: "16",
+      EDGE_RATE_CONVERSATION_CHANGES_PER_SESSION_PER_SECOND: "17",
+      EDGE_RATE_CONVERSATION_CHANGES_PER_SESSION_BURST: "18",
+      EDGE_RATE_CONVERSATION_CHANGES_PER_USER_PER_SECOND: "19",
+      EDGE_RATE_CONVERSATION_CHANGES_PER_USER_BURST: "20",
+      EDGE_RATE_FAN_OUT_PER_USER_PER_SECOND: "21",
+      EDGE_RATE_FAN_OUT_PER_USER_BURST: "22",
+    });
+    expect(unknownVariables).toEqual([]);
+    expect(config.rateLimits).toEqual({
+      perSession: {
+        send: { perSecond: 5, burst: 6 },
+        typing: { perSecond: 9, burst: 10 },
+        history: { perSecond: 13, burst: 14 },
+        conversationChange: { perSecond: 17, burst: 18 },
+      },
+      perUser: {
+        send: { perSecond: 7, burst: 8 },
+        typing: { perSecond: 11, burst: 12 },
+        history: { perSecond: 15, burst: 16 },
+        conversationChange: { perSecond: 19, burst: 20 },
+      },
+      fanOutPerUser: { perSecond: 21, burst: 22 },
+    });
+    expect(configError({ ...devMode, EDGE_RATE_SENDS_PER_SESSION_PER_SECOND: "0" }).message).toMatch(/EDGE_RATE_SENDS_PER_SESSION_PER_SECOND/);
+    expect(configError({ ...devMode, EDGE_RATE_FAN_OUT_PER_USER_BURST: "0" }).message).toMatch(/EDGE_RATE_FAN_OUT_PER_USER_BURST/);
+    // A misspelt one is reported, not silently ignored.
+    expect(loadEdgeConfig({ ...devMode, EDGE_RATE_SEND_PER_SESSION_PER_SECOND: "5" }).unknownVariables).toEqual(["EDGE_RATE_SEND_PER_SESSION_PER_SECOND"]);
   });
 
   it("reads the typing and presence settings", () => {

@@ -4,6 +4,8 @@ import { EnvironmentReader, ConfigError, type Environment } from "@cellwire/clus
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
 import { isLoopbackHost, parseAllowedOrigin, parseTrustedProxy } from "./admission.ts";
+import { type RateLimitedKind, type RateLimitSettings } from "./rate-limit/request-rate-limits.ts";
+import type { TokenRate } from "./rate-limit/token-bucket.ts";
 
 export type EdgeAuthConfig =
   | { readonly mode: "dev"; readonly devKeyDirectory: string }
@@ -101,6 +103,8 @@ export type EdgeConfig = {
   readonly drainMs: number;
   /** After the drain window, how long sessions may still take to answer the requests they serve before they are closed regardless. */
   readonly drainGraceMs: number;
+  /** Token buckets per session and per user for sends, typing, history and conversation changes, and the fan-out (docs/protocol.md, "Rate limits"). */
+  readonly rateLimits: RateLimitSettings;
 };
 
 /**
@@ -110,6 +114,50 @@ export type EdgeConfig = {
 const jwksSettingsHint =
   "EDGE_AUTH_MODE is jwks unless set: give exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE, and EDGE_JWT_ISSUER and EDGE_JWT_AUDIENCE " +
   "(or set EDGE_AUTH_MODE=dev for local development only: it signs a token for any user)";
+
+/**
+ * The rate limits' defaults, per kind: [per session per second, per session burst, per user per second,
+ * per user burst]. Sends: the chat benchmark's users send about 13 a second each, a person far fewer; a
+ * user's sessions on one edge together get twice a session's. Typing: the typing limiter already lets at
+ * most 4 a second through (one a second in 4 conversations). History: scrolling back, a page at a time.
+ * Conversation changes: a burst for an app that opens its direct conversations at start.
+ */
+const rateLimitDefaults: Readonly<Record<RateLimitedKind, readonly [number, number, number, number]>> = {
+  send: [20, 40, 40, 80],
+  typing: [4, 8, 8, 16],
+  history: [10, 50, 20, 100],
+  conversationChange: [5, 50, 10, 100],
+};
+
+/** EDGE_RATE_<KIND>_… names the kind in upper snake case, plural where it counts requests. */
+const rateLimitVariableKinds: Readonly<Record<RateLimitedKind, string>> = {
+  send: "SENDS",
+  typing: "TYPING",
+  history: "HISTORY",
+  conversationChange: "CONVERSATION_CHANGES",
+};
+
+/** Recipients of a user's messages a second (a send to a group of 1,000 costs 1,000), and the burst. */
+const fanOutPerUserDefault: TokenRate = { perSecond: 2000, burst: 20_000 };
+
+function readRateLimits(reader: EnvironmentReader): RateLimitSettings {
+  const rate = (prefix: string, perSecond: number, burst: number): TokenRate => ({
+    perSecond: reader.integer(`${prefix}_PER_SECOND`, perSecond, 1, 1_000_000),
+    burst: reader.integer(`${prefix}_BURST`, burst, 1, 10_000_000),
+  });
+  const perKind = (scope: "SESSION" | "USER"): Record<RateLimitedKind, TokenRate> => {
+    const of = (kind: RateLimitedKind): TokenRate => {
+      const [sessionPerSecond, sessionBurst, userPerSecond, userBurst] = rateLimitDefaults[kind];
+      const prefix = `EDGE_RATE_${rateLimitVariableKinds[kind]}_PER_${scope}`;
+      return scope === "SESSION" ? rate(prefix, sessionPerSecond, sessionBurst) : rate(prefix, userPerSecond, userBurst);
+    };
+    return { send: of("send"), typing: of("typing"), history: of("history"), conversationChange: of("conversationChange") };
+  };
+  const perSession = perKind("SESSION");
+  const perUser = perKind("USER");
+  const fanOutPerUser = rate("EDGE_RATE_FAN_OUT_PER_USER", fanOutPerUserDefault.perSecond, fanOutPerUserDefault.burst);
+  return { perSession, perUser, fanOutPerUser };
+}
 
 export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; unknownVariables: string[]; warnings: string[] } {
   const reader = new EnvironmentReader(environment, ["EDGE_"]);
@@ -181,6 +229,7 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     presenceRemoteClaimsMax: reader.integer("EDGE_PRESENCE_REMOTE_CLAIMS_MAX", 1_000_000, 1, 100_000_000),
     drainMs: reader.integer("EDGE_DRAIN_MS", 5000, 0, 300_000),
     drainGraceMs: reader.integer("EDGE_DRAIN_GRACE_MS", 5000, 0, 300_000),
+    rateLimits: readRateLimits(reader),
   };
   if (config.presenceTtlMs < 2 * config.presenceHeartbeatIntervalMs) {
     throw new ConfigError("EDGE_PRESENCE_TTL_MS must be at least twice EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS, so one late heartbeat does not flap presence");

@@ -19,8 +19,11 @@ import type { TypingIndicator, TypingPublisher } from "./typing/typing-relay.ts"
 export interface DeliveryTarget {
   /** A live mailbox event; `serializedFrame` is its event frame, encoded once for every session. */
   deliver(event: SequencedEvent, serializedFrame: string): void;
-  /** A live message of one of the user's conversations; `serializedFrame` is its message frame, encoded once. */
-  deliverMessage(message: Message, serializedFrame: string): void;
+  /**
+   * A live message of one of the user's conversations; `serializedFrame` is its message frame, encoded
+   * once; `recipientCount` the members it was published to (the sender's session charges its fan-out).
+   */
+  deliverMessage(message: Message, serializedFrame: string, recipientCount: number): void;
   /** A typing indicator for the target's user; `serializedFrame` is its typing frame, encoded once. */
   deliverTyping(typing: TypingIndicator, serializedFrame: string): void;
 }
@@ -130,8 +133,8 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
         const targets = this.users.get(recipientUserId);
         if (targets === undefined) continue;
         frame ??= JSON.stringify({ type: "message", message });
-        if (!(targets instanceof Set)) targets.deliverMessage(message, frame);
-        else for (const target of targets) target.deliverMessage(message, frame);
+        if (!(targets instanceof Set)) targets.deliverMessage(message, frame, recipientUserIds.length);
+        else for (const target of targets) target.deliverMessage(message, frame, recipientUserIds.length);
       }
     }
     for (const { recipientUserId, seq, event } of events) {

@@ -130,19 +130,19 @@ describe("typing", () => {
     expect(framesOfType(bob, "typing")).toEqual([]);
   });
 
-  it("answers rate_limited to a second typing within typingIntervalMs, and takes one again at the interval", async () => {
+  it("answers rate_limited, with the wait as retryAfterMs, to a second typing within typingIntervalMs, and takes one again at the interval", async () => {
     const edge = edgeWithGroups({ [groupId]: ["alice", "bob"], [otherGroupId]: ["alice", "bob"] });
     const alice = await device(edge, "alice", "phone");
     alice.receiveJson(typing("t1"));
     alice.receiveJson(typing("t2"));
-    expect(await reply(alice, "t2")).toEqual({ type: "error", requestId: "t2", code: "rate_limited", message: expect.stringContaining("1000 ms"), retryable: true });
+    expect(await reply(alice, "t2")).toEqual({ type: "error", requestId: "t2", code: "rate_limited", message: expect.stringContaining("1000 ms"), retryable: true, retryAfterMs: 1000 });
     expect(await reply(alice, "t1")).toEqual({ type: "typingAck", requestId: "t1" });
     // Another conversation has its own allowance.
     alice.receiveJson(typing("t3", otherGroupId));
     expect(await reply(alice, "t3")).toEqual({ type: "typingAck", requestId: "t3" });
     edge.clock.advance(999);
     alice.receiveJson(typing("t4"));
-    expect(await reply(alice, "t4")).toMatchObject({ code: "rate_limited" });
+    expect(await reply(alice, "t4")).toMatchObject({ code: "rate_limited", retryAfterMs: 1 });
     edge.clock.advance(1);
     alice.receiveJson(typing("t5"));
     expect(await reply(alice, "t5")).toEqual({ type: "typingAck", requestId: "t5" });

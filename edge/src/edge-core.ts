@@ -12,6 +12,7 @@ import { PresenceWatches } from "./presence/presence-watches.ts";
 import { EdgeDrain, type DrainClock, type DrainOptions, type DrainOutcome } from "./edge-drain.ts";
 import { Session } from "./session.ts";
 import type { TypingService } from "./typing/typing-relay.ts";
+import { assertRateLimitSettings, UserRateLimits, type RateLimitSettings } from "./rate-limit/request-rate-limits.ts";
 
 export { Session } from "./session.ts";
 
@@ -52,6 +53,8 @@ export type EdgeLimits = {
   readonly typingIntervalMs: number;
   /** Conversations one session may type in within one typingIntervalMs; past it: rate_limited. */
   readonly typingConversationsPerSessionMax: number;
+  /** Token buckets per session and per user on this edge; past them: rate_limited with retryAfterMs. */
+  readonly rateLimits: RateLimitSettings;
 };
 
 /** Typing and presence: ephemeral, never stored. */
@@ -87,6 +90,7 @@ export class EdgeCore {
     /** Bounds the reads of conversation logs in flight across the edge (a wave of resumes). */
     readonly conversationReads: ConcurrencyLimiter,
   ) {
+    assertRateLimitSettings(limits.rateLimits);
     ephemeral.presence.onChange((change) => this.presenceChanged(change));
   }
 
@@ -117,6 +121,19 @@ export class EdgeCore {
     const session = new Session(this, transport);
     this.sessions.add(session);
     return session;
+  }
+
+  /**
+   * The user's rate limits on this edge, for a welcomed session of the user about to use them: those of
+   * another session of the user here when one has them, else new ones. They live as long as a session
+   * holding them does, in no map of their own. Called once per session (at most sessionsPerUserMax looked at).
+   */
+  userRateLimits(userId: string): UserRateLimits {
+    const sessions = this.sessionsByUser.get(userId);
+    if (sessions instanceof Set) {
+      for (const session of sessions) if (session.userRateLimits !== undefined) return session.userRateLimits;
+    } else if (sessions?.userRateLimits !== undefined) return sessions.userRateLimits;
+    return new UserRateLimits(this.limits.rateLimits);
   }
 
   /** The session was welcomed. */

@@ -92,6 +92,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       conversationReadsPerSessionMax: config.conversationReadsPerSessionMax,
       typingIntervalMs: config.typingIntervalMs,
       typingConversationsPerSessionMax: config.typingConversationsPerSessionMax,
+      rateLimits: config.rateLimits,
     },
     verifier,
     handler,

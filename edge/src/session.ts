@@ -24,6 +24,7 @@ import { errorFrame, errorFrameFor } from "./error-mapping.ts";
 import type { RequestContext } from "./request-handler.ts";
 import type { DrainTarget } from "./edge-drain.ts";
 import { MailboxCursor } from "./mailbox-cursor.ts";
+import { rateLimitedKindOf, SessionRateLimits, type UserRateLimits } from "./rate-limit/request-rate-limits.ts";
 import { TypingRateLimiter } from "./typing/typing-rate-limiter.ts";
 import type { TypingIndicator } from "./typing/typing-relay.ts";
 
@@ -76,6 +77,12 @@ export class Session implements DeliveryTarget, DrainTarget {
   private conversationReads: Map<string, ConversationRead> | undefined;
   /** The initial sync (mailbox, then every listed and joined conversation) is still running: no `synced` yet. */
   private initialSyncRunning = true;
+  /**
+   * This session's request buckets, and its user's on this edge (shared with the user's other sessions
+   * here). Made on the first request that draws on them, or the first fan-out charged: an idle session
+   * pays one empty field, not ~200 bytes of buckets.
+   */
+  private rateLimits: SessionRateLimits | undefined;
   /** Dropped once the hello is answered: a cleared Timeout would otherwise stay referenced for the session's life. */
   private authTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -92,6 +99,15 @@ export class Session implements DeliveryTarget, DrainTarget {
 
   get userId(): string | undefined {
     return this.state.kind === "open" ? this.state.userId : undefined;
+  }
+
+  /** The user's rate limits on this edge, which the user's other sessions share; undefined until first used. */
+  get userRateLimits(): UserRateLimits | undefined {
+    return this.state.kind === "open" ? this.rateLimits?.user : undefined;
+  }
+
+  private rateLimitsOf(userId: string): SessionRateLimits {
+    return (this.rateLimits ??= new SessionRateLimits(this.core.userRateLimits(userId)));
   }
 
   /** A text (or binary) frame from the client. Never throws. */
@@ -120,10 +136,19 @@ export class Session implements DeliveryTarget, DrainTarget {
       const refusal = errorFrame("overloaded", `this edge has ${this.core.requestsInFlight} requests in flight`, frame.requestId);
       return this.reply({ ...refusal, retryAfterMs: this.core.limits.overloadedRetryAfterMs });
     }
-    if (frame.type === "typing" && !typingLimiter.tryAccept(frame.conversationId, this.core.ephemeral.monotonicNowMs())) {
-      const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
-      const detail = `typing at most once every ${typingIntervalMs} ms per conversation, in at most ${typingConversationsPerSessionMax} conversations at a time`;
-      return this.reply(errorFrame("rate_limited", detail, frame.requestId));
+    // The request's buckets (per session, per user here): refused before any of it is done, with the wait.
+    const kind = rateLimitedKindOf(frame.type);
+    if (kind !== undefined) {
+      const retryAfterMs = this.rateLimitsOf(userId).admit(kind, this.core.ephemeral.monotonicNowMs());
+      if (retryAfterMs > 0) return this.reply({ ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
+    }
+    if (frame.type === "typing") {
+      const nowMs = this.core.ephemeral.monotonicNowMs();
+      if (!typingLimiter.tryAccept(frame.conversationId, nowMs)) {
+        const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
+        const detail = `typing at most once every ${typingIntervalMs} ms per conversation, in at most ${typingConversationsPerSessionMax} conversations at a time`;
+        return this.reply({ ...errorFrame("rate_limited", detail, frame.requestId), retryAfterMs: typingLimiter.retryAfterMs(frame.conversationId, nowMs) });
+      }
     }
     this.requestsInFlight++;
     this.core.requestsInFlight++;
@@ -205,9 +230,14 @@ export class Session implements DeliveryTarget, DrainTarget {
    * the member's join point in a resumed session (its earlier messages are read from the log first), at
    * this message in a live one.
    */
-  deliverMessage(message: Message, serializedFrame: string): void {
+  deliverMessage(message: Message, serializedFrame: string, recipientCount: number): void {
     if (this.state.kind !== "open") return;
     const { conversations, resumed } = this.state;
+    // The fan-out is charged after the fact, once, by the session of the device that sent the message: the
+    // edge cannot know a conversation's member count before its cell answers (docs/protocol.md, "Rate limits").
+    if (message.senderUserId === this.state.userId && message.senderDeviceId === this.state.deviceId) {
+      this.rateLimitsOf(message.senderUserId).chargeFanOut(recipientCount, this.core.ephemeral.monotonicNowMs());
+    }
     let cursor = conversations.get(message.conversationId);
     if (cursor === undefined) {
       cursor = resumed ? ConversationCursor.reading(undefined, this.core.limits.heldEventsPerSessionMax) : ConversationCursor.liveFrom(message, this.core.limits.heldEventsPerSessionMax);

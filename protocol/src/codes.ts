@@ -14,7 +14,11 @@ export const errorCodes = {
   invalid_peer: { retryable: false, description: "A direct conversation needs another user than oneself." },
   too_many_members: { retryable: false, description: "The group would exceed its member limit." },
   not_a_group: { retryable: false, description: "Members can only be added to group conversations." },
-  rate_limited: { retryable: true, description: "Too many requests in flight on this session, or typing sent again too soon; retry later." },
+  rate_limited: {
+    retryable: true,
+    description:
+      "Too many requests in flight on this session, or this session (or its user on this edge) used up its rate for this kind of request; not done. Retry after `retryAfterMs` when present.",
+  },
   no_cell_available: { retryable: true, description: "No cell is registered to place a new user or conversation." },
   directory_unavailable: { retryable: true, description: "The directory did not answer in time." },
   cell_unavailable: { retryable: true, description: "No worker of the owning cell answered in time." },

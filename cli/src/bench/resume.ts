@@ -25,8 +25,22 @@ if (![messageCount, conversationCount, rounds].every((value) => Number.isSafeInt
 const sendsInFlightMax = 48;
 
 process.stderr.write(`resume bench: ${messageCount} missed messages over ${conversationCount} conversations, ${rounds} rounds; starting the topology…\n`);
-// The launcher's settings (npm start), not the tests' short leases.
-const test = await startTestTopology({ label: "resume", extraEnvironment: { WORKER_LEASE_MS: "1500", WORKER_HEARTBEAT_INTERVAL_MS: "300", EDGE_LEASE_MS: "1500" } });
+// The launcher's settings (npm start), not the tests' short leases. The writers fill the logs as fast as the
+// cells take them: the send rate limits (20 a second per session by default) would make that setup, not
+// what this bench measures, take minutes, so they are lifted here.
+const sendRateUnlimited = { perSecond: "1000000", burst: "10000000" };
+const test = await startTestTopology({
+  label: "resume",
+  extraEnvironment: {
+    WORKER_LEASE_MS: "1500",
+    WORKER_HEARTBEAT_INTERVAL_MS: "300",
+    EDGE_LEASE_MS: "1500",
+    EDGE_RATE_SENDS_PER_SESSION_PER_SECOND: sendRateUnlimited.perSecond,
+    EDGE_RATE_SENDS_PER_SESSION_BURST: sendRateUnlimited.burst,
+    EDGE_RATE_SENDS_PER_USER_PER_SECOND: sendRateUnlimited.perSecond,
+    EDGE_RATE_SENDS_PER_USER_BURST: sendRateUnlimited.burst,
+  },
+});
 const urls = test.topology.edges.map((edge) => edge.webSocketUrl);
 const clients: CellwireClient[] = [];
 

@@ -293,7 +293,7 @@ export class FakeDeliveries implements DeliverySource, TypingPublisher {
     const { messages, events, typing } = decoded.value;
     for (const { recipientUserIds, message } of messages) {
       const frame = JSON.stringify({ type: "message", message });
-      for (const userId of recipientUserIds) for (const target of this.targetsOf(userId)) target.deliverMessage(message, frame);
+      for (const userId of recipientUserIds) for (const target of this.targetsOf(userId)) target.deliverMessage(message, frame, recipientUserIds.length);
     }
     for (const { recipientUserId, seq, event } of events) {
       const frame = JSON.stringify({ type: "event", seq, event });
@@ -525,6 +525,22 @@ export const defaultTestLimits: EdgeLimits = {
   conversationReadsPerSessionMax: 4,
   typingIntervalMs: 1000,
   typingConversationsPerSessionMax: 4,
+  // Far above what the tests of other behaviour send; the rate limits' own tests set theirs.
+  rateLimits: {
+    perSession: {
+      send: { perSecond: 1000, burst: 1000 },
+      typing: { perSecond: 1000, burst: 1000 },
+      history: { perSecond: 1000, burst: 1000 },
+      conversationChange: { perSecond: 1000, burst: 1000 },
+    },
+    perUser: {
+      send: { perSecond: 1000, burst: 1000 },
+      typing: { perSecond: 1000, burst: 1000 },
+      history: { perSecond: 1000, burst: 1000 },
+      conversationChange: { perSecond: 1000, burst: 1000 },
+    },
+    fanOutPerUser: { perSecond: 1_000_000, burst: 1_000_000 },
+  },
 };
 
 export const typingExpiresInMsForTests = 5000;

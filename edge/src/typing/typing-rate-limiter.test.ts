@@ -81,4 +81,16 @@ describe("TypingRateLimiter", () => {
       ),
     );
   });
+
+  it("names the wait after a refusal: the rest of the conversation's interval, or of the first other one's, rounded up", () => {
+    const limiter = new TypingRateLimiter(1000, 2);
+    expect(limiter.tryAccept(first, 0)).toBe(true);
+    expect(limiter.tryAccept(first, 250.5)).toBe(false);
+    expect(limiter.retryAfterMs(first, 250.5)).toBe(750);
+    expect(limiter.tryAccept(second, 400)).toBe(true);
+    expect(limiter.tryAccept(third, 600)).toBe(false);
+    // first's interval ends at 1000, second's at 1400: a third conversation may go at 1000.
+    expect(limiter.retryAfterMs(third, 600)).toBe(400);
+    expect(limiter.tryAccept(third, 600 + 400)).toBe(true);
+  });
 });

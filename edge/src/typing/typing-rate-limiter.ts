@@ -37,6 +37,21 @@ export class TypingRateLimiter {
     return true;
   }
 
+  /**
+   * After a refusal by tryAccept at the same time: the milliseconds until a typing frame for the
+   * conversation would be let through (its interval ends, or the first of the other conversations' does),
+   * in whole milliseconds rounded up, as `retryAfterMs` is.
+   */
+  retryAfterMs(conversationId: string, nowMs: number): number {
+    const accepted = this.lastAcceptedAtMs;
+    if (accepted === undefined) return 0;
+    const lastMs = accepted.get(conversationId);
+    if (lastMs !== undefined) return Math.max(0, Math.ceil(this.intervalMs - (nowMs - lastMs)));
+    let soonestMs = this.intervalMs;
+    for (const acceptedAtMs of accepted.values()) soonestMs = Math.min(soonestMs, Math.max(0, Math.ceil(this.intervalMs - (nowMs - acceptedAtMs))));
+    return soonestMs;
+  }
+
   /** Entries older than the interval restrict nothing any more. */
   private forgetLapsed(accepted: Map<string, number>, nowMs: number): void {
     for (const [conversationId, acceptedAtMs] of accepted) {
