@@ -59,16 +59,36 @@ describe("refresh", () => {
     const { transport } = await edge.authenticated("alice", { token: `valid:alice:phone;exp=${start + 5000}` });
     transport.receiveJson({ type: "refresh", requestId: "r-1", token: `valid:mallory;exp=${start + 60_000}` });
     expect(await transport.frame((frame) => frame["requestId"] === "r-1")).toMatchObject({ type: "error", code: "token_user_mismatch", retryable: false });
+    edge.clock.advance(1000);
     transport.receiveJson({ type: "refresh", requestId: "r-2", token: `valid:alice:laptop;exp=${start + 60_000}` });
     expect(await transport.frame((frame) => frame["requestId"] === "r-2")).toMatchObject({ type: "error", code: "token_user_mismatch" });
+    edge.clock.advance(1000);
     transport.receiveJson({ type: "refresh", requestId: "r-3", token: "forged" });
     expect(await transport.frame((frame) => frame["requestId"] === "r-3")).toMatchObject({ type: "error", code: "token_rejected", retryable: false });
+    edge.clock.advance(1000);
     transport.receiveJson({ type: "refresh", requestId: "r-4", token: "expired" });
     expect(await transport.frame((frame) => frame["requestId"] === "r-4")).toMatchObject({ type: "error", code: "token_rejected" });
     expect(transport.closeCode).toBeUndefined();
-    edge.clock.advance(5000);
+    edge.clock.advance(2000);
     expect(edge.core.closeExpiredSessions()).toBe(1);
     expect(await transport.closed()).toBe(closeCodes.token_expired.code);
+  });
+
+  it("answers rate_limited to a refresh within a second of the previous one, without verifying it", async () => {
+    const edge = newEdge();
+    const start = edge.clock.wallMs;
+    const { transport } = await edge.authenticated("alice", { token: `valid:alice;exp=${start + 5000}` });
+    transport.receiveJson({ type: "refresh", requestId: "r-1", token: `valid:alice;exp=${start + 60_000}` });
+    transport.receiveJson({ type: "refresh", requestId: "r-2", token: `valid:alice;exp=${start + 120_000}` });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-2")).toMatchObject({ type: "error", code: "rate_limited", retryable: true });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-1")).toMatchObject({ type: "refreshed", tokenExpiresAtMs: start + 60_000 });
+    expect(edge.verifier.tokens.filter((token) => token.includes("120000"))).toEqual([]);
+    edge.clock.advance(999);
+    transport.receiveJson({ type: "refresh", requestId: "r-3", token: `valid:alice;exp=${start + 120_000}` });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-3")).toMatchObject({ type: "error", code: "rate_limited" });
+    edge.clock.advance(1);
+    transport.receiveJson({ type: "refresh", requestId: "r-4", token: `valid:alice;exp=${start + 120_000}` });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-4")).toMatchObject({ type: "refreshed", tokenExpiresAtMs: start + 120_000 });
   });
 });
 

@@ -49,6 +49,11 @@ type SessionState =
     }
   | { readonly kind: "closed" };
 
+/**
+ * A session's refreshes are at least this far apart (else rate_limited): each costs a signature check,
+ * and perhaps a JWKS fetch, while a well-behaved client refreshes once per token lifetime.
+ */
+export const refreshIntervalMsMin = 1000;
 /** Reads of one conversation's log in one go, held messages included, before it is taken as broken. */
 const conversationReadRoundsMax = 100;
 /** Attempts of one page of a log that a cell answers `overloaded`, each after the retry-after it asked for. */
@@ -82,6 +87,8 @@ export class Session implements DeliveryTarget {
    * authentication deadline bounds a session before it.
    */
   private expiresAtMs = Number.POSITIVE_INFINITY;
+  /** Monotonic ms of the last refresh accepted for verification; -Infinity before the first. */
+  private lastRefreshAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly core: EdgeCore,
@@ -127,6 +134,13 @@ export class Session implements DeliveryTarget {
     if (this.core.requestsInFlight >= this.core.limits.requestsInFlightMax) {
       const refusal = errorFrame("overloaded", `this edge has ${this.core.requestsInFlight} requests in flight`, frame.requestId);
       return this.reply({ ...refusal, retryAfterMs: this.core.limits.overloadedRetryAfterMs });
+    }
+    if (frame.type === "refresh") {
+      const nowMs = this.core.ephemeral.monotonicNowMs();
+      if (nowMs - this.lastRefreshAtMs < refreshIntervalMsMin) {
+        return this.reply(errorFrame("rate_limited", `at most one refresh every ${refreshIntervalMsMin} ms`, frame.requestId));
+      }
+      this.lastRefreshAtMs = nowMs;
     }
     if (frame.type === "typing" && !typingLimiter.tryAccept(frame.conversationId, this.core.ephemeral.monotonicNowMs())) {
       const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
