@@ -5,6 +5,7 @@ import { runHistory, runListen, runRead, runSend, runToken } from "./client-comm
 import { runCells, runWhereis } from "./directory-commands.ts";
 import { addCellWorkersMax } from "@cellwire/protocol";
 import { runAddCell, runDrain, runMigrate } from "./migration-commands.ts";
+import { runRevoke } from "./revoke-command.ts";
 import { runRing } from "./ring-command.ts";
 import { runUp } from "./up.ts";
 
@@ -34,6 +35,8 @@ Commands:
   add-cell <cellId> [--workers N] [--weight W] [--json]
                                                   start a new cell's workers in the running local
                                                    topology (npm start) and wait until it takes users
+  revoke <userId> [--json]                        close the user's sessions on every edge (4103) and
+                                                   refuse their tokens issued until now
   up                                              run the local topology (what npm start runs)
 
 Options for send, listen, history and read:
@@ -155,6 +158,11 @@ async function main(argv: string[]): Promise<number> {
       const workers = positiveInteger("workers", values.workers, 2) ?? 2;
       if (workers > addCellWorkersMax) throw new UsageError(`--workers must be at most ${addCellWorkersMax}`);
       return runAddCell(cellId, workers, positiveInteger("weight", values.weight, 100) ?? 100, serviceOptions());
+    }
+    case "revoke": {
+      const userId = rest[0];
+      if (userId === undefined) throw new UsageError("revoke needs a user id");
+      return runRevoke(userId, serviceOptions());
     }
     case "up":
       return runUp(process.env);

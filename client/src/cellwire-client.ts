@@ -53,6 +53,7 @@ import { Listeners, type Unsubscribe } from "./listeners.ts";
 import { applyMailboxFrame, resumeAfterSeqFor, type MailboxFrame } from "./mailbox-position.ts";
 import { PresenceWatch } from "./presence-watch.ts";
 import { isIdempotent, isReplyOf, type RequestBody, type RequestBodyOf, type RequestKind, type ReplyFrameOf } from "./request-kinds.ts";
+import { tokenRefreshDelayMs } from "./token-refresh.ts";
 import { TypingIndicators, type TypingIndicator, type TypingStopped } from "./typing-indicators.ts";
 import { resolveWebSocketConstructor, type WebSocketConstructor, type WebSocketLike } from "./websocket-like.ts";
 
@@ -247,6 +248,8 @@ export class CellwireClient {
   private welcome: Welcome | null = null;
   private connecting: Deferred<Welcome> | null = null;
   private heartbeat: { cancel: CancelTimer; awaitingReply: boolean } | null = null;
+  /** The timer of the current session's next token refresh (see scheduleTokenRefresh). */
+  private cancelTokenRefresh: CancelTimer | null = null;
   private lastSeqValue: number | undefined = undefined;
   /** Survives close() and connect(), as lastSeq does. */
   private readonly conversationPositions: ConversationPositions;
@@ -837,6 +840,45 @@ export class CellwireClient {
     }
     this.rewatchPresence();
     if (this.settings.heartbeat) this.startHeartbeat(attemptId, welcome.heartbeatIntervalMs);
+    this.scheduleTokenRefresh(attemptId, welcome.tokenExpiresAtMs);
+  }
+
+  /**
+   * Before the edge's deadline for the session's token (welcome.tokenExpiresAtMs, then each refreshed
+   * frame's), asks the token provider for a fresh token (reason "refresh") and sends it on the open socket.
+   * Only an edge whose welcome names the deadline takes `refresh` (docs/decisions/0010); against an older
+   * one nothing is scheduled. A refresh that fails is reported as an error and not retried here: the edge
+   * then closes with 4101 at the deadline, and the client reconnects with a fresh token as for any
+   * 4100-range close.
+   */
+  private scheduleTokenRefresh(attemptId: number, tokenExpiresAtMs: number | undefined): void {
+    this.cancelTokenRefresh?.();
+    this.cancelTokenRefresh = null;
+    const delayMs = tokenRefreshDelayMs(this.clock.nowMs(), tokenExpiresAtMs, this.random());
+    if (delayMs === undefined) return;
+    this.cancelTokenRefresh = this.clock.setTimer(() => {
+      this.cancelTokenRefresh = null;
+      void this.refreshToken(attemptId);
+    }, delayMs);
+  }
+
+  private async refreshToken(attemptId: number): Promise<void> {
+    const isCurrent = (): boolean => this.machine.name === "open" && this.machine.attemptId === attemptId;
+    if (!isCurrent()) return;
+    try {
+      const token: unknown = await this.tokenProvider({ reason: "refresh" });
+      if (!isCurrent()) return;
+      if (typeof token !== "string" || token.length === 0 || token.length > tokenLengthMax) {
+        throw new CellwireClientError("token_unavailable", `the token provider returned no usable token (a string of 1 to ${tokenLengthMax} characters)`, { retryable: true });
+      }
+      const refreshed = await this.request<"refresh">({ type: "refresh", token });
+      if (isCurrent()) this.scheduleTokenRefresh(attemptId, refreshed.tokenExpiresAtMs);
+    } catch (error) {
+      if (!isCurrent()) return;
+      if (error instanceof CellwireClientError) return this.emitError(error);
+      const detail = error instanceof Error ? error.message : String(error);
+      this.emitError(new CellwireClientError("token_unavailable", `the token provider failed: ${detail}`, { retryable: true, cause: error }));
+    }
   }
 
   private startHeartbeat(attemptId: number, intervalMs: number): void {
@@ -856,6 +898,8 @@ export class CellwireClient {
   private endSession(closeCode: number | null): void {
     this.heartbeat?.cancel();
     this.heartbeat = null;
+    this.cancelTokenRefresh?.();
+    this.cancelTokenRefresh = null;
     this.welcome = null;
     this.sessionSynced = false;
     for (const [requestId, entry] of [...this.inFlight]) {
@@ -872,6 +916,8 @@ export class CellwireClient {
   }
 
   private failRequests(reason: ClosedReason, closeCode: number | null): void {
+    this.cancelTokenRefresh?.();
+    this.cancelTokenRefresh = null;
     this.token = null;
     this.welcome = null;
     const error = new CellwireClientError("closed", closedMessage(reason, closeCode), { retryable: false });

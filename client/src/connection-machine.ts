@@ -19,7 +19,10 @@ export const connectionStateNames: readonly ConnectionStateName[] = [
 /** Why the machine reached `closed`. */
 export type ClosedReason = "close_requested" | "stopped_by_server" | "reconnect_limit";
 
-/** Why a token is asked for: "refresh" follows a close in the 4100 range, so a cached token must not be reused. */
+/**
+ * Why a token is asked for: "refresh" follows a close in the 4100 range, or comes before the session's
+ * token expires (a refresh on the open socket), so a cached token must not be reused.
+ */
 export type TokenReason = "connect" | "reconnect" | "refresh";
 
 export type ConnectionState = {

@@ -19,6 +19,7 @@ const replyTypes = {
   watchPresence: "presenceSnapshot",
   read: "receiptAck",
   delivered: "receiptAck",
+  refresh: "refreshed",
 } as const satisfies Record<RequestKind, ServerFrame["type"]>;
 
 export type ReplyFrameOf<K extends RequestKind> = Extract<ServerFrame, { type: (typeof replyTypes)[K] }>;
@@ -28,7 +29,7 @@ export type ReplyFrameOf<K extends RequestKind> = Extract<ServerFrame, { type: (
  * pair's one conversation, history and ping only read, watchPresence replaces the watched set. These are
  * transmitted again after a reconnect and retried on a retryable error; createGroup (a new group each
  * time) and addMembers are not, because their first transmission may already have taken effect, and
- * neither is typing, which is stale by the time a retry could go out. read and delivered only raise a
+ * neither is typing, which is stale by the time a retry could go out, nor refresh, whose session is gone. read and delivered only raise a
  * position to a seq (a repeat changes nothing), so they are safe to transmit again.
  */
 const idempotentKinds: Readonly<Record<RequestKind, boolean>> = {
@@ -42,6 +43,8 @@ const idempotentKinds: Readonly<Record<RequestKind, boolean>> = {
   typing: false,
   read: true,
   delivered: true,
+  // A refresh belongs to its session: after a reconnect the new hello carries a fresh token instead.
+  refresh: false,
 };
 
 export function isIdempotent(kind: RequestKind): boolean {

@@ -34,9 +34,12 @@ describe("loadEdgeConfig", () => {
       edgeId: "1",
       host: "127.0.0.1",
       port: 8080,
-      auth: { mode: "jwks", jwksUrl: undefined, jwksFile: "/etc/cellwire/jwks.json", issuer: "https://issuer.example", audience: "cellwire" },
+      auth: { mode: "jwks", jwksUrl: undefined, jwksFile: "/etc/cellwire/jwks.json", issuer: "https://issuer.example", audience: "cellwire", jwksCooldownMs: 30_000, jwksCacheMaxAgeMs: 600_000 },
       admission: { allowedOrigins: [], loopbackOriginsAllowed: false, connectionsPerAddressMax: 100, unauthenticatedMax: 1000, trustedProxies: [] },
       authTimeoutMs: 5000,
+      clockToleranceMs: 30_000,
+      revocationsMax: 100_000,
+      revocationRetentionMs: 86_400_000,
       heartbeatIntervalMs: 25_000,
       idleTimeoutMs: 120_000,
       sessionsMax: 15_000,
@@ -281,6 +284,8 @@ describe("loadEdgeConfig", () => {
       jwksFile: "/etc/cellwire/jwks.json",
       issuer: "https://issuer.example",
       audience: "cellwire",
+      jwksCooldownMs: 30_000,
+      jwksCacheMaxAgeMs: 600_000,
     });
   });
 
@@ -288,6 +293,34 @@ describe("loadEdgeConfig", () => {
     const { EDGE_JWKS_FILE: _file, ...rest } = jwksFileMode;
     const { config } = loadEdgeConfig({ ...rest, EDGE_JWKS_URL: "https://issuer.example/.well-known/jwks.json" });
     expect(config.auth).toMatchObject({ mode: "jwks", jwksUrl: "https://issuer.example/.well-known/jwks.json", jwksFile: undefined });
+  });
+
+  it("refuses a JWKS URL that is not https, except http on a loopback host", () => {
+    const { EDGE_JWKS_FILE: _file, ...rest } = jwksFileMode;
+    expect(configError({ ...rest, EDGE_JWKS_URL: "http://issuer.example/jwks.json" }).message).toMatch(/EDGE_JWKS_URL must be https/);
+    expect(configError({ ...rest, EDGE_JWKS_URL: "http://10.0.0.7/jwks.json" }).message).toMatch(/EDGE_JWKS_URL must be https/);
+    expect(configError({ ...rest, EDGE_JWKS_URL: "ftp://issuer.example/jwks.json" }).message).toMatch(/EDGE_JWKS_URL must be https/);
+    expect(configError({ ...rest, EDGE_JWKS_URL: "not a url" }).message).toMatch(/EDGE_JWKS_URL is not a URL/);
+    for (const url of ["http://127.0.0.1:4000/jwks.json", "http://localhost/jwks.json", "http://[::1]:9/jwks.json", "https://issuer.example/jwks.json"]) {
+      expect(loadEdgeConfig({ ...rest, EDGE_JWKS_URL: url }).config.auth).toMatchObject({ jwksUrl: url });
+    }
+  });
+
+  it("reads the JWKS cooldown and cache age, the clock tolerance and the revocation bounds, within their limits", () => {
+    const { config } = loadEdgeConfig({
+      ...jwksFileMode,
+      EDGE_JWKS_COOLDOWN_MS: "5000",
+      EDGE_JWKS_CACHE_MAX_AGE_MS: "60000",
+      EDGE_CLOCK_TOLERANCE_MS: "1000",
+      EDGE_REVOCATIONS_MAX: "10",
+      EDGE_REVOCATION_RETENTION_MS: "3600000",
+    });
+    expect(config.auth).toMatchObject({ jwksCooldownMs: 5000, jwksCacheMaxAgeMs: 60_000 });
+    expect(config).toMatchObject({ clockToleranceMs: 1000, revocationsMax: 10, revocationRetentionMs: 3_600_000 });
+    expect(() => loadEdgeConfig({ EDGE_CLOCK_TOLERANCE_MS: "300001" })).toThrow(ConfigError);
+    expect(() => loadEdgeConfig({ EDGE_CLOCK_TOLERANCE_MS: "-1" })).toThrow(ConfigError);
+    expect(() => loadEdgeConfig({ ...jwksFileMode, EDGE_JWKS_COOLDOWN_MS: "10" })).toThrow(ConfigError);
+    expect(() => loadEdgeConfig({ EDGE_REVOCATIONS_MAX: "0" })).toThrow(ConfigError);
   });
 
   it("refuses jwks mode with neither or both of EDGE_JWKS_URL and EDGE_JWKS_FILE", () => {

@@ -15,6 +15,10 @@ export type EdgeAuthConfig =
       readonly jwksFile: string | undefined;
       readonly issuer: string;
       readonly audience: string;
+      /** A remote JWKS is fetched again for an unknown kid at most once per cooldown (jose's default when absent). */
+      readonly jwksCooldownMs?: number;
+      /** A remote JWKS is refetched when older than this (jose's default when absent). */
+      readonly jwksCacheMaxAgeMs?: number;
     };
 
 /** Who may open a socket, checked at the WebSocket upgrade (admission.ts). */
@@ -34,6 +38,22 @@ export type EdgeAdmissionConfig = {
   readonly trustedProxies: readonly string[];
 };
 
+/** Loopback hosts, where a JWKS may be served over plain http (a sidecar, a test): no network sees it. */
+const loopbackHosts = new Set(["127.0.0.1", "[::1]", "localhost"]);
+
+/** Keys decide who anyone is, so a remote JWKS comes over https; http only from a loopback host. */
+export function jwksUrlProblem(jwksUrl: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(jwksUrl);
+  } catch {
+    return "EDGE_JWKS_URL is not a URL";
+  }
+  if (url.protocol === "https:") return undefined;
+  if (url.protocol === "http:" && loopbackHosts.has(url.hostname)) return undefined;
+  return "EDGE_JWKS_URL must be https:// (http:// only on a loopback host: 127.0.0.1, [::1], localhost)";
+}
+
 export type EdgeConfig = {
   readonly namespace: string;
   readonly natsServers: string[];
@@ -44,6 +64,12 @@ export type EdgeConfig = {
   readonly auth: EdgeAuthConfig;
   readonly admission: EdgeAdmissionConfig;
   readonly authTimeoutMs: number;
+  /** Skew allowed between the token issuer's clock and the edge's, on exp and nbf. */
+  readonly clockToleranceMs: number;
+  /** Users whose revocation this edge remembers (refusing their older tokens); past it the oldest is forgotten. */
+  readonly revocationsMax: number;
+  /** How long a revocation refuses the user's tokens issued before it: set it to the longest token lifetime. */
+  readonly revocationRetentionMs: number;
   /** Advertised in welcome: how often a client should ping. */
   readonly heartbeatIntervalMs: number;
   /** A socket silent for this long is closed by uWebSockets.js (which also pings it automatically). */
@@ -177,7 +203,11 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     const audience = reader.optionalString("EDGE_JWT_AUDIENCE");
     if ((jwksUrl === undefined) === (jwksFile === undefined)) throw new ConfigError(`exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE is needed. ${jwksSettingsHint}`);
     if (issuer === undefined || audience === undefined) throw new ConfigError(`EDGE_JWT_ISSUER and EDGE_JWT_AUDIENCE are needed. ${jwksSettingsHint}`);
-    auth = { mode, jwksUrl, jwksFile, issuer, audience };
+    const urlProblem = jwksUrl === undefined ? undefined : jwksUrlProblem(jwksUrl);
+    if (urlProblem !== undefined) throw new ConfigError(urlProblem);
+    const jwksCooldownMs = reader.integer("EDGE_JWKS_COOLDOWN_MS", 30_000, 1000, 3_600_000);
+    const jwksCacheMaxAgeMs = reader.integer("EDGE_JWKS_CACHE_MAX_AGE_MS", 600_000, 1000, 86_400_000);
+    auth = { mode, jwksUrl, jwksFile, issuer, audience, jwksCooldownMs, jwksCacheMaxAgeMs };
   }
   const allowedOriginsText = reader.optionalString("EDGE_ALLOWED_ORIGINS");
   const trustedProxiesText = reader.optionalString("EDGE_TRUSTED_PROXIES");
@@ -198,6 +228,9 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     auth,
     admission,
     authTimeoutMs: reader.integer("EDGE_AUTH_TIMEOUT_MS", 5000, 100, 60_000),
+    clockToleranceMs: reader.integer("EDGE_CLOCK_TOLERANCE_MS", 30_000, 0, 300_000),
+    revocationsMax: reader.integer("EDGE_REVOCATIONS_MAX", 100_000, 1, 10_000_000),
+    revocationRetentionMs: reader.integer("EDGE_REVOCATION_RETENTION_MS", 86_400_000, 1000, 30 * 86_400_000),
     heartbeatIntervalMs: reader.integer("EDGE_HEARTBEAT_INTERVAL_MS", 25_000, 1000, 600_000),
     idleTimeoutMs: reader.integer("EDGE_IDLE_TIMEOUT_MS", 120_000, 8000, 960_000),
     sessionsMax: reader.integer("EDGE_SESSIONS_MAX", 15_000, 1, 1_000_000),

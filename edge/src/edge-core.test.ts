@@ -155,6 +155,7 @@ describe("authentication", () => {
       deviceId: "phone",
       cellId: "b",
       heartbeatIntervalMs: 12_000,
+      tokenExpiresAtMs: Number.MAX_SAFE_INTEGER,
     });
     expect(session.isOpen).toBe(true);
     expect(edge.deliveries.sessionCount("alice")).toBe(1);

@@ -11,8 +11,9 @@ import {
   systemClock,
   type ServiceLogger,
 } from "@cellwire/cluster";
-import { directoryChange, directoryChangesSubject } from "@cellwire/protocol";
+import { directoryChange, directoryChangesSubject, revocationsSubject, sessionRevoke } from "@cellwire/protocol";
 import { Admission } from "./admission.ts";
+import { RevocationList } from "./auth/revocation-list.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { signDevToken } from "./auth/dev-keys.ts";
 import type { EdgeConfig } from "./config.ts";
@@ -26,11 +27,14 @@ import { NatsPresenceHub } from "./presence/presence-hub.ts";
 import { ConversationMembers } from "./typing/conversation-members.ts";
 import { TypingRelay } from "./typing/typing-relay.ts";
 
+/** How often the edge closes the sessions whose token expired: expiry is enforced up to this late. */
+const tokenExpirySweepIntervalMs = 1000;
+
 export type RunningEdge = { readonly port: number; stop(): Promise<void> };
 
 export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Promise<RunningEdge> {
   const uws = loadNativeUws();
-  const verifier = await createTokenVerifier(config.auth);
+  const verifier = await createTokenVerifier(config.auth, { clockToleranceMs: config.clockToleranceMs, wallNowMs: () => systemClock.wallNowMs() });
   const connection = await connectNats(config.natsServers, `cellwire-edge-${config.edgeId}`, logger);
   const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs);
   const cache = new DirectoryCache(config.directoryCacheEntriesMax, config.directoryCacheTtlMs, () => systemClock.monotonicNowMs());
@@ -100,7 +104,24 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     logger,
     { typing: new TypingRelay(members, hub, config.typingExpiresInMs), presence, monotonicNowMs: () => systemClock.monotonicNowMs() },
     new ConcurrencyLimiter(config.conversationReadsInFlightMax),
+    {
+      wallNowMs: () => systemClock.wallNowMs(),
+      revocations: new RevocationList({ revocationsMax: config.revocationsMax, retentionMs: config.revocationRetentionMs }),
+    },
   );
+  const expirySweep = setInterval(() => core.closeExpiredSessions(), tokenExpirySweepIntervalMs);
+  expirySweep.unref();
+  // Revocations from operators (cellwire revoke). Core NATS, at most once: an edge that misses one (it
+  // was disconnected, or started later) still refuses nothing for that user; see docs/security.md.
+  const revocations = connection.subscribe(revocationsSubject(config.namespace), {
+    callback: (error, message) => {
+      if (error !== null) return;
+      const decoded = decodeMessage(sessionRevoke, message.data);
+      if (!decoded.ok) return logger.warn(`a session.revoke message does not decode: ${decoded.reason}`);
+      const closed = core.revoke(decoded.value.userId, decoded.value.revokedAtMs);
+      logger.info(`revoked the sessions of ${decoded.value.userId}: ${closed} closed here`);
+    },
+  });
   router.onRingChange((cellId) => core.cellMembershipChanged(cellId));
   // Moves of users and conversations: cached homes are replaced at once rather than found stale by a
   // cell.moved, and sessions follow their user's mailbox. A change missed (NATS is at most once here)
@@ -159,6 +180,8 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       // Goodbye: other edges drop whatever claims of this edge remain at once.
       presence.stop();
       core.closeAll();
+      clearInterval(expirySweep);
+      revocations.unsubscribe();
       directoryChanges.unsubscribe();
       router.stop();
       await connection.drain();

@@ -22,6 +22,7 @@ import {
   type CellRequest,
   type ClientRequestFrame,
   type DirectoryEntry,
+  type RefreshFrame,
   type SequencedEvent,
   type ServerFrame,
   type TypingFrame,
@@ -43,8 +44,8 @@ export interface DirectoryLookups {
 
 export type RequestContext = { readonly userId: string; readonly deviceId: string; readonly homeCellId: string };
 
-/** The request frames a cell serves; typing and watchPresence are the edge's own (edge-core.ts). */
-export type CellServedFrame = Exclude<ClientRequestFrame, TypingFrame | WatchPresenceFrame>;
+/** The request frames a cell serves; typing, watchPresence and refresh are the edge's own (session.ts). */
+export type CellServedFrame = Exclude<ClientRequestFrame, TypingFrame | WatchPresenceFrame | RefreshFrame>;
 
 /** Homes from the edge's directory cache; a user seen for the first time is placed by the directory. */
 export class CachedHomes implements HomeDirectory {

@@ -13,6 +13,7 @@ import {
   type CloseReason,
   type HelloFrame,
   type Message,
+  type RefreshFrame,
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
@@ -50,6 +51,11 @@ type SessionState =
     }
   | { readonly kind: "closed" };
 
+/**
+ * A session's refreshes are at least this far apart (else rate_limited): each costs a signature check,
+ * and perhaps a JWKS fetch, while a well-behaved client refreshes once per token lifetime.
+ */
+export const refreshIntervalMsMin = 1000;
 /** Reads of one conversation's log in one go, held messages included, before it is taken as broken. */
 const conversationReadRoundsMax = 100;
 /** Attempts of one page of a log that a cell answers `overloaded`, each after the retry-after it asked for. */
@@ -85,12 +91,24 @@ export class Session implements DeliveryTarget, DrainTarget {
   private rateLimits: SessionRateLimits | undefined;
   /** Dropped once the hello is answered: a cleared Timeout would otherwise stay referenced for the session's life. */
   private authTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * When the session's token stops being accepted (ms since the epoch, wall clock): the edge's sweep
+   * closes the session with 4101 then (EdgeCore.closeExpiredSessions). Infinite until welcome: the
+   * authentication deadline bounds a session before it.
+   */
+  private expiresAtMs = Number.POSITIVE_INFINITY;
+  /** Monotonic ms of the last refresh accepted for verification; -Infinity before the first. */
+  private lastRefreshAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly core: EdgeCore,
     private readonly transport: SessionTransport,
   ) {
     this.authTimer = setTimeout(() => this.close("authentication_timeout", "no hello within the deadline"), core.limits.authTimeoutMs);
+  }
+
+  get tokenExpiresAtMs(): number {
+    return this.expiresAtMs;
   }
 
   get isOpen(): boolean {
@@ -141,6 +159,14 @@ export class Session implements DeliveryTarget, DrainTarget {
     if (kind !== undefined) {
       const retryAfterMs = this.rateLimitsOf(userId).admit(kind, this.core.ephemeral.monotonicNowMs());
       if (retryAfterMs > 0) return this.reply({ ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
+    }
+    if (frame.type === "refresh") {
+      const nowMs = this.core.ephemeral.monotonicNowMs();
+      const sinceMs = nowMs - this.lastRefreshAtMs;
+      if (sinceMs < refreshIntervalMsMin) {
+        return this.reply({ ...errorFrame("rate_limited", `at most one refresh every ${refreshIntervalMsMin} ms`, frame.requestId), retryAfterMs: refreshIntervalMsMin - sinceMs });
+      }
+      this.lastRefreshAtMs = nowMs;
     }
     if (frame.type === "typing") {
       const nowMs = this.core.ephemeral.monotonicNowMs();
@@ -325,6 +351,13 @@ export class Session implements DeliveryTarget, DrainTarget {
       this.core.deliveries.detach(userId, this);
       return;
     }
+    // Checked last, with no await until the session is counted as the user's: a revocation that arrives
+    // after this finds the session and closes it.
+    if (this.core.isRevoked(outcome.identity)) {
+      this.core.deliveries.detach(userId, this);
+      return this.close("token_revoked", "the user's sessions were revoked; sign in again");
+    }
+    this.expiresAtMs = outcome.identity.expiresAtMs;
     const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax);
     const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
     const conversations = new Map<string, ConversationCursor>();
@@ -354,6 +387,7 @@ export class Session implements DeliveryTarget, DrainTarget {
       deviceId,
       cellId: home.cellId,
       heartbeatIntervalMs: this.core.limits.heartbeatIntervalMs,
+      tokenExpiresAtMs: this.expiresAtMs,
     });
     await this.initialSync();
   }
@@ -560,9 +594,29 @@ export class Session implements DeliveryTarget, DrainTarget {
         return this.core.ephemeral.typing.handle(context, frame);
       case "watchPresence":
         return this.core.watchPresence(this, frame);
+      case "refresh":
+        return this.refresh(frame);
       default:
         return this.core.handler.handle(context, frame);
     }
+  }
+
+  /**
+   * A new token on the open socket, verified like a hello's. It must name the session's user (and its
+   * device, when it names one) and not be revoked; then the session's expiry moves to the new token's.
+   * Any refusal leaves the old expiry standing, and the session open until then.
+   */
+  private async refresh(frame: RefreshFrame): Promise<ServerFrame> {
+    const outcome = await this.core.verifier.verify(frame.token);
+    if (this.state.kind !== "open") return errorFrame("token_rejected", "the session is closing", frame.requestId);
+    if (!outcome.ok) return errorFrame("token_rejected", `${outcome.reason}: ${outcome.detail}`, frame.requestId);
+    const { identity } = outcome;
+    if (identity.userId !== this.state.userId || (identity.deviceId !== undefined && identity.deviceId !== this.state.deviceId)) {
+      return errorFrame("token_user_mismatch", "the token names another user or device than this session's", frame.requestId);
+    }
+    if (this.core.isRevoked(identity)) return errorFrame("token_rejected", "the token was issued before the user's sessions were revoked", frame.requestId);
+    this.expiresAtMs = identity.expiresAtMs;
+    return { type: "refreshed", requestId: frame.requestId, tokenExpiresAtMs: identity.expiresAtMs };
   }
 
   private reply(frame: ServerFrame): void {

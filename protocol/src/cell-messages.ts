@@ -715,3 +715,17 @@ export const topologyReply: Decoder<TopologyReply> = taggedUnion<TopologyReply>(
   }),
   "topology.error": object({ type: literal("topology.error"), message: errorText }),
 });
+
+// ---------------------------------------------------------------------------------------------------
+// Operator → every edge (publish on the revocations subject, see subjects.ts).
+
+/**
+ * Revokes every session of `userId`: each edge closes them with 4103 (token_revoked) and, for a bounded
+ * time, refuses that user's tokens issued before `revokedAtMs` (their `iat`, ms since the epoch).
+ */
+export type SessionRevoke = { type: "session.revoke"; userId: string; revokedAtMs: number };
+export const sessionRevoke: Decoder<SessionRevoke> = object({
+  type: literal("session.revoke"),
+  userId,
+  revokedAtMs: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+});

@@ -27,6 +27,14 @@ export const errorCodes = {
     description: "The edge or the cell is at capacity and refused the request before doing any of it; retry after `retryAfterMs`.",
   },
   internal: { retryable: true, description: "An unexpected server error; it has been logged." },
+  token_rejected: {
+    retryable: false,
+    description: "The token of a `refresh` failed verification (signature, claims, expired or revoked); the session keeps its old expiry.",
+  },
+  token_user_mismatch: {
+    retryable: false,
+    description: "The token of a `refresh` names another user (or device) than the session's; the session keeps its old expiry.",
+  },
 } as const satisfies Record<string, { retryable: boolean; description: string }>;
 
 export type ErrorCode = keyof typeof errorCodes;
@@ -69,6 +77,7 @@ export const closeCodes = {
   token_invalid: { code: 4100, description: "The token failed verification (signature, issuer, audience or claims)." },
   token_expired: { code: 4101, description: "The token's exp has passed." },
   authentication_timeout: { code: 4102, description: "No hello frame arrived within the authentication deadline." },
+  token_revoked: { code: 4103, description: "An operator revoked the user's sessions; tokens issued before the revocation are refused." },
   protocol_violation: { code: 4200, description: "A frame other than hello arrived before authentication, or a binary frame." },
   unsupported_protocol_version: { code: 4201, description: "The hello asked for a protocol version this edge does not speak." },
   too_many_sessions: { code: 4202, description: "The user already holds the maximum number of sessions on this edge." },

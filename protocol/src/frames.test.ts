@@ -44,6 +44,7 @@ const validFrames: ClientFrame[] = [
   { type: "history", requestId: "r6", conversationId },
   { type: "history", requestId: "r7", conversationId, beforeSeq: 40, limit: 20 },
   { type: "ping", requestId: "r8" },
+  { type: "refresh", requestId: "k-1", token: "eyJhbGciOiJFUzI1NiJ9.e30.c2ln" },
 ];
 
 describe("decodeClientFrame: valid frames", () => {
@@ -208,6 +209,13 @@ describe("decodeClientFrame: failures", () => {
     expectFailure({ type: "hello", protocolVersion, token: "t".repeat(tokenLengthMax + 1) }, "invalid_field");
   });
 
+  it("refuses a refresh without a requestId, with an empty or too long token, or with another field", () => {
+    expectFailure({ type: "refresh", token: "t" }, "invalid_field");
+    expectFailure({ type: "refresh", requestId: "k-1", token: "" }, "invalid_field", "k-1");
+    expectFailure({ type: "refresh", requestId: "k-1", token: "t".repeat(tokenLengthMax + 1) }, "invalid_field", "k-1");
+    expectFailure({ type: "refresh", requestId: "k-1", token: "t", userId: "bob" }, "invalid_field", "k-1");
+  });
+
   it("never throws, whatever JSON arrives", () => {
     fc.assert(
       fc.property(fc.jsonValue(), (value) => {
@@ -232,6 +240,8 @@ describe("decodeServerFrame", () => {
   };
   const serverFrames: ServerFrame[] = [
     { type: "welcome", protocolVersion, sessionId: "s-1", userId: "alice", deviceId: "laptop", cellId: "a", heartbeatIntervalMs: 25_000 },
+    { type: "welcome", protocolVersion, sessionId: "s-2", userId: "alice", deviceId: "laptop", cellId: "a", heartbeatIntervalMs: 25_000, tokenExpiresAtMs: 1_730_003_600_000 },
+    { type: "refreshed", requestId: "k-1", tokenExpiresAtMs: 1_730_007_200_000 },
     { type: "ack", requestId: "r1", conversationId, messageId: message.messageId, seq: 42, sentAtMs: message.sentAtMs },
     {
       type: "conversation",

@@ -94,6 +94,13 @@ export type ReadFrame = { type: "read"; requestId: string; conversationId: strin
  * rules as `read`, for the delivered position.
  */
 export type DeliveredFrame = { type: "delivered"; requestId: string; conversationId: string; seq: number };
+/**
+ * Replaces the session's token on the open socket: verified like a hello's token, it MUST name the
+ * session's user (and device, when it carries device_id). Answered by `refreshed` with the new expiry, or
+ * `token_rejected` / `token_user_mismatch`, after which the old expiry stands. Send it only to an edge whose
+ * welcome carried `tokenExpiresAtMs` (docs/decisions/0010: an older edge would answer unknown_frame_type).
+ */
+export type RefreshFrame = { type: "refresh"; requestId: string; token: string };
 
 export type ClientFrame =
   | HelloFrame
@@ -106,7 +113,8 @@ export type ClientFrame =
   | TypingFrame
   | WatchPresenceFrame
   | ReadFrame
-  | DeliveredFrame;
+  | DeliveredFrame
+  | RefreshFrame;
 export type ClientRequestFrame = Exclude<ClientFrame, HelloFrame>;
 
 const position = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
@@ -161,6 +169,7 @@ const watchPresenceFrame: Decoder<WatchPresenceFrame> = object({
 });
 const readFrame: Decoder<ReadFrame> = object({ type: literal("read"), requestId, conversationId, seq: sequence });
 const deliveredFrame: Decoder<DeliveredFrame> = object({ type: literal("delivered"), requestId, conversationId, seq: sequence });
+const refreshFrame: Decoder<RefreshFrame> = object({ type: literal("refresh"), requestId, token: string({ minLength: 1, maxLength: tokenLengthMax }) });
 
 export const clientFrame: Decoder<ClientFrame> = taggedUnion<ClientFrame>({
   hello: helloFrame,
@@ -174,6 +183,7 @@ export const clientFrame: Decoder<ClientFrame> = taggedUnion<ClientFrame>({
   watchPresence: watchPresenceFrame,
   read: readFrame,
   delivered: deliveredFrame,
+  refresh: refreshFrame,
 });
 
 export type ClientFrameFailure =
@@ -309,6 +319,11 @@ export type WelcomeFrame = {
   deviceId: string;
   cellId: string;
   heartbeatIntervalMs: number;
+  /**
+   * When the edge closes the session with 4101 unless a `refresh` moves it (ms since the epoch: the token's
+   * exp plus the edge's clock tolerance). Its presence also says the edge accepts `refresh`.
+   */
+  tokenExpiresAtMs?: number;
 };
 /** Answers a send only after the message is committed in its conversation's cell database. */
 export type AckFrame = { type: "ack"; requestId: string; conversationId: string; messageId: string; seq: number; sentAtMs: number };
@@ -365,6 +380,8 @@ export type PresenceState = { userId: string; status: PresenceStatus; changedAtM
 export type PresenceSnapshotFrame = { type: "presenceSnapshot"; requestId: string; users: PresenceState[] };
 /** Answers `read` and `delivered`: the user's positions in the conversation after the request. */
 export type ReceiptAckFrame = { type: "receiptAck"; requestId: string; conversationId: string; readSeq: number; deliveredSeq: number };
+/** Answers `refresh`: the session now lasts until `tokenExpiresAtMs` (ms since the epoch). */
+export type RefreshedFrame = { type: "refreshed"; requestId: string; tokenExpiresAtMs: number };
 /** A watched user's status changed. */
 export type PresenceFrame = { type: "presence"; userId: string; status: PresenceStatus; changedAtMs: number };
 
@@ -383,7 +400,8 @@ export type ServerFrame =
   | TypingIndicatorFrame
   | PresenceSnapshotFrame
   | PresenceFrame
-  | ReceiptAckFrame;
+  | ReceiptAckFrame
+  | RefreshedFrame;
 
 const epochMs = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 
@@ -448,6 +466,7 @@ export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
       deviceId,
       cellId: string({ minLength: 1, maxLength: 16 }),
       heartbeatIntervalMs: integer({ min: 1, max: 3_600_000 }),
+      tokenExpiresAtMs: optional(epochMs),
     },
     lenient,
   ),
@@ -510,6 +529,7 @@ export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
   ),
   presence: object({ type: literal("presence"), userId, status: presenceStatus, changedAtMs: epochMs }, lenient),
   receiptAck: object({ type: literal("receiptAck"), requestId, conversationId, readSeq: position, deliveredSeq: position }, lenient),
+  refreshed: object({ type: literal("refreshed"), requestId, tokenExpiresAtMs: epochMs }, lenient),
 });
 
 const serverFrameTypes = new Set<string>([
@@ -528,6 +548,7 @@ const serverFrameTypes = new Set<string>([
   "presenceSnapshot",
   "presence",
   "receiptAck",
+  "refreshed",
 ]);
 
 /**

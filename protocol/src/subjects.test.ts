@@ -10,6 +10,7 @@ import {
   leaseKey,
   membershipBucket,
   redisPrefix,
+  revocationsSubject,
   workerSubject,
 } from "./subjects.ts";
 
@@ -27,6 +28,8 @@ describe("subject builders", () => {
     expect(leaseKey("b-2")).toBe("worker.b-2");
     expect(redisPrefix("cellwire")).toBe("cellwire:");
     expect(cellDatabaseName("my_ns", "a7")).toBe("my_ns_cell_a7");
+    expect(revocationsSubject("t1")).toBe("t1.sessions.revoke");
+    expect(() => revocationsSubject("t.>")).toThrow(TypeError);
   });
 
   it("accept the longest valid ids", () => {

@@ -66,3 +66,9 @@ export function topologySubject(namespace: string): string {
   assertToken(isNamespace(namespace), "namespace", namespace);
   return `${namespace}.topology.control`;
 }
+
+/** Session revocations (SessionRevoke): an operator publishes, every edge subscribes. */
+export function revocationsSubject(namespace: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  return `${namespace}.sessions.revoke`;
+}

@@ -197,6 +197,13 @@ export class FakeEdge {
   readonly invalidTexts: string[] = [];
   autoAccept = true;
   heartbeatIntervalMs = 30_000;
+  /**
+   * An edge that enforces token expiry and accepts `refresh`: its welcome carries tokenExpiresAtMs, read
+   * from the token by `expiresAtMsOfToken`, and a refresh is answered `refreshed` with the new token's.
+   * false: an older edge, which knows no `refresh` (unknown_frame_type).
+   */
+  refreshSupported = false;
+  expiresAtMsOfToken: (token: string) => number = () => Number.MAX_SAFE_INTEGER;
   onHello: HelloHandler = () => "welcome";
   onRequest: RequestHandler = () => "default";
   /** After a welcome, replay the backlog and send synced; false leaves the session's backlog to the test. */
@@ -299,6 +306,7 @@ export class FakeEdge {
       deviceId: hello.deviceId ?? "device1",
       cellId: "a",
       heartbeatIntervalMs: this.heartbeatIntervalMs,
+      ...(this.refreshSupported ? { tokenExpiresAtMs: this.expiresAtMsOfToken(hello.token) } : {}),
     };
   }
 
@@ -336,6 +344,9 @@ export class FakeEdge {
         this.positions.set(frame.conversationId, after);
         return { type: "receiptAck", requestId: frame.requestId, conversationId: frame.conversationId, ...after };
       }
+      case "refresh":
+        if (!this.refreshSupported) return { type: "error", requestId: frame.requestId, code: "unknown_frame_type", message: "$.type is not a known frame type", retryable: false };
+        return { type: "refreshed", requestId: frame.requestId, tokenExpiresAtMs: this.expiresAtMsOfToken(frame.token) };
       case "watchPresence":
         return {
           type: "presenceSnapshot",

@@ -9,7 +9,7 @@ import { parseJwt, verifyParsedJwt, type JwtAlgorithm, type JwtRules } from "./j
 const issuer = "https://issuer.example";
 const audience = "cellwire";
 const nowSeconds = 1_800_000_000;
-const rules: JwtRules = { issuer, audience, algorithms: ["RS256", "PS256", "ES256", "ES384", "EdDSA"] };
+const rules: JwtRules = { issuer, audience, algorithms: ["RS256", "PS256", "ES256", "ES384", "EdDSA"], clockToleranceSeconds: 0 };
 
 const es256 = generateKeyPairSync("ec", { namedCurve: "P-256" });
 const es384 = generateKeyPairSync("ec", { namedCurve: "P-384" });
@@ -112,6 +112,20 @@ describe("verifyParsedJwt", () => {
     const expiring = await sign(es256.privateKey, "ES256", { ...validClaims, exp: nowSeconds + 10 });
     expect(verify(expiring, es256.publicKey, nowSeconds + 9)).toMatchObject({ ok: true });
     expect(verify(expiring, es256.publicKey, nowSeconds + 10)).toEqual({ ok: false, reason: "token_expired", detail: "exp has passed" });
+  });
+
+  it("allows the clock tolerance on exp and nbf, and not a second more", async () => {
+    const tolerant: JwtRules = { ...rules, clockToleranceSeconds: 30 };
+    const check = (token: string, at: number): ReturnType<typeof verifyParsedJwt> => {
+      const parsed = parseJwt(token, tolerant.algorithms);
+      return parsed.ok ? verifyParsedJwt(parsed, es256.publicKey, tolerant, at) : parsed;
+    };
+    const expiring = await sign(es256.privateKey, "ES256", { ...validClaims, exp: nowSeconds + 10 });
+    expect(check(expiring, nowSeconds + 39)).toMatchObject({ ok: true });
+    expect(check(expiring, nowSeconds + 40)).toEqual({ ok: false, reason: "token_expired", detail: "exp has passed" });
+    const early = await sign(es256.privateKey, "ES256", { ...validClaims, nbf: nowSeconds + 30 });
+    expect(check(early, nowSeconds)).toMatchObject({ ok: true });
+    expect(check(early, nowSeconds - 1)).toMatchObject({ ok: false, reason: "token_invalid" });
   });
 });
 

@@ -9,7 +9,9 @@
 // - the key must fit the algorithm: RSA of at least 2048 bits for RS*/PS*, the curve of ES256/384/512,
 //   Ed25519 or Ed448 for EdDSA, so a token cannot pick how its key is used (algorithm confusion);
 // - the claims set is a JSON object; iss equals the issuer; aud is the audience or an array holding it;
-//   exp is a number and now < exp; nbf and iat, when present, are numbers, and nbf <= now; sub is present.
+//   exp is a number and now < exp + tolerance; nbf and iat, when present, are numbers, and
+//   nbf <= now + tolerance; sub is present. The tolerance (EDGE_CLOCK_TOLERANCE_MS) absorbs the skew
+//   between the issuer's clock and the edge's, as jose's clockTolerance does, and is bounded by config.
 // Each segment must be base64url without padding and decode to valid UTF-8 where it is JSON.
 import { constants, verify as verifySignature, type KeyObject } from "node:crypto";
 
@@ -22,6 +24,8 @@ export type JwtRules = {
   readonly issuer: string;
   readonly audience: string;
   readonly algorithms: readonly JwtAlgorithm[];
+  /** Skew allowed between the issuer's clock and ours on exp and nbf, in seconds (may be fractional). */
+  readonly clockToleranceSeconds: number;
 };
 
 export type JwtFailure = { readonly ok: false; readonly reason: "token_invalid" | "token_expired"; readonly detail: string };
@@ -134,9 +138,9 @@ export function checkClaims(claims: Readonly<Record<string, unknown>>, rules: Jw
     if (value !== undefined && typeof value !== "number") return invalid(`ERR_JWT_CLAIM_VALIDATION_FAILED: ${claim} must be a number`);
   }
   const notBefore = claims["nbf"];
-  if (typeof notBefore === "number" && notBefore > nowSeconds) return invalid("ERR_JWT_CLAIM_VALIDATION_FAILED: nbf");
+  if (typeof notBefore === "number" && notBefore > nowSeconds + rules.clockToleranceSeconds) return invalid("ERR_JWT_CLAIM_VALIDATION_FAILED: nbf");
   const expiresAt = claims["exp"];
-  if (typeof expiresAt === "number" && expiresAt <= nowSeconds) return { ok: false, reason: "token_expired", detail: "exp has passed" };
+  if (typeof expiresAt === "number" && expiresAt <= nowSeconds - rules.clockToleranceSeconds) return { ok: false, reason: "token_expired", detail: "exp has passed" };
   return undefined;
 }
 

@@ -50,12 +50,27 @@ afterAll(async () => {
 describe("dev mode", () => {
   it("verifies a dev token and yields its user and device", async () => {
     const outcome = await devVerifier.verify(await signDevToken(devKeyDirectory, "alice", { deviceId: "laptop" }));
-    expect(outcome).toEqual({ ok: true, identity: { userId: "alice", deviceId: "laptop" } });
+    expect(outcome).toMatchObject({ ok: true, identity: { userId: "alice", deviceId: "laptop" } });
+  });
+
+  it("yields the token's exp plus the clock tolerance as the session's expiry, and its iat, on an injected clock", async () => {
+    const nowMs = 1_800_000_000_000;
+    const verifier = await createTokenVerifier({ mode: "dev", devKeyDirectory }, { clockToleranceMs: 5000, wallNowMs: () => nowMs });
+    const token = await new SignJWT({ iat: 1_799_999_990, exp: 1_800_000_010 }).setProtectedHeader({ alg: "ES256" }).setSubject("alice").setIssuer(devIssuer).setAudience(devAudience).sign(devPrivateKey);
+    expect(await verifier.verify(token)).toEqual({
+      ok: true,
+      identity: { userId: "alice", deviceId: undefined, expiresAtMs: 1_800_000_015_000, issuedAtMs: 1_799_999_990_000 },
+    });
+    // Within the tolerance after exp: still accepted; at its end: expired.
+    const lateVerifier = await createTokenVerifier({ mode: "dev", devKeyDirectory }, { clockToleranceMs: 5000, wallNowMs: () => 1_800_000_014_999 });
+    expect(await lateVerifier.verify(token)).toMatchObject({ ok: true });
+    const expiredVerifier = await createTokenVerifier({ mode: "dev", devKeyDirectory }, { clockToleranceMs: 5000, wallNowMs: () => 1_800_000_015_000 });
+    expect(await expiredVerifier.verify(token)).toMatchObject({ ok: false, reason: "token_expired" });
   });
 
   it("leaves the device undefined when the token names none", async () => {
     const outcome = await devVerifier.verify(await signDevToken(devKeyDirectory, "bob"));
-    expect(outcome).toEqual({ ok: true, identity: { userId: "bob", deviceId: undefined } });
+    expect(outcome).toMatchObject({ ok: true, identity: { userId: "bob", deviceId: undefined } });
   });
 
   it("reports an expired token as token_expired", async () => {
@@ -112,7 +127,7 @@ describe("jwks mode with EDGE_JWKS_FILE", () => {
 
   it("accepts a token from the issuer and reads device_id", async () => {
     const outcome = await jwksVerifier.verify(await sign(issuerKey, "carol", { issuer, audience, kid: "production-1", claims: { device_id: "tablet" } }));
-    expect(outcome).toEqual({ ok: true, identity: { userId: "carol", deviceId: "tablet" } });
+    expect(outcome).toMatchObject({ ok: true, identity: { userId: "carol", deviceId: "tablet" } });
   });
 
   it("reports an expired token as token_expired", async () => {
@@ -148,8 +163,8 @@ describe("jwks mode with EDGE_JWKS_FILE", () => {
     const verifier = await createTokenVerifier({ mode: "jwks", jwksUrl: undefined, jwksFile, issuer, audience });
     const rsaToken = await new SignJWT({}).setProtectedHeader({ alg: "RS256", kid: "production-rsa" }).setSubject("erin").setIssuer(issuer).setAudience(audience).setExpirationTime("1h").sign(rsa.privateKey);
     // Twice: the second verification takes the key object kept from the first.
-    expect(await verifier.verify(rsaToken)).toEqual({ ok: true, identity: { userId: "erin", deviceId: undefined } });
-    expect(await verifier.verify(rsaToken)).toEqual({ ok: true, identity: { userId: "erin", deviceId: undefined } });
+    expect(await verifier.verify(rsaToken)).toMatchObject({ ok: true, identity: { userId: "erin", deviceId: undefined } });
+    expect(await verifier.verify(rsaToken)).toMatchObject({ ok: true, identity: { userId: "erin", deviceId: undefined } });
     expectInvalid(await verifier.verify(await sign(issuerKey, "erin", { issuer, audience, kid: "production-rsa" })));
   });
 

@@ -10,7 +10,17 @@ import type { EdgeAuthConfig } from "../config.ts";
 import { devAudience, devIssuer, ensureDevKeyPair } from "./dev-keys.ts";
 import { parseJwt, verifyParsedJwt, type JwtAlgorithm, type JwtFailure, type JwtRules, type ParsedJwt } from "./jwt-verification.ts";
 
-export type Identity = { readonly userId: string; readonly deviceId: string | undefined };
+export type Identity = {
+  readonly userId: string;
+  readonly deviceId: string | undefined;
+  /**
+   * When the edge stops accepting this token (ms since the epoch): its exp plus the clock tolerance. A
+   * session opened with it is closed with 4101 then, unless a `refresh` moves it.
+   */
+  readonly expiresAtMs: number;
+  /** The token's iat in ms since the epoch, when it has one (revocations refuse tokens issued before them). */
+  readonly issuedAtMs: number | undefined;
+};
 export type VerifyOutcome = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly reason: "token_invalid" | "token_expired"; readonly detail: string };
 
 export interface TokenVerifier {
@@ -21,7 +31,20 @@ export interface TokenVerifier {
 /** One key (dev mode), or a JWKS that picks the key for each token's header. */
 type KeySource = { readonly kind: "fixed"; readonly key: KeyObject } | { readonly kind: "set"; readonly keyFor: JWTVerifyGetKey };
 
-function identityOf(payload: Readonly<Record<string, unknown>>): VerifyOutcome {
+/** Why the default tolerance is 30 s: NTP keeps servers within milliseconds, phones and laptops within seconds. */
+export const clockToleranceMsDefault = 30_000;
+/** The cooldown and cache age of a remote JWKS unless configured (jose's own defaults). */
+export const jwksCooldownMsDefault = 30_000;
+export const jwksCacheMaxAgeMsDefault = 600_000;
+
+export type TokenVerifierOptions = {
+  /** Skew allowed between the issuer's clock and the edge's on exp and nbf (EDGE_CLOCK_TOLERANCE_MS). */
+  readonly clockToleranceMs?: number;
+  /** Wall-clock ms since the epoch; injected by tests. */
+  readonly wallNowMs?: () => number;
+};
+
+function identityOf(payload: Readonly<Record<string, unknown>>, clockToleranceMs: number): VerifyOutcome {
   const userId = payload.sub;
   if (typeof userId !== "string" || !isUserId(userId)) {
     return { ok: false, reason: "token_invalid", detail: "sub must be a user id of 1-64 characters [A-Za-z0-9_-]" };
@@ -30,7 +53,18 @@ function identityOf(payload: Readonly<Record<string, unknown>>): VerifyOutcome {
   if (claimedDevice !== undefined && (typeof claimedDevice !== "string" || !isDeviceId(claimedDevice))) {
     return { ok: false, reason: "token_invalid", detail: "device_id must be a device id of 1-64 characters [A-Za-z0-9_-]" };
   }
-  return { ok: true, identity: { userId, deviceId: claimedDevice } };
+  // checkClaims required exp and checked that exp and iat, when present, are numbers.
+  const expiresAt = payload["exp"];
+  const issuedAt = payload["iat"];
+  return {
+    ok: true,
+    identity: {
+      userId,
+      deviceId: claimedDevice,
+      expiresAtMs: typeof expiresAt === "number" ? expiresAt * 1000 + clockToleranceMs : 0,
+      issuedAtMs: typeof issuedAt === "number" ? issuedAt * 1000 : undefined,
+    },
+  };
 }
 
 function failed(failure: JwtFailure): VerifyOutcome {
@@ -44,7 +78,7 @@ class JwtTokenVerifier implements TokenVerifier {
   constructor(
     private readonly keys: KeySource,
     private readonly rules: JwtRules,
-    private readonly nowSeconds: () => number = () => Math.floor(Date.now() / 1000),
+    private readonly wallNowMs: () => number,
   ) {}
 
   verify(token: string): Promise<VerifyOutcome> {
@@ -55,8 +89,8 @@ class JwtTokenVerifier implements TokenVerifier {
   }
 
   private check(parsed: ParsedJwt, key: KeyObject): VerifyOutcome {
-    const verified = verifyParsedJwt(parsed, key, this.rules, this.nowSeconds());
-    return verified.ok ? identityOf(verified.claims) : failed(verified);
+    const verified = verifyParsedJwt(parsed, key, this.rules, this.wallNowMs() / 1000);
+    return verified.ok ? identityOf(verified.claims, this.rules.clockToleranceSeconds * 1000) : failed(verified);
   }
 
   private async verifyWithSet(parsed: ParsedJwt, keyFor: JWTVerifyGetKey, token: string): Promise<VerifyOutcome> {
@@ -90,19 +124,31 @@ class JwtTokenVerifier implements TokenVerifier {
 /** The algorithms a production JWKS may use. */
 const jwksAlgorithms: readonly JwtAlgorithm[] = ["RS256", "ES256", "EdDSA", "PS256", "ES384", "RS512"];
 
-export async function createTokenVerifier(auth: EdgeAuthConfig): Promise<TokenVerifier> {
+export async function createTokenVerifier(auth: EdgeAuthConfig, options: TokenVerifierOptions = {}): Promise<TokenVerifier> {
+  const clockToleranceSeconds = (options.clockToleranceMs ?? clockToleranceMsDefault) / 1000;
+  const wallNowMs = options.wallNowMs ?? Date.now;
   if (auth.mode === "dev") {
     const { publicJwk } = await ensureDevKeyPair(auth.devKeyDirectory);
     const jwk: JsonWebKey = { ...publicJwk };
     const key = createPublicKey({ key: jwk, format: "jwk" });
-    return new JwtTokenVerifier({ kind: "fixed", key }, { issuer: devIssuer, audience: devAudience, algorithms: ["ES256"] });
+    return new JwtTokenVerifier({ kind: "fixed", key }, { issuer: devIssuer, audience: devAudience, algorithms: ["ES256"], clockToleranceSeconds }, wallNowMs);
   }
-  const rules: JwtRules = { issuer: auth.issuer, audience: auth.audience, algorithms: jwksAlgorithms };
-  if (auth.jwksUrl !== undefined) return new JwtTokenVerifier({ kind: "set", keyFor: createRemoteJWKSet(new URL(auth.jwksUrl)) }, rules);
+  const rules: JwtRules = { issuer: auth.issuer, audience: auth.audience, algorithms: jwksAlgorithms, clockToleranceSeconds };
+  if (auth.jwksUrl !== undefined) {
+    // jose caches the set for cacheMaxAge and refetches it for a kid it does not hold (a rotation), but at
+    // most once per cooldown: a flood of tokens with unknown kids costs one fetch per cooldown, and the
+    // rest fail as ERR_JWKS_NO_MATCHING_KEY (token_invalid) without a request. Concurrent refetches share
+    // one request. The config refuses a URL that is not https (loopback aside), so keys come over TLS.
+    const keyFor = createRemoteJWKSet(new URL(auth.jwksUrl), {
+      cooldownDuration: auth.jwksCooldownMs ?? jwksCooldownMsDefault,
+      cacheMaxAge: auth.jwksCacheMaxAgeMs ?? jwksCacheMaxAgeMsDefault,
+    });
+    return new JwtTokenVerifier({ kind: "set", keyFor }, rules, wallNowMs);
+  }
   if (auth.jwksFile === undefined) throw new Error("jwks mode needs a JWKS URL or file");
   const parsed: unknown = JSON.parse(await readFile(auth.jwksFile, "utf8"));
   if (typeof parsed !== "object" || parsed === null || !Array.isArray((parsed as { keys?: unknown }).keys)) {
     throw new Error(`${auth.jwksFile} is not a JWKS ({"keys": [...]})`);
   }
-  return new JwtTokenVerifier({ kind: "set", keyFor: createLocalJWKSet(parsed as Parameters<typeof createLocalJWKSet>[0]) }, rules);
+  return new JwtTokenVerifier({ kind: "set", keyFor: createLocalJWKSet(parsed as Parameters<typeof createLocalJWKSet>[0]) }, rules, wallNowMs);
 }

@@ -19,6 +19,7 @@ import {
   type PresenceState,
   type ServerFrame,
 } from "@cellwire/protocol";
+import { RevocationList } from "../auth/revocation-list.ts";
 import type { TokenVerifier, VerifyOutcome } from "../auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "../delivery-hub.ts";
 import { DirectoryCache } from "../directory-cache.ts";
@@ -165,7 +166,8 @@ export class FakeTransport implements SessionTransport {
 }
 
 /**
- * Tokens are `valid:<userId>` or `valid:<userId>:<deviceId>`, `expired`, or anything else (invalid).
+ * Tokens are `valid:<userId>` or `valid:<userId>:<deviceId>`, `expired`, or anything else (invalid). A
+ * valid token may end in `;exp=<ms>` (the identity's expiresAtMs; else it never expires) and `;iat=<ms>`.
  * `hold()` keeps the next verifications pending until released.
  */
 export class FakeVerifier implements TokenVerifier {
@@ -185,9 +187,14 @@ export class FakeVerifier implements TokenVerifier {
     this.tokens.push(token);
     if (this.gate !== undefined) await this.gate.promise;
     if (token === "expired") return { ok: false, reason: "token_expired", detail: "exp has passed" };
-    const [prefix, userId, deviceId, ...rest] = token.split(":");
+    const [subject = "", ...claims] = token.split(";");
+    const [prefix, userId, deviceId, ...rest] = subject.split(":");
     if (prefix !== "valid" || userId === undefined || userId === "" || rest.length > 0) return { ok: false, reason: "token_invalid", detail: "bad signature" };
-    return { ok: true, identity: { userId, deviceId } };
+    const claim = (name: string): number | undefined => {
+      const found = claims.find((entry) => entry.startsWith(`${name}=`));
+      return found === undefined ? undefined : Number(found.slice(name.length + 1));
+    };
+    return { ok: true, identity: { userId, deviceId, expiresAtMs: claim("exp") ?? Number.MAX_SAFE_INTEGER, issuedAtMs: claim("iat") } };
   }
 }
 
@@ -617,6 +624,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
     logger,
     { typing, presence, monotonicNowMs: clock.monotonicNowMs },
     conversationReads,
+    { wallNowMs: clock.wallNowMs, revocations: new RevocationList({ revocationsMax: 100, retentionMs: 3_600_000 }) },
   );
   const transports: FakeTransport[] = [];
   const connect = (): { transport: FakeTransport; session: Session | undefined } => {
