@@ -802,3 +802,295 @@ describe("authorization: mallory asks for carol's and dave's conversations", () 
     expect(await request(mallory, { type: "watchPresence", userIds: [] })).toMatchObject({ type: "presenceSnapshot", users: [] });
   });
 });
+
+// ---------------------------------------------------------------------------------------------------
+
+/** NATS wildcards and separators, whitespace, Redis key and protocol separators, SQL metacharacters. */
+const metacharacters: readonly (readonly [label: string, value: string])[] = [
+  ["a dot", "."],
+  ["*", "*"],
+  [">", ">"],
+  ["a space", " "],
+  ["a quote '", "'"],
+  ["a semicolon", ";"],
+  ["-- (allowed by the allowlists)", "--"],
+  ["NUL", "\u0000"],
+  ["a colon", ":"],
+  ["CRLF", "\r\n"],
+];
+/** The one metacharacter every id allowlist admits: an id holding it is an ordinary id, stored verbatim. */
+const allowedInIds = new Set(["--"]);
+/** Request ids admit `.` and `:` too: they are echoed, never put in a subject, key or statement. */
+const allowedInRequestIds = new Set(["--", ".", ":"]);
+
+function conversationIdWith(value: string): string {
+  return `g-${"A".repeat(22 - value.length)}${value}`;
+}
+
+let malloryGroupId: string;
+let idCaseCounter = 0;
+
+type Expected = { readonly type: string; readonly code?: string };
+
+type IdField = {
+  readonly name: string;
+  /** The frame (without requestId) carrying `value` in the field. */
+  readonly frame: (value: string, unique: string) => Frame;
+  /** The answer when the id is valid (it holds `--`). */
+  readonly whenValid: Expected;
+  /** Served on a session of its own (typing's rate limit counts conversations per session). */
+  readonly ownSession?: boolean;
+};
+
+describe("ids with NATS, Redis and SQL metacharacters in every id field", () => {
+  beforeAll(async () => {
+    malloryGroupId = conversationIdOf(await request(mallory, { type: "createGroup", title: "mallory's", memberUserIds: ["trent"] }));
+  });
+
+  const fields: readonly IdField[] = [
+    { name: "send.conversationId", frame: (value, unique) => ({ type: "send", conversationId: conversationIdWith(value), clientMessageId: unique, body: "x" }), whenValid: { type: "error", code: "not_a_member" } },
+    { name: "send.clientMessageId", frame: (value, unique) => ({ type: "send", conversationId: malloryConversationId, clientMessageId: `cm${value}${unique}`, body: "x" }), whenValid: { type: "ack" } },
+    { name: "history.conversationId", frame: (value) => ({ type: "history", conversationId: conversationIdWith(value) }), whenValid: { type: "error", code: "not_a_member" } },
+    { name: "typing.conversationId", frame: (value) => ({ type: "typing", conversationId: conversationIdWith(value) }), whenValid: { type: "error", code: "not_a_member" }, ownSession: true },
+    { name: "read.conversationId", frame: (value) => ({ type: "read", conversationId: conversationIdWith(value), seq: 1 }), whenValid: { type: "error", code: "not_a_member" } },
+    { name: "delivered.conversationId", frame: (value) => ({ type: "delivered", conversationId: conversationIdWith(value), seq: 1 }), whenValid: { type: "error", code: "not_a_member" } },
+    { name: "addMembers.conversationId", frame: (value) => ({ type: "addMembers", conversationId: conversationIdWith(value), userIds: ["trent"] }), whenValid: { type: "error", code: "not_a_member" } },
+    { name: "addMembers.userIds", frame: (value) => ({ type: "addMembers", conversationId: malloryGroupId, userIds: [`trent${value}x`] }), whenValid: { type: "conversation" } },
+    { name: "openDirect.peerUserId", frame: (value) => ({ type: "openDirect", peerUserId: `trent${value}y` }), whenValid: { type: "conversation" } },
+    { name: "createGroup.memberUserIds", frame: (value) => ({ type: "createGroup", title: "ids", memberUserIds: [`trent${value}z`] }), whenValid: { type: "conversation" } },
+    { name: "watchPresence.userIds", frame: (value) => ({ type: "watchPresence", userIds: [`carol${value}`] }), whenValid: { type: "presenceSnapshot" } },
+  ];
+
+  const cases = fields.flatMap((field) => metacharacters.map(([label, value]) => [field, label, value] as const));
+  it.each(cases.map(([field, label, value]) => [`${field.name} with ${label} → ${allowedInIds.has(value) ? (field.whenValid.code ?? field.whenValid.type) : "invalid_field"}`, field, value] as const))(
+    "%s",
+    async (_name, field, value) => {
+      const probe = field.ownSession === true ? await session("mallory") : mallory;
+      const reply = await request(probe, field.frame(value, `u${++idCaseCounter}`));
+      const expected: Expected = allowedInIds.has(value) ? field.whenValid : { type: "error", code: "invalid_field" };
+      expect(reply).toMatchObject(expected);
+      await probe.stillServed();
+      if (probe !== mallory) probe.close();
+    },
+  );
+
+  it.each(metacharacters.map(([label, value]) => [`requestId with ${label} → ${allowedInRequestIds.has(value) ? "pong" : "invalid_field without requestId"}`, value] as const))(
+    "%s",
+    async (_name, value) => {
+      const requestId = `r${value}${++idCaseCounter}`;
+      if (allowedInRequestIds.has(value)) {
+        const from = mallory.frames.length;
+        mallory.sendJson({ type: "ping", requestId });
+        expect(await mallory.frame((frame) => frame["requestId"] === requestId, from)).toEqual({ type: "pong", requestId });
+      } else {
+        expect(await errorFor(JSON.stringify({ type: "ping", requestId }))).toMatchObject({ code: "invalid_field" });
+      }
+    },
+  );
+
+  it.each(metacharacters.map(([label, value]) => [`hello.deviceId with ${label} → ${allowedInIds.has(value) ? "welcome" : "4200"}`, value] as const))("%s", async (_name, value) => {
+    const probe = await Probe.open();
+    probe.sendText(helloWith(tokenFor("mallory"), { deviceId: `phone${value}x` }));
+    if (allowedInIds.has(value)) {
+      expect(await probe.frame((frame) => frame["type"] === "welcome")).toMatchObject({ deviceId: `phone${value}x` });
+      probe.close();
+    } else expect(await probe.closed()).toBe(closeCodes.protocol_violation.code);
+  });
+
+  it.each(metacharacters.map(([label, value]) => [`hello.conversations[0].conversationId with ${label} → ${allowedInIds.has(value) ? "synced" : "4200"}`, value] as const))("%s", async (_name, value) => {
+    const probe = await Probe.open();
+    probe.sendText(helloWith(tokenFor("mallory"), { resumeAfterSeq: 0, conversations: [{ conversationId: conversationIdWith(value), afterSeq: 0 }] }));
+    if (allowedInIds.has(value)) {
+      await probe.frame((frame) => frame["type"] === "synced");
+      probe.close();
+    } else expect(await probe.closed()).toBe(closeCodes.protocol_violation.code);
+  });
+
+  it("the id with -- came back verbatim: the ack's clientMessageId is in mallory's history", async () => {
+    const page = await request(mallory, { type: "history", conversationId: malloryConversationId, limit: 200 });
+    const clientMessageIds = ((page["messages"] ?? []) as { clientMessageId: string }[]).map((message) => message.clientMessageId);
+    expect(clientMessageIds.some((id) => id.startsWith("cm--"))).toBe(true);
+  });
+});
+
+describe("numbers out of range in every numeric field", () => {
+  // Raw JSON text: NaN and 1e309 cannot be written by JSON.stringify (1e309 parses to Infinity).
+  const outOfRange: readonly (readonly [label: string, raw: string])[] = [
+    ["-1", "-1"],
+    ["\"NaN\" (a string)", '"NaN"'],
+    ["\"1\" (a numeric string)", '"1"'],
+    ["2^53", "9007199254740992"],
+    ["1.5", "1.5"],
+    ["1e309 (Infinity)", "1e309"],
+    ["0", "0"],
+  ];
+  const requestFields: readonly (readonly [name: string, frame: () => Frame, field: string])[] = [
+    ["history.beforeSeq", () => ({ type: "history", conversationId: malloryConversationId }), "beforeSeq"],
+    ["history.limit", () => ({ type: "history", conversationId: malloryConversationId }), "limit"],
+    ["read.seq", () => ({ type: "read", conversationId: malloryConversationId }), "seq"],
+    ["delivered.seq", () => ({ type: "delivered", conversationId: malloryConversationId }), "seq"],
+  ];
+
+  it.each(requestFields.flatMap(([name, frame, field]) => outOfRange.map(([label, raw]) => [`${name} = ${label} → invalid_field`, frame, field, raw] as const)))(
+    "%s",
+    async (_name, frame, field, raw) => {
+      const requestId = nextRequestId();
+      const error = await errorFor(withRawField({ ...frame(), requestId }, field, raw), requestId);
+      expect(error).toMatchObject({ code: "invalid_field" });
+      expect(String(error["message"])).toContain(field);
+    },
+  );
+
+  it("history.limit = 201 → invalid_field", async () => {
+    expect(await request(mallory, { type: "history", conversationId: malloryConversationId, limit: 201 })).toMatchObject({ code: "invalid_field" });
+  });
+
+  it("read.seq = 2^53 - 1, beyond the conversation's last → invalid_field", async () => {
+    expect(await request(mallory, { type: "read", conversationId: malloryConversationId, seq: Number.MAX_SAFE_INTEGER })).toMatchObject({ code: "invalid_field" });
+  });
+
+  it("history.beforeSeq = 2^53 - 1 → a page (the newest messages)", async () => {
+    expect(await request(mallory, { type: "history", conversationId: malloryConversationId, beforeSeq: Number.MAX_SAFE_INTEGER })).toMatchObject({ type: "historyPage" });
+  });
+
+  const helloFields: readonly (readonly [name: string, place: (raw: string) => string, whenZero: "welcome" | number])[] = [
+    ["hello.protocolVersion", (raw) => `{"type":"hello","token":"${tokenFor("mallory")}","protocolVersion":${raw}}`, closeCodes.unsupported_protocol_version.code],
+    ["hello.resumeAfterSeq", (raw) => withRawField({ type: "hello", protocolVersion, token: tokenFor("mallory") }, "resumeAfterSeq", raw), "welcome"],
+    [
+      "hello.conversations[0].afterSeq",
+      (raw) => `{"type":"hello","protocolVersion":${protocolVersion},"token":"${tokenFor("mallory")}","conversations":[{"conversationId":"${malloryConversationId}","afterSeq":${raw}}]}`,
+      "welcome",
+    ],
+  ];
+
+  it.each(
+    helloFields.flatMap(([name, place, whenZero]) =>
+      outOfRange.map(([label, raw]) => [`${name} = ${label} → ${raw === "0" ? String(whenZero) : "4200"}`, place, raw === "0" ? whenZero : closeCodes.protocol_violation.code, raw] as const),
+    ),
+  )("%s", async (_name, place, expected, raw) => {
+    const probe = await Probe.open();
+    probe.sendText(place(raw));
+    if (expected === "welcome") {
+      await probe.frame((frame) => frame["type"] === "synced");
+      probe.close();
+    } else expect(await probe.closed()).toBe(expected);
+  });
+});
+
+describe("floods", () => {
+  // Issue 10 adds per-session rate limits and Origin checks (built by other engineers meanwhile): when they
+  // land, the sends, pings and connects below meet their codes sooner. Until then these cases assert what
+  // docs/protocol.md documents today: rate_limited past EDGE_REQUESTS_IN_FLIGHT_PER_SESSION_MAX (64) and
+  // for typing past EDGE_TYPING_INTERVAL_MS, 4202 past EDGE_SESSIONS_PER_USER_MAX (16).
+
+  /** Sends every frame at once, then waits for one reply per requestId; returns them by requestId. */
+  async function burst(probe: Probe, frames: Frame[]): Promise<Map<string, Frame[]>> {
+    const from = probe.frames.length;
+    const requestIds = frames.map((frame, index) => `${String(frame["type"])}-${index}`);
+    frames.forEach((frame, index) => probe.sendJson({ ...frame, requestId: requestIds[index] }));
+    const wanted = new Set(requestIds);
+    const replies = (): Map<string, Frame[]> => {
+      const byRequest = new Map<string, Frame[]>();
+      for (const frame of probe.frames.slice(from)) {
+        const requestId = frame["requestId"];
+        if (typeof requestId === "string" && wanted.has(requestId)) byRequest.set(requestId, [...(byRequest.get(requestId) ?? []), frame]);
+      }
+      return byRequest;
+    };
+    await probe.until(() => replies().size === wanted.size || probe.closeCode !== undefined, `${wanted.size} replies`, 30_000);
+    await probe.stillServed();
+    return replies();
+  }
+
+  function codesOf(replies: Map<string, Frame[]>): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const frames of replies.values()) {
+      expect(frames).toHaveLength(1);
+      const frame = frames[0] ?? {};
+      const key = frame["type"] === "error" ? String(frame["code"]) : String(frame["type"]);
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  it("300 sends in one burst → each answered once: ack for those in flight, rate_limited past 64", async () => {
+    const probe = await session("flooder");
+    const replies = await burst(
+      probe,
+      Array.from({ length: 300 }, (_, index) => ({ type: "send", conversationId: malloryGroupId, clientMessageId: `flood-${index}`, body: `flood ${index}` })),
+    );
+    expect(replies.size).toBe(300);
+    const counts = codesOf(replies);
+    // flooder is not a member of mallory's group: each request in flight is refused by the cell.
+    expect([...counts.keys()].sort()).toEqual(["not_a_member", "rate_limited"]);
+    expect(counts.get("not_a_member") ?? 0).toBeGreaterThanOrEqual(64);
+    probe.close();
+  });
+
+  it("300 sends into her own conversation in one burst → each answered once, ack or rate_limited, each ack a new seq", async () => {
+    const replies = await burst(
+      mallory,
+      Array.from({ length: 300 }, (_, index) => ({ type: "send", conversationId: malloryConversationId, clientMessageId: `own-flood-${index}`, body: `flood ${index}` })),
+    );
+    const counts = codesOf(replies);
+    expect([...counts.keys()].sort()).toEqual(["ack", "rate_limited"]);
+    const seqs = [...replies.values()].flatMap((frames) => frames).filter((frame) => frame["type"] === "ack").map((frame) => frame["seq"]);
+    expect(new Set(seqs).size).toBe(seqs.length);
+    expect(seqs.length).toBeGreaterThanOrEqual(64);
+  });
+
+  it("50 typing frames in one burst → one typingAck, 49 rate_limited", async () => {
+    const probe = await session("mallory");
+    const counts = codesOf(await burst(probe, Array.from({ length: 50 }, () => ({ type: "typing", conversationId: malloryConversationId }))));
+    expect(Object.fromEntries(counts)).toEqual({ typingAck: 1, rate_limited: 49 });
+    probe.close();
+  });
+
+  it("1,000 pings in one burst → each answered once, pong or rate_limited", async () => {
+    const probe = await session("flooder");
+    const counts = codesOf(await burst(probe, Array.from({ length: 1000 }, () => ({ type: "ping" }))));
+    expect([...counts.keys()].every((key) => key === "pong" || key === "rate_limited")).toBe(true);
+    expect(counts.get("pong") ?? 0).toBeGreaterThanOrEqual(64);
+    probe.close();
+  });
+
+  it("40 connects of one user at once → 16 welcomed, 24 closed with 4202", async () => {
+    const probes = await Promise.all(Array.from({ length: 40 }, () => Probe.open()));
+    for (const probe of probes) probe.sendText(helloWith(tokenFor("connector")));
+    await Promise.all(probes.map((probe) => probe.until(() => probe.frames.some((frame) => frame["type"] === "welcome") || probe.closeCode !== undefined, "welcome or close")));
+    const welcomed = probes.filter((probe) => probe.closeCode === undefined);
+    const refused = probes.filter((probe) => probe.closeCode !== undefined);
+    expect(welcomed).toHaveLength(16);
+    expect(new Set(refused.map((probe) => probe.closeCode))).toEqual(new Set([closeCodes.too_many_sessions.code]));
+    for (const probe of welcomed) probe.close();
+  });
+
+  it("50 connects of new users at once → all welcomed, and the session count returns once they leave", async () => {
+    const sessionsBefore = await edgeSessionCount();
+    const probes = await Promise.all(Array.from({ length: 50 }, (_, index) => session(`newcomer-${index}`)));
+    expect(probes.every((probe) => probe.frames[0]?.["type"] === "welcome")).toBe(true);
+    for (const probe of probes) probe.close();
+    await waitFor(async () => (await edgeSessionCount()) === sessionsBefore, "the newcomers' sessions to close");
+  });
+
+  it("300 connects with garbage first frames at once → each 4200", async () => {
+    const probes = await Promise.all(Array.from({ length: 300 }, () => Probe.open()));
+    probes.forEach((probe, index) => probe.sendText(index % 2 === 0 ? "garbage" : JSON.stringify({ type: "send" })));
+    expect(new Set(await Promise.all(probes.map((probe) => probe.closed())))).toEqual(new Set([closeCodes.protocol_violation.code]));
+  });
+
+  it("an upgrade with a foreign Origin → welcomed (no Origin check is documented yet; issue 10 adds one)", async () => {
+    const socket = new WebSocket(edgeUrl(), { origin: "https://evil.test" });
+    const welcomed = new Promise<Frame>((resolve, reject) => {
+      socket.once("open", () => socket.send(helloWith(tokenFor("mallory"))));
+      socket.on("message", (data: Buffer) => {
+        const frame = JSON.parse(data.toString("utf8")) as Frame;
+        if (frame["type"] === "welcome") resolve(frame);
+      });
+      socket.once("close", (code) => reject(new Error(`closed with ${code}`)));
+      socket.on("error", () => undefined);
+    });
+    expect(await welcomed).toMatchObject({ userId: "mallory" });
+    socket.terminate();
+  });
+});
