@@ -9,7 +9,7 @@ import { createServer, type Server } from "node:http";
 import { connect as connectTcp, type Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
-import { closeCodes, errorCodeList, frameBytesMax, protocolVersion, standardCloseCodes } from "@cellwire/protocol";
+import { closeCodes, decodeServerFrame, frameBytesMax, protocolVersion, standardCloseCodes } from "@cellwire/protocol";
 import { placeUsers, startTestTopology, type TestTopology } from "./test-topology.ts";
 
 const issuer = "https://issuer.bad-input.test";
@@ -61,6 +61,7 @@ class Probe {
   static readonly opened: Probe[] = [];
   readonly texts: string[] = [];
   closeCode: number | undefined;
+  private checkedCount = 0;
   private readonly checks = new Set<() => void>();
 
   private constructor(private readonly socket: WebSocket) {
@@ -102,6 +103,13 @@ class Probe {
         return [];
       }
     });
+  }
+
+  /** Texts not handed out by an earlier call (each frame is checked once). */
+  uncheckedTexts(): string[] {
+    const texts = this.texts.slice(this.checkedCount);
+    this.checkedCount = this.texts.length;
+    return texts;
   }
 
   get isOpen(): boolean {
@@ -316,6 +324,13 @@ afterEach(async () => {
     expect(probe.texts.filter((text) => text.includes(secretBody) || text.includes(secretConversationId) || text.includes(secretGroupId))).toEqual([]);
   }
   expect(bob.frames.filter((frame) => frame["type"] === "message" && (frame["message"] as { conversationId?: unknown }).conversationId !== canaryConversationId)).toEqual([]);
+  // No undocumented answer: every frame the edge wrote to any socket is one the SDK's decoder accepts.
+  for (const probe of Probe.opened) {
+    for (const text of probe.uncheckedTexts()) {
+      const decoded = decodeServerFrame(text);
+      expect(decoded.ok && decoded.value !== null, `an SDK cannot read ${text.slice(0, 300)}`).toBe(true);
+    }
+  }
 });
 
 // ---------------------------------------------------------------------------------------------------
@@ -681,6 +696,8 @@ describe("frames after welcome: answered with an error, the socket keeps serving
     ["a \"constructor\" key → invalid_field", (id) => `{"type":"ping","requestId":"${id}","constructor":{"prototype":{"isAdmin":true}}}`, "invalid_field", true],
     ["a send with a \"__proto__\" key → invalid_field", (id) => `{"type":"send","requestId":"${id}","conversationId":"${malloryConversationId}","clientMessageId":"p1","body":"x","__proto__":{"body":"y"}}`, "invalid_field", true],
     ["an unknown field (userId: carol) on a send → invalid_field", (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "u1", body: "x", userId: "carol" }), "invalid_field", true],
+    ["an unknown field whose name has 5,000 characters → invalid_field", (id) => JSON.stringify({ type: "ping", requestId: id, ["k".repeat(5000)]: 1 }), "invalid_field", true],
+    ["an unknown type of 5,000 characters → unknown_frame_type", (id) => JSON.stringify({ type: "t".repeat(5000), requestId: id }), "unknown_frame_type", true],
     ["10,000 unknown fields → invalid_field", (id) => JSON.stringify({ type: "ping", requestId: id, ...Object.fromEntries(Array.from({ length: 10_000 }, (_, index) => [`f${index}`, 1])) }), "invalid_field", true],
     ["arrays nested 100,000 deep in a field → invalid_field", (id) => `{"type":"ping","requestId":"${id}","x":${deepArray(100_000)}}`, "invalid_field", true],
     ["objects nested 30,000 deep in a field → invalid_field", (id) => `{"type":"ping","requestId":"${id}","x":${deepObject(30_000)}}`, "invalid_field", true],
