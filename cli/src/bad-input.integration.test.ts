@@ -970,6 +970,18 @@ describe("numbers out of range in every numeric field", () => {
     expect(await request(mallory, { type: "history", conversationId: malloryConversationId, beforeSeq: Number.MAX_SAFE_INTEGER })).toMatchObject({ type: "historyPage" });
   });
 
+  it.each([
+    ["hello.resumeAfterSeq = 2^53 - 1, past the mailbox's head → welcome, then synced", (): Frame => ({ resumeAfterSeq: Number.MAX_SAFE_INTEGER })],
+    [
+      "hello.conversations[0].afterSeq = 2^53 - 1, past the conversation's head → welcome, then synced",
+      (): Frame => ({ resumeAfterSeq: 0, conversations: [{ conversationId: malloryConversationId, afterSeq: Number.MAX_SAFE_INTEGER }] }),
+    ],
+  ] as const)("%s", async (_name, hello) => {
+    const probe = await session("mallory", hello());
+    await probe.stillServed();
+    probe.close();
+  });
+
   const helloFields: readonly (readonly [name: string, place: (raw: string) => string, whenZero: "welcome" | number])[] = [
     ["hello.protocolVersion", (raw) => `{"type":"hello","token":"${tokenFor("mallory")}","protocolVersion":${raw}}`, closeCodes.unsupported_protocol_version.code],
     ["hello.resumeAfterSeq", (raw) => withRawField({ type: "hello", protocolVersion, token: tokenFor("mallory") }, "resumeAfterSeq", raw), "welcome"],
