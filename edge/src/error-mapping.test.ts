@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { RemoteError, UnavailableError } from "@cellwire/cluster";
-import { clientErrorCode, errorFrameFor } from "./error-mapping.ts";
+import { decodeServerFrame } from "@cellwire/protocol";
+import { clientErrorCode, errorFrame, errorFrameFor } from "./error-mapping.ts";
 
 describe("clientErrorCode", () => {
   it("maps the migration codes: moving is retryable cell_unavailable, entry_changed a server bug", () => {
@@ -39,5 +40,15 @@ describe("clientErrorCode", () => {
     const frame = errorFrameFor(new RemoteError("entry_changed", "expected epoch 3"), "r-2", (message) => logged.push(message));
     expect(frame).toMatchObject({ code: "internal", message: "internal error", retryable: true });
     expect(logged).toHaveLength(1);
+  });
+});
+
+describe("errorFrame", () => {
+  it("cuts a message too long for the SDK's decoder (a decode failure naming a 5,000-character field), so the client can still read the error", () => {
+    const frame = errorFrame("invalid_field", `$.${"k".repeat(5000)} is not a known field`, "r-4");
+    const decoded = decodeServerFrame(JSON.stringify(frame));
+    expect(decoded.ok).toBe(true);
+    expect(frame.message.startsWith("$.kkk")).toBe(true);
+    expect(frame).toMatchObject({ code: "invalid_field", requestId: "r-4", retryable: false });
   });
 });

@@ -1,6 +1,6 @@
 // The one place where failures become error frames for clients.
 import { CellwireError } from "@cellwire/cluster";
-import { errorCodes, type CellErrorCode, type ErrorCode, type ErrorFrame } from "@cellwire/protocol";
+import { errorCodes, errorMessageLengthMax, type CellErrorCode, type ErrorCode, type ErrorFrame } from "@cellwire/protocol";
 
 /** Cell-internal codes never reach a client: each maps to the client code that tells it what to do. */
 export function clientErrorCode(code: CellErrorCode): ErrorCode {
@@ -27,7 +27,10 @@ function isServiceFailure(code: ErrorCode): boolean {
 }
 
 export function errorFrame(code: ErrorCode, message: string, requestId: string | undefined): ErrorFrame {
-  const frame: ErrorFrame = { type: "error", code, message, retryable: errorCodes[code].retryable };
+  // A message may quote what the client sent (a decode failure names the field); past the limit an SDK
+  // could not read the error at all.
+  const bounded = message.length > errorMessageLengthMax ? message.slice(0, errorMessageLengthMax) : message;
+  const frame: ErrorFrame = { type: "error", code, message: bounded, retryable: errorCodes[code].retryable };
   return requestId === undefined ? frame : { ...frame, requestId };
 }
 

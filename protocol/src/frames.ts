@@ -21,6 +21,7 @@ import {
 import { clientMessageId, conversationId, deviceId, messageId, userId } from "./ids.ts";
 import {
   addMembersBatchMax,
+  errorMessageLengthMax,
   groupMembersMax,
   groupTitleLengthMax,
   historyPageLimitMax,
@@ -502,7 +503,7 @@ export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
       type: literal("error"),
       requestId: optional(requestId),
       code: clientErrorCode,
-      message: string({ maxLength: 1000 }),
+      message: string({ maxLength: errorMessageLengthMax }),
       retryable: boolean,
       retryAfterMs: optional(integer({ min: 0, max: retryAfterMsMax })),
     },

@@ -29,6 +29,11 @@ export const addMembersBatchMax = 100;
 export const historyPageLimitMax = 200;
 export const historyPageLimitDefault = 50;
 export const requestIdLengthMax = 64;
+/**
+ * Longest `message` of an error frame, in UTF-16 code units: a client's decoder refuses a longer one, so
+ * the edge cuts what it writes (a decode failure names the field, and a client chooses field names).
+ */
+export const errorMessageLengthMax = 1000;
 export const tokenLengthMax = 8192;
 /** Events in one mailbox page (a resume replays in pages of at most this many). */
 export const mailboxPageLimitMax = 200;
