@@ -610,12 +610,14 @@ describe("RequestHandler", () => {
   it.each([
     ["not_owner", "cell_unavailable", true, "worker a-1 does not own it"],
     ["unknown_cell", "internal", true, "internal error"],
-    ["not_found", "not_a_member", false, "no such conversation"],
+    ["not_found", "not_a_member", false, "The conversation does not exist or the user is not one of its members."],
+    ["not_a_member", "not_a_member", false, "The conversation does not exist or the user is not one of its members."],
     ["internal", "internal", true, "internal error"],
     ["too_many_members", "too_many_members", false, "a group has at most 1000 members"],
   ] as const)("maps a cell.error %s to the client code %s", async (cellCode, clientCode, retryable, message) => {
     const edge = edgeWithGroup();
-    const cellMessage = message === "internal error" ? "secret cell detail" : message;
+    // Internal details stay in the logs; a not_a_member never carries the cell's own words (issue 10).
+    const cellMessage = message === "internal error" ? "secret cell detail" : clientCode === "not_a_member" ? `no such conversation ${groupId}` : message;
     edge.router.answers.set("cell.send", async () => ({ type: "cell.error", code: cellCode, message: cellMessage }));
     const reply = await edge.handler.handle(context, { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" });
     expect(reply).toEqual({ type: "error", requestId: "r1", code: clientCode, message, retryable });

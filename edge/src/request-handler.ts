@@ -29,7 +29,7 @@ import {
 } from "@cellwire/protocol";
 import type { ConversationPage } from "./conversation-cursor.ts";
 import { directoryCacheKey, type DirectoryCache } from "./directory-cache.ts";
-import { clientErrorCode, errorFrame } from "./error-mapping.ts";
+import { clientErrorCode, errorFrame, notAMemberFrame } from "./error-mapping.ts";
 
 export interface CellRouting {
   request(cellId: string, request: CellRequest): Promise<CellReply>;
@@ -148,7 +148,7 @@ export class RequestHandler {
           clientMessageId: frame.clientMessageId,
           body: frame.body,
         });
-        if (reply === undefined) return notAMember(frame.requestId);
+        if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.stored") {
           const { message } = reply;
           return { type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs };
@@ -176,7 +176,7 @@ export class RequestHandler {
       }
       case "addMembers": {
         const reply = await this.atConversationHome({ type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds });
-        if (reply === undefined) return notAMember(frame.requestId);
+        if (reply === undefined) return notAMemberFrame(frame.requestId);
         return this.conversationFrame(reply, frame.requestId);
       }
       case "read":
@@ -189,7 +189,7 @@ export class RequestHandler {
           position: frame.type,
           seq: frame.seq,
         });
-        if (reply === undefined) return notAMember(frame.requestId);
+        if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.receipt") {
           return { type: "receiptAck", requestId: frame.requestId, conversationId: reply.conversationId, readSeq: reply.readSeq, deliveredSeq: reply.deliveredSeq };
         }
@@ -203,7 +203,7 @@ export class RequestHandler {
           beforeSeq: frame.beforeSeq ?? null,
           limit: frame.limit ?? historyPageLimitDefault,
         });
-        if (reply === undefined) return notAMember(frame.requestId);
+        if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.historyPage") {
           return { type: "historyPage", requestId: frame.requestId, conversationId: reply.conversationId, messages: reply.messages, hasMore: reply.hasMore };
         }
@@ -212,7 +212,10 @@ export class RequestHandler {
     }
   }
 
-  /** The reply of the conversation's home; undefined when the directory knows no such conversation. */
+  /**
+   * The reply of the conversation's home; undefined when the directory knows no such conversation, which
+   * the caller answers with notAMemberFrame: the very bytes the home cell's not_a_member becomes.
+   */
   private async atConversationHome(request: CellRequest): Promise<HomeReply | undefined> {
     const outcome = await this.homes.request(request);
     return outcome.kind === "reply" ? outcome.reply : undefined;
@@ -247,6 +250,3 @@ export class RequestHandler {
   }
 }
 
-function notAMember(requestId: string): ServerFrame {
-  return errorFrame("not_a_member", "not a member of this conversation", requestId);
-}
