@@ -25,6 +25,7 @@ import {
   receiptFanOutMembersMax,
   type CellImportRequest,
   type CellMessagesAfterRequest,
+  type CellSharedPeersRequest,
   type CellMigrateRequest,
   type CellReply,
   type CellRequest,
@@ -139,6 +140,8 @@ export class CellRequestHandler {
     const request = decoded.value;
     // Any worker counts the cell's rows: no key, no turn.
     if (request.type === "cell.stats") return this.stats(respond);
+    // Any worker reads membership rows for the edges' presence policy: no key's turn either.
+    if (request.type === "cell.sharedPeers") return this.sharedPeers(request, respond);
     const key = cellRequestKey(request);
     if (!ownership.leaseHeld()) {
       respond(cellErrorReply({ kind: "lease_lapsed" }));
@@ -221,6 +224,17 @@ export class CellRequestHandler {
       respond({ type: "cell.stats", cellId, ...stats });
     } catch (error) {
       logger.error(`cell.stats failed: ${describeError(error)}`);
+      respond(cellErrorReply({ kind: "error", error }));
+    }
+  }
+
+  private async sharedPeers(request: CellSharedPeersRequest, respond: (reply: CellReply) => void): Promise<void> {
+    const { store, logger } = this.dependencies;
+    try {
+      const peerUserIds = await store.sharedPeers(request.userId, request.peerUserIds);
+      respond({ type: "cell.sharedPeers", userId: request.userId, peerUserIds });
+    } catch (error) {
+      logger.error(`cell.sharedPeers failed: ${describeError(error)}`);
       respond(cellErrorReply({ kind: "error", error }));
     }
   }
@@ -379,6 +393,7 @@ export class CellRequestHandler {
       case "cell.messagesAfter":
       case "cell.migrate":
       case "cell.stats":
+      case "cell.sharedPeers":
         // handle() answers these without queueing them.
         throw new Error(`${request.type} reached the keyed queue`);
     }

@@ -2,7 +2,9 @@
 // Redis, NATS, Postgres): nothing. For every request that names a conversation, the raw frame a non-member
 // gets for a conversation that exists is byte for byte the one it gets for an id nobody ever used, on an
 // edge that relayed the conversation's replies (its member cache knows the conversation) and on one that
-// did not (it asks the directory and the cell).
+// did not (it asks the directory and the cell). And presence under the default policy
+// (EDGE_PRESENCE_POLICY=shared_conversation): only users who share a conversation see each other; anyone
+// else reads exactly like a user who never came online, and hears nothing.
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
@@ -122,5 +124,54 @@ describe("a non-member learns nothing about a conversation", () => {
         expect(existing["sync"]).toBe('{"type":"synced","seq":0}');
       }
     }
+  });
+});
+
+/** A raw session of `userId` on one edge, welcomed. */
+async function rawSession(userId: string, edgeIndex: number): Promise<RawSocket> {
+  const socket = await RawSocket.open(edgeUrl(edgeIndex), frameDeadlineMs);
+  sockets.push(socket);
+  socket.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "watcher" }));
+  await socket.frame((frame) => frame["type"] === "welcome", frameDeadlineMs);
+  return socket;
+}
+
+/** The raw presenceSnapshot answering a watch of `userIds`. */
+async function snapshotText(socket: RawSocket, requestId: string, userIds: readonly string[]): Promise<string> {
+  const from = socket.frames.length;
+  socket.send(JSON.stringify({ type: "watchPresence", requestId, userIds }));
+  await socket.frame((frame) => frame["requestId"] === requestId, frameDeadlineMs, from);
+  return socket.frames.slice(from).find((frame) => frame.text.includes(`"requestId":"${requestId}"`))?.text ?? "";
+}
+
+const presenceOf = (socket: RawSocket, userId: string): string[] =>
+  socket.frames.flatMap((frame) => {
+    const value = frame.value as Record<string, unknown> | undefined;
+    return value?.["type"] === "presence" && value["userId"] === userId ? [String(value["status"])] : [];
+  });
+
+describe("presence is private by default", () => {
+  it("shows a user's presence to those who share a conversation with them, on any edge; to anyone else it reads like a user who never came online", async () => {
+    const pam = await client("pam", 0);
+    await client("quinn", 1);
+    await pam.createGroup("pam and quinn", ["quinn"]);
+    // pam is online on edge 1; quinn shares a group with her, oscar shares nothing; both watch from edge 2.
+    const quinn = await rawSession("quinn", 1);
+    const oscar = await rawSession("oscar", 1);
+    const unknownUserId = `ghost${randomBytes(4).toString("hex")}`;
+
+    const quinnSees = JSON.parse(await snapshotText(quinn, "w-1", ["pam"])) as { users: { status: string }[] };
+    expect(quinnSees.users[0]?.status).toBe("online");
+    const forbidden = await snapshotText(oscar, "w-1", ["pam"]);
+    const unknown = await snapshotText(oscar, "w-1", [unknownUserId]);
+    expect(forbidden.split("pam").join("<user>")).toBe(unknown.split(unknownUserId).join("<user>"));
+    expect(JSON.parse(forbidden)).toEqual({ type: "presenceSnapshot", requestId: "w-1", users: [{ userId: "pam", status: "offline", changedAtMs: null }] });
+    // oscar's watch of pam stands (the last one named only the unknown user: watch her again), then pam leaves.
+    await snapshotText(oscar, "w-2", ["pam"]);
+    pam.close();
+    await quinn.frame((frame) => frame["type"] === "presence" && frame["userId"] === "pam" && frame["status"] === "offline", frameDeadlineMs);
+    // Both watchers are on the same edge, which writes a change to all its watchers at once: oscar got nothing.
+    expect(presenceOf(oscar, "pam")).toEqual([]);
+    expect(presenceOf(quinn, "pam")).toEqual(["offline"]);
   });
 });

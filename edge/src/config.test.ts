@@ -61,6 +61,9 @@ describe("loadEdgeConfig", () => {
       presenceHeartbeatIntervalMs: 5000,
       presenceTtlMs: 15_000,
       presenceRemoteClaimsMax: 1_000_000,
+      presencePolicy: "shared_conversation",
+      presenceAccessPairsMax: 100_000,
+      presenceAccessTtlMs: 60_000,
     });
   });
 
@@ -74,6 +77,9 @@ describe("loadEdgeConfig", () => {
       EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "250",
       EDGE_PRESENCE_TTL_MS: "1000",
       EDGE_PRESENCE_REMOTE_CLAIMS_MAX: "100",
+      EDGE_PRESENCE_POLICY: "everyone",
+      EDGE_PRESENCE_ACCESS_PAIRS_MAX: "500",
+      EDGE_PRESENCE_ACCESS_TTL_MS: "0",
     });
     expect(unknownVariables).toEqual([]);
     expect(config).toMatchObject({
@@ -85,7 +91,11 @@ describe("loadEdgeConfig", () => {
       presenceHeartbeatIntervalMs: 250,
       presenceTtlMs: 1000,
       presenceRemoteClaimsMax: 100,
+      presencePolicy: "everyone",
+      presenceAccessPairsMax: 500,
+      presenceAccessTtlMs: 0,
     });
+    expect(configError({ EDGE_PRESENCE_POLICY: "friends" }).message).toContain("EDGE_PRESENCE_POLICY");
   });
 
   it("reads the bounds on conversation cursors and log reads, and on requests across the edge", () => {

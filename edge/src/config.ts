@@ -3,6 +3,7 @@
 import { EnvironmentReader, ConfigError, type Environment } from "@cellwire/cluster";
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
+import { presencePolicies, type PresencePolicy } from "./presence/presence-access.ts";
 
 export type EdgeAuthConfig =
   | { readonly mode: "dev"; readonly devKeyDirectory: string }
@@ -75,6 +76,12 @@ export type EdgeConfig = {
   readonly presenceTtlMs: number;
   /** Claims of other edges this edge holds (about the users online elsewhere); past it they read offline here. */
   readonly presenceRemoteClaimsMax: number;
+  /** Whose presence a session may watch: users it shares a conversation with (the default), or anyone. */
+  readonly presencePolicy: PresencePolicy;
+  /** (watcher, user) answers of the shared_conversation policy kept at most (least recently used out). */
+  readonly presenceAccessPairsMax: number;
+  /** How long such an answer, and the list of cells asked for it, is trusted. */
+  readonly presenceAccessTtlMs: number;
 };
 
 export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; unknownVariables: string[] } {
@@ -129,6 +136,9 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     presenceHeartbeatIntervalMs: reader.integer("EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS", 5000, 50, 300_000),
     presenceTtlMs: reader.integer("EDGE_PRESENCE_TTL_MS", 15_000, 100, 3_600_000),
     presenceRemoteClaimsMax: reader.integer("EDGE_PRESENCE_REMOTE_CLAIMS_MAX", 1_000_000, 1, 100_000_000),
+    presencePolicy: reader.oneOf("EDGE_PRESENCE_POLICY", "shared_conversation", presencePolicies),
+    presenceAccessPairsMax: reader.integer("EDGE_PRESENCE_ACCESS_PAIRS_MAX", 100_000, 1, 100_000_000),
+    presenceAccessTtlMs: reader.integer("EDGE_PRESENCE_ACCESS_TTL_MS", 60_000, 0, 3_600_000),
   };
   if (config.presenceTtlMs < 2 * config.presenceHeartbeatIntervalMs) {
     throw new ConfigError("EDGE_PRESENCE_TTL_MS must be at least twice EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS, so one late heartbeat does not flap presence");

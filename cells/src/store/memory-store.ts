@@ -265,6 +265,15 @@ export class MemoryConversationStore implements ConversationStore {
     return readRefusal(conversation) ?? { outcome: "members", memberUserIds: [...conversation.members].sort(), membersVersion: conversation.membersVersion };
   }
 
+  async sharedPeers(userId: string, peerUserIds: readonly string[]): Promise<string[]> {
+    const shared = new Set<string>();
+    for (const conversation of this.conversations.values()) {
+      if (!conversation.members.has(userId)) continue;
+      for (const peerUserId of peerUserIds) if (conversation.members.has(peerUserId)) shared.add(peerUserId);
+    }
+    return [...shared].sort();
+  }
+
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
     const { userId, eventId, event, epoch } = input;
     let mailbox = this.mailboxes.get(userId);

@@ -376,6 +376,25 @@ export class PostgresConversationStore implements ConversationStore {
     return { outcome: "members", memberUserIds, membersVersion: safeInteger(row["members_version"], "conversations.members_version") };
   }
 
+  async sharedPeers(userId: string, peerUserIds: readonly string[]): Promise<string[]> {
+    if (peerUserIds.length === 0) return [];
+    // Both sides by index (conversation_members_user_id_index, then the primary key): the user's
+    // conversations, and in each only the peers asked about.
+    const result = await this.database.execute(sql`
+      select distinct theirs.user_id
+      from conversation_members mine
+      join conversation_members theirs on theirs.conversation_id = mine.conversation_id
+      where mine.user_id = ${userId}::text and theirs.user_id = any(${sql.param([...peerUserIds])}::text[])
+    `);
+    const shared = result.rows.map((row) => {
+      const peerUserId: unknown = row["user_id"];
+      if (typeof peerUserId !== "string") throw new StoreRowError("sharedPeers row: user_id must be a string");
+      return peerUserId;
+    });
+    // User ids are ASCII (the allowlist), so this is the byte order the memory store sorts by too.
+    return shared.sort();
+  }
+
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
     return retryingUniqueViolation(() => this.appendMailboxOnce(input));
   }

@@ -1223,5 +1223,24 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const repeat = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["bob"] });
       expect(repeat.outcome).toBe("conversation");
     });
+
+    it("tells which peers share a conversation with a user, through direct and group conversations, and no one else", async () => {
+      const [watcher, directPeer, groupPeer, addedPeer, stranger, strangersFriend] = Array.from({ length: 6 }, newUserId);
+      if (watcher === undefined || directPeer === undefined || groupPeer === undefined || addedPeer === undefined || stranger === undefined || strangersFriend === undefined) {
+        throw new Error("six users were made");
+      }
+      expect(await store().sharedPeers(watcher, [directPeer, groupPeer])).toEqual([]);
+      await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: watcher, peerUserId: directPeer });
+      const groupId = newGroupId();
+      await store().createGroup({ conversationId: groupId, creatorUserId: groupPeer, title: "g", memberUserIds: [watcher], epoch: baseEpoch });
+      await store().addMembers({ epoch: baseEpoch, conversationId: groupId, userId: groupPeer, userIds: [addedPeer] });
+      // A conversation the user is not in says nothing about the user.
+      await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: stranger, peerUserId: strangersFriend });
+      const asked = [stranger, addedPeer, directPeer, strangersFriend, groupPeer];
+      expect(await store().sharedPeers(watcher, asked)).toEqual([addedPeer, directPeer, groupPeer].sort());
+      expect(await store().sharedPeers(stranger, [watcher, strangersFriend])).toEqual([strangersFriend]);
+      expect(await store().sharedPeers(newUserId(), asked)).toEqual([]);
+      expect(await store().sharedPeers(watcher, [])).toEqual([]);
+    });
   });
 }

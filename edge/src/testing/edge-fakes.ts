@@ -23,6 +23,7 @@ import type { TokenVerifier, VerifyOutcome } from "../auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "../delivery-hub.ts";
 import { DirectoryCache } from "../directory-cache.ts";
 import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../edge-core.ts";
+import { EveryoneVisible, type PresenceAccess } from "../presence/presence-access.ts";
 import type { PresenceSource } from "../presence/presence-hub.ts";
 import { PresenceTable, type PresenceChange } from "../presence/presence-table.ts";
 import { RequestHandler, type CellRouting, type DirectoryLookups } from "../request-handler.ts";
@@ -560,7 +561,11 @@ export const homeAttemptsMaxForTests = 8;
 /** Member lists stay cached this long in fake edges (monotonic ms of the FakeClock). */
 export const memberCacheTtlMsForTests = 10_000;
 
-export type FakeEdgeOptions = { readonly conversationReadsInFlightMax?: number };
+export type FakeEdgeOptions = {
+  readonly conversationReadsInFlightMax?: number;
+  /** Whose presence sessions may watch; everyone by default. */
+  readonly presenceAccess?: PresenceAccess;
+};
 
 export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOptions = {}): FakeEdge {
   const verifier = new FakeVerifier();
@@ -599,7 +604,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
     handler,
     deliveries,
     logger,
-    { typing, presence, monotonicNowMs: clock.monotonicNowMs },
+    { typing, presence, presenceAccess: options.presenceAccess ?? new EveryoneVisible(), monotonicNowMs: clock.monotonicNowMs },
     conversationReads,
   );
   const transports: FakeTransport[] = [];
