@@ -8,12 +8,14 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
+import pg from "pg";
+import { ensureCellDatabase } from "@cellwire/cells";
 import { CellwireClient } from "@cellwire/client";
 import { directConversationId } from "@cellwire/cluster";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { protocolVersion } from "@cellwire/protocol";
 import { RawSocket } from "./raw-socket.ts";
-import { startTestTopology, type TestTopology } from "./test-topology.ts";
+import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 const frameDeadlineMs = 20_000;
 
@@ -86,7 +88,17 @@ function withoutId(view: Record<string, string>, conversationId: string): Record
 }
 
 beforeAll(async () => {
-  test = await startTestTopology({ label: "privacy", cells: [{ cellId: "a", workerCount: 1 }], edgeCount: 2 });
+  test = await startTestTopology({
+    label: "privacy",
+    cells: [{ cellId: "a", workerCount: 1 }],
+    edgeCount: 2,
+    extraEnvironment: {
+      // A conversation is frozen by hand below, with no mover: the sweeper must not try to finish the move.
+      WORKER_FROZEN_SWEEP_INTERVAL_MS: "600000",
+      // How long the edge retries a member's request to a moving conversation before cell_unavailable.
+      EDGE_MIGRATION_WAIT_MS: "1500",
+    },
+  });
 });
 
 afterAll(async () => {
@@ -123,6 +135,29 @@ describe("a non-member learns nothing about a conversation", () => {
         expect(JSON.parse(existing["p-add"] ?? "{}")).toMatchObject({ type: "error", code: "not_a_member" });
         expect(existing["sync"]).toBe('{"type":"synced","seq":0}');
       }
+    }
+  });
+
+  it("gets the same bytes for a conversation frozen by a migration as for an unknown id", async () => {
+    const alice = await client("alice", 0);
+    const group = await alice.createGroup("moving soon", ["bob"]);
+    await alice.send(group.conversationId, "one");
+    await alice.send(group.conversationId, "two");
+    const unknownGroupId = `g-${randomBytes(17).toString("base64url").slice(0, 22)}`;
+    // The state a migration's freeze leaves in the old home, held there (the mover is not running).
+    const database = new pg.Client({ connectionString: await ensureCellDatabase(testServices.postgresAdminUrl, test.namespace, "a") });
+    await database.connect();
+    try {
+      await database.query("update conversations set state = 'frozen', moving_to_cell_id = 'b' where id = $1", [group.conversationId]);
+      for (const edgeIndex of [0, 1]) {
+        const existing = withoutId(await nonMemberView("mallory", edgeIndex, group.conversationId), group.conversationId);
+        const unknown = withoutId(await nonMemberView("mallory", edgeIndex, unknownGroupId), unknownGroupId);
+        expect(existing, `edge ${edgeIndex + 1}`).toEqual(unknown);
+        expect(JSON.parse(existing["p-send"] ?? "{}")).toMatchObject({ code: "not_a_member" });
+      }
+    } finally {
+      await database.query("update conversations set state = 'active', moving_to_cell_id = null where id = $1", [group.conversationId]);
+      await database.end();
     }
   });
 });
