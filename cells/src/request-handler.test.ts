@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { directConversationId } from "@cellwire/cluster";
+import { devDirectConversationKey, directConversationId } from "@cellwire/cluster";
 import {
   cellReply,
   cellSendBatchReplies,
@@ -331,7 +331,7 @@ describe("CellRequestHandler", () => {
       ]);
       expect(events).toEqual(["reply cell.conversation", `relay ${conversationId}`]);
       await request(create);
-      const directId = directConversationId("alice", "bob");
+      const directId = directConversationId(devDirectConversationKey, "alice", "bob");
       await request({ type: "cell.openDirect", userId: "bob", peerUserId: "alice", conversationId: directId });
       await request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: directId });
       expect(relayed.map(({ conversationId: id, entries }) => [id, entries.length])).toEqual([
@@ -508,10 +508,10 @@ describe("CellRequestHandler", () => {
     expect(await request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: newGroupId() })).toMatchObject({
       code: "invalid_field",
     });
-    expect(await request({ type: "cell.openDirect", userId: "alice", peerUserId: "alice", conversationId: directConversationId("alice", "alice") })).toMatchObject({
+    expect(await request({ type: "cell.openDirect", userId: "alice", peerUserId: "alice", conversationId: directConversationId(devDirectConversationKey, "alice", "alice") })).toMatchObject({
       code: "invalid_peer",
     });
-    const directId = directConversationId("alice", "bob");
+    const directId = directConversationId(devDirectConversationKey, "alice", "bob");
     expect(await request({ type: "cell.createGroup", creatorUserId: "alice", conversationId: directId, title: "t", memberUserIds: [] })).toMatchObject({
       code: "invalid_field",
     });

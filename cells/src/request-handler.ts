@@ -87,6 +87,8 @@ export type RequestHandlerDependencies = {
   /** Publishes one live delivery on the recipient's delivery subject; MUST keep publish order. */
   readonly publishDelivery: (delivery: Delivery) => void;
   readonly logger: Logger & { readonly error: (message: string) => void };
+  /** CELLWIRE_DIRECT_CONVERSATION_KEY: a cell.openDirect must name the id the edges derive with it. */
+  readonly directConversationKey: string;
 };
 
 /** The reply, and work to do once it has been sent (relay, delivery), still inside the key's turn. */
@@ -154,7 +156,7 @@ export class CellRequestHandler {
       respond(cellErrorReply({ kind: "not_owner", key, ownerWorkerId }));
       return Promise.resolve();
     }
-    const invalid = invalidRequest(request);
+    const invalid = invalidRequest(request, this.dependencies.directConversationKey);
     if (invalid !== undefined) {
       respond(cellErrorReply(invalid));
       return Promise.resolve();
@@ -455,11 +457,11 @@ function refused(refusal: StoreRefusal): Outcome {
 }
 
 /** Checks what the decoder cannot: ids that must be derived in a particular way. */
-function invalidRequest(request: CellRequest): RequestFailure | undefined {
+function invalidRequest(request: CellRequest, directConversationKey: string): RequestFailure | undefined {
   if (request.type === "cell.openDirect") {
     if (request.userId === request.peerUserId) return { kind: "refused", refusal: "invalid_peer" };
     // Derived from the pair, so nobody can open a "direct" conversation under another conversation's id.
-    if (request.conversationId !== directConversationId(request.userId, request.peerUserId)) {
+    if (request.conversationId !== directConversationId(directConversationKey, request.userId, request.peerUserId)) {
       return { kind: "invalid_field", message: "$.conversationId is not the direct conversation id of the pair" };
     }
   }

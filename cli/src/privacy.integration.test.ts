@@ -5,13 +5,13 @@
 // did not (it asks the directory and the cell). And presence under the default policy
 // (EDGE_PRESENCE_POLICY=shared_conversation): only users who share a conversation see each other; anyone
 // else reads exactly like a user who never came online, and hears nothing.
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import pg from "pg";
 import { ensureCellDatabase } from "@cellwire/cells";
 import { CellwireClient } from "@cellwire/client";
-import { directConversationId } from "@cellwire/cluster";
+import { devDirectConversationKey, directConversationId } from "@cellwire/cluster";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { protocolVersion } from "@cellwire/protocol";
 import { RawSocket } from "./raw-socket.ts";
@@ -118,7 +118,12 @@ describe("a non-member learns nothing about a conversation", () => {
       await alice.send(conversation.conversationId, "one");
       await alice.send(conversation.conversationId, "two");
     }
-    const unknownDirectId = directConversationId(`nobody${randomBytes(4).toString("hex")}`, "noone");
+    // The topology runs with the dev key, which the test knows; a deployment's own key is secret.
+    const unknownDirectId = directConversationId(devDirectConversationKey, `nobody${randomBytes(4).toString("hex")}`, "noone");
+    // Nobody without the key can compute a pair's id: not with the digest of the pair alone, as ids once were.
+    const digestOfPair = `d-${createHash("sha256").update("alice\nbob").digest("base64url").slice(0, 22)}`;
+    expect(direct.conversationId).not.toBe(digestOfPair);
+    expect(direct.conversationId).toBe(directConversationId(devDirectConversationKey, "alice", "bob"));
     const unknownGroupId = `g-${randomBytes(17).toString("base64url").slice(0, 22)}`;
 
     for (const edgeIndex of [0, 1]) {

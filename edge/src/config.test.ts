@@ -1,10 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, type Environment } from "@cellwire/cluster";
+import { ConfigError, devDirectConversationKey, type Environment } from "@cellwire/cluster";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
 import { loadEdgeConfig } from "./config.ts";
 
+const deploymentKey = "this deployment's own secret, 32 characters or more";
+
 const jwksFileMode = {
   EDGE_AUTH_MODE: "jwks",
+  CELLWIRE_DIRECT_CONVERSATION_KEY: deploymentKey,
   EDGE_JWKS_FILE: "/etc/cellwire/jwks.json",
   EDGE_JWT_ISSUER: "https://issuer.example",
   EDGE_JWT_AUDIENCE: "cellwire",
@@ -64,6 +67,7 @@ describe("loadEdgeConfig", () => {
       presencePolicy: "shared_conversation",
       presenceAccessPairsMax: 100_000,
       presenceAccessTtlMs: 60_000,
+      directConversationKey: devDirectConversationKey,
     });
   });
 
@@ -164,6 +168,16 @@ describe("loadEdgeConfig", () => {
     const { EDGE_JWKS_FILE: _file, ...neither } = jwksFileMode;
     expect(configError(neither).message).toMatch(/exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE/);
     expect(configError({ ...jwksFileMode, EDGE_JWKS_URL: "https://issuer.example/jwks" }).message).toMatch(/exactly one/);
+  });
+
+  it("needs a secret direct conversation key of its own in jwks mode; a dev edge defaults to the public dev key", () => {
+    expect(loadEdgeConfig(jwksFileMode).config.directConversationKey).toBe(deploymentKey);
+    const { CELLWIRE_DIRECT_CONVERSATION_KEY: _key, ...noKey } = jwksFileMode;
+    expect(configError(noKey).message).toMatch(/CELLWIRE_DIRECT_CONVERSATION_KEY must be set/);
+    expect(configError({ ...jwksFileMode, CELLWIRE_DIRECT_CONVERSATION_KEY: devDirectConversationKey }).message).toMatch(/public dev key/);
+    expect(configError({ ...jwksFileMode, CELLWIRE_DIRECT_CONVERSATION_KEY: "short" }).message).toMatch(/at least 32 characters/);
+    expect(loadEdgeConfig({}).config.directConversationKey).toBe(devDirectConversationKey);
+    expect(loadEdgeConfig({ CELLWIRE_DIRECT_CONVERSATION_KEY: deploymentKey }).config.directConversationKey).toBe(deploymentKey);
   });
 
   it("refuses jwks mode without an issuer or without an audience", () => {

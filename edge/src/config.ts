@@ -1,6 +1,6 @@
 // The edge's one typed config, built from the environment by a pure function; only main.ts passes
 // process.env in.
-import { EnvironmentReader, ConfigError, type Environment } from "@cellwire/cluster";
+import { EnvironmentReader, ConfigError, devDirectConversationKey, directConversationKeyLengthMin, type Environment } from "@cellwire/cluster";
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
 import { presencePolicies, type PresencePolicy } from "./presence/presence-access.ts";
@@ -82,6 +82,12 @@ export type EdgeConfig = {
   readonly presenceAccessPairsMax: number;
   /** How long such an answer, and the list of cells asked for it, is trusted. */
   readonly presenceAccessTtlMs: number;
+  /**
+   * CELLWIRE_DIRECT_CONVERSATION_KEY, the same on every edge and worker: the secret direct conversation
+   * ids are derived with, so that outsiders cannot compute two users' id. Required with EDGE_AUTH_MODE=jwks;
+   * a dev edge defaults to the public dev key.
+   */
+  readonly directConversationKey: string;
 };
 
 export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; unknownVariables: string[] } {
@@ -139,7 +145,14 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     presencePolicy: reader.oneOf("EDGE_PRESENCE_POLICY", "shared_conversation", presencePolicies),
     presenceAccessPairsMax: reader.integer("EDGE_PRESENCE_ACCESS_PAIRS_MAX", 100_000, 1, 100_000_000),
     presenceAccessTtlMs: reader.integer("EDGE_PRESENCE_ACCESS_TTL_MS", 60_000, 0, 3_600_000),
+    directConversationKey: reader.optionalString("CELLWIRE_DIRECT_CONVERSATION_KEY") ?? (mode === "dev" ? devDirectConversationKey : ""),
   };
+  if (config.directConversationKey.length < directConversationKeyLengthMin) {
+    throw new ConfigError(`CELLWIRE_DIRECT_CONVERSATION_KEY must be set, with at least ${directConversationKeyLengthMin} characters (EDGE_AUTH_MODE=jwks has no default)`);
+  }
+  if (mode === "jwks" && config.directConversationKey === devDirectConversationKey) {
+    throw new ConfigError("CELLWIRE_DIRECT_CONVERSATION_KEY is the public dev key: EDGE_AUTH_MODE=jwks needs a secret of its own");
+  }
   if (config.presenceTtlMs < 2 * config.presenceHeartbeatIntervalMs) {
     throw new ConfigError("EDGE_PRESENCE_TTL_MS must be at least twice EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS, so one late heartbeat does not flap presence");
   }

@@ -1,7 +1,7 @@
 // EdgeCore in process: sessions on fake sockets, a fake verifier, a RequestHandler over an in-memory
 // directory and cells, and an in-memory delivery source. No timing assumption beyond waiting for events.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { directConversationId, UnavailableError } from "@cellwire/cluster";
+import { devDirectConversationKey, directConversationId, UnavailableError } from "@cellwire/cluster";
 import { closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
 import type { CellServedFrame } from "./request-handler.ts";
 import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
@@ -574,7 +574,7 @@ describe("RequestHandler", () => {
 
   it("opens a direct conversation on the opener's home cell under the pair's id", async () => {
     const edge = newEdge();
-    const conversationId = directConversationId("alice", "bob");
+    const conversationId = directConversationId(devDirectConversationKey, "alice", "bob");
     edge.router.answers.set("cell.openDirect", async () => ({
       type: "cell.conversation",
       conversation: { conversationId, kind: "direct", title: null, memberUserIds: ["alice", "bob"], lastSeq: 0 },

@@ -58,7 +58,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       random: Math.random,
       sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     },
-  });
+  }, config.directConversationKey);
   const members = new ConversationMembers(
     { conversationsMax: config.memberCacheConversationsMax, ttlMs: config.memberCacheTtlMs },
     { requestAtHome: (request) => handler.requestAtHome(request), nowMs: () => systemClock.monotonicNowMs() },

@@ -78,6 +78,8 @@ export class RequestHandler {
     private readonly cache: DirectoryCache,
     router: CellRouting,
     homeRouting: HomeRouting,
+    /** CELLWIRE_DIRECT_CONVERSATION_KEY: direct conversation ids are derived with it. */
+    private readonly directConversationKey: string,
   ) {
     this.homes = new HomeRouter(new CachedHomes(directory, cache), router, homeRouting.options, homeRouting.dependencies);
   }
@@ -157,7 +159,7 @@ export class RequestHandler {
       }
       case "openDirect": {
         if (frame.peerUserId === context.userId) return errorFrame("invalid_peer", "a direct conversation needs another user", frame.requestId);
-        const conversationId = directConversationId(context.userId, frame.peerUserId);
+        const conversationId = directConversationId(this.directConversationKey, context.userId, frame.peerUserId);
         await this.placeConversation(conversationId, context.homeCellId);
         const reply = await this.atPlacedConversationHome({ type: "cell.openDirect", userId: context.userId, peerUserId: frame.peerUserId, conversationId });
         return this.conversationFrame(reply, frame.requestId);

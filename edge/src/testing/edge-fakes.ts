@@ -3,7 +3,7 @@
 // logic runs in process and every effect is observable.
 // Used by the edge-core*.test.ts files and edge-server.integration.test.ts (the whole fake edge), and by
 // the hub integration tests (Waiters, RecordingLogger).
-import { ConcurrencyLimiter, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
+import { ConcurrencyLimiter, devDirectConversationKey, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
 import {
   decodeJsonText,
   decodeServerFrame,
@@ -590,7 +590,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
         return new Promise((resolve) => setImmediate(resolve));
       },
     },
-  });
+  }, devDirectConversationKey);
   const presence = new FakePresence(clock);
   const members = new ConversationMembers(
     { conversationsMax: 100, ttlMs: memberCacheTtlMsForTests },
