@@ -263,6 +263,24 @@ describe("CellRequestHandler", () => {
     });
   });
 
+  describe("cell.sharedPeers", () => {
+    it("is answered by any worker of the cell, owner of the watcher's key or not, from the store's memberships", async () => {
+      const store = new MemoryConversationStore();
+      const notTheOwner = handlerHarness({ store, ring: { ownerOf: () => "a-2" } });
+      expect(await notTheOwner.request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: directConversationId(devDirectConversationKey, "alice", "bob") })).toMatchObject({
+        type: "cell.error",
+        code: "not_owner",
+      });
+      await store.openDirect({ epoch: 1, conversationId: directConversationId(devDirectConversationKey, "alice", "bob"), userId: "alice", peerUserId: "bob" });
+      expect(await notTheOwner.request({ type: "cell.sharedPeers", userId: "alice", peerUserIds: ["carol", "bob"] })).toEqual({
+        type: "cell.sharedPeers",
+        userId: "alice",
+        peerUserIds: ["bob"],
+      });
+      expect(notTheOwner.events).toEqual(["reply cell.error", "reply cell.sharedPeers"]);
+    });
+  });
+
   describe("cell.messagesAfter", () => {
     it("answers a member's page of the log as cell.messages, from a cursor or the join point", async () => {
       const { request } = handlerHarness();
