@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { devDirectConversationKey } from "@cellwire/cluster";
 import { loadWorkerConfig } from "./config.ts";
 
 const minimal = { WORKER_CELL_ID: "a", WORKER_ID: "a-1" };
@@ -13,6 +14,7 @@ describe("loadWorkerConfig", () => {
         workerId: "a-1",
         postgresAdminUrl: "postgres://postgres@127.0.0.1:5432/postgres",
         leaseMs: 1500,
+        directConversationKey: devDirectConversationKey,
         heartbeatIntervalMs: 300,
         membershipBucketReplicas: 1,
         cellWeight: 100,
@@ -56,6 +58,7 @@ describe("loadWorkerConfig", () => {
       CELLWIRE_NAMESPACE: "staging",
       CELLWIRE_NATS_SERVERS: "n1:4222, n2:4222,",
       CELLWIRE_SOMETHING_ELSE: "belongs to another service",
+      CELLWIRE_DIRECT_CONVERSATION_KEY: "this deployment's own secret, 32 characters or more",
       WORKER_POSTGRES_ADMIN_URL: "postgresql://admin:secret@db:5433/postgres",
       WORKER_LEASE_MS: "5000",
       WORKER_HEARTBEAT_INTERVAL_MS: "2000",
@@ -98,6 +101,7 @@ describe("loadWorkerConfig", () => {
       natsServers: ["n1:4222", "n2:4222"],
       postgresAdminUrl: "postgresql://admin:secret@db:5433/postgres",
       leaseMs: 5000,
+      directConversationKey: "this deployment's own secret, 32 characters or more",
       heartbeatIntervalMs: 2000,
       membershipBucketReplicas: 3,
       cellWeight: 7,

@@ -1,6 +1,6 @@
 // The worker's typed config, built from an environment record by a pure function. Only main.ts passes
 // process.env in; tests and the launcher build WorkerConfig values directly.
-import { ConfigError, EnvironmentReader, type Environment } from "@cellwire/cluster";
+import { ConfigError, devDirectConversationKey, directConversationKeyLengthMin, EnvironmentReader, type Environment } from "@cellwire/cluster";
 import { cellIdPattern, namespacePattern, workerIdPattern } from "@cellwire/protocol";
 import { defaultPostgresAdminUrl } from "./store/database.ts";
 
@@ -14,6 +14,11 @@ export type WorkerConfig = {
   readonly postgresAdminUrl: string;
   /** Other processes consider the worker gone this long after its last lease renewal. */
   readonly leaseMs: number;
+  /**
+   * CELLWIRE_DIRECT_CONVERSATION_KEY, the same as the edges': direct conversation ids are derived with
+   * it (cluster direct-conversation.ts). Absent: the public dev key.
+   */
+  readonly directConversationKey?: string;
   readonly heartbeatIntervalMs: number;
   /**
    * Replicas of the cell's membership bucket when this worker is the one that creates it: 1 on a single
@@ -111,6 +116,12 @@ export type LoadedWorkerConfig = {
   readonly unknownVariables: readonly string[];
 };
 
+function directConversationKey(reader: EnvironmentReader): string {
+  const key = reader.optionalString("CELLWIRE_DIRECT_CONVERSATION_KEY") ?? devDirectConversationKey;
+  if (key.length < directConversationKeyLengthMin) throw new ConfigError(`CELLWIRE_DIRECT_CONVERSATION_KEY must have at least ${directConversationKeyLengthMin} characters`);
+  return key;
+}
+
 export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
   const reader = new EnvironmentReader(environment, ["WORKER_"]);
   const required = (name: string, pattern: RegExp, example: string): string => {
@@ -131,6 +142,7 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     workerId: required("WORKER_ID", workerIdPattern, "a-1"),
     postgresAdminUrl: postgresUrl(reader.string("WORKER_POSTGRES_ADMIN_URL", defaultPostgresAdminUrl)),
     leaseMs: reader.integer("WORKER_LEASE_MS", 1500, 100, 600_000),
+    directConversationKey: directConversationKey(reader),
     heartbeatIntervalMs: reader.integer("WORKER_HEARTBEAT_INTERVAL_MS", 300, 20, 300_000),
     // JetStream allows at most 5 replicas of a stream, each on its own server of the cluster.
     membershipBucketReplicas: reader.integer("WORKER_KV_REPLICAS", 1, 1, 5),

@@ -27,6 +27,7 @@ import {
   encodeJson,
   openMembershipBucket,
   systemClock,
+  devDirectConversationKey,
 } from "@cellwire/cluster";
 import {
   cellReply,
@@ -220,6 +221,7 @@ async function inProcessWorkerOf(cellId: string, workerId: string, store: Postgr
     membersChanged: () => undefined,
     publishDelivery: () => undefined,
     logger,
+    directConversationKey: devDirectConversationKey,
   });
   return { handler, sends, watcher, holder };
 }

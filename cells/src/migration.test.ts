@@ -1,7 +1,7 @@
 // The migration coordinator end to end in one process: two cells' request handlers on memory stores, a
 // directory and a router faked in memory, and faults injected where the coordinator must recover.
 import { describe, expect, it } from "vitest";
-import { RemoteError, UnavailableError, directConversationId } from "@cellwire/cluster";
+import { RemoteError, UnavailableError, devDirectConversationKey, directConversationId } from "@cellwire/cluster";
 import {
   mailboxEventId,
   type CellImportRequest,
@@ -324,7 +324,7 @@ describe("MigrationCoordinator", () => {
 
   it("moves a conversation placed here but never created: no copy, the flip and a tombstone; the target creates it when asked", async () => {
     const { directory, source, target, imports } = world();
-    const conversationId = directConversationId("alice", "bob");
+    const conversationId = directConversationId(devDirectConversationKey, "alice", "bob");
     directory.place("conversation", conversationId, "a");
     expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({
       type: "cell.migrated",

@@ -3,6 +3,7 @@
 // published messages, mailbox deliveries, member changes) recorded for the tests to read.
 import { expect } from "vitest";
 import type { CellReply, CellRequest, CellSendBatch, CellSendBatchReplies, Delivery } from "@cellwire/protocol";
+import { devDirectConversationKey } from "@cellwire/cluster";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import type { StoredMessage } from "./message-publisher.ts";
 import { CellRequestHandler, type MigrationDependencies, type OwnershipView } from "./request-handler.ts";
@@ -105,6 +106,7 @@ export function handlerHarness(options: HandlerHarnessOptions = {}): HandlerHarn
     queue,
     sends,
     sendBudgetMs: 10_000,
+    directConversationKey: devDirectConversationKey,
     relayOutbox: (conversationId, entries) => {
       relayed.push({ conversationId, entries });
       events.push(`relay ${conversationId}`);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { directConversationId } from "@cellwire/cluster";
+import { devDirectConversationKey, directConversationId } from "@cellwire/cluster";
 import {
   cellReply,
   cellSendBatchReplies,
@@ -263,6 +263,24 @@ describe("CellRequestHandler", () => {
     });
   });
 
+  describe("cell.sharedPeers", () => {
+    it("is answered by any worker of the cell, owner of the watcher's key or not, from the store's memberships", async () => {
+      const store = new MemoryConversationStore();
+      const notTheOwner = handlerHarness({ store, ring: { ownerOf: () => "a-2" } });
+      expect(await notTheOwner.request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: directConversationId(devDirectConversationKey, "alice", "bob") })).toMatchObject({
+        type: "cell.error",
+        code: "not_owner",
+      });
+      await store.openDirect({ epoch: 1, conversationId: directConversationId(devDirectConversationKey, "alice", "bob"), userId: "alice", peerUserId: "bob" });
+      expect(await notTheOwner.request({ type: "cell.sharedPeers", userId: "alice", peerUserIds: ["carol", "bob"] })).toEqual({
+        type: "cell.sharedPeers",
+        userId: "alice",
+        peerUserIds: ["bob"],
+      });
+      expect(notTheOwner.events).toEqual(["reply cell.error", "reply cell.sharedPeers"]);
+    });
+  });
+
   describe("cell.messagesAfter", () => {
     it("answers a member's page of the log as cell.messages, from a cursor or the join point", async () => {
       const { request } = handlerHarness();
@@ -331,7 +349,7 @@ describe("CellRequestHandler", () => {
       ]);
       expect(events).toEqual(["reply cell.conversation", `relay ${conversationId}`]);
       await request(create);
-      const directId = directConversationId("alice", "bob");
+      const directId = directConversationId(devDirectConversationKey, "alice", "bob");
       await request({ type: "cell.openDirect", userId: "bob", peerUserId: "alice", conversationId: directId });
       await request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: directId });
       expect(relayed.map(({ conversationId: id, entries }) => [id, entries.length])).toEqual([
@@ -508,10 +526,10 @@ describe("CellRequestHandler", () => {
     expect(await request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: newGroupId() })).toMatchObject({
       code: "invalid_field",
     });
-    expect(await request({ type: "cell.openDirect", userId: "alice", peerUserId: "alice", conversationId: directConversationId("alice", "alice") })).toMatchObject({
+    expect(await request({ type: "cell.openDirect", userId: "alice", peerUserId: "alice", conversationId: directConversationId(devDirectConversationKey, "alice", "alice") })).toMatchObject({
       code: "invalid_peer",
     });
-    const directId = directConversationId("alice", "bob");
+    const directId = directConversationId(devDirectConversationKey, "alice", "bob");
     expect(await request({ type: "cell.createGroup", creatorUserId: "alice", conversationId: directId, title: "t", memberUserIds: [] })).toMatchObject({
       code: "invalid_field",
     });

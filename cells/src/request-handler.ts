@@ -25,6 +25,7 @@ import {
   receiptFanOutMembersMax,
   type CellImportRequest,
   type CellMessagesAfterRequest,
+  type CellSharedPeersRequest,
   type CellMigrateRequest,
   type CellReply,
   type CellRequest,
@@ -86,6 +87,8 @@ export type RequestHandlerDependencies = {
   /** Publishes one live delivery on the recipient's delivery subject; MUST keep publish order. */
   readonly publishDelivery: (delivery: Delivery) => void;
   readonly logger: Logger & { readonly error: (message: string) => void };
+  /** CELLWIRE_DIRECT_CONVERSATION_KEY: a cell.openDirect must name the id the edges derive with it. */
+  readonly directConversationKey: string;
 };
 
 /** The reply, and work to do once it has been sent (relay, delivery), still inside the key's turn. */
@@ -139,6 +142,8 @@ export class CellRequestHandler {
     const request = decoded.value;
     // Any worker counts the cell's rows: no key, no turn.
     if (request.type === "cell.stats") return this.stats(respond);
+    // Any worker reads membership rows for the edges' presence policy: no key's turn either.
+    if (request.type === "cell.sharedPeers") return this.sharedPeers(request, respond);
     const key = cellRequestKey(request);
     if (!ownership.leaseHeld()) {
       respond(cellErrorReply({ kind: "lease_lapsed" }));
@@ -151,7 +156,7 @@ export class CellRequestHandler {
       respond(cellErrorReply({ kind: "not_owner", key, ownerWorkerId }));
       return Promise.resolve();
     }
-    const invalid = invalidRequest(request);
+    const invalid = invalidRequest(request, this.dependencies.directConversationKey);
     if (invalid !== undefined) {
       respond(cellErrorReply(invalid));
       return Promise.resolve();
@@ -221,6 +226,17 @@ export class CellRequestHandler {
       respond({ type: "cell.stats", cellId, ...stats });
     } catch (error) {
       logger.error(`cell.stats failed: ${describeError(error)}`);
+      respond(cellErrorReply({ kind: "error", error }));
+    }
+  }
+
+  private async sharedPeers(request: CellSharedPeersRequest, respond: (reply: CellReply) => void): Promise<void> {
+    const { store, logger } = this.dependencies;
+    try {
+      const peerUserIds = await store.sharedPeers(request.userId, request.peerUserIds);
+      respond({ type: "cell.sharedPeers", userId: request.userId, peerUserIds });
+    } catch (error) {
+      logger.error(`cell.sharedPeers failed: ${describeError(error)}`);
       respond(cellErrorReply({ kind: "error", error }));
     }
   }
@@ -379,6 +395,7 @@ export class CellRequestHandler {
       case "cell.messagesAfter":
       case "cell.migrate":
       case "cell.stats":
+      case "cell.sharedPeers":
         // handle() answers these without queueing them.
         throw new Error(`${request.type} reached the keyed queue`);
     }
@@ -440,11 +457,11 @@ function refused(refusal: StoreRefusal): Outcome {
 }
 
 /** Checks what the decoder cannot: ids that must be derived in a particular way. */
-function invalidRequest(request: CellRequest): RequestFailure | undefined {
+function invalidRequest(request: CellRequest, directConversationKey: string): RequestFailure | undefined {
   if (request.type === "cell.openDirect") {
     if (request.userId === request.peerUserId) return { kind: "refused", refusal: "invalid_peer" };
     // Derived from the pair, so nobody can open a "direct" conversation under another conversation's id.
-    if (request.conversationId !== directConversationId(request.userId, request.peerUserId)) {
+    if (request.conversationId !== directConversationId(directConversationKey, request.userId, request.peerUserId)) {
       return { kind: "invalid_field", message: "$.conversationId is not the direct conversation id of the pair" };
     }
   }

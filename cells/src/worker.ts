@@ -12,6 +12,7 @@ import {
   connectNats,
   homeRouterDefaults,
   decodeMessage,
+  devDirectConversationKey,
   encodeJson,
   openMembershipBucket,
   systemClock,
@@ -248,6 +249,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       drainOutbox: (conversationId) => relay.drain(conversationId),
       publishDelivery: (delivery) => connection.publish(deliveries, eventBatch(delivery)),
       logger,
+      directConversationKey: config.directConversationKey ?? devDirectConversationKey,
     });
 
     // Resumes moves whose mover died, so a key frozen by a killed worker does not wait for a new cell.migrate.

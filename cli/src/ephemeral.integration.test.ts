@@ -103,6 +103,9 @@ beforeAll(async () => {
       EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: String(presenceHeartbeatIntervalMs),
       EDGE_PRESENCE_TTL_MS: String(presenceTtlMs),
       EDGE_TYPING_EXPIRES_IN_MS: String(typingExpiresInMs),
+      // This file is about how presence travels between edges, among users who share no conversation; who
+      // may watch whom under the default policy (shared_conversation) is privacy.integration.test.ts's.
+      EDGE_PRESENCE_POLICY: "everyone",
     },
   });
 });

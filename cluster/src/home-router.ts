@@ -65,10 +65,11 @@ export type HomeOutcome =
   | { readonly kind: "reply"; readonly reply: HomeReply; readonly home: HomeLocation }
   | { readonly kind: "no_entry" };
 
-/** The key a request is homed by; undefined for cell.stats, which any cell answers for itself. */
+/** The key a request is homed by; undefined for cell.stats and cell.sharedPeers, which any cell answers for itself. */
 export function homeKeyOf(request: CellRequest): HomeKey | undefined {
   switch (request.type) {
     case "cell.stats":
+    case "cell.sharedPeers":
       return undefined;
     case "cell.migrate":
     case "cell.import":

@@ -1,10 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, type Environment } from "@cellwire/cluster";
+import { ConfigError, devDirectConversationKey, type Environment } from "@cellwire/cluster";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
 import { loadEdgeConfig } from "./config.ts";
 
+const deploymentKey = "this deployment's own secret, 32 characters or more";
+
 const jwksFileMode = {
   EDGE_AUTH_MODE: "jwks",
+  CELLWIRE_DIRECT_CONVERSATION_KEY: deploymentKey,
   EDGE_JWKS_FILE: "/etc/cellwire/jwks.json",
   EDGE_JWT_ISSUER: "https://issuer.example",
   EDGE_JWT_AUDIENCE: "cellwire",
@@ -86,6 +89,10 @@ describe("loadEdgeConfig", () => {
         },
         fanOutPerUser: { perSecond: 2000, burst: 20_000 },
       },
+      presencePolicy: "shared_conversation",
+      presenceAccessPairsMax: 100_000,
+      presenceAccessTtlMs: 60_000,
+      directConversationKey: deploymentKey,
     });
   });
 
@@ -215,6 +222,9 @@ describe("loadEdgeConfig", () => {
       EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "250",
       EDGE_PRESENCE_TTL_MS: "1000",
       EDGE_PRESENCE_REMOTE_CLAIMS_MAX: "100",
+      EDGE_PRESENCE_POLICY: "everyone",
+      EDGE_PRESENCE_ACCESS_PAIRS_MAX: "500",
+      EDGE_PRESENCE_ACCESS_TTL_MS: "0",
     });
     expect(unknownVariables).toEqual([]);
     expect(config).toMatchObject({
@@ -226,7 +236,11 @@ describe("loadEdgeConfig", () => {
       presenceHeartbeatIntervalMs: 250,
       presenceTtlMs: 1000,
       presenceRemoteClaimsMax: 100,
+      presencePolicy: "everyone",
+      presenceAccessPairsMax: 500,
+      presenceAccessTtlMs: 0,
     });
+    expect(configError({ ...devMode, EDGE_PRESENCE_POLICY: "friends" }).message).toContain("EDGE_PRESENCE_POLICY");
   });
 
   it("reads the bounds on conversation cursors and log reads, and on requests across the edge", () => {
@@ -317,16 +331,26 @@ describe("loadEdgeConfig", () => {
     });
     expect(config.auth).toMatchObject({ jwksCooldownMs: 5000, jwksCacheMaxAgeMs: 60_000 });
     expect(config).toMatchObject({ clockToleranceMs: 1000, revocationsMax: 10, revocationRetentionMs: 3_600_000 });
-    expect(() => loadEdgeConfig({ EDGE_CLOCK_TOLERANCE_MS: "300001" })).toThrow(ConfigError);
-    expect(() => loadEdgeConfig({ EDGE_CLOCK_TOLERANCE_MS: "-1" })).toThrow(ConfigError);
-    expect(() => loadEdgeConfig({ ...jwksFileMode, EDGE_JWKS_COOLDOWN_MS: "10" })).toThrow(ConfigError);
-    expect(() => loadEdgeConfig({ EDGE_REVOCATIONS_MAX: "0" })).toThrow(ConfigError);
+    expect(() => loadEdgeConfig({ ...devMode, EDGE_CLOCK_TOLERANCE_MS: "300001" })).toThrow(/EDGE_CLOCK_TOLERANCE_MS/);
+    expect(() => loadEdgeConfig({ ...devMode, EDGE_CLOCK_TOLERANCE_MS: "-1" })).toThrow(/EDGE_CLOCK_TOLERANCE_MS/);
+    expect(() => loadEdgeConfig({ ...jwksFileMode, EDGE_JWKS_COOLDOWN_MS: "10" })).toThrow(/EDGE_JWKS_COOLDOWN_MS/);
+    expect(() => loadEdgeConfig({ ...devMode, EDGE_REVOCATIONS_MAX: "0" })).toThrow(/EDGE_REVOCATIONS_MAX/);
   });
 
   it("refuses jwks mode with neither or both of EDGE_JWKS_URL and EDGE_JWKS_FILE", () => {
     const { EDGE_JWKS_FILE: _file, ...neither } = jwksFileMode;
     expect(configError(neither).message).toMatch(/exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE/);
     expect(configError({ ...jwksFileMode, EDGE_JWKS_URL: "https://issuer.example/jwks" }).message).toMatch(/exactly one/);
+  });
+
+  it("needs a secret direct conversation key of its own in jwks mode; a dev edge defaults to the public dev key", () => {
+    expect(loadEdgeConfig(jwksFileMode).config.directConversationKey).toBe(deploymentKey);
+    const { CELLWIRE_DIRECT_CONVERSATION_KEY: _key, ...noKey } = jwksFileMode;
+    expect(configError(noKey).message).toMatch(/CELLWIRE_DIRECT_CONVERSATION_KEY must be set/);
+    expect(configError({ ...jwksFileMode, CELLWIRE_DIRECT_CONVERSATION_KEY: devDirectConversationKey }).message).toMatch(/public dev key/);
+    expect(configError({ ...jwksFileMode, CELLWIRE_DIRECT_CONVERSATION_KEY: "short" }).message).toMatch(/at least 32 characters/);
+    expect(loadEdgeConfig(devMode).config.directConversationKey).toBe(devDirectConversationKey);
+    expect(loadEdgeConfig({ ...devMode, CELLWIRE_DIRECT_CONVERSATION_KEY: deploymentKey }).config.directConversationKey).toBe(deploymentKey);
   });
 
   it("refuses jwks mode without an issuer or without an audience", () => {

@@ -1,11 +1,12 @@
 // The edge's one typed config, built from the environment by a pure function; only main.ts passes
 // process.env in.
-import { EnvironmentReader, ConfigError, type Environment } from "@cellwire/cluster";
+import { EnvironmentReader, ConfigError, devDirectConversationKey, directConversationKeyLengthMin, type Environment } from "@cellwire/cluster";
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
 import { isLoopbackHost, parseAllowedOrigin, parseTrustedProxy } from "./admission.ts";
 import { type RateLimitedKind, type RateLimitSettings } from "./rate-limit/request-rate-limits.ts";
 import type { TokenRate } from "./rate-limit/token-bucket.ts";
+import { presencePolicies, type PresencePolicy } from "./presence/presence-access.ts";
 
 export type EdgeAuthConfig =
   | { readonly mode: "dev"; readonly devKeyDirectory: string }
@@ -131,6 +132,18 @@ export type EdgeConfig = {
   readonly drainGraceMs: number;
   /** Token buckets per session and per user for sends, typing, history and conversation changes, and the fan-out (docs/protocol.md, "Rate limits"). */
   readonly rateLimits: RateLimitSettings;
+  /** Whose presence a session may watch: users it shares a conversation with (the default), or anyone. */
+  readonly presencePolicy: PresencePolicy;
+  /** (watcher, user) answers of the shared_conversation policy kept at most (least recently used out). */
+  readonly presenceAccessPairsMax: number;
+  /** How long such an answer, and the list of cells asked for it, is trusted. */
+  readonly presenceAccessTtlMs: number;
+  /**
+   * CELLWIRE_DIRECT_CONVERSATION_KEY, the same on every edge and worker: the secret direct conversation
+   * ids are derived with, so that outsiders cannot compute two users' id. Required with EDGE_AUTH_MODE=jwks;
+   * a dev edge defaults to the public dev key.
+   */
+  readonly directConversationKey: string;
 };
 
 /**
@@ -263,7 +276,17 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     drainMs: reader.integer("EDGE_DRAIN_MS", 5000, 0, 300_000),
     drainGraceMs: reader.integer("EDGE_DRAIN_GRACE_MS", 5000, 0, 300_000),
     rateLimits: readRateLimits(reader),
+    presencePolicy: reader.oneOf("EDGE_PRESENCE_POLICY", "shared_conversation", presencePolicies),
+    presenceAccessPairsMax: reader.integer("EDGE_PRESENCE_ACCESS_PAIRS_MAX", 100_000, 1, 100_000_000),
+    presenceAccessTtlMs: reader.integer("EDGE_PRESENCE_ACCESS_TTL_MS", 60_000, 0, 3_600_000),
+    directConversationKey: reader.optionalString("CELLWIRE_DIRECT_CONVERSATION_KEY") ?? (mode === "dev" ? devDirectConversationKey : ""),
   };
+  if (config.directConversationKey.length < directConversationKeyLengthMin) {
+    throw new ConfigError(`CELLWIRE_DIRECT_CONVERSATION_KEY must be set, with at least ${directConversationKeyLengthMin} characters (EDGE_AUTH_MODE=jwks has no default)`);
+  }
+  if (mode === "jwks" && config.directConversationKey === devDirectConversationKey) {
+    throw new ConfigError("CELLWIRE_DIRECT_CONVERSATION_KEY is the public dev key: EDGE_AUTH_MODE=jwks needs a secret of its own");
+  }
   if (config.presenceTtlMs < 2 * config.presenceHeartbeatIntervalMs) {
     throw new ConfigError("EDGE_PRESENCE_TTL_MS must be at least twice EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS, so one late heartbeat does not flap presence");
   }

@@ -4,6 +4,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { UnavailableError } from "@cellwire/cluster";
 import { errorCodes, presenceWatchUsersMax, type CellReply, type CellRequest } from "@cellwire/protocol";
+import { SharedConversationAccess } from "./presence/presence-access.ts";
 import { deferred, fakeEdge, framesOfType, memberCacheTtlMsForTests, typingExpiresInMsForTests, type FakeEdge, type FakeTransport } from "./testing/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
@@ -334,5 +335,55 @@ describe("presence", () => {
     expect(await reply(alice, "w3")).toMatchObject({ type: "error", code: "invalid_field" });
     await device(edge, "bob", "phone");
     expect(framesOfType(alice, "presence").map((frame) => frame["userId"])).toEqual(["bob"]);
+  });
+
+  describe("under the shared_conversation policy", () => {
+    /** An edge whose one cell says alice shares a conversation with bob, and nobody else shares one. */
+    function sharedConversationEdge(): FakeEdge {
+      const conversations = [["alice", "bob"]];
+      return newEdge(
+        {},
+        {
+          presenceAccess: new SharedConversationAccess(
+            { pairsMax: 100, ttlMs: 60_000 },
+            {
+              listCellIds: async () => ["a"],
+              requestCell: async (_cellId, request): Promise<CellReply> => {
+                if (request.type !== "cell.sharedPeers") throw new Error("asked something else");
+                const mine = conversations.filter((members) => members.includes(request.userId));
+                return { type: "cell.sharedPeers", userId: request.userId, peerUserIds: request.peerUserIds.filter((peer) => mine.some((members) => members.includes(peer))) };
+              },
+              nowMs: () => 0,
+              warn: () => undefined,
+            },
+          ),
+        },
+      );
+    }
+
+    it("shows a user who shares no conversation with the watcher exactly like one who never came online, and never sends a change", async () => {
+      const edge = sharedConversationEdge();
+      await device(edge, "alice", "phone");
+      const onlineAtMs = edge.clock.wallMs;
+      const mallory = await device(edge, "mallory", "phone");
+      const bob = await device(edge, "bob", "phone");
+      watch(mallory, "w1", ["alice", "nobody"]);
+      const snapshot = await reply(mallory, "w1");
+      expect(snapshot["users"]).toEqual([
+        { userId: "alice", status: "offline", changedAtMs: null },
+        { userId: "nobody", status: "offline", changedAtMs: null },
+      ]);
+      watch(bob, "w2", ["alice", "mallory"]);
+      expect((await reply(bob, "w2"))["users"]).toEqual([
+        { userId: "alice", status: "online", changedAtMs: onlineAtMs },
+        { userId: "mallory", status: "offline", changedAtMs: null },
+      ]);
+      // alice's second device, then both leaving: bob hears her go offline, mallory hears nothing.
+      await device(edge, "alice", "laptop");
+      for (const transport of edge.transports) if (transport.isOpen && transport !== mallory && transport !== bob) transport.peerClose();
+      expect(framesOfType(bob, "presence").map((frame) => `${String(frame["userId"])}:${String(frame["status"])}`)).toEqual(["alice:offline"]);
+      expect(framesOfType(mallory, "presence")).toEqual([]);
+      expect(edge.core.watchedUserCount).toBe(1);
+    });
   });
 });

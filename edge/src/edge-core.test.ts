@@ -1,7 +1,7 @@
 // EdgeCore in process: sessions on fake sockets, a fake verifier, a RequestHandler over an in-memory
 // directory and cells, and an in-memory delivery source. No timing assumption beyond waiting for events.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { directConversationId, UnavailableError } from "@cellwire/cluster";
+import { devDirectConversationKey, directConversationId, UnavailableError } from "@cellwire/cluster";
 import { closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
 import type { CellServedFrame } from "./request-handler.ts";
 import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
@@ -601,7 +601,7 @@ describe("RequestHandler", () => {
 
   it("opens a direct conversation on the opener's home cell under the pair's id", async () => {
     const edge = newEdge();
-    const conversationId = directConversationId("alice", "bob");
+    const conversationId = directConversationId(devDirectConversationKey, "alice", "bob");
     edge.router.answers.set("cell.openDirect", async () => ({
       type: "cell.conversation",
       conversation: { conversationId, kind: "direct", title: null, memberUserIds: ["alice", "bob"], lastSeq: 0 },
@@ -637,12 +637,14 @@ describe("RequestHandler", () => {
   it.each([
     ["not_owner", "cell_unavailable", true, "worker a-1 does not own it"],
     ["unknown_cell", "internal", true, "internal error"],
-    ["not_found", "not_a_member", false, "no such conversation"],
+    ["not_found", "not_a_member", false, "The conversation does not exist or the user is not one of its members."],
+    ["not_a_member", "not_a_member", false, "The conversation does not exist or the user is not one of its members."],
     ["internal", "internal", true, "internal error"],
     ["too_many_members", "too_many_members", false, "a group has at most 1000 members"],
   ] as const)("maps a cell.error %s to the client code %s", async (cellCode, clientCode, retryable, message) => {
     const edge = edgeWithGroup();
-    const cellMessage = message === "internal error" ? "secret cell detail" : message;
+    // Internal details stay in the logs; a not_a_member never carries the cell's own words (issue 10).
+    const cellMessage = message === "internal error" ? "secret cell detail" : clientCode === "not_a_member" ? `no such conversation ${groupId}` : message;
     edge.router.answers.set("cell.send", async () => ({ type: "cell.error", code: cellCode, message: cellMessage }));
     const reply = await edge.handler.handle(context, { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" });
     expect(reply).toEqual({ type: "error", requestId: "r1", code: clientCode, message, retryable });

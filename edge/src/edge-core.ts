@@ -7,6 +7,7 @@ import type { RevocationList } from "./auth/revocation-list.ts";
 import type { Identity, TokenVerifier } from "./auth/token-verifier.ts";
 import type { DeliverySource } from "./delivery-hub.ts";
 import type { RequestHandler } from "./request-handler.ts";
+import type { PresenceAccess } from "./presence/presence-access.ts";
 import type { PresenceSource } from "./presence/presence-hub.ts";
 import type { PresenceChange } from "./presence/presence-table.ts";
 import { PresenceWatches } from "./presence/presence-watches.ts";
@@ -62,6 +63,8 @@ export type EdgeLimits = {
 export type EphemeralServices = {
   readonly typing: TypingService;
   readonly presence: PresenceSource;
+  /** Whose presence a session may watch (EDGE_PRESENCE_POLICY); asked once per watchPresence. */
+  readonly presenceAccess: PresenceAccess;
   /** Monotonic milliseconds, for the typing rate limit. */
   readonly monotonicNowMs: () => number;
 };
@@ -84,6 +87,8 @@ export class EdgeCore {
   /** Welcomed sessions by user, for the moves of a user's mailbox. */
   private readonly sessionsByUser = new Map<string, Session | Set<Session>>();
   private readonly watches = new PresenceWatches<Session>();
+  /** Each session's latest watchPresence: an older one whose access check ends later must not win. */
+  private readonly watchGenerations = new WeakMap<Session, number>();
   private accepting = true;
   /** Set while the edge drains: told of every session that closes. */
   private drain: EdgeDrain<Session> | undefined;
@@ -175,10 +180,18 @@ export class EdgeCore {
   /**
    * Replaces what the session watches, then reads the states: a change after the replacement reaches the
    * session as a `presence` frame, and the snapshot, read last, is never older than one sent before it.
+   * A user the session may not see (presenceAccess) is not watched and reads as a user who never came
+   * online, so the answer does not tell a forbidden user from an unknown one.
    */
   async watchPresence(session: Session, frame: WatchPresenceFrame): Promise<ServerFrame> {
-    this.watches.replace(session, frame.userIds);
-    const users = await this.ephemeral.presence.states(frame.userIds);
+    const generation = (this.watchGenerations.get(session) ?? 0) + 1;
+    this.watchGenerations.set(session, generation);
+    const watcherUserId = session.userId;
+    const visible = watcherUserId === undefined ? new Set<string>() : await this.ephemeral.presenceAccess.visible(watcherUserId, frame.userIds);
+    const watched = frame.userIds.filter((userId) => visible.has(userId));
+    if (this.watchGenerations.get(session) === generation && session.userId !== undefined) this.watches.replace(session, watched);
+    const states = new Map((await this.ephemeral.presence.states(watched)).map((state) => [state.userId, state]));
+    const users = frame.userIds.map((userId) => states.get(userId) ?? { userId, status: "offline" as const, changedAtMs: null });
     return { type: "presenceSnapshot", requestId: frame.requestId, users };
   }
 

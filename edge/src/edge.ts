@@ -23,6 +23,7 @@ import { NatsDeliveryHub } from "./delivery-hub.ts";
 import { RequestHandler } from "./request-handler.ts";
 import { startServer } from "./edge-server.ts";
 import { loadNativeUws } from "./uws.ts";
+import { EveryoneVisible, SharedConversationAccess, type PresenceAccess } from "./presence/presence-access.ts";
 import { NatsPresenceHub } from "./presence/presence-hub.ts";
 import { ConversationMembers } from "./typing/conversation-members.ts";
 import { TypingRelay } from "./typing/typing-relay.ts";
@@ -62,7 +63,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       random: Math.random,
       sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     },
-  });
+  }, config.directConversationKey);
   const members = new ConversationMembers(
     { conversationsMax: config.memberCacheConversationsMax, ttlMs: config.memberCacheTtlMs },
     { requestAtHome: (request) => handler.requestAtHome(request), nowMs: () => systemClock.monotonicNowMs() },
@@ -81,6 +82,18 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     logger,
   );
   await presence.start();
+  const presenceAccess: PresenceAccess =
+    config.presencePolicy === "everyone"
+      ? new EveryoneVisible()
+      : new SharedConversationAccess(
+          { pairsMax: config.presenceAccessPairsMax, ttlMs: config.presenceAccessTtlMs },
+          {
+            listCellIds: async () => (await directory.listCells()).map((cell) => cell.cellId),
+            requestCell: (cellId, request) => router.request(cellId, request),
+            nowMs: () => systemClock.monotonicNowMs(),
+            warn: (message) => logger.warn(message),
+          },
+        );
   const core = new EdgeCore(
     {
       authTimeoutMs: config.authTimeoutMs,
@@ -102,7 +115,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     handler,
     hub,
     logger,
-    { typing: new TypingRelay(members, hub, config.typingExpiresInMs), presence, monotonicNowMs: () => systemClock.monotonicNowMs() },
+    { typing: new TypingRelay(members, hub, config.typingExpiresInMs), presence, presenceAccess, monotonicNowMs: () => systemClock.monotonicNowMs() },
     new ConcurrencyLimiter(config.conversationReadsInFlightMax),
     {
       wallNowMs: () => systemClock.wallNowMs(),

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { RemoteError, UnavailableError } from "@cellwire/cluster";
 import { decodeServerFrame } from "@cellwire/protocol";
-import { clientErrorCode, errorFrame, errorFrameFor } from "./error-mapping.ts";
+import { clientErrorCode, errorFrame, errorFrameFor, notAMemberFrame } from "./error-mapping.ts";
 
 describe("clientErrorCode", () => {
   it("maps the migration codes: moving is retryable cell_unavailable, entry_changed a server bug", () => {
@@ -16,7 +16,7 @@ describe("clientErrorCode", () => {
     expect(logged).toEqual([]);
   });
 
-  it("passes overloaded and not_a_member through to clients with the cell's message, unlogged", () => {
+  it("passes overloaded through to clients with the cell's message, and not_a_member with its one fixed text, unlogged", () => {
     const logged: string[] = [];
     expect(clientErrorCode("overloaded")).toBe("overloaded");
     expect(errorFrameFor(new RemoteError("overloaded", "the send queue is full"), "r-3", (message) => logged.push(message))).toEqual({
@@ -26,12 +26,15 @@ describe("clientErrorCode", () => {
       retryable: true,
       requestId: "r-3",
     });
+    // Whoever refused (the edge for an id the directory does not know, the cell for one it homes) and
+    // whatever they said, a client reads the same bytes: its text cannot tell the two apart.
     expect(errorFrameFor(new RemoteError("not_a_member", "no conversation g-1"), undefined, (message) => logged.push(message))).toEqual({
       type: "error",
       code: "not_a_member",
-      message: "no conversation g-1",
+      message: "The conversation does not exist or the user is not one of its members.",
       retryable: false,
     });
+    expect(JSON.stringify(errorFrame("not_a_member", "the cell's own words", "r-4"))).toBe(JSON.stringify(notAMemberFrame("r-4")));
     expect(logged).toEqual([]);
   });
 

@@ -30,7 +30,7 @@ import {
 } from "@cellwire/protocol";
 import type { ConversationPage } from "./conversation-cursor.ts";
 import { directoryCacheKey, type DirectoryCache } from "./directory-cache.ts";
-import { clientErrorCode, errorFrame } from "./error-mapping.ts";
+import { clientErrorCode, errorFrame, notAMemberFrame } from "./error-mapping.ts";
 
 export interface CellRouting {
   request(cellId: string, request: CellRequest): Promise<CellReply>;
@@ -79,6 +79,8 @@ export class RequestHandler {
     private readonly cache: DirectoryCache,
     router: CellRouting,
     homeRouting: HomeRouting,
+    /** CELLWIRE_DIRECT_CONVERSATION_KEY: direct conversation ids are derived with it. */
+    private readonly directConversationKey: string,
   ) {
     this.homes = new HomeRouter(new CachedHomes(directory, cache), router, homeRouting.options, homeRouting.dependencies);
   }
@@ -149,7 +151,7 @@ export class RequestHandler {
           clientMessageId: frame.clientMessageId,
           body: frame.body,
         });
-        if (reply === undefined) return notAMember(frame.requestId);
+        if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.stored") {
           const { message } = reply;
           return { type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs };
@@ -158,7 +160,7 @@ export class RequestHandler {
       }
       case "openDirect": {
         if (frame.peerUserId === context.userId) return errorFrame("invalid_peer", "a direct conversation needs another user", frame.requestId);
-        const conversationId = directConversationId(context.userId, frame.peerUserId);
+        const conversationId = directConversationId(this.directConversationKey, context.userId, frame.peerUserId);
         await this.placeConversation(conversationId, context.homeCellId);
         const reply = await this.atPlacedConversationHome({ type: "cell.openDirect", userId: context.userId, peerUserId: frame.peerUserId, conversationId });
         return this.conversationFrame(reply, frame.requestId);
@@ -177,7 +179,7 @@ export class RequestHandler {
       }
       case "addMembers": {
         const reply = await this.atConversationHome({ type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds });
-        if (reply === undefined) return notAMember(frame.requestId);
+        if (reply === undefined) return notAMemberFrame(frame.requestId);
         return this.conversationFrame(reply, frame.requestId);
       }
       case "read":
@@ -190,7 +192,7 @@ export class RequestHandler {
           position: frame.type,
           seq: frame.seq,
         });
-        if (reply === undefined) return notAMember(frame.requestId);
+        if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.receipt") {
           return { type: "receiptAck", requestId: frame.requestId, conversationId: reply.conversationId, readSeq: reply.readSeq, deliveredSeq: reply.deliveredSeq };
         }
@@ -204,7 +206,7 @@ export class RequestHandler {
           beforeSeq: frame.beforeSeq ?? null,
           limit: frame.limit ?? historyPageLimitDefault,
         });
-        if (reply === undefined) return notAMember(frame.requestId);
+        if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.historyPage") {
           return { type: "historyPage", requestId: frame.requestId, conversationId: reply.conversationId, messages: reply.messages, hasMore: reply.hasMore };
         }
@@ -213,7 +215,10 @@ export class RequestHandler {
     }
   }
 
-  /** The reply of the conversation's home; undefined when the directory knows no such conversation. */
+  /**
+   * The reply of the conversation's home; undefined when the directory knows no such conversation, which
+   * the caller answers with notAMemberFrame: the very bytes the home cell's not_a_member becomes.
+   */
   private async atConversationHome(request: CellRequest): Promise<HomeReply | undefined> {
     const outcome = await this.homes.request(request);
     return outcome.kind === "reply" ? outcome.reply : undefined;
@@ -248,6 +253,3 @@ export class RequestHandler {
   }
 }
 
-function notAMember(requestId: string): ServerFrame {
-  return errorFrame("not_a_member", "not a member of this conversation", requestId);
-}

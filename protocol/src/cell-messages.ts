@@ -29,6 +29,7 @@ import {
   mailboxPageLimitMax,
   messageBodyLengthMax,
   presenceHeartbeatUsersMax,
+  presenceWatchUsersMax,
   deliveryBatchItemsMax,
   retryAfterMsMax,
   sendBatchItemsMax,
@@ -111,6 +112,14 @@ export type CellMessagesAfterRequest = { type: "cell.messagesAfter"; userId: str
 export type CellMembersRequest = { type: "cell.members"; conversationId: string; userId: string };
 
 /**
+ * Read-only, answered by any worker of the cell (it reads membership rows, no key's turn): which of
+ * `peerUserIds` (1 to presenceWatchUsersMax) share at least one conversation homed in this cell with
+ * `userId`. An edge asks every registered cell when a session watches presence under the
+ * shared_conversation policy (EDGE_PRESENCE_POLICY). Answered by `cell.sharedPeers`.
+ */
+export type CellSharedPeersRequest = { type: "cell.sharedPeers"; userId: string; peerUserIds: string[] };
+
+/**
  * Raises `userId`'s read (which raises delivered too) or delivered position in the conversation to
  * `seq`, at the conversation's owner; a lower seq changes nothing. Answered by `cell.receipt`.
  */
@@ -186,7 +195,8 @@ export type CellRequest =
   | CellAppendMailboxRequest
   | CellMailboxPageRequest
   | CellMessagesAfterRequest
-  | CellMembersRequest;
+  | CellMembersRequest
+  | CellSharedPeersRequest;
 
 /**
  * Many cell.send requests for keys one worker owns, in one NATS request (docs/decisions/0009): answered
@@ -300,6 +310,11 @@ export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
     limit: integer({ min: 1, max: conversationPageLimitMax }),
   }),
   "cell.members": object({ type: literal("cell.members"), conversationId, userId }),
+  "cell.sharedPeers": object({
+    type: literal("cell.sharedPeers"),
+    userId,
+    peerUserIds: array(userId, { minItems: 1, maxItems: presenceWatchUsersMax }),
+  }),
   "cell.receipt": object({
     type: literal("cell.receipt"),
     userId,
@@ -324,6 +339,9 @@ export function cellRequestKey(request: CellRequest): string {
       return cellStatsRingKey;
     case "cell.appendMailbox":
     case "cell.mailboxPage":
+      return userRingKey(request.userId);
+    // Any worker answers; the watcher's key spreads the asks over the ring.
+    case "cell.sharedPeers":
       return userRingKey(request.userId);
     default:
       return request.conversationId;
@@ -364,6 +382,8 @@ export type CellAppendedReply = { type: "cell.appended"; userId: string; seq: nu
 export type CellMailboxEventsReply = { type: "cell.mailboxEvents"; userId: string; events: SequencedEvent[]; headSeq: number; floorSeq: number };
 /** Answers `cell.members`: every member, sorted, the asker included. */
 export type CellMembersReply = { type: "cell.members"; conversationId: string; memberUserIds: string[] };
+/** Answers `cell.sharedPeers`: the peers asked about that share a conversation homed here with `userId`, sorted. */
+export type CellSharedPeersReply = { type: "cell.sharedPeers"; userId: string; peerUserIds: string[] };
 /**
  * Answers `cell.messagesAfter`: `afterSeq` is where the page starts (the member's join point when the
  * request asked for it), `messages` the consecutive seqs after it (at most the limit and the page byte
@@ -408,6 +428,7 @@ export type CellReply =
   | CellAppendedReply
   | CellMailboxEventsReply
   | CellMembersReply
+  | CellSharedPeersReply
   | CellMessagesReply
   | CellErrorReply;
 
@@ -450,6 +471,7 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
     floorSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
   }),
   "cell.members": object({ type: literal("cell.members"), conversationId, memberUserIds: array(userId, { minItems: 1, maxItems: groupMembersMax }) }),
+  "cell.sharedPeers": object({ type: literal("cell.sharedPeers"), userId, peerUserIds: array(userId, { maxItems: presenceWatchUsersMax }) }),
   "cell.messages": object({
     type: literal("cell.messages"),
     conversationId,

@@ -35,6 +35,19 @@ export function writeRefusal(row: KeyRow | undefined, epoch: number): Fenced | M
   return undefined;
 }
 
+/**
+ * Whether a refused write is better answered not_a_member: the refusal is `moving` for a frozen
+ * conversation and the writer is not one of its members. A frozen row in its old home holds every member
+ * (a change of members is a write, refused while frozen), so the answer is certain; and it must be the
+ * one a non-member gets for a conversation that does not exist, or a migration (whose `moving` ends as a
+ * retryable cell_unavailable once the requester's retries are spent) would tell a non-member that the
+ * conversation exists (issue 10). An importing row may not hold every member yet: its `moving` stands,
+ * and the requester's retries meet the activated conversation, which answers by its members.
+ */
+export function frozenForNonMember(row: KeyRow | undefined, refusal: Fenced | MigrationRefusal | undefined, isMember: boolean): boolean {
+  return refusal?.outcome === "moving" && row?.state === "frozen" && !isMember;
+}
+
 /** Reads are served while active or frozen (the old home still has every row); not while importing or moved. */
 export function readRefusal(row: Omit<KeyRow, "ownerEpoch"> | undefined): MigrationRefusal | undefined {
   if (row === undefined) return undefined;

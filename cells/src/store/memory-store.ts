@@ -14,7 +14,7 @@ import {
   type SequencedEvent,
 } from "@cellwire/protocol";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients, type Positions } from "./receipt-positions.ts";
-import { importRefusal, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
+import { frozenForNonMember, importRefusal, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
 import type { KeyState } from "./schema.ts";
 import {
   placeholderCreatorUserId,
@@ -137,8 +137,10 @@ export class MemoryConversationStore implements ConversationStore {
     const existing = existingIndex === undefined ? undefined : conversation.messages[existingIndex];
     // A repeated send is a read: answered while frozen, not while importing.
     if (existing !== undefined && conversation.state !== "importing") return { outcome: "stored", message: { ...existing }, deduplicated: true };
-    // As in Postgres, the state and the fence answer before the membership check.
+    // As in Postgres, the state and the fence answer before the membership check, but for a frozen
+    // conversation's non-member (key-state.ts, frozenForNonMember).
     const refusal = admit(conversation, input.epoch);
+    if (frozenForNonMember(conversation, refusal, conversation.members.has(input.senderUserId))) return { outcome: "not_a_member" };
     if (refusal !== undefined) return refusal;
     if (!conversation.members.has(input.senderUserId)) return { outcome: "not_a_member" };
     conversation.ownerEpoch = input.epoch;
@@ -206,6 +208,7 @@ export class MemoryConversationStore implements ConversationStore {
     const conversation = this.conversations.get(input.conversationId);
     if (conversation === undefined) return { outcome: "not_a_member" };
     const refusal = claim(conversation, input.epoch);
+    if (frozenForNonMember(conversation, refusal, conversation.members.has(input.userId))) return { outcome: "not_a_member" };
     if (refusal !== undefined) return refusal;
     if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
     if (conversation.kind !== "group") return { outcome: "not_a_group" };
@@ -240,6 +243,7 @@ export class MemoryConversationStore implements ConversationStore {
     const conversation = this.conversations.get(input.conversationId);
     if (conversation === undefined) return { outcome: "not_a_member" };
     const refusal = claim(conversation, input.epoch);
+    if (frozenForNonMember(conversation, refusal, conversation.members.has(input.userId))) return { outcome: "not_a_member" };
     if (refusal !== undefined) return refusal;
     if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
     if (input.seq > conversation.messages.length) return { outcome: "seq_beyond_last", lastSeq: conversation.messages.length };
@@ -263,6 +267,15 @@ export class MemoryConversationStore implements ConversationStore {
     const conversation = this.conversations.get(conversationId);
     if (conversation === undefined) return { outcome: "members", memberUserIds: [], membersVersion: 0 };
     return readRefusal(conversation) ?? { outcome: "members", memberUserIds: [...conversation.members].sort(), membersVersion: conversation.membersVersion };
+  }
+
+  async sharedPeers(userId: string, peerUserIds: readonly string[]): Promise<string[]> {
+    const shared = new Set<string>();
+    for (const conversation of this.conversations.values()) {
+      if (!conversation.members.has(userId)) continue;
+      for (const peerUserId of peerUserIds) if (conversation.members.has(peerUserId)) shared.add(peerUserId);
+    }
+    return [...shared].sort();
   }
 
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {

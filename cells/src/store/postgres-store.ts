@@ -44,7 +44,7 @@ import {
   outbox as outboxTable,
   readPositions,
 } from "./schema.ts";
-import { importRefusal, parseKeyState, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
+import { frozenForNonMember, importRefusal, parseKeyState, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients } from "./receipt-positions.ts";
 import { StoreRowError, postgresErrorCode, uniqueViolation } from "./errors.ts";
 import { storeSends } from "./postgres-sends.ts";
@@ -169,15 +169,20 @@ export class PostgresConversationStore implements ConversationStore {
     // changed since the statement's snapshot: an import that activated the conversation here in between
     // leaves an active row that explains nothing. A sender who is a member now was refused for a state
     // that no longer holds, so the answer is the statement's own (`moving`), which the caller retries.
+    // A frozen conversation's refusal needs the membership too: a non-member is told not_a_member
+    // (key-state.ts, frozenForNonMember).
     const keyRows = await readConversationKeyRows(this.database, refusedConversationIds);
-    const unexplained = inputs.filter((input, index) => results[index] === undefined && writeRefusal(keyRows.get(input.conversationId), input.epoch) === undefined);
-    const membersNow = unexplained.length === 0 ? new Set<string>() : await readMemberships(this.database, unexplained);
-    return inputs.map(
-      (input, index): AppendMessageResult =>
-        results[index] ??
-        writeRefusal(keyRows.get(input.conversationId), input.epoch) ??
-        (membersNow.has(membershipKey(input.conversationId, input.senderUserId)) ? { outcome: "moving" } : { outcome: "not_a_member" }),
-    );
+    const refusalOf = (input: AppendMessageInput) => writeRefusal(keyRows.get(input.conversationId), input.epoch);
+    const membershipNeeded = inputs.filter((input, index) => results[index] === undefined && (refusalOf(input) === undefined || refusalOf(input)?.outcome === "moving"));
+    const membersNow = membershipNeeded.length === 0 ? new Set<string>() : await readMemberships(this.database, membershipNeeded);
+    return inputs.map((input, index): AppendMessageResult => {
+      const result = results[index];
+      if (result !== undefined) return result;
+      const refusal = refusalOf(input);
+      const isMember = membersNow.has(membershipKey(input.conversationId, input.senderUserId));
+      if (frozenForNonMember(keyRows.get(input.conversationId), refusal, isMember)) return { outcome: "not_a_member" };
+      return refusal ?? (isMember ? { outcome: "moving" } : { outcome: "not_a_member" });
+    });
   }
 
   async messagesAfter(input: MessagesAfterInput): Promise<MessagesAfterResult> {
@@ -259,7 +264,7 @@ export class PostgresConversationStore implements ConversationStore {
         .where(and(eq(conversations.id, input.conversationId), lte(conversations.ownerEpoch, input.epoch), eq(conversations.state, "active")))
         .returning({ kind: conversations.kind, lastSeq: conversations.lastSeq });
       const conversation = locked[0];
-      if (conversation === undefined) return (await this.conversationRefusal(input.conversationId, input.epoch, transaction)) ?? { outcome: "not_a_member" };
+      if (conversation === undefined) return (await this.conversationRefusal(input.conversationId, input.epoch, transaction, input.userId)) ?? { outcome: "not_a_member" };
       const current = new Set(await readMembers(transaction, input.conversationId));
       if (!current.has(input.userId)) return { outcome: "not_a_member" };
       if (conversation.kind !== "group") return { outcome: "not_a_group" };
@@ -318,7 +323,7 @@ export class PostgresConversationStore implements ConversationStore {
         .where(and(eq(conversations.id, conversationId), lte(conversations.ownerEpoch, epoch), eq(conversations.state, "active")))
         .returning({ lastSeq: conversations.lastSeq });
       const conversation = locked[0];
-      if (conversation === undefined) return (await this.conversationRefusal(conversationId, epoch, transaction)) ?? { outcome: "not_a_member" };
+      if (conversation === undefined) return (await this.conversationRefusal(conversationId, epoch, transaction, userId)) ?? { outcome: "not_a_member" };
       const members = await readMembers(transaction, conversationId);
       if (!members.includes(userId)) return { outcome: "not_a_member" };
       const lastSeq = safeInteger(conversation.lastSeq, "conversations.last_seq");
@@ -374,6 +379,25 @@ export class PostgresConversationStore implements ConversationStore {
       throw new StoreRowError("members row: member_user_ids must be an array of strings");
     }
     return { outcome: "members", memberUserIds, membersVersion: safeInteger(row["members_version"], "conversations.members_version") };
+  }
+
+  async sharedPeers(userId: string, peerUserIds: readonly string[]): Promise<string[]> {
+    if (peerUserIds.length === 0) return [];
+    // Both sides by index (conversation_members_user_id_index, then the primary key): the user's
+    // conversations, and in each only the peers asked about.
+    const result = await this.database.execute(sql`
+      select distinct theirs.user_id
+      from conversation_members mine
+      join conversation_members theirs on theirs.conversation_id = mine.conversation_id
+      where mine.user_id = ${userId}::text and theirs.user_id = any(${sql.param([...peerUserIds])}::text[])
+    `);
+    const shared = result.rows.map((row) => {
+      const peerUserId: unknown = row["user_id"];
+      if (typeof peerUserId !== "string") throw new StoreRowError("sharedPeers row: user_id must be a string");
+      return peerUserId;
+    });
+    // User ids are ASCII (the allowlist), so this is the byte order the memory store sorts by too.
+    return shared.sort();
   }
 
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
@@ -495,8 +519,14 @@ export class PostgresConversationStore implements ConversationStore {
    * refusal is reported as fenced, and the new owner answers it). States change only in the key's turn
    * of its owner's queue, so the owner's own writes see the state that refused them.
    */
-  private async conversationRefusal(conversationId: string, epoch: number, executor: Executor = this.database) {
-    return writeRefusal(await readKeyRow(executor, { kind: "conversation", id: conversationId }), epoch);
+  private async conversationRefusal(conversationId: string, epoch: number, executor: Executor = this.database, writerUserId?: string) {
+    const row = await readKeyRow(executor, { kind: "conversation", id: conversationId });
+    const refusal = writeRefusal(row, epoch);
+    // A writer on behalf of a user (addMembers, markReceipt) who is not a member of a frozen conversation
+    // is answered as for any conversation it is not in (key-state.ts, frozenForNonMember).
+    if (writerUserId === undefined || refusal?.outcome !== "moving" || row?.state !== "frozen") return refusal;
+    const isMember = (await readMembers(executor, conversationId)).includes(writerUserId);
+    return frozenForNonMember(row, refusal, isMember) ? undefined : refusal;
   }
 
   private async mailboxRefusal(userId: string, epoch: number, executor: Executor = this.database) {

@@ -681,6 +681,26 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await send(conversationId, "after")).toMatchObject({ outcome: "stored", message: { seq: 3 } });
       });
 
+      it("answers a frozen conversation's non-member not_a_member, as for a conversation that does not exist, and its members moving", async () => {
+        const conversationId = await groupWithMessages(1);
+        const unknownId = newGroupId();
+        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toMatchObject({ outcome: "frozen" });
+        const notAMember = { outcome: "not_a_member" } as const;
+        for (const id of [conversationId, unknownId]) {
+          expect(await send(id, "let me in", "mallory")).toEqual(notAMember);
+          expect(await store().appendMessages([input(id, "batched", "mallory"), input(id, "batched", "mallory")])).toEqual([notAMember, notAMember]);
+          expect(await store().addMembers({ epoch: baseEpoch, conversationId: id, userId: "mallory", userIds: ["mallory"] })).toEqual(notAMember);
+          expect(await store().markReceipt({ epoch: baseEpoch, conversationId: id, userId: "mallory", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(notAMember);
+          expect(await store().history({ conversationId: id, userId: "mallory", beforeSeq: null, limit: 10 })).toEqual(notAMember);
+          expect(await store().messagesAfter({ conversationId: id, userId: "mallory", afterSeq: null, limit: 10 })).toEqual(notAMember);
+        }
+        // Members still wait out the move.
+        expect(await send(conversationId, "during", "bob")).toEqual(moving);
+        expect(await store().appendMessages([input(conversationId, "during", "carol"), input(conversationId, "during", "mallory")])).toEqual([moving, notAMember]);
+        expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["dave"] })).toEqual(moving);
+        expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(moving);
+      });
+
       it("freezes a conversation with no row as a placeholder: never exported, creation answers moving, a tombstone then moved", async () => {
         for (const conversationId of [newDirectId(), newGroupId()]) {
           const key = { kind: "conversation", id: conversationId } as const;
@@ -693,7 +713,8 @@ export function registerStoreContract(name: string, store: () => ConversationSto
           expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "t", memberUserIds: [] })).toEqual(moving);
           expect(await memberIds(conversationId)).toEqual([]);
           expect(await store().messagesAfter({ conversationId, userId: "alice", afterSeq: null, limit: 10 })).toEqual({ outcome: "not_a_member" });
-          expect(await store().appendMessages([input(conversationId, "too soon")])).toEqual([moving]);
+          // Nobody is a member of a conversation never created: a send is refused as for an unknown id.
+          expect(await store().appendMessages([input(conversationId, "too soon")])).toEqual([{ outcome: "not_a_member" }]);
           expect(await store().tombstone({ ...key, toCellId: "c", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 0 });
           const movedToC = { outcome: "moved", cellId: "c", epoch: 7 } as const;
           expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" })).toEqual(movedToC);
@@ -1222,6 +1243,25 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       // Users already in the group do not count against the limit.
       const repeat = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["bob"] });
       expect(repeat.outcome).toBe("conversation");
+    });
+
+    it("tells which peers share a conversation with a user, through direct and group conversations, and no one else", async () => {
+      const [watcher, directPeer, groupPeer, addedPeer, stranger, strangersFriend] = Array.from({ length: 6 }, newUserId);
+      if (watcher === undefined || directPeer === undefined || groupPeer === undefined || addedPeer === undefined || stranger === undefined || strangersFriend === undefined) {
+        throw new Error("six users were made");
+      }
+      expect(await store().sharedPeers(watcher, [directPeer, groupPeer])).toEqual([]);
+      await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: watcher, peerUserId: directPeer });
+      const groupId = newGroupId();
+      await store().createGroup({ conversationId: groupId, creatorUserId: groupPeer, title: "g", memberUserIds: [watcher], epoch: baseEpoch });
+      await store().addMembers({ epoch: baseEpoch, conversationId: groupId, userId: groupPeer, userIds: [addedPeer] });
+      // A conversation the user is not in says nothing about the user.
+      await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: stranger, peerUserId: strangersFriend });
+      const asked = [stranger, addedPeer, directPeer, strangersFriend, groupPeer];
+      expect(await store().sharedPeers(watcher, asked)).toEqual([addedPeer, directPeer, groupPeer].sort());
+      expect(await store().sharedPeers(stranger, [watcher, strangersFriend])).toEqual([strangersFriend]);
+      expect(await store().sharedPeers(newUserId(), asked)).toEqual([]);
+      expect(await store().sharedPeers(watcher, [])).toEqual([]);
     });
   });
 }

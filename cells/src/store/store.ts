@@ -393,6 +393,13 @@ export interface ConversationStore extends MigrationStore {
   members(conversationId: string): Promise<MembersResult>;
 
   /**
+   * Which of `peerUserIds` are members of at least one conversation of this store that `userId` is a
+   * member of, sorted (for the edges' presence policy). Read-only; whatever a conversation's state, since
+   * members are never removed and a tombstone keeps none, a member row is proof enough.
+   */
+  sharedPeers(userId: string, peerUserIds: readonly string[]): Promise<string[]>;
+
+  /**
    * Appends an event to a user's mailbox with the user's next seq (1 for a new mailbox), or returns the
    * seq it already has (idempotent per (userId, eventId) while the event is above the floor). MUST be
    * atomic per user: concurrent callers, even on different workers, never produce a gap or a repeated seq.

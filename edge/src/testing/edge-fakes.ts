@@ -3,7 +3,7 @@
 // logic runs in process and every effect is observable.
 // Used by the edge-core*.test.ts files and edge-server.integration.test.ts (the whole fake edge), and by
 // the hub integration tests (Waiters, RecordingLogger).
-import { ConcurrencyLimiter, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
+import { ConcurrencyLimiter, devDirectConversationKey, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
 import {
   decodeJsonText,
   decodeServerFrame,
@@ -24,6 +24,7 @@ import type { TokenVerifier, VerifyOutcome } from "../auth/token-verifier.ts";
 import type { DeliverySource, DeliveryTarget } from "../delivery-hub.ts";
 import { DirectoryCache } from "../directory-cache.ts";
 import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../edge-core.ts";
+import { EveryoneVisible, type PresenceAccess } from "../presence/presence-access.ts";
 import type { PresenceSource } from "../presence/presence-hub.ts";
 import { PresenceTable, type PresenceChange } from "../presence/presence-table.ts";
 import { RequestHandler, type CellRouting, type DirectoryLookups } from "../request-handler.ts";
@@ -583,7 +584,11 @@ export const homeAttemptsMaxForTests = 8;
 /** Member lists stay cached this long in fake edges (monotonic ms of the FakeClock). */
 export const memberCacheTtlMsForTests = 10_000;
 
-export type FakeEdgeOptions = { readonly conversationReadsInFlightMax?: number };
+export type FakeEdgeOptions = {
+  readonly conversationReadsInFlightMax?: number;
+  /** Whose presence sessions may watch; everyone by default. */
+  readonly presenceAccess?: PresenceAccess;
+};
 
 export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOptions = {}): FakeEdge {
   const verifier = new FakeVerifier();
@@ -608,7 +613,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
         return new Promise((resolve) => setImmediate(resolve));
       },
     },
-  });
+  }, devDirectConversationKey);
   const presence = new FakePresence(clock);
   const members = new ConversationMembers(
     { conversationsMax: 100, ttlMs: memberCacheTtlMsForTests },
@@ -622,7 +627,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
     handler,
     deliveries,
     logger,
-    { typing, presence, monotonicNowMs: clock.monotonicNowMs },
+    { typing, presence, presenceAccess: options.presenceAccess ?? new EveryoneVisible(), monotonicNowMs: clock.monotonicNowMs },
     conversationReads,
     { wallNowMs: clock.wallNowMs, revocations: new RevocationList({ revocationsMax: 100, retentionMs: 3_600_000 }) },
   );

@@ -4,7 +4,7 @@
 // Ephemeral: nothing is stored, a lost publish is a lost indicator. The per-session rate limit is the
 // session's.
 import { typingFanOutMax, type BatchedTyping, type ConversationSummary, type ServerFrame, type TypingFrame } from "@cellwire/protocol";
-import { errorFrame } from "../error-mapping.ts";
+import { notAMemberFrame } from "../error-mapping.ts";
 import type { ConversationMembers } from "./conversation-members.ts";
 
 /** A typing indicator without its recipients. */
@@ -32,7 +32,7 @@ export class TypingRelay implements TypingService {
 
   async handle(typist: { readonly userId: string; readonly deviceId: string }, frame: TypingFrame): Promise<ServerFrame> {
     const lookup = await this.members.lookup(frame.conversationId, typist.userId);
-    if (lookup.kind === "not_a_member") return errorFrame("not_a_member", "not a member of this conversation", frame.requestId);
+    if (lookup.kind === "not_a_member") return notAMemberFrame(frame.requestId);
     // Member lists decode with at most groupMembersMax entries, which is the fan-out limit.
     if (lookup.memberUserIds.length > typingFanOutMax) throw new Error(`a member list of ${lookup.memberUserIds.length} passed the decoders`);
     this.publisher.publishTyping(lookup.memberUserIds, {
