@@ -58,7 +58,8 @@ export function integer(rule: IntegerRule): Decoder<number> {
   return (input, path) => {
     if (typeof input !== "number" || !Number.isSafeInteger(input)) return failure(path, "must be an integer");
     if (input < rule.min || input > rule.max) return failure(path, `must be between ${rule.min} and ${rule.max}`);
-    return success(input);
+    // JSON's -0 is an integer to isSafeInteger; read it as 0 so no -0 travels on (Object.is(-0, 0) is false).
+    return success(input === 0 ? 0 : input);
   };
 }
 

@@ -189,6 +189,14 @@ describe("decodeClientFrame: failures", () => {
     expectFailure({ type: "history", requestId: "r", conversationId, ...page }, "invalid_field", "r");
   });
 
+  it("reads JSON's -0 in a numeric field as 0, so no -0 travels on (the fuzzer found it)", () => {
+    const decoded = decodeClientFrame('{"type":"hello","protocolVersion":2,"token":"t","resumeAfterSeq":-0,"conversations":[{"conversationId":"' + conversationId + '","afterSeq":-0}]}');
+    expect(decoded.ok).toBe(true);
+    if (!decoded.ok || decoded.frame.type !== "hello") return;
+    expect(Object.is(decoded.frame.resumeAfterSeq, 0)).toBe(true);
+    expect(Object.is(decoded.frame.conversations?.[0]?.afterSeq, 0)).toBe(true);
+  });
+
   it("decodes a hello with conversation cursors, and refuses a repeated or a malformed one", () => {
     const conversations = [{ conversationId, afterSeq: 41 }, { conversationId: groupConversationId, afterSeq: 0 }];
     expect(decodeValue({ type: "hello", protocolVersion, token: "t", resumeAfterSeq: 3, conversations })).toEqual({
