@@ -293,6 +293,8 @@ beforeAll(async () => {
       EDGE_JWT_ISSUER: issuer,
       EDGE_JWT_AUDIENCE: audience,
       EDGE_AUTH_TIMEOUT_MS: "1000",
+      // jwks mode refuses the public dev key: a secret of this run's own, for the edge and the worker alike.
+      CELLWIRE_DIRECT_CONVERSATION_KEY: randomBytes(36).toString("base64url"),
     },
   });
   await placeUsers(test, ["alice", "bob", "carol", "dave", "mallory", "trent"].map((userId) => [userId, "a"] as const));

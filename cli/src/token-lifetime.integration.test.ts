@@ -69,8 +69,17 @@ describe("token lifetime", () => {
     const firstExpiresAtMs = welcome["tokenExpiresAtMs"] as number;
     socket.send(JSON.stringify({ type: "refresh", requestId: "k-1", token: await tokenFor("tl-mallory", 60) }));
     expect(await socket.frame((frame) => frame["requestId"] === "k-1")).toMatchObject({ type: "error", code: "token_user_mismatch", retryable: false });
-    socket.send(JSON.stringify({ type: "refresh", requestId: "k-2", token: await tokenFor("tl-refresher", 60) }));
-    const refreshed = await socket.frame((frame) => frame["requestId"] === "k-2");
+    // The refused refresh counted (each costs a signature check): the next one within a second is refused
+    // with the wait, after which it goes through.
+    const token = await tokenFor("tl-refresher", 60);
+    socket.send(JSON.stringify({ type: "refresh", requestId: "k-2", token }));
+    const tooSoon = await socket.frame((frame) => frame["requestId"] === "k-2");
+    expect(tooSoon).toMatchObject({ type: "error", code: "rate_limited", retryable: true });
+    const retryAfterMs = tooSoon["retryAfterMs"];
+    expect(typeof retryAfterMs === "number" && retryAfterMs > 0 && retryAfterMs <= 1000).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, retryAfterMs as number));
+    socket.send(JSON.stringify({ type: "refresh", requestId: "k-3", token }));
+    const refreshed = await socket.frame((frame) => frame["requestId"] === "k-3");
     expect(refreshed).toMatchObject({ type: "refreshed" });
     expect(refreshed["tokenExpiresAtMs"] as number).toBeGreaterThan(firstExpiresAtMs + 50_000);
     // Two sweeps past the first token's expiry, the session still answers.
