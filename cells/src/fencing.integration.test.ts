@@ -33,7 +33,9 @@ import {
   cellSendBatchReplies,
   directoryRequest,
   directorySubject,
+  workerRequestSubject,
   workerSubject,
+  cellRequestChannel,
   type CellReply,
   type CellRequest,
   type CellSendBatchReplies,
@@ -146,7 +148,7 @@ function sendRequest(conversationId: string, clientMessageId: string): CellSendR
 
 /** Sends a request straight to one worker's subject (no router, so no retry elsewhere). */
 async function direct(cellId: string, workerId: string, request: CellRequest, timeoutMs = 5000): Promise<CellReply> {
-  const reply = await required(connection, "nats").request(workerSubject(namespace, cellId, workerId), encodeJson(request), { timeout: timeoutMs });
+  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, cellId, workerId, cellRequestChannel(request.type)), encodeJson(request), { timeout: timeoutMs });
   const decoded = decodeMessage(cellReply, reply.data);
   if (!decoded.ok) throw new Error(`reply does not decode: ${decoded.reason}`);
   return decoded.value;
@@ -155,7 +157,7 @@ async function direct(cellId: string, workerId: string, request: CellRequest, ti
 /** Sends a batch of sends straight to one worker's subject, as an edge's send batcher does. */
 async function directBatch(cellId: string, workerId: string, sends: CellSendRequest[], timeoutMs: number): Promise<CellSendBatchReplies> {
   const batch = { type: "cell.sendBatch", budgetMs: timeoutMs, sends };
-  const reply = await required(connection, "nats").request(workerSubject(namespace, cellId, workerId), encodeJson(batch), { timeout: timeoutMs });
+  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, cellId, workerId, "edge"), encodeJson(batch), { timeout: timeoutMs });
   const decoded = decodeMessage(cellSendBatchReplies, reply.data);
   if (!decoded.ok) throw new Error(`batch replies do not decode: ${decoded.reason}`);
   return decoded.value;

@@ -3,7 +3,7 @@
 // (cell.sendBatch), one per worker and turn, each caller getting its own reply.
 import { randomBytes } from "node:crypto";
 import { afterAll, expect, it } from "vitest";
-import { cellReply, cellSendBatch, workerSubject, type CellReply, type CellSendBatchReplies, type CellSendRequest, type WorkerLease } from "@cellwire/protocol";
+import { cellReply, cellSendBatch, workerRequestSubject, workerSubject, type CellReply, type CellSendBatchReplies, type CellSendRequest, type WorkerLease } from "@cellwire/protocol";
 import { CellRouter } from "./cell-router.ts";
 import { LeaseHolder, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
 import { decodeMessage, encodeJson } from "./nats-json.ts";
@@ -36,7 +36,7 @@ it("re-routes a request whose owner leaves the ring while it waits for the reply
     await holder.start();
     holders.set(workerId, holder);
     cleanups.push(() => holder.stop());
-    const subscription = connection.subscribe(subject, {
+    const subscription = connection.subscribe(workerRequestSubject(namespace, cellId, workerId, "edge"), {
       callback: (_error, message) => {
         if (workerId === "silent") return;
         const reply: CellReply = { type: "cell.error", code: "not_a_member", message: `answered by ${workerId}` };
@@ -89,7 +89,7 @@ it("carries the sends of one turn to each owner in one cell.sendBatch, and route
     await holder.start();
     cleanups.push(() => holder.stop());
     batchesByWorker.set(workerId, []);
-    const subscription = connection.subscribe(subject, {
+    const subscription = connection.subscribe(workerRequestSubject(namespace, batchCellId, workerId, "edge"), {
       callback: (_error, message) => {
         const decoded = decodeMessage(cellSendBatch, message.data);
         if (!decoded.ok) {

@@ -3,7 +3,7 @@
 // is idempotent (sends dedupe on clientMessageId, creations on their derived ids), so a retry after a lost
 // reply never makes a second effect.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { cellReply, cellRequestKey, type CellReply, type CellRequest } from "@cellwire/protocol";
+import { cellReply, cellRequestChannel, cellRequestKey, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { UnavailableError } from "./errors.ts";
 import { MembershipWatcher, openExistingMembershipBucket, type Clock, type Logger } from "./membership.ts";
 import { requestJson } from "./nats-json.ts";
@@ -61,9 +61,10 @@ export class CellRouter {
         lastError = new UnavailableError("cell_unavailable", `the membership of cell ${cellId} cannot be read`, { cause: error });
         continue;
       }
-      const { ring, subjects } = watcher.snapshot;
+      const { ring, requestSubjects } = watcher.snapshot;
       const owner = ring.ownerOf(key);
-      const subject = owner === undefined ? undefined : subjects.get(owner);
+      // Each request kind goes to the owner's subject for its channel, the only one the owner serves it on.
+      const subject = owner === undefined ? undefined : requestSubjects.get(owner)?.[cellRequestChannel(request.type)];
       if (subject === undefined) {
         lastError = new UnavailableError("cell_unavailable", `cell ${cellId} has no live worker (ring of ${ring.size} at epoch ${watcher.snapshot.epoch})`);
         continue;
