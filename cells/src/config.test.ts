@@ -9,6 +9,7 @@ describe("loadWorkerConfig", () => {
       config: {
         namespace: "cellwire",
         natsServers: ["127.0.0.1:4222"],
+        natsAccess: { service: "worker", inboxPrefix: "_INBOX.worker" },
         cellId: "a",
         workerId: "a-1",
         postgresAdminUrl: "postgres://postgres@127.0.0.1:5432/postgres",

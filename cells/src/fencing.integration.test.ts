@@ -26,8 +26,7 @@ import {
   destroyMembershipBucket,
   encodeJson,
   openMembershipBucket,
-  systemClock,
-} from "@cellwire/cluster";
+  systemClock, anonymousNatsAccess } from "@cellwire/cluster";
 import {
   cellReply,
   cellSendBatchReplies,
@@ -248,7 +247,7 @@ async function processState(pid: number): Promise<string> {
 }
 
 beforeAll(async () => {
-  connection = await connectNats(natsServers, "cells-fencing-test", { ...logger });
+  connection = await connectNats(natsServers, "cells-fencing-test", { ...logger }, anonymousNatsAccess("worker"));
   connection.subscribe(directorySubject(namespace), {
     callback: (error, message) => {
       if (error !== null) return;
@@ -284,7 +283,7 @@ describe("fencing a stale owner in the database", () => {
     const leaseMs = 800;
     cellsUsed.add(cellId);
     // The first worker renews its lease over a connection of its own, which the test closes to stop its heartbeats.
-    const heartbeatConnection = await connectNats(natsServers, "cells-fencing-heartbeats", { ...logger });
+    const heartbeatConnection = await connectNats(natsServers, "cells-fencing-heartbeats", { ...logger }, anonymousNatsAccess("worker"));
     extraConnections.push(heartbeatConnection);
     const pool = await cellPool(cellId);
     const pausedStore = new PausableStore(pool);

@@ -12,8 +12,7 @@ import {
   destroyMembershipBucket,
   encodeJson,
   openMembershipBucket,
-  systemClock,
-} from "@cellwire/cluster";
+  systemClock, anonymousNatsAccess } from "@cellwire/cluster";
 import {
   cellReply,
   cellSendBatchReplies,
@@ -226,7 +225,7 @@ function directoryAnswer(request: DirectoryRequest): DirectoryReply | undefined 
 }
 
 beforeAll(async () => {
-  connection = await connectNats(natsServers, "cells-worker-test", { ...logger });
+  connection = await connectNats(natsServers, "cells-worker-test", { ...logger }, anonymousNatsAccess("worker"));
   connection.subscribe(deliveriesSubject(namespace), {
     callback: (error, message) => {
       if (error !== null) return;

@@ -9,6 +9,7 @@ import {
   MembershipWatcher,
   UnavailableError,
   backoffDelayMs,
+  anonymousNatsAccess,
   connectNats,
   homeRouterDefaults,
   decodeMessage,
@@ -125,7 +126,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     sendPool.on("error", (error) => logger.warn(`idle Postgres connection (sends) failed: ${describeError(error)}`));
     undo.push(() => sendPool.end());
 
-    const connection = await connectNats([...config.natsServers], `cellwire-worker-${config.workerId}`, logger);
+    const connection = await connectNats([...config.natsServers], `cellwire-worker-${config.workerId}`, logger, config.natsAccess ?? anonymousNatsAccess("worker"));
     undo.push(() => connection.close());
 
     const directory = new DirectoryClient(connection, config.namespace, directoryRequestTimeoutMs);

@@ -242,7 +242,7 @@ async function fetchJson(url: string): Promise<unknown> {
 }
 
 /** Binds `count` listeners on port 0 at once (so the ports differ), notes their ports and closes them. */
-async function freeLoopbackPorts(count: number): Promise<number[]> {
+export async function freeLoopbackPorts(count: number): Promise<number[]> {
   const servers: Server[] = [];
   try {
     const ports: number[] = [];
@@ -264,7 +264,7 @@ async function freeLoopbackPorts(count: number): Promise<number[]> {
 }
 
 /** Debian's package installs it outside a non-root PATH; scripts/setup.mjs starts the same binary. */
-function defaultServerBinary(): string {
+export function defaultServerBinary(): string {
   const debianPath = "/usr/sbin/nats-server";
   return existsSync(debianPath) ? debianPath : "nats-server";
 }

@@ -9,6 +9,7 @@ import { LeaseHolder, destroyMembershipBucket, openMembershipBucket, systemClock
 import { decodeMessage, encodeJson } from "./nats-json.ts";
 import { Ring } from "./ring.ts";
 import { connectNats } from "./service-runtime.ts";
+import { anonymousNatsAccess } from "./nats-access.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const cellId = "a";
@@ -22,7 +23,7 @@ afterAll(async () => {
 });
 
 it("re-routes a request whose owner leaves the ring while it waits for the reply", async () => {
-  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-test", { ...logger });
+  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-test", { ...logger }, anonymousNatsAccess("edge"));
   cleanups.push(() => connection.close());
   const bucket = await openMembershipBucket(connection, namespace, cellId, leaseMs);
   cleanups.push(() => destroyMembershipBucket(connection, namespace, cellId));
@@ -74,7 +75,7 @@ it("re-routes a request whose owner leaves the ring while it waits for the reply
 
 it("carries the sends of one turn to each owner in one cell.sendBatch, and routes each reply to its caller", async () => {
   const batchCellId = "b";
-  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-batch-test", { ...logger });
+  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-batch-test", { ...logger }, anonymousNatsAccess("edge"));
   cleanups.push(() => connection.close());
   const bucket = await openMembershipBucket(connection, namespace, batchCellId, leaseMs);
   cleanups.push(() => destroyMembershipBucket(connection, namespace, batchCellId));

@@ -2,6 +2,7 @@
 // launcher it is ready, and stopping cleanly on SIGTERM or SIGINT.
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "./membership.ts";
+import { natsConnectOptions, type NatsAccess } from "./nats-access.ts";
 
 export type ServiceLogger = Logger & { readonly error: (message: string) => void };
 
@@ -23,8 +24,10 @@ export function tellLauncher(message: LauncherMessage): void {
   if (typeof process.send === "function") process.send(message);
 }
 
-export async function connectNats(servers: string[], name: string, logger: ServiceLogger): Promise<NatsConnection> {
+/** Connects as the service `access` names: its user, its TLS settings, its own inbox prefix. */
+export async function connectNats(servers: string[], name: string, logger: ServiceLogger, access: NatsAccess): Promise<NatsConnection> {
   const connection = await connect({
+    ...(await natsConnectOptions(access)),
     servers,
     name,
     maxReconnectAttempts: -1,

@@ -8,6 +8,7 @@ describe("loadDirectoryConfig", () => {
     expect(config).toEqual({
       namespace: "cellwire",
       natsServers: ["127.0.0.1:4222"],
+      natsAccess: { service: "directory", inboxPrefix: "_INBOX.directory" },
       redisUrl: "redis://127.0.0.1:6379",
       requestsInFlightMax: directoryConfigDefaults.requestsInFlightMax,
       redisCommandTimeoutMs: directoryConfigDefaults.redisCommandTimeoutMs,
@@ -22,10 +23,20 @@ describe("loadDirectoryConfig", () => {
       DIRECTORY_REDIS_URL: "redis://:secret@10.0.0.5:6380/2",
       DIRECTORY_REQUESTS_IN_FLIGHT_MAX: "8",
       DIRECTORY_REDIS_COMMAND_TIMEOUT_MS: "750",
+      CELLWIRE_NATS_USER: "directory",
+      CELLWIRE_NATS_PASSWORD_FILE: "/run/secrets/nats-directory",
+      CELLWIRE_NATS_TLS_CA_FILE: "/etc/cellwire/nats-ca.pem",
     });
     expect(config).toEqual({
       namespace: "t_one",
       natsServers: ["127.0.0.1:4222", "127.0.0.1:4223"],
+      natsAccess: {
+        service: "directory",
+        user: "directory",
+        passwordFile: "/run/secrets/nats-directory",
+        tls: { caFile: "/etc/cellwire/nats-ca.pem" },
+        inboxPrefix: "_INBOX.directory",
+      },
       redisUrl: "redis://:secret@10.0.0.5:6380/2",
       requestsInFlightMax: 8,
       redisCommandTimeoutMs: 750,

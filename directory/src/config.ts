@@ -1,13 +1,15 @@
 // The directory's typed config, built from an environment record by a pure function. Only main.ts passes
 // process.env in; tests and the launcher build the record themselves.
 import { namespacePattern } from "@cellwire/protocol";
-import { ConfigError, EnvironmentReader, type Environment } from "@cellwire/cluster";
+import { ConfigError, EnvironmentReader, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
 
 export type DirectoryConfig = {
   /** Prefixes the NATS subject and every Redis key (CELLWIRE_NAMESPACE). */
   readonly namespace: string;
   /** NATS servers, host:port (CELLWIRE_NATS_SERVERS, comma-separated). */
   readonly natsServers: readonly string[];
+  /** The directory's NATS user, password and TLS (CELLWIRE_NATS_*, docs/decisions/0015); absent: anonymous. */
+  readonly natsAccess?: NatsAccess;
   /** Where the directory's data lives (DIRECTORY_REDIS_URL). */
   readonly redisUrl: string;
   /** Requests handled at once; past it a request is answered directory_unavailable at once. */
@@ -39,11 +41,12 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
   const reader = new EnvironmentReader(environment, ["DIRECTORY_"]);
   const namespace = reader.string("CELLWIRE_NAMESPACE", directoryConfigDefaults.namespace, namespacePattern);
   const natsServers = parseNatsServers(reader.string("CELLWIRE_NATS_SERVERS", directoryConfigDefaults.natsServers));
+  const natsAccess = readNatsAccess(reader, "directory");
   const redisUrl = reader.string("DIRECTORY_REDIS_URL", directoryConfigDefaults.redisUrl, redisUrlPattern);
   const requestsInFlightMax = reader.integer("DIRECTORY_REQUESTS_IN_FLIGHT_MAX", directoryConfigDefaults.requestsInFlightMax, 1, 100_000);
   const redisCommandTimeoutMs = reader.integer("DIRECTORY_REDIS_COMMAND_TIMEOUT_MS", directoryConfigDefaults.redisCommandTimeoutMs, 50, 60_000);
   const warnings = reader.unknownVariables().map((name) => `unknown variable ${name} (ignored; a typo?)`);
-  return { config: { namespace, natsServers, redisUrl, requestsInFlightMax, redisCommandTimeoutMs }, warnings };
+  return { config: { namespace, natsServers, natsAccess, redisUrl, requestsInFlightMax, redisCommandTimeoutMs }, warnings };
 }
 
 function parseNatsServers(raw: string): string[] {

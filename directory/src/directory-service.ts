@@ -13,7 +13,8 @@ import {
   type DirectoryReply,
   type DirectoryRequest,
 } from "@cellwire/protocol";
-import { CellwireError, connectNats, decodeMessage, encodeJson, type ServiceLogger } from "@cellwire/cluster";
+import { CellwireError, anonymousNatsAccess,
+  connectNats, decodeMessage, encodeJson, type ServiceLogger } from "@cellwire/cluster";
 import { redactRedisUrl, type DirectoryConfig } from "./config.ts";
 import { RedisUnavailableError } from "./errors.ts";
 import { RedisDirectory, type DirectoryRefusal } from "./redis-directory.ts";
@@ -297,7 +298,7 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
   await connectRedis(redis, config.redisUrl);
   let connection: NatsConnection;
   try {
-    connection = await connectNats([...config.natsServers], directoryProcessName, logger);
+    connection = await connectNats([...config.natsServers], directoryProcessName, logger, config.natsAccess ?? anonymousNatsAccess("directory"));
   } catch (error) {
     await closeRedis(redis);
     throw error;
