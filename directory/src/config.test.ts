@@ -43,6 +43,13 @@ describe("loadDirectoryConfig", () => {
     });
   });
 
+  it("takes a CA file for Redis over TLS, and only with a rediss:// URL", () => {
+    const { config, warnings } = loadDirectoryConfig({ DIRECTORY_REDIS_URL: "rediss://redis.internal:6380", DIRECTORY_REDIS_TLS_CA_FILE: "/etc/cellwire/redis-ca.pem" });
+    expect(warnings).toEqual([]);
+    expect(config).toMatchObject({ redisUrl: "rediss://redis.internal:6380", redisTlsCaFile: "/etc/cellwire/redis-ca.pem" });
+    expect(() => loadDirectoryConfig({ DIRECTORY_REDIS_URL: "redis://redis.internal:6379", DIRECTORY_REDIS_TLS_CA_FILE: "/ca.pem" })).toThrow("rediss://");
+  });
+
   it("treats empty numeric variables as unset", () => {
     const { config } = loadDirectoryConfig({ DIRECTORY_REQUESTS_IN_FLIGHT_MAX: "" });
     expect(config.requestsInFlightMax).toBe(directoryConfigDefaults.requestsInFlightMax);

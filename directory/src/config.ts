@@ -10,8 +10,13 @@ export type DirectoryConfig = {
   readonly natsServers: readonly string[];
   /** The directory's NATS user, password and TLS (CELLWIRE_NATS_*, docs/decisions/0015); absent: anonymous. */
   readonly natsAccess?: NatsAccess;
-  /** Where the directory's data lives (DIRECTORY_REDIS_URL). */
+  /** Where the directory's data lives (DIRECTORY_REDIS_URL; `rediss://` for TLS). */
   readonly redisUrl: string;
+  /**
+   * PEM file of the CA that signed Redis's certificate (DIRECTORY_REDIS_TLS_CA_FILE), for a `rediss://`
+   * URL whose server the system's CAs do not vouch for; read once at start.
+   */
+  readonly redisTlsCaFile?: string;
   /** Requests handled at once; past it a request is answered directory_unavailable at once. */
   readonly requestsInFlightMax: number;
   /** A Redis command that has no reply within this deadline fails with directory_unavailable. */
@@ -45,8 +50,10 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
   const redisUrl = reader.string("DIRECTORY_REDIS_URL", directoryConfigDefaults.redisUrl, redisUrlPattern);
   const requestsInFlightMax = reader.integer("DIRECTORY_REQUESTS_IN_FLIGHT_MAX", directoryConfigDefaults.requestsInFlightMax, 1, 100_000);
   const redisCommandTimeoutMs = reader.integer("DIRECTORY_REDIS_COMMAND_TIMEOUT_MS", directoryConfigDefaults.redisCommandTimeoutMs, 50, 60_000);
+  const redisTlsCaFile = reader.optionalString("DIRECTORY_REDIS_TLS_CA_FILE");
+  if (redisTlsCaFile !== undefined && !redisUrl.startsWith("rediss://")) throw new ConfigError("DIRECTORY_REDIS_TLS_CA_FILE needs a rediss:// DIRECTORY_REDIS_URL (TLS)");
   const warnings = reader.unknownVariables().map((name) => `unknown variable ${name} (ignored; a typo?)`);
-  return { config: { namespace, natsServers, natsAccess, redisUrl, requestsInFlightMax, redisCommandTimeoutMs }, warnings };
+  return { config: { namespace, natsServers, natsAccess, redisUrl, ...(redisTlsCaFile === undefined ? {} : { redisTlsCaFile }), requestsInFlightMax, redisCommandTimeoutMs }, warnings };
 }
 
 function parseNatsServers(raw: string): string[] {
