@@ -84,7 +84,9 @@ export async function startPrivateNatsServer(options: PrivateNatsServerOptions =
   const [port] = await freeLoopbackPorts(1);
   if (port === undefined) throw new PrivateNatsServerError("no free port");
   const storeDirectory = await mkdtemp(join(tmpdir(), "cellwire-nats-"));
-  const users = new Map<NatsService, NatsUser>(natsServices.map((service) => [service, { user: service, password: randomBytes(18).toString("base64url") }]));
+  // nats-server parses a variable's value as a config value: a password starting with a digit fails to
+  // parse as a number, so each starts with letters and holds nothing but lowercase letters and digits.
+  const users = new Map<NatsService, NatsUser>(natsServices.map((service) => [service, { user: service, password: `cw${randomBytes(18).toString("hex")}` }]));
   const passwords = Object.fromEntries(natsServices.map((service) => [`CELLWIRE_NATS_${service.toUpperCase()}_PASSWORD`, users.get(service)?.password ?? ""]));
   const args = ["-c", natsConfigPath, "-a", loopbackHost, "-p", String(port), "-js", "-sd", storeDirectory];
   const child = spawn(options.serverBinary ?? defaultServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...passwords } });
