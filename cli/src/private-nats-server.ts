@@ -4,21 +4,13 @@
 // takes no port 0: one is picked by binding port 0 first), keeps its JetStream store in a temporary
 // directory, and gets a fresh random password per service through its environment, never its arguments.
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import type { NatsService } from "@cellwire/cluster";
 import { defaultServerBinary, freeLoopbackPorts } from "./nats-cluster.ts";
-
-/** The configuration the repo ships; every private server runs it unchanged. */
-export const natsConfigPath = fileURLToPath(new URL("../../config/nats/cellwire.conf", import.meta.url));
-
-export const natsServices: readonly NatsService[] = ["edge", "worker", "directory", "admin", "launcher"];
-
-export type NatsUser = { readonly user: string; readonly password: string };
+import { natsConfigPath, NatsUsers, type NatsUser } from "./nats-users.ts";
 
 export class PrivateNatsServerError extends Error {
   override readonly name = "PrivateNatsServerError";
@@ -38,7 +30,7 @@ export class PrivateNatsServer {
   constructor(
     /** host:port, as CELLWIRE_NATS_SERVERS takes it. */
     readonly clientUrl: string,
-    private readonly users: ReadonlyMap<NatsService, NatsUser>,
+    readonly users: NatsUsers,
     private readonly child: ChildProcess,
     private readonly exited: Promise<void>,
     private readonly storeDirectory: string,
@@ -50,15 +42,12 @@ export class PrivateNatsServer {
 
   /** The user and password of one service. */
   user(service: NatsService): NatsUser {
-    const found = this.users.get(service);
-    if (found === undefined) throw new PrivateNatsServerError(`no NATS user for ${service}`);
-    return found;
+    return this.users.user(service);
   }
 
   /** What a child process of `service` needs in its environment to connect as that service. */
   environmentFor(service: NatsService): Record<string, string> {
-    const { user, password } = this.user(service);
-    return { CELLWIRE_NATS_SERVERS: this.clientUrl, CELLWIRE_NATS_USER: user, CELLWIRE_NATS_PASSWORD: password };
+    return this.users.environmentFor(service, [this.clientUrl]);
   }
 
   /** Stops the server (SIGTERM, then SIGKILL) and removes its store. Idempotent. */
@@ -84,12 +73,9 @@ export async function startPrivateNatsServer(options: PrivateNatsServerOptions =
   const [port] = await freeLoopbackPorts(1);
   if (port === undefined) throw new PrivateNatsServerError("no free port");
   const storeDirectory = await mkdtemp(join(tmpdir(), "cellwire-nats-"));
-  // nats-server parses a variable's value as a config value: a password starting with a digit fails to
-  // parse as a number, so each starts with letters and holds nothing but lowercase letters and digits.
-  const users = new Map<NatsService, NatsUser>(natsServices.map((service) => [service, { user: service, password: `cw${randomBytes(18).toString("hex")}` }]));
-  const passwords = Object.fromEntries(natsServices.map((service) => [`CELLWIRE_NATS_${service.toUpperCase()}_PASSWORD`, users.get(service)?.password ?? ""]));
+  const users = NatsUsers.generate();
   const args = ["-c", natsConfigPath, "-a", loopbackHost, "-p", String(port), "-js", "-sd", storeDirectory];
-  const child = spawn(options.serverBinary ?? defaultServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...passwords } });
+  const child = spawn(options.serverBinary ?? defaultServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...users.serverEnvironment() } });
   const output: string[] = [];
   let ready: () => void = () => {};
   const readyLogged = new Promise<void>((resolve) => (ready = resolve));

@@ -4,7 +4,8 @@
 // configuration, each process connecting as its service's user (docs/decisions/0015).
 import { randomBytes } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { DirectoryClient, natsConnectOptions, Secret, anonymousNatsAccess, type NatsAccess, type NatsService } from "@cellwire/cluster";
+import { anonymousNatsAccess, DirectoryClient, natsConnectOptions, type NatsAccess, type NatsService } from "@cellwire/cluster";
+import type { NatsUsers } from "./nats-users.ts";
 import { startPrivateNatsServer, type PrivateNatsServer } from "./private-nats-server.ts";
 import { destroyNamespace } from "./cleanup.ts";
 import { serveTopologyControl } from "./topology-control.ts";
@@ -47,8 +48,12 @@ export type TestTopologyOptions = {
   readonly edgeCount?: number;
   readonly webDirectory?: string;
   readonly extraEnvironment?: Readonly<Record<string, string>>;
-  /** The NATS servers every process connects to (default: the machine's, testServices.natsServers). */
+  /**
+   * The NATS servers every process connects to (default: a private server from the shipped configuration),
+   * and the users they run with (default: none, for servers that ask for no credentials).
+   */
   readonly natsServers?: readonly string[];
+  readonly natsUsers?: NatsUsers;
   /** The Redis the directory uses and the cleanup empties (default: the machine's, testServices.redisUrl). */
   readonly redisUrl?: string;
 };
@@ -62,11 +67,8 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
   const output: string[] = [];
   const outputLinesMax = 5000;
   const natsServer: PrivateNatsServer | undefined = options.natsServers === undefined ? await startPrivateNatsServer() : undefined;
-  const accessOf = (service: NatsService): NatsAccess => {
-    if (natsServer === undefined) return anonymousNatsAccess(service);
-    const { user, password } = natsServer.user(service);
-    return { ...anonymousNatsAccess(service), user, password: new Secret(password) };
-  };
+  const natsUsers = natsServer?.users ?? options.natsUsers;
+  const accessOf = (service: NatsService): NatsAccess => natsUsers?.access(service) ?? anonymousNatsAccess(service);
   const services = {
     ...testServices,
     natsServers: options.natsServers ?? (natsServer === undefined ? testServices.natsServers : [natsServer.clientUrl]),
@@ -74,7 +76,7 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     redisUrl: options.redisUrl ?? testServices.redisUrl,
   };
   const natsEnvironment = (service: NatsService = "admin"): Record<string, string> =>
-    natsServer === undefined ? { CELLWIRE_NATS_SERVERS: services.natsServers.join(",") } : natsServer.environmentFor(service);
+    natsUsers?.environmentFor(service, services.natsServers) ?? { CELLWIRE_NATS_SERVERS: services.natsServers.join(",") };
   const start = (): Promise<Topology> =>
     startTopology({
       namespace,

@@ -6,7 +6,7 @@
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EnvironmentReader, natsConnectOptions, readNatsAccess, Secret, anonymousNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
+import { EnvironmentReader, natsConnectOptions, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
 import { namespacePattern } from "@cellwire/protocol";
 import { buildWebPage } from "@cellwire/web";
 import { servicesToCheck, unreachableServices } from "./preflight.ts";
@@ -59,8 +59,7 @@ export async function runUp(environment: Environment): Promise<number> {
     await writeFile(join(secretsDirectory, "nats-admin-password"), `${natsServer.user("admin").password}\n`, { mode: 0o600 });
   }
   const natsServers = natsServer === undefined ? (config.natsServers ?? []) : [natsServer.clientUrl];
-  const launcherAccess: NatsAccess =
-    natsServer === undefined ? config.natsAccess : { ...anonymousNatsAccess("launcher"), user: "launcher", password: new Secret(natsServer.user("launcher").password) };
+  const launcherAccess: NatsAccess = natsServer === undefined ? config.natsAccess : natsServer.users.access("launcher");
   const cleanUp = async (): Promise<void> => {
     await natsServer?.stop();
     if (secretsDirectory !== undefined) await rm(secretsDirectory, { recursive: true, force: true });

@@ -24,6 +24,11 @@ export type CellRouterOptions = {
   readonly retryBackoff: BackoffPolicy;
   /** Cells watched at once; past it the least recently used cell's watcher is stopped. */
   readonly watchedCellsMax: number;
+  /**
+   * Whether the router's watchers delete expired leases (default true, a worker's): an edge's and the
+   * admin's set false, since their NATS users may not write membership buckets (docs/decisions/0015).
+   */
+  readonly deletesExpiredLeases?: boolean;
 };
 
 export class CellRouter {
@@ -146,7 +151,8 @@ export class CellRouter {
 
   private async startWatcher(cellId: string): Promise<MembershipWatcher> {
     const bucket = await openExistingMembershipBucket(this.connection, this.options.namespace, cellId);
-    const watcher = new MembershipWatcher(bucket, cellId, Math.max(50, Math.floor(this.options.leaseMs / 4)), this.clock, this.logger);
+    const expiryCheckIntervalMs = Math.max(50, Math.floor(this.options.leaseMs / 4));
+    const watcher = new MembershipWatcher(bucket, cellId, expiryCheckIntervalMs, this.clock, this.logger, undefined, undefined, this.options.deletesExpiredLeases ?? true);
     watcher.onChange(() => {
       for (const listener of this.ringListeners) listener(cellId);
     });

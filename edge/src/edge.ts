@@ -49,6 +49,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       deadlineMs: config.cellRequestDeadlineMs,
       retryBackoff: { initialDelayMs: 25, maxDelayMs: 500, multiplier: 2 },
       watchedCellsMax: 1000,
+      deletesExpiredLeases: false,
     },
     systemClock,
     logger,
