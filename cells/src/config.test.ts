@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { devDirectConversationKey } from "@cellwire/cluster";
 import { loadWorkerConfig } from "./config.ts";
+import { databaseUrl } from "./store/database.ts";
 
 const minimal = { WORKER_CELL_ID: "a", WORKER_ID: "a-1" };
 
@@ -10,6 +11,7 @@ describe("loadWorkerConfig", () => {
       config: {
         namespace: "cellwire",
         natsServers: ["127.0.0.1:4222"],
+        natsAccess: { service: "worker", inboxPrefix: "_INBOX.worker" },
         cellId: "a",
         workerId: "a-1",
         postgresAdminUrl: "postgres://postgres@127.0.0.1:5432/postgres",
@@ -161,5 +163,16 @@ describe("loadWorkerConfig", () => {
     [{ ...minimal, WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "none" }, /WORKER_MEMBER_CACHE_CONVERSATIONS_MAX/],
   ])("refuses %j", (environment, message) => {
     expect(() => loadWorkerConfig(environment)).toThrow(message);
+  });
+});
+
+describe("Postgres over TLS", () => {
+  it("keeps the TLS parameters of WORKER_POSTGRES_ADMIN_URL in each cell's database URL, where pg reads them", () => {
+    const adminUrl = "postgres://cellwire@db.internal:5432/postgres?sslmode=verify-full&sslrootcert=/etc/cellwire/pg-ca.pem";
+    expect(loadWorkerConfig({ ...minimal, WORKER_POSTGRES_ADMIN_URL: adminUrl }).config.postgresAdminUrl).toBe(adminUrl);
+    const cellUrl = new URL(databaseUrl(adminUrl, "cellwire_cell_a"));
+    expect(cellUrl.pathname).toBe("/cellwire_cell_a");
+    expect(cellUrl.searchParams.get("sslmode")).toBe("verify-full");
+    expect(cellUrl.searchParams.get("sslrootcert")).toBe("/etc/cellwire/pg-ca.pem");
   });
 });

@@ -1,12 +1,14 @@
 // The worker's typed config, built from an environment record by a pure function. Only main.ts passes
 // process.env in; tests and the launcher build WorkerConfig values directly.
-import { ConfigError, devDirectConversationKey, directConversationKeyLengthMin, EnvironmentReader, type Environment } from "@cellwire/cluster";
+import { ConfigError, devDirectConversationKey, directConversationKeyLengthMin, EnvironmentReader, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
 import { cellIdPattern, namespacePattern, workerIdPattern } from "@cellwire/protocol";
 import { defaultPostgresAdminUrl } from "./store/database.ts";
 
 export type WorkerConfig = {
   readonly namespace: string;
   readonly natsServers: readonly string[];
+  /** The worker's NATS user, password and TLS (CELLWIRE_NATS_*, docs/decisions/0015); absent: anonymous. */
+  readonly natsAccess?: NatsAccess;
   readonly cellId: string;
   /** Unique within the cell, e.g. "a-1"; names the worker's lease and subject. */
   readonly workerId: string;
@@ -138,6 +140,7 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
   const config: WorkerConfig = {
     namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
     natsServers,
+    natsAccess: readNatsAccess(reader, "worker"),
     cellId: required("WORKER_CELL_ID", cellIdPattern, "a"),
     workerId: required("WORKER_ID", workerIdPattern, "a-1"),
     postgresAdminUrl: postgresUrl(reader.string("WORKER_POSTGRES_ADMIN_URL", defaultPostgresAdminUrl)),

@@ -28,13 +28,16 @@ import {
   openMembershipBucket,
   systemClock,
   devDirectConversationKey,
+  anonymousNatsAccess,
 } from "@cellwire/cluster";
 import {
   cellReply,
   cellSendBatchReplies,
   directoryRequest,
   directorySubject,
+  workerRequestSubject,
   workerSubject,
+  cellRequestChannel,
   type CellReply,
   type CellRequest,
   type CellSendBatchReplies,
@@ -147,7 +150,7 @@ function sendRequest(conversationId: string, clientMessageId: string): CellSendR
 
 /** Sends a request straight to one worker's subject (no router, so no retry elsewhere). */
 async function direct(cellId: string, workerId: string, request: CellRequest, timeoutMs = 5000): Promise<CellReply> {
-  const reply = await required(connection, "nats").request(workerSubject(namespace, cellId, workerId), encodeJson(request), { timeout: timeoutMs });
+  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, cellId, workerId, cellRequestChannel(request.type)), encodeJson(request), { timeout: timeoutMs });
   const decoded = decodeMessage(cellReply, reply.data);
   if (!decoded.ok) throw new Error(`reply does not decode: ${decoded.reason}`);
   return decoded.value;
@@ -156,7 +159,7 @@ async function direct(cellId: string, workerId: string, request: CellRequest, ti
 /** Sends a batch of sends straight to one worker's subject, as an edge's send batcher does. */
 async function directBatch(cellId: string, workerId: string, sends: CellSendRequest[], timeoutMs: number): Promise<CellSendBatchReplies> {
   const batch = { type: "cell.sendBatch", budgetMs: timeoutMs, sends };
-  const reply = await required(connection, "nats").request(workerSubject(namespace, cellId, workerId), encodeJson(batch), { timeout: timeoutMs });
+  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, cellId, workerId, "edge"), encodeJson(batch), { timeout: timeoutMs });
   const decoded = decodeMessage(cellSendBatchReplies, reply.data);
   if (!decoded.ok) throw new Error(`batch replies do not decode: ${decoded.reason}`);
   return decoded.value;
@@ -248,7 +251,7 @@ async function processState(pid: number): Promise<string> {
 }
 
 beforeAll(async () => {
-  connection = await connectNats(natsServers, "cells-fencing-test", { ...logger });
+  connection = await connectNats(natsServers, "cells-fencing-test", { ...logger }, anonymousNatsAccess("worker"));
   connection.subscribe(directorySubject(namespace), {
     callback: (error, message) => {
       if (error !== null) return;
@@ -284,7 +287,7 @@ describe("fencing a stale owner in the database", () => {
     const leaseMs = 800;
     cellsUsed.add(cellId);
     // The first worker renews its lease over a connection of its own, which the test closes to stop its heartbeats.
-    const heartbeatConnection = await connectNats(natsServers, "cells-fencing-heartbeats", { ...logger });
+    const heartbeatConnection = await connectNats(natsServers, "cells-fencing-heartbeats", { ...logger }, anonymousNatsAccess("worker"));
     extraConnections.push(heartbeatConnection);
     const pool = await cellPool(cellId);
     const pausedStore = new PausableStore(pool);

@@ -12,8 +12,7 @@ import {
   destroyMembershipBucket,
   encodeJson,
   openMembershipBucket,
-  systemClock,
-} from "@cellwire/cluster";
+  systemClock, anonymousNatsAccess } from "@cellwire/cluster";
 import {
   cellReply,
   cellSendBatchReplies,
@@ -23,7 +22,7 @@ import {
   directorySubject,
   joinedEventId,
   mailboxEventId,
-  workerSubject,
+  workerRequestSubject,
   type CellReply,
   type CellRequest,
   type CellSendBatchReplies,
@@ -35,6 +34,7 @@ import {
   type DirectoryRequest,
   type Message,
   type SequencedEvent,
+  type WorkerChannel,
 } from "@cellwire/protocol";
 import type { WorkerConfig } from "./config.ts";
 import { databaseUrl, defaultPostgresAdminUrl, dropCellDatabase } from "./store/database.ts";
@@ -191,7 +191,7 @@ async function send(conversationId: string, senderUserId: string, clientMessageI
 
 /** Sends a cell.sendBatch straight to one worker of cell a, as an edge's send batcher does. */
 async function directBatch(workerId: string, sends: CellSendRequest[], budgetMs = 5000): Promise<CellSendBatchReplies> {
-  const reply = await required(connection, "nats").request(workerSubject(namespace, "a", workerId), encodeJson({ type: "cell.sendBatch", budgetMs, sends }), {
+  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, "a", workerId, "edge"), encodeJson({ type: "cell.sendBatch", budgetMs, sends }), {
     timeout: 5000,
   });
   const decoded = decodeMessage(cellSendBatchReplies, reply.data);
@@ -204,9 +204,9 @@ function ownerOf(key: string): string {
   return required(required(watcher, "watcher").snapshot.ring.ownerOf(key), "owner");
 }
 
-/** Sends raw bytes straight to one worker's subject, bypassing the router. */
-async function direct(workerId: string, payload: string): Promise<CellReply> {
-  const reply = await required(connection, "nats").request(workerSubject(namespace, "a", workerId), new TextEncoder().encode(payload), {
+/** Sends raw bytes straight to one worker's subject for `channel`, bypassing the router. */
+async function direct(workerId: string, payload: string, channel: WorkerChannel = "edge"): Promise<CellReply> {
+  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, "a", workerId, channel), new TextEncoder().encode(payload), {
     timeout: 5000,
   });
   const decoded = decodeMessage(cellReply, reply.data);
@@ -225,7 +225,7 @@ function directoryAnswer(request: DirectoryRequest): DirectoryReply | undefined 
 }
 
 beforeAll(async () => {
-  connection = await connectNats(natsServers, "cells-worker-test", { ...logger });
+  connection = await connectNats(natsServers, "cells-worker-test", { ...logger }, anonymousNatsAccess("worker"));
   connection.subscribe(deliveriesSubject(namespace), {
     callback: (error, message) => {
       if (error !== null) return;
@@ -519,6 +519,24 @@ describe("cell workers", () => {
     const conversationId = newGroupId();
     const created = await route({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "still here", memberUserIds: [] });
     expect(created.type).toBe("cell.conversation");
+  });
+
+  it("serves each request kind on its own channel subject only: admin and peer kinds on the edge subject, an edge's on the admin subject, are refused", async () => {
+    for (const workerId of ["a-1", "a-2"]) {
+      const stats = JSON.stringify({ type: "cell.stats" });
+      expect(await direct(workerId, stats, "admin")).toMatchObject({ type: "cell.stats", cellId: "a" });
+      for (const [payload, channel] of [
+        [stats, "edge"],
+        [JSON.stringify({ type: "cell.migrate", kind: "user", id: "alice", toCellId: "b" }), "edge"],
+        [JSON.stringify({ type: "cell.appendMailbox", userId: "alice", eventId: "e1", event: { kind: "joined" } }), "edge"],
+        [JSON.stringify({ type: "cell.sendBatch", budgetMs: 1000, sends: [] }), "admin"],
+        [JSON.stringify({ type: "cell.history", userId: "alice", conversationId: newGroupId(), beforeSeq: null, limit: 5 }), "peer"],
+      ] as const) {
+        const reply = await direct(workerId, payload, channel);
+        expect(reply).toMatchObject({ type: "cell.error", code: "internal" });
+        expect(reply.type === "cell.error" ? reply.message : "").toContain(`not on ${channel}`);
+      }
+    }
   });
 
   it("after its owner stops, the successor re-drives the rows it left, continues the sequence and publishes to the members", async () => {

@@ -9,6 +9,7 @@ import {
   MembershipWatcher,
   UnavailableError,
   backoffDelayMs,
+  anonymousNatsAccess,
   connectNats,
   homeRouterDefaults,
   decodeMessage,
@@ -29,7 +30,10 @@ import {
   directoryChangesSubject,
   isRecord,
   parseJson,
+  workerChannels,
+  workerRequestSubjects,
   workerSubject,
+  type WorkerChannel,
   type WorkerLease,
 } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
@@ -55,6 +59,7 @@ import { cellErrorReply } from "./cell-error-reply.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
 import { OutboxRelay } from "./outbox-relay.ts";
 import { CellRequestHandler } from "./request-handler.ts";
+import { offChannelRefusal } from "./request-channel.ts";
 import { ensureCellDatabase } from "./store/database.ts";
 import { describeError } from "./store/errors.ts";
 import { PostgresConversationStore } from "./store/postgres-store.ts";
@@ -122,7 +127,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     sendPool.on("error", (error) => logger.warn(`idle Postgres connection (sends) failed: ${describeError(error)}`));
     undo.push(() => sendPool.end());
 
-    const connection = await connectNats([...config.natsServers], `cellwire-worker-${config.workerId}`, logger);
+    const connection = await connectNats([...config.natsServers], `cellwire-worker-${config.workerId}`, logger, config.natsAccess ?? anonymousNatsAccess("worker"));
     undo.push(() => connection.close());
 
     const directory = new DirectoryClient(connection, config.namespace, directoryRequestTimeoutMs);
@@ -270,33 +275,49 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     undo.push(() => frozenKeySweeper.stop());
 
     const subject = workerSubject(config.namespace, config.cellId, config.workerId);
+    const requestSubjects = workerRequestSubjects(subject);
     const textDecoder = new TextDecoder();
+    // One subscription per channel (docs/decisions/0015), each callback bound to its channel: the NATS
+    // permissions decide who may publish on it, and a kind that belongs to another channel is refused.
     // The callback runs synchronously per message, in arrival order, which is what handle() requires.
     // The payload is parsed once: a batch of sends goes to the committer, anything else to handle().
-    const subscription = connection.subscribe(subject, {
-      callback: (error, message) => {
-        if (error !== null) {
-          logger.warn(`subscription ${subject} failed: ${error.message}`);
-          return;
-        }
-        const respond = (reply: unknown): void => {
-          if (!message.respond(encodeJson(reply))) logger.warn(`a request on ${subject} had no reply subject`);
-        };
-        const parsed = parseJson(textDecoder.decode(message.data));
-        if (!parsed.ok) {
-          respond(cellErrorReply({ kind: "bad_payload", reason: "$ is not valid JSON" }));
-          return;
-        }
-        if (isRecord(parsed.value) && parsed.value["type"] === "cell.sendBatch") {
-          const batch = decode(cellSendBatch, parsed.value);
-          if (batch.ok) handler.handleSendBatch(batch.value, respond);
-          else respond(cellErrorReply({ kind: "bad_payload", reason: `${batch.failure.path} ${batch.failure.reason}` }));
-          return;
-        }
-        void handler.handleParsed(parsed.value, respond);
-      },
+    const serve = (channel: WorkerChannel): ReturnType<typeof connection.subscribe> => {
+      const channelSubject = requestSubjects[channel];
+      return connection.subscribe(channelSubject, {
+        callback: (error, message) => {
+          if (error !== null) {
+            logger.warn(`subscription ${channelSubject} failed: ${error.message}`);
+            return;
+          }
+          const respond = (reply: unknown): void => {
+            if (!message.respond(encodeJson(reply))) logger.warn(`a request on ${channelSubject} had no reply subject`);
+          };
+          const parsed = parseJson(textDecoder.decode(message.data));
+          if (!parsed.ok) {
+            respond(cellErrorReply({ kind: "bad_payload", reason: "$ is not valid JSON" }));
+            return;
+          }
+          const type = isRecord(parsed.value) ? parsed.value["type"] : undefined;
+          const refusal = offChannelRefusal(type, channel);
+          if (refusal !== undefined) {
+            logger.warn(`worker ${config.workerId} refused ${String(type).slice(0, 40)} on ${channelSubject}`);
+            respond(refusal);
+            return;
+          }
+          if (type === "cell.sendBatch") {
+            const batch = decode(cellSendBatch, parsed.value);
+            if (batch.ok) handler.handleSendBatch(batch.value, respond);
+            else respond(cellErrorReply({ kind: "bad_payload", reason: `${batch.failure.path} ${batch.failure.reason}` }));
+            return;
+          }
+          void handler.handleParsed(parsed.value, respond);
+        },
+      });
+    };
+    const subscriptions = workerChannels.map(serve);
+    undo.push(async () => {
+      for (const subscription of subscriptions) subscription.unsubscribe();
     });
-    undo.push(async () => subscription.unsubscribe());
 
     const lease: WorkerLease = { workerId: config.workerId, cellId: config.cellId, subject, startedAtMs: clock.wallNowMs(), leaseMs: config.leaseMs };
     const holder = new LeaseHolder(bucket, lease, config.heartbeatIntervalMs, clock, logger);
@@ -304,7 +325,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     leaseHolder = holder;
     relay.start();
     frozenKeySweeper.start();
-    logger.info(`worker ${config.workerId} of cell ${config.cellId} serves ${subject}`);
+    logger.info(`worker ${config.workerId} of cell ${config.cellId} serves ${subject}.{edge,peer,admin}`);
 
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
@@ -317,7 +338,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
           logger.warn(`relays still running after WORKER_RELAY_STOP_WAIT_MS=${config.relayStopWaitMs} ms are left to the next owner`);
         }
         // New requests now find no responder (edges retry on the next owner); queued ones finish first.
-        await subscription.drain().catch((error: unknown) => logger.warn(`draining ${subject}: ${describeError(error)}`));
+        await Promise.all(subscriptions.map((subscription) => subscription.drain().catch((error: unknown) => logger.warn(`draining ${subject}: ${describeError(error)}`))));
         // A move cut short by a closed pool would leave its key frozen until asked again: moves finish first.
         await handler.whenMigrationsIdle();
         await queue.whenIdle();

@@ -2,7 +2,7 @@
 // buckets and the directory's Redis keys. Tests call it in afterAll so the machine is left as found.
 import { Redis } from "ioredis";
 import { connect } from "@nats-io/transport-node";
-import { destroyMembershipBucket } from "@cellwire/cluster";
+import { anonymousNatsAccess, destroyMembershipBucket, natsConnectOptions, type NatsAccess } from "@cellwire/cluster";
 import { dropCellDatabase } from "@cellwire/cells";
 import { RedisDirectory } from "@cellwire/directory";
 
@@ -10,13 +10,15 @@ export type NamespaceResources = {
   readonly namespace: string;
   readonly cellIds: readonly string[];
   readonly natsServers: readonly string[];
+  /** Deleting buckets takes the admin user on a server that asks for credentials. */
+  readonly natsAccess?: NatsAccess;
   readonly redisUrl: string;
   readonly postgresAdminUrl: string;
 };
 
 export async function destroyNamespace(resources: NamespaceResources): Promise<void> {
   const problems: string[] = [];
-  const connection = await connect({ servers: [...resources.natsServers] });
+  const connection = await connect({ ...(await natsConnectOptions(resources.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...resources.natsServers] });
   for (const cellId of resources.cellIds) {
     await destroyMembershipBucket(connection, resources.namespace, cellId).catch((error: unknown) => problems.push(`bucket ${cellId}: ${String(error)}`));
     await dropCellDatabase(resources.postgresAdminUrl, resources.namespace, cellId).catch((error: unknown) => problems.push(`database ${cellId}: ${String(error)}`));

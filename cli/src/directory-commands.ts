@@ -1,14 +1,15 @@
 // `cellwire cells` and `cellwire whereis`: what the directory says, asked over NATS like any service does.
 import { connect } from "@nats-io/transport-node";
+import { anonymousNatsAccess, natsConnectOptions, type NatsAccess } from "@cellwire/cluster";
 import { DirectoryClient, UnavailableError } from "@cellwire/cluster";
 import { isUserId } from "@cellwire/protocol";
 
-export type DirectoryCommandOptions = { readonly natsServers: readonly string[]; readonly namespace: string; readonly json: boolean };
+export type DirectoryCommandOptions = { readonly natsServers: readonly string[]; readonly natsAccess?: NatsAccess; readonly namespace: string; readonly json: boolean };
 
 const directoryTimeoutMs = 5000;
 
 async function withDirectory(options: DirectoryCommandOptions, work: (directory: DirectoryClient) => Promise<number>): Promise<number> {
-  const connection = await connect({ servers: [...options.natsServers], name: "cellwire-cli" });
+  const connection = await connect({ ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...options.natsServers], name: "cellwire-cli" });
   try {
     return await work(new DirectoryClient(connection, options.namespace, directoryTimeoutMs));
   } catch (error) {

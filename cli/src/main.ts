@@ -1,6 +1,7 @@
 // `cellwire`: the command line of a Cellwire developer. `token`, `send`, `listen`, `history` and `read` talk to an
 // edge through the client SDK like any client; `up` runs the local topology (what `npm start` runs).
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { EnvironmentReader, readNatsAccess, type NatsAccess } from "@cellwire/cluster";
 import { runHistory, runListen, runRead, runSend, runToken } from "./client-commands.ts";
 import { runCells, runWhereis } from "./directory-commands.ts";
 import { addCellWorkersMax } from "@cellwire/protocol";
@@ -97,9 +98,11 @@ async function main(argv: string[]): Promise<number> {
   }
   const token = values.token ?? process.env["CELLWIRE_TOKEN"];
   // Operator commands talk to the services over NATS, in the namespace the topology runs in.
-  const serviceOptions = (): { namespace: string; natsServers: string[]; json: boolean } => ({
+  // They connect as the admin user (CELLWIRE_NATS_USER and a password, docs/decisions/0015).
+  const serviceOptions = (): { namespace: string; natsServers: string[]; natsAccess: NatsAccess; json: boolean } => ({
     namespace: process.env["CELLWIRE_NAMESPACE"] ?? "cellwire",
     natsServers: (process.env["CELLWIRE_NATS_SERVERS"] ?? "127.0.0.1:4222").split(",").filter((server) => server !== ""),
+    natsAccess: readNatsAccess(new EnvironmentReader(process.env, []), "admin"),
     json: values.json === true,
   });
   const connection = { edgeUrl: values.edge, deviceId: values.device ?? "cli", token };

@@ -1,12 +1,13 @@
 // `cellwire migrate`, `cellwire drain` and `cellwire add-cell`: operator commands over NATS, with progress
 // on stderr for the long ones and one JSON line (--json) or a sentence on stdout for the result.
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { anonymousNatsAccess, natsConnectOptions, type NatsAccess } from "@cellwire/cluster";
 import { CellwireError, decodeMessage, encodeJson, isNoResponders, isTimeout } from "@cellwire/cluster";
 import { isCellId, isConversationId, isUserId, topologyReply, topologySubject, type DirectoryEntryKind } from "@cellwire/protocol";
 import { drainCell, MigrationError, migrateKey, migrationTools, type DrainReport } from "./migration.ts";
 import { percentile } from "./statistics.ts";
 
-export type OperatorOptions = { readonly natsServers: readonly string[]; readonly namespace: string; readonly json: boolean };
+export type OperatorOptions = { readonly natsServers: readonly string[]; readonly natsAccess?: NatsAccess; readonly namespace: string; readonly json: boolean };
 
 /** How long add-cell waits for the launcher to start the workers (each creates and migrates a database). */
 const addCellStartTimeoutMs = 120_000;
@@ -15,7 +16,7 @@ const addCellReadyDeadlineMs = 30_000;
 const addCellPollMs = 200;
 
 async function withConnection(options: OperatorOptions, name: string, work: (connection: NatsConnection) => Promise<number>): Promise<number> {
-  const connection = await connect({ servers: [...options.natsServers], name });
+  const connection = await connect({ ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...options.natsServers], name });
   try {
     return await work(connection);
   } catch (error) {

@@ -5,7 +5,7 @@
 // was away. Each time the history checker finds nothing lost, doubled or reordered. The figures
 // (migration pauses, send latencies, drain time) are printed, never asserted.
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import type { DirectoryEntryKind } from "@cellwire/protocol";
 import { migrateKey, migrationTools, type MigrationTools } from "./migration.ts";
@@ -169,7 +169,7 @@ async function moveAll(moves: readonly { kind: DirectoryEntryKind; id: string; t
 
 beforeAll(async () => {
   test = await startTestTopology({ label: "migrate" });
-  nats = await connect({ servers: [...testServices.natsServers] });
+  nats = await test.connectNats();
   tools = migrationTools(nats, test.namespace);
   await placeUsers(
     test,
@@ -290,7 +290,7 @@ describe("live migration", () => {
     onTestFailed(printOutput);
     // Devices the first test left open (when it failed before settling) would feed the record twice.
     run.closeAll();
-    const environment = { CELLWIRE_NAMESPACE: topology().namespace, CELLWIRE_NATS_SERVERS: testServices.natsServers.join(",") };
+    const environment = { CELLWIRE_NAMESPACE: topology().namespace, ...topology().natsEnvironment("admin") };
     const added = await runCli(["add-cell", "c", "--workers", "1", "--weight", "100", "--json"], undefined, environment).done;
     expect(added.stderr).toContain("asking the local topology to start 1 workers of cell c");
     expect(added.status).toBe(0);

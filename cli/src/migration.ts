@@ -51,6 +51,8 @@ export function migrationTools(connection: NatsConnection, namespace: string, lo
       deadlineMs: migrateRequestTimeoutMs,
       retryBackoff: { initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2 },
       watchedCellsMax: 64,
+      // The admin's NATS user reads membership buckets but does not write them (docs/decisions/0015).
+      deletesExpiredLeases: false,
     },
     systemClock,
     logger,

@@ -5,7 +5,7 @@
 // connected to it must reconnect to a survivor, and the history checker must find nothing lost, doubled
 // or reordered, with every device converged on each of its conversations and on its mailbox.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import { membershipBucket } from "@cellwire/protocol";
 import { startNatsCluster, type NatsCluster } from "./nats-cluster.ts";
@@ -108,10 +108,10 @@ async function untilReconnected(names: readonly string[], deadlineMs: number): P
 beforeAll(async () => {
   const natsCluster = await startNatsCluster();
   cluster = natsCluster;
-  test = await startTestTopology({ label: "natscl", natsServers: natsCluster.servers, extraEnvironment: clusterEnvironment }).catch((error: unknown) => {
+  test = await startTestTopology({ label: "natscl", natsServers: natsCluster.servers, natsUsers: natsCluster.users, extraEnvironment: clusterEnvironment }).catch((error: unknown) => {
     throw new Error(`${String(error)}\n${natsCluster.outputTail(30)}`, { cause: error });
   });
-  natsConnection = await connect({ servers: cluster.servers, name: "nats-cluster-test" });
+  natsConnection = await test.connectNats("admin");
   const directory = new DirectoryClient(natsConnection, test.namespace, 5000);
   for (const [userId, cellId] of [
     ["alice", "a"],

@@ -1,6 +1,7 @@
 // A JetStream cluster of real nats-server processes on loopback, for tests that take a NATS node away
-// under traffic. Each node has its own client, route and monitoring port (free ports picked by binding
-// port 0), its own store directory, and routes to every other node. Ready once every node names the same
+// under traffic. Each node runs the shipped configuration (config/nats/cellwire.conf: a user per service,
+// docs/decisions/0015) with the cluster's fresh passwords, and has its own client, route and monitoring
+// port (free ports picked by binding port 0), its own store directory, and routes to every other node. Ready once every node names the same
 // JetStream meta leader and that leader sees every peer current, so an R3 bucket can be created at once.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -9,6 +10,7 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { natsConfigPath, NatsUsers } from "./nats-users.ts";
 
 export type NatsClusterOptions = {
   /** Nodes in the cluster (default 3: the smallest that keeps a quorum after losing one). */
@@ -64,6 +66,8 @@ export class NatsCluster {
   constructor(
     private readonly running: readonly RunningNode[],
     private readonly baseDirectory: string,
+    /** The users every node knows, with this cluster's passwords. */
+    readonly users: NatsUsers,
   ) {
     // A test runner that exits without calling stop() must not leave servers behind.
     process.once("exit", this.killOnExit);
@@ -154,14 +158,16 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
     routePort: required(ports[index * 3 + 1]),
     monitorPort: required(ports[index * 3 + 2]),
   }));
+  const users = NatsUsers.generate();
   const running = plans.map((plan): RunningNode => {
     const routes = plans.filter((other) => other !== plan).map((other) => `nats://${loopbackHost}:${other.routePort}`);
     const args = [
+      ...["-c", natsConfigPath],
       ...["-a", loopbackHost, "-p", String(plan.clientPort), "-m", String(plan.monitorPort), "-n", plan.name],
       ...["-js", "-sd", join(baseDirectory, plan.name)],
       ...["--cluster_name", clusterName, "--cluster", `nats://${loopbackHost}:${plan.routePort}`, "--routes", routes.join(",")],
     ];
-    const child = spawn(options.serverBinary ?? defaultServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(options.serverBinary ?? defaultServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...users.serverEnvironment() } });
     const output: string[] = [];
     const exited = new Promise<void>((resolve) => {
       child.once("exit", () => resolve());
@@ -188,7 +194,7 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
       output,
     };
   });
-  const cluster = new NatsCluster(running, baseDirectory);
+  const cluster = new NatsCluster(running, baseDirectory, users);
   try {
     await untilReady(running, startDeadlineMs);
   } catch (error) {
@@ -242,7 +248,7 @@ async function fetchJson(url: string): Promise<unknown> {
 }
 
 /** Binds `count` listeners on port 0 at once (so the ports differ), notes their ports and closes them. */
-async function freeLoopbackPorts(count: number): Promise<number[]> {
+export async function freeLoopbackPorts(count: number): Promise<number[]> {
   const servers: Server[] = [];
   try {
     const ports: number[] = [];
@@ -264,7 +270,7 @@ async function freeLoopbackPorts(count: number): Promise<number[]> {
 }
 
 /** Debian's package installs it outside a non-root PATH; scripts/setup.mjs starts the same binary. */
-function defaultServerBinary(): string {
+export function defaultServerBinary(): string {
   const debianPath = "/usr/sbin/nats-server";
   return existsSync(debianPath) ? debianPath : "nats-server";
 }

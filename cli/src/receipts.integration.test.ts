@@ -2,11 +2,11 @@
 // reader's other devices and the other member, a lower read changes nothing, and a non-member is refused.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import { CellwireClient, CellwireClientError, type Receipt } from "@cellwire/client";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
-import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { startTestTopology, type TestTopology } from "./test-topology.ts";
 
 let test: TestTopology;
 let nats: NatsConnection;
@@ -51,7 +51,7 @@ async function device(userId: string, deviceId: string, edgeIndex: number): Prom
 
 beforeAll(async () => {
   test = await startTestTopology({ label: "receipts" });
-  nats = await connect({ servers: [...testServices.natsServers] });
+  nats = await test.connectNats();
   const directory = new DirectoryClient(nats, test.namespace, 5000);
   for (const [userId, cellId] of [
     ["alice", "a"],

@@ -3,7 +3,6 @@
 // retryable directory_unavailable and close 4003, no process dies, and once Redis is back (with its data,
 // from the append-only file) the new user gets in and chats. The history checker then finds nothing.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
-import { connect } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import { closeCodes, protocolVersion } from "@cellwire/protocol";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
@@ -45,7 +44,7 @@ async function isRunning(processName: string): Promise<boolean> {
 
 /** Where the directory says each user lives (undefined for a user it does not know); places nobody. */
 async function lookUpHomeCells(userIds: readonly string[]): Promise<(string | undefined)[]> {
-  const connection = await connect({ servers: [...testServices.natsServers] });
+  const connection = await topology().connectNats();
   try {
     const directory = new DirectoryClient(connection, topology().namespace, 5000);
     return await Promise.all(userIds.map(async (userId) => (await directory.lookupUser(userId))?.cellId));

@@ -1,7 +1,7 @@
 // `cellwire revoke <userId>`: closes every session of a user on every edge (4103, token_revoked) and makes
 // the edges refuse the user's tokens issued until now, for their EDGE_REVOCATION_RETENTION_MS.
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { encodeJson } from "@cellwire/cluster";
+import { anonymousNatsAccess, encodeJson, natsConnectOptions } from "@cellwire/cluster";
 import { isUserId, revocationsSubject, type SessionRevoke } from "@cellwire/protocol";
 import type { OperatorOptions } from "./migration-commands.ts";
 
@@ -21,7 +21,7 @@ export async function runRevoke(userId: string, options: OperatorOptions): Promi
     process.stderr.write(`cellwire: ${JSON.stringify(userId)} is not a user id\n`);
     return 2;
   }
-  const connection = await connect({ servers: [...options.natsServers], name: "cellwire-cli-revoke" });
+  const connection = await connect({ ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...options.natsServers], name: "cellwire-cli-revoke" });
   try {
     const revokedAtMs = Date.now();
     await publishRevocation(connection, options.namespace, userId, revokedAtMs);

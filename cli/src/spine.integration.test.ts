@@ -3,14 +3,14 @@
 // CLI works across edges; history survives a full restart of the topology.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { CellwireClient } from "@cellwire/client";
 import { DirectoryClient } from "@cellwire/cluster";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { closeCodes, protocolVersion, type Message } from "@cellwire/protocol";
 import { RawSocket } from "./raw-socket.ts";
 import { runCli } from "./run-cli.ts";
-import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { startTestTopology, type TestTopology } from "./test-topology.ts";
 
 
 let test: TestTopology;
@@ -77,7 +77,7 @@ async function rawSession(userId: string, edgeIndex = 0): Promise<RawSocket> {
 
 beforeAll(async () => {
   test = await startTestTopology({ label: "spine", extraEnvironment: { EDGE_AUTH_TIMEOUT_MS: "1500" } });
-  nats = await connect({ servers: [...testServices.natsServers] });
+  nats = await test.connectNats();
   directory = new DirectoryClient(nats, test.namespace, 5000);
   // Pin users to cells so that the cross-cell path is exercised whatever the placement weights say.
   for (const [userId, cellId] of [
@@ -267,19 +267,19 @@ describe("the spine", () => {
   });
 
   it("shows a cell's ring with `cellwire ring`", async () => {
-    const result = await runCli(["ring", "a", "--json"], undefined, { CELLWIRE_NAMESPACE: test.namespace }).done;
+    const result = await runCli(["ring", "a", "--json"], undefined, { CELLWIRE_NAMESPACE: test.namespace, ...test.natsEnvironment("admin") }).done;
     expect(result.status).toBe(0);
     const ring = JSON.parse(result.stdout) as { cellId: string; members: { workerId: string; live: boolean; share: number; leaseAgeMs: number }[] };
     expect(ring.cellId).toBe("a");
     expect(ring.members.map((member) => member.workerId)).toEqual(["a-1", "a-2"]);
     expect(ring.members.every((member) => member.live && member.share > 0.2 && member.leaseAgeMs < 2000)).toBe(true);
     expect(ring.members.reduce((sum, member) => sum + member.share, 0)).toBeCloseTo(1, 6);
-    const missing = await runCli(["ring", "zz"], undefined, { CELLWIRE_NAMESPACE: test.namespace }).done;
+    const missing = await runCli(["ring", "zz"], undefined, { CELLWIRE_NAMESPACE: test.namespace, ...test.natsEnvironment("admin") }).done;
     expect(missing.status).toBe(1);
   });
 
   it("answers `cellwire cells` and `cellwire whereis` from the directory", async () => {
-    const environment = { CELLWIRE_NAMESPACE: test.namespace };
+    const environment = { CELLWIRE_NAMESPACE: test.namespace, ...test.natsEnvironment("admin") };
     const cells = await runCli(["cells", "--json"], undefined, environment).done;
     expect(cells.status).toBe(0);
     expect((JSON.parse(cells.stdout) as { cells: { cellId: string; state: string }[] }).cells.map((cell) => [cell.cellId, cell.state])).toEqual([

@@ -1,8 +1,12 @@
 // A topology for integration tests: a unique namespace, free ports, short leases, output kept in memory
-// (printed when a test fails), and cleanup of every database, bucket and key it made.
+// (printed when a test fails), and cleanup of every database, bucket and key it made. Unless a test names
+// its NATS servers, the topology runs on a private nats-server of its own, started from the shipped
+// configuration, each process connecting as its service's user (docs/decisions/0015).
 import { randomBytes } from "node:crypto";
-import { connect } from "@nats-io/transport-node";
-import { DirectoryClient } from "@cellwire/cluster";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { anonymousNatsAccess, DirectoryClient, natsConnectOptions, type NatsAccess, type NatsService } from "@cellwire/cluster";
+import type { NatsUsers } from "./nats-users.ts";
+import { startPrivateNatsServer, type PrivateNatsServer } from "./private-nats-server.ts";
 import { destroyNamespace } from "./cleanup.ts";
 import { serveTopologyControl } from "./topology-control.ts";
 import { startTopology, type CellPlan, type Topology } from "./topology.ts";
@@ -11,6 +15,12 @@ export type TestTopology = {
   readonly namespace: string;
   readonly topology: Topology;
   readonly output: string[];
+  /** The NATS servers the topology's processes use. */
+  readonly natsServers: readonly string[];
+  /** A connection as one of the topology's NATS users (the admin's by default), closed by the caller. */
+  connectNats(service?: NatsService): Promise<NatsConnection>;
+  /** The environment a `cellwire` command needs to reach this topology's NATS as `service` (admin by default). */
+  natsEnvironment(service?: NatsService): Record<string, string>;
   /** Stops the processes, keeping databases and keys (for restart tests). */
   stopProcesses(): Promise<void>;
   /** Starts the same topology again on the same namespace. */
@@ -38,8 +48,12 @@ export type TestTopologyOptions = {
   readonly edgeCount?: number;
   readonly webDirectory?: string;
   readonly extraEnvironment?: Readonly<Record<string, string>>;
-  /** The NATS servers every process connects to (default: the machine's, testServices.natsServers). */
+  /**
+   * The NATS servers every process connects to (default: a private server from the shipped configuration),
+   * and the users they run with (default: none, for servers that ask for no credentials).
+   */
   readonly natsServers?: readonly string[];
+  readonly natsUsers?: NatsUsers;
   /** The Redis the directory uses and the cleanup empties (default: the machine's, testServices.redisUrl). */
   readonly redisUrl?: string;
 };
@@ -50,17 +64,24 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     { cellId: "a", workerCount: 2 },
     { cellId: "b", workerCount: 2 },
   ];
-  const services = {
-    ...testServices,
-    natsServers: options.natsServers ?? testServices.natsServers,
-    redisUrl: options.redisUrl ?? testServices.redisUrl,
-  };
   const output: string[] = [];
   const outputLinesMax = 5000;
+  const natsServer: PrivateNatsServer | undefined = options.natsServers === undefined ? await startPrivateNatsServer() : undefined;
+  const natsUsers = natsServer?.users ?? options.natsUsers;
+  const accessOf = (service: NatsService): NatsAccess => natsUsers?.access(service) ?? anonymousNatsAccess(service);
+  const services = {
+    ...testServices,
+    natsServers: options.natsServers ?? (natsServer === undefined ? testServices.natsServers : [natsServer.clientUrl]),
+    natsAccess: accessOf("admin"),
+    redisUrl: options.redisUrl ?? testServices.redisUrl,
+  };
+  const natsEnvironment = (service: NatsService = "admin"): Record<string, string> =>
+    natsUsers?.environmentFor(service, services.natsServers) ?? { CELLWIRE_NATS_SERVERS: services.natsServers.join(",") };
   const start = (): Promise<Topology> =>
     startTopology({
       namespace,
       ...services,
+      natsEnvironment,
       cells,
       edgePorts: Array.from({ length: options.edgeCount ?? 2 }, () => 0),
       edgeHost: "127.0.0.1",
@@ -86,10 +107,13 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     topology = await start();
   } catch (error) {
     await destroyNamespace({ namespace, cellIds: cells.map((cell) => cell.cellId), ...services }).catch(() => undefined);
+    await natsServer?.stop();
     throw new Error(`${String(error)}\n${output.slice(-60).join("\n")}`);
   }
   // Like the launcher of `npm start`, the test topology starts cells that `cellwire add-cell` asks for.
-  const control = await connect({ servers: [...services.natsServers], name: `cellwire-test-launcher-${namespace}` });
+  const connectAs = async (service: NatsService, name: string): Promise<NatsConnection> =>
+    connect({ ...(await natsConnectOptions(accessOf(service))), servers: [...services.natsServers], name });
+  const control = await connectAs("launcher", `cellwire-test-launcher-${namespace}`);
   serveTopologyControl(control, namespace, () => topology);
   const handle: TestTopology = {
     namespace,
@@ -97,6 +121,9 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
       return topology;
     },
     output,
+    natsServers: services.natsServers,
+    connectNats: (service = "admin") => connectAs(service, `cellwire-test-${service}-${namespace}`),
+    natsEnvironment,
     stopProcesses: () => topology.stop(),
     restart: async () => {
       topology = await start();
@@ -105,7 +132,14 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     destroy: async (natsServers = services.natsServers) => {
       await control.close().catch(() => undefined);
       await topology.stop();
-      await destroyNamespace({ namespace, cellIds: topology.cellIds, ...services, natsServers });
+      try {
+        await destroyNamespace({ namespace, cellIds: topology.cellIds, ...services, natsServers });
+      } finally {
+        await natsServer?.stop();
+      }
+      // Every topology test is also a test of the shipped permissions: a grant a service lacks fails it.
+      const refused = output.filter((line) => line.includes("Permissions Violation"));
+      if (refused.length > 0) throw new Error(`the NATS server refused what a service did:\n${refused.slice(0, 10).join("\n")}`);
     },
   };
   return handle;
@@ -113,7 +147,7 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
 
 /** Places users on chosen cells through the directory, so a test knows which cell each user lives in. */
 export async function placeUsers(test: TestTopology, placements: readonly (readonly [userId: string, cellId: string])[]): Promise<void> {
-  const connection = await connect({ servers: [...testServices.natsServers] });
+  const connection = await test.connectNats("admin");
   try {
     const directory = new DirectoryClient(connection, test.namespace, 5000);
     for (const [userId, cellId] of placements) {

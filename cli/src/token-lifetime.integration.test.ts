@@ -10,7 +10,7 @@ import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { closeCodes, protocolVersion } from "@cellwire/protocol";
 import { RawSocket } from "./raw-socket.ts";
 import { runCli } from "./run-cli.ts";
-import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { startTestTopology, type TestTopology } from "./test-topology.ts";
 
 let test: TestTopology;
 const clients: CellwireClient[] = [];
@@ -94,7 +94,7 @@ describe("token lifetime", () => {
     const onFirst = await session(0, oldToken);
     const onSecond = await session(1, oldToken);
     const bystander = await session(0, await tokenFor("tl-bystander", 600));
-    const environment = { CELLWIRE_NAMESPACE: test.namespace, CELLWIRE_NATS_SERVERS: testServices.natsServers.join(",") };
+    const environment = { CELLWIRE_NAMESPACE: test.namespace, ...test.natsEnvironment("admin") };
     const revoked = await runCli(["revoke", "tl-revokee", "--json"], undefined, environment).done;
     expect(revoked.status, revoked.stderr).toBe(0);
     const { revokedAtMs } = JSON.parse(revoked.stdout) as { revokedAtMs: number };

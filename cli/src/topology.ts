@@ -12,6 +12,11 @@ export type CellPlan = { readonly cellId: string; readonly workerCount: number }
 export type TopologyOptions = {
   readonly namespace: string;
   readonly natsServers: readonly string[];
+  /**
+   * What each service's process needs in its environment to connect as its NATS user (a private server's
+   * credentials, docs/decisions/0015); none on a server that asks for no credentials.
+   */
+  readonly natsEnvironment?: (service: "edge" | "worker" | "directory") => Readonly<Record<string, string>>;
   readonly redisUrl: string;
   readonly postgresAdminUrl: string;
   readonly cells: readonly CellPlan[];
@@ -196,6 +201,7 @@ export class Topology {
         ...this.options.extraEnvironment,
         CELLWIRE_NAMESPACE: this.options.namespace,
         CELLWIRE_NATS_SERVERS: this.options.natsServers.join(","),
+        ...this.options.natsEnvironment?.(serviceOf(entry)),
         ...environment,
       },
       stdio: ["ignore", "pipe", "pipe", "ipc"],
@@ -236,4 +242,12 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
   const topology = new Topology(options);
   await topology.start();
   return topology;
+}
+
+/** The NATS user a process entry connects as. */
+function serviceOf(entry: string): "edge" | "worker" | "directory" {
+  if (entry.startsWith("@cellwire/edge/")) return "edge";
+  if (entry.startsWith("@cellwire/cells/")) return "worker";
+  if (entry.startsWith("@cellwire/directory/")) return "directory";
+  throw new TopologyStartError(`no NATS user for ${entry}`);
 }

@@ -3,12 +3,13 @@
 // (cell.sendBatch), one per worker and turn, each caller getting its own reply.
 import { randomBytes } from "node:crypto";
 import { afterAll, expect, it } from "vitest";
-import { cellReply, cellSendBatch, workerSubject, type CellReply, type CellSendBatchReplies, type CellSendRequest, type WorkerLease } from "@cellwire/protocol";
+import { cellReply, cellSendBatch, workerRequestSubject, workerSubject, type CellReply, type CellSendBatchReplies, type CellSendRequest, type WorkerLease } from "@cellwire/protocol";
 import { CellRouter } from "./cell-router.ts";
 import { LeaseHolder, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
 import { decodeMessage, encodeJson } from "./nats-json.ts";
 import { Ring } from "./ring.ts";
 import { connectNats } from "./service-runtime.ts";
+import { anonymousNatsAccess } from "./nats-access.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const cellId = "a";
@@ -22,7 +23,7 @@ afterAll(async () => {
 });
 
 it("re-routes a request whose owner leaves the ring while it waits for the reply", async () => {
-  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-test", { ...logger });
+  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-test", { ...logger }, anonymousNatsAccess("edge"));
   cleanups.push(() => connection.close());
   const bucket = await openMembershipBucket(connection, namespace, cellId, leaseMs);
   cleanups.push(() => destroyMembershipBucket(connection, namespace, cellId));
@@ -36,7 +37,7 @@ it("re-routes a request whose owner leaves the ring while it waits for the reply
     await holder.start();
     holders.set(workerId, holder);
     cleanups.push(() => holder.stop());
-    const subscription = connection.subscribe(subject, {
+    const subscription = connection.subscribe(workerRequestSubject(namespace, cellId, workerId, "edge"), {
       callback: (_error, message) => {
         if (workerId === "silent") return;
         const reply: CellReply = { type: "cell.error", code: "not_a_member", message: `answered by ${workerId}` };
@@ -74,7 +75,7 @@ it("re-routes a request whose owner leaves the ring while it waits for the reply
 
 it("carries the sends of one turn to each owner in one cell.sendBatch, and routes each reply to its caller", async () => {
   const batchCellId = "b";
-  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-batch-test", { ...logger });
+  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-batch-test", { ...logger }, anonymousNatsAccess("edge"));
   cleanups.push(() => connection.close());
   const bucket = await openMembershipBucket(connection, namespace, batchCellId, leaseMs);
   cleanups.push(() => destroyMembershipBucket(connection, namespace, batchCellId));
@@ -89,7 +90,7 @@ it("carries the sends of one turn to each owner in one cell.sendBatch, and route
     await holder.start();
     cleanups.push(() => holder.stop());
     batchesByWorker.set(workerId, []);
-    const subscription = connection.subscribe(subject, {
+    const subscription = connection.subscribe(workerRequestSubject(namespace, batchCellId, workerId, "edge"), {
       callback: (_error, message) => {
         const decoded = decodeMessage(cellSendBatch, message.data);
         if (!decoded.ok) {

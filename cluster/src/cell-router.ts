@@ -3,7 +3,7 @@
 // is idempotent (sends dedupe on clientMessageId, creations on their derived ids), so a retry after a lost
 // reply never makes a second effect.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { cellReply, cellRequestKey, type CellReply, type CellRequest } from "@cellwire/protocol";
+import { cellReply, cellRequestChannel, cellRequestKey, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { UnavailableError } from "./errors.ts";
 import { MembershipWatcher, openExistingMembershipBucket, type Clock, type Logger } from "./membership.ts";
 import { requestJson } from "./nats-json.ts";
@@ -24,6 +24,11 @@ export type CellRouterOptions = {
   readonly retryBackoff: BackoffPolicy;
   /** Cells watched at once; past it the least recently used cell's watcher is stopped. */
   readonly watchedCellsMax: number;
+  /**
+   * Whether the router's watchers delete expired leases (default true, a worker's): an edge's and the
+   * admin's set false, since their NATS users may not write membership buckets (docs/decisions/0015).
+   */
+  readonly deletesExpiredLeases?: boolean;
 };
 
 export class CellRouter {
@@ -61,9 +66,10 @@ export class CellRouter {
         lastError = new UnavailableError("cell_unavailable", `the membership of cell ${cellId} cannot be read`, { cause: error });
         continue;
       }
-      const { ring, subjects } = watcher.snapshot;
+      const { ring, requestSubjects } = watcher.snapshot;
       const owner = ring.ownerOf(key);
-      const subject = owner === undefined ? undefined : subjects.get(owner);
+      // Each request kind goes to the owner's subject for its channel, the only one the owner serves it on.
+      const subject = owner === undefined ? undefined : requestSubjects.get(owner)?.[cellRequestChannel(request.type)];
       if (subject === undefined) {
         lastError = new UnavailableError("cell_unavailable", `cell ${cellId} has no live worker (ring of ${ring.size} at epoch ${watcher.snapshot.epoch})`);
         continue;
@@ -145,7 +151,8 @@ export class CellRouter {
 
   private async startWatcher(cellId: string): Promise<MembershipWatcher> {
     const bucket = await openExistingMembershipBucket(this.connection, this.options.namespace, cellId);
-    const watcher = new MembershipWatcher(bucket, cellId, Math.max(50, Math.floor(this.options.leaseMs / 4)), this.clock, this.logger);
+    const expiryCheckIntervalMs = Math.max(50, Math.floor(this.options.leaseMs / 4));
+    const watcher = new MembershipWatcher(bucket, cellId, expiryCheckIntervalMs, this.clock, this.logger, undefined, undefined, this.options.deletesExpiredLeases ?? true);
     watcher.onChange(() => {
       for (const listener of this.ringListeners) listener(cellId);
     });

@@ -14,3 +14,4 @@ export * from "./home-router.ts";
 export * from "./directory-client.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";
+export * from "./nats-access.ts";

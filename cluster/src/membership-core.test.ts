@@ -61,6 +61,7 @@ describe("MembershipCore", () => {
     expect(members(core)).toBe("a-2");
     expect(core.snapshot.epoch).toBe(4);
     expect(core.snapshot.subjects.get("a-2")).toBe("t.cell.a.worker.a-2");
+    expect(core.snapshot.requestSubjects.get("a-2")).toEqual({ edge: "t.cell.a.worker.a-2.edge", peer: "t.cell.a.worker.a-2.peer", admin: "t.cell.a.worker.a-2.admin" });
   });
 
   it("flags a lease of another cell, one under another worker's key, and one that does not decode", () => {

@@ -3,7 +3,7 @@
 // worker still holds its own lease. MembershipWatcher and LeaseHolder (membership.ts) feed them from the
 // bucket and the clock; the simulation (simulation/) feeds the same code from a simulated bucket and a
 // virtual clock, so what it checks is the code that runs.
-import { workerLease } from "@cellwire/protocol";
+import { workerLease, workerRequestSubjects, type WorkerRequestSubjects } from "@cellwire/protocol";
 import { MembershipView, type ExpiredMember } from "./membership-view.ts";
 import { decodeMessage } from "./nats-json.ts";
 import { Ring } from "./ring.ts";
@@ -11,6 +11,8 @@ import { Ring } from "./ring.ts";
 export type MembershipSnapshot = {
   readonly ring: Ring;
   readonly subjects: ReadonlyMap<string, string>;
+  /** Each member's subject per request channel (docs/decisions/0015), built with the ring rather than per request. */
+  readonly requestSubjects: ReadonlyMap<string, WorkerRequestSubjects>;
   /**
    * The bucket revision of the last change to the ring's members (see MembershipView): watchers that read
    * the bucket up to the same point agree on it, and a later ring has a higher epoch. Workers write with it
@@ -42,7 +44,7 @@ export type MembershipEntryOutcome = {
 
 export class MembershipCore {
   private readonly view = new MembershipView();
-  private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map(), epoch: 0 };
+  private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map(), requestSubjects: new Map(), epoch: 0 };
   private replayingValue = true;
   /**
    * True while a watch that resumed after the last applied revision catches up. The bucket keeps one
@@ -154,7 +156,8 @@ export class MembershipCore {
   private publish(): void {
     const members = this.view.members();
     const subjects = new Map(members.map((member) => [member.lease.workerId, member.lease.subject]));
-    this.snapshotValue = { ring: new Ring(subjects.keys()), subjects, epoch: this.view.epoch };
+    const requestSubjects = new Map(members.map((member) => [member.lease.workerId, workerRequestSubjects(member.lease.subject)]));
+    this.snapshotValue = { ring: new Ring(subjects.keys()), subjects, requestSubjects, epoch: this.view.epoch };
   }
 }
 

@@ -8,6 +8,7 @@ import { leaseKey, workerSubject, type WorkerLease } from "@cellwire/protocol";
 import { LeaseHolder, MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock, type WatchedBucket } from "./membership.ts";
 import { encodeJson } from "./nats-json.ts";
 import { connectNats } from "./service-runtime.ts";
+import { anonymousNatsAccess } from "./nats-access.ts";
 import { pollUntil } from "./testing/poll.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
@@ -72,7 +73,7 @@ async function revisionOf(workerId: string): Promise<{ revision: number; operati
 }
 
 beforeAll(async () => {
-  connection = await connectNats(["127.0.0.1:4222"], "cluster-membership-test", logger);
+  connection = await connectNats(["127.0.0.1:4222"], "cluster-membership-test", logger, anonymousNatsAccess("worker"));
   bucket = await openMembershipBucket(connection, namespace, cellId, leaseMs);
 });
 

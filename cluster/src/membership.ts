@@ -178,6 +178,12 @@ export class MembershipWatcher {
     private readonly logger: Logger,
     private readonly readyDeadlineMs = 2000,
     private readonly stallCheckIntervalMs = expiryCheckIntervalMs * 4,
+    /**
+     * Whether this watcher deletes the expired leases it notices. Workers do; an edge's or the admin's
+     * watcher does not: their NATS users may read the bucket but not write it (docs/decisions/0015), and
+     * the cell's own workers, which always watch it, delete what expires.
+     */
+    private readonly deletesExpiredLeases = true,
   ) {
     this.ready = new Promise((resolve) => {
       this.resolveReady = resolve;
@@ -221,7 +227,7 @@ export class MembershipWatcher {
     this.stopWatching = () => iterator.stop();
     this.lastEntryAtMs = this.clock.monotonicNowMs();
     this.consume(iterator, this.watchGeneration, false);
-    this.expiryTimer = setInterval(() => this.deleteExpiredLeases(), this.expiryCheckIntervalMs);
+    if (this.deletesExpiredLeases) this.expiryTimer = setInterval(() => this.deleteExpiredLeases(), this.expiryCheckIntervalMs);
     this.stallTimer = setInterval(() => void this.checkStall(), this.stallCheckIntervalMs);
   }
 

@@ -5,10 +5,11 @@ import { randomBytes } from "node:crypto";
 import { afterAll, expect, it } from "vitest";
 import { RequestMux } from "./request-mux.ts";
 import { connectNats } from "./service-runtime.ts";
+import { anonymousNatsAccess } from "./nats-access.ts";
 
 const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 const prefix = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
-const connection = await connectNats(["127.0.0.1:4222"], "request-mux-test", logger);
+const connection = await connectNats(["127.0.0.1:4222"], "request-mux-test", logger, anonymousNatsAccess("edge"));
 afterAll(async () => {
   if (!connection.isClosed()) await connection.close();
 });
@@ -44,7 +45,7 @@ it("times out a silent responder after the timeout, within a sweep of it", async
 });
 
 it("answers closed once the connection is closed", async () => {
-  const closing = await connectNats(["127.0.0.1:4222"], "request-mux-test-closing", logger);
+  const closing = await connectNats(["127.0.0.1:4222"], "request-mux-test-closing", logger, anonymousNatsAccess("edge"));
   const mux = RequestMux.of(closing);
   await closing.close();
   expect(await mux.request(`${prefix}.any`, "?", 5000)).toEqual({ ok: false, reason: "closed" });

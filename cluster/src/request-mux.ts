@@ -39,8 +39,9 @@ export class RequestMux {
   }
 
   private constructor(private readonly connection: NatsConnection) {
-    // Unique per process and connection; `_INBOX.` is what nats-server permission templates expect.
-    this.prefix = `_INBOX.cw${randomBytes(9).toString("base64url")}.`;
+    // Unique per process and connection, under the connection's inbox prefix (`_INBOX.<service>`), the
+    // only one its NATS user may subscribe to (docs/decisions/0015).
+    this.prefix = `${inboxPrefixOf(connection)}.cw${randomBytes(9).toString("base64url")}.`;
     this.subscription = connection.subscribe(`${this.prefix}*`, {
       callback: (error, message) => {
         if (error !== null) return;
@@ -115,4 +116,14 @@ export class RequestMux {
   private failAll(reason: "closed"): void {
     for (const [token, waiting] of [...this.pending]) this.settle(token, waiting, { ok: false, reason });
   }
+}
+
+/**
+ * The inbox prefix the connection was opened with (nats.js keeps its options on the connection object but
+ * not in the NatsConnection type), `_INBOX` when none was given: read as unknown and checked.
+ */
+function inboxPrefixOf(connection: NatsConnection): string {
+  const options: unknown = Reflect.get(connection, "options");
+  const prefix = typeof options === "object" && options !== null ? Reflect.get(options, "inboxPrefix") : undefined;
+  return typeof prefix === "string" && /^[A-Za-z0-9_.-]{1,64}$/.test(prefix) ? prefix : "_INBOX";
 }

@@ -1,7 +1,8 @@
 // What every Cellwire process does alike: its title, its log lines, connecting to NATS, telling a parent
 // launcher it is ready, and stopping cleanly on SIGTERM or SIGINT.
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, PermissionViolationError, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "./membership.ts";
+import { natsConnectOptions, type NatsAccess } from "./nats-access.ts";
 
 export type ServiceLogger = Logger & { readonly error: (message: string) => void };
 
@@ -23,8 +24,10 @@ export function tellLauncher(message: LauncherMessage): void {
   if (typeof process.send === "function") process.send(message);
 }
 
-export async function connectNats(servers: string[], name: string, logger: ServiceLogger): Promise<NatsConnection> {
+/** Connects as the service `access` names: its user, its TLS settings, its own inbox prefix. */
+export async function connectNats(servers: string[], name: string, logger: ServiceLogger, access: NatsAccess): Promise<NatsConnection> {
   const connection = await connect({
+    ...(await natsConnectOptions(access)),
     servers,
     name,
     maxReconnectAttempts: -1,
@@ -36,7 +39,11 @@ export async function connectNats(servers: string[], name: string, logger: Servi
   });
   void (async () => {
     for await (const status of connection.status()) {
-      if (status.type === "disconnect" || status.type === "reconnect" || status.type === "error") {
+      if (status.type === "error") {
+        // A permissions violation names the subject the server refused (docs/decisions/0015): a grant
+        // missing from config/nats/cellwire.conf, or a service doing what its user may not.
+        logger.warn(`nats error: ${status.error instanceof PermissionViolationError ? status.error.message : status.error.name}`);
+      } else if (status.type === "disconnect" || status.type === "reconnect") {
         logger.warn(`nats ${status.type}`);
       }
     }

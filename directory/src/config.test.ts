@@ -8,6 +8,7 @@ describe("loadDirectoryConfig", () => {
     expect(config).toEqual({
       namespace: "cellwire",
       natsServers: ["127.0.0.1:4222"],
+      natsAccess: { service: "directory", inboxPrefix: "_INBOX.directory" },
       redisUrl: "redis://127.0.0.1:6379",
       requestsInFlightMax: directoryConfigDefaults.requestsInFlightMax,
       redisCommandTimeoutMs: directoryConfigDefaults.redisCommandTimeoutMs,
@@ -22,14 +23,31 @@ describe("loadDirectoryConfig", () => {
       DIRECTORY_REDIS_URL: "redis://:secret@10.0.0.5:6380/2",
       DIRECTORY_REQUESTS_IN_FLIGHT_MAX: "8",
       DIRECTORY_REDIS_COMMAND_TIMEOUT_MS: "750",
+      CELLWIRE_NATS_USER: "directory",
+      CELLWIRE_NATS_PASSWORD_FILE: "/run/secrets/nats-directory",
+      CELLWIRE_NATS_TLS_CA_FILE: "/etc/cellwire/nats-ca.pem",
     });
     expect(config).toEqual({
       namespace: "t_one",
       natsServers: ["127.0.0.1:4222", "127.0.0.1:4223"],
+      natsAccess: {
+        service: "directory",
+        user: "directory",
+        passwordFile: "/run/secrets/nats-directory",
+        tls: { caFile: "/etc/cellwire/nats-ca.pem" },
+        inboxPrefix: "_INBOX.directory",
+      },
       redisUrl: "redis://:secret@10.0.0.5:6380/2",
       requestsInFlightMax: 8,
       redisCommandTimeoutMs: 750,
     });
+  });
+
+  it("takes a CA file for Redis over TLS, and only with a rediss:// URL", () => {
+    const { config, warnings } = loadDirectoryConfig({ DIRECTORY_REDIS_URL: "rediss://redis.internal:6380", DIRECTORY_REDIS_TLS_CA_FILE: "/etc/cellwire/redis-ca.pem" });
+    expect(warnings).toEqual([]);
+    expect(config).toMatchObject({ redisUrl: "rediss://redis.internal:6380", redisTlsCaFile: "/etc/cellwire/redis-ca.pem" });
+    expect(() => loadDirectoryConfig({ DIRECTORY_REDIS_URL: "redis://redis.internal:6379", DIRECTORY_REDIS_TLS_CA_FILE: "/ca.pem" })).toThrow("rediss://");
   });
 
   it("treats empty numeric variables as unset", () => {

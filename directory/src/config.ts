@@ -1,15 +1,22 @@
 // The directory's typed config, built from an environment record by a pure function. Only main.ts passes
 // process.env in; tests and the launcher build the record themselves.
 import { namespacePattern } from "@cellwire/protocol";
-import { ConfigError, EnvironmentReader, type Environment } from "@cellwire/cluster";
+import { ConfigError, EnvironmentReader, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
 
 export type DirectoryConfig = {
   /** Prefixes the NATS subject and every Redis key (CELLWIRE_NAMESPACE). */
   readonly namespace: string;
   /** NATS servers, host:port (CELLWIRE_NATS_SERVERS, comma-separated). */
   readonly natsServers: readonly string[];
-  /** Where the directory's data lives (DIRECTORY_REDIS_URL). */
+  /** The directory's NATS user, password and TLS (CELLWIRE_NATS_*, docs/decisions/0015); absent: anonymous. */
+  readonly natsAccess?: NatsAccess;
+  /** Where the directory's data lives (DIRECTORY_REDIS_URL; `rediss://` for TLS). */
   readonly redisUrl: string;
+  /**
+   * PEM file of the CA that signed Redis's certificate (DIRECTORY_REDIS_TLS_CA_FILE), for a `rediss://`
+   * URL whose server the system's CAs do not vouch for; read once at start.
+   */
+  readonly redisTlsCaFile?: string;
   /** Requests handled at once; past it a request is answered directory_unavailable at once. */
   readonly requestsInFlightMax: number;
   /** A Redis command that has no reply within this deadline fails with directory_unavailable. */
@@ -39,11 +46,14 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
   const reader = new EnvironmentReader(environment, ["DIRECTORY_"]);
   const namespace = reader.string("CELLWIRE_NAMESPACE", directoryConfigDefaults.namespace, namespacePattern);
   const natsServers = parseNatsServers(reader.string("CELLWIRE_NATS_SERVERS", directoryConfigDefaults.natsServers));
+  const natsAccess = readNatsAccess(reader, "directory");
   const redisUrl = reader.string("DIRECTORY_REDIS_URL", directoryConfigDefaults.redisUrl, redisUrlPattern);
   const requestsInFlightMax = reader.integer("DIRECTORY_REQUESTS_IN_FLIGHT_MAX", directoryConfigDefaults.requestsInFlightMax, 1, 100_000);
   const redisCommandTimeoutMs = reader.integer("DIRECTORY_REDIS_COMMAND_TIMEOUT_MS", directoryConfigDefaults.redisCommandTimeoutMs, 50, 60_000);
+  const redisTlsCaFile = reader.optionalString("DIRECTORY_REDIS_TLS_CA_FILE");
+  if (redisTlsCaFile !== undefined && !redisUrl.startsWith("rediss://")) throw new ConfigError("DIRECTORY_REDIS_TLS_CA_FILE needs a rediss:// DIRECTORY_REDIS_URL (TLS)");
   const warnings = reader.unknownVariables().map((name) => `unknown variable ${name} (ignored; a typo?)`);
-  return { config: { namespace, natsServers, redisUrl, requestsInFlightMax, redisCommandTimeoutMs }, warnings };
+  return { config: { namespace, natsServers, natsAccess, redisUrl, ...(redisTlsCaFile === undefined ? {} : { redisTlsCaFile }), requestsInFlightMax, redisCommandTimeoutMs }, warnings };
 }
 
 function parseNatsServers(raw: string): string[] {

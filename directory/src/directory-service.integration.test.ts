@@ -14,7 +14,7 @@ import {
   type DirectoryChange,
   type DirectoryReply,
 } from "@cellwire/protocol";
-import { connectNats, DirectoryClient, RemoteError, type ServiceLogger } from "@cellwire/cluster";
+import { connectNats, DirectoryClient, RemoteError, type ServiceLogger, anonymousNatsAccess } from "@cellwire/cluster";
 import type { DirectoryConfig } from "./config.ts";
 import { startDirectory, type RunningDirectory } from "./directory-service.ts";
 import { RedisDirectory } from "./redis-directory.ts";
@@ -161,7 +161,7 @@ async function startTestDirectory(overrides: Partial<DirectoryConfig> = {}): Pro
 }
 
 beforeAll(async () => {
-  natsConnection = await connectNats(natsServers, "directory-service-test", collectingLogger(logLines));
+  natsConnection = await connectNats(natsServers, "directory-service-test", collectingLogger(logLines), anonymousNatsAccess("directory"));
   cleanupRedis = new Redis(`redis://${redisHost}:${redisPort}`, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await cleanupRedis.connect();
 });

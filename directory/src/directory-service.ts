@@ -1,6 +1,8 @@
 // The Discovery Service process: answers DirectoryRequests on the directory subject (queue group
 // "directory", so several instances share the load) from the data in Redis. It is the only Cellwire
 // process that talks to Redis.
+import { readFile } from "node:fs/promises";
+import tls from "node:tls";
 import { Redis } from "ioredis";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
@@ -13,7 +15,7 @@ import {
   type DirectoryReply,
   type DirectoryRequest,
 } from "@cellwire/protocol";
-import { CellwireError, connectNats, decodeMessage, encodeJson, type ServiceLogger } from "@cellwire/cluster";
+import { anonymousNatsAccess, CellwireError, connectNats, decodeMessage, encodeJson, type ServiceLogger } from "@cellwire/cluster";
 import { redactRedisUrl, type DirectoryConfig } from "./config.ts";
 import { RedisUnavailableError } from "./errors.ts";
 import { RedisDirectory, type DirectoryRefusal } from "./redis-directory.ts";
@@ -230,8 +232,11 @@ export class DirectoryService {
  * disconnected fails at once, a command in flight fails after redisCommandTimeoutMs, and the client keeps
  * reconnecting (with a bounded delay) for as long as the process lives.
  */
-export function createRedisClient(config: DirectoryConfig, logger: ServiceLogger): Redis {
+/** `redisTlsCa`: the PEM text of config.redisTlsCaFile, read by the caller. */
+export function createRedisClient(config: DirectoryConfig, logger: ServiceLogger, redisTlsCa?: string): Redis {
   const redis = new Redis(config.redisUrl, {
+    // A rediss:// URL turns TLS on in ioredis; a private CA is added to the system's.
+    ...(redisTlsCa === undefined ? {} : { tls: { ca: [...tls.rootCertificates, redisTlsCa] } }),
     lazyConnect: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
@@ -293,11 +298,12 @@ async function closeRedis(redis: Redis): Promise<void> {
 
 /** Starts the directory in-process: Redis first (checked with a PING), then NATS, then serving. */
 export async function startDirectory(config: DirectoryConfig, logger: ServiceLogger): Promise<RunningDirectory> {
-  const redis = createRedisClient(config, logger);
+  const redisTlsCa = config.redisTlsCaFile === undefined ? undefined : await readFile(config.redisTlsCaFile, "utf8");
+  const redis = createRedisClient(config, logger, redisTlsCa);
   await connectRedis(redis, config.redisUrl);
   let connection: NatsConnection;
   try {
-    connection = await connectNats([...config.natsServers], directoryProcessName, logger);
+    connection = await connectNats([...config.natsServers], directoryProcessName, logger, config.natsAccess ?? anonymousNatsAccess("directory"));
   } catch (error) {
     await closeRedis(redis);
     throw error;

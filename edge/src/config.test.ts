@@ -34,6 +34,7 @@ describe("loadEdgeConfig", () => {
     expect(config).toEqual({
       namespace: "cellwire",
       natsServers: ["127.0.0.1:4222"],
+      natsAccess: { service: "edge", inboxPrefix: "_INBOX.edge" },
       edgeId: "1",
       host: "127.0.0.1",
       port: 8080,

@@ -1,6 +1,6 @@
 // The edge's one typed config, built from the environment by a pure function; only main.ts passes
 // process.env in.
-import { EnvironmentReader, ConfigError, devDirectConversationKey, directConversationKeyLengthMin, type Environment } from "@cellwire/cluster";
+import { EnvironmentReader, ConfigError, devDirectConversationKey, directConversationKeyLengthMin, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
 import { isLoopbackHost, parseAllowedOrigin, parseTrustedProxy } from "./admission.ts";
@@ -58,6 +58,8 @@ export function jwksUrlProblem(jwksUrl: string): string | undefined {
 export type EdgeConfig = {
   readonly namespace: string;
   readonly natsServers: string[];
+  /** The edge's NATS user, password and TLS (CELLWIRE_NATS_*, docs/decisions/0015); absent: anonymous. */
+  readonly natsAccess?: NatsAccess;
   readonly edgeId: string;
   readonly host: string;
   /** 0 picks a free port (tests); the chosen one is reported to the launcher. */
@@ -235,6 +237,7 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
   const config: EdgeConfig = {
     namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
     natsServers: reader.string("CELLWIRE_NATS_SERVERS", "127.0.0.1:4222").split(",").map((server) => server.trim()).filter((server) => server !== ""),
+    natsAccess: readNatsAccess(reader, "edge"),
     edgeId: reader.string("EDGE_ID", "1", /^[a-z0-9][a-z0-9-]{0,31}$/),
     host: reader.string("EDGE_HOST", "127.0.0.1"),
     port: reader.integer("EDGE_PORT", 8080, 0, 65535),

@@ -14,6 +14,7 @@ import {
   deliveriesSubject,
   deliveryBatch,
   typingFanOutMax,
+  typingSubject,
   type DeliveryBatch,
   type MailboxEvent,
   type Message,
@@ -354,8 +355,9 @@ describe("NatsDeliveryHub", () => {
     expect(probe).toBe("no responders");
   });
 
-  it("publishes a typing indicator as one batch naming every recipient, which it hands to its own sessions of them too", async () => {
-    const { hub: started, publisher, subject } = await setup();
+  it("publishes a typing indicator as one batch naming every recipient, on the typing subject (not the workers' deliveries), which it hands to its own sessions of them too", async () => {
+    const { hub: started, publisher, namespace } = await setup();
+    const subject = typingSubject(namespace);
     const { hub, connection: hubConnection } = await started();
     await hub.start();
     const [aliceLaptop, bob] = [new RecordingTarget(), new RecordingTarget()];
@@ -386,5 +388,21 @@ describe("NatsDeliveryHub", () => {
     // The hub forwards the typist's own devices too: the session leaves out the one that typed.
     expect(aliceLaptop.valuesOf("deliverTyping")).toEqual([indicator]);
     expect(bob.valuesOf("deliverTyping")).toEqual([indicator]);
+  });
+
+  it("drops a batch with messages or events on the typing subject, where any edge may publish, and still hands over typing there", async () => {
+    const { hub: started, publisher, namespace, warnings } = await setup();
+    const { hub } = await started();
+    await hub.start();
+    const bob = new RecordingTarget();
+    await hub.attach("bob", bob);
+    const forged: DeliveryBatch = { type: "delivery.batch", messages: [{ recipientUserIds: ["bob"], message: message(1) }], events: [{ recipientUserId: "bob", seq: Number.MAX_SAFE_INTEGER, event: joined(0) }], typing: [] };
+    publisher.publish(typingSubject(namespace), JSON.stringify(forged));
+    const typing: DeliveryBatch = { type: "delivery.batch", messages: [], events: [], typing: [{ recipientUserIds: ["bob"], ...indicator }] };
+    publisher.publish(typingSubject(namespace), JSON.stringify(typing));
+    await publisher.flush();
+    await bob.received(1);
+    expect(bob.calls.map((call) => call.method)).toEqual(["deliverTyping"]);
+    expect(warnings).toEqual(["dropping a batch with messages or events on the typing subject"]);
   });
 });

@@ -1,6 +1,8 @@
 // Reads every delivery batch of the deployment on one subject (docs/decisions/0011) and hands each item to
 // this edge's sessions of its recipients: messages (each encoded once as a frame for all its local
-// recipients), mailbox events, and typing indicators (published here too, by the typist's edge). The
+// recipients), mailbox events, and typing indicators. Only workers may publish deliveries (NATS
+// permissions, docs/decisions/0015); typing indicators come from edges, on a subject of their own, where
+// a batch carrying messages or events is dropped: an edge's credentials cannot forge a delivery. The
 // subscription is confirmed (flush) before the edge accepts sessions, and a session is registered before
 // it reads its backlog, so every delivery of something committed after that read reaches it, and what
 // was committed before is in the backlog (or both: sessions drop duplicates by seq).
@@ -9,6 +11,7 @@ import { decodeMessage } from "@cellwire/cluster";
 import {
   deliveriesSubject,
   deliveryBatch,
+  typingSubject,
   type BatchedTyping,
   type Message,
   type SequencedEvent,
@@ -52,7 +55,9 @@ function targetsOf(targets: UserTargets): Iterable<DeliveryTarget> {
 export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
   private readonly users = new Map<string, UserTargets>();
   private readonly subject: string;
+  private readonly typingSubject: string;
   private subscription: Subscription | undefined;
+  private typingSubscription: Subscription | undefined;
   private subscribed: Promise<void> | undefined;
 
   constructor(
@@ -61,6 +66,7 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
     private readonly warn: (message: string) => void,
   ) {
     this.subject = deliveriesSubject(namespace);
+    this.typingSubject = typingSubject(namespace);
   }
 
   /** Subscribes to the deliveries; resolves once NATS has confirmed it. Call before accepting sessions. */
@@ -72,7 +78,16 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
             this.warn(`the deliveries subscription failed: ${error.message}`);
             return;
           }
-          this.dispatch(received.data);
+          this.dispatch(received.data, "deliveries");
+        },
+      });
+      this.typingSubscription = this.connection.subscribe(this.typingSubject, {
+        callback: (error, received) => {
+          if (error !== null) {
+            this.warn(`the typing subscription failed: ${error.message}`);
+            return;
+          }
+          this.dispatch(received.data, "typing");
         },
       });
       await this.connection.flush();
@@ -82,6 +97,7 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
 
   stop(): void {
     this.subscription?.unsubscribe();
+    this.typingSubscription?.unsubscribe();
   }
 
   get userCount(): number {
@@ -116,16 +132,22 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
 
   publishTyping(recipientUserIds: readonly string[], indicator: TypingIndicator): void {
     const typing: BatchedTyping = { recipientUserIds: [...recipientUserIds], ...indicator };
-    this.connection.publish(this.subject, JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [typing] }));
+    this.connection.publish(this.typingSubject, JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [typing] }));
   }
 
-  private dispatch(data: Uint8Array): void {
+  private dispatch(data: Uint8Array, source: "deliveries" | "typing"): void {
     const decoded = decodeMessage(deliveryBatch, data);
     if (!decoded.ok) {
       this.warn(`dropping a delivery batch that does not decode: ${decoded.reason}`);
       return;
     }
     const { messages, events, typing } = decoded.value;
+    // Any edge may publish typing; messages and events (whose seq advances a session's cursor) come only
+    // from workers, on the deliveries subject.
+    if (source === "typing" && (messages.length > 0 || events.length > 0)) {
+      this.warn("dropping a batch with messages or events on the typing subject");
+      return;
+    }
     for (const { recipientUserIds, message } of messages) {
       // Encoded once, and only if a recipient has a session here.
       let frame: string | undefined;

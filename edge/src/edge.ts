@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import {
   CellRouter,
   ConcurrencyLimiter,
+  anonymousNatsAccess,
   connectNats,
   decodeMessage,
   DirectoryClient,
@@ -36,7 +37,7 @@ export type RunningEdge = { readonly port: number; stop(): Promise<void> };
 export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Promise<RunningEdge> {
   const uws = loadNativeUws();
   const verifier = await createTokenVerifier(config.auth, { clockToleranceMs: config.clockToleranceMs, wallNowMs: () => systemClock.wallNowMs() });
-  const connection = await connectNats(config.natsServers, `cellwire-edge-${config.edgeId}`, logger);
+  const connection = await connectNats(config.natsServers, `cellwire-edge-${config.edgeId}`, logger, config.natsAccess ?? anonymousNatsAccess("edge"));
   const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs);
   const cache = new DirectoryCache(config.directoryCacheEntriesMax, config.directoryCacheTtlMs, () => systemClock.monotonicNowMs());
   const router = new CellRouter(
@@ -49,6 +50,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       deadlineMs: config.cellRequestDeadlineMs,
       retryBackoff: { initialDelayMs: 25, maxDelayMs: 500, multiplier: 2 },
       watchedCellsMax: 1000,
+      deletesExpiredLeases: false,
     },
     systemClock,
     logger,

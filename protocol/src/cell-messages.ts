@@ -36,6 +36,7 @@ import {
   typingExpiresInMsMax,
 } from "./limits.ts";
 import { errorCodeList, type CellErrorCode } from "./codes.ts";
+import type { WorkerChannel } from "./subjects.ts";
 import {
   type ConversationKind,
   conversationSummary,
@@ -347,6 +348,40 @@ export function cellRequestKey(request: CellRequest): string {
       return request.conversationId;
   }
 }
+
+/**
+ * The one channel of a worker on which each request kind is served (docs/decisions/0015): the router
+ * sends it there, the worker refuses it anywhere else, and the NATS permissions say who may publish on
+ * each channel. A new kind must be placed here, so it cannot slip through an older grant.
+ */
+export function cellRequestChannel(type: CellRequest["type"] | CellSendBatch["type"]): WorkerChannel {
+  return requestChannels[type];
+}
+
+/** The channel of a request type read off the wire (undefined for a type no request has). */
+export function cellRequestChannelOf(type: unknown): WorkerChannel | undefined {
+  return typeof type === "string" ? requestChannelsByType.get(type) : undefined;
+}
+
+const requestChannels: Readonly<Record<CellRequest["type"] | CellSendBatch["type"], WorkerChannel>> = {
+  "cell.send": "edge",
+  "cell.sendBatch": "edge",
+  "cell.openDirect": "edge",
+  "cell.createGroup": "edge",
+  "cell.addMembers": "edge",
+  "cell.history": "edge",
+  "cell.mailboxPage": "edge",
+  "cell.messagesAfter": "edge",
+  "cell.members": "edge",
+  "cell.receipt": "edge",
+  // An edge asks it before showing a user's presence (presence-access.ts).
+  "cell.sharedPeers": "edge",
+  "cell.appendMailbox": "peer",
+  "cell.import": "peer",
+  "cell.migrate": "admin",
+  "cell.stats": "admin",
+};
+const requestChannelsByType: ReadonlyMap<string, WorkerChannel> = new Map(Object.entries(requestChannels));
 
 /** Any worker can count a cell's rows; the ring picks one (no id matches this key). */
 export const cellStatsRingKey = "stats:cell";

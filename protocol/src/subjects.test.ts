@@ -11,6 +11,9 @@ import {
   membershipBucket,
   redisPrefix,
   revocationsSubject,
+  typingSubject,
+  workerRequestSubject,
+  workerRequestSubjects,
   workerSubject,
 } from "./subjects.ts";
 
@@ -30,6 +33,16 @@ describe("subject builders", () => {
     expect(cellDatabaseName("my_ns", "a7")).toBe("my_ns_cell_a7");
     expect(revocationsSubject("t1")).toBe("t1.sessions.revoke");
     expect(() => revocationsSubject("t.>")).toThrow(TypeError);
+    expect(typingSubject("t1")).toBe("t1.typing");
+  });
+
+  it("give each worker a subject per channel under its base, which permissions tell apart (docs/decisions/0015)", () => {
+    expect(workerRequestSubject("cellwire", "a", "a-1", "edge")).toBe("cellwire.cell.a.worker.a-1.edge");
+    expect(workerRequestSubject("cellwire", "a", "a-1", "peer")).toBe("cellwire.cell.a.worker.a-1.peer");
+    expect(workerRequestSubject("cellwire", "a", "a-1", "admin")).toBe("cellwire.cell.a.worker.a-1.admin");
+    expect(workerRequestSubjects("t.cell.b.worker.b-2")).toEqual({ edge: "t.cell.b.worker.b-2.edge", peer: "t.cell.b.worker.b-2.peer", admin: "t.cell.b.worker.b-2.admin" });
+    for (const bad of ["", "t.cell.a.worker.*", "t.cell.a.worker.>", "t cell"]) expect(() => workerRequestSubjects(bad)).toThrow(TypeError);
+    expect(() => workerRequestSubject("cellwire", "a", "victim.>", "admin")).toThrow(TypeError);
   });
 
   it("accept the longest valid ids", () => {

@@ -7,6 +7,10 @@ function assertToken(ok: boolean, what: string, value: string): void {
   if (!ok) throw new TypeError(`invalid ${what} for a subject: ${JSON.stringify(value.slice(0, 80))}`);
 }
 
+/**
+ * The base of a worker's subjects, as its lease names it (`WorkerLease.subject`). Nothing is published on
+ * the base itself: requests go to one of its channel subjects (workerRequestSubject).
+ */
 export function workerSubject(namespace: string, cellId: string, workerId: string): string {
   assertToken(isNamespace(namespace), "namespace", namespace);
   assertToken(isCellId(cellId), "cell id", cellId);
@@ -14,7 +18,32 @@ export function workerSubject(namespace: string, cellId: string, workerId: strin
   return `${namespace}.cell.${cellId}.worker.${workerId}`;
 }
 
-/** Every live delivery (delivery.batch), read by every edge (docs/decisions/0011). */
+/**
+ * Who may ask a worker for what (docs/decisions/0015): NATS permissions are per subject, so each caller
+ * kind has a subject of its own under the worker's base: `edge` for the requests an edge makes for its
+ * authenticated users, `peer` for worker to worker (mailbox relays, migration imports), `admin` for the
+ * operator's requests (cell.migrate, cell.stats). A worker refuses a request kind on another channel.
+ */
+export type WorkerChannel = "edge" | "peer" | "admin";
+export const workerChannels: readonly WorkerChannel[] = ["edge", "peer", "admin"];
+
+/** A worker's subject per channel, built once per membership change rather than per request. */
+export type WorkerRequestSubjects = Readonly<Record<WorkerChannel, string>>;
+
+/** The subjects under a base that passed the lease decoder or workerSubject (no wildcard can reach here). */
+export function workerRequestSubjects(baseSubject: string): WorkerRequestSubjects {
+  assertToken(/^[A-Za-z0-9_.-]+$/.test(baseSubject), "worker subject", baseSubject);
+  return { edge: `${baseSubject}.edge`, peer: `${baseSubject}.peer`, admin: `${baseSubject}.admin` };
+}
+
+export function workerRequestSubject(namespace: string, cellId: string, workerId: string, channel: WorkerChannel): string {
+  return workerRequestSubjects(workerSubject(namespace, cellId, workerId))[channel];
+}
+
+/**
+ * Every live delivery (delivery.batch), read by every edge (docs/decisions/0011). Only workers may
+ * publish here (docs/decisions/0015): a delivery's seq advances a session's cursor.
+ */
 export function deliveriesSubject(namespace: string): string {
   assertToken(isNamespace(namespace), "namespace", namespace);
   return `${namespace}.deliveries`;
@@ -54,6 +83,12 @@ export function cellDatabaseName(namespace: string, cellId: string): string {
   return `${namespace}_cell_${cellId}`;
 }
 
+
+/** Typing indicators between edges (a delivery.batch with typing only); every edge publishes and subscribes. */
+export function typingSubject(namespace: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  return `${namespace}.typing`;
+}
 
 /** Presence claims between edges (PresenceMessage); every edge publishes and subscribes. */
 export function presenceSubject(namespace: string): string {
