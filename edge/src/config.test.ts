@@ -53,6 +53,7 @@ describe("loadEdgeConfig", () => {
       overloadedRetryAfterMs: 250,
       sendBufferBytesMax: 1024 * 1024,
       heldEventsPerSessionMax: 1000,
+      heldBytesPerSessionMax: 1024 * 1024,
       conversationsPerSessionMax: 10_000,
       conversationReadsPerSessionMax: 8,
       conversationReadsInFlightMax: 256,

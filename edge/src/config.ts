@@ -85,6 +85,8 @@ export type EdgeConfig = {
   readonly overloadedRetryAfterMs: number;
   readonly sendBufferBytesMax: number;
   readonly heldEventsPerSessionMax: number;
+  /** Bytes of live items one session holds while it reads its logs, across them all (decision 0018). */
+  readonly heldBytesPerSessionMax: number;
   /** Conversations one session keeps a cursor for (least recently used idle ones out). */
   readonly conversationsPerSessionMax: number;
   /** Reads of conversation logs one session runs at once. */
@@ -256,6 +258,7 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     overloadedRetryAfterMs: reader.integer("EDGE_OVERLOADED_RETRY_AFTER_MS", 250, 1, 60_000),
     sendBufferBytesMax: reader.integer("EDGE_SEND_BUFFER_BYTES_MAX", 1024 * 1024, 16 * 1024, 256 * 1024 * 1024),
     heldEventsPerSessionMax: reader.integer("EDGE_HELD_EVENTS_PER_SESSION_MAX", 1000, 1, 1_000_000),
+    heldBytesPerSessionMax: reader.integer("EDGE_HELD_BYTES_PER_SESSION_MAX", 1024 * 1024, 64 * 1024, 1024 * 1024 * 1024),
     conversationsPerSessionMax: reader.integer("EDGE_CONVERSATIONS_PER_SESSION_MAX", 10_000, 1, 1_000_000),
     conversationReadsPerSessionMax: reader.integer("EDGE_CONVERSATION_READS_PER_SESSION_MAX", 8, 1, 1000),
     conversationReadsInFlightMax: reader.integer("EDGE_CONVERSATION_READS_IN_FLIGHT_MAX", 256, 1, 100_000),

@@ -6,6 +6,10 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import type { Message } from "@cellwire/protocol";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
+import { HeldBytesBudget } from "./held-bytes.ts";
+
+/** A budget that never refuses: these tests are about order and the count bound, not bytes. */
+const unboundedHeldBytes = (): HeldBytesBudget => new HeldBytesBudget(Number.POSITIVE_INFINITY);
 
 const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 
@@ -28,72 +32,72 @@ function pageOf(head: number, joinSeq: number, afterSeq: number | null, limit: n
 
 describe("ConversationCursor", () => {
   it("starts from a device's cursor: reads the log after it, then the live messages held meanwhile, each once", () => {
-    const cursor = ConversationCursor.reading(2, 10);
+    const cursor = ConversationCursor.reading(2, 10, unboundedHeldBytes());
     expect(cursor.isSyncing).toBe(true);
     expect(cursor.seq).toBe(2);
     expect(cursor.nextPageRequest(2)).toEqual({ afterSeq: 2, limit: 2 });
     // Committed and published while the first page is read.
-    expect(cursor.live(message(6))).toBe("hold");
+    expect(cursor.live(message(6), 1)).toBe("hold");
     expect(cursor.applyPage(pageOf(6, 0, 2, 2))).toEqual({ messages: [message(3), message(4)], done: false });
     expect(cursor.nextPageRequest(2)).toEqual({ afterSeq: 4, limit: 2 });
-    expect(cursor.live(message(7))).toBe("hold");
+    expect(cursor.live(message(7), 1)).toBe("hold");
     expect(cursor.applyPage(pageOf(6, 0, 4, 2))).toEqual({ messages: [message(5), message(6)], done: true });
     expect(cursor.finishSync()).toEqual({ messages: [message(7)], complete: true });
     expect(cursor.isSyncing).toBe(false);
     expect(cursor.seq).toBe(7);
-    expect(cursor.live(message(7))).toBe("drop");
-    expect(cursor.live(message(8))).toBe("send");
+    expect(cursor.live(message(7), 1)).toBe("drop");
+    expect(cursor.live(message(8), 1)).toBe("send");
     expect(cursor.seq).toBe(8);
   });
 
   it("starts at the member's join point when the device holds nothing: asks with afterSeq null and takes the page's start", () => {
-    const cursor = ConversationCursor.reading(undefined, 10);
+    const cursor = ConversationCursor.reading(undefined, 10, unboundedHeldBytes());
     expect(cursor.seq).toBeUndefined();
     expect(cursor.nextPageRequest(50)).toEqual({ afterSeq: null, limit: 50 });
     // Before the join point is known every live message waits, whatever its seq.
-    expect(cursor.live(message(12))).toBe("hold");
-    expect(cursor.live(message(12))).toBe("hold");
+    expect(cursor.live(message(12), 1)).toBe("hold");
+    expect(cursor.live(message(12), 1)).toBe("hold");
     // The member joined when the log's head was 10.
     expect(cursor.applyPage(pageOf(11, 10, null, 50))).toEqual({ messages: [message(11)], done: true });
     expect(cursor.seq).toBe(11);
     expect(cursor.finishSync()).toEqual({ messages: [message(12)], complete: true });
-    expect(cursor.live(message(13))).toBe("send");
+    expect(cursor.live(message(13), 1)).toBe("send");
   });
 
   it("writes nothing from before the join point, even held live messages", () => {
-    const cursor = ConversationCursor.reading(undefined, 10);
-    expect(cursor.live(message(3))).toBe("hold");
+    const cursor = ConversationCursor.reading(undefined, 10, unboundedHeldBytes());
+    expect(cursor.live(message(3), 1)).toBe("hold");
     expect(cursor.applyPage(pageOf(5, 5, null, 50))).toEqual({ messages: [], done: true });
     expect(cursor.seq).toBe(5);
     expect(cursor.finishSync()).toEqual({ messages: [], complete: true });
-    expect(cursor.live(message(6))).toBe("send");
+    expect(cursor.live(message(6), 1)).toBe("send");
   });
 
   it("starts live at a message in a live session: it and what follows are sent, nothing is read", () => {
-    const cursor = ConversationCursor.liveFrom(message(40), 10);
+    const cursor = ConversationCursor.liveFrom(message(40), 10, unboundedHeldBytes());
     expect(cursor.isSyncing).toBe(false);
     expect(cursor.seq).toBe(39);
-    expect(cursor.live(message(40))).toBe("send");
-    expect(cursor.live(message(41))).toBe("send");
-    expect(cursor.live(message(40))).toBe("drop");
+    expect(cursor.live(message(40), 1)).toBe("send");
+    expect(cursor.live(message(41), 1)).toBe("send");
+    expect(cursor.live(message(40), 1)).toBe("drop");
     expect(cursor.seq).toBe(41);
   });
 
   it("turns a live gap into a read from the cursor that fills it, then writes the held messages after it", () => {
-    const cursor = ConversationCursor.liveFrom(message(1), 10);
-    expect(cursor.live(message(1))).toBe("send");
-    expect(cursor.live(message(4))).toBe("start_sync");
+    const cursor = ConversationCursor.liveFrom(message(1), 10, unboundedHeldBytes());
+    expect(cursor.live(message(1), 1)).toBe("send");
+    expect(cursor.live(message(4), 1)).toBe("start_sync");
     expect(cursor.isSyncing).toBe(true);
-    expect(cursor.live(message(5))).toBe("hold");
+    expect(cursor.live(message(5), 1)).toBe("hold");
     expect(cursor.nextPageRequest(50)).toEqual({ afterSeq: 1, limit: 50 });
     // The cell read the page when the log ended at 3: 4 and 5 come from the held messages.
     expect(cursor.applyPage(pageOf(3, 0, 1, 50))).toEqual({ messages: [message(2), message(3)], done: true });
     expect(cursor.finishSync()).toEqual({ messages: [message(4), message(5)], complete: true });
-    expect(cursor.live(message(6))).toBe("send");
+    expect(cursor.live(message(6), 1)).toBe("send");
   });
 
   it("skips what a page repeats, stops at a hole in a page, and reports no progress as done", () => {
-    const cursor = ConversationCursor.reading(3, 10);
+    const cursor = ConversationCursor.reading(3, 10, unboundedHeldBytes());
     // A page that overlaps the cursor (1..5) and then jumps (7): only 4 and 5 are new and consecutive.
     const page: ConversationPage = { afterSeq: 0, messages: [...range(1, 5), message(7)], headSeq: 7 };
     expect(cursor.applyPage(page)).toEqual({ messages: [message(4), message(5)], done: false });
@@ -104,8 +108,8 @@ describe("ConversationCursor", () => {
   });
 
   it("reads the log again when a gap remains among the held messages after the pages", () => {
-    const cursor = ConversationCursor.reading(0, 10);
-    expect(cursor.live(message(3))).toBe("hold");
+    const cursor = ConversationCursor.reading(0, 10, unboundedHeldBytes());
+    expect(cursor.live(message(3), 1)).toBe("hold");
     // A page read before 1..3 were committed.
     expect(cursor.applyPage(pageOf(0, 0, 0, 50))).toEqual({ messages: [], done: true });
     expect(cursor.finishSync()).toEqual({ messages: [], complete: false });
@@ -116,8 +120,8 @@ describe("ConversationCursor", () => {
   });
 
   it("keeps at most heldMessagesMax live messages while reading; past it the log is read again", () => {
-    const cursor = ConversationCursor.reading(0, 2);
-    for (const seq of [1, 2, 3, 4]) expect(cursor.live(message(seq))).toBe("hold");
+    const cursor = ConversationCursor.reading(0, 2, unboundedHeldBytes());
+    for (const seq of [1, 2, 3, 4]) expect(cursor.live(message(seq), 1)).toBe("hold");
     // A page that saw nothing yet: 1 and 2 were held, 3 and 4 were not kept.
     cursor.applyPage(pageOf(0, 0, 0, 50));
     const first = cursor.finishSync();
@@ -126,17 +130,34 @@ describe("ConversationCursor", () => {
     expect(cursor.nextPageRequest(50)).toEqual({ afterSeq: 2, limit: 50 });
     expect(cursor.applyPage(pageOf(4, 0, 2, 50))).toEqual({ messages: [message(3), message(4)], done: true });
     expect(cursor.finishSync()).toEqual({ messages: [], complete: true });
-    expect(cursor.live(message(5))).toBe("send");
+    expect(cursor.live(message(5), 1)).toBe("send");
+  });
+
+  it("shares the session's byte budget with the other cursors: past it messages are read from the log, and a forgotten cursor gives its bytes back", () => {
+    const budget = new HeldBytesBudget(100);
+    const first = ConversationCursor.reading(0, 1000, budget);
+    const second = ConversationCursor.reading(0, 1000, budget);
+    expect(first.live(message(1), 70)).toBe("hold");
+    // The other cursor finds the budget spent: its message is not held (under the count bound).
+    expect(second.live(message(1), 70)).toBe("hold");
+    expect(budget.heldBytes).toBe(70);
+    second.applyPage(pageOf(0, 0, 0, 50));
+    expect(second.finishSync()).toEqual({ messages: [], complete: false });
+    expect(second.applyPage(pageOf(1, 0, 0, 50))).toEqual({ messages: [message(1)], done: true });
+    expect(second.finishSync()).toEqual({ messages: [], complete: true });
+    first.release();
+    expect(budget.heldBytes).toBe(0);
+    expect(second.live(message(2), 1)).toBe("send");
   });
 
   it("reads again on request from its seq, but not while a read is already due", () => {
-    const cursor = ConversationCursor.reading(4, 10);
+    const cursor = ConversationCursor.reading(4, 10, unboundedHeldBytes());
     expect(cursor.requestSync()).toBe(false);
     cursor.applyPage(pageOf(4, 0, 4, 50));
     cursor.finishSync();
     expect(cursor.requestSync()).toBe(true);
     expect(cursor.requestSync()).toBe(false);
-    expect(cursor.live(message(6))).toBe("hold");
+    expect(cursor.live(message(6), 1)).toBe("hold");
     expect(cursor.nextPageRequest(50)).toEqual({ afterSeq: 4, limit: 50 });
     expect(cursor.applyPage(pageOf(6, 0, 4, 50))).toEqual({ messages: [message(5), message(6)], done: true });
     expect(cursor.finishSync()).toEqual({ messages: [], complete: true });
@@ -177,7 +198,7 @@ describe("ConversationCursor", () => {
           const queued: number[] = [];
           const delivered: number[] = [];
           const written: number[] = [];
-          let cursor = start.kind === "live" ? undefined : ConversationCursor.reading(start.kind === "cursor" ? start.afterSeq : undefined, heldMax);
+          let cursor = start.kind === "live" ? undefined : ConversationCursor.reading(start.kind === "cursor" ? start.afterSeq : undefined, heldMax, unboundedHeldBytes());
           // What the device holds before anything is written: undefined until the live start is known.
           let expectedFrom: number | undefined = start.kind === "live" ? undefined : startSeq + 1;
           // The read in progress, as Session.readConversation runs it: a request, the cell reading the
@@ -217,10 +238,10 @@ describe("ConversationCursor", () => {
           const onLive = (seq: number): void => {
             delivered.push(seq);
             if (cursor === undefined) {
-              cursor = ConversationCursor.liveFrom(message(seq), heldMax);
+              cursor = ConversationCursor.liveFrom(message(seq), heldMax, unboundedHeldBytes());
               expectedFrom = seq;
             }
-            const decision = cursor.live(message(seq));
+            const decision = cursor.live(message(seq), 1);
             if (decision === "send") write([message(seq)]);
             else if (decision === "start_sync" || decision === "hold") startRead();
           };

@@ -5,33 +5,43 @@
 // keeps the same promise for mailbox events; this one has no floor (a log is never cut) and may start at
 // a point only the cell knows: the member's join point.
 import type { Message } from "@cellwire/protocol";
+import type { HeldBytesBudget } from "./held-bytes.ts";
 
 export type LiveDecision = "send" | "drop" | "hold" | "start_sync";
 
 /** What a read of the log answered: `afterSeq` is where the page starts (the join point, when asked). */
 export type ConversationPage = { readonly afterSeq: number; readonly messages: readonly Message[]; readonly headSeq: number };
 
+/** A live message held while the log is read, with the bytes it took from the session's budget. */
+type HeldMessage = { readonly message: Message; readonly bytes: number };
+
 export class ConversationCursor {
   private seqValue: number | undefined;
   private syncing: boolean;
-  private readonly held = new Map<number, Message>();
+  private readonly held = new Map<number, HeldMessage>();
   private overflowed = false;
 
   /**
    * @param startAfterSeq the last seq the device holds, or undefined to start at the member's join point
    *   (the first read learns it); either way the cursor starts by reading the log.
    * @param heldMessagesMax live messages kept while the log is read; past it they are read from the log.
+   * @param heldBytes the session's budget of held bytes, shared with its other cursors; past it too.
    */
-  static reading(startAfterSeq: number | undefined, heldMessagesMax: number): ConversationCursor {
-    return new ConversationCursor(startAfterSeq, true, heldMessagesMax);
+  static reading(startAfterSeq: number | undefined, heldMessagesMax: number, heldBytes: HeldBytesBudget): ConversationCursor {
+    return new ConversationCursor(startAfterSeq, true, heldMessagesMax, heldBytes);
   }
 
   /** A cursor that starts live just before `message` (a live session): nothing is read unless a gap shows. */
-  static liveFrom(message: Message, heldMessagesMax: number): ConversationCursor {
-    return new ConversationCursor(message.seq - 1, false, heldMessagesMax);
+  static liveFrom(message: Message, heldMessagesMax: number, heldBytes: HeldBytesBudget): ConversationCursor {
+    return new ConversationCursor(message.seq - 1, false, heldMessagesMax, heldBytes);
   }
 
-  private constructor(startAfterSeq: number | undefined, syncing: boolean, private readonly heldMessagesMax: number) {
+  private constructor(
+    startAfterSeq: number | undefined,
+    syncing: boolean,
+    private readonly heldMessagesMax: number,
+    private readonly heldBytes: HeldBytesBudget,
+  ) {
     this.seqValue = startAfterSeq;
     this.syncing = syncing;
   }
@@ -50,18 +60,21 @@ export class ConversationCursor {
     return { afterSeq: this.seqValue ?? null, limit: pageLimit };
   }
 
-  /** A live message arrived. "send": write it now (the cursor advanced); "start_sync": a gap, read the log. */
-  live(message: Message): LiveDecision {
+  /**
+   * A live message arrived, `frameLength` the length of its encoded frame (what holding it costs). "send":
+   * write it now (the cursor advanced); "start_sync": a gap, read the log.
+   */
+  live(message: Message, frameLength: number): LiveDecision {
     if (this.seqValue !== undefined && message.seq <= this.seqValue) return "drop";
     if (this.syncing || this.seqValue === undefined) {
-      this.hold(message);
+      this.hold(message, frameLength);
       return "hold";
     }
     if (message.seq === this.seqValue + 1) {
       this.seqValue = message.seq;
       return "send";
     }
-    this.hold(message);
+    this.hold(message, frameLength);
     this.syncing = true;
     return "start_sync";
   }
@@ -94,11 +107,16 @@ export class ConversationCursor {
   finishSync(): { readonly messages: Message[]; readonly complete: boolean } {
     const messages: Message[] = [];
     const start = this.seqValue ?? 0;
-    for (const seq of [...this.held.keys()]) if (seq <= start) this.held.delete(seq);
+    for (const [seq, item] of this.held) {
+      if (seq > start) continue;
+      this.held.delete(seq);
+      this.heldBytes.give(item.bytes);
+    }
     let next = start + 1;
-    for (let message = this.held.get(next); message !== undefined; message = this.held.get(next)) {
-      messages.push(message);
+    for (let item = this.held.get(next); item !== undefined; item = this.held.get(next)) {
+      messages.push(item.message);
       this.held.delete(next);
+      this.heldBytes.give(item.bytes);
       this.seqValue = next;
       next++;
     }
@@ -108,11 +126,19 @@ export class ConversationCursor {
     return { messages, complete };
   }
 
-  private hold(message: Message): void {
-    if (this.held.size >= this.heldMessagesMax) {
+  /** The cursor is forgotten (the session no longer follows the conversation): its held bytes go back. */
+  release(): void {
+    for (const item of this.held.values()) this.heldBytes.give(item.bytes);
+    this.held.clear();
+  }
+
+  private hold(message: Message, bytes: number): void {
+    // Past either bound the message is not held; it is read from the log after the pages (decision 0018).
+    if (this.held.has(message.seq)) return;
+    if (this.held.size >= this.heldMessagesMax || !this.heldBytes.tryTake(bytes)) {
       this.overflowed = true;
       return;
     }
-    this.held.set(message.seq, message);
+    this.held.set(message.seq, { message, bytes });
   }
 }

@@ -44,6 +44,11 @@ export type EdgeLimits = {
    */
   readonly heldEventsPerSessionMax: number;
   /**
+   * Bytes (encoded frame lengths) of the live items one session holds across all the logs it reads; past
+   * it further items are read from their log, as past heldEventsPerSessionMax (docs/decisions/0018).
+   */
+  readonly heldBytesPerSessionMax: number;
+  /**
    * Conversations one session keeps a cursor for; past it the least recently used one that is not being
    * read is forgotten (a later message of it is read from the member's join point again in a resumed
    * session, and the device drops what it already holds by seq).

@@ -107,6 +107,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       overloadedRetryAfterMs: config.overloadedRetryAfterMs,
       sendBufferBytesMax: config.sendBufferBytesMax,
       heldEventsPerSessionMax: config.heldEventsPerSessionMax,
+      heldBytesPerSessionMax: config.heldBytesPerSessionMax,
       conversationsPerSessionMax: config.conversationsPerSessionMax,
       conversationReadsPerSessionMax: config.conversationReadsPerSessionMax,
       typingIntervalMs: config.typingIntervalMs,

@@ -1,7 +1,11 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import type { SequencedEvent } from "@cellwire/protocol";
+import { HeldBytesBudget } from "./held-bytes.ts";
 import { MailboxCursor } from "./mailbox-cursor.ts";
+
+/** A budget that never refuses: these tests are about order and the count bound, not bytes. */
+const unboundedHeldBytes = (): HeldBytesBudget => new HeldBytesBudget(Number.POSITIVE_INFINITY);
 
 /** Mailbox events under protocol 2 are joined and receipt events; a receipt per seq keeps each one distinct. */
 function event(seq: number): SequencedEvent {
@@ -19,47 +23,47 @@ function pageOf(head: number, floor: number, afterSeq: number, limit: number, pa
 
 describe("MailboxCursor", () => {
   it("starts live at the head when the device has no cursor", () => {
-    const cursor = new MailboxCursor(undefined, 10);
+    const cursor = new MailboxCursor(undefined, 10, unboundedHeldBytes());
     expect(cursor.nextPageRequest(50)).toEqual({ afterSeq: 0, limit: 0 });
-    expect(cursor.live(event(8))).toBe("hold");
+    expect(cursor.live(event(8), 1)).toBe("hold");
     expect(cursor.applyPage({ events: [], headSeq: 7, floorSeq: 0 })).toEqual({ kind: "events", events: [], done: true });
     expect(cursor.finishSync()).toEqual({ events: [event(8)], complete: true });
-    expect(cursor.live(event(9))).toBe("send");
-    expect(cursor.live(event(9))).toBe("drop");
+    expect(cursor.live(event(9), 1)).toBe("send");
+    expect(cursor.live(event(9), 1)).toBe("drop");
   });
 
   it("replays the backlog in pages, then the held live events, each once", () => {
-    const cursor = new MailboxCursor(2, 10);
-    expect(cursor.live(event(5))).toBe("hold");
+    const cursor = new MailboxCursor(2, 10, unboundedHeldBytes());
+    expect(cursor.live(event(5), 1)).toBe("hold");
     expect(cursor.applyPage(pageOf(6, 0, 2, 2, 2))).toEqual({ kind: "events", events: [event(3), event(4)], done: false });
-    expect(cursor.live(event(6))).toBe("hold");
+    expect(cursor.live(event(6), 1)).toBe("hold");
     expect(cursor.applyPage(pageOf(6, 0, 4, 2, 2))).toEqual({ kind: "events", events: [event(5), event(6)], done: true });
     expect(cursor.finishSync()).toEqual({ events: [], complete: true });
     expect(cursor.seq).toBe(6);
-    expect(cursor.live(event(7))).toBe("send");
+    expect(cursor.live(event(7), 1)).toBe("send");
   });
 
   it("asks for a resync when the events after its seq were cut", () => {
-    const cursor = new MailboxCursor(3, 10);
+    const cursor = new MailboxCursor(3, 10, unboundedHeldBytes());
     expect(cursor.applyPage({ events: [], headSeq: 40, floorSeq: 10 })).toEqual({ kind: "resync", headSeq: 40 });
     expect(cursor.seq).toBe(40);
   });
 
   it("turns a live gap into a sync that fills it", () => {
-    const cursor = new MailboxCursor(0, 10);
+    const cursor = new MailboxCursor(0, 10, unboundedHeldBytes());
     cursor.applyPage({ events: [], headSeq: 0, floorSeq: 0 });
     cursor.finishSync();
-    expect(cursor.live(event(1))).toBe("send");
-    expect(cursor.live(event(3))).toBe("start_sync");
-    expect(cursor.live(event(4))).toBe("hold");
+    expect(cursor.live(event(1), 1)).toBe("send");
+    expect(cursor.live(event(3), 1)).toBe("start_sync");
+    expect(cursor.live(event(4), 1)).toBe("hold");
     expect(cursor.applyPage(pageOf(4, 0, 1, 50, 50))).toEqual({ kind: "events", events: [event(2), event(3), event(4)], done: true });
     expect(cursor.finishSync()).toEqual({ events: [], complete: true });
   });
 
   it("reads the mailbox again when held events overflowed", () => {
-    const cursor = new MailboxCursor(0, 1);
-    cursor.live(event(1));
-    cursor.live(event(2));
+    const cursor = new MailboxCursor(0, 1, unboundedHeldBytes());
+    cursor.live(event(1), 1);
+    cursor.live(event(2), 1);
     expect(cursor.applyPage({ events: [], headSeq: 0, floorSeq: 0 }).kind).toBe("events");
     const first = cursor.finishSync();
     expect(first.complete).toBe(false);
@@ -69,14 +73,42 @@ describe("MailboxCursor", () => {
     expect(cursor.seq).toBe(2);
   });
 
+  it("holds live events up to the session's byte budget, reads the rest from the mailbox and gives the bytes back", () => {
+    const budget = new HeldBytesBudget(100);
+    const cursor = new MailboxCursor(0, 1000, budget);
+    expect(cursor.live(event(1), 60)).toBe("hold");
+    expect(budget.heldBytes).toBe(60);
+    // Under the count bound (1,000) but past the bytes: not held, read from the mailbox instead.
+    expect(cursor.live(event(2), 60)).toBe("hold");
+    expect(budget.heldBytes).toBe(60);
+    cursor.applyPage({ events: [], headSeq: 2, floorSeq: 0 });
+    const first = cursor.finishSync();
+    expect(first).toEqual({ events: [event(1)], complete: false });
+    expect(budget.heldBytes).toBe(0);
+    cursor.applyPage(pageOf(2, 0, 1, 50, 50));
+    expect(cursor.finishSync()).toEqual({ events: [], complete: true });
+    expect(cursor.seq).toBe(2);
+  });
+
+  it("gives back the bytes of held events a page already brought", () => {
+    const budget = new HeldBytesBudget(1000);
+    const cursor = new MailboxCursor(0, 1000, budget);
+    cursor.live(event(1), 100);
+    cursor.live(event(2), 100);
+    expect(budget.heldBytes).toBe(200);
+    cursor.applyPage(pageOf(2, 0, 1, 50, 50));
+    expect(cursor.finishSync()).toEqual({ events: [], complete: true });
+    expect(budget.heldBytes).toBe(0);
+  });
+
   it("reads again from its seq on request, but not while a sync is already due", () => {
-    const cursor = new MailboxCursor(undefined, 10);
+    const cursor = new MailboxCursor(undefined, 10, unboundedHeldBytes());
     expect(cursor.requestSync()).toBe(false);
     cursor.applyPage({ events: [], headSeq: 2, floorSeq: 0 });
     cursor.finishSync();
     expect(cursor.requestSync()).toBe(true);
     expect(cursor.requestSync()).toBe(false);
-    expect(cursor.live(event(3))).toBe("hold");
+    expect(cursor.live(event(3), 1)).toBe("hold");
     expect(cursor.nextPageRequest(50)).toEqual({ afterSeq: 2, limit: 50 });
     expect(cursor.applyPage(pageOf(3, 0, 2, 50, 50))).toEqual({ kind: "events", events: [event(3)], done: true });
     expect(cursor.finishSync()).toEqual({ events: [], complete: true });
@@ -97,7 +129,7 @@ describe("MailboxCursor", () => {
           let head = start;
           let published = start;
           const finalHead = start + extra;
-          const cursor = new MailboxCursor(resumeAfterSeq, heldMax);
+          const cursor = new MailboxCursor(resumeAfterSeq, heldMax, unboundedHeldBytes());
           const written: number[] = [];
           const write = (events: SequencedEvent[]): void => void written.push(...events.map((item) => item.seq));
           let step = 0;
@@ -110,7 +142,7 @@ describe("MailboxCursor", () => {
                 const outcome = cursor.applyPage(pageOf(head, 0, request.afterSeq, request.limit, pageSize));
                 if (outcome.kind === "resync") throw new Error("unexpected resync");
                 write(outcome.events);
-                if (nextAction() === 1 && published < head) cursor.live(event(++published));
+                if (nextAction() === 1 && published < head) cursor.live(event(++published), 1);
                 if (outcome.done) break;
               }
               const finished = cursor.finishSync();
@@ -122,12 +154,12 @@ describe("MailboxCursor", () => {
           runSync();
           while (published < finalHead) {
             if (head <= published) head++;
-            const decision = cursor.live(event(++published));
+            const decision = cursor.live(event(++published), 1);
             if (decision === "send") written.push(published);
             if (decision === "start_sync") runSync();
           }
           while (published < head) {
-            const decision = cursor.live(event(++published));
+            const decision = cursor.live(event(++published), 1);
             if (decision === "send") written.push(published);
             if (decision === "start_sync") runSync();
           }

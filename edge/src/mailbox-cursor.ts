@@ -3,6 +3,7 @@
 // receives the mailbox in seq order with no gap and no duplicate, whether events arrive in a page, live,
 // or both.
 import type { SequencedEvent } from "@cellwire/protocol";
+import type { HeldBytesBudget } from "./held-bytes.ts";
 
 export type LiveDecision = "send" | "drop" | "hold" | "start_sync";
 
@@ -12,6 +13,9 @@ export type PageOutcome =
 
 export type Page = { readonly events: readonly SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number };
 
+/** A live event held while the backlog is read, with the bytes it took from the session's budget. */
+type HeldEvent = { readonly event: SequencedEvent; readonly bytes: number };
+
 export class MailboxCursor {
   private seqValue: number | undefined;
   private syncing = true;
@@ -19,17 +23,20 @@ export class MailboxCursor {
    * Live events held while the backlog is read, by seq. Made on the first one: most sessions never hold an
    * event, and an empty Map costs an idle session about 250 bytes.
    */
-  private held: Map<number, SequencedEvent> | undefined;
+  private held: Map<number, HeldEvent> | undefined;
   private overflowed = false;
 
   /**
    * @param resumeAfterSeq the last seq the device holds, or undefined to start live at the head.
    * @param heldEventsMax live events kept while the backlog is read; past it they are dropped and read
    *   from the mailbox instead (they are all in it).
+   * @param heldBytes the session's budget of held bytes, shared with its conversation cursors; past it
+   *   live events are read from the mailbox too.
    */
   constructor(
     resumeAfterSeq: number | undefined,
     private readonly heldEventsMax: number,
+    private readonly heldBytes: HeldBytesBudget,
   ) {
     this.seqValue = resumeAfterSeq;
   }
@@ -48,18 +55,21 @@ export class MailboxCursor {
     return this.seqValue === undefined ? { afterSeq: 0, limit: 0 } : { afterSeq: this.seqValue, limit: pageLimit };
   }
 
-  /** A live event arrived. "send": write it now (the cursor advanced); "start_sync": a gap, read pages. */
-  live(event: SequencedEvent): LiveDecision {
+  /**
+   * A live event arrived, `frameLength` the length of its encoded frame (what holding it costs). "send":
+   * write it now (the cursor advanced); "start_sync": a gap, read pages.
+   */
+  live(event: SequencedEvent, frameLength: number): LiveDecision {
     if (this.seqValue !== undefined && event.seq <= this.seqValue) return "drop";
     if (this.syncing || this.seqValue === undefined) {
-      this.hold(event);
+      this.hold(event, frameLength);
       return "hold";
     }
     if (event.seq === this.seqValue + 1) {
       this.seqValue = event.seq;
       return "send";
     }
-    this.hold(event);
+    this.hold(event, frameLength);
     this.syncing = true;
     return "start_sync";
   }
@@ -109,9 +119,10 @@ export class MailboxCursor {
     this.dropHeldUpTo(start);
     const held = this.held;
     let next = start + 1;
-    for (let event = held?.get(next); event !== undefined; event = held?.get(next)) {
-      events.push(event);
+    for (let item = held?.get(next); item !== undefined; item = held?.get(next)) {
+      events.push(item.event);
       held?.delete(next);
+      this.heldBytes.give(item.bytes);
       this.seqValue = next;
       next++;
     }
@@ -122,20 +133,28 @@ export class MailboxCursor {
     return { events, complete };
   }
 
-  private hold(event: SequencedEvent): void {
+  private hold(event: SequencedEvent, bytes: number): void {
     this.held ??= new Map();
-    if (this.held.size >= this.heldEventsMax) {
+    // Past either bound the event is not held (a second copy of a seq already held is not charged twice);
+    // it is read from the mailbox after the pages, like every event past the count (decision 0018).
+    if (this.held.has(event.seq)) return;
+    if (this.held.size >= this.heldEventsMax || !this.heldBytes.tryTake(bytes)) {
       this.overflowed = true;
+      if (this.held.size === 0) this.held = undefined;
       return;
     }
-    this.held.set(event.seq, event);
+    this.held.set(event.seq, { event, bytes });
   }
 
   private dropHeldUpTo(seq: number): void {
     const held = this.held;
     if (held === undefined) return;
     // Deleting the entry being visited is safe while iterating a Map.
-    for (const heldSeq of held.keys()) if (heldSeq <= seq) held.delete(heldSeq);
+    for (const [heldSeq, item] of held) {
+      if (heldSeq > seq) continue;
+      held.delete(heldSeq);
+      this.heldBytes.give(item.bytes);
+    }
     if (held.size === 0) this.held = undefined;
   }
 }

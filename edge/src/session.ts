@@ -24,6 +24,7 @@ import type { EdgeCore, SessionTransport } from "./edge-core.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
 import type { RequestContext } from "./request-handler.ts";
 import type { DrainTarget } from "./edge-drain.ts";
+import { HeldBytesBudget } from "./held-bytes.ts";
 import { MailboxCursor } from "./mailbox-cursor.ts";
 import { rateLimitedKindOf, SessionRateLimits, type UserRateLimits } from "./rate-limit/request-rate-limits.ts";
 import { TypingRateLimiter } from "./typing/typing-rate-limiter.ts";
@@ -40,6 +41,8 @@ type SessionState =
       readonly homeCellId: string;
       readonly homeEpoch: number;
       readonly cursor: MailboxCursor;
+      /** The bytes of live items held by the cursors while they read (heldBytesPerSessionMax). */
+      readonly heldBytes: HeldBytesBudget;
       /**
        * A cursor per conversation the session follows, least recently used first (docs/decisions/0009).
        * Bounded by conversationsPerSessionMax.
@@ -244,7 +247,7 @@ export class Session implements DeliveryTarget, DrainTarget {
 
   deliver(event: SequencedEvent, serializedFrame: string): void {
     if (this.state.kind !== "open") return;
-    const decision = this.state.cursor.live(event);
+    const decision = this.state.cursor.live(event, serializedFrame.length);
     if (decision === "send") {
       this.write(serializedFrame);
       this.mailboxEventWritten(event);
@@ -258,7 +261,7 @@ export class Session implements DeliveryTarget, DrainTarget {
    */
   deliverMessage(message: Message, serializedFrame: string, recipientCount: number): void {
     if (this.state.kind !== "open") return;
-    const { conversations, resumed } = this.state;
+    const { conversations, resumed, heldBytes } = this.state;
     // The fan-out is charged after the fact, once, by the session of the device that sent the message: the
     // edge cannot know a conversation's member count before its cell answers (docs/protocol.md, "Rate limits").
     if (message.senderUserId === this.state.userId && message.senderDeviceId === this.state.deviceId) {
@@ -266,14 +269,15 @@ export class Session implements DeliveryTarget, DrainTarget {
     }
     let cursor = conversations.get(message.conversationId);
     if (cursor === undefined) {
-      cursor = resumed ? ConversationCursor.reading(undefined, this.core.limits.heldEventsPerSessionMax) : ConversationCursor.liveFrom(message, this.core.limits.heldEventsPerSessionMax);
+      const heldMax = this.core.limits.heldEventsPerSessionMax;
+      cursor = resumed ? ConversationCursor.reading(undefined, heldMax, heldBytes) : ConversationCursor.liveFrom(message, heldMax, heldBytes);
       this.follow(message.conversationId, cursor);
     } else {
       // Re-inserted: the Map's order is the least recently used first, for the bound.
       conversations.delete(message.conversationId);
       conversations.set(message.conversationId, cursor);
     }
-    const decision = cursor.live(message);
+    const decision = cursor.live(message, serializedFrame.length);
     if (decision === "send") this.write(serializedFrame);
     else if (decision === "start_sync" || (decision === "hold" && !this.initialSyncRunning)) void this.readConversation(message.conversationId);
   }
@@ -358,7 +362,8 @@ export class Session implements DeliveryTarget, DrainTarget {
       return this.close("token_revoked", "the user's sessions were revoked; sign in again");
     }
     this.expiresAtMs = outcome.identity.expiresAtMs;
-    const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax);
+    const heldBytes = new HeldBytesBudget(this.core.limits.heldBytesPerSessionMax);
+    const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax, heldBytes);
     const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
     const conversations = new Map<string, ConversationCursor>();
     this.state = {
@@ -368,12 +373,13 @@ export class Session implements DeliveryTarget, DrainTarget {
       homeCellId: home.cellId,
       homeEpoch: home.epoch,
       cursor,
+      heldBytes,
       conversations,
       resumed: hello.resumeAfterSeq !== undefined,
       typingLimiter,
     };
     for (const listed of hello.conversations ?? []) {
-      this.follow(listed.conversationId, ConversationCursor.reading(listed.afterSeq, this.core.limits.heldEventsPerSessionMax));
+      this.follow(listed.conversationId, ConversationCursor.reading(listed.afterSeq, this.core.limits.heldEventsPerSessionMax, heldBytes));
     }
     clearTimeout(this.authTimer);
     this.authTimer = undefined;
@@ -441,11 +447,13 @@ export class Session implements DeliveryTarget, DrainTarget {
   private follow(conversationId: string, cursor: ConversationCursor): void {
     if (this.state.kind !== "open") return;
     const { conversations } = this.state;
+    conversations.get(conversationId)?.release();
     conversations.delete(conversationId);
     conversations.set(conversationId, cursor);
     if (conversations.size <= this.core.limits.conversationsPerSessionMax) return;
     for (const [candidateId, candidate] of conversations) {
       if (candidateId === conversationId || candidate.isSyncing) continue;
+      candidate.release();
       conversations.delete(candidateId);
       return;
     }
@@ -456,7 +464,7 @@ export class Session implements DeliveryTarget, DrainTarget {
     if (this.state.kind !== "open" || event.event.kind !== "joined") return;
     const { conversationId, afterSeq } = event.event;
     if (this.state.conversations.has(conversationId)) return;
-    this.follow(conversationId, ConversationCursor.reading(afterSeq, this.core.limits.heldEventsPerSessionMax));
+    this.follow(conversationId, ConversationCursor.reading(afterSeq, this.core.limits.heldEventsPerSessionMax, this.state.heldBytes));
     if (!this.initialSyncRunning) void this.readConversation(conversationId);
   }
 
@@ -496,6 +504,7 @@ export class Session implements DeliveryTarget, DrainTarget {
     } catch (error) {
       if (this.state.kind !== "open") return;
       if (error instanceof CellwireError && error.code === "not_a_member") {
+        this.state.conversations.get(conversationId)?.release();
         this.state.conversations.delete(conversationId);
         return;
       }

@@ -529,6 +529,7 @@ export const defaultTestLimits: EdgeLimits = {
   overloadedRetryAfterMs: 250,
   sendBufferBytesMax: 64 * 1024,
   heldEventsPerSessionMax: 100,
+  heldBytesPerSessionMax: 1024 * 1024,
   conversationsPerSessionMax: 100,
   conversationReadsPerSessionMax: 4,
   typingIntervalMs: 1000,
