@@ -1025,7 +1025,7 @@ describe("floods", () => {
   // Issue 10 adds per-session rate limits and Origin checks (built by other engineers meanwhile): when they
   // land, the sends, pings and connects below meet their codes sooner. Until then these cases assert what
   // docs/protocol.md documents today: rate_limited past EDGE_REQUESTS_IN_FLIGHT_PER_SESSION_MAX (64) and
-  // for typing past EDGE_TYPING_INTERVAL_MS, 4202 past EDGE_SESSIONS_PER_USER_MAX (16).
+  // for typing past EDGE_TYPING_INTERVAL_MS, 4005 (reconnect) past EDGE_SESSIONS_PER_USER_MAX (16).
 
   /** Sends every frame at once, then waits for one reply per requestId; returns them by requestId. */
   async function burst(probe: Probe, frames: Frame[]): Promise<Map<string, Frame[]>> {
@@ -1103,7 +1103,7 @@ describe("floods", () => {
     probe.close();
   });
 
-  it("40 connects of one user at once → 16 welcomed, 24 closed with 4202", async () => {
+  it("40 connects of one user at once → 16 welcomed, 24 closed with 4005 (reconnect, not stop)", async () => {
     const probes = await Promise.all(Array.from({ length: 40 }, () => Probe.open()));
     for (const probe of probes) probe.sendText(helloWith(tokenFor("connector")));
     await Promise.all(probes.map((probe) => probe.until(() => probe.frames.some((frame) => frame["type"] === "welcome") || probe.closeCode !== undefined, "welcome or close")));

@@ -370,7 +370,7 @@ describe("CellwireClient: reconnecting", () => {
     expect(edge.framesOfType("hello").map((hello) => hello.token)).toEqual(["token-1", "token-2"]);
   });
 
-  it.each([closeCodes.protocol_violation.code, closeCodes.too_many_sessions.code])(
+  it.each([closeCodes.protocol_violation.code, closeCodes.unsupported_protocol_version.code])(
     "after a %i close (4200 range) stops: closed, pending requests reject, no reconnect",
     async (code) => {
       const { edge, clock, client, states } = setup();
@@ -387,6 +387,18 @@ describe("CellwireClient: reconnecting", () => {
       expect(edge.sockets).toHaveLength(1);
     },
   );
+
+  it("after a too_many_sessions close reconnects with backoff rather than stop: the user's gone sessions stop counting", async () => {
+    const { edge, clock, client, states } = setup();
+    await client.connect();
+    edge.lastSocket.drop(closeCodes.too_many_sessions.code);
+    await flush();
+    expect(client.state).toBe("waiting_to_reconnect");
+    expect(states.at(-1)).toMatchObject({ state: "waiting_to_reconnect", closeCode: closeCodes.too_many_sessions.code });
+    clock.advanceBy(60_000);
+    await flush();
+    expect(edge.sockets).toHaveLength(2);
+  });
 
   it("rejects connect() when the edge stops the first attempt (4201 on hello)", async () => {
     const { edge, client } = setup();

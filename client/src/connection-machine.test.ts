@@ -197,6 +197,10 @@ describe("connection machine: close codes", () => {
   it.each([
     [closeCodes.going_away.code, "reconnect"],
     [closeCodes.slow_consumer.code, "reconnect"],
+    // The user at the edge's per-user limit, and a session of theirs taken for gone: a client with fewer
+    // live sockets than the limit must never be told to stop (docs/decisions/0018).
+    [closeCodes.too_many_sessions.code, "reconnect"],
+    [closeCodes.stale_session.code, "reconnect"],
     [standardCloseCodes.normal, "reconnect"],
     [standardCloseCodes.goingAway, "reconnect"],
     [standardCloseCodes.abnormal, "reconnect"],
@@ -213,7 +217,7 @@ describe("connection machine: close codes", () => {
     expect(next.effects).toContainEqual({ type: "fetch_token", attemptId: 2, reason });
   });
 
-  it.each([closeCodes.protocol_violation.code, closeCodes.unsupported_protocol_version.code, closeCodes.too_many_sessions.code])(
+  it.each([closeCodes.protocol_violation.code, closeCodes.unsupported_protocol_version.code])(
     "close %i (4200 range) → closed, pending requests fail, no timer",
     (code) => {
       for (const from of [connectingSocket(), authenticating(), open()]) {
@@ -348,7 +352,7 @@ describe("connection machine: edge URLs", () => {
   });
 
   it("a 4200-range stop keeps the URL; reconnect_limit moves on; connect() after closed starts at the kept URL", () => {
-    const stopped = at(go([connect, token, opened]), { type: "socket_closed", attemptId: 1, code: closeCodes.too_many_sessions.code }).state;
+    const stopped = at(go([connect, token, opened]), { type: "socket_closed", attemptId: 1, code: closeCodes.protocol_violation.code }).state;
     expect(stopped).toMatchObject({ name: "closed", urlIndex: 0 });
     const limited = run([connect, token, abnormal], initialConnectionState, { ...threeUrls, reconnectAttemptsMax: 0 });
     expect(limited).toMatchObject({ name: "closed", closedReason: "reconnect_limit", urlIndex: 1 });

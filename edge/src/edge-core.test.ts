@@ -2,7 +2,7 @@
 // directory and cells, and an in-memory delivery source. No timing assumption beyond waiting for events.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { devDirectConversationKey, directConversationId, UnavailableError } from "@cellwire/cluster";
-import { closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
+import { closeAdvice, closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
 import type { CellServedFrame } from "./request-handler.ts";
 import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
 
@@ -167,7 +167,7 @@ describe("authentication", () => {
     expect((await edge.authenticated("alice")).welcome["deviceId"]).toBe("default");
   });
 
-  it("refuses a user's session past sessionsPerUserMax with 4202, other users unaffected", async () => {
+  it("refuses a user's session past sessionsPerUserMax with too_many_sessions, other users unaffected", async () => {
     const edge = newEdge({ sessionsPerUserMax: 2 });
     const first = await edge.authenticated("alice");
     await edge.authenticated("alice");
@@ -182,6 +182,31 @@ describe("authentication", () => {
     expect(edge.deliveries.sessionCount("alice")).toBe(2);
     // Each refusal is counted (/healthz reports it).
     expect(edge.core.tooManySessionsRefusals).toBe(1);
+  });
+
+  it("at sessionsPerUserMax, closes the user's session silent for two heartbeat intervals (4004) to make room; refuses with a reconnect code while all are live", async () => {
+    const edge = newEdge({ sessionsPerUserMax: 2, heartbeatIntervalMs: 25_000 });
+    // Gone: its socket's close never reached the edge (a dead network path during an outage).
+    const gone = await edge.authenticated("alice");
+    const live = await edge.authenticated("alice");
+    edge.clock.advance(40_000);
+    live.transport.receiveJson({ type: "ping", requestId: "p1" });
+    await live.transport.frame((frame) => frame["type"] === "pong");
+    edge.clock.advance(20_000);
+    // 60 s silent (past 2 × 25 s) against 20 s: the silent one makes room, the live one stays.
+    const returning = await edge.authenticated("alice");
+    expect(await gone.transport.closed()).toBe(closeCodes.stale_session.code);
+    expect(closeAdvice(closeCodes.stale_session.code)).toBe("reconnect");
+    expect(live.transport.isOpen).toBe(true);
+    expect(returning.transport.isOpen).toBe(true);
+    expect(edge.deliveries.sessionCount("alice")).toBe(2);
+    // Both live now: the next one is refused, with a code that tells the client to come back, not to stop.
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
+    const code = await transport.closed();
+    expect(code).toBe(closeCodes.too_many_sessions.code);
+    expect(closeAdvice(code)).toBe("reconnect");
+    expect(live.transport.isOpen && returning.transport.isOpen).toBe(true);
   });
 
   it("counts the sessions that have not been welcomed: waiting for a hello or being verified, until welcomed or closed", async () => {
@@ -224,7 +249,8 @@ describe("authentication", () => {
         ),
       ),
     );
-    expect(outcomes.sort()).toEqual(["closed 4202", "closed 4202", "welcome"]);
+    const refused = `closed ${closeCodes.too_many_sessions.code}`;
+    expect(outcomes.sort()).toEqual([refused, refused, "welcome"]);
     expect(edge.deliveries.sessionCount("alice")).toBe(1);
   });
 

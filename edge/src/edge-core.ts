@@ -165,6 +165,27 @@ export class EdgeCore {
     else if (sessions !== session) this.sessionsByUser.set(userId, new Set([sessions, session]));
   }
 
+  /**
+   * Closes with 4004 (stale_session) the user's session here heard from least recently, if it has been
+   * silent for more than two heartbeat intervals: a client pings every interval, so such a session is a
+   * socket whose close never reached the edge (a dead network path, a device that slept), and it must not
+   * keep the user's live devices out (docs/decisions/0018). Returns whether it closed one. At most
+   * sessionsPerUserMax sessions looked at, only when the user is at the limit.
+   */
+  closeSilentSessionOf(userId: string): boolean {
+    const sessions = this.sessionsByUser.get(userId);
+    if (sessions === undefined) return false;
+    let silentest: Session | undefined;
+    for (const session of sessions instanceof Set ? sessions : [sessions]) {
+      if (silentest === undefined || session.lastHeardAtMs < silentest.lastHeardAtMs) silentest = session;
+    }
+    if (silentest === undefined) return false;
+    const silentMs = this.ephemeral.monotonicNowMs() - silentest.lastHeardAtMs;
+    if (silentMs <= 2 * this.limits.heartbeatIntervalMs) return false;
+    silentest.close("stale_session", `silent for ${Math.round(silentMs)} ms while its user opened another session`);
+    return true;
+  }
+
   /** The session closed; `userId` is set when it had been welcomed. */
   forget(session: Session, userId: string | undefined): void {
     this.sessions.delete(session);

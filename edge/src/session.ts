@@ -102,16 +102,27 @@ export class Session implements DeliveryTarget, DrainTarget {
   private expiresAtMs = Number.POSITIVE_INFINITY;
   /** Monotonic ms of the last refresh accepted for verification; -Infinity before the first. */
   private lastRefreshAtMs = Number.NEGATIVE_INFINITY;
+  /**
+   * Monotonic ms of the last frame received (of the socket's opening before one): a client pings every
+   * heartbeatIntervalMs, so a session silent much longer is taken for gone when its user needs the room
+   * (EdgeCore.closeSilentSessionOf). One number stored per frame, no allocation.
+   */
+  private lastHeardAtMsValue: number;
 
   constructor(
     private readonly core: EdgeCore,
     private readonly transport: SessionTransport,
   ) {
+    this.lastHeardAtMsValue = core.ephemeral.monotonicNowMs();
     this.authTimer = setTimeout(() => this.close("authentication_timeout", "no hello within the deadline"), core.limits.authTimeoutMs);
   }
 
   get tokenExpiresAtMs(): number {
     return this.expiresAtMs;
+  }
+
+  get lastHeardAtMs(): number {
+    return this.lastHeardAtMsValue;
   }
 
   get isOpen(): boolean {
@@ -134,6 +145,7 @@ export class Session implements DeliveryTarget, DrainTarget {
   /** A text (or binary) frame from the client. Never throws. */
   receive(text: string, isBinary: boolean): void {
     if (this.state.kind === "closed") return;
+    this.lastHeardAtMsValue = this.core.ephemeral.monotonicNowMs();
     if (isBinary) {
       if (this.state.kind !== "open") return this.close("protocol_violation", "binary frame before authentication");
       return this.reply(errorFrame("malformed_frame", "frames are JSON text, not binary", undefined));
@@ -335,8 +347,9 @@ export class Session implements DeliveryTarget, DrainTarget {
     }
     if (this.state.kind !== "authenticating") return;
     // Checked here, with no await before attach() counts this session, so that hellos of one user verified
-    // at the same time cannot all pass the check before any of them is counted.
-    if (this.core.deliveries.sessionCount(userId) >= this.core.limits.sessionsPerUserMax) {
+    // at the same time cannot all pass the check before any of them is counted. At the limit, a session of
+    // the user that has gone silent (its close never arrived) makes room rather than keep this one out.
+    if (this.core.deliveries.sessionCount(userId) >= this.core.limits.sessionsPerUserMax && !this.core.closeSilentSessionOf(userId)) {
       this.core.tooManySessionsRefusals++;
       return this.close("too_many_sessions", `at most ${this.core.limits.sessionsPerUserMax} sessions per user on one edge`);
     }

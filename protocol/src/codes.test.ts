@@ -58,7 +58,9 @@ describe("close codes", () => {
     expect(closeAdvice(closeCodes.authentication_timeout.code)).toBe("refresh_token");
     expect(closeAdvice(closeCodes.protocol_violation.code)).toBe("stop");
     expect(closeAdvice(closeCodes.unsupported_protocol_version.code)).toBe("stop");
-    expect(closeAdvice(closeCodes.too_many_sessions.code)).toBe("stop");
+    // A client with fewer live sockets than the limit must never be told to stop (docs/decisions/0018).
+    expect(closeAdvice(closeCodes.too_many_sessions.code)).toBe("reconnect");
+    expect(closeAdvice(closeCodes.stale_session.code)).toBe("reconnect");
     for (const reason of closeReasonList) expect(closeAdvice(closeCodes[reason].code), reason).toBe(adviceForRange(closeCodes[reason].code));
   });
 

@@ -74,13 +74,19 @@ export const closeCodes = {
   slow_consumer: { code: 4001, description: "The client read too slowly; the edge's send buffer for it was full." },
   internal_error: { code: 4002, description: "The edge met an unexpected error on this session." },
   unavailable: { code: 4003, description: "A service the session needs (the directory or the user's cell) did not answer; reconnect later." },
+  stale_session: {
+    code: 4004,
+    description: "The session sent nothing for two heartbeat intervals and its user opened another past the per-user limit: it was closed to make room.",
+  },
+  // Was 4202 (stop) before issue 11: a client whose gone sessions were still counted was told to stop for
+  // good. 4202 is retired, never to be reused (docs/decisions/0018).
+  too_many_sessions: { code: 4005, description: "The user already holds the maximum number of live sessions on this edge; reconnect later." },
   token_invalid: { code: 4100, description: "The token failed verification (signature, issuer, audience or claims)." },
   token_expired: { code: 4101, description: "The token's exp has passed." },
   authentication_timeout: { code: 4102, description: "No hello frame arrived within the authentication deadline." },
   token_revoked: { code: 4103, description: "An operator revoked the user's sessions; tokens issued before the revocation are refused." },
   protocol_violation: { code: 4200, description: "A frame other than hello arrived before authentication, or a binary frame." },
   unsupported_protocol_version: { code: 4201, description: "The hello asked for a protocol version this edge does not speak." },
-  too_many_sessions: { code: 4202, description: "The user already holds the maximum number of sessions on this edge." },
 } as const satisfies Record<string, { code: number; description: string }>;
 
 /**
