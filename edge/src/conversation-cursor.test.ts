@@ -174,7 +174,7 @@ describe("ConversationCursor", () => {
    */
   const action = fc.tuple(fc.integer({ min: 0, max: 5 }), fc.nat());
 
-  it("delivers the log from its start point to the head exactly once and in order, however pages and live messages interleave", () => {
+  it("delivers the log from its start point to the head exactly once and in order, however pages and live messages interleave, within both bounds", () => {
     fc.assert(
       fc.property(
         fc.oneof(
@@ -186,8 +186,10 @@ describe("ConversationCursor", () => {
         fc.integer({ min: 0, max: 40 }),
         fc.integer({ min: 1, max: 6 }),
         fc.integer({ min: 1, max: 6 }),
+        fc.integer({ min: 0, max: 400 }),
         fc.array(action, { maxLength: 300 }),
-        (start: Start, backlog, growth, pageSize, heldMax, schedule) => {
+        (start: Start, backlog, growth, pageSize, heldMax, heldBytesMax, schedule) => {
+          const budget = new HeldBytesBudget(heldBytesMax);
           // The log holds `head` messages; the session starts with `initialHead` of them committed.
           const startSeq = start.kind === "cursor" ? start.afterSeq : start.kind === "join" ? start.joinSeq : 0;
           const joinSeq = start.kind === "join" ? start.joinSeq : 0;
@@ -198,7 +200,7 @@ describe("ConversationCursor", () => {
           const queued: number[] = [];
           const delivered: number[] = [];
           const written: number[] = [];
-          let cursor = start.kind === "live" ? undefined : ConversationCursor.reading(start.kind === "cursor" ? start.afterSeq : undefined, heldMax, unboundedHeldBytes());
+          let cursor = start.kind === "live" ? undefined : ConversationCursor.reading(start.kind === "cursor" ? start.afterSeq : undefined, heldMax, budget);
           // What the device holds before anything is written: undefined until the live start is known.
           let expectedFrom: number | undefined = start.kind === "live" ? undefined : startSeq + 1;
           // The read in progress, as Session.readConversation runs it: a request, the cell reading the
@@ -238,10 +240,12 @@ describe("ConversationCursor", () => {
           const onLive = (seq: number): void => {
             delivered.push(seq);
             if (cursor === undefined) {
-              cursor = ConversationCursor.liveFrom(message(seq), heldMax, unboundedHeldBytes());
+              cursor = ConversationCursor.liveFrom(message(seq), heldMax, budget);
               expectedFrom = seq;
             }
-            const decision = cursor.live(message(seq), 1);
+            // Messages of different sizes, so the byte budget runs out at varying counts.
+            const decision = cursor.live(message(seq), 10 + ((seq * 37) % 90));
+            expect(budget.heldBytes).toBeLessThanOrEqual(heldBytesMax);
             if (decision === "send") write([message(seq)]);
             else if (decision === "start_sync" || decision === "hold") startRead();
           };
@@ -283,6 +287,8 @@ describe("ConversationCursor", () => {
           expect(cursor?.isSyncing ?? false).toBe(false);
           const from = expectedFrom ?? finalHead + 1;
           expect(written).toEqual(range(from, finalHead).map((item) => item.seq));
+          // Every byte taken was given back once its message was written or dropped.
+          expect(budget.heldBytes).toBe(0);
         },
       ),
       { numRuns: 2000 },

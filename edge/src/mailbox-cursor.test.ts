@@ -114,22 +114,30 @@ describe("MailboxCursor", () => {
     expect(cursor.finishSync()).toEqual({ events: [], complete: true });
   });
 
-  it("delivers 1..head exactly once in order, however pages and live events interleave", () => {
+  it("delivers 1..head exactly once in order, however pages and live events interleave, within both bounds", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 0, max: 30 }),
         fc.integer({ min: 0, max: 60 }),
         fc.integer({ min: 1, max: 7 }),
         fc.integer({ min: 1, max: 8 }),
+        fc.integer({ min: 0, max: 400 }),
         fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 200 }),
-        (resumeAfterSeq, extra, pageSize, heldMax, schedule) => {
+        (resumeAfterSeq, extra, pageSize, heldMax, heldBytesMax, schedule) => {
           // The mailbox grows from `start` to `start + extra` while the session runs; each live event is
           // published once, after it is appended, and may arrive before or after the pages that hold it.
           const start = resumeAfterSeq + 5;
           let head = start;
           let published = start;
           const finalHead = start + extra;
-          const cursor = new MailboxCursor(resumeAfterSeq, heldMax, unboundedHeldBytes());
+          const budget = new HeldBytesBudget(heldBytesMax);
+          const cursor = new MailboxCursor(resumeAfterSeq, heldMax, budget);
+          // Events of different sizes, so the byte budget runs out at varying counts.
+          const live = (seq: number): ReturnType<MailboxCursor["live"]> => {
+            const decision = cursor.live(event(seq), 10 + ((seq * 37) % 90));
+            expect(budget.heldBytes).toBeLessThanOrEqual(heldBytesMax);
+            return decision;
+          };
           const written: number[] = [];
           const write = (events: SequencedEvent[]): void => void written.push(...events.map((item) => item.seq));
           let step = 0;
@@ -142,7 +150,7 @@ describe("MailboxCursor", () => {
                 const outcome = cursor.applyPage(pageOf(head, 0, request.afterSeq, request.limit, pageSize));
                 if (outcome.kind === "resync") throw new Error("unexpected resync");
                 write(outcome.events);
-                if (nextAction() === 1 && published < head) cursor.live(event(++published), 1);
+                if (nextAction() === 1 && published < head) live(++published);
                 if (outcome.done) break;
               }
               const finished = cursor.finishSync();
@@ -154,17 +162,19 @@ describe("MailboxCursor", () => {
           runSync();
           while (published < finalHead) {
             if (head <= published) head++;
-            const decision = cursor.live(event(++published), 1);
+            const decision = live(++published);
             if (decision === "send") written.push(published);
             if (decision === "start_sync") runSync();
           }
           while (published < head) {
-            const decision = cursor.live(event(++published), 1);
+            const decision = live(++published);
             if (decision === "send") written.push(published);
             if (decision === "start_sync") runSync();
           }
           const expected = range(resumeAfterSeq + 1, head).map((item) => item.seq);
           expect(written).toEqual(expected);
+          // Every byte taken was given back once its event was written or dropped.
+          expect(budget.heldBytes).toBe(0);
         },
       ),
     );
