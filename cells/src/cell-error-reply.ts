@@ -3,7 +3,7 @@
 // its cell.moved reply (not an error: the requester asks the new home).
 import { CellwireError } from "@cellwire/cluster";
 import { errorCodes, type CellErrorReply, type CellMovedReply, type DirectoryEntryKind } from "@cellwire/protocol";
-import { isPostgresUnavailable } from "./store/errors.ts";
+import { isPostgresTimeout, isPostgresUnavailable } from "./store/errors.ts";
 import type { StoreRefusal } from "./store/store.ts";
 
 export type RequestFailure =
@@ -77,6 +77,8 @@ export function cellErrorReply(failure: RequestFailure): CellErrorReply {
     case "error": {
       const { error } = failure;
       if (isPostgresUnavailable(error)) return reply("cell_unavailable", "the cell database is unreachable");
+      // A timeout is a busy or silent database, not a bad request: retryable like an unreachable one.
+      if (isPostgresTimeout(error)) return reply("cell_unavailable", "the cell database did not answer in time");
       // Typed errors carry a code chosen for the wire; their messages name no secrets.
       if (error instanceof CellwireError) return reply(error.code, error.message);
       return reply("internal", errorCodes.internal.description);

@@ -49,6 +49,16 @@ describe("loadWorkerConfig", () => {
         memberCacheConversationsMax: 10_000,
         sendLingerMs: 3,
         sendBusyWindowMs: 20,
+        postgresTimeouts: {
+          connectTimeoutMs: 5000,
+          statementTimeoutMs: 10_000,
+          lockTimeoutMs: 5000,
+          idleInTransactionTimeoutMs: 10_000,
+          queryTimeoutMs: 11_000,
+          keepAliveInitialDelayMs: 5000,
+        },
+        databaseUnreachableMs: 10_000,
+        postgresProbeIntervalMs: 1000,
       },
       unknownVariables: [],
     });
@@ -95,6 +105,14 @@ describe("loadWorkerConfig", () => {
       WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "5",
       WORKER_SEND_LINGER_MS: "0",
       WORKER_SEND_BUSY_WINDOW_MS: "45",
+      WORKER_POSTGRES_CONNECT_TIMEOUT_MS: "1500",
+      WORKER_POSTGRES_STATEMENT_TIMEOUT_MS: "2500",
+      WORKER_POSTGRES_LOCK_TIMEOUT_MS: "600",
+      WORKER_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_MS: "3500",
+      WORKER_POSTGRES_QUERY_TIMEOUT_MS: "2600",
+      WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS: "2000",
+      WORKER_DATABASE_UNREACHABLE_MS: "4000",
+      WORKER_POSTGRES_PROBE_INTERVAL_MS: "500",
       WORKER_SEND_BATCH_SIZE: "a name of no version",
       WORKER_LEASE_MSS: "typo",
     });
@@ -136,6 +154,16 @@ describe("loadWorkerConfig", () => {
       memberCacheConversationsMax: 5,
       sendLingerMs: 0,
       sendBusyWindowMs: 45,
+      postgresTimeouts: {
+        connectTimeoutMs: 1500,
+        statementTimeoutMs: 2500,
+        lockTimeoutMs: 600,
+        idleInTransactionTimeoutMs: 3500,
+        queryTimeoutMs: 2600,
+        keepAliveInitialDelayMs: 2000,
+      },
+      databaseUnreachableMs: 4000,
+      postgresProbeIntervalMs: 500,
     });
     expect(unknownVariables).toEqual(["WORKER_LEASE_MSS", "WORKER_SEND_BATCH_SIZE"]);
   });
@@ -161,6 +189,10 @@ describe("loadWorkerConfig", () => {
     [{ ...minimal, WORKER_SENDS_PENDING_MAX: "0" }, /WORKER_SENDS_PENDING_MAX/],
     [{ ...minimal, WORKER_SEND_QUEUE_WAIT_MS_MAX: "0" }, /WORKER_SEND_QUEUE_WAIT_MS_MAX/],
     [{ ...minimal, WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "none" }, /WORKER_MEMBER_CACHE_CONVERSATIONS_MAX/],
+    [{ ...minimal, WORKER_POSTGRES_LOCK_TIMEOUT_MS: "0" }, /WORKER_POSTGRES_LOCK_TIMEOUT_MS/],
+    [{ ...minimal, WORKER_POSTGRES_QUERY_TIMEOUT_MS: "later" }, /WORKER_POSTGRES_QUERY_TIMEOUT_MS/],
+    [{ ...minimal, WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS: "500" }, /WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS/],
+    [{ ...minimal, WORKER_POSTGRES_PROBE_INTERVAL_MS: "6000" }, /at most half of WORKER_DATABASE_UNREACHABLE_MS/],
   ])("refuses %j", (environment, message) => {
     expect(() => loadWorkerConfig(environment)).toThrow(message);
   });

@@ -97,7 +97,51 @@ export type WorkerConfig = {
   readonly sendBusyWindowMs?: number;
   /** Conversations whose member lists the publisher caches (a miss costs one read). */
   readonly memberCacheConversationsMax?: number;
+  /**
+   * Timeouts of the worker's Postgres connections (optional like the migration settings; absent means the
+   * defaults below; see docs/decisions/0019). Every one bounds a wait that would otherwise hold a
+   * conversation's turn: server-side (statement, lock, idle in transaction), client-side (connect, query:
+   * the only one that ends a wait on a silent network) and TCP keepalive on every connection.
+   */
+  readonly postgresTimeouts?: PostgresTimeouts;
+  /**
+   * A worker whose database answered no probe for this long gives up its lease (its keys go to the other
+   * workers of the cell) and rejoins once a probe succeeds again; it probes every
+   * postgresProbeIntervalMs. Default: the client's request timeout, the longest a send is waited for.
+   */
+  readonly databaseUnreachableMs?: number;
+  readonly postgresProbeIntervalMs?: number;
 };
+
+export type PostgresTimeouts = {
+  /** How long taking a new connection may take (pg connectionTimeoutMillis). */
+  readonly connectTimeoutMs: number;
+  /** Postgres cancels a statement running longer (statement_timeout). */
+  readonly statementTimeoutMs: number;
+  /** Postgres cancels a statement waiting longer for a lock (lock_timeout). */
+  readonly lockTimeoutMs: number;
+  /** Postgres ends a session idle inside a transaction for longer (idle_in_transaction_session_timeout). */
+  readonly idleInTransactionTimeoutMs: number;
+  /** The client stops waiting for a query's answer after this long and discards the connection (pg query_timeout). */
+  readonly queryTimeoutMs: number;
+  /** Idle time before the first TCP keepalive probe of a connection (pg keepAliveInitialDelayMillis). */
+  readonly keepAliveInitialDelayMs: number;
+};
+
+/** The edges' clients give a send this long (client requestTimeoutMs); a worker past it serves nobody. */
+export const clientRequestTimeoutMs = 10_000;
+export const postgresTimeoutsDefault: PostgresTimeouts = {
+  connectTimeoutMs: 5000,
+  statementTimeoutMs: 10_000,
+  // Half a send's deadline: a send stuck behind a row lock fails retryably while the client still waits.
+  lockTimeoutMs: 5000,
+  idleInTransactionTimeoutMs: 10_000,
+  // Past the statement timeout, so that on a live network Postgres's own cancel answers first.
+  queryTimeoutMs: 11_000,
+  keepAliveInitialDelayMs: 5000,
+};
+export const databaseUnreachableMsDefault = clientRequestTimeoutMs;
+export const postgresProbeIntervalMsDefault = 1000;
 
 export const sendBatchMaxDefault = 512;
 export const sendsPendingMaxDefault = 4096;
@@ -179,6 +223,17 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     memberCacheConversationsMax: reader.integer("WORKER_MEMBER_CACHE_CONVERSATIONS_MAX", memberCacheConversationsMaxDefault, 1, 10_000_000),
     sendLingerMs: reader.integer("WORKER_SEND_LINGER_MS", sendLingerMsDefault, 0, 1000),
     sendBusyWindowMs: reader.integer("WORKER_SEND_BUSY_WINDOW_MS", sendBusyWindowMsDefault, 0, 60_000),
+    postgresTimeouts: {
+      connectTimeoutMs: reader.integer("WORKER_POSTGRES_CONNECT_TIMEOUT_MS", postgresTimeoutsDefault.connectTimeoutMs, 100, 600_000),
+      statementTimeoutMs: reader.integer("WORKER_POSTGRES_STATEMENT_TIMEOUT_MS", postgresTimeoutsDefault.statementTimeoutMs, 100, 3_600_000),
+      lockTimeoutMs: reader.integer("WORKER_POSTGRES_LOCK_TIMEOUT_MS", postgresTimeoutsDefault.lockTimeoutMs, 100, 3_600_000),
+      idleInTransactionTimeoutMs: reader.integer("WORKER_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_MS", postgresTimeoutsDefault.idleInTransactionTimeoutMs, 100, 3_600_000),
+      queryTimeoutMs: reader.integer("WORKER_POSTGRES_QUERY_TIMEOUT_MS", postgresTimeoutsDefault.queryTimeoutMs, 100, 3_600_000),
+      // TCP keepalive has a resolution of one second.
+      keepAliveInitialDelayMs: reader.integer("WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS", postgresTimeoutsDefault.keepAliveInitialDelayMs, 1000, 3_600_000),
+    },
+    databaseUnreachableMs: reader.integer("WORKER_DATABASE_UNREACHABLE_MS", databaseUnreachableMsDefault, 100, 3_600_000),
+    postgresProbeIntervalMs: reader.integer("WORKER_POSTGRES_PROBE_INTERVAL_MS", postgresProbeIntervalMsDefault, 10, 600_000),
   };
   // Two heartbeats per lease at least, so one late renewal does not make the worker look dead.
   if (config.heartbeatIntervalMs * 2 > config.leaseMs) {
@@ -186,6 +241,10 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
   }
   if (config.pendingPerConversationMax > config.pendingTotalMax) {
     throw new ConfigError("WORKER_PENDING_PER_CONVERSATION_MAX must not exceed WORKER_PENDING_TOTAL_MAX");
+  }
+  // A probe per interval at least twice within the bound, so one slow probe does not give up the lease.
+  if ((config.postgresProbeIntervalMs ?? postgresProbeIntervalMsDefault) * 2 > (config.databaseUnreachableMs ?? databaseUnreachableMsDefault)) {
+    throw new ConfigError(`WORKER_POSTGRES_PROBE_INTERVAL_MS (${config.postgresProbeIntervalMs}) must be at most half of WORKER_DATABASE_UNREACHABLE_MS (${config.databaseUnreachableMs})`);
   }
   return { config, unknownVariables: reader.unknownVariables() };
 }

@@ -38,12 +38,15 @@ import {
 } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import {
+  databaseUnreachableMsDefault,
   frozenSweepIntervalMsDefault,
   frozenSweepKeysMaxDefault,
   frozenSweepResumesMaxDefault,
   memberCacheConversationsMaxDefault,
   migrationRequestTimeoutMsDefault,
   migrationsInFlightMaxDefault,
+  postgresProbeIntervalMsDefault,
+  postgresTimeoutsDefault,
   sendBatchMaxDefault,
   sendBusyWindowMsDefault,
   sendLingerMsDefault,
@@ -60,7 +63,8 @@ import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
 import { OutboxRelay } from "./outbox-relay.ts";
 import { CellRequestHandler } from "./request-handler.ts";
 import { offChannelRefusal } from "./request-channel.ts";
-import { ensureCellDatabase } from "./store/database.ts";
+import { DatabaseWatchdog } from "./database-watchdog.ts";
+import { cellPoolConfig, ensureCellDatabase } from "./store/database.ts";
 import { describeError } from "./store/errors.ts";
 import { PostgresConversationStore } from "./store/postgres-store.ts";
 import { sendSessionOptions } from "./store/postgres-sends.ts";
@@ -76,10 +80,6 @@ const directoryRequestTimeoutMs = 2000;
 const directoryRetryBackoff: BackoffPolicy = { initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2 };
 /** Full jitter can draw ~0 ms; a floor keeps a silent directory from being asked in a tight loop. */
 const directoryRetryDelayMinMs = 25;
-/** A request waits at most this long for a pooled Postgres connection, then fails as cell_unavailable. */
-const postgresConnectTimeoutMs = 5000;
-/** A statement running longer is cancelled by Postgres, so a stuck query cannot hold a conversation's turn. */
-const postgresStatementTimeoutMs = 10_000;
 /** The relay's retries of one mailbox append (on another owner after not_owner or silence). */
 const relayRetryBackoff: BackoffPolicy = { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 };
 /** Batches one relay drains before leaving the rest to the next relay or the sweeper. */
@@ -106,26 +106,24 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
   const undo: (() => Promise<void>)[] = [];
   try {
     const databaseUrl = await ensureCellDatabase(config.postgresAdminUrl, config.namespace, config.cellId);
-    const pool = new pg.Pool({
-      connectionString: databaseUrl,
-      max: config.poolSize,
-      connectionTimeoutMillis: postgresConnectTimeoutMs,
-      statement_timeout: postgresStatementTimeoutMs,
-    });
+    // Every wait on Postgres is bounded, so a stuck query, lock or network cannot hold a conversation's turn.
+    const timeouts = config.postgresTimeouts ?? postgresTimeoutsDefault;
+    const pool = new pg.Pool(cellPoolConfig(databaseUrl, config.poolSize, timeouts));
     // An idle pooled client whose server restarts emits 'error'; unhandled, it would end the process.
     pool.on("error", (error) => logger.warn(`idle Postgres connection failed: ${describeError(error)}`));
     undo.push(() => pool.end());
     // The group commit stores one batch at a time: one connection of its own, with the session settings
     // its statement needs (sendSessionOptions), that never waits behind reads for a pool slot.
-    const sendPool = new pg.Pool({
-      connectionString: databaseUrl,
-      max: 1,
-      connectionTimeoutMillis: postgresConnectTimeoutMs,
-      statement_timeout: postgresStatementTimeoutMs,
-      options: sendSessionOptions,
-    });
+    const sendPool = new pg.Pool(cellPoolConfig(databaseUrl, 1, timeouts, sendSessionOptions));
     sendPool.on("error", (error) => logger.warn(`idle Postgres connection (sends) failed: ${describeError(error)}`));
     undo.push(() => sendPool.end());
+    // The watchdog's probes have a connection of their own: a pool busy with slow requests is not an
+    // unreachable database. A probe waits no longer than the bound it serves.
+    const unreachableMs = config.databaseUnreachableMs ?? databaseUnreachableMsDefault;
+    const probeTimeoutMs = Math.min(timeouts.queryTimeoutMs, unreachableMs);
+    const probePool = new pg.Pool(cellPoolConfig(databaseUrl, 1, { ...timeouts, connectTimeoutMs: Math.min(timeouts.connectTimeoutMs, unreachableMs), queryTimeoutMs: probeTimeoutMs, statementTimeoutMs: probeTimeoutMs }));
+    probePool.on("error", (error) => logger.warn(`idle Postgres connection (probe) failed: ${describeError(error)}`));
+    undo.push(() => probePool.end());
 
     const connection = await connectNats([...config.natsServers], `cellwire-worker-${config.workerId}`, logger, config.natsAccess ?? anonymousNatsAccess("worker"));
     undo.push(() => connection.close());
@@ -141,7 +139,8 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
 
     const store = new PostgresConversationStore(pool, {}, sendPool);
     let leaseHolder: LeaseHolder | undefined;
-    const leaseHeld = (): boolean => leaseHolder === undefined || leaseHolder.holds();
+    let watchdog: DatabaseWatchdog | undefined;
+    const leaseHeld = (): boolean => leaseHolder === undefined || (leaseHolder.holds() && (watchdog === undefined || watchdog.serving));
 
     /** A router to the owners of keys in any cell (this one included), stopped with the worker. */
     const cellRouter = (timing: Pick<CellRouterOptions, "requestTimeoutMs" | "attemptsMax" | "deadlineMs">): CellRouter => {
@@ -323,6 +322,21 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const holder = new LeaseHolder(bucket, lease, config.heartbeatIntervalMs, clock, logger);
     await holder.start();
     leaseHolder = holder;
+    const databaseWatchdog = new DatabaseWatchdog({
+      probe: async () => void (await probePool.query("select 1")),
+      giveUpLease: () => holder.stop(),
+      rejoin: () => holder.start(),
+      monotonicNowMs: () => clock.monotonicNowMs(),
+      setInterval: (ms, callback) => {
+        const timer = setInterval(callback, ms);
+        return () => clearInterval(timer);
+      },
+      logger,
+      limits: { unreachableMs, probeIntervalMs: config.postgresProbeIntervalMs ?? postgresProbeIntervalMsDefault },
+    });
+    watchdog = databaseWatchdog;
+    databaseWatchdog.start();
+    undo.push(() => databaseWatchdog.stop());
     relay.start();
     frozenKeySweeper.start();
     logger.info(`worker ${config.workerId} of cell ${config.cellId} serves ${subject}.{edge,peer,admin}`);
@@ -330,6 +344,8 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
+        // From here the lease only goes: a probe answering now must not put it back.
+        await databaseWatchdog.stop();
         // No new move begins; one the sweeper resumed finishes (whenMigrationsIdle below waits for it too).
         await frozenKeySweeper.stop();
         // Relays in flight finish while this worker still serves (some target its own mailboxes); rows
@@ -352,6 +368,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         await connection.drain().catch(() => connection.close());
         await pool.end();
         await sendPool.end();
+        await probePool.end();
         logger.info(`worker ${config.workerId} stopped`);
       })();
       return stopping;

@@ -79,13 +79,17 @@ export async function destroyMembershipBucket(connection: NatsConnection, namesp
 }
 
 /** Holds one worker's lease: writes it at once, then every heartbeatIntervalMs, and deletes it on stop. */
+/** What a LeaseHolder uses of a KV bucket: narrow, so that a test can hold a renewal in flight. */
+export type LeaseBucket = Pick<KV, "put" | "delete">;
+
 export class LeaseHolder {
   private timer: ReturnType<typeof setInterval> | undefined;
   private readonly term: LeaseTerm;
   private renewing = false;
+  private renewal: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly bucket: KV,
+    private readonly bucket: LeaseBucket,
     private readonly lease: WorkerLease,
     private readonly heartbeatIntervalMs: number,
     private readonly clock: Clock,
@@ -107,6 +111,9 @@ export class LeaseHolder {
   async stop(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    // A renewal still in flight would put the lease back after the delete; a holder may stop and start
+    // again (a worker that gives up its lease while its database is away), so it lands first.
+    await this.renewal;
     try {
       await this.bucket.delete(leaseKey(this.lease.workerId));
     } catch (error) {
@@ -120,16 +127,19 @@ export class LeaseHolder {
     this.term.renewed(startedAtMs);
   }
 
-  private async renewQuietly(): Promise<void> {
-    if (this.renewing) return;
+  private renewQuietly(): Promise<void> {
+    if (this.renewing) return this.renewal;
     this.renewing = true;
-    try {
-      await this.renew();
-    } catch (error) {
-      this.logger.warn(`lease renewal of ${this.lease.workerId} failed: ${String(error)}`);
-    } finally {
-      this.renewing = false;
-    }
+    this.renewal = (async () => {
+      try {
+        await this.renew();
+      } catch (error) {
+        this.logger.warn(`lease renewal of ${this.lease.workerId} failed: ${String(error)}`);
+      } finally {
+        this.renewing = false;
+      }
+    })();
+    return this.renewal;
   }
 }
 

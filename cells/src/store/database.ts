@@ -21,6 +21,37 @@ const connectTimeoutMs = 5000;
 /** Per-database settings (ALTER DATABASE … SET), applied at every worker start so new ones reach old databases. */
 export const cellDatabaseSettings: readonly string[] = ["jit = off", "synchronous_commit = on"];
 
+/** What cellPoolConfig reads of the worker's PostgresTimeouts (config.ts), repeated here so the store does not import the config. */
+export type PoolTimeouts = {
+  readonly connectTimeoutMs: number;
+  readonly statementTimeoutMs: number;
+  readonly lockTimeoutMs: number;
+  readonly idleInTransactionTimeoutMs: number;
+  readonly queryTimeoutMs: number;
+  readonly keepAliveInitialDelayMs: number;
+};
+
+/**
+ * The pool settings of a worker's connections to its cell database: every wait bounded. The server-side
+ * timeouts end a slow statement, a lock wait or a forgotten transaction on a live network; only the
+ * client's query timeout ends a wait on a silent one (node-postgres then discards the connection), and
+ * TCP keepalive lets the kernel notice a peer that vanished from an idle connection (docs/decisions/0019).
+ */
+export function cellPoolConfig(connectionString: string, max: number, timeouts: PoolTimeouts, options?: string): pg.PoolConfig {
+  return {
+    connectionString,
+    max,
+    connectionTimeoutMillis: timeouts.connectTimeoutMs,
+    statement_timeout: timeouts.statementTimeoutMs,
+    lock_timeout: timeouts.lockTimeoutMs,
+    idle_in_transaction_session_timeout: timeouts.idleInTransactionTimeoutMs,
+    query_timeout: timeouts.queryTimeoutMs,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: timeouts.keepAliveInitialDelayMs,
+    ...(options === undefined ? {} : { options }),
+  };
+}
+
 /** The URL of database `databaseName` on the server of `adminUrl` (same credentials and options). */
 export function databaseUrl(adminUrl: string, databaseName: string): string {
   const url = new URL(adminUrl);

@@ -60,6 +60,24 @@ export function isPostgresUnavailable(error: unknown): boolean {
   return false;
 }
 
+// Postgres ended a wait at one of the worker's timeouts: 55P03 lock_timeout, 57014 statement_timeout (or
+// a cancel), 25P03 idle_in_transaction_session_timeout.
+const timedOutStates = new Set(["55P03", "57014", "25P03"]);
+
+/**
+ * True when a wait on the database ended at a timeout (docs/decisions/0019): the server's (lock,
+ * statement, idle transaction) or the client's query timeout (node-postgres "Query read timeout", which
+ * has no code). Nothing says the statement was wrong: the caller may try again.
+ */
+export function isPostgresTimeout(error: unknown): boolean {
+  for (const candidate of causes(error)) {
+    const code = codeOf(candidate);
+    if (code !== undefined && timedOutStates.has(code)) return true;
+    if (candidate instanceof Error && /^Query read timeout$/.test(candidate.message)) return true;
+  }
+  return false;
+}
+
 /**
  * A log-safe description: drizzle's own message repeats the query's parameters (message bodies), so the
  * innermost cause's message is used instead, with its SQLSTATE.
