@@ -607,15 +607,22 @@ export class PostgresConversationStore implements ConversationStore {
     return writeRefusal(current, epoch) ?? fenced;
   }
 
-  async frozenKeys(limit: number): Promise<FrozenKey[]> {
-    // Each branch reads its partial index of frozen rows (schema.ts), not the table.
+  async frozenKeys(limit: number, after?: MigrationKey): Promise<FrozenKey[]> {
+    // Each branch reads its partial index of frozen rows (schema.ts), not the table. The cursor skips the
+    // conversations when it is past them (a user), and starts each branch after its id in its own kind.
+    const afterKind = after?.kind ?? null;
+    const afterId = after?.id ?? "";
     const result = await this.database.execute(sql`
       select kind, id, moving_to_cell_id from (
         (select 0 as kind_order, 'conversation' as kind, id collate "C" as id, moving_to_cell_id from conversations
-         where state = 'frozen' order by id collate "C" limit ${limit}::integer)
+         where state = 'frozen'
+           and (${afterKind}::text is null or (${afterKind}::text = 'conversation' and id collate "C" > ${afterId}::text collate "C"))
+         order by id collate "C" limit ${limit}::integer)
         union all
         (select 1 as kind_order, 'user' as kind, user_id collate "C" as id, moving_to_cell_id from mailboxes
-         where state = 'frozen' order by user_id collate "C" limit ${limit}::integer)
+         where state = 'frozen'
+           and (${afterKind}::text is distinct from 'user' or user_id collate "C" > ${afterId}::text collate "C")
+         order by user_id collate "C" limit ${limit}::integer)
       ) frozen
       order by kind_order, id
       limit ${limit}::integer

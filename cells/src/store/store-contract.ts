@@ -11,9 +11,11 @@ import type {
   AppendMessageResult,
   ConversationResult,
   ConversationStore,
+  FrozenKey,
   MailboxPage,
   MailboxPageResult,
   MessagesAfterResult,
+  MigrationKey,
   OutboxEntry,
   StoreRefusal,
 } from "./store.ts";
@@ -756,6 +758,32 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await store().tombstone({ kind: "conversation", id: conversationIds[0] ?? "", toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
         const after = new Set((await store().frozenKeys(10_000)).map((key) => key.id));
         expect([...ours].filter((id) => after.has(id)).sort()).toEqual([conversationIds[1], userIds[1]].sort());
+      });
+
+      it("lists the frozen keys after a cursor, in the same order, across the two kinds", async () => {
+        const conversationIds = [newGroupId(), newGroupId()].sort();
+        const userIds = [newUserId(), newUserId()].sort();
+        for (const id of conversationIds) await store().freeze({ kind: "conversation", id, toCellId: "b", epoch: baseEpoch });
+        for (const id of userIds) await store().freeze({ kind: "user", id, toCellId: "c", epoch: baseEpoch });
+        const all = await store().frozenKeys(10_000);
+        // Walking with the cursor, a page at a time, lists every key once, in the order of one whole listing.
+        const walked: FrozenKey[] = [];
+        let after: MigrationKey | undefined;
+        // Bounded, so that a store ignoring the cursor fails here instead of looping.
+        for (let pages = 0; pages <= all.length; pages += 1) {
+          const page = await store().frozenKeys(3, after);
+          walked.push(...page);
+          const last = page.at(-1);
+          if (page.length < 3 || last === undefined) break;
+          after = { kind: last.kind, id: last.id };
+        }
+        expect(walked).toEqual(all);
+        const ours = all.filter((key) => conversationIds.includes(key.id) || userIds.includes(key.id));
+        expect(ours.map((key) => key.id)).toEqual([...conversationIds, ...userIds]);
+        // After the last conversation come the users; after the last user, nothing.
+        const lastConversation = all.filter((key) => key.kind === "conversation").at(-1);
+        expect((await store().frozenKeys(1, { kind: "conversation", id: lastConversation?.id ?? "" }))[0]?.kind).toBe("user");
+        expect(await store().frozenKeys(10, { kind: "user", id: all.at(-1)?.id ?? "" })).toEqual([]);
       });
 
       it("freezes a mailbox (an empty frozen one for a user with none): appends answer moving, repeats and pages are served", async () => {

@@ -298,10 +298,12 @@ export interface MigrationStore {
   unfreeze(input: EpochFenced & MigrationKey): Promise<UnfreezeResult>;
 
   /**
-   * Up to `limit` keys frozen in this cell, conversations first, each kind in id order, with the cell
-   * they are frozen toward. Reads a partial index of frozen rows only, so it is cheap to poll.
+   * Up to `limit` keys frozen in this cell, conversations first, each kind in id order (bytewise), with
+   * the cell they are frozen toward; with `after`, only the keys that come after it in that order (a
+   * cursor: the sweeper walks every frozen key, not the first `limit` again and again). Reads a partial
+   * index of frozen rows only, so it is cheap to poll.
    */
-  frozenKeys(limit: number): Promise<FrozenKey[]>;
+  frozenKeys(limit: number, after?: MigrationKey): Promise<FrozenKey[]>;
 
   /** Mailbox events with seq > afterSeq, ascending with their event ids: at most `limit`, within the page byte budget. */
   exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]>;
