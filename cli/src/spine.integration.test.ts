@@ -147,6 +147,20 @@ describe("the spine", () => {
     expect(page.messages.filter((message) => message.clientMessageId === "retry-1")).toHaveLength(1);
   });
 
+  it("refuses a clientMessageId reused with another body (client_message_id_reused, not retryable) and keeps the original", async () => {
+    const alice = await device("alice", 0, "reused");
+    const conversation = await alice.client.openDirect("dave");
+    const first = await alice.client.send(conversation.conversationId, "the original", { clientMessageId: "reused-1" });
+    await expect(alice.client.send(conversation.conversationId, "another message", { clientMessageId: "reused-1" })).rejects.toMatchObject({
+      code: "client_message_id_reused",
+      retryable: false,
+    });
+    // A true retry still gets the original ack.
+    expect((await alice.client.send(conversation.conversationId, "the original", { clientMessageId: "reused-1" })).messageId).toBe(first.messageId);
+    const page = await alice.client.history(conversation.conversationId, {});
+    expect(page.messages.filter((message) => message.clientMessageId === "reused-1").map((message) => message.body)).toEqual(["the original"]);
+  });
+
   it("runs group conversations across cells and keeps non-members out", async () => {
     const alice = await device("alice", 0, "group");
     const bob = await device("bob", 1, "group");

@@ -136,7 +136,10 @@ export class MemoryConversationStore implements ConversationStore {
     const existingIndex = conversation.byClientMessage.get(dedupeKey);
     const existing = existingIndex === undefined ? undefined : conversation.messages[existingIndex];
     // A repeated send is a read: answered while frozen, not while importing.
-    if (existing !== undefined && conversation.state !== "importing") return { outcome: "stored", message: { ...existing }, deduplicated: true };
+    if (existing !== undefined && conversation.state !== "importing") {
+      if (existing.body !== input.body) return { outcome: "client_message_id_reused" };
+      return { outcome: "stored", message: { ...existing }, deduplicated: true };
+    }
     // As in Postgres, the state and the fence answer before the membership check, but for a frozen
     // conversation's non-member (key-state.ts, frozenForNonMember).
     const refusal = admit(conversation, input.epoch);

@@ -158,9 +158,13 @@ export class PostgresConversationStore implements ConversationStore {
     const results: (AppendMessageResult | undefined)[] = new Array<AppendMessageResult | undefined>(inputs.length);
     for (const row of rows) {
       if (results[row.index] !== undefined) throw new StoreRowError(`the send batch returned two rows for input ${row.index}`);
-      results[row.index] = row.deduplicated
-        ? { outcome: "stored", message: row.message, deduplicated: true }
-        : { outcome: "stored", message: row.message, deduplicated: false, membersVersion: row.membersVersion };
+      // The statement returns a repeated send's stored message, body included: telling a retry from a
+      // reused id costs one comparison here, no statement or round trip.
+      results[row.index] = !row.deduplicated
+        ? { outcome: "stored", message: row.message, deduplicated: false, membersVersion: row.membersVersion }
+        : row.message.body === inputs[row.index]?.body
+          ? { outcome: "stored", message: row.message, deduplicated: true }
+          : { outcome: "client_message_id_reused" };
     }
     const refusedConversationIds = [...new Set(inputs.filter((_, index) => results[index] === undefined).map((input) => input.conversationId))];
     if (refusedConversationIds.length === 0) return results as AppendMessageResult[];
