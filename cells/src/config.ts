@@ -77,7 +77,7 @@ export type WorkerConfig = {
    * moving them died), once seen frozen for a whole period. Optional like the migration settings.
    */
   readonly frozenSweepIntervalMs?: number;
-  /** Frozen keys one sweep lists. */
+  /** Frozen keys one sweep lists; the next sweep lists those after them (a cursor that wraps). */
   readonly frozenSweepKeysMax?: number;
   /** Moves one sweep resumes at once (each takes one of WORKER_MIGRATIONS_IN_FLIGHT_MAX; past it a resume waits for the next sweep). */
   readonly frozenSweepResumesMax?: number;

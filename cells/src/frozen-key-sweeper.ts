@@ -6,11 +6,17 @@
 // (activation there, tombstone here) and redoes an unflipped one (the first page resets the target's copy,
 // the freeze accepts the key already frozen toward it).
 //
+// Each sweep lists at most keysMax keys, starting after the last key the previous sweep listed and
+// wrapping to the first once a listing reaches the end: keys that cannot resume (their target refuses)
+// would otherwise fill every listing and starve the keys after them. A key is watched from the sweep that
+// first lists it until a sweep whose listing covers its place no longer holds it.
+//
 // A live mover elsewhere (the key's previous owner, before a ring change) may still be at work: the
 // resumed move's freeze raises the key's epoch, which fences the older mover's later writes here.
 import { userRingKey, type CellMigrateRequest, type CellReply } from "@cellwire/protocol";
 import type { Logger } from "@cellwire/cluster";
 import { describeError } from "./store/errors.ts";
+import { compareMigrationKeys } from "./store/key-state.ts";
 import type { FrozenKey, MigrationKey, MigrationStore } from "./store/store.ts";
 
 /** A frozen key with the cell it is frozen toward: what a resumed move needs. */
@@ -19,7 +25,7 @@ export type ResumableKey = MigrationKey & { readonly toCellId: string };
 export type FrozenKeySweeperLimits = {
   /** The period of the sweep (timed from the end of the previous one), and how long a key must be seen frozen unattended before it is resumed. */
   readonly sweepIntervalMs: number;
-  /** Frozen keys one sweep lists (the cell's, whoever owns them). */
+  /** Frozen keys one sweep lists (the cell's, whoever owns them); the next sweep lists the ones after them. */
   readonly keysMax: number;
   /** Moves one sweep resumes, at once; the rest wait for the next sweep. */
   readonly resumesMax: number;
@@ -38,10 +44,27 @@ export type FrozenKeySweeperPorts = {
   readonly limits: FrozenKeySweeperLimits;
 };
 
+/** A key on the watch list, since when it has been seen frozen toward its target, unattended. */
+export type WatchedKey = { readonly key: MigrationKey; readonly sinceMs: number };
+
+/**
+ * How many listings' worth of watched keys outside the current listing a sweeper keeps (keysMax times
+ * this): the watch list's bound when more keys are frozen than one listing holds. A key dropped for it is
+ * watched again, from scratch, when the cursor next lists it.
+ */
+export const watchedListingsMax = 16;
+
 export type FrozenKeySelectionInput = {
+  /** The keys this sweep listed: those after `listedAfter`, up to `listedThrough`, in frozenKeys order. */
   readonly frozen: readonly FrozenKey[];
+  /** The cursor of this listing (absent: it started at the first key). */
+  readonly listedAfter?: MigrationKey;
+  /** The last key listed when the listing was cut at its limit (absent: it reached the last key). */
+  readonly listedThrough?: MigrationKey;
   /** The previous sweep's watch list (see FrozenKeySelection.firstSeenAtMs). */
-  readonly firstSeenAtMs: ReadonlyMap<string, number>;
+  readonly firstSeenAtMs: ReadonlyMap<string, WatchedKey>;
+  /** The bound of the watch list; the keys of this listing are always watched. */
+  readonly watchedKeysMax: number;
   readonly nowMs: number;
   /** A key is resumed once seen frozen, unattended, for at least this long. */
   readonly frozenForMsMin: number;
@@ -55,10 +78,11 @@ export type FrozenKeySelection = {
   readonly resume: readonly ResumableKey[];
   /**
    * The watch list for the next sweep: each key of this sweep that this worker owns and is not moving,
-   * with its target, since when it has been seen so in every sweep. A key missing from a sweep (unfrozen,
-   * moved, owned elsewhere, being moved here) starts again, so the list holds at most one sweep's keys.
+   * with its target, since when it has been seen so in every sweep that listed its place. A key missing
+   * from a listing that covers its place (unfrozen, moved, owned elsewhere, being moved here) starts
+   * again; keys outside this listing are kept as they were, up to watchedKeysMax.
    */
-  readonly firstSeenAtMs: ReadonlyMap<string, number>;
+  readonly firstSeenAtMs: ReadonlyMap<string, WatchedKey>;
   /** Frozen keys that name no target (a bug or a hand-edited database): they cannot be resumed. */
   readonly withoutTarget: readonly FrozenKey[];
 };
@@ -67,7 +91,7 @@ export type FrozenKeySelection = {
 export function selectFrozenKeysToResume(input: FrozenKeySelectionInput): FrozenKeySelection {
   const resume: ResumableKey[] = [];
   const withoutTarget: FrozenKey[] = [];
-  const firstSeenAtMs = new Map<string, number>();
+  const firstSeenAtMs = new Map<string, WatchedKey>();
   for (const key of input.frozen) {
     if (key.movingToCellId === null) {
       withoutTarget.push(key);
@@ -77,11 +101,18 @@ export function selectFrozenKeysToResume(input: FrozenKeySelectionInput): Frozen
     if (!input.owns(ringKey) || input.migrating(ringKey)) continue;
     // The target is part of the watched identity: a key frozen again toward another cell is a new move.
     const watched = `${ringKey}\n${key.movingToCellId}`;
-    const sinceMs = input.firstSeenAtMs.get(watched) ?? input.nowMs;
-    firstSeenAtMs.set(watched, sinceMs);
+    const sinceMs = input.firstSeenAtMs.get(watched)?.sinceMs ?? input.nowMs;
+    firstSeenAtMs.set(watched, { key: { kind: key.kind, id: key.id }, sinceMs });
     if (input.nowMs - sinceMs >= input.frozenForMsMin && resume.length < input.resumesMax) {
       resume.push({ kind: key.kind, id: key.id, toCellId: key.movingToCellId });
     }
+  }
+  const { listedAfter, listedThrough } = input;
+  const outsideListing = (key: MigrationKey): boolean =>
+    (listedAfter !== undefined && compareMigrationKeys(key, listedAfter) <= 0) || (listedThrough !== undefined && compareMigrationKeys(key, listedThrough) > 0);
+  for (const [watched, entry] of input.firstSeenAtMs) {
+    if (firstSeenAtMs.size >= input.watchedKeysMax) break;
+    if (!firstSeenAtMs.has(watched) && outsideListing(entry.key)) firstSeenAtMs.set(watched, entry);
   }
   return { resume, firstSeenAtMs, withoutTarget };
 }
@@ -89,7 +120,9 @@ export function selectFrozenKeysToResume(input: FrozenKeySelectionInput): Frozen
 export type ResumedMove = { readonly key: ResumableKey; readonly reply: CellReply };
 
 export class FrozenKeySweeper {
-  private firstSeenAtMs: ReadonlyMap<string, number> = new Map();
+  private firstSeenAtMs: ReadonlyMap<string, WatchedKey> = new Map();
+  /** Where the next listing starts: after the last key of a listing cut at keysMax, else at the first key. */
+  private cursor: MigrationKey | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private sweeping: Promise<unknown> | undefined;
   private stopped = false;
@@ -121,10 +154,17 @@ export class FrozenKeySweeper {
   /** One sweep: lists the frozen keys, resumes those selected (at once), resolves with their replies. */
   async sweep(): Promise<readonly ResumedMove[]> {
     const { store, clock, logger, limits } = this.ports;
-    const frozen = await store.frozenKeys(limits.keysMax);
+    const listedAfter = this.cursor;
+    const frozen = await store.frozenKeys(limits.keysMax, listedAfter);
+    const last = frozen.at(-1);
+    const listedThrough = frozen.length >= limits.keysMax && last !== undefined ? { kind: last.kind, id: last.id } : undefined;
+    this.cursor = listedThrough;
     const selection = selectFrozenKeysToResume({
       frozen,
+      ...(listedAfter === undefined ? {} : { listedAfter }),
+      ...(listedThrough === undefined ? {} : { listedThrough }),
       firstSeenAtMs: this.firstSeenAtMs,
+      watchedKeysMax: limits.keysMax * watchedListingsMax,
       nowMs: clock.monotonicNowMs(),
       frozenForMsMin: limits.sweepIntervalMs,
       owns: this.ports.owns,
@@ -133,8 +173,8 @@ export class FrozenKeySweeper {
     });
     this.firstSeenAtMs = selection.firstSeenAtMs;
     for (const key of selection.withoutTarget) logger.warn(`${key.kind} ${key.id} is frozen toward no cell; it cannot be resumed`);
-    if (frozen.length >= limits.keysMax) {
-      logger.warn(`the sweep listed WORKER_FROZEN_SWEEP_KEYS_MAX=${limits.keysMax} frozen keys; keys past them wait until these resolve`);
+    if (listedThrough !== undefined) {
+      logger.warn(`the sweep listed WORKER_FROZEN_SWEEP_KEYS_MAX=${limits.keysMax} frozen keys; the next sweep lists the keys after them`);
     }
     return Promise.all(selection.resume.map((key) => this.resume(key)));
   }

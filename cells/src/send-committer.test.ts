@@ -396,15 +396,34 @@ describe("SendCommitter", () => {
     const conversationId = await group();
     submit(sendTo(conversationId, "first"));
     submit(sendTo(conversationId, "original", "retried"), 10_000, "attempt 1");
-    submit(sendTo(conversationId, "sent again", "retried"), 10_000, "attempt 2");
+    submit(sendTo(conversationId, "original", "retried"), 10_000, "attempt 2");
     await store.completeNext();
     expect(store.batches[1]?.map((input) => input.body)).toEqual(["original"]);
     await store.completeNext();
     expect(replyOf("attempt 2")).toEqual(replyOf("attempt 1"));
     expect(outcomeOf(replyOf("attempt 1"))).toBe("stored 2");
-    submit(sendTo(conversationId, "third attempt", "retried"), 10_000, "attempt 3");
+    submit(sendTo(conversationId, "original", "retried"), 10_000, "attempt 3");
     await store.completeNext();
     expect(outcomeOf(replyOf("attempt 3"))).toBe("stored 2 again");
+    expect(published.flat().map((stored) => stored.message.body)).toEqual(["first", "original"]);
+  });
+
+  it("refuses a clientMessageId reused with another body, within one batch and after the commit, and publishes only the original", async () => {
+    const { store, submit, replyOf, group, published } = setup();
+    const conversationId = await group();
+    submit(sendTo(conversationId, "first"));
+    submit(sendTo(conversationId, "original", "reused"), 10_000, "original");
+    submit(sendTo(conversationId, "another message", "reused"), 10_000, "in the same batch");
+    await store.completeNext();
+    expect(store.batches[1]?.map((input) => input.body)).toEqual(["original"]);
+    await store.completeNext();
+    expect(outcomeOf(replyOf("original"))).toBe("stored 2");
+    const refusal = replyOf("in the same batch");
+    expect(decode(cellReply, refusal).ok).toBe(true);
+    expect(outcomeOf(refusal)).toBe("client_message_id_reused");
+    submit(sendTo(conversationId, "yet another", "reused"), 10_000, "in a later batch");
+    await store.completeNext();
+    expect(outcomeOf(replyOf("in a later batch"))).toBe("client_message_id_reused");
     expect(published.flat().map((stored) => stored.message.body)).toEqual(["first", "original"]);
   });
 

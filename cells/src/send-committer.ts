@@ -62,6 +62,8 @@ type PendingSend = {
 /** A retry-after is never shorter (clients would come back before anything changed) nor longer than these. */
 const retryAfterMsMin = 50;
 const retryAfterMsMax = 2000;
+/** The input index of a send whose key an earlier send of its batch took with another body. */
+const reusedInBatch = -2;
 
 export class SendCommitter {
   private pending: PendingSend[] = [];
@@ -162,14 +164,15 @@ export class SendCommitter {
     }
     if (owned.length === 0) return;
     // A send repeated within one batch (a client retry that caught up with its first attempt) is stored
-    // once and both get the answer.
+    // once and both get the answer; the same key with another body is the id reused for another message,
+    // refused as the store refuses it once the first is stored (reusedInBatch).
     const inputIndexByKey = new Map<string, number>();
     const inputs: AppendMessageInput[] = [];
     const inputIndexOfSend = owned.map((send) => {
       const { conversationId, senderUserId, senderDeviceId, clientMessageId, body } = send.request;
       const key = `${conversationId}\n${senderUserId}\n${clientMessageId}`;
       const known = inputIndexByKey.get(key);
-      if (known !== undefined) return known;
+      if (known !== undefined) return inputs[known]?.body === body ? known : reusedInBatch;
       inputIndexByKey.set(key, inputs.length);
       inputs.push({ conversationId, senderUserId, senderDeviceId, clientMessageId, body, epoch });
       return inputs.length - 1;
@@ -189,6 +192,10 @@ export class SendCommitter {
     const fenced = new Set<string>();
     owned.forEach((send, sendIndex) => {
       const inputIndex = inputIndexOfSend[sendIndex] ?? -1;
+      if (inputIndex === reusedInBatch) {
+        send.respond(cellErrorReply({ kind: "refused", refusal: "client_message_id_reused" }));
+        return;
+      }
       const result = results[inputIndex];
       if (result === undefined) {
         send.respond(cellErrorReply({ kind: "error", error: new Error(`the store returned no result for send ${inputIndex}`) }));
@@ -230,7 +237,8 @@ function replyFor(conversationId: string, epoch: number, result: AppendMessageRe
     case "stored":
       return { type: "cell.stored", message: result.message, deduplicated: result.deduplicated };
     case "not_a_member":
-      return cellErrorReply({ kind: "refused", refusal: "not_a_member" });
+    case "client_message_id_reused":
+      return cellErrorReply({ kind: "refused", refusal: result.outcome });
     case "fenced":
       return cellErrorReply({ kind: "fenced", key: conversationId, epoch });
     case "moving":

@@ -147,6 +147,34 @@ describe("the spine", () => {
     expect(page.messages.filter((message) => message.clientMessageId === "retry-1")).toHaveLength(1);
   });
 
+  it("returns the same group for a createGroup retried with its clientGroupId, and a new one for another key", async () => {
+    const alice = await device("alice", 0, "group-retry");
+    const first = await alice.client.createGroup("crew", ["bob"], { clientGroupId: "group-retry-1" });
+    const retried = await alice.client.createGroup("crew", ["bob"], { clientGroupId: "group-retry-1" });
+    expect(retried.conversationId).toBe(first.conversationId);
+    expect(retried.memberUserIds).toEqual(first.memberUserIds);
+    // A message sent between the attempts is still there: the retry did not make a fresh group.
+    await alice.client.send(first.conversationId, "kept");
+    expect((await alice.client.createGroup("crew", ["bob"], { clientGroupId: "group-retry-1" })).conversationId).toBe(first.conversationId);
+    expect((await alice.client.history(first.conversationId, {})).messages.map((message) => message.body)).toEqual(["kept"]);
+    const other = await alice.client.createGroup("crew", ["bob"], { clientGroupId: "group-retry-2" });
+    expect(other.conversationId).not.toBe(first.conversationId);
+  });
+
+  it("refuses a clientMessageId reused with another body (client_message_id_reused, not retryable) and keeps the original", async () => {
+    const alice = await device("alice", 0, "reused");
+    const conversation = await alice.client.openDirect("dave");
+    const first = await alice.client.send(conversation.conversationId, "the original", { clientMessageId: "reused-1" });
+    await expect(alice.client.send(conversation.conversationId, "another message", { clientMessageId: "reused-1" })).rejects.toMatchObject({
+      code: "client_message_id_reused",
+      retryable: false,
+    });
+    // A true retry still gets the original ack.
+    expect((await alice.client.send(conversation.conversationId, "the original", { clientMessageId: "reused-1" })).messageId).toBe(first.messageId);
+    const page = await alice.client.history(conversation.conversationId, {});
+    expect(page.messages.filter((message) => message.clientMessageId === "reused-1").map((message) => message.body)).toEqual(["the original"]);
+  });
+
   it("runs group conversations across cells and keeps non-members out", async () => {
     const alice = await device("alice", 0, "group");
     const bob = await device("bob", 1, "group");

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientOptions } from "./cellwire-client.ts";
 import { CellwireClientError } from "./errors.ts";
-import { FakeEdge, directConversationId, flush, type FakeSocket } from "./testing/fake-edge.ts";
+import { FakeEdge, directConversationId, flush, groupConversationId, type FakeSocket } from "./testing/fake-edge.ts";
 import { ManualClock } from "./testing/manual-clock.ts";
 
 const edges: FakeEdge[] = [];
@@ -194,13 +194,13 @@ describe("CellwireClient: overloaded and retryAfterMs", () => {
   it("a request that is not idempotent is not retried: it rejects with overloaded and the retryAfterMs to honour", async () => {
     const { edge, client } = setup();
     edge.onRequest = (frame, socket) => {
-      if (frame.type !== "createGroup") return "default";
+      if (frame.type !== "addMembers") return "default";
       answerError(socket, frame.requestId, { code: "overloaded", retryable: true, retryAfterMs: 2500 });
       return "ignore";
     };
     await client.connect();
-    expect(await rejection(client.createGroup("team", ["bob"]))).toMatchObject({ code: "overloaded", retryable: true, retryAfterMs: 2500 });
-    expect(edge.framesOfType("createGroup")).toHaveLength(1);
+    expect(await rejection(client.addMembers(groupConversationId, ["dave"]))).toMatchObject({ code: "overloaded", retryable: true, retryAfterMs: 2500 });
+    expect(edge.framesOfType("addMembers")).toHaveLength(1);
   });
 
   it("an error without a requestId is an error event, with its retryAfterMs", async () => {
@@ -239,15 +239,15 @@ describe("CellwireClient: rate_limited with retryAfterMs (docs/protocol.md, Rate
     expect(edge.framesOfType("send")).toHaveLength(2);
   });
 
-  it("does not retry a createGroup refused rate_limited: it rejects with the retryAfterMs for the caller", async () => {
+  it("does not retry an addMembers refused rate_limited: it rejects with the retryAfterMs for the caller", async () => {
     const { edge, client } = setup();
     edge.onRequest = (frame, socket) => {
-      if (frame.type !== "createGroup") return "default";
+      if (frame.type !== "addMembers") return "default";
       answerError(socket, frame.requestId, { code: "rate_limited", retryable: true, retryAfterMs: 200 });
       return "ignore";
     };
     await client.connect();
-    expect(await rejection(client.createGroup("team", ["bob"]))).toMatchObject({ code: "rate_limited", retryable: true, retryAfterMs: 200 });
-    expect(edge.framesOfType("createGroup")).toHaveLength(1);
+    expect(await rejection(client.addMembers(groupConversationId, ["dave"]))).toMatchObject({ code: "rate_limited", retryable: true, retryAfterMs: 200 });
+    expect(edge.framesOfType("addMembers")).toHaveLength(1);
   });
 });

@@ -238,11 +238,11 @@ describe("CellwireClient: requests", () => {
     expect(await sent).toMatchObject({ code: "internal", retryable: true });
     expect(edge.framesOfType("send")).toHaveLength(3);
 
-    const group = rejection(client.createGroup("team", ["bob"]));
+    const added = rejection(client.addMembers(groupConversationId, ["dave"]));
     await flush();
     clock.advanceBy(1000);
-    expect(await group).toMatchObject({ code: "internal", retryable: true });
-    expect(edge.framesOfType("createGroup")).toHaveLength(1);
+    expect(await added).toMatchObject({ code: "internal", retryable: true });
+    expect(edge.framesOfType("addMembers")).toHaveLength(1);
   });
 
   it("rejects with timeout when no reply comes within requestTimeoutMs", async () => {
@@ -345,17 +345,36 @@ describe("CellwireClient: reconnecting", () => {
     expect(parsedTexts(edge.lastSocket.sentTexts).map((frame) => (frame as { type: string }).type)).toEqual(["hello", "send", "send"]);
   });
 
-  it("rejects a createGroup in flight at a drop with closed (its outcome is unknown), and does not resend it", async () => {
+  it("rejects an addMembers in flight at a drop with closed (its outcome is unknown), and does not resend it", async () => {
     const { edge, clock, client } = setup();
     edge.onRequest = () => "ignore";
     await client.connect();
-    const group = client.createGroup("team", ["bob"]);
+    const added = client.addMembers(groupConversationId, ["dave"]);
     await flush();
     edge.lastSocket.drop(standardCloseCodes.abnormal);
-    expect(await rejection(group)).toMatchObject({ code: "closed", retryable: false });
+    expect(await rejection(added)).toMatchObject({ code: "closed", retryable: false });
     clock.advanceBy(100);
     await flush();
-    expect(edge.framesOfType("createGroup")).toHaveLength(1);
+    expect(edge.framesOfType("addMembers")).toHaveLength(1);
+  });
+
+  it("sends a createGroup with a clientGroupId and, in flight at a drop, sends it again after the next welcome with the same one", async () => {
+    const { edge, clock, client } = setup();
+    let answering = false;
+    edge.onRequest = (frame) => (frame.type === "createGroup" && !answering ? "ignore" : "default");
+    await client.connect();
+    const group = client.createGroup("team", ["bob"]);
+    await flush();
+    answering = true;
+    edge.lastSocket.drop(standardCloseCodes.abnormal);
+    clock.advanceBy(100);
+    await expect(group).resolves.toMatchObject({ conversationId: groupConversationId, title: "team" });
+    const [first, again] = edge.framesOfType("createGroup");
+    expect(first?.clientGroupId).toMatch(/^[A-Za-z0-9_-]{1,64}$/);
+    expect(again?.clientGroupId).toBe(first?.clientGroupId);
+    // A caller's own clientGroupId is sent as given.
+    await client.createGroup("team", ["bob"], { clientGroupId: "my-group-1" });
+    expect(edge.framesOfType("createGroup")[2]?.clientGroupId).toBe("my-group-1");
   });
 
   it("after a 4100-range close, asks the token provider again (reason refresh) and reconnects with the new token", async () => {

@@ -354,8 +354,14 @@ export class CellwireClient {
     return (await this.request<"openDirect">({ type: "openDirect", peerUserId })).conversation;
   }
 
-  async createGroup(title: string, memberUserIds: readonly string[]): Promise<ConversationSummary> {
-    return (await this.request<"createGroup">({ type: "createGroup", title, memberUserIds: [...memberUserIds] })).conversation;
+  /**
+   * Creates a group under a clientGroupId (a random one by default), which every retry and re-send of this
+   * request carries: the edge derives the group's id from it, so a retry returns the same group. Pass one
+   * to retry a createGroup across calls (after a restart) as with a send's clientMessageId.
+   */
+  async createGroup(title: string, memberUserIds: readonly string[], options: { readonly clientGroupId?: string } = {}): Promise<ConversationSummary> {
+    const clientGroupId = options.clientGroupId ?? createClientMessageId();
+    return (await this.request<"createGroup">({ type: "createGroup", title, memberUserIds: [...memberUserIds], clientGroupId })).conversation;
   }
 
   async addMembers(conversationId: string, userIds: readonly string[]): Promise<ConversationSummary> {

@@ -7,7 +7,7 @@ describe("request kinds", () => {
     ["openDirect", "conversation", true],
     ["history", "historyPage", true],
     ["ping", "pong", true],
-    ["createGroup", "conversation", false],
+    ["createGroup", "conversation", true],
     ["addMembers", "conversation", false],
     ["watchPresence", "presenceSnapshot", true],
     ["typing", "typingAck", false],

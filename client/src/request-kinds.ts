@@ -25,10 +25,11 @@ const replyTypes = {
 export type ReplyFrameOf<K extends RequestKind> = Extract<ServerFrame, { type: (typeof replyTypes)[K] }>;
 
 /**
- * Requests the server handles idempotently: a send is deduplicated by clientMessageId, openDirect finds the
- * pair's one conversation, history and ping only read, watchPresence replaces the watched set. These are
- * transmitted again after a reconnect and retried on a retryable error; createGroup (a new group each
- * time) and addMembers are not, because their first transmission may already have taken effect, and
+ * Requests the server handles idempotently: a send is deduplicated by clientMessageId, a createGroup by its
+ * clientGroupId (the group's id is derived from it), openDirect finds the pair's one conversation, history
+ * and ping only read, watchPresence replaces the watched set. These are transmitted again after a
+ * reconnect and retried on a retryable error; addMembers is not, because its first transmission may
+ * already have taken effect (and its answer lists the members it added), and
  * neither is typing, which is stale by the time a retry could go out, nor refresh, whose session is gone. read and delivered only raise a
  * position to a seq (a repeat changes nothing), so they are safe to transmit again.
  */
@@ -38,7 +39,7 @@ const idempotentKinds: Readonly<Record<RequestKind, boolean>> = {
   history: true,
   ping: true,
   watchPresence: true,
-  createGroup: false,
+  createGroup: true,
   addMembers: false,
   typing: false,
   read: true,

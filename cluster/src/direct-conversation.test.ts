@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { conversationIdPattern } from "@cellwire/protocol";
-import { devDirectConversationKey, directConversationId } from "./direct-conversation.ts";
+import { devDirectConversationKey, directConversationId, keyedGroupConversationId } from "./direct-conversation.ts";
 
 const key = "a deployment's own secret, 32 characters or more";
 
@@ -22,5 +22,18 @@ describe("directConversationId", () => {
 
   it("refuses a key too short to be a secret", () => {
     expect(() => directConversationId("short", "alice", "bob")).toThrow(RangeError);
+  });
+});
+
+describe("keyedGroupConversationId", () => {
+  it("names one group per creator and clientGroupId, as a valid group id no pair of users derives", () => {
+    const id = keyedGroupConversationId(key, "alice", "k-1");
+    expect(keyedGroupConversationId(key, "alice", "k-1")).toBe(id);
+    expect(id).toMatch(conversationIdPattern);
+    expect(id.startsWith("g-")).toBe(true);
+    // Another creator, another key or another deployment's secret: another group.
+    expect(new Set([id, keyedGroupConversationId(key, "bob", "k-1"), keyedGroupConversationId(key, "alice", "k-2"), keyedGroupConversationId(`${key}!`, "alice", "k-1")]).size).toBe(4);
+    expect(id.slice(2)).not.toBe(directConversationId(key, "alice", "k-1").slice(2));
+    expect(() => keyedGroupConversationId("short", "alice", "k-1")).toThrow(RangeError);
   });
 });

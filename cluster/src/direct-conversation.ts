@@ -25,3 +25,15 @@ export function directConversationId(key: string, userA: string, userB: string):
   const digest = createHmac("sha256", key).update(`${first}\n${second}`).digest("base64url");
   return `d-${digest.slice(0, 22)}`;
 }
+
+/**
+ * The id of the group a user creates under a clientGroupId, derived like a direct conversation's (same
+ * key, `group` line first so that no pair of users derives it), so that a retried createGroup names the
+ * same group, on any edge, without anything remembered: `g-` and 22 base64url characters of HMAC-SHA-256.
+ * docs/decisions/0017 says why this and not a key remembered by the cell.
+ */
+export function keyedGroupConversationId(key: string, creatorUserId: string, clientGroupId: string): string {
+  if (key.length < directConversationKeyLengthMin) throw new RangeError(`a direct conversation key has at least ${directConversationKeyLengthMin} characters`);
+  const digest = createHmac("sha256", key).update(`group\n${creatorUserId}\n${clientGroupId}`).digest("base64url");
+  return `g-${digest.slice(0, 22)}`;
+}

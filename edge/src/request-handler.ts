@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import {
   directConversationId,
+  keyedGroupConversationId,
   HomeRouter,
   RemoteError,
   type EntryResult,
@@ -166,7 +167,11 @@ export class RequestHandler {
         return this.conversationFrame(reply, frame.requestId);
       }
       case "createGroup": {
-        const conversationId = `g-${randomBytes(17).toString("base64url").slice(0, 22)}`;
+        // With a clientGroupId a retry names the same group; placing it and creating it are find-or-create.
+        const conversationId =
+          frame.clientGroupId === undefined
+            ? `g-${randomBytes(17).toString("base64url").slice(0, 22)}`
+            : keyedGroupConversationId(this.directConversationKey, context.userId, frame.clientGroupId);
         await this.placeConversation(conversationId, context.homeCellId);
         const reply = await this.atPlacedConversationHome({
           type: "cell.createGroup",

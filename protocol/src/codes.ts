@@ -14,6 +14,10 @@ export const errorCodes = {
   invalid_peer: { retryable: false, description: "A direct conversation needs another user than oneself." },
   too_many_members: { retryable: false, description: "The group would exceed its member limit." },
   not_a_group: { retryable: false, description: "Members can only be added to group conversations." },
+  client_message_id_reused: {
+    retryable: false,
+    description: "The sender already stored another message under this clientMessageId in this conversation; nothing was stored. Send the new message with a new clientMessageId.",
+  },
   rate_limited: {
     retryable: true,
     description:

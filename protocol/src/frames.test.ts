@@ -40,6 +40,7 @@ const validFrames: ClientFrame[] = [
   { type: "openDirect", requestId: "r:2", peerUserId: "bob" },
   { type: "createGroup", requestId: "r.3", title: "Team", memberUserIds: ["bob", "carol"] },
   { type: "createGroup", requestId: "r4", title: "Just me", memberUserIds: [] },
+  { type: "createGroup", requestId: "r4b", title: "Keyed", memberUserIds: ["bob"], clientGroupId: "6f1c2d9e-0b7a-4a53-9a57-2d1e8f1b0c11" },
   { type: "addMembers", requestId: "r5", conversationId: groupConversationId, userIds: ["dave"] },
   { type: "history", requestId: "r6", conversationId },
   { type: "history", requestId: "r7", conversationId, beforeSeq: 40, limit: 20 },
@@ -135,6 +136,7 @@ describe("decodeClientFrame: failures", () => {
   it.each(dangerousIds)("refuses the user id %j in openDirect, createGroup and addMembers", (id) => {
     expectFailure({ type: "openDirect", requestId: "r1", peerUserId: id }, "invalid_field", "r1");
     expectFailure({ type: "createGroup", requestId: "r2", title: "t", memberUserIds: ["bob", id] }, "invalid_field", "r2");
+    expectFailure({ type: "createGroup", requestId: "r2", title: "t", memberUserIds: [], clientGroupId: id }, "invalid_field", "r2");
     expectFailure({ type: "addMembers", requestId: "r3", conversationId: groupConversationId, userIds: [id] }, "invalid_field", "r3");
   });
 

@@ -65,7 +65,11 @@ export type HelloFrame = {
 export type SendFrame = { type: "send"; requestId: string; conversationId: string; clientMessageId: string; body: string };
 /** Finds or creates the direct conversation between the user and peerUserId. */
 export type OpenDirectFrame = { type: "openDirect"; requestId: string; peerUserId: string };
-export type CreateGroupFrame = { type: "createGroup"; requestId: string; title: string; memberUserIds: string[] };
+/**
+ * Creates a group. With `clientGroupId` (unique per creator, a UUID fits) a retry names the same group
+ * and returns it instead of creating a second one; the first request's title and members stand.
+ */
+export type CreateGroupFrame = { type: "createGroup"; requestId: string; title: string; memberUserIds: string[]; clientGroupId?: string };
 export type AddMembersFrame = { type: "addMembers"; requestId: string; conversationId: string; userIds: string[] };
 /**
  * A page of history: the newest `limit` messages with seq < beforeSeq (all when absent), returned oldest
@@ -147,6 +151,8 @@ const createGroupFrame: Decoder<CreateGroupFrame> = object({
   requestId,
   title: text({ minLength: 1, maxLength: groupTitleLengthMax }),
   memberUserIds: array(userId, { maxItems: groupMembersMax - 1, unique: true }),
+  // The same allowlist as clientMessageId: both are a client's idempotency key.
+  clientGroupId: optional(clientMessageId),
 });
 const addMembersFrame: Decoder<AddMembersFrame> = object({
   type: literal("addMembers"),

@@ -2,7 +2,7 @@
 // alike. Pure: the stores read the row, these functions decide.
 import { StoreRowError } from "./errors.ts";
 import { keyStates, type KeyState } from "./schema.ts";
-import type { Fenced, ImportPageResult, MigrationRefusal, Moved } from "./store.ts";
+import type { Fenced, ImportPageResult, MigrationKey, MigrationRefusal, Moved } from "./store.ts";
 
 /** The columns of a conversation or mailbox row that decide whether a request for its key is served. */
 export type KeyRow = {
@@ -86,4 +86,13 @@ export function placeholderConversationKind(conversationId: string): "direct" | 
   if (conversationId.startsWith("d-")) return "direct";
   if (conversationId.startsWith("g-")) return "group";
   throw new RangeError(`conversation id ${conversationId.slice(0, 40)} has neither the d- nor the g- prefix`);
+}
+
+/**
+ * The order of MigrationStore.frozenKeys: conversations before users, then ids compared by UTF-16 code
+ * unit, which for the ASCII ids the protocol allows is Postgres's bytewise `collate "C"`.
+ */
+export function compareMigrationKeys(left: MigrationKey, right: MigrationKey): number {
+  if (left.kind !== right.kind) return left.kind === "conversation" ? -1 : 1;
+  return left.id < right.id ? -1 : left.id > right.id ? 1 : 0;
 }

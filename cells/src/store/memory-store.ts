@@ -14,7 +14,7 @@ import {
   type SequencedEvent,
 } from "@cellwire/protocol";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients, type Positions } from "./receipt-positions.ts";
-import { frozenForNonMember, importRefusal, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
+import { compareMigrationKeys, frozenForNonMember, importRefusal, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
 import type { KeyState } from "./schema.ts";
 import {
   placeholderCreatorUserId,
@@ -136,7 +136,10 @@ export class MemoryConversationStore implements ConversationStore {
     const existingIndex = conversation.byClientMessage.get(dedupeKey);
     const existing = existingIndex === undefined ? undefined : conversation.messages[existingIndex];
     // A repeated send is a read: answered while frozen, not while importing.
-    if (existing !== undefined && conversation.state !== "importing") return { outcome: "stored", message: { ...existing }, deduplicated: true };
+    if (existing !== undefined && conversation.state !== "importing") {
+      if (existing.body !== input.body) return { outcome: "client_message_id_reused" };
+      return { outcome: "stored", message: { ...existing }, deduplicated: true };
+    }
     // As in Postgres, the state and the fence answer before the membership check, but for a frozen
     // conversation's non-member (key-state.ts, frozenForNonMember).
     const refusal = admit(conversation, input.epoch);
@@ -383,7 +386,7 @@ export class MemoryConversationStore implements ConversationStore {
     return { outcome: "active" };
   }
 
-  async frozenKeys(limit: number): Promise<FrozenKey[]> {
+  async frozenKeys(limit: number, after?: MigrationKey): Promise<FrozenKey[]> {
     const byId = (left: string, right: string): number => (left < right ? -1 : left > right ? 1 : 0);
     const conversations = [...this.conversations.values()]
       .filter((row) => row.state === "frozen")
@@ -393,7 +396,9 @@ export class MemoryConversationStore implements ConversationStore {
       .filter(([, row]) => row.state === "frozen")
       .map(([id, row]): FrozenKey => ({ kind: "user", id, movingToCellId: row.movingToCellId }))
       .sort((left, right) => byId(left.id, right.id));
-    return [...conversations, ...users].slice(0, limit);
+    const listed = [...conversations, ...users];
+    const start = after === undefined ? 0 : listed.findIndex((key) => compareMigrationKeys(key, after) > 0);
+    return start === -1 ? [] : listed.slice(start, start + limit);
   }
 
   async exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]> {

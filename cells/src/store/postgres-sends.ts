@@ -3,7 +3,8 @@
 // per-send rules are ConversationStore.appendMessage's and stay the same:
 //
 // - A repeated (conversation, sender, clientMessageId) answers its stored message and writes nothing
-//   (unless the conversation is importing: then it is refused as moving, as every request is).
+//   (unless the conversation is importing: then it is refused as moving, as every request is); the
+//   caller compares its body with the send's (a reused id with another body is refused).
 // - A new message needs the sender to be a member, and the conversation to be active and not written
 //   under a later epoch: the UPDATE of the conversation's head checks both, and Postgres re-checks them on
 //   the newest row version once it holds the lock (so a freeze or a newer owner that committed while this

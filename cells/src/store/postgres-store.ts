@@ -158,9 +158,13 @@ export class PostgresConversationStore implements ConversationStore {
     const results: (AppendMessageResult | undefined)[] = new Array<AppendMessageResult | undefined>(inputs.length);
     for (const row of rows) {
       if (results[row.index] !== undefined) throw new StoreRowError(`the send batch returned two rows for input ${row.index}`);
-      results[row.index] = row.deduplicated
-        ? { outcome: "stored", message: row.message, deduplicated: true }
-        : { outcome: "stored", message: row.message, deduplicated: false, membersVersion: row.membersVersion };
+      // The statement returns a repeated send's stored message, body included: telling a retry from a
+      // reused id costs one comparison here, no statement or round trip.
+      results[row.index] = !row.deduplicated
+        ? { outcome: "stored", message: row.message, deduplicated: false, membersVersion: row.membersVersion }
+        : row.message.body === inputs[row.index]?.body
+          ? { outcome: "stored", message: row.message, deduplicated: true }
+          : { outcome: "client_message_id_reused" };
     }
     const refusedConversationIds = [...new Set(inputs.filter((_, index) => results[index] === undefined).map((input) => input.conversationId))];
     if (refusedConversationIds.length === 0) return results as AppendMessageResult[];
@@ -607,15 +611,22 @@ export class PostgresConversationStore implements ConversationStore {
     return writeRefusal(current, epoch) ?? fenced;
   }
 
-  async frozenKeys(limit: number): Promise<FrozenKey[]> {
-    // Each branch reads its partial index of frozen rows (schema.ts), not the table.
+  async frozenKeys(limit: number, after?: MigrationKey): Promise<FrozenKey[]> {
+    // Each branch reads its partial index of frozen rows (schema.ts), not the table. The cursor skips the
+    // conversations when it is past them (a user), and starts each branch after its id in its own kind.
+    const afterKind = after?.kind ?? null;
+    const afterId = after?.id ?? "";
     const result = await this.database.execute(sql`
       select kind, id, moving_to_cell_id from (
         (select 0 as kind_order, 'conversation' as kind, id collate "C" as id, moving_to_cell_id from conversations
-         where state = 'frozen' order by id collate "C" limit ${limit}::integer)
+         where state = 'frozen'
+           and (${afterKind}::text is null or (${afterKind}::text = 'conversation' and id collate "C" > ${afterId}::text collate "C"))
+         order by id collate "C" limit ${limit}::integer)
         union all
         (select 1 as kind_order, 'user' as kind, user_id collate "C" as id, moving_to_cell_id from mailboxes
-         where state = 'frozen' order by user_id collate "C" limit ${limit}::integer)
+         where state = 'frozen'
+           and (${afterKind}::text is distinct from 'user' or user_id collate "C" > ${afterId}::text collate "C")
+         order by user_id collate "C" limit ${limit}::integer)
       ) frozen
       order by kind_order, id
       limit ${limit}::integer

@@ -11,9 +11,11 @@ import type {
   AppendMessageResult,
   ConversationResult,
   ConversationStore,
+  FrozenKey,
   MailboxPage,
   MailboxPageResult,
   MessagesAfterResult,
+  MigrationKey,
   OutboxEntry,
   StoreRefusal,
 } from "./store.ts";
@@ -215,7 +217,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const conversationId = await group();
       const clientMessageId = nextClientMessageId();
       const first = await send(conversationId, "original", "alice", clientMessageId);
-      const retry = await send(conversationId, "changed on retry", "alice", clientMessageId);
+      const retry = await send(conversationId, "original", "alice", clientMessageId);
       if (first.outcome !== "stored" || retry.outcome !== "stored") throw new Error("expected stored");
       expect(retry.deduplicated).toBe(true);
       expect(retry.message).toEqual(first.message);
@@ -227,6 +229,20 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const page = await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 });
       if (page.outcome !== "history") throw new Error("expected history");
       expect(page.messages.map((message) => message.body)).toEqual(["original", "bob's"]);
+    });
+
+    it("refuses a reused clientMessageId with another body (client_message_id_reused), storing nothing and keeping the original", async () => {
+      const conversationId = await group();
+      const clientMessageId = nextClientMessageId();
+      const first = await send(conversationId, "original", "alice", clientMessageId);
+      expect(await send(conversationId, "another message", "alice", clientMessageId)).toEqual({ outcome: "client_message_id_reused" });
+      // A true retry is still answered with the original, after the refusal as before it.
+      expect(await send(conversationId, "original", "alice", clientMessageId)).toEqual(
+        first.outcome === "stored" ? { outcome: "stored", message: first.message, deduplicated: true } : undefined,
+      );
+      const page = await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 });
+      if (page.outcome !== "history") throw new Error("expected history");
+      expect(page.messages.map((message) => message.body)).toEqual(["original"]);
     });
 
     it("refuses a sender who is not a member, and a conversation that does not exist", async () => {
@@ -409,21 +425,25 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().appendMessages([])).toEqual([]);
       });
 
-      it("answers each send of one batch on its own: stored, deduplicated, not_a_member and fenced side by side", async () => {
-        const [open, repeated, closed, ahead] = [await group(["bob"]), await group(["bob"]), await group(["bob"]), newGroupId()];
+      it("answers each send of one batch on its own: stored, deduplicated, reused, not_a_member and fenced side by side", async () => {
+        const [open, repeated, closed, ahead, reused] = [await group(["bob"]), await group(["bob"]), await group(["bob"]), newGroupId(), await group()];
         const repeatedId = nextClientMessageId();
         const original = await send(repeated, "original", "bob", repeatedId);
+        const reusedId = nextClientMessageId();
+        await send(reused, "kept", "alice", reusedId);
         await store().createGroup({ epoch: 9, conversationId: ahead, creatorUserId: "alice", title: "ahead", memberUserIds: [] });
         const results = await store().appendMessages([
           input(open, "o1"),
-          input(repeated, "changed on retry", "bob", repeatedId),
+          input(repeated, "original", "bob", repeatedId),
           input(closed, "let me in", "mallory"),
           input(ahead, "behind", "alice", nextClientMessageId(), 5),
           input(newGroupId(), "nowhere"),
           input(open, "o2", "bob"),
           input(repeated, "r2"),
+          input(reused, "not the same", "alice", reusedId),
         ].map((send) => ({ ...send, epoch: 5 })));
-        expect(outcomes(results)).toEqual(["1:o1", "=1:original", "not_a_member", "fenced", "not_a_member", "2:o2", "2:r2"]);
+        expect(outcomes(results)).toEqual(["1:o1", "=1:original", "not_a_member", "fenced", "not_a_member", "2:o2", "2:r2", "client_message_id_reused"]);
+        expect(await logOf(reused)).toEqual(["kept"]);
         expect(results[1]).toEqual(original.outcome === "stored" ? { outcome: "stored", message: original.message, deduplicated: true } : undefined);
         // The refusals wrote nothing and consumed no seq.
         expect(await logOf(closed)).toEqual([]);
@@ -758,6 +778,32 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect([...ours].filter((id) => after.has(id)).sort()).toEqual([conversationIds[1], userIds[1]].sort());
       });
 
+      it("lists the frozen keys after a cursor, in the same order, across the two kinds", async () => {
+        const conversationIds = [newGroupId(), newGroupId()].sort();
+        const userIds = [newUserId(), newUserId()].sort();
+        for (const id of conversationIds) await store().freeze({ kind: "conversation", id, toCellId: "b", epoch: baseEpoch });
+        for (const id of userIds) await store().freeze({ kind: "user", id, toCellId: "c", epoch: baseEpoch });
+        const all = await store().frozenKeys(10_000);
+        // Walking with the cursor, a page at a time, lists every key once, in the order of one whole listing.
+        const walked: FrozenKey[] = [];
+        let after: MigrationKey | undefined;
+        // Bounded, so that a store ignoring the cursor fails here instead of looping.
+        for (let pages = 0; pages <= all.length; pages += 1) {
+          const page = await store().frozenKeys(3, after);
+          walked.push(...page);
+          const last = page.at(-1);
+          if (page.length < 3 || last === undefined) break;
+          after = { kind: last.kind, id: last.id };
+        }
+        expect(walked).toEqual(all);
+        const ours = all.filter((key) => conversationIds.includes(key.id) || userIds.includes(key.id));
+        expect(ours.map((key) => key.id)).toEqual([...conversationIds, ...userIds]);
+        // After the last conversation come the users; after the last user, nothing.
+        const lastConversation = all.filter((key) => key.kind === "conversation").at(-1);
+        expect((await store().frozenKeys(1, { kind: "conversation", id: lastConversation?.id ?? "" }))[0]?.kind).toBe("user");
+        expect(await store().frozenKeys(10, { kind: "user", id: all.at(-1)?.id ?? "" })).toEqual([]);
+      });
+
       it("freezes a mailbox (an empty frozen one for a user with none): appends answer moving, repeats and pages are served", async () => {
         const user = newUserId();
         const event = joinedEvent("one");
@@ -886,7 +932,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         });
         const pending = (await store().pendingOutbox({ olderThanMs: 0, limit: 1000, afterId: 0, conversationId })).entries;
         expect(pending.map(({ recipientUserId, eventId, event }) => ({ recipientUserId, eventId, event }))).toEqual(importedOutbox);
-        expect(await send(conversationId, "sixth again", "carol", clientMessageId)).toMatchObject({ outcome: "stored", deduplicated: true, message: { seq: 6, body: "sixth" } });
+        expect(await send(conversationId, "sixth", "carol", clientMessageId)).toMatchObject({ outcome: "stored", deduplicated: true, message: { seq: 6, body: "sixth" } });
         expect(await send(conversationId, "seventh")).toMatchObject({ outcome: "stored", message: { seq: 7 } });
         // bob's read position came along: a lower read changes nothing.
         expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 2, fanOutMembersMax: 32 })).toMatchObject({ readSeq: 3, deliveredSeq: 3, outbox: [] });

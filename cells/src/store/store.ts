@@ -17,7 +17,7 @@ import type { KeyState } from "./schema.ts";
 export type { KeyState } from "./schema.ts";
 
 /** Expected refusals, returned as values because the caller branches on them (never thrown). */
-export type StoreRefusal = "not_a_member" | "not_a_group" | "too_many_members" | "invalid_peer";
+export type StoreRefusal = "not_a_member" | "not_a_group" | "too_many_members" | "invalid_peer" | "client_message_id_reused";
 
 /**
  * A write refused because the conversation or mailbox was already written under a later ring epoch: the
@@ -68,8 +68,10 @@ export type OutboxEntry = {
 };
 
 /**
- * `deduplicated` is true when (conversation, sender, clientMessageId) was stored before: the stored
- * message comes back unchanged (same messageId, seq and body) and nothing new is written. A new message
+ * `deduplicated` is true when (conversation, sender, clientMessageId) was stored before with the same
+ * body: the stored message comes back unchanged (same messageId, seq and body) and nothing new is
+ * written. Stored before with another body, the send is refused `client_message_id_reused` and nothing
+ * is written: the id was reused for another message, which keeping the old one would silently lose. A new message
  * carries `membersVersion`, the conversation's member version read under the row lock that gave it its
  * seq: its members are those of that version (the publisher checks its cached list against it). Within
  * one cell a version names one member list: adding a member raises it, and so does the activation of an
@@ -79,6 +81,7 @@ export type AppendMessageResult =
   | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: false; readonly membersVersion: number }
   | { readonly outcome: "stored"; readonly message: Message; readonly deduplicated: true }
   | { readonly outcome: "not_a_member" }
+  | { readonly outcome: "client_message_id_reused" }
   | Fenced
   | MigrationRefusal;
 
@@ -298,10 +301,12 @@ export interface MigrationStore {
   unfreeze(input: EpochFenced & MigrationKey): Promise<UnfreezeResult>;
 
   /**
-   * Up to `limit` keys frozen in this cell, conversations first, each kind in id order, with the cell
-   * they are frozen toward. Reads a partial index of frozen rows only, so it is cheap to poll.
+   * Up to `limit` keys frozen in this cell, conversations first, each kind in id order (bytewise), with
+   * the cell they are frozen toward; with `after`, only the keys that come after it in that order (a
+   * cursor: the sweeper walks every frozen key, not the first `limit` again and again). Reads a partial
+   * index of frozen rows only, so it is cheap to poll.
    */
-  frozenKeys(limit: number): Promise<FrozenKey[]>;
+  frozenKeys(limit: number, after?: MigrationKey): Promise<FrozenKey[]>;
 
   /** Mailbox events with seq > afterSeq, ascending with their event ids: at most `limit`, within the page byte budget. */
   exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]>;
