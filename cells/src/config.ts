@@ -2,7 +2,9 @@
 // process.env in; tests and the launcher build WorkerConfig values directly.
 import { ConfigError, devDirectConversationKey, directConversationKeyLengthMin, EnvironmentReader, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
 import { cellIdPattern, namespacePattern, workerIdPattern } from "@cellwire/protocol";
-import { defaultPostgresAdminUrl } from "./store/database.ts";
+import { defaultPostgresAdminUrl, type PostgresTimeouts } from "./store/database.ts";
+
+export type { PostgresTimeouts };
 
 export type WorkerConfig = {
   readonly namespace: string;
@@ -111,21 +113,6 @@ export type WorkerConfig = {
    */
   readonly databaseUnreachableMs?: number;
   readonly postgresProbeIntervalMs?: number;
-};
-
-export type PostgresTimeouts = {
-  /** How long taking a new connection may take (pg connectionTimeoutMillis). */
-  readonly connectTimeoutMs: number;
-  /** Postgres cancels a statement running longer (statement_timeout). */
-  readonly statementTimeoutMs: number;
-  /** Postgres cancels a statement waiting longer for a lock (lock_timeout). */
-  readonly lockTimeoutMs: number;
-  /** Postgres ends a session idle inside a transaction for longer (idle_in_transaction_session_timeout). */
-  readonly idleInTransactionTimeoutMs: number;
-  /** The client stops waiting for a query's answer after this long and discards the connection (pg query_timeout). */
-  readonly queryTimeoutMs: number;
-  /** Idle time before the first TCP keepalive probe of a connection (pg keepAliveInitialDelayMillis). */
-  readonly keepAliveInitialDelayMs: number;
 };
 
 /** The edges' clients give a send this long (client requestTimeoutMs); a worker past it serves nobody. */

@@ -21,13 +21,19 @@ const connectTimeoutMs = 5000;
 /** Per-database settings (ALTER DATABASE … SET), applied at every worker start so new ones reach old databases. */
 export const cellDatabaseSettings: readonly string[] = ["jit = off", "synchronous_commit = on"];
 
-/** What cellPoolConfig reads of the worker's PostgresTimeouts (config.ts), repeated here so the store does not import the config. */
-export type PoolTimeouts = {
+/** The bounds on every wait of a worker's connections (WORKER_POSTGRES_* settings, config.ts). */
+export type PostgresTimeouts = {
+  /** How long taking a new connection may take (pg connectionTimeoutMillis). */
   readonly connectTimeoutMs: number;
+  /** Postgres cancels a statement running longer (statement_timeout). */
   readonly statementTimeoutMs: number;
+  /** Postgres cancels a statement waiting longer for a lock (lock_timeout). */
   readonly lockTimeoutMs: number;
+  /** Postgres ends a session idle inside a transaction for longer (idle_in_transaction_session_timeout). */
   readonly idleInTransactionTimeoutMs: number;
+  /** The client stops waiting for a query's answer after this long and discards the connection (pg query_timeout). */
   readonly queryTimeoutMs: number;
+  /** Idle time before the first TCP keepalive probe of a connection (pg keepAliveInitialDelayMillis). */
   readonly keepAliveInitialDelayMs: number;
 };
 
@@ -37,7 +43,7 @@ export type PoolTimeouts = {
  * client's query timeout ends a wait on a silent one (node-postgres then discards the connection), and
  * TCP keepalive lets the kernel notice a peer that vanished from an idle connection (docs/decisions/0019).
  */
-export function cellPoolConfig(connectionString: string, max: number, timeouts: PoolTimeouts, options?: string): pg.PoolConfig {
+export function cellPoolConfig(connectionString: string, max: number, timeouts: PostgresTimeouts, options?: string): pg.PoolConfig {
   return {
     connectionString,
     max,
