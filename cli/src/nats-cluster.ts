@@ -167,24 +167,9 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
       ...["-js", "-sd", join(baseDirectory, plan.name)],
       ...["--cluster_name", clusterName, "--cluster", `nats://${loopbackHost}:${plan.routePort}`, "--routes", routes.join(",")],
     ];
-    const child = spawn(options.serverBinary ?? defaultServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...users.serverEnvironment() } });
-    const output: string[] = [];
-    const exited = new Promise<void>((resolve) => {
-      child.once("exit", () => resolve());
-      // A binary that cannot be started emits 'error' and never 'exit'.
-      child.once("error", (error) => {
-        output.push(`cannot run nats-server: ${error.message}`);
-        resolve();
-      });
-    });
-    // Both pipes are always read: a node whose log pipe fills up would block.
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on("line", (line) => {
-        output.push(line);
-        if (output.length > outputLinesPerNodeMax) output.shift();
-        options.onOutput?.(plan.name, line);
-      });
-    }
+    const { child, exited, output } = spawnNatsServer(options.serverBinary ?? defaultServerBinary(), args, users, outputLinesPerNodeMax, (line) =>
+      options.onOutput?.(plan.name, line),
+    );
     return {
       name: plan.name,
       clientUrl: `${loopbackHost}:${plan.clientPort}`,
@@ -270,6 +255,38 @@ export async function freeLoopbackPorts(count: number): Promise<number[]> {
 }
 
 /** Debian's package installs it outside a non-root PATH; scripts/setup.mjs starts the same binary. */
+/**
+ * A nats-server started from the shipped configuration with the users' passwords in its environment (never
+ * its arguments). Both pipes are always read, since a server whose log pipe fills up would block; the last
+ * `outputLinesMax` lines are kept for error messages. `exited` also settles when the binary cannot start
+ * at all (then 'error' comes and never 'exit').
+ */
+export function spawnNatsServer(
+  binary: string,
+  args: readonly string[],
+  users: NatsUsers,
+  outputLinesMax: number,
+  onLine?: (line: string) => void,
+): { child: ChildProcess; exited: Promise<void>; output: string[] } {
+  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...users.serverEnvironment() } });
+  const output: string[] = [];
+  const exited = new Promise<void>((resolve) => {
+    child.once("exit", () => resolve());
+    child.once("error", (error) => {
+      output.push(`cannot run nats-server: ${error.message}`);
+      resolve();
+    });
+  });
+  for (const stream of [child.stdout, child.stderr]) {
+    createInterface({ input: stream }).on("line", (line) => {
+      output.push(line);
+      if (output.length > outputLinesMax) output.shift();
+      onLine?.(line);
+    });
+  }
+  return { child, exited, output };
+}
+
 export function defaultServerBinary(): string {
   const debianPath = "/usr/sbin/nats-server";
   return existsSync(debianPath) ? debianPath : "nats-server";

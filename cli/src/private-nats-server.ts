@@ -3,13 +3,12 @@
 // permissions a deployment does (docs/decisions/0015). It listens on a free loopback port (nats-server
 // takes no port 0: one is picked by binding port 0 first), keeps its JetStream store in a temporary
 // directory, and gets a fresh random password per service through its environment, never its arguments.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import type { NatsService } from "@cellwire/cluster";
-import { defaultServerBinary, freeLoopbackPorts } from "./nats-cluster.ts";
+import { defaultServerBinary, freeLoopbackPorts, spawnNatsServer } from "./nats-cluster.ts";
 import { natsConfigPath, NatsUsers, type NatsUser } from "./nats-users.ts";
 
 export class PrivateNatsServerError extends Error {
@@ -75,25 +74,12 @@ export async function startPrivateNatsServer(options: PrivateNatsServerOptions =
   const storeDirectory = await mkdtemp(join(tmpdir(), "cellwire-nats-"));
   const users = NatsUsers.generate();
   const args = ["-c", natsConfigPath, "-a", loopbackHost, "-p", String(port), "-js", "-sd", storeDirectory];
-  const child = spawn(options.serverBinary ?? defaultServerBinary(), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...users.serverEnvironment() } });
-  const output: string[] = [];
   let ready: () => void = () => {};
   const readyLogged = new Promise<void>((resolve) => (ready = resolve));
-  const exited = new Promise<void>((resolve) => {
-    child.once("exit", () => resolve());
-    child.once("error", (error) => {
-      output.push(`cannot run nats-server: ${error.message}`);
-      resolve();
-    });
+  const { child, exited, output } = spawnNatsServer(options.serverBinary ?? defaultServerBinary(), args, users, outputLinesMax, (line) => {
+    options.onOutput?.(line);
+    if (line.includes("Server is ready")) ready();
   });
-  for (const stream of [child.stdout, child.stderr]) {
-    createInterface({ input: stream }).on("line", (line) => {
-      output.push(line);
-      if (output.length > outputLinesMax) output.shift();
-      options.onOutput?.(line);
-      if (line.includes("Server is ready")) ready();
-    });
-  }
   const server = new PrivateNatsServer(`${loopbackHost}:${port}`, users, child, exited, storeDirectory, output);
   const deadlineMs = options.startDeadlineMs ?? 20_000;
   let timer: ReturnType<typeof setTimeout> | undefined;
