@@ -31,7 +31,7 @@ import {
   type DirectoryReply,
   type DirectoryRequest,
 } from "@cellwire/protocol";
-import type { WorkerConfig } from "./config.ts";
+import { loadWorkerConfig, type WorkerConfig } from "./config.ts";
 import pg from "pg";
 import { cellPoolConfig, defaultPostgresAdminUrl, dropCellDatabase, ensureCellDatabase } from "./store/database.ts";
 import { postgresErrorCode } from "./store/errors.ts";
@@ -125,45 +125,27 @@ class SilenceableProxy {
   }
 }
 
+/** A worker configured as an operator would, through its environment: the defaults but for what this test bounds. */
 function workerConfig(workerId: string, postgresAdminUrl: string): WorkerConfig {
-  return {
-    namespace,
-    natsServers,
-    cellId,
-    workerId,
-    postgresAdminUrl,
-    leaseMs,
-    heartbeatIntervalMs,
-    cellWeight: 100,
-    poolSize: 2,
-    directoryWaitMs: 10_000,
-    pendingPerConversationMax: 16,
-    pendingTotalMax: 64,
-    outboxSweepIntervalMs: 500,
-    outboxRetryAfterMs: 1000,
-    outboxBatchMax: 100,
-    outboxSweepPagesMax: 2,
-    relayRecipientsConcurrencyMax: 4,
-    relaysInFlightMax: 16,
-    relayPendingMax: 64,
-    relayCleanConversationsMax: 64,
-    relayRequestTimeoutMs: 1000,
-    relayAttemptsMax: 2,
-    relayWatchedCellsMax: 2,
-    relayStopWaitMs: 1000,
-    homeCellCacheUsersMax: 16,
-    homeCellCacheTtlMs: 60_000,
-    postgresTimeouts: {
-      connectTimeoutMs: 1000,
-      statementTimeoutMs: 1000,
-      lockTimeoutMs: 500,
-      idleInTransactionTimeoutMs: 2000,
-      queryTimeoutMs,
-      keepAliveInitialDelayMs: 1000,
-    },
-    databaseUnreachableMs,
-    postgresProbeIntervalMs,
-  };
+  return loadWorkerConfig({
+    CELLWIRE_NAMESPACE: namespace,
+    CELLWIRE_NATS_SERVERS: natsServers.join(","),
+    WORKER_CELL_ID: cellId,
+    WORKER_ID: workerId,
+    WORKER_POSTGRES_ADMIN_URL: postgresAdminUrl,
+    WORKER_LEASE_MS: String(leaseMs),
+    WORKER_HEARTBEAT_INTERVAL_MS: String(heartbeatIntervalMs),
+    WORKER_POOL_SIZE: "2",
+    WORKER_DIRECTORY_WAIT_MS: "10000",
+    WORKER_POSTGRES_CONNECT_TIMEOUT_MS: "1000",
+    WORKER_POSTGRES_STATEMENT_TIMEOUT_MS: "1000",
+    WORKER_POSTGRES_LOCK_TIMEOUT_MS: "500",
+    WORKER_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_MS: "2000",
+    WORKER_POSTGRES_QUERY_TIMEOUT_MS: String(queryTimeoutMs),
+    WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS: "1000",
+    WORKER_DATABASE_UNREACHABLE_MS: String(databaseUnreachableMs),
+    WORKER_POSTGRES_PROBE_INTERVAL_MS: String(postgresProbeIntervalMs),
+  }).config;
 }
 
 function sendRequest(conversationId: string, clientMessageId: string): CellSendRequest {
