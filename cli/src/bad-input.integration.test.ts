@@ -10,6 +10,7 @@ import { connect as connectTcp, type Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import { closeCodes, decodeServerFrame, frameBytesMax, protocolVersion, standardCloseCodes, upgradeRefusals } from "@cellwire/protocol";
+import { Waiters } from "@cellwire/cluster/testing";
 import { placeUsers, startTestTopology, type TestTopology } from "./test-topology.ts";
 
 const issuer = "https://issuer.bad-input.test";
@@ -62,7 +63,7 @@ class Probe {
   readonly texts: string[] = [];
   closeCode: number | undefined;
   private checkedCount = 0;
-  private readonly checks = new Set<() => void>();
+  private readonly waiters = new Waiters(deadlineMs);
 
   private constructor(private readonly socket: WebSocket) {
     socket.on("message", (data: Buffer, isBinary) => {
@@ -155,24 +156,11 @@ class Probe {
   }
 
   until(condition: () => boolean, what: string, waitMs = deadlineMs): Promise<void> {
-    if (condition()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.checks.delete(check);
-        reject(new Error(`waited ${waitMs} ms for ${what}; last frames: ${this.texts.slice(-3).join(" | ")}`));
-      }, waitMs);
-      const check = (): void => {
-        if (!condition()) return;
-        clearTimeout(timer);
-        this.checks.delete(check);
-        resolve();
-      };
-      this.checks.add(check);
-    });
+    return this.waiters.until(condition, what, waitMs, () => `last frames: ${this.texts.slice(-3).join(" | ")}`);
   }
 
   private notify(): void {
-    for (const check of [...this.checks]) check();
+    this.waiters.notify();
   }
 }
 
@@ -576,7 +564,7 @@ class RawWire {
   /** The close frame's code; 1006 when the connection ended without one (RFC 6455). */
   private closeCode: number | undefined;
   private ended = false;
-  private readonly checks = new Set<() => void>();
+  private readonly waiters = new Waiters(deadlineMs);
 
   private constructor(private readonly socket: Socket) {
     socket.on("data", (data) => {
@@ -661,24 +649,11 @@ class RawWire {
   }
 
   private until(condition: () => boolean, what: string): Promise<void> {
-    if (condition()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.checks.delete(check);
-        reject(new Error(`waited ${deadlineMs} ms for ${what}`));
-      }, deadlineMs);
-      const check = (): void => {
-        if (!condition()) return;
-        clearTimeout(timer);
-        this.checks.delete(check);
-        resolve();
-      };
-      this.checks.add(check);
-    });
+    return this.waiters.until(condition, what);
   }
 
   private notify(): void {
-    for (const check of [...this.checks]) check();
+    this.waiters.notify();
   }
 }
 
@@ -829,8 +804,10 @@ describe("authorization: mallory asks for carol's and dave's conversations", () 
     probe.close();
   });
 
-  it("watchPresence of carol → presenceSnapshot (presence is not membership-scoped today; see the report)", async () => {
+  it("watchPresence of carol, who shares no conversation with mallory → a presenceSnapshot like that of a user never online", async () => {
     expect(await request(mallory, { type: "watchPresence", userIds: ["carol"] })).toMatchObject({ type: "presenceSnapshot", users: [{ userId: "carol" }] });
+    // carol is online (her session is open since the setup), yet mallory reads her as never seen.
+    expect(await request(mallory, { type: "watchPresence", userIds: ["carol"] })).toMatchObject({ users: [{ userId: "carol", status: "offline", changedAtMs: null }] });
     expect(await request(mallory, { type: "watchPresence", userIds: [] })).toMatchObject({ type: "presenceSnapshot", users: [] });
   });
 });
@@ -1022,10 +999,9 @@ describe("numbers out of range in every numeric field", () => {
 });
 
 describe("floods", () => {
-  // Issue 10 adds per-session rate limits and Origin checks (built by other engineers meanwhile): when they
-  // land, the sends, pings and connects below meet their codes sooner. Until then these cases assert what
-  // docs/protocol.md documents today: rate_limited past EDGE_REQUESTS_IN_FLIGHT_PER_SESSION_MAX (64) and
-  // for typing past EDGE_TYPING_INTERVAL_MS, 4005 (reconnect) past EDGE_SESSIONS_PER_USER_MAX (16).
+  // What docs/protocol.md documents: sends meet the session's token bucket (burst 40) before the 64 in
+  // flight, typing EDGE_TYPING_INTERVAL_MS, pings the 64 in flight, and connects of one user 4005
+  // (reconnect) past EDGE_SESSIONS_PER_USER_MAX (16).
 
   /** Sends every frame at once, then waits for one reply per requestId; returns them by requestId. */
   async function burst(probe: Probe, frames: Frame[]): Promise<Map<string, Frame[]>> {

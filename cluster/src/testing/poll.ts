@@ -21,3 +21,35 @@ export async function pollUntil<T>(what: string, probe: () => Promise<T | undefi
     await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 20));
   }
 }
+
+/**
+ * For test doubles that learn of changes by events rather than by polling: each `until` is looked at again
+ * on every `notify`, and fails naming `what` (and the `detail` of that moment) past its deadline.
+ */
+export class Waiters {
+  private readonly checks = new Set<() => void>();
+
+  constructor(private readonly defaultDeadlineMs = 5000) {}
+
+  until(condition: () => boolean, what: string, deadlineMs = this.defaultDeadlineMs, detail?: () => string): Promise<void> {
+    if (condition()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.checks.delete(check);
+        const more = detail?.();
+        reject(new Error(`waited ${deadlineMs} ms for ${what}${more === undefined ? "" : `; ${more}`}`));
+      }, deadlineMs);
+      const check = (): void => {
+        if (!condition()) return;
+        clearTimeout(timer);
+        this.checks.delete(check);
+        resolve();
+      };
+      this.checks.add(check);
+    });
+  }
+
+  notify(): void {
+    for (const check of [...this.checks]) check();
+  }
+}

@@ -3,6 +3,7 @@
 // logic runs in process and every effect is observable.
 // Used by the edge-core*.test.ts files and edge-server.integration.test.ts (the whole fake edge), and by
 // the hub integration tests (Waiters, RecordingLogger).
+import { Waiters } from "@cellwire/cluster/testing";
 import { ConcurrencyLimiter, devDirectConversationKey, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
 import {
   decodeJsonText,
@@ -45,31 +46,8 @@ export function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
-/** Calls `check` on every `notify` until it returns true, failing past the deadline. */
-export class Waiters {
-  private readonly checks = new Set<() => void>();
-
-  until(condition: () => boolean, what: string, deadlineMs = waitDeadlineMs): Promise<void> {
-    if (condition()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.checks.delete(check);
-        reject(new Error(`waited ${deadlineMs} ms for ${what}`));
-      }, deadlineMs);
-      const check = (): void => {
-        if (!condition()) return;
-        clearTimeout(timer);
-        this.checks.delete(check);
-        resolve();
-      };
-      this.checks.add(check);
-    });
-  }
-
-  notify(): void {
-    for (const check of [...this.checks]) check();
-  }
-}
+/** The shared waiter of the test doubles (@cellwire/cluster/testing); its default deadline is waitDeadlineMs. */
+export { Waiters };
 
 /**
  * A socket as the core sees it. Records every text written and the close; a write or a close after the
