@@ -170,6 +170,8 @@ const rateLimitDefaults: Readonly<Record<RateLimitedKind, readonly [number, numb
   typing: [4, 8, 8, 16],
   history: [10, 50, 20, 100],
   conversationChange: [5, 50, 10, 100],
+  // A refresh costs a signature check; a session needs one per token lifetime.
+  refresh: [1, 1, 10, 20],
 };
 
 /** EDGE_RATE_<KIND>_… names the kind in upper snake case, plural where it counts requests. */
@@ -178,6 +180,7 @@ const rateLimitVariableKinds: Readonly<Record<RateLimitedKind, string>> = {
   typing: "TYPING",
   history: "HISTORY",
   conversationChange: "CONVERSATION_CHANGES",
+  refresh: "REFRESHES",
 };
 
 /** Recipients of a user's messages a second (a send to a group of 1,000 costs 1,000), and the burst. */
@@ -194,7 +197,7 @@ function readRateLimits(reader: EnvironmentReader): RateLimitSettings {
       const prefix = `EDGE_RATE_${rateLimitVariableKinds[kind]}_PER_${scope}`;
       return scope === "SESSION" ? rate(prefix, sessionPerSecond, sessionBurst) : rate(prefix, userPerSecond, userBurst);
     };
-    return { send: of("send"), typing: of("typing"), history: of("history"), conversationChange: of("conversationChange") };
+    return { send: of("send"), typing: of("typing"), history: of("history"), conversationChange: of("conversationChange"), refresh: of("refresh") };
   };
   const perSession = perKind("SESSION");
   const perUser = perKind("USER");

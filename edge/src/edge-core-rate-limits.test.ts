@@ -20,8 +20,8 @@ afterEach(() => {
 const generous = { perSecond: 1000, burst: 1000 };
 /** Sends 2 a second per session (burst 3) and 3 per user (burst 4); history 1 a second (burst 2); conversation changes burst 1. */
 const tight: RateLimitSettings = {
-  perSession: { send: { perSecond: 2, burst: 3 }, typing: generous, history: { perSecond: 1, burst: 2 }, conversationChange: { perSecond: 1, burst: 1 } },
-  perUser: { send: { perSecond: 3, burst: 4 }, typing: generous, history: generous, conversationChange: generous },
+  perSession: { send: { perSecond: 2, burst: 3 }, typing: generous, history: { perSecond: 1, burst: 2 }, conversationChange: { perSecond: 1, burst: 1 }, refresh: generous },
+  perUser: { send: { perSecond: 3, burst: 4 }, typing: generous, history: generous, conversationChange: generous, refresh: generous },
   fanOutPerUser: { perSecond: 100, burst: 200 },
 };
 

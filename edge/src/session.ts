@@ -54,11 +54,6 @@ type SessionState =
     }
   | { readonly kind: "closed" };
 
-/**
- * A session's refreshes are at least this far apart (else rate_limited): each costs a signature check,
- * and perhaps a JWKS fetch, while a well-behaved client refreshes once per token lifetime.
- */
-export const refreshIntervalMsMin = 1000;
 /** Reads of one conversation's log in one go, held messages included, before it is taken as broken. */
 const conversationReadRoundsMax = 100;
 /** Attempts of one page of a log that a cell answers `overloaded`, each after the retry-after it asked for. */
@@ -101,7 +96,6 @@ export class Session implements DeliveryTarget, DrainTarget {
    */
   private expiresAtMs = Number.POSITIVE_INFINITY;
   /** Monotonic ms of the last refresh accepted for verification; -Infinity before the first. */
-  private lastRefreshAtMs = Number.NEGATIVE_INFINITY;
   /**
    * Monotonic ms of the last frame received (of the socket's opening before one): a client pings every
    * heartbeatIntervalMs, so a session silent much longer is taken for gone when its user needs the room
@@ -174,14 +168,6 @@ export class Session implements DeliveryTarget, DrainTarget {
     if (kind !== undefined) {
       const retryAfterMs = this.rateLimitsOf(userId).admit(kind, this.core.ephemeral.monotonicNowMs());
       if (retryAfterMs > 0) return this.reply({ ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
-    }
-    if (frame.type === "refresh") {
-      const nowMs = this.core.ephemeral.monotonicNowMs();
-      const sinceMs = nowMs - this.lastRefreshAtMs;
-      if (sinceMs < refreshIntervalMsMin) {
-        return this.reply({ ...errorFrame("rate_limited", `at most one refresh every ${refreshIntervalMsMin} ms`, frame.requestId), retryAfterMs: refreshIntervalMsMin - sinceMs });
-      }
-      this.lastRefreshAtMs = nowMs;
     }
     if (frame.type === "typing") {
       const nowMs = this.core.ephemeral.monotonicNowMs();

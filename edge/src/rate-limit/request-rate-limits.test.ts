@@ -8,12 +8,14 @@ const settings: RateLimitSettings = {
     typing: { perSecond: 4, burst: 8 },
     history: { perSecond: 10, burst: 3 },
     conversationChange: { perSecond: 5, burst: 2 },
+    refresh: { perSecond: 1, burst: 1 },
   },
   perUser: {
     send: { perSecond: 30, burst: 60 },
     typing: { perSecond: 8, burst: 16 },
     history: { perSecond: 20, burst: 100 },
     conversationChange: { perSecond: 10, burst: 100 },
+    refresh: { perSecond: 10, burst: 20 },
   },
   fanOutPerUser: { perSecond: 1000, burst: 2000 },
 };

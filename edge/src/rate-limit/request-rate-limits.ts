@@ -11,7 +11,7 @@ import { retryAfterMsMax, type ClientRequestFrame } from "@cellwire/protocol";
 import { assertTokenRate, TokenBucket, type TokenRate } from "./token-bucket.ts";
 
 /** The kinds of request with their own buckets; other requests are bounded only by the in-flight limits. */
-export const rateLimitedKinds = ["send", "typing", "history", "conversationChange"] as const;
+export const rateLimitedKinds = ["send", "typing", "history", "conversationChange", "refresh"] as const;
 export type RateLimitedKind = (typeof rateLimitedKinds)[number];
 
 export type RateLimitSettings = {
@@ -48,16 +48,19 @@ export function rateLimitedKindOf(type: ClientRequestFrame["type"]): RateLimited
     case "createGroup":
     case "addMembers":
       return "conversationChange";
+    // Each costs a signature check before anything else can refuse it.
+    case "refresh":
+      return "refresh";
     default:
       return undefined;
   }
 }
 
-const kindIndex: Readonly<Record<RateLimitedKind, number>> = { send: 0, typing: 1, history: 2, conversationChange: 3 };
+const kindIndex: Readonly<Record<RateLimitedKind, number>> = { send: 0, typing: 1, history: 2, conversationChange: 3, refresh: 4 };
 
 /** One bucket per kind, each made on its kind's first request. */
 export class KindBuckets {
-  private readonly buckets: (TokenBucket | undefined)[] = [undefined, undefined, undefined, undefined];
+  private readonly buckets: (TokenBucket | undefined)[] = [undefined, undefined, undefined, undefined, undefined];
 
   constructor(private readonly rates: Readonly<Record<RateLimitedKind, TokenRate>>) {}
 

@@ -519,12 +519,15 @@ export const defaultTestLimits: EdgeLimits = {
       typing: { perSecond: 1000, burst: 1000 },
       history: { perSecond: 1000, burst: 1000 },
       conversationChange: { perSecond: 1000, burst: 1000 },
+      // The edge's default: the refresh tests pace themselves by it.
+      refresh: { perSecond: 1, burst: 1 },
     },
     perUser: {
       send: { perSecond: 1000, burst: 1000 },
       typing: { perSecond: 1000, burst: 1000 },
       history: { perSecond: 1000, burst: 1000 },
       conversationChange: { perSecond: 1000, burst: 1000 },
+      refresh: { perSecond: 1000, burst: 1000 },
     },
     fanOutPerUser: { perSecond: 1_000_000, burst: 1_000_000 },
   },
