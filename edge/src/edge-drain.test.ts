@@ -4,42 +4,9 @@
 import { afterEach, describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { closeCodes, type Message } from "@cellwire/protocol";
-import { drainSchedule, EdgeDrain, type DrainClock, type DrainOutcome, type DrainTarget } from "./edge-drain.ts";
+import { drainSchedule, EdgeDrain, type DrainOutcome, type DrainTarget } from "./edge-drain.ts";
 import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
-
-/** Timers that fire only when the test moves time on, in due order. */
-class ManualClock implements DrainClock {
-  nowMs = 0;
-  private timers: { dueMs: number; callback: () => void; cancelled: boolean }[] = [];
-  constructor(private readonly draws: () => number = () => 0.5) {}
-
-  readonly monotonicNowMs = (): number => this.nowMs;
-  readonly random = (): number => this.draws();
-  readonly setTimer = (callback: () => void, delayMs: number): (() => void) => {
-    const timer = { dueMs: this.nowMs + Math.max(0, delayMs), callback, cancelled: false };
-    this.timers.push(timer);
-    return () => {
-      timer.cancelled = true;
-    };
-  };
-
-  get pendingTimers(): number {
-    return this.timers.filter((timer) => !timer.cancelled).length;
-  }
-
-  /** Moves time to `targetMs`, firing every timer due on the way (timers they set included). */
-  advanceTo(targetMs: number): void {
-    for (;;) {
-      const due = this.timers.filter((timer) => !timer.cancelled && timer.dueMs <= targetMs).sort((a, b) => a.dueMs - b.dueMs)[0];
-      if (due === undefined) break;
-      this.nowMs = Math.max(this.nowMs, due.dueMs);
-      due.cancelled = true;
-      due.callback();
-    }
-    this.nowMs = targetMs;
-    this.timers = this.timers.filter((timer) => !timer.cancelled);
-  }
-}
+import { ManualClock, seededRandom } from "./testing/manual-clock.ts";
 
 /** A session stand-in: it may be serving requests, and tells the drain when it closes. */
 class Target implements DrainTarget {
@@ -77,16 +44,6 @@ class Target implements DrainTarget {
 /** Lets the drain's promise chain settle. */
 function flush(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
-}
-
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    return (state >>> 0) / 2 ** 32;
-  };
 }
 
 function drainOf(count: number, options: { drainMs: number; graceMs: number }, clock: ManualClock): { drain: EdgeDrain<Target>; targets: Target[] } {

@@ -4,6 +4,7 @@
 // window, and closes at it once the requests it is serving are answered, so a reply is never cut off.
 // Sessions still serving when the grace period after the window runs out are closed regardless.
 // Pure but for the injected clock and randomness: the core (edge-core.ts) owns the sessions.
+import { spreadSchedule } from "./spread-schedule.ts";
 
 /** A session as the drain sees it. */
 export interface DrainTarget {
@@ -37,22 +38,11 @@ export type DrainOutcome = {
 };
 
 /**
- * When each target closes, as offsets from the drain's start: the targets in a random order, the i-th of
- * n at a random point of the i-th n-th of the window. Stratified rather than independent draws, so the
- * closes are spread evenly (no second of the window gets many more than its share) yet no two edges
- * drain in lockstep.
+ * When each target closes, as offsets from the drain's start: spread evenly over the window, in a random
+ * order (spreadSchedule), so the other edges take the sessions over the window rather than in one wave.
  */
 export function drainSchedule<T>(targets: readonly T[], drainMs: number, random: () => number): { readonly target: T; readonly closeAtMs: number }[] {
-  const shuffled = [...targets];
-  for (let index = shuffled.length - 1; index > 0; index--) {
-    const other = Math.floor(unit(random()) * (index + 1));
-    const held = shuffled[index] as T;
-    shuffled[index] = shuffled[other] as T;
-    shuffled[other] = held;
-  }
-  const slotMs = shuffled.length === 0 ? 0 : drainMs / shuffled.length;
-  const lastMs = Math.max(0, drainMs - 1);
-  return shuffled.map((target, index) => ({ target, closeAtMs: Math.min(lastMs, Math.floor((index + unit(random())) * slotMs)) }));
+  return spreadSchedule(targets, drainMs, random).map(({ target, atMs }) => ({ target, closeAtMs: atMs }));
 }
 
 /**
@@ -122,10 +112,4 @@ export class EdgeDrain<T extends DrainTarget> {
     this.cancelGrace();
     finish();
   }
-}
-
-// A misbehaving injected source must not put a close outside the window.
-function unit(value: number): number {
-  if (!Number.isFinite(value) || value < 0) return 0;
-  return value >= 1 ? 1 - Number.EPSILON : value;
 }
