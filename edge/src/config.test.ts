@@ -57,6 +57,8 @@ describe("loadEdgeConfig", () => {
       conversationsPerSessionMax: 10_000,
       conversationReadsPerSessionMax: 8,
       conversationReadsInFlightMax: 256,
+      catchUpSpreadMs: 2000,
+      catchUpReadsInFlightMax: 64,
       directoryCacheEntriesMax: 100_000,
       directoryCacheTtlMs: 60_000,
       directoryTimeoutMs: 2000,
@@ -106,6 +108,14 @@ describe("loadEdgeConfig", () => {
     expect(config).toMatchObject({ drainMs: 0, drainGraceMs: 1500 });
     expect(configError({ ...devMode, EDGE_DRAIN_MS: "-1" }).message).toContain("EDGE_DRAIN_MS");
     expect(configError({ ...devMode, EDGE_DRAIN_GRACE_MS: "soon" }).message).toContain("EDGE_DRAIN_GRACE_MS");
+  });
+
+  it("reads the catch-up window (0 reads at once) and the catch-up reads in flight", () => {
+    const { config, unknownVariables } = loadEdgeConfig({ ...devMode, EDGE_CATCH_UP_SPREAD_MS: "0", EDGE_CATCH_UP_READS_IN_FLIGHT_MAX: "8" });
+    expect(unknownVariables).toEqual([]);
+    expect(config).toMatchObject({ catchUpSpreadMs: 0, catchUpReadsInFlightMax: 8 });
+    expect(configError({ ...devMode, EDGE_CATCH_UP_SPREAD_MS: "60001" }).message).toContain("EDGE_CATCH_UP_SPREAD_MS");
+    expect(configError({ ...devMode, EDGE_CATCH_UP_READS_IN_FLIGHT_MAX: "0" }).message).toContain("EDGE_CATCH_UP_READS_IN_FLIGHT_MAX");
   });
 
   it("refuses to start with no settings at all: jwks is the default, and the message names what to set", () => {

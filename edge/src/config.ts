@@ -93,6 +93,13 @@ export type EdgeConfig = {
   readonly conversationReadsPerSessionMax: number;
   /** Reads of conversation logs in flight across the edge (a wave of resumes queues behind it). */
   readonly conversationReadsInFlightMax: number;
+  /**
+   * After a ring change or a NATS reconnect, the sessions that must read their mailbox (and logs) again
+   * each wait a moment of this window, spread evenly, instead of all reading in the same turn (0: at once).
+   */
+  readonly catchUpSpreadMs: number;
+  /** Such catch-ups reading at once across the edge; the others wait their turn (catch-up-pacer.ts). */
+  readonly catchUpReadsInFlightMax: number;
   readonly directoryCacheEntriesMax: number;
   readonly directoryCacheTtlMs: number;
   readonly directoryTimeoutMs: number;
@@ -265,6 +272,8 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     conversationsPerSessionMax: reader.integer("EDGE_CONVERSATIONS_PER_SESSION_MAX", 10_000, 1, 1_000_000),
     conversationReadsPerSessionMax: reader.integer("EDGE_CONVERSATION_READS_PER_SESSION_MAX", 8, 1, 1000),
     conversationReadsInFlightMax: reader.integer("EDGE_CONVERSATION_READS_IN_FLIGHT_MAX", 256, 1, 100_000),
+    catchUpSpreadMs: reader.integer("EDGE_CATCH_UP_SPREAD_MS", 2000, 0, 60_000),
+    catchUpReadsInFlightMax: reader.integer("EDGE_CATCH_UP_READS_IN_FLIGHT_MAX", 64, 1, 100_000),
     directoryCacheEntriesMax: reader.integer("EDGE_DIRECTORY_CACHE_ENTRIES_MAX", 100_000, 1, 10_000_000),
     directoryCacheTtlMs: reader.integer("EDGE_DIRECTORY_CACHE_TTL_MS", 60_000, 1, 86_400_000),
     directoryTimeoutMs: reader.integer("EDGE_DIRECTORY_TIMEOUT_MS", 2000, 50, 60_000),

@@ -5,6 +5,7 @@ import { closeCodes, type DirectoryEntry, type PresenceFrame, type WatchPresence
 import type { ConcurrencyLimiter, ServiceLogger } from "@cellwire/cluster";
 import type { RevocationList } from "./auth/revocation-list.ts";
 import type { Identity, TokenVerifier } from "./auth/token-verifier.ts";
+import type { CatchUpPacer } from "./catch-up-pacer.ts";
 import type { DeliverySource } from "./delivery-hub.ts";
 import type { RequestHandler } from "./request-handler.ts";
 import type { PresenceAccess } from "./presence/presence-access.ts";
@@ -108,6 +109,8 @@ export class EdgeCore {
     /** Bounds the reads of conversation logs in flight across the edge (a wave of resumes). */
     readonly conversationReads: ConcurrencyLimiter,
     readonly tokenLifetime: TokenLifetime,
+    /** Spreads and bounds the sessions' catch-ups after a ring change or a NATS reconnect. */
+    readonly catchUps: CatchUpPacer<Session>,
   ) {
     assertRateLimitSettings(limits.rateLimits);
     ephemeral.presence.onChange((change) => this.presenceChanged(change));
@@ -190,6 +193,7 @@ export class EdgeCore {
   forget(session: Session, userId: string | undefined): void {
     this.sessions.delete(session);
     this.drain?.closed(session);
+    this.catchUps.forget(session);
     if (userId === undefined) return;
     this.welcomedSessionCount--;
     const userSessions = this.sessionsByUser.get(userId);
@@ -230,14 +234,15 @@ export class EdgeCore {
   }
 
   /**
-   * The workers of a cell changed: sessions homed there read their mailbox again, so an event whose live
-   * delivery died with a worker is not missed until the next event shows the gap.
+   * The workers of a cell changed: sessions homed there read their mailbox again, and sessions following
+   * a conversation cached as homed there read its log again, so an item whose live delivery died with a
+   * worker is not missed until the next one shows the gap. Each at its own moment of the catch-up window,
+   * bounded across the edge (catch-up-pacer.ts): not all in this turn.
    */
   cellMembershipChanged(cellId: string): void {
-    for (const session of this.sessions) {
-      if (session.homeCellId === cellId) session.catchUp();
-      session.catchUpConversationsIn(cellId);
-    }
+    const concerned: Session[] = [];
+    for (const session of this.sessions) if (session.isConcernedBy(cellId)) concerned.push(session);
+    this.catchUps.request(concerned, cellId);
   }
 
   /**
@@ -254,10 +259,13 @@ export class EdgeCore {
 
   /**
    * The edge's NATS connection came back (perhaps to another server): live events published while it
-   * was away never reach it, so every session reads its mailbox again from its cursor.
+   * was away never reach it, so every session reads its mailbox and conversations again from its cursors,
+   * each at its own moment of the catch-up window (catch-up-pacer.ts).
    */
   catchUpAll(): void {
-    for (const session of this.sessions) session.catchUpEverything();
+    const open: Session[] = [];
+    for (const session of this.sessions) if (session.isOpen) open.push(session);
+    this.catchUps.request(open, undefined);
   }
 
   /**

@@ -19,7 +19,8 @@ import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { signDevToken } from "./auth/dev-keys.ts";
 import type { EdgeConfig } from "./config.ts";
 import { DirectoryCache } from "./directory-cache.ts";
-import { EdgeCore } from "./edge-core.ts";
+import { CatchUpPacer } from "./catch-up-pacer.ts";
+import { EdgeCore, type Session } from "./edge-core.ts";
 import { NatsDeliveryHub } from "./delivery-hub.ts";
 import { RequestHandler } from "./request-handler.ts";
 import { startServer } from "./edge-server.ts";
@@ -96,6 +97,18 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
             warn: (message) => logger.warn(message),
           },
         );
+  const catchUps = new CatchUpPacer<Session>(
+    { spreadMs: config.catchUpSpreadMs, readsInFlightMax: config.catchUpReadsInFlightMax },
+    {
+      monotonicNowMs: () => systemClock.monotonicNowMs(),
+      random: Math.random,
+      setTimer: (callback, delayMs) => {
+        const timer = setTimeout(callback, delayMs);
+        return () => clearTimeout(timer);
+      },
+    },
+    (message) => logger.warn(message),
+  );
   const core = new EdgeCore(
     {
       authTimeoutMs: config.authTimeoutMs,
@@ -124,6 +137,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       wallNowMs: () => systemClock.wallNowMs(),
       revocations: new RevocationList({ revocationsMax: config.revocationsMax, retentionMs: config.revocationRetentionMs }),
     },
+    catchUps,
   );
   const expirySweep = setInterval(() => core.closeExpiredSessions(), tokenExpirySweepIntervalMs);
   expirySweep.unref();
@@ -196,6 +210,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       // Goodbye: other edges drop whatever claims of this edge remain at once.
       presence.stop();
       core.closeAll();
+      catchUps.stop();
       clearInterval(expirySweep);
       revocations.unsubscribe();
       directoryChanges.unsubscribe();

@@ -18,6 +18,7 @@ import {
   type ServerFrame,
 } from "@cellwire/protocol";
 import { CellwireError, RemoteError, type HomeLocation } from "@cellwire/cluster";
+import type { CatchUpScope, CatchUpTarget } from "./catch-up-pacer.ts";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { DeliveryTarget } from "./delivery-hub.ts";
 import type { EdgeCore, SessionTransport } from "./edge-core.ts";
@@ -67,7 +68,7 @@ const conversationRetryDelayMsMax = 30_000;
 /** A conversation read by a session: whether a read runs now, the reads that failed so far, the next one's timer. */
 type ConversationRead = { reading: boolean; failedReads: number; retryTimer: ReturnType<typeof setTimeout> | undefined };
 
-export class Session implements DeliveryTarget, DrainTarget {
+export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   readonly sessionId = randomUUID();
   private state: SessionState = { kind: "awaiting_hello" };
   private requestsInFlight = 0;
@@ -208,15 +209,35 @@ export class Session implements DeliveryTarget, DrainTarget {
   }
 
   /** Reads the mailbox again from this session's cursor (see MailboxCursor.requestSync). */
-  catchUp(): void {
+  private catchUp(): void {
     if (this.state.kind === "open" && this.state.cursor.requestSync()) void this.sync();
   }
 
-  /** Reads the mailbox and every followed conversation again (the edge's NATS connection came back). */
-  catchUpEverything(): void {
+  /**
+   * The session's moment of a catch-up came (catch-up-pacer.ts): reads again the mailbox when it is
+   * homed in one of the scope's cells (or the scope is everything), and the conversations cached as homed
+   * there (or all it follows). Resolves once the mailbox read is done; conversation reads go through the
+   * edge's limiter. Never rejects: a mailbox that cannot be read closes the session (sync).
+   */
+  async catchUpNow(scope: CatchUpScope): Promise<void> {
     if (this.state.kind !== "open") return;
-    this.catchUp();
-    for (const [conversationId, cursor] of this.state.conversations) if (cursor.requestSync()) void this.readConversation(conversationId);
+    const mailboxOwed = scope.everything || scope.cellIds.has(this.state.homeCellId);
+    // Started first: it runs until its first await, so the conversation reads below do not delay it.
+    const mailboxRead = mailboxOwed && this.state.cursor.requestSync() ? this.sync() : undefined;
+    if (scope.everything) {
+      for (const [conversationId, cursor] of this.state.conversations) if (cursor.requestSync()) void this.readConversation(conversationId);
+    } else {
+      for (const cellId of scope.cellIds) this.catchUpConversationsIn(cellId);
+    }
+    await mailboxRead;
+  }
+
+  /** Whether a change of `cellId`'s workers concerns this session: its mailbox, or a conversation it follows, lives there. */
+  isConcernedBy(cellId: string): boolean {
+    if (this.state.kind !== "open") return false;
+    if (this.state.homeCellId === cellId) return true;
+    for (const conversationId of this.state.conversations.keys()) if (this.core.handler.cachedConversationHome(conversationId) === cellId) return true;
+    return false;
   }
 
   get homeCellId(): string | undefined {
@@ -284,7 +305,7 @@ export class Session implements DeliveryTarget, DrainTarget {
    * Reads again the logs of the conversations homed in `cellId` (its workers changed: a live message
    * published by one that died may never come), from each cursor.
    */
-  catchUpConversationsIn(cellId: string): void {
+  private catchUpConversationsIn(cellId: string): void {
     if (this.state.kind !== "open") return;
     for (const [conversationId, cursor] of this.state.conversations) {
       if (this.core.handler.cachedConversationHome(conversationId) === cellId && cursor.requestSync()) void this.readConversation(conversationId);

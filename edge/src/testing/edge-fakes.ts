@@ -22,6 +22,7 @@ import {
 } from "@cellwire/protocol";
 import { RevocationList } from "../auth/revocation-list.ts";
 import type { TokenVerifier, VerifyOutcome } from "../auth/token-verifier.ts";
+import { CatchUpPacer, type CatchUpClock } from "../catch-up-pacer.ts";
 import type { DeliverySource, DeliveryTarget } from "../delivery-hub.ts";
 import { DirectoryCache } from "../directory-cache.ts";
 import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../edge-core.ts";
@@ -568,6 +569,12 @@ export const memberCacheTtlMsForTests = 10_000;
 
 export type FakeEdgeOptions = {
   readonly conversationReadsInFlightMax?: number;
+  /**
+   * The catch-ups after a ring change or a NATS reconnect: their window (0 by default: all start in the
+   * turn that asks, as the tests of what a catch-up reads expect), their bound, and the clock of their
+   * moments (real timers by default).
+   */
+  readonly catchUp?: { readonly spreadMs: number; readonly readsInFlightMax: number; readonly clock?: CatchUpClock };
   /** Whose presence sessions may watch; everyone by default. */
   readonly presenceAccess?: PresenceAccess;
 };
@@ -603,6 +610,18 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
   );
   const typing = new TypingRelay(members, deliveries, typingExpiresInMsForTests);
   const logger = new RecordingLogger();
+  const catchUps = new CatchUpPacer<Session>(
+    { spreadMs: options.catchUp?.spreadMs ?? 0, readsInFlightMax: options.catchUp?.readsInFlightMax ?? 64 },
+    options.catchUp?.clock ?? {
+      monotonicNowMs: clock.monotonicNowMs,
+      random: Math.random,
+      setTimer: (callback, delayMs) => {
+        const timer = setTimeout(callback, delayMs);
+        return () => clearTimeout(timer);
+      },
+    },
+    logger.warn,
+  );
   const core = new EdgeCore(
     { ...defaultTestLimits, ...limits },
     verifier,
@@ -612,6 +631,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
     { typing, presence, presenceAccess: options.presenceAccess ?? new EveryoneVisible(), monotonicNowMs: clock.monotonicNowMs },
     conversationReads,
     { wallNowMs: clock.wallNowMs, revocations: new RevocationList({ revocationsMax: 100, retentionMs: 3_600_000 }) },
+    catchUps,
   );
   const transports: FakeTransport[] = [];
   const connect = (): { transport: FakeTransport; session: Session | undefined } => {
