@@ -3,6 +3,7 @@
 import fc from "fast-check";
 import { closeCodes, standardCloseCodes } from "@cellwire/protocol";
 import { describe, expect, it } from "vitest";
+import { defaultBackoffOptions } from "./backoff.ts";
 import {
   connectionStateNames,
   initialConnectionState,
@@ -501,5 +502,62 @@ describe("connection machine: properties", () => {
         expect(state.name).toBe("open");
       }),
     );
+  });
+});
+
+describe("connection machine: a wave of clients after their edge dies", () => {
+  /** xorshift32, one seed per client: the clients of one edge draw independently, as Math.random does on each device. */
+  function seededRandom(seed: number): () => number {
+    let state = seed >>> 0 || 1;
+    return () => {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      return (state >>> 0) / 2 ** 32;
+    };
+  }
+
+  /** The delay each of `clients` open sessions (default backoff) waits after the same abnormal close, and its purpose. */
+  function waveDelays(clients: number, urlCount: number): { delayMs: number; purpose: string }[] {
+    const waveOptions: ConnectionMachineOptions = { ...options, backoff: defaultBackoffOptions, reconnectAttemptsMax: 100, urlCount };
+    return Array.from({ length: clients }, (_, client) => {
+      const random = seededRandom(client * 7919 + 1);
+      const stepOf = (state: ConnectionState, input: ConnectionInput) => transition(state, input, waveOptions, { nowMs: 0, random });
+      let state = initialConnectionState;
+      for (const input of [connect, token, opened, welcome]) state = stepOf(state, input(state)).state;
+      const lost = stepOf(state, { type: "socket_closed", attemptId: state.attemptId, code: standardCloseCodes.abnormal });
+      const timerEffect = lost.effects.find((effect) => effect.type === "set_timer");
+      if (timerEffect?.type !== "set_timer") throw new Error("no reconnect timer");
+      return { delayMs: timerEffect.delayMs, purpose: timerEffect.purpose };
+    });
+  }
+
+  /** Clients per `bucketMs` of [fromMs, toMs]: evenly spread when no bucket holds much more than its share. */
+  function buckets(delaysMs: readonly number[], fromMs: number, toMs: number, bucketMs: number): number[] {
+    const counts = new Array<number>(Math.ceil((toMs - fromMs + 1) / bucketMs)).fill(0);
+    for (const delayMs of delaysMs) {
+      const index = Math.min(counts.length - 1, Math.floor((delayMs - fromMs) / bucketMs));
+      counts[index] = (counts[index] ?? 0) + 1;
+    }
+    return counts;
+  }
+
+  it.each([
+    // Several edge URLs: the failover, [0, initialDelayMs × jitterRatio] = [0, 250] ms.
+    ["fails over (two edge URLs)", 2, "failover", 0, 250],
+    // One URL (a balancer): the first backoff, [initialDelayMs × (1 − jitterRatio), initialDelayMs] = [250, 500] ms.
+    ["backs off (one URL)", 1, "reconnect", 250, 500],
+  ])("6,000 clients whose sessions drop together %s spread over the window, not in one millisecond", (_name, urlCount, purpose, fromMs, toMs) => {
+    const wave = waveDelays(6000, urlCount);
+    expect(new Set(wave.map((entry) => entry.purpose))).toEqual(new Set([purpose]));
+    const delaysMs = wave.map((entry) => entry.delayMs);
+    expect(Math.min(...delaysMs)).toBeGreaterThanOrEqual(fromMs);
+    expect(Math.max(...delaysMs)).toBeLessThanOrEqual(toMs);
+    // Every millisecond of the window is used, and none by more than about twice its share (24 a ms).
+    const perMs = buckets(delaysMs, fromMs, toMs, 1);
+    expect(perMs.filter((count) => count > 0).length).toBeGreaterThanOrEqual(toMs - fromMs);
+    expect(Math.max(...perMs)).toBeLessThanOrEqual(2 * (6000 / (toMs - fromMs + 1)));
+    // Each 50 ms of the window takes its fifth of the wave, within 10%.
+    for (const count of buckets(delaysMs, fromMs, toMs - 1, 50)) expect(Math.abs(count - 1200)).toBeLessThanOrEqual(120);
   });
 });
