@@ -97,11 +97,16 @@ describe("npm run bench:connections", () => {
     expect(kill).toMatchObject({ killedEdge: "1", survivingEdge: "2", clients: 200, resynced: 200, notResynced: 0, loadAverage });
     for (const field of ["p50Ms", "p90Ms", "p99Ms", "maxMs"]) expect(kill?.[field], field).toBeGreaterThan(0);
     expect(Number(kill?.["p50Ms"])).toBeLessThanOrEqual(Number(kill?.["maxMs"]));
+    // Every client's first attempt after the kill, and its resync, is in the histograms of the wave.
+    const clientsIn = (buckets: unknown): number => (Array.isArray(buckets) ? buckets.reduce((sum: number, bucket: { clients?: unknown }) => sum + Number(bucket.clients), 0) : 0);
+    expect(clientsIn(kill?.["reconnectSpread"])).toBe(200);
+    expect(clientsIn(kill?.["resyncSpread"])).toBe(200);
 
     expect(existsSync(resultsPath)).toBe(true);
     const report = readFileSync(resultsPath, "utf8");
     expect(report).toContain("## Idle memory per socket at the edge");
     expect(report).toContain("## Authenticated connects per second");
     expect(report).toContain("## Edge kill: SDK clients synced again on the other edge");
+    expect(report).toContain("How the 200 clients' reconnects spread");
   });
 });

@@ -275,17 +275,21 @@ class ConnectionsLoadProcess {
       await new Promise((resolve) => setTimeout(resolve, resyncPollIntervalMs));
     }
     const delaysMs = new Float64Array(this.clients.length);
+    const reconnectDelaysMs = new Float64Array(this.clients.length);
     const attempts = new Uint32Array(this.clients.length);
     const firstFailures = new Uint32Array(this.clients.length);
     this.clients.forEach((slot, index) => {
       const atUs = resyncedAtUs(slot);
       delaysMs[index] = atUs === undefined ? Number.NaN : (atUs - command.sinceUs) / 1000;
-      attempts[index] = slot.attemptsAtUs.filter((attemptAtUs) => attemptAtUs >= command.sinceUs).length;
+      const attemptsAfterUs = slot.attemptsAtUs.filter((attemptAtUs) => attemptAtUs >= command.sinceUs);
+      attempts[index] = attemptsAfterUs.length;
+      const firstAttemptUs = attemptsAfterUs[0];
+      reconnectDelaysMs[index] = firstAttemptUs === undefined ? Number.NaN : (firstAttemptUs - command.sinceUs) / 1000;
       // The first loss after the kill is the kill's own; a second one is the first failed attempt.
       const failure = slot.lossesAtUs.filter((loss) => loss.atUs >= command.sinceUs)[1];
       firstFailures[index] = failure === undefined ? 0 : (failure.closeCode ?? 1);
     });
-    return { delaysMs, attempts, firstFailures };
+    return { delaysMs, reconnectDelaysMs, attempts, firstFailures };
   }
 }
 

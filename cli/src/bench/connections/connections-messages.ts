@@ -144,6 +144,11 @@ export type SessionsOpened = {
 export type ResyncReport = {
   /** Per client, ms from sinceUs to its first `synced` on another URL; NaN when none came by the deadline. */
   readonly delaysMs: Float64Array;
+  /**
+   * Per client, ms from sinceUs to its first connection attempt after it (the SDK's jittered reconnect
+   * delay, plus the time to notice the loss); NaN when it made none by the deadline.
+   */
+  readonly reconnectDelaysMs: Float64Array;
   /** Per client, connection attempts it made after sinceUs (1: straight to the other edge). */
   readonly attempts: Uint32Array;
   /**
@@ -200,6 +205,7 @@ export const connectionsReplyDecoder: Decoder<ConnectionsReply> = taggedUnion<Co
     type: literal("resynced"),
     id: commandId,
     delaysMs: typedArray(Float64Array, connectionsLoadLimits.connectionsPerProcessMax),
+    reconnectDelaysMs: typedArray(Float64Array, connectionsLoadLimits.connectionsPerProcessMax),
     attempts: typedArray(Uint32Array, connectionsLoadLimits.connectionsPerProcessMax),
     firstFailures: typedArray(Uint32Array, connectionsLoadLimits.connectionsPerProcessMax),
   }),

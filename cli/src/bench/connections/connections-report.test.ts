@@ -60,6 +60,16 @@ const kill: KillLine = {
   maxMs: 13_700,
   attempts: { one: 5000, two: 900, more: 100 },
   firstFailures: { "no close code": 100, "4102": 900 },
+  reconnectSpread: [
+    { fromMs: 0, toMs: 25, clients: 3000 },
+    { fromMs: 25, toMs: 50, clients: 1500 },
+    { fromMs: 50, toMs: 75, clients: 0 },
+    { fromMs: 75, toMs: null, clients: 1500 },
+  ],
+  resyncSpread: [
+    { fromMs: 0, toMs: 500, clients: 6000 },
+    { fromMs: 500, toMs: null, clients: 0 },
+  ],
   processes: [{ name: "cellwire-edge-2", cpuMs: 6000, cpuUsPerOperation: 1000 }],
   machineCpuMs: 20_000,
   loadAverage,
@@ -84,6 +94,13 @@ describe("the connections report", () => {
     expect(report).toContain("| first-time | 1 | 10,000 | 0 | 200 | 16.9 | **592** | 150 / 420 / 800 | 200 / 500 / 900 | 1,000 | edge-1 900, redis 100 | 1.50 2.00 2.50 |");
     expect(report).toContain("| 6,000 | 1 → 2 | **6,000** | 0 | 10,400 / 12,000 / 13,000 / **13,700** | 5,000 / 900 / 100 | 4102: 900, no close code: 100 | edge-2 1,000 | 1.50 2.00 2.50 |");
     expect(report).toContain("- cellwire-worker-a-1 exited unexpectedly (status 1)");
+    // The wave's spread: a bar per bucket, scaled to the fullest, up to the last bucket with a client.
+    expect(report).toContain(`| 0–25 | 3,000 | 50% | ${"█".repeat(40)} |`);
+    expect(report).toContain(`| 25–50 | 1,500 | 25% | ${"█".repeat(20)} |`);
+    expect(report).toContain("| 50–75 | 0 | 0% |  |");
+    expect(report).toContain(`| ≥ 75 | 1,500 | 25% | ${"█".repeat(20)} |`);
+    expect(report).toContain(`| 0–500 | 6,000 | 100% | ${"█".repeat(40)} |`);
+    expect(report).not.toContain("≥ 500");
   });
 
   it("leaves out the measurements not run", () => {

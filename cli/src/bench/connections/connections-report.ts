@@ -4,7 +4,7 @@
 import type { CommitDescription, MachineDescription } from "../chat/report.ts";
 import type { LatencySummaryMs } from "../chat/latency-histogram.ts";
 import type { ConnectionsOptions } from "./connections-options.ts";
-import type { ConnectsLine, KillLine, LoadAverage, MemoryLine, ProcessCpu } from "./connections-results.ts";
+import type { ConnectsLine, KillLine, LoadAverage, MemoryLine, ProcessCpu, SpreadBucket } from "./connections-results.ts";
 
 export type ConnectionsReportInput = {
   readonly date: Date;
@@ -123,6 +123,33 @@ function connectsSection(lines: readonly ConnectsLine[]): string[] {
   ];
 }
 
+/** Widest bar of a spread table, in characters. */
+const spreadBarWidthMax = 40;
+
+/**
+ * A histogram as a table, one bucket a row with a bar, up to the last bucket that holds a client: a wave
+ * spread over its window shows as a block of even bars, a herd as one long bar.
+ */
+function spreadTable(title: string, buckets: readonly SpreadBucket[]): string[] {
+  const lastUsed = buckets.findLastIndex((bucket) => bucket.clients > 0);
+  if (lastUsed < 0) return [];
+  const shown = buckets.slice(0, lastUsed + 1);
+  const most = Math.max(...shown.map((bucket) => bucket.clients));
+  const total = buckets.reduce((sum, bucket) => sum + bucket.clients, 0);
+  return [
+    title,
+    "",
+    "| ms after the kill | clients | share | |",
+    "| --- | --- | --- | --- |",
+    ...shown.map((bucket) => {
+      const range = bucket.toMs === null ? `≥ ${figure(bucket.fromMs)}` : `${figure(bucket.fromMs)}–${figure(bucket.toMs)}`;
+      const bar = "█".repeat(Math.round((bucket.clients / most) * spreadBarWidthMax));
+      return `| ${range} | ${figure(bucket.clients)} | ${figure(Math.round((bucket.clients / total) * 1000) / 10)}% | ${bar} |`;
+    }),
+    "",
+  ];
+}
+
 function killSection(lines: readonly KillLine[]): string[] {
   if (lines.length === 0) return [];
   const ms = (value: number | null): string => (value === null ? "–" : figure(Math.round(value)));
@@ -149,6 +176,13 @@ function killSection(lines: readonly KillLine[]): string[] {
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ...rows.map((row) => `| ${row} |`),
     "",
+    ...lines.flatMap((line) => [
+      ...spreadTable(
+        `How the ${figure(line.clients)} clients' reconnects spread: from the kill to each client's first connection attempt (the SDK's jittered failover delay, plus noticing the loss).`,
+        line.reconnectSpread,
+      ),
+      ...spreadTable(`How the surviving edge took them: from the kill to each client's next \`synced\`.`, line.resyncSpread),
+    ]),
   ];
 }
 

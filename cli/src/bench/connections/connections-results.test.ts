@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createLatencyHistogram, encodeHistogram, recordLatencyUs } from "../chat/latency-histogram.ts";
-import { connectsLine, cpuPerOperation, killLine, memoryLine } from "./connections-results.ts";
+import { connectsLine, cpuPerOperation, killLine, memoryLine, spreadHistogram } from "./connections-results.ts";
 
 const loadAverage = [1, 2, 3] as const;
 
@@ -80,14 +80,41 @@ describe("killLine", () => {
       survivingEdge: "2",
       deadlineS: 30,
       reports: [
-        { delaysMs: delays, attempts: Uint32Array.from([1, 1, 2, 3, 9]), firstFailures: Uint32Array.from([0, 0, 4102, 1, 1]) },
-        { delaysMs: Float64Array.from([500]), attempts: Uint32Array.from([0]), firstFailures: Uint32Array.from([0]) },
+        {
+          delaysMs: delays,
+          reconnectDelaysMs: Float64Array.from([3, 30, 60, 240, Number.NaN]),
+          attempts: Uint32Array.from([1, 1, 2, 3, 9]),
+          firstFailures: Uint32Array.from([0, 0, 4102, 1, 1]),
+        },
+        { delaysMs: Float64Array.from([500]), reconnectDelaysMs: Float64Array.from([12]), attempts: Uint32Array.from([0]), firstFailures: Uint32Array.from([0]) },
       ],
       usage: [],
       machineCpuMs: null,
       loadAverage,
     });
     expect(line).toMatchObject({ clients: 6, resynced: 5, notResynced: 1, p50Ms: 300, p90Ms: 500, maxMs: 500, attempts: { one: 3, two: 1, more: 2 }, firstFailures: { "4102": 1, "no close code": 2 } });
+    // The first attempts after the kill per 25 ms, and the resyncs per 500 ms, across the load processes.
+    expect(line.reconnectSpread.slice(0, 3)).toEqual([
+      { fromMs: 0, toMs: 25, clients: 2 },
+      { fromMs: 25, toMs: 50, clients: 1 },
+      { fromMs: 50, toMs: 75, clients: 1 },
+    ]);
+    expect(line.reconnectSpread[9]).toEqual({ fromMs: 225, toMs: 250, clients: 1 });
+    expect(line.reconnectSpread.reduce((sum, bucket) => sum + bucket.clients, 0)).toBe(5);
+    expect(line.resyncSpread.slice(0, 2)).toEqual([
+      { fromMs: 0, toMs: 500, clients: 4 },
+      { fromMs: 500, toMs: 1000, clients: 1 },
+    ]);
+  });
+});
+
+describe("spreadHistogram", () => {
+  it("counts the finite times per bucket from 0, the last bucket open-ended", () => {
+    expect(spreadHistogram([0, 24.9, 25, 70, 1e9, Number.NaN, -1], 25, 3)).toEqual([
+      { fromMs: 0, toMs: 25, clients: 3 },
+      { fromMs: 25, toMs: 50, clients: 1 },
+      { fromMs: 50, toMs: null, clients: 2 },
+    ]);
   });
 });
 

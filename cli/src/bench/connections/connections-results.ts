@@ -158,6 +158,29 @@ export function connectsLine(input: {
   };
 }
 
+/** Clients whose time fell in [fromMs, toMs); toMs null: the open-ended last bucket. */
+export type SpreadBucket = { readonly fromMs: number; readonly toMs: number | null; readonly clients: number };
+
+/**
+ * How a wave spread over time: the finite times in `bucketCount` buckets of `bucketMs` from 0, the last
+ * one open-ended (everything from its start on). NaN (no such time by the deadline) is left out.
+ */
+export function spreadHistogram(timesMs: Iterable<number>, bucketMs: number, bucketCount: number): SpreadBucket[] {
+  const counts = new Array<number>(bucketCount).fill(0);
+  for (const timeMs of timesMs) {
+    if (!Number.isFinite(timeMs)) continue;
+    const index = Math.min(bucketCount - 1, Math.max(0, Math.floor(timeMs / bucketMs)));
+    counts[index] = (counts[index] ?? 0) + 1;
+  }
+  return counts.map((clients, index) => ({ fromMs: index * bucketMs, toMs: index === bucketCount - 1 ? null : (index + 1) * bucketMs, clients }));
+}
+
+/** The buckets of the kill's histograms: the SDK's failover window is 0-250 ms, a resync takes seconds. */
+export const reconnectBucketMs = 25;
+export const reconnectBucketCount = 21;
+export const resyncBucketMs = 500;
+export const resyncBucketCount = 21;
+
 export type KillLine = {
   readonly measurement: "kill";
   readonly killedEdge: string;
@@ -174,6 +197,10 @@ export type KillLine = {
   readonly maxMs: number | null;
   /** Clients by connection attempts after the kill: 1 went straight to the other edge. */
   readonly attempts: { readonly one: number; readonly two: number; readonly more: number };
+  /** From the kill to each client's first connection attempt, per 25 ms: how the SDK spread the wave. */
+  readonly reconnectSpread: readonly SpreadBucket[];
+  /** From the kill to each client's next `synced`, per 500 ms: how the surviving edge took the wave. */
+  readonly resyncSpread: readonly SpreadBucket[];
   /** Clients whose first attempt after the kill failed, by why: a WebSocket close code, or "no close code". */
   readonly firstFailures: Readonly<Record<string, number>>;
   /** CPU per process from the kill to the last resync (or the deadline); cpuUsPerOperation is per resync. */
@@ -224,6 +251,12 @@ export function killLine(input: {
       more: attempts.filter((count) => count > 2).length,
     },
     firstFailures,
+    reconnectSpread: spreadHistogram(
+      input.reports.flatMap((report) => [...report.reconnectDelaysMs]),
+      reconnectBucketMs,
+      reconnectBucketCount,
+    ),
+    resyncSpread: spreadHistogram(resynced, resyncBucketMs, resyncBucketCount),
     processes: cpuPerOperation(input.usage, resynced.length),
     machineCpuMs: input.machineCpuMs === null ? null : round(input.machineCpuMs),
     loadAverage: input.loadAverage,

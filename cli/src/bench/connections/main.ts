@@ -31,6 +31,7 @@ import {
   connectsLine,
   killLine,
   memoryLine,
+  reconnectBucketMs,
   type ConnectsLine,
   type KillLine,
   type LoadAverage,
@@ -360,6 +361,8 @@ async function measureKill(state: RunState): Promise<KillLine> {
   });
   emit(line);
   log(`  ${line.resynced} of ${line.clients} synced again on edge ${surviving.edge.edgeId}: p50 ${String(line.p50Ms)} ms, max ${String(line.maxMs)} ms`);
+  const busiest = line.reconnectSpread.reduce((most, bucket) => (bucket.clients > most.clients ? bucket : most), { fromMs: 0, toMs: null as number | null, clients: 0 });
+  log(`  first reconnect attempts: the busiest ${reconnectBucketMs} ms of the wave (from ${busiest.fromMs} ms after the kill) took ${busiest.clients} of ${line.clients} clients`);
   await fleet.all(() => ({ type: "closeClients" }), "clientsClosed", commandDeadlineMs);
   return line;
 }
