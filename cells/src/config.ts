@@ -64,6 +64,15 @@ export type WorkerConfig = {
   readonly relayWatchedCellsMax: number;
   /** How long stop() waits for relays in flight. */
   readonly relayStopWaitMs: number;
+  /**
+   * A row whose relay failed waits before its next one (docs/decisions/0022): at least
+   * relayRetryDelayMsMin, the ceiling doubling per failure up to relayRetryDelayMsMax, with jitter. At
+   * relayFailuresMax failures the recipient's rows of the conversation go to the dead letters. Optional
+   * like the migration settings; absent means the defaults below.
+   */
+  readonly relayRetryDelayMsMin?: number;
+  readonly relayRetryDelayMsMax?: number;
+  readonly relayFailuresMax?: number;
   /** Users whose home cell is cached for relays. */
   readonly homeCellCacheUsersMax: number;
   readonly homeCellCacheTtlMs: number;
@@ -137,6 +146,11 @@ export const memberCacheConversationsMaxDefault = 10_000;
 export const sendLingerMsDefault = 3;
 export const sendBusyWindowMsDefault = 20;
 
+// 1 s doubling to 5 min: 16 failures take about half an hour, long enough for a cell to come back.
+export const relayRetryDelayMsMinDefault = 1000;
+export const relayRetryDelayMsMaxDefault = 300_000;
+export const relayFailuresMaxDefault = 16;
+
 export const migrationsInFlightMaxDefault = 16;
 export const migrationRequestTimeoutMsDefault = 10_000;
 export const frozenSweepIntervalMsDefault = 5000;
@@ -197,6 +211,9 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     relayAttemptsMax: reader.integer("WORKER_RELAY_ATTEMPTS_MAX", 3, 1, 20),
     relayWatchedCellsMax: reader.integer("WORKER_RELAY_WATCHED_CELLS_MAX", 100, 1, 10_000),
     relayStopWaitMs: reader.integer("WORKER_RELAY_STOP_WAIT_MS", 5000, 0, 600_000),
+    relayRetryDelayMsMin: reader.integer("WORKER_RELAY_RETRY_DELAY_MS_MIN", relayRetryDelayMsMinDefault, 1, 3_600_000),
+    relayRetryDelayMsMax: reader.integer("WORKER_RELAY_RETRY_DELAY_MS_MAX", relayRetryDelayMsMaxDefault, 1, 86_400_000),
+    relayFailuresMax: reader.integer("WORKER_RELAY_FAILURES_MAX", relayFailuresMaxDefault, 1, 1000),
     homeCellCacheUsersMax: reader.integer("WORKER_HOME_CELL_CACHE_USERS_MAX", 100_000, 1, 10_000_000),
     homeCellCacheTtlMs: reader.integer("WORKER_HOME_CELL_CACHE_TTL_MS", 60_000, 1, 86_400_000),
     migrationsInFlightMax: reader.integer("WORKER_MIGRATIONS_IN_FLIGHT_MAX", migrationsInFlightMaxDefault, 1, 10_000),
@@ -228,6 +245,9 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
   }
   if (config.pendingPerConversationMax > config.pendingTotalMax) {
     throw new ConfigError("WORKER_PENDING_PER_CONVERSATION_MAX must not exceed WORKER_PENDING_TOTAL_MAX");
+  }
+  if ((config.relayRetryDelayMsMin ?? relayRetryDelayMsMinDefault) > (config.relayRetryDelayMsMax ?? relayRetryDelayMsMaxDefault)) {
+    throw new ConfigError(`WORKER_RELAY_RETRY_DELAY_MS_MIN (${config.relayRetryDelayMsMin}) must not exceed WORKER_RELAY_RETRY_DELAY_MS_MAX (${config.relayRetryDelayMsMax})`);
   }
   // A probe per interval at least twice within the bound, so one slow probe does not give up the lease.
   if ((config.postgresProbeIntervalMs ?? postgresProbeIntervalMsDefault) * 2 > (config.databaseUnreachableMs ?? databaseUnreachableMsDefault)) {

@@ -3,7 +3,7 @@
 // and the receipt events of read positions.
 import { describe, expect, it } from "vitest";
 import type { MailboxEvent } from "@cellwire/protocol";
-import { OutboxRelay, type OutboxRelayLimits } from "./outbox-relay.ts";
+import { OutboxRelay, relayRetryDelayMs, type OutboxRelayLimits } from "./outbox-relay.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
 import { newGroupId, pageOf } from "./store/store-contract.ts";
 import type { OutboxEntry, OutboxQuery } from "./store/store.ts";
@@ -20,6 +20,9 @@ const defaultLimits: OutboxRelayLimits = {
   retryAfterMs: 2000,
   sweepIntervalMs: 1000,
   sweepPagesMax: 10,
+  retryDelayMsMin: 1000,
+  retryDelayMsMax: 60_000,
+  failuresMax: 4,
 };
 
 function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversationId: string) => boolean } = {}) {
@@ -50,9 +53,12 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
         return store.pendingOutbox(query);
       },
       deleteOutbox: (ids) => store.deleteOutbox(ids),
-      markOutboxAttempt: (ids) => store.markOutboxAttempt(ids),
+      markOutboxAttempt: (failures) => store.markOutboxAttempt(failures),
+      deadLetterOutbox: (input) => store.deadLetterOutbox(input),
+      deadLetteredRecipients: (conversationId) => store.deadLetteredRecipients(conversationId),
     },
     append,
+    random: () => 0.5,
     ownsConversation: options.owns ?? (() => true),
     logger: silentLogger,
     limits: { ...defaultLimits, ...options.limits },
@@ -135,8 +141,8 @@ describe("OutboxRelay", () => {
     }
   });
 
-  it("leaves a failed recipient's rows, counting the attempt, and never applies a later row before them", async () => {
-    const { store, relay, control, group, read, mailbox, pending } = setup();
+  it("leaves a failed recipient's rows, counting the attempt, backs off, and never applies a later row before them", async () => {
+    const { clock, store, relay, control, group, read, mailbox, pending } = setup();
     control.failing.add("bob");
     const { conversationId, outbox } = await group(["bob", "carol"]);
     const bobJoined = outbox.find((entry) => entry.recipientUserId === "bob");
@@ -149,14 +155,89 @@ describe("OutboxRelay", () => {
     expect(await mailbox("carol")).toEqual(["joined", "read 1"]);
     expect(await mailbox("bob")).toEqual([]);
     expect((await pending(conversationId)).map((entry) => entry.id)).toEqual([bobJoined?.id, bobRead?.id]);
-    // bob's older row was tried again (and failed first), the newer one waits behind it.
+    // bob's older row backs off (its first retry waits retryDelayMsMin): not tried again yet, and the newer one waits behind it.
+    expect(control.started.filter((started) => started.startsWith("bob:"))).toEqual(["bob:joined"]);
+    expect(store.outboxAttempts(bobJoined?.id ?? 0)).toBe(1);
+    clock.nowMs += 1000;
+    relay.drain(conversationId);
+    await relay.whenIdle();
     expect(store.outboxAttempts(bobJoined?.id ?? 0)).toBe(2);
     expect(store.outboxAttempts(bobRead?.id ?? 0)).toBe(0);
     control.failing.delete("bob");
+    // The second retry waits 1,000 to 2,000 ms (1,500 with this draw).
+    clock.nowMs += 1500;
     await read(conversationId);
     await relay.whenIdle();
     expect(await mailbox("bob")).toEqual(["joined", "read 1", "read 2"]);
     expect(await pending(conversationId)).toEqual([]);
+  });
+
+  it("keeps relaying the others while one recipient always fails, backs that one off, and moves its rows to the dead letters after failuresMax", async () => {
+    // Pages of two rows: bob's held rows on one page must not stop carol's and dave's on the next ones.
+    const { clock, store, relay, control, group, read, mailbox, pending } = setup({ limits: { batchMax: 2, drainBatchesMax: 50, failuresMax: 3 } });
+    control.failing.add("bob");
+    const { conversationId } = await group(["bob", "carol", "dave"]);
+    await relay.whenIdle();
+    const bobAttempts = (): number => control.started.filter((started) => started.startsWith("bob:")).length;
+    const reads: string[] = [];
+    for (let round = 1; round <= 6; round++) {
+      await read(conversationId);
+      reads.push(`read ${round}`);
+      await relay.whenIdle();
+      // The others get every row at once, whatever bob does.
+      for (const userId of ["alice", "carol", "dave"]) expect(await mailbox(userId)).toEqual(["joined", ...reads]);
+    }
+    // Six relays of the conversation in the same instant tried bob once: it backs off, no hot loop.
+    expect(bobAttempts()).toBe(1);
+    expect((await pending(conversationId)).every((entry) => entry.recipientUserId === "bob")).toBe(true);
+    expect(await pending(conversationId)).toHaveLength(7);
+    // Its retry time comes (the sweeper would drain now): one more attempt each time, on its oldest row.
+    clock.nowMs += 1000;
+    relay.drain(conversationId);
+    await relay.whenIdle();
+    expect(bobAttempts()).toBe(2);
+    expect(await store.deadLetters({ afterId: 0, limit: 100 })).toEqual([]);
+    clock.nowMs += 1500;
+    relay.drain(conversationId);
+    await relay.whenIdle();
+    // The third failure is the bound: all seven rows of bob, in order, with the error that stopped them.
+    expect(bobAttempts()).toBe(3);
+    expect(await pending(conversationId)).toEqual([]);
+    const deadLetters = await store.deadLetters({ afterId: 0, limit: 100 });
+    expect(deadLetters.map((deadLetter) => deadLetter.recipientUserId)).toEqual(Array(7).fill("bob"));
+    expect(deadLetters.map(({ attempts, lastError }) => [attempts, lastError])).toEqual([[3, "Error: bob is unreachable"], ...Array(6).fill([0, "Error: bob is unreachable"])]);
+    // Newer rows of bob follow them there without an attempt (applying them first would break the order); the others flow.
+    await read(conversationId);
+    await relay.whenIdle();
+    expect(bobAttempts()).toBe(3);
+    expect((await store.deadLetters({ afterId: 0, limit: 100 })).at(-1)?.lastError).toBe("older rows of this recipient went to the dead letters first");
+    expect(await store.deadLetters({ afterId: 0, limit: 100 })).toHaveLength(8);
+    expect(await mailbox("carol")).toEqual(["joined", ...reads, "read 7"]);
+    // Redriven once bob is reachable: every row, in order, and the conversation relays as before.
+    control.failing.delete("bob");
+    expect(await store.redriveDeadLetters({ ids: [deadLetters[3]?.id ?? 0] })).toHaveLength(8);
+    relay.drain(conversationId);
+    await relay.whenIdle();
+    expect(await mailbox("bob")).toEqual(["joined", ...reads, "read 7"]);
+    await read(conversationId);
+    await relay.whenIdle();
+    expect(await mailbox("bob")).toEqual(["joined", ...reads, "read 7", "read 8"]);
+  });
+
+  it("sweeps a backing-off recipient's conversation only once its retry time has come", async () => {
+    const { clock, relay, control, group, reads } = setup({ limits: { retryAfterMs: 0 } });
+    control.failing.add("bob");
+    await group(["bob"]);
+    await relay.whenIdle();
+    const drainsBefore = reads.filter((query) => query.conversationId !== undefined).length;
+    await relay.sweep();
+    await relay.whenIdle();
+    expect(reads.filter((query) => query.conversationId !== undefined).length).toBe(drainsBefore);
+    clock.nowMs += 1000;
+    await relay.sweep();
+    await relay.whenIdle();
+    expect(reads.filter((query) => query.conversationId !== undefined).length).toBe(drainsBefore + 1);
+    expect(control.started.filter((started) => started.startsWith("bob:"))).toHaveLength(2);
   });
 
   it("sweeps rows older than the retry delay, only for conversations it owns, continuing page by page", async () => {
@@ -197,12 +278,15 @@ describe("OutboxRelay", () => {
       store: {
         pendingOutbox: async () => {
           witnessSweeps += 1;
-          return { entries: [], malformed: [], lastId: undefined };
+          return { entries: [], malformed: [], lastId: undefined, retried: [] };
         },
         deleteOutbox: async () => undefined,
-        markOutboxAttempt: async () => undefined,
+        markOutboxAttempt: async () => [],
+        deadLetterOutbox: async () => 0,
+        deadLetteredRecipients: async () => [],
       },
       append: async () => 0,
+      random: () => 0.5,
       ownsConversation: () => true,
       logger: silentLogger,
       limits: { ...defaultLimits, sweepIntervalMs: 10, retryAfterMs: 0 },
@@ -250,5 +334,13 @@ describe("OutboxRelay", () => {
     expect(await mailbox("bob")).toEqual(["joined", "read 1", "read 2", "read 3"]);
     // The group's relay and the merged drain read the outbox; read 1 went by the clean shortcut.
     expect(reads).toHaveLength(2);
+  });
+});
+
+describe("relayRetryDelayMs", () => {
+  it("waits at least the minimum, doubles the ceiling per failure up to the maximum, and draws in its upper half", () => {
+    const limits = { retryDelayMsMin: 1000, retryDelayMsMax: 10_000 };
+    expect([1, 2, 3, 4, 5, 9].map((attempts) => relayRetryDelayMs(attempts, limits, () => 0))).toEqual([1000, 1000, 2000, 4000, 5000, 5000]);
+    expect([1, 2, 3, 4, 5, 9].map((attempts) => relayRetryDelayMs(attempts, limits, () => 0.999999))).toEqual([999, 1999, 3999, 7999, 9999, 9999].map((ms) => Math.max(1000, ms)));
   });
 });

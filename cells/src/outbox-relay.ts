@@ -10,11 +10,18 @@
 // is taken only for a conversation whose outbox this worker itself emptied since it last saw the ring
 // change ("clean"). Applying is idempotent per (user, eventId), so relaying a row twice (a lost reply, two
 // owners during a handover) never duplicates an event.
+//
+// One bad recipient (docs/decisions/0022): a failed row backs off (retryDelayMsMin doubling up to
+// retryDelayMsMax, with jitter, by the store's clock), and the recipient's newer rows of the conversation
+// wait behind it while the other recipients' rows keep flowing, through every page of a drain. At
+// failuresMax the recipient's rows of the conversation go to the dead letters, and while any are there
+// its newer rows follow them (order holds); an operator redrives them (`cellwire dead-letters`). Sends
+// of a clean conversation take the same path as before: no read, no extra statement.
 import { CellwireError, ConcurrencyLimiter, type Logger } from "@cellwire/cluster";
 import { BoundedCache } from "./bounded-cache.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { describeError } from "./store/errors.ts";
-import type { ConversationStore, OutboxEntry } from "./store/store.ts";
+import type { ConversationStore, OutboxEntry, OutboxRetry } from "./store/store.ts";
 
 export type OutboxRelayLimits = {
   /** Rows read at once by a drain or by one sweep page. */
@@ -34,10 +41,17 @@ export type OutboxRelayLimits = {
   readonly sweepIntervalMs: number;
   /** Pages of batchMax rows one sweep reads. */
   readonly sweepPagesMax: number;
+  /** A row's first retry waits at least this long; each failure doubles the ceiling (jitter below it). */
+  readonly retryDelayMsMin: number;
+  readonly retryDelayMsMax: number;
+  /** Failed relays of a row before its recipient's rows of the conversation go to the dead letters. */
+  readonly failuresMax: number;
 };
 
 export type OutboxRelayDependencies = {
-  readonly store: Pick<ConversationStore, "pendingOutbox" | "deleteOutbox" | "markOutboxAttempt">;
+  readonly store: Pick<ConversationStore, "pendingOutbox" | "deleteOutbox" | "markOutboxAttempt" | "deadLetterOutbox" | "deadLetteredRecipients">;
+  /** In [0, 1): the jitter of retry delays. */
+  readonly random: () => number;
   /** Applies one entry at its recipient's mailbox owner; throws when it was not applied. */
   readonly append: (entry: OutboxEntry) => Promise<unknown>;
   /** True when this worker owns the conversation on its ring now (the sweeper re-drives only those). */
@@ -51,6 +65,29 @@ type Work = { entries: readonly OutboxEntry[] | "drain" };
 
 /** Malformed rows are logged once each (as long as this many are remembered). */
 const reportedMalformedMax = 1000;
+
+/**
+ * How long a row waits before its next relay after its `attempts`-th failure: a ceiling of
+ * retryDelayMsMin doubled per earlier failure, at most retryDelayMsMax, and a uniform draw between half
+ * of it and all of it, so recipients that failed together spread out and none is retried in a tight loop.
+ */
+export function relayRetryDelayMs(attempts: number, limits: Pick<OutboxRelayLimits, "retryDelayMsMin" | "retryDelayMsMax">, random: () => number): number {
+  const ceilingMs = Math.min(limits.retryDelayMsMax, limits.retryDelayMsMin * 2 ** Math.max(0, attempts - 1));
+  return Math.max(limits.retryDelayMsMin, Math.floor(ceilingMs / 2 + random() * (ceilingMs / 2)));
+}
+
+/** What one relay of a conversation's rows knows beyond the rows: their retry state and who is held. */
+type RelayState = {
+  /** Rows that failed before, by id (fresh rows are absent: attempts 0, due). */
+  readonly retried: ReadonlyMap<number, OutboxRetry>;
+  /** Recipients whose rows wait this drain (one backs off, failed, or went to the dead letters). */
+  readonly held: Set<string>;
+  /** Recipients with dead letters in the conversation: their rows follow them there. */
+  readonly deadLettered: ReadonlySet<string>;
+};
+
+const noRetries: ReadonlyMap<number, OutboxRetry> = new Map();
+const nobody: ReadonlySet<string> = new Set();
 
 export class OutboxRelay {
   private readonly queue: KeyedSerialQueue;
@@ -151,7 +188,8 @@ export class OutboxRelay {
     }
     const seen = new Set<string>();
     for (let page = 0; page < limits.sweepPagesMax && !this.stopped; page++) {
-      const result = await store.pendingOutbox({ olderThanMs: limits.retryAfterMs, limit: limits.batchMax, afterId: this.sweepCursorId });
+      // Only due rows: a recipient backing off costs its conversation no drain until its retry time.
+      const result = await store.pendingOutbox({ olderThanMs: limits.retryAfterMs, limit: limits.batchMax, afterId: this.sweepCursorId, dueOnly: true });
       this.reportMalformed(result.malformed);
       for (const entry of result.entries) {
         if (seen.has(entry.conversationId)) continue;
@@ -194,7 +232,8 @@ export class OutboxRelay {
     if (this.abandoned) return;
     try {
       if (work.entries !== "drain" && this.clean.has(conversationId)) {
-        if (!(await this.relay(conversationId, work.entries))) this.clean.delete(conversationId);
+        const outcome = await this.relay(conversationId, work.entries, { retried: noRetries, held: new Set(), deadLettered: nobody });
+        if (outcome !== "complete") this.clean.delete(conversationId);
         return;
       }
       await this.drainFromStore(conversationId);
@@ -204,9 +243,17 @@ export class OutboxRelay {
     }
   }
 
+  /**
+   * Relays the conversation's rows page by page. A recipient held back (backing off, failed, dead-lettered)
+   * stays held for the rest of the drain, so its newer rows on later pages wait too, while the others'
+   * rows on every page flow. Clean only when every row was applied and nobody has dead letters.
+   */
   private async drainFromStore(conversationId: string): Promise<void> {
     const { store, limits } = this.dependencies;
     const generation = this.generation;
+    // A conversation with dead letters is never clean: its newer rows of those recipients must follow them.
+    const deadLettered = new Set(await store.deadLetteredRecipients(conversationId));
+    const held = new Set<string>();
     let afterId = 0;
     let malformedSeen = false;
     for (let batch = 0; batch < limits.drainBatchesMax; batch++) {
@@ -215,12 +262,13 @@ export class OutboxRelay {
         malformedSeen = true;
         this.reportMalformed(page.malformed);
       }
-      if (!(await this.relay(conversationId, page.entries))) {
+      const outcome = await this.relay(conversationId, page.entries, { retried: new Map(page.retried.map((retry) => [retry.id, retry])), held, deadLettered });
+      if (outcome === "unrecorded") {
         this.clean.delete(conversationId);
         return;
       }
       if (page.lastId === undefined || page.entries.length + page.malformed.length < limits.batchMax) {
-        if (!malformedSeen && generation === this.generation) this.clean.set(conversationId, true);
+        if (!malformedSeen && held.size === 0 && deadLettered.size === 0 && generation === this.generation) this.clean.set(conversationId, true);
         else this.clean.delete(conversationId);
         return;
       }
@@ -232,32 +280,43 @@ export class OutboxRelay {
 
   /**
    * Applies the entries (in id order), recipients concurrently, each recipient's rows one after another
-   * and none after its first failure. Deletes the applied rows; true when every entry was applied.
+   * and none after its first failure or a row still backing off. Deletes the applied rows, records the
+   * failures (and moves a recipient past failuresMax to the dead letters). `complete` when every entry
+   * was applied; `unrecorded` when the outcome could not be written (the rows are relayed again).
    */
-  private async relay(conversationId: string, entries: readonly OutboxEntry[]): Promise<boolean> {
-    if (entries.length === 0) return true;
-    const { store, limits, logger, append } = this.dependencies;
+  private async relay(conversationId: string, entries: readonly OutboxEntry[], state: RelayState): Promise<"complete" | "partial" | "unrecorded"> {
+    if (entries.length === 0) return "complete";
+    const { store, limits, logger, append, random } = this.dependencies;
     const byRecipient = new Map<string, OutboxEntry[]>();
     for (const entry of entries) {
       const rows = byRecipient.get(entry.recipientUserId);
       if (rows === undefined) byRecipient.set(entry.recipientUserId, [entry]);
       else rows.push(entry);
     }
-    const recipients = [...byRecipient.values()];
+    const toDeadLetter = new Map<string, string>();
+    for (const recipient of byRecipient.keys()) {
+      if (state.deadLettered.has(recipient)) toDeadLetter.set(recipient, "older rows of this recipient went to the dead letters first");
+    }
+    const recipients = [...byRecipient.entries()].filter(([recipient]) => !state.held.has(recipient) && !toDeadLetter.has(recipient));
     const applied: number[] = [];
-    const failed: number[] = [];
-    let firstFailure: unknown;
+    const failed: { entry: OutboxEntry; error: unknown }[] = [];
     let next = 0;
     const lane = async (): Promise<void> => {
-      for (let rows = recipients[next++]; rows !== undefined; rows = recipients[next++]) {
+      for (let current = recipients[next++]; current !== undefined; current = recipients[next++]) {
+        const [recipient, rows] = current;
         for (const entry of rows) {
           if (this.abandoned) return;
+          // Its retry time has not come: this row and the recipient's newer ones wait, with no attempt.
+          if (state.retried.get(entry.id)?.backingOff === true) {
+            state.held.add(recipient);
+            break;
+          }
           try {
             await this.limiter.run(() => append(entry));
             applied.push(entry.id);
           } catch (error) {
-            failed.push(entry.id);
-            firstFailure ??= error;
+            failed.push({ entry, error });
+            state.held.add(recipient);
             break;
           }
         }
@@ -265,18 +324,37 @@ export class OutboxRelay {
     };
     await Promise.all(Array.from({ length: Math.min(limits.recipientsConcurrencyMax, recipients.length) }, lane));
     // Past the stop wait the pool may be closed: the rows stay, and applying them again is harmless.
-    if (this.abandoned) return false;
+    if (this.abandoned) return "unrecorded";
     try {
       await store.deleteOutbox(applied);
-      if (failed.length > 0) await store.markOutboxAttempt(failed);
+      if (failed.length > 0) {
+        const counted = await store.markOutboxAttempt(
+          failed.map(({ entry, error }) => ({
+            id: entry.id,
+            retryAfterMs: relayRetryDelayMs((state.retried.get(entry.id)?.attempts ?? 0) + 1, limits, random),
+            error: describeRelayFailure(error).slice(0, 2000),
+          })),
+        );
+        const attemptsById = new Map(counted.map(({ id, attempts }) => [id, attempts]));
+        for (const { entry, error } of failed) {
+          if ((attemptsById.get(entry.id) ?? 0) >= limits.failuresMax) toDeadLetter.set(entry.recipientUserId, describeRelayFailure(error).slice(0, 2000));
+        }
+      }
+      for (const [recipientUserId, reason] of toDeadLetter) {
+        state.held.add(recipientUserId);
+        const moved = await store.deadLetterOutbox({ conversationId, recipientUserId, reason });
+        if (!state.deadLettered.has(recipientUserId)) {
+          logger.error(`${moved} outbox rows of ${recipientUserId} in ${conversationId} went to the dead letters after ${limits.failuresMax} failed relays (cellwire dead-letters): ${reason}`);
+        }
+      }
     } catch (error) {
       logger.warn(`outbox rows of ${conversationId} relayed but not updated (they will be relayed again): ${describeError(error)}`);
-      return false;
+      return "unrecorded";
     }
     if (failed.length > 0) {
-      logger.warn(`${failed.length} of ${recipients.length} recipients in ${conversationId} not reached, retried later: ${describeRelayFailure(firstFailure)}`);
+      logger.warn(`${failed.length} of ${byRecipient.size} recipients in ${conversationId} not reached, retried later: ${describeRelayFailure(failed[0]?.error)}`);
     }
-    return applied.length === entries.length;
+    return applied.length === entries.length ? "complete" : "partial";
   }
 
   private reportMalformed(rows: readonly { readonly id: number; readonly reason: string }[]): void {

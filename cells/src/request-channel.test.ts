@@ -4,7 +4,7 @@ import { offChannelRefusal } from "./request-channel.ts";
 
 describe("offChannelRefusal", () => {
   it("refuses the admin and peer kinds on the edge channel, so edge credentials cannot migrate or append", () => {
-    for (const type of ["cell.migrate", "cell.stats", "cell.import", "cell.appendMailbox"]) {
+    for (const type of ["cell.migrate", "cell.stats", "cell.deadLetters", "cell.redriveDeadLetters", "cell.import", "cell.appendMailbox"]) {
       const refusal = offChannelRefusal(type, "edge");
       expect(refusal?.type).toBe("cell.error");
       expect(refusal?.message).toContain(`${type} is served on the`);
@@ -17,7 +17,7 @@ describe("offChannelRefusal", () => {
   });
 
   it("serves every kind on its own channel and leaves unknown types to the decoder", () => {
-    const kinds = ["cell.send", "cell.sendBatch", "cell.openDirect", "cell.createGroup", "cell.addMembers", "cell.history", "cell.mailboxPage", "cell.messagesAfter", "cell.members", "cell.receipt", "cell.appendMailbox", "cell.import", "cell.migrate", "cell.stats"] as const;
+    const kinds = ["cell.send", "cell.sendBatch", "cell.openDirect", "cell.createGroup", "cell.addMembers", "cell.history", "cell.mailboxPage", "cell.messagesAfter", "cell.members", "cell.receipt", "cell.appendMailbox", "cell.import", "cell.migrate", "cell.stats", "cell.deadLetters", "cell.redriveDeadLetters"] as const;
     for (const type of kinds) {
       expect(offChannelRefusal(type, cellRequestChannel(type))).toBeUndefined();
       expect(workerChannels.filter((channel) => offChannelRefusal(type, channel) === undefined)).toEqual([cellRequestChannel(type)]);

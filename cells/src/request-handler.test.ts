@@ -549,4 +549,22 @@ describe("CellRequestHandler", () => {
     const page = await request({ type: "cell.history", userId: "bob", conversationId, beforeSeq: 3, limit: 1 });
     expect(page).toMatchObject({ type: "cell.historyPage", conversationId, hasMore: true, messages: [{ seq: 2, body: "b2" }] });
   });
+
+  it("lists and redrives the cell's dead letters on any worker, whoever owns their key", async () => {
+    const store = new MemoryConversationStore();
+    const conversationId = newGroupId();
+    const created = await store.createGroup({ conversationId, creatorUserId: "alice", title: "t", memberUserIds: ["bob"], epoch: 1 });
+    if (created.outcome !== "conversation") throw new Error("not created");
+    await store.deadLetterOutbox({ conversationId, recipientUserId: "bob", reason: "cell b is gone" });
+    const bobRow = created.outbox.find((entry) => entry.recipientUserId === "bob");
+    const { request } = handlerHarness({ store, pendingPerKeyMax: 1, ring: { ownerOf: () => "a-2", leaseHeld: () => false } });
+    expect(await request({ type: "cell.deadLetters", afterId: 0, limit: 10 })).toEqual({
+      type: "cell.deadLetters",
+      cellId: "a",
+      deadLetters: [{ id: bobRow?.id, conversationId, recipientUserId: "bob", eventId: bobRow?.eventId, attempts: 0, lastError: "cell b is gone", createdAtMs: expect.any(Number), deadLetteredAtMs: expect.any(Number) }],
+    });
+    expect(await request({ type: "cell.redriveDeadLetters", ids: [bobRow?.id ?? 0] })).toEqual({ type: "cell.redriven", cellId: "a", rows: 1 });
+    expect(await request({ type: "cell.deadLetters", afterId: 0, limit: 10 })).toMatchObject({ deadLetters: [] });
+    expect((await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0, conversationId })).entries.map((entry) => entry.recipientUserId)).toEqual(["alice", "bob"]);
+  });
 });

@@ -13,8 +13,9 @@
 // Migration (migration.ts): a key that is moving answers `moving` (writes while it is frozen here, every
 // request while it is importing here), a key that moved away answers cell.moved. cell.migrate runs outside
 // the key's turn (only its freeze, unfreeze and tombstone take turns), so requests during a copy are
-// refused at once instead of waiting behind it; cell.import is a write in the key's turn; cell.stats is
-// answered by whichever worker gets it.
+// refused at once instead of waiting behind it; cell.import is a write in the key's turn; cell.stats and
+// the operator's dead-letter requests (cell.deadLetters, cell.redriveDeadLetters) are answered by
+// whichever worker gets them.
 import { directConversationId, type Logger } from "@cellwire/cluster";
 import {
   cellRequest,
@@ -23,7 +24,9 @@ import {
   parseJson,
   mailboxEventId,
   receiptFanOutMembersMax,
+  type CellDeadLettersRequest,
   type CellImportRequest,
+  type CellRedriveDeadLettersRequest,
   type CellMessagesAfterRequest,
   type CellSharedPeersRequest,
   type CellMigrateRequest,
@@ -142,6 +145,8 @@ export class CellRequestHandler {
     const request = decoded.value;
     // Any worker counts the cell's rows: no key, no turn.
     if (request.type === "cell.stats") return this.stats(respond);
+    // Dead letters are rows of the cell, not of a key: any worker lists or redrives them (the owners' sweepers relay them).
+    if (request.type === "cell.deadLetters" || request.type === "cell.redriveDeadLetters") return this.deadLetters(request, respond);
     // Any worker reads membership rows for the edges' presence policy: no key's turn either.
     if (request.type === "cell.sharedPeers") return this.sharedPeers(request, respond);
     const key = cellRequestKey(request);
@@ -226,6 +231,22 @@ export class CellRequestHandler {
       respond({ type: "cell.stats", cellId, ...stats });
     } catch (error) {
       logger.error(`cell.stats failed: ${describeError(error)}`);
+      respond(cellErrorReply({ kind: "error", error }));
+    }
+  }
+
+  private async deadLetters(request: CellDeadLettersRequest | CellRedriveDeadLettersRequest, respond: (reply: CellReply) => void): Promise<void> {
+    const { store, cellId, logger } = this.dependencies;
+    try {
+      if (request.type === "cell.deadLetters") {
+        respond({ type: "cell.deadLetters", cellId, deadLetters: await store.deadLetters({ afterId: request.afterId, limit: request.limit }) });
+        return;
+      }
+      const redriven = await store.redriveDeadLetters({ ids: request.ids });
+      logger.info(`${redriven.length} dead letters of cell ${cellId} went back to the outbox`);
+      respond({ type: "cell.redriven", cellId, rows: redriven.length });
+    } catch (error) {
+      logger.error(`${request.type} failed: ${describeError(error)}`);
       respond(cellErrorReply({ kind: "error", error }));
     }
   }
@@ -395,6 +416,8 @@ export class CellRequestHandler {
       case "cell.messagesAfter":
       case "cell.migrate":
       case "cell.stats":
+      case "cell.deadLetters":
+      case "cell.redriveDeadLetters":
       case "cell.sharedPeers":
         // handle() answers these without queueing them.
         throw new Error(`${request.type} reached the keyed queue`);

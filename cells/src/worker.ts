@@ -47,6 +47,9 @@ import {
   migrationsInFlightMaxDefault,
   postgresProbeIntervalMsDefault,
   postgresTimeoutsDefault,
+  relayFailuresMaxDefault,
+  relayRetryDelayMsMaxDefault,
+  relayRetryDelayMsMinDefault,
   sendBatchMaxDefault,
   sendBusyWindowMsDefault,
   sendLingerMsDefault,
@@ -177,6 +180,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       append: (entry) => appender.append(entry),
       // Strictly the owner: with an empty ring (own lease not seen yet) the sweeper waits.
       ownsConversation: (conversationId) => leaseHeld() && watcher.snapshot.ring.ownerOf(conversationId) === config.workerId,
+      random: dependencies.random,
       logger,
       limits: {
         batchMax: config.outboxBatchMax,
@@ -188,6 +192,9 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         retryAfterMs: config.outboxRetryAfterMs,
         sweepIntervalMs: config.outboxSweepIntervalMs,
         sweepPagesMax: config.outboxSweepPagesMax,
+        retryDelayMsMin: config.relayRetryDelayMsMin ?? relayRetryDelayMsMinDefault,
+        retryDelayMsMax: config.relayRetryDelayMsMax ?? relayRetryDelayMsMaxDefault,
+        failuresMax: config.relayFailuresMax ?? relayFailuresMaxDefault,
       },
     });
     undo.push(async () => void (await relay.stop(0)));

@@ -6,6 +6,7 @@ import { runHistory, runListen, runRead, runSend, runToken } from "./client-comm
 import { runCells, runWhereis } from "./directory-commands.ts";
 import { addCellWorkersMax } from "@cellwire/protocol";
 import { runAddCell, runDrain, runMigrate } from "./migration-commands.ts";
+import { runDeadLettersList, runDeadLettersRedrive } from "./dead-letter-commands.ts";
 import { runRevoke } from "./revoke-command.ts";
 import { runRing } from "./ring-command.ts";
 import { runUp } from "./up.ts";
@@ -38,6 +39,13 @@ Commands:
                                                    topology (npm start) and wait until it takes users
   revoke <userId> [--json]                        close the user's sessions on every edge (4103) and
                                                    refuse their tokens issued until now
+  dead-letters list [--cell <id>] [--limit N] [--json]
+                                                  outbox rows whose recipient could not be reached (of
+                                                   one cell, or every cell; at most N per cell, 1000)
+  dead-letters redrive <cellId> <id…>|--all [--json]
+                                                  move dead letters back to the cell's outbox to be
+                                                   relayed again (each with its recipient's other rows
+                                                   of the conversation)
   up                                              run the local topology (what npm start runs)
 
 Options for send, listen, history and read:
@@ -63,6 +71,8 @@ const options = {
   concurrency: { type: "string" },
   workers: { type: "string" },
   weight: { type: "string" },
+  cell: { type: "string" },
+  all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } satisfies ParseArgsConfig["options"];
 
@@ -80,6 +90,12 @@ function positiveInteger(name: string, raw: string | undefined, fallback: number
 function sequenceNumber(name: string, raw: string): number {
   const value = Number(raw);
   if (!Number.isSafeInteger(value) || value < 0) throw new UsageError(`--${name} must be a mailbox seq (an integer ≥ 0)`);
+  return value;
+}
+
+function deadLetterId(raw: string): number {
+  const value = Number(raw);
+  if (!/^[0-9]+$/.test(raw) || !Number.isSafeInteger(value) || value < 1) throw new UsageError(`${JSON.stringify(raw)} is not a dead letter id (a positive integer)`);
   return value;
 }
 
@@ -166,6 +182,20 @@ async function main(argv: string[]): Promise<number> {
       const userId = rest[0];
       if (userId === undefined) throw new UsageError("revoke needs a user id");
       return runRevoke(userId, serviceOptions());
+    }
+    case "dead-letters": {
+      const [action, ...args] = rest;
+      if (action === "list") {
+        if (args.length > 0) throw new UsageError("dead-letters list takes no arguments (--cell <id> names one cell)");
+        return runDeadLettersList(values.cell, positiveInteger("limit", values.limit, 1000) ?? 1000, serviceOptions());
+      }
+      if (action === "redrive") {
+        const [cellId, ...ids] = args;
+        if (cellId === undefined) throw new UsageError("dead-letters redrive needs a cell id");
+        if ((values.all === true) === (ids.length > 0)) throw new UsageError("dead-letters redrive needs dead letter ids or --all (not both)");
+        return runDeadLettersRedrive(cellId, values.all === true ? "all" : ids.map((id) => deadLetterId(id)), serviceOptions());
+      }
+      throw new UsageError("dead-letters needs list or redrive");
     }
     case "up":
       return runUp(process.env);

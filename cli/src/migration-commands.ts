@@ -15,7 +15,8 @@ const addCellStartTimeoutMs = 120_000;
 const addCellReadyDeadlineMs = 30_000;
 const addCellPollMs = 200;
 
-async function withConnection(options: OperatorOptions, name: string, work: (connection: NatsConnection) => Promise<number>): Promise<number> {
+/** Runs `work` on a connection as the admin user; an operating error is printed and exits 1. */
+export async function withConnection(options: OperatorOptions, name: string, work: (connection: NatsConnection) => Promise<number>): Promise<number> {
   const connection = await connect({ ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...options.natsServers], name });
   try {
     return await work(connection);

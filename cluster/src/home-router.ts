@@ -69,6 +69,8 @@ export type HomeOutcome =
 export function homeKeyOf(request: CellRequest): HomeKey | undefined {
   switch (request.type) {
     case "cell.stats":
+    case "cell.deadLetters":
+    case "cell.redriveDeadLetters":
     case "cell.sharedPeers":
       return undefined;
     case "cell.migrate":

@@ -23,12 +23,14 @@ import { cellId, clientMessageId, conversationId, deviceId, userId } from "./ids
 import {
   addMembersBatchMax,
   conversationPageLimitMax,
+  deadLettersPageLimitMax,
   groupMembersMax,
   groupTitleLengthMax,
   historyPageLimitMax,
   mailboxPageLimitMax,
   messageBodyLengthMax,
   presenceHeartbeatUsersMax,
+  redriveIdsMax,
   presenceWatchUsersMax,
   deliveryBatchItemsMax,
   retryAfterMsMax,
@@ -183,10 +185,24 @@ export type CellImportRequest =
 /** Counts of what the cell still homes (any worker answers): a drained cell answers zeros. */
 export type CellStatsRequest = { type: "cell.stats" };
 
+/**
+ * The cell's dead letters (docs/decisions/0022), any worker answers: those with an id above `afterId`,
+ * in id order, at most `limit`. An operator's read (`cellwire dead-letters list`).
+ */
+export type CellDeadLettersRequest = { type: "cell.deadLetters"; afterId: number; limit: number };
+
+/**
+ * Moves dead letters back to the cell's outbox (any worker answers): each named id with every other dead
+ * letter of its (conversation, recipient), so their order holds. The owners' sweepers relay them.
+ */
+export type CellRedriveDeadLettersRequest = { type: "cell.redriveDeadLetters"; ids: number[] };
+
 export type CellRequest =
   | CellMigrateRequest
   | CellImportRequest
   | CellStatsRequest
+  | CellDeadLettersRequest
+  | CellRedriveDeadLettersRequest
   | CellReceiptRequest
   | CellSendRequest
   | CellOpenDirectRequest
@@ -274,6 +290,15 @@ export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
   "cell.migrate": object({ type: literal("cell.migrate"), kind: entryKind, id: entryId, toCellId: cellId }),
   "cell.import": importRequest,
   "cell.stats": object({ type: literal("cell.stats") }),
+  "cell.deadLetters": object({
+    type: literal("cell.deadLetters"),
+    afterId: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    limit: integer({ min: 1, max: deadLettersPageLimitMax }),
+  }),
+  "cell.redriveDeadLetters": object({
+    type: literal("cell.redriveDeadLetters"),
+    ids: array(integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), { minItems: 1, maxItems: redriveIdsMax, unique: true }),
+  }),
   "cell.send": cellSendRequest,
   "cell.openDirect": object({ type: literal("cell.openDirect"), userId, peerUserId: userId, conversationId }),
   "cell.createGroup": object({
@@ -337,6 +362,8 @@ export function cellRequestKey(request: CellRequest): string {
     case "cell.import":
       return request.kind === "user" ? userRingKey(request.id) : request.id;
     case "cell.stats":
+    case "cell.deadLetters":
+    case "cell.redriveDeadLetters":
       return cellStatsRingKey;
     case "cell.appendMailbox":
     case "cell.mailboxPage":
@@ -380,10 +407,12 @@ const requestChannels: Readonly<Record<CellRequest["type"] | CellSendBatch["type
   "cell.import": "peer",
   "cell.migrate": "admin",
   "cell.stats": "admin",
+  "cell.deadLetters": "admin",
+  "cell.redriveDeadLetters": "admin",
 };
 const requestChannelsByType: ReadonlyMap<string, WorkerChannel> = new Map(Object.entries(requestChannels));
 
-/** Any worker can count a cell's rows; the ring picks one (no id matches this key). */
+/** Any worker can count a cell's rows or serve its dead letters; the ring picks one (no id matches this key). */
 export const cellStatsRingKey = "stats:cell";
 
 /** The mailbox event id of a joined event: a user joins a conversation once. */
@@ -451,11 +480,32 @@ export type CellImportedReply = { type: "cell.imported"; kind: DirectoryEntryKin
 export type CellMovedReply = { type: "cell.moved"; kind: DirectoryEntryKind; id: string; cellId: string; epoch: number };
 export type CellStatsReply = { type: "cell.stats"; cellId: string; users: number; conversations: number; outboxRows: number; frozen: number };
 
+/** An outbox row that went to the dead letters: its outbox id, why (`lastError`) and when. */
+export type DeadLetterSummary = {
+  id: number;
+  conversationId: string;
+  recipientUserId: string;
+  eventId: string;
+  attempts: number;
+  lastError: string;
+  createdAtMs: number;
+  deadLetteredAtMs: number;
+};
+/** Answers cell.deadLetters: a page in id order; fewer than the limit means it is the last. */
+export type CellDeadLettersReply = { type: "cell.deadLetters"; cellId: string; deadLetters: DeadLetterSummary[] };
+/**
+ * Answers cell.redriveDeadLetters: how many rows went back to the outbox (those named and the rest of
+ * their groups; a named id that is no dead letter, or whose event is pending again, adds none).
+ */
+export type CellRedrivenReply = { type: "cell.redriven"; cellId: string; rows: number };
+
 export type CellReply =
   | CellMigratedReply
   | CellImportedReply
   | CellMovedReply
   | CellStatsReply
+  | CellDeadLettersReply
+  | CellRedrivenReply
   | CellReceiptReply
   | CellStoredReply
   | CellConversationReply
@@ -485,6 +535,24 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
   "cell.imported": object({ type: literal("cell.imported"), kind: entryKind, id: entryId, state: oneOf(["importing", "active"]) }),
   "cell.moved": object({ type: literal("cell.moved"), kind: entryKind, id: entryId, cellId, epoch: epochValue }),
   "cell.stats": object({ type: literal("cell.stats"), cellId, users: count, conversations: count, outboxRows: count, frozen: count }),
+  "cell.deadLetters": object({
+    type: literal("cell.deadLetters"),
+    cellId,
+    deadLetters: array(
+      object({
+        id: sequence,
+        conversationId,
+        recipientUserId: userId,
+        eventId,
+        attempts: count,
+        lastError: errorText,
+        createdAtMs: count,
+        deadLetteredAtMs: count,
+      }),
+      { maxItems: deadLettersPageLimitMax },
+    ),
+  }),
+  "cell.redriven": object({ type: literal("cell.redriven"), cellId, rows: count }),
   "cell.stored": object({
     type: literal("cell.stored"),
     message,

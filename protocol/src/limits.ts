@@ -74,3 +74,8 @@ export const presenceHeartbeatUsersMax = 1000;
  * Bounds the mailbox writes one read makes (a read in a 1,000-member group would otherwise write 1,000).
  */
 export const receiptFanOutMembersMax = 32;
+
+/** Dead letters one cell.deadLetters page lists (docs/decisions/0022); the CLI pages on by cursor. */
+export const deadLettersPageLimitMax = 200;
+/** Dead letter ids one cell.redriveDeadLetters names; --all redrives page by page. */
+export const redriveIdsMax = 200;

@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { cellReply, cellRequest, decodeJsonText, directoryRequest, type CellImportRequest, type CellRequest } from "./cell-messages.ts";
 import type { JoinedEvent } from "./frames.ts";
+import { deadLettersPageLimitMax, redriveIdsMax } from "./limits.ts";
 
 const message = {
   conversationId: "d-AAAAAAAAAAAAAAAAAAAAAA",
@@ -69,5 +70,23 @@ describe("migration messages", () => {
     const move = { type: "directory.moveEntry", kind: "conversation", id: message.conversationId, fromCellId: "a", toCellId: "b", expectedEpoch: 1 };
     expect(decodeJsonText(directoryRequest, JSON.stringify(move))).toEqual({ ok: true, value: move });
     expect(decodeJsonText(directoryRequest, JSON.stringify({ ...move, expectedEpoch: 0 })).ok).toBe(false);
+  });
+
+  it("decodes the dead-letter requests and replies within their limits", () => {
+    const list = { type: "cell.deadLetters", afterId: 0, limit: deadLettersPageLimitMax };
+    expect(decodeJsonText(cellRequest, JSON.stringify(list))).toEqual({ ok: true, value: list });
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...list, limit: deadLettersPageLimitMax + 1 })).ok).toBe(false);
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...list, limit: 0 })).ok).toBe(false);
+    const redrive = { type: "cell.redriveDeadLetters", ids: [3, 9] };
+    expect(decodeJsonText(cellRequest, JSON.stringify(redrive))).toEqual({ ok: true, value: redrive });
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...redrive, ids: [] })).ok).toBe(false);
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...redrive, ids: [3, 3] })).ok).toBe(false);
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...redrive, ids: Array.from({ length: redriveIdsMax + 1 }, (_, index) => index + 1) })).ok).toBe(false);
+    const deadLetter = { id: 7, conversationId: message.conversationId, recipientUserId: "bob", eventId: `joined-${message.conversationId}`, attempts: 16, lastError: "cell b is gone", createdAtMs: 1, deadLetteredAtMs: 2 };
+    const page = { type: "cell.deadLetters", cellId: "a", deadLetters: [deadLetter] };
+    expect(decodeJsonText(cellReply, JSON.stringify(page))).toEqual({ ok: true, value: page });
+    expect(decodeJsonText(cellReply, JSON.stringify({ ...page, deadLetters: [{ ...deadLetter, recipientUserId: "b.>" }] })).ok).toBe(false);
+    const redriven = { type: "cell.redriven", cellId: "a", rows: 2 };
+    expect(decodeJsonText(cellReply, JSON.stringify(redriven))).toEqual({ ok: true, value: redriven });
   });
 });

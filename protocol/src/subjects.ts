@@ -22,7 +22,7 @@ export function workerSubject(namespace: string, cellId: string, workerId: strin
  * Who may ask a worker for what (docs/decisions/0015): NATS permissions are per subject, so each caller
  * kind has a subject of its own under the worker's base: `edge` for the requests an edge makes for its
  * authenticated users, `peer` for worker to worker (mailbox relays, migration imports), `admin` for the
- * operator's requests (cell.migrate, cell.stats). A worker refuses a request kind on another channel.
+ * operator's requests (cell.migrate, cell.stats, cell.deadLetters, cell.redriveDeadLetters). A worker refuses a request kind on another channel.
  */
 export type WorkerChannel = "edge" | "peer" | "admin";
 export const workerChannels: readonly WorkerChannel[] = ["edge", "peer", "admin"];

@@ -56,9 +56,15 @@ import type {
   MarkReceiptInput,
   MarkReceiptResult,
   OpenDirectInput,
+  DeadLetter,
+  DeadLetterInput,
+  OutboxAttempts,
   OutboxEntry,
+  OutboxFailure,
   OutboxPage,
   OutboxQuery,
+  OutboxRetry,
+  RedriveSelection,
   StoreLimits,
 } from "./store.ts";
 
@@ -100,13 +106,16 @@ type StoredMailbox = MigrationColumns & {
 
 const fenced = { outcome: "fenced" } as const;
 
-type StoredOutboxRow = { readonly entry: OutboxEntry; readonly createdAtMs: number; attempts: number };
+type StoredOutboxRow = { readonly entry: OutboxEntry; readonly createdAtMs: number; attempts: number; nextAttemptAtMs: number; lastError: string | null };
+type StoredDeadLetter = { readonly entry: OutboxEntry; readonly deadLetter: DeadLetter };
 
 export class MemoryConversationStore implements ConversationStore {
   private readonly conversations = new Map<string, StoredConversation>();
   private readonly mailboxes = new Map<string, StoredMailbox>();
   /** Insertion order is id order. */
   private readonly outbox = new Map<number, StoredOutboxRow>();
+  /** Insertion order is id order too. */
+  private deadLetterRows = new Map<number, StoredDeadLetter>();
   private lastOutboxId = 0;
   private readonly limits: StoreLimits;
 
@@ -260,7 +269,7 @@ export class MemoryConversationStore implements ConversationStore {
     const outbox = recipients.map((recipientUserId): OutboxEntry => {
       this.lastOutboxId += 1;
       const entry: OutboxEntry = { id: this.lastOutboxId, conversationId: conversation.id, recipientUserId, eventId, event: { ...event } };
-      this.outbox.set(entry.id, { entry, createdAtMs, attempts: 0 });
+      this.outbox.set(entry.id, { entry, createdAtMs, attempts: 0, nextAttemptAtMs: createdAtMs, lastError: null });
       return entry;
     });
     return { outcome: "receipt", ...after, outbox: outbox.map(copyEntry) };
@@ -320,26 +329,101 @@ export class MemoryConversationStore implements ConversationStore {
   }
 
   async pendingOutbox(query: OutboxQuery): Promise<OutboxPage> {
-    const writtenBeforeMs = this.clock() - query.olderThanMs;
+    const nowMs = this.clock();
+    const writtenBeforeMs = nowMs - query.olderThanMs;
     const entries: OutboxEntry[] = [];
+    const retried: OutboxRetry[] = [];
+    /** (conversation, recipient) pairs with a row backing off so far, in id order: their later rows are not due. */
+    const waitingPairs = new Set<string>();
     for (const row of this.outbox.values()) {
       if (entries.length >= query.limit) break;
+      const pair = `${row.entry.conversationId}\n${row.entry.recipientUserId}`;
+      const backingOff = row.nextAttemptAtMs > nowMs;
+      if (backingOff) waitingPairs.add(pair);
       if (row.entry.id <= query.afterId || row.createdAtMs > writtenBeforeMs) continue;
       if (query.conversationId !== undefined && row.entry.conversationId !== query.conversationId) continue;
+      if (query.dueOnly === true && waitingPairs.has(pair)) continue;
       entries.push(copyEntry(row.entry));
+      if (row.attempts > 0) retried.push({ id: row.entry.id, attempts: row.attempts, backingOff });
     }
-    return { entries, malformed: [], lastId: entries.at(-1)?.id };
+    return { entries, malformed: [], lastId: entries.at(-1)?.id, retried };
   }
 
   async deleteOutbox(ids: readonly number[]): Promise<void> {
     for (const id of ids) this.outbox.delete(id);
   }
 
-  async markOutboxAttempt(ids: readonly number[]): Promise<void> {
-    for (const id of ids) {
+  async markOutboxAttempt(failures: readonly OutboxFailure[]): Promise<OutboxAttempts[]> {
+    const counted: OutboxAttempts[] = [];
+    for (const { id, retryAfterMs, error } of failures) {
       const row = this.outbox.get(id);
-      if (row !== undefined) row.attempts += 1;
+      if (row === undefined) continue;
+      row.attempts += 1;
+      row.nextAttemptAtMs = this.clock() + retryAfterMs;
+      row.lastError = error;
+      counted.push({ id, attempts: row.attempts });
     }
+    return counted;
+  }
+
+  async deadLetterOutbox(input: DeadLetterInput): Promise<number> {
+    let moved = 0;
+    const deadLetteredAtMs = this.clock();
+    for (const [id, row] of this.outbox) {
+      if (row.entry.conversationId !== input.conversationId || row.entry.recipientUserId !== input.recipientUserId) continue;
+      this.outbox.delete(id);
+      const { entry } = row;
+      this.deadLetterRows.set(id, {
+        entry,
+        deadLetter: {
+          id,
+          conversationId: entry.conversationId,
+          recipientUserId: entry.recipientUserId,
+          eventId: entry.eventId,
+          attempts: row.attempts,
+          lastError: row.lastError ?? input.reason,
+          createdAtMs: row.createdAtMs,
+          deadLetteredAtMs,
+        },
+      });
+      moved += 1;
+    }
+    this.deadLetterRows = new Map([...this.deadLetterRows].sort(([left], [right]) => left - right));
+    return moved;
+  }
+
+  async deadLetteredRecipients(conversationId: string): Promise<string[]> {
+    const recipients = new Set<string>();
+    for (const { entry } of this.deadLetterRows.values()) if (entry.conversationId === conversationId) recipients.add(entry.recipientUserId);
+    return [...recipients].sort();
+  }
+
+  async deadLetters(query: { readonly afterId: number; readonly limit: number }): Promise<DeadLetter[]> {
+    return [...this.deadLetterRows.values()]
+      .filter(({ deadLetter }) => deadLetter.id > query.afterId)
+      .slice(0, query.limit)
+      .map(({ deadLetter }) => ({ ...deadLetter }));
+  }
+
+  async redriveDeadLetters(selection: RedriveSelection): Promise<number[]> {
+    const rows = [...this.deadLetterRows.values()];
+    const selected = "ids" in selection ? rows.filter(({ deadLetter }) => selection.ids.includes(deadLetter.id)) : rows.slice(0, selection.limit);
+    const pairs = new Set(selected.map(({ entry }) => `${entry.conversationId}\n${entry.recipientUserId}`));
+    const nowMs = this.clock();
+    const redriven: number[] = [];
+    for (const { entry, deadLetter } of rows) {
+      if (!pairs.has(`${entry.conversationId}\n${entry.recipientUserId}`)) continue;
+      this.deadLetterRows.delete(entry.id);
+      const again = [...this.outbox.values()].some((row) => row.entry.recipientUserId === entry.recipientUserId && row.entry.eventId === entry.eventId);
+      if (again) continue;
+      this.outbox.set(entry.id, { entry, createdAtMs: deadLetter.createdAtMs, attempts: 0, nextAttemptAtMs: nowMs, lastError: null });
+      redriven.push(entry.id);
+    }
+    // Outbox reads go in id order, which the map keeps as insertion order.
+    const sorted = [...this.outbox].sort(([left], [right]) => left - right);
+    this.outbox.clear();
+    for (const [id, row] of sorted) this.outbox.set(id, row);
+    return redriven;
   }
 
   async migrationState(key: MigrationKey): Promise<KeyMigrationState | undefined> {
@@ -503,7 +587,7 @@ export class MemoryConversationStore implements ConversationStore {
       if (pending) continue;
       this.lastOutboxId += 1;
       const row: OutboxEntry = { id: this.lastOutboxId, conversationId: input.id, recipientUserId: entry.recipientUserId, eventId: entry.eventId, event: structuredClone(entry.event) };
-      this.outbox.set(row.id, { entry: row, createdAtMs, attempts: 0 });
+      this.outbox.set(row.id, { entry: row, createdAtMs, attempts: 0, nextAttemptAtMs: createdAtMs, lastError: null });
     }
     if (!input.last) return { outcome: "importing" };
     // Every message up to lastSeq was copied, so the head is the messages' length.
@@ -590,7 +674,7 @@ export class MemoryConversationStore implements ConversationStore {
     return [...joinedUserIds].sort().map((recipientUserId): OutboxEntry => {
       this.lastOutboxId += 1;
       const entry: OutboxEntry = { id: this.lastOutboxId, conversationId: conversation.id, recipientUserId, eventId, event: { ...event } };
-      this.outbox.set(entry.id, { entry, createdAtMs, attempts: 0 });
+      this.outbox.set(entry.id, { entry, createdAtMs, attempts: 0, nextAttemptAtMs: createdAtMs, lastError: null });
       return copyEntry(entry);
     });
   }

@@ -140,7 +140,7 @@ describe("cell database bootstrap", () => {
       const log = await store.messagesAfter({ conversationId, userId: "bob", afterSeq: null, limit: 10 });
       expect(log.outcome === "messages" && [log.afterSeq, log.messages.map((message) => message.body), log.headSeq]).toEqual([0, ["before", "after"], 2]);
       // A message writes no outbox row.
-      expect(await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0 })).toEqual({ entries: [], malformed: [], lastId: undefined });
+      expect(await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0 })).toEqual({ entries: [], malformed: [], lastId: undefined, retried: [] });
     } finally {
       await moved.cleanup();
     }

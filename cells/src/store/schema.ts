@@ -153,8 +153,15 @@ export const outbox = pgTable(
     eventId: text("event_id").notNull(),
     event: jsonb("event").notNull(),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
-    /** Failed relays so far, for operators looking at rows that do not drain. */
+    /** Failed relays so far; at WORKER_RELAY_FAILURES_MAX the recipient's rows go to dead_letters. */
     attempts: integer("attempts").notNull().default(0),
+    /**
+     * After a failed relay, no attempt before this (backoff with jitter, docs/decisions/0022): the
+     * recipient's rows of the conversation wait while the other recipients' rows flow.
+     */
+    nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }).notNull().defaultNow(),
+    /** Why the last relay failed, for operators (and the dead letter it may become). */
+    lastError: text("last_error"),
   },
   (table) => [
     unique("outbox_recipient_event_unique").on(table.recipientUserId, table.eventId),
@@ -180,4 +187,29 @@ export const readPositions = pgTable(
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },
   (table) => [primaryKey({ name: "read_positions_pk", columns: [table.conversationId, table.userId] })],
+);
+
+/**
+ * Outbox rows whose recipient could not be reached WORKER_RELAY_FAILURES_MAX times (docs/decisions/0022):
+ * the (conversation, recipient) rows move here together, keeping their outbox ids, so the relay stops
+ * retrying them while the others flow. While a (conversation, recipient) has dead letters its newer rows
+ * follow them here (order per recipient holds). `cellwire dead-letters redrive` moves them back.
+ */
+export const deadLetters = pgTable(
+  "dead_letters",
+  {
+    /** The outbox id, kept: a redriven row goes back with it and keeps its place in the order. */
+    id: bigint("id", { mode: "number" }).primaryKey(),
+    conversationId: text("conversation_id").notNull(),
+    recipientUserId: text("recipient_user_id").notNull(),
+    eventId: text("event_id").notNull(),
+    event: jsonb("event").notNull(),
+    /** When the outbox row was written. */
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
+    attempts: integer("attempts").notNull(),
+    lastError: text("last_error").notNull(),
+    deadLetteredAt: timestamp("dead_lettered_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  // A drain asks which recipients of its conversation have dead letters.
+  (table) => [index("dead_letters_conversation_recipient_index").on(table.conversationId, table.recipientUserId)],
 );

@@ -362,15 +362,87 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         entries: [],
         malformed: [],
         lastId: undefined,
+        retried: [],
       });
       // Oldest first across conversations too: this conversation's rows follow every earlier row.
       const anywhere = await store().pendingOutbox({ olderThanMs: 0, limit: 3, afterId: (all.entries[0]?.id ?? 1) - 1 });
       expect(anywhere.entries).toEqual(all.entries.slice(0, 3));
-      await store().markOutboxAttempt(all.entries.slice(0, 2).map((entry) => entry.id));
+      await store().markOutboxAttempt(all.entries.slice(0, 2).map((entry) => ({ id: entry.id, retryAfterMs: 0, error: "unreachable" })));
       await store().deleteOutbox([...all.entries.slice(0, 2).map((entry) => entry.id), Number.MAX_SAFE_INTEGER]);
       const left = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
       expect(left.entries).toEqual(all.entries.slice(2));
       await store().deleteOutbox([]);
+    });
+
+    describe("relay retries and dead letters", () => {
+      /** A group of alice, bob and carol with a receipt of bob's: joined rows then receipt rows, three each. */
+      async function conversationWithRows(): Promise<{ conversationId: string; rows: OutboxEntry[]; bobRows: OutboxEntry[] }> {
+        const conversationId = await group(["bob", "carol"]);
+        await send(conversationId, "m1");
+        expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toMatchObject({ outcome: "receipt" });
+        const rows = (await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries;
+        expect(rows).toHaveLength(6);
+        return { conversationId, rows, bobRows: rows.filter((entry) => entry.recipientUserId === "bob") };
+      }
+
+      function ids(entries: readonly OutboxEntry[]): number[] {
+        return entries.map((entry) => entry.id);
+      }
+
+      it("counts a failed relay, backs the row off, and keeps the recipient's newer rows out of a due-only read until its retry time", async () => {
+        const { conversationId, rows, bobRows } = await conversationWithRows();
+        const [bobJoined, bobReceipt] = bobRows;
+        if (bobJoined === undefined || bobReceipt === undefined) throw new Error("bob has two rows");
+        const query = { olderThanMs: 0, limit: 100, afterId: 0, conversationId };
+        expect(await store().markOutboxAttempt([{ id: bobJoined.id, retryAfterMs: 3_600_000, error: "cell b is gone" }, { id: Number.MAX_SAFE_INTEGER, retryAfterMs: 0, error: "none" }])).toEqual([
+          { id: bobJoined.id, attempts: 1 },
+        ]);
+        // Every row is still read (a drain decides what waits), with the failed one marked.
+        const page = await store().pendingOutbox(query);
+        expect(page.entries).toEqual(rows);
+        expect(page.retried).toEqual([{ id: bobJoined.id, attempts: 1, backingOff: true }]);
+        // The sweeper's read leaves out bob's rows: the failed one and the newer one behind it.
+        expect(ids((await store().pendingOutbox({ ...query, dueOnly: true })).entries)).toEqual(ids(rows.filter((entry) => entry.recipientUserId !== "bob")));
+        expect(await store().markOutboxAttempt([{ id: bobJoined.id, retryAfterMs: 0, error: "cell b is still gone" }])).toEqual([{ id: bobJoined.id, attempts: 2 }]);
+        expect((await store().pendingOutbox(query)).retried).toEqual([{ id: bobJoined.id, attempts: 2, backingOff: false }]);
+        expect(ids((await store().pendingOutbox({ ...query, dueOnly: true })).entries)).toEqual(ids(rows));
+        await store().deleteOutbox(ids(rows));
+      });
+
+      it("moves a recipient's rows of a conversation to the dead letters whole, lists them by cursor, and redrives them whole with their ids", async () => {
+        const { conversationId, rows, bobRows } = await conversationWithRows();
+        const [bobJoined, bobReceipt] = bobRows;
+        if (bobJoined === undefined || bobReceipt === undefined) throw new Error("bob has two rows");
+        const other = await conversationWithRows();
+        await store().markOutboxAttempt([{ id: bobJoined.id, retryAfterMs: 3_600_000, error: "cell b is gone" }]);
+        expect(await store().deadLetterOutbox({ conversationId, recipientUserId: "bob", reason: "behind a failed row" })).toBe(2);
+        expect(await store().deadLetterOutbox({ conversationId, recipientUserId: "nobody", reason: "none" })).toBe(0);
+        expect(ids((await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries)).toEqual(ids(rows.filter((entry) => entry.recipientUserId !== "bob")));
+        expect(await store().deadLetteredRecipients(conversationId)).toEqual(["bob"]);
+        expect(await store().deadLetteredRecipients(other.conversationId)).toEqual([]);
+        const listed = (await store().deadLetters({ afterId: 0, limit: 1000 })).filter((deadLetter) => deadLetter.conversationId === conversationId);
+        expect(listed).toEqual([
+          { id: bobJoined.id, conversationId, recipientUserId: "bob", eventId: bobJoined.eventId, attempts: 1, lastError: "cell b is gone", createdAtMs: expect.any(Number), deadLetteredAtMs: expect.any(Number) },
+          { id: bobReceipt.id, conversationId, recipientUserId: "bob", eventId: bobReceipt.eventId, attempts: 0, lastError: "behind a failed row", createdAtMs: expect.any(Number), deadLetteredAtMs: expect.any(Number) },
+        ]);
+        expect(listed[0]?.deadLetteredAtMs).toBeGreaterThanOrEqual(listed[0]?.createdAtMs ?? Infinity);
+        expect(await store().deadLetters({ afterId: bobJoined.id, limit: 1 })).toEqual([listed[1]]);
+        // Naming the newer row redrives the older one too: the recipient's rows go back together, in order, due, with no attempts.
+        expect(await store().redriveDeadLetters({ ids: [bobReceipt.id] })).toEqual([bobJoined.id, bobReceipt.id]);
+        const back = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId, dueOnly: true });
+        expect(back.entries).toEqual(rows);
+        expect(back.retried).toEqual([]);
+        expect(await store().deadLetteredRecipients(conversationId)).toEqual([]);
+        expect(await store().redriveDeadLetters({ ids: [bobReceipt.id] })).toEqual([]);
+        // By count: the first dead letters by id, whole groups again.
+        await store().deadLetterOutbox({ conversationId, recipientUserId: "bob", reason: "again" });
+        await store().deadLetterOutbox({ conversationId: other.conversationId, recipientUserId: "carol", reason: "again" });
+        expect(await store().redriveDeadLetters({ limit: 1 })).toEqual([bobJoined.id, bobReceipt.id]);
+        expect(await store().deadLetteredRecipients(other.conversationId)).toEqual(["carol"]);
+        expect(await store().redriveDeadLetters({ limit: 1 })).toEqual(ids(other.bobRows.length === 2 ? other.rows.filter((entry) => entry.recipientUserId === "carol") : []));
+        expect(await store().deadLetters({ afterId: 0, limit: 1000 })).toEqual([]);
+        await store().deleteOutbox([...ids(rows), ...ids(other.rows)]);
+      });
     });
 
     describe("appendMessages (group commit)", () => {

@@ -168,6 +168,11 @@ export type OutboxQuery = {
   readonly afterId: number;
   /** Only this conversation's rows. */
   readonly conversationId?: string;
+  /**
+   * Only rows due for a relay (the sweeper's read): not backing off after a failure, and not behind an
+   * older row of the same (conversation, recipient) that is (that row must be applied first).
+   */
+  readonly dueOnly?: boolean;
 };
 
 /**
@@ -178,7 +183,43 @@ export type OutboxPage = {
   readonly entries: OutboxEntry[];
   readonly malformed: { readonly id: number; readonly reason: string }[];
   readonly lastId: number | undefined;
+  /**
+   * The entries whose relay failed before (attempts > 0): how often, and whether their next attempt is
+   * still to come (`backingOff`, by the store's clock). Rows never tried or redriven are not listed.
+   */
+  readonly retried: OutboxRetry[];
 };
+
+export type OutboxRetry = { readonly id: number; readonly attempts: number; readonly backingOff: boolean };
+
+/** A failed relay of one outbox row: its next attempt waits retryAfterMs (by the store's clock). */
+export type OutboxFailure = { readonly id: number; readonly retryAfterMs: number; readonly error: string };
+
+/** The row after markOutboxAttempt counted the failure. */
+export type OutboxAttempts = { readonly id: number; readonly attempts: number };
+
+export type DeadLetterInput = {
+  readonly conversationId: string;
+  readonly recipientUserId: string;
+  /** Recorded as the last error of moved rows that have none (rows that waited behind the failing one). */
+  readonly reason: string;
+};
+
+/** An outbox row that went to the dead letters (docs/decisions/0022), as an operator lists it. */
+export type DeadLetter = {
+  /** Its outbox id, kept. */
+  readonly id: number;
+  readonly conversationId: string;
+  readonly recipientUserId: string;
+  readonly eventId: string;
+  readonly attempts: number;
+  readonly lastError: string;
+  readonly createdAtMs: number;
+  readonly deadLetteredAtMs: number;
+};
+
+/** Dead letters to move back: these ids, or the first `limit` by id; either way whole (conversation, recipient) groups. */
+export type RedriveSelection = { readonly ids: readonly number[] } | { readonly limit: number };
 
 export type StoreLimits = {
   /** Members of one group, creator included; at most the protocol's groupMembersMax. */
@@ -429,6 +470,29 @@ export interface ConversationStore extends MigrationStore {
   /** Deletes outbox rows whose events were applied; ids not found are ignored. */
   deleteOutbox(ids: readonly number[]): Promise<void>;
 
-  /** Counts one more failed relay on each row. */
-  markOutboxAttempt(ids: readonly number[]): Promise<void>;
+  /**
+   * Counts one more failed relay on each row, records its error and sets its next attempt retryAfterMs
+   * from now; returns each row's attempts so far (rows not found are left out).
+   */
+  markOutboxAttempt(failures: readonly OutboxFailure[]): Promise<OutboxAttempts[]>;
+
+  /**
+   * Moves every outbox row of (conversation, recipient) to the dead letters, in one transaction, keeping
+   * ids, attempts and errors; returns how many moved.
+   */
+  deadLetterOutbox(input: DeadLetterInput): Promise<number>;
+
+  /** The recipients of the conversation that have dead letters, sorted (their newer rows follow them there). */
+  deadLetteredRecipients(conversationId: string): Promise<string[]>;
+
+  /** Dead letters with id > afterId, in id order, at most `limit`. */
+  deadLetters(query: { readonly afterId: number; readonly limit: number }): Promise<DeadLetter[]>;
+
+  /**
+   * Moves the selected dead letters back to the outbox with their ids, attempts 0 and due now, in one
+   * transaction. A selected row takes every dead letter of its (conversation, recipient) with it: moving
+   * only some would let a newer row be applied before an older one. A row whose event is in the outbox
+   * again meanwhile is dropped (applying is idempotent per event). Returns the ids put back, in order.
+   */
+  redriveDeadLetters(selection: RedriveSelection): Promise<number[]>;
 }
