@@ -49,6 +49,7 @@ import {
   postgresTimeoutsDefault,
   sendBatchMaxDefault,
   sendBusyWindowMsDefault,
+  sendRetryWindowMsDefault,
   sendLingerMsDefault,
   sendQueueWaitMsMaxDefault,
   sendsPendingMaxDefault,
@@ -228,6 +229,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
           return () => clearTimeout(timer);
         },
       },
+      retry: { windowMs: config.sendRetryWindowMs ?? sendRetryWindowMsDefault, random: dependencies.random, sleep: dependencies.sleep },
     });
     const handler = new CellRequestHandler({
       workerId: config.workerId,
