@@ -324,6 +324,11 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const holder = new LeaseHolder(bucket, lease, config.heartbeatIntervalMs, clock, logger);
     await holder.start();
     leaseHolder = holder;
+    // After a NATS outage the lease has most likely lapsed: renewed at once, the worker serves again as
+    // soon as NATS does (docs/decisions/0025). The loop ends when the connection closes.
+    void (async () => {
+      for await (const status of connection.status()) if (status.type === "reconnect") holder.connectionRestored();
+    })();
     const databaseWatchdog = new DatabaseWatchdog({
       probe: async () => void (await probePool.query("select 1")),
       giveUpLease: () => holder.stop(),
