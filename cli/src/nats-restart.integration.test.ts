@@ -4,6 +4,8 @@
 // the edge, which stays up: the sends made during the outage wait, and are acked once NATS is back. The
 // largest gap between two acks is at most the outage plus 1 s, and the history checker finds nothing.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
+import { connectNats, requestJson } from "@cellwire/cluster";
+import { cellReply } from "@cellwire/protocol";
 import { RecordedRun } from "./recorded-run.ts";
 import { startPrivateNatsServer, type PrivateNatsServer } from "./private-nats-server.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
@@ -66,6 +68,7 @@ it("acks every paced send across a ~2 s NATS restart, with no gap between acks l
   await run.send(bob, direct.conversationId, "before", "bob-before");
 
   const ackedAtMs: number[] = [];
+  const latenciesMs: number[] = [];
   const sends: Promise<unknown>[] = [];
   let crashedAtMs = 0;
   let restartedAtMs = 0;
@@ -75,7 +78,13 @@ it("acks every paced send across a ~2 s NATS restart, with no gap between acks l
     // Paced on the clock, not on the acks: sends keep coming while NATS is away.
     const waitMs = startedAtMs + index * sendIntervalMs - performance.now();
     if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
-    sends.push(run.send(alice, direct.conversationId, `paced ${index}`, `alice-paced-${index}`).then(() => void ackedAtMs.push(performance.now())));
+    const sentAtMs = performance.now();
+    sends.push(
+      run.send(alice, direct.conversationId, `paced ${index}`, `alice-paced-${index}`).then(() => {
+        ackedAtMs.push(performance.now());
+        latenciesMs.push(performance.now() - sentAtMs);
+      }),
+    );
     if (index === crashAfterSends) {
       await server.crash();
       crashedAtMs = performance.now();
@@ -90,12 +99,47 @@ it("acks every paced send across a ~2 s NATS restart, with no gap between acks l
   const largestGapMs = Math.max(...gaps);
   const measuredOutageMs = restartedAtMs - crashedAtMs;
   process.stdout.write(
-    `nats restart: NATS was away ${measuredOutageMs.toFixed(0)} ms; ${sendCount} paced sends all acked; the largest gap between acks ${largestGapMs.toFixed(0)} ms; ${run.retries} app-level retries\n`,
+    `nats restart: NATS was away ${measuredOutageMs.toFixed(0)} ms; ${sendCount} paced sends all acked; the largest gap between acks ${largestGapMs.toFixed(0)} ms, the longest send ${Math.max(...latenciesMs).toFixed(0)} ms; ${run.retries} app-level retries\n`,
   );
   expect(largestGapMs).toBeLessThanOrEqual(measuredOutageMs + gapAllowanceMs);
+  // Nor does any one send wait much past the outage: none waits out an attempt's timeout (3 s) for a
+  // request NATS lost (seen before: every send made during the outage took 3.0-3.1 s).
+  expect(Math.max(...latenciesMs)).toBeLessThanOrEqual(measuredOutageMs + gapAllowanceMs);
 
   await run.settle(deliveryDeadlineMs);
   const report = await run.check(testServices.postgresAdminUrl, topology.namespace, ["a"]);
   expect(report.findings).toEqual([]);
   expect(run.record.acks).toHaveLength(sendCount + 2);
 }, 120_000);
+
+it("ends the requests NATS lost at once: those waiting when it drops, and once it is back those made while it was down", async () => {
+  const server = await startPrivateNatsServer();
+  const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+  const connection = await connectNats([server.clientUrl], "nats-restart-test", logger, server.users.access("admin"));
+  const timeoutMs = 20_000;
+  const request = (): Promise<string> =>
+    requestJson(connection, subject, { type: "ping" }, cellReply, timeoutMs, "cell_unavailable").then(
+      () => "answered",
+      (error: unknown) => (error instanceof Error ? error.message : String(error)),
+    );
+  const subject = "cellwire.nats-restart-test.silent";
+  try {
+    // A responder that never answers: only the connection's drop can end the wait before the timeout.
+    connection.subscribe(subject, { callback: () => undefined });
+    await connection.flush();
+    const waiting = request();
+    await server.crash();
+    const crashedAtMs = performance.now();
+    expect(await waiting).toContain("dropped before the reply came");
+    expect(performance.now() - crashedAtMs).toBeLessThan(timeoutMs / 4);
+    // Made while NATS is down: nats.js drops it at its next reconnect attempt, so it ends once NATS is back.
+    const madeWhileDown = request();
+    await server.restart();
+    const restartedAtMs = performance.now();
+    expect(await madeWhileDown).toContain("dropped before the reply came");
+    expect(performance.now() - restartedAtMs).toBeLessThan(timeoutMs / 4);
+  } finally {
+    await connection.close();
+    await server.stop();
+  }
+}, 60_000);
