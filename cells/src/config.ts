@@ -106,6 +106,12 @@ export type WorkerConfig = {
    */
   readonly sendLingerMs?: number;
   readonly sendBusyWindowMs?: number;
+  /**
+   * How long after its receipt a send's commit is tried again while the database cannot be reached
+   * (refused, reset, restarting), within its caller's budget: a Postgres restart shorter than this costs
+   * latency, not failed sends (docs/decisions/0025). 0 answers such a send cell_unavailable at once.
+   */
+  readonly sendRetryWindowMs?: number;
   /** Conversations whose member lists the publisher caches (a miss costs one read). */
   readonly memberCacheConversationsMax?: number;
   /**
@@ -145,6 +151,8 @@ export const sendQueueWaitMsMaxDefault = 1000;
 export const memberCacheConversationsMaxDefault = 10_000;
 export const sendLingerMsDefault = 3;
 export const sendBusyWindowMsDefault = 20;
+/** The edge's deadline for a cell request (EDGE_CELL_REQUEST_DEADLINE_MS): past it nobody waits for the send. */
+export const sendRetryWindowMsDefault = 8000;
 
 // 1 s doubling to 5 min: 16 failures take about half an hour, long enough for a cell to come back.
 export const relayRetryDelayMsMinDefault = 1000;
@@ -227,6 +235,7 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     memberCacheConversationsMax: reader.integer("WORKER_MEMBER_CACHE_CONVERSATIONS_MAX", memberCacheConversationsMaxDefault, 1, 10_000_000),
     sendLingerMs: reader.integer("WORKER_SEND_LINGER_MS", sendLingerMsDefault, 0, 1000),
     sendBusyWindowMs: reader.integer("WORKER_SEND_BUSY_WINDOW_MS", sendBusyWindowMsDefault, 0, 60_000),
+    sendRetryWindowMs: reader.integer("WORKER_SEND_RETRY_WINDOW_MS", sendRetryWindowMsDefault, 0, 600_000),
     postgresTimeouts: {
       connectTimeoutMs: reader.integer("WORKER_POSTGRES_CONNECT_TIMEOUT_MS", postgresTimeoutsDefault.connectTimeoutMs, 100, 600_000),
       statementTimeoutMs: reader.integer("WORKER_POSTGRES_STATEMENT_TIMEOUT_MS", postgresTimeoutsDefault.statementTimeoutMs, 100, 3_600_000),

@@ -62,7 +62,13 @@ function settle(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-type Options = { limits?: Partial<SendCommitterLimits>; publish?: (messages: readonly StoredMessage[]) => Promise<void>; linger?: { lingerMs: number; busyWindowMs: number } };
+type Options = {
+  limits?: Partial<SendCommitterLimits>;
+  publish?: (messages: readonly StoredMessage[]) => Promise<void>;
+  linger?: { lingerMs: number; busyWindowMs: number };
+  /** Ride through an unreachable database for this long after a send's receipt (the sleeps advance the clock). */
+  retryWindowMs?: number;
+};
 
 function setup(options: Options = {}) {
   const store = new HeldStore();
@@ -75,6 +81,8 @@ function setup(options: Options = {}) {
   const published: StoredMessage[][] = [];
   const warnings: string[] = [];
   const errors: string[] = [];
+  /** The backoffs the committer slept, in order. */
+  const sleeps: number[] = [];
   const committer = new SendCommitter({
     workerId,
     store,
@@ -105,6 +113,19 @@ function setup(options: Options = {}) {
             },
           },
         }),
+    ...(options.retryWindowMs === undefined
+      ? {}
+      : {
+          retry: {
+            windowMs: options.retryWindowMs,
+            random: () => 0.5,
+            sleep: (ms: number) => {
+              sleeps.push(ms);
+              clock.nowMs += ms;
+              return Promise.resolve();
+            },
+          },
+        }),
   });
   const replies = new Map<string, CellReply[]>();
   /** Submits a send; its replies are kept under its label (a send answered twice would show). */
@@ -126,7 +147,7 @@ function setup(options: Options = {}) {
     await store.memory.createGroup({ conversationId, creatorUserId: "alice", title: "t", memberUserIds: members, epoch: 1 });
     return conversationId;
   }
-  return { store, clock, ring, timers, events, published, warnings, errors, committer, submit, replyOf, replies, group };
+  return { store, clock, ring, timers, events, published, warnings, errors, sleeps, committer, submit, replyOf, replies, group };
 }
 
 function sendTo(conversationId: string, body: string, clientMessageId = body, senderUserId = "alice"): CellSendRequest {
@@ -140,6 +161,11 @@ function outcomeOf(reply: CellReply): string {
   return reply.type;
 }
 
+/** An error as node-postgres reports a database that went away (a reset socket, a refused connection, a restart). */
+function unreachable(code: string): Error {
+  return Object.assign(new Error(`connect ${code}`), { code });
+}
+
 /** An overloaded reply: it decodes as the protocol says, and asks for a retry-after within the committer's bounds. */
 function expectOverloaded(reply: CellReply): number {
   expect(decode(cellReply, reply).ok).toBe(true);
@@ -150,6 +176,93 @@ function expectOverloaded(reply: CellReply): number {
   expect(reply.retryAfterMs).toBeLessThanOrEqual(retryAfterMsMax);
   return reply.retryAfterMs;
 }
+
+describe("SendCommitter riding through an unreachable database", () => {
+  it("tries a batch again after a backoff, with the sends that queued meanwhile, until it is stored; answers each send once", async () => {
+    const { store, submit, replyOf, group, events, sleeps, warnings } = setup({ retryWindowMs: 8000 });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "a"));
+    store.held.shift()?.fail(unreachable("ECONNREFUSED"));
+    submit(sendTo(conversationId, "b"));
+    await settle();
+    // Postgres restarting: it refuses connections, then answers 57P03 while it starts.
+    store.held.shift()?.fail(Object.assign(new Error("the database system is starting up"), { code: "57P03" }));
+    await settle();
+    expect(events).toEqual([]);
+    const stored = await store.completeNext();
+    expect(stored.map((input) => input.body)).toEqual(["a", "b"]);
+    expect(outcomeOf(replyOf("a"))).toBe("stored 1");
+    expect(outcomeOf(replyOf("b"))).toBe("stored 2");
+    expect(events).toEqual(["reply a stored 1", "reply b stored 2", "publish a,b"]);
+    expect(sleeps).toHaveLength(2);
+    expect(warnings).toEqual([expect.stringContaining("retrying 1 sends")]);
+  });
+
+  it("publishes a send that an attempt committed before its connection died, once, when the next attempt finds it stored", async () => {
+    const { store, submit, replyOf, group, published } = setup({ retryWindowMs: 8000 });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "lost ack"));
+    const first = store.held.shift();
+    if (first === undefined) throw new Error("no batch is held");
+    // The commit reached Postgres; the connection died before its answer did.
+    await store.memory.appendMessages(first.inputs);
+    first.fail(new Error("Connection terminated unexpectedly"));
+    await settle();
+    await store.completeNext();
+    expect(outcomeOf(replyOf("lost ack"))).toBe("stored 1 again");
+    expect(published.map((batch) => batch.map((stored) => stored.message.body))).toEqual([["lost ack"]]);
+  });
+
+  it("answers cell_unavailable a send whose retry deadline comes before its next attempt, and keeps retrying the others", async () => {
+    const { store, submit, replyOf, group, clock } = setup({ retryWindowMs: 8000 });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "short"), 300);
+    submit(sendTo(conversationId, "long"), 5000);
+    // Both wait behind a first batch that holds the committer for 200 ms.
+    const other = await group();
+    submit(sendTo(other, "first"));
+    await settle();
+    expect(store.held).toHaveLength(1);
+    store.held.shift()?.fail(Object.assign(new Error("terminating connection due to administrator command"), { code: "57P01" }));
+    await settle();
+    clock.nowMs += 250;
+    store.held.shift()?.fail(unreachable("ECONNRESET"));
+    await settle();
+    expect(replyOf("short")).toMatchObject({ type: "cell.error", code: "cell_unavailable" });
+    await store.completeNext();
+    expect(outcomeOf(replyOf("long"))).toBe("stored 1");
+    expect(outcomeOf(replyOf("first"))).toBe("stored 1");
+  });
+
+  it("gives up at the retry window even when the caller would wait longer, and never retries a failure that is not the database's absence", async () => {
+    const { store, submit, replyOf, group, clock } = setup({ retryWindowMs: 1000 });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "windowed"), 10_000);
+    for (let attempt = 0; store.held.length > 0 && attempt < 200; attempt++) {
+      store.held.shift()?.fail(unreachable("ECONNREFUSED"));
+      await settle();
+    }
+    expect(replyOf("windowed")).toMatchObject({ type: "cell.error", code: "cell_unavailable" });
+    expect(clock.nowMs - 1000).toBeLessThanOrEqual(1000);
+    submit(sendTo(conversationId, "broken"));
+    store.held.shift()?.fail(new Error("disk on fire"));
+    await settle();
+    expect(replyOf("broken")).toMatchObject({ type: "cell.error", code: "internal" });
+    expect(store.held).toHaveLength(0);
+  });
+
+  it("answers the sends it was retrying as a lapsed lease does once the worker gave its lease up (the database watchdog)", async () => {
+    const { store, submit, replyOf, group, ring } = setup({ retryWindowMs: 8000 });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "stranded"));
+    ring.leaseHeld = false;
+    store.held.shift()?.fail(unreachable("ECONNREFUSED"));
+    await settle();
+    // The lapsed lease's answer: route again (to the workers that took the keys).
+    expect(replyOf("stranded")).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("lease") });
+    expect(store.held).toHaveLength(0);
+  });
+});
 
 describe("SendCommitter lingering", () => {
   it("starts a send at once when the worker is idle (its last batch is older than the busy window)", async () => {

@@ -8,10 +8,17 @@
 // waiting, that waited longer than queueWaitMsMax, or whose caller's budget ran out before its batch
 // started, is answered `overloaded` with a retry-after and never stored. The ack (the reply) follows the
 // commit; the publish of each new message to its members follows the replies.
-import type { Logger } from "@cellwire/cluster";
+//
+// Riding through a short database outage (docs/decisions/0025): a commit that failed because Postgres
+// could not be reached (refused, reset, shutting down, starting up, no connection in time) is tried again
+// after a short jittered backoff, with the sends that queued meanwhile, until each send's retry deadline;
+// only a send whose deadline comes first is answered cell_unavailable. A commit whose outcome is unknown
+// (the connection died after the statement was sent) is safe to repeat: the statement answers a
+// (conversation, sender, clientMessageId) it already stored with that message and writes nothing.
+import { backoffDelayMs, type BackoffPolicy, type Logger } from "@cellwire/cluster";
 import type { CellReply, CellSendRequest } from "@cellwire/protocol";
 import { cellErrorReply, movedReply } from "./cell-error-reply.ts";
-import { describeError } from "./store/errors.ts";
+import { describeError, isPostgresUnavailable } from "./store/errors.ts";
 import type { OwnershipView } from "./request-handler.ts";
 import type { AppendMessageInput, AppendMessageResult, ConversationStore } from "./store/store.ts";
 import type { StoredMessage } from "./message-publisher.ts";
@@ -39,6 +46,18 @@ export type SendLinger = {
   readonly setTimer: (ms: number, callback: () => void) => () => void;
 };
 
+/**
+ * Retries of a commit that failed because the database could not be reached. A send is retried until
+ * `windowMs` after its receipt or its caller's budget, whichever ends first (the deadline carried with
+ * the request will replace both). Absent: such a commit is answered at once, as any failure.
+ */
+export type SendRetry = {
+  readonly windowMs: number;
+  readonly random: () => number;
+  /** Resolves after `ms`. */
+  readonly sleep: (ms: number) => Promise<void>;
+};
+
 export type SendCommitterDependencies = {
   readonly workerId: string;
   readonly store: Pick<ConversationStore, "appendMessages">;
@@ -49,6 +68,7 @@ export type SendCommitterDependencies = {
   readonly logger: Logger & { readonly error: (message: string) => void };
   readonly limits: SendCommitterLimits;
   readonly linger?: SendLinger;
+  readonly retry?: SendRetry;
 };
 
 type PendingSend = {
@@ -56,14 +76,33 @@ type PendingSend = {
   readonly enqueuedAtMs: number;
   /** The caller stops waiting at this moment (monotonic ms): a send not started by then is not stored. */
   readonly deadlineAtMs: number;
+  /** No attempt to store the send starts after this moment (monotonic ms); at most deadlineAtMs. */
+  readonly retryDeadlineAtMs: number;
+  /**
+   * Set once an attempt that carried the send failed: it may have committed without being published, so
+   * a later attempt that finds it stored (deduplicated) publishes it.
+   */
+  outcomeUnknown: boolean;
   readonly respond: (reply: CellReply) => void;
 };
+
+/** What one attempt at a batch left to try again: the sends, and the failure that stopped them. */
+type FailedAttempt = { readonly sends: PendingSend[]; readonly error: unknown };
 
 /** A retry-after is never shorter (clients would come back before anything changed) nor longer than these. */
 const retryAfterMsMin = 50;
 const retryAfterMsMax = 2000;
 /** The input index of a send whose key an earlier send of its batch took with another body. */
 const reusedInBatch = -2;
+/**
+ * Delays between attempts at a commit while the database cannot be reached: short, since a restarted
+ * Postgres takes connections again within a second or two and every send waits meanwhile, jittered so
+ * the cell's workers do not all come back at the same instant. The floor keeps a refusing database from
+ * being asked in a tight loop (full jitter can draw ~0 ms). The retries are bounded by each send's
+ * retry deadline, at most 1 / retryDelayMsMin attempts a millisecond of it.
+ */
+const retryBackoff: BackoffPolicy = { initialDelayMs: 25, maxDelayMs: 250, multiplier: 2 };
+const retryDelayMsMin = 10;
 
 export class SendCommitter {
   private pending: PendingSend[] = [];
@@ -100,7 +139,10 @@ export class SendCommitter {
       return;
     }
     const nowMs = monotonicNowMs();
-    this.pending.push({ request, enqueuedAtMs: nowMs, deadlineAtMs: nowMs + budgetMs, respond });
+    const deadlineAtMs = nowMs + budgetMs;
+    const retryWindowMs = this.dependencies.retry?.windowMs ?? 0;
+    const retryDeadlineAtMs = Math.min(deadlineAtMs, nowMs + retryWindowMs);
+    this.pending.push({ request, enqueuedAtMs: nowMs, deadlineAtMs, retryDeadlineAtMs, outcomeUnknown: false, respond });
     if (this.running) return;
     const { linger } = this.dependencies;
     if (this.cancelLinger !== undefined) {
@@ -139,20 +181,48 @@ export class SendCommitter {
     }
   }
 
+  /**
+   * Stores one batch; when the database cannot be reached, tries again after a backoff, with the sends
+   * that queued meanwhile (they would only wait behind it), until every send is answered.
+   */
   private async commit(batch: readonly PendingSend[]): Promise<void> {
+    const { retry, limits, monotonicNowMs, logger } = this.dependencies;
+    let failed = await this.attempt(batch, []);
+    for (let retryIndex = 0; failed !== undefined; retryIndex++) {
+      const delayMs = retry === undefined ? 0 : Math.max(retryDelayMsMin, backoffDelayMs(retryBackoff, retryIndex, retry.random));
+      // An attempt must start, and have the time the last one took, before the send's retry deadline.
+      const lastAttemptEndsAtMs = monotonicNowMs() + delayMs + this.lastBatchMs;
+      const retrying: PendingSend[] = [];
+      for (const send of failed.sends) {
+        if (retry !== undefined && lastAttemptEndsAtMs < send.retryDeadlineAtMs) retrying.push(send);
+        else send.respond(cellErrorReply({ kind: "error", error: failed.error }));
+      }
+      if (retry === undefined || retrying.length === 0) return;
+      if (retryIndex === 0) logger.warn(`the cell database cannot be reached (${describeError(failed.error)}): retrying ${retrying.length} sends until their deadlines`);
+      await retry.sleep(delayMs);
+      failed = await this.attempt(this.pending.splice(0, Math.max(0, limits.batchSendsMax - retrying.length)), retrying);
+    }
+  }
+
+  /**
+   * One attempt at storing `retried` (admitted by an earlier attempt) and `queued` (new from the queue,
+   * admitted here); answers every send it can, and returns those to try again when the database could
+   * not be reached.
+   */
+  private async attempt(queued: readonly PendingSend[], retried: readonly PendingSend[]): Promise<FailedAttempt | undefined> {
     const { ownership, workerId, store, limits, monotonicNowMs, logger } = this.dependencies;
     const startedAtMs = monotonicNowMs();
     this.lastBatchStartedAtMs = startedAtMs;
-    const admitted: PendingSend[] = [];
-    for (const send of batch) {
+    const admitted: PendingSend[] = [...retried];
+    for (const send of queued) {
       if (startedAtMs >= send.deadlineAtMs) send.respond(this.overloaded("the send's deadline passed before its turn; it was not stored"));
       else if (startedAtMs - send.enqueuedAtMs > limits.queueWaitMsMax) send.respond(this.overloaded("the send waited too long for its turn; it was not stored"));
       else admitted.push(send);
     }
-    if (admitted.length === 0) return;
+    if (admitted.length === 0) return undefined;
     if (!ownership.leaseHeld()) {
       for (const send of admitted) send.respond(cellErrorReply({ kind: "lease_lapsed" }));
-      return;
+      return undefined;
     }
     // One ring, and its epoch, for the whole batch: read at the moment it is stored, as every write does.
     const { ring, epoch } = ownership.snapshot();
@@ -162,7 +232,7 @@ export class SendCommitter {
       if (ownerWorkerId === workerId) owned.push(send);
       else send.respond(cellErrorReply({ kind: "not_owner", key: send.request.conversationId, ownerWorkerId }));
     }
-    if (owned.length === 0) return;
+    if (owned.length === 0) return undefined;
     // A send repeated within one batch (a client retry that caught up with its first attempt) is stored
     // once and both get the answer; the same key with another body is the id reused for another message,
     // refused as the store refuses it once the first is stored (reusedInBatch).
@@ -181,9 +251,13 @@ export class SendCommitter {
     try {
       results = await store.appendMessages(inputs);
     } catch (error) {
+      if (this.dependencies.retry !== undefined && isPostgresUnavailable(error)) {
+        for (const send of owned) send.outcomeUnknown = true;
+        return { sends: owned, error };
+      }
       logger.error(`storing a batch of ${inputs.length} sends failed: ${describeError(error)}`);
       for (const send of owned) send.respond(cellErrorReply({ kind: "error", error }));
-      return;
+      return undefined;
     } finally {
       this.lastBatchMs = Math.max(1, monotonicNowMs() - startedAtMs);
     }
@@ -203,15 +277,17 @@ export class SendCommitter {
       }
       send.respond(replyFor(send.request.conversationId, epoch, result));
       if (result.outcome === "fenced") fenced.add(send.request.conversationId);
-      // The first send of a repeated key carries the publish; a deduplicated one was published when stored.
-      if (result.outcome === "stored" && !result.deduplicated && !published.has(inputIndex)) {
+      // The first send of a repeated key carries the publish; a deduplicated one was published when stored,
+      // unless it was stored by an attempt whose outcome this worker never learnt (then it is published
+      // now, at worst a second time: devices drop a seq they already have).
+      if (result.outcome === "stored" && (!result.deduplicated || send.outcomeUnknown) && !published.has(inputIndex)) {
         published.add(inputIndex);
-        stored.push({ message: result.message, membersVersion: result.membersVersion });
+        stored.push({ message: result.message, membersVersion: result.deduplicated ? 0 : result.membersVersion });
       }
     });
     // A stale owner says so, as the request handler does for its other writes (one line per batch).
     if (fenced.size > 0) logger.warn(`worker ${workerId} was fenced on ${[...fenced].join(", ")}: written under an epoch after ${epoch}`);
-    if (stored.length === 0) return;
+    if (stored.length === 0) return undefined;
     const { publish } = this.dependencies;
     this.publishing = this.publishing.then(async () => {
       try {
@@ -222,6 +298,7 @@ export class SendCommitter {
         logger.warn(`publishing ${stored.length} messages failed: ${describeError(error)}`);
       }
     });
+    return undefined;
   }
 
   private overloaded(reason: string): CellReply {

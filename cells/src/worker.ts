@@ -52,6 +52,7 @@ import {
   relayRetryDelayMsMinDefault,
   sendBatchMaxDefault,
   sendBusyWindowMsDefault,
+  sendRetryWindowMsDefault,
   sendLingerMsDefault,
   sendQueueWaitMsMaxDefault,
   sendsPendingMaxDefault,
@@ -235,6 +236,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
           return () => clearTimeout(timer);
         },
       },
+      retry: { windowMs: config.sendRetryWindowMs ?? sendRetryWindowMsDefault, random: dependencies.random, sleep: dependencies.sleep },
     });
     const handler = new CellRequestHandler({
       workerId: config.workerId,
@@ -329,6 +331,11 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const holder = new LeaseHolder(bucket, lease, config.heartbeatIntervalMs, clock, logger);
     await holder.start();
     leaseHolder = holder;
+    // After a NATS outage the lease has most likely lapsed: renewed at once, the worker serves again as
+    // soon as NATS does (docs/decisions/0025). The loop ends when the connection closes.
+    void (async () => {
+      for await (const status of connection.status()) if (status.type === "reconnect") holder.connectionRestored();
+    })();
     const databaseWatchdog = new DatabaseWatchdog({
       probe: async () => void (await probePool.query("select 1")),
       giveUpLease: () => holder.stop(),

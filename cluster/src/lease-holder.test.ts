@@ -25,6 +25,19 @@ function heldBucket() {
   return { bucket, landed, pendingPuts, hold: () => void (holdPuts = true), release: () => void (holdPuts = false) };
 }
 
+/** The fake timers' clock: Date.now() moves with vi.advanceTimersByTimeAsync. */
+const fakeClock = { monotonicNowMs: () => Date.now(), wallNowMs: () => Date.now() };
+
+/** The puts the bucket was asked for, each of which the test lands (or leaves unanswered) by hand. */
+function manualBucket() {
+  const puts: { readonly land: () => void }[] = [];
+  const bucket: LeaseBucket = {
+    put: () => new Promise<number>((resolve) => puts.push({ land: () => resolve(puts.length) })),
+    delete: async () => 0 as never,
+  };
+  return { bucket, puts };
+}
+
 afterEach(() => {
   vi.useRealTimers();
 });
@@ -49,6 +62,47 @@ describe("LeaseHolder", () => {
     await vi.advanceTimersByTimeAsync(250);
     expect(landed).toEqual(["put worker.a-1", "put worker.a-1", "delete worker.a-1", "put worker.a-1", "put worker.a-1", "put worker.a-1"]);
     expect(holder.holds()).toBe(true);
+    await holder.stop();
+  });
+
+  it("stops waiting for a renewal that has not answered within half a lease: the next tick sends another, and its answer renews the lease", async () => {
+    vi.useFakeTimers();
+    const { bucket, puts } = manualBucket();
+    const holder = new LeaseHolder(bucket, lease, 100, fakeClock, logger);
+    const started = holder.start();
+    puts[0]?.land();
+    await started;
+    // The renewal at 100 ms is lost (a request sent as NATS went away): it never answers.
+    await vi.advanceTimersByTimeAsync(500);
+    expect(puts).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(puts).toHaveLength(3);
+    puts[2]?.land();
+    // Past the lease of the last renewal that answered before the lost one (at 0 ms), not of the new one.
+    await vi.advanceTimersByTimeAsync(600);
+    expect(holder.holds()).toBe(true);
+    for (const put of puts) put.land();
+    await holder.stop();
+  });
+
+  it("renews at once when the NATS connection is back, whatever renewal is still unanswered, and never keeps more than a few unanswered", async () => {
+    vi.useFakeTimers();
+    const { bucket, puts } = manualBucket();
+    const holder = new LeaseHolder(bucket, lease, 100, fakeClock, logger);
+    const started = holder.start();
+    puts[0]?.land();
+    await started;
+    await vi.advanceTimersByTimeAsync(100);
+    expect(puts).toHaveLength(2);
+    holder.connectionRestored();
+    expect(puts).toHaveLength(3);
+    puts[2]?.land();
+    await vi.advanceTimersByTimeAsync(0);
+    // A reconnect storm: unanswered renewals pile up to a bound, not without end.
+    for (let reconnect = 0; reconnect < 10; reconnect++) holder.connectionRestored();
+    expect(puts.length).toBeLessThanOrEqual(3 + 4);
+    expect(holder.holds()).toBe(true);
+    for (const put of puts) put.land();
     await holder.stop();
   });
 });

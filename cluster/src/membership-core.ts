@@ -195,7 +195,8 @@ export class LeaseTerm {
 
   /** A renewal that started at `startedAtMs` was acknowledged by the bucket. */
   renewed(startedAtMs: number): void {
-    this.lastRenewedAtMs = startedAtMs;
+    // Renewals may answer out of order (an old one no longer waited for can land after a newer one).
+    this.lastRenewedAtMs = Math.max(this.lastRenewedAtMs, startedAtMs);
   }
 
   holds(monotonicNowMs: number): boolean {

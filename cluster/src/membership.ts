@@ -85,8 +85,10 @@ export type LeaseBucket = Pick<KV, "put" | "delete">;
 export class LeaseHolder {
   private timer: ReturnType<typeof setInterval> | undefined;
   private readonly term: LeaseTerm;
-  private renewing = false;
-  private renewal: Promise<void> = Promise.resolve();
+  /** Every renewal not yet settled, the ones no longer waited for included: stop() waits for them all. */
+  private readonly renewals = new Set<Promise<void>>();
+  /** The renewal the ticks wait for, while it is younger than renewalWaitMs; later ones are started anyway. */
+  private current: { readonly startedAtMs: number; readonly renewal: Promise<void> } | undefined;
 
   constructor(
     private readonly bucket: LeaseBucket,
@@ -100,7 +102,7 @@ export class LeaseHolder {
 
   async start(): Promise<void> {
     await this.renew();
-    this.timer = setInterval(() => void this.renewQuietly(), this.heartbeatIntervalMs);
+    this.timer = setInterval(() => this.renewQuietly(), this.heartbeatIntervalMs);
   }
 
   /** True while the last successful renewal is younger than the lease: a worker serves only then. */
@@ -108,12 +110,24 @@ export class LeaseHolder {
     return this.term.holds(this.clock.monotonicNowMs());
   }
 
+  /**
+   * The NATS connection is back after an outage: renews at once, without waiting for the next tick nor for
+   * a renewal sent before or during the outage, whose reply may never come (seen: a put buffered across a
+   * nats-server restart timed out after JetStream's 5 s, and the worker refused every request meanwhile
+   * since its lease had lapsed; docs/decisions/0025).
+   */
+  connectionRestored(): void {
+    if (this.timer === undefined) return;
+    this.current = undefined;
+    this.renewQuietly();
+  }
+
   async stop(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     // A renewal still in flight would put the lease back after the delete; a holder may stop and start
-    // again (a worker that gives up its lease while its database is away), so it lands first.
-    await this.renewal;
+    // again (a worker that gives up its lease while its database is away), so they all land first.
+    await Promise.all([...this.renewals]);
     try {
       await this.bucket.delete(leaseKey(this.lease.workerId));
     } catch (error) {
@@ -127,21 +141,31 @@ export class LeaseHolder {
     this.term.renewed(startedAtMs);
   }
 
-  private renewQuietly(): Promise<void> {
-    if (this.renewing) return this.renewal;
-    this.renewing = true;
-    this.renewal = (async () => {
-      try {
-        await this.renew();
-      } catch (error) {
-        this.logger.warn(`lease renewal of ${this.lease.workerId} failed: ${String(error)}`);
-      } finally {
-        this.renewing = false;
-      }
-    })();
-    return this.renewal;
+  /**
+   * One renewal at a time while renewals answer; one that has not answered within half a lease is no
+   * longer waited for (the next tick sends another, so a lost request costs half a lease, not the
+   * client's timeout), with at most renewalsInFlightMax unanswered at once.
+   */
+  private renewQuietly(): void {
+    const nowMs = this.clock.monotonicNowMs();
+    if (this.current !== undefined && nowMs - this.current.startedAtMs < this.lease.leaseMs / 2) return;
+    if (this.renewals.size >= renewalsInFlightMax) return;
+    const renewal: Promise<void> = this.renew().then(
+      () => undefined,
+      (error: unknown) => this.logger.warn(`lease renewal of ${this.lease.workerId} failed: ${String(error)}`),
+    );
+    const current = { startedAtMs: nowMs, renewal };
+    this.current = current;
+    this.renewals.add(renewal);
+    void renewal.finally(() => {
+      this.renewals.delete(renewal);
+      if (this.current === current) this.current = undefined;
+    });
   }
 }
+
+/** Lease renewals unanswered at once, at most (each ends at the NATS client's request timeout). */
+const renewalsInFlightMax = 4;
 
 /** What a MembershipWatcher uses of a KV bucket: narrow, so that a test can make its watch stall. */
 export type WatchedBucket = Pick<KV, "status" | "watch" | "get" | "delete">;

@@ -3,7 +3,7 @@
 import { RequestError, TimeoutError, NoRespondersError, type NatsConnection } from "@nats-io/transport-node";
 import { decodeJsonText, type Decoder } from "@cellwire/protocol";
 import { BadPayloadError, UnavailableError } from "./errors.ts";
-import { RequestMux } from "./request-mux.ts";
+import { RequestMux, type RequestFailure } from "./request-mux.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -48,6 +48,15 @@ export async function requestJson<T>(
 }
 
 /** Why a request got no reply, for error messages. */
-export function describeFailure(reason: "timeout" | "no_responders" | "closed", timeoutMs: number): string {
-  return reason === "no_responders" ? "no responders" : reason === "timeout" ? `no reply within ${timeoutMs} ms` : "the connection is closed";
+export function describeFailure(reason: RequestFailure, timeoutMs: number): string {
+  switch (reason) {
+    case "no_responders":
+      return "no responders";
+    case "timeout":
+      return `no reply within ${timeoutMs} ms`;
+    case "closed":
+      return "the connection is closed";
+    case "disconnected":
+      return "the connection to NATS dropped before the reply came";
+  }
 }

@@ -4,13 +4,25 @@
 // reply arrives in time: about a tenth of an edge's CPU under load. Here a request is a publish with a
 // reply subject under this mux's prefix and an entry in a Map; timeouts are swept by one timer in 25 ms
 // buckets; outcomes are values, not exceptions (docs/performance.md).
+//
+// When the connection drops, the requests waiting then end at once as `disconnected`: their message or
+// their reply most likely went with the server (a restarted nats-server keeps neither). So do, once it is
+// back, those made while it was down: nats.js empties its outgoing buffer at every reconnect attempt
+// (protocol.js prepare(): resetOutbound), so they were never sent. Waiting for their timeouts instead
+// cost every send made during a 2 s NATS restart a 3 s attempt timeout (docs/decisions/0025). Either
+// way the caller retries, as after a timeout (the request may or may not have been served).
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { randomBytes } from "node:crypto";
 
 export type RequestOutcome =
   | { readonly ok: true; readonly data: Uint8Array }
-  /** No reply within the timeout; nobody listens on the subject (the server's 503); the connection is closed. */
-  | { readonly ok: false; readonly reason: "timeout" | "no_responders" | "closed" };
+  /**
+   * No reply within the timeout; nobody listens on the subject (the server's 503); the connection is
+   * closed; the connection dropped while the request waited (it may or may not have been served).
+   */
+  | { readonly ok: false; readonly reason: RequestFailure };
+
+export type RequestFailure = "timeout" | "no_responders" | "closed" | "disconnected";
 
 type Pending = { readonly resolve: (outcome: RequestOutcome) => void; readonly bucket: number };
 
@@ -54,6 +66,10 @@ export class RequestMux {
       },
     });
     void this.subscription.closed.then(() => this.failAll("closed"));
+    // The loop ends when the connection closes (nats.js stops its status iterators then).
+    void (async () => {
+      for await (const status of connection.status()) if (status.type === "disconnect" || status.type === "reconnect") this.failAll("disconnected");
+    })();
   }
 
   /** Requests waiting for their reply. */
@@ -113,7 +129,7 @@ export class RequestMux {
     return sweeper;
   }
 
-  private failAll(reason: "closed"): void {
+  private failAll(reason: "closed" | "disconnected"): void {
     for (const [token, waiting] of [...this.pending]) this.settle(token, waiting, { ok: false, reason });
   }
 }
