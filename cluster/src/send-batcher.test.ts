@@ -31,8 +31,8 @@ type SentRequest = {
 type ReplyCallback = (error: Error | null, message: { subject: string; data: Uint8Array; headers?: { code: number } }) => void;
 
 /**
- * The part of a NatsConnection the batcher's RequestMux uses: one subscription to its reply prefix and
- * publish() with a reply subject. `closeNextPublish` makes the next publish throw, as on a closed connection.
+ * The part of a NatsConnection the batcher's RequestMux uses: one subscription to its reply prefix,
+ * publish() with a reply subject and status(). `closeNextPublish` makes the next publish throw, as on a closed connection.
  */
 class FakeConnection {
   readonly requests: SentRequest[] = [];
@@ -64,8 +64,11 @@ class FakeConnection {
     });
   }
 
+  /** The mux ends its waiting requests on a disconnect or a reconnect; this connection never has either. */
+  async *status(): AsyncIterable<never> {}
+
   asNatsConnection(): NatsConnection {
-    // The mux calls subscribe() and publish() only; the rest of the interface is never touched.
+    // The mux calls subscribe(), publish() and status() only; the rest of the interface is never touched.
     return this as unknown as NatsConnection;
   }
 }
