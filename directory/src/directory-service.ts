@@ -325,7 +325,11 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
     });
   const textDecoder = new TextDecoder();
   let rebuilder: DirectoryRebuilder | undefined;
-  const directory = new RedisDirectory(redis, config.namespace, () => void rebuilder?.ensure());
+  const directory = new RedisDirectory(redis, config.namespace, {
+    forgotten: () => void rebuilder?.ensure(),
+    replicaAcksMin: config.redisReplicaAcksMin,
+    replicaWaitMs: config.redisReplicaWaitMs,
+  });
   rebuilder = new DirectoryRebuilder({
     directory,
     listCellIds: () => listCellIds(connection, config.namespace, cellsMax),

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
 import { redisPrefix } from "@cellwire/protocol";
 import { DirectoryStoreError } from "./errors.ts";
-import { RedisDirectory, type MoveEntryInput } from "./redis-directory.ts";
+import { RedisDirectory, type MoveEntryInput, type RedisDirectoryOptions } from "./redis-directory.ts";
 
 const redisUrl = "redis://127.0.0.1:6379";
 const racingConnectionCount = 5;
@@ -20,9 +20,9 @@ function uniqueNamespace(): string {
  * A directory over a fresh namespace, its data marked complete as a first start's rebuild leaves it (most
  * tests are about serving, not about forgetting); every one is destroyed in afterAll.
  */
-async function freshDirectory(options: { readonly complete?: boolean; readonly forgotten?: () => void } = {}): Promise<{ directory: RedisDirectory; namespace: string }> {
+async function freshDirectory(options: RedisDirectoryOptions & { readonly complete?: boolean } = {}): Promise<{ directory: RedisDirectory; namespace: string }> {
   const namespace = uniqueNamespace();
-  const directory = new RedisDirectory(firstConnection(), namespace, options.forgotten);
+  const directory = new RedisDirectory(firstConnection(), namespace, options);
   directories.push(directory);
   if (options.complete ?? true) await markComplete(directory);
   return { directory, namespace };
@@ -291,6 +291,20 @@ describe("a store that forgot (no generation marker)", () => {
     expect(await directory.generation()).toBe("g1");
     // The lock went with the completion: the next rebuild (after another loss) can take it.
     expect(await directory.lockRebuild("second", 10_000)).toBe(true);
+  });
+});
+
+describe("replica acknowledgements (WAIT)", () => {
+  it("answers a placement or move that too few replicas hold directory_unavailable; the retry finds the entry", async () => {
+    // The machine's Redis has no replicas: WAIT for one times out with 0.
+    const { directory } = await freshDirectory({ replicaAcksMin: 1, replicaWaitMs: 50 });
+    await directory.registerCell("a", 1);
+    await directory.registerCell("b", 1);
+    const refused = await directory.assignUser("alice", "a");
+    expect(refused).toMatchObject({ ok: false, code: "directory_unavailable", message: expect.stringContaining("0 of the 1 Redis replicas") });
+    expect(await directory.assignUser("alice", "b")).toMatchObject({ ok: true, placed: false, entry: { cellId: "a" } });
+    expect(await directory.moveEntry({ kind: "user", id: "alice", fromCellId: "a", toCellId: "b", expectedEpoch: 1 })).toMatchObject({ ok: false, code: "directory_unavailable" });
+    expect(await directory.lookupUser("alice")).toMatchObject({ cellId: "b", epoch: 2 });
   });
 });
 

@@ -262,6 +262,18 @@ const cellSetSuffixes: Readonly<Record<DirectoryEntryKind, string>> = { user: "u
 const cellValue = object({ weight: integer({ min: 1, max: 1_000_000 }), state: oneOf<CellState>(["active", "draining"]) });
 const epochPattern = /^[1-9][0-9]{0,15}$/;
 
+export type RedisDirectoryOptions = {
+  /**
+   * Called whenever a placement or a move is refused for a missing generation marker: whoever rebuilds
+   * hooks in there.
+   */
+  readonly forgotten?: () => void;
+  /** Replicas that must acknowledge (Redis WAIT) a placement or move before it is answered; 0 for none. */
+  readonly replicaAcksMin?: number;
+  /** The WAIT's timeout; past it the request is answered directory_unavailable. */
+  readonly replicaWaitMs?: number;
+};
+
 export class RedisDirectory {
   private readonly prefix: string;
   private readonly cellsKey: string;
@@ -271,15 +283,19 @@ export class RedisDirectory {
   /** Held by the one directory instance rebuilding the data, with a lifetime it extends while it works. */
   private readonly rebuildLockKey: string;
 
-  /**
-   * The caller owns `redis` (connects, configures timeouts, quits). `forgotten` is called whenever a
-   * placement or a move is refused for a missing generation marker: whoever rebuilds hooks in there.
-   */
+  private readonly forgotten: () => void;
+  private readonly replicaAcksMin: number;
+  private readonly replicaWaitMs: number;
+
+  /** The caller owns `redis` (connects, configures timeouts, quits). */
   constructor(
     private readonly redis: Redis,
     namespace: string,
-    private readonly forgotten: () => void = () => {},
+    options: RedisDirectoryOptions = {},
   ) {
+    this.forgotten = options.forgotten ?? (() => {});
+    this.replicaAcksMin = options.replicaAcksMin ?? 0;
+    this.replicaWaitMs = options.replicaWaitMs ?? 500;
     this.prefix = redisPrefix(namespace);
     this.cellsKey = `${this.prefix}cells`;
     this.cellSetPrefix = `${this.prefix}cell:`;
@@ -437,8 +453,12 @@ export class RedisDirectory {
     const [status, rawCellId, rawEpoch] = asArray(reply) ?? [];
     switch (status) {
       case "moved":
-      case "already_moved":
-        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), moved: status === "moved" };
+      case "already_moved": {
+        const entry = decodeEntry(kind, id, rawCellId, rawEpoch, key);
+        // A repeat waits too: its first answer may be the one that was lost for want of replicas.
+        const unreplicated = await this.unreplicated(`move of ${kind} ${id}`);
+        return unreplicated ?? { ok: true, entry, moved: status === "moved" };
+      }
       case "not_found":
         return { ok: false, code: "not_found", message: `no entry for ${kind} ${id}` };
       case "forgotten":
@@ -524,8 +544,11 @@ export class RedisDirectory {
     const [status, rawCellId, rawEpoch] = asArray(reply) ?? [];
     switch (status) {
       case "existing":
-      case "placed":
-        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), placed: status === "placed" };
+        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), placed: false };
+      case "placed": {
+        const entry = decodeEntry(kind, id, rawCellId, rawEpoch, key);
+        return (await this.unreplicated(`placement of ${kind} ${id}`)) ?? { ok: true, entry, placed: true };
+      }
       case "no_cell_available":
         return { ok: false, code: "no_cell_available", message: `no active cell is registered to place ${kind} ${id}` };
       case "unknown_cell":
@@ -536,6 +559,22 @@ export class RedisDirectory {
       default:
         throw new DirectoryStoreError(`placement script replied ${describe(reply)}`);
     }
+  }
+
+  /**
+   * Waits (Redis WAIT) for replicaAcksMin replicas to hold this connection's writes so far; undefined when
+   * they do (or none is asked for), else the retryable refusal to answer instead. The write stays on the
+   * primary: the retry finds it as an existing entry.
+   */
+  private async unreplicated(what: string): Promise<DirectoryRefusal<"directory_unavailable"> | undefined> {
+    if (this.replicaAcksMin === 0) return undefined;
+    const acknowledged = await this.call(`WAIT after ${what}`, () => this.redis.wait(this.replicaAcksMin, this.replicaWaitMs));
+    if (acknowledged >= this.replicaAcksMin) return undefined;
+    return {
+      ok: false,
+      code: "directory_unavailable",
+      message: `${what}: ${acknowledged} of the ${this.replicaAcksMin} Redis replicas required acknowledged it within ${this.replicaWaitMs} ms`,
+    };
   }
 
   private entryKey(kind: DirectoryEntryKind, id: string): string {
