@@ -66,6 +66,7 @@ import { cellErrorReply } from "./cell-error-reply.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
 import { OutboxRelay } from "./outbox-relay.ts";
 import { CellRequestHandler } from "./request-handler.ts";
+import { serveInventory } from "./inventory-responder.ts";
 import { offChannelRefusal } from "./request-channel.ts";
 import { DatabaseWatchdog } from "./database-watchdog.ts";
 import { cellPoolConfig, ensureCellDatabase } from "./store/database.ts";
@@ -94,6 +95,8 @@ const migrationImportAttemptsMax = 3;
 const migrationFlipAttemptsMax = 3;
 /** Pages (of importPageItemsMax items) a move copies before it freezes the key: 200,000 mailbox events or messages. */
 const migrationPrecopyPagesMax = 1000;
+/** cell.inventory pages one worker reads at once: a rebuilding directory asks one at a time per cell and kind. */
+const inventoryPagesInFlightMax = 4;
 /** A cell.send outside a batch (tests, tools) counts on its caller waiting this long, as edges do. */
 const singleSendBudgetMs = 10_000;
 
@@ -322,7 +325,9 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         },
       });
     };
-    const subscriptions = workerChannels.map(serve);
+    // A directory that lost its store rebuilds from what the cells hold (docs/decisions/0023).
+    const inventory = serveInventory(connection, config.namespace, { cellId: config.cellId, weight: config.cellWeight }, store, inventoryPagesInFlightMax, logger);
+    const subscriptions = [...workerChannels.map(serve), inventory];
     undo.push(async () => {
       for (const subscription of subscriptions) subscription.unsubscribe();
     });

@@ -12,6 +12,8 @@ describe("loadDirectoryConfig", () => {
       redisUrl: "redis://127.0.0.1:6379",
       requestsInFlightMax: directoryConfigDefaults.requestsInFlightMax,
       redisCommandTimeoutMs: directoryConfigDefaults.redisCommandTimeoutMs,
+      redisReplicaAcksMin: 0,
+      redisReplicaWaitMs: 500,
     });
     expect(warnings).toEqual([]);
   });
@@ -23,6 +25,8 @@ describe("loadDirectoryConfig", () => {
       DIRECTORY_REDIS_URL: "redis://:secret@10.0.0.5:6380/2",
       DIRECTORY_REQUESTS_IN_FLIGHT_MAX: "8",
       DIRECTORY_REDIS_COMMAND_TIMEOUT_MS: "750",
+      DIRECTORY_REDIS_REPLICA_ACKS_MIN: "1",
+      DIRECTORY_REDIS_REPLICA_WAIT_MS: "250",
       CELLWIRE_NATS_USER: "directory",
       CELLWIRE_NATS_PASSWORD_FILE: "/run/secrets/nats-directory",
       CELLWIRE_NATS_TLS_CA_FILE: "/etc/cellwire/nats-ca.pem",
@@ -40,6 +44,8 @@ describe("loadDirectoryConfig", () => {
       redisUrl: "redis://:secret@10.0.0.5:6380/2",
       requestsInFlightMax: 8,
       redisCommandTimeoutMs: 750,
+      redisReplicaAcksMin: 1,
+      redisReplicaWaitMs: 250,
     });
   });
 
@@ -48,6 +54,11 @@ describe("loadDirectoryConfig", () => {
     expect(warnings).toEqual([]);
     expect(config).toMatchObject({ redisUrl: "rediss://redis.internal:6380", redisTlsCaFile: "/etc/cellwire/redis-ca.pem" });
     expect(() => loadDirectoryConfig({ DIRECTORY_REDIS_URL: "redis://redis.internal:6379", DIRECTORY_REDIS_TLS_CA_FILE: "/ca.pem" })).toThrow("rediss://");
+  });
+
+  it("refuses a replica count or wait out of range", () => {
+    expect(() => loadDirectoryConfig({ DIRECTORY_REDIS_REPLICA_ACKS_MIN: "17" })).toThrow(ConfigError);
+    expect(() => loadDirectoryConfig({ DIRECTORY_REDIS_REPLICA_WAIT_MS: "0" })).toThrow(ConfigError);
   });
 
   it("treats empty numeric variables as unset", () => {

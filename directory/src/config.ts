@@ -21,6 +21,14 @@ export type DirectoryConfig = {
   readonly requestsInFlightMax: number;
   /** A Redis command that has no reply within this deadline fails with directory_unavailable. */
   readonly redisCommandTimeoutMs: number;
+  /**
+   * Replicas that must hold a placement or a move before it is answered (DIRECTORY_REDIS_REPLICA_ACKS_MIN,
+   * Redis WAIT): a replica promoted after an asynchronous failover then has every entry anyone was told
+   * about (docs/decisions/0023). 0, the default, waits for none (a single Redis with its append-only file).
+   */
+  readonly redisReplicaAcksMin: number;
+  /** How long a placement waits for those replicas before it is answered directory_unavailable (retryable). */
+  readonly redisReplicaWaitMs: number;
 };
 
 export type LoadedDirectoryConfig = {
@@ -35,6 +43,8 @@ export const directoryConfigDefaults = {
   redisUrl: "redis://127.0.0.1:6379",
   requestsInFlightMax: 256,
   redisCommandTimeoutMs: 2_000,
+  redisReplicaAcksMin: 0,
+  redisReplicaWaitMs: 500,
 } as const;
 
 const natsServersMax = 32;
@@ -50,10 +60,12 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
   const redisUrl = reader.string("DIRECTORY_REDIS_URL", directoryConfigDefaults.redisUrl, redisUrlPattern);
   const requestsInFlightMax = reader.integer("DIRECTORY_REQUESTS_IN_FLIGHT_MAX", directoryConfigDefaults.requestsInFlightMax, 1, 100_000);
   const redisCommandTimeoutMs = reader.integer("DIRECTORY_REDIS_COMMAND_TIMEOUT_MS", directoryConfigDefaults.redisCommandTimeoutMs, 50, 60_000);
+  const redisReplicaAcksMin = reader.integer("DIRECTORY_REDIS_REPLICA_ACKS_MIN", directoryConfigDefaults.redisReplicaAcksMin, 0, 16);
+  const redisReplicaWaitMs = reader.integer("DIRECTORY_REDIS_REPLICA_WAIT_MS", directoryConfigDefaults.redisReplicaWaitMs, 1, 60_000);
   const redisTlsCaFile = reader.optionalString("DIRECTORY_REDIS_TLS_CA_FILE");
   if (redisTlsCaFile !== undefined && !redisUrl.startsWith("rediss://")) throw new ConfigError("DIRECTORY_REDIS_TLS_CA_FILE needs a rediss:// DIRECTORY_REDIS_URL (TLS)");
   const warnings = reader.unknownVariables().map((name) => `unknown variable ${name} (ignored; a typo?)`);
-  return { config: { namespace, natsServers, natsAccess, redisUrl, ...(redisTlsCaFile === undefined ? {} : { redisTlsCaFile }), requestsInFlightMax, redisCommandTimeoutMs }, warnings };
+  return { config: { namespace, natsServers, natsAccess, redisUrl, ...(redisTlsCaFile === undefined ? {} : { redisTlsCaFile }), requestsInFlightMax, redisCommandTimeoutMs, redisReplicaAcksMin, redisReplicaWaitMs }, warnings };
 }
 
 function parseNatsServers(raw: string): string[] {

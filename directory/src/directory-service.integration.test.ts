@@ -6,15 +6,27 @@ import { createServer, connect as connectTcp, type AddressInfo, type Server, typ
 import { Redis } from "ioredis";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
+  cellInventoryRequest,
+  cellInventorySubject,
   decodeJsonText,
   directoryChange,
   directoryChangesSubject,
   directoryReply,
   directorySubject,
   type DirectoryChange,
+  type CellInventoryReply,
   type DirectoryReply,
+  type InventoryKey,
 } from "@cellwire/protocol";
-import { connectNats, DirectoryClient, RemoteError, type ServiceLogger, anonymousNatsAccess } from "@cellwire/cluster";
+import {
+  anonymousNatsAccess,
+  connectNats,
+  destroyMembershipBucket,
+  DirectoryClient,
+  openMembershipBucket,
+  RemoteError,
+  type ServiceLogger,
+} from "@cellwire/cluster";
 import type { DirectoryConfig } from "./config.ts";
 import { startDirectory, type RunningDirectory } from "./directory-service.ts";
 import { RedisDirectory } from "./redis-directory.ts";
@@ -46,6 +58,8 @@ function directoryConfig(namespace: string, overrides: Partial<DirectoryConfig> 
     redisUrl: `redis://${redisHost}:${redisPort}`,
     requestsInFlightMax: 64,
     redisCommandTimeoutMs: 2_000,
+    redisReplicaAcksMin: 0,
+    redisReplicaWaitMs: 500,
     ...overrides,
   };
 }
@@ -146,6 +160,11 @@ const runningDirectories: RunningDirectory[] = [];
 const logLines: LogLine[] = [];
 let natsConnection: NatsConnection | undefined;
 let cleanupRedis: Redis | undefined;
+
+function redisForCleanup(): Redis {
+  if (cleanupRedis === undefined) throw new Error("not connected to Redis");
+  return cleanupRedis;
+}
 
 function nats(): NatsConnection {
   if (natsConnection === undefined) throw new Error("not connected to NATS");
@@ -418,6 +437,53 @@ describe("directory service while Redis is unreachable", () => {
     await proxy.listen();
     const recovered = await eventually(() => client.resolveUser("after_outage"), recoveryDeadlineMs);
     expect(recovered.entry).toMatchObject({ id: "after_outage", cellId: "a" });
+  });
+});
+
+describe("a directory whose Redis forgot", () => {
+  it("refuses placements retryably at once, keeps answering what it still has, and rebuilds from the cells without a restart", async () => {
+    const { client, namespace } = await startTestDirectory();
+    // A stand-in for cell a: its membership bucket (how a rebuild finds it) and an inventory that holds
+    // alice and a conversation.
+    await openMembershipBucket(nats(), namespace, "a", 60_000);
+    let inventoryPages = 0;
+    const inventory = nats().subscribe(cellInventorySubject(namespace, "a"), {
+      callback: (error, message) => {
+        if (error !== null) return;
+        inventoryPages++;
+        const decoded = decodeJsonText(cellInventoryRequest, message.string());
+        if (!decoded.ok) throw new Error(`undecodable cell.inventory: ${message.string()}`);
+        const keys: InventoryKey[] =
+          decoded.value.kind === "user"
+            ? [{ id: "alice", state: "active", movingToCellId: null, movedEpoch: null }]
+            : [{ id: conversationIdFor(1), state: "active", movingToCellId: null, movedEpoch: null }];
+        const page: CellInventoryReply = { type: "cell.inventoryPage", cellId: "a", weight: 2, kind: decoded.value.kind, keys, done: true };
+        message.respond(new TextEncoder().encode(JSON.stringify(page)));
+      },
+    });
+    try {
+      // The start found no cell (the bucket came after it): a fresh deployment, complete and placing.
+      await client.registerCell("a", 2);
+      expect((await client.assignUser("bob", "a")).placed).toBe(true);
+      expect(inventoryPages).toBe(0);
+      expect(await new RedisDirectory(redisForCleanup(), namespace).destroyNamespace()).toBeGreaterThan(0);
+
+      const refusal = await remoteErrorOf(client.resolveUser("carol"));
+      expect(refusal.code).toBe("directory_unavailable");
+      // The refusal woke the rebuild: cell a's keys and registration come back, then placements resume.
+      const carol = await eventually(() => client.resolveUser("carol"), recoveryDeadlineMs);
+      expect(carol).toMatchObject({ placed: true, entry: { cellId: "a" } });
+      expect(inventoryPages).toBe(2);
+      expect(await client.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "a", epoch: 1 });
+      // What the cell does not hold is not known again: bob had no mailbox in the stand-in cell.
+      expect(await client.lookupUser("bob")).toBeUndefined();
+      expect(await client.lookupConversation(conversationIdFor(1))).toMatchObject({ cellId: "a" });
+      expect(await client.listCells()).toEqual([{ cellId: "a", weight: 2, state: "active" }]);
+      expect(logLines.filter((line) => line.message.includes("directory rebuilt from 1 cells"))).toHaveLength(1);
+    } finally {
+      inventory.unsubscribe();
+      await destroyMembershipBucket(nats(), namespace, "a");
+    }
   });
 });
 

@@ -1,11 +1,14 @@
 // The Discovery Service process: answers DirectoryRequests on the directory subject (queue group
 // "directory", so several instances share the load) from the data in Redis. It is the only Cellwire
 // process that talks to Redis.
+import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import tls from "node:tls";
 import { Redis } from "ioredis";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
+  cellInventoryAnswer,
+  cellInventorySubject,
   directoryChangesSubject,
   directoryRequest,
   directorySubject,
@@ -15,10 +18,11 @@ import {
   type DirectoryReply,
   type DirectoryRequest,
 } from "@cellwire/protocol";
-import { anonymousNatsAccess, CellwireError, connectNats, decodeMessage, encodeJson, type ServiceLogger } from "@cellwire/cluster";
+import { anonymousNatsAccess, CellwireError, connectNats, decodeMessage, encodeJson, listCellIds, type ServiceLogger } from "@cellwire/cluster";
+import { DirectoryRebuilder, rebuildLimitsDefault } from "./directory-rebuild.ts";
 import { redactRedisUrl, type DirectoryConfig } from "./config.ts";
 import { RedisUnavailableError } from "./errors.ts";
-import { RedisDirectory, type DirectoryRefusal } from "./redis-directory.ts";
+import { cellsMax, RedisDirectory, type DirectoryRefusal } from "./redis-directory.ts";
 
 export const directoryQueueGroup = "directory";
 export const directoryProcessName = "cellwire-directory";
@@ -29,6 +33,10 @@ const redisReconnectDelayStepMs = 50;
 const redisConnectTimeoutMs = 2_000;
 /** While Redis stays down (or requests keep failing), one warning per interval, not one per attempt. */
 const warningIntervalMs = 10_000;
+/** One cell.inventory page may take this long (a page of 1,000 rows is one indexed read). */
+const inventoryRequestTimeoutMs = 5_000;
+/** How long the start waits for a first rebuild (a fresh deployment's is immediate) before serving anyway. */
+const firstRebuildWaitMs = 2_000;
 const localRedisCommand = `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no`;
 
 export type RunningDirectory = { readonly stop: () => Promise<void> };
@@ -308,15 +316,51 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
     await closeRedis(redis);
     throw error;
   }
-  const service = new DirectoryService(connection, new RedisDirectory(redis, config.namespace), config.namespace, config.requestsInFlightMax, logger);
+  // Waits of the rebuild's retry loop end at once when the directory stops.
+  const stopped = new AbortController();
+  const sleep = (ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      stopped.signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+    });
+  const textDecoder = new TextDecoder();
+  let rebuilder: DirectoryRebuilder | undefined;
+  const directory = new RedisDirectory(redis, config.namespace, {
+    forgotten: () => void rebuilder?.ensure(),
+    replicaAcksMin: config.redisReplicaAcksMin,
+    replicaWaitMs: config.redisReplicaWaitMs,
+  });
+  rebuilder = new DirectoryRebuilder({
+    directory,
+    listCellIds: () => listCellIds(connection, config.namespace, cellsMax),
+    inventoryPage: async (cellId, kind, afterId, limit) => {
+      const reply = await connection.request(cellInventorySubject(config.namespace, cellId), encodeJson({ type: "cell.inventory", kind, afterId, limit }), {
+        timeout: inventoryRequestTimeoutMs,
+      });
+      const decoded = decodeMessage(cellInventoryAnswer, reply.data);
+      if (!decoded.ok) throw new Error(`cell ${cellId} answered an undecodable inventory page: ${decoded.reason} (${textDecoder.decode(reply.data).slice(0, 80)})`);
+      return decoded.value;
+    },
+    logger,
+    uniqueId: randomUUID,
+    sleep,
+    limits: rebuildLimitsDefault,
+  });
+  const service = new DirectoryService(connection, directory, config.namespace, config.requestsInFlightMax, logger);
   service.start();
   // Flushing makes the subscription known to the server before callers are told the directory serves.
   await connection.flush();
+  // Lookups are served meanwhile (the cells' workers may need the directory to start before they can
+  // answer the rebuild); placements wait for the marker.
+  const firstRebuild = rebuilder.ensure();
+  await Promise.race([firstRebuild, sleep(firstRebuildWaitMs)]);
   logger.info(`serving ${directorySubject(config.namespace)} (queue ${directoryQueueGroup}) from redis at ${redactRedisUrl(config.redisUrl)}`);
   let stopping: Promise<void> | undefined;
   return {
     stop: () => {
       stopping ??= (async () => {
+        stopped.abort();
+        await rebuilder.stop();
         await service.stop();
         await connection.drain();
         await closeRedis(redis);

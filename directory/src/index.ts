@@ -21,6 +21,7 @@ export {
   type CellStateResult,
   type MoveResult,
   type MoveEntryInput,
+  type RedisDirectoryOptions,
   type CellEntriesPage,
 } from "./redis-directory.ts";
 export { RedisUnavailableError, DirectoryStoreError } from "./errors.ts";

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
 import { redisPrefix } from "@cellwire/protocol";
 import { DirectoryStoreError } from "./errors.ts";
-import { RedisDirectory, type MoveEntryInput } from "./redis-directory.ts";
+import { RedisDirectory, type MoveEntryInput, type RedisDirectoryOptions } from "./redis-directory.ts";
 
 const redisUrl = "redis://127.0.0.1:6379";
 const racingConnectionCount = 5;
@@ -16,12 +16,23 @@ function uniqueNamespace(): string {
   return `t${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
 }
 
-/** A directory over a fresh namespace; every one is destroyed in afterAll. */
-function freshDirectory(connection?: Redis): { directory: RedisDirectory; namespace: string } {
+/**
+ * A directory over a fresh namespace, its data marked complete as a first start's rebuild leaves it (most
+ * tests are about serving, not about forgetting); every one is destroyed in afterAll.
+ */
+async function freshDirectory(options: RedisDirectoryOptions & { readonly complete?: boolean } = {}): Promise<{ directory: RedisDirectory; namespace: string }> {
   const namespace = uniqueNamespace();
-  const directory = new RedisDirectory(connection ?? firstConnection(), namespace);
+  const directory = new RedisDirectory(firstConnection(), namespace, options);
   directories.push(directory);
+  if (options.complete ?? true) await markComplete(directory);
   return { directory, namespace };
+}
+
+/** Writes the generation marker the way a rebuild does: under the lock, then releasing it. */
+async function markComplete(directory: RedisDirectory): Promise<void> {
+  const token = `test-${Math.random().toString(36).slice(2)}`;
+  if (!(await directory.lockRebuild(token, 10_000))) throw new Error("the rebuild lock is taken");
+  if (!(await directory.rebuildLock(token, 10_000, { kind: "complete", generation: "test" }))) throw new Error("the rebuild lock was lost");
 }
 
 function firstConnection(): Redis {
@@ -30,8 +41,9 @@ function firstConnection(): Redis {
   return connection;
 }
 
+/** The namespace's keys but its generation marker (which every fresh directory here has). */
 async function keysOf(namespace: string): Promise<string[]> {
-  return firstConnection().keys(`${redisPrefix(namespace)}*`);
+  return (await firstConnection().keys(`${redisPrefix(namespace)}*`)).filter((key) => key !== `${redisPrefix(namespace)}generation`);
 }
 
 /** The members of a cell's set, read straight from Redis, sorted. */
@@ -59,7 +71,7 @@ afterAll(async () => {
 
 describe("cell registry", () => {
   it("registers cells as active, lists them sorted, and keeps the state on re-registration", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     expect(await directory.listCells()).toEqual([]);
     const registered = await directory.registerCell("b", 3);
     expect(registered).toEqual({ ok: true, cells: [{ cellId: "b", weight: 3, state: "active" }] });
@@ -78,7 +90,7 @@ describe("cell registry", () => {
   });
 
   it("reports a registry value that does not decode as a DirectoryStoreError", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     await firstConnection().hset(`${redisPrefix(namespace)}cells`, "a", "{not json");
     await expect(directory.listCells()).rejects.toBeInstanceOf(DirectoryStoreError);
   });
@@ -91,6 +103,7 @@ describe("user placement", () => {
     const [first] = racers;
     if (first === undefined) throw new Error("no racer");
     directories.push(first);
+    await markComplete(first);
     for (const cellId of ["a", "b", "c", "d"]) await first.registerCell(cellId, 1);
 
     // Spread randoms over [0, 1): were placement not atomic, the callers would pick different cells.
@@ -112,7 +125,7 @@ describe("user placement", () => {
   });
 
   it("splits users by weight, as a function of the random number alone", async () => {
-    const { directory } = freshDirectory();
+    const { directory } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 3);
     const userCount = 400;
@@ -128,7 +141,7 @@ describe("user placement", () => {
   });
 
   it("never places on a draining cell", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 1000);
     await firstConnection().hset(`${redisPrefix(namespace)}cells`, "b", JSON.stringify({ weight: 1000, state: "draining" }));
@@ -139,7 +152,7 @@ describe("user placement", () => {
   });
 
   it("returns an existing user unchanged", async () => {
-    const { directory } = freshDirectory();
+    const { directory } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 1);
     const placed = await directory.resolveUser("alice", 0.9);
@@ -149,13 +162,13 @@ describe("user placement", () => {
   });
 
   it("answers no_cell_available when no active cell is registered", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     expect(await directory.resolveUser("alice", 0.5)).toMatchObject({ ok: false, code: "no_cell_available" });
     expect(await keysOf(namespace)).toEqual([]);
   });
 
   it("assigns a user to a registered cell once, and refuses an unknown cell", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 1);
     expect(await directory.assignUser("bob", "zz")).toMatchObject({ ok: false, code: "unknown_cell" });
@@ -167,7 +180,7 @@ describe("user placement", () => {
 
 describe("conversation placement", () => {
   it("looks up an unknown conversation as undefined, then finds it once placed", async () => {
-    const { directory } = freshDirectory();
+    const { directory } = await freshDirectory();
     await directory.registerCell("a", 1);
     expect(await directory.lookupConversation(conversationIdFor(1))).toBeUndefined();
     await directory.placeConversation(conversationIdFor(1), "a", 0.5);
@@ -175,7 +188,7 @@ describe("conversation placement", () => {
   });
 
   it("honours an active preferred cell whatever the weights, and keeps an existing entry", async () => {
-    const { directory } = freshDirectory();
+    const { directory } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 1000);
     for (let index = 0; index < 20; index++) {
@@ -187,7 +200,7 @@ describe("conversation placement", () => {
   });
 
   it("falls back to a weighted pick when the preferred cell is unknown or draining", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 1);
     await firstConnection().hset(`${redisPrefix(namespace)}cells`, "b", JSON.stringify({ weight: 1, state: "draining" }));
@@ -196,13 +209,13 @@ describe("conversation placement", () => {
   });
 
   it("answers no_cell_available without cells, even with a preferred cell", async () => {
-    const { directory } = freshDirectory();
+    const { directory } = await freshDirectory();
     expect(await directory.placeConversation(conversationIdFor(1), "a", 0.5)).toMatchObject({ ok: false, code: "no_cell_available" });
     expect(await directory.lookupConversation(conversationIdFor(1))).toBeUndefined();
   });
 
   it("reports an entry that does not decode as a DirectoryStoreError", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     await firstConnection().hset(`${redisPrefix(namespace)}conversation:${conversationIdFor(1)}`, "cellId", "a", "epoch", "soon");
     await expect(directory.lookupConversation(conversationIdFor(1))).rejects.toBeInstanceOf(DirectoryStoreError);
   });
@@ -210,22 +223,94 @@ describe("conversation placement", () => {
 
 describe("destroyNamespace", () => {
   it("unlinks every key of its namespace and none of another", async () => {
-    const doomed = freshDirectory();
-    const kept = freshDirectory();
+    const doomed = await freshDirectory();
+    const kept = await freshDirectory();
     for (const { directory } of [doomed, kept]) {
       await directory.registerCell("a", 1);
       for (let index = 0; index < 30; index++) await directory.resolveUser(`user_${index}`, 0);
     }
-    // 30 entries, the registry and cell a's set of users.
-    expect(await doomed.directory.destroyNamespace()).toBe(32);
+    // 30 entries, the registry, cell a's set of users and the generation marker.
+    expect(await doomed.directory.destroyNamespace()).toBe(33);
     expect(await keysOf(doomed.namespace)).toEqual([]);
     expect(await keysOf(kept.namespace)).toHaveLength(32);
   });
 });
 
+describe("a store that forgot (no generation marker)", () => {
+  it("places nobody and moves nothing, retryably, and says so; lookups that hit and registrations still work", async () => {
+    let forgotten = 0;
+    const { directory, namespace } = await freshDirectory({ forgotten: () => forgotten++ });
+    await directory.registerCell("a", 1);
+    await directory.registerCell("b", 1);
+    expect(await directory.assignUser("alice", "a")).toMatchObject({ ok: true, placed: true });
+    // What a Redis restarted without persistence does to the marker (the entries go with it in real life).
+    await firstConnection().del(`${redisPrefix(namespace)}generation`);
+
+    const refused = { ok: false, code: "directory_unavailable" };
+    expect(await directory.resolveUser("bob", 0)).toMatchObject(refused);
+    expect(await directory.assignUser("bob", "b")).toMatchObject(refused);
+    expect(await directory.placeConversation("d-AAAAAAAAAAAAAAAAAAAAAA", "a", 0)).toMatchObject(refused);
+    expect(await directory.moveEntry({ kind: "user", id: "alice", fromCellId: "a", toCellId: "b", expectedEpoch: 1 })).toMatchObject(refused);
+    expect(forgotten).toBe(4);
+    expect(await directory.lookupUser("bob")).toBeUndefined();
+    expect(await cellSet(namespace, "b", "users")).toEqual([]);
+    // An entry still there is answered as it is, by lookups and placements alike: nothing new is written.
+    expect(await directory.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "a", epoch: 1 });
+    expect(await directory.resolveUser("alice", 0.99)).toMatchObject({ ok: true, placed: false, entry: { cellId: "a" } });
+    expect((await directory.registerCell("c", 2)).ok).toBe(true);
+    expect(forgotten).toBe(4);
+
+    await markComplete(directory);
+    expect(await directory.resolveUser("bob", 0.99)).toMatchObject({ ok: true, placed: true });
+  });
+
+  it("lets one rebuilder at a time hold the lock, writes only missing entries, and completes only with the lock", async () => {
+    const { directory, namespace } = await freshDirectory({ complete: false });
+    await directory.registerCell("a", 1);
+    expect(await directory.generation()).toBeUndefined();
+    expect(await directory.lockRebuild("first", 10_000)).toBe(true);
+    expect(await directory.lockRebuild("second", 10_000)).toBe(false);
+    expect(await directory.writeRebuiltEntries("second", 10_000, [{ kind: "user", id: "alice", cellId: "a", epoch: 1 }])).toBe(false);
+    expect(await directory.lookupUser("alice")).toBeUndefined();
+
+    expect(
+      await directory.writeRebuiltEntries("first", 10_000, [
+        { kind: "user", id: "alice", cellId: "a", epoch: 3 },
+        { kind: "conversation", id: "d-AAAAAAAAAAAAAAAAAAAAAA", cellId: "a", epoch: 1 },
+      ]),
+    ).toBe(2);
+    // A second write of an entry that exists keeps the one there.
+    expect(await directory.writeRebuiltEntries("first", 10_000, [{ kind: "user", id: "alice", cellId: "b", epoch: 9 }])).toBe(0);
+    expect(await directory.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "a", epoch: 3 });
+    expect(await cellSet(namespace, "a", "users")).toEqual(["alice"]);
+    expect(await cellSet(namespace, "a", "conversations")).toEqual(["d-AAAAAAAAAAAAAAAAAAAAAA"]);
+
+    expect(await directory.rebuildLock("second", 10_000, { kind: "complete", generation: "g2" })).toBe(false);
+    expect(await directory.generation()).toBeUndefined();
+    expect(await directory.rebuildLock("first", 10_000, { kind: "complete", generation: "g1" })).toBe(true);
+    expect(await directory.generation()).toBe("g1");
+    // The lock went with the completion: the next rebuild (after another loss) can take it.
+    expect(await directory.lockRebuild("second", 10_000)).toBe(true);
+  });
+});
+
+describe("replica acknowledgements (WAIT)", () => {
+  it("answers a placement or move that too few replicas hold directory_unavailable; the retry finds the entry", async () => {
+    // The machine's Redis has no replicas: WAIT for one times out with 0.
+    const { directory } = await freshDirectory({ replicaAcksMin: 1, replicaWaitMs: 50 });
+    await directory.registerCell("a", 1);
+    await directory.registerCell("b", 1);
+    const refused = await directory.assignUser("alice", "a");
+    expect(refused).toMatchObject({ ok: false, code: "directory_unavailable", message: expect.stringContaining("0 of the 1 Redis replicas") });
+    expect(await directory.assignUser("alice", "b")).toMatchObject({ ok: true, placed: false, entry: { cellId: "a" } });
+    expect(await directory.moveEntry({ kind: "user", id: "alice", fromCellId: "a", toCellId: "b", expectedEpoch: 1 })).toMatchObject({ ok: false, code: "directory_unavailable" });
+    expect(await directory.lookupUser("alice")).toMatchObject({ cellId: "b", epoch: 2 });
+  });
+});
+
 describe("per-cell sets", () => {
   it("every placement adds the id to its cell's set of its kind, and an existing entry changes no set", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 1);
     await directory.resolveUser("alice", 0.1);
@@ -243,7 +328,7 @@ describe("per-cell sets", () => {
   });
 
   it("a refused placement adds to no set", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     expect(await directory.resolveUser("alice", 0.5)).toMatchObject({ ok: false });
     await directory.registerCell("a", 1);
     expect(await directory.assignUser("alice", "zz")).toMatchObject({ ok: false, code: "unknown_cell" });
@@ -253,7 +338,7 @@ describe("per-cell sets", () => {
 
 describe("moveEntry", () => {
   async function twoCellsWithAlice(): Promise<{ directory: RedisDirectory; namespace: string }> {
-    const fresh = freshDirectory();
+    const fresh = await freshDirectory();
     await fresh.directory.registerCell("a", 1);
     await fresh.directory.registerCell("b", 1);
     await fresh.directory.assignUser("alice", "a");
@@ -339,7 +424,7 @@ describe("moveEntry", () => {
 
 describe("setCellState", () => {
   it("sets and clears draining, keeps the weight, and answers the whole registry", async () => {
-    const { directory } = freshDirectory();
+    const { directory } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 3);
     expect(await directory.setCellState("b", "draining")).toEqual({
@@ -355,13 +440,13 @@ describe("setCellState", () => {
   });
 
   it("answers unknown_cell for a cell never registered and registers nothing", async () => {
-    const { directory } = freshDirectory();
+    const { directory } = await freshDirectory();
     expect(await directory.setCellState("zz", "draining")).toMatchObject({ ok: false, code: "unknown_cell" });
     expect(await directory.listCells()).toEqual([]);
   });
 
   it("a drained cell gets no new entries until it is active again", async () => {
-    const { directory } = freshDirectory();
+    const { directory } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 1000);
     await directory.setCellState("b", "draining");
@@ -377,7 +462,7 @@ describe("setCellState", () => {
 
 describe("cellEntries", () => {
   it("pages through 2,500 ids with small counts and sees each at least once, and only the cell's own", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 1);
     const userCount = 2_500;
@@ -409,14 +494,14 @@ describe("cellEntries", () => {
   });
 
   it("answers an empty last page for a registered cell without entries, and unknown_cell for an unregistered one", async () => {
-    const { directory } = freshDirectory();
+    const { directory } = await freshDirectory();
     await directory.registerCell("a", 1);
     expect(await directory.cellEntries("a", "conversation", "0", 10)).toEqual({ ok: true, ids: [], cursor: "0" });
     expect(await directory.cellEntries("zz", "user", "0", 10)).toMatchObject({ ok: false, code: "unknown_cell" });
   });
 
   it("reports an id in a set that does not fit its kind as a DirectoryStoreError", async () => {
-    const { directory, namespace } = freshDirectory();
+    const { directory, namespace } = await freshDirectory();
     await directory.registerCell("a", 1);
     await firstConnection().sadd(`${redisPrefix(namespace)}cell:a:conversations`, "not-a-conversation");
     await expect(directory.cellEntries("a", "conversation", "0", 10)).rejects.toBeInstanceOf(DirectoryStoreError);

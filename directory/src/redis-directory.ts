@@ -3,6 +3,11 @@
 // (`<namespace>:cell:<cellId>:users` / `:conversations`), which a drain pages through. Every write is one
 // Lua script, so two edges racing to place the same new user place it once, and an entry and its cell's
 // set never disagree.
+//
+// A Redis can forget (restarted without persistence, a replica promoted after an asynchronous failover):
+// `<namespace>:generation` is written only once the data is known complete (at first start, or after a
+// rebuild from what the cells hold), and every placement and move script refuses when it is missing, so
+// a forgotten user is never placed a second time, elsewhere (docs/decisions/0023).
 import type { Redis } from "ioredis";
 import {
   cellId as cellIdDecoder,
@@ -37,14 +42,14 @@ export type PlacedEntry = { readonly ok: true; readonly entry: DirectoryEntry; r
 export type DirectoryRefusal<Code extends CellErrorCode> = Code extends CellErrorCode
   ? { readonly ok: false; readonly code: Code; readonly message: string }
   : never;
-export type PlacementResult = PlacedEntry | DirectoryRefusal<"no_cell_available">;
-export type AssignmentResult = PlacedEntry | DirectoryRefusal<"unknown_cell">;
+export type PlacementResult = PlacedEntry | DirectoryRefusal<"no_cell_available" | "directory_unavailable">;
+export type AssignmentResult = PlacedEntry | DirectoryRefusal<"unknown_cell" | "directory_unavailable">;
 export type RegistrationResult = { readonly ok: true; readonly cells: CellRecord[] } | DirectoryRefusal<"invalid_field">;
 export type CellStateResult = { readonly ok: true; readonly cells: CellRecord[] } | DirectoryRefusal<"unknown_cell">;
 /** `moved` is false when the entry was already where the move asked (a repeated request). */
 export type MoveResult =
   | { readonly ok: true; readonly entry: DirectoryEntry; readonly moved: boolean }
-  | DirectoryRefusal<"not_found" | "unknown_cell" | "invalid_field" | "entry_changed">;
+  | DirectoryRefusal<"not_found" | "unknown_cell" | "invalid_field" | "entry_changed" | "directory_unavailable">;
 export type CellEntriesPage = { readonly ok: true; readonly ids: string[]; readonly cursor: string } | DirectoryRefusal<"unknown_cell">;
 export type MoveEntryInput = {
   readonly kind: DirectoryEntryKind;
@@ -58,18 +63,19 @@ export type MoveEntryInput = {
 export const cellEntriesReplyIdsMax = 10 * cellEntriesPageMax;
 
 /**
- * KEYS[1] the entry's hash, KEYS[2] the cell registry.
+ * KEYS[1] the entry's hash, KEYS[2] the cell registry, KEYS[3] the generation marker.
  * ARGV[1] mode: "prefer" (ARGV[2] is a preferred cell, or "") or "require" (ARGV[2] must be registered).
  * ARGV[3] a random number in [0, 1) chosen by the caller, so the script itself stays deterministic.
  * ARGV[4] the prefix of the per-cell sets (`<namespace>:cell:`), ARGV[5] the kind's set suffix (`users`),
  * ARGV[6] the entry's id (the set's member).
- * Replies {"existing", cellId, epoch}, {"placed", cellId, epoch}, {"no_cell_available"} or {"unknown_cell"}.
+ * Replies {"existing", cellId, epoch}, {"placed", cellId, epoch}, {"no_cell_available"}, {"unknown_cell"} or
+ * {"forgotten"} (no entry, and no generation marker: nothing is placed until the rebuild wrote it).
  * An existing entry is returned unchanged: placement never moves a user (migration bumps the epoch).
  * The chosen cell's set is only known inside the script, so its key is built here rather than passed in
  * KEYS: fine on the single primary we run; a Redis Cluster would need a `{namespace}` hash tag anyway.
  */
 const placementScript = new LuaScript(`
-local entryKey, cellsKey = KEYS[1], KEYS[2]
+local entryKey, cellsKey, generationKey = KEYS[1], KEYS[2], KEYS[3]
 local mode, requestedCellId, random = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local cellSetPrefix, kindSuffix = ARGV[4], ARGV[5]
 
@@ -90,6 +96,8 @@ local existing = redis.call('HMGET', entryKey, 'cellId', 'epoch')
 if existing[1] then
   return {'existing', existing[1], existing[2]}
 end
+-- No entry and no marker: the store may have forgotten this one; placing it could place it twice.
+if redis.call('EXISTS', generationKey) == 0 then return {'forgotten'} end
 
 local chosen = nil
 if mode == 'require' then
@@ -154,7 +162,7 @@ return {'registered', redis.call('HGETALL', cellsKey)}
 
 /**
  * KEYS[1] the entry's hash, KEYS[2] the cell registry, KEYS[3] the source cell's set, KEYS[4] the target
- * cell's set. ARGV[1] id, ARGV[2] fromCellId, ARGV[3] toCellId, ARGV[4] expectedEpoch, ARGV[5] the next
+ * cell's set, KEYS[5] the generation marker (a move waits for the rebuild, whose entries it must see). ARGV[1] id, ARGV[2] fromCellId, ARGV[3] toCellId, ARGV[4] expectedEpoch, ARGV[5] the next
  * epoch (decimal strings, compared as strings: epochs are only ever written in canonical form).
  * Replies {"not_found"}, {"already_moved", cellId, epoch}, {"unknown_cell"}, {"draining"}, {"undecodable", raw},
  * {"moved", cellId, epoch} or {"entry_changed", cellId, epoch}.
@@ -163,8 +171,9 @@ return {'registered', redis.call('HGETALL', cellsKey)}
  * unfreeze a key the directory already routes elsewhere.
  */
 const moveScript = new LuaScript(`
-local entryKey, cellsKey, fromSetKey, toSetKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local entryKey, cellsKey, fromSetKey, toSetKey, generationKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, fromCellId, toCellId, expectedEpoch, nextEpoch = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('EXISTS', generationKey) == 0 then return {'forgotten'} end
 
 local current = redis.call('HMGET', entryKey, 'cellId', 'epoch')
 if not current[1] then return {'not_found'} end
@@ -190,6 +199,51 @@ return {'moved', toCellId, nextEpoch}
 `);
 
 /**
+ * KEYS[1] the rebuild lock. ARGV[1] the rebuilder's token, ARGV[2] the lock's new lifetime (ms), ARGV[3]
+ * the entry key prefix (`<namespace>:`), ARGV[4] the cell set prefix (`<namespace>:cell:`), then per entry
+ * five values: kind, id, cellId, epoch, the kind's set suffix.
+ * Writes each entry that does not exist (one that does was written by the directory itself and is kept),
+ * and extends the lock. Replies {"written", count} or {"lock_lost"} (another rebuilder took over).
+ */
+const rebuildEntriesScript = new LuaScript(`
+local lockKey = KEYS[1]
+local token, lockMs, entryPrefix, cellSetPrefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('GET', lockKey) ~= token then return {'lock_lost'} end
+redis.call('PEXPIRE', lockKey, lockMs)
+local written = 0
+for index = 5, #ARGV, 5 do
+  local kind, id, cellId, epoch, suffix = ARGV[index], ARGV[index + 1], ARGV[index + 2], ARGV[index + 3], ARGV[index + 4]
+  local entryKey = entryPrefix .. kind .. ':' .. id
+  if redis.call('EXISTS', entryKey) == 0 then
+    redis.call('HSET', entryKey, 'cellId', cellId, 'epoch', epoch)
+    redis.call('SADD', cellSetPrefix .. cellId .. ':' .. suffix, id)
+    written = written + 1
+  end
+end
+return {'written', written}
+`);
+
+/**
+ * KEYS[1] the rebuild lock, KEYS[2] the generation marker. ARGV[1] the rebuilder's token, ARGV[2] the
+ * lock's new lifetime (ms), ARGV[3] "complete" to write the marker (ARGV[4], the generation) and release
+ * the lock, "extend" to extend it, "release" to release it. Replies {"ok"} or {"lock_lost"}.
+ */
+const rebuildLockScript = new LuaScript(`
+local lockKey, generationKey = KEYS[1], KEYS[2]
+local token, lockMs, action = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', lockKey) ~= token then return {'lock_lost'} end
+if action == 'extend' then
+  redis.call('PEXPIRE', lockKey, lockMs)
+elseif action == 'complete' then
+  redis.call('SET', generationKey, ARGV[4])
+  redis.call('DEL', lockKey)
+else
+  redis.call('DEL', lockKey)
+end
+return {'ok'}
+`);
+
+/**
  * KEYS[1] the cell registry. ARGV[1] cellId, ARGV[2] state. The weight is kept.
  * Replies {"set", HGETALL of the registry}, {"unknown_cell"} or {"undecodable", raw value}.
  */
@@ -208,26 +262,95 @@ const cellSetSuffixes: Readonly<Record<DirectoryEntryKind, string>> = { user: "u
 const cellValue = object({ weight: integer({ min: 1, max: 1_000_000 }), state: oneOf<CellState>(["active", "draining"]) });
 const epochPattern = /^[1-9][0-9]{0,15}$/;
 
+export type RedisDirectoryOptions = {
+  /**
+   * Called whenever a placement or a move is refused for a missing generation marker: whoever rebuilds
+   * hooks in there.
+   */
+  readonly forgotten?: () => void;
+  /** Replicas that must acknowledge (Redis WAIT) a placement or move before it is answered; 0 for none. */
+  readonly replicaAcksMin?: number;
+  /** The WAIT's timeout; past it the request is answered directory_unavailable. */
+  readonly replicaWaitMs?: number;
+};
+
 export class RedisDirectory {
   private readonly prefix: string;
   private readonly cellsKey: string;
   private readonly cellSetPrefix: string;
+  /** Exists only while the data is known complete (docs/decisions/0023). */
+  private readonly generationKey: string;
+  /** Held by the one directory instance rebuilding the data, with a lifetime it extends while it works. */
+  private readonly rebuildLockKey: string;
+
+  private readonly forgotten: () => void;
+  private readonly replicaAcksMin: number;
+  private readonly replicaWaitMs: number;
 
   /** The caller owns `redis` (connects, configures timeouts, quits). */
   constructor(
     private readonly redis: Redis,
     namespace: string,
+    options: RedisDirectoryOptions = {},
   ) {
+    this.forgotten = options.forgotten ?? (() => {});
+    this.replicaAcksMin = options.replicaAcksMin ?? 0;
+    this.replicaWaitMs = options.replicaWaitMs ?? 500;
     this.prefix = redisPrefix(namespace);
     this.cellsKey = `${this.prefix}cells`;
     this.cellSetPrefix = `${this.prefix}cell:`;
+    this.generationKey = `${this.prefix}generation`;
+    this.rebuildLockKey = `${this.prefix}rebuild`;
+  }
+
+  /** The generation marker, or undefined when the data is not known complete (never written, or forgotten). */
+  async generation(): Promise<string | undefined> {
+    const value = await this.call(`GET ${this.generationKey}`, () => this.redis.get(this.generationKey));
+    return value ?? undefined;
+  }
+
+  /** Takes the rebuild lock for `lockMs` unless another rebuilder holds it. */
+  async lockRebuild(token: string, lockMs: number): Promise<boolean> {
+    const reply = await this.call(`SET ${this.rebuildLockKey}`, () => this.redis.set(this.rebuildLockKey, token, "PX", lockMs, "NX"));
+    return reply === "OK";
+  }
+
+  /**
+   * Writes rebuilt entries that do not exist yet (and their cells' sets), extending the lock. Answers how
+   * many were written, or false when the lock is no longer this rebuilder's.
+   */
+  async writeRebuiltEntries(token: string, lockMs: number, entries: readonly DirectoryEntry[]): Promise<number | false> {
+    const args = [token, String(lockMs), this.prefix, this.cellSetPrefix];
+    for (const entry of entries) {
+      assertId(entry.kind === "user" ? isUserId(entry.id) : isConversationId(entry.id), `${entry.kind} id`, entry.id);
+      assertId(isCellId(entry.cellId), "cell id", entry.cellId);
+      if (!Number.isSafeInteger(entry.epoch) || entry.epoch < 1) throw new TypeError(`invalid epoch ${entry.epoch}`);
+      args.push(entry.kind, entry.id, entry.cellId, String(entry.epoch), cellSetSuffixes[entry.kind]);
+    }
+    const reply = await this.call(`rebuild of ${entries.length} entries`, () => rebuildEntriesScript.run(this.redis, [this.rebuildLockKey], args));
+    const [status, count] = asArray(reply) ?? [];
+    if (status === "lock_lost") return false;
+    if (status !== "written" || typeof count !== "number") throw new DirectoryStoreError(`rebuild script replied ${describe(reply)}`);
+    return count;
+  }
+
+  /** Extends the rebuild lock, writes the generation marker and releases the lock, or only releases it. */
+  async rebuildLock(token: string, lockMs: number, action: { readonly kind: "extend" | "release" } | { readonly kind: "complete"; readonly generation: string }): Promise<boolean> {
+    const args = [token, String(lockMs), action.kind, action.kind === "complete" ? action.generation : ""];
+    const reply = await this.call(`${action.kind} of ${this.rebuildLockKey}`, () =>
+      rebuildLockScript.run(this.redis, [this.rebuildLockKey, this.generationKey], args),
+    );
+    const [status] = asArray(reply) ?? [];
+    if (status === "lock_lost") return false;
+    if (status !== "ok") throw new DirectoryStoreError(`rebuild lock script replied ${describe(reply)}`);
+    return true;
   }
 
   /** The user's entry; a user seen for the first time is placed on an active cell chosen by weight. */
   async resolveUser(userId: string, random: number): Promise<PlacementResult> {
     assertId(isUserId(userId), "user id", userId);
     const reply = await this.place("user", userId, "prefer", "", random);
-    if (reply.ok || reply.code === "no_cell_available") return reply;
+    if (reply.ok || reply.code === "no_cell_available" || reply.code === "directory_unavailable") return reply;
     throw new DirectoryStoreError(`placement of user ${userId} answered ${reply.code} in prefer mode`);
   }
 
@@ -237,7 +360,7 @@ export class RedisDirectory {
     assertId(isCellId(cellId), "cell id", cellId);
     // The random number is unused in require mode; 0 keeps the script's arguments well formed.
     const reply = await this.place("user", userId, "require", cellId, 0);
-    if (reply.ok || reply.code === "unknown_cell") return reply;
+    if (reply.ok || reply.code === "unknown_cell" || reply.code === "directory_unavailable") return reply;
     throw new DirectoryStoreError(`assignment of user ${userId} answered ${reply.code} in require mode`);
   }
 
@@ -267,7 +390,7 @@ export class RedisDirectory {
     assertId(isConversationId(conversationId), "conversation id", conversationId);
     assertId(isCellId(preferredCellId), "cell id", preferredCellId);
     const reply = await this.place("conversation", conversationId, "prefer", preferredCellId, random);
-    if (reply.ok || reply.code === "no_cell_available") return reply;
+    if (reply.ok || reply.code === "no_cell_available" || reply.code === "directory_unavailable") return reply;
     throw new DirectoryStoreError(`placement of conversation ${conversationId} answered ${reply.code} in prefer mode`);
   }
 
@@ -323,17 +446,24 @@ export class RedisDirectory {
     const reply = await this.call(`move of ${key}`, () =>
       moveScript.run(
         this.redis,
-        [key, this.cellsKey, this.cellSetKey(fromCellId, kind), this.cellSetKey(toCellId, kind)],
+        [key, this.cellsKey, this.cellSetKey(fromCellId, kind), this.cellSetKey(toCellId, kind), this.generationKey],
         [id, fromCellId, toCellId, String(expectedEpoch), nextEpoch],
       ),
     );
     const [status, rawCellId, rawEpoch] = asArray(reply) ?? [];
     switch (status) {
       case "moved":
-      case "already_moved":
-        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), moved: status === "moved" };
+      case "already_moved": {
+        const entry = decodeEntry(kind, id, rawCellId, rawEpoch, key);
+        // A repeat waits too: its first answer may be the one that was lost for want of replicas.
+        const unreplicated = await this.unreplicated(`move of ${kind} ${id}`);
+        return unreplicated ?? { ok: true, entry, moved: status === "moved" };
+      }
       case "not_found":
         return { ok: false, code: "not_found", message: `no entry for ${kind} ${id}` };
+      case "forgotten":
+        this.forgotten();
+        return forgottenRefusal(`move of ${kind} ${id}`);
       case "unknown_cell":
         return { ok: false, code: "unknown_cell", message: `cell ${toCellId} is not registered` };
       case "draining":
@@ -405,24 +535,46 @@ export class RedisDirectory {
     mode: "prefer" | "require",
     cellId: string,
     random: number,
-  ): Promise<PlacedEntry | DirectoryRefusal<"no_cell_available" | "unknown_cell">> {
+  ): Promise<PlacedEntry | DirectoryRefusal<"no_cell_available" | "unknown_cell" | "directory_unavailable">> {
     if (!Number.isFinite(random) || random < 0 || random >= 1) throw new TypeError(`random must be in [0, 1), got ${random}`);
     const key = this.entryKey(kind, id);
     const reply = await this.call(`placement of ${key}`, () =>
-      placementScript.run(this.redis, [key, this.cellsKey], [mode, cellId, String(random), this.cellSetPrefix, cellSetSuffixes[kind], id]),
+      placementScript.run(this.redis, [key, this.cellsKey, this.generationKey], [mode, cellId, String(random), this.cellSetPrefix, cellSetSuffixes[kind], id]),
     );
     const [status, rawCellId, rawEpoch] = asArray(reply) ?? [];
     switch (status) {
       case "existing":
-      case "placed":
-        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), placed: status === "placed" };
+        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), placed: false };
+      case "placed": {
+        const entry = decodeEntry(kind, id, rawCellId, rawEpoch, key);
+        return (await this.unreplicated(`placement of ${kind} ${id}`)) ?? { ok: true, entry, placed: true };
+      }
       case "no_cell_available":
         return { ok: false, code: "no_cell_available", message: `no active cell is registered to place ${kind} ${id}` };
       case "unknown_cell":
         return { ok: false, code: "unknown_cell", message: `cell ${cellId} is not registered` };
+      case "forgotten":
+        this.forgotten();
+        return forgottenRefusal(`placement of ${kind} ${id}`);
       default:
         throw new DirectoryStoreError(`placement script replied ${describe(reply)}`);
     }
+  }
+
+  /**
+   * Waits (Redis WAIT) for replicaAcksMin replicas to hold this connection's writes so far; undefined when
+   * they do (or none is asked for), else the retryable refusal to answer instead. The write stays on the
+   * primary: the retry finds it as an existing entry.
+   */
+  private async unreplicated(what: string): Promise<DirectoryRefusal<"directory_unavailable"> | undefined> {
+    if (this.replicaAcksMin === 0) return undefined;
+    const acknowledged = await this.call(`WAIT after ${what}`, () => this.redis.wait(this.replicaAcksMin, this.replicaWaitMs));
+    if (acknowledged >= this.replicaAcksMin) return undefined;
+    return {
+      ok: false,
+      code: "directory_unavailable",
+      message: `${what}: ${acknowledged} of the ${this.replicaAcksMin} Redis replicas required acknowledged it within ${this.replicaWaitMs} ms`,
+    };
   }
 
   private entryKey(kind: DirectoryEntryKind, id: string): string {
@@ -441,6 +593,15 @@ export class RedisDirectory {
       throw fromRedisError(error, operation);
     }
   }
+}
+
+/** Retryable: the rebuild that writes the marker back is under way (or starts now), and takes seconds. */
+function forgottenRefusal(what: string): DirectoryRefusal<"directory_unavailable"> {
+  return {
+    ok: false,
+    code: "directory_unavailable",
+    message: `${what} refused: the directory's data is not known complete (no generation marker); it is being rebuilt from the cells`,
+  };
 }
 
 function decodeEntry(kind: DirectoryEntryKind, id: string, rawCellId: unknown, rawEpoch: unknown, key: string): DirectoryEntry {

@@ -795,6 +795,51 @@ export type DirectoryChange = { type: "directory.changed"; entry: DirectoryEntry
 export const directoryChange: Decoder<DirectoryChange> = object({ type: literal("directory.changed"), entry: directoryEntry });
 
 // ---------------------------------------------------------------------------------------------------
+// Directory → any worker of one cell (request/reply on cellInventorySubject, queue group "inventory"):
+// what the cell holds, so a directory whose store lost its data rebuilds it (docs/decisions/0023).
+
+/** The migration state of a key in the cell that answers (the cells' schema: key states). */
+export type InventoryKeyState = "active" | "frozen" | "importing" | "moved";
+export const inventoryKeyStates: readonly InventoryKeyState[] = ["active", "frozen", "importing", "moved"];
+/**
+ * One key the cell has a row for: a mailbox (`user`) or a conversation. A `moved` row is a tombstone naming
+ * the key's new home and its directory epoch there; a `frozen` one is being copied toward movingToCellId.
+ */
+export type InventoryKey = { id: string; state: InventoryKeyState; movingToCellId: string | null; movedEpoch: number | null };
+/** Keys in one cell.inventory page. */
+export const inventoryPageMax = 1000;
+/** Up to `limit` keys of `kind` whose ids come after `afterId` (bytewise; "" from the start). */
+export type CellInventoryRequest = { type: "cell.inventory"; kind: DirectoryEntryKind; afterId: string; limit: number };
+/** `done`: no key comes after the last of this page. `weight`: the cell's configured capacity weight. */
+export type CellInventoryReply = { type: "cell.inventoryPage"; cellId: string; weight: number; kind: DirectoryEntryKind; keys: InventoryKey[]; done: boolean };
+export type CellInventoryAnswer = CellInventoryReply | CellErrorReply;
+
+const entryIdText = string({ minLength: 0, maxLength: 64, pattern: /^[A-Za-z0-9_-]{0,64}$/ });
+export const cellInventoryRequest: Decoder<CellInventoryRequest> = object({
+  type: literal("cell.inventory"),
+  kind: oneOf<DirectoryEntryKind>(["user", "conversation"]),
+  afterId: entryIdText,
+  limit: integer({ min: 1, max: inventoryPageMax }),
+});
+const inventoryKey: Decoder<InventoryKey> = object({
+  id: string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_-]{1,64}$/ }),
+  state: oneOf<InventoryKeyState>(inventoryKeyStates),
+  movingToCellId: nullable(cellId),
+  movedEpoch: nullable(integer({ min: 1, max: Number.MAX_SAFE_INTEGER })),
+});
+export const cellInventoryAnswer: Decoder<CellInventoryAnswer> = taggedUnion<CellInventoryAnswer>({
+  "cell.inventoryPage": object({
+    type: literal("cell.inventoryPage"),
+    cellId,
+    weight,
+    kind: oneOf<DirectoryEntryKind>(["user", "conversation"]),
+    keys: array(inventoryKey, { maxItems: inventoryPageMax }),
+    done: boolean,
+  }),
+  "cell.error": object({ type: literal("cell.error"), code: cellErrorCode, message: errorText, retryAfterMs: optional(integer({ min: 0, max: retryAfterMsMax })) }),
+});
+
+// ---------------------------------------------------------------------------------------------------
 // Worker leases in a cell's membership bucket (NATS JetStream KV), key `worker.<workerId>`.
 
 export type WorkerLease = { workerId: string; cellId: string; subject: string; startedAtMs: number; leaseMs: number };

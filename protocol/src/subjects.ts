@@ -41,6 +41,16 @@ export function workerRequestSubject(namespace: string, cellId: string, workerId
 }
 
 /**
+ * Where a directory rebuilding its store asks one cell what it holds (cell.inventory, docs/decisions/0023).
+ * Every worker of the cell subscribes in one queue group: they share the cell's database, so any answers.
+ */
+export function cellInventorySubject(namespace: string, cellId: string): string {
+  assertToken(isNamespace(namespace), "namespace", namespace);
+  assertToken(isCellId(cellId), "cell id", cellId);
+  return `${namespace}.cell.${cellId}.inventory`;
+}
+
+/**
  * Every live delivery (delivery.batch), read by every edge (docs/decisions/0011). Only workers may
  * publish here (docs/decisions/0015): a delivery's seq advances a session's cursor.
  */

@@ -10,6 +10,8 @@ import {
   type JoinedEvent,
   type ConversationKind,
   type ConversationSummary,
+  type DirectoryEntryKind,
+  type InventoryKey,
   type Message,
   type SequencedEvent,
 } from "@cellwire/protocol";
@@ -483,6 +485,15 @@ export class MemoryConversationStore implements ConversationStore {
     const listed = [...conversations, ...users];
     const start = after === undefined ? 0 : listed.findIndex((key) => compareMigrationKeys(key, after) > 0);
     return start === -1 ? [] : listed.slice(start, start + limit);
+  }
+
+  async inventory(kind: DirectoryEntryKind, afterId: string, limit: number): Promise<InventoryKey[]> {
+    const rows: [string, MigrationColumns][] = kind === "user" ? [...this.mailboxes.entries()] : [...this.conversations.entries()];
+    return rows
+      .filter(([id]) => id > afterId)
+      .sort(([left], [right]) => (left < right ? -1 : left > right ? 1 : 0))
+      .slice(0, limit)
+      .map(([id, row]) => ({ id, state: row.state, movingToCellId: row.movingToCellId, movedEpoch: row.movedEpoch }));
   }
 
   async exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]> {

@@ -32,6 +32,8 @@ import {
   mailboxEvent as mailboxEventDecoder,
   message as messageDecoder,
   type ConversationSummary,
+  type DirectoryEntryKind,
+  type InventoryKey,
   type JoinedEvent,
   type Message,
   type SequencedEvent,
@@ -657,6 +659,24 @@ export class PostgresConversationStore implements ConversationStore {
         throw new StoreRowError("frozen key row: kind, id and moving_to_cell_id do not have their types");
       }
       return { kind, id, movingToCellId };
+    });
+  }
+
+  async inventory(kind: DirectoryEntryKind, afterId: string, limit: number): Promise<InventoryKey[]> {
+    // The primary keys' indexes walk in id order; `collate "C"` makes that order bytewise, as the cursor is.
+    const result = await this.database.execute(
+      kind === "user"
+        ? sql`select user_id as id, state, moving_to_cell_id, moved_epoch from mailboxes
+              where user_id collate "C" > ${afterId}::text collate "C" order by user_id collate "C" limit ${limit}::integer`
+        : sql`select id, state, moving_to_cell_id, moved_epoch from conversations
+              where id collate "C" > ${afterId}::text collate "C" order by id collate "C" limit ${limit}::integer`,
+    );
+    return result.rows.map((row): InventoryKey => {
+      const { id, moving_to_cell_id: movingToCellId, moved_epoch: movedEpoch } = row;
+      if (typeof id !== "string" || (movingToCellId !== null && typeof movingToCellId !== "string")) {
+        throw new StoreRowError("inventory row: id and moving_to_cell_id do not have their types");
+      }
+      return { id, state: parseKeyState(row["state"]), movingToCellId, movedEpoch: movedEpoch === null ? null : safeInteger(movedEpoch, "moved_epoch") };
     });
   }
 

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { groupTitleLengthMax, historyPageBytesMax, joinedEventId, type JoinedEvent, type MailboxEvent } from "@cellwire/protocol";
+import { groupTitleLengthMax, historyPageBytesMax, joinedEventId, type InventoryKey, type JoinedEvent, type MailboxEvent } from "@cellwire/protocol";
 import { postgresErrorCode, uniqueViolation } from "./errors.ts";
 import type {
   AppendMailboxResult,
@@ -848,6 +848,43 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await store().tombstone({ kind: "conversation", id: conversationIds[0] ?? "", toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
         const after = new Set((await store().frozenKeys(10_000)).map((key) => key.id));
         expect([...ours].filter((id) => after.has(id)).sort()).toEqual([conversationIds[1], userIds[1]].sort());
+      });
+
+      it("lists every mailbox and conversation in id order with its state, page by page after a cursor (a directory's rebuild)", async () => {
+        const active = newUserId();
+        const frozen = newUserId();
+        const moved = newUserId();
+        for (const id of [active, frozen, moved]) await appendMailbox(id, "e-1", joinedEvent());
+        await store().freeze({ kind: "user", id: frozen, toCellId: "c", epoch: baseEpoch });
+        await store().freeze({ kind: "user", id: moved, toCellId: "b", epoch: baseEpoch });
+        await store().tombstone({ kind: "user", id: moved, toCellId: "b", movedEpoch: 5, epoch: baseEpoch });
+        const group = await groupWithMessages(1);
+        // Walking a page of two at a time lists each row once, in the order of one whole listing.
+        const all = await store().inventory("user", "", 10_000);
+        const walked: InventoryKey[] = [];
+        let afterId = "";
+        for (let pages = 0; pages <= all.length; pages += 1) {
+          const page = await store().inventory("user", afterId, 2);
+          walked.push(...page);
+          const last = page.at(-1);
+          if (page.length < 2 || last === undefined) break;
+          afterId = last.id;
+        }
+        expect(walked).toEqual(all);
+        const ids = all.map((key) => key.id);
+        expect(ids).toEqual([...ids].sort((left, right) => (left < right ? -1 : left > right ? 1 : 0)));
+        const ours = all.filter((key) => [active, frozen, moved].includes(key.id));
+        expect(ours).toEqual(
+          [
+            { id: active, state: "active", movingToCellId: null, movedEpoch: null },
+            { id: frozen, state: "frozen", movingToCellId: "c", movedEpoch: null },
+            { id: moved, state: "moved", movingToCellId: "b", movedEpoch: 5 },
+          ].sort((left, right) => (left.id < right.id ? -1 : 1)),
+        );
+        // Conversations are their own listing; a user is not one.
+        const conversations = await store().inventory("conversation", "", 10_000);
+        expect(conversations).toContainEqual({ id: group, state: "active", movingToCellId: null, movedEpoch: null });
+        expect(conversations.map((key) => key.id)).not.toContain(active);
       });
 
       it("lists the frozen keys after a cursor, in the same order, across the two kinds", async () => {

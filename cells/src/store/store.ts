@@ -8,6 +8,7 @@ import type {
   ImportedMailboxEvent,
   ImportedMember,
   ImportedOutboxEntry,
+  InventoryKey,
   MailboxEvent,
   Message,
   SequencedEvent,
@@ -348,6 +349,13 @@ export interface MigrationStore {
    * index of frozen rows only, so it is cheap to poll.
    */
   frozenKeys(limit: number, after?: MigrationKey): Promise<FrozenKey[]>;
+
+  /**
+   * Up to `limit` rows of `kind` (mailboxes for `user`, conversations), every state, in id order (bytewise)
+   * after `afterId` ("" from the first): what a directory rebuilding its lost store learns from this cell
+   * (cell.inventory, docs/decisions/0023). A frozen placeholder conversation is listed like any frozen row.
+   */
+  inventory(kind: DirectoryEntryKind, afterId: string, limit: number): Promise<InventoryKey[]>;
 
   /** Mailbox events with seq > afterSeq, ascending with their event ids: at most `limit`, within the page byte budget. */
   exportMailbox(input: ExportMailboxInput): Promise<ImportedMailboxEvent[]>;
