@@ -45,8 +45,50 @@ describe("MailboxCursor", () => {
 
   it("asks for a resync when the events after its seq were cut", () => {
     const cursor = new MailboxCursor(3, 10, unboundedHeldBytes());
-    expect(cursor.applyPage({ events: [], headSeq: 40, floorSeq: 10 })).toEqual({ kind: "resync", headSeq: 40 });
+    expect(cursor.applyPage({ events: [], headSeq: 40, floorSeq: 10 })).toEqual({ kind: "resync", headSeq: 40, done: true });
     expect(cursor.seq).toBe(40);
+  });
+
+  it("answers a seq beyond the head with a resync at the head, and sends the live events after it", () => {
+    // The device holds seq 12 of a mailbox whose head is 7 (a restored database): events 8..12 will be
+    // appended again, and must reach the device rather than be dropped as seqs it already holds.
+    const cursor = new MailboxCursor(12, 10, unboundedHeldBytes());
+    expect(cursor.live(event(8), 1)).toBe("hold");
+    expect(cursor.applyPage({ events: [], headSeq: 7, floorSeq: 0 })).toEqual({ kind: "resync", headSeq: 7, done: true });
+    expect(cursor.seq).toBe(7);
+    expect(cursor.finishSync()).toEqual({ events: [event(8)], complete: true });
+    expect(cursor.live(event(9), 1)).toBe("send");
+    expect(cursor.live(event(10), 1)).toBe("send");
+    expect(cursor.seq).toBe(10);
+  });
+
+  it("answers another mailbox's incarnation with a resync at its floor and replays it, as for a new device", () => {
+    const cursor = new MailboxCursor(3, 10, unboundedHeldBytes(), "incarnation-old");
+    expect(cursor.live(event(6), 1)).toBe("hold");
+    const page = { ...pageOf(5, 1, 3, 2, 2), incarnation: "incarnation-new" };
+    expect(cursor.applyPage(page)).toEqual({ kind: "resync", headSeq: 1, done: false });
+    expect(cursor.incarnation).toBe("incarnation-new");
+    expect(cursor.nextPageRequest(2)).toEqual({ afterSeq: 1, limit: 2 });
+    expect(cursor.applyPage({ ...pageOf(5, 1, 1, 2, 2), incarnation: "incarnation-new" })).toEqual({ kind: "events", events: [event(2), event(3)], done: false });
+    expect(cursor.applyPage({ ...pageOf(5, 1, 3, 2, 2), incarnation: "incarnation-new" })).toEqual({ kind: "events", events: [event(4), event(5)], done: true });
+    expect(cursor.finishSync()).toEqual({ events: [event(6)], complete: true });
+    expect(cursor.live(event(7), 1)).toBe("send");
+  });
+
+  it("keeps its seq in the same incarnation, and in a mailbox whose page names none (a worker before decision 0021)", () => {
+    const same = new MailboxCursor(3, 10, unboundedHeldBytes(), "incarnation-a");
+    expect(same.applyPage({ ...pageOf(4, 0, 3, 50, 50), incarnation: "incarnation-a" })).toEqual({ kind: "events", events: [event(4)], done: true });
+    const unnamed = new MailboxCursor(3, 10, unboundedHeldBytes(), "incarnation-a");
+    expect(unnamed.applyPage(pageOf(4, 0, 3, 50, 50))).toEqual({ kind: "events", events: [event(4)], done: true });
+    expect(unnamed.incarnation).toBeUndefined();
+    // A device without one (an SDK before 0021) learns it from the first page.
+    const older = new MailboxCursor(3, 10, unboundedHeldBytes());
+    expect(older.applyPage({ ...pageOf(4, 0, 3, 50, 50), incarnation: "incarnation-a" }).kind).toBe("events");
+    expect(older.incarnation).toBe("incarnation-a");
+    // Once a page named it, a later page naming another one (the mailbox re-created) is another mailbox.
+    older.finishSync();
+    older.requestSync();
+    expect(older.applyPage({ ...pageOf(2, 0, 4, 50, 50), incarnation: "incarnation-b" })).toEqual({ kind: "resync", headSeq: 0, done: false });
   });
 
   it("turns a live gap into a sync that fills it", () => {
