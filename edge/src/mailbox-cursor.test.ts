@@ -221,4 +221,72 @@ describe("MailboxCursor", () => {
       ),
     );
   });
+
+  it("after a cursor it cannot honour (beyond the head, another incarnation), delivers the rest of the mailbox once in order, however live events interleave", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 20 }),
+        fc.integer({ min: 1, max: 10 }),
+        fc.boolean(),
+        fc.integer({ min: 0, max: 30 }),
+        fc.integer({ min: 1, max: 7 }),
+        fc.array(fc.integer({ min: 0, max: 2 }), { maxLength: 100 }),
+        (start, beyond, otherMailbox, extra, pageSize, schedule) => {
+          // The mailbox's head is `start` when the session opens; the device claims `start + beyond` of
+          // this mailbox, or (otherMailbox) a seq of another one. Live events start right after `start`.
+          const incarnation = "this";
+          const claim = otherMailbox ? start : start + beyond;
+          const cursor = new MailboxCursor(claim, 1000, unboundedHeldBytes(), otherMailbox ? "other" : incarnation);
+          let head = start;
+          let published = start;
+          const finalHead = start + extra;
+          const written: number[] = [];
+          const resyncs: number[] = [];
+          let step = 0;
+          const nextAction = (): number => schedule[step++ % Math.max(1, schedule.length)] ?? 0;
+          const publish = (): void => {
+            const decision = cursor.live(event(++published), 1);
+            if (decision === "send") written.push(published);
+            if (decision === "start_sync") runSync();
+          };
+          const runSync = (): void => {
+            for (let guard = 0; guard < 1000; guard++) {
+              for (;;) {
+                if (nextAction() === 0 && head < finalHead) head++;
+                const request = cursor.nextPageRequest(pageSize);
+                const outcome = cursor.applyPage({ ...pageOf(head, 0, request.afterSeq, request.limit, pageSize), incarnation });
+                if (outcome.kind === "resync") resyncs.push(outcome.headSeq);
+                else written.push(...outcome.events.map((item) => item.seq));
+                // Live events during the read, at or below the device's claim included.
+                if (nextAction() === 1 && published < head) {
+                  const decision = cursor.live(event(++published), 1);
+                  if (decision === "send") written.push(published);
+                }
+                if (outcome.done) break;
+              }
+              const finished = cursor.finishSync();
+              written.push(...finished.events.map((item) => item.seq));
+              if (finished.complete) return;
+            }
+            throw new Error("sync did not finish");
+          };
+          runSync();
+          while (published < finalHead) {
+            if (head <= published) head++;
+            publish();
+          }
+          while (published < head) publish();
+          // Another mailbox starts over from its floor (0); a claim beyond the head resyncs at the head the
+          // first page had (at least `start`; none when the head had reached the claim by then). Then every
+          // seq after it, once, in order.
+          expect(resyncs.length).toBeLessThanOrEqual(1);
+          if (otherMailbox) expect(resyncs).toEqual([0]);
+          const from = resyncs[0] ?? claim;
+          if (!otherMailbox) expect(from).toBeGreaterThanOrEqual(start);
+          expect(written).toEqual(range(from + 1, head).map((item) => item.seq));
+          expect(cursor.incarnation).toBe(incarnation);
+        },
+      ),
+    );
+  });
 });
