@@ -107,6 +107,12 @@ function append(userId: string, event: MailboxEvent): CellRequest {
   return { type: "cell.appendMailbox", userId, eventId: mailboxEventId(event), event };
 }
 
+/** The incarnation a cell's mailbox page names for the user (undefined: no mailbox, or not a page). */
+async function incarnationIn(cell: Cell, userId: string): Promise<string | undefined> {
+  const reply = await cell.request({ type: "cell.mailboxPage", userId, afterSeq: 0, limit: 0 });
+  return reply.type === "cell.mailboxEvents" ? reply.incarnation : undefined;
+}
+
 async function mailboxOf(source: Cell, userId: string, count: number): Promise<MailboxEvent[]> {
   const events = Array.from({ length: count }, (_, index) => joinedEvent(`m${index + 1}`));
   for (const event of events) expect(await source.request(append(userId, event))).toMatchObject({ type: "cell.appended" });
@@ -119,6 +125,8 @@ describe("MigrationCoordinator", () => {
     const user = newUserId();
     directory.place("user", user, "a");
     const events = await mailboxOf(source, user, 250);
+    const incarnation = await incarnationIn(source, user);
+    expect(incarnation).toMatch(/^[0-9a-f-]{36}$/);
     const reply = await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
     expect(reply).toMatchObject({ type: "cell.migrated", kind: "user", id: user, fromCellId: "a", toCellId: "b", epoch: 2, copiedItems: 250, alreadyMoved: false });
     // Every event went before the freeze: the pause holds only the (local) confirmation, the flip and the
@@ -136,6 +144,8 @@ describe("MigrationCoordinator", () => {
     expect(copied.events.slice(0, 2)).toEqual(events.slice(0, 2).map((event, index) => ({ seq: index + 1, event })));
     expect(await source.request(append(user, joinedEvent("late")))).toEqual({ type: "cell.moved", kind: "user", id: user, cellId: "b", epoch: 2 });
     expect(await target.request(append(user, joinedEvent("new home")))).toMatchObject({ type: "cell.appended", seq: 251 });
+    // The same mailbox in its new home (decision 0021): devices resume there without a resync.
+    expect(await incarnationIn(target, user)).toBe(incarnation);
     expect(await source.request({ type: "cell.stats" })).toEqual({ type: "cell.stats", cellId: "a", users: 0, conversations: 0, outboxRows: 0, frozen: 0 });
   });
 
@@ -231,6 +241,7 @@ describe("MigrationCoordinator", () => {
     const user = newUserId();
     directory.place("user", user, "a");
     await mailboxOf(source, user, 2);
+    const incarnation = await incarnationIn(source, user);
     setHook((request) => (request.last ? "fail" : undefined));
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "cell_unavailable" });
     expect(await directory.lookup("user", user)).toMatchObject({ cellId: "b", epoch: 2 });
@@ -246,6 +257,7 @@ describe("MigrationCoordinator", () => {
       alreadyMoved: false,
     });
     expect(await target.request(append(user, joinedEvent("y")))).toMatchObject({ type: "cell.appended", seq: 3 });
+    expect(await incarnationIn(target, user)).toBe(incarnation);
     expect(await source.request(append(user, joinedEvent("y")))).toMatchObject({ type: "cell.moved", cellId: "b", epoch: 2 });
     // Asked once more: already done.
     expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.migrated", alreadyMoved: true, epoch: 2 });

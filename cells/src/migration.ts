@@ -145,7 +145,7 @@ export class MigrationCoordinator {
     if (!frozen.ok) return frozen.reply;
     if (frozen.value.outcome !== "frozen") return this.freezeRefused(request, key, frozen.value, frozen.epoch);
     const frozenAtMs = clock.monotonicNowMs();
-    const { lastSeq, floorSeq } = frozen.value;
+    const { lastSeq, floorSeq, incarnation } = frozen.value;
     if (frozen.value.placeholder) {
       if (precopied.value.targetReset) {
         // The pre-copy read a real row that is gone now: rows are never deleted while active, so this is
@@ -187,7 +187,7 @@ export class MigrationCoordinator {
     if (flip.kind === "unknown") return flip.reply;
 
     const flippedAtMs = clock.monotonicNowMs();
-    const activated = await this.activate(request, toCellId, lastSeq, floorSeq);
+    const activated = await this.activate(request, toCellId, lastSeq, floorSeq, incarnation);
     if (!activated.ok) return activated.reply;
     const activatedAtMs = clock.monotonicNowMs();
     const pauseMs = Math.max(0, Math.round(activatedAtMs - frozenAtMs));
@@ -233,7 +233,7 @@ export class MigrationCoordinator {
     if (state?.state === "frozen" && state.movingToCellId === entry.cellId) {
       const startedAtMs = clock.monotonicNowMs();
       // A placeholder was never copied, so there is nothing to activate: the tombstone is all that is left.
-      const activated = state.placeholder ? { ok: true as const } : await this.activate(request, entry.cellId, state.lastSeq, state.floorSeq);
+      const activated = state.placeholder ? { ok: true as const } : await this.activate(request, entry.cellId, state.lastSeq, state.floorSeq, state.incarnation);
       if (!activated.ok) return activated.reply;
       const pauseMs = Math.max(0, Math.round(clock.monotonicNowMs() - startedAtMs));
       const tombstoned = await this.tombstone(request, key, entry.cellId, entry.epoch);
@@ -435,12 +435,16 @@ export class MigrationCoordinator {
     return { kind: "unknown", reply: cellErrorReply({ kind: "error", error: lastError }) };
   }
 
-  /** Step 5: the `last` page (no rows) makes the copy active in the target. */
-  private async activate(key: MigrationKey, toCellId: string, lastSeq: number, floorSeq: number): Promise<Step<void>> {
+  /**
+   * Step 5: the `last` page (no rows) makes the copy active in the target. A mailbox's page carries its
+   * incarnation, so devices resume in the copy as in the original (docs/decisions/0021).
+   */
+  private async activate(key: MigrationKey, toCellId: string, lastSeq: number, floorSeq: number, incarnation: string | null): Promise<Step<void>> {
     const fromCellId = this.ports.cellId;
+    const carried = incarnation === null ? {} : { incarnation };
     const page: CellImportRequest =
       key.kind === "user"
-        ? { type: "cell.import", kind: "user", id: key.id, fromCellId, first: false, last: true, lastSeq, floorSeq, events: [] }
+        ? { type: "cell.import", kind: "user", id: key.id, fromCellId, first: false, last: true, lastSeq, floorSeq, events: [], ...carried }
         : { type: "cell.import", kind: "conversation", id: key.id, fromCellId, first: false, last: true, lastSeq, conversation: null, members: [], messages: [], outbox: [] };
     const reply = await this.request(toCellId, page);
     if (!reply.ok) return reply;

@@ -407,7 +407,7 @@ describe("CellRequestHandler", () => {
     expect(deliveries.map((delivery) => [delivery.seq, labelOf(delivery.event)])).toEqual(events.map((event, index) => [index + 1, labelOf(event)]));
   });
 
-  it("pages a mailbox", async () => {
+  it("pages a mailbox, naming its incarnation (none for a user without a mailbox)", async () => {
     const { request } = handlerHarness();
     const events = Array.from({ length: 3 }, (_, index) => joinedEvent(`e${index}`));
     for (const event of events) await request(appendRequest("carol", event));
@@ -417,6 +417,7 @@ describe("CellRequestHandler", () => {
       events: [{ seq: 2, event: events[1] }],
       headSeq: 3,
       floorSeq: 0,
+      incarnation: expect.stringMatching(/^[0-9a-f-]{36}$/),
     });
     expect(await request({ type: "cell.mailboxPage", userId: "nobody", afterSeq: 0, limit: 0 })).toEqual({
       type: "cell.mailboxEvents",

@@ -408,7 +408,10 @@ export class CellRequestHandler {
       case "cell.mailboxPage": {
         const page = await store.mailboxPage({ userId: request.userId, afterSeq: request.afterSeq, limit: request.limit });
         if (page.outcome !== "page") return migrating("user", request.userId, key, page);
-        return { reply: { type: "cell.mailboxEvents", userId: request.userId, events: page.events, headSeq: page.headSeq, floorSeq: page.floorSeq } };
+        const { events, headSeq, floorSeq, incarnation } = page;
+        return {
+          reply: { type: "cell.mailboxEvents", userId: request.userId, events, headSeq, floorSeq, ...(incarnation === null ? {} : { incarnation }) },
+        };
       }
       case "cell.import":
         return this.importPage(key, request);

@@ -408,6 +408,7 @@ describe("cell workers", () => {
       events: [],
       headSeq: 12,
       floorSeq: 0,
+      incarnation: expect.stringMatching(/^[0-9a-f-]{36}$/),
     });
     // The repeat published nothing (its delivery would have arrived before the pages' replies).
     expect(eventsOf(dave)).toHaveLength(12);

@@ -3,8 +3,12 @@
 // from its join point; a device resuming with its cursors only what follows them), whether it comes back
 // to idle conversations or while messages keep arriving; every device of a user converges on the same
 // messages per conversation and the same mailbox; the edge itself writes each seq of a session once, in
-// order; the history checker finds nothing wrong with the whole run.
+// order; the history checker finds nothing wrong with the whole run. Last, a cursor the mailbox cannot
+// honour (decision 0021): beyond its head, or of another incarnation, is answered with resync, and the
+// live events after it still arrive.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WebSocket } from "ws";
+import { CellwireClient, type ReceivedEvent } from "@cellwire/client";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { decodeServerFrame, protocolVersion, type Message, type ServerFrame } from "@cellwire/protocol";
 import { RawSocket } from "./raw-socket.ts";
@@ -50,11 +54,18 @@ async function exchange(alice: RecordedDevice, carol: RecordedDevice, from: numb
   }
 }
 
-/** A session on a bare socket that resumes the whole mailbox (resumeAfterSeq 0), to see the frames the edge writes before the SDK drops anything. */
-async function rawResume(userId: string, edgeIndex: number): Promise<RawSocket> {
+/**
+ * A session on a bare socket that resumes the whole mailbox (resumeAfterSeq 0) unless `cursor` says
+ * otherwise (`{}` starts live), to see the frames the edge writes before the SDK drops anything.
+ */
+async function rawResume(
+  userId: string,
+  edgeIndex: number,
+  cursor: { readonly resumeAfterSeq?: number; readonly mailboxIncarnation?: string } = { resumeAfterSeq: 0 },
+): Promise<RawSocket> {
   const socket = await RawSocket.open(edgeUrl(edgeIndex));
   const token = await signDevToken(defaultDevKeyDirectory, userId, { deviceId: "raw" });
-  socket.send(JSON.stringify({ type: "hello", protocolVersion, token, deviceId: "raw", resumeAfterSeq: 0 }));
+  socket.send(JSON.stringify({ type: "hello", protocolVersion, token, deviceId: "raw", ...cursor }));
   await socket.frame((frame) => frame["type"] === "welcome");
   return socket;
 }
@@ -79,6 +90,8 @@ beforeAll(async () => {
     ["alice", "a"],
     ["bob", "b"],
     ["carol", "a"],
+    ["dave", "a"],
+    ["erin", "b"],
   ]);
 });
 
@@ -236,3 +249,94 @@ describe("conversation logs and resume", () => {
     expect(run.record.acks.length).toBe(directTotal + groupTotal + 30);
   });
 });
+
+// After the history checker, so that what it counts is the run above alone.
+describe("a mailbox cursor the mailbox cannot honour (decision 0021)", () => {
+  const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+  let requests = 0;
+
+  /** Dave, on a bare socket, makes a group with erin: one joined event in erin's mailbox. */
+  async function groupWithErin(dave: RawSocket, title: string): Promise<string> {
+    const requestId = `group-${requests++}`;
+    dave.send(JSON.stringify({ type: "createGroup", requestId, title, memberUserIds: ["erin"] }));
+    const reply = await dave.frame((frame) => frame["requestId"] === requestId, deliveryDeadlineMs);
+    const conversation = reply["conversation"];
+    if (reply["type"] !== "conversation" || typeof conversation !== "object" || conversation === null || !("conversationId" in conversation)) {
+      throw new Error(`createGroup answered ${JSON.stringify(reply)}`);
+    }
+    return String(conversation.conversationId);
+  }
+
+  function mailboxFrames(socket: RawSocket): ServerFrame[] {
+    return serverFrames(socket).filter((frame) => frame.type === "event" || frame.type === "synced" || frame.type === "resync");
+  }
+
+  it("answers a resume beyond the head with resync at the head, and the next live event and message arrive", async () => {
+    const dave = await rawResume("dave", 0, {});
+    await dave.frame((frame) => frame["type"] === "synced", deliveryDeadlineMs);
+    await groupWithErin(dave, "first");
+    // Erin's mailbox now holds one event; her device claims seq 6 (head + 5), as after a database restore.
+    const head = 1;
+    const raw = await rawResume("erin", 1, { resumeAfterSeq: head + 5 });
+    await raw.frame((frame) => frame["type"] === "synced", deliveryDeadlineMs);
+    const phone = new CellwireClient({
+      url: edgeUrl(0),
+      deviceId: "phone",
+      WebSocket,
+      tokenProvider: () => signDevToken(defaultDevKeyDirectory, "erin", { deviceId: "phone" }),
+      resumeAfterSeq: head + 5,
+    });
+    const events: ReceivedEvent[] = [];
+    const messages: Message[] = [];
+    const resyncs: number[] = [];
+    phone.on("event", (event) => events.push(event));
+    phone.on("message", (message) => messages.push(message));
+    phone.on("resync", ({ headSeq }) => resyncs.push(headSeq));
+    const messageArrived = new Promise<void>((resolve) => phone.on("message", () => resolve()));
+    try {
+      await phone.connect();
+      await expect(phone.whenSynced()).resolves.toBe(head);
+      expect(resyncs).toEqual([head]);
+      const [resync, synced] = mailboxFrames(raw);
+      expect(resync).toEqual({ type: "resync", headSeq: head, mailboxIncarnation: expect.stringMatching(uuid) });
+      expect(synced).toEqual({ type: "synced", seq: head, mailboxIncarnation: resync?.type === "resync" ? resync.mailboxIncarnation : "" });
+      // The next event (seq 2, at or below the old claim of 6) and the next message reach both sessions live.
+      const second = await groupWithErin(dave, "second");
+      const requestId = `send-${requests++}`;
+      dave.send(JSON.stringify({ type: "send", requestId, conversationId: second, clientMessageId: requestId, body: "after the resync" }));
+      await dave.frame((frame) => frame["requestId"] === requestId && frame["type"] === "ack", deliveryDeadlineMs);
+      await raw.frame((frame) => isMessageAt(frame, second, 1), deliveryDeadlineMs);
+      expect(mailboxFrames(raw).slice(2).map((frame) => (frame.type === "event" ? frame.seq : frame.type))).toEqual([head + 1]);
+      await withDeadline(messageArrived, "erin's phone received no message after its resync");
+      expect(events.map(({ seq }) => seq)).toEqual([head + 1]);
+      expect(messages.map((message) => [message.conversationId, message.seq, message.body])).toEqual([[second, 1, "after the resync"]]);
+      expect(phone.positions()).toMatchObject({ mailboxSeq: head + 1, mailboxIncarnation: resync?.type === "resync" ? resync.mailboxIncarnation : "" });
+    } finally {
+      phone.close();
+      raw.close();
+      dave.close();
+    }
+  });
+
+  it("answers a cursor of another mailbox incarnation with resync at the floor and replays this mailbox", async () => {
+    const raw = await rawResume("erin", 0, { resumeAfterSeq: 1, mailboxIncarnation: "00000000-0000-4000-8000-000000000000" });
+    await raw.frame((frame) => frame["type"] === "synced", deliveryDeadlineMs);
+    raw.close();
+    const frames = mailboxFrames(raw);
+    expect(frames.map((frame) => (frame.type === "event" ? frame.seq : frame.type))).toEqual(["resync", 1, 2, "synced"]);
+    expect(frames[0]).toEqual({ type: "resync", headSeq: 0, mailboxIncarnation: expect.stringMatching(uuid) });
+  });
+});
+
+/** `promise`, or a failure naming `what` once the delivery deadline passes. */
+async function withDeadline(promise: Promise<void>, what: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} within ${deliveryDeadlineMs} ms`)), deliveryDeadlineMs);
+  });
+  try {
+    await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

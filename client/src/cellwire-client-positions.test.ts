@@ -158,6 +158,51 @@ describe("CellwireClient: mailbox", () => {
     expect(log.slice(2)).toEqual(["event 6 receipt", "receipt bob read 6"]);
   });
 
+  it("remembers the mailbox incarnation synced and resync name, resumes with it, and gives it in positions() (decision 0021)", async () => {
+    const { edge, clock, client } = setup();
+    const [first, second] = ["5b0c2d9e-0f4a-4b7e-9a61-3c2d1e0f9a8b", "e3a1f7c2-6d5b-4a90-8e1f-2b3c4d5e6f70"];
+    edge.cell.mailboxIncarnation = first;
+    for (const seq of [1, 2]) bobRead(edge, seq);
+    const log = record(client);
+    await client.connect();
+    await expect(client.whenSynced()).resolves.toBe(2);
+    expect(client.positions()).toMatchObject({ mailboxSeq: 2, mailboxIncarnation: first });
+    // The mailbox is re-created (a restored database): the next hello names the first one, the edge resyncs.
+    edge.cell.mailboxIncarnation = second;
+    edge.lastSocket.drop(closeCodes.going_away.code);
+    clock.advanceBy(100);
+    await flush();
+    await expect(client.whenSynced()).resolves.toBe(2);
+    expect(edge.framesOfType("hello").map(({ resumeAfterSeq, mailboxIncarnation }) => ({ resumeAfterSeq, mailboxIncarnation }))).toEqual([
+      { resumeAfterSeq: undefined, mailboxIncarnation: undefined },
+      { resumeAfterSeq: 2, mailboxIncarnation: first },
+    ]);
+    expect(log).toEqual(["synced 2", "resync 0", "event 1 receipt", "receipt bob read 1", "event 2 receipt", "receipt bob read 2", "synced 2"]);
+    expect(client.positions()).toMatchObject({ mailboxSeq: 2, mailboxIncarnation: second });
+  });
+
+  it("a resume beyond the mailbox head: resync at the head, then the events appended after it are emitted", async () => {
+    const { edge, client } = setup({ resumeAfterSeq: 9 });
+    for (const seq of [1, 2, 3]) bobRead(edge, seq);
+    const log = record(client);
+    await client.connect();
+    await expect(client.whenSynced()).resolves.toBe(3);
+    bobRead(edge, 4);
+    expect(log).toEqual(["resync 3", "synced 3", "event 4 receipt", "receipt bob read 4"]);
+  });
+
+  it("sends the stored incarnation with the stored resumeAfterSeq, never alone, and refuses a malformed one", async () => {
+    const incarnation = "5b0c2d9e-0f4a-4b7e-9a61-3c2d1e0f9a8b";
+    const stored = setup({ resumeAfterSeq: 0, resumeMailboxIncarnation: incarnation });
+    await stored.client.connect();
+    expect(stored.edge.framesOfType("hello")[0]).toMatchObject({ resumeAfterSeq: 0, mailboxIncarnation: incarnation });
+    expect(stored.client.positions().mailboxIncarnation).toBeUndefined(); // this edge names none (before 0021)
+    const alone = setup({ resumeMailboxIncarnation: incarnation });
+    await alone.client.connect();
+    expect(alone.edge.framesOfType("hello")[0]?.mailboxIncarnation).toBeUndefined();
+    expect(() => setup({ resumeAfterSeq: 0, resumeMailboxIncarnation: "not one.of ours" })).toThrow(TypeError);
+  });
+
   it("an event of a kind this SDK does not know: emitted as event only, lastSeq moves over it, nothing breaks", async () => {
     const { edge, clock, client, errors } = setup();
     const log = record(client);

@@ -9,6 +9,7 @@ import {
   messageBodyLengthMax,
   isConversationId,
   isDeviceId,
+  mailboxIncarnationPattern,
   isUserId,
   presenceWatchUsersMax,
   protocolVersion,
@@ -50,7 +51,7 @@ import {
 import { normaliseEdgeUrls } from "./edge-urls.ts";
 import { CellwireClientError } from "./errors.ts";
 import { Listeners, type Unsubscribe } from "./listeners.ts";
-import { applyMailboxFrame, resumeAfterSeqFor, type MailboxFrame } from "./mailbox-position.ts";
+import { applyMailboxFrame, helloMailboxCursor, type MailboxFrame } from "./mailbox-position.ts";
 import { PresenceWatch } from "./presence-watch.ts";
 import { isIdempotent, isReplyOf, type RequestBody, type RequestBodyOf, type RequestKind, type ReplyFrameOf } from "./request-kinds.ts";
 import { tokenRefreshDelayMs } from "./token-refresh.ts";
@@ -116,11 +117,16 @@ export type Receipt = Omit<ReceiptEvent, "kind">;
  */
 export type Joined = Omit<JoinedEvent, "kind">;
 /**
- * Where the device stands, for the app to store and pass back as resumeAfterSeq and resumeConversations
- * when it starts again: the mailbox seq (undefined until known) and the seq of the last message held in
+ * Where the device stands, for the app to store and pass back as resumeAfterSeq, resumeMailboxIncarnation
+ * and resumeConversations when it starts again: the mailbox seq (undefined until known), the incarnation of
+ * the mailbox it counts in (undefined until an edge names one), and the seq of the last message held in
  * each conversation, least recently updated first.
  */
-export type Positions = { readonly mailboxSeq: number | undefined; readonly conversations: Readonly<Record<string, number>> };
+export type Positions = {
+  readonly mailboxSeq: number | undefined;
+  readonly mailboxIncarnation: string | undefined;
+  readonly conversations: Readonly<Record<string, number>>;
+};
 /** The user's positions after markRead. */
 export type ReadPositions = { readonly conversationId: string; readonly readSeq: number; readonly deliveredSeq: number };
 
@@ -137,6 +143,12 @@ export type CellwireClientOptions = {
    * it. Without it the first session starts live at the mailbox head. Later hellos resume from lastSeq.
    */
   readonly resumeAfterSeq?: number;
+  /**
+   * The mailbox incarnation this device stored with resumeAfterSeq (positions().mailboxIncarnation): the
+   * edge answers a cursor of another mailbox (a restored database, another account) with `resync`
+   * instead of resuming in it. Ignored without resumeAfterSeq. At most 64 of [A-Za-z0-9_-].
+   */
+  readonly resumeMailboxIncarnation?: string;
   /**
    * The conversation cursors this device stored (positions().conversations): conversation id → the seq of
    * the last message it holds, least recently updated first. A resuming hello lists the most recently
@@ -199,6 +211,7 @@ type Settings = {
   readonly urls: readonly string[];
   readonly deviceId: string | undefined;
   readonly resumeAfterSeq: number | undefined;
+  readonly resumeMailboxIncarnation: string | undefined;
   readonly resumeConversations: Readonly<Record<string, number>>;
   readonly requestTimeoutMs: number;
   readonly pendingRequestsMax: number;
@@ -251,6 +264,8 @@ export class CellwireClient {
   /** The timer of the current session's next token refresh (see scheduleTokenRefresh). */
   private cancelTokenRefresh: CancelTimer | null = null;
   private lastSeqValue: number | undefined = undefined;
+  /** The mailbox lastSeq counts in (docs/decisions/0021): the stored one, then each synced's and resync's. */
+  private mailboxIncarnationValue: string | undefined;
   /** Survives close() and connect(), as lastSeq does. */
   private readonly conversationPositions: ConversationPositions;
   /** The current session has received its `synced`. */
@@ -273,6 +288,7 @@ export class CellwireClient {
 
   constructor(options: CellwireClientOptions) {
     this.settings = normaliseOptions(options);
+    this.mailboxIncarnationValue = this.settings.resumeAfterSeq === undefined ? undefined : this.settings.resumeMailboxIncarnation;
     this.tokenProvider = options.tokenProvider;
     this.WebSocketClass = resolveWebSocketConstructor(options.WebSocket);
     this.clock = options.clock ?? systemClock;
@@ -305,7 +321,7 @@ export class CellwireClient {
    * Store it and pass it back (resumeAfterSeq, resumeConversations) so a new run resumes without a gap.
    */
   positions(): Positions {
-    return { mailboxSeq: this.lastSeqValue, conversations: this.conversationPositions.toRecord() };
+    return { mailboxSeq: this.lastSeqValue, mailboxIncarnation: this.mailboxIncarnationValue, conversations: this.conversationPositions.toRecord() };
   }
 
   /** The number of requests waiting for a reply (queued, in flight or waiting to retry). */
@@ -632,6 +648,7 @@ export class CellwireClient {
       return;
     }
     this.lastSeqValue = outcome.lastSeq;
+    if (outcome.kind === "synced" || outcome.kind === "resync") this.mailboxIncarnationValue = outcome.mailboxIncarnation;
     switch (frame.type) {
       case "event": {
         if (outcome.kind !== "emit") return;
@@ -651,15 +668,18 @@ export class CellwireClient {
       }
       case "synced": {
         this.sessionSynced = true;
-        this.listeners.emit("synced", { seq: frame.seq });
+        const { type: _type, ...synced } = frame;
+        this.listeners.emit("synced", synced);
         const syncing = this.syncing;
         this.syncing = null;
         syncing?.resolve(outcome.lastSeq);
         return;
       }
-      case "resync":
-        this.listeners.emit("resync", { headSeq: frame.headSeq });
+      case "resync": {
+        const { type: _type, ...resync } = frame;
+        this.listeners.emit("resync", resync);
         return;
+      }
     }
   }
 
@@ -797,7 +817,8 @@ export class CellwireClient {
     const token = this.token;
     this.token = null;
     if (token === null || token.attemptId !== attemptId) throw new Error(`CellwireClient bug: no token for attempt ${attemptId}`);
-    const resumeAfterSeq = resumeAfterSeqFor(this.lastSeqValue, this.settings.resumeAfterSeq);
+    const mailboxCursor = helloMailboxCursor(this.lastSeqValue, this.settings.resumeAfterSeq, this.mailboxIncarnationValue);
+    const { resumeAfterSeq } = mailboxCursor;
     // Cursors only go with a resume: a session without resumeAfterSeq starts live, backlog-free.
     const conversations = resumeAfterSeq === undefined ? [] : this.conversationPositions.resumeCursors(resumeConversationsMax);
     const hello: HelloFrame = {
@@ -805,7 +826,7 @@ export class CellwireClient {
       protocolVersion,
       token: token.token,
       ...(this.settings.deviceId === undefined ? {} : { deviceId: this.settings.deviceId }),
-      ...(resumeAfterSeq === undefined ? {} : { resumeAfterSeq }),
+      ...mailboxCursor,
       ...(conversations.length === 0 ? {} : { conversations }),
     };
     this.sendText(JSON.stringify(hello));
@@ -985,6 +1006,7 @@ function normaliseOptions(options: CellwireClientOptions): Settings {
     urls,
     deviceId: options.deviceId,
     resumeAfterSeq: options.resumeAfterSeq === undefined ? undefined : nonNegativeInteger("resumeAfterSeq", options.resumeAfterSeq, 0),
+    resumeMailboxIncarnation: normaliseMailboxIncarnation(options.resumeMailboxIncarnation),
     resumeConversations: normaliseResumeConversations(options.resumeConversations),
     requestTimeoutMs: positiveInteger("requestTimeoutMs", options.requestTimeoutMs, defaults.requestTimeoutMs),
     pendingRequestsMax: positiveInteger("pendingRequestsMax", options.pendingRequestsMax, defaults.pendingRequestsMax),
@@ -1001,6 +1023,15 @@ function normaliseOptions(options: CellwireClientOptions): Settings {
       urlCount: urls.length,
     },
   };
+}
+
+/** Checked here: the edge closes a session whose hello is invalid with 4200, which stops the client for good. */
+function normaliseMailboxIncarnation(stored: string | undefined): string | undefined {
+  if (stored === undefined) return undefined;
+  if (typeof stored !== "string" || !mailboxIncarnationPattern.test(stored)) {
+    throw new TypeError(`CellwireClient: resumeMailboxIncarnation must match [A-Za-z0-9_-]{1,64}, got ${JSON.stringify(stored)}`);
+  }
+  return stored;
 }
 
 /**

@@ -64,9 +64,14 @@ describe("@cellwire/client public entry", () => {
     expectTypeOf<CellwireClientOptions["resumeConversations"]>().toEqualTypeOf<Readonly<Record<string, number>> | undefined>();
     expectTypeOf<CellwireClient["lastSeq"]>().toEqualTypeOf<number | undefined>();
     expectTypeOf<CellwireClient["positions"]>().returns.toEqualTypeOf<Positions>();
-    expectTypeOf<Positions>().toEqualTypeOf<{ readonly mailboxSeq: number | undefined; readonly conversations: Readonly<Record<string, number>> }>();
+    expectTypeOf<Positions>().toEqualTypeOf<{
+      readonly mailboxSeq: number | undefined;
+      readonly mailboxIncarnation: string | undefined;
+      readonly conversations: Readonly<Record<string, number>>;
+    }>();
     // What positions() gives back is what the options take.
     expectTypeOf<Positions["conversations"]>().toExtend<NonNullable<CellwireClientOptions["resumeConversations"]>>();
+    expectTypeOf<CellwireClientOptions["resumeMailboxIncarnation"]>().toEqualTypeOf<string | undefined>();
     expectTypeOf<CellwireClient["whenSynced"]>().returns.resolves.toEqualTypeOf<number>();
   });
 
@@ -82,9 +87,9 @@ describe("@cellwire/client public entry", () => {
     expectTypeOf<Receipt>().toEqualTypeOf<Omit<ReceiptEvent, "kind">>();
     expectTypeOf<CellwireClientEvents["message"]>().toEqualTypeOf<Message>();
     expectTypeOf<CellwireClientEvents["synced"]>().toEqualTypeOf<Synced>();
-    expectTypeOf<Synced>().toEqualTypeOf<{ seq: number }>();
+    expectTypeOf<Synced>().toEqualTypeOf<{ seq: number; mailboxIncarnation?: string }>();
     expectTypeOf<CellwireClientEvents["resync"]>().toEqualTypeOf<Resync>();
-    expectTypeOf<Resync>().toEqualTypeOf<{ headSeq: number }>();
+    expectTypeOf<Resync>().toEqualTypeOf<{ headSeq: number; mailboxIncarnation?: string }>();
     expectTypeOf<"mailbox_gap" | "conversation_gap" | "overloaded">().toExtend<CellwireClientErrorCode>();
     expectTypeOf<CellwireClientError["retryAfterMs"]>().toEqualTypeOf<number | undefined>();
     expectTypeOf<keyof CellwireClientEvents>().toEqualTypeOf<

@@ -3,7 +3,7 @@
 import fc from "fast-check";
 import type { EventFrame } from "@cellwire/protocol";
 import { describe, expect, it } from "vitest";
-import { applyMailboxFrame, resumeAfterSeqFor, type MailboxFrame } from "./mailbox-position.ts";
+import { applyMailboxFrame, helloMailboxCursor, resumeAfterSeqFor, type MailboxFrame } from "./mailbox-position.ts";
 
 const event = (seq: number): EventFrame => ({
   type: "event",
@@ -47,6 +47,19 @@ describe("mailbox position: frame table", () => {
   it("resync → lastSeq := headSeq, whatever it was", () => {
     expect(applyMailboxFrame(2, { type: "resync", headSeq: 40 })).toEqual({ kind: "resync", lastSeq: 40 });
     expect(applyMailboxFrame(undefined, { type: "resync", headSeq: 40 })).toEqual({ kind: "resync", lastSeq: 40 });
+  });
+
+  it("synced and resync → the mailbox incarnation is the frame's, absent included (decision 0021)", () => {
+    expect(applyMailboxFrame(3, { type: "synced", seq: 3, mailboxIncarnation: "a" })).toEqual({ kind: "synced", lastSeq: 3, mailboxIncarnation: "a" });
+    expect(applyMailboxFrame(3, { type: "synced", seq: 3 })).toEqual({ kind: "synced", lastSeq: 3, mailboxIncarnation: undefined });
+    expect(applyMailboxFrame(9, { type: "resync", headSeq: 0, mailboxIncarnation: "b" })).toEqual({ kind: "resync", lastSeq: 0, mailboxIncarnation: "b" });
+  });
+
+  it("the hello's mailbox cursor: the incarnation goes only with a resumeAfterSeq", () => {
+    expect(helloMailboxCursor(12, 3, "a")).toEqual({ resumeAfterSeq: 12, mailboxIncarnation: "a" });
+    expect(helloMailboxCursor(undefined, 3, "a")).toEqual({ resumeAfterSeq: 3, mailboxIncarnation: "a" });
+    expect(helloMailboxCursor(12, undefined, undefined)).toEqual({ resumeAfterSeq: 12 });
+    expect(helloMailboxCursor(undefined, undefined, "a")).toEqual({});
   });
 
   it("the hello resumes from lastSeq, else from the stored cursor, else starts live", () => {

@@ -13,9 +13,13 @@ export type MailboxOutcome =
   | { readonly kind: "duplicate"; readonly lastSeq: number }
   /** Seqs between lastSeq and this event were skipped: emit nothing and resume from lastSeq. */
   | { readonly kind: "gap"; readonly lastSeq: number; readonly expectedSeq: number; readonly receivedSeq: number }
-  | { readonly kind: "synced"; readonly lastSeq: number }
-  /** The events after lastSeq were cut by retention: what the device shows must be reloaded. */
-  | { readonly kind: "resync"; readonly lastSeq: number };
+  /** `mailboxIncarnation`: the mailbox lastSeq now counts in, as the frame names it (docs/decisions/0021). */
+  | { readonly kind: "synced"; readonly lastSeq: number; readonly mailboxIncarnation: string | undefined }
+  /**
+   * The device's seq meant nothing in the mailbox (events cut by retention, a seq beyond the head, another
+   * mailbox's seq): what the device shows must be reloaded; it continues from lastSeq of mailboxIncarnation.
+   */
+  | { readonly kind: "resync"; readonly lastSeq: number; readonly mailboxIncarnation: string | undefined };
 
 export function applyMailboxFrame(lastSeq: number | undefined, frame: MailboxFrame): MailboxOutcome {
   switch (frame.type) {
@@ -25,9 +29,11 @@ export function applyMailboxFrame(lastSeq: number | undefined, frame: MailboxFra
       return { kind: "gap", lastSeq, expectedSeq: lastSeq + 1, receivedSeq: frame.seq };
     case "synced":
       // A synced below lastSeq cannot take back events the device already holds and emitted.
-      return { kind: "synced", lastSeq: lastSeq === undefined ? frame.seq : Math.max(lastSeq, frame.seq) };
+      // The incarnation is the frame's, absent included: an edge names none while the user has no mailbox,
+      // and a stored one would then be another mailbox's once the user gets one.
+      return { kind: "synced", lastSeq: lastSeq === undefined ? frame.seq : Math.max(lastSeq, frame.seq), mailboxIncarnation: frame.mailboxIncarnation };
     case "resync":
-      return { kind: "resync", lastSeq: frame.headSeq };
+      return { kind: "resync", lastSeq: frame.headSeq, mailboxIncarnation: frame.mailboxIncarnation };
   }
 }
 
@@ -37,4 +43,19 @@ export function applyMailboxFrame(lastSeq: number | undefined, frame: MailboxFra
  */
 export function resumeAfterSeqFor(lastSeq: number | undefined, storedResumeAfterSeq: number | undefined): number | undefined {
   return lastSeq ?? storedResumeAfterSeq;
+}
+
+/**
+ * The hello's mailbox cursor: resumeAfterSeq (see resumeAfterSeqFor) and, with it, the incarnation of the
+ * mailbox it counts in when known. `mailboxIncarnation` is what the last synced or resync named, else the
+ * stored one (the option); it is only ever one an edge sent, so it goes only to edges that know the field.
+ */
+export function helloMailboxCursor(
+  lastSeq: number | undefined,
+  storedResumeAfterSeq: number | undefined,
+  mailboxIncarnation: string | undefined,
+): { readonly resumeAfterSeq?: number; readonly mailboxIncarnation?: string } {
+  const resumeAfterSeq = resumeAfterSeqFor(lastSeq, storedResumeAfterSeq);
+  if (resumeAfterSeq === undefined) return {};
+  return mailboxIncarnation === undefined ? { resumeAfterSeq } : { resumeAfterSeq, mailboxIncarnation };
 }

@@ -475,6 +475,91 @@ it("reads the mailbox again for sessions homed in a cell whose workers changed, 
   await transport.frame((frame) => frame["type"] === "synced" && frame["seq"] === 1);
 });
 
+describe("resuming the mailbox (decision 0021)", () => {
+  const incarnation = "0b6f4f0e-4a4e-4c1c-9f57-5a1d2f3c4b5a";
+  const otherIncarnation = "7c1e9d2a-3b4f-4e5d-8a6b-9c0d1e2f3a4b";
+
+  /**
+   * Bob's mailbox in the fake cell: `head` receipts from seq 1, named `incarnation`, growing with
+   * append(). A page is read when asked for and, when `gate` is given, answered once it opens, so live
+   * events can arrive during the read.
+   */
+  function bobsMailbox(edge: FakeEdge, head: number, gate?: Promise<void>) {
+    const mailbox = { head };
+    edge.router.answers.set("cell.mailboxPage", async (_cellId, request) => {
+      if (request.type !== "cell.mailboxPage") throw new Error("routed wrongly");
+      const headSeq = mailbox.head;
+      const last = Math.min(headSeq, request.afterSeq + request.limit);
+      const events = Array.from({ length: Math.max(0, last - request.afterSeq) }, (_, index) => ({ seq: request.afterSeq + index + 1, event: receipt(request.afterSeq + index + 1) }));
+      if (gate !== undefined) await gate;
+      return { type: "cell.mailboxEvents", userId: "bob", events, headSeq, floorSeq: 0, incarnation };
+    });
+    return {
+      /** Appends the next event and publishes it live. */
+      append: () => {
+        mailbox.head += 1;
+        edge.deliveries.publish("bob", mailbox.head, receipt(mailbox.head));
+      },
+    };
+  }
+
+  /** The mailbox frames a session received, after the welcome. */
+  function mailboxFrames(transport: FakeEdge["transports"][number]): Record<string, unknown>[] {
+    return transport.frames.filter((frame) => frame["type"] === "event" || frame["type"] === "synced" || frame["type"] === "resync");
+  }
+
+  it("answers a resume beyond the head with resync at the head, and sends the live events up to the device's old seq", async () => {
+    const edge = newEdge();
+    const gate = deferred<void>();
+    const mailbox = bobsMailbox(edge, 3, gate.promise);
+    // The device holds seq 8 of a mailbox now at 3 (a restored database): 4..8 are appended again.
+    const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 8, mailboxIncarnation: incarnation });
+    // Seq 4 arrives live while the backlog is read (the page asked for, not answered yet): at or below the
+    // device's claim, yet the device never held it.
+    for (let turn = 0; turn < 100 && edge.router.requestsOf("cell.mailboxPage").length === 0; turn++) await settle();
+    expect(edge.router.requestsOf("cell.mailboxPage")).toHaveLength(1);
+    mailbox.append();
+    await settle();
+    gate.resolve();
+    await transport.frame((frame) => frame["type"] === "synced");
+    mailbox.append();
+    await transport.frame((frame) => frame["type"] === "event" && frame["seq"] === 5);
+    expect(mailboxFrames(transport)).toEqual([
+      { type: "resync", headSeq: 3, mailboxIncarnation: incarnation },
+      { type: "event", seq: 4, event: receipt(4) },
+      { type: "synced", seq: 4, mailboxIncarnation: incarnation },
+      { type: "event", seq: 5, event: receipt(5) },
+    ]);
+  });
+
+  it("answers a hello naming another mailbox's incarnation with resync at the floor, then replays this one", async () => {
+    const edge = newEdge();
+    bobsMailbox(edge, 2);
+    const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 1, mailboxIncarnation: otherIncarnation });
+    await transport.frame((frame) => frame["type"] === "synced");
+    expect(mailboxFrames(transport)).toEqual([
+      { type: "resync", headSeq: 0, mailboxIncarnation: incarnation },
+      { type: "event", seq: 1, event: receipt(1) },
+      { type: "event", seq: 2, event: receipt(2) },
+      { type: "synced", seq: 2, mailboxIncarnation: incarnation },
+    ]);
+  });
+
+  it("resumes in the same incarnation, or without one (an older SDK), as before, and names it on synced", async () => {
+    const edge = newEdge();
+    bobsMailbox(edge, 3);
+    const same = await edge.authenticated("bob", { resumeAfterSeq: 2, mailboxIncarnation: incarnation });
+    await same.transport.frame((frame) => frame["type"] === "synced");
+    expect(mailboxFrames(same.transport)).toEqual([
+      { type: "event", seq: 3, event: receipt(3) },
+      { type: "synced", seq: 3, mailboxIncarnation: incarnation },
+    ]);
+    const older = await edge.authenticated("bob", { resumeAfterSeq: 3 });
+    await older.transport.frame((frame) => frame["type"] === "synced");
+    expect(mailboxFrames(older.transport)).toEqual([{ type: "synced", seq: 3, mailboxIncarnation: incarnation }]);
+  });
+});
+
 it("reads every session's mailbox again after the NATS connection comes back", async () => {
   const edge = newEdge();
   const bob = await edge.authenticated("bob");

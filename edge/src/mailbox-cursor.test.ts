@@ -45,8 +45,50 @@ describe("MailboxCursor", () => {
 
   it("asks for a resync when the events after its seq were cut", () => {
     const cursor = new MailboxCursor(3, 10, unboundedHeldBytes());
-    expect(cursor.applyPage({ events: [], headSeq: 40, floorSeq: 10 })).toEqual({ kind: "resync", headSeq: 40 });
+    expect(cursor.applyPage({ events: [], headSeq: 40, floorSeq: 10 })).toEqual({ kind: "resync", headSeq: 40, done: true });
     expect(cursor.seq).toBe(40);
+  });
+
+  it("answers a seq beyond the head with a resync at the head, and sends the live events after it", () => {
+    // The device holds seq 12 of a mailbox whose head is 7 (a restored database): events 8..12 will be
+    // appended again, and must reach the device rather than be dropped as seqs it already holds.
+    const cursor = new MailboxCursor(12, 10, unboundedHeldBytes());
+    expect(cursor.live(event(8), 1)).toBe("hold");
+    expect(cursor.applyPage({ events: [], headSeq: 7, floorSeq: 0 })).toEqual({ kind: "resync", headSeq: 7, done: true });
+    expect(cursor.seq).toBe(7);
+    expect(cursor.finishSync()).toEqual({ events: [event(8)], complete: true });
+    expect(cursor.live(event(9), 1)).toBe("send");
+    expect(cursor.live(event(10), 1)).toBe("send");
+    expect(cursor.seq).toBe(10);
+  });
+
+  it("answers another mailbox's incarnation with a resync at its floor and replays it, as for a new device", () => {
+    const cursor = new MailboxCursor(3, 10, unboundedHeldBytes(), "incarnation-old");
+    expect(cursor.live(event(6), 1)).toBe("hold");
+    const page = { ...pageOf(5, 1, 3, 2, 2), incarnation: "incarnation-new" };
+    expect(cursor.applyPage(page)).toEqual({ kind: "resync", headSeq: 1, done: false });
+    expect(cursor.incarnation).toBe("incarnation-new");
+    expect(cursor.nextPageRequest(2)).toEqual({ afterSeq: 1, limit: 2 });
+    expect(cursor.applyPage({ ...pageOf(5, 1, 1, 2, 2), incarnation: "incarnation-new" })).toEqual({ kind: "events", events: [event(2), event(3)], done: false });
+    expect(cursor.applyPage({ ...pageOf(5, 1, 3, 2, 2), incarnation: "incarnation-new" })).toEqual({ kind: "events", events: [event(4), event(5)], done: true });
+    expect(cursor.finishSync()).toEqual({ events: [event(6)], complete: true });
+    expect(cursor.live(event(7), 1)).toBe("send");
+  });
+
+  it("keeps its seq in the same incarnation, and in a mailbox whose page names none (a worker before decision 0021)", () => {
+    const same = new MailboxCursor(3, 10, unboundedHeldBytes(), "incarnation-a");
+    expect(same.applyPage({ ...pageOf(4, 0, 3, 50, 50), incarnation: "incarnation-a" })).toEqual({ kind: "events", events: [event(4)], done: true });
+    const unnamed = new MailboxCursor(3, 10, unboundedHeldBytes(), "incarnation-a");
+    expect(unnamed.applyPage(pageOf(4, 0, 3, 50, 50))).toEqual({ kind: "events", events: [event(4)], done: true });
+    expect(unnamed.incarnation).toBeUndefined();
+    // A device without one (an SDK before 0021) learns it from the first page.
+    const older = new MailboxCursor(3, 10, unboundedHeldBytes());
+    expect(older.applyPage({ ...pageOf(4, 0, 3, 50, 50), incarnation: "incarnation-a" }).kind).toBe("events");
+    expect(older.incarnation).toBe("incarnation-a");
+    // Once a page named it, a later page naming another one (the mailbox re-created) is another mailbox.
+    older.finishSync();
+    older.requestSync();
+    expect(older.applyPage({ ...pageOf(2, 0, 4, 50, 50), incarnation: "incarnation-b" })).toEqual({ kind: "resync", headSeq: 0, done: false });
   });
 
   it("turns a live gap into a sync that fills it", () => {
@@ -175,6 +217,74 @@ describe("MailboxCursor", () => {
           expect(written).toEqual(expected);
           // Every byte taken was given back once its event was written or dropped.
           expect(budget.heldBytes).toBe(0);
+        },
+      ),
+    );
+  });
+
+  it("after a cursor it cannot honour (beyond the head, another incarnation), delivers the rest of the mailbox once in order, however live events interleave", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 20 }),
+        fc.integer({ min: 1, max: 10 }),
+        fc.boolean(),
+        fc.integer({ min: 0, max: 30 }),
+        fc.integer({ min: 1, max: 7 }),
+        fc.array(fc.integer({ min: 0, max: 2 }), { maxLength: 100 }),
+        (start, beyond, otherMailbox, extra, pageSize, schedule) => {
+          // The mailbox's head is `start` when the session opens; the device claims `start + beyond` of
+          // this mailbox, or (otherMailbox) a seq of another one. Live events start right after `start`.
+          const incarnation = "this";
+          const claim = otherMailbox ? start : start + beyond;
+          const cursor = new MailboxCursor(claim, 1000, unboundedHeldBytes(), otherMailbox ? "other" : incarnation);
+          let head = start;
+          let published = start;
+          const finalHead = start + extra;
+          const written: number[] = [];
+          const resyncs: number[] = [];
+          let step = 0;
+          const nextAction = (): number => schedule[step++ % Math.max(1, schedule.length)] ?? 0;
+          const publish = (): void => {
+            const decision = cursor.live(event(++published), 1);
+            if (decision === "send") written.push(published);
+            if (decision === "start_sync") runSync();
+          };
+          const runSync = (): void => {
+            for (let guard = 0; guard < 1000; guard++) {
+              for (;;) {
+                if (nextAction() === 0 && head < finalHead) head++;
+                const request = cursor.nextPageRequest(pageSize);
+                const outcome = cursor.applyPage({ ...pageOf(head, 0, request.afterSeq, request.limit, pageSize), incarnation });
+                if (outcome.kind === "resync") resyncs.push(outcome.headSeq);
+                else written.push(...outcome.events.map((item) => item.seq));
+                // Live events during the read, at or below the device's claim included.
+                if (nextAction() === 1 && published < head) {
+                  const decision = cursor.live(event(++published), 1);
+                  if (decision === "send") written.push(published);
+                }
+                if (outcome.done) break;
+              }
+              const finished = cursor.finishSync();
+              written.push(...finished.events.map((item) => item.seq));
+              if (finished.complete) return;
+            }
+            throw new Error("sync did not finish");
+          };
+          runSync();
+          while (published < finalHead) {
+            if (head <= published) head++;
+            publish();
+          }
+          while (published < head) publish();
+          // Another mailbox starts over from its floor (0); a claim beyond the head resyncs at the head the
+          // first page had (at least `start`; none when the head had reached the claim by then). Then every
+          // seq after it, once, in order.
+          expect(resyncs.length).toBeLessThanOrEqual(1);
+          if (otherMailbox) expect(resyncs).toEqual([0]);
+          const from = resyncs[0] ?? claim;
+          if (!otherMailbox) expect(from).toBeGreaterThanOrEqual(start);
+          expect(written).toEqual(range(from + 1, head).map((item) => item.seq));
+          expect(cursor.incarnation).toBe(incarnation);
         },
       ),
     );

@@ -101,11 +101,14 @@ export class RequestHandler {
     userId: string,
     afterSeq: number,
     limit: number,
-  ): Promise<{ events: SequencedEvent[]; headSeq: number; floorSeq: number; home: HomeLocation }> {
+  ): Promise<{ events: SequencedEvent[]; headSeq: number; floorSeq: number; incarnation: string | undefined; home: HomeLocation }> {
     const outcome = await this.homes.request({ type: "cell.mailboxPage", userId, afterSeq, limit });
     if (outcome.kind === "no_entry") throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
     const { reply, home } = outcome;
-    if (reply.type === "cell.mailboxEvents") return { events: reply.events, headSeq: reply.headSeq, floorSeq: reply.floorSeq, home };
+    if (reply.type === "cell.mailboxEvents") {
+      const { events, headSeq, floorSeq, incarnation } = reply;
+      return { events, headSeq, floorSeq, incarnation, home };
+    }
     if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }

@@ -383,7 +383,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     }
     this.expiresAtMs = outcome.identity.expiresAtMs;
     const heldBytes = new HeldBytesBudget(this.core.limits.heldBytesPerSessionMax);
-    const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax, heldBytes);
+    const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax, heldBytes, hello.mailboxIncarnation);
     const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
     const conversations = new Map<string, ConversationCursor>();
     this.state = {
@@ -437,7 +437,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     await Promise.all(Array.from({ length: Math.min(this.core.limits.conversationReadsPerSessionMax, pending.length) }, lane));
     this.initialSyncRunning = false;
     if (this.state.kind !== "open") return;
-    this.reply({ type: "synced", seq: this.state.cursor.seq ?? 0 });
+    this.reply(syncedFrame(this.state.cursor));
     // Conversations first seen live during the backlog waited for it; they are read now.
     for (const [conversationId, cursor] of this.state.conversations) if (cursor.isSyncing) void this.readConversation(conversationId);
   }
@@ -582,8 +582,11 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
           this.followHome(page.home);
           const outcome = cursor.applyPage(page);
           if (outcome.kind === "resync") {
-            this.reply({ type: "resync", headSeq: outcome.headSeq });
-            break;
+            const { incarnation } = cursor;
+            this.reply({ type: "resync", headSeq: outcome.headSeq, ...(incarnation === undefined ? {} : { mailboxIncarnation: incarnation }) });
+            // Another mailbox is read from its floor on, like a new device's; otherwise the head is reached.
+            if (outcome.done) break;
+            continue;
           }
           for (const event of outcome.events) this.writeMailboxEvent(event);
           if (outcome.done) break;
@@ -593,7 +596,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
         if (complete) break;
       }
       // The initial sync sends `synced` once the conversations are read too.
-      if (!this.initialSyncRunning) this.reply({ type: "synced", seq: cursor.seq ?? 0 });
+      if (!this.initialSyncRunning) this.reply(syncedFrame(cursor));
     } catch (error) {
       if (this.state.kind !== "open") return;
       this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
@@ -662,3 +665,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   }
 }
 
+/** `synced` at the cursor, naming the mailbox its seq counts in when a page named one (docs/decisions/0021). */
+function syncedFrame(cursor: MailboxCursor): ServerFrame {
+  const { incarnation } = cursor;
+  return { type: "synced", seq: cursor.seq ?? 0, ...(incarnation === undefined ? {} : { mailboxIncarnation: incarnation }) };
+}

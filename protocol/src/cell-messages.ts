@@ -56,6 +56,11 @@ import {
 } from "./frames.ts";
 
 const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
+/**
+ * A mailbox incarnation between edges and cells: the UUID the cell's database made (a Postgres uuid column
+ * takes it back on import). Clients see the same value but decode it as an opaque string (ids.ts).
+ */
+const mailboxIncarnation = string({ minLength: 36, maxLength: 36, pattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/ });
 const cellErrorCode: Decoder<CellErrorCode> = oneOf<CellErrorCode>([...errorCodeList, "not_owner", "unknown_cell", "not_found", "moving", "entry_changed"]);
 const errorText = string({ maxLength: 2000 });
 const eventId = string({ minLength: 1, maxLength: 200, pattern: /^[A-Za-z0-9_-]+$/ });
@@ -154,7 +159,9 @@ export type ImportedConversation = { kind: ConversationKind; title: string | nul
  * rows, sets the head (`lastSeq`, and for a mailbox `floorSeq`) and makes the key active. A page for a
  * key already active in this cell changes nothing and answers `active`: an earlier attempt finished the
  * move (activation only ever follows the flip, so an active key is this cell's to keep).
- * Conversation pages carry `conversation` on the first page; members on any page.
+ * Conversation pages carry `conversation` on the first page; members on any page. A mailbox's `last`
+ * page carries its `incarnation` (docs/decisions/0021), which the copy takes, so devices do not see the
+ * moved mailbox as another one; a page without it (from a worker before 0021) leaves the copy's own.
  */
 export type CellImportRequest =
   | {
@@ -167,6 +174,7 @@ export type CellImportRequest =
       lastSeq: number;
       floorSeq: number;
       events: ImportedMailboxEvent[];
+      incarnation?: string;
     }
   | {
       type: "cell.import";
@@ -254,6 +262,7 @@ const importRequest: Decoder<CellImportRequest> = (input, path) => {
       lastSeq: position,
       floorSeq: position,
       events: array(importedMailboxEvent, { maxItems: importPageItemsMax }),
+      incarnation: optional(mailboxIncarnation),
     })(input, path);
   }
   return object({
@@ -442,8 +451,17 @@ export type CellAppendedReply = { type: "cell.appended"; userId: string; seq: nu
 /**
  * `floorSeq`: every event up to it was cut by retention (0 when none was); a page asked after a seq
  * below the floor cannot be served and the device must resync. `headSeq`: the newest event's seq.
+ * `incarnation`: which mailbox of the user this is (docs/decisions/0021); absent while the user has no
+ * mailbox row (and from workers before 0021).
  */
-export type CellMailboxEventsReply = { type: "cell.mailboxEvents"; userId: string; events: SequencedEvent[]; headSeq: number; floorSeq: number };
+export type CellMailboxEventsReply = {
+  type: "cell.mailboxEvents";
+  userId: string;
+  events: SequencedEvent[];
+  headSeq: number;
+  floorSeq: number;
+  incarnation?: string;
+};
 /** Answers `cell.members`: every member, sorted, the asker included. */
 export type CellMembersReply = { type: "cell.members"; conversationId: string; memberUserIds: string[] };
 /** Answers `cell.sharedPeers`: the peers asked about that share a conversation homed here with `userId`, sorted. */
@@ -572,6 +590,7 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
     events: array(sequencedEvent, { maxItems: mailboxPageLimitMax }),
     headSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     floorSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+    incarnation: optional(mailboxIncarnation),
   }),
   "cell.members": object({ type: literal("cell.members"), conversationId, memberUserIds: array(userId, { minItems: 1, maxItems: groupMembersMax }) }),
   "cell.sharedPeers": object({ type: literal("cell.sharedPeers"), userId, peerUserIds: array(userId, { maxItems: presenceWatchUsersMax }) }),

@@ -212,6 +212,21 @@ describe("decodeClientFrame: failures", () => {
     expectFailure({ type: "hello", protocolVersion, token: "t", conversations: tooMany }, "invalid_field");
   });
 
+  it("decodes a hello with a mailbox incarnation, and a synced and resync naming one (decision 0021)", () => {
+    const mailboxIncarnation = "0b6f4f0e-4a4e-4c1c-9f57-5a1d2f3c4b5a";
+    const hello = { type: "hello", protocolVersion, token: "t", resumeAfterSeq: 3, mailboxIncarnation };
+    expect(decodeValue(hello)).toEqual({ ok: true, frame: hello });
+    expect(expectFailure({ ...hello, mailboxIncarnation: "victim.>" }, "invalid_field")).toContain("$.mailboxIncarnation");
+    expect(expectFailure({ ...hello, mailboxIncarnation: "" }, "invalid_field")).toContain("$.mailboxIncarnation");
+    for (const frame of [
+      { type: "synced", seq: 3, mailboxIncarnation },
+      { type: "resync", headSeq: 0, mailboxIncarnation },
+      { type: "synced", seq: 3 },
+    ]) {
+      expect(decodeServerFrame(JSON.stringify(frame))).toEqual({ ok: true, value: frame });
+    }
+  });
+
   it("refuses a hello with a bad version or token", () => {
     expectFailure({ type: "hello", protocolVersion: "1", token: "t" }, "invalid_field");
     expectFailure({ type: "hello", protocolVersion: -1, token: "t" }, "invalid_field");

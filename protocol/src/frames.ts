@@ -18,7 +18,7 @@ import {
   type DecodeResult,
   type Decoder,
 } from "./decode.ts";
-import { clientMessageId, conversationId, deviceId, messageId, userId } from "./ids.ts";
+import { clientMessageId, conversationId, deviceId, mailboxIncarnation, messageId, userId } from "./ids.ts";
 import {
   addMembersBatchMax,
   errorMessageLengthMax,
@@ -51,7 +51,10 @@ export type ConversationCursor = { conversationId: string; afterSeq: number };
  * the mailbox events after resumeAfterSeq, and every message after each cursor (and, for each
  * conversation a replayed `joined` event names, after the member's join point), then sends `synced`,
  * then live events and messages. Without resumeAfterSeq the session starts live: no backlog, each
- * conversation from the first message that arrives.
+ * conversation from the first message that arrives. `mailboxIncarnation` is the incarnation of the mailbox
+ * resumeAfterSeq counts in, as the last `synced` or `resync` named it (docs/decisions/0021): a mailbox of
+ * another incarnation, or a resumeAfterSeq beyond the head, is answered `resync`. Send it only with
+ * resumeAfterSeq, and only an incarnation an edge sent (an edge that does not know the field refuses it).
  */
 export type HelloFrame = {
   type: "hello";
@@ -59,6 +62,7 @@ export type HelloFrame = {
   token: string;
   deviceId?: string;
   resumeAfterSeq?: number;
+  mailboxIncarnation?: string;
   conversations?: ConversationCursor[];
 };
 /** Sends a message; retrying with the same clientMessageId yields the same ack, never a second message. */
@@ -130,6 +134,7 @@ const helloFrame: Decoder<HelloFrame> = object({
   token: string({ minLength: 1, maxLength: tokenLengthMax }),
   deviceId: optional(deviceId),
   resumeAfterSeq: optional(position),
+  mailboxIncarnation: optional(mailboxIncarnation),
   conversations: optional(
     refine(
       array(conversationCursor, { maxItems: resumeConversationsMax }),
@@ -357,14 +362,18 @@ export type MessageFrame = { type: "message"; message: Message };
 /**
  * The backlog is delivered: the device holds every mailbox event up to `seq`, and every message of each
  * conversation the hello listed or a replayed `joined` event named, up to its head when it was read;
- * live events and messages follow.
+ * live events and messages follow. `mailboxIncarnation`: the incarnation of the mailbox `seq` counts in
+ * (absent while the user has no mailbox yet, and from edges before docs/decisions/0021); a device stores
+ * it with the seq and sends both in its next hello.
  */
-export type SyncedFrame = { type: "synced"; seq: number };
+export type SyncedFrame = { type: "synced"; seq: number; mailboxIncarnation?: string };
 /**
- * The mailbox cannot serve the events after the requested seq (they were cut by retention): reload
- * conversations through history; the session continues from `headSeq`, followed by `synced`.
+ * The mailbox cannot serve the events after the requested seq: they were cut by retention, the seq is
+ * beyond the mailbox's head, or the hello's mailboxIncarnation names another mailbox (a restored database,
+ * a re-created mailbox, another account's cursor). Reload conversations through history; the session
+ * continues from `headSeq` of the mailbox `mailboxIncarnation` (absent as on `synced`), followed by `synced`.
  */
-export type ResyncFrame = { type: "resync"; headSeq: number };
+export type ResyncFrame = { type: "resync"; headSeq: number; mailboxIncarnation?: string };
 export type PongFrame = { type: "pong"; requestId: string };
 /** `retryAfterMs`: wait at least this long before retrying (set with `overloaded`; honoured whatever the code). */
 export type ErrorFrame = { type: "error"; requestId?: string; code: ErrorCode; message: string; retryable: boolean; retryAfterMs?: number };
@@ -501,8 +510,8 @@ export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
   ),
   event: object({ type: literal("event"), seq: sequence, event: clientMailboxEvent }, lenient),
   message: object({ type: literal("message"), message: clientMessage }, lenient),
-  synced: object({ type: literal("synced"), seq: position }, lenient),
-  resync: object({ type: literal("resync"), headSeq: position }, lenient),
+  synced: object({ type: literal("synced"), seq: position, mailboxIncarnation: optional(mailboxIncarnation) }, lenient),
+  resync: object({ type: literal("resync"), headSeq: position, mailboxIncarnation: optional(mailboxIncarnation) }, lenient),
   pong: object({ type: literal("pong"), requestId }, lenient),
   error: object(
     {

@@ -13,6 +13,11 @@ export const clientMessageIdPattern = /^[A-Za-z0-9_-]{1,64}$/;
 /** Cell ids appear in database names, so they are lower case. */
 export const cellIdPattern = /^[a-z][a-z0-9]{0,15}$/;
 export const workerIdPattern = /^[a-z0-9][a-z0-9-]{0,47}$/;
+/**
+ * A mailbox's incarnation (docs/decisions/0021): the cells make it a UUID, clients store and send it back
+ * as an opaque string.
+ */
+export const mailboxIncarnationPattern = /^[A-Za-z0-9_-]{1,64}$/;
 /** A deployment's namespace prefixes every subject, bucket, Redis key and database: tests use unique ones. */
 export const namespacePattern = /^[a-z][a-z0-9_]{0,23}$/;
 
@@ -22,6 +27,7 @@ export const conversationId: Decoder<string> = string({ minLength: 24, maxLength
 export const clientMessageId: Decoder<string> = string({ minLength: 1, maxLength: 64, pattern: clientMessageIdPattern });
 export const cellId: Decoder<string> = string({ minLength: 1, maxLength: 16, pattern: cellIdPattern });
 export const workerId: Decoder<string> = string({ minLength: 1, maxLength: 48, pattern: workerIdPattern });
+export const mailboxIncarnation: Decoder<string> = string({ minLength: 1, maxLength: 64, pattern: mailboxIncarnationPattern });
 export const messageId: Decoder<string> = string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_-]{1,64}$/ });
 
 export function isUserId(value: string): boolean {

@@ -49,6 +49,16 @@ describe("migration messages", () => {
     expect(decodeJsonText(cellRequest, JSON.stringify(page))).toEqual({ ok: true, value: page });
   });
 
+  it("decodes a mailbox's last page with its incarnation, and a page of mailbox events naming one; refuses one that is no uuid", () => {
+    const incarnation = "0b6f4f0e-4a4e-4c1c-9f57-5a1d2f3c4b5a";
+    const last = { ...pages[0], first: false, last: true, events: [], incarnation };
+    expect(decodeJsonText(cellRequest, JSON.stringify(last))).toEqual({ ok: true, value: last });
+    expect(decodeJsonText(cellRequest, JSON.stringify({ ...last, incarnation: "not-a-uuid" })).ok).toBe(false);
+    const page = { type: "cell.mailboxEvents", userId: "alice", events: [], headSeq: 0, floorSeq: 0, incarnation };
+    expect(decodeJsonText(cellReply, JSON.stringify(page))).toEqual({ ok: true, value: page });
+    expect(decodeJsonText(cellReply, JSON.stringify({ ...page, incarnation: "'; drop table mailboxes" })).ok).toBe(false);
+  });
+
   it("refuses an import page whose fields do not fit its kind, and ids that could widen a subject", () => {
     const [userPage, conversationPage] = pages;
     expect(decodeJsonText(cellRequest, JSON.stringify({ ...userPage, kind: "conversation" })).ok).toBe(false);

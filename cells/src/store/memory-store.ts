@@ -96,6 +96,8 @@ type StoredConversation = MigrationColumns & {
 };
 
 type StoredMailbox = MigrationColumns & {
+  /** Random when the row is made, as the column's default in Postgres; the `last` import page sets it. */
+  incarnation: string;
   lastSeq: number;
   /** The highest epoch an append was made under. */
   ownerEpoch: number;
@@ -313,12 +315,12 @@ export class MemoryConversationStore implements ConversationStore {
 
   async mailboxPage(input: MailboxPageInput): Promise<MailboxPageResult> {
     const mailbox = this.mailboxes.get(input.userId);
-    if (mailbox === undefined) return { outcome: "page", events: [], headSeq: 0, floorSeq: 0 };
+    if (mailbox === undefined) return { outcome: "page", events: [], headSeq: 0, floorSeq: 0, incarnation: null };
     const refusal = readRefusal(mailbox);
     if (refusal !== undefined) return refusal;
     const start = Math.max(0, input.afterSeq - mailbox.floorSeq);
     const events = mailbox.events.slice(start, start + input.limit).map(({ seq, event }): SequencedEvent => ({ seq, event: structuredClone(event) }));
-    return { outcome: "page", events: trimToPageBudget(events).kept, headSeq: mailbox.lastSeq, floorSeq: mailbox.floorSeq };
+    return { outcome: "page", events: trimToPageBudget(events).kept, headSeq: mailbox.lastSeq, floorSeq: mailbox.floorSeq, incarnation: mailbox.incarnation };
   }
 
   async trimMailbox(userId: string, throughSeq: number): Promise<number> {
@@ -432,8 +434,10 @@ export class MemoryConversationStore implements ConversationStore {
     const row = this.row(key);
     if (row === undefined) return undefined;
     const { state, movingToCellId, movedEpoch } = row;
-    if ("messages" in row) return { state, movingToCellId, movedEpoch, lastSeq: row.messages.length, floorSeq: 0, placeholder: isPlaceholder(row) };
-    return { state, movingToCellId, movedEpoch, lastSeq: row.lastSeq, floorSeq: row.floorSeq, placeholder: false };
+    if ("messages" in row) {
+      return { state, movingToCellId, movedEpoch, lastSeq: row.messages.length, floorSeq: 0, placeholder: isPlaceholder(row), incarnation: null };
+    }
+    return { state, movingToCellId, movedEpoch, lastSeq: row.lastSeq, floorSeq: row.floorSeq, placeholder: false, incarnation: row.incarnation };
   }
 
   async freeze(input: FreezeInput): Promise<FreezeResult> {
@@ -453,8 +457,8 @@ export class MemoryConversationStore implements ConversationStore {
     row.ownerEpoch = input.epoch;
     row.state = "frozen";
     row.movingToCellId = input.toCellId;
-    if ("messages" in row) return { outcome: "frozen", lastSeq: row.messages.length, floorSeq: 0, placeholder: isPlaceholder(row) };
-    return { outcome: "frozen", lastSeq: row.lastSeq, floorSeq: row.floorSeq, placeholder: false };
+    if ("messages" in row) return { outcome: "frozen", lastSeq: row.messages.length, floorSeq: 0, placeholder: isPlaceholder(row), incarnation: null };
+    return { outcome: "frozen", lastSeq: row.lastSeq, floorSeq: row.floorSeq, placeholder: false, incarnation: row.incarnation };
   }
 
   async unfreeze(input: EpochFenced & MigrationKey): Promise<UnfreezeResult> {
@@ -541,7 +545,8 @@ export class MemoryConversationStore implements ConversationStore {
     if (input.kind === "user") {
       let mailbox = this.mailboxes.get(input.id);
       if (input.first || mailbox === undefined) {
-        mailbox = newMailbox("importing", input.floorSeq, input.epoch);
+        // As in Postgres, the row replaced (a tombstone) keeps its incarnation until the `last` page.
+        mailbox = newMailbox("importing", input.floorSeq, input.epoch, mailbox?.incarnation);
         this.mailboxes.set(input.id, mailbox);
       }
       mailbox.ownerEpoch = input.epoch;
@@ -556,6 +561,7 @@ export class MemoryConversationStore implements ConversationStore {
       if (!input.last) return { outcome: "importing" };
       mailbox.state = "active";
       mailbox.lastSeq = input.lastSeq;
+      if (input.incarnation !== undefined) mailbox.incarnation = input.incarnation;
       return { outcome: "active" };
     }
     let conversation = this.conversations.get(input.id);
@@ -739,8 +745,8 @@ function isPlaceholder(conversation: StoredConversation): boolean {
   return conversation.createdByUserId === placeholderCreatorUserId;
 }
 
-function newMailbox(state: KeyState, floorSeq: number, ownerEpoch: number): StoredMailbox {
-  return { lastSeq: floorSeq, floorSeq, ownerEpoch, events: [], seqByEventId: new Map(), state, movingToCellId: null, movedEpoch: null };
+function newMailbox(state: KeyState, floorSeq: number, ownerEpoch: number, incarnation: string = randomUUID()): StoredMailbox {
+  return { incarnation, lastSeq: floorSeq, floorSeq, ownerEpoch, events: [], seqByEventId: new Map(), state, movingToCellId: null, movedEpoch: null };
 }
 
 function copyEntry(entry: OutboxEntry): OutboxEntry {

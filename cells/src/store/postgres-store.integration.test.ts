@@ -181,12 +181,39 @@ describe("cell database bootstrap", () => {
       expect(outbox.entries.map((entry) => [entry.recipientUserId, entry.event])).toEqual([["alice", receipt]]);
       // The mailbox keeps its head and is cut up to it: a device that held seq 1 (or none) resyncs,
       // and no device meets a hole between the old receipts that it could not read past.
-      expect(await store.mailboxPage({ userId: "alice", afterSeq: 0, limit: 10 })).toEqual({ outcome: "page", events: [], headSeq: 2, floorSeq: 2 });
+      expect(await store.mailboxPage({ userId: "alice", afterSeq: 0, limit: 10 })).toEqual({
+        outcome: "page",
+        events: [],
+        headSeq: 2,
+        floorSeq: 2,
+        incarnation: expect.stringMatching(/^[0-9a-f-]{36}$/),
+      });
       // New events follow the head.
       const appended = await store.appendMailbox({ userId: "alice", eventId: `joined-${conversationId}`, event: { kind: "joined", conversationId, conversationKind: "group", title: "t", afterSeq: 1, addedByUserId: "bob" }, epoch: 1 });
       expect(appended).toEqual({ outcome: "appended", seq: 3, deduplicated: false });
       const log = await store.messagesAfter({ conversationId, userId: "bob", afterSeq: null, limit: 10 });
       expect(log.outcome === "messages" && log.messages.map((entry) => entry.body)).toEqual(["copied"]);
+    } finally {
+      await moved.cleanup();
+    }
+  });
+
+  it("gives each mailbox of an earlier schema an incarnation of its own when moving forward (decision 0021)", async () => {
+    const journal = await migrationJournal();
+    const incarnationMigration = journal.entries.findIndex((entry) => entry.tag === "0009_mailbox_incarnations");
+    expect(incarnationMigration).toBeGreaterThan(0);
+    const moved = await databaseMovedForward("inc", incarnationMigration, async (client) => {
+      await client.query("insert into mailboxes (user_id, last_seq) values ('alice', 0), ('bob', 0)");
+    });
+    try {
+      const incarnations = await Promise.all(
+        ["alice", "bob"].map(async (userId) => {
+          const page = await moved.store.mailboxPage({ userId, afterSeq: 0, limit: 0 });
+          return page.outcome === "page" ? page.incarnation : page.outcome;
+        }),
+      );
+      for (const incarnation of incarnations) expect(incarnation).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      expect(new Set(incarnations).size).toBe(2);
     } finally {
       await moved.cleanup();
     }

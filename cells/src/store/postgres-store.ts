@@ -460,7 +460,7 @@ export class PostgresConversationStore implements ConversationStore {
     // One statement, so the head and the events come from one snapshot. Always at least one row: the
     // user's (possibly missing) mailbox, with no event columns when the page is empty.
     const result = await this.database.execute(sql`
-      select mailboxes.last_seq as head_seq, mailboxes.floor_seq, page.seq, page.event,
+      select mailboxes.last_seq as head_seq, mailboxes.floor_seq, mailboxes.incarnation, page.seq, page.event,
              mailboxes.state, mailboxes.moving_to_cell_id, mailboxes.moved_epoch, mailboxes.owner_epoch
       from (select ${userId}::text as user_id) wanted
       left join mailboxes on mailboxes.user_id = wanted.user_id
@@ -480,8 +480,9 @@ export class PostgresConversationStore implements ConversationStore {
     }
     const headSeq = first["head_seq"] === null ? 0 : safeInteger(first["head_seq"], "mailboxes.last_seq");
     const floorSeq = first["floor_seq"] === null ? 0 : safeInteger(first["floor_seq"], "mailboxes.floor_seq");
+    const incarnation = incarnationOf(first);
     const events = result.rows.filter((row) => row["seq"] !== null).map(sequencedEventFromRow);
-    return { outcome: "page", events: trimToPageBudget(events).kept, headSeq, floorSeq };
+    return { outcome: "page", events: trimToPageBudget(events).kept, headSeq, floorSeq, incarnation };
   }
 
   async trimMailbox(userId: string, throughSeq: number): Promise<number> {
@@ -562,8 +563,10 @@ export class PostgresConversationStore implements ConversationStore {
   async migrationState(key: MigrationKey): Promise<KeyMigrationState | undefined> {
     const result = await this.database.execute(
       key.kind === "user"
-        ? sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, floor_seq, false as placeholder from mailboxes where user_id = ${key.id}::text`
-        : sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, 0 as floor_seq, created_by_user_id = ${placeholderCreatorUserId}::text as placeholder
+        ? sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, floor_seq, false as placeholder, incarnation
+              from mailboxes where user_id = ${key.id}::text`
+        : sql`select state, moving_to_cell_id, moved_epoch, owner_epoch, last_seq, 0 as floor_seq, created_by_user_id = ${placeholderCreatorUserId}::text as placeholder,
+                     null as incarnation
               from conversations where id = ${key.id}::text`,
     );
     const row = result.rows[0];
@@ -576,6 +579,7 @@ export class PostgresConversationStore implements ConversationStore {
       lastSeq: safeInteger(row["last_seq"], "last_seq"),
       floorSeq: safeInteger(row["floor_seq"], "floor_seq"),
       placeholder: placeholderOf(row),
+      incarnation: incarnationOf(row),
     };
   }
 
@@ -588,13 +592,13 @@ export class PostgresConversationStore implements ConversationStore {
           insert into mailboxes (user_id, owner_epoch, state, moving_to_cell_id) values (${id}::text, ${epoch}::bigint, 'frozen', ${toCellId}::text)
           on conflict (user_id) do update set state = 'frozen', moving_to_cell_id = excluded.moving_to_cell_id, owner_epoch = excluded.owner_epoch
             where mailboxes.owner_epoch <= excluded.owner_epoch and mailboxes.state in ('active', 'frozen')
-          returning last_seq, floor_seq, false as placeholder`
+          returning last_seq, floor_seq, false as placeholder, incarnation`
         : sql`
           insert into conversations (id, kind, title, created_by_user_id, owner_epoch, state, moving_to_cell_id)
           values (${id}::text, ${placeholderConversationKind(id)}::text, null, ${placeholderCreatorUserId}::text, ${epoch}::bigint, 'frozen', ${toCellId}::text)
           on conflict (id) do update set state = 'frozen', moving_to_cell_id = excluded.moving_to_cell_id, owner_epoch = excluded.owner_epoch
             where conversations.owner_epoch <= excluded.owner_epoch and conversations.state in ('active', 'frozen')
-          returning last_seq, 0 as floor_seq, created_by_user_id = ${placeholderCreatorUserId}::text as placeholder`,
+          returning last_seq, 0 as floor_seq, created_by_user_id = ${placeholderCreatorUserId}::text as placeholder, null as incarnation`,
     );
     const row = result.rows[0];
     if (row !== undefined) {
@@ -603,6 +607,7 @@ export class PostgresConversationStore implements ConversationStore {
         lastSeq: safeInteger(row["last_seq"], "last_seq"),
         floorSeq: safeInteger(row["floor_seq"], "floor_seq"),
         placeholder: placeholderOf(row),
+        incarnation: incarnationOf(row),
       };
     }
     // The insert or update was refused, so the row exists: it says why.
@@ -755,8 +760,10 @@ export class PostgresConversationStore implements ConversationStore {
             .onConflictDoNothing();
         }
         if (!input.last) return { outcome: "importing" };
+        // Without an incarnation (a worker before docs/decisions/0021 sent the page) the copy keeps its own.
         await transaction.execute(sql`
-          update mailboxes set state = 'active', last_seq = ${input.lastSeq}::bigint, floor_seq = ${input.floorSeq}::bigint
+          update mailboxes set state = 'active', last_seq = ${input.lastSeq}::bigint, floor_seq = ${input.floorSeq}::bigint,
+            incarnation = coalesce(${input.incarnation ?? null}::uuid, incarnation)
           where user_id = ${id}::text
         `);
         return { outcome: "active" };
@@ -1046,6 +1053,13 @@ function placeholderOf(row: Record<string, unknown>): boolean {
   const placeholder = row["placeholder"];
   if (typeof placeholder !== "boolean") throw new StoreRowError("placeholder must be a boolean");
   return placeholder;
+}
+
+/** A mailbox row's incarnation (a uuid, which node-postgres reads as text); null for no row or a conversation. */
+function incarnationOf(row: Record<string, unknown>): string | null {
+  const incarnation = row["incarnation"];
+  if (incarnation !== null && typeof incarnation !== "string") throw new StoreRowError("mailboxes.incarnation must be text or null");
+  return incarnation;
 }
 
 function keyRowFromRecord(row: Record<string, unknown>): KeyRow {

@@ -11,7 +11,7 @@
 // `moving`); `moved` once the key lives elsewhere: the row stays as a tombstone naming the new home
 // (`moving_to_cell_id`, and `moved_epoch`, the directory epoch of the move) while its other rows are gone.
 import { sql } from "drizzle-orm";
-import { bigint, bigserial, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, unique } from "drizzle-orm/pg-core";
+import { bigint, bigserial, check, index, integer, jsonb, pgTable, primaryKey, text, timestamp, unique, uuid } from "drizzle-orm/pg-core";
 
 export const keyStates = ["active", "frozen", "importing", "moved"] as const;
 export type KeyState = (typeof keyStates)[number];
@@ -105,7 +105,9 @@ export const messages = pgTable(
 /**
  * One row per user whose mailbox lives in this cell. `last_seq` is the seq of the newest event (the append
  * statement increments it under the row lock, so the per-user sequence is gapless); every event up to
- * `floor_seq` was cut by retention.
+ * `floor_seq` was cut by retention. `incarnation` names this mailbox among every mailbox that ever had
+ * the user's id (docs/decisions/0021): random when the row is created, copied by a live migration, so a
+ * device's cursor from a restored database, a re-created mailbox or another account is recognised.
  */
 export const mailboxes = pgTable(
   "mailboxes",
@@ -115,6 +117,8 @@ export const mailboxes = pgTable(
     floorSeq: bigint("floor_seq", { mode: "number" }).notNull().default(0),
     /** The highest ring epoch an append was made under; fences stale mailbox owners as on conversations. */
     ownerEpoch: bigint("owner_epoch", { mode: "number" }).notNull().default(0),
+    // gen_random_uuid() is volatile, so adding the column gives each existing row its own value.
+    incarnation: uuid("incarnation").notNull().defaultRandom(),
     ...migrationColumns(),
   },
   (table) => [

@@ -63,12 +63,20 @@ function seqOf(result: AppendMailboxResult): number {
   return result.seq;
 }
 
-/** The page of a mailbox that is not migrating. */
-export function pageOf(result: MailboxPageResult): MailboxPage {
+/** The page of a mailbox that is not migrating, without its incarnation (see incarnationOf). */
+export function pageOf(result: MailboxPageResult): Omit<MailboxPage, "incarnation"> {
   if (result.outcome !== "page") throw new Error(`expected a mailbox page, got ${result.outcome}`);
   const { events, headSeq, floorSeq } = result;
   return { events, headSeq, floorSeq };
 }
+
+/** The incarnation a mailbox page names (null for a user without a mailbox). */
+function incarnationOf(result: MailboxPageResult): string | null {
+  if (result.outcome !== "page") throw new Error(`expected a mailbox page, got ${result.outcome}`);
+  return result.incarnation;
+}
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** One word per send of a batch: `seq:body` when stored (`=` first when deduplicated), else the outcome. */
 export function outcomes(results: readonly AppendMessageResult[]): string[] {
@@ -668,6 +676,22 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       });
     });
 
+    it("names a mailbox by an incarnation made with its row: null before, then stable across appends, pages and trims, another for each user", async () => {
+      const [user, other] = [newUserId(), newUserId()];
+      const incarnation = async (userId: string, afterSeq = 0, limit = 10) => incarnationOf(await store().mailboxPage({ userId, afterSeq, limit }));
+      expect(await incarnation(user)).toBeNull();
+      await appendMailbox(user, "e-1", joinedEvent("one"));
+      const first = await incarnation(user);
+      expect(first).toMatch(uuidPattern);
+      await appendMailbox(user, "e-2", joinedEvent("two"));
+      await appendMailbox(user, "e-1", joinedEvent("one"));
+      await store().trimMailbox(user, 1);
+      expect([await incarnation(user), await incarnation(user, 2, 10), await incarnation(user, 1, 0)]).toEqual([first, first, first]);
+      await appendMailbox(other, "e-1", joinedEvent("one"));
+      expect(await incarnation(other)).toMatch(uuidPattern);
+      expect(await incarnation(other)).not.toBe(first);
+    });
+
     it("pages a mailbox after a seq, within the limit, and answers head and floor alone for limit 0", async () => {
       const user = newUserId();
       const events = Array.from({ length: 5 }, (_, index) => joinedEvent(`m${index + 1}`));
@@ -754,7 +778,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const conversationId = await groupWithMessages(1);
         const clientMessageId = nextClientMessageId();
         const first = await send(conversationId, "before", "alice", clientMessageId);
-        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 0, placeholder: false });
+        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 0, placeholder: false, incarnation: null });
         expect(await send(conversationId, "during")).toEqual(moving);
         // A repeated send writes nothing: it is answered from the frozen conversation.
         expect(await send(conversationId, "before", "alice", clientMessageId)).toEqual(
@@ -768,7 +792,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await memberIds(conversationId)).toEqual(["alice", "bob", "carol"]);
         // The log is served too: a device catching up on it is a read.
         expect(await store().messagesAfter({ conversationId, userId: "bob", afterSeq: 1, limit: 10 })).toMatchObject({ outcome: "messages", afterSeq: 1, headSeq: 2, messages: [{ seq: 2, body: "before" }] });
-        expect(await store().migrationState({ kind: "conversation", id: conversationId })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 2, floorSeq: 0, placeholder: false });
+        expect(await store().migrationState({ kind: "conversation", id: conversationId })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 2, floorSeq: 0, placeholder: false, incarnation: null });
         expect(await store().unfreeze({ kind: "conversation", id: conversationId, epoch: baseEpoch })).toEqual({ outcome: "active" });
         expect(await send(conversationId, "after")).toMatchObject({ outcome: "stored", message: { seq: 3 } });
       });
@@ -796,10 +820,10 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       it("freezes a conversation with no row as a placeholder: never exported, creation answers moving, a tombstone then moved", async () => {
         for (const conversationId of [newDirectId(), newGroupId()]) {
           const key = { kind: "conversation", id: conversationId } as const;
-          expect(await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: true });
+          expect(await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: true, incarnation: null });
           // Frozen again (a retried move): still a placeholder.
-          expect(await store().freeze({ ...key, toCellId: "c", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: true });
-          expect(await store().migrationState(key)).toEqual({ state: "frozen", movingToCellId: "c", movedEpoch: null, lastSeq: 0, floorSeq: 0, placeholder: true });
+          expect(await store().freeze({ ...key, toCellId: "c", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: true, incarnation: null });
+          expect(await store().migrationState(key)).toEqual({ state: "frozen", movingToCellId: "c", movedEpoch: null, lastSeq: 0, floorSeq: 0, placeholder: true, incarnation: null });
           expect(await store().exportConversation(conversationId)).toBeUndefined();
           expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" })).toEqual(moving);
           expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "t", memberUserIds: [] })).toEqual(moving);
@@ -919,13 +943,13 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await appendMailbox(user, "e-1", event);
         await appendMailbox(user, "e-2", joinedEvent("two"));
         await store().trimMailbox(user, 1);
-        expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 1, placeholder: false });
+        expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 1, placeholder: false, incarnation: expect.stringMatching(uuidPattern) });
         expect(await appendMailbox(user, "e-3", joinedEvent("three"))).toEqual(moving);
         expect(await appendMailbox(user, "e-2", joinedEvent("two"))).toEqual({ outcome: "appended", seq: 2, deduplicated: true });
         expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events.map((entry) => entry.seq)).toEqual([2]);
         const fresh = newUserId();
-        expect(await store().freeze({ kind: "user", id: fresh, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: false });
-        expect(await store().migrationState({ kind: "user", id: fresh })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 0, floorSeq: 0, placeholder: false });
+        expect(await store().freeze({ kind: "user", id: fresh, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: false, incarnation: expect.stringMatching(uuidPattern) });
+        expect(await store().migrationState({ kind: "user", id: fresh })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 0, floorSeq: 0, placeholder: false, incarnation: expect.stringMatching(uuidPattern) });
         expect(await appendMailbox(fresh, "e-1", event)).toEqual(moving);
         expect(await store().unfreeze({ kind: "user", id: fresh, epoch: baseEpoch })).toEqual({ outcome: "active" });
         expect(await appendMailbox(fresh, "e-1", event)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
@@ -968,7 +992,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().addMembers({ epoch: baseEpoch, conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual(moved);
         expect(await store().freeze({ ...key, toCellId: "c", epoch: baseEpoch })).toEqual(moved);
         expect((await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId: directId })).entries).toEqual([]);
-        expect(await store().migrationState(key)).toEqual({ state: "moved", movingToCellId: "b", movedEpoch: 7, lastSeq: expect.any(Number), floorSeq: 0, placeholder: false });
+        expect(await store().migrationState(key)).toEqual({ state: "moved", movingToCellId: "b", movedEpoch: 7, lastSeq: expect.any(Number), floorSeq: 0, placeholder: false, incarnation: null });
         // Idempotent: a second tombstone finds nothing left to delete.
         expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 0 });
         expect(await store().tombstone({ kind: "conversation", id: newGroupId(), toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "not_found" });
@@ -1057,7 +1081,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await store().trimMailbox(user, 2);
         const key = { kind: "user", id: user } as const;
         const frozen = await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch });
-        expect(frozen).toEqual({ outcome: "frozen", lastSeq: 5, floorSeq: 2, placeholder: false });
+        expect(frozen).toEqual({ outcome: "frozen", lastSeq: 5, floorSeq: 2, placeholder: false, incarnation: expect.stringMatching(uuidPattern) });
         const exported = [await store().exportMailbox({ userId: user, afterSeq: 2, limit: 2 }), await store().exportMailbox({ userId: user, afterSeq: 4, limit: 2 })];
         expect(exported.map((page) => page.map((entry) => [entry.seq, entry.eventId]))).toEqual([[[3, "e-3"], [4, "e-4"]], [[5, "e-5"]]]);
         await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
@@ -1076,6 +1100,32 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         });
         expect(await appendMailbox(user, "e-4", joinedEvent("again"))).toEqual({ outcome: "appended", seq: 4, deduplicated: true });
         expect(await appendMailbox(user, "e-6", joinedEvent("m6"))).toEqual({ outcome: "appended", seq: 6, deduplicated: false });
+      });
+
+      it("moves a mailbox's incarnation with it: the freeze reports it and the last import page gives it to the copy", async () => {
+        const source = newUserId();
+        await appendMailbox(source, "e-1", joinedEvent("one"));
+        const frozen = await store().freeze({ kind: "user", id: source, toCellId: "b", epoch: baseEpoch });
+        if (frozen.outcome !== "frozen") throw new Error(`expected frozen, got ${frozen.outcome}`);
+        const { incarnation } = frozen;
+        expect(incarnation).toEqual(incarnationOf(await store().mailboxPage({ userId: source, afterSeq: 0, limit: 0 })));
+        expect(await store().migrationState({ kind: "user", id: source })).toMatchObject({ incarnation });
+        if (incarnation === null) throw new Error("a frozen mailbox has an incarnation");
+        // The copy, as the target cell holds it: another user id stands for the same user in another cell.
+        const copy = newUserId();
+        const events = await store().exportMailbox({ userId: source, afterSeq: 0, limit: 10 });
+        const base = { kind: "user", id: copy, epoch: baseEpoch, lastSeq: 1, floorSeq: 0, events: [] } as const;
+        expect(await store().importPage({ ...base, first: true, last: false, events })).toEqual({ outcome: "importing" });
+        expect(await store().importPage({ ...base, first: false, last: true, incarnation })).toEqual({ outcome: "active" });
+        expect(incarnationOf(await store().mailboxPage({ userId: copy, afterSeq: 0, limit: 10 }))).toBe(incarnation);
+        await appendMailbox(copy, "e-2", joinedEvent("two"));
+        expect(incarnationOf(await store().mailboxPage({ userId: copy, afterSeq: 0, limit: 10 }))).toBe(incarnation);
+        // A last page without one (from a worker before decision 0021) leaves the copy with an incarnation of its own.
+        const unnamed = newUserId();
+        const unnamedBase = { ...base, id: unnamed };
+        expect(await store().importPage({ ...unnamedBase, first: true, last: false, events })).toEqual({ outcome: "importing" });
+        expect(await store().importPage({ ...unnamedBase, first: false, last: true })).toEqual({ outcome: "active" });
+        expect(incarnationOf(await store().mailboxPage({ userId: unnamed, afterSeq: 0, limit: 10 }))).toMatch(uuidPattern);
       });
 
       it("resets an earlier attempt's copy on a new first page, refuses an import into a frozen key and fences an older importer", async () => {

@@ -142,8 +142,11 @@ export type MarkReceiptResult =
   | MigrationRefusal;
 
 export type MailboxPageInput = { readonly userId: string; readonly afterSeq: number; readonly limit: number };
-/** `headSeq`: the newest event's seq (0 for an empty mailbox); every event up to `floorSeq` was cut. */
-export type MailboxPage = { readonly events: SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number };
+/**
+ * `headSeq`: the newest event's seq (0 for an empty mailbox); every event up to `floorSeq` was cut.
+ * `incarnation`: the mailbox row's (docs/decisions/0021), null while the user has none.
+ */
+export type MailboxPage = { readonly events: SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number; readonly incarnation: string | null };
 export type MailboxPageResult = ({ readonly outcome: "page" } & MailboxPage) | MigrationRefusal;
 
 /** The conversation's members, sorted, and their version (see AppendMessageResult); empty when it does not exist. */
@@ -261,6 +264,8 @@ export type KeyMigrationState = {
   readonly floorSeq: number;
   /** A placeholder conversation row (see placeholderCreatorUserId); always false for a mailbox. */
   readonly placeholder: boolean;
+  /** A mailbox's incarnation, which its move carries (docs/decisions/0021); null for a conversation. */
+  readonly incarnation: string | null;
 };
 
 export type FreezeInput = EpochFenced & MigrationKey & { readonly toCellId: string };
@@ -269,7 +274,7 @@ export type FreezeInput = EpochFenced & MigrationKey & { readonly toCellId: stri
  * frozen row is a placeholder conversation (this freeze or an earlier one inserted it; nothing to copy).
  */
 export type FreezeResult =
-  | { readonly outcome: "frozen"; readonly lastSeq: number; readonly floorSeq: number; readonly placeholder: boolean }
+  | { readonly outcome: "frozen"; readonly lastSeq: number; readonly floorSeq: number; readonly placeholder: boolean; readonly incarnation: string | null }
   | Fenced
   | MigrationRefusal;
 
@@ -291,6 +296,8 @@ export type ImportPageInput = EpochFenced &
         readonly lastSeq: number;
         readonly floorSeq: number;
         readonly events: readonly ImportedMailboxEvent[];
+        /** The moved mailbox's, set by the `last` page; undefined keeps the copy's own (see CellImportRequest). */
+        readonly incarnation?: string | undefined;
       }
     | {
         readonly kind: "conversation";

@@ -53,7 +53,7 @@ function client(userId: string, deviceId: string, resume: Positions | undefined)
     tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId }),
     ...(resume === undefined
       ? { resumeAfterSeq: 0 }
-      : { resumeAfterSeq: resume.mailboxSeq ?? 0, resumeConversations: resume.conversations }),
+      : { resumeAfterSeq: resume.mailboxSeq ?? 0, resumeMailboxIncarnation: resume.mailboxIncarnation, resumeConversations: resume.conversations }),
   });
   clients.push(created);
   return created;

@@ -2,9 +2,9 @@
 // hand, and a server that speaks protocol 2 like the real edge (docs/decisions/0009): it answers hello and
 // requests (deduplicating sends by clientMessageId), keeps the user's mailbox (joined and receipt events)
 // and each conversation's log. After the welcome of a resuming hello it replays each listed conversation
-// after its cursor, the mailbox after resumeAfterSeq (or answers resync below the retention floor) with
-// each replayed joined conversation from its join point, then sends synced, then live events and
-// messages, per conversation gapless from the session's start point. Every frame the client writes is
+// after its cursor, the mailbox after resumeAfterSeq (or answers resync below the retention floor, beyond
+// the head, or for another mailbox incarnation) with each replayed joined conversation from its join
+// point, then sends synced, then live events and messages, per conversation gapless from the session's start point. Every frame the client writes is
 // checked with the protocol's own decoder. Several edges can share one FakeCell (the mailbox and the
 // logs), as real edges share the cells behind them; fakeEdgeNetwork routes each socket to the edge of its
 // URL, so a test can kill one.
@@ -114,6 +114,11 @@ const abnormalCloseCode = 1006;
 export class FakeCell {
   /** The user's mailbox: the event with seq n is at index n - 1. */
   readonly mailbox: SequencedEvent[] = [];
+  /**
+   * The mailbox's incarnation (docs/decisions/0021), named on synced and resync; undefined plays an edge
+   * or cell before 0021. Set another one to play a restored or re-created mailbox.
+   */
+  mailboxIncarnation: string | undefined = undefined;
   private readonly storedByClientMessageId = new Map<string, Message>();
   private readonly logs = new Map<string, Message[]>();
   /** Conversation → the user's join point (afterSeq of the joined event); 0 for one never joined. */
@@ -416,9 +421,13 @@ export class FakeEdge {
    * its cursor, then the mailbox after resumeAfterSeq (or resync below the retention floor) with each
    * replayed joined conversation from its join point, then synced. Otherwise synced at the head at once.
    */
-  sync(socket: FakeSocket, hello: Pick<HelloFrame, "resumeAfterSeq" | "conversations">): void {
+  sync(socket: FakeSocket, hello: Pick<HelloFrame, "resumeAfterSeq" | "conversations" | "mailboxIncarnation">): void {
     const headSeq = this.mailboxHeadSeq;
-    const { resumeAfterSeq } = hello;
+    const { mailboxIncarnation } = this.cell;
+    const named = mailboxIncarnation === undefined ? {} : { mailboxIncarnation };
+    const otherMailbox = hello.mailboxIncarnation !== undefined && mailboxIncarnation !== undefined && hello.mailboxIncarnation !== mailboxIncarnation;
+    // As the real edge: another mailbox's seq starts over from the floor (0 here), a seq beyond the head resyncs at it.
+    const resumeAfterSeq = otherMailbox ? 0 : hello.resumeAfterSeq;
     const session: FakeSession = { mailboxSeq: headSeq, resumed: resumeAfterSeq !== undefined, conversationSeqs: new Map() };
     this.sessions.delete(socket);
     if (resumeAfterSeq !== undefined) {
@@ -426,8 +435,9 @@ export class FakeEdge {
         session.conversationSeqs.set(conversationId, afterSeq);
         this.sendMessages(socket, this.storedMessages(conversationId).slice(Math.max(0, afterSeq - this.replayOverlap)), session);
       }
-      if (resumeAfterSeq < this.retentionFloorSeq) {
-        socket.deliver({ type: "resync", headSeq });
+      if (otherMailbox) socket.deliver({ type: "resync", headSeq: 0, ...named });
+      if (resumeAfterSeq < this.retentionFloorSeq || resumeAfterSeq > headSeq) {
+        socket.deliver({ type: "resync", headSeq, ...named });
       } else {
         for (const sequenced of this.mailbox.slice(Math.max(0, resumeAfterSeq - this.replayOverlap))) {
           this.sendEvents(socket, [sequenced]);
@@ -438,7 +448,7 @@ export class FakeEdge {
         }
       }
     }
-    socket.deliver({ type: "synced", seq: headSeq });
+    socket.deliver({ type: "synced", seq: headSeq, ...named });
     this.sessions.set(socket, session);
   }
 
