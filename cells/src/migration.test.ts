@@ -195,6 +195,23 @@ describe("MigrationCoordinator", () => {
     expect(await source.request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: "d-x" })).toMatchObject({ type: "cell.error" });
   });
 
+  it("takes a conversation's dead letters along as outbox rows, ahead of their recipient's newer rows (nothing left behind that no owner relays)", async () => {
+    const { directory, source, target } = world();
+    const conversationId = newGroupId();
+    directory.place("conversation", conversationId, "a");
+    await source.request({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "team", memberUserIds: ["bob"] });
+    // bob's joined event was dead-lettered (his home cell was gone); a receipt written later stays in the outbox.
+    expect(await source.store.deadLetterOutbox({ conversationId, recipientUserId: "bob", reason: "cell c is gone" })).toBe(1);
+    await source.request({ type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: "c1", body: "m1" });
+    expect(await source.request({ type: "cell.receipt", userId: "alice", conversationId, position: "read", seq: 1 })).toMatchObject({ advanced: true });
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({ type: "cell.migrated" });
+    const moved = (await target.store.pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries;
+    const bobs = moved.filter((entry) => entry.recipientUserId === "bob").map((entry) => entry.event.kind);
+    expect(bobs).toEqual(["joined", "receipt"]);
+    expect((await target.store.deadLetters({ afterId: 0, limit: 100 })).filter((deadLetter) => deadLetter.conversationId === conversationId)).toEqual([]);
+    expect((await source.store.deadLetters({ afterId: 0, limit: 100 })).filter((deadLetter) => deadLetter.conversationId === conversationId)).toEqual([]);
+  });
+
   it("unfreezes the key when a page of the copy fails, so nothing moved", async () => {
     const { directory, source, setHook } = world();
     const user = newUserId();

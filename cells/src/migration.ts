@@ -60,7 +60,7 @@ export type MigrationLimits = {
 
 export type MigrationPorts = {
   readonly cellId: string;
-  readonly store: MigrationStore & Pick<ConversationStore, "pendingOutbox">;
+  readonly store: MigrationStore & Pick<ConversationStore, "pendingOutbox" | "redriveDeadLetters">;
   readonly directory: MigrationDirectory;
   readonly router: MigrationRouter;
   readonly clock: { readonly monotonicNowMs: () => number };
@@ -357,6 +357,12 @@ export class MigrationCoordinator {
     }
     const exported = await store.exportConversation(id);
     if (exported === undefined) return { ok: false, reply: notFound(id, "has no rows in this cell") };
+    // Dead letters go along as outbox rows (docs/decisions/0022): left here they could never be re-driven,
+    // since only the conversation's owner relays its rows. Put back under their own ids, they precede their
+    // recipient's newer rows in the copy below, so each recipient's order holds; the new home tries them
+    // afresh and dead-letters them again if the recipient is still unreachable.
+    const revived = await store.redriveDeadLetters({ conversationId: id });
+    if (revived.length > 0) this.ports.logger.warn(`${id}: ${revived.length} dead letters go along to cell ${toCellId} as outbox rows`);
     const base = { type: "cell.import", kind: "conversation", id, fromCellId, first: false, last: false, lastSeq } as const;
     // Each page is a round trip in the pause: members, the messages left and the pending outbox rows share
     // pages, each part within half the page budget so that together they fit a NATS message.

@@ -411,7 +411,12 @@ export class MemoryConversationStore implements ConversationStore {
 
   async redriveDeadLetters(selection: RedriveSelection): Promise<number[]> {
     const rows = [...this.deadLetterRows.values()];
-    const selected = "ids" in selection ? rows.filter(({ deadLetter }) => selection.ids.includes(deadLetter.id)) : rows.slice(0, selection.limit);
+    const selected =
+      "ids" in selection
+        ? rows.filter(({ deadLetter }) => selection.ids.includes(deadLetter.id))
+        : "conversationId" in selection
+          ? rows.filter(({ entry }) => entry.conversationId === selection.conversationId)
+          : rows.slice(0, selection.limit);
     const pairs = new Set(selected.map(({ entry }) => `${entry.conversationId}\n${entry.recipientUserId}`));
     const nowMs = this.clock();
     const redriven: number[] = [];

@@ -966,7 +966,9 @@ export class PostgresConversationStore implements ConversationStore {
     const selected =
       "ids" in selection
         ? sql`select conversation_id, recipient_user_id from dead_letters where id = any(${idArray(selection.ids)}::bigint[])`
-        : sql`select conversation_id, recipient_user_id from (select conversation_id, recipient_user_id from dead_letters order by id limit ${selection.limit}::integer) first_rows`;
+        : "conversationId" in selection
+          ? sql`select conversation_id, recipient_user_id from dead_letters where conversation_id = ${selection.conversationId}::text`
+          : sql`select conversation_id, recipient_user_id from (select conversation_id, recipient_user_id from dead_letters order by id limit ${selection.limit}::integer) first_rows`;
     const result = await this.database.execute(sql`
       with pairs as (${selected}),
       moved as (

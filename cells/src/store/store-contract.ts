@@ -449,6 +449,11 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().deadLetteredRecipients(other.conversationId)).toEqual(["carol"]);
         expect(await store().redriveDeadLetters({ limit: 1 })).toEqual(ids(other.bobRows.length === 2 ? other.rows.filter((entry) => entry.recipientUserId === "carol") : []));
         expect(await store().deadLetters({ afterId: 0, limit: 1000 })).toEqual([]);
+        // By conversation (a live migration takes them along): that conversation's only.
+        await store().deadLetterOutbox({ conversationId, recipientUserId: "bob", reason: "again" });
+        expect(await store().redriveDeadLetters({ conversationId: other.conversationId })).toEqual([]);
+        expect(await store().redriveDeadLetters({ conversationId })).toEqual([bobJoined.id, bobReceipt.id]);
+        expect(await store().deadLetters({ afterId: 0, limit: 1000 })).toEqual([]);
         await store().deleteOutbox([...ids(rows), ...ids(other.rows)]);
       });
     });

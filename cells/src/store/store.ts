@@ -222,8 +222,11 @@ export type DeadLetter = {
   readonly deadLetteredAtMs: number;
 };
 
-/** Dead letters to move back: these ids, or the first `limit` by id; either way whole (conversation, recipient) groups. */
-export type RedriveSelection = { readonly ids: readonly number[] } | { readonly limit: number };
+/**
+ * Dead letters to move back: these ids, the first `limit` by id, or all of one conversation (a live
+ * migration takes them along as outbox rows); either way whole (conversation, recipient) groups.
+ */
+export type RedriveSelection = { readonly ids: readonly number[] } | { readonly limit: number } | { readonly conversationId: string };
 
 export type StoreLimits = {
   /** Members of one group, creator included; at most the protocol's groupMembersMax. */
