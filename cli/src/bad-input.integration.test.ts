@@ -320,8 +320,11 @@ afterEach(async () => {
   await bob.frame((frame) => frame["type"] === "message" && (frame["message"] as { body?: unknown }).body === body, from);
   // Nothing reached another user: carol and dave received nothing since the setup, and no socket of the
   // suite but theirs ever carried their messages.
-  expect(carol.texts.slice(victimFrameCounts.carol)).toEqual([]);
-  expect(dave.texts.slice(victimFrameCounts.dave)).toEqual([]);
+  // A `synced` names only the victim's own cursor: a catch-up after the topology's rings formed ends with
+  // one, up to EDGE_CATCH_UP_SPREAD_MS after the setup (docs/decisions/0024), and carries nobody's data.
+  const carried = (texts: readonly string[]): string[] => texts.filter((text) => !text.startsWith('{"type":"synced",'));
+  expect(carried(carol.texts.slice(victimFrameCounts.carol))).toEqual([]);
+  expect(carried(dave.texts.slice(victimFrameCounts.dave))).toEqual([]);
   for (const probe of Probe.opened) {
     if (probe === carol || probe === dave) continue;
     expect(probe.texts.filter((text) => text.includes(secretBody) || text.includes(secretConversationId) || text.includes(secretGroupId))).toEqual([]);
