@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { devDirectConversationKey, directConversationId, UnavailableError } from "@cellwire/cluster";
 import { closeAdvice, closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
 import type { CellServedFrame } from "./request-handler.ts";
-import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
+import { deferred, fakeEdge, framesOfType, requestDeadlineMsForTests, type FakeEdge } from "./testing/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 
@@ -634,7 +634,7 @@ describe("RequestHandler", () => {
     }));
     const reply = await edge.handler.handle({ ...context, homeCellId: "b" }, { type: "openDirect", requestId: "r1", peerUserId: "bob" });
     expect(reply).toMatchObject({ type: "conversation", requestId: "r1", conversation: { conversationId } });
-    expect(edge.router.requests).toEqual([{ cellId: "b", request: { type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId } }]);
+    expect(edge.router.requests).toEqual([{ cellId: "b", request: { type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId }, deadlineAtMs: 1000 + requestDeadlineMsForTests }]);
   });
 
   it("answers not_a_member for a conversation the directory does not know, without asking a cell", async () => {
@@ -650,13 +650,19 @@ describe("RequestHandler", () => {
     expect(edge.router.requests).toEqual([]);
   });
 
-  it("routes a send to the conversation's cell and acks the stored message", async () => {
+  it("routes a send to the conversation's cell, under the request's one deadline, and acks the stored message", async () => {
     const edge = edgeWithGroup();
     edge.directory.conversations.set(groupId, { kind: "conversation", id: groupId, cellId: "b", epoch: 3 });
     const reply = await edge.handler.handle(context, { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" });
     expect(reply).toEqual({ type: "ack", requestId: "r1", conversationId: groupId, messageId: "m-1", seq: 1, sentAtMs: 1_700_000_000_000 });
+    // The deadline is made here, from the request's arrival (the fake clock reads 1,000 ms), and handed to
+    // the routers, which carry what is left of it to the worker (docs/decisions/0020).
     expect(edge.router.requests).toEqual([
-      { cellId: "b", request: { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: groupId, clientMessageId: "c-1", body: "hi" } },
+      {
+        cellId: "b",
+        request: { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: groupId, clientMessageId: "c-1", body: "hi" },
+        deadlineAtMs: 1000 + requestDeadlineMsForTests,
+      },
     ]);
   });
 

@@ -60,6 +60,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
   await hub.start();
   const handler = new RequestHandler(directory, cache, router, {
     options: { ...homeRouterDefaults, deadlineMs: config.migrationWaitMs },
+    requestDeadlineMs: config.requestDeadlineMs,
     dependencies: {
       monotonicNowMs: () => systemClock.monotonicNowMs(),
       random: Math.random,
