@@ -328,7 +328,7 @@ describe("SendCommitter", () => {
     expect(outcomeOf(replyOf("waited just enough"))).toBe("stored 3");
   });
 
-  it("refuses overloaded a send whose budget ran out before its batch started, and never stores it", async () => {
+  it("refuses deadline_exceeded a send whose budget ran out before its batch started, and never stores it", async () => {
     const { store, clock, submit, replyOf, group } = setup();
     const conversationId = await group();
     submit(sendTo(conversationId, "slow commit"));
@@ -336,14 +336,14 @@ describe("SendCommitter", () => {
     submit(sendTo(conversationId, "still waiting"), 51);
     clock.nowMs += 50;
     await store.completeNext();
-    expectOverloaded(replyOf("gave up"));
+    expect(replyOf("gave up")).toMatchObject({ type: "cell.error", code: "deadline_exceeded" });
     expect(store.batches.at(-1)?.map((input) => input.body)).toEqual(["still waiting"]);
     await store.completeNext();
     expect(outcomeOf(replyOf("still waiting"))).toBe("stored 2");
     // A budget of 0: the caller has already given up.
     submit(sendTo(conversationId, "no budget"), 0);
     await settle();
-    expectOverloaded(replyOf("no budget"));
+    expect(replyOf("no budget")).toMatchObject({ type: "cell.error", code: "deadline_exceeded" });
     expect(store.batches).toHaveLength(2);
   });
 

@@ -5,8 +5,9 @@
 // arrival order and their messages are published in seq order.
 //
 // Overload is refused early rather than queued without end: a send that finds pendingSendsMax sends
-// waiting, that waited longer than queueWaitMsMax, or whose caller's budget ran out before its batch
-// started, is answered `overloaded` with a retry-after and never stored. The ack (the reply) follows the
+// waiting, or that waited longer than queueWaitMsMax, is answered `overloaded` with a retry-after and
+// never stored; one whose caller's budget ran out before its batch started is answered
+// `deadline_exceeded` and never stored either (docs/decisions/0020). The ack (the reply) follows the
 // commit; the publish of each new message to its members follows the replies.
 import type { Logger } from "@cellwire/cluster";
 import type { CellReply, CellSendRequest } from "@cellwire/protocol";
@@ -145,7 +146,7 @@ export class SendCommitter {
     this.lastBatchStartedAtMs = startedAtMs;
     const admitted: PendingSend[] = [];
     for (const send of batch) {
-      if (startedAtMs >= send.deadlineAtMs) send.respond(this.overloaded("the send's deadline passed before its turn; it was not stored"));
+      if (startedAtMs >= send.deadlineAtMs) send.respond(cellErrorReply({ kind: "deadline_exceeded", detail: "the send's deadline passed before its turn; it was not stored" }));
       else if (startedAtMs - send.enqueuedAtMs > limits.queueWaitMsMax) send.respond(this.overloaded("the send waited too long for its turn; it was not stored"));
       else admitted.push(send);
     }
