@@ -18,7 +18,9 @@ import { compareMigrationKeys, frozenForNonMember, importRefusal, placeholderCon
 import type { KeyState } from "./schema.ts";
 import {
   placeholderCreatorUserId,
+  sendKey,
   tombstoneBatchRowsDefault,
+  type SendKey,
   type CellStoreStats,
   type ConversationExport,
   type EpochFenced,
@@ -126,6 +128,14 @@ export class MemoryConversationStore implements ConversationStore {
 
   async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
     return this.appendOne(input);
+  }
+
+  async storedSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
+    const stored = new Set<string>();
+    for (const key of keys) {
+      if (this.conversations.get(key.conversationId)?.byClientMessage.has(`${key.senderUserId}\n${key.clientMessageId}`)) stored.add(sendKey(key));
+    }
+    return stored;
   }
 
   private appendOne(input: AppendMessageInput): AppendMessageResult {

@@ -19,6 +19,7 @@ import type {
   OutboxEntry,
   StoreRefusal,
 } from "./store.ts";
+import { sendKey } from "./store.ts";
 
 export type StoreContractOptions = {
   /** A store on the same data as the first (another pool, as a second owner would have); enables the two-owner tests. */
@@ -371,6 +372,22 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const left = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
       expect(left.entries).toEqual(all.entries.slice(2));
       await store().deleteOutbox([]);
+    });
+
+    it("tells which sends are stored, by conversation, sender and clientMessageId (storedSends)", async () => {
+      const [first, second] = [await group(["bob"]), await group(["bob"])];
+      const prefix = nextClientMessageId();
+      await store().appendMessages([input(first, "one", "alice", `${prefix}-1`), input(first, "two", "bob", `${prefix}-2`)]);
+      const asked = [
+        { conversationId: first, senderUserId: "alice", clientMessageId: `${prefix}-1` },
+        { conversationId: first, senderUserId: "bob", clientMessageId: `${prefix}-1` },
+        { conversationId: second, senderUserId: "alice", clientMessageId: `${prefix}-1` },
+        { conversationId: first, senderUserId: "bob", clientMessageId: `${prefix}-2` },
+        { conversationId: "g-nosuchconversation000", senderUserId: "bob", clientMessageId: `${prefix}-2` },
+      ];
+      const expected = [asked[0], asked[3]].flatMap((key) => (key === undefined ? [] : [sendKey(key)]));
+      expect([...(await store().storedSends(asked))].sort()).toEqual(expected.sort());
+      expect((await store().storedSends([])).size).toBe(0);
     });
 
     describe("appendMessages (group commit)", () => {
