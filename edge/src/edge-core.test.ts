@@ -361,6 +361,48 @@ describe("requests", () => {
     expect(framesOfType(transport, "ack").map((frame) => frame["requestId"]).sort()).toEqual(["r1", "r2", "r4"]);
   });
 
+  it("names each pipelined send's predecessor, the session's send before it to that conversation not yet known stored (docs/decisions/0020)", async () => {
+    const edge = edgeWithGroup();
+    const answers = new Map<string, (reply: CellReply) => void>();
+    edge.router.answers.set("cell.send", (_cellId, request) => {
+      const reply = deferred<CellReply>();
+      if (request.type === "cell.send") answers.set(request.clientMessageId, reply.resolve);
+      return reply.promise;
+    });
+    const stored = (clientMessageId: string): CellReply => ({ type: "cell.stored", message: storedMessage({ clientMessageId }), deduplicated: false });
+    const outOfOrder: CellReply = { type: "cell.error", code: "out_of_order", message: "c0 first" };
+    const namedPredecessors = () =>
+      edge.router.requestsOf("cell.send").map((request) => (request.type === "cell.send" ? `${request.clientMessageId}<${request.afterClientMessageId ?? "-"}` : "?"));
+    const { transport } = await edge.authenticated("alice");
+    for (const id of ["c0", "c1", "c2"]) transport.receiveJson(sendFrame(id));
+    await vi.waitFor(() => expect(answers.size).toBe(3));
+    expect(namedPredecessors()).toEqual(["c0<-", "c1<c0", "c2<c1"]);
+    // c0 slowed down: c1 and c2 reached the cell first and were refused; c0 then failed retryably too.
+    answers.get("c1")?.(outOfOrder);
+    answers.get("c2")?.(outOfOrder);
+    answers.get("c0")?.({ type: "cell.error", code: "cell_unavailable", message: "timed out" });
+    await transport.frame((frame) => frame["requestId"] === "c0");
+    expect(transport.frames.filter((frame) => frame["type"] === "error").map((frame) => [frame["requestId"], frame["code"], frame["retryable"]])).toEqual([
+      ["c1", "out_of_order", true],
+      ["c2", "out_of_order", true],
+      ["c0", "cell_unavailable", true],
+    ]);
+    // A new send cannot overtake the retries; the retries follow their original predecessors.
+    answers.clear();
+    transport.receiveJson(sendFrame("c3"));
+    for (const id of ["c0", "c1", "c2"]) transport.receiveJson(sendFrame(`${id}-retry`, id));
+    await vi.waitFor(() => expect(answers.size).toBe(4));
+    expect(namedPredecessors().slice(3)).toEqual(["c3<c2", "c0<-", "c1<c0", "c2<c1"]);
+    for (const id of ["c0", "c1", "c2", "c3"]) answers.get(id)?.(stored(id));
+    await transport.frame((frame) => frame["requestId"] === "c3");
+    // All acked: the next send follows nothing.
+    answers.clear();
+    transport.receiveJson(sendFrame("c4"));
+    await vi.waitFor(() => expect(answers.size).toBe(1));
+    expect(namedPredecessors().at(-1)).toBe("c4<-");
+    answers.get("c4")?.(stored("c4"));
+  });
+
   it("counts a failed request out of the in-flight limit too", async () => {
     const edge = edgeWithGroup({ requestsInFlightPerSessionMax: 1 });
     edge.router.answers.set("cell.send", () => Promise.reject(new UnavailableError("cell_unavailable", "cell a did not answer")));

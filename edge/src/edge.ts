@@ -114,6 +114,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       typingIntervalMs: config.typingIntervalMs,
       typingConversationsPerSessionMax: config.typingConversationsPerSessionMax,
       rateLimits: config.rateLimits,
+      sendOrderHoldMs: config.sendOrderHoldMs,
     },
     verifier,
     handler,

@@ -11,9 +11,11 @@ import {
   mailboxPageLimitMax,
   type ClientRequestFrame,
   type CloseReason,
+  type ErrorFrame,
   type HelloFrame,
   type Message,
   type RefreshFrame,
+  type SendFrame,
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
@@ -26,6 +28,7 @@ import type { RequestContext } from "./request-handler.ts";
 import type { DrainTarget } from "./edge-drain.ts";
 import { HeldBytesBudget } from "./held-bytes.ts";
 import { MailboxCursor } from "./mailbox-cursor.ts";
+import { SendOrder } from "./send-order.ts";
 import { rateLimitedKindOf, SessionRateLimits, type UserRateLimits } from "./rate-limit/request-rate-limits.ts";
 import { TypingRateLimiter } from "./typing/typing-rate-limiter.ts";
 import type { TypingIndicator } from "./typing/typing-relay.ts";
@@ -71,6 +74,8 @@ export class Session implements DeliveryTarget, DrainTarget {
   readonly sessionId = randomUUID();
   private state: SessionState = { kind: "awaiting_hello" };
   private requestsInFlight = 0;
+  /** The order of this session's sends per conversation; made at its first send. */
+  private sendOrder: SendOrder | undefined;
   /** The edge is draining and this session's moment came: it closes once its last request is answered. */
   private closeWhenIdleRequested = false;
   private syncRunning = false;
@@ -156,18 +161,18 @@ export class Session implements DeliveryTarget, DrainTarget {
     const frame = decoded.frame;
     if (frame.type === "hello") return this.reply(errorFrame("already_authenticated", "this session is already authenticated", undefined));
     if (this.requestsInFlight >= this.core.limits.requestsInFlightPerSessionMax) {
-      return this.reply(errorFrame("rate_limited", `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`, frame.requestId));
+      return this.refuse(frame, errorFrame("rate_limited", `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`, frame.requestId));
     }
     // Past the edge's bound, refused before any work: the client backs off instead of queueing here.
     if (this.core.requestsInFlight >= this.core.limits.requestsInFlightMax) {
       const refusal = errorFrame("overloaded", `this edge has ${this.core.requestsInFlight} requests in flight`, frame.requestId);
-      return this.reply({ ...refusal, retryAfterMs: this.core.limits.overloadedRetryAfterMs });
+      return this.refuse(frame, { ...refusal, retryAfterMs: this.core.limits.overloadedRetryAfterMs });
     }
     // The request's buckets (per session, per user here): refused before any of it is done, with the wait.
     const kind = rateLimitedKindOf(frame.type);
     if (kind !== undefined) {
       const retryAfterMs = this.rateLimitsOf(userId).admit(kind, this.core.ephemeral.monotonicNowMs());
-      if (retryAfterMs > 0) return this.reply({ ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
+      if (retryAfterMs > 0) return this.refuse(frame, { ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
     }
     if (frame.type === "typing") {
       const nowMs = this.core.ephemeral.monotonicNowMs();
@@ -179,14 +184,20 @@ export class Session implements DeliveryTarget, DrainTarget {
     }
     this.requestsInFlight++;
     this.core.requestsInFlight++;
-    this.serve({ userId, deviceId, homeCellId }, frame)
+    // A send names the send before it on this session that is not known stored (docs/decisions/0020).
+    const afterClientMessageId = frame.type === "send" ? this.sendOrderOf().begin(frame.conversationId, frame.clientMessageId, this.core.ephemeral.monotonicNowMs()) : undefined;
+    this.serve({ userId, deviceId, homeCellId }, frame, afterClientMessageId)
       .then(
         (reply) => {
           if (reply.type === "conversation") this.core.ephemeral.typing.conversationSeen(reply.conversation);
-          this.reply(reply);
+          return reply;
         },
-        (error: unknown) => this.reply(errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message))),
+        (error: unknown): ServerFrame => errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message)),
       )
+      .then((reply) => {
+        if (frame.type === "send") this.sendSettled(frame, reply);
+        this.reply(reply);
+      })
       .finally(() => {
         this.requestsInFlight--;
         this.core.requestsInFlight--;
@@ -595,8 +606,32 @@ export class Session implements DeliveryTarget, DrainTarget {
     return true;
   }
 
+  private sendOrderOf(): SendOrder {
+    // Twice the sends that can be in flight: room for as many that failed and wait for their retries.
+    this.sendOrder ??= new SendOrder({ entriesMax: 2 * this.core.limits.requestsInFlightPerSessionMax, holdMs: this.core.limits.sendOrderHoldMs });
+    return this.sendOrder;
+  }
+
+  /** Records how a send ended, for the order of the session's later sends to its conversation. */
+  private sendSettled(frame: SendFrame, reply: ServerFrame): void {
+    const outcome = reply.type === "ack" ? "stored" : reply.type === "error" && !reply.retryable ? "final" : "retryable";
+    this.sendOrderOf().settle(frame.conversationId, frame.clientMessageId, outcome, this.core.ephemeral.monotonicNowMs());
+  }
+
+  /**
+   * Answers a request refused before any of it was done. A send refused so still comes before the
+   * session's later sends to its conversation until the client retries it (or its hold runs out).
+   */
+  private refuse(frame: ClientRequestFrame, refusal: ErrorFrame): void {
+    if (frame.type === "send") {
+      this.sendOrderOf().begin(frame.conversationId, frame.clientMessageId, this.core.ephemeral.monotonicNowMs());
+      this.sendSettled(frame, refusal);
+    }
+    this.reply(refusal);
+  }
+
   /** Typing and watchPresence are served by the edge itself; every other request by a cell. */
-  private serve(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {
+  private serve(context: RequestContext, frame: ClientRequestFrame, afterClientMessageId: string | undefined): Promise<ServerFrame> {
     switch (frame.type) {
       case "typing":
         return this.core.ephemeral.typing.handle(context, frame);
@@ -605,7 +640,7 @@ export class Session implements DeliveryTarget, DrainTarget {
       case "refresh":
         return this.refresh(frame);
       default:
-        return this.core.handler.handle(context, frame);
+        return this.core.handler.handle(context, frame, afterClientMessageId);
     }
   }
 

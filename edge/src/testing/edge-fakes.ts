@@ -512,6 +512,7 @@ export const defaultTestLimits: EdgeLimits = {
   conversationReadsPerSessionMax: 4,
   typingIntervalMs: 1000,
   typingConversationsPerSessionMax: 4,
+  sendOrderHoldMs: 5000,
   // Far above what the tests of other behaviour send; the rate limits' own tests set theirs.
   rateLimits: {
     perSession: {
