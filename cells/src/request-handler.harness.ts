@@ -21,7 +21,7 @@ export const testSendLimits: SendCommitterLimits = { batchSendsMax: 100, pending
 /** A SendCommitter as worker.ts builds it, recording what it publishes. */
 export function testSendCommitter(options: {
   readonly workerId: string;
-  readonly store: Pick<ConversationStore, "appendMessages" | "storedSends">;
+  readonly store: Pick<ConversationStore, "appendMessages" | "settledSends">;
   readonly ownership: OwnershipView;
   readonly published?: StoredMessage[];
   readonly logger?: TestLogger;

@@ -47,12 +47,12 @@ class HeldStore {
     });
   }
 
-  /** Every storedSends read: the keys it asked for. */
+  /** Every settledSends read: the keys it asked for. */
   readonly reads: string[][] = [];
 
-  storedSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
+  settledSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
     this.reads.push(keys.map((key) => key.clientMessageId));
-    return this.memory.storedSends(keys);
+    return this.memory.settledSends(keys);
   }
 
   /** Completes the oldest held batch and lets the committer act on it. */
@@ -650,6 +650,16 @@ describe("SendCommitter: pipelined sends keep their order (docs/decisions/0020)"
     // c3 went alone (the committer was idle); c5's predecessor c3 was then remembered, c6's was earlier in its batch.
     expect(store.reads).toEqual([["elsewhere"], ["never sent"]]);
     expect(["c3", "c4", "c5", "c6"].map((label) => outcomeOf(replyOf(label)))).toEqual(["stored 2", "out_of_order", "stored 3", "out_of_order"]);
+  });
+
+  it("answers a non-member's pipelined sends not_a_member, as the store does, not out_of_order: their predecessors can never be stored", async () => {
+    const { store, submit, replyOf, group } = setup();
+    const conversationId = await group(["bob"]);
+    submit(sendTo(conversationId, "c0", "c0", "carol"));
+    submit({ ...sendTo(conversationId, "c1", "c1", "carol"), afterClientMessageId: "c0" });
+    await completeNext(store);
+    await completeNext(store);
+    expect(["c0", "c1"].map((label) => outcomeOf(replyOf(label)))).toEqual(["not_a_member", "not_a_member"]);
   });
 
   it("looks a predecessor up by the same sender: another user's send of that id does not count", async () => {

@@ -12,8 +12,9 @@
 // A pipelined send names its predecessor (afterClientMessageId: the send its session sent to the same
 // conversation just before it, still unanswered then). It is stored only once that one is: earlier in
 // its own batch, remembered as stored here, or found stored in the database (one read for the batch,
-// only when neither answers); else it is answered `out_of_order`, and so are the sends that name it, so
-// a conversation never holds a later send of a session before an earlier one (docs/decisions/0020). The ack (the reply) follows the
+// only when neither answers; a predecessor whose sender is no member counts too, since it never will
+// be); else it is answered `out_of_order`, and so are the sends that name it, so a conversation never
+// holds a later send of a session before an earlier one (docs/decisions/0020). The ack (the reply) follows the
 // commit; the publish of each new message to its members follows the replies.
 import type { Logger } from "@cellwire/cluster";
 import type { CellReply, CellSendRequest } from "@cellwire/protocol";
@@ -32,13 +33,13 @@ export type SendCommitterLimits = {
   readonly queueWaitMsMax: number;
   /**
    * Sends remembered as stored (their keys, the newest), so the predecessor of a pipelined send is
-   * found without a read; storedSendsRememberedMaxDefault when unset.
+   * found without a read; settledSendsRememberedMaxDefault when unset.
    */
-  readonly storedSendsRememberedMax?: number;
+  readonly settledSendsRememberedMax?: number;
 };
 
 /** 16,384 keys of about 100 bytes: under 2 MB, and far more than the sends in flight to one worker. */
-export const storedSendsRememberedMaxDefault = 16_384;
+export const settledSendsRememberedMaxDefault = 16_384;
 
 /**
  * Lingering (optional): when a batch started less than busyWindowMs ago, a send that finds the committer
@@ -56,7 +57,7 @@ export type SendLinger = {
 
 export type SendCommitterDependencies = {
   readonly workerId: string;
-  readonly store: Pick<ConversationStore, "appendMessages" | "storedSends">;
+  readonly store: Pick<ConversationStore, "appendMessages" | "settledSends">;
   readonly ownership: OwnershipView;
   /** Publishes the new messages of one batch to their members; called in batch order, MUST keep it. */
   readonly publish: (messages: readonly StoredMessage[]) => Promise<void>;
@@ -93,15 +94,15 @@ export class SendCommitter {
   private idleWaiters: (() => void)[] = [];
   /** sendKey()s of sends stored (or found stored) here, oldest first: the predecessors already known. */
   private readonly storedRecently = new Set<string>();
-  private readonly storedSendsRememberedMax: number;
+  private readonly settledSendsRememberedMax: number;
 
   constructor(private readonly dependencies: SendCommitterDependencies) {
     const { limits } = dependencies;
     if (!(limits.batchSendsMax >= 1 && limits.pendingSendsMax >= 1 && limits.queueWaitMsMax > 0)) {
       throw new RangeError("SendCommitter needs batchSendsMax >= 1, pendingSendsMax >= 1 and queueWaitMsMax > 0");
     }
-    this.storedSendsRememberedMax = limits.storedSendsRememberedMax ?? storedSendsRememberedMaxDefault;
-    if (!(this.storedSendsRememberedMax >= 1)) throw new RangeError("SendCommitter needs storedSendsRememberedMax >= 1");
+    this.settledSendsRememberedMax = limits.settledSendsRememberedMax ?? settledSendsRememberedMaxDefault;
+    if (!(this.settledSendsRememberedMax >= 1)) throw new RangeError("SendCommitter needs settledSendsRememberedMax >= 1");
   }
 
   /** Sends waiting or being stored. */
@@ -268,12 +269,12 @@ export class SendCommitter {
       const earlierAt = firstIndexByKey.get(key);
       if (!this.storedRecently.has(key) && !(earlierAt !== undefined && earlierAt < index)) unknown.set(key, predecessor);
     });
-    let storedInDatabase: ReadonlySet<string> = new Set();
+    let settledInDatabase: ReadonlySet<string> = new Set();
     let readFailure: unknown;
     if (unknown.size > 0) {
       try {
-        storedInDatabase = await this.dependencies.store.storedSends([...unknown.values()]);
-        for (const key of storedInDatabase) this.rememberStored(key);
+        // Not remembered: a key settled because its sender is not a member may be sent again once they are.
+        settledInDatabase = await this.dependencies.store.settledSends([...unknown.values()]);
       } catch (error) {
         this.dependencies.logger.warn(`reading the predecessors of ${unknown.size} pipelined sends failed: ${describeError(error)}`);
         readFailure = error;
@@ -284,7 +285,7 @@ export class SendCommitter {
     for (const send of sends) {
       const predecessor = predecessorOf(send);
       const key = predecessor === undefined ? undefined : sendKey(predecessor);
-      if (key === undefined || admittedKeys.has(key) || this.storedRecently.has(key) || storedInDatabase.has(key)) {
+      if (key === undefined || admittedKeys.has(key) || this.storedRecently.has(key) || settledInDatabase.has(key)) {
         admitted.push(send);
         admittedKeys.add(sendKey(send.request));
       } else if (readFailure !== undefined && unknown.has(key)) {
@@ -300,7 +301,7 @@ export class SendCommitter {
   private rememberStored(key: string): void {
     this.storedRecently.delete(key);
     this.storedRecently.add(key);
-    if (this.storedRecently.size <= this.storedSendsRememberedMax) return;
+    if (this.storedRecently.size <= this.settledSendsRememberedMax) return;
     const oldest = this.storedRecently.values().next().value;
     if (oldest !== undefined) this.storedRecently.delete(oldest);
   }

@@ -11,7 +11,6 @@ import {
   mailboxPageLimitMax,
   type ClientRequestFrame,
   type CloseReason,
-  type ErrorFrame,
   type HelloFrame,
   type Message,
   type RefreshFrame,
@@ -161,18 +160,18 @@ export class Session implements DeliveryTarget, DrainTarget {
     const frame = decoded.frame;
     if (frame.type === "hello") return this.reply(errorFrame("already_authenticated", "this session is already authenticated", undefined));
     if (this.requestsInFlight >= this.core.limits.requestsInFlightPerSessionMax) {
-      return this.refuse(frame, errorFrame("rate_limited", `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`, frame.requestId));
+      return this.reply(errorFrame("rate_limited", `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`, frame.requestId));
     }
     // Past the edge's bound, refused before any work: the client backs off instead of queueing here.
     if (this.core.requestsInFlight >= this.core.limits.requestsInFlightMax) {
       const refusal = errorFrame("overloaded", `this edge has ${this.core.requestsInFlight} requests in flight`, frame.requestId);
-      return this.refuse(frame, { ...refusal, retryAfterMs: this.core.limits.overloadedRetryAfterMs });
+      return this.reply({ ...refusal, retryAfterMs: this.core.limits.overloadedRetryAfterMs });
     }
     // The request's buckets (per session, per user here): refused before any of it is done, with the wait.
     const kind = rateLimitedKindOf(frame.type);
     if (kind !== undefined) {
       const retryAfterMs = this.rateLimitsOf(userId).admit(kind, this.core.ephemeral.monotonicNowMs());
-      if (retryAfterMs > 0) return this.refuse(frame, { ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
+      if (retryAfterMs > 0) return this.reply({ ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
     }
     if (frame.type === "typing") {
       const nowMs = this.core.ephemeral.monotonicNowMs();
@@ -616,18 +615,6 @@ export class Session implements DeliveryTarget, DrainTarget {
   private sendSettled(frame: SendFrame, reply: ServerFrame): void {
     const outcome = reply.type === "ack" ? "stored" : reply.type === "error" && !reply.retryable ? "final" : "retryable";
     this.sendOrderOf().settle(frame.conversationId, frame.clientMessageId, outcome, this.core.ephemeral.monotonicNowMs());
-  }
-
-  /**
-   * Answers a request refused before any of it was done. A send refused so still comes before the
-   * session's later sends to its conversation until the client retries it (or its hold runs out).
-   */
-  private refuse(frame: ClientRequestFrame, refusal: ErrorFrame): void {
-    if (frame.type === "send") {
-      this.sendOrderOf().begin(frame.conversationId, frame.clientMessageId, this.core.ephemeral.monotonicNowMs());
-      this.sendSettled(frame, refusal);
-    }
-    this.reply(refusal);
   }
 
   /** Typing and watchPresence are served by the edge itself; every other request by a cell. */

@@ -130,10 +130,12 @@ export class MemoryConversationStore implements ConversationStore {
     return this.appendOne(input);
   }
 
-  async storedSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
+  async settledSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
     const stored = new Set<string>();
     for (const key of keys) {
-      if (this.conversations.get(key.conversationId)?.byClientMessage.has(`${key.senderUserId}\n${key.clientMessageId}`)) stored.add(sendKey(key));
+      const conversation = this.conversations.get(key.conversationId);
+      const settled = conversation === undefined || !conversation.members.has(key.senderUserId) || conversation.byClientMessage.has(`${key.senderUserId}\n${key.clientMessageId}`);
+      if (settled) stored.add(sendKey(key));
     }
     return stored;
   }

@@ -191,16 +191,18 @@ export class PostgresConversationStore implements ConversationStore {
     });
   }
 
-  async storedSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
+  async settledSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
     const stored = new Set<string>();
     if (keys.length === 0) return stored;
     // On the sends' own connections, as the batch it serves; the unique index on (conversation, sender,
-    // clientMessageId) answers it.
+    // clientMessageId) and the members' primary key answer it.
     const result = await this.sendPool.query(
-      `select messages.conversation_id, messages.sender_user_id, messages.client_message_id
+      `select wanted.conversation_id, wanted.sender_user_id, wanted.client_message_id
        from unnest($1::text[], $2::text[], $3::text[]) as wanted(conversation_id, sender_user_id, client_message_id)
-       join messages on messages.conversation_id = wanted.conversation_id and messages.sender_user_id = wanted.sender_user_id
-         and messages.client_message_id = wanted.client_message_id`,
+       where exists (select 1 from messages where messages.conversation_id = wanted.conversation_id
+                       and messages.sender_user_id = wanted.sender_user_id and messages.client_message_id = wanted.client_message_id)
+          or not exists (select 1 from conversation_members where conversation_members.conversation_id = wanted.conversation_id
+                           and conversation_members.user_id = wanted.sender_user_id)`,
       [keys.map((key) => key.conversationId), keys.map((key) => key.senderUserId), keys.map((key) => key.clientMessageId)],
     );
     for (const row of result.rows as Record<string, unknown>[]) {

@@ -374,7 +374,7 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       await store().deleteOutbox([]);
     });
 
-    it("tells which sends are stored, by conversation, sender and clientMessageId (storedSends)", async () => {
+    it("tells which sends are stored, by conversation, sender and clientMessageId, or can never be: their sender is no member (settledSends)", async () => {
       const [first, second] = [await group(["bob"]), await group(["bob"])];
       const prefix = nextClientMessageId();
       await store().appendMessages([input(first, "one", "alice", `${prefix}-1`), input(first, "two", "bob", `${prefix}-2`)]);
@@ -384,10 +384,11 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         { conversationId: second, senderUserId: "alice", clientMessageId: `${prefix}-1` },
         { conversationId: first, senderUserId: "bob", clientMessageId: `${prefix}-2` },
         { conversationId: "g-nosuchconversation000", senderUserId: "bob", clientMessageId: `${prefix}-2` },
+        { conversationId: first, senderUserId: "carol", clientMessageId: `${prefix}-3` },
       ];
-      const expected = [asked[0], asked[3]].flatMap((key) => (key === undefined ? [] : [sendKey(key)]));
-      expect([...(await store().storedSends(asked))].sort()).toEqual(expected.sort());
-      expect((await store().storedSends([])).size).toBe(0);
+      const expected = [asked[0], asked[3], asked[4], asked[5]].flatMap((key) => (key === undefined ? [] : [sendKey(key)]));
+      expect([...(await store().settledSends(asked))].sort()).toEqual(expected.sort());
+      expect((await store().settledSends([])).size).toBe(0);
     });
 
     describe("appendMessages (group commit)", () => {

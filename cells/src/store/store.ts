@@ -365,11 +365,14 @@ export interface ConversationStore extends MigrationStore {
   appendMessages(inputs: readonly AppendMessageInput[]): Promise<AppendMessageResult[]>;
 
   /**
-   * Which of these sends are stored, as sendKey() strings: the check of a pipelined send's predecessor
-   * (docs/decisions/0020), asked only when the committer does not remember it. Read-only, one statement
-   * however many keys; it takes no lock, so a send batch waiting on a conversation's row does not hold it up.
+   * Which of these sends can no longer hold up a later send, as sendKey() strings: those stored, and those
+   * that can never be stored here because their sender is not a member of the conversation (the later
+   * send is then refused as the store refuses it, not_a_member, rather than out_of_order). The check of a
+   * pipelined send's predecessor (docs/decisions/0020), asked only when the committer does not remember
+   * it. Read-only, one statement however many keys; it takes no lock, so a batch waiting on a
+   * conversation's row does not hold it up.
    */
-  storedSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>>;
+  settledSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>>;
 
   /** A page of the conversation's log after a cursor, for a member (read-only; served while frozen). */
   messagesAfter(input: MessagesAfterInput): Promise<MessagesAfterResult>;
