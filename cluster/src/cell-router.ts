@@ -97,7 +97,11 @@ export class CellRouter {
       });
       try {
         const remainingMs = deadlineAtMs - this.clock.monotonicNowMs();
-        if (remainingMs <= 0) break;
+        if (remainingMs <= 0) {
+          // Spent finding the owner (reading a cell's membership for the first time).
+          lastError ??= new UnavailableError("deadline_exceeded", `the caller's deadline passed before ${key} was sent to cell ${cellId}`);
+          break;
+        }
         const timeoutMs = Math.max(1, Math.min(this.options.requestTimeoutMs, remainingMs));
         // The worker is told how long this attempt waits (a batch of sends carries the shortest of them).
         const pending =
