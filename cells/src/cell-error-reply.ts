@@ -24,6 +24,10 @@ export type RequestFailure =
       readonly detail?: string;
       readonly retryAfterMs?: number;
     }
+  /** The caller's deadline passed before the request's turn came: not started, since nobody waits for it. */
+  | { readonly kind: "deadline_exceeded"; readonly detail: string }
+  /** A pipelined send whose predecessor is not stored (docs/decisions/0020): not stored either. */
+  | { readonly kind: "out_of_order"; readonly clientMessageId: string; readonly afterClientMessageId: string }
   /** The key is frozen here while it moves to another cell, or importing here from one. */
   | { readonly kind: "moving"; readonly key: string }
   /** The payload did not decode: the edge and the worker disagree on the protocol, never a client's fault. */
@@ -68,6 +72,10 @@ export function cellErrorReply(failure: RequestFailure): CellErrorReply {
       return reply("not_owner", "this worker's lease lapsed; route again");
     case "overloaded":
       return { ...reply("overloaded", failure.detail ?? overloadedMessages[failure.reason]), retryAfterMs: failure.retryAfterMs ?? overloadedRetryAfterMsDefault };
+    case "deadline_exceeded":
+      return reply("deadline_exceeded", failure.detail);
+    case "out_of_order":
+      return reply("out_of_order", `send ${failure.clientMessageId} came before ${failure.afterClientMessageId}, sent before it, was stored; retry them in order`);
     case "moving":
       return reply("moving", `${failure.key} is moving between cells; retry shortly`);
     case "bad_payload":

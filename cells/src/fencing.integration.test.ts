@@ -220,6 +220,7 @@ async function inProcessWorkerOf(cellId: string, workerId: string, store: Postgr
     queue: new KeyedSerialQueue({ pendingPerKeyMax: 16, pendingTotalMax: 64 }),
     sends,
     sendBudgetMs: deadlineMs,
+    monotonicNowMs: () => systemClock.monotonicNowMs(),
     relayOutbox: () => undefined,
     membersChanged: () => undefined,
     publishDelivery: () => undefined,

@@ -21,7 +21,7 @@ export const testSendLimits: SendCommitterLimits = { batchSendsMax: 100, pending
 /** A SendCommitter as worker.ts builds it, recording what it publishes. */
 export function testSendCommitter(options: {
   readonly workerId: string;
-  readonly store: Pick<ConversationStore, "appendMessages">;
+  readonly store: Pick<ConversationStore, "appendMessages" | "settledSends">;
   readonly ownership: OwnershipView;
   readonly published?: StoredMessage[];
   readonly logger?: TestLogger;
@@ -58,6 +58,8 @@ export type HandlerHarnessOptions = {
   readonly migration?: MigrationDependencies;
   readonly sendLimits?: Partial<SendCommitterLimits>;
   readonly drainOutbox?: (conversationId: string) => void;
+  /** The clock of request deadlines and of the committer; performance.now() by default. */
+  readonly monotonicNowMs?: () => number;
 };
 
 export type HandlerHarness = {
@@ -97,7 +99,8 @@ export function handlerHarness(options: HandlerHarnessOptions = {}): HandlerHarn
     snapshot: () => ({ ring: { ownerOf: ring.ownerOf ?? (() => workerId) }, epoch: ring.epoch?.() ?? 1 }),
     leaseHeld: ring.leaseHeld ?? (() => true),
   };
-  const sends = testSendCommitter({ workerId, store, ownership, published, logger, limits: options.sendLimits ?? {} });
+  const monotonicNowMs = options.monotonicNowMs ?? (() => performance.now());
+  const sends = testSendCommitter({ workerId, store, ownership, published, logger, monotonicNowMs, limits: options.sendLimits ?? {} });
   const handler = new CellRequestHandler({
     workerId,
     cellId: options.cellId ?? "a",
@@ -106,6 +109,7 @@ export function handlerHarness(options: HandlerHarnessOptions = {}): HandlerHarn
     queue,
     sends,
     sendBudgetMs: 10_000,
+    monotonicNowMs,
     directConversationKey: devDirectConversationKey,
     relayOutbox: (conversationId, entries) => {
       relayed.push({ conversationId, entries });

@@ -229,13 +229,13 @@ describe("CellRequestHandler", () => {
       expect(history.outcome === "history" && history.messages.map((message) => message.body)).toEqual(["hi", "one", "three"]);
     });
 
-    it("answers every send overloaded, storing none, when the batch's budget ran out before its turn", async () => {
+    it("answers every send deadline_exceeded, storing none, when the batch's budget ran out before its turn", async () => {
       const { request, sendBatch, published } = handlerHarness();
       const conversationId = await createGroup(request);
       const replies = await sendBatch({ type: "cell.sendBatch", budgetMs: 0, sends: [sendRequest(conversationId, "x1"), sendRequest(conversationId, "x2")] });
       expect(replies.replies).toEqual([
-        expect.objectContaining({ type: "cell.error", code: "overloaded", retryAfterMs: expect.any(Number) }),
-        expect.objectContaining({ type: "cell.error", code: "overloaded", retryAfterMs: expect.any(Number) }),
+        expect.objectContaining({ type: "cell.error", code: "deadline_exceeded" }),
+        expect.objectContaining({ type: "cell.error", code: "deadline_exceeded" }),
       ]);
       expect(published).toEqual([]);
       expect(await request(sendRequest(conversationId, "x1"))).toMatchObject({ type: "cell.stored", deduplicated: false, message: { seq: 1 } });
@@ -567,5 +567,48 @@ describe("CellRequestHandler", () => {
     expect(await request({ type: "cell.redriveDeadLetters", ids: [bobRow?.id ?? 0] })).toEqual({ type: "cell.redriven", cellId: "a", rows: 1 });
     expect(await request({ type: "cell.deadLetters", afterId: 0, limit: 10 })).toMatchObject({ deadLetters: [] });
     expect((await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0, conversationId })).entries.map((entry) => entry.recipientUserId)).toEqual(["alice", "bob"]);
+  });
+});
+
+describe("CellRequestHandler: one deadline per request (docs/decisions/0020)", () => {
+  it("does not start a request whose caller's budget ran out while it waited for its key's turn", async () => {
+    const store = new GatedStore(new Set(["addMembers"]));
+    const clock = { nowMs: 1000 };
+    const { handler, request } = handlerHarness({ store, monotonicNowMs: () => clock.nowMs });
+    const conversationId = await createGroup(request);
+    const replies: string[] = [];
+    // The first holds the conversation's turn (its statement waits on a lock); the second, whose caller
+    // waits 500 ms, queues behind it.
+    const first = handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"], budgetMs: 5000 }), (reply) =>
+      replies.push(`first ${outcomeOf(reply)}`),
+    );
+    const second = handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["erin"], budgetMs: 500 }), (reply) =>
+      replies.push(`second ${outcomeOf(reply)}`),
+    );
+    await expect.poll(() => store.gates.length).toBe(1);
+    clock.nowMs += 600;
+    await store.releaseOne();
+    await Promise.all([first, second]);
+    expect(replies).toEqual(["first cell.conversation", "second deadline_exceeded"]);
+    // The second was never run: erin is not a member.
+    const members = await store.members(conversationId);
+    expect(members.outcome === "members" && members.memberUserIds).toEqual(["alice", "bob", "carol", "dave"]);
+    expect(store.gates).toHaveLength(0);
+  });
+
+  it("runs a request that carries no budget (an older sender) whenever its turn comes", async () => {
+    const clock = { nowMs: 1000 };
+    const { handler, request } = handlerHarness({ monotonicNowMs: () => clock.nowMs });
+    const conversationId = await createGroup(request);
+    const reply = await new Promise<CellReply>((resolve) => void handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"] }), resolve));
+    expect(reply.type).toBe("cell.conversation");
+  });
+
+  it("refuses a budget that is not a whole number of milliseconds within bounds", async () => {
+    const { request } = handlerHarness();
+    for (const budgetMs of [-1, 1.5, "100", 600_001]) {
+      const reply = await request(JSON.stringify({ type: "cell.members", conversationId: newGroupId(), userId: "alice", budgetMs }));
+      expect(reply).toMatchObject({ type: "cell.error", code: "internal", message: expect.stringMatching(/budgetMs/) });
+    }
   });
 });

@@ -18,7 +18,7 @@
 // whichever worker gets them.
 import { directConversationId, type Logger } from "@cellwire/cluster";
 import {
-  cellRequest,
+  cellRequestEnvelope,
   cellRequestKey,
   decode,
   parseJson,
@@ -79,8 +79,13 @@ export type RequestHandlerDependencies = {
   readonly queue: KeyedSerialQueue;
   /** Stores and publishes sends, many per statement; a reply per send after its commit. */
   readonly sends: Pick<SendCommitter, "submit">;
-  /** A single cell.send (not in a batch) counts on its caller waiting this long. */
+  /** A single cell.send (not in a batch) that carries no budgetMs counts on its caller waiting this long. */
   readonly sendBudgetMs: number;
+  /**
+   * The clock of request deadlines: a request's budgetMs becomes a deadline on it when the request
+   * arrives, and a request whose deadline passed before its key's turn is not started.
+   */
+  readonly monotonicNowMs: () => number;
   /** Takes the outbox rows (joined, receipt) of a change just committed and acked; MUST NOT wait for them to be relayed. */
   readonly relayOutbox: (conversationId: string, entries: readonly OutboxEntry[]) => void;
   /** The conversation's members changed here: cached member lists of it are stale. */
@@ -135,14 +140,16 @@ export class CellRequestHandler {
   /** handle() for a payload already parsed from JSON (the worker parses once to tell batches apart). */
   handleParsed(input: unknown, respond: (reply: CellReply) => void): Promise<void> {
     const { queue, workerId, ownership, logger } = this.dependencies;
-    const decoded = decode(cellRequest, input);
+    const decoded = decode(cellRequestEnvelope, input);
     if (!decoded.ok) {
       const reason = `${decoded.failure.path} ${decoded.failure.reason}`;
       logger.warn(`worker ${workerId} got a request that does not decode: ${reason}`);
       respond(cellErrorReply({ kind: "bad_payload", reason }));
       return Promise.resolve();
     }
-    const request = decoded.value;
+    const { request, budgetMs } = decoded.value;
+    // Local to this process, from the caller's relative budget: the clocks of two processes differ.
+    const deadlineAtMs = budgetMs === undefined ? Number.POSITIVE_INFINITY : this.dependencies.monotonicNowMs() + budgetMs;
     // Any worker counts the cell's rows: no key, no turn.
     if (request.type === "cell.stats") return this.stats(respond);
     // Dead letters are rows of the cell, not of a key: any worker lists or redrives them (the owners' sweepers relay them).
@@ -167,7 +174,7 @@ export class CellRequestHandler {
       return Promise.resolve();
     }
     if (request.type === "cell.send") {
-      this.dependencies.sends.submit(request, this.dependencies.sendBudgetMs, respond);
+      this.dependencies.sends.submit(request, budgetMs ?? this.dependencies.sendBudgetMs, respond);
       return Promise.resolve();
     }
     if (request.type === "cell.messagesAfter") return this.messagesAfter(request, key, respond);
@@ -180,7 +187,7 @@ export class CellRequestHandler {
       // Outside the key's turn: the coordinator takes turns only for its writes here.
       return migration.migrate(request).then(respond);
     }
-    const queued = queue.enqueue(key, () => this.run(request, respond));
+    const queued = queue.enqueue(key, () => this.run(request, deadlineAtMs, respond));
     if (!queued.accepted) {
       respond(cellErrorReply({ kind: "overloaded", reason: queued.reason }));
       return Promise.resolve();
@@ -293,8 +300,14 @@ export class CellRequestHandler {
     return queued.result;
   };
 
-  private async run(request: CellRequest, respond: (reply: CellReply) => void): Promise<void> {
-    const { logger } = this.dependencies;
+  private async run(request: CellRequest, deadlineAtMs: number, respond: (reply: CellReply) => void): Promise<void> {
+    const { logger, monotonicNowMs } = this.dependencies;
+    // Its caller has stopped waiting: doing it now would only make an effect nobody is told of (a group
+    // created after the client heard it failed) and delay the requests behind it (docs/decisions/0020).
+    if (monotonicNowMs() >= deadlineAtMs) {
+      respond(cellErrorReply({ kind: "deadline_exceeded", detail: `the caller's deadline passed while ${request.type} waited for its turn; it was not started` }));
+      return;
+    }
     let outcome: Outcome;
     try {
       outcome = await this.perform(request);

@@ -8,7 +8,7 @@ import { SendCommitter, type SendCommitterLimits } from "./send-committer.ts";
 import type { StoredMessage } from "./message-publisher.ts";
 import { MemoryConversationStore } from "./store/memory-store.ts";
 import { newGroupId } from "./store/store-contract.ts";
-import type { AppendMessageInput, AppendMessageResult } from "./store/store.ts";
+import type { AppendMessageInput, AppendMessageResult, SendKey } from "./store/store.ts";
 
 const workerId = "a-1";
 /** The bounds send-committer.ts puts on a retry-after. */
@@ -45,6 +45,14 @@ class HeldStore {
         },
       });
     });
+  }
+
+  /** Every settledSends read: the keys it asked for. */
+  readonly reads: string[][] = [];
+
+  settledSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
+    this.reads.push(keys.map((key) => key.clientMessageId));
+    return this.memory.settledSends(keys);
   }
 
   /** Completes the oldest held batch and lets the committer act on it. */
@@ -441,7 +449,7 @@ describe("SendCommitter", () => {
     expect(outcomeOf(replyOf("waited just enough"))).toBe("stored 3");
   });
 
-  it("refuses overloaded a send whose budget ran out before its batch started, and never stores it", async () => {
+  it("refuses deadline_exceeded a send whose budget ran out before its batch started, and never stores it", async () => {
     const { store, clock, submit, replyOf, group } = setup();
     const conversationId = await group();
     submit(sendTo(conversationId, "slow commit"));
@@ -449,14 +457,14 @@ describe("SendCommitter", () => {
     submit(sendTo(conversationId, "still waiting"), 51);
     clock.nowMs += 50;
     await store.completeNext();
-    expectOverloaded(replyOf("gave up"));
+    expect(replyOf("gave up")).toMatchObject({ type: "cell.error", code: "deadline_exceeded" });
     expect(store.batches.at(-1)?.map((input) => input.body)).toEqual(["still waiting"]);
     await store.completeNext();
     expect(outcomeOf(replyOf("still waiting"))).toBe("stored 2");
     // A budget of 0: the caller has already given up.
     submit(sendTo(conversationId, "no budget"), 0);
     await settle();
-    expectOverloaded(replyOf("no budget"));
+    expect(replyOf("no budget")).toMatchObject({ type: "cell.error", code: "deadline_exceeded" });
     expect(store.batches).toHaveLength(2);
   });
 
@@ -684,5 +692,97 @@ describe("SendCommitter", () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe("SendCommitter: pipelined sends keep their order (docs/decisions/0020)", () => {
+  function after(send: CellSendRequest, afterClientMessageId: string): CellSendRequest {
+    return { ...send, afterClientMessageId };
+  }
+
+  /** Completes the next batch once the committer has asked for it (a batch with predecessors may read first). */
+  async function completeNext(store: HeldStore): Promise<void> {
+    await settle();
+    await store.completeNext();
+  }
+
+  it("stores a send whose predecessor is earlier in its batch, or stored by an earlier batch, with no read", async () => {
+    const { store, submit, replyOf, group } = setup();
+    const conversationId = await group();
+    submit(sendTo(conversationId, "c0"));
+    submit(after(sendTo(conversationId, "c1"), "c0"));
+    submit(after(sendTo(conversationId, "c2"), "c1"));
+    await completeNext(store);
+    await completeNext(store);
+    expect(store.batches.map((batch) => batch.map((input) => input.clientMessageId))).toEqual([["c0"], ["c1", "c2"]]);
+    expect(["c0", "c1", "c2"].map((label) => outcomeOf(replyOf(label)))).toEqual(["stored 1", "stored 2", "stored 3"]);
+    expect(store.reads).toEqual([]);
+  });
+
+  it("answers out_of_order the sends queued ahead of their predecessor's retry, so c0, c1, c2 are never stored as c1, c2, c0", async () => {
+    const { store, submit, replies, replyOf, group } = setup();
+    const conversationId = await group();
+    // c0's first attempt is in the batch being stored (held on a row lock); the session pipelines c1 and
+    // c2 behind it, then the edge's router, whose attempt timed out, sends c0 again: it queues last.
+    submit(sendTo(conversationId, "c0"), 10_000, "c0 first");
+    submit(after(sendTo(conversationId, "c1"), "c0"));
+    submit(after(sendTo(conversationId, "c2"), "c1"));
+    submit(sendTo(conversationId, "c0"), 10_000, "c0 retry");
+    // The held statement fails (statement timeout): c0 was not stored by it.
+    store.held.shift()?.fail(new Error("canceling statement due to statement timeout"));
+    await completeNext(store);
+    expect(store.batches.map((batch) => batch.map((input) => input.clientMessageId))).toEqual([["c0"], ["c0"]]);
+    expect(outcomeOf(replyOf("c1"))).toBe("out_of_order");
+    expect(outcomeOf(replyOf("c2"))).toBe("out_of_order");
+    expect(outcomeOf(replyOf("c0 retry"))).toBe("stored 1");
+    expect(decode(cellReply, replyOf("c1")).ok).toBe(true);
+    // c0 was later in the batch than c1: the database was asked (once), and did not have it yet.
+    expect(store.reads).toEqual([["c0"]]);
+    // The client retries them in order: each finds its predecessor stored.
+    replies.clear();
+    submit(after(sendTo(conversationId, "c1"), "c0"));
+    submit(after(sendTo(conversationId, "c2"), "c1"));
+    await completeNext(store);
+    await completeNext(store);
+    expect(["c1", "c2"].map((label) => outcomeOf(replyOf(label)))).toEqual(["stored 2", "stored 3"]);
+    const log = await store.memory.history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 });
+    expect(log.outcome === "history" && log.messages.map((message) => message.clientMessageId)).toEqual(["c0", "c1", "c2"]);
+  });
+
+  it("asks the database, once per batch, only for predecessors it neither stored nor has earlier in the batch", async () => {
+    const { store, submit, replyOf, group } = setup();
+    const conversationId = await group();
+    // A predecessor stored by another worker (before a ring change) or before a restart.
+    await store.memory.appendMessages([{ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "elsewhere", body: "elsewhere", epoch: 3 }]);
+    submit(after(sendTo(conversationId, "c3"), "elsewhere"));
+    submit(after(sendTo(conversationId, "c4"), "never sent"));
+    submit(after(sendTo(conversationId, "c5"), "c3"));
+    submit(after(sendTo(conversationId, "c6"), "c4"));
+    await completeNext(store);
+    await completeNext(store);
+    // c3 went alone (the committer was idle); c5's predecessor c3 was then remembered, c6's was earlier in its batch.
+    expect(store.reads).toEqual([["elsewhere"], ["never sent"]]);
+    expect(["c3", "c4", "c5", "c6"].map((label) => outcomeOf(replyOf(label)))).toEqual(["stored 2", "out_of_order", "stored 3", "out_of_order"]);
+  });
+
+  it("answers a non-member's pipelined sends not_a_member, as the store does, not out_of_order: their predecessors can never be stored", async () => {
+    const { store, submit, replyOf, group } = setup();
+    const conversationId = await group(["bob"]);
+    submit(sendTo(conversationId, "c0", "c0", "carol"));
+    submit({ ...sendTo(conversationId, "c1", "c1", "carol"), afterClientMessageId: "c0" });
+    await completeNext(store);
+    await completeNext(store);
+    expect(["c0", "c1"].map((label) => outcomeOf(replyOf(label)))).toEqual(["not_a_member", "not_a_member"]);
+  });
+
+  it("looks a predecessor up by the same sender: another user's send of that id does not count", async () => {
+    const { store, submit, replyOf, group } = setup();
+    const conversationId = await group(["bob"]);
+    submit(sendTo(conversationId, "bob c0", "c0", "bob"));
+    submit(after(sendTo(conversationId, "alice c1", "c1", "alice"), "c0"));
+    await completeNext(store);
+    await settle();
+    expect(outcomeOf(replyOf("bob c0"))).toBe("stored 1");
+    expect(outcomeOf(replyOf("alice c1"))).toBe("out_of_order");
   });
 });

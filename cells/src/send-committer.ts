@@ -5,8 +5,16 @@
 // arrival order and their messages are published in seq order.
 //
 // Overload is refused early rather than queued without end: a send that finds pendingSendsMax sends
-// waiting, that waited longer than queueWaitMsMax, or whose caller's budget ran out before its batch
-// started, is answered `overloaded` with a retry-after and never stored. The ack (the reply) follows the
+// waiting, or that waited longer than queueWaitMsMax, is answered `overloaded` with a retry-after and
+// never stored; one whose caller's budget ran out before its batch started is answered
+// `deadline_exceeded` and never stored either (docs/decisions/0020).
+//
+// A pipelined send names its predecessor (afterClientMessageId: the send its session sent to the same
+// conversation just before it, still unanswered then). It is stored only once that one is: earlier in
+// its own batch, remembered as stored here, or found stored in the database (one read for the batch,
+// only when neither answers; a predecessor whose sender is no member counts too, since it never will
+// be); else it is answered `out_of_order`, and so are the sends that name it, so a conversation never
+// holds a later send of a session before an earlier one (docs/decisions/0020). The ack (the reply) follows the
 // commit; the publish of each new message to its members follows the replies.
 //
 // Riding through a short database outage (docs/decisions/0025): a commit that failed because Postgres
@@ -20,7 +28,7 @@ import type { CellReply, CellSendRequest } from "@cellwire/protocol";
 import { cellErrorReply, movedReply } from "./cell-error-reply.ts";
 import { describeError, isPostgresUnavailable } from "./store/errors.ts";
 import type { OwnershipView } from "./request-handler.ts";
-import type { AppendMessageInput, AppendMessageResult, ConversationStore } from "./store/store.ts";
+import { sendKey, type AppendMessageInput, type AppendMessageResult, type ConversationStore, type SendKey } from "./store/store.ts";
 import type { StoredMessage } from "./message-publisher.ts";
 
 export type SendCommitterLimits = {
@@ -30,7 +38,15 @@ export type SendCommitterLimits = {
   readonly pendingSendsMax: number;
   /** A send that waited longer than this for its batch is refused `overloaded`: the queue is bounded in time too. */
   readonly queueWaitMsMax: number;
+  /**
+   * Sends remembered as stored (their keys, the newest), so the predecessor of a pipelined send is
+   * found without a read; settledSendsRememberedMaxDefault when unset.
+   */
+  readonly settledSendsRememberedMax?: number;
 };
+
+/** 16,384 keys of about 100 bytes: under 2 MB, and far more than the sends in flight to one worker. */
+export const settledSendsRememberedMaxDefault = 16_384;
 
 /**
  * Lingering (optional): when a batch started less than busyWindowMs ago, a send that finds the committer
@@ -60,7 +76,7 @@ export type SendRetry = {
 
 export type SendCommitterDependencies = {
   readonly workerId: string;
-  readonly store: Pick<ConversationStore, "appendMessages">;
+  readonly store: Pick<ConversationStore, "appendMessages" | "settledSends">;
   readonly ownership: OwnershipView;
   /** Publishes the new messages of one batch to their members; called in batch order, MUST keep it. */
   readonly publish: (messages: readonly StoredMessage[]) => Promise<void>;
@@ -87,7 +103,7 @@ type PendingSend = {
 };
 
 /** What one attempt at a batch left to try again: the sends, and the failure that stopped them. */
-type FailedAttempt = { readonly sends: PendingSend[]; readonly error: unknown };
+type FailedAttempt = { readonly sends: readonly PendingSend[]; readonly error: unknown };
 
 /** A retry-after is never shorter (clients would come back before anything changed) nor longer than these. */
 const retryAfterMsMin = 50;
@@ -115,12 +131,17 @@ export class SendCommitter {
   /** Set while a lingering start is scheduled: cancels it. */
   private cancelLinger: (() => void) | undefined;
   private idleWaiters: (() => void)[] = [];
+  /** sendKey()s of sends stored (or found stored) here, oldest first: the predecessors already known. */
+  private readonly storedRecently = new Set<string>();
+  private readonly settledSendsRememberedMax: number;
 
   constructor(private readonly dependencies: SendCommitterDependencies) {
     const { limits } = dependencies;
     if (!(limits.batchSendsMax >= 1 && limits.pendingSendsMax >= 1 && limits.queueWaitMsMax > 0)) {
       throw new RangeError("SendCommitter needs batchSendsMax >= 1, pendingSendsMax >= 1 and queueWaitMsMax > 0");
     }
+    this.settledSendsRememberedMax = limits.settledSendsRememberedMax ?? settledSendsRememberedMaxDefault;
+    if (!(this.settledSendsRememberedMax >= 1)) throw new RangeError("SendCommitter needs settledSendsRememberedMax >= 1");
   }
 
   /** Sends waiting or being stored. */
@@ -215,7 +236,7 @@ export class SendCommitter {
     this.lastBatchStartedAtMs = startedAtMs;
     const admitted: PendingSend[] = [...retried];
     for (const send of queued) {
-      if (startedAtMs >= send.deadlineAtMs) send.respond(this.overloaded("the send's deadline passed before its turn; it was not stored"));
+      if (startedAtMs >= send.deadlineAtMs) send.respond(cellErrorReply({ kind: "deadline_exceeded", detail: "the send's deadline passed before its turn; it was not stored" }));
       else if (startedAtMs - send.enqueuedAtMs > limits.queueWaitMsMax) send.respond(this.overloaded("the send waited too long for its turn; it was not stored"));
       else admitted.push(send);
     }
@@ -233,12 +254,15 @@ export class SendCommitter {
       else send.respond(cellErrorReply({ kind: "not_owner", key: send.request.conversationId, ownerWorkerId }));
     }
     if (owned.length === 0) return undefined;
+    // Checked here, not awaited, for the ordinary batch: it goes on to its statement in the same tick.
+    const inOrder = owned.some((send) => send.request.afterClientMessageId !== undefined) ? await this.inSendOrder(owned) : owned;
+    if (inOrder.length === 0) return undefined;
     // A send repeated within one batch (a client retry that caught up with its first attempt) is stored
     // once and both get the answer; the same key with another body is the id reused for another message,
     // refused as the store refuses it once the first is stored (reusedInBatch).
     const inputIndexByKey = new Map<string, number>();
     const inputs: AppendMessageInput[] = [];
-    const inputIndexOfSend = owned.map((send) => {
+    const inputIndexOfSend = inOrder.map((send) => {
       const { conversationId, senderUserId, senderDeviceId, clientMessageId, body } = send.request;
       const key = `${conversationId}\n${senderUserId}\n${clientMessageId}`;
       const known = inputIndexByKey.get(key);
@@ -252,11 +276,11 @@ export class SendCommitter {
       results = await store.appendMessages(inputs);
     } catch (error) {
       if (this.dependencies.retry !== undefined && isPostgresUnavailable(error)) {
-        for (const send of owned) send.outcomeUnknown = true;
-        return { sends: owned, error };
+        for (const send of inOrder) send.outcomeUnknown = true;
+        return { sends: inOrder, error };
       }
       logger.error(`storing a batch of ${inputs.length} sends failed: ${describeError(error)}`);
-      for (const send of owned) send.respond(cellErrorReply({ kind: "error", error }));
+      for (const send of inOrder) send.respond(cellErrorReply({ kind: "error", error }));
       return undefined;
     } finally {
       this.lastBatchMs = Math.max(1, monotonicNowMs() - startedAtMs);
@@ -264,7 +288,7 @@ export class SendCommitter {
     const stored: StoredMessage[] = [];
     const published = new Set<number>();
     const fenced = new Set<string>();
-    owned.forEach((send, sendIndex) => {
+    inOrder.forEach((send, sendIndex) => {
       const inputIndex = inputIndexOfSend[sendIndex] ?? -1;
       if (inputIndex === reusedInBatch) {
         send.respond(cellErrorReply({ kind: "refused", refusal: "client_message_id_reused" }));
@@ -276,6 +300,7 @@ export class SendCommitter {
         return;
       }
       send.respond(replyFor(send.request.conversationId, epoch, result));
+      if (result.outcome === "stored") this.rememberStored(sendKey(send.request));
       if (result.outcome === "fenced") fenced.add(send.request.conversationId);
       // The first send of a repeated key carries the publish; a deduplicated one was published when stored,
       // unless it was stored by an attempt whose outcome this worker never learnt (then it is published
@@ -301,6 +326,63 @@ export class SendCommitter {
     return undefined;
   }
 
+  /**
+   * The sends of a batch whose predecessors are stored, in batch order; the others are answered
+   * out_of_order (or with the error of the read that would have told). Sends without a predecessor, the
+   * ordinary case, cost one property check and no read.
+   */
+  private async inSendOrder(sends: readonly PendingSend[]): Promise<readonly PendingSend[]> {
+    const firstIndexByKey = new Map<string, number>();
+    sends.forEach((send, index) => {
+      const key = sendKey(send.request);
+      if (!firstIndexByKey.has(key)) firstIndexByKey.set(key, index);
+    });
+    // The predecessors neither remembered nor earlier in this batch: one read for all of them.
+    const unknown = new Map<string, SendKey>();
+    sends.forEach((send, index) => {
+      const predecessor = predecessorOf(send);
+      if (predecessor === undefined) return;
+      const key = sendKey(predecessor);
+      const earlierAt = firstIndexByKey.get(key);
+      if (!this.storedRecently.has(key) && !(earlierAt !== undefined && earlierAt < index)) unknown.set(key, predecessor);
+    });
+    let settledInDatabase: ReadonlySet<string> = new Set();
+    let readFailure: unknown;
+    if (unknown.size > 0) {
+      try {
+        // Not remembered: a key settled because its sender is not a member may be sent again once they are.
+        settledInDatabase = await this.dependencies.store.settledSends([...unknown.values()]);
+      } catch (error) {
+        this.dependencies.logger.warn(`reading the predecessors of ${unknown.size} pipelined sends failed: ${describeError(error)}`);
+        readFailure = error;
+      }
+    }
+    const admitted: PendingSend[] = [];
+    const admittedKeys = new Set<string>();
+    for (const send of sends) {
+      const predecessor = predecessorOf(send);
+      const key = predecessor === undefined ? undefined : sendKey(predecessor);
+      if (key === undefined || admittedKeys.has(key) || this.storedRecently.has(key) || settledInDatabase.has(key)) {
+        admitted.push(send);
+        admittedKeys.add(sendKey(send.request));
+      } else if (readFailure !== undefined && unknown.has(key)) {
+        send.respond(cellErrorReply({ kind: "error", error: readFailure }));
+      } else {
+        const { clientMessageId, afterClientMessageId = "" } = send.request;
+        send.respond(cellErrorReply({ kind: "out_of_order", clientMessageId, afterClientMessageId }));
+      }
+    }
+    return admitted;
+  }
+
+  private rememberStored(key: string): void {
+    this.storedRecently.delete(key);
+    this.storedRecently.add(key);
+    if (this.storedRecently.size <= this.settledSendsRememberedMax) return;
+    const oldest = this.storedRecently.values().next().value;
+    if (oldest !== undefined) this.storedRecently.delete(oldest);
+  }
+
   private overloaded(reason: string): CellReply {
     const { limits } = this.dependencies;
     const batchesAhead = Math.ceil(this.pending.length / limits.batchSendsMax) + 1;
@@ -323,4 +405,10 @@ function replyFor(conversationId: string, epoch: number, result: AppendMessageRe
     case "moved":
       return movedReply("conversation", conversationId, result);
   }
+}
+
+/** The send a pipelined send must follow: the same sender's, in the same conversation. */
+function predecessorOf(send: PendingSend): SendKey | undefined {
+  const { conversationId, senderUserId, afterClientMessageId } = send.request;
+  return afterClientMessageId === undefined ? undefined : { conversationId, senderUserId, clientMessageId: afterClientMessageId };
 }

@@ -260,6 +260,7 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       queue,
       sends,
       sendBudgetMs: singleSendBudgetMs,
+      monotonicNowMs: () => clock.monotonicNowMs(),
       membersChanged: (conversationId) => publisher.forget(conversationId),
       relayOutbox: (conversationId, entries) => relay.relayStored(conversationId, entries),
       drainOutbox: (conversationId) => relay.drain(conversationId),

@@ -226,6 +226,43 @@ describe("CellwireClient: requests", () => {
     expect(new Set(frames.map((frame) => frame.requestId)).size).toBe(3);
   });
 
+  it("retries the sends of one conversation in call order, holding later sends until an earlier one waiting for its retry goes out", async () => {
+    const { edge, clock, client } = setup();
+    const firstAnswers = new Map<string, "out_of_order" | "slow">([
+      ["c0", "slow"],
+      ["c1", "out_of_order"],
+      ["c2", "out_of_order"],
+    ]);
+    edge.onRequest = (frame) => {
+      if (frame.type !== "send") return "default";
+      const answer = firstAnswers.get(frame.clientMessageId);
+      firstAnswers.delete(frame.clientMessageId);
+      // c0's cell was busy and asked for 150 ms; c1 and c2 arrived before c0 was stored (docs/decisions/0020).
+      if (answer === "slow") return { type: "error", requestId: frame.requestId, code: "overloaded", message: "busy", retryable: true, retryAfterMs: 150 };
+      if (answer === "out_of_order") return { type: "error", requestId: frame.requestId, code: "out_of_order", message: "c0 first", retryable: true };
+      return "default";
+    };
+    await client.connect();
+    const sends = ["c0", "c1", "c2"].map((clientMessageId) => client.send(groupConversationId, clientMessageId, { clientMessageId }));
+    const other = client.send(directConversationId, "elsewhere", { clientMessageId: "d0" });
+    await flush();
+    clock.advanceBy(10);
+    // A new send to the conversation while c0 waits for its retry waits too; another conversation's does not.
+    const later = client.send(groupConversationId, "c3", { clientMessageId: "c3" });
+    const another = client.send(directConversationId, "elsewhere too", { clientMessageId: "d1" });
+    await flush();
+    expect(edge.framesOfType("send").map((frame) => frame.clientMessageId)).toEqual(["c0", "c1", "c2", "d0", "d1"]);
+    // c1 and c2's own retries fall due at 50 ms: they still wait for c0's, at 150 ms.
+    clock.advanceBy(40);
+    await flush();
+    expect(edge.framesOfType("send").map((frame) => frame.clientMessageId)).toEqual(["c0", "c1", "c2", "d0", "d1"]);
+    clock.advanceBy(100);
+    await flush();
+    expect(edge.framesOfType("send").map((frame) => frame.clientMessageId)).toEqual(["c0", "c1", "c2", "d0", "d1", "c0", "c1", "c2", "c3"]);
+    const acks = await Promise.all([...sends, later, other, another]);
+    expect(acks.map((ack) => ack.clientMessageId)).toEqual(["c0", "c1", "c2", "c3", "d0", "d1"]);
+  });
+
   it("rejects with the error after requestRetriesMax retries, and never retries a non-idempotent request", async () => {
     const { edge, clock, client } = setup({ requestRetriesMax: 2 });
     edge.onRequest = (frame) => ({ type: "error", requestId: frame.requestId, code: "internal", message: "boom", retryable: true });

@@ -235,6 +235,8 @@ type PendingRequest = {
   /** clock.nowMs() past which the request has timed out: a retry due later is not worth waiting for. */
   readonly deadlineMs: number;
   cancelRetry: CancelTimer | null;
+  /** A send held back because an earlier send to its conversation is not in flight (it waits for a retry). */
+  heldForEarlierSend: boolean;
   cancelDeadline: CancelTimer;
   /** Receives a frame already checked with isReplyOf(kind). */
   readonly resolve: (frame: ServerFrame) => void;
@@ -276,6 +278,12 @@ export class CellwireClient {
   /** Insertion order is call order: queued requests are transmitted in it after a welcome. */
   private readonly pending = new Set<PendingRequest>();
   private readonly inFlight = new Map<string, PendingRequest>();
+  /**
+   * The pending sends of each conversation, in call order: a send goes out only when every earlier one
+   * is in flight, so retries keep the conversation's order (the edge names each send's predecessor, and
+   * the cell stores a send only after it: docs/decisions/0020).
+   */
+  private readonly sendsByConversation = new Map<string, PendingRequest[]>();
   private requestCounter = 0;
 
   private readonly typingIndicators: TypingIndicators;
@@ -510,6 +518,7 @@ export class CellwireClient {
         retriesUsed: 0,
         deadlineMs: this.clock.nowMs() + this.settings.requestTimeoutMs,
         cancelRetry: null,
+        heldForEarlierSend: false,
         cancelDeadline: () => {},
         resolve: (frame) => {
           this.forget(entry);
@@ -525,6 +534,12 @@ export class CellwireClient {
         entry.reject(new CellwireClientError("timeout", `no reply to ${entry.kind} within ${this.settings.requestTimeoutMs} ms`, { retryable }));
       }, this.settings.requestTimeoutMs);
       this.pending.add(entry);
+      const conversationId = sendConversationOf(entry);
+      if (conversationId !== undefined) {
+        const sends = this.sendsByConversation.get(conversationId);
+        if (sends === undefined) this.sendsByConversation.set(conversationId, [entry]);
+        else sends.push(entry);
+      }
       if (this.machine.name === "open") this.transmit(entry);
     });
   }
@@ -536,11 +551,41 @@ export class CellwireClient {
     entry.cancelRetry = null;
     if (entry.requestId !== null) this.inFlight.delete(entry.requestId);
     entry.requestId = null;
+    const conversationId = sendConversationOf(entry);
+    if (conversationId === undefined) return;
+    const sends = this.sendsByConversation.get(conversationId) ?? [];
+    const index = sends.indexOf(entry);
+    if (index >= 0) sends.splice(index, 1);
+    if (sends.length === 0) this.sendsByConversation.delete(conversationId);
+    else this.releaseHeldSends(sends);
+  }
+
+  /** Transmits, in call order, the held sends of a conversation that no earlier send holds back any more. */
+  private releaseHeldSends(sends: readonly PendingRequest[]): void {
+    for (const send of [...sends]) {
+      if (send.requestId !== null) continue;
+      if (!send.heldForEarlierSend) return;
+      send.heldForEarlierSend = false;
+      this.transmit(send);
+      if (send.requestId === null) return;
+    }
   }
 
   /** Sends the request on the open session with a fresh requestId; a queued request waits for the next welcome. */
   private transmit(entry: PendingRequest): void {
     if (this.machine.name !== "open" || !this.pending.has(entry)) return;
+    const conversationId = sendConversationOf(entry);
+    if (conversationId !== undefined) {
+      const sends = this.sendsByConversation.get(conversationId) ?? [];
+      // An earlier send of the conversation waiting for its retry (or held itself) goes first.
+      for (const earlier of sends) {
+        if (earlier === entry) break;
+        if (earlier.requestId === null) {
+          entry.heldForEarlierSend = true;
+          return;
+        }
+      }
+    }
     const requestId = this.nextRequestId();
     entry.requestId = requestId;
     this.inFlight.set(requestId, entry);
@@ -574,6 +619,10 @@ export class CellwireClient {
         entry.cancelRetry = null;
         // Not open now: the request stays queued and goes out after the next welcome.
         this.transmit(entry);
+        // The later sends to its conversation that waited for this retry follow it, in call order.
+        const conversationId = sendConversationOf(entry);
+        const sends = conversationId === undefined ? undefined : this.sendsByConversation.get(conversationId);
+        if (sends !== undefined && entry.requestId !== null) this.releaseHeldSends(sends);
       }, delayMs);
       return;
     }
@@ -1064,4 +1113,9 @@ function nonNegativeInteger(name: string, value: number | undefined, fallback: n
   const chosen = value ?? fallback;
   if (!Number.isSafeInteger(chosen) || chosen < 0) throw new RangeError(`CellwireClient: ${name} must be an integer >= 0, got ${chosen}`);
   return chosen;
+}
+
+/** The conversation of a send (whose order the client keeps); undefined for any other request. */
+function sendConversationOf(entry: PendingRequest): string | undefined {
+  return entry.body.type === "send" ? entry.body.conversationId : undefined;
 }

@@ -157,3 +157,49 @@ it("carries the sends of one turn to each owner in one cell.sendBatch, and route
     if (reply.type === "cell.stored") expect(reply.message.clientMessageId).toBe(sends[index]?.clientMessageId);
   }
 });
+
+it("waits no longer than the caller's deadline, and tells the worker what is left of it (budgetMs)", async () => {
+  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-deadline-test", { ...logger }, anonymousNatsAccess("edge"));
+  cleanups.push(() => connection.close());
+  const deadlineCellId = "d";
+  const bucket = await openMembershipBucket(connection, namespace, deadlineCellId, leaseMs);
+  cleanups.push(() => destroyMembershipBucket(connection, namespace, deadlineCellId));
+  // One worker that takes every request and never answers (a statement stuck on a lock).
+  const workerId = "stuck";
+  const lease: WorkerLease = { workerId, cellId: deadlineCellId, subject: workerSubject(namespace, deadlineCellId, workerId), startedAtMs: Date.now(), leaseMs };
+  const holder = new LeaseHolder(bucket, lease, 100, systemClock, logger);
+  await holder.start();
+  cleanups.push(() => holder.stop());
+  const payloads: unknown[] = [];
+  const subscription = connection.subscribe(workerRequestSubject(namespace, deadlineCellId, workerId, "edge"), {
+    callback: (_error, message) => void payloads.push(JSON.parse(message.string())),
+  });
+  cleanups.push(() => subscription.unsubscribe());
+  await connection.flush();
+
+  // Its own limits would wait 8 s per attempt and 20 s in all; the caller gives 300 ms.
+  const router = new CellRouter(
+    connection,
+    { namespace, leaseMs, requestTimeoutMs, attemptsMax: 10, deadlineMs: 20_000, retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 }, watchedCellsMax: 4 },
+    systemClock,
+    logger,
+  );
+  cleanups.push(() => router.stop());
+  expect(await router.hasLiveWorkers(deadlineCellId)).toBe(true);
+
+  const callerBudgetMs = 300;
+  const history = { type: "cell.history", userId: "alice", conversationId: "g-0000000000000000000001", beforeSeq: null, limit: 10 } as const;
+  const send: CellSendRequest = { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: "g-0000000000000000000001", clientMessageId: "c-1", body: "hi" };
+  for (const request of [history, send]) {
+    payloads.length = 0;
+    const startedAt = performance.now();
+    await expect(router.request(deadlineCellId, request, systemClock.monotonicNowMs() + callerBudgetMs)).rejects.toMatchObject({ name: "UnavailableError" });
+    const elapsedMs = performance.now() - startedAt;
+    expect(elapsedMs).toBeLessThan(callerBudgetMs + 1000);
+    expect(payloads.length).toBeGreaterThanOrEqual(1);
+    for (const payload of payloads) {
+      const budgetMs = (payload as { budgetMs?: unknown }).budgetMs;
+      expect(typeof budgetMs === "number" && budgetMs >= 0 && budgetMs <= callerBudgetMs, `budgetMs ${String(budgetMs)} of ${JSON.stringify(payload)}`).toBe(true);
+    }
+  }
+});

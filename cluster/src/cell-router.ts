@@ -3,7 +3,7 @@
 // is idempotent (sends dedupe on clientMessageId, creations on their derived ids), so a retry after a lost
 // reply never makes a second effect.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { cellReply, cellRequestChannel, cellRequestKey, type CellReply, type CellRequest } from "@cellwire/protocol";
+import { cellReply, cellRequestChannel, cellRequestKey, withBudget, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { UnavailableError } from "./errors.ts";
 import { MembershipWatcher, openExistingMembershipBucket, type Clock, type Logger } from "./membership.ts";
 import { requestJson } from "./nats-json.ts";
@@ -18,7 +18,8 @@ export type CellRouterOptions = {
   readonly attemptsMax: number;
   /**
    * Time one request may take over all its attempts. Set above the lease so that a request whose owner
-   * died is answered by the successor once the dead owner's lease expires, not failed before.
+   * died is answered by the successor once the dead owner's lease expires, not failed before. A cap: the
+   * caller's deadline, when sooner, ends the request first (docs/decisions/0020).
    */
   readonly deadlineMs?: number;
   readonly retryBackoff: BackoffPolicy;
@@ -48,12 +49,24 @@ export class CellRouter {
     this.sends = new SendBatcher(connection);
   }
 
-  /** Sends a request to the owner of its key in `cellId`; returns the owner's reply (errors included). */
-  async request(cellId: string, request: CellRequest): Promise<CellReply> {
+  /**
+   * Sends a request to the owner of its key in `cellId`; returns the owner's reply (errors included).
+   * `callerDeadlineAtMs` (monotonic ms) is when the caller stops waiting: no attempt waits past it, and
+   * each attempt tells the worker how much of it is left (budgetMs), so the worker does not start the
+   * request after the caller gave up.
+   */
+  async request(cellId: string, request: CellRequest, callerDeadlineAtMs?: number): Promise<CellReply> {
     const key = cellRequestKey(request);
-    const deadlineAtMs = this.clock.monotonicNowMs() + (this.options.deadlineMs ?? Number.POSITIVE_INFINITY);
+    const deadlineAtMs = Math.min(
+      callerDeadlineAtMs ?? Number.POSITIVE_INFINITY,
+      this.clock.monotonicNowMs() + (this.options.deadlineMs ?? Number.POSITIVE_INFINITY),
+    );
     let lastError: unknown;
     for (let attempt = 0; attempt < this.options.attemptsMax; attempt++) {
+      if (attempt === 0 && deadlineAtMs <= this.clock.monotonicNowMs()) {
+        lastError = new UnavailableError("deadline_exceeded", `the caller's deadline passed before ${key} was sent to cell ${cellId}`);
+        break;
+      }
       if (attempt > 0) {
         const remainingMs = deadlineAtMs - this.clock.monotonicNowMs();
         if (remainingMs <= 0) break;
@@ -83,11 +96,18 @@ export class CellRouter {
         });
       });
       try {
-        const timeoutMs = Math.max(1, Math.min(this.options.requestTimeoutMs, deadlineAtMs - this.clock.monotonicNowMs()));
+        const remainingMs = deadlineAtMs - this.clock.monotonicNowMs();
+        if (remainingMs <= 0) {
+          // Spent finding the owner (reading a cell's membership for the first time).
+          lastError ??= new UnavailableError("deadline_exceeded", `the caller's deadline passed before ${key} was sent to cell ${cellId}`);
+          break;
+        }
+        const timeoutMs = Math.max(1, Math.min(this.options.requestTimeoutMs, remainingMs));
+        // The worker is told how long this attempt waits (a batch of sends carries the shortest of them).
         const pending =
           request.type === "cell.send"
             ? this.sends.request(subject, request, timeoutMs)
-            : requestJson(this.connection, subject, request, cellReply, timeoutMs, "cell_unavailable");
+            : requestJson(this.connection, subject, withBudget(request, timeoutMs), cellReply, timeoutMs, "cell_unavailable");
         pending.catch(() => undefined);
         const reply = await Promise.race([pending, ownerLeft]);
         if (reply === "owner_left") {

@@ -190,3 +190,57 @@ describe("HomeRouter", () => {
     await expect(router.request(sendRequest)).rejects.toThrow("silent");
   });
 });
+
+describe("HomeRouter under the caller's deadline (docs/decisions/0020)", () => {
+  /**
+   * A key that is `moving` until 4,900 ms, then a home whose owner is slow: the cells' requester (as
+   * CellRouter does) waits up to its own 8,000 ms cap, or the deadline it is given if sooner.
+   */
+  function slowAfterMoving(callerDeadlineAtMs: number | undefined) {
+    const homes = new FakeHomes();
+    homes.homes.set("g-1", { cellId: "a", epoch: 1 });
+    let nowMs = 0;
+    const deadlinesSeen: (number | undefined)[] = [];
+    const cellRouterDeadlineMs = 8000;
+    const router = new HomeRouter(
+      homes,
+      {
+        request: async (_cellId, _request, deadlineAtMs) => {
+          deadlinesSeen.push(deadlineAtMs);
+          if (nowMs < 4900) return moving;
+          nowMs = Math.min(deadlineAtMs ?? Number.POSITIVE_INFINITY, nowMs + cellRouterDeadlineMs);
+          throw new UnavailableError("cell_unavailable", "the owner did not answer in time");
+        },
+      },
+      { ...homeRouterDefaults, deadlineMs: 5000 },
+      {
+        monotonicNowMs: () => nowMs,
+        random: () => 1,
+        sleep: async (ms) => {
+          nowMs += ms;
+        },
+      },
+    );
+    return { router, deadlinesSeen, nowMs: () => nowMs, request: () => router.request(sendRequest, callerDeadlineAtMs) };
+  }
+
+  it("never waits past the caller's deadline, where a moving key then a slow owner used to take ~13 s", async () => {
+    const { request, deadlinesSeen, nowMs } = slowAfterMoving(8000);
+    await expect(request()).rejects.toMatchObject({ code: "cell_unavailable" });
+    expect(nowMs()).toBeLessThanOrEqual(8000);
+    // Every attempt was told the caller's deadline, so the cells' requester could not stack its own budget.
+    expect(deadlinesSeen.every((deadline) => deadline === 8000)).toBe(true);
+  });
+
+  it("without a caller's deadline, its own deadline bounds the whole call, attempts included", async () => {
+    const { request, nowMs } = slowAfterMoving(undefined);
+    await expect(request()).rejects.toMatchObject({ code: "cell_unavailable" });
+    expect(nowMs()).toBeLessThanOrEqual(5000);
+  });
+
+  it("sends nothing once the caller's deadline has passed, answering deadline_exceeded", async () => {
+    const { router, sent } = setup(() => stored);
+    await expect(router.request(sendRequest, 0)).rejects.toMatchObject({ name: "UnavailableError", code: "deadline_exceeded" });
+    expect(sent).toEqual([]);
+  });
+});

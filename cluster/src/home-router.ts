@@ -27,15 +27,23 @@ export interface HomeDirectory {
   forget(key: HomeKey, epoch: number): void;
 }
 
-/** What the home router needs of CellRouter: the owner's reply, or UnavailableError when none came. */
+/**
+ * What the home router needs of CellRouter: the owner's reply, or UnavailableError when none came.
+ * `deadlineAtMs` (monotonic ms, the same clock as the router's) is when the caller stops waiting: the
+ * requester MUST NOT wait past it, and carries what is left of it to the worker.
+ */
 export interface CellRequester {
-  request(cellId: string, request: CellRequest): Promise<CellReply>;
+  request(cellId: string, request: CellRequest, deadlineAtMs?: number): Promise<CellReply>;
 }
 
 export type HomeRouterOptions = {
   /** Requests sent per call, the first included (moves followed and `moving` retries both count). */
   readonly attemptsMax: number;
-  /** Time one call may spend over all its attempts; above a migration's pause so that it is waited out. */
+  /**
+   * Time one call may spend retrying a key that moves (`moving`, cell.moved); above a migration's pause so
+   * that it is waited out. A cap, never an extension: a caller's deadline, when given, ends the call
+   * sooner, and bounds each attempt too (docs/decisions/0020).
+   */
   readonly deadlineMs: number;
   /** Delay before asking again after `moving`, or after a move that named no newer home. */
   readonly movingBackoff: BackoffPolicy;
@@ -98,13 +106,18 @@ export class HomeRouter {
    * Sends `request` to its key's home cell, following moves. Resolves with the first reply that is not a
    * move and not `moving` (errors included), or no_entry when the key has no directory entry. Throws
    * UnavailableError cell_unavailable when the key kept moving past the attempts or the deadline, and
-   * whatever the cells or the directory throw.
+   * whatever the cells or the directory throw. `callerDeadlineAtMs` (monotonic ms) is when the caller
+   * stops waiting: no attempt waits past it, and it is what each cell request carries; without one, the
+   * router's own deadlineMs is the whole call's deadline.
    */
-  async request(request: CellRequest): Promise<HomeOutcome> {
+  async request(request: CellRequest, callerDeadlineAtMs?: number): Promise<HomeOutcome> {
     const key = homeKeyOf(request);
     if (key === undefined) throw new TypeError(`${request.type} has no home key`);
     const { monotonicNowMs, random, sleep } = this.dependencies;
-    const deadlineAtMs = monotonicNowMs() + this.options.deadlineMs;
+    const ownDeadlineAtMs = monotonicNowMs() + this.options.deadlineMs;
+    // The moving/moved retries stop at the sooner of the two; each attempt may use all the caller gave.
+    const requestDeadlineAtMs = callerDeadlineAtMs ?? ownDeadlineAtMs;
+    const deadlineAtMs = Math.min(ownDeadlineAtMs, requestDeadlineAtMs);
     // The newest home learnt during this call: a resolve that returns an older one (a cache refilled from
     // a lagging source) never sends the request back there.
     let newest: HomeLocation | undefined;
@@ -112,6 +125,7 @@ export class HomeRouter {
     let followed: HomeLocation | undefined;
     let waits = 0;
     let problem = "";
+    if (monotonicNowMs() >= requestDeadlineAtMs) throw new UnavailableError("deadline_exceeded", `the caller's deadline passed before ${request.type} was routed`);
     for (let attempt = 0; attempt < this.options.attemptsMax; attempt++) {
       if (attempt > 0 && monotonicNowMs() >= deadlineAtMs) break;
       let home = followed;
@@ -122,7 +136,7 @@ export class HomeRouter {
         if (candidate === undefined) return { kind: "no_entry" };
         home = candidate;
       }
-      const reply = await this.cells.request(home.cellId, request);
+      const reply = await this.cells.request(home.cellId, request, requestDeadlineAtMs);
       if (reply.type === "cell.moved") {
         if (reply.kind !== key.kind || reply.id !== key.id) {
           throw new RemoteError("internal", `cell ${home.cellId} answered cell.moved for ${reply.kind} ${reply.id} to a request for ${key.kind} ${key.id}`);

@@ -62,6 +62,8 @@ describe("loadEdgeConfig", () => {
       directoryCacheEntriesMax: 100_000,
       directoryCacheTtlMs: 60_000,
       directoryTimeoutMs: 2000,
+      requestDeadlineMs: 8000,
+      sendOrderHoldMs: 5000,
       cellRequestTimeoutMs: 3000,
       cellRequestAttemptsMax: 40,
       cellRequestDeadlineMs: 8000,
@@ -299,6 +301,8 @@ describe("loadEdgeConfig", () => {
       EDGE_SESSIONS_PER_USER_MAX: "3",
       EDGE_DEV_KEY_DIR: "/tmp/keys",
       EDGE_WEB_DIR: "/srv/web",
+      EDGE_REQUEST_DEADLINE_MS: "6000",
+      EDGE_SEND_ORDER_HOLD_MS: "2000",
     });
     expect(config.namespace).toBe("t_edge");
     expect(config.natsServers).toEqual(["10.0.0.1:4222", "10.0.0.2:4222"]);
@@ -307,6 +311,8 @@ describe("loadEdgeConfig", () => {
     expect(config.sessionsPerUserMax).toBe(3);
     expect(config.auth).toEqual({ mode: "dev", devKeyDirectory: "/tmp/keys" });
     expect(config.webDirectory).toBe("/srv/web");
+    expect(config.requestDeadlineMs).toBe(6000);
+    expect(config.sendOrderHoldMs).toBe(2000);
   });
 
   it("accepts jwks mode with a JWKS file, an issuer and an audience", () => {

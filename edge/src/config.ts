@@ -103,6 +103,13 @@ export type EdgeConfig = {
   readonly directoryCacheEntriesMax: number;
   readonly directoryCacheTtlMs: number;
   readonly directoryTimeoutMs: number;
+  /**
+   * The one deadline of each client request, from its arrival at the edge, carried through both routers to
+   * the worker (docs/decisions/0020); below the SDK's 10 s requestTimeoutMs.
+   */
+  readonly requestDeadlineMs: number;
+  /** How long a send that failed retryably still comes before its session's later sends to its conversation. */
+  readonly sendOrderHoldMs: number;
   readonly cellRequestTimeoutMs: number;
   readonly cellRequestAttemptsMax: number;
   /** All attempts of one cell request; above the workers' lease, so a failover is waited out. */
@@ -277,6 +284,8 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     directoryCacheEntriesMax: reader.integer("EDGE_DIRECTORY_CACHE_ENTRIES_MAX", 100_000, 1, 10_000_000),
     directoryCacheTtlMs: reader.integer("EDGE_DIRECTORY_CACHE_TTL_MS", 60_000, 1, 86_400_000),
     directoryTimeoutMs: reader.integer("EDGE_DIRECTORY_TIMEOUT_MS", 2000, 50, 60_000),
+    requestDeadlineMs: reader.integer("EDGE_REQUEST_DEADLINE_MS", 8000, 100, 120_000),
+    sendOrderHoldMs: reader.integer("EDGE_SEND_ORDER_HOLD_MS", 5000, 0, 120_000),
     cellRequestTimeoutMs: reader.integer("EDGE_CELL_REQUEST_TIMEOUT_MS", 3000, 50, 60_000),
     cellRequestAttemptsMax: reader.integer("EDGE_CELL_REQUEST_ATTEMPTS_MAX", 40, 1, 1000),
     cellRequestDeadlineMs: reader.integer("EDGE_CELL_REQUEST_DEADLINE_MS", 8000, 100, 120_000),

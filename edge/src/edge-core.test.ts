@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { devDirectConversationKey, directConversationId, UnavailableError } from "@cellwire/cluster";
 import { closeAdvice, closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
 import type { CellServedFrame } from "./request-handler.ts";
-import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
+import { deferred, fakeEdge, framesOfType, requestDeadlineMsForTests, type FakeEdge } from "./testing/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 
@@ -359,6 +359,48 @@ describe("requests", () => {
     for (const resolve of pending.slice(1)) resolve({ type: "cell.stored", message: storedMessage(), deduplicated: false });
     await transport.frame((frame) => frame["requestId"] === "r4");
     expect(framesOfType(transport, "ack").map((frame) => frame["requestId"]).sort()).toEqual(["r1", "r2", "r4"]);
+  });
+
+  it("names each pipelined send's predecessor, the session's send before it to that conversation not yet known stored (docs/decisions/0020)", async () => {
+    const edge = edgeWithGroup();
+    const answers = new Map<string, (reply: CellReply) => void>();
+    edge.router.answers.set("cell.send", (_cellId, request) => {
+      const reply = deferred<CellReply>();
+      if (request.type === "cell.send") answers.set(request.clientMessageId, reply.resolve);
+      return reply.promise;
+    });
+    const stored = (clientMessageId: string): CellReply => ({ type: "cell.stored", message: storedMessage({ clientMessageId }), deduplicated: false });
+    const outOfOrder: CellReply = { type: "cell.error", code: "out_of_order", message: "c0 first" };
+    const namedPredecessors = () =>
+      edge.router.requestsOf("cell.send").map((request) => (request.type === "cell.send" ? `${request.clientMessageId}<${request.afterClientMessageId ?? "-"}` : "?"));
+    const { transport } = await edge.authenticated("alice");
+    for (const id of ["c0", "c1", "c2"]) transport.receiveJson(sendFrame(id));
+    await vi.waitFor(() => expect(answers.size).toBe(3));
+    expect(namedPredecessors()).toEqual(["c0<-", "c1<c0", "c2<c1"]);
+    // c0 slowed down: c1 and c2 reached the cell first and were refused; c0 then failed retryably too.
+    answers.get("c1")?.(outOfOrder);
+    answers.get("c2")?.(outOfOrder);
+    answers.get("c0")?.({ type: "cell.error", code: "cell_unavailable", message: "timed out" });
+    await transport.frame((frame) => frame["requestId"] === "c0");
+    expect(transport.frames.filter((frame) => frame["type"] === "error").map((frame) => [frame["requestId"], frame["code"], frame["retryable"]])).toEqual([
+      ["c1", "out_of_order", true],
+      ["c2", "out_of_order", true],
+      ["c0", "cell_unavailable", true],
+    ]);
+    // A new send cannot overtake the retries; the retries follow their original predecessors.
+    answers.clear();
+    transport.receiveJson(sendFrame("c3"));
+    for (const id of ["c0", "c1", "c2"]) transport.receiveJson(sendFrame(`${id}-retry`, id));
+    await vi.waitFor(() => expect(answers.size).toBe(4));
+    expect(namedPredecessors().slice(3)).toEqual(["c3<c2", "c0<-", "c1<c0", "c2<c1"]);
+    for (const id of ["c0", "c1", "c2", "c3"]) answers.get(id)?.(stored(id));
+    await transport.frame((frame) => frame["requestId"] === "c3");
+    // All acked: the next send follows nothing.
+    answers.clear();
+    transport.receiveJson(sendFrame("c4"));
+    await vi.waitFor(() => expect(answers.size).toBe(1));
+    expect(namedPredecessors().at(-1)).toBe("c4<-");
+    answers.get("c4")?.(stored("c4"));
   });
 
   it("counts a failed request out of the in-flight limit too", async () => {
@@ -719,7 +761,7 @@ describe("RequestHandler", () => {
     }));
     const reply = await edge.handler.handle({ ...context, homeCellId: "b" }, { type: "openDirect", requestId: "r1", peerUserId: "bob" });
     expect(reply).toMatchObject({ type: "conversation", requestId: "r1", conversation: { conversationId } });
-    expect(edge.router.requests).toEqual([{ cellId: "b", request: { type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId } }]);
+    expect(edge.router.requests).toEqual([{ cellId: "b", request: { type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId }, deadlineAtMs: 1000 + requestDeadlineMsForTests }]);
   });
 
   it("answers not_a_member for a conversation the directory does not know, without asking a cell", async () => {
@@ -735,13 +777,19 @@ describe("RequestHandler", () => {
     expect(edge.router.requests).toEqual([]);
   });
 
-  it("routes a send to the conversation's cell and acks the stored message", async () => {
+  it("routes a send to the conversation's cell, under the request's one deadline, and acks the stored message", async () => {
     const edge = edgeWithGroup();
     edge.directory.conversations.set(groupId, { kind: "conversation", id: groupId, cellId: "b", epoch: 3 });
     const reply = await edge.handler.handle(context, { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" });
     expect(reply).toEqual({ type: "ack", requestId: "r1", conversationId: groupId, messageId: "m-1", seq: 1, sentAtMs: 1_700_000_000_000 });
+    // The deadline is made here, from the request's arrival (the fake clock reads 1,000 ms), and handed to
+    // the routers, which carry what is left of it to the worker (docs/decisions/0020).
     expect(edge.router.requests).toEqual([
-      { cellId: "b", request: { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: groupId, clientMessageId: "c-1", body: "hi" } },
+      {
+        cellId: "b",
+        request: { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: groupId, clientMessageId: "c-1", body: "hi" },
+        deadlineAtMs: 1000 + requestDeadlineMsForTests,
+      },
     ]);
   });
 

@@ -63,6 +63,12 @@ export type EdgeLimits = {
   readonly typingConversationsPerSessionMax: number;
   /** Token buckets per session and per user on this edge; past them: rate_limited with retryAfterMs. */
   readonly rateLimits: RateLimitSettings;
+  /**
+   * How long a send that failed with a retryable code still comes before the session's later sends to its
+   * conversation (they name it as their predecessor: docs/decisions/0020); after it, the client is taken
+   * to have given it up.
+   */
+  readonly sendOrderHoldMs: number;
 };
 
 /** Typing and presence: ephemeral, never stored. */

@@ -61,6 +61,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
   await hub.start();
   const handler = new RequestHandler(directory, cache, router, {
     options: { ...homeRouterDefaults, deadlineMs: config.migrationWaitMs },
+    requestDeadlineMs: config.requestDeadlineMs,
     dependencies: {
       monotonicNowMs: () => systemClock.monotonicNowMs(),
       random: Math.random,
@@ -126,6 +127,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       typingIntervalMs: config.typingIntervalMs,
       typingConversationsPerSessionMax: config.typingConversationsPerSessionMax,
       rateLimits: config.rateLimits,
+      sendOrderHoldMs: config.sendOrderHoldMs,
     },
     verifier,
     handler,

@@ -34,7 +34,8 @@ import { directoryCacheKey, type DirectoryCache } from "./directory-cache.ts";
 import { clientErrorCode, errorFrame, notAMemberFrame } from "./error-mapping.ts";
 
 export interface CellRouting {
-  request(cellId: string, request: CellRequest): Promise<CellReply>;
+  /** `deadlineAtMs`: when the caller stops waiting (monotonic ms); the router MUST NOT wait past it. */
+  request(cellId: string, request: CellRequest, deadlineAtMs?: number): Promise<CellReply>;
 }
 
 export interface DirectoryLookups {
@@ -70,10 +71,21 @@ export class CachedHomes implements HomeDirectory {
   }
 }
 
-export type HomeRouting = { readonly options: HomeRouterOptions; readonly dependencies: HomeRouterDependencies };
+export type HomeRouting = {
+  readonly options: HomeRouterOptions;
+  readonly dependencies: HomeRouterDependencies;
+  /**
+   * EDGE_REQUEST_DEADLINE_MS: the one deadline of each request, counted from its arrival here and carried
+   * through both routers to the worker (docs/decisions/0020). Below the SDK's 10 s requestTimeoutMs, so
+   * the edge answers before the client gives up and no worker starts what the client was told failed.
+   */
+  readonly requestDeadlineMs: number;
+};
 
 export class RequestHandler {
   private readonly homes: HomeRouter;
+  private readonly monotonicNowMs: () => number;
+  private readonly requestDeadlineMs: number;
 
   constructor(
     private readonly directory: DirectoryLookups,
@@ -84,6 +96,13 @@ export class RequestHandler {
     private readonly directConversationKey: string,
   ) {
     this.homes = new HomeRouter(new CachedHomes(directory, cache), router, homeRouting.options, homeRouting.dependencies);
+    this.monotonicNowMs = homeRouting.dependencies.monotonicNowMs;
+    this.requestDeadlineMs = homeRouting.requestDeadlineMs;
+  }
+
+  /** The deadline (monotonic ms) of a request arriving now. */
+  private deadlineFromNow(): number {
+    return this.monotonicNowMs() + this.requestDeadlineMs;
   }
 
   /** The user's home cell and its epoch, cached; a user seen for the first time is placed. */
@@ -102,7 +121,7 @@ export class RequestHandler {
     afterSeq: number,
     limit: number,
   ): Promise<{ events: SequencedEvent[]; headSeq: number; floorSeq: number; incarnation: string | undefined; home: HomeLocation }> {
-    const outcome = await this.homes.request({ type: "cell.mailboxPage", userId, afterSeq, limit });
+    const outcome = await this.homes.request({ type: "cell.mailboxPage", userId, afterSeq, limit }, this.deadlineFromNow());
     if (outcome.kind === "no_entry") throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
     const { reply, home } = outcome;
     if (reply.type === "cell.mailboxEvents") {
@@ -119,7 +138,7 @@ export class RequestHandler {
    * exist) throws RemoteError not_a_member.
    */
   async conversationPage(userId: string, conversationId: string, afterSeq: number | null, limit: number): Promise<ConversationPage> {
-    const outcome = await this.homes.request({ type: "cell.messagesAfter", userId, conversationId, afterSeq, limit });
+    const outcome = await this.homes.request({ type: "cell.messagesAfter", userId, conversationId, afterSeq, limit }, this.deadlineFromNow());
     if (outcome.kind === "no_entry") throw new RemoteError("not_a_member", `no conversation ${conversationId}`);
     const { reply } = outcome;
     if (reply.type === "cell.messages") return { afterSeq: reply.afterSeq, messages: reply.messages, headSeq: reply.headSeq };
@@ -142,19 +161,26 @@ export class RequestHandler {
     return this.homes.request(request);
   }
 
-  async handle(context: RequestContext, frame: CellServedFrame): Promise<ServerFrame> {
+  /**
+   * Serves one request frame within one deadline, EDGE_REQUEST_DEADLINE_MS from now. For a send,
+   * `afterClientMessageId` is the send of this session to the same conversation still in flight before it
+   * (see SendOrder): the cell stores this one only after that one.
+   */
+  async handle(context: RequestContext, frame: CellServedFrame, afterClientMessageId?: string): Promise<ServerFrame> {
+    const deadlineAtMs = this.deadlineFromNow();
     switch (frame.type) {
       case "ping":
         return { type: "pong", requestId: frame.requestId };
       case "send": {
-        const reply = await this.atConversationHome({
+        const send: CellRequest = {
           type: "cell.send",
           senderUserId: context.userId,
           senderDeviceId: context.deviceId,
           conversationId: frame.conversationId,
           clientMessageId: frame.clientMessageId,
           body: frame.body,
-        });
+        };
+        const reply = await this.atConversationHome(afterClientMessageId === undefined ? send : { ...send, afterClientMessageId }, deadlineAtMs);
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.stored") {
           const { message } = reply;
@@ -166,7 +192,7 @@ export class RequestHandler {
         if (frame.peerUserId === context.userId) return errorFrame("invalid_peer", "a direct conversation needs another user", frame.requestId);
         const conversationId = directConversationId(this.directConversationKey, context.userId, frame.peerUserId);
         await this.placeConversation(conversationId, context.homeCellId);
-        const reply = await this.atPlacedConversationHome({ type: "cell.openDirect", userId: context.userId, peerUserId: frame.peerUserId, conversationId });
+        const reply = await this.atPlacedConversationHome({ type: "cell.openDirect", userId: context.userId, peerUserId: frame.peerUserId, conversationId }, deadlineAtMs);
         return this.conversationFrame(reply, frame.requestId);
       }
       case "createGroup": {
@@ -182,11 +208,11 @@ export class RequestHandler {
           conversationId,
           title: frame.title,
           memberUserIds: frame.memberUserIds,
-        });
+        }, deadlineAtMs);
         return this.conversationFrame(reply, frame.requestId);
       }
       case "addMembers": {
-        const reply = await this.atConversationHome({ type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds });
+        const reply = await this.atConversationHome({ type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds }, deadlineAtMs);
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         return this.conversationFrame(reply, frame.requestId);
       }
@@ -199,7 +225,7 @@ export class RequestHandler {
           conversationId: frame.conversationId,
           position: frame.type,
           seq: frame.seq,
-        });
+        }, deadlineAtMs);
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.receipt") {
           return { type: "receiptAck", requestId: frame.requestId, conversationId: reply.conversationId, readSeq: reply.readSeq, deliveredSeq: reply.deliveredSeq };
@@ -213,7 +239,7 @@ export class RequestHandler {
           conversationId: frame.conversationId,
           beforeSeq: frame.beforeSeq ?? null,
           limit: frame.limit ?? historyPageLimitDefault,
-        });
+        }, deadlineAtMs);
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.historyPage") {
           return { type: "historyPage", requestId: frame.requestId, conversationId: reply.conversationId, messages: reply.messages, hasMore: reply.hasMore };
@@ -227,14 +253,14 @@ export class RequestHandler {
    * The reply of the conversation's home; undefined when the directory knows no such conversation, which
    * the caller answers with notAMemberFrame: the very bytes the home cell's not_a_member becomes.
    */
-  private async atConversationHome(request: CellRequest): Promise<HomeReply | undefined> {
-    const outcome = await this.homes.request(request);
+  private async atConversationHome(request: CellRequest, deadlineAtMs: number): Promise<HomeReply | undefined> {
+    const outcome = await this.homes.request(request, deadlineAtMs);
     return outcome.kind === "reply" ? outcome.reply : undefined;
   }
 
   /** Like atConversationHome, for a conversation this edge just placed: it must have an entry. */
-  private async atPlacedConversationHome(request: CellRequest): Promise<HomeReply> {
-    const reply = await this.atConversationHome(request);
+  private async atPlacedConversationHome(request: CellRequest, deadlineAtMs: number): Promise<HomeReply> {
+    const reply = await this.atConversationHome(request, deadlineAtMs);
     if (reply === undefined) throw new RemoteError("internal", `the directory lost the conversation of ${request.type} just placed`);
     return reply;
   }

@@ -14,6 +14,7 @@ import {
   type HelloFrame,
   type Message,
   type RefreshFrame,
+  type SendFrame,
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
@@ -27,6 +28,7 @@ import type { RequestContext } from "./request-handler.ts";
 import type { DrainTarget } from "./edge-drain.ts";
 import { HeldBytesBudget } from "./held-bytes.ts";
 import { MailboxCursor } from "./mailbox-cursor.ts";
+import { SendOrder } from "./send-order.ts";
 import { rateLimitedKindOf, SessionRateLimits, type UserRateLimits } from "./rate-limit/request-rate-limits.ts";
 import { TypingRateLimiter } from "./typing/typing-rate-limiter.ts";
 import type { TypingIndicator } from "./typing/typing-relay.ts";
@@ -72,6 +74,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   readonly sessionId = randomUUID();
   private state: SessionState = { kind: "awaiting_hello" };
   private requestsInFlight = 0;
+  /** The order of this session's sends per conversation; made at its first send. */
+  private sendOrder: SendOrder | undefined;
   /** The edge is draining and this session's moment came: it closes once its last request is answered. */
   private closeWhenIdleRequested = false;
   private syncRunning = false;
@@ -180,14 +184,20 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     }
     this.requestsInFlight++;
     this.core.requestsInFlight++;
-    this.serve({ userId, deviceId, homeCellId }, frame)
+    // A send names the send before it on this session that is not known stored (docs/decisions/0020).
+    const afterClientMessageId = frame.type === "send" ? this.sendOrderOf().begin(frame.conversationId, frame.clientMessageId, this.core.ephemeral.monotonicNowMs()) : undefined;
+    this.serve({ userId, deviceId, homeCellId }, frame, afterClientMessageId)
       .then(
         (reply) => {
           if (reply.type === "conversation") this.core.ephemeral.typing.conversationSeen(reply.conversation);
-          this.reply(reply);
+          return reply;
         },
-        (error: unknown) => this.reply(errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message))),
+        (error: unknown): ServerFrame => errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message)),
       )
+      .then((reply) => {
+        if (frame.type === "send") this.sendSettled(frame, reply);
+        this.reply(reply);
+      })
       .finally(() => {
         this.requestsInFlight--;
         this.core.requestsInFlight--;
@@ -619,8 +629,20 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     return true;
   }
 
+  private sendOrderOf(): SendOrder {
+    // Twice the sends that can be in flight: room for as many that failed and wait for their retries.
+    this.sendOrder ??= new SendOrder({ entriesMax: 2 * this.core.limits.requestsInFlightPerSessionMax, holdMs: this.core.limits.sendOrderHoldMs });
+    return this.sendOrder;
+  }
+
+  /** Records how a send ended, for the order of the session's later sends to its conversation. */
+  private sendSettled(frame: SendFrame, reply: ServerFrame): void {
+    const outcome = reply.type === "ack" ? "stored" : reply.type === "error" && !reply.retryable ? "final" : "retryable";
+    this.sendOrderOf().settle(frame.conversationId, frame.clientMessageId, outcome, this.core.ephemeral.monotonicNowMs());
+  }
+
   /** Typing and watchPresence are served by the edge itself; every other request by a cell. */
-  private serve(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {
+  private serve(context: RequestContext, frame: ClientRequestFrame, afterClientMessageId: string | undefined): Promise<ServerFrame> {
     switch (frame.type) {
       case "typing":
         return this.core.ephemeral.typing.handle(context, frame);
@@ -629,7 +651,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       case "refresh":
         return this.refresh(frame);
       default:
-        return this.core.handler.handle(context, frame);
+        return this.core.handler.handle(context, frame, afterClientMessageId);
     }
   }
 

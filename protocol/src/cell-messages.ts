@@ -79,6 +79,12 @@ export type CellSendRequest = {
   conversationId: string;
   clientMessageId: string;
   body: string;
+  /**
+   * The send this session sent to the same conversation just before this one and that was still in flight
+   * (docs/decisions/0020): the worker stores this send only once that one (same sender) is stored, else
+   * answers `out_of_order`. Absent on a send with none in flight before it, and from older edges.
+   */
+  afterClientMessageId?: string;
 };
 /** Finds or creates the direct conversation `conversationId` (derived from the pair) with both users. */
 export type CellOpenDirectRequest = { type: "cell.openDirect"; userId: string; peerUserId: string; conversationId: string };
@@ -227,7 +233,7 @@ export type CellRequest =
  * Many cell.send requests for keys one worker owns, in one NATS request (docs/decisions/0009): answered
  * by one `cell.sendBatchReplies` with a reply per send, in order. `budgetMs` is how long the edge still
  * waits for the replies when it sends the batch: a worker does not start a send whose budget ran out
- * before its turn (its caller has given up) and answers it `overloaded` instead.
+ * before its turn (its caller has given up) and answers it `deadline_exceeded` instead.
  */
 export type CellSendBatch = { type: "cell.sendBatch"; budgetMs: number; sends: CellSendRequest[] };
 
@@ -287,6 +293,7 @@ const cellSendRequest: Decoder<CellSendRequest> = object({
   conversationId,
   clientMessageId,
   body: text({ minLength: 1, maxLength: messageBodyLengthMax }),
+  afterClientMessageId: optional(clientMessageId),
 });
 
 export const cellSendBatch: Decoder<CellSendBatch> = object({
@@ -358,6 +365,37 @@ export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
     seq: sequence,
   }),
 });
+
+/** The longest budget a cell request may carry (10 minutes: far above any caller's deadline). */
+export const cellRequestBudgetMsMax = 600_000;
+
+/**
+ * A cell request as a worker receives it: the request, and `budgetMs`, how long its caller still waits
+ * for the reply when it sent it (docs/decisions/0020). Relative, because the clocks of two processes
+ * differ: the worker turns it into a deadline of its own on receipt, and does not start the request
+ * once that passed. Absent from older senders (docs/decisions/0010): such a request has no deadline.
+ * On the wire it is one more field of the request object, `budgetMs`, so the request's type is unchanged.
+ */
+export type CellRequestEnvelope = { readonly request: CellRequest; readonly budgetMs: number | undefined };
+
+const budgetMs = integer({ min: 0, max: cellRequestBudgetMsMax });
+
+export const cellRequestEnvelope: Decoder<CellRequestEnvelope> = (input, path) => {
+  if (!isRecord(input) || !("budgetMs" in input)) {
+    const decoded = cellRequest(input, path);
+    return decoded.ok ? { ok: true, value: { request: decoded.value, budgetMs: undefined } } : decoded;
+  }
+  const { budgetMs: budgetInput, ...rest } = input;
+  const budget = budgetMs(budgetInput, `${path}.budgetMs`);
+  if (!budget.ok) return budget;
+  const decoded = cellRequest(rest, path);
+  return decoded.ok ? { ok: true, value: { request: decoded.value, budgetMs: budget.value } } : decoded;
+};
+
+/** `request` with its caller's remaining budget, as CellRouter puts it on the wire. */
+export function withBudget(request: CellRequest, budgetMsValue: number): CellRequest & { budgetMs: number } {
+  return { ...request, budgetMs: Math.max(0, Math.min(cellRequestBudgetMsMax, Math.floor(budgetMsValue))) };
+}
 
 /** The ring key of a user's mailbox; conversation keys are their ids (which never start with "user:"). */
 export function userRingKey(userIdValue: string): string {

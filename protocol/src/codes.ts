@@ -30,6 +30,16 @@ export const errorCodes = {
     retryable: true,
     description: "The edge or the cell is at capacity and refused the request before doing any of it; retry after `retryAfterMs`.",
   },
+  deadline_exceeded: {
+    retryable: true,
+    description:
+      "The request's deadline (EDGE_REQUEST_DEADLINE_MS from its arrival at the edge) passed before the cell started it, so it was not done; retry.",
+  },
+  out_of_order: {
+    retryable: true,
+    description:
+      "A send that this session pipelined behind an earlier send to the same conversation arrived before that one was stored; nothing was stored. Retry the sends in the order they were sent (the SDK does).",
+  },
   internal: { retryable: true, description: "An unexpected server error; it has been logged." },
   token_rejected: {
     retryable: false,

@@ -20,7 +20,9 @@ import { compareMigrationKeys, frozenForNonMember, importRefusal, placeholderCon
 import type { KeyState } from "./schema.ts";
 import {
   placeholderCreatorUserId,
+  sendKey,
   tombstoneBatchRowsDefault,
+  type SendKey,
   type CellStoreStats,
   type ConversationExport,
   type EpochFenced,
@@ -139,6 +141,16 @@ export class MemoryConversationStore implements ConversationStore {
 
   async appendMessage(input: AppendMessageInput): Promise<AppendMessageResult> {
     return this.appendOne(input);
+  }
+
+  async settledSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
+    const stored = new Set<string>();
+    for (const key of keys) {
+      const conversation = this.conversations.get(key.conversationId);
+      const settled = conversation === undefined || !conversation.members.has(key.senderUserId) || conversation.byClientMessage.has(`${key.senderUserId}\n${key.clientMessageId}`);
+      if (settled) stored.add(sendKey(key));
+    }
+    return stored;
   }
 
   private appendOne(input: AppendMessageInput): AppendMessageResult {

@@ -52,7 +52,9 @@ import { StoreRowError, postgresErrorCode, uniqueViolation } from "./errors.ts";
 import { storeSends } from "./postgres-sends.ts";
 import {
   placeholderCreatorUserId,
+  sendKey,
   tombstoneBatchRowsDefault,
+  type SendKey,
   type CellStoreStats,
   type ConversationExport,
   type EpochFenced,
@@ -195,6 +197,32 @@ export class PostgresConversationStore implements ConversationStore {
       if (frozenForNonMember(keyRows.get(input.conversationId), refusal, isMember)) return { outcome: "not_a_member" };
       return refusal ?? (isMember ? { outcome: "moving" } : { outcome: "not_a_member" });
     });
+  }
+
+  async settledSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>> {
+    const stored = new Set<string>();
+    if (keys.length === 0) return stored;
+    // On the sends' own connections, as the batch it serves; the unique index on (conversation, sender,
+    // clientMessageId) and the members' primary key answer it.
+    const result = await this.sendPool.query(
+      `select wanted.conversation_id, wanted.sender_user_id, wanted.client_message_id
+       from unnest($1::text[], $2::text[], $3::text[]) as wanted(conversation_id, sender_user_id, client_message_id)
+       where exists (select 1 from messages where messages.conversation_id = wanted.conversation_id
+                       and messages.sender_user_id = wanted.sender_user_id and messages.client_message_id = wanted.client_message_id)
+          or not exists (select 1 from conversation_members where conversation_members.conversation_id = wanted.conversation_id
+                           and conversation_members.user_id = wanted.sender_user_id)`,
+      [keys.map((key) => key.conversationId), keys.map((key) => key.senderUserId), keys.map((key) => key.clientMessageId)],
+    );
+    for (const row of result.rows as Record<string, unknown>[]) {
+      const conversationId = row["conversation_id"];
+      const senderUserId = row["sender_user_id"];
+      const clientMessageId = row["client_message_id"];
+      if (typeof conversationId !== "string" || typeof senderUserId !== "string" || typeof clientMessageId !== "string") {
+        throw new StoreRowError("messages ids must be strings");
+      }
+      stored.add(sendKey({ conversationId, senderUserId, clientMessageId }));
+    }
+    return stored;
   }
 
   async messagesAfter(input: MessagesAfterInput): Promise<MessagesAfterResult> {

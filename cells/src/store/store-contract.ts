@@ -19,6 +19,7 @@ import type {
   OutboxEntry,
   StoreRefusal,
 } from "./store.ts";
+import { sendKey } from "./store.ts";
 
 export type StoreContractOptions = {
   /** A store on the same data as the first (another pool, as a second owner would have); enables the two-owner tests. */
@@ -456,6 +457,23 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().deadLetters({ afterId: 0, limit: 1000 })).toEqual([]);
         await store().deleteOutbox([...ids(rows), ...ids(other.rows)]);
       });
+    });
+
+    it("tells which sends are stored, by conversation, sender and clientMessageId, or can never be: their sender is no member (settledSends)", async () => {
+      const [first, second] = [await group(["bob"]), await group(["bob"])];
+      const prefix = nextClientMessageId();
+      await store().appendMessages([input(first, "one", "alice", `${prefix}-1`), input(first, "two", "bob", `${prefix}-2`)]);
+      const asked = [
+        { conversationId: first, senderUserId: "alice", clientMessageId: `${prefix}-1` },
+        { conversationId: first, senderUserId: "bob", clientMessageId: `${prefix}-1` },
+        { conversationId: second, senderUserId: "alice", clientMessageId: `${prefix}-1` },
+        { conversationId: first, senderUserId: "bob", clientMessageId: `${prefix}-2` },
+        { conversationId: "g-nosuchconversation000", senderUserId: "bob", clientMessageId: `${prefix}-2` },
+        { conversationId: first, senderUserId: "carol", clientMessageId: `${prefix}-3` },
+      ];
+      const expected = [asked[0], asked[3], asked[4], asked[5]].flatMap((key) => (key === undefined ? [] : [sendKey(key)]));
+      expect([...(await store().settledSends(asked))].sort()).toEqual(expected.sort());
+      expect((await store().settledSends([])).size).toBe(0);
     });
 
     describe("appendMessages (group commit)", () => {

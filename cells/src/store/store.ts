@@ -50,6 +50,14 @@ export type MigrationRefusal = Moving | Moved;
  */
 export type EpochFenced = { readonly epoch: number };
 
+/** What names one send for dedupe: a sender's clientMessageId within a conversation. */
+export type SendKey = { readonly conversationId: string; readonly senderUserId: string; readonly clientMessageId: string };
+
+/** One string per SendKey (ids never hold a newline). */
+export function sendKey(key: SendKey): string {
+  return `${key.conversationId}\n${key.senderUserId}\n${key.clientMessageId}`;
+}
+
 export type AppendMessageInput = EpochFenced & {
   readonly conversationId: string;
   readonly senderUserId: string;
@@ -414,6 +422,16 @@ export interface ConversationStore extends MigrationStore {
    * result. All commit together or none does (the call throws).
    */
   appendMessages(inputs: readonly AppendMessageInput[]): Promise<AppendMessageResult[]>;
+
+  /**
+   * Which of these sends can no longer hold up a later send, as sendKey() strings: those stored, and those
+   * that can never be stored here because their sender is not a member of the conversation (the later
+   * send is then refused as the store refuses it, not_a_member, rather than out_of_order). The check of a
+   * pipelined send's predecessor (docs/decisions/0020), asked only when the committer does not remember
+   * it. Read-only, one statement however many keys; it takes no lock, so a batch waiting on a
+   * conversation's row does not hold it up.
+   */
+  settledSends(keys: readonly SendKey[]): Promise<ReadonlySet<string>>;
 
   /** A page of the conversation's log after a cursor, for a member (read-only; served while frozen). */
   messagesAfter(input: MessagesAfterInput): Promise<MessagesAfterResult>;

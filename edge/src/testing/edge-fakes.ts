@@ -215,11 +215,11 @@ type CellAnswer = (cellId: string, request: CellRequest) => Promise<CellReply>;
  * a mailbox page is empty at seq 0 and anything else fails loudly.
  */
 export class FakeCellRouting implements CellRouting {
-  readonly requests: { readonly cellId: string; readonly request: CellRequest }[] = [];
+  readonly requests: { readonly cellId: string; readonly request: CellRequest; readonly deadlineAtMs: number | undefined }[] = [];
   readonly answers = new Map<CellRequest["type"], CellAnswer>();
 
-  async request(cellId: string, request: CellRequest): Promise<CellReply> {
-    this.requests.push({ cellId, request });
+  async request(cellId: string, request: CellRequest, deadlineAtMs?: number): Promise<CellReply> {
+    this.requests.push({ cellId, request, deadlineAtMs });
     const answer = this.answers.get(request.type);
     if (answer !== undefined) return answer(cellId, request);
     if (request.type === "cell.mailboxPage") return { type: "cell.mailboxEvents", userId: request.userId, events: [], headSeq: 0, floorSeq: 0 };
@@ -513,6 +513,7 @@ export const defaultTestLimits: EdgeLimits = {
   conversationReadsPerSessionMax: 4,
   typingIntervalMs: 1000,
   typingConversationsPerSessionMax: 4,
+  sendOrderHoldMs: 5000,
   // Far above what the tests of other behaviour send; the rate limits' own tests set theirs.
   rateLimits: {
     perSession: {
@@ -564,6 +565,9 @@ export type FakeEdge = {
 /** Requests a fake edge sends for one frame while its key moves (see HomeRouter). */
 export const homeAttemptsMaxForTests = 8;
 
+/** Each request's deadline in fake edges (monotonic ms of the FakeClock). */
+export const requestDeadlineMsForTests = 8000;
+
 /** Member lists stay cached this long in fake edges (monotonic ms of the FakeClock). */
 export const memberCacheTtlMsForTests = 10_000;
 
@@ -594,6 +598,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
   // move, so attemptsMax is what bounds them.
   const handler = new RequestHandler(directory, cache, router, {
     options: { ...homeRouterDefaults, attemptsMax: homeAttemptsMaxForTests },
+    requestDeadlineMs: requestDeadlineMsForTests,
     dependencies: {
       monotonicNowMs: clock.monotonicNowMs,
       random: () => 1,
