@@ -377,16 +377,18 @@ describe("requests", () => {
     for (const id of ["c0", "c1", "c2"]) transport.receiveJson(sendFrame(id));
     await vi.waitFor(() => expect(answers.size).toBe(3));
     expect(namedPredecessors()).toEqual(["c0<-", "c1<c0", "c2<c1"]);
-    // c0 slowed down: c1 and c2 reached the cell first and were refused; c0 then failed retryably too.
+    // c0 slowed down: c1 and c2 reached the cell first and were refused; they wait for c0 at the edge, and
+    // since c0 then failed retryably too, they are answered out_of_order after it (not sent again).
     answers.get("c1")?.(outOfOrder);
     answers.get("c2")?.(outOfOrder);
     answers.get("c0")?.({ type: "cell.error", code: "cell_unavailable", message: "timed out" });
-    await transport.frame((frame) => frame["requestId"] === "c0");
+    await transport.frame((frame) => frame["requestId"] === "c2");
     expect(transport.frames.filter((frame) => frame["type"] === "error").map((frame) => [frame["requestId"], frame["code"], frame["retryable"]])).toEqual([
+      ["c0", "cell_unavailable", true],
       ["c1", "out_of_order", true],
       ["c2", "out_of_order", true],
-      ["c0", "cell_unavailable", true],
     ]);
+    expect(namedPredecessors()).toHaveLength(3);
     // A new send cannot overtake the retries; the retries follow their original predecessors.
     answers.clear();
     transport.receiveJson(sendFrame("c3"));
@@ -401,6 +403,39 @@ describe("requests", () => {
     await vi.waitFor(() => expect(answers.size).toBe(1));
     expect(namedPredecessors().at(-1)).toBe("c4<-");
     answers.get("c4")?.(stored("c4"));
+  });
+
+  it("sends again at once a send the cell refused out_of_order once its predecessor is acked, within its deadline and with no error to the client (docs/decisions/0020)", async () => {
+    const edge = edgeWithGroup();
+    const answers = new Map<string, ((reply: CellReply) => void)[]>();
+    edge.router.answers.set("cell.send", (_cellId, request) => {
+      const reply = deferred<CellReply>();
+      if (request.type === "cell.send") answers.set(request.clientMessageId, [...(answers.get(request.clientMessageId) ?? []), reply.resolve]);
+      return reply.promise;
+    });
+    const stored = (clientMessageId: string, seq: number): CellReply => ({ type: "cell.stored", message: storedMessage({ clientMessageId, seq }), deduplicated: false });
+    const outOfOrder: CellReply = { type: "cell.error", code: "out_of_order", message: "its predecessor first" };
+    const namedPredecessors = () =>
+      edge.router.requestsOf("cell.send").map((request) => (request.type === "cell.send" ? `${request.clientMessageId}<${request.afterClientMessageId ?? "-"}` : "?"));
+    const { transport } = await edge.authenticated("alice");
+    for (const id of ["c0", "c1", "c2"]) transport.receiveJson(sendFrame(id));
+    await vi.waitFor(() => expect(answers.size).toBe(3));
+    // c0's first attempt was lost on the way (a NATS drop) and is retried: c1 and c2 overtook it.
+    answers.get("c1")?.[0]?.(outOfOrder);
+    answers.get("c2")?.[0]?.(outOfOrder);
+    answers.get("c0")?.[0]?.(stored("c0", 1));
+    await vi.waitFor(() => expect(answers.get("c1")).toHaveLength(2));
+    answers.get("c1")?.[1]?.(stored("c1", 2));
+    await vi.waitFor(() => expect(answers.get("c2")).toHaveLength(2));
+    answers.get("c2")?.[1]?.(stored("c2", 3));
+    await transport.frame((frame) => frame["requestId"] === "c2");
+    expect(namedPredecessors()).toEqual(["c0<-", "c1<c0", "c2<c1", "c1<-", "c2<-"]);
+    expect(framesOfType(transport, "ack").map((frame) => [frame["requestId"], frame["seq"]])).toEqual([
+      ["c0", 1],
+      ["c1", 2],
+      ["c2", 3],
+    ]);
+    expect(framesOfType(transport, "error")).toEqual([]);
   });
 
   it("counts a failed request out of the in-flight limit too", async () => {

@@ -101,7 +101,7 @@ export class RequestHandler {
   }
 
   /** The deadline (monotonic ms) of a request arriving now. */
-  private deadlineFromNow(): number {
+  deadlineFromNow(): number {
     return this.monotonicNowMs() + this.requestDeadlineMs;
   }
 
@@ -162,12 +162,11 @@ export class RequestHandler {
   }
 
   /**
-   * Serves one request frame within one deadline, EDGE_REQUEST_DEADLINE_MS from now. For a send,
+   * Serves one request frame within one deadline (by default EDGE_REQUEST_DEADLINE_MS from now). For a send,
    * `afterClientMessageId` is the send of this session to the same conversation still in flight before it
    * (see SendOrder): the cell stores this one only after that one.
    */
-  async handle(context: RequestContext, frame: CellServedFrame, afterClientMessageId?: string): Promise<ServerFrame> {
-    const deadlineAtMs = this.deadlineFromNow();
+  async handle(context: RequestContext, frame: CellServedFrame, afterClientMessageId?: string, deadlineAtMs = this.deadlineFromNow()): Promise<ServerFrame> {
     switch (frame.type) {
       case "ping":
         return { type: "pong", requestId: frame.requestId };

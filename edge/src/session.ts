@@ -76,6 +76,11 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   private requestsInFlight = 0;
   /** The order of this session's sends per conversation; made at its first send. */
   private sendOrder: SendOrder | undefined;
+  /**
+   * This session's sends not yet answered, by conversation and clientMessageId, settled when they resolve:
+   * a send overtaking its predecessor waits for it (serveSend). At most requestsInFlightPerSessionMax.
+   */
+  private readonly sendsInFlight = new Map<string, Promise<ServerFrame>>();
   /** The edge is draining and this session's moment came: it closes once its last request is answered. */
   private closeWhenIdleRequested = false;
   private syncRunning = false;
@@ -184,9 +189,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     }
     this.requestsInFlight++;
     this.core.requestsInFlight++;
-    // A send names the send before it on this session that is not known stored (docs/decisions/0020).
-    const afterClientMessageId = frame.type === "send" ? this.sendOrderOf().begin(frame.conversationId, frame.clientMessageId, this.core.ephemeral.monotonicNowMs()) : undefined;
-    this.serve({ userId, deviceId, homeCellId }, frame, afterClientMessageId)
+    const context = { userId, deviceId, homeCellId };
+    const served = frame.type === "send" ? this.serveSend(context, frame) : this.serve(context, frame);
+    served
       .then(
         (reply) => {
           if (reply.type === "conversation") this.core.ephemeral.typing.conversationSeen(reply.conversation);
@@ -194,10 +199,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
         },
         (error: unknown): ServerFrame => errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message)),
       )
-      .then((reply) => {
-        if (frame.type === "send") this.sendSettled(frame, reply);
-        this.reply(reply);
-      })
+      .then((reply) => this.reply(reply))
       .finally(() => {
         this.requestsInFlight--;
         this.core.requestsInFlight--;
@@ -635,6 +637,41 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     return this.sendOrder;
   }
 
+  /**
+   * A send in its session's order (docs/decisions/0020): it names the send before it on this session that
+   * is not known stored. When the cell answers out_of_order because that one is still on its way (a retry
+   * after a NATS drop or a slow attempt, overtaken by this one), the send waits for it here and, once it
+   * is acked, goes again at once within the same deadline, instead of costing its client a backoff.
+   */
+  private async serveSend(context: RequestContext, frame: SendFrame): Promise<ServerFrame> {
+    const order = this.sendOrderOf();
+    const deadlineAtMs = this.core.handler.deadlineFromNow();
+    const key = sendInFlightKey(frame.conversationId, frame.clientMessageId);
+    const attempt = async (): Promise<ServerFrame> => {
+      let predecessor = order.begin(frame.conversationId, frame.clientMessageId, this.core.ephemeral.monotonicNowMs());
+      let reply = await this.core.handler.handle(context, frame, predecessor, deadlineAtMs);
+      // Bounded: each round needs a predecessor acked meanwhile, and acks only shorten the list before it.
+      for (let round = 0; round < sendOrderRoundsMax && predecessor !== undefined && isOutOfOrder(reply); round++) {
+        const before = this.sendsInFlight.get(sendInFlightKey(frame.conversationId, predecessor));
+        if (before === undefined || (await before).type !== "ack" || this.core.ephemeral.monotonicNowMs() >= deadlineAtMs) break;
+        predecessor = order.begin(frame.conversationId, frame.clientMessageId, this.core.ephemeral.monotonicNowMs());
+        reply = await this.core.handler.handle(context, frame, predecessor, deadlineAtMs);
+      }
+      return reply;
+    };
+    const pending = attempt()
+      .catch((error: unknown): ServerFrame => errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message)))
+      .then((reply) => {
+        this.sendSettled(frame, reply);
+        return reply;
+      })
+      .finally(() => {
+        if (this.sendsInFlight.get(key) === pending) this.sendsInFlight.delete(key);
+      });
+    this.sendsInFlight.set(key, pending);
+    return pending;
+  }
+
   /** Records how a send ended, for the order of the session's later sends to its conversation. */
   private sendSettled(frame: SendFrame, reply: ServerFrame): void {
     const outcome = reply.type === "ack" ? "stored" : reply.type === "error" && !reply.retryable ? "final" : "retryable";
@@ -642,7 +679,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   }
 
   /** Typing and watchPresence are served by the edge itself; every other request by a cell. */
-  private serve(context: RequestContext, frame: ClientRequestFrame, afterClientMessageId: string | undefined): Promise<ServerFrame> {
+  private serve(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {
     switch (frame.type) {
       case "typing":
         return this.core.ephemeral.typing.handle(context, frame);
@@ -651,7 +688,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       case "refresh":
         return this.refresh(frame);
       default:
-        return this.core.handler.handle(context, frame, afterClientMessageId);
+        return this.core.handler.handle(context, frame);
     }
   }
 
@@ -685,6 +722,17 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       this.close("slow_consumer", "the client reads too slowly");
     }
   }
+}
+
+/** Rounds a send that overtook its predecessor waits for it and goes again (serveSend). */
+const sendOrderRoundsMax = 4;
+
+function sendInFlightKey(conversationId: string, clientMessageId: string): string {
+  return `${conversationId}\n${clientMessageId}`;
+}
+
+function isOutOfOrder(reply: ServerFrame): boolean {
+  return reply.type === "error" && reply.code === "out_of_order";
 }
 
 /** `synced` at the cursor, naming the mailbox its seq counts in when a page named one (docs/decisions/0021). */
