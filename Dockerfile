@@ -19,6 +19,10 @@ COPY web/package.json web/
 COPY cli/package.json cli/
 COPY cli/bin cli/bin
 COPY loadtest/package.json loadtest/
+# Test-only workspaces (the simulation, the shared test kit): their manifests only, so that `npm ci` finds
+# every workspace the lockfile names; their code stays out of the image.
+COPY sim/package.json sim/
+COPY testkit/package.json testkit/
 # Services run their TypeScript through tsx (docs/decisions/0001-typescript-5-9-not-7.md): no build step,
 # so the type checker and test tools (devDependencies) stay out of the image.
 RUN npm ci --omit=dev --no-audit --no-fund

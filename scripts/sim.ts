@@ -1,8 +1,8 @@
-// `npm run sim -- --seed N [--steps M]`: one seeded simulation of a cell (cluster/src/simulation), its
+// `npm run sim -- --seed N [--steps M]`: one seeded simulation of a cell (sim/), its
 // outcome, and on a failure the seed and the end of its trace. `--seeds A..B`: a range, with progress and
 // a summary. `--no-fence` / `--no-ownership-recheck` plant a bug, to see the checker catch it. Exits 1 on
 // any failure.
-import { defaultSteps, runSimulation, type SimulationResult } from "../cluster/src/simulation/index.ts";
+import { defaultSteps, runSimulation, type SimulationResult } from "@cellwire/sim";
 
 type Arguments = {
   readonly firstSeed: number;

@@ -18,7 +18,7 @@ import {
   openMembershipBucket,
   systemClock,
 } from "@cellwire/cluster";
-import { pollUntil } from "@cellwire/cluster/testing";
+import { pollUntil } from "@cellwire/testkit";
 import {
   cellReply,
   cellRequestChannel,
@@ -35,7 +35,7 @@ import { loadWorkerConfig, type WorkerConfig } from "./config.ts";
 import pg from "pg";
 import { cellPoolConfig, defaultPostgresAdminUrl, dropCellDatabase, ensureCellDatabase } from "./store/database.ts";
 import { postgresErrorCode } from "./store/errors.ts";
-import { newGroupId } from "./store/store-contract.ts";
+import { newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;

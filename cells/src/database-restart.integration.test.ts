@@ -1,5 +1,5 @@
 // A worker's Postgres crashes and starts again, about 2 s later, under paced sends (issue 11, item 9;
-// docs/decisions/0025). The test's own Postgres (private-postgres.harness.ts), never the machine's; the
+// docs/decisions/0025). The test's own Postgres (cells/test/private-postgres.harness.ts), never the machine's; the
 // machine's NATS. The sends go through a CellRouter set as an edge sets it (3 s per attempt, 8 s in all),
 // so each reaches the worker with the budget an edge gives it. Every send is answered stored, none fails,
 // and the conversation's log holds each once, in the order sent, without a gap.
@@ -7,12 +7,12 @@ import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { CellRouter, anonymousNatsAccess, connectNats, decodeMessage, destroyMembershipBucket, encodeJson, systemClock } from "@cellwire/cluster";
-import { pollUntil } from "@cellwire/cluster/testing";
+import { pollUntil } from "@cellwire/testkit";
 import { directoryRequest, directorySubject, type CellReply, type CellSendRequest, type DirectoryReply, type DirectoryRequest } from "@cellwire/protocol";
 import { loadWorkerConfig } from "./config.ts";
-import { PrivatePostgres } from "./private-postgres.harness.ts";
+import { PrivatePostgres } from "../test/private-postgres.harness.ts";
 import { ensureCellDatabase } from "./store/database.ts";
-import { newGroupId } from "./store/store-contract.ts";
+import { newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;

@@ -49,14 +49,14 @@ import {
 import type { WorkerConfig } from "./config.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { CellRequestHandler } from "./request-handler.ts";
-import { testSendCommitter } from "./request-handler.harness.ts";
+import { testSendCommitter } from "../test/request-handler.harness.ts";
 import { defaultPostgresAdminUrl, dropCellDatabase, ensureCellDatabase } from "./store/database.ts";
 import { PostgresConversationStore } from "./store/postgres-store.ts";
-import { newGroupId } from "./store/store-contract.ts";
+import { newGroupId } from "../test/store-contract.ts";
 import type { AppendMessageInput, AppendMessageResult } from "./store/store.ts";
 import type { SendCommitter } from "./send-committer.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
-import { pollUntil } from "@cellwire/cluster/testing";
+import { pollUntil } from "@cellwire/testkit";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];

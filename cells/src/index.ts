@@ -3,7 +3,6 @@ export { startWorker, type RunningWorker } from "./worker.ts";
 export { loadWorkerConfig, type LoadedWorkerConfig, type WorkerConfig } from "./config.ts";
 export { dropCellDatabase, ensureCellDatabase, defaultPostgresAdminUrl, databaseUrl } from "./store/database.ts";
 export { PostgresConversationStore } from "./store/postgres-store.ts";
-export { MemoryConversationStore } from "./store/memory-store.ts";
 export { PostgresUnavailableError, StoreRowError } from "./store/errors.ts";
 export type {
   AddMembersInput,

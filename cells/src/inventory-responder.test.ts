@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { answerInventory } from "./inventory-responder.ts";
-import { MemoryConversationStore } from "./store/memory-store.ts";
-import { joinedEvent } from "./store/store-contract.ts";
+import { MemoryConversationStore } from "../test/memory-store.ts";
+import { joinedEvent } from "../test/store-contract.ts";
 
 const cell = { cellId: "a", weight: 3 };
 

@@ -3,7 +3,7 @@ import { homeRouterDefaults, RemoteError, UnavailableError } from "@cellwire/clu
 import { mailboxEventId, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
-import { joinedEvent } from "./store/store-contract.ts";
+import { joinedEvent } from "../test/store-contract.ts";
 import type { OutboxEntry } from "./store/store.ts";
 
 function entry(recipientUserId: string): OutboxEntry {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { membersReply } from "./members-reply.ts";
-import { MemoryConversationStore } from "./store/memory-store.ts";
+import { MemoryConversationStore } from "../test/memory-store.ts";
 
 const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 

@@ -12,8 +12,8 @@ import {
   type Message,
 } from "@cellwire/protocol";
 import { eventBatch, MessagePublisher, type StoredMessage } from "./message-publisher.ts";
-import { MemoryConversationStore } from "./store/memory-store.ts";
-import { joinedEvent, newGroupId } from "./store/store-contract.ts";
+import { MemoryConversationStore } from "../test/memory-store.ts";
+import { joinedEvent, newGroupId } from "../test/store-contract.ts";
 import type { AppendMessageInput, MembersResult } from "./store/store.ts";
 
 /** Decodes a published payload as an edge does; a payload that does not decode fails the test. */

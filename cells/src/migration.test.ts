@@ -15,9 +15,9 @@ import {
 import { FrozenKeySweeper } from "./frozen-key-sweeper.ts";
 import type { StoredMessage } from "./message-publisher.ts";
 import type { CellRequestHandler } from "./request-handler.ts";
-import { handlerHarness, silentLogger } from "./request-handler.harness.ts";
-import { MemoryConversationStore } from "./store/memory-store.ts";
-import { joinedEvent, newGroupId, newUserId, pageOf } from "./store/store-contract.ts";
+import { handlerHarness, silentLogger } from "../test/request-handler.harness.ts";
+import { MemoryConversationStore } from "../test/memory-store.ts";
+import { joinedEvent, newGroupId, newUserId, pageOf } from "../test/store-contract.ts";
 
 class FakeDirectory {
   readonly entries = new Map<string, DirectoryEntry>();

@@ -4,8 +4,8 @@
 import { describe, expect, it } from "vitest";
 import type { MailboxEvent } from "@cellwire/protocol";
 import { OutboxRelay, relayRetryDelayMs, type OutboxRelayLimits } from "./outbox-relay.ts";
-import { MemoryConversationStore } from "./store/memory-store.ts";
-import { newGroupId, pageOf } from "./store/store-contract.ts";
+import { MemoryConversationStore } from "../test/memory-store.ts";
+import { newGroupId, pageOf } from "../test/store-contract.ts";
 import type { OutboxEntry, OutboxQuery } from "./store/store.ts";
 
 const silentLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };

@@ -13,9 +13,9 @@ import {
   type JoinedEvent,
   type MailboxEvent,
 } from "@cellwire/protocol";
-import { handlerHarness, type HandlerHarness } from "./request-handler.harness.ts";
-import { MemoryConversationStore } from "./store/memory-store.ts";
-import { joinedEvent, labelOf, newGroupId } from "./store/store-contract.ts";
+import { handlerHarness, type HandlerHarness } from "../test/request-handler.harness.ts";
+import { MemoryConversationStore } from "../test/memory-store.ts";
+import { joinedEvent, labelOf, newGroupId } from "../test/store-contract.ts";
 import type { AddMembersInput, AppendMailboxInput, AppendMailboxResult, AppendMessageInput, AppendMessageResult } from "./store/store.ts";
 
 function sendRequest(conversationId: string, clientMessageId: string, body = "hi", senderUserId = "alice"): CellSendRequest {

@@ -6,8 +6,8 @@ import fc from "fast-check";
 import { cellReply, decode, type CellReply, type CellSendRequest } from "@cellwire/protocol";
 import { SendCommitter, type SendCommitterLimits } from "./send-committer.ts";
 import type { StoredMessage } from "./message-publisher.ts";
-import { MemoryConversationStore } from "./store/memory-store.ts";
-import { newGroupId } from "./store/store-contract.ts";
+import { MemoryConversationStore } from "../test/memory-store.ts";
+import { newGroupId } from "../test/store-contract.ts";
 import type { AppendMessageInput, AppendMessageResult, SendKey } from "./store/store.ts";
 
 const workerId = "a-1";

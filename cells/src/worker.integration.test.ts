@@ -38,9 +38,9 @@ import {
 } from "@cellwire/protocol";
 import type { WorkerConfig } from "./config.ts";
 import { databaseUrl, defaultPostgresAdminUrl, dropCellDatabase } from "./store/database.ts";
-import { joinedEvent, labelOf, newGroupId } from "./store/store-contract.ts";
+import { joinedEvent, labelOf, newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
-import { pollUntil } from "@cellwire/cluster/testing";
+import { pollUntil } from "@cellwire/testkit";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 /** A namespace with no directory at all. */

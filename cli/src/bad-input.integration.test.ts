@@ -10,7 +10,7 @@ import { connect as connectTcp, type Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import { closeCodes, decodeServerFrame, frameBytesMax, protocolVersion, standardCloseCodes, upgradeRefusals } from "@cellwire/protocol";
-import { Waiters } from "@cellwire/cluster/testing";
+import { Waiters } from "@cellwire/testkit";
 import { placeUsers, startTestTopology, type TestTopology } from "./test-topology.ts";
 
 const issuer = "https://issuer.bad-input.test";

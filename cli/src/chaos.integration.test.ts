@@ -3,7 +3,7 @@
 // with SIGKILL, and one device stays offline and resumes at the end. The history checker then looks at
 // every send, ack, delivery and the cells' databases, and must find nothing.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
-import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
+import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 const messagesTotal = 1000;

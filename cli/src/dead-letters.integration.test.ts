@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import { CellwireClient, type Joined } from "@cellwire/client";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
-import { runCli } from "./run-cli.ts";
+import { runCli } from "../test/run-cli.ts";
 import { placeUsers, startTestTopology, type TestTopology } from "./test-topology.ts";
 
 let test: TestTopology;

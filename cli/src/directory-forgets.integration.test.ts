@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { Redis } from "ioredis";
 import { DirectoryClient } from "@cellwire/cluster";
 import { RedisDirectory } from "@cellwire/directory";
-import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
+import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 /** Users and the cells they are put in; eight, so a second placement by chance matches for 1 run in 256. */

@@ -4,7 +4,7 @@
 // resumes, and the history checker finds nothing lost, doubled or reordered.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { closeCodes } from "@cellwire/protocol";
-import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
+import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 const drainMs = 2000;

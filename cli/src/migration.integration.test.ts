@@ -9,8 +9,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import type { DirectoryEntryKind } from "@cellwire/protocol";
 import { migrateKey, migrationTools, type MigrationTools } from "./migration.ts";
-import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
-import { runCli } from "./run-cli.ts";
+import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
+import { runCli } from "../test/run-cli.ts";
 import { percentile } from "./statistics.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 

@@ -8,8 +8,8 @@ import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import { membershipBucket } from "@cellwire/protocol";
-import { startNatsCluster, type NatsCluster } from "./nats-cluster.ts";
-import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
+import { startNatsCluster, type NatsCluster } from "../test/nats-cluster.ts";
+import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 /** Enough that the sends after the kill outlast the election of the bucket's new stream leader. */

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { connectNats, requestJson } from "@cellwire/cluster";
 import { cellReply } from "@cellwire/protocol";
-import { RecordedRun } from "./recorded-run.ts";
+import { RecordedRun } from "../test/recorded-run.ts";
 import { startPrivateNatsServer, type PrivateNatsServer } from "./private-nats-server.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 

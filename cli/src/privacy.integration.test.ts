@@ -14,7 +14,7 @@ import { CellwireClient } from "@cellwire/client";
 import { devDirectConversationKey, directConversationId } from "@cellwire/cluster";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { protocolVersion } from "@cellwire/protocol";
-import { RawSocket } from "./raw-socket.ts";
+import { RawSocket } from "../test/raw-socket.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 const frameDeadlineMs = 20_000;

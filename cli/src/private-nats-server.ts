@@ -8,7 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsService } from "@cellwire/cluster";
-import { defaultServerBinary, freeLoopbackPorts, spawnNatsServer } from "./nats-cluster.ts";
+import { defaultServerBinary, freeLoopbackPorts, spawnNatsServer } from "./nats-server-process.ts";
 import { natsConfigPath, NatsUsers, type NatsUser } from "./nats-users.ts";
 
 export class PrivateNatsServerError extends Error {

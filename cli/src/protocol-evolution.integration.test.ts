@@ -1,17 +1,17 @@
 // The SDK as released before issue 10 against today's edge (docs/decisions/0010): clients keep an old SDK
 // for months, so every change to the edge must leave it able to connect, send, receive, resume, follow a
 // draining edge to another, and carry on through frames, fields and codes it has never seen. The SDK is
-// built from the pinned commit's git objects (pinned-sdk.ts); today's SDK is not used here at all.
+// built from the pinned commit's git objects (cli/test/pinned-sdk.ts); today's SDK is not used here at all.
 //
 // To extend: a new server frame, field, error code or close code that the chat below does not make the
-// edge send goes into `newerEdgeTraffic`, as a rewrite of what the edge sends (frame-proxy.ts); what the
+// edge send goes into `newerEdgeTraffic`, as a rewrite of what the edge sends (cli/test/frame-proxy.ts); what the
 // edge does send in the chat is covered as it is.
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import { WebSocket } from "ws";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { closeCodes } from "@cellwire/protocol";
-import { FrameProxy, type EdgeFrameRewrite } from "./frame-proxy.ts";
-import { loadPinnedSdk, type PinnedClient, type PinnedClientError, type PinnedMessage, type PinnedSdk } from "./pinned-sdk.ts";
+import { FrameProxy, type EdgeFrameRewrite } from "../test/frame-proxy.ts";
+import { loadPinnedSdk, type PinnedClient, type PinnedClientError, type PinnedMessage, type PinnedSdk } from "../test/pinned-sdk.ts";
 import { startTestTopology, type TestTopology } from "./test-topology.ts";
 
 /** main before issue 10 ("Secure by default"): the last SDK released without any of its changes. */

@@ -8,7 +8,7 @@ import { WebSocket } from "ws";
 import { CellwireClient, type Message } from "@cellwire/client";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { protocolVersion, retryAfterMsMax } from "@cellwire/protocol";
-import { RawSocket } from "./raw-socket.ts";
+import { RawSocket } from "../test/raw-socket.ts";
 import { startTestTopology, type TestTopology } from "./test-topology.ts";
 
 /** The defaults these assertions rest on (edge/src/config.ts; docs/protocol.md). */

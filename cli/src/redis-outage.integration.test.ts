@@ -6,11 +6,11 @@ import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { DirectoryClient } from "@cellwire/cluster";
 import { closeCodes, protocolVersion } from "@cellwire/protocol";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
-import { RawSocket } from "./raw-socket.ts";
-import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
-import { startPrivateRedis, type PrivateRedis } from "./redis-server.ts";
+import { RawSocket } from "../test/raw-socket.ts";
+import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
+import { startPrivateRedis, type PrivateRedis } from "../test/redis-server.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
-import { pollUntil } from "@cellwire/cluster/testing";
+import { pollUntil } from "@cellwire/testkit";
 
 const messagesPerUserBefore = 3;
 const messagesPerUserDuringOutage = 50;

@@ -11,8 +11,8 @@ import { WebSocket } from "ws";
 import { CellwireClient, type ReceivedEvent } from "@cellwire/client";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { decodeServerFrame, protocolVersion, type Message, type ServerFrame } from "@cellwire/protocol";
-import { RawSocket } from "./raw-socket.ts";
-import { RecordedRun, type RecordedDevice } from "./recorded-run.ts";
+import { RawSocket } from "../test/raw-socket.ts";
+import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 const deliveryDeadlineMs = 15_000;

@@ -3,7 +3,7 @@
 // clients see nothing worse than retries and the history checker finds nothing wrong.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { Ring } from "@cellwire/cluster";
-import { RecordedRun } from "./recorded-run.ts";
+import { RecordedRun } from "../test/recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 let test: TestTopology;

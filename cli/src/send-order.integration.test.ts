@@ -11,7 +11,7 @@ import pg from "pg";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ensureCellDatabase } from "@cellwire/cells";
 import { CellwireClient, type Ack } from "@cellwire/client";
-import { pollUntil } from "@cellwire/cluster/testing";
+import { pollUntil } from "@cellwire/testkit";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 

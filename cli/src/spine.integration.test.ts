@@ -8,8 +8,8 @@ import { CellwireClient } from "@cellwire/client";
 import { DirectoryClient } from "@cellwire/cluster";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { closeCodes, protocolVersion, type Message } from "@cellwire/protocol";
-import { RawSocket } from "./raw-socket.ts";
-import { runCli } from "./run-cli.ts";
+import { RawSocket } from "../test/raw-socket.ts";
+import { runCli } from "../test/run-cli.ts";
 import { startTestTopology, type TestTopology } from "./test-topology.ts";
 
 

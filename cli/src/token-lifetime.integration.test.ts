@@ -8,8 +8,8 @@ import { WebSocket } from "ws";
 import { CellwireClient } from "@cellwire/client";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { closeCodes, protocolVersion } from "@cellwire/protocol";
-import { RawSocket } from "./raw-socket.ts";
-import { runCli } from "./run-cli.ts";
+import { RawSocket } from "../test/raw-socket.ts";
+import { runCli } from "../test/run-cli.ts";
 import { startTestTopology, type TestTopology } from "./test-topology.ts";
 
 let test: TestTopology;

@@ -5,8 +5,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientOptions } from "./cellwire-client.ts";
 import { CellwireClientError } from "./errors.ts";
 import type { PresenceState } from "@cellwire/protocol";
-import { FakeEdge, flush, groupConversationId } from "./testing/fake-edge.ts";
-import { ManualClock } from "./testing/manual-clock.ts";
+import { FakeEdge, flush, groupConversationId } from "../test/fake-edge.ts";
+import { ManualClock } from "../test/manual-clock.ts";
 import type { TypingIndicator, TypingStopped } from "./typing-indicators.ts";
 
 const edges: FakeEdge[] = [];

@@ -4,8 +4,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientOptions } from "./cellwire-client.ts";
 import { CellwireClientError } from "./errors.ts";
-import { FakeEdge, directConversationId, flush, groupConversationId, type FakeSocket } from "./testing/fake-edge.ts";
-import { ManualClock } from "./testing/manual-clock.ts";
+import { FakeEdge, directConversationId, flush, groupConversationId, type FakeSocket } from "../test/fake-edge.ts";
+import { ManualClock } from "../test/manual-clock.ts";
 
 const edges: FakeEdge[] = [];
 

@@ -5,8 +5,8 @@ import { closeCodes, resumeConversationsMax, standardCloseCodes, type Message } 
 import { afterEach, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientOptions } from "./cellwire-client.ts";
 import { CellwireClientError } from "./errors.ts";
-import { FakeEdge, directConversationId, flush, groupConversationId } from "./testing/fake-edge.ts";
-import { ManualClock } from "./testing/manual-clock.ts";
+import { FakeEdge, directConversationId, flush, groupConversationId } from "../test/fake-edge.ts";
+import { ManualClock } from "../test/manual-clock.ts";
 
 const edges: FakeEdge[] = [];
 

@@ -1,8 +1,8 @@
 // Receipts in the SDK (client/BEHAVIOUR.md, "Receipts") against the in-memory edge and a manual clock.
 import { afterEach, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientOptions, type Receipt } from "./cellwire-client.ts";
-import { FakeEdge, directConversationId, flush, groupConversationId } from "./testing/fake-edge.ts";
-import { ManualClock } from "./testing/manual-clock.ts";
+import { FakeEdge, directConversationId, flush, groupConversationId } from "../test/fake-edge.ts";
+import { ManualClock } from "../test/manual-clock.ts";
 
 const edges: FakeEdge[] = [];
 

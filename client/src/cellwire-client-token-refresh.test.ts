@@ -6,8 +6,8 @@ import type { RefreshFrame } from "@cellwire/protocol";
 import { CellwireClient } from "./cellwire-client.ts";
 import { CellwireClientError } from "./errors.ts";
 import type { TokenRequest } from "./cellwire-client.ts";
-import { FakeEdge, flush } from "./testing/fake-edge.ts";
-import { ManualClock } from "./testing/manual-clock.ts";
+import { FakeEdge, flush } from "../test/fake-edge.ts";
+import { ManualClock } from "../test/manual-clock.ts";
 
 const tokenLifetimeMs = 10_000;
 const edges: FakeEdge[] = [];

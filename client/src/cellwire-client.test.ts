@@ -1,11 +1,11 @@
-// Follows client/BEHAVIOUR.md against an in-memory edge (testing/fake-edge.ts) and a manual clock: no
+// Follows client/BEHAVIOUR.md against an in-memory edge (client/test/fake-edge.ts) and a manual clock: no
 // network, no sleeping. Every frame the client writes is checked by the protocol's decoder.
 import { closeCodes, frameBytesMax, protocolVersion, standardCloseCodes, type ServerFrame } from "@cellwire/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientOptions, type StateChange, type TokenRequest } from "./cellwire-client.ts";
 import { CellwireClientError } from "./errors.ts";
-import { FakeEdge, directConversationId, fakeEdgeNetwork, flush, groupConversationId } from "./testing/fake-edge.ts";
-import { ManualClock } from "./testing/manual-clock.ts";
+import { FakeEdge, directConversationId, fakeEdgeNetwork, flush, groupConversationId } from "../test/fake-edge.ts";
+import { ManualClock } from "../test/manual-clock.ts";
 
 const edges: FakeEdge[] = [];
 

@@ -8,7 +8,7 @@ import { decodeClientFrame, protocolVersion, type ConversationCursor, type Hello
 import { WebSocket, WebSocketServer } from "ws";
 import { afterAll, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientEvents, type StateChange } from "./cellwire-client.ts";
-import { directConversationId } from "./testing/fake-edge.ts";
+import { directConversationId } from "../test/fake-edge.ts";
 
 const deadlineMs = 5000;
 

@@ -9,7 +9,7 @@ import { closeCodes, decodeClientFrame, protocolVersion, type ConversationCursor
 import { WebSocket, WebSocketServer } from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientEvents, type StateChange, type TokenRequest } from "./cellwire-client.ts";
-import { directConversationId } from "./testing/fake-edge.ts";
+import { directConversationId } from "../test/fake-edge.ts";
 
 const deadlineMs = 5000;
 let server: WebSocketServer;

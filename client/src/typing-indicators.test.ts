@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ManualClock } from "./testing/manual-clock.ts";
+import { ManualClock } from "../test/manual-clock.ts";
 import { TypingIndicators, type TypingIndicator, type TypingStopped } from "./typing-indicators.ts";
 
 const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";

@@ -1,7 +1,7 @@
 // The decisions of a membership watcher and of a lease holder, apart from NATS and timers: which watch
 // entries change the ring, when the bucket's replay is over, which expired leases to delete, and whether a
 // worker still holds its own lease. MembershipWatcher and LeaseHolder (membership.ts) feed them from the
-// bucket and the clock; the simulation (simulation/) feeds the same code from a simulated bucket and a
+// bucket and the clock; the simulation (sim/) feeds the same code from a simulated bucket and a
 // virtual clock, so what it checks is the code that runs.
 import { workerLease, workerRequestSubjects, type WorkerRequestSubjects } from "@cellwire/protocol";
 import { MembershipView, type ExpiredMember } from "./membership-view.ts";

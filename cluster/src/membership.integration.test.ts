@@ -9,7 +9,7 @@ import { LeaseHolder, MembershipWatcher, destroyMembershipBucket, openMembership
 import { encodeJson } from "./nats-json.ts";
 import { connectNats } from "./service-runtime.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
-import { pollUntil } from "./testing/poll.ts";
+import { pollUntil } from "@cellwire/testkit";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const cellId = "a";

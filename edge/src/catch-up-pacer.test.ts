@@ -4,8 +4,8 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { CatchUpPacer, type CatchUpScope, type CatchUpTarget } from "./catch-up-pacer.ts";
-import { deferred, type Deferred } from "./testing/edge-fakes.ts";
-import { ManualClock, seededRandom } from "./testing/manual-clock.ts";
+import { deferred, type Deferred } from "../test/edge-fakes.ts";
+import { ManualClock, seededRandom } from "../test/manual-clock.ts";
 
 /** A session stand-in: records when each catch-up started and with what; `hold` keeps them reading. */
 class Target implements CatchUpTarget {

@@ -21,7 +21,7 @@ import {
   type SequencedEvent,
 } from "@cellwire/protocol";
 import { NatsDeliveryHub, type DeliveryTarget } from "./delivery-hub.ts";
-import { deferred, Waiters } from "./testing/edge-fakes.ts";
+import { deferred, Waiters } from "../test/edge-fakes.ts";
 import type { TypingIndicator } from "./typing/typing-relay.ts";
 
 const namespacePrefix = `tdel${Date.now().toString(36)}${randomBytes(2).toString("hex")}`;

@@ -4,8 +4,8 @@
 // meanwhile (docs/decisions/0024).
 import { afterEach, describe, expect, it } from "vitest";
 import type { CellReply, CellRequest, ReceiptEvent, SequencedEvent } from "@cellwire/protocol";
-import { deferred, fakeEdge, framesOfType, type Deferred, type FakeEdge, type FakeTransport } from "./testing/edge-fakes.ts";
-import { ManualClock, seededRandom } from "./testing/manual-clock.ts";
+import { deferred, fakeEdge, framesOfType, type Deferred, type FakeEdge, type FakeTransport } from "../test/edge-fakes.ts";
+import { ManualClock, seededRandom } from "../test/manual-clock.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 const edges: FakeEdge[] = [];

@@ -2,11 +2,11 @@
 // events read before `synced`, live messages of conversations with and without a cursor, gaps, members
 // no more, logs that cannot be read, the bound on cursors per session, the bounds on reads in flight, and
 // the catch-ups after a change of a cell's workers or a NATS reconnect. Conversation logs are modelled by
-// FakeConversationLogs (testing/edge-fakes.ts), which answers cell.messagesAfter as a cell does.
+// FakeConversationLogs (edge/test/edge-fakes.ts), which answers cell.messagesAfter as a cell does.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { RemoteError, UnavailableError } from "@cellwire/cluster";
 import { closeCodes, errorCodes, type CellRequest, type JoinedEvent, type SequencedEvent } from "@cellwire/protocol";
-import { fakeEdge, framesOfType, logMessage, type FakeEdge, type FakeTransport } from "./testing/edge-fakes.ts";
+import { fakeEdge, framesOfType, logMessage, type FakeEdge, type FakeTransport } from "../test/edge-fakes.ts";
 
 const first = "g-AAAAAAAAAAAAAAAAAAAAAA";
 const second = "g-BBBBBBBBBBBBBBBBBBBBBB";

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { UnavailableError } from "@cellwire/cluster";
 import { errorCodes, presenceWatchUsersMax, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { SharedConversationAccess } from "./presence/presence-access.ts";
-import { deferred, fakeEdge, framesOfType, memberCacheTtlMsForTests, typingExpiresInMsForTests, type FakeEdge, type FakeTransport } from "./testing/edge-fakes.ts";
+import { deferred, fakeEdge, framesOfType, memberCacheTtlMsForTests, typingExpiresInMsForTests, type FakeEdge, type FakeTransport } from "../test/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 const otherGroupId = "g-BBBBBBBBBBBBBBBBBBBBBB";

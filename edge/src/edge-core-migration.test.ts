@@ -1,8 +1,8 @@
 // Live migration as an edge sees it, in process: conversations and mailboxes that move to another cell
-// (cell.moved), keys frozen for a move (moving), and directory.changed. Fakes from testing/edge-fakes.ts.
+// (cell.moved), keys frozen for a move (moving), and directory.changed. Fakes from edge/test/edge-fakes.ts.
 import { afterEach, describe, expect, it } from "vitest";
 import type { CellReply, CellRequest, Message, ReceiptEvent } from "@cellwire/protocol";
-import { fakeEdge, framesOfType, homeAttemptsMaxForTests, type FakeEdge, type FakeTransport } from "./testing/edge-fakes.ts";
+import { fakeEdge, framesOfType, homeAttemptsMaxForTests, type FakeEdge, type FakeTransport } from "../test/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 const edges: FakeEdge[] = [];

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { Message } from "@cellwire/protocol";
 import type { RateLimitSettings } from "./rate-limit/request-rate-limits.ts";
 import { loadEdgeConfig } from "./config.ts";
-import { fakeEdge, type FakeEdge, type FakeTransport } from "./testing/edge-fakes.ts";
+import { fakeEdge, type FakeEdge, type FakeTransport } from "../test/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 

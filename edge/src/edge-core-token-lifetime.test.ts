@@ -3,7 +3,7 @@
 // user's sessions (4103) and refuses their older tokens. The FakeClock's wall time moves only when told.
 import { afterEach, describe, expect, it } from "vitest";
 import { closeCodes, protocolVersion } from "@cellwire/protocol";
-import { fakeEdge, type FakeEdge } from "./testing/edge-fakes.ts";
+import { fakeEdge, type FakeEdge } from "../test/edge-fakes.ts";
 
 const edges: FakeEdge[] = [];
 

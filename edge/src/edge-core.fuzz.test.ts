@@ -6,7 +6,7 @@
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { closeCodes, decodeClientFrame, errorCodeList, protocolVersion, type CellRequest } from "@cellwire/protocol";
-import { fakeEdge, type FakeEdge } from "./testing/edge-fakes.ts";
+import { fakeEdge, type FakeEdge } from "../test/edge-fakes.ts";
 
 const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 const requestFrames: readonly Record<string, unknown>[] = [

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { devDirectConversationKey, directConversationId, UnavailableError } from "@cellwire/cluster";
 import { closeAdvice, closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
 import type { CellServedFrame } from "./request-handler.ts";
-import { deferred, fakeEdge, framesOfType, requestDeadlineMsForTests, type FakeEdge } from "./testing/edge-fakes.ts";
+import { deferred, fakeEdge, framesOfType, requestDeadlineMsForTests, type FakeEdge } from "../test/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 

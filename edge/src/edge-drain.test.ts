@@ -5,8 +5,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { closeCodes, type Message } from "@cellwire/protocol";
 import { drainSchedule, EdgeDrain, type DrainOutcome, type DrainTarget } from "./edge-drain.ts";
-import { deferred, fakeEdge, framesOfType, type FakeEdge } from "./testing/edge-fakes.ts";
-import { ManualClock, seededRandom } from "./testing/manual-clock.ts";
+import { deferred, fakeEdge, framesOfType, type FakeEdge } from "../test/edge-fakes.ts";
+import { ManualClock, seededRandom } from "../test/manual-clock.ts";
 
 /** A session stand-in: it may be serving requests, and tells the drain when it closes. */
 class Target implements DrainTarget {

@@ -12,7 +12,7 @@ import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { Admission, type AdmissionOptions } from "./admission.ts";
 import { startServer, type RunningServer } from "./edge-server.ts";
 import { listeningSocketInodes } from "./listen-backlog.ts";
-import { fakeEdge, waitDeadlineMs, Waiters, type FakeEdge } from "./testing/edge-fakes.ts";
+import { fakeEdge, waitDeadlineMs, Waiters, type FakeEdge } from "../test/edge-fakes.ts";
 import { loadNativeUws } from "./uws.ts";
 
 const indexHtml = "<!doctype html><title>cellwire</title>";

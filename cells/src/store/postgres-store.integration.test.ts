@@ -8,7 +8,7 @@ import { migrate } from "drizzle-orm/node-postgres/migrator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { databaseUrl as cellDatabaseUrl, dropCellDatabase, ensureCellDatabase, migrationsFolder } from "./database.ts";
 import { PostgresConversationStore } from "./postgres-store.ts";
-import { registerStoreContract } from "./store-contract.ts";
+import { registerStoreContract } from "../../test/store-contract.ts";
 
 const adminUrl = "postgres://postgres@127.0.0.1:5432/postgres";
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;

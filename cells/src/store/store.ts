@@ -1,6 +1,6 @@
 // The contract of a cell's storage: conversations, the mailboxes of the users homed in the cell, and the
 // outbox of mailbox events still to be applied. Two implementations: Postgres (production) and memory
-// (unit tests of the request handler and the relay); one contract suite (store-contract.ts) runs against both.
+// (cells/test/, for unit tests of the request handler and the relay); one contract suite (cells/test/store-contract.ts) runs against both.
 import type {
   ConversationSummary,
   DirectoryEntryKind,

@@ -8,7 +8,7 @@ import { decodeMessage, systemClock } from "@cellwire/cluster";
 import { presenceHeartbeatUsersMax, presenceMessage, presenceSubject, type PresenceMessage } from "@cellwire/protocol";
 import { NatsPresenceHub, presenceExpiryBoundMs } from "./presence-hub.ts";
 import type { PresenceChange } from "./presence-table.ts";
-import { RecordingLogger } from "../testing/edge-fakes.ts";
+import { RecordingLogger } from "../../test/edge-fakes.ts";
 
 const namespace = `tpres${Date.now().toString(36)}${randomBytes(3).toString("hex")}`.slice(0, 24);
 const heartbeatIntervalMs = 100;

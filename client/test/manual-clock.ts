@@ -1,5 +1,5 @@
 // A clock that moves only when a test says so: timers fire in due order inside advanceBy().
-import type { CancelTimer, Clock } from "../clock.ts";
+import type { CancelTimer, Clock } from "../src/clock.ts";
 
 type Timer = { readonly id: number; readonly dueMs: number; readonly callback: () => void };
 

@@ -1,6 +1,6 @@
 // What every part of a simulated run shares: the virtual clock, the seeded randomness, the bucket, the
 // database, the network, the checker, the trace and the settings.
-import type { BackoffPolicy } from "../backoff.ts";
+import type { BackoffPolicy } from "@cellwire/cluster";
 import type { EventQueue } from "./event-queue.ts";
 import type { SafetyChecker } from "./safety-checker.ts";
 import type { SeededRandom } from "./seeded-random.ts";

@@ -3,7 +3,7 @@
 // logic runs in process and every effect is observable.
 // Used by the edge-core*.test.ts files and edge-server.integration.test.ts (the whole fake edge), and by
 // the hub integration tests (Waiters, RecordingLogger).
-import { Waiters } from "@cellwire/cluster/testing";
+import { Waiters } from "@cellwire/testkit";
 import { ConcurrencyLimiter, devDirectConversationKey, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
 import {
   decodeJsonText,
@@ -20,18 +20,18 @@ import {
   type PresenceState,
   type ServerFrame,
 } from "@cellwire/protocol";
-import { RevocationList } from "../auth/revocation-list.ts";
-import type { TokenVerifier, VerifyOutcome } from "../auth/token-verifier.ts";
-import { CatchUpPacer, type CatchUpClock } from "../catch-up-pacer.ts";
-import type { DeliverySource, DeliveryTarget } from "../delivery-hub.ts";
-import { DirectoryCache } from "../directory-cache.ts";
-import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../edge-core.ts";
-import { EveryoneVisible, type PresenceAccess } from "../presence/presence-access.ts";
-import type { PresenceSource } from "../presence/presence-hub.ts";
-import { PresenceTable, type PresenceChange } from "../presence/presence-table.ts";
-import { RequestHandler, type CellRouting, type DirectoryLookups } from "../request-handler.ts";
-import { ConversationMembers } from "../typing/conversation-members.ts";
-import { TypingRelay, type TypingIndicator, type TypingPublisher } from "../typing/typing-relay.ts";
+import { RevocationList } from "../src/auth/revocation-list.ts";
+import type { TokenVerifier, VerifyOutcome } from "../src/auth/token-verifier.ts";
+import { CatchUpPacer, type CatchUpClock } from "../src/catch-up-pacer.ts";
+import type { DeliverySource, DeliveryTarget } from "../src/delivery-hub.ts";
+import { DirectoryCache } from "../src/directory-cache.ts";
+import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../src/edge-core.ts";
+import { EveryoneVisible, type PresenceAccess } from "../src/presence/presence-access.ts";
+import type { PresenceSource } from "../src/presence/presence-hub.ts";
+import { PresenceTable, type PresenceChange } from "../src/presence/presence-table.ts";
+import { RequestHandler, type CellRouting, type DirectoryLookups } from "../src/request-handler.ts";
+import { ConversationMembers } from "../src/typing/conversation-members.ts";
+import { TypingRelay, type TypingIndicator, type TypingPublisher } from "../src/typing/typing-relay.ts";
 
 export const waitDeadlineMs = 5000;
 
@@ -47,7 +47,7 @@ export function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
-/** The shared waiter of the test doubles (@cellwire/cluster/testing); its default deadline is waitDeadlineMs. */
+/** The shared waiter of the test doubles (@cellwire/testkit); its default deadline is waitDeadlineMs. */
 export { Waiters };
 
 /**

@@ -22,7 +22,7 @@ import {
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
-import type { WebSocketConstructor, WebSocketLike } from "../websocket-like.ts";
+import type { WebSocketConstructor, WebSocketLike } from "../src/websocket-like.ts";
 
 type SocketEvents = {
   open: () => void;

@@ -3,14 +3,12 @@
 // docs/decisions/0015) with the cluster's fresh passwords, and has its own client, route and monitoring
 // port (free ports picked by binding port 0), its own store directory, and routes to every other node. Ready once every node names the same
 // JetStream meta leader and that leader sees every peer current, so an R3 bucket can be created at once.
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { natsConfigPath, NatsUsers } from "./nats-users.ts";
+import { natsConfigPath, NatsUsers } from "../src/nats-users.ts";
+import { defaultServerBinary, freeLoopbackPorts, spawnNatsServer } from "../src/nats-server-process.ts";
 
 export type NatsClusterOptions = {
   /** Nodes in the cluster (default 3: the smallest that keeps a quorum after losing one). */
@@ -230,66 +228,6 @@ async function fetchJson(url: string): Promise<unknown> {
   const response = await fetch(url, { signal: AbortSignal.timeout(monitorRequestTimeoutMs) });
   if (!response.ok) throw new NatsClusterError(`${url} answered ${response.status}`);
   return (await response.json()) as unknown;
-}
-
-/** Binds `count` listeners on port 0 at once (so the ports differ), notes their ports and closes them. */
-export async function freeLoopbackPorts(count: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    const ports: number[] = [];
-    for (let index = 0; index < count; index++) {
-      const server = createServer();
-      servers.push(server);
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(0, loopbackHost, () => resolve());
-      });
-      const address = server.address();
-      if (address === null || typeof address === "string") throw new NatsClusterError("a listener on port 0 reported no port");
-      ports.push(address.port);
-    }
-    return ports;
-  } finally {
-    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
-  }
-}
-
-/** Debian's package installs it outside a non-root PATH; scripts/setup.mjs starts the same binary. */
-/**
- * A nats-server started from the shipped configuration with the users' passwords in its environment (never
- * its arguments). Both pipes are always read, since a server whose log pipe fills up would block; the last
- * `outputLinesMax` lines are kept for error messages. `exited` also settles when the binary cannot start
- * at all (then 'error' comes and never 'exit').
- */
-export function spawnNatsServer(
-  binary: string,
-  args: readonly string[],
-  users: NatsUsers,
-  outputLinesMax: number,
-  onLine?: (line: string) => void,
-): { child: ChildProcess; exited: Promise<void>; output: string[] } {
-  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...users.serverEnvironment() } });
-  const output: string[] = [];
-  const exited = new Promise<void>((resolve) => {
-    child.once("exit", () => resolve());
-    child.once("error", (error) => {
-      output.push(`cannot run nats-server: ${error.message}`);
-      resolve();
-    });
-  });
-  for (const stream of [child.stdout, child.stderr]) {
-    createInterface({ input: stream }).on("line", (line) => {
-      output.push(line);
-      if (output.length > outputLinesMax) output.shift();
-      onLine?.(line);
-    });
-  }
-  return { child, exited, output };
-}
-
-export function defaultServerBinary(): string {
-  const debianPath = "/usr/sbin/nats-server";
-  return existsSync(debianPath) ? debianPath : "nats-server";
 }
 
 function isAlive(child: ChildProcess): boolean {

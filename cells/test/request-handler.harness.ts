@@ -4,12 +4,12 @@
 import { expect } from "vitest";
 import type { CellReply, CellRequest, CellSendBatch, CellSendBatchReplies, Delivery } from "@cellwire/protocol";
 import { devDirectConversationKey } from "@cellwire/cluster";
-import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
-import type { StoredMessage } from "./message-publisher.ts";
-import { CellRequestHandler, type MigrationDependencies, type OwnershipView } from "./request-handler.ts";
-import { SendCommitter, type SendCommitterLimits } from "./send-committer.ts";
-import { MemoryConversationStore } from "./store/memory-store.ts";
-import type { ConversationStore, OutboxEntry } from "./store/store.ts";
+import { KeyedSerialQueue } from "../src/keyed-serial-queue.ts";
+import type { StoredMessage } from "../src/message-publisher.ts";
+import { CellRequestHandler, type MigrationDependencies, type OwnershipView } from "../src/request-handler.ts";
+import { SendCommitter, type SendCommitterLimits } from "../src/send-committer.ts";
+import { MemoryConversationStore } from "./memory-store.ts";
+import type { ConversationStore, OutboxEntry } from "../src/store/store.ts";
 
 export const silentLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 

@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { groupTitleLengthMax, historyPageBytesMax, joinedEventId, type InventoryKey, type JoinedEvent, type MailboxEvent } from "@cellwire/protocol";
-import { postgresErrorCode, uniqueViolation } from "./errors.ts";
+import { postgresErrorCode, uniqueViolation } from "../src/store/errors.ts";
 import type {
   AppendMailboxResult,
   AppendMessageInput,
@@ -18,8 +18,8 @@ import type {
   MigrationKey,
   OutboxEntry,
   StoreRefusal,
-} from "./store.ts";
-import { sendKey } from "./store.ts";
+} from "../src/store/store.ts";
+import { sendKey } from "../src/store/store.ts";
 
 export type StoreContractOptions = {
   /** A store on the same data as the first (another pool, as a second owner would have); enables the two-owner tests. */

@@ -3,7 +3,7 @@
 // revision; get of the latest entry of a key (a delete marker included); status; and watches that first
 // replay the latest entry of every key in revision order, then push every new entry. max_age is modelled:
 // an entry older than maxAgeMs vanishes without any event, as JetStream drops it.
-import type { MembershipWatchEntry } from "../membership-core.ts";
+import type { MembershipWatchEntry } from "@cellwire/cluster";
 import type { EventQueue } from "./event-queue.ts";
 
 type StoredEntry = {

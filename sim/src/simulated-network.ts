@@ -4,7 +4,7 @@
 // is never lossy: the NATS client's ordered consumer notices a missing message and resumes after the last
 // one it had, so a loss shows as a stall and entries always arrive in revision order, a cut-off watcher
 // getting the backlog once the partition heals.
-import type { MembershipWatchEntry } from "../membership-core.ts";
+import type { MembershipWatchEntry } from "@cellwire/cluster";
 import type { EventQueue } from "./event-queue.ts";
 import type { SeededRandom } from "./seeded-random.ts";
 import type { SimulatedProcess } from "./simulated-process.ts";

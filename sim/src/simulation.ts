@@ -4,7 +4,7 @@
 // checked at every commit and acknowledgement; then a healing phase (faults stop, paused workers resume,
 // crashed ones restart) in which, within a bounded simulated time, every live process must agree on one
 // ring of exactly the live workers, and a write to every key must succeed. Same seed, same run.
-import type { MembershipSnapshot } from "../membership-core.ts";
+import type { MembershipSnapshot } from "@cellwire/cluster";
 import { EventQueue } from "./event-queue.ts";
 import { SafetyChecker, type Violation } from "./safety-checker.ts";
 import { SeededRandom } from "./seeded-random.ts";

@@ -1,7 +1,7 @@
 // An in-memory ConversationStore for unit tests: the same contract as the Postgres store (the contract
 // suite checks both), without durability. Every method completes its changes before its first await, so
 // JavaScript's single thread gives the per-conversation and per-user atomicity the contract asks for.
-import { trimToPageBudget } from "./page-budget.ts";
+import { trimToPageBudget } from "../src/store/page-budget.ts";
 import { randomUUID } from "node:crypto";
 import {
   groupMembersMax,
@@ -15,9 +15,9 @@ import {
   type Message,
   type SequencedEvent,
 } from "@cellwire/protocol";
-import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients, type Positions } from "./receipt-positions.ts";
-import { compareMigrationKeys, frozenForNonMember, importRefusal, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
-import type { KeyState } from "./schema.ts";
+import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients, type Positions } from "../src/store/receipt-positions.ts";
+import { compareMigrationKeys, frozenForNonMember, importRefusal, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "../src/store/key-state.ts";
+import type { KeyState } from "../src/store/schema.ts";
 import {
   placeholderCreatorUserId,
   sendKey,
@@ -44,7 +44,7 @@ import {
   type TombstoneInput,
   type TombstoneResult,
   type UnfreezeResult,
-} from "./store.ts";
+} from "../src/store/store.ts";
 import type {
   AddMembersInput,
   AppendMailboxInput,
@@ -70,7 +70,7 @@ import type {
   OutboxRetry,
   RedriveSelection,
   StoreLimits,
-} from "./store.ts";
+} from "../src/store/store.ts";
 
 /** The migration columns of a row (schema.ts), the same on conversations and mailboxes. */
 type MigrationColumns = { state: KeyState; movingToCellId: string | null; movedEpoch: number | null };

@@ -3,8 +3,8 @@
 // backoff when the owner is unknown, refuses, leaves the ring, or does not answer in time; a retry keeps
 // the write id, so the database answers a write that did commit with its stored seq. Writers inside the
 // edge stand for clients: each sends one write at a time, to a random key.
-import { backoffDelayMs } from "../backoff.ts";
-import type { MembershipSnapshot } from "../membership-core.ts";
+import { backoffDelayMs } from "@cellwire/cluster";
+import type { MembershipSnapshot } from "@cellwire/cluster";
 import { SimulatedProcess } from "./simulated-process.ts";
 import { SimulatedWatcher } from "./simulated-watcher.ts";
 import type { SimulatedWorker, WriteReply } from "./simulated-worker.ts";

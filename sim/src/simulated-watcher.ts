@@ -3,7 +3,7 @@
 // end of the replay on an empty bucket), then the watch and the expiry timer. An expired lease is deleted
 // with compare-and-set on the revision seen; when that fails, a get, and a plain delete only if the key
 // has no entry at all (max_age dropped it).
-import { MembershipCore, type MembershipSnapshot, type MembershipWatchEntry } from "../membership-core.ts";
+import { MembershipCore, type MembershipSnapshot, type MembershipWatchEntry } from "@cellwire/cluster";
 import type { Interval, SimulatedProcess } from "./simulated-process.ts";
 import type { World } from "./world.ts";
 

@@ -1,0 +1,74 @@
+// Starting nats-server processes on loopback: free ports, the binary, and one server from the shipped
+// configuration with its users' passwords. The private server of `npm start` and of each test topology
+// (private-nats-server.ts) uses it, and so does the tests' NATS cluster (cli/test/nats-cluster.ts).
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { createInterface } from "node:readline";
+import type { NatsUsers } from "./nats-users.ts";
+
+const loopbackHost = "127.0.0.1";
+
+export class FreePortError extends Error {
+  override readonly name = "FreePortError";
+}
+
+/** Binds `count` listeners on port 0 at once (so the ports differ), notes their ports and closes them. */
+export async function freeLoopbackPorts(count: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    const ports: number[] = [];
+    for (let index = 0; index < count; index++) {
+      const server = createServer();
+      servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, loopbackHost, () => resolve());
+      });
+      const address = server.address();
+      if (address === null || typeof address === "string") throw new FreePortError("a listener on port 0 reported no port");
+      ports.push(address.port);
+    }
+    return ports;
+  } finally {
+    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+  }
+}
+
+/**
+ * A nats-server started from the shipped configuration with the users' passwords in its environment (never
+ * its arguments). Both pipes are always read, since a server whose log pipe fills up would block; the last
+ * `outputLinesMax` lines are kept for error messages. `exited` also settles when the binary cannot start
+ * at all (then 'error' comes and never 'exit').
+ */
+export function spawnNatsServer(
+  binary: string,
+  args: readonly string[],
+  users: NatsUsers,
+  outputLinesMax: number,
+  onLine?: (line: string) => void,
+): { child: ChildProcess; exited: Promise<void>; output: string[] } {
+  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...users.serverEnvironment() } });
+  const output: string[] = [];
+  const exited = new Promise<void>((resolve) => {
+    child.once("exit", () => resolve());
+    child.once("error", (error) => {
+      output.push(`cannot run nats-server: ${error.message}`);
+      resolve();
+    });
+  });
+  for (const stream of [child.stdout, child.stderr]) {
+    createInterface({ input: stream }).on("line", (line) => {
+      output.push(line);
+      if (output.length > outputLinesMax) output.shift();
+      onLine?.(line);
+    });
+  }
+  return { child, exited, output };
+}
+
+/** Debian's package installs it outside a non-root PATH; scripts/setup.mjs starts the same binary. */
+export function defaultServerBinary(): string {
+  const debianPath = "/usr/sbin/nats-server";
+  return existsSync(debianPath) ? debianPath : "nats-server";
+}
