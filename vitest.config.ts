@@ -8,7 +8,8 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: workspaces.map((workspace) => `${workspace}/src/**/*.test.ts`),
+          // eslint.config.test.ts checks the lint gate's config, which lives at the root.
+          include: [...workspaces.map((workspace) => `${workspace}/src/**/*.test.ts`), "eslint.config.test.ts"],
           exclude: ["**/*.integration.test.ts", "**/node_modules/**"],
         },
       },
