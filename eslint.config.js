@@ -26,7 +26,8 @@ export const crossWorkspaceImports = {
 
 // Units over the limits today, each with why it is long. Another change splits them; until then the limit
 // still holds for every other file, and an entry goes when its unit is split. The lists hold the files over
-// the limit both as the tree is now and once prettier has printed it at 140 columns (which adds lines).
+// the limit both as the tree is now and once prettier has printed it at 140 columns (which adds lines),
+// and main's as of d89339f printed so (cells/src/migration.ts's copyTail).
 /** Files over 500 lines. */
 export const longFiles = {
   "cells/src/store/store-contract.ts":
@@ -55,6 +56,7 @@ export const longFunctionFiles = {
   "cells/src/request-handler.ts": "perform is one switch with a case per cell request type",
   "edge/src/request-handler.ts": "handle is one switch with a case per client request frame",
   "cells/src/send-committer.ts": "attempt is one group-commit round: store, answer, publish, with its failure paths",
+  "cells/src/migration.ts": "copyTail copies a frozen key's last pages, a mailbox's or a conversation's, each kind in turn",
   "cells/src/outbox-relay.ts": "relay runs the bounded lanes of one relay pass and sorts their outcomes",
   "cells/src/store/memory-store.ts": "importPage mirrors postgres-store's importPage step by step",
   "cells/src/store/postgres-store.ts": "importPage is one transaction of a migration page's statements",
