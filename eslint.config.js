@@ -17,7 +17,7 @@ function readWorkspaces() {
 const workspaces = readWorkspaces();
 
 // Tests, test helpers and test harnesses may be long: a contract suite or a fake reads best in one place.
-const testFiles = ["**/*.test.ts", "**/testing/**", "**/*.harness.ts", "**/test/**", "test-support/**"];
+const testFiles = ["**/*.test.ts", "**/testing/**", "**/*.harness.ts", "**/test/**", "testkit/**"];
 
 /** Files allowed one cross-workspace import, each with why (the gate's own test checks they exist). */
 export const crossWorkspaceImports = {
