@@ -12,7 +12,8 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: testFolders.map((folder) => `${folder}/**/*.test.ts`),
+          // eslint.config.test.ts checks the lint gate's config, which lives at the root.
+          include: [...testFolders.map((folder) => `${folder}/**/*.test.ts`), "eslint.config.test.ts"],
           exclude: ["**/*.integration.test.ts", "**/node_modules/**"],
         },
       },

@@ -1,5 +1,6 @@
-// `npm test`: install what is missing (dependencies, local services, Debian's chromium), typecheck,
-// then run the unit tests and the integration tests, and print one summary line.
+// `npm test`: install what is missing (dependencies, local services, Debian's chromium), typecheck, lint
+// (eslint.config.js), check the format (prettier), then run the unit tests and the integration tests, and
+// print one summary line. A failing step does not stop the later ones: one run reports every failure.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -40,6 +41,8 @@ function count(file) {
 
 const vitest = join(root, "node_modules", "vitest", "vitest.mjs");
 let ok = run("typecheck (tsc)", process.execPath, [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json", "--noEmit"]);
+ok = run("lint (eslint)", process.execPath, [join(root, "node_modules", "eslint", "bin", "eslint.js"), "."]) && ok;
+ok = run("format (prettier --check)", process.execPath, [join(root, "node_modules", "prettier", "bin", "prettier.cjs"), "--check", "."]) && ok;
 for (const project of ["unit", "integration"]) {
   const outputFile = join(reports, `${project}.json`);
   ok = run(`${project} tests`, process.execPath, [vitest, "run", "--project", project, "--reporter=default", "--reporter=json", `--outputFile.json=${outputFile}`]) && ok;

@@ -128,7 +128,12 @@ export async function runListen(options: ListenOptions): Promise<number> {
   const unsubscribeMessages = client.on("message", (message) => print({ type: "message", message }));
   await connectWithin(client, options);
   // Tell a script that waits for us (tests, shell pipelines) once the backlog is read and the rest is live.
-  void client.whenSynced().then((seq) => process.stderr.write(`cellwire: listening as ${options.userId} on ${options.edgeUrl} (synced at ${seq})\n`));
+  // A count or timeout reached before that closes the client, which rejects whenSynced(): nothing to tell
+  // then, and unhandled that rejection would crash the process (exit 1 even when the count was reached).
+  void client.whenSynced().then(
+    (seq) => process.stderr.write(`cellwire: listening as ${options.userId} on ${options.edgeUrl} (synced at ${seq})\n`),
+    () => undefined,
+  );
   const timer =
     options.timeoutMs === undefined
       ? undefined

@@ -1,7 +1,6 @@
 // `cellwire cells` and `cellwire whereis`: what the directory says, asked over NATS like any service does.
 import { connect } from "@nats-io/transport-node";
-import { anonymousNatsAccess, natsConnectOptions, type NatsAccess } from "@cellwire/cluster";
-import { DirectoryClient, UnavailableError } from "@cellwire/cluster";
+import { anonymousNatsAccess, DirectoryClient, natsConnectOptions, UnavailableError, type NatsAccess } from "@cellwire/cluster";
 import { isUserId } from "@cellwire/protocol";
 
 export type DirectoryCommandOptions = { readonly natsServers: readonly string[]; readonly natsAccess?: NatsAccess; readonly namespace: string; readonly json: boolean };

@@ -1,8 +1,7 @@
 // `cellwire migrate`, `cellwire drain` and `cellwire add-cell`: operator commands over NATS, with progress
 // on stderr for the long ones and one JSON line (--json) or a sentence on stdout for the result.
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { anonymousNatsAccess, natsConnectOptions, type NatsAccess } from "@cellwire/cluster";
-import { CellwireError, decodeMessage, encodeJson, isNoResponders, isTimeout } from "@cellwire/cluster";
+import { anonymousNatsAccess, CellwireError, decodeMessage, encodeJson, isNoResponders, isTimeout, natsConnectOptions, type NatsAccess } from "@cellwire/cluster";
 import { isCellId, isConversationId, isUserId, topologyReply, topologySubject, type DirectoryEntryKind } from "@cellwire/protocol";
 import { drainCell, MigrationError, migrateKey, migrationTools, type DrainReport } from "./migration.ts";
 import { percentile } from "./statistics.ts";

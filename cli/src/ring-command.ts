@@ -2,8 +2,7 @@
 // of each lease (time since its last renewal, by the server's timestamp) and each member's share of the
 // ring's key space.
 import { connect } from "@nats-io/transport-node";
-import { anonymousNatsAccess, natsConnectOptions, type NatsAccess } from "@cellwire/cluster";
-import { decodeMessage, openExistingMembershipBucket, Ring } from "@cellwire/cluster";
+import { anonymousNatsAccess, decodeMessage, natsConnectOptions, openExistingMembershipBucket, Ring, type NatsAccess } from "@cellwire/cluster";
 import { isCellId, workerLease, type WorkerLease } from "@cellwire/protocol";
 
 export type RingMember = { readonly workerId: string; readonly leaseAgeMs: number; readonly leaseMs: number; readonly live: boolean; readonly share: number; readonly subject: string };

@@ -17,7 +17,7 @@ import { Session } from "./session.ts";
 import type { TypingService } from "./typing/typing-relay.ts";
 import { assertRateLimitSettings, UserRateLimits, type RateLimitSettings } from "./rate-limit/request-rate-limits.ts";
 
-export { Session } from "./session.ts";
+export { Session };
 
 export type SendOutcome = "sent" | "backpressure" | "dropped";
 

@@ -191,7 +191,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     this.core.requestsInFlight++;
     const context = { userId, deviceId, homeCellId };
     const served = frame.type === "send" ? this.serveSend(context, frame) : this.serve(context, frame);
-    served
+    void served
       .then(
         (reply) => {
           if (reply.type === "conversation") this.core.ephemeral.typing.conversationSeen(reply.conversation);
@@ -200,6 +200,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
         (error: unknown): ServerFrame => errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message)),
       )
       .then((reply) => this.reply(reply))
+      // Writing the reply threw (a bug): logged, never an unhandled rejection that would end the edge.
+      .catch((error: unknown) => this.core.logger.error(`answering a ${frame.type} frame failed: ${error instanceof Error ? error.message : String(error)}`))
       .finally(() => {
         this.requestsInFlight--;
         this.core.requestsInFlight--;

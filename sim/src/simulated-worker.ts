@@ -6,8 +6,7 @@
 // earlier requests, and when its turn comes checked again (lease, and ownership on the current ring,
 // whose epoch the write then carries) before its statement goes to the database. A graceful stop drains
 // the queues, deletes the lease, then stops the watcher.
-import { encodeJson } from "@cellwire/cluster";
-import { LeaseTerm, type MembershipSnapshot } from "@cellwire/cluster";
+import { encodeJson, LeaseTerm, type MembershipSnapshot } from "@cellwire/cluster";
 import type { DatabaseWriteResult } from "./simulated-database.ts";
 import { SimulatedProcess, type Interval } from "./simulated-process.ts";
 import { SimulatedWatcher } from "./simulated-watcher.ts";

@@ -15,7 +15,7 @@ import type {
 } from "@cellwire/protocol";
 import type { KeyState } from "./schema.ts";
 
-export type { KeyState } from "./schema.ts";
+export type { KeyState };
 
 /** Expected refusals, returned as values because the caller branches on them (never thrown). */
 export type StoreRefusal = "not_a_member" | "not_a_group" | "too_many_members" | "invalid_peer" | "client_message_id_reused";

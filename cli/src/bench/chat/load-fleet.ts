@@ -1,10 +1,10 @@
 // The chat benchmark's load processes (load-process.ts) as a ProcessFleet: the coordinator forks them,
 // sends each its commands (load-messages.ts) and waits for the replies.
 import { fileURLToPath } from "node:url";
-import { ProcessFleet, type CommandBody, type ProcessFleetOptions } from "../process-fleet.ts";
+import { LoadProcessError, ProcessFleet, type CommandBody, type ProcessFleetOptions } from "../process-fleet.ts";
 import { decodeLoadReply, type LoadCommand, type LoadReply } from "./load-messages.ts";
 
-export { LoadProcessError } from "../process-fleet.ts";
+export { LoadProcessError };
 
 const loadProcessEntry = fileURLToPath(new URL("./load-process.ts", import.meta.url));
 
