@@ -166,7 +166,13 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     const frame = decoded.frame;
     if (frame.type === "hello") return this.reply(errorFrame("already_authenticated", "this session is already authenticated", undefined));
     if (this.requestsInFlight >= this.core.limits.requestsInFlightPerSessionMax) {
-      return this.reply(errorFrame("rate_limited", `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`, frame.requestId));
+      return this.reply(
+        errorFrame(
+          "rate_limited",
+          `at most ${this.core.limits.requestsInFlightPerSessionMax} requests in flight per session`,
+          frame.requestId,
+        ),
+      );
     }
     // Past the edge's bound, refused before any work: the client backs off instead of queueing here.
     if (this.core.requestsInFlight >= this.core.limits.requestsInFlightMax) {
@@ -177,14 +183,21 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     const kind = rateLimitedKindOf(frame.type);
     if (kind !== undefined) {
       const retryAfterMs = this.rateLimitsOf(userId).admit(kind, this.core.ephemeral.monotonicNowMs());
-      if (retryAfterMs > 0) return this.reply({ ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId), retryAfterMs });
+      if (retryAfterMs > 0)
+        return this.reply({
+          ...errorFrame("rate_limited", `too many ${kind} requests; retry after ${retryAfterMs} ms`, frame.requestId),
+          retryAfterMs,
+        });
     }
     if (frame.type === "typing") {
       const nowMs = this.core.ephemeral.monotonicNowMs();
       if (!typingLimiter.tryAccept(frame.conversationId, nowMs)) {
         const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
         const detail = `typing at most once every ${typingIntervalMs} ms per conversation, in at most ${typingConversationsPerSessionMax} conversations at a time`;
-        return this.reply({ ...errorFrame("rate_limited", detail, frame.requestId), retryAfterMs: typingLimiter.retryAfterMs(frame.conversationId, nowMs) });
+        return this.reply({
+          ...errorFrame("rate_limited", detail, frame.requestId),
+          retryAfterMs: typingLimiter.retryAfterMs(frame.conversationId, nowMs),
+        });
       }
     }
     this.requestsInFlight++;
@@ -199,9 +212,14 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
         },
         (error: unknown): ServerFrame => errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message)),
       )
-      .then((reply) => this.reply(reply))
-      // Writing the reply threw (a bug): logged, never an unhandled rejection that would end the edge.
-      .catch((error: unknown) => this.core.logger.error(`answering a ${frame.type} frame failed: ${error instanceof Error ? error.message : String(error)}`))
+      .then((reply) => {
+        try {
+          this.reply(reply);
+        } catch (error) {
+          // Writing the reply threw (a bug): logged, never an unhandled rejection that would end the edge.
+          this.core.logger.error(`answering a ${frame.type} frame failed: ${error instanceof Error ? error.message : String(error)}`);
+        }
+      })
       .finally(() => {
         this.requestsInFlight--;
         this.core.requestsInFlight--;
@@ -250,7 +268,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   isConcernedBy(cellId: string): boolean {
     if (this.state.kind !== "open") return false;
     if (this.state.homeCellId === cellId) return true;
-    for (const conversationId of this.state.conversations.keys()) if (this.core.handler.cachedConversationHome(conversationId) === cellId) return true;
+    for (const conversationId of this.state.conversations.keys())
+      if (this.core.handler.cachedConversationHome(conversationId) === cellId) return true;
     return false;
   }
 
@@ -303,7 +322,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     let cursor = conversations.get(message.conversationId);
     if (cursor === undefined) {
       const heldMax = this.core.limits.heldEventsPerSessionMax;
-      cursor = resumed ? ConversationCursor.reading(undefined, heldMax, heldBytes) : ConversationCursor.liveFrom(message, heldMax, heldBytes);
+      cursor = resumed
+        ? ConversationCursor.reading(undefined, heldMax, heldBytes)
+        : ConversationCursor.liveFrom(message, heldMax, heldBytes);
       this.follow(message.conversationId, cursor);
     } else {
       // Re-inserted: the Map's order is the least recently used first, for the bound.
@@ -312,7 +333,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     }
     const decision = cursor.live(message, serializedFrame.length);
     if (decision === "send") this.write(serializedFrame);
-    else if (decision === "start_sync" || (decision === "hold" && !this.initialSyncRunning)) void this.readConversation(message.conversationId);
+    else if (decision === "start_sync" || (decision === "hold" && !this.initialSyncRunning))
+      void this.readConversation(message.conversationId);
   }
 
   /**
@@ -322,7 +344,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   private catchUpConversationsIn(cellId: string): void {
     if (this.state.kind !== "open") return;
     for (const [conversationId, cursor] of this.state.conversations) {
-      if (this.core.handler.cachedConversationHome(conversationId) === cellId && cursor.requestSync()) void this.readConversation(conversationId);
+      if (this.core.handler.cachedConversationHome(conversationId) === cellId && cursor.requestSync())
+        void this.readConversation(conversationId);
     }
   }
 
@@ -462,7 +485,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
    * every conversation again, which is more load, not less.
    */
   private readPageWithBackoff(userId: string, conversationId: string, afterSeq: number | null, limit: number): Promise<ConversationPage> {
-    return this.withOverloadBackoff(() => this.core.conversationReads.run(() => this.core.handler.conversationPage(userId, conversationId, afterSeq, limit)));
+    return this.withOverloadBackoff(() =>
+      this.core.conversationReads.run(() => this.core.handler.conversationPage(userId, conversationId, afterSeq, limit)),
+    );
   }
 
   private async withOverloadBackoff<T>(read: () => Promise<T>): Promise<T> {
@@ -523,7 +548,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       for (let round = 0; ; round++) {
         const cursor = this.state.conversations.get(conversationId);
         if (cursor === undefined || !cursor.isSyncing) return;
-        if (round >= conversationReadRoundsMax) throw new CellwireError("internal", `the log of ${conversationId} did not settle after ${round} reads`);
+        if (round >= conversationReadRoundsMax)
+          throw new CellwireError("internal", `the log of ${conversationId} did not settle after ${round} reads`);
         for (;;) {
           const { afterSeq, limit } = cursor.nextPageRequest(conversationPageLimitMax);
           const page = await this.readPageWithBackoff(userId, conversationId, afterSeq, limit);
@@ -554,7 +580,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     } finally {
       read.reading = false;
       // Forgotten unless a read again is scheduled (readConversationLater): its failed reads count on.
-      if (read.retryTimer === undefined && this.conversationReads?.get(conversationId) === read) this.conversationReads.delete(conversationId);
+      if (read.retryTimer === undefined && this.conversationReads?.get(conversationId) === read)
+        this.conversationReads.delete(conversationId);
     }
   }
 
@@ -597,7 +624,11 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
           const outcome = cursor.applyPage(page);
           if (outcome.kind === "resync") {
             const { incarnation } = cursor;
-            this.reply({ type: "resync", headSeq: outcome.headSeq, ...(incarnation === undefined ? {} : { mailboxIncarnation: incarnation }) });
+            this.reply({
+              type: "resync",
+              headSeq: outcome.headSeq,
+              ...(incarnation === undefined ? {} : { mailboxIncarnation: incarnation }),
+            });
             // Another mailbox is read from its floor on, like a new device's; otherwise the head is reached.
             if (outcome.done) break;
             continue;
@@ -635,7 +666,10 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
 
   private sendOrderOf(): SendOrder {
     // Twice the sends that can be in flight: room for as many that failed and wait for their retries.
-    this.sendOrder ??= new SendOrder({ entriesMax: 2 * this.core.limits.requestsInFlightPerSessionMax, holdMs: this.core.limits.sendOrderHoldMs });
+    this.sendOrder ??= new SendOrder({
+      entriesMax: 2 * this.core.limits.requestsInFlightPerSessionMax,
+      holdMs: this.core.limits.sendOrderHoldMs,
+    });
     return this.sendOrder;
   }
 
@@ -707,7 +741,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     if (identity.userId !== this.state.userId || (identity.deviceId !== undefined && identity.deviceId !== this.state.deviceId)) {
       return errorFrame("token_user_mismatch", "the token names another user or device than this session's", frame.requestId);
     }
-    if (this.core.isRevoked(identity)) return errorFrame("token_rejected", "the token was issued before the user's sessions were revoked", frame.requestId);
+    if (this.core.isRevoked(identity))
+      return errorFrame("token_rejected", "the token was issued before the user's sessions were revoked", frame.requestId);
     this.expiresAtMs = identity.expiresAtMs;
     return { type: "refreshed", requestId: frame.requestId, tokenExpiresAtMs: identity.expiresAtMs };
   }
