@@ -54,12 +54,24 @@ export const localServices = [
   {
     name: "Redis",
     port: 6379,
-    start: ["bash", ["-c", 'mkdir -p /var/lib/redis /var/log/redis && redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log']],
+    start: [
+      "bash",
+      [
+        "-c",
+        'mkdir -p /var/lib/redis /var/log/redis && redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log',
+      ],
+    ],
   },
   {
     name: "NATS",
     port: 4222,
-    start: ["bash", ["-c", "mkdir -p /var/lib/nats-server && start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"]],
+    start: [
+      "bash",
+      [
+        "-c",
+        "mkdir -p /var/lib/nats-server && start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log",
+      ],
+    ],
   },
 ];
 
@@ -99,6 +111,9 @@ export function ensureChromium() {
   say("installing Debian's chromium for the browser test…");
   const environment = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   spawnSync("apt-get", ["update", "-qq"], { stdio: "inherit", env: environment });
-  const result = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "chromium"], { stdio: "inherit", env: environment });
+  const result = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "chromium"], {
+    stdio: "inherit",
+    env: environment,
+  });
   return result.status === 0 && existsSync("/usr/bin/chromium");
 }

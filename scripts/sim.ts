@@ -102,7 +102,12 @@ function main(): number {
   }
   const run = (seed: number): { readonly result: SimulationResult; readonly elapsedMs: number } => {
     const startedAtMs = performance.now();
-    const result = runSimulation({ seed, steps: options.steps, fenceEnabled: options.fenceEnabled, ownershipRecheckEnabled: options.ownershipRecheckEnabled });
+    const result = runSimulation({
+      seed,
+      steps: options.steps,
+      fenceEnabled: options.fenceEnabled,
+      ownershipRecheckEnabled: options.ownershipRecheckEnabled,
+    });
     return { result, elapsedMs: Math.round(performance.now() - startedAtMs) };
   };
 
@@ -145,7 +150,8 @@ function main(): number {
       `(${(totals.simulatedMs / 1000).toFixed(0)} simulated s, ${totals.commits} commits, ${totals.fenced} fenced, ${totals.acknowledged} acknowledged, ` +
       `slowest agreement after healing ${convergedAfterMsMax} ms)\n`,
   );
-  for (const failure of failures) process.stdout.write(`  seed ${failure.seed}: ${failure.reason}\n    ${reproduceCommand(failure.seed, options)}\n`);
+  for (const failure of failures)
+    process.stdout.write(`  seed ${failure.seed}: ${failure.reason}\n    ${reproduceCommand(failure.seed, options)}\n`);
   return failures.length === 0 ? 0 : 1;
 }
 

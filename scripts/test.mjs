@@ -40,12 +40,27 @@ function count(file) {
 }
 
 const vitest = join(root, "node_modules", "vitest", "vitest.mjs");
-let ok = run("typecheck (tsc)", process.execPath, [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json", "--noEmit"]);
+let ok = run("typecheck (tsc)", process.execPath, [
+  join(root, "node_modules", "typescript", "bin", "tsc"),
+  "-p",
+  "tsconfig.json",
+  "--noEmit",
+]);
 ok = run("lint (eslint)", process.execPath, [join(root, "node_modules", "eslint", "bin", "eslint.js"), "."]) && ok;
-ok = run("format (prettier --check)", process.execPath, [join(root, "node_modules", "prettier", "bin", "prettier.cjs"), "--check", "."]) && ok;
+ok =
+  run("format (prettier --check)", process.execPath, [join(root, "node_modules", "prettier", "bin", "prettier.cjs"), "--check", "."]) && ok;
 for (const project of ["unit", "integration"]) {
   const outputFile = join(reports, `${project}.json`);
-  ok = run(`${project} tests`, process.execPath, [vitest, "run", "--project", project, "--reporter=default", "--reporter=json", `--outputFile.json=${outputFile}`]) && ok;
+  ok =
+    run(`${project} tests`, process.execPath, [
+      vitest,
+      "run",
+      "--project",
+      project,
+      "--reporter=default",
+      "--reporter=json",
+      `--outputFile.json=${outputFile}`,
+    ]) && ok;
   count(outputFile);
 }
 process.stdout.write(`\ntests: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped\n`);

@@ -22,11 +22,26 @@ describe("cellErrorReply", () => {
     [{ kind: "bad_payload", reason: "$.type must be a string" }, "internal"],
     [{ kind: "invalid_field", message: "$.conversationId is not the pair's" }, "invalid_field"],
     [{ kind: "error", error: Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }) }, "cell_unavailable"],
-    [{ kind: "error", error: new Error("wrapped", { cause: Object.assign(new Error("terminating"), { code: "57P01" }) }) }, "cell_unavailable"],
+    [
+      { kind: "error", error: new Error("wrapped", { cause: Object.assign(new Error("terminating"), { code: "57P01" }) }) },
+      "cell_unavailable",
+    ],
     [{ kind: "error", error: new Error("Query read timeout") }, "cell_unavailable"],
-    [{ kind: "error", error: new Error("wrapped", { cause: Object.assign(new Error("canceling statement due to lock timeout"), { code: "55P03" }) }) }, "cell_unavailable"],
-    [{ kind: "error", error: Object.assign(new Error("canceling statement due to statement timeout"), { code: "57014" }) }, "cell_unavailable"],
-    [{ kind: "error", error: Object.assign(new Error("terminating connection due to idle-in-transaction timeout"), { code: "25P03" }) }, "cell_unavailable"],
+    [
+      {
+        kind: "error",
+        error: new Error("wrapped", { cause: Object.assign(new Error("canceling statement due to lock timeout"), { code: "55P03" }) }),
+      },
+      "cell_unavailable",
+    ],
+    [
+      { kind: "error", error: Object.assign(new Error("canceling statement due to statement timeout"), { code: "57014" }) },
+      "cell_unavailable",
+    ],
+    [
+      { kind: "error", error: Object.assign(new Error("terminating connection due to idle-in-transaction timeout"), { code: "25P03" }) },
+      "cell_unavailable",
+    ],
     [{ kind: "error", error: new UnavailableError("directory_unavailable", "directory silent") }, "directory_unavailable"],
     [{ kind: "error", error: new StoreRowError("bad row") }, "internal"],
     [{ kind: "error", error: new TypeError("x is undefined") }, "internal"],

@@ -53,7 +53,11 @@ const overloadedMessages = {
 export const overloadedRetryAfterMsDefault = 200;
 
 /** The answer of a tombstone: the key's new home as the tombstone recorded it. */
-export function movedReply(kind: DirectoryEntryKind, id: string, moved: { readonly cellId: string; readonly epoch: number }): CellMovedReply {
+export function movedReply(
+  kind: DirectoryEntryKind,
+  id: string,
+  moved: { readonly cellId: string; readonly epoch: number },
+): CellMovedReply {
   return { type: "cell.moved", kind, id, cellId: moved.cellId, epoch: moved.epoch };
 }
 
@@ -64,18 +68,26 @@ export function cellErrorReply(failure: RequestFailure): CellErrorReply {
     case "not_owner":
       return reply(
         "not_owner",
-        failure.ownerWorkerId === undefined ? `${failure.key} has no owner on this worker's ring yet` : `${failure.key} belongs to worker ${failure.ownerWorkerId}`,
+        failure.ownerWorkerId === undefined
+          ? `${failure.key} has no owner on this worker's ring yet`
+          : `${failure.key} belongs to worker ${failure.ownerWorkerId}`,
       );
     case "fenced":
       return reply("not_owner", `${failure.key} was written under a ring epoch after ${failure.epoch}; route again`);
     case "lease_lapsed":
       return reply("not_owner", "this worker's lease lapsed; route again");
     case "overloaded":
-      return { ...reply("overloaded", failure.detail ?? overloadedMessages[failure.reason]), retryAfterMs: failure.retryAfterMs ?? overloadedRetryAfterMsDefault };
+      return {
+        ...reply("overloaded", failure.detail ?? overloadedMessages[failure.reason]),
+        retryAfterMs: failure.retryAfterMs ?? overloadedRetryAfterMsDefault,
+      };
     case "deadline_exceeded":
       return reply("deadline_exceeded", failure.detail);
     case "out_of_order":
-      return reply("out_of_order", `send ${failure.clientMessageId} came before ${failure.afterClientMessageId}, sent before it, was stored; retry them in order`);
+      return reply(
+        "out_of_order",
+        `send ${failure.clientMessageId} came before ${failure.afterClientMessageId}, sent before it, was stored; retry them in order`,
+      );
     case "moving":
       return reply("moving", `${failure.key} is moving between cells; retry shortly`);
     case "bad_payload":

@@ -195,7 +195,10 @@ describe("loadWorkerConfig", () => {
     [{ ...minimal, WORKER_PENDING_PER_CONVERSATION_MAX: "50", WORKER_PENDING_TOTAL_MAX: "10" }, /must not exceed/],
     [{ ...minimal, CELLWIRE_NATS_SERVERS: " , " }, /at least one server/],
     [{ ...minimal, WORKER_OUTBOX_BATCH_MAX: "0" }, /WORKER_OUTBOX_BATCH_MAX/],
-    [{ ...minimal, WORKER_RELAY_RETRY_DELAY_MS_MIN: "5000", WORKER_RELAY_RETRY_DELAY_MS_MAX: "1000" }, /WORKER_RELAY_RETRY_DELAY_MS_MIN .* must not exceed/],
+    [
+      { ...minimal, WORKER_RELAY_RETRY_DELAY_MS_MIN: "5000", WORKER_RELAY_RETRY_DELAY_MS_MAX: "1000" },
+      /WORKER_RELAY_RETRY_DELAY_MS_MIN .* must not exceed/,
+    ],
     [{ ...minimal, WORKER_RELAY_FAILURES_MAX: "0" }, /WORKER_RELAY_FAILURES_MAX/],
     [{ ...minimal, WORKER_OUTBOX_SWEEP_INTERVAL_MS: "soon" }, /WORKER_OUTBOX_SWEEP_INTERVAL_MS/],
     [{ ...minimal, WORKER_SEND_BATCH_MAX: "0" }, /WORKER_SEND_BATCH_MAX/],

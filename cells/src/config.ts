@@ -1,6 +1,14 @@
 // The worker's typed config, built from an environment record by a pure function. Only main.ts passes
 // process.env in; tests and the launcher build WorkerConfig values directly.
-import { ConfigError, devDirectConversationKey, directConversationKeyLengthMin, EnvironmentReader, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
+import {
+  ConfigError,
+  devDirectConversationKey,
+  directConversationKeyLengthMin,
+  EnvironmentReader,
+  readNatsAccess,
+  type Environment,
+  type NatsAccess,
+} from "@cellwire/cluster";
 import { cellIdPattern, namespacePattern, workerIdPattern } from "@cellwire/protocol";
 import { defaultPostgresAdminUrl, type PostgresTimeouts } from "./store/database.ts";
 
@@ -173,7 +181,8 @@ export type LoadedWorkerConfig = {
 
 function directConversationKey(reader: EnvironmentReader): string {
   const key = reader.optionalString("CELLWIRE_DIRECT_CONVERSATION_KEY") ?? devDirectConversationKey;
-  if (key.length < directConversationKeyLengthMin) throw new ConfigError(`CELLWIRE_DIRECT_CONVERSATION_KEY must have at least ${directConversationKeyLengthMin} characters`);
+  if (key.length < directConversationKeyLengthMin)
+    throw new ConfigError(`CELLWIRE_DIRECT_CONVERSATION_KEY must have at least ${directConversationKeyLengthMin} characters`);
   return key;
 }
 
@@ -238,29 +247,53 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     sendRetryWindowMs: reader.integer("WORKER_SEND_RETRY_WINDOW_MS", sendRetryWindowMsDefault, 0, 600_000),
     postgresTimeouts: {
       connectTimeoutMs: reader.integer("WORKER_POSTGRES_CONNECT_TIMEOUT_MS", postgresTimeoutsDefault.connectTimeoutMs, 100, 600_000),
-      statementTimeoutMs: reader.integer("WORKER_POSTGRES_STATEMENT_TIMEOUT_MS", postgresTimeoutsDefault.statementTimeoutMs, 100, 3_600_000),
+      statementTimeoutMs: reader.integer(
+        "WORKER_POSTGRES_STATEMENT_TIMEOUT_MS",
+        postgresTimeoutsDefault.statementTimeoutMs,
+        100,
+        3_600_000,
+      ),
       lockTimeoutMs: reader.integer("WORKER_POSTGRES_LOCK_TIMEOUT_MS", postgresTimeoutsDefault.lockTimeoutMs, 100, 3_600_000),
-      idleInTransactionTimeoutMs: reader.integer("WORKER_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_MS", postgresTimeoutsDefault.idleInTransactionTimeoutMs, 100, 3_600_000),
+      idleInTransactionTimeoutMs: reader.integer(
+        "WORKER_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        postgresTimeoutsDefault.idleInTransactionTimeoutMs,
+        100,
+        3_600_000,
+      ),
       queryTimeoutMs: reader.integer("WORKER_POSTGRES_QUERY_TIMEOUT_MS", postgresTimeoutsDefault.queryTimeoutMs, 100, 3_600_000),
       // TCP keepalive has a resolution of one second.
-      keepAliveInitialDelayMs: reader.integer("WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS", postgresTimeoutsDefault.keepAliveInitialDelayMs, 1000, 3_600_000),
+      keepAliveInitialDelayMs: reader.integer(
+        "WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS",
+        postgresTimeoutsDefault.keepAliveInitialDelayMs,
+        1000,
+        3_600_000,
+      ),
     },
     databaseUnreachableMs: reader.integer("WORKER_DATABASE_UNREACHABLE_MS", databaseUnreachableMsDefault, 100, 3_600_000),
     postgresProbeIntervalMs: reader.integer("WORKER_POSTGRES_PROBE_INTERVAL_MS", postgresProbeIntervalMsDefault, 10, 600_000),
   };
   // Two heartbeats per lease at least, so one late renewal does not make the worker look dead.
   if (config.heartbeatIntervalMs * 2 > config.leaseMs) {
-    throw new ConfigError(`WORKER_HEARTBEAT_INTERVAL_MS (${config.heartbeatIntervalMs}) must be at most half of WORKER_LEASE_MS (${config.leaseMs})`);
+    throw new ConfigError(
+      `WORKER_HEARTBEAT_INTERVAL_MS (${config.heartbeatIntervalMs}) must be at most half of WORKER_LEASE_MS (${config.leaseMs})`,
+    );
   }
   if (config.pendingPerConversationMax > config.pendingTotalMax) {
     throw new ConfigError("WORKER_PENDING_PER_CONVERSATION_MAX must not exceed WORKER_PENDING_TOTAL_MAX");
   }
   if ((config.relayRetryDelayMsMin ?? relayRetryDelayMsMinDefault) > (config.relayRetryDelayMsMax ?? relayRetryDelayMsMaxDefault)) {
-    throw new ConfigError(`WORKER_RELAY_RETRY_DELAY_MS_MIN (${config.relayRetryDelayMsMin}) must not exceed WORKER_RELAY_RETRY_DELAY_MS_MAX (${config.relayRetryDelayMsMax})`);
+    throw new ConfigError(
+      `WORKER_RELAY_RETRY_DELAY_MS_MIN (${config.relayRetryDelayMsMin}) must not exceed WORKER_RELAY_RETRY_DELAY_MS_MAX (${config.relayRetryDelayMsMax})`,
+    );
   }
   // A probe per interval at least twice within the bound, so one slow probe does not give up the lease.
-  if ((config.postgresProbeIntervalMs ?? postgresProbeIntervalMsDefault) * 2 > (config.databaseUnreachableMs ?? databaseUnreachableMsDefault)) {
-    throw new ConfigError(`WORKER_POSTGRES_PROBE_INTERVAL_MS (${config.postgresProbeIntervalMs}) must be at most half of WORKER_DATABASE_UNREACHABLE_MS (${config.databaseUnreachableMs})`);
+  if (
+    (config.postgresProbeIntervalMs ?? postgresProbeIntervalMsDefault) * 2 >
+    (config.databaseUnreachableMs ?? databaseUnreachableMsDefault)
+  ) {
+    throw new ConfigError(
+      `WORKER_POSTGRES_PROBE_INTERVAL_MS (${config.postgresProbeIntervalMs}) must be at most half of WORKER_DATABASE_UNREACHABLE_MS (${config.databaseUnreachableMs})`,
+    );
   }
   return { config, unknownVariables: reader.unknownVariables() };
 }

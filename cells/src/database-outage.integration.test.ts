@@ -50,7 +50,11 @@ const postgresProbeIntervalMs = 250;
 /** Room for a machine shared with other tests: timers fire late, NATS and Postgres answer late. */
 const slackMs = 3000;
 const warnings: string[] = [];
-const logger = { info: () => undefined, warn: (line: string) => void warnings.push(line), error: (line: string) => void warnings.push(line) };
+const logger = {
+  info: () => undefined,
+  warn: (line: string) => void warnings.push(line),
+  error: (line: string) => void warnings.push(line),
+};
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
@@ -154,7 +158,11 @@ function sendRequest(conversationId: string, clientMessageId: string): CellSendR
 
 /** Sends a request straight to one worker's subject (no router, so no retry elsewhere). */
 async function direct(workerId: string, request: CellRequest, timeoutMs = 5000): Promise<CellReply> {
-  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, cellId, workerId, cellRequestChannel(request.type)), encodeJson(request), { timeout: timeoutMs });
+  const reply = await required(connection, "nats").request(
+    workerRequestSubject(namespace, cellId, workerId, cellRequestChannel(request.type)),
+    encodeJson(request),
+    { timeout: timeoutMs },
+  );
   const decoded = decodeMessage(cellReply, reply.data);
   if (!decoded.ok) throw new Error(`reply does not decode: ${decoded.reason}`);
   return decoded.value;
@@ -209,12 +217,27 @@ describe("a worker whose network to Postgres goes silent", () => {
     workers.push(await startWorker(workerConfig("x-1", proxyUrl.toString()), { ...logger }));
     workers.push(await startWorker(workerConfig("x-2", defaultPostgresAdminUrl), { ...logger }));
     const connected = required(connection, "nats");
-    watcher = new MembershipWatcher(await openMembershipBucket(connected, namespace, cellId, leaseMs), cellId, 50, systemClock, logger, 2000, 200, false);
+    watcher = new MembershipWatcher(
+      await openMembershipBucket(connected, namespace, cellId, leaseMs),
+      cellId,
+      50,
+      systemClock,
+      logger,
+      2000,
+      200,
+      false,
+    );
     await watcher.start();
     await waitFor("the ring of x-1,x-2", () => (members() === "x-1,x-2" ? true : undefined));
     let conversationId = newGroupId();
     while (watcher.snapshot.ring.ownerOf(conversationId) !== "x-1") conversationId = newGroupId();
-    const create: CellRequest = { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "outage", memberUserIds: ["bob"] };
+    const create: CellRequest = {
+      type: "cell.createGroup",
+      creatorUserId: "alice",
+      conversationId,
+      title: "outage",
+      memberUserIds: ["bob"],
+    };
     await waitFor("x-1 to create the group", async () => ((await direct("x-1", create)).type === "cell.conversation" ? true : undefined));
     expect(describeReply(await direct("x-1", sendRequest(conversationId, "m1")))).toBe("stored m1");
 
@@ -236,7 +259,14 @@ describe("a worker whose network to Postgres goes silent", () => {
 
     router = new CellRouter(
       connected,
-      { namespace, leaseMs, requestTimeoutMs: 3000, attemptsMax: 10, retryBackoff: { initialDelayMs: 50, maxDelayMs: 300, multiplier: 2 }, watchedCellsMax: 2 },
+      {
+        namespace,
+        leaseMs,
+        requestTimeoutMs: 3000,
+        attemptsMax: 10,
+        retryBackoff: { initialDelayMs: 50, maxDelayMs: 300, multiplier: 2 },
+        watchedCellsMax: 2,
+      },
       systemClock,
       logger,
     );
@@ -258,14 +288,23 @@ describe("the worker's pool settings", () => {
     const url = await ensureCellDatabase(defaultPostgresAdminUrl, namespace, cellId);
     const lockTimeoutMs = 300;
     const idleInTransactionTimeoutMs = 500;
-    const timeouts = { connectTimeoutMs: 2000, statementTimeoutMs: 4000, lockTimeoutMs, idleInTransactionTimeoutMs, queryTimeoutMs: 5000, keepAliveInitialDelayMs: 1000 };
+    const timeouts = {
+      connectTimeoutMs: 2000,
+      statementTimeoutMs: 4000,
+      lockTimeoutMs,
+      idleInTransactionTimeoutMs,
+      queryTimeoutMs: 5000,
+      keepAliveInitialDelayMs: 1000,
+    };
     const pool = new pg.Pool(cellPoolConfig(url, 2, timeouts));
     pool.on("error", () => undefined);
     pools.push(pool);
     const plain = new pg.Pool({ connectionString: url, max: 1 });
     plain.on("error", () => undefined);
     pools.push(plain);
-    const settings = await pool.query("select current_setting('lock_timeout') as lock, current_setting('idle_in_transaction_session_timeout') as idle, current_setting('statement_timeout') as statement");
+    const settings = await pool.query(
+      "select current_setting('lock_timeout') as lock, current_setting('idle_in_transaction_session_timeout') as idle, current_setting('statement_timeout') as statement",
+    );
     expect(settings.rows[0]).toEqual({ lock: "300ms", idle: "500ms", statement: "4s" });
 
     // A lock held by another session: the wait ends at lock_timeout with 55P03.
@@ -274,7 +313,10 @@ describe("the worker's pool settings", () => {
       await holder.query("begin");
       await holder.query("select pg_advisory_xact_lock(4242)");
       const startedAtMs = performance.now();
-      const error: unknown = await pool.query("select pg_advisory_xact_lock(4242)").then(() => undefined, (caught: unknown) => caught);
+      const error: unknown = await pool.query("select pg_advisory_xact_lock(4242)").then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
       expect(postgresErrorCode(error)).toBe("55P03");
       expect(performance.now() - startedAtMs).toBeLessThan(lockTimeoutMs + slackMs);
       await holder.query("rollback");

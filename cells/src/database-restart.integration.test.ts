@@ -6,9 +6,24 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
-import { CellRouter, anonymousNatsAccess, connectNats, decodeMessage, destroyMembershipBucket, encodeJson, systemClock } from "@cellwire/cluster";
+import {
+  CellRouter,
+  anonymousNatsAccess,
+  connectNats,
+  decodeMessage,
+  destroyMembershipBucket,
+  encodeJson,
+  systemClock,
+} from "@cellwire/cluster";
 import { pollUntil } from "@cellwire/testkit";
-import { directoryRequest, directorySubject, type CellReply, type CellSendRequest, type DirectoryReply, type DirectoryRequest } from "@cellwire/protocol";
+import {
+  directoryRequest,
+  directorySubject,
+  type CellReply,
+  type CellSendRequest,
+  type DirectoryReply,
+  type DirectoryRequest,
+} from "@cellwire/protocol";
 import { loadWorkerConfig } from "./config.ts";
 import { PrivatePostgres } from "../test/private-postgres.harness.ts";
 import { ensureCellDatabase } from "./store/database.ts";
@@ -24,7 +39,11 @@ const sendIntervalMs = 20;
 const crashAfterSends = 50;
 const outageMs = 2000;
 const warnings: string[] = [];
-const logger = { info: () => undefined, warn: (line: string) => void warnings.push(line), error: (line: string) => void warnings.push(line) };
+const logger = {
+  info: () => undefined,
+  warn: (line: string) => void warnings.push(line),
+  error: (line: string) => void warnings.push(line),
+};
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
@@ -88,19 +107,40 @@ describe("a worker whose Postgres crashes and restarts", () => {
     const connected = required(connection, "nats");
     router = new CellRouter(
       connected,
-      { namespace, leaseMs: config.leaseMs, requestTimeoutMs: 3000, attemptsMax: 40, deadlineMs: 8000, retryBackoff: { initialDelayMs: 25, maxDelayMs: 500, multiplier: 2 }, watchedCellsMax: 2 },
+      {
+        namespace,
+        leaseMs: config.leaseMs,
+        requestTimeoutMs: 3000,
+        attemptsMax: 40,
+        deadlineMs: 8000,
+        retryBackoff: { initialDelayMs: 25, maxDelayMs: 500, multiplier: 2 },
+        watchedCellsMax: 2,
+      },
       systemClock,
       logger,
     );
     const cellRouter = router;
     const conversationId = newGroupId();
-    const created = await pollUntil("the group to be created", async () => {
-      const reply = await cellRouter.request(cellId, { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "restart", memberUserIds: ["bob"] }).catch(() => undefined);
-      return reply?.type === "cell.conversation" ? reply : undefined;
-    }, { deadlineMs: 20_000, intervalMs: 50 });
+    const created = await pollUntil(
+      "the group to be created",
+      async () => {
+        const reply = await cellRouter
+          .request(cellId, { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "restart", memberUserIds: ["bob"] })
+          .catch(() => undefined);
+        return reply?.type === "cell.conversation" ? reply : undefined;
+      },
+      { deadlineMs: 20_000, intervalMs: 50 },
+    );
     expect(created.type).toBe("cell.conversation");
 
-    const send = (index: number): CellSendRequest => ({ type: "cell.send", senderUserId: "alice", senderDeviceId: "laptop", conversationId, clientMessageId: `m${index}`, body: `m${index}` });
+    const send = (index: number): CellSendRequest => ({
+      type: "cell.send",
+      senderUserId: "alice",
+      senderDeviceId: "laptop",
+      conversationId,
+      clientMessageId: `m${index}`,
+      body: `m${index}`,
+    });
     const replies: Promise<CellReply | Error>[] = [];
     const latenciesMs: number[] = [];
     let restarted: Promise<void> = Promise.resolve();
@@ -137,7 +177,10 @@ describe("a worker whose Postgres crashes and restarts", () => {
     // ensureCellDatabase only answers the cell database's URL once it exists, as it does by now.
     const pool = new pg.Pool({ connectionString: await ensureCellDatabase(server.adminUrl, namespace, cellId), max: 1 });
     try {
-      const rows = await pool.query<{ seq: string; client_message_id: string }>("select seq, client_message_id from messages where conversation_id = $1 order by seq", [conversationId]);
+      const rows = await pool.query<{ seq: string; client_message_id: string }>(
+        "select seq, client_message_id from messages where conversation_id = $1 order by seq",
+        [conversationId],
+      );
       expect(rows.rows.map((row) => row.client_message_id)).toEqual(Array.from({ length: sendCount }, (_, index) => `m${index}`));
       expect(rows.rows.map((row) => Number(row.seq))).toEqual(Array.from({ length: sendCount }, (_, index) => index + 1));
     } finally {

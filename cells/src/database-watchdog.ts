@@ -77,7 +77,9 @@ export class DatabaseWatchdog {
     if (this.changing) return;
     this.gaveUp = true;
     this.changing = true;
-    this.options.logger.warn(`the cell database answered nothing for ${nowMs - this.lastAnsweredAtMs} ms (WORKER_DATABASE_UNREACHABLE_MS=${this.options.limits.unreachableMs}): giving up the lease until it answers`);
+    this.options.logger.warn(
+      `the cell database answered nothing for ${nowMs - this.lastAnsweredAtMs} ms (WORKER_DATABASE_UNREACHABLE_MS=${this.options.limits.unreachableMs}): giving up the lease until it answers`,
+    );
     this.change = this.options.giveUpLease().then(
       () => {
         this.changing = false;

@@ -66,7 +66,11 @@ const workerMain = fileURLToPath(new URL("./main.ts", import.meta.url));
 /** Lines of the worker process's output kept for the failure message. */
 const childOutputLinesMax = 200;
 const warnings: string[] = [];
-const logger = { info: () => undefined, warn: (line: string) => void warnings.push(line), error: (line: string) => void warnings.push(line) };
+const logger = {
+  info: () => undefined,
+  warn: (line: string) => void warnings.push(line),
+  error: (line: string) => void warnings.push(line),
+};
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
@@ -150,7 +154,11 @@ function sendRequest(conversationId: string, clientMessageId: string): CellSendR
 
 /** Sends a request straight to one worker's subject (no router, so no retry elsewhere). */
 async function direct(cellId: string, workerId: string, request: CellRequest, timeoutMs = 5000): Promise<CellReply> {
-  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, cellId, workerId, cellRequestChannel(request.type)), encodeJson(request), { timeout: timeoutMs });
+  const reply = await required(connection, "nats").request(
+    workerRequestSubject(namespace, cellId, workerId, cellRequestChannel(request.type)),
+    encodeJson(request),
+    { timeout: timeoutMs },
+  );
   const decoded = decodeMessage(cellReply, reply.data);
   if (!decoded.ok) throw new Error(`reply does not decode: ${decoded.reason}`);
   return decoded.value;
@@ -159,7 +167,9 @@ async function direct(cellId: string, workerId: string, request: CellRequest, ti
 /** Sends a batch of sends straight to one worker's subject, as an edge's send batcher does. */
 async function directBatch(cellId: string, workerId: string, sends: CellSendRequest[], timeoutMs: number): Promise<CellSendBatchReplies> {
   const batch = { type: "cell.sendBatch", budgetMs: timeoutMs, sends };
-  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, cellId, workerId, "edge"), encodeJson(batch), { timeout: timeoutMs });
+  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, cellId, workerId, "edge"), encodeJson(batch), {
+    timeout: timeoutMs,
+  });
   const decoded = decodeMessage(cellSendBatchReplies, reply.data);
   if (!decoded.ok) throw new Error(`batch replies do not decode: ${decoded.reason}`);
   return decoded.value;
@@ -197,17 +207,34 @@ class PausableStore extends PostgresConversationStore {
   }
 }
 
-type InProcessWorker = { readonly handler: CellRequestHandler; readonly sends: SendCommitter; readonly watcher: MembershipWatcher; readonly holder: LeaseHolder };
+type InProcessWorker = {
+  readonly handler: CellRequestHandler;
+  readonly sends: SendCommitter;
+  readonly watcher: MembershipWatcher;
+  readonly holder: LeaseHolder;
+};
 
 /** One worker's request path as worker.ts wires it: its own watcher, lease (on `bucketConnection`) and store. */
-async function inProcessWorkerOf(cellId: string, workerId: string, store: PostgresConversationStore, leaseMs: number, bucketConnection: Connection): Promise<InProcessWorker> {
+async function inProcessWorkerOf(
+  cellId: string,
+  workerId: string,
+  store: PostgresConversationStore,
+  leaseMs: number,
+  bucketConnection: Connection,
+): Promise<InProcessWorker> {
   const watchBucket = await openMembershipBucket(required(connection, "nats"), namespace, cellId, leaseMs);
   const watcher = new MembershipWatcher(watchBucket, cellId, 50, systemClock, logger);
   watchers.push(watcher);
   await watcher.start();
   await watcher.ready;
   const lease: WorkerLease = { workerId, cellId, subject: workerSubject(namespace, cellId, workerId), startedAtMs: Date.now(), leaseMs };
-  const holder = new LeaseHolder(await openMembershipBucket(bucketConnection, namespace, cellId, leaseMs), lease, Math.floor(leaseMs / 4), systemClock, logger);
+  const holder = new LeaseHolder(
+    await openMembershipBucket(bucketConnection, namespace, cellId, leaseMs),
+    lease,
+    Math.floor(leaseMs / 4),
+    systemClock,
+    logger,
+  );
   holders.push(holder);
   await holder.start();
   const ownership = { snapshot: () => watcher.snapshot, leaseHeld: () => holder.holds() };
@@ -293,16 +320,31 @@ describe("fencing a stale owner in the database", () => {
     const pool = await cellPool(cellId);
     const pausedStore = new PausableStore(pool);
     const first = await inProcessWorkerOf(cellId, "f-1", pausedStore, leaseMs, heartbeatConnection);
-    const second = await inProcessWorkerOf(cellId, "f-2", new PostgresConversationStore(await cellPool(cellId)), leaseMs, required(connection, "nats"));
+    const second = await inProcessWorkerOf(
+      cellId,
+      "f-2",
+      new PostgresConversationStore(await cellPool(cellId)),
+      leaseMs,
+      required(connection, "nats"),
+    );
     const joinedEpoch = await waitFor("both rings of f-1,f-2 at one epoch", () =>
-      members(first.watcher) === "f-1,f-2" && members(second.watcher) === "f-1,f-2" && first.watcher.snapshot.epoch === second.watcher.snapshot.epoch
+      members(first.watcher) === "f-1,f-2" &&
+      members(second.watcher) === "f-1,f-2" &&
+      first.watcher.snapshot.epoch === second.watcher.snapshot.epoch
         ? first.watcher.snapshot.epoch
         : undefined,
     );
     const conversationId = conversationOwnedBy(first.watcher, "f-1");
-    const created = await handle(first, { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "fenced", memberUserIds: ["bob"] });
+    const created = await handle(first, {
+      type: "cell.createGroup",
+      creatorUserId: "alice",
+      conversationId,
+      title: "fenced",
+      memberUserIds: ["bob"],
+    });
     expect(created.type).toBe("cell.conversation");
-    for (const id of ["m1", "m2"]) expect(describeReply(await handle(first, sendRequest(conversationId, id)))).toBe(`stored ${id.slice(1)}`);
+    for (const id of ["m1", "m2"])
+      expect(describeReply(await handle(first, sendRequest(conversationId, id)))).toBe(`stored ${id.slice(1)}`);
     expect(await ownerEpoch(pool, conversationId)).toBe(joinedEpoch);
 
     // A batch (m3, m3b) reaches f-1: its committer, idle, takes m3 into a store call at once under the epoch
@@ -314,7 +356,9 @@ describe("fencing a stale owner in the database", () => {
 
     // Its heartbeats stop; the watchers delete its expired lease and the ring moves on without it.
     await heartbeatConnection.close();
-    const takeoverEpoch = await waitFor("f-2's ring without f-1", () => (members(second.watcher) === "f-2" ? second.watcher.snapshot.epoch : undefined));
+    const takeoverEpoch = await waitFor("f-2's ring without f-1", () =>
+      members(second.watcher) === "f-2" ? second.watcher.snapshot.epoch : undefined,
+    );
     expect(takeoverEpoch).toBeGreaterThan(joinedEpoch);
     expect(describeReply(await handle(second, sendRequest(conversationId, "m4")))).toBe("stored 3");
     expect(await ownerEpoch(pool, conversationId)).toBe(takeoverEpoch);
@@ -346,7 +390,9 @@ describe("fencing a stale owner in the database", () => {
     cellsUsed.add(cellId);
     const pool = await cellPool(cellId);
     const environment: Record<string, string> = {
-      ...Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !entry[0].startsWith("WORKER_"))),
+      ...Object.fromEntries(
+        Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !entry[0].startsWith("WORKER_")),
+      ),
       CELLWIRE_NAMESPACE: namespace,
       CELLWIRE_NATS_SERVERS: natsServers.join(","),
       WORKER_CELL_ID: cellId,
@@ -356,7 +402,12 @@ describe("fencing a stale owner in the database", () => {
       WORKER_POOL_SIZE: "2",
       WORKER_DIRECTORY_WAIT_MS: "10000",
     };
-    const started = fork(workerMain, [], { cwd: repositoryRoot, execArgv: ["--import", "tsx"], env: environment, stdio: ["ignore", "pipe", "pipe", "ipc"] });
+    const started = fork(workerMain, [], {
+      cwd: repositoryRoot,
+      execArgv: ["--import", "tsx"],
+      env: environment,
+      stdio: ["ignore", "pipe", "pipe", "ipc"],
+    });
     child = started;
     childExited = new Promise((resolve) => started.once("exit", () => resolve()));
     for (const stream of [started.stdout, started.stderr]) {
@@ -404,15 +455,30 @@ describe("fencing a stale owner in the database", () => {
       homeCellCacheTtlMs: 60_000,
     };
     inProcessWorker = await startWorker(secondConfig, { ...logger });
-    const watcher = new MembershipWatcher(await openMembershipBucket(required(connection, "nats"), namespace, cellId, leaseMs), cellId, 50, systemClock, logger);
+    const watcher = new MembershipWatcher(
+      await openMembershipBucket(required(connection, "nats"), namespace, cellId, leaseMs),
+      cellId,
+      50,
+      systemClock,
+      logger,
+    );
     watchers.push(watcher);
     await watcher.start();
     await waitFor("the ring of p-1,p-2", () => (members(watcher) === "p-1,p-2" ? true : undefined));
     const conversationId = conversationOwnedBy(watcher, "p-1");
     // p-1 serves the conversation before the stop (its own view may lag a moment: not_owner is retried).
-    const create: CellRequest = { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "stopped", memberUserIds: ["bob"] };
-    await waitFor("p-1 to create the group", async () => ((await direct(cellId, "p-1", create)).type === "cell.conversation" ? true : undefined));
-    for (const id of ["m1", "m2"]) expect(describeReply(await direct(cellId, "p-1", sendRequest(conversationId, id)))).toBe(`stored ${id.slice(1)}`);
+    const create: CellRequest = {
+      type: "cell.createGroup",
+      creatorUserId: "alice",
+      conversationId,
+      title: "stopped",
+      memberUserIds: ["bob"],
+    };
+    await waitFor("p-1 to create the group", async () =>
+      (await direct(cellId, "p-1", create)).type === "cell.conversation" ? true : undefined,
+    );
+    for (const id of ["m1", "m2"])
+      expect(describeReply(await direct(cellId, "p-1", sendRequest(conversationId, id)))).toBe(`stored ${id.slice(1)}`);
 
     started.kill("SIGSTOP");
     await waitFor("p-1 to be stopped", async () => ((await processState(pid)) === "T" ? true : undefined));
@@ -424,7 +490,14 @@ describe("fencing a stale owner in the database", () => {
     await waitFor("the ring without p-1", () => (members(watcher) === "p-2" ? true : undefined));
     router = new CellRouter(
       required(connection, "nats"),
-      { namespace, leaseMs, requestTimeoutMs: 2000, attemptsMax: 10, retryBackoff: { initialDelayMs: 50, maxDelayMs: 300, multiplier: 2 }, watchedCellsMax: 2 },
+      {
+        namespace,
+        leaseMs,
+        requestTimeoutMs: 2000,
+        attemptsMax: 10,
+        retryBackoff: { initialDelayMs: 50, maxDelayMs: 300, multiplier: 2 },
+        watchedCellsMax: 2,
+      },
       systemClock,
       logger,
     );
@@ -433,7 +506,10 @@ describe("fencing a stale owner in the database", () => {
 
     started.kill("SIGCONT");
     expect(await waiting).toMatchObject({ type: "cell.error", code: "not_owner" });
-    expect((await waitingBatch).replies.map((reply) => (reply.type === "cell.error" ? reply.code : reply.type))).toEqual(["not_owner", "not_owner"]);
+    expect((await waitingBatch).replies.map((reply) => (reply.type === "cell.error" ? reply.code : reply.type))).toEqual([
+      "not_owner",
+      "not_owner",
+    ]);
     expect(await storedMessages(pool, conversationId)).toEqual(["1:m1", "2:m2", "3:m4"]);
     expect(await lastSeq(pool, conversationId)).toBe(3);
     expect(await ownerEpoch(pool, conversationId)).toBe(takeoverEpoch);

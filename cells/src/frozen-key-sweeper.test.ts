@@ -9,7 +9,12 @@ const intervalMs = 5000;
 const conversation = (id: string, movingToCellId: string | null = "b"): FrozenKey => ({ kind: "conversation", id, movingToCellId });
 const user = (id: string, movingToCellId: string | null = "b"): FrozenKey => ({ kind: "user", id, movingToCellId });
 
-function select(frozen: readonly FrozenKey[], firstSeenAtMs: ReadonlyMap<string, WatchedKey>, nowMs: number, overrides: Partial<FrozenKeySelectionInput> = {}) {
+function select(
+  frozen: readonly FrozenKey[],
+  firstSeenAtMs: ReadonlyMap<string, WatchedKey>,
+  nowMs: number,
+  overrides: Partial<FrozenKeySelectionInput> = {},
+) {
   return selectFrozenKeysToResume({
     frozen,
     firstSeenAtMs,
@@ -37,7 +42,9 @@ describe("selectFrozenKeysToResume", () => {
     // Frozen again toward another cell: a new move, watched from now.
     const retargeted = select([conversation("g-1", "c")], later.firstSeenAtMs, 1000 + 2 * intervalMs);
     expect(retargeted.resume).toEqual([]);
-    expect(select([conversation("g-1", "c")], retargeted.firstSeenAtMs, 1000 + 3 * intervalMs).resume).toEqual([{ kind: "conversation", id: "g-1", toCellId: "c" }]);
+    expect(select([conversation("g-1", "c")], retargeted.firstSeenAtMs, 1000 + 3 * intervalMs).resume).toEqual([
+      { kind: "conversation", id: "g-1", toCellId: "c" },
+    ]);
   });
 
   it("leaves keys owned elsewhere or being moved here, and watches them afresh once that changes", () => {
@@ -63,7 +70,10 @@ describe("selectFrozenKeysToResume", () => {
     const third = select([user("u2")], second.firstSeenAtMs, 2 * intervalMs, { listedThrough: { kind: "user", id: "u2" } });
     expect([...third.firstSeenAtMs.values()].map((entry) => entry.key.id)).toEqual(["u2", "u3"]);
     // The bound: keys outside the listing are kept only while the list holds fewer than watchedKeysMax.
-    expect(select([user("u3")], first.firstSeenAtMs, intervalMs, { listedAfter: { kind: "user", id: "u2" }, watchedKeysMax: 2 }).firstSeenAtMs.size).toBe(2);
+    expect(
+      select([user("u3")], first.firstSeenAtMs, intervalMs, { listedAfter: { kind: "user", id: "u2" }, watchedKeysMax: 2 }).firstSeenAtMs
+        .size,
+    ).toBe(2);
   });
 
   it("forgets a key missing from a sweep: frozen again later, it waits a whole interval again", () => {
@@ -103,8 +113,21 @@ describe("FrozenKeySweeper", () => {
       migrate: async (request): Promise<CellReply> => {
         asked.push(request.id);
         if (request.id === "u1" || request.id === "u2") return cellErrorReply({ kind: "overloaded", reason: "migrations_full" });
-        frozen.splice(frozen.findIndex((key) => key.id === request.id), 1);
-        return { type: "cell.migrated", kind: request.kind, id: request.id, fromCellId: "a", toCellId: request.toCellId, epoch: 2, pauseMs: 1, copiedItems: 0, alreadyMoved: false };
+        frozen.splice(
+          frozen.findIndex((key) => key.id === request.id),
+          1,
+        );
+        return {
+          type: "cell.migrated",
+          kind: request.kind,
+          id: request.id,
+          fromCellId: "a",
+          toCellId: request.toCellId,
+          epoch: 2,
+          pauseMs: 1,
+          copiedItems: 0,
+          alreadyMoved: false,
+        };
       },
       clock: { monotonicNowMs: () => nowMs },
       logger: { info: () => undefined, warn: () => undefined },
@@ -133,7 +156,17 @@ describe("FrozenKeySweeper", () => {
         asked.push(request);
         // The coordinator at its limit of moves answers overloaded (with a retry-after), as it now does.
         if (request.id === "u2" && asked.length <= 2) return cellErrorReply({ kind: "overloaded", reason: "migrations_full" });
-        return { type: "cell.migrated", kind: request.kind, id: request.id, fromCellId: "a", toCellId: request.toCellId, epoch: 2, pauseMs: 1, copiedItems: 0, alreadyMoved: false };
+        return {
+          type: "cell.migrated",
+          kind: request.kind,
+          id: request.id,
+          fromCellId: "a",
+          toCellId: request.toCellId,
+          epoch: 2,
+          pauseMs: 1,
+          copiedItems: 0,
+          alreadyMoved: false,
+        };
       },
       clock: { monotonicNowMs: () => nowMs },
       logger: { info: (message) => logged.push(message), warn: (message) => logged.push(message) },
@@ -148,7 +181,9 @@ describe("FrozenKeySweeper", () => {
     ]);
     expect(resumed.map((move) => move.reply.type)).toEqual(["cell.migrated", "cell.error"]);
     expect(logged.filter((line) => line.startsWith("resuming"))).toHaveLength(2);
-    expect(logged.some((line) => line.includes("u2") && line.includes("overloaded") && line.includes("the next sweep tries again"))).toBe(true);
+    expect(logged.some((line) => line.includes("u2") && line.includes("overloaded") && line.includes("the next sweep tries again"))).toBe(
+      true,
+    );
     expect(logged.some((line) => line.includes("WORKER_FROZEN_SWEEP_KEYS_MAX=3"))).toBe(true);
     // u1 moved; u2, refused, is still frozen and watched: the next sweep resumes it at once, with g-1.
     frozen = [user("u2"), conversation("g-1", "c")];

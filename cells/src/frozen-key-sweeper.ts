@@ -109,7 +109,8 @@ export function selectFrozenKeysToResume(input: FrozenKeySelectionInput): Frozen
   }
   const { listedAfter, listedThrough } = input;
   const outsideListing = (key: MigrationKey): boolean =>
-    (listedAfter !== undefined && compareMigrationKeys(key, listedAfter) <= 0) || (listedThrough !== undefined && compareMigrationKeys(key, listedThrough) > 0);
+    (listedAfter !== undefined && compareMigrationKeys(key, listedAfter) <= 0) ||
+    (listedThrough !== undefined && compareMigrationKeys(key, listedThrough) > 0);
   for (const [watched, entry] of input.firstSeenAtMs) {
     if (firstSeenAtMs.size >= input.watchedKeysMax) break;
     if (!firstSeenAtMs.has(watched) && outsideListing(entry.key)) firstSeenAtMs.set(watched, entry);
@@ -184,8 +185,10 @@ export class FrozenKeySweeper {
     const { toCellId } = key;
     logger.info(`resuming the move of ${key.kind} ${key.id} to cell ${toCellId}: frozen here with no mover for a sweep interval`);
     const reply = await this.ports.migrate({ type: "cell.migrate", kind: key.kind, id: key.id, toCellId });
-    if (reply.type === "cell.migrated") logger.info(`resumed move of ${key.kind} ${key.id} to cell ${reply.toCellId} done (epoch ${reply.epoch})`);
-    else logger.warn(`resumed move of ${key.kind} ${key.id} to cell ${toCellId} answered ${describeReply(reply)}; the next sweep tries again`);
+    if (reply.type === "cell.migrated")
+      logger.info(`resumed move of ${key.kind} ${key.id} to cell ${reply.toCellId} done (epoch ${reply.epoch})`);
+    else
+      logger.warn(`resumed move of ${key.kind} ${key.id} to cell ${toCellId} answered ${describeReply(reply)}; the next sweep tries again`);
     return { key, reply };
   }
 }

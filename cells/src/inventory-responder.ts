@@ -22,7 +22,14 @@ export async function answerInventory(
   try {
     const rows = await store.inventory(request.kind, request.afterId, request.limit + 1);
     const keys = rows.slice(0, request.limit);
-    return { type: "cell.inventoryPage", cellId: cell.cellId, weight: cell.weight, kind: request.kind, keys, done: rows.length <= request.limit };
+    return {
+      type: "cell.inventoryPage",
+      cellId: cell.cellId,
+      weight: cell.weight,
+      kind: request.kind,
+      keys,
+      done: rows.length <= request.limit,
+    };
   } catch (error) {
     return cellErrorReply({ kind: "error", error });
   }

@@ -13,8 +13,7 @@ export type KeyedSerialQueueLimits = {
 };
 
 export type EnqueueResult<T> =
-  | { readonly accepted: true; readonly result: Promise<T> }
-  | { readonly accepted: false; readonly reason: "key_full" | "queue_full" };
+  { readonly accepted: true; readonly result: Promise<T> } | { readonly accepted: false; readonly reason: "key_full" | "queue_full" };
 
 type Lane = { pending: number; tail: Promise<void> };
 

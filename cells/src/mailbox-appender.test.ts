@@ -54,7 +54,9 @@ function setup(answer: (cellId: string, request: CellRequest) => Promise<CellRep
 describe("MailboxAppender", () => {
   it("sends cell.appendMailbox to the recipient's home cell, resolving each user once while it answers", async () => {
     const { appender, resolved, sent } = setup(async (_cellId, request) =>
-      request.type === "cell.appendMailbox" ? { type: "cell.appended", userId: request.userId, seq: 7, deduplicated: false } : { type: "cell.error", code: "internal", message: "?" },
+      request.type === "cell.appendMailbox"
+        ? { type: "cell.appended", userId: request.userId, seq: 7, deduplicated: false }
+        : { type: "cell.error", code: "internal", message: "?" },
     );
     const first = entry("bob");
     expect(await appender.append(first)).toBe(7);
@@ -69,7 +71,8 @@ describe("MailboxAppender", () => {
     let reply: "error" | "silence" | "ok" = "error";
     const { appender, resolved, homes } = setup(async (_cellId, request) => {
       if (reply === "silence") throw new UnavailableError("cell_unavailable", "no reply");
-      if (reply === "error" || request.type !== "cell.appendMailbox") return { type: "cell.error", code: "cell_unavailable", message: "database down" };
+      if (reply === "error" || request.type !== "cell.appendMailbox")
+        return { type: "cell.error", code: "cell_unavailable", message: "database down" };
       return { type: "cell.appended", userId: request.userId, seq: 1, deduplicated: true };
     });
     await expect(appender.append(entry("bob"))).rejects.toThrow(RemoteError);
@@ -82,7 +85,12 @@ describe("MailboxAppender", () => {
   });
 
   it("throws overloaded, with its code, when the mailbox owner is at capacity, so the relay keeps the row for a later sweep", async () => {
-    const { appender, sent } = setup(async () => ({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 200 }));
+    const { appender, sent } = setup(async () => ({
+      type: "cell.error",
+      code: "overloaded",
+      message: "too many requests pending",
+      retryAfterMs: 200,
+    }));
     await expect(appender.append(entry("bob"))).rejects.toMatchObject({ name: "RemoteError", code: "overloaded" });
     // Not retried in place: the relay's retry delay spaces the next attempt.
     expect(sent).toHaveLength(1);

@@ -19,7 +19,9 @@ import type { BoundedCache } from "./bounded-cache.ts";
 import type { OutboxEntry } from "./store/store.ts";
 
 /** What the appender needs of DirectoryClient. */
-export type HomeCellDirectory = { resolveUser(userId: string): Promise<{ readonly entry: { readonly cellId: string; readonly epoch: number } }> };
+export type HomeCellDirectory = {
+  resolveUser(userId: string): Promise<{ readonly entry: { readonly cellId: string; readonly epoch: number } }>;
+};
 export type { CellRequester } from "@cellwire/cluster";
 
 export type MailboxAppenderRouting = { readonly options: HomeRouterOptions; readonly dependencies: HomeRouterDependencies };
@@ -109,7 +111,8 @@ export class MailboxAppender {
     const { reply, home } = outcome;
     if (reply.type === "cell.appended" && reply.userId === userId) return reply.seq;
     this.homeCells.forget(userId);
-    if (reply.type === "cell.error") throw new RemoteError(reply.code, `cell ${home.cellId} refused the mailbox event of ${userId}: ${reply.message}`);
+    if (reply.type === "cell.error")
+      throw new RemoteError(reply.code, `cell ${home.cellId} refused the mailbox event of ${userId}: ${reply.message}`);
     throw new RemoteError("internal", `cell ${home.cellId} answered ${reply.type} to cell.appendMailbox for ${userId}`);
   }
 }

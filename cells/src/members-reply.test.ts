@@ -34,7 +34,13 @@ describe("membersReply", () => {
     await store.freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: 1 });
     expect(await membersReply(store, request)).toMatchObject({ type: "cell.members", memberUserIds: ["bob", "carol"] });
     await store.tombstone({ kind: "conversation", id: conversationId, toCellId: "b", movedEpoch: 7, epoch: 1 });
-    expect(await membersReply(store, request)).toEqual({ type: "cell.moved", kind: "conversation", id: conversationId, cellId: "b", epoch: 7 });
+    expect(await membersReply(store, request)).toEqual({
+      type: "cell.moved",
+      kind: "conversation",
+      id: conversationId,
+      cellId: "b",
+      epoch: 7,
+    });
     const importing = "g-IIIIIIIIIIIIIIIIIIIIII";
     await store.importPage({
       kind: "conversation",
@@ -54,7 +60,10 @@ describe("membersReply", () => {
   it("answers not_a_member to a non-member and for a conversation that does not exist", async () => {
     const store = new MemoryConversationStore();
     await store.createGroup({ conversationId, creatorUserId: "carol", title: "t", memberUserIds: [], epoch: 1 });
-    expect(await membersReply(store, { type: "cell.members", conversationId, userId: "mallory" })).toMatchObject({ type: "cell.error", code: "not_a_member" });
+    expect(await membersReply(store, { type: "cell.members", conversationId, userId: "mallory" })).toMatchObject({
+      type: "cell.error",
+      code: "not_a_member",
+    });
     expect(await membersReply(store, { type: "cell.members", conversationId: "g-ZZZZZZZZZZZZZZZZZZZZZZ", userId: "carol" })).toMatchObject({
       type: "cell.error",
       code: "not_a_member",

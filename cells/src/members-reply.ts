@@ -6,7 +6,11 @@ import type { CellMembersRequest, CellReply } from "@cellwire/protocol";
 import { cellErrorReply, movedReply } from "./cell-error-reply.ts";
 import type { ConversationStore } from "./store/store.ts";
 
-export async function membersReply(store: Pick<ConversationStore, "members">, request: CellMembersRequest, key: string = request.conversationId): Promise<CellReply> {
+export async function membersReply(
+  store: Pick<ConversationStore, "members">,
+  request: CellMembersRequest,
+  key: string = request.conversationId,
+): Promise<CellReply> {
   const result = await store.members(request.conversationId);
   if (result.outcome === "moving") return cellErrorReply({ kind: "moving", key });
   if (result.outcome === "moved") return movedReply("conversation", request.conversationId, result);

@@ -30,7 +30,16 @@ function required<T>(value: T | undefined, what: string): T {
 
 /** A message made up for a conversation, as if stored at `seq` (for the bounds, where the store adds nothing). */
 function madeUp(conversationId: string, seq: number, body: string): StoredMessage {
-  const message: Message = { conversationId, messageId: `m${seq}`, seq, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: `c${seq}`, body, sentAtMs: 1 };
+  const message: Message = {
+    conversationId,
+    messageId: `m${seq}`,
+    seq,
+    senderUserId: "alice",
+    senderDeviceId: "phone",
+    clientMessageId: `c${seq}`,
+    body,
+    sentAtMs: 1,
+  };
   return { message, membersVersion: 1 };
 }
 
@@ -59,7 +68,14 @@ function setup(conversationsMax = 100) {
   /** Stores a message as the committer would, and returns what it hands to the publisher. */
   async function stored(conversationId: string, body: string, senderUserId = "alice"): Promise<StoredMessage> {
     clientMessageCount += 1;
-    const input: AppendMessageInput = { conversationId, senderUserId, senderDeviceId: "phone", clientMessageId: `c${clientMessageCount}`, body, epoch: 1 };
+    const input: AppendMessageInput = {
+      conversationId,
+      senderUserId,
+      senderDeviceId: "phone",
+      clientMessageId: `c${clientMessageCount}`,
+      body,
+      epoch: 1,
+    };
     const [result] = await store.appendMessages([input]);
     if (result?.outcome !== "stored" || result.deduplicated) throw new Error(`expected a new message, got ${JSON.stringify(result)}`);
     return { message: result.message, membersVersion: result.membersVersion };
@@ -222,7 +238,10 @@ describe("MessagePublisher", () => {
     await publisher.publish(messages);
     expect(published).toHaveLength(1);
     expect(deliveries()).toEqual(["alice,carol 1:calm"]);
-    expect(warnings).toEqual([expect.stringContaining(`${moving} could not be read (moving)`), expect.stringContaining(`${moved} could not be read (moved)`)]);
+    expect(warnings).toEqual([
+      expect.stringContaining(`${moving} could not be read (moving)`),
+      expect.stringContaining(`${moved} could not be read (moved)`),
+    ]);
     // A batch with nothing left to publish publishes nothing (no empty batch for every edge to read).
     await publisher.publish([required(messages[2], "gone")]);
     expect(published).toHaveLength(1);
@@ -261,6 +280,11 @@ describe("eventBatch", () => {
   it("wraps one mailbox event for its recipient, with its seq, in a delivery.batch that decodes", () => {
     const event = joinedEvent("team", 6);
     const delivery: Delivery = { type: "delivery.event", recipientUserId: "bob", seq: 4, event };
-    expect(decodeBatch(eventBatch(delivery))).toEqual<DeliveryBatch>({ type: "delivery.batch", messages: [], events: [{ recipientUserId: "bob", seq: 4, event }], typing: [] });
+    expect(decodeBatch(eventBatch(delivery))).toEqual<DeliveryBatch>({
+      type: "delivery.batch",
+      messages: [],
+      events: [{ recipientUserId: "bob", seq: 4, event }],
+      typing: [],
+    });
   });
 });

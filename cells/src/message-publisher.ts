@@ -67,7 +67,9 @@ export class MessagePublisher {
     const result = await this.dependencies.members(conversationId);
     if (result.outcome !== "members") {
       // The conversation moved away, or is moving, since the message was stored: its devices read the log.
-      this.dependencies.logger.warn(`the members of ${conversationId} could not be read (${result.outcome}); its new messages were not published`);
+      this.dependencies.logger.warn(
+        `the members of ${conversationId} could not be read (${result.outcome}); its new messages were not published`,
+      );
       return undefined;
     }
     // User ids passed the protocol's allowlist ([A-Za-z0-9_-]): their JSON is the ids in quotes.

@@ -40,7 +40,8 @@ class FakeDirectory {
     const key = `${move.kind}:${move.id}`;
     const entry = this.entries.get(key);
     if (entry?.cellId === move.toCellId && entry.epoch === move.expectedEpoch + 1) return entry;
-    if (entry === undefined || entry.cellId !== move.fromCellId || entry.epoch !== move.expectedEpoch) throw new RemoteError("entry_changed", "moved meanwhile");
+    if (entry === undefined || entry.cellId !== move.fromCellId || entry.epoch !== move.expectedEpoch)
+      throw new RemoteError("entry_changed", "moved meanwhile");
     const moved = { ...entry, cellId: move.toCellId, epoch: entry.epoch + 1 };
     this.entries.set(key, moved);
     return moved;
@@ -57,7 +58,10 @@ type Cell = {
 };
 
 /** Decides what the router does with one import page: pass it on (undefined), fail, or wait. */
-type RouterHook = (request: CellImportRequest, pageIndex: number) => Promise<CellReply | "fail" | undefined> | CellReply | "fail" | undefined;
+type RouterHook = (
+  request: CellImportRequest,
+  pageIndex: number,
+) => Promise<CellReply | "fail" | undefined> | CellReply | "fail" | undefined;
 
 function world(precopyPagesMax = 100) {
   const directory = new FakeDirectory();
@@ -128,7 +132,16 @@ describe("MigrationCoordinator", () => {
     const incarnation = await incarnationIn(source, user);
     expect(incarnation).toMatch(/^[0-9a-f-]{36}$/);
     const reply = await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
-    expect(reply).toMatchObject({ type: "cell.migrated", kind: "user", id: user, fromCellId: "a", toCellId: "b", epoch: 2, copiedItems: 250, alreadyMoved: false });
+    expect(reply).toMatchObject({
+      type: "cell.migrated",
+      kind: "user",
+      id: user,
+      fromCellId: "a",
+      toCellId: "b",
+      epoch: 2,
+      copiedItems: 250,
+      alreadyMoved: false,
+    });
     // Every event went before the freeze: the pause holds only the (local) confirmation, the flip and the
     // activation; the fake clock moves 4 ms per cross-cell request and 1 ms per directory request.
     expect(reply.type === "cell.migrated" && reply.pauseMs).toBe(5);
@@ -142,11 +155,24 @@ describe("MigrationCoordinator", () => {
     const copied = pageOf(await target.store.mailboxPage({ userId: user, afterSeq: 0, limit: 200 }));
     expect(copied.headSeq).toBe(250);
     expect(copied.events.slice(0, 2)).toEqual(events.slice(0, 2).map((event, index) => ({ seq: index + 1, event })));
-    expect(await source.request(append(user, joinedEvent("late")))).toEqual({ type: "cell.moved", kind: "user", id: user, cellId: "b", epoch: 2 });
+    expect(await source.request(append(user, joinedEvent("late")))).toEqual({
+      type: "cell.moved",
+      kind: "user",
+      id: user,
+      cellId: "b",
+      epoch: 2,
+    });
     expect(await target.request(append(user, joinedEvent("new home")))).toMatchObject({ type: "cell.appended", seq: 251 });
     // The same mailbox in its new home (decision 0021): devices resume there without a resync.
     expect(await incarnationIn(target, user)).toBe(incarnation);
-    expect(await source.request({ type: "cell.stats" })).toEqual({ type: "cell.stats", cellId: "a", users: 0, conversations: 0, outboxRows: 0, frozen: 0 });
+    expect(await source.request({ type: "cell.stats" })).toEqual({
+      type: "cell.stats",
+      cellId: "a",
+      users: 0,
+      conversations: 0,
+      outboxRows: 0,
+      frozen: 0,
+    });
   });
 
   it("moves a conversation with its members (and their join points), messages and pending outbox rows", async () => {
@@ -155,10 +181,19 @@ describe("MigrationCoordinator", () => {
     directory.place("conversation", conversationId, "a");
     await source.request({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "team", memberUserIds: ["bob"] });
     for (let index = 1; index <= 3; index++) {
-      await source.request({ type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: `c${index}`, body: `m${index}` });
+      await source.request({
+        type: "cell.send",
+        senderUserId: "alice",
+        senderDeviceId: "phone",
+        conversationId,
+        clientMessageId: `c${index}`,
+        body: `m${index}`,
+      });
     }
     await source.request({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"] });
-    expect(await source.request({ type: "cell.receipt", userId: "bob", conversationId, position: "read", seq: 2 })).toMatchObject({ advanced: true });
+    expect(await source.request({ type: "cell.receipt", userId: "bob", conversationId, position: "read", seq: 2 })).toMatchObject({
+      advanced: true,
+    });
     const reply = await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" });
     expect(reply).toMatchObject({ type: "cell.migrated", copiedItems: 3, epoch: 2 });
     const history = await target.request({ type: "cell.history", userId: "bob", conversationId, beforeSeq: null, limit: 10 });
@@ -184,15 +219,30 @@ describe("MigrationCoordinator", () => {
       headSeq: 3,
     });
     // A retried send dedupes in the new home; the old one names it.
-    const retry = { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: "c2", body: "m2" } as const;
+    const retry = {
+      type: "cell.send",
+      senderUserId: "alice",
+      senderDeviceId: "phone",
+      conversationId,
+      clientMessageId: "c2",
+      body: "m2",
+    } as const;
     expect(await target.request(retry)).toMatchObject({ type: "cell.stored", deduplicated: true, message: { seq: 2 } });
     expect(await source.request(retry)).toEqual({ type: "cell.moved", kind: "conversation", id: conversationId, cellId: "b", epoch: 2 });
-    expect(await source.request({ type: "cell.messagesAfter", userId: "dave", conversationId, afterSeq: null, limit: 10 })).toMatchObject({ type: "cell.moved", cellId: "b" });
+    expect(await source.request({ type: "cell.messagesAfter", userId: "dave", conversationId, afterSeq: null, limit: 10 })).toMatchObject({
+      type: "cell.moved",
+      cellId: "b",
+    });
     // The new home stores and publishes what follows; the old one published only what it stored.
-    expect(await target.request({ ...retry, clientMessageId: "c4", body: "m4" })).toMatchObject({ type: "cell.stored", message: { seq: 4 } });
+    expect(await target.request({ ...retry, clientMessageId: "c4", body: "m4" })).toMatchObject({
+      type: "cell.stored",
+      message: { seq: 4 },
+    });
     expect(source.published.map((stored) => stored.message.body)).toEqual(["m1", "m2", "m3"]);
     expect(target.published.map((stored) => stored.message.body)).toEqual(["m4"]);
-    expect(await source.request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: "d-x" })).toMatchObject({ type: "cell.error" });
+    expect(await source.request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: "d-x" })).toMatchObject({
+      type: "cell.error",
+    });
   });
 
   it("takes a conversation's dead letters along as outbox rows, ahead of their recipient's newer rows (nothing left behind that no owner relays)", async () => {
@@ -202,14 +252,29 @@ describe("MigrationCoordinator", () => {
     await source.request({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "team", memberUserIds: ["bob"] });
     // bob's joined event was dead-lettered (his home cell was gone); a receipt written later stays in the outbox.
     expect(await source.store.deadLetterOutbox({ conversationId, recipientUserId: "bob", reason: "cell c is gone" })).toBe(1);
-    await source.request({ type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: "c1", body: "m1" });
-    expect(await source.request({ type: "cell.receipt", userId: "alice", conversationId, position: "read", seq: 1 })).toMatchObject({ advanced: true });
-    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({ type: "cell.migrated" });
+    await source.request({
+      type: "cell.send",
+      senderUserId: "alice",
+      senderDeviceId: "phone",
+      conversationId,
+      clientMessageId: "c1",
+      body: "m1",
+    });
+    expect(await source.request({ type: "cell.receipt", userId: "alice", conversationId, position: "read", seq: 1 })).toMatchObject({
+      advanced: true,
+    });
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({
+      type: "cell.migrated",
+    });
     const moved = (await target.store.pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries;
     const bobs = moved.filter((entry) => entry.recipientUserId === "bob").map((entry) => entry.event.kind);
     expect(bobs).toEqual(["joined", "receipt"]);
-    expect((await target.store.deadLetters({ afterId: 0, limit: 100 })).filter((deadLetter) => deadLetter.conversationId === conversationId)).toEqual([]);
-    expect((await source.store.deadLetters({ afterId: 0, limit: 100 })).filter((deadLetter) => deadLetter.conversationId === conversationId)).toEqual([]);
+    expect(
+      (await target.store.deadLetters({ afterId: 0, limit: 100 })).filter((deadLetter) => deadLetter.conversationId === conversationId),
+    ).toEqual([]);
+    expect(
+      (await source.store.deadLetters({ afterId: 0, limit: 100 })).filter((deadLetter) => deadLetter.conversationId === conversationId),
+    ).toEqual([]);
   });
 
   it("unfreezes the key when a page of the copy fails, so nothing moved", async () => {
@@ -231,12 +296,21 @@ describe("MigrationCoordinator", () => {
     directory.place("user", user, "a");
     await mailboxOf(source, user, 2);
     directory.moveFailure = "entry_changed";
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "entry_changed" });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({
+      type: "cell.error",
+      code: "entry_changed",
+    });
     expect(await source.request(append(user, joinedEvent("still here")))).toMatchObject({ type: "cell.appended", seq: 3 });
     // The target's copy stays importing (nobody routes there) until the next attempt's first page resets it.
-    expect(await target.request({ type: "cell.mailboxPage", userId: user, afterSeq: 0, limit: 10 })).toMatchObject({ type: "cell.error", code: "moving" });
+    expect(await target.request({ type: "cell.mailboxPage", userId: user, afterSeq: 0, limit: 10 })).toMatchObject({
+      type: "cell.error",
+      code: "moving",
+    });
     directory.moveFailure = undefined;
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.migrated", copiedItems: 3 });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({
+      type: "cell.migrated",
+      copiedItems: 3,
+    });
     expect(pageOf(await target.store.mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).headSeq).toBe(3);
   });
 
@@ -246,11 +320,17 @@ describe("MigrationCoordinator", () => {
     directory.place("user", user, "a");
     await mailboxOf(source, user, 2);
     directory.moveFailure = "unavailable";
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "directory_unavailable" });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({
+      type: "cell.error",
+      code: "directory_unavailable",
+    });
     expect(directory.moves).toBe(2);
     expect(await source.request(append(user, joinedEvent("during")))).toMatchObject({ type: "cell.error", code: "moving" });
     directory.moveFailure = undefined;
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.migrated", epoch: 2 });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({
+      type: "cell.migrated",
+      epoch: 2,
+    });
   });
 
   it("finishes a move whose flip went through but whose activation did not", async () => {
@@ -260,7 +340,10 @@ describe("MigrationCoordinator", () => {
     await mailboxOf(source, user, 2);
     const incarnation = await incarnationIn(source, user);
     setHook((request) => (request.last ? "fail" : undefined));
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "cell_unavailable" });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({
+      type: "cell.error",
+      code: "cell_unavailable",
+    });
     expect(await directory.lookup("user", user)).toMatchObject({ cellId: "b", epoch: 2 });
     // Neither cell takes writes meanwhile: frozen here, importing there.
     expect(await source.request(append(user, joinedEvent("x")))).toMatchObject({ code: "moving" });
@@ -277,7 +360,11 @@ describe("MigrationCoordinator", () => {
     expect(await incarnationIn(target, user)).toBe(incarnation);
     expect(await source.request(append(user, joinedEvent("y")))).toMatchObject({ type: "cell.moved", cellId: "b", epoch: 2 });
     // Asked once more: already done.
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.migrated", alreadyMoved: true, epoch: 2 });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({
+      type: "cell.migrated",
+      alreadyMoved: true,
+      epoch: 2,
+    });
   });
 
   it("copies in the pause what the pre-copy left: events appended after its last page", async () => {
@@ -288,7 +375,9 @@ describe("MigrationCoordinator", () => {
     await mailboxOf(source, user, 2);
     setHook(async (_request, index) => {
       // While the first events page is on its way the key is still writable: three more land in it.
-      if (index === 1) for (const text of ["x", "y", "z"]) expect(await source.request(append(user, joinedEvent(text)))).toMatchObject({ type: "cell.appended" });
+      if (index === 1)
+        for (const text of ["x", "y", "z"])
+          expect(await source.request(append(user, joinedEvent(text)))).toMatchObject({ type: "cell.appended" });
       return undefined;
     });
     const reply = await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
@@ -321,10 +410,16 @@ describe("MigrationCoordinator", () => {
     });
     const first = source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
     await copyStarted;
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ type: "cell.error", code: "moving" });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({
+      type: "cell.error",
+      code: "moving",
+    });
     // The move holds no turn of the key: a write is refused without waiting for it, and reads are served.
     expect(await source.request(append(user, joinedEvent("during")))).toMatchObject({ type: "cell.error", code: "moving" });
-    expect(await source.request({ type: "cell.mailboxPage", userId: user, afterSeq: 0, limit: 10 })).toMatchObject({ type: "cell.mailboxEvents", headSeq: 2 });
+    expect(await source.request({ type: "cell.mailboxPage", userId: user, afterSeq: 0, limit: 10 })).toMatchObject({
+      type: "cell.mailboxEvents",
+      headSeq: 2,
+    });
     // A stopping worker waits for the move: whenIdle settles only once it has answered.
     let idle = false;
     const whenIdle = source.handler.whenMigrationsIdle().then(() => (idle = true));
@@ -347,8 +442,14 @@ describe("MigrationCoordinator", () => {
       cellId: "c",
       epoch: 4,
     });
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: newUserId(), toCellId: "b" })).toMatchObject({ type: "cell.error", code: "not_found" });
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: newUserId(), toCellId: "a" })).toMatchObject({ type: "cell.error", code: "invalid_field" });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: newUserId(), toCellId: "b" })).toMatchObject({
+      type: "cell.error",
+      code: "not_found",
+    });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: newUserId(), toCellId: "a" })).toMatchObject({
+      type: "cell.error",
+      code: "invalid_field",
+    });
   });
 
   it("moves a conversation placed here but never created: no copy, the flip and a tombstone; the target creates it when asked", async () => {
@@ -368,10 +469,16 @@ describe("MigrationCoordinator", () => {
     // A stale creation reaching the old cell is sent on, not served there.
     const open = { type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId } as const;
     expect(await source.request(open)).toEqual({ type: "cell.moved", kind: "conversation", id: conversationId, cellId: "b", epoch: 2 });
-    expect(await target.request(open)).toMatchObject({ type: "cell.conversation", conversation: { conversationId, kind: "direct", memberUserIds: ["alice", "bob"] } });
+    expect(await target.request(open)).toMatchObject({
+      type: "cell.conversation",
+      conversation: { conversationId, kind: "direct", memberUserIds: ["alice", "bob"] },
+    });
     expect(await source.request({ type: "cell.stats" })).toMatchObject({ conversations: 0, frozen: 0 });
     // Asked again: already done.
-    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({ type: "cell.migrated", alreadyMoved: true });
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({
+      type: "cell.migrated",
+      alreadyMoved: true,
+    });
   });
 
   it("copies a conversation created between the pre-copy (no row yet) and the freeze, rather than skipping the copy", async () => {
@@ -387,11 +494,21 @@ describe("MigrationCoordinator", () => {
       if (exports === 1) {
         expect(exported).toBeUndefined();
         await source.request({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "late", memberUserIds: ["bob"] });
-        await source.request({ type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: "c1", body: "first" });
+        await source.request({
+          type: "cell.send",
+          senderUserId: "alice",
+          senderDeviceId: "phone",
+          conversationId,
+          clientMessageId: "c1",
+          body: "first",
+        });
       }
       return exported;
     };
-    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({ type: "cell.migrated", copiedItems: 1 });
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({
+      type: "cell.migrated",
+      copiedItems: 1,
+    });
     expect(imports.map((page) => [page.first, page.last])).toEqual([
       [true, false],
       [false, false],
@@ -399,7 +516,9 @@ describe("MigrationCoordinator", () => {
     ]);
     const history = await target.request({ type: "cell.history", userId: "bob", conversationId, beforeSeq: null, limit: 10 });
     expect(history.type === "cell.historyPage" && history.messages.map((message) => message.body)).toEqual(["first"]);
-    expect(await target.request({ type: "cell.members", conversationId, userId: "bob" })).toMatchObject({ memberUserIds: ["alice", "bob"] });
+    expect(await target.request({ type: "cell.members", conversationId, userId: "bob" })).toMatchObject({
+      memberUserIds: ["alice", "bob"],
+    });
   });
 
   it("drops the placeholder when the flip is refused, so the conversation can still be created here", async () => {
@@ -407,9 +526,13 @@ describe("MigrationCoordinator", () => {
     const conversationId = newGroupId();
     directory.place("conversation", conversationId, "a");
     directory.moveFailure = "entry_changed";
-    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({ code: "entry_changed" });
+    expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({
+      code: "entry_changed",
+    });
     expect(await source.store.migrationState({ kind: "conversation", id: conversationId })).toBeUndefined();
-    expect(await source.request({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "t", memberUserIds: [] })).toMatchObject({
+    expect(
+      await source.request({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "t", memberUserIds: [] }),
+    ).toMatchObject({
       type: "cell.conversation",
       conversation: { kind: "group", memberUserIds: ["alice"] },
     });
@@ -419,7 +542,9 @@ describe("MigrationCoordinator", () => {
     const { directory, source, imports } = world();
     const conversationId = newGroupId();
     // A mover froze the placeholder and flipped the entry, then died.
-    expect(await source.store.freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: 1 })).toMatchObject({ placeholder: true });
+    expect(await source.store.freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: 1 })).toMatchObject({
+      placeholder: true,
+    });
     directory.place("conversation", conversationId, "b", 2);
     expect(await source.request({ type: "cell.migrate", kind: "conversation", id: conversationId, toCellId: "b" })).toMatchObject({
       type: "cell.migrated",
@@ -427,14 +552,25 @@ describe("MigrationCoordinator", () => {
       alreadyMoved: false,
     });
     expect(imports).toEqual([]);
-    expect(await source.store.migrationState({ kind: "conversation", id: conversationId })).toMatchObject({ state: "moved", movingToCellId: "b", movedEpoch: 2 });
+    expect(await source.store.migrationState({ kind: "conversation", id: conversationId })).toMatchObject({
+      state: "moved",
+      movingToCellId: "b",
+      movedEpoch: 2,
+    });
   });
 
   it("answers cell.stats on any worker, whoever owns the stats key", async () => {
     const store = new MemoryConversationStore();
     await store.appendMailbox({ userId: "bob", eventId: "e", event: joinedEvent(), epoch: 1 });
     const { request } = handlerHarness({ store, pendingPerKeyMax: 1, ring: { ownerOf: () => "a-2", leaseHeld: () => false } });
-    expect(await request({ type: "cell.stats" })).toEqual({ type: "cell.stats", cellId: "a", users: 1, conversations: 0, outboxRows: 0, frozen: 0 });
+    expect(await request({ type: "cell.stats" })).toEqual({
+      type: "cell.stats",
+      cellId: "a",
+      users: 1,
+      conversations: 0,
+      outboxRows: 0,
+      frozen: 0,
+    });
   });
 });
 
@@ -476,7 +612,9 @@ describe("FrozenKeySweeper resuming moves through the coordinator", () => {
     const [resumed, ...others] = await sweeper.sweep();
     expect(others).toEqual([]);
     expect(resumed?.reply).toMatchObject({ type: "cell.migrated", toCellId: "b", epoch: 2, copiedItems: 3 });
-    expect(pageOf(await target.store.mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events).toEqual(events.map((event, index) => ({ seq: index + 1, event })));
+    expect(pageOf(await target.store.mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events).toEqual(
+      events.map((event, index) => ({ seq: index + 1, event })),
+    );
     expect(await source.request(append(user, joinedEvent("late")))).toMatchObject({ type: "cell.moved", cellId: "b", epoch: 2 });
     // Nothing frozen is left for the next sweep.
     advance();
@@ -490,14 +628,26 @@ describe("FrozenKeySweeper resuming moves through the coordinator", () => {
     await mailboxOf(source, user, 2);
     // The activation never arrives: the move stops after the flip, as if its worker died there.
     setHook((request) => (request.last ? "fail" : undefined));
-    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({ code: "cell_unavailable" });
+    expect(await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" })).toMatchObject({
+      code: "cell_unavailable",
+    });
     setHook(undefined);
     const { sweeper, advance } = sweeperOf(source);
     await sweeper.sweep();
     advance();
     const resumed = await sweeper.sweep();
     expect(resumed.map((move) => move.reply)).toEqual([
-      { type: "cell.migrated", kind: "user", id: user, fromCellId: "a", toCellId: "b", epoch: 2, pauseMs: expect.any(Number), copiedItems: 0, alreadyMoved: false },
+      {
+        type: "cell.migrated",
+        kind: "user",
+        id: user,
+        fromCellId: "a",
+        toCellId: "b",
+        epoch: 2,
+        pauseMs: expect.any(Number),
+        copiedItems: 0,
+        alreadyMoved: false,
+      },
     ]);
     expect(await target.request(append(user, joinedEvent("new home")))).toMatchObject({ type: "cell.appended", seq: 3 });
   });

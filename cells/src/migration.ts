@@ -218,7 +218,9 @@ export class MigrationCoordinator {
     const pauseMs = Math.max(0, Math.round(clock.monotonicNowMs() - frozenAtMs));
     const tombstoned = await this.tombstone(request, key, request.toCellId, flip.entry.epoch);
     if (!tombstoned.ok) return tombstoned.reply;
-    this.ports.logger.info(`moved ${key} to cell ${request.toCellId} (epoch ${flip.entry.epoch}): placed here but never created, nothing copied`);
+    this.ports.logger.info(
+      `moved ${key} to cell ${request.toCellId} (epoch ${flip.entry.epoch}): placed here but never created, nothing copied`,
+    );
     return migrated(request, cellId, request.toCellId, flip.entry.epoch, pauseMs, 0, false);
   }
 
@@ -233,7 +235,9 @@ export class MigrationCoordinator {
     if (state?.state === "frozen" && state.movingToCellId === entry.cellId) {
       const startedAtMs = clock.monotonicNowMs();
       // A placeholder was never copied, so there is nothing to activate: the tombstone is all that is left.
-      const activated = state.placeholder ? { ok: true as const } : await this.activate(request, entry.cellId, state.lastSeq, state.floorSeq, state.incarnation);
+      const activated = state.placeholder
+        ? { ok: true as const }
+        : await this.activate(request, entry.cellId, state.lastSeq, state.floorSeq, state.incarnation);
       if (!activated.ok) return activated.reply;
       const pauseMs = Math.max(0, Math.round(clock.monotonicNowMs() - startedAtMs));
       const tombstoned = await this.tombstone(request, key, entry.cellId, entry.epoch);
@@ -253,7 +257,12 @@ export class MigrationCoordinator {
     return movedReply(request.kind, request.id, { cellId: entry.cellId, epoch: entry.epoch });
   }
 
-  private freezeRefused(request: CellMigrateRequest, key: string, result: Exclude<FreezeResult, { outcome: "frozen" }>, epoch: number): CellReply {
+  private freezeRefused(
+    request: CellMigrateRequest,
+    key: string,
+    result: Exclude<FreezeResult, { outcome: "frozen" }>,
+    epoch: number,
+  ): CellReply {
     switch (result.outcome) {
       case "fenced":
         return cellErrorReply({ kind: "fenced", key, epoch });
@@ -268,7 +277,9 @@ export class MigrationCoordinator {
    * the seq copied up to, the count of items, and whether the first page went (not for a conversation
    * with no row here, placed but never created: it may be created before the freeze, or not).
    */
-  private async precopy(request: CellMigrateRequest): Promise<Step<{ readonly afterSeq: number; readonly items: number; readonly targetReset: boolean }>> {
+  private async precopy(
+    request: CellMigrateRequest,
+  ): Promise<Step<{ readonly afterSeq: number; readonly items: number; readonly targetReset: boolean }>> {
     const { store } = this.ports;
     const { id, toCellId } = request;
     const fromCellId = this.ports.cellId;
@@ -370,23 +381,39 @@ export class MigrationCoordinator {
     let outboxAfterId = 0;
     let outboxDone = false;
     for (;;) {
-      const { kept: messages } = afterSeq < lastSeq
-        ? trimToPageBudget(await store.exportMessages({ conversationId: id, afterSeq, limit: importPageItemsMax }), historyPageBytesMax / 2)
-        : { kept: [] };
+      const { kept: messages } =
+        afterSeq < lastSeq
+          ? trimToPageBudget(
+              await store.exportMessages({ conversationId: id, afterSeq, limit: importPageItemsMax }),
+              historyPageBytesMax / 2,
+            )
+          : { kept: [] };
       let outbox: ImportedOutboxEntry[] = [];
       if (!outboxDone) {
         // Pending outbox rows go along: the new home relays them (appends dedupe by event id).
         const page = await store.pendingOutbox({ olderThanMs: 0, limit: importPageItemsMax, afterId: outboxAfterId, conversationId: id });
-        for (const malformed of page.malformed) this.ports.logger.warn(`outbox row ${malformed.id} of ${id} is not copied: ${malformed.reason}`);
+        for (const malformed of page.malformed)
+          this.ports.logger.warn(`outbox row ${malformed.id} of ${id} is not copied: ${malformed.reason}`);
         const { kept } = trimToPageBudget(page.entries, historyPageBytesMax / 2);
-        outbox = kept.map((entry): ImportedOutboxEntry => ({ recipientUserId: entry.recipientUserId, eventId: entry.eventId, event: entry.event }));
+        outbox = kept.map((entry): ImportedOutboxEntry => ({
+          recipientUserId: entry.recipientUserId,
+          eventId: entry.eventId,
+          event: entry.event,
+        }));
         const keptLast = kept.at(-1);
         if (page.lastId === undefined) outboxDone = true;
         // A page cut by the byte budget continues after its last row sent.
         else outboxAfterId = keptLast !== undefined && kept.length < page.entries.length ? keptLast.id : page.lastId;
       }
       if (afterSeq < lastSeq && messages.length === 0) {
-        return { ok: false, reply: { type: "cell.error", code: "internal", message: `${id} has no message after seq ${afterSeq} but its last seq is ${lastSeq}` } };
+        return {
+          ok: false,
+          reply: {
+            type: "cell.error",
+            code: "internal",
+            message: `${id} has no message after seq ${afterSeq} but its last seq is ${lastSeq}`,
+          },
+        };
       }
       if (members.length === 0 && messages.length === 0 && outbox.length === 0) {
         if (outboxDone) break;
@@ -445,13 +472,31 @@ export class MigrationCoordinator {
    * Step 5: the `last` page (no rows) makes the copy active in the target. A mailbox's page carries its
    * incarnation, so devices resume in the copy as in the original (docs/decisions/0021).
    */
-  private async activate(key: MigrationKey, toCellId: string, lastSeq: number, floorSeq: number, incarnation: string | null): Promise<Step<void>> {
+  private async activate(
+    key: MigrationKey,
+    toCellId: string,
+    lastSeq: number,
+    floorSeq: number,
+    incarnation: string | null,
+  ): Promise<Step<void>> {
     const fromCellId = this.ports.cellId;
     const carried = incarnation === null ? {} : { incarnation };
     const page: CellImportRequest =
       key.kind === "user"
         ? { type: "cell.import", kind: "user", id: key.id, fromCellId, first: false, last: true, lastSeq, floorSeq, events: [], ...carried }
-        : { type: "cell.import", kind: "conversation", id: key.id, fromCellId, first: false, last: true, lastSeq, conversation: null, members: [], messages: [], outbox: [] };
+        : {
+            type: "cell.import",
+            kind: "conversation",
+            id: key.id,
+            fromCellId,
+            first: false,
+            last: true,
+            lastSeq,
+            conversation: null,
+            members: [],
+            messages: [],
+            outbox: [],
+          };
     const reply = await this.request(toCellId, page);
     if (!reply.ok) return reply;
     if (reply.value.type === "cell.imported" && reply.value.state === "active") return { ok: true, value: undefined };
@@ -516,7 +561,11 @@ function notFound(key: string, why: string): CellReply {
 function unexpected(page: CellImportRequest, reply: CellReply): CellReply {
   if (reply.type === "cell.error" || reply.type === "cell.moved") return reply;
   const what = reply.type === "cell.imported" ? `the key is ${reply.state} there` : `it answered ${reply.type}`;
-  return { type: "cell.error", code: "internal", message: `cell.import of ${page.kind} ${page.id} (first ${page.first}, last ${page.last}): ${what}` };
+  return {
+    type: "cell.error",
+    code: "internal",
+    message: `cell.import of ${page.kind} ${page.id} (first ${page.first}, last ${page.last}): ${what}`,
+  };
 }
 
 function migrated(

@@ -31,7 +31,14 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
   const reads: OutboxQuery[] = [];
   const mailboxes = new MemoryConversationStore();
   let sends = 0;
-  const control = { failing: new Set<string>(), hold: false, gates: [] as (() => void)[], inFlight: 0, inFlightMax: 0, started: [] as string[] };
+  const control = {
+    failing: new Set<string>(),
+    hold: false,
+    gates: [] as (() => void)[],
+    inFlight: 0,
+    inFlightMax: 0,
+    started: [] as string[],
+  };
   const append = async (entry: OutboxEntry): Promise<number> => {
     control.inFlight += 1;
     control.inFlightMax = Math.max(control.inFlightMax, control.inFlight);
@@ -39,7 +46,12 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
     try {
       if (control.hold) await new Promise<void>((resolve) => control.gates.push(resolve));
       if (control.failing.has(entry.recipientUserId)) throw new Error(`${entry.recipientUserId} is unreachable`);
-      const appended = await mailboxes.appendMailbox({ userId: entry.recipientUserId, eventId: entry.eventId, event: entry.event, epoch: 1 });
+      const appended = await mailboxes.appendMailbox({
+        userId: entry.recipientUserId,
+        eventId: entry.eventId,
+        event: entry.event,
+        epoch: 1,
+      });
       if (appended.outcome !== "appended") throw new Error(`mailbox of ${entry.recipientUserId} fenced`);
       return appended.seq;
     } finally {
@@ -76,9 +88,23 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
    * mailboxes); relayed as the request handler does unless told not to.
    */
   async function read(conversationId: string, relayIt = true): Promise<readonly OutboxEntry[]> {
-    const sent = await store.appendMessage({ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: `c${++sends}`, body: "hi", epoch: 1 });
+    const sent = await store.appendMessage({
+      conversationId,
+      senderUserId: "alice",
+      senderDeviceId: "phone",
+      clientMessageId: `c${++sends}`,
+      body: "hi",
+      epoch: 1,
+    });
     if (sent.outcome !== "stored") throw new Error("not stored");
-    const receipt = await store.markReceipt({ conversationId, userId: "bob", position: "read", seq: sent.message.seq, fanOutMembersMax: 32, epoch: 1 });
+    const receipt = await store.markReceipt({
+      conversationId,
+      userId: "bob",
+      position: "read",
+      seq: sent.message.seq,
+      fanOutMembersMax: 32,
+      epoch: 1,
+    });
     if (receipt.outcome !== "receipt" || receipt.outbox.length === 0) throw new Error("no receipt rows");
     if (relayIt) relay.relayStored(conversationId, receipt.outbox);
     return receipt.outbox;
@@ -174,7 +200,9 @@ describe("OutboxRelay", () => {
 
   it("keeps relaying the others while one recipient always fails, backs that one off, and moves its rows to the dead letters after failuresMax", async () => {
     // Pages of two rows: bob's held rows on one page must not stop carol's and dave's on the next ones.
-    const { clock, store, relay, control, group, read, mailbox, pending } = setup({ limits: { batchMax: 2, drainBatchesMax: 50, failuresMax: 3 } });
+    const { clock, store, relay, control, group, read, mailbox, pending } = setup({
+      limits: { batchMax: 2, drainBatchesMax: 50, failuresMax: 3 },
+    });
     control.failing.add("bob");
     const { conversationId } = await group(["bob", "carol", "dave"]);
     await relay.whenIdle();
@@ -205,12 +233,17 @@ describe("OutboxRelay", () => {
     expect(await pending(conversationId)).toEqual([]);
     const deadLetters = await store.deadLetters({ afterId: 0, limit: 100 });
     expect(deadLetters.map((deadLetter) => deadLetter.recipientUserId)).toEqual(Array(7).fill("bob"));
-    expect(deadLetters.map(({ attempts, lastError }) => [attempts, lastError])).toEqual([[3, "Error: bob is unreachable"], ...Array(6).fill([0, "Error: bob is unreachable"])]);
+    expect(deadLetters.map(({ attempts, lastError }) => [attempts, lastError])).toEqual([
+      [3, "Error: bob is unreachable"],
+      ...Array(6).fill([0, "Error: bob is unreachable"]),
+    ]);
     // Newer rows of bob follow them there without an attempt (applying them first would break the order); the others flow.
     await read(conversationId);
     await relay.whenIdle();
     expect(bobAttempts()).toBe(3);
-    expect((await store.deadLetters({ afterId: 0, limit: 100 })).at(-1)?.lastError).toBe("older rows of this recipient went to the dead letters first");
+    expect((await store.deadLetters({ afterId: 0, limit: 100 })).at(-1)?.lastError).toBe(
+      "older rows of this recipient went to the dead letters first",
+    );
     expect(await store.deadLetters({ afterId: 0, limit: 100 })).toHaveLength(8);
     expect(await mailbox("carol")).toEqual(["joined", ...reads, "read 7"]);
     // Redriven once bob is reachable: every row, in order, and the conversation relays as before.
@@ -308,7 +341,10 @@ describe("OutboxRelay", () => {
     await releaseAll();
     expect(await stopped).toBe(true);
     expect(await mailbox("bob")).toEqual(["joined"]);
-    expect((await pending(conversationId)).map((entry) => `${entry.recipientUserId}:${labelOf(entry.event)}`)).toEqual(["alice:read 1", "bob:read 1"]);
+    expect((await pending(conversationId)).map((entry) => `${entry.recipientUserId}:${labelOf(entry.event)}`)).toEqual([
+      "alice:read 1",
+      "bob:read 1",
+    ]);
 
     const stuck = setup();
     stuck.control.hold = true;
@@ -340,7 +376,11 @@ describe("OutboxRelay", () => {
 describe("relayRetryDelayMs", () => {
   it("waits at least the minimum, doubles the ceiling per failure up to the maximum, and draws in its upper half", () => {
     const limits = { retryDelayMsMin: 1000, retryDelayMsMax: 10_000 };
-    expect([1, 2, 3, 4, 5, 9].map((attempts) => relayRetryDelayMs(attempts, limits, () => 0))).toEqual([1000, 1000, 2000, 4000, 5000, 5000]);
-    expect([1, 2, 3, 4, 5, 9].map((attempts) => relayRetryDelayMs(attempts, limits, () => 0.999999))).toEqual([999, 1999, 3999, 7999, 9999, 9999].map((ms) => Math.max(1000, ms)));
+    expect([1, 2, 3, 4, 5, 9].map((attempts) => relayRetryDelayMs(attempts, limits, () => 0))).toEqual([
+      1000, 1000, 2000, 4000, 5000, 5000,
+    ]);
+    expect([1, 2, 3, 4, 5, 9].map((attempts) => relayRetryDelayMs(attempts, limits, () => 0.999999))).toEqual(
+      [999, 1999, 3999, 7999, 9999, 9999].map((ms) => Math.max(1000, ms)),
+    );
   });
 });

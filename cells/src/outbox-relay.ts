@@ -49,7 +49,10 @@ export type OutboxRelayLimits = {
 };
 
 export type OutboxRelayDependencies = {
-  readonly store: Pick<ConversationStore, "pendingOutbox" | "deleteOutbox" | "markOutboxAttempt" | "deadLetterOutbox" | "deadLetteredRecipients">;
+  readonly store: Pick<
+    ConversationStore,
+    "pendingOutbox" | "deleteOutbox" | "markOutboxAttempt" | "deadLetterOutbox" | "deadLetteredRecipients"
+  >;
   /** In [0, 1): the jitter of retry delays. */
   readonly random: () => number;
   /** Applies one entry at its recipient's mailbox owner; throws when it was not applied. */
@@ -71,7 +74,11 @@ const reportedMalformedMax = 1000;
  * retryDelayMsMin doubled per earlier failure, at most retryDelayMsMax, and a uniform draw between half
  * of it and all of it, so recipients that failed together spread out and none is retried in a tight loop.
  */
-export function relayRetryDelayMs(attempts: number, limits: Pick<OutboxRelayLimits, "retryDelayMsMin" | "retryDelayMsMax">, random: () => number): number {
+export function relayRetryDelayMs(
+  attempts: number,
+  limits: Pick<OutboxRelayLimits, "retryDelayMsMin" | "retryDelayMsMax">,
+  random: () => number,
+): number {
   const ceilingMs = Math.min(limits.retryDelayMsMax, limits.retryDelayMsMin * 2 ** Math.max(0, attempts - 1));
   return Math.max(limits.retryDelayMsMin, Math.floor(ceilingMs / 2 + random() * (ceilingMs / 2)));
 }
@@ -189,7 +196,12 @@ export class OutboxRelay {
     const seen = new Set<string>();
     for (let page = 0; page < limits.sweepPagesMax && !this.stopped; page++) {
       // Only due rows: a recipient backing off costs its conversation no drain until its retry time.
-      const result = await store.pendingOutbox({ olderThanMs: limits.retryAfterMs, limit: limits.batchMax, afterId: this.sweepCursorId, dueOnly: true });
+      const result = await store.pendingOutbox({
+        olderThanMs: limits.retryAfterMs,
+        limit: limits.batchMax,
+        afterId: this.sweepCursorId,
+        dueOnly: true,
+      });
       this.reportMalformed(result.malformed);
       for (const entry of result.entries) {
         if (seen.has(entry.conversationId)) continue;
@@ -262,13 +274,18 @@ export class OutboxRelay {
         malformedSeen = true;
         this.reportMalformed(page.malformed);
       }
-      const outcome = await this.relay(conversationId, page.entries, { retried: new Map(page.retried.map((retry) => [retry.id, retry])), held, deadLettered });
+      const outcome = await this.relay(conversationId, page.entries, {
+        retried: new Map(page.retried.map((retry) => [retry.id, retry])),
+        held,
+        deadLettered,
+      });
       if (outcome === "unrecorded") {
         this.clean.delete(conversationId);
         return;
       }
       if (page.lastId === undefined || page.entries.length + page.malformed.length < limits.batchMax) {
-        if (!malformedSeen && held.size === 0 && deadLettered.size === 0 && generation === this.generation) this.clean.set(conversationId, true);
+        if (!malformedSeen && held.size === 0 && deadLettered.size === 0 && generation === this.generation)
+          this.clean.set(conversationId, true);
         else this.clean.delete(conversationId);
         return;
       }
@@ -284,7 +301,11 @@ export class OutboxRelay {
    * failures (and moves a recipient past failuresMax to the dead letters). `complete` when every entry
    * was applied; `unrecorded` when the outcome could not be written (the rows are relayed again).
    */
-  private async relay(conversationId: string, entries: readonly OutboxEntry[], state: RelayState): Promise<"complete" | "partial" | "unrecorded"> {
+  private async relay(
+    conversationId: string,
+    entries: readonly OutboxEntry[],
+    state: RelayState,
+  ): Promise<"complete" | "partial" | "unrecorded"> {
     if (entries.length === 0) return "complete";
     const { store, limits, logger, append, random } = this.dependencies;
     const byRecipient = new Map<string, OutboxEntry[]>();
@@ -337,14 +358,17 @@ export class OutboxRelay {
         );
         const attemptsById = new Map(counted.map(({ id, attempts }) => [id, attempts]));
         for (const { entry, error } of failed) {
-          if ((attemptsById.get(entry.id) ?? 0) >= limits.failuresMax) toDeadLetter.set(entry.recipientUserId, describeRelayFailure(error).slice(0, 2000));
+          if ((attemptsById.get(entry.id) ?? 0) >= limits.failuresMax)
+            toDeadLetter.set(entry.recipientUserId, describeRelayFailure(error).slice(0, 2000));
         }
       }
       for (const [recipientUserId, reason] of toDeadLetter) {
         state.held.add(recipientUserId);
         const moved = await store.deadLetterOutbox({ conversationId, recipientUserId, reason });
         if (!state.deadLettered.has(recipientUserId)) {
-          logger.error(`${moved} outbox rows of ${recipientUserId} in ${conversationId} went to the dead letters after ${limits.failuresMax} failed relays (cellwire dead-letters): ${reason}`);
+          logger.error(
+            `${moved} outbox rows of ${recipientUserId} in ${conversationId} went to the dead letters after ${limits.failuresMax} failed relays (cellwire dead-letters): ${reason}`,
+          );
         }
       }
     } catch (error) {
@@ -352,7 +376,9 @@ export class OutboxRelay {
       return "unrecorded";
     }
     if (failed.length > 0) {
-      logger.warn(`${failed.length} of ${byRecipient.size} recipients in ${conversationId} not reached, retried later: ${describeRelayFailure(failed[0]?.error)}`);
+      logger.warn(
+        `${failed.length} of ${byRecipient.size} recipients in ${conversationId} not reached, retried later: ${describeRelayFailure(failed[0]?.error)}`,
+      );
     }
     return applied.length === entries.length ? "complete" : "partial";
   }

@@ -17,7 +17,24 @@ describe("offChannelRefusal", () => {
   });
 
   it("serves every kind on its own channel and leaves unknown types to the decoder", () => {
-    const kinds = ["cell.send", "cell.sendBatch", "cell.openDirect", "cell.createGroup", "cell.addMembers", "cell.history", "cell.mailboxPage", "cell.messagesAfter", "cell.members", "cell.receipt", "cell.appendMailbox", "cell.import", "cell.migrate", "cell.stats", "cell.deadLetters", "cell.redriveDeadLetters"] as const;
+    const kinds = [
+      "cell.send",
+      "cell.sendBatch",
+      "cell.openDirect",
+      "cell.createGroup",
+      "cell.addMembers",
+      "cell.history",
+      "cell.mailboxPage",
+      "cell.messagesAfter",
+      "cell.members",
+      "cell.receipt",
+      "cell.appendMailbox",
+      "cell.import",
+      "cell.migrate",
+      "cell.stats",
+      "cell.deadLetters",
+      "cell.redriveDeadLetters",
+    ] as const;
     for (const type of kinds) {
       expect(offChannelRefusal(type, cellRequestChannel(type))).toBeUndefined();
       expect(workerChannels.filter((channel) => offChannelRefusal(type, channel) === undefined)).toEqual([cellRequestChannel(type)]);

@@ -49,7 +49,9 @@ function outcomeOf(reply: CellReply | undefined): string {
 class GatedStore extends MemoryConversationStore {
   readonly gates: (() => void)[] = [];
   readonly epochs: number[] = [];
-  constructor(private readonly gatedWrites: ReadonlySet<"messages" | "mailbox" | "addMembers"> = new Set(["messages", "mailbox", "addMembers"])) {
+  constructor(
+    private readonly gatedWrites: ReadonlySet<"messages" | "mailbox" | "addMembers"> = new Set(["messages", "mailbox", "addMembers"]),
+  ) {
     super();
   }
   private gated<T>(write: "messages" | "mailbox" | "addMembers", epoch: number, run: () => Promise<T>): Promise<T> {
@@ -85,7 +87,9 @@ class FlakyStore extends MemoryConversationStore {
     this.fail();
     return super.appendMessages(inputs);
   }
-  override async messagesAfter(input: Parameters<MemoryConversationStore["messagesAfter"]>[0]): ReturnType<MemoryConversationStore["messagesAfter"]> {
+  override async messagesAfter(
+    input: Parameters<MemoryConversationStore["messagesAfter"]>[0],
+  ): ReturnType<MemoryConversationStore["messagesAfter"]> {
     this.fail();
     return super.messagesAfter(input);
   }
@@ -121,7 +125,8 @@ describe("CellRequestHandler", () => {
       const { handler, request, published } = handlerHarness({ store });
       const conversationId = await createGroup(request);
       const replies: CellReply[] = [];
-      for (let index = 0; index < 5; index++) void handler.handle(JSON.stringify(sendRequest(conversationId, `m${index}`, `body ${index}`)), (reply) => replies.push(reply));
+      for (let index = 0; index < 5; index++)
+        void handler.handle(JSON.stringify(sendRequest(conversationId, `m${index}`, `body ${index}`)), (reply) => replies.push(reply));
       // m0 went alone; m1..m4 wait for its commit, then go in one batch.
       await store.releaseOne();
       await store.releaseOne();
@@ -140,7 +145,11 @@ describe("CellRequestHandler", () => {
     it("answers not_owner on arrival when another live worker owns the conversation, or when its lease lapsed", async () => {
       const owned = handlerHarness({ ring: { ownerOf: () => "a-2" } });
       const conversationId = newGroupId();
-      expect(await owned.request(sendRequest(conversationId, "m1"))).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("a-2") });
+      expect(await owned.request(sendRequest(conversationId, "m1"))).toMatchObject({
+        type: "cell.error",
+        code: "not_owner",
+        message: expect.stringContaining("a-2"),
+      });
       const self = handlerHarness({ ring: { ownerOf: () => "a-1" } });
       expect(await self.request(sendRequest(conversationId, "m1"))).toMatchObject({ type: "cell.error", code: "not_a_member" });
       const lapsed = handlerHarness({ ring: { leaseHeld: () => false } });
@@ -174,7 +183,8 @@ describe("CellRequestHandler", () => {
         owner = "a-1";
         leaseHeld = true;
         const replies: CellReply[] = [];
-        for (const id of ["first", "second"]) void handler.handle(JSON.stringify(sendRequest(conversationId, `${id}-${round}`)), (reply) => replies.push(reply));
+        for (const id of ["first", "second"])
+          void handler.handle(JSON.stringify(sendRequest(conversationId, `${id}-${round}`)), (reply) => replies.push(reply));
         await expect.poll(() => store.gates.length).toBe(1);
         change();
         store.gates.pop()?.();
@@ -232,13 +242,21 @@ describe("CellRequestHandler", () => {
     it("answers every send deadline_exceeded, storing none, when the batch's budget ran out before its turn", async () => {
       const { request, sendBatch, published } = handlerHarness();
       const conversationId = await createGroup(request);
-      const replies = await sendBatch({ type: "cell.sendBatch", budgetMs: 0, sends: [sendRequest(conversationId, "x1"), sendRequest(conversationId, "x2")] });
+      const replies = await sendBatch({
+        type: "cell.sendBatch",
+        budgetMs: 0,
+        sends: [sendRequest(conversationId, "x1"), sendRequest(conversationId, "x2")],
+      });
       expect(replies.replies).toEqual([
         expect.objectContaining({ type: "cell.error", code: "deadline_exceeded" }),
         expect.objectContaining({ type: "cell.error", code: "deadline_exceeded" }),
       ]);
       expect(published).toEqual([]);
-      expect(await request(sendRequest(conversationId, "x1"))).toMatchObject({ type: "cell.stored", deduplicated: false, message: { seq: 1 } });
+      expect(await request(sendRequest(conversationId, "x1"))).toMatchObject({
+        type: "cell.stored",
+        deduplicated: false,
+        message: { seq: 1 },
+      });
     });
 
     it("answers once its last send is answered: sends split over several commits leave together", async () => {
@@ -267,11 +285,23 @@ describe("CellRequestHandler", () => {
     it("is answered by any worker of the cell, owner of the watcher's key or not, from the store's memberships", async () => {
       const store = new MemoryConversationStore();
       const notTheOwner = handlerHarness({ store, ring: { ownerOf: () => "a-2" } });
-      expect(await notTheOwner.request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: directConversationId(devDirectConversationKey, "alice", "bob") })).toMatchObject({
+      expect(
+        await notTheOwner.request({
+          type: "cell.openDirect",
+          userId: "alice",
+          peerUserId: "bob",
+          conversationId: directConversationId(devDirectConversationKey, "alice", "bob"),
+        }),
+      ).toMatchObject({
         type: "cell.error",
         code: "not_owner",
       });
-      await store.openDirect({ epoch: 1, conversationId: directConversationId(devDirectConversationKey, "alice", "bob"), userId: "alice", peerUserId: "bob" });
+      await store.openDirect({
+        epoch: 1,
+        conversationId: directConversationId(devDirectConversationKey, "alice", "bob"),
+        userId: "alice",
+        peerUserId: "bob",
+      });
       expect(await notTheOwner.request({ type: "cell.sharedPeers", userId: "alice", peerUserIds: ["carol", "bob"] })).toEqual({
         type: "cell.sharedPeers",
         userId: "alice",
@@ -290,7 +320,16 @@ describe("CellRequestHandler", () => {
       await request(sendRequest(conversationId, "m4", "b4", "dave"));
       const page = await request({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: 1, limit: 2 });
       expect(decode(cellReply, page).ok).toBe(true);
-      expect(page).toMatchObject({ type: "cell.messages", conversationId, afterSeq: 1, headSeq: 4, messages: [{ seq: 2, body: "b2" }, { seq: 3, body: "b3" }] });
+      expect(page).toMatchObject({
+        type: "cell.messages",
+        conversationId,
+        afterSeq: 1,
+        headSeq: 4,
+        messages: [
+          { seq: 2, body: "b2" },
+          { seq: 3, body: "b3" },
+        ],
+      });
       expect(await request({ type: "cell.messagesAfter", userId: "dave", conversationId, afterSeq: null, limit: 10 })).toMatchObject({
         type: "cell.messages",
         afterSeq: 3,
@@ -309,13 +348,24 @@ describe("CellRequestHandler", () => {
       const { handler, request } = handlerHarness({ store, ring: { ownerOf: () => owner } });
       const conversationId = await createGroup(request, ["bob"]);
       // An addMembers holds the conversation's turn.
-      const held = new Promise<CellReply>((resolve) => void handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"] }), resolve));
+      const held = new Promise<CellReply>(
+        (resolve) =>
+          void handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"] }), resolve),
+      );
       await expect.poll(() => store.gates.length).toBe(1);
-      expect(await request({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: null, limit: 10 })).toMatchObject({ type: "cell.messages", headSeq: 0 });
+      expect(await request({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: null, limit: 10 })).toMatchObject({
+        type: "cell.messages",
+        headSeq: 0,
+      });
       owner = undefined;
-      expect(await request({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: 0, limit: 10 })).toMatchObject({ type: "cell.messages" });
+      expect(await request({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: 0, limit: 10 })).toMatchObject({
+        type: "cell.messages",
+      });
       owner = "a-2";
-      expect(await request({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: 0, limit: 10 })).toMatchObject({ type: "cell.error", code: "not_owner" });
+      expect(await request({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: 0, limit: 10 })).toMatchObject({
+        type: "cell.error",
+        code: "not_owner",
+      });
       store.gates.pop()?.();
       expect(await held).toMatchObject({ type: "cell.conversation" });
     });
@@ -324,10 +374,22 @@ describe("CellRequestHandler", () => {
       const flaky = new FlakyStore();
       const { request } = handlerHarness({ store: flaky });
       const [importing, moved, failing] = [newGroupId(), await createGroup(request), await createGroup(request)];
-      await flaky.importPage({ kind: "conversation", id: importing, epoch: 1, first: true, last: false, lastSeq: 0, conversation: { kind: "group", title: "t", createdByUserId: "alice", createdAtMs: 1 }, members: [], messages: [], outbox: [] });
+      await flaky.importPage({
+        kind: "conversation",
+        id: importing,
+        epoch: 1,
+        first: true,
+        last: false,
+        lastSeq: 0,
+        conversation: { kind: "group", title: "t", createdByUserId: "alice", createdAtMs: 1 },
+        members: [],
+        messages: [],
+        outbox: [],
+      });
       await flaky.freeze({ kind: "conversation", id: moved, toCellId: "b", epoch: 1 });
       await flaky.tombstone({ kind: "conversation", id: moved, toCellId: "b", movedEpoch: 7, epoch: 1 });
-      const read = (conversationId: string) => request({ type: "cell.messagesAfter", userId: "alice", conversationId, afterSeq: null, limit: 10 });
+      const read = (conversationId: string) =>
+        request({ type: "cell.messagesAfter", userId: "alice", conversationId, afterSeq: null, limit: 10 });
       expect(await read(importing)).toMatchObject({ type: "cell.error", code: "moving" });
       expect(await read(moved)).toEqual({ type: "cell.moved", kind: "conversation", id: moved, cellId: "b", epoch: 7 });
       flaky.failNext = true;
@@ -341,9 +403,22 @@ describe("CellRequestHandler", () => {
     it("relays the joined rows of a new conversation after its reply, and nothing for a retried create", async () => {
       const { request, relayed, events } = handlerHarness();
       const conversationId = newGroupId();
-      const create: CellRequest = { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "team", memberUserIds: ["bob", "carol"] };
+      const create: CellRequest = {
+        type: "cell.createGroup",
+        creatorUserId: "alice",
+        conversationId,
+        title: "team",
+        memberUserIds: ["bob", "carol"],
+      };
       expect(await request(create)).toMatchObject({ type: "cell.conversation" });
-      const event: JoinedEvent = { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 0, addedByUserId: "alice" };
+      const event: JoinedEvent = {
+        kind: "joined",
+        conversationId,
+        conversationKind: "group",
+        title: "team",
+        afterSeq: 0,
+        addedByUserId: "alice",
+      };
       expect(relayed.map(({ conversationId: id, entries }) => [id, entries.map((entry) => [entry.recipientUserId, entry.event])])).toEqual([
         [conversationId, ["alice", "bob", "carol"].map((userId) => [userId, event])],
       ]);
@@ -392,7 +467,10 @@ describe("CellRequestHandler", () => {
       { type: "delivery.event", recipientUserId: "bob", seq: 1, event },
       { type: "delivery.event", recipientUserId: "bob", seq: 2, event: second },
     ]);
-    expect(await request({ ...appendRequest("bob", event), eventId: "joined-someone-else" })).toMatchObject({ type: "cell.error", code: "invalid_field" });
+    expect(await request({ ...appendRequest("bob", event), eventId: "joined-someone-else" })).toMatchObject({
+      type: "cell.error",
+      code: "invalid_field",
+    });
   });
 
   it("serialises a user's appends in arrival order, so deliveries leave in seq order, even when the store finishes them out of order", async () => {
@@ -404,7 +482,9 @@ describe("CellRequestHandler", () => {
     for (let step = 0; step < events.length; step++) await store.releaseOne();
     await Promise.all(done);
     expect(replies.map((reply) => (reply.type === "cell.appended" ? reply.seq : 0))).toEqual([1, 2, 3, 4]);
-    expect(deliveries.map((delivery) => [delivery.seq, labelOf(delivery.event)])).toEqual(events.map((event, index) => [index + 1, labelOf(event)]));
+    expect(deliveries.map((delivery) => [delivery.seq, labelOf(delivery.event)])).toEqual(
+      events.map((event, index) => [index + 1, labelOf(event)]),
+    );
   });
 
   it("pages a mailbox, naming its incarnation (none for a user without a mailbox)", async () => {
@@ -433,7 +513,9 @@ describe("CellRequestHandler", () => {
     const { request } = handlerHarness({ ring: { ownerOf: (key) => (keys.push(key), key === userRingKey("bob") ? "a-2" : "a-1") } });
     expect(await request(appendRequest("bob", joinedEvent()))).toMatchObject({ type: "cell.error", code: "not_owner" });
     expect(await request({ type: "cell.mailboxPage", userId: "bob", afterSeq: 0, limit: 5 })).toMatchObject({ code: "not_owner" });
-    expect(await request({ type: "cell.mailboxPage", userId: "carol", afterSeq: 0, limit: 5 })).toMatchObject({ type: "cell.mailboxEvents" });
+    expect(await request({ type: "cell.mailboxPage", userId: "carol", afterSeq: 0, limit: 5 })).toMatchObject({
+      type: "cell.mailboxEvents",
+    });
     // carol's page is a read: her key is looked up once, on arrival.
     expect(keys).toEqual(["user:bob", "user:bob", "user:carol"]);
   });
@@ -444,7 +526,9 @@ describe("CellRequestHandler", () => {
     const conversationId = await createGroup(request);
     const replies: CellReply[] = [];
     const add = (userId: string) =>
-      handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: [userId] }), (reply) => replies.push(reply));
+      handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: [userId] }), (reply) =>
+        replies.push(reply),
+      );
     // dave's addMembers holds the conversation's turn; erin's waits behind it: the key is full.
     const queued = [add("dave"), add("erin")];
     await expect.poll(() => store.gates.length).toBe(1);
@@ -465,7 +549,9 @@ describe("CellRequestHandler", () => {
     let owner: string | undefined;
     const { request } = handlerHarness({ ring: { ownerOf: () => owner } });
     const conversationId = newGroupId();
-    expect(await request({ type: "cell.history", userId: "alice", conversationId, beforeSeq: null, limit: 5 })).toMatchObject({ code: "not_a_member" });
+    expect(await request({ type: "cell.history", userId: "alice", conversationId, beforeSeq: null, limit: 5 })).toMatchObject({
+      code: "not_a_member",
+    });
     expect(await request({ type: "cell.mailboxPage", userId: "bob", afterSeq: 0, limit: 5 })).toMatchObject({ type: "cell.mailboxEvents" });
     const create: CellRequest = { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "t", memberUserIds: [] };
     expect(await request(create)).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("no owner") });
@@ -492,7 +578,11 @@ describe("CellRequestHandler", () => {
       appendRequest("bob", joinedEvent("second")),
     ];
     for (const staleRequest of stale) {
-      expect(await request(staleRequest)).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("epoch after 4") });
+      expect(await request(staleRequest)).toMatchObject({
+        type: "cell.error",
+        code: "not_owner",
+        message: expect.stringContaining("epoch after 4"),
+      });
     }
     expect(warnings.filter((line) => line.includes("was fenced"))).toHaveLength(stale.length);
     // Only the group's creation relayed rows, only m1 was published, only the first event delivered.
@@ -502,15 +592,25 @@ describe("CellRequestHandler", () => {
     expect(await store.members(conversationId)).toEqual({ outcome: "members", memberUserIds: ["alice", "bob"], membersVersion: 0 });
     expect(await store.mailboxPage({ userId: "bob", afterSeq: 0, limit: 10 })).toMatchObject({ headSeq: 1 });
     // Reads are not fenced.
-    expect(await request({ type: "cell.history", userId: "bob", conversationId, beforeSeq: null, limit: 10 })).toMatchObject({ messages: [{ seq: 1 }] });
-    expect(await request({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: null, limit: 10 })).toMatchObject({ messages: [{ seq: 1 }] });
+    expect(await request({ type: "cell.history", userId: "bob", conversationId, beforeSeq: null, limit: 10 })).toMatchObject({
+      messages: [{ seq: 1 }],
+    });
+    expect(await request({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: null, limit: 10 })).toMatchObject({
+      messages: [{ seq: 1 }],
+    });
     epoch = 5;
     expect(await request(sendRequest(conversationId, "m2"))).toMatchObject({ type: "cell.stored", message: { seq: 2 } });
   });
 
   it("answers cell.error internal to payloads that do not decode, and keeps serving", async () => {
     const { request } = handlerHarness();
-    for (const payload of ["{not json", "[]", JSON.stringify({ type: "cell.send" }), JSON.stringify({ type: "cell.nope" }), JSON.stringify({ type: "cell.sendBatch", budgetMs: 1, sends: [] })]) {
+    for (const payload of [
+      "{not json",
+      "[]",
+      JSON.stringify({ type: "cell.send" }),
+      JSON.stringify({ type: "cell.nope" }),
+      JSON.stringify({ type: "cell.sendBatch", budgetMs: 1, sends: [] }),
+    ]) {
       expect(await request(payload)).toMatchObject({ type: "cell.error", code: "internal" });
     }
     const conversationId = await createGroup(request);
@@ -527,11 +627,20 @@ describe("CellRequestHandler", () => {
     expect(await request({ type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId: newGroupId() })).toMatchObject({
       code: "invalid_field",
     });
-    expect(await request({ type: "cell.openDirect", userId: "alice", peerUserId: "alice", conversationId: directConversationId(devDirectConversationKey, "alice", "alice") })).toMatchObject({
+    expect(
+      await request({
+        type: "cell.openDirect",
+        userId: "alice",
+        peerUserId: "alice",
+        conversationId: directConversationId(devDirectConversationKey, "alice", "alice"),
+      }),
+    ).toMatchObject({
       code: "invalid_peer",
     });
     const directId = directConversationId(devDirectConversationKey, "alice", "bob");
-    expect(await request({ type: "cell.createGroup", creatorUserId: "alice", conversationId: directId, title: "t", memberUserIds: [] })).toMatchObject({
+    expect(
+      await request({ type: "cell.createGroup", creatorUserId: "alice", conversationId: directId, title: "t", memberUserIds: [] }),
+    ).toMatchObject({
       code: "invalid_field",
     });
     expect(await request({ type: "cell.openDirect", userId: "bob", peerUserId: "alice", conversationId: directId })).toMatchObject({
@@ -562,11 +671,28 @@ describe("CellRequestHandler", () => {
     expect(await request({ type: "cell.deadLetters", afterId: 0, limit: 10 })).toEqual({
       type: "cell.deadLetters",
       cellId: "a",
-      deadLetters: [{ id: bobRow?.id, conversationId, recipientUserId: "bob", eventId: bobRow?.eventId, attempts: 0, lastError: "cell b is gone", createdAtMs: expect.any(Number), deadLetteredAtMs: expect.any(Number) }],
+      deadLetters: [
+        {
+          id: bobRow?.id,
+          conversationId,
+          recipientUserId: "bob",
+          eventId: bobRow?.eventId,
+          attempts: 0,
+          lastError: "cell b is gone",
+          createdAtMs: expect.any(Number),
+          deadLetteredAtMs: expect.any(Number),
+        },
+      ],
     });
-    expect(await request({ type: "cell.redriveDeadLetters", ids: [bobRow?.id ?? 0] })).toEqual({ type: "cell.redriven", cellId: "a", rows: 1 });
+    expect(await request({ type: "cell.redriveDeadLetters", ids: [bobRow?.id ?? 0] })).toEqual({
+      type: "cell.redriven",
+      cellId: "a",
+      rows: 1,
+    });
     expect(await request({ type: "cell.deadLetters", afterId: 0, limit: 10 })).toMatchObject({ deadLetters: [] });
-    expect((await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0, conversationId })).entries.map((entry) => entry.recipientUserId)).toEqual(["alice", "bob"]);
+    expect(
+      (await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0, conversationId })).entries.map((entry) => entry.recipientUserId),
+    ).toEqual(["alice", "bob"]);
   });
 });
 
@@ -579,11 +705,13 @@ describe("CellRequestHandler: one deadline per request (docs/decisions/0020)", (
     const replies: string[] = [];
     // The first holds the conversation's turn (its statement waits on a lock); the second, whose caller
     // waits 500 ms, queues behind it.
-    const first = handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"], budgetMs: 5000 }), (reply) =>
-      replies.push(`first ${outcomeOf(reply)}`),
+    const first = handler.handle(
+      JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"], budgetMs: 5000 }),
+      (reply) => replies.push(`first ${outcomeOf(reply)}`),
     );
-    const second = handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["erin"], budgetMs: 500 }), (reply) =>
-      replies.push(`second ${outcomeOf(reply)}`),
+    const second = handler.handle(
+      JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["erin"], budgetMs: 500 }),
+      (reply) => replies.push(`second ${outcomeOf(reply)}`),
     );
     await expect.poll(() => store.gates.length).toBe(1);
     clock.nowMs += 600;
@@ -600,7 +728,10 @@ describe("CellRequestHandler: one deadline per request (docs/decisions/0020)", (
     const clock = { nowMs: 1000 };
     const { handler, request } = handlerHarness({ monotonicNowMs: () => clock.nowMs });
     const conversationId = await createGroup(request);
-    const reply = await new Promise<CellReply>((resolve) => void handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"] }), resolve));
+    const reply = await new Promise<CellReply>(
+      (resolve) =>
+        void handler.handle(JSON.stringify({ type: "cell.addMembers", userId: "alice", conversationId, userIds: ["dave"] }), resolve),
+    );
     expect(reply.type).toBe("cell.conversation");
   });
 

@@ -217,9 +217,20 @@ export class CellRequestHandler {
   private async messagesAfter(request: CellMessagesAfterRequest, key: string, respond: (reply: CellReply) => void): Promise<void> {
     const { store, logger } = this.dependencies;
     try {
-      const result = await store.messagesAfter({ conversationId: request.conversationId, userId: request.userId, afterSeq: request.afterSeq, limit: request.limit });
+      const result = await store.messagesAfter({
+        conversationId: request.conversationId,
+        userId: request.userId,
+        afterSeq: request.afterSeq,
+        limit: request.limit,
+      });
       if (result.outcome === "messages") {
-        respond({ type: "cell.messages", conversationId: request.conversationId, afterSeq: result.afterSeq, messages: result.messages, headSeq: result.headSeq });
+        respond({
+          type: "cell.messages",
+          conversationId: request.conversationId,
+          afterSeq: result.afterSeq,
+          messages: result.messages,
+          headSeq: result.headSeq,
+        });
       } else if (result.outcome === "not_a_member") {
         respond(refused("not_a_member").reply);
       } else {
@@ -242,11 +253,18 @@ export class CellRequestHandler {
     }
   }
 
-  private async deadLetters(request: CellDeadLettersRequest | CellRedriveDeadLettersRequest, respond: (reply: CellReply) => void): Promise<void> {
+  private async deadLetters(
+    request: CellDeadLettersRequest | CellRedriveDeadLettersRequest,
+    respond: (reply: CellReply) => void,
+  ): Promise<void> {
     const { store, cellId, logger } = this.dependencies;
     try {
       if (request.type === "cell.deadLetters") {
-        respond({ type: "cell.deadLetters", cellId, deadLetters: await store.deadLetters({ afterId: request.afterId, limit: request.limit }) });
+        respond({
+          type: "cell.deadLetters",
+          cellId,
+          deadLetters: await store.deadLetters({ afterId: request.afterId, limit: request.limit }),
+        });
         return;
       }
       const redriven = await store.redriveDeadLetters({ ids: request.ids });
@@ -275,7 +293,8 @@ export class CellRequestHandler {
    */
   resumeMigration(request: CellMigrateRequest): Promise<CellReply> {
     const migration = this.migration;
-    if (migration === undefined) return Promise.resolve(cellErrorReply({ kind: "error", error: new Error("this worker has no migration dependencies") }));
+    if (migration === undefined)
+      return Promise.resolve(cellErrorReply({ kind: "error", error: new Error("this worker has no migration dependencies") }));
     return migration.migrate(request);
   }
 
@@ -305,7 +324,12 @@ export class CellRequestHandler {
     // Its caller has stopped waiting: doing it now would only make an effect nobody is told of (a group
     // created after the client heard it failed) and delay the requests behind it (docs/decisions/0020).
     if (monotonicNowMs() >= deadlineAtMs) {
-      respond(cellErrorReply({ kind: "deadline_exceeded", detail: `the caller's deadline passed while ${request.type} waited for its turn; it was not started` }));
+      respond(
+        cellErrorReply({
+          kind: "deadline_exceeded",
+          detail: `the caller's deadline passed while ${request.type} waited for its turn; it was not started`,
+        }),
+      );
       return;
     }
     let outcome: Outcome;
@@ -357,7 +381,13 @@ export class CellRequestHandler {
         );
       case "cell.createGroup":
         return this.conversationWrite(key, (epoch) =>
-          store.createGroup({ conversationId: request.conversationId, creatorUserId: request.creatorUserId, title: request.title, memberUserIds: request.memberUserIds, epoch }),
+          store.createGroup({
+            conversationId: request.conversationId,
+            creatorUserId: request.creatorUserId,
+            title: request.title,
+            memberUserIds: request.memberUserIds,
+            epoch,
+          }),
         );
       case "cell.addMembers": {
         const outcome = await this.conversationWrite(key, (epoch) =>
@@ -374,7 +404,8 @@ export class CellRequestHandler {
           beforeSeq: request.beforeSeq,
           limit: request.limit,
         });
-        if (result.outcome === "moving" || result.outcome === "moved") return migrating("conversation", request.conversationId, key, result);
+        if (result.outcome === "moving" || result.outcome === "moved")
+          return migrating("conversation", request.conversationId, key, result);
         if (result.outcome !== "history") return refused(result.outcome);
         return {
           reply: { type: "cell.historyPage", conversationId: request.conversationId, messages: result.messages, hasMore: result.hasMore },
@@ -392,7 +423,10 @@ export class CellRequestHandler {
         // A repeated append was published when it was first stored.
         if (deduplicated) return { reply };
         // Published within the user's turn, so deliveries leave in mailbox order.
-        return { reply, afterReply: async () => this.dependencies.publishDelivery({ type: "delivery.event", recipientUserId: userId, seq, event }) };
+        return {
+          reply,
+          afterReply: async () => this.dependencies.publishDelivery({ type: "delivery.event", recipientUserId: userId, seq, event }),
+        };
       }
       case "cell.members":
         return { reply: await membersReply(store, request, key) };
@@ -408,13 +442,23 @@ export class CellRequestHandler {
           epoch: writing.epoch,
         });
         if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
-        if (result.outcome === "moving" || result.outcome === "moved") return migrating("conversation", request.conversationId, key, result);
+        if (result.outcome === "moving" || result.outcome === "moved")
+          return migrating("conversation", request.conversationId, key, result);
         if (result.outcome === "not_a_member") return refused(result.outcome);
         if (result.outcome === "seq_beyond_last") {
-          return { reply: cellErrorReply({ kind: "invalid_field", message: `$.seq is beyond the conversation's last seq ${result.lastSeq}` }) };
+          return {
+            reply: cellErrorReply({ kind: "invalid_field", message: `$.seq is beyond the conversation's last seq ${result.lastSeq}` }),
+          };
         }
         const { readSeq, deliveredSeq, outbox } = result;
-        const reply: CellReply = { type: "cell.receipt", conversationId: request.conversationId, userId: request.userId, readSeq, deliveredSeq, advanced: outbox.length > 0 };
+        const reply: CellReply = {
+          type: "cell.receipt",
+          conversationId: request.conversationId,
+          userId: request.userId,
+          readSeq,
+          deliveredSeq,
+          advanced: outbox.length > 0,
+        };
         if (outbox.length === 0) return { reply };
         return { reply, afterReply: async () => this.dependencies.relayOutbox(request.conversationId, outbox) };
       }
@@ -423,7 +467,14 @@ export class CellRequestHandler {
         if (page.outcome !== "page") return migrating("user", request.userId, key, page);
         const { events, headSeq, floorSeq, incarnation } = page;
         return {
-          reply: { type: "cell.mailboxEvents", userId: request.userId, events, headSeq, floorSeq, ...(incarnation === null ? {} : { incarnation }) },
+          reply: {
+            type: "cell.mailboxEvents",
+            userId: request.userId,
+            events,
+            headSeq,
+            floorSeq,
+            ...(incarnation === null ? {} : { incarnation }),
+          },
         };
       }
       case "cell.import":
@@ -453,7 +504,9 @@ export class CellRequestHandler {
         return { reply: cellErrorReply({ kind: "moving", key }) };
       case "not_importing":
         this.dependencies.logger.warn(`an import page of ${key} from cell ${request.fromCellId} found no import in progress`);
-        return { reply: { type: "cell.error", code: "internal", message: `no import of ${key} is in progress here; the move must start again` } };
+        return {
+          reply: { type: "cell.error", code: "internal", message: `no import of ${key} is in progress here; the move must start again` },
+        };
       case "importing":
         return { reply: { type: "cell.imported", kind: request.kind, id: request.id, state: result.outcome } };
       case "active": {
@@ -514,7 +567,11 @@ function invalidRequest(request: CellRequest, directConversationKey: string): Re
   if (request.type === "cell.import" && request.kind === "conversation" && request.first && request.conversation === null) {
     return { kind: "invalid_field", message: "$.conversation is required on the first page" };
   }
-  if (request.type === "cell.import" && request.kind === "user" && request.events.some((entry) => entry.eventId !== mailboxEventId(entry.event))) {
+  if (
+    request.type === "cell.import" &&
+    request.kind === "user" &&
+    request.events.some((entry) => entry.eventId !== mailboxEventId(entry.event))
+  ) {
     return { kind: "invalid_field", message: "$.events: an event id is not the event id of its event" };
   }
   return undefined;

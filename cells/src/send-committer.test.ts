@@ -16,7 +16,11 @@ const retryAfterMsMin = 50;
 const retryAfterMsMax = 2000;
 
 /** One call of appendMessages, held until the test completes it. */
-type HeldBatch = { readonly inputs: readonly AppendMessageInput[]; readonly complete: () => Promise<void>; readonly fail: (error: Error) => void };
+type HeldBatch = {
+  readonly inputs: readonly AppendMessageInput[];
+  readonly complete: () => Promise<void>;
+  readonly fail: (error: Error) => void;
+};
 
 /** appendMessages that holds each batch until the test completes it against a memory store (or fails it). */
 class HeldStore {
@@ -342,13 +346,19 @@ describe("SendCommitter", () => {
     const { store, events, published, submit, replyOf, group } = setup();
     const conversationId = await group();
     submit(sendTo(conversationId, "hello"));
-    expect(store.batches).toEqual([[{ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "hello", body: "hello", epoch: 3 }]]);
+    expect(store.batches).toEqual([
+      [{ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "hello", body: "hello", epoch: 3 }],
+    ]);
     expect(events).toEqual([]);
     await store.completeNext();
     expect(events).toEqual(["reply hello stored 1", "publish hello"]);
     const reply = replyOf("hello");
     if (reply.type !== "cell.stored") throw new Error("expected stored");
-    expect(reply).toEqual({ type: "cell.stored", message: expect.objectContaining({ conversationId, seq: 1, body: "hello" }), deduplicated: false });
+    expect(reply).toEqual({
+      type: "cell.stored",
+      message: expect.objectContaining({ conversationId, seq: 1, body: "hello" }),
+      deduplicated: false,
+    });
     const members = await store.memory.members(conversationId);
     expect(published).toEqual([[{ message: reply.message, membersVersion: members.outcome === "members" ? members.membersVersion : -1 }]]);
   });
@@ -410,7 +420,8 @@ describe("SendCommitter", () => {
     submit(sendTo(theirs, "lapsed 2"));
     ring.leaseHeld = false;
     await store.completeNext();
-    for (const label of ["lapsed 1", "lapsed 2"]) expect(replyOf(label)).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("lease") });
+    for (const label of ["lapsed 1", "lapsed 2"])
+      expect(replyOf(label)).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("lease") });
     expect(store.batches).toHaveLength(3);
     expect(events.filter((line) => line.startsWith("publish"))).toEqual(["publish first", "publish still ours", "publish held"]);
   });
@@ -566,7 +577,11 @@ describe("SendCommitter", () => {
     expect(replyOf("not mine")).toMatchObject({ type: "cell.error", code: "not_a_member" });
     expect(replyOf("frozen")).toMatchObject({ type: "cell.error", code: "moving" });
     expect(replyOf("gone")).toEqual({ type: "cell.moved", kind: "conversation", id: gone, cellId: "b", epoch: 7 });
-    expect(replyOf("behind")).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining(`epoch after ${ring.epoch}`) });
+    expect(replyOf("behind")).toMatchObject({
+      type: "cell.error",
+      code: "not_owner",
+      message: expect.stringContaining(`epoch after ${ring.epoch}`),
+    });
     expect(outcomeOf(replyOf("second"))).toBe("stored 2");
     expect(published.flat().map((stored) => stored.message.body)).toEqual(["first", "second"]);
     // A fenced worker is a stale owner: it says so, as the request handler does for its writes.
@@ -594,7 +609,10 @@ describe("SendCommitter", () => {
     expect(started).toEqual(["m1"]);
     let idle = false;
     const whenIdle = committer.whenIdle().then(() => (idle = true));
-    for (const expected of [["m1", "m2"], ["m1", "m2", "m3"]]) {
+    for (const expected of [
+      ["m1", "m2"],
+      ["m1", "m2", "m3"],
+    ]) {
       gates.shift()?.();
       await settle();
       expect(started).toEqual(expected);
@@ -616,7 +634,11 @@ describe("SendCommitter", () => {
       },
     });
     const conversationId = await group();
-    for (const [label, mode] of [["rejected", "reject"], ["thrown", "throw"], ["fine", undefined]] as const) {
+    for (const [label, mode] of [
+      ["rejected", "reject"],
+      ["thrown", "throw"],
+      ["fine", undefined],
+    ] as const) {
       failure = mode;
       submit(sendTo(conversationId, label));
       await store.completeNext();
@@ -629,8 +651,16 @@ describe("SendCommitter", () => {
   });
 
   it("refuses limits that cannot work", () => {
-    const base = { workerId, store: new HeldStore(), ownership: { snapshot: () => ({ ring: { ownerOf: () => workerId }, epoch: 1 }), leaseHeld: () => true } };
-    const rest = { publish: async () => undefined, monotonicNowMs: () => 0, logger: { info: () => undefined, warn: () => undefined, error: () => undefined } };
+    const base = {
+      workerId,
+      store: new HeldStore(),
+      ownership: { snapshot: () => ({ ring: { ownerOf: () => workerId }, epoch: 1 }), leaseHeld: () => true },
+    };
+    const rest = {
+      publish: async () => undefined,
+      monotonicNowMs: () => 0,
+      logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
+    };
     for (const limits of [
       { batchSendsMax: 0, pendingSendsMax: 1, queueWaitMsMax: 1 },
       { batchSendsMax: 1, pendingSendsMax: 0, queueWaitMsMax: 1 },
@@ -644,52 +674,70 @@ describe("SendCommitter", () => {
     // Mostly sends, so batches queue up behind the one being stored; budgets and clock steps make some
     // of them run out before their turn.
     const command = fc.oneof(
-      { weight: 5, arbitrary: fc.record({ kind: fc.constant("send" as const), conversation: fc.nat(2), key: fc.nat(11), budgetMs: fc.constantFrom(10_000, 10_000, 30) }) },
+      {
+        weight: 5,
+        arbitrary: fc.record({
+          kind: fc.constant("send" as const),
+          conversation: fc.nat(2),
+          key: fc.nat(11),
+          budgetMs: fc.constantFrom(10_000, 10_000, 30),
+        }),
+      },
       { weight: 3, arbitrary: fc.record({ kind: fc.constant("complete" as const) }) },
       { weight: 1, arbitrary: fc.record({ kind: fc.constant("advance" as const), ms: fc.integer({ min: 1, max: 40 }) }) },
     );
     await fc.assert(
-      fc.asyncProperty(fc.array(command, { maxLength: 60 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 8 }), async (commands, batchSendsMax, pendingSendsMax) => {
-        const { store, clock, submit, replies, group, published, committer } = setup({ limits: { batchSendsMax, pendingSendsMax, queueWaitMsMax: 60 } });
-        const conversations = [await group(), await group(), await group()];
-        const submitted: { label: string; conversationId: string; key: string }[] = [];
-        for (const step of commands) {
-          if (step.kind === "send") {
-            const conversationId = conversations[step.conversation] ?? "";
-            const label = `s${submitted.length}`;
-            submitted.push({ label, conversationId, key: `k${step.key}` });
-            submit(sendTo(conversationId, label, `k${step.key}`), step.budgetMs, label);
-          } else if (step.kind === "complete") {
-            if (store.held.length > 0) await store.completeNext();
-          } else {
-            clock.nowMs += step.ms;
-          }
-        }
-        while (store.held.length > 0) await store.completeNext();
-        await committer.whenIdle();
-        expect(store.inFlightMax).toBeLessThanOrEqual(1);
-        expect(store.batches.every((batch) => batch.length >= 1 && batch.length <= batchSendsMax)).toBe(true);
-        // Every send answered exactly once.
-        for (const { label } of submitted) expect(replies.get(label)?.length, label).toBe(1);
-        // Per conversation: the keys stored once each, in the order their first stored send arrived.
-        for (const conversationId of conversations) {
-          const ours = submitted.filter((send) => send.conversationId === conversationId);
-          const storedReplies = ours.flatMap(({ label, key }) => {
-            const reply = replies.get(label)?.[0];
-            return reply?.type === "cell.stored" ? [{ key, seq: reply.message.seq, deduplicated: reply.deduplicated }] : [];
+      fc.asyncProperty(
+        fc.array(command, { maxLength: 60 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 1, max: 8 }),
+        async (commands, batchSendsMax, pendingSendsMax) => {
+          const { store, clock, submit, replies, group, published, committer } = setup({
+            limits: { batchSendsMax, pendingSendsMax, queueWaitMsMax: 60 },
           });
-          const seqByKey = new Map<string, number>();
-          for (const { key, seq } of storedReplies) {
-            expect(seqByKey.get(key) ?? seq, `one seq for ${key}`).toBe(seq);
-            seqByKey.set(key, seq);
+          const conversations = [await group(), await group(), await group()];
+          const submitted: { label: string; conversationId: string; key: string }[] = [];
+          for (const step of commands) {
+            if (step.kind === "send") {
+              const conversationId = conversations[step.conversation] ?? "";
+              const label = `s${submitted.length}`;
+              submitted.push({ label, conversationId, key: `k${step.key}` });
+              submit(sendTo(conversationId, label, `k${step.key}`), step.budgetMs, label);
+            } else if (step.kind === "complete") {
+              if (store.held.length > 0) await store.completeNext();
+            } else {
+              clock.nowMs += step.ms;
+            }
           }
-          const seqsInArrivalOrder = [...new Map(storedReplies.map(({ key, seq }) => [key, seq])).values()];
-          expect(seqsInArrivalOrder).toEqual(seqsInArrivalOrder.map((_, index) => index + 1));
-          // Published once each, in seq order.
-          const publishedSeqs = published.flat().filter((stored) => stored.message.conversationId === conversationId).map((stored) => stored.message.seq);
-          expect(publishedSeqs).toEqual(seqsInArrivalOrder);
-        }
-      }),
+          while (store.held.length > 0) await store.completeNext();
+          await committer.whenIdle();
+          expect(store.inFlightMax).toBeLessThanOrEqual(1);
+          expect(store.batches.every((batch) => batch.length >= 1 && batch.length <= batchSendsMax)).toBe(true);
+          // Every send answered exactly once.
+          for (const { label } of submitted) expect(replies.get(label)?.length, label).toBe(1);
+          // Per conversation: the keys stored once each, in the order their first stored send arrived.
+          for (const conversationId of conversations) {
+            const ours = submitted.filter((send) => send.conversationId === conversationId);
+            const storedReplies = ours.flatMap(({ label, key }) => {
+              const reply = replies.get(label)?.[0];
+              return reply?.type === "cell.stored" ? [{ key, seq: reply.message.seq, deduplicated: reply.deduplicated }] : [];
+            });
+            const seqByKey = new Map<string, number>();
+            for (const { key, seq } of storedReplies) {
+              expect(seqByKey.get(key) ?? seq, `one seq for ${key}`).toBe(seq);
+              seqByKey.set(key, seq);
+            }
+            const seqsInArrivalOrder = [...new Map(storedReplies.map(({ key, seq }) => [key, seq])).values()];
+            expect(seqsInArrivalOrder).toEqual(seqsInArrivalOrder.map((_, index) => index + 1));
+            // Published once each, in seq order.
+            const publishedSeqs = published
+              .flat()
+              .filter((stored) => stored.message.conversationId === conversationId)
+              .map((stored) => stored.message.seq);
+            expect(publishedSeqs).toEqual(seqsInArrivalOrder);
+          }
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -753,7 +801,9 @@ describe("SendCommitter: pipelined sends keep their order (docs/decisions/0020)"
     const { store, submit, replyOf, group } = setup();
     const conversationId = await group();
     // A predecessor stored by another worker (before a ring change) or before a restart.
-    await store.memory.appendMessages([{ conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "elsewhere", body: "elsewhere", epoch: 3 }]);
+    await store.memory.appendMessages([
+      { conversationId, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "elsewhere", body: "elsewhere", epoch: 3 },
+    ]);
     submit(after(sendTo(conversationId, "c3"), "elsewhere"));
     submit(after(sendTo(conversationId, "c4"), "never sent"));
     submit(after(sendTo(conversationId, "c5"), "c3"));
@@ -762,7 +812,12 @@ describe("SendCommitter: pipelined sends keep their order (docs/decisions/0020)"
     await completeNext(store);
     // c3 went alone (the committer was idle); c5's predecessor c3 was then remembered, c6's was earlier in its batch.
     expect(store.reads).toEqual([["elsewhere"], ["never sent"]]);
-    expect(["c3", "c4", "c5", "c6"].map((label) => outcomeOf(replyOf(label)))).toEqual(["stored 2", "out_of_order", "stored 3", "out_of_order"]);
+    expect(["c3", "c4", "c5", "c6"].map((label) => outcomeOf(replyOf(label)))).toEqual([
+      "stored 2",
+      "out_of_order",
+      "stored 3",
+      "out_of_order",
+    ]);
   });
 
   it("answers a non-member's pipelined sends not_a_member, as the store does, not out_of_order: their predecessors can never be stored", async () => {

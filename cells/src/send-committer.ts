@@ -219,7 +219,10 @@ export class SendCommitter {
         else send.respond(cellErrorReply({ kind: "error", error: failed.error }));
       }
       if (retry === undefined || retrying.length === 0) return;
-      if (retryIndex === 0) logger.warn(`the cell database cannot be reached (${describeError(failed.error)}): retrying ${retrying.length} sends until their deadlines`);
+      if (retryIndex === 0)
+        logger.warn(
+          `the cell database cannot be reached (${describeError(failed.error)}): retrying ${retrying.length} sends until their deadlines`,
+        );
       await retry.sleep(delayMs);
       failed = await this.attempt(this.pending.splice(0, Math.max(0, limits.batchSendsMax - retrying.length)), retrying);
     }
@@ -236,8 +239,12 @@ export class SendCommitter {
     this.lastBatchStartedAtMs = startedAtMs;
     const admitted: PendingSend[] = [...retried];
     for (const send of queued) {
-      if (startedAtMs >= send.deadlineAtMs) send.respond(cellErrorReply({ kind: "deadline_exceeded", detail: "the send's deadline passed before its turn; it was not stored" }));
-      else if (startedAtMs - send.enqueuedAtMs > limits.queueWaitMsMax) send.respond(this.overloaded("the send waited too long for its turn; it was not stored"));
+      if (startedAtMs >= send.deadlineAtMs)
+        send.respond(
+          cellErrorReply({ kind: "deadline_exceeded", detail: "the send's deadline passed before its turn; it was not stored" }),
+        );
+      else if (startedAtMs - send.enqueuedAtMs > limits.queueWaitMsMax)
+        send.respond(this.overloaded("the send waited too long for its turn; it was not stored"));
       else admitted.push(send);
     }
     if (admitted.length === 0) return undefined;

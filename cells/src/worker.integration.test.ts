@@ -12,7 +12,9 @@ import {
   destroyMembershipBucket,
   encodeJson,
   openMembershipBucket,
-  systemClock, anonymousNatsAccess } from "@cellwire/cluster";
+  systemClock,
+  anonymousNatsAccess,
+} from "@cellwire/cluster";
 import {
   cellReply,
   cellSendBatchReplies,
@@ -51,7 +53,11 @@ const natsServers = ["127.0.0.1:4222"];
 const leaseMs = 2000;
 const deadlineMs = 15_000;
 const warnings: string[] = [];
-const logger = { info: () => undefined, warn: (line: string) => void warnings.push(line), error: (line: string) => void warnings.push(line) };
+const logger = {
+  info: () => undefined,
+  warn: (line: string) => void warnings.push(line),
+  error: (line: string) => void warnings.push(line),
+};
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
@@ -158,7 +164,9 @@ async function mailbox(userId: string): Promise<{ events: SequencedEvent[]; head
 
 /** A mailbox's events in words: `joined <conversation> after <seq>`, or the label of a made-up event. */
 function describeEvents(events: readonly SequencedEvent[]): string[] {
-  return events.map(({ event }) => (event.kind === "joined" && event.title === "team" ? `joined ${event.conversationId} after ${event.afterSeq}` : labelOf(event)));
+  return events.map(({ event }) =>
+    event.kind === "joined" && event.title === "team" ? `joined ${event.conversationId} after ${event.afterSeq}` : labelOf(event),
+  );
 }
 
 /** The bodies of a member's log from its join point, read through the conversation's owner. */
@@ -191,9 +199,13 @@ async function send(conversationId: string, senderUserId: string, clientMessageI
 
 /** Sends a cell.sendBatch straight to one worker of cell a, as an edge's send batcher does. */
 async function directBatch(workerId: string, sends: CellSendRequest[], budgetMs = 5000): Promise<CellSendBatchReplies> {
-  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, "a", workerId, "edge"), encodeJson({ type: "cell.sendBatch", budgetMs, sends }), {
-    timeout: 5000,
-  });
+  const reply = await required(connection, "nats").request(
+    workerRequestSubject(namespace, "a", workerId, "edge"),
+    encodeJson({ type: "cell.sendBatch", budgetMs, sends }),
+    {
+      timeout: 5000,
+    },
+  );
   const decoded = decodeMessage(cellSendBatchReplies, reply.data);
   if (!decoded.ok) throw new Error(`batch replies do not decode: ${decoded.reason}`);
   return decoded.value;
@@ -206,9 +218,13 @@ function ownerOf(key: string): string {
 
 /** Sends raw bytes straight to one worker's subject for `channel`, bypassing the router. */
 async function direct(workerId: string, payload: string, channel: WorkerChannel = "edge"): Promise<CellReply> {
-  const reply = await required(connection, "nats").request(workerRequestSubject(namespace, "a", workerId, channel), new TextEncoder().encode(payload), {
-    timeout: 5000,
-  });
+  const reply = await required(connection, "nats").request(
+    workerRequestSubject(namespace, "a", workerId, channel),
+    new TextEncoder().encode(payload),
+    {
+      timeout: 5000,
+    },
+  );
   const decoded = decodeMessage(cellReply, reply.data);
   if (!decoded.ok) throw new Error(`reply does not decode: ${decoded.reason}`);
   return decoded.value;
@@ -254,7 +270,14 @@ beforeAll(async () => {
   for (const worker of started) workers.set(worker.workerId, worker);
   router = new CellRouter(
     connection,
-    { namespace, leaseMs, requestTimeoutMs: 5000, attemptsMax: 6, retryBackoff: { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 }, watchedCellsMax: 4 },
+    {
+      namespace,
+      leaseMs,
+      requestTimeoutMs: 5000,
+      attemptsMax: 6,
+      retryBackoff: { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 },
+      watchedCellsMax: 4,
+    },
     systemClock,
     logger,
   );
@@ -285,7 +308,11 @@ afterAll(async () => {
 describe("cell workers", () => {
   it("registered their cells with the directory", () => {
     const registrations = directoryRequests.filter((request) => request.type === "directory.registerCell");
-    expect(registrations.map((request) => (request.type === "directory.registerCell" ? request.cellId : "")).sort()).toEqual(["a", "a", "b"]);
+    expect(registrations.map((request) => (request.type === "directory.registerCell" ? request.cellId : "")).sort()).toEqual([
+      "a",
+      "a",
+      "b",
+    ]);
   });
 
   it("publishes each send once, in seq order, with every member as a recipient, in both cells, and puts the joined events in their mailboxes", async () => {
@@ -294,7 +321,9 @@ describe("cell workers", () => {
 
     const first = await send(conversationId, alice, "c-1", "hello team");
     expect(first).toMatchObject({ conversationId, seq: 1, body: "hello team", senderDeviceId: "laptop" });
-    const stored = await required(pools.get("a"), "pool").query("select seq::int as seq, body from messages where message_id = $1", [first.messageId]);
+    const stored = await required(pools.get("a"), "pool").query("select seq::int as seq, body from messages where message_id = $1", [
+      first.messageId,
+    ]);
     expect(stored.rows).toEqual([{ seq: 1, body: "hello team" }]);
     // Pipelined: the owner publishes them in the order it stored them.
     const rest = await Promise.all([send(conversationId, bob, "c-2", "second"), send(conversationId, carol, "c-3", "third")]);
@@ -304,7 +333,9 @@ describe("cell workers", () => {
     const joined = { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 0, addedByUserId: alice };
     const members = [alice, bob, carol].sort();
     for (const userId of members) {
-      await waitFor(`three messages and the joined event for ${userId}`, () => (messagesOf(userId).length >= 3 && eventsOf(userId).length >= 1 ? true : undefined));
+      await waitFor(`three messages and the joined event for ${userId}`, () =>
+        messagesOf(userId).length >= 3 && eventsOf(userId).length >= 1 ? true : undefined,
+      );
       expect(messagesOf(userId)).toEqual(messages);
       expect(messageItemsOf(userId).map((item) => [...item.recipientUserIds].sort())).toEqual([members, members, members]);
       // carol's joined event comes from her mailbox's owner in cell b, the messages from the conversation's owner in cell a.
@@ -316,14 +347,22 @@ describe("cell workers", () => {
       expect(await logOf(conversationId, userId)).toEqual({ afterSeq: 0, bodies: ["hello team", "second", "third"] });
     }
     // carol's mailbox lives in cell b's database, under the joined event's id.
-    const carolRows = await required(pools.get("b"), "pool").query("select seq::int as seq, event_id from mailbox_events where user_id = $1 order by seq", [carol]);
+    const carolRows = await required(pools.get("b"), "pool").query(
+      "select seq::int as seq, event_id from mailbox_events where user_id = $1 order by seq",
+      [carol],
+    );
     expect(carolRows.rows).toEqual([{ seq: 1, event_id: joinedEventId({ conversationId }) }]);
     // Each message travelled once for its three members, not once per member.
     expect(publishedMessagesOf(conversationId).map((item) => item.message)).toEqual(messages);
     await waitFor("the outbox to empty", async () => ((await outboxRows(conversationId)).length === 0 ? true : undefined));
 
     const history = await route({ type: "cell.history", userId: carol, conversationId, beforeSeq: null, limit: 10 });
-    expect(history).toMatchObject({ type: "cell.historyPage", conversationId, hasMore: false, messages: [{ seq: 1 }, { seq: 2 }, { seq: 3, body: "third" }] });
+    expect(history).toMatchObject({
+      type: "cell.historyPage",
+      conversationId,
+      hasMore: false,
+      messages: [{ seq: 1 }, { seq: 2 }, { seq: 3, body: "third" }],
+    });
     const mallory = user("mallory", "a");
     for (const read of [
       { type: "cell.history", userId: mallory, conversationId, beforeSeq: null, limit: 10 },
@@ -336,7 +375,14 @@ describe("cell workers", () => {
   it("publishes a repeated send only once", async () => {
     const [alice, bob] = [user("alice", "a"), user("bob", "b")];
     const conversationId = await createGroup(alice, [bob]);
-    const request: CellRequest = { type: "cell.send", senderUserId: alice, senderDeviceId: "laptop", conversationId, clientMessageId: "once", body: "once" };
+    const request: CellRequest = {
+      type: "cell.send",
+      senderUserId: alice,
+      senderDeviceId: "laptop",
+      conversationId,
+      clientMessageId: "once",
+      body: "once",
+    };
     const stored = await route(request);
     expect(await route(request)).toEqual({ ...(stored as object), deduplicated: true });
     await send(conversationId, alice, "next");
@@ -360,7 +406,9 @@ describe("cell workers", () => {
     const added = await route({ type: "cell.addMembers", userId: bob, conversationId, userIds: [dave] });
     expect(added).toMatchObject({ type: "cell.conversation", conversation: { memberUserIds: [alice, bob, dave].sort() } });
     await send(conversationId, alice, "after");
-    await waitFor("dave's joined event and first message", () => (eventsOf(dave).length >= 1 && messagesOf(dave).length >= 1 ? true : undefined));
+    await waitFor("dave's joined event and first message", () =>
+      eventsOf(dave).length >= 1 && messagesOf(dave).length >= 1 ? true : undefined,
+    );
     expect(eventsOf(dave).map((delivery) => delivery.event)).toEqual([
       { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 2, addedByUserId: bob },
     ]);
@@ -380,7 +428,9 @@ describe("cell workers", () => {
     const replies = await Promise.all(
       events.map((event) => route({ type: "cell.appendMailbox", userId: dave, eventId: mailboxEventId(event), event }, "b")),
     );
-    expect(replies.map((reply) => (reply.type === "cell.appended" ? reply.seq : 0)).sort((a, b) => a - b)).toEqual(events.map((_, index) => index + 1));
+    expect(replies.map((reply) => (reply.type === "cell.appended" ? reply.seq : 0)).sort((a, b) => a - b)).toEqual(
+      events.map((_, index) => index + 1),
+    );
     await waitFor("twelve deliveries", () => (eventsOf(dave).length >= 12 ? true : undefined));
     expect(eventsOf(dave).map((received) => received.seq)).toEqual(events.map((_, index) => index + 1));
     // A repeat answers the seq the event already has and is not delivered again.
@@ -389,7 +439,7 @@ describe("cell workers", () => {
     const fourthSeq = replies[3]?.type === "cell.appended" ? replies[3].seq : -1;
     expect(again).toEqual({ type: "cell.appended", userId: dave, seq: fourthSeq, deduplicated: true });
     const pages: number[][] = [];
-    for (let afterSeq = 0; ; ) {
+    for (let afterSeq = 0; ;) {
       const reply = await route({ type: "cell.mailboxPage", userId: dave, afterSeq, limit: 5 }, "b");
       if (reply.type !== "cell.mailboxEvents") throw new Error(`unexpected reply ${reply.type}`);
       expect(reply).toMatchObject({ headSeq: 12, floorSeq: 0 });
@@ -434,7 +484,11 @@ describe("cell workers", () => {
     silentUsers.delete(erin);
     await waitFor("erin's joined event", () => eventsOf(erin)[0]);
     expect(eventsOf(erin)).toEqual([
-      { recipientUserId: erin, seq: 1, event: { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 0, addedByUserId: alice } },
+      {
+        recipientUserId: erin,
+        seq: 1,
+        event: { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 0, addedByUserId: alice },
+      },
     ]);
     expect(describeEvents((await mailbox(erin)).events)).toEqual([`joined ${conversationId} after 0`]);
     await waitFor("the outbox to empty", async () => ((await outboxRows(conversationId)).length === 0 ? true : undefined));
@@ -446,13 +500,22 @@ describe("cell workers", () => {
     const count = 20;
     const replies = await Promise.all(
       Array.from({ length: count }, (_, index) =>
-        route({ type: "cell.send", senderUserId: alice, senderDeviceId: "phone", conversationId, clientMessageId: `p${index}`, body: `b${index}` }),
+        route({
+          type: "cell.send",
+          senderUserId: alice,
+          senderDeviceId: "phone",
+          conversationId,
+          clientMessageId: `p${index}`,
+          body: `b${index}`,
+        }),
       ),
     );
     expect(replies.map((reply) => (reply.type === "cell.stored" ? reply.message.body : reply.type))).toEqual(
       Array.from({ length: count }, (_, index) => `b${index}`),
     );
-    expect(replies.map((reply) => (reply.type === "cell.stored" ? reply.message.seq : 0))).toEqual(Array.from({ length: count }, (_, index) => index + 1));
+    expect(replies.map((reply) => (reply.type === "cell.stored" ? reply.message.seq : 0))).toEqual(
+      Array.from({ length: count }, (_, index) => index + 1),
+    );
     await waitFor("alice's messages", () => (messagesOf(alice).length >= count ? true : undefined));
     expect(messagesOf(alice).map((message) => message.seq)).toEqual(Array.from({ length: count }, (_, index) => index + 1));
     expect(publishedMessagesOf(conversationId)).toHaveLength(count);
@@ -472,20 +535,24 @@ describe("cell workers", () => {
       clientMessageId,
       body: clientMessageId,
     });
-    const first = await directBatch(owner, [sendOf(alice, "s1"), sendOf(bob, "s2"), sendOf(user("mallory", "a"), "s3"), sendOf(alice, "s4")]);
-    expect(first.replies.map((reply) => (reply.type === "cell.stored" ? `${reply.message.seq}:${reply.message.body}` : reply.type === "cell.error" ? reply.code : reply.type))).toEqual([
-      "1:s1",
-      "2:s2",
-      "not_a_member",
-      "3:s4",
+    const first = await directBatch(owner, [
+      sendOf(alice, "s1"),
+      sendOf(bob, "s2"),
+      sendOf(user("mallory", "a"), "s3"),
+      sendOf(alice, "s4"),
     ]);
+    expect(
+      first.replies.map((reply) =>
+        reply.type === "cell.stored" ? `${reply.message.seq}:${reply.message.body}` : reply.type === "cell.error" ? reply.code : reply.type,
+      ),
+    ).toEqual(["1:s1", "2:s2", "not_a_member", "3:s4"]);
     // Retried whole (as an edge does after a lost reply): the stored sends answer deduplicated, the new one is stored.
     const retried = await directBatch(owner, [sendOf(alice, "s1"), sendOf(bob, "s2"), sendOf(alice, "s5")]);
-    expect(retried.replies.map((reply) => (reply.type === "cell.stored" ? `${reply.message.seq}${reply.deduplicated ? " again" : ""}` : reply.type))).toEqual([
-      "1 again",
-      "2 again",
-      "4",
-    ]);
+    expect(
+      retried.replies.map((reply) =>
+        reply.type === "cell.stored" ? `${reply.message.seq}${reply.deduplicated ? " again" : ""}` : reply.type,
+      ),
+    ).toEqual(["1 again", "2 again", "4"]);
     await waitFor("bob's four messages", () => (messagesOf(bob).length >= 4 ? true : undefined));
     expect(messagesOf(bob).map((message) => message.body)).toEqual(["s1", "s2", "s4", "s5"]);
     // Sent to a worker that does not own the conversation, every send of the batch is sent back.
@@ -514,11 +581,23 @@ describe("cell workers", () => {
   it("answers cell.error internal to a malformed payload and keeps serving", async () => {
     for (const workerId of ["a-1", "a-2"]) {
       expect(await direct(workerId, "{this is not json")).toMatchObject({ type: "cell.error", code: "internal" });
-      expect(await direct(workerId, JSON.stringify({ type: "cell.send", body: 42 }))).toMatchObject({ type: "cell.error", code: "internal" });
-      expect(await direct(workerId, JSON.stringify({ type: "cell.sendBatch", budgetMs: 1000, sends: [] }))).toMatchObject({ type: "cell.error", code: "internal" });
+      expect(await direct(workerId, JSON.stringify({ type: "cell.send", body: 42 }))).toMatchObject({
+        type: "cell.error",
+        code: "internal",
+      });
+      expect(await direct(workerId, JSON.stringify({ type: "cell.sendBatch", budgetMs: 1000, sends: [] }))).toMatchObject({
+        type: "cell.error",
+        code: "internal",
+      });
     }
     const conversationId = newGroupId();
-    const created = await route({ type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "still here", memberUserIds: [] });
+    const created = await route({
+      type: "cell.createGroup",
+      creatorUserId: "alice",
+      conversationId,
+      title: "still here",
+      memberUserIds: [],
+    });
     expect(created.type).toBe("cell.conversation");
   });
 
@@ -545,7 +624,9 @@ describe("cell workers", () => {
     silentUsers.add(frank);
     const conversationId = await createGroup(alice, [frank]);
     await send(conversationId, alice, "h1");
-    await waitFor("a failed attempt on frank's row", async () => ((await outboxRows(conversationId))[0]?.attempts ?? 0) >= 1 ? true : undefined);
+    await waitFor("a failed attempt on frank's row", async () =>
+      ((await outboxRows(conversationId))[0]?.attempts ?? 0) >= 1 ? true : undefined,
+    );
     const owner = ownerOf(conversationId);
     await required(workers.get(owner), "owner worker").stop();
     workers.delete(owner);
@@ -566,6 +647,8 @@ describe("cell workers", () => {
 
   it("gives up with a clear error when no directory answers within the directory wait", async () => {
     const lonely = { ...config("a", "a-9"), namespace: lonelyNamespace, directoryWaitMs: 300 };
-    await expect(startWorker(lonely, { ...logger })).rejects.toThrow(/directory did not register cell a within WORKER_DIRECTORY_WAIT_MS=300 ms/);
+    await expect(startWorker(lonely, { ...logger })).rejects.toThrow(
+      /directory did not register cell a within WORKER_DIRECTORY_WAIT_MS=300 ms/,
+    );
   });
 });

@@ -107,7 +107,11 @@ const defaultDependencies: Dependencies = {
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
-export async function startWorker(config: WorkerConfig, logger: ServiceLogger, dependencies: Dependencies = defaultDependencies): Promise<RunningWorker> {
+export async function startWorker(
+  config: WorkerConfig,
+  logger: ServiceLogger,
+  dependencies: Dependencies = defaultDependencies,
+): Promise<RunningWorker> {
   const { clock } = dependencies;
   // Undone in reverse order when the start fails part-way.
   const undo: (() => Promise<void>)[] = [];
@@ -128,17 +132,35 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     // unreachable database. A probe waits no longer than the bound it serves.
     const unreachableMs = config.databaseUnreachableMs ?? databaseUnreachableMsDefault;
     const probeTimeoutMs = Math.min(timeouts.queryTimeoutMs, unreachableMs);
-    const probePool = new pg.Pool(cellPoolConfig(databaseUrl, 1, { ...timeouts, connectTimeoutMs: Math.min(timeouts.connectTimeoutMs, unreachableMs), queryTimeoutMs: probeTimeoutMs, statementTimeoutMs: probeTimeoutMs }));
+    const probePool = new pg.Pool(
+      cellPoolConfig(databaseUrl, 1, {
+        ...timeouts,
+        connectTimeoutMs: Math.min(timeouts.connectTimeoutMs, unreachableMs),
+        queryTimeoutMs: probeTimeoutMs,
+        statementTimeoutMs: probeTimeoutMs,
+      }),
+    );
     probePool.on("error", (error) => logger.warn(`idle Postgres connection (probe) failed: ${describeError(error)}`));
     undo.push(() => probePool.end());
 
-    const connection = await connectNats([...config.natsServers], `cellwire-worker-${config.workerId}`, logger, config.natsAccess ?? anonymousNatsAccess("worker"));
+    const connection = await connectNats(
+      [...config.natsServers],
+      `cellwire-worker-${config.workerId}`,
+      logger,
+      config.natsAccess ?? anonymousNatsAccess("worker"),
+    );
     undo.push(() => connection.close());
 
     const directory = new DirectoryClient(connection, config.namespace, directoryRequestTimeoutMs);
     await registerCell(directory, config, logger, dependencies);
 
-    const bucket = await openMembershipBucket(connection, config.namespace, config.cellId, config.leaseMs, config.membershipBucketReplicas ?? 1);
+    const bucket = await openMembershipBucket(
+      connection,
+      config.namespace,
+      config.cellId,
+      config.leaseMs,
+      config.membershipBucketReplicas ?? 1,
+    );
     const watcher = new MembershipWatcher(bucket, config.cellId, Math.max(50, Math.floor(config.leaseMs / 4)), clock, logger);
     await watcher.start();
     undo.push(async () => watcher.stop());
@@ -153,7 +175,13 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     const cellRouter = (timing: Pick<CellRouterOptions, "requestTimeoutMs" | "attemptsMax" | "deadlineMs">): CellRouter => {
       const created = new CellRouter(
         connection,
-        { namespace: config.namespace, leaseMs: config.leaseMs, retryBackoff: relayRetryBackoff, watchedCellsMax: config.relayWatchedCellsMax, ...timing },
+        {
+          namespace: config.namespace,
+          leaseMs: config.leaseMs,
+          retryBackoff: relayRetryBackoff,
+          watchedCellsMax: config.relayWatchedCellsMax,
+          ...timing,
+        },
         clock,
         logger,
         dependencies.random,
@@ -164,7 +192,9 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     };
     // Relays reach mailbox owners in any cell, this one included.
     const router = cellRouter({ requestTimeoutMs: config.relayRequestTimeoutMs, attemptsMax: config.relayAttemptsMax });
-    const homeCells = new UserHomeCache(new BoundedCache(config.homeCellCacheUsersMax, config.homeCellCacheTtlMs, () => clock.monotonicNowMs()));
+    const homeCells = new UserHomeCache(
+      new BoundedCache(config.homeCellCacheUsersMax, config.homeCellCacheTtlMs, () => clock.monotonicNowMs()),
+    );
     // A user moved to another cell: the cached home follows at once rather than at the end of its TTL.
     const directoryChanges = connection.subscribe(directoryChangesSubject(config.namespace), {
       callback: (error, message) => {
@@ -209,7 +239,11 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
     // longer than the relay's short per-attempt timeout allows.
     const migrationRequestTimeoutMs = config.migrationRequestTimeoutMs ?? migrationRequestTimeoutMsDefault;
     const migrationDirectory = new DirectoryClient(connection, config.namespace, migrationRequestTimeoutMs);
-    const migrationRouter = cellRouter({ requestTimeoutMs: migrationRequestTimeoutMs, deadlineMs: migrationRequestTimeoutMs, attemptsMax: migrationImportAttemptsMax });
+    const migrationRouter = cellRouter({
+      requestTimeoutMs: migrationRequestTimeoutMs,
+      deadlineMs: migrationRequestTimeoutMs,
+      attemptsMax: migrationImportAttemptsMax,
+    });
 
     const queue = new KeyedSerialQueue({ pendingPerKeyMax: config.pendingPerConversationMax, pendingTotalMax: config.pendingTotalMax });
     const deliveries = deliveriesSubject(config.namespace);
@@ -248,7 +282,11 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         directory: migrationDirectory,
         router: migrationRouter,
         clock,
-        limits: { migrationsInFlightMax: config.migrationsInFlightMax ?? migrationsInFlightMaxDefault, flipAttemptsMax: migrationFlipAttemptsMax, precopyPagesMax: migrationPrecopyPagesMax },
+        limits: {
+          migrationsInFlightMax: config.migrationsInFlightMax ?? migrationsInFlightMaxDefault,
+          flipAttemptsMax: migrationFlipAttemptsMax,
+          precopyPagesMax: migrationPrecopyPagesMax,
+        },
       },
       store,
       ownership: {
@@ -281,7 +319,10 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
         sweepIntervalMs: config.frozenSweepIntervalMs ?? frozenSweepIntervalMsDefault,
         keysMax: config.frozenSweepKeysMax ?? frozenSweepKeysMaxDefault,
         // Each resume takes a migration slot; more at once would only be refused (overloaded).
-        resumesMax: Math.min(config.frozenSweepResumesMax ?? frozenSweepResumesMaxDefault, config.migrationsInFlightMax ?? migrationsInFlightMaxDefault),
+        resumesMax: Math.min(
+          config.frozenSweepResumesMax ?? frozenSweepResumesMaxDefault,
+          config.migrationsInFlightMax ?? migrationsInFlightMaxDefault,
+        ),
       },
     });
     undo.push(() => frozenKeySweeper.stop());
@@ -327,13 +368,26 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
       });
     };
     // A directory that lost its store rebuilds from what the cells hold (docs/decisions/0023).
-    const inventory = serveInventory(connection, config.namespace, { cellId: config.cellId, weight: config.cellWeight }, store, inventoryPagesInFlightMax, logger);
+    const inventory = serveInventory(
+      connection,
+      config.namespace,
+      { cellId: config.cellId, weight: config.cellWeight },
+      store,
+      inventoryPagesInFlightMax,
+      logger,
+    );
     const subscriptions = [...workerChannels.map(serve), inventory];
     undo.push(async () => {
       for (const subscription of subscriptions) subscription.unsubscribe();
     });
 
-    const lease: WorkerLease = { workerId: config.workerId, cellId: config.cellId, subject, startedAtMs: clock.wallNowMs(), leaseMs: config.leaseMs };
+    const lease: WorkerLease = {
+      workerId: config.workerId,
+      cellId: config.cellId,
+      subject,
+      startedAtMs: clock.wallNowMs(),
+      leaseMs: config.leaseMs,
+    };
     const holder = new LeaseHolder(bucket, lease, config.heartbeatIntervalMs, clock, logger);
     await holder.start();
     leaseHolder = holder;
@@ -374,7 +428,11 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
           logger.warn(`relays still running after WORKER_RELAY_STOP_WAIT_MS=${config.relayStopWaitMs} ms are left to the next owner`);
         }
         // New requests now find no responder (edges retry on the next owner); queued ones finish first.
-        await Promise.all(subscriptions.map((subscription) => subscription.drain().catch((error: unknown) => logger.warn(`draining ${subject}: ${describeError(error)}`))));
+        await Promise.all(
+          subscriptions.map((subscription) =>
+            subscription.drain().catch((error: unknown) => logger.warn(`draining ${subject}: ${describeError(error)}`)),
+          ),
+        );
         // A move cut short by a closed pool would leave its key frozen until asked again: moves finish first.
         await handler.whenMigrationsIdle();
         await queue.whenIdle();
@@ -404,7 +462,12 @@ export async function startWorker(config: WorkerConfig, logger: ServiceLogger, d
  * Registers the cell with the directory, retrying while it is unavailable (it may start after the
  * workers) until config.directoryWaitMs has passed.
  */
-async function registerCell(directory: DirectoryClient, config: WorkerConfig, logger: ServiceLogger, dependencies: Dependencies): Promise<void> {
+async function registerCell(
+  directory: DirectoryClient,
+  config: WorkerConfig,
+  logger: ServiceLogger,
+  dependencies: Dependencies,
+): Promise<void> {
   const { clock, random, sleep } = dependencies;
   const deadlineMs = clock.monotonicNowMs() + config.directoryWaitMs;
   for (let attempt = 0; ; attempt++) {

@@ -16,7 +16,15 @@ import {
   type SequencedEvent,
 } from "@cellwire/protocol";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients, type Positions } from "../src/store/receipt-positions.ts";
-import { compareMigrationKeys, frozenForNonMember, importRefusal, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "../src/store/key-state.ts";
+import {
+  compareMigrationKeys,
+  frozenForNonMember,
+  importRefusal,
+  placeholderConversationKind,
+  readRefusal,
+  writeRefusal,
+  type KeyRow,
+} from "../src/store/key-state.ts";
 import type { KeyState } from "../src/store/schema.ts";
 import {
   placeholderCreatorUserId,
@@ -112,7 +120,13 @@ type StoredMailbox = MigrationColumns & {
 
 const fenced = { outcome: "fenced" } as const;
 
-type StoredOutboxRow = { readonly entry: OutboxEntry; readonly createdAtMs: number; attempts: number; nextAttemptAtMs: number; lastError: string | null };
+type StoredOutboxRow = {
+  readonly entry: OutboxEntry;
+  readonly createdAtMs: number;
+  attempts: number;
+  nextAttemptAtMs: number;
+  lastError: string | null;
+};
 type StoredDeadLetter = { readonly entry: OutboxEntry; readonly deadLetter: DeadLetter };
 
 export class MemoryConversationStore implements ConversationStore {
@@ -125,7 +139,10 @@ export class MemoryConversationStore implements ConversationStore {
   private lastOutboxId = 0;
   private readonly limits: StoreLimits;
 
-  constructor(limits: Partial<StoreLimits> = {}, private readonly clock: () => number = Date.now) {
+  constructor(
+    limits: Partial<StoreLimits> = {},
+    private readonly clock: () => number = Date.now,
+  ) {
     this.limits = {
       groupMembersMax: Math.min(limits.groupMembersMax ?? groupMembersMax, groupMembersMax),
       tombstoneBatchRowsMax: limits.tombstoneBatchRowsMax ?? tombstoneBatchRowsDefault,
@@ -147,7 +164,10 @@ export class MemoryConversationStore implements ConversationStore {
     const stored = new Set<string>();
     for (const key of keys) {
       const conversation = this.conversations.get(key.conversationId);
-      const settled = conversation === undefined || !conversation.members.has(key.senderUserId) || conversation.byClientMessage.has(`${key.senderUserId}\n${key.clientMessageId}`);
+      const settled =
+        conversation === undefined ||
+        !conversation.members.has(key.senderUserId) ||
+        conversation.byClientMessage.has(`${key.senderUserId}\n${key.clientMessageId}`);
       if (settled) stored.add(sendKey(key));
     }
     return stored;
@@ -213,7 +233,11 @@ export class MemoryConversationStore implements ConversationStore {
       if (refusal !== undefined) return refusal;
     }
     if (!conversation.members.has(input.userId)) return { outcome: "not_a_member" };
-    return { outcome: "conversation", conversation: summaryOf(conversation), outbox: this.writeJoined(conversation, joined, input.userId, 0) };
+    return {
+      outcome: "conversation",
+      conversation: summaryOf(conversation),
+      outbox: this.writeJoined(conversation, joined, input.userId, 0),
+    };
   }
 
   async createGroup(input: CreateGroupInput): Promise<ConversationResult<"not_a_member" | "too_many_members">> {
@@ -229,7 +253,11 @@ export class MemoryConversationStore implements ConversationStore {
       if (refusal !== undefined) return refusal;
     }
     if (conversation.kind !== "group" || !conversation.members.has(input.creatorUserId)) return { outcome: "not_a_member" };
-    return { outcome: "conversation", conversation: summaryOf(conversation), outbox: this.writeJoined(conversation, joined, input.creatorUserId, 0) };
+    return {
+      outcome: "conversation",
+      conversation: summaryOf(conversation),
+      outbox: this.writeJoined(conversation, joined, input.creatorUserId, 0),
+    };
   }
 
   async addMembers(input: AddMembersInput): Promise<ConversationResult<"not_a_member" | "not_a_group" | "too_many_members">> {
@@ -250,7 +278,11 @@ export class MemoryConversationStore implements ConversationStore {
       conversation.joinedAfterSeq.set(userId, joinedAfterSeq);
     }
     if (added.length > 0) conversation.membersVersion += 1;
-    return { outcome: "conversation", conversation: summaryOf(conversation), outbox: this.writeJoined(conversation, added, input.userId, joinedAfterSeq) };
+    return {
+      outcome: "conversation",
+      conversation: summaryOf(conversation),
+      outbox: this.writeJoined(conversation, added, input.userId, joinedAfterSeq),
+    };
   }
 
   async history(input: HistoryInput): Promise<HistoryResult> {
@@ -262,7 +294,10 @@ export class MemoryConversationStore implements ConversationStore {
     // Seqs are 1..n, so the message with seq s sits at index s - 1.
     const end = input.beforeSeq === null ? conversation.messages.length : Math.min(conversation.messages.length, input.beforeSeq - 1);
     const start = Math.max(0, end - input.limit);
-    const newestFirst = conversation.messages.slice(start, end).map((message) => ({ ...message })).reverse();
+    const newestFirst = conversation.messages
+      .slice(start, end)
+      .map((message) => ({ ...message }))
+      .reverse();
     const { kept, trimmed } = trimToPageBudget(newestFirst);
     return { outcome: "history", messages: kept.reverse(), hasMore: trimmed || start > 0 };
   }
@@ -294,7 +329,13 @@ export class MemoryConversationStore implements ConversationStore {
   async members(conversationId: string): Promise<MembersResult> {
     const conversation = this.conversations.get(conversationId);
     if (conversation === undefined) return { outcome: "members", memberUserIds: [], membersVersion: 0 };
-    return readRefusal(conversation) ?? { outcome: "members", memberUserIds: [...conversation.members].sort(), membersVersion: conversation.membersVersion };
+    return (
+      readRefusal(conversation) ?? {
+        outcome: "members",
+        memberUserIds: [...conversation.members].sort(),
+        membersVersion: conversation.membersVersion,
+      }
+    );
   }
 
   async sharedPeers(userId: string, peerUserIds: readonly string[]): Promise<string[]> {
@@ -331,8 +372,16 @@ export class MemoryConversationStore implements ConversationStore {
     const refusal = readRefusal(mailbox);
     if (refusal !== undefined) return refusal;
     const start = Math.max(0, input.afterSeq - mailbox.floorSeq);
-    const events = mailbox.events.slice(start, start + input.limit).map(({ seq, event }): SequencedEvent => ({ seq, event: structuredClone(event) }));
-    return { outcome: "page", events: trimToPageBudget(events).kept, headSeq: mailbox.lastSeq, floorSeq: mailbox.floorSeq, incarnation: mailbox.incarnation };
+    const events = mailbox.events
+      .slice(start, start + input.limit)
+      .map(({ seq, event }): SequencedEvent => ({ seq, event: structuredClone(event) }));
+    return {
+      outcome: "page",
+      events: trimToPageBudget(events).kept,
+      headSeq: mailbox.lastSeq,
+      floorSeq: mailbox.floorSeq,
+      incarnation: mailbox.incarnation,
+    };
   }
 
   async trimMailbox(userId: string, throughSeq: number): Promise<number> {
@@ -410,7 +459,8 @@ export class MemoryConversationStore implements ConversationStore {
 
   async deadLetteredRecipients(conversationId: string): Promise<string[]> {
     const recipients = new Set<string>();
-    for (const { entry } of this.deadLetterRows.values()) if (entry.conversationId === conversationId) recipients.add(entry.recipientUserId);
+    for (const { entry } of this.deadLetterRows.values())
+      if (entry.conversationId === conversationId) recipients.add(entry.recipientUserId);
     return [...recipients].sort();
   }
 
@@ -435,7 +485,9 @@ export class MemoryConversationStore implements ConversationStore {
     for (const { entry, deadLetter } of rows) {
       if (!pairs.has(`${entry.conversationId}\n${entry.recipientUserId}`)) continue;
       this.deadLetterRows.delete(entry.id);
-      const again = [...this.outbox.values()].some((row) => row.entry.recipientUserId === entry.recipientUserId && row.entry.eventId === entry.eventId);
+      const again = [...this.outbox.values()].some(
+        (row) => row.entry.recipientUserId === entry.recipientUserId && row.entry.eventId === entry.eventId,
+      );
       if (again) continue;
       this.outbox.set(entry.id, { entry, createdAtMs: deadLetter.createdAtMs, attempts: 0, nextAttemptAtMs: nowMs, lastError: null });
       redriven.push(entry.id);
@@ -452,9 +504,25 @@ export class MemoryConversationStore implements ConversationStore {
     if (row === undefined) return undefined;
     const { state, movingToCellId, movedEpoch } = row;
     if ("messages" in row) {
-      return { state, movingToCellId, movedEpoch, lastSeq: row.messages.length, floorSeq: 0, placeholder: isPlaceholder(row), incarnation: null };
+      return {
+        state,
+        movingToCellId,
+        movedEpoch,
+        lastSeq: row.messages.length,
+        floorSeq: 0,
+        placeholder: isPlaceholder(row),
+        incarnation: null,
+      };
     }
-    return { state, movingToCellId, movedEpoch, lastSeq: row.lastSeq, floorSeq: row.floorSeq, placeholder: false, incarnation: row.incarnation };
+    return {
+      state,
+      movingToCellId,
+      movedEpoch,
+      lastSeq: row.lastSeq,
+      floorSeq: row.floorSeq,
+      placeholder: false,
+      incarnation: row.incarnation,
+    };
   }
 
   async freeze(input: FreezeInput): Promise<FreezeResult> {
@@ -474,7 +542,8 @@ export class MemoryConversationStore implements ConversationStore {
     row.ownerEpoch = input.epoch;
     row.state = "frozen";
     row.movingToCellId = input.toCellId;
-    if ("messages" in row) return { outcome: "frozen", lastSeq: row.messages.length, floorSeq: 0, placeholder: isPlaceholder(row), incarnation: null };
+    if ("messages" in row)
+      return { outcome: "frozen", lastSeq: row.messages.length, floorSeq: 0, placeholder: isPlaceholder(row), incarnation: null };
     return { outcome: "frozen", lastSeq: row.lastSeq, floorSeq: row.floorSeq, placeholder: false, incarnation: row.incarnation };
   }
 
@@ -521,7 +590,9 @@ export class MemoryConversationStore implements ConversationStore {
     const mailbox = this.mailboxes.get(input.userId);
     if (mailbox === undefined) return [];
     const start = Math.max(0, input.afterSeq - mailbox.floorSeq);
-    const events = mailbox.events.slice(start, start + input.limit).map(({ seq, eventId, event }) => ({ seq, eventId, event: structuredClone(event) }));
+    const events = mailbox.events
+      .slice(start, start + input.limit)
+      .map(({ seq, eventId, event }) => ({ seq, eventId, event: structuredClone(event) }));
     return trimToPageBudget(events).kept;
   }
 
@@ -589,7 +660,15 @@ export class MemoryConversationStore implements ConversationStore {
       this.deleteOutboxOf(input.id);
       // The version this cell gave out before the key left stays below the one it activates with.
       const membersVersionBefore = conversation?.membersVersion ?? 0;
-      conversation = this.create(input.id, description.kind, description.title, description.createdByUserId, [], input.epoch, description.createdAtMs);
+      conversation = this.create(
+        input.id,
+        description.kind,
+        description.title,
+        description.createdByUserId,
+        [],
+        input.epoch,
+        description.createdAtMs,
+      );
       conversation.membersVersion = membersVersionBefore;
       conversation.state = "importing";
     }
@@ -611,21 +690,31 @@ export class MemoryConversationStore implements ConversationStore {
     }
     for (const message of input.messages) {
       if (message.seq <= conversation.messages.length) continue;
-      if (message.seq !== conversation.messages.length + 1) throw new RangeError(`import of ${input.id}: message ${message.seq} after ${conversation.messages.length}`);
+      if (message.seq !== conversation.messages.length + 1)
+        throw new RangeError(`import of ${input.id}: message ${message.seq} after ${conversation.messages.length}`);
       conversation.byClientMessage.set(`${message.senderUserId}\n${message.clientMessageId}`, conversation.messages.length);
       conversation.messages.push({ ...message });
     }
     const createdAtMs = this.clock();
     for (const entry of input.outbox) {
-      const pending = [...this.outbox.values()].some((row) => row.entry.recipientUserId === entry.recipientUserId && row.entry.eventId === entry.eventId);
+      const pending = [...this.outbox.values()].some(
+        (row) => row.entry.recipientUserId === entry.recipientUserId && row.entry.eventId === entry.eventId,
+      );
       if (pending) continue;
       this.lastOutboxId += 1;
-      const row: OutboxEntry = { id: this.lastOutboxId, conversationId: input.id, recipientUserId: entry.recipientUserId, eventId: entry.eventId, event: structuredClone(entry.event) };
+      const row: OutboxEntry = {
+        id: this.lastOutboxId,
+        conversationId: input.id,
+        recipientUserId: entry.recipientUserId,
+        eventId: entry.eventId,
+        event: structuredClone(entry.event),
+      };
       this.outbox.set(row.id, { entry: row, createdAtMs, attempts: 0, nextAttemptAtMs: createdAtMs, lastError: null });
     }
     if (!input.last) return { outcome: "importing" };
     // Every message up to lastSeq was copied, so the head is the messages' length.
-    if (conversation.messages.length !== input.lastSeq) throw new RangeError(`import of ${input.id}: ${conversation.messages.length} messages, lastSeq ${input.lastSeq}`);
+    if (conversation.messages.length !== input.lastSeq)
+      throw new RangeError(`import of ${input.id}: ${conversation.messages.length} messages, lastSeq ${input.lastSeq}`);
     conversation.state = "active";
     // Members may have been added while the key lived in another cell: a member list a worker here cached
     // before it left must read as stale (see AppendMessageResult's membersVersion).
@@ -694,7 +783,12 @@ export class MemoryConversationStore implements ConversationStore {
   }
 
   /** One `joined` outbox row per new member (sorted), as the Postgres store writes them. */
-  private writeJoined(conversation: StoredConversation, joinedUserIds: readonly string[], addedByUserId: string, afterSeq: number): OutboxEntry[] {
+  private writeJoined(
+    conversation: StoredConversation,
+    joinedUserIds: readonly string[],
+    addedByUserId: string,
+    afterSeq: number,
+  ): OutboxEntry[] {
     const event: JoinedEvent = {
       kind: "joined",
       conversationId: conversation.id,
@@ -763,7 +857,17 @@ function isPlaceholder(conversation: StoredConversation): boolean {
 }
 
 function newMailbox(state: KeyState, floorSeq: number, ownerEpoch: number, incarnation: string = randomUUID()): StoredMailbox {
-  return { incarnation, lastSeq: floorSeq, floorSeq, ownerEpoch, events: [], seqByEventId: new Map(), state, movingToCellId: null, movedEpoch: null };
+  return {
+    incarnation,
+    lastSeq: floorSeq,
+    floorSeq,
+    ownerEpoch,
+    events: [],
+    seqByEventId: new Map(),
+    state,
+    movingToCellId: null,
+    movedEpoch: null,
+  };
 }
 
 function copyEntry(entry: OutboxEntry): OutboxEntry {

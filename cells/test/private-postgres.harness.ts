@@ -63,7 +63,16 @@ export class PrivatePostgres {
 
   private async startServer(wait: boolean): Promise<void> {
     const options = `-p ${this.port} -k ${this.directory} -c listen_addresses=${loopbackHost} -c fsync=off`;
-    await this.pgCommand("pg_ctl", ["start", "-D", this.dataDirectory, "-l", join(this.directory, "log"), "-o", options, wait ? "-w" : "-W"]);
+    await this.pgCommand("pg_ctl", [
+      "start",
+      "-D",
+      this.dataDirectory,
+      "-l",
+      join(this.directory, "log"),
+      "-o",
+      options,
+      wait ? "-w" : "-W",
+    ]);
   }
 
   private async pgCommand(command: string, args: readonly string[]): Promise<void> {

@@ -3,7 +3,14 @@
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { groupTitleLengthMax, historyPageBytesMax, joinedEventId, type InventoryKey, type JoinedEvent, type MailboxEvent } from "@cellwire/protocol";
+import {
+  groupTitleLengthMax,
+  historyPageBytesMax,
+  joinedEventId,
+  type InventoryKey,
+  type JoinedEvent,
+  type MailboxEvent,
+} from "@cellwire/protocol";
 import { postgresErrorCode, uniqueViolation } from "../src/store/errors.ts";
 import type {
   AppendMailboxResult,
@@ -81,7 +88,9 @@ const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 /** One word per send of a batch: `seq:body` when stored (`=` first when deduplicated), else the outcome. */
 export function outcomes(results: readonly AppendMessageResult[]): string[] {
-  return results.map((result) => (result.outcome === "stored" ? `${result.deduplicated ? "=" : ""}${result.message.seq}:${result.message.body}` : result.outcome));
+  return results.map((result) =>
+    result.outcome === "stored" ? `${result.deduplicated ? "=" : ""}${result.message.seq}:${result.message.body}` : result.outcome,
+  );
 }
 
 /** The outbox rows a conversation write returned (it must have succeeded). */
@@ -107,11 +116,23 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       return conversationId;
     }
 
-    function send(conversationId: string, body: string, senderUserId = "alice", clientMessageId = nextClientMessageId(), epoch = baseEpoch) {
+    function send(
+      conversationId: string,
+      body: string,
+      senderUserId = "alice",
+      clientMessageId = nextClientMessageId(),
+      epoch = baseEpoch,
+    ) {
       return store().appendMessage({ epoch, conversationId, senderUserId, senderDeviceId: "phone", clientMessageId, body });
     }
 
-    function input(conversationId: string, body: string, senderUserId = "alice", clientMessageId = nextClientMessageId(), epoch = baseEpoch): AppendMessageInput {
+    function input(
+      conversationId: string,
+      body: string,
+      senderUserId = "alice",
+      clientMessageId = nextClientMessageId(),
+      epoch = baseEpoch,
+    ): AppendMessageInput {
       return { epoch, conversationId, senderUserId, senderDeviceId: "phone", clientMessageId, body };
     }
 
@@ -127,7 +148,11 @@ export function registerStoreContract(name: string, store: () => ConversationSto
      * A batch, run again when Postgres gave up on it (a deadlock, or a concurrent duplicate twice in a row):
      * as the edge retries a failed batch, with the same client message ids.
      */
-    async function appendRetrying(target: ConversationStore, inputs: readonly AppendMessageInput[], attemptsMax = 10): Promise<AppendMessageResult[]> {
+    async function appendRetrying(
+      target: ConversationStore,
+      inputs: readonly AppendMessageInput[],
+      attemptsMax = 10,
+    ): Promise<AppendMessageResult[]> {
       for (let attempt = 1; ; attempt++) {
         try {
           return await target.appendMessages(inputs);
@@ -149,7 +174,14 @@ export function registerStoreContract(name: string, store: () => ConversationSto
     }
 
     describe("receipts", () => {
-      function mark(conversationId: string, userId: string, position: "read" | "delivered", seq: number, epoch = baseEpoch, fanOutMembersMax = 32) {
+      function mark(
+        conversationId: string,
+        userId: string,
+        position: "read" | "delivered",
+        seq: number,
+        epoch = baseEpoch,
+        fanOutMembersMax = 32,
+      ) {
         return store().markReceipt({ epoch, conversationId, userId, position, seq, fanOutMembersMax });
       }
 
@@ -266,11 +298,19 @@ export function registerStoreContract(name: string, store: () => ConversationSto
     it(`assigns seqs 1..n without gap or repeat under ${options.concurrentAppends} concurrent appends`, async () => {
       const conversationId = await group();
       const results = await Promise.all(
-        Array.from({ length: options.concurrentAppends }, (_, index) => send(conversationId, `m${index}`, index % 2 === 0 ? "alice" : "bob")),
+        Array.from({ length: options.concurrentAppends }, (_, index) =>
+          send(conversationId, `m${index}`, index % 2 === 0 ? "alice" : "bob"),
+        ),
       );
       const seqs = results.map((result) => (result.outcome === "stored" ? result.message.seq : -1)).sort((a, b) => a - b);
       expect(seqs).toEqual(Array.from({ length: options.concurrentAppends }, (_, index) => index + 1));
-      const conversation = await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "team", memberUserIds: [] });
+      const conversation = await store().createGroup({
+        epoch: baseEpoch,
+        conversationId,
+        creatorUserId: "alice",
+        title: "team",
+        memberUserIds: [],
+      });
       expect(conversation.outcome === "conversation" && conversation.conversation.lastSeq).toBe(options.concurrentAppends);
     });
 
@@ -285,7 +325,6 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       const next = await send(conversationId, "next");
       expect(next.outcome === "stored" && next.message.seq).toBe(2);
     });
-
 
     it("writes no outbox row for a message: its members read it from the conversation's log", async () => {
       const conversationId = await group(["carol", "bob"]);
@@ -304,7 +343,11 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       function joinedRows(entries: readonly OutboxEntry[]): { recipients: string[]; events: MailboxEvent[]; eventIds: string[] } {
         const ids = entries.map((entry) => entry.id);
         expect([...ids].sort((a, b) => a - b)).toEqual(ids);
-        return { recipients: entries.map((entry) => entry.recipientUserId), events: entries.map((entry) => entry.event), eventIds: entries.map((entry) => entry.eventId) };
+        return {
+          recipients: entries.map((entry) => entry.recipientUserId),
+          events: entries.map((entry) => entry.event),
+          eventIds: entries.map((entry) => entry.eventId),
+        };
       }
 
       async function pendingOf(conversationId: string): Promise<OutboxEntry[]> {
@@ -314,8 +357,19 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       it("writes one for each of a direct conversation's two users, joined after seq 0, and none when it is opened again", async () => {
         const conversationId = newDirectId();
         const opened = await store().openDirect({ epoch: baseEpoch, conversationId, userId: "bob", peerUserId: "alice" });
-        const event: JoinedEvent = { kind: "joined", conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "bob" };
-        expect(joinedRows(outboxOf(opened))).toEqual({ recipients: ["alice", "bob"], events: [event, event], eventIds: [joinedEventId(event), joinedEventId(event)] });
+        const event: JoinedEvent = {
+          kind: "joined",
+          conversationId,
+          conversationKind: "direct",
+          title: null,
+          afterSeq: 0,
+          addedByUserId: "bob",
+        };
+        expect(joinedRows(outboxOf(opened))).toEqual({
+          recipients: ["alice", "bob"],
+          events: [event, event],
+          eventIds: [joinedEventId(event), joinedEventId(event)],
+        });
         expect(joinedEventId(event)).toBe(`joined-${conversationId}`);
         expect(outboxOf(opened).every((entry) => entry.conversationId === conversationId)).toBe(true);
         await send(conversationId, "hi");
@@ -327,8 +381,19 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const conversationId = newGroupId();
         const create = { epoch: baseEpoch, conversationId, creatorUserId: "zoe", title: "Plans", memberUserIds: ["bob", "Adam"] };
         const created = await store().createGroup(create);
-        const event: JoinedEvent = { kind: "joined", conversationId, conversationKind: "group", title: "Plans", afterSeq: 0, addedByUserId: "zoe" };
-        expect(joinedRows(outboxOf(created))).toEqual({ recipients: ["Adam", "bob", "zoe"], events: [event, event, event], eventIds: Array(3).fill(`joined-${conversationId}`) });
+        const event: JoinedEvent = {
+          kind: "joined",
+          conversationId,
+          conversationKind: "group",
+          title: "Plans",
+          afterSeq: 0,
+          addedByUserId: "zoe",
+        };
+        expect(joinedRows(outboxOf(created))).toEqual({
+          recipients: ["Adam", "bob", "zoe"],
+          events: [event, event, event],
+          eventIds: Array(3).fill(`joined-${conversationId}`),
+        });
         const retried = await store().createGroup(create);
         expect(retried).toMatchObject({ outcome: "conversation", outbox: [] });
         expect(await pendingOf(conversationId)).toEqual(outboxOf(created));
@@ -338,14 +403,35 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const conversationId = await group(["bob"]);
         const createdRows = await pendingOf(conversationId);
         for (let index = 1; index <= 3; index++) await send(conversationId, `m${index}`);
-        const added = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "bob", userIds: ["dave", "alice", "carol", "dave"] });
-        const event: JoinedEvent = { kind: "joined", conversationId, conversationKind: "group", title: "team", afterSeq: 3, addedByUserId: "bob" };
-        expect(joinedRows(outboxOf(added))).toEqual({ recipients: ["carol", "dave"], events: [event, event], eventIds: Array(2).fill(`joined-${conversationId}`) });
+        const added = await store().addMembers({
+          epoch: baseEpoch,
+          conversationId,
+          userId: "bob",
+          userIds: ["dave", "alice", "carol", "dave"],
+        });
+        const event: JoinedEvent = {
+          kind: "joined",
+          conversationId,
+          conversationKind: "group",
+          title: "team",
+          afterSeq: 3,
+          addedByUserId: "bob",
+        };
+        expect(joinedRows(outboxOf(added))).toEqual({
+          recipients: ["carol", "dave"],
+          events: [event, event],
+          eventIds: Array(2).fill(`joined-${conversationId}`),
+        });
         await send(conversationId, "m4", "dave");
         // Nobody new: no row.
-        expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["bob", "dave"] })).toMatchObject({ outcome: "conversation", outbox: [] });
+        expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["bob", "dave"] })).toMatchObject({
+          outcome: "conversation",
+          outbox: [],
+        });
         const erin = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "dave", userIds: ["erin"] });
-        expect(outboxOf(erin).map((entry) => [entry.recipientUserId, entry.event])).toEqual([["erin", { ...event, afterSeq: 4, addedByUserId: "dave" }]]);
+        expect(outboxOf(erin).map((entry) => [entry.recipientUserId, entry.event])).toEqual([
+          ["erin", { ...event, afterSeq: 4, addedByUserId: "dave" }],
+        ]);
         expect(await pendingOf(conversationId)).toEqual([...createdRows, ...outboxOf(added), ...outboxOf(erin)]);
       });
     });
@@ -353,7 +439,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
     it("pages a conversation's outbox (joined and receipt rows) in id order by cursor, by age, and deletes applied rows", async () => {
       const conversationId = await group(["bob", "carol"]);
       await send(conversationId, "m1");
-      expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toMatchObject({ outcome: "receipt" });
+      expect(
+        await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 }),
+      ).toMatchObject({ outcome: "receipt" });
       const all = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
       expect(all.entries.map((entry) => `${entry.event.kind}:${entry.recipientUserId}`)).toEqual([
         "joined:alice",
@@ -388,7 +476,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       async function conversationWithRows(): Promise<{ conversationId: string; rows: OutboxEntry[]; bobRows: OutboxEntry[] }> {
         const conversationId = await group(["bob", "carol"]);
         await send(conversationId, "m1");
-        expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toMatchObject({ outcome: "receipt" });
+        expect(
+          await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 }),
+        ).toMatchObject({ outcome: "receipt" });
         const rows = (await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries;
         expect(rows).toHaveLength(6);
         return { conversationId, rows, bobRows: rows.filter((entry) => entry.recipientUserId === "bob") };
@@ -403,16 +493,23 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const [bobJoined, bobReceipt] = bobRows;
         if (bobJoined === undefined || bobReceipt === undefined) throw new Error("bob has two rows");
         const query = { olderThanMs: 0, limit: 100, afterId: 0, conversationId };
-        expect(await store().markOutboxAttempt([{ id: bobJoined.id, retryAfterMs: 3_600_000, error: "cell b is gone" }, { id: Number.MAX_SAFE_INTEGER, retryAfterMs: 0, error: "none" }])).toEqual([
-          { id: bobJoined.id, attempts: 1 },
-        ]);
+        expect(
+          await store().markOutboxAttempt([
+            { id: bobJoined.id, retryAfterMs: 3_600_000, error: "cell b is gone" },
+            { id: Number.MAX_SAFE_INTEGER, retryAfterMs: 0, error: "none" },
+          ]),
+        ).toEqual([{ id: bobJoined.id, attempts: 1 }]);
         // Every row is still read (a drain decides what waits), with the failed one marked.
         const page = await store().pendingOutbox(query);
         expect(page.entries).toEqual(rows);
         expect(page.retried).toEqual([{ id: bobJoined.id, attempts: 1, backingOff: true }]);
         // The sweeper's read leaves out bob's rows: the failed one and the newer one behind it.
-        expect(ids((await store().pendingOutbox({ ...query, dueOnly: true })).entries)).toEqual(ids(rows.filter((entry) => entry.recipientUserId !== "bob")));
-        expect(await store().markOutboxAttempt([{ id: bobJoined.id, retryAfterMs: 0, error: "cell b is still gone" }])).toEqual([{ id: bobJoined.id, attempts: 2 }]);
+        expect(ids((await store().pendingOutbox({ ...query, dueOnly: true })).entries)).toEqual(
+          ids(rows.filter((entry) => entry.recipientUserId !== "bob")),
+        );
+        expect(await store().markOutboxAttempt([{ id: bobJoined.id, retryAfterMs: 0, error: "cell b is still gone" }])).toEqual([
+          { id: bobJoined.id, attempts: 2 },
+        ]);
         expect((await store().pendingOutbox(query)).retried).toEqual([{ id: bobJoined.id, attempts: 2, backingOff: false }]);
         expect(ids((await store().pendingOutbox({ ...query, dueOnly: true })).entries)).toEqual(ids(rows));
         await store().deleteOutbox(ids(rows));
@@ -426,13 +523,35 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await store().markOutboxAttempt([{ id: bobJoined.id, retryAfterMs: 3_600_000, error: "cell b is gone" }]);
         expect(await store().deadLetterOutbox({ conversationId, recipientUserId: "bob", reason: "behind a failed row" })).toBe(2);
         expect(await store().deadLetterOutbox({ conversationId, recipientUserId: "nobody", reason: "none" })).toBe(0);
-        expect(ids((await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries)).toEqual(ids(rows.filter((entry) => entry.recipientUserId !== "bob")));
+        expect(ids((await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).entries)).toEqual(
+          ids(rows.filter((entry) => entry.recipientUserId !== "bob")),
+        );
         expect(await store().deadLetteredRecipients(conversationId)).toEqual(["bob"]);
         expect(await store().deadLetteredRecipients(other.conversationId)).toEqual([]);
-        const listed = (await store().deadLetters({ afterId: 0, limit: 1000 })).filter((deadLetter) => deadLetter.conversationId === conversationId);
+        const listed = (await store().deadLetters({ afterId: 0, limit: 1000 })).filter(
+          (deadLetter) => deadLetter.conversationId === conversationId,
+        );
         expect(listed).toEqual([
-          { id: bobJoined.id, conversationId, recipientUserId: "bob", eventId: bobJoined.eventId, attempts: 1, lastError: "cell b is gone", createdAtMs: expect.any(Number), deadLetteredAtMs: expect.any(Number) },
-          { id: bobReceipt.id, conversationId, recipientUserId: "bob", eventId: bobReceipt.eventId, attempts: 0, lastError: "behind a failed row", createdAtMs: expect.any(Number), deadLetteredAtMs: expect.any(Number) },
+          {
+            id: bobJoined.id,
+            conversationId,
+            recipientUserId: "bob",
+            eventId: bobJoined.eventId,
+            attempts: 1,
+            lastError: "cell b is gone",
+            createdAtMs: expect.any(Number),
+            deadLetteredAtMs: expect.any(Number),
+          },
+          {
+            id: bobReceipt.id,
+            conversationId,
+            recipientUserId: "bob",
+            eventId: bobReceipt.eventId,
+            attempts: 0,
+            lastError: "behind a failed row",
+            createdAtMs: expect.any(Number),
+            deadLetteredAtMs: expect.any(Number),
+          },
         ]);
         expect(listed[0]?.deadLetteredAtMs).toBeGreaterThanOrEqual(listed[0]?.createdAtMs ?? Infinity);
         expect(await store().deadLetters({ afterId: bobJoined.id, limit: 1 })).toEqual([listed[1]]);
@@ -448,7 +567,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await store().deadLetterOutbox({ conversationId: other.conversationId, recipientUserId: "carol", reason: "again" });
         expect(await store().redriveDeadLetters({ limit: 1 })).toEqual([bobJoined.id, bobReceipt.id]);
         expect(await store().deadLetteredRecipients(other.conversationId)).toEqual(["carol"]);
-        expect(await store().redriveDeadLetters({ limit: 1 })).toEqual(ids(other.bobRows.length === 2 ? other.rows.filter((entry) => entry.recipientUserId === "carol") : []));
+        expect(await store().redriveDeadLetters({ limit: 1 })).toEqual(
+          ids(other.bobRows.length === 2 ? other.rows.filter((entry) => entry.recipientUserId === "carol") : []),
+        );
         expect(await store().deadLetters({ afterId: 0, limit: 1000 })).toEqual([]);
         // By conversation (a live migration takes them along): that conversation's only.
         await store().deadLetterOutbox({ conversationId, recipientUserId: "bob", reason: "again" });
@@ -480,14 +601,20 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       it("answers random batches as a model of the log does: each new key the next seq of its conversation, a known key its message, a non-member refused (property)", async () => {
         // Three conversations of alice and bob; carol is in none. Keys repeat across batches, never within one.
         const sendArbitrary = fc.record({ conversation: fc.nat(2), sender: fc.constantFrom("alice", "bob", "carol"), key: fc.nat(5) });
-        const batchArbitrary = fc.uniqueArray(sendArbitrary, { minLength: 1, maxLength: 6, selector: (send) => `${send.conversation}/${send.sender}/${send.key}` });
+        const batchArbitrary = fc.uniqueArray(sendArbitrary, {
+          minLength: 1,
+          maxLength: 6,
+          selector: (send) => `${send.conversation}/${send.sender}/${send.key}`,
+        });
         await fc.assert(
           fc.asyncProperty(fc.array(batchArbitrary, { minLength: 1, maxLength: 5 }), async (batches) => {
             const conversations = [await group(["bob"]), await group(["bob"]), await group(["bob"])];
             const model = conversations.map(() => ({ seqByKey: new Map<string, number>(), lastSeq: 0 }));
             const prefix = nextClientMessageId();
             for (const batch of batches) {
-              const inputs = batch.map((send) => input(conversations[send.conversation] ?? "", `${send.sender}:${send.key}`, send.sender, `${prefix}-${send.key}`));
+              const inputs = batch.map((send) =>
+                input(conversations[send.conversation] ?? "", `${send.sender}:${send.key}`, send.sender, `${prefix}-${send.key}`),
+              );
               const expected = batch.map((send) => {
                 const log = model[send.conversation];
                 if (log === undefined) throw new Error("no model");
@@ -521,7 +648,13 @@ export function registerStoreContract(name: string, store: () => ConversationSto
           input(first, "a5"),
         ]);
         expect(outcomes(results)).toEqual(["3:a3", "1:b1", "4:a4", "2:b2", "5:a5"]);
-        expect(results.map((result) => (result.outcome === "stored" ? result.message.conversationId : ""))).toEqual([first, second, first, second, first]);
+        expect(results.map((result) => (result.outcome === "stored" ? result.message.conversationId : ""))).toEqual([
+          first,
+          second,
+          first,
+          second,
+          first,
+        ]);
         expect(new Set(results.map((result) => (result.outcome === "stored" ? result.message.messageId : ""))).size).toBe(5);
         expect(await logOf(first)).toEqual(["earlier 1", "earlier 2", "a3", "a4", "a5"]);
         expect(await logOf(second)).toEqual(["b1", "b2"]);
@@ -529,25 +662,44 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       });
 
       it("answers each send of one batch on its own: stored, deduplicated, reused, not_a_member and fenced side by side", async () => {
-        const [open, repeated, closed, ahead, reused] = [await group(["bob"]), await group(["bob"]), await group(["bob"]), newGroupId(), await group()];
+        const [open, repeated, closed, ahead, reused] = [
+          await group(["bob"]),
+          await group(["bob"]),
+          await group(["bob"]),
+          newGroupId(),
+          await group(),
+        ];
         const repeatedId = nextClientMessageId();
         const original = await send(repeated, "original", "bob", repeatedId);
         const reusedId = nextClientMessageId();
         await send(reused, "kept", "alice", reusedId);
         await store().createGroup({ epoch: 9, conversationId: ahead, creatorUserId: "alice", title: "ahead", memberUserIds: [] });
-        const results = await store().appendMessages([
-          input(open, "o1"),
-          input(repeated, "original", "bob", repeatedId),
-          input(closed, "let me in", "mallory"),
-          input(ahead, "behind", "alice", nextClientMessageId(), 5),
-          input(newGroupId(), "nowhere"),
-          input(open, "o2", "bob"),
-          input(repeated, "r2"),
-          input(reused, "not the same", "alice", reusedId),
-        ].map((send) => ({ ...send, epoch: 5 })));
-        expect(outcomes(results)).toEqual(["1:o1", "=1:original", "not_a_member", "fenced", "not_a_member", "2:o2", "2:r2", "client_message_id_reused"]);
+        const results = await store().appendMessages(
+          [
+            input(open, "o1"),
+            input(repeated, "original", "bob", repeatedId),
+            input(closed, "let me in", "mallory"),
+            input(ahead, "behind", "alice", nextClientMessageId(), 5),
+            input(newGroupId(), "nowhere"),
+            input(open, "o2", "bob"),
+            input(repeated, "r2"),
+            input(reused, "not the same", "alice", reusedId),
+          ].map((send) => ({ ...send, epoch: 5 })),
+        );
+        expect(outcomes(results)).toEqual([
+          "1:o1",
+          "=1:original",
+          "not_a_member",
+          "fenced",
+          "not_a_member",
+          "2:o2",
+          "2:r2",
+          "client_message_id_reused",
+        ]);
         expect(await logOf(reused)).toEqual(["kept"]);
-        expect(results[1]).toEqual(original.outcome === "stored" ? { outcome: "stored", message: original.message, deduplicated: true } : undefined);
+        expect(results[1]).toEqual(
+          original.outcome === "stored" ? { outcome: "stored", message: original.message, deduplicated: true } : undefined,
+        );
         // The refusals wrote nothing and consumed no seq.
         expect(await logOf(closed)).toEqual([]);
         expect(await logOf(ahead)).toEqual([]);
@@ -560,7 +712,11 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await store().createGroup({ epoch: 4, conversationId: later, creatorUserId: "alice", title: "t", memberUserIds: ["bob"] });
         await store().createGroup({ epoch: 2, conversationId: earlier, creatorUserId: "alice", title: "t", memberUserIds: ["bob"] });
         const batch = (epoch: number, label: string) =>
-          store().appendMessages([input(later, `${label} later`), input(earlier, `${label} earlier`), input(later, `${label} later again`, "bob")].map((send) => ({ ...send, epoch })));
+          store().appendMessages(
+            [input(later, `${label} later`), input(earlier, `${label} earlier`), input(later, `${label} later again`, "bob")].map(
+              (send) => ({ ...send, epoch }),
+            ),
+          );
         expect(outcomes(await batch(3, "at 3"))).toEqual(["fenced", "1:at 3 earlier", "fenced"]);
         // The batch raised `earlier` to epoch 3: a batch of epoch 2 is now stale there too.
         expect(outcomes(await batch(2, "at 2"))).toEqual(["fenced", "fenced", "fenced"]);
@@ -627,14 +783,26 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       /** afterSeq, the page's `seq:body`s and the head. */
       function pageSummary(result: MessagesAfterResult): { afterSeq: number; messages: string[]; headSeq: number } | MessagesAfterResult {
         if (result.outcome !== "messages") return result;
-        return { afterSeq: result.afterSeq, messages: result.messages.map((message) => `${message.seq}:${message.body}`), headSeq: result.headSeq };
+        return {
+          afterSeq: result.afterSeq,
+          messages: result.messages.map((message) => `${message.seq}:${message.body}`),
+          headSeq: result.headSeq,
+        };
       }
 
       it("pages a member's log after a cursor, within the limit, with the conversation's head", async () => {
         const conversationId = await group(["bob"]);
         for (let index = 1; index <= 5; index++) await send(conversationId, `m${index}`, index % 2 === 0 ? "bob" : "alice");
-        expect(pageSummary(await messagesAfter(conversationId, "bob", 1, 2))).toEqual({ afterSeq: 1, messages: ["2:m2", "3:m3"], headSeq: 5 });
-        expect(pageSummary(await messagesAfter(conversationId, "bob", 3, 10))).toEqual({ afterSeq: 3, messages: ["4:m4", "5:m5"], headSeq: 5 });
+        expect(pageSummary(await messagesAfter(conversationId, "bob", 1, 2))).toEqual({
+          afterSeq: 1,
+          messages: ["2:m2", "3:m3"],
+          headSeq: 5,
+        });
+        expect(pageSummary(await messagesAfter(conversationId, "bob", 3, 10))).toEqual({
+          afterSeq: 3,
+          messages: ["4:m4", "5:m5"],
+          headSeq: 5,
+        });
         expect(pageSummary(await messagesAfter(conversationId, "alice", 5, 10))).toEqual({ afterSeq: 5, messages: [], headSeq: 5 });
         expect(pageSummary(await messagesAfter(conversationId, "alice", 9, 10))).toEqual({ afterSeq: 9, messages: [], headSeq: 5 });
         // Whole messages, as stored.
@@ -650,8 +818,16 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(pageSummary(await messagesAfter(conversationId, "dave", null))).toEqual({ afterSeq: 3, messages: [], headSeq: 3 });
         await send(conversationId, "m4", "dave");
         await send(conversationId, "m5");
-        expect(pageSummary(await messagesAfter(conversationId, "dave", null))).toEqual({ afterSeq: 3, messages: ["4:m4", "5:m5"], headSeq: 5 });
-        expect(pageSummary(await messagesAfter(conversationId, "bob", null, 2))).toEqual({ afterSeq: 0, messages: ["1:m1", "2:m2"], headSeq: 5 });
+        expect(pageSummary(await messagesAfter(conversationId, "dave", null))).toEqual({
+          afterSeq: 3,
+          messages: ["4:m4", "5:m5"],
+          headSeq: 5,
+        });
+        expect(pageSummary(await messagesAfter(conversationId, "bob", null, 2))).toEqual({
+          afterSeq: 0,
+          messages: ["1:m1", "2:m2"],
+          headSeq: 5,
+        });
         // A cursor is followed as given, before the join point too (a member may read the whole log, as history).
         expect(pageSummary(await messagesAfter(conversationId, "dave", 1, 1))).toEqual({ afterSeq: 1, messages: ["2:m2"], headSeq: 5 });
       });
@@ -701,7 +877,8 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     it("names a mailbox by an incarnation made with its row: null before, then stable across appends, pages and trims, another for each user", async () => {
       const [user, other] = [newUserId(), newUserId()];
-      const incarnation = async (userId: string, afterSeq = 0, limit = 10) => incarnationOf(await store().mailboxPage({ userId, afterSeq, limit }));
+      const incarnation = async (userId: string, afterSeq = 0, limit = 10) =>
+        incarnationOf(await store().mailboxPage({ userId, afterSeq, limit }));
       expect(await incarnation(user)).toBeNull();
       await appendMailbox(user, "e-1", joinedEvent("one"));
       const first = await incarnation(user);
@@ -730,7 +907,11 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       expect(await page(1, 0)).toEqual({ seqs: [], headSeq: 5, floorSeq: 0 });
       const third = pageOf(await store().mailboxPage({ userId: user, afterSeq: 2, limit: 1 }));
       expect(third.events).toEqual([{ seq: 3, event: events[2] }]);
-      expect(pageOf(await store().mailboxPage({ userId: newUserId(), afterSeq: 0, limit: 10 }))).toEqual({ events: [], headSeq: 0, floorSeq: 0 });
+      expect(pageOf(await store().mailboxPage({ userId: newUserId(), afterSeq: 0, limit: 10 }))).toEqual({
+        events: [],
+        headSeq: 0,
+        floorSeq: 0,
+      });
     });
 
     it("cuts a mailbox page at the page byte budget, keeping at least one event", async () => {
@@ -739,7 +920,8 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       // 1.3 KiB, so 400 of them do not fit one page.
       const title = "\u0001".repeat(groupTitleLengthMax);
       const count = 400;
-      const encodedBytes = (events: readonly unknown[]) => events.reduce<number>((sum, event) => sum + new TextEncoder().encode(JSON.stringify(event)).length, 0);
+      const encodedBytes = (events: readonly unknown[]) =>
+        events.reduce<number>((sum, event) => sum + new TextEncoder().encode(JSON.stringify(event)).length, 0);
       await Promise.all(Array.from({ length: count }, (_, index) => appendMailbox(user, `big-${index}`, joinedEvent(title))));
       const first = pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: count }));
       const kept = first.events.length;
@@ -801,21 +983,44 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const conversationId = await groupWithMessages(1);
         const clientMessageId = nextClientMessageId();
         const first = await send(conversationId, "before", "alice", clientMessageId);
-        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 0, placeholder: false, incarnation: null });
+        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toEqual({
+          outcome: "frozen",
+          lastSeq: 2,
+          floorSeq: 0,
+          placeholder: false,
+          incarnation: null,
+        });
         expect(await send(conversationId, "during")).toEqual(moving);
         // A repeated send writes nothing: it is answered from the frozen conversation.
         expect(await send(conversationId, "before", "alice", clientMessageId)).toEqual(
           first.outcome === "stored" ? { outcome: "stored", message: first.message, deduplicated: true } : first,
         );
-        expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "team", memberUserIds: [] })).toEqual(moving);
+        expect(
+          await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "team", memberUserIds: [] }),
+        ).toEqual(moving);
         expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["dave"] })).toEqual(moving);
-        expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(moving);
+        expect(
+          await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 }),
+        ).toEqual(moving);
         const history = await store().history({ conversationId, userId: "carol", beforeSeq: null, limit: 10 });
         expect(history.outcome === "history" && history.messages.map((message) => message.body)).toEqual(["m1", "before"]);
         expect(await memberIds(conversationId)).toEqual(["alice", "bob", "carol"]);
         // The log is served too: a device catching up on it is a read.
-        expect(await store().messagesAfter({ conversationId, userId: "bob", afterSeq: 1, limit: 10 })).toMatchObject({ outcome: "messages", afterSeq: 1, headSeq: 2, messages: [{ seq: 2, body: "before" }] });
-        expect(await store().migrationState({ kind: "conversation", id: conversationId })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 2, floorSeq: 0, placeholder: false, incarnation: null });
+        expect(await store().messagesAfter({ conversationId, userId: "bob", afterSeq: 1, limit: 10 })).toMatchObject({
+          outcome: "messages",
+          afterSeq: 1,
+          headSeq: 2,
+          messages: [{ seq: 2, body: "before" }],
+        });
+        expect(await store().migrationState({ kind: "conversation", id: conversationId })).toEqual({
+          state: "frozen",
+          movingToCellId: "b",
+          movedEpoch: null,
+          lastSeq: 2,
+          floorSeq: 0,
+          placeholder: false,
+          incarnation: null,
+        });
         expect(await store().unfreeze({ kind: "conversation", id: conversationId, epoch: baseEpoch })).toEqual({ outcome: "active" });
         expect(await send(conversationId, "after")).toMatchObject({ outcome: "stored", message: { seq: 3 } });
       });
@@ -823,41 +1028,90 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       it("answers a frozen conversation's non-member not_a_member, as for a conversation that does not exist, and its members moving", async () => {
         const conversationId = await groupWithMessages(1);
         const unknownId = newGroupId();
-        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toMatchObject({ outcome: "frozen" });
+        expect(await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch })).toMatchObject({
+          outcome: "frozen",
+        });
         const notAMember = { outcome: "not_a_member" } as const;
         for (const id of [conversationId, unknownId]) {
           expect(await send(id, "let me in", "mallory")).toEqual(notAMember);
-          expect(await store().appendMessages([input(id, "batched", "mallory"), input(id, "batched", "mallory")])).toEqual([notAMember, notAMember]);
-          expect(await store().addMembers({ epoch: baseEpoch, conversationId: id, userId: "mallory", userIds: ["mallory"] })).toEqual(notAMember);
-          expect(await store().markReceipt({ epoch: baseEpoch, conversationId: id, userId: "mallory", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(notAMember);
+          expect(await store().appendMessages([input(id, "batched", "mallory"), input(id, "batched", "mallory")])).toEqual([
+            notAMember,
+            notAMember,
+          ]);
+          expect(await store().addMembers({ epoch: baseEpoch, conversationId: id, userId: "mallory", userIds: ["mallory"] })).toEqual(
+            notAMember,
+          );
+          expect(
+            await store().markReceipt({
+              epoch: baseEpoch,
+              conversationId: id,
+              userId: "mallory",
+              position: "read",
+              seq: 1,
+              fanOutMembersMax: 32,
+            }),
+          ).toEqual(notAMember);
           expect(await store().history({ conversationId: id, userId: "mallory", beforeSeq: null, limit: 10 })).toEqual(notAMember);
           expect(await store().messagesAfter({ conversationId: id, userId: "mallory", afterSeq: null, limit: 10 })).toEqual(notAMember);
         }
         // Members still wait out the move.
         expect(await send(conversationId, "during", "bob")).toEqual(moving);
-        expect(await store().appendMessages([input(conversationId, "during", "carol"), input(conversationId, "during", "mallory")])).toEqual([moving, notAMember]);
+        expect(
+          await store().appendMessages([input(conversationId, "during", "carol"), input(conversationId, "during", "mallory")]),
+        ).toEqual([moving, notAMember]);
         expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["dave"] })).toEqual(moving);
-        expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(moving);
+        expect(
+          await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 }),
+        ).toEqual(moving);
       });
 
       it("freezes a conversation with no row as a placeholder: never exported, creation answers moving, a tombstone then moved", async () => {
         for (const conversationId of [newDirectId(), newGroupId()]) {
           const key = { kind: "conversation", id: conversationId } as const;
-          expect(await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: true, incarnation: null });
+          expect(await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch })).toEqual({
+            outcome: "frozen",
+            lastSeq: 0,
+            floorSeq: 0,
+            placeholder: true,
+            incarnation: null,
+          });
           // Frozen again (a retried move): still a placeholder.
-          expect(await store().freeze({ ...key, toCellId: "c", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: true, incarnation: null });
-          expect(await store().migrationState(key)).toEqual({ state: "frozen", movingToCellId: "c", movedEpoch: null, lastSeq: 0, floorSeq: 0, placeholder: true, incarnation: null });
+          expect(await store().freeze({ ...key, toCellId: "c", epoch: baseEpoch })).toEqual({
+            outcome: "frozen",
+            lastSeq: 0,
+            floorSeq: 0,
+            placeholder: true,
+            incarnation: null,
+          });
+          expect(await store().migrationState(key)).toEqual({
+            state: "frozen",
+            movingToCellId: "c",
+            movedEpoch: null,
+            lastSeq: 0,
+            floorSeq: 0,
+            placeholder: true,
+            incarnation: null,
+          });
           expect(await store().exportConversation(conversationId)).toBeUndefined();
           expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" })).toEqual(moving);
-          expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "t", memberUserIds: [] })).toEqual(moving);
+          expect(
+            await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "t", memberUserIds: [] }),
+          ).toEqual(moving);
           expect(await memberIds(conversationId)).toEqual([]);
-          expect(await store().messagesAfter({ conversationId, userId: "alice", afterSeq: null, limit: 10 })).toEqual({ outcome: "not_a_member" });
+          expect(await store().messagesAfter({ conversationId, userId: "alice", afterSeq: null, limit: 10 })).toEqual({
+            outcome: "not_a_member",
+          });
           // Nobody is a member of a conversation never created: a send is refused as for an unknown id.
           expect(await store().appendMessages([input(conversationId, "too soon")])).toEqual([{ outcome: "not_a_member" }]);
-          expect(await store().tombstone({ ...key, toCellId: "c", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 0 });
+          expect(await store().tombstone({ ...key, toCellId: "c", movedEpoch: 7, epoch: baseEpoch })).toEqual({
+            outcome: "moved",
+            deletedRows: 0,
+          });
           const movedToC = { outcome: "moved", cellId: "c", epoch: 7 } as const;
           expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "alice", peerUserId: "bob" })).toEqual(movedToC);
-          expect(await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "t", memberUserIds: [] })).toEqual(movedToC);
+          expect(
+            await store().createGroup({ epoch: baseEpoch, conversationId, creatorUserId: "alice", title: "t", memberUserIds: [] }),
+          ).toEqual(movedToC);
           expect(await store().migrationState(key)).toMatchObject({ state: "moved", placeholder: true });
         }
         // A placeholder's kind follows the id's prefix: a direct one takes no group title once real.
@@ -888,7 +1142,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
           ...userIds.map((id) => ({ kind: "user", id, movingToCellId: "c" })),
         ]);
         const kinds = all.map((key) => key.kind);
-        expect(kinds.lastIndexOf("conversation")).toBeLessThan(kinds.indexOf("user") === -1 ? Number.POSITIVE_INFINITY : kinds.indexOf("user"));
+        expect(kinds.lastIndexOf("conversation")).toBeLessThan(
+          kinds.indexOf("user") === -1 ? Number.POSITIVE_INFINITY : kinds.indexOf("user"),
+        );
         expect(await store().frozenKeys(2)).toEqual(all.slice(0, 2));
         // Unfrozen or tombstoned, a key is no longer listed.
         await store().unfreeze({ kind: "user", id: userIds[0] ?? "", epoch: baseEpoch });
@@ -966,13 +1222,33 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await appendMailbox(user, "e-1", event);
         await appendMailbox(user, "e-2", joinedEvent("two"));
         await store().trimMailbox(user, 1);
-        expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 2, floorSeq: 1, placeholder: false, incarnation: expect.stringMatching(uuidPattern) });
+        expect(await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch })).toEqual({
+          outcome: "frozen",
+          lastSeq: 2,
+          floorSeq: 1,
+          placeholder: false,
+          incarnation: expect.stringMatching(uuidPattern),
+        });
         expect(await appendMailbox(user, "e-3", joinedEvent("three"))).toEqual(moving);
         expect(await appendMailbox(user, "e-2", joinedEvent("two"))).toEqual({ outcome: "appended", seq: 2, deduplicated: true });
         expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events.map((entry) => entry.seq)).toEqual([2]);
         const fresh = newUserId();
-        expect(await store().freeze({ kind: "user", id: fresh, toCellId: "b", epoch: baseEpoch })).toEqual({ outcome: "frozen", lastSeq: 0, floorSeq: 0, placeholder: false, incarnation: expect.stringMatching(uuidPattern) });
-        expect(await store().migrationState({ kind: "user", id: fresh })).toEqual({ state: "frozen", movingToCellId: "b", movedEpoch: null, lastSeq: 0, floorSeq: 0, placeholder: false, incarnation: expect.stringMatching(uuidPattern) });
+        expect(await store().freeze({ kind: "user", id: fresh, toCellId: "b", epoch: baseEpoch })).toEqual({
+          outcome: "frozen",
+          lastSeq: 0,
+          floorSeq: 0,
+          placeholder: false,
+          incarnation: expect.stringMatching(uuidPattern),
+        });
+        expect(await store().migrationState({ kind: "user", id: fresh })).toEqual({
+          state: "frozen",
+          movingToCellId: "b",
+          movedEpoch: null,
+          lastSeq: 0,
+          floorSeq: 0,
+          placeholder: false,
+          incarnation: expect.stringMatching(uuidPattern),
+        });
         expect(await appendMailbox(fresh, "e-1", event)).toEqual(moving);
         expect(await store().unfreeze({ kind: "user", id: fresh, epoch: baseEpoch })).toEqual({ outcome: "active" });
         expect(await appendMailbox(fresh, "e-1", event)).toEqual({ outcome: "appended", seq: 1, deduplicated: false });
@@ -998,34 +1274,74 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const directId = newDirectId();
         await store().openDirect({ epoch: baseEpoch, conversationId: directId, userId: "alice", peerUserId: "bob" });
         for (let index = 1; index <= 5; index++) await send(directId, `m${index}`);
-        await store().markReceipt({ epoch: baseEpoch, conversationId: directId, userId: "bob", position: "read", seq: 2, fanOutMembersMax: 32 });
-        const outboxRows = (await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId: directId })).entries.length;
+        await store().markReceipt({
+          epoch: baseEpoch,
+          conversationId: directId,
+          userId: "bob",
+          position: "read",
+          seq: 2,
+          fanOutMembersMax: 32,
+        });
+        const outboxRows = (await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId: directId })).entries
+          .length;
         const key = { kind: "conversation", id: directId } as const;
         await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch });
         // 5 messages, 2 members, 1 read position and the outbox rows.
-        expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 8 + outboxRows });
+        expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({
+          outcome: "moved",
+          deletedRows: 8 + outboxRows,
+        });
         expect(await store().openDirect({ epoch: baseEpoch, conversationId: directId, userId: "alice", peerUserId: "bob" })).toEqual(moved);
-        expect(await store().openDirect({ epoch: baseEpoch + 1, conversationId: directId, userId: "bob", peerUserId: "alice" })).toEqual(moved);
+        expect(await store().openDirect({ epoch: baseEpoch + 1, conversationId: directId, userId: "bob", peerUserId: "alice" })).toEqual(
+          moved,
+        );
         expect(await send(directId, "late")).toEqual(moved);
         expect(await store().history({ conversationId: directId, userId: "alice", beforeSeq: null, limit: 10 })).toEqual(moved);
         expect(await store().messagesAfter({ conversationId: directId, userId: "alice", afterSeq: 0, limit: 10 })).toEqual(moved);
         expect(await store().messagesAfter({ conversationId: directId, userId: "mallory", afterSeq: null, limit: 10 })).toEqual(moved);
         expect(await store().members(directId)).toEqual(moved);
-        expect(await store().markReceipt({ epoch: baseEpoch, conversationId: directId, userId: "bob", position: "read", seq: 1, fanOutMembersMax: 32 })).toEqual(moved);
-        expect(await store().addMembers({ epoch: baseEpoch, conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual(moved);
+        expect(
+          await store().markReceipt({
+            epoch: baseEpoch,
+            conversationId: directId,
+            userId: "bob",
+            position: "read",
+            seq: 1,
+            fanOutMembersMax: 32,
+          }),
+        ).toEqual(moved);
+        expect(await store().addMembers({ epoch: baseEpoch, conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual(
+          moved,
+        );
         expect(await store().freeze({ ...key, toCellId: "c", epoch: baseEpoch })).toEqual(moved);
         expect((await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId: directId })).entries).toEqual([]);
-        expect(await store().migrationState(key)).toEqual({ state: "moved", movingToCellId: "b", movedEpoch: 7, lastSeq: expect.any(Number), floorSeq: 0, placeholder: false, incarnation: null });
+        expect(await store().migrationState(key)).toEqual({
+          state: "moved",
+          movingToCellId: "b",
+          movedEpoch: 7,
+          lastSeq: expect.any(Number),
+          floorSeq: 0,
+          placeholder: false,
+          incarnation: null,
+        });
         // Idempotent: a second tombstone finds nothing left to delete.
-        expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 0 });
-        expect(await store().tombstone({ kind: "conversation", id: newGroupId(), toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "not_found" });
+        expect(await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({
+          outcome: "moved",
+          deletedRows: 0,
+        });
+        expect(await store().tombstone({ kind: "conversation", id: newGroupId(), toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual(
+          { outcome: "not_found" },
+        );
       });
 
       it("tombstones a mailbox: appends and pages answer moved", async () => {
         const user = newUserId();
         for (let index = 1; index <= 4; index++) await appendMailbox(user, `e-${index}`, joinedEvent(`m${index}`));
         await store().freeze({ kind: "user", id: user, toCellId: "b", epoch: baseEpoch });
-        expect(await store().tombstone({ kind: "user", id: user, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({ outcome: "moved", deletedRows: 4 });
+        expect(await store().tombstone({ kind: "user", id: user, toCellId: "b", movedEpoch: 7, epoch: baseEpoch })).toEqual({
+          outcome: "moved",
+          deletedRows: 4,
+        });
         expect(await appendMailbox(user, "e-1", joinedEvent("m1"))).toEqual(moved);
         expect(await appendMailbox(user, "e-9", joinedEvent("m9"))).toEqual(moved);
         expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual(moved);
@@ -1051,8 +1367,14 @@ export function registerStoreContract(name: string, store: () => ConversationSto
           ["carol", 0, 0, 0],
           ["dave", 5, 0, 0],
         ]);
-        const pages = [await store().exportMessages({ conversationId, afterSeq: 0, limit: 4 }), await store().exportMessages({ conversationId, afterSeq: 4, limit: 4 })];
-        expect(pages.map((page) => page.map((message) => message.seq))).toEqual([[1, 2, 3, 4], [5, 6]]);
+        const pages = [
+          await store().exportMessages({ conversationId, afterSeq: 0, limit: 4 }),
+          await store().exportMessages({ conversationId, afterSeq: 4, limit: 4 }),
+        ];
+        expect(pages.map((page) => page.map((message) => message.seq))).toEqual([
+          [1, 2, 3, 4],
+          [5, 6],
+        ]);
         const outbox = (await store().pendingOutbox({ olderThanMs: 0, limit: 1000, afterId: 0, conversationId })).entries;
         expect(outbox.map((entry) => `${entry.event.kind}:${entry.recipientUserId}`)).toEqual([
           ...["alice", "bob", "carol", "dave"].map((userId) => `joined:${userId}`),
@@ -1061,15 +1383,29 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const historyBefore = await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 });
         // The key leaves (tombstone), then comes back into the same store: the first page replaces the tombstone.
         await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
-        const base = { kind: "conversation", id: conversationId, epoch: baseEpoch, lastSeq: frozen.lastSeq, conversation: null, members: [], messages: [], outbox: [] } as const;
-        expect(await store().importPage({ ...base, first: true, last: false, conversation: exported.conversation, members: exported.members })).toEqual({ outcome: "importing" });
+        const base = {
+          kind: "conversation",
+          id: conversationId,
+          epoch: baseEpoch,
+          lastSeq: frozen.lastSeq,
+          conversation: null,
+          members: [],
+          messages: [],
+          outbox: [],
+        } as const;
+        expect(
+          await store().importPage({ ...base, first: true, last: false, conversation: exported.conversation, members: exported.members }),
+        ).toEqual({ outcome: "importing" });
         expect(await send(conversationId, "too early")).toEqual(moving);
         expect(await store().history({ conversationId, userId: "alice", beforeSeq: null, limit: 10 })).toEqual(moving);
         expect(await store().members(conversationId)).toEqual(moving);
         expect(await store().messagesAfter({ conversationId, userId: "dave", afterSeq: null, limit: 10 })).toEqual(moving);
-        for (const messages of pages) expect(await store().importPage({ ...base, first: false, last: false, messages })).toEqual({ outcome: "importing" });
+        for (const messages of pages)
+          expect(await store().importPage({ ...base, first: false, last: false, messages })).toEqual({ outcome: "importing" });
         // A retried page changes nothing.
-        expect(await store().importPage({ ...base, first: false, last: false, messages: pages[1] ?? [] })).toEqual({ outcome: "importing" });
+        expect(await store().importPage({ ...base, first: false, last: false, messages: pages[1] ?? [] })).toEqual({
+          outcome: "importing",
+        });
         const importedOutbox = outbox.map(({ recipientUserId, eventId, event }) => ({ recipientUserId, eventId, event }));
         expect(await store().importPage({ ...base, first: false, last: false, outbox: importedOutbox })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, first: false, last: true })).toEqual({ outcome: "active" });
@@ -1088,12 +1424,20 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         });
         const pending = (await store().pendingOutbox({ olderThanMs: 0, limit: 1000, afterId: 0, conversationId })).entries;
         expect(pending.map(({ recipientUserId, eventId, event }) => ({ recipientUserId, eventId, event }))).toEqual(importedOutbox);
-        expect(await send(conversationId, "sixth", "carol", clientMessageId)).toMatchObject({ outcome: "stored", deduplicated: true, message: { seq: 6, body: "sixth" } });
+        expect(await send(conversationId, "sixth", "carol", clientMessageId)).toMatchObject({
+          outcome: "stored",
+          deduplicated: true,
+          message: { seq: 6, body: "sixth" },
+        });
         expect(await send(conversationId, "seventh")).toMatchObject({ outcome: "stored", message: { seq: 7 } });
         // bob's read position came along: a lower read changes nothing.
-        expect(await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 2, fanOutMembersMax: 32 })).toMatchObject({ readSeq: 3, deliveredSeq: 3, outbox: [] });
+        expect(
+          await store().markReceipt({ epoch: baseEpoch, conversationId, userId: "bob", position: "read", seq: 2, fanOutMembersMax: 32 }),
+        ).toMatchObject({ readSeq: 3, deliveredSeq: 3, outbox: [] });
         // Active now: a page of an old attempt changes nothing.
-        expect(await store().importPage({ ...base, first: true, last: false, conversation: exported.conversation })).toEqual({ outcome: "active" });
+        expect(await store().importPage({ ...base, first: true, last: false, conversation: exported.conversation })).toEqual({
+          outcome: "active",
+        });
         expect(await store().migrationState(key)).toMatchObject({ state: "active", lastSeq: 7 });
       });
 
@@ -1104,17 +1448,35 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await store().trimMailbox(user, 2);
         const key = { kind: "user", id: user } as const;
         const frozen = await store().freeze({ ...key, toCellId: "b", epoch: baseEpoch });
-        expect(frozen).toEqual({ outcome: "frozen", lastSeq: 5, floorSeq: 2, placeholder: false, incarnation: expect.stringMatching(uuidPattern) });
-        const exported = [await store().exportMailbox({ userId: user, afterSeq: 2, limit: 2 }), await store().exportMailbox({ userId: user, afterSeq: 4, limit: 2 })];
-        expect(exported.map((page) => page.map((entry) => [entry.seq, entry.eventId]))).toEqual([[[3, "e-3"], [4, "e-4"]], [[5, "e-5"]]]);
+        expect(frozen).toEqual({
+          outcome: "frozen",
+          lastSeq: 5,
+          floorSeq: 2,
+          placeholder: false,
+          incarnation: expect.stringMatching(uuidPattern),
+        });
+        const exported = [
+          await store().exportMailbox({ userId: user, afterSeq: 2, limit: 2 }),
+          await store().exportMailbox({ userId: user, afterSeq: 4, limit: 2 }),
+        ];
+        expect(exported.map((page) => page.map((entry) => [entry.seq, entry.eventId]))).toEqual([
+          [
+            [3, "e-3"],
+            [4, "e-4"],
+          ],
+          [[5, "e-5"]],
+        ]);
         await store().tombstone({ ...key, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
         const base = { kind: "user", id: user, epoch: baseEpoch, lastSeq: 5, floorSeq: 2, events: [] } as const;
         // A later page with no import in progress is refused: the copy must start with its first page.
-        expect(await store().importPage({ ...base, first: false, last: false, events: exported[0] ?? [] })).toEqual({ outcome: "not_importing" });
+        expect(await store().importPage({ ...base, first: false, last: false, events: exported[0] ?? [] })).toEqual({
+          outcome: "not_importing",
+        });
         expect(await store().importPage({ ...base, first: true, last: false })).toEqual({ outcome: "importing" });
         expect(await appendMailbox(user, "e-3", events[2] ?? joinedEvent())).toEqual(moving);
         expect(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).toEqual(moving);
-        for (const page of exported) expect(await store().importPage({ ...base, first: false, last: false, events: page })).toEqual({ outcome: "importing" });
+        for (const page of exported)
+          expect(await store().importPage({ ...base, first: false, last: false, events: page })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, first: false, last: true })).toEqual({ outcome: "active" });
         expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 }))).toEqual({
           events: [3, 4, 5].map((seq) => ({ seq, event: events[seq - 1] })),
@@ -1163,7 +1525,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         expect(await store().importPage({ ...base, epoch: 3, first: true, last: false })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, epoch: 3, first: false, last: false, events: fresh })).toEqual({ outcome: "importing" });
         expect(await store().importPage({ ...base, epoch: 3, first: false, last: true })).toEqual({ outcome: "active" });
-        expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events).toEqual(fresh.map(({ seq, event }) => ({ seq, event })));
+        expect(pageOf(await store().mailboxPage({ userId: user, afterSeq: 0, limit: 10 })).events).toEqual(
+          fresh.map(({ seq, event }) => ({ seq, event })),
+        );
         await store().freeze({ kind: "user", id: user, toCellId: "c", epoch: 3 });
         expect(await store().importPage({ ...base, epoch: 3, first: true, last: false })).toEqual(moving);
       });
@@ -1184,7 +1548,12 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         await store().freeze({ kind: "conversation", id: conversationId, toCellId: "b", epoch: baseEpoch });
         await store().tombstone({ kind: "conversation", id: conversationId, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
         await store().tombstone({ kind: "user", id: frozenUser, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
-        expect(await store().stats()).toEqual({ ...after, conversations: after.conversations - 1, outboxRows: after.outboxRows - 2, frozen: after.frozen - 1 });
+        expect(await store().stats()).toEqual({
+          ...after,
+          conversations: after.conversations - 1,
+          outboxRows: after.outboxRows - 2,
+          frozen: after.frozen - 1,
+        });
       });
     });
 
@@ -1197,16 +1566,33 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       it("stores a message under an epoch equal to or above the conversation's, and fences a lower one without writing", async () => {
         const conversationId = await group();
         const firstClientMessageId = nextClientMessageId();
-        expect(await send(conversationId, "at 1", "alice", firstClientMessageId, 1)).toMatchObject({ outcome: "stored", message: { seq: 1 } });
-        expect(await send(conversationId, "at 5", "bob", nextClientMessageId(), 5)).toMatchObject({ outcome: "stored", message: { seq: 2 } });
+        expect(await send(conversationId, "at 1", "alice", firstClientMessageId, 1)).toMatchObject({
+          outcome: "stored",
+          message: { seq: 1 },
+        });
+        expect(await send(conversationId, "at 5", "bob", nextClientMessageId(), 5)).toMatchObject({
+          outcome: "stored",
+          message: { seq: 2 },
+        });
         const outboxBefore = await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId });
         expect(await send(conversationId, "at 4", "carol", nextClientMessageId(), 4)).toEqual({ outcome: "fenced" });
         // Nothing of the fenced send was written: no seq consumed, no outbox row.
         expect(await store().pendingOutbox({ olderThanMs: 0, limit: 100, afterId: 0, conversationId })).toEqual(outboxBefore);
-        expect(await send(conversationId, "at 5 again", "carol", nextClientMessageId(), 5)).toMatchObject({ outcome: "stored", message: { seq: 3 } });
+        expect(await send(conversationId, "at 5 again", "carol", nextClientMessageId(), 5)).toMatchObject({
+          outcome: "stored",
+          message: { seq: 3 },
+        });
         // A repeated send writes nothing, so it answers its stored message whatever the epoch.
-        expect(await send(conversationId, "at 1", "alice", firstClientMessageId, 2)).toMatchObject({ outcome: "stored", deduplicated: true, message: { seq: 1 } });
-        expect(bodiesOf(await store().history({ conversationId, userId: "bob", beforeSeq: null, limit: 10 }))).toEqual(["at 1", "at 5", "at 5 again"]);
+        expect(await send(conversationId, "at 1", "alice", firstClientMessageId, 2)).toMatchObject({
+          outcome: "stored",
+          deduplicated: true,
+          message: { seq: 1 },
+        });
+        expect(bodiesOf(await store().history({ conversationId, userId: "bob", beforeSeq: null, limit: 10 }))).toEqual([
+          "at 1",
+          "at 5",
+          "at 5 again",
+        ]);
       });
 
       it("fences creating, re-opening and growing a conversation under a lower epoch", async () => {
@@ -1223,16 +1609,25 @@ export function registerStoreContract(name: string, store: () => ConversationSto
           outcome: "conversation",
           conversation: { memberUserIds: ["alice", "bob", "dave"] },
         });
-        expect(await store().addMembers({ conversationId, userId: "bob", userIds: ["erin"], epoch: 12 })).toMatchObject({ outcome: "conversation" });
+        expect(await store().addMembers({ conversationId, userId: "bob", userIds: ["erin"], epoch: 12 })).toMatchObject({
+          outcome: "conversation",
+        });
         // addMembers raised the conversation's epoch to 12: 11 is now stale for every write.
         expect(await store().createGroup({ ...create, epoch: 11 })).toEqual({ outcome: "fenced" });
         expect(await send(conversationId, "at 11", "alice", nextClientMessageId(), 11)).toEqual({ outcome: "fenced" });
-        expect(await send(conversationId, "at 12", "alice", nextClientMessageId(), 12)).toMatchObject({ outcome: "stored", message: { seq: 1 } });
+        expect(await send(conversationId, "at 12", "alice", nextClientMessageId(), 12)).toMatchObject({
+          outcome: "stored",
+          message: { seq: 1 },
+        });
         expect(await memberIds(conversationId)).toEqual(["alice", "bob", "dave", "erin"]);
 
         const directId = newDirectId();
-        expect(await store().openDirect({ conversationId: directId, userId: "alice", peerUserId: "bob", epoch: 20 })).toMatchObject({ outcome: "conversation" });
-        expect(await store().openDirect({ conversationId: directId, userId: "bob", peerUserId: "alice", epoch: 19 })).toEqual({ outcome: "fenced" });
+        expect(await store().openDirect({ conversationId: directId, userId: "alice", peerUserId: "bob", epoch: 20 })).toMatchObject({
+          outcome: "conversation",
+        });
+        expect(await store().openDirect({ conversationId: directId, userId: "bob", peerUserId: "alice", epoch: 19 })).toEqual({
+          outcome: "fenced",
+        });
         expect(await store().openDirect({ conversationId: directId, userId: "bob", peerUserId: "alice", epoch: 21 })).toMatchObject({
           outcome: "conversation",
           conversation: { memberUserIds: ["alice", "bob"], lastSeq: 0 },
@@ -1267,13 +1662,21 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const epochOf = (index: number) => (index % 2 === 0 ? 2 : 3);
         // Each batch sends to both conversations, one of them twice: [first, second, first].
         const batches = Array.from({ length: count }, (_, index) =>
-          [first, second, first].map((conversationId, position) => input(conversationId, `${epochOf(index)}:${index}:${position}`, "alice", nextClientMessageId(), epochOf(index))),
+          [first, second, first].map((conversationId, position) =>
+            input(conversationId, `${epochOf(index)}:${index}:${position}`, "alice", nextClientMessageId(), epochOf(index)),
+          ),
         );
         const [sent, appends] = await Promise.all([
           Promise.all(batches.map((batch, index) => appendRetrying(epochOf(index) === 2 ? stale : current, batch))),
           Promise.all(
             Array.from({ length: count }, (_, index) =>
-              appendMailbox(user, `race-${index}`, joinedEvent(`${epochOf(index)}:${index}`), epochOf(index), epochOf(index) === 2 ? stale : current),
+              appendMailbox(
+                user,
+                `race-${index}`,
+                joinedEvent(`${epochOf(index)}:${index}`),
+                epochOf(index),
+                epochOf(index) === 2 ? stale : current,
+              ),
             ),
           ),
         ]);
@@ -1290,7 +1693,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         for (const conversationId of conversations) {
           const history = await current.history({ conversationId, userId: "alice", beforeSeq: null, limit: 200 });
           if (history.outcome !== "history") throw new Error("expected history");
-          const stored = sent.flat().filter((result) => result.outcome === "stored" && result.message.conversationId === conversationId).length;
+          const stored = sent
+            .flat()
+            .filter((result) => result.outcome === "stored" && result.message.conversationId === conversationId).length;
           expect(history.messages.map((message) => message.seq)).toEqual(Array.from({ length: stored }, (_, index) => index + 1));
           const historyEpochs = history.messages.map((message) => Number(message.body.split(":")[0]));
           expect(historyEpochs).toEqual([...historyEpochs].sort((a, b) => a - b));
@@ -1311,7 +1716,8 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const count = 60;
         const results = await Promise.all(
           Array.from({ length: count }, (_, index) =>
-            (index % 2 === 0 ? store() : other).appendMessage({ epoch: baseEpoch, 
+            (index % 2 === 0 ? store() : other).appendMessage({
+              epoch: baseEpoch,
               conversationId,
               senderUserId: index % 3 === 0 ? "bob" : "alice",
               senderDeviceId: "phone",
@@ -1341,8 +1747,20 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const batchesOf = (round: number) => {
           const both = shared(round);
           return [
-            { target: store(), inputs: [input(x, `a${round}x`), input(y, `a${round}y`), input(z, `a${round}z`), input(x, `a${round}x2`), both] },
-            { target: other, inputs: [input(z, `b${round}z`, "carol"), both, input(y, `b${round}y`, "carol"), input(x, `b${round}x`, "carol"), input(z, `b${round}z2`, "carol")] },
+            {
+              target: store(),
+              inputs: [input(x, `a${round}x`), input(y, `a${round}y`), input(z, `a${round}z`), input(x, `a${round}x2`), both],
+            },
+            {
+              target: other,
+              inputs: [
+                input(z, `b${round}z`, "carol"),
+                both,
+                input(y, `b${round}y`, "carol"),
+                input(x, `b${round}x`, "carol"),
+                input(z, `b${round}z2`, "carol"),
+              ],
+            },
           ];
         };
         const batches = Array.from({ length: rounds }, (_, round) => batchesOf(round)).flat();
@@ -1355,7 +1773,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
           if (page.outcome !== "history") throw new Error("expected history");
           const fresh = stored.filter((result) => !result.deduplicated && result.message.conversationId === conversationId);
           // Every new message has its own seq, and together they are 1..n: no gap, no repeat.
-          expect(fresh.map((result) => result.message.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: fresh.length }, (_, index) => index + 1));
+          expect(fresh.map((result) => result.message.seq).sort((a, b) => a - b)).toEqual(
+            Array.from({ length: fresh.length }, (_, index) => index + 1),
+          );
           expect(page.messages.map((message) => message.messageId)).toEqual(
             [...fresh].sort((a, b) => a.message.seq - b.message.seq).map((result) => result.message.messageId),
           );
@@ -1374,7 +1794,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         for (const batchResults of results) {
           for (const conversationId of conversations) {
             const seqs = batchResults.flatMap((result) =>
-              result.outcome === "stored" && !result.deduplicated && result.message.conversationId === conversationId ? [result.message.seq] : [],
+              result.outcome === "stored" && !result.deduplicated && result.message.conversationId === conversationId
+                ? [result.message.seq]
+                : [],
             );
             expect(seqs).toEqual(seqs.map((_, index) => (seqs[0] ?? 0) + index));
           }
@@ -1386,7 +1808,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         const other = secondStore();
         const count = 60;
         const results = await Promise.all(
-          Array.from({ length: count }, (_, index) => appendMailbox(user, `two-${index % 40}`, joinedEvent(`m${index}`), baseEpoch, index % 2 === 0 ? store() : other)),
+          Array.from({ length: count }, (_, index) =>
+            appendMailbox(user, `two-${index % 40}`, joinedEvent(`m${index}`), baseEpoch, index % 2 === 0 ? store() : other),
+          ),
         );
         // 60 appends of 40 distinct events: 40 seqs, each duplicate answered with its event's seq.
         const bySeq = new Map<number, number>();
@@ -1430,8 +1854,12 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       await send(conversationId, "hi bob");
       const again = await store().openDirect({ epoch: baseEpoch, conversationId, userId: "bob", peerUserId: "alice" });
       expect(again.outcome === "conversation" && again.conversation).toMatchObject({ memberUserIds: ["alice", "bob"], lastSeq: 1 });
-      expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "mallory", peerUserId: "alice" })).toEqual({ outcome: "not_a_member" });
-      expect(await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: "alice", peerUserId: "alice" })).toEqual({ outcome: "invalid_peer" });
+      expect(await store().openDirect({ epoch: baseEpoch, conversationId, userId: "mallory", peerUserId: "alice" })).toEqual({
+        outcome: "not_a_member",
+      });
+      expect(await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: "alice", peerUserId: "alice" })).toEqual({
+        outcome: "invalid_peer",
+      });
       expect(await memberIds(conversationId)).toEqual(["alice", "bob"]);
     });
 
@@ -1445,7 +1873,9 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       expect(await store().createGroup(create)).toEqual({ outcome: "conversation", conversation: expected, outbox: [] });
       expect(await store().createGroup({ ...create, creatorUserId: "mallory" })).toEqual({ outcome: "not_a_member" });
       const tooMany = Array.from({ length: options.groupMembersMax }, (_, index) => `user${index}`);
-      expect(await store().createGroup({ ...create, conversationId: newGroupId(), memberUserIds: tooMany })).toEqual({ outcome: "too_many_members" });
+      expect(await store().createGroup({ ...create, conversationId: newGroupId(), memberUserIds: tooMany })).toEqual({
+        outcome: "too_many_members",
+      });
       const full = tooMany.slice(0, options.groupMembersMax - 1);
       const atLimit = await store().createGroup({ ...create, conversationId: newGroupId(), memberUserIds: full });
       expect(atLimit.outcome === "conversation" && atLimit.conversation.memberUserIds.length).toBe(options.groupMembersMax);
@@ -1458,16 +1888,24 @@ export function registerStoreContract(name: string, store: () => ConversationSto
       expect(added.outcome === "conversation" && added.conversation.memberUserIds).toEqual(["alice", "bob", "carol"]);
       const carolSends = await send(conversationId, "hi all", "carol");
       expect(carolSends.outcome).toBe("stored");
-      expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "mallory", userIds: ["mallory"] })).toEqual({ outcome: "not_a_member" });
-      expect(await store().addMembers({ epoch: baseEpoch, conversationId: newGroupId(), userId: "alice", userIds: ["bob"] })).toEqual({ outcome: "not_a_member" });
+      expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "mallory", userIds: ["mallory"] })).toEqual({
+        outcome: "not_a_member",
+      });
+      expect(await store().addMembers({ epoch: baseEpoch, conversationId: newGroupId(), userId: "alice", userIds: ["bob"] })).toEqual({
+        outcome: "not_a_member",
+      });
       const directId = newDirectId();
       await store().openDirect({ epoch: baseEpoch, conversationId: directId, userId: "alice", peerUserId: "bob" });
-      expect(await store().addMembers({ epoch: baseEpoch, conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual({ outcome: "not_a_group" });
+      expect(await store().addMembers({ epoch: baseEpoch, conversationId: directId, userId: "alice", userIds: ["carol"] })).toEqual({
+        outcome: "not_a_group",
+      });
       const room = options.groupMembersMax - 3;
       const fill = Array.from({ length: room }, (_, index) => `fill${index}`);
       const filled = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: fill });
       expect(filled.outcome === "conversation" && filled.conversation.memberUserIds.length).toBe(options.groupMembersMax);
-      expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["one-too-many"] })).toEqual({ outcome: "too_many_members" });
+      expect(await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["one-too-many"] })).toEqual({
+        outcome: "too_many_members",
+      });
       // Users already in the group do not count against the limit.
       const repeat = await store().addMembers({ epoch: baseEpoch, conversationId, userId: "alice", userIds: ["bob"] });
       expect(repeat.outcome).toBe("conversation");
@@ -1475,13 +1913,26 @@ export function registerStoreContract(name: string, store: () => ConversationSto
 
     it("tells which peers share a conversation with a user, through direct and group conversations, and no one else", async () => {
       const [watcher, directPeer, groupPeer, addedPeer, stranger, strangersFriend] = Array.from({ length: 6 }, newUserId);
-      if (watcher === undefined || directPeer === undefined || groupPeer === undefined || addedPeer === undefined || stranger === undefined || strangersFriend === undefined) {
+      if (
+        watcher === undefined ||
+        directPeer === undefined ||
+        groupPeer === undefined ||
+        addedPeer === undefined ||
+        stranger === undefined ||
+        strangersFriend === undefined
+      ) {
         throw new Error("six users were made");
       }
       expect(await store().sharedPeers(watcher, [directPeer, groupPeer])).toEqual([]);
       await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: watcher, peerUserId: directPeer });
       const groupId = newGroupId();
-      await store().createGroup({ conversationId: groupId, creatorUserId: groupPeer, title: "g", memberUserIds: [watcher], epoch: baseEpoch });
+      await store().createGroup({
+        conversationId: groupId,
+        creatorUserId: groupPeer,
+        title: "g",
+        memberUserIds: [watcher],
+        epoch: baseEpoch,
+      });
       await store().addMembers({ epoch: baseEpoch, conversationId: groupId, userId: groupPeer, userIds: [addedPeer] });
       // A conversation the user is not in says nothing about the user.
       await store().openDirect({ epoch: baseEpoch, conversationId: newDirectId(), userId: stranger, peerUserId: strangersFriend });

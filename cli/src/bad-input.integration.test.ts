@@ -134,7 +134,8 @@ class Probe {
     const found = (): Frame | undefined => this.frames.slice(from).find(matches);
     await this.until(() => found() !== undefined || this.closeCode !== undefined, "a matching frame");
     const frame = found();
-    if (frame === undefined) throw new Error(`closed with ${String(this.closeCode)} before a matching frame; got ${this.texts.slice(-5).join(" | ")}`);
+    if (frame === undefined)
+      throw new Error(`closed with ${String(this.closeCode)} before a matching frame; got ${this.texts.slice(-5).join(" | ")}`);
     return frame;
   }
 
@@ -285,18 +286,33 @@ beforeAll(async () => {
       CELLWIRE_DIRECT_CONVERSATION_KEY: randomBytes(36).toString("base64url"),
     },
   });
-  await placeUsers(test, ["alice", "bob", "carol", "dave", "mallory", "trent"].map((userId) => [userId, "a"] as const));
-  [alice, bob, carol, dave, mallory] = await Promise.all([session("alice"), session("bob"), session("carol"), session("dave"), session("mallory")]);
+  await placeUsers(
+    test,
+    ["alice", "bob", "carol", "dave", "mallory", "trent"].map((userId) => [userId, "a"] as const),
+  );
+  [alice, bob, carol, dave, mallory] = await Promise.all([
+    session("alice"),
+    session("bob"),
+    session("carol"),
+    session("dave"),
+    session("mallory"),
+  ]);
   canaryConversationId = conversationIdOf(await request(alice, { type: "openDirect", peerUserId: "bob" }));
   secretConversationId = conversationIdOf(await request(carol, { type: "openDirect", peerUserId: "dave" }));
   secretGroupId = conversationIdOf(await request(carol, { type: "createGroup", title: "secret plans", memberUserIds: ["dave"] }));
   malloryConversationId = conversationIdOf(await request(mallory, { type: "openDirect", peerUserId: "trent" }));
-  expect(await request(carol, { type: "send", conversationId: secretConversationId, clientMessageId: "secret-1", body: secretBody })).toMatchObject({ type: "ack" });
-  expect(await request(carol, { type: "send", conversationId: secretGroupId, clientMessageId: "secret-2", body: secretBody })).toMatchObject({ type: "ack" });
+  expect(
+    await request(carol, { type: "send", conversationId: secretConversationId, clientMessageId: "secret-1", body: secretBody }),
+  ).toMatchObject({ type: "ack" });
+  expect(
+    await request(carol, { type: "send", conversationId: secretGroupId, clientMessageId: "secret-2", body: secretBody }),
+  ).toMatchObject({ type: "ack" });
   // Both victims hold both messages of each of their conversations before the cases start.
   for (const victim of [carol, dave]) {
     for (const conversationId of [secretConversationId, secretGroupId]) {
-      await victim.frame((frame) => frame["type"] === "message" && (frame["message"] as { conversationId?: unknown }).conversationId === conversationId);
+      await victim.frame(
+        (frame) => frame["type"] === "message" && (frame["message"] as { conversationId?: unknown }).conversationId === conversationId,
+      );
     }
   }
   await bob.frame((frame) => frame["type"] === "event");
@@ -311,12 +327,19 @@ afterAll(async () => {
 
 afterEach(async () => {
   // Every process is still running and the edge answers HTTP.
-  expect(test.topology.processes().map((process) => process.processName).sort()).toEqual([...test.topology.processNames].sort());
+  expect(
+    test.topology
+      .processes()
+      .map((process) => process.processName)
+      .sort(),
+  ).toEqual([...test.topology.processNames].sort());
   expect((await fetch(`http://127.0.0.1:${edgePort()}/healthz`)).status).toBe(200);
   // A normal user still chats: alice sends, bob receives it live.
   const body = `canary-${++canaryCount}`;
   const from = bob.frames.length;
-  expect(await sendLikeTheSdk(alice, { type: "send", conversationId: canaryConversationId, clientMessageId: `canary-${canaryCount}`, body })).toMatchObject({ type: "ack" });
+  expect(
+    await sendLikeTheSdk(alice, { type: "send", conversationId: canaryConversationId, clientMessageId: `canary-${canaryCount}`, body }),
+  ).toMatchObject({ type: "ack" });
   await bob.frame((frame) => frame["type"] === "message" && (frame["message"] as { body?: unknown }).body === body, from);
   // Nothing reached another user: carol and dave received nothing since the setup, and no socket of the
   // suite but theirs ever carried their messages.
@@ -327,9 +350,15 @@ afterEach(async () => {
   expect(carried(dave.texts.slice(victimFrameCounts.dave))).toEqual([]);
   for (const probe of Probe.opened) {
     if (probe === carol || probe === dave) continue;
-    expect(probe.texts.filter((text) => text.includes(secretBody) || text.includes(secretConversationId) || text.includes(secretGroupId))).toEqual([]);
+    expect(
+      probe.texts.filter((text) => text.includes(secretBody) || text.includes(secretConversationId) || text.includes(secretGroupId)),
+    ).toEqual([]);
   }
-  expect(bob.frames.filter((frame) => frame["type"] === "message" && (frame["message"] as { conversationId?: unknown }).conversationId !== canaryConversationId)).toEqual([]);
+  expect(
+    bob.frames.filter(
+      (frame) => frame["type"] === "message" && (frame["message"] as { conversationId?: unknown }).conversationId !== canaryConversationId,
+    ),
+  ).toEqual([]);
   // No undocumented answer: every frame the edge wrote to any socket is one the SDK's decoder accepts.
   for (const probe of Probe.opened) {
     for (const text of probe.uncheckedTexts()) {
@@ -353,15 +382,35 @@ describe("JWT: the hello is closed with the documented code", () => {
   delete withoutSub["sub"];
 
   const cases: readonly (readonly [name: string, token: () => string, code: number])[] = [
-    ["alg none, no signature → 4100", () => `${segment({ alg: "none", typ: "JWT" })}.${segment(claimsFor("mallory"))}.`, closeCodes.token_invalid.code],
-    ["alg none with a garbage signature → 4100", () => `${segment({ alg: "none" })}.${segment(claimsFor("mallory"))}.AAAA`, closeCodes.token_invalid.code],
+    [
+      "alg none, no signature → 4100",
+      () => `${segment({ alg: "none", typ: "JWT" })}.${segment(claimsFor("mallory"))}.`,
+      closeCodes.token_invalid.code,
+    ],
+    [
+      "alg none with a garbage signature → 4100",
+      () => `${segment({ alg: "none" })}.${segment(claimsFor("mallory"))}.AAAA`,
+      closeCodes.token_invalid.code,
+    ],
     ["HS256 signed with the edge's public key (PEM) → 4100", () => hs256(pem), closeCodes.token_invalid.code],
-    ["HS256 signed with the edge's public JWK → 4100", () => hs256(JSON.stringify(signingKeys.publicKey.export({ format: "jwk" }))), closeCodes.token_invalid.code],
-    ["ES256 signed with a stranger's key under the edge's kid → 4100", () => es256(claimsFor("mallory"), {}, strangerKeys.privateKey), closeCodes.token_invalid.code],
-    ["a valid token of alice with mallory's sub swapped into the payload → 4100", () => {
-      const [header, , signature] = tokenFor("alice").split(".");
-      return `${header}.${segment(claimsFor("mallory"))}.${signature}`;
-    }, closeCodes.token_invalid.code],
+    [
+      "HS256 signed with the edge's public JWK → 4100",
+      () => hs256(JSON.stringify(signingKeys.publicKey.export({ format: "jwk" }))),
+      closeCodes.token_invalid.code,
+    ],
+    [
+      "ES256 signed with a stranger's key under the edge's kid → 4100",
+      () => es256(claimsFor("mallory"), {}, strangerKeys.privateKey),
+      closeCodes.token_invalid.code,
+    ],
+    [
+      "a valid token of alice with mallory's sub swapped into the payload → 4100",
+      () => {
+        const [header, , signature] = tokenFor("alice").split(".");
+        return `${header}.${segment(claimsFor("mallory"))}.${signature}`;
+      },
+      closeCodes.token_invalid.code,
+    ],
     ["no exp → 4100", () => es256(withoutExp), closeCodes.token_invalid.code],
     ["no sub → 4100", () => es256(withoutSub), closeCodes.token_invalid.code],
     ["wrong aud → 4100", () => es256(claimsFor("mallory", { aud: "another-service" })), closeCodes.token_invalid.code],
@@ -385,7 +434,11 @@ describe("JWT: the hello is closed with the documented code", () => {
     ["sub of 65 characters → 4100", () => es256(claimsFor("m".repeat(65))), closeCodes.token_invalid.code],
     ["sub a number → 4100", () => es256(claimsFor("mallory", { sub: 42 })), closeCodes.token_invalid.code],
     ["device_id claim with a dot → 4100", () => es256(claimsFor("mallory", { device_id: "phone.>" })), closeCodes.token_invalid.code],
-    ["oversize token (8,193 characters) → 4200, an invalid hello", () => es256(claimsFor("mallory", { pad: "x".repeat(9000) })), closeCodes.protocol_violation.code],
+    [
+      "oversize token (8,193 characters) → 4200, an invalid hello",
+      () => es256(claimsFor("mallory", { pad: "x".repeat(9000) })),
+      closeCodes.protocol_violation.code,
+    ],
   ];
 
   it.each(cases)("%s", async (_name, token, code) => {
@@ -424,16 +477,23 @@ describe("handshake", () => {
   it("a second frame before welcome (in the hello's TCP segment) → 4200", async () => {
     // One write, so the edge reads both frames in one turn: sent apart, the ping may arrive after welcome.
     const wire = await RawWire.open();
-    wire.write(maskedFrame(textOpcode, helloWith(tokenFor("mallory"))), maskedFrame(textOpcode, JSON.stringify({ type: "ping", requestId: "eager" })));
+    wire.write(
+      maskedFrame(textOpcode, helloWith(tokenFor("mallory"))),
+      maskedFrame(textOpcode, JSON.stringify({ type: "ping", requestId: "eager" })),
+    );
     expect(await wire.closed()).toBe(closeCodes.protocol_violation.code);
   });
 
   it("hello of protocol version 1 → 4201", async () => {
-    expect(await closeCodeFor(JSON.stringify({ type: "hello", protocolVersion: 1, token: tokenFor("mallory") }))).toBe(closeCodes.unsupported_protocol_version.code);
+    expect(await closeCodeFor(JSON.stringify({ type: "hello", protocolVersion: 1, token: tokenFor("mallory") }))).toBe(
+      closeCodes.unsupported_protocol_version.code,
+    );
   });
 
-  it("hello with protocolVersion \"2\" as a string → 4200", async () => {
-    expect(await closeCodeFor(JSON.stringify({ type: "hello", protocolVersion: "2", token: tokenFor("mallory") }))).toBe(closeCodes.protocol_violation.code);
+  it('hello with protocolVersion "2" as a string → 4200', async () => {
+    expect(await closeCodeFor(JSON.stringify({ type: "hello", protocolVersion: "2", token: tokenFor("mallory") }))).toBe(
+      closeCodes.protocol_violation.code,
+    );
   });
 
   it("hello with an unknown field → 4200", async () => {
@@ -454,7 +514,8 @@ describe("handshake", () => {
       socket.on("close", () => ended.add(socket));
       await new Promise((resolve) => socket.once("connect", resolve));
     }
-    const upgrade = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    const upgrade =
+      "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     loris.write(upgrade);
     crowded.write(`${upgrade}${Array.from({ length: 50 }, (_, index) => `X-H${index}: v\r\n`).join("")}\r\n`);
     const drip = setInterval(() => {
@@ -474,12 +535,20 @@ describe("handshake", () => {
   }, 40_000);
 
   it("1 MiB of headers → cut without an answer (uWebSockets.js caps a request's headers)", async () => {
-    expect(await rawHttp(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Big: ${"a".repeat(1024 * 1024)}\r\n\r\n`)).toBe("");
+    expect(
+      await rawHttp(
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Big: ${"a".repeat(1024 * 1024)}\r\n\r\n`,
+      ),
+    ).toBe("");
   });
 
   it("2,000 headers → cut without an answer", async () => {
     const headers = Array.from({ length: 2000 }, (_, index) => `X-H${index}: v\r\n`).join("");
-    expect(await rawHttp(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${headers}\r\n`)).toBe("");
+    expect(
+      await rawHttp(
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${headers}\r\n`,
+      ),
+    ).toBe("");
   });
 
   it("a 64 KiB header (under the cap) → upgraded, then 4102 for want of a hello like any socket", async () => {
@@ -676,36 +745,170 @@ describe("frames after welcome: answered with an error, the socket keeps serving
     ["a JSON string → malformed_frame", () => '"ping"', "malformed_frame", false],
     ["null → malformed_frame", () => "null", "malformed_frame", false],
     ["true → malformed_frame", () => "true", "malformed_frame", false],
-    ["an unknown type → unknown_frame_type", (id) => JSON.stringify({ type: "deleteEverything", requestId: id }), "unknown_frame_type", true],
-    ["type \"__proto__\" → unknown_frame_type", (id) => JSON.stringify({ type: "__proto__", requestId: id }), "unknown_frame_type", true],
-    ["type \"constructor\" → unknown_frame_type", (id) => JSON.stringify({ type: "constructor", requestId: id }), "unknown_frame_type", true],
-    ["type \"toString\" → unknown_frame_type", (id) => JSON.stringify({ type: "toString", requestId: id }), "unknown_frame_type", true],
+    [
+      "an unknown type → unknown_frame_type",
+      (id) => JSON.stringify({ type: "deleteEverything", requestId: id }),
+      "unknown_frame_type",
+      true,
+    ],
+    ['type "__proto__" → unknown_frame_type', (id) => JSON.stringify({ type: "__proto__", requestId: id }), "unknown_frame_type", true],
+    ['type "constructor" → unknown_frame_type', (id) => JSON.stringify({ type: "constructor", requestId: id }), "unknown_frame_type", true],
+    ['type "toString" → unknown_frame_type', (id) => JSON.stringify({ type: "toString", requestId: id }), "unknown_frame_type", true],
     ["type as a number → invalid_field", (id) => JSON.stringify({ type: 7, requestId: id }), "invalid_field", true],
     ["no type → invalid_field", (id) => JSON.stringify({ requestId: id }), "invalid_field", true],
-    ["requestId as a number → invalid_field without requestId", () => JSON.stringify({ type: "ping", requestId: 17 }), "invalid_field", false],
+    [
+      "requestId as a number → invalid_field without requestId",
+      () => JSON.stringify({ type: "ping", requestId: 17 }),
+      "invalid_field",
+      false,
+    ],
     ["requestId of 65 characters → invalid_field without requestId", () => JSON.stringify(ping("r".repeat(65))), "invalid_field", false],
     ["a ping without requestId → invalid_field", () => JSON.stringify({ type: "ping" }), "invalid_field", false],
-    ["a \"__proto__\" key → invalid_field", (id) => `{"type":"ping","requestId":"${id}","__proto__":{"isAdmin":true}}`, "invalid_field", true],
-    ["a \"constructor\" key → invalid_field", (id) => `{"type":"ping","requestId":"${id}","constructor":{"prototype":{"isAdmin":true}}}`, "invalid_field", true],
-    ["a send with a \"__proto__\" key → invalid_field", (id) => `{"type":"send","requestId":"${id}","conversationId":"${malloryConversationId}","clientMessageId":"p1","body":"x","__proto__":{"body":"y"}}`, "invalid_field", true],
-    ["an unknown field (userId: carol) on a send → invalid_field", (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "u1", body: "x", userId: "carol" }), "invalid_field", true],
-    ["an unknown field whose name has 5,000 characters → invalid_field", (id) => JSON.stringify({ type: "ping", requestId: id, ["k".repeat(5000)]: 1 }), "invalid_field", true],
-    ["an unknown type of 5,000 characters → unknown_frame_type", (id) => JSON.stringify({ type: "t".repeat(5000), requestId: id }), "unknown_frame_type", true],
-    ["10,000 unknown fields → invalid_field", (id) => JSON.stringify({ type: "ping", requestId: id, ...Object.fromEntries(Array.from({ length: 10_000 }, (_, index) => [`f${index}`, 1])) }), "invalid_field", true],
-    ["arrays nested 100,000 deep in a field → invalid_field", (id) => `{"type":"ping","requestId":"${id}","x":${deepArray(100_000)}}`, "invalid_field", true],
-    ["objects nested 30,000 deep in a field → invalid_field", (id) => `{"type":"ping","requestId":"${id}","x":${deepObject(30_000)}}`, "invalid_field", true],
+    [
+      'a "__proto__" key → invalid_field',
+      (id) => `{"type":"ping","requestId":"${id}","__proto__":{"isAdmin":true}}`,
+      "invalid_field",
+      true,
+    ],
+    [
+      'a "constructor" key → invalid_field',
+      (id) => `{"type":"ping","requestId":"${id}","constructor":{"prototype":{"isAdmin":true}}}`,
+      "invalid_field",
+      true,
+    ],
+    [
+      'a send with a "__proto__" key → invalid_field',
+      (id) =>
+        `{"type":"send","requestId":"${id}","conversationId":"${malloryConversationId}","clientMessageId":"p1","body":"x","__proto__":{"body":"y"}}`,
+      "invalid_field",
+      true,
+    ],
+    [
+      "an unknown field (userId: carol) on a send → invalid_field",
+      (id) =>
+        JSON.stringify({
+          type: "send",
+          requestId: id,
+          conversationId: malloryConversationId,
+          clientMessageId: "u1",
+          body: "x",
+          userId: "carol",
+        }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "an unknown field whose name has 5,000 characters → invalid_field",
+      (id) => JSON.stringify({ type: "ping", requestId: id, ["k".repeat(5000)]: 1 }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "an unknown type of 5,000 characters → unknown_frame_type",
+      (id) => JSON.stringify({ type: "t".repeat(5000), requestId: id }),
+      "unknown_frame_type",
+      true,
+    ],
+    [
+      "10,000 unknown fields → invalid_field",
+      (id) =>
+        JSON.stringify({
+          type: "ping",
+          requestId: id,
+          ...Object.fromEntries(Array.from({ length: 10_000 }, (_, index) => [`f${index}`, 1])),
+        }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "arrays nested 100,000 deep in a field → invalid_field",
+      (id) => `{"type":"ping","requestId":"${id}","x":${deepArray(100_000)}}`,
+      "invalid_field",
+      true,
+    ],
+    [
+      "objects nested 30,000 deep in a field → invalid_field",
+      (id) => `{"type":"ping","requestId":"${id}","x":${deepObject(30_000)}}`,
+      "invalid_field",
+      true,
+    ],
     ["arrays nested 100,000 deep as the frame → malformed_frame", () => deepArray(100_000), "malformed_frame", false],
-    ["nested arrays as memberUserIds → invalid_field", (id) => `{"type":"createGroup","requestId":"${id}","title":"t","memberUserIds":${deepArray(50_000)}}`, "invalid_field", true],
-    ["body as a number → invalid_field", (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b1", body: 5 }), "invalid_field", true],
-    ["body null → invalid_field", (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b2", body: null }), "invalid_field", true],
-    ["body as an object → invalid_field", (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b3", body: { text: "x" } }), "invalid_field", true],
-    ["body empty → invalid_field", (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b4", body: "" }), "invalid_field", true],
-    ["body of 32,769 characters → invalid_field", (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b5", body: "x".repeat(32_769) }), "invalid_field", true],
-    ["body with NUL → invalid_field", (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b6", body: "a\u0000b" }), "invalid_field", true],
-    ["body with a lone surrogate → invalid_field", (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b7", body: "a\ud800b" }), "invalid_field", true],
-    ["group title with NUL → invalid_field", (id) => JSON.stringify({ type: "createGroup", requestId: id, title: "a\u0000", memberUserIds: [] }), "invalid_field", true],
-    ["memberUserIds as a string → invalid_field", (id) => JSON.stringify({ type: "createGroup", requestId: id, title: "t", memberUserIds: "carol" }), "invalid_field", true],
-    ["watchPresence of 101 users → invalid_field", (id) => JSON.stringify({ type: "watchPresence", requestId: id, userIds: Array.from({ length: 101 }, (_, index) => `u${index}`) }), "invalid_field", true],
+    [
+      "nested arrays as memberUserIds → invalid_field",
+      (id) => `{"type":"createGroup","requestId":"${id}","title":"t","memberUserIds":${deepArray(50_000)}}`,
+      "invalid_field",
+      true,
+    ],
+    [
+      "body as a number → invalid_field",
+      (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b1", body: 5 }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "body null → invalid_field",
+      (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b2", body: null }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "body as an object → invalid_field",
+      (id) =>
+        JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b3", body: { text: "x" } }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "body empty → invalid_field",
+      (id) => JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b4", body: "" }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "body of 32,769 characters → invalid_field",
+      (id) =>
+        JSON.stringify({
+          type: "send",
+          requestId: id,
+          conversationId: malloryConversationId,
+          clientMessageId: "b5",
+          body: "x".repeat(32_769),
+        }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "body with NUL → invalid_field",
+      (id) =>
+        JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b6", body: "a\u0000b" }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "body with a lone surrogate → invalid_field",
+      (id) =>
+        JSON.stringify({ type: "send", requestId: id, conversationId: malloryConversationId, clientMessageId: "b7", body: "a\ud800b" }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "group title with NUL → invalid_field",
+      (id) => JSON.stringify({ type: "createGroup", requestId: id, title: "a\u0000", memberUserIds: [] }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "memberUserIds as a string → invalid_field",
+      (id) => JSON.stringify({ type: "createGroup", requestId: id, title: "t", memberUserIds: "carol" }),
+      "invalid_field",
+      true,
+    ],
+    [
+      "watchPresence of 101 users → invalid_field",
+      (id) => JSON.stringify({ type: "watchPresence", requestId: id, userIds: Array.from({ length: 101 }, (_, index) => `u${index}`) }),
+      "invalid_field",
+      true,
+    ],
     ["a second hello → already_authenticated", () => helloWith(tokenFor("carol")), "already_authenticated", false],
   ];
 
@@ -749,7 +952,10 @@ describe("frames after welcome: answered with an error, the socket keeps serving
     ["an invalid byte sequence (C3 28)", Buffer.from([0xc3, 0x28])],
     ["an overlong encoding (C0 AF)", Buffer.from([0xc0, 0xaf])],
     ["an encoded surrogate (ED A0 80)", Buffer.from([0xed, 0xa0, 0x80])],
-    ["a JSON ping with a 0xFF byte in its requestId", Buffer.concat([Buffer.from('{"type":"ping","requestId":"'), Buffer.from([0xff]), Buffer.from('"}')])],
+    [
+      "a JSON ping with a 0xFF byte in its requestId",
+      Buffer.concat([Buffer.from('{"type":"ping","requestId":"'), Buffer.from([0xff]), Buffer.from('"}')]),
+    ],
   ])("a text frame that is not UTF-8, %s → 1006 (cut by uWebSockets.js, no close frame)", async (_name, bytes) => {
     const wire = await RawWire.open();
     wire.write(maskedFrame(textOpcode, helloWith(tokenFor("trent"))));
@@ -776,18 +982,58 @@ describe("frames after welcome: answered with an error, the socket keeps serving
 
 describe("authorization: mallory asks for carol's and dave's conversations", () => {
   const cases: readonly (readonly [name: string, frame: () => Frame, code: string])[] = [
-    ["send into their direct conversation → not_a_member", () => ({ type: "send", conversationId: secretConversationId, clientMessageId: "m1", body: "hi" }), "not_a_member"],
-    ["send into their group → not_a_member", () => ({ type: "send", conversationId: secretGroupId, clientMessageId: "m2", body: "hi" }), "not_a_member"],
-    ["history of their direct conversation → not_a_member", () => ({ type: "history", conversationId: secretConversationId }), "not_a_member"],
+    [
+      "send into their direct conversation → not_a_member",
+      () => ({ type: "send", conversationId: secretConversationId, clientMessageId: "m1", body: "hi" }),
+      "not_a_member",
+    ],
+    [
+      "send into their group → not_a_member",
+      () => ({ type: "send", conversationId: secretGroupId, clientMessageId: "m2", body: "hi" }),
+      "not_a_member",
+    ],
+    [
+      "history of their direct conversation → not_a_member",
+      () => ({ type: "history", conversationId: secretConversationId }),
+      "not_a_member",
+    ],
     ["history of their group → not_a_member", () => ({ type: "history", conversationId: secretGroupId, limit: 200 }), "not_a_member"],
-    ["read receipt in their direct conversation → not_a_member", () => ({ type: "read", conversationId: secretConversationId, seq: 1 }), "not_a_member"],
-    ["delivered receipt in their group → not_a_member", () => ({ type: "delivered", conversationId: secretGroupId, seq: 1 }), "not_a_member"],
-    ["typing in their direct conversation → not_a_member", () => ({ type: "typing", conversationId: secretConversationId }), "not_a_member"],
+    [
+      "read receipt in their direct conversation → not_a_member",
+      () => ({ type: "read", conversationId: secretConversationId, seq: 1 }),
+      "not_a_member",
+    ],
+    [
+      "delivered receipt in their group → not_a_member",
+      () => ({ type: "delivered", conversationId: secretGroupId, seq: 1 }),
+      "not_a_member",
+    ],
+    [
+      "typing in their direct conversation → not_a_member",
+      () => ({ type: "typing", conversationId: secretConversationId }),
+      "not_a_member",
+    ],
     ["typing in their group → not_a_member", () => ({ type: "typing", conversationId: secretGroupId }), "not_a_member"],
-    ["addMembers of herself to their group → not_a_member", () => ({ type: "addMembers", conversationId: secretGroupId, userIds: ["mallory"] }), "not_a_member"],
-    ["addMembers of herself to their direct conversation → not_a_member", () => ({ type: "addMembers", conversationId: secretConversationId, userIds: ["mallory"] }), "not_a_member"],
-    ["send into a conversation that does not exist → not_a_member", () => ({ type: "send", conversationId: "g-AAAAAAAAAAAAAAAAAAAAAA", clientMessageId: "m3", body: "hi" }), "not_a_member"],
-    ["history of a direct conversation id that does not exist → not_a_member", () => ({ type: "history", conversationId: "d-AAAAAAAAAAAAAAAAAAAAAA" }), "not_a_member"],
+    [
+      "addMembers of herself to their group → not_a_member",
+      () => ({ type: "addMembers", conversationId: secretGroupId, userIds: ["mallory"] }),
+      "not_a_member",
+    ],
+    [
+      "addMembers of herself to their direct conversation → not_a_member",
+      () => ({ type: "addMembers", conversationId: secretConversationId, userIds: ["mallory"] }),
+      "not_a_member",
+    ],
+    [
+      "send into a conversation that does not exist → not_a_member",
+      () => ({ type: "send", conversationId: "g-AAAAAAAAAAAAAAAAAAAAAA", clientMessageId: "m3", body: "hi" }),
+      "not_a_member",
+    ],
+    [
+      "history of a direct conversation id that does not exist → not_a_member",
+      () => ({ type: "history", conversationId: "d-AAAAAAAAAAAAAAAAAAAAAA" }),
+      "not_a_member",
+    ],
   ];
 
   it.each(cases)("%s", async (_name, frame, code) => {
@@ -808,9 +1054,14 @@ describe("authorization: mallory asks for carol's and dave's conversations", () 
   });
 
   it("watchPresence of carol, who shares no conversation with mallory → a presenceSnapshot like that of a user never online", async () => {
-    expect(await request(mallory, { type: "watchPresence", userIds: ["carol"] })).toMatchObject({ type: "presenceSnapshot", users: [{ userId: "carol" }] });
+    expect(await request(mallory, { type: "watchPresence", userIds: ["carol"] })).toMatchObject({
+      type: "presenceSnapshot",
+      users: [{ userId: "carol" }],
+    });
     // carol is online (her session is open since the setup), yet mallory reads her as never seen.
-    expect(await request(mallory, { type: "watchPresence", userIds: ["carol"] })).toMatchObject({ users: [{ userId: "carol", status: "offline", changedAtMs: null }] });
+    expect(await request(mallory, { type: "watchPresence", userIds: ["carol"] })).toMatchObject({
+      users: [{ userId: "carol", status: "offline", changedAtMs: null }],
+    });
     expect(await request(mallory, { type: "watchPresence", userIds: [] })).toMatchObject({ type: "presenceSnapshot", users: [] });
   });
 });
@@ -860,47 +1111,109 @@ describe("ids with NATS, Redis and SQL metacharacters in every id field", () => 
   });
 
   const fields: readonly IdField[] = [
-    { name: "send.conversationId", frame: (value, unique) => ({ type: "send", conversationId: conversationIdWith(value), clientMessageId: unique, body: "x" }), whenValid: { type: "error", code: "not_a_member" } },
-    { name: "send.clientMessageId", frame: (value, unique) => ({ type: "send", conversationId: malloryConversationId, clientMessageId: `cm${value}${unique}`, body: "x" }), whenValid: { type: "ack" } },
-    { name: "history.conversationId", frame: (value) => ({ type: "history", conversationId: conversationIdWith(value) }), whenValid: { type: "error", code: "not_a_member" } },
-    { name: "typing.conversationId", frame: (value) => ({ type: "typing", conversationId: conversationIdWith(value) }), whenValid: { type: "error", code: "not_a_member" }, ownSession: true },
-    { name: "read.conversationId", frame: (value) => ({ type: "read", conversationId: conversationIdWith(value), seq: 1 }), whenValid: { type: "error", code: "not_a_member" } },
-    { name: "delivered.conversationId", frame: (value) => ({ type: "delivered", conversationId: conversationIdWith(value), seq: 1 }), whenValid: { type: "error", code: "not_a_member" } },
-    { name: "addMembers.conversationId", frame: (value) => ({ type: "addMembers", conversationId: conversationIdWith(value), userIds: ["trent"] }), whenValid: { type: "error", code: "not_a_member" } },
-    { name: "addMembers.userIds", frame: (value) => ({ type: "addMembers", conversationId: malloryGroupId, userIds: [`trent${value}x`] }), whenValid: { type: "conversation" } },
-    { name: "openDirect.peerUserId", frame: (value) => ({ type: "openDirect", peerUserId: `trent${value}y` }), whenValid: { type: "conversation" } },
-    { name: "createGroup.memberUserIds", frame: (value) => ({ type: "createGroup", title: "ids", memberUserIds: [`trent${value}z`] }), whenValid: { type: "conversation" } },
-    { name: "watchPresence.userIds", frame: (value) => ({ type: "watchPresence", userIds: [`carol${value}`] }), whenValid: { type: "presenceSnapshot" } },
+    {
+      name: "send.conversationId",
+      frame: (value, unique) => ({ type: "send", conversationId: conversationIdWith(value), clientMessageId: unique, body: "x" }),
+      whenValid: { type: "error", code: "not_a_member" },
+    },
+    {
+      name: "send.clientMessageId",
+      frame: (value, unique) => ({
+        type: "send",
+        conversationId: malloryConversationId,
+        clientMessageId: `cm${value}${unique}`,
+        body: "x",
+      }),
+      whenValid: { type: "ack" },
+    },
+    {
+      name: "history.conversationId",
+      frame: (value) => ({ type: "history", conversationId: conversationIdWith(value) }),
+      whenValid: { type: "error", code: "not_a_member" },
+    },
+    {
+      name: "typing.conversationId",
+      frame: (value) => ({ type: "typing", conversationId: conversationIdWith(value) }),
+      whenValid: { type: "error", code: "not_a_member" },
+      ownSession: true,
+    },
+    {
+      name: "read.conversationId",
+      frame: (value) => ({ type: "read", conversationId: conversationIdWith(value), seq: 1 }),
+      whenValid: { type: "error", code: "not_a_member" },
+    },
+    {
+      name: "delivered.conversationId",
+      frame: (value) => ({ type: "delivered", conversationId: conversationIdWith(value), seq: 1 }),
+      whenValid: { type: "error", code: "not_a_member" },
+    },
+    {
+      name: "addMembers.conversationId",
+      frame: (value) => ({ type: "addMembers", conversationId: conversationIdWith(value), userIds: ["trent"] }),
+      whenValid: { type: "error", code: "not_a_member" },
+    },
+    {
+      name: "addMembers.userIds",
+      frame: (value) => ({ type: "addMembers", conversationId: malloryGroupId, userIds: [`trent${value}x`] }),
+      whenValid: { type: "conversation" },
+    },
+    {
+      name: "openDirect.peerUserId",
+      frame: (value) => ({ type: "openDirect", peerUserId: `trent${value}y` }),
+      whenValid: { type: "conversation" },
+    },
+    {
+      name: "createGroup.memberUserIds",
+      frame: (value) => ({ type: "createGroup", title: "ids", memberUserIds: [`trent${value}z`] }),
+      whenValid: { type: "conversation" },
+    },
+    {
+      name: "watchPresence.userIds",
+      frame: (value) => ({ type: "watchPresence", userIds: [`carol${value}`] }),
+      whenValid: { type: "presenceSnapshot" },
+    },
   ];
 
   const cases = fields.flatMap((field) => metacharacters.map(([label, value]) => [field, label, value] as const));
-  it.each(cases.map(([field, label, value]) => [`${field.name} with ${label} → ${allowedInIds.has(value) ? (field.whenValid.code ?? field.whenValid.type) : "invalid_field"}`, field, value] as const))(
-    "%s",
-    async (_name, field, value) => {
-      const probe = field.ownSession === true ? await session("mallory") : mallory;
-      const reply = await request(probe, field.frame(value, `u${++idCaseCounter}`));
-      const expected: Expected = allowedInIds.has(value) ? field.whenValid : { type: "error", code: "invalid_field" };
-      expect(reply).toMatchObject(expected);
-      await probe.stillServed();
-      if (probe !== mallory) probe.close();
-    },
-  );
+  it.each(
+    cases.map(
+      ([field, label, value]) =>
+        [
+          `${field.name} with ${label} → ${allowedInIds.has(value) ? (field.whenValid.code ?? field.whenValid.type) : "invalid_field"}`,
+          field,
+          value,
+        ] as const,
+    ),
+  )("%s", async (_name, field, value) => {
+    const probe = field.ownSession === true ? await session("mallory") : mallory;
+    const reply = await request(probe, field.frame(value, `u${++idCaseCounter}`));
+    const expected: Expected = allowedInIds.has(value) ? field.whenValid : { type: "error", code: "invalid_field" };
+    expect(reply).toMatchObject(expected);
+    await probe.stillServed();
+    if (probe !== mallory) probe.close();
+  });
 
-  it.each(metacharacters.map(([label, value]) => [`requestId with ${label} → ${allowedInRequestIds.has(value) ? "pong" : "invalid_field without requestId"}`, value] as const))(
-    "%s",
-    async (_name, value) => {
-      const requestId = `r${value}${++idCaseCounter}`;
-      if (allowedInRequestIds.has(value)) {
-        const from = mallory.frames.length;
-        mallory.sendJson({ type: "ping", requestId });
-        expect(await mallory.frame((frame) => frame["requestId"] === requestId, from)).toEqual({ type: "pong", requestId });
-      } else {
-        expect(await errorFor(JSON.stringify({ type: "ping", requestId }))).toMatchObject({ code: "invalid_field" });
-      }
-    },
-  );
+  it.each(
+    metacharacters.map(
+      ([label, value]) =>
+        [`requestId with ${label} → ${allowedInRequestIds.has(value) ? "pong" : "invalid_field without requestId"}`, value] as const,
+    ),
+  )("%s", async (_name, value) => {
+    const requestId = `r${value}${++idCaseCounter}`;
+    if (allowedInRequestIds.has(value)) {
+      const from = mallory.frames.length;
+      mallory.sendJson({ type: "ping", requestId });
+      expect(await mallory.frame((frame) => frame["requestId"] === requestId, from)).toEqual({ type: "pong", requestId });
+    } else {
+      expect(await errorFor(JSON.stringify({ type: "ping", requestId }))).toMatchObject({ code: "invalid_field" });
+    }
+  });
 
-  it.each(metacharacters.map(([label, value]) => [`hello.deviceId with ${label} → ${allowedInIds.has(value) ? "welcome" : "4200"}`, value] as const))("%s", async (_name, value) => {
+  it.each(
+    metacharacters.map(
+      ([label, value]) => [`hello.deviceId with ${label} → ${allowedInIds.has(value) ? "welcome" : "4200"}`, value] as const,
+    ),
+  )("%s", async (_name, value) => {
     const probe = await Probe.open();
     probe.sendText(helloWith(tokenFor("mallory"), { deviceId: `phone${value}x` }));
     if (allowedInIds.has(value)) {
@@ -909,9 +1222,16 @@ describe("ids with NATS, Redis and SQL metacharacters in every id field", () => 
     } else expect(await probe.closed()).toBe(closeCodes.protocol_violation.code);
   });
 
-  it.each(metacharacters.map(([label, value]) => [`hello.conversations[0].conversationId with ${label} → ${allowedInIds.has(value) ? "synced" : "4200"}`, value] as const))("%s", async (_name, value) => {
+  it.each(
+    metacharacters.map(
+      ([label, value]) =>
+        [`hello.conversations[0].conversationId with ${label} → ${allowedInIds.has(value) ? "synced" : "4200"}`, value] as const,
+    ),
+  )("%s", async (_name, value) => {
     const probe = await Probe.open();
-    probe.sendText(helloWith(tokenFor("mallory"), { resumeAfterSeq: 0, conversations: [{ conversationId: conversationIdWith(value), afterSeq: 0 }] }));
+    probe.sendText(
+      helloWith(tokenFor("mallory"), { resumeAfterSeq: 0, conversations: [{ conversationId: conversationIdWith(value), afterSeq: 0 }] }),
+    );
     if (allowedInIds.has(value)) {
       await probe.frame((frame) => frame["type"] === "synced");
       probe.close();
@@ -929,8 +1249,8 @@ describe("numbers out of range in every numeric field", () => {
   // Raw JSON text: NaN and 1e309 cannot be written by JSON.stringify (1e309 parses to Infinity).
   const outOfRange: readonly (readonly [label: string, raw: string])[] = [
     ["-1", "-1"],
-    ["\"NaN\" (a string)", '"NaN"'],
-    ["\"1\" (a numeric string)", '"1"'],
+    ['"NaN" (a string)', '"NaN"'],
+    ['"1" (a numeric string)', '"1"'],
     ["2^53", "9007199254740992"],
     ["1.5", "1.5"],
     ["1e309 (Infinity)", "1e309"],
@@ -943,30 +1263,40 @@ describe("numbers out of range in every numeric field", () => {
     ["delivered.seq", () => ({ type: "delivered", conversationId: malloryConversationId }), "seq"],
   ];
 
-  it.each(requestFields.flatMap(([name, frame, field]) => outOfRange.map(([label, raw]) => [`${name} = ${label} → invalid_field`, frame, field, raw] as const)))(
-    "%s",
-    async (_name, frame, field, raw) => {
-      const requestId = nextRequestId();
-      const error = await errorFor(withRawField({ ...frame(), requestId }, field, raw), requestId);
-      expect(error).toMatchObject({ code: "invalid_field" });
-      expect(String(error["message"])).toContain(field);
-    },
-  );
+  it.each(
+    requestFields.flatMap(([name, frame, field]) =>
+      outOfRange.map(([label, raw]) => [`${name} = ${label} → invalid_field`, frame, field, raw] as const),
+    ),
+  )("%s", async (_name, frame, field, raw) => {
+    const requestId = nextRequestId();
+    const error = await errorFor(withRawField({ ...frame(), requestId }, field, raw), requestId);
+    expect(error).toMatchObject({ code: "invalid_field" });
+    expect(String(error["message"])).toContain(field);
+  });
 
   it("history.limit = 201 → invalid_field", async () => {
-    expect(await request(mallory, { type: "history", conversationId: malloryConversationId, limit: 201 })).toMatchObject({ code: "invalid_field" });
+    expect(await request(mallory, { type: "history", conversationId: malloryConversationId, limit: 201 })).toMatchObject({
+      code: "invalid_field",
+    });
   });
 
   it("read.seq = 2^53 - 1, beyond the conversation's last → invalid_field", async () => {
-    expect(await request(mallory, { type: "read", conversationId: malloryConversationId, seq: Number.MAX_SAFE_INTEGER })).toMatchObject({ code: "invalid_field" });
+    expect(await request(mallory, { type: "read", conversationId: malloryConversationId, seq: Number.MAX_SAFE_INTEGER })).toMatchObject({
+      code: "invalid_field",
+    });
   });
 
   it("history.beforeSeq = 2^53 - 1 → a page (the newest messages)", async () => {
-    expect(await request(mallory, { type: "history", conversationId: malloryConversationId, beforeSeq: Number.MAX_SAFE_INTEGER })).toMatchObject({ type: "historyPage" });
+    expect(
+      await request(mallory, { type: "history", conversationId: malloryConversationId, beforeSeq: Number.MAX_SAFE_INTEGER }),
+    ).toMatchObject({ type: "historyPage" });
   });
 
   it.each([
-    ["hello.resumeAfterSeq = 2^53 - 1, past the mailbox's head → welcome, then synced", (): Frame => ({ resumeAfterSeq: Number.MAX_SAFE_INTEGER })],
+    [
+      "hello.resumeAfterSeq = 2^53 - 1, past the mailbox's head → welcome, then synced",
+      (): Frame => ({ resumeAfterSeq: Number.MAX_SAFE_INTEGER }),
+    ],
     [
       "hello.conversations[0].afterSeq = 2^53 - 1, past the conversation's head → welcome, then synced",
       (): Frame => ({ resumeAfterSeq: 0, conversations: [{ conversationId: malloryConversationId, afterSeq: Number.MAX_SAFE_INTEGER }] }),
@@ -978,18 +1308,35 @@ describe("numbers out of range in every numeric field", () => {
   });
 
   const helloFields: readonly (readonly [name: string, place: (raw: string) => string, whenZero: "welcome" | number])[] = [
-    ["hello.protocolVersion", (raw) => `{"type":"hello","token":"${tokenFor("mallory")}","protocolVersion":${raw}}`, closeCodes.unsupported_protocol_version.code],
-    ["hello.resumeAfterSeq", (raw) => withRawField({ type: "hello", protocolVersion, token: tokenFor("mallory") }, "resumeAfterSeq", raw), "welcome"],
+    [
+      "hello.protocolVersion",
+      (raw) => `{"type":"hello","token":"${tokenFor("mallory")}","protocolVersion":${raw}}`,
+      closeCodes.unsupported_protocol_version.code,
+    ],
+    [
+      "hello.resumeAfterSeq",
+      (raw) => withRawField({ type: "hello", protocolVersion, token: tokenFor("mallory") }, "resumeAfterSeq", raw),
+      "welcome",
+    ],
     [
       "hello.conversations[0].afterSeq",
-      (raw) => `{"type":"hello","protocolVersion":${protocolVersion},"token":"${tokenFor("mallory")}","conversations":[{"conversationId":"${malloryConversationId}","afterSeq":${raw}}]}`,
+      (raw) =>
+        `{"type":"hello","protocolVersion":${protocolVersion},"token":"${tokenFor("mallory")}","conversations":[{"conversationId":"${malloryConversationId}","afterSeq":${raw}}]}`,
       "welcome",
     ],
   ];
 
   it.each(
     helloFields.flatMap(([name, place, whenZero]) =>
-      outOfRange.map(([label, raw]) => [`${name} = ${label} → ${raw === "0" ? String(whenZero) : "4200"}`, place, raw === "0" ? whenZero : closeCodes.protocol_violation.code, raw] as const),
+      outOfRange.map(
+        ([label, raw]) =>
+          [
+            `${name} = ${label} → ${raw === "0" ? String(whenZero) : "4200"}`,
+            place,
+            raw === "0" ? whenZero : closeCodes.protocol_violation.code,
+            raw,
+          ] as const,
+      ),
     ),
   )("%s", async (_name, place, expected, raw) => {
     const probe = await Probe.open();
@@ -1040,7 +1387,12 @@ describe("floods", () => {
     const probe = await session("flooder");
     const replies = await burst(
       probe,
-      Array.from({ length: 300 }, (_, index) => ({ type: "send", conversationId: malloryGroupId, clientMessageId: `flood-${index}`, body: `flood ${index}` })),
+      Array.from({ length: 300 }, (_, index) => ({
+        type: "send",
+        conversationId: malloryGroupId,
+        clientMessageId: `flood-${index}`,
+        body: `flood ${index}`,
+      })),
     );
     expect(replies.size).toBe(300);
     const counts = codesOf(replies);
@@ -1058,25 +1410,43 @@ describe("floods", () => {
   it("300 sends into her own conversation in one burst → each answered once, ack or rate_limited, each ack a new seq", async () => {
     const replies = await burst(
       mallory,
-      Array.from({ length: 300 }, (_, index) => ({ type: "send", conversationId: malloryConversationId, clientMessageId: `own-flood-${index}`, body: `flood ${index}` })),
+      Array.from({ length: 300 }, (_, index) => ({
+        type: "send",
+        conversationId: malloryConversationId,
+        clientMessageId: `own-flood-${index}`,
+        body: `flood ${index}`,
+      })),
     );
     const counts = codesOf(replies);
     expect([...counts.keys()].sort()).toEqual(["ack", "rate_limited"]);
-    const seqs = [...replies.values()].flatMap((frames) => frames).filter((frame) => frame["type"] === "ack").map((frame) => frame["seq"]);
+    const seqs = [...replies.values()]
+      .flatMap((frames) => frames)
+      .filter((frame) => frame["type"] === "ack")
+      .map((frame) => frame["seq"]);
     expect(new Set(seqs).size).toBe(seqs.length);
     expect(seqs.length).toBeGreaterThanOrEqual(40);
   });
 
   it("50 typing frames in one burst → one typingAck, 49 rate_limited", async () => {
     const probe = await session("mallory");
-    const counts = codesOf(await burst(probe, Array.from({ length: 50 }, () => ({ type: "typing", conversationId: malloryConversationId }))));
+    const counts = codesOf(
+      await burst(
+        probe,
+        Array.from({ length: 50 }, () => ({ type: "typing", conversationId: malloryConversationId })),
+      ),
+    );
     expect(Object.fromEntries(counts)).toEqual({ typingAck: 1, rate_limited: 49 });
     probe.close();
   });
 
   it("1,000 pings in one burst → each answered once, pong or rate_limited", async () => {
     const probe = await session("flooder");
-    const counts = codesOf(await burst(probe, Array.from({ length: 1000 }, () => ({ type: "ping" }))));
+    const counts = codesOf(
+      await burst(
+        probe,
+        Array.from({ length: 1000 }, () => ({ type: "ping" })),
+      ),
+    );
     expect([...counts.keys()].every((key) => key === "pong" || key === "rate_limited")).toBe(true);
     expect(counts.get("pong") ?? 0).toBeGreaterThanOrEqual(64);
     probe.close();
@@ -1085,7 +1455,11 @@ describe("floods", () => {
   it("40 connects of one user at once → 16 welcomed, 24 closed with 4005 (reconnect, not stop)", async () => {
     const probes = await Promise.all(Array.from({ length: 40 }, () => Probe.open()));
     for (const probe of probes) probe.sendText(helloWith(tokenFor("connector")));
-    await Promise.all(probes.map((probe) => probe.until(() => probe.frames.some((frame) => frame["type"] === "welcome") || probe.closeCode !== undefined, "welcome or close")));
+    await Promise.all(
+      probes.map((probe) =>
+        probe.until(() => probe.frames.some((frame) => frame["type"] === "welcome") || probe.closeCode !== undefined, "welcome or close"),
+      ),
+    );
     const welcomed = probes.filter((probe) => probe.closeCode === undefined);
     const refused = probes.filter((probe) => probe.closeCode !== undefined);
     expect(welcomed).toHaveLength(16);

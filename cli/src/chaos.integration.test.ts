@@ -35,7 +35,12 @@ afterAll(async () => {
 
 it("loses, doubles and reorders nothing across a worker kill, an edge kill and an offline device", async () => {
   onTestFailed(() => {
-    process.stdout.write(`${test.output.filter((line) => / (warn|error) /.test(line)).slice(-80).join("\n")}\n`);
+    process.stdout.write(
+      `${test.output
+        .filter((line) => / (warn|error) /.test(line))
+        .slice(-80)
+        .join("\n")}\n`,
+    );
   });
   const alicePhone = await run.openDevice("alice", "phone", edgeUrls(0));
   const aliceLaptop = await run.openDevice("alice", "laptop", edgeUrls(1));
@@ -79,7 +84,12 @@ it("loses, doubles and reorders nothing across a worker kill, an edge kill and a
         }
         const from = sender === bobTablet && tabletOffline ? bobPhone : sender;
         const conversationId = conversations[index % conversations.length] ?? "";
-        await run.send(from, conversationId, `message ${index} from ${sender.userId}/${sender.deviceId}`, `${sender.userId}-${sender.deviceId}-${index}`);
+        await run.send(
+          from,
+          conversationId,
+          `message ${index} from ${sender.userId}/${sender.deviceId}`,
+          `${sender.userId}-${sender.deviceId}-${index}`,
+        );
         afterAck();
       }
     }),

@@ -18,10 +18,17 @@ export type NamespaceResources = {
 
 export async function destroyNamespace(resources: NamespaceResources): Promise<void> {
   const problems: string[] = [];
-  const connection = await connect({ ...(await natsConnectOptions(resources.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...resources.natsServers] });
+  const connection = await connect({
+    ...(await natsConnectOptions(resources.natsAccess ?? anonymousNatsAccess("admin"))),
+    servers: [...resources.natsServers],
+  });
   for (const cellId of resources.cellIds) {
-    await destroyMembershipBucket(connection, resources.namespace, cellId).catch((error: unknown) => problems.push(`bucket ${cellId}: ${String(error)}`));
-    await dropCellDatabase(resources.postgresAdminUrl, resources.namespace, cellId).catch((error: unknown) => problems.push(`database ${cellId}: ${String(error)}`));
+    await destroyMembershipBucket(connection, resources.namespace, cellId).catch((error: unknown) =>
+      problems.push(`bucket ${cellId}: ${String(error)}`),
+    );
+    await dropCellDatabase(resources.postgresAdminUrl, resources.namespace, cellId).catch((error: unknown) =>
+      problems.push(`database ${cellId}: ${String(error)}`),
+    );
   }
   await connection.close();
   const redis = new Redis(resources.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });

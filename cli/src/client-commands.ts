@@ -160,7 +160,10 @@ export async function runHistory(options: HistoryOptions): Promise<number> {
     let collected = 0;
     let beforeSeq: number | undefined;
     while (collected < options.limit) {
-      const page = await client.history(conversation.conversationId, { limit: Math.min(200, options.limit - collected), ...(beforeSeq === undefined ? {} : { beforeSeq }) });
+      const page = await client.history(conversation.conversationId, {
+        limit: Math.min(200, options.limit - collected),
+        ...(beforeSeq === undefined ? {} : { beforeSeq }),
+      });
       pages.unshift(page.messages);
       collected += page.messages.length;
       const oldest = page.messages[0];

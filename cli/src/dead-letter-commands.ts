@@ -3,7 +3,14 @@
 // (docs/decisions/0022), read from the cells over their admin channel and moved back to the outbox
 // once the recipient is reachable again. The owners' sweepers then relay them.
 import { UnavailableError } from "@cellwire/cluster";
-import { deadLettersPageLimitMax, isCellId, redriveIdsMax, type CellReply, type CellRequest, type DeadLetterSummary } from "@cellwire/protocol";
+import {
+  deadLettersPageLimitMax,
+  isCellId,
+  redriveIdsMax,
+  type CellReply,
+  type CellRequest,
+  type DeadLetterSummary,
+} from "@cellwire/protocol";
 import { MigrationError, migrationTools, type MigrationTools } from "./migration.ts";
 import { withConnection, type OperatorOptions } from "./migration-commands.ts";
 
@@ -18,7 +25,11 @@ async function ask(tools: MigrationTools, cellId: string, request: CellRequest):
 }
 
 /** Up to `rowsMax` dead letters of one cell, in id order (pages of deadLettersPageLimitMax). */
-async function cellDeadLetters(tools: MigrationTools, cellId: string, rowsMax: number): Promise<{ deadLetters: DeadLetterSummary[]; more: boolean }> {
+async function cellDeadLetters(
+  tools: MigrationTools,
+  cellId: string,
+  rowsMax: number,
+): Promise<{ deadLetters: DeadLetterSummary[]; more: boolean }> {
   const deadLetters: DeadLetterSummary[] = [];
   let afterId = 0;
   while (deadLetters.length < rowsMax) {
@@ -59,11 +70,17 @@ export function runDeadLettersList(cellId: string | undefined, rowsMax: number, 
         }
       }
       if (options.json) {
-        process.stdout.write(`${JSON.stringify({ namespace: options.namespace, deadLetters: rows, truncatedCellIds: truncated, unreachableCellIds: unreachable })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ namespace: options.namespace, deadLetters: rows, truncatedCellIds: truncated, unreachableCellIds: unreachable })}\n`,
+        );
       } else {
-        process.stdout.write(`${rows.length} dead letters in ${cellIds.length === 1 ? `cell ${cellIds[0]}` : `${cellIds.length} cells`} of namespace ${options.namespace}\n`);
+        process.stdout.write(
+          `${rows.length} dead letters in ${cellIds.length === 1 ? `cell ${cellIds[0]}` : `${cellIds.length} cells`} of namespace ${options.namespace}\n`,
+        );
         if (rows.length > 0) {
-          process.stdout.write(`${"cell".padEnd(8)}${"id".padStart(10)}  ${"recipient".padEnd(20)}${"attempts".padStart(9)}  ${"dead since".padEnd(25)}conversation / event: last error\n`);
+          process.stdout.write(
+            `${"cell".padEnd(8)}${"id".padStart(10)}  ${"recipient".padEnd(20)}${"attempts".padStart(9)}  ${"dead since".padEnd(25)}conversation / event: last error\n`,
+          );
         }
         for (const row of rows) {
           process.stdout.write(
@@ -102,8 +119,13 @@ export function runDeadLettersRedrive(cellId: string, selection: readonly number
         // A cursor: rows that fail again and come back as dead letters keep their ids, so they are not met twice.
         let afterId = 0;
         for (let page = 0; ; page++) {
-          if (page === redriveAllPagesMax) throw new MigrationError(`stopped after ${redriveAllPagesMax} pages (${rows} rows); run it again for the rest`);
-          const reply = await ask(tools, cellId, { type: "cell.deadLetters", afterId, limit: Math.min(deadLettersPageLimitMax, redriveIdsMax) });
+          if (page === redriveAllPagesMax)
+            throw new MigrationError(`stopped after ${redriveAllPagesMax} pages (${rows} rows); run it again for the rest`);
+          const reply = await ask(tools, cellId, {
+            type: "cell.deadLetters",
+            afterId,
+            limit: Math.min(deadLettersPageLimitMax, redriveIdsMax),
+          });
           if (reply.type !== "cell.deadLetters") throw new MigrationError(`cell ${cellId} answered ${reply.type} to cell.deadLetters`);
           const last = reply.deadLetters.at(-1);
           if (last === undefined) break;

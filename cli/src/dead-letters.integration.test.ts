@@ -18,7 +18,12 @@ const waitMs = 20_000;
 async function device(userId: string): Promise<{ client: CellwireClient; joined: (conversationId: string) => Promise<Joined> }> {
   const edge = test.topology.edges[0];
   if (edge === undefined) throw new Error("no edge");
-  const client = new CellwireClient({ url: edge.webSocketUrl, deviceId: "phone", WebSocket, tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId: "phone" }) });
+  const client = new CellwireClient({
+    url: edge.webSocketUrl,
+    deviceId: "phone",
+    WebSocket,
+    tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId: "phone" }),
+  });
   clients.push(client);
   const received: Joined[] = [];
   const waiters = new Set<() => void>();
@@ -48,7 +53,14 @@ async function device(userId: string): Promise<{ client: CellwireClient; joined:
   return { client, joined };
 }
 
-type ListedDeadLetter = { cellId: string; id: number; conversationId: string; recipientUserId: string; attempts: number; lastError: string };
+type ListedDeadLetter = {
+  cellId: string;
+  id: number;
+  conversationId: string;
+  recipientUserId: string;
+  attempts: number;
+  lastError: string;
+};
 
 async function cli(args: readonly string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return runCli(args, undefined, { CELLWIRE_NAMESPACE: test.namespace, ...test.natsEnvironment("admin") }).done;
@@ -102,7 +114,9 @@ describe("dead letters", () => {
     await carol.joined(conversationId);
     await alice.joined(conversationId);
 
-    await expect.poll(() => listed("--cell", "a"), { timeout: waitMs, interval: 200 }).toEqual([expect.objectContaining({ cellId: "a", conversationId, recipientUserId: "bob", attempts: 3 })]);
+    await expect
+      .poll(() => listed("--cell", "a"), { timeout: waitMs, interval: 200 })
+      .toEqual([expect.objectContaining({ cellId: "a", conversationId, recipientUserId: "bob", attempts: 3 })]);
     const [deadLetter] = await listed("--cell", "a");
     // Every cell is asked without --cell: cell b, gone, is reported and the command fails.
     const everyCell = await cli(["dead-letters", "list"]);

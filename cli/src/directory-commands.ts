@@ -3,12 +3,21 @@ import { connect } from "@nats-io/transport-node";
 import { anonymousNatsAccess, DirectoryClient, natsConnectOptions, UnavailableError, type NatsAccess } from "@cellwire/cluster";
 import { isUserId } from "@cellwire/protocol";
 
-export type DirectoryCommandOptions = { readonly natsServers: readonly string[]; readonly natsAccess?: NatsAccess; readonly namespace: string; readonly json: boolean };
+export type DirectoryCommandOptions = {
+  readonly natsServers: readonly string[];
+  readonly natsAccess?: NatsAccess;
+  readonly namespace: string;
+  readonly json: boolean;
+};
 
 const directoryTimeoutMs = 5000;
 
 async function withDirectory(options: DirectoryCommandOptions, work: (directory: DirectoryClient) => Promise<number>): Promise<number> {
-  const connection = await connect({ ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...options.natsServers], name: "cellwire-cli" });
+  const connection = await connect({
+    ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))),
+    servers: [...options.natsServers],
+    name: "cellwire-cli",
+  });
   try {
     return await work(new DirectoryClient(connection, options.namespace, directoryTimeoutMs));
   } catch (error) {
@@ -29,10 +38,14 @@ export function runCells(options: DirectoryCommandOptions): Promise<number> {
       return 0;
     }
     const total = cells.reduce((sum, cell) => sum + cell.weight, 0);
-    process.stdout.write(`${cells.length} cells in namespace ${options.namespace}\n${"cell".padEnd(10)}${"weight".padStart(8)}${"share".padStart(9)}  state\n`);
+    process.stdout.write(
+      `${cells.length} cells in namespace ${options.namespace}\n${"cell".padEnd(10)}${"weight".padStart(8)}${"share".padStart(9)}  state\n`,
+    );
     for (const cell of cells) {
       const share = total === 0 ? 0 : (cell.weight / total) * 100;
-      process.stdout.write(`${cell.cellId.padEnd(10)}${String(cell.weight).padStart(8)}${`${share.toFixed(1)}%`.padStart(9)}  ${cell.state}\n`);
+      process.stdout.write(
+        `${cell.cellId.padEnd(10)}${String(cell.weight).padStart(8)}${`${share.toFixed(1)}%`.padStart(9)}  ${cell.state}\n`,
+      );
     }
     return 0;
   });

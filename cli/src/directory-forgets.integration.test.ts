@@ -90,7 +90,12 @@ afterAll(async () => {
 
 it("rebuilds the directory from the cells after its keys are deleted under traffic: nobody placed twice, nothing lost, doubled or split", async () => {
   onTestFailed(() => {
-    process.stdout.write(`${(test?.output ?? []).filter((line) => / (warn|error) |rebuil/.test(line)).slice(-80).join("\n")}\n`);
+    process.stdout.write(
+      `${(test?.output ?? [])
+        .filter((line) => / (warn|error) |rebuil/.test(line))
+        .slice(-80)
+        .join("\n")}\n`,
+    );
   });
   const userIds = homes.map(([userId]) => userId);
   const devices = new Map<string, RecordedDevice>();
@@ -102,7 +107,10 @@ it("rebuilds the directory from the cells after its keys are deleted under traff
   };
 
   // Everyone gets a joined event (so a mailbox row in their home cell); alice and bob a direct conversation.
-  const group = await device("alice").client.createGroup("everyone", userIds.filter((userId) => userId !== "alice"));
+  const group = await device("alice").client.createGroup(
+    "everyone",
+    userIds.filter((userId) => userId !== "alice"),
+  );
   run.conversation(group.conversationId, group.memberUserIds);
   const direct = await device("alice").client.openDirect("bob");
   run.conversation(direct.conversationId, direct.memberUserIds);

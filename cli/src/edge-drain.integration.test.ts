@@ -40,7 +40,10 @@ async function untilAllOpen(devices: readonly RecordedDevice[], deadlineMs: numb
   for (;;) {
     const notOpen = devices.filter((device) => device.client.state !== "open");
     if (notOpen.length === 0) return;
-    if (performance.now() > deadline) throw new Error(`not open after ${deadlineMs} ms: ${notOpen.map((device) => `${device.userId}/${device.deviceId} (${device.client.state})`).join(", ")}`);
+    if (performance.now() > deadline)
+      throw new Error(
+        `not open after ${deadlineMs} ms: ${notOpen.map((device) => `${device.userId}/${device.deviceId} (${device.client.state})`).join(", ")}`,
+      );
     await new Promise<void>((resolve) => {
       const waits = notOpen.map((device) =>
         device.client.on("state", ({ state }) => {
@@ -59,7 +62,12 @@ async function untilAllOpen(devices: readonly RecordedDevice[], deadlineMs: numb
 
 it("restarts both edges in turn under traffic: closes spread over the drain window, every client resumes elsewhere, nothing lost", async () => {
   onTestFailed(() => {
-    process.stdout.write(`${test.output.filter((line) => / (warn|error|info) /.test(line) && line.includes("edge")).slice(-80).join("\n")}\n`);
+    process.stdout.write(
+      `${test.output
+        .filter((line) => / (warn|error|info) /.test(line) && line.includes("edge"))
+        .slice(-80)
+        .join("\n")}\n`,
+    );
   });
   const urls = test.topology.edges.map((edge) => edge.webSocketUrl);
   const devices: RecordedDevice[] = [];
@@ -72,11 +80,13 @@ it("restarts both edges in turn under traffic: closes spread over the drain wind
     let openUrl = device.client.url;
     device.client.on("state", ({ state, previousState, url, closeCode }) => {
       if (state === "open") openUrl = url;
-      else if (previousState === "open") ends.push({ device: `${device.userId}/${device.deviceId}`, url: openUrl, atMs: performance.now(), closeCode });
+      else if (previousState === "open")
+        ends.push({ device: `${device.userId}/${device.deviceId}`, url: openUrl, atMs: performance.now(), closeCode });
     });
   }
   const [alicePhone, bobPhone, carolPhone, davePhone] = devices.filter((device) => device.deviceId === "phone");
-  if (alicePhone === undefined || bobPhone === undefined || carolPhone === undefined || davePhone === undefined) throw new Error("devices missing");
+  if (alicePhone === undefined || bobPhone === undefined || carolPhone === undefined || davePhone === undefined)
+    throw new Error("devices missing");
   for (const [from, peer] of [
     [alicePhone, "bob"],
     [carolPhone, "dave"],
@@ -100,7 +110,14 @@ it("restarts both edges in turn under traffic: closes spread over the drain wind
     }),
   );
 
-  const drains: { processName: string; url: string; signalledAtMs: number; exitedAtMs: number; respawnedAtMs: number; sessionsBefore: number }[] = [];
+  const drains: {
+    processName: string;
+    url: string;
+    signalledAtMs: number;
+    exitedAtMs: number;
+    respawnedAtMs: number;
+    sessionsBefore: number;
+  }[] = [];
   for (const [index, edge] of test.topology.edges.entries()) {
     await untilAllOpen(devices, 30_000);
     const processName = `cellwire-edge-${edge.edgeId}`;

@@ -92,7 +92,8 @@ async function refusal(promise: Promise<unknown>): Promise<CellwireClientError> 
   return outcome;
 }
 
-const statusesOf = (entries: Device["presence"], userId: string): string[] => entries.filter((entry) => entry.state.userId === userId).map((entry) => entry.state.status);
+const statusesOf = (entries: Device["presence"], userId: string): string[] =>
+  entries.filter((entry) => entry.state.userId === userId).map((entry) => entry.state.status);
 
 beforeAll(async () => {
   test = await startTestTopology({
@@ -124,7 +125,12 @@ describe("typing", () => {
     // Edge 1 relayed the openDirect reply, so it knows the members; edge 2 asks the cell (cell.members).
     await alice.client.typing(direct.conversationId);
     await bob.until(() => bob.typing.length === 1, "alice's typing");
-    expect(bob.typing[0]?.indicator).toMatchObject({ conversationId: direct.conversationId, userId: "alice", deviceId: "phone", expiresInMs: typingExpiresInMs });
+    expect(bob.typing[0]?.indicator).toMatchObject({
+      conversationId: direct.conversationId,
+      userId: "alice",
+      deviceId: "phone",
+      expiresInMs: typingExpiresInMs,
+    });
     await bob.client.typing(direct.conversationId);
     await alice.until(() => alice.typing.length === 1, "bob's typing");
     expect(alice.typing[0]?.indicator).toMatchObject({ conversationId: direct.conversationId, userId: "bob", deviceId: "laptop" });

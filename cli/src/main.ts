@@ -95,7 +95,8 @@ function sequenceNumber(name: string, raw: string): number {
 
 function deadLetterId(raw: string): number {
   const value = Number(raw);
-  if (!/^[0-9]+$/.test(raw) || !Number.isSafeInteger(value) || value < 1) throw new UsageError(`${JSON.stringify(raw)} is not a dead letter id (a positive integer)`);
+  if (!/^[0-9]+$/.test(raw) || !Number.isSafeInteger(value) || value < 1)
+    throw new UsageError(`${JSON.stringify(raw)} is not a dead letter id (a positive integer)`);
   return value;
 }
 
@@ -129,8 +130,10 @@ async function main(argv: string[]): Promise<number> {
       return runToken(userId, values.device);
     }
     case "send": {
-      if ((values.to === undefined) === (values.conversation === undefined)) throw new UsageError("send needs exactly one of --to and --conversation");
-      const target = values.conversation === undefined ? { peerUserId: required("to", values.to) } : { conversationId: values.conversation };
+      if ((values.to === undefined) === (values.conversation === undefined))
+        throw new UsageError("send needs exactly one of --to and --conversation");
+      const target =
+        values.conversation === undefined ? { peerUserId: required("to", values.to) } : { conversationId: values.conversation };
       return runSend({ ...connection, userId: required("as", values.as), target, text: rest.length > 0 ? rest.join(" ") : undefined });
     }
     case "listen":
@@ -142,10 +145,17 @@ async function main(argv: string[]): Promise<number> {
         sinceSeq: values.since === undefined ? undefined : sequenceNumber("since", values.since),
       });
     case "history":
-      return runHistory({ ...connection, userId: required("as", values.as), peerUserId: required("with", values.with), limit: positiveInteger("limit", values.limit, 50) ?? 50 });
+      return runHistory({
+        ...connection,
+        userId: required("as", values.as),
+        peerUserId: required("with", values.with),
+        limit: positiveInteger("limit", values.limit, 50) ?? 50,
+      });
     case "read": {
-      if ((values.with === undefined) === (values.conversation === undefined)) throw new UsageError("read needs exactly one of --with and --conversation");
-      const target = values.conversation === undefined ? { peerUserId: required("with", values.with) } : { conversationId: values.conversation };
+      if ((values.with === undefined) === (values.conversation === undefined))
+        throw new UsageError("read needs exactly one of --with and --conversation");
+      const target =
+        values.conversation === undefined ? { peerUserId: required("with", values.with) } : { conversationId: values.conversation };
       return runRead({ ...connection, userId: required("as", values.as), target, seq: positiveInteger("seq", values.seq, undefined) });
     }
     case "ring": {
@@ -163,7 +173,8 @@ async function main(argv: string[]): Promise<number> {
     case "migrate": {
       const conversationId = values.conversation;
       const [id, cellId] = conversationId === undefined ? [rest[0], rest[1]] : [conversationId, rest[0]];
-      if (id === undefined || cellId === undefined) throw new UsageError("migrate needs a user id (or --conversation <id>) and a target cell id");
+      if (id === undefined || cellId === undefined)
+        throw new UsageError("migrate needs a user id (or --conversation <id>) and a target cell id");
       return runMigrate(id, cellId, conversationId === undefined ? "user" : "conversation", serviceOptions());
     }
     case "drain": {
@@ -192,7 +203,8 @@ async function main(argv: string[]): Promise<number> {
       if (action === "redrive") {
         const [cellId, ...ids] = args;
         if (cellId === undefined) throw new UsageError("dead-letters redrive needs a cell id");
-        if ((values.all === true) === (ids.length > 0)) throw new UsageError("dead-letters redrive needs dead letter ids or --all (not both)");
+        if ((values.all === true) === ids.length > 0)
+          throw new UsageError("dead-letters redrive needs dead letter ids or --all (not both)");
         return runDeadLettersRedrive(cellId, values.all === true ? "all" : ids.map((id) => deadLetterId(id)), serviceOptions());
       }
       throw new UsageError("dead-letters needs list or redrive");

@@ -1,12 +1,26 @@
 // `cellwire migrate`, `cellwire drain` and `cellwire add-cell`: operator commands over NATS, with progress
 // on stderr for the long ones and one JSON line (--json) or a sentence on stdout for the result.
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { anonymousNatsAccess, CellwireError, decodeMessage, encodeJson, isNoResponders, isTimeout, natsConnectOptions, type NatsAccess } from "@cellwire/cluster";
+import {
+  anonymousNatsAccess,
+  CellwireError,
+  decodeMessage,
+  encodeJson,
+  isNoResponders,
+  isTimeout,
+  natsConnectOptions,
+  type NatsAccess,
+} from "@cellwire/cluster";
 import { isCellId, isConversationId, isUserId, topologyReply, topologySubject, type DirectoryEntryKind } from "@cellwire/protocol";
 import { drainCell, MigrationError, migrateKey, migrationTools, type DrainReport } from "./migration.ts";
 import { percentile } from "./statistics.ts";
 
-export type OperatorOptions = { readonly natsServers: readonly string[]; readonly natsAccess?: NatsAccess; readonly namespace: string; readonly json: boolean };
+export type OperatorOptions = {
+  readonly natsServers: readonly string[];
+  readonly natsAccess?: NatsAccess;
+  readonly namespace: string;
+  readonly json: boolean;
+};
 
 /** How long add-cell waits for the launcher to start the workers (each creates and migrates a database). */
 const addCellStartTimeoutMs = 120_000;
@@ -15,8 +29,16 @@ const addCellReadyDeadlineMs = 30_000;
 const addCellPollMs = 200;
 
 /** Runs `work` on a connection as the admin user; an operating error is printed and exits 1. */
-export async function withConnection(options: OperatorOptions, name: string, work: (connection: NatsConnection) => Promise<number>): Promise<number> {
-  const connection = await connect({ ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...options.natsServers], name });
+export async function withConnection(
+  options: OperatorOptions,
+  name: string,
+  work: (connection: NatsConnection) => Promise<number>,
+): Promise<number> {
+  const connection = await connect({
+    ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))),
+    servers: [...options.natsServers],
+    name,
+  });
   try {
     return await work(connection);
   } catch (error) {
@@ -125,12 +147,18 @@ export function runAddCell(cellId: string, workers: number, weight: number, opti
         process.stderr.write(`cellwire: cell ${cellId} is already registered (${existing.state}, weight ${existing.weight})\n`);
         return 1;
       }
-      process.stderr.write(`asking the local topology to start ${workers} workers of cell ${cellId} (each creates and migrates the cell's database)…\n`);
+      process.stderr.write(
+        `asking the local topology to start ${workers} workers of cell ${cellId} (each creates and migrates the cell's database)…\n`,
+      );
       let raw;
       try {
-        raw = await connection.request(topologySubject(options.namespace), encodeJson({ type: "topology.addCell", cellId, workers, weight }), {
-          timeout: addCellStartTimeoutMs,
-        });
+        raw = await connection.request(
+          topologySubject(options.namespace),
+          encodeJson({ type: "topology.addCell", cellId, workers, weight }),
+          {
+            timeout: addCellStartTimeoutMs,
+          },
+        );
       } catch (error) {
         if (isNoResponders(error) || isTimeout(error)) {
           process.stderr.write(
@@ -156,11 +184,16 @@ export function runAddCell(cellId: string, workers: number, weight: number, opti
         const live = record !== undefined && (await tools.router.hasLiveWorkers(cellId).catch(() => false));
         if (record !== undefined && record.state === "active" && live) {
           if (options.json) process.stdout.write(`${JSON.stringify({ cellId, weight: record.weight, state: record.state, workerIds })}\n`);
-          else process.stdout.write(`cell ${cellId} is active with weight ${record.weight} and workers ${workerIds.join(", ")}; new users are placed on it by weight\n`);
+          else
+            process.stdout.write(
+              `cell ${cellId} is active with weight ${record.weight} and workers ${workerIds.join(", ")}; new users are placed on it by weight\n`,
+            );
           return 0;
         }
         if (performance.now() > deadlineMs) {
-          process.stderr.write(`cellwire: cell ${cellId} was not registered with ${workerIds.length} live workers within ${addCellReadyDeadlineMs} ms\n`);
+          process.stderr.write(
+            `cellwire: cell ${cellId} was not registered with ${workerIds.length} live workers within ${addCellReadyDeadlineMs} ms\n`,
+          );
           return 1;
         }
         await new Promise((resolve) => setTimeout(resolve, addCellPollMs));
@@ -170,4 +203,3 @@ export function runAddCell(cellId: string, workers: number, weight: number, opti
     }
   });
 }
-

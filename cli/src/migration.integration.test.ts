@@ -51,7 +51,11 @@ function summary(label: string, values: readonly number[]): string {
   return `${label}: n=${values.length}, p50 ${figure(50)} ms, p99 ${figure(99)} ms, max ${figure(100)} ms`;
 }
 
-type Chat = { devices: Map<string, RecordedDevice>; pairs: [string, string, string][]; groups: { conversationId: string; senderUserId: string }[] };
+type Chat = {
+  devices: Map<string, RecordedDevice>;
+  pairs: [string, string, string][];
+  groups: { conversationId: string; senderUserId: string }[];
+};
 
 /**
  * Opens one device per user, alternating edges; a user whose device was open before resumes it from the
@@ -115,12 +119,14 @@ async function chatUntil(
     for (const [first, second, conversationId] of chat.pairs) {
       for (const userId of [first, second]) {
         const device = chat.devices.get(userId);
-        if (device !== undefined) sends.push(timed(device, conversationId, `${label} ${round} from ${userId}`, `${label}-${round}-${userId}`));
+        if (device !== undefined)
+          sends.push(timed(device, conversationId, `${label} ${round} from ${userId}`, `${label}-${round}-${userId}`));
       }
     }
     chat.groups.forEach(({ conversationId, senderUserId }, group) => {
       const device = chat.devices.get(senderUserId);
-      if (device !== undefined) sends.push(timed(device, conversationId, `${label} ${round} to group ${group}`, `${label}-${round}-group-${group}`));
+      if (device !== undefined)
+        sends.push(timed(device, conversationId, `${label} ${round} to group ${group}`, `${label}-${round}-group-${group}`));
     });
     await Promise.all(sends);
     const untilNextRoundMs = roundStartedAtMs + chatRoundIntervalMs - performance.now();
@@ -148,7 +154,9 @@ function slowestMoves(count: number): string[] {
 }
 
 /** Runs the moves with a bounded number in flight; returns each move's reported write pause. */
-async function moveAll(moves: readonly { kind: DirectoryEntryKind; id: string; toCellId: string }[]): Promise<{ userPausesMs: number[]; conversationPausesMs: number[]; notMoved: string[] }> {
+async function moveAll(
+  moves: readonly { kind: DirectoryEntryKind; id: string; toCellId: string }[],
+): Promise<{ userPausesMs: number[]; conversationPausesMs: number[]; notMoved: string[] }> {
   const userPausesMs: number[] = [];
   const conversationPausesMs: number[] = [];
   const notMoved: string[] = [];
@@ -198,7 +206,11 @@ describe("live migration", () => {
     const keys: { kind: DirectoryEntryKind; id: string; home: string }[] = [
       ...(await Promise.all(userIds.map(async (id) => ({ kind: "user" as const, id, home: await homeOf("user", id) })))),
       ...(await Promise.all(
-        [...chat.pairs.map(([, , id]) => id), ...chat.groups.map((group) => group.conversationId)].map(async (id) => ({ kind: "conversation" as const, id, home: await homeOf("conversation", id) })),
+        [...chat.pairs.map(([, , id]) => id), ...chat.groups.map((group) => group.conversationId)].map(async (id) => ({
+          kind: "conversation" as const,
+          id,
+          home: await homeOf("conversation", id),
+        })),
       )),
     ];
     let migrating = true;
@@ -208,7 +220,7 @@ describe("live migration", () => {
     let back: Awaited<ReturnType<typeof moveAll>>;
     try {
       // Users and conversations interleaved, so mailboxes and conversation logs move while each other move.
-      const interleaved = <T,>(items: readonly T[]): T[] => items.map((_, index) => items[(index * 37) % items.length] as T);
+      const interleaved = <T>(items: readonly T[]): T[] => items.map((_, index) => items[(index * 37) % items.length] as T);
       there = await moveAll(interleaved(keys).map((key) => ({ kind: key.kind, id: key.id, toCellId: other(key.home) })));
       back = await moveAll(interleaved(keys).map((key) => ({ kind: key.kind, id: key.id, toCellId: key.home })));
     } finally {
@@ -278,8 +290,12 @@ describe("live migration", () => {
     await sendThree("back");
     // The added member joined after seq 3, in the other cell; back home its messages still reach it live.
     await Promise.all([creator, member, added].map((device) => device.untilMessage(groupId, 9, settleDeadlineMs)));
-    expect(added.events.flatMap(({ event }) => (event.kind === "joined" && event.conversationId === groupId ? [event.afterSeq] : []))).toEqual([3]);
-    expect(added.messages.filter((message) => message.conversationId === groupId).map((message) => message.seq)).toEqual([4, 5, 6, 7, 8, 9]);
+    expect(
+      added.events.flatMap(({ event }) => (event.kind === "joined" && event.conversationId === groupId ? [event.afterSeq] : [])),
+    ).toEqual([3]);
+    expect(added.messages.filter((message) => message.conversationId === groupId).map((message) => message.seq)).toEqual([
+      4, 5, 6, 7, 8, 9,
+    ]);
     await run.settle(settleDeadlineMs);
     const report = await run.check(testServices.postgresAdminUrl, topology().namespace, ["a", "b"]);
     expect(report.findings).toEqual([]);
@@ -301,22 +317,33 @@ describe("live migration", () => {
     const directory = new DirectoryClient(nats as NatsConnection, topology().namespace, 5000);
     const placed = await Promise.all(newcomers.map(async (userId) => (await directory.resolveUser(userId)).entry.cellId));
     expect(new Set(placed)).toContain("c");
-    console.log(`drain: 30 new users placed after add-cell: a ${placed.filter((cell) => cell === "a").length}, b ${placed.filter((cell) => cell === "b").length}, c ${placed.filter((cell) => cell === "c").length}`);
+    console.log(
+      `drain: 30 new users placed after add-cell: a ${placed.filter((cell) => cell === "a").length}, b ${placed.filter((cell) => cell === "b").length}, c ${placed.filter((cell) => cell === "c").length}`,
+    );
 
     const chat = await openChat(run, [...userIds.slice(0, 40), ...newcomers], "phone");
     let draining = true;
     const chatting = chatUntil(run, chat, "drain", () => !draining);
     let progressLines = 0;
-    const drained = await runCli(["drain", "b", "--json"], (stderr) => {
-      progressLines = stderr.split("\n").filter((line) => line.startsWith("drain b: pass")).length;
-    }, environment).done.finally(() => {
+    const drained = await runCli(
+      ["drain", "b", "--json"],
+      (stderr) => {
+        progressLines = stderr.split("\n").filter((line) => line.startsWith("drain b: pass")).length;
+      },
+      environment,
+    ).done.finally(() => {
       draining = false;
     });
     const { latenciesMs, rounds } = await chatting;
     expect(drained.stderr).toContain("draining cell b");
     expect(drained.status, drained.stderr).toBe(0);
     expect(progressLines).toBeGreaterThan(0);
-    const drainSummary = JSON.parse(drained.stdout) as { movedUsers: number; movedConversations: number; elapsedMs: number; pauseP99Ms: number };
+    const drainSummary = JSON.parse(drained.stdout) as {
+      movedUsers: number;
+      movedConversations: number;
+      elapsedMs: number;
+      pauseP99Ms: number;
+    };
     expect(drainSummary.movedUsers).toBeGreaterThanOrEqual(userCount / 2);
 
     // Nothing lives in b any more, and b gets nobody new.

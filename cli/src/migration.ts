@@ -5,7 +5,14 @@
 // what the cell homes until nothing is left.
 import type { NatsConnection } from "@nats-io/transport-node";
 import { backoffDelayMs, CellRouter, DirectoryClient, RemoteError, systemClock, type BackoffPolicy, type Logger } from "@cellwire/cluster";
-import { cellEntriesPageMax, type CellErrorCode, type CellMigratedReply, type CellRecord, type CellStatsReply, type DirectoryEntryKind } from "@cellwire/protocol";
+import {
+  cellEntriesPageMax,
+  type CellErrorCode,
+  type CellMigratedReply,
+  type CellRecord,
+  type CellStatsReply,
+  type DirectoryEntryKind,
+} from "@cellwire/protocol";
 
 /** One migration request waits this long for its reply: it copies the key, which may hold many pages. */
 const migrateRequestTimeoutMs = 60_000;
@@ -24,7 +31,12 @@ const drainSettlePollMs = 200;
 export type MigrationResult = Omit<CellMigratedReply, "type">;
 
 /** Refusals of cell.migrate that a later attempt may not meet. */
-const retryableCodes: ReadonlySet<CellErrorCode> = new Set<CellErrorCode>(["cell_unavailable", "directory_unavailable", "not_owner", "internal"]);
+const retryableCodes: ReadonlySet<CellErrorCode> = new Set<CellErrorCode>([
+  "cell_unavailable",
+  "directory_unavailable",
+  "not_owner",
+  "internal",
+]);
 
 export class MigrationError extends Error {
   override readonly name = "MigrationError";
@@ -67,7 +79,13 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
  * the home reported (the pause its writes saw, the items copied). A key already there resolves with
  * alreadyMoved and no pause.
  */
-export async function migrateKey(tools: MigrationTools, kind: DirectoryEntryKind, id: string, toCellId: string, random: () => number = Math.random): Promise<MigrationResult> {
+export async function migrateKey(
+  tools: MigrationTools,
+  kind: DirectoryEntryKind,
+  id: string,
+  toCellId: string,
+  random: () => number = Math.random,
+): Promise<MigrationResult> {
   let lastProblem = "no attempt made";
   for (let attempt = 0; attempt < migrateAttemptsMax; attempt++) {
     if (attempt > 0) await sleep(Math.max(10, backoffDelayMs(migrateRetryBackoff, attempt - 1, random)));
@@ -152,7 +170,13 @@ export async function drainCell(tools: MigrationTools, cellId: string, options: 
   const pausesMs: number[] = [];
   const failures: string[] = [];
   let pass = 0;
-  const progress = (): DrainProgress => ({ movedUsers, movedConversations, failed: failures.length, elapsedMs: performance.now() - startedAtMs, pass });
+  const progress = (): DrainProgress => ({
+    movedUsers,
+    movedConversations,
+    failed: failures.length,
+    elapsedMs: performance.now() - startedAtMs,
+    pass,
+  });
   // A pass walks the directory's list of the cell's keys; keys placed or moved in meanwhile are found by
   // the next pass, and the drain ends with a pass that finds nothing.
   for (pass = 1; pass <= drainPassesMax; pass++) {
@@ -192,7 +216,9 @@ export async function drainCell(tools: MigrationTools, cellId: string, options: 
     throw Object.assign(
       new MigrationError(
         `cell ${cellId} still homes ${stats.users} users, ${stats.conversations} conversations, ${stats.frozen} frozen keys and ${stats.outboxRows} pending relays` +
-          (failures.length > 0 ? `; failed: ${failures.slice(0, 5).join("; ")}${failures.length > 5 ? ` and ${failures.length - 5} more` : ""}` : ""),
+          (failures.length > 0
+            ? `; failed: ${failures.slice(0, 5).join("; ")}${failures.length > 5 ? ` and ${failures.length - 5} more` : ""}`
+            : ""),
       ),
       { report },
     );
@@ -206,7 +232,9 @@ async function settledStats(tools: MigrationTools, cellId: string): Promise<Omit
   for (;;) {
     const reply = await tools.router.request(cellId, { type: "cell.stats" });
     if (reply.type !== "cell.stats") {
-      throw new MigrationError(`cell ${cellId} answered ${reply.type === "cell.error" ? `${reply.code}: ${reply.message}` : reply.type} to cell.stats`);
+      throw new MigrationError(
+        `cell ${cellId} answered ${reply.type === "cell.error" ? `${reply.code}: ${reply.message}` : reply.type} to cell.stats`,
+      );
     }
     const { type: _type, ...stats } = reply;
     const settled = stats.users === 0 && stats.conversations === 0 && stats.frozen === 0 && stats.outboxRows === 0;

@@ -96,7 +96,9 @@ async function untilReconnected(names: readonly string[], deadlineMs: number): P
   const deadlineAt = performance.now() + deadlineMs;
   let missing = [...names];
   while (performance.now() < deadlineAt) {
-    const live = natsCluster.nodes.map((node, index) => ({ node, index })).filter(({ node }) => natsCluster.liveServers().includes(node.clientUrl));
+    const live = natsCluster.nodes
+      .map((node, index) => ({ node, index }))
+      .filter(({ node }) => natsCluster.liveServers().includes(node.clientUrl));
     const connected = new Set((await Promise.all(live.map(({ index }) => cellwireConnectionsOn(index)))).flat());
     missing = names.filter((name) => !connected.has(name));
     if (missing.length === 0) return;
@@ -108,7 +110,12 @@ async function untilReconnected(names: readonly string[], deadlineMs: number): P
 beforeAll(async () => {
   const natsCluster = await startNatsCluster();
   cluster = natsCluster;
-  test = await startTestTopology({ label: "natscl", natsServers: natsCluster.servers, natsUsers: natsCluster.users, extraEnvironment: clusterEnvironment }).catch((error: unknown) => {
+  test = await startTestTopology({
+    label: "natscl",
+    natsServers: natsCluster.servers,
+    natsUsers: natsCluster.users,
+    extraEnvironment: clusterEnvironment,
+  }).catch((error: unknown) => {
     throw new Error(`${String(error)}\n${natsCluster.outputTail(30)}`, { cause: error });
   });
   natsConnection = await test.connectNats("admin");
@@ -136,7 +143,12 @@ afterAll(async () => {
 it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster is SIGKILLed under traffic", async () => {
   const { cluster: natsCluster, test: topology } = running();
   onTestFailed(() => {
-    process.stdout.write(`${topology.output.filter((line) => / (warn|error) /.test(line)).slice(-80).join("\n")}\n${natsCluster.outputTail(15)}\n`);
+    process.stdout.write(
+      `${topology.output
+        .filter((line) => / (warn|error) /.test(line))
+        .slice(-80)
+        .join("\n")}\n${natsCluster.outputTail(15)}\n`,
+    );
   });
   // Both membership buckets really are replicated on the three nodes.
   for (const cellId of cellIds) {
@@ -197,7 +209,12 @@ it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster i
         const conversations = run.conversationsOf(sender.userId);
         for (let index = 0; index < perSender; index++) {
           const conversationId = conversations[index % conversations.length] ?? "";
-          await run.send(sender, conversationId, `message ${round}/${index} from ${sender.userId}/${sender.deviceId}`, `${sender.userId}-${sender.deviceId}-${round}-${index}`);
+          await run.send(
+            sender,
+            conversationId,
+            `message ${round}/${index} from ${sender.userId}/${sender.deviceId}`,
+            `${sender.userId}-${sender.deviceId}-${round}-${index}`,
+          );
           afterAck();
         }
       }),
@@ -225,7 +242,9 @@ it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster i
 
   // Time to recover: the longest wait for the next ack once the node died, against the longest before.
   const killTime = killedAtMs ?? Number.POSITIVE_INFINITY;
-  const gapsBefore = killRoundAckTimesMs.filter((time) => time <= killTime).map((time, index, times) => time - (times[index - 1] ?? startedAt));
+  const gapsBefore = killRoundAckTimesMs
+    .filter((time) => time <= killTime)
+    .map((time, index, times) => time - (times[index - 1] ?? startedAt));
   const timesAfter = [killTime, ...killRoundAckTimesMs.filter((time) => time > killTime)];
   const gapsAfter = timesAfter.slice(1).map((time, index) => time - (timesAfter[index] ?? time));
   const longestGapBeforeMs = Math.max(0, ...gapsBefore);

@@ -39,14 +39,22 @@ function required<T>(value: T | undefined, what: string): T {
 /** Connects as a service, as the service's own process does (its user, its inbox prefix). */
 async function connectAs(service: NatsService): Promise<NatsConnection> {
   const { user, password } = required(server, "server").user(service);
-  const connection = await connect({ servers: [required(server, "server").clientUrl], user, pass: password, inboxPrefix: `_INBOX.${service}`, maxReconnectAttempts: 0 });
+  const connection = await connect({
+    servers: [required(server, "server").clientUrl],
+    user,
+    pass: password,
+    inboxPrefix: `_INBOX.${service}`,
+    maxReconnectAttempts: 0,
+  });
   connections.push(connection);
   return connection;
 }
 
 /** The next permissions violation the server reports on `connection`. */
 async function nextViolation(connection: NatsConnection): Promise<PermissionViolationError> {
-  const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no permissions violation within ${deadlineMs} ms`)), deadlineMs));
+  const timeout = new Promise<never>((_, reject) =>
+    setTimeout(() => reject(new Error(`no permissions violation within ${deadlineMs} ms`)), deadlineMs),
+  );
   const violation = (async () => {
     for await (const status of connection.status()) {
       if (status.type === "error" && status.error instanceof PermissionViolationError) return status.error;
@@ -70,16 +78,25 @@ describe("the shipped NATS configuration", () => {
     const clientUrl = required(server, "server").clientUrl;
     await expect(connect({ servers: [clientUrl], maxReconnectAttempts: 0, reconnect: false })).rejects.toThrow(/authorization/i);
     const { password } = required(server, "server").user("worker");
-    await expect(connect({ servers: [clientUrl], user: "edge", pass: password, maxReconnectAttempts: 0, reconnect: false })).rejects.toThrow(/authorization/i);
+    await expect(
+      connect({ servers: [clientUrl], user: "edge", pass: password, maxReconnectAttempts: 0, reconnect: false }),
+    ).rejects.toThrow(/authorization/i);
   });
 
   it("refuses an edge that publishes a delivery, which therefore never reaches another edge, while a worker's does", async () => {
     const [forger, reader, worker] = [await connectAs("edge"), await connectAs("edge"), await connectAs("worker")];
     const received: string[] = [];
-    reader.subscribe(deliveriesSubject(namespace), { callback: (error, message) => void (error === null && received.push(message.string())) });
+    reader.subscribe(deliveriesSubject(namespace), {
+      callback: (error, message) => void (error === null && received.push(message.string())),
+    });
     await reader.flush();
     const violation = nextViolation(forger);
-    const forged = { type: "delivery.batch", messages: [], events: [{ recipientUserId: "bob", seq: Number.MAX_SAFE_INTEGER, event: { kind: "joined" } }], typing: [] };
+    const forged = {
+      type: "delivery.batch",
+      messages: [],
+      events: [{ recipientUserId: "bob", seq: Number.MAX_SAFE_INTEGER, event: { kind: "joined" } }],
+      typing: [],
+    };
     forger.publish(deliveriesSubject(namespace), JSON.stringify(forged));
     expect(await violation).toMatchObject({ operation: "publish", subject: deliveriesSubject(namespace) });
     await forger.flush();
@@ -92,8 +109,15 @@ describe("the shipped NATS configuration", () => {
 
   it("refuses an edge that sends a worker an admin or peer request, and lets it send an edge request", async () => {
     const [edge, worker] = [await connectAs("edge"), await connectAs("worker")];
-    const subjects = { edge: workerRequestSubject(namespace, cellId, workerId, "edge"), peer: workerRequestSubject(namespace, cellId, workerId, "peer"), admin: workerRequestSubject(namespace, cellId, workerId, "admin") };
-    for (const subject of Object.values(subjects)) worker.subscribe(subject, { callback: (error, message) => void (error === null && message.respond(`answered on ${message.subject}`)) });
+    const subjects = {
+      edge: workerRequestSubject(namespace, cellId, workerId, "edge"),
+      peer: workerRequestSubject(namespace, cellId, workerId, "peer"),
+      admin: workerRequestSubject(namespace, cellId, workerId, "admin"),
+    };
+    for (const subject of Object.values(subjects))
+      worker.subscribe(subject, {
+        callback: (error, message) => void (error === null && message.respond(`answered on ${message.subject}`)),
+      });
     await worker.flush();
     for (const channel of ["admin", "peer"] as const) {
       const violation = nextViolation(edge);
@@ -112,7 +136,12 @@ describe("the shipped NATS configuration", () => {
 
   it("refuses an edge that subscribes to workers' requests, other services' replies or the directory's requests", async () => {
     const edge = await connectAs("edge");
-    for (const subject of [`${workerSubject(namespace, cellId, workerId)}.>`, "_INBOX.worker.>", "_INBOX.>", `${namespace}.directory.request`]) {
+    for (const subject of [
+      `${workerSubject(namespace, cellId, workerId)}.>`,
+      "_INBOX.worker.>",
+      "_INBOX.>",
+      `${namespace}.directory.request`,
+    ]) {
       const violation = nextViolation(edge);
       edge.subscribe(subject);
       expect(await violation).toMatchObject({ operation: "subscription", subject });
@@ -120,10 +149,21 @@ describe("the shipped NATS configuration", () => {
   });
 
   it("lets a worker hold a lease in its cell's membership bucket, which an edge watches but cannot write", async () => {
-    const workerConnection = await connectNats([required(server, "server").clientUrl], "permissions-worker", logger, serviceAccess("worker"));
+    const workerConnection = await connectNats(
+      [required(server, "server").clientUrl],
+      "permissions-worker",
+      logger,
+      serviceAccess("worker"),
+    );
     connections.push(workerConnection);
     const bucket = await openMembershipBucket(workerConnection, namespace, cellId, 2000);
-    const lease: WorkerLease = { workerId, cellId, subject: workerSubject(namespace, cellId, workerId), startedAtMs: Date.now(), leaseMs: 2000 };
+    const lease: WorkerLease = {
+      workerId,
+      cellId,
+      subject: workerSubject(namespace, cellId, workerId),
+      startedAtMs: Date.now(),
+      leaseMs: 2000,
+    };
     const holder = new LeaseHolder(bucket, lease, 200, systemClock, logger);
     await holder.start();
     try {

@@ -54,7 +54,12 @@ afterAll(async () => {
 
 it("acks every paced send across a ~2 s NATS restart, with no gap between acks longer than the outage plus 1 s", async () => {
   onTestFailed(() => {
-    process.stdout.write(`${(test?.output ?? []).filter((line) => / (warn|error) /.test(line)).slice(-80).join("\n")}\n`);
+    process.stdout.write(
+      `${(test?.output ?? [])
+        .filter((line) => / (warn|error) /.test(line))
+        .slice(-80)
+        .join("\n")}\n`,
+    );
   });
   const server = required(nats, "nats");
   const topology = required(test, "the topology");

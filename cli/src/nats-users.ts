@@ -20,7 +20,9 @@ export class NatsUsers {
    * with a digit fails to parse as a number: each starts with letters and holds only letters and digits.
    */
   static generate(): NatsUsers {
-    return new NatsUsers(new Map(natsServices.map((service) => [service, { user: service, password: `cw${randomBytes(18).toString("hex")}` }])));
+    return new NatsUsers(
+      new Map(natsServices.map((service) => [service, { user: service, password: `cw${randomBytes(18).toString("hex")}` }])),
+    );
   }
 
   user(service: NatsService): NatsUser {
@@ -31,7 +33,9 @@ export class NatsUsers {
 
   /** The environment a nats-server running the shipped configuration reads its passwords from. */
   serverEnvironment(): Record<string, string> {
-    return Object.fromEntries(natsServices.map((service) => [`CELLWIRE_NATS_${service.toUpperCase()}_PASSWORD`, this.user(service).password]));
+    return Object.fromEntries(
+      natsServices.map((service) => [`CELLWIRE_NATS_${service.toUpperCase()}_PASSWORD`, this.user(service).password]),
+    );
   }
 
   /** What a process of `service` needs in its environment to connect to `servers` as that service. */

@@ -31,7 +31,8 @@ export function servicesToCheck(natsServers: readonly string[], redisUrl: string
     {
       name: "NATS (with JetStream)",
       ...nats,
-      howToStart: "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log",
+      howToStart:
+        "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log",
     },
     {
       name: "Redis",

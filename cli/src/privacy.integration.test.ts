@@ -63,7 +63,16 @@ async function nonMemberView(userId: string, edgeIndex: number, conversationId: 
   const socket = await RawSocket.open(edgeUrl(edgeIndex), frameDeadlineMs);
   sockets.push(socket);
   const token = await signDevToken(defaultDevKeyDirectory, userId);
-  socket.send(JSON.stringify({ type: "hello", protocolVersion, token, deviceId: "probe", resumeAfterSeq: 0, conversations: [{ conversationId, afterSeq: 0 }] }));
+  socket.send(
+    JSON.stringify({
+      type: "hello",
+      protocolVersion,
+      token,
+      deviceId: "probe",
+      resumeAfterSeq: 0,
+      conversations: [{ conversationId, afterSeq: 0 }],
+    }),
+  );
   await socket.frame((frame) => frame["type"] === "synced", frameDeadlineMs);
   const view: Record<string, string> = {
     sync: socket.frames
@@ -171,7 +180,9 @@ describe("a non-member learns nothing about a conversation", () => {
 async function rawSession(userId: string, edgeIndex: number): Promise<RawSocket> {
   const socket = await RawSocket.open(edgeUrl(edgeIndex), frameDeadlineMs);
   sockets.push(socket);
-  socket.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "watcher" }));
+  socket.send(
+    JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "watcher" }),
+  );
   await socket.frame((frame) => frame["type"] === "welcome", frameDeadlineMs);
   return socket;
 }
@@ -205,11 +216,18 @@ describe("presence is private by default", () => {
     const forbidden = await snapshotText(oscar, "w-1", ["pam"]);
     const unknown = await snapshotText(oscar, "w-1", [unknownUserId]);
     expect(forbidden.split("pam").join("<user>")).toBe(unknown.split(unknownUserId).join("<user>"));
-    expect(JSON.parse(forbidden)).toEqual({ type: "presenceSnapshot", requestId: "w-1", users: [{ userId: "pam", status: "offline", changedAtMs: null }] });
+    expect(JSON.parse(forbidden)).toEqual({
+      type: "presenceSnapshot",
+      requestId: "w-1",
+      users: [{ userId: "pam", status: "offline", changedAtMs: null }],
+    });
     // oscar's watch of pam stands (the last one named only the unknown user: watch her again), then pam leaves.
     await snapshotText(oscar, "w-2", ["pam"]);
     pam.close();
-    await quinn.frame((frame) => frame["type"] === "presence" && frame["userId"] === "pam" && frame["status"] === "offline", frameDeadlineMs);
+    await quinn.frame(
+      (frame) => frame["type"] === "presence" && frame["userId"] === "pam" && frame["status"] === "offline",
+      frameDeadlineMs,
+    );
     // Both watchers are on the same edge, which writes a change to all its watchers at once: oscar got nothing.
     expect(presenceOf(oscar, "pam")).toEqual([]);
     expect(presenceOf(quinn, "pam")).toEqual(["offline"]);

@@ -67,7 +67,8 @@ export class PrivateNatsServer {
   /** Starts the server again after crash(), on the same port and store; resolves once it is ready. */
   async restart(): Promise<void> {
     const { child } = this.running;
-    if (this.stopped || (child.exitCode === null && child.signalCode === null)) throw new PrivateNatsServerError("restart() needs a crashed server");
+    if (this.stopped || (child.exitCode === null && child.signalCode === null))
+      throw new PrivateNatsServerError("restart() needs a crashed server");
     this.running = await this.respawn();
   }
 
@@ -118,7 +119,9 @@ export async function startPrivateNatsServer(options: PrivateNatsServerOptions =
     if (outcome !== "ready") {
       spawned.child.kill("SIGKILL");
       await spawned.exited;
-      throw new PrivateNatsServerError(`nats-server ${outcome === "exited" ? "exited" : `was not ready within ${deadlineMs} ms`}:\n${output.slice(-20).join("\n")}`);
+      throw new PrivateNatsServerError(
+        `nats-server ${outcome === "exited" ? "exited" : `was not ready within ${deadlineMs} ms`}:\n${output.slice(-20).join("\n")}`,
+      );
     }
     return { child: spawned.child, exited: spawned.exited };
   };

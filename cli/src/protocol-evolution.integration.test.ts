@@ -138,7 +138,12 @@ it(`connects, sends, receives and resumes with the SDK of ${pinnedCommit.slice(0
 
 it(`follows a draining edge to the other one and resumes, with the SDK of ${pinnedCommit.slice(0, 12)}`, async () => {
   onTestFailed(() => {
-    process.stdout.write(`${test.output.filter((line) => line.includes("cellwire-edge")).slice(-40).join("\n")}\n`);
+    process.stdout.write(
+      `${test.output
+        .filter((line) => line.includes("cellwire-edge"))
+        .slice(-40)
+        .join("\n")}\n`,
+    );
   });
   const [first, second] = test.topology.edges;
   if (first === undefined || second === undefined) throw new Error("two edges expected");
@@ -180,7 +185,8 @@ type NewerEdgeTraffic = { readonly name: string; readonly rewrite: () => EdgeFra
 
 function frameOf(text: string): Record<string, unknown> {
   const parsed: unknown = JSON.parse(text);
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error(`the edge sent a frame that is not an object: ${text}`);
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    throw new Error(`the edge sent a frame that is not an object: ${text}`);
   return parsed as Record<string, unknown>;
 }
 
@@ -202,7 +208,18 @@ const newerEdgeTraffic: readonly NewerEdgeTraffic[] = [
         if (replaced || frame["type"] !== "ack") return { frames: [text] };
         replaced = true;
         // The send was stored; the retry the SDK makes is deduplicated by its clientMessageId.
-        return { frames: [JSON.stringify({ type: "error", requestId: frame["requestId"], code: "newer_edge_busy", message: "a code from the future", retryable: true, retryAfterMs: 200 })] };
+        return {
+          frames: [
+            JSON.stringify({
+              type: "error",
+              requestId: frame["requestId"],
+              code: "newer_edge_busy",
+              message: "a code from the future",
+              retryable: true,
+              retryAfterMs: 200,
+            }),
+          ],
+        };
       };
     },
   },

@@ -33,13 +33,20 @@ function edgeUrl(): string {
 async function rawSession(userId: string): Promise<RawSocket> {
   const socket = await RawSocket.open(edgeUrl());
   sockets.push(socket);
-  socket.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }));
+  socket.send(
+    JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }),
+  );
   await socket.frame((frame) => frame["type"] === "welcome", replyDeadlineMs);
   return socket;
 }
 
 async function sdkClient(userId: string): Promise<{ client: CellwireClient; messages: Message[] }> {
-  const client = new CellwireClient({ url: edgeUrl(), deviceId: "phone", WebSocket, tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId: "phone" }) });
+  const client = new CellwireClient({
+    url: edgeUrl(),
+    deviceId: "phone",
+    WebSocket,
+    tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId: "phone" }),
+  });
   clients.push(client);
   const messages: Message[] = [];
   client.on("message", (message) => messages.push(message));
@@ -52,11 +59,14 @@ async function flood(socket: RawSocket, frames: readonly Record<string, unknown>
   const fromIndex = socket.frames.length;
   for (const frame of frames) socket.send(JSON.stringify(frame));
   const replies: Record<string, unknown>[] = [];
-  for (const frame of frames) replies.push(await socket.frame((reply) => reply["requestId"] === frame["requestId"], replyDeadlineMs, fromIndex));
+  for (const frame of frames)
+    replies.push(await socket.frame((reply) => reply["requestId"] === frame["requestId"], replyDeadlineMs, fromIndex));
   // Exactly one reply per request, none twice.
   const replyIds = socket.frames.slice(fromIndex).flatMap((received) => {
     const value = received.value;
-    return typeof value === "object" && value !== null && "requestId" in value ? [String((value as Record<string, unknown>)["requestId"])] : [];
+    return typeof value === "object" && value !== null && "requestId" in value
+      ? [String((value as Record<string, unknown>)["requestId"])]
+      : [];
   });
   expect(new Set(replyIds).size).toBe(replyIds.length);
   return replies;
@@ -100,7 +110,13 @@ describe("rate limits", () => {
     const chat = await bob.client.openDirect("carol");
 
     // Sends: the session's burst goes through, the rest is refused at once; bob chats meanwhile.
-    const sendFrames = Array.from({ length: 200 }, (_, index) => ({ type: "send", requestId: `s${index}`, conversationId, clientMessageId: `flood-${index}`, body: `flood ${index}` }));
+    const sendFrames = Array.from({ length: 200 }, (_, index) => ({
+      type: "send",
+      requestId: `s${index}`,
+      conversationId,
+      clientMessageId: `flood-${index}`,
+      body: `flood ${index}`,
+    }));
     const [sendReplies] = await Promise.all([flood(flooder, sendFrames), bob.client.send(chat.conversationId, "during the flood")]);
     const acks = sendReplies.filter((reply) => reply["type"] === "ack");
     expect(acks.length).toBeGreaterThanOrEqual(sendBurst);
@@ -113,14 +129,23 @@ describe("rate limits", () => {
     expect(typingReplies.filter((reply) => reply["type"] === "typingAck").length).toBeLessThanOrEqual(1 + typingBurst);
     expect(refusalsOf(typingReplies).length).toBeGreaterThanOrEqual(typingFrames.length - 1 - typingBurst);
 
-    const historyFrames = Array.from({ length: 120 }, (_, index) => ({ type: "history", requestId: `h${index}`, conversationId, limit: 1 }));
+    const historyFrames = Array.from({ length: 120 }, (_, index) => ({
+      type: "history",
+      requestId: `h${index}`,
+      conversationId,
+      limit: 1,
+    }));
     const historyReplies = await flood(flooder, historyFrames);
     const pages = historyReplies.filter((reply) => reply["type"] === "historyPage");
     expect(pages.length).toBeGreaterThanOrEqual(historyBurst - refillSlack);
     expect(pages.length).toBeLessThanOrEqual(historyBurst + refillSlack);
     expect(refusalsOf(historyReplies)).toHaveLength(historyFrames.length - pages.length);
 
-    const openFrames = Array.from({ length: 60 }, (_, index) => ({ type: "openDirect", requestId: `o${index}`, peerUserId: `peer${index % 5}` }));
+    const openFrames = Array.from({ length: 60 }, (_, index) => ({
+      type: "openDirect",
+      requestId: `o${index}`,
+      peerUserId: `peer${index % 5}`,
+    }));
     const openReplies = await flood(flooder, openFrames);
     const opens = openReplies.filter((reply) => reply["type"] === "conversation");
     // One change (the first openDirect) was spent already.
@@ -137,7 +162,12 @@ describe("rate limits", () => {
 
     // Another pair chats both ways on the same edge.
     await carol.client.send(chat.conversationId, "after the flood");
-    await waitFor(() => bob.messages.some((message) => message.body === "after the flood") && carol.messages.some((message) => message.body === "during the flood"), "bob and carol to receive each other's messages");
+    await waitFor(
+      () =>
+        bob.messages.some((message) => message.body === "after the flood") &&
+        carol.messages.some((message) => message.body === "during the flood"),
+      "bob and carol to receive each other's messages",
+    );
 
     // The flooder waits as asked and is served again.
     const last = refusalsOf(sendReplies).at(-1);
@@ -157,7 +187,10 @@ describe("the fan-out of sends to a group", () => {
       label: "fanout",
       cells: [{ cellId: "a", workerCount: 1 }],
       edgeCount: 1,
-      extraEnvironment: { EDGE_RATE_FAN_OUT_PER_USER_PER_SECOND: String(fanOutPerSecond), EDGE_RATE_FAN_OUT_PER_USER_BURST: String(fanOutBurst) },
+      extraEnvironment: {
+        EDGE_RATE_FAN_OUT_PER_USER_PER_SECOND: String(fanOutPerSecond),
+        EDGE_RATE_FAN_OUT_PER_USER_BURST: String(fanOutBurst),
+      },
     });
   });
 
@@ -173,10 +206,17 @@ describe("the fan-out of sends to a group", () => {
     const conversationId = String((created["conversation"] as Record<string, unknown>)["conversationId"]);
     const sendAndSee = async (index: number): Promise<Record<string, unknown>> => {
       const fromIndex = sender.frames.length;
-      sender.send(JSON.stringify({ type: "send", requestId: `g${index}`, conversationId, clientMessageId: `g-${index}`, body: `news ${index}` }));
+      sender.send(
+        JSON.stringify({ type: "send", requestId: `g${index}`, conversationId, clientMessageId: `g-${index}`, body: `news ${index}` }),
+      );
       const reply = await sender.frame((frame) => frame["requestId"] === `g${index}`, replyDeadlineMs, fromIndex);
       // The edge charges when the message comes back to the sending session with its recipients.
-      if (reply["type"] === "ack") await sender.frame((frame) => frame["type"] === "message" && (frame["message"] as Record<string, unknown>)["clientMessageId"] === `g-${index}`, replyDeadlineMs, fromIndex);
+      if (reply["type"] === "ack")
+        await sender.frame(
+          (frame) => frame["type"] === "message" && (frame["message"] as Record<string, unknown>)["clientMessageId"] === `g-${index}`,
+          replyDeadlineMs,
+          fromIndex,
+        );
       return reply;
     };
     // 20 - 10 - 10 = 0: not in debt yet, so the third goes too, and leaves a debt of 10 recipients.

@@ -13,7 +13,11 @@ let nats: NatsConnection;
 const clients: CellwireClient[] = [];
 const waitMs = 15_000;
 
-type Device = { readonly client: CellwireClient; readonly receipts: Receipt[]; until: (match: (receipt: Receipt) => boolean) => Promise<Receipt> };
+type Device = {
+  readonly client: CellwireClient;
+  readonly receipts: Receipt[];
+  until: (match: (receipt: Receipt) => boolean) => Promise<Receipt>;
+};
 
 async function device(userId: string, deviceId: string, edgeIndex: number): Promise<Device> {
   const edge = test.topology.edges[edgeIndex];
@@ -94,7 +98,9 @@ describe("receipts", () => {
     // A probe that does announce something, so that "nothing arrived before it" is observable without sleeping.
     await alice.client.send(conversationId, "three");
     await alice.until((receipt) => receipt.userId === "bob" && receipt.deliveredSeq === second.seq + 1);
-    expect(alice.receipts.slice(receiptsBefore).every((receipt) => receipt.readSeq === second.seq && receipt.deliveredSeq === second.seq + 1)).toBe(true);
+    expect(
+      alice.receipts.slice(receiptsBefore).every((receipt) => receipt.readSeq === second.seq && receipt.deliveredSeq === second.seq + 1),
+    ).toBe(true);
 
     // A read beyond the conversation's last message is refused.
     await expect(bobPhone.client.markRead(conversationId, 99)).rejects.toMatchObject({ code: "invalid_field" });

@@ -68,10 +68,15 @@ function untilOutput(matches: (line: string) => boolean, deadlineMs: number): Pr
 }
 
 /** A hello from a user no edge has seen; resolves with the error frame, the close code and how long the refusal took. */
-async function helloOfNewUser(url: string, userId: string): Promise<{ refusal: Record<string, unknown>; closeCode: number; refusalMs: number }> {
+async function helloOfNewUser(
+  url: string,
+  userId: string,
+): Promise<{ refusal: Record<string, unknown>; closeCode: number; refusalMs: number }> {
   const socket = await RawSocket.open(url);
   const startedAt = performance.now();
-  socket.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }));
+  socket.send(
+    JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }),
+  );
   const refusal = await socket.frame((frame) => frame.type === "error");
   const closeCode = await socket.closed();
   return { refusal, closeCode, refusalMs: performance.now() - startedAt };
@@ -122,7 +127,12 @@ afterAll(async () => {
 
 it("serves cached users through a Redis outage, refuses new users retryably, and recovers", async () => {
   onTestFailed(() => {
-    process.stdout.write(`${(test?.output ?? []).filter((line) => / (warn|error) /.test(line)).slice(-60).join("\n")}\n`);
+    process.stdout.write(
+      `${(test?.output ?? [])
+        .filter((line) => / (warn|error) /.test(line))
+        .slice(-60)
+        .join("\n")}\n`,
+    );
     process.stdout.write(`${(redis?.output ?? []).slice(-20).join("\n")}\n`);
   });
   const privateRedis = redis;

@@ -35,9 +35,12 @@ function send(from: RecordedDevice, conversationId: string, body: string): Promi
   return run.send(from, conversationId, body, `${from.userId}-${from.deviceId}-${sent++}`);
 }
 
-const inConversation = (messages: readonly Message[], conversationId: string): Message[] => messages.filter((message) => message.conversationId === conversationId);
-const seqsIn = (messages: readonly Message[], conversationId: string): number[] => inConversation(messages, conversationId).map((message) => message.seq);
-const idsIn = (messages: readonly Message[], conversationId: string): string[] => inConversation(messages, conversationId).map((message) => message.messageId);
+const inConversation = (messages: readonly Message[], conversationId: string): Message[] =>
+  messages.filter((message) => message.conversationId === conversationId);
+const seqsIn = (messages: readonly Message[], conversationId: string): number[] =>
+  inConversation(messages, conversationId).map((message) => message.seq);
+const idsIn = (messages: readonly Message[], conversationId: string): string[] =>
+  inConversation(messages, conversationId).map((message) => message.messageId);
 const range = (from: number, to: number): number[] => Array.from({ length: Math.max(0, to - from + 1) }, (_, index) => from + index);
 
 /** The conversations both tests use, made by the first. */
@@ -149,7 +152,8 @@ describe("conversation logs and resume", () => {
     expect(seqsIn(laptopAgain.messages, direct)).toEqual(range(1, directTotal));
     expect(seqsIn(laptopAgain.messages, group)).toEqual(range(1, groupTotal));
     expect(laptopAgain.messages).toHaveLength(directTotal + groupTotal);
-    for (const conversationId of [direct, group]) expect(idsIn(laptopAgain.messages, conversationId)).toEqual(idsIn(bobPhone.messages, conversationId));
+    for (const conversationId of [direct, group])
+      expect(idsIn(laptopAgain.messages, conversationId)).toEqual(idsIn(bobPhone.messages, conversationId));
     process.stdout.write(`resume of ${directTotal + groupTotal} missed messages in 2 conversations took ${resumeMs.toFixed(0)} ms\n`);
 
     // The tablet resumes with its cursors: only what followed them, and no mailbox event (it held both).
@@ -158,13 +162,16 @@ describe("conversation logs and resume", () => {
     expect(seqsIn(tabletAgain.messages, group)).toEqual(range(groupTotal / 2 + 1, groupTotal));
     expect(tabletAgain.messages).toHaveLength(directTotal / 2 + groupTotal / 2);
     for (const conversationId of [direct, group]) {
-      expect([...idsIn(bobTablet.messages, conversationId), ...idsIn(tabletAgain.messages, conversationId)]).toEqual(idsIn(bobPhone.messages, conversationId));
+      expect([...idsIn(bobTablet.messages, conversationId), ...idsIn(tabletAgain.messages, conversationId)]).toEqual(
+        idsIn(bobPhone.messages, conversationId),
+      );
     }
     expect(tabletAgain.events).toEqual([]);
 
     // Alice's own messages are in the logs like anyone's, so a new device of hers converges on them too.
     const aliceLaptop = await device("alice", "laptop", 1, 0);
-    for (const conversationId of [direct, group]) expect(idsIn(aliceLaptop.messages, conversationId)).toEqual(idsIn(alice.messages, conversationId));
+    for (const conversationId of [direct, group])
+      expect(idsIn(aliceLaptop.messages, conversationId)).toEqual(idsIn(alice.messages, conversationId));
     expect(seqsIn(aliceLaptop.messages, direct)).toEqual(range(1, directTotal));
     expect(seqsIn(aliceLaptop.messages, group)).toEqual(range(1, groupTotal));
     // Carol is no member of the direct conversation: none of it reaches her.
@@ -236,7 +243,9 @@ describe("conversation logs and resume", () => {
     const beforeSynced = frames.slice(0, syncedAt).flatMap((frame) => (frame.type === "message" ? [frame.message] : []));
     expect(seqsIn(beforeSynced, group)).toEqual(range(1, groupTotal));
     expect(seqsIn(beforeSynced, direct).length).toBeGreaterThanOrEqual(base);
-    process.stdout.write(`resume under traffic: the devices came back after ${ackedAtResume} of ${during} messages and had synced after ${ackedAtSync}\n`);
+    process.stdout.write(
+      `resume under traffic: the devices came back after ${ackedAtResume} of ${during} messages and had synced after ${ackedAtSync}\n`,
+    );
   });
 
   it("passes the history checker over the whole run", async () => {
@@ -261,7 +270,12 @@ describe("a mailbox cursor the mailbox cannot honour (decision 0021)", () => {
     dave.send(JSON.stringify({ type: "createGroup", requestId, title, memberUserIds: ["erin"] }));
     const reply = await dave.frame((frame) => frame["requestId"] === requestId, deliveryDeadlineMs);
     const conversation = reply["conversation"];
-    if (reply["type"] !== "conversation" || typeof conversation !== "object" || conversation === null || !("conversationId" in conversation)) {
+    if (
+      reply["type"] !== "conversation" ||
+      typeof conversation !== "object" ||
+      conversation === null ||
+      !("conversationId" in conversation)
+    ) {
       throw new Error(`createGroup answered ${JSON.stringify(reply)}`);
     }
     return String(conversation.conversationId);
@@ -306,11 +320,18 @@ describe("a mailbox cursor the mailbox cannot honour (decision 0021)", () => {
       dave.send(JSON.stringify({ type: "send", requestId, conversationId: second, clientMessageId: requestId, body: "after the resync" }));
       await dave.frame((frame) => frame["requestId"] === requestId && frame["type"] === "ack", deliveryDeadlineMs);
       await raw.frame((frame) => isMessageAt(frame, second, 1), deliveryDeadlineMs);
-      expect(mailboxFrames(raw).slice(2).map((frame) => (frame.type === "event" ? frame.seq : frame.type))).toEqual([head + 1]);
+      expect(
+        mailboxFrames(raw)
+          .slice(2)
+          .map((frame) => (frame.type === "event" ? frame.seq : frame.type)),
+      ).toEqual([head + 1]);
       await withDeadline(messageArrived, "erin's phone received no message after its resync");
       expect(events.map(({ seq }) => seq)).toEqual([head + 1]);
       expect(messages.map((message) => [message.conversationId, message.seq, message.body])).toEqual([[second, 1, "after the resync"]]);
-      expect(phone.positions()).toMatchObject({ mailboxSeq: head + 1, mailboxIncarnation: resync?.type === "resync" ? resync.mailboxIncarnation : "" });
+      expect(phone.positions()).toMatchObject({
+        mailboxSeq: head + 1,
+        mailboxIncarnation: resync?.type === "resync" ? resync.mailboxIncarnation : "",
+      });
     } finally {
       phone.close();
       raw.close();

@@ -21,12 +21,19 @@ export async function runRevoke(userId: string, options: OperatorOptions): Promi
     process.stderr.write(`cellwire: ${JSON.stringify(userId)} is not a user id\n`);
     return 2;
   }
-  const connection = await connect({ ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...options.natsServers], name: "cellwire-cli-revoke" });
+  const connection = await connect({
+    ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))),
+    servers: [...options.natsServers],
+    name: "cellwire-cli-revoke",
+  });
   try {
     const revokedAtMs = Date.now();
     await publishRevocation(connection, options.namespace, userId, revokedAtMs);
     if (options.json) process.stdout.write(`${JSON.stringify({ userId, revokedAtMs })}\n`);
-    else process.stdout.write(`revoked the sessions of ${userId} on every connected edge; their tokens issued before ${new Date(revokedAtMs).toISOString()} are refused\n`);
+    else
+      process.stdout.write(
+        `revoked the sessions of ${userId} on every connected edge; their tokens issued before ${new Date(revokedAtMs).toISOString()} are refused\n`,
+      );
     return 0;
   } finally {
     await connection.close();

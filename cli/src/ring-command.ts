@@ -2,25 +2,51 @@
 // of each lease (time since its last renewal, by the server's timestamp) and each member's share of the
 // ring's key space.
 import { connect } from "@nats-io/transport-node";
-import { anonymousNatsAccess, decodeMessage, natsConnectOptions, openExistingMembershipBucket, Ring, type NatsAccess } from "@cellwire/cluster";
+import {
+  anonymousNatsAccess,
+  decodeMessage,
+  natsConnectOptions,
+  openExistingMembershipBucket,
+  Ring,
+  type NatsAccess,
+} from "@cellwire/cluster";
 import { isCellId, workerLease, type WorkerLease } from "@cellwire/protocol";
 
-export type RingMember = { readonly workerId: string; readonly leaseAgeMs: number; readonly leaseMs: number; readonly live: boolean; readonly share: number; readonly subject: string };
+export type RingMember = {
+  readonly workerId: string;
+  readonly leaseAgeMs: number;
+  readonly leaseMs: number;
+  readonly live: boolean;
+  readonly share: number;
+  readonly subject: string;
+};
 
-export type RingOptions = { readonly natsServers: readonly string[]; readonly natsAccess?: NatsAccess; readonly namespace: string; readonly cellId: string; readonly json: boolean };
+export type RingOptions = {
+  readonly natsServers: readonly string[];
+  readonly natsAccess?: NatsAccess;
+  readonly namespace: string;
+  readonly cellId: string;
+  readonly json: boolean;
+};
 
 export async function runRing(options: RingOptions, nowMs: () => number = Date.now): Promise<number> {
   if (!isCellId(options.cellId)) {
     process.stderr.write(`cellwire: ${JSON.stringify(options.cellId)} is not a cell id\n`);
     return 2;
   }
-  const connection = await connect({ ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))), servers: [...options.natsServers], name: "cellwire-cli-ring" });
+  const connection = await connect({
+    ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))),
+    servers: [...options.natsServers],
+    name: "cellwire-cli-ring",
+  });
   try {
     let bucket;
     try {
       bucket = await openExistingMembershipBucket(connection, options.namespace, options.cellId);
     } catch {
-      process.stderr.write(`cellwire: cell ${options.cellId} has no membership bucket in namespace ${options.namespace} (never started?)\n`);
+      process.stderr.write(
+        `cellwire: cell ${options.cellId} has no membership bucket in namespace ${options.namespace} (never started?)\n`,
+      );
       return 1;
     }
     const leases: { lease: WorkerLease; ageMs: number }[] = [];

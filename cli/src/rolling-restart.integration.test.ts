@@ -24,7 +24,12 @@ afterAll(async () => {
 
 it("restarts every worker under traffic and adds one, with nothing lost, doubled or reordered", async () => {
   onTestFailed(() => {
-    process.stdout.write(`${test.output.filter((line) => / (warn|error) /.test(line)).slice(-80).join("\n")}\n`);
+    process.stdout.write(
+      `${test.output
+        .filter((line) => / (warn|error) /.test(line))
+        .slice(-80)
+        .join("\n")}\n`,
+    );
   });
   const urls = test.topology.edges.map((edge) => edge.webSocketUrl);
   const alice = await run.openDevice("alice", "phone", urls);
@@ -66,7 +71,8 @@ it("restarts every worker under traffic and adds one, with nothing lost, doubled
   const ownedByNewWorker = run.conversationsOf("alice").filter((conversationId) => ring.ownerOf(conversationId) === added);
   stopping = true;
   await traffic;
-  for (const conversationId of ownedByNewWorker) await run.send(alice, conversationId, "served by the new worker", `alice-new-${conversationId}`);
+  for (const conversationId of ownedByNewWorker)
+    await run.send(alice, conversationId, "served by the new worker", `alice-new-${conversationId}`);
 
   await run.settle(30_000);
   const report = await run.check(testServices.postgresAdminUrl, test.namespace, ["a", "b"]);

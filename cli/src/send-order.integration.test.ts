@@ -48,7 +48,12 @@ afterAll(async () => {
 async function connectedClient(userId: string): Promise<CellwireClient> {
   const edge = test.topology.edges[0];
   if (edge === undefined) throw new Error("no edge");
-  const client = new CellwireClient({ url: edge.webSocketUrl, deviceId: "phone", WebSocket, tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId: "phone" }) });
+  const client = new CellwireClient({
+    url: edge.webSocketUrl,
+    deviceId: "phone",
+    WebSocket,
+    tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId: "phone" }),
+  });
   clients.push(client);
   await client.connect();
   return client;
@@ -97,10 +102,14 @@ describe("pipelined sends", () => {
     const acks: Promise<Ack>[] = [alice.send(conversationId, "c0", { clientMessageId: "c0" })];
     // c1 and c2 are sent once c0's batch has waited a while, so that they are still awaited (within their
     // own attempt's time) when c0's second attempt has arrived behind them.
-    const firstWait = await pollUntil("c0's statement waiting for the row lock", async () => {
-      const wait = await lockWait(observer);
-      return wait !== undefined && wait.waitedMs >= attemptTimeoutMs / 2 ? wait : undefined;
-    }, { deadlineMs: waitMs, intervalMs: 5 });
+    const firstWait = await pollUntil(
+      "c0's statement waiting for the row lock",
+      async () => {
+        const wait = await lockWait(observer);
+        return wait !== undefined && wait.waitedMs >= attemptTimeoutMs / 2 ? wait : undefined;
+      },
+      { deadlineMs: waitMs, intervalMs: 5 },
+    );
     acks.push(alice.send(conversationId, "c1", { clientMessageId: "c1" }), alice.send(conversationId, "c2", { clientMessageId: "c2" }));
     await pollUntil("c0 sent again, behind c1 and c2", () => (timesSent("c0") >= 2 && timesSent("c2") >= 1 ? true : undefined), {
       deadlineMs: waitMs,
@@ -109,15 +118,22 @@ describe("pipelined sends", () => {
     expect(sentToWorker.slice(0, 4)).toEqual(["c0", "c1", "c2", "c0"]);
     // c0's first statement fails (as its lock timeout would); the next batch waits for the lock in its turn.
     await observer.query("select pg_cancel_backend($1)", [firstWait.pid]);
-    await pollUntil("the next batch waiting for the row lock", async () => {
-      const wait = await lockWait(observer);
-      return wait !== undefined && wait.startedAt > firstWait.startedAt ? true : undefined;
-    }, { deadlineMs: waitMs, intervalMs: 5 });
+    await pollUntil(
+      "the next batch waiting for the row lock",
+      async () => {
+        const wait = await lockWait(observer);
+        return wait !== undefined && wait.startedAt > firstWait.startedAt ? true : undefined;
+      },
+      { deadlineMs: waitMs, intervalMs: 5 },
+    );
     await locker.query("rollback");
 
     const settled = await Promise.allSettled(acks);
     subscription.unsubscribe();
-    const stored = await observer.query<{ client_message_id: string }>("select client_message_id from messages where conversation_id = $1 order by seq", [conversationId]);
+    const stored = await observer.query<{ client_message_id: string }>(
+      "select client_message_id from messages where conversation_id = $1 order by seq",
+      [conversationId],
+    );
     const order = stored.rows.map((row) => row.client_message_id);
     // Every stored send is in send order; a send that was not stored failed with a retryable code.
     expect(order).toEqual(["c0", "c1", "c2"].filter((id) => order.includes(id)));

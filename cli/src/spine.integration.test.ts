@@ -12,7 +12,6 @@ import { RawSocket } from "../test/raw-socket.ts";
 import { runCli } from "../test/run-cli.ts";
 import { startTestTopology, type TestTopology } from "./test-topology.ts";
 
-
 let test: TestTopology;
 let nats: NatsConnection;
 let directory: DirectoryClient;
@@ -70,7 +69,9 @@ async function device(userId: string, edgeIndex: number, deviceId = "phone"): Pr
 
 async function rawSession(userId: string, edgeIndex = 0): Promise<RawSocket> {
   const socket = await RawSocket.open(edgeUrl(edgeIndex));
-  socket.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }));
+  socket.send(
+    JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, userId), deviceId: "raw" }),
+  );
   await socket.frame((frame) => frame["type"] === "welcome");
   return socket;
 }
@@ -101,7 +102,15 @@ afterAll(async () => {
 describe("the spine", () => {
   it("runs every process with its documented title", () => {
     expect(test.topology.processNames.sort()).toEqual(
-      ["cellwire-directory", "cellwire-edge-1", "cellwire-edge-2", "cellwire-worker-a-1", "cellwire-worker-a-2", "cellwire-worker-b-1", "cellwire-worker-b-2"].sort(),
+      [
+        "cellwire-directory",
+        "cellwire-edge-1",
+        "cellwire-edge-2",
+        "cellwire-worker-a-1",
+        "cellwire-worker-a-2",
+        "cellwire-worker-b-1",
+        "cellwire-worker-b-2",
+      ].sort(),
     );
   });
 
@@ -121,7 +130,14 @@ describe("the spine", () => {
     expect(ack.seq).toBe(1);
 
     const [atBob] = await bob.waitFor(conversation.conversationId, 1);
-    expect(atBob).toMatchObject({ conversationId: conversation.conversationId, seq: 1, senderUserId: "alice", senderDeviceId: "phone", body: "hello bob", messageId: ack.messageId });
+    expect(atBob).toMatchObject({
+      conversationId: conversation.conversationId,
+      seq: 1,
+      senderUserId: "alice",
+      senderDeviceId: "phone",
+      body: "hello bob",
+      messageId: ack.messageId,
+    });
     // The sender's other device sees what she sent.
     const [atLaptop] = await aliceLaptop.waitFor(conversation.conversationId, 1);
     expect(atLaptop?.messageId).toBe(ack.messageId);
@@ -170,9 +186,13 @@ describe("the spine", () => {
       retryable: false,
     });
     // A true retry still gets the original ack.
-    expect((await alice.client.send(conversation.conversationId, "the original", { clientMessageId: "reused-1" })).messageId).toBe(first.messageId);
+    expect((await alice.client.send(conversation.conversationId, "the original", { clientMessageId: "reused-1" })).messageId).toBe(
+      first.messageId,
+    );
     const page = await alice.client.history(conversation.conversationId, {});
-    expect(page.messages.filter((message) => message.clientMessageId === "reused-1").map((message) => message.body)).toEqual(["the original"]);
+    expect(page.messages.filter((message) => message.clientMessageId === "reused-1").map((message) => message.body)).toEqual([
+      "the original",
+    ]);
   });
 
   it("runs group conversations across cells and keeps non-members out", async () => {
@@ -211,17 +231,26 @@ describe("the spine", () => {
   it("answers bad frames with documented error codes and keeps the socket usable", async () => {
     const socket = await rawSession("alice");
     socket.send("this is not json");
-    expect(await socket.frame((frame) => frame["type"] === "error" && frame["code"] === "malformed_frame")).toMatchObject({ retryable: false });
+    expect(await socket.frame((frame) => frame["type"] === "error" && frame["code"] === "malformed_frame")).toMatchObject({
+      retryable: false,
+    });
     socket.send(JSON.stringify({ type: "teleport", requestId: "r1" }));
     expect(await socket.frame((frame) => frame["requestId"] === "r1")).toMatchObject({ type: "error", code: "unknown_frame_type" });
     socket.send(JSON.stringify({ type: "send", requestId: "r2", conversationId: "g-AAAAAAAAAAAAAAAAAAAAAA", body: "no client id" }));
     expect(await socket.frame((frame) => frame["requestId"] === "r2")).toMatchObject({ type: "error", code: "invalid_field" });
-    socket.send(JSON.stringify({ type: "send", requestId: "r3", conversationId: "g-AAAAAAAAAAAAAAAAAAAAAA", clientMessageId: "c1", body: "who?" }));
+    socket.send(
+      JSON.stringify({ type: "send", requestId: "r3", conversationId: "g-AAAAAAAAAAAAAAAAAAAAAA", clientMessageId: "c1", body: "who?" }),
+    );
     expect(await socket.frame((frame) => frame["requestId"] === "r3")).toMatchObject({ type: "error", code: "not_a_member" });
     socket.send(JSON.stringify({ type: "openDirect", requestId: "r4", peerUserId: "victim.>" }));
     expect(await socket.frame((frame) => frame["requestId"] === "r4")).toMatchObject({ type: "error", code: "invalid_field" });
     socket.send(Buffer.from([1, 2, 3]));
-    await socket.frame((frame) => frame["type"] === "error" && frame["code"] === "malformed_frame" && socket.frames.filter((received) => received.text.includes("malformed_frame")).length === 2);
+    await socket.frame(
+      (frame) =>
+        frame["type"] === "error" &&
+        frame["code"] === "malformed_frame" &&
+        socket.frames.filter((received) => received.text.includes("malformed_frame")).length === 2,
+    );
     socket.send(JSON.stringify({ type: "ping", requestId: "still-alive" }));
     expect(await socket.frame((frame) => frame["requestId"] === "still-alive")).toMatchObject({ type: "pong" });
     socket.close();
@@ -241,7 +270,13 @@ describe("the spine", () => {
     expect(await wide.closed()).toBe(closeCodes.token_invalid.code);
 
     const expired = await RawSocket.open(edgeUrl(1));
-    expired.send(JSON.stringify({ type: "hello", protocolVersion, token: await signDevToken(defaultDevKeyDirectory, "alice", { expiresInSeconds: -60 }) }));
+    expired.send(
+      JSON.stringify({
+        type: "hello",
+        protocolVersion,
+        token: await signDevToken(defaultDevKeyDirectory, "alice", { expiresInSeconds: -60 }),
+      }),
+    );
     expect(await expired.closed()).toBe(closeCodes.token_expired.code);
 
     const early = await RawSocket.open(edgeUrl(1));
@@ -254,7 +289,9 @@ describe("the spine", () => {
 
     // Protocol 1 meant messages as mailbox events; an edge serving 2 refuses it rather than mislead it (decision 0010).
     const older = await RawSocket.open(edgeUrl(0));
-    older.send(JSON.stringify({ type: "hello", protocolVersion: protocolVersion - 1, token: await signDevToken(defaultDevKeyDirectory, "alice") }));
+    older.send(
+      JSON.stringify({ type: "hello", protocolVersion: protocolVersion - 1, token: await signDevToken(defaultDevKeyDirectory, "alice") }),
+    );
     expect(await older.closed()).toBe(closeCodes.unsupported_protocol_version.code);
   });
 
@@ -263,9 +300,12 @@ describe("the spine", () => {
     const ready = new Promise<void>((resolve) => {
       listening = resolve;
     });
-    const listener = runCli(["listen", "--as", "bob", "--device", "cli", "--count", "2", "--timeout-ms", "20000", "--edge", edgeUrl(1)], (stderr) => {
-      if (stderr.includes("listening as bob")) listening();
-    });
+    const listener = runCli(
+      ["listen", "--as", "bob", "--device", "cli", "--count", "2", "--timeout-ms", "20000", "--edge", edgeUrl(1)],
+      (stderr) => {
+        if (stderr.includes("listening as bob")) listening();
+      },
+    );
     await ready;
     const sender = runCli(["send", "--as", "alice", "--to", "bob", "--edge", edgeUrl(0), "from the command line"]);
     const sent = await sender.done;
@@ -279,7 +319,10 @@ describe("the spine", () => {
     expect(heard.status).toBe(0);
     // The conversation exists already (the first test opened it), so a live listener gets no joined event:
     // only the two messages, as message lines, in the conversation's seq order.
-    const lines = heard.stdout.trim().split("\n").map((line) => JSON.parse(line) as { type: string; message: Message });
+    const lines = heard.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { type: string; message: Message });
     expect(lines.map((line) => line.type)).toEqual(["message", "message"]);
     expect(lines.map((line) => line.message.body)).toEqual(["from the command line", "and again"]);
     expect(lines[0]?.message.messageId).toBe(ack.messageId);
@@ -288,16 +331,25 @@ describe("the spine", () => {
 
     const history = await runCli(["history", "--as", "bob", "--with", "alice", "--edge", edgeUrl(1), "--limit", "100"]).done;
     expect(history.status).toBe(0);
-    const stored = history.stdout.trim().split("\n").map((line) => JSON.parse(line) as Message);
+    const stored = history.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Message);
     const seqs = stored.map((message) => message.seq);
     expect(seqs).toEqual([...seqs].sort((left, right) => left - right));
     expect(stored.at(-1)?.body).toBe("and again");
   });
 
   it("shows a cell's ring with `cellwire ring`", async () => {
-    const result = await runCli(["ring", "a", "--json"], undefined, { CELLWIRE_NAMESPACE: test.namespace, ...test.natsEnvironment("admin") }).done;
+    const result = await runCli(["ring", "a", "--json"], undefined, {
+      CELLWIRE_NAMESPACE: test.namespace,
+      ...test.natsEnvironment("admin"),
+    }).done;
     expect(result.status).toBe(0);
-    const ring = JSON.parse(result.stdout) as { cellId: string; members: { workerId: string; live: boolean; share: number; leaseAgeMs: number }[] };
+    const ring = JSON.parse(result.stdout) as {
+      cellId: string;
+      members: { workerId: string; live: boolean; share: number; leaseAgeMs: number }[];
+    };
     expect(ring.cellId).toBe("a");
     expect(ring.members.map((member) => member.workerId)).toEqual(["a-1", "a-2"]);
     expect(ring.members.every((member) => member.live && member.share > 0.2 && member.leaseAgeMs < 2000)).toBe(true);
@@ -310,7 +362,9 @@ describe("the spine", () => {
     const environment = { CELLWIRE_NAMESPACE: test.namespace, ...test.natsEnvironment("admin") };
     const cells = await runCli(["cells", "--json"], undefined, environment).done;
     expect(cells.status).toBe(0);
-    expect((JSON.parse(cells.stdout) as { cells: { cellId: string; state: string }[] }).cells.map((cell) => [cell.cellId, cell.state])).toEqual([
+    expect(
+      (JSON.parse(cells.stdout) as { cells: { cellId: string; state: string }[] }).cells.map((cell) => [cell.cellId, cell.state]),
+    ).toEqual([
       ["a", "active"],
       ["b", "active"],
     ]);

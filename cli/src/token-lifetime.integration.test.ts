@@ -46,7 +46,11 @@ async function until(condition: () => boolean, deadlineMs: number, what: string)
 
 beforeAll(async () => {
   // No clock tolerance: a dev token of N seconds expires N seconds (to the second) after it was signed.
-  test = await startTestTopology({ label: "token", cells: [{ cellId: "a", workerCount: 1 }], extraEnvironment: { EDGE_CLOCK_TOLERANCE_MS: "0" } });
+  test = await startTestTopology({
+    label: "token",
+    cells: [{ cellId: "a", workerCount: 1 }],
+    extraEnvironment: { EDGE_CLOCK_TOLERANCE_MS: "0" },
+  });
 });
 
 afterAll(async () => {
@@ -68,7 +72,11 @@ describe("token lifetime", () => {
     const { socket, welcome } = await session(1, await tokenFor("tl-refresher", 2));
     const firstExpiresAtMs = welcome["tokenExpiresAtMs"] as number;
     socket.send(JSON.stringify({ type: "refresh", requestId: "k-1", token: await tokenFor("tl-mallory", 60) }));
-    expect(await socket.frame((frame) => frame["requestId"] === "k-1")).toMatchObject({ type: "error", code: "token_user_mismatch", retryable: false });
+    expect(await socket.frame((frame) => frame["requestId"] === "k-1")).toMatchObject({
+      type: "error",
+      code: "token_user_mismatch",
+      retryable: false,
+    });
     // The refused refresh counted (each costs a signature check): the next one within a second is refused
     // with the wait, after which it goes through.
     const token = await tokenFor("tl-refresher", 60);
@@ -129,7 +137,11 @@ describe("token lifetime", () => {
     const firstExpiresAtMs = welcome.tokenExpiresAtMs;
     expect(typeof firstExpiresAtMs).toBe("number");
     // Two refreshes, and well past the first token's expiry: the session is the first one still.
-    await until(() => reasons.filter((reason) => reason === "refresh").length >= 2 && Date.now() > (firstExpiresAtMs ?? 0) + 1500, 20_000, "two refreshes past the first expiry");
+    await until(
+      () => reasons.filter((reason) => reason === "refresh").length >= 2 && Date.now() > (firstExpiresAtMs ?? 0) + 1500,
+      20_000,
+      "two refreshes past the first expiry",
+    );
     expect(client.state).toBe("open");
     expect(welcomes).toBe(1);
     expect(reasons[0]).toBe("connect");

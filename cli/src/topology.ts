@@ -113,7 +113,9 @@ export class Topology {
   /** Starts one more worker in a cell at runtime (named after the cell's highest worker number + 1). */
   async addWorker(cellId: string): Promise<string> {
     const prefix = `cellwire-worker-${cellId}-`;
-    const numbers = this.children.filter((child) => child.processName.startsWith(prefix)).map((child) => Number(child.processName.slice(prefix.length)));
+    const numbers = this.children
+      .filter((child) => child.processName.startsWith(prefix))
+      .map((child) => Number(child.processName.slice(prefix.length)));
     const next = Math.max(0, ...numbers) + 1;
     await this.spawn(`${prefix}${next}`, "@cellwire/cells/main", this.workerEnvironment(cellId, next));
     return `${cellId}-${next}`;
@@ -129,7 +131,10 @@ export class Topology {
     const workerIds = Array.from({ length: workerCount }, (_, index) => `${cellId}-${index + 1}`);
     await Promise.all(
       workerIds.map((workerId, index) =>
-        this.spawn(`cellwire-worker-${workerId}`, "@cellwire/cells/main", { ...this.workerEnvironment(cellId, index + 1), WORKER_CELL_WEIGHT: String(weight) }),
+        this.spawn(`cellwire-worker-${workerId}`, "@cellwire/cells/main", {
+          ...this.workerEnvironment(cellId, index + 1),
+          WORKER_CELL_WEIGHT: String(weight),
+        }),
       ),
     );
     return workerIds;

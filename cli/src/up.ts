@@ -30,10 +30,16 @@ export type UpConfig = {
 
 export function loadUpConfig(environment: Environment): UpConfig {
   const reader = new EnvironmentReader(environment, []);
-  const ports = reader.string("CELLWIRE_EDGE_PORTS", "8080,8081", /^\d+(,\d+)*$/).split(",").map(Number);
+  const ports = reader
+    .string("CELLWIRE_EDGE_PORTS", "8080,8081", /^\d+(,\d+)*$/)
+    .split(",")
+    .map(Number);
   return {
     namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
-    natsServers: reader.optionalString("CELLWIRE_NATS_SERVERS")?.split(",").filter((server) => server !== ""),
+    natsServers: reader
+      .optionalString("CELLWIRE_NATS_SERVERS")
+      ?.split(",")
+      .filter((server) => server !== ""),
     natsAccess: readNatsAccess(reader, "launcher"),
     redisUrl: reader.string("DIRECTORY_REDIS_URL", "redis://127.0.0.1:6379"),
     postgresAdminUrl: reader.string("WORKER_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
@@ -72,12 +78,16 @@ export async function runUp(environment: Environment): Promise<number> {
   }
   process.stdout.write("building the dev web page…\n");
   const webDirectory = await buildWebPage();
-  process.stdout.write(`starting the directory, cells ${config.cells.map((cell) => cell.cellId).join(" and ")} and ${config.edgePorts.length} edges…\n`);
+  process.stdout.write(
+    `starting the directory, cells ${config.cells.map((cell) => cell.cellId).join(" and ")} and ${config.edgePorts.length} edges…\n`,
+  );
   let stopping = false;
   const topology = await startTopology({
     namespace: config.namespace,
     natsServers,
-    ...(natsServer === undefined ? {} : { natsEnvironment: (service: "edge" | "worker" | "directory") => natsServer.environmentFor(service) }),
+    ...(natsServer === undefined
+      ? {}
+      : { natsEnvironment: (service: "edge" | "worker" | "directory") => natsServer.environmentFor(service) }),
     redisUrl: config.redisUrl,
     postgresAdminUrl: config.postgresAdminUrl,
     cells: config.cells,
@@ -90,7 +100,12 @@ export async function runUp(environment: Environment): Promise<number> {
     },
   });
   // `cellwire add-cell` asks this launcher to start a new cell's workers as its children.
-  const control = await connect({ ...(await natsConnectOptions(launcherAccess)), servers: natsServers, name: "cellwire-launcher", maxReconnectAttempts: -1 });
+  const control = await connect({
+    ...(await natsConnectOptions(launcherAccess)),
+    servers: natsServers,
+    name: "cellwire-launcher",
+    maxReconnectAttempts: -1,
+  });
   serveTopologyControl(control, config.namespace, () => topology);
   const [first, second] = topology.edges;
   process.stdout.write(

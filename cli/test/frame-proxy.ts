@@ -9,11 +9,16 @@ import { WebSocket, WebSocketServer, type RawData } from "ws";
  * Turns one text frame of the edge into the frames the client receives instead (none drops it). `close`
  * ends the client's socket with a code after them, as a newer edge closing with a code of its own would.
  */
-export type EdgeFrameRewrite = (text: string) => { readonly frames: readonly string[]; readonly close?: { readonly code: number; readonly reason: string } };
+export type EdgeFrameRewrite = (text: string) => {
+  readonly frames: readonly string[];
+  readonly close?: { readonly code: number; readonly reason: string };
+};
 
 /** Codes a peer may not send in a close frame (RFC 6455 §7.4.1): the proxy ends the other side without one. */
 function sendableCloseCode(code: number): boolean {
-  return code === 1000 || (code >= 1001 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
+  return (
+    code === 1000 || (code >= 1001 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
+  );
 }
 
 export class FrameProxy {

@@ -30,7 +30,11 @@ export type NatsNode = {
 };
 
 /** Where one stream lives: its leader and its other replicas, by server name. */
-export type StreamPlacement = { readonly streamName: string; readonly leader: string | undefined; readonly replicaNames: readonly string[] };
+export type StreamPlacement = {
+  readonly streamName: string;
+  readonly leader: string | undefined;
+  readonly replicaNames: readonly string[];
+};
 
 export class NatsClusterError extends Error {
   override readonly name = "NatsClusterError";
@@ -105,7 +109,9 @@ export class NatsCluster {
     this.stopped = true;
     process.off("exit", this.killOnExit);
     for (const node of this.running) if (isAlive(node.child)) node.child.kill("SIGKILL");
-    await Promise.all(this.running.map((node) => withDeadline(node.exited, exitWaitMs, `node ${node.name} did not exit`).catch(() => undefined)));
+    await Promise.all(
+      this.running.map((node) => withDeadline(node.exited, exitWaitMs, `node ${node.name} did not exit`).catch(() => undefined)),
+    );
     await rm(this.baseDirectory, { recursive: true, force: true });
   }
 
@@ -115,7 +121,9 @@ export class NatsCluster {
     if (node === undefined) throw new NatsClusterError(`no node ${index} in a cluster of ${this.running.length}`);
     const body = await fetchJson(`${node.monitorUrl}/connz?limit=${connectionsListedMax}`);
     const connections = isRecord(body) && Array.isArray(body["connections"]) ? body["connections"] : [];
-    return connections.flatMap((connection) => (isRecord(connection) && typeof connection["name"] === "string" ? [connection["name"]] : []));
+    return connections.flatMap((connection) =>
+      isRecord(connection) && typeof connection["name"] === "string" ? [connection["name"]] : [],
+    );
   }
 
   /** Where a JetStream stream lives, as the first live node that holds a replica of it reports. */
@@ -137,7 +145,14 @@ export class NatsCluster {
 
   /** The last lines each node logged, for an error message. */
   outputTail(linesPerNode = 20): string {
-    return this.running.map((node) => node.output.slice(-linesPerNode).map((line) => `[${node.name}] ${line}`).join("\n")).join("\n");
+    return this.running
+      .map((node) =>
+        node.output
+          .slice(-linesPerNode)
+          .map((line) => `[${node.name}] ${line}`)
+          .join("\n"),
+      )
+      .join("\n");
   }
 }
 
@@ -165,8 +180,12 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
       ...["-js", "-sd", join(baseDirectory, plan.name)],
       ...["--cluster_name", clusterName, "--cluster", `nats://${loopbackHost}:${plan.routePort}`, "--routes", routes.join(",")],
     ];
-    const { child, exited, output } = spawnNatsServer(options.serverBinary ?? defaultServerBinary(), args, users, outputLinesPerNodeMax, (line) =>
-      options.onOutput?.(plan.name, line),
+    const { child, exited, output } = spawnNatsServer(
+      options.serverBinary ?? defaultServerBinary(),
+      args,
+      users,
+      outputLinesPerNodeMax,
+      (line) => options.onOutput?.(plan.name, line),
     );
     return {
       name: plan.name,
@@ -203,7 +222,9 @@ async function untilReady(nodes: readonly RunningNode[], deadlineMs: number): Pr
     lastState = `meta leaders seen: ${leaders.map((name) => name ?? "none").join(", ")}`;
     await new Promise((resolve) => setTimeout(resolve, readyPollIntervalMs));
   }
-  throw new NatsClusterError(`the NATS cluster had no JetStream meta leader with every peer current within ${deadlineMs} ms (${lastState})`);
+  throw new NatsClusterError(
+    `the NATS cluster had no JetStream meta leader with every peer current within ${deadlineMs} ms (${lastState})`,
+  );
 }
 
 type MetaState = { readonly leader: string | undefined; readonly currentPeers: number };
@@ -246,7 +267,10 @@ function required(port: number | undefined): number {
 async function withDeadline(promise: Promise<void>, deadlineMs: number, message: string): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new NatsClusterError(message)), deadlineMs)))]);
+    await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new NatsClusterError(message)), deadlineMs))),
+    ]);
   } finally {
     clearTimeout(timer);
   }

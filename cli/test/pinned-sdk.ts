@@ -31,9 +31,20 @@ export type PinnedClientOptions = {
   readonly WebSocket?: unknown;
   readonly requestTimeoutMs?: number;
 };
-export type PinnedMessage = { readonly conversationId: string; readonly seq: number; readonly messageId: string; readonly body: string; readonly senderUserId: string };
+export type PinnedMessage = {
+  readonly conversationId: string;
+  readonly seq: number;
+  readonly messageId: string;
+  readonly body: string;
+  readonly senderUserId: string;
+};
 export type PinnedConversation = { readonly conversationId: string; readonly memberUserIds: readonly string[] };
-export type PinnedStateChange = { readonly state: string; readonly previousState: string; readonly url: string; readonly closeCode: number | null };
+export type PinnedStateChange = {
+  readonly state: string;
+  readonly previousState: string;
+  readonly url: string;
+  readonly closeCode: number | null;
+};
 export type PinnedClientError = Error & { readonly code: string; readonly retryable: boolean };
 export interface PinnedClient {
   readonly state: string;
@@ -64,7 +75,10 @@ export async function loadPinnedSdk(commit: string): Promise<PinnedSdk> {
   try {
     await run("git", ["-C", repositoryRoot, "cat-file", "-e", `${commit}^{commit}`]);
   } catch (error) {
-    throw new Error(`the pinned SDK commit ${commit} is not in ${repositoryRoot}'s git objects (a shallow clone? run git fetch --unshallow)`, { cause: error });
+    throw new Error(
+      `the pinned SDK commit ${commit} is not in ${repositoryRoot}'s git objects (a shallow clone? run git fetch --unshallow)`,
+      { cause: error },
+    );
   }
   const directory = await mkdtemp(join(tmpdir(), "cellwire-pinned-sdk-"));
   try {
@@ -92,7 +106,8 @@ export async function loadPinnedSdk(commit: string): Promise<PinnedSdk> {
       ],
     });
     const loaded: unknown = await import(pathToFileURL(bundle).href);
-    const CellwireClient = typeof loaded === "object" && loaded !== null ? (loaded as Record<string, unknown>)["CellwireClient"] : undefined;
+    const CellwireClient =
+      typeof loaded === "object" && loaded !== null ? (loaded as Record<string, unknown>)["CellwireClient"] : undefined;
     if (typeof CellwireClient !== "function") throw new Error(`the SDK of ${commit} exports no CellwireClient class`);
     return {
       commit,

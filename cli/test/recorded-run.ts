@@ -41,7 +41,13 @@ export type RecordedDevice = {
 export type SendOutcome = { readonly retries: number };
 
 export class RecordedRun {
-  readonly record: HistoryRecord = { sends: [], acks: [], deliveries: [], database: { messages: [], members: [], mailboxes: [] }, expectComplete: true };
+  readonly record: HistoryRecord = {
+    sends: [],
+    acks: [],
+    deliveries: [],
+    database: { messages: [], members: [], mailboxes: [] },
+    expectComplete: true,
+  };
   readonly devices: RecordedDevice[] = [];
   /**
    * Gaps the SDK saw in a session's mailbox or conversation and repaired by reconnecting (its
@@ -92,7 +98,8 @@ export class RecordedRun {
       events.push(received);
       sink.events.push(received);
       // As the SDK does: a joined event starts the conversation's cursor at the join point unless it has one.
-      if (received.event.kind === "joined" && !cursors.has(received.event.conversationId)) cursors.set(received.event.conversationId, received.event.afterSeq);
+      if (received.event.kind === "joined" && !cursors.has(received.event.conversationId))
+        cursors.set(received.event.conversationId, received.event.afterSeq);
       wake();
     });
     client.on("message", (message) => {
@@ -106,7 +113,8 @@ export class RecordedRun {
       wake();
     });
     client.on("error", (error) => {
-      if (error.code === "mailbox_gap" || error.code === "conversation_gap") this.sequenceGaps.push(`${userId}/${deviceId}: ${error.message}`);
+      if (error.code === "mailbox_gap" || error.code === "conversation_gap")
+        this.sequenceGaps.push(`${userId}/${deviceId}: ${error.message}`);
     });
     client.on("state", ({ state }) => {
       if (state === "closed") this.wakes.delete(wake);
@@ -174,7 +182,13 @@ export class RecordedRun {
   private deliveriesOf(userId: string, deviceId: string, resumeAfterSeq: number | undefined): DeviceDeliveries {
     const existing = this.record.deliveries.find((entry) => entry.userId === userId && entry.deviceId === deviceId);
     if (existing !== undefined) return existing;
-    const created: DeviceDeliveries = { userId, deviceId, messages: [], events: [], ...(resumeAfterSeq === undefined ? {} : { startAfterSeq: resumeAfterSeq }) };
+    const created: DeviceDeliveries = {
+      userId,
+      deviceId,
+      messages: [],
+      events: [],
+      ...(resumeAfterSeq === undefined ? {} : { startAfterSeq: resumeAfterSeq }),
+    };
     this.record.deliveries.push(created);
     return created;
   }
@@ -189,7 +203,12 @@ export class RecordedRun {
   }
 
   /** Sends and records; returns the ack's messageId and seq. A retryable failure is sent again with the same clientMessageId, as an app would. */
-  async send(from: RecordedDevice, conversationId: string, body: string, clientMessageId: string): Promise<{ messageId: string; seq: number }> {
+  async send(
+    from: RecordedDevice,
+    conversationId: string,
+    body: string,
+    clientMessageId: string,
+  ): Promise<{ messageId: string; seq: number }> {
     this.record.sends.push({ senderUserId: from.userId, senderDeviceId: from.deviceId, conversationId, clientMessageId, body });
     for (let attempt = 1; ; attempt++) {
       try {

@@ -7,7 +7,11 @@ const cliPath = fileURLToPath(new URL("../bin/cellwire.js", import.meta.url));
 export type CliRun = { readonly done: Promise<{ status: number | null; stdout: string; stderr: string }> };
 
 /** `onStderr` sees the whole stderr so far after each chunk (progress lines, a listener's readiness). */
-export function runCli(args: readonly string[], onStderr?: (text: string) => void, environment: Readonly<Record<string, string>> = {}): CliRun {
+export function runCli(
+  args: readonly string[],
+  onStderr?: (text: string) => void,
+  environment: Readonly<Record<string, string>> = {},
+): CliRun {
   const child = spawn(process.execPath, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...environment } });
   let stdout = "";
   let stderr = "";

@@ -1,6 +1,14 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { backoffBoundMs, backoffDelayMs, defaultBackoffOptions, failoverDelayMs, normaliseBackoffOptions, retryDelayMs, type BackoffOptions } from "./backoff.ts";
+import {
+  backoffBoundMs,
+  backoffDelayMs,
+  defaultBackoffOptions,
+  failoverDelayMs,
+  normaliseBackoffOptions,
+  retryDelayMs,
+  type BackoffOptions,
+} from "./backoff.ts";
 
 const options: BackoffOptions = { initialDelayMs: 100, delayMsMax: 1000, multiplier: 2, jitterRatio: 0.5 };
 
@@ -46,18 +54,28 @@ describe("backoff", () => {
         multiplier: fc.double({ min: 1, max: 10, noNaN: true }),
         jitterRatio: fc.double({ min: 0, max: 1, noNaN: true }),
       })
-      .map(({ initialDelayMs, extraMs, multiplier, jitterRatio }) => ({ initialDelayMs, delayMsMax: initialDelayMs + extraMs, multiplier, jitterRatio }));
+      .map(({ initialDelayMs, extraMs, multiplier, jitterRatio }) => ({
+        initialDelayMs,
+        delayMsMax: initialDelayMs + extraMs,
+        multiplier,
+        jitterRatio,
+      }));
     fc.assert(
-      fc.property(backoffOptions, fc.nat({ max: 10_000 }), fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), (chosen, attempt, sample) => {
-        const bound = backoffBoundMs(attempt, chosen);
-        const delay = backoffDelayMs(attempt, chosen, () => sample);
-        expect(Number.isInteger(delay)).toBe(true);
-        expect(delay).toBeLessThanOrEqual(chosen.delayMsMax);
-        expect(delay).toBeLessThanOrEqual(bound);
-        expect(delay).toBeGreaterThanOrEqual(Math.floor(bound * (1 - chosen.jitterRatio)));
-        // The bound never shrinks as attempts grow.
-        expect(backoffBoundMs(attempt + 1, chosen)).toBeGreaterThanOrEqual(bound);
-      }),
+      fc.property(
+        backoffOptions,
+        fc.nat({ max: 10_000 }),
+        fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+        (chosen, attempt, sample) => {
+          const bound = backoffBoundMs(attempt, chosen);
+          const delay = backoffDelayMs(attempt, chosen, () => sample);
+          expect(Number.isInteger(delay)).toBe(true);
+          expect(delay).toBeLessThanOrEqual(chosen.delayMsMax);
+          expect(delay).toBeLessThanOrEqual(bound);
+          expect(delay).toBeGreaterThanOrEqual(Math.floor(bound * (1 - chosen.jitterRatio)));
+          // The bound never shrinks as attempts grow.
+          expect(backoffBoundMs(attempt + 1, chosen)).toBeGreaterThanOrEqual(bound);
+        },
+      ),
     );
   });
 
@@ -99,7 +117,10 @@ describe("backoff", () => {
   });
 
   it("normalises partial options onto the defaults and refuses nonsense", () => {
-    expect(normaliseBackoffOptions({ initialDelayMs: 10, delayMsMax: undefined })).toEqual({ ...defaultBackoffOptions, initialDelayMs: 10 });
+    expect(normaliseBackoffOptions({ initialDelayMs: 10, delayMsMax: undefined })).toEqual({
+      ...defaultBackoffOptions,
+      initialDelayMs: 10,
+    });
     expect(() => normaliseBackoffOptions({ jitterRatio: 1.5 })).toThrow(RangeError);
     expect(() => normaliseBackoffOptions({ initialDelayMs: 100, delayMsMax: 50 })).toThrow(RangeError);
     expect(() => normaliseBackoffOptions({ multiplier: 0.5 })).toThrow(RangeError);

@@ -26,10 +26,14 @@ export const defaultBackoffOptions: BackoffOptions = {
 export type RandomSource = () => number;
 
 /** Throws on options that are a programmer error (negative, NaN, jitter outside [0, 1]). */
-export function normaliseBackoffOptions(options: Partial<BackoffOptions> = {}, base: BackoffOptions = defaultBackoffOptions): BackoffOptions {
+export function normaliseBackoffOptions(
+  options: Partial<BackoffOptions> = {},
+  base: BackoffOptions = defaultBackoffOptions,
+): BackoffOptions {
   const normalised = { ...base, ...withoutUndefined(options) };
   const { initialDelayMs, delayMsMax, multiplier, jitterRatio } = normalised;
-  if (!(Number.isFinite(initialDelayMs) && initialDelayMs >= 0)) throw new RangeError(`backoff initialDelayMs must be >= 0, got ${initialDelayMs}`);
+  if (!(Number.isFinite(initialDelayMs) && initialDelayMs >= 0))
+    throw new RangeError(`backoff initialDelayMs must be >= 0, got ${initialDelayMs}`);
   if (!(Number.isFinite(delayMsMax) && delayMsMax >= initialDelayMs)) {
     throw new RangeError(`backoff delayMsMax must be >= initialDelayMs, got ${delayMsMax}`);
   }

@@ -71,7 +71,11 @@ describe("CellwireClient: typing()", () => {
     clock.advanceBy(1);
     await client.typing(groupConversationId);
     await client.typing("d-CCCCCCCCCCCCCCCCCCCCCC");
-    expect(edge.framesOfType("typing").map((frame) => frame.conversationId)).toEqual([groupConversationId, groupConversationId, "d-CCCCCCCCCCCCCCCCCCCCCC"]);
+    expect(edge.framesOfType("typing").map((frame) => frame.conversationId)).toEqual([
+      groupConversationId,
+      groupConversationId,
+      "d-CCCCCCCCCCCCCCCCCCCCCC",
+    ]);
   });
 
   it("rejects with the edge's error without retrying, and does not throttle the next call after a refusal", async () => {
@@ -79,7 +83,9 @@ describe("CellwireClient: typing()", () => {
     await client.connect();
     let answer: ServerFrame["type"] = "error";
     edge.onRequest = (frame) =>
-      frame.type === "typing" && answer === "error" ? { type: "error", requestId: frame.requestId, code: "rate_limited", message: "too soon", retryable: true } : "default";
+      frame.type === "typing" && answer === "error"
+        ? { type: "error", requestId: frame.requestId, code: "rate_limited", message: "too soon", retryable: true }
+        : "default";
     const error = await rejection(client.typing(groupConversationId));
     expect(error).toMatchObject({ code: "rate_limited", retryable: true });
     expect(edge.framesOfType("typing")).toHaveLength(1);
@@ -112,7 +118,9 @@ describe("CellwireClient: typing indicators", () => {
     await client.connect();
     const startMs = clock.nowMs();
     edge.lastSocket.deliver(indicatorFrame("bob", "phone"));
-    expect(typing).toEqual([{ conversationId: groupConversationId, userId: "bob", deviceId: "phone", expiresInMs: 5000, expiresAtMs: startMs + 5000 }]);
+    expect(typing).toEqual([
+      { conversationId: groupConversationId, userId: "bob", deviceId: "phone", expiresInMs: 5000, expiresAtMs: startMs + 5000 },
+    ]);
     clock.advanceBy(4000);
     edge.lastSocket.deliver(indicatorFrame("bob", "phone"));
     clock.advanceBy(4999);

@@ -94,7 +94,9 @@ describe("CellwireClient: frames and fields this SDK does not know", () => {
     await client.connect();
     const message = edge.store(directConversationId, "cm-1", "hi", "bob");
     // The same message again, as a newer edge would write it, for the next seq.
-    edge.lastSocket.deliver(JSON.stringify({ type: "message", reactions: [], message: { ...message, seq: 2, messageId: "m2", edited: false } }));
+    edge.lastSocket.deliver(
+      JSON.stringify({ type: "message", reactions: [], message: { ...message, seq: 2, messageId: "m2", edited: false } }),
+    );
     expect(messages).toEqual([message, { ...message, seq: 2, messageId: "m2" }]);
   });
 });
@@ -117,7 +119,11 @@ describe("CellwireClient: error codes this SDK does not know", () => {
     const { edge, client } = setup();
     failSends(edge, 1, { code: "account_suspended", retryable: false });
     await client.connect();
-    expect(await rejection(client.send(directConversationId, "no"))).toMatchObject({ code: "internal", retryable: false, message: "answered account_suspended" });
+    expect(await rejection(client.send(directConversationId, "no"))).toMatchObject({
+      code: "internal",
+      retryable: false,
+      message: "answered account_suspended",
+    });
     expect(edge.framesOfType("send")).toHaveLength(1);
   });
 });
@@ -199,7 +205,11 @@ describe("CellwireClient: overloaded and retryAfterMs", () => {
       return "ignore";
     };
     await client.connect();
-    expect(await rejection(client.addMembers(groupConversationId, ["dave"]))).toMatchObject({ code: "overloaded", retryable: true, retryAfterMs: 2500 });
+    expect(await rejection(client.addMembers(groupConversationId, ["dave"]))).toMatchObject({
+      code: "overloaded",
+      retryable: true,
+      retryAfterMs: 2500,
+    });
     expect(edge.framesOfType("addMembers")).toHaveLength(1);
   });
 
@@ -247,7 +257,11 @@ describe("CellwireClient: rate_limited with retryAfterMs (docs/protocol.md, Rate
       return "ignore";
     };
     await client.connect();
-    expect(await rejection(client.addMembers(groupConversationId, ["dave"]))).toMatchObject({ code: "rate_limited", retryable: true, retryAfterMs: 200 });
+    expect(await rejection(client.addMembers(groupConversationId, ["dave"]))).toMatchObject({
+      code: "rate_limited",
+      retryable: true,
+      retryAfterMs: 200,
+    });
     expect(edge.framesOfType("addMembers")).toHaveLength(1);
   });
 });

@@ -60,8 +60,10 @@ function record(client: CellwireClient): string[] {
 const groupId = (index: number) => `g-${String(index).padStart(22, "0")}`;
 const fromBob = (edge: FakeEdge, body: string, conversationId = directConversationId) =>
   edge.store(conversationId, `cm-${body.replaceAll(/[^A-Za-z0-9_-]/g, "-")}`, body, "bob");
-const bobRead = (edge: FakeEdge, seq: number) => edge.append({ kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: seq, deliveredSeq: seq });
-const hellos = (edge: FakeEdge) => edge.framesOfType("hello").map(({ resumeAfterSeq, conversations }) => ({ resumeAfterSeq, conversations }));
+const bobRead = (edge: FakeEdge, seq: number) =>
+  edge.append({ kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: seq, deliveredSeq: seq });
+const hellos = (edge: FakeEdge) =>
+  edge.framesOfType("hello").map(({ resumeAfterSeq, conversations }) => ({ resumeAfterSeq, conversations }));
 
 describe("CellwireClient: mailbox", () => {
   it("without a stored position starts live: no resumeAfterSeq, synced makes lastSeq known, then live events", async () => {
@@ -89,7 +91,15 @@ describe("CellwireClient: mailbox", () => {
     await expect(synced).resolves.toBe(4);
     expect(hellos(edge)).toEqual([{ resumeAfterSeq: 2, conversations: undefined }]);
     bobRead(edge, 5);
-    expect(log).toEqual(["event 3 receipt", "receipt bob read 3", "event 4 receipt", "receipt bob read 4", "synced 4", "event 5 receipt", "receipt bob read 5"]);
+    expect(log).toEqual([
+      "event 3 receipt",
+      "receipt bob read 3",
+      "event 4 receipt",
+      "receipt bob read 4",
+      "synced 4",
+      "event 5 receipt",
+      "receipt bob read 5",
+    ]);
     expect(client.lastSeq).toBe(5);
   });
 
@@ -177,7 +187,15 @@ describe("CellwireClient: mailbox", () => {
       { resumeAfterSeq: undefined, mailboxIncarnation: undefined },
       { resumeAfterSeq: 2, mailboxIncarnation: first },
     ]);
-    expect(log).toEqual(["synced 2", "resync 0", "event 1 receipt", "receipt bob read 1", "event 2 receipt", "receipt bob read 2", "synced 2"]);
+    expect(log).toEqual([
+      "synced 2",
+      "resync 0",
+      "event 1 receipt",
+      "receipt bob read 1",
+      "event 2 receipt",
+      "receipt bob read 2",
+      "synced 2",
+    ]);
     expect(client.positions()).toMatchObject({ mailboxSeq: 2, mailboxIncarnation: second });
   });
 
@@ -209,8 +227,14 @@ describe("CellwireClient: mailbox", () => {
     await client.connect();
     bobRead(edge, 1);
     // A newer edge's kind, with fields this SDK has never heard of.
-    edge.lastSocket.deliver(JSON.stringify({ type: "event", seq: 2, event: { kind: "pinned", conversationId: directConversationId, pinnedSeq: 1 } }));
-    edge.lastSocket.deliver({ type: "event", seq: 3, event: { kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: 2, deliveredSeq: 2 } });
+    edge.lastSocket.deliver(
+      JSON.stringify({ type: "event", seq: 2, event: { kind: "pinned", conversationId: directConversationId, pinnedSeq: 1 } }),
+    );
+    edge.lastSocket.deliver({
+      type: "event",
+      seq: 3,
+      event: { kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: 2, deliveredSeq: 2 },
+    });
     expect(log).toEqual(["synced 0", "event 1 receipt", "receipt bob read 1", "event 2 unknown", "event 3 receipt", "receipt bob read 2"]);
     expect(client.lastSeq).toBe(3);
     expect(errors).toEqual([]);
@@ -232,10 +256,19 @@ describe("CellwireClient: mailbox", () => {
     log.length = 0;
     edge.deliverLive = false;
     // alice is added after two messages: her history starts after 2.
-    edge.append({ kind: "joined", conversationId: groupConversationId, conversationKind: "group", title: "team", afterSeq: 2, addedByUserId: "bob" });
+    edge.append({
+      kind: "joined",
+      conversationId: groupConversationId,
+      conversationKind: "group",
+      title: "team",
+      afterSeq: 2,
+      addedByUserId: "bob",
+    });
     edge.deliverLive = true;
     edge.sendEvents(edge.lastSocket, edge.mailbox.slice(-1));
-    expect(joined).toEqual([{ conversationId: groupConversationId, conversationKind: "group", title: "team", afterSeq: 2, addedByUserId: "bob" }]);
+    expect(joined).toEqual([
+      { conversationId: groupConversationId, conversationKind: "group", title: "team", afterSeq: 2, addedByUserId: "bob" },
+    ]);
     expect(client.positions().conversations).toEqual({ [groupConversationId]: 2 });
     fromBob(edge, "three", groupConversationId);
     expect(log).toEqual(["event 1 joined", "joined g-B after 2", "message g-B 3 three"]);
@@ -262,7 +295,11 @@ describe("CellwireClient: mailbox", () => {
     const log = record(client);
     const message = fromBob(edge, "early");
     edge.onHello = (_hello, socket) => {
-      socket.deliver({ type: "event", seq: 7, event: { kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: 1, deliveredSeq: 1 } });
+      socket.deliver({
+        type: "event",
+        seq: 7,
+        event: { kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: 1, deliveredSeq: 1 },
+      });
       socket.deliver({ type: "message", message });
       return "welcome";
     };
@@ -411,7 +448,12 @@ describe("CellwireClient: conversations", () => {
     clock.advanceBy(100);
     await flush();
     // The second session replayed 2..4 (overlap 2 before the cursor 3): 2 and 3 are dropped.
-    expect(log.filter((line) => line.startsWith("message"))).toEqual(["message d-A 1 d1", "message d-A 2 d2", "message d-A 3 d3", "message d-A 4 d4"]);
+    expect(log.filter((line) => line.startsWith("message"))).toEqual([
+      "message d-A 1 d1",
+      "message d-A 2 d2",
+      "message d-A 3 d3",
+      "message d-A 4 d4",
+    ]);
     expect(errors).toEqual([]);
   });
 
@@ -445,7 +487,12 @@ describe("CellwireClient: conversations", () => {
         { conversationId: groupConversationId, afterSeq: 1 },
       ],
     });
-    expect(log.filter((line) => line.startsWith("message"))).toEqual(["message d-A 1 d1", "message g-B 1 g1", "message d-A 2 d2", "message d-A 3 d3"]);
+    expect(log.filter((line) => line.startsWith("message"))).toEqual([
+      "message d-A 1 d1",
+      "message g-B 1 g1",
+      "message d-A 2 d2",
+      "message d-A 3 d3",
+    ]);
   });
 
   it("a replayed joined event's conversation arrives from its join point before synced", async () => {

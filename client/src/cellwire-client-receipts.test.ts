@@ -51,7 +51,10 @@ describe("receipts", () => {
     await flush();
     clock.advanceBy(1000);
     await flush();
-    expect(delivered(edge)).toEqual([[directConversationId, 2], [directConversationId, 3]]);
+    expect(delivered(edge)).toEqual([
+      [directConversationId, 2],
+      [directConversationId, 3],
+    ]);
   });
 
   it("keeps at most one delivered in flight per conversation and sends the newest after it", async () => {
@@ -75,7 +78,10 @@ describe("receipts", () => {
     await flush();
     clock.advanceBy(1000);
     await flush();
-    expect(delivered(edge)).toEqual([[directConversationId, 1], [directConversationId, 2]]);
+    expect(delivered(edge)).toEqual([
+      [directConversationId, 1],
+      [directConversationId, 2],
+    ]);
   });
 
   it("sends no delivered when deliveredDelayMs is 0", async () => {

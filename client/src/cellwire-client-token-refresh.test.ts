@@ -57,7 +57,9 @@ describe("CellwireClient: token refresh on the open socket", () => {
     clock.advanceBy(1);
     await flush();
     expect(tokenRequests.map((request) => request.reason)).toEqual(["connect", "refresh"]);
-    expect(refreshes(edge)).toEqual([{ type: "refresh", requestId: expect.any(String) as unknown, token: `exp:${startMs + 8000 + tokenLifetimeMs}` }]);
+    expect(refreshes(edge)).toEqual([
+      { type: "refresh", requestId: expect.any(String) as unknown, token: `exp:${startMs + 8000 + tokenLifetimeMs}` },
+    ]);
     // The next refresh is due at 80% of the new token's time left: 8000 ms after the first.
     clock.advanceBy(7999);
     await flush();
@@ -86,7 +88,15 @@ describe("CellwireClient: token refresh on the open socket", () => {
     const { edge, clock, client, errors } = setup(true);
     edge.onRequest = (frame, socket) => {
       if (frame.type !== "refresh") return "default";
-      socket.deliver(JSON.stringify({ type: "error", requestId: frame.requestId, code: "token_user_mismatch", message: "another user", retryable: false }));
+      socket.deliver(
+        JSON.stringify({
+          type: "error",
+          requestId: frame.requestId,
+          code: "token_user_mismatch",
+          message: "another user",
+          retryable: false,
+        }),
+      );
       return "ignore";
     };
     await client.connect();

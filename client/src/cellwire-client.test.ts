@@ -184,21 +184,45 @@ describe("CellwireClient: requests", () => {
   it("openDirect, createGroup, addMembers and history resolve with their replies", async () => {
     const { client } = setup();
     await client.connect();
-    await expect(client.openDirect("bob")).resolves.toMatchObject({ conversationId: directConversationId, kind: "direct", memberUserIds: ["alice", "bob"] });
-    await expect(client.createGroup("team", ["bob", "carol"])).resolves.toMatchObject({ conversationId: groupConversationId, title: "team" });
+    await expect(client.openDirect("bob")).resolves.toMatchObject({
+      conversationId: directConversationId,
+      kind: "direct",
+      memberUserIds: ["alice", "bob"],
+    });
+    await expect(client.createGroup("team", ["bob", "carol"])).resolves.toMatchObject({
+      conversationId: groupConversationId,
+      title: "team",
+    });
     await expect(client.addMembers(groupConversationId, ["dave"])).resolves.toMatchObject({ memberUserIds: ["alice", "dave"] });
     for (const body of ["one", "two", "three"]) await client.send(directConversationId, body);
     const page = await client.history(directConversationId, { beforeSeq: 3, limit: 1 });
-    expect(page).toEqual({ conversationId: directConversationId, messages: [expect.objectContaining({ seq: 2, body: "two" })], hasMore: true });
+    expect(page).toEqual({
+      conversationId: directConversationId,
+      messages: [expect.objectContaining({ seq: 2, body: "two" })],
+      hasMore: true,
+    });
   });
 
   it("an error reply rejects with the frame's code, message and retryable flag", async () => {
     const { edge, client } = setup();
     edge.onRequest = (frame) =>
-      frame.type === "send" ? { type: "error", requestId: frame.requestId, code: "not_a_member", message: "not a member of this conversation", retryable: false } : "default";
+      frame.type === "send"
+        ? {
+            type: "error",
+            requestId: frame.requestId,
+            code: "not_a_member",
+            message: "not a member of this conversation",
+            retryable: false,
+          }
+        : "default";
     await client.connect();
     const error = await rejection(client.send(directConversationId, "hi"));
-    expect(error).toMatchObject({ name: "CellwireClientError", code: "not_a_member", message: "not a member of this conversation", retryable: false });
+    expect(error).toMatchObject({
+      name: "CellwireClientError",
+      code: "not_a_member",
+      message: "not a member of this conversation",
+      retryable: false,
+    });
     expect(edge.framesOfType("send")).toHaveLength(1);
   });
 
@@ -238,8 +262,10 @@ describe("CellwireClient: requests", () => {
       const answer = firstAnswers.get(frame.clientMessageId);
       firstAnswers.delete(frame.clientMessageId);
       // c0's cell was busy and asked for 150 ms; c1 and c2 arrived before c0 was stored (docs/decisions/0020).
-      if (answer === "slow") return { type: "error", requestId: frame.requestId, code: "overloaded", message: "busy", retryable: true, retryAfterMs: 150 };
-      if (answer === "out_of_order") return { type: "error", requestId: frame.requestId, code: "out_of_order", message: "c0 first", retryable: true };
+      if (answer === "slow")
+        return { type: "error", requestId: frame.requestId, code: "overloaded", message: "busy", retryable: true, retryAfterMs: 150 };
+      if (answer === "out_of_order")
+        return { type: "error", requestId: frame.requestId, code: "out_of_order", message: "c0 first", retryable: true };
       return "default";
     };
     await client.connect();
@@ -606,7 +632,8 @@ describe("CellwireClient: failover between edges", () => {
   }
 
   const fromBob = (edge: FakeEdge, body: string) => edge.store(directConversationId, `cm-${body}`, body, "bob");
-  const bobRead = (edge: FakeEdge, seq: number) => edge.append({ kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: seq, deliveredSeq: seq });
+  const bobRead = (edge: FakeEdge, seq: number) =>
+    edge.append({ kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq: seq, deliveredSeq: seq });
 
   it("the first edge is killed: reconnects to the second at once, resumes from the positions, settles the pending send once", async () => {
     const { edgeA, edgeB, clock, client, states, errors } = setupTwoEdges();
@@ -699,7 +726,12 @@ describe("CellwireClient: failover between edges", () => {
     edgeA.down = true;
     const connected = client.connect();
     await flush();
-    expect(states.at(-1)).toMatchObject({ state: "waiting_to_reconnect", closeCode: standardCloseCodes.abnormal, reconnectDelayMs: 100, url: urlB });
+    expect(states.at(-1)).toMatchObject({
+      state: "waiting_to_reconnect",
+      closeCode: standardCloseCodes.abnormal,
+      reconnectDelayMs: 100,
+      url: urlB,
+    });
     clock.advanceBy(99);
     await flush();
     expect(edgeB.sockets).toHaveLength(0);

@@ -307,7 +307,9 @@ export class CellwireClient {
       (indicator) => this.listeners.emit("typing", indicator),
       (stopped) => this.listeners.emit("typingStopped", stopped),
     );
-    this.deliveredReporter = new DeliveredReporter(this.clock, this.settings.deliveredDelayMs, (conversationId, seq) => this.reportDelivered(conversationId, seq));
+    this.deliveredReporter = new DeliveredReporter(this.clock, this.settings.deliveredDelayMs, (conversationId, seq) =>
+      this.reportDelivered(conversationId, seq),
+    );
   }
 
   get state(): ConnectionStateName {
@@ -329,7 +331,11 @@ export class CellwireClient {
    * Store it and pass it back (resumeAfterSeq, resumeConversations) so a new run resumes without a gap.
    */
   positions(): Positions {
-    return { mailboxSeq: this.lastSeqValue, mailboxIncarnation: this.mailboxIncarnationValue, conversations: this.conversationPositions.toRecord() };
+    return {
+      mailboxSeq: this.lastSeqValue,
+      mailboxIncarnation: this.mailboxIncarnationValue,
+      conversations: this.conversationPositions.toRecord(),
+    };
   }
 
   /** The number of requests waiting for a reply (queued, in flight or waiting to retry). */
@@ -383,9 +389,14 @@ export class CellwireClient {
    * request carries: the edge derives the group's id from it, so a retry returns the same group. Pass one
    * to retry a createGroup across calls (after a restart) as with a send's clientMessageId.
    */
-  async createGroup(title: string, memberUserIds: readonly string[], options: { readonly clientGroupId?: string } = {}): Promise<ConversationSummary> {
+  async createGroup(
+    title: string,
+    memberUserIds: readonly string[],
+    options: { readonly clientGroupId?: string } = {},
+  ): Promise<ConversationSummary> {
     const clientGroupId = options.clientGroupId ?? createClientMessageId();
-    return (await this.request<"createGroup">({ type: "createGroup", title, memberUserIds: [...memberUserIds], clientGroupId })).conversation;
+    return (await this.request<"createGroup">({ type: "createGroup", title, memberUserIds: [...memberUserIds], clientGroupId }))
+      .conversation;
   }
 
   async addMembers(conversationId: string, userIds: readonly string[]): Promise<ConversationSummary> {
@@ -411,7 +422,9 @@ export class CellwireClient {
    */
   async typing(conversationId: string): Promise<void> {
     if (this.machine.name !== "open") {
-      throw new CellwireClientError("closed", `cannot send typing while ${this.machine.name}: an indicator is not queued`, { retryable: true });
+      throw new CellwireClientError("closed", `cannot send typing while ${this.machine.name}: an indicator is not queued`, {
+        retryable: true,
+      });
     }
     const nowMs = this.clock.nowMs();
     const sentAtMs = this.typingSentAtMs.get(conversationId);
@@ -449,8 +462,14 @@ export class CellwireClient {
    * missed meanwhile is emitted then.
    */
   async watchPresence(userIds: readonly string[]): Promise<PresenceState[]> {
-    if (userIds.length > presenceWatchUsersMax || new Set(userIds).size !== userIds.length || !userIds.every((userId) => isUserId(userId))) {
-      throw new CellwireClientError("invalid_field", `watchPresence takes at most ${presenceWatchUsersMax} distinct user ids`, { retryable: false });
+    if (
+      userIds.length > presenceWatchUsersMax ||
+      new Set(userIds).size !== userIds.length ||
+      !userIds.every((userId) => isUserId(userId))
+    ) {
+      throw new CellwireClientError("invalid_field", `watchPresence takes at most ${presenceWatchUsersMax} distinct user ids`, {
+        retryable: false,
+      });
     }
     this.presenceWatch.replace(userIds);
     this.presenceWatchGeneration += 1;
@@ -488,7 +507,11 @@ export class CellwireClient {
       },
       (error: unknown) => {
         if (error instanceof CellwireClientError && error.code === "closed") return;
-        this.emitError(error instanceof CellwireClientError ? error : new CellwireClientError("internal", String(error), { retryable: true, cause: error }));
+        this.emitError(
+          error instanceof CellwireClientError
+            ? error
+            : new CellwireClientError("internal", String(error), { retryable: true, cause: error }),
+        );
       },
     );
   }
@@ -503,12 +526,16 @@ export class CellwireClient {
     }
     if (this.pending.size >= this.settings.pendingRequestsMax) {
       return Promise.reject(
-        new CellwireClientError("too_many_pending", `${this.settings.pendingRequestsMax} requests are already waiting for replies`, { retryable: true }),
+        new CellwireClientError("too_many_pending", `${this.settings.pendingRequestsMax} requests are already waiting for replies`, {
+          retryable: true,
+        }),
       );
     }
     if (frameTooBig(body)) {
       // The edge would close the socket with 1009; after a reconnect the same frame would be sent again.
-      return Promise.reject(new CellwireClientError("invalid_field", `the ${body.type} frame exceeds ${frameBytesMax} bytes`, { retryable: false }));
+      return Promise.reject(
+        new CellwireClientError("invalid_field", `the ${body.type} frame exceeds ${frameBytesMax} bytes`, { retryable: false }),
+      );
     }
     return new Promise<ReplyFrameOf<K>>((resolve, reject) => {
       const entry: PendingRequest = {
@@ -531,7 +558,9 @@ export class CellwireClient {
       };
       entry.cancelDeadline = this.clock.setTimer(() => {
         const retryable = isIdempotent(entry.kind);
-        entry.reject(new CellwireClientError("timeout", `no reply to ${entry.kind} within ${this.settings.requestTimeoutMs} ms`, { retryable }));
+        entry.reject(
+          new CellwireClientError("timeout", `no reply to ${entry.kind} within ${this.settings.requestTimeoutMs} ms`, { retryable }),
+        );
       }, this.settings.requestTimeoutMs);
       this.pending.add(entry);
       const conversationId = sendConversationOf(entry);
@@ -634,13 +663,17 @@ export class CellwireClient {
 
   private receive(data: unknown, attemptId: number): void {
     if (typeof data !== "string") {
-      this.emitError(new CellwireClientError("malformed_frame", "the edge sent a binary frame; frames are JSON text", { retryable: false }));
+      this.emitError(
+        new CellwireClientError("malformed_frame", "the edge sent a binary frame; frames are JSON text", { retryable: false }),
+      );
       return;
     }
     const decoded = decodeServerFrame(data);
     if (!decoded.ok) {
       const { path, reason } = decoded.failure;
-      this.emitError(new CellwireClientError("malformed_frame", `ignored an undecodable frame from the edge: ${path} ${reason}`, { retryable: false }));
+      this.emitError(
+        new CellwireClientError("malformed_frame", `ignored an undecodable frame from the edge: ${path} ${reason}`, { retryable: false }),
+      );
       return;
     }
     // Any frame, one of a type this SDK does not know included, shows the connection is alive.
@@ -667,7 +700,9 @@ export class CellwireClient {
         if (entry !== undefined) return this.settleErrorReply(entry, frame);
         // An error about no request of ours (a bad frame, or a stale request id) is only reported.
         if (frame.requestId === undefined) {
-          this.emitError(new CellwireClientError(frame.code, frame.message, { retryable: frame.retryable, retryAfterMs: frame.retryAfterMs }));
+          this.emitError(
+            new CellwireClientError(frame.code, frame.message, { retryable: frame.retryable, retryAfterMs: frame.retryAfterMs }),
+          );
         }
         return;
       }
@@ -773,7 +808,12 @@ export class CellwireClient {
   private perform(effect: ConnectionEffect): void {
     switch (effect.type) {
       case "emit_state":
-        this.listeners.emit("state", { state: effect.state, previousState: effect.previousState, url: this.urlAt(effect.urlIndex), ...effect.detail });
+        this.listeners.emit("state", {
+          state: effect.state,
+          previousState: effect.previousState,
+          url: this.urlAt(effect.urlIndex),
+          ...effect.detail,
+        });
         return;
       case "fetch_token":
         return this.fetchToken(effect.attemptId, effect.reason);
@@ -811,7 +851,13 @@ export class CellwireClient {
       (token: unknown) => {
         if (!isCurrent()) return;
         if (typeof token !== "string" || token.length === 0 || token.length > tokenLengthMax) {
-          this.emitError(new CellwireClientError("token_unavailable", `the token provider returned no usable token (a string of 1 to ${tokenLengthMax} characters)`, { retryable: true }));
+          this.emitError(
+            new CellwireClientError(
+              "token_unavailable",
+              `the token provider returned no usable token (a string of 1 to ${tokenLengthMax} characters)`,
+              { retryable: true },
+            ),
+          );
           this.dispatch({ type: "token_failed", attemptId });
           return;
         }
@@ -821,7 +867,9 @@ export class CellwireClient {
       (error: unknown) => {
         if (!isCurrent()) return;
         const detail = error instanceof Error ? error.message : String(error);
-        this.emitError(new CellwireClientError("token_unavailable", `the token provider failed: ${detail}`, { retryable: true, cause: error }));
+        this.emitError(
+          new CellwireClientError("token_unavailable", `the token provider failed: ${detail}`, { retryable: true, cause: error }),
+        );
         this.dispatch({ type: "token_failed", attemptId });
       },
     );
@@ -840,7 +888,9 @@ export class CellwireClient {
       socket = new this.WebSocketClass(url);
     } catch (error) {
       const detail = error instanceof Error ? error.message : String(error);
-      this.emitError(new CellwireClientError("closed", `could not open a WebSocket to ${url}: ${detail}`, { retryable: true, cause: error }));
+      this.emitError(
+        new CellwireClientError("closed", `could not open a WebSocket to ${url}: ${detail}`, { retryable: true, cause: error }),
+      );
       this.dispatch({ type: "socket_closed", attemptId, code: standardCloseCodes.abnormal });
       return;
     }
@@ -945,7 +995,11 @@ export class CellwireClient {
       const token: unknown = await this.tokenProvider({ reason: "refresh" });
       if (!isCurrent()) return;
       if (typeof token !== "string" || token.length === 0 || token.length > tokenLengthMax) {
-        throw new CellwireClientError("token_unavailable", `the token provider returned no usable token (a string of 1 to ${tokenLengthMax} characters)`, { retryable: true });
+        throw new CellwireClientError(
+          "token_unavailable",
+          `the token provider returned no usable token (a string of 1 to ${tokenLengthMax} characters)`,
+          { retryable: true },
+        );
       }
       const refreshed = await this.request<"refresh">({ type: "refresh", token });
       if (isCurrent()) this.scheduleTokenRefresh(attemptId, refreshed.tokenExpiresAtMs);
@@ -953,7 +1007,9 @@ export class CellwireClient {
       if (!isCurrent()) return;
       if (error instanceof CellwireClientError) return this.emitError(error);
       const detail = error instanceof Error ? error.message : String(error);
-      this.emitError(new CellwireClientError("token_unavailable", `the token provider failed: ${detail}`, { retryable: true, cause: error }));
+      this.emitError(
+        new CellwireClientError("token_unavailable", `the token provider failed: ${detail}`, { retryable: true, cause: error }),
+      );
     }
   }
 
@@ -983,9 +1039,19 @@ export class CellwireClient {
       entry.requestId = null;
       if (closeCode === standardCloseCodes.messageTooBig) {
         // One of these frames was too big for the edge; we cannot tell which, and resending it would loop.
-        entry.reject(new CellwireClientError("invalid_field", `the edge closed the connection (1009, frame too big) while ${entry.kind} was in flight`, { retryable: false }));
+        entry.reject(
+          new CellwireClientError(
+            "invalid_field",
+            `the edge closed the connection (1009, frame too big) while ${entry.kind} was in flight`,
+            { retryable: false },
+          ),
+        );
       } else if (!isIdempotent(entry.kind)) {
-        entry.reject(new CellwireClientError("closed", `the connection dropped before the reply to ${entry.kind}; its outcome is unknown`, { retryable: false }));
+        entry.reject(
+          new CellwireClientError("closed", `the connection dropped before the reply to ${entry.kind}; its outcome is unknown`, {
+            retryable: false,
+          }),
+        );
       }
       // Idempotent requests stay pending and are transmitted again after the next welcome.
     }
@@ -1097,15 +1163,18 @@ function normaliseResumeConversations(stored: Readonly<Record<string, number>> |
     throw new RangeError(`CellwireClient: resumeConversations holds at most ${conversationCursorsMax} cursors, got ${entries.length}`);
   }
   for (const [conversationId, seq] of entries) {
-    if (!isConversationId(conversationId)) throw new TypeError(`CellwireClient: resumeConversations names an invalid conversation id ${JSON.stringify(conversationId)}`);
-    if (!Number.isSafeInteger(seq) || seq < 0) throw new RangeError(`CellwireClient: resumeConversations[${conversationId}] must be an integer >= 0, got ${seq}`);
+    if (!isConversationId(conversationId))
+      throw new TypeError(`CellwireClient: resumeConversations names an invalid conversation id ${JSON.stringify(conversationId)}`);
+    if (!Number.isSafeInteger(seq) || seq < 0)
+      throw new RangeError(`CellwireClient: resumeConversations[${conversationId}] must be an integer >= 0, got ${seq}`);
   }
   return Object.fromEntries(entries);
 }
 
 function positiveInteger(name: string, value: number | undefined, fallback: number): number {
   const chosen = value ?? fallback;
-  if (!Number.isSafeInteger(chosen) || chosen < 1) throw new RangeError(`CellwireClient: ${name} must be a positive integer, got ${chosen}`);
+  if (!Number.isSafeInteger(chosen) || chosen < 1)
+    throw new RangeError(`CellwireClient: ${name} must be a positive integer, got ${chosen}`);
   return chosen;
 }
 

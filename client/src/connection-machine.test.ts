@@ -29,7 +29,11 @@ function step(state: ConnectionState, input: ConnectionInput, nowMs = environmen
   return transition(state, input, machineOptions, { ...environment, nowMs });
 }
 
-function run(inputs: readonly ((state: ConnectionState) => ConnectionInput)[], from = initialConnectionState, machineOptions = options): ConnectionState {
+function run(
+  inputs: readonly ((state: ConnectionState) => ConnectionInput)[],
+  from = initialConnectionState,
+  machineOptions = options,
+): ConnectionState {
   return inputs.reduce((state, input) => step(state, input(state), environment.nowMs, machineOptions).state, from);
 }
 
@@ -56,14 +60,27 @@ describe("connection machine: transition table", () => {
     const { state, effects } = step(initialConnectionState, { type: "connect_requested" });
     expect(state).toMatchObject({ name: "connecting", attemptId: 1, socketRequested: false, failedAttempts: 0 });
     expect(effects).toEqual([
-      { type: "emit_state", state: "connecting", previousState: "idle", detail: { closeCode: null, reconnectDelayMs: null, closedReason: null }, urlIndex: 0 },
+      {
+        type: "emit_state",
+        state: "connecting",
+        previousState: "idle",
+        detail: { closeCode: null, reconnectDelayMs: null, closedReason: null },
+        urlIndex: 0,
+      },
       { type: "set_timer", delayMs: 5000, purpose: "connect_deadline" },
       { type: "fetch_token", attemptId: 1, reason: "connect" },
     ]);
   });
 
   it("closed + connect_requested → connecting with the failed-attempt count reset", () => {
-    const stopped = run([connect, token, closedWith(standardCloseCodes.abnormal), timer, token, closedWith(closeCodes.protocol_violation.code)]);
+    const stopped = run([
+      connect,
+      token,
+      closedWith(standardCloseCodes.abnormal),
+      timer,
+      token,
+      closedWith(closeCodes.protocol_violation.code),
+    ]);
     expect(stopped).toMatchObject({ name: "closed", closedReason: "stopped_by_server" });
     const { state, effects } = step(stopped, { type: "connect_requested" });
     expect(state).toMatchObject({ name: "connecting", failedAttempts: 0, closedReason: null });
@@ -93,7 +110,13 @@ describe("connection machine: transition table", () => {
     const { state, effects } = step(connectingForToken(), { type: "token_failed", attemptId: 1 });
     expect(state).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1 });
     expect(effects).toEqual([
-      { type: "emit_state", state: "waiting_to_reconnect", previousState: "connecting", detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null }, urlIndex: 0 },
+      {
+        type: "emit_state",
+        state: "waiting_to_reconnect",
+        previousState: "connecting",
+        detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null },
+        urlIndex: 0,
+      },
       { type: "clear_timer" },
       { type: "set_timer", delayMs: 100, purpose: "reconnect" },
     ]);
@@ -109,7 +132,13 @@ describe("connection machine: transition table", () => {
     const { state, effects } = step(authenticating(), { type: "welcome_received", attemptId: 1 });
     expect(state).toMatchObject({ name: "open", openedAtMs: environment.nowMs });
     expect(effects).toEqual([
-      { type: "emit_state", state: "open", previousState: "authenticating", detail: { closeCode: null, reconnectDelayMs: null, closedReason: null }, urlIndex: 0 },
+      {
+        type: "emit_state",
+        state: "open",
+        previousState: "authenticating",
+        detail: { closeCode: null, reconnectDelayMs: null, closedReason: null },
+        urlIndex: 0,
+      },
       { type: "clear_timer" },
       { type: "start_session", attemptId: 1 },
     ]);
@@ -135,7 +164,13 @@ describe("connection machine: transition table", () => {
     const { state, effects } = step(open(), { type: "sequence_gap", attemptId: 1 });
     expect(state).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1 });
     expect(effects).toEqual([
-      { type: "emit_state", state: "waiting_to_reconnect", previousState: "open", detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null }, urlIndex: 0 },
+      {
+        type: "emit_state",
+        state: "waiting_to_reconnect",
+        previousState: "open",
+        detail: { closeCode: null, reconnectDelayMs: 100, closedReason: null },
+        urlIndex: 0,
+      },
       { type: "close_socket", code: standardCloseCodes.normal },
       { type: "end_session", closeCode: null },
       { type: "set_timer", delayMs: 100, purpose: "reconnect" },
@@ -190,7 +225,10 @@ describe("connection machine: transition table", () => {
 
   it("ignores a socket close while waiting (the socket the client itself closed)", () => {
     const from = run([connect, token, opened, welcome, (state) => ({ type: "heartbeat_missed", attemptId: state.attemptId })]);
-    expect(step(from, { type: "socket_closed", attemptId: from.attemptId, code: standardCloseCodes.normal })).toEqual({ state: from, effects: [] });
+    expect(step(from, { type: "socket_closed", attemptId: from.attemptId, code: standardCloseCodes.normal })).toEqual({
+      state: from,
+      effects: [],
+    });
   });
 });
 
@@ -246,7 +284,18 @@ describe("connection machine: close codes", () => {
   });
 
   it("a session that lasted stableConnectionMs resets the backoff; a short one does not", () => {
-    const afterTwoFailures = run([connect, token, closedWith(standardCloseCodes.abnormal), timer, token, closedWith(standardCloseCodes.abnormal), timer, token, opened, welcome]);
+    const afterTwoFailures = run([
+      connect,
+      token,
+      closedWith(standardCloseCodes.abnormal),
+      timer,
+      token,
+      closedWith(standardCloseCodes.abnormal),
+      timer,
+      token,
+      opened,
+      welcome,
+    ]);
     expect(afterTwoFailures).toMatchObject({ name: "open", failedAttempts: 2, openedAtMs: environment.nowMs });
     const code = { type: "socket_closed", attemptId: afterTwoFailures.attemptId, code: standardCloseCodes.abnormal } as const;
     expect(step(afterTwoFailures, code, environment.nowMs + 9_999).state.failedAttempts).toBe(3);
@@ -256,7 +305,8 @@ describe("connection machine: close codes", () => {
 
 describe("connection machine: edge URLs", () => {
   const threeUrls: ConnectionMachineOptions = { ...options, urlCount: 3, reconnectAttemptsMax: 10 };
-  const go = (inputs: readonly ((state: ConnectionState) => ConnectionInput)[], from = initialConnectionState) => run(inputs, from, threeUrls);
+  const go = (inputs: readonly ((state: ConnectionState) => ConnectionInput)[], from = initialConnectionState) =>
+    run(inputs, from, threeUrls);
   const at = (state: ConnectionState, input: ConnectionInput, nowMs = environment.nowMs) => step(state, input, nowMs, threeUrls);
   const timerOf = (effects: readonly ConnectionEffect[]) => effects.find((effect) => effect.type === "set_timer");
   const abnormal = closedWith(standardCloseCodes.abnormal);
@@ -277,8 +327,13 @@ describe("connection machine: edge URLs", () => {
     expect(state).toMatchObject({ name: "waiting_to_reconnect", urlIndex: 1, failedAttempts: 1 });
     expect(effects[0]).toMatchObject({ type: "emit_state", urlIndex: 1, detail: { reconnectDelayMs: 100 } });
     expect(timerOf(effects)).toEqual({ type: "set_timer", delayMs: 100, purpose: "reconnect" });
-    expect(at(go([timer, token], state), { type: "socket_opened", attemptId: 2 }).state).toMatchObject({ name: "authenticating", urlIndex: 1 });
-    expect(at(go([timer], state), { type: "token_received", attemptId: 2 }).effects).toEqual([{ type: "open_socket", attemptId: 2, urlIndex: 1 }]);
+    expect(at(go([timer, token], state), { type: "socket_opened", attemptId: 2 }).state).toMatchObject({
+      name: "authenticating",
+      urlIndex: 1,
+    });
+    expect(at(go([timer], state), { type: "token_received", attemptId: 2 }).effects).toEqual([
+      { type: "open_socket", attemptId: 2, urlIndex: 1 },
+    ]);
   });
 
   it("all URLs down: the URLs rotate while the backoff grows", () => {
@@ -302,7 +357,11 @@ describe("connection machine: edge URLs", () => {
   });
 
   it.each([
-    ["the token provider failed", (state: ConnectionState): ConnectionInput => ({ type: "token_failed", attemptId: state.attemptId }), go([connect])],
+    [
+      "the token provider failed",
+      (state: ConnectionState): ConnectionInput => ({ type: "token_failed", attemptId: state.attemptId }),
+      go([connect]),
+    ],
     ["the deadline passed while waiting for the token", timer, go([connect])],
     ["the edge asked for a fresh token (4101)", closedWith(closeCodes.token_expired.code), go([connect, token, opened])],
     ["the edge refused a frame too big (1009)", closedWith(standardCloseCodes.messageTooBig), go([connect, token, opened, welcome])],
@@ -329,7 +388,11 @@ describe("connection machine: edge URLs", () => {
   it("one failover per drop: when the edge it went to fails too, the usual backoff follows", () => {
     const failedOver = go([connect, token, opened, welcome, abnormal]);
     expect(failedOver).toMatchObject({ name: "waiting_to_reconnect", urlIndex: 1 });
-    const { state, effects } = at(go([timer, token], failedOver), { type: "socket_closed", attemptId: 2, code: standardCloseCodes.abnormal });
+    const { state, effects } = at(go([timer, token], failedOver), {
+      type: "socket_closed",
+      attemptId: 2,
+      code: standardCloseCodes.abnormal,
+    });
     expect(state).toMatchObject({ name: "waiting_to_reconnect", urlIndex: 2, failedAttempts: 2 });
     expect(timerOf(effects)).toEqual({ type: "set_timer", delayMs: 200, purpose: "reconnect" });
   });
@@ -353,7 +416,11 @@ describe("connection machine: edge URLs", () => {
   });
 
   it("a 4200-range stop keeps the URL; reconnect_limit moves on; connect() after closed starts at the kept URL", () => {
-    const stopped = at(go([connect, token, opened]), { type: "socket_closed", attemptId: 1, code: closeCodes.protocol_violation.code }).state;
+    const stopped = at(go([connect, token, opened]), {
+      type: "socket_closed",
+      attemptId: 1,
+      code: closeCodes.protocol_violation.code,
+    }).state;
     expect(stopped).toMatchObject({ name: "closed", urlIndex: 0 });
     const limited = run([connect, token, abnormal], initialConnectionState, { ...threeUrls, reconnectAttemptsMax: 0 });
     expect(limited).toMatchObject({ name: "closed", closedReason: "reconnect_limit", urlIndex: 1 });
@@ -368,7 +435,10 @@ describe("connection machine: edge URLs", () => {
 
 type InputSpec =
   | { readonly kind: "connect_requested" | "close_requested" | "timer_fired" }
-  | { readonly kind: "token_received" | "token_failed" | "socket_opened" | "welcome_received" | "heartbeat_missed" | "sequence_gap"; readonly attemptOffset: number }
+  | {
+      readonly kind: "token_received" | "token_failed" | "socket_opened" | "welcome_received" | "heartbeat_missed" | "sequence_gap";
+      readonly attemptOffset: number;
+    }
   | { readonly kind: "socket_closed"; readonly attemptOffset: number; readonly code: number };
 
 const interestingCodes = [1000, 1001, 1006, 1009, 3000, 4000, 4001, 4002, 4099, 4100, 4101, 4102, 4199, 4200, 4201, 4202, 4299, 4500];
@@ -378,7 +448,10 @@ const attemptOffset = fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weigh
 const inputSpec: fc.Arbitrary<InputSpec> = fc.oneof(
   fc.constantFrom("connect_requested", "close_requested", "timer_fired").map((kind) => ({ kind })),
   fc
-    .record({ kind: fc.constantFrom("token_received", "token_failed", "socket_opened", "welcome_received", "heartbeat_missed", "sequence_gap"), attemptOffset })
+    .record({
+      kind: fc.constantFrom("token_received", "token_failed", "socket_opened", "welcome_received", "heartbeat_missed", "sequence_gap"),
+      attemptOffset,
+    })
     .map((spec) => spec as InputSpec),
   fc.record({ kind: fc.constant("socket_closed" as const), attemptOffset, code: fc.constantFrom(...interestingCodes) }),
 );
@@ -433,16 +506,22 @@ describe("connection machine: properties", () => {
             if (effect.type === "open_socket" || effect.type === "emit_state") expect(effect.urlIndex).toBe(next.urlIndex);
           }
           if ((state.name === "idle" || state.name === "closed") && input.type === "connect_requested") failoverAllowed = true;
-          if (state.name === "open" && state.openedAtMs !== null && nowMs - state.openedAtMs >= options.stableConnectionMs) failoverAllowed = true;
+          if (state.name === "open" && state.openedAtMs !== null && nowMs - state.openedAtMs >= options.stableConnectionMs)
+            failoverAllowed = true;
           const failovers = effects.filter((effect) => effect.type === "set_timer" && effect.purpose === "failover");
           if (failovers.length > 0) {
             expect(failoverAllowed).toBe(true);
             failoverAllowed = false;
             expect(state.name).toBe("open");
-            expect(next).toMatchObject({ name: "waiting_to_reconnect", failedAttempts: 1, urlIndex: nextUrlIndex(state.urlIndex, urlCount) });
+            expect(next).toMatchObject({
+              name: "waiting_to_reconnect",
+              failedAttempts: 1,
+              urlIndex: nextUrlIndex(state.urlIndex, urlCount),
+            });
             expect(urlCount).toBeGreaterThan(1);
             for (const failover of failovers) {
-              if (failover.type === "set_timer") expect(failover.delayMs).toBeLessThanOrEqual(options.backoff.initialDelayMs * options.backoff.jitterRatio);
+              if (failover.type === "set_timer")
+                expect(failover.delayMs).toBeLessThanOrEqual(options.backoff.initialDelayMs * options.backoff.jitterRatio);
             }
           }
 
@@ -479,7 +558,8 @@ describe("connection machine: properties", () => {
           expect(kinds.includes("start_session")).toBe(next.name === "open" && state.name !== "open");
           expect(kinds.includes("end_session")).toBe(state.name === "open" && next.name !== "open");
           if (input.type === "close_requested") expect(next.name).toBe("closed");
-          if (input.type === "socket_closed" && input.code >= 4200 && input.code <= 4299 && kinds.length > 0) expect(next.name).toBe("closed");
+          if (input.type === "socket_closed" && input.code >= 4200 && input.code <= 4299 && kinds.length > 0)
+            expect(next.name).toBe("closed");
           if (state.name === "closed" && input.type !== "connect_requested") expect(effects).toEqual([]);
           expect(next.failedAttempts).toBeLessThanOrEqual(options.reconnectAttemptsMax + 1);
           state = next;
@@ -547,17 +627,20 @@ describe("connection machine: a wave of clients after their edge dies", () => {
     ["fails over (two edge URLs)", 2, "failover", 0, 250],
     // One URL (a balancer): the first backoff, [initialDelayMs × (1 − jitterRatio), initialDelayMs] = [250, 500] ms.
     ["backs off (one URL)", 1, "reconnect", 250, 500],
-  ])("6,000 clients whose sessions drop together %s spread over the window, not in one millisecond", (_name, urlCount, purpose, fromMs, toMs) => {
-    const wave = waveDelays(6000, urlCount);
-    expect(new Set(wave.map((entry) => entry.purpose))).toEqual(new Set([purpose]));
-    const delaysMs = wave.map((entry) => entry.delayMs);
-    expect(Math.min(...delaysMs)).toBeGreaterThanOrEqual(fromMs);
-    expect(Math.max(...delaysMs)).toBeLessThanOrEqual(toMs);
-    // Every millisecond of the window is used, and none by more than about twice its share (24 a ms).
-    const perMs = buckets(delaysMs, fromMs, toMs, 1);
-    expect(perMs.filter((count) => count > 0).length).toBeGreaterThanOrEqual(toMs - fromMs);
-    expect(Math.max(...perMs)).toBeLessThanOrEqual(2 * (6000 / (toMs - fromMs + 1)));
-    // Each 50 ms of the window takes its fifth of the wave, within 10%.
-    for (const count of buckets(delaysMs, fromMs, toMs - 1, 50)) expect(Math.abs(count - 1200)).toBeLessThanOrEqual(120);
-  });
+  ])(
+    "6,000 clients whose sessions drop together %s spread over the window, not in one millisecond",
+    (_name, urlCount, purpose, fromMs, toMs) => {
+      const wave = waveDelays(6000, urlCount);
+      expect(new Set(wave.map((entry) => entry.purpose))).toEqual(new Set([purpose]));
+      const delaysMs = wave.map((entry) => entry.delayMs);
+      expect(Math.min(...delaysMs)).toBeGreaterThanOrEqual(fromMs);
+      expect(Math.max(...delaysMs)).toBeLessThanOrEqual(toMs);
+      // Every millisecond of the window is used, and none by more than about twice its share (24 a ms).
+      const perMs = buckets(delaysMs, fromMs, toMs, 1);
+      expect(perMs.filter((count) => count > 0).length).toBeGreaterThanOrEqual(toMs - fromMs);
+      expect(Math.max(...perMs)).toBeLessThanOrEqual(2 * (6000 / (toMs - fromMs + 1)));
+      // Each 50 ms of the window takes its fifth of the wave, within 10%.
+      for (const count of buckets(delaysMs, fromMs, toMs - 1, 50)) expect(Math.abs(count - 1200)).toBeLessThanOrEqual(120);
+    },
+  );
 });

@@ -149,7 +149,10 @@ export function transition(
 
     case "token_received":
       if (state.name !== "connecting" || state.socketRequested || !current) return noChange(state);
-      return { state: { ...state, socketRequested: true }, effects: [{ type: "open_socket", attemptId: state.attemptId, urlIndex: state.urlIndex }] };
+      return {
+        state: { ...state, socketRequested: true },
+        effects: [{ type: "open_socket", attemptId: state.attemptId, urlIndex: state.urlIndex }],
+      };
 
     case "token_failed":
       if (state.name !== "connecting" || state.socketRequested || !current) return noChange(state);
@@ -197,9 +200,16 @@ function nextTokenReason(state: ConnectionState): TokenReason {
 }
 
 /** The transition into `next`; emit_state comes first so listeners hear of a state before its effects run. */
-function enter(previous: ConnectionState, next: ConnectionState, detail: StateChangeDetail, effects: readonly ConnectionEffect[]): Transition {
+function enter(
+  previous: ConnectionState,
+  next: ConnectionState,
+  detail: StateChangeDetail,
+  effects: readonly ConnectionEffect[],
+): Transition {
   const emitted: ConnectionEffect[] =
-    previous.name === next.name ? [] : [{ type: "emit_state", state: next.name, previousState: previous.name, detail, urlIndex: next.urlIndex }];
+    previous.name === next.name
+      ? []
+      : [{ type: "emit_state", state: next.name, previousState: previous.name, detail, urlIndex: next.urlIndex }];
   return { state: next, effects: [...emitted, ...effects] };
 }
 
@@ -265,8 +275,16 @@ function connectionLost(
   // Another edge is likely up, so waiting a backoff first only delays the user. Bounded to one per drop
   // and per run of failures: a session that drops again before it is stable backs off as usual.
   const failover = state.name === "open" && failedAttempts === 1 && urlIndex !== state.urlIndex;
-  const delayMs = failover ? failoverDelayMs(options.backoff, environment.random) : backoffDelayMs(failedAttempts - 1, options.backoff, environment.random);
-  const next: ConnectionState = { ...base, name: "waiting_to_reconnect", failedAttempts, tokenRefreshRequired: advice === "refresh_token", urlIndex };
+  const delayMs = failover
+    ? failoverDelayMs(options.backoff, environment.random)
+    : backoffDelayMs(failedAttempts - 1, options.backoff, environment.random);
+  const next: ConnectionState = {
+    ...base,
+    name: "waiting_to_reconnect",
+    failedAttempts,
+    tokenRefreshRequired: advice === "refresh_token",
+    urlIndex,
+  };
   effects.push({ type: "set_timer", delayMs, purpose: failover ? "failover" : "reconnect" });
   return enter(state, next, { closeCode, reconnectDelayMs: delayMs, closedReason: null }, effects);
 }
@@ -279,7 +297,12 @@ function closeWith(
   effects: ConnectionEffect[],
 ): Transition {
   effects.push({ type: "fail_requests", reason, closeCode });
-  return enter(previous, { ...base, name: "closed", closedReason: reason }, { closeCode, reconnectDelayMs: null, closedReason: reason }, effects);
+  return enter(
+    previous,
+    { ...base, name: "closed", closedReason: reason },
+    { closeCode, reconnectDelayMs: null, closedReason: reason },
+    effects,
+  );
 }
 
 /** The URL after `urlIndex`, round robin. */

@@ -130,7 +130,10 @@ describe("conversation positions: properties", () => {
       fc.property(
         fc.array(fc.integer({ min: 0, max: 12 }), { minLength: 3, maxLength: 3 }),
         fc.array(
-          fc.record({ overlap: fc.nat({ max: 4 }), skip: fc.option(fc.record({ conversation: fc.nat({ max: 2 }), seq: fc.nat({ max: 12 }) }), { nil: undefined }) }),
+          fc.record({
+            overlap: fc.nat({ max: 4 }),
+            skip: fc.option(fc.record({ conversation: fc.nat({ max: 2 }), seq: fc.nat({ max: 12 }) }), { nil: undefined }),
+          }),
           { minLength: 1, maxLength: 12 },
         ),
         (headSeqs, sessions) => {
@@ -140,7 +143,9 @@ describe("conversation positions: properties", () => {
           for (const conversationId of conversations) positions.joined(conversationId, 0);
           const emitted = new Map<string, number[]>();
           for (const [index, session] of sessions.entries()) {
-            const cursors = new Map(positions.resumeCursors(conversations.length).map((cursor) => [cursor.conversationId, cursor.afterSeq]));
+            const cursors = new Map(
+              positions.resumeCursors(conversations.length).map((cursor) => [cursor.conversationId, cursor.afterSeq]),
+            );
             const skip = index === sessions.length - 1 ? undefined : session.skip;
             sessionLoop: for (const [conversationIndex, conversationId] of conversations.entries()) {
               const headSeq = headSeqs[conversationIndex] ?? 0;

@@ -55,14 +55,16 @@ export class DeliveredReporter {
       if (this.inFlight.has(conversationId)) continue;
       this.due.delete(conversationId);
       this.inFlight.add(conversationId);
-      this.report(conversationId, seq).then(
-        () => remember(this.reported, conversationId, seq),
-        // Not reported: the next message of the conversation reports a seq at least as high.
-        () => undefined,
-      ).finally(() => {
-        this.inFlight.delete(conversationId);
-        if (this.due.has(conversationId)) this.schedule();
-      });
+      this.report(conversationId, seq)
+        .then(
+          () => remember(this.reported, conversationId, seq),
+          // Not reported: the next message of the conversation reports a seq at least as high.
+          () => undefined,
+        )
+        .finally(() => {
+          this.inFlight.delete(conversationId);
+          if (this.due.has(conversationId)) this.schedule();
+        });
     }
   }
 }

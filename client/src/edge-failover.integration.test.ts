@@ -4,7 +4,15 @@
 // are refused (error, then close 1006) as after a SIGKILL: what the unit tests' fake edges imitate.
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
-import { decodeClientFrame, protocolVersion, type ConversationCursor, type HelloFrame, type Message, type SequencedEvent, type ServerFrame } from "@cellwire/protocol";
+import {
+  decodeClientFrame,
+  protocolVersion,
+  type ConversationCursor,
+  type HelloFrame,
+  type Message,
+  type SequencedEvent,
+  type ServerFrame,
+} from "@cellwire/protocol";
 import { WebSocket, WebSocketServer } from "ws";
 import { afterAll, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientEvents, type StateChange } from "./cellwire-client.ts";
@@ -36,14 +44,26 @@ function append(senderUserId: string, clientMessageId: string, body: string): Me
   const existing = log.find((message) => message.clientMessageId === clientMessageId);
   if (existing !== undefined) return existing;
   const seq = log.length + 1;
-  const message: Message = { conversationId: directConversationId, messageId: `m${seq}`, seq, senderUserId, senderDeviceId: "d", clientMessageId, body, sentAtMs: Date.now() };
+  const message: Message = {
+    conversationId: directConversationId,
+    messageId: `m${seq}`,
+    seq,
+    senderUserId,
+    senderDeviceId: "d",
+    clientMessageId,
+    body,
+    sentAtMs: Date.now(),
+  };
   log.push(message);
   for (const socket of liveSockets) send(socket, { type: "message", message });
   return message;
 }
 
 function appendReceipt(readSeq: number): void {
-  const sequenced: SequencedEvent = { seq: mailbox.length + 1, event: { kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq, deliveredSeq: readSeq } };
+  const sequenced: SequencedEvent = {
+    seq: mailbox.length + 1,
+    event: { kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq, deliveredSeq: readSeq },
+  };
   mailbox.push(sequenced);
   for (const socket of liveSockets) send(socket, { type: "event", ...sequenced });
 }
@@ -51,7 +71,8 @@ function appendReceipt(readSeq: number): void {
 /** A resuming hello's backlog: the conversation after the hello's cursor, the mailbox after resumeAfterSeq. */
 function sendBacklog(socket: WebSocket, hello: HelloFrame): void {
   if (hello.resumeAfterSeq === undefined) return;
-  for (const cursor of hello.conversations ?? []) for (const message of log.slice(cursor.afterSeq)) send(socket, { type: "message", message });
+  for (const cursor of hello.conversations ?? [])
+    for (const message of log.slice(cursor.afterSeq)) send(socket, { type: "message", message });
   for (const sequenced of mailbox.slice(hello.resumeAfterSeq)) send(socket, { type: "event", ...sequenced });
 }
 
@@ -77,14 +98,30 @@ async function startEdge(): Promise<TestEdge> {
       const frame = decoded.frame;
       if (frame.type === "hello") {
         edge.hellos.push({ resumeAfterSeq: frame.resumeAfterSeq, conversations: frame.conversations });
-        send(socket, { type: "welcome", protocolVersion, sessionId: `s${edge.hellos.length}`, userId: "alice", deviceId: "d", cellId: "a", heartbeatIntervalMs: 60_000 });
+        send(socket, {
+          type: "welcome",
+          protocolVersion,
+          sessionId: `s${edge.hellos.length}`,
+          userId: "alice",
+          deviceId: "d",
+          cellId: "a",
+          heartbeatIntervalMs: 60_000,
+        });
         sendBacklog(socket, frame);
         send(socket, { type: "synced", seq: mailbox.length });
         liveSockets.add(socket);
       } else if (frame.type === "send") {
         edge.sentClientMessageIds.push(frame.clientMessageId);
         const message = append("alice", frame.clientMessageId, frame.body);
-        if (!edge.holdAcks) send(socket, { type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs });
+        if (!edge.holdAcks)
+          send(socket, {
+            type: "ack",
+            requestId: frame.requestId,
+            conversationId: message.conversationId,
+            messageId: message.messageId,
+            seq: message.seq,
+            sentAtMs: message.sentAtMs,
+          });
       } else if (frame.type === "ping") {
         send(socket, { type: "pong", requestId: frame.requestId });
       }
@@ -100,7 +137,11 @@ afterAll(async () => {
   }
 });
 
-function waitFor<E extends keyof CellwireClientEvents>(client: CellwireClient, event: E, wanted: (payload: CellwireClientEvents[E]) => boolean): Promise<CellwireClientEvents[E]> {
+function waitFor<E extends keyof CellwireClientEvents>(
+  client: CellwireClient,
+  event: E,
+  wanted: (payload: CellwireClientEvents[E]) => boolean,
+): Promise<CellwireClientEvents[E]> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       unsubscribe();

@@ -31,6 +31,7 @@ function checkedEdgeUrl(url: unknown): string {
   } catch {
     throw new TypeError(refused);
   }
-  if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") throw new TypeError(`CellwireClient: url must use ws: or wss:, got ${JSON.stringify(url)}`);
+  if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:")
+    throw new TypeError(`CellwireClient: url must use ws: or wss:, got ${JSON.stringify(url)}`);
   return url;
 }

@@ -14,7 +14,8 @@ import type { ErrorCode } from "@cellwire/protocol";
  *   reconnects by itself and resumes the conversation after the last message it holds.
  * A server code this SDK does not know arrives as "internal" with the server's `retryable`.
  */
-export type CellwireClientErrorCode = ErrorCode | "timeout" | "closed" | "too_many_pending" | "token_unavailable" | "mailbox_gap" | "conversation_gap";
+export type CellwireClientErrorCode =
+  ErrorCode | "timeout" | "closed" | "too_many_pending" | "token_unavailable" | "mailbox_gap" | "conversation_gap";
 
 export class CellwireClientError extends Error {
   override readonly name = "CellwireClientError";

@@ -34,7 +34,15 @@ import type {
 describe("@cellwire/client public entry", () => {
   it("exports the client, its error class and the id checks", () => {
     expect(Object.keys(client).sort()).toEqual(
-      ["CellwireClient", "CellwireClientError", "defaultBackoffOptions", "isConversationId", "isDeviceId", "isUserId", "messageBodyLengthMax"].sort(),
+      [
+        "CellwireClient",
+        "CellwireClientError",
+        "defaultBackoffOptions",
+        "isConversationId",
+        "isDeviceId",
+        "isUserId",
+        "messageBodyLengthMax",
+      ].sort(),
     );
   });
 
@@ -93,7 +101,18 @@ describe("@cellwire/client public entry", () => {
     expectTypeOf<"mailbox_gap" | "conversation_gap" | "overloaded">().toExtend<CellwireClientErrorCode>();
     expectTypeOf<CellwireClientError["retryAfterMs"]>().toEqualTypeOf<number | undefined>();
     expectTypeOf<keyof CellwireClientEvents>().toEqualTypeOf<
-      "state" | "event" | "message" | "joined" | "synced" | "resync" | "welcome" | "error" | "typing" | "typingStopped" | "presence" | "receipt"
+      | "state"
+      | "event"
+      | "message"
+      | "joined"
+      | "synced"
+      | "resync"
+      | "welcome"
+      | "error"
+      | "typing"
+      | "typingStopped"
+      | "presence"
+      | "receipt"
     >();
   });
 

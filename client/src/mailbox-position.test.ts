@@ -50,9 +50,17 @@ describe("mailbox position: frame table", () => {
   });
 
   it("synced and resync → the mailbox incarnation is the frame's, absent included (decision 0021)", () => {
-    expect(applyMailboxFrame(3, { type: "synced", seq: 3, mailboxIncarnation: "a" })).toEqual({ kind: "synced", lastSeq: 3, mailboxIncarnation: "a" });
+    expect(applyMailboxFrame(3, { type: "synced", seq: 3, mailboxIncarnation: "a" })).toEqual({
+      kind: "synced",
+      lastSeq: 3,
+      mailboxIncarnation: "a",
+    });
     expect(applyMailboxFrame(3, { type: "synced", seq: 3 })).toEqual({ kind: "synced", lastSeq: 3, mailboxIncarnation: undefined });
-    expect(applyMailboxFrame(9, { type: "resync", headSeq: 0, mailboxIncarnation: "b" })).toEqual({ kind: "resync", lastSeq: 0, mailboxIncarnation: "b" });
+    expect(applyMailboxFrame(9, { type: "resync", headSeq: 0, mailboxIncarnation: "b" })).toEqual({
+      kind: "resync",
+      lastSeq: 0,
+      mailboxIncarnation: "b",
+    });
   });
 
   it("the hello's mailbox cursor: the incarnation goes only with a resumeAfterSeq", () => {
@@ -91,7 +99,8 @@ describe("mailbox position: properties", () => {
             expect(next.seq).toBeGreaterThan(emitted.at(-1) ?? 0);
             emitted.push(next.seq);
           }
-          if (outcome.kind !== "emit") expect(outcome.lastSeq).toBe(next.type === "synced" ? Math.max(lastSeq ?? next.seq, next.seq) : lastSeq);
+          if (outcome.kind !== "emit")
+            expect(outcome.lastSeq).toBe(next.type === "synced" ? Math.max(lastSeq ?? next.seq, next.seq) : lastSeq);
           lastSeq = outcome.lastSeq;
         }
       }),
@@ -104,7 +113,10 @@ describe("mailbox position: properties", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 30 }),
-        fc.array(fc.record({ overlap: fc.nat({ max: 5 }), skipAt: fc.option(fc.nat({ max: 30 }), { nil: undefined }) }), { minLength: 1, maxLength: 20 }),
+        fc.array(fc.record({ overlap: fc.nat({ max: 5 }), skipAt: fc.option(fc.nat({ max: 30 }), { nil: undefined }) }), {
+          minLength: 1,
+          maxLength: 20,
+        }),
         (headSeq, sessions) => {
           let lastSeq: number | undefined = 0;
           const emitted: number[] = [];

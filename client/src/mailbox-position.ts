@@ -31,7 +31,11 @@ export function applyMailboxFrame(lastSeq: number | undefined, frame: MailboxFra
       // A synced below lastSeq cannot take back events the device already holds and emitted.
       // The incarnation is the frame's, absent included: an edge names none while the user has no mailbox,
       // and a stored one would then be another mailbox's once the user gets one.
-      return { kind: "synced", lastSeq: lastSeq === undefined ? frame.seq : Math.max(lastSeq, frame.seq), mailboxIncarnation: frame.mailboxIncarnation };
+      return {
+        kind: "synced",
+        lastSeq: lastSeq === undefined ? frame.seq : Math.max(lastSeq, frame.seq),
+        mailboxIncarnation: frame.mailboxIncarnation,
+      };
     case "resync":
       return { kind: "resync", lastSeq: frame.headSeq, mailboxIncarnation: frame.mailboxIncarnation };
   }

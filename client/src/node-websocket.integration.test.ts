@@ -5,7 +5,15 @@
 // hello's cursor and the mailbox after resumeAfterSeq, then synced, then live messages and events.
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
-import { closeCodes, decodeClientFrame, protocolVersion, type ConversationCursor, type Message, type SequencedEvent, type ServerFrame } from "@cellwire/protocol";
+import {
+  closeCodes,
+  decodeClientFrame,
+  protocolVersion,
+  type ConversationCursor,
+  type Message,
+  type SequencedEvent,
+  type ServerFrame,
+} from "@cellwire/protocol";
 import { WebSocket, WebSocketServer } from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CellwireClient, type CellwireClientEvents, type StateChange, type TokenRequest } from "./cellwire-client.ts";
@@ -15,7 +23,11 @@ const deadlineMs = 5000;
 let server: WebSocketServer;
 let url: string;
 const serverSockets: WebSocket[] = [];
-const hellos: { readonly token: string; readonly resumeAfterSeq: number | undefined; readonly conversations: ConversationCursor[] | undefined }[] = [];
+const hellos: {
+  readonly token: string;
+  readonly resumeAfterSeq: number | undefined;
+  readonly conversations: ConversationCursor[] | undefined;
+}[] = [];
 /** alice's mailbox: receipts only here. */
 const mailbox: SequencedEvent[] = [];
 /** The one conversation's log: the message with seq n is at index n - 1. */
@@ -45,7 +57,10 @@ function appendMessage(senderUserId: string, clientMessageId: string, body: stri
 }
 
 function appendReceipt(readSeq: number): void {
-  const sequenced: SequencedEvent = { seq: mailbox.length + 1, event: { kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq, deliveredSeq: readSeq } };
+  const sequenced: SequencedEvent = {
+    seq: mailbox.length + 1,
+    event: { kind: "receipt", conversationId: directConversationId, userId: "bob", readSeq, deliveredSeq: readSeq },
+  };
   mailbox.push(sequenced);
   for (const socket of liveSockets) socket.send(frameText({ type: "event", ...sequenced }));
 }
@@ -65,10 +80,19 @@ beforeAll(async () => {
       if (frame.type === "hello") {
         hellos.push({ token: frame.token, resumeAfterSeq: frame.resumeAfterSeq, conversations: frame.conversations });
         if (frame.token === "expired") return socket.close(closeCodes.token_expired.code, "expired");
-        reply({ type: "welcome", protocolVersion, sessionId: `s${serverSockets.length}`, userId: "alice", deviceId: frame.deviceId ?? "d", cellId: "a", heartbeatIntervalMs: 60_000 });
+        reply({
+          type: "welcome",
+          protocolVersion,
+          sessionId: `s${serverSockets.length}`,
+          userId: "alice",
+          deviceId: frame.deviceId ?? "d",
+          cellId: "a",
+          heartbeatIntervalMs: 60_000,
+        });
         // Written back to back, so the client usually reads them in one tick with the welcome.
         if (frame.resumeAfterSeq !== undefined) {
-          for (const cursor of frame.conversations ?? []) for (const message of log.slice(cursor.afterSeq)) reply({ type: "message", message });
+          for (const cursor of frame.conversations ?? [])
+            for (const message of log.slice(cursor.afterSeq)) reply({ type: "message", message });
           for (const sequenced of mailbox.slice(frame.resumeAfterSeq)) reply({ type: "event", ...sequenced });
         }
         reply({ type: "synced", seq: mailbox.length });
@@ -78,7 +102,14 @@ beforeAll(async () => {
       if (frame.type === "send") {
         const existing = log.find((message) => message.clientMessageId === frame.clientMessageId);
         const message = existing ?? appendMessage("alice", frame.clientMessageId, frame.body);
-        return reply({ type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs });
+        return reply({
+          type: "ack",
+          requestId: frame.requestId,
+          conversationId: message.conversationId,
+          messageId: message.messageId,
+          seq: message.seq,
+          sentAtMs: message.sentAtMs,
+        });
       }
       if (frame.type === "ping") return reply({ type: "pong", requestId: frame.requestId });
     });
@@ -141,7 +172,9 @@ describe("CellwireClient with ws (Node)", () => {
       ]);
       expect(requests.map((request) => request.reason)).toEqual(["connect", "refresh"]);
       const ownMessage = waitFor(client, "message", (message) => message.clientMessageId === "cm-own");
-      await expect(client.send(directConversationId, "over a real socket", { clientMessageId: "cm-own" })).resolves.toMatchObject({ seq: 2 });
+      await expect(client.send(directConversationId, "over a real socket", { clientMessageId: "cm-own" })).resolves.toMatchObject({
+        seq: 2,
+      });
       await ownMessage;
       expect(client.positions()).toEqual({ mailboxSeq: 1, conversations: { [directConversationId]: 2 } });
 
@@ -154,7 +187,11 @@ describe("CellwireClient with ws (Node)", () => {
       await reopened;
       await expect(client.whenSynced()).resolves.toBe(2);
       expect(requests.at(-1)?.reason).toBe("reconnect");
-      expect(hellos.at(-1)).toEqual({ token: "good-2", resumeAfterSeq: 1, conversations: [{ conversationId: directConversationId, afterSeq: 2 }] });
+      expect(hellos.at(-1)).toEqual({
+        token: "good-2",
+        resumeAfterSeq: 1,
+        conversations: [{ conversationId: directConversationId, afterSeq: 2 }],
+      });
       expect(received).toEqual(["2 over a real socket", "3 while away 1", "4 while away 2", "event 2 receipt"]);
       await expect(client.send(directConversationId, "after the drop")).resolves.toMatchObject({ seq: 5 });
 

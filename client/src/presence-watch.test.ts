@@ -15,7 +15,12 @@ describe("PresenceWatch", () => {
   it("reports from a snapshot only the changes of users it already knew", () => {
     const watch = new PresenceWatch();
     watch.replace(["bob", "carol"]);
-    expect(watch.snapshot([{ userId: "bob", status: "online", changedAtMs: 1 }, { userId: "carol", status: "offline", changedAtMs: null }])).toEqual([]);
+    expect(
+      watch.snapshot([
+        { userId: "bob", status: "online", changedAtMs: 1 },
+        { userId: "carol", status: "offline", changedAtMs: null },
+      ]),
+    ).toEqual([]);
     expect(
       watch.snapshot([
         { userId: "bob", status: "offline", changedAtMs: 5 },

@@ -5,7 +5,11 @@ import type { ClientRequestFrame, ServerFrame } from "@cellwire/protocol";
 export type RequestKind = ClientRequestFrame["type"];
 
 /** A request frame before the client gives it a requestId (each transmission gets a fresh one). */
-export type RequestBody = ClientRequestFrame extends infer Frame ? (Frame extends ClientRequestFrame ? Omit<Frame, "requestId"> : never) : never;
+export type RequestBody = ClientRequestFrame extends infer Frame
+  ? Frame extends ClientRequestFrame
+    ? Omit<Frame, "requestId">
+    : never
+  : never;
 export type RequestBodyOf<K extends RequestKind> = Extract<RequestBody, { type: K }>;
 
 const replyTypes = {

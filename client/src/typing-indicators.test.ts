@@ -8,7 +8,12 @@ function setup(indicatorsMax?: number) {
   const clock = new ManualClock(0);
   const started: TypingIndicator[] = [];
   const stopped: TypingStopped[] = [];
-  const indicators = new TypingIndicators(clock, (indicator) => started.push(indicator), (entry) => stopped.push(entry), indicatorsMax);
+  const indicators = new TypingIndicators(
+    clock,
+    (indicator) => started.push(indicator),
+    (entry) => stopped.push(entry),
+    indicatorsMax,
+  );
   return { clock, started, stopped, indicators };
 }
 
@@ -46,7 +51,11 @@ describe("TypingIndicators", () => {
     indicators.received({ conversationId: "d-BBBBBBBBBBBBBBBBBBBBBB", userId: "bob", deviceId: "phone", expiresInMs: 2000 });
     expect(indicators.activeCount).toBe(3);
     clock.advanceBy(3000);
-    expect(stopped.map((entry) => `${entry.conversationId}/${entry.deviceId}`)).toEqual([`${conversationId}/phone`, "d-BBBBBBBBBBBBBBBBBBBBBB/phone", `${conversationId}/laptop`]);
+    expect(stopped.map((entry) => `${entry.conversationId}/${entry.deviceId}`)).toEqual([
+      `${conversationId}/phone`,
+      "d-BBBBBBBBBBBBBBBBBBBBBB/phone",
+      `${conversationId}/laptop`,
+    ]);
   });
 
   it("stops the oldest indicator early past indicatorsMax, and stops all on stopAll", () => {

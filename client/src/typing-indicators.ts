@@ -35,7 +35,12 @@ export class TypingIndicators {
   }
 
   /** A `typing` frame arrived: start or refresh its indicator, then emit it. */
-  received(frame: { readonly conversationId: string; readonly userId: string; readonly deviceId: string; readonly expiresInMs: number }): void {
+  received(frame: {
+    readonly conversationId: string;
+    readonly userId: string;
+    readonly deviceId: string;
+    readonly expiresInMs: number;
+  }): void {
     const { conversationId, userId, deviceId, expiresInMs } = frame;
     // Ids never contain a space (protocol allowlists), so the key is unambiguous.
     const key = `${conversationId} ${userId} ${deviceId}`;

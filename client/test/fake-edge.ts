@@ -143,7 +143,10 @@ export class FakeCell {
    * The user becomes a member (a joined event with the conversation's last seq as the join point), unless
    * already one. Returns the appended event, if any.
    */
-  join(conversationId: string, details: { readonly conversationKind?: ConversationKind; readonly title?: string | null; readonly addedByUserId?: string } = {}): SequencedEvent | undefined {
+  join(
+    conversationId: string,
+    details: { readonly conversationKind?: ConversationKind; readonly title?: string | null; readonly addedByUserId?: string } = {},
+  ): SequencedEvent | undefined {
     if (this.joinPoints.has(conversationId)) return undefined;
     return this.append({
       kind: "joined",
@@ -319,22 +322,47 @@ export class FakeEdge {
     switch (frame.type) {
       case "send": {
         const message = this.store(frame.conversationId, frame.clientMessageId, frame.body);
-        return { type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs };
+        return {
+          type: "ack",
+          requestId: frame.requestId,
+          conversationId: message.conversationId,
+          messageId: message.messageId,
+          seq: message.seq,
+          sentAtMs: message.sentAtMs,
+        };
       }
       case "openDirect":
         // The first open makes the user a member, as the cell does: a joined event in the mailbox.
         this.cell.join(directConversationId, { conversationKind: "direct" });
-        return { type: "conversation", requestId: frame.requestId, conversation: this.summary(directConversationId, "direct", null, [this.userId, frame.peerUserId]) };
+        return {
+          type: "conversation",
+          requestId: frame.requestId,
+          conversation: this.summary(directConversationId, "direct", null, [this.userId, frame.peerUserId]),
+        };
       case "createGroup":
         this.cell.join(groupConversationId, { conversationKind: "group", title: frame.title });
-        return { type: "conversation", requestId: frame.requestId, conversation: this.summary(groupConversationId, "group", frame.title, [this.userId, ...frame.memberUserIds]) };
+        return {
+          type: "conversation",
+          requestId: frame.requestId,
+          conversation: this.summary(groupConversationId, "group", frame.title, [this.userId, ...frame.memberUserIds]),
+        };
       case "addMembers":
-        return { type: "conversation", requestId: frame.requestId, conversation: this.summary(frame.conversationId, "group", "group", [this.userId, ...frame.userIds]) };
+        return {
+          type: "conversation",
+          requestId: frame.requestId,
+          conversation: this.summary(frame.conversationId, "group", "group", [this.userId, ...frame.userIds]),
+        };
       case "history": {
         const before = frame.beforeSeq ?? Number.MAX_SAFE_INTEGER;
         const older = this.storedMessages(frame.conversationId).filter((message) => message.seq < before);
         const limit = frame.limit ?? 50;
-        return { type: "historyPage", requestId: frame.requestId, conversationId: frame.conversationId, messages: older.slice(-limit), hasMore: older.length > limit };
+        return {
+          type: "historyPage",
+          requestId: frame.requestId,
+          conversationId: frame.conversationId,
+          messages: older.slice(-limit),
+          hasMore: older.length > limit,
+        };
       }
       case "ping":
         return { type: "pong", requestId: frame.requestId };
@@ -350,7 +378,14 @@ export class FakeEdge {
         return { type: "receiptAck", requestId: frame.requestId, conversationId: frame.conversationId, ...after };
       }
       case "refresh":
-        if (!this.refreshSupported) return { type: "error", requestId: frame.requestId, code: "unknown_frame_type", message: "$.type is not a known frame type", retryable: false };
+        if (!this.refreshSupported)
+          return {
+            type: "error",
+            requestId: frame.requestId,
+            code: "unknown_frame_type",
+            message: "$.type is not a known frame type",
+            retryable: false,
+          };
         return { type: "refreshed", requestId: frame.requestId, tokenExpiresAtMs: this.expiresAtMsOfToken(frame.token) };
       case "watchPresence":
         return {
@@ -410,7 +445,9 @@ export class FakeEdge {
       const cursor = session.conversationSeqs.get(message.conversationId);
       if (cursor === message.seq - 1) this.sendMessages(socket, [message]);
       else if (cursor === undefined) {
-        const startSeq = session.resumed ? Math.max(0, this.cell.joinPointOf(message.conversationId) - this.replayOverlap) : message.seq - 1;
+        const startSeq = session.resumed
+          ? Math.max(0, this.cell.joinPointOf(message.conversationId) - this.replayOverlap)
+          : message.seq - 1;
         this.sendMessages(socket, this.storedMessages(message.conversationId).slice(startSeq, message.seq));
       }
     }
@@ -425,7 +462,8 @@ export class FakeEdge {
     const headSeq = this.mailboxHeadSeq;
     const { mailboxIncarnation } = this.cell;
     const named = mailboxIncarnation === undefined ? {} : { mailboxIncarnation };
-    const otherMailbox = hello.mailboxIncarnation !== undefined && mailboxIncarnation !== undefined && hello.mailboxIncarnation !== mailboxIncarnation;
+    const otherMailbox =
+      hello.mailboxIncarnation !== undefined && mailboxIncarnation !== undefined && hello.mailboxIncarnation !== mailboxIncarnation;
     // As the real edge: another mailbox's seq starts over from the floor (0 here), a seq beyond the head resyncs at it.
     const resumeAfterSeq = otherMailbox ? 0 : hello.resumeAfterSeq;
     const session: FakeSession = { mailboxSeq: headSeq, resumed: resumeAfterSeq !== undefined, conversationSeqs: new Map() };
@@ -444,7 +482,11 @@ export class FakeEdge {
           const { event } = sequenced;
           if (event.kind !== "joined" || session.conversationSeqs.has(event.conversationId)) continue;
           session.conversationSeqs.set(event.conversationId, event.afterSeq);
-          this.sendMessages(socket, this.storedMessages(event.conversationId).slice(Math.max(0, event.afterSeq - this.replayOverlap)), session);
+          this.sendMessages(
+            socket,
+            this.storedMessages(event.conversationId).slice(Math.max(0, event.afterSeq - this.replayOverlap)),
+            session,
+          );
         }
       }
     }

@@ -48,7 +48,8 @@ export class ManualClock implements Clock {
   private nextDue(): Timer | undefined {
     let earliest: Timer | undefined;
     for (const timer of this.timers.values()) {
-      if (earliest === undefined || timer.dueMs < earliest.dueMs || (timer.dueMs === earliest.dueMs && timer.id < earliest.id)) earliest = timer;
+      if (earliest === undefined || timer.dueMs < earliest.dueMs || (timer.dueMs === earliest.dueMs && timer.id < earliest.id))
+        earliest = timer;
     }
     return earliest;
   }

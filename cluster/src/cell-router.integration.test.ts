@@ -3,7 +3,16 @@
 // (cell.sendBatch), one per worker and turn, each caller getting its own reply.
 import { randomBytes } from "node:crypto";
 import { afterAll, expect, it } from "vitest";
-import { cellReply, cellSendBatch, workerRequestSubject, workerSubject, type CellReply, type CellSendBatchReplies, type CellSendRequest, type WorkerLease } from "@cellwire/protocol";
+import {
+  cellReply,
+  cellSendBatch,
+  workerRequestSubject,
+  workerSubject,
+  type CellReply,
+  type CellSendBatchReplies,
+  type CellSendRequest,
+  type WorkerLease,
+} from "@cellwire/protocol";
 import { CellRouter } from "./cell-router.ts";
 import { LeaseHolder, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
 import { decodeMessage, encodeJson } from "./nats-json.ts";
@@ -54,7 +63,15 @@ it("re-routes a request whose owner leaves the ring while it waits for the reply
 
   const router = new CellRouter(
     connection,
-    { namespace, leaseMs, requestTimeoutMs, attemptsMax: 10, deadlineMs: 20_000, retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 }, watchedCellsMax: 4 },
+    {
+      namespace,
+      leaseMs,
+      requestTimeoutMs,
+      attemptsMax: 10,
+      deadlineMs: 20_000,
+      retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 },
+      watchedCellsMax: 4,
+    },
     systemClock,
     logger,
   );
@@ -86,7 +103,13 @@ it("carries the sends of one turn to each owner in one cell.sendBatch, and route
   const unexpected: string[] = [];
   for (const workerId of ["w1", "w2"]) {
     const subject = workerSubject(namespace, batchCellId, workerId);
-    const holder = new LeaseHolder(bucket, { workerId, cellId: batchCellId, subject, startedAtMs: Date.now(), leaseMs }, 100, systemClock, logger);
+    const holder = new LeaseHolder(
+      bucket,
+      { workerId, cellId: batchCellId, subject, startedAtMs: Date.now(), leaseMs },
+      100,
+      systemClock,
+      logger,
+    );
     await holder.start();
     cleanups.push(() => holder.stop());
     batchesByWorker.set(workerId, []);
@@ -124,7 +147,15 @@ it("carries the sends of one turn to each owner in one cell.sendBatch, and route
 
   const router = new CellRouter(
     connection,
-    { namespace, leaseMs, requestTimeoutMs, attemptsMax: 3, deadlineMs: 20_000, retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 }, watchedCellsMax: 4 },
+    {
+      namespace,
+      leaseMs,
+      requestTimeoutMs,
+      attemptsMax: 3,
+      deadlineMs: 20_000,
+      retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 },
+      watchedCellsMax: 4,
+    },
     systemClock,
     logger,
   );
@@ -133,14 +164,27 @@ it("carries the sends of one turn to each owner in one cell.sendBatch, and route
 
   // Three conversations of each worker, two sends in each: twelve sends in one turn.
   const ring = new Ring(["w1", "w2"]);
-  const owned = new Map<string, string[]>([["w1", []], ["w2", []]]);
+  const owned = new Map<string, string[]>([
+    ["w1", []],
+    ["w2", []],
+  ]);
   for (let index = 0; [...owned.values()].some((ids) => ids.length < 3); index++) {
     const conversationId = `g-${String(index).padStart(22, "0")}`;
     const ids = owned.get(ring.ownerOf(conversationId) ?? "");
     if (ids !== undefined && ids.length < 3) ids.push(conversationId);
   }
   const sends: CellSendRequest[] = [...owned.values()].flat().flatMap((conversationId) =>
-    [1, 2].map((copy) => ({ type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: `${conversationId}-${copy}`, body: "hi" }) as const),
+    [1, 2].map(
+      (copy) =>
+        ({
+          type: "cell.send",
+          senderUserId: "alice",
+          senderDeviceId: "phone",
+          conversationId,
+          clientMessageId: `${conversationId}-${copy}`,
+          body: "hi",
+        }) as const,
+    ),
   );
   const replies = await Promise.all(sends.map((send) => router.request(batchCellId, send)));
 
@@ -149,7 +193,9 @@ it("carries the sends of one turn to each owner in one cell.sendBatch, and route
   for (const [workerId, conversationIds] of owned) {
     const batches = batchesByWorker.get(workerId) ?? [];
     expect(batches).toHaveLength(1);
-    expect([...(batches[0] ?? [])].sort()).toEqual(conversationIds.flatMap((conversationId) => [`${conversationId}-1`, `${conversationId}-2`]).sort());
+    expect([...(batches[0] ?? [])].sort()).toEqual(
+      conversationIds.flatMap((conversationId) => [`${conversationId}-1`, `${conversationId}-2`]).sort(),
+    );
   }
   // Each caller got the reply to its own send.
   for (const [index, reply] of replies.entries()) {
@@ -166,7 +212,13 @@ it("waits no longer than the caller's deadline, and tells the worker what is lef
   cleanups.push(() => destroyMembershipBucket(connection, namespace, deadlineCellId));
   // One worker that takes every request and never answers (a statement stuck on a lock).
   const workerId = "stuck";
-  const lease: WorkerLease = { workerId, cellId: deadlineCellId, subject: workerSubject(namespace, deadlineCellId, workerId), startedAtMs: Date.now(), leaseMs };
+  const lease: WorkerLease = {
+    workerId,
+    cellId: deadlineCellId,
+    subject: workerSubject(namespace, deadlineCellId, workerId),
+    startedAtMs: Date.now(),
+    leaseMs,
+  };
   const holder = new LeaseHolder(bucket, lease, 100, systemClock, logger);
   await holder.start();
   cleanups.push(() => holder.stop());
@@ -180,7 +232,15 @@ it("waits no longer than the caller's deadline, and tells the worker what is lef
   // Its own limits would wait 8 s per attempt and 20 s in all; the caller gives 300 ms.
   const router = new CellRouter(
     connection,
-    { namespace, leaseMs, requestTimeoutMs, attemptsMax: 10, deadlineMs: 20_000, retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 }, watchedCellsMax: 4 },
+    {
+      namespace,
+      leaseMs,
+      requestTimeoutMs,
+      attemptsMax: 10,
+      deadlineMs: 20_000,
+      retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 },
+      watchedCellsMax: 4,
+    },
     systemClock,
     logger,
   );
@@ -188,18 +248,36 @@ it("waits no longer than the caller's deadline, and tells the worker what is lef
   expect(await router.hasLiveWorkers(deadlineCellId)).toBe(true);
 
   const callerBudgetMs = 300;
-  const history = { type: "cell.history", userId: "alice", conversationId: "g-0000000000000000000001", beforeSeq: null, limit: 10 } as const;
-  const send: CellSendRequest = { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: "g-0000000000000000000001", clientMessageId: "c-1", body: "hi" };
+  const history = {
+    type: "cell.history",
+    userId: "alice",
+    conversationId: "g-0000000000000000000001",
+    beforeSeq: null,
+    limit: 10,
+  } as const;
+  const send: CellSendRequest = {
+    type: "cell.send",
+    senderUserId: "alice",
+    senderDeviceId: "phone",
+    conversationId: "g-0000000000000000000001",
+    clientMessageId: "c-1",
+    body: "hi",
+  };
   for (const request of [history, send]) {
     payloads.length = 0;
     const startedAt = performance.now();
-    await expect(router.request(deadlineCellId, request, systemClock.monotonicNowMs() + callerBudgetMs)).rejects.toMatchObject({ name: "UnavailableError" });
+    await expect(router.request(deadlineCellId, request, systemClock.monotonicNowMs() + callerBudgetMs)).rejects.toMatchObject({
+      name: "UnavailableError",
+    });
     const elapsedMs = performance.now() - startedAt;
     expect(elapsedMs).toBeLessThan(callerBudgetMs + 1000);
     expect(payloads.length).toBeGreaterThanOrEqual(1);
     for (const payload of payloads) {
       const budgetMs = (payload as { budgetMs?: unknown }).budgetMs;
-      expect(typeof budgetMs === "number" && budgetMs >= 0 && budgetMs <= callerBudgetMs, `budgetMs ${String(budgetMs)} of ${JSON.stringify(payload)}`).toBe(true);
+      expect(
+        typeof budgetMs === "number" && budgetMs >= 0 && budgetMs <= callerBudgetMs,
+        `budgetMs ${String(budgetMs)} of ${JSON.stringify(payload)}`,
+      ).toBe(true);
     }
   }
 });

@@ -84,7 +84,10 @@ export class CellRouter {
       // Each request kind goes to the owner's subject for its channel, the only one the owner serves it on.
       const subject = owner === undefined ? undefined : requestSubjects.get(owner)?.[cellRequestChannel(request.type)];
       if (subject === undefined) {
-        lastError = new UnavailableError("cell_unavailable", `cell ${cellId} has no live worker (ring of ${ring.size} at epoch ${watcher.snapshot.epoch})`);
+        lastError = new UnavailableError(
+          "cell_unavailable",
+          `cell ${cellId} has no live worker (ring of ${ring.size} at epoch ${watcher.snapshot.epoch})`,
+        );
         continue;
       }
       // A request sent just before its owner died is lost with it; rather than wait for the attempt's
@@ -144,7 +147,11 @@ export class CellRouter {
   }
 
   stop(): void {
-    for (const pending of this.watchers.values()) void pending.then((watcher) => watcher.stop(), () => undefined);
+    for (const pending of this.watchers.values())
+      void pending.then(
+        (watcher) => watcher.stop(),
+        () => undefined,
+      );
     this.watchers.clear();
   }
 
@@ -164,7 +171,10 @@ export class CellRouter {
       if (oldest === undefined) break;
       const evicted = this.watchers.get(oldest);
       this.watchers.delete(oldest);
-      void evicted?.then((watcher) => watcher.stop(), () => undefined);
+      void evicted?.then(
+        (watcher) => watcher.stop(),
+        () => undefined,
+      );
     }
     return created;
   }
@@ -172,7 +182,16 @@ export class CellRouter {
   private async startWatcher(cellId: string): Promise<MembershipWatcher> {
     const bucket = await openExistingMembershipBucket(this.connection, this.options.namespace, cellId);
     const expiryCheckIntervalMs = Math.max(50, Math.floor(this.options.leaseMs / 4));
-    const watcher = new MembershipWatcher(bucket, cellId, expiryCheckIntervalMs, this.clock, this.logger, undefined, undefined, this.options.deletesExpiredLeases ?? true);
+    const watcher = new MembershipWatcher(
+      bucket,
+      cellId,
+      expiryCheckIntervalMs,
+      this.clock,
+      this.logger,
+      undefined,
+      undefined,
+      this.options.deletesExpiredLeases ?? true,
+    );
     watcher.onChange(() => {
       for (const listener of this.ringListeners) listener(cellId);
     });

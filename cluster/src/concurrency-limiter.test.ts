@@ -9,18 +9,20 @@ describe("ConcurrencyLimiter", () => {
     let running = 0;
     let runningMax = 0;
     const results = Array.from({ length: 5 }, (_, index) =>
-      limiter.run(async () => {
-        started.push(index);
-        running += 1;
-        runningMax = Math.max(runningMax, running);
-        await new Promise<void>((resolve) => releases.push(resolve));
-        running -= 1;
-        if (index === 1) throw new Error("task 1 fails");
-        return index;
-      }).then(
-        () => "fulfilled",
-        () => "rejected",
-      ),
+      limiter
+        .run(async () => {
+          started.push(index);
+          running += 1;
+          runningMax = Math.max(runningMax, running);
+          await new Promise<void>((resolve) => releases.push(resolve));
+          running -= 1;
+          if (index === 1) throw new Error("task 1 fails");
+          return index;
+        })
+        .then(
+          () => "fulfilled",
+          () => "rejected",
+        ),
     );
     for (let released = 0; released < 5; released++) {
       await expect.poll(() => releases.length).toBe(released + 1 + Math.min(1, 4 - released));

@@ -15,7 +15,8 @@ export class EnvironmentReader {
     this.used.add(name);
     const raw = this.environment[name];
     const value = raw === undefined || raw === "" ? fallback : raw;
-    if (pattern !== undefined && !pattern.test(value)) throw new ConfigError(`${name}=${JSON.stringify(value)} must match ${pattern.source}`);
+    if (pattern !== undefined && !pattern.test(value))
+      throw new ConfigError(`${name}=${JSON.stringify(value)} must match ${pattern.source}`);
     return value;
   }
 

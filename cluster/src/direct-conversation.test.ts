@@ -32,7 +32,14 @@ describe("keyedGroupConversationId", () => {
     expect(id).toMatch(conversationIdPattern);
     expect(id.startsWith("g-")).toBe(true);
     // Another creator, another key or another deployment's secret: another group.
-    expect(new Set([id, keyedGroupConversationId(key, "bob", "k-1"), keyedGroupConversationId(key, "alice", "k-2"), keyedGroupConversationId(`${key}!`, "alice", "k-1")]).size).toBe(4);
+    expect(
+      new Set([
+        id,
+        keyedGroupConversationId(key, "bob", "k-1"),
+        keyedGroupConversationId(key, "alice", "k-2"),
+        keyedGroupConversationId(`${key}!`, "alice", "k-1"),
+      ]).size,
+    ).toBe(4);
     expect(id.slice(2)).not.toBe(directConversationId(key, "alice", "k-1").slice(2));
     expect(() => keyedGroupConversationId("short", "alice", "k-1")).toThrow(RangeError);
   });

@@ -20,7 +20,8 @@ export const devDirectConversationKey = "cellwire-dev-direct-conversation-key: p
  * characters (132 bits) of HMAC-SHA-256.
  */
 export function directConversationId(key: string, userA: string, userB: string): string {
-  if (key.length < directConversationKeyLengthMin) throw new RangeError(`a direct conversation key has at least ${directConversationKeyLengthMin} characters`);
+  if (key.length < directConversationKeyLengthMin)
+    throw new RangeError(`a direct conversation key has at least ${directConversationKeyLengthMin} characters`);
   const [first, second] = userA < userB ? [userA, userB] : [userB, userA];
   const digest = createHmac("sha256", key).update(`${first}\n${second}`).digest("base64url");
   return `d-${digest.slice(0, 22)}`;
@@ -33,7 +34,8 @@ export function directConversationId(key: string, userA: string, userB: string):
  * docs/decisions/0017 says why this and not a key remembered by the cell.
  */
 export function keyedGroupConversationId(key: string, creatorUserId: string, clientGroupId: string): string {
-  if (key.length < directConversationKeyLengthMin) throw new RangeError(`a direct conversation key has at least ${directConversationKeyLengthMin} characters`);
+  if (key.length < directConversationKeyLengthMin)
+    throw new RangeError(`a direct conversation key has at least ${directConversationKeyLengthMin} characters`);
   const digest = createHmac("sha256", key).update(`group\n${creatorUserId}\n${clientGroupId}`).digest("base64url");
   return `g-${digest.slice(0, 22)}`;
 }

@@ -1,11 +1,35 @@
 import { describe, expect, it } from "vitest";
 import type { CellReply, CellRequest, Message } from "@cellwire/protocol";
 import { UnavailableError, RemoteError } from "./errors.ts";
-import { HomeRouter, homeKeyOf, homeRouterDefaults, type HomeDirectory, type HomeKey, type HomeLocation, type HomeRouterOptions } from "./home-router.ts";
+import {
+  HomeRouter,
+  homeKeyOf,
+  homeRouterDefaults,
+  type HomeDirectory,
+  type HomeKey,
+  type HomeLocation,
+  type HomeRouterOptions,
+} from "./home-router.ts";
 
-const sendRequest: CellRequest = { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: "g-1", clientMessageId: "c-1", body: "hi" };
+const sendRequest: CellRequest = {
+  type: "cell.send",
+  senderUserId: "alice",
+  senderDeviceId: "phone",
+  conversationId: "g-1",
+  clientMessageId: "c-1",
+  body: "hi",
+};
 const pageRequest: CellRequest = { type: "cell.mailboxPage", userId: "bob", afterSeq: 0, limit: 10 };
-const message: Message = { conversationId: "g-1", messageId: "m-1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c-1", body: "hi", sentAtMs: 1 };
+const message: Message = {
+  conversationId: "g-1",
+  messageId: "m-1",
+  seq: 1,
+  senderUserId: "alice",
+  senderDeviceId: "phone",
+  clientMessageId: "c-1",
+  body: "hi",
+  sentAtMs: 1,
+};
 const stored: CellReply = { type: "cell.stored", message, deduplicated: false };
 const moving: CellReply = { type: "cell.error", code: "moving", message: "frozen" };
 
@@ -64,11 +88,21 @@ function movedTo(cellId: string, epoch: number, id = "g-1"): CellReply {
 describe("homeKeyOf", () => {
   it("homes mailbox requests by user and the rest, reads of a conversation's log included, by conversation", () => {
     expect(homeKeyOf(pageRequest)).toEqual({ kind: "user", id: "bob" });
-    const joined = { kind: "joined", conversationId: "g-1", conversationKind: "group", title: "t", afterSeq: 0, addedByUserId: "alice" } as const;
+    const joined = {
+      kind: "joined",
+      conversationId: "g-1",
+      conversationKind: "group",
+      title: "t",
+      afterSeq: 0,
+      addedByUserId: "alice",
+    } as const;
     expect(homeKeyOf({ type: "cell.appendMailbox", userId: "bob", eventId: "e", event: joined })).toEqual({ kind: "user", id: "bob" });
     expect(homeKeyOf(sendRequest)).toEqual({ kind: "conversation", id: "g-1" });
     // A read of a conversation's log goes to the conversation's home, whoever asks.
-    expect(homeKeyOf({ type: "cell.messagesAfter", userId: "bob", conversationId: "g-1", afterSeq: null, limit: 10 })).toEqual({ kind: "conversation", id: "g-1" });
+    expect(homeKeyOf({ type: "cell.messagesAfter", userId: "bob", conversationId: "g-1", afterSeq: null, limit: 10 })).toEqual({
+      kind: "conversation",
+      id: "g-1",
+    });
     expect(homeKeyOf({ type: "cell.migrate", kind: "user", id: "carol", toCellId: "b" })).toEqual({ kind: "user", id: "carol" });
     expect(homeKeyOf({ type: "cell.stats" })).toBeUndefined();
   });
@@ -89,7 +123,9 @@ describe("HomeRouter", () => {
   });
 
   it("follows a chain of moves at once, telling the cache each newer home", async () => {
-    const { router, homes, sent, sleeps } = setup((cellId) => (cellId === "a" ? movedTo("b", 2) : cellId === "b" ? movedTo("c", 3) : stored));
+    const { router, homes, sent, sleeps } = setup((cellId) =>
+      cellId === "a" ? movedTo("b", 2) : cellId === "b" ? movedTo("c", 3) : stored,
+    );
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
     expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "c", epoch: 3 } });
     expect(sent).toEqual(["a", "b", "c"]);
@@ -134,7 +170,11 @@ describe("HomeRouter", () => {
     let epoch = 1;
     const { router, homes, sent } = setup(() => movedTo(`c${epoch}`, ++epoch), { attemptsMax: 5 });
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
-    await expect(router.request(sendRequest)).rejects.toMatchObject({ name: "UnavailableError", code: "cell_unavailable", message: expect.stringMatching(/kept moving/) });
+    await expect(router.request(sendRequest)).rejects.toMatchObject({
+      name: "UnavailableError",
+      code: "cell_unavailable",
+      message: expect.stringMatching(/kept moving/),
+    });
     expect(sent).toHaveLength(5);
   });
 

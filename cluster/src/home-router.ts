@@ -70,8 +70,7 @@ export const homeRouterDefaults: HomeRouterOptions = {
 export type HomeReply = Exclude<CellReply, CellMovedReply>;
 
 export type HomeOutcome =
-  | { readonly kind: "reply"; readonly reply: HomeReply; readonly home: HomeLocation }
-  | { readonly kind: "no_entry" };
+  { readonly kind: "reply"; readonly reply: HomeReply; readonly home: HomeLocation } | { readonly kind: "no_entry" };
 
 /** The key a request is homed by; undefined for cell.stats and cell.sharedPeers, which any cell answers for itself. */
 export function homeKeyOf(request: CellRequest): HomeKey | undefined {
@@ -125,7 +124,8 @@ export class HomeRouter {
     let followed: HomeLocation | undefined;
     let waits = 0;
     let problem = "";
-    if (monotonicNowMs() >= requestDeadlineAtMs) throw new UnavailableError("deadline_exceeded", `the caller's deadline passed before ${request.type} was routed`);
+    if (monotonicNowMs() >= requestDeadlineAtMs)
+      throw new UnavailableError("deadline_exceeded", `the caller's deadline passed before ${request.type} was routed`);
     for (let attempt = 0; attempt < this.options.attemptsMax; attempt++) {
       if (attempt > 0 && monotonicNowMs() >= deadlineAtMs) break;
       let home = followed;
@@ -139,7 +139,10 @@ export class HomeRouter {
       const reply = await this.cells.request(home.cellId, request, requestDeadlineAtMs);
       if (reply.type === "cell.moved") {
         if (reply.kind !== key.kind || reply.id !== key.id) {
-          throw new RemoteError("internal", `cell ${home.cellId} answered cell.moved for ${reply.kind} ${reply.id} to a request for ${key.kind} ${key.id}`);
+          throw new RemoteError(
+            "internal",
+            `cell ${home.cellId} answered cell.moved for ${reply.kind} ${reply.id} to a request for ${key.kind} ${key.id}`,
+          );
         }
         if (reply.epoch > home.epoch && reply.cellId !== home.cellId) {
           newest = followed = { cellId: reply.cellId, epoch: reply.epoch };
@@ -160,6 +163,9 @@ export class HomeRouter {
       if (remainingMs <= 0) break;
       await sleep(Math.min(remainingMs, backoffDelayMs(this.options.movingBackoff, waits++, random)));
     }
-    throw new UnavailableError("cell_unavailable", `${problem} (gave up within ${this.options.attemptsMax} attempts and ${this.options.deadlineMs} ms)`);
+    throw new UnavailableError(
+      "cell_unavailable",
+      `${problem} (gave up within ${this.options.attemptsMax} attempts and ${this.options.deadlineMs} ms)`,
+    );
   }
 }

@@ -27,7 +27,15 @@ function put(workerId: string, revision: number, overrides: Partial<MembershipWa
 }
 
 function deleted(workerId: string, revision: number, delta = 0): MembershipWatchEntry {
-  return { key: `worker.${workerId}`, operation: "DEL", value: new Uint8Array(0), revision, delta, isUpdate: true, createdAtWallMs: 1_000_000 };
+  return {
+    key: `worker.${workerId}`,
+    operation: "DEL",
+    value: new Uint8Array(0),
+    revision,
+    delta,
+    isUpdate: true,
+    createdAtWallMs: 1_000_000,
+  };
 }
 
 function members(core: MembershipCore): string {
@@ -61,7 +69,11 @@ describe("MembershipCore", () => {
     expect(members(core)).toBe("a-2");
     expect(core.snapshot.epoch).toBe(4);
     expect(core.snapshot.subjects.get("a-2")).toBe("t.cell.a.worker.a-2");
-    expect(core.snapshot.requestSubjects.get("a-2")).toEqual({ edge: "t.cell.a.worker.a-2.edge", peer: "t.cell.a.worker.a-2.peer", admin: "t.cell.a.worker.a-2.admin" });
+    expect(core.snapshot.requestSubjects.get("a-2")).toEqual({
+      edge: "t.cell.a.worker.a-2.edge",
+      peer: "t.cell.a.worker.a-2.peer",
+      admin: "t.cell.a.worker.a-2.admin",
+    });
   });
 
   it("flags a lease of another cell, one under another worker's key, and one that does not decode", () => {
@@ -144,7 +156,13 @@ describe("MembershipCore catch-up after a resumed watch", () => {
 });
 
 describe("watchStalled", () => {
-  const progress = { monotonicNowMs: 10_000, lastEntryAtMs: 10_000 - leaseMs - 1, quietLimitMs: leaseMs, lastAppliedRevision: 41, bucketLastRevision: 42 };
+  const progress = {
+    monotonicNowMs: 10_000,
+    lastEntryAtMs: 10_000 - leaseMs - 1,
+    quietLimitMs: leaseMs,
+    lastAppliedRevision: 41,
+    bucketLastRevision: 42,
+  };
 
   it("calls a watch stalled when it was quiet for longer than a lease while the bucket moved past it", () => {
     expect(watchStalled(progress)).toBe(true);

@@ -180,7 +180,9 @@ export type WatchProgress = {
  * A quiet bucket (no revision past the applied one) is not a stall, however long it stays quiet.
  */
 export function watchStalled(progress: WatchProgress): boolean {
-  return progress.monotonicNowMs - progress.lastEntryAtMs > progress.quietLimitMs && progress.bucketLastRevision > progress.lastAppliedRevision;
+  return (
+    progress.monotonicNowMs - progress.lastEntryAtMs > progress.quietLimitMs && progress.bucketLastRevision > progress.lastAppliedRevision
+  );
 }
 
 /**

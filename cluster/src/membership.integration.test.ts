@@ -5,7 +5,14 @@ import { randomBytes } from "node:crypto";
 import type { KV, KvWatchEntry, KvWatchOptions } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { leaseKey, workerSubject, type WorkerLease } from "@cellwire/protocol";
-import { LeaseHolder, MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock, type WatchedBucket } from "./membership.ts";
+import {
+  LeaseHolder,
+  MembershipWatcher,
+  destroyMembershipBucket,
+  openMembershipBucket,
+  systemClock,
+  type WatchedBucket,
+} from "./membership.ts";
 import { encodeJson } from "./nats-json.ts";
 import { connectNats } from "./service-runtime.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
@@ -205,7 +212,15 @@ describe("a membership watch that stalls", () => {
     };
     const warnings: string[] = [];
     const stallCheckIntervalMs = 200;
-    const stalled = new MembershipWatcher(stallable, stallCellId, 50, systemClock, { info: () => undefined, warn: (message) => warnings.push(message) }, 2000, stallCheckIntervalMs);
+    const stalled = new MembershipWatcher(
+      stallable,
+      stallCellId,
+      50,
+      systemClock,
+      { info: () => undefined, warn: (message) => warnings.push(message) },
+      2000,
+      stallCheckIntervalMs,
+    );
     watchers.push(stalled);
     await stalled.start();
     await stalled.ready;
@@ -214,13 +229,21 @@ describe("a membership watch that stalls", () => {
     await reference.start();
     await reference.ready;
 
-    const lease = (workerId: string): WorkerLease => ({ workerId, cellId: stallCellId, subject: workerSubject(namespace, stallCellId, workerId), startedAtMs: Date.now(), leaseMs });
+    const lease = (workerId: string): WorkerLease => ({
+      workerId,
+      cellId: stallCellId,
+      subject: workerSubject(namespace, stallCellId, workerId),
+      startedAtMs: Date.now(),
+      leaseMs,
+    });
     const first = new LeaseHolder(real, lease("s-1"), heartbeatIntervalMs, systemClock, logger);
     holders.push(first);
     await first.start();
     const firstEpoch = await agreedEpoch([stalled, reference], "s-1");
     // A healthy watch of a live cell is never taken for a stalled one.
-    await waitFor("renewals over a lease", async () => ((await real.get(leaseKey("s-1")))?.revision ?? 0) >= firstEpoch + leaseMs / heartbeatIntervalMs + 2 ? true : undefined);
+    await waitFor("renewals over a lease", async () =>
+      ((await real.get(leaseKey("s-1")))?.revision ?? 0) >= firstEpoch + leaseMs / heartbeatIntervalMs + 2 ? true : undefined,
+    );
     expect(watchCalls).toHaveLength(1);
 
     const changesAfterStall: Array<{ members: string; epoch: number }> = [];
@@ -238,7 +261,9 @@ describe("a membership watch that stalls", () => {
     expect(joinEpoch).toBe(joinRevision);
     expect(members(stalled)).toBe("s-1");
 
-    const caughtUp = await waitFor("the stalled watcher's ring of s-1,s-2", () => (members(stalled) === "s-1,s-2" ? stalled.snapshot : undefined));
+    const caughtUp = await waitFor("the stalled watcher's ring of s-1,s-2", () =>
+      members(stalled) === "s-1,s-2" ? stalled.snapshot : undefined,
+    );
     const caughtUpAfterMs = performance.now() - frozenAtMs;
     const bucketRevisionWhenCaughtUp = (await real.status()).streamInfo.state.last_seq;
     // Quiet for a lease, then noticed by the next check; the rest is slack for a loaded machine.
@@ -251,7 +276,9 @@ describe("a membership watch that stalls", () => {
     expect(caughtUp.epoch).toBeGreaterThan(joinEpoch);
     expect(caughtUp.epoch).toBeLessThanOrEqual(bucketRevisionWhenCaughtUp);
     // Applied once: one published change, to the ring of that epoch, and none in the renewals since.
-    await waitFor("more renewals", async () => ((await real.get(leaseKey("s-2")))?.revision ?? 0) >= bucketRevisionWhenCaughtUp + 5 ? true : undefined);
+    await waitFor("more renewals", async () =>
+      ((await real.get(leaseKey("s-2")))?.revision ?? 0) >= bucketRevisionWhenCaughtUp + 5 ? true : undefined,
+    );
     expect(changesAfterStall).toEqual([{ members: "s-1,s-2", epoch: caughtUp.epoch }]);
     expect(stalled.snapshot.epoch).toBe(caughtUp.epoch);
     expect(members(reference)).toBe("s-1,s-2");

@@ -20,7 +20,13 @@ export type Logger = { readonly info: (message: string) => void; readonly warn: 
  * the bucket's max_age, so leases of workers that died without deleting theirs do not pile up. `replicas`
  * (1, or 3 on a NATS cluster so the bucket outlives one node) applies only when this call creates it.
  */
-export async function openMembershipBucket(connection: NatsConnection, namespace: string, cellId: string, leaseMs: number, replicas = 1): Promise<KV> {
+export async function openMembershipBucket(
+  connection: NatsConnection,
+  namespace: string,
+  cellId: string,
+  leaseMs: number,
+  replicas = 1,
+): Promise<KV> {
   const manager = new Kvm(connection);
   const name = membershipBucket(namespace, cellId);
   let bucket: KV;
@@ -59,7 +65,9 @@ async function untilBucketHasLeader(bucket: KV, name: string): Promise<void> {
     }
     await new Promise((resolve) => setTimeout(resolve, bucketLeaderPollIntervalMs));
   }
-  throw new UnavailableError("cell_unavailable", `membership bucket ${name} had no stream leader within ${bucketLeaderWaitMs} ms`, { cause: lastProblem });
+  throw new UnavailableError("cell_unavailable", `membership bucket ${name} had no stream leader within ${bucketLeaderWaitMs} ms`, {
+    cause: lastProblem,
+  });
 }
 
 /**
@@ -246,7 +254,9 @@ export class MembershipWatcher {
       this.resolveReady();
     } else {
       this.readyTimer = setTimeout(() => {
-        this.logger.warn(`membership of cell ${this.cellId} not read up to revision ${initialRevision} within ${this.readyDeadlineMs} ms; the ring stays empty until it is`);
+        this.logger.warn(
+          `membership of cell ${this.cellId} not read up to revision ${initialRevision} within ${this.readyDeadlineMs} ms; the ring stays empty until it is`,
+        );
         this.resolveReady();
       }, this.readyDeadlineMs);
     }
@@ -460,7 +470,8 @@ export async function listCellIds(connection: NatsConnection, namespace: string,
     const cellId = name.slice(streamPrefix.length);
     // A cell id has no underscore, so another namespace's bucket (`<namespace>_members_x_members_y`) is no match.
     if (!isCellId(cellId)) continue;
-    if (cellIds.length >= cellsMax) throw new UnavailableError("directory_unavailable", `more than ${cellsMax} membership buckets in namespace ${namespace}`);
+    if (cellIds.length >= cellsMax)
+      throw new UnavailableError("directory_unavailable", `more than ${cellsMax} membership buckets in namespace ${namespace}`);
     cellIds.push(cellId);
   }
   return cellIds.sort();

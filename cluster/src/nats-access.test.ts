@@ -18,7 +18,12 @@ describe("readNatsAccess", () => {
 
   it("takes the password from the environment and never prints it, in a log line, JSON or util.inspect", async () => {
     const access = read({ CELLWIRE_NATS_USER: "edge", CELLWIRE_NATS_PASSWORD: "hunter2-secret" });
-    for (const printed of [String(access.password), JSON.stringify(access), inspect(access, { depth: 5 }), `${JSON.stringify({ config: access })}`]) {
+    for (const printed of [
+      String(access.password),
+      JSON.stringify(access),
+      inspect(access, { depth: 5 }),
+      `${JSON.stringify({ config: access })}`,
+    ]) {
       expect(printed).not.toContain("hunter2-secret");
     }
     expect(await natsConnectOptions(access)).toEqual({ inboxPrefix: "_INBOX.edge", user: "edge", pass: "hunter2-secret" });
@@ -36,15 +41,24 @@ describe("readNatsAccess", () => {
       const error = await natsConnectOptions(access).catch((caught: unknown) => caught);
       expect(error).toBeInstanceOf(ConfigError);
       expect(String(error)).not.toContain("lines-secret");
-      await expect(natsConnectOptions(read({ CELLWIRE_NATS_USER: "edge", CELLWIRE_NATS_PASSWORD_FILE: join(directory, "missing") }))).rejects.toThrow("ENOENT");
+      await expect(
+        natsConnectOptions(read({ CELLWIRE_NATS_USER: "edge", CELLWIRE_NATS_PASSWORD_FILE: join(directory, "missing") })),
+      ).rejects.toThrow("ENOENT");
     } finally {
       await rm(directory, { recursive: true, force: true });
     }
   });
 
   it("passes TLS files to nats.js and refuses half-given credentials or certificates", async () => {
-    const access = read({ CELLWIRE_NATS_TLS_CA_FILE: "/ca.pem", CELLWIRE_NATS_TLS_CERT_FILE: "/cert.pem", CELLWIRE_NATS_TLS_KEY_FILE: "/key.pem" });
-    expect(await natsConnectOptions(access)).toEqual({ inboxPrefix: "_INBOX.edge", tls: { caFile: "/ca.pem", certFile: "/cert.pem", keyFile: "/key.pem" } });
+    const access = read({
+      CELLWIRE_NATS_TLS_CA_FILE: "/ca.pem",
+      CELLWIRE_NATS_TLS_CERT_FILE: "/cert.pem",
+      CELLWIRE_NATS_TLS_KEY_FILE: "/key.pem",
+    });
+    expect(await natsConnectOptions(access)).toEqual({
+      inboxPrefix: "_INBOX.edge",
+      tls: { caFile: "/ca.pem", certFile: "/cert.pem", keyFile: "/key.pem" },
+    });
     expect(() => read({ CELLWIRE_NATS_USER: "edge" })).toThrow(ConfigError);
     expect(() => read({ CELLWIRE_NATS_PASSWORD: "x" })).toThrow(ConfigError);
     expect(() => read({ CELLWIRE_NATS_USER: "edge", CELLWIRE_NATS_PASSWORD: "x", CELLWIRE_NATS_PASSWORD_FILE: "/p" })).toThrow("not both");

@@ -66,18 +66,28 @@ export function readNatsAccess(reader: EnvironmentReader, service: NatsService):
   const keyFile = reader.optionalString("CELLWIRE_NATS_TLS_KEY_FILE");
   // The value is never echoed: a config error is printed.
   if (user !== undefined && !userPattern.test(user)) throw new ConfigError("CELLWIRE_NATS_USER must be 1 to 64 of A-Z a-z 0-9 _ -");
-  if (passwordValue !== undefined && passwordFile !== undefined) throw new ConfigError("give one of CELLWIRE_NATS_PASSWORD and CELLWIRE_NATS_PASSWORD_FILE, not both");
+  if (passwordValue !== undefined && passwordFile !== undefined)
+    throw new ConfigError("give one of CELLWIRE_NATS_PASSWORD and CELLWIRE_NATS_PASSWORD_FILE, not both");
   if ((passwordValue !== undefined || passwordFile !== undefined) !== (user !== undefined)) {
     throw new ConfigError("CELLWIRE_NATS_USER and a password (CELLWIRE_NATS_PASSWORD or CELLWIRE_NATS_PASSWORD_FILE) go together");
   }
-  if ((certFile === undefined) !== (keyFile === undefined)) throw new ConfigError("CELLWIRE_NATS_TLS_CERT_FILE and CELLWIRE_NATS_TLS_KEY_FILE go together");
+  if ((certFile === undefined) !== (keyFile === undefined))
+    throw new ConfigError("CELLWIRE_NATS_TLS_CERT_FILE and CELLWIRE_NATS_TLS_KEY_FILE go together");
   const tlsAsked = caFile !== undefined || certFile !== undefined;
   return {
     service,
     ...(user === undefined ? {} : { user }),
     ...(passwordValue === undefined ? {} : { password: new Secret(passwordValue) }),
     ...(passwordFile === undefined ? {} : { passwordFile }),
-    ...(tlsAsked ? { tls: { ...(caFile === undefined ? {} : { caFile }), ...(certFile === undefined ? {} : { certFile }), ...(keyFile === undefined ? {} : { keyFile }) } } : {}),
+    ...(tlsAsked
+      ? {
+          tls: {
+            ...(caFile === undefined ? {} : { caFile }),
+            ...(certFile === undefined ? {} : { certFile }),
+            ...(keyFile === undefined ? {} : { keyFile }),
+          },
+        }
+      : {}),
     inboxPrefix: inboxPrefixOf(service),
   };
 }
@@ -106,7 +116,9 @@ async function readPasswordFile(path: string): Promise<string> {
   try {
     text = await readFile(path, "utf8");
   } catch (error) {
-    throw new ConfigError(`CELLWIRE_NATS_PASSWORD_FILE cannot be read: ${error instanceof Error && "code" in error ? String(error.code) : "error"}`);
+    throw new ConfigError(
+      `CELLWIRE_NATS_PASSWORD_FILE cannot be read: ${error instanceof Error && "code" in error ? String(error.code) : "error"}`,
+    );
   }
   const password = text.trim();
   if (password === "" || text.length > passwordFileBytesMax || password.includes("\n")) {

@@ -17,11 +17,15 @@ const decoder = new TextDecoder();
 
 it("routes each reply to its own request, many in flight at once", async () => {
   const subject = `${prefix}.echo`;
-  const responder = connection.subscribe(subject, { callback: (_error, message) => void message.respond(`echo ${decoder.decode(message.data)}`) });
+  const responder = connection.subscribe(subject, {
+    callback: (_error, message) => void message.respond(`echo ${decoder.decode(message.data)}`),
+  });
   await connection.flush();
   const mux = RequestMux.of(connection);
   const outcomes = await Promise.all(Array.from({ length: 500 }, (_, index) => mux.request(subject, String(index), 5000)));
-  expect(outcomes.map((outcome) => (outcome.ok ? decoder.decode(outcome.data) : outcome.reason))).toEqual(Array.from({ length: 500 }, (_, index) => `echo ${index}`));
+  expect(outcomes.map((outcome) => (outcome.ok ? decoder.decode(outcome.data) : outcome.reason))).toEqual(
+    Array.from({ length: 500 }, (_, index) => `echo ${index}`),
+  );
   expect(mux.pendingCount).toBe(0);
   responder.unsubscribe();
 });

@@ -68,7 +68,8 @@ export class RequestMux {
     void this.subscription.closed.then(() => this.failAll("closed"));
     // The loop ends when the connection closes (nats.js stops its status iterators then).
     void (async () => {
-      for await (const status of connection.status()) if (status.type === "disconnect" || status.type === "reconnect") this.failAll("disconnected");
+      for await (const status of connection.status())
+        if (status.type === "disconnect" || status.type === "reconnect") this.failAll("disconnected");
     })();
   }
 

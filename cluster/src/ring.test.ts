@@ -80,7 +80,9 @@ describe("Ring", () => {
       fc.property(membersArbitrary(1, 4), fc.integer({ min: 1, max: 3 }), (members, virtualNodeCount) => {
         const ring = new Ring(members, virtualNodeCount);
         const points = members
-          .flatMap((member) => Array.from({ length: virtualNodeCount }, (_, replica) => ({ point: hash32(`${member}#${replica}`), member })))
+          .flatMap((member) =>
+            Array.from({ length: virtualNodeCount }, (_, replica) => ({ point: hash32(`${member}#${replica}`), member })),
+          )
           .sort((left, right) => left.point - right.point || (left.member < right.member ? -1 : 1));
         const expectedOwner = (key: string): string | undefined => {
           const target = hash32(key);
@@ -96,7 +98,9 @@ describe("Ring", () => {
   it("is deterministic regardless of the order members are given in", () => {
     fc.assert(
       fc.property(
-        membersArbitrary(1, 10).chain((members) => fc.tuple(fc.constant(members), fc.shuffledSubarray(members, { minLength: members.length }))),
+        membersArbitrary(1, 10).chain((members) =>
+          fc.tuple(fc.constant(members), fc.shuffledSubarray(members, { minLength: members.length })),
+        ),
         ([members, shuffled]) => {
           const left = new Ring(members);
           const right = new Ring(shuffled);

@@ -25,7 +25,10 @@ export class Ring {
   private readonly owners: string[];
   readonly members: readonly string[];
 
-  constructor(members: Iterable<string>, readonly virtualNodeCount: number = defaultVirtualNodeCount) {
+  constructor(
+    members: Iterable<string>,
+    readonly virtualNodeCount: number = defaultVirtualNodeCount,
+  ) {
     const unique = [...new Set(members)].sort();
     this.members = unique;
     const entries: { point: number; member: string }[] = [];

@@ -171,9 +171,9 @@ describe("SendBatcher", () => {
       seq += request.batch.sends.length;
     }
     const answered = await Promise.all(replies);
-    expect(answered.map((reply) => (reply.type === "cell.stored" ? [reply.message.clientMessageId, reply.message.seq] : reply.type))).toEqual(
-      Array.from({ length: count }, (_, index) => [`c-${index}`, index + 1]),
-    );
+    expect(
+      answered.map((reply) => (reply.type === "cell.stored" ? [reply.message.clientMessageId, reply.message.seq] : reply.type)),
+    ).toEqual(Array.from({ length: count }, (_, index) => [`c-${index}`, index + 1]));
   });
 
   it.each([
@@ -194,11 +194,13 @@ describe("SendBatcher", () => {
     // No needless split: each batch but the last was full, give or take one send.
     const sendBytes = encoder.encode(JSON.stringify(send(0, body))).byteLength;
     for (const request of connection.requests.slice(0, -1)) expect(request.bytes + sendBytes).toBeGreaterThan(sendBatchBytesMax);
-    expect(connection.requests.flatMap((request) => request.batch.sends.map((item) => item.clientMessageId))).toEqual(Array.from({ length: count }, (_, index) => `c-${index}`));
-    for (const request of connection.requests) request.reply(storedReplies(request));
-    expect((await Promise.all(replies)).map((reply) => (reply.type === "cell.stored" ? reply.message.clientMessageId : reply.type))).toEqual(
+    expect(connection.requests.flatMap((request) => request.batch.sends.map((item) => item.clientMessageId))).toEqual(
       Array.from({ length: count }, (_, index) => `c-${index}`),
     );
+    for (const request of connection.requests) request.reply(storedReplies(request));
+    expect(
+      (await Promise.all(replies)).map((reply) => (reply.type === "cell.stored" ? reply.message.clientMessageId : reply.type)),
+    ).toEqual(Array.from({ length: count }, (_, index) => `c-${index}`));
   });
 
   it("gives the batch the smallest timeout of its sends, as the worker's budgetMs", async () => {
@@ -260,10 +262,16 @@ describe("SendBatcher", () => {
   });
 
   it.each([
-    ["fewer replies than sends", encoder.encode(JSON.stringify({ type: "cell.sendBatchReplies", replies: [stored(send(1), 1)] })), "1 replies to 2 sends"],
+    [
+      "fewer replies than sends",
+      encoder.encode(JSON.stringify({ type: "cell.sendBatchReplies", replies: [stored(send(1), 1)] })),
+      "1 replies to 2 sends",
+    ],
     [
       "more replies than sends",
-      encoder.encode(JSON.stringify({ type: "cell.sendBatchReplies", replies: [stored(send(1), 1), stored(send(2), 2), stored(send(3), 3)] })),
+      encoder.encode(
+        JSON.stringify({ type: "cell.sendBatchReplies", replies: [stored(send(1), 1), stored(send(2), 2), stored(send(3), 3)] }),
+      ),
       "3 replies to 2 sends",
     ],
     ["a reply that is not JSON", encoder.encode("stored, probably"), "$"],

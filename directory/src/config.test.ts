@@ -50,10 +50,15 @@ describe("loadDirectoryConfig", () => {
   });
 
   it("takes a CA file for Redis over TLS, and only with a rediss:// URL", () => {
-    const { config, warnings } = loadDirectoryConfig({ DIRECTORY_REDIS_URL: "rediss://redis.internal:6380", DIRECTORY_REDIS_TLS_CA_FILE: "/etc/cellwire/redis-ca.pem" });
+    const { config, warnings } = loadDirectoryConfig({
+      DIRECTORY_REDIS_URL: "rediss://redis.internal:6380",
+      DIRECTORY_REDIS_TLS_CA_FILE: "/etc/cellwire/redis-ca.pem",
+    });
     expect(warnings).toEqual([]);
     expect(config).toMatchObject({ redisUrl: "rediss://redis.internal:6380", redisTlsCaFile: "/etc/cellwire/redis-ca.pem" });
-    expect(() => loadDirectoryConfig({ DIRECTORY_REDIS_URL: "redis://redis.internal:6379", DIRECTORY_REDIS_TLS_CA_FILE: "/ca.pem" })).toThrow("rediss://");
+    expect(() =>
+      loadDirectoryConfig({ DIRECTORY_REDIS_URL: "redis://redis.internal:6379", DIRECTORY_REDIS_TLS_CA_FILE: "/ca.pem" }),
+    ).toThrow("rediss://");
   });
 
   it("refuses a replica count or wait out of range", () => {

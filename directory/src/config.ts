@@ -59,13 +59,32 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
   const natsAccess = readNatsAccess(reader, "directory");
   const redisUrl = reader.string("DIRECTORY_REDIS_URL", directoryConfigDefaults.redisUrl, redisUrlPattern);
   const requestsInFlightMax = reader.integer("DIRECTORY_REQUESTS_IN_FLIGHT_MAX", directoryConfigDefaults.requestsInFlightMax, 1, 100_000);
-  const redisCommandTimeoutMs = reader.integer("DIRECTORY_REDIS_COMMAND_TIMEOUT_MS", directoryConfigDefaults.redisCommandTimeoutMs, 50, 60_000);
+  const redisCommandTimeoutMs = reader.integer(
+    "DIRECTORY_REDIS_COMMAND_TIMEOUT_MS",
+    directoryConfigDefaults.redisCommandTimeoutMs,
+    50,
+    60_000,
+  );
   const redisReplicaAcksMin = reader.integer("DIRECTORY_REDIS_REPLICA_ACKS_MIN", directoryConfigDefaults.redisReplicaAcksMin, 0, 16);
   const redisReplicaWaitMs = reader.integer("DIRECTORY_REDIS_REPLICA_WAIT_MS", directoryConfigDefaults.redisReplicaWaitMs, 1, 60_000);
   const redisTlsCaFile = reader.optionalString("DIRECTORY_REDIS_TLS_CA_FILE");
-  if (redisTlsCaFile !== undefined && !redisUrl.startsWith("rediss://")) throw new ConfigError("DIRECTORY_REDIS_TLS_CA_FILE needs a rediss:// DIRECTORY_REDIS_URL (TLS)");
+  if (redisTlsCaFile !== undefined && !redisUrl.startsWith("rediss://"))
+    throw new ConfigError("DIRECTORY_REDIS_TLS_CA_FILE needs a rediss:// DIRECTORY_REDIS_URL (TLS)");
   const warnings = reader.unknownVariables().map((name) => `unknown variable ${name} (ignored; a typo?)`);
-  return { config: { namespace, natsServers, natsAccess, redisUrl, ...(redisTlsCaFile === undefined ? {} : { redisTlsCaFile }), requestsInFlightMax, redisCommandTimeoutMs, redisReplicaAcksMin, redisReplicaWaitMs }, warnings };
+  return {
+    config: {
+      namespace,
+      natsServers,
+      natsAccess,
+      redisUrl,
+      ...(redisTlsCaFile === undefined ? {} : { redisTlsCaFile }),
+      requestsInFlightMax,
+      redisCommandTimeoutMs,
+      redisReplicaAcksMin,
+      redisReplicaWaitMs,
+    },
+    warnings,
+  };
 }
 
 function parseNatsServers(raw: string): string[] {

@@ -28,7 +28,11 @@ class FakeDirectory implements Pick<RebuildDependencies["directory"], keyof Rebu
     }
     return written;
   }
-  async rebuildLock(token: string, _lockMs: number, action: { readonly kind: "extend" | "release" } | { readonly kind: "complete"; readonly generation: string }): Promise<boolean> {
+  async rebuildLock(
+    token: string,
+    _lockMs: number,
+    action: { readonly kind: "extend" | "release" } | { readonly kind: "complete"; readonly generation: string },
+  ): Promise<boolean> {
     if (this.lock !== token) return false;
     if (action.kind === "complete") this.marker = action.generation;
     if (action.kind !== "extend") this.lock = undefined;
@@ -105,7 +109,10 @@ describe("DirectoryRebuilder", () => {
   });
 
   it("writes no marker while a cell does not answer, so placements stay refused; frees the lock for the retry", async () => {
-    const { directory, rebuilder } = setup({ a: { user: [active("alice")], conversation: [] }, b: { user: [active("bob")], conversation: [] } }, { silent: new Set(["b"]) });
+    const { directory, rebuilder } = setup(
+      { a: { user: [active("alice")], conversation: [] }, b: { user: [active("bob")], conversation: [] } },
+      { silent: new Set(["b"]) },
+    );
     expect(await rebuilder.attempt()).toMatchObject({ outcome: "failed", reason: expect.stringContaining("cell b") });
     expect(directory.marker).toBeUndefined();
     expect(directory.lock).toBeUndefined();
@@ -121,7 +128,10 @@ describe("DirectoryRebuilder", () => {
 
   it("retries until a silent cell answers, then completes once however often it is asked", async () => {
     const silent = new Set(["b"]);
-    const { directory, rebuilder, logs } = setup({ a: { user: [active("alice")], conversation: [] }, b: { user: [active("bob")], conversation: [] } }, { silent });
+    const { directory, rebuilder, logs } = setup(
+      { a: { user: [active("alice")], conversation: [] }, b: { user: [active("bob")], conversation: [] } },
+      { silent },
+    );
     let attempts = 0;
     const original = rebuilder.attempt.bind(rebuilder);
     rebuilder.attempt = async () => {

@@ -33,7 +33,10 @@ export const rebuildLimitsDefault: RebuildLimits = {
 };
 
 export type RebuildDependencies = {
-  readonly directory: Pick<RedisDirectory, "generation" | "lockRebuild" | "writeRebuiltEntries" | "rebuildLock" | "registerCell" | "listCells">;
+  readonly directory: Pick<
+    RedisDirectory,
+    "generation" | "lockRebuild" | "writeRebuiltEntries" | "rebuildLock" | "registerCell" | "listCells"
+  >;
   /** The cells that ever ran in the namespace (their membership buckets), whether the registry knows them or not. */
   readonly listCellIds: () => Promise<string[]>;
   /** One cell.inventory page from any worker of `cellId`; throws when no worker answers. */
@@ -138,7 +141,9 @@ export class DirectoryRebuilder {
   private async rebuild(token: string): Promise<RebuildOutcome> {
     const { directory, limits, logger, uniqueId } = this.dependencies;
     // The registry may know a cell whose bucket is gone, the buckets one the registry forgot: ask both.
-    const cellIds = [...new Set([...(await this.dependencies.listCellIds()), ...(await directory.listCells()).map((cell) => cell.cellId)])].sort();
+    const cellIds = [
+      ...new Set([...(await this.dependencies.listCellIds()), ...(await directory.listCells()).map((cell) => cell.cellId)]),
+    ].sort();
     logger.info(`the directory's generation marker is missing: rebuilding from ${cellIds.length} cells (${cellIds.join(", ") || "none"})`);
     const rows: CellKeyRow[] = [];
     const weights = new Map<string, number>();
@@ -165,18 +170,27 @@ export class DirectoryRebuilder {
       written += count;
     }
     const generation = uniqueId();
-    if (!(await directory.rebuildLock(token, limits.lockMs, { kind: "complete", generation }))) throw new LockLostError("the rebuild lock expired before the marker");
+    if (!(await directory.rebuildLock(token, limits.lockMs, { kind: "complete", generation })))
+      throw new LockLostError("the rebuild lock expired before the marker");
     return { outcome: "rebuilt", generation, cells: cellIds.length, entries: entries.length, written };
   }
 
-  private async readCell(token: string, cellId: string, kind: DirectoryEntryKind, rows: CellKeyRow[], weights: Map<string, number>): Promise<void> {
+  private async readCell(
+    token: string,
+    cellId: string,
+    kind: DirectoryEntryKind,
+    rows: CellKeyRow[],
+    weights: Map<string, number>,
+  ): Promise<void> {
     const { directory, limits } = this.dependencies;
     let afterId = "";
     for (let page = 0; page < limits.pagesPerCellMax; page++) {
       if (this.stopped) throw new Error("the directory is stopping");
       const answer = await this.dependencies.inventoryPage(cellId, kind, afterId, limits.pageKeysMax);
-      if (answer.type === "cell.error") throw new Error(`cell ${cellId} answered ${answer.code} for its ${kind} inventory: ${answer.message}`);
-      if (answer.cellId !== cellId || answer.kind !== kind) throw new Error(`cell ${cellId} answered an inventory of ${answer.kind} for cell ${answer.cellId}`);
+      if (answer.type === "cell.error")
+        throw new Error(`cell ${cellId} answered ${answer.code} for its ${kind} inventory: ${answer.message}`);
+      if (answer.cellId !== cellId || answer.kind !== kind)
+        throw new Error(`cell ${cellId} answered an inventory of ${answer.kind} for cell ${answer.cellId}`);
       weights.set(cellId, answer.weight);
       for (const key of answer.keys) {
         if (key.id <= afterId) throw new Error(`cell ${cellId} listed ${kind} ${key.id} out of order`);
@@ -184,7 +198,8 @@ export class DirectoryRebuilder {
         rows.push({ cellId, kind, key });
       }
       if (rows.length > limits.rowsMax) throw new Error(`more than ${limits.rowsMax} rows to merge; raise the limit`);
-      if (!(await directory.rebuildLock(token, limits.lockMs, { kind: "extend" }))) throw new LockLostError("the rebuild lock expired while reading");
+      if (!(await directory.rebuildLock(token, limits.lockMs, { kind: "extend" })))
+        throw new LockLostError("the rebuild lock expired while reading");
       if (answer.done) return;
       if (answer.keys.length === 0) throw new Error(`cell ${cellId} answered an empty ${kind} page that is not the last`);
     }

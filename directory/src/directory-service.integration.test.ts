@@ -171,7 +171,9 @@ function nats(): NatsConnection {
   return natsConnection;
 }
 
-async function startTestDirectory(overrides: Partial<DirectoryConfig> = {}): Promise<{ client: DirectoryClient; namespace: string; directory: RunningDirectory }> {
+async function startTestDirectory(
+  overrides: Partial<DirectoryConfig> = {},
+): Promise<{ client: DirectoryClient; namespace: string; directory: RunningDirectory }> {
   const namespace = uniqueNamespace();
   namespaces.push(namespace);
   const directory = await startDirectory(directoryConfig(namespace, overrides), collectingLogger(logLines));
@@ -249,7 +251,12 @@ describe("directory service", () => {
     }
     const again = await client.placeConversation(conversationIdFor(1), "b");
     expect(again).toMatchObject({ placed: false, entry: { cellId: "a" } });
-    expect(await client.lookupConversation(conversationIdFor(1))).toEqual({ kind: "conversation", id: conversationIdFor(1), cellId: "a", epoch: 1 });
+    expect(await client.lookupConversation(conversationIdFor(1))).toEqual({
+      kind: "conversation",
+      id: conversationIdFor(1),
+      cellId: "a",
+      epoch: 1,
+    });
   });
 
   it("looks up an unknown conversation as undefined", async () => {
@@ -259,12 +266,19 @@ describe("directory service", () => {
   it("refuses to assign a user to an unknown cell, and assigns to a known one", async () => {
     const error = await remoteErrorOf(client.assignUser("assigned_user", "zz"));
     expect(error.code).toBe("unknown_cell");
-    expect(await client.assignUser("assigned_user", "a")).toEqual({ placed: true, entry: { kind: "user", id: "assigned_user", cellId: "a", epoch: 1 } });
+    expect(await client.assignUser("assigned_user", "a")).toEqual({
+      placed: true,
+      entry: { kind: "user", id: "assigned_user", cellId: "a", epoch: 1 },
+    });
   });
 
   it("answers a malformed request with directory.error and keeps serving", async () => {
     const subject = directorySubject(namespace);
-    const payloads = ["not json", JSON.stringify({ type: "directory.resolveUser", userId: "victim.>" }), JSON.stringify({ type: "directory.explode" })];
+    const payloads = [
+      "not json",
+      JSON.stringify({ type: "directory.resolveUser", userId: "victim.>" }),
+      JSON.stringify({ type: "directory.explode" }),
+    ];
     for (const payload of payloads) {
       const message = await nats().request(subject, new TextEncoder().encode(payload), { timeout: clientTimeoutMs });
       const decoded = decodeJsonText<DirectoryReply>(directoryReply, message.string());
@@ -352,7 +366,13 @@ describe("directory service: migration requests", () => {
     expect((await remoteErrorOf(client.moveEntry({ ...move, toCellId: "zz" }))).code).toBe("unknown_cell");
     // Changes are published in order on one connection: were any refusal announced, it would come first.
     await client.placeConversation(conversationIdFor(1), "a");
-    const moved = await client.moveEntry({ kind: "conversation", id: conversationIdFor(1), fromCellId: "a", toCellId: "b", expectedEpoch: 1 });
+    const moved = await client.moveEntry({
+      kind: "conversation",
+      id: conversationIdFor(1),
+      fromCellId: "a",
+      toCellId: "b",
+      expectedEpoch: 1,
+    });
     expect(await changes.next(clientTimeoutMs)).toEqual({ type: "directory.changed", entry: moved });
   });
 
@@ -363,7 +383,9 @@ describe("directory service: migration requests", () => {
     expect(await client.listCells()).toEqual(drained);
     for (let index = 0; index < 10; index++) expect((await client.resolveUser(`while_draining_${index}`)).entry.cellId).not.toBe("c");
     await client.assignUser("to_drained", "a");
-    const refusal = await remoteErrorOf(client.moveEntry({ kind: "user", id: "to_drained", fromCellId: "a", toCellId: "c", expectedEpoch: 1 }));
+    const refusal = await remoteErrorOf(
+      client.moveEntry({ kind: "user", id: "to_drained", fromCellId: "a", toCellId: "c", expectedEpoch: 1 }),
+    );
     expect(refusal.code).toBe("invalid_field");
     expect(refusal.message).toContain("cell c is draining");
     expect((await remoteErrorOf(client.setCellState("zz", "draining"))).code).toBe("unknown_cell");
@@ -376,7 +398,8 @@ describe("directory service: migration requests", () => {
     await client.registerCell("d", 1);
     const ids = Array.from({ length: 120 }, (_, index) => `listed_${index}`);
     // In batches below the service's in-flight limit (64 here).
-    for (let start = 0; start < ids.length; start += 40) await Promise.all(ids.slice(start, start + 40).map((id) => client.assignUser(id, "d")));
+    for (let start = 0; start < ids.length; start += 40)
+      await Promise.all(ids.slice(start, start + 40).map((id) => client.assignUser(id, "d")));
     const seen = new Set<string>();
     let cursor = "0";
     for (let page = 0; page < 1_000; page++) {
@@ -416,7 +439,9 @@ describe("directory service while Redis is unreachable", () => {
     proxy.pause();
     try {
       const requestCount = 6;
-      const errors = await Promise.all(Array.from({ length: requestCount }, (_, index) => remoteErrorOf(client.resolveUser(`slow_${index}`))));
+      const errors = await Promise.all(
+        Array.from({ length: requestCount }, (_, index) => remoteErrorOf(client.resolveUser(`slow_${index}`))),
+      );
       for (const error of errors) expect(error.code).toBe("directory_unavailable");
       const overLimit = errors.filter((error) => error.message.includes("requests in flight"));
       expect(overLimit).toHaveLength(requestCount - requestsInFlightMax);

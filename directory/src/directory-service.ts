@@ -18,7 +18,15 @@ import {
   type DirectoryReply,
   type DirectoryRequest,
 } from "@cellwire/protocol";
-import { anonymousNatsAccess, CellwireError, connectNats, decodeMessage, encodeJson, listCellIds, type ServiceLogger } from "@cellwire/cluster";
+import {
+  anonymousNatsAccess,
+  CellwireError,
+  connectNats,
+  decodeMessage,
+  encodeJson,
+  listCellIds,
+  type ServiceLogger,
+} from "@cellwire/cluster";
 import { DirectoryRebuilder, rebuildLimitsDefault } from "./directory-rebuild.ts";
 import { redactRedisUrl, type DirectoryConfig } from "./config.ts";
 import { RedisUnavailableError } from "./errors.ts";
@@ -94,7 +102,8 @@ export async function answerDirectoryRequest(
     }
     case "directory.lookupConversation": {
       const entry = await directory.lookupConversation(request.conversationId);
-      if (entry === undefined) return { type: "directory.error", code: "not_found", message: `no entry for conversation ${request.conversationId}` };
+      if (entry === undefined)
+        return { type: "directory.error", code: "not_found", message: `no entry for conversation ${request.conversationId}` };
       return { type: "directory.entry", entry, placed: false };
     }
     case "directory.placeConversation": {
@@ -178,7 +187,11 @@ export class DirectoryService {
     }
     const decoded = decodeMessage(directoryRequest, message.data);
     if (!decoded.ok) {
-      this.respond(message, { type: "directory.error", code: "internal", message: `malformed directory request: ${decoded.reason}`.slice(0, 2000) });
+      this.respond(message, {
+        type: "directory.error",
+        code: "internal",
+        message: `malformed directory request: ${decoded.reason}`.slice(0, 2000),
+      });
       return;
     }
     if (this.inFlight >= this.requestsInFlightMax) {
@@ -311,7 +324,12 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
   await connectRedis(redis, config.redisUrl);
   let connection: NatsConnection;
   try {
-    connection = await connectNats([...config.natsServers], directoryProcessName, logger, config.natsAccess ?? anonymousNatsAccess("directory"));
+    connection = await connectNats(
+      [...config.natsServers],
+      directoryProcessName,
+      logger,
+      config.natsAccess ?? anonymousNatsAccess("directory"),
+    );
   } catch (error) {
     await closeRedis(redis);
     throw error;
@@ -334,11 +352,18 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
     directory,
     listCellIds: () => listCellIds(connection, config.namespace, cellsMax),
     inventoryPage: async (cellId, kind, afterId, limit) => {
-      const reply = await connection.request(cellInventorySubject(config.namespace, cellId), encodeJson({ type: "cell.inventory", kind, afterId, limit }), {
-        timeout: inventoryRequestTimeoutMs,
-      });
+      const reply = await connection.request(
+        cellInventorySubject(config.namespace, cellId),
+        encodeJson({ type: "cell.inventory", kind, afterId, limit }),
+        {
+          timeout: inventoryRequestTimeoutMs,
+        },
+      );
       const decoded = decodeMessage(cellInventoryAnswer, reply.data);
-      if (!decoded.ok) throw new Error(`cell ${cellId} answered an undecodable inventory page: ${decoded.reason} (${textDecoder.decode(reply.data).slice(0, 80)})`);
+      if (!decoded.ok)
+        throw new Error(
+          `cell ${cellId} answered an undecodable inventory page: ${decoded.reason} (${textDecoder.decode(reply.data).slice(0, 80)})`,
+        );
       return decoded.value;
     },
     logger,
@@ -354,7 +379,9 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
   // answer the rebuild); placements wait for the marker.
   const firstRebuild = rebuilder.ensure();
   await Promise.race([firstRebuild, sleep(firstRebuildWaitMs)]);
-  logger.info(`serving ${directorySubject(config.namespace)} (queue ${directoryQueueGroup}) from redis at ${redactRedisUrl(config.redisUrl)}`);
+  logger.info(
+    `serving ${directorySubject(config.namespace)} (queue ${directoryQueueGroup}) from redis at ${redactRedisUrl(config.redisUrl)}`,
+  );
   let stopping: Promise<void> | undefined;
   return {
     stop: () => {

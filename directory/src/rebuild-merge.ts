@@ -42,10 +42,19 @@ export function mergeInventories(rows: readonly CellKeyRow[]): MergedInventory {
     const { kind } = first;
     const { id } = first.key;
     const tombstones = keyRows.filter((row) => row.key.state === "moved" && row.key.movedEpoch !== null && row.key.movingToCellId !== null);
-    const newest = tombstones.reduce<CellKeyRow | undefined>((best, row) => (best === undefined || (row.key.movedEpoch ?? 0) > (best.key.movedEpoch ?? 0) ? row : best), undefined);
+    const newest = tombstones.reduce<CellKeyRow | undefined>(
+      (best, row) => (best === undefined || (row.key.movedEpoch ?? 0) > (best.key.movedEpoch ?? 0) ? row : best),
+      undefined,
+    );
     const baseEpoch = Math.max(1, ...tombstones.map((row) => row.key.movedEpoch ?? 0));
-    const active = keyRows.filter((row) => row.key.state === "active").map((row) => row.cellId).sort();
-    const frozen = keyRows.filter((row) => row.key.state === "frozen").map((row) => row.cellId).sort();
+    const active = keyRows
+      .filter((row) => row.key.state === "active")
+      .map((row) => row.cellId)
+      .sort();
+    const frozen = keyRows
+      .filter((row) => row.key.state === "frozen")
+      .map((row) => row.cellId)
+      .sort();
     const holders = active.length > 0 ? active : frozen;
     if (holders.length > 0) {
       let cellId = holders[0] ?? "";

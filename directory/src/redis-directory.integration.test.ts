@@ -20,7 +20,9 @@ function uniqueNamespace(): string {
  * A directory over a fresh namespace, its data marked complete as a first start's rebuild leaves it (most
  * tests are about serving, not about forgetting); every one is destroyed in afterAll.
  */
-async function freshDirectory(options: RedisDirectoryOptions & { readonly complete?: boolean } = {}): Promise<{ directory: RedisDirectory; namespace: string }> {
+async function freshDirectory(
+  options: RedisDirectoryOptions & { readonly complete?: boolean } = {},
+): Promise<{ directory: RedisDirectory; namespace: string }> {
   const namespace = uniqueNamespace();
   const directory = new RedisDirectory(firstConnection(), namespace, options);
   directories.push(directory);
@@ -173,8 +175,16 @@ describe("user placement", () => {
     await directory.registerCell("b", 1);
     expect(await directory.assignUser("bob", "zz")).toMatchObject({ ok: false, code: "unknown_cell" });
     expect(await keysOf(namespace)).toEqual([`${redisPrefix(namespace)}cells`]);
-    expect(await directory.assignUser("bob", "b")).toEqual({ ok: true, placed: true, entry: { kind: "user", id: "bob", cellId: "b", epoch: 1 } });
-    expect(await directory.assignUser("bob", "a")).toEqual({ ok: true, placed: false, entry: { kind: "user", id: "bob", cellId: "b", epoch: 1 } });
+    expect(await directory.assignUser("bob", "b")).toEqual({
+      ok: true,
+      placed: true,
+      entry: { kind: "user", id: "bob", cellId: "b", epoch: 1 },
+    });
+    expect(await directory.assignUser("bob", "a")).toEqual({
+      ok: true,
+      placed: false,
+      entry: { kind: "user", id: "bob", cellId: "b", epoch: 1 },
+    });
   });
 });
 
@@ -184,7 +194,12 @@ describe("conversation placement", () => {
     await directory.registerCell("a", 1);
     expect(await directory.lookupConversation(conversationIdFor(1))).toBeUndefined();
     await directory.placeConversation(conversationIdFor(1), "a", 0.5);
-    expect(await directory.lookupConversation(conversationIdFor(1))).toEqual({ kind: "conversation", id: conversationIdFor(1), cellId: "a", epoch: 1 });
+    expect(await directory.lookupConversation(conversationIdFor(1))).toEqual({
+      kind: "conversation",
+      id: conversationIdFor(1),
+      cellId: "a",
+      epoch: 1,
+    });
   });
 
   it("honours an active preferred cell whatever the weights, and keeps an existing entry", async () => {
@@ -250,7 +265,9 @@ describe("a store that forgot (no generation marker)", () => {
     expect(await directory.resolveUser("bob", 0)).toMatchObject(refused);
     expect(await directory.assignUser("bob", "b")).toMatchObject(refused);
     expect(await directory.placeConversation("d-AAAAAAAAAAAAAAAAAAAAAA", "a", 0)).toMatchObject(refused);
-    expect(await directory.moveEntry({ kind: "user", id: "alice", fromCellId: "a", toCellId: "b", expectedEpoch: 1 })).toMatchObject(refused);
+    expect(await directory.moveEntry({ kind: "user", id: "alice", fromCellId: "a", toCellId: "b", expectedEpoch: 1 })).toMatchObject(
+      refused,
+    );
     expect(forgotten).toBe(4);
     expect(await directory.lookupUser("bob")).toBeUndefined();
     expect(await cellSet(namespace, "b", "users")).toEqual([]);
@@ -301,9 +318,16 @@ describe("replica acknowledgements (WAIT)", () => {
     await directory.registerCell("a", 1);
     await directory.registerCell("b", 1);
     const refused = await directory.assignUser("alice", "a");
-    expect(refused).toMatchObject({ ok: false, code: "directory_unavailable", message: expect.stringContaining("0 of the 1 Redis replicas") });
+    expect(refused).toMatchObject({
+      ok: false,
+      code: "directory_unavailable",
+      message: expect.stringContaining("0 of the 1 Redis replicas"),
+    });
     expect(await directory.assignUser("alice", "b")).toMatchObject({ ok: true, placed: false, entry: { cellId: "a" } });
-    expect(await directory.moveEntry({ kind: "user", id: "alice", fromCellId: "a", toCellId: "b", expectedEpoch: 1 })).toMatchObject({ ok: false, code: "directory_unavailable" });
+    expect(await directory.moveEntry({ kind: "user", id: "alice", fromCellId: "a", toCellId: "b", expectedEpoch: 1 })).toMatchObject({
+      ok: false,
+      code: "directory_unavailable",
+    });
     expect(await directory.lookupUser("alice")).toMatchObject({ cellId: "b", epoch: 2 });
   });
 });
@@ -349,7 +373,11 @@ describe("moveEntry", () => {
   it("flips the entry to the target with the next epoch and moves the id between the cells' sets", async () => {
     const { directory, namespace } = await twoCellsWithAlice();
     await directory.assignUser("bob", "a");
-    expect(await directory.moveEntry(aliceToB)).toEqual({ ok: true, moved: true, entry: { kind: "user", id: "alice", cellId: "b", epoch: 2 } });
+    expect(await directory.moveEntry(aliceToB)).toEqual({
+      ok: true,
+      moved: true,
+      entry: { kind: "user", id: "alice", cellId: "b", epoch: 2 },
+    });
     expect(await directory.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "b", epoch: 2 });
     expect(await cellSet(namespace, "a", "users")).toEqual(["bob"]);
     expect(await cellSet(namespace, "b", "users")).toEqual(["alice"]);
@@ -363,7 +391,13 @@ describe("moveEntry", () => {
   it("moves conversations between the conversation sets", async () => {
     const { directory, namespace } = await twoCellsWithAlice();
     await directory.placeConversation(conversationIdFor(7), "a", 0);
-    const result = await directory.moveEntry({ kind: "conversation", id: conversationIdFor(7), fromCellId: "a", toCellId: "b", expectedEpoch: 1 });
+    const result = await directory.moveEntry({
+      kind: "conversation",
+      id: conversationIdFor(7),
+      fromCellId: "a",
+      toCellId: "b",
+      expectedEpoch: 1,
+    });
     expect(result).toMatchObject({ ok: true, moved: true, entry: { cellId: "b", epoch: 2 } });
     expect(await cellSet(namespace, "a", "conversations")).toEqual([]);
     expect(await cellSet(namespace, "b", "conversations")).toEqual([conversationIdFor(7)]);
@@ -386,9 +420,15 @@ describe("moveEntry", () => {
     await directory.registerCell("c", 1);
     await directory.moveEntry(aliceToB);
     // Epoch 1 is stale now: b to c must name epoch 2.
-    expect(await directory.moveEntry({ ...aliceToB, fromCellId: "b", toCellId: "c", expectedEpoch: 1 })).toMatchObject({ ok: false, code: "entry_changed" });
+    expect(await directory.moveEntry({ ...aliceToB, fromCellId: "b", toCellId: "c", expectedEpoch: 1 })).toMatchObject({
+      ok: false,
+      code: "entry_changed",
+    });
     // The entry is on b, not a.
-    expect(await directory.moveEntry({ ...aliceToB, fromCellId: "a", toCellId: "c", expectedEpoch: 2 })).toMatchObject({ ok: false, code: "entry_changed" });
+    expect(await directory.moveEntry({ ...aliceToB, fromCellId: "a", toCellId: "c", expectedEpoch: 2 })).toMatchObject({
+      ok: false,
+      code: "entry_changed",
+    });
     // On the target, but not at the epoch this move would have written: another move won.
     expect(await directory.moveEntry({ ...aliceToB, expectedEpoch: 5 })).toMatchObject({ ok: false, code: "entry_changed" });
     expect(await directory.lookupUser("alice")).toEqual({ kind: "user", id: "alice", cellId: "b", epoch: 2 });
@@ -417,7 +457,10 @@ describe("moveEntry", () => {
     const { directory, namespace } = await twoCellsWithAlice();
     // Written as placement did before the per-cell sets existed: the entry alone.
     await firstConnection().hset(`${redisPrefix(namespace)}user:old_timer`, "cellId", "a", "epoch", "4");
-    expect(await directory.moveEntry({ ...aliceToB, id: "old_timer", expectedEpoch: 4 })).toMatchObject({ ok: true, entry: { cellId: "b", epoch: 5 } });
+    expect(await directory.moveEntry({ ...aliceToB, id: "old_timer", expectedEpoch: 4 })).toMatchObject({
+      ok: true,
+      entry: { cellId: "b", epoch: 5 },
+    });
     expect(await cellSet(namespace, "b", "users")).toEqual(["old_timer"]);
   });
 });

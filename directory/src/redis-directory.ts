@@ -327,7 +327,9 @@ export class RedisDirectory {
       if (!Number.isSafeInteger(entry.epoch) || entry.epoch < 1) throw new TypeError(`invalid epoch ${entry.epoch}`);
       args.push(entry.kind, entry.id, entry.cellId, String(entry.epoch), cellSetSuffixes[entry.kind]);
     }
-    const reply = await this.call(`rebuild of ${entries.length} entries`, () => rebuildEntriesScript.run(this.redis, [this.rebuildLockKey], args));
+    const reply = await this.call(`rebuild of ${entries.length} entries`, () =>
+      rebuildEntriesScript.run(this.redis, [this.rebuildLockKey], args),
+    );
     const [status, count] = asArray(reply) ?? [];
     if (status === "lock_lost") return false;
     if (status !== "written" || typeof count !== "number") throw new DirectoryStoreError(`rebuild script replied ${describe(reply)}`);
@@ -335,7 +337,11 @@ export class RedisDirectory {
   }
 
   /** Extends the rebuild lock, writes the generation marker and releases the lock, or only releases it. */
-  async rebuildLock(token: string, lockMs: number, action: { readonly kind: "extend" | "release" } | { readonly kind: "complete"; readonly generation: string }): Promise<boolean> {
+  async rebuildLock(
+    token: string,
+    lockMs: number,
+    action: { readonly kind: "extend" | "release" } | { readonly kind: "complete"; readonly generation: string },
+  ): Promise<boolean> {
     const args = [token, String(lockMs), action.kind, action.kind === "complete" ? action.generation : ""];
     const reply = await this.call(`${action.kind} of ${this.rebuildLockKey}`, () =>
       rebuildLockScript.run(this.redis, [this.rebuildLockKey, this.generationKey], args),
@@ -416,7 +422,8 @@ export class RedisDirectory {
     const reply = await this.call(`set state of cell ${cellId}`, () => cellStateScript.run(this.redis, [this.cellsKey], [cellId, state]));
     const [status, rawRegistry] = asArray(reply) ?? [];
     if (status === "unknown_cell") return { ok: false, code: "unknown_cell", message: `cell ${cellId} is not registered` };
-    if (status === "undecodable") throw new DirectoryStoreError(`${this.cellsKey} field ${cellId} does not decode: ${describe(rawRegistry)}`);
+    if (status === "undecodable")
+      throw new DirectoryStoreError(`${this.cellsKey} field ${cellId} does not decode: ${describe(rawRegistry)}`);
     const flat = asArray(rawRegistry);
     if (status !== "set" || flat === undefined) throw new DirectoryStoreError(`cell state script replied ${describe(reply)}`);
     return { ok: true, cells: decodeRegistry(registryFromFlat(flat), this.cellsKey) };
@@ -437,7 +444,8 @@ export class RedisDirectory {
     }
     assertId(isCellId(fromCellId), "cell id", fromCellId);
     assertId(isCellId(toCellId), "cell id", toCellId);
-    if (fromCellId === toCellId) return { ok: false, code: "invalid_field", message: "toCellId: the entry would move to the cell it is on" };
+    if (fromCellId === toCellId)
+      return { ok: false, code: "invalid_field", message: "toCellId: the entry would move to the cell it is on" };
     if (!Number.isSafeInteger(expectedEpoch) || expectedEpoch < 1 || expectedEpoch >= Number.MAX_SAFE_INTEGER) {
       return { ok: false, code: "invalid_field", message: `expectedEpoch: ${expectedEpoch} leaves no next epoch` };
     }
@@ -498,7 +506,9 @@ export class RedisDirectory {
     const key = this.cellSetKey(cellId, kind);
     const [nextCursor, members] = await this.call(`SSCAN ${key}`, () => this.redis.sscan(key, cursor, "COUNT", count));
     if (members.length > cellEntriesReplyIdsMax) {
-      throw new DirectoryStoreError(`SSCAN of ${key} returned ${members.length} ids, more than a reply may carry (${cellEntriesReplyIdsMax})`);
+      throw new DirectoryStoreError(
+        `SSCAN of ${key} returned ${members.length} ids, more than a reply may carry (${cellEntriesReplyIdsMax})`,
+      );
     }
     const isId = kind === "user" ? isUserId : isConversationId;
     for (const member of members) {
@@ -539,7 +549,11 @@ export class RedisDirectory {
     if (!Number.isFinite(random) || random < 0 || random >= 1) throw new TypeError(`random must be in [0, 1), got ${random}`);
     const key = this.entryKey(kind, id);
     const reply = await this.call(`placement of ${key}`, () =>
-      placementScript.run(this.redis, [key, this.cellsKey, this.generationKey], [mode, cellId, String(random), this.cellSetPrefix, cellSetSuffixes[kind], id]),
+      placementScript.run(
+        this.redis,
+        [key, this.cellsKey, this.generationKey],
+        [mode, cellId, String(random), this.cellSetPrefix, cellSetSuffixes[kind], id],
+      ),
     );
     const [status, rawCellId, rawEpoch] = asArray(reply) ?? [];
     switch (status) {

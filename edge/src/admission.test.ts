@@ -1,7 +1,15 @@
 // Admission at the door, without a socket: the Origin allowlist, the client address behind trusted
 // proxies, the sockets per address and the unauthenticated budget, and the refusal counters.
 import { describe, expect, it } from "vitest";
-import { Admission, canonicalAddress, isLoopbackHost, parseAllowedOrigin, parseTrustedProxy, type AdmissionOptions, type UpgradeRequest } from "./admission.ts";
+import {
+  Admission,
+  canonicalAddress,
+  isLoopbackHost,
+  parseAllowedOrigin,
+  parseTrustedProxy,
+  type AdmissionOptions,
+  type UpgradeRequest,
+} from "./admission.ts";
 
 const jwksDefaults: AdmissionOptions = {
   allowedOrigins: [],
@@ -82,7 +90,10 @@ describe("sockets per client address", () => {
     door.connected("203.0.113.5");
     expect(door.decide(request({ peerAddress: "::ffff:203.0.113.5" }))).toMatchObject({ admitted: false, clientAddress: "203.0.113.5" });
     // What uWS's getRemoteAddressAsText gives for 127.0.0.1 on a socket listening on "::".
-    expect(door.decide(request({ peerAddress: "0000:0000:0000:0000:0000:ffff:cb00:7105" }))).toMatchObject({ admitted: false, clientAddress: "203.0.113.5" });
+    expect(door.decide(request({ peerAddress: "0000:0000:0000:0000:0000:ffff:cb00:7105" }))).toMatchObject({
+      admitted: false,
+      clientAddress: "203.0.113.5",
+    });
   });
 
   it("counts one IPv6 client under one key, however its address is written", () => {
@@ -104,7 +115,9 @@ describe("the client address behind proxies", () => {
   it("takes the nearest untrusted address from a trusted proxy's X-Forwarded-For, not the client-written left end", () => {
     const door = admission({ trustedProxies: ["10.0.0.0/8", "192.168.1.7"] });
     expect(door.decide(request({ peerAddress: "10.0.0.2", forwardedFor: "198.51.100.1" })).clientAddress).toBe("198.51.100.1");
-    expect(door.decide(request({ peerAddress: "10.0.0.2", forwardedFor: "1.2.3.4, 198.51.100.1, 192.168.1.7" })).clientAddress).toBe("198.51.100.1");
+    expect(door.decide(request({ peerAddress: "10.0.0.2", forwardedFor: "1.2.3.4, 198.51.100.1, 192.168.1.7" })).clientAddress).toBe(
+      "198.51.100.1",
+    );
     // Every hop trusted: the farthest one is the best guess.
     expect(door.decide(request({ peerAddress: "10.0.0.2", forwardedFor: "10.1.1.1,10.2.2.2" })).clientAddress).toBe("10.1.1.1");
     // Garbage stops the walk at the last address that was read.
@@ -144,14 +157,21 @@ describe("parsing the settings", () => {
     expect(parseAllowedOrigin("https://app.example.com:443")).toBe("https://app.example.com");
     expect(parseAllowedOrigin("http://localhost:3000")).toBe("http://localhost:3000");
     expect(parseAllowedOrigin("*")).toBe("*");
-    for (const bad of ["app.example.com", "https://app.example.com/", "https://app.example.com/x", "https://u:p@app.example.com", "ws://app.example.com"]) {
+    for (const bad of [
+      "app.example.com",
+      "https://app.example.com/",
+      "https://app.example.com/x",
+      "https://u:p@app.example.com",
+      "ws://app.example.com",
+    ]) {
       expect(parseAllowedOrigin(bad), bad).toBeUndefined();
     }
   });
 
   it("reads proxies as addresses or CIDR blocks", () => {
     for (const good of ["10.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "0.0.0.0/0"]) expect(parseTrustedProxy(good), good).toBe(good);
-    for (const bad of ["10.0.0.0/33", "fd00::/129", "10.0.0.0/x", "proxy", "10.0.0.0/8/1", ""]) expect(parseTrustedProxy(bad), bad).toBeUndefined();
+    for (const bad of ["10.0.0.0/33", "fd00::/129", "10.0.0.0/x", "proxy", "10.0.0.0/8/1", ""])
+      expect(parseTrustedProxy(bad), bad).toBeUndefined();
   });
 
   it("writes each address one way", () => {
@@ -164,7 +184,17 @@ describe("parsing the settings", () => {
   });
 
   it("knows loopback hosts", () => {
-    for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "::ffff:127.0.0.1", "0000:0000:0000:0000:0000:0000:0000:0001"]) expect(isLoopbackHost(host), host).toBe(true);
-    for (const host of ["0.0.0.0", "::", "10.0.0.1", "example.com", "localhost.example.com"]) expect(isLoopbackHost(host), host).toBe(false);
+    for (const host of [
+      "127.0.0.1",
+      "127.1.2.3",
+      "::1",
+      "[::1]",
+      "localhost",
+      "::ffff:127.0.0.1",
+      "0000:0000:0000:0000:0000:0000:0000:0001",
+    ])
+      expect(isLoopbackHost(host), host).toBe(true);
+    for (const host of ["0.0.0.0", "::", "10.0.0.1", "example.com", "localhost.example.com"])
+      expect(isLoopbackHost(host), host).toBe(false);
   });
 });

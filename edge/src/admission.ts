@@ -87,7 +87,11 @@ export function canonicalAddress(text: string): string {
 
 export class Admission {
   /** Refusals since start, by kind; reported by /healthz. */
-  readonly refusals: Record<UpgradeRefusal, number> = { origin_not_allowed: 0, too_many_connections_from_address: 0, unauthenticated_full: 0 };
+  readonly refusals: Record<UpgradeRefusal, number> = {
+    origin_not_allowed: 0,
+    too_many_connections_from_address: 0,
+    unauthenticated_full: 0,
+  };
   /** Open sockets per client address; an address leaves the map with its last socket, so it is bounded by the sockets. */
   private readonly connectionsByAddress = new Map<string, number>();
   private readonly allowedOrigins: ReadonlySet<string>;

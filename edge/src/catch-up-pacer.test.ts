@@ -59,19 +59,24 @@ describe("CatchUpPacer", () => {
 
   it("starts every catch-up of a wave once, within the window, whatever the count, window and seed", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 1, max: 200 }), fc.integer({ min: 0, max: 10_000 }), fc.integer(), async (count, spreadMs, seed) => {
-        const clock = new ManualClock(seededRandom(seed));
-        const { pacer, warnings } = pacerOf(spreadMs, 1000, clock);
-        const targets = Array.from({ length: count }, () => new Target(clock));
-        pacer.request(targets, undefined);
-        clock.advanceTo(spreadMs);
-        await flush();
-        for (const target of targets) {
-          expect(target.startedAtMs).toHaveLength(1);
-          expect(target.startedAtMs[0]).toBeLessThan(Math.max(1, spreadMs));
-        }
-        expect(warnings).toEqual([]);
-      }),
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 200 }),
+        fc.integer({ min: 0, max: 10_000 }),
+        fc.integer(),
+        async (count, spreadMs, seed) => {
+          const clock = new ManualClock(seededRandom(seed));
+          const { pacer, warnings } = pacerOf(spreadMs, 1000, clock);
+          const targets = Array.from({ length: count }, () => new Target(clock));
+          pacer.request(targets, undefined);
+          clock.advanceTo(spreadMs);
+          await flush();
+          for (const target of targets) {
+            expect(target.startedAtMs).toHaveLength(1);
+            expect(target.startedAtMs[0]).toBeLessThan(Math.max(1, spreadMs));
+          }
+          expect(warnings).toEqual([]);
+        },
+      ),
     );
   });
 
@@ -137,7 +142,10 @@ describe("CatchUpPacer", () => {
     const { pacer, warnings } = pacerOf(0, 1, clock);
     const failing: CatchUpTarget = { catchUpNow: () => Promise.reject(new Error("broken session")) };
     const next = new Target(clock);
-    new CatchUpPacer<CatchUpTarget>({ spreadMs: 0, readsInFlightMax: 1 }, clock, (message) => warnings.push(message)).request([failing, next], "a");
+    new CatchUpPacer<CatchUpTarget>({ spreadMs: 0, readsInFlightMax: 1 }, clock, (message) => warnings.push(message)).request(
+      [failing, next],
+      "a",
+    );
     await flush();
     expect(warnings).toEqual(["a catch-up failed: Error: broken session"]);
     expect(next.startedAtMs).toEqual([0]);

@@ -41,7 +41,12 @@ export type CatchUpClock = {
 /** A session's catch-up waiting for its moment; merged when another wave names the session again. */
 type Owed = { everything: boolean; readonly cellIds: Set<string> };
 
-type Wave<T> = { readonly startedAtMs: number; readonly schedule: readonly { readonly target: T; readonly atMs: number }[]; next: number; cancel: () => void };
+type Wave<T> = {
+  readonly startedAtMs: number;
+  readonly schedule: readonly { readonly target: T; readonly atMs: number }[];
+  next: number;
+  cancel: () => void;
+};
 
 export class CatchUpPacer<T extends CatchUpTarget> {
   /** Sessions waiting for their moment, with what they owe. At most one entry per session. */

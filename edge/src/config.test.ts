@@ -38,8 +38,22 @@ describe("loadEdgeConfig", () => {
       edgeId: "1",
       host: "127.0.0.1",
       port: 8080,
-      auth: { mode: "jwks", jwksUrl: undefined, jwksFile: "/etc/cellwire/jwks.json", issuer: "https://issuer.example", audience: "cellwire", jwksCooldownMs: 30_000, jwksCacheMaxAgeMs: 600_000 },
-      admission: { allowedOrigins: [], loopbackOriginsAllowed: false, connectionsPerAddressMax: 100, unauthenticatedMax: 1000, trustedProxies: [] },
+      auth: {
+        mode: "jwks",
+        jwksUrl: undefined,
+        jwksFile: "/etc/cellwire/jwks.json",
+        issuer: "https://issuer.example",
+        audience: "cellwire",
+        jwksCooldownMs: 30_000,
+        jwksCacheMaxAgeMs: 600_000,
+      },
+      admission: {
+        allowedOrigins: [],
+        loopbackOriginsAllowed: false,
+        connectionsPerAddressMax: 100,
+        unauthenticatedMax: 1000,
+        trustedProxies: [],
+      },
       authTimeoutMs: 5000,
       clockToleranceMs: 30_000,
       revocationsMax: 100_000,
@@ -113,7 +127,11 @@ describe("loadEdgeConfig", () => {
   });
 
   it("reads the catch-up window (0 reads at once) and the catch-up reads in flight", () => {
-    const { config, unknownVariables } = loadEdgeConfig({ ...devMode, EDGE_CATCH_UP_SPREAD_MS: "0", EDGE_CATCH_UP_READS_IN_FLIGHT_MAX: "8" });
+    const { config, unknownVariables } = loadEdgeConfig({
+      ...devMode,
+      EDGE_CATCH_UP_SPREAD_MS: "0",
+      EDGE_CATCH_UP_READS_IN_FLIGHT_MAX: "8",
+    });
     expect(unknownVariables).toEqual([]);
     expect(config).toMatchObject({ catchUpSpreadMs: 0, catchUpReadsInFlightMax: 8 });
     expect(configError({ ...devMode, EDGE_CATCH_UP_SPREAD_MS: "60001" }).message).toContain("EDGE_CATCH_UP_SPREAD_MS");
@@ -123,7 +141,8 @@ describe("loadEdgeConfig", () => {
   it("refuses to start with no settings at all: jwks is the default, and the message names what to set", () => {
     const message = configError({}).message;
     expect(message).toMatch(/EDGE_AUTH_MODE is jwks unless set/);
-    for (const name of ["EDGE_JWKS_URL", "EDGE_JWKS_FILE", "EDGE_JWT_ISSUER", "EDGE_JWT_AUDIENCE", "EDGE_AUTH_MODE=dev"]) expect(message).toContain(name);
+    for (const name of ["EDGE_JWKS_URL", "EDGE_JWKS_FILE", "EDGE_JWT_ISSUER", "EDGE_JWT_AUDIENCE", "EDGE_AUTH_MODE=dev"])
+      expect(message).toContain(name);
   });
 
   it("runs dev mode only when EDGE_AUTH_MODE=dev asks for it, on loopback, with loopback origins allowed", () => {
@@ -132,7 +151,13 @@ describe("loadEdgeConfig", () => {
     expect(warnings).toEqual([]);
     expect(config.auth).toEqual({ mode: "dev", devKeyDirectory: defaultDevKeyDirectory });
     expect(config.host).toBe("127.0.0.1");
-    expect(config.admission).toEqual({ allowedOrigins: [], loopbackOriginsAllowed: true, connectionsPerAddressMax: 100, unauthenticatedMax: 1000, trustedProxies: [] });
+    expect(config.admission).toEqual({
+      allowedOrigins: [],
+      loopbackOriginsAllowed: true,
+      connectionsPerAddressMax: 100,
+      unauthenticatedMax: 1000,
+      trustedProxies: [],
+    });
   });
 
   it("refuses dev mode outright with NODE_ENV=production, and accepts jwks mode there", () => {
@@ -148,7 +173,8 @@ describe("loadEdgeConfig", () => {
       expect(warnings[0], host).toMatch(/^DEV MODE ON A NON-LOOPBACK ADDRESS/);
       expect(warnings[0], host).toContain(host);
     }
-    for (const host of ["127.0.0.1", "127.0.0.2", "::1", "localhost"]) expect(loadEdgeConfig({ ...devMode, EDGE_HOST: host }).warnings, host).toEqual([]);
+    for (const host of ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+      expect(loadEdgeConfig({ ...devMode, EDGE_HOST: host }).warnings, host).toEqual([]);
     expect(loadEdgeConfig({ ...jwksFileMode, EDGE_HOST: "0.0.0.0" }).warnings).toEqual([]);
   });
 
@@ -227,10 +253,14 @@ describe("loadEdgeConfig", () => {
       },
       fanOutPerUser: { perSecond: 21, burst: 22 },
     });
-    expect(configError({ ...devMode, EDGE_RATE_SENDS_PER_SESSION_PER_SECOND: "0" }).message).toMatch(/EDGE_RATE_SENDS_PER_SESSION_PER_SECOND/);
+    expect(configError({ ...devMode, EDGE_RATE_SENDS_PER_SESSION_PER_SECOND: "0" }).message).toMatch(
+      /EDGE_RATE_SENDS_PER_SESSION_PER_SECOND/,
+    );
     expect(configError({ ...devMode, EDGE_RATE_FAN_OUT_PER_USER_BURST: "0" }).message).toMatch(/EDGE_RATE_FAN_OUT_PER_USER_BURST/);
     // A misspelt one is reported, not silently ignored.
-    expect(loadEdgeConfig({ ...devMode, EDGE_RATE_SEND_PER_SESSION_PER_SECOND: "5" }).unknownVariables).toEqual(["EDGE_RATE_SEND_PER_SESSION_PER_SECOND"]);
+    expect(loadEdgeConfig({ ...devMode, EDGE_RATE_SEND_PER_SESSION_PER_SECOND: "5" }).unknownVariables).toEqual([
+      "EDGE_RATE_SEND_PER_SESSION_PER_SECOND",
+    ]);
   });
 
   it("reads the typing and presence settings", () => {
@@ -285,9 +315,15 @@ describe("loadEdgeConfig", () => {
   });
 
   it("refuses a presence TTL under two heartbeats, and typing that lapses before it may be refreshed", () => {
-    expect(configError({ ...devMode, EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "1999" }).message).toContain("EDGE_PRESENCE_TTL_MS");
-    expect(loadEdgeConfig({ ...devMode, EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "2000" }).config.presenceTtlMs).toBe(2000);
-    expect(configError({ ...devMode, EDGE_TYPING_EXPIRES_IN_MS: "1000", EDGE_TYPING_INTERVAL_MS: "1000" }).message).toContain("EDGE_TYPING_EXPIRES_IN_MS");
+    expect(configError({ ...devMode, EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "1999" }).message).toContain(
+      "EDGE_PRESENCE_TTL_MS",
+    );
+    expect(
+      loadEdgeConfig({ ...devMode, EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS: "1000", EDGE_PRESENCE_TTL_MS: "2000" }).config.presenceTtlMs,
+    ).toBe(2000);
+    expect(configError({ ...devMode, EDGE_TYPING_EXPIRES_IN_MS: "1000", EDGE_TYPING_INTERVAL_MS: "1000" }).message).toContain(
+      "EDGE_TYPING_EXPIRES_IN_MS",
+    );
     expect(configError({ ...devMode, EDGE_TYPING_EXPIRES_IN_MS: "60001" }).message).toContain("EDGE_TYPING_EXPIRES_IN_MS");
   });
 
@@ -341,7 +377,12 @@ describe("loadEdgeConfig", () => {
     expect(configError({ ...rest, EDGE_JWKS_URL: "http://10.0.0.7/jwks.json" }).message).toMatch(/EDGE_JWKS_URL must be https/);
     expect(configError({ ...rest, EDGE_JWKS_URL: "ftp://issuer.example/jwks.json" }).message).toMatch(/EDGE_JWKS_URL must be https/);
     expect(configError({ ...rest, EDGE_JWKS_URL: "not a url" }).message).toMatch(/EDGE_JWKS_URL is not a URL/);
-    for (const url of ["http://127.0.0.1:4000/jwks.json", "http://localhost/jwks.json", "http://[::1]:9/jwks.json", "https://issuer.example/jwks.json"]) {
+    for (const url of [
+      "http://127.0.0.1:4000/jwks.json",
+      "http://localhost/jwks.json",
+      "http://[::1]:9/jwks.json",
+      "https://issuer.example/jwks.json",
+    ]) {
       expect(loadEdgeConfig({ ...rest, EDGE_JWKS_URL: url }).config.auth).toMatchObject({ jwksUrl: url });
     }
   });
@@ -376,7 +417,9 @@ describe("loadEdgeConfig", () => {
     expect(configError({ ...jwksFileMode, CELLWIRE_DIRECT_CONVERSATION_KEY: devDirectConversationKey }).message).toMatch(/public dev key/);
     expect(configError({ ...jwksFileMode, CELLWIRE_DIRECT_CONVERSATION_KEY: "short" }).message).toMatch(/at least 32 characters/);
     expect(loadEdgeConfig(devMode).config.directConversationKey).toBe(devDirectConversationKey);
-    expect(loadEdgeConfig({ ...devMode, CELLWIRE_DIRECT_CONVERSATION_KEY: deploymentKey }).config.directConversationKey).toBe(deploymentKey);
+    expect(loadEdgeConfig({ ...devMode, CELLWIRE_DIRECT_CONVERSATION_KEY: deploymentKey }).config.directConversationKey).toBe(
+      deploymentKey,
+    );
   });
 
   it("refuses jwks mode without an issuer or without an audience", () => {

@@ -1,6 +1,14 @@
 // The edge's one typed config, built from the environment by a pure function; only main.ts passes
 // process.env in.
-import { EnvironmentReader, ConfigError, devDirectConversationKey, directConversationKeyLengthMin, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
+import {
+  EnvironmentReader,
+  ConfigError,
+  devDirectConversationKey,
+  directConversationKeyLengthMin,
+  readNatsAccess,
+  type Environment,
+  type NatsAccess,
+} from "@cellwire/cluster";
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
 import { isLoopbackHost, parseAllowedOrigin, parseTrustedProxy } from "./admission.ts";
@@ -211,7 +219,13 @@ function readRateLimits(reader: EnvironmentReader): RateLimitSettings {
       const prefix = `EDGE_RATE_${rateLimitVariableKinds[kind]}_PER_${scope}`;
       return scope === "SESSION" ? rate(prefix, sessionPerSecond, sessionBurst) : rate(prefix, userPerSecond, userBurst);
     };
-    return { send: of("send"), typing: of("typing"), history: of("history"), conversationChange: of("conversationChange"), refresh: of("refresh") };
+    return {
+      send: of("send"),
+      typing: of("typing"),
+      history: of("history"),
+      conversationChange: of("conversationChange"),
+      refresh: of("refresh"),
+    };
   };
   const perSession = perKind("SESSION");
   const perUser = perKind("USER");
@@ -227,7 +241,9 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
   if (mode === "dev") {
     // NODE_ENV is not ours, but a production image sets it (Dockerfile): dev mode there is a mistake.
     if (environment["NODE_ENV"] === "production") {
-      throw new ConfigError("EDGE_AUTH_MODE=dev is refused with NODE_ENV=production: dev mode signs a token for any user; use EDGE_AUTH_MODE=jwks");
+      throw new ConfigError(
+        "EDGE_AUTH_MODE=dev is refused with NODE_ENV=production: dev mode signs a token for any user; use EDGE_AUTH_MODE=jwks",
+      );
     }
     auth = { mode, devKeyDirectory: reader.string("EDGE_DEV_KEY_DIR", defaultDevKeyDirectory) };
   } else {
@@ -235,8 +251,10 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     const jwksFile = reader.optionalString("EDGE_JWKS_FILE");
     const issuer = reader.optionalString("EDGE_JWT_ISSUER");
     const audience = reader.optionalString("EDGE_JWT_AUDIENCE");
-    if ((jwksUrl === undefined) === (jwksFile === undefined)) throw new ConfigError(`exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE is needed. ${jwksSettingsHint}`);
-    if (issuer === undefined || audience === undefined) throw new ConfigError(`EDGE_JWT_ISSUER and EDGE_JWT_AUDIENCE are needed. ${jwksSettingsHint}`);
+    if ((jwksUrl === undefined) === (jwksFile === undefined))
+      throw new ConfigError(`exactly one of EDGE_JWKS_URL and EDGE_JWKS_FILE is needed. ${jwksSettingsHint}`);
+    if (issuer === undefined || audience === undefined)
+      throw new ConfigError(`EDGE_JWT_ISSUER and EDGE_JWT_AUDIENCE are needed. ${jwksSettingsHint}`);
     const urlProblem = jwksUrl === undefined ? undefined : jwksUrlProblem(jwksUrl);
     if (urlProblem !== undefined) throw new ConfigError(urlProblem);
     const jwksCooldownMs = reader.integer("EDGE_JWKS_COOLDOWN_MS", 30_000, 1000, 3_600_000);
@@ -255,7 +273,11 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
   };
   const config: EdgeConfig = {
     namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
-    natsServers: reader.string("CELLWIRE_NATS_SERVERS", "127.0.0.1:4222").split(",").map((server) => server.trim()).filter((server) => server !== ""),
+    natsServers: reader
+      .string("CELLWIRE_NATS_SERVERS", "127.0.0.1:4222")
+      .split(",")
+      .map((server) => server.trim())
+      .filter((server) => server !== ""),
     natsAccess: readNatsAccess(reader, "edge"),
     edgeId: reader.string("EDGE_ID", "1", /^[a-z0-9][a-z0-9-]{0,31}$/),
     host: reader.string("EDGE_HOST", "127.0.0.1"),
@@ -309,19 +331,26 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     directConversationKey: reader.optionalString("CELLWIRE_DIRECT_CONVERSATION_KEY") ?? (mode === "dev" ? devDirectConversationKey : ""),
   };
   if (config.directConversationKey.length < directConversationKeyLengthMin) {
-    throw new ConfigError(`CELLWIRE_DIRECT_CONVERSATION_KEY must be set, with at least ${directConversationKeyLengthMin} characters (EDGE_AUTH_MODE=jwks has no default)`);
+    throw new ConfigError(
+      `CELLWIRE_DIRECT_CONVERSATION_KEY must be set, with at least ${directConversationKeyLengthMin} characters (EDGE_AUTH_MODE=jwks has no default)`,
+    );
   }
   if (mode === "jwks" && config.directConversationKey === devDirectConversationKey) {
     throw new ConfigError("CELLWIRE_DIRECT_CONVERSATION_KEY is the public dev key: EDGE_AUTH_MODE=jwks needs a secret of its own");
   }
   if (config.presenceTtlMs < 2 * config.presenceHeartbeatIntervalMs) {
-    throw new ConfigError("EDGE_PRESENCE_TTL_MS must be at least twice EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS, so one late heartbeat does not flap presence");
+    throw new ConfigError(
+      "EDGE_PRESENCE_TTL_MS must be at least twice EDGE_PRESENCE_HEARTBEAT_INTERVAL_MS, so one late heartbeat does not flap presence",
+    );
   }
   if (config.typingExpiresInMs <= config.typingIntervalMs) {
-    throw new ConfigError("EDGE_TYPING_EXPIRES_IN_MS must exceed EDGE_TYPING_INTERVAL_MS, so a typist can refresh an indicator before it lapses");
+    throw new ConfigError(
+      "EDGE_TYPING_EXPIRES_IN_MS must exceed EDGE_TYPING_INTERVAL_MS, so a typist can refresh an indicator before it lapses",
+    );
   }
   if (config.natsServers.length === 0) throw new ConfigError("CELLWIRE_NATS_SERVERS must name at least one server");
-  if (config.auth.mode === "jwks" && config.webDirectory !== undefined) throw new ConfigError("EDGE_WEB_DIR is a dev-mode feature; unset it with EDGE_AUTH_MODE=jwks");
+  if (config.auth.mode === "jwks" && config.webDirectory !== undefined)
+    throw new ConfigError("EDGE_WEB_DIR is a dev-mode feature; unset it with EDGE_AUTH_MODE=jwks");
   if (config.auth.mode === "dev" && !isLoopbackHost(config.host)) {
     warnings.push(
       `DEV MODE ON A NON-LOOPBACK ADDRESS (EDGE_HOST=${config.host}): anyone who reaches this edge can get a token for any user from /dev/token. ` +

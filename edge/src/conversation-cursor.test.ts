@@ -14,7 +14,16 @@ const unboundedHeldBytes = (): HeldBytesBudget => new HeldBytesBudget(Number.POS
 const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 
 function message(seq: number): Message {
-  return { conversationId, messageId: `m${seq}`, seq, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: `c${seq}`, body: `body ${seq}`, sentAtMs: seq };
+  return {
+    conversationId,
+    messageId: `m${seq}`,
+    seq,
+    senderUserId: "alice",
+    senderDeviceId: "phone",
+    clientMessageId: `c${seq}`,
+    body: `body ${seq}`,
+    sentAtMs: seq,
+  };
 }
 
 function range(from: number, to: number): Message[] {
@@ -164,7 +173,10 @@ describe("ConversationCursor", () => {
     expect(cursor.requestSync()).toBe(true);
   });
 
-  type Start = { readonly kind: "cursor"; readonly afterSeq: number } | { readonly kind: "join"; readonly joinSeq: number } | { readonly kind: "live" };
+  type Start =
+    | { readonly kind: "cursor"; readonly afterSeq: number }
+    | { readonly kind: "join"; readonly joinSeq: number }
+    | { readonly kind: "live" };
 
   /**
    * One action of the world per entry: 0 commits a message (and queues its live delivery), 1 delivers the
@@ -200,7 +212,10 @@ describe("ConversationCursor", () => {
           const queued: number[] = [];
           const delivered: number[] = [];
           const written: number[] = [];
-          let cursor = start.kind === "live" ? undefined : ConversationCursor.reading(start.kind === "cursor" ? start.afterSeq : undefined, heldMax, budget);
+          let cursor =
+            start.kind === "live"
+              ? undefined
+              : ConversationCursor.reading(start.kind === "cursor" ? start.afterSeq : undefined, heldMax, budget);
           // What the device holds before anything is written: undefined until the live start is known.
           let expectedFrom: number | undefined = start.kind === "live" ? undefined : startSeq + 1;
           // The read in progress, as Session.readConversation runs it: a request, the cell reading the

@@ -80,7 +80,16 @@ class RecordingTarget implements DeliveryTarget {
 }
 
 function message(seq: number, senderUserId = "alice"): Message {
-  return { conversationId, messageId: `m-${seq}`, seq, senderUserId, senderDeviceId: "phone", clientMessageId: `c-${seq}`, body: `message ${seq}`, sentAtMs: 1_700_000_000_000 };
+  return {
+    conversationId,
+    messageId: `m-${seq}`,
+    seq,
+    senderUserId,
+    senderDeviceId: "phone",
+    clientMessageId: `c-${seq}`,
+    body: `message ${seq}`,
+    sentAtMs: 1_700_000_000_000,
+  };
 }
 
 function joined(afterSeq: number): MailboxEvent {
@@ -125,7 +134,8 @@ async function setup() {
 /** Counts the message frames encoded (JSON.stringify of a `{ type: "message" }` value) from now on. */
 function countMessageFrameEncodings(): () => number {
   const stringify = vi.spyOn(JSON, "stringify");
-  const isMessageFrame = (value: unknown): boolean => typeof value === "object" && value !== null && "type" in value && value.type === "message";
+  const isMessageFrame = (value: unknown): boolean =>
+    typeof value === "object" && value !== null && "type" in value && value.type === "message";
   return () => stringify.mock.calls.filter((call) => isMessageFrame(call[0])).length;
 }
 
@@ -184,7 +194,9 @@ describe("NatsDeliveryHub", () => {
     expect(decodedFrames(carol, "deliver")).toEqual([{ ok: true, value: { type: "event", ...carolEvent } }]);
     expect(decodedFrames(carol, "deliverTyping")).toEqual([{ ok: true, value: typingFrame }]);
     expect(bobPhone.calls.map((call) => call.frame)).toEqual(bobLaptop.calls.map((call) => call.frame));
-    expect(carol.calls.find((call) => call.method === "deliverMessage")?.frame).toBe(bobPhone.calls.find((call) => call.method === "deliverMessage")?.frame);
+    expect(carol.calls.find((call) => call.method === "deliverMessage")?.frame).toBe(
+      bobPhone.calls.find((call) => call.method === "deliverMessage")?.frame,
+    );
     expect(dave.calls).toEqual([]);
     expect(warnings).toEqual([]);
   });
@@ -232,9 +244,17 @@ describe("NatsDeliveryHub", () => {
     await hub.attach("dave", dave);
     publisher.publish(subject, new TextEncoder().encode("not json"));
     // A valid message beside one with seq 0: nothing of the batch is handed over.
-    await publish({ messages: [{ recipientUserIds: ["dave"], message: message(1) }, { recipientUserIds: ["dave"], message: { ...message(2), seq: 0 } }] });
+    await publish({
+      messages: [
+        { recipientUserIds: ["dave"], message: message(1) },
+        { recipientUserIds: ["dave"], message: { ...message(2), seq: 0 } },
+      ],
+    });
     // A recipient that is no user id, as a subject wildcard would be.
-    await publish({ events: [{ recipientUserId: "dave", seq: 1, event: joined(0) }], typing: [{ recipientUserIds: ["dave", "victim.>"], ...indicator }] });
+    await publish({
+      events: [{ recipientUserId: "dave", seq: 1, event: joined(0) }],
+      typing: [{ recipientUserIds: ["dave", "victim.>"], ...indicator }],
+    });
     // A message to nobody.
     await publish({ messages: [{ recipientUserIds: [], message: message(3) }] });
     await publish({ messages: [{ recipientUserIds: ["dave"], message: message(4) }] });
@@ -254,7 +274,10 @@ describe("NatsDeliveryHub", () => {
     await sentinel.received(1);
     const erin = new RecordingTarget();
     await hub.attach("erin", erin);
-    await publish({ messages: [{ recipientUserIds: ["erin"], message: message(2) }], events: [{ recipientUserId: "erin", seq: 1, event: joined(1) }] });
+    await publish({
+      messages: [{ recipientUserIds: ["erin"], message: message(2) }],
+      events: [{ recipientUserId: "erin", seq: 1, event: joined(1) }],
+    });
     await drained(sentinel);
     expect(erin.valuesOf("deliverMessage")).toEqual([message(2)]);
     expect(erin.valuesOf("deliver")).toEqual([{ seq: 1, event: joined(1) }]);
@@ -304,7 +327,10 @@ describe("NatsDeliveryHub", () => {
     hub.detach("frank", second);
     expect(hub.sessionCount("frank")).toBe(0);
     expect(hub.userCount).toBe(2);
-    await publish({ messages: [{ recipientUserIds: ["frank", "gina"], message: message(2) }], events: [{ recipientUserId: "frank", seq: 1, event: joined(0) }] });
+    await publish({
+      messages: [{ recipientUserIds: ["frank", "gina"], message: message(2) }],
+      events: [{ recipientUserId: "frank", seq: 1, event: joined(0) }],
+    });
     await drained(sentinel);
     expect(second.calls).toHaveLength(1);
     expect(gina.valuesOf("deliverMessage")).toEqual([message(1), message(2)]);
@@ -324,7 +350,10 @@ describe("NatsDeliveryHub", () => {
     hub.detach("hana", first);
     hub.detach("hana", third);
     expect(hub.sessionCount("hana")).toBe(1);
-    await publish({ messages: [{ recipientUserIds: ["hana"], message: message(1) }], events: [{ recipientUserId: "hana", seq: 1, event: joined(0) }] });
+    await publish({
+      messages: [{ recipientUserIds: ["hana"], message: message(1) }],
+      events: [{ recipientUserId: "hana", seq: 1, event: joined(0) }],
+    });
     await drained(sentinel);
     expect(second.valuesOf("deliverMessage")).toEqual([message(1)]);
     expect(second.valuesOf("deliver")).toHaveLength(1);
@@ -348,10 +377,12 @@ describe("NatsDeliveryHub", () => {
     await hub.start();
     hub.stop();
     await hubConnection.flush();
-    const probe = await publisher.request(subject, JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [] }), { timeout: 2000 }).then(
-      () => "answered",
-      (error: unknown) => (error instanceof Error && error.cause instanceof NoRespondersError ? "no responders" : String(error)),
-    );
+    const probe = await publisher
+      .request(subject, JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [] }), { timeout: 2000 })
+      .then(
+        () => "answered",
+        (error: unknown) => (error instanceof Error && error.cause instanceof NoRespondersError ? "no responders" : String(error)),
+      );
     expect(probe).toBe("no responders");
   });
 
@@ -383,7 +414,10 @@ describe("NatsDeliveryHub", () => {
     await aliceLaptop.received(1);
     expect(payloads).toHaveLength(2);
     const decoded = payloads.map((payload) => decodeMessage(deliveryBatch, payload));
-    expect(decoded[0]).toEqual({ ok: true, value: { type: "delivery.batch", messages: [], events: [], typing: [{ recipientUserIds, ...indicator }] } });
+    expect(decoded[0]).toEqual({
+      ok: true,
+      value: { type: "delivery.batch", messages: [], events: [], typing: [{ recipientUserIds, ...indicator }] },
+    });
     expect(decoded[1]).toEqual({ ok: true, value: { type: "delivery.batch", messages: [], events: [], typing: [] } });
     // The hub forwards the typist's own devices too: the session leaves out the one that typed.
     expect(aliceLaptop.valuesOf("deliverTyping")).toEqual([indicator]);
@@ -396,9 +430,19 @@ describe("NatsDeliveryHub", () => {
     await hub.start();
     const bob = new RecordingTarget();
     await hub.attach("bob", bob);
-    const forged: DeliveryBatch = { type: "delivery.batch", messages: [{ recipientUserIds: ["bob"], message: message(1) }], events: [{ recipientUserId: "bob", seq: Number.MAX_SAFE_INTEGER, event: joined(0) }], typing: [] };
+    const forged: DeliveryBatch = {
+      type: "delivery.batch",
+      messages: [{ recipientUserIds: ["bob"], message: message(1) }],
+      events: [{ recipientUserId: "bob", seq: Number.MAX_SAFE_INTEGER, event: joined(0) }],
+      typing: [],
+    };
     publisher.publish(typingSubject(namespace), JSON.stringify(forged));
-    const typing: DeliveryBatch = { type: "delivery.batch", messages: [], events: [], typing: [{ recipientUserIds: ["bob"], ...indicator }] };
+    const typing: DeliveryBatch = {
+      type: "delivery.batch",
+      messages: [],
+      events: [],
+      typing: [{ recipientUserIds: ["bob"], ...indicator }],
+    };
     publisher.publish(typingSubject(namespace), JSON.stringify(typing));
     await publisher.flush();
     await bob.received(1);

@@ -88,17 +88,19 @@ export class DirectoryCache {
     if (cached !== undefined) return cached;
     const pending = this.inFlight.get(key);
     if (pending !== undefined) return pending;
-    const request = this.fetches.run(() => fetch(key)).then(
-      (entry) => {
-        this.inFlight.delete(key);
-        if (entry !== undefined) this.remember(key, entry);
-        return entry;
-      },
-      (error: unknown) => {
-        this.inFlight.delete(key);
-        throw error;
-      },
-    );
+    const request = this.fetches
+      .run(() => fetch(key))
+      .then(
+        (entry) => {
+          this.inFlight.delete(key);
+          if (entry !== undefined) this.remember(key, entry);
+          return entry;
+        },
+        (error: unknown) => {
+          this.inFlight.delete(key);
+          throw error;
+        },
+      );
     this.inFlight.set(key, request);
     return request;
   }

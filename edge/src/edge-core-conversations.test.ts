@@ -44,7 +44,10 @@ function messageSeqs(transport: FakeTransport, conversationId: string): number[]
 function readsOf(edge: FakeEdge, conversationId: string): (number | null)[] {
   return edge.router
     .requestsOf("cell.messagesAfter")
-    .filter((request): request is Extract<CellRequest, { type: "cell.messagesAfter" }> => request.type === "cell.messagesAfter" && request.conversationId === conversationId)
+    .filter(
+      (request): request is Extract<CellRequest, { type: "cell.messagesAfter" }> =>
+        request.type === "cell.messagesAfter" && request.conversationId === conversationId,
+    )
     .map((request) => request.afterSeq);
 }
 
@@ -157,7 +160,9 @@ describe("live messages", () => {
     await transport.frame(isMessageOf(first, 5));
     expect(readsOf(edge, first)).toEqual([3]);
     expect(messageSeqs(transport, first)).toEqual([4, 5]);
-    expect(indexOfFrame(transport, (frame) => frame["type"] === "event" && frame["seq"] === 1)).toBeLessThan(indexOfFrame(transport, isMessageOf(first, 4)));
+    expect(indexOfFrame(transport, (frame) => frame["type"] === "event" && frame["seq"] === 1)).toBeLessThan(
+      indexOfFrame(transport, isMessageOf(first, 4)),
+    );
   });
 
   it("in a resumed session, reads a conversation it has no cursor for from the member's join point, then writes the live message", async () => {
@@ -341,7 +346,9 @@ describe("conversations that cannot be read", () => {
     edge.logs.create(second, { bob: 0 }, { head: 1 });
     let cellBDown = true;
     edge.router.answers.set("cell.messagesAfter", (cellId, request) =>
-      cellId === "b" && cellBDown ? Promise.reject(new UnavailableError("cell_unavailable", "cell b: no responders")) : edge.logs.answer(cellId, request),
+      cellId === "b" && cellBDown
+        ? Promise.reject(new UnavailableError("cell_unavailable", "cell b: no responders"))
+        : edge.logs.answer(cellId, request),
     );
     const { transport } = await edge.authenticated("bob", {
       resumeAfterSeq: 0,
@@ -366,7 +373,8 @@ describe("conversations that cannot be read", () => {
     edge.logs.create(first, { bob: 0 }, { head: 2 });
     let refusals = 0;
     edge.router.answers.set("cell.messagesAfter", (cellId, request) => {
-      if (refusals++ < 2) return Promise.resolve({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 5 });
+      if (refusals++ < 2)
+        return Promise.resolve({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 5 });
       return edge.logs.answer(cellId, request);
     });
     const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: first, afterSeq: 0 }] });
@@ -383,7 +391,8 @@ describe("conversations that cannot be read", () => {
     let refusals = 0;
     edge.router.answers.set("cell.messagesAfter", (cellId, request) => {
       refusals++;
-      if (refusals <= 5) return Promise.resolve({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 1 });
+      if (refusals <= 5)
+        return Promise.resolve({ type: "cell.error", code: "overloaded", message: "too many requests pending", retryAfterMs: 1 });
       return edge.logs.answer(cellId, request);
     });
     const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: first, afterSeq: 0 }] });
@@ -402,7 +411,9 @@ describe("conversations that cannot be read", () => {
     edge.logs.append(first, 3);
     edge.deliveries.publishMessage("bob", logMessage(first, 1));
     let down = true;
-    edge.router.answers.set("cell.messagesAfter", (cellId, request) => (down ? Promise.reject(new UnavailableError("cell_unavailable", "cell a: timeout")) : edge.logs.answer(cellId, request)));
+    edge.router.answers.set("cell.messagesAfter", (cellId, request) =>
+      down ? Promise.reject(new UnavailableError("cell_unavailable", "cell a: timeout")) : edge.logs.answer(cellId, request),
+    );
     edge.deliveries.publishMessage("bob", logMessage(first, 3));
     expect(messageSeqs(transport, first)).toEqual([1]);
     down = false;
@@ -464,11 +475,17 @@ describe("bounds", () => {
     for (const conversationId of bobs) edge.logs.create(conversationId, { bob: 0 }, { head: 1 });
     for (const conversationId of carols) edge.logs.create(conversationId, { carol: 0 }, { head: 1 });
     const release = edge.logs.hold();
-    const bob = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: bobs.map((conversationId) => ({ conversationId, afterSeq: 0 })) });
+    const bob = await edge.authenticated("bob", {
+      resumeAfterSeq: 0,
+      conversations: bobs.map((conversationId) => ({ conversationId, afterSeq: 0 })),
+    });
     await edge.logs.readsWaiting(2);
     for (let turn = 0; turn < 5; turn++) await settle();
     expect(edge.logs.readsInFlight).toBe(2);
-    const carol = await edge.authenticated("carol", { resumeAfterSeq: 0, conversations: carols.map((conversationId) => ({ conversationId, afterSeq: 0 })) });
+    const carol = await edge.authenticated("carol", {
+      resumeAfterSeq: 0,
+      conversations: carols.map((conversationId) => ({ conversationId, afterSeq: 0 })),
+    });
     await edge.logs.readsWaiting(3);
     for (let turn = 0; turn < 5; turn++) await settle();
     expect(edge.logs.readsInFlight).toBe(3);

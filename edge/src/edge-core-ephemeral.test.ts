@@ -5,7 +5,15 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { UnavailableError } from "@cellwire/cluster";
 import { errorCodes, presenceWatchUsersMax, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { SharedConversationAccess } from "./presence/presence-access.ts";
-import { deferred, fakeEdge, framesOfType, memberCacheTtlMsForTests, typingExpiresInMsForTests, type FakeEdge, type FakeTransport } from "../test/edge-fakes.ts";
+import {
+  deferred,
+  fakeEdge,
+  framesOfType,
+  memberCacheTtlMsForTests,
+  typingExpiresInMsForTests,
+  type FakeEdge,
+  type FakeTransport,
+} from "../test/edge-fakes.ts";
 
 const groupId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 const otherGroupId = "g-BBBBBBBBBBBBBBBBBBBBBB";
@@ -32,7 +40,8 @@ function settle(): Promise<void> {
 /** Groups of cell "a" whose owner answers cell.members with `members` (or not_a_member for others). */
 function edgeWithGroups(members: Record<string, readonly string[]>, ...args: Parameters<typeof fakeEdge>): FakeEdge {
   const edge = newEdge(...args);
-  for (const conversationId of Object.keys(members)) edge.directory.conversations.set(conversationId, { kind: "conversation", id: conversationId, cellId: "a", epoch: 1 });
+  for (const conversationId of Object.keys(members))
+    edge.directory.conversations.set(conversationId, { kind: "conversation", id: conversationId, cellId: "a", epoch: 1 });
   edge.router.answers.set("cell.members", async (_cellId, request) => {
     if (request.type !== "cell.members") throw new Error("routed wrongly");
     const list = members[request.conversationId];
@@ -65,14 +74,23 @@ describe("typing", () => {
     const dave = await device(edge, "dave", "phone");
     alicePhone.receiveJson(typing("t1"));
     expect(await reply(alicePhone, "t1")).toEqual({ type: "typingAck", requestId: "t1" });
-    const indicator = { type: "typing", conversationId: groupId, userId: "alice", deviceId: "phone", expiresInMs: typingExpiresInMsForTests };
+    const indicator = {
+      type: "typing",
+      conversationId: groupId,
+      userId: "alice",
+      deviceId: "phone",
+      expiresInMs: typingExpiresInMsForTests,
+    };
     expect(framesOfType(bob, "typing")).toEqual([indicator]);
     expect(framesOfType(aliceLaptop, "typing")).toEqual([indicator]);
     expect(framesOfType(alicePhone, "typing")).toEqual([]);
     expect(framesOfType(dave, "typing")).toEqual([]);
     // One publish with every member as a recipient, carol (connected nowhere here) included: her edges forward it.
     expect(edge.deliveries.typingPublished).toEqual([
-      { recipientUserIds: ["alice", "bob", "carol"], indicator: { conversationId: groupId, userId: "alice", deviceId: "phone", expiresInMs: typingExpiresInMsForTests } },
+      {
+        recipientUserIds: ["alice", "bob", "carol"],
+        indicator: { conversationId: groupId, userId: "alice", deviceId: "phone", expiresInMs: typingExpiresInMsForTests },
+      },
     ]);
     expect(edge.router.requestsOf("cell.members")).toEqual([{ type: "cell.members", conversationId: groupId, userId: "alice" }]);
   });
@@ -97,7 +115,16 @@ describe("typing", () => {
     const edge = edgeWithGroups({});
     edge.router.answers.set("cell.createGroup", async (_cellId, request) => {
       if (request.type !== "cell.createGroup") throw new Error("routed wrongly");
-      return { type: "cell.conversation", conversation: { conversationId: request.conversationId, kind: "group", title: request.title, memberUserIds: ["alice", "bob"], lastSeq: 0 } };
+      return {
+        type: "cell.conversation",
+        conversation: {
+          conversationId: request.conversationId,
+          kind: "group",
+          title: request.title,
+          memberUserIds: ["alice", "bob"],
+          lastSeq: 0,
+        },
+      };
     });
     const alice = await device(edge, "alice", "phone");
     const bob = await device(edge, "bob", "phone");
@@ -115,7 +142,13 @@ describe("typing", () => {
     const mallory = await device(edge, "mallory", "phone");
     const bob = await device(edge, "bob", "phone");
     mallory.receiveJson(typing("t1", unknownGroupId));
-    expect(await reply(mallory, "t1")).toEqual({ type: "error", requestId: "t1", code: "not_a_member", message: expect.any(String), retryable: false });
+    expect(await reply(mallory, "t1")).toEqual({
+      type: "error",
+      requestId: "t1",
+      code: "not_a_member",
+      message: expect.any(String),
+      retryable: false,
+    });
     expect(edge.router.requestsOf("cell.members")).toEqual([]);
     mallory.receiveJson(typing("t2"));
     expect(await reply(mallory, "t2")).toMatchObject({ type: "error", code: "not_a_member", retryable: false });
@@ -136,7 +169,14 @@ describe("typing", () => {
     const alice = await device(edge, "alice", "phone");
     alice.receiveJson(typing("t1"));
     alice.receiveJson(typing("t2"));
-    expect(await reply(alice, "t2")).toEqual({ type: "error", requestId: "t2", code: "rate_limited", message: expect.stringContaining("1000 ms"), retryable: true, retryAfterMs: 1000 });
+    expect(await reply(alice, "t2")).toEqual({
+      type: "error",
+      requestId: "t2",
+      code: "rate_limited",
+      message: expect.stringContaining("1000 ms"),
+      retryable: true,
+      retryAfterMs: 1000,
+    });
     expect(await reply(alice, "t1")).toEqual({ type: "typingAck", requestId: "t1" });
     // Another conversation has its own allowance.
     alice.receiveJson(typing("t3", otherGroupId));
@@ -171,11 +211,26 @@ describe("typing", () => {
     edge.clock.advance(1000);
     edge.router.answers.set("cell.members", () => Promise.reject(new UnavailableError("cell_unavailable", "cell a did not answer")));
     alice.receiveJson(typing("t2"));
-    expect(await reply(alice, "t2")).toMatchObject({ type: "error", code: "cell_unavailable", message: errorCodes.cell_unavailable.description });
+    expect(await reply(alice, "t2")).toMatchObject({
+      type: "error",
+      code: "cell_unavailable",
+      message: errorCodes.cell_unavailable.description,
+    });
     edge.clock.advance(1000);
-    edge.router.answers.set("cell.members", async () => ({ type: "cell.historyPage", conversationId: groupId, messages: [], hasMore: false }));
+    edge.router.answers.set("cell.members", async () => ({
+      type: "cell.historyPage",
+      conversationId: groupId,
+      messages: [],
+      hasMore: false,
+    }));
     alice.receiveJson(typing("t3"));
-    expect(await reply(alice, "t3")).toEqual({ type: "error", requestId: "t3", code: "internal", message: "internal error", retryable: true });
+    expect(await reply(alice, "t3")).toEqual({
+      type: "error",
+      requestId: "t3",
+      code: "internal",
+      message: "internal error",
+      retryable: true,
+    });
     expect(edge.logger.lines.some((line) => line.level === "error" && line.message.includes("cell.historyPage"))).toBe(true);
     expect(edge.deliveries.typingPublished).toEqual([]);
   });
@@ -248,12 +303,19 @@ describe("presence", () => {
     await reply(alice, "w1");
     const phone = await device(edge, "bob", "phone");
     const laptop = await device(edge, "bob", "laptop");
-    expect(framesOfType(alice, "presence")).toEqual([{ type: "presence", userId: "bob", status: "online", changedAtMs: edge.clock.wallMs }]);
+    expect(framesOfType(alice, "presence")).toEqual([
+      { type: "presence", userId: "bob", status: "online", changedAtMs: edge.clock.wallMs },
+    ]);
     edge.clock.advance(10);
     phone.peerClose();
     expect(framesOfType(alice, "presence")).toHaveLength(1);
     laptop.peerClose();
-    expect(framesOfType(alice, "presence").at(-1)).toEqual({ type: "presence", userId: "bob", status: "offline", changedAtMs: edge.clock.wallMs });
+    expect(framesOfType(alice, "presence").at(-1)).toEqual({
+      type: "presence",
+      userId: "bob",
+      status: "offline",
+      changedAtMs: edge.clock.wallMs,
+    });
     expect(framesOfType(alice, "presence")).toHaveLength(2);
     // This edge announced one claim and its end, whatever the number of bob's sessions.
     expect(edge.presence.claims.filter((claim) => claim.userId === "bob")).toEqual([
@@ -269,14 +331,21 @@ describe("presence", () => {
     await reply(alice, "w1");
     edge.presence.receive({ type: "presence.heartbeat", edgeInstanceId: "edge-2", claimTtlMs: 3000, userIds: ["bob"] });
     edge.presence.receive({ type: "presence.change", edgeInstanceId: "edge-3", claimTtlMs: 3000, userId: "carol", status: "online" });
-    expect(framesOfType(alice, "presence").map((frame) => `${String(frame["userId"])}:${String(frame["status"])}`)).toEqual(["bob:online", "carol:online"]);
+    expect(framesOfType(alice, "presence").map((frame) => `${String(frame["userId"])}:${String(frame["status"])}`)).toEqual([
+      "bob:online",
+      "carol:online",
+    ]);
     edge.clock.advance(2999);
     edge.presence.expire();
     expect(framesOfType(alice, "presence")).toHaveLength(2);
     edge.clock.advance(1);
     edge.presence.expire();
     edge.presence.receive({ type: "presence.goodbye", edgeInstanceId: "edge-3" });
-    expect(framesOfType(alice, "presence").slice(2).map((frame) => `${String(frame["userId"])}:${String(frame["status"])}`)).toEqual(["bob:offline", "carol:offline"]);
+    expect(
+      framesOfType(alice, "presence")
+        .slice(2)
+        .map((frame) => `${String(frame["userId"])}:${String(frame["status"])}`),
+    ).toEqual(["bob:offline", "carol:offline"]);
   });
 
   it("replaces the watched set with each watchPresence; an empty one stops the frames", async () => {
@@ -329,7 +398,11 @@ describe("presence", () => {
     const alice = await device(edge, "alice", "phone");
     watch(alice, "w1", ["bob"]);
     await reply(alice, "w1");
-    watch(alice, "w2", Array.from({ length: presenceWatchUsersMax + 1 }, (_, index) => `user${index}`));
+    watch(
+      alice,
+      "w2",
+      Array.from({ length: presenceWatchUsersMax + 1 }, (_, index) => `user${index}`),
+    );
     expect(await reply(alice, "w2")).toMatchObject({ type: "error", code: "invalid_field", retryable: false });
     watch(alice, "w3", ["bob", "bob"]);
     expect(await reply(alice, "w3")).toMatchObject({ type: "error", code: "invalid_field" });
@@ -351,7 +424,11 @@ describe("presence", () => {
               requestCell: async (_cellId, request): Promise<CellReply> => {
                 if (request.type !== "cell.sharedPeers") throw new Error("asked something else");
                 const mine = conversations.filter((members) => members.includes(request.userId));
-                return { type: "cell.sharedPeers", userId: request.userId, peerUserIds: request.peerUserIds.filter((peer) => mine.some((members) => members.includes(peer))) };
+                return {
+                  type: "cell.sharedPeers",
+                  userId: request.userId,
+                  peerUserIds: request.peerUserIds.filter((peer) => mine.some((members) => members.includes(peer))),
+                };
               },
               nowMs: () => 0,
               warn: () => undefined,
@@ -381,7 +458,9 @@ describe("presence", () => {
       // alice's second device, then both leaving: bob hears her go offline, mallory hears nothing.
       await device(edge, "alice", "laptop");
       for (const transport of edge.transports) if (transport.isOpen && transport !== mallory && transport !== bob) transport.peerClose();
-      expect(framesOfType(bob, "presence").map((frame) => `${String(frame["userId"])}:${String(frame["status"])}`)).toEqual(["alice:offline"]);
+      expect(framesOfType(bob, "presence").map((frame) => `${String(frame["userId"])}:${String(frame["status"])}`)).toEqual([
+        "alice:offline",
+      ]);
       expect(framesOfType(mallory, "presence")).toEqual([]);
       expect(edge.core.watchedUserCount).toBe(1);
     });

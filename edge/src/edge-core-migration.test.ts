@@ -20,7 +20,16 @@ afterEach(() => {
 });
 
 function storedMessage(): Message {
-  return { conversationId: groupId, messageId: "m-1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c-1", body: "hi", sentAtMs: 1 };
+  return {
+    conversationId: groupId,
+    messageId: "m-1",
+    seq: 1,
+    senderUserId: "alice",
+    senderDeviceId: "phone",
+    clientMessageId: "c-1",
+    body: "hi",
+    sentAtMs: 1,
+  };
 }
 
 const receipt: ReceiptEvent = { kind: "receipt", conversationId: groupId, userId: "bob", readSeq: 1, deliveredSeq: 1 };
@@ -41,7 +50,9 @@ function cellsAsked(edge: FakeEdge, type: CellRequest["type"]): string[] {
 function edgeWithMovedGroup(): FakeEdge {
   const edge = newEdge();
   edge.directory.conversations.set(groupId, { kind: "conversation", id: groupId, cellId: "a", epoch: 1 });
-  edge.router.answers.set("cell.send", async (cellId) => (cellId === "a" ? movedTo("conversation", groupId, "b", 2) : { type: "cell.stored", message: storedMessage(), deduplicated: false }));
+  edge.router.answers.set("cell.send", async (cellId) =>
+    cellId === "a" ? movedTo("conversation", groupId, "b", 2) : { type: "cell.stored", message: storedMessage(), deduplicated: false },
+  );
   return edge;
 }
 
@@ -63,11 +74,19 @@ describe("conversation requests follow a moved conversation", () => {
     let sends = 0;
     edge.router.answers.set("cell.history", async () => {
       sends++;
-      return sends <= 3 ? { type: "cell.error", code: "moving", message: "frozen" } : { type: "cell.historyPage", conversationId: groupId, messages: [], hasMore: false };
+      return sends <= 3
+        ? { type: "cell.error", code: "moving", message: "frozen" }
+        : { type: "cell.historyPage", conversationId: groupId, messages: [], hasMore: false };
     });
     const { transport } = await edge.authenticated("alice");
     transport.receiveJson({ type: "history", requestId: "h1", conversationId: groupId });
-    expect(await reply(transport, "h1")).toEqual({ type: "historyPage", requestId: "h1", conversationId: groupId, messages: [], hasMore: false });
+    expect(await reply(transport, "h1")).toEqual({
+      type: "historyPage",
+      requestId: "h1",
+      conversationId: groupId,
+      messages: [],
+      hasMore: false,
+    });
     expect(edge.homeWaitsMs).toEqual([10, 20, 40]);
   });
 
@@ -87,9 +106,13 @@ describe("conversation requests follow a moved conversation", () => {
     edge.directory.conversations.set(groupId, { kind: "conversation", id: groupId, cellId: "a", epoch: 1 });
     const summary = { conversationId: groupId, kind: "group" as const, title: "t", memberUserIds: ["alice", "bob"], lastSeq: 0 };
     edge.router.answers.set("cell.members", async (cellId) =>
-      cellId === "a" ? movedTo("conversation", groupId, "b", 2) : { type: "cell.members", conversationId: groupId, memberUserIds: ["alice", "bob"] },
+      cellId === "a"
+        ? movedTo("conversation", groupId, "b", 2)
+        : { type: "cell.members", conversationId: groupId, memberUserIds: ["alice", "bob"] },
     );
-    edge.router.answers.set("cell.addMembers", async (cellId) => (cellId === "a" ? movedTo("conversation", groupId, "b", 2) : { type: "cell.conversation", conversation: summary }));
+    edge.router.answers.set("cell.addMembers", async (cellId) =>
+      cellId === "a" ? movedTo("conversation", groupId, "b", 2) : { type: "cell.conversation", conversation: summary },
+    );
     const { transport } = await edge.authenticated("alice");
     transport.receiveJson({ type: "typing", requestId: "t1", conversationId: groupId });
     expect(await reply(transport, "t1")).toEqual({ type: "typingAck", requestId: "t1" });
@@ -120,7 +143,9 @@ describe("conversation reads follow a moved conversation", () => {
     const edge = newEdge();
     edge.directory.userCells.set("bob", "c");
     edge.logs.create(groupId, { bob: 0 }, { head: 2, cellId: "a" });
-    edge.router.answers.set("cell.messagesAfter", async (cellId, request) => (cellId === "a" ? movedTo("conversation", groupId, "b", 2) : edge.logs.answer(cellId, request)));
+    edge.router.answers.set("cell.messagesAfter", async (cellId, request) =>
+      cellId === "a" ? movedTo("conversation", groupId, "b", 2) : edge.logs.answer(cellId, request),
+    );
     const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: groupId, afterSeq: 0 }] });
     await transport.frame((frame) => frame["type"] === "synced");
     expect(framesOfType(transport, "message").map((frame) => (frame["message"] as Message).seq)).toEqual([1, 2]);
@@ -139,7 +164,9 @@ describe("conversation reads follow a moved conversation", () => {
     const edge = newEdge();
     edge.logs.create(groupId, { bob: 0 }, { head: 1 });
     let reads = 0;
-    edge.router.answers.set("cell.messagesAfter", async (cellId, request) => (++reads <= 2 ? { type: "cell.error", code: "moving", message: "frozen" } : edge.logs.answer(cellId, request)));
+    edge.router.answers.set("cell.messagesAfter", async (cellId, request) =>
+      ++reads <= 2 ? { type: "cell.error", code: "moving", message: "frozen" } : edge.logs.answer(cellId, request),
+    );
     const { transport } = await edge.authenticated("bob", { resumeAfterSeq: 0, conversations: [{ conversationId: groupId, afterSeq: 0 }] });
     await transport.frame((frame) => frame["type"] === "synced");
     expect(framesOfType(transport, "message").map((frame) => (frame["message"] as Message).seq)).toEqual([1]);
@@ -153,7 +180,15 @@ describe("a session follows its user's mailbox", () => {
     const edge = newEdge();
     edge.directory.userCells.set("bob", "a");
     edge.router.answers.set("cell.mailboxPage", async (cellId, request) =>
-      cellId === "a" ? movedTo("user", "bob", "b", 2) : { type: "cell.mailboxEvents", userId: request.type === "cell.mailboxPage" ? request.userId : "?", events: [], headSeq: 4, floorSeq: 0 },
+      cellId === "a"
+        ? movedTo("user", "bob", "b", 2)
+        : {
+            type: "cell.mailboxEvents",
+            userId: request.type === "cell.mailboxPage" ? request.userId : "?",
+            events: [],
+            headSeq: 4,
+            floorSeq: 0,
+          },
     );
     const { transport, session, welcome } = await edge.authenticated("bob");
     expect(welcome["cellId"]).toBe("a");

@@ -20,13 +20,28 @@ afterEach(() => {
 const generous = { perSecond: 1000, burst: 1000 };
 /** Sends 2 a second per session (burst 3) and 3 per user (burst 4); history 1 a second (burst 2); conversation changes burst 1. */
 const tight: RateLimitSettings = {
-  perSession: { send: { perSecond: 2, burst: 3 }, typing: generous, history: { perSecond: 1, burst: 2 }, conversationChange: { perSecond: 1, burst: 1 }, refresh: generous },
+  perSession: {
+    send: { perSecond: 2, burst: 3 },
+    typing: generous,
+    history: { perSecond: 1, burst: 2 },
+    conversationChange: { perSecond: 1, burst: 1 },
+    refresh: generous,
+  },
   perUser: { send: { perSecond: 3, burst: 4 }, typing: generous, history: generous, conversationChange: generous, refresh: generous },
   fanOutPerUser: { perSecond: 100, burst: 200 },
 };
 
 function message(seq: number, senderDeviceId: string): Message {
-  return { conversationId: groupId, messageId: `m-${seq}`, seq, senderUserId: "alice", senderDeviceId, clientMessageId: `c-${seq}`, body: "hi", sentAtMs: 1_700_000_000_000 };
+  return {
+    conversationId: groupId,
+    messageId: `m-${seq}`,
+    seq,
+    senderUserId: "alice",
+    senderDeviceId,
+    clientMessageId: `c-${seq}`,
+    body: "hi",
+    sentAtMs: 1_700_000_000_000,
+  };
 }
 
 function edgeWithGroup(rateLimits: RateLimitSettings = tight): FakeEdge {
@@ -37,9 +52,18 @@ function edgeWithGroup(rateLimits: RateLimitSettings = tight): FakeEdge {
   edge.router.answers.set("cell.send", async (_cellId, request) => {
     if (request.type !== "cell.send") throw new Error("routed wrongly");
     seq++;
-    return { type: "cell.stored", message: { ...message(seq, request.senderDeviceId), clientMessageId: request.clientMessageId }, deduplicated: false };
+    return {
+      type: "cell.stored",
+      message: { ...message(seq, request.senderDeviceId), clientMessageId: request.clientMessageId },
+      deduplicated: false,
+    };
   });
-  edge.router.answers.set("cell.history", async () => ({ type: "cell.historyPage", conversationId: groupId, messages: [], hasMore: false }));
+  edge.router.answers.set("cell.history", async () => ({
+    type: "cell.historyPage",
+    conversationId: groupId,
+    messages: [],
+    hasMore: false,
+  }));
   return edge;
 }
 
@@ -64,7 +88,14 @@ describe("rate limits", () => {
     const edge = edgeWithGroup();
     const phone = await device(edge, "phone");
     for (const requestId of ["s1", "s2", "s3"]) expect(await send(phone, requestId)).toMatchObject({ type: "ack" });
-    expect(await send(phone, "s4")).toEqual({ type: "error", requestId: "s4", code: "rate_limited", message: expect.stringContaining("send"), retryable: true, retryAfterMs: 500 });
+    expect(await send(phone, "s4")).toEqual({
+      type: "error",
+      requestId: "s4",
+      code: "rate_limited",
+      message: expect.stringContaining("send"),
+      retryable: true,
+      retryAfterMs: 500,
+    });
     expect(edge.router.requestsOf("cell.send")).toHaveLength(3);
     edge.clock.advance(499);
     expect(await send(phone, "s5")).toMatchObject({ code: "rate_limited", retryAfterMs: 1 });
@@ -128,15 +159,29 @@ describe("rate limits", () => {
   });
 
   it("charges a large group's fan-out to the sender after its message reached the members, once, on the sending device", async () => {
-    const edge = edgeWithGroup({ ...tight, perSession: { ...tight.perSession, send: generous }, perUser: { ...tight.perUser, send: generous } });
+    const edge = edgeWithGroup({
+      ...tight,
+      perSession: { ...tight.perSession, send: generous },
+      perUser: { ...tight.perUser, send: generous },
+    });
     const phone = await device(edge, "phone");
     const laptop = await device(edge, "laptop");
     const members = Array.from({ length: 150 }, (_, index) => (index === 0 ? "alice" : `member${index}`));
     expect(await send(phone, "s1")).toMatchObject({ type: "ack" });
     // 150 recipients, charged on the phone only (the laptop receives the message too): 200 - 150 = 50 left.
-    edge.deliveries.publishBatch({ type: "delivery.batch", messages: [{ recipientUserIds: members, message: message(1, "phone") }], events: [], typing: [] });
+    edge.deliveries.publishBatch({
+      type: "delivery.batch",
+      messages: [{ recipientUserIds: members, message: message(1, "phone") }],
+      events: [],
+      typing: [],
+    });
     expect(await send(phone, "s2")).toMatchObject({ type: "ack" });
-    edge.deliveries.publishBatch({ type: "delivery.batch", messages: [{ recipientUserIds: members, message: message(2, "phone") }], events: [], typing: [] });
+    edge.deliveries.publishBatch({
+      type: "delivery.batch",
+      messages: [{ recipientUserIds: members, message: message(2, "phone") }],
+      events: [],
+      typing: [],
+    });
     // 50 - 150: a debt of 100 recipients, paid off at 100 a second. Every session of the user waits.
     expect(await send(phone, "s3")).toMatchObject({ code: "rate_limited", retryAfterMs: 1000 });
     expect(await send(laptop, "l1")).toMatchObject({ code: "rate_limited", retryAfterMs: 1000 });
@@ -152,7 +197,12 @@ describe("rate limits", () => {
     const members = Array.from({ length: 100 }, (_, index) => (index === 0 ? "alice" : `member${index}`));
     for (let index = 0; index < 13 * 10; index++) {
       expect(await send(phone, `s${index}`)).toMatchObject({ type: "ack" });
-      edge.deliveries.publishBatch({ type: "delivery.batch", messages: [{ recipientUserIds: members, message: message(index + 1, "phone") }], events: [], typing: [] });
+      edge.deliveries.publishBatch({
+        type: "delivery.batch",
+        messages: [{ recipientUserIds: members, message: message(index + 1, "phone") }],
+        events: [],
+        typing: [],
+      });
       edge.clock.advance(1000 / 13);
     }
   });

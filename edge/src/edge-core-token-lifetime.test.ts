@@ -10,7 +10,13 @@ const edges: FakeEdge[] = [];
 function newEdge(): FakeEdge {
   const edge = fakeEdge();
   // Every session of the user resolves to cell a; the mailbox is empty.
-  edge.router.answers.set("cell.mailboxPage", async () => ({ type: "cell.mailboxEvents", userId: "alice", headSeq: 0, floorSeq: 0, events: [] }));
+  edge.router.answers.set("cell.mailboxPage", async () => ({
+    type: "cell.mailboxEvents",
+    userId: "alice",
+    headSeq: 0,
+    floorSeq: 0,
+    events: [],
+  }));
   edges.push(edge);
   return edge;
 }
@@ -45,7 +51,11 @@ describe("refresh", () => {
     const start = edge.clock.wallMs;
     const { transport } = await edge.authenticated("alice", { token: `valid:alice;exp=${start + 5000}` });
     transport.receiveJson({ type: "refresh", requestId: "r-1", token: `valid:alice;exp=${start + 60_000}` });
-    expect(await transport.frame((frame) => frame["requestId"] === "r-1")).toEqual({ type: "refreshed", requestId: "r-1", tokenExpiresAtMs: start + 60_000 });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-1")).toEqual({
+      type: "refreshed",
+      requestId: "r-1",
+      tokenExpiresAtMs: start + 60_000,
+    });
     edge.clock.advance(59_999);
     expect(edge.core.closeExpiredSessions()).toBe(0);
     edge.clock.advance(1);
@@ -58,13 +68,21 @@ describe("refresh", () => {
     const start = edge.clock.wallMs;
     const { transport } = await edge.authenticated("alice", { token: `valid:alice:phone;exp=${start + 5000}` });
     transport.receiveJson({ type: "refresh", requestId: "r-1", token: `valid:mallory;exp=${start + 60_000}` });
-    expect(await transport.frame((frame) => frame["requestId"] === "r-1")).toMatchObject({ type: "error", code: "token_user_mismatch", retryable: false });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-1")).toMatchObject({
+      type: "error",
+      code: "token_user_mismatch",
+      retryable: false,
+    });
     edge.clock.advance(1000);
     transport.receiveJson({ type: "refresh", requestId: "r-2", token: `valid:alice:laptop;exp=${start + 60_000}` });
     expect(await transport.frame((frame) => frame["requestId"] === "r-2")).toMatchObject({ type: "error", code: "token_user_mismatch" });
     edge.clock.advance(1000);
     transport.receiveJson({ type: "refresh", requestId: "r-3", token: "forged" });
-    expect(await transport.frame((frame) => frame["requestId"] === "r-3")).toMatchObject({ type: "error", code: "token_rejected", retryable: false });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-3")).toMatchObject({
+      type: "error",
+      code: "token_rejected",
+      retryable: false,
+    });
     edge.clock.advance(1000);
     transport.receiveJson({ type: "refresh", requestId: "r-4", token: "expired" });
     expect(await transport.frame((frame) => frame["requestId"] === "r-4")).toMatchObject({ type: "error", code: "token_rejected" });
@@ -80,15 +98,25 @@ describe("refresh", () => {
     const { transport } = await edge.authenticated("alice", { token: `valid:alice;exp=${start + 5000}` });
     transport.receiveJson({ type: "refresh", requestId: "r-1", token: `valid:alice;exp=${start + 60_000}` });
     transport.receiveJson({ type: "refresh", requestId: "r-2", token: `valid:alice;exp=${start + 120_000}` });
-    expect(await transport.frame((frame) => frame["requestId"] === "r-2")).toMatchObject({ type: "error", code: "rate_limited", retryable: true });
-    expect(await transport.frame((frame) => frame["requestId"] === "r-1")).toMatchObject({ type: "refreshed", tokenExpiresAtMs: start + 60_000 });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-2")).toMatchObject({
+      type: "error",
+      code: "rate_limited",
+      retryable: true,
+    });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-1")).toMatchObject({
+      type: "refreshed",
+      tokenExpiresAtMs: start + 60_000,
+    });
     expect(edge.verifier.tokens.filter((token) => token.includes("120000"))).toEqual([]);
     edge.clock.advance(999);
     transport.receiveJson({ type: "refresh", requestId: "r-3", token: `valid:alice;exp=${start + 120_000}` });
     expect(await transport.frame((frame) => frame["requestId"] === "r-3")).toMatchObject({ type: "error", code: "rate_limited" });
     edge.clock.advance(1);
     transport.receiveJson({ type: "refresh", requestId: "r-4", token: `valid:alice;exp=${start + 120_000}` });
-    expect(await transport.frame((frame) => frame["requestId"] === "r-4")).toMatchObject({ type: "refreshed", tokenExpiresAtMs: start + 120_000 });
+    expect(await transport.frame((frame) => frame["requestId"] === "r-4")).toMatchObject({
+      type: "refreshed",
+      tokenExpiresAtMs: start + 120_000,
+    });
   });
 });
 

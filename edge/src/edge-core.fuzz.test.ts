@@ -37,7 +37,12 @@ const rawValue: fc.Arbitrary<string> = fc.oneof(
 const fieldName: fc.Arbitrary<string> = fc.oneof(
   { weight: 8, arbitrary: fc.constantFrom(...fieldNames, ...hostileKeys) },
   { weight: 1, arbitrary: fc.string({ maxLength: 20 }) },
-  { weight: 1, arbitrary: fc.tuple(fc.string({ minLength: 1, maxLength: 1 }), fc.nat({ max: 3000 })).map(([character, length]) => character.repeat(length)) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .tuple(fc.string({ minLength: 1, maxLength: 1 }), fc.nat({ max: 3000 }))
+      .map(([character, length]) => character.repeat(length)),
+  },
 );
 
 /** A request frame with fields set (hostile keys included), removed, or left alone, as JSON text. */
@@ -66,7 +71,15 @@ const incoming: fc.Arbitrary<Incoming> = fc.oneof(
 );
 
 /** Every request the fake cells receive is answered the way a cell answers a stranger. */
-const cellRequestTypes: readonly CellRequest["type"][] = ["cell.send", "cell.openDirect", "cell.createGroup", "cell.addMembers", "cell.history", "cell.members", "cell.receipt"];
+const cellRequestTypes: readonly CellRequest["type"][] = [
+  "cell.send",
+  "cell.openDirect",
+  "cell.createGroup",
+  "cell.addMembers",
+  "cell.history",
+  "cell.members",
+  "cell.receipt",
+];
 
 const edges: FakeEdge[] = [];
 

@@ -243,10 +243,12 @@ describe("authentication", () => {
     directoryAnswer.resolve();
     const outcomes = await Promise.all(
       racers.map((transport) =>
-        transport.frame((frame) => frame["type"] === "welcome").then(
-          () => "welcome",
-          async () => `closed ${await transport.closed()}`,
-        ),
+        transport
+          .frame((frame) => frame["type"] === "welcome")
+          .then(
+            () => "welcome",
+            async () => `closed ${await transport.closed()}`,
+          ),
       ),
     );
     const refused = `closed ${closeCodes.too_many_sessions.code}`;
@@ -260,7 +262,9 @@ describe("authentication", () => {
     const { transport } = edge.connect();
     transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     expect(await transport.closed()).toBe(closeCodes.unavailable.code);
-    expect(transport.frames).toEqual([{ type: "error", code: "directory_unavailable", message: errorCodes.directory_unavailable.description, retryable: true }]);
+    expect(transport.frames).toEqual([
+      { type: "error", code: "directory_unavailable", message: errorCodes.directory_unavailable.description, retryable: true },
+    ]);
     expect(edge.deliveries.targets.size).toBe(0);
     expect(edge.core.sessionCount).toBe(0);
   });
@@ -304,8 +308,16 @@ describe("requests", () => {
       { type: "error", code: "malformed_frame", message: expect.any(String), retryable: false },
       { type: "error", code: "malformed_frame", message: expect.any(String), retryable: false },
     ]);
-    expect(replies.find((frame) => frame["requestId"] === "r1")).toMatchObject({ type: "error", code: "unknown_frame_type", retryable: false });
-    expect(replies.find((frame) => frame["requestId"] === "r2")).toMatchObject({ type: "error", code: "invalid_field", message: expect.stringContaining("clientMessageId") });
+    expect(replies.find((frame) => frame["requestId"] === "r1")).toMatchObject({
+      type: "error",
+      code: "unknown_frame_type",
+      retryable: false,
+    });
+    expect(replies.find((frame) => frame["requestId"] === "r2")).toMatchObject({
+      type: "error",
+      code: "invalid_field",
+      message: expect.stringContaining("clientMessageId"),
+    });
     expect(replies.find((frame) => frame["requestId"] === "r3")).toMatchObject({ type: "error", code: "invalid_field" });
     expect(replies.find((frame) => frame["requestId"] === "r4")).toEqual({ type: "pong", requestId: "r4" });
     expect(transport.isOpen).toBe(true);
@@ -337,7 +349,11 @@ describe("requests", () => {
     edge.router.answers.set("cell.send", (_cellId, request) => {
       const reply = deferred<CellReply>();
       pending.push(reply.resolve);
-      return reply.promise.then((value) => (request.type === "cell.send" && value.type === "cell.stored" ? { ...value, message: { ...value.message, clientMessageId: request.clientMessageId } } : value));
+      return reply.promise.then((value) =>
+        request.type === "cell.send" && value.type === "cell.stored"
+          ? { ...value, message: { ...value.message, clientMessageId: request.clientMessageId } }
+          : value,
+      );
     });
     const { transport } = await edge.authenticated("alice");
     transport.receiveJson(sendFrame("r1"));
@@ -358,7 +374,11 @@ describe("requests", () => {
     await vi.waitFor(() => expect(pending).toHaveLength(3));
     for (const resolve of pending.slice(1)) resolve({ type: "cell.stored", message: storedMessage(), deduplicated: false });
     await transport.frame((frame) => frame["requestId"] === "r4");
-    expect(framesOfType(transport, "ack").map((frame) => frame["requestId"]).sort()).toEqual(["r1", "r2", "r4"]);
+    expect(
+      framesOfType(transport, "ack")
+        .map((frame) => frame["requestId"])
+        .sort(),
+    ).toEqual(["r1", "r2", "r4"]);
   });
 
   it("names each pipelined send's predecessor, the session's send before it to that conversation not yet known stored (docs/decisions/0020)", async () => {
@@ -369,10 +389,16 @@ describe("requests", () => {
       if (request.type === "cell.send") answers.set(request.clientMessageId, reply.resolve);
       return reply.promise;
     });
-    const stored = (clientMessageId: string): CellReply => ({ type: "cell.stored", message: storedMessage({ clientMessageId }), deduplicated: false });
+    const stored = (clientMessageId: string): CellReply => ({
+      type: "cell.stored",
+      message: storedMessage({ clientMessageId }),
+      deduplicated: false,
+    });
     const outOfOrder: CellReply = { type: "cell.error", code: "out_of_order", message: "c0 first" };
     const namedPredecessors = () =>
-      edge.router.requestsOf("cell.send").map((request) => (request.type === "cell.send" ? `${request.clientMessageId}<${request.afterClientMessageId ?? "-"}` : "?"));
+      edge.router
+        .requestsOf("cell.send")
+        .map((request) => (request.type === "cell.send" ? `${request.clientMessageId}<${request.afterClientMessageId ?? "-"}` : "?"));
     const { transport } = await edge.authenticated("alice");
     for (const id of ["c0", "c1", "c2"]) transport.receiveJson(sendFrame(id));
     await vi.waitFor(() => expect(answers.size).toBe(3));
@@ -383,7 +409,9 @@ describe("requests", () => {
     answers.get("c2")?.(outOfOrder);
     answers.get("c0")?.({ type: "cell.error", code: "cell_unavailable", message: "timed out" });
     await transport.frame((frame) => frame["requestId"] === "c2");
-    expect(transport.frames.filter((frame) => frame["type"] === "error").map((frame) => [frame["requestId"], frame["code"], frame["retryable"]])).toEqual([
+    expect(
+      transport.frames.filter((frame) => frame["type"] === "error").map((frame) => [frame["requestId"], frame["code"], frame["retryable"]]),
+    ).toEqual([
       ["c0", "cell_unavailable", true],
       ["c1", "out_of_order", true],
       ["c2", "out_of_order", true],
@@ -410,13 +438,20 @@ describe("requests", () => {
     const answers = new Map<string, ((reply: CellReply) => void)[]>();
     edge.router.answers.set("cell.send", (_cellId, request) => {
       const reply = deferred<CellReply>();
-      if (request.type === "cell.send") answers.set(request.clientMessageId, [...(answers.get(request.clientMessageId) ?? []), reply.resolve]);
+      if (request.type === "cell.send")
+        answers.set(request.clientMessageId, [...(answers.get(request.clientMessageId) ?? []), reply.resolve]);
       return reply.promise;
     });
-    const stored = (clientMessageId: string, seq: number): CellReply => ({ type: "cell.stored", message: storedMessage({ clientMessageId, seq }), deduplicated: false });
+    const stored = (clientMessageId: string, seq: number): CellReply => ({
+      type: "cell.stored",
+      message: storedMessage({ clientMessageId, seq }),
+      deduplicated: false,
+    });
     const outOfOrder: CellReply = { type: "cell.error", code: "out_of_order", message: "its predecessor first" };
     const namedPredecessors = () =>
-      edge.router.requestsOf("cell.send").map((request) => (request.type === "cell.send" ? `${request.clientMessageId}<${request.afterClientMessageId ?? "-"}` : "?"));
+      edge.router
+        .requestsOf("cell.send")
+        .map((request) => (request.type === "cell.send" ? `${request.clientMessageId}<${request.afterClientMessageId ?? "-"}` : "?"));
     const { transport } = await edge.authenticated("alice");
     for (const id of ["c0", "c1", "c2"]) transport.receiveJson(sendFrame(id));
     await vi.waitFor(() => expect(answers.size).toBe(3));
@@ -444,7 +479,11 @@ describe("requests", () => {
     const { transport } = await edge.authenticated("alice");
     for (const requestId of ["r1", "r2", "r3"]) {
       transport.receiveJson(sendFrame(requestId));
-      expect(await transport.frame((frame) => frame["requestId"] === requestId)).toMatchObject({ type: "error", code: "cell_unavailable", retryable: true });
+      expect(await transport.frame((frame) => frame["requestId"] === requestId)).toMatchObject({
+        type: "error",
+        code: "cell_unavailable",
+        retryable: true,
+      });
     }
   });
 
@@ -484,7 +523,9 @@ describe("requests", () => {
       const answered = deferred<void>();
       pending.push(() => answered.resolve());
       const clientMessageId = request.type === "cell.send" ? request.clientMessageId : "?";
-      return answered.promise.then(() => ({ type: "cell.stored", message: storedMessage({ clientMessageId }), deduplicated: false }) as const);
+      return answered.promise.then(
+        () => ({ type: "cell.stored", message: storedMessage({ clientMessageId }), deduplicated: false }) as const,
+      );
     });
     // Two sessions of different users: the bound is the edge's, not a session's.
     const alice = await edge.authenticated("alice");
@@ -519,7 +560,12 @@ describe("requests", () => {
     const reply = await transport.frame((frame) => frame["requestId"] === "r1");
     expect(reply).toEqual({ type: "error", requestId: "r1", code: "internal", message: "internal error", retryable: true });
     expect(transport.texts.join("\n")).not.toContain("password");
-    expect(edge.logger.lines.filter((line) => line.level === "error").map((line) => line.message).join("\n")).toContain("password authentication failed");
+    expect(
+      edge.logger.lines
+        .filter((line) => line.level === "error")
+        .map((line) => line.message)
+        .join("\n"),
+    ).toContain("password authentication failed");
     transport.receiveJson({ type: "ping", requestId: "r2" });
     await transport.frame((frame) => frame["requestId"] === "r2");
   });
@@ -567,7 +613,10 @@ describe("resuming the mailbox (decision 0021)", () => {
       if (request.type !== "cell.mailboxPage") throw new Error("routed wrongly");
       const headSeq = mailbox.head;
       const last = Math.min(headSeq, request.afterSeq + request.limit);
-      const events = Array.from({ length: Math.max(0, last - request.afterSeq) }, (_, index) => ({ seq: request.afterSeq + index + 1, event: receipt(request.afterSeq + index + 1) }));
+      const events = Array.from({ length: Math.max(0, last - request.afterSeq) }, (_, index) => ({
+        seq: request.afterSeq + index + 1,
+        event: receipt(request.afterSeq + index + 1),
+      }));
       if (gate !== undefined) await gate;
       return { type: "cell.mailboxEvents", userId: "bob", events, headSeq, floorSeq: 0, incarnation };
     });
@@ -796,7 +845,13 @@ describe("RequestHandler", () => {
     }));
     const reply = await edge.handler.handle({ ...context, homeCellId: "b" }, { type: "openDirect", requestId: "r1", peerUserId: "bob" });
     expect(reply).toMatchObject({ type: "conversation", requestId: "r1", conversation: { conversationId } });
-    expect(edge.router.requests).toEqual([{ cellId: "b", request: { type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId }, deadlineAtMs: 1000 + requestDeadlineMsForTests }]);
+    expect(edge.router.requests).toEqual([
+      {
+        cellId: "b",
+        request: { type: "cell.openDirect", userId: "alice", peerUserId: "bob", conversationId },
+        deadlineAtMs: 1000 + requestDeadlineMsForTests,
+      },
+    ]);
   });
 
   it("answers not_a_member for a conversation the directory does not know, without asking a cell", async () => {
@@ -807,7 +862,12 @@ describe("RequestHandler", () => {
       { type: "addMembers", requestId: "r3", conversationId: groupId, userIds: ["bob"] },
     ];
     for (const frame of frames) {
-      expect(await edge.handler.handle(context, frame)).toMatchObject({ type: "error", requestId: frame.requestId, code: "not_a_member", retryable: false });
+      expect(await edge.handler.handle(context, frame)).toMatchObject({
+        type: "error",
+        requestId: frame.requestId,
+        code: "not_a_member",
+        retryable: false,
+      });
     }
     expect(edge.router.requests).toEqual([]);
   });
@@ -815,14 +875,27 @@ describe("RequestHandler", () => {
   it("routes a send to the conversation's cell, under the request's one deadline, and acks the stored message", async () => {
     const edge = edgeWithGroup();
     edge.directory.conversations.set(groupId, { kind: "conversation", id: groupId, cellId: "b", epoch: 3 });
-    const reply = await edge.handler.handle(context, { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" });
+    const reply = await edge.handler.handle(context, {
+      type: "send",
+      requestId: "r1",
+      conversationId: groupId,
+      clientMessageId: "c-1",
+      body: "hi",
+    });
     expect(reply).toEqual({ type: "ack", requestId: "r1", conversationId: groupId, messageId: "m-1", seq: 1, sentAtMs: 1_700_000_000_000 });
     // The deadline is made here, from the request's arrival (the fake clock reads 1,000 ms), and handed to
     // the routers, which carry what is left of it to the worker (docs/decisions/0020).
     expect(edge.router.requests).toEqual([
       {
         cellId: "b",
-        request: { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId: groupId, clientMessageId: "c-1", body: "hi" },
+        request: {
+          type: "cell.send",
+          senderUserId: "alice",
+          senderDeviceId: "phone",
+          conversationId: groupId,
+          clientMessageId: "c-1",
+          body: "hi",
+        },
         deadlineAtMs: 1000 + requestDeadlineMsForTests,
       },
     ]);
@@ -838,9 +911,16 @@ describe("RequestHandler", () => {
   ] as const)("maps a cell.error %s to the client code %s", async (cellCode, clientCode, retryable, message) => {
     const edge = edgeWithGroup();
     // Internal details stay in the logs; a not_a_member never carries the cell's own words (issue 10).
-    const cellMessage = message === "internal error" ? "secret cell detail" : clientCode === "not_a_member" ? `no such conversation ${groupId}` : message;
+    const cellMessage =
+      message === "internal error" ? "secret cell detail" : clientCode === "not_a_member" ? `no such conversation ${groupId}` : message;
     edge.router.answers.set("cell.send", async () => ({ type: "cell.error", code: cellCode, message: cellMessage }));
-    const reply = await edge.handler.handle(context, { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" });
+    const reply = await edge.handler.handle(context, {
+      type: "send",
+      requestId: "r1",
+      conversationId: groupId,
+      clientMessageId: "c-1",
+      body: "hi",
+    });
     expect(reply).toEqual({ type: "error", requestId: "r1", code: clientCode, message, retryable });
   });
 });

@@ -223,7 +223,8 @@ export class EdgeCore {
     const generation = (this.watchGenerations.get(session) ?? 0) + 1;
     this.watchGenerations.set(session, generation);
     const watcherUserId = session.userId;
-    const visible = watcherUserId === undefined ? new Set<string>() : await this.ephemeral.presenceAccess.visible(watcherUserId, frame.userIds);
+    const visible =
+      watcherUserId === undefined ? new Set<string>() : await this.ephemeral.presenceAccess.visible(watcherUserId, frame.userIds);
     const watched = frame.userIds.filter((userId) => visible.has(userId));
     if (this.watchGenerations.get(session) === generation && session.userId !== undefined) this.watches.replace(session, watched);
     const states = new Map((await this.ephemeral.presence.states(watched)).map((state) => [state.userId, state]));

@@ -46,7 +46,11 @@ function flush(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-function drainOf(count: number, options: { drainMs: number; graceMs: number }, clock: ManualClock): { drain: EdgeDrain<Target>; targets: Target[] } {
+function drainOf(
+  count: number,
+  options: { drainMs: number; graceMs: number },
+  clock: ManualClock,
+): { drain: EdgeDrain<Target>; targets: Target[] } {
   const drain = new EdgeDrain<Target>(options, clock);
   const targets = Array.from({ length: count }, () => new Target(clock, () => drain));
   return { drain, targets };
@@ -93,10 +97,16 @@ describe("EdgeDrain", () => {
     clock.advanceTo(4999);
     await flush();
     expect(targets.every((target) => target.closedBy === "idle")).toBe(true);
-    expect(outcome).toEqual({ sessions: 100, closedAtGrace: 0, durationMs: targets.map((target) => target.closedAtMs ?? 0).reduce((a, b) => Math.max(a, b)) });
+    expect(outcome).toEqual({
+      sessions: 100,
+      closedAtGrace: 0,
+      durationMs: targets.map((target) => target.closedAtMs ?? 0).reduce((a, b) => Math.max(a, b)),
+    });
     // Each 500 ms of the window closed 10 sessions: evenly spread.
     for (let sliceStartMs = 0; sliceStartMs < 5000; sliceStartMs += 500) {
-      const inSlice = targets.filter((target) => (target.closedAtMs ?? -1) >= sliceStartMs && (target.closedAtMs ?? -1) < sliceStartMs + 500);
+      const inSlice = targets.filter(
+        (target) => (target.closedAtMs ?? -1) >= sliceStartMs && (target.closedAtMs ?? -1) < sliceStartMs + 500,
+      );
       expect(inSlice).toHaveLength(10);
     }
     // The timers of the drain are gone with it.

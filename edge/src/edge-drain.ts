@@ -41,7 +41,11 @@ export type DrainOutcome = {
  * When each target closes, as offsets from the drain's start: spread evenly over the window, in a random
  * order (spreadSchedule), so the other edges take the sessions over the window rather than in one wave.
  */
-export function drainSchedule<T>(targets: readonly T[], drainMs: number, random: () => number): { readonly target: T; readonly closeAtMs: number }[] {
+export function drainSchedule<T>(
+  targets: readonly T[],
+  drainMs: number,
+  random: () => number,
+): { readonly target: T; readonly closeAtMs: number }[] {
   return spreadSchedule(targets, drainMs, random).map(({ target, atMs }) => ({ target, closeAtMs: atMs }));
 }
 

@@ -72,7 +72,8 @@ class TestSocket {
   async frame(matches: (frame: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
     await this.until(() => this.frames.some(matches) || this.closeCode !== undefined, "a matching frame");
     const frame = this.frames.find(matches);
-    if (frame === undefined) throw new Error(`closed with ${String(this.closeCode)} before a matching frame; got ${JSON.stringify(this.frames)}`);
+    if (frame === undefined)
+      throw new Error(`closed with ${String(this.closeCode)} before a matching frame; got ${JSON.stringify(this.frames)}`);
     return frame;
   }
 
@@ -293,9 +294,17 @@ describe("WebSocket /ws", () => {
     const conversationId = "g-SSSSSSSSSSSSSSSSSSSSSS";
     edge.logs.create(conversationId, { erin: 0 }, { head: 3 });
     const socket = await TestSocket.open(`ws://127.0.0.1:${server.port}/ws`);
-    socket.sendJson({ type: "hello", protocolVersion, token: "valid:erin", resumeAfterSeq: 0, conversations: [{ conversationId, afterSeq: 1 }] });
+    socket.sendJson({
+      type: "hello",
+      protocolVersion,
+      token: "valid:erin",
+      resumeAfterSeq: 0,
+      conversations: [{ conversationId, afterSeq: 1 }],
+    });
     await socket.frame((frame) => frame["type"] === "synced");
-    expect(socket.frames.map((frame) => (frame["type"] === "message" ? (frame["message"] as { seq: number }).seq : frame["type"]))).toEqual(["welcome", 2, 3, "synced"]);
+    expect(socket.frames.map((frame) => (frame["type"] === "message" ? (frame["message"] as { seq: number }).seq : frame["type"]))).toEqual(
+      ["welcome", 2, 3, "synced"],
+    );
     socket.close();
   });
 
@@ -341,10 +350,20 @@ function upgradeStatus(port: number, headers: Record<string, string> = {}): Prom
 
 describe("admission at the upgrade", () => {
   /** A server of its own with these admission settings; stopped after the test. */
-  async function admittingServer(options: Partial<AdmissionOptions>, host = "127.0.0.1"): Promise<{ port: number; edge: FakeEdge; admission: Admission; health(): Promise<Record<string, unknown>> }> {
+  async function admittingServer(
+    options: Partial<AdmissionOptions>,
+    host = "127.0.0.1",
+  ): Promise<{ port: number; edge: FakeEdge; admission: Admission; health(): Promise<Record<string, unknown>> }> {
     const admittingEdge = fakeEdge();
     const admission = new Admission(
-      { allowedOrigins: [], loopbackOriginsAllowed: false, connectionsPerAddressMax: 100, unauthenticatedMax: 1000, trustedProxies: [], ...options },
+      {
+        allowedOrigins: [],
+        loopbackOriginsAllowed: false,
+        connectionsPerAddressMax: 100,
+        unauthenticatedMax: 1000,
+        trustedProxies: [],
+        ...options,
+      },
       () => admittingEdge.core.unauthenticatedSessionCount,
     );
     const running = await startServer(

@@ -140,7 +140,8 @@ function healthOf(core: EdgeCore, admission: Admission): Record<string, unknown>
 export type RunningServer = { readonly port: number; stopListening(): void };
 
 export async function startServer(uws: typeof uWS, core: EdgeCore, options: ServerOptions, dev: DevRoutes): Promise<RunningServer> {
-  const staticFiles = dev.webDirectory === undefined ? new Map<string, { body: Buffer; contentType: string }>() : await loadStaticFiles(dev.webDirectory);
+  const staticFiles =
+    dev.webDirectory === undefined ? new Map<string, { body: Buffer; contentType: string }>() : await loadStaticFiles(dev.webDirectory);
   const app = uws.App();
   const hellos = new HelloBatch();
   const admission = options.admission;
@@ -163,7 +164,10 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
       });
       if (!decision.admitted) {
         const refusal = upgradeRefusals[decision.refusal];
-        response.writeStatus(`${refusal.status} ${refusal.statusText}`).writeHeader("content-type", "text/plain").end(`${decision.refusal}: ${refusal.description}`);
+        response
+          .writeStatus(`${refusal.status} ${refusal.statusText}`)
+          .writeHeader("content-type", "text/plain")
+          .end(`${decision.refusal}: ${refusal.description}`);
         return;
       }
       response.upgrade<SocketData>(
@@ -204,7 +208,10 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
   });
   app.get("/readyz", (response) => {
     const ready = options.isReady();
-    response.writeStatus(ready ? "200 OK" : "503 Service Unavailable").writeHeader("content-type", "application/json").end(JSON.stringify({ ready }));
+    response
+      .writeStatus(ready ? "200 OK" : "503 Service Unavailable")
+      .writeHeader("content-type", "application/json")
+      .end(JSON.stringify({ ready }));
   });
 
   const signToken = dev.signToken;
@@ -218,13 +225,21 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
         aborted = true;
       });
       if (!isUserId(userId) || (deviceId !== undefined && !isDeviceId(deviceId))) {
-        response.writeStatus("400 Bad Request").writeHeader("content-type", "application/json").end(JSON.stringify({ error: "userId and deviceId must match [A-Za-z0-9_-]{1,64}" }));
+        response
+          .writeStatus("400 Bad Request")
+          .writeHeader("content-type", "application/json")
+          .end(JSON.stringify({ error: "userId and deviceId must match [A-Za-z0-9_-]{1,64}" }));
         return;
       }
       signToken(userId, deviceId).then(
         (token) => {
           if (aborted) return;
-          response.cork(() => response.writeHeader("content-type", "application/json").writeHeader("cache-control", "no-store").end(JSON.stringify({ token })));
+          response.cork(() =>
+            response
+              .writeHeader("content-type", "application/json")
+              .writeHeader("cache-control", "no-store")
+              .end(JSON.stringify({ token })),
+          );
         },
         () => {
           if (aborted) return;
@@ -258,7 +273,9 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
   // Before the edge reports ready: the clients of a dead edge arrive together (listen-backlog.ts).
   const backlog = await raiseListenBacklog(server.port);
   if (!backlog.raised) {
-    process.emitWarning(`the listen backlog of port ${server.port} stays at uWebSockets.js's 512 instead of ${listenBacklogRequested}: ${backlog.reason}`);
+    process.emitWarning(
+      `the listen backlog of port ${server.port} stays at uWebSockets.js's 512 instead of ${listenBacklogRequested}: ${backlog.reason}`,
+    );
   }
   return server;
 }

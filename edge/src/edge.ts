@@ -37,8 +37,16 @@ export type RunningEdge = { readonly port: number; stop(): Promise<void> };
 
 export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Promise<RunningEdge> {
   const uws = loadNativeUws();
-  const verifier = await createTokenVerifier(config.auth, { clockToleranceMs: config.clockToleranceMs, wallNowMs: () => systemClock.wallNowMs() });
-  const connection = await connectNats(config.natsServers, `cellwire-edge-${config.edgeId}`, logger, config.natsAccess ?? anonymousNatsAccess("edge"));
+  const verifier = await createTokenVerifier(config.auth, {
+    clockToleranceMs: config.clockToleranceMs,
+    wallNowMs: () => systemClock.wallNowMs(),
+  });
+  const connection = await connectNats(
+    config.natsServers,
+    `cellwire-edge-${config.edgeId}`,
+    logger,
+    config.natsAccess ?? anonymousNatsAccess("edge"),
+  );
   const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs);
   const cache = new DirectoryCache(config.directoryCacheEntriesMax, config.directoryCacheTtlMs, () => systemClock.monotonicNowMs());
   const router = new CellRouter(
@@ -59,15 +67,21 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
   const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
   // Every delivery of the deployment reaches this edge from here on (docs/decisions/0011).
   await hub.start();
-  const handler = new RequestHandler(directory, cache, router, {
-    options: { ...homeRouterDefaults, deadlineMs: config.migrationWaitMs },
-    requestDeadlineMs: config.requestDeadlineMs,
-    dependencies: {
-      monotonicNowMs: () => systemClock.monotonicNowMs(),
-      random: Math.random,
-      sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  const handler = new RequestHandler(
+    directory,
+    cache,
+    router,
+    {
+      options: { ...homeRouterDefaults, deadlineMs: config.migrationWaitMs },
+      requestDeadlineMs: config.requestDeadlineMs,
+      dependencies: {
+        monotonicNowMs: () => systemClock.monotonicNowMs(),
+        random: Math.random,
+        sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+      },
     },
-  }, config.directConversationKey);
+    config.directConversationKey,
+  );
   const members = new ConversationMembers(
     { conversationsMax: config.memberCacheConversationsMax, ttlMs: config.memberCacheTtlMs },
     { requestAtHome: (request) => handler.requestAtHome(request), nowMs: () => systemClock.monotonicNowMs() },
@@ -133,7 +147,12 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     handler,
     hub,
     logger,
-    { typing: new TypingRelay(members, hub, config.typingExpiresInMs), presence, presenceAccess, monotonicNowMs: () => systemClock.monotonicNowMs() },
+    {
+      typing: new TypingRelay(members, hub, config.typingExpiresInMs),
+      presence,
+      presenceAccess,
+      monotonicNowMs: () => systemClock.monotonicNowMs(),
+    },
     new ConcurrencyLimiter(config.conversationReadsInFlightMax),
     {
       wallNowMs: () => systemClock.wallNowMs(),
@@ -183,7 +202,10 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       admission: new Admission(config.admission, () => core.unauthenticatedSessionCount),
     },
     {
-      signToken: devKeyDirectory === undefined ? undefined : (userId, deviceId) => signDevToken(devKeyDirectory, userId, deviceId === undefined ? {} : { deviceId }),
+      signToken:
+        devKeyDirectory === undefined
+          ? undefined
+          : (userId, deviceId) => signDevToken(devKeyDirectory, userId, deviceId === undefined ? {} : { deviceId }),
       webDirectory: config.auth.mode === "dev" ? config.webDirectory : undefined,
     },
   );
@@ -207,7 +229,8 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
           },
         },
       );
-      const cutOff = drained.closedAtGrace === 0 ? "" : `, ${drained.closedAtGrace} of them closed at the grace period's end with requests unanswered`;
+      const cutOff =
+        drained.closedAtGrace === 0 ? "" : `, ${drained.closedAtGrace} of them closed at the grace period's end with requests unanswered`;
       logger.info(`drained ${drained.sessions} sessions in ${Math.round(drained.durationMs)} ms${cutOff}`);
       // Goodbye: other edges drop whatever claims of this edge remain at once.
       presence.stop();

@@ -11,8 +11,16 @@ describe("clientErrorCode", () => {
 
   it("gives a client a retryable cell_unavailable for a key that kept moving, with the documented text", () => {
     const logged: string[] = [];
-    const frame = errorFrameFor(new UnavailableError("cell_unavailable", "conversation g-1 kept moving"), "r-1", (message) => logged.push(message));
-    expect(frame).toEqual({ type: "error", code: "cell_unavailable", retryable: true, message: "No worker of the owning cell answered in time.", requestId: "r-1" });
+    const frame = errorFrameFor(new UnavailableError("cell_unavailable", "conversation g-1 kept moving"), "r-1", (message) =>
+      logged.push(message),
+    );
+    expect(frame).toEqual({
+      type: "error",
+      code: "cell_unavailable",
+      retryable: true,
+      message: "No worker of the owning cell answered in time.",
+      requestId: "r-1",
+    });
     expect(logged).toEqual([]);
   });
 

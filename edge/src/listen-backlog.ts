@@ -62,7 +62,10 @@ server.listen({ fd: 3 }, Number(process.argv[1]), () => process.exit(0));
 
 function listenAgain(descriptor: number, backlog: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["-e", childScript, String(backlog)], { stdio: ["ignore", "ignore", "pipe", descriptor], env: {} });
+    const child = spawn(process.execPath, ["-e", childScript, String(backlog)], {
+      stdio: ["ignore", "ignore", "pipe", descriptor],
+      env: {},
+    });
     let stderr = "";
     child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk.slice(0, 500)));
     const timer = setTimeout(() => child.kill("SIGKILL"), childDeadlineMs);

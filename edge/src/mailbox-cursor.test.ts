@@ -69,15 +69,27 @@ describe("MailboxCursor", () => {
     expect(cursor.applyPage(page)).toEqual({ kind: "resync", headSeq: 1, done: false });
     expect(cursor.incarnation).toBe("incarnation-new");
     expect(cursor.nextPageRequest(2)).toEqual({ afterSeq: 1, limit: 2 });
-    expect(cursor.applyPage({ ...pageOf(5, 1, 1, 2, 2), incarnation: "incarnation-new" })).toEqual({ kind: "events", events: [event(2), event(3)], done: false });
-    expect(cursor.applyPage({ ...pageOf(5, 1, 3, 2, 2), incarnation: "incarnation-new" })).toEqual({ kind: "events", events: [event(4), event(5)], done: true });
+    expect(cursor.applyPage({ ...pageOf(5, 1, 1, 2, 2), incarnation: "incarnation-new" })).toEqual({
+      kind: "events",
+      events: [event(2), event(3)],
+      done: false,
+    });
+    expect(cursor.applyPage({ ...pageOf(5, 1, 3, 2, 2), incarnation: "incarnation-new" })).toEqual({
+      kind: "events",
+      events: [event(4), event(5)],
+      done: true,
+    });
     expect(cursor.finishSync()).toEqual({ events: [event(6)], complete: true });
     expect(cursor.live(event(7), 1)).toBe("send");
   });
 
   it("keeps its seq in the same incarnation, and in a mailbox whose page names none (a worker before decision 0021)", () => {
     const same = new MailboxCursor(3, 10, unboundedHeldBytes(), "incarnation-a");
-    expect(same.applyPage({ ...pageOf(4, 0, 3, 50, 50), incarnation: "incarnation-a" })).toEqual({ kind: "events", events: [event(4)], done: true });
+    expect(same.applyPage({ ...pageOf(4, 0, 3, 50, 50), incarnation: "incarnation-a" })).toEqual({
+      kind: "events",
+      events: [event(4)],
+      done: true,
+    });
     const unnamed = new MailboxCursor(3, 10, unboundedHeldBytes(), "incarnation-a");
     expect(unnamed.applyPage(pageOf(4, 0, 3, 50, 50))).toEqual({ kind: "events", events: [event(4)], done: true });
     expect(unnamed.incarnation).toBeUndefined();
@@ -88,7 +100,11 @@ describe("MailboxCursor", () => {
     // Once a page named it, a later page naming another one (the mailbox re-created) is another mailbox.
     older.finishSync();
     older.requestSync();
-    expect(older.applyPage({ ...pageOf(2, 0, 4, 50, 50), incarnation: "incarnation-b" })).toEqual({ kind: "resync", headSeq: 0, done: false });
+    expect(older.applyPage({ ...pageOf(2, 0, 4, 50, 50), incarnation: "incarnation-b" })).toEqual({
+      kind: "resync",
+      headSeq: 0,
+      done: false,
+    });
   });
 
   it("turns a live gap into a sync that fills it", () => {

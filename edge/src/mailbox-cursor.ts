@@ -18,7 +18,12 @@ export type PageOutcome =
   | { readonly kind: "resync"; readonly headSeq: number; readonly done: boolean };
 
 /** `incarnation`: the mailbox's (undefined while the user has none, or from a worker before 0021). */
-export type Page = { readonly events: readonly SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number; readonly incarnation?: string | undefined };
+export type Page = {
+  readonly events: readonly SequencedEvent[];
+  readonly headSeq: number;
+  readonly floorSeq: number;
+  readonly incarnation?: string | undefined;
+};
 
 /** A live event held while the backlog is read, with the bytes it took from the session's budget. */
 type HeldEvent = { readonly event: SequencedEvent; readonly bytes: number };
@@ -117,7 +122,8 @@ export class MailboxCursor {
   applyPage(page: Page): PageOutcome {
     // Which mailbox the seq counts in. A page that names none (no mailbox row, or an older worker) can
     // neither confirm nor refute the device's; the seq is still checked against the head below.
-    const otherMailbox = page.incarnation !== undefined && this.incarnationValue !== undefined && page.incarnation !== this.incarnationValue;
+    const otherMailbox =
+      page.incarnation !== undefined && this.incarnationValue !== undefined && page.incarnation !== this.incarnationValue;
     this.incarnationRead = page.incarnation !== undefined;
     this.incarnationValue = page.incarnation;
     this.seqConfirmed = true;

@@ -63,7 +63,12 @@ export class CachedHomes implements HomeDirectory {
   }
 
   moved(key: HomeKey, location: HomeLocation): void {
-    this.cache.remember(directoryCacheKey(key.kind, key.id), { kind: key.kind, id: key.id, cellId: location.cellId, epoch: location.epoch });
+    this.cache.remember(directoryCacheKey(key.kind, key.id), {
+      kind: key.kind,
+      id: key.id,
+      cellId: location.cellId,
+      epoch: location.epoch,
+    });
   }
 
   forget(key: HomeKey, epoch: number): void {
@@ -128,7 +133,8 @@ export class RequestHandler {
       const { events, headSeq, floorSeq, incarnation } = reply;
       return { events, headSeq, floorSeq, incarnation, home };
     }
-    if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
+    if (reply.type === "cell.error")
+      throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }
 
@@ -138,11 +144,15 @@ export class RequestHandler {
    * exist) throws RemoteError not_a_member.
    */
   async conversationPage(userId: string, conversationId: string, afterSeq: number | null, limit: number): Promise<ConversationPage> {
-    const outcome = await this.homes.request({ type: "cell.messagesAfter", userId, conversationId, afterSeq, limit }, this.deadlineFromNow());
+    const outcome = await this.homes.request(
+      { type: "cell.messagesAfter", userId, conversationId, afterSeq, limit },
+      this.deadlineFromNow(),
+    );
     if (outcome.kind === "no_entry") throw new RemoteError("not_a_member", `no conversation ${conversationId}`);
     const { reply } = outcome;
     if (reply.type === "cell.messages") return { afterSeq: reply.afterSeq, messages: reply.messages, headSeq: reply.headSeq };
-    if (reply.type === "cell.error") throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
+    if (reply.type === "cell.error")
+      throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }
 
@@ -166,7 +176,12 @@ export class RequestHandler {
    * `afterClientMessageId` is the send of this session to the same conversation still in flight before it
    * (see SendOrder): the cell stores this one only after that one.
    */
-  async handle(context: RequestContext, frame: CellServedFrame, afterClientMessageId?: string, deadlineAtMs = this.deadlineFromNow()): Promise<ServerFrame> {
+  async handle(
+    context: RequestContext,
+    frame: CellServedFrame,
+    afterClientMessageId?: string,
+    deadlineAtMs = this.deadlineFromNow(),
+  ): Promise<ServerFrame> {
     switch (frame.type) {
       case "ping":
         return { type: "pong", requestId: frame.requestId };
@@ -179,19 +194,33 @@ export class RequestHandler {
           clientMessageId: frame.clientMessageId,
           body: frame.body,
         };
-        const reply = await this.atConversationHome(afterClientMessageId === undefined ? send : { ...send, afterClientMessageId }, deadlineAtMs);
+        const reply = await this.atConversationHome(
+          afterClientMessageId === undefined ? send : { ...send, afterClientMessageId },
+          deadlineAtMs,
+        );
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.stored") {
           const { message } = reply;
-          return { type: "ack", requestId: frame.requestId, conversationId: message.conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs };
+          return {
+            type: "ack",
+            requestId: frame.requestId,
+            conversationId: message.conversationId,
+            messageId: message.messageId,
+            seq: message.seq,
+            sentAtMs: message.sentAtMs,
+          };
         }
         return this.unexpected(reply, frame.requestId);
       }
       case "openDirect": {
-        if (frame.peerUserId === context.userId) return errorFrame("invalid_peer", "a direct conversation needs another user", frame.requestId);
+        if (frame.peerUserId === context.userId)
+          return errorFrame("invalid_peer", "a direct conversation needs another user", frame.requestId);
         const conversationId = directConversationId(this.directConversationKey, context.userId, frame.peerUserId);
         await this.placeConversation(conversationId, context.homeCellId);
-        const reply = await this.atPlacedConversationHome({ type: "cell.openDirect", userId: context.userId, peerUserId: frame.peerUserId, conversationId }, deadlineAtMs);
+        const reply = await this.atPlacedConversationHome(
+          { type: "cell.openDirect", userId: context.userId, peerUserId: frame.peerUserId, conversationId },
+          deadlineAtMs,
+        );
         return this.conversationFrame(reply, frame.requestId);
       }
       case "createGroup": {
@@ -201,47 +230,71 @@ export class RequestHandler {
             ? `g-${randomBytes(17).toString("base64url").slice(0, 22)}`
             : keyedGroupConversationId(this.directConversationKey, context.userId, frame.clientGroupId);
         await this.placeConversation(conversationId, context.homeCellId);
-        const reply = await this.atPlacedConversationHome({
-          type: "cell.createGroup",
-          creatorUserId: context.userId,
-          conversationId,
-          title: frame.title,
-          memberUserIds: frame.memberUserIds,
-        }, deadlineAtMs);
+        const reply = await this.atPlacedConversationHome(
+          {
+            type: "cell.createGroup",
+            creatorUserId: context.userId,
+            conversationId,
+            title: frame.title,
+            memberUserIds: frame.memberUserIds,
+          },
+          deadlineAtMs,
+        );
         return this.conversationFrame(reply, frame.requestId);
       }
       case "addMembers": {
-        const reply = await this.atConversationHome({ type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds }, deadlineAtMs);
+        const reply = await this.atConversationHome(
+          { type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds },
+          deadlineAtMs,
+        );
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         return this.conversationFrame(reply, frame.requestId);
       }
       case "read":
       case "delivered": {
         // Routed like a send: the conversation's owner keeps the positions and fans the receipt out.
-        const reply = await this.atConversationHome({
-          type: "cell.receipt",
-          userId: context.userId,
-          conversationId: frame.conversationId,
-          position: frame.type,
-          seq: frame.seq,
-        }, deadlineAtMs);
+        const reply = await this.atConversationHome(
+          {
+            type: "cell.receipt",
+            userId: context.userId,
+            conversationId: frame.conversationId,
+            position: frame.type,
+            seq: frame.seq,
+          },
+          deadlineAtMs,
+        );
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.receipt") {
-          return { type: "receiptAck", requestId: frame.requestId, conversationId: reply.conversationId, readSeq: reply.readSeq, deliveredSeq: reply.deliveredSeq };
+          return {
+            type: "receiptAck",
+            requestId: frame.requestId,
+            conversationId: reply.conversationId,
+            readSeq: reply.readSeq,
+            deliveredSeq: reply.deliveredSeq,
+          };
         }
         return this.unexpected(reply, frame.requestId);
       }
       case "history": {
-        const reply = await this.atConversationHome({
-          type: "cell.history",
-          userId: context.userId,
-          conversationId: frame.conversationId,
-          beforeSeq: frame.beforeSeq ?? null,
-          limit: frame.limit ?? historyPageLimitDefault,
-        }, deadlineAtMs);
+        const reply = await this.atConversationHome(
+          {
+            type: "cell.history",
+            userId: context.userId,
+            conversationId: frame.conversationId,
+            beforeSeq: frame.beforeSeq ?? null,
+            limit: frame.limit ?? historyPageLimitDefault,
+          },
+          deadlineAtMs,
+        );
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.historyPage") {
-          return { type: "historyPage", requestId: frame.requestId, conversationId: reply.conversationId, messages: reply.messages, hasMore: reply.hasMore };
+          return {
+            type: "historyPage",
+            requestId: frame.requestId,
+            conversationId: reply.conversationId,
+            messages: reply.messages,
+            hasMore: reply.hasMore,
+          };
         }
         return this.unexpected(reply, frame.requestId);
       }
@@ -285,4 +338,3 @@ export class RequestHandler {
     throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
   }
 }
-

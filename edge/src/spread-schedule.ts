@@ -8,7 +8,11 @@
  * rather than independent draws, so the turns are spread evenly (no part of the window gets many more
  * than its share) yet no two edges move in lockstep. A window of 0 puts every turn at 0.
  */
-export function spreadSchedule<T>(targets: readonly T[], windowMs: number, random: () => number): { readonly target: T; readonly atMs: number }[] {
+export function spreadSchedule<T>(
+  targets: readonly T[],
+  windowMs: number,
+  random: () => number,
+): { readonly target: T; readonly atMs: number }[] {
   const shuffled = [...targets];
   for (let index = shuffled.length - 1; index > 0; index--) {
     const other = Math.floor(unit(random()) * (index + 1));

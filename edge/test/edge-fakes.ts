@@ -84,7 +84,8 @@ export class FakeTransport implements SessionTransport {
       return "dropped";
     }
     const decoded = decodeServerFrame(text);
-    if (!decoded.ok) this.violations.push(`wrote a frame that is not a valid server frame (${decoded.failure.path} ${decoded.failure.reason}): ${text}`);
+    if (!decoded.ok)
+      this.violations.push(`wrote a frame that is not a valid server frame (${decoded.failure.path} ${decoded.failure.reason}): ${text}`);
     this.texts.push(text);
     this.waiters.notify();
     return this.sendOutcome;
@@ -135,7 +136,8 @@ export class FakeTransport implements SessionTransport {
     const found = (): Record<string, unknown> | undefined => this.frames.slice(fromIndex).find(matches);
     await this.waiters.until(() => found() !== undefined || this.isClosed, "a matching frame");
     const frame = found();
-    if (frame === undefined) throw new Error(`closed with ${String(this.closeCode)} before a matching frame; frames: ${this.texts.join(" | ")}`);
+    if (frame === undefined)
+      throw new Error(`closed with ${String(this.closeCode)} before a matching frame; frames: ${this.texts.join(" | ")}`);
     return frame;
   }
 
@@ -169,7 +171,8 @@ export class FakeVerifier implements TokenVerifier {
     if (token === "expired") return { ok: false, reason: "token_expired", detail: "exp has passed" };
     const [subject = "", ...claims] = token.split(";");
     const [prefix, userId, deviceId, ...rest] = subject.split(":");
-    if (prefix !== "valid" || userId === undefined || userId === "" || rest.length > 0) return { ok: false, reason: "token_invalid", detail: "bad signature" };
+    if (prefix !== "valid" || userId === undefined || userId === "" || rest.length > 0)
+      return { ok: false, reason: "token_invalid", detail: "bad signature" };
     const claim = (name: string): number | undefined => {
       const found = claims.find((entry) => entry.startsWith(`${name}=`));
       return found === undefined ? undefined : Number(found.slice(name.length + 1));
@@ -222,7 +225,8 @@ export class FakeCellRouting implements CellRouting {
     this.requests.push({ cellId, request, deadlineAtMs });
     const answer = this.answers.get(request.type);
     if (answer !== undefined) return answer(cellId, request);
-    if (request.type === "cell.mailboxPage") return { type: "cell.mailboxEvents", userId: request.userId, events: [], headSeq: 0, floorSeq: 0 };
+    if (request.type === "cell.mailboxPage")
+      return { type: "cell.mailboxEvents", userId: request.userId, events: [], headSeq: 0, floorSeq: 0 };
     throw new Error(`FakeCellRouting has no answer for ${request.type}`);
   }
 
@@ -270,7 +274,12 @@ export class FakeDeliveries implements DeliverySource, TypingPublisher {
 
   publishTyping(recipientUserIds: readonly string[], indicator: TypingIndicator): void {
     this.typingPublished.push({ recipientUserIds: [...recipientUserIds], indicator });
-    this.publishBatch({ type: "delivery.batch", messages: [], events: [], typing: [{ recipientUserIds: [...recipientUserIds], ...indicator }] });
+    this.publishBatch({
+      type: "delivery.batch",
+      messages: [],
+      events: [],
+      typing: [{ recipientUserIds: [...recipientUserIds], ...indicator }],
+    });
   }
 
   /** A delivery.batch arriving on the deliveries subject (from a worker, or a typist's edge). */
@@ -280,7 +289,8 @@ export class FakeDeliveries implements DeliverySource, TypingPublisher {
     const { messages, events, typing } = decoded.value;
     for (const { recipientUserIds, message } of messages) {
       const frame = JSON.stringify({ type: "message", message });
-      for (const userId of recipientUserIds) for (const target of this.targetsOf(userId)) target.deliverMessage(message, frame, recipientUserIds.length);
+      for (const userId of recipientUserIds)
+        for (const target of this.targetsOf(userId)) target.deliverMessage(message, frame, recipientUserIds.length);
     }
     for (const { recipientUserId, seq, event } of events) {
       const frame = JSON.stringify({ type: "event", seq, event });
@@ -311,7 +321,16 @@ export class FakeDeliveries implements DeliverySource, TypingPublisher {
 /** The message with `seq` of a fake conversation log: ids derived from the conversation and the seq. */
 export function logMessage(conversationId: string, seq: number, senderUserId = "alice"): Message {
   const tag = `${conversationId.slice(2, 8)}-${seq}`;
-  return { conversationId, messageId: `m-${tag}`, seq, senderUserId, senderDeviceId: "phone", clientMessageId: `c-${tag}`, body: `message ${seq}`, sentAtMs: 1_700_000_000_000 + seq };
+  return {
+    conversationId,
+    messageId: `m-${tag}`,
+    seq,
+    senderUserId,
+    senderDeviceId: "phone",
+    clientMessageId: `c-${tag}`,
+    body: `message ${seq}`,
+    sentAtMs: 1_700_000_000_000 + seq,
+  };
 }
 
 /**
@@ -337,7 +356,11 @@ export class FakeConversationLogs {
   constructor(private readonly directory: FakeDirectory) {}
 
   /** A conversation homed in `cellId` whose members joined at the given seqs; its log holds `head` messages. */
-  create(conversationId: string, members: Record<string, number>, options: { readonly head?: number; readonly cellId?: string } = {}): void {
+  create(
+    conversationId: string,
+    members: Record<string, number>,
+    options: { readonly head?: number; readonly cellId?: string } = {},
+  ): void {
     this.logs.set(conversationId, { head: options.head ?? 0, joinedAfterSeq: new Map(Object.entries(members)) });
     this.directory.conversations.set(conversationId, { kind: "conversation", id: conversationId, cellId: options.cellId ?? "a", epoch: 1 });
   }
@@ -405,10 +428,12 @@ export class FakeConversationLogs {
       await this.holds.get(request.conversationId)?.promise;
       const log = this.logs.get(request.conversationId);
       const joinedAfterSeq = log?.joinedAfterSeq.get(request.userId);
-      if (log === undefined || joinedAfterSeq === undefined) return { type: "cell.error", code: "not_a_member", message: "not a member of this conversation" };
+      if (log === undefined || joinedAfterSeq === undefined)
+        return { type: "cell.error", code: "not_a_member", message: "not a member of this conversation" };
       const afterSeq = request.afterSeq ?? joinedAfterSeq;
       const messages: Message[] = [];
-      for (let seq = afterSeq + 1; seq <= log.head && messages.length < request.limit; seq++) messages.push(logMessage(request.conversationId, seq));
+      for (let seq = afterSeq + 1; seq <= log.head && messages.length < request.limit; seq++)
+        messages.push(logMessage(request.conversationId, seq));
       const headSeq = log.head;
       this.pagesRead++;
       this.waiters.notify();
@@ -451,7 +476,10 @@ export class FakePresence implements PresenceSource {
   private readonly listeners = new Set<(change: PresenceChange) => void>();
 
   constructor(readonly clock: FakeClock) {
-    this.table = new PresenceTable({ localEdgeInstanceId: "edge-under-test", remoteClaimsMax: 1000, offlineUsersRememberedMax: 1000 }, clock);
+    this.table = new PresenceTable(
+      { localEdgeInstanceId: "edge-under-test", remoteClaimsMax: 1000, offlineUsersRememberedMax: 1000 },
+      clock,
+    );
   }
 
   sessionOpened(userId: string): void {
@@ -559,7 +587,10 @@ export type FakeEdge = {
   /** A new socket with its session (undefined when the core refused it). */
   connect(): { transport: FakeTransport; session: Session | undefined };
   /** A socket that sent a hello with a valid token for `userId` and got its welcome. */
-  authenticated(userId: string, hello?: Record<string, unknown>): Promise<{ transport: FakeTransport; session: Session; welcome: Record<string, unknown> }>;
+  authenticated(
+    userId: string,
+    hello?: Record<string, unknown>,
+  ): Promise<{ transport: FakeTransport; session: Session; welcome: Record<string, unknown> }>;
 };
 
 /** Requests a fake edge sends for one frame while its key moves (see HomeRouter). */
@@ -596,18 +627,24 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
   const homeWaitsMs: number[] = [];
   // Waits for a migrating key are recorded, and last one turn of the event loop: the fake clock does not
   // move, so attemptsMax is what bounds them.
-  const handler = new RequestHandler(directory, cache, router, {
-    options: { ...homeRouterDefaults, attemptsMax: homeAttemptsMaxForTests },
-    requestDeadlineMs: requestDeadlineMsForTests,
-    dependencies: {
-      monotonicNowMs: clock.monotonicNowMs,
-      random: () => 1,
-      sleep: (ms) => {
-        homeWaitsMs.push(ms);
-        return new Promise((resolve) => setImmediate(resolve));
+  const handler = new RequestHandler(
+    directory,
+    cache,
+    router,
+    {
+      options: { ...homeRouterDefaults, attemptsMax: homeAttemptsMaxForTests },
+      requestDeadlineMs: requestDeadlineMsForTests,
+      dependencies: {
+        monotonicNowMs: clock.monotonicNowMs,
+        random: () => 1,
+        sleep: (ms) => {
+          homeWaitsMs.push(ms);
+          return new Promise((resolve) => setImmediate(resolve));
+        },
       },
     },
-  }, devDirectConversationKey);
+    devDirectConversationKey,
+  );
   const presence = new FakePresence(clock);
   const members = new ConversationMembers(
     { conversationsMax: 100, ttlMs: memberCacheTtlMsForTests },

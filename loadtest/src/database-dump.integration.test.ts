@@ -54,14 +54,25 @@ function message(conversationId: string, seq: number, senderUserId: string, body
 // Cell a: a group of alice and bob with three messages, erin added after seq 2; their mailboxes hold their
 // joined events and a receipt. Cell b: a direct conversation of carol and dave, no mailbox tables and no
 // join points.
-const groupMessages = [message(group, 1, "alice", "one"), message(group, 2, "bob", "two, with ünïcode ✓"), message(group, 3, "alice", "three")];
+const groupMessages = [
+  message(group, 1, "alice", "one"),
+  message(group, 2, "bob", "two, with ünïcode ✓"),
+  message(group, 3, "alice", "three"),
+];
 const directMessages = [message(direct, 1, "carol", "hi"), message(direct, 2, "dave", "hello")];
 const groupMembers = [
   { userId: "alice", joinedAfterSeq: 0 },
   { userId: "bob", joinedAfterSeq: 0 },
   { userId: "erin", joinedAfterSeq: 2 },
 ];
-const joinedGroup = (afterSeq: number): MailboxEvent => ({ kind: "joined", conversationId: group, conversationKind: "group", title: "dump", afterSeq, addedByUserId: "alice" });
+const joinedGroup = (afterSeq: number): MailboxEvent => ({
+  kind: "joined",
+  conversationId: group,
+  conversationKind: "group",
+  title: "dump",
+  afterSeq,
+  addedByUserId: "alice",
+});
 const receipt: MailboxEvent = { kind: "receipt", conversationId: group, userId: "bob", readSeq: 3, deliveredSeq: 3 };
 const mailboxEvents = (afterSeq: number): { eventId: string; event: MailboxEvent }[] => [
   { eventId: `joined-${group}`, event: joinedGroup(afterSeq) },
@@ -91,17 +102,43 @@ async function adminQuery(text: string): Promise<void> {
 }
 
 /** Members without a join point go into a table without the column. */
-async function insertConversation(client: pg.Client, id: string, kind: string, members: { userId: string; joinedAfterSeq?: number }[], messages: Message[]): Promise<void> {
-  await client.query("insert into conversations (id, kind, created_by_user_id, last_seq) values ($1, $2, $3, $4)", [id, kind, members[0]?.userId, messages.length]);
+async function insertConversation(
+  client: pg.Client,
+  id: string,
+  kind: string,
+  members: { userId: string; joinedAfterSeq?: number }[],
+  messages: Message[],
+): Promise<void> {
+  await client.query("insert into conversations (id, kind, created_by_user_id, last_seq) values ($1, $2, $3, $4)", [
+    id,
+    kind,
+    members[0]?.userId,
+    messages.length,
+  ]);
   for (const { userId, joinedAfterSeq } of members) {
-    if (joinedAfterSeq === undefined) await client.query("insert into conversation_members (conversation_id, user_id) values ($1, $2)", [id, userId]);
-    else await client.query("insert into conversation_members (conversation_id, user_id, joined_after_seq) values ($1, $2, $3)", [id, userId, joinedAfterSeq]);
+    if (joinedAfterSeq === undefined)
+      await client.query("insert into conversation_members (conversation_id, user_id) values ($1, $2)", [id, userId]);
+    else
+      await client.query("insert into conversation_members (conversation_id, user_id, joined_after_seq) values ($1, $2, $3)", [
+        id,
+        userId,
+        joinedAfterSeq,
+      ]);
   }
   for (const stored of messages) {
     await client.query(
       `insert into messages (conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body, sent_at)
        values ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::numeric / 1000))`,
-      [stored.conversationId, stored.seq, stored.messageId, stored.senderUserId, stored.senderDeviceId, stored.clientMessageId, stored.body, stored.sentAtMs],
+      [
+        stored.conversationId,
+        stored.seq,
+        stored.messageId,
+        stored.senderUserId,
+        stored.senderDeviceId,
+        stored.clientMessageId,
+        stored.body,
+        stored.sentAtMs,
+      ],
     );
   }
 }
@@ -109,7 +146,12 @@ async function insertConversation(client: pg.Client, id: string, kind: string, m
 async function insertMailbox(client: pg.Client, userId: string, events: { eventId: string; event: unknown }[]): Promise<void> {
   await client.query("insert into mailboxes (user_id, last_seq, floor_seq) values ($1, $2, 0)", [userId, events.length]);
   for (const [index, { eventId, event }] of events.entries()) {
-    await client.query("insert into mailbox_events (user_id, seq, event_id, event) values ($1, $2, $3, $4::jsonb)", [userId, index + 1, eventId, JSON.stringify(event)]);
+    await client.query("insert into mailbox_events (user_id, seq, event_id, event) values ($1, $2, $3, $4::jsonb)", [
+      userId,
+      index + 1,
+      eventId,
+      JSON.stringify(event),
+    ]);
   }
 }
 
@@ -161,8 +203,20 @@ describe("dumpCellDatabases", () => {
     // The dump is what the checker reads: with the sends that explain it, a run that is not quiescent
     // (cell b has no mailboxes) passes.
     const record: HistoryRecord = {
-      sends: [...groupMessages, ...directMessages].map(({ senderUserId, senderDeviceId, conversationId, clientMessageId, body }) => ({ senderUserId, senderDeviceId, conversationId, clientMessageId, body })),
-      acks: groupMessages.map(({ senderUserId, conversationId, clientMessageId, messageId, seq }) => ({ senderUserId, conversationId, clientMessageId, messageId, seq })),
+      sends: [...groupMessages, ...directMessages].map(({ senderUserId, senderDeviceId, conversationId, clientMessageId, body }) => ({
+        senderUserId,
+        senderDeviceId,
+        conversationId,
+        clientMessageId,
+        body,
+      })),
+      acks: groupMessages.map(({ senderUserId, conversationId, clientMessageId, messageId, seq }) => ({
+        senderUserId,
+        conversationId,
+        clientMessageId,
+        messageId,
+        seq,
+      })),
       deliveries: [],
       database,
       expectComplete: false,
@@ -173,7 +227,10 @@ describe("dumpCellDatabases", () => {
   it("stops with bad_row on a row that does not decode (a message event from before decision 0009), naming its table and key", async () => {
     const dump = dumpCellDatabases({ postgresAdminUrl, namespace, cellIds: ["c"] });
     await expect(dump).rejects.toBeInstanceOf(DatabaseDumpError);
-    await expect(dump).rejects.toMatchObject({ code: "bad_row", message: expect.stringContaining("mailbox_events (user frank seq 1: event)") });
+    await expect(dump).rejects.toMatchObject({
+      code: "bad_row",
+      message: expect.stringContaining("mailbox_events (user frank seq 1: event)"),
+    });
   });
 
   it("stops with too_many_rows past rowsPerTableMax", async () => {

@@ -64,7 +64,9 @@ export async function dumpCellDatabases(options: DumpCellDatabasesOptions): Prom
   const mailboxes: StoredMailbox[] = [];
   for (const cellId of options.cellIds) {
     const databaseName = cellDatabaseName(options.namespace, cellId);
-    const cell = await withClient(databaseUrl(options.postgresAdminUrl, databaseName), databaseName, (client) => dumpCell(client, databaseName, limits));
+    const cell = await withClient(databaseUrl(options.postgresAdminUrl, databaseName), databaseName, (client) =>
+      dumpCell(client, databaseName, limits),
+    );
     // A loop, not push(...rows): spreading millions of arguments overflows the stack.
     for (const message of cell.messages) messages.push(message);
     for (const { conversationId, member } of cell.members) {
@@ -74,7 +76,10 @@ export async function dumpCellDatabases(options: DumpCellDatabasesOptions): Prom
     }
     for (const mailbox of cell.mailboxes) mailboxes.push(mailbox);
   }
-  const members: ConversationMembers[] = [...membersByConversation].map(([conversationId, byKey]) => ({ conversationId, members: [...byKey.values()] }));
+  const members: ConversationMembers[] = [...membersByConversation].map(([conversationId, byKey]) => ({
+    conversationId,
+    members: [...byKey.values()],
+  }));
   return { messages, members, mailboxes };
 }
 
@@ -108,7 +113,9 @@ async function dumpCell(
       decodeRow: messageFromRow,
     });
     // The join point arrived with a later migration, whose default (0) is what an older row means.
-    const joinedAfterSeq = (await hasColumn(client, "conversation_members", "joined_after_seq")) ? "joined_after_seq" : "0::bigint as joined_after_seq";
+    const joinedAfterSeq = (await hasColumn(client, "conversation_members", "joined_after_seq"))
+      ? "joined_after_seq"
+      : "0::bigint as joined_after_seq";
     const members = await readPaged(client, limits, {
       what: `${databaseName}.conversation_members`,
       query: `select conversation_id, user_id, ${joinedAfterSeq}
@@ -137,7 +144,10 @@ async function hasMailboxTables(client: pg.Client): Promise<boolean> {
 }
 
 async function hasColumn(client: pg.Client, table: string, column: string): Promise<boolean> {
-  const result = await client.query("select count(*)::int as present from information_schema.columns where table_name = $1 and column_name = $2", [table, column]);
+  const result = await client.query(
+    "select count(*)::int as present from information_schema.columns where table_name = $1 and column_name = $2",
+    [table, column],
+  );
   const row: unknown = result.rows[0];
   return isRecord(row) && row["present"] === 1;
 }
@@ -228,7 +238,11 @@ function memberFromRow(row: unknown, what: string): MemberRow {
   const conversationId = decoded(conversationIdDecoder, record["conversation_id"], what, "conversation_id");
   const userId = decoded(userIdDecoder, record["user_id"], what, `conversation ${conversationId}: user_id`);
   const joinedAfterSeq = safeInteger(record["joined_after_seq"], what, `conversation ${conversationId} user ${userId}: joined_after_seq`);
-  if (joinedAfterSeq < 0) throw new DatabaseDumpError("bad_row", `${what} (conversation ${conversationId} user ${userId}: joined_after_seq): negative: ${joinedAfterSeq}`);
+  if (joinedAfterSeq < 0)
+    throw new DatabaseDumpError(
+      "bad_row",
+      `${what} (conversation ${conversationId} user ${userId}: joined_after_seq): negative: ${joinedAfterSeq}`,
+    );
   return { conversationId, member: { userId, joinedAfterSeq } };
 }
 
@@ -269,8 +283,10 @@ function decoded<T>(decoder: Decoder<T>, input: unknown, what: string, where: st
 
 /** pg returns bigint columns as strings, since a JavaScript number cannot hold every int8: keep only safe ones. */
 function safeInteger(value: unknown, what: string, where: string): number {
-  const number = typeof value === "number" ? value : typeof value === "string" && /^-?[0-9]{1,20}$/.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isSafeInteger(number)) throw new DatabaseDumpError("bad_row", `${what} (${where}): not a safe integer: ${String(value).slice(0, 40)}`);
+  const number =
+    typeof value === "number" ? value : typeof value === "string" && /^-?[0-9]{1,20}$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(number))
+    throw new DatabaseDumpError("bad_row", `${what} (${where}): not a safe integer: ${String(value).slice(0, 40)}`);
   return number;
 }
 

@@ -57,8 +57,16 @@ const sentAtMsBase = 1_700_000_000_000;
 type SimulatedConversation = { kind: ConversationKind; title: string | null; members: ConversationMember[]; head: number };
 
 function simulate(scenario: Scenario): HistoryRecord {
-  const record: HistoryRecord = { sends: [], acks: [], deliveries: [], database: { messages: [], members: [], mailboxes: [] }, expectComplete: scenario.expectComplete };
-  const mailboxes = new Map(scenario.users.map((user) => [user.userId, { userId: user.userId, lastSeq: 0, floorSeq: 0, events: [] as MailboxEntry[] }]));
+  const record: HistoryRecord = {
+    sends: [],
+    acks: [],
+    deliveries: [],
+    database: { messages: [], members: [], mailboxes: [] },
+    expectComplete: scenario.expectComplete,
+  };
+  const mailboxes = new Map(
+    scenario.users.map((user) => [user.userId, { userId: user.userId, lastSeq: 0, floorSeq: 0, events: [] as MailboxEntry[] }]),
+  );
   const conversations = new Map<string, SimulatedConversation>();
   const append = (userId: string, eventId: string, event: MailboxEvent): void => {
     const mailbox = mailboxes.get(userId);
@@ -76,7 +84,14 @@ function simulate(scenario: Scenario): HistoryRecord {
     for (const userId of userIds) {
       if (conversation.members.some((member) => member.userId === userId)) continue;
       conversation.members.push({ userId, joinedAfterSeq: conversation.head });
-      const event: MailboxEvent = { kind: "joined", conversationId, conversationKind: conversation.kind, title: conversation.title, afterSeq: conversation.head, addedByUserId };
+      const event: MailboxEvent = {
+        kind: "joined",
+        conversationId,
+        conversationKind: conversation.kind,
+        title: conversation.title,
+        afterSeq: conversation.head,
+        addedByUserId,
+      };
       append(userId, `joined-${conversationId}`, event);
     }
   };
@@ -110,22 +125,44 @@ function simulate(scenario: Scenario): HistoryRecord {
         sendIndex++;
         record.database.messages.push(message);
         for (let attempt = 0; attempt < step.attempts; attempt++) {
-          record.sends.push({ senderUserId: step.senderUserId, senderDeviceId: step.senderDeviceId, conversationId: step.conversationId, clientMessageId, body: step.body });
+          record.sends.push({
+            senderUserId: step.senderUserId,
+            senderDeviceId: step.senderDeviceId,
+            conversationId: step.conversationId,
+            clientMessageId,
+            body: step.body,
+          });
           // Each attempt of a retried send is acked with the same answer.
-          if (step.acked) record.acks.push({ senderUserId: step.senderUserId, conversationId: step.conversationId, clientMessageId, messageId: message.messageId, seq: message.seq });
+          if (step.acked)
+            record.acks.push({
+              senderUserId: step.senderUserId,
+              conversationId: step.conversationId,
+              clientMessageId,
+              messageId: message.messageId,
+              seq: message.seq,
+            });
         }
         break;
       }
       case "receipt": {
         const conversation = conversationOf(step.conversationId);
-        const event: MailboxEvent = { kind: "receipt", conversationId: step.conversationId, userId: step.userId, readSeq: step.readSeq, deliveredSeq: step.readSeq };
+        const event: MailboxEvent = {
+          kind: "receipt",
+          conversationId: step.conversationId,
+          userId: step.userId,
+          readSeq: step.readSeq,
+          deliveredSeq: step.readSeq,
+        };
         for (const member of conversation.members) append(member.userId, `receipt-${receiptIndex}`, event);
         receiptIndex++;
         break;
       }
     }
   }
-  record.database.members = [...conversations].map(([conversationId, conversation]) => ({ conversationId, members: conversation.members.map((member) => ({ ...member })) }));
+  record.database.members = [...conversations].map(([conversationId, conversation]) => ({
+    conversationId,
+    members: conversation.members.map((member) => ({ ...member })),
+  }));
   record.database.mailboxes = [...mailboxes.values()];
   for (const user of scenario.users) {
     const mailbox = mailboxes.get(user.userId);
@@ -138,7 +175,9 @@ function simulate(scenario: Scenario): HistoryRecord {
         cursorOf: (_joinedAfterSeq: number, head: number) => head,
         endOf: (_startAfterSeq: number, head: number) => head,
       };
-      const events = mailbox.events.filter((entry) => entry.seq > view.startAfterSeq && entry.seq <= view.endSeq).map((entry) => ({ seq: entry.seq, event: { ...entry.event } }));
+      const events = mailbox.events
+        .filter((entry) => entry.seq > view.startAfterSeq && entry.seq <= view.endSeq)
+        .map((entry) => ({ seq: entry.seq, event: { ...entry.event } }));
       const conversationStarts: Record<string, number> = {};
       const windows = new Map<string, { afterSeq: number; toSeq: number }>();
       for (const [conversationId, conversation] of conversations) {
@@ -151,7 +190,10 @@ function simulate(scenario: Scenario): HistoryRecord {
           startAfterSeq = clamp(view.cursorOf(member.joinedAfterSeq, conversation.head), member.joinedAfterSeq, conversation.head);
           if (!view.live) conversationStarts[conversationId] = startAfterSeq;
         } else continue;
-        windows.set(conversationId, { afterSeq: startAfterSeq, toSeq: clamp(view.endOf(startAfterSeq, conversation.head), startAfterSeq, conversation.head) });
+        windows.set(conversationId, {
+          afterSeq: startAfterSeq,
+          toSeq: clamp(view.endOf(startAfterSeq, conversation.head), startAfterSeq, conversation.head),
+        });
       }
       const messages: DeliveredMessage[] = [];
       for (const { conversationId, seq, messageId } of record.database.messages) {
@@ -197,7 +239,15 @@ function scenario(): Scenario {
       { kind: "send", conversationId: direct, senderUserId: "bob", senderDeviceId: "phone", body: "hi alice", attempts: 1, acked: true },
       { kind: "create", conversationId: group, conversationKind: "group", title: "trio", memberUserIds: ["carol", "alice", "bob"] },
       { kind: "send", conversationId: group, senderUserId: "carol", senderDeviceId: "phone", body: "hello all", attempts: 2, acked: true },
-      { kind: "send", conversationId: group, senderUserId: "alice", senderDeviceId: "laptop", body: "from my laptop", attempts: 1, acked: true },
+      {
+        kind: "send",
+        conversationId: group,
+        senderUserId: "alice",
+        senderDeviceId: "laptop",
+        body: "from my laptop",
+        attempts: 1,
+        acked: true,
+      },
       { kind: "add", conversationId: group, addedByUserId: "carol", userIds: ["dave"] },
       { kind: "send", conversationId: group, senderUserId: "bob", senderDeviceId: "phone", body: "ack lost", attempts: 1, acked: false },
       { kind: "receipt", conversationId: group, userId: "dave", readSeq: 3 },
@@ -248,7 +298,9 @@ function storedOf(record: HistoryRecord, messageId: string): Message {
 }
 
 function memberOf(record: HistoryRecord, conversationId: string, userId: string): ConversationMember {
-  const member = record.database.members.find((entry) => entry.conversationId === conversationId)?.members.find((candidate) => candidate.userId === userId);
+  const member = record.database.members
+    .find((entry) => entry.conversationId === conversationId)
+    ?.members.find((candidate) => candidate.userId === userId);
   if (member === undefined) throw new Error(`${userId} is no member of ${conversationId}`);
   return member;
 }
@@ -264,7 +316,9 @@ function rewriteMessage(record: HistoryRecord, messageId: string, change: Partia
   }
   for (const device of record.deliveries) {
     device.messages = device.messages.map((delivered) =>
-      delivered.messageId === messageId ? { conversationId: delivered.conversationId, seq: change.seq ?? delivered.seq, messageId: change.messageId ?? messageId } : delivered,
+      delivered.messageId === messageId
+        ? { conversationId: delivered.conversationId, seq: change.seq ?? delivered.seq, messageId: change.messageId ?? messageId }
+        : delivered,
     );
   }
 }
@@ -281,13 +335,21 @@ function appendToMailbox(record: HistoryRecord, userId: string, eventId: string,
 /** Takes an event out of a user's mailbox and renumbers the events after it, on its devices too. */
 function removeFromMailbox(record: HistoryRecord, userId: string, seq: number): void {
   const mailbox = mailboxOf(record, userId);
-  const renumber = <T extends { seq: number }>(events: T[]): T[] => events.filter((event) => event.seq !== seq).map((event) => (event.seq > seq ? { ...event, seq: event.seq - 1 } : event));
+  const renumber = <T extends { seq: number }>(events: T[]): T[] =>
+    events.filter((event) => event.seq !== seq).map((event) => (event.seq > seq ? { ...event, seq: event.seq - 1 } : event));
   mailbox.events = renumber(mailbox.events);
   mailbox.lastSeq--;
   for (const device of devicesOf(record, userId)) device.events = renumber(device.events);
 }
 
-const joinedDirect = (afterSeq: number): MailboxEvent => ({ kind: "joined", conversationId: direct, conversationKind: "direct", title: null, afterSeq, addedByUserId: "alice" });
+const joinedDirect = (afterSeq: number): MailboxEvent => ({
+  kind: "joined",
+  conversationId: direct,
+  conversationKind: "direct",
+  title: null,
+  afterSeq,
+  addedByUserId: "alice",
+});
 
 // ---------------------------------------------------------------------------------------------------
 
@@ -339,7 +401,13 @@ describe("checkHistory: a clean record", () => {
 describe("checkHistory: acked_but_lost", () => {
   it("reports an ack whose send is stored nowhere", () => {
     const record = clean();
-    record.sends.push({ senderUserId: "alice", senderDeviceId: "phone", conversationId: direct, clientMessageId: "c-lost", body: "into the void" });
+    record.sends.push({
+      senderUserId: "alice",
+      senderDeviceId: "phone",
+      conversationId: direct,
+      clientMessageId: "c-lost",
+      body: "into the void",
+    });
     record.acks.push({ senderUserId: "alice", conversationId: direct, clientMessageId: "c-lost", messageId: "m-lost", seq: 4 });
     const report = expectKinds(record, ["acked_but_lost"]);
     expect(report.findings[0]?.detail).toContain("c-lost");
@@ -370,7 +438,8 @@ describe("checkHistory: duplicate", () => {
     const record = clean();
     const twin: Message = { ...storedOf(record, "m3"), messageId: "m3-twin", seq: 4 };
     record.database.messages.push(twin);
-    for (const userId of ["alice", "bob", "carol", "dave"]) for (const device of devicesOf(record, userId)) device.messages.push({ conversationId: group, seq: 4, messageId: "m3-twin" });
+    for (const userId of ["alice", "bob", "carol", "dave"])
+      for (const device of devicesOf(record, userId)) device.messages.push({ conversationId: group, seq: 4, messageId: "m3-twin" });
     const report = expectKinds(record, ["duplicate"]);
     expect(report.findings[0]?.detail).toContain("clientMessageId c3");
   });
@@ -382,14 +451,18 @@ describe("checkHistory: duplicate", () => {
     if (first === undefined) throw new Error("bob's phone received nothing");
     device.messages.push({ ...first });
     const report = expectKinds(record, ["duplicate"]);
-    expect(report.findings[0]?.detail).toBe(`device bob/phone received 1 messages of conversation ${direct} twice, or held already (it started after seq 0): seqs 1`);
+    expect(report.findings[0]?.detail).toBe(
+      `device bob/phone received 1 messages of conversation ${direct} twice, or held already (it started after seq 0): seqs 1`,
+    );
   });
 
   it("reports a device receiving messages it held before its start", () => {
     const record = clean();
     deviceOf(record, "bob", "phone").conversationStarts = { [direct]: 2 };
     const report = expectKinds(record, ["duplicate"]);
-    expect(report.findings[0]?.detail).toBe(`device bob/phone received 2 messages of conversation ${direct} twice, or held already (it started after seq 2): seqs 1..2`);
+    expect(report.findings[0]?.detail).toBe(
+      `device bob/phone received 2 messages of conversation ${direct} twice, or held already (it started after seq 2): seqs 1..2`,
+    );
   });
 
   it("reports a device receiving one mailbox event twice", () => {
@@ -399,7 +472,9 @@ describe("checkHistory: duplicate", () => {
     if (first === undefined) throw new Error("carol's phone received no event");
     device.events.push(first);
     const report = expectKinds(record, ["duplicate"]);
-    expect(report.findings[0]?.detail).toBe("device carol/phone received 1 mailbox events twice, or held already (it started after seq 0): seqs 1");
+    expect(report.findings[0]?.detail).toBe(
+      "device carol/phone received 1 mailbox events twice, or held already (it started after seq 0): seqs 1",
+    );
   });
 
   it("reports a mailbox holding one event id twice", () => {
@@ -442,7 +517,10 @@ describe("checkHistory: reorder", () => {
   it("does not report messages of two conversations interleaved either way", () => {
     const record = clean();
     const device = deviceOf(record, "bob", "phone");
-    device.messages = [...device.messages.filter((delivered) => delivered.conversationId === group), ...device.messages.filter((delivered) => delivered.conversationId === direct)];
+    device.messages = [
+      ...device.messages.filter((delivered) => delivered.conversationId === group),
+      ...device.messages.filter((delivered) => delivered.conversationId === direct),
+    ];
     expectKinds(record, []);
   });
 
@@ -470,7 +548,8 @@ describe("checkHistory: gap", () => {
     const mailbox = mailboxOf(record, "alice");
     mailbox.lastSeq = 4;
     mailbox.events = mailbox.events.map((entry) => (entry.seq === 3 ? { ...entry, seq: 4 } : entry));
-    for (const device of devicesOf(record, "alice")) device.events = device.events.map((event) => (event.seq === 3 ? { ...event, seq: 4 } : event));
+    for (const device of devicesOf(record, "alice"))
+      device.events = device.events.map((event) => (event.seq === 3 ? { ...event, seq: 4 } : event));
     const report = expectKinds(record, ["gap"]);
     expect(details(report)).toContain("mailbox of alice (floor 0, last 4) lacks 1 seqs: 3");
   });
@@ -511,9 +590,13 @@ describe("checkHistory: phantom", () => {
   it("reports a delivered message that is stored nowhere", () => {
     const record = clean();
     const device = deviceOf(record, "bob", "phone");
-    device.messages = device.messages.map((delivered) => (delivered.messageId === "m2" ? { ...delivered, messageId: "m-forged" } : delivered));
+    device.messages = device.messages.map((delivered) =>
+      delivered.messageId === "m2" ? { ...delivered, messageId: "m-forged" } : delivered,
+    );
     const report = expectKinds(record, ["phantom"]);
-    expect(report.findings[0]?.detail).toBe(`message m-forged, held by 1 copy (device bob/phone conversation ${group} seq 1), is stored in no conversation`);
+    expect(report.findings[0]?.detail).toBe(
+      `message m-forged, held by 1 copy (device bob/phone conversation ${group} seq 1), is stored in no conversation`,
+    );
   });
 
   it("reports a joined event whose afterSeq is not the member's join point", () => {
@@ -542,14 +625,18 @@ describe("checkHistory: phantom", () => {
     for (const event of device.events) if (event.event.kind === "joined") event.event.afterSeq = 7;
     device.messages = [];
     const report = expectKinds(record, ["phantom"]);
-    expect(report.findings[0]?.detail).toBe(`conversation ${group} (last stored seq 3) has 1 members joined past its head: dave after seq 7`);
+    expect(report.findings[0]?.detail).toBe(
+      `conversation ${group} (last stored seq 3) has 1 members joined past its head: dave after seq 7`,
+    );
   });
 });
 
 describe("checkHistory: non_member_delivery", () => {
   it("reports a device receiving messages of a conversation its user is not in", () => {
     const record = clean();
-    deviceOf(record, "dave", "phone").messages.push(...["m0", "m1", "m5"].map((messageId) => ({ conversationId: direct, seq: storedOf(record, messageId).seq, messageId })));
+    deviceOf(record, "dave", "phone").messages.push(
+      ...["m0", "m1", "m5"].map((messageId) => ({ conversationId: direct, seq: storedOf(record, messageId).seq, messageId })),
+    );
     const report = expectKinds(record, ["non_member_delivery"]);
     expect(report.findings[0]?.detail).toBe(`user dave is not a member of conversation ${direct}, yet device phone received seqs 1..3`);
   });
@@ -558,7 +645,9 @@ describe("checkHistory: non_member_delivery", () => {
     const record = clean();
     appendToMailbox(record, "dave", `joined-${direct}`, joinedDirect(0));
     const report = expectKinds(record, ["non_member_delivery"]);
-    expect(report.findings[0]?.detail).toBe(`user dave is not a member of conversation ${direct}, yet its mailbox holds events of it at seqs 3`);
+    expect(report.findings[0]?.detail).toBe(
+      `user dave is not a member of conversation ${direct}, yet its mailbox holds events of it at seqs 3`,
+    );
   });
 
   it("reports a user who holds and wrote messages of a conversation whose members do not include it", () => {
@@ -574,11 +663,14 @@ describe("checkHistory: non_member_delivery", () => {
   it("reports a message written before its sender joined", () => {
     const record = clean();
     // m2 (the group's seq 1) written by dave, who joined after seq 2.
-    for (const send of record.sends) if (send.clientMessageId === "c2") Object.assign(send, { senderUserId: "dave", senderDeviceId: "phone" });
+    for (const send of record.sends)
+      if (send.clientMessageId === "c2") Object.assign(send, { senderUserId: "dave", senderDeviceId: "phone" });
     for (const ack of record.acks) if (ack.clientMessageId === "c2") ack.senderUserId = "dave";
     rewriteMessage(record, "m2", { senderUserId: "dave", senderDeviceId: "phone" });
     const report = expectKinds(record, ["non_member_delivery"]);
-    expect(report.findings[0]?.detail).toBe(`user dave became a member of conversation ${group} only after its seq 2, yet it wrote messages m2`);
+    expect(report.findings[0]?.detail).toBe(
+      `user dave became a member of conversation ${group} only after its seq 2, yet it wrote messages m2`,
+    );
   });
 });
 
@@ -602,7 +694,9 @@ describe("checkHistory: missing_from_mailbox", () => {
     record.database.mailboxes = record.database.mailboxes.filter((mailbox) => mailbox.userId !== "carol");
     for (const device of devicesOf(record, "carol")) device.events = [];
     const report = expectKinds(record, ["missing_from_mailbox"]);
-    expect(report.findings[0]?.detail).toBe(`user carol has no mailbox and so lacks the joined event of 1 of its 1 conversations: ${group}`);
+    expect(report.findings[0]?.detail).toBe(
+      `user carol has no mailbox and so lacks the joined event of 1 of its 1 conversations: ${group}`,
+    );
   });
 });
 
@@ -633,13 +727,17 @@ describe("checkHistory: device_divergence", () => {
     const device = deviceOf(record, "bob", "phone");
     device.messages = device.messages.map((delivered) => (delivered.messageId === "m1" ? { ...delivered, messageId: "m0" } : delivered));
     const report = expectKinds(record, ["device_divergence"]);
-    expect(report.findings[0]?.detail).toBe(`device bob/phone differs from the log of conversation ${direct} (last 3): 1 seqs differ (seq 2 is message m0 on the device, m1 in its log)`);
+    expect(report.findings[0]?.detail).toBe(
+      `device bob/phone differs from the log of conversation ${direct} (last 3): 1 seqs differ (seq 2 is message m0 on the device, m1 in its log)`,
+    );
   });
 
   it("reports a device holding a mailbox event that differs from the stored one", () => {
     const record = clean();
     const device = deviceOf(record, "bob", "phone");
-    device.events = device.events.map((event) => (event.seq === 2 && event.event.kind === "joined" ? { ...event, event: { ...event.event, title: "renamed" } } : event));
+    device.events = device.events.map((event) =>
+      event.seq === 2 && event.event.kind === "joined" ? { ...event, event: { ...event.event, title: "renamed" } } : event,
+    );
     const report = expectKinds(record, ["device_divergence"]);
     expect(report.findings[0]?.detail).toBe("device bob/phone differs from the mailbox of bob (last 3): 1 events differ (seq 2 in title)");
   });
@@ -647,7 +745,9 @@ describe("checkHistory: device_divergence", () => {
   it("reports an event of a kind the SDK did not know where the mailbox holds a known one", () => {
     const record = clean();
     const device = deviceOf(record, "bob", "phone");
-    device.events = device.events.map((event) => (event.seq === 3 ? { seq: 3, event: { kind: "unknown", unknownKind: "reaction" } } : event));
+    device.events = device.events.map((event) =>
+      event.seq === 3 ? { seq: 3, event: { kind: "unknown", unknownKind: "reaction" } } : event,
+    );
     const report = expectKinds(record, ["device_divergence"]);
     expect(report.findings[0]?.detail).toContain("seq 3 in kind (unknown reaction where receipt is stored)");
   });
@@ -655,7 +755,10 @@ describe("checkHistory: device_divergence", () => {
   it("reports a device holding a mailbox seq its mailbox lacks, quiescent or not", () => {
     const record = clean();
     record.expectComplete = false;
-    deviceOf(record, "bob", "phone").events.push({ seq: 4, event: { kind: "receipt", conversationId: group, userId: "bob", readSeq: 1, deliveredSeq: 1 } });
+    deviceOf(record, "bob", "phone").events.push({
+      seq: 4,
+      event: { kind: "receipt", conversationId: group, userId: "bob", readSeq: 1, deliveredSeq: 1 },
+    });
     const report = expectKinds(record, ["device_divergence"]);
     expect(report.findings[0]?.detail).toContain("it holds seqs 4 that the mailbox lacks");
   });
@@ -702,12 +805,22 @@ describe("checkHistory: limits", () => {
     const record = clean();
     // Seqs 1, 2, 3, 5, 7, … 41 of the direct conversation: nineteen missing single seqs.
     const extra: Message[] = [];
-    for (let seq = 5; seq <= 41; seq += 2) extra.push({ ...storedOf(record, "m0"), messageId: `gap${seq}`, clientMessageId: `gap${seq}`, seq });
+    for (let seq = 5; seq <= 41; seq += 2)
+      extra.push({ ...storedOf(record, "m0"), messageId: `gap${seq}`, clientMessageId: `gap${seq}`, seq });
     record.database.messages.push(...extra);
-    for (const message of extra) record.sends.push({ senderUserId: "alice", senderDeviceId: "phone", conversationId: direct, clientMessageId: message.clientMessageId, body: message.body });
+    for (const message of extra)
+      record.sends.push({
+        senderUserId: "alice",
+        senderDeviceId: "phone",
+        conversationId: direct,
+        clientMessageId: message.clientMessageId,
+        body: message.body,
+      });
     record.expectComplete = false;
     const report = expectKinds(record, ["gap"]);
-    expect(report.findings[0]?.detail).toBe(`conversation ${direct} (22 seqs stored) lacks 19 seqs: 4, 6, 8, 10, 12, 14, 16, 18, 20, 22 and ${19 - idsListedMax} more`);
+    expect(report.findings[0]?.detail).toBe(
+      `conversation ${direct} (22 seqs stored) lacks 19 seqs: 4, 6, 8, 10, 12, 14, 16, 18, 20, 22 and ${19 - idsListedMax} more`,
+    );
   });
 
   it("names at most idsListedMax ranges of a device's repeated seqs", () => {
@@ -715,11 +828,20 @@ describe("checkHistory: limits", () => {
     const device = deviceOf(record, "bob", "phone");
     // Every other seq of a long direct conversation, received twice.
     const extra: Message[] = [];
-    for (let seq = 4; seq <= 60; seq++) extra.push({ ...storedOf(record, "m0"), messageId: `more${seq}`, clientMessageId: `more${seq}`, seq });
+    for (let seq = 4; seq <= 60; seq++)
+      extra.push({ ...storedOf(record, "m0"), messageId: `more${seq}`, clientMessageId: `more${seq}`, seq });
     record.database.messages.push(...extra);
-    for (const message of extra) record.sends.push({ senderUserId: "alice", senderDeviceId: "phone", conversationId: direct, clientMessageId: message.clientMessageId, body: message.body });
+    for (const message of extra)
+      record.sends.push({
+        senderUserId: "alice",
+        senderDeviceId: "phone",
+        conversationId: direct,
+        clientMessageId: message.clientMessageId,
+        body: message.body,
+      });
     for (const message of extra) device.messages.push({ conversationId: direct, seq: message.seq, messageId: message.messageId });
-    for (const message of extra) if (message.seq % 2 === 0) device.messages.push({ conversationId: direct, seq: message.seq, messageId: message.messageId });
+    for (const message of extra)
+      if (message.seq % 2 === 0) device.messages.push({ conversationId: direct, seq: message.seq, messageId: message.messageId });
     record.expectComplete = false;
     const report = expectKinds(record, ["duplicate"]);
     expect(report.findings[0]?.detail).toBe(
@@ -783,7 +905,15 @@ function scenarioOf(schedule: Schedule, expectComplete: boolean, recordEveryStar
       const deviceIds = users.find((user) => user.userId === userId)?.deviceIds ?? ["d0"];
       // Bodies are unique, so that swapping two sends' bodies is a fault.
       const body = `${action.body} #${index}`;
-      steps.push({ kind: "send", conversationId, senderUserId: userId, senderDeviceId: deviceIds[action.devicePick % deviceIds.length] ?? "d0", body, attempts: action.attempts, acked: action.acked });
+      steps.push({
+        kind: "send",
+        conversationId,
+        senderUserId: userId,
+        senderDeviceId: deviceIds[action.devicePick % deviceIds.length] ?? "d0",
+        body,
+        attempts: action.attempts,
+        acked: action.acked,
+      });
       conversation.head++;
     } else if (action.action === 3) {
       const outsiders = users.map((user) => user.userId).filter((candidate) => !members.includes(candidate));
@@ -801,7 +931,13 @@ function scenarioOf(schedule: Schedule, expectComplete: boolean, recordEveryStar
     steps,
     expectComplete,
     devices: (userId, deviceId, lastSeq) => {
-      const pick = schedule.devicePicks[deviceOrder.indexOf(`${userId}/${deviceId}`)] ?? { start: 0, end: 0, live: false, cursor: 0, conversationEnd: 0 };
+      const pick = schedule.devicePicks[deviceOrder.indexOf(`${userId}/${deviceId}`)] ?? {
+        start: 0,
+        end: 0,
+        live: false,
+        cursor: 0,
+        conversationEnd: 0,
+      };
       const startAfterSeq = pick.start % (lastSeq + 1);
       return {
         startAfterSeq,
@@ -958,12 +1094,19 @@ describe("checkHistory: properties", () => {
       case "swap two device messages of one conversation": {
         // Two messages of different conversations may come in either order: swapping those is no fault.
         const device = at(
-          record.deliveries.filter((candidate) => candidate.messages.some((delivered, position) => candidate.messages.findIndex((other) => other.conversationId === delivered.conversationId) !== position)),
+          record.deliveries.filter((candidate) =>
+            candidate.messages.some(
+              (delivered, position) =>
+                candidate.messages.findIndex((other) => other.conversationId === delivered.conversationId) !== position,
+            ),
+          ),
           pickA,
         );
         if (device === undefined) return false;
         const first = at(device.messages, pickB);
-        const sameConversation = device.messages.filter((delivered) => delivered !== first && delivered.conversationId === first?.conversationId);
+        const sameConversation = device.messages.filter(
+          (delivered) => delivered !== first && delivered.conversationId === first?.conversationId,
+        );
         const second = at(sameConversation, pickA);
         if (first === undefined || second === undefined) return false;
         const [firstAt, secondAt] = [device.messages.indexOf(first), device.messages.indexOf(second)];

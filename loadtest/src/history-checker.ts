@@ -171,7 +171,6 @@ export function checkHistory(record: HistoryRecord): CheckReport {
   return findings.report(describeRecord(record, index));
 }
 
-
 /**
  * One conversation's stored messages, sorted by seq. `messageAt` reads a regular log (seqs 1..n, once
  * each) by position, so only an irregular one pays for a map by seq.
@@ -246,7 +245,8 @@ function indexRecord(record: HistoryRecord): RecordIndex {
     pushTo(storedByConversation, message.conversationId, message);
   }
   const logs = new Map<string, ConversationLog>();
-  for (const [conversationId, messages] of storedByConversation) logs.set(conversationId, new ConversationLog(messages.sort((left, right) => left.seq - right.seq)));
+  for (const [conversationId, messages] of storedByConversation)
+    logs.set(conversationId, new ConversationLog(messages.sort((left, right) => left.seq - right.seq)));
   const joinPoints = new Map<string, Map<string, number>>();
   for (const entry of record.database.members) {
     let members = joinPoints.get(entry.conversationId);
@@ -286,14 +286,21 @@ function checkMembers(entries: readonly ConversationMembers[], index: RecordInde
     }
   }
   for (const { conversationId, userId, joinPoints } of conflicts.values()) {
-    findings.add("duplicate", `user ${userId} is a member of conversation ${conversationId} ${joinPoints.size} times, with join points ${formatSeqs([...joinPoints])}`);
+    findings.add(
+      "duplicate",
+      `user ${userId} is a member of conversation ${conversationId} ${joinPoints.size} times, with join points ${formatSeqs([...joinPoints])}`,
+    );
   }
   for (const [conversationId, members] of index.joinPoints) {
     const head = index.logs.get(conversationId)?.head ?? 0;
     const early = new Notes();
     for (const [userId, joinedAfterSeq] of members) if (joinedAfterSeq > head) early.add(`${userId} after seq ${joinedAfterSeq}`);
     // A join point is the head when the user joined, and heads only grow: one past it names messages that do not exist.
-    if (early.count > 0) findings.add("phantom", `conversation ${conversationId} (last stored seq ${head}) has ${early.count} members joined past its head: ${early.text()}`);
+    if (early.count > 0)
+      findings.add(
+        "phantom",
+        `conversation ${conversationId} (last stored seq ${head}) has ${early.count} members joined past its head: ${early.text()}`,
+      );
   }
 }
 
@@ -314,7 +321,10 @@ function checkStoredMessages(index: RecordIndex, findings: FindingCollector): vo
     for (const message of distinctById(messages)) {
       const stored = `stored ${describeMessage(message)} from ${message.senderUserId}`;
       if (attempts === undefined) {
-        findings.add("phantom", `${stored} answers no send: clientMessageId ${message.clientMessageId} was never sent to that conversation`);
+        findings.add(
+          "phantom",
+          `${stored} answers no send: clientMessageId ${message.clientMessageId} was never sent to that conversation`,
+        );
         continue;
       }
       const fields = [];
@@ -326,7 +336,11 @@ function checkStoredMessages(index: RecordIndex, findings: FindingCollector): vo
   for (const [messageId, messages] of index.storedByMessageId) {
     if (messages.length === 1) continue;
     const keys = new Set(messages.map((message) => sendKey(message.conversationId, message.senderUserId, message.clientMessageId)));
-    if (keys.size > 1) findings.add("duplicate", `messageId ${messageId} is stored for ${keys.size} different sends: ${listed(messages.map(describeMessage))}`);
+    if (keys.size > 1)
+      findings.add(
+        "duplicate",
+        `messageId ${messageId} is stored for ${keys.size} different sends: ${listed(messages.map(describeMessage))}`,
+      );
   }
   for (const [conversationId, log] of index.logs) {
     // A regular log (seqs 1..n, once each) has neither a seq held twice nor a gap: only others are taken apart.
@@ -349,10 +363,18 @@ function checkIrregularLog(conversationId: string, log: ConversationLog, finding
     messageIdsBySeq.set(message.seq, messageIds);
   }
   for (const [seq, messageIds] of messageIdsBySeq) {
-    if (messageIds.size > 1) findings.add("duplicate", `conversation ${conversationId} holds seq ${seq} ${messageIds.size} times: messages ${listed([...messageIds])}`);
+    if (messageIds.size > 1)
+      findings.add(
+        "duplicate",
+        `conversation ${conversationId} holds seq ${seq} ${messageIds.size} times: messages ${listed([...messageIds])}`,
+      );
   }
   const missing = missingRanges(messageIdsBySeq.keys(), 1, log.head);
-  if (missing.count > 0) findings.add("gap", `conversation ${conversationId} (${messageIdsBySeq.size} seqs stored) lacks ${missing.count} seqs: ${missing.text}`);
+  if (missing.count > 0)
+    findings.add(
+      "gap",
+      `conversation ${conversationId} (${messageIdsBySeq.size} seqs stored) lacks ${missing.count} seqs: ${missing.text}`,
+    );
 }
 
 // --- Acks: an acked message is stored, with the messageId and seq of its ack ---------------------------
@@ -387,7 +409,11 @@ function checkMailboxes(mailboxes: readonly StoredMailbox[], index: RecordIndex,
   const countByUser = new Map<string, number>();
   for (const mailbox of mailboxes) countByUser.set(mailbox.userId, (countByUser.get(mailbox.userId) ?? 0) + 1);
   for (const [userId, count] of countByUser) {
-    if (count > 1) findings.add("duplicate", `user ${userId} has ${count} mailboxes (a user has one home cell); only the first is checked against devices`);
+    if (count > 1)
+      findings.add(
+        "duplicate",
+        `user ${userId} has ${count} mailboxes (a user has one home cell); only the first is checked against devices`,
+      );
   }
   for (const mailbox of mailboxes) {
     const view = checkMailbox(mailbox, index, findings);
@@ -410,7 +436,8 @@ function checkMailbox(mailbox: StoredMailbox, index: RecordIndex, findings: Find
     seqsByEventId.set(entry.eventId, seqs);
   }
   for (const [seq, held] of entriesBySeq) {
-    if (held.length > 1) findings.add("duplicate", `${owner} holds seq ${seq} ${held.length} times (events ${listed(held.map((entry) => entry.eventId))})`);
+    if (held.length > 1)
+      findings.add("duplicate", `${owner} holds seq ${seq} ${held.length} times (events ${listed(held.map((entry) => entry.eventId))})`);
   }
   for (const [eventId, seqs] of seqsByEventId) {
     // Appends are idempotent per (user, eventId): one event id at two seqs is one event appended twice.
@@ -423,7 +450,10 @@ function checkMailbox(mailbox: StoredMailbox, index: RecordIndex, findings: Find
       missing.count > 0 ? `lacks ${missing.count} seqs: ${missing.text}` : undefined,
       outside.length > 0 ? `holds seqs ${formatSeqs(outside)} outside its range` : undefined,
     ];
-    findings.add("gap", `${owner} (floor ${mailbox.floorSeq}, last ${mailbox.lastSeq}) ${parts.filter((part) => part !== undefined).join(" and ")}`);
+    findings.add(
+      "gap",
+      `${owner} (floor ${mailbox.floorSeq}, last ${mailbox.lastSeq}) ${parts.filter((part) => part !== undefined).join(" and ")}`,
+    );
   }
   const joinedSeqsByConversation = new Map<string, number[]>();
   const nonMemberSeqs = new Map<string, number[]>();
@@ -435,14 +465,25 @@ function checkMailbox(mailbox: StoredMailbox, index: RecordIndex, findings: Find
     if (joinedAfterSeq === undefined) continue;
     // The joined event is the mailbox's copy of the membership row: it must say what the row says.
     const differences = [];
-    if (event.afterSeq !== joinedAfterSeq) differences.push(`afterSeq ${event.afterSeq} where the member's join point is ${joinedAfterSeq}`);
-    if (eventId !== joinedEventId(event.conversationId)) differences.push(`event id ${eventId} where ${joinedEventId(event.conversationId)} is due`);
-    if (differences.length > 0) findings.add("phantom", `${owner} seq ${seq}: the joined event of conversation ${event.conversationId} differs from its membership: ${differences.join("; ")}`);
+    if (event.afterSeq !== joinedAfterSeq)
+      differences.push(`afterSeq ${event.afterSeq} where the member's join point is ${joinedAfterSeq}`);
+    if (eventId !== joinedEventId(event.conversationId))
+      differences.push(`event id ${eventId} where ${joinedEventId(event.conversationId)} is due`);
+    if (differences.length > 0)
+      findings.add(
+        "phantom",
+        `${owner} seq ${seq}: the joined event of conversation ${event.conversationId} differs from its membership: ${differences.join("; ")}`,
+      );
   }
   for (const [conversationId, seqs] of joinedSeqsByConversation) {
-    if (seqs.length > 1) findings.add("duplicate", `${owner} holds ${seqs.length} joined events of conversation ${conversationId}, at seqs ${formatSeqs(seqs)}`);
+    if (seqs.length > 1)
+      findings.add(
+        "duplicate",
+        `${owner} holds ${seqs.length} joined events of conversation ${conversationId}, at seqs ${formatSeqs(seqs)}`,
+      );
   }
-  for (const [conversationId, seqs] of nonMemberSeqs) index.nonMembers.note(mailbox.userId, conversationId, "its mailbox holds events of it at seqs", [formatSeqs(seqs)]);
+  for (const [conversationId, seqs] of nonMemberSeqs)
+    index.nonMembers.note(mailbox.userId, conversationId, "its mailbox holds events of it at seqs", [formatSeqs(seqs)]);
   return { mailbox, bySeq, joinedSeqsByConversation };
 }
 
@@ -470,13 +511,22 @@ function checkMailboxCompleteness(index: RecordIndex, mailboxes: Map<string, Mai
   for (const [userId, { conversations, lacked }] of lacking) {
     if (lacked.length === 0) continue;
     const where = mailboxes.has(userId) ? "lacks" : "has no mailbox and so lacks";
-    findings.add("missing_from_mailbox", `user ${userId} ${where} the joined event of ${lacked.length} of its ${conversations} conversations: ${listed(lacked)}`);
+    findings.add(
+      "missing_from_mailbox",
+      `user ${userId} ${where} the joined event of ${lacked.length} of its ${conversations} conversations: ${listed(lacked)}`,
+    );
   }
 }
 
 // --- Devices: mailbox events gapless from the device's start; each conversation gapless from its own ---
 
-function checkDevice(device: DeviceDeliveries, index: RecordIndex, view: MailboxView | undefined, expectComplete: boolean, findings: FindingCollector): void {
+function checkDevice(
+  device: DeviceDeliveries,
+  index: RecordIndex,
+  view: MailboxView | undefined,
+  expectComplete: boolean,
+  findings: FindingCollector,
+): void {
   const owner = `device ${device.userId}/${device.deviceId}`;
   const joinStarts = checkDeviceEvents(device, owner, view, expectComplete, findings);
   checkDeviceMessages(device, owner, index, joinStarts, expectComplete, findings);
@@ -487,7 +537,13 @@ function checkDevice(device: DeviceDeliveries, index: RecordIndex, view: Mailbox
  * the last it received, each equal to the stored event; with a quiescent run, up to the mailbox's head.
  * Returns the join point of each conversation whose joined event the device received (the first one).
  */
-function checkDeviceEvents(device: DeviceDeliveries, owner: string, view: MailboxView | undefined, expectComplete: boolean, findings: FindingCollector): Map<string, number> {
+function checkDeviceEvents(
+  device: DeviceDeliveries,
+  owner: string,
+  view: MailboxView | undefined,
+  expectComplete: boolean,
+  findings: FindingCollector,
+): Map<string, number> {
   const joinStarts = new Map<string, number>();
   const received = new Map<number, DeliveredEvent>();
   const repeated = new SeqNotes();
@@ -512,7 +568,11 @@ function checkDeviceEvents(device: DeviceDeliveries, owner: string, view: Mailbo
   const startAfterSeq = device.startAfterSeq ?? (received.size > 0 ? smallest(received.keys()) - 1 : undefined);
   if (startAfterSeq !== undefined && highest > startAfterSeq) {
     const missing = missingRanges(received.keys(), startAfterSeq + 1, highest);
-    if (missing.count > 0) findings.add("gap", `${owner} received mailbox seqs ${startAfterSeq + 1}..${highest} but not ${missing.count} of them: ${missing.text}`);
+    if (missing.count > 0)
+      findings.add(
+        "gap",
+        `${owner} received mailbox seqs ${startAfterSeq + 1}..${highest} but not ${missing.count} of them: ${missing.text}`,
+      );
   }
   const floorSeq = view?.mailbox.floorSeq ?? 0;
   const lastSeq = view?.mailbox.lastSeq ?? 0;
@@ -529,14 +589,22 @@ function checkDeviceEvents(device: DeviceDeliveries, owner: string, view: Mailbo
   }
   // Seqs between the start and the last received that the device lacks are gaps, reported above: here the tail.
   const heldUpTo = Math.max(highest, startAfterSeq ?? lastSeq, floorSeq);
-  const tail = expectComplete && lastSeq > heldUpTo ? `it never received seqs ${heldUpTo + 1 === lastSeq ? lastSeq : `${heldUpTo + 1}..${lastSeq}`}` : undefined;
+  const tail =
+    expectComplete && lastSeq > heldUpTo
+      ? `it never received seqs ${heldUpTo + 1 === lastSeq ? lastSeq : `${heldUpTo + 1}..${lastSeq}`}`
+      : undefined;
   if (differing.count === 0 && absent.length === 0 && tail === undefined) return joinStarts;
   const parts = [
     differing.count > 0 ? `${differing.count} events differ (${differing.text()})` : undefined,
-    absent.length > 0 ? `it holds seqs ${formatSeqs(absent)} that ${view === undefined ? "no mailbox of the user" : "the mailbox"} lacks` : undefined,
+    absent.length > 0
+      ? `it holds seqs ${formatSeqs(absent)} that ${view === undefined ? "no mailbox of the user" : "the mailbox"} lacks`
+      : undefined,
     tail,
   ];
-  findings.add("device_divergence", `${owner} differs from the mailbox of ${device.userId} (last ${lastSeq}): ${parts.filter((part) => part !== undefined).join("; ")}`);
+  findings.add(
+    "device_divergence",
+    `${owner} differs from the mailbox of ${device.userId} (last ${lastSeq}): ${parts.filter((part) => part !== undefined).join("; ")}`,
+  );
   return joinStarts;
 }
 
@@ -589,7 +657,10 @@ function checkDeviceMessages(
   const follow = (conversationId: string, firstSeq: number): FollowedConversation => {
     let conversation = followed.get(conversationId);
     if (conversation !== undefined) return conversation;
-    const recorded = device.conversationStarts !== undefined && Object.hasOwn(device.conversationStarts, conversationId) ? device.conversationStarts[conversationId] : undefined;
+    const recorded =
+      device.conversationStarts !== undefined && Object.hasOwn(device.conversationStarts, conversationId)
+        ? device.conversationStarts[conversationId]
+        : undefined;
     const known = recorded ?? joinStarts.get(conversationId);
     const startAfterSeq = known ?? firstSeq - 1;
     conversation = {
@@ -683,10 +754,16 @@ function reportFollowed(
   const which = `conversation ${conversationId}`;
   if (conversation.repeated !== undefined) {
     const held = conversation.startKnown ? `, or held already (it started after seq ${startAfterSeq})` : "";
-    findings.add("duplicate", `${owner} received ${conversation.repeated.count} messages of ${which} twice${held}: seqs ${conversation.repeated.text()}`);
+    findings.add(
+      "duplicate",
+      `${owner} received ${conversation.repeated.count} messages of ${which} twice${held}: seqs ${conversation.repeated.text()}`,
+    );
   }
   if (conversation.reorders !== undefined) {
-    findings.add("reorder", `${owner} received ${conversation.reorders.count} messages of ${which} out of order: ${conversation.reorders.text()}`);
+    findings.add(
+      "reorder",
+      `${owner} received ${conversation.reorders.count} messages of ${which} out of order: ${conversation.reorders.text()}`,
+    );
   }
   if (holes.length > 0) {
     let count = 0;
@@ -695,7 +772,9 @@ function reportFollowed(
     findings.add("gap", `${owner} received ${which} seqs ${startAfterSeq + 1}..${highest} but not ${count} of them: ${listed(ranges)}`);
   }
   if (conversation.receivedWhileNonMember !== undefined) {
-    index.nonMembers.note(device.userId, conversationId, `device ${device.deviceId} received seqs`, [conversation.receivedWhileNonMember.text()]);
+    index.nonMembers.note(device.userId, conversationId, `device ${device.deviceId} received seqs`, [
+      conversation.receivedWhileNonMember.text(),
+    ]);
   }
   const head = conversation.log?.head ?? 0;
   const heldUpTo = Math.max(highest, startAfterSeq);
@@ -705,8 +784,14 @@ function reportFollowed(
       ? `it never received seqs ${heldUpTo + 1 === head ? head : `${heldUpTo + 1}..${head}`} (it follows the conversation from after seq ${startAfterSeq})`
       : undefined;
   if (conversation.misplaced === undefined && tail === undefined) return;
-  const parts = [conversation.misplaced === undefined ? undefined : `${conversation.misplaced.count} seqs differ (${conversation.misplaced.text()})`, tail];
-  findings.add("device_divergence", `${owner} differs from the log of ${which} (last ${head}): ${parts.filter((part) => part !== undefined).join("; ")}`);
+  const parts = [
+    conversation.misplaced === undefined ? undefined : `${conversation.misplaced.count} seqs differ (${conversation.misplaced.text()})`,
+    tail,
+  ];
+  findings.add(
+    "device_divergence",
+    `${owner} differs from the log of ${which} (last ${head}): ${parts.filter((part) => part !== undefined).join("; ")}`,
+  );
 }
 
 // --- Audits gathered across mailboxes and devices, reported once per message or per (user, conversation) -
@@ -726,7 +811,10 @@ class CopyAudit {
 
   flush(findings: FindingCollector): void {
     for (const [messageId, holders] of this.holders) {
-      findings.add("phantom", `message ${messageId}, held by ${holders.count} ${holders.count === 1 ? "copy" : "copies"} (${holders.text()}), is stored in no conversation`);
+      findings.add(
+        "phantom",
+        `message ${messageId}, held by ${holders.count} ${holders.count === 1 ? "copy" : "copies"} (${holders.text()}), is stored in no conversation`,
+      );
     }
   }
 }

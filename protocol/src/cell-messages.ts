@@ -60,8 +60,19 @@ const sequence = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
  * A mailbox incarnation between edges and cells: the UUID the cell's database made (a Postgres uuid column
  * takes it back on import). Clients see the same value but decode it as an opaque string (ids.ts).
  */
-const mailboxIncarnation = string({ minLength: 36, maxLength: 36, pattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/ });
-const cellErrorCode: Decoder<CellErrorCode> = oneOf<CellErrorCode>([...errorCodeList, "not_owner", "unknown_cell", "not_found", "moving", "entry_changed"]);
+const mailboxIncarnation = string({
+  minLength: 36,
+  maxLength: 36,
+  pattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+});
+const cellErrorCode: Decoder<CellErrorCode> = oneOf<CellErrorCode>([
+  ...errorCodeList,
+  "not_owner",
+  "unknown_cell",
+  "not_found",
+  "moving",
+  "entry_changed",
+]);
 const errorText = string({ maxLength: 2000 });
 const eventId = string({ minLength: 1, maxLength: 200, pattern: /^[A-Za-z0-9_-]+$/ });
 
@@ -116,7 +127,13 @@ export type CellMailboxPageRequest = { type: "cell.mailboxPage"; userId: string;
  * member `userId` (a device catching up on the conversation's log). `afterSeq` null reads from the
  * member's join point. Answered by `cell.messages`, or `not_a_member`.
  */
-export type CellMessagesAfterRequest = { type: "cell.messagesAfter"; userId: string; conversationId: string; afterSeq: number | null; limit: number };
+export type CellMessagesAfterRequest = {
+  type: "cell.messagesAfter";
+  userId: string;
+  conversationId: string;
+  afterSeq: number | null;
+  limit: number;
+};
 
 /**
  * Read-only: the members of a conversation, asked by an edge on behalf of `userId` (a typist), at the
@@ -137,7 +154,13 @@ export type CellSharedPeersRequest = { type: "cell.sharedPeers"; userId: string;
  * Raises `userId`'s read (which raises delivered too) or delivered position in the conversation to
  * `seq`, at the conversation's owner; a lower seq changes nothing. Answered by `cell.receipt`.
  */
-export type CellReceiptRequest = { type: "cell.receipt"; userId: string; conversationId: string; position: "read" | "delivered"; seq: number };
+export type CellReceiptRequest = {
+  type: "cell.receipt";
+  userId: string;
+  conversationId: string;
+  position: "read" | "delivered";
+  seq: number;
+};
 
 // Migration (docs/decisions/0008-live-migration.md). A key (a user's mailbox, or a conversation) moves
 // from its home cell to another in five steps, all driven by the owner of the key in the home cell:
@@ -245,7 +268,13 @@ const timestampMs = integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 /** Items of one import page; sized so that a page of bodies at their limit stays under a 1 MiB NATS message. */
 export const importPageItemsMax = 200;
 const importedMailboxEvent: Decoder<ImportedMailboxEvent> = object({ seq: sequence, eventId, event: mailboxEvent });
-const importedMember: Decoder<ImportedMember> = object({ userId, joinedAtMs: timestampMs, joinedAfterSeq: position, readSeq: position, deliveredSeq: position });
+const importedMember: Decoder<ImportedMember> = object({
+  userId,
+  joinedAtMs: timestampMs,
+  joinedAfterSeq: position,
+  readSeq: position,
+  deliveredSeq: position,
+});
 const importedOutboxEntry: Decoder<ImportedOutboxEntry> = object({ recipientUserId: userId, eventId, event: mailboxEvent });
 const importedConversation: Decoder<ImportedConversation> = object({
   kind: oneOf<ConversationKind>(["direct", "group"]),
@@ -478,7 +507,14 @@ export function mailboxEventId(event: MailboxEvent): string {
 }
 
 /** Answers `cell.receipt`: the positions after the request; `advanced` says whether it moved them. */
-export type CellReceiptReply = { type: "cell.receipt"; conversationId: string; userId: string; readSeq: number; deliveredSeq: number; advanced: boolean };
+export type CellReceiptReply = {
+  type: "cell.receipt";
+  conversationId: string;
+  userId: string;
+  readSeq: number;
+  deliveredSeq: number;
+  advanced: boolean;
+};
 
 export type CellStoredReply = { type: "cell.stored"; message: Message; deduplicated: boolean };
 export type CellConversationReply = { type: "cell.conversation"; conversation: ConversationSummary };
@@ -534,7 +570,14 @@ export type CellImportedReply = { type: "cell.imported"; kind: DirectoryEntryKin
  * tombstone recorded it. The requester drops its cached entry (if older) and asks the new home.
  */
 export type CellMovedReply = { type: "cell.moved"; kind: DirectoryEntryKind; id: string; cellId: string; epoch: number };
-export type CellStatsReply = { type: "cell.stats"; cellId: string; users: number; conversations: number; outboxRows: number; frozen: number };
+export type CellStatsReply = {
+  type: "cell.stats";
+  cellId: string;
+  users: number;
+  conversations: number;
+  outboxRows: number;
+  frozen: number;
+};
 
 /** An outbox row that went to the dead letters: its outbox id, why (`lastError`) and when. */
 export type DeadLetterSummary = {
@@ -630,8 +673,16 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
     floorSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
     incarnation: optional(mailboxIncarnation),
   }),
-  "cell.members": object({ type: literal("cell.members"), conversationId, memberUserIds: array(userId, { minItems: 1, maxItems: groupMembersMax }) }),
-  "cell.sharedPeers": object({ type: literal("cell.sharedPeers"), userId, peerUserIds: array(userId, { maxItems: presenceWatchUsersMax }) }),
+  "cell.members": object({
+    type: literal("cell.members"),
+    conversationId,
+    memberUserIds: array(userId, { minItems: 1, maxItems: groupMembersMax }),
+  }),
+  "cell.sharedPeers": object({
+    type: literal("cell.sharedPeers"),
+    userId,
+    peerUserIds: array(userId, { maxItems: presenceWatchUsersMax }),
+  }),
   "cell.messages": object({
     type: literal("cell.messages"),
     conversationId,
@@ -712,7 +763,13 @@ const claimTtlMs = integer({ min: 100, max: 3_600_000 });
  */
 export type PresenceHeartbeat = { type: "presence.heartbeat"; edgeInstanceId: string; claimTtlMs: number; userIds: string[] };
 /** A user's first session opened on the edge (online) or its last one closed (offline). */
-export type PresenceClaimChange = { type: "presence.change"; edgeInstanceId: string; claimTtlMs: number; userId: string; status: PresenceStatus };
+export type PresenceClaimChange = {
+  type: "presence.change";
+  edgeInstanceId: string;
+  claimTtlMs: number;
+  userId: string;
+  status: PresenceStatus;
+};
 /** The edge is stopping: every claim it made ends now. */
 export type PresenceGoodbye = { type: "presence.goodbye"; edgeInstanceId: string };
 export type PresenceMessage = PresenceHeartbeat | PresenceClaimChange | PresenceGoodbye;
@@ -765,7 +822,13 @@ export type DirectorySetCellState = { type: "directory.setCellState"; cellId: st
  * A page of the ids of one kind whose entries are on `cellId` (Redis SSCAN: `cursor` "0" starts, a reply
  * cursor "0" ends; an id may come twice, and one moved meanwhile may come or not). For drains.
  */
-export type DirectoryCellEntries = { type: "directory.cellEntries"; cellId: string; kind: DirectoryEntryKind; cursor: string; count: number };
+export type DirectoryCellEntries = {
+  type: "directory.cellEntries";
+  cellId: string;
+  kind: DirectoryEntryKind;
+  cursor: string;
+  count: number;
+};
 
 export type DirectoryRequest =
   | DirectoryMoveEntry
@@ -819,7 +882,13 @@ export type DirectoryEntry = { kind: DirectoryEntryKind; id: string; cellId: str
 export type DirectoryEntryReply = { type: "directory.entry"; entry: DirectoryEntry; placed: boolean };
 export type DirectoryCellsReply = { type: "directory.cells"; cells: CellRecord[] };
 export type DirectoryErrorReply = { type: "directory.error"; code: CellErrorCode; message: string };
-export type DirectoryCellEntriesReply = { type: "directory.cellEntries"; cellId: string; kind: DirectoryEntryKind; ids: string[]; cursor: string };
+export type DirectoryCellEntriesReply = {
+  type: "directory.cellEntries";
+  cellId: string;
+  kind: DirectoryEntryKind;
+  ids: string[];
+  cursor: string;
+};
 export type DirectoryReply = DirectoryEntryReply | DirectoryCellsReply | DirectoryCellEntriesReply | DirectoryErrorReply;
 
 const directoryEntry: Decoder<DirectoryEntry> = object({
@@ -868,7 +937,14 @@ export const inventoryPageMax = 1000;
 /** Up to `limit` keys of `kind` whose ids come after `afterId` (bytewise; "" from the start). */
 export type CellInventoryRequest = { type: "cell.inventory"; kind: DirectoryEntryKind; afterId: string; limit: number };
 /** `done`: no key comes after the last of this page. `weight`: the cell's configured capacity weight. */
-export type CellInventoryReply = { type: "cell.inventoryPage"; cellId: string; weight: number; kind: DirectoryEntryKind; keys: InventoryKey[]; done: boolean };
+export type CellInventoryReply = {
+  type: "cell.inventoryPage";
+  cellId: string;
+  weight: number;
+  kind: DirectoryEntryKind;
+  keys: InventoryKey[];
+  done: boolean;
+};
 export type CellInventoryAnswer = CellInventoryReply | CellErrorReply;
 
 const entryIdText = string({ minLength: 0, maxLength: 64, pattern: /^[A-Za-z0-9_-]{0,64}$/ });
@@ -893,7 +969,12 @@ export const cellInventoryAnswer: Decoder<CellInventoryAnswer> = taggedUnion<Cel
     keys: array(inventoryKey, { maxItems: inventoryPageMax }),
     done: boolean,
   }),
-  "cell.error": object({ type: literal("cell.error"), code: cellErrorCode, message: errorText, retryAfterMs: optional(integer({ min: 0, max: retryAfterMsMax })) }),
+  "cell.error": object({
+    type: literal("cell.error"),
+    code: cellErrorCode,
+    message: errorText,
+    retryAfterMs: optional(integer({ min: 0, max: retryAfterMsMax })),
+  }),
 });
 
 // ---------------------------------------------------------------------------------------------------

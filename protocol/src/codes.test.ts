@@ -61,7 +61,8 @@ describe("close codes", () => {
     // A client with fewer live sockets than the limit must never be told to stop (docs/decisions/0018).
     expect(closeAdvice(closeCodes.too_many_sessions.code)).toBe("reconnect");
     expect(closeAdvice(closeCodes.stale_session.code)).toBe("reconnect");
-    for (const reason of closeReasonList) expect(closeAdvice(closeCodes[reason].code), reason).toBe(adviceForRange(closeCodes[reason].code));
+    for (const reason of closeReasonList)
+      expect(closeAdvice(closeCodes[reason].code), reason).toBe(adviceForRange(closeCodes[reason].code));
   });
 
   it("advise by range at every number of the ranges and at their edges", () => {
@@ -126,7 +127,9 @@ describe("docs/protocol.md", () => {
 
   it("documents no error or close code that does not exist", () => {
     const known = new Set<string>([...errorCodeList, ...Object.keys(cellErrorCodes), ...closeReasonList]);
-    const documentedErrorCodes = tableRows.filter((cells) => /^`[a-z_]+`$/.test(cells[0] ?? "") && /^(yes|no)$/.test(cells[1] ?? "")).map((cells) => (cells[0] ?? "").slice(1, -1));
+    const documentedErrorCodes = tableRows
+      .filter((cells) => /^`[a-z_]+`$/.test(cells[0] ?? "") && /^(yes|no)$/.test(cells[1] ?? ""))
+      .map((cells) => (cells[0] ?? "").slice(1, -1));
     const documentedCloseCodes = tableRows.filter((cells) => /^4\d{3}$/.test(cells[0] ?? "")).map((cells) => (cells[1] ?? "").slice(1, -1));
     for (const code of [...documentedErrorCodes, ...documentedCloseCodes]) expect(known.has(code), code).toBe(true);
     expect(documentedErrorCodes.length).toBeGreaterThanOrEqual(errorCodeList.length);

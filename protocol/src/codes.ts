@@ -16,7 +16,8 @@ export const errorCodes = {
   not_a_group: { retryable: false, description: "Members can only be added to group conversations." },
   client_message_id_reused: {
     retryable: false,
-    description: "The sender already stored another message under this clientMessageId in this conversation; nothing was stored. Send the new message with a new clientMessageId.",
+    description:
+      "The sender already stored another message under this clientMessageId in this conversation; nothing was stored. Send the new message with a new clientMessageId.",
   },
   rate_limited: {
     retryable: true,
@@ -87,14 +88,21 @@ export const closeCodes = {
   going_away: { code: 4000, description: "The edge is shutting down." },
   slow_consumer: { code: 4001, description: "The client read too slowly; the edge's send buffer for it was full." },
   internal_error: { code: 4002, description: "The edge met an unexpected error on this session." },
-  unavailable: { code: 4003, description: "A service the session needs (the directory or the user's cell) did not answer; reconnect later." },
+  unavailable: {
+    code: 4003,
+    description: "A service the session needs (the directory or the user's cell) did not answer; reconnect later.",
+  },
   stale_session: {
     code: 4004,
-    description: "The session sent nothing for two heartbeat intervals and its user opened another past the per-user limit: it was closed to make room.",
+    description:
+      "The session sent nothing for two heartbeat intervals and its user opened another past the per-user limit: it was closed to make room.",
   },
   // Was 4202 (stop) before issue 11: a client whose gone sessions were still counted was told to stop for
   // good. 4202 is retired, never to be reused (docs/decisions/0018).
-  too_many_sessions: { code: 4005, description: "The user already holds the maximum number of live sessions on this edge; reconnect later." },
+  too_many_sessions: {
+    code: 4005,
+    description: "The user already holds the maximum number of live sessions on this edge; reconnect later.",
+  },
   token_invalid: { code: 4100, description: "The token failed verification (signature, issuer, audience or claims)." },
   token_expired: { code: 4101, description: "The token's exp has passed." },
   authentication_timeout: { code: 4102, description: "No hello frame arrived within the authentication deadline." },

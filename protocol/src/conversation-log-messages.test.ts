@@ -15,8 +15,24 @@ import {
 import { conversationPageLimitMax, deliveryBatchItemsMax, sendBatchItemsMax } from "./limits.ts";
 
 const conversationId = "d-AAAAAAAAAAAAAAAAAAAAAA";
-const message = { conversationId, messageId: "m1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c1", body: "hi", sentAtMs: 1 };
-const send: CellSendRequest = { type: "cell.send", senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: "c1", body: "hi" };
+const message = {
+  conversationId,
+  messageId: "m1",
+  seq: 1,
+  senderUserId: "alice",
+  senderDeviceId: "phone",
+  clientMessageId: "c1",
+  body: "hi",
+  sentAtMs: 1,
+};
+const send: CellSendRequest = {
+  type: "cell.send",
+  senderUserId: "alice",
+  senderDeviceId: "phone",
+  conversationId,
+  clientMessageId: "c1",
+  body: "hi",
+};
 
 describe("cell.sendBatch", () => {
   it("decodes a batch as sent, and its replies", () => {
@@ -36,7 +52,9 @@ describe("cell.sendBatch", () => {
     const batchOf = (sends: unknown[], budgetMs = 1000) => JSON.stringify({ type: "cell.sendBatch", budgetMs, sends });
     expect(decodeJsonText(cellSendBatch, batchOf([])).ok).toBe(false);
     expect(decodeJsonText(cellSendBatch, batchOf(Array.from({ length: sendBatchItemsMax + 1 }, () => send))).ok).toBe(false);
-    expect(decodeJsonText(cellSendBatch, batchOf([{ type: "cell.history", userId: "alice", conversationId, beforeSeq: null, limit: 1 }])).ok).toBe(false);
+    expect(
+      decodeJsonText(cellSendBatch, batchOf([{ type: "cell.history", userId: "alice", conversationId, beforeSeq: null, limit: 1 }])).ok,
+    ).toBe(false);
     expect(decodeJsonText(cellSendBatch, batchOf([send], -1)).ok).toBe(false);
     expect(decodeJsonText(cellSendBatch, batchOf([{ ...send, conversationId: "victim.>" }])).ok).toBe(false);
   });
@@ -53,7 +71,8 @@ describe("cell.messagesAfter", () => {
   });
 
   it("refuses a limit of 0 or past the page limit, and a negative cursor", () => {
-    const request = (fields: Record<string, unknown>) => JSON.stringify({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: 0, limit: 1, ...fields });
+    const request = (fields: Record<string, unknown>) =>
+      JSON.stringify({ type: "cell.messagesAfter", userId: "bob", conversationId, afterSeq: 0, limit: 1, ...fields });
     expect(decodeJsonText(cellRequest, request({ limit: 0 })).ok).toBe(false);
     expect(decodeJsonText(cellRequest, request({ limit: conversationPageLimitMax + 1 })).ok).toBe(false);
     expect(decodeJsonText(cellRequest, request({ afterSeq: -1 })).ok).toBe(false);
@@ -69,7 +88,14 @@ describe("delivery batches and joined events", () => {
   });
 
   it("names a joined event after its conversation, so a member joins once", () => {
-    const joined = { kind: "joined", conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "alice" } as const;
+    const joined = {
+      kind: "joined",
+      conversationId,
+      conversationKind: "direct",
+      title: null,
+      afterSeq: 0,
+      addedByUserId: "alice",
+    } as const;
     expect(joinedEventId(joined)).toBe(`joined-${conversationId}`);
     expect(mailboxEventId(joined)).toBe(joinedEventId(joined));
   });

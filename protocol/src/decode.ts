@@ -153,7 +153,9 @@ export function object<S extends Shape>(shape: S, rule: ObjectRule = { unknownFi
  * Decodes a union discriminated by its `type` field: the decoder of the named variant does the rest, so a
  * failure names the field that is wrong rather than every variant that did not match.
  */
-export function taggedUnion<T extends { type: string }>(variants: { readonly [K in T["type"]]: Decoder<Extract<T, { type: K }>> }): Decoder<T> {
+export function taggedUnion<T extends { type: string }>(variants: {
+  readonly [K in T["type"]]: Decoder<Extract<T, { type: K }>>;
+}): Decoder<T> {
   const table = variants as Readonly<Record<string, Decoder<T>>>;
   return (input, path) => {
     if (!isRecord(input)) return failure(path, "must be an object");

@@ -39,10 +39,16 @@ describe("client frames", () => {
   });
 
   it("refuse what breaks a limit or an allowlist, echoing the requestId", () => {
-    expect(clientFailure({ type: "typing", requestId: "t1", conversationId: "victim.>" })).toMatchObject({ code: "invalid_field", requestId: "t1" });
+    expect(clientFailure({ type: "typing", requestId: "t1", conversationId: "victim.>" })).toMatchObject({
+      code: "invalid_field",
+      requestId: "t1",
+    });
     expect(clientFailure({ type: "typing", requestId: "t2" })).toMatchObject({ code: "invalid_field", requestId: "t2" });
     expect(clientFailure({ type: "typing", requestId: "t3", conversationId, userId: "mallory" }).message).toContain("$.userId");
-    expect(clientFailure({ type: "watchPresence", requestId: "w1", userIds: userIds(presenceWatchUsersMax + 1) })).toMatchObject({ code: "invalid_field", requestId: "w1" });
+    expect(clientFailure({ type: "watchPresence", requestId: "w1", userIds: userIds(presenceWatchUsersMax + 1) })).toMatchObject({
+      code: "invalid_field",
+      requestId: "w1",
+    });
     expect(clientFailure({ type: "watchPresence", requestId: "w2", userIds: ["bob", "bob"] }).message).toContain("repeat");
     expect(clientFailure({ type: "watchPresence", requestId: "w3", userIds: ["victim.>"] }).code).toBe("invalid_field");
     expect(clientFailure({ type: "watchPresence", requestId: "w4" }).message).toContain("$.userIds");
@@ -69,8 +75,14 @@ describe("server frames", () => {
   });
 
   it("refuse an expiry past typingExpiresInMsMax, an unknown status and a presence frame without its time", () => {
-    expect(decodeServerFrame(JSON.stringify({ type: "typing", conversationId, userId: "a", deviceId: "d", expiresInMs: typingExpiresInMsMax + 1 })).ok).toBe(false);
-    expect(decodeServerFrame(JSON.stringify({ type: "typing", conversationId, userId: "a", deviceId: "d", expiresInMs: 0 })).ok).toBe(false);
+    expect(
+      decodeServerFrame(
+        JSON.stringify({ type: "typing", conversationId, userId: "a", deviceId: "d", expiresInMs: typingExpiresInMsMax + 1 }),
+      ).ok,
+    ).toBe(false);
+    expect(decodeServerFrame(JSON.stringify({ type: "typing", conversationId, userId: "a", deviceId: "d", expiresInMs: 0 })).ok).toBe(
+      false,
+    );
     expect(decodeServerFrame(JSON.stringify({ type: "presence", userId: "bob", status: "away", changedAtMs: 1 })).ok).toBe(false);
     expect(decodeServerFrame(JSON.stringify({ type: "presence", userId: "bob", status: "online", changedAtMs: null })).ok).toBe(false);
     const tooMany = userIds(presenceWatchUsersMax + 1).map((userId) => ({ userId, status: "offline", changedAtMs: null }));
@@ -90,7 +102,9 @@ describe("cell.members", () => {
 
   it("refuses an empty member list, one past groupMembersMax, and a bad user id", () => {
     expect(decodeJsonText(cellReply, JSON.stringify({ type: "cell.members", conversationId, memberUserIds: [] })).ok).toBe(false);
-    expect(decodeJsonText(cellReply, JSON.stringify({ type: "cell.members", conversationId, memberUserIds: userIds(groupMembersMax + 1) })).ok).toBe(false);
+    expect(
+      decodeJsonText(cellReply, JSON.stringify({ type: "cell.members", conversationId, memberUserIds: userIds(groupMembersMax + 1) })).ok,
+    ).toBe(false);
     expect(decodeJsonText(cellRequest, JSON.stringify({ ...request, userId: "victim.>" })).ok).toBe(false);
   });
 
@@ -106,10 +120,25 @@ describe("delivery batches on the deliveries subject", () => {
       messages: [
         {
           recipientUserIds: ["alice", "bob"],
-          message: { conversationId, messageId: "m1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c1", body: "hi", sentAtMs: 1 },
+          message: {
+            conversationId,
+            messageId: "m1",
+            seq: 1,
+            senderUserId: "alice",
+            senderDeviceId: "phone",
+            clientMessageId: "c1",
+            body: "hi",
+            sentAtMs: 1,
+          },
         },
       ],
-      events: [{ recipientUserId: "bob", seq: 1, event: { kind: "joined", conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "alice" } }],
+      events: [
+        {
+          recipientUserId: "bob",
+          seq: 1,
+          event: { kind: "joined", conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "alice" },
+        },
+      ],
       typing: [{ recipientUserIds: ["alice", "bob"], conversationId, userId: "alice", deviceId: "phone", expiresInMs: 5000 }],
     };
     expect(decodeJsonText(deliveryBatch, JSON.stringify(batch))).toEqual({ ok: true, value: batch });
@@ -117,11 +146,21 @@ describe("delivery batches on the deliveries subject", () => {
 
   it("refuse a typing indicator without recipients or with a seq, and a message to nobody", () => {
     const typing = { conversationId, userId: "a", deviceId: "d", expiresInMs: 5000 };
-    const batchOf = (fields: Record<string, unknown>) => JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [], ...fields });
+    const batchOf = (fields: Record<string, unknown>) =>
+      JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [], ...fields });
     expect(decodeJsonText(deliveryBatch, batchOf({ typing: [typing] })).ok).toBe(false);
     expect(decodeJsonText(deliveryBatch, batchOf({ typing: [{ ...typing, recipientUserIds: ["b"], seq: 1 }] })).ok).toBe(false);
     expect(decodeJsonText(deliveryBatch, batchOf({ typing: [{ ...typing, recipientUserIds: ["victim.>"] }] })).ok).toBe(false);
-    const message = { conversationId, messageId: "m1", seq: 1, senderUserId: "a", senderDeviceId: "d", clientMessageId: "c1", body: "hi", sentAtMs: 1 };
+    const message = {
+      conversationId,
+      messageId: "m1",
+      seq: 1,
+      senderUserId: "a",
+      senderDeviceId: "d",
+      clientMessageId: "c1",
+      body: "hi",
+      sentAtMs: 1,
+    };
     expect(decodeJsonText(deliveryBatch, batchOf({ messages: [{ recipientUserIds: [], message }] })).ok).toBe(false);
   });
 });

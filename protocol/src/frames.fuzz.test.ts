@@ -10,7 +10,14 @@ import { clientMessageIdPattern, conversationIdPattern, deviceIdPattern, userIdP
 const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 /** One valid frame of each client type. */
 const validFrames: readonly Record<string, unknown>[] = [
-  { type: "hello", protocolVersion: 2, token: "a.b.c", deviceId: "phone", resumeAfterSeq: 3, conversations: [{ conversationId, afterSeq: 1 }] },
+  {
+    type: "hello",
+    protocolVersion: 2,
+    token: "a.b.c",
+    deviceId: "phone",
+    resumeAfterSeq: 3,
+    conversations: [{ conversationId, afterSeq: 1 }],
+  },
   { type: "send", requestId: "r-1", conversationId, clientMessageId: "c-1", body: "hello" },
   { type: "openDirect", requestId: "r-2", peerUserId: "bob" },
   { type: "createGroup", requestId: "r-3", title: "crew", memberUserIds: ["bob", "carol"] },
@@ -31,10 +38,29 @@ const idCharacters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 /** A JSON value as text, including what JSON.stringify never writes (1e309, -0) and near-valid ids. */
 const rawValue: fc.Arbitrary<string> = fc.oneof(
   fc.jsonValue({ maxDepth: 3 }).map((value) => JSON.stringify(value)),
-  fc.constantFrom("1e309", "-1e309", "-0", "9007199254740992", "9007199254740991", "-1", "1.5", "0", "2", "null", "true", "[]", "{}", '"NaN"', '""', `${"[".repeat(500)}${"]".repeat(500)}`),
+  fc.constantFrom(
+    "1e309",
+    "-1e309",
+    "-0",
+    "9007199254740992",
+    "9007199254740991",
+    "-1",
+    "1.5",
+    "0",
+    "2",
+    "null",
+    "true",
+    "[]",
+    "{}",
+    '"NaN"',
+    '""',
+    `${"[".repeat(500)}${"]".repeat(500)}`,
+  ),
   fc.string({ unit: fc.constantFrom(...idCharacters, ...hostileCharacters), maxLength: 30 }).map((value) => JSON.stringify(value)),
   fc.string({ unit: fc.constantFrom(...idCharacters), minLength: 22, maxLength: 22 }).map((tail) => JSON.stringify(`d-${tail}`)),
-  fc.array(fc.string({ unit: fc.constantFrom(...idCharacters, "."), minLength: 1, maxLength: 8 }), { maxLength: 4 }).map((values) => JSON.stringify(values)),
+  fc
+    .array(fc.string({ unit: fc.constantFrom(...idCharacters, "."), minLength: 1, maxLength: 8 }), { maxLength: 4 })
+    .map((values) => JSON.stringify(values)),
 );
 
 type Mutation = { readonly kind: "set"; readonly key: string; readonly raw: string } | { readonly kind: "remove"; readonly key: string };
@@ -80,7 +106,10 @@ function checkDecoded(frame: ClientFrame): void {
   const numbers: (number | undefined)[] = [];
   switch (frame.type) {
     case "hello":
-      ids.push([frame.deviceId, deviceIdPattern], ...(frame.conversations ?? []).map((cursor): [string, RegExp] => [cursor.conversationId, conversationIdPattern]));
+      ids.push(
+        [frame.deviceId, deviceIdPattern],
+        ...(frame.conversations ?? []).map((cursor): [string, RegExp] => [cursor.conversationId, conversationIdPattern]),
+      );
       numbers.push(frame.protocolVersion, frame.resumeAfterSeq, ...(frame.conversations ?? []).map((cursor) => cursor.afterSeq));
       break;
     case "send":
@@ -145,24 +174,39 @@ describe("decodeClientFrame under fuzzing", () => {
 
   it("refuses a frame with any key it does not know, whatever the key (__proto__ and constructor included)", () => {
     fc.assert(
-      fc.property(fc.constantFrom(...validFrames), fc.oneof(fc.constantFrom(...hostileKeys), fc.string({ maxLength: 20 })), rawValue, (frame, key, raw) => {
-        fc.pre(!Object.hasOwn(frame, key));
-        const decoded = decodeClientFrame(frameText(frame, [{ kind: "set", key, raw }]));
-        expect(decoded.ok).toBe(false);
-        if (!decoded.ok) expect(decoded.failure.code).toBe("invalid_field");
-      }),
+      fc.property(
+        fc.constantFrom(...validFrames),
+        fc.oneof(fc.constantFrom(...hostileKeys), fc.string({ maxLength: 20 })),
+        rawValue,
+        (frame, key, raw) => {
+          fc.pre(!Object.hasOwn(frame, key));
+          const decoded = decodeClientFrame(frameText(frame, [{ kind: "set", key, raw }]));
+          expect(decoded.ok).toBe(false);
+          if (!decoded.ok) expect(decoded.failure.code).toBe("invalid_field");
+        },
+      ),
       { numRuns: 2000 },
     );
   });
 
   it("pollutes no prototype while decoding __proto__ and constructor keys", () => {
-    fc.assert(fc.property(mutatedFrame, (text) => void decodeClientFrame(text)), { numRuns: 1000 });
-    for (const text of ['{"type":"ping","requestId":"r","__proto__":{"isAdmin":true}}', '{"__proto__":{"type":"ping","requestId":"r"}}', '{"type":"ping","requestId":"r","constructor":{"prototype":{"isAdmin":true}}}']) {
+    fc.assert(
+      fc.property(mutatedFrame, (text) => void decodeClientFrame(text)),
+      { numRuns: 1000 },
+    );
+    for (const text of [
+      '{"type":"ping","requestId":"r","__proto__":{"isAdmin":true}}',
+      '{"__proto__":{"type":"ping","requestId":"r"}}',
+      '{"type":"ping","requestId":"r","constructor":{"prototype":{"isAdmin":true}}}',
+    ]) {
       decodeClientFrame(text);
     }
     expect(Object.keys(Object.prototype)).toEqual([]);
     expect(({} as Record<string, unknown>)["isAdmin"]).toBeUndefined();
     // A __proto__ key is an own field like any other, so the frame is refused rather than read through it.
-    expect(decodeClientFrame('{"__proto__":{"type":"ping","requestId":"r"}}')).toMatchObject({ ok: false, failure: { code: "invalid_field" } });
+    expect(decodeClientFrame('{"__proto__":{"type":"ping","requestId":"r"}}')).toMatchObject({
+      ok: false,
+      failure: { code: "invalid_field" },
+    });
   });
 });

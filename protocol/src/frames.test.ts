@@ -66,7 +66,13 @@ describe("decodeClientFrame: valid frames", () => {
   });
 
   it("fits a send with the largest ASCII body in one frame", () => {
-    const frame = { type: "send", requestId: "r".repeat(requestIdLengthMax), conversationId, clientMessageId: "c".repeat(64), body: "x".repeat(messageBodyLengthMax) };
+    const frame = {
+      type: "send",
+      requestId: "r".repeat(requestIdLengthMax),
+      conversationId,
+      clientMessageId: "c".repeat(64),
+      body: "x".repeat(messageBodyLengthMax),
+    };
     expect(new TextEncoder().encode(JSON.stringify(frame)).length).toBeLessThanOrEqual(frameBytesMax);
   });
 
@@ -75,7 +81,9 @@ describe("decodeClientFrame: valid frames", () => {
     const sendFrame = fc.record({
       type: fc.constant("send" as const),
       requestId: fc.stringMatching(/^[A-Za-z0-9_.:-]{1,64}$/),
-      conversationId: fc.string({ unit: idCharacters, minLength: 22, maxLength: 22 }).chain((tail) => fc.constantFrom(`d-${tail}`, `g-${tail}`)),
+      conversationId: fc
+        .string({ unit: idCharacters, minLength: 22, maxLength: 22 })
+        .chain((tail) => fc.constantFrom(`d-${tail}`, `g-${tail}`)),
       clientMessageId: fc.string({ unit: idCharacters, minLength: 1, maxLength: 64 }),
       body: fc.string({ unit: "grapheme", minLength: 1, maxLength: 200 }).filter((body) => body.length <= messageBodyLengthMax),
     });
@@ -111,7 +119,9 @@ describe("decodeClientFrame: failures", () => {
   it("refuses unknown fields, naming them", () => {
     expect(expectFailure({ type: "ping", requestId: "r1", extra: 1 }, "invalid_field", "r1")).toContain("$.extra");
     expect(expectFailure({ type: "hello", protocolVersion, token: "t", requestId: "r2" }, "invalid_field", "r2")).toContain("$.requestId");
-    expect(expectFailure({ type: "send", requestId: "r3", conversationId, clientMessageId: "c", body: "b", seq: 1 }, "invalid_field", "r3")).toContain("$.seq");
+    expect(
+      expectFailure({ type: "send", requestId: "r3", conversationId, clientMessageId: "c", body: "b", seq: 1 }, "invalid_field", "r3"),
+    ).toContain("$.seq");
   });
 
   it("refuses a __proto__ field rather than letting it through", () => {
@@ -119,7 +129,9 @@ describe("decodeClientFrame: failures", () => {
   });
 
   it("refuses missing fields, naming them", () => {
-    expect(expectFailure({ type: "send", requestId: "r1", conversationId, clientMessageId: "c" }, "invalid_field", "r1")).toContain("$.body");
+    expect(expectFailure({ type: "send", requestId: "r1", conversationId, clientMessageId: "c" }, "invalid_field", "r1")).toContain(
+      "$.body",
+    );
     expect(expectFailure({ type: "hello", protocolVersion }, "invalid_field")).toContain("$.token");
     expect(expectFailure({ type: "openDirect" }, "invalid_field")).toContain("$.requestId");
   });
@@ -170,11 +182,19 @@ describe("decodeClientFrame: failures", () => {
 
   it("refuses groups past their limits", () => {
     expectFailure({ type: "createGroup", requestId: "r1", title: "", memberUserIds: [] }, "invalid_field", "r1");
-    expectFailure({ type: "createGroup", requestId: "r2", title: "t".repeat(groupTitleLengthMax + 1), memberUserIds: [] }, "invalid_field", "r2");
+    expectFailure(
+      { type: "createGroup", requestId: "r2", title: "t".repeat(groupTitleLengthMax + 1), memberUserIds: [] },
+      "invalid_field",
+      "r2",
+    );
     expectFailure({ type: "createGroup", requestId: "r3", title: "t", memberUserIds: userIds(groupMembersMax) }, "invalid_field", "r3");
     expectFailure({ type: "createGroup", requestId: "r4", title: "t", memberUserIds: ["bob", "bob"] }, "invalid_field", "r4");
     expectFailure({ type: "addMembers", requestId: "r5", conversationId: groupConversationId, userIds: [] }, "invalid_field", "r5");
-    expectFailure({ type: "addMembers", requestId: "r6", conversationId: groupConversationId, userIds: userIds(addMembersBatchMax + 1) }, "invalid_field", "r6");
+    expectFailure(
+      { type: "addMembers", requestId: "r6", conversationId: groupConversationId, userIds: userIds(addMembersBatchMax + 1) },
+      "invalid_field",
+      "r6",
+    );
     expectFailure({ type: "addMembers", requestId: "r7", conversationId: groupConversationId, userIds: "bob" }, "invalid_field", "r7");
   });
 
@@ -192,7 +212,11 @@ describe("decodeClientFrame: failures", () => {
   });
 
   it("reads JSON's -0 in a numeric field as 0, so no -0 travels on (the fuzzer found it)", () => {
-    const decoded = decodeClientFrame('{"type":"hello","protocolVersion":2,"token":"t","resumeAfterSeq":-0,"conversations":[{"conversationId":"' + conversationId + '","afterSeq":-0}]}');
+    const decoded = decodeClientFrame(
+      '{"type":"hello","protocolVersion":2,"token":"t","resumeAfterSeq":-0,"conversations":[{"conversationId":"' +
+        conversationId +
+        '","afterSeq":-0}]}',
+    );
     expect(decoded.ok).toBe(true);
     if (!decoded.ok || decoded.frame.type !== "hello") return;
     expect(Object.is(decoded.frame.resumeAfterSeq, 0)).toBe(true);
@@ -200,15 +224,24 @@ describe("decodeClientFrame: failures", () => {
   });
 
   it("decodes a hello with conversation cursors, and refuses a repeated or a malformed one", () => {
-    const conversations = [{ conversationId, afterSeq: 41 }, { conversationId: groupConversationId, afterSeq: 0 }];
+    const conversations = [
+      { conversationId, afterSeq: 41 },
+      { conversationId: groupConversationId, afterSeq: 0 },
+    ];
     expect(decodeValue({ type: "hello", protocolVersion, token: "t", resumeAfterSeq: 3, conversations })).toEqual({
       ok: true,
       frame: { type: "hello", protocolVersion, token: "t", resumeAfterSeq: 3, conversations },
     });
     expectFailure({ type: "hello", protocolVersion, token: "t", conversations: [conversations[0], conversations[0]] }, "invalid_field");
     expectFailure({ type: "hello", protocolVersion, token: "t", conversations: [{ conversationId, afterSeq: -1 }] }, "invalid_field");
-    expectFailure({ type: "hello", protocolVersion, token: "t", conversations: [{ conversationId: "victim.>", afterSeq: 1 }] }, "invalid_field");
-    const tooMany = Array.from({ length: resumeConversationsMax + 1 }, (_, index) => ({ conversationId: `g-${String(index).padStart(22, "0")}`, afterSeq: 0 }));
+    expectFailure(
+      { type: "hello", protocolVersion, token: "t", conversations: [{ conversationId: "victim.>", afterSeq: 1 }] },
+      "invalid_field",
+    );
+    const tooMany = Array.from({ length: resumeConversationsMax + 1 }, (_, index) => ({
+      conversationId: `g-${String(index).padStart(22, "0")}`,
+      afterSeq: 0,
+    }));
     expectFailure({ type: "hello", protocolVersion, token: "t", conversations: tooMany }, "invalid_field");
   });
 
@@ -265,7 +298,16 @@ describe("decodeServerFrame", () => {
   };
   const serverFrames: ServerFrame[] = [
     { type: "welcome", protocolVersion, sessionId: "s-1", userId: "alice", deviceId: "laptop", cellId: "a", heartbeatIntervalMs: 25_000 },
-    { type: "welcome", protocolVersion, sessionId: "s-2", userId: "alice", deviceId: "laptop", cellId: "a", heartbeatIntervalMs: 25_000, tokenExpiresAtMs: 1_730_003_600_000 },
+    {
+      type: "welcome",
+      protocolVersion,
+      sessionId: "s-2",
+      userId: "alice",
+      deviceId: "laptop",
+      cellId: "a",
+      heartbeatIntervalMs: 25_000,
+      tokenExpiresAtMs: 1_730_003_600_000,
+    },
     { type: "refreshed", requestId: "k-1", tokenExpiresAtMs: 1_730_007_200_000 },
     { type: "ack", requestId: "r1", conversationId, messageId: message.messageId, seq: 42, sentAtMs: message.sentAtMs },
     {
@@ -273,10 +315,25 @@ describe("decodeServerFrame", () => {
       requestId: "r2",
       conversation: { conversationId: groupConversationId, kind: "group", title: "Team", memberUserIds: ["alice", "bob"], lastSeq: 0 },
     },
-    { type: "conversation", requestId: "r3", conversation: { conversationId, kind: "direct", title: null, memberUserIds: ["alice", "bob"], lastSeq: 7 } },
+    {
+      type: "conversation",
+      requestId: "r3",
+      conversation: { conversationId, kind: "direct", title: null, memberUserIds: ["alice", "bob"], lastSeq: 7 },
+    },
     { type: "historyPage", requestId: "r4", conversationId, messages: [message], hasMore: true },
     { type: "historyPage", requestId: "r5", conversationId, messages: [], hasMore: false },
-    { type: "event", seq: 3, event: { kind: "joined", conversationId: groupConversationId, conversationKind: "group", title: "Team", afterSeq: 0, addedByUserId: "alice" } },
+    {
+      type: "event",
+      seq: 3,
+      event: {
+        kind: "joined",
+        conversationId: groupConversationId,
+        conversationKind: "group",
+        title: "Team",
+        afterSeq: 0,
+        addedByUserId: "alice",
+      },
+    },
     { type: "event", seq: 4, event: { kind: "receipt", conversationId, userId: "bob", readSeq: 42, deliveredSeq: 42 } },
     { type: "message", message },
     { type: "error", requestId: "r8", code: "overloaded", message: "too many sends pending", retryable: true, retryAfterMs: 120 },
@@ -301,8 +358,14 @@ describe("decodeServerFrame", () => {
 
   // docs/decisions/0010: what a newer edge may add must not break this client.
   it("ignores unknown fields, at every level", () => {
-    expect(decodeServerFrame(JSON.stringify({ type: "pong", requestId: "r", extra: true }))).toEqual({ ok: true, value: { type: "pong", requestId: "r" } });
-    expect(decodeServerFrame(JSON.stringify({ type: "message", message: { ...message, reactions: [] }, shard: 3 }))).toEqual({ ok: true, value: { type: "message", message } });
+    expect(decodeServerFrame(JSON.stringify({ type: "pong", requestId: "r", extra: true }))).toEqual({
+      ok: true,
+      value: { type: "pong", requestId: "r" },
+    });
+    expect(decodeServerFrame(JSON.stringify({ type: "message", message: { ...message, reactions: [] }, shard: 3 }))).toEqual({
+      ok: true,
+      value: { type: "message", message },
+    });
   });
 
   it("answers null for a frame of an unknown type, to be ignored", () => {
@@ -326,11 +389,17 @@ describe("decodeServerFrame", () => {
 
   it("refuses what a client relies on being well formed, and bad JSON", () => {
     expect(decodeServerFrame(JSON.stringify({ type: "message", message: { ...message, seq: 0 } })).ok).toBe(false);
-    expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 0, event: { kind: "receipt", conversationId, userId: "bob", readSeq: 1, deliveredSeq: 1 } })).ok).toBe(false);
+    expect(
+      decodeServerFrame(
+        JSON.stringify({ type: "event", seq: 0, event: { kind: "receipt", conversationId, userId: "bob", readSeq: 1, deliveredSeq: 1 } }),
+      ).ok,
+    ).toBe(false);
     expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 1, event: { kind: "joined", conversationId } })).ok).toBe(false);
     expect(decodeServerFrame(JSON.stringify({ type: "event", seq: 1, event: { kind: 7 } })).ok).toBe(false);
     expect(decodeServerFrame(JSON.stringify({ type: "error", code: "teapot", message: "", retryable: "yes" })).ok).toBe(false);
-    expect(decodeServerFrame(JSON.stringify({ type: "error", code: "overloaded", message: "", retryable: true, retryAfterMs: -1 })).ok).toBe(false);
+    expect(
+      decodeServerFrame(JSON.stringify({ type: "error", code: "overloaded", message: "", retryable: true, retryAfterMs: -1 })).ok,
+    ).toBe(false);
     expect(decodeServerFrame(JSON.stringify({ type: 7 })).ok).toBe(false);
     expect(decodeServerFrame("{").ok).toBe(false);
   });

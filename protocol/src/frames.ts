@@ -181,7 +181,11 @@ const watchPresenceFrame: Decoder<WatchPresenceFrame> = object({
 });
 const readFrame: Decoder<ReadFrame> = object({ type: literal("read"), requestId, conversationId, seq: sequence });
 const deliveredFrame: Decoder<DeliveredFrame> = object({ type: literal("delivered"), requestId, conversationId, seq: sequence });
-const refreshFrame: Decoder<RefreshFrame> = object({ type: literal("refresh"), requestId, token: string({ minLength: 1, maxLength: tokenLengthMax }) });
+const refreshFrame: Decoder<RefreshFrame> = object({
+  type: literal("refresh"),
+  requestId,
+  token: string({ minLength: 1, maxLength: tokenLengthMax }),
+});
 
 export const clientFrame: Decoder<ClientFrame> = taggedUnion<ClientFrame>({
   hello: helloFrame,
@@ -313,7 +317,7 @@ export const mailboxEvent: Decoder<MailboxEvent> = (input, path) => {
   const kind = typeof input === "object" && input !== null ? (input as { kind?: unknown }).kind : undefined;
   if (kind === "joined") return joinedEvent(input, path);
   if (kind === "receipt") return receiptEvent(input, path);
-  return { ok: false, failure: { path: `${path}.kind`, reason: "must be \"joined\" or \"receipt\"" } };
+  return { ok: false, failure: { path: `${path}.kind`, reason: 'must be "joined" or "receipt"' } };
 };
 
 /** A mailbox event with its place in the user's gapless mailbox sequence. */

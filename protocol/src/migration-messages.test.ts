@@ -15,7 +15,14 @@ const message = {
   sentAtMs: 1,
 };
 
-const joined: JoinedEvent = { kind: "joined", conversationId: message.conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "alice" };
+const joined: JoinedEvent = {
+  kind: "joined",
+  conversationId: message.conversationId,
+  conversationKind: "direct",
+  title: null,
+  afterSeq: 0,
+  addedByUserId: "alice",
+};
 
 describe("migration messages", () => {
   const pages: CellImportRequest[] = [
@@ -69,15 +76,19 @@ describe("migration messages", () => {
   });
 
   it("decodes cell.migrate, cell.stats and their replies, and the directory's move", () => {
-    const requests: CellRequest[] = [
-      { type: "cell.migrate", kind: "user", id: "alice", toCellId: "b" },
-      { type: "cell.stats" },
-    ];
+    const requests: CellRequest[] = [{ type: "cell.migrate", kind: "user", id: "alice", toCellId: "b" }, { type: "cell.stats" }];
     for (const request of requests) expect(decodeJsonText(cellRequest, JSON.stringify(request)).ok).toBe(true);
     expect(decodeJsonText(cellRequest, JSON.stringify({ type: "cell.migrate", kind: "user", id: "a.b", toCellId: "b" })).ok).toBe(false);
     const moved = { type: "cell.moved", kind: "user", id: "alice", cellId: "b", epoch: 2 };
     expect(decodeJsonText(cellReply, JSON.stringify(moved))).toEqual({ ok: true, value: moved });
-    const move = { type: "directory.moveEntry", kind: "conversation", id: message.conversationId, fromCellId: "a", toCellId: "b", expectedEpoch: 1 };
+    const move = {
+      type: "directory.moveEntry",
+      kind: "conversation",
+      id: message.conversationId,
+      fromCellId: "a",
+      toCellId: "b",
+      expectedEpoch: 1,
+    };
     expect(decodeJsonText(directoryRequest, JSON.stringify(move))).toEqual({ ok: true, value: move });
     expect(decodeJsonText(directoryRequest, JSON.stringify({ ...move, expectedEpoch: 0 })).ok).toBe(false);
   });
@@ -91,8 +102,20 @@ describe("migration messages", () => {
     expect(decodeJsonText(cellRequest, JSON.stringify(redrive))).toEqual({ ok: true, value: redrive });
     expect(decodeJsonText(cellRequest, JSON.stringify({ ...redrive, ids: [] })).ok).toBe(false);
     expect(decodeJsonText(cellRequest, JSON.stringify({ ...redrive, ids: [3, 3] })).ok).toBe(false);
-    expect(decodeJsonText(cellRequest, JSON.stringify({ ...redrive, ids: Array.from({ length: redriveIdsMax + 1 }, (_, index) => index + 1) })).ok).toBe(false);
-    const deadLetter = { id: 7, conversationId: message.conversationId, recipientUserId: "bob", eventId: `joined-${message.conversationId}`, attempts: 16, lastError: "cell b is gone", createdAtMs: 1, deadLetteredAtMs: 2 };
+    expect(
+      decodeJsonText(cellRequest, JSON.stringify({ ...redrive, ids: Array.from({ length: redriveIdsMax + 1 }, (_, index) => index + 1) }))
+        .ok,
+    ).toBe(false);
+    const deadLetter = {
+      id: 7,
+      conversationId: message.conversationId,
+      recipientUserId: "bob",
+      eventId: `joined-${message.conversationId}`,
+      attempts: 16,
+      lastError: "cell b is gone",
+      createdAtMs: 1,
+      deadLetteredAtMs: 2,
+    };
     const page = { type: "cell.deadLetters", cellId: "a", deadLetters: [deadLetter] };
     expect(decodeJsonText(cellReply, JSON.stringify(page))).toEqual({ ok: true, value: page });
     expect(decodeJsonText(cellReply, JSON.stringify({ ...page, deadLetters: [{ ...deadLetter, recipientUserId: "b.>" }] })).ok).toBe(false);

@@ -40,7 +40,11 @@ describe("subject builders", () => {
     expect(workerRequestSubject("cellwire", "a", "a-1", "edge")).toBe("cellwire.cell.a.worker.a-1.edge");
     expect(workerRequestSubject("cellwire", "a", "a-1", "peer")).toBe("cellwire.cell.a.worker.a-1.peer");
     expect(workerRequestSubject("cellwire", "a", "a-1", "admin")).toBe("cellwire.cell.a.worker.a-1.admin");
-    expect(workerRequestSubjects("t.cell.b.worker.b-2")).toEqual({ edge: "t.cell.b.worker.b-2.edge", peer: "t.cell.b.worker.b-2.peer", admin: "t.cell.b.worker.b-2.admin" });
+    expect(workerRequestSubjects("t.cell.b.worker.b-2")).toEqual({
+      edge: "t.cell.b.worker.b-2.edge",
+      peer: "t.cell.b.worker.b-2.peer",
+      admin: "t.cell.b.worker.b-2.admin",
+    });
     for (const bad of ["", "t.cell.a.worker.*", "t.cell.a.worker.>", "t cell"]) expect(() => workerRequestSubjects(bad)).toThrow(TypeError);
     expect(() => workerRequestSubject("cellwire", "a", "victim.>", "admin")).toThrow(TypeError);
   });
@@ -74,9 +78,14 @@ describe("subject builders", () => {
 
   it("never build a worker subject from an id holding a subject separator, wildcard or whitespace", () => {
     fc.assert(
-      fc.property(fc.string({ maxLength: 30 }), fc.constantFrom(".", "*", ">", " ", "\t", "\n"), fc.string({ maxLength: 30 }), (before, dangerous, after) => {
-        expect(() => workerSubject("cellwire", "a", `${before}${dangerous}${after}`)).toThrow(TypeError);
-      }),
+      fc.property(
+        fc.string({ maxLength: 30 }),
+        fc.constantFrom(".", "*", ">", " ", "\t", "\n"),
+        fc.string({ maxLength: 30 }),
+        (before, dangerous, after) => {
+          expect(() => workerSubject("cellwire", "a", `${before}${dangerous}${after}`)).toThrow(TypeError);
+        },
+      ),
     );
   });
 

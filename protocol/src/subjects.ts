@@ -93,7 +93,6 @@ export function cellDatabaseName(namespace: string, cellId: string): string {
   return `${namespace}_cell_${cellId}`;
 }
 
-
 /** Typing indicators between edges (a delivery.batch with typing only); every edge publishes and subscribes. */
 export function typingSubject(namespace: string): string {
   assertToken(isNamespace(namespace), "namespace", namespace);

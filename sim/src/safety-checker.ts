@@ -37,9 +37,11 @@ export class SafetyChecker {
   onCommit(commit: Commit): void {
     const { key, seq, epoch, workerId, writeId, atMs } = commit;
     const expectedSeq = (this.lastSeqByKey.get(key) ?? 0) + 1;
-    if (seq !== expectedSeq) this.report("gap-or-repeated-seq", atMs, `${key}: write ${writeId} committed seq ${seq}, expected ${expectedSeq}`);
+    if (seq !== expectedSeq)
+      this.report("gap-or-repeated-seq", atMs, `${key}: write ${writeId} committed seq ${seq}, expected ${expectedSeq}`);
     this.lastSeqByKey.set(key, Math.max(seq, expectedSeq - 1));
-    if (this.committedWriteIds.has(writeId)) this.report("write-committed-twice", atMs, `${key}: write ${writeId} committed again as seq ${seq}`);
+    if (this.committedWriteIds.has(writeId))
+      this.report("write-committed-twice", atMs, `${key}: write ${writeId} committed again as seq ${seq}`);
     this.committedWriteIds.add(writeId);
     const highest = this.highestEpochByKey.get(key);
     if (highest !== undefined && epoch < highest.epoch) {
@@ -66,7 +68,11 @@ export class SafetyChecker {
       return;
     }
     if (known.members !== named) {
-      this.report("epoch-names-two-rings", atMs, `epoch ${epoch}: ${known.watcherId} published [${known.members}], ${watcherId} published [${named}]`);
+      this.report(
+        "epoch-names-two-rings",
+        atMs,
+        `epoch ${epoch}: ${known.watcherId} published [${known.members}], ${watcherId} published [${named}]`,
+      );
     }
   }
 

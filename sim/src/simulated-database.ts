@@ -5,7 +5,8 @@
 // to epoch in the same step, and is refused as `fenced` otherwise.
 
 export type DatabaseWrite = { readonly key: string; readonly writeId: string; readonly workerId: string; readonly epoch: number };
-export type DatabaseWriteResult = { readonly outcome: "stored"; readonly seq: number; readonly deduplicated: boolean } | { readonly outcome: "fenced" };
+export type DatabaseWriteResult =
+  { readonly outcome: "stored"; readonly seq: number; readonly deduplicated: boolean } | { readonly outcome: "fenced" };
 export type Commit = DatabaseWrite & { readonly seq: number; readonly atMs: number };
 
 export type DatabaseOptions = {

@@ -59,7 +59,8 @@ export class SimulatedEdge extends SimulatedProcess {
   /** Starts `writerCount` clients, each writing to random keys until stopWriting(). */
   startWriting(writerCount: number): void {
     this.writing = true;
-    for (let writer = 0; writer < writerCount; writer++) this.after(this.world.random.integer(0, this.world.settings.writeThinkMsMax), () => this.writeOnce(writer));
+    for (let writer = 0; writer < writerCount; writer++)
+      this.after(this.world.random.integer(0, this.world.settings.writeThinkMsMax), () => this.writeOnce(writer));
   }
 
   /** Clients finish the write in hand and start no other. */

@@ -74,12 +74,16 @@ export class SimulatedNetwork {
 
   /** One way to or from the database: never lost (TCP to Postgres), sometimes slow. */
   databaseDelayMs(): number {
-    const stall = this.faultsOn && this.random.chance(this.settings.databaseStallProbability) ? this.random.integer(1, this.settings.databaseStallMsMax) : 0;
+    const stall =
+      this.faultsOn && this.random.chance(this.settings.databaseStallProbability)
+        ? this.random.integer(1, this.settings.databaseStallMsMax)
+        : 0;
     return this.baseDelayMs() + stall;
   }
 
   watchDelayMs(): number {
-    const stall = this.faultsOn && this.random.chance(this.settings.watchStallProbability) ? this.random.integer(1, this.settings.watchStallMsMax) : 0;
+    const stall =
+      this.faultsOn && this.random.chance(this.settings.watchStallProbability) ? this.random.integer(1, this.settings.watchStallMsMax) : 0;
     return this.baseDelayMs() + stall;
   }
 

@@ -31,7 +31,13 @@ export type WorkerHooks = {
 
 type PendingWrite = { readonly request: WriteRequest; readonly respond: (reply: WriteReply) => void };
 
-export type WorkerCounts = { refusedNotOwner: number; refusedLeaseLapsed: number; refusedOverloaded: number; fenced: number; stored: number };
+export type WorkerCounts = {
+  refusedNotOwner: number;
+  refusedLeaseLapsed: number;
+  refusedOverloaded: number;
+  fenced: number;
+  stored: number;
+};
 
 export class SimulatedWorker extends SimulatedProcess {
   private stateValue: WorkerState = "down";
@@ -242,10 +248,14 @@ export class SimulatedWorker extends SimulatedProcess {
       this.kill();
       this.stateValue = "left";
     };
-    this.requestBucket((bucket) => bucket.delete(this.leaseKey()), stopWatcher, (why) => {
-      this.note(`could not delete its lease: ${why}`);
-      stopWatcher();
-    });
+    this.requestBucket(
+      (bucket) => bucket.delete(this.leaseKey()),
+      stopWatcher,
+      (why) => {
+        this.note(`could not delete its lease: ${why}`);
+        stopWatcher();
+      },
+    );
   }
 
   private failStart(why: string): void {
@@ -272,7 +282,13 @@ export class SimulatedWorker extends SimulatedProcess {
 
   private leaseValue(): Uint8Array {
     const { cellId, leaseMs } = this.world.settings;
-    return encodeJson({ workerId: this.id, cellId, subject: `sim.cell.${cellId}.worker.${this.id}`, startedAtMs: this.leaseStartedAtMs, leaseMs });
+    return encodeJson({
+      workerId: this.id,
+      cellId,
+      subject: `sim.cell.${cellId}.worker.${this.id}`,
+      startedAtMs: this.leaseStartedAtMs,
+      leaseMs,
+    });
   }
 
   private note(text: string): void {
@@ -281,5 +297,7 @@ export class SimulatedWorker extends SimulatedProcess {
 }
 
 function toReply(result: DatabaseWriteResult): WriteReply {
-  return result.outcome === "stored" ? { kind: "stored", seq: result.seq, deduplicated: result.deduplicated } : { kind: "refused", reason: "fenced" };
+  return result.outcome === "stored"
+    ? { kind: "stored", seq: result.seq, deduplicated: result.deduplicated }
+    : { kind: "refused", reason: "fenced" };
 }

@@ -159,7 +159,10 @@ class Simulation {
     const checker = new SafetyChecker();
     const trace = new Trace(options.traceCapacity ?? 400);
     const database = new SimulatedDatabase({ fenceEnabled: options.fenceEnabled ?? true }, (commit) => {
-      trace.record(commit.atMs, `database: ${commit.key} seq ${commit.seq} committed by ${commit.workerId} under epoch ${commit.epoch} (${commit.writeId})`);
+      trace.record(
+        commit.atMs,
+        `database: ${commit.key} seq ${commit.seq} committed by ${commit.workerId} under epoch ${commit.epoch} (${commit.writeId})`,
+      );
       checker.onCommit(commit);
     });
     this.world = {
@@ -196,7 +199,14 @@ class Simulation {
     };
     queue.at(warmUpMs, () => tick(0));
     this.runUntil(faultPhaseEndsAtMs);
-    let liveness: LivenessResult = { checked: false, convergedAfterMs: undefined, epochs: [], keysAcknowledged: 0, keysTotal: this.keys.length, failure: undefined };
+    let liveness: LivenessResult = {
+      checked: false,
+      convergedAfterMs: undefined,
+      epochs: [],
+      keysAcknowledged: 0,
+      keysTotal: this.keys.length,
+      failure: undefined,
+    };
     if (!this.world.checker.failed && this.stuck === undefined) {
       this.heal();
       liveness = this.checkLiveness(queue.nowMs);
@@ -244,7 +254,9 @@ class Simulation {
       if (candidates.length > 0) this.pauseFor(random.pick(candidates), random.integer(100, faults.pauseMsMax), "pause");
     }
     if (random.chance(faults.crashProbability)) {
-      const candidates = workers.filter((worker) => worker.state === "starting" || worker.state === "serving" || worker.state === "stopping");
+      const candidates = workers.filter(
+        (worker) => worker.state === "starting" || worker.state === "serving" || worker.state === "stopping",
+      );
       if (candidates.length > 0) {
         const worker = random.pick(candidates);
         this.faultCounts.crash++;
@@ -372,7 +384,9 @@ class Simulation {
     }
     const keysAcknowledged = acknowledgedKeys?.size ?? 0;
     const failure =
-      keysAcknowledged === keysTotal ? undefined : `${keysTotal - keysAcknowledged} of ${keysTotal} keys not written within ${settings.livenessWriteDeadlineMs} ms after agreement`;
+      keysAcknowledged === keysTotal
+        ? undefined
+        : `${keysTotal - keysAcknowledged} of ${keysTotal} keys not written within ${settings.livenessWriteDeadlineMs} ms after agreement`;
     if (failure !== undefined) this.note(`liveness: ${failure}`);
     return { checked: true, convergedAfterMs, epochs, keysAcknowledged, keysTotal, failure };
   }
@@ -403,7 +417,10 @@ class Simulation {
   }
 
   private liveViews(): { readonly id: string; readonly snapshot: MembershipSnapshot | undefined }[] {
-    return [{ id: this.edge.id, snapshot: this.edge.snapshot }, ...this.liveWorkers().map((worker) => ({ id: worker.id, snapshot: worker.snapshot }))];
+    return [
+      { id: this.edge.id, snapshot: this.edge.snapshot },
+      ...this.liveWorkers().map((worker) => ({ id: worker.id, snapshot: worker.snapshot })),
+    ];
   }
 
   private onPublished(watcherId: string, snapshot: MembershipSnapshot): void {

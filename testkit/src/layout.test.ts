@@ -110,7 +110,9 @@ function readLayout() {
   const programs = files.filter((file) => !imported.has(file) && !isTestSupport(file));
   const packageEntries = manifests.flatMap((manifest) => {
     const entry = manifest.exports.get(".");
-    return entry === undefined || testOnlyWorkspaces.has(manifest.directory) ? [] : [relative(root, resolve(root, manifest.directory, entry))];
+    return entry === undefined || testOnlyWorkspaces.has(manifest.directory)
+      ? []
+      : [relative(root, resolve(root, manifest.directory, entry))];
   });
   const production = new Set<string>();
   const pending = [...programs, ...packageEntries];
@@ -134,20 +136,29 @@ describe("where test code lives", () => {
   });
 
   it("a workspace's src/ holds production code and its tests only: no file there is reached only from tests", () => {
-    const testOnly = files.filter((file) => file.split("/")[1] === "src" && !isTest(file) && !testOnlyWorkspaces.has(workspaceOf(file)) && !production.has(file));
+    const testOnly = files.filter(
+      (file) => file.split("/")[1] === "src" && !isTest(file) && !testOnlyWorkspaces.has(workspaceOf(file)) && !production.has(file),
+    );
     expect(testOnly, "move these to the workspace's test/ folder, or to testkit/ if several workspaces' tests share them").toEqual([]);
   });
 
   it("no exports map names a module only tests use (a package's entry aside, its other subpaths serve programs)", () => {
     const entries = manifests
       .filter((manifest) => !testOnlyWorkspaces.has(manifest.directory))
-      .flatMap((manifest) => [...manifest.exports].map(([subpath, target]) => ({ entry: `${manifest.name}${subpath.slice(1)}`, file: relative(root, resolve(root, manifest.directory, target)) })))
+      .flatMap((manifest) =>
+        [...manifest.exports].map(([subpath, target]) => ({
+          entry: `${manifest.name}${subpath.slice(1)}`,
+          file: relative(root, resolve(root, manifest.directory, target)),
+        })),
+      )
       .filter(({ file }) => !production.has(file));
     expect(entries).toEqual([]);
   });
 
   it("nothing a program reaches is test code: production imports no test/ folder, no testkit, no test file", () => {
-    const leaks = [...production].flatMap((file) => [...(graph.get(file) ?? [])].filter(isTestSupport).map((target) => `${file} -> ${target}`));
+    const leaks = [...production].flatMap((file) =>
+      [...(graph.get(file) ?? [])].filter(isTestSupport).map((target) => `${file} -> ${target}`),
+    );
     expect(leaks).toEqual([]);
   });
 });

@@ -19,9 +19,17 @@ describe("ConversationList", () => {
 
 describe("formatConversationLine", () => {
   it("names the kind, the title of a group and who added the user", () => {
-    expect(formatConversationLine({ conversationKind: "direct", title: null, addedByUserId: "bob" }, "alice")).toBe("direct conversation, opened by bob");
-    expect(formatConversationLine({ conversationKind: "direct", title: null, addedByUserId: "alice" }, "alice")).toBe("direct conversation, opened by you");
-    expect(formatConversationLine({ conversationKind: "group", title: "team", addedByUserId: "carol" }, "alice")).toBe('group "team", added by carol');
-    expect(formatConversationLine({ conversationKind: "group", title: null, addedByUserId: "alice" }, "alice")).toBe('group "untitled", added by you');
+    expect(formatConversationLine({ conversationKind: "direct", title: null, addedByUserId: "bob" }, "alice")).toBe(
+      "direct conversation, opened by bob",
+    );
+    expect(formatConversationLine({ conversationKind: "direct", title: null, addedByUserId: "alice" }, "alice")).toBe(
+      "direct conversation, opened by you",
+    );
+    expect(formatConversationLine({ conversationKind: "group", title: "team", addedByUserId: "carol" }, "alice")).toBe(
+      'group "team", added by carol',
+    );
+    expect(formatConversationLine({ conversationKind: "group", title: null, addedByUserId: "alice" }, "alice")).toBe(
+      'group "untitled", added by you',
+    );
   });
 });

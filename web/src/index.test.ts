@@ -9,7 +9,8 @@ describe("buildWebPage", () => {
     expect(isAbsolute(distDirectory)).toBe(true);
     expect(distDirectory.endsWith(join("web", "dist"))).toBe(true);
     const html = await readFile(join(distDirectory, "index.html"), "utf8");
-    for (const id of ["user-id", "peer-id", "connect", "status", "conversations", "message-input", "send", "messages"]) expect(html).toContain(`id="${id}"`);
+    for (const id of ["user-id", "peer-id", "connect", "status", "conversations", "message-input", "send", "messages"])
+      expect(html).toContain(`id="${id}"`);
     expect(html).toContain('<script type="module" src="app.js">');
     const bundle = await readFile(join(distDirectory, "app.js"), "utf8");
     expect(bundle).toContain("CellwireClient");

@@ -143,7 +143,14 @@ async function connect(userId: string, peerUserId: string): Promise<void> {
     deviceId,
     tokenProvider: () => fetchToken(userId, deviceId),
   });
-  const current: Session = { client, userId, deviceId, conversationId: null, list: new MessageList(), conversations: new ConversationList() };
+  const current: Session = {
+    client,
+    userId,
+    deviceId,
+    conversationId: null,
+    list: new MessageList(),
+    conversations: new ConversationList(),
+  };
   session = current;
   client.on("state", () => render(current));
   // Messages of every conversation arrive here; show() keeps those of the open one.

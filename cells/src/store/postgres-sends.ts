@@ -34,7 +34,12 @@ import type { AppendMessageInput } from "./store.ts";
 export const sendSessionOptions = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c enable_nestloop=off";
 
 /** A row the batch statement returned: a new or an existing message, by the input's position. */
-export type SentRow = { readonly index: number; readonly message: Message; readonly deduplicated: boolean; readonly membersVersion: number };
+export type SentRow = {
+  readonly index: number;
+  readonly message: Message;
+  readonly deduplicated: boolean;
+  readonly membersVersion: number;
+};
 
 /**
  * Stores the sends that can be stored and returns their rows; an input without a row was refused (not a
@@ -61,7 +66,17 @@ export async function storeSends(
   const result = await pool.query<Record<string, unknown>>({
     name: "cellwire-store-sends",
     text: storeSendsStatement,
-    values: [positions, conversationIds, senderUserIds, senderDeviceIds, clientMessageIds, bodies, messageIds, epoch, [...new Set(conversationIds)]],
+    values: [
+      positions,
+      conversationIds,
+      senderUserIds,
+      senderDeviceIds,
+      clientMessageIds,
+      bodies,
+      messageIds,
+      epoch,
+      [...new Set(conversationIds)],
+    ],
   });
   return result.rows.map((row): SentRow => {
     const index = row["position"];

@@ -124,8 +124,12 @@ describe("cell database bootstrap", () => {
   it("moves a database of the first schema forward, keeping its data: members join at 0 and sends take the next seqs", async () => {
     const conversationId = "g-0000000000000000000old";
     const moved = await databaseMovedForward("old", 1, async (client) => {
-      await client.query(`insert into conversations (id, kind, title, created_by_user_id, last_seq) values ('${conversationId}', 'group', 't', 'alice', 1)`);
-      await client.query(`insert into conversation_members (conversation_id, user_id) values ('${conversationId}', 'alice'), ('${conversationId}', 'bob')`);
+      await client.query(
+        `insert into conversations (id, kind, title, created_by_user_id, last_seq) values ('${conversationId}', 'group', 't', 'alice', 1)`,
+      );
+      await client.query(
+        `insert into conversation_members (conversation_id, user_id) values ('${conversationId}', 'alice'), ('${conversationId}', 'bob')`,
+      );
       await client.query(
         `insert into messages (conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body) values ('${conversationId}', 1, 'm-old', 'alice', 'phone', 'c-old', 'before')`,
       );
@@ -134,13 +138,24 @@ describe("cell database bootstrap", () => {
       const { store } = moved;
       const history = await store.history({ conversationId, userId: "bob", beforeSeq: null, limit: 10 });
       expect(history.outcome === "history" && history.messages.map((message) => message.body)).toEqual(["before"]);
-      const [sent] = await store.appendMessages([{ conversationId, senderUserId: "bob", senderDeviceId: "phone", clientMessageId: "c-new", body: "after", epoch: 1 }]);
+      const [sent] = await store.appendMessages([
+        { conversationId, senderUserId: "bob", senderDeviceId: "phone", clientMessageId: "c-new", body: "after", epoch: 1 },
+      ]);
       expect(sent).toMatchObject({ outcome: "stored", deduplicated: false, membersVersion: 0, message: { seq: 2, body: "after" } });
       expect(await store.members(conversationId)).toEqual({ outcome: "members", memberUserIds: ["alice", "bob"], membersVersion: 0 });
       const log = await store.messagesAfter({ conversationId, userId: "bob", afterSeq: null, limit: 10 });
-      expect(log.outcome === "messages" && [log.afterSeq, log.messages.map((message) => message.body), log.headSeq]).toEqual([0, ["before", "after"], 2]);
+      expect(log.outcome === "messages" && [log.afterSeq, log.messages.map((message) => message.body), log.headSeq]).toEqual([
+        0,
+        ["before", "after"],
+        2,
+      ]);
       // A message writes no outbox row.
-      expect(await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0 })).toEqual({ entries: [], malformed: [], lastId: undefined, retried: [] });
+      expect(await store.pendingOutbox({ olderThanMs: 0, limit: 10, afterId: 0 })).toEqual({
+        entries: [],
+        malformed: [],
+        lastId: undefined,
+        retried: [],
+      });
     } finally {
       await moved.cleanup();
     }
@@ -151,11 +166,24 @@ describe("cell database bootstrap", () => {
     const logsMigration = journal.entries.findIndex((entry) => entry.tag === "0006_conversation_logs");
     expect(logsMigration).toBeGreaterThan(0);
     const conversationId = "g-00000000000000000000v1";
-    const message = { conversationId, messageId: "m-1", seq: 1, senderUserId: "alice", senderDeviceId: "phone", clientMessageId: "c-1", body: "copied", sentAtMs: 1_700_000_000_000 };
+    const message = {
+      conversationId,
+      messageId: "m-1",
+      seq: 1,
+      senderUserId: "alice",
+      senderDeviceId: "phone",
+      clientMessageId: "c-1",
+      body: "copied",
+      sentAtMs: 1_700_000_000_000,
+    };
     const receipt = { kind: "receipt", conversationId, userId: "bob", readSeq: 1, deliveredSeq: 1 };
     const moved = await databaseMovedForward("v1", logsMigration, async (client) => {
-      await client.query(`insert into conversations (id, kind, title, created_by_user_id, last_seq) values ('${conversationId}', 'group', 't', 'alice', 1)`);
-      await client.query(`insert into conversation_members (conversation_id, user_id) values ('${conversationId}', 'alice'), ('${conversationId}', 'bob')`);
+      await client.query(
+        `insert into conversations (id, kind, title, created_by_user_id, last_seq) values ('${conversationId}', 'group', 't', 'alice', 1)`,
+      );
+      await client.query(
+        `insert into conversation_members (conversation_id, user_id) values ('${conversationId}', 'alice'), ('${conversationId}', 'bob')`,
+      );
       await client.query(
         `insert into messages (conversation_id, seq, message_id, sender_user_id, sender_device_id, client_message_id, body) values ('${conversationId}', 1, 'm-1', 'alice', 'phone', 'c-1', 'copied')`,
       );
@@ -165,14 +193,18 @@ describe("cell database bootstrap", () => {
         ["alice", `receipt-${conversationId}-bob-1-1`, receipt],
       ];
       for (const [recipient, eventId, event] of rows) {
-        await client.query("insert into outbox (conversation_id, recipient_user_id, event_id, event) values ($1, $2, $3, $4)", [conversationId, recipient, eventId, JSON.stringify(event)]);
+        await client.query("insert into outbox (conversation_id, recipient_user_id, event_id, event) values ($1, $2, $3, $4)", [
+          conversationId,
+          recipient,
+          eventId,
+          JSON.stringify(event),
+        ]);
       }
       await client.query("insert into mailboxes (user_id, last_seq) values ('alice', 2)");
-      await client.query("insert into mailbox_events (user_id, seq, event_id, event) values ('alice', 1, 'message-m-1', $1), ('alice', 2, $2, $3)", [
-        JSON.stringify({ kind: "message", message }),
-        `receipt-${conversationId}-bob-1-1`,
-        JSON.stringify(receipt),
-      ]);
+      await client.query(
+        "insert into mailbox_events (user_id, seq, event_id, event) values ('alice', 1, 'message-m-1', $1), ('alice', 2, $2, $3)",
+        [JSON.stringify({ kind: "message", message }), `receipt-${conversationId}-bob-1-1`, JSON.stringify(receipt)],
+      );
     });
     try {
       const { store } = moved;
@@ -189,7 +221,12 @@ describe("cell database bootstrap", () => {
         incarnation: expect.stringMatching(/^[0-9a-f-]{36}$/),
       });
       // New events follow the head.
-      const appended = await store.appendMailbox({ userId: "alice", eventId: `joined-${conversationId}`, event: { kind: "joined", conversationId, conversationKind: "group", title: "t", afterSeq: 1, addedByUserId: "bob" }, epoch: 1 });
+      const appended = await store.appendMailbox({
+        userId: "alice",
+        eventId: `joined-${conversationId}`,
+        event: { kind: "joined", conversationId, conversationKind: "group", title: "t", afterSeq: 1, addedByUserId: "bob" },
+        epoch: 1,
+      });
       expect(appended).toEqual({ outcome: "appended", seq: 3, deduplicated: false });
       const log = await store.messagesAfter({ conversationId, userId: "bob", afterSeq: null, limit: 10 });
       expect(log.outcome === "messages" && log.messages.map((entry) => entry.body)).toEqual(["copied"]);
@@ -281,7 +318,16 @@ describe("a send batch racing its conversation's import", () => {
     const store = new PostgresConversationStore(racing.pool, { groupMembersMax });
     const conversationId = "g-racingTheActivation00a";
     const epoch = 5;
-    const base = { kind: "conversation", id: conversationId, epoch, lastSeq: 0, conversation: null, members: [], messages: [], outbox: [] } as const;
+    const base = {
+      kind: "conversation",
+      id: conversationId,
+      epoch,
+      lastSeq: 0,
+      conversation: null,
+      members: [],
+      messages: [],
+      outbox: [],
+    } as const;
     const member = (userId: string) => ({ userId, joinedAtMs: Date.now(), joinedAfterSeq: 0, readSeq: 0, deliveredSeq: 0 });
     const imported = await importer.importPage({
       ...base,

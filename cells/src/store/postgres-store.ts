@@ -46,7 +46,15 @@ import {
   outbox as outboxTable,
   readPositions,
 } from "./schema.ts";
-import { frozenForNonMember, importRefusal, parseKeyState, placeholderConversationKind, readRefusal, writeRefusal, type KeyRow } from "./key-state.ts";
+import {
+  frozenForNonMember,
+  importRefusal,
+  parseKeyState,
+  placeholderConversationKind,
+  readRefusal,
+  writeRefusal,
+  type KeyRow,
+} from "./key-state.ts";
 import { advancedPositions, positionsMoved, receiptEventOf, receiptRecipients } from "./receipt-positions.ts";
 import { StoreRowError, postgresErrorCode, uniqueViolation } from "./errors.ts";
 import { storeSends } from "./postgres-sends.ts";
@@ -176,7 +184,9 @@ export class PostgresConversationStore implements ConversationStore {
           ? { outcome: "stored", message: row.message, deduplicated: true }
           : { outcome: "client_message_id_reused" };
     }
-    const refusedConversationIds = [...new Set(inputs.filter((_, index) => results[index] === undefined).map((input) => input.conversationId))];
+    const refusedConversationIds = [
+      ...new Set(inputs.filter((_, index) => results[index] === undefined).map((input) => input.conversationId)),
+    ];
     if (refusedConversationIds.length === 0) return results as AppendMessageResult[];
     // Only refused sends cost this read: each conversation's row says why (fence, migration), or nothing
     // does and the sender was not a member. This read comes after the statement, so the row may have
@@ -187,7 +197,9 @@ export class PostgresConversationStore implements ConversationStore {
     // (key-state.ts, frozenForNonMember).
     const keyRows = await readConversationKeyRows(this.database, refusedConversationIds);
     const refusalOf = (input: AppendMessageInput) => writeRefusal(keyRows.get(input.conversationId), input.epoch);
-    const membershipNeeded = inputs.filter((input, index) => results[index] === undefined && (refusalOf(input) === undefined || refusalOf(input)?.outcome === "moving"));
+    const membershipNeeded = inputs.filter(
+      (input, index) => results[index] === undefined && (refusalOf(input) === undefined || refusalOf(input)?.outcome === "moving"),
+    );
     const membersNow = membershipNeeded.length === 0 ? new Set<string>() : await readMemberships(this.database, membershipNeeded);
     return inputs.map((input, index): AppendMessageResult => {
       const result = results[index];
@@ -265,13 +277,22 @@ export class PostgresConversationStore implements ConversationStore {
   async openDirect(input: OpenDirectInput): Promise<ConversationResult<"not_a_member" | "invalid_peer">> {
     if (input.userId === input.peerUserId) return { outcome: "invalid_peer" };
     return this.database.transaction(async (transaction) => {
-      const claimed = await claimConversation(transaction, { id: input.conversationId, kind: "direct", title: null, createdByUserId: input.userId }, input.epoch);
+      const claimed = await claimConversation(
+        transaction,
+        { id: input.conversationId, kind: "direct", title: null, createdByUserId: input.userId },
+        input.epoch,
+      );
       // A tombstone is a row too: the claim does not re-create a conversation that moved away.
       if (claimed === "refused") return (await this.conversationRefusal(input.conversationId, input.epoch, transaction)) ?? fenced;
-      const joined = claimed === "created" ? await addMemberRows(transaction, input.conversationId, [input.userId, input.peerUserId], 0) : [];
+      const joined =
+        claimed === "created" ? await addMemberRows(transaction, input.conversationId, [input.userId, input.peerUserId], 0) : [];
       const summary = await readSummary(transaction, input.conversationId);
       if (summary === undefined || !summary.memberUserIds.includes(input.userId)) return { outcome: "not_a_member" };
-      return { outcome: "conversation", conversation: summary, outbox: await writeJoinedEvents(transaction, summary, joined, input.userId, 0) };
+      return {
+        outcome: "conversation",
+        conversation: summary,
+        outbox: await writeJoinedEvents(transaction, summary, joined, input.userId, 0),
+      };
     });
   }
 
@@ -290,7 +311,11 @@ export class PostgresConversationStore implements ConversationStore {
       if (summary === undefined || summary.kind !== "group" || !summary.memberUserIds.includes(input.creatorUserId)) {
         return { outcome: "not_a_member" };
       }
-      return { outcome: "conversation", conversation: summary, outbox: await writeJoinedEvents(transaction, summary, joined, input.creatorUserId, 0) };
+      return {
+        outcome: "conversation",
+        conversation: summary,
+        outbox: await writeJoinedEvents(transaction, summary, joined, input.creatorUserId, 0),
+      };
     });
   }
 
@@ -301,10 +326,15 @@ export class PostgresConversationStore implements ConversationStore {
       const locked = await transaction
         .update(conversations)
         .set({ ownerEpoch: input.epoch })
-        .where(and(eq(conversations.id, input.conversationId), lte(conversations.ownerEpoch, input.epoch), eq(conversations.state, "active")))
+        .where(
+          and(eq(conversations.id, input.conversationId), lte(conversations.ownerEpoch, input.epoch), eq(conversations.state, "active")),
+        )
         .returning({ kind: conversations.kind, lastSeq: conversations.lastSeq });
       const conversation = locked[0];
-      if (conversation === undefined) return (await this.conversationRefusal(input.conversationId, input.epoch, transaction, input.userId)) ?? { outcome: "not_a_member" };
+      if (conversation === undefined)
+        return (
+          (await this.conversationRefusal(input.conversationId, input.epoch, transaction, input.userId)) ?? { outcome: "not_a_member" }
+        );
       const current = new Set(await readMembers(transaction, input.conversationId));
       if (!current.has(input.userId)) return { outcome: "not_a_member" };
       if (conversation.kind !== "group") return { outcome: "not_a_group" };
@@ -321,7 +351,11 @@ export class PostgresConversationStore implements ConversationStore {
       }
       const summary = await readSummary(transaction, input.conversationId);
       if (summary === undefined) throw new StoreRowError(`conversation ${input.conversationId} vanished under its lock`);
-      return { outcome: "conversation", conversation: summary, outbox: await writeJoinedEvents(transaction, summary, joined, input.userId, joinedAfterSeq) };
+      return {
+        outcome: "conversation",
+        conversation: summary,
+        outbox: await writeJoinedEvents(transaction, summary, joined, input.userId, joinedAfterSeq),
+      };
     });
   }
 
@@ -363,7 +397,8 @@ export class PostgresConversationStore implements ConversationStore {
         .where(and(eq(conversations.id, conversationId), lte(conversations.ownerEpoch, epoch), eq(conversations.state, "active")))
         .returning({ lastSeq: conversations.lastSeq });
       const conversation = locked[0];
-      if (conversation === undefined) return (await this.conversationRefusal(conversationId, epoch, transaction, userId)) ?? { outcome: "not_a_member" };
+      if (conversation === undefined)
+        return (await this.conversationRefusal(conversationId, epoch, transaction, userId)) ?? { outcome: "not_a_member" };
       const members = await readMembers(transaction, conversationId);
       if (!members.includes(userId)) return { outcome: "not_a_member" };
       const lastSeq = safeInteger(conversation.lastSeq, "conversations.last_seq");
@@ -393,7 +428,13 @@ export class PostgresConversationStore implements ConversationStore {
         .onConflictDoNothing()
         .returning({ id: outboxTable.id, recipientUserId: outboxTable.recipientUserId });
       const entries = written
-        .map(({ id, recipientUserId }): OutboxEntry => ({ id: safeInteger(id, "outbox.id"), conversationId, recipientUserId, eventId, event }))
+        .map(({ id, recipientUserId }): OutboxEntry => ({
+          id: safeInteger(id, "outbox.id"),
+          conversationId,
+          recipientUserId,
+          eventId,
+          event,
+        }))
         .sort((left, right) => left.id - right.id);
       return { outcome: "receipt", ...after, outbox: entries };
     });
@@ -532,7 +573,8 @@ export class PostgresConversationStore implements ConversationStore {
   async pendingOutbox(query: OutboxQuery): Promise<OutboxPage> {
     const conditions: SQL[] = [sql`o.id > ${query.afterId}::bigint`];
     if (query.conversationId !== undefined) conditions.push(sql`o.conversation_id = ${query.conversationId}::text`);
-    if (query.olderThanMs > 0) conditions.push(sql`o.created_at <= now() - ${query.olderThanMs}::double precision * interval '1 millisecond'`);
+    if (query.olderThanMs > 0)
+      conditions.push(sql`o.created_at <= now() - ${query.olderThanMs}::double precision * interval '1 millisecond'`);
     if (query.dueOnly === true) {
       // The row and every older row of its (conversation, recipient): one backing off holds the rest back.
       conditions.push(sql`not exists (
@@ -688,7 +730,11 @@ export class PostgresConversationStore implements ConversationStore {
     `);
     return result.rows.map((row): FrozenKey => {
       const { kind, id, moving_to_cell_id: movingToCellId } = row;
-      if ((kind !== "conversation" && kind !== "user") || typeof id !== "string" || (movingToCellId !== null && typeof movingToCellId !== "string")) {
+      if (
+        (kind !== "conversation" && kind !== "user") ||
+        typeof id !== "string" ||
+        (movingToCellId !== null && typeof movingToCellId !== "string")
+      ) {
         throw new StoreRowError("frozen key row: kind, id and moving_to_cell_id do not have their types");
       }
       return { kind, id, movingToCellId };
@@ -709,7 +755,12 @@ export class PostgresConversationStore implements ConversationStore {
       if (typeof id !== "string" || (movingToCellId !== null && typeof movingToCellId !== "string")) {
         throw new StoreRowError("inventory row: id and moving_to_cell_id do not have their types");
       }
-      return { id, state: parseKeyState(row["state"]), movingToCellId, movedEpoch: movedEpoch === null ? null : safeInteger(movedEpoch, "moved_epoch") };
+      return {
+        id,
+        state: parseKeyState(row["state"]),
+        movingToCellId,
+        movedEpoch: movedEpoch === null ? null : safeInteger(movedEpoch, "moved_epoch"),
+      };
     });
   }
 
@@ -742,7 +793,12 @@ export class PostgresConversationStore implements ConversationStore {
     if ((kind !== "direct" && kind !== "group") || (title !== null && typeof title !== "string") || typeof createdByUserId !== "string") {
       throw new StoreRowError("conversation row: kind, title and created_by_user_id do not have their types");
     }
-    const conversation: ImportedConversation = { kind, title, createdByUserId, createdAtMs: safeInteger(row["created_at_ms"], "conversations.created_at") };
+    const conversation: ImportedConversation = {
+      kind,
+      title,
+      createdByUserId,
+      createdAtMs: safeInteger(row["created_at_ms"], "conversations.created_at"),
+    };
     const memberRows = await this.database.execute(sql`
       select members.user_id, floor(extract(epoch from members.joined_at) * 1000)::bigint as joined_at_ms, members.joined_after_seq,
              coalesce(positions.read_seq, 0) as read_seq, coalesce(positions.delivered_seq, 0) as delivered_seq
@@ -800,14 +856,26 @@ export class PostgresConversationStore implements ConversationStore {
         await transaction
           .insert(conversationMembers)
           .values(
-            input.members.map((member) => ({ conversationId: id, userId: member.userId, joinedAt: new Date(member.joinedAtMs), joinedAfterSeq: member.joinedAfterSeq })),
+            input.members.map((member) => ({
+              conversationId: id,
+              userId: member.userId,
+              joinedAt: new Date(member.joinedAtMs),
+              joinedAfterSeq: member.joinedAfterSeq,
+            })),
           )
           .onConflictDoNothing();
         const positioned = input.members.filter((member) => member.readSeq > 0 || member.deliveredSeq > 0);
         if (positioned.length > 0) {
           await transaction
             .insert(readPositions)
-            .values(positioned.map((member) => ({ conversationId: id, userId: member.userId, readSeq: member.readSeq, deliveredSeq: member.deliveredSeq })))
+            .values(
+              positioned.map((member) => ({
+                conversationId: id,
+                userId: member.userId,
+                readSeq: member.readSeq,
+                deliveredSeq: member.deliveredSeq,
+              })),
+            )
             // Members come again after the freeze (the copy before it ran while receipts still moved): positions only grow.
             .onConflictDoUpdate({
               target: [readPositions.conversationId, readPositions.userId],
@@ -839,7 +907,14 @@ export class PostgresConversationStore implements ConversationStore {
         // New ids here; the new home's sweeper relays them (appends are idempotent by event id).
         await transaction
           .insert(outboxTable)
-          .values(input.outbox.map((entry) => ({ conversationId: id, recipientUserId: entry.recipientUserId, eventId: entry.eventId, event: entry.event })))
+          .values(
+            input.outbox.map((entry) => ({
+              conversationId: id,
+              recipientUserId: entry.recipientUserId,
+              eventId: entry.eventId,
+              event: entry.event,
+            })),
+          )
           .onConflictDoNothing();
       }
       if (!input.last) return { outcome: "importing" };
@@ -937,7 +1012,10 @@ export class PostgresConversationStore implements ConversationStore {
       where o.id = f.id
       returning o.id, o.attempts
     `);
-    return result.rows.map((row) => ({ id: safeInteger(row["id"], "outbox.id"), attempts: safeInteger(row["attempts"], "outbox.attempts") }));
+    return result.rows.map((row) => ({
+      id: safeInteger(row["id"], "outbox.id"),
+      attempts: safeInteger(row["attempts"], "outbox.attempts"),
+    }));
   }
 
   async deadLetterOutbox(input: DeadLetterInput): Promise<number> {
@@ -974,7 +1052,12 @@ export class PostgresConversationStore implements ConversationStore {
     `);
     return result.rows.map((row): DeadLetter => {
       const { conversation_id: conversationId, recipient_user_id: recipientUserId, event_id: eventId, last_error: lastError } = row;
-      if (typeof conversationId !== "string" || typeof recipientUserId !== "string" || typeof eventId !== "string" || typeof lastError !== "string") {
+      if (
+        typeof conversationId !== "string" ||
+        typeof recipientUserId !== "string" ||
+        typeof eventId !== "string" ||
+        typeof lastError !== "string"
+      ) {
         throw new StoreRowError("dead_letters: conversation_id, recipient_user_id, event_id and last_error must be strings");
       }
       return {
@@ -1051,7 +1134,11 @@ type NewConversation = Pick<typeof conversations.$inferInsert, "id" | "kind" | "
  * under a later epoch, raises its epoch (which also locks the row for the rest of the transaction).
  * Neither means it exists with a later epoch or migrating (or moved): refused, and the row says why.
  */
-async function claimConversation(executor: Executor, conversation: NewConversation, epoch: number): Promise<"created" | "existing" | "refused"> {
+async function claimConversation(
+  executor: Executor,
+  conversation: NewConversation,
+  epoch: number,
+): Promise<"created" | "existing" | "refused"> {
   const rows = await executor
     .insert(conversations)
     .values({ ...conversation, ownerEpoch: epoch })
@@ -1156,7 +1243,12 @@ async function lockImporting(executor: Executor, input: ImportPageInput): Promis
 }
 
 /** Inserts member rows with their join point; returns the users actually added (not already members). */
-async function addMemberRows(executor: Executor, conversationId: string, userIds: readonly string[], joinedAfterSeq: number): Promise<string[]> {
+async function addMemberRows(
+  executor: Executor,
+  conversationId: string,
+  userIds: readonly string[],
+  joinedAfterSeq: number,
+): Promise<string[]> {
   const inserted = await executor
     .insert(conversationMembers)
     .values(userIds.map((userId) => ({ conversationId, userId, joinedAfterSeq })))
@@ -1177,15 +1269,30 @@ async function writeJoinedEvents(
   afterSeq: number,
 ): Promise<OutboxEntry[]> {
   if (joinedUserIds.length === 0) return [];
-  const event: JoinedEvent = { kind: "joined", conversationId: summary.conversationId, conversationKind: summary.kind, title: summary.title, afterSeq, addedByUserId };
+  const event: JoinedEvent = {
+    kind: "joined",
+    conversationId: summary.conversationId,
+    conversationKind: summary.kind,
+    title: summary.title,
+    afterSeq,
+    addedByUserId,
+  };
   const eventId = joinedEventId(event);
   const written = await executor
     .insert(outboxTable)
-    .values([...joinedUserIds].sort().map((recipientUserId) => ({ conversationId: summary.conversationId, recipientUserId, eventId, event })))
+    .values(
+      [...joinedUserIds].sort().map((recipientUserId) => ({ conversationId: summary.conversationId, recipientUserId, eventId, event })),
+    )
     .onConflictDoNothing()
     .returning({ id: outboxTable.id, recipientUserId: outboxTable.recipientUserId });
   return written
-    .map(({ id, recipientUserId }): OutboxEntry => ({ id: safeInteger(id, "outbox.id"), conversationId: summary.conversationId, recipientUserId, eventId, event }))
+    .map(({ id, recipientUserId }): OutboxEntry => ({
+      id: safeInteger(id, "outbox.id"),
+      conversationId: summary.conversationId,
+      recipientUserId,
+      eventId,
+      event,
+    }))
     .sort((left, right) => left.id - right.id);
 }
 
@@ -1206,7 +1313,8 @@ async function readMemberships(executor: Executor, sends: readonly AppendMessage
   for (const row of result.rows) {
     const conversationId = row["conversation_id"];
     const userId = row["user_id"];
-    if (typeof conversationId !== "string" || typeof userId !== "string") throw new StoreRowError("conversation_members ids must be strings");
+    if (typeof conversationId !== "string" || typeof userId !== "string")
+      throw new StoreRowError("conversation_members ids must be strings");
     members.add(membershipKey(conversationId, userId));
   }
   return members;
@@ -1250,7 +1358,8 @@ async function readSummary(executor: Executor, conversationId: string): Promise<
 
 /** pg returns bigint columns as strings (a JavaScript number cannot hold every int8); convert only safe ones. */
 function safeInteger(value: unknown, column: string): number {
-  const number = typeof value === "number" ? value : typeof value === "string" && /^-?[0-9]{1,20}$/.test(value) ? Number(value) : Number.NaN;
+  const number =
+    typeof value === "number" ? value : typeof value === "string" && /^-?[0-9]{1,20}$/.test(value) ? Number(value) : Number.NaN;
   if (!Number.isSafeInteger(number)) throw new StoreRowError(`${column} is not a safe integer: ${String(value).slice(0, 40)}`);
   return number;
 }

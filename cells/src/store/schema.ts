@@ -55,7 +55,9 @@ export const conversations = pgTable(
     check("conversations_kind_check", sql`${table.kind} in ('direct', 'group')`),
     check("conversations_state_check", sql`${table.state} in ('active', 'frozen', 'importing', 'moved')`),
     // The frozen-key sweeper polls frozen rows: a partial index holds only those, a handful at a time.
-    index("conversations_frozen_index").on(table.id).where(sql`${table.state} = 'frozen'`),
+    index("conversations_frozen_index")
+      .on(table.id)
+      .where(sql`${table.state} = 'frozen'`),
   ],
 );
 
@@ -123,7 +125,9 @@ export const mailboxes = pgTable(
   },
   (table) => [
     check("mailboxes_state_check", sql`${table.state} in ('active', 'frozen', 'importing', 'moved')`),
-    index("mailboxes_frozen_index").on(table.userId).where(sql`${table.state} = 'frozen'`),
+    index("mailboxes_frozen_index")
+      .on(table.userId)
+      .where(sql`${table.state} = 'frozen'`),
   ],
 );
 

@@ -111,7 +111,11 @@ export type CreateGroupInput = EpochFenced & {
   readonly title: string;
   readonly memberUserIds: readonly string[];
 };
-export type AddMembersInput = EpochFenced & { readonly conversationId: string; readonly userId: string; readonly userIds: readonly string[] };
+export type AddMembersInput = EpochFenced & {
+  readonly conversationId: string;
+  readonly userId: string;
+  readonly userIds: readonly string[];
+};
 export type HistoryInput = {
   readonly conversationId: string;
   readonly userId: string;
@@ -126,7 +130,8 @@ export type HistoryResult =
 
 export type AppendMailboxInput = EpochFenced & { readonly userId: string; readonly eventId: string; readonly event: MailboxEvent };
 /** `deduplicated`: the event was in the mailbox already and `seq` is the one it got then. */
-export type AppendMailboxResult = { readonly outcome: "appended"; readonly seq: number; readonly deduplicated: boolean } | Fenced | MigrationRefusal;
+export type AppendMailboxResult =
+  { readonly outcome: "appended"; readonly seq: number; readonly deduplicated: boolean } | Fenced | MigrationRefusal;
 
 /** Raises `userId`'s read position (and delivered with it) or delivered position in the conversation to `seq`. */
 export type MarkReceiptInput = EpochFenced & {
@@ -154,14 +159,25 @@ export type MailboxPageInput = { readonly userId: string; readonly afterSeq: num
  * `headSeq`: the newest event's seq (0 for an empty mailbox); every event up to `floorSeq` was cut.
  * `incarnation`: the mailbox row's (docs/decisions/0021), null while the user has none.
  */
-export type MailboxPage = { readonly events: SequencedEvent[]; readonly headSeq: number; readonly floorSeq: number; readonly incarnation: string | null };
+export type MailboxPage = {
+  readonly events: SequencedEvent[];
+  readonly headSeq: number;
+  readonly floorSeq: number;
+  readonly incarnation: string | null;
+};
 export type MailboxPageResult = ({ readonly outcome: "page" } & MailboxPage) | MigrationRefusal;
 
 /** The conversation's members, sorted, and their version (see AppendMessageResult); empty when it does not exist. */
-export type MembersResult = { readonly outcome: "members"; readonly memberUserIds: string[]; readonly membersVersion: number } | MigrationRefusal;
+export type MembersResult =
+  { readonly outcome: "members"; readonly memberUserIds: string[]; readonly membersVersion: number } | MigrationRefusal;
 
 /** `afterSeq` null reads from the member's join point. */
-export type MessagesAfterInput = { readonly conversationId: string; readonly userId: string; readonly afterSeq: number | null; readonly limit: number };
+export type MessagesAfterInput = {
+  readonly conversationId: string;
+  readonly userId: string;
+  readonly afterSeq: number | null;
+  readonly limit: number;
+};
 /**
  * `afterSeq`: where the page starts (the join point when asked for it); `messages`: seqs afterSeq + 1 on,
  * consecutive, at most `limit` and within historyPageBytesMax (at least one when any exists); `headSeq`:
@@ -285,7 +301,13 @@ export type FreezeInput = EpochFenced & MigrationKey & { readonly toCellId: stri
  * frozen row is a placeholder conversation (this freeze or an earlier one inserted it; nothing to copy).
  */
 export type FreezeResult =
-  | { readonly outcome: "frozen"; readonly lastSeq: number; readonly floorSeq: number; readonly placeholder: boolean; readonly incarnation: string | null }
+  | {
+      readonly outcome: "frozen";
+      readonly lastSeq: number;
+      readonly floorSeq: number;
+      readonly placeholder: boolean;
+      readonly incarnation: string | null;
+    }
   | Fenced
   | MigrationRefusal;
 
@@ -329,17 +351,19 @@ export type ImportPageInput = EpochFenced &
  * a page after the first for a key with no import in progress (its copy was reset or never started).
  */
 export type ImportPageResult =
-  | { readonly outcome: "importing" }
-  | { readonly outcome: "active" }
-  | { readonly outcome: "not_importing" }
-  | Fenced
-  | Moving;
+  { readonly outcome: "importing" } | { readonly outcome: "active" } | { readonly outcome: "not_importing" } | Fenced | Moving;
 
 export type TombstoneInput = EpochFenced & MigrationKey & { readonly toCellId: string; readonly movedEpoch: number };
-export type TombstoneResult = { readonly outcome: "moved"; readonly deletedRows: number } | { readonly outcome: "not_found" } | Fenced | Moving;
+export type TombstoneResult =
+  { readonly outcome: "moved"; readonly deletedRows: number } | { readonly outcome: "not_found" } | Fenced | Moving;
 
 /** For cell.stats: what the cell still homes (active keys), its outbox backlog and its frozen keys. */
-export type CellStoreStats = { readonly users: number; readonly conversations: number; readonly outboxRows: number; readonly frozen: number };
+export type CellStoreStats = {
+  readonly users: number;
+  readonly conversations: number;
+  readonly outboxRows: number;
+  readonly frozen: number;
+};
 
 export interface MigrationStore {
   /** The key's row, or undefined when this cell has none. */

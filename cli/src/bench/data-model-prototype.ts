@@ -124,7 +124,10 @@ const perMessage: Model = {
 };
 
 /** The messages of one batch, seqs assigned by one multi-row update of the conversations' heads. */
-async function insertMessages(client: pg.Client, batch: Send[]): Promise<{ conversationId: string; seq: number; messageId: string; send: Send }[]> {
+async function insertMessages(
+  client: pg.Client,
+  batch: Send[],
+): Promise<{ conversationId: string; seq: number; messageId: string; send: Send }[]> {
   const counts = new Map<string, number>();
   for (const send of batch) counts.set(send.conversationId, (counts.get(send.conversationId) ?? 0) + 1);
   const heads = await client.query<{ id: string; last_seq: string }>(
@@ -190,7 +193,12 @@ const fanOutOnWrite: Model = {
       await client.query(
         `insert into mailbox_events (user_id, seq, event_id, event)
          select * from unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[])`,
-        [deliveries.map((delivery) => delivery.userId), seqs, deliveries.map((delivery) => delivery.eventId), deliveries.map((delivery) => delivery.event)],
+        [
+          deliveries.map((delivery) => delivery.userId),
+          seqs,
+          deliveries.map((delivery) => delivery.eventId),
+          deliveries.map((delivery) => delivery.event),
+        ],
       );
       await client.query("commit");
     }
@@ -205,7 +213,11 @@ const fanOutPointers: Model = {
       await client.query("begin");
       const stored = await insertMessages(client, sends.slice(start, start + batchSize));
       const deliveries = stored.flatMap((message) =>
-        membersOf(Number(message.conversationId.slice(1))).map((userId) => ({ userId, conversationId: message.conversationId, seq: message.seq })),
+        membersOf(Number(message.conversationId.slice(1))).map((userId) => ({
+          userId,
+          conversationId: message.conversationId,
+          seq: message.seq,
+        })),
       );
       const counts = new Map<string, number>();
       for (const delivery of deliveries) counts.set(delivery.userId, (counts.get(delivery.userId) ?? 0) + 1);
@@ -226,7 +238,12 @@ const fanOutPointers: Model = {
       await client.query(
         `insert into mailbox_pointers (user_id, seq, conversation_id, conversation_seq)
          select * from unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])`,
-        [deliveries.map((delivery) => delivery.userId), seqs, deliveries.map((delivery) => delivery.conversationId), deliveries.map((delivery) => delivery.seq)],
+        [
+          deliveries.map((delivery) => delivery.userId),
+          seqs,
+          deliveries.map((delivery) => delivery.conversationId),
+          deliveries.map((delivery) => delivery.seq),
+        ],
       );
       await client.query("commit");
     }

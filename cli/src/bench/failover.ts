@@ -23,7 +23,8 @@ const { values } = parseArgs({
 const kills = Number(values.kills);
 const leaseMs = Number(values["lease-ms"]);
 const heartbeatMs = Number(values["heartbeat-ms"]);
-if (![kills, leaseMs, heartbeatMs].every((value) => Number.isSafeInteger(value) && value > 0)) throw new Error("--kills, --lease-ms and --heartbeat-ms take positive integers");
+if (![kills, leaseMs, heartbeatMs].every((value) => Number.isSafeInteger(value) && value > 0))
+  throw new Error("--kills, --lease-ms and --heartbeat-ms take positive integers");
 
 const workerIds = ["a-1", "a-2", "a-3"];
 process.stdout.write(`failover bench: ${kills} kills, lease ${leaseMs} ms, heartbeat ${heartbeatMs} ms; starting the topology…\n`);

@@ -17,9 +17,12 @@ import { placeUsers, startTestTopology, testServices } from "../test-topology.ts
 const { values } = parseArgs({ options: { moves: { type: "string", default: "20" }, messages: { type: "string", default: "200" } } });
 const moves = Number(values.moves);
 const messages = Number(values.messages);
-if (![moves, messages].every((value) => Number.isSafeInteger(value) && value > 0)) throw new Error("--moves and --messages take positive integers");
+if (![moves, messages].every((value) => Number.isSafeInteger(value) && value > 0))
+  throw new Error("--moves and --messages take positive integers");
 
-process.stdout.write(`migration bench: ${moves} moves of a ${messages}-message conversation and of a ${messages}-event mailbox; starting the topology…\n`);
+process.stdout.write(
+  `migration bench: ${moves} moves of a ${messages}-message conversation and of a ${messages}-event mailbox; starting the topology…\n`,
+);
 const test = await startTestTopology({ label: "benchmig", edgeCount: 1 });
 const nats = await connect({ servers: [...testServices.natsServers] });
 const tools = migrationTools(nats, test.namespace);
@@ -40,17 +43,25 @@ try {
     await client.send(conversationId, `message ${index}`);
     if ((index + 1) % 50 === 0) process.stdout.write(`  ${index + 1}/${messages} messages sent\n`);
   }
-  const figures = { conversation: { pausesMs: [] as number[], tookMs: [] as number[] }, user: { pausesMs: [] as number[], tookMs: [] as number[] } };
+  const figures = {
+    conversation: { pausesMs: [] as number[], tookMs: [] as number[] },
+    user: { pausesMs: [] as number[], tookMs: [] as number[] },
+  };
   for (let move = 0; move < moves; move++) {
     const target = move % 2 === 0 ? "b" : "a";
-    for (const [kind, id] of [["conversation", conversationId], ["user", "alice"]] as const) {
+    for (const [kind, id] of [
+      ["conversation", conversationId],
+      ["user", "alice"],
+    ] as const) {
       const startedAtMs = performance.now();
       const result = await migrateKey(tools, kind, id, target);
       if (result.alreadyMoved || result.toCellId !== target) throw new Error(`${kind} ${id} did not move to ${target}`);
       figures[kind].pausesMs.push(result.pauseMs);
       figures[kind].tookMs.push(performance.now() - startedAtMs);
     }
-    process.stdout.write(`  move ${move + 1}/${moves}: conversation paused ${figures.conversation.pausesMs.at(-1)} ms, mailbox ${figures.user.pausesMs.at(-1)} ms\n`);
+    process.stdout.write(
+      `  move ${move + 1}/${moves}: conversation paused ${figures.conversation.pausesMs.at(-1)} ms, mailbox ${figures.user.pausesMs.at(-1)} ms\n`,
+    );
   }
   const line = (values: number[]): string =>
     `p50 ${Math.round(percentile(values, 50) ?? 0)} ms, p99 ${Math.round(percentile(values, 99) ?? 0)} ms, max ${Math.round(percentile(values, 100) ?? 0)} ms`;

@@ -9,14 +9,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 
-const { values } = parseArgs({ options: { port: { type: "string", default: "4333" }, "monitor-port": { type: "string", default: "8333" } } });
+const { values } = parseArgs({
+  options: { port: { type: "string", default: "4333" }, "monitor-port": { type: "string", default: "8333" } },
+});
 const port = Number(values.port);
 const monitorPort = Number(values["monitor-port"]);
-if (![port, monitorPort].every((value) => Number.isInteger(value) && value > 0 && value < 65536)) throw new Error("--port and --monitor-port take port numbers");
+if (![port, monitorPort].every((value) => Number.isInteger(value) && value > 0 && value < 65536))
+  throw new Error("--port and --monitor-port take port numbers");
 
 const directory = mkdtempSync(join(tmpdir(), "cellwire-nats-"));
-const server = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-m", String(monitorPort), "-js", "-sd", directory], { stdio: "inherit" });
-process.stdout.write(`private nats-server at 127.0.0.1:${port}, monitoring at http://127.0.0.1:${monitorPort} (JetStream in ${directory}); Ctrl-C stops and removes it\n`);
+const server = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-m", String(monitorPort), "-js", "-sd", directory], {
+  stdio: "inherit",
+});
+process.stdout.write(
+  `private nats-server at 127.0.0.1:${port}, monitoring at http://127.0.0.1:${monitorPort} (JetStream in ${directory}); Ctrl-C stops and removes it\n`,
+);
 const stop = (): void => {
   server.kill("SIGTERM");
 };

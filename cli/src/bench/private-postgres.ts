@@ -92,7 +92,13 @@ async function withClient<T>(url: string, use: (client: pg.Client) => Promise<T>
 
 async function report(url: string, per: number): Promise<void> {
   await withClient(url, async (client) => {
-    const databases = await client.query<{ datname: string; xact_commit: string; tup_inserted: string; tup_updated: string; tup_deleted: string }>(
+    const databases = await client.query<{
+      datname: string;
+      xact_commit: string;
+      tup_inserted: string;
+      tup_updated: string;
+      tup_deleted: string;
+    }>(
       "select datname, xact_commit, tup_inserted, tup_updated, tup_deleted from pg_stat_database where datname like '%_cell_%' order by datname",
     );
     process.stdout.write(`per ${per === 1 ? "run" : `message (÷ ${per})`}:\n`);

@@ -17,7 +17,8 @@ const readyDeadlineMs = 30_000;
 const stopDeadlineMs = 10_000;
 
 export type FleetCommand = { readonly type: string; readonly id: number };
-export type FleetReply = { readonly type: "ready" } | { readonly type: "failed"; readonly message: string } | { readonly type: string; readonly id: number };
+export type FleetReply =
+  { readonly type: "ready" } | { readonly type: "failed"; readonly message: string } | { readonly type: string; readonly id: number };
 
 /** A command as the fleet sends it: the id is the fleet's to give. */
 export type CommandBody<Command extends FleetCommand> = Command extends FleetCommand ? Omit<Command, "id"> : never;
@@ -28,7 +29,12 @@ export class LoadProcessError extends Error {
   override readonly name = "LoadProcessError";
 }
 
-type Waiting<Reply> = { readonly expected: string; readonly resolve: (reply: Reply) => void; readonly reject: (error: Error) => void; readonly timer: NodeJS.Timeout };
+type Waiting<Reply> = {
+  readonly expected: string;
+  readonly resolve: (reply: Reply) => void;
+  readonly reject: (error: Error) => void;
+  readonly timer: NodeJS.Timeout;
+};
 
 function hasId(reply: FleetReply): reply is { readonly type: string; readonly id: number } {
   return "id" in reply && typeof reply.id === "number";
@@ -54,7 +60,10 @@ class LoadProcessHandle<Command extends FleetCommand, Reply extends FleetReply> 
     });
     // The rejection is handled by whoever awaits `ready`; this keeps an unawaited one from crashing us.
     this.ready.catch(() => undefined);
-    const readyTimer = setTimeout(() => failReady(new LoadProcessError(`${processName} was not ready within ${readyDeadlineMs} ms`)), readyDeadlineMs);
+    const readyTimer = setTimeout(
+      () => failReady(new LoadProcessError(`${processName} was not ready within ${readyDeadlineMs} ms`)),
+      readyDeadlineMs,
+    );
     this.exited = new Promise<void>((resolve) => {
       child.once("exit", (code, signal) => {
         clearTimeout(readyTimer);
@@ -160,10 +169,13 @@ export class ProcessFleet<Command extends FleetCommand, Reply extends FleetReply
   private constructor(private readonly handles: readonly LoadProcessHandle<Command, Reply>[]) {}
 
   /** Forks every load process and waits until each has loaded; stops them all if one does not. */
-  static async start<Command extends FleetCommand, Reply extends FleetReply>(options: ProcessFleetOptions<Reply>): Promise<ProcessFleet<Command, Reply>> {
+  static async start<Command extends FleetCommand, Reply extends FleetReply>(
+    options: ProcessFleetOptions<Reply>,
+  ): Promise<ProcessFleet<Command, Reply>> {
     const handles = Array.from({ length: options.count }, (_, index) => {
       const processName = `load-${index + 1}`;
-      const profile = options.profileDirectory === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(options.profileDirectory, processName)}`];
+      const profile =
+        options.profileDirectory === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(options.profileDirectory, processName)}`];
       const child = fork(options.entry, [], {
         execArgv: ["--import", "tsx", ...profile],
         // Structured clone, so tallies travel as typed arrays.
@@ -194,11 +206,20 @@ export class ProcessFleet<Command extends FleetCommand, Reply extends FleetReply
   }
 
   /** One command per process (`commandOf(processIndex)`), in parallel; resolves with the replies in process order. */
-  all<T extends AnsweringType<Reply>>(commandOf: (processIndex: number) => CommandBody<Command>, expected: T, deadlineMs: number): Promise<ReplyOf<Reply, T>[]> {
+  all<T extends AnsweringType<Reply>>(
+    commandOf: (processIndex: number) => CommandBody<Command>,
+    expected: T,
+    deadlineMs: number,
+  ): Promise<ReplyOf<Reply, T>[]> {
     return Promise.all(this.handles.map((handle, index) => handle.request(commandOf(index), expected, deadlineMs)));
   }
 
-  one<T extends AnsweringType<Reply>>(processIndex: number, command: CommandBody<Command>, expected: T, deadlineMs: number): Promise<ReplyOf<Reply, T>> {
+  one<T extends AnsweringType<Reply>>(
+    processIndex: number,
+    command: CommandBody<Command>,
+    expected: T,
+    deadlineMs: number,
+  ): Promise<ReplyOf<Reply, T>> {
     const handle = this.handles[processIndex];
     if (handle === undefined) return Promise.reject(new RangeError(`no load process ${processIndex}`));
     return handle.request(command, expected, deadlineMs);

@@ -13,7 +13,11 @@ import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { placeUsers, startTestTopology } from "../test-topology.ts";
 
 const { values } = parseArgs({
-  options: { messages: { type: "string", default: "10000" }, conversations: { type: "string", default: "10" }, rounds: { type: "string", default: "3" } },
+  options: {
+    messages: { type: "string", default: "10000" },
+    conversations: { type: "string", default: "10" },
+    rounds: { type: "string", default: "3" },
+  },
 });
 const messageCount = Number(values.messages);
 const conversationCount = Number(values.conversations);
@@ -24,7 +28,9 @@ if (![messageCount, conversationCount, rounds].every((value) => Number.isSafeInt
 /** Sends in flight per writer: enough to fill a batch, below the edge's per-session limit (64). */
 const sendsInFlightMax = 48;
 
-process.stderr.write(`resume bench: ${messageCount} missed messages over ${conversationCount} conversations, ${rounds} rounds; starting the topology…\n`);
+process.stderr.write(
+  `resume bench: ${messageCount} missed messages over ${conversationCount} conversations, ${rounds} rounds; starting the topology…\n`,
+);
 // The launcher's settings (npm start), not the tests' short leases. The writers fill the logs as fast as the
 // cells take them: the send rate limits (20 a second per session by default) would make that setup, not
 // what this bench measures, take minutes, so they are lifted here.
@@ -53,7 +59,11 @@ function client(userId: string, deviceId: string, resume: Positions | undefined)
     tokenProvider: () => signDevToken(defaultDevKeyDirectory, userId, { deviceId }),
     ...(resume === undefined
       ? { resumeAfterSeq: 0 }
-      : { resumeAfterSeq: resume.mailboxSeq ?? 0, resumeMailboxIncarnation: resume.mailboxIncarnation, resumeConversations: resume.conversations }),
+      : {
+          resumeAfterSeq: resume.mailboxSeq ?? 0,
+          resumeMailboxIncarnation: resume.mailboxIncarnation,
+          resumeConversations: resume.conversations,
+        }),
   });
   clients.push(created);
   return created;
@@ -77,13 +87,12 @@ async function connectAndSync(device: CellwireClient): Promise<{ syncedMs: numbe
 try {
   const reader = "bench-reader";
   const writers = Array.from({ length: conversationCount }, (_, index) => `bench-writer-${index}`);
-  await placeUsers(test, [
-    [reader, "a"],
-    ...writers.map((writer, index): [string, string] => [writer, index % 2 === 0 ? "a" : "b"]),
-  ]);
+  await placeUsers(test, [[reader, "a"], ...writers.map((writer, index): [string, string] => [writer, index % 2 === 0 ? "a" : "b"])]);
   const writerClients = writers.map((writer) => client(writer, "desk", undefined));
   await Promise.all(writerClients.map((writerClient) => writerClient.connect()));
-  const conversationIds = await Promise.all(writerClients.map(async (writerClient) => (await writerClient.openDirect(reader)).conversationId));
+  const conversationIds = await Promise.all(
+    writerClients.map(async (writerClient) => (await writerClient.openDirect(reader)).conversationId),
+  );
 
   // The reader's device learns its conversations (joined events) and goes away with its positions.
   const first = client(reader, "phone", undefined);
@@ -126,7 +135,9 @@ try {
   const fresh = client(reader, `tablet-${Date.now().toString(36)}`, undefined);
   const fromScratch = await connectAndSync(fresh);
   const total = [...fromScratch.received.values()].reduce((sum, seqs) => sum + seqs.length, 0);
-  process.stdout.write(`${JSON.stringify({ resume: "new device, every conversation from its join point", messages: total, conversations: fromScratch.received.size, syncedMs: Math.round(fromScratch.syncedMs) })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ resume: "new device, every conversation from its join point", messages: total, conversations: fromScratch.received.size, syncedMs: Math.round(fromScratch.syncedMs) })}\n`,
+  );
 } finally {
   for (const each of clients) each.close();
   await test.destroy();

@@ -2,7 +2,11 @@
 import { describeError } from "./chat/load-messages.ts";
 
 /** Runs `operation` over `items`, at most `inFlightMax` at a time; counts failures and keeps the first reason. */
-export async function runBounded<T>(items: readonly T[], inFlightMax: number, operation: (item: T) => Promise<void>): Promise<{ failed: number; firstError: string | null }> {
+export async function runBounded<T>(
+  items: readonly T[],
+  inFlightMax: number,
+  operation: (item: T) => Promise<void>,
+): Promise<{ failed: number; firstError: string | null }> {
   let next = 0;
   let failed = 0;
   let firstError: string | null = null;

@@ -17,7 +17,12 @@ export const defaultDevKeyDirectory = fileURLToPath(new URL("../../../.cellwire/
 export type DevKeyPair = { readonly privateJwk: JWK; readonly publicJwk: JWK };
 
 function isJwk(value: unknown): value is JWK {
-  return typeof value === "object" && value !== null && (value as { kty?: unknown }).kty === "EC" && typeof (value as { d?: unknown }).d === "string";
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    (value as { kty?: unknown }).kty === "EC" &&
+    typeof (value as { d?: unknown }).d === "string"
+  );
 }
 
 async function readKeyPair(path: string): Promise<DevKeyPair> {

@@ -26,7 +26,10 @@ function sign(privateKey: KeyObject, alg: JwtAlgorithm, claims: JWTPayload = val
 /** Signs what jose refuses to sign (a short RSA key, unknown crit headers): RS256 or ES256 by hand. */
 function signRaw(privateKey: KeyObject, header: Record<string, unknown>, claims: JWTPayload): string {
   const input = `${encode(header)}.${encode(claims)}`;
-  const signature = header["alg"] === "ES256" ? signBytes("sha256", Buffer.from(input), { key: privateKey, dsaEncoding: "ieee-p1363" }) : signBytes("sha256", Buffer.from(input), privateKey);
+  const signature =
+    header["alg"] === "ES256"
+      ? signBytes("sha256", Buffer.from(input), { key: privateKey, dsaEncoding: "ieee-p1363" })
+      : signBytes("sha256", Buffer.from(input), privateKey);
   return `${input}.${signature.toString("base64url")}`;
 }
 
@@ -57,44 +60,90 @@ describe("verifyParsedJwt", () => {
   });
 
   it("refuses a key that does not fit the algorithm the token names (no algorithm confusion)", async () => {
-    expect(verify(await sign(es384.privateKey, "ES384"), es256.publicKey)).toMatchObject({ ok: false, detail: expect.stringMatching(/ES384 needs an EC key on secp384r1/) as unknown });
+    expect(verify(await sign(es384.privateKey, "ES384"), es256.publicKey)).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/ES384 needs an EC key on secp384r1/) as unknown,
+    });
     expect(verify(await sign(es256.privateKey, "ES256"), rsa2048.publicKey)).toMatchObject({ ok: false, reason: "token_invalid" });
-    expect(verify(await sign(rsa2048.privateKey, "RS256"), es256.publicKey)).toMatchObject({ ok: false, detail: expect.stringMatching(/RS256 needs an RSA key/) as unknown });
-    expect(verify(signRaw(rsa1024.privateKey, { alg: "RS256" }, validClaims), rsa1024.publicKey)).toMatchObject({ ok: false, detail: expect.stringMatching(/2048 bits/) as unknown });
+    expect(verify(await sign(rsa2048.privateKey, "RS256"), es256.publicKey)).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/RS256 needs an RSA key/) as unknown,
+    });
+    expect(verify(signRaw(rsa1024.privateKey, { alg: "RS256" }, validClaims), rsa1024.publicKey)).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/2048 bits/) as unknown,
+    });
     expect(verify(await sign(ed25519.privateKey, "EdDSA"), es256.publicKey)).toMatchObject({ ok: false, reason: "token_invalid" });
-    expect(verify(await sign(es256.privateKey, "ES256"), es256.privateKey)).toMatchObject({ ok: false, detail: expect.stringMatching(/not a public key/) as unknown });
+    expect(verify(await sign(es256.privateKey, "ES256"), es256.privateKey)).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/not a public key/) as unknown,
+    });
   });
 
   it("refuses a changed payload, a changed signature and a signature of another key", async () => {
     const token = await sign(es256.privateKey, "ES256");
     const [header, payload, signature] = segments(token);
     const forged = encode({ ...validClaims, sub: "mallory" });
-    expect(verify(`${header}.${forged}.${signature}`, es256.publicKey)).toMatchObject({ ok: false, detail: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" });
+    expect(verify(`${header}.${forged}.${signature}`, es256.publicKey)).toMatchObject({
+      ok: false,
+      detail: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED",
+    });
     const flipped = `${signature.slice(0, 10)}${signature[10] === "A" ? "B" : "A"}${signature.slice(11)}`;
-    expect(verify(`${header}.${payload}.${flipped}`, es256.publicKey)).toMatchObject({ ok: false, detail: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" });
+    expect(verify(`${header}.${payload}.${flipped}`, es256.publicKey)).toMatchObject({
+      ok: false,
+      detail: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED",
+    });
     const other = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    expect(verify(await sign(other.privateKey, "ES256"), es256.publicKey)).toMatchObject({ ok: false, detail: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" });
+    expect(verify(await sign(other.privateKey, "ES256"), es256.publicKey)).toMatchObject({
+      ok: false,
+      detail: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED",
+    });
   });
 
   it("refuses alg none, an algorithm not allowed, crit and b64 headers", async () => {
     const payload = encode(validClaims);
     expect(parseJwt(`${encode({ alg: "none" })}.${payload}.`, rules.algorithms)).toMatchObject({ ok: false });
-    expect(parseJwt(`${encode({ alg: "none" })}.${payload}.AAAA`, rules.algorithms)).toMatchObject({ ok: false, detail: "ERR_JOSE_ALG_NOT_ALLOWED" });
-    expect(parseJwt(`${encode({ alg: "HS256" })}.${payload}.AAAA`, rules.algorithms)).toMatchObject({ ok: false, detail: "ERR_JOSE_ALG_NOT_ALLOWED" });
-    expect(parseJwt(signRaw(es256.privateKey, { alg: "ES256", crit: ["exp"], exp: 1 }, validClaims), rules.algorithms)).toMatchObject({ ok: false, detail: "ERR_JOSE_NOT_SUPPORTED" });
-    expect(parseJwt(`${encode({ alg: "ES256", b64: false })}.${payload}.AAAA`, rules.algorithms)).toMatchObject({ ok: false, detail: "ERR_JOSE_NOT_SUPPORTED" });
+    expect(parseJwt(`${encode({ alg: "none" })}.${payload}.AAAA`, rules.algorithms)).toMatchObject({
+      ok: false,
+      detail: "ERR_JOSE_ALG_NOT_ALLOWED",
+    });
+    expect(parseJwt(`${encode({ alg: "HS256" })}.${payload}.AAAA`, rules.algorithms)).toMatchObject({
+      ok: false,
+      detail: "ERR_JOSE_ALG_NOT_ALLOWED",
+    });
+    expect(parseJwt(signRaw(es256.privateKey, { alg: "ES256", crit: ["exp"], exp: 1 }, validClaims), rules.algorithms)).toMatchObject({
+      ok: false,
+      detail: "ERR_JOSE_NOT_SUPPORTED",
+    });
+    expect(parseJwt(`${encode({ alg: "ES256", b64: false })}.${payload}.AAAA`, rules.algorithms)).toMatchObject({
+      ok: false,
+      detail: "ERR_JOSE_NOT_SUPPORTED",
+    });
     expect(parseJwt(`${encode({ alg: "ES256", kid: 7 })}.${payload}.AAAA`, rules.algorithms)).toMatchObject({ ok: false });
   });
 
   it("refuses malformed tokens: segments, padding, characters outside base64url, headers and claims that are not JSON objects", async () => {
     const token = await sign(es256.privateKey, "ES256");
     const [header, payload, signature] = segments(token);
-    for (const malformed of ["", "a.b", `${token}.x`, `${header}..${signature}`, `.${payload}.${signature}`, `${header}.${payload}.`, `${header}=.${payload}.${signature}`, `${header}.${payload}.${signature} `, `${header}.${payload}.${signature}+`]) {
+    for (const malformed of [
+      "",
+      "a.b",
+      `${token}.x`,
+      `${header}..${signature}`,
+      `.${payload}.${signature}`,
+      `${header}.${payload}.`,
+      `${header}=.${payload}.${signature}`,
+      `${header}.${payload}.${signature} `,
+      `${header}.${payload}.${signature}+`,
+    ]) {
       expect(verify(malformed, es256.publicKey), malformed).toMatchObject({ ok: false, reason: "token_invalid" });
     }
     expect(parseJwt(`${encode(["ES256"])}.${payload}.${signature}`, rules.algorithms)).toMatchObject({ ok: false });
     // A valid signature over a claims set without iss, aud, exp or sub.
-    expect(verify(await new SignJWT({}).setProtectedHeader({ alg: "ES256" }).sign(es256.privateKey), es256.publicKey)).toMatchObject({ ok: false, detail: expect.stringMatching(/missing iss/) as unknown });
+    expect(verify(await new SignJWT({}).setProtectedHeader({ alg: "ES256" }).sign(es256.privateKey), es256.publicKey)).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/missing iss/) as unknown,
+    });
   });
 
   it("refuses a claims set that is not UTF-8 JSON, though its signature holds", async () => {
@@ -102,13 +151,22 @@ describe("verifyParsedJwt", () => {
     for (const payloadBytes of [Buffer.from([0xff, 0xfe, 0x7b, 0x7d]), Buffer.from("[1,2]"), Buffer.from("not json")]) {
       const payloadSegment = payloadBytes.toString("base64url");
       const signature = signBytes(null, Buffer.from(`${headerSegment}.${payloadSegment}`), ed25519.privateKey).toString("base64url");
-      expect(verify(`${headerSegment}.${payloadSegment}.${signature}`, ed25519.publicKey)).toMatchObject({ ok: false, reason: "token_invalid", detail: expect.stringMatching(/claims set/) as unknown });
+      expect(verify(`${headerSegment}.${payloadSegment}.${signature}`, ed25519.publicKey)).toMatchObject({
+        ok: false,
+        reason: "token_invalid",
+        detail: expect.stringMatching(/claims set/) as unknown,
+      });
     }
   });
 
   it("takes the audience from a string or an array, and exp as expired from its second on", async () => {
-    expect(verify(await sign(es256.privateKey, "ES256", { ...validClaims, aud: ["other", audience] }), es256.publicKey)).toMatchObject({ ok: true });
-    expect(verify(await sign(es256.privateKey, "ES256", { ...validClaims, aud: ["other"] }), es256.publicKey)).toMatchObject({ ok: false, reason: "token_invalid" });
+    expect(verify(await sign(es256.privateKey, "ES256", { ...validClaims, aud: ["other", audience] }), es256.publicKey)).toMatchObject({
+      ok: true,
+    });
+    expect(verify(await sign(es256.privateKey, "ES256", { ...validClaims, aud: ["other"] }), es256.publicKey)).toMatchObject({
+      ok: false,
+      reason: "token_invalid",
+    });
     const expiring = await sign(es256.privateKey, "ES256", { ...validClaims, exp: nowSeconds + 10 });
     expect(verify(expiring, es256.publicKey, nowSeconds + 9)).toMatchObject({ ok: true });
     expect(verify(expiring, es256.publicKey, nowSeconds + 10)).toEqual({ ok: false, reason: "token_expired", detail: "exp has passed" });
@@ -147,7 +205,13 @@ describe("the same verdicts as jose's jwtVerify", () => {
           const claims = Object.fromEntries(Object.entries(drawn).filter(([, value]) => value !== undefined)) as JWTPayload;
           const token = await sign(es256.privateKey, "ES256", claims);
           const ours = verify(token, es256.publicKey);
-          const theirs = await jwtVerify(token, es256.publicKey, { issuer, audience, requiredClaims: ["exp", "sub"], algorithms: ["ES256"], currentDate: new Date(nowSeconds * 1000) }).then(
+          const theirs = await jwtVerify(token, es256.publicKey, {
+            issuer,
+            audience,
+            requiredClaims: ["exp", "sub"],
+            algorithms: ["ES256"],
+            currentDate: new Date(nowSeconds * 1000),
+          }).then(
             () => "ok",
             (error: unknown) => (error instanceof errors.JWTExpired ? "token_expired" : "token_invalid"),
           );

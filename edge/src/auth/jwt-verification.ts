@@ -18,7 +18,11 @@ import { constants, verify as verifySignature, type KeyObject } from "node:crypt
 export const jwtAlgorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"] as const;
 export type JwtAlgorithm = (typeof jwtAlgorithms)[number];
 
-export type JwtHeader = { readonly alg: JwtAlgorithm; readonly kid: string | undefined; readonly fields: Readonly<Record<string, unknown>> };
+export type JwtHeader = {
+  readonly alg: JwtAlgorithm;
+  readonly kid: string | undefined;
+  readonly fields: Readonly<Record<string, unknown>>;
+};
 
 export type JwtRules = {
   readonly issuer: string;
@@ -71,7 +75,8 @@ export function parseJwt(token: string, algorithms: readonly JwtAlgorithm[]): Pa
   const payloadSegment = token.slice(firstDot + 1, secondDot);
   const signatureSegment = token.slice(secondDot + 1);
   if (payloadSegment === "" || signatureSegment === "") return invalid("ERR_JWS_INVALID");
-  if (!base64url.test(headerSegment) || !base64url.test(payloadSegment) || !base64url.test(signatureSegment)) return invalid("ERR_JWS_INVALID");
+  if (!base64url.test(headerSegment) || !base64url.test(payloadSegment) || !base64url.test(signatureSegment))
+    return invalid("ERR_JWS_INVALID");
   const fields = decodeJsonSegment(headerSegment);
   if (fields === undefined) return invalid("ERR_JWS_INVALID");
   const { alg, kid } = fields;
@@ -113,7 +118,8 @@ export function keyMismatch(alg: JwtAlgorithm, key: KeyObject): string | undefin
     return undefined;
   }
   if (alg === "EdDSA") return type === "ed25519" || type === "ed448" ? undefined : "EdDSA needs an Ed25519 or Ed448 key";
-  if (type !== "ec" || key.asymmetricKeyDetails?.namedCurve !== curveOf[alg]) return `${alg} needs an EC key on ${curveOf[alg] ?? "its curve"}`;
+  if (type !== "ec" || key.asymmetricKeyDetails?.namedCurve !== curveOf[alg])
+    return `${alg} needs an EC key on ${curveOf[alg] ?? "its curve"}`;
   return undefined;
 }
 
@@ -121,7 +127,12 @@ function signatureHolds(parsed: ParsedJwt, key: KeyObject): boolean {
   const { alg } = parsed.header;
   const digest = digestOf[alg];
   if (alg.startsWith("PS")) {
-    return verifySignature(digest, parsed.signingInput, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, parsed.signature);
+    return verifySignature(
+      digest,
+      parsed.signingInput,
+      { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST },
+      parsed.signature,
+    );
   }
   if (alg.startsWith("ES")) return verifySignature(digest, parsed.signingInput, { key, dsaEncoding: "ieee-p1363" }, parsed.signature);
   return verifySignature(digest, parsed.signingInput, key, parsed.signature);
@@ -129,18 +140,22 @@ function signatureHolds(parsed: ParsedJwt, key: KeyObject): boolean {
 
 /** Checks the claims set against the rules at `nowSeconds` (epoch seconds, whole). */
 export function checkClaims(claims: Readonly<Record<string, unknown>>, rules: JwtRules, nowSeconds: number): JwtFailure | undefined {
-  for (const claim of ["iss", "aud", "exp", "sub"]) if (!Object.hasOwn(claims, claim)) return invalid(`ERR_JWT_CLAIM_VALIDATION_FAILED: missing ${claim}`);
+  for (const claim of ["iss", "aud", "exp", "sub"])
+    if (!Object.hasOwn(claims, claim)) return invalid(`ERR_JWT_CLAIM_VALIDATION_FAILED: missing ${claim}`);
   if (claims["iss"] !== rules.issuer) return invalid("ERR_JWT_CLAIM_VALIDATION_FAILED: iss");
   const audience = claims["aud"];
-  if (!(audience === rules.audience || (Array.isArray(audience) && audience.includes(rules.audience)))) return invalid("ERR_JWT_CLAIM_VALIDATION_FAILED: aud");
+  if (!(audience === rules.audience || (Array.isArray(audience) && audience.includes(rules.audience))))
+    return invalid("ERR_JWT_CLAIM_VALIDATION_FAILED: aud");
   for (const claim of ["iat", "nbf", "exp"]) {
     const value = claims[claim];
     if (value !== undefined && typeof value !== "number") return invalid(`ERR_JWT_CLAIM_VALIDATION_FAILED: ${claim} must be a number`);
   }
   const notBefore = claims["nbf"];
-  if (typeof notBefore === "number" && notBefore > nowSeconds + rules.clockToleranceSeconds) return invalid("ERR_JWT_CLAIM_VALIDATION_FAILED: nbf");
+  if (typeof notBefore === "number" && notBefore > nowSeconds + rules.clockToleranceSeconds)
+    return invalid("ERR_JWT_CLAIM_VALIDATION_FAILED: nbf");
   const expiresAt = claims["exp"];
-  if (typeof expiresAt === "number" && expiresAt <= nowSeconds - rules.clockToleranceSeconds) return { ok: false, reason: "token_expired", detail: "exp has passed" };
+  if (typeof expiresAt === "number" && expiresAt <= nowSeconds - rules.clockToleranceSeconds)
+    return { ok: false, reason: "token_expired", detail: "exp has passed" };
   return undefined;
 }
 

@@ -38,7 +38,14 @@ async function keyPair(kid: string): Promise<{ privateKey: CryptoKey; jwk: JWK }
 }
 
 function sign(privateKey: CryptoKey, kid: string, subject = "alice"): Promise<string> {
-  return new SignJWT({}).setProtectedHeader({ alg: "ES256", kid }).setSubject(subject).setIssuer(issuer).setAudience(audience).setIssuedAt().setExpirationTime("1h").sign(privateKey);
+  return new SignJWT({})
+    .setProtectedHeader({ alg: "ES256", kid })
+    .setSubject(subject)
+    .setIssuer(issuer)
+    .setAudience(audience)
+    .setIssuedAt()
+    .setExpirationTime("1h")
+    .sign(privateKey);
 }
 
 function remoteVerifier(jwksUrl: string, jwksCooldownMs: number): Promise<TokenVerifier> {
@@ -53,7 +60,9 @@ describe("a remote JWKS", () => {
     expect(await verifier.verify(await sign(known.privateKey, "k1"))).toMatchObject({ ok: true, identity: { userId: "alice" } });
     expect(jwks.fetches).toBe(1);
     const stranger = await keyPair("unused");
-    const flood = await Promise.all(Array.from({ length: 200 }, async (_, index) => verifier.verify(await sign(stranger.privateKey, `unknown-${index}`))));
+    const flood = await Promise.all(
+      Array.from({ length: 200 }, async (_, index) => verifier.verify(await sign(stranger.privateKey, `unknown-${index}`))),
+    );
     for (const outcome of flood) expect(outcome).toMatchObject({ ok: false, reason: "token_invalid" });
     // Within the cooldown after the first fetch: not one more request.
     expect(jwks.fetches).toBe(1);

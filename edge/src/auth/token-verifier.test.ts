@@ -11,11 +11,19 @@ let devKeyDirectory: string;
 let devVerifier: TokenVerifier;
 let devPrivateKey: CryptoKey;
 
-type SigningOptions = { readonly claims?: JWTPayload; readonly issuer?: string; readonly audience?: string; readonly expiration?: string | number | undefined; readonly kid?: string };
+type SigningOptions = {
+  readonly claims?: JWTPayload;
+  readonly issuer?: string;
+  readonly audience?: string;
+  readonly expiration?: string | number | undefined;
+  readonly kid?: string;
+};
 
 /** Signs a token with full control of its claims; `expiration: undefined` leaves exp out. */
 function sign(key: CryptoKey, subject: string | undefined, options: SigningOptions): Promise<string> {
-  const jwt = new SignJWT(options.claims ?? {}).setProtectedHeader(options.kid === undefined ? { alg: "ES256" } : { alg: "ES256", kid: options.kid }).setIssuedAt();
+  const jwt = new SignJWT(options.claims ?? {})
+    .setProtectedHeader(options.kid === undefined ? { alg: "ES256" } : { alg: "ES256", kid: options.kid })
+    .setIssuedAt();
   if (subject !== undefined) jwt.setSubject(subject);
   if (options.issuer !== undefined) jwt.setIssuer(options.issuer);
   if (options.audience !== undefined) jwt.setAudience(options.audience);
@@ -56,15 +64,26 @@ describe("dev mode", () => {
   it("yields the token's exp plus the clock tolerance as the session's expiry, and its iat, on an injected clock", async () => {
     const nowMs = 1_800_000_000_000;
     const verifier = await createTokenVerifier({ mode: "dev", devKeyDirectory }, { clockToleranceMs: 5000, wallNowMs: () => nowMs });
-    const token = await new SignJWT({ iat: 1_799_999_990, exp: 1_800_000_010 }).setProtectedHeader({ alg: "ES256" }).setSubject("alice").setIssuer(devIssuer).setAudience(devAudience).sign(devPrivateKey);
+    const token = await new SignJWT({ iat: 1_799_999_990, exp: 1_800_000_010 })
+      .setProtectedHeader({ alg: "ES256" })
+      .setSubject("alice")
+      .setIssuer(devIssuer)
+      .setAudience(devAudience)
+      .sign(devPrivateKey);
     expect(await verifier.verify(token)).toEqual({
       ok: true,
       identity: { userId: "alice", deviceId: undefined, expiresAtMs: 1_800_000_015_000, issuedAtMs: 1_799_999_990_000 },
     });
     // Within the tolerance after exp: still accepted; at its end: expired.
-    const lateVerifier = await createTokenVerifier({ mode: "dev", devKeyDirectory }, { clockToleranceMs: 5000, wallNowMs: () => 1_800_000_014_999 });
+    const lateVerifier = await createTokenVerifier(
+      { mode: "dev", devKeyDirectory },
+      { clockToleranceMs: 5000, wallNowMs: () => 1_800_000_014_999 },
+    );
     expect(await lateVerifier.verify(token)).toMatchObject({ ok: true });
-    const expiredVerifier = await createTokenVerifier({ mode: "dev", devKeyDirectory }, { clockToleranceMs: 5000, wallNowMs: () => 1_800_000_015_000 });
+    const expiredVerifier = await createTokenVerifier(
+      { mode: "dev", devKeyDirectory },
+      { clockToleranceMs: 5000, wallNowMs: () => 1_800_000_015_000 },
+    );
     expect(await expiredVerifier.verify(token)).toMatchObject({ ok: false, reason: "token_expired" });
   });
 
@@ -93,9 +112,12 @@ describe("dev mode", () => {
     expectInvalid(await devVerifier.verify(await signAsDev(undefined)));
   });
 
-  it.each(["victim.>", "", "*", "alice bob", "a".repeat(65)])("refuses the subject %j before it can reach a NATS subject", async (subject) => {
-    expectInvalid(await devVerifier.verify(await signAsDev(subject)));
-  });
+  it.each(["victim.>", "", "*", "alice bob", "a".repeat(65)])(
+    "refuses the subject %j before it can reach a NATS subject",
+    async (subject) => {
+      expectInvalid(await devVerifier.verify(await signAsDev(subject)));
+    },
+  );
 
   it("refuses a device_id claim that is not a device id", async () => {
     expectInvalid(await devVerifier.verify(await signAsDev("alice", { claims: { device_id: "phone.>" } })));
@@ -106,7 +128,9 @@ describe("dev mode", () => {
     expectInvalid(await devVerifier.verify("not.a.jwt"));
     expectInvalid(await devVerifier.verify(""));
     const header = Buffer.from(JSON.stringify({ alg: "none" })).toString("base64url");
-    const payload = Buffer.from(JSON.stringify({ sub: "alice", iss: devIssuer, aud: devAudience, exp: Math.floor(Date.now() / 1000) + 3600 })).toString("base64url");
+    const payload = Buffer.from(
+      JSON.stringify({ sub: "alice", iss: devIssuer, aud: devAudience, exp: Math.floor(Date.now() / 1000) + 3600 }),
+    ).toString("base64url");
     expectInvalid(await devVerifier.verify(`${header}.${payload}.`));
   });
 });
@@ -121,24 +145,33 @@ describe("jwks mode with EDGE_JWKS_FILE", () => {
     const { privateKey, publicKey } = await generateKeyPair("ES256");
     issuerKey = privateKey;
     const jwksFile = join(temporaryDirectory, "jwks.json");
-    await writeFile(jwksFile, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "production-1", alg: "ES256", use: "sig" }] }));
+    await writeFile(
+      jwksFile,
+      JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "production-1", alg: "ES256", use: "sig" }] }),
+    );
     jwksVerifier = await createTokenVerifier({ mode: "jwks", jwksUrl: undefined, jwksFile, issuer, audience });
   });
 
   it("accepts a token from the issuer and reads device_id", async () => {
-    const outcome = await jwksVerifier.verify(await sign(issuerKey, "carol", { issuer, audience, kid: "production-1", claims: { device_id: "tablet" } }));
+    const outcome = await jwksVerifier.verify(
+      await sign(issuerKey, "carol", { issuer, audience, kid: "production-1", claims: { device_id: "tablet" } }),
+    );
     expect(outcome).toMatchObject({ ok: true, identity: { userId: "carol", deviceId: "tablet" } });
   });
 
   it("reports an expired token as token_expired", async () => {
-    const outcome = await jwksVerifier.verify(await sign(issuerKey, "carol", { issuer, audience, kid: "production-1", expiration: Math.floor(Date.now() / 1000) - 60 }));
+    const outcome = await jwksVerifier.verify(
+      await sign(issuerKey, "carol", { issuer, audience, kid: "production-1", expiration: Math.floor(Date.now() / 1000) - 60 }),
+    );
     expect(outcome).toMatchObject({ ok: false, reason: "token_expired" });
   });
 
   it("refuses a wrong issuer, a wrong audience, a missing exp and a bad subject", async () => {
     expectInvalid(await jwksVerifier.verify(await sign(issuerKey, "carol", { issuer: devIssuer, audience, kid: "production-1" })));
     expectInvalid(await jwksVerifier.verify(await sign(issuerKey, "carol", { issuer, audience: devAudience, kid: "production-1" })));
-    expectInvalid(await jwksVerifier.verify(await sign(issuerKey, "carol", { issuer, audience, kid: "production-1", expiration: undefined })));
+    expectInvalid(
+      await jwksVerifier.verify(await sign(issuerKey, "carol", { issuer, audience, kid: "production-1", expiration: undefined })),
+    );
     expectInvalid(await jwksVerifier.verify(await sign(issuerKey, "victim.>", { issuer, audience, kid: "production-1" })));
   });
 
@@ -161,7 +194,13 @@ describe("jwks mode with EDGE_JWKS_FILE", () => {
       }),
     );
     const verifier = await createTokenVerifier({ mode: "jwks", jwksUrl: undefined, jwksFile, issuer, audience });
-    const rsaToken = await new SignJWT({}).setProtectedHeader({ alg: "RS256", kid: "production-rsa" }).setSubject("erin").setIssuer(issuer).setAudience(audience).setExpirationTime("1h").sign(rsa.privateKey);
+    const rsaToken = await new SignJWT({})
+      .setProtectedHeader({ alg: "RS256", kid: "production-rsa" })
+      .setSubject("erin")
+      .setIssuer(issuer)
+      .setAudience(audience)
+      .setExpirationTime("1h")
+      .sign(rsa.privateKey);
     // Twice: the second verification takes the key object kept from the first.
     expect(await verifier.verify(rsaToken)).toMatchObject({ ok: true, identity: { userId: "erin", deviceId: undefined } });
     expect(await verifier.verify(rsaToken)).toMatchObject({ ok: true, identity: { userId: "erin", deviceId: undefined } });
@@ -171,7 +210,9 @@ describe("jwks mode with EDGE_JWKS_FILE", () => {
   it("refuses to start from a file that is not a JWKS", async () => {
     const notJwks = join(temporaryDirectory, "not-jwks.json");
     await writeFile(notJwks, JSON.stringify({ kty: "EC" }));
-    await expect(createTokenVerifier({ mode: "jwks", jwksUrl: undefined, jwksFile: notJwks, issuer, audience })).rejects.toThrow(/not a JWKS/);
+    await expect(createTokenVerifier({ mode: "jwks", jwksUrl: undefined, jwksFile: notJwks, issuer, audience })).rejects.toThrow(
+      /not a JWKS/,
+    );
   });
 });
 
@@ -190,7 +231,10 @@ describe("ensureDevKeyPair", () => {
 
   it("makes tokens that a verifier created from the same directory accepts", async () => {
     const directory = join(temporaryDirectory, "round-trip");
-    const [verifier, token] = await Promise.all([createTokenVerifier({ mode: "dev", devKeyDirectory: directory }), signDevToken(directory, "dave")]);
+    const [verifier, token] = await Promise.all([
+      createTokenVerifier({ mode: "dev", devKeyDirectory: directory }),
+      signDevToken(directory, "dave"),
+    ]);
     expect(await verifier.verify(token)).toMatchObject({ ok: true, identity: { userId: "dave" } });
   });
 });

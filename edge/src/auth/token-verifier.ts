@@ -21,7 +21,9 @@ export type Identity = {
   /** The token's iat in ms since the epoch, when it has one (revocations refuse tokens issued before them). */
   readonly issuedAtMs: number | undefined;
 };
-export type VerifyOutcome = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly reason: "token_invalid" | "token_expired"; readonly detail: string };
+export type VerifyOutcome =
+  | { readonly ok: true; readonly identity: Identity }
+  | { readonly ok: false; readonly reason: "token_invalid" | "token_expired"; readonly detail: string };
 
 export interface TokenVerifier {
   /** Never throws for a bad token: a bad token is an expected outcome. */
@@ -131,7 +133,11 @@ export async function createTokenVerifier(auth: EdgeAuthConfig, options: TokenVe
     const { publicJwk } = await ensureDevKeyPair(auth.devKeyDirectory);
     const jwk: JsonWebKey = { ...publicJwk };
     const key = createPublicKey({ key: jwk, format: "jwk" });
-    return new JwtTokenVerifier({ kind: "fixed", key }, { issuer: devIssuer, audience: devAudience, algorithms: ["ES256"], clockToleranceSeconds }, wallNowMs);
+    return new JwtTokenVerifier(
+      { kind: "fixed", key },
+      { issuer: devIssuer, audience: devAudience, algorithms: ["ES256"], clockToleranceSeconds },
+      wallNowMs,
+    );
   }
   const rules: JwtRules = { issuer: auth.issuer, audience: auth.audience, algorithms: jwksAlgorithms, clockToleranceSeconds };
   if (auth.jwksUrl !== undefined) {
@@ -150,5 +156,9 @@ export async function createTokenVerifier(auth: EdgeAuthConfig, options: TokenVe
   if (typeof parsed !== "object" || parsed === null || !Array.isArray((parsed as { keys?: unknown }).keys)) {
     throw new Error(`${auth.jwksFile} is not a JWKS ({"keys": [...]})`);
   }
-  return new JwtTokenVerifier({ kind: "set", keyFor: createLocalJWKSet(parsed as Parameters<typeof createLocalJWKSet>[0]) }, rules, wallNowMs);
+  return new JwtTokenVerifier(
+    { kind: "set", keyFor: createLocalJWKSet(parsed as Parameters<typeof createLocalJWKSet>[0]) },
+    rules,
+    wallNowMs,
+  );
 }

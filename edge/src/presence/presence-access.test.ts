@@ -48,7 +48,13 @@ const sorted = (set: ReadonlySet<string>): string[] => [...set].sort();
 
 describe("SharedConversationAccess", () => {
   it("lets a watcher see the users of its conversations in any cell, itself, and no one else", async () => {
-    const { subject, asked } = access({ a: [["alice", "bob"]], b: [["alice", "carol", "dave"], ["erin", "frank"]] });
+    const { subject, asked } = access({
+      a: [["alice", "bob"]],
+      b: [
+        ["alice", "carol", "dave"],
+        ["erin", "frank"],
+      ],
+    });
     expect(sorted(await subject.visible("alice", ["bob", "carol", "erin", "alice", "zed"]))).toEqual(["alice", "bob", "carol"]);
     // One request per cell for the whole watch, never about the watcher themself.
     expect(asked).toEqual([

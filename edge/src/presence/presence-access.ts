@@ -56,7 +56,8 @@ export class SharedConversationAccess implements PresenceAccess {
     private readonly options: SharedConversationAccessOptions,
     private readonly dependencies: SharedConversationAccessDependencies,
   ) {
-    if (!(options.pairsMax >= 1) || !(options.ttlMs >= 0)) throw new RangeError("SharedConversationAccess needs pairsMax >= 1 and ttlMs >= 0");
+    if (!(options.pairsMax >= 1) || !(options.ttlMs >= 0))
+      throw new RangeError("SharedConversationAccess needs pairsMax >= 1 and ttlMs >= 0");
     this.answers = new BoundedCache(options.pairsMax, options.ttlMs, dependencies.nowMs);
   }
 
@@ -110,7 +111,9 @@ export class SharedConversationAccess implements PresenceAccess {
       const reply = answer.value;
       if (reply.type !== "cell.sharedPeers" || reply.userId !== watcherUserId) {
         complete = false;
-        this.dependencies.warn(`presence access: cell ${cellId} answered ${reply.type === "cell.error" ? `${reply.type} ${reply.code}` : reply.type} to cell.sharedPeers`);
+        this.dependencies.warn(
+          `presence access: cell ${cellId} answered ${reply.type === "cell.error" ? `${reply.type} ${reply.code}` : reply.type} to cell.sharedPeers`,
+        );
         return;
       }
       // Only users that were asked about: a confused cell cannot widen the watch.

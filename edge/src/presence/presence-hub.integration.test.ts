@@ -22,7 +22,9 @@ afterAll(async () => {
   await Promise.all(connections.map((connection) => connection.close().catch(() => undefined)));
 });
 
-async function hub(edgeInstanceId: string): Promise<{ hub: NatsPresenceHub; connection: NatsConnection; changes: PresenceChange[]; logger: RecordingLogger }> {
+async function hub(
+  edgeInstanceId: string,
+): Promise<{ hub: NatsPresenceHub; connection: NatsConnection; changes: PresenceChange[]; logger: RecordingLogger }> {
   const connection = await connect({ servers: ["127.0.0.1:4222"] });
   connections.push(connection);
   const logger = new RecordingLogger();
@@ -47,7 +49,8 @@ async function until(condition: () => boolean, what: string): Promise<void> {
   }
 }
 
-const statusCount = (changes: readonly PresenceChange[], status: "online" | "offline"): number => changes.filter((change) => change.status === status).length;
+const statusCount = (changes: readonly PresenceChange[], status: "online" | "offline"): number =>
+  changes.filter((change) => change.status === status).length;
 
 describe("NatsPresenceHub", () => {
   it("claims users across hubs, heartbeats them in batches, and lets them lapse within the bound when a hub dies", async () => {
@@ -103,7 +106,12 @@ describe("NatsPresenceHub", () => {
     leaving.hub.stop();
     await until(() => statusCount(watcher.changes, "offline") === 2, "alice offline");
     expect(performance.now() - stoppedAtMs).toBeLessThan(claimTtlMs / 2);
-    expect(watcher.changes.map((change) => `${change.userId}:${change.status}`)).toEqual(["alice:online", "bob:online", "bob:offline", "alice:offline"]);
+    expect(watcher.changes.map((change) => `${change.userId}:${change.status}`)).toEqual([
+      "alice:online",
+      "bob:online",
+      "bob:offline",
+      "alice:offline",
+    ]);
     // Nothing is published after the goodbye.
     leaving.hub.sessionOpened("carol");
     await new Promise<void>((resolve) => setTimeout(resolve, heartbeatIntervalMs * 2));
@@ -130,13 +138,23 @@ describe("NatsPresenceHub", () => {
     burst.hub.sessionOpened("blink");
     burst.hub.sessionClosed("blink");
     await until(() => statusCount(watcher.changes, "online") === userCount, "the wave online at the watcher");
-    const first = messages.slice(0, 3).map((message) => (message.type === "presence.heartbeat" ? `heartbeat ${message.userIds.length}` : message.type === "presence.change" ? `${message.userId} ${message.status}` : message.type));
+    const first = messages
+      .slice(0, 3)
+      .map((message) =>
+        message.type === "presence.heartbeat"
+          ? `heartbeat ${message.userIds.length}`
+          : message.type === "presence.change"
+            ? `${message.userId} ${message.status}`
+            : message.type,
+      );
     expect(first.sort()).toEqual(["blink offline", "heartbeat 1000", "heartbeat 200"]);
     expect(watcher.changes.some((change) => change.userId === "blink")).toBe(false);
     // The last session of a user closing is published at once (within the turn) as presence.change offline.
     burst.hub.sessionClosed("wave7");
     await until(() => watcher.changes.some((change) => change.userId === "wave7" && change.status === "offline"), "wave7 offline");
-    expect(messages.some((message) => message.type === "presence.change" && message.userId === "wave7" && message.status === "offline")).toBe(true);
+    expect(
+      messages.some((message) => message.type === "presence.change" && message.userId === "wave7" && message.status === "offline"),
+    ).toBe(true);
   });
 
   it("answers states only once warm: at least one heartbeat interval after it started", async () => {

@@ -75,7 +75,8 @@ export class NatsPresenceHub implements PresenceSource {
     clock: PresenceClock,
     private readonly logger: ServiceLogger,
   ) {
-    if (options.claimTtlMs < 2 * options.heartbeatIntervalMs) throw new RangeError("claimTtlMs must cover at least two heartbeat intervals");
+    if (options.claimTtlMs < 2 * options.heartbeatIntervalMs)
+      throw new RangeError("claimTtlMs must cover at least two heartbeat intervals");
     this.table = new PresenceTable(
       {
         localEdgeInstanceId: options.edgeInstanceId,
@@ -157,7 +158,9 @@ export class NatsPresenceHub implements PresenceSource {
     }
     const ignored = this.table.ignoredClaimCount;
     if (ignored > this.ignoredClaimsReported) {
-      this.logger.warn(`${ignored - this.ignoredClaimsReported} presence claims ignored: EDGE_PRESENCE_REMOTE_CLAIMS_MAX (${this.options.remoteClaimsMax}) reached; those users read offline here`);
+      this.logger.warn(
+        `${ignored - this.ignoredClaimsReported} presence claims ignored: EDGE_PRESENCE_REMOTE_CLAIMS_MAX (${this.options.remoteClaimsMax}) reached; those users read offline here`,
+      );
       this.ignoredClaimsReported = ignored;
     }
   }
@@ -179,7 +182,14 @@ export class NatsPresenceHub implements PresenceSource {
     const online: string[] = [];
     for (const [userId, status] of this.pendingClaims) {
       if (status === "online") online.push(userId);
-      else this.publish({ type: "presence.change", edgeInstanceId: this.options.edgeInstanceId, claimTtlMs: this.options.claimTtlMs, userId, status });
+      else
+        this.publish({
+          type: "presence.change",
+          edgeInstanceId: this.options.edgeInstanceId,
+          claimTtlMs: this.options.claimTtlMs,
+          userId,
+          status,
+        });
     }
     this.pendingClaims.clear();
     for (let start = 0; start < online.length; start += presenceHeartbeatUsersMax) {

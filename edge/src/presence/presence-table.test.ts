@@ -18,11 +18,19 @@ class TestClock {
 
 function table(options: Partial<PresenceTableOptions> = {}): { presence: PresenceTable; clock: TestClock } {
   const clock = new TestClock();
-  const presence = new PresenceTable({ localEdgeInstanceId: "here", remoteClaimsMax: 1000, offlineUsersRememberedMax: 1000, ...options }, clock);
+  const presence = new PresenceTable(
+    { localEdgeInstanceId: "here", remoteClaimsMax: 1000, offlineUsersRememberedMax: 1000, ...options },
+    clock,
+  );
   return { presence, clock };
 }
 
-const heartbeat = (edgeInstanceId: string, userIds: string[], claimTtlMs = 3000): PresenceMessage => ({ type: "presence.heartbeat", edgeInstanceId, claimTtlMs, userIds });
+const heartbeat = (edgeInstanceId: string, userIds: string[], claimTtlMs = 3000): PresenceMessage => ({
+  type: "presence.heartbeat",
+  edgeInstanceId,
+  claimTtlMs,
+  userIds,
+});
 const change = (edgeInstanceId: string, userId: string, status: "online" | "offline", claimTtlMs = 3000): PresenceMessage => ({
   type: "presence.change",
   edgeInstanceId,
@@ -43,7 +51,10 @@ describe("PresenceTable: this edge's sessions", () => {
     expect(presence.localSessionClosed("alice")).toEqual({ claimChanged: false, changes: [] });
     expect(presence.stateOf("alice")).toEqual({ userId: "alice", status: "online", changedAtMs: onlineAtMs });
     clock.advance(10);
-    expect(presence.localSessionClosed("alice")).toEqual({ claimChanged: true, changes: [{ userId: "alice", status: "offline", changedAtMs: clock.wallMs }] });
+    expect(presence.localSessionClosed("alice")).toEqual({
+      claimChanged: true,
+      changes: [{ userId: "alice", status: "offline", changedAtMs: clock.wallMs }],
+    });
     expect(presence.stateOf("alice")).toEqual({ userId: "alice", status: "offline", changedAtMs: clock.wallMs });
     expect(presence.localUserIds()).toEqual([]);
   });

@@ -110,11 +110,13 @@ export class PresenceTable {
         return changes;
       }
       case "presence.change":
-        if (message.status === "online") this.claim(message.edgeInstanceId, message.userId, this.clock.monotonicNowMs() + message.claimTtlMs, changes);
+        if (message.status === "online")
+          this.claim(message.edgeInstanceId, message.userId, this.clock.monotonicNowMs() + message.claimTtlMs, changes);
         else this.unclaim(message.edgeInstanceId, message.userId, changes);
         return changes;
       case "presence.goodbye":
-        for (const userId of [...(this.claimsByEdge.get(message.edgeInstanceId) ?? [])]) this.unclaim(message.edgeInstanceId, userId, changes);
+        for (const userId of [...(this.claimsByEdge.get(message.edgeInstanceId) ?? [])])
+          this.unclaim(message.edgeInstanceId, userId, changes);
         return changes;
     }
   }
@@ -189,7 +191,9 @@ export class PresenceTable {
     if (claims instanceof SoleClaim) this.remoteClaims.delete(userId);
     else {
       claims.delete(edgeInstanceId);
-      if (claims.size === 1) for (const [remainingEdge, remainingLapsesAtMs] of claims) this.remoteClaims.set(userId, new SoleClaim(remainingEdge, remainingLapsesAtMs));
+      if (claims.size === 1)
+        for (const [remainingEdge, remainingLapsesAtMs] of claims)
+          this.remoteClaims.set(userId, new SoleClaim(remainingEdge, remainingLapsesAtMs));
     }
     const users = this.claimsByEdge.get(edgeInstanceId);
     users?.delete(userId);

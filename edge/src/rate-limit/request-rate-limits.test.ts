@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { retryAfterMsMax } from "@cellwire/protocol";
-import { assertRateLimitSettings, rateLimitedKindOf, SessionRateLimits, UserRateLimits, type RateLimitSettings } from "./request-rate-limits.ts";
+import {
+  assertRateLimitSettings,
+  rateLimitedKindOf,
+  SessionRateLimits,
+  UserRateLimits,
+  type RateLimitSettings,
+} from "./request-rate-limits.ts";
 
 const settings: RateLimitSettings = {
   perSession: {
@@ -103,6 +109,8 @@ describe("SessionRateLimits", () => {
   it("refuses settings with a rate that cannot work", () => {
     expect(() => assertRateLimitSettings(settings)).not.toThrow();
     expect(() => assertRateLimitSettings({ ...settings, fanOutPerUser: { perSecond: 1, burst: 0 } })).toThrow(/fanOutPerUser/);
-    expect(() => assertRateLimitSettings({ ...settings, perUser: { ...settings.perUser, history: { perSecond: -1, burst: 1 } } })).toThrow(/perUser.history/);
+    expect(() => assertRateLimitSettings({ ...settings, perUser: { ...settings.perUser, history: { perSecond: -1, burst: 1 } } })).toThrow(
+      /perUser.history/,
+    );
   });
 });

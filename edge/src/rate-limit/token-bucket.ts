@@ -10,8 +10,10 @@ export type TokenRate = {
 };
 
 export function assertTokenRate(rate: TokenRate, name: string): void {
-  if (!Number.isFinite(rate.perSecond) || rate.perSecond <= 0) throw new RangeError(`${name}: perSecond must be above 0, got ${rate.perSecond}`);
-  if (!Number.isSafeInteger(rate.burst) || rate.burst < 1) throw new RangeError(`${name}: burst must be an integer >= 1, got ${rate.burst}`);
+  if (!Number.isFinite(rate.perSecond) || rate.perSecond <= 0)
+    throw new RangeError(`${name}: perSecond must be above 0, got ${rate.perSecond}`);
+  if (!Number.isSafeInteger(rate.burst) || rate.burst < 1)
+    throw new RangeError(`${name}: burst must be an integer >= 1, got ${rate.burst}`);
 }
 
 export class TokenBucket {

@@ -64,7 +64,8 @@ export class ConversationMembers {
     const { cellId } = outcome.home;
     switch (reply.type) {
       case "cell.members": {
-        if (reply.conversationId !== conversationId) throw new RemoteError("internal", `cell ${cellId} answered cell.members for ${reply.conversationId}, not ${conversationId}`);
+        if (reply.conversationId !== conversationId)
+          throw new RemoteError("internal", `cell ${cellId} answered cell.members for ${reply.conversationId}, not ${conversationId}`);
         const list = memberList(reply.memberUserIds);
         this.cache.set(conversationId, list);
         return list.members.has(userId) ? { kind: "members", memberUserIds: list.memberUserIds } : notAMember;

@@ -16,7 +16,8 @@ export class TypingRateLimiter {
     private readonly conversationsMax: number,
   ) {
     if (!Number.isSafeInteger(intervalMs) || intervalMs < 0) throw new RangeError(`intervalMs must be an integer >= 0, got ${intervalMs}`);
-    if (!Number.isSafeInteger(conversationsMax) || conversationsMax < 1) throw new RangeError(`conversationsMax must be a positive integer, got ${conversationsMax}`);
+    if (!Number.isSafeInteger(conversationsMax) || conversationsMax < 1)
+      throw new RangeError(`conversationsMax must be a positive integer, got ${conversationsMax}`);
   }
 
   /** The conversations that still restrict the session (tests and metrics). */
@@ -48,7 +49,8 @@ export class TypingRateLimiter {
     const lastMs = accepted.get(conversationId);
     if (lastMs !== undefined) return Math.max(0, Math.ceil(this.intervalMs - (nowMs - lastMs)));
     let soonestMs = this.intervalMs;
-    for (const acceptedAtMs of accepted.values()) soonestMs = Math.min(soonestMs, Math.max(0, Math.ceil(this.intervalMs - (nowMs - acceptedAtMs))));
+    for (const acceptedAtMs of accepted.values())
+      soonestMs = Math.min(soonestMs, Math.max(0, Math.ceil(this.intervalMs - (nowMs - acceptedAtMs))));
     return soonestMs;
   }
 

@@ -34,7 +34,8 @@ export class TypingRelay implements TypingService {
     const lookup = await this.members.lookup(frame.conversationId, typist.userId);
     if (lookup.kind === "not_a_member") return notAMemberFrame(frame.requestId);
     // Member lists decode with at most groupMembersMax entries, which is the fan-out limit.
-    if (lookup.memberUserIds.length > typingFanOutMax) throw new Error(`a member list of ${lookup.memberUserIds.length} passed the decoders`);
+    if (lookup.memberUserIds.length > typingFanOutMax)
+      throw new Error(`a member list of ${lookup.memberUserIds.length} passed the decoders`);
     this.publisher.publishTyping(lookup.memberUserIds, {
       conversationId: frame.conversationId,
       userId: typist.userId,

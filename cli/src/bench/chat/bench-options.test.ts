@@ -34,12 +34,55 @@ describe("the chat bench's options", () => {
 
   it("take every option", () => {
     const parsed = parseBenchOptions(
-      ["--group", "10", "--rates", "25,50.5", "--duration", "3", "--warmup", "0", "--users", "20", "--load-processes", "1", "--body-bytes", "64", "--peer", "socketio", "--results", "/tmp/r.md", "--profile", "/tmp/p", "--postgres-admin-url", "postgresql://u@h/db", "--nats-servers", "127.0.0.1:4333,127.0.0.1:4334", "--nats-monitor-url", "http://127.0.0.1:8333/", "--keep-going"],
+      [
+        "--group",
+        "10",
+        "--rates",
+        "25,50.5",
+        "--duration",
+        "3",
+        "--warmup",
+        "0",
+        "--users",
+        "20",
+        "--load-processes",
+        "1",
+        "--body-bytes",
+        "64",
+        "--peer",
+        "socketio",
+        "--results",
+        "/tmp/r.md",
+        "--profile",
+        "/tmp/p",
+        "--postgres-admin-url",
+        "postgresql://u@h/db",
+        "--nats-servers",
+        "127.0.0.1:4333,127.0.0.1:4334",
+        "--nats-monitor-url",
+        "http://127.0.0.1:8333/",
+        "--keep-going",
+      ],
       now,
     );
     expect(parsed).toMatchObject({
       ok: true,
-      options: { group: 10, rates: [25, 50.5], explicitRates: true, durationS: 3, warmupS: 0, users: 20, loadProcesses: 1, bodyBytes: 64, peer: "socketio", resultsPath: "/tmp/r.md", profileDirectory: "/tmp/p", natsServers: ["127.0.0.1:4333", "127.0.0.1:4334"], natsMonitorUrl: "http://127.0.0.1:8333", keepGoing: true },
+      options: {
+        group: 10,
+        rates: [25, 50.5],
+        explicitRates: true,
+        durationS: 3,
+        warmupS: 0,
+        users: 20,
+        loadProcesses: 1,
+        bodyBytes: 64,
+        peer: "socketio",
+        resultsPath: "/tmp/r.md",
+        profileDirectory: "/tmp/p",
+        natsServers: ["127.0.0.1:4333", "127.0.0.1:4334"],
+        natsMonitorUrl: "http://127.0.0.1:8333",
+        keepGoing: true,
+      },
     });
   });
 
@@ -55,9 +98,15 @@ describe("the chat bench's options", () => {
     expect(message(parseBenchOptions(["--group", "2", "--body-bytes", "10"], now))).toMatch(/--body-bytes/);
     expect(message(parseBenchOptions(["--group", "2", "--peer", "kafka"], now))).toMatch(/--peer takes socketio/);
     expect(message(parseBenchOptions(["--group", "2", "--postgres-admin-url", "redis://x"], now))).toMatch(/postgres:\/\//);
-    expect(message(parseBenchOptions(["--group", "2", "--users", "3", "--load-processes", "3"], now))).toMatch(/more than the 2 users in conversations/);
-    expect(message(parseBenchOptions(["--group", "2", "--nats-servers", "nats://127.0.0.1:4222"], now))).toMatch(/--nats-servers takes host:port/);
-    expect(message(parseBenchOptions(["--group", "2", "--nats-monitor-url", "https://127.0.0.1:8222"], now))).toMatch(/--nats-monitor-url must be an http:\/\/ URL/);
+    expect(message(parseBenchOptions(["--group", "2", "--users", "3", "--load-processes", "3"], now))).toMatch(
+      /more than the 2 users in conversations/,
+    );
+    expect(message(parseBenchOptions(["--group", "2", "--nats-servers", "nats://127.0.0.1:4222"], now))).toMatch(
+      /--nats-servers takes host:port/,
+    );
+    expect(message(parseBenchOptions(["--group", "2", "--nats-monitor-url", "https://127.0.0.1:8222"], now))).toMatch(
+      /--nats-monitor-url must be an http:\/\/ URL/,
+    );
     expect(message(parseBenchOptions(["--group", "2", "--frobnicate"], now))).toMatch(/frobnicate/);
     expect(message(parseBenchOptions(["--group", "2", "extra"], now))).toMatch(/unexpected argument "extra"/);
   });

@@ -73,7 +73,8 @@ class OptionError extends Error {}
 
 function wholeNumber(name: string, text: string, min: number, max: number): number {
   const value = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) throw new OptionError(`--${name} takes a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max)
+    throw new OptionError(`--${name} takes a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
   return value;
 }
 
@@ -91,11 +92,13 @@ function parseRates(text: string): number[] {
   if (parts.length > limits.ratesMax) throw new OptionError(`--rates takes at most ${limits.ratesMax} rates`);
   const rates = parts.map((part) => {
     const rate = Number(part);
-    if (!/^\d+(\.\d+)?$/.test(part) || !(rate > 0) || rate > limits.rateMax) throw new OptionError(`--rates takes sends per second above 0 and up to ${limits.rateMax}, not ${JSON.stringify(part)}`);
+    if (!/^\d+(\.\d+)?$/.test(part) || !(rate > 0) || rate > limits.rateMax)
+      throw new OptionError(`--rates takes sends per second above 0 and up to ${limits.rateMax}, not ${JSON.stringify(part)}`);
     return rate;
   });
   for (let index = 1; index < rates.length; index++) {
-    if ((rates[index] ?? 0) <= (rates[index - 1] ?? 0)) throw new OptionError(`--rates must rise from one rate to the next (the knee reads them in order): ${text}`);
+    if ((rates[index] ?? 0) <= (rates[index - 1] ?? 0))
+      throw new OptionError(`--rates must rise from one rate to the next (the knee reads them in order): ${text}`);
   }
   return rates;
 }
@@ -107,12 +110,16 @@ function postgresUrl(text: string): string {
   } catch {
     throw new OptionError(`--postgres-admin-url is not a URL: ${JSON.stringify(text)}`);
   }
-  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") throw new OptionError(`--postgres-admin-url must be a postgres:// URL, not ${url.protocol}//…`);
+  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:")
+    throw new OptionError(`--postgres-admin-url must be a postgres:// URL, not ${url.protocol}//…`);
   return text;
 }
 
 function natsServerList(text: string): string[] {
-  const servers = text.split(",").map((server) => server.trim()).filter((server) => server !== "");
+  const servers = text
+    .split(",")
+    .map((server) => server.trim())
+    .filter((server) => server !== "");
   if (servers.length === 0 || servers.some((server) => !/^[A-Za-z0-9.-]+:[0-9]{1,5}$/.test(server))) {
     throw new OptionError(`--nats-servers takes host:port[,host:port…], not ${JSON.stringify(text)}`);
   }
@@ -160,8 +167,10 @@ export function parseBenchOptions(argv: readonly string[], now: Date = new Date(
     const loadProcesses = wholeNumber("load-processes", values["load-processes"], 1, limits.loadProcessesMax);
     const usersInConversations = Math.floor(users / group) * group;
     // User i goes to process i % n: a process past the last user would have no one to send as.
-    if (loadProcesses > usersInConversations) throw new OptionError(`--load-processes ${loadProcesses} is more than the ${usersInConversations} users in conversations`);
-    if (values.peer !== undefined && values.peer !== "socketio") throw new OptionError(`--peer takes socketio, not ${JSON.stringify(values.peer)}`);
+    if (loadProcesses > usersInConversations)
+      throw new OptionError(`--load-processes ${loadProcesses} is more than the ${usersInConversations} users in conversations`);
+    if (values.peer !== undefined && values.peer !== "socketio")
+      throw new OptionError(`--peer takes socketio, not ${JSON.stringify(values.peer)}`);
     if (values.profile === "") throw new OptionError("--profile takes a directory");
     if (values.results === "") throw new OptionError("--results takes a file path");
     return {
@@ -187,7 +196,10 @@ export function parseBenchOptions(argv: readonly string[], now: Date = new Date(
     };
   } catch (error) {
     // parseArgs throws TypeErrors with a code for unknown or malformed options: the user's mistake too.
-    if (error instanceof OptionError || (error instanceof TypeError && "code" in error && typeof error.code === "string" && error.code.startsWith("ERR_PARSE_ARGS"))) {
+    if (
+      error instanceof OptionError ||
+      (error instanceof TypeError && "code" in error && typeof error.code === "string" && error.code.startsWith("ERR_PARSE_ARGS"))
+    ) {
       return { ok: false, message: error.message };
     }
     throw error;

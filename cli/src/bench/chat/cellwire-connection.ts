@@ -72,7 +72,8 @@ class CellwireConnection implements ChatConnection {
   /** Two members make a direct conversation (openDirect); more make a group (createGroup). */
   async createConversation(index: number, memberUserIds: readonly string[]): Promise<string> {
     const [creator, ...others] = memberUserIds;
-    if (creator !== this.userId) throw new RangeError(`conversation ${index} must be created by its first member ${String(creator)}, not ${this.userId}`);
+    if (creator !== this.userId)
+      throw new RangeError(`conversation ${index} must be created by its first member ${String(creator)}, not ${this.userId}`);
     const [peer] = others;
     if (others.length === 1 && peer !== undefined) return (await this.client.openDirect(peer)).conversationId;
     return (await this.client.createGroup(`bench ${index}`, others)).conversationId;

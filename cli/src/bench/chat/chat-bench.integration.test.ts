@@ -20,7 +20,10 @@ let child: ChildProcess | undefined;
 
 function runBench(args: readonly string[]): Promise<BenchRun> {
   return new Promise((resolve, reject) => {
-    const started = spawn(process.execPath, ["--import", "tsx", "cli/src/bench/chat/main.ts", ...args], { cwd: repositoryRoot, stdio: ["ignore", "pipe", "pipe"] });
+    const started = spawn(process.execPath, ["--import", "tsx", "cli/src/bench/chat/main.ts", ...args], {
+      cwd: repositoryRoot,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     child = started;
     let stdout = "";
     let stderr = "";
@@ -57,8 +60,25 @@ function parseLines(stdout: string): Record<string, unknown>[] {
 
 describe("npm run bench:chat", () => {
   it("runs 1:1 against Cellwire and the Socket.IO peer: every message reaches every member, knees, report, history check", async () => {
-    const run = await runBench(["--group", "2", "--users", "20", "--rates", "10", "--duration", "2", "--warmup", "1", "--peer", "socketio", "--results", resultsPath]);
-    onTestFailed(() => console.log(`exit ${String(run.code)}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.split("\n").slice(-80).join("\n")}`));
+    const run = await runBench([
+      "--group",
+      "2",
+      "--users",
+      "20",
+      "--rates",
+      "10",
+      "--duration",
+      "2",
+      "--warmup",
+      "1",
+      "--peer",
+      "socketio",
+      "--results",
+      resultsPath,
+    ]);
+    onTestFailed(() =>
+      console.log(`exit ${String(run.code)}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.split("\n").slice(-80).join("\n")}`),
+    );
     expect(run.code).toBe(0);
     const lines = parseLines(run.stdout);
     for (const system of ["cellwire", "socketio"]) {
@@ -69,8 +89,13 @@ describe("npm run bench:chat", () => {
       expect(rate?.["missing"], system).toBe(0);
       expect(rate?.["delivered"], system).toBe(rate?.["expectedDeliveries"]);
       expect(rate?.["expectedDeliveries"], system).toBe(2 * Number(rate?.["sent"]));
-      expect(rate?.["processes"], system).toEqual(expect.arrayContaining([expect.objectContaining({ name: "load-1" }), expect.objectContaining({ name: "load-2" })]));
-      expect(lines.filter((line) => line["system"] === system && "kneeSendsPerS" in line), system).toHaveLength(1);
+      expect(rate?.["processes"], system).toEqual(
+        expect.arrayContaining([expect.objectContaining({ name: "load-1" }), expect.objectContaining({ name: "load-2" })]),
+      );
+      expect(
+        lines.filter((line) => line["system"] === system && "kneeSendsPerS" in line),
+        system,
+      ).toHaveLength(1);
     }
     expect(lines.filter((line) => line["ratio"] === "cellwire/socketio")).toHaveLength(1);
     expect(run.stderr).toMatch(/cellwire: history check passed: .*run quiescent/);

@@ -4,7 +4,14 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { checkHistory, type DatabaseSnapshot } from "@cellwire/loadtest";
 import type { JoinedEvent, Message } from "@cellwire/protocol";
-import { HistoryRecorder, positionsToReach, readRecordings, RecordingFormatError, toHistoryRecord, type RecordingContext } from "./history-recording.ts";
+import {
+  HistoryRecorder,
+  positionsToReach,
+  readRecordings,
+  RecordingFormatError,
+  toHistoryRecord,
+  type RecordingContext,
+} from "./history-recording.ts";
 import { messageBody } from "./workload.ts";
 
 const directory = mkdtempSync(join(tmpdir(), "cellwire-history-recording-"));
@@ -23,7 +30,16 @@ const context: RecordingContext = {
 };
 
 function stored(seq: number, clientMessageId: string, body: string): Message {
-  return { conversationId, seq, messageId: `m${seq}`, senderUserId: "run-u0", senderDeviceId: "bench", clientMessageId, body, sentAtMs: 1000 + seq };
+  return {
+    conversationId,
+    seq,
+    messageId: `m${seq}`,
+    senderUserId: "run-u0",
+    senderDeviceId: "bench",
+    clientMessageId,
+    body,
+    sentAtMs: 1000 + seq,
+  };
 }
 
 /** One user sends two messages to a pair; both members receive the joined event and both messages. */
@@ -34,11 +50,24 @@ async function recordPair(path: string): Promise<{ database: DatabaseSnapshot }>
   const receiver = recorder.observerOf(1);
   const bodies = [messageBody(7, 1_765_000_000_000_000, bodyBytes), "a body of someone else's making\twith a tab"];
   const messages = bodies.map((body, index) => stored(index + 1, `c${index}`, body));
-  const joined: JoinedEvent = { kind: "joined", conversationId, conversationKind: "direct", title: null, afterSeq: 0, addedByUserId: "run-u0" };
+  const joined: JoinedEvent = {
+    kind: "joined",
+    conversationId,
+    conversationKind: "direct",
+    title: null,
+    afterSeq: 0,
+    addedByUserId: "run-u0",
+  };
   for (const observer of [sender, receiver]) observer.receivedEvent({ seq: 1, event: joined });
   for (const message of messages) {
     sender.sending(message.clientMessageId, conversationId, message.body);
-    sender.acknowledged({ conversationId, messageId: message.messageId, seq: message.seq, sentAtMs: message.sentAtMs, clientMessageId: message.clientMessageId });
+    sender.acknowledged({
+      conversationId,
+      messageId: message.messageId,
+      seq: message.seq,
+      sentAtMs: message.sentAtMs,
+      clientMessageId: message.clientMessageId,
+    });
     for (const observer of [sender, receiver]) observer.received(message);
   }
   expect(recorder.position(1)).toBe(3);
@@ -52,7 +81,15 @@ async function recordPair(path: string): Promise<{ database: DatabaseSnapshot }>
   return {
     database: {
       messages,
-      members: [{ conversationId, members: [{ userId: "run-u0", joinedAfterSeq: 0 }, { userId: "run-u1", joinedAfterSeq: 0 }] }],
+      members: [
+        {
+          conversationId,
+          members: [
+            { userId: "run-u0", joinedAfterSeq: 0 },
+            { userId: "run-u1", joinedAfterSeq: 0 },
+          ],
+        },
+      ],
       mailboxes: [mailbox("run-u0"), mailbox("run-u1")],
     },
   };

@@ -99,7 +99,8 @@ export class HistoryRecorder {
   private bodyRef(body: string): string {
     const header = parseMessageBody(body);
     // Only a body messageBody would make again from its header is shortened; anything else is kept whole.
-    if (header !== undefined && body === messageBody(header.key, header.intendedUs, this.bodyBytes)) return `${header.key}:${header.intendedUs}`;
+    if (header !== undefined && body === messageBody(header.key, header.intendedUs, this.bodyBytes))
+      return `${header.key}:${header.intendedUs}`;
     return `=${JSON.stringify(body)}`;
   }
 
@@ -121,7 +122,12 @@ export class HistoryRecorder {
 type ConversationRef = { readonly index: number } | { readonly conversationId: string };
 type BodyRef = { readonly key: number; readonly intendedUs: number } | { readonly text: string };
 
-export type RecordedSend = { readonly userIndex: number; readonly clientMessageId: string; readonly conversation: ConversationRef; readonly body: BodyRef };
+export type RecordedSend = {
+  readonly userIndex: number;
+  readonly clientMessageId: string;
+  readonly conversation: ConversationRef;
+  readonly body: BodyRef;
+};
 export type RecordedAck = {
   readonly userIndex: number;
   readonly clientMessageId: string;
@@ -151,7 +157,8 @@ const token = /^[A-Za-z0-9_-]{1,64}$/;
 function numberField(fields: readonly string[], position: number, where: string): number {
   const text = fields[position] ?? "";
   const value = Number(text);
-  if (!wholeNumber.test(text) || !Number.isSafeInteger(value)) throw new RecordingFormatError(`${where}: field ${position} is not a whole number: ${JSON.stringify(text.slice(0, 40))}`);
+  if (!wholeNumber.test(text) || !Number.isSafeInteger(value))
+    throw new RecordingFormatError(`${where}: field ${position} is not a whole number: ${JSON.stringify(text.slice(0, 40))}`);
   return value;
 }
 
@@ -208,7 +215,11 @@ export function parseRecordingLine(line: string, recording: Recording, where: st
     case "m": {
       expectFields(5);
       const userIndex = numberField(fields, 1, where);
-      const message = { conversation: conversationField(fields, 2, where), seq: numberField(fields, 3, where), messageId: tokenField(fields, 4, where) };
+      const message = {
+        conversation: conversationField(fields, 2, where),
+        seq: numberField(fields, 3, where),
+        messageId: tokenField(fields, 4, where),
+      };
       const messages = recording.messages.get(userIndex);
       if (messages === undefined) recording.messages.set(userIndex, [message]);
       else messages.push(message);
@@ -268,7 +279,12 @@ export type RecordingContext = {
  * The checker's input from the recording and the databases' dump. A recorded message names its
  * conversation, seq and messageId, which is how the checker compares copies (by messageId).
  */
-export function toHistoryRecord(recording: Recording, context: RecordingContext, database: DatabaseSnapshot, expectComplete: boolean): HistoryRecord {
+export function toHistoryRecord(
+  recording: Recording,
+  context: RecordingContext,
+  database: DatabaseSnapshot,
+  expectComplete: boolean,
+): HistoryRecord {
   const userIdOf = (userIndex: number): string => {
     const userId = context.userIds.get(userIndex);
     if (userId === undefined) throw new RecordingFormatError(`the recording names user index ${userIndex}, which had no connection`);
@@ -277,7 +293,8 @@ export function toHistoryRecord(recording: Recording, context: RecordingContext,
   const conversationIdOf = (reference: ConversationRef): string => {
     if ("conversationId" in reference) return reference.conversationId;
     const conversationId = context.conversationIds[reference.index];
-    if (conversationId === undefined) throw new RecordingFormatError(`the recording names conversation #${reference.index}, which the run did not make`);
+    if (conversationId === undefined)
+      throw new RecordingFormatError(`the recording names conversation #${reference.index}, which the run did not make`);
     return conversationId;
   };
   const sends = recording.sends.map((send) => ({
@@ -312,11 +329,16 @@ export function toHistoryRecord(recording: Recording, context: RecordingContext,
  * Where each user's connection must have read to when the run is quiescent, as HistoryRecorder.position
  * counts it: its mailbox's head plus, per conversation it is in, the messages after its join point.
  */
-export function positionsToReach(database: DatabaseSnapshot, userIndexes: ReadonlyMap<string, number>): { userIndex: number; position: number }[] {
+export function positionsToReach(
+  database: DatabaseSnapshot,
+  userIndexes: ReadonlyMap<string, number>,
+): { userIndex: number; position: number }[] {
   const headOf = new Map<string, number>();
-  for (const message of database.messages) headOf.set(message.conversationId, Math.max(message.seq, headOf.get(message.conversationId) ?? 0));
+  for (const message of database.messages)
+    headOf.set(message.conversationId, Math.max(message.seq, headOf.get(message.conversationId) ?? 0));
   const totals = new Map<string, number>();
-  for (const mailbox of database.mailboxes) totals.set(mailbox.userId, (totals.get(mailbox.userId) ?? 0) + mailbox.lastSeq - mailbox.floorSeq);
+  for (const mailbox of database.mailboxes)
+    totals.set(mailbox.userId, (totals.get(mailbox.userId) ?? 0) + mailbox.lastSeq - mailbox.floorSeq);
   for (const { conversationId, members } of database.members) {
     const head = headOf.get(conversationId) ?? 0;
     for (const { userId, joinedAfterSeq } of members) totals.set(userId, (totals.get(userId) ?? 0) + Math.max(0, head - joinedAfterSeq));

@@ -40,7 +40,8 @@ export class HistogramDecodeError extends Error {
 
 /** Decodes what encodeHistogram made; throws HistogramDecodeError for anything else. */
 export function decodeHistogram(encoded: string): Histogram {
-  if (encoded.length > encodedHistogramLengthMax) throw new HistogramDecodeError(`an encoded histogram of ${encoded.length} characters is over the ${encodedHistogramLengthMax} limit`);
+  if (encoded.length > encodedHistogramLengthMax)
+    throw new HistogramDecodeError(`an encoded histogram of ${encoded.length} characters is over the ${encodedHistogramLengthMax} limit`);
   try {
     return decodeFromCompressedBase64(encoded, 32, false);
   } catch (error) {

@@ -14,5 +14,6 @@ export type LoadFleetOptions = Omit<ProcessFleetOptions<LoadReply>, "entry" | "d
 
 export const LoadFleet = {
   /** Forks every load process and waits until each has loaded; stops them all if one does not. */
-  start: (options: LoadFleetOptions): Promise<LoadFleet> => ProcessFleet.start<LoadCommand, LoadReply>({ ...options, entry: loadProcessEntry, decodeReply: decodeLoadReply }),
+  start: (options: LoadFleetOptions): Promise<LoadFleet> =>
+    ProcessFleet.start<LoadCommand, LoadReply>({ ...options, entry: loadProcessEntry, decodeReply: decodeLoadReply }),
 };

@@ -38,7 +38,10 @@ describe("load process commands", () => {
     expect(decodeLoadCommand({ type: "explode", id: 1 })).toMatchObject({ ok: false, failure: { path: "$.type" } });
     const badUser = { ...setup, users: [{ userIndex: 0, userId: "not valid!", serverUrls: ["ws://x"] }] };
     expect(decodeLoadCommand(badUser)).toMatchObject({ ok: false, failure: { path: "$.users[0].userId" } });
-    expect(decodeLoadCommand({ type: "window", id: 1, rate: 0, startUs: 0, warmupS: 0, durationS: 1 })).toMatchObject({ ok: false, failure: { path: "$.rate" } });
+    expect(decodeLoadCommand({ type: "window", id: 1, rate: 0, startUs: 0, warmupS: 0, durationS: 1 })).toMatchObject({
+      ok: false,
+      failure: { path: "$.rate" },
+    });
     expect(decodeLoadCommand("setup")).toMatchObject({ ok: false });
   });
 });

@@ -55,7 +55,10 @@ function finiteNumber(rule: { readonly min: number; readonly max: number; readon
   };
 }
 
-function typedArray<T extends Float64Array | Uint32Array>(constructor: { new (length: number): T; readonly name: string }, maxItems: number): Decoder<T> {
+function typedArray<T extends Float64Array | Uint32Array>(
+  constructor: { new (length: number): T; readonly name: string },
+  maxItems: number,
+): Decoder<T> {
   return (input, path) => {
     if (!(input instanceof constructor)) return failure(path, `must be a ${constructor.name}`);
     if (input.length > maxItems) return failure(path, `must have at most ${maxItems} items`);
@@ -92,7 +95,11 @@ export type CreateCommand = {
   readonly conversations: readonly { readonly index: number; readonly memberUserIds: readonly string[] }[];
 };
 
-export type PlannedConversation = { readonly index: number; readonly conversationId: string; readonly memberUserIndexes: readonly number[] };
+export type PlannedConversation = {
+  readonly index: number;
+  readonly conversationId: string;
+  readonly memberUserIndexes: readonly number[];
+};
 
 /** Every conversation of the run, with its id: each process joins its members' connections and picks their send targets. */
 export type JoinCommand = { readonly type: "join"; readonly id: number; readonly conversations: readonly PlannedConversation[] };
@@ -221,7 +228,11 @@ export type LoadReply =
   | { readonly type: "failed"; readonly message: string }
   | { readonly type: "setUp"; readonly id: number }
   | ({ readonly type: "connected"; readonly id: number; readonly connected: number } & Failures)
-  | ({ readonly type: "created"; readonly id: number; readonly conversations: readonly { readonly index: number; readonly conversationId: string }[] } & Failures)
+  | ({
+      readonly type: "created";
+      readonly id: number;
+      readonly conversations: readonly { readonly index: number; readonly conversationId: string }[];
+    } & Failures)
   | ({ readonly type: "joined"; readonly id: number } & Failures)
   | { readonly type: "windowStarted"; readonly id: number }
   | {
@@ -260,7 +271,15 @@ export const loadReplyDecoder: Decoder<LoadReply> = taggedUnion<LoadReply>({
   }),
   joined: object({ type: literal("joined"), id: commandId, ...failures }),
   windowStarted: object({ type: literal("windowStarted"), id: commandId }),
-  progress: object({ type: literal("progress"), id: commandId, sendingDone: boolean, sent: count, settled: count, expected: count, delivered: count }),
+  progress: object({
+    type: literal("progress"),
+    id: commandId,
+    sendingDone: boolean,
+    sent: count,
+    settled: count,
+    expected: count,
+    delivered: count,
+  }),
   report: object({
     type: literal("report"),
     id: commandId,

@@ -27,7 +27,17 @@ import {
   type WindowCommand,
 } from "./load-messages.ts";
 import { runBounded } from "../run-bounded.ts";
-import { intendedUs, isMeasured, messageBody, messageKey, onTimeDeliveryUsMax, parseMessageBody, senderOrder, sendSchedule, type SendSchedule } from "./workload.ts";
+import {
+  intendedUs,
+  isMeasured,
+  messageBody,
+  messageKey,
+  onTimeDeliveryUsMax,
+  parseMessageBody,
+  senderOrder,
+  sendSchedule,
+  type SendSchedule,
+} from "./workload.ts";
 
 /**
  * Sends awaiting their answer, over all windows. Past it a send is counted as failed without going out:
@@ -202,7 +212,10 @@ class LoadProcess {
     let factory: ChatConnectionFactory;
     if (command.system === "cellwire") {
       // Imported per system: a load process carries only the client it drives.
-      const [{ cellwireConnectionFactory }, { HistoryRecorder }] = await Promise.all([import("./cellwire-connection.ts"), import("./history-recording.ts")]);
+      const [{ cellwireConnectionFactory }, { HistoryRecorder }] = await Promise.all([
+        import("./cellwire-connection.ts"),
+        import("./history-recording.ts"),
+      ]);
       const recorder = command.recordingPath === null ? undefined : new HistoryRecorder(command.recordingPath, command.bodyBytes);
       this.recorder = recorder;
       const indexOf = new Map(command.users.map((user) => [user.userId, user.userIndex]));
@@ -230,7 +243,15 @@ class LoadProcess {
       factory = (await import("./socketio-peer/socketio-connection.ts")).socketIoConnection;
     }
     for (const user of command.users) {
-      const slot: UserSlot = { userIndex: user.userIndex, userId: user.userId, connection: factory(user.userId, user.serverUrls), conversationId: undefined, conversationIndex: -1, members: 0, seenKeys: new Set() };
+      const slot: UserSlot = {
+        userIndex: user.userIndex,
+        userId: user.userId,
+        connection: factory(user.userId, user.serverUrls),
+        conversationId: undefined,
+        conversationIndex: -1,
+        members: 0,
+        seenKeys: new Set(),
+      };
       slot.connection.onMessage((_conversationId, body) => this.delivered(slot, body));
       slot.connection.onConnectionLost(() => {
         this.connectionsLost++;
@@ -246,7 +267,9 @@ class LoadProcess {
     return { connected: this.slots.length - outcome.failed, ...outcome };
   }
 
-  private async create(command: CreateCommand): Promise<{ conversations: { index: number; conversationId: string }[]; failed: number; firstError: string | null }> {
+  private async create(
+    command: CreateCommand,
+  ): Promise<{ conversations: { index: number; conversationId: string }[]; failed: number; firstError: string | null }> {
     const conversations: { index: number; conversationId: string }[] = [];
     const outcome = await runBounded(command.conversations, setupOperationsInFlightMax, async ({ index, memberUserIds }) => {
       const creator = this.slots.find((slot) => slot.userId === memberUserIds[0]);
@@ -429,7 +452,9 @@ function main(): void {
       return;
     }
     queue = queue.then(() =>
-      load.handle(decoded.value).catch((error: unknown) => send({ type: "failed", message: `${decoded.value.type}: ${describeError(error)}` })),
+      load
+        .handle(decoded.value)
+        .catch((error: unknown) => send({ type: "failed", message: `${decoded.value.type}: ${describeError(error)}` })),
     );
   });
   // The coordinator stops this process by closing the channel (or by dying): exit normally, so that a

@@ -52,12 +52,30 @@ describe("reading /proc", () => {
 describe("usage between two samples", () => {
   const start: UsageSample = new Map([
     ["edge", { ticksByPid: new Map([[10, 100]]), rssBytes: 50 * 1024 * 1024 }],
-    ["postgres", { ticksByPid: new Map([[20, 1000], [21, 500]]), rssBytes: 0 }],
+    [
+      "postgres",
+      {
+        ticksByPid: new Map([
+          [20, 1000],
+          [21, 500],
+        ]),
+        rssBytes: 0,
+      },
+    ],
   ]);
   const end: UsageSample = new Map([
     ["edge", { ticksByPid: new Map([[10, 250]]), rssBytes: 60 * 1024 * 1024 }],
     // Backend 21 left, backend 22 came in the interval.
-    ["postgres", { ticksByPid: new Map([[20, 1100], [22, 30]]), rssBytes: 30 * 1024 * 1024 }],
+    [
+      "postgres",
+      {
+        ticksByPid: new Map([
+          [20, 1100],
+          [22, 30],
+        ]),
+        rssBytes: 30 * 1024 * 1024,
+      },
+    ],
   ]);
 
   it("turns ticks into milliseconds and sums a group's processes", () => {

@@ -66,7 +66,8 @@ export function clockTicksPerSecond(): number {
   if (ticksPerSecondCache !== undefined) return ticksPerSecondCache;
   const output = execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim();
   const ticks = Number(output);
-  if (!Number.isSafeInteger(ticks) || ticks < 1 || ticks > 1_000_000) throw new Error(`getconf CLK_TCK printed ${JSON.stringify(output.slice(0, 40))}, not a tick rate`);
+  if (!Number.isSafeInteger(ticks) || ticks < 1 || ticks > 1_000_000)
+    throw new Error(`getconf CLK_TCK printed ${JSON.stringify(output.slice(0, 40))}, not a tick rate`);
   ticksPerSecondCache = ticks;
   return ticks;
 }

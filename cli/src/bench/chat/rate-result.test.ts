@@ -45,7 +45,18 @@ describe("merging a rate", () => {
       usage,
       machineCpuMs: 100,
     });
-    expect(result).toMatchObject({ sent: 2, acked: 2, unanswered: 0, expectedDeliveries: 4, delivered: 4, missing: 0, late: 0, ackedPerS: 1, deliveriesPerS: 2, pass: true });
+    expect(result).toMatchObject({
+      sent: 2,
+      acked: 2,
+      unanswered: 0,
+      expectedDeliveries: 4,
+      delivered: 4,
+      missing: 0,
+      late: 0,
+      ackedPerS: 1,
+      deliveriesPerS: 2,
+      pass: true,
+    });
     expect(result.deliveryMs?.max).toBeCloseTo(8, 1);
     expect(result.processes).toEqual([
       { name: "cellwire-edge-1", cpuMs: 30, cpuUsPerMessage: 15_000, rssMb: 100 },
@@ -80,14 +91,26 @@ describe("knee and ratio lines", () => {
 
   it("report the knee, its deliveries and what was acked at the first failing rate", () => {
     const knee = kneeLine("cellwire", 2, [result(25, true), result(50, true), result(100, false)]);
-    expect(knee).toEqual({ system: "cellwire", group: 2, kneeSendsPerS: 50, kneeDeliveriesPerS: 100, atTwiceKnee: { rate: 100, ackedPerS: 90 } });
+    expect(knee).toEqual({
+      system: "cellwire",
+      group: 2,
+      kneeSendsPerS: 50,
+      kneeDeliveriesPerS: 100,
+      atTwiceKnee: { rate: 100, ackedPerS: 90 },
+    });
     const peer = kneeLine("socketio", 2, [result(25, true), result(50, true), result(100, true)]);
     expect(ratioLine(knee, peer)).toEqual({ ratio: "cellwire/socketio", group: 2, kneeSends: 0.5, kneeDeliveries: 0.5 });
   });
 
   it("have no knee, and no ratio, when the first rate fails", () => {
     const knee = kneeLine("cellwire", 2, [result(25, false)]);
-    expect(knee).toEqual({ system: "cellwire", group: 2, kneeSendsPerS: null, kneeDeliveriesPerS: null, atTwiceKnee: { rate: 25, ackedPerS: 22.5 } });
+    expect(knee).toEqual({
+      system: "cellwire",
+      group: 2,
+      kneeSendsPerS: null,
+      kneeDeliveriesPerS: null,
+      atTwiceKnee: { rate: 25, ackedPerS: 22.5 },
+    });
     expect(ratioLine(knee, kneeLine("socketio", 2, [result(25, true)])).kneeSends).toBeNull();
   });
 });

@@ -90,7 +90,8 @@ export type RateInput = {
 
 export function mergeRate(input: RateInput): RateResult {
   const { reports } = input;
-  const sum = (field: "sent" | "acked" | "failed" | "duplicates" | "connectionsLost"): number => reports.reduce((total, report) => total + report[field], 0);
+  const sum = (field: "sent" | "acked" | "failed" | "duplicates" | "connectionsLost"): number =>
+    reports.reduce((total, report) => total + report[field], 0);
   const acked = sum("acked");
   const deliveries = countDeliveries(
     reports.map((report) => ({ keys: report.sentKeys, members: report.sentMembers })),

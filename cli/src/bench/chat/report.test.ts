@@ -40,7 +40,16 @@ if (!options.ok) throw new Error(options.message);
 
 const input: ReportInput = {
   date: new Date("2026-12-06T10:00:00Z"),
-  machine: { cpuModel: "AMD EPYC", cores: 2, memoryGiB: 23.5, kernel: "6.18", node: "v20.20.2", postgres: "postgres (PostgreSQL) 15.20", nats: "nats-server: v2.9.10", redis: "Redis server v=7.0.15" },
+  machine: {
+    cpuModel: "AMD EPYC",
+    cores: 2,
+    memoryGiB: 23.5,
+    kernel: "6.18",
+    node: "v20.20.2",
+    postgres: "postgres (PostgreSQL) 15.20",
+    nats: "nats-server: v2.9.10",
+    redis: "Redis server v=7.0.15",
+  },
   commit: { commit: "abc1234", dirty: true },
   command: commandLine(["--group", "2", "--rates", "25,50", "--peer", "socketio"]),
   options: options.options,
@@ -48,7 +57,10 @@ const input: ReportInput = {
     results: [result("cellwire", 25, true), result("cellwire", 50, false)],
     knee: { system: "cellwire", group: 2, kneeSendsPerS: 25, kneeDeliveriesPerS: 50, atTwiceKnee: { rate: 50, ackedPerS: 50 } },
   },
-  peer: { results: [result("socketio", 25, true), result("socketio", 50, true)], knee: { system: "socketio", group: 2, kneeSendsPerS: 50, kneeDeliveriesPerS: 100, atTwiceKnee: null } },
+  peer: {
+    results: [result("socketio", 25, true), result("socketio", 50, true)],
+    knee: { system: "socketio", group: 2, kneeSendsPerS: 50, kneeDeliveriesPerS: 100, atTwiceKnee: null },
+  },
   ratio: { ratio: "cellwire/socketio", group: 2, kneeSends: 0.5, kneeDeliveries: 0.5 },
   historyCheck: "history check passed: 3000 send attempts",
   incidents: [],
@@ -68,7 +80,9 @@ describe("the markdown report", () => {
   it("has a table per system with a row per rate, the knees, the ratios and the history check", () => {
     expect(report).toContain("## Cellwire");
     expect(report).toContain("## Socket.IO 4 + redis-adapter (2 nodes)");
-    expect(report).toContain("| 50 | 1,500 | 1,500 | 0 | 0 | 3,000 | 3,000 | 0 | 0 | 0 | 50 | 100 | 3.2 / 12.5 / 140 | 30.0 / 58.0 / 300 | **no** | 4,000 |");
+    expect(report).toContain(
+      "| 50 | 1,500 | 1,500 | 0 | 0 | 3,000 | 3,000 | 0 | 0 | 0 | 50 | 100 | 3.2 / 12.5 / 140 | 30.0 / 58.0 / 300 | **no** | 4,000 |",
+    );
     expect(report).toContain("**knee 25 sends/s (50 deliveries/s); at 50 sends/s (the first failing rate) 50 acked/s.**");
     expect(report).toContain("worker-a-1 4,000, load-1 1,200");
     expect(report).toContain("- knee, sends/s: 0.5×");
@@ -77,6 +91,8 @@ describe("the markdown report", () => {
   });
 
   it("quotes arguments a shell would split", () => {
-    expect(commandLine(["--results", "my report.md", "--rates", "25,50"])).toBe("npm run bench:chat -- --results 'my report.md' --rates 25,50");
+    expect(commandLine(["--results", "my report.md", "--rates", "25,50"])).toBe(
+      "npm run bench:chat -- --results 'my report.md' --rates 25,50",
+    );
   });
 });

@@ -83,7 +83,12 @@ async function cpuModel(): Promise<string> {
 }
 
 export async function describeMachine(): Promise<MachineDescription> {
-  const [model, postgres, nats, redis] = await Promise.all([cpuModel(), serverVersion("postgres"), serverVersion("nats-server"), serverVersion("redis-server")]);
+  const [model, postgres, nats, redis] = await Promise.all([
+    cpuModel(),
+    serverVersion("postgres"),
+    serverVersion("nats-server"),
+    serverVersion("redis-server"),
+  ]);
   return {
     cpuModel: model,
     cores: cpus().length,
@@ -108,7 +113,8 @@ export async function describeCommit(directory: string): Promise<CommitDescripti
 
 /** The command as typed: each argument quoted for a POSIX shell when it needs it. */
 export function commandLine(argv: readonly string[], script = "bench:chat"): string {
-  const quote = (argument: string): string => (/^[A-Za-z0-9_./:=,@%+-]+$/.test(argument) ? argument : `'${argument.replaceAll("'", "'\\''")}'`);
+  const quote = (argument: string): string =>
+    /^[A-Za-z0-9_./:=,@%+-]+$/.test(argument) ? argument : `'${argument.replaceAll("'", "'\\''")}'`;
   return [`npm run ${script} --`, ...argv.map(quote)].join(" ");
 }
 
@@ -129,11 +135,16 @@ function latency(summary: LatencySummaryMs | null): string {
 
 /** Short process names for the compact column: cellwire-worker-a-1 → worker-a-1. */
 function shortName(name: string): string {
-  return name.replace(/^cellwire-/, "").replace(/^socketio-peer-/, "node-").replace(/-server$/, "");
+  return name
+    .replace(/^cellwire-/, "")
+    .replace(/^socketio-peer-/, "node-")
+    .replace(/-server$/, "");
 }
 
 function cpuColumn(result: RateResult): string {
-  return result.processes.map((process) => `${shortName(process.name)} ${process.cpuUsPerMessage === null ? "–" : figure(process.cpuUsPerMessage)}`).join(", ");
+  return result.processes
+    .map((process) => `${shortName(process.name)} ${process.cpuUsPerMessage === null ? "–" : figure(process.cpuUsPerMessage)}`)
+    .join(", ");
 }
 
 function rssColumn(result: RateResult): string {
@@ -174,7 +185,9 @@ function rateTable(results: readonly RateResult[]): string[] {
 }
 
 function processTable(results: readonly RateResult[]): string[] {
-  const rows = results.map((result) => `| ${figure(result.rate)} | ${cpuColumn(result)} | ${rssColumn(result)} | ${machineShare(result)} |`);
+  const rows = results.map(
+    (result) => `| ${figure(result.rate)} | ${cpuColumn(result)} | ${rssColumn(result)} | ${machineShare(result)} |`,
+  );
   return ["| rate | CPU µs per acked message, by process | RSS MiB, by process | machine |", "| --- | --- | --- | --- |", ...rows];
 }
 
@@ -200,16 +213,27 @@ function budgetTable(results: readonly RateResult[]): string[] {
 }
 
 function kneeText(knee: KneeLine): string {
-  const at = knee.kneeSendsPerS === null ? "no knee: the lowest rate run already failed" : `knee ${figure(knee.kneeSendsPerS)} sends/s (${figure(knee.kneeDeliveriesPerS ?? 0)} deliveries/s)`;
-  const twice = knee.atTwiceKnee === null ? "no rate failed" : `at ${figure(knee.atTwiceKnee.rate)} sends/s (the first failing rate) ${figure(knee.atTwiceKnee.ackedPerS)} acked/s`;
+  const at =
+    knee.kneeSendsPerS === null
+      ? "no knee: the lowest rate run already failed"
+      : `knee ${figure(knee.kneeSendsPerS)} sends/s (${figure(knee.kneeDeliveriesPerS ?? 0)} deliveries/s)`;
+  const twice =
+    knee.atTwiceKnee === null
+      ? "no rate failed"
+      : `at ${figure(knee.atTwiceKnee.rate)} sends/s (the first failing rate) ${figure(knee.atTwiceKnee.ackedPerS)} acked/s`;
   return `${at}; ${twice}`;
 }
 
 function section(title: string, system: SystemSection): string[] {
-  const failures = system.results.filter((result) => result.firstError !== null).map((result) => `- at ${figure(result.rate)} sends/s, the first failed send: ${result.firstError ?? ""}`);
-  const lost = system.results.filter((result) => result.connectionsLost > 0 || result.unexpectedDeliveries > 0).map(
-    (result) => `- at ${figure(result.rate)} sends/s: ${result.connectionsLost} connections dropped, ${result.unexpectedDeliveries} deliveries beyond a message's members`,
-  );
+  const failures = system.results
+    .filter((result) => result.firstError !== null)
+    .map((result) => `- at ${figure(result.rate)} sends/s, the first failed send: ${result.firstError ?? ""}`);
+  const lost = system.results
+    .filter((result) => result.connectionsLost > 0 || result.unexpectedDeliveries > 0)
+    .map(
+      (result) =>
+        `- at ${figure(result.rate)} sends/s: ${result.connectionsLost} connections dropped, ${result.unexpectedDeliveries} deliveries beyond a message's members`,
+    );
   const budget = budgetTable(system.results);
   return [
     `## ${title}`,
@@ -250,7 +274,7 @@ export function renderReport(input: ReportInput): string {
     `- Command: \`${input.command}\``,
     `- Workload: ${workloadText(options)}`,
     "- A rate passes when every message reached every member's connection (the sender's own included) within 5 s and p99 delivery is at most 50 ms. " +
-      "CPU is utime + stime from /proc over the measured window, per acked message; \"server\" counts every process but the load generator " +
+      'CPU is utime + stime from /proc over the measured window, per acked message; "server" counts every process but the load generator ' +
       "(load processes and coordinator), Postgres as the backends of the run's cell databases. The load generator shares the cores with the servers. " +
       "RSS is VmRSS at the window's end; Postgres's is summed over its backends, so shared buffers count once per backend.",
     ...(options.profileDirectory === undefined
@@ -268,9 +292,17 @@ export function renderReport(input: ReportInput): string {
   if (input.peer !== undefined) lines.push(...section(systemTitles.socketio, input.peer));
   if (input.ratio !== undefined) {
     const value = (ratio: number | null): string => (ratio === null ? "– (a system has no knee)" : `${ratio}×`);
-    lines.push("## Cellwire against the peer", "", `- knee, sends/s: ${value(input.ratio.kneeSends)}`, `- knee, deliveries/s: ${value(input.ratio.kneeDeliveries)}`, "");
+    lines.push(
+      "## Cellwire against the peer",
+      "",
+      `- knee, sends/s: ${value(input.ratio.kneeSends)}`,
+      `- knee, deliveries/s: ${value(input.ratio.kneeDeliveries)}`,
+      "",
+    );
   }
-  const loadShare = input.cellwire.results.map((result) => result.processes.filter((process) => isLoadGenerator(process.name)).reduce((sum, process) => sum + process.cpuMs, 0));
+  const loadShare = input.cellwire.results.map((result) =>
+    result.processes.filter((process) => isLoadGenerator(process.name)).reduce((sum, process) => sum + process.cpuMs, 0),
+  );
   if (loadShare.some((cpuMs) => cpuMs > 0)) {
     const perRate = loadShare.map((cpuMs, index) => `${figure(cpuMs)} ms at ${figure(input.cellwire.results[index]?.rate ?? 0)} sends/s`);
     lines.push(`CPU of the load generator (load processes and coordinator) over Cellwire's windows: ${perRate.join(", ")}.`, "");

@@ -8,7 +8,13 @@ import pg from "pg";
 import { cellDatabaseName } from "@cellwire/protocol";
 
 export type CounterSample = {
-  readonly postgres: { readonly commits: number; readonly inserted: number; readonly updated: number; readonly deleted: number; readonly statements: number | null };
+  readonly postgres: {
+    readonly commits: number;
+    readonly inserted: number;
+    readonly updated: number;
+    readonly deleted: number;
+    readonly statements: number | null;
+  };
   readonly nats: { readonly inMsgs: number; readonly outMsgs: number; readonly inBytes: number; readonly outBytes: number } | null;
 };
 
@@ -26,7 +32,12 @@ export type ServiceBudget = {
   readonly natsBytes: number | null;
 };
 
-export type CounterSource = { readonly postgresAdminUrl: string; readonly namespace: string; readonly cellIds: readonly string[]; readonly natsMonitorUrl: string | undefined };
+export type CounterSource = {
+  readonly postgresAdminUrl: string;
+  readonly namespace: string;
+  readonly cellIds: readonly string[];
+  readonly natsMonitorUrl: string | undefined;
+};
 
 function integerOf(value: unknown): number {
   const number = typeof value === "number" ? value : typeof value === "string" ? Number(value) : Number.NaN;
@@ -56,7 +67,13 @@ async function samplePostgres(source: CounterSource): Promise<CounterSample["pos
     } catch {
       // No pg_stat_statements on this server: statements are not counted.
     }
-    return { commits: integerOf(row["commits"]), inserted: integerOf(row["inserted"]), updated: integerOf(row["updated"]), deleted: integerOf(row["deleted"]), statements };
+    return {
+      commits: integerOf(row["commits"]),
+      inserted: integerOf(row["inserted"]),
+      updated: integerOf(row["updated"]),
+      deleted: integerOf(row["deleted"]),
+      statements,
+    };
   } finally {
     await client.end();
   }
@@ -67,18 +84,29 @@ async function sampleNats(monitorUrl: string): Promise<CounterSample["nats"]> {
   if (!response.ok) throw new Error(`${monitorUrl}/varz answered ${response.status}`);
   const body: unknown = await response.json();
   const varz = typeof body === "object" && body !== null ? (body as Record<string, unknown>) : {};
-  return { inMsgs: integerOf(varz["in_msgs"]), outMsgs: integerOf(varz["out_msgs"]), inBytes: integerOf(varz["in_bytes"]), outBytes: integerOf(varz["out_bytes"]) };
+  return {
+    inMsgs: integerOf(varz["in_msgs"]),
+    outMsgs: integerOf(varz["out_msgs"]),
+    inBytes: integerOf(varz["in_bytes"]),
+    outBytes: integerOf(varz["out_bytes"]),
+  };
 }
 
 export async function sampleCounters(source: CounterSource): Promise<CounterSample> {
-  const [postgres, nats] = await Promise.all([samplePostgres(source), source.natsMonitorUrl === undefined ? Promise.resolve(null) : sampleNats(source.natsMonitorUrl)]);
+  const [postgres, nats] = await Promise.all([
+    samplePostgres(source),
+    source.natsMonitorUrl === undefined ? Promise.resolve(null) : sampleNats(source.natsMonitorUrl),
+  ]);
   return { postgres, nats };
 }
 
 export function budgetBetween(start: CounterSample, end: CounterSample, acked: number): ServiceBudget | null {
   if (acked === 0) return null;
   const per = (value: number): number => Math.round((value / acked) * 1000) / 1000;
-  const statements = start.postgres.statements === null || end.postgres.statements === null ? null : per(end.postgres.statements - start.postgres.statements);
+  const statements =
+    start.postgres.statements === null || end.postgres.statements === null
+      ? null
+      : per(end.postgres.statements - start.postgres.statements);
   const nats = start.nats !== null && end.nats !== null ? { start: start.nats, end: end.nats } : null;
   return {
     postgresCommits: per(end.postgres.commits - start.postgres.commits),

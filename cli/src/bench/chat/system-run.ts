@@ -14,7 +14,15 @@ import { clockTicksPerSecond, readMachineBusyTicks, sampleUsage, usageBetween, t
 import { budgetBetween, sampleCounters } from "./service-counters.ts";
 import { mergeRate, type RateResult } from "./rate-result.ts";
 import type { CellwireSystem, PeerSystem, RunningSystem } from "./systems.ts";
-import { continueAfter, onTimeDeliveryUsMax, planConversations, processOfUser, serverUrlsOfUser, userIdOf, type ConversationPlan } from "./workload.ts";
+import {
+  continueAfter,
+  onTimeDeliveryUsMax,
+  planConversations,
+  processOfUser,
+  serverUrlsOfUser,
+  userIdOf,
+  type ConversationPlan,
+} from "./workload.ts";
 
 /** Connects in flight per load process: enough to connect 1000 users in seconds, few enough not to stall an edge. */
 const connectsInFlightMax = 50;
@@ -74,7 +82,9 @@ export async function runSystem(system: CellwireSystem | PeerSystem, context: Ru
   const plan = planConversations(options.users, options.group);
   const userIndexes = plan.flatMap((conversation) => conversation.memberUserIndexes);
   const recordingDirectory = system.system === "cellwire" ? mkdtempSync(join(tmpdir(), "cellwire-bench-recording-")) : undefined;
-  const recordingPaths = Array.from({ length: options.loadProcesses }, (_, index) => (recordingDirectory === undefined ? null : join(recordingDirectory, `load-${index + 1}.tsv`)));
+  const recordingPaths = Array.from({ length: options.loadProcesses }, (_, index) =>
+    recordingDirectory === undefined ? null : join(recordingDirectory, `load-${index + 1}.tsv`),
+  );
   const fleet = await LoadFleet.start({
     count: options.loadProcesses,
     ...(options.profileDirectory !== undefined && system.system === "cellwire" ? { profileDirectory: options.profileDirectory } : {}),
@@ -89,7 +99,11 @@ export async function runSystem(system: CellwireSystem | PeerSystem, context: Ru
     const usersOf = (processIndex: number): LoadUser[] =>
       userIndexes
         .filter((userIndex) => processOfUser(userIndex, options.loadProcesses) === processIndex)
-        .map((userIndex) => ({ userIndex, userId: userIdOf(context.runId, userIndex), serverUrls: serverUrlsOfUser(userIndex, system.serverUrls) }));
+        .map((userIndex) => ({
+          userIndex,
+          userId: userIdOf(context.runId, userIndex),
+          serverUrls: serverUrlsOfUser(userIndex, system.serverUrls),
+        }));
     await fleet.all(
       (processIndex) => ({
         type: "setup",
@@ -105,22 +119,32 @@ export async function runSystem(system: CellwireSystem | PeerSystem, context: Ru
       commandDeadlineMs,
     );
 
-    log(`${system.system}: connecting ${userIndexes.length} users over ${system.serverUrls.length} servers from ${options.loadProcesses} load processes…`);
+    log(
+      `${system.system}: connecting ${userIndexes.length} users over ${system.serverUrls.length} servers from ${options.loadProcesses} load processes…`,
+    );
     const connectedAt = performance.now();
     const connected = await fleet.all(() => ({ type: "connect", connectsInFlightMax }), "connected", setupDeadlineMs);
-    for (const reply of connected) if (reply.failed > 0) throw new Error(`${system.system}: ${describeFailures("connects", reply.failed, reply.firstError)}`);
-    log(`${system.system}: ${userIndexes.length} users connected in ${((performance.now() - connectedAt) / 1000).toFixed(1)} s; creating ${plan.length} conversation${plan.length === 1 ? "" : "s"}…`);
+    for (const reply of connected)
+      if (reply.failed > 0) throw new Error(`${system.system}: ${describeFailures("connects", reply.failed, reply.firstError)}`);
+    log(
+      `${system.system}: ${userIndexes.length} users connected in ${((performance.now() - connectedAt) / 1000).toFixed(1)} s; creating ${plan.length} conversation${plan.length === 1 ? "" : "s"}…`,
+    );
 
     const conversationIds = await createConversations(fleet, plan, context);
     const joined = await fleet.all(
       () => ({
         type: "join",
-        conversations: plan.map((conversation) => ({ index: conversation.index, conversationId: conversationIds[conversation.index] ?? "", memberUserIndexes: conversation.memberUserIndexes })),
+        conversations: plan.map((conversation) => ({
+          index: conversation.index,
+          conversationId: conversationIds[conversation.index] ?? "",
+          memberUserIndexes: conversation.memberUserIndexes,
+        })),
       }),
       "joined",
       setupDeadlineMs,
     );
-    for (const reply of joined) if (reply.failed > 0) throw new Error(`${system.system}: ${describeFailures("joins", reply.failed, reply.firstError)}`);
+    for (const reply of joined)
+      if (reply.failed > 0) throw new Error(`${system.system}: ${describeFailures("joins", reply.failed, reply.firstError)}`);
 
     const usageTargets: UsageTarget[] = [
       ...system.usageTargets,
@@ -156,7 +180,10 @@ async function createConversations(fleet: LoadFleet, plan: readonly Conversation
       type: "create",
       conversations: plan
         .filter((conversation) => processOfUser(conversation.memberUserIndexes[0] ?? 0, options.loadProcesses) === processIndex)
-        .map((conversation) => ({ index: conversation.index, memberUserIds: conversation.memberUserIndexes.map((userIndex) => userIdOf(context.runId, userIndex)) })),
+        .map((conversation) => ({
+          index: conversation.index,
+          memberUserIds: conversation.memberUserIndexes.map((userIndex) => userIdOf(context.runId, userIndex)),
+        })),
     }),
     "created",
     setupDeadlineMs,
@@ -171,24 +198,45 @@ async function createConversations(fleet: LoadFleet, plan: readonly Conversation
   return conversationIds;
 }
 
-async function runRate(fleet: LoadFleet, rate: number, usageTargets: readonly UsageTarget[], system: CellwireSystem | PeerSystem, context: RunContext): Promise<RateResult> {
+async function runRate(
+  fleet: LoadFleet,
+  rate: number,
+  usageTargets: readonly UsageTarget[],
+  system: CellwireSystem | PeerSystem,
+  context: RunContext,
+): Promise<RateResult> {
   const { options, log } = context;
   const startUs = Math.round(wallNowUs() + windowLeadMs * 1000);
   const measureStartUs = startUs + options.warmupS * 1e6;
   const endUs = measureStartUs + options.durationS * 1e6;
   log(`${system.system}: ${rate} sends/s: ${options.warmupS} s of warm-up, then ${options.durationS} s measured…`);
-  await fleet.all(() => ({ type: "window", rate, startUs, warmupS: options.warmupS, durationS: options.durationS }), "windowStarted", commandDeadlineMs);
+  await fleet.all(
+    () => ({ type: "window", rate, startUs, warmupS: options.warmupS, durationS: options.durationS }),
+    "windowStarted",
+    commandDeadlineMs,
+  );
 
   // Postgres and NATS count what the window cost them (Cellwire only: the peer uses neither).
   const counterSource =
     system.system === "cellwire"
-      ? { postgresAdminUrl: system.postgresAdminUrl, namespace: system.namespace, cellIds: system.cellIds, natsMonitorUrl: options.natsMonitorUrl }
+      ? {
+          postgresAdminUrl: system.postgresAdminUrl,
+          namespace: system.namespace,
+          cellIds: system.cellIds,
+          natsMonitorUrl: options.natsMonitorUrl,
+        }
       : undefined;
   await atWallTime(measureStartUs);
   const machineAtStart = readMachineBusyTicks();
-  const [usageAtStart, countersAtStart] = await Promise.all([sampleUsage(usageTargets), counterSource === undefined ? undefined : sampleCounters(counterSource)]);
+  const [usageAtStart, countersAtStart] = await Promise.all([
+    sampleUsage(usageTargets),
+    counterSource === undefined ? undefined : sampleCounters(counterSource),
+  ]);
   await atWallTime(endUs);
-  const [usageAtEnd, countersAtEnd] = await Promise.all([sampleUsage(usageTargets), counterSource === undefined ? undefined : sampleCounters(counterSource)]);
+  const [usageAtEnd, countersAtEnd] = await Promise.all([
+    sampleUsage(usageTargets),
+    counterSource === undefined ? undefined : sampleCounters(counterSource),
+  ]);
   const machineAtEnd = readMachineBusyTicks();
   const ticksPerSecond = clockTicksPerSecond();
 
@@ -197,12 +245,14 @@ async function runRate(fleet: LoadFleet, rate: number, usageTargets: readonly Us
   for (;;) {
     const progress = await fleet.all(() => ({ type: "progress" }), "progress", commandDeadlineMs);
     const total = (field: "sent" | "settled" | "expected" | "delivered"): number => progress.reduce((sum, reply) => sum + reply[field], 0);
-    const complete = progress.every((reply) => reply.sendingDone) && total("settled") === total("sent") && total("delivered") >= total("expected");
+    const complete =
+      progress.every((reply) => reply.sendingDone) && total("settled") === total("sent") && total("delivered") >= total("expected");
     if (complete || wallNowUs() >= drainDeadlineUs) break;
     await atWallTime(Math.min(drainDeadlineUs, wallNowUs() + progressIntervalMs * 1000));
   }
   const reports = await fleet.all(() => ({ type: "report" }), "report", commandDeadlineMs);
-  const machineCpuMs = machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond;
+  const machineCpuMs =
+    machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond;
   const merged = mergeRate({
     system: system.system,
     group: options.group,
@@ -216,8 +266,14 @@ async function runRate(fleet: LoadFleet, rate: number, usageTargets: readonly Us
   return { ...merged, budget: budgetBetween(countersAtStart, countersAtEnd, merged.acked) };
 }
 
-function samePositions(left: readonly { userIndex: number; position: number }[], right: readonly { userIndex: number; position: number }[]): boolean {
-  return left.length === right.length && left.every((entry, index) => entry.userIndex === right[index]?.userIndex && entry.position === right[index]?.position);
+function samePositions(
+  left: readonly { userIndex: number; position: number }[],
+  right: readonly { userIndex: number; position: number }[],
+): boolean {
+  return (
+    left.length === right.length &&
+    left.every((entry, index) => entry.userIndex === right[index]?.userIndex && entry.position === right[index]?.position)
+  );
 }
 
 type HistoryInput = {
@@ -236,11 +292,16 @@ async function checkCellwireHistory(system: CellwireSystem, fleet: LoadFleet, in
   const { context } = input;
   const { options, log } = context;
   log("cellwire: history check: waiting for every send to be answered…");
-  const settled = await fleet.all(() => ({ type: "settle", deadlineMs: settleDeadlineMs }), "settled", settleDeadlineMs + commandDeadlineMs);
+  const settled = await fleet.all(
+    () => ({ type: "settle", deadlineMs: settleDeadlineMs }),
+    "settled",
+    settleDeadlineMs + commandDeadlineMs,
+  );
   const pending = settled.reduce((sum, reply) => sum + reply.pending, 0);
   const userIds = new Map(input.userIndexes.map((userIndex) => [userIndex, userIdOf(context.runId, userIndex)]));
   const userIndexOf = new Map([...userIds].map(([userIndex, userId]) => [userId, userIndex]));
-  const dump = (): Promise<DatabaseSnapshot> => dumpCellDatabases({ postgresAdminUrl: system.postgresAdminUrl, namespace: system.namespace, cellIds: system.cellIds });
+  const dump = (): Promise<DatabaseSnapshot> =>
+    dumpCellDatabases({ postgresAdminUrl: system.postgresAdminUrl, namespace: system.namespace, cellIds: system.cellIds });
 
   // At rest: nothing unanswered, every connection read to the head of its mailbox, and no head moved
   // between two dumps with a catch-up between them. Sends the SDK never answered rule it out at once.
@@ -254,7 +315,11 @@ async function checkCellwireHistory(system: CellwireSystem, fleet: LoadFleet, in
     const loud = round === 1 || round % 10 === 0;
     if (loud) log(`cellwire: history check: every connection reading to its head (round ${round})…`);
     const caughtUp = await fleet.all(
-      (processIndex) => ({ type: "catchUp", deadlineMs: catchUpDeadlineMs, positions: positions.filter(({ userIndex }) => processOfUser(userIndex, options.loadProcesses) === processIndex) }),
+      (processIndex) => ({
+        type: "catchUp",
+        deadlineMs: catchUpDeadlineMs,
+        positions: positions.filter(({ userIndex }) => processOfUser(userIndex, options.loadProcesses) === processIndex),
+      }),
       "caughtUp",
       catchUpDeadlineMs + commandDeadlineMs,
     );
@@ -263,7 +328,8 @@ async function checkCellwireHistory(system: CellwireSystem, fleet: LoadFleet, in
     const moved = !samePositions(positions, heads);
     atRest = behind === 0 && !moved;
     if (!atRest) {
-      if (loud) log(`cellwire: history check: not at rest yet (${behind} connections behind their heads${moved ? ", heads still moving" : ""})`);
+      if (loud)
+        log(`cellwire: history check: not at rest yet (${behind} connections behind their heads${moved ? ", heads still moving" : ""})`);
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, roundStartedAt + restRoundIntervalMs - performance.now())));
     }
   }
@@ -274,6 +340,11 @@ async function checkCellwireHistory(system: CellwireSystem, fleet: LoadFleet, in
   const database = await dump();
   const quiescent = atRest && samePositions(heads, positionsToReach(database, userIndexOf));
   const recording = await readRecordings(input.recordingPaths);
-  const record = toHistoryRecord(recording, { userIds, deviceId, conversationIds: input.conversationIds, bodyBytes: options.bodyBytes }, database, quiescent);
+  const record = toHistoryRecord(
+    recording,
+    { userIds, deviceId, conversationIds: input.conversationIds, bodyBytes: options.bodyBytes },
+    database,
+    quiescent,
+  );
   return checkHistory(record);
 }

@@ -82,7 +82,13 @@ export type CellwireStartOptions = SharedServices & {
 
 export async function startCellwire(options: CellwireStartOptions): Promise<CellwireSystem> {
   const cellIds = cells.map((cell) => cell.cellId);
-  const resources = { namespace: options.namespace, cellIds, natsServers: options.natsServers, redisUrl: options.redisUrl, postgresAdminUrl: options.postgresAdminUrl };
+  const resources = {
+    namespace: options.namespace,
+    cellIds,
+    natsServers: options.natsServers,
+    redisUrl: options.redisUrl,
+    postgresAdminUrl: options.postgresAdminUrl,
+  };
   // Edges and load processes would otherwise race to create the dev key pair on a fresh clone.
   await ensureDevKeyPair(defaultDevKeyDirectory);
   const output = new RecentLines();
@@ -113,7 +119,10 @@ export async function startCellwire(options: CellwireStartOptions): Promise<Cell
     });
   } catch (error) {
     await destroyNamespace(resources).catch(() => undefined);
-    throw new Error(`Cellwire did not start: ${error instanceof Error ? error.message : String(error)}\n${output.all().slice(-40).join("\n")}`, { cause: error });
+    throw new Error(
+      `Cellwire did not start: ${error instanceof Error ? error.message : String(error)}\n${output.all().slice(-40).join("\n")}`,
+      { cause: error },
+    );
   }
   const admin = new pg.Client({ connectionString: options.postgresAdminUrl });
   // An idle client whose server goes away emits 'error'; without a listener that would crash the run.
@@ -138,7 +147,9 @@ export async function startCellwire(options: CellwireStartOptions): Promise<Cell
     // The backends serving this run's cell databases (not the admin connection asking, nor other runs).
     pids: async () => {
       const result = await admin.query("select pid from pg_stat_activity where datname = any($1::text[])", [databaseNames]);
-      return (result.rows as unknown[]).flatMap((row) => (typeof row === "object" && row !== null && "pid" in row && typeof row.pid === "number" ? [row.pid] : []));
+      return (result.rows as unknown[]).flatMap((row) =>
+        typeof row === "object" && row !== null && "pid" in row && typeof row.pid === "number" ? [row.pid] : [],
+      );
     },
   };
   const serverTargets: UsageTarget[] = topology.processes().map(({ processName }) => ({
@@ -169,11 +180,19 @@ export type PeerStartOptions = {
 
 export async function startSocketIo(options: PeerStartOptions): Promise<PeerSystem> {
   const output = new RecentLines();
-  const peer: SocketIoPeer = await startSocketIoPeer({ nodes: 2, redisUrl: options.redisUrl, key: options.key, onOutput: (processName, line) => output.add(`[${processName}] ${line}`) });
+  const peer: SocketIoPeer = await startSocketIoPeer({
+    nodes: 2,
+    redisUrl: options.redisUrl,
+    key: options.key,
+    onOutput: (processName, line) => output.add(`[${processName}] ${line}`),
+  });
   return {
     system: "socketio",
     serverUrls: peer.urls,
-    usageTargets: [...peer.processes.map(({ processName, pid }) => ({ name: processName, pids: () => [pid] })), namedProcessTarget("redis-server")],
+    usageTargets: [
+      ...peer.processes.map(({ processName, pid }) => ({ name: processName, pids: () => [pid] })),
+      namedProcessTarget("redis-server"),
+    ],
     recentOutput: () => output.all(),
     stop: () => peer.stop(),
   };

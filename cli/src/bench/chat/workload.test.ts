@@ -76,7 +76,9 @@ describe("the send schedule", () => {
 
   it("interleaves the processes so that together they send at the rate, evenly spaced", () => {
     const schedules = [0, 1].map((processIndex) => sendSchedule(timing, processIndex, 2));
-    const all = schedules.flatMap((schedule) => Array.from({ length: schedule.sendCount }, (_, index) => intendedUs(schedule, index))).sort((left, right) => left - right);
+    const all = schedules
+      .flatMap((schedule) => Array.from({ length: schedule.sendCount }, (_, index) => intendedUs(schedule, index)))
+      .sort((left, right) => left - right);
     // 3 s at 100 sends/s.
     expect(all).toHaveLength(300);
     expect(all[0]).toBe(timing.startUs);
@@ -85,7 +87,9 @@ describe("the send schedule", () => {
 
   it("measures the sends intended after the warm-up and before the end", () => {
     const schedule = sendSchedule(timing, 0, 1);
-    const measured = Array.from({ length: schedule.sendCount }, (_, index) => intendedUs(schedule, index)).filter((intended) => isMeasured(schedule, intended));
+    const measured = Array.from({ length: schedule.sendCount }, (_, index) => intendedUs(schedule, index)).filter((intended) =>
+      isMeasured(schedule, intended),
+    );
     expect(measured).toHaveLength(200);
     expect(measured[0]).toBe(timing.startUs + 1_000_000);
     expect(measured.at(-1)).toBe(timing.startUs + 2_990_000);
@@ -118,7 +122,8 @@ describe("message keys and bodies", () => {
   });
 
   it("rejects bodies it did not make", () => {
-    for (const body of ["", "hello", "1", "1 ", " 1 2 ", "a 2 x", "1 b x", "-1 2 x", "1 2.5 x"]) expect(parseMessageBody(body), body).toBeUndefined();
+    for (const body of ["", "hello", "1", "1 ", " 1 2 ", "a 2 x", "1 b x", "-1 2 x", "1 2.5 x"])
+      expect(parseMessageBody(body), body).toBeUndefined();
   });
 });
 

@@ -42,7 +42,8 @@ export type ConversationPlan = {
  */
 export function planConversations(userCount: number, groupSize: number): ConversationPlan[] {
   if (!Number.isSafeInteger(groupSize) || groupSize < 2) throw new RangeError(`a conversation needs at least 2 members, not ${groupSize}`);
-  if (!Number.isSafeInteger(userCount) || userCount < groupSize) throw new RangeError(`${userCount} users cannot fill a conversation of ${groupSize}`);
+  if (!Number.isSafeInteger(userCount) || userCount < groupSize)
+    throw new RangeError(`${userCount} users cannot fill a conversation of ${groupSize}`);
   const count = Math.floor(userCount / groupSize);
   return Array.from({ length: count }, (_, index) => ({
     index,
@@ -79,7 +80,8 @@ export function senderOrder<T extends { readonly userIndex: number; readonly con
     rankInConversation.set(sender, rank);
   }
   return [...senders].sort(
-    (left, right) => (rankInConversation.get(left) ?? 0) - (rankInConversation.get(right) ?? 0) || left.conversationIndex - right.conversationIndex,
+    (left, right) =>
+      (rankInConversation.get(left) ?? 0) - (rankInConversation.get(right) ?? 0) || left.conversationIndex - right.conversationIndex,
   );
 }
 
@@ -135,7 +137,8 @@ export function isMeasured(schedule: Pick<SendSchedule, "measureStartUs" | "endU
 }
 
 export function messageKey(processIndex: number, counter: number): number {
-  if (counter >= messageKeyProcessStride) throw new RangeError(`load process ${processIndex} ran out of message keys after ${messageKeyProcessStride} sends`);
+  if (counter >= messageKeyProcessStride)
+    throw new RangeError(`load process ${processIndex} ran out of message keys after ${messageKeyProcessStride} sends`);
   return processIndex * messageKeyProcessStride + counter;
 }
 
@@ -223,11 +226,22 @@ export function countDeliveries(sent: readonly SentMessages[], tallies: readonly
   return { expected, onTime, late, missing, unexpected };
 }
 
-export type RateFigures = { readonly sent: number; readonly missing: number; readonly late: number; readonly deliveryP99Ms: number | undefined };
+export type RateFigures = {
+  readonly sent: number;
+  readonly missing: number;
+  readonly late: number;
+  readonly deliveryP99Ms: number | undefined;
+};
 
 /** Every message reached every member within 5 s, and p99 delivery is at most 50 ms. Nothing sent is no pass. */
 export function ratePasses(figures: RateFigures): boolean {
-  return figures.sent > 0 && figures.missing === 0 && figures.late === 0 && figures.deliveryP99Ms !== undefined && figures.deliveryP99Ms <= deliveryP99MsPassMax;
+  return (
+    figures.sent > 0 &&
+    figures.missing === 0 &&
+    figures.late === 0 &&
+    figures.deliveryP99Ms !== undefined &&
+    figures.deliveryP99Ms <= deliveryP99MsPassMax
+  );
 }
 
 export type RateOutcome = { readonly rate: number; readonly pass: boolean };

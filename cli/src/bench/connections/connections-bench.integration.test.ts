@@ -20,7 +20,10 @@ let child: ChildProcess | undefined;
 
 function runBench(args: readonly string[]): Promise<BenchRun> {
   return new Promise((resolve, reject) => {
-    const started = spawn(process.execPath, ["--import", "tsx", "cli/src/bench/connections/main.ts", ...args], { cwd: repositoryRoot, stdio: ["ignore", "pipe", "pipe"] });
+    const started = spawn(process.execPath, ["--import", "tsx", "cli/src/bench/connections/main.ts", ...args], {
+      cwd: repositoryRoot,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     child = started;
     let stdout = "";
     let stderr = "";
@@ -56,13 +59,30 @@ function parseLines(stdout: string): Record<string, unknown>[] {
 }
 
 const positive = expect.any(Number) as unknown;
-const latency = expect.objectContaining({ p50: expect.any(Number) as unknown, p99: expect.any(Number) as unknown, max: expect.any(Number) as unknown }) as unknown;
+const latency = expect.objectContaining({
+  p50: expect.any(Number) as unknown,
+  p99: expect.any(Number) as unknown,
+  max: expect.any(Number) as unknown,
+}) as unknown;
 const loadAverage = [expect.any(Number), expect.any(Number), expect.any(Number)] as unknown;
 
 describe("npm run bench:connections", () => {
   it("measures idle memory, connects/s and an edge kill at a tiny size: figures well formed, every client synced again", async () => {
-    const run = await runBench(["--sockets", "50", "--connects", "100", "--users", "200", "--load-processes", "2", "--results", resultsPath]);
-    onTestFailed(() => console.log(`exit ${String(run.code)}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.split("\n").slice(-80).join("\n")}`));
+    const run = await runBench([
+      "--sockets",
+      "50",
+      "--connects",
+      "100",
+      "--users",
+      "200",
+      "--load-processes",
+      "2",
+      "--results",
+      resultsPath,
+    ]);
+    onTestFailed(() =>
+      console.log(`exit ${String(run.code)}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.split("\n").slice(-80).join("\n")}`),
+    );
     expect(run.code).toBe(0);
     const lines = parseLines(run.stdout);
 
@@ -98,7 +118,8 @@ describe("npm run bench:connections", () => {
     for (const field of ["p50Ms", "p90Ms", "p99Ms", "maxMs"]) expect(kill?.[field], field).toBeGreaterThan(0);
     expect(Number(kill?.["p50Ms"])).toBeLessThanOrEqual(Number(kill?.["maxMs"]));
     // Every client's first attempt after the kill, and its resync, is in the histograms of the wave.
-    const clientsIn = (buckets: unknown): number => (Array.isArray(buckets) ? buckets.reduce((sum: number, bucket: { clients?: unknown }) => sum + Number(bucket.clients), 0) : 0);
+    const clientsIn = (buckets: unknown): number =>
+      Array.isArray(buckets) ? buckets.reduce((sum: number, bucket: { clients?: unknown }) => sum + Number(bucket.clients), 0) : 0;
     expect(clientsIn(kill?.["reconnectSpread"])).toBe(200);
     expect(clientsIn(kill?.["resyncSpread"])).toBe(200);
 

@@ -36,7 +36,11 @@ function wallNowUs(): number {
   return (performance.timeOrigin + performance.now()) * 1000;
 }
 
-type PreparedUser = { readonly userId: string; readonly token: string; /** The seq of this user's last `synced`, for a returning hello. */ syncedSeq: number | undefined };
+type PreparedUser = {
+  readonly userId: string;
+  readonly token: string;
+  /** The seq of this user's last `synced`, for a returning hello. */ syncedSeq: number | undefined;
+};
 
 /** What the edge answered before `synced`, for the failure's reason. */
 function frameType(text: string): string | undefined {
@@ -77,7 +81,10 @@ function openSocket(
         reject(error);
       }
     };
-    const timer = setTimeout(() => settle(new Error(`no ${hello === undefined ? "open" : "synced"} within ${connectDeadlineMs} ms`)), connectDeadlineMs);
+    const timer = setTimeout(
+      () => settle(new Error(`no ${hello === undefined ? "open" : "synced"} within ${connectDeadlineMs} ms`)),
+      connectDeadlineMs,
+    );
     const onMessage = (data: Buffer, isBinary: boolean): void => {
       if (isBinary) return settle(new Error("the edge sent a binary frame"));
       const text = data.toString("utf8");
@@ -175,7 +182,9 @@ class ConnectionsLoadProcess {
     return { opened: command.count - outcome.failed, ...outcome };
   }
 
-  private async openSessions(command: OpenSessionsCommand): Promise<Omit<Extract<ConnectionsReply, { type: "sessionsOpened" }>, "type" | "id">> {
+  private async openSessions(
+    command: OpenSessionsCommand,
+  ): Promise<Omit<Extract<ConnectionsReply, { type: "sessionsOpened" }>, "type" | "id">> {
     const welcome = createLatencyHistogram();
     const synced = createLatencyHistogram();
     const startedAtUs = wallNowUs();
@@ -257,7 +266,10 @@ class ConnectionsLoadProcess {
       synced.catch(() => undefined);
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`not synced within the ${command.deadlineMs} ms deadline`)), Math.max(0, deadline - performance.now()));
+        timer = setTimeout(
+          () => reject(new Error(`not synced within the ${command.deadlineMs} ms deadline`)),
+          Math.max(0, deadline - performance.now()),
+        );
       });
       try {
         await Promise.race([client.connect().then(() => synced), timeout]);
@@ -269,7 +281,8 @@ class ConnectionsLoadProcess {
   }
 
   private async awaitResync(command: AwaitResyncCommand): Promise<ResyncReport> {
-    const resyncedAtUs = (slot: ClientSlot): number | undefined => slot.synced.find((event) => event.atUs >= command.sinceUs && event.url !== command.lostUrl)?.atUs;
+    const resyncedAtUs = (slot: ClientSlot): number | undefined =>
+      slot.synced.find((event) => event.atUs >= command.sinceUs && event.url !== command.lostUrl)?.atUs;
     const deadline = performance.now() + command.deadlineMs;
     while (performance.now() < deadline && this.clients.some((slot) => resyncedAtUs(slot) === undefined)) {
       await new Promise((resolve) => setTimeout(resolve, resyncPollIntervalMs));
@@ -300,7 +313,9 @@ function send(message: ConnectionsReply): void {
 
 function main(): void {
   if (process.send === undefined) {
-    process.stderr.write("connections-load-process.ts is forked by the connections benchmark (npm run bench:connections); it does not run on its own\n");
+    process.stderr.write(
+      "connections-load-process.ts is forked by the connections benchmark (npm run bench:connections); it does not run on its own\n",
+    );
     process.exit(2);
   }
   const load = new ConnectionsLoadProcess(send);
@@ -312,7 +327,11 @@ function main(): void {
       send({ type: "failed", message: `undecodable command: ${decoded.failure.path} ${decoded.failure.reason}` });
       return;
     }
-    queue = queue.then(() => load.handle(decoded.value).catch((error: unknown) => send({ type: "failed", message: `${decoded.value.type}: ${describeError(error)}` })));
+    queue = queue.then(() =>
+      load
+        .handle(decoded.value)
+        .catch((error: unknown) => send({ type: "failed", message: `${decoded.value.type}: ${describeError(error)}` })),
+    );
   });
   // The coordinator stops this process by closing the channel (or by dying): exit normally, so that a
   // CPU profile (--cpu-prof) is written.

@@ -47,9 +47,20 @@ const encodedHistogram = string({ minLength: 1, maxLength: connectionsLoadLimits
 // Commands: coordinator → load process
 
 /** Replaces the process's users and signs a dev token for each (before anything is measured). */
-export type PrepareCommand = { readonly type: "prepare"; readonly id: number; readonly userIds: readonly string[]; readonly deviceId: string };
+export type PrepareCommand = {
+  readonly type: "prepare";
+  readonly id: number;
+  readonly userIds: readonly string[];
+  readonly deviceId: string;
+};
 /** Opens `count` sockets that never say hello (the uWS baseline). */
-export type OpenSilentCommand = { readonly type: "openSilent"; readonly id: number; readonly url: string; readonly count: number; readonly inFlightMax: number };
+export type OpenSilentCommand = {
+  readonly type: "openSilent";
+  readonly id: number;
+  readonly url: string;
+  readonly count: number;
+  readonly inFlightMax: number;
+};
 /**
  * Opens a minimal session per prepared user, at most inFlightMax connecting at once, and keeps each open
  * once synced. `resume`: the hello carries the mailbox seq of the user's previous `synced` (a returning
@@ -172,7 +183,10 @@ export type ConnectionsReply =
 
 const failures = { failed: count, firstError: nullable(shortText) };
 
-function typedArray<T extends Float64Array | Uint32Array>(constructor: { new (length: number): T; readonly name: string }, maxItems: number): Decoder<T> {
+function typedArray<T extends Float64Array | Uint32Array>(
+  constructor: { new (length: number): T; readonly name: string },
+  maxItems: number,
+): Decoder<T> {
   return (input, path) => {
     if (!(input instanceof constructor)) return { ok: false, failure: { path, reason: `must be a ${constructor.name}` } };
     if (input.length > maxItems) return { ok: false, failure: { path, reason: `must have at most ${maxItems} items` } };
@@ -181,7 +195,9 @@ function typedArray<T extends Float64Array | Uint32Array>(constructor: { new (le
 }
 
 const finiteMs: Decoder<number> = (input, path) =>
-  typeof input === "number" && Number.isFinite(input) && input >= 0 ? { ok: true, value: input } : { ok: false, failure: { path, reason: "must be a finite number >= 0" } };
+  typeof input === "number" && Number.isFinite(input) && input >= 0
+    ? { ok: true, value: input }
+    : { ok: false, failure: { path, reason: "must be a finite number >= 0" } };
 
 export const connectionsReplyDecoder: Decoder<ConnectionsReply> = taggedUnion<ConnectionsReply>({
   ready: object({ type: literal("ready") }),

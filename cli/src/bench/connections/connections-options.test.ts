@@ -30,13 +30,17 @@ describe("the connections bench's options", () => {
   it("runs the measurements named, always in the order memory, connects, kill (kill leaves edge 1 dead)", () => {
     const parsed = parseConnectionsOptions(["--measurements", "kill,memory"], now);
     expect(parsed.ok && parsed.options.measurements).toEqual(["memory", "kill"]);
-    expect(message(parseConnectionsOptions(["--measurements", "memory,speed"], now))).toMatch(/--measurements takes memory, connects, kill, not "speed"/);
+    expect(message(parseConnectionsOptions(["--measurements", "memory,speed"], now))).toMatch(
+      /--measurements takes memory, connects, kill, not "speed"/,
+    );
     expect(message(parseConnectionsOptions(["--measurements", "kill,kill"], now))).toMatch(/names one twice/);
   });
 
   it("refuses more sockets, connects or clients than the load processes may hold (20,000 open files each)", () => {
     expect(parseConnectionsOptions(["--users", "10000"], now).ok).toBe(true);
-    expect(message(parseConnectionsOptions(["--users", "10001", "--load-processes", "2"], now))).toMatch(/--users 10001 is more than 2 load processes hold \(at most 5000 per load process/);
+    expect(message(parseConnectionsOptions(["--users", "10001", "--load-processes", "2"], now))).toMatch(
+      /--users 10001 is more than 2 load processes hold \(at most 5000 per load process/,
+    );
     expect(message(parseConnectionsOptions(["--sockets", "20001"], now))).toMatch(/--sockets 20001/);
     expect(message(parseConnectionsOptions(["--connects", "0"], now))).toMatch(/--connects takes a whole number from 1/);
   });

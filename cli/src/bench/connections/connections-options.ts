@@ -62,14 +62,16 @@ class OptionError extends Error {}
 
 function wholeNumber(name: string, text: string, min: number, max: number): number {
   const value = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) throw new OptionError(`--${name} takes a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max)
+    throw new OptionError(`--${name} takes a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
   return value;
 }
 
 function parseMeasurements(text: string): MeasurementName[] {
   const names = text.split(",").map((part) => part.trim());
   for (const name of names) {
-    if (!(measurementNames as readonly string[]).includes(name)) throw new OptionError(`--measurements takes ${measurementNames.join(", ")}, not ${JSON.stringify(name)}`);
+    if (!(measurementNames as readonly string[]).includes(name))
+      throw new OptionError(`--measurements takes ${measurementNames.join(", ")}, not ${JSON.stringify(name)}`);
   }
   if (new Set(names).size !== names.length) throw new OptionError(`--measurements names one twice: ${text}`);
   // Always in the fixed order: kill comes last, since it leaves edge 1 dead.
@@ -83,7 +85,8 @@ function postgresUrl(text: string): string {
   } catch {
     throw new OptionError(`--postgres-admin-url is not a URL: ${JSON.stringify(text)}`);
   }
-  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") throw new OptionError(`--postgres-admin-url must be a postgres:// URL, not ${url.protocol}//…`);
+  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:")
+    throw new OptionError(`--postgres-admin-url must be a postgres:// URL, not ${url.protocol}//…`);
   return text;
 }
 

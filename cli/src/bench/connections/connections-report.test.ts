@@ -5,7 +5,16 @@ import type { ConnectsLine, KillLine, MemoryLine } from "./connections-results.t
 
 const parsed = parseConnectionsOptions([], new Date(2026, 11, 6, 12));
 if (!parsed.ok) throw new Error(parsed.message);
-const machine = { cpuModel: "Test CPU", cores: 2, memoryGiB: 24, kernel: "6.1", node: "v20.19.0", postgres: "postgres 15", nats: "nats-server 2.10", redis: "redis 7" };
+const machine = {
+  cpuModel: "Test CPU",
+  cores: 2,
+  memoryGiB: 24,
+  kernel: "6.1",
+  node: "v20.19.0",
+  postgres: "postgres 15",
+  nats: "nats-server 2.10",
+  redis: "redis 7",
+};
 const loadAverage = [1.5, 2, 2.5] as const;
 
 const memory: MemoryLine = {
@@ -90,9 +99,15 @@ describe("the connections report", () => {
     });
     expect(report).toContain("# Connections benchmark (2026-12-06)");
     expect(report).toContain("- Commit: abc1234 (dirty");
-    expect(report).toContain("| authenticated, synced, idle | 1 | 5,000 of 5,000 | 100 → 150 → 140 | 10,485.8 | 8,388.6 | 3,000 | 40 | 1.50 2.00 2.50 |");
-    expect(report).toContain("| first-time | 1 | 10,000 | 0 | 200 | 16.9 | **592** | 150 / 420 / 800 | 200 / 500 / 900 | 1,000 | edge-1 900, redis 100 | 1.50 2.00 2.50 |");
-    expect(report).toContain("| 6,000 | 1 → 2 | **6,000** | 0 | 10,400 / 12,000 / 13,000 / **13,700** | 5,000 / 900 / 100 | 4102: 900, no close code: 100 | edge-2 1,000 | 1.50 2.00 2.50 |");
+    expect(report).toContain(
+      "| authenticated, synced, idle | 1 | 5,000 of 5,000 | 100 → 150 → 140 | 10,485.8 | 8,388.6 | 3,000 | 40 | 1.50 2.00 2.50 |",
+    );
+    expect(report).toContain(
+      "| first-time | 1 | 10,000 | 0 | 200 | 16.9 | **592** | 150 / 420 / 800 | 200 / 500 / 900 | 1,000 | edge-1 900, redis 100 | 1.50 2.00 2.50 |",
+    );
+    expect(report).toContain(
+      "| 6,000 | 1 → 2 | **6,000** | 0 | 10,400 / 12,000 / 13,000 / **13,700** | 5,000 / 900 / 100 | 4102: 900, no close code: 100 | edge-2 1,000 | 1.50 2.00 2.50 |",
+    );
     expect(report).toContain("- cellwire-worker-a-1 exited unexpectedly (status 1)");
     // The wave's spread: a bar per bucket, scaled to the fullest, up to the last bucket with a client.
     expect(report).toContain(`| 0–25 | 3,000 | 50% | ${"█".repeat(40)} |`);

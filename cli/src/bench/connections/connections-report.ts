@@ -87,7 +87,9 @@ function memorySection(lines: readonly MemoryLine[]): string[] {
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ...rows.map((row) => `| ${row} |`),
     "",
-    ...lines.filter((line) => line.failed > 0).map((line) => `- ${line.kind}: ${line.failed} sockets failed; the first: ${line.firstError ?? "no reason given"}`),
+    ...lines
+      .filter((line) => line.failed > 0)
+      .map((line) => `- ${line.kind}: ${line.failed} sockets failed; the first: ${line.firstError ?? "no reason given"}`),
   ];
 }
 
@@ -119,7 +121,9 @@ function connectsSection(lines: readonly ConnectsLine[]): string[] {
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ...rows.map((row) => `| ${row} |`),
     "",
-    ...lines.filter((line) => line.failed > 0).map((line) => `- ${line.users}: ${line.failed} connects failed; the first: ${line.firstError ?? "no reason given"}`),
+    ...lines
+      .filter((line) => line.failed > 0)
+      .map((line) => `- ${line.users}: ${line.failed} connects failed; the first: ${line.firstError ?? "no reason given"}`),
   ];
 }
 
@@ -161,7 +165,11 @@ function killSection(lines: readonly KillLine[]): string[] {
       figure(line.notResynced),
       `${ms(line.p50Ms)} / ${ms(line.p90Ms)} / ${ms(line.p99Ms)} / **${ms(line.maxMs)}**`,
       `${figure(line.attempts.one)} / ${figure(line.attempts.two)} / ${figure(line.attempts.more)}`,
-      Object.keys(line.firstFailures).length === 0 ? "none" : Object.entries(line.firstFailures).map(([reason, count]) => `${reason}: ${figure(count)}`).join(", "),
+      Object.keys(line.firstFailures).length === 0
+        ? "none"
+        : Object.entries(line.firstFailures)
+            .map(([reason, count]) => `${reason}: ${figure(count)}`)
+            .join(", "),
       cpuColumn(line.processes),
       load(line.loadAverage),
     ].join(" | "),
@@ -200,7 +208,9 @@ export function renderConnectionsReport(input: ConnectionsReportInput): string {
       `${options.loadProcesses} load processes share the cores with it. The machine is shared: each row has the load average when it was taken.`,
     ...(options.profileDirectory === undefined
       ? []
-      : [`- CPU profiles of every Cellwire process and load process: \`${options.profileDirectory}/<process name>/\`. Profiling slows every process: figures of a profiled run are not comparable with others.`]),
+      : [
+          `- CPU profiles of every Cellwire process and load process: \`${options.profileDirectory}/<process name>/\`. Profiling slows every process: figures of a profiled run are not comparable with others.`,
+        ]),
     "",
     ...memorySection(input.memory),
     ...connectsSection(input.connects),

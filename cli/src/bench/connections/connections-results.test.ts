@@ -12,7 +12,12 @@ function histogramOf(valuesUs: readonly number[]): string {
 
 describe("memoryLine", () => {
   it("divides each growth by the sockets still open: RSS right after and after the GC, heap and external after the GC", () => {
-    const heap = (heapUsedBytes: number, externalBytes: number) => ({ heapUsedBytes, heapTotalBytes: 2 * heapUsedBytes, externalBytes, arrayBuffersBytes: 0 });
+    const heap = (heapUsedBytes: number, externalBytes: number) => ({
+      heapUsedBytes,
+      heapTotalBytes: 2 * heapUsedBytes,
+      externalBytes,
+      arrayBuffersBytes: 0,
+    });
     const line = memoryLine({
       kind: "sessions",
       edge: "1",
@@ -25,7 +30,13 @@ describe("memoryLine", () => {
       settled: { rssBytes: 104_000_000, heap: heap(22_400_000, 1_080_000) },
       loadAverage,
     });
-    expect(line).toMatchObject({ rssBytesPerSocket: 10_000, rssSettledBytesPerSocket: 5000, heapUsedBytesPerSocket: 3000, externalBytesPerSocket: 100, socketsOpen: 800 });
+    expect(line).toMatchObject({
+      rssBytesPerSocket: 10_000,
+      rssSettledBytesPerSocket: 5000,
+      heapUsedBytesPerSocket: 3000,
+      externalBytesPerSocket: 100,
+      socketsOpen: 800,
+    });
   });
 
   it("has no heap figures without the inspector, and no division by zero when nothing stayed open", () => {
@@ -52,8 +63,24 @@ describe("connectsLine", () => {
       edge: "1",
       inFlightMax: 100,
       replies: [
-        { opened: 300, failed: 0, firstError: null, startedAtUs: 1_000_000, finishedAtUs: 1_400_000, welcomeHistogram: histogramOf([1000, 2000]), syncedHistogram: histogramOf([3000]) },
-        { opened: 200, failed: 2, firstError: "closed 4003", startedAtUs: 1_100_000, finishedAtUs: 1_500_000, welcomeHistogram: histogramOf([4000]), syncedHistogram: histogramOf([9000]) },
+        {
+          opened: 300,
+          failed: 0,
+          firstError: null,
+          startedAtUs: 1_000_000,
+          finishedAtUs: 1_400_000,
+          welcomeHistogram: histogramOf([1000, 2000]),
+          syncedHistogram: histogramOf([3000]),
+        },
+        {
+          opened: 200,
+          failed: 2,
+          firstError: "closed 4003",
+          startedAtUs: 1_100_000,
+          finishedAtUs: 1_500_000,
+          welcomeHistogram: histogramOf([4000]),
+          syncedHistogram: histogramOf([9000]),
+        },
       ],
       usage: [
         { name: "cellwire-edge-1", cpuMs: 250, rssMb: 1, processCount: 1 },
@@ -62,7 +89,14 @@ describe("connectsLine", () => {
       machineCpuMs: 400,
       loadAverage,
     });
-    expect(line).toMatchObject({ connects: 500, failed: 2, firstError: "closed 4003", durationS: 0.5, admittedPerS: 1000, serverCpuUsPerConnect: 500 });
+    expect(line).toMatchObject({
+      connects: 500,
+      failed: 2,
+      firstError: "closed 4003",
+      durationS: 0.5,
+      admittedPerS: 1000,
+      serverCpuUsPerConnect: 500,
+    });
     expect(line.welcomeMs?.max).toBeCloseTo(4, 1);
     expect(line.syncedMs?.p50).toBeCloseTo(3, 1);
     expect(line.processes).toEqual([
@@ -86,13 +120,27 @@ describe("killLine", () => {
           attempts: Uint32Array.from([1, 1, 2, 3, 9]),
           firstFailures: Uint32Array.from([0, 0, 4102, 1, 1]),
         },
-        { delaysMs: Float64Array.from([500]), reconnectDelaysMs: Float64Array.from([12]), attempts: Uint32Array.from([0]), firstFailures: Uint32Array.from([0]) },
+        {
+          delaysMs: Float64Array.from([500]),
+          reconnectDelaysMs: Float64Array.from([12]),
+          attempts: Uint32Array.from([0]),
+          firstFailures: Uint32Array.from([0]),
+        },
       ],
       usage: [],
       machineCpuMs: null,
       loadAverage,
     });
-    expect(line).toMatchObject({ clients: 6, resynced: 5, notResynced: 1, p50Ms: 300, p90Ms: 500, maxMs: 500, attempts: { one: 3, two: 1, more: 2 }, firstFailures: { "4102": 1, "no close code": 2 } });
+    expect(line).toMatchObject({
+      clients: 6,
+      resynced: 5,
+      notResynced: 1,
+      p50Ms: 300,
+      p90Ms: 500,
+      maxMs: 500,
+      attempts: { one: 3, two: 1, more: 2 },
+      firstFailures: { "4102": 1, "no close code": 2 },
+    });
     // The first attempts after the kill per 25 ms, and the resyncs per 500 ms, across the load processes.
     expect(line.reconnectSpread.slice(0, 3)).toEqual([
       { fromMs: 0, toMs: 25, clients: 2 },
@@ -120,6 +168,8 @@ describe("spreadHistogram", () => {
 
 describe("cpuPerOperation", () => {
   it("is null per operation when there was none", () => {
-    expect(cpuPerOperation([{ name: "edge", cpuMs: 10, rssMb: 1, processCount: 1 }], 0)).toEqual([{ name: "edge", cpuMs: 10, cpuUsPerOperation: null }]);
+    expect(cpuPerOperation([{ name: "edge", cpuMs: 10, rssMb: 1, processCount: 1 }], 0)).toEqual([
+      { name: "edge", cpuMs: 10, cpuUsPerOperation: null },
+    ]);
   });
 });

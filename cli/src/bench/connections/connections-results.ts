@@ -172,7 +172,11 @@ export function spreadHistogram(timesMs: Iterable<number>, bucketMs: number, buc
     const index = Math.min(bucketCount - 1, Math.max(0, Math.floor(timeMs / bucketMs)));
     counts[index] = (counts[index] ?? 0) + 1;
   }
-  return counts.map((clients, index) => ({ fromMs: index * bucketMs, toMs: index === bucketCount - 1 ? null : (index + 1) * bucketMs, clients }));
+  return counts.map((clients, index) => ({
+    fromMs: index * bucketMs,
+    toMs: index === bucketCount - 1 ? null : (index + 1) * bucketMs,
+    clients,
+  }));
 }
 
 /** The buckets of the kill's histograms: the SDK's failover window is 0-250 ms, a resync takes seconds. */

@@ -46,7 +46,9 @@ export class InspectorSession {
     return new Promise((resolve, reject) => {
       const socket = new WebSocket(url, { perMessageDeflate: false, maxPayload: 256 * 1024 * 1024 });
       socket.once("open", () => resolve(new InspectorSession(socket)));
-      socket.once("error", (error) => reject(new InspectorError(`cannot reach the inspector at ${url}: ${error.message}`, { cause: error })));
+      socket.once("error", (error) =>
+        reject(new InspectorError(`cannot reach the inspector at ${url}: ${error.message}`, { cause: error })),
+      );
     });
   }
 
@@ -77,7 +79,12 @@ export class InspectorSession {
       if (typeof figure !== "number" || !Number.isFinite(figure)) throw new InspectorError(`process.memoryUsage() has no ${name}`);
       return figure;
     };
-    return { heapUsedBytes: field("heapUsed"), heapTotalBytes: field("heapTotal"), externalBytes: field("external"), arrayBuffersBytes: field("arrayBuffers") };
+    return {
+      heapUsedBytes: field("heapUsed"),
+      heapTotalBytes: field("heapTotal"),
+      externalBytes: field("external"),
+      arrayBuffersBytes: field("arrayBuffers"),
+    };
   }
 
   /** Writes a heap snapshot of the edge to `path` (open it in Chrome DevTools, Memory tab). */
@@ -118,7 +125,10 @@ export class InspectorSession {
     this.pending.delete(id);
     clearTimeout(pending.timer);
     const error = message["error"];
-    if (isRecord(error)) pending.reject(new InspectorError(`inspector error: ${typeof error["message"] === "string" ? error["message"] : JSON.stringify(error)}`));
+    if (isRecord(error))
+      pending.reject(
+        new InspectorError(`inspector error: ${typeof error["message"] === "string" ? error["message"] : JSON.stringify(error)}`),
+      );
     else pending.resolve(message["result"]);
   }
 

@@ -20,7 +20,14 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { servicesToCheck, unreachableServices } from "../../preflight.ts";
 import type { EdgeAddress } from "../../topology.ts";
-import { clockTicksPerSecond, readMachineBusyTicks, readRssBytes, sampleUsage, usageBetween, type UsageTarget } from "../chat/process-usage.ts";
+import {
+  clockTicksPerSecond,
+  readMachineBusyTicks,
+  readRssBytes,
+  sampleUsage,
+  usageBetween,
+  type UsageTarget,
+} from "../chat/process-usage.ts";
 import { commandLine, describeCommit, describeMachine } from "../chat/report.ts";
 import { startCellwire, type CellwireSystem } from "../chat/systems.ts";
 import { ProcessFleet } from "../process-fleet.ts";
@@ -129,7 +136,8 @@ async function untilEdgeDrained(edge: EdgeAddress): Promise<void> {
   for (;;) {
     const sessions = await edgeSessionCount(edge);
     if (sessions === 0) return;
-    if (performance.now() > deadline) throw new Error(`edge ${edge.edgeId} still holds ${sessions} sessions ${drainDeadlineMs} ms after its sockets closed`);
+    if (performance.now() > deadline)
+      throw new Error(`edge ${edge.edgeId} still holds ${sessions} sessions ${drainDeadlineMs} ms after its sockets closed`);
     await sleep(100);
   }
 }
@@ -167,7 +175,11 @@ async function prepare(state: RunState, prefix: string, count: number): Promise<
 }
 
 async function closeSockets(state: RunState, edge: EdgeAddress): Promise<void> {
-  const closed = await state.fleet.all(() => ({ type: "closeSockets", deadlineMs: closeDeadlineMs }), "socketsClosed", closeDeadlineMs + commandDeadlineMs);
+  const closed = await state.fleet.all(
+    () => ({ type: "closeSockets", deadlineMs: closeDeadlineMs }),
+    "socketsClosed",
+    closeDeadlineMs + commandDeadlineMs,
+  );
   const stillOpen = closed.reduce((sum, reply) => sum + reply.stillOpen, 0);
   if (stillOpen > 0) log(`  ${stillOpen} sockets did not close in time and were cut`);
   await untilEdgeDrained(edge);
@@ -187,7 +199,11 @@ async function memorySample(pid: number, inspector: InspectorSession | undefined
   return { rssBytes, heap: inspector === undefined ? undefined : await inspector.heapFigures() };
 }
 
-async function withInspector<T>(state: RunState, processName: string, run: (inspector: InspectorSession | undefined) => Promise<T>): Promise<T> {
+async function withInspector<T>(
+  state: RunState,
+  processName: string,
+  run: (inspector: InspectorSession | undefined) => Promise<T>,
+): Promise<T> {
   const url = state.inspectorUrls.get(processName);
   if (url === undefined) log(`  no inspector URL from ${processName}: RSS only`);
   const inspector = url === undefined ? undefined : await InspectorSession.connect(url);
@@ -232,14 +248,27 @@ async function measureSilentSockets(state: RunState): Promise<MemoryLine> {
     const pid = pidOf(system, silentEdge.processName);
     const before = await memorySample(pid, inspector, true);
     const opened = await fleet.all(
-      (processIndex) => ({ type: "openSilent", url: silentEdge.edge.webSocketUrl, count: shareOf(options.sockets, processIndex, options.loadProcesses), inFlightMax: memoryInFlightPerProcess }),
+      (processIndex) => ({
+        type: "openSilent",
+        url: silentEdge.edge.webSocketUrl,
+        count: shareOf(options.sockets, processIndex, options.loadProcesses),
+        inFlightMax: memoryInFlightPerProcess,
+      }),
       "silentOpened",
       openDeadlineMs,
     );
     const after = await memorySample(pid, inspector, false);
     const census = await fleet.all(() => ({ type: "census" }), "censusTaken", commandDeadlineMs);
     const settled = await memorySample(pid, inspector, true);
-    return memoryLine({ kind: "silent", edge: silentEdge.edge.edgeId, ...censusOf(options, census, opened), before, after, settled, loadAverage: loadAverage() });
+    return memoryLine({
+      kind: "silent",
+      edge: silentEdge.edge.edgeId,
+      ...censusOf(options, census, opened),
+      before,
+      after,
+      settled,
+      loadAverage: loadAverage(),
+    });
   });
   await closeSockets(state, silentEdge.edge);
   return line;
@@ -261,7 +290,8 @@ async function measureIdleSessions(state: RunState): Promise<MemoryLine[]> {
       const otherPid = pidOf(system, otherEdge.processName);
       const before = await memorySample(pid, inspector, true);
       const otherBefore = await memorySample(otherPid, otherInspector, true);
-      if (inspector !== undefined && options.heapSnapshotDirectory !== undefined) await inspector.writeHeapSnapshot(join(options.heapSnapshotDirectory, `edge-before-${options.sockets}-sessions.heapsnapshot`));
+      if (inspector !== undefined && options.heapSnapshotDirectory !== undefined)
+        await inspector.writeHeapSnapshot(join(options.heapSnapshotDirectory, `edge-before-${options.sockets}-sessions.heapsnapshot`));
       const opened = await fleet.all(
         () => ({ type: "openSessions", url: sessionsEdge.edge.webSocketUrl, inFlightMax: memoryInFlightPerProcess, resume: false }),
         "sessionsOpened",
@@ -272,11 +302,20 @@ async function measureIdleSessions(state: RunState): Promise<MemoryLine[]> {
       const census = await fleet.all(() => ({ type: "census" }), "censusTaken", commandDeadlineMs);
       const settled = await memorySample(pid, inspector, true);
       const otherSettled = await memorySample(otherPid, otherInspector, true);
-      if (inspector !== undefined && options.heapSnapshotDirectory !== undefined) await inspector.writeHeapSnapshot(join(options.heapSnapshotDirectory, `edge-after-${options.sockets}-sessions.heapsnapshot`));
+      if (inspector !== undefined && options.heapSnapshotDirectory !== undefined)
+        await inspector.writeHeapSnapshot(join(options.heapSnapshotDirectory, `edge-after-${options.sockets}-sessions.heapsnapshot`));
       const counts = censusOf(options, census, opened);
       return [
         memoryLine({ kind: "sessions", edge: sessionsEdge.edge.edgeId, ...counts, before, after, settled, loadAverage: loadAverage() }),
-        memoryLine({ kind: "elsewhere", edge: otherEdge.edge.edgeId, ...counts, before: otherBefore, after: otherAfter, settled: otherSettled, loadAverage: loadAverage() }),
+        memoryLine({
+          kind: "elsewhere",
+          edge: otherEdge.edge.edgeId,
+          ...counts,
+          before: otherBefore,
+          after: otherAfter,
+          settled: otherSettled,
+          loadAverage: loadAverage(),
+        }),
       ];
     }),
   );
@@ -297,7 +336,11 @@ async function measureConnects(state: RunState): Promise<ConnectsLine[]> {
     const ticksPerSecond = clockTicksPerSecond();
     const machineAtStart = readMachineBusyTicks();
     const usageAtStart = await sampleUsage(state.usageTargets);
-    const replies = await fleet.all(() => ({ type: "openSessions", url: edge.webSocketUrl, inFlightMax: options.inFlightPerProcess, resume: users === "returning" }), "sessionsOpened", openDeadlineMs);
+    const replies = await fleet.all(
+      () => ({ type: "openSessions", url: edge.webSocketUrl, inFlightMax: options.inFlightPerProcess, resume: users === "returning" }),
+      "sessionsOpened",
+      openDeadlineMs,
+    );
     const usageAtEnd = await sampleUsage(state.usageTargets);
     const machineAtEnd = readMachineBusyTicks();
     const line = connectsLine({
@@ -306,7 +349,8 @@ async function measureConnects(state: RunState): Promise<ConnectsLine[]> {
       inFlightMax: options.inFlightPerProcess * options.loadProcesses,
       replies,
       usage: usageBetween(usageAtStart, usageAtEnd, ticksPerSecond),
-      machineCpuMs: machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond,
+      machineCpuMs:
+        machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond,
       loadAverage: loadAverage(),
     });
     lines.push(line);
@@ -327,12 +371,20 @@ async function measureKill(state: RunState): Promise<KillLine> {
   log(`kill: ${options.users} SDK clients synced on edge ${killed.edge.edgeId}…`);
   await prepare(state, `${state.runId}-k`, options.users);
   const opened = await fleet.all(
-    () => ({ type: "openClients", urls: [killed.edge.webSocketUrl, surviving.edge.webSocketUrl], inFlightMax: clientsInFlightPerProcess, deadlineMs: openDeadlineMs }),
+    () => ({
+      type: "openClients",
+      urls: [killed.edge.webSocketUrl, surviving.edge.webSocketUrl],
+      inFlightMax: clientsInFlightPerProcess,
+      deadlineMs: openDeadlineMs,
+    }),
     "clientsOpened",
     openDeadlineMs + commandDeadlineMs,
   );
   const failed = opened.reduce((sum, reply) => sum + reply.failed, 0);
-  if (failed > 0) throw new Error(`kill: ${failed} SDK clients did not sync before the kill; the first: ${opened.find((reply) => reply.firstError !== null)?.firstError ?? "no reason given"}`);
+  if (failed > 0)
+    throw new Error(
+      `kill: ${failed} SDK clients did not sync before the kill; the first: ${opened.find((reply) => reply.firstError !== null)?.firstError ?? "no reason given"}`,
+    );
   const sessions = await edgeSessionCount(killed.edge);
   log(`  ${options.users} clients synced (edge ${killed.edge.edgeId} holds ${sessions} sessions); SIGKILL to ${killedEdgeProcess}…`);
   const ticksPerSecond = clockTicksPerSecond();
@@ -343,7 +395,12 @@ async function measureKill(state: RunState): Promise<KillLine> {
   const killedAtUs = wallNowUs();
   const exited = system.topology.signal(killedEdgeProcess, "SIGKILL");
   const reports = await fleet.all(
-    () => ({ type: "awaitResync", sinceUs: Math.round(killedAtUs), lostUrl: killed.edge.webSocketUrl, deadlineMs: options.resyncDeadlineS * 1000 }),
+    () => ({
+      type: "awaitResync",
+      sinceUs: Math.round(killedAtUs),
+      lostUrl: killed.edge.webSocketUrl,
+      deadlineMs: options.resyncDeadlineS * 1000,
+    }),
     "resynced",
     options.resyncDeadlineS * 1000 + commandDeadlineMs,
   );
@@ -356,13 +413,22 @@ async function measureKill(state: RunState): Promise<KillLine> {
     deadlineS: options.resyncDeadlineS,
     reports,
     usage: usageBetween(usageAtStart, usageAtEnd, ticksPerSecond),
-    machineCpuMs: machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond,
+    machineCpuMs:
+      machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond,
     loadAverage: loadAverage(),
   });
   emit(line);
-  log(`  ${line.resynced} of ${line.clients} synced again on edge ${surviving.edge.edgeId}: p50 ${String(line.p50Ms)} ms, max ${String(line.maxMs)} ms`);
-  const busiest = line.reconnectSpread.reduce((most, bucket) => (bucket.clients > most.clients ? bucket : most), { fromMs: 0, toMs: null as number | null, clients: 0 });
-  log(`  first reconnect attempts: the busiest ${reconnectBucketMs} ms of the wave (from ${busiest.fromMs} ms after the kill) took ${busiest.clients} of ${line.clients} clients`);
+  log(
+    `  ${line.resynced} of ${line.clients} synced again on edge ${surviving.edge.edgeId}: p50 ${String(line.p50Ms)} ms, max ${String(line.maxMs)} ms`,
+  );
+  const busiest = line.reconnectSpread.reduce((most, bucket) => (bucket.clients > most.clients ? bucket : most), {
+    fromMs: 0,
+    toMs: null as number | null,
+    clients: 0,
+  });
+  log(
+    `  first reconnect attempts: the busiest ${reconnectBucketMs} ms of the wave (from ${busiest.fromMs} ms after the kill) took ${busiest.clients} of ${line.clients} clients`,
+  );
   await fleet.all(() => ({ type: "closeClients" }), "clientsClosed", commandDeadlineMs);
   return line;
 }
@@ -415,7 +481,8 @@ async function main(argv: readonly string[]): Promise<number> {
       profileDirectory: options.profileDirectory === undefined ? undefined : resolve(options.profileDirectory),
       extraEnvironment: { EDGE_AUTH_TIMEOUT_MS: String(helloDeadlineMs) },
       // The inspector only where memory is measured: the V8 heap figures come through it.
-      extraExecArgv: (processName) => (options.measurements.includes("memory") && processName.startsWith("cellwire-edge-") ? ["--inspect=127.0.0.1:0"] : []),
+      extraExecArgv: (processName) =>
+        options.measurements.includes("memory") && processName.startsWith("cellwire-edge-") ? ["--inspect=127.0.0.1:0"] : [],
       onOutput: (processName, line) => {
         const url = inspectorUrlOf(line);
         if (url !== undefined) inspectorUrls.set(processName, url);

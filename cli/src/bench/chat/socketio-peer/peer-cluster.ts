@@ -149,7 +149,9 @@ export async function startSocketIoPeer(options: SocketIoPeerOptions): Promise<S
   if (failed.length > 0) {
     await stopNodes(nodes);
     const failures = failed.map(({ node, reason }) => describeFailure(node, reason));
-    throw new SocketIoPeerStartError(`the Socket.IO peer did not start:\n${failures.join("\n")}`, { cause: failed.map(({ reason }) => reason) });
+    throw new SocketIoPeerStartError(`the Socket.IO peer did not start:\n${failures.join("\n")}`, {
+      cause: failed.map(({ reason }) => reason),
+    });
   }
 
   // An IPv6 literal needs brackets in a URL.

@@ -198,7 +198,10 @@ async function start(settings: PeerSettings): Promise<{ port: number; stop: () =
   const publishClient = new Redis(settings.redisUrl, { connectionName: `${processName}-publish` });
   // The adapter puts its second client in subscriber mode: it needs a connection of its own.
   const subscribeClient = publishClient.duplicate({ connectionName: `${processName}-subscribe` });
-  for (const [role, client] of [["publish", publishClient], ["subscribe", subscribeClient]] as const) {
+  for (const [role, client] of [
+    ["publish", publishClient],
+    ["subscribe", subscribeClient],
+  ] as const) {
     // Without a listener ioredis prints each reconnection failure as an unhandled error event.
     client.on("error", (error: unknown) => log("warn", `redis ${role} client: ${errorMessage(error)}`));
   }
@@ -209,7 +212,9 @@ async function start(settings: PeerSettings): Promise<{ port: number; stop: () =
   const stopRedis = async (): Promise<void> => {
     // QUIT lets Redis answer what is queued; while Redis is unreachable it would wait in the offline queue,
     // so past a deadline disconnect() ends the clients anyway.
-    await Promise.allSettled([publishClient.quit(), subscribeClient.quit()].map((quit) => withDeadline(quit, redisQuitDeadlineMs, "QUIT was not answered")));
+    await Promise.allSettled(
+      [publishClient.quit(), subscribeClient.quit()].map((quit) => withDeadline(quit, redisQuitDeadlineMs, "QUIT was not answered")),
+    );
     publishClient.disconnect();
     subscribeClient.disconnect();
   };
@@ -218,7 +223,11 @@ async function start(settings: PeerSettings): Promise<{ port: number; stop: () =
     // The adapter issues its PSUBSCRIBE and SUBSCRIBE without waiting for them. One connection answers in
     // order, so the PING's reply means they are in place: a node must not say ready while a message from
     // another node would still miss it.
-    await withDeadline(Promise.all([publishClient.ping(), subscribeClient.ping()]), redisReadyDeadlineMs, `Redis at ${redisAddress(settings.redisUrl)} did not answer`);
+    await withDeadline(
+      Promise.all([publishClient.ping(), subscribeClient.ping()]),
+      redisReadyDeadlineMs,
+      `Redis at ${redisAddress(settings.redisUrl)} did not answer`,
+    );
     await new Promise<void>((resolve, reject) => {
       httpServer.once("error", reject);
       httpServer.listen(settings.port, settings.host, () => {

@@ -93,9 +93,13 @@ class SocketIoConnection implements ChatConnection {
         this.socket.disconnect();
         const why = lastError === undefined ? "" : ` (last error: ${lastError.message})`;
         reject(
-          new SocketIoConnectionError("connect-timeout", `${this.userId} could not connect to ${this.serverUrl} within ${connectDeadlineMs} ms${why}`, {
-            cause: lastError,
-          }),
+          new SocketIoConnectionError(
+            "connect-timeout",
+            `${this.userId} could not connect to ${this.serverUrl} within ${connectDeadlineMs} ms${why}`,
+            {
+              cause: lastError,
+            },
+          ),
         );
       }, connectDeadlineMs);
       this.socket.once("connect", onConnect);
@@ -116,9 +120,20 @@ class SocketIoConnection implements ChatConnection {
     this.conversationIds.add(conversationId);
     return new Promise<void>((resolve, reject) => {
       this.socket.timeout(acknowledgementTimeoutMs).emit("join", conversationId, (error: Error | null, response: unknown) => {
-        if (error !== null) reject(new SocketIoConnectionError("acknowledgement-timeout", `join of ${conversationId} by ${this.userId}: ${error.message}`, { cause: error }));
+        if (error !== null)
+          reject(
+            new SocketIoConnectionError("acknowledgement-timeout", `join of ${conversationId} by ${this.userId}: ${error.message}`, {
+              cause: error,
+            }),
+          );
         else if (isAccepted(response)) resolve();
-        else reject(new SocketIoConnectionError("rejected", `join of ${conversationId} by ${this.userId} was refused: ${describeResponse(response)}`));
+        else
+          reject(
+            new SocketIoConnectionError(
+              "rejected",
+              `join of ${conversationId} by ${this.userId} was refused: ${describeResponse(response)}`,
+            ),
+          );
       });
     });
   }
@@ -128,9 +143,20 @@ class SocketIoConnection implements ChatConnection {
     return new Promise<void>((resolve, reject) => {
       // socket.io-client types the first argument as Error, but it is null when the acknowledgement came.
       this.socket.timeout(acknowledgementTimeoutMs).emit("send", { conversationId, body }, (error: Error | null, response: unknown) => {
-        if (error !== null) reject(new SocketIoConnectionError("acknowledgement-timeout", `send to ${conversationId} by ${this.userId}: ${error.message}`, { cause: error }));
+        if (error !== null)
+          reject(
+            new SocketIoConnectionError("acknowledgement-timeout", `send to ${conversationId} by ${this.userId}: ${error.message}`, {
+              cause: error,
+            }),
+          );
         else if (isAccepted(response)) resolve();
-        else reject(new SocketIoConnectionError("rejected", `send to ${conversationId} by ${this.userId} was refused: ${describeResponse(response)}`));
+        else
+          reject(
+            new SocketIoConnectionError(
+              "rejected",
+              `send to ${conversationId} by ${this.userId} was refused: ${describeResponse(response)}`,
+            ),
+          );
       });
     });
   }

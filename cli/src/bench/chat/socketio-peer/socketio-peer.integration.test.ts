@@ -31,7 +31,11 @@ class Inbox {
     if (this.messages.length >= count) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new Error(`${who} received ${this.messages.length} of ${count} messages within ${waitDeadlineMs} ms: ${JSON.stringify(this.messages)}`));
+        reject(
+          new Error(
+            `${who} received ${this.messages.length} of ${count} messages within ${waitDeadlineMs} ms: ${JSON.stringify(this.messages)}`,
+          ),
+        );
       }, waitDeadlineMs);
       const waiter = {
         count,
@@ -103,7 +107,12 @@ describe("a two-node Socket.IO peer", () => {
   }
 
   beforeAll(async () => {
-    peer = await startSocketIoPeer({ nodes: 2, redisUrl, key: uniqueKey(), onOutput: (processName, line) => output.push(`${processName}: ${line}`) });
+    peer = await startSocketIoPeer({
+      nodes: 2,
+      redisUrl,
+      key: uniqueKey(),
+      onOutput: (processName, line) => output.push(`${processName}: ${line}`),
+    });
   });
 
   afterAll(async () => {
@@ -191,8 +200,14 @@ describe("a two-node Socket.IO peer", () => {
       expect(isAlive(pid), `${processName} (pid ${pid})`).toBe(false);
       const lines = output.filter((line) => line.startsWith(`${processName}: `));
       // Stopped by its SIGTERM handler, not by the SIGKILL past the deadline.
-      expect(lines.some((line) => line.endsWith(" info SIGTERM: stopping")), lines.join("\n")).toBe(true);
-      expect(lines.some((line) => line.includes("did not stop within")), lines.join("\n")).toBe(false);
+      expect(
+        lines.some((line) => line.endsWith(" info SIGTERM: stopping")),
+        lines.join("\n"),
+      ).toBe(true);
+      expect(
+        lines.some((line) => line.includes("did not stop within")),
+        lines.join("\n"),
+      ).toBe(false);
     }
   });
 });
@@ -201,7 +216,9 @@ describe("a Socket.IO peer that cannot start", () => {
   it("names each node that failed and says why", async () => {
     const failure = startSocketIoPeer({ nodes: 2, redisUrl: "http://127.0.0.1:6379", key: uniqueKey() });
     await expect(failure).rejects.toBeInstanceOf(SocketIoPeerStartError);
-    await expect(failure).rejects.toThrow(/socketio-peer-1 failed to start: .*SOCKETIO_PEER_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/);
+    await expect(failure).rejects.toThrow(
+      /socketio-peer-1 failed to start: .*SOCKETIO_PEER_REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/,
+    );
     await expect(failure).rejects.toThrow(/socketio-peer-2 failed to start/);
   });
 });
