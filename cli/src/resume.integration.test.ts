@@ -281,6 +281,16 @@ describe("a mailbox cursor the mailbox cannot honour (decision 0021)", () => {
     return String(conversation.conversationId);
   }
 
+  /** Resolves once the user's mailbox holds the event at `seq` (read by a session of its own, then closed). */
+  async function untilMailboxHolds(userId: string, seq: number): Promise<void> {
+    const probe = await rawResume(userId, 0, { resumeAfterSeq: seq - 1 });
+    try {
+      await probe.frame((frame) => frame["type"] === "event" && frame["seq"] === seq, deliveryDeadlineMs);
+    } finally {
+      probe.close();
+    }
+  }
+
   function mailboxFrames(socket: RawSocket): ServerFrame[] {
     return serverFrames(socket).filter((frame) => frame.type === "event" || frame.type === "synced" || frame.type === "resync");
   }
@@ -289,6 +299,8 @@ describe("a mailbox cursor the mailbox cannot honour (decision 0021)", () => {
     const dave = await rawResume("dave", 0, {});
     await dave.frame((frame) => frame["type"] === "synced", deliveryDeadlineMs);
     await groupWithErin(dave, "first");
+    // The joined event reaches erin's mailbox by the group's relay, after the reply: wait until it is there.
+    await untilMailboxHolds("erin", 1);
     // Erin's mailbox now holds one event; her device claims seq 6 (head + 5), as after a database restore.
     const head = 1;
     const raw = await rawResume("erin", 1, { resumeAfterSeq: head + 5 });
