@@ -4,12 +4,12 @@
 // frozen or still importing (the requester waits a short jittered backoff and asks again). Bounded by
 // attempts and a deadline sized so that a migration's pause, well under a second, is waited out.
 // Pure apart from the injected directory, cells, clock, randomness and sleep.
-import type { CellMovedReply, CellReply, CellRequest, DirectoryEntryKind } from "@cellwire/protocol";
+import { homeKeyOf, type CellMovedReply, type CellReply, type CellRequest, type HomeKey } from "@cellwire/protocol";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
 import { RemoteError, UnavailableError } from "./errors.ts";
 
-/** The key whose home cell serves a request. */
-export type HomeKey = { readonly kind: DirectoryEntryKind; readonly id: string };
+// The home key of a request is derived in the protocol module (request-keys.ts), with its ring key.
+export { homeKeyOf, type HomeKey };
 
 /**
  * Where a key lives. `epoch` is the directory epoch it was learnt at; 0 when the holder does not know it
@@ -71,25 +71,6 @@ export type HomeReply = Exclude<CellReply, CellMovedReply>;
 
 export type HomeOutcome =
   { readonly kind: "reply"; readonly reply: HomeReply; readonly home: HomeLocation } | { readonly kind: "no_entry" };
-
-/** The key a request is homed by; undefined for cell.stats and cell.sharedPeers, which any cell answers for itself. */
-export function homeKeyOf(request: CellRequest): HomeKey | undefined {
-  switch (request.type) {
-    case "cell.stats":
-    case "cell.deadLetters":
-    case "cell.redriveDeadLetters":
-    case "cell.sharedPeers":
-      return undefined;
-    case "cell.migrate":
-    case "cell.import":
-      return { kind: request.kind, id: request.id };
-    case "cell.appendMailbox":
-    case "cell.mailboxPage":
-      return { kind: "user", id: request.userId };
-    default:
-      return { kind: "conversation", id: request.conversationId };
-  }
-}
 
 export class HomeRouter {
   constructor(
