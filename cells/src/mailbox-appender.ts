@@ -4,6 +4,7 @@
 // one frozen for a move is waited out (moving), through the HomeRouter that edges use too. Every failure
 // throws; the relay leaves the row for a retry (appends are idempotent by event id, so none doubles).
 import {
+  expectCellReply,
   HomeRouter,
   homeRouterDefaults,
   RemoteError,
@@ -11,10 +12,10 @@ import {
   type HomeDirectory,
   type HomeKey,
   type HomeLocation,
-  type HomeOutcome,
   type HomeRouterDependencies,
   type HomeRouterOptions,
 } from "@cellwire/cluster";
+import type { CellAppendMailboxRequest } from "@cellwire/protocol";
 import type { BoundedCache } from "./bounded-cache.ts";
 import type { OutboxEntry } from "./store/store.ts";
 
@@ -97,22 +98,21 @@ export class MailboxAppender {
   /** Resolves with the event's seq in the recipient's mailbox once its owner has stored it. */
   async append(entry: OutboxEntry): Promise<number> {
     const userId = entry.recipientUserId;
-    let outcome: HomeOutcome;
+    const request: CellAppendMailboxRequest = { type: "cell.appendMailbox", userId, eventId: entry.eventId, event: entry.event };
     try {
-      outcome = await this.homes.request({ type: "cell.appendMailbox", userId, eventId: entry.eventId, event: entry.event });
+      const outcome = await this.homes.request(request);
+      // resolveUser places a user seen for the first time, so every user has an entry.
+      if (outcome.kind === "no_entry") throw new RemoteError("internal", `the directory has no entry for ${userId}`);
+      const from = `cell ${outcome.home.cellId}`;
+      const appended = expectCellReply(request, outcome.reply, from);
+      if (appended.userId !== userId)
+        throw new RemoteError("internal", `${from} answered cell.appended for ${appended.userId}, not ${userId}`);
+      return appended.seq;
     } catch (error) {
-      // A move whose directory.changed this worker missed shows as silence or a key that never settles:
-      // ask the directory again next time.
+      // A move whose directory.changed this worker missed shows as silence, a key that never settles or a
+      // refusal: ask the directory again next time.
       this.homeCells.forget(userId);
       throw error;
     }
-    // resolveUser places a user seen for the first time, so every user has an entry.
-    if (outcome.kind === "no_entry") throw new RemoteError("internal", `the directory has no entry for ${userId}`);
-    const { reply, home } = outcome;
-    if (reply.type === "cell.appended" && reply.userId === userId) return reply.seq;
-    this.homeCells.forget(userId);
-    if (reply.type === "cell.error")
-      throw new RemoteError(reply.code, `cell ${home.cellId} refused the mailbox event of ${userId}: ${reply.message}`);
-    throw new RemoteError("internal", `cell ${home.cellId} answered ${reply.type} to cell.appendMailbox for ${userId}`);
   }
 }

@@ -11,6 +11,7 @@ export * from "./membership.ts";
 // The pure core of the membership watch and of a lease, for the simulation (sim/), which drives the same code.
 export { LeaseTerm, MembershipCore, type MembershipWatchEntry } from "./membership-core.ts";
 export * from "./nats-json.ts";
+export * from "./expect-reply.ts";
 export * from "./cell-router.ts";
 export * from "./home-router.ts";
 export * from "./directory-client.ts";

@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import {
   directConversationId,
+  expectCellReply,
   keyedGroupConversationId,
   HomeRouter,
   RemoteError,
@@ -126,16 +127,11 @@ export class RequestHandler {
     afterSeq: number,
     limit: number,
   ): Promise<{ events: SequencedEvent[]; headSeq: number; floorSeq: number; incarnation: string | undefined; home: HomeLocation }> {
-    const outcome = await this.homes.request({ type: "cell.mailboxPage", userId, afterSeq, limit }, this.deadlineFromNow());
+    const request = { type: "cell.mailboxPage", userId, afterSeq, limit } as const;
+    const outcome = await this.homes.request(request, this.deadlineFromNow());
     if (outcome.kind === "no_entry") throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
-    const { reply, home } = outcome;
-    if (reply.type === "cell.mailboxEvents") {
-      const { events, headSeq, floorSeq, incarnation } = reply;
-      return { events, headSeq, floorSeq, incarnation, home };
-    }
-    if (reply.type === "cell.error")
-      throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
-    throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
+    const { events, headSeq, floorSeq, incarnation } = expectCellReply(request, outcome.reply);
+    return { events, headSeq, floorSeq, incarnation, home: outcome.home };
   }
 
   /**
@@ -144,16 +140,11 @@ export class RequestHandler {
    * exist) throws RemoteError not_a_member.
    */
   async conversationPage(userId: string, conversationId: string, afterSeq: number | null, limit: number): Promise<ConversationPage> {
-    const outcome = await this.homes.request(
-      { type: "cell.messagesAfter", userId, conversationId, afterSeq, limit },
-      this.deadlineFromNow(),
-    );
+    const request = { type: "cell.messagesAfter", userId, conversationId, afterSeq, limit } as const;
+    const outcome = await this.homes.request(request, this.deadlineFromNow());
     if (outcome.kind === "no_entry") throw new RemoteError("not_a_member", `no conversation ${conversationId}`);
-    const { reply } = outcome;
-    if (reply.type === "cell.messages") return { afterSeq: reply.afterSeq, messages: reply.messages, headSeq: reply.headSeq };
-    if (reply.type === "cell.error")
-      throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
-    throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
+    const reply = expectCellReply(request, outcome.reply);
+    return { afterSeq: reply.afterSeq, messages: reply.messages, headSeq: reply.headSeq };
   }
 
   /** The conversation's home cell as cached, without asking the directory (undefined when not cached). */
