@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { homeRouterDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
+import { routerDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
 import { mailboxEventId, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
@@ -37,7 +37,7 @@ function setup(answer: (cellId: string, request: CellRequest) => Promise<CellRep
     },
     homeCells,
     {
-      options: { ...homeRouterDefaults, deadlineMs: 1000 },
+      options: { ...routerDefaults, deadlineMs: 1000 },
       dependencies: {
         monotonicNowMs: () => nowMs,
         random: () => 1,

@@ -1,19 +1,19 @@
 // Applies one outbox entry at its recipient's mailbox owner: the recipient's home cell comes from the
 // directory (cached), the owner from that cell's ring (CellRouter), and the entry counts as applied only
 // when the owner answers cell.appended. A mailbox that moved to another cell is followed (cell.moved) and
-// one frozen for a move is waited out (moving), through the HomeRouter that edges use too. Every failure
+// one frozen for a move is waited out (moving), through the Router that edges use too. Every failure
 // throws; the relay leaves the row for a retry (appends are idempotent by event id, so none doubles).
 import {
   expectCellReply,
-  HomeRouter,
-  homeRouterDefaults,
+  Router,
+  routerDefaults,
   RemoteError,
   type CellRequester,
   type HomeDirectory,
   type HomeKey,
   type HomeLocation,
-  type HomeRouterDependencies,
-  type HomeRouterOptions,
+  type RouterDependencies,
+  type RouterOptions,
 } from "@cellwire/cluster";
 import type { CellAppendMailboxRequest } from "@cellwire/protocol";
 import type { BoundedCache } from "./bounded-cache.ts";
@@ -25,10 +25,10 @@ export type HomeCellDirectory = {
 };
 export type { CellRequester } from "@cellwire/cluster";
 
-export type MailboxAppenderRouting = { readonly options: HomeRouterOptions; readonly dependencies: HomeRouterDependencies };
+export type MailboxAppenderRouting = { readonly options: RouterOptions; readonly dependencies: RouterDependencies };
 
 const systemRouting: MailboxAppenderRouting = {
-  options: homeRouterDefaults,
+  options: routerDefaults,
   dependencies: {
     monotonicNowMs: () => performance.now(),
     random: Math.random,
@@ -84,7 +84,7 @@ class CachedUserHomes implements HomeDirectory {
 }
 
 export class MailboxAppender {
-  private readonly homes: HomeRouter;
+  private readonly router: Router;
 
   constructor(
     directory: HomeCellDirectory,
@@ -92,7 +92,7 @@ export class MailboxAppender {
     private readonly homeCells: UserHomeCache,
     routing: MailboxAppenderRouting = systemRouting,
   ) {
-    this.homes = new HomeRouter(new CachedUserHomes(directory, homeCells), router, routing.options, routing.dependencies);
+    this.router = new Router(new CachedUserHomes(directory, homeCells), router, routing.options, routing.dependencies);
   }
 
   /** Resolves with the event's seq in the recipient's mailbox once its owner has stored it. */
@@ -100,7 +100,7 @@ export class MailboxAppender {
     const userId = entry.recipientUserId;
     const request: CellAppendMailboxRequest = { type: "cell.appendMailbox", userId, eventId: entry.eventId, event: entry.event };
     try {
-      const outcome = await this.homes.request(request);
+      const outcome = await this.router.toHome(request);
       // resolveUser places a user seen for the first time, so every user has an entry.
       if (outcome.kind === "no_entry") throw new RemoteError("internal", `the directory has no entry for ${userId}`);
       const from = `cell ${outcome.home.cellId}`;

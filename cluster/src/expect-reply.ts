@@ -15,7 +15,7 @@ import { RemoteError } from "./errors.ts";
 
 /**
  * The reply `request` expects, narrowed. Throws RemoteError with the cell.error's code and message (and its
- * retryAfterMs), or RemoteError internal for any other reply, cell.moved included (a HomeRouter follows
+ * retryAfterMs), or RemoteError internal for any other reply, cell.moved included (a Router follows
  * moves, so one reaching here was not routed to the key's home). `from` names who answered (e.g. "cell a"),
  * prefixed to the error's message; without it a cell.error's message is kept as the cell wrote it.
  */

@@ -13,7 +13,7 @@ export { LeaseTerm, MembershipCore, type MembershipWatchEntry } from "./membersh
 export * from "./nats-json.ts";
 export * from "./expect-reply.ts";
 export * from "./cell-router.ts";
-export * from "./home-router.ts";
+export * from "./router.ts";
 export * from "./directory-client.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";
