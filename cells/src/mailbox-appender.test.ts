@@ -96,6 +96,15 @@ describe("MailboxAppender", () => {
     expect(sent).toHaveLength(1);
   });
 
+  it("keeps the owner's retryAfterMs and names the cell that refused (expectCellReply)", async () => {
+    const { appender } = setup(async () => ({ type: "cell.error", code: "overloaded", message: "queue full", retryAfterMs: 200 }));
+    await expect(appender.append(entry("bob"))).rejects.toMatchObject({
+      code: "overloaded",
+      retryAfterMs: 200,
+      message: expect.stringMatching(/^cell \S+ refused cell.appendMailbox: queue full$/),
+    });
+  });
+
   it("does not take an appended reply for another user as success", async () => {
     const { appender } = setup(async () => ({ type: "cell.appended", userId: "mallory", seq: 3, deduplicated: false }));
     await expect(appender.append(entry("bob"))).rejects.toThrow(/answered cell.appended/);
