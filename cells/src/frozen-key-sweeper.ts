@@ -13,7 +13,7 @@
 //
 // A live mover elsewhere (the key's previous owner, before a ring change) may still be at work: the
 // resumed move's freeze raises the key's epoch, which fences the older mover's later writes here.
-import { userRingKey, type CellMigrateRequest, type CellReply } from "@cellwire/protocol";
+import { ringKeyOf, type CellMigrateRequest, type CellReply } from "@cellwire/protocol";
 import type { Logger } from "@cellwire/cluster";
 import { describeError } from "./store/errors.ts";
 import { compareMigrationKeys } from "./store/key-state.ts";
@@ -191,10 +191,6 @@ export class FrozenKeySweeper {
       logger.warn(`resumed move of ${key.kind} ${key.id} to cell ${toCellId} answered ${describeReply(reply)}; the next sweep tries again`);
     return { key, reply };
   }
-}
-
-function ringKeyOf(key: FrozenKey): string {
-  return key.kind === "user" ? userRingKey(key.id) : key.id;
 }
 
 function describeReply(reply: CellReply): string {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { homeRouterDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
+import { routerDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
 import { mailboxEventId, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
@@ -37,7 +37,7 @@ function setup(answer: (cellId: string, request: CellRequest) => Promise<CellRep
     },
     homeCells,
     {
-      options: { ...homeRouterDefaults, deadlineMs: 1000 },
+      options: { ...routerDefaults, deadlineMs: 1000 },
       dependencies: {
         monotonicNowMs: () => nowMs,
         random: () => 1,
@@ -94,6 +94,15 @@ describe("MailboxAppender", () => {
     await expect(appender.append(entry("bob"))).rejects.toMatchObject({ name: "RemoteError", code: "overloaded" });
     // Not retried in place: the relay's retry delay spaces the next attempt.
     expect(sent).toHaveLength(1);
+  });
+
+  it("keeps the owner's retryAfterMs and names the cell that refused (expectCellReply)", async () => {
+    const { appender } = setup(async () => ({ type: "cell.error", code: "overloaded", message: "queue full", retryAfterMs: 200 }));
+    await expect(appender.append(entry("bob"))).rejects.toMatchObject({
+      code: "overloaded",
+      retryAfterMs: 200,
+      message: expect.stringMatching(/^cell \S+ refused cell.appendMailbox: queue full$/),
+    });
   });
 
   it("does not take an appended reply for another user as success", async () => {

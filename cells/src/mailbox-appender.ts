@@ -1,20 +1,21 @@
 // Applies one outbox entry at its recipient's mailbox owner: the recipient's home cell comes from the
 // directory (cached), the owner from that cell's ring (CellRouter), and the entry counts as applied only
 // when the owner answers cell.appended. A mailbox that moved to another cell is followed (cell.moved) and
-// one frozen for a move is waited out (moving), through the HomeRouter that edges use too. Every failure
+// one frozen for a move is waited out (moving), through the Router that edges use too. Every failure
 // throws; the relay leaves the row for a retry (appends are idempotent by event id, so none doubles).
 import {
-  HomeRouter,
-  homeRouterDefaults,
+  expectCellReply,
+  Router,
+  routerDefaults,
   RemoteError,
   type CellRequester,
   type HomeDirectory,
   type HomeKey,
   type HomeLocation,
-  type HomeOutcome,
-  type HomeRouterDependencies,
-  type HomeRouterOptions,
+  type RouterDependencies,
+  type RouterOptions,
 } from "@cellwire/cluster";
+import type { CellAppendMailboxRequest } from "@cellwire/protocol";
 import type { BoundedCache } from "./bounded-cache.ts";
 import type { OutboxEntry } from "./store/store.ts";
 
@@ -24,10 +25,10 @@ export type HomeCellDirectory = {
 };
 export type { CellRequester } from "@cellwire/cluster";
 
-export type MailboxAppenderRouting = { readonly options: HomeRouterOptions; readonly dependencies: HomeRouterDependencies };
+export type MailboxAppenderRouting = { readonly options: RouterOptions; readonly dependencies: RouterDependencies };
 
 const systemRouting: MailboxAppenderRouting = {
-  options: homeRouterDefaults,
+  options: routerDefaults,
   dependencies: {
     monotonicNowMs: () => performance.now(),
     random: Math.random,
@@ -83,7 +84,7 @@ class CachedUserHomes implements HomeDirectory {
 }
 
 export class MailboxAppender {
-  private readonly homes: HomeRouter;
+  private readonly router: Router;
 
   constructor(
     directory: HomeCellDirectory,
@@ -91,28 +92,27 @@ export class MailboxAppender {
     private readonly homeCells: UserHomeCache,
     routing: MailboxAppenderRouting = systemRouting,
   ) {
-    this.homes = new HomeRouter(new CachedUserHomes(directory, homeCells), router, routing.options, routing.dependencies);
+    this.router = new Router(new CachedUserHomes(directory, homeCells), router, routing.options, routing.dependencies);
   }
 
   /** Resolves with the event's seq in the recipient's mailbox once its owner has stored it. */
   async append(entry: OutboxEntry): Promise<number> {
     const userId = entry.recipientUserId;
-    let outcome: HomeOutcome;
+    const request: CellAppendMailboxRequest = { type: "cell.appendMailbox", userId, eventId: entry.eventId, event: entry.event };
     try {
-      outcome = await this.homes.request({ type: "cell.appendMailbox", userId, eventId: entry.eventId, event: entry.event });
+      const outcome = await this.router.toHome(request);
+      // resolveUser places a user seen for the first time, so every user has an entry.
+      if (outcome.kind === "no_entry") throw new RemoteError("internal", `the directory has no entry for ${userId}`);
+      const from = `cell ${outcome.home.cellId}`;
+      const appended = expectCellReply(request, outcome.reply, from);
+      if (appended.userId !== userId)
+        throw new RemoteError("internal", `${from} answered cell.appended for ${appended.userId}, not ${userId}`);
+      return appended.seq;
     } catch (error) {
-      // A move whose directory.changed this worker missed shows as silence or a key that never settles:
-      // ask the directory again next time.
+      // A move whose directory.changed this worker missed shows as silence, a key that never settles or a
+      // refusal: ask the directory again next time.
       this.homeCells.forget(userId);
       throw error;
     }
-    // resolveUser places a user seen for the first time, so every user has an entry.
-    if (outcome.kind === "no_entry") throw new RemoteError("internal", `the directory has no entry for ${userId}`);
-    const { reply, home } = outcome;
-    if (reply.type === "cell.appended" && reply.userId === userId) return reply.seq;
-    this.homeCells.forget(userId);
-    if (reply.type === "cell.error")
-      throw new RemoteError(reply.code, `cell ${home.cellId} refused the mailbox event of ${userId}: ${reply.message}`);
-    throw new RemoteError("internal", `cell ${home.cellId} answered ${reply.type} to cell.appendMailbox for ${userId}`);
   }
 }

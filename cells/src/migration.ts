@@ -15,7 +15,7 @@ import { RemoteError, UnavailableError, type Logger } from "@cellwire/cluster";
 import {
   historyPageBytesMax,
   importPageItemsMax,
-  userRingKey,
+  ringKeyOf,
   type CellImportRequest,
   type CellMigrateRequest,
   type CellReply,
@@ -541,10 +541,6 @@ export class MigrationCoordinator {
       return { ok: false, reply: cellErrorReply({ kind: "error", error }) };
     }
   }
-}
-
-function ringKeyOf(key: MigrationKey): string {
-  return key.kind === "user" ? userRingKey(key.id) : key.id;
 }
 
 function migrationRefusalReply(key: MigrationKey, ringKey: string, refusal: MigrationRefusal | Fenced): CellReply {

@@ -11,7 +11,7 @@ import {
   backoffDelayMs,
   anonymousNatsAccess,
   connectNats,
-  homeRouterDefaults,
+  routerDefaults,
   decodeMessage,
   devDirectConversationKey,
   encodeJson,
@@ -206,7 +206,7 @@ export async function startWorker(
     undo.push(async () => directoryChanges.unsubscribe());
     // The worker's clock and randomness drive the appender's waits for a moving mailbox, as they drive the rest.
     const appender = new MailboxAppender(directory, router, homeCells, {
-      options: homeRouterDefaults,
+      options: routerDefaults,
       dependencies: { monotonicNowMs: () => clock.monotonicNowMs(), random: dependencies.random, sleep: dependencies.sleep },
     });
     const relay = new OutboxRelay({

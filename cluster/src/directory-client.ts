@@ -9,10 +9,14 @@ import {
   type DirectoryEntryKind,
   type DirectoryMoveEntry,
   type DirectoryReply,
+  type DirectoryReplyOf,
   type DirectoryRequest,
 } from "@cellwire/protocol";
-import { RemoteError } from "./errors.ts";
+import { expectDirectoryReply } from "./expect-reply.ts";
 import { requestJson } from "./nats-json.ts";
+
+/** The requests answered with directory.entry that place or assign (lookups answer undefined for no entry). */
+type EntryRequestType = "directory.resolveUser" | "directory.assignUser" | "directory.placeConversation";
 
 export type EntryResult = { readonly entry: DirectoryEntry; readonly placed: boolean };
 
@@ -38,16 +42,18 @@ export class DirectoryClient {
 
   /** The user's entry, or undefined for a user never placed (unlike resolveUser, places nothing). */
   async lookupUser(userId: string): Promise<DirectoryEntry | undefined> {
-    const reply = await this.send({ type: "directory.lookupUser", userId });
+    const request = { type: "directory.lookupUser", userId } as const;
+    const reply = await this.send(request);
     if (reply.type === "directory.error" && reply.code === "not_found") return undefined;
-    return this.expectEntry(reply).entry;
+    return expectDirectoryReply(request, reply).entry;
   }
 
   /** The conversation's home cell, or undefined when the directory has no entry for it. */
   async lookupConversation(conversationId: string): Promise<DirectoryEntry | undefined> {
-    const reply = await this.send({ type: "directory.lookupConversation", conversationId });
+    const request = { type: "directory.lookupConversation", conversationId } as const;
+    const reply = await this.send(request);
     if (reply.type === "directory.error" && reply.code === "not_found") return undefined;
-    return this.expectEntry(reply).entry;
+    return expectDirectoryReply(request, reply).entry;
   }
 
   placeConversation(conversationId: string, preferredCellId: string): Promise<EntryResult> {
@@ -55,11 +61,11 @@ export class DirectoryClient {
   }
 
   async registerCell(cellId: string, weight: number): Promise<CellRecord[]> {
-    return this.expectCells(await this.send({ type: "directory.registerCell", cellId, weight }));
+    return (await this.ask({ type: "directory.registerCell", cellId, weight })).cells;
   }
 
   async listCells(): Promise<CellRecord[]> {
-    return this.expectCells(await this.send({ type: "directory.listCells" }));
+    return (await this.ask({ type: "directory.listCells" })).cells;
   }
 
   /** The entry of a user or a conversation, or undefined when there is none (places nothing). */
@@ -72,38 +78,30 @@ export class DirectoryClient {
    * entry_changed when another move won, not_found or unknown_cell.
    */
   async moveEntry(move: Omit<DirectoryMoveEntry, "type">): Promise<DirectoryEntry> {
-    return this.expectEntry(await this.send({ type: "directory.moveEntry", ...move })).entry;
+    return (await this.ask({ type: "directory.moveEntry", ...move })).entry;
   }
 
   async setCellState(cellId: string, state: CellState): Promise<CellRecord[]> {
-    return this.expectCells(await this.send({ type: "directory.setCellState", cellId, state }));
+    return (await this.ask({ type: "directory.setCellState", cellId, state })).cells;
   }
 
   /** One page of the ids of `kind` homed on `cellId`; a returned cursor of "0" means the scan is over. */
   async cellEntries(cellId: string, kind: DirectoryEntryKind, cursor: string, count: number): Promise<{ ids: string[]; cursor: string }> {
-    const reply = await this.send({ type: "directory.cellEntries", cellId, kind, cursor, count });
-    if (reply.type === "directory.cellEntries") return { ids: reply.ids, cursor: reply.cursor };
-    if (reply.type === "directory.error") throw new RemoteError(reply.code, reply.message);
-    throw new RemoteError("internal", `unexpected directory reply ${reply.type}`);
+    const reply = await this.ask({ type: "directory.cellEntries", cellId, kind, cursor, count });
+    return { ids: reply.ids, cursor: reply.cursor };
   }
 
-  private async entry(request: DirectoryRequest): Promise<EntryResult> {
-    return this.expectEntry(await this.send(request));
+  private async entry(request: DirectoryRequest & { readonly type: EntryRequestType }): Promise<EntryResult> {
+    const { entry, placed } = await this.ask(request);
+    return { entry, placed };
+  }
+
+  /** Sends `request` and narrows the reply to the one its type expects (a directory.error throws RemoteError). */
+  private async ask<T extends DirectoryRequest["type"]>(request: DirectoryRequest & { readonly type: T }): Promise<DirectoryReplyOf<T>> {
+    return expectDirectoryReply<T>(request, await this.send(request));
   }
 
   private send(request: DirectoryRequest): Promise<DirectoryReply> {
     return requestJson(this.connection, this.subject, request, directoryReply, this.timeoutMs, "directory_unavailable");
-  }
-
-  private expectEntry(reply: DirectoryReply): EntryResult {
-    if (reply.type === "directory.entry") return { entry: reply.entry, placed: reply.placed };
-    if (reply.type === "directory.error") throw new RemoteError(reply.code, reply.message);
-    throw new RemoteError("internal", `unexpected directory reply ${reply.type}`);
-  }
-
-  private expectCells(reply: DirectoryReply): CellRecord[] {
-    if (reply.type === "directory.cells") return reply.cells;
-    if (reply.type === "directory.error") throw new RemoteError(reply.code, reply.message);
-    throw new RemoteError("internal", `unexpected directory reply ${reply.type}`);
   }
 }

@@ -11,8 +11,9 @@ export * from "./membership.ts";
 // The pure core of the membership watch and of a lease, for the simulation (sim/), which drives the same code.
 export { LeaseTerm, MembershipCore, type MembershipWatchEntry } from "./membership-core.ts";
 export * from "./nats-json.ts";
+export * from "./expect-reply.ts";
 export * from "./cell-router.ts";
-export * from "./home-router.ts";
+export * from "./router.ts";
 export * from "./directory-client.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";

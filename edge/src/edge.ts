@@ -8,7 +8,7 @@ import {
   connectNats,
   decodeMessage,
   DirectoryClient,
-  homeRouterDefaults,
+  routerDefaults,
   systemClock,
   type ServiceLogger,
 } from "@cellwire/cluster";
@@ -72,7 +72,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     cache,
     router,
     {
-      options: { ...homeRouterDefaults, deadlineMs: config.migrationWaitMs },
+      options: { ...routerDefaults, deadlineMs: config.migrationWaitMs },
       requestDeadlineMs: config.requestDeadlineMs,
       dependencies: {
         monotonicNowMs: () => systemClock.monotonicNowMs(),
@@ -107,7 +107,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
           { pairsMax: config.presenceAccessPairsMax, ttlMs: config.presenceAccessTtlMs },
           {
             listCellIds: async () => (await directory.listCells()).map((cell) => cell.cellId),
-            requestCell: (cellId, request) => router.request(cellId, request),
+            requestCell: (cellId, request) => handler.requestInCell(cellId, request),
             nowMs: () => systemClock.monotonicNowMs(),
             warn: (message) => logger.warn(message),
           },

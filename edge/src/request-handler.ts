@@ -1,12 +1,13 @@
 // Serves one authenticated request frame: finds the conversation's home cell through the cached
 // directory, asks the owner worker through the cell router, and turns the reply into a frame. Every
-// request goes through a HomeRouter, so a conversation or a mailbox that moved to another cell is
+// request goes through one Router, so a conversation or a mailbox that moved to another cell is
 // followed (cell.moved) and a migration's pause is waited out (moving).
 import { randomBytes } from "node:crypto";
 import {
   directConversationId,
+  expectCellReply,
   keyedGroupConversationId,
-  HomeRouter,
+  Router,
   RemoteError,
   type EntryResult,
   type HomeDirectory,
@@ -14,8 +15,8 @@ import {
   type HomeLocation,
   type HomeOutcome,
   type HomeReply,
-  type HomeRouterDependencies,
-  type HomeRouterOptions,
+  type RouterDependencies,
+  type RouterOptions,
 } from "@cellwire/cluster";
 import {
   historyPageLimitDefault,
@@ -77,8 +78,8 @@ export class CachedHomes implements HomeDirectory {
 }
 
 export type HomeRouting = {
-  readonly options: HomeRouterOptions;
-  readonly dependencies: HomeRouterDependencies;
+  readonly options: RouterOptions;
+  readonly dependencies: RouterDependencies;
   /**
    * EDGE_REQUEST_DEADLINE_MS: the one deadline of each request, counted from its arrival here and carried
    * through both routers to the worker (docs/decisions/0020). Below the SDK's 10 s requestTimeoutMs, so
@@ -88,7 +89,7 @@ export type HomeRouting = {
 };
 
 export class RequestHandler {
-  private readonly homes: HomeRouter;
+  private readonly router: Router;
   private readonly monotonicNowMs: () => number;
   private readonly requestDeadlineMs: number;
 
@@ -100,7 +101,7 @@ export class RequestHandler {
     /** CELLWIRE_DIRECT_CONVERSATION_KEY: direct conversation ids are derived with it. */
     private readonly directConversationKey: string,
   ) {
-    this.homes = new HomeRouter(new CachedHomes(directory, cache), router, homeRouting.options, homeRouting.dependencies);
+    this.router = new Router(new CachedHomes(directory, cache), router, homeRouting.options, homeRouting.dependencies);
     this.monotonicNowMs = homeRouting.dependencies.monotonicNowMs;
     this.requestDeadlineMs = homeRouting.requestDeadlineMs;
   }
@@ -126,16 +127,11 @@ export class RequestHandler {
     afterSeq: number,
     limit: number,
   ): Promise<{ events: SequencedEvent[]; headSeq: number; floorSeq: number; incarnation: string | undefined; home: HomeLocation }> {
-    const outcome = await this.homes.request({ type: "cell.mailboxPage", userId, afterSeq, limit }, this.deadlineFromNow());
+    const request = { type: "cell.mailboxPage", userId, afterSeq, limit } as const;
+    const outcome = await this.router.toHome(request, this.deadlineFromNow());
     if (outcome.kind === "no_entry") throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
-    const { reply, home } = outcome;
-    if (reply.type === "cell.mailboxEvents") {
-      const { events, headSeq, floorSeq, incarnation } = reply;
-      return { events, headSeq, floorSeq, incarnation, home };
-    }
-    if (reply.type === "cell.error")
-      throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
-    throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
+    const { events, headSeq, floorSeq, incarnation } = expectCellReply(request, outcome.reply);
+    return { events, headSeq, floorSeq, incarnation, home: outcome.home };
   }
 
   /**
@@ -144,16 +140,11 @@ export class RequestHandler {
    * exist) throws RemoteError not_a_member.
    */
   async conversationPage(userId: string, conversationId: string, afterSeq: number | null, limit: number): Promise<ConversationPage> {
-    const outcome = await this.homes.request(
-      { type: "cell.messagesAfter", userId, conversationId, afterSeq, limit },
-      this.deadlineFromNow(),
-    );
+    const request = { type: "cell.messagesAfter", userId, conversationId, afterSeq, limit } as const;
+    const outcome = await this.router.toHome(request, this.deadlineFromNow());
     if (outcome.kind === "no_entry") throw new RemoteError("not_a_member", `no conversation ${conversationId}`);
-    const { reply } = outcome;
-    if (reply.type === "cell.messages") return { afterSeq: reply.afterSeq, messages: reply.messages, headSeq: reply.headSeq };
-    if (reply.type === "cell.error")
-      throw new RemoteError(reply.code, reply.message, reply.retryAfterMs === undefined ? {} : { retryAfterMs: reply.retryAfterMs });
-    throw new RemoteError("internal", `unexpected cell reply ${reply.type}`);
+    const reply = expectCellReply(request, outcome.reply);
+    return { afterSeq: reply.afterSeq, messages: reply.messages, headSeq: reply.headSeq };
   }
 
   /** The conversation's home cell as cached, without asking the directory (undefined when not cached). */
@@ -166,9 +157,14 @@ export class RequestHandler {
     this.cache.changed(entry);
   }
 
-  /** Sends a request to its key's home cell, following moves (see HomeRouter). */
+  /** Sends a request to its key's home cell, following moves (see Router). */
   requestAtHome(request: CellRequest): Promise<HomeOutcome> {
-    return this.homes.request(request);
+    return this.router.toHome(request);
+  }
+
+  /** Sends a request to the owner of its ring key in a cell the caller names (see Router.toCell). */
+  requestInCell(cellId: string, request: CellRequest): Promise<CellReply> {
+    return this.router.toCell(cellId, request);
   }
 
   /**
@@ -306,7 +302,7 @@ export class RequestHandler {
    * the caller answers with notAMemberFrame: the very bytes the home cell's not_a_member becomes.
    */
   private async atConversationHome(request: CellRequest, deadlineAtMs: number): Promise<HomeReply | undefined> {
-    const outcome = await this.homes.request(request, deadlineAtMs);
+    const outcome = await this.router.toHome(request, deadlineAtMs);
     return outcome.kind === "reply" ? outcome.reply : undefined;
   }
 

@@ -4,7 +4,7 @@
 // Used by the edge-core*.test.ts files and edge-server.integration.test.ts (the whole fake edge), and by
 // the hub integration tests (Waiters, RecordingLogger).
 import { Waiters } from "@cellwire/testkit";
-import { ConcurrencyLimiter, devDirectConversationKey, homeRouterDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
+import { ConcurrencyLimiter, devDirectConversationKey, routerDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
 import {
   decodeJsonText,
   decodeServerFrame,
@@ -582,7 +582,7 @@ export type FakeEdge = {
   readonly clock: FakeClock;
   readonly logger: RecordingLogger;
   readonly transports: FakeTransport[];
-  /** Every wait of the edge's HomeRouter for a migrating key, in ms. */
+  /** Every wait of the edge's Router for a migrating key, in ms. */
   readonly homeWaitsMs: number[];
   /** A new socket with its session (undefined when the core refused it). */
   connect(): { transport: FakeTransport; session: Session | undefined };
@@ -593,7 +593,7 @@ export type FakeEdge = {
   ): Promise<{ transport: FakeTransport; session: Session; welcome: Record<string, unknown> }>;
 };
 
-/** Requests a fake edge sends for one frame while its key moves (see HomeRouter). */
+/** Requests a fake edge sends for one frame while its key moves (see Router). */
 export const homeAttemptsMaxForTests = 8;
 
 /** Each request's deadline in fake edges (monotonic ms of the FakeClock). */
@@ -632,7 +632,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
     cache,
     router,
     {
-      options: { ...homeRouterDefaults, attemptsMax: homeAttemptsMaxForTests },
+      options: { ...routerDefaults, attemptsMax: homeAttemptsMaxForTests },
       requestDeadlineMs: requestDeadlineMsForTests,
       dependencies: {
         monotonicNowMs: clock.monotonicNowMs,

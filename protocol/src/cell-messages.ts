@@ -426,32 +426,6 @@ export function withBudget(request: CellRequest, budgetMsValue: number): CellReq
   return { ...request, budgetMs: Math.max(0, Math.min(cellRequestBudgetMsMax, Math.floor(budgetMsValue))) };
 }
 
-/** The ring key of a user's mailbox; conversation keys are their ids (which never start with "user:"). */
-export function userRingKey(userIdValue: string): string {
-  return `user:${userIdValue}`;
-}
-
-/** The key a request is routed by on its cell's ring: its conversation, or for mailbox requests its user. */
-export function cellRequestKey(request: CellRequest): string {
-  switch (request.type) {
-    case "cell.migrate":
-    case "cell.import":
-      return request.kind === "user" ? userRingKey(request.id) : request.id;
-    case "cell.stats":
-    case "cell.deadLetters":
-    case "cell.redriveDeadLetters":
-      return cellStatsRingKey;
-    case "cell.appendMailbox":
-    case "cell.mailboxPage":
-      return userRingKey(request.userId);
-    // Any worker answers; the watcher's key spreads the asks over the ring.
-    case "cell.sharedPeers":
-      return userRingKey(request.userId);
-    default:
-      return request.conversationId;
-  }
-}
-
 /**
  * The one channel of a worker on which each request kind is served (docs/decisions/0015): the router
  * sends it there, the worker refuses it anywhere else, and the NATS permissions say who may publish on
@@ -487,9 +461,6 @@ const requestChannels: Readonly<Record<CellRequest["type"] | CellSendBatch["type
   "cell.redriveDeadLetters": "admin",
 };
 const requestChannelsByType: ReadonlyMap<string, WorkerChannel> = new Map(Object.entries(requestChannels));
-
-/** Any worker can count a cell's rows or serve its dead letters; the ring picks one (no id matches this key). */
-export const cellStatsRingKey = "stats:cell";
 
 /** The mailbox event id of a joined event: a user joins a conversation once. */
 export function joinedEventId(event: Pick<JoinedEvent, "conversationId">): string {

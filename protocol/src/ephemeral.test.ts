@@ -5,7 +5,6 @@ import { describe, expect, it } from "vitest";
 import {
   cellReply,
   cellRequest,
-  cellRequestKey,
   decodeJsonText,
   deliveryBatch,
   presenceMessage,
@@ -13,6 +12,7 @@ import {
   type DeliveryBatch,
   type PresenceMessage,
 } from "./cell-messages.ts";
+import { cellRequestKey } from "./request-keys.ts";
 import { decodeClientFrame, decodeServerFrame, type ServerFrame } from "./frames.ts";
 import { groupMembersMax, presenceHeartbeatUsersMax, presenceWatchUsersMax, typingExpiresInMsMax, typingFanOutMax } from "./limits.ts";
 import { presenceSubject } from "./subjects.ts";

@@ -6,4 +6,6 @@ export * from "./limits.ts";
 export * from "./codes.ts";
 export * from "./frames.ts";
 export * from "./cell-messages.ts";
+export * from "./request-keys.ts";
+export * from "./reply-types.ts";
 export * from "./subjects.ts";

@@ -3,7 +3,7 @@
 // createGroup, addMembers) or, on a miss, from a read-only `cell.members` at the conversation's owner;
 // it is trusted for ttlMs, so a membership change made through another edge reaches typing within that.
 // Nothing here writes to a cell. Concurrent misses for one conversation and user share one request.
-import { RemoteError, type HomeOutcome } from "@cellwire/cluster";
+import { expectCellReply, RemoteError, type HomeOutcome } from "@cellwire/cluster";
 import type { CellRequest, ConversationSummary } from "@cellwire/protocol";
 import { BoundedCache } from "../directory-cache.ts";
 
@@ -58,24 +58,21 @@ export class ConversationMembers {
   }
 
   private async load(conversationId: string, userId: string): Promise<MembersLookup> {
-    const outcome = await this.dependencies.requestAtHome({ type: "cell.members", conversationId, userId });
+    const request = { type: "cell.members", conversationId, userId } as const;
+    const outcome = await this.dependencies.requestAtHome(request);
     if (outcome.kind === "no_entry") return notAMember;
     const { reply } = outcome;
-    const { cellId } = outcome.home;
-    switch (reply.type) {
-      case "cell.members": {
-        if (reply.conversationId !== conversationId)
-          throw new RemoteError("internal", `cell ${cellId} answered cell.members for ${reply.conversationId}, not ${conversationId}`);
-        const list = memberList(reply.memberUserIds);
-        this.cache.set(conversationId, list);
-        return list.members.has(userId) ? { kind: "members", memberUserIds: list.memberUserIds } : notAMember;
-      }
-      case "cell.error":
-        if (reply.code === "not_a_member" || reply.code === "not_found") return notAMember;
-        throw new RemoteError(reply.code, reply.message);
-      default:
-        throw new RemoteError("internal", `cell ${cellId} answered ${reply.type} to cell.members`);
-    }
+    // A non-member learns nothing, not even whether the conversation exists.
+    if (reply.type === "cell.error" && (reply.code === "not_a_member" || reply.code === "not_found")) return notAMember;
+    const members = expectCellReply(request, reply);
+    if (members.conversationId !== conversationId)
+      throw new RemoteError(
+        "internal",
+        `cell ${outcome.home.cellId} answered cell.members for ${members.conversationId}, not ${conversationId}`,
+      );
+    const list = memberList(members.memberUserIds);
+    this.cache.set(conversationId, list);
+    return list.members.has(userId) ? { kind: "members", memberUserIds: list.memberUserIds } : notAMember;
   }
 }
 

@@ -1,15 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { CellReply, CellRequest, Message } from "@cellwire/protocol";
 import { UnavailableError, RemoteError } from "./errors.ts";
-import {
-  HomeRouter,
-  homeKeyOf,
-  homeRouterDefaults,
-  type HomeDirectory,
-  type HomeKey,
-  type HomeLocation,
-  type HomeRouterOptions,
-} from "./home-router.ts";
+import { Router, homeKeyOf, routerDefaults, type HomeDirectory, type HomeKey, type HomeLocation, type RouterOptions } from "./router.ts";
 
 const sendRequest: CellRequest = {
   type: "cell.send",
@@ -55,12 +47,12 @@ class FakeHomes implements HomeDirectory {
   }
 }
 
-function setup(answer: (cellId: string, request: CellRequest, call: number) => CellReply, options: Partial<HomeRouterOptions> = {}) {
+function setup(answer: (cellId: string, request: CellRequest, call: number) => CellReply, options: Partial<RouterOptions> = {}) {
   const homes = new FakeHomes();
   const sent: string[] = [];
   const sleeps: number[] = [];
   let nowMs = 0;
-  const router = new HomeRouter(
+  const router = new Router(
     homes,
     {
       request: async (cellId, request) => {
@@ -68,7 +60,7 @@ function setup(answer: (cellId: string, request: CellRequest, call: number) => C
         return answer(cellId, request, sent.length);
       },
     },
-    { ...homeRouterDefaults, ...options },
+    { ...routerDefaults, ...options },
     {
       monotonicNowMs: () => nowMs,
       random: () => 1,
@@ -108,17 +100,17 @@ describe("homeKeyOf", () => {
   });
 });
 
-describe("HomeRouter", () => {
+describe("Router", () => {
   it("sends to the resolved home and returns the reply with the home it came from", async () => {
     const { router, homes, sent } = setup(() => stored);
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
-    expect(await router.request(sendRequest)).toEqual({ kind: "reply", reply: stored, home: { cellId: "a", epoch: 1 } });
+    expect(await router.toHome(sendRequest)).toEqual({ kind: "reply", reply: stored, home: { cellId: "a", epoch: 1 } });
     expect(sent).toEqual(["a"]);
   });
 
   it("answers no_entry when the directory has no entry, sending nothing", async () => {
     const { router, sent } = setup(() => stored);
-    expect(await router.request(sendRequest)).toEqual({ kind: "no_entry" });
+    expect(await router.toHome(sendRequest)).toEqual({ kind: "no_entry" });
     expect(sent).toEqual([]);
   });
 
@@ -127,7 +119,7 @@ describe("HomeRouter", () => {
       cellId === "a" ? movedTo("b", 2) : cellId === "b" ? movedTo("c", 3) : stored,
     );
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
-    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "c", epoch: 3 } });
+    expect(await router.toHome(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "c", epoch: 3 } });
     expect(sent).toEqual(["a", "b", "c"]);
     expect(homes.log).toEqual(["moved g-1 b@2", "moved g-1 c@3"]);
     expect(homes.homes.get("g-1")).toEqual({ cellId: "c", epoch: 3 });
@@ -137,7 +129,7 @@ describe("HomeRouter", () => {
   it("waits a growing, capped backoff while the key is moving, then returns the reply", async () => {
     const { router, homes, sent, sleeps } = setup((_cellId, _request, call) => (call <= 6 ? moving : stored));
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
-    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", reply: stored });
+    expect(await router.toHome(sendRequest)).toMatchObject({ kind: "reply", reply: stored });
     expect(sent).toHaveLength(7);
     // random() = 1 gives each ceiling: 10 · 2^n, capped at 200.
     expect(sleeps).toEqual([10, 20, 40, 80, 160, 200]);
@@ -152,14 +144,14 @@ describe("HomeRouter", () => {
       return stored;
     });
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
-    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "b", epoch: 2 } });
+    expect(await router.toHome(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "b", epoch: 2 } });
     expect(sent).toEqual(["a", "b"]);
   });
 
   it("fails with cell_unavailable when the key is still moving at the deadline", async () => {
     const { router, homes, sent, sleeps } = setup(() => moving, { deadlineMs: 1000 });
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
-    const failure = router.request(sendRequest);
+    const failure = router.toHome(sendRequest);
     await expect(failure).rejects.toBeInstanceOf(UnavailableError);
     await expect(failure).rejects.toMatchObject({ code: "cell_unavailable" });
     expect(sleeps.reduce((sum, ms) => sum + ms, 0)).toBe(1000);
@@ -170,7 +162,7 @@ describe("HomeRouter", () => {
     let epoch = 1;
     const { router, homes, sent } = setup(() => movedTo(`c${epoch}`, ++epoch), { attemptsMax: 5 });
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
-    await expect(router.request(sendRequest)).rejects.toMatchObject({
+    await expect(router.toHome(sendRequest)).rejects.toMatchObject({
       name: "UnavailableError",
       code: "cell_unavailable",
       message: expect.stringMatching(/kept moving/),
@@ -188,7 +180,7 @@ describe("HomeRouter", () => {
       homes.log.push(`forget ${key.id}@${epoch}`);
       homes.homes.set("g-1", { cellId: "b", epoch: 3 });
     };
-    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "b", epoch: 3 } });
+    expect(await router.toHome(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "b", epoch: 3 } });
     expect(sent).toEqual(["a", "b"]);
     expect(homes.log).toEqual(["forget g-1@2"]);
   });
@@ -201,37 +193,59 @@ describe("HomeRouter", () => {
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
     // The cache ignores what it is told, and keeps answering the old home.
     homes.moved = () => undefined;
-    expect(await router.request(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "b", epoch: 2 } });
+    expect(await router.toHome(sendRequest)).toMatchObject({ kind: "reply", home: { cellId: "b", epoch: 2 } });
     expect(sent).toEqual(["a", "b", "b", "b"]);
   });
 
   it("rejects a move that names another key", async () => {
     const { router, homes } = setup(() => movedTo("b", 2, "g-other"));
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
-    await expect(router.request(sendRequest)).rejects.toBeInstanceOf(RemoteError);
+    await expect(router.toHome(sendRequest)).rejects.toBeInstanceOf(RemoteError);
   });
 
   it("returns other error replies as they are, without retrying", async () => {
     const { router, homes, sent } = setup(() => ({ type: "cell.error", code: "not_a_member", message: "no" }));
     homes.homes.set("bob", { cellId: "a", epoch: 1 });
-    expect(await router.request(pageRequest)).toMatchObject({ kind: "reply", reply: { code: "not_a_member" } });
+    expect(await router.toHome(pageRequest)).toMatchObject({ kind: "reply", reply: { code: "not_a_member" } });
     expect(sent).toEqual(["a"]);
   });
 
   it("lets a failure of the cells through", async () => {
     const homes = new FakeHomes();
     homes.homes.set("g-1", { cellId: "a", epoch: 1 });
-    const router = new HomeRouter(
+    const router = new Router(
       homes,
       { request: async () => Promise.reject(new UnavailableError("cell_unavailable", "silent")) },
-      homeRouterDefaults,
+      routerDefaults,
       { monotonicNowMs: () => 0, random: () => 0, sleep: async () => undefined },
     );
-    await expect(router.request(sendRequest)).rejects.toThrow("silent");
+    await expect(router.toHome(sendRequest)).rejects.toThrow("silent");
   });
 });
 
-describe("HomeRouter under the caller's deadline (docs/decisions/0020)", () => {
+describe("Router.toCell", () => {
+  it("sends to the named cell with the caller's deadline and follows no move, asking no directory", async () => {
+    const homes = new FakeHomes();
+    const asked: [string, string, number | undefined][] = [];
+    const moved = movedTo("b", 2);
+    const router = new Router(
+      homes,
+      {
+        request: async (cellId, request, deadlineAtMs) => {
+          asked.push([cellId, request.type, deadlineAtMs]);
+          return moved;
+        },
+      },
+      routerDefaults,
+      { monotonicNowMs: () => 0, random: () => 0, sleep: async () => undefined },
+    );
+    expect(await router.toCell("a", { type: "cell.sharedPeers", userId: "alice", peerUserIds: ["bob"] }, 700)).toBe(moved);
+    expect(asked).toEqual([["a", "cell.sharedPeers", 700]]);
+    expect(homes.resolves).toBe(0);
+  });
+});
+
+describe("Router under the caller's deadline (docs/decisions/0020)", () => {
   /**
    * A key that is `moving` until 4,900 ms, then a home whose owner is slow: the cells' requester (as
    * CellRouter does) waits up to its own 8,000 ms cap, or the deadline it is given if sooner.
@@ -242,7 +256,7 @@ describe("HomeRouter under the caller's deadline (docs/decisions/0020)", () => {
     let nowMs = 0;
     const deadlinesSeen: (number | undefined)[] = [];
     const cellRouterDeadlineMs = 8000;
-    const router = new HomeRouter(
+    const router = new Router(
       homes,
       {
         request: async (_cellId, _request, deadlineAtMs) => {
@@ -252,7 +266,7 @@ describe("HomeRouter under the caller's deadline (docs/decisions/0020)", () => {
           throw new UnavailableError("cell_unavailable", "the owner did not answer in time");
         },
       },
-      { ...homeRouterDefaults, deadlineMs: 5000 },
+      { ...routerDefaults, deadlineMs: 5000 },
       {
         monotonicNowMs: () => nowMs,
         random: () => 1,
@@ -261,7 +275,7 @@ describe("HomeRouter under the caller's deadline (docs/decisions/0020)", () => {
         },
       },
     );
-    return { router, deadlinesSeen, nowMs: () => nowMs, request: () => router.request(sendRequest, callerDeadlineAtMs) };
+    return { router, deadlinesSeen, nowMs: () => nowMs, request: () => router.toHome(sendRequest, callerDeadlineAtMs) };
   }
 
   it("never waits past the caller's deadline, where a moving key then a slow owner used to take ~13 s", async () => {
@@ -280,7 +294,7 @@ describe("HomeRouter under the caller's deadline (docs/decisions/0020)", () => {
 
   it("sends nothing once the caller's deadline has passed, answering deadline_exceeded", async () => {
     const { router, sent } = setup(() => stored);
-    await expect(router.request(sendRequest, 0)).rejects.toMatchObject({ name: "UnavailableError", code: "deadline_exceeded" });
+    await expect(router.toHome(sendRequest, 0)).rejects.toMatchObject({ name: "UnavailableError", code: "deadline_exceeded" });
     expect(sent).toEqual([]);
   });
 });

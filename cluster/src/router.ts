@@ -1,15 +1,19 @@
-// The routing half of live migration: sends a request to the home cell of its key (a user's mailbox or a
-// conversation) and follows the key when it moves. A cell answers `cell.moved` for a key it gave away
-// (the requester replaces its cached home and asks the new one at once) and `moving` while the key is
-// frozen or still importing (the requester waits a short jittered backoff and asks again). Bounded by
-// attempts and a deadline sized so that a migration's pause, well under a second, is waited out.
+// The one routing entry (issue 12): every cell request an edge or a worker's relay sends goes through a
+// Router. `toHome` sends a request to the home cell of its key (a user's mailbox or a conversation, as
+// protocol/src/request-keys.ts names it) and follows the key when it moves; `toCell` sends one to a cell the
+// caller names. Both end in the ring-level step, CellRouter (the owner on the cell's ring, its retries, the
+// send batcher), injected as a CellRequester so this logic is tested without NATS.
+// Following moves: a cell answers `cell.moved` for a key it gave away (the requester replaces its cached
+// home and asks the new one at once) and `moving` while the key is frozen or still importing (the
+// requester waits a short jittered backoff and asks again). Bounded by attempts and a deadline sized so
+// that a migration's pause, well under a second, is waited out; the caller's deadline bounds every step.
 // Pure apart from the injected directory, cells, clock, randomness and sleep.
-import type { CellMovedReply, CellReply, CellRequest, DirectoryEntryKind } from "@cellwire/protocol";
+import { homeKeyOf, type CellMovedReply, type CellReply, type CellRequest, type HomeKey } from "@cellwire/protocol";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
 import { RemoteError, UnavailableError } from "./errors.ts";
 
-/** The key whose home cell serves a request. */
-export type HomeKey = { readonly kind: DirectoryEntryKind; readonly id: string };
+// The home key of a request is derived in the protocol module (request-keys.ts), with its ring key.
+export { homeKeyOf, type HomeKey };
 
 /**
  * Where a key lives. `epoch` is the directory epoch it was learnt at; 0 when the holder does not know it
@@ -28,7 +32,7 @@ export interface HomeDirectory {
 }
 
 /**
- * What the home router needs of CellRouter: the owner's reply, or UnavailableError when none came.
+ * The ring-level step the Router sends through (CellRouter): the owner's reply, or UnavailableError when none came.
  * `deadlineAtMs` (monotonic ms, the same clock as the router's) is when the caller stops waiting: the
  * requester MUST NOT wait past it, and carries what is left of it to the worker.
  */
@@ -36,7 +40,7 @@ export interface CellRequester {
   request(cellId: string, request: CellRequest, deadlineAtMs?: number): Promise<CellReply>;
 }
 
-export type HomeRouterOptions = {
+export type RouterOptions = {
   /** Requests sent per call, the first included (moves followed and `moving` retries both count). */
   readonly attemptsMax: number;
   /**
@@ -49,7 +53,7 @@ export type HomeRouterOptions = {
   readonly movingBackoff: BackoffPolicy;
 };
 
-export type HomeRouterDependencies = {
+export type RouterDependencies = {
   readonly monotonicNowMs: () => number;
   readonly random: () => number;
   readonly sleep: (ms: number) => Promise<void>;
@@ -60,7 +64,7 @@ export type HomeRouterDependencies = {
  * growing to 200 ms keeps the first retries quick without hammering a frozen key. With full jitter the
  * deadline, not the attempts, is what ends a long wait.
  */
-export const homeRouterDefaults: HomeRouterOptions = {
+export const routerDefaults: RouterOptions = {
   attemptsMax: 64,
   deadlineMs: 5000,
   movingBackoff: { initialDelayMs: 10, maxDelayMs: 200, multiplier: 2 },
@@ -72,33 +76,23 @@ export type HomeReply = Exclude<CellReply, CellMovedReply>;
 export type HomeOutcome =
   { readonly kind: "reply"; readonly reply: HomeReply; readonly home: HomeLocation } | { readonly kind: "no_entry" };
 
-/** The key a request is homed by; undefined for cell.stats and cell.sharedPeers, which any cell answers for itself. */
-export function homeKeyOf(request: CellRequest): HomeKey | undefined {
-  switch (request.type) {
-    case "cell.stats":
-    case "cell.deadLetters":
-    case "cell.redriveDeadLetters":
-    case "cell.sharedPeers":
-      return undefined;
-    case "cell.migrate":
-    case "cell.import":
-      return { kind: request.kind, id: request.id };
-    case "cell.appendMailbox":
-    case "cell.mailboxPage":
-      return { kind: "user", id: request.userId };
-    default:
-      return { kind: "conversation", id: request.conversationId };
-  }
-}
-
-export class HomeRouter {
+export class Router {
   constructor(
     private readonly directory: HomeDirectory,
     private readonly cells: CellRequester,
-    private readonly options: HomeRouterOptions,
-    private readonly dependencies: HomeRouterDependencies,
+    private readonly options: RouterOptions,
+    private readonly dependencies: RouterDependencies,
   ) {
-    if (!(options.attemptsMax >= 1)) throw new RangeError("HomeRouter needs attemptsMax >= 1");
+    if (!(options.attemptsMax >= 1)) throw new RangeError("Router needs attemptsMax >= 1");
+  }
+
+  /**
+   * Sends `request` to the owner of its ring key in `cellId`, a cell the caller names: the kinds any worker
+   * answers (cell.sharedPeers, cell.stats, dead letters), or a page for a key's new home. No move is
+   * followed. Resolves with the owner's reply, errors included; throws UnavailableError when none came.
+   */
+  toCell(cellId: string, request: CellRequest, callerDeadlineAtMs?: number): Promise<CellReply> {
+    return this.cells.request(cellId, request, callerDeadlineAtMs);
   }
 
   /**
@@ -109,7 +103,7 @@ export class HomeRouter {
    * stops waiting: no attempt waits past it, and it is what each cell request carries; without one, the
    * router's own deadlineMs is the whole call's deadline.
    */
-  async request(request: CellRequest, callerDeadlineAtMs?: number): Promise<HomeOutcome> {
+  async toHome(request: CellRequest, callerDeadlineAtMs?: number): Promise<HomeOutcome> {
     const key = homeKeyOf(request);
     if (key === undefined) throw new TypeError(`${request.type} has no home key`);
     const { monotonicNowMs, random, sleep } = this.dependencies;
