@@ -30,7 +30,6 @@ export const crossWorkspaceImports = {};
 export const longFiles = {
   "cells/src/store/store.ts": "the Store interface: every operation's contract written beside its types",
   "cells/src/migration.ts": "a key's live migration, every phase of decision 0008 in order",
-  "cells/src/request-handler.ts": "one route per cell request type",
   "client/src/cellwire-client.ts": "the SDK's public class: every request method and the I/O shell around the pure machines",
   "protocol/src/cell-messages.ts": "every NATS message with its decoder: the one place that wire is defined",
   "protocol/src/frames.ts": "every client frame with its decoder: the one place the client wire is defined",
@@ -47,7 +46,6 @@ export const longFunctionFiles = {
   "cells/src/worker.ts": "startWorker is the worker's composition root: each part started in order, with its undo",
   "edge/src/edge.ts": "startEdge is the edge's composition root: each part started in order",
   "edge/src/edge-server.ts": "startServer registers every uWS route and socket handler on one app",
-  "cells/src/request-handler.ts": "perform is one switch with a case per cell request type",
   "edge/src/request-handler.ts": "handle is one switch with a case per client request frame",
   "cells/src/send-committer.ts": "attempt is one group-commit round: store, answer, publish, with its failure paths",
   "cells/src/migration.ts": "copyTail copies a frozen key's last pages, a mailbox's or a conversation's, each kind in turn",
