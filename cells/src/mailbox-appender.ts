@@ -14,6 +14,7 @@ import {
   type HomeOutcome,
   type HomeRouterDependencies,
   type HomeRouterOptions,
+  sleep,
 } from "@cellwire/cluster";
 import type { BoundedCache } from "./bounded-cache.ts";
 import type { OutboxEntry } from "./store/store.ts";
@@ -31,7 +32,7 @@ const systemRouting: MailboxAppenderRouting = {
   dependencies: {
     monotonicNowMs: () => performance.now(),
     random: Math.random,
-    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    sleep,
   },
 };
 

@@ -12,6 +12,8 @@ import {
   anonymousNatsAccess,
   connectNats,
   homeRouterDefaults,
+  leaseExpiryCheckIntervalMs,
+  sleep,
   decodeMessage,
   devDirectConversationKey,
   encodeJson,
@@ -104,7 +106,7 @@ type Dependencies = { readonly clock: Clock; readonly random: () => number; read
 const defaultDependencies: Dependencies = {
   clock: systemClock,
   random: Math.random,
-  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  sleep,
 };
 
 export async function startWorker(
@@ -161,7 +163,7 @@ export async function startWorker(
       config.leaseMs,
       config.membershipBucketReplicas ?? 1,
     );
-    const watcher = new MembershipWatcher(bucket, config.cellId, Math.max(50, Math.floor(config.leaseMs / 4)), clock, logger);
+    const watcher = new MembershipWatcher(bucket, config.cellId, leaseExpiryCheckIntervalMs(config.leaseMs), clock, logger);
     await watcher.start();
     undo.push(async () => watcher.stop());
     await watcher.ready;

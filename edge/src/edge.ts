@@ -11,6 +11,7 @@ import {
   homeRouterDefaults,
   systemClock,
   type ServiceLogger,
+  sleep,
 } from "@cellwire/cluster";
 import { directoryChange, directoryChangesSubject, revocationsSubject, sessionRevoke } from "@cellwire/protocol";
 import { Admission } from "./admission.ts";
@@ -77,7 +78,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       dependencies: {
         monotonicNowMs: () => systemClock.monotonicNowMs(),
         random: Math.random,
-        sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+        sleep,
       },
     },
     config.directConversationKey,
