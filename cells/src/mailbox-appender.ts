@@ -15,8 +15,8 @@ import {
   type HomeRouterDependencies,
   type HomeRouterOptions,
   sleep,
+  type BoundedCache,
 } from "@cellwire/cluster";
-import type { BoundedCache } from "./bounded-cache.ts";
 import type { OutboxEntry } from "./store/store.ts";
 
 /** What the appender needs of DirectoryClient. */

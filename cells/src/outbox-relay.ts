@@ -17,8 +17,7 @@
 // failuresMax the recipient's rows of the conversation go to the dead letters, and while any are there
 // its newer rows follow them (order holds); an operator redrives them (`cellwire dead-letters`). Sends
 // of a clean conversation take the same path as before: no read, no extra statement.
-import { CellwireError, ConcurrencyLimiter, type Logger } from "@cellwire/cluster";
-import { BoundedCache } from "./bounded-cache.ts";
+import { BoundedCache, CellwireError, ConcurrencyLimiter, type Logger } from "@cellwire/cluster";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { describeError } from "./store/errors.ts";
 import type { ConversationStore, OutboxEntry, OutboxRetry } from "./store/store.ts";

@@ -3,6 +3,7 @@
 // and users' mailboxes), and relays its conversations' outbox rows to the recipients' mailbox owners.
 import pg from "pg";
 import {
+  BoundedCache,
   CellRouter,
   DirectoryClient,
   LeaseHolder,
@@ -38,7 +39,6 @@ import {
   type WorkerChannel,
   type WorkerLease,
 } from "@cellwire/protocol";
-import { BoundedCache } from "./bounded-cache.ts";
 import {
   databaseUnreachableMsDefault,
   frozenSweepIntervalMsDefault,
