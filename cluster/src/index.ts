@@ -16,6 +16,7 @@ export * from "./nats-json.ts";
 export * from "./cell-router.ts";
 export * from "./home-router.ts";
 export * from "./directory-client.ts";
+export * from "./directory-changes.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";
 export * from "./nats-access.ts";
