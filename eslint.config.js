@@ -43,8 +43,6 @@ export const longFiles = {
 export const longFunctionFiles = {
   "cells/src/config.ts": "loadWorkerConfig reads every WORKER_ setting, one per line, in one place",
   "edge/src/config.ts": "loadEdgeConfig reads every EDGE_ setting, one per line, in one place",
-  "cells/src/worker.ts": "startWorker is the worker's composition root: each part started in order, with its undo",
-  "edge/src/edge.ts": "startEdge is the edge's composition root: each part started in order",
   "edge/src/edge-server.ts": "startServer registers every uWS route and socket handler on one app",
   "edge/src/request-handler.ts": "handle is one switch with a case per client request frame",
   "cells/src/send-committer.ts": "attempt is one group-commit round: store, answer, publish, with its failure paths",
