@@ -40,7 +40,7 @@ import type { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { MigrationCoordinator, type KeyTurn, type MigrationDirectory, type MigrationLimits, type MigrationRouter } from "./migration.ts";
 import { describeError } from "./store/errors.ts";
 import type { SendCommitter } from "./send-committer.ts";
-import type { ConversationStore, Fenced, OutboxEntry } from "./store/store.ts";
+import type { ConversationResult, ConversationStore, Fenced, OutboxEntry, StoreRefusal } from "./store/store.ts";
 import { invalidRequest } from "./request-validation.ts";
 import {
   appendedOutcome,
@@ -167,7 +167,7 @@ export class CellRequestHandler {
       return Promise.resolve();
     }
     // An empty ring (this worker's own lease not seen yet, and no other) does not turn a request away
-    // here: reads are served, and a write is checked again in its turn (see writeEpoch).
+    // here: reads are served, and a write is checked again in its turn (see writeRingEpoch).
     const ownerWorkerId = ownership.snapshot().ring.ownerOf(key);
     if (ownerWorkerId !== undefined && ownerWorkerId !== workerId) {
       respond(cellErrorReply({ kind: "not_owner", key, ownerWorkerId }));
@@ -316,9 +316,9 @@ export class CellRequestHandler {
   /** The migration coordinator's writes here: in the key's turn, fenced by the epoch of that moment. */
   private inTurn: KeyTurn = async (key, write) => {
     const queued = this.dependencies.queue.enqueue(key, async () => {
-      const writing = this.writeEpoch(key);
+      const writing = this.writeRingEpoch(key);
       if ("refusal" in writing) return { ok: false as const, reply: writing.refusal.reply };
-      return { ok: true as const, value: await write(writing.epoch), epoch: writing.epoch };
+      return { ok: true as const, value: await write(writing.ringEpoch), epoch: writing.ringEpoch };
     });
     if (!queued.accepted) return { ok: false, reply: cellErrorReply({ kind: "overloaded", reason: queued.reason }) };
     return queued.result;
@@ -357,23 +357,23 @@ export class CellRequestHandler {
   }
 
   /**
-   * The epoch to write `key` under, read at the moment the write runs (not when the request arrived), or
+   * The ring epoch to write `key` under, read at the moment the write runs (not when the request arrived), or
    * why this worker must not write it now: its lease lapsed, or its current ring gives the key to another
    * worker or to nobody. Checking ownership on the same snapshot that gives the epoch matters: a worker
    * whose ring moved on must not write with the newer epoch of a ring on which it no longer owns the key.
    */
-  private writeEpoch(key: string): { readonly epoch: number } | { readonly refusal: Outcome } {
+  private writeRingEpoch(key: string): { readonly ringEpoch: number } | { readonly refusal: Outcome } {
     const { ownership, workerId } = this.dependencies;
     if (!ownership.leaseHeld()) return { refusal: { reply: cellErrorReply({ kind: "lease_lapsed" }) } };
     const { ring, epoch } = ownership.snapshot();
     const ownerWorkerId = ring.ownerOf(key);
     if (ownerWorkerId !== workerId) return { refusal: { reply: cellErrorReply({ kind: "not_owner", key, ownerWorkerId }) } };
-    return { epoch };
+    return { ringEpoch: epoch };
   }
 
-  private fenced(key: string, epoch: number): Outcome {
-    this.dependencies.logger.warn(`worker ${this.dependencies.workerId} was fenced on ${key}: written under an epoch after ${epoch}`);
-    return { reply: cellErrorReply({ kind: "fenced", key, epoch }) };
+  private fenced(key: string, ringEpoch: number): Outcome {
+    this.dependencies.logger.warn(`worker ${this.dependencies.workerId} was fenced on ${key}: written under an epoch after ${ringEpoch}`);
+    return { reply: cellErrorReply({ kind: "fenced", key, epoch: ringEpoch }) };
   }
 
   /**
@@ -384,34 +384,23 @@ export class CellRequestHandler {
     const { store, relayOutbox, publishDelivery } = this.dependencies;
     const key = cellRequestKey(request);
     switch (request.type) {
-      case "cell.openDirect":
-        return this.fencedWrite(
-          key,
-          (epoch) =>
-            store.openDirect({ conversationId: request.conversationId, userId: request.userId, peerUserId: request.peerUserId, epoch }),
-          (result) => conversationOutcome(key, result, relayOutbox),
+      case "cell.openDirect": {
+        const { conversationId, userId, peerUserId } = request;
+        return this.conversationWrite(key, (ringEpoch) => store.openDirect({ conversationId, userId, peerUserId, epoch: ringEpoch }));
+      }
+      case "cell.createGroup": {
+        const { conversationId, creatorUserId, title, memberUserIds } = request;
+        return this.conversationWrite(key, (ringEpoch) =>
+          store.createGroup({ conversationId, creatorUserId, title, memberUserIds, epoch: ringEpoch }),
         );
-      case "cell.createGroup":
-        return this.fencedWrite(
-          key,
-          (epoch) =>
-            store.createGroup({
-              conversationId: request.conversationId,
-              creatorUserId: request.creatorUserId,
-              title: request.title,
-              memberUserIds: request.memberUserIds,
-              epoch,
-            }),
-          (result) => conversationOutcome(key, result, relayOutbox),
-        );
+      }
       case "cell.addMembers": {
-        const outcome = await this.fencedWrite(
-          key,
-          (epoch) => store.addMembers({ conversationId: request.conversationId, userId: request.userId, userIds: request.userIds, epoch }),
-          (result) => conversationOutcome(key, result, relayOutbox),
+        const { conversationId, userId, userIds } = request;
+        const outcome = await this.conversationWrite(key, (ringEpoch) =>
+          store.addMembers({ conversationId, userId, userIds, epoch: ringEpoch }),
         );
         // Whatever the outcome: a reload of the member list costs one read.
-        this.dependencies.membersChanged(request.conversationId);
+        this.dependencies.membersChanged(conversationId);
         return outcome;
       }
       case "cell.history": {
@@ -421,7 +410,7 @@ export class CellRequestHandler {
       case "cell.appendMailbox":
         return this.fencedWrite(
           key,
-          (epoch) => store.appendMailbox({ userId: request.userId, eventId: request.eventId, event: request.event, epoch }),
+          (ringEpoch) => store.appendMailbox({ userId: request.userId, eventId: request.eventId, event: request.event, epoch: ringEpoch }),
           (result) => appendedOutcome(request, key, result, publishDelivery),
         );
       case "cell.members":
@@ -430,7 +419,8 @@ export class CellRequestHandler {
         const { conversationId, userId, position, seq } = request;
         return this.fencedWrite(
           key,
-          (epoch) => store.markReceipt({ conversationId, userId, position, seq, fanOutMembersMax: receiptFanOutMembersMax, epoch }),
+          (ringEpoch) =>
+            store.markReceipt({ conversationId, userId, position, seq, fanOutMembersMax: receiptFanOutMembersMax, epoch: ringEpoch }),
           (result) => receiptOutcome(request, key, result, relayOutbox),
         );
       }
@@ -443,7 +433,7 @@ export class CellRequestHandler {
         const effects = { warn: (message: string) => this.dependencies.logger.warn(message), drainOutbox: this.dependencies.drainOutbox };
         return this.fencedWrite(
           key,
-          (epoch) => store.importPage({ ...page, epoch }),
+          (ringEpoch) => store.importPage({ ...page, epoch: ringEpoch }),
           (result) => importedOutcome(request, key, result, effects),
         );
       }
@@ -459,20 +449,25 @@ export class CellRequestHandler {
     }
   }
 
+  /** cell.openDirect, cell.createGroup, cell.addMembers: a fenced write answered with the conversation. */
+  private conversationWrite(key: string, write: (ringEpoch: number) => Promise<ConversationResult<StoreRefusal>>): Promise<Outcome> {
+    return this.fencedWrite(key, write, (result) => conversationOutcome(key, result, this.dependencies.relayOutbox));
+  }
+
   /**
    * Every write of the keyed queue: fenced by the epoch of the ring that gives this worker the key at the
-   * moment it runs (writeEpoch), refused before the store when it must not write the key, answered
+   * moment it runs (writeRingEpoch), refused before the store when it must not write the key, answered
    * `fenced` when the store found the key written under a later epoch, else mapped to its reply.
    */
   private async fencedWrite<Result extends { readonly outcome: string }>(
     key: string,
-    write: (epoch: number) => Promise<Result | Fenced>,
+    write: (ringEpoch: number) => Promise<Result | Fenced>,
     map: (result: Result) => Outcome,
   ): Promise<Outcome> {
-    const writing = this.writeEpoch(key);
+    const writing = this.writeRingEpoch(key);
     if ("refusal" in writing) return writing.refusal;
-    const result = await write(writing.epoch);
-    return isFenced(result) ? this.fenced(key, writing.epoch) : map(result);
+    const result = await write(writing.ringEpoch);
+    return isFenced(result) ? this.fenced(key, writing.ringEpoch) : map(result);
   }
 }
 
