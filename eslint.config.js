@@ -48,7 +48,6 @@ export const longFunctionFiles = {
   "cells/src/send-committer.ts": "attempt is one group-commit round: store, answer, publish, with its failure paths",
   "cells/src/migration.ts": "copyTail copies a frozen key's last pages, a mailbox's or a conversation's, each kind in turn",
   "cells/src/outbox-relay.ts": "relay runs the bounded lanes of one relay pass and sorts their outcomes",
-  "cells/src/store/postgres-migration.ts": "importPage is one transaction of a migration page's statements",
   "edge/src/session.ts": "authenticate runs a hello's checks in the order the protocol states them",
   "cli/src/main.ts": "main dispatches every `cellwire` command",
   "cli/src/up.ts": "runUp starts the local topology in order and stops it in reverse",

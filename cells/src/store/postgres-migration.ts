@@ -261,100 +261,10 @@ export class PostgresMigration implements MigrationStore {
   }
 
   async importPage(input: ImportPageInput): Promise<ImportPageResult> {
-    const { id } = input;
     return this.database.transaction(async (transaction) => {
       const claimed = input.first ? await resetForImport(transaction, input) : await lockImporting(transaction, input);
       if (!claimed) return importRefusal(await readKeyRow(transaction, input), input.epoch, input.first);
-      if (input.kind === "user") {
-        if (input.events.length > 0) {
-          await transaction
-            .insert(mailboxEventsTable)
-            .values(input.events.map((entry) => ({ userId: id, seq: entry.seq, eventId: entry.eventId, event: entry.event })))
-            .onConflictDoNothing();
-        }
-        if (!input.last) return { outcome: "importing" };
-        // Without an incarnation (a worker before docs/decisions/0021 sent the page) the copy keeps its own.
-        await transaction.execute(sql`
-          update mailboxes set state = 'active', last_seq = ${input.lastSeq}::bigint, floor_seq = ${input.floorSeq}::bigint,
-            incarnation = coalesce(${input.incarnation ?? null}::uuid, incarnation)
-          where user_id = ${id}::text
-        `);
-        return { outcome: "active" };
-      }
-      if (input.members.length > 0) {
-        await transaction
-          .insert(conversationMembers)
-          .values(
-            input.members.map((member) => ({
-              conversationId: id,
-              userId: member.userId,
-              joinedAt: new Date(member.joinedAtMs),
-              joinedAfterSeq: member.joinedAfterSeq,
-            })),
-          )
-          .onConflictDoNothing();
-        const positioned = input.members.filter((member) => member.readSeq > 0 || member.deliveredSeq > 0);
-        if (positioned.length > 0) {
-          await transaction
-            .insert(readPositions)
-            .values(
-              positioned.map((member) => ({
-                conversationId: id,
-                userId: member.userId,
-                readSeq: member.readSeq,
-                deliveredSeq: member.deliveredSeq,
-              })),
-            )
-            // Members come again after the freeze (the copy before it ran while receipts still moved): positions only grow.
-            .onConflictDoUpdate({
-              target: [readPositions.conversationId, readPositions.userId],
-              set: {
-                readSeq: sql`greatest(${readPositions.readSeq}, excluded.read_seq)`,
-                deliveredSeq: sql`greatest(${readPositions.deliveredSeq}, excluded.delivered_seq)`,
-              },
-            });
-        }
-      }
-      if (input.messages.length > 0) {
-        await transaction
-          .insert(messagesTable)
-          .values(
-            input.messages.map((message) => ({
-              conversationId: id,
-              seq: message.seq,
-              messageId: message.messageId,
-              senderUserId: message.senderUserId,
-              senderDeviceId: message.senderDeviceId,
-              clientMessageId: message.clientMessageId,
-              body: message.body,
-              sentAt: new Date(message.sentAtMs),
-            })),
-          )
-          .onConflictDoNothing();
-      }
-      if (input.outbox.length > 0) {
-        // New ids here; the new home's sweeper relays them (appends are idempotent by event id).
-        await transaction
-          .insert(outboxTable)
-          .values(
-            input.outbox.map((entry) => ({
-              conversationId: id,
-              recipientUserId: entry.recipientUserId,
-              eventId: entry.eventId,
-              event: entry.event,
-            })),
-          )
-          .onConflictDoNothing();
-      }
-      if (!input.last) return { outcome: "importing" };
-      // Members may have been added while the key lived in another cell, and this row kept the version it
-      // had before it left (resetForImport leaves it): a member list a worker here cached back then must
-      // read as stale, so the activation raises it (see AppendMessageResult's membersVersion).
-      await transaction.execute(sql`
-        update conversations set state = 'active', last_seq = ${input.lastSeq}::bigint, members_version = members_version + 1
-        where id = ${id}::text
-      `);
-      return { outcome: "active" };
+      return input.kind === "user" ? importMailboxPage(transaction, input) : importConversationPage(transaction, input);
     });
   }
 
@@ -476,4 +386,109 @@ async function lockImporting(executor: Executor, input: ImportPageInput): Promis
     returning 1 as locked
   `);
   return locked.rows.length > 0;
+}
+
+/** A mailbox's import page, its key claimed: its events, and on the last page the heads and the activation. */
+async function importMailboxPage(transaction: Executor, input: ImportPageInput & { readonly kind: "user" }): Promise<ImportPageResult> {
+  const { id } = input;
+  if (input.events.length > 0) {
+    await transaction
+      .insert(mailboxEventsTable)
+      .values(input.events.map((entry) => ({ userId: id, seq: entry.seq, eventId: entry.eventId, event: entry.event })))
+      .onConflictDoNothing();
+  }
+  if (!input.last) return { outcome: "importing" };
+  // Without an incarnation (a worker before docs/decisions/0021 sent the page) the copy keeps its own.
+  await transaction.execute(sql`
+    update mailboxes set state = 'active', last_seq = ${input.lastSeq}::bigint, floor_seq = ${input.floorSeq}::bigint,
+      incarnation = coalesce(${input.incarnation ?? null}::uuid, incarnation)
+    where user_id = ${id}::text
+  `);
+  return { outcome: "active" };
+}
+
+/** A conversation's import page, its key claimed: members, messages, outbox rows, and on the last page the activation. */
+async function importConversationPage(
+  transaction: Executor,
+  input: ImportPageInput & { readonly kind: "conversation" },
+): Promise<ImportPageResult> {
+  const { id } = input;
+  await importMembers(transaction, id, input.members);
+  if (input.messages.length > 0) {
+    await transaction
+      .insert(messagesTable)
+      .values(
+        input.messages.map((message) => ({
+          conversationId: id,
+          seq: message.seq,
+          messageId: message.messageId,
+          senderUserId: message.senderUserId,
+          senderDeviceId: message.senderDeviceId,
+          clientMessageId: message.clientMessageId,
+          body: message.body,
+          sentAt: new Date(message.sentAtMs),
+        })),
+      )
+      .onConflictDoNothing();
+  }
+  if (input.outbox.length > 0) {
+    // New ids here; the new home's sweeper relays them (appends are idempotent by event id).
+    await transaction
+      .insert(outboxTable)
+      .values(
+        input.outbox.map((entry) => ({
+          conversationId: id,
+          recipientUserId: entry.recipientUserId,
+          eventId: entry.eventId,
+          event: entry.event,
+        })),
+      )
+      .onConflictDoNothing();
+  }
+  if (!input.last) return { outcome: "importing" };
+  // Members may have been added while the key lived in another cell, and this row kept the version it
+  // had before it left (resetForImport leaves it): a member list a worker here cached back then must
+  // read as stale, so the activation raises it (see AppendMessageResult's membersVersion).
+  await transaction.execute(sql`
+    update conversations set state = 'active', last_seq = ${input.lastSeq}::bigint, members_version = members_version + 1
+    where id = ${id}::text
+  `);
+  return { outcome: "active" };
+}
+
+/** Member rows with their join points, and the positions of those who have any. */
+async function importMembers(transaction: Executor, id: string, members: readonly ImportedMember[]): Promise<void> {
+  if (members.length === 0) return;
+  await transaction
+    .insert(conversationMembers)
+    .values(
+      members.map((member) => ({
+        conversationId: id,
+        userId: member.userId,
+        joinedAt: new Date(member.joinedAtMs),
+        joinedAfterSeq: member.joinedAfterSeq,
+      })),
+    )
+    .onConflictDoNothing();
+  const positioned = members.filter((member) => member.readSeq > 0 || member.deliveredSeq > 0);
+  if (positioned.length > 0) {
+    await transaction
+      .insert(readPositions)
+      .values(
+        positioned.map((member) => ({
+          conversationId: id,
+          userId: member.userId,
+          readSeq: member.readSeq,
+          deliveredSeq: member.deliveredSeq,
+        })),
+      )
+      // Members come again after the freeze (the copy before it ran while receipts still moved): positions only grow.
+      .onConflictDoUpdate({
+        target: [readPositions.conversationId, readPositions.userId],
+        set: {
+          readSeq: sql`greatest(${readPositions.readSeq}, excluded.read_seq)`,
+          deliveredSeq: sql`greatest(${readPositions.deliveredSeq}, excluded.delivered_seq)`,
+        },
+      });
+  }
 }
