@@ -41,6 +41,7 @@ import { MigrationCoordinator, type KeyTurn, type MigrationDirectory, type Migra
 import { describeError } from "./store/errors.ts";
 import type { SendCommitter } from "./send-committer.ts";
 import type { ConversationResult, ConversationStore, Fenced, OutboxEntry, StoreRefusal } from "./store/store.ts";
+import type { OwnershipView } from "./worker-ownership.ts";
 import { invalidRequest } from "./request-validation.ts";
 import {
   appendedOutcome,
@@ -53,21 +54,6 @@ import {
   refused,
   type Outcome,
 } from "./request-outcomes.ts";
-
-/** This worker's current view of its cell's ring (a MembershipSnapshot fits). */
-export type OwnershipSnapshot = {
-  /** ownerOf: the owner of a key, undefined when the ring is empty. */
-  readonly ring: { readonly ownerOf: (key: string) => string | undefined };
-  /** The ring's epoch: writes carry it, and the store refuses them once the key has a later one. */
-  readonly epoch: number;
-};
-
-export type OwnershipView = {
-  /** Read at each check, never kept: the ring may change between a request's arrival and its turn. */
-  readonly snapshot: () => OwnershipSnapshot;
-  /** False once this worker failed to renew its lease in time. */
-  readonly leaseHeld: () => boolean;
-};
 
 /** What cell.migrate needs beyond the store; a worker without it answers cell.migrate with cell_unavailable. */
 export type MigrationDependencies = {

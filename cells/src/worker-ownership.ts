@@ -3,7 +3,21 @@
 // its database answers, DatabaseWatchdog) and its current ring gives the key to it.
 import type { LeaseHolder, MembershipSnapshot } from "@cellwire/cluster";
 import type { DatabaseWatchdog } from "./database-watchdog.ts";
-import type { OwnershipView } from "./request-handler.ts";
+
+/** This worker's current view of its cell's ring (a MembershipSnapshot fits). */
+export type OwnershipSnapshot = {
+  /** ownerOf: the owner of a key, undefined when the ring is empty. */
+  readonly ring: { readonly ownerOf: (key: string) => string | undefined };
+  /** The ring's epoch: writes carry it, and the store refuses them once the key has a later one. */
+  readonly epoch: number;
+};
+
+export type OwnershipView = {
+  /** Read at each check, never kept: the ring may change between a request's arrival and its turn. */
+  readonly snapshot: () => OwnershipSnapshot;
+  /** False once this worker failed to renew its lease in time. */
+  readonly leaseHeld: () => boolean;
+};
 
 /** What WorkerOwnership reads the ring from: the cell's membership watcher. */
 export type RingSource = { readonly snapshot: MembershipSnapshot };
