@@ -28,10 +28,8 @@ export const crossWorkspaceImports = {};
 // and main's as of d89339f printed so (cells/src/migration.ts's copyTail).
 /** Files over 500 lines. */
 export const longFiles = {
-  "cells/src/store/postgres-store.ts": "every store operation's SQL in one adapter, beside the locking argument they share",
   "cells/src/store/store.ts": "the Store interface: every operation's contract written beside its types",
   "cells/src/migration.ts": "a key's live migration, every phase of decision 0008 in order",
-  "cells/src/request-handler.ts": "one route per cell request type",
   "client/src/cellwire-client.ts": "the SDK's public class: every request method and the I/O shell around the pure machines",
   "protocol/src/cell-messages.ts": "every NATS message with its decoder: the one place that wire is defined",
   "protocol/src/frames.ts": "every client frame with its decoder: the one place the client wire is defined",
@@ -45,15 +43,11 @@ export const longFiles = {
 export const longFunctionFiles = {
   "cells/src/config.ts": "loadWorkerConfig reads every WORKER_ setting, one per line, in one place",
   "edge/src/config.ts": "loadEdgeConfig reads every EDGE_ setting, one per line, in one place",
-  "cells/src/worker.ts": "startWorker is the worker's composition root: each part started in order, with its undo",
-  "edge/src/edge.ts": "startEdge is the edge's composition root: each part started in order",
   "edge/src/edge-server.ts": "startServer registers every uWS route and socket handler on one app",
-  "cells/src/request-handler.ts": "perform is one switch with a case per cell request type",
   "edge/src/request-handler.ts": "handle is one switch with a case per client request frame",
   "cells/src/send-committer.ts": "attempt is one group-commit round: store, answer, publish, with its failure paths",
   "cells/src/migration.ts": "copyTail copies a frozen key's last pages, a mailbox's or a conversation's, each kind in turn",
   "cells/src/outbox-relay.ts": "relay runs the bounded lanes of one relay pass and sorts their outcomes",
-  "cells/src/store/postgres-store.ts": "importPage is one transaction of a migration page's statements",
   "edge/src/session.ts": "authenticate runs a hello's checks in the order the protocol states them",
   "cli/src/main.ts": "main dispatches every `cellwire` command",
   "cli/src/up.ts": "runUp starts the local topology in order and stops it in reverse",

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { routerDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
+import { BoundedCache, routerDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
 import { mailboxEventId, type CellReply, type CellRequest } from "@cellwire/protocol";
-import { BoundedCache } from "./bounded-cache.ts";
 import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
 import { joinedEvent } from "../test/store-contract.ts";
 import type { OutboxEntry } from "./store/store.ts";

@@ -14,9 +14,10 @@ import {
   type HomeLocation,
   type RouterDependencies,
   type RouterOptions,
+  sleep,
+  type BoundedCache,
 } from "@cellwire/cluster";
 import type { CellAppendMailboxRequest } from "@cellwire/protocol";
-import type { BoundedCache } from "./bounded-cache.ts";
 import type { OutboxEntry } from "./store/store.ts";
 
 /** What the appender needs of DirectoryClient. */
@@ -32,7 +33,7 @@ const systemRouting: MailboxAppenderRouting = {
   dependencies: {
     monotonicNowMs: () => performance.now(),
     random: Math.random,
-    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    sleep,
   },
 };
 

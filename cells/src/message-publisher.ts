@@ -7,9 +7,8 @@
 //
 // Publishes are NATS core: at most once. A member's device that misses one sees the gap at its next
 // message (or on reconnect) and reads the conversation's log (docs/decisions/0009).
-import type { Logger } from "@cellwire/cluster";
+import { BoundedCache, type Logger } from "@cellwire/cluster";
 import { deliveryBatchItemsMax, sendBatchBytesMax, type Delivery, type Message } from "@cellwire/protocol";
-import { BoundedCache } from "./bounded-cache.ts";
 import type { MembersResult } from "./store/store.ts";
 
 /** A message just stored, with the member version its seq was given under (AppendMessageResult). */

@@ -69,9 +69,9 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
       deadLetterOutbox: (input) => store.deadLetterOutbox(input),
       deadLetteredRecipients: (conversationId) => store.deadLetteredRecipients(conversationId),
     },
-    append,
+    appender: { append },
     random: () => 0.5,
-    ownsConversation: options.owns ?? (() => true),
+    ownership: { owns: options.owns ?? (() => true) },
     logger: silentLogger,
     limits: { ...defaultLimits, ...options.limits },
   });
@@ -318,9 +318,9 @@ describe("OutboxRelay", () => {
         deadLetterOutbox: async () => 0,
         deadLetteredRecipients: async () => [],
       },
-      append: async () => 0,
+      appender: { append: async () => 0 },
       random: () => 0.5,
-      ownsConversation: () => true,
+      ownership: { owns: () => true },
       logger: silentLogger,
       limits: { ...defaultLimits, sweepIntervalMs: 10, retryAfterMs: 0 },
     });

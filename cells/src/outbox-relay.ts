@@ -17,11 +17,12 @@
 // failuresMax the recipient's rows of the conversation go to the dead letters, and while any are there
 // its newer rows follow them (order holds); an operator redrives them (`cellwire dead-letters`). Sends
 // of a clean conversation take the same path as before: no read, no extra statement.
-import { CellwireError, ConcurrencyLimiter, type Logger } from "@cellwire/cluster";
-import { BoundedCache } from "./bounded-cache.ts";
+import { BoundedCache, CellwireError, ConcurrencyLimiter, type Logger } from "@cellwire/cluster";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { describeError } from "./store/errors.ts";
 import type { ConversationStore, OutboxEntry, OutboxRetry } from "./store/store.ts";
+import type { MailboxAppender } from "./mailbox-appender.ts";
+import type { WorkerOwnership } from "./worker-ownership.ts";
 
 export type OutboxRelayLimits = {
   /** Rows read at once by a drain or by one sweep page. */
@@ -55,10 +56,10 @@ export type OutboxRelayDependencies = {
   >;
   /** In [0, 1): the jitter of retry delays. */
   readonly random: () => number;
-  /** Applies one entry at its recipient's mailbox owner; throws when it was not applied. */
-  readonly append: (entry: OutboxEntry) => Promise<unknown>;
-  /** True when this worker owns the conversation on its ring now (the sweeper re-drives only those). */
-  readonly ownsConversation: (conversationId: string) => boolean;
+  /** Applies one entry at its recipient's mailbox owner; its append throws when it was not applied. */
+  readonly appender: Pick<MailboxAppender, "append">;
+  /** Whether this worker owns a conversation on its ring now (the sweeper re-drives only those). */
+  readonly ownership: Pick<WorkerOwnership, "owns">;
   readonly logger: Logger & { readonly error: (message: string) => void };
   readonly limits: OutboxRelayLimits;
 };
@@ -188,7 +189,7 @@ export class OutboxRelay {
    * backlog of rows owned by others cannot starve this worker's) and drains each conversation it owns.
    */
   async sweep(): Promise<void> {
-    const { store, limits, logger, ownsConversation } = this.dependencies;
+    const { store, limits, logger, ownership } = this.dependencies;
     if (this.refusedSinceReport > 0) {
       logger.warn(`${this.refusedSinceReport} relays were refused past WORKER_RELAY_PENDING_MAX; the sweeper re-drives them`);
       this.refusedSinceReport = 0;
@@ -206,7 +207,7 @@ export class OutboxRelay {
       for (const entry of result.entries) {
         if (seen.has(entry.conversationId)) continue;
         seen.add(entry.conversationId);
-        if (ownsConversation(entry.conversationId)) this.drain(entry.conversationId);
+        if (ownership.owns(entry.conversationId)) this.drain(entry.conversationId);
       }
       if (result.lastId === undefined || result.entries.length + result.malformed.length < limits.batchMax) {
         this.sweepCursorId = 0;
@@ -307,7 +308,7 @@ export class OutboxRelay {
     state: RelayState,
   ): Promise<"complete" | "partial" | "unrecorded"> {
     if (entries.length === 0) return "complete";
-    const { store, limits, logger, append, random } = this.dependencies;
+    const { store, limits, logger, appender, random } = this.dependencies;
     const byRecipient = new Map<string, OutboxEntry[]>();
     for (const entry of entries) {
       const rows = byRecipient.get(entry.recipientUserId);
@@ -333,7 +334,7 @@ export class OutboxRelay {
             break;
           }
           try {
-            await this.limiter.run(() => append(entry));
+            await this.limiter.run(() => appender.append(entry));
             applied.push(entry.id);
           } catch (error) {
             failed.push({ entry, error });

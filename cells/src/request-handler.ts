@@ -16,16 +16,14 @@
 // refused at once instead of waiting behind it; cell.import is a write in the key's turn; cell.stats and
 // the operator's dead-letter requests (cell.deadLetters, cell.redriveDeadLetters) are answered by
 // whichever worker gets them.
-import { directConversationId, type Logger } from "@cellwire/cluster";
+import type { Logger } from "@cellwire/cluster";
 import {
   cellRequestEnvelope,
   cellRequestKey,
   decode,
   parseJson,
-  mailboxEventId,
   receiptFanOutMembersMax,
   type CellDeadLettersRequest,
-  type CellImportRequest,
   type CellRedriveDeadLettersRequest,
   type CellMessagesAfterRequest,
   type CellSharedPeersRequest,
@@ -34,32 +32,28 @@ import {
   type CellRequest,
   type CellSendBatch,
   type CellSendBatchReplies,
-  type ConversationSummary,
   type Delivery,
-  type DirectoryEntryKind,
 } from "@cellwire/protocol";
-import { cellErrorReply, movedReply, type RequestFailure } from "./cell-error-reply.ts";
+import { cellErrorReply } from "./cell-error-reply.ts";
 import { membersReply } from "./members-reply.ts";
 import type { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { MigrationCoordinator, type KeyTurn, type MigrationDirectory, type MigrationLimits, type MigrationRouter } from "./migration.ts";
 import { describeError } from "./store/errors.ts";
 import type { SendCommitter } from "./send-committer.ts";
-import type { ConversationResult, ConversationStore, MigrationRefusal, OutboxEntry, StoreRefusal } from "./store/store.ts";
-
-/** This worker's current view of its cell's ring (a MembershipSnapshot fits). */
-export type OwnershipSnapshot = {
-  /** ownerOf: the owner of a key, undefined when the ring is empty. */
-  readonly ring: { readonly ownerOf: (key: string) => string | undefined };
-  /** The ring's epoch: writes carry it, and the store refuses them once the key has a later one. */
-  readonly epoch: number;
-};
-
-export type OwnershipView = {
-  /** Read at each check, never kept: the ring may change between a request's arrival and its turn. */
-  readonly snapshot: () => OwnershipSnapshot;
-  /** False once this worker failed to renew its lease in time. */
-  readonly leaseHeld: () => boolean;
-};
+import type { ConversationResult, ConversationStore, Fenced, OutboxEntry, StoreRefusal } from "./store/store.ts";
+import type { OwnershipView } from "./worker-ownership.ts";
+import { invalidRequest } from "./request-validation.ts";
+import {
+  appendedOutcome,
+  conversationOutcome,
+  historyOutcome,
+  importedOutcome,
+  mailboxPageOutcome,
+  migrating,
+  receiptOutcome,
+  refused,
+  type Outcome,
+} from "./request-outcomes.ts";
 
 /** What cell.migrate needs beyond the store; a worker without it answers cell.migrate with cell_unavailable. */
 export type MigrationDependencies = {
@@ -98,9 +92,6 @@ export type RequestHandlerDependencies = {
   /** CELLWIRE_DIRECT_CONVERSATION_KEY: a cell.openDirect must name the id the edges derive with it. */
   readonly directConversationKey: string;
 };
-
-/** The reply, and work to do once it has been sent (relay, delivery), still inside the key's turn. */
-type Outcome = { readonly reply: CellReply; readonly afterReply?: () => Promise<void> };
 
 export class CellRequestHandler {
   private readonly migration: MigrationCoordinator | undefined;
@@ -162,7 +153,7 @@ export class CellRequestHandler {
       return Promise.resolve();
     }
     // An empty ring (this worker's own lease not seen yet, and no other) does not turn a request away
-    // here: reads are served, and a write is checked again in its turn (see writeEpoch).
+    // here: reads are served, and a write is checked again in its turn (see writeRingEpoch).
     const ownerWorkerId = ownership.snapshot().ring.ownerOf(key);
     if (ownerWorkerId !== undefined && ownerWorkerId !== workerId) {
       respond(cellErrorReply({ kind: "not_owner", key, ownerWorkerId }));
@@ -311,9 +302,9 @@ export class CellRequestHandler {
   /** The migration coordinator's writes here: in the key's turn, fenced by the epoch of that moment. */
   private inTurn: KeyTurn = async (key, write) => {
     const queued = this.dependencies.queue.enqueue(key, async () => {
-      const writing = this.writeEpoch(key);
+      const writing = this.writeRingEpoch(key);
       if ("refusal" in writing) return { ok: false as const, reply: writing.refusal.reply };
-      return { ok: true as const, value: await write(writing.epoch), epoch: writing.epoch };
+      return { ok: true as const, value: await write(writing.ringEpoch), epoch: writing.ringEpoch };
     });
     if (!queued.accepted) return { ok: false, reply: cellErrorReply({ kind: "overloaded", reason: queued.reason }) };
     return queued.result;
@@ -352,133 +343,86 @@ export class CellRequestHandler {
   }
 
   /**
-   * The epoch to write `key` under, read at the moment the write runs (not when the request arrived), or
+   * The ring epoch to write `key` under, read at the moment the write runs (not when the request arrived), or
    * why this worker must not write it now: its lease lapsed, or its current ring gives the key to another
    * worker or to nobody. Checking ownership on the same snapshot that gives the epoch matters: a worker
    * whose ring moved on must not write with the newer epoch of a ring on which it no longer owns the key.
    */
-  private writeEpoch(key: string): { readonly epoch: number } | { readonly refusal: Outcome } {
+  private writeRingEpoch(key: string): { readonly ringEpoch: number } | { readonly refusal: Outcome } {
     const { ownership, workerId } = this.dependencies;
     if (!ownership.leaseHeld()) return { refusal: { reply: cellErrorReply({ kind: "lease_lapsed" }) } };
     const { ring, epoch } = ownership.snapshot();
     const ownerWorkerId = ring.ownerOf(key);
     if (ownerWorkerId !== workerId) return { refusal: { reply: cellErrorReply({ kind: "not_owner", key, ownerWorkerId }) } };
-    return { epoch };
+    return { ringEpoch: epoch };
   }
 
-  private fenced(key: string, epoch: number): Outcome {
-    this.dependencies.logger.warn(`worker ${this.dependencies.workerId} was fenced on ${key}: written under an epoch after ${epoch}`);
-    return { reply: cellErrorReply({ kind: "fenced", key, epoch }) };
+  private fenced(key: string, ringEpoch: number): Outcome {
+    this.dependencies.logger.warn(`worker ${this.dependencies.workerId} was fenced on ${key}: written under an epoch after ${ringEpoch}`);
+    return { reply: cellErrorReply({ kind: "fenced", key, epoch: ringEpoch }) };
   }
 
+  /**
+   * Runs a request in its key's turn: one case per request type, each a store call and the mapper of its
+   * result (request-outcomes.ts); writes go through fencedWrite.
+   */
   private async perform(request: CellRequest): Promise<Outcome> {
-    const { store } = this.dependencies;
+    const { store, relayOutbox, publishDelivery } = this.dependencies;
     const key = cellRequestKey(request);
     switch (request.type) {
-      case "cell.openDirect":
-        return this.conversationWrite(key, (epoch) =>
-          store.openDirect({ conversationId: request.conversationId, userId: request.userId, peerUserId: request.peerUserId, epoch }),
+      case "cell.openDirect": {
+        const { conversationId, userId, peerUserId } = request;
+        return this.conversationWrite(key, (ringEpoch) => store.openDirect({ conversationId, userId, peerUserId, epoch: ringEpoch }));
+      }
+      case "cell.createGroup": {
+        const { conversationId, creatorUserId, title, memberUserIds } = request;
+        return this.conversationWrite(key, (ringEpoch) =>
+          store.createGroup({ conversationId, creatorUserId, title, memberUserIds, epoch: ringEpoch }),
         );
-      case "cell.createGroup":
-        return this.conversationWrite(key, (epoch) =>
-          store.createGroup({
-            conversationId: request.conversationId,
-            creatorUserId: request.creatorUserId,
-            title: request.title,
-            memberUserIds: request.memberUserIds,
-            epoch,
-          }),
-        );
+      }
       case "cell.addMembers": {
-        const outcome = await this.conversationWrite(key, (epoch) =>
-          store.addMembers({ conversationId: request.conversationId, userId: request.userId, userIds: request.userIds, epoch }),
+        const { conversationId, userId, userIds } = request;
+        const outcome = await this.conversationWrite(key, (ringEpoch) =>
+          store.addMembers({ conversationId, userId, userIds, epoch: ringEpoch }),
         );
         // Whatever the outcome: a reload of the member list costs one read.
-        this.dependencies.membersChanged(request.conversationId);
+        this.dependencies.membersChanged(conversationId);
         return outcome;
       }
       case "cell.history": {
-        const result = await store.history({
-          conversationId: request.conversationId,
-          userId: request.userId,
-          beforeSeq: request.beforeSeq,
-          limit: request.limit,
-        });
-        if (result.outcome === "moving" || result.outcome === "moved")
-          return migrating("conversation", request.conversationId, key, result);
-        if (result.outcome !== "history") return refused(result.outcome);
-        return {
-          reply: { type: "cell.historyPage", conversationId: request.conversationId, messages: result.messages, hasMore: result.hasMore },
-        };
+        const { conversationId, userId, beforeSeq, limit } = request;
+        return historyOutcome(conversationId, key, await store.history({ conversationId, userId, beforeSeq, limit }));
       }
-      case "cell.appendMailbox": {
-        const writing = this.writeEpoch(key);
-        if ("refusal" in writing) return writing.refusal;
-        const { userId, event } = request;
-        const result = await store.appendMailbox({ userId, eventId: request.eventId, event, epoch: writing.epoch });
-        if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
-        if (result.outcome === "moving" || result.outcome === "moved") return migrating("user", userId, key, result);
-        const { seq, deduplicated } = result;
-        const reply: CellReply = { type: "cell.appended", userId, seq, deduplicated };
-        // A repeated append was published when it was first stored.
-        if (deduplicated) return { reply };
-        // Published within the user's turn, so deliveries leave in mailbox order.
-        return {
-          reply,
-          afterReply: async () => this.dependencies.publishDelivery({ type: "delivery.event", recipientUserId: userId, seq, event }),
-        };
-      }
+      case "cell.appendMailbox":
+        return this.fencedWrite(
+          key,
+          (ringEpoch) => store.appendMailbox({ userId: request.userId, eventId: request.eventId, event: request.event, epoch: ringEpoch }),
+          (result) => appendedOutcome(request, key, result, publishDelivery),
+        );
       case "cell.members":
         return { reply: await membersReply(store, request, key) };
       case "cell.receipt": {
-        const writing = this.writeEpoch(key);
-        if ("refusal" in writing) return writing.refusal;
-        const result = await store.markReceipt({
-          conversationId: request.conversationId,
-          userId: request.userId,
-          position: request.position,
-          seq: request.seq,
-          fanOutMembersMax: receiptFanOutMembersMax,
-          epoch: writing.epoch,
-        });
-        if (result.outcome === "fenced") return this.fenced(key, writing.epoch);
-        if (result.outcome === "moving" || result.outcome === "moved")
-          return migrating("conversation", request.conversationId, key, result);
-        if (result.outcome === "not_a_member") return refused(result.outcome);
-        if (result.outcome === "seq_beyond_last") {
-          return {
-            reply: cellErrorReply({ kind: "invalid_field", message: `$.seq is beyond the conversation's last seq ${result.lastSeq}` }),
-          };
-        }
-        const { readSeq, deliveredSeq, outbox } = result;
-        const reply: CellReply = {
-          type: "cell.receipt",
-          conversationId: request.conversationId,
-          userId: request.userId,
-          readSeq,
-          deliveredSeq,
-          advanced: outbox.length > 0,
-        };
-        if (outbox.length === 0) return { reply };
-        return { reply, afterReply: async () => this.dependencies.relayOutbox(request.conversationId, outbox) };
+        const { conversationId, userId, position, seq } = request;
+        return this.fencedWrite(
+          key,
+          (ringEpoch) =>
+            store.markReceipt({ conversationId, userId, position, seq, fanOutMembersMax: receiptFanOutMembersMax, epoch: ringEpoch }),
+          (result) => receiptOutcome(request, key, result, relayOutbox),
+        );
       }
       case "cell.mailboxPage": {
         const page = await store.mailboxPage({ userId: request.userId, afterSeq: request.afterSeq, limit: request.limit });
-        if (page.outcome !== "page") return migrating("user", request.userId, key, page);
-        const { events, headSeq, floorSeq, incarnation } = page;
-        return {
-          reply: {
-            type: "cell.mailboxEvents",
-            userId: request.userId,
-            events,
-            headSeq,
-            floorSeq,
-            ...(incarnation === null ? {} : { incarnation }),
-          },
-        };
+        return mailboxPageOutcome(request, key, page);
       }
-      case "cell.import":
-        return this.importPage(key, request);
+      case "cell.import": {
+        const { type: _type, fromCellId: _fromCellId, ...page } = request;
+        const effects = { warn: (message: string) => this.dependencies.logger.warn(message), drainOutbox: this.dependencies.drainOutbox };
+        return this.fencedWrite(
+          key,
+          (ringEpoch) => store.importPage({ ...page, epoch: ringEpoch }),
+          (result) => importedOutcome(request, key, result, effects),
+        );
+      }
       case "cell.send":
       case "cell.messagesAfter":
       case "cell.migrate":
@@ -491,88 +435,28 @@ export class CellRequestHandler {
     }
   }
 
-  /** One page of a key moving into this cell: a write in the key's turn, fenced like any other. */
-  private async importPage(key: string, request: CellImportRequest): Promise<Outcome> {
-    const writing = this.writeEpoch(key);
+  /** cell.openDirect, cell.createGroup, cell.addMembers: a fenced write answered with the conversation. */
+  private conversationWrite(key: string, write: (ringEpoch: number) => Promise<ConversationResult<StoreRefusal>>): Promise<Outcome> {
+    return this.fencedWrite(key, write, (result) => conversationOutcome(key, result, this.dependencies.relayOutbox));
+  }
+
+  /**
+   * Every write of the keyed queue: fenced by the epoch of the ring that gives this worker the key at the
+   * moment it runs (writeRingEpoch), refused before the store when it must not write the key, answered
+   * `fenced` when the store found the key written under a later epoch, else mapped to its reply.
+   */
+  private async fencedWrite<Result extends { readonly outcome: string }>(
+    key: string,
+    write: (ringEpoch: number) => Promise<Result | Fenced>,
+    map: (result: Result) => Outcome,
+  ): Promise<Outcome> {
+    const writing = this.writeRingEpoch(key);
     if ("refusal" in writing) return writing.refusal;
-    const { type: _type, fromCellId: _fromCellId, ...page } = request;
-    const result = await this.dependencies.store.importPage({ ...page, epoch: writing.epoch });
-    switch (result.outcome) {
-      case "fenced":
-        return this.fenced(key, writing.epoch);
-      case "moving":
-        return { reply: cellErrorReply({ kind: "moving", key }) };
-      case "not_importing":
-        this.dependencies.logger.warn(`an import page of ${key} from cell ${request.fromCellId} found no import in progress`);
-        return {
-          reply: { type: "cell.error", code: "internal", message: `no import of ${key} is in progress here; the move must start again` },
-        };
-      case "importing":
-        return { reply: { type: "cell.imported", kind: request.kind, id: request.id, state: result.outcome } };
-      case "active": {
-        const reply: CellReply = { type: "cell.imported", kind: request.kind, id: request.id, state: "active" };
-        // The outbox rows that came with the conversation are relayed now rather than at the next sweep.
-        const { drainOutbox } = this.dependencies;
-        if (request.kind !== "conversation" || drainOutbox === undefined) return { reply };
-        return { reply, afterReply: async () => drainOutbox(request.id) };
-      }
-    }
-  }
-
-  /** A write that changes a conversation: fenced by the epoch of the ring that gives this worker the key now. */
-  private async conversationWrite(key: string, write: (epoch: number) => Promise<ConversationResult<StoreRefusal>>): Promise<Outcome> {
-    const writing = this.writeEpoch(key);
-    if ("refusal" in writing) return writing.refusal;
-    return this.conversationOutcome(key, writing.epoch, await write(writing.epoch));
-  }
-
-  private conversationOutcome(key: string, epoch: number, result: ConversationResult<StoreRefusal>): Outcome {
-    if (result.outcome === "fenced") return this.fenced(key, epoch);
-    if (result.outcome === "moving" || result.outcome === "moved") return migrating("conversation", key, key, result);
-    if (result.outcome !== "conversation") return refused(result.outcome);
-    const conversation: ConversationSummary = result.conversation;
-    const reply: CellReply = { type: "cell.conversation", conversation };
-    const { outbox } = result;
-    if (outbox.length === 0) return { reply };
-    // The joined events reach the new members' mailboxes (in any cell) after the reply, as receipts do.
-    return { reply, afterReply: async () => this.dependencies.relayOutbox(conversation.conversationId, outbox) };
+    const result = await write(writing.ringEpoch);
+    return isFenced(result) ? this.fenced(key, writing.ringEpoch) : map(result);
   }
 }
 
-/** A request for a key that is migrating (`moving`, retryable) or moved away (cell.moved). */
-function migrating(kind: DirectoryEntryKind, id: string, key: string, refusal: MigrationRefusal): Outcome {
-  return { reply: refusal.outcome === "moving" ? cellErrorReply({ kind: "moving", key }) : movedReply(kind, id, refusal) };
-}
-
-function refused(refusal: StoreRefusal): Outcome {
-  return { reply: cellErrorReply({ kind: "refused", refusal }) };
-}
-
-/** Checks what the decoder cannot: ids that must be derived in a particular way. */
-function invalidRequest(request: CellRequest, directConversationKey: string): RequestFailure | undefined {
-  if (request.type === "cell.openDirect") {
-    if (request.userId === request.peerUserId) return { kind: "refused", refusal: "invalid_peer" };
-    // Derived from the pair, so nobody can open a "direct" conversation under another conversation's id.
-    if (request.conversationId !== directConversationId(directConversationKey, request.userId, request.peerUserId)) {
-      return { kind: "invalid_field", message: "$.conversationId is not the direct conversation id of the pair" };
-    }
-  }
-  if (request.type === "cell.createGroup" && !request.conversationId.startsWith("g-")) {
-    return { kind: "invalid_field", message: "$.conversationId of a group must start with g-" };
-  }
-  // One mailbox entry per message or receipt: an event id of another shape would let it in twice.
-  if (request.type === "cell.appendMailbox" && request.eventId !== mailboxEventId(request.event)) {
-    return { kind: "invalid_field", message: "$.eventId is not the event id of the event" };
-  }
-  if (request.type === "cell.import" && request.kind === "conversation" && request.first && request.conversation === null) {
-    return { kind: "invalid_field", message: "$.conversation is required on the first page" };
-  }
-  if (
-    request.type === "cell.import" &&
-    request.kind === "user" &&
-    request.events.some((entry) => entry.eventId !== mailboxEventId(entry.event))
-  ) {
-    return { kind: "invalid_field", message: "$.events: an event id is not the event id of its event" };
-  }
-  return undefined;
+function isFenced<Result extends { readonly outcome: string }>(result: Result | Fenced): result is Fenced {
+  return result.outcome === "fenced";
 }

@@ -27,7 +27,7 @@ import { backoffDelayMs, type BackoffPolicy, type Logger } from "@cellwire/clust
 import type { CellReply, CellSendRequest } from "@cellwire/protocol";
 import { cellErrorReply, movedReply } from "./cell-error-reply.ts";
 import { describeError, isPostgresUnavailable } from "./store/errors.ts";
-import type { OwnershipView } from "./request-handler.ts";
+import type { OwnershipView } from "./worker-ownership.ts";
 import { sendKey, type AppendMessageInput, type AppendMessageResult, type ConversationStore, type SendKey } from "./store/store.ts";
 import type { StoredMessage } from "./message-publisher.ts";
 

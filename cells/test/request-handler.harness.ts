@@ -6,7 +6,8 @@ import type { CellReply, CellRequest, CellSendBatch, CellSendBatchReplies, Deliv
 import { devDirectConversationKey } from "@cellwire/cluster";
 import { KeyedSerialQueue } from "../src/keyed-serial-queue.ts";
 import type { StoredMessage } from "../src/message-publisher.ts";
-import { CellRequestHandler, type MigrationDependencies, type OwnershipView } from "../src/request-handler.ts";
+import { CellRequestHandler, type MigrationDependencies } from "../src/request-handler.ts";
+import type { OwnershipView } from "../src/worker-ownership.ts";
 import { SendCommitter, type SendCommitterLimits } from "../src/send-committer.ts";
 import { MemoryConversationStore } from "./memory-store.ts";
 import type { ConversationStore, OutboxEntry } from "../src/store/store.ts";

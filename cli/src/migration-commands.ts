@@ -9,6 +9,7 @@ import {
   isNoResponders,
   isTimeout,
   natsConnectOptions,
+  sleep,
   type NatsAccess,
 } from "@cellwire/cluster";
 import { isCellId, isConversationId, isUserId, topologyReply, topologySubject, type DirectoryEntryKind } from "@cellwire/protocol";
@@ -196,7 +197,7 @@ export function runAddCell(cellId: string, workers: number, weight: number, opti
           );
           return 1;
         }
-        await new Promise((resolve) => setTimeout(resolve, addCellPollMs));
+        await sleep(addCellPollMs);
       }
     } finally {
       tools.stop();

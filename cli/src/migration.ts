@@ -4,7 +4,16 @@
 // that moved meanwhile and waits out one that is moving, and for a drain walks the directory's list of
 // what the cell homes until nothing is left.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { backoffDelayMs, CellRouter, DirectoryClient, RemoteError, systemClock, type BackoffPolicy, type Logger } from "@cellwire/cluster";
+import {
+  backoffDelayMs,
+  CellRouter,
+  DirectoryClient,
+  RemoteError,
+  sleep,
+  systemClock,
+  type BackoffPolicy,
+  type Logger,
+} from "@cellwire/cluster";
 import {
   cellEntriesPageMax,
   type CellErrorCode,
@@ -71,8 +80,6 @@ export function migrationTools(connection: NatsConnection, namespace: string, lo
   );
   return { directory, router, stop: () => router.stop() };
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Moves a user's mailbox or a conversation to `toCellId`, asking its current home; resolves with what

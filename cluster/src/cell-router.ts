@@ -9,6 +9,8 @@ import { MembershipWatcher, openExistingMembershipBucket, type Clock, type Logge
 import { requestJson } from "./nats-json.ts";
 import { SendBatcher } from "./send-batcher.ts";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
+import { leaseExpiryCheckIntervalMs } from "./membership-core.ts";
+import { sleep as sleepRealTime } from "./sleep.ts";
 
 export type CellRouterOptions = {
   readonly namespace: string;
@@ -44,7 +46,7 @@ export class CellRouter {
     private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly random: () => number = Math.random,
-    private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    private readonly sleep: (ms: number) => Promise<void> = sleepRealTime,
   ) {
     this.sends = new SendBatcher(connection);
   }
@@ -181,7 +183,7 @@ export class CellRouter {
 
   private async startWatcher(cellId: string): Promise<MembershipWatcher> {
     const bucket = await openExistingMembershipBucket(this.connection, this.options.namespace, cellId);
-    const expiryCheckIntervalMs = Math.max(50, Math.floor(this.options.leaseMs / 4));
+    const expiryCheckIntervalMs = leaseExpiryCheckIntervalMs(this.options.leaseMs);
     const watcher = new MembershipWatcher(
       bucket,
       cellId,

@@ -3,18 +3,21 @@
 export * from "./errors.ts";
 export * from "./config-kit.ts";
 export * from "./backoff.ts";
+export * from "./sleep.ts";
+export * from "./bounded-cache.ts";
 export * from "./concurrency-limiter.ts";
 export * from "./send-batcher.ts";
 export * from "./ring.ts";
 export * from "./membership-view.ts";
 export * from "./membership.ts";
 // The pure core of the membership watch and of a lease, for the simulation (sim/), which drives the same code.
-export { LeaseTerm, MembershipCore, type MembershipWatchEntry } from "./membership-core.ts";
+export { LeaseTerm, MembershipCore, leaseExpiryCheckIntervalMs, type MembershipWatchEntry } from "./membership-core.ts";
 export * from "./nats-json.ts";
 export * from "./expect-reply.ts";
 export * from "./cell-router.ts";
 export * from "./router.ts";
 export * from "./directory-client.ts";
+export * from "./directory-changes.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";
 export * from "./nats-access.ts";

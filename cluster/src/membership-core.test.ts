@@ -4,7 +4,7 @@
 // time; a lease term runs from the start of its last acknowledged renewal.
 import { describe, expect, it } from "vitest";
 import type { WorkerLease } from "@cellwire/protocol";
-import { LeaseTerm, MembershipCore, watchStalled, type MembershipWatchEntry } from "./membership-core.ts";
+import { LeaseTerm, MembershipCore, leaseExpiryCheckIntervalMs, watchStalled, type MembershipWatchEntry } from "./membership-core.ts";
 import { encodeJson } from "./nats-json.ts";
 
 const leaseMs = 3000;
@@ -183,5 +183,13 @@ describe("MembershipCore.longestLeaseMs", () => {
     core.applyEntry(put("a-1", 1, { value: encodeJson({ ...lease("a-1"), leaseMs: 5000 }) }), 0, 0);
     core.applyEntry(put("a-2", 2), 0, 0);
     expect(core.longestLeaseMs).toBe(5000);
+  });
+});
+
+describe("leaseExpiryCheckIntervalMs", () => {
+  it("is a quarter of the lease, and never under 50 ms", () => {
+    expect(leaseExpiryCheckIntervalMs(3000)).toBe(750);
+    expect(leaseExpiryCheckIntervalMs(1001)).toBe(250);
+    expect(leaseExpiryCheckIntervalMs(100)).toBe(50);
   });
 });

@@ -42,6 +42,18 @@ export type MembershipEntryOutcome = {
   readonly change: "none" | "published" | "replay-ended";
 };
 
+/** The period below which a watcher's expiry check is never set: a short lease must not make it a busy loop. */
+const leaseExpiryCheckIntervalMsMin = 50;
+
+/**
+ * How often a watcher looks for expired leases: a quarter of the lease, so an expired lease is deleted
+ * (and its keys move) within 1.25 leases, and no more often than every 50 ms. Every watcher of a cell uses
+ * it (the worker's, the router's, the simulation's), so they agree on when a lease is gone.
+ */
+export function leaseExpiryCheckIntervalMs(leaseMs: number): number {
+  return Math.max(leaseExpiryCheckIntervalMsMin, Math.floor(leaseMs / 4));
+}
+
 export class MembershipCore {
   private readonly view = new MembershipView();
   private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map(), requestSubjects: new Map(), epoch: 0 };

@@ -6,6 +6,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { isCellId, leaseKey, membershipBucket, type WorkerLease } from "@cellwire/protocol";
 import { LeaseTerm, MembershipCore, watchStalled, type MembershipSnapshot } from "./membership-core.ts";
 import { encodeJson } from "./nats-json.ts";
+import { sleep } from "./sleep.ts";
 import { UnavailableError } from "./errors.ts";
 
 export type { MembershipSnapshot } from "./membership-core.ts";
@@ -63,7 +64,7 @@ async function untilBucketHasLeader(bucket: KV, name: string): Promise<void> {
     } catch (error) {
       lastProblem = error;
     }
-    await new Promise((resolve) => setTimeout(resolve, bucketLeaderPollIntervalMs));
+    await sleep(bucketLeaderPollIntervalMs);
   }
   throw new UnavailableError("cell_unavailable", `membership bucket ${name} had no stream leader within ${bucketLeaderWaitMs} ms`, {
     cause: lastProblem,

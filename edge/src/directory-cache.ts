@@ -1,57 +1,8 @@
 // The edge's cache of directory entries, so that no frame costs a directory round trip once its user and
-// conversation are known. Bounded (least recently used entries go first) and aged (an entry older than
-// ttlMs is fetched again), with the clock injected. Concurrent misses for one key share one request.
-import { ConcurrencyLimiter } from "@cellwire/cluster";
+// conversation are known. Bounded (least recently used entries go first) and aged (an entry ttlMs old is
+// fetched again; BoundedCache, @cellwire/cluster), with the clock injected. Concurrent misses for one key share one request.
+import { BoundedCache, ConcurrencyLimiter } from "@cellwire/cluster";
 import type { DirectoryEntry, DirectoryEntryKind } from "@cellwire/protocol";
-
-/** A cached value and when it was stored; a class, so each costs a fixed small object (one per user on an edge). */
-class CacheSlot<V> {
-  constructor(
-    readonly value: V,
-    readonly storedAtMs: number,
-  ) {}
-}
-
-export class BoundedCache<V> {
-  private readonly entries = new Map<string, CacheSlot<V>>();
-
-  constructor(
-    private readonly entriesMax: number,
-    private readonly ttlMs: number,
-    private readonly nowMs: () => number,
-  ) {}
-
-  get size(): number {
-    return this.entries.size;
-  }
-
-  get(key: string): V | undefined {
-    const entry = this.entries.get(key);
-    if (entry === undefined) return undefined;
-    if (this.nowMs() - entry.storedAtMs > this.ttlMs) {
-      this.entries.delete(key);
-      return undefined;
-    }
-    // Re-inserting moves the key to the young end of the Map's insertion order.
-    this.entries.delete(key);
-    this.entries.set(key, entry);
-    return entry.value;
-  }
-
-  set(key: string, value: V): void {
-    this.entries.delete(key);
-    this.entries.set(key, new CacheSlot(value, this.nowMs()));
-    while (this.entries.size > this.entriesMax) {
-      const oldest = this.entries.keys().next().value;
-      if (oldest === undefined) break;
-      this.entries.delete(oldest);
-    }
-  }
-
-  delete(key: string): void {
-    this.entries.delete(key);
-  }
-}
 
 /** The cache key of a user's or a conversation's entry. */
 export function directoryCacheKey(kind: DirectoryEntryKind, id: string): string {

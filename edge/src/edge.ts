@@ -1,6 +1,8 @@
 // Starts an edge from its config: NATS, the directory client and cache, the cell router, the delivery
-// hub, typing and presence, the token verifier and the uWS server.
+// hub, typing and presence, the token verifier and the uWS server. startEdge is the composition root;
+// each part is built by a named function below it.
 import { randomBytes } from "node:crypto";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
   CellRouter,
   ConcurrencyLimiter,
@@ -9,10 +11,12 @@ import {
   decodeMessage,
   DirectoryClient,
   routerDefaults,
+  subscribeDirectoryChanges,
   systemClock,
   type ServiceLogger,
+  sleep,
 } from "@cellwire/cluster";
-import { directoryChange, directoryChangesSubject, revocationsSubject, sessionRevoke } from "@cellwire/protocol";
+import { revocationsSubject, sessionRevoke } from "@cellwire/protocol";
 import { Admission } from "./admission.ts";
 import { RevocationList } from "./auth/revocation-list.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
@@ -20,10 +24,10 @@ import { signDevToken } from "./auth/dev-keys.ts";
 import type { EdgeConfig } from "./config.ts";
 import { DirectoryCache } from "./directory-cache.ts";
 import { CatchUpPacer } from "./catch-up-pacer.ts";
-import { EdgeCore, type Session } from "./edge-core.ts";
+import { EdgeCore, type EdgeLimits, type Session } from "./edge-core.ts";
 import { NatsDeliveryHub } from "./delivery-hub.ts";
 import { RequestHandler } from "./request-handler.ts";
-import { startServer } from "./edge-server.ts";
+import { startServer, type RunningServer } from "./edge-server.ts";
 import { loadNativeUws } from "./uws.ts";
 import { EveryoneVisible, SharedConversationAccess, type PresenceAccess } from "./presence/presence-access.ts";
 import { NatsPresenceHub } from "./presence/presence-hub.ts";
@@ -48,8 +52,74 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     config.natsAccess ?? anonymousNatsAccess("edge"),
   );
   const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs);
-  const cache = new DirectoryCache(config.directoryCacheEntriesMax, config.directoryCacheTtlMs, () => systemClock.monotonicNowMs());
-  const router = new CellRouter(
+  const router = startCellRouter(connection, config, logger);
+  const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
+  // Every delivery of the deployment reaches this edge from here on (docs/decisions/0011).
+  await hub.start();
+  const handler = buildRequestHandler(config, directory, router);
+  const presence = await startPresence(connection, config, logger);
+  const catchUps = new CatchUpPacer<Session>(
+    { spreadMs: config.catchUpSpreadMs, readsInFlightMax: config.catchUpReadsInFlightMax },
+    systemSchedule,
+    (message) => logger.warn(message),
+  );
+  const core = new EdgeCore(
+    edgeLimits(config),
+    verifier,
+    handler,
+    hub,
+    logger,
+    {
+      typing: new TypingRelay(buildConversationMembers(config, handler), hub, config.typingExpiresInMs),
+      presence,
+      presenceAccess: buildPresenceAccess(config, directory, handler, logger),
+      monotonicNowMs: () => systemClock.monotonicNowMs(),
+    },
+    new ConcurrencyLimiter(config.conversationReadsInFlightMax),
+    {
+      wallNowMs: () => systemClock.wallNowMs(),
+      revocations: new RevocationList({ revocationsMax: config.revocationsMax, retentionMs: config.revocationRetentionMs }),
+    },
+    catchUps,
+  );
+  const expirySweep = setInterval(() => core.closeExpiredSessions(), tokenExpirySweepIntervalMs);
+  expirySweep.unref();
+  const subscriptions = followChanges(connection, config, core, router, logger);
+  let stopping = false;
+  const server = await startEdgeServer(uws, core, config, () => !stopping && !connection.isClosed());
+  logger.info(`listening on ws://${config.host}:${server.port}/ws (auth: ${config.auth.mode})`);
+  return {
+    port: server.port,
+    stop: async () => {
+      stopping = true;
+      // New connections are refused by the kernel from here on, so clients go to another edge at once.
+      server.stopListening();
+      await drainSessions(core, config, logger);
+      // Goodbye: other edges drop whatever claims of this edge remain at once.
+      presence.stop();
+      core.closeAll();
+      catchUps.stop();
+      clearInterval(expirySweep);
+      for (const subscription of subscriptions) subscription.unsubscribe();
+      router.stop();
+      await connection.drain();
+    },
+  };
+}
+
+/** Timers and clock of the edge's pacers (catch-ups, the drain): the system's. */
+const systemSchedule = {
+  monotonicNowMs: (): number => systemClock.monotonicNowMs(),
+  random: Math.random,
+  setTimer: (callback: () => void, delayMs: number): (() => void) => {
+    const timer = setTimeout(callback, delayMs);
+    return () => clearTimeout(timer);
+  },
+};
+
+/** The router to the workers of every cell; an edge only reads the membership buckets. */
+function startCellRouter(connection: NatsConnection, config: EdgeConfig, logger: ServiceLogger): CellRouter {
+  return new CellRouter(
     connection,
     {
       namespace: config.namespace,
@@ -64,10 +134,12 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     systemClock,
     logger,
   );
-  const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
-  // Every delivery of the deployment reaches this edge from here on (docs/decisions/0011).
-  await hub.start();
-  const handler = new RequestHandler(
+}
+
+/** Client requests to their keys' homes: the directory cache in front of the directory, then the router. */
+function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, router: CellRouter): RequestHandler {
+  const cache = new DirectoryCache(config.directoryCacheEntriesMax, config.directoryCacheTtlMs, () => systemClock.monotonicNowMs());
+  return new RequestHandler(
     directory,
     cache,
     router,
@@ -77,15 +149,23 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       dependencies: {
         monotonicNowMs: () => systemClock.monotonicNowMs(),
         random: Math.random,
-        sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+        sleep,
       },
     },
     config.directConversationKey,
   );
-  const members = new ConversationMembers(
+}
+
+/** The member lists typing fans out to, asked of the conversations' homes. */
+function buildConversationMembers(config: EdgeConfig, handler: RequestHandler): ConversationMembers {
+  return new ConversationMembers(
     { conversationsMax: config.memberCacheConversationsMax, ttlMs: config.memberCacheTtlMs },
     { requestAtHome: (request) => handler.requestAtHome(request), nowMs: () => systemClock.monotonicNowMs() },
   );
+}
+
+/** This edge's presence claims and the other edges' (docs/presence), started. */
+async function startPresence(connection: NatsConnection, config: EdgeConfig, logger: ServiceLogger): Promise<NatsPresenceHub> {
   const presence = new NatsPresenceHub(
     connection,
     {
@@ -100,68 +180,55 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     logger,
   );
   await presence.start();
-  const presenceAccess: PresenceAccess =
-    config.presencePolicy === "everyone"
-      ? new EveryoneVisible()
-      : new SharedConversationAccess(
-          { pairsMax: config.presenceAccessPairsMax, ttlMs: config.presenceAccessTtlMs },
-          {
-            listCellIds: async () => (await directory.listCells()).map((cell) => cell.cellId),
-            requestCell: (cellId, request) => handler.requestInCell(cellId, request),
-            nowMs: () => systemClock.monotonicNowMs(),
-            warn: (message) => logger.warn(message),
-          },
-        );
-  const catchUps = new CatchUpPacer<Session>(
-    { spreadMs: config.catchUpSpreadMs, readsInFlightMax: config.catchUpReadsInFlightMax },
+  return presence;
+}
+
+/** Who may watch whose presence: everyone, or (EDGE_PRESENCE_POLICY) users who share a conversation. */
+function buildPresenceAccess(config: EdgeConfig, directory: DirectoryClient, handler: RequestHandler, logger: ServiceLogger): PresenceAccess {
+  if (config.presencePolicy === "everyone") return new EveryoneVisible();
+  return new SharedConversationAccess(
+    { pairsMax: config.presenceAccessPairsMax, ttlMs: config.presenceAccessTtlMs },
     {
-      monotonicNowMs: () => systemClock.monotonicNowMs(),
-      random: Math.random,
-      setTimer: (callback, delayMs) => {
-        const timer = setTimeout(callback, delayMs);
-        return () => clearTimeout(timer);
-      },
+      listCellIds: async () => (await directory.listCells()).map((cell) => cell.cellId),
+      requestCell: (cellId, request) => handler.requestInCell(cellId, request),
+      nowMs: () => systemClock.monotonicNowMs(),
+      warn: (message) => logger.warn(message),
     },
-    (message) => logger.warn(message),
   );
-  const core = new EdgeCore(
-    {
-      authTimeoutMs: config.authTimeoutMs,
-      heartbeatIntervalMs: config.heartbeatIntervalMs,
-      sessionsMax: config.sessionsMax,
-      sessionsPerUserMax: config.sessionsPerUserMax,
-      requestsInFlightPerSessionMax: config.requestsInFlightPerSessionMax,
-      requestsInFlightMax: config.requestsInFlightMax,
-      overloadedRetryAfterMs: config.overloadedRetryAfterMs,
-      sendBufferBytesMax: config.sendBufferBytesMax,
-      heldEventsPerSessionMax: config.heldEventsPerSessionMax,
-      heldBytesPerSessionMax: config.heldBytesPerSessionMax,
-      conversationsPerSessionMax: config.conversationsPerSessionMax,
-      conversationReadsPerSessionMax: config.conversationReadsPerSessionMax,
-      typingIntervalMs: config.typingIntervalMs,
-      typingConversationsPerSessionMax: config.typingConversationsPerSessionMax,
-      rateLimits: config.rateLimits,
-      sendOrderHoldMs: config.sendOrderHoldMs,
-    },
-    verifier,
-    handler,
-    hub,
-    logger,
-    {
-      typing: new TypingRelay(members, hub, config.typingExpiresInMs),
-      presence,
-      presenceAccess,
-      monotonicNowMs: () => systemClock.monotonicNowMs(),
-    },
-    new ConcurrencyLimiter(config.conversationReadsInFlightMax),
-    {
-      wallNowMs: () => systemClock.wallNowMs(),
-      revocations: new RevocationList({ revocationsMax: config.revocationsMax, retentionMs: config.revocationRetentionMs }),
-    },
-    catchUps,
-  );
-  const expirySweep = setInterval(() => core.closeExpiredSessions(), tokenExpirySweepIntervalMs);
-  expirySweep.unref();
+}
+
+function edgeLimits(config: EdgeConfig): EdgeLimits {
+  return {
+    authTimeoutMs: config.authTimeoutMs,
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    sessionsMax: config.sessionsMax,
+    sessionsPerUserMax: config.sessionsPerUserMax,
+    requestsInFlightPerSessionMax: config.requestsInFlightPerSessionMax,
+    requestsInFlightMax: config.requestsInFlightMax,
+    overloadedRetryAfterMs: config.overloadedRetryAfterMs,
+    sendBufferBytesMax: config.sendBufferBytesMax,
+    heldEventsPerSessionMax: config.heldEventsPerSessionMax,
+    heldBytesPerSessionMax: config.heldBytesPerSessionMax,
+    conversationsPerSessionMax: config.conversationsPerSessionMax,
+    conversationReadsPerSessionMax: config.conversationReadsPerSessionMax,
+    typingIntervalMs: config.typingIntervalMs,
+    typingConversationsPerSessionMax: config.typingConversationsPerSessionMax,
+    rateLimits: config.rateLimits,
+    sendOrderHoldMs: config.sendOrderHoldMs,
+  };
+}
+
+/**
+ * What the edge follows besides its sessions' frames: operators' revocations, the cells' rings, the
+ * directory's moves and NATS reconnects. Returns the subscriptions to end at stop.
+ */
+function followChanges(
+  connection: NatsConnection,
+  config: EdgeConfig,
+  core: EdgeCore,
+  router: CellRouter,
+  logger: ServiceLogger,
+): Subscription[] {
   // Revocations from operators (cellwire revoke). Core NATS, at most once: an edge that misses one (it
   // was disconnected, or started later) still refuses nothing for that user; see docs/security.md.
   const revocations = connection.subscribe(revocationsSubject(config.namespace), {
@@ -175,22 +242,28 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
   });
   router.onRingChange((cellId) => core.cellMembershipChanged(cellId));
   // Moves of users and conversations: cached homes are replaced at once rather than found stale by a
-  // cell.moved, and sessions follow their user's mailbox. A change missed (NATS is at most once here)
-  // costs only that: the next request meets cell.moved and follows it.
-  const directoryChanges = connection.subscribe(directoryChangesSubject(config.namespace), {
-    callback: (error, message) => {
-      if (error !== null) return;
-      const decoded = decodeMessage(directoryChange, message.data);
-      if (decoded.ok) core.directoryChanged(decoded.value.entry);
-      else logger.warn(`a directory.changed message does not decode: ${decoded.reason}`);
-    },
-  });
+  // cell.moved, and sessions follow their user's mailbox.
+  const directoryChanges = subscribeDirectoryChanges(
+    connection,
+    config.namespace,
+    (entry) => core.directoryChanged(entry),
+    (message) => logger.warn(message),
+  );
   void (async () => {
     for await (const status of connection.status()) if (status.type === "reconnect") core.catchUpAll();
   })();
+  return [revocations, directoryChanges];
+}
+
+/** The uWS server, with the dev routes (token signing, the web app) in dev auth mode only. */
+function startEdgeServer(
+  uws: ReturnType<typeof loadNativeUws>,
+  core: EdgeCore,
+  config: EdgeConfig,
+  isReady: () => boolean,
+): Promise<RunningServer> {
   const devKeyDirectory = config.auth.mode === "dev" ? config.auth.devKeyDirectory : undefined;
-  let stopping = false;
-  const server = await startServer(
+  return startServer(
     uws,
     core,
     {
@@ -198,7 +271,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       port: config.port,
       idleTimeoutMs: config.idleTimeoutMs,
       sendBufferBytesMax: config.sendBufferBytesMax,
-      isReady: () => !stopping && !connection.isClosed(),
+      isReady,
       admission: new Admission(config.admission, () => core.unauthenticatedSessionCount),
     },
     {
@@ -209,38 +282,15 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       webDirectory: config.auth.mode === "dev" ? config.webDirectory : undefined,
     },
   );
-  logger.info(`listening on ws://${config.host}:${server.port}/ws (auth: ${config.auth.mode})`);
-  return {
-    port: server.port,
-    stop: async () => {
-      stopping = true;
-      // New connections are refused by the kernel from here on, so clients go to another edge at once.
-      server.stopListening();
-      // The sessions leave over the drain window, each once its requests are answered; the edge keeps
-      // serving them (and claiming their users' presence) until then.
-      const drained = await core.drainSessions(
-        { drainMs: config.drainMs, graceMs: config.drainGraceMs },
-        {
-          monotonicNowMs: () => systemClock.monotonicNowMs(),
-          random: Math.random,
-          setTimer: (callback, delayMs) => {
-            const timer = setTimeout(callback, delayMs);
-            return () => clearTimeout(timer);
-          },
-        },
-      );
-      const cutOff =
-        drained.closedAtGrace === 0 ? "" : `, ${drained.closedAtGrace} of them closed at the grace period's end with requests unanswered`;
-      logger.info(`drained ${drained.sessions} sessions in ${Math.round(drained.durationMs)} ms${cutOff}`);
-      // Goodbye: other edges drop whatever claims of this edge remain at once.
-      presence.stop();
-      core.closeAll();
-      catchUps.stop();
-      clearInterval(expirySweep);
-      revocations.unsubscribe();
-      directoryChanges.unsubscribe();
-      router.stop();
-      await connection.drain();
-    },
-  };
+}
+
+/**
+ * The sessions leave over the drain window, each once its requests are answered; the edge keeps serving
+ * them (and claiming their users' presence) until then.
+ */
+async function drainSessions(core: EdgeCore, config: EdgeConfig, logger: ServiceLogger): Promise<void> {
+  const drained = await core.drainSessions({ drainMs: config.drainMs, graceMs: config.drainGraceMs }, systemSchedule);
+  const cutOff =
+    drained.closedAtGrace === 0 ? "" : `, ${drained.closedAtGrace} of them closed at the grace period's end with requests unanswered`;
+  logger.info(`drained ${drained.sessions} sessions in ${Math.round(drained.durationMs)} ms${cutOff}`);
 }

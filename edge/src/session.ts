@@ -18,7 +18,7 @@ import {
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
-import { CellwireError, RemoteError, type HomeLocation } from "@cellwire/cluster";
+import { CellwireError, RemoteError, sleep, type HomeLocation } from "@cellwire/cluster";
 import type { CatchUpScope, CatchUpTarget } from "./catch-up-pacer.ts";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { DeliveryTarget } from "./delivery-hub.ts";
@@ -496,7 +496,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
         return await read();
       } catch (error) {
         if (!(error instanceof RemoteError) || error.code !== "overloaded" || attempt >= overloadedReadAttemptsMax) throw error;
-        await new Promise((resolve) => setTimeout(resolve, error.retryAfterMs ?? this.core.limits.overloadedRetryAfterMs));
+        await sleep(error.retryAfterMs ?? this.core.limits.overloadedRetryAfterMs);
         if (this.state.kind !== "open") throw error;
       }
     }

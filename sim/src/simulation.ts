@@ -4,7 +4,7 @@
 // checked at every commit and acknowledgement; then a healing phase (faults stop, paused workers resume,
 // crashed ones restart) in which, within a bounded simulated time, every live process must agree on one
 // ring of exactly the live workers, and a write to every key must succeed. Same seed, same run.
-import type { MembershipSnapshot } from "@cellwire/cluster";
+import { leaseExpiryCheckIntervalMs, type MembershipSnapshot } from "@cellwire/cluster";
 import { EventQueue } from "./event-queue.ts";
 import { SafetyChecker, type Violation } from "./safety-checker.ts";
 import { SeededRandom } from "./seeded-random.ts";
@@ -25,7 +25,7 @@ export const defaultSimulationSettings: SimulationSettings = {
   cellId: "a",
   leaseMs,
   heartbeatIntervalMs,
-  expiryCheckIntervalMs: Math.max(50, Math.floor(leaseMs / 4)),
+  expiryCheckIntervalMs: leaseExpiryCheckIntervalMs(leaseMs),
   readyDeadlineMs: 2000,
   bucketMaxAgeMs: leaseMs * 10,
   // The NATS client's JetStream request timeout (a put, a delete, a get, the watch's consumer).

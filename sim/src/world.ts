@@ -28,7 +28,7 @@ export type SimulationSettings = {
   readonly cellId: string;
   readonly leaseMs: number;
   readonly heartbeatIntervalMs: number;
-  /** As the worker and the router set it: max(50, leaseMs / 4). */
+  /** As the worker and the router set it: leaseExpiryCheckIntervalMs (@cellwire/cluster). */
   readonly expiryCheckIntervalMs: number;
   /** MembershipWatcher's default readyDeadlineMs. */
   readonly readyDeadlineMs: number;

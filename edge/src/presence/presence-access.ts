@@ -9,7 +9,7 @@
 // be told from a watch of an unknown user. Members are never removed from a conversation, so a "may see"
 // stays true; a "may not" is asked again after ttlMs (a conversation made since then lets it through).
 import type { CellReply, CellRequest } from "@cellwire/protocol";
-import { BoundedCache } from "../directory-cache.ts";
+import { BoundedCache } from "@cellwire/cluster";
 
 export const presencePolicies = ["shared_conversation", "everyone"] as const;
 export type PresencePolicy = (typeof presencePolicies)[number];
@@ -124,7 +124,7 @@ export class SharedConversationAccess implements PresenceAccess {
 
   private async cellIds(): Promise<readonly string[]> {
     const nowMs = this.dependencies.nowMs();
-    if (this.cells !== undefined && nowMs - this.cells.atMs <= this.options.ttlMs) return this.cells.cellIds;
+    if (this.cells !== undefined && nowMs - this.cells.atMs < this.options.ttlMs) return this.cells.cellIds;
     const cellIds = await this.dependencies.listCellIds();
     this.cells = { cellIds, atMs: nowMs };
     return cellIds;

@@ -3,9 +3,8 @@
 // createGroup, addMembers) or, on a miss, from a read-only `cell.members` at the conversation's owner;
 // it is trusted for ttlMs, so a membership change made through another edge reaches typing within that.
 // Nothing here writes to a cell. Concurrent misses for one conversation and user share one request.
-import { expectCellReply, RemoteError, type HomeOutcome } from "@cellwire/cluster";
+import { BoundedCache, expectCellReply, RemoteError, type HomeOutcome } from "@cellwire/cluster";
 import type { CellRequest, ConversationSummary } from "@cellwire/protocol";
-import { BoundedCache } from "../directory-cache.ts";
 
 export type MembersLookup = { readonly kind: "members"; readonly memberUserIds: readonly string[] } | { readonly kind: "not_a_member" };
 

@@ -18,6 +18,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { sleep } from "@cellwire/cluster";
 import { servicesToCheck, unreachableServices } from "../../preflight.ts";
 import type { EdgeAddress } from "../../topology.ts";
 import {
@@ -84,10 +85,6 @@ function wallNowUs(): number {
 function loadAverage(): LoadAverage {
   const [one = 0, five = 0, fifteen = 0] = loadavg();
   return [one, five, fifteen];
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Cleanups run last-registered first, each once, whichever way the run ends. */

@@ -1,13 +1,23 @@
-// A bounded LRU map with an optional time to live. The worker keeps users' home cells in one (the
-// directory is asked again once an entry expires or is evicted) and the conversations whose outbox it
-// emptied in another. Past entriesMax the least recently used entry is forgotten: a cache, never a source
-// of truth, so forgetting only costs a lookup.
+// A bounded LRU map with an optional time to live: the one cache of the services. Workers keep users'
+// home cells, member lists and the conversations whose outbox they emptied in one; edges their directory
+// entries, member lists and presence answers. Past entriesMax the least recently used entry is forgotten:
+// a cache, never a source of truth, so forgetting only costs a lookup.
+//
+// Expiry (docs/decisions/0029): an entry stored at t is served while the clock reads less than t + ttlMs,
+// from when it was stored (a read renews its place in the LRU order, not its age). A ttlMs of 0 serves
+// nothing again: the cache then only bounds, which is what a 0 setting asks for.
 
-type Entry<V> = { readonly value: V; readonly expiresAtMs: number };
+/** A stored value and when it expires; a class, so each costs a fixed small object (one per user on an edge). */
+class CacheSlot<V> {
+  constructor(
+    readonly value: V,
+    readonly expiresAtMs: number,
+  ) {}
+}
 
 export class BoundedCache<V> {
   // Map iteration follows insertion order: re-inserting on each read keeps the oldest entry first.
-  private readonly entries = new Map<string, Entry<V>>();
+  private readonly entries = new Map<string, CacheSlot<V>>();
 
   /** ttlMs: Infinity keeps entries until evicted; nowMs: a monotonic clock. */
   constructor(
@@ -16,7 +26,7 @@ export class BoundedCache<V> {
     private readonly nowMs: () => number = () => performance.now(),
   ) {
     if (!(entriesMax >= 1)) throw new RangeError("BoundedCache needs entriesMax >= 1");
-    if (!(ttlMs > 0)) throw new RangeError("BoundedCache needs ttlMs > 0");
+    if (!(ttlMs >= 0)) throw new RangeError("BoundedCache needs ttlMs >= 0");
   }
 
   get size(): number {
@@ -38,7 +48,7 @@ export class BoundedCache<V> {
 
   set(key: string, value: V): void {
     this.entries.delete(key);
-    this.entries.set(key, { value, expiresAtMs: this.nowMs() + this.ttlMs });
+    this.entries.set(key, new CacheSlot(value, this.nowMs() + this.ttlMs));
     while (this.entries.size > this.entriesMax) {
       const oldest = this.entries.keys().next();
       if (oldest.done === true) break;
