@@ -21,7 +21,12 @@ const monitorRequestTimeoutMs = 1000;
 export async function connectionNames(cluster: NatsCluster, index: number): Promise<string[]> {
   const node = cluster.nodes[index];
   if (node === undefined) throw new Error(`no node ${index} in a cluster of ${cluster.nodes.length}`);
-  const body = await fetchJson(`${node.monitorUrl}/connz?limit=${connectionsListedMax}`);
+  return connectionNamesAt(node.monitorUrl);
+}
+
+/** The same, from a node's monitoring URL (a cluster another process started, as `cellwire up` prints it). */
+export async function connectionNamesAt(monitorUrl: string): Promise<string[]> {
+  const body = await fetchJson(`${monitorUrl}/connz?limit=${connectionsListedMax}`);
   const connections = isRecord(body) && Array.isArray(body["connections"]) ? body["connections"] : [];
   return connections.flatMap((connection) => (isRecord(connection) && typeof connection["name"] === "string" ? [connection["name"]] : []));
 }
