@@ -111,7 +111,11 @@ beforeAll(async () => {
   }
   await pollUntil(
     "cellwire up --nats-cluster to print its banner",
-    () => (output.includes("Ctrl-C stops everything.") ? true : undefined),
+    () => {
+      if (output.includes("Ctrl-C stops everything.")) return true;
+      if (child.exitCode !== null) throw new Error(`cellwire up exited with status ${child.exitCode}:\n${output.slice(-40).join("\n")}`);
+      return undefined;
+    },
     {
       deadlineMs: startDeadlineMs,
       intervalMs: 100,
