@@ -46,7 +46,8 @@ Commands:
                                                   move dead letters back to the cell's outbox to be
                                                    relayed again (each with its recipient's other rows
                                                    of the conversation)
-  up                                              run the local topology (what npm start runs)
+  up [--nats-cluster]                             run the local topology (what npm start runs); with
+                                                   --nats-cluster on a 3-node NATS cluster on loopback
 
 Options for send, listen, history and read:
   --edge <url>       the edge's WebSocket URL (default ws://127.0.0.1:8080/ws)
@@ -73,6 +74,7 @@ const options = {
   weight: { type: "string" },
   cell: { type: "string" },
   all: { type: "boolean" },
+  "nats-cluster": { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } satisfies ParseArgsConfig["options"];
 
@@ -210,7 +212,7 @@ async function main(argv: string[]): Promise<number> {
       throw new UsageError("dead-letters needs list or redrive");
     }
     case "up":
-      return runUp(process.env);
+      return runUp(process.env, { natsCluster: values["nats-cluster"] === true });
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   }

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import { membershipBucket } from "@cellwire/protocol";
-import { startNatsCluster, type NatsCluster } from "../test/nats-cluster.ts";
+import { connectionNames, startNatsCluster, streamPlacement, type NatsCluster } from "../test/nats-cluster.ts";
 import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
@@ -62,7 +62,7 @@ async function untilNewLeader(streamName: string, formerLeader: string): Promise
   const { cluster: natsCluster } = running();
   const deadlineAt = performance.now() + leaderElectionDeadlineMs;
   while (performance.now() < deadlineAt) {
-    const leader = (await natsCluster.streamPlacement(streamName))?.leader;
+    const leader = (await streamPlacement(natsCluster, streamName))?.leader;
     if (leader !== undefined && leader !== formerLeader) return leader;
     await new Promise((resolve) => setTimeout(resolve, reconnectPollIntervalMs));
   }
@@ -71,7 +71,7 @@ async function untilNewLeader(streamName: string, formerLeader: string): Promise
 
 /** Cellwire's own connections on a node (each process names its connection after its process title). */
 async function cellwireConnectionsOn(index: number): Promise<string[]> {
-  return (await running().cluster.connectionNames(index)).filter((name) => name.startsWith("cellwire-"));
+  return (await connectionNames(running().cluster, index)).filter((name) => name.startsWith("cellwire-"));
 }
 
 /**
@@ -80,7 +80,7 @@ async function cellwireConnectionsOn(index: number): Promise<string[]> {
  */
 async function chooseNodeToKill(): Promise<{ index: number; reason: string }> {
   const { cluster: natsCluster, test: topology } = running();
-  const placement = await natsCluster.streamPlacement(`KV_${membershipBucket(topology.namespace, "a")}`);
+  const placement = await streamPlacement(natsCluster, `KV_${membershipBucket(topology.namespace, "a")}`);
   if (placement?.leader !== undefined) {
     const index = natsCluster.indexOf(placement.leader);
     if ((await cellwireConnectionsOn(index)).length > 0) return { index, reason: "leads cell a's bucket" };
@@ -152,7 +152,7 @@ it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster i
   });
   // Both membership buckets really are replicated on the three nodes.
   for (const cellId of cellIds) {
-    const placement = await natsCluster.streamPlacement(`KV_${membershipBucket(topology.namespace, cellId)}`);
+    const placement = await streamPlacement(natsCluster, `KV_${membershipBucket(topology.namespace, cellId)}`);
     expect(placement?.leader, `leader of cell ${cellId}'s bucket`).toBeDefined();
     expect(placement?.replicaNames, `replicas of cell ${cellId}'s bucket`).toHaveLength(2);
   }
@@ -182,7 +182,7 @@ it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster i
       const ledStreams: string[] = [];
       for (const cellId of cellIds) {
         const streamName = `KV_${membershipBucket(topology.namespace, cellId)}`;
-        if ((await natsCluster.streamPlacement(streamName))?.leader === nodeName) ledStreams.push(streamName);
+        if ((await streamPlacement(natsCluster, streamName))?.leader === nodeName) ledStreams.push(streamName);
       }
       const killedAt = performance.now();
       killedAtMs = killedAt;

@@ -1,9 +1,10 @@
 // Starting nats-server processes on loopback: free ports, the binary, and one server from the shipped
 // configuration with its users' passwords. The private server of `npm start` and of each test topology
-// (private-nats-server.ts) uses it, and so does the tests' NATS cluster (cli/test/nats-cluster.ts).
+// (private-nats-server.ts) uses it, and so does the NATS cluster (nats-cluster.ts) of `cellwire up --nats-cluster` and of the tests.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { accessSync, constants, existsSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:net";
+import { delimiter, join } from "node:path";
 import { createInterface } from "node:readline";
 import type { NatsUsers } from "./nats-users.ts";
 
@@ -68,7 +69,30 @@ export function spawnNatsServer(
 }
 
 /** Debian's package installs it outside a non-root PATH; scripts/setup.mjs starts the same binary. */
+export const debianServerBinary = "/usr/sbin/nats-server";
+
 export function defaultServerBinary(): string {
-  const debianPath = "/usr/sbin/nats-server";
-  return existsSync(debianPath) ? debianPath : "nats-server";
+  return existsSync(debianServerBinary) ? debianServerBinary : "nats-server";
+}
+
+/**
+ * Where the nats-server executable is (Debian's path, else the first on `pathVariable`, as a shell looks
+ * it up), or undefined when it is not installed: `cellwire up` says so before starting anything, rather
+ * than a spawn failing with ENOENT inside a node's log.
+ */
+export function locateNatsServer(pathVariable: string | undefined, isExecutable: (path: string) => boolean): string | undefined {
+  const candidates = [debianServerBinary, ...(pathVariable ?? "").split(delimiter).filter((directory) => directory !== "")];
+  return candidates
+    .map((candidate) => (candidate === debianServerBinary ? candidate : join(candidate, "nats-server")))
+    .find((candidate) => isExecutable(candidate));
+}
+
+/** Whether `path` is a file this process may execute. */
+export function isExecutableFile(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
 }
