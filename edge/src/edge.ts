@@ -184,7 +184,12 @@ async function startPresence(connection: NatsConnection, config: EdgeConfig, log
 }
 
 /** Who may watch whose presence: everyone, or (EDGE_PRESENCE_POLICY) users who share a conversation. */
-function buildPresenceAccess(config: EdgeConfig, directory: DirectoryClient, handler: RequestHandler, logger: ServiceLogger): PresenceAccess {
+function buildPresenceAccess(
+  config: EdgeConfig,
+  directory: DirectoryClient,
+  handler: RequestHandler,
+  logger: ServiceLogger,
+): PresenceAccess {
   if (config.presencePolicy === "everyone") return new EveryoneVisible();
   return new SharedConversationAccess(
     { pairsMax: config.presenceAccessPairsMax, ttlMs: config.presenceAccessTtlMs },
