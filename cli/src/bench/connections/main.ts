@@ -418,13 +418,12 @@ async function measureKill(state: RunState): Promise<KillLine> {
   log(
     `  ${line.resynced} of ${line.clients} synced again on edge ${surviving.edge.edgeId}: p50 ${String(line.p50Ms)} ms, max ${String(line.maxMs)} ms`,
   );
-  const busiest = line.reconnectSpread.reduce((most, bucket) => (bucket.clients > most.clients ? bucket : most), {
-    fromMs: 0,
-    toMs: null as number | null,
-    clients: 0,
-  });
+  // The last bucket is open-ended (everything after the histogram's window), so it is not a 25 ms bucket.
+  const closed = line.reconnectSpread.filter((bucket) => bucket.toMs !== null);
+  const busiest = closed.reduce((most, bucket) => (bucket.clients > most.clients ? bucket : most), { fromMs: 0, clients: 0 });
+  const later = line.reconnectSpread.filter((bucket) => bucket.toMs === null).reduce((sum, bucket) => sum + bucket.clients, 0);
   log(
-    `  first reconnect attempts: the busiest ${reconnectBucketMs} ms of the wave (from ${busiest.fromMs} ms after the kill) took ${busiest.clients} of ${line.clients} clients`,
+    `  first reconnect attempts: the busiest ${reconnectBucketMs} ms of the wave (from ${busiest.fromMs} ms after the kill) took ${busiest.clients} of ${line.clients} clients; ${later} attempted after ${closed.length * reconnectBucketMs} ms`,
   );
   await fleet.all(() => ({ type: "closeClients" }), "clientsClosed", commandDeadlineMs);
   return line;
