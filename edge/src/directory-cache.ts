@@ -44,8 +44,11 @@ export class DirectoryCache {
       .then(
         (entry) => {
           this.inFlight.delete(key);
-          if (entry !== undefined) this.remember(key, entry);
-          return entry;
+          if (entry === undefined) return undefined;
+          this.remember(key, entry);
+          // A change published while the lookup was on its way was kept (changed): it wins over what the
+          // lookup found, so the caller is not sent to the old home to be told it moved.
+          return this.cache.get(key) ?? entry;
         },
         (error: unknown) => {
           this.inFlight.delete(key);
