@@ -122,6 +122,22 @@ describe("MailboxAppender", () => {
     expect(homeCells.get("bob")).toEqual({ cellId: "d", epoch: 2 });
   });
 
+  it("keeps a newer home learnt from directory.changed when the held one answers a stale cell.moved", async () => {
+    const { appender, resolved, sent, homeCells } = setup(async (cellId, request) => {
+      if (request.type !== "cell.appendMailbox") throw new Error("routed wrongly");
+      if (cellId === "b") {
+        // The directory.changed of the move arrives while cell b answers with a tombstone it cannot place.
+        homeCells.learn("bob", { cellId: "d", epoch: 3 });
+        return { type: "cell.moved", kind: "user", id: request.userId, cellId: "b", epoch: 1 };
+      }
+      return { type: "cell.appended", userId: request.userId, seq: 5, deduplicated: false };
+    });
+    expect(await appender.append(entry("bob"))).toBe(5);
+    // Only the epoch-1 home that led nowhere was dropped: the next attempt went to d without a lookup.
+    expect(sent.map(([cellId]) => cellId)).toEqual(["b", "d"]);
+    expect(resolved).toEqual(["bob"]);
+  });
+
   it("waits out a mailbox frozen for a move, then appends", async () => {
     let calls = 0;
     const { appender, waitsMs } = setup(async (_cellId, request) => {

@@ -58,6 +58,12 @@ export class UserHomeCache {
   forget(userId: string): void {
     this.cache.delete(userId);
   }
+
+  /** Drops the held home unless it is newer than `epoch`: one learnt since (directory.changed) is kept. */
+  forgetUpTo(userId: string, epoch: number): void {
+    const held = this.cache.get(userId);
+    if (held !== undefined && held.epoch <= epoch) this.cache.delete(userId);
+  }
 }
 
 class CachedUserHomes implements HomeDirectory {
@@ -79,8 +85,8 @@ class CachedUserHomes implements HomeDirectory {
     this.homes.learn(key.id, location);
   }
 
-  forget(key: HomeKey): void {
-    this.homes.forget(key.id);
+  forget(key: HomeKey, epoch: number): void {
+    this.homes.forgetUpTo(key.id, epoch);
   }
 }
 
