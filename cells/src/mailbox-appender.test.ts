@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { BoundedCache, routerDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
+import { DirectoryCache, routerDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
 import { mailboxEventId, type CellReply, type CellRequest } from "@cellwire/protocol";
-import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
+import { MailboxAppender } from "./mailbox-appender.ts";
 import { joinedEvent } from "../test/store-contract.ts";
 import type { OutboxEntry } from "./store/store.ts";
 
@@ -16,7 +16,14 @@ function setup(answer: (cellId: string, request: CellRequest) => Promise<CellRep
   const sent: [string, CellRequest][] = [];
   const waitsMs: number[] = [];
   let nowMs = 0;
-  const homeCells = new UserHomeCache(new BoundedCache(10));
+  // The worker's options (worker-parts.ts): a change for a user not held is kept.
+  const homeCells = new DirectoryCache({
+    entriesMax: 10,
+    ttlMs: Infinity,
+    nowMs: () => nowMs,
+    fetchesInFlightMax: 10,
+    changesOfUncachedKeys: "keep",
+  });
   const homes = new Map([
     ["bob", "b"],
     ["carol", "c"],
@@ -119,7 +126,23 @@ describe("MailboxAppender", () => {
     expect(await appender.append(entry("bob"))).toBe(9);
     expect(sent.map(([cellId]) => cellId)).toEqual(["b", "d", "d"]);
     expect(resolved).toEqual(["bob"]);
-    expect(homeCells.get("bob")).toEqual({ cellId: "d", epoch: 2 });
+    expect(homeCells.peek("user:bob")).toMatchObject({ cellId: "d", epoch: 2 });
+  });
+
+  it("keeps a newer home learnt from directory.changed when the held one answers a stale cell.moved", async () => {
+    const { appender, resolved, sent, homeCells } = setup(async (cellId, request) => {
+      if (request.type !== "cell.appendMailbox") throw new Error("routed wrongly");
+      if (cellId === "b") {
+        // The directory.changed of the move arrives while cell b answers with a tombstone it cannot place.
+        homeCells.changed({ kind: "user", id: "bob", cellId: "d", epoch: 3 });
+        return { type: "cell.moved", kind: "user", id: request.userId, cellId: "b", epoch: 1 };
+      }
+      return { type: "cell.appended", userId: request.userId, seq: 5, deduplicated: false };
+    });
+    expect(await appender.append(entry("bob"))).toBe(5);
+    // Only the epoch-1 home that led nowhere was dropped: the next attempt went to d without a lookup.
+    expect(sent.map(([cellId]) => cellId)).toEqual(["b", "d"]);
+    expect(resolved).toEqual(["bob"]);
   });
 
   it("waits out a mailbox frozen for a move, then appends", async () => {
@@ -140,19 +163,5 @@ describe("MailboxAppender", () => {
     // The home is asked of the directory again next time.
     await expect(appender.append(entry("bob"))).rejects.toThrow(UnavailableError);
     expect(resolved).toEqual(["bob", "bob"]);
-  });
-});
-
-describe("UserHomeCache", () => {
-  it("keeps a newer home over an older one, whichever arrives last", () => {
-    const homes = new UserHomeCache(new BoundedCache(10));
-    homes.learn("bob", { cellId: "c", epoch: 3 });
-    // A lookup answered before the move, arriving after its directory.changed, changes nothing.
-    homes.learn("bob", { cellId: "b", epoch: 2 });
-    expect(homes.get("bob")).toEqual({ cellId: "c", epoch: 3 });
-    homes.learn("bob", { cellId: "a", epoch: 4 });
-    expect(homes.get("bob")).toEqual({ cellId: "a", epoch: 4 });
-    homes.forget("bob");
-    expect(homes.get("bob")).toBeUndefined();
   });
 });

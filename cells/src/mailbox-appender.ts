@@ -4,18 +4,17 @@
 // one frozen for a move is waited out (moving), through the Router that edges use too. Every failure
 // throws; the relay leaves the row for a retry (appends are idempotent by event id, so none doubles).
 import {
+  CachedHomes,
+  directoryCacheKey,
   expectCellReply,
   Router,
   routerDefaults,
   RemoteError,
   type CellRequester,
-  type HomeDirectory,
-  type HomeKey,
-  type HomeLocation,
+  type DirectoryCache,
   type RouterDependencies,
   type RouterOptions,
   sleep,
-  type BoundedCache,
 } from "@cellwire/cluster";
 import type { CellAppendMailboxRequest } from "@cellwire/protocol";
 import type { OutboxEntry } from "./store/store.ts";
@@ -37,63 +36,22 @@ const systemRouting: MailboxAppenderRouting = {
   },
 };
 
-/**
- * The worker's cache of user → home cell with the entry's epoch. An entry is replaced only by a newer
- * epoch, so a directory lookup that was on its way when a directory.changed arrived cannot put the old
- * home back, and a change is kept even for a user not cached yet (a lookup may be in flight).
- */
-export class UserHomeCache {
-  constructor(private readonly cache: BoundedCache<HomeLocation>) {}
-
-  get(userId: string): HomeLocation | undefined {
-    return this.cache.get(userId);
-  }
-
-  /** Keeps `home` unless the cache holds a newer one. */
-  learn(userId: string, home: HomeLocation): void {
-    const held = this.cache.get(userId);
-    if (held === undefined || held.epoch < home.epoch) this.cache.set(userId, { cellId: home.cellId, epoch: home.epoch });
-  }
-
-  forget(userId: string): void {
-    this.cache.delete(userId);
-  }
-}
-
-class CachedUserHomes implements HomeDirectory {
-  constructor(
-    private readonly directory: HomeCellDirectory,
-    private readonly homes: UserHomeCache,
-  ) {}
-
-  async resolve(key: HomeKey): Promise<HomeLocation | undefined> {
-    const cached = this.homes.get(key.id);
-    if (cached !== undefined) return cached;
-    const { entry } = await this.directory.resolveUser(key.id);
-    this.homes.learn(key.id, entry);
-    // A change that arrived while the lookup was on its way wins over what the lookup found.
-    return this.homes.get(key.id) ?? { cellId: entry.cellId, epoch: entry.epoch };
-  }
-
-  moved(key: HomeKey, location: HomeLocation): void {
-    this.homes.learn(key.id, location);
-  }
-
-  forget(key: HomeKey): void {
-    this.homes.forget(key.id);
-  }
-}
-
 export class MailboxAppender {
   private readonly router: Router;
 
   constructor(
     directory: HomeCellDirectory,
     router: CellRequester,
-    private readonly homeCells: UserHomeCache,
+    /** The recipients' entries: users only, kept in step with directory.changed by the caller. */
+    private readonly homeCells: DirectoryCache,
     routing: MailboxAppenderRouting = systemRouting,
   ) {
-    this.router = new Router(new CachedUserHomes(directory, homeCells), router, routing.options, routing.dependencies);
+    // resolveUser places a user seen for the first time; the relay has only users' mailboxes to reach.
+    const homes = new CachedHomes(async (key) => {
+      if (key.kind !== "user") throw new TypeError(`the mailbox appender has no home for ${key.kind} ${key.id}`);
+      return (await directory.resolveUser(key.id)).entry;
+    }, homeCells);
+    this.router = new Router(homes, router, routing.options, routing.dependencies);
   }
 
   /** Resolves with the event's seq in the recipient's mailbox once its owner has stored it. */
@@ -112,7 +70,7 @@ export class MailboxAppender {
     } catch (error) {
       // A move whose directory.changed this worker missed shows as silence, a key that never settles or a
       // refusal: ask the directory again next time.
-      this.homeCells.forget(userId);
+      this.homeCells.forget(directoryCacheKey("user", userId));
       throw error;
     }
   }

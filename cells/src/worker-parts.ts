@@ -6,7 +6,7 @@
 import pg from "pg";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
-  BoundedCache,
+  DirectoryCache,
   CellRouter,
   DirectoryClient,
   LeaseHolder,
@@ -58,7 +58,7 @@ import { DatabaseWatchdog } from "./database-watchdog.ts";
 import { FrozenKeySweeper } from "./frozen-key-sweeper.ts";
 import { serveInventory } from "./inventory-responder.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
-import { MailboxAppender, UserHomeCache } from "./mailbox-appender.ts";
+import { MailboxAppender } from "./mailbox-appender.ts";
 import { eventBatch, MessagePublisher } from "./message-publisher.ts";
 import { OutboxRelay } from "./outbox-relay.ts";
 import { offChannelRefusal } from "./request-channel.ts";
@@ -182,15 +182,23 @@ export function buildRelayPath(context: WorkerContext, directory: DirectoryClien
   const { config, dependencies, logger, connection, store, ownership, undo } = context;
   const { clock } = dependencies;
   const router = startCellRouter(context, { requestTimeoutMs: config.relayRequestTimeoutMs, attemptsMax: config.relayAttemptsMax });
-  const homeCells = new UserHomeCache(
-    new BoundedCache(config.homeCellCacheUsersMax, config.homeCellCacheTtlMs, () => clock.monotonicNowMs()),
-  );
+  const homeCells = new DirectoryCache({
+    entriesMax: config.homeCellCacheUsersMax,
+    ttlMs: config.homeCellCacheTtlMs,
+    nowMs: () => clock.monotonicNowMs(),
+    // The relay's appends in flight bound its lookups already (relays × recipients each); no further limit.
+    fetchesInFlightMax: config.relaysInFlightMax * config.relayRecipientsConcurrencyMax,
+    // A user's move heard of is cached even when the user is not: the relay's next append to a moved user
+    // (a migration moves the users whose mailboxes are busy) then goes to the new home without a lookup.
+    // This is the worker's behaviour from before the caches were one; docs/decisions/0031 says what it costs.
+    changesOfUncachedKeys: "keep",
+  });
   // A user moved to another cell: the cached home follows at once rather than at the end of its TTL.
   const directoryChanges = subscribeDirectoryChanges(
     connection,
     config.namespace,
     (entry) => {
-      if (entry.kind === "user") homeCells.learn(entry.id, entry);
+      if (entry.kind === "user") homeCells.changed(entry);
     },
     (message) => logger.warn(message),
   );

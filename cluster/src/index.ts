@@ -16,6 +16,8 @@ export * from "./nats-json.ts";
 export * from "./expect-reply.ts";
 export * from "./cell-router.ts";
 export * from "./router.ts";
+export * from "./directory-cache.ts";
+export * from "./cached-homes.ts";
 export * from "./directory-client.ts";
 export * from "./directory-changes.ts";
 export * from "./direct-conversation.ts";

@@ -1,90 +1,16 @@
-// The edge's cache of directory entries, so that no frame costs a directory round trip once its user and
-// conversation are known. Bounded (least recently used entries go first) and aged (an entry ttlMs old is
-// fetched again; BoundedCache, @cellwire/cluster), with the clock injected. Concurrent misses for one key share one request.
-import { BoundedCache, ConcurrencyLimiter } from "@cellwire/cluster";
-import type { DirectoryEntry, DirectoryEntryKind } from "@cellwire/protocol";
+// The edge's settings of the one directory cache (@cellwire/cluster's DirectoryCache, docs/decisions/0031).
+import { DirectoryCache, directoryFetchesInFlightMax } from "@cellwire/cluster";
 
-/** The cache key of a user's or a conversation's entry. */
-export function directoryCacheKey(kind: DirectoryEntryKind, id: string): string {
-  return `${kind}:${id}`;
-}
-
-export type EntryFetcher = (key: string) => Promise<DirectoryEntry | undefined>;
-
-/**
- * Directory requests one edge has in flight at most; further misses wait their turn. The directory answers
- * at most DIRECTORY_REQUESTS_IN_FLIGHT_MAX (256) requests at once and refuses the rest directory_unavailable,
- * which closes a connecting session: when the clients of a dead edge arrive here by thousands, none of
- * them should be refused for asking all at once.
- */
-export const directoryFetchesInFlightMax = 128;
-
-/** Caches directory entries; an entry with an older epoch than the cached one never replaces it. */
-export class DirectoryCache {
-  private readonly cache: BoundedCache<DirectoryEntry>;
-  private readonly inFlight = new Map<string, Promise<DirectoryEntry | undefined>>();
-  private readonly fetches: ConcurrencyLimiter;
-
-  constructor(entriesMax: number, ttlMs: number, nowMs: () => number, fetchesInFlightMax = directoryFetchesInFlightMax) {
-    this.cache = new BoundedCache(entriesMax, ttlMs, nowMs);
-    this.fetches = new ConcurrencyLimiter(fetchesInFlightMax);
-  }
-
-  get size(): number {
-    return this.cache.size;
-  }
-
-  async get(key: string, fetch: EntryFetcher): Promise<DirectoryEntry | undefined> {
-    const cached = this.cache.get(key);
-    if (cached !== undefined) return cached;
-    const pending = this.inFlight.get(key);
-    if (pending !== undefined) return pending;
-    const request = this.fetches
-      .run(() => fetch(key))
-      .then(
-        (entry) => {
-          this.inFlight.delete(key);
-          if (entry !== undefined) this.remember(key, entry);
-          return entry;
-        },
-        (error: unknown) => {
-          this.inFlight.delete(key);
-          throw error;
-        },
-      );
-    this.inFlight.set(key, request);
-    return request;
-  }
-
-  /** The cached entry, if any, without asking the directory. */
-  peek(key: string): DirectoryEntry | undefined {
-    return this.cache.get(key);
-  }
-
-  remember(key: string, entry: DirectoryEntry): void {
-    const cached = this.cache.get(key);
-    if (cached !== undefined && cached.epoch > entry.epoch) return;
-    this.cache.set(key, entry);
-  }
-
-  forget(key: string): void {
-    this.cache.delete(key);
-  }
-
-  /**
-   * The directory published a move: a held (or being fetched) entry older than `entry` is replaced by
-   * it. A key this cache does not hold is not added, so a drain of thousands of keys elsewhere does not
-   * evict the entries this edge uses.
-   */
-  changed(entry: DirectoryEntry): void {
-    const key = directoryCacheKey(entry.kind, entry.id);
-    if (this.cache.get(key) === undefined && !this.inFlight.has(key)) return;
-    this.remember(key, entry);
-  }
-
-  /** Drops the entry unless it is newer than `epoch`: a move answered by a cell showed it stale. */
-  forgetUpTo(key: string, epoch: number): void {
-    const cached = this.cache.get(key);
-    if (cached !== undefined && cached.epoch <= epoch) this.cache.delete(key);
-  }
+/** The edge's cache of users' and conversations' entries (EDGE_DIRECTORY_CACHE_ENTRIES_MAX, _TTL_MS). */
+export function createEdgeDirectoryCache(entriesMax: number, ttlMs: number, nowMs: () => number): DirectoryCache {
+  return new DirectoryCache({
+    entriesMax,
+    ttlMs,
+    nowMs,
+    // When the clients of a dead edge arrive here by thousands, their lookups must not all hit the directory at once.
+    fetchesInFlightMax: directoryFetchesInFlightMax,
+    // An edge caches only the users and conversations of its own sessions: a drain moving thousands of keys
+    // elsewhere would otherwise evict them, and a key it has not asked for it may never need.
+    changesOfUncachedKeys: "ignore",
+  });
 }

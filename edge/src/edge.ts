@@ -22,7 +22,7 @@ import { RevocationList } from "./auth/revocation-list.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { signDevToken } from "./auth/dev-keys.ts";
 import type { EdgeConfig } from "./config.ts";
-import { DirectoryCache } from "./directory-cache.ts";
+import { createEdgeDirectoryCache } from "./directory-cache.ts";
 import { CatchUpPacer } from "./catch-up-pacer.ts";
 import { EdgeCore, type EdgeLimits, type Session } from "./edge-core.ts";
 import { NatsDeliveryHub } from "./delivery-hub.ts";
@@ -138,7 +138,7 @@ function startCellRouter(connection: NatsConnection, config: EdgeConfig, logger:
 
 /** Client requests to their keys' homes: the directory cache in front of the directory, then the router. */
 function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, router: CellRouter): RequestHandler {
-  const cache = new DirectoryCache(config.directoryCacheEntriesMax, config.directoryCacheTtlMs, () => systemClock.monotonicNowMs());
+  const cache = createEdgeDirectoryCache(config.directoryCacheEntriesMax, config.directoryCacheTtlMs, () => systemClock.monotonicNowMs());
   return new RequestHandler(
     directory,
     cache,

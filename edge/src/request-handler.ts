@@ -4,14 +4,15 @@
 // followed (cell.moved) and a migration's pause is waited out (moving).
 import { randomBytes } from "node:crypto";
 import {
+  CachedHomes,
   directConversationId,
+  directoryCacheKey,
   expectCellReply,
   keyedGroupConversationId,
   Router,
   RemoteError,
+  type DirectoryCache,
   type EntryResult,
-  type HomeDirectory,
-  type HomeKey,
   type HomeLocation,
   type HomeOutcome,
   type HomeReply,
@@ -31,7 +32,6 @@ import {
   type WatchPresenceFrame,
 } from "@cellwire/protocol";
 import type { ConversationPage } from "./conversation-cursor.ts";
-import { directoryCacheKey, type DirectoryCache } from "./directory-cache.ts";
 import { clientErrorCode, errorFrame, notAMemberFrame } from "./error-mapping.ts";
 
 export interface CellRouting {
@@ -49,33 +49,6 @@ export type RequestContext = { readonly userId: string; readonly deviceId: strin
 
 /** The request frames a cell serves; typing, watchPresence and refresh are the edge's own (session.ts). */
 export type CellServedFrame = Exclude<ClientRequestFrame, TypingFrame | WatchPresenceFrame | RefreshFrame>;
-
-/** Homes from the edge's directory cache; a user seen for the first time is placed by the directory. */
-export class CachedHomes implements HomeDirectory {
-  constructor(
-    private readonly directory: DirectoryLookups,
-    private readonly cache: DirectoryCache,
-  ) {}
-
-  async resolve(key: HomeKey): Promise<HomeLocation | undefined> {
-    const cacheKey = directoryCacheKey(key.kind, key.id);
-    if (key.kind === "user") return this.cache.get(cacheKey, async () => (await this.directory.resolveUser(key.id)).entry);
-    return this.cache.get(cacheKey, () => this.directory.lookupConversation(key.id));
-  }
-
-  moved(key: HomeKey, location: HomeLocation): void {
-    this.cache.remember(directoryCacheKey(key.kind, key.id), {
-      kind: key.kind,
-      id: key.id,
-      cellId: location.cellId,
-      epoch: location.epoch,
-    });
-  }
-
-  forget(key: HomeKey, epoch: number): void {
-    this.cache.forgetUpTo(directoryCacheKey(key.kind, key.id), epoch);
-  }
-}
 
 export type HomeRouting = {
   readonly options: RouterOptions;
@@ -101,7 +74,12 @@ export class RequestHandler {
     /** CELLWIRE_DIRECT_CONVERSATION_KEY: direct conversation ids are derived with it. */
     private readonly directConversationKey: string,
   ) {
-    this.router = new Router(new CachedHomes(directory, cache), router, homeRouting.options, homeRouting.dependencies);
+    // A user seen for the first time is placed by the directory; a conversation never placed has no home.
+    const homes = new CachedHomes(
+      async (key) => (key.kind === "user" ? (await directory.resolveUser(key.id)).entry : directory.lookupConversation(key.id)),
+      cache,
+    );
+    this.router = new Router(homes, router, homeRouting.options, homeRouting.dependencies);
     this.monotonicNowMs = homeRouting.dependencies.monotonicNowMs;
     this.requestDeadlineMs = homeRouting.requestDeadlineMs;
   }

@@ -4,7 +4,14 @@
 // Used by the edge-core*.test.ts files and edge-server.integration.test.ts (the whole fake edge), and by
 // the hub integration tests (Waiters, RecordingLogger).
 import { Waiters } from "@cellwire/testkit";
-import { ConcurrencyLimiter, devDirectConversationKey, routerDefaults, type ServiceLogger, type EntryResult } from "@cellwire/cluster";
+import {
+  ConcurrencyLimiter,
+  devDirectConversationKey,
+  routerDefaults,
+  type ServiceLogger,
+  type EntryResult,
+  type DirectoryCache,
+} from "@cellwire/cluster";
 import {
   decodeJsonText,
   decodeServerFrame,
@@ -24,7 +31,7 @@ import { RevocationList } from "../src/auth/revocation-list.ts";
 import type { TokenVerifier, VerifyOutcome } from "../src/auth/token-verifier.ts";
 import { CatchUpPacer, type CatchUpClock } from "../src/catch-up-pacer.ts";
 import type { DeliverySource, DeliveryTarget } from "../src/delivery-hub.ts";
-import { DirectoryCache } from "../src/directory-cache.ts";
+import { createEdgeDirectoryCache } from "../src/directory-cache.ts";
 import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../src/edge-core.ts";
 import { EveryoneVisible, type PresenceAccess } from "../src/presence/presence-access.ts";
 import type { PresenceSource } from "../src/presence/presence-hub.ts";
@@ -617,7 +624,7 @@ export type FakeEdgeOptions = {
 export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOptions = {}): FakeEdge {
   const verifier = new FakeVerifier();
   const directory = new FakeDirectory();
-  const cache = new DirectoryCache(1000, 60_000, () => 0);
+  const cache = createEdgeDirectoryCache(1000, 60_000, () => 0);
   const router = new FakeCellRouting();
   const logs = new FakeConversationLogs(directory);
   router.answers.set("cell.messagesAfter", logs.answer);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { DirectoryEntry } from "@cellwire/protocol";
-import { DirectoryCache } from "./directory-cache.ts";
+import { DirectoryCache, directoryFetchesInFlightMax, type DirectoryCacheOptions } from "./directory-cache.ts";
 
 class ManualClock {
   nowMs = 1_000;
@@ -22,9 +22,20 @@ function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void; reje
   return { promise, resolve, reject };
 }
 
+/** A cache with the edge's options unless told otherwise. */
+function newCache(
+  entriesMax: number,
+  ttlMs: number,
+  nowMs: () => number,
+  fetchesInFlightMax = directoryFetchesInFlightMax,
+  changesOfUncachedKeys: DirectoryCacheOptions["changesOfUncachedKeys"] = "ignore",
+): DirectoryCache {
+  return new DirectoryCache({ entriesMax, ttlMs, nowMs, fetchesInFlightMax, changesOfUncachedKeys });
+}
+
 describe("DirectoryCache", () => {
   it("makes one fetch for concurrent misses of one key and gives every caller its answer", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     const answer = deferred<DirectoryEntry | undefined>();
     const fetched: string[] = [];
     const fetch = (key: string): Promise<DirectoryEntry | undefined> => {
@@ -41,7 +52,7 @@ describe("DirectoryCache", () => {
   });
 
   it("fetches different keys separately", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     const fetched: string[] = [];
     const fetch = async (key: string): Promise<DirectoryEntry | undefined> => {
       fetched.push(key);
@@ -52,7 +63,7 @@ describe("DirectoryCache", () => {
   });
 
   it("has at most fetchesInFlightMax fetches in flight; further misses wait their turn, in order, and all are answered", async () => {
-    const cache = new DirectoryCache(100, 60_000, new ManualClock().read, 2);
+    const cache = newCache(100, 60_000, new ManualClock().read, 2);
     const answers = new Map<string, ReturnType<typeof deferred<DirectoryEntry | undefined>>>();
     const started: string[] = [];
     const fetch = (key: string): Promise<DirectoryEntry | undefined> => {
@@ -83,7 +94,7 @@ describe("DirectoryCache", () => {
   });
 
   it("does not cache a failed fetch: every concurrent caller sees the failure and the next call fetches again", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     let calls = 0;
     const failing = async (): Promise<DirectoryEntry | undefined> => {
       calls++;
@@ -105,7 +116,7 @@ describe("DirectoryCache", () => {
   });
 
   it("does not cache an absent entry: a conversation created later is found", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     let exists = false;
     let calls = 0;
     const fetch = async (): Promise<DirectoryEntry | undefined> => {
@@ -119,21 +130,21 @@ describe("DirectoryCache", () => {
   });
 
   it("never lets an older epoch replace a newer cached entry", () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     cache.remember("user:alice", userEntry("alice", "b", 5));
     cache.remember("user:alice", userEntry("alice", "a", 4));
     return expect(cache.get("user:alice", () => Promise.reject(new Error("must not fetch")))).resolves.toEqual(userEntry("alice", "b", 5));
   });
 
   it("lets a newer epoch replace an older one", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     cache.remember("user:alice", userEntry("alice", "a", 4));
     cache.remember("user:alice", userEntry("alice", "b", 5));
     expect(await cache.get("user:alice", () => Promise.reject(new Error("must not fetch")))).toEqual(userEntry("alice", "b", 5));
   });
 
   it("keeps a newer entry learnt while a slower fetch of an older epoch was in flight", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     const slow = deferred<DirectoryEntry | undefined>();
     const pending = cache.get("user:alice", () => slow.promise);
     cache.remember("user:alice", userEntry("alice", "b", 7));
@@ -144,7 +155,7 @@ describe("DirectoryCache", () => {
 
   it("fetches again once the cached entry is ttlMs old", async () => {
     const clock = new ManualClock();
-    const cache = new DirectoryCache(10, 1000, clock.read);
+    const cache = newCache(10, 1000, clock.read);
     let epoch = 0;
     const fetch = async (): Promise<DirectoryEntry | undefined> => userEntry("alice", "a", ++epoch);
     expect((await cache.get("user:alice", fetch))?.epoch).toBe(1);
@@ -155,7 +166,7 @@ describe("DirectoryCache", () => {
   });
 
   it("fetches a forgotten key again", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     let calls = 0;
     const fetch = async (): Promise<DirectoryEntry | undefined> => userEntry("alice", "a", ++calls);
     await cache.get("user:alice", fetch);
@@ -164,7 +175,7 @@ describe("DirectoryCache", () => {
   });
 
   it("stays within entriesMax", async () => {
-    const cache = new DirectoryCache(3, 60_000, new ManualClock().read);
+    const cache = newCache(3, 60_000, new ManualClock().read);
     for (let index = 0; index < 10; index++) {
       await cache.get(`user:u${index}`, async (key) => userEntry(key.slice("user:".length), "a", 1));
     }
@@ -176,21 +187,21 @@ describe("DirectoryCache and moves", () => {
   const mustNotFetch = (): Promise<DirectoryEntry | undefined> => Promise.reject(new Error("must not fetch"));
 
   it("takes a published change that is newer than the held entry", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     cache.remember("user:alice", userEntry("alice", "a", 1));
     cache.changed(userEntry("alice", "b", 2));
     expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "b", 2));
   });
 
   it("ignores a published change older than the held entry", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     cache.remember("user:alice", userEntry("alice", "c", 3));
     cache.changed(userEntry("alice", "b", 2));
     expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "c", 3));
   });
 
   it("does not add a changed key it does not hold, so moves elsewhere evict nothing", async () => {
-    const cache = new DirectoryCache(2, 60_000, new ManualClock().read);
+    const cache = newCache(2, 60_000, new ManualClock().read);
     cache.remember("user:alice", userEntry("alice", "a", 1));
     cache.remember("user:bob", userEntry("bob", "a", 1));
     for (let index = 0; index < 5; index++) cache.changed(userEntry(`u${index}`, "b", 2));
@@ -199,18 +210,26 @@ describe("DirectoryCache and moves", () => {
     expect(await cache.get("user:bob", mustNotFetch)).toEqual(userEntry("bob", "a", 1));
   });
 
+  it("adds a changed key it does not hold with changesOfUncachedKeys keep, an older one still losing", async () => {
+    const cache = newCache(10, 60_000, new ManualClock().read, 1, "keep");
+    cache.changed(userEntry("alice", "b", 2));
+    cache.changed(userEntry("alice", "a", 1));
+    expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "b", 2));
+  });
+
   it("keeps a change published while a fetch of the older entry was in flight", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     const slow = deferred<DirectoryEntry | undefined>();
     const pending = cache.get("user:alice", () => slow.promise);
     cache.changed(userEntry("alice", "b", 2));
     slow.resolve(userEntry("alice", "a", 1));
-    await pending;
+    // The caller whose lookup was in flight gets the newer home too, not the one the lookup found.
+    expect(await pending).toEqual(userEntry("alice", "b", 2));
     expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "b", 2));
   });
 
   it("forgetUpTo drops an entry at or below the epoch and keeps a newer one", async () => {
-    const cache = new DirectoryCache(10, 60_000, new ManualClock().read);
+    const cache = newCache(10, 60_000, new ManualClock().read);
     cache.remember("user:alice", userEntry("alice", "a", 2));
     cache.forgetUpTo("user:alice", 1);
     expect(await cache.get("user:alice", mustNotFetch)).toEqual(userEntry("alice", "a", 2));
