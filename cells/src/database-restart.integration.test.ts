@@ -1,7 +1,7 @@
 // A worker's Postgres crashes and starts again, about 2 s later, under paced sends (issue 11, item 9;
 // docs/decisions/0025). The test's own Postgres (cells/test/private-postgres.harness.ts), never the machine's; the
-// machine's NATS. The sends go through a Router whose ring step is set as an edge sets it (3 s per attempt, 8 s in all),
-// so each reaches the worker with the budget an edge gives it. Every send is answered stored, none fails,
+// machine's NATS. The sends go through a Router whose ring step is set as an edge sets it (3 s per attempt,
+// 8 s in all), so each reaches the worker with the budget an edge gives it. Every send is answered stored, none fails,
 // and the conversation's log holds each once, in the order sent, without a gap.
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
