@@ -8,7 +8,6 @@ import { randomBytes } from "node:crypto";
 import { createConnection, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  CellRouter,
   MembershipWatcher,
   anonymousNatsAccess,
   connectNats,
@@ -17,6 +16,8 @@ import {
   encodeJson,
   openMembershipBucket,
   systemClock,
+  startRouter,
+  type RunningRouter,
 } from "@cellwire/cluster";
 import { pollUntil } from "@cellwire/testkit";
 import {
@@ -61,7 +62,7 @@ let connection: Connection | undefined;
 let proxy: SilenceableProxy | undefined;
 const workers: RunningWorker[] = [];
 let watcher: MembershipWatcher | undefined;
-let router: CellRouter | undefined;
+let router: RunningRouter | undefined;
 const pools: pg.Pool[] = [];
 
 function required<T>(value: T | undefined, what: string): T {
@@ -257,20 +258,23 @@ describe("a worker whose network to Postgres goes silent", () => {
     // Not at the first slow answer: the bound counts from the last probe answered before the silence.
     expect(leftAfterMs).toBeGreaterThan(databaseUnreachableMs / 2);
 
-    router = new CellRouter(
+    router = startRouter(
       connected,
       {
-        namespace,
-        leaseMs,
-        requestTimeoutMs: 3000,
-        attemptsMax: 10,
-        retryBackoff: { initialDelayMs: 50, maxDelayMs: 300, multiplier: 2 },
-        watchedCellsMax: 2,
+        ring: {
+          namespace,
+          leaseMs,
+          requestTimeoutMs: 3000,
+          attemptsMax: 10,
+          retryBackoff: { initialDelayMs: 50, maxDelayMs: 300, multiplier: 2 },
+          watchedCellsMax: 2,
+        },
+        // Only toCell is used here: no request is routed to a key's home.
+        homes: { resolve: async () => undefined, moved: () => {}, forget: () => {} },
       },
-      systemClock,
-      logger,
+      { clock: systemClock, logger },
     );
-    expect(describeReply(await router.request(cellId, sendRequest(conversationId, "m3")))).toBe("stored m3");
+    expect(describeReply(await router.toCell(cellId, sendRequest(conversationId, "m3")))).toBe("stored m3");
 
     required(proxy, "proxy").recover();
     await waitFor("x-1 back in the ring", () => (members() === "x-1,x-2" ? true : undefined));

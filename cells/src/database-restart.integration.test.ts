@@ -1,19 +1,20 @@
 // A worker's Postgres crashes and starts again, about 2 s later, under paced sends (issue 11, item 9;
 // docs/decisions/0025). The test's own Postgres (cells/test/private-postgres.harness.ts), never the machine's; the
-// machine's NATS. The sends go through a CellRouter set as an edge sets it (3 s per attempt, 8 s in all),
-// so each reaches the worker with the budget an edge gives it. Every send is answered stored, none fails,
+// machine's NATS. The sends go through a Router whose ring step is set as an edge sets it (3 s per attempt,
+// 8 s in all), so each reaches the worker with the budget an edge gives it. Every send is answered stored, none fails,
 // and the conversation's log holds each once, in the order sent, without a gap.
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import {
-  CellRouter,
   anonymousNatsAccess,
   connectNats,
   decodeMessage,
   destroyMembershipBucket,
   encodeJson,
   systemClock,
+  startRouter,
+  type RunningRouter,
 } from "@cellwire/cluster";
 import { pollUntil } from "@cellwire/testkit";
 import {
@@ -49,7 +50,7 @@ type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
 let postgres: PrivatePostgres | undefined;
 let worker: RunningWorker | undefined;
-let router: CellRouter | undefined;
+let router: RunningRouter | undefined;
 
 function required<T>(value: T | undefined, what: string): T {
   if (value === undefined) throw new Error(`${what} is not ready`);
@@ -105,19 +106,22 @@ describe("a worker whose Postgres crashes and restarts", () => {
     });
     worker = await startWorker(config, { ...logger });
     const connected = required(connection, "nats");
-    router = new CellRouter(
+    router = startRouter(
       connected,
       {
-        namespace,
-        leaseMs: config.leaseMs,
-        requestTimeoutMs: 3000,
-        attemptsMax: 40,
-        deadlineMs: 8000,
-        retryBackoff: { initialDelayMs: 25, maxDelayMs: 500, multiplier: 2 },
-        watchedCellsMax: 2,
+        ring: {
+          namespace,
+          leaseMs: config.leaseMs,
+          requestTimeoutMs: 3000,
+          attemptsMax: 40,
+          deadlineMs: 8000,
+          retryBackoff: { initialDelayMs: 25, maxDelayMs: 500, multiplier: 2 },
+          watchedCellsMax: 2,
+        },
+        // Only toCell is used here: no request is routed to a key's home.
+        homes: { resolve: async () => undefined, moved: () => {}, forget: () => {} },
       },
-      systemClock,
-      logger,
+      { clock: systemClock, logger },
     );
     const cellRouter = router;
     const conversationId = newGroupId();
@@ -125,7 +129,7 @@ describe("a worker whose Postgres crashes and restarts", () => {
       "the group to be created",
       async () => {
         const reply = await cellRouter
-          .request(cellId, { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "restart", memberUserIds: ["bob"] })
+          .toCell(cellId, { type: "cell.createGroup", creatorUserId: "alice", conversationId, title: "restart", memberUserIds: ["bob"] })
           .catch(() => undefined);
         return reply?.type === "cell.conversation" ? reply : undefined;
       },
@@ -152,7 +156,7 @@ describe("a worker whose Postgres crashes and restarts", () => {
       if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
       const sentAtMs = performance.now();
       replies.push(
-        cellRouter.request(cellId, send(index)).then(
+        cellRouter.toCell(cellId, send(index)).then(
           (reply) => {
             latenciesMs.push(performance.now() - sentAtMs);
             return reply;

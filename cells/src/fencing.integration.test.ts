@@ -18,7 +18,6 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  CellRouter,
   LeaseHolder,
   MembershipWatcher,
   connectNats,
@@ -29,6 +28,8 @@ import {
   systemClock,
   devDirectConversationKey,
   anonymousNatsAccess,
+  startRouter,
+  type RunningRouter,
 } from "@cellwire/cluster";
 import {
   cellReply,
@@ -83,7 +84,7 @@ let child: ChildProcess | undefined;
 let childExited: Promise<void> | undefined;
 const childOutput: string[] = [];
 let inProcessWorker: RunningWorker | undefined;
-let router: CellRouter | undefined;
+let router: RunningRouter | undefined;
 
 function required<T>(value: T | undefined, what: string): T {
   if (value === undefined) throw new Error(`${what} is not ready`);
@@ -488,20 +489,23 @@ describe("fencing a stale owner in the database", () => {
     const waitingBatch = directBatch(cellId, "p-1", [sendRequest(conversationId, "m3b"), sendRequest(conversationId, "m3c")], deadlineMs);
     waitingBatch.catch(() => undefined);
     await waitFor("the ring without p-1", () => (members(watcher) === "p-2" ? true : undefined));
-    router = new CellRouter(
+    router = startRouter(
       required(connection, "nats"),
       {
-        namespace,
-        leaseMs,
-        requestTimeoutMs: 2000,
-        attemptsMax: 10,
-        retryBackoff: { initialDelayMs: 50, maxDelayMs: 300, multiplier: 2 },
-        watchedCellsMax: 2,
+        ring: {
+          namespace,
+          leaseMs,
+          requestTimeoutMs: 2000,
+          attemptsMax: 10,
+          retryBackoff: { initialDelayMs: 50, maxDelayMs: 300, multiplier: 2 },
+          watchedCellsMax: 2,
+        },
+        // Only toCell is used here: no request is routed to a key's home.
+        homes: { resolve: async () => undefined, moved: () => {}, forget: () => {} },
       },
-      systemClock,
-      logger,
+      { clock: systemClock, logger },
     );
-    expect(describeReply(await router.request(cellId, sendRequest(conversationId, "m4")))).toBe("stored 3");
+    expect(describeReply(await router.toCell(cellId, sendRequest(conversationId, "m4")))).toBe("stored 3");
     const takeoverEpoch = await ownerEpoch(pool, conversationId);
 
     started.kill("SIGCONT");

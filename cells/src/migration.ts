@@ -36,7 +36,7 @@ export type MigrationDirectory = {
   readonly moveEntry: (move: Omit<DirectoryMoveEntry, "type">) => Promise<DirectoryEntry>;
 };
 
-/** Requests to the owner of a key in another cell (CellRouter fits); throws UnavailableError when unanswered. */
+/** Requests to the owner of a key in another cell (Router.toCell fits); throws UnavailableError when unanswered. */
 export type MigrationRouter = { readonly request: (cellId: string, request: CellImportRequest) => Promise<CellReply> };
 
 /**

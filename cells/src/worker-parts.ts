@@ -7,15 +7,17 @@ import pg from "pg";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
   DirectoryCache,
-  CellRouter,
   DirectoryClient,
+  directoryHomes,
   LeaseHolder,
   devDirectConversationKey,
   encodeJson,
   routerDefaults,
+  startRouter,
   subscribeDirectoryChanges,
   type BackoffPolicy,
-  type CellRouterOptions,
+  type RingRoutingOptions,
+  type RunningRouter,
   type LeaseBucket,
   type Clock,
   type MembershipWatcher,
@@ -142,25 +144,29 @@ export function openCellPools(databaseUrl: string, config: WorkerConfig, logger:
   return { pool, sendPool, probePool, unreachableMs };
 }
 
-/** A router to the owners of keys in any cell (this one included), stopped with the worker. */
-function startCellRouter(
+/**
+ * A router to the owners of keys in any cell (this one included), stopped with the worker. Its own
+ * toHome asks the directory uncached; the relay's appender routes over its home cache (see buildRelayPath).
+ */
+function startWorkerRouter(
   context: WorkerContext,
-  timing: Pick<CellRouterOptions, "requestTimeoutMs" | "attemptsMax" | "deadlineMs">,
-): CellRouter {
+  directory: DirectoryClient,
+  timing: Pick<RingRoutingOptions, "requestTimeoutMs" | "attemptsMax" | "deadlineMs">,
+): RunningRouter {
   const { config, dependencies, logger } = context;
-  const router = new CellRouter(
+  const router = startRouter(
     context.connection,
     {
-      namespace: config.namespace,
-      leaseMs: config.leaseMs,
-      retryBackoff: relayRetryBackoff,
-      watchedCellsMax: config.relayWatchedCellsMax,
-      ...timing,
+      ring: {
+        namespace: config.namespace,
+        leaseMs: config.leaseMs,
+        retryBackoff: relayRetryBackoff,
+        watchedCellsMax: config.relayWatchedCellsMax,
+        ...timing,
+      },
+      homes: directoryHomes(directory),
     },
-    dependencies.clock,
-    logger,
-    dependencies.random,
-    dependencies.sleep,
+    { clock: dependencies.clock, logger, random: dependencies.random, sleep: dependencies.sleep },
   );
   context.undo.push(async () => router.stop());
   return router;
@@ -168,7 +174,7 @@ function startCellRouter(
 
 export type RelayPath = {
   /** Routes the relay's mailbox appends. */
-  readonly router: CellRouter;
+  readonly router: RunningRouter;
   /** Keeps the cached home cells in step with the directory's moves. */
   readonly directoryChanges: Subscription;
   readonly relay: OutboxRelay;
@@ -181,7 +187,10 @@ export type RelayPath = {
 export function buildRelayPath(context: WorkerContext, directory: DirectoryClient, watcher: MembershipWatcher): RelayPath {
   const { config, dependencies, logger, connection, store, ownership, undo } = context;
   const { clock } = dependencies;
-  const router = startCellRouter(context, { requestTimeoutMs: config.relayRequestTimeoutMs, attemptsMax: config.relayAttemptsMax });
+  const router = startWorkerRouter(context, directory, {
+    requestTimeoutMs: config.relayRequestTimeoutMs,
+    attemptsMax: config.relayAttemptsMax,
+  });
   const homeCells = new DirectoryCache({
     entriesMax: config.homeCellCacheUsersMax,
     ttlMs: config.homeCellCacheTtlMs,
@@ -204,10 +213,16 @@ export function buildRelayPath(context: WorkerContext, directory: DirectoryClien
   );
   undo.push(async () => directoryChanges.unsubscribe());
   // The worker's clock and randomness drive the appender's waits for a moving mailbox, as they drive the rest.
-  const appender = new MailboxAppender(directory, router, homeCells, {
-    options: routerDefaults,
-    dependencies: { monotonicNowMs: () => clock.monotonicNowMs(), random: dependencies.random, sleep: dependencies.sleep },
-  });
+  // The appender's Router keeps the relay's home cache; each of its cell requests goes to the ring by toCell.
+  const appender = new MailboxAppender(
+    directory,
+    { request: (cellId, request, deadlineAtMs) => router.toCell(cellId, request, deadlineAtMs) },
+    homeCells,
+    {
+      options: routerDefaults,
+      dependencies: { monotonicNowMs: () => clock.monotonicNowMs(), random: dependencies.random, sleep: dependencies.sleep },
+    },
+  );
   const relay = new OutboxRelay({
     store,
     appender,
@@ -240,7 +255,7 @@ export type RequestPath = {
   readonly sends: SendCommitter;
   readonly handler: CellRequestHandler;
   /** Migration's own router: a page of up to 512 KiB, or a flip, may take longer than a relay's attempt. */
-  readonly migrationRouter: CellRouter;
+  readonly migrationRouter: RunningRouter;
 };
 
 /** What serves the requests of the keys this worker owns: the keyed queue, the send committer, the handler. */
@@ -251,7 +266,7 @@ export function buildRequestPath(context: WorkerContext, relay: OutboxRelay): Re
   // longer than the relay's short per-attempt timeout allows.
   const migrationRequestTimeoutMs = config.migrationRequestTimeoutMs ?? migrationRequestTimeoutMsDefault;
   const migrationDirectory = new DirectoryClient(connection, config.namespace, migrationRequestTimeoutMs);
-  const migrationRouter = startCellRouter(context, {
+  const migrationRouter = startWorkerRouter(context, migrationDirectory, {
     requestTimeoutMs: migrationRequestTimeoutMs,
     deadlineMs: migrationRequestTimeoutMs,
     attemptsMax: migrationImportAttemptsMax,
@@ -270,7 +285,8 @@ export function buildRequestPath(context: WorkerContext, relay: OutboxRelay): Re
     cellId: config.cellId,
     migration: {
       directory: migrationDirectory,
-      router: migrationRouter,
+      // Import pages name their target cell: toCell, with migration's own retry rules around it.
+      router: { request: (cellId, request) => migrationRouter.toCell(cellId, request) },
       clock,
       limits: {
         migrationsInFlightMax: config.migrationsInFlightMax ?? migrationsInFlightMaxDefault,

@@ -5,7 +5,6 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  CellRouter,
   MembershipWatcher,
   connectNats,
   decodeMessage,
@@ -14,6 +13,8 @@ import {
   openMembershipBucket,
   systemClock,
   anonymousNatsAccess,
+  startRouter,
+  type RunningRouter,
 } from "@cellwire/cluster";
 import {
   cellReply,
@@ -61,7 +62,7 @@ const logger = {
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
-let router: CellRouter | undefined;
+let router: RunningRouter | undefined;
 let watcher: MembershipWatcher | undefined;
 const pools = new Map<CellId, pg.Pool>();
 const workers = new Map<string, RunningWorker>();
@@ -152,7 +153,7 @@ function publishedMessagesOf(conversationId: string): BatchedMessage[] {
 }
 
 async function route(request: CellRequest, cellId: CellId = "a"): Promise<CellReply> {
-  return required(router, "router").request(cellId, request);
+  return required(router, "router").toCell(cellId, request);
 }
 
 /** The whole mailbox of a user, read through its owner in its home cell. */
@@ -268,18 +269,21 @@ beforeAll(async () => {
     startWorker(config("b", "b-1"), { ...logger }),
   ]);
   for (const worker of started) workers.set(worker.workerId, worker);
-  router = new CellRouter(
+  router = startRouter(
     connection,
     {
-      namespace,
-      leaseMs,
-      requestTimeoutMs: 5000,
-      attemptsMax: 6,
-      retryBackoff: { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 },
-      watchedCellsMax: 4,
+      ring: {
+        namespace,
+        leaseMs,
+        requestTimeoutMs: 5000,
+        attemptsMax: 6,
+        retryBackoff: { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 },
+        watchedCellsMax: 4,
+      },
+      // Only toCell is used here: no request is routed to a key's home.
+      homes: { resolve: async () => undefined, moved: () => {}, forget: () => {} },
     },
-    systemClock,
-    logger,
+    { clock: systemClock, logger },
   );
   const bucket = await openMembershipBucket(connection, namespace, "a", leaseMs);
   watcher = new MembershipWatcher(bucket, "a", 100, systemClock, logger);

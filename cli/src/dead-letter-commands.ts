@@ -19,7 +19,7 @@ const redriveAllPagesMax = 10_000;
 
 /** What a cell answered, or why it could not be asked. */
 async function ask(tools: MigrationTools, cellId: string, request: CellRequest): Promise<CellReply> {
-  const reply = await tools.router.request(cellId, request);
+  const reply = await tools.router.toCell(cellId, request);
   if (reply.type === "cell.error") throw new MigrationError(`cell ${cellId} answered ${reply.code}: ${reply.message}`);
   return reply;
 }

@@ -6,13 +6,15 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   backoffDelayMs,
-  CellRouter,
   DirectoryClient,
+  directoryHomes,
   RemoteError,
   sleep,
+  startRouter,
   systemClock,
   type BackoffPolicy,
   type Logger,
+  type RunningRouter,
 } from "@cellwire/cluster";
 import {
   cellEntriesPageMax,
@@ -53,7 +55,7 @@ export class MigrationError extends Error {
 
 export type MigrationTools = {
   readonly directory: DirectoryClient;
-  readonly router: CellRouter;
+  readonly router: RunningRouter;
   readonly stop: () => void;
 };
 
@@ -62,21 +64,25 @@ const quietLogger: Logger = { info: () => {}, warn: () => {} };
 /** A directory client and a router to every cell, as any service has them; `stop` ends the cells' watches. */
 export function migrationTools(connection: NatsConnection, namespace: string, logger: Logger = quietLogger): MigrationTools {
   const directory = new DirectoryClient(connection, namespace, directoryTimeoutMs);
-  const router = new CellRouter(
+  // Every request the CLI sends names its cell (cell.migrate at the home just looked up, with its own
+  // retry rules below; stats and dead letters of a named cell): toCell.
+  const router = startRouter(
     connection,
     {
-      namespace,
-      leaseMs: 2000,
-      requestTimeoutMs: migrateRequestTimeoutMs,
-      attemptsMax: 4,
-      deadlineMs: migrateRequestTimeoutMs,
-      retryBackoff: { initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2 },
-      watchedCellsMax: 64,
-      // The admin's NATS user reads membership buckets but does not write them (docs/decisions/0015).
-      deletesExpiredLeases: false,
+      ring: {
+        namespace,
+        leaseMs: 2000,
+        requestTimeoutMs: migrateRequestTimeoutMs,
+        attemptsMax: 4,
+        deadlineMs: migrateRequestTimeoutMs,
+        retryBackoff: { initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2 },
+        watchedCellsMax: 64,
+        // The admin's NATS user reads membership buckets but does not write them (docs/decisions/0015).
+        deletesExpiredLeases: false,
+      },
+      homes: directoryHomes(directory),
     },
-    systemClock,
-    logger,
+    { clock: systemClock, logger },
   );
   return { directory, router, stop: () => router.stop() };
 }
@@ -101,7 +107,7 @@ export async function migrateKey(
     if (entry.cellId === toCellId) {
       return { kind, id, fromCellId: entry.cellId, toCellId, epoch: entry.epoch, pauseMs: 0, copiedItems: 0, alreadyMoved: true };
     }
-    const reply = await tools.router.request(entry.cellId, { type: "cell.migrate", kind, id, toCellId });
+    const reply = await tools.router.toCell(entry.cellId, { type: "cell.migrate", kind, id, toCellId });
     switch (reply.type) {
       case "cell.migrated": {
         const { type: _type, ...result } = reply;
@@ -237,7 +243,7 @@ export async function drainCell(tools: MigrationTools, cellId: string, options: 
 async function settledStats(tools: MigrationTools, cellId: string): Promise<Omit<CellStatsReply, "type">> {
   const deadlineMs = performance.now() + drainSettleDeadlineMs;
   for (;;) {
-    const reply = await tools.router.request(cellId, { type: "cell.stats" });
+    const reply = await tools.router.toCell(cellId, { type: "cell.stats" });
     if (reply.type !== "cell.stats") {
       throw new MigrationError(
         `cell ${cellId} answered ${reply.type === "cell.error" ? `${reply.code}: ${reply.message}` : reply.type} to cell.stats`,

@@ -1,6 +1,7 @@
 // The cell router against real NATS and KV: a request whose owner leaves the ring while it is in flight
 // is re-routed to the successor at once, not after the attempt's timeout; sends travel in batches
-// (cell.sendBatch), one per worker and turn, each caller getting its own reply.
+// (cell.sendBatch), one per worker and turn, each caller getting its own reply; startRouter's Router
+// (the one routing path) reaches a key's home through it.
 import { randomBytes } from "node:crypto";
 import { afterAll, expect, it } from "vitest";
 import {
@@ -17,6 +18,7 @@ import { CellRouter } from "./cell-router.ts";
 import { LeaseHolder, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
 import { decodeMessage, encodeJson } from "./nats-json.ts";
 import { Ring } from "./ring.ts";
+import { startRouter } from "./start-router.ts";
 import { connectNats } from "./service-runtime.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
 
@@ -280,4 +282,79 @@ it("waits no longer than the caller's deadline, and tells the worker what is lef
       ).toBe(true);
     }
   }
+});
+
+it("startRouter's Router sends to a key's home over the ring step, and reports the ring's changes", async () => {
+  const homeCellId = "e";
+  const connection = await connectNats(["127.0.0.1:4222"], "start-router-test", { ...logger }, anonymousNatsAccess("edge"));
+  cleanups.push(() => connection.close());
+  const bucket = await openMembershipBucket(connection, namespace, homeCellId, leaseMs);
+  cleanups.push(() => destroyMembershipBucket(connection, namespace, homeCellId));
+  const answeredBy: string[] = [];
+  const holders: LeaseHolder[] = [];
+  for (const workerId of ["e-1", "e-2"]) {
+    const subject = workerSubject(namespace, homeCellId, workerId);
+    const holder = new LeaseHolder(
+      bucket,
+      { workerId, cellId: homeCellId, subject, startedAtMs: Date.now(), leaseMs },
+      100,
+      systemClock,
+      logger,
+    );
+    await holder.start();
+    holders.push(holder);
+    cleanups.push(() => holder.stop());
+    const subscription = connection.subscribe(workerRequestSubject(namespace, homeCellId, workerId, "edge"), {
+      callback: (_error, message) => {
+        answeredBy.push(workerId);
+        const reply: CellReply = { type: "cell.error", code: "not_a_member", message: `answered by ${workerId}` };
+        message.respond(encodeJson(reply));
+      },
+    });
+    cleanups.push(() => subscription.unsubscribe());
+  }
+  await connection.flush();
+
+  const resolved: string[] = [];
+  const router = startRouter(
+    connection,
+    {
+      ring: {
+        namespace,
+        leaseMs,
+        requestTimeoutMs,
+        attemptsMax: 4,
+        retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 },
+        watchedCellsMax: 4,
+        deletesExpiredLeases: false,
+      },
+      homes: {
+        resolve: async (key) => {
+          resolved.push(`${key.kind} ${key.id}`);
+          return { cellId: homeCellId, epoch: 1 };
+        },
+        moved: () => {},
+        forget: () => {},
+      },
+    },
+    { clock: systemClock, logger },
+  );
+  cleanups.push(() => router.stop());
+  expect(await router.hasLiveWorkers(homeCellId)).toBe(true);
+  const changed: string[] = [];
+  router.onRingChange((changedCellId) => changed.push(changedCellId));
+
+  const conversationId = "g-0000000000000000000001";
+  const owner = new Ring(["e-1", "e-2"]).ownerOf(conversationId);
+  const outcome = await router.toHome({ type: "cell.history", userId: "alice", conversationId, beforeSeq: null, limit: 10 });
+  expect(resolved).toEqual([`conversation ${conversationId}`]);
+  expect(outcome).toEqual({
+    kind: "reply",
+    reply: { type: "cell.error", code: "not_a_member", message: `answered by ${owner}` },
+    home: { cellId: homeCellId, epoch: 1 },
+  });
+  expect(answeredBy).toEqual([owner]);
+
+  await holders[0]?.stop();
+  await expect.poll(() => changed.includes(homeCellId), { timeout: 5000, interval: 20 }).toBe(true);
 });

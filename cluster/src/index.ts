@@ -14,10 +14,11 @@ export * from "./membership.ts";
 export { LeaseTerm, MembershipCore, leaseExpiryCheckIntervalMs, type MembershipWatchEntry } from "./membership-core.ts";
 export * from "./nats-json.ts";
 export * from "./expect-reply.ts";
-export * from "./cell-router.ts";
 export * from "./router.ts";
 export * from "./directory-cache.ts";
 export * from "./cached-homes.ts";
+// The Router over NATS; the ring-level step inside it (cell-router.ts) is not exported (one routing path).
+export * from "./start-router.ts";
 export * from "./directory-client.ts";
 export * from "./directory-changes.ts";
 export * from "./direct-conversation.ts";

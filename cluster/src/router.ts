@@ -1,8 +1,9 @@
-// The one routing entry (issue 12): every cell request an edge or a worker's relay sends goes through a
-// Router. `toHome` sends a request to the home cell of its key (a user's mailbox or a conversation, as
-// protocol/src/request-keys.ts names it) and follows the key when it moves; `toCell` sends one to a cell the
-// caller names. Both end in the ring-level step, CellRouter (the owner on the cell's ring, its retries, the
-// send batcher), injected as a CellRequester so this logic is tested without NATS.
+// The one routing entry (issue 12): every cell request an edge, a worker (relays, migration) or the CLI
+// sends goes through a Router. `toHome` sends a request to the home cell of its key (a user's mailbox or a
+// conversation, as protocol/src/request-keys.ts names it) and follows the key when it moves; `toCell` sends
+// one to a cell the caller names. Both end in the ring-level step, CellRouter (the owner on the cell's ring,
+// its retries, the send batcher), injected as a CellRequester so this logic is tested without NATS;
+// startRouter (start-router.ts) is how a process builds one over NATS, with the CellRouter inside.
 // Following moves: a cell answers `cell.moved` for a key it gave away (the requester replaces its cached
 // home and asks the new one at once) and `moving` while the key is frozen or still importing (the
 // requester waits a short jittered backoff and asks again). Bounded by attempts and a deadline sized so

@@ -4,15 +4,17 @@
 import { randomBytes } from "node:crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
-  CellRouter,
   ConcurrencyLimiter,
   anonymousNatsAccess,
   connectNats,
   decodeMessage,
   DirectoryClient,
+  directoryHomes,
   routerDefaults,
+  startRouter,
   subscribeDirectoryChanges,
   systemClock,
+  type RunningRouter,
   type ServiceLogger,
   sleep,
 } from "@cellwire/cluster";
@@ -52,7 +54,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     config.natsAccess ?? anonymousNatsAccess("edge"),
   );
   const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs);
-  const router = startCellRouter(connection, config, logger);
+  const router = startEdgeRouter(connection, config, directory, logger);
   const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
   // Every delivery of the deployment reaches this edge from here on (docs/decisions/0011).
   await hub.start();
@@ -117,32 +119,38 @@ const systemSchedule = {
   },
 };
 
-/** The router to the workers of every cell; an edge only reads the membership buckets. */
-function startCellRouter(connection: NatsConnection, config: EdgeConfig, logger: ServiceLogger): CellRouter {
-  return new CellRouter(
+/**
+ * The router to the workers of every cell; an edge only reads the membership buckets. Client requests
+ * reach it through the RequestHandler's Router, which follows moves over the edge's directory cache.
+ */
+function startEdgeRouter(connection: NatsConnection, config: EdgeConfig, directory: DirectoryClient, logger: ServiceLogger): RunningRouter {
+  return startRouter(
     connection,
     {
-      namespace: config.namespace,
-      leaseMs: config.leaseMs,
-      requestTimeoutMs: config.cellRequestTimeoutMs,
-      attemptsMax: config.cellRequestAttemptsMax,
-      deadlineMs: config.cellRequestDeadlineMs,
-      retryBackoff: { initialDelayMs: 25, maxDelayMs: 500, multiplier: 2 },
-      watchedCellsMax: 1000,
-      deletesExpiredLeases: false,
+      ring: {
+        namespace: config.namespace,
+        leaseMs: config.leaseMs,
+        requestTimeoutMs: config.cellRequestTimeoutMs,
+        attemptsMax: config.cellRequestAttemptsMax,
+        deadlineMs: config.cellRequestDeadlineMs,
+        retryBackoff: { initialDelayMs: 25, maxDelayMs: 500, multiplier: 2 },
+        watchedCellsMax: 1000,
+        deletesExpiredLeases: false,
+      },
+      homes: directoryHomes(directory),
     },
-    systemClock,
-    logger,
+    { clock: systemClock, logger },
   );
 }
 
 /** Client requests to their keys' homes: the directory cache in front of the directory, then the router. */
-function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, router: CellRouter): RequestHandler {
+function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, router: RunningRouter): RequestHandler {
   const cache = createEdgeDirectoryCache(config.directoryCacheEntriesMax, config.directoryCacheTtlMs, () => systemClock.monotonicNowMs());
   return new RequestHandler(
     directory,
     cache,
-    router,
+    // The handler's Router keeps the edge's cache of homes; each of its cell requests goes to the ring by toCell.
+    { request: (cellId, request, deadlineAtMs) => router.toCell(cellId, request, deadlineAtMs) },
     {
       options: { ...routerDefaults, deadlineMs: config.migrationWaitMs },
       requestDeadlineMs: config.requestDeadlineMs,
@@ -231,7 +239,7 @@ function followChanges(
   connection: NatsConnection,
   config: EdgeConfig,
   core: EdgeCore,
-  router: CellRouter,
+  router: RunningRouter,
   logger: ServiceLogger,
 ): Subscription[] {
   // Revocations from operators (cellwire revoke). Core NATS, at most once: an edge that misses one (it
