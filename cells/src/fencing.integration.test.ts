@@ -331,8 +331,8 @@ describe("fencing a stale owner in the database", () => {
     const joinedEpoch = await waitFor("both rings of f-1,f-2 at one epoch", () =>
       members(first.watcher) === "f-1,f-2" &&
       members(second.watcher) === "f-1,f-2" &&
-      first.watcher.snapshot.epoch === second.watcher.snapshot.epoch
-        ? first.watcher.snapshot.epoch
+      first.watcher.snapshot.ringEpoch === second.watcher.snapshot.ringEpoch
+        ? first.watcher.snapshot.ringEpoch
         : undefined,
     );
     const conversationId = conversationOwnedBy(first.watcher, "f-1");
@@ -358,7 +358,7 @@ describe("fencing a stale owner in the database", () => {
     // Its heartbeats stop; the watchers delete its expired lease and the ring moves on without it.
     await heartbeatConnection.close();
     const takeoverEpoch = await waitFor("f-2's ring without f-1", () =>
-      members(second.watcher) === "f-2" ? second.watcher.snapshot.epoch : undefined,
+      members(second.watcher) === "f-2" ? second.watcher.snapshot.ringEpoch : undefined,
     );
     expect(takeoverEpoch).toBeGreaterThan(joinedEpoch);
     expect(describeReply(await handle(second, sendRequest(conversationId, "m4")))).toBe("stored 3");

@@ -351,7 +351,7 @@ export class CellRequestHandler {
   private writeRingEpoch(key: string): { readonly ringEpoch: number } | { readonly refusal: Outcome } {
     const { ownership, workerId } = this.dependencies;
     if (!ownership.leaseHeld()) return { refusal: { reply: cellErrorReply({ kind: "lease_lapsed" }) } };
-    const { ring, epoch } = ownership.snapshot();
+    const { ring, ringEpoch: epoch } = ownership.snapshot();
     const ownerWorkerId = ring.ownerOf(key);
     if (ownerWorkerId !== workerId) return { refusal: { reply: cellErrorReply({ kind: "not_owner", key, ownerWorkerId }) } };
     return { ringEpoch: epoch };

@@ -99,7 +99,7 @@ function setup(options: Options = {}) {
     workerId,
     store,
     ownership: {
-      snapshot: () => ({ ring: { ownerOf: (key: string) => ring.owners.get(key) ?? workerId }, epoch: ring.epoch }),
+      snapshot: () => ({ ring: { ownerOf: (key: string) => ring.owners.get(key) ?? workerId }, ringEpoch: ring.epoch }),
       leaseHeld: () => ring.leaseHeld,
     },
     publish:
@@ -654,7 +654,7 @@ describe("SendCommitter", () => {
     const base = {
       workerId,
       store: new HeldStore(),
-      ownership: { snapshot: () => ({ ring: { ownerOf: () => workerId }, epoch: 1 }), leaseHeld: () => true },
+      ownership: { snapshot: () => ({ ring: { ownerOf: () => workerId }, ringEpoch: 1 }), leaseHeld: () => true },
     };
     const rest = {
       publish: async () => undefined,

@@ -253,7 +253,7 @@ export class SendCommitter {
       return undefined;
     }
     // One ring, and its epoch, for the whole batch: read at the moment it is stored, as every write does.
-    const { ring, epoch } = ownership.snapshot();
+    const { ring, ringEpoch: epoch } = ownership.snapshot();
     const owned: PendingSend[] = [];
     for (const send of admitted) {
       const ownerWorkerId = ring.ownerOf(send.request.conversationId);

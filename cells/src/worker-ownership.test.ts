@@ -4,7 +4,7 @@ import { WorkerOwnership } from "./worker-ownership.ts";
 
 /** A ring that gives every key to `ownerWorkerId` (none when undefined), at `epoch`. */
 function ringOf(ownerWorkerId: string | undefined, epoch: number): { snapshot: MembershipSnapshot } {
-  const snapshot = { ring: { ownerOf: () => ownerWorkerId }, epoch } as unknown as MembershipSnapshot;
+  const snapshot = { ring: { ownerOf: () => ownerWorkerId }, ringEpoch: epoch } as unknown as MembershipSnapshot;
   return { snapshot };
 }
 
@@ -37,9 +37,9 @@ describe("WorkerOwnership", () => {
   it("reads the ring afresh at each check, and keeps its object when its functions are handed on", () => {
     const ring = ringOf("w1", 3);
     const { owns, snapshot } = new WorkerOwnership("w1", ring);
-    expect(snapshot().epoch).toBe(3);
+    expect(snapshot().ringEpoch).toBe(3);
     ring.snapshot = ringOf("w2", 4).snapshot;
-    expect(snapshot().epoch).toBe(4);
+    expect(snapshot().ringEpoch).toBe(4);
     expect(owns("k")).toBe(false);
   });
 });

@@ -9,7 +9,7 @@ export type OwnershipSnapshot = {
   /** ownerOf: the owner of a key, undefined when the ring is empty. */
   readonly ring: { readonly ownerOf: (key: string) => string | undefined };
   /** The ring's epoch: writes carry it, and the store refuses them once the key has a later one. */
-  readonly epoch: number;
+  readonly ringEpoch: number;
 };
 
 export type OwnershipView = {

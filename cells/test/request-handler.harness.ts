@@ -97,7 +97,7 @@ export function handlerHarness(options: HandlerHarnessOptions = {}): HandlerHarn
   const logger = warnings === undefined ? silentLogger : { ...silentLogger, warn: (line: string) => void warnings.push(line) };
   const store = options.store ?? new MemoryConversationStore();
   const ownership: OwnershipView = {
-    snapshot: () => ({ ring: { ownerOf: ring.ownerOf ?? (() => workerId) }, epoch: ring.epoch?.() ?? 1 }),
+    snapshot: () => ({ ring: { ownerOf: ring.ownerOf ?? (() => workerId) }, ringEpoch: ring.epoch?.() ?? 1 }),
     leaseHeld: ring.leaseHeld ?? (() => true),
   };
   const monotonicNowMs = options.monotonicNowMs ?? (() => performance.now());

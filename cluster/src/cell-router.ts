@@ -88,7 +88,7 @@ export class CellRouter {
       if (subject === undefined) {
         lastError = new UnavailableError(
           "cell_unavailable",
-          `cell ${cellId} has no live worker (ring of ${ring.size} at epoch ${watcher.snapshot.epoch})`,
+          `cell ${cellId} has no live worker (ring of ${ring.size} at epoch ${watcher.snapshot.ringEpoch})`,
         );
         continue;
       }

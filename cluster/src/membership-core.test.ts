@@ -47,14 +47,14 @@ describe("MembershipCore", () => {
     const core = new MembershipCore("a");
     expect(core.applyEntry(put("a-2", 4, { delta: 2, isUpdate: false }), 0, 0)).toEqual({ malformed: false, change: "none" });
     expect(core.applyEntry(deleted("a-3", 6, 1), 0, 0).change).toBe("none");
-    expect(core.snapshot.epoch).toBe(0);
+    expect(core.snapshot.ringEpoch).toBe(0);
     expect(members(core)).toBe("");
     expect(core.replaying).toBe(true);
     // The delete marker of a-3 may hide that a-3 was a member at revision 4: the epoch counts it too.
     expect(core.applyEntry(put("a-1", 9, { delta: 0 }), 0, 0).change).toBe("replay-ended");
     expect(core.replaying).toBe(false);
     expect(members(core)).toBe("a-1,a-2");
-    expect(core.snapshot.epoch).toBe(9);
+    expect(core.snapshot.ringEpoch).toBe(9);
     expect(core.endReplay()).toBe(false);
   });
 
@@ -64,10 +64,10 @@ describe("MembershipCore", () => {
     expect(core.applyEntry(put("a-1", 1), 0, 0).change).toBe("published");
     expect(core.applyEntry(put("a-1", 2), 100, 100).change).toBe("none");
     expect(core.applyEntry(put("a-2", 3), 100, 100).change).toBe("published");
-    expect(core.snapshot.epoch).toBe(3);
+    expect(core.snapshot.ringEpoch).toBe(3);
     expect(core.applyEntry(deleted("a-1", 4), 100, 100).change).toBe("published");
     expect(members(core)).toBe("a-2");
-    expect(core.snapshot.epoch).toBe(4);
+    expect(core.snapshot.ringEpoch).toBe(4);
     expect(core.snapshot.subjects.get("a-2")).toBe("t.cell.a.worker.a-2");
     expect(core.snapshot.requestSubjects.get("a-2")).toEqual({
       edge: "t.cell.a.worker.a-2.edge",
@@ -122,17 +122,17 @@ describe("MembershipCore catch-up after a resumed watch", () => {
     const core = new MembershipCore("a");
     core.endReplay();
     core.applyEntry(put("a-1", 3), 0, 0);
-    expect(core.snapshot.epoch).toBe(3);
+    expect(core.snapshot.ringEpoch).toBe(3);
     core.beginCatchUp();
     // a-2 joined at some revision the bucket no longer holds; its latest renewal is at 9, a-1's at 11.
     expect(core.applyEntry(put("a-2", 9, { delta: 1 }), 10, 10)).toEqual({ malformed: false, change: "none" });
     expect(members(core)).toBe("a-1");
     expect(core.applyEntry(put("a-1", 11, { delta: 0 }), 10, 10)).toEqual({ malformed: false, change: "published" });
-    expect(core.snapshot).toMatchObject({ epoch: 11 });
+    expect(core.snapshot).toMatchObject({ ringEpoch: 11 });
     expect(members(core)).toBe("a-1,a-2");
     // Afterwards renewals are updates again: they leave the epoch alone.
     expect(core.applyEntry(put("a-2", 12), 20, 20)).toEqual({ malformed: false, change: "none" });
-    expect(core.snapshot.epoch).toBe(11);
+    expect(core.snapshot.ringEpoch).toBe(11);
     expect(core.replaying).toBe(false);
   });
 

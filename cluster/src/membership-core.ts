@@ -18,7 +18,7 @@ export type MembershipSnapshot = {
    * the bucket up to the same point agree on it, and a later ring has a higher epoch. Workers write with it
    * so that the database can refuse a stale owner.
    */
-  readonly epoch: number;
+  readonly ringEpoch: number;
 };
 
 /** One entry of a watch of the membership bucket (keys under `worker.`), as the KV client hands it over. */
@@ -56,7 +56,7 @@ export function leaseExpiryCheckIntervalMs(leaseMs: number): number {
 
 export class MembershipCore {
   private readonly view = new MembershipView();
-  private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map(), requestSubjects: new Map(), epoch: 0 };
+  private snapshotValue: MembershipSnapshot = { ring: new Ring([]), subjects: new Map(), requestSubjects: new Map(), ringEpoch: 0 };
   private replayingValue = true;
   /**
    * True while a watch that resumed after the last applied revision catches up. The bucket keeps one
@@ -135,7 +135,7 @@ export class MembershipCore {
   endCatchUp(): boolean {
     if (!this.catchingUp) return false;
     this.catchingUp = false;
-    if (this.view.epoch === this.snapshotValue.epoch) return false;
+    if (this.view.epoch === this.snapshotValue.ringEpoch) return false;
     this.publish();
     return true;
   }
@@ -169,7 +169,7 @@ export class MembershipCore {
     const members = this.view.members();
     const subjects = new Map(members.map((member) => [member.lease.workerId, member.lease.subject]));
     const requestSubjects = new Map(members.map((member) => [member.lease.workerId, workerRequestSubjects(member.lease.subject)]));
-    this.snapshotValue = { ring: new Ring(subjects.keys()), subjects, requestSubjects, epoch: this.view.epoch };
+    this.snapshotValue = { ring: new Ring(subjects.keys()), subjects, requestSubjects, ringEpoch: this.view.epoch };
   }
 }
 

@@ -68,7 +68,7 @@ function members(watcher: MembershipWatcher): string {
 /** Waits until every watcher shows exactly `expected` members, and returns their common epoch. */
 async function agreedEpoch(group: readonly MembershipWatcher[], expected: string): Promise<number> {
   return waitFor(`rings of ${expected}`, () => {
-    const epochs = new Set(group.map((watcher) => watcher.snapshot.epoch));
+    const epochs = new Set(group.map((watcher) => watcher.snapshot.ringEpoch));
     return group.every((watcher) => members(watcher) === expected) && epochs.size === 1 ? [...epochs][0] : undefined;
   });
 }
@@ -100,13 +100,13 @@ describe("membership epochs over NATS KV", () => {
 
   it("takes the join's revision as the epoch, keeps it across renewals, and moves it on the next join", async () => {
     const group = [await startWatcher(), await startWatcher()];
-    expect(group[0]?.snapshot.epoch).toBe(0);
+    expect(group[0]?.snapshot.ringEpoch).toBe(0);
     await holdLease("a-1", heartbeatIntervalMs);
     firstEpoch = await agreedEpoch(group, "a-1");
     expect(firstEpoch).toBeGreaterThan(0);
     // Several renewals later the revision of the lease has moved on, the epoch has not.
     await waitFor("three renewals", async () => ((await revisionOf("a-1")).revision >= firstEpoch + 3 ? true : undefined));
-    expect(group.map((watcher) => watcher.snapshot.epoch)).toEqual([firstEpoch, firstEpoch]);
+    expect(group.map((watcher) => watcher.snapshot.ringEpoch)).toEqual([firstEpoch, firstEpoch]);
 
     await holdLease("a-2", silentHeartbeatIntervalMs);
     joinEpoch = await agreedEpoch(group, "a-1,a-2");
@@ -129,7 +129,7 @@ describe("membership epochs over NATS KV", () => {
     const [first] = watchers;
     const latecomer = await startWatcher();
     expect(members(latecomer)).toBe("a-1");
-    expect(latecomer.snapshot.epoch).toBeGreaterThanOrEqual(required(first, "watcher").snapshot.epoch);
+    expect(latecomer.snapshot.ringEpoch).toBeGreaterThanOrEqual(required(first, "watcher").snapshot.ringEpoch);
   });
 
   it("refuses a delete at a stale revision, so a renewed lease survives a late watcher", async () => {
@@ -143,7 +143,7 @@ describe("membership epochs over NATS KV", () => {
 
   it("moves the epoch again when the silent worker comes back", async () => {
     const group = watchers.slice(0, 2);
-    const before = required(group[0], "watcher").snapshot.epoch;
+    const before = required(group[0], "watcher").snapshot.ringEpoch;
     await holdLease("a-2", heartbeatIntervalMs);
     const rejoined = await agreedEpoch(group, "a-1,a-2");
     expect(rejoined).toBeGreaterThan(before);
@@ -247,7 +247,7 @@ describe("a membership watch that stalls", () => {
     expect(watchCalls).toHaveLength(1);
 
     const changesAfterStall: Array<{ members: string; epoch: number }> = [];
-    stalled.onChange((snapshot) => changesAfterStall.push({ members: [...snapshot.ring.members].join(","), epoch: snapshot.epoch }));
+    stalled.onChange((snapshot) => changesAfterStall.push({ members: [...snapshot.ring.members].join(","), epoch: snapshot.ringEpoch }));
     const watch = required(firstWatch, "first watch");
     watch.freeze();
     const frozenAtRevision = watch.lastDeliveredRevision;
@@ -273,14 +273,14 @@ describe("a membership watch that stalls", () => {
     expect(warnings.filter((warning) => warning.includes("watching again from revision"))).toHaveLength(1);
     // The bucket kept only the latest renewal of each lease, not the join: the catch-up names the ring by
     // the last revision it read, as a watcher starting then would, never lower than the join's epoch.
-    expect(caughtUp.epoch).toBeGreaterThan(joinEpoch);
-    expect(caughtUp.epoch).toBeLessThanOrEqual(bucketRevisionWhenCaughtUp);
+    expect(caughtUp.ringEpoch).toBeGreaterThan(joinEpoch);
+    expect(caughtUp.ringEpoch).toBeLessThanOrEqual(bucketRevisionWhenCaughtUp);
     // Applied once: one published change, to the ring of that epoch, and none in the renewals since.
     await waitFor("more renewals", async () =>
       ((await real.get(leaseKey("s-2")))?.revision ?? 0) >= bucketRevisionWhenCaughtUp + 5 ? true : undefined,
     );
-    expect(changesAfterStall).toEqual([{ members: "s-1,s-2", epoch: caughtUp.epoch }]);
-    expect(stalled.snapshot.epoch).toBe(caughtUp.epoch);
+    expect(changesAfterStall).toEqual([{ members: "s-1,s-2", epoch: caughtUp.ringEpoch }]);
+    expect(stalled.snapshot.ringEpoch).toBe(caughtUp.ringEpoch);
     expect(members(reference)).toBe("s-1,s-2");
     expect(watchCalls).toHaveLength(2);
   });

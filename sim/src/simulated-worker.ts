@@ -198,7 +198,7 @@ export class SimulatedWorker extends SimulatedProcess {
     if (this.world.ownershipRecheckEnabled && snapshot.ring.ownerOf(key) !== this.id) {
       return this.finishTurn(key, { kind: "refused", reason: "not_owner" });
     }
-    const epoch = snapshot.epoch;
+    const epoch = snapshot.ringEpoch;
     this.hooks.beforeStoreCall(this);
     this.after(this.world.settings.storeCallDelayMs, () => this.callStore(key, pending, epoch));
   }

@@ -372,7 +372,7 @@ class Simulation {
       return { checked: true, convergedAfterMs: undefined, epochs: [], keysAcknowledged: 0, keysTotal, failure };
     }
     const convergedAfterMs = queue.nowMs - healedAtMs;
-    const epochs = [...new Set(this.liveViews().map(({ snapshot }) => snapshot?.epoch ?? 0))].sort((left, right) => left - right);
+    const epochs = [...new Set(this.liveViews().map(({ snapshot }) => snapshot?.ringEpoch ?? 0))].sort((left, right) => left - right);
     this.note(`liveness: every process agrees on the ring ${convergedAfterMs} ms after healing; writing every key`);
     let acknowledgedKeys: ReadonlySet<string> | undefined;
     this.edge.writeEveryKey((keys) => {
@@ -426,9 +426,9 @@ class Simulation {
   private onPublished(watcherId: string, snapshot: MembershipSnapshot): void {
     const { checker, queue, trace } = this.world;
     const members = snapshot.ring.members;
-    checker.onPublish(watcherId, snapshot.epoch, members, queue.nowMs);
-    this.epochsSeen.add(snapshot.epoch);
-    const described = `epoch ${snapshot.epoch} [${members.join(",")}]`;
+    checker.onPublish(watcherId, snapshot.ringEpoch, members, queue.nowMs);
+    this.epochsSeen.add(snapshot.ringEpoch);
+    const described = `epoch ${snapshot.ringEpoch} [${members.join(",")}]`;
     if (this.lastPublished.get(watcherId) === described) return;
     this.lastPublished.set(watcherId, described);
     trace.record(queue.nowMs, `${watcherId}: ring ${described}`);

@@ -44,7 +44,7 @@ export type Moved = { readonly outcome: "moved"; readonly cellId: string; readon
 export type MigrationRefusal = Moving | Moved;
 
 /**
- * The ring epoch a write is made under (MembershipSnapshot.epoch of the writer). Each conversation and
+ * The ring epoch a write is made under (MembershipSnapshot.ringEpoch of the writer). Each conversation and
  * mailbox row keeps the highest epoch it was written with; a write with a lower one changes nothing and
  * answers `fenced`, a write with an equal or higher one succeeds and raises the row's epoch to it.
  */
