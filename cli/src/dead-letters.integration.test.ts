@@ -133,6 +133,11 @@ describe("dead letters", () => {
     expect(await cli(["dead-letters", "redrive", "a", "seven"])).toMatchObject({ status: 2 });
 
     await test.topology.respawn("cellwire-worker-b-1");
+    // Redriven rows get WORKER_RELAY_FAILURES_MAX (3) fresh attempts 100-200 ms apart: wait until cell b
+    // answers (its worker is on its ring) before redriving, or a slow start dead-letters them again.
+    await expect
+      .poll(async () => (await cli(["dead-letters", "list", "--cell", "b", "--json"])).status, { timeout: waitMs, interval: 200 })
+      .toBe(0);
     const redriven = await cli(["dead-letters", "redrive", "a", "--all", "--json"]);
     expect(redriven.status).toBe(0);
     expect(JSON.parse(redriven.stdout)).toEqual({ cellId: "a", redrivenRows: 1 });
