@@ -401,7 +401,13 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
         logger.warn(`subscription ${channelSubject} failed: ${error.message}`);
         return;
       }
+      // A reply after the connection moved to another server goes nowhere: that server never delivered the
+      // request, so the shipped permissions (docs/decisions/0015) refuse its reply subject, and the requester
+      // ended the request at its own reconnect or retries it at its attempt's timeout (requests are
+      // idempotent). It is dropped rather than refused (a "Permissions Violation" per late reply).
+      const serverId = connection.info?.server_id;
       const respond = (reply: unknown): void => {
+        if (connection.info?.server_id !== serverId) return;
         if (!message.respond(encodeJson(reply))) logger.warn(`a request on ${channelSubject} had no reply subject`);
       };
       const parsed = parseJson(textDecoder.decode(message.data));
