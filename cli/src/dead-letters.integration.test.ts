@@ -133,6 +133,10 @@ describe("dead letters", () => {
     expect(await cli(["dead-letters", "redrive", "a", "seven"])).toMatchObject({ status: 2 });
 
     await test.topology.respawn("cellwire-worker-b-1");
+    // bob's device is synced before the redrive, so his joined event reaches it live. (A device that
+    // connects while its first mailbox event is being appended was seen to miss it until the next event:
+    // a race of its own, outside what this test is about; the closing note of this stop names it.)
+    const bob = await device("bob");
     // Redriven rows get WORKER_RELAY_FAILURES_MAX (3) fresh attempts 100-200 ms apart: wait until cell b
     // answers (its worker is on its ring) before redriving, or a slow start dead-letters them again.
     await expect
@@ -141,7 +145,6 @@ describe("dead letters", () => {
     const redriven = await cli(["dead-letters", "redrive", "a", "--all", "--json"]);
     expect(redriven.status).toBe(0);
     expect(JSON.parse(redriven.stdout)).toEqual({ cellId: "a", redrivenRows: 1 });
-    const bob = await device("bob");
     expect(await bob.joined(conversationId)).toMatchObject({ conversationId, addedByUserId: "alice" });
     expect(await listed()).toEqual([]);
   });
