@@ -133,9 +133,9 @@ describe("dead letters", () => {
     expect(await cli(["dead-letters", "redrive", "a", "seven"])).toMatchObject({ status: 2 });
 
     await test.topology.respawn("cellwire-worker-b-1");
-    // bob's device is synced before the redrive, so his joined event reaches it live. (A device that
-    // connects while its first mailbox event is being appended was seen to miss it until the next event:
-    // a race of its own, outside what this test is about; the closing note of this stop names it.)
+    // bob's device is synced before the redrive, so his joined event reaches it live. A device without a
+    // stored cursor starts at its mailbox's head (docs/decisions/0006): connected after the relay it would
+    // start past the event, as it did in 3 runs of 10 when it connected after the redrive.
     const bob = await device("bob");
     // Redriven rows get WORKER_RELAY_FAILURES_MAX (3) fresh attempts 100-200 ms apart: wait until cell b
     // answers (its worker is on its ring) before redriving, or a slow start dead-letters them again.
