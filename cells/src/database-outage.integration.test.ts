@@ -38,6 +38,7 @@ import { cellPoolConfig, defaultPostgresAdminUrl, dropCellDatabase, ensureCellDa
 import { postgresErrorCode } from "./store/errors.ts";
 import { newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
+import { recordingLogger, required } from "../test/worker-test-kit.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -50,12 +51,7 @@ const databaseUnreachableMs = 3000;
 const postgresProbeIntervalMs = 250;
 /** Room for a machine shared with other tests: timers fire late, NATS and Postgres answer late. */
 const slackMs = 3000;
-const warnings: string[] = [];
-const logger = {
-  info: () => undefined,
-  warn: (line: string) => void warnings.push(line),
-  error: (line: string) => void warnings.push(line),
-};
+const { warnings, logger } = recordingLogger();
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
@@ -64,11 +60,6 @@ const workers: RunningWorker[] = [];
 let watcher: MembershipWatcher | undefined;
 let router: RunningRouter | undefined;
 const pools: pg.Pool[] = [];
-
-function required<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not ready`);
-  return value;
-}
 
 function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
   return pollUntil(what, probe, { deadlineMs, intervalMs: 25, detail: () => `worker warnings:\n${warnings.join("\n")}` });

@@ -30,6 +30,7 @@ import { PrivatePostgres } from "../test/private-postgres.harness.ts";
 import { ensureCellDatabase } from "./store/database.ts";
 import { newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
+import { recordingLogger, required } from "../test/worker-test-kit.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -39,23 +40,13 @@ const sendIntervalMs = 20;
 /** The send after which Postgres crashes: a second of sends before it, the rest during and after. */
 const crashAfterSends = 50;
 const outageMs = 2000;
-const warnings: string[] = [];
-const logger = {
-  info: () => undefined,
-  warn: (line: string) => void warnings.push(line),
-  error: (line: string) => void warnings.push(line),
-};
+const { warnings, logger } = recordingLogger();
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
 let postgres: PrivatePostgres | undefined;
 let worker: RunningWorker | undefined;
 let router: RunningRouter | undefined;
-
-function required<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not ready`);
-  return value;
-}
 
 function directoryAnswer(request: DirectoryRequest): DirectoryReply {
   if (request.type === "directory.resolveUser") {

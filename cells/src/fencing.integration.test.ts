@@ -58,6 +58,7 @@ import type { AppendMessageInput, AppendMessageResult } from "./store/store.ts";
 import type { SendCommitter } from "./send-committer.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { pollUntil } from "@cellwire/testkit";
+import { recordingLogger, required } from "../test/worker-test-kit.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -66,12 +67,7 @@ const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url));
 const workerMain = fileURLToPath(new URL("./main.ts", import.meta.url));
 /** Lines of the worker process's output kept for the failure message. */
 const childOutputLinesMax = 200;
-const warnings: string[] = [];
-const logger = {
-  info: () => undefined,
-  warn: (line: string) => void warnings.push(line),
-  error: (line: string) => void warnings.push(line),
-};
+const { warnings, logger } = recordingLogger();
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
@@ -85,11 +81,6 @@ let childExited: Promise<void> | undefined;
 const childOutput: string[] = [];
 let inProcessWorker: RunningWorker | undefined;
 let router: RunningRouter | undefined;
-
-function required<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not ready`);
-  return value;
-}
 
 /** Polls a condition until it holds or the deadline passes (no fixed sleeps). */
 function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {

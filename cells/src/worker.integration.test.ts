@@ -44,6 +44,7 @@ import { databaseUrl, defaultPostgresAdminUrl, dropCellDatabase } from "./store/
 import { joinedEvent, labelOf, newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { pollUntil } from "@cellwire/testkit";
+import { recordingLogger, required } from "../test/worker-test-kit.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 /** A namespace with no directory at all. */
@@ -53,12 +54,7 @@ type CellId = (typeof cellIds)[number];
 const natsServers = ["127.0.0.1:4222"];
 const leaseMs = 2000;
 const deadlineMs = 15_000;
-const warnings: string[] = [];
-const logger = {
-  info: () => undefined,
-  warn: (line: string) => void warnings.push(line),
-  error: (line: string) => void warnings.push(line),
-};
+const { warnings, logger } = recordingLogger();
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;
@@ -101,11 +97,6 @@ function config(cellId: CellId, workerId: string): WorkerConfig {
     homeCellCacheUsersMax: 100,
     homeCellCacheTtlMs: 60_000,
   };
-}
-
-function required<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not ready`);
-  return value;
 }
 
 /** A fresh user homed in `cellId`, so every test starts from empty mailboxes. */

@@ -1,0 +1,24 @@
+// What the cells' integration tests that start workers by hand share: a logger that keeps the warnings and
+// errors for the test to read, and the check that a value set up in beforeAll is there.
+
+/** A worker logger that drops info and keeps every warning and error in `warnings`, in order. */
+export function recordingLogger(): {
+  readonly warnings: string[];
+  readonly logger: { info: () => undefined; warn: (line: string) => void; error: (line: string) => void };
+} {
+  const warnings: string[] = [];
+  return {
+    warnings,
+    logger: {
+      info: () => undefined,
+      warn: (line: string) => void warnings.push(line),
+      error: (line: string) => void warnings.push(line),
+    },
+  };
+}
+
+/** `value`, or a failure naming `what` when the setup did not make it. */
+export function required<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new Error(`${what} is not ready`);
+  return value;
+}
