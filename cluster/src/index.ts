@@ -23,4 +23,7 @@ export * from "./directory-client.ts";
 export * from "./directory-changes.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";
+export * from "./service-metrics.ts";
+export * from "./health.ts";
+export * from "./admin-listener.ts";
 export * from "./nats-access.ts";
