@@ -1,0 +1,29 @@
+import { Counter, Histogram, Registry } from "prom-client";
+import { describe, expect, it } from "vitest";
+import { parsePrometheusText } from "./prometheus-text.ts";
+
+describe("parsePrometheusText", () => {
+  it("reads what prom-client writes: counters with labels, histograms, escaped label values", async () => {
+    const registry = new Registry();
+    const frames = new Counter({ name: "x_frames_total", help: "h", labelNames: ["type"], registers: [registry] });
+    frames.labels("send").inc(3);
+    frames.labels('we"ird\\').inc();
+    const latency = new Histogram({ name: "x_seconds", help: "h", buckets: [0.1, 1], registers: [registry] });
+    latency.observe(0.5);
+    const scrape = parsePrometheusText(await registry.metrics());
+    expect(scrape.types.get("x_frames_total")).toBe("counter");
+    expect(scrape.types.get("x_seconds")).toBe("histogram");
+    expect(scrape.sum("x_frames_total", { type: "send" })).toBe(3);
+    expect(scrape.sum("x_frames_total", { type: 'we"ird\\' })).toBe(1);
+    expect(scrape.sum("x_seconds_bucket", { le: "1" })).toBe(1);
+    expect(scrape.sum("x_seconds_bucket", { le: "+Inf" })).toBe(1);
+    expect(scrape.sum("x_seconds_count")).toBe(1);
+  });
+
+  it("refuses what a scraper would refuse", () => {
+    expect(() => parsePrometheusText("x_total{type=send} 1")).toThrow(/bad label/);
+    expect(() => parsePrometheusText("x-total 1")).toThrow(/bad metric name/);
+    expect(() => parsePrometheusText("x_total one")).toThrow(/not a number/);
+    expect(() => parsePrometheusText("# TYPE x_total counterish")).toThrow(/bad TYPE/);
+  });
+});
