@@ -14,6 +14,7 @@ describe("loadWorkerConfig", () => {
         natsAccess: { service: "worker", inboxPrefix: "_INBOX.worker" },
         cellId: "a",
         workerId: "a-1",
+        logLevel: "info",
         postgresAdminUrl: "postgres://postgres@127.0.0.1:5432/postgres",
         leaseMs: 1500,
         directConversationKey: devDirectConversationKey,
@@ -68,6 +69,12 @@ describe("loadWorkerConfig", () => {
     });
   });
 
+  it("refuses a WORKER_LOG_LEVEL that is not one of pino's levels", () => {
+    expect(() => loadWorkerConfig({ ...minimal, WORKER_LOG_LEVEL: "verbose" })).toThrow(
+      /^WORKER_LOG_LEVEL="verbose" must be one of trace, debug, info/,
+    );
+  });
+
   it("reads every variable and reports unknown WORKER_ ones", () => {
     const { config, unknownVariables } = loadWorkerConfig({
       ...minimal,
@@ -76,6 +83,7 @@ describe("loadWorkerConfig", () => {
       CELLWIRE_SOMETHING_ELSE: "belongs to another service",
       CELLWIRE_DIRECT_CONVERSATION_KEY: "this deployment's own secret, 32 characters or more",
       WORKER_POSTGRES_ADMIN_URL: "postgresql://admin:secret@db:5433/postgres",
+      WORKER_LOG_LEVEL: "warn",
       WORKER_LEASE_MS: "5000",
       WORKER_HEARTBEAT_INTERVAL_MS: "2000",
       WORKER_KV_REPLICAS: "3",
@@ -126,6 +134,7 @@ describe("loadWorkerConfig", () => {
     });
     expect(config).toMatchObject({
       namespace: "staging",
+      logLevel: "warn",
       natsServers: ["n1:4222", "n2:4222"],
       postgresAdminUrl: "postgresql://admin:secret@db:5433/postgres",
       leaseMs: 5000,

@@ -5,8 +5,11 @@ import {
   devDirectConversationKey,
   directConversationKeyLengthMin,
   EnvironmentReader,
+  logLevelDefault,
+  logLevels,
   readNatsAccess,
   type Environment,
+  type LogLevel,
   type NatsAccess,
 } from "@cellwire/cluster";
 import { cellIdPattern, namespacePattern, workerIdPattern } from "@cellwire/protocol";
@@ -22,6 +25,8 @@ export type WorkerConfig = {
   readonly cellId: string;
   /** Unique within the cell, e.g. "a-1"; names the worker's lease and subject. */
   readonly workerId: string;
+  /** WORKER_LOG_LEVEL: the least severe level written (docs/decisions/0033); absent: info. */
+  readonly logLevel?: LogLevel;
   /** A server URL with rights to create databases; the cell database's URL is derived from it. */
   readonly postgresAdminUrl: string;
   /** Other processes consider the worker gone this long after its last lease renewal. */
@@ -205,6 +210,7 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     natsAccess: readNatsAccess(reader, "worker"),
     cellId: required("WORKER_CELL_ID", cellIdPattern, "a"),
     workerId: required("WORKER_ID", workerIdPattern, "a-1"),
+    logLevel: reader.oneOf("WORKER_LOG_LEVEL", logLevelDefault, logLevels),
     postgresAdminUrl: postgresUrl(reader.string("WORKER_POSTGRES_ADMIN_URL", defaultPostgresAdminUrl)),
     leaseMs: reader.integer("WORKER_LEASE_MS", 1500, 100, 600_000),
     directConversationKey: directConversationKey(reader),

@@ -6,13 +6,13 @@ import { startWorker } from "./worker.ts";
 
 // Named before the config is read, so a bad config is still reported under a recognisable name.
 let processName = `cellwire-worker-${process.env["WORKER_ID"] ?? "unknown"}`;
-let logger = createLogger(processName);
+let logger = createLogger({ service: "worker", processName });
 
 try {
   const { config, unknownVariables } = loadWorkerConfig(process.env);
   processName = `cellwire-worker-${config.workerId}`;
   process.title = processName;
-  logger = createLogger(processName);
+  logger = createLogger({ service: "worker", processName, ...(config.logLevel === undefined ? {} : { level: config.logLevel }) });
   if (unknownVariables.length > 0) logger.warn(`unknown variables ignored: ${unknownVariables.join(", ")}`);
   const worker = await startWorker(config, logger);
   onShutdown(worker.stop, logger);

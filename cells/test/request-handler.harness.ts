@@ -3,7 +3,7 @@
 // published messages, mailbox deliveries, member changes) recorded for the tests to read.
 import { expect } from "vitest";
 import type { CellReply, CellRequest, CellSendBatch, CellSendBatchReplies, Delivery } from "@cellwire/protocol";
-import { devDirectConversationKey } from "@cellwire/cluster";
+import { devDirectConversationKey, type ServiceLogger } from "@cellwire/cluster";
 import { KeyedSerialQueue } from "../src/keyed-serial-queue.ts";
 import type { StoredMessage } from "../src/message-publisher.ts";
 import { CellRequestHandler, type MigrationDependencies } from "../src/request-handler.ts";
@@ -14,7 +14,8 @@ import type { ConversationStore, OutboxEntry } from "../src/store/store.ts";
 
 export const silentLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
-type TestLogger = typeof silentLogger | { info: () => undefined; warn: (line: string) => void; error: (line: string) => void };
+/** What the committer and the handler log through (a worker's ServiceLogger, or a silent or recording one). */
+type TestLogger = Pick<ServiceLogger, "info" | "warn" | "error">;
 
 /** Limits that never refuse a test's sends unless the test asks for it. */
 export const testSendLimits: SendCommitterLimits = { batchSendsMax: 100, pendingSendsMax: 1000, queueWaitMsMax: 60_000 };

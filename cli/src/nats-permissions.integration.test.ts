@@ -16,12 +16,19 @@ import {
   Secret,
   type NatsAccess,
   type NatsService,
+  type ServiceLogger,
 } from "@cellwire/cluster";
 import { deliveriesSubject, workerRequestSubject, workerSubject, type WorkerLease } from "@cellwire/protocol";
 import { startPrivateNatsServer, type PrivateNatsServer } from "./private-nats-server.ts";
 import { uniqueNamespace } from "./test-topology.ts";
 
-const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const logger: ServiceLogger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  child: () => logger,
+};
 const systemClock = { monotonicNowMs: () => performance.now(), wallNowMs: () => Date.now() };
 const namespace = uniqueNamespace("perm");
 const cellId = "a";

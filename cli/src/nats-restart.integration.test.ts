@@ -4,7 +4,7 @@
 // the edge, which stays up: the sends made during the outage wait, and are acked once NATS is back. The
 // largest gap between two acks is at most the outage plus 1 s, and the history checker finds nothing.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
-import { connectNats, requestJson } from "@cellwire/cluster";
+import { connectNats, requestJson, type ServiceLogger } from "@cellwire/cluster";
 import { cellReply } from "@cellwire/protocol";
 import { RecordedRun } from "../test/recorded-run.ts";
 import { startPrivateNatsServer, type PrivateNatsServer } from "./private-nats-server.ts";
@@ -119,7 +119,13 @@ it("acks every paced send across a ~2 s NATS restart, with no gap between acks l
 
 it("ends the requests NATS lost at once: those waiting when it drops, and once it is back those made while it was down", async () => {
   const server = await startPrivateNatsServer();
-  const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+  const logger: ServiceLogger = {
+    debug: () => undefined,
+    info: () => undefined,
+    warn: () => undefined,
+    error: () => undefined,
+    child: () => logger,
+  };
   const connection = await connectNats([server.clientUrl], "nats-restart-test", logger, server.users.access("admin"));
   const timeoutMs = 20_000;
   const request = (): Promise<string> =>

@@ -20,13 +20,20 @@ import { decodeMessage, encodeJson } from "./nats-json.ts";
 import { Ring } from "./ring.ts";
 import { startRouter } from "./start-router.ts";
 import { connectNats } from "./service-runtime.ts";
+import type { ServiceLogger } from "./service-logger.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const cellId = "a";
 const leaseMs = 600;
 const requestTimeoutMs = 8000;
-const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const logger: ServiceLogger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  child: () => logger,
+};
 const cleanups: (() => Promise<void> | void)[] = [];
 
 afterAll(async () => {

@@ -9,8 +9,15 @@ import { subscribeDirectoryChanges } from "./directory-changes.ts";
 import { encodeJson } from "./nats-json.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
 import { connectNats } from "./service-runtime.ts";
+import type { ServiceLogger } from "./service-logger.ts";
 
-const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const logger: ServiceLogger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  child: () => logger,
+};
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 // The directory's access publishes the changes; an edge's may only read them.
 const publisher = await connectNats(["127.0.0.1:4222"], "directory-changes-test", logger, anonymousNatsAccess("directory"));

@@ -23,6 +23,8 @@ export * from "./directory-client.ts";
 export * from "./directory-changes.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";
+export * from "./service-logger.ts";
+export { logRateLimitsDefault, type LogRateLimits } from "./log-rate-limiter.ts";
 export * from "./service-metrics.ts";
 export * from "./health.ts";
 export * from "./admin-listener.ts";

@@ -15,6 +15,7 @@ import {
 } from "./membership.ts";
 import { encodeJson } from "./nats-json.ts";
 import { connectNats } from "./service-runtime.ts";
+import type { ServiceLogger } from "./service-logger.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
 import { pollUntil } from "@cellwire/testkit";
 
@@ -27,7 +28,13 @@ const heartbeatIntervalMs = 100;
 /** A heartbeat that never comes within the test: the holder writes its lease once and then goes quiet. */
 const silentHeartbeatIntervalMs = 3_600_000;
 const deadlineMs = 10_000;
-const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const logger: ServiceLogger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  child: () => logger,
+};
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;

@@ -5,9 +5,16 @@ import { randomBytes } from "node:crypto";
 import { afterAll, expect, it } from "vitest";
 import { RequestMux } from "./request-mux.ts";
 import { connectNats } from "./service-runtime.ts";
+import type { ServiceLogger } from "./service-logger.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
 
-const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const logger: ServiceLogger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  child: () => logger,
+};
 const prefix = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const connection = await connectNats(["127.0.0.1:4222"], "request-mux-test", logger, anonymousNatsAccess("edge"));
 afterAll(async () => {

@@ -1,28 +1,8 @@
-// What every Cellwire process does alike: its title, its log lines, connecting to NATS, telling a parent
-// launcher it is ready, and stopping cleanly on SIGTERM or SIGINT.
+// What every Cellwire process does alike: connecting to NATS, telling a parent launcher it is ready, and
+// stopping cleanly on SIGTERM or SIGINT. Its log is service-logger.ts.
 import { connect, PermissionViolationError, type NatsConnection } from "@nats-io/transport-node";
-import type { LogFields, Logger } from "./membership.ts";
 import { natsConnectOptions, type NatsAccess } from "./nats-access.ts";
-
-export type ServiceLogger = Logger & { readonly error: (message: string, fields?: LogFields) => void };
-
-export function createLogger(processName: string): ServiceLogger {
-  const line = (level: string, message: string, fields: LogFields | undefined): string => {
-    const context =
-      fields === undefined
-        ? ""
-        : Object.entries(fields)
-            .filter(([, value]) => value !== undefined)
-            .map(([name, value]) => ` ${name}=${String(value)}`)
-            .join("");
-    return `${new Date().toISOString()} ${processName} ${level} ${message}${context}\n`;
-  };
-  return {
-    info: (message, fields) => void process.stdout.write(line("info", message, fields)),
-    warn: (message, fields) => void process.stderr.write(line("warn", message, fields)),
-    error: (message, fields) => void process.stderr.write(line("error", message, fields)),
-  };
-}
+import type { ServiceLogger } from "./service-logger.ts";
 
 /** Messages a service sends to the launcher that forked it (over the IPC channel, when there is one). */
 export type LauncherMessage =

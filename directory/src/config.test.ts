@@ -9,6 +9,7 @@ describe("loadDirectoryConfig", () => {
       namespace: "cellwire",
       natsServers: ["127.0.0.1:4222"],
       natsAccess: { service: "directory", inboxPrefix: "_INBOX.directory" },
+      logLevel: "info",
       redisUrl: "redis://127.0.0.1:6379",
       requestsInFlightMax: directoryConfigDefaults.requestsInFlightMax,
       redisCommandTimeoutMs: directoryConfigDefaults.redisCommandTimeoutMs,
@@ -22,6 +23,7 @@ describe("loadDirectoryConfig", () => {
     const { config } = loadDirectoryConfig({
       CELLWIRE_NAMESPACE: "t_one",
       CELLWIRE_NATS_SERVERS: "127.0.0.1:4222, 127.0.0.1:4223,",
+      DIRECTORY_LOG_LEVEL: "error",
       DIRECTORY_REDIS_URL: "redis://:secret@10.0.0.5:6380/2",
       DIRECTORY_REQUESTS_IN_FLIGHT_MAX: "8",
       DIRECTORY_REDIS_COMMAND_TIMEOUT_MS: "750",
@@ -41,12 +43,19 @@ describe("loadDirectoryConfig", () => {
         tls: { caFile: "/etc/cellwire/nats-ca.pem" },
         inboxPrefix: "_INBOX.directory",
       },
+      logLevel: "error",
       redisUrl: "redis://:secret@10.0.0.5:6380/2",
       requestsInFlightMax: 8,
       redisCommandTimeoutMs: 750,
       redisReplicaAcksMin: 1,
       redisReplicaWaitMs: 250,
     });
+  });
+
+  it("refuses a DIRECTORY_LOG_LEVEL that is not one of pino's levels", () => {
+    expect(() => loadDirectoryConfig({ DIRECTORY_LOG_LEVEL: "INFO" })).toThrow(
+      /^DIRECTORY_LOG_LEVEL="INFO" must be one of trace, debug, info/,
+    );
   });
 
   it("takes a CA file for Redis over TLS, and only with a rediss:// URL", () => {

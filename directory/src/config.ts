@@ -1,7 +1,16 @@
 // The directory's typed config, built from an environment record by a pure function. Only main.ts passes
 // process.env in; tests and the launcher build the record themselves.
 import { namespacePattern } from "@cellwire/protocol";
-import { ConfigError, EnvironmentReader, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
+import {
+  ConfigError,
+  EnvironmentReader,
+  logLevelDefault,
+  logLevels,
+  readNatsAccess,
+  type Environment,
+  type LogLevel,
+  type NatsAccess,
+} from "@cellwire/cluster";
 
 export type DirectoryConfig = {
   /** Prefixes the NATS subject and every Redis key (CELLWIRE_NAMESPACE). */
@@ -10,6 +19,8 @@ export type DirectoryConfig = {
   readonly natsServers: readonly string[];
   /** The directory's NATS user, password and TLS (CELLWIRE_NATS_*, docs/decisions/0015); absent: anonymous. */
   readonly natsAccess?: NatsAccess;
+  /** DIRECTORY_LOG_LEVEL: the least severe level written (docs/decisions/0033); absent: info. */
+  readonly logLevel?: LogLevel;
   /** Where the directory's data lives (DIRECTORY_REDIS_URL; `rediss://` for TLS). */
   readonly redisUrl: string;
   /**
@@ -57,6 +68,7 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
   const namespace = reader.string("CELLWIRE_NAMESPACE", directoryConfigDefaults.namespace, namespacePattern);
   const natsServers = parseNatsServers(reader.string("CELLWIRE_NATS_SERVERS", directoryConfigDefaults.natsServers));
   const natsAccess = readNatsAccess(reader, "directory");
+  const logLevel = reader.oneOf("DIRECTORY_LOG_LEVEL", logLevelDefault, logLevels);
   const redisUrl = reader.string("DIRECTORY_REDIS_URL", directoryConfigDefaults.redisUrl, redisUrlPattern);
   const requestsInFlightMax = reader.integer("DIRECTORY_REQUESTS_IN_FLIGHT_MAX", directoryConfigDefaults.requestsInFlightMax, 1, 100_000);
   const redisCommandTimeoutMs = reader.integer(
@@ -76,6 +88,7 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
       namespace,
       natsServers,
       natsAccess,
+      logLevel,
       redisUrl,
       ...(redisTlsCaFile === undefined ? {} : { redisTlsCaFile }),
       requestsInFlightMax,

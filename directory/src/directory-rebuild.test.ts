@@ -64,7 +64,7 @@ function setup(holdings: Record<string, CellHoldings>, options: { readonly silen
       const rows = (holdings[cellId]?.[kind] ?? []).filter((key) => key.id > afterId);
       return { type: "cell.inventoryPage", cellId, weight: 2, kind, keys: rows.slice(0, limit), done: rows.length <= limit };
     },
-    logger: { info: (line) => logs.push(line), warn: (line) => logs.push(line), error: (line) => logs.push(line) },
+    logger: { info: (line) => logs.push(line), warn: (line) => logs.push(line) },
     uniqueId: () => `id-${++ids}`,
     sleep: async () => {},
     limits: { ...rebuildLimitsDefault, pageKeysMax: options.pageKeysMax ?? rebuildLimitsDefault.pageKeysMax },

@@ -41,7 +41,7 @@ export type RebuildDependencies = {
   readonly listCellIds: () => Promise<string[]>;
   /** One cell.inventory page from any worker of `cellId`; throws when no worker answers. */
   readonly inventoryPage: (cellId: string, kind: DirectoryEntryKind, afterId: string, limit: number) => Promise<CellInventoryAnswer>;
-  readonly logger: ServiceLogger;
+  readonly logger: Pick<ServiceLogger, "info" | "warn">;
   /** A token unique to this attempt (the lock's value) and a generation id for the marker. */
   readonly uniqueId: () => string;
   readonly sleep: (ms: number) => Promise<void>;

@@ -40,11 +40,14 @@ const recoveryDeadlineMs = 20_000;
 type LogLine = { level: "info" | "warn" | "error"; message: string };
 
 function collectingLogger(lines: LogLine[]): ServiceLogger {
-  return {
+  const logger: ServiceLogger = {
+    debug: () => undefined,
     info: (message) => void lines.push({ level: "info", message }),
     warn: (message) => void lines.push({ level: "warn", message }),
     error: (message) => void lines.push({ level: "error", message }),
+    child: () => logger,
   };
+  return logger;
 }
 
 function uniqueNamespace(): string {

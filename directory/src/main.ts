@@ -4,10 +4,16 @@ import { loadDirectoryConfig } from "./config.ts";
 import { directoryProcessName, startDirectory } from "./directory-service.ts";
 
 process.title = directoryProcessName;
-const logger = createLogger(directoryProcessName);
+// At info until the config names the level, so a bad config is still reported.
+let logger = createLogger({ service: "directory", processName: directoryProcessName });
 
 try {
   const { config, warnings } = loadDirectoryConfig(process.env);
+  logger = createLogger({
+    service: "directory",
+    processName: directoryProcessName,
+    ...(config.logLevel === undefined ? {} : { level: config.logLevel }),
+  });
   for (const warning of warnings) logger.warn(warning);
   const directory = await startDirectory(config, logger);
   onShutdown(directory.stop, logger);

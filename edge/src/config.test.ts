@@ -36,6 +36,7 @@ describe("loadEdgeConfig", () => {
       natsServers: ["127.0.0.1:4222"],
       natsAccess: { service: "edge", inboxPrefix: "_INBOX.edge" },
       edgeId: "1",
+      logLevel: "info",
       host: "127.0.0.1",
       port: 8080,
       auth: {
@@ -116,6 +117,14 @@ describe("loadEdgeConfig", () => {
       presenceAccessTtlMs: 60_000,
       directConversationKey: deploymentKey,
     });
+  });
+
+  it("reads EDGE_LOG_LEVEL, one of pino's levels, and refuses any other", () => {
+    expect(loadEdgeConfig({ ...devMode, EDGE_LOG_LEVEL: "debug" }).config.logLevel).toBe("debug");
+    expect(loadEdgeConfig({ ...devMode, EDGE_LOG_LEVEL: "silent" }).config.logLevel).toBe("silent");
+    expect(configError({ ...devMode, EDGE_LOG_LEVEL: "verbose" }).message).toMatch(
+      /^EDGE_LOG_LEVEL="verbose" must be one of trace, debug, info/,
+    );
   });
 
   it("reads the drain window and its grace period, 0 included", () => {

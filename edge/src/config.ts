@@ -5,8 +5,11 @@ import {
   ConfigError,
   devDirectConversationKey,
   directConversationKeyLengthMin,
+  logLevelDefault,
+  logLevels,
   readNatsAccess,
   type Environment,
+  type LogLevel,
   type NatsAccess,
 } from "@cellwire/cluster";
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
@@ -69,6 +72,8 @@ export type EdgeConfig = {
   /** The edge's NATS user, password and TLS (CELLWIRE_NATS_*, docs/decisions/0015); absent: anonymous. */
   readonly natsAccess?: NatsAccess;
   readonly edgeId: string;
+  /** EDGE_LOG_LEVEL: the least severe level written (docs/decisions/0033). */
+  readonly logLevel: LogLevel;
   readonly host: string;
   /** 0 picks a free port (tests); the chosen one is reported to the launcher. */
   readonly port: number;
@@ -280,6 +285,7 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
       .filter((server) => server !== ""),
     natsAccess: readNatsAccess(reader, "edge"),
     edgeId: reader.string("EDGE_ID", "1", /^[a-z0-9][a-z0-9-]{0,31}$/),
+    logLevel: reader.oneOf("EDGE_LOG_LEVEL", logLevelDefault, logLevels),
     host: reader.string("EDGE_HOST", "127.0.0.1"),
     port: reader.integer("EDGE_PORT", 8080, 0, 65535),
     auth,

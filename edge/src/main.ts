@@ -4,9 +4,11 @@ import { startEdge } from "./edge.ts";
 
 const processName = `cellwire-edge-${process.env["EDGE_ID"] ?? "1"}`;
 process.title = processName;
-const logger = createLogger(processName);
+// At info until the config names the level, so a bad config is still reported.
+let logger = createLogger({ service: "edge", processName });
 try {
   const { config, unknownVariables, warnings } = loadEdgeConfig(process.env);
+  logger = createLogger({ service: "edge", processName, level: config.logLevel });
   if (unknownVariables.length > 0) logger.warn(`unknown settings ignored: ${unknownVariables.join(", ")}`);
   for (const warning of warnings) logger.warn(warning);
   const edge = await startEdge(config, logger);

@@ -8,6 +8,7 @@ import {
   ConcurrencyLimiter,
   devDirectConversationKey,
   routerDefaults,
+  type LogFields,
   type ServiceLogger,
   type EntryResult,
   type DirectoryCache,
@@ -526,11 +527,23 @@ export class FakePresence implements PresenceSource {
   }
 }
 
+export type RecordedLine = { readonly level: "debug" | "info" | "warn" | "error"; readonly message: string; readonly fields?: LogFields };
+
+/** Keeps every line; a child writes into the same lines, with its bound fields (a traceId) merged into each. */
 export class RecordingLogger implements ServiceLogger {
-  readonly lines: { readonly level: "info" | "warn" | "error"; readonly message: string }[] = [];
-  readonly info = (message: string): void => void this.lines.push({ level: "info", message });
-  readonly warn = (message: string): void => void this.lines.push({ level: "warn", message });
-  readonly error = (message: string): void => void this.lines.push({ level: "error", message });
+  constructor(
+    readonly lines: RecordedLine[] = [],
+    private readonly bound: LogFields | undefined = undefined,
+  ) {}
+  private record(level: RecordedLine["level"], message: string, fields: LogFields | undefined): void {
+    const merged = this.bound === undefined ? fields : { ...this.bound, ...fields };
+    this.lines.push(merged === undefined ? { level, message } : { level, message, fields: merged });
+  }
+  readonly debug = (message: string, fields?: LogFields): void => this.record("debug", message, fields);
+  readonly info = (message: string, fields?: LogFields): void => this.record("info", message, fields);
+  readonly warn = (message: string, fields?: LogFields): void => this.record("warn", message, fields);
+  readonly error = (message: string, fields?: LogFields): void => this.record("error", message, fields);
+  readonly child = (fields: LogFields): RecordingLogger => new RecordingLogger(this.lines, { ...this.bound, ...fields });
 }
 
 export const defaultTestLimits: EdgeLimits = {
