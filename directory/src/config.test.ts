@@ -58,6 +58,13 @@ describe("loadDirectoryConfig", () => {
     );
   });
 
+  it("refuses a DIRECTORY_REDIS_URL that is not a Redis URL without quoting its password (the message is logged)", () => {
+    const refusal = (): unknown => loadDirectoryConfig({ DIRECTORY_REDIS_URL: "http://:hunter2@10.0.0.5:6380" });
+    expect(refusal).toThrow(ConfigError);
+    expect(refusal).toThrow(/^DIRECTORY_REDIS_URL="http:\/\/:\*\*\*@10\.0\.0\.5:6380\/?" must match/);
+    expect(refusal).not.toThrow(/hunter2/);
+  });
+
   it("takes a CA file for Redis over TLS, and only with a rediss:// URL", () => {
     const { config, warnings } = loadDirectoryConfig({
       DIRECTORY_REDIS_URL: "rediss://redis.internal:6380",

@@ -69,7 +69,10 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
   const natsServers = parseNatsServers(reader.string("CELLWIRE_NATS_SERVERS", directoryConfigDefaults.natsServers));
   const natsAccess = readNatsAccess(reader, "directory");
   const logLevel = reader.oneOf("DIRECTORY_LOG_LEVEL", logLevelDefault, logLevels);
-  const redisUrl = reader.string("DIRECTORY_REDIS_URL", directoryConfigDefaults.redisUrl, redisUrlPattern);
+  const redisUrl = reader.string("DIRECTORY_REDIS_URL", directoryConfigDefaults.redisUrl);
+  // Not echoed as given: a URL may carry Redis's password, and this message is logged.
+  if (!redisUrlPattern.test(redisUrl))
+    throw new ConfigError(`DIRECTORY_REDIS_URL=${JSON.stringify(redactRedisUrl(redisUrl))} must match ${redisUrlPattern.source}`);
   const requestsInFlightMax = reader.integer("DIRECTORY_REQUESTS_IN_FLIGHT_MAX", directoryConfigDefaults.requestsInFlightMax, 1, 100_000);
   const redisCommandTimeoutMs = reader.integer(
     "DIRECTORY_REDIS_COMMAND_TIMEOUT_MS",
