@@ -5,13 +5,15 @@
 // password goes to a file only the user can read, for the operator commands it prints. With
 // --nats-cluster (or CELLWIRE_NATS_CLUSTER_NODES) that NATS is a JetStream cluster on loopback instead,
 // every process given every node's URL and the membership buckets replicated three times, so one node
-// can be killed under traffic (docs/decisions/0030).
+// can be killed under traffic (docs/decisions/0030). The processes' JSON log lines are shown pretty printed,
+// one line each.
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, EnvironmentReader, natsConnectOptions, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
 import { namespacePattern } from "@cellwire/protocol";
 import { buildWebPage } from "@cellwire/web";
+import { createLogLinePrinter } from "./log-line-printer.ts";
 import { servicesToCheck, unreachableServices } from "./preflight.ts";
 import { connect } from "@nats-io/transport-node";
 import { startNatsCluster, type NatsNode } from "./nats-cluster.ts";
@@ -195,6 +197,8 @@ export async function runUp(environment: Environment, flags: UpFlags = { natsClu
     `starting the directory, cells ${config.cells.map((cell) => cell.cellId).join(" and ")} and ${config.edgePorts.length} edges…\n`,
   );
   let stopping = false;
+  // The services log JSON (docs/decisions/0033); a person at this terminal reads them pretty printed.
+  const printLogLine = createLogLinePrinter({ colorize: process.stdout.isTTY });
   const topology = await startTopology({
     namespace: config.namespace,
     natsServers,
@@ -208,7 +212,7 @@ export async function runUp(environment: Environment, flags: UpFlags = { natsClu
     edgePorts: config.edgePorts,
     edgeHost: config.edgeHost,
     webDirectory,
-    onOutput: (processName, line) => process.stdout.write(`[${processName}] ${line}\n`),
+    onOutput: (processName, line) => process.stdout.write(`[${processName}] ${printLogLine(line)}\n`),
     onUnexpectedExit: (processName, code) => {
       if (!stopping) process.stderr.write(`cellwire: ${processName} exited unexpectedly (status ${String(code)})\n`);
     },
