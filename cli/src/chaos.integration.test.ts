@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { isWarningOrError } from "../test/log-lines.ts";
 
 const messagesTotal = 1000;
 const workerKilledAfterAcks = 250;
@@ -35,12 +36,7 @@ afterAll(async () => {
 
 it("loses, doubles and reorders nothing across a worker kill, an edge kill and an offline device", async () => {
   onTestFailed(() => {
-    process.stdout.write(
-      `${test.output
-        .filter((line) => / (warn|error) /.test(line))
-        .slice(-80)
-        .join("\n")}\n`,
-    );
+    process.stdout.write(`${test.output.filter(isWarningOrError).slice(-80).join("\n")}\n`);
   });
   const alicePhone = await run.openDevice("alice", "phone", edgeUrls(0));
   const aliceLaptop = await run.openDevice("alice", "laptop", edgeUrls(1));

@@ -10,6 +10,7 @@ import { DirectoryClient } from "@cellwire/cluster";
 import { RedisDirectory } from "@cellwire/directory";
 import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { isWarningOrError } from "../test/log-lines.ts";
 
 /** Users and the cells they are put in; eight, so a second placement by chance matches for 1 run in 256. */
 const homes: readonly (readonly [userId: string, cellId: string])[] = [
@@ -92,7 +93,7 @@ it("rebuilds the directory from the cells after its keys are deleted under traff
   onTestFailed(() => {
     process.stdout.write(
       `${(test?.output ?? [])
-        .filter((line) => / (warn|error) |rebuil/.test(line))
+        .filter((line) => isWarningOrError(line) || line.includes("rebuil"))
         .slice(-80)
         .join("\n")}\n`,
     );

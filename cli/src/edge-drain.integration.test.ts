@@ -6,6 +6,7 @@ import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { closeCodes } from "@cellwire/protocol";
 import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { parseLogLine } from "../test/log-lines.ts";
 
 const drainMs = 2000;
 const drainGraceMs = 3000;
@@ -64,7 +65,7 @@ it("restarts both edges in turn under traffic: closes spread over the drain wind
   onTestFailed(() => {
     process.stdout.write(
       `${test.output
-        .filter((line) => / (warn|error|info) /.test(line) && line.includes("edge"))
+        .filter((line) => parseLogLine(line)?.processName.startsWith("cellwire-edge") === true)
         .slice(-80)
         .join("\n")}\n`,
     );

@@ -13,6 +13,7 @@ import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { runCli } from "../test/run-cli.ts";
 import { percentile } from "./statistics.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { isWarningOrError } from "../test/log-lines.ts";
 
 const userCount = 100;
 const groupCount = 5;
@@ -138,7 +139,7 @@ async function chatUntil(
 /** On failure: the topology's last warnings and errors, then its last lines. */
 function printOutput(): void {
   const output = topology().output;
-  const problems = output.filter((line) => / (warn|error) /.test(line));
+  const problems = output.filter(isWarningOrError);
   // Relay retries repeat by the hundred: the first of the other problems say more.
   const others = problems.filter((line) => !line.includes(" not reached, retried later"));
   console.log(`${others.slice(0, 60).join("\n")}\n---\n${problems.slice(-20).join("\n")}\n---\n${output.slice(-20).join("\n")}`);

@@ -11,6 +11,7 @@ import { membershipBucket } from "@cellwire/protocol";
 import { connectionNames, startNatsCluster, streamPlacement, type NatsCluster } from "../test/nats-cluster.ts";
 import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { isWarningOrError } from "../test/log-lines.ts";
 
 /** Enough that the sends after the kill outlast the election of the bucket's new stream leader. */
 const messagesTotal = 1000;
@@ -143,12 +144,7 @@ afterAll(async () => {
 it("loses, doubles and reorders nothing when one node of a 3-node NATS cluster is SIGKILLed under traffic", async () => {
   const { cluster: natsCluster, test: topology } = running();
   onTestFailed(() => {
-    process.stdout.write(
-      `${topology.output
-        .filter((line) => / (warn|error) /.test(line))
-        .slice(-80)
-        .join("\n")}\n${natsCluster.outputTail(15)}\n`,
-    );
+    process.stdout.write(`${topology.output.filter(isWarningOrError).slice(-80).join("\n")}\n${natsCluster.outputTail(15)}\n`);
   });
   // Both membership buckets really are replicated on the three nodes.
   for (const cellId of cellIds) {

@@ -9,6 +9,7 @@ import { cellReply } from "@cellwire/protocol";
 import { RecordedRun } from "../test/recorded-run.ts";
 import { startPrivateNatsServer, type PrivateNatsServer } from "./private-nats-server.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { isWarningOrError } from "../test/log-lines.ts";
 
 const sendIntervalMs = 40;
 const sendCount = 150;
@@ -54,12 +55,7 @@ afterAll(async () => {
 
 it("acks every paced send across a ~2 s NATS restart, with no gap between acks longer than the outage plus 1 s", async () => {
   onTestFailed(() => {
-    process.stdout.write(
-      `${(test?.output ?? [])
-        .filter((line) => / (warn|error) /.test(line))
-        .slice(-80)
-        .join("\n")}\n`,
-    );
+    process.stdout.write(`${(test?.output ?? []).filter(isWarningOrError).slice(-80).join("\n")}\n`);
   });
   const server = required(nats, "nats");
   const topology = required(test, "the topology");

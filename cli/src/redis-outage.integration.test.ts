@@ -11,6 +11,7 @@ import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { startPrivateRedis, type PrivateRedis } from "../test/redis-server.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 import { pollUntil } from "@cellwire/testkit";
+import { isWarningOrError } from "../test/log-lines.ts";
 
 const messagesPerUserBefore = 3;
 const messagesPerUserDuringOutage = 50;
@@ -127,12 +128,7 @@ afterAll(async () => {
 
 it("serves cached users through a Redis outage, refuses new users retryably, and recovers", async () => {
   onTestFailed(() => {
-    process.stdout.write(
-      `${(test?.output ?? [])
-        .filter((line) => / (warn|error) /.test(line))
-        .slice(-60)
-        .join("\n")}\n`,
-    );
+    process.stdout.write(`${(test?.output ?? []).filter(isWarningOrError).slice(-60).join("\n")}\n`);
     process.stdout.write(`${(redis?.output ?? []).slice(-20).join("\n")}\n`);
   });
   const privateRedis = redis;

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { Ring } from "@cellwire/cluster";
 import { RecordedRun } from "../test/recorded-run.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
+import { isWarningOrError } from "../test/log-lines.ts";
 
 let test: TestTopology;
 const run = new RecordedRun();
@@ -24,12 +25,7 @@ afterAll(async () => {
 
 it("restarts every worker under traffic and adds one, with nothing lost, doubled or reordered", async () => {
   onTestFailed(() => {
-    process.stdout.write(
-      `${test.output
-        .filter((line) => / (warn|error) /.test(line))
-        .slice(-80)
-        .join("\n")}\n`,
-    );
+    process.stdout.write(`${test.output.filter(isWarningOrError).slice(-80).join("\n")}\n`);
   });
   const urls = test.topology.edges.map((edge) => edge.webSocketUrl);
   const alice = await run.openDevice("alice", "phone", urls);
