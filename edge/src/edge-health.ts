@@ -9,7 +9,8 @@ export type EdgeReadinessSources = {
   readonly natsConnected: () => boolean;
   /** The edge takes new sessions: not draining, not stopping. */
   readonly accepting: () => boolean;
-  readonly directoryReachable: () => Promise<boolean>;
+  /** The directory answered its last probe (DirectoryProbe.reachable: never waits). */
+  readonly directoryReachable: () => boolean;
 };
 
 export function edgeReadinessChecks(sources: EdgeReadinessSources): ReadinessCheck[] {
@@ -25,21 +26,23 @@ export function edgeReadinessChecks(sources: EdgeReadinessSources): ReadinessChe
     {
       name: "directory",
       decidesReadiness: false,
-      check: async () =>
-        (await sources.directoryReachable())
+      check: () =>
+        sources.directoryReachable()
           ? { ok: true }
-          : { ok: false, detail: "the directory did not answer; users in the edge's cache keep chatting" },
+          : { ok: false, detail: "the directory did not answer its last probe; users in the edge's cache keep chatting" },
     },
   ];
 }
 
-/** How long a directory probe's answer stands: /readyz and /metrics asked together cost one request. */
+/** How old the directory probe's answer may be before a reader starts the next one. */
 export const directoryProbeIntervalMs = 1000;
 
 /**
- * Whether the directory answers, asked at most once per directoryProbeIntervalMs (a balancer probing
- * every edge each second must not multiply directory requests), with concurrent askers sharing one probe.
- * No timer of its own: it only asks when someone wants to know.
+ * Whether the directory answers, as its last probe found. Reading never waits: it returns the last answer
+ * and, when that is older than directoryProbeIntervalMs, starts the next probe in the background. A
+ * /readyz that waited for a directory that does not answer would take the directory's timeout (2 s by
+ * default), and a balancer's probe timing out takes the edge out, which is what a directory outage must
+ * not do. No timer of its own: with nobody reading, nothing is asked; /readyz and /metrics read it.
  */
 export class DirectoryProbe {
   private lastResult = false;
@@ -52,20 +55,26 @@ export class DirectoryProbe {
     private readonly monotonicNowMs: () => number,
   ) {}
 
-  reachable(): Promise<boolean> {
-    if (this.inFlight !== undefined) return this.inFlight;
-    if (this.monotonicNowMs() - this.lastProbedAtMs < directoryProbeIntervalMs) return Promise.resolve(this.lastResult);
-    const probing = this.probe().then(
-      () => true,
-      () => false,
+  /** The last probe's answer (false before the first); starts the next probe when it is stale. */
+  reachable(): boolean {
+    if (this.inFlight === undefined && this.monotonicNowMs() - this.lastProbedAtMs >= directoryProbeIntervalMs) void this.refresh();
+    return this.lastResult;
+  }
+
+  /** Probes now (or joins the probe in flight); resolves with its answer. */
+  refresh(): Promise<boolean> {
+    this.inFlight ??= this.probe().then(
+      () => this.settle(true),
+      () => this.settle(false),
     );
-    this.inFlight = probing.then((result) => {
-      this.lastResult = result;
-      this.lastProbedAtMs = this.monotonicNowMs();
-      this.inFlight = undefined;
-      return result;
-    });
     return this.inFlight;
+  }
+
+  private settle(result: boolean): boolean {
+    this.lastResult = result;
+    this.lastProbedAtMs = this.monotonicNowMs();
+    this.inFlight = undefined;
+    return result;
   }
 }
 

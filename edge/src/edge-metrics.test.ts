@@ -47,7 +47,7 @@ function countedEdge(metrics: EdgeMetrics, storeMs: number): FakeEdge {
   metrics.observe({
     sessions: () => edge.core.sessionCounts(),
     natsConnected: () => true,
-    directoryReachable: () => Promise.resolve(true),
+    directoryReachable: () => true,
   });
   return edge;
 }
@@ -193,7 +193,7 @@ describe("EdgeMetrics from the server and the router", () => {
     metrics.observe({
       sessions: () => ({ awaitingHello: 0, welcomed: 0, draining: 0 }),
       natsConnected: () => natsUp,
-      directoryReachable: () => Promise.resolve(false),
+      directoryReachable: () => false,
     });
     scraped = await scrape(metrics);
     expect(scraped.sum("cellwire_edge_nats_connected")).toBe(1);
@@ -210,7 +210,7 @@ describe("edge readiness", () => {
     return edgeReadinessChecks({
       natsConnected: () => state.nats,
       accepting: () => state.accepting,
-      directoryReachable: () => Promise.resolve(state.directory),
+      directoryReachable: () => state.directory,
     });
   }
 
@@ -246,7 +246,7 @@ describe("edge readiness", () => {
     expect(link.isConnected).toBe(true);
   });
 
-  it("probes the directory at most once per interval, sharing a probe in flight", async () => {
+  it("answers from the directory's last probe without waiting, probing again in the background once it is stale", async () => {
     let nowMs = 0;
     let probes = 0;
     let answers = true;
@@ -257,13 +257,20 @@ describe("edge readiness", () => {
       },
       () => nowMs,
     );
-    expect(await Promise.all([probe.reachable(), probe.reachable()])).toEqual([true, true]);
+    expect(probe.reachable()).toBe(false);
+    expect(await probe.refresh()).toBe(true);
     expect(probes).toBe(1);
     answers = false;
     nowMs += directoryProbeIntervalMs - 1;
-    expect(await probe.reachable()).toBe(true);
+    expect(probe.reachable()).toBe(true);
+    expect(probes).toBe(1);
     nowMs += 1;
-    expect(await probe.reachable()).toBe(false);
+    // Stale: still the last answer now, and one probe started (a second reader joins it).
+    expect(probe.reachable()).toBe(true);
+    expect(probe.reachable()).toBe(true);
     expect(probes).toBe(2);
+    await probe.refresh();
+    expect(probes).toBe(2);
+    expect(probe.reachable()).toBe(false);
   });
 });

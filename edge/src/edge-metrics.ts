@@ -72,8 +72,8 @@ export type SessionCounts = { readonly awaitingHello: number; readonly welcomed:
 export type EdgeGaugeSources = {
   readonly sessions: () => SessionCounts;
   readonly natsConnected: () => boolean;
-  /** The directory answered its last probe (DirectoryProbe); may ask it, so a promise. */
-  readonly directoryReachable: () => Promise<boolean>;
+  /** The directory answered its last probe (DirectoryProbe: never waits). */
+  readonly directoryReachable: () => boolean;
 };
 
 const receivedFrameTypes = [
@@ -402,9 +402,8 @@ function registerGauges(registry: Registry, sources: () => EdgeGaugeSources | un
     name: "cellwire_edge_directory_reachable",
     help: "1 when the directory answered the edge's last probe, else 0 (cached users keep chatting without it).",
     registers: [registry],
-    async collect() {
-      const source = sources();
-      this.set(source !== undefined && (await source.directoryReachable()) ? 1 : 0);
+    collect() {
+      this.set(sources()?.directoryReachable() === true ? 1 : 0);
     },
   });
 }

@@ -125,7 +125,7 @@ beforeAll(async () => {
   metrics.observe({
     sessions: () => edge.core.sessionCounts(),
     natsConnected: () => ready,
-    directoryReachable: () => Promise.resolve(directoryUp),
+    directoryReachable: () => directoryUp,
   });
   server = await startServer(
     loadNativeUws(),
@@ -140,7 +140,7 @@ beforeAll(async () => {
           edgeReadinessChecks({
             natsConnected: () => ready,
             accepting: () => true,
-            directoryReachable: () => Promise.resolve(directoryUp),
+            directoryReachable: () => directoryUp,
           }),
         ),
       metrics,

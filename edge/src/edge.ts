@@ -120,7 +120,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
 
 /**
  * Points the gauges at the edge's parts and returns /readyz's report: NATS up and sessions accepted
- * decide it, the directory (probed at most once a second) only informs (edge-health.ts).
+ * decide it, the directory (its last probe's answer, at most a second old when read) only informs (edge-health.ts).
  */
 function watchHealth(
   metrics: EdgeMetrics,
@@ -134,6 +134,8 @@ function watchHealth(
     () => directory.listCells(),
     () => systemClock.monotonicNowMs(),
   );
+  // The first answer is there by the first probe of /readyz (a balancer asks once ready is told).
+  void directoryProbe.refresh();
   const sources = {
     sessions: () => core.sessionCounts(),
     natsConnected: () => natsLink.isConnected && !connection.isClosed(),
