@@ -2,7 +2,7 @@
 // sockets drive an EdgeMetrics, and the scrape must show each frame, send, ack, latency and close counted
 // once, under a label from the protocol's closed sets, never a client's string.
 import { afterEach, describe, expect, it } from "vitest";
-import { closeCodes, type Message } from "@cellwire/protocol";
+import { closeCodes, standardCloseCodes, type Message } from "@cellwire/protocol";
 import { parsePrometheusText, type PrometheusScrape } from "@cellwire/testkit";
 import { createEdgeDirectoryCache } from "./directory-cache.ts";
 import { DirectoryProbe, directoryProbeIntervalMs, edgeReadinessChecks, NatsLinkState } from "./edge-health.ts";
@@ -144,7 +144,7 @@ describe("EdgeMetrics from the server and the router", () => {
   it("counts closes by code, any code outside the protocol's as other, and upgrade refusals by reason", async () => {
     const metrics = new EdgeMetrics("cellwire-edge-test");
     metrics.socketClosed(closeCodes.going_away.code);
-    metrics.socketClosed(1000);
+    metrics.socketClosed(standardCloseCodes.normal);
     metrics.socketClosed(4999);
     metrics.socketClosed(3123);
     metrics.upgradeRefused("origin_not_allowed");

@@ -139,12 +139,7 @@ const everyCellRequestKind: Missing<CellRequestKind, typeof cellRequestKinds> ex
 void [everyReceivedType, everySentType, everyCellRequestKind];
 
 /** The close codes counted by their number; any other (a client may close with any 3000–4999) is "other". */
-const knownCloseCodes: readonly number[] = [
-  ...Object.values(closeCodes).map((close) => close.code),
-  ...Object.values(standardCloseCodes),
-  // 1005: a close frame without a code, as a client that calls close() with none sends.
-  1005,
-];
+const knownCloseCodes: readonly number[] = [...Object.values(closeCodes).map((close) => close.code), ...Object.values(standardCloseCodes)];
 const cellErrorCodeList: readonly CellErrorCode[] = [...(Object.keys(cellErrorCodes) as CellErrorCode[]), ...errorCodeList];
 
 /** A counter's value for one label value, counted on the message path and read at scrape. */
