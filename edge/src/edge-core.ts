@@ -13,6 +13,7 @@ import type { PresenceSource } from "./presence/presence-hub.ts";
 import type { PresenceChange } from "./presence/presence-table.ts";
 import { PresenceWatches } from "./presence/presence-watches.ts";
 import { EdgeDrain, type DrainClock, type DrainOptions, type DrainOutcome } from "./edge-drain.ts";
+import { noSessionMetrics, type SessionCounts, type SessionMetrics } from "./edge-metrics.ts";
 import { Session } from "./session.ts";
 import type { TypingService } from "./typing/typing-relay.ts";
 import { assertRateLimitSettings, UserRateLimits, type RateLimitSettings } from "./rate-limit/request-rate-limits.ts";
@@ -117,6 +118,8 @@ export class EdgeCore {
     readonly tokenLifetime: TokenLifetime,
     /** Spreads and bounds the sessions' catch-ups after a ring change or a NATS reconnect. */
     readonly catchUps: CatchUpPacer<Session>,
+    /** What the sessions count (frames, sends, acks, latencies); nothing by default. */
+    readonly metrics: SessionMetrics = noSessionMetrics,
   ) {
     assertRateLimitSettings(limits.rateLimits);
     ephemeral.presence.onChange((change) => this.presenceChanged(change));
@@ -136,8 +139,21 @@ export class EdgeCore {
     return this.sessions.size - this.welcomedSessionCount;
   }
 
+  /** Whether new sessions are accepted: false from the start of a drain (or closeAll) on. */
+  get isAccepting(): boolean {
+    return this.accepting;
+  }
+
+  /** The sessions by state, for the sessions gauge: a draining edge's welcomed sessions count as draining. */
+  sessionCounts(): SessionCounts {
+    const welcomed = this.welcomedSessionCount;
+    const awaitingHello = this.sessions.size - welcomed;
+    return this.accepting ? { awaitingHello, welcomed, draining: 0 } : { awaitingHello, welcomed: 0, draining: welcomed };
+  }
+
   /** Returns undefined (and closes the transport) when the edge is full or stopping. */
   openSession(transport: SessionTransport): Session | undefined {
+    this.metrics.connectionOpened();
     if (!this.accepting) {
       transport.close(closeCodes.going_away.code, "the edge is shutting down");
       return undefined;

@@ -11,7 +11,11 @@ import { signDevToken } from "./auth/dev-keys.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
 import { Admission, type AdmissionOptions } from "./admission.ts";
 import { startServer, type RunningServer } from "./edge-server.ts";
+import { edgeReadinessChecks } from "./edge-health.ts";
+import { EdgeMetrics } from "./edge-metrics.ts";
 import { listeningSocketInodes } from "./listen-backlog.ts";
+import { readinessReport } from "@cellwire/cluster";
+import { parsePrometheusText } from "@cellwire/testkit";
 import { fakeEdge, waitDeadlineMs, Waiters, type FakeEdge } from "../test/edge-fakes.ts";
 import { loadNativeUws } from "./uws.ts";
 
@@ -23,6 +27,8 @@ let devKeyDirectory: string;
 let edge: FakeEdge;
 let server: RunningServer;
 let ready = true;
+let directoryUp = true;
+let metrics: EdgeMetrics;
 const sockets: TestSocket[] = [];
 
 /** A WebSocket client that records every frame and the close, and waits for them with deadlines. */
@@ -114,7 +120,13 @@ beforeAll(async () => {
   await writeFile(join(webDirectory, "index.html"), indexHtml);
   await writeFile(join(webDirectory, "app.js"), appJs);
   await writeFile(join(webDirectory, "notes.txt"), "not a web asset");
-  edge = fakeEdge();
+  metrics = new EdgeMetrics("cellwire-edge-server-test");
+  edge = fakeEdge({}, { metrics });
+  metrics.observe({
+    sessions: () => edge.core.sessionCounts(),
+    natsConnected: () => ready,
+    directoryReachable: () => directoryUp,
+  });
   server = await startServer(
     loadNativeUws(),
     edge.core,
@@ -123,7 +135,15 @@ beforeAll(async () => {
       port: 0,
       idleTimeoutMs: 120_000,
       sendBufferBytesMax: 1024 * 1024,
-      isReady: () => ready,
+      readiness: () =>
+        readinessReport(
+          edgeReadinessChecks({
+            natsConnected: () => ready,
+            accepting: () => true,
+            directoryReachable: () => directoryUp,
+          }),
+        ),
+      metrics,
       admission: new Admission(
         { allowedOrigins: [], loopbackOriginsAllowed: true, connectionsPerAddressMax: 1000, unauthenticatedMax: 1000, trustedProxies: [] },
         () => edge.core.unauthenticatedSessionCount,
@@ -179,7 +199,7 @@ describe("HTTP routes", () => {
     expect(server.port).toBeGreaterThan(0);
   });
 
-  it("answers /healthz with 200 and JSON that counts sessions", async () => {
+  it("answers /healthz with 200 and JSON that counts sessions, with /readyz's verdict and checks", async () => {
     const response = await fetch(httpUrl("/healthz"));
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toBe("application/json");
@@ -188,22 +208,56 @@ describe("HTTP routes", () => {
       sessions: edge.core.sessionCount,
       unauthenticatedSessions: edge.core.unauthenticatedSessionCount,
       refusals: { origin_not_allowed: 0, too_many_connections_from_address: 0, unauthenticated_full: 0, too_many_sessions: 0 },
+      ready: true,
+      checks: {
+        nats: { ok: true, decidesReadiness: true },
+        sessions: { ok: true, decidesReadiness: true },
+        directory: { ok: true, decidesReadiness: false },
+      },
     });
   });
 
-  it("answers /readyz with 200 when ready and 503 when not", async () => {
+  it("answers /readyz with 200 when ready and 503 when not, and stays ready without the directory", async () => {
     ready = true;
     const up = await fetch(httpUrl("/readyz"));
     expect(up.status).toBe(200);
-    expect(await up.json()).toEqual({ ready: true });
+    expect(await up.json()).toMatchObject({ ready: true });
+    directoryUp = false;
+    try {
+      const withoutDirectory = await fetch(httpUrl("/readyz"));
+      expect(withoutDirectory.status).toBe(200);
+      expect(await withoutDirectory.json()).toMatchObject({ ready: true, checks: { directory: { ok: false, decidesReadiness: false } } });
+    } finally {
+      directoryUp = true;
+    }
     ready = false;
     try {
       const down = await fetch(httpUrl("/readyz"));
       expect(down.status).toBe(503);
-      expect(await down.json()).toEqual({ ready: false });
+      expect(await down.json()).toMatchObject({ ready: false, checks: { nats: { ok: false } } });
     } finally {
       ready = true;
     }
+  });
+
+  it("answers /livez with 200", async () => {
+    const response = await fetch(httpUrl("/livez"));
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ live: true });
+  });
+
+  it("serves /metrics in the Prometheus text format, with a too-big frame's close counted by its code", async () => {
+    const socket = await authenticatedSocket("metrics-user");
+    socket.send("x".repeat(frameBytesMax + 1));
+    await socket.closed();
+    const response = await fetch(httpUrl("/metrics"));
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toContain("text/plain");
+    const scraped = parsePrometheusText(await response.text());
+    expect(scraped.types.get("cellwire_edge_closes_total")).toBe("counter");
+    expect(scraped.sum("cellwire_edge_closes_total", { code: String(standardCloseCodes.messageTooBig) })).toBeGreaterThanOrEqual(1);
+    expect(scraped.sum("cellwire_edge_frames_received_total", { type: "hello" })).toBeGreaterThanOrEqual(1);
+    expect(scraped.find("cellwire_process_cpu_seconds_total")).not.toEqual([]);
   });
 
   it("signs a dev token for a valid user id that the dev verifier accepts", async () => {
@@ -353,8 +407,9 @@ describe("admission at the upgrade", () => {
   async function admittingServer(
     options: Partial<AdmissionOptions>,
     host = "127.0.0.1",
-  ): Promise<{ port: number; edge: FakeEdge; admission: Admission; health(): Promise<Record<string, unknown>> }> {
+  ): Promise<{ port: number; edge: FakeEdge; admission: Admission; metrics: EdgeMetrics; health(): Promise<Record<string, unknown>> }> {
     const admittingEdge = fakeEdge();
+    const doorMetrics = new EdgeMetrics("cellwire-edge-door-test");
     const admission = new Admission(
       {
         allowedOrigins: [],
@@ -369,7 +424,15 @@ describe("admission at the upgrade", () => {
     const running = await startServer(
       loadNativeUws(),
       admittingEdge.core,
-      { host, port: 0, idleTimeoutMs: 120_000, sendBufferBytesMax: 1024 * 1024, isReady: () => true, admission },
+      {
+        host,
+        port: 0,
+        idleTimeoutMs: 120_000,
+        sendBufferBytesMax: 1024 * 1024,
+        readiness: () => readinessReport([]),
+        metrics: doorMetrics,
+        admission,
+      },
       { signToken: undefined, webDirectory: undefined },
     );
     stops.push(() => {
@@ -380,6 +443,7 @@ describe("admission at the upgrade", () => {
       port: running.port,
       edge: admittingEdge,
       admission,
+      metrics: doorMetrics,
       health: async () => (await (await fetch(`http://127.0.0.1:${running.port}/healthz`)).json()) as Record<string, unknown>,
     };
   }
@@ -396,6 +460,8 @@ describe("admission at the upgrade", () => {
     expect(await upgradeStatus(door.port, { origin: "https://app.example.com" })).toBe(101);
     expect(await upgradeStatus(door.port)).toBe(101);
     expect(await door.health()).toMatchObject({ status: "ok", refusals: { origin_not_allowed: 2 } });
+    const scraped = parsePrometheusText(await door.metrics.scrape());
+    expect(scraped.sum("cellwire_edge_upgrades_refused_total", { reason: "origin_not_allowed" })).toBe(2);
   });
 
   it("refuses a socket past the unauthenticated budget with 503, and admits again once one authenticates", async () => {

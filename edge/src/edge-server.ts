@@ -1,11 +1,13 @@
-// uWebSockets.js wiring: /ws, /healthz, /readyz and, in dev mode, the web page and /dev/token. It moves
-// bytes between sockets and the EdgeCore and holds no logic of its own.
+// uWebSockets.js wiring: /ws, /metrics, /livez, /readyz, /healthz and, in dev mode, the web page and
+// /dev/token. It moves bytes between sockets and the EdgeCore and holds no logic of its own.
 import { readdir, readFile } from "node:fs/promises";
 import { extname, join } from "node:path";
 import type uWS from "uWebSockets.js";
 import { frameBytesMax, isDeviceId, isUserId, standardCloseCodes, upgradeRefusals } from "@cellwire/protocol";
+import type { ReadinessReport } from "@cellwire/cluster";
 import type { Admission } from "./admission.ts";
 import type { EdgeCore, Session, SessionTransport, SendOutcome } from "./edge-core.ts";
+import type { ServerMetrics } from "./edge-metrics.ts";
 import { listenBacklogRequested, raiseListenBacklog } from "./listen-backlog.ts";
 
 type SocketData = { session: Session | undefined; transport: UwsTransport | undefined; readonly clientAddress: string };
@@ -102,9 +104,12 @@ export type ServerOptions = {
   readonly port: number;
   readonly idleTimeoutMs: number;
   readonly sendBufferBytesMax: number;
-  readonly isReady: () => boolean;
+  /** /readyz (and /healthz's `ready`): the edge's checks (edge-health.ts). */
+  readonly readiness: () => Promise<ReadinessReport>;
   /** Decides each upgrade (Origin, sockets per address, the unauthenticated budget) and counts sockets per address. */
   readonly admission: Admission;
+  /** Counts refused upgrades and closes; /metrics serves `scrape`. */
+  readonly metrics: ServerMetrics & { scrape(): Promise<string>; readonly contentType: string };
 };
 
 const contentTypes: Record<string, string> = {
@@ -127,14 +132,44 @@ async function loadStaticFiles(directory: string): Promise<Map<string, { body: B
   return files;
 }
 
-/** /healthz: the edge's counters, refusals included, so an operator sees who is kept out and why. */
-function healthOf(core: EdgeCore, admission: Admission): Record<string, unknown> {
+/**
+ * /healthz: the edge's counters, refusals included, so an operator sees who is kept out and why; kept for
+ * the tools that read it, with /readyz's verdict and checks beside them. Always 200: it reports, /readyz decides.
+ */
+function healthOf(core: EdgeCore, admission: Admission, readiness: ReadinessReport): Record<string, unknown> {
   return {
     status: "ok",
     sessions: core.sessionCount,
     unauthenticatedSessions: core.unauthenticatedSessionCount,
     refusals: { ...admission.refusals, too_many_sessions: core.tooManySessionsRefusals },
+    ready: readiness.ready,
+    checks: readiness.checks,
   };
+}
+
+/**
+ * Answers a GET whose body takes an await. uWS rules: onAborted before returning (a response whose client
+ * left must not be written), and the late writes corked into one.
+ */
+function answerLater(
+  response: uWS.HttpResponse,
+  body: () => Promise<{ readonly status: string; readonly contentType: string; readonly text: string }>,
+): void {
+  let aborted = false;
+  response.onAborted(() => {
+    aborted = true;
+  });
+  body().then(
+    ({ status, contentType, text }) => {
+      if (aborted) return;
+      response.cork(() => response.writeStatus(status).writeHeader("content-type", contentType).end(text));
+    },
+    (error: unknown) => {
+      if (aborted) return;
+      const message = error instanceof Error ? error.message : "internal error";
+      response.cork(() => response.writeStatus("500 Internal Server Error").writeHeader("content-type", "text/plain").end(message));
+    },
+  );
 }
 
 export type RunningServer = { readonly port: number; stopListening(): void };
@@ -163,6 +198,7 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
         forwardedFor: request.getHeader("x-forwarded-for"),
       });
       if (!decision.admitted) {
+        options.metrics.upgradeRefused(decision.refusal);
         const refusal = upgradeRefusals[decision.refusal];
         response
           .writeStatus(`${refusal.status} ${refusal.statusText}`)
@@ -195,7 +231,8 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
       const text = isBinary ? "" : Buffer.from(payload).toString("utf8");
       if (!hellos.take(session, transport, text, isBinary)) session.receive(text, isBinary);
     },
-    close: (socket) => {
+    close: (socket, code) => {
+      options.metrics.socketClosed(code);
       const data = socket.getUserData();
       admission.disconnected(data.clientAddress);
       if (data.transport !== undefined) data.transport.isClosed = true;
@@ -204,14 +241,28 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
   });
 
   app.get("/healthz", (response) => {
-    response.writeHeader("content-type", "application/json").end(JSON.stringify(healthOf(core, admission)));
+    answerLater(response, async () => {
+      const readiness = await options.readiness();
+      return { status: "200 OK", contentType: "application/json", text: JSON.stringify(healthOf(core, admission, readiness)) };
+    });
   });
+  // Ready: connected to NATS and accepting sessions; 503 takes the edge out of the balancer (edge-health.ts).
   app.get("/readyz", (response) => {
-    const ready = options.isReady();
-    response
-      .writeStatus(ready ? "200 OK" : "503 Service Unavailable")
-      .writeHeader("content-type", "application/json")
-      .end(JSON.stringify({ ready }));
+    answerLater(response, async () => {
+      const report = await options.readiness();
+      return { status: report.ready ? "200 OK" : "503 Service Unavailable", contentType: "application/json", text: JSON.stringify(report) };
+    });
+  });
+  // Live: answering at all is the proof, since a wedged event loop does not.
+  app.get("/livez", (response) => {
+    response.writeHeader("content-type", "application/json").end('{"live":true}');
+  });
+  app.get("/metrics", (response) => {
+    answerLater(response, async () => ({
+      status: "200 OK",
+      contentType: options.metrics.contentType,
+      text: await options.metrics.scrape(),
+    }));
   });
 
   const signToken = dev.signToken;

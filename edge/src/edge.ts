@@ -8,17 +8,20 @@ import {
   anonymousNatsAccess,
   connectNats,
   decodeMessage,
+  CellwireError,
   DirectoryClient,
   directoryHomes,
+  readinessReport,
   routerDefaults,
   startRouter,
   subscribeDirectoryChanges,
   systemClock,
+  type ReadinessReport,
   type RunningRouter,
   type ServiceLogger,
   sleep,
 } from "@cellwire/cluster";
-import { revocationsSubject, sessionRevoke } from "@cellwire/protocol";
+import { revocationsSubject, sessionRevoke, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { Admission } from "./admission.ts";
 import { RevocationList } from "./auth/revocation-list.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
@@ -27,6 +30,8 @@ import type { EdgeConfig } from "./config.ts";
 import { createEdgeDirectoryCache } from "./directory-cache.ts";
 import { CatchUpPacer } from "./catch-up-pacer.ts";
 import { EdgeCore, type EdgeLimits, type Session } from "./edge-core.ts";
+import { DirectoryProbe, edgeReadinessChecks, NatsLinkState } from "./edge-health.ts";
+import { EdgeMetrics } from "./edge-metrics.ts";
 import { NatsDeliveryHub } from "./delivery-hub.ts";
 import { RequestHandler } from "./request-handler.ts";
 import { startServer, type RunningServer } from "./edge-server.ts";
@@ -43,6 +48,7 @@ export type RunningEdge = { readonly port: number; stop(): Promise<void> };
 
 export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Promise<RunningEdge> {
   const uws = loadNativeUws();
+  const metrics = new EdgeMetrics(`cellwire-edge-${config.edgeId}`);
   const verifier = await createTokenVerifier(config.auth, {
     clockToleranceMs: config.clockToleranceMs,
     wallNowMs: () => systemClock.wallNowMs(),
@@ -58,7 +64,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
   const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
   // Every delivery of the deployment reaches this edge from here on (docs/decisions/0011).
   await hub.start();
-  const handler = buildRequestHandler(config, directory, router);
+  const handler = buildRequestHandler(config, directory, router, metrics);
   const presence = await startPresence(connection, config, logger);
   const catchUps = new CatchUpPacer<Session>(
     { spreadMs: config.catchUpSpreadMs, readsInFlightMax: config.catchUpReadsInFlightMax },
@@ -83,12 +89,15 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       revocations: new RevocationList({ revocationsMax: config.revocationsMax, retentionMs: config.revocationRetentionMs }),
     },
     catchUps,
+    metrics,
   );
   const expirySweep = setInterval(() => core.closeExpiredSessions(), tokenExpirySweepIntervalMs);
   expirySweep.unref();
-  const subscriptions = followChanges(connection, config, core, router, logger);
+  const natsLink = new NatsLinkState();
+  const subscriptions = followChanges(connection, config, core, router, natsLink, logger);
   let stopping = false;
-  const server = await startEdgeServer(uws, core, config, () => !stopping && !connection.isClosed());
+  const readiness = watchHealth(metrics, core, connection, natsLink, directory, () => stopping);
+  const server = await startEdgeServer(uws, core, config, readiness, metrics);
   logger.info(`listening on ws://${config.host}:${server.port}/ws (auth: ${config.auth.mode})`);
   return {
     port: server.port,
@@ -107,6 +116,34 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
       await connection.drain();
     },
   };
+}
+
+/**
+ * Points the gauges at the edge's parts and returns /readyz's report: NATS up and sessions accepted
+ * decide it, the directory (its last probe's answer, at most a second old when read) only informs (edge-health.ts).
+ */
+function watchHealth(
+  metrics: EdgeMetrics,
+  core: EdgeCore,
+  connection: NatsConnection,
+  natsLink: NatsLinkState,
+  directory: DirectoryClient,
+  isStopping: () => boolean,
+): () => Promise<ReadinessReport> {
+  const directoryProbe = new DirectoryProbe(
+    () => directory.listCells(),
+    () => systemClock.monotonicNowMs(),
+  );
+  // The first answer is there by the first probe of /readyz (a balancer asks once ready is told).
+  void directoryProbe.refresh();
+  const sources = {
+    sessions: () => core.sessionCounts(),
+    natsConnected: () => natsLink.isConnected && !connection.isClosed(),
+    directoryReachable: () => directoryProbe.reachable(),
+  };
+  metrics.observe(sources);
+  const checks = edgeReadinessChecks({ ...sources, accepting: () => !isStopping() && core.isAccepting });
+  return () => readinessReport(checks);
 }
 
 /** Timers and clock of the edge's pacers (catch-ups, the drain): the system's. */
@@ -144,13 +181,18 @@ function startEdgeRouter(connection: NatsConnection, config: EdgeConfig, directo
 }
 
 /** Client requests to their keys' homes: the directory cache in front of the directory, then the router. */
-function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, router: RunningRouter): RequestHandler {
-  const cache = createEdgeDirectoryCache(config.directoryCacheEntriesMax, config.directoryCacheTtlMs, () => systemClock.monotonicNowMs());
+function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, router: RunningRouter, metrics: EdgeMetrics): RequestHandler {
+  const cache = createEdgeDirectoryCache(
+    config.directoryCacheEntriesMax,
+    config.directoryCacheTtlMs,
+    () => systemClock.monotonicNowMs(),
+    (result) => metrics.directoryCacheLookup(result),
+  );
   return new RequestHandler(
     directory,
     cache,
     // The handler's Router keeps the edge's cache of homes; each of its cell requests goes to the ring by toCell.
-    { request: (cellId, request, deadlineAtMs) => router.toCell(cellId, request, deadlineAtMs) },
+    { request: (cellId, request, deadlineAtMs) => timedCellRequest(router, metrics, cellId, request, deadlineAtMs) },
     {
       options: { ...routerDefaults, deadlineMs: config.migrationWaitMs },
       requestDeadlineMs: config.requestDeadlineMs,
@@ -162,6 +204,33 @@ function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, rou
     },
     config.directConversationKey,
   );
+}
+
+/** One request to a cell through the router, its latency and any failure counted by kind (and code). */
+async function timedCellRequest(
+  router: RunningRouter,
+  metrics: EdgeMetrics,
+  cellId: string,
+  request: CellRequest,
+  deadlineAtMs: number | undefined,
+): Promise<CellReply> {
+  const startedAtMs = systemClock.monotonicNowMs();
+  try {
+    const reply = await router.toCell(cellId, request, deadlineAtMs);
+    metrics.cellRequestEnded(
+      request.type,
+      systemClock.monotonicNowMs() - startedAtMs,
+      reply.type === "cell.error" ? reply.code : undefined,
+    );
+    return reply;
+  } catch (error) {
+    metrics.cellRequestEnded(
+      request.type,
+      systemClock.monotonicNowMs() - startedAtMs,
+      error instanceof CellwireError ? error.code : "internal",
+    );
+    throw error;
+  }
 }
 
 /** The member lists typing fans out to, asked of the conversations' homes. */
@@ -240,6 +309,7 @@ function followChanges(
   config: EdgeConfig,
   core: EdgeCore,
   router: RunningRouter,
+  natsLink: NatsLinkState,
   logger: ServiceLogger,
 ): Subscription[] {
   // Revocations from operators (cellwire revoke). Core NATS, at most once: an edge that misses one (it
@@ -263,7 +333,10 @@ function followChanges(
     (message) => logger.warn(message),
   );
   void (async () => {
-    for await (const status of connection.status()) if (status.type === "reconnect") core.catchUpAll();
+    for await (const status of connection.status()) {
+      natsLink.statusChanged(status.type);
+      if (status.type === "reconnect") core.catchUpAll();
+    }
   })();
   return [revocations, directoryChanges];
 }
@@ -273,7 +346,8 @@ function startEdgeServer(
   uws: ReturnType<typeof loadNativeUws>,
   core: EdgeCore,
   config: EdgeConfig,
-  isReady: () => boolean,
+  readiness: () => Promise<ReadinessReport>,
+  metrics: EdgeMetrics,
 ): Promise<RunningServer> {
   const devKeyDirectory = config.auth.mode === "dev" ? config.auth.devKeyDirectory : undefined;
   return startServer(
@@ -284,7 +358,8 @@ function startEdgeServer(
       port: config.port,
       idleTimeoutMs: config.idleTimeoutMs,
       sendBufferBytesMax: config.sendBufferBytesMax,
-      isReady,
+      readiness,
+      metrics,
       admission: new Admission(config.admission, () => core.unauthenticatedSessionCount),
     },
     {

@@ -26,6 +26,7 @@ import type { EdgeCore, SessionTransport } from "./edge-core.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
 import type { RequestContext } from "./request-handler.ts";
 import type { DrainTarget } from "./edge-drain.ts";
+import type { SendAnswer, SentFrameType } from "./edge-metrics.ts";
 import { HeldBytesBudget } from "./held-bytes.ts";
 import { MailboxCursor } from "./mailbox-cursor.ts";
 import { SendOrder } from "./send-order.ts";
@@ -151,10 +152,12 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     if (this.state.kind === "closed") return;
     this.lastHeardAtMsValue = this.core.ephemeral.monotonicNowMs();
     if (isBinary) {
+      this.core.metrics.frameReceived("unknown");
       if (this.state.kind !== "open") return this.close("protocol_violation", "binary frame before authentication");
       return this.reply(errorFrame("malformed_frame", "frames are JSON text, not binary", undefined));
     }
     const decoded = decodeClientFrame(text);
+    this.core.metrics.frameReceived(decoded.ok ? decoded.frame.type : "unknown");
     if (this.state.kind === "awaiting_hello") {
       if (!decoded.ok || decoded.frame.type !== "hello") return this.close("protocol_violation", "the first frame must be a valid hello");
       void this.authenticate(decoded.frame);
@@ -203,6 +206,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     this.requestsInFlight++;
     this.core.requestsInFlight++;
     const context = { userId, deviceId, homeCellId };
+    // When the frame arrived (set above): a send's ack latency counts from it.
+    const receivedAtMs = this.lastHeardAtMsValue;
+    if (frame.type === "send") this.core.metrics.sendStarted();
     const served = frame.type === "send" ? this.serveSend(context, frame) : this.serve(context, frame);
     void served
       .then(
@@ -215,6 +221,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       .then((reply) => {
         try {
           this.reply(reply);
+          if (frame.type === "send")
+            this.core.metrics.sendAnswered(sendAnswerOf(reply), this.core.ephemeral.monotonicNowMs() - receivedAtMs);
         } catch (error) {
           // Writing the reply threw (a bug): logged, never an unhandled rejection that would end the edge.
           this.core.logger.error(`answering a ${frame.type} frame failed: ${error instanceof Error ? error.message : String(error)}`);
@@ -232,12 +240,12 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   deliverTyping(typing: TypingIndicator, serializedFrame: string): void {
     if (this.state.kind !== "open") return;
     if (typing.userId === this.state.userId && typing.deviceId === this.state.deviceId) return;
-    this.write(serializedFrame);
+    this.write(serializedFrame, "typing");
   }
 
   /** A `presence` frame about a user this session watches. */
   deliverPresence(serializedFrame: string): void {
-    if (this.state.kind === "open") this.write(serializedFrame);
+    if (this.state.kind === "open") this.write(serializedFrame, "presence");
   }
 
   /** Reads the mailbox again from this session's cursor (see MailboxCursor.requestSync). */
@@ -301,7 +309,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     if (this.state.kind !== "open") return;
     const decision = this.state.cursor.live(event, serializedFrame.length);
     if (decision === "send") {
-      this.write(serializedFrame);
+      this.write(serializedFrame, "event");
       this.mailboxEventWritten(event);
     } else if (decision === "start_sync") void this.sync();
   }
@@ -332,8 +340,11 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       conversations.set(message.conversationId, cursor);
     }
     const decision = cursor.live(message, serializedFrame.length);
-    if (decision === "send") this.write(serializedFrame);
-    else if (decision === "start_sync" || (decision === "hold" && !this.initialSyncRunning))
+    if (decision === "send") {
+      this.write(serializedFrame, "message");
+      // Live deliveries only: a message read from the log is late by the time the session was away.
+      this.core.metrics.messageDelivered(this.core.tokenLifetime.wallNowMs() - message.sentAtMs);
+    } else if (decision === "start_sync" || (decision === "hold" && !this.initialSyncRunning))
       void this.readConversation(message.conversationId);
   }
 
@@ -710,8 +721,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
 
   /** Records how a send ended, for the order of the session's later sends to its conversation. */
   private sendSettled(frame: SendFrame, reply: ServerFrame): void {
-    const outcome = reply.type === "ack" ? "stored" : reply.type === "error" && !reply.retryable ? "final" : "retryable";
-    this.sendOrderOf().settle(frame.conversationId, frame.clientMessageId, outcome, this.core.ephemeral.monotonicNowMs());
+    this.sendOrderOf().settle(frame.conversationId, frame.clientMessageId, sendAnswerOf(reply), this.core.ephemeral.monotonicNowMs());
   }
 
   /** Typing and watchPresence are served by the edge itself; every other request by a cell. */
@@ -749,10 +759,13 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
 
   private reply(frame: ServerFrame): void {
     if (this.state.kind === "closed") return;
-    this.write(JSON.stringify(frame));
+    if (frame.type === "error") this.core.metrics.errorSent(frame.code);
+    this.write(JSON.stringify(frame), frame.type);
   }
 
-  private write(text: string): void {
+  /** `type`: the frame's, for the count of frames sent (the text is not parsed again for it). */
+  private write(text: string, type: SentFrameType): void {
+    this.core.metrics.frameSent(type);
     const outcome = this.transport.send(text);
     // A frame sent whole leaves nothing buffered: the buffer is only read when the send reported backpressure.
     if (outcome === "dropped" || (outcome === "backpressure" && this.transport.bufferedBytes() > this.core.limits.sendBufferBytesMax)) {
@@ -766,6 +779,12 @@ const sendOrderRoundsMax = 4;
 
 function sendInFlightKey(conversationId: string, clientMessageId: string): string {
   return `${conversationId}\n${clientMessageId}`;
+}
+
+/** How a send was answered, as the acks counter labels it. */
+function sendAnswerOf(reply: ServerFrame): SendAnswer {
+  if (reply.type === "ack") return "stored";
+  return reply.type === "error" && !reply.retryable ? "final" : "retryable";
 }
 
 function isOutOfOrder(reply: ServerFrame): boolean {

@@ -32,7 +32,8 @@ import { RevocationList } from "../src/auth/revocation-list.ts";
 import type { TokenVerifier, VerifyOutcome } from "../src/auth/token-verifier.ts";
 import { CatchUpPacer, type CatchUpClock } from "../src/catch-up-pacer.ts";
 import type { DeliverySource, DeliveryTarget } from "../src/delivery-hub.ts";
-import { createEdgeDirectoryCache } from "../src/directory-cache.ts";
+import { createEdgeDirectoryCache, type DirectoryCacheLookups } from "../src/directory-cache.ts";
+import type { SessionMetrics } from "../src/edge-metrics.ts";
 import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../src/edge-core.ts";
 import { EveryoneVisible, type PresenceAccess } from "../src/presence/presence-access.ts";
 import type { PresenceSource } from "../src/presence/presence-hub.ts";
@@ -632,12 +633,16 @@ export type FakeEdgeOptions = {
   readonly catchUp?: { readonly spreadMs: number; readonly readsInFlightMax: number; readonly clock?: CatchUpClock };
   /** Whose presence sessions may watch; everyone by default. */
   readonly presenceAccess?: PresenceAccess;
+  /** What the sessions count; nothing by default. */
+  readonly metrics?: SessionMetrics;
+  /** Told of each lookup in the directory cache; nothing by default. */
+  readonly directoryCacheLookups?: DirectoryCacheLookups;
 };
 
 export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOptions = {}): FakeEdge {
   const verifier = new FakeVerifier();
   const directory = new FakeDirectory();
-  const cache = createEdgeDirectoryCache(1000, 60_000, () => 0);
+  const cache = createEdgeDirectoryCache(1000, 60_000, () => 0, options.directoryCacheLookups);
   const router = new FakeCellRouting();
   const logs = new FakeConversationLogs(directory);
   router.answers.set("cell.messagesAfter", logs.answer);
@@ -694,6 +699,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
     conversationReads,
     { wallNowMs: clock.wallNowMs, revocations: new RevocationList({ revocationsMax: 100, retentionMs: 3_600_000 }) },
     catchUps,
+    options.metrics,
   );
   const transports: FakeTransport[] = [];
   const connect = (): { transport: FakeTransport; session: Session | undefined } => {

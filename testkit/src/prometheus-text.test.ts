@@ -26,4 +26,11 @@ describe("parsePrometheusText", () => {
     expect(() => parsePrometheusText("x_total one")).toThrow(/not a number/);
     expect(() => parsePrometheusText("# TYPE x_total counterish")).toThrow(/bad TYPE/);
   });
+
+  it("reads NaN and Inf in any case, as Prometheus does (prom-client writes Nan)", () => {
+    const scrape = parsePrometheusText("x_lag_seconds Nan\nx_up +inf\nx_down -Inf");
+    expect(scrape.find("x_lag_seconds")[0]?.value).toBeNaN();
+    expect(scrape.sum("x_up")).toBe(Infinity);
+    expect(scrape.sum("x_down")).toBe(-Infinity);
+  });
 });

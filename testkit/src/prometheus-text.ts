@@ -17,6 +17,12 @@ export interface PrometheusScrape {
   readonly sum: (name: string, labels?: Readonly<Record<string, string>>) => number;
 }
 
+const specialValues: ReadonlyMap<string, number> = new Map([
+  ["nan", NaN],
+  ["+inf", Infinity],
+  ["inf", Infinity],
+  ["-inf", -Infinity],
+]);
 const metricName = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const labelPair = /^([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,\s*|$)/;
 
@@ -61,8 +67,11 @@ export function parsePrometheusText(text: string): PrometheusScrape {
     const fields = rest.trim().split(/\s+/);
     if (fields.length < 1 || fields.length > 2) fail("a bad value");
     const valueText = fields[0] ?? "";
-    const value = valueText === "+Inf" ? Infinity : valueText === "-Inf" ? -Infinity : valueText === "NaN" ? NaN : Number(valueText);
-    if (Number.isNaN(value) && valueText !== "NaN") fail("a value that is not a number");
+    // Prometheus reads values with Go's ParseFloat, which takes NaN and Inf in any case: prom-client writes
+    // "Nan" for a gauge with no sample yet (its event loop lag in a process's first 10 ms), and Prometheus takes it.
+    const special = specialValues.get(valueText.toLowerCase());
+    const value = special ?? Number(valueText);
+    if (Number.isNaN(value) && special === undefined) fail("a value that is not a number");
     samples.push({ name, labels, value });
   });
   const find = (name: string, wanted: Readonly<Record<string, string>> = {}): readonly PrometheusSample[] =>
