@@ -6,6 +6,7 @@ import { runHistory, runListen, runRead, runSend, runToken } from "./client-comm
 import { runCells, runWhereis } from "./directory-commands.ts";
 import { addCellWorkersMax } from "@cellwire/protocol";
 import { runAddCell, runDrain, runMigrate } from "./migration-commands.ts";
+import { isCliCommand } from "./cli-commands.ts";
 import { runDeadLettersList, runDeadLettersRedrive } from "./dead-letter-commands.ts";
 import { runRevoke } from "./revoke-command.ts";
 import { runRing } from "./ring-command.ts";
@@ -125,6 +126,7 @@ async function main(argv: string[]): Promise<number> {
     json: values.json === true,
   });
   const connection = { edgeUrl: values.edge, deviceId: values.device ?? "cli", token };
+  if (!isCliCommand(command)) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   switch (command) {
     case "token": {
       const userId = rest[0];
@@ -213,8 +215,6 @@ async function main(argv: string[]): Promise<number> {
     }
     case "up":
       return runUp(process.env, { natsCluster: values["nats-cluster"] === true });
-    default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   }
 }
 
