@@ -1,0 +1,29 @@
+// The admin API process (`cellwire admin-api`, process cellwire-admin): config from the environment, one
+// NATS connection as the admin user, serve until SIGTERM or SIGINT.
+import { connectNats, createLogger, failStart, onShutdown, tellLauncher } from "@cellwire/cluster";
+import { NatsOperator } from "../nats-operator.ts";
+import { adminApiProcessName, startAdminApi } from "./admin-api-server.ts";
+import { loadAdminApiConfig } from "./config.ts";
+
+process.title = adminApiProcessName;
+const logger = createLogger(adminApiProcessName);
+
+try {
+  const { config, warnings } = loadAdminApiConfig(process.env);
+  for (const warning of warnings) logger.warn(warning);
+  const connection = await connectNats([...config.natsServers], adminApiProcessName, logger, config.natsAccess);
+  const operator = new NatsOperator(connection, config.namespace);
+  const api = await startAdminApi({ host: config.host, port: config.port, token: config.token.reveal(), operator, logger });
+  onShutdown(async () => {
+    await api.stop();
+    operator.stop();
+    await connection.close();
+  }, logger);
+  logger.info(`ready: the admin API listens on http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${api.port}`, {
+    port: api.port,
+    namespace: config.namespace,
+  });
+  tellLauncher({ type: "ready", processName: adminApiProcessName, port: api.port });
+} catch (error) {
+  failStart(adminApiProcessName, logger, error);
+}
