@@ -3,10 +3,10 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { EnvironmentReader, readNatsAccess } from "@cellwire/cluster";
 import { addCellWorkersMax } from "@cellwire/protocol";
-import { openHttpOperator } from "./admin-api/http-operator.ts";
+import { openHttpOperations } from "./admin-api/http-operations.ts";
 import { deadLettersRowsMax, drainConcurrencyMax } from "./admin-api/routes.ts";
 import { runHistory, runListen, runRead, runSend, runToken } from "./client-commands.ts";
-import { openNatsOperator } from "./nats-operator.ts";
+import { openNatsOperations } from "./nats-operations.ts";
 import {
   runAddCell,
   runCells,
@@ -17,7 +17,7 @@ import {
   runRevoke,
   runRing,
   runWhereis,
-  type OperatorTarget,
+  type OperationsTarget,
 } from "./operator-commands.ts";
 import { runUp } from "./up.ts";
 
@@ -140,21 +140,21 @@ async function main(argv: string[]): Promise<number> {
   // Operator commands go through the admin API when given its URL; otherwise they talk to the services
   // over NATS, in the namespace the topology runs in, as the admin user (CELLWIRE_NATS_USER and a
   // password, docs/decisions/0015).
-  const operatorTarget = (): OperatorTarget => {
+  const operatorTarget = (): OperationsTarget => {
     const json = values.json === true;
     const adminUrl = values["admin-url"] ?? process.env["CELLWIRE_ADMIN_URL"];
     if (adminUrl !== undefined && adminUrl !== "") {
       if (!adminUrlPattern.test(adminUrl)) throw new UsageError(`--admin-url must be an http:// or https:// URL`);
       const adminToken = process.env["CELLWIRE_ADMIN_TOKEN"];
       if (adminToken === undefined || adminToken === "") throw new UsageError("--admin-url needs the API's token in CELLWIRE_ADMIN_TOKEN");
-      return { json, open: () => Promise.resolve(openHttpOperator({ baseUrl: adminUrl, token: adminToken })) };
+      return { json, open: () => Promise.resolve(openHttpOperations({ baseUrl: adminUrl, token: adminToken })) };
     }
     const natsOptions = {
       namespace: process.env["CELLWIRE_NAMESPACE"] ?? "cellwire",
       natsServers: (process.env["CELLWIRE_NATS_SERVERS"] ?? "127.0.0.1:4222").split(",").filter((server) => server !== ""),
       natsAccess: readNatsAccess(new EnvironmentReader(process.env, []), "admin"),
     };
-    return { json, open: (name) => openNatsOperator(natsOptions, name) };
+    return { json, open: (name) => openNatsOperations(natsOptions, name) };
   };
   const connection = { edgeUrl: values.edge, deviceId: values.device ?? "cli", token };
   switch (command) {

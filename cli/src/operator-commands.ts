@@ -1,21 +1,21 @@
 // `cellwire ring`, `cells`, `whereis`, `migrate`, `drain`, `add-cell`, `revoke` and `dead-letters`: each
-// asks an Operator (over NATS, or over the admin HTTP API with --admin-url) and prints its report: one
+// asks an Operations (over NATS, or over the admin HTTP API with --admin-url) and prints its report: one
 // JSON line (--json) or sentences and a table on stdout, progress of the long ones on stderr. The output is
 // the same whichever operator answered.
 import { isCellId, type DirectoryEntryKind } from "@cellwire/protocol";
-import { OperationError, type Operator, type OperatorSession } from "./operator.ts";
+import { OperationError, type Operations, type OperationsSession } from "./operations.ts";
 
-export type OperatorTarget = {
+export type OperationsTarget = {
   readonly json: boolean;
-  /** Opens an operator for one command; `name` is how its connection is named to NATS. */
-  readonly open: (name: string) => Promise<OperatorSession>;
+  /** Opens the operations for one command; `name` is how its connection is named to NATS. */
+  readonly open: (name: string) => Promise<OperationsSession>;
 };
 
-/** Runs `work` on an operator; an operation error is printed and exits 2 (bad input) or 1. */
-async function withOperator(target: OperatorTarget, name: string, work: (operator: Operator) => Promise<number>): Promise<number> {
+/** Runs `work` on the operations; an operation error is printed and exits 2 (bad input) or 1. */
+async function withOperations(target: OperationsTarget, name: string, work: (operations: Operations) => Promise<number>): Promise<number> {
   const session = await target.open(name);
   try {
-    return await work(session.operator);
+    return await work(session.operations);
   } catch (error) {
     if (!(error instanceof OperationError)) throw error;
     process.stderr.write(`cellwire: ${error.message}\n`);
@@ -28,9 +28,9 @@ async function withOperator(target: OperatorTarget, name: string, work: (operato
 const write = (text: string): void => void process.stdout.write(text);
 
 /** The members of a cell, the age of each lease and each member's share of the ring's key space. */
-export function runRing(cellId: string, target: OperatorTarget): Promise<number> {
-  return withOperator(target, "cellwire-cli-ring", async (operator) => {
-    const report = await operator.ring(cellId);
+export function runRing(cellId: string, target: OperationsTarget): Promise<number> {
+  return withOperations(target, "cellwire-cli-ring", async (operations) => {
+    const report = await operations.ring(cellId);
     if (target.json) {
       write(`${JSON.stringify({ cellId: report.cellId, namespace: report.namespace, members: report.members })}\n`);
       return 0;
@@ -48,9 +48,9 @@ export function runRing(cellId: string, target: OperatorTarget): Promise<number>
 }
 
 /** Lists the registered cells with their weight and state. */
-export function runCells(target: OperatorTarget): Promise<number> {
-  return withOperator(target, "cellwire-cli", async (operator) => {
-    const { namespace, cells } = await operator.cells();
+export function runCells(target: OperationsTarget): Promise<number> {
+  return withOperations(target, "cellwire-cli", async (operations) => {
+    const { namespace, cells } = await operations.cells();
     if (target.json) {
       write(`${JSON.stringify({ namespace, cells })}\n`);
       return 0;
@@ -66,9 +66,9 @@ export function runCells(target: OperatorTarget): Promise<number> {
 }
 
 /** Shows a user's home cell and entry epoch; exit 1 for a user the directory has never placed. */
-export function runWhereis(userId: string, target: OperatorTarget): Promise<number> {
-  return withOperator(target, "cellwire-cli", async (operator) => {
-    const report = await operator.whereis(userId);
+export function runWhereis(userId: string, target: OperationsTarget): Promise<number> {
+  return withOperations(target, "cellwire-cli", async (operations) => {
+    const report = await operations.whereis(userId);
     if (!report.placed) {
       if (target.json) write(`${JSON.stringify({ userId: report.userId, placed: false })}\n`);
       else process.stderr.write(`cellwire: ${report.userId} has no home cell yet (placed at first connection)\n`);
@@ -81,9 +81,9 @@ export function runWhereis(userId: string, target: OperatorTarget): Promise<numb
 }
 
 /** Moves one user (mailbox) or conversation to `toCellId`, printing the pause its writes saw. */
-export function runMigrate(id: string, toCellId: string, kind: DirectoryEntryKind, target: OperatorTarget): Promise<number> {
-  return withOperator(target, "cellwire-cli-migrate", async (operator) => {
-    const result = await operator.migrate(kind, id, toCellId);
+export function runMigrate(id: string, toCellId: string, kind: DirectoryEntryKind, target: OperationsTarget): Promise<number> {
+  return withOperations(target, "cellwire-cli-migrate", async (operations) => {
+    const result = await operations.migrate(kind, id, toCellId);
     if (target.json) {
       write(`${JSON.stringify(result)}\n`);
     } else if (result.alreadyMoved) {
@@ -99,11 +99,11 @@ export function runMigrate(id: string, toCellId: string, kind: DirectoryEntryKin
 }
 
 /** Moves everything out of a cell, printing progress each page; exit 0 once the cell homes nothing. */
-export function runDrain(cellId: string, concurrency: number, target: OperatorTarget): Promise<number> {
-  return withOperator(target, "cellwire-cli-drain", async (operator) => {
+export function runDrain(cellId: string, concurrency: number, target: OperationsTarget): Promise<number> {
+  return withOperations(target, "cellwire-cli-drain", async (operations) => {
     // A malformed id is refused without a word of draining; a valid one is announced as the drain starts.
     if (isCellId(cellId)) process.stderr.write(`draining cell ${cellId}: it takes no new users or conversations from now on\n`);
-    const summary = await operator.drain(cellId, concurrency, (progress) => {
+    const summary = await operations.drain(cellId, concurrency, (progress) => {
       process.stderr.write(
         `drain ${cellId}: pass ${progress.pass}, ${progress.movedUsers} users and ${progress.movedConversations} conversations moved, ` +
           `${progress.failed} failed, ${(progress.elapsedMs / 1000).toFixed(1)} s\n`,
@@ -126,9 +126,9 @@ export function runDrain(cellId: string, concurrency: number, target: OperatorTa
  * Asks the local topology launcher to start `workers` workers of a new cell, then waits until the
  * directory lists the cell as active and its ring holds them all.
  */
-export function runAddCell(cellId: string, workers: number, weight: number, target: OperatorTarget): Promise<number> {
-  return withOperator(target, "cellwire-cli-add-cell", async (operator) => {
-    const report = await operator.addCell(cellId, workers, weight, (progress) => {
+export function runAddCell(cellId: string, workers: number, weight: number, target: OperationsTarget): Promise<number> {
+  return withOperations(target, "cellwire-cli-add-cell", async (operations) => {
+    const report = await operations.addCell(cellId, workers, weight, (progress) => {
       if (progress.stage === "starting")
         process.stderr.write(
           `asking the local topology to start ${workers} workers of cell ${cellId} (each creates and migrates the cell's database)…\n`,
@@ -146,9 +146,9 @@ export function runAddCell(cellId: string, workers: number, weight: number, targ
 }
 
 /** Closes every session of a user on every edge (4103) and refuses their tokens issued until now. */
-export function runRevoke(userId: string, target: OperatorTarget): Promise<number> {
-  return withOperator(target, "cellwire-cli-revoke", async (operator) => {
-    const { revokedAtMs } = await operator.revoke(userId);
+export function runRevoke(userId: string, target: OperationsTarget): Promise<number> {
+  return withOperations(target, "cellwire-cli-revoke", async (operations) => {
+    const { revokedAtMs } = await operations.revoke(userId);
     if (target.json) write(`${JSON.stringify({ userId, revokedAtMs })}\n`);
     else
       write(
@@ -159,9 +159,9 @@ export function runRevoke(userId: string, target: OperatorTarget): Promise<numbe
 }
 
 /** Lists the dead letters of one cell, or of every registered cell; exit 1 when a cell could not be read. */
-export function runDeadLettersList(cellId: string | undefined, rowsMax: number, target: OperatorTarget): Promise<number> {
-  return withOperator(target, "cellwire-cli-dead-letters", async (operator) => {
-    const report = await operator.deadLetters(cellId, rowsMax);
+export function runDeadLettersList(cellId: string | undefined, rowsMax: number, target: OperationsTarget): Promise<number> {
+  return withOperations(target, "cellwire-cli-dead-letters", async (operations) => {
+    const report = await operations.deadLetters(cellId, rowsMax);
     for (const problem of report.problems)
       process.stderr.write(`cellwire: the dead letters of cell ${problem.cellId} could not be read: ${problem.message}\n`);
     const { namespace, deadLetters: rows, truncatedCellIds, unreachableCellIds, cellIds } = report;
@@ -189,9 +189,9 @@ export function runDeadLettersList(cellId: string | undefined, rowsMax: number, 
 }
 
 /** Moves dead letters of `cellId` back to its outbox, to be relayed again. */
-export function runDeadLettersRedrive(cellId: string, selection: readonly number[] | "all", target: OperatorTarget): Promise<number> {
-  return withOperator(target, "cellwire-cli-dead-letters", async (operator) => {
-    const { redrivenRows } = await operator.redrive(cellId, selection);
+export function runDeadLettersRedrive(cellId: string, selection: readonly number[] | "all", target: OperationsTarget): Promise<number> {
+  return withOperations(target, "cellwire-cli-dead-letters", async (operations) => {
+    const { redrivenRows } = await operations.redrive(cellId, selection);
     if (target.json) write(`${JSON.stringify({ cellId, redrivenRows })}\n`);
     else write(`${redrivenRows} dead letters of cell ${cellId} went back to its outbox; its workers relay them within a sweep\n`);
     return 0;

@@ -1,10 +1,10 @@
-// The admin API over a real socket on port 0, with a recording operator behind it: the token check, the
-// error answers, the NDJSON progress streams, and the HTTP operator (what the commands use with
-// --admin-url) reading all of it back as the operator's own reports and errors.
+// The admin API over a real socket on port 0, with recording operations behind it: the token check, the
+// error answers, the NDJSON progress streams, and the HTTP operations (what the commands use with
+// --admin-url) reading all of it back as the operations' own reports and errors.
 import { request as httpRequest } from "node:http";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { RecordingOperator } from "../../test/recording-operator.ts";
-import { OperationError } from "../operator.ts";
+import { RecordingOperations } from "../../test/recording-operations.ts";
+import { OperationError } from "../operations.ts";
 import {
   bearerTokenMatches,
   ndjsonContentType,
@@ -13,19 +13,19 @@ import {
   tokenDigest,
   type AdminApi,
 } from "./admin-api-server.ts";
-import { AdminApiError, HttpOperator } from "./http-operator.ts";
+import { AdminApiError, HttpOperations } from "./http-operations.ts";
 
 const token = "t".repeat(20) + "0123456789abcdef";
 let api: AdminApi;
-let operator: RecordingOperator;
+let operations: RecordingOperations;
 let baseUrl: string;
 const logLines: string[] = [];
 
 beforeEach(async () => {
-  operator = new RecordingOperator();
+  operations = new RecordingOperations();
   logLines.length = 0;
   const logger = { info: (message: string, fields?: object) => void logLines.push(`${message} ${JSON.stringify(fields)}`), warn: () => {} };
-  api = await startAdminApi({ host: "127.0.0.1", port: 0, token, operator, logger, requestsInFlightMax: 2 });
+  api = await startAdminApi({ host: "127.0.0.1", port: 0, token, operations, logger, requestsInFlightMax: 2 });
   baseUrl = `http://127.0.0.1:${api.port}`;
 });
 
@@ -65,7 +65,7 @@ describe("bearerTokenMatches", () => {
 });
 
 describe("the admin API's boundary", () => {
-  it("answers 401 without the token or with a wrong one, before routing, and never calls the operator", async () => {
+  it("answers 401 without the token or with a wrong one, before routing, and never calls the operations", async () => {
     for (const candidate of [null, "wrong", `${token}x`]) {
       for (const path of ["/v1/cells", "/v1/nope"]) {
         const response = await call("GET", path, { token: candidate });
@@ -74,7 +74,7 @@ describe("the admin API's boundary", () => {
         expect(response.headers.get("www-authenticate")).toMatch(/^Bearer/);
       }
     }
-    expect(operator.calls).toEqual([]);
+    expect(operations.calls).toEqual([]);
   });
 
   it("serves /livez without the token", async () => {
@@ -95,7 +95,7 @@ describe("the admin API's boundary", () => {
       error: { code: "invalid_input", message: "the body is not valid JSON" },
     });
     expect((await call("POST", "/v1/revoke", { body: '{"userId":"a"}', contentType: "text/plain" })).status).toBe(415);
-    expect(operator.calls).toEqual([]);
+    expect(operations.calls).toEqual([]);
   });
 
   it("refuses a body over the bound with 413 without reading it all", async () => {
@@ -116,7 +116,7 @@ describe("the admin API's boundary", () => {
     });
     expect(response.status).toBe(413);
     expect(JSON.parse(response.body)).toMatchObject({ error: { code: "payload_too_large" } });
-    expect(operator.calls).toEqual([]);
+    expect(operations.calls).toEqual([]);
   });
 
   it("maps operation errors to their statuses and keeps their sentences", async () => {
@@ -127,11 +127,11 @@ describe("the admin API's boundary", () => {
       [new OperationError("failed", "gave up moving user alice after 8 attempts"), 502],
     ];
     for (const [error, status] of cases) {
-      operator.failure = error;
+      operations.failure = error;
       const response = await call("GET", "/v1/cells/a/ring");
       expect([response.status, response.json()]).toEqual([status, { error: { code: error.code, message: error.message } }]);
     }
-    operator.failure = new Error("a bug with a secret inside");
+    operations.failure = new Error("a bug with a secret inside");
     const internal = await call("GET", "/v1/cells");
     expect([internal.status, internal.text.includes("secret")]).toEqual([500, false]);
   });
@@ -148,18 +148,18 @@ describe("the admin API's boundary", () => {
       { type: "progress", progress: { movedUsers: 1, movedConversations: 0, failed: 0, elapsedMs: 12.5, pass: 1 } },
       { type: "result", result: expect.objectContaining({ cellId: "b", movedUsers: 1 }) as unknown },
     ]);
-    expect(operator.calls).toEqual([{ operation: "drain", arguments: ["b", 3] }]);
+    expect(operations.calls).toEqual([{ operation: "drain", arguments: ["b", 3] }]);
   });
 
   it("ends a stream that began with an error line; one refused before any progress gets its own status", async () => {
-    operator.failure = new OperationError("failed", "drain of cell b is not complete: cell b still homes 1 users");
+    operations.failure = new OperationError("failed", "drain of cell b is not complete: cell b still homes 1 users");
     const afterProgress = await call("POST", "/v1/cells/b/drain", { body: "{}" });
     expect(afterProgress.status).toBe(200);
     expect(afterProgress.text.trimEnd().split("\n").at(-1)).toBe(
       JSON.stringify({ type: "error", error: { code: "failed", message: "drain of cell b is not complete: cell b still homes 1 users" } }),
     );
-    operator.addCellProgress = [];
-    operator.failure = new OperationError("conflict", "cell c is already registered (active, weight 100)");
+    operations.addCellProgress = [];
+    operations.failure = new OperationError("conflict", "cell c is already registered (active, weight 100)");
     const refused = await call("POST", "/v1/cells", { body: JSON.stringify({ cellId: "c" }) });
     expect([refused.status, refused.json()]).toEqual([
       409,
@@ -175,10 +175,10 @@ describe("the admin API's boundary", () => {
   });
 });
 
-describe("HttpOperator: the commands' operator over the API", () => {
-  it("returns the operator's reports and passes every argument through", async () => {
-    const client = new HttpOperator({ baseUrl: `${baseUrl}/`, token });
-    expect(await client.cells()).toEqual(await new RecordingOperator().cells());
+describe("HttpOperations: the commands' operations over the API", () => {
+  it("returns the operations' reports and passes every argument through", async () => {
+    const client = new HttpOperations({ baseUrl: `${baseUrl}/`, token });
+    expect(await client.cells()).toEqual(await new RecordingOperations().cells());
     expect((await client.ring("a")).members[0]?.workerId).toBe("a-1");
     expect(await client.whereis("alice")).toEqual({ userId: "alice", placed: true, cellId: "a", epoch: 3 });
     expect(await client.whereis("nobody")).toEqual({ userId: "nobody", placed: false });
@@ -193,7 +193,7 @@ describe("HttpOperator: the commands' operator over the API", () => {
     const stages: unknown[] = [];
     expect((await client.addCell("c", 1, 10, (progress) => stages.push(progress))).workerIds).toEqual(["c-1"]);
     expect(stages).toEqual([{ stage: "starting" }, { stage: "started", workerIds: ["c-1"] }]);
-    expect(operator.calls.map((call) => [call.operation, ...call.arguments])).toEqual([
+    expect(operations.calls.map((call) => [call.operation, ...call.arguments])).toEqual([
       ["cells"],
       ["ring", "a"],
       ["whereis", "alice"],
@@ -209,8 +209,8 @@ describe("HttpOperator: the commands' operator over the API", () => {
   });
 
   it("throws the operation's own error, from a status or from the stream's last line", async () => {
-    const client = new HttpOperator({ baseUrl, token });
-    operator.failure = new OperationError("not_found", "cell z has no membership bucket in namespace ns (never started?)");
+    const client = new HttpOperations({ baseUrl, token });
+    operations.failure = new OperationError("not_found", "cell z has no membership bucket in namespace ns (never started?)");
     await expect(client.ring("z")).rejects.toEqual(
       new OperationError("not_found", "cell z has no membership bucket in namespace ns (never started?)"),
     );
@@ -219,7 +219,7 @@ describe("HttpOperator: the commands' operator over the API", () => {
       code: "invalid_input",
       message: '"Z" is not a cell id',
     });
-    operator.failure = new OperationError("failed", "drain of cell b is not complete: no other active cell");
+    operations.failure = new OperationError("failed", "drain of cell b is not complete: no other active cell");
     await expect(client.drain("b", 1, () => {})).rejects.toMatchObject({
       code: "failed",
       message: "drain of cell b is not complete: no other active cell",
@@ -227,10 +227,10 @@ describe("HttpOperator: the commands' operator over the API", () => {
   });
 
   it("says so when the token is refused or the API cannot be reached", async () => {
-    await expect(new HttpOperator({ baseUrl, token: "x".repeat(40) }).cells()).rejects.toThrow(AdminApiError);
-    await expect(new HttpOperator({ baseUrl, token: "x".repeat(40) }).cells()).rejects.toThrow(/401 unauthorized/);
+    await expect(new HttpOperations({ baseUrl, token: "x".repeat(40) }).cells()).rejects.toThrow(AdminApiError);
+    await expect(new HttpOperations({ baseUrl, token: "x".repeat(40) }).cells()).rejects.toThrow(/401 unauthorized/);
     await api.stop();
-    await expect(new HttpOperator({ baseUrl, token }).cells()).rejects.toThrow(/could not be reached/);
-    api = await startAdminApi({ host: "127.0.0.1", port: 0, token, operator, logger: { info: () => {}, warn: () => {} } });
+    await expect(new HttpOperations({ baseUrl, token }).cells()).rejects.toThrow(/could not be reached/);
+    api = await startAdminApi({ host: "127.0.0.1", port: 0, token, operations, logger: { info: () => {}, warn: () => {} } });
   });
 });

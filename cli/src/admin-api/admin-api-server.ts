@@ -1,14 +1,14 @@
 // The admin HTTP API (`cellwire admin-api`): the operator commands' work behind JSON endpoints, for a
 // deployment that is not the local launcher (docs/decisions/0035-admin-http-api.md, docs/admin-api.md).
 // Every path but /livez needs `Authorization: Bearer <ADMIN_TOKEN>`; the token is compared by digest in
-// constant time. Requests are answered by the same Operator the commands use; drain and add-cell stream
+// constant time. Requests are answered by the same Operations the commands use; drain and add-cell stream
 // their progress as NDJSON lines. Errors become responses in one function (errorResponse).
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { parseJson } from "@cellwire/protocol";
 import type { LogFields } from "@cellwire/cluster";
-import { OperationError, type Operator, type OperationErrorCode } from "../operator.ts";
+import { OperationError, type Operations, type OperationErrorCode } from "../operations.ts";
 import { AdminHttpError, matchRoute, parseAdminRequest, type AdminRequest } from "./routes.ts";
 
 /** A request body larger than this is refused (413) before it is parsed: the largest, a redrive of 4096 ids, is ~60 KiB. */
@@ -29,7 +29,7 @@ export type AdminApiOptions = {
   readonly port: number;
   /** The bearer token every request but /livez must carry. */
   readonly token: string;
-  readonly operator: Operator;
+  readonly operations: Operations;
   readonly logger: AdminApiLogger;
   readonly requestsInFlightMax?: number;
 };
@@ -118,34 +118,34 @@ class ProgressStream {
 }
 
 /** The JSON value of a plain request, or the stream a long one wrote. */
-async function perform(operator: Operator, request: AdminRequest, stream: ProgressStream): Promise<unknown> {
+async function perform(operations: Operations, request: AdminRequest, stream: ProgressStream): Promise<unknown> {
   switch (request.operation) {
     case "cells":
-      return operator.cells();
+      return operations.cells();
     case "ring":
-      return operator.ring(request.cellId);
+      return operations.ring(request.cellId);
     case "whereis":
-      return operator.whereis(request.userId);
+      return operations.whereis(request.userId);
     case "migrate":
-      return operator.migrate(request.kind, request.id, request.toCellId);
+      return operations.migrate(request.kind, request.id, request.toCellId);
     case "revoke":
-      return operator.revoke(request.userId);
+      return operations.revoke(request.userId);
     case "deadLetters":
-      return operator.deadLetters(request.cellId, request.rowsMax);
+      return operations.deadLetters(request.cellId, request.rowsMax);
     case "redrive":
-      return operator.redrive(request.cellId, request.selection);
+      return operations.redrive(request.cellId, request.selection);
     case "drain":
-      return operator.drain(request.cellId, request.concurrency, (progress) => stream.line({ type: "progress", progress }));
+      return operations.drain(request.cellId, request.concurrency, (progress) => stream.line({ type: "progress", progress }));
     case "addCell":
-      return operator.addCell(request.cellId, request.workers, request.weight, (progress) => stream.line({ type: "progress", progress }));
+      return operations.addCell(request.cellId, request.workers, request.weight, (progress) => stream.line({ type: "progress", progress }));
   }
 }
 
 const streamingOperations: ReadonlySet<AdminRequest["operation"]> = new Set(["drain", "addCell"]);
 
-/** What every request of one API shares: the operator, the token's digest and the in-flight count. */
+/** What every request of one API shares: the operations, the token's digest and the in-flight count. */
 type ApiContext = {
-  readonly operator: Operator;
+  readonly operations: Operations;
   readonly logger: AdminApiLogger;
   readonly expectedDigest: Buffer;
   readonly requestsInFlightMax: number;
@@ -177,7 +177,7 @@ async function answer(context: ApiContext, request: IncomingMessage, response: S
   try {
     let result: unknown;
     try {
-      result = await perform(context.operator, adminRequest, stream);
+      result = await perform(context.operations, adminRequest, stream);
     } catch (error) {
       // Once the stream has begun its status is sent: the error is its last line.
       if (!stream.hasStarted) throw error;
@@ -200,7 +200,7 @@ async function answer(context: ApiContext, request: IncomingMessage, response: S
 
 export async function startAdminApi(options: AdminApiOptions): Promise<AdminApi> {
   const context: ApiContext = {
-    operator: options.operator,
+    operations: options.operations,
     logger: options.logger,
     expectedDigest: tokenDigest(options.token),
     requestsInFlightMax: options.requestsInFlightMax ?? requestsInFlightMaxDefault,

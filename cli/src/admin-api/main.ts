@@ -1,7 +1,7 @@
 // The admin API process (`cellwire admin-api`, process cellwire-admin): config from the environment, one
 // NATS connection as the admin user, serve until SIGTERM or SIGINT.
 import { connectNats, createLogger, failStart, onShutdown, tellLauncher } from "@cellwire/cluster";
-import { NatsOperator } from "../nats-operator.ts";
+import { NatsOperations } from "../nats-operations.ts";
 import { adminApiProcessName, startAdminApi } from "./admin-api-server.ts";
 import { loadAdminApiConfig } from "./config.ts";
 
@@ -12,11 +12,11 @@ try {
   const { config, warnings } = loadAdminApiConfig(process.env);
   for (const warning of warnings) logger.warn(warning);
   const connection = await connectNats([...config.natsServers], adminApiProcessName, logger, config.natsAccess);
-  const operator = new NatsOperator(connection, config.namespace);
-  const api = await startAdminApi({ host: config.host, port: config.port, token: config.token.reveal(), operator, logger });
+  const operations = new NatsOperations(connection, config.namespace);
+  const api = await startAdminApi({ host: config.host, port: config.port, token: config.token.reveal(), operations, logger });
   onShutdown(async () => {
     await api.stop();
-    operator.stop();
+    operations.stop();
     await connection.close();
   }, logger);
   logger.info(`ready: the admin API listens on http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${api.port}`, {

@@ -23,7 +23,7 @@ import {
 export const drainConcurrencyMax = 64;
 /** Dead letters listed per cell, at most (`cellwire dead-letters list --limit`). */
 export const deadLettersRowsMax = 10_000;
-/** Dead letter ids one redrive names, at most; the operator pages them to the cell. */
+/** Dead letter ids one redrive names, at most; the operations page them to the cell. */
 export const redriveRequestIdsMax = 4096;
 const cellWeightMax = 1_000_000;
 

@@ -1,6 +1,6 @@
-// The Operator over the admin HTTP API: what `cellwire ring`, `cells`, `whereis`, `migrate`, ... do with
+// The Operations over the admin HTTP API: what `cellwire ring`, `cells`, `whereis`, `migrate`, ... do with
 // --admin-url (or CELLWIRE_ADMIN_URL). The answers are decoded like any input; an error answer becomes the
-// OperationError the server's operator threw, so the command prints what it prints without the API.
+// OperationError the server's operations threw, so the command prints what it prints without the API.
 import {
   array,
   boolean,
@@ -26,13 +26,13 @@ import {
   type DeadLettersReport,
   type DrainSummary,
   type MigrateReport,
-  type Operator,
-  type OperatorSession,
+  type Operations,
+  type OperationsSession,
   type RedriveReport,
   type RevokeReport,
   type RingReport,
   type WhereisReport,
-} from "../operator.ts";
+} from "../operations.ts";
 import { ndjsonContentType } from "./admin-api-server.ts";
 
 /** Why the admin API could not be used at all (unreachable, the token refused, an answer that does not decode). */
@@ -155,15 +155,15 @@ function answerError(status: number, code: string, message: string): Error {
   return new AdminApiError(`the admin API answered ${status} ${code}: ${message}`);
 }
 
-export type HttpOperatorOptions = {
+export type HttpOperationsOptions = {
   /** The API's base URL, e.g. http://127.0.0.1:8090. */
   readonly baseUrl: string;
   readonly token: string;
 };
 
-export class HttpOperator implements Operator {
+export class HttpOperations implements Operations {
   private readonly baseUrl: string;
-  constructor(private readonly options: HttpOperatorOptions) {
+  constructor(private readonly options: HttpOperationsOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
   }
 
@@ -300,7 +300,7 @@ async function* ndjsonLines(body: ReadableStream<Uint8Array>): AsyncGenerator<st
   }
 }
 
-/** An operator session over the API: nothing to open or close (fetch keeps its own connections). */
-export function openHttpOperator(options: HttpOperatorOptions): OperatorSession {
-  return { operator: new HttpOperator(options), close: () => Promise.resolve() };
+/** An operations session over the API: nothing to open or close (fetch keeps its own connections). */
+export function openHttpOperations(options: HttpOperationsOptions): OperationsSession {
+  return { operations: new HttpOperations(options), close: () => Promise.resolve() };
 }

@@ -44,14 +44,14 @@ import {
   type DeadLettersReport,
   type DrainSummary,
   type MigrateReport,
-  type Operator,
-  type OperatorSession,
+  type Operations,
+  type OperationsSession,
   type RedriveReport,
   type RevokeReport,
   type RingMember,
   type RingReport,
   type WhereisReport,
-} from "./operator.ts";
+} from "./operations.ts";
 import { percentile } from "./statistics.ts";
 
 /** How long add-cell waits for the launcher to start the workers (each creates and migrates a database). */
@@ -63,7 +63,7 @@ const directoryTimeoutMs = 5000;
 /** Pages one redrive --all walks before it stops (and says so): 2,000,000 rows. */
 const redriveAllPagesMax = 10_000;
 
-export type NatsOperatorOptions = {
+export type NatsOperationsOptions = {
   readonly natsServers: readonly string[];
   readonly natsAccess?: NatsAccess;
   readonly namespace: string;
@@ -82,7 +82,7 @@ function asOperationError(error: unknown): unknown {
   return error;
 }
 
-export class NatsOperator implements Operator {
+export class NatsOperations implements Operations {
   #tools: MigrationTools | undefined;
   readonly #directory: DirectoryClient;
 
@@ -368,17 +368,17 @@ async function cellDeadLetters(
 }
 
 /** Connects as the admin user (named `name` on the server) for one command's run. */
-export async function openNatsOperator(options: NatsOperatorOptions, name: string): Promise<OperatorSession> {
+export async function openNatsOperations(options: NatsOperationsOptions, name: string): Promise<OperationsSession> {
   const connection = await connect({
     ...(await natsConnectOptions(options.natsAccess ?? anonymousNatsAccess("admin"))),
     servers: [...options.natsServers],
     name,
   });
-  const operator = new NatsOperator(connection, options.namespace);
+  const operations = new NatsOperations(connection, options.namespace);
   return {
-    operator,
+    operations,
     close: async () => {
-      operator.stop();
+      operations.stop();
       await connection.close();
     },
   };

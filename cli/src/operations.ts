@@ -1,6 +1,6 @@
 // What an operator can do to a running deployment, as one interface with two implementations: over NATS as
-// the admin user (nats-operator.ts, what the commands did alone before) and over the admin HTTP API
-// (admin-api/http-operator.ts, for a deployment that is not the local launcher). The commands print a
+// the admin user (nats-operations.ts, what the commands did alone before) and over the admin HTTP API
+// (admin-api/http-operations.ts, for a deployment that is not the local launcher). The commands print a
 // report the same way whichever implementation produced it; the admin API serves the NATS one
 // (docs/decisions/0035-admin-http-api.md).
 import type { CellRecord, DeadLetterSummary, DirectoryEntryKind } from "@cellwire/protocol";
@@ -91,7 +91,7 @@ export type DeadLettersReport = {
 
 export type RedriveReport = { readonly cellId: string; readonly redrivenRows: number };
 
-export interface Operator {
+export interface Operations {
   cells(): Promise<CellsReport>;
   ring(cellId: string): Promise<RingReport>;
   whereis(userId: string): Promise<WhereisReport>;
@@ -105,5 +105,5 @@ export interface Operator {
   redrive(cellId: string, selection: readonly number[] | "all"): Promise<RedriveReport>;
 }
 
-/** An operator for one command's run; `close` ends its connection. */
-export type OperatorSession = { readonly operator: Operator; close(): Promise<void> };
+/** The operations for one command's run; `close` ends its connection. */
+export type OperationsSession = { readonly operations: Operations; close(): Promise<void> };

@@ -1,4 +1,4 @@
-// An Operator that records what it was asked and answers from canned reports, for the admin API's tests:
+// An Operations that records what it was asked and answers from canned reports, for the admin API's tests:
 // the HTTP boundary (auth, routing, parsing, error mapping, streaming) without a deployment behind it.
 import type { DirectoryEntryKind } from "@cellwire/protocol";
 import type { DrainProgress } from "../src/migration.ts";
@@ -9,16 +9,16 @@ import type {
   DeadLettersReport,
   DrainSummary,
   MigrateReport,
-  Operator,
+  Operations,
   RedriveReport,
   RevokeReport,
   RingReport,
   WhereisReport,
-} from "../src/operator.ts";
+} from "../src/operations.ts";
 
 export type OperatorCall = { readonly operation: string; readonly arguments: readonly unknown[] };
 
-export class RecordingOperator implements Operator {
+export class RecordingOperations implements Operations {
   readonly calls: OperatorCall[] = [];
   /** Set to make the next call of any operation throw it (after its progress, for the streaming ones). */
   failure: Error | undefined;
