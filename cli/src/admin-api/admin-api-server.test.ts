@@ -167,6 +167,41 @@ describe("the admin API's boundary", () => {
     ]);
   });
 
+  it("answers 503 busy past its requests in flight, and takes requests again once they end", async () => {
+    const gates: (() => void)[] = [];
+    const held = new RecordingOperations();
+    held.cells = () => new Promise((resolve) => gates.push(() => resolve({ namespace: "ns", cells: [] })));
+    const limited = await startAdminApi({
+      host: "127.0.0.1",
+      port: 0,
+      token,
+      operations: held,
+      logger: { info: () => {}, warn: () => {} },
+      requestsInFlightMax: 2,
+    });
+    try {
+      const ask = (): Promise<Response> =>
+        fetch(`http://127.0.0.1:${limited.port}/v1/cells`, { headers: { authorization: `Bearer ${token}` } });
+      const first = ask();
+      const second = ask();
+      while (gates.length < 2) await new Promise((resolve) => setImmediate(resolve));
+      const third = await ask();
+      expect([third.status, third.headers.get("retry-after"), await third.json()]).toEqual([
+        503,
+        "1",
+        { error: { code: "busy", message: "2 requests are in flight; try again when one ends" } },
+      ]);
+      for (const open of gates.splice(0)) open();
+      expect([(await first).status, (await second).status]).toEqual([200, 200]);
+      const fourth = ask();
+      while (gates.length < 1) await new Promise((resolve) => setImmediate(resolve));
+      gates[0]?.();
+      expect((await fourth).status).toBe(200);
+    } finally {
+      await limited.stop();
+    }
+  });
+
   it("logs each request's method, path and status, never its query or token", async () => {
     await call("GET", "/v1/whereis?user=alice");
     expect(logLines.join("\n")).toContain('"path":"/v1/whereis","status":200');
