@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { EnvironmentReader, readNatsAccess } from "@cellwire/cluster";
 import { addCellWorkersMax } from "@cellwire/protocol";
 import { openHttpOperations } from "./admin-api/http-operations.ts";
-import { deadLettersRowsMax, drainConcurrencyMax } from "./admin-api/routes.ts";
+import { cellWeightMax, deadLettersRowsMax, drainConcurrencyMax } from "./admin-api/routes.ts";
 import { runHistory, runListen, runRead, runSend, runToken } from "./client-commands.ts";
 import { openNatsOperations } from "./nats-operations.ts";
 import {
@@ -221,7 +221,7 @@ async function main(argv: string[]): Promise<number> {
       if (cellId === undefined) throw new UsageError("add-cell needs a cell id");
       const workers = positiveInteger("workers", values.workers, 2) ?? 2;
       if (workers > addCellWorkersMax) throw new UsageError(`--workers must be at most ${addCellWorkersMax}`);
-      return runAddCell(cellId, workers, positiveInteger("weight", values.weight, 100) ?? 100, operatorTarget());
+      return runAddCell(cellId, workers, positiveInteger("weight", values.weight, 100, cellWeightMax) ?? 100, operatorTarget());
     }
     case "revoke": {
       const userId = rest[0];

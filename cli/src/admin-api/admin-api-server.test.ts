@@ -14,6 +14,7 @@ import {
   type AdminApi,
 } from "./admin-api-server.ts";
 import { AdminApiError, HttpOperations } from "./http-operations.ts";
+import { redriveRequestIdsMax } from "./routes.ts";
 
 const token = "t".repeat(20) + "0123456789abcdef";
 let api: AdminApi;
@@ -241,6 +242,13 @@ describe("HttpOperations: the commands' operations over the API", () => {
       ["drain", "b", 2],
       ["addCell", "c", 1, 10],
     ]);
+  });
+
+  it("sends a redrive of more ids than one request takes in several, each id once", async () => {
+    const client = new HttpOperations({ baseUrl, token });
+    const ids = [...Array.from({ length: redriveRequestIdsMax + 10 }, (_, index) => index + 1), 3];
+    expect(await client.redrive("a", ids)).toEqual({ cellId: "a", redrivenRows: 4 });
+    expect(operations.calls.map((call) => (call.arguments[1] as number[]).length)).toEqual([redriveRequestIdsMax, 10]);
   });
 
   it("throws the operation's own error, from a status or from the stream's last line", async () => {

@@ -34,6 +34,7 @@ import {
   type WhereisReport,
 } from "../operations.ts";
 import { ndjsonContentType } from "./admin-api-server.ts";
+import { redriveRequestIdsMax } from "./routes.ts";
 
 /** Why the admin API could not be used at all (unreachable, the token refused, an answer that does not decode). */
 export class AdminApiError extends Error {
@@ -263,13 +264,19 @@ export class HttpOperations implements Operations {
     return this.json(deadLettersReport, "GET", `/v1/dead-letters?${query.toString()}`);
   }
 
-  redrive(cellId: string, selection: readonly number[] | "all"): Promise<RedriveReport> {
-    return this.json(
-      redriveReport,
-      "POST",
-      "/v1/dead-letters/redrive",
-      selection === "all" ? { cellId, all: true } : { cellId, ids: selection },
-    );
+  /**
+   * The command may name any number of ids, and one twice: each is sent once (a second redrive of an id
+   * adds no rows), in as many requests as the API's bound asks.
+   */
+  async redrive(cellId: string, selection: readonly number[] | "all"): Promise<RedriveReport> {
+    if (selection === "all") return this.json(redriveReport, "POST", "/v1/dead-letters/redrive", { cellId, all: true });
+    const distinct = [...new Set(selection)];
+    let redrivenRows = 0;
+    for (let start = 0; start < distinct.length; start += redriveRequestIdsMax) {
+      const ids = distinct.slice(start, start + redriveRequestIdsMax);
+      redrivenRows += (await this.json(redriveReport, "POST", "/v1/dead-letters/redrive", { cellId, ids })).redrivenRows;
+    }
+    return { cellId, redrivenRows };
   }
 }
 

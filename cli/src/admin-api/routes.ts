@@ -25,7 +25,8 @@ export const drainConcurrencyMax = 64;
 export const deadLettersRowsMax = 10_000;
 /** Dead letter ids one redrive names, at most; the operations page them to the cell. */
 export const redriveRequestIdsMax = 4096;
-const cellWeightMax = 1_000_000;
+/** A cell's capacity weight, at most (the directory's bound, `cellwire add-cell --weight`). */
+export const cellWeightMax = 1_000_000;
 
 export const addCellDefaults = { workers: 2, weight: 100 } as const;
 export const drainConcurrencyDefault = 8;
