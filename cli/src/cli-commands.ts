@@ -17,6 +17,7 @@ export const cliCommands = [
   "revoke",
   "dead-letters",
   "up",
+  "admin-api",
 ] as const;
 
 export type CliCommand = (typeof cliCommands)[number];

@@ -1,15 +1,25 @@
 // `cellwire`: the command line of a Cellwire developer. `token`, `send`, `listen`, `history` and `read` talk to an
 // edge through the client SDK like any client; `up` runs the local topology (what `npm start` runs).
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { EnvironmentReader, readNatsAccess, type NatsAccess } from "@cellwire/cluster";
-import { runHistory, runListen, runRead, runSend, runToken } from "./client-commands.ts";
-import { runCells, runWhereis } from "./directory-commands.ts";
+import { EnvironmentReader, readNatsAccess } from "@cellwire/cluster";
 import { addCellWorkersMax } from "@cellwire/protocol";
-import { runAddCell, runDrain, runMigrate } from "./migration-commands.ts";
 import { isCliCommand } from "./cli-commands.ts";
-import { runDeadLettersList, runDeadLettersRedrive } from "./dead-letter-commands.ts";
-import { runRevoke } from "./revoke-command.ts";
-import { runRing } from "./ring-command.ts";
+import { openHttpOperations } from "./admin-api/http-operations.ts";
+import { cellWeightMax, deadLettersRowsMax, drainConcurrencyMax } from "./admin-api/routes.ts";
+import { runHistory, runListen, runRead, runSend, runToken } from "./client-commands.ts";
+import { openNatsOperations } from "./nats-operations.ts";
+import {
+  runAddCell,
+  runCells,
+  runDeadLettersList,
+  runDeadLettersRedrive,
+  runDrain,
+  runMigrate,
+  runRevoke,
+  runRing,
+  runWhereis,
+  type OperationsTarget,
+} from "./operator-commands.ts";
 import { runUp } from "./up.ts";
 
 const usage = `cellwire <command> [options]
@@ -49,6 +59,13 @@ Commands:
                                                    of the conversation)
   up [--nats-cluster]                             run the local topology (what npm start runs); with
                                                    --nats-cluster on a 3-node NATS cluster on loopback
+  admin-api                                       serve the operator commands over HTTP (ADMIN_HOST,
+                                                   ADMIN_PORT, ADMIN_TOKEN; docs/admin-api.md)
+
+Options for ring, cells, whereis, migrate, drain, add-cell, revoke and dead-letters:
+  --admin-url <url>  go through the admin API at <url> (or set CELLWIRE_ADMIN_URL), with the token in
+                     CELLWIRE_ADMIN_TOKEN; without it they connect to NATS as the admin user
+                     (CELLWIRE_NATS_SERVERS, CELLWIRE_NATS_USER, CELLWIRE_NATS_PASSWORD[_FILE])
 
 Options for send, listen, history and read:
   --edge <url>       the edge's WebSocket URL (default ws://127.0.0.1:8080/ws)
@@ -76,6 +93,7 @@ const options = {
   cell: { type: "string" },
   all: { type: "boolean" },
   "nats-cluster": { type: "boolean" },
+  "admin-url": { type: "string" },
   help: { type: "boolean", short: "h" },
 } satisfies ParseArgsConfig["options"];
 
@@ -83,12 +101,15 @@ export class UsageError extends Error {
   override readonly name = "UsageError";
 }
 
-function positiveInteger(name: string, raw: string | undefined, fallback: number | undefined): number | undefined {
+function positiveInteger(name: string, raw: string | undefined, fallback: number | undefined, max?: number): number | undefined {
   if (raw === undefined) return fallback;
   const value = Number(raw);
   if (!Number.isSafeInteger(value) || value < 1) throw new UsageError(`--${name} must be a positive integer`);
+  if (max !== undefined && value > max) throw new UsageError(`--${name} must be at most ${max}`);
   return value;
 }
+
+const adminUrlPattern = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
 
 function sequenceNumber(name: string, raw: string): number {
   const value = Number(raw);
@@ -117,14 +138,25 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined && values.help !== true ? 2 : 0;
   }
   const token = values.token ?? process.env["CELLWIRE_TOKEN"];
-  // Operator commands talk to the services over NATS, in the namespace the topology runs in.
-  // They connect as the admin user (CELLWIRE_NATS_USER and a password, docs/decisions/0015).
-  const serviceOptions = (): { namespace: string; natsServers: string[]; natsAccess: NatsAccess; json: boolean } => ({
-    namespace: process.env["CELLWIRE_NAMESPACE"] ?? "cellwire",
-    natsServers: (process.env["CELLWIRE_NATS_SERVERS"] ?? "127.0.0.1:4222").split(",").filter((server) => server !== ""),
-    natsAccess: readNatsAccess(new EnvironmentReader(process.env, []), "admin"),
-    json: values.json === true,
-  });
+  // Operator commands go through the admin API when given its URL; otherwise they talk to the services
+  // over NATS, in the namespace the topology runs in, as the admin user (CELLWIRE_NATS_USER and a
+  // password, docs/decisions/0015).
+  const operatorTarget = (): OperationsTarget => {
+    const json = values.json === true;
+    const adminUrl = values["admin-url"] ?? process.env["CELLWIRE_ADMIN_URL"];
+    if (adminUrl !== undefined && adminUrl !== "") {
+      if (!adminUrlPattern.test(adminUrl)) throw new UsageError(`--admin-url must be an http:// or https:// URL`);
+      const adminToken = process.env["CELLWIRE_ADMIN_TOKEN"];
+      if (adminToken === undefined || adminToken === "") throw new UsageError("--admin-url needs the API's token in CELLWIRE_ADMIN_TOKEN");
+      return { json, open: () => Promise.resolve(openHttpOperations({ baseUrl: adminUrl, token: adminToken })) };
+    }
+    const natsOptions = {
+      namespace: process.env["CELLWIRE_NAMESPACE"] ?? "cellwire",
+      natsServers: (process.env["CELLWIRE_NATS_SERVERS"] ?? "127.0.0.1:4222").split(",").filter((server) => server !== ""),
+      natsAccess: readNatsAccess(new EnvironmentReader(process.env, []), "admin"),
+    };
+    return { json, open: (name) => openNatsOperations(natsOptions, name) };
+  };
   const connection = { edgeUrl: values.edge, deviceId: values.device ?? "cli", token };
   if (!isCliCommand(command)) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   switch (command) {
@@ -165,56 +197,60 @@ async function main(argv: string[]): Promise<number> {
     case "ring": {
       const cellId = rest[0];
       if (cellId === undefined) throw new UsageError("ring needs a cell id");
-      return runRing({ cellId, ...serviceOptions() });
+      return runRing(cellId, operatorTarget());
     }
     case "cells":
-      return runCells(serviceOptions());
+      return runCells(operatorTarget());
     case "whereis": {
       const userId = rest[0];
       if (userId === undefined) throw new UsageError("whereis needs a user id");
-      return runWhereis(userId, serviceOptions());
+      return runWhereis(userId, operatorTarget());
     }
     case "migrate": {
       const conversationId = values.conversation;
       const [id, cellId] = conversationId === undefined ? [rest[0], rest[1]] : [conversationId, rest[0]];
       if (id === undefined || cellId === undefined)
         throw new UsageError("migrate needs a user id (or --conversation <id>) and a target cell id");
-      return runMigrate(id, cellId, conversationId === undefined ? "user" : "conversation", serviceOptions());
+      return runMigrate(id, cellId, conversationId === undefined ? "user" : "conversation", operatorTarget());
     }
     case "drain": {
       const cellId = rest[0];
       if (cellId === undefined) throw new UsageError("drain needs a cell id");
-      return runDrain(cellId, positiveInteger("concurrency", values.concurrency, 8) ?? 8, serviceOptions());
+      return runDrain(cellId, positiveInteger("concurrency", values.concurrency, 8, drainConcurrencyMax) ?? 8, operatorTarget());
     }
     case "add-cell": {
       const cellId = rest[0];
       if (cellId === undefined) throw new UsageError("add-cell needs a cell id");
       const workers = positiveInteger("workers", values.workers, 2) ?? 2;
       if (workers > addCellWorkersMax) throw new UsageError(`--workers must be at most ${addCellWorkersMax}`);
-      return runAddCell(cellId, workers, positiveInteger("weight", values.weight, 100) ?? 100, serviceOptions());
+      return runAddCell(cellId, workers, positiveInteger("weight", values.weight, 100, cellWeightMax) ?? 100, operatorTarget());
     }
     case "revoke": {
       const userId = rest[0];
       if (userId === undefined) throw new UsageError("revoke needs a user id");
-      return runRevoke(userId, serviceOptions());
+      return runRevoke(userId, operatorTarget());
     }
     case "dead-letters": {
       const [action, ...args] = rest;
       if (action === "list") {
         if (args.length > 0) throw new UsageError("dead-letters list takes no arguments (--cell <id> names one cell)");
-        return runDeadLettersList(values.cell, positiveInteger("limit", values.limit, 1000) ?? 1000, serviceOptions());
+        return runDeadLettersList(values.cell, positiveInteger("limit", values.limit, 1000, deadLettersRowsMax) ?? 1000, operatorTarget());
       }
       if (action === "redrive") {
         const [cellId, ...ids] = args;
         if (cellId === undefined) throw new UsageError("dead-letters redrive needs a cell id");
         if ((values.all === true) === ids.length > 0)
           throw new UsageError("dead-letters redrive needs dead letter ids or --all (not both)");
-        return runDeadLettersRedrive(cellId, values.all === true ? "all" : ids.map((id) => deadLetterId(id)), serviceOptions());
+        return runDeadLettersRedrive(cellId, values.all === true ? "all" : ids.map((id) => deadLetterId(id)), operatorTarget());
       }
       throw new UsageError("dead-letters needs list or redrive");
     }
     case "up":
       return runUp(process.env, { natsCluster: values["nats-cluster"] === true });
+    case "admin-api":
+      // The service's own entry reads its config and serves until a signal, on which it exits itself.
+      await import("./admin-api/main.ts");
+      return new Promise<number>(() => {});
   }
 }
 

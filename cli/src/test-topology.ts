@@ -17,6 +17,8 @@ export type TestTopology = {
   readonly output: string[];
   /** The NATS servers the topology's processes use. */
   readonly natsServers: readonly string[];
+  /** The admin HTTP API's URL and token, when the options asked for it (adminApi: true). */
+  readonly adminApi: { readonly url: string; readonly token: string } | undefined;
   /** A connection as one of the topology's NATS users (the admin's by default), closed by the caller. */
   connectNats(service?: NatsService): Promise<NatsConnection>;
   /** The environment a `cellwire` command needs to reach this topology's NATS as `service` (admin by default). */
@@ -56,6 +58,8 @@ export type TestTopologyOptions = {
   readonly natsUsers?: NatsUsers;
   /** The Redis the directory uses and the cleanup empties (default: the machine's, testServices.redisUrl). */
   readonly redisUrl?: string;
+  /** Runs the admin HTTP API too (cellwire-admin), on a free port with a fresh token. */
+  readonly adminApi?: boolean;
 };
 
 export async function startTestTopology(options: TestTopologyOptions): Promise<TestTopology> {
@@ -75,6 +79,7 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     natsAccess: accessOf("admin"),
     redisUrl: options.redisUrl ?? testServices.redisUrl,
   };
+  const adminToken = randomBytes(32).toString("base64url");
   const natsEnvironment = (service: NatsService = "admin"): Record<string, string> =>
     natsUsers?.environmentFor(service, services.natsServers) ?? { CELLWIRE_NATS_SERVERS: services.natsServers.join(",") };
   const start = (): Promise<Topology> =>
@@ -85,6 +90,7 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
       cells,
       edgePorts: Array.from({ length: options.edgeCount ?? 2 }, () => 0),
       edgeHost: "127.0.0.1",
+      ...(options.adminApi === true ? { adminApi: { port: 0, token: adminToken } } : {}),
       ...(options.webDirectory === undefined ? {} : { webDirectory: options.webDirectory }),
       // A short edge drain: a test that stops its topology with clients still connected should not wait
       // the production window (5 s) for them; the edge drain test sets its own.
@@ -122,6 +128,10 @@ export async function startTestTopology(options: TestTopologyOptions): Promise<T
     },
     output,
     natsServers: services.natsServers,
+    get adminApi() {
+      const url = topology.adminApiUrl;
+      return url === undefined ? undefined : { url, token: adminToken };
+    },
     connectNats: (service = "admin") => connectAs(service, `cellwire-test-${service}-${namespace}`),
     natsEnvironment,
     stopProcesses: () => topology.stop(),

@@ -16,7 +16,7 @@ export type TopologyOptions = {
    * What each service's process needs in its environment to connect as its NATS user (a private server's
    * credentials, docs/decisions/0015); none on a server that asks for no credentials.
    */
-  readonly natsEnvironment?: (service: "edge" | "worker" | "directory") => Readonly<Record<string, string>>;
+  readonly natsEnvironment?: (service: "edge" | "worker" | "directory" | "admin") => Readonly<Record<string, string>>;
   readonly redisUrl: string;
   readonly postgresAdminUrl: string;
   readonly cells: readonly CellPlan[];
@@ -35,6 +35,11 @@ export type TopologyOptions = {
   /** Receives each line a child prints, prefixed by its process name. */
   readonly onOutput: (processName: string, line: string) => void;
   readonly startDeadlineMs?: number;
+  /**
+   * Runs the admin HTTP API (`cellwire admin-api`) too, on 127.0.0.1 at `port` (0: a free one) with
+   * `token`; its URL is then `adminApiUrl`.
+   */
+  readonly adminApi?: { readonly port: number; readonly token: string };
   /** Called when a child that was serving exits without being asked to. */
   readonly onUnexpectedExit?: (processName: string, code: number | null) => void;
 };
@@ -69,6 +74,8 @@ export class Topology {
   private readonly children: Child[] = [];
   private readonly addedCellIds: string[] = [];
   readonly edges: EdgeAddress[] = [];
+  /** The admin API's base URL, when the options asked for one. */
+  adminApiUrl: string | undefined;
   private stopping = false;
 
   constructor(private readonly options: TopologyOptions) {}
@@ -176,6 +183,15 @@ export class Topology {
         const host = this.options.edgeHost;
         this.edges.push({ edgeId: String(index + 1), port, webSocketUrl: `ws://${host}:${port}/ws`, httpUrl: `http://${host}:${port}/` });
       });
+      const adminApi = this.options.adminApi;
+      if (adminApi !== undefined) {
+        const port = await this.spawn("cellwire-admin", "@cellwire/cli/admin-api/main", {
+          ADMIN_HOST: "127.0.0.1",
+          ADMIN_PORT: String(adminApi.port),
+          ADMIN_TOKEN: adminApi.token,
+        });
+        this.adminApiUrl = `http://127.0.0.1:${port}`;
+      }
     } catch (error) {
       await this.stop();
       throw error;
@@ -250,8 +266,9 @@ export async function startTopology(options: TopologyOptions): Promise<Topology>
 }
 
 /** The NATS user a process entry connects as. */
-function serviceOf(entry: string): "edge" | "worker" | "directory" {
+function serviceOf(entry: string): "edge" | "worker" | "directory" | "admin" {
   if (entry.startsWith("@cellwire/edge/")) return "edge";
+  if (entry.startsWith("@cellwire/cli/admin-api/")) return "admin";
   if (entry.startsWith("@cellwire/cells/")) return "worker";
   if (entry.startsWith("@cellwire/directory/")) return "directory";
   throw new TopologyStartError(`no NATS user for ${entry}`);

@@ -97,6 +97,8 @@ beforeAll(async () => {
     ...process.env,
     CELLWIRE_NAMESPACE: namespace,
     CELLWIRE_EDGE_PORTS: "0,0",
+    // The admin API too on a free port: another launcher on this machine may hold 8090.
+    ADMIN_PORT: "0",
     DIRECTORY_REDIS_URL: testServices.redisUrl,
     WORKER_POSTGRES_ADMIN_URL: testServices.postgresAdminUrl,
   };

@@ -7,6 +7,7 @@
 // every process given every node's URL and the membership buckets replicated three times, so one node
 // can be killed under traffic (docs/decisions/0030). The processes' JSON log lines are shown pretty printed,
 // one line each.
+import { randomBytes } from "node:crypto";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -38,6 +39,8 @@ export type UpConfig = {
   readonly postgresAdminUrl: string;
   readonly edgeHost: string;
   readonly edgePorts: number[];
+  /** Where the admin HTTP API listens on 127.0.0.1 (ADMIN_PORT, default 8090; 0: a free port). */
+  readonly adminPort: number;
   readonly cells: CellPlan[];
 };
 
@@ -73,6 +76,7 @@ export function loadUpConfig(environment: Environment, flags: UpFlags = { natsCl
     postgresAdminUrl: reader.string("WORKER_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
     edgeHost: reader.string("CELLWIRE_EDGE_HOST", "127.0.0.1"),
     edgePorts: ports,
+    adminPort: reader.integer("ADMIN_PORT", 8090, 0, 65_535),
     cells: [
       { cellId: "a", workerCount: 2 },
       { cellId: "b", workerCount: 2 },
@@ -172,18 +176,21 @@ export async function runUp(environment: Environment, flags: UpFlags = { natsClu
     process.stderr.write(`cellwire: cannot start the topology.\n- ${error.message}\n`);
     return 1;
   }
-  let secretsDirectory: string | undefined;
+  // Local secrets live in a directory only this user can read: the admin's NATS password (on a NATS this
+  // launcher started) and the admin API's token, fresh for each run.
   const natsUsers = nats.users;
-  if (natsUsers !== undefined) {
-    secretsDirectory = await mkdtemp(join(tmpdir(), "cellwire-secrets-"));
-    await chmod(secretsDirectory, 0o700);
+  const secretsDirectory = await mkdtemp(join(tmpdir(), "cellwire-secrets-"));
+  await chmod(secretsDirectory, 0o700);
+  if (natsUsers !== undefined)
     await writeFile(join(secretsDirectory, "nats-admin-password"), `${natsUsers.user("admin").password}\n`, { mode: 0o600 });
-  }
+  const adminToken = randomBytes(32).toString("base64url");
+  const adminTokenFile = join(secretsDirectory, "admin-token");
+  await writeFile(adminTokenFile, `${adminToken}\n`, { mode: 0o600 });
   const natsServers = nats.servers;
   const launcherAccess = nats.launcherAccess;
   const cleanUp = async (): Promise<void> => {
     await nats.stop();
-    if (secretsDirectory !== undefined) await rm(secretsDirectory, { recursive: true, force: true });
+    await rm(secretsDirectory, { recursive: true, force: true });
   };
   const problems = await unreachableServices(servicesToCheck(natsServers, config.redisUrl, config.postgresAdminUrl));
   if (problems.length > 0) {
@@ -204,13 +211,14 @@ export async function runUp(environment: Environment, flags: UpFlags = { natsClu
     natsServers,
     ...(natsUsers === undefined
       ? {}
-      : { natsEnvironment: (service: "edge" | "worker" | "directory") => natsUsers.environmentFor(service, natsServers) }),
+      : { natsEnvironment: (service: "edge" | "worker" | "directory" | "admin") => natsUsers.environmentFor(service, natsServers) }),
     extraEnvironment: nats.processEnvironment,
     redisUrl: config.redisUrl,
     postgresAdminUrl: config.postgresAdminUrl,
     cells: config.cells,
     edgePorts: config.edgePorts,
     edgeHost: config.edgeHost,
+    adminApi: { port: config.adminPort, token: adminToken },
     webDirectory,
     onOutput: (processName, line) => process.stdout.write(`[${processName}] ${printLogLine(line)}\n`),
     onUnexpectedExit: (processName, code) => {
@@ -246,7 +254,10 @@ export async function runUp(environment: Environment, flags: UpFlags = { natsClu
       "  npx cellwire migrate alice b                  # move alice's mailbox to cell b while she chats",
       "  npx cellwire add-cell c                       # start cell c here; new users go there by weight",
       "",
-      ...(secretsDirectory === undefined
+      "Operator commands through the admin HTTP API (docs/admin-api.md):",
+      `  export CELLWIRE_ADMIN_URL=${topology.adminApiUrl ?? ""} CELLWIRE_ADMIN_TOKEN=$(cat ${adminTokenFile})`,
+      "",
+      ...(natsUsers === undefined
         ? []
         : [
             "Operator commands (migrate, add-cell, ring, revoke…) reach this NATS as its admin user:",

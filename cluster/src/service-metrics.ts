@@ -3,7 +3,7 @@
 // job can scrape edges, workers and the directory alike. Each service adds its own metrics to `registry`.
 import { collectDefaultMetrics, Registry } from "prom-client";
 
-export type ServiceKind = "edge" | "worker" | "directory";
+export type ServiceKind = "edge" | "worker" | "directory" | "admin";
 
 export interface ServiceMetrics {
   readonly registry: Registry;
