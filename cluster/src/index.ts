@@ -26,4 +26,6 @@ export * from "./service-runtime.ts";
 export * from "./service-metrics.ts";
 export * from "./health.ts";
 export * from "./admin-listener.ts";
+export * from "./nats-connected.ts";
+export * from "./prometheus.ts";
 export * from "./nats-access.ts";

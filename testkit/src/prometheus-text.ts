@@ -61,8 +61,10 @@ export function parsePrometheusText(text: string): PrometheusScrape {
     const fields = rest.trim().split(/\s+/);
     if (fields.length < 1 || fields.length > 2) fail("a bad value");
     const valueText = fields[0] ?? "";
-    const value = valueText === "+Inf" ? Infinity : valueText === "-Inf" ? -Infinity : valueText === "NaN" ? NaN : Number(valueText);
-    if (Number.isNaN(value) && valueText !== "NaN") fail("a value that is not a number");
+    // Prometheus reads values with Go's ParseFloat, which ignores case in NaN (prom-client writes "Nan").
+    const isNaNText = valueText.toLowerCase() === "nan";
+    const value = valueText === "+Inf" ? Infinity : valueText === "-Inf" ? -Infinity : isNaNText ? NaN : Number(valueText);
+    if (Number.isNaN(value) && !isNaNText) fail("a value that is not a number");
     samples.push({ name, labels, value });
   });
   const find = (name: string, wanted: Readonly<Record<string, string>> = {}): readonly PrometheusSample[] =>
