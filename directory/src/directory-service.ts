@@ -445,7 +445,7 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
       stopped.abort();
       await rebuilder.stop();
       await service.stop();
-      await connection.drain().catch(() => connection.close());
+      await connection.drain();
       await closeRedis(redis);
     })());
   const admin = await startDirectoryAdmin(config, serviceMetrics, redis, nats).catch(async (error: unknown) => {
