@@ -220,6 +220,7 @@ it("without NATS every worker and the directory is not ready, naming NATS; ready
   await server.crash();
   try {
     await untilReadiness("everyone to name NATS", everyone, (one) => one.status === 503 && one.failing.includes("nats"));
+    for (const port of ports.workers) expect((await scrape(port)).sum("cellwire_worker_nats_connected")).toBe(0);
   } finally {
     await server.restart();
   }
@@ -242,3 +243,23 @@ it("without Redis the directory is not ready, naming Redis, and the workers stay
   }
   await untilReadiness("the directory ready again", [ports.directory], ready);
 }, 120_000);
+
+it("a killed worker's lease expires: the survivor deletes it, counts the expiry and sees a ring of one", async () => {
+  onTestFailed(printOutput);
+  const topology = required(test, "the topology").topology;
+  const [survivorPort] = adminPorts().workers;
+  if (survivorPort === undefined) throw new Error("no worker admin port");
+  const before = await scrape(survivorPort);
+  await topology.signal(`cellwire-worker-${cellId}-2`, "SIGKILL");
+  const after = await pollUntil(
+    "the survivor to see a ring of one",
+    async () => {
+      const scraped = await scrape(survivorPort);
+      return scraped.sum("cellwire_worker_ring_members") === 1 ? scraped : undefined;
+    },
+    { deadlineMs, intervalMs: 100 },
+  );
+  expect(after.sum("cellwire_worker_lease_expiries_total")).toBe(before.sum("cellwire_worker_lease_expiries_total") + 1);
+  expect(after.sum("cellwire_worker_ring_changes_total")).toBeGreaterThan(before.sum("cellwire_worker_ring_changes_total"));
+  expect(after.sum("cellwire_worker_ring_epoch")).toBeGreaterThan(before.sum("cellwire_worker_ring_epoch"));
+}, 60_000);
