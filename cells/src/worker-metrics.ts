@@ -66,11 +66,18 @@ function kindLabel(kind: string): string {
   return kind.startsWith("cell.") ? kind.slice("cell.".length) : kind;
 }
 
+/**
+ * One (kind, outcome) count, kept as a plain number on the message path and added to its prom-client child
+ * at scrape time: an increment per send costs no label hashing (prom-client hashes a child's labels into a
+ * string on every inc).
+ */
+type OutcomeCount = { count: number; published: number; readonly child: Counter.Internal };
+
 type KindInstruments = {
   readonly label: string;
   readonly seconds: Histogram.Internal<"kind">;
-  /** Outcome children, made on first use: outcomes are reply codes, a closed set. */
-  readonly outcomes: Map<string, Counter.Internal>;
+  /** Outcome counts, made on first use: outcomes are reply codes, a closed set. */
+  readonly outcomes: Map<string, OutcomeCount>;
 };
 
 export type WorkerCounters = {
@@ -91,12 +98,6 @@ function defineWorkerInstruments(registry: Registry) {
   const registers = [registry];
   const latencyBuckets = [...internalLatencyBucketsSeconds];
   return {
-    requestsTotal: new Counter({
-      name: name("requests_total"),
-      help: "Cell requests answered, by kind (request type) and outcome (ok, or the error code).",
-      labelNames: ["kind", "outcome"] as const,
-      registers,
-    }),
     requestSeconds: new Histogram({
       name: name("request_seconds"),
       help: "From a request's arrival to its answer, by kind (a send batch is observed once, as sendBatch).",
@@ -169,8 +170,22 @@ function outcomeChildren(counter: Counter<"outcome">): (outcome: string) => Coun
 }
 
 /** Request counts and latency, their children bound once per kind. */
-function requestMetrics(requestsTotal: Counter<"kind" | "outcome">, requestSeconds: Histogram<"kind">): RequestMetrics {
+function requestMetrics(registry: Registry, requestSeconds: Histogram<"kind">): RequestMetrics {
   const byKind = new Map<string, KindInstruments>();
+  const requestsTotal = new Counter({
+    name: `${metricPrefix}worker_requests_total`,
+    help: "Cell requests answered, by kind (request type) and outcome (ok, or the error code).",
+    labelNames: ["kind", "outcome"] as const,
+    registers: [registry],
+    collect() {
+      for (const instruments of byKind.values()) {
+        for (const outcome of instruments.outcomes.values()) {
+          if (outcome.count > outcome.published) outcome.child.inc(outcome.count - outcome.published);
+          outcome.published = outcome.count;
+        }
+      }
+    },
+  });
   for (const kind of [...requestKinds, sendBatchKind, unknownKind]) {
     const label = kindLabel(kind);
     byKind.set(kind, { label, seconds: requestSeconds.labels(label), outcomes: new Map() });
@@ -179,12 +194,12 @@ function requestMetrics(requestsTotal: Counter<"kind" | "outcome">, requestSecon
   const sendInstruments = byKind.get("cell.send") as KindInstruments;
   const count = (instruments: KindInstruments, kind: string, reply: CellReply): void => {
     const outcome = replyOutcome(kind, reply);
-    let counter = instruments.outcomes.get(outcome);
-    if (counter === undefined) {
-      counter = requestsTotal.labels(instruments.label, outcome);
-      instruments.outcomes.set(outcome, counter);
+    let counted = instruments.outcomes.get(outcome);
+    if (counted === undefined) {
+      counted = { count: 0, published: 0, child: requestsTotal.labels(instruments.label, outcome) };
+      instruments.outcomes.set(outcome, counted);
     }
-    counter.inc();
+    counted.count += 1;
   };
   return {
     answered: (kind, reply, startedAtMs) => {
@@ -206,7 +221,7 @@ export function createWorkerCounters(registry: Registry): WorkerCounters {
   const migrationOutcome = outcomeChildren(instruments.migrations);
   const renewalOutcome = outcomeChildren(instruments.leaseRenewals);
   return {
-    requests: requestMetrics(instruments.requestsTotal, instruments.requestSeconds),
+    requests: requestMetrics(registry, instruments.requestSeconds),
     sendCommitter: { batchStarted: (sendCount) => instruments.sendBatchSize.observe(sendCount) },
     outboxRelay: {
       relayed: (appendedCount, retriedCount) => {
