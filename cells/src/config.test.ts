@@ -64,6 +64,8 @@ describe("loadWorkerConfig", () => {
         },
         databaseUnreachableMs: 10_000,
         postgresProbeIntervalMs: 1000,
+        adminHost: "127.0.0.1",
+        adminPort: 0,
       },
       unknownVariables: [],
     });
@@ -129,6 +131,8 @@ describe("loadWorkerConfig", () => {
       WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS: "2000",
       WORKER_DATABASE_UNREACHABLE_MS: "4000",
       WORKER_POSTGRES_PROBE_INTERVAL_MS: "500",
+      WORKER_ADMIN_HOST: "0.0.0.0",
+      WORKER_ADMIN_PORT: "9464",
       WORKER_SEND_BATCH_SIZE: "a name of no version",
       WORKER_LEASE_MSS: "typo",
     });
@@ -185,6 +189,8 @@ describe("loadWorkerConfig", () => {
       },
       databaseUnreachableMs: 4000,
       postgresProbeIntervalMs: 500,
+      adminHost: "0.0.0.0",
+      adminPort: 9464,
     });
     expect(unknownVariables).toEqual(["WORKER_LEASE_MSS", "WORKER_SEND_BATCH_SIZE"]);
   });
@@ -219,6 +225,9 @@ describe("loadWorkerConfig", () => {
     [{ ...minimal, WORKER_POSTGRES_QUERY_TIMEOUT_MS: "later" }, /WORKER_POSTGRES_QUERY_TIMEOUT_MS/],
     [{ ...minimal, WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS: "500" }, /WORKER_POSTGRES_KEEPALIVE_INITIAL_DELAY_MS/],
     [{ ...minimal, WORKER_POSTGRES_PROBE_INTERVAL_MS: "6000" }, /at most half of WORKER_DATABASE_UNREACHABLE_MS/],
+    [{ ...minimal, WORKER_ADMIN_PORT: "65536" }, /WORKER_ADMIN_PORT/],
+    [{ ...minimal, WORKER_ADMIN_PORT: "any" }, /WORKER_ADMIN_PORT/],
+    [{ ...minimal, WORKER_ADMIN_HOST: "http://0.0.0.0" }, /WORKER_ADMIN_HOST/],
   ])("refuses %j", (environment, message) => {
     expect(() => loadWorkerConfig(environment)).toThrow(message);
   });

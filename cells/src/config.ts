@@ -141,6 +141,13 @@ export type WorkerConfig = {
    */
   readonly databaseUnreachableMs?: number;
   readonly postgresProbeIntervalMs?: number;
+  /**
+   * The admin listener (/metrics, /livez, /readyz): WORKER_ADMIN_HOST, loopback by default, since what it
+   * shows is for the deployment's own scrapers; WORKER_ADMIN_PORT, 0 for a free port (printed in the ready
+   * line and told to the launcher). Optional like the migration settings; absent means the defaults.
+   */
+  readonly adminHost?: string;
+  readonly adminPort?: number;
 };
 
 /** The edges' clients give a send this long (client requestTimeoutMs); a worker past it serves nobody. */
@@ -156,6 +163,8 @@ export const postgresTimeoutsDefault: PostgresTimeouts = {
   keepAliveInitialDelayMs: 5000,
 };
 export const databaseUnreachableMsDefault = clientRequestTimeoutMs;
+export const adminHostDefault = "127.0.0.1";
+export const adminPortDefault = 0;
 export const postgresProbeIntervalMsDefault = 1000;
 
 export const sendBatchMaxDefault = 512;
@@ -177,6 +186,9 @@ export const migrationRequestTimeoutMsDefault = 10_000;
 export const frozenSweepIntervalMsDefault = 5000;
 export const frozenSweepKeysMaxDefault = 100;
 export const frozenSweepResumesMaxDefault = 4;
+
+/** A host name or an IPv4/IPv6 address to listen on (no scheme, no port). */
+export const adminHostPattern = /^[A-Za-z0-9.:-]{1,253}$/;
 
 export type LoadedWorkerConfig = {
   readonly config: WorkerConfig;
@@ -277,6 +289,8 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     },
     databaseUnreachableMs: reader.integer("WORKER_DATABASE_UNREACHABLE_MS", databaseUnreachableMsDefault, 100, 3_600_000),
     postgresProbeIntervalMs: reader.integer("WORKER_POSTGRES_PROBE_INTERVAL_MS", postgresProbeIntervalMsDefault, 10, 600_000),
+    adminHost: reader.string("WORKER_ADMIN_HOST", adminHostDefault, adminHostPattern),
+    adminPort: reader.integer("WORKER_ADMIN_PORT", adminPortDefault, 0, 65_535),
   };
   // Two heartbeats per lease at least, so one late renewal does not make the worker look dead.
   if (config.heartbeatIntervalMs * 2 > config.leaseMs) {

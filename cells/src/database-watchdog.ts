@@ -36,6 +36,11 @@ export class DatabaseWatchdog {
     this.lastAnsweredAtMs = options.monotonicNowMs();
   }
 
+  /** How long ago the last successful probe started (readiness: a database that answered lately). */
+  answeredAgoMs(): number {
+    return this.options.monotonicNowMs() - this.lastAnsweredAtMs;
+  }
+
   /** False from the moment the lease is being given up until it is back: the worker then serves nothing. */
   get serving(): boolean {
     return !this.gaveUp;

@@ -16,7 +16,7 @@ try {
   if (unknownVariables.length > 0) logger.warn(`unknown variables ignored: ${unknownVariables.join(", ")}`);
   const worker = await startWorker(config, logger);
   onShutdown(worker.stop, logger);
-  tellLauncher({ type: "ready", processName });
+  tellLauncher({ type: "ready", processName, adminPort: worker.adminPort });
 } catch (error) {
   failStart(processName, logger, error);
 }

@@ -70,6 +70,14 @@ function world(precopyPagesMax = 100) {
   const cells = new Map<string, Cell>();
   let hook: RouterHook | undefined;
   const imports: CellImportRequest[] = [];
+  /** Each cell.migrate's answer as the worker's metrics saw it: `migrated <pauseMs>`, or the error code. */
+  const migrationsEnded: string[] = [];
+  const metrics = {
+    migrationEnded: (reply: CellReply) =>
+      void migrationsEnded.push(
+        reply.type === "cell.migrated" ? `migrated ${reply.pauseMs}` : reply.type === "cell.error" ? reply.code : reply.type,
+      ),
+  };
   const router = {
     request: async (cellId: string, request: CellImportRequest): Promise<CellReply> => {
       imports.push(request);
@@ -91,7 +99,7 @@ function world(precopyPagesMax = 100) {
       workerId: `${cellId}-1`,
       cellId,
       drainOutbox: (conversationId) => void drained.push(conversationId),
-      migration: { directory, router, clock, limits: { migrationsInFlightMax: 4, flipAttemptsMax: 2, precopyPagesMax } },
+      migration: { directory, router, clock, limits: { migrationsInFlightMax: 4, flipAttemptsMax: 2, precopyPagesMax }, metrics },
     });
     const created = { store, handler, request, drained, published };
     cells.set(cellId, created);
@@ -100,6 +108,7 @@ function world(precopyPagesMax = 100) {
   return {
     directory,
     imports,
+    migrationsEnded,
     clock,
     source: cell("a"),
     target: cell("b"),
@@ -125,7 +134,7 @@ async function mailboxOf(source: Cell, userId: string, count: number): Promise<M
 
 describe("MigrationCoordinator", () => {
   it("moves a mailbox: copied in pages, flipped, activated there, tombstoned here", async () => {
-    const { directory, source, target, imports } = world();
+    const { directory, source, target, imports, migrationsEnded } = world();
     const user = newUserId();
     directory.place("user", user, "a");
     const events = await mailboxOf(source, user, 250);
@@ -145,6 +154,7 @@ describe("MigrationCoordinator", () => {
     // Every event went before the freeze: the pause holds only the (local) confirmation, the flip and the
     // activation; the fake clock moves 4 ms per cross-cell request and 1 ms per directory request.
     expect(reply.type === "cell.migrated" && reply.pauseMs).toBe(5);
+    expect(migrationsEnded).toEqual(["migrated 5"]);
     expect(imports.map((page) => [page.first, page.last, page.kind === "user" ? page.events.length : -1])).toEqual([
       [true, false, 0],
       [false, false, 200],
@@ -278,13 +288,14 @@ describe("MigrationCoordinator", () => {
   });
 
   it("unfreezes the key when a page of the copy fails, so nothing moved", async () => {
-    const { directory, source, setHook } = world();
+    const { directory, source, setHook, migrationsEnded } = world();
     const user = newUserId();
     directory.place("user", user, "a");
     await mailboxOf(source, user, 3);
     setHook((_request, index) => (index === 1 ? "fail" : undefined));
     const failed = await source.request({ type: "cell.migrate", kind: "user", id: user, toCellId: "b" });
     expect(failed).toMatchObject({ type: "cell.error", code: "cell_unavailable" });
+    expect(migrationsEnded).toEqual(["cell_unavailable"]);
     expect(directory.moves).toBe(0);
     expect(await source.store.migrationState({ kind: "user", id: user })).toMatchObject({ state: "active" });
     expect(await source.request(append(user, joinedEvent("still here")))).toMatchObject({ type: "cell.appended", seq: 4 });

@@ -27,6 +27,7 @@ import {
 import { cellErrorReply, movedReply } from "./cell-error-reply.ts";
 import { trimToPageBudget } from "./store/page-budget.ts";
 import { describeError } from "./store/errors.ts";
+import type { MigrationMetrics } from "./worker-metrics.ts";
 import type { ConversationStore, Fenced, FreezeResult, MigrationKey, MigrationRefusal, MigrationStore } from "./store/store.ts";
 
 /** The directory as migration needs it (DirectoryClient fits). */
@@ -67,6 +68,8 @@ export type MigrationPorts = {
   readonly turn: KeyTurn;
   readonly logger: Logger;
   readonly limits: MigrationLimits;
+  /** Each cell.migrate's answer (outcome, pause); absent: not counted. */
+  readonly metrics?: MigrationMetrics;
 };
 
 type Step<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reply: CellReply };
@@ -94,7 +97,14 @@ export class MigrationCoordinator {
       return cellErrorReply({ kind: "overloaded", reason: "migrations_full" });
     }
     this.inFlight.add(key);
-    const running = this.runCaught(request, key);
+    const { metrics } = this.ports;
+    const running =
+      metrics === undefined
+        ? this.runCaught(request, key)
+        : this.runCaught(request, key).then((reply) => {
+            metrics.migrationEnded(reply);
+            return reply;
+          });
     this.running.add(running);
     void running.finally(() => this.running.delete(running));
     return running;

@@ -31,6 +31,8 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
   const reads: OutboxQuery[] = [];
   const mailboxes = new MemoryConversationStore();
   let sends = 0;
+  /** What the relay reported to its metrics. */
+  const counts = { appended: 0, retried: 0, deadLettered: 0 };
   const control = {
     failing: new Set<string>(),
     hold: false,
@@ -74,6 +76,13 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
     ownership: { owns: options.owns ?? (() => true) },
     logger: silentLogger,
     limits: { ...defaultLimits, ...options.limits },
+    metrics: {
+      relayed: (appendedCount, retriedCount) => {
+        counts.appended += appendedCount;
+        counts.retried += retriedCount;
+      },
+      deadLettered: (rowCount) => void (counts.deadLettered += rowCount),
+    },
   });
   /** Creates a group (its joined rows: one per member); relays them as the request handler does unless told not to. */
   async function group(members: string[], relayIt = true): Promise<{ conversationId: string; outbox: readonly OutboxEntry[] }> {
@@ -123,7 +132,7 @@ function setup(options: { limits?: Partial<OutboxRelayLimits>; owns?: (conversat
       await new Promise((resolve) => setImmediate(resolve));
     }
   }
-  return { clock, store, reads, relay, control, group, read, mailbox, pending, releaseAll };
+  return { clock, store, reads, relay, control, counts, group, read, mailbox, pending, releaseAll };
 }
 
 /** A row's event in a word: `joined`, or `read <seq>` for bob's receipts. */
@@ -200,7 +209,7 @@ describe("OutboxRelay", () => {
 
   it("keeps relaying the others while one recipient always fails, backs that one off, and moves its rows to the dead letters after failuresMax", async () => {
     // Pages of two rows: bob's held rows on one page must not stop carol's and dave's on the next ones.
-    const { clock, store, relay, control, group, read, mailbox, pending } = setup({
+    const { clock, store, relay, control, counts, group, read, mailbox, pending } = setup({
       limits: { batchMax: 2, drainBatchesMax: 50, failuresMax: 3 },
     });
     control.failing.add("bob");
@@ -217,6 +226,8 @@ describe("OutboxRelay", () => {
     }
     // Six relays of the conversation in the same instant tried bob once: it backs off, no hot loop.
     expect(bobAttempts()).toBe(1);
+    // What the worker's metrics count: 3 × 7 rows applied, bob's one failed row to retry, no dead letter yet.
+    expect(counts).toEqual({ appended: 21, retried: 1, deadLettered: 0 });
     expect((await pending(conversationId)).every((entry) => entry.recipientUserId === "bob")).toBe(true);
     expect(await pending(conversationId)).toHaveLength(7);
     // Its retry time comes (the sweeper would drain now): one more attempt each time, on its oldest row.
@@ -233,6 +244,7 @@ describe("OutboxRelay", () => {
     expect(await pending(conversationId)).toEqual([]);
     const deadLetters = await store.deadLetters({ afterId: 0, limit: 100 });
     expect(deadLetters.map((deadLetter) => deadLetter.recipientUserId)).toEqual(Array(7).fill("bob"));
+    expect(counts).toMatchObject({ retried: 3, deadLettered: 7 });
     expect(deadLetters.map(({ attempts, lastError }) => [attempts, lastError])).toEqual([
       [3, "Error: bob is unreachable"],
       ...Array(6).fill([0, "Error: bob is unreachable"]),

@@ -23,6 +23,7 @@ import { describeError } from "./store/errors.ts";
 import type { ConversationStore, OutboxEntry, OutboxRetry } from "./store/store.ts";
 import type { MailboxAppender } from "./mailbox-appender.ts";
 import type { WorkerOwnership } from "./worker-ownership.ts";
+import type { OutboxRelayMetrics } from "./worker-metrics.ts";
 
 export type OutboxRelayLimits = {
   /** Rows read at once by a drain or by one sweep page. */
@@ -62,6 +63,8 @@ export type OutboxRelayDependencies = {
   readonly ownership: Pick<WorkerOwnership, "owns">;
   readonly logger: Logger & { readonly error: (message: string) => void };
   readonly limits: OutboxRelayLimits;
+  /** Appends, retries and dead letters, counted once per relay; absent: not counted. */
+  readonly metrics?: OutboxRelayMetrics;
 };
 
 /** Work waiting for a conversation's turn: rows from sends, or "drain" to read the outbox. */
@@ -345,6 +348,7 @@ export class OutboxRelay {
       }
     };
     await Promise.all(Array.from({ length: Math.min(limits.recipientsConcurrencyMax, recipients.length) }, lane));
+    this.dependencies.metrics?.relayed(applied.length, failed.length);
     // Past the stop wait the pool may be closed: the rows stay, and applying them again is harmless.
     if (this.abandoned) return "unrecorded";
     try {
@@ -366,6 +370,7 @@ export class OutboxRelay {
       for (const [recipientUserId, reason] of toDeadLetter) {
         state.held.add(recipientUserId);
         const moved = await store.deadLetterOutbox({ conversationId, recipientUserId, reason });
+        this.dependencies.metrics?.deadLettered(moved);
         if (!state.deadLettered.has(recipientUserId)) {
           logger.error(
             `${moved} outbox rows of ${recipientUserId} in ${conversationId} went to the dead letters after ${limits.failuresMax} failed relays (cellwire dead-letters): ${reason}`,

@@ -37,6 +37,7 @@ import {
 import { cellErrorReply } from "./cell-error-reply.ts";
 import { membersReply } from "./members-reply.ts";
 import type { KeyedSerialQueue } from "./keyed-serial-queue.ts";
+import type { MigrationMetrics } from "./worker-metrics.ts";
 import { MigrationCoordinator, type KeyTurn, type MigrationDirectory, type MigrationLimits, type MigrationRouter } from "./migration.ts";
 import { describeError } from "./store/errors.ts";
 import type { SendCommitter } from "./send-committer.ts";
@@ -61,6 +62,7 @@ export type MigrationDependencies = {
   readonly router: MigrationRouter;
   readonly clock: { readonly monotonicNowMs: () => number };
   readonly limits: MigrationLimits;
+  readonly metrics?: MigrationMetrics;
 };
 
 export type RequestHandlerDependencies = {
@@ -108,6 +110,7 @@ export class CellRequestHandler {
             router: migration.router,
             clock: migration.clock,
             limits: migration.limits,
+            ...(migration.metrics === undefined ? {} : { metrics: migration.metrics }),
             logger: dependencies.logger,
             turn: (key, write) => this.inTurn(key, write),
           });

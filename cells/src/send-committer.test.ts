@@ -95,8 +95,11 @@ function setup(options: Options = {}) {
   const errors: string[] = [];
   /** The backoffs the committer slept, in order. */
   const sleeps: number[] = [];
+  /** Each batch's size as the committer reported it to its metrics. */
+  const batchSizes: number[] = [];
   const committer = new SendCommitter({
     workerId,
+    metrics: { batchStarted: (sendCount) => void batchSizes.push(sendCount) },
     store,
     ownership: {
       snapshot: () => ({ ring: { ownerOf: (key: string) => ring.owners.get(key) ?? workerId }, ringEpoch: ring.epoch }),
@@ -159,7 +162,23 @@ function setup(options: Options = {}) {
     await store.memory.createGroup({ conversationId, creatorUserId: "alice", title: "t", memberUserIds: members, epoch: 1 });
     return conversationId;
   }
-  return { store, clock, ring, timers, events, published, warnings, errors, sleeps, committer, submit, replyOf, replies, group };
+  return {
+    store,
+    clock,
+    ring,
+    timers,
+    events,
+    published,
+    warnings,
+    errors,
+    sleeps,
+    batchSizes,
+    committer,
+    submit,
+    replyOf,
+    replies,
+    group,
+  };
 }
 
 function sendTo(conversationId: string, body: string, clientMessageId = body, senderUserId = "alice"): CellSendRequest {
@@ -188,6 +207,21 @@ function expectOverloaded(reply: CellReply): number {
   expect(reply.retryAfterMs).toBeLessThanOrEqual(retryAfterMsMax);
   return reply.retryAfterMs;
 }
+
+describe("SendCommitter metrics", () => {
+  it("reports each statement's batch size, a retried attempt's too, for cellwire_worker_send_batch_size", async () => {
+    const { store, submit, group, batchSizes } = setup({ retryWindowMs: 8000 });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "a"));
+    submit(sendTo(conversationId, "b"));
+    submit(sendTo(conversationId, "c"));
+    await store.completeNext();
+    store.held.shift()?.fail(unreachable("ECONNRESET"));
+    await settle();
+    await store.completeNext();
+    expect(batchSizes).toEqual([1, 2, 2]);
+  });
+});
 
 describe("SendCommitter riding through an unreachable database", () => {
   it("tries a batch again after a backoff, with the sends that queued meanwhile, until it is stored; answers each send once", async () => {

@@ -30,6 +30,7 @@ import { describeError, isPostgresUnavailable } from "./store/errors.ts";
 import type { OwnershipView } from "./worker-ownership.ts";
 import { sendKey, type AppendMessageInput, type AppendMessageResult, type ConversationStore, type SendKey } from "./store/store.ts";
 import type { StoredMessage } from "./message-publisher.ts";
+import type { SendCommitterMetrics } from "./worker-metrics.ts";
 
 export type SendCommitterLimits = {
   /** Sends one statement stores at most. */
@@ -85,6 +86,8 @@ export type SendCommitterDependencies = {
   readonly limits: SendCommitterLimits;
   readonly linger?: SendLinger;
   readonly retry?: SendRetry;
+  /** Each batch's size as its statement starts; absent: not counted. */
+  readonly metrics?: SendCommitterMetrics;
 };
 
 type PendingSend = {
@@ -279,6 +282,7 @@ export class SendCommitter {
       return inputs.length - 1;
     });
     let results: AppendMessageResult[];
+    this.dependencies.metrics?.batchStarted(inputs.length);
     try {
       results = await store.appendMessages(inputs);
     } catch (error) {

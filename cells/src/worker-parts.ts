@@ -31,6 +31,8 @@ import {
   parseJson,
   workerChannels,
   workerRequestSubjects,
+  type CellReply,
+  type CellSendBatchReplies,
   type WorkerChannel,
   type WorkerLease,
 } from "@cellwire/protocol";
@@ -71,6 +73,7 @@ import { describeError } from "./store/errors.ts";
 import { sendSessionOptions } from "./store/postgres-sends.ts";
 import type { ConversationStore } from "./store/store.ts";
 import type { WorkerOwnership } from "./worker-ownership.ts";
+import type { WorkerCounters } from "./worker-metrics.ts";
 
 /** The relay's retries of one mailbox append (on another owner after not_owner or silence). */
 const relayRetryBackoff: BackoffPolicy = { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 };
@@ -100,6 +103,8 @@ export type WorkerContext = {
   readonly connection: NatsConnection;
   readonly store: ConversationStore;
   readonly ownership: WorkerOwnership;
+  /** The worker's counters and histograms (worker-metrics.ts), fed by the parts below. */
+  readonly metrics: WorkerCounters;
   readonly undo: Undo;
 };
 
@@ -243,6 +248,7 @@ export function buildRelayPath(context: WorkerContext, directory: DirectoryClien
       retryDelayMsMax: config.relayRetryDelayMsMax ?? relayRetryDelayMsMaxDefault,
       failuresMax: config.relayFailuresMax ?? relayFailuresMaxDefault,
     },
+    metrics: context.metrics.outboxRelay,
   });
   undo.push(async () => void (await relay.stop(0)));
   // Keys that move away and back may have been written by another worker meanwhile.
@@ -293,6 +299,7 @@ export function buildRequestPath(context: WorkerContext, relay: OutboxRelay): Re
         flipAttemptsMax: migrationFlipAttemptsMax,
         precopyPagesMax: migrationPrecopyPagesMax,
       },
+      metrics: context.metrics.migration,
     },
     store,
     // The ring and its epoch are read afresh at each check: a write carries the epoch of the ring on
@@ -336,6 +343,7 @@ function buildSendCommitter(context: WorkerContext, publisher: MessagePublisher)
       },
     },
     retry: { windowMs: config.sendRetryWindowMs ?? sendRetryWindowMsDefault, random: dependencies.random, sleep: dependencies.sleep },
+    metrics: context.metrics.sendCommitter,
   });
 }
 
@@ -395,6 +403,7 @@ const textDecoder = new TextDecoder();
  */
 function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSubject: string, handler: CellRequestHandler): Subscription {
   const { config, connection, logger } = context;
+  const { requests } = context.metrics;
   return connection.subscribe(channelSubject, {
     callback: (error, message) => {
       if (error !== null) {
@@ -406,7 +415,11 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
       // ended the request at its own reconnect or retries it at its attempt's timeout (requests are
       // idempotent). It is dropped rather than refused (a "Permissions Violation" per late reply).
       const serverId = connection.info?.server_id;
-      const respond = (reply: unknown): void => {
+      // Counted when answered: the kind is the request's type, read below once the payload is parsed.
+      const receivedAtMs = performance.now();
+      let kind: unknown;
+      const respond = (reply: CellReply | CellSendBatchReplies): void => {
+        requests.answered(kind, reply, receivedAtMs);
         if (connection.info?.server_id !== serverId) return;
         if (!message.respond(encodeJson(reply))) logger.warn(`a request on ${channelSubject} had no reply subject`);
       };
@@ -416,6 +429,7 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
         return;
       }
       const type = isRecord(parsed.value) ? parsed.value["type"] : undefined;
+      kind = type;
       const refusal = offChannelRefusal(type, channel);
       if (refusal !== undefined) {
         logger.warn(`worker ${config.workerId} refused ${String(type).slice(0, 40)} on ${channelSubject}`);
@@ -444,7 +458,7 @@ export async function takeLease(context: WorkerContext, bucket: LeaseBucket, sub
     startedAtMs: clock.wallNowMs(),
     leaseMs: config.leaseMs,
   };
-  const holder = new LeaseHolder(bucket, lease, config.heartbeatIntervalMs, clock, logger);
+  const holder = new LeaseHolder(bucket, lease, config.heartbeatIntervalMs, clock, logger, context.metrics.leaseRenewalEnded);
   await holder.start();
   ownership.leaseTakenBy(holder);
   // After a NATS outage the lease has most likely lapsed: renewed at once, the worker serves again as

@@ -10,22 +10,38 @@ import {
   backoffDelayMs,
   anonymousNatsAccess,
   connectNats,
+  createServiceMetrics,
   leaseExpiryCheckIntervalMs,
+  startAdminListener,
+  watchNatsConnected,
+  type AdminListener,
+  type ServiceMetrics,
   openMembershipBucket,
   sleep,
   systemClock,
   type BackoffPolicy,
   type ServiceLogger,
 } from "@cellwire/cluster";
+import type pg from "pg";
 import type { Subscription } from "@nats-io/transport-node";
 import { workerSubject } from "@cellwire/protocol";
-import type { WorkerConfig } from "./config.ts";
+import { adminHostDefault, adminPortDefault, postgresProbeIntervalMsDefault, type WorkerConfig } from "./config.ts";
 import type { DatabaseWatchdog } from "./database-watchdog.ts";
 import type { FrozenKeySweeper } from "./frozen-key-sweeper.ts";
 import { ensureCellDatabase } from "./store/database.ts";
 import { describeError } from "./store/errors.ts";
 import { PostgresConversationStore } from "./store/postgres-store.ts";
 import { WorkerOwnership } from "./worker-ownership.ts";
+import { timeStatements } from "./timed-statements.ts";
+import {
+  createWorkerCounters,
+  outboxQueryTimeoutMs,
+  outboxSampleFromRow,
+  outboxSampleSql,
+  registerWorkerGauges,
+  type WorkerCounters,
+} from "./worker-metrics.ts";
+import { databaseAnswerAgeMsMax, workerReadinessChecks } from "./worker-readiness.ts";
 import {
   buildFrozenKeySweeper,
   buildRelayPath,
@@ -44,6 +60,8 @@ import {
 
 export type RunningWorker = {
   readonly workerId: string;
+  /** The port of the worker's admin listener (/metrics, /livez, /readyz) on config.adminHost. */
+  readonly adminPort: number;
   /** Stops taking requests, finishes those in flight, gives up the lease and closes connections. Idempotent. */
   readonly stop: () => Promise<void>;
 };
@@ -63,6 +81,8 @@ export async function startWorker(
 ): Promise<RunningWorker> {
   // Undone in reverse order when the start fails part-way.
   const undo: Undo = [];
+  const serviceMetrics = createServiceMetrics("worker", `cellwire-worker-${config.workerId}`);
+  const metrics = createWorkerCounters(serviceMetrics.registry);
   try {
     const databaseUrl = await ensureCellDatabase(config.postgresAdminUrl, config.namespace, config.cellId);
     const pools = openCellPools(databaseUrl, config, logger, undo);
@@ -73,6 +93,7 @@ export async function startWorker(
       config.natsAccess ?? anonymousNatsAccess("worker"),
     );
     undo.push(() => connection.close());
+    const nats = watchNatsConnected(connection);
 
     const directory = new DirectoryClient(connection, config.namespace, directoryRequestTimeoutMs);
     await registerCell(directory, config, logger, dependencies);
@@ -85,13 +106,15 @@ export async function startWorker(
       config.membershipBucketReplicas ?? 1,
     );
     const watcher = new MembershipWatcher(bucket, config.cellId, leaseExpiryCheckIntervalMs(config.leaseMs), dependencies.clock, logger);
+    watcher.onChange(() => metrics.ringChanged());
+    watcher.onLeaseExpired(() => metrics.leaseExpired());
     await watcher.start();
     undo.push(async () => watcher.stop());
     await watcher.ready;
 
-    const store = new PostgresConversationStore(pools.pool, {}, pools.sendPool);
+    const store = timeStatements(new PostgresConversationStore(pools.pool, {}, pools.sendPool), metrics.statementSeconds);
     const ownership = new WorkerOwnership(config.workerId, watcher);
-    const context: WorkerContext = { config, logger, dependencies, connection, store, ownership, undo };
+    const context: WorkerContext = { config, logger, dependencies, connection, store, ownership, metrics, undo };
     const relayPath = buildRelayPath(context, directory, watcher);
     const requestPath = buildRequestPath(context, relayPath.relay);
     const frozenKeySweeper = buildFrozenKeySweeper(context, requestPath.handler);
@@ -101,7 +124,11 @@ export async function startWorker(
     const databaseWatchdog = startDatabaseWatchdog(context, pools, holder);
     relayPath.relay.start();
     frozenKeySweeper.start();
-    logger.info(`worker ${config.workerId} of cell ${config.cellId} serves ${subject}.{edge,peer,admin}`);
+    const admin = await startWorkerAdmin(context, serviceMetrics, { pools, watcher, databaseWatchdog, nats });
+    logger.info(
+      `worker ${config.workerId} of cell ${config.cellId} serves ${subject}.{edge,peer,admin}; admin listener on ${config.adminHost ?? adminHostDefault}:${admin.port}`,
+      { adminPort: admin.port },
+    );
 
     let stopping: Promise<void> | undefined;
     const parts: StartedWorker = {
@@ -115,9 +142,10 @@ export async function startWorker(
       subscriptions,
       holder,
       databaseWatchdog,
+      admin,
     };
     const stop = (): Promise<void> => (stopping ??= stopWorker(parts));
-    return { workerId: config.workerId, stop };
+    return { workerId: config.workerId, adminPort: admin.port, stop };
   } catch (error) {
     for (const step of undo.reverse()) await step().catch(() => undefined);
     throw error;
@@ -135,7 +163,59 @@ type StartedWorker = {
   readonly subscriptions: readonly Subscription[];
   readonly holder: LeaseHolder;
   readonly databaseWatchdog: DatabaseWatchdog;
+  readonly admin: AdminListener;
 };
+
+/**
+ * The worker's gauges (read at scrape time from its ring, lease, pools, NATS connection and outbox) and its
+ * admin listener, whose /readyz asks the lease, the database's last probe and NATS.
+ */
+async function startWorkerAdmin(
+  context: WorkerContext,
+  serviceMetrics: ServiceMetrics,
+  parts: {
+    readonly pools: CellPools;
+    readonly watcher: MembershipWatcher;
+    readonly databaseWatchdog: DatabaseWatchdog;
+    readonly nats: { readonly connected: () => boolean };
+  },
+): Promise<AdminListener> {
+  const { config, ownership, undo } = context;
+  const { pools, watcher, databaseWatchdog, nats } = parts;
+  const allPools = [pools.pool, pools.sendPool, pools.probePool];
+  registerWorkerGauges(serviceMetrics.registry, {
+    ringEpoch: () => watcher.snapshot.ringEpoch,
+    ringMembers: () => watcher.snapshot.subjects.size,
+    ownsLease: ownership.leaseHeld,
+    natsConnected: nats.connected,
+    poolConnections: () => ({
+      total: allPools.reduce((sum, pool) => sum + pool.totalCount, 0),
+      idle: allPools.reduce((sum, pool) => sum + pool.idleCount, 0),
+      waiting: allPools.reduce((sum, pool) => sum + pool.waitingCount, 0),
+    }),
+    // On the requests' pool, bounded by a client-side timeout so a scrape never waits on a silent database
+    // (node-postgres honours query_timeout per query; its types name it only for the client's config).
+    outbox: async () => {
+      const query = { text: outboxSampleSql, query_timeout: outboxQueryTimeoutMs } as pg.QueryConfig;
+      return outboxSampleFromRow((await pools.pool.query(query)).rows[0]);
+    },
+  });
+  const admin = await startAdminListener({
+    host: config.adminHost ?? adminHostDefault,
+    port: config.adminPort ?? adminPortDefault,
+    metrics: serviceMetrics,
+    readiness: workerReadinessChecks({
+      leaseHeld: ownership.leaseHeld,
+      databaseAnsweredAgoMs: () => databaseWatchdog.answeredAgoMs(),
+      databaseAnswerAgeMsMax: databaseAnswerAgeMsMax(config.postgresProbeIntervalMs ?? postgresProbeIntervalMsDefault),
+      natsConnected: nats.connected,
+    }),
+  });
+  undo.push(() => admin.stop());
+  return admin;
+}
+
+export type { WorkerCounters };
 
 /** A worker's stop, in the order that lets work in flight finish before what it needs closes. */
 async function stopWorker(parts: StartedWorker): Promise<void> {
@@ -170,6 +250,8 @@ async function stopWorker(parts: StartedWorker): Promise<void> {
   await pools.pool.end();
   await pools.sendPool.end();
   await pools.probePool.end();
+  // Last: a scraper sees the worker until it is gone.
+  await parts.admin.stop();
   logger.info(`worker ${config.workerId} stopped`);
 }
 

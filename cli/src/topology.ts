@@ -52,7 +52,12 @@ type Child = {
   readonly exited: Promise<number | null>;
   readonly entry: string;
   readonly environment: Record<string, string>;
+  /** The admin listener's port (/metrics, /livez, /readyz) a worker or the directory told in its ready message. */
+  adminPort?: number;
 };
+
+/** A running child: its pid (the benches read CPU and memory from /proc) and, for workers and the directory, its admin port. */
+export type TopologyProcess = { readonly processName: string; readonly pid: number; readonly adminPort?: number };
 
 /**
  * What every edge of a local topology runs with, unless extraEnvironment says otherwise. It is a dev rig
@@ -84,11 +89,12 @@ export class Topology {
     return this.children.map((child) => child.processName);
   }
 
-  /** The children running now, with their pids (the benches read their CPU and memory from /proc). */
-  processes(): { processName: string; pid: number }[] {
-    const running: { processName: string; pid: number }[] = [];
-    for (const { processName, child } of this.children) {
-      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) running.push({ processName, pid: child.pid });
+  /** The children running now. */
+  processes(): TopologyProcess[] {
+    const running: TopologyProcess[] = [];
+    for (const { processName, child, adminPort } of this.children) {
+      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null)
+        running.push({ processName, pid: child.pid, ...(adminPort === undefined ? {} : { adminPort }) });
     }
     return running;
   }
@@ -231,7 +237,8 @@ export class Topology {
     void exited.then((code) => {
       if (!this.stopping) this.options.onUnexpectedExit?.(processName, code);
     });
-    this.children.push({ processName, child, exited, entry, environment });
+    const record: Child = { processName, child, exited, entry, environment };
+    this.children.push(record);
     for (const stream of [child.stdout, child.stderr]) {
       if (stream === null) continue;
       createInterface({ input: stream }).on("line", (line) => this.options.onOutput(processName, line));
@@ -241,9 +248,10 @@ export class Topology {
       const timer = setTimeout(() => reject(new TopologyStartError(`${processName} was not ready within ${deadlineMs} ms`)), deadlineMs);
       child.on("message", (message: unknown) => {
         if (typeof message !== "object" || message === null) return;
-        const { type, port } = message as { type?: unknown; port?: unknown };
+        const { type, port, adminPort } = message as { type?: unknown; port?: unknown; adminPort?: unknown };
         if (type === "ready") {
           clearTimeout(timer);
+          if (typeof adminPort === "number" && Number.isInteger(adminPort)) record.adminPort = adminPort;
           resolve(typeof port === "number" ? port : 0);
         } else if (type === "failed") {
           clearTimeout(timer);

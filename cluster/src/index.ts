@@ -28,4 +28,6 @@ export { logRateLimitsDefault, type LogRateLimits } from "./log-rate-limiter.ts"
 export * from "./service-metrics.ts";
 export * from "./health.ts";
 export * from "./admin-listener.ts";
+export * from "./nats-connected.ts";
+export * from "./prometheus.ts";
 export * from "./nats-access.ts";

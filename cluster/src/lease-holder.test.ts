@@ -106,3 +106,23 @@ describe("LeaseHolder", () => {
     await holder.stop();
   });
 });
+
+describe("LeaseHolder renewal outcomes", () => {
+  it("tells each renewal's end, renewed or failed, for the worker's lease_renewals_total", async () => {
+    const outcomes: string[] = [];
+    let failNext = false;
+    const bucket: LeaseBucket = {
+      put: async () => {
+        if (failNext) throw new Error("no responders");
+        return 1;
+      },
+      delete: async () => undefined,
+    };
+    const holder = new LeaseHolder(bucket, lease, 60_000, systemClock, logger, (outcome) => outcomes.push(outcome));
+    await holder.start();
+    failNext = true;
+    holder.connectionRestored();
+    await vi.waitFor(() => expect(outcomes).toEqual(["renewed", "failed"]));
+    await holder.stop();
+  });
+});

@@ -97,10 +97,10 @@ export async function destroyMembershipBucket(connection: NatsConnection, namesp
   await kv.destroy();
 }
 
-/** Holds one worker's lease: writes it at once, then every heartbeatIntervalMs, and deletes it on stop. */
 /** What a LeaseHolder uses of a KV bucket: narrow, so that a test can hold a renewal in flight. */
 export type LeaseBucket = Pick<KV, "put" | "delete">;
 
+/** Holds one worker's lease: writes it, then every heartbeatIntervalMs; deletes it on stop. renewalEnded MUST NOT wait. */
 export class LeaseHolder {
   private timer: ReturnType<typeof setInterval> | undefined;
   private readonly term: LeaseTerm;
@@ -115,6 +115,7 @@ export class LeaseHolder {
     private readonly heartbeatIntervalMs: number,
     private readonly clock: Clock,
     private readonly logger: Logger,
+    private readonly renewalEnded: (outcome: "renewed" | "failed") => void = () => {},
   ) {
     this.term = new LeaseTerm(lease.leaseMs);
   }
@@ -158,6 +159,7 @@ export class LeaseHolder {
     const startedAtMs = this.clock.monotonicNowMs();
     await this.bucket.put(leaseKey(this.lease.workerId), encodeJson(this.lease));
     this.term.renewed(startedAtMs);
+    this.renewalEnded("renewed");
   }
 
   /**
@@ -171,7 +173,10 @@ export class LeaseHolder {
     if (this.renewals.size >= renewalsInFlightMax) return;
     const renewal: Promise<void> = this.renew().then(
       () => undefined,
-      (error: unknown) => this.logger.warn(`lease renewal of ${this.lease.workerId} failed: ${String(error)}`),
+      (error: unknown) => {
+        this.renewalEnded("failed");
+        this.logger.warn(`lease renewal of ${this.lease.workerId} failed: ${String(error)}`);
+      },
     );
     const current = { startedAtMs: nowMs, renewal };
     this.current = current;
@@ -209,6 +214,7 @@ type WatchIterator = Awaited<ReturnType<KV["watch"]>>;
 export class MembershipWatcher {
   private readonly core: MembershipCore;
   private readonly listeners = new Set<(snapshot: MembershipSnapshot) => void>();
+  private leaseExpired: (workerId: string) => void = () => {};
   private expiryTimer: ReturnType<typeof setInterval> | undefined;
   private stallTimer: ReturnType<typeof setInterval> | undefined;
   private readyTimer: ReturnType<typeof setTimeout> | undefined;
@@ -251,6 +257,11 @@ export class MembershipWatcher {
   onChange(listener: (snapshot: MembershipSnapshot) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Told when this watcher deleted an expired lease: only the one whose compare-and-set wins, so once per expiry. */
+  onLeaseExpired(listener: (workerId: string) => void): void {
+    this.leaseExpired = listener;
   }
 
   async start(): Promise<void> {
@@ -428,6 +439,7 @@ export class MembershipWatcher {
     try {
       await this.bucket.delete(key, { previousSeq: revision });
       this.logger.info(`lease of ${workerId} in cell ${this.cellId} expired; deleted it (last renewed at revision ${revision})`);
+      this.leaseExpired(workerId);
       return;
     } catch {
       // Most often a newer revision exists (the holder renewed, or another watcher deleted it first) and

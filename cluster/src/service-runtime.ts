@@ -6,7 +6,13 @@ import type { ServiceLogger } from "./service-logger.ts";
 
 /** Messages a service sends to the launcher that forked it (over the IPC channel, when there is one). */
 export type LauncherMessage =
-  | { readonly type: "ready"; readonly processName: string; readonly port?: number }
+  | {
+      readonly type: "ready";
+      readonly processName: string;
+      readonly port?: number;
+      /** The admin listener's port (/metrics, /livez, /readyz) of a worker or the directory. */
+      readonly adminPort?: number;
+    }
   | { readonly type: "failed"; readonly processName: string; readonly message: string };
 
 export function tellLauncher(message: LauncherMessage): void {

@@ -15,6 +15,8 @@ describe("loadDirectoryConfig", () => {
       redisCommandTimeoutMs: directoryConfigDefaults.redisCommandTimeoutMs,
       redisReplicaAcksMin: 0,
       redisReplicaWaitMs: 500,
+      adminHost: "127.0.0.1",
+      adminPort: 0,
     });
     expect(warnings).toEqual([]);
   });
@@ -29,6 +31,8 @@ describe("loadDirectoryConfig", () => {
       DIRECTORY_REDIS_COMMAND_TIMEOUT_MS: "750",
       DIRECTORY_REDIS_REPLICA_ACKS_MIN: "1",
       DIRECTORY_REDIS_REPLICA_WAIT_MS: "250",
+      DIRECTORY_ADMIN_HOST: "0.0.0.0",
+      DIRECTORY_ADMIN_PORT: "9465",
       CELLWIRE_NATS_USER: "directory",
       CELLWIRE_NATS_PASSWORD_FILE: "/run/secrets/nats-directory",
       CELLWIRE_NATS_TLS_CA_FILE: "/etc/cellwire/nats-ca.pem",
@@ -49,6 +53,8 @@ describe("loadDirectoryConfig", () => {
       redisCommandTimeoutMs: 750,
       redisReplicaAcksMin: 1,
       redisReplicaWaitMs: 250,
+      adminHost: "0.0.0.0",
+      adminPort: 9465,
     });
   });
 
@@ -63,6 +69,13 @@ describe("loadDirectoryConfig", () => {
     expect(refusal).toThrow(ConfigError);
     expect(refusal).toThrow(/^DIRECTORY_REDIS_URL="http:\/\/:\*\*\*@10\.0\.0\.5:6380\/?" must match/);
     expect(refusal).not.toThrow(/hunter2/);
+  });
+
+  it("refuses an admin port out of range and an admin host with a scheme or a port", () => {
+    expect(() => loadDirectoryConfig({ DIRECTORY_ADMIN_PORT: "65536" })).toThrow(ConfigError);
+    expect(() => loadDirectoryConfig({ DIRECTORY_ADMIN_PORT: "-1" })).toThrow(ConfigError);
+    expect(() => loadDirectoryConfig({ DIRECTORY_ADMIN_HOST: "http://0.0.0.0" })).toThrow(ConfigError);
+    expect(() => loadDirectoryConfig({ DIRECTORY_ADMIN_HOST: "127.0.0.1 9465" })).toThrow(ConfigError);
   });
 
   it("takes a CA file for Redis over TLS, and only with a rediss:// URL", () => {

@@ -40,6 +40,13 @@ export type DirectoryConfig = {
   readonly redisReplicaAcksMin: number;
   /** How long a placement waits for those replicas before it is answered directory_unavailable (retryable). */
   readonly redisReplicaWaitMs: number;
+  /**
+   * The admin listener (/metrics, /livez, /readyz): DIRECTORY_ADMIN_HOST, loopback by default (for the
+   * deployment's own scrapers), and DIRECTORY_ADMIN_PORT, 0 for a free port (printed in the ready line and
+   * told to the launcher). Optional so configs built by hand need not name them; absent means the defaults.
+   */
+  readonly adminHost?: string;
+  readonly adminPort?: number;
 };
 
 export type LoadedDirectoryConfig = {
@@ -56,7 +63,12 @@ export const directoryConfigDefaults = {
   redisCommandTimeoutMs: 2_000,
   redisReplicaAcksMin: 0,
   redisReplicaWaitMs: 500,
+  adminHost: "127.0.0.1",
+  adminPort: 0,
 } as const;
+
+/** A host name or an IPv4/IPv6 address to listen on (no scheme, no port). */
+const adminHostPattern = /^[A-Za-z0-9.:-]{1,253}$/;
 
 const natsServersMax = 32;
 const natsServerPattern = /^(nats:\/\/|tls:\/\/)?[A-Za-z0-9.[\]:_-]+(:[0-9]{1,5})?$/;
@@ -83,6 +95,8 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
   const redisReplicaAcksMin = reader.integer("DIRECTORY_REDIS_REPLICA_ACKS_MIN", directoryConfigDefaults.redisReplicaAcksMin, 0, 16);
   const redisReplicaWaitMs = reader.integer("DIRECTORY_REDIS_REPLICA_WAIT_MS", directoryConfigDefaults.redisReplicaWaitMs, 1, 60_000);
   const redisTlsCaFile = reader.optionalString("DIRECTORY_REDIS_TLS_CA_FILE");
+  const adminHost = reader.string("DIRECTORY_ADMIN_HOST", directoryConfigDefaults.adminHost, adminHostPattern);
+  const adminPort = reader.integer("DIRECTORY_ADMIN_PORT", directoryConfigDefaults.adminPort, 0, 65_535);
   if (redisTlsCaFile !== undefined && !redisUrl.startsWith("rediss://"))
     throw new ConfigError("DIRECTORY_REDIS_TLS_CA_FILE needs a rediss:// DIRECTORY_REDIS_URL (TLS)");
   const warnings = reader.unknownVariables().map((name) => `unknown variable ${name} (ignored; a typo?)`);
@@ -98,6 +112,8 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
       redisCommandTimeoutMs,
       redisReplicaAcksMin,
       redisReplicaWaitMs,
+      adminHost,
+      adminPort,
     },
     warnings,
   };

@@ -46,6 +46,8 @@ export type RebuildDependencies = {
   readonly uniqueId: () => string;
   readonly sleep: (ms: number) => Promise<void>;
   readonly limits: RebuildLimits;
+  /** Told of each rebuild this instance completed (cellwire_directory_rebuilds_total). */
+  readonly rebuilt?: () => void;
 };
 
 export type RebuildOutcome =
@@ -101,6 +103,7 @@ export class DirectoryRebuilder {
           return;
         case "rebuilt":
           this.known = true;
+          this.dependencies.rebuilt?.();
           logger.info(
             `directory rebuilt from ${outcome.cells} cells: ${outcome.entries} entries, ${outcome.written} written (generation ${outcome.generation}); placements resume`,
           );

@@ -12,7 +12,9 @@ import {
   directoryChangesSubject,
   directoryRequest,
   directorySubject,
+  type CellInventoryAnswer,
   type DirectoryChange,
+  type DirectoryEntryKind,
   type DirectoryEntry,
   type DirectoryErrorReply,
   type DirectoryReply,
@@ -25,10 +27,17 @@ import {
   decodeMessage,
   encodeJson,
   listCellIds,
+  createServiceMetrics,
+  startAdminListener,
+  watchNatsConnected,
+  type AdminListener,
+  type NatsConnectedState,
   type ServiceLogger,
+  type ServiceMetrics,
 } from "@cellwire/cluster";
+import { createDirectoryMetrics, noDirectoryServiceMetrics, type DirectoryServiceMetrics } from "./directory-metrics.ts";
 import { DirectoryRebuilder, rebuildLimitsDefault } from "./directory-rebuild.ts";
-import { redactRedisUrl, type DirectoryConfig } from "./config.ts";
+import { directoryConfigDefaults, redactRedisUrl, type DirectoryConfig } from "./config.ts";
 import { RedisUnavailableError } from "./errors.ts";
 import { cellsMax, RedisDirectory, type DirectoryRefusal } from "./redis-directory.ts";
 
@@ -47,7 +56,11 @@ const inventoryRequestTimeoutMs = 5_000;
 const firstRebuildWaitMs = 2_000;
 const localRedisCommand = `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no`;
 
-export type RunningDirectory = { readonly stop: () => Promise<void> };
+export type RunningDirectory = {
+  /** The port of the admin listener (/metrics, /livez, /readyz) on config.adminHost. */
+  readonly adminPort: number;
+  readonly stop: () => Promise<void>;
+};
 
 /** Maps any failure of a request to its reply: the one place where directory errors meet the wire. */
 export function errorReply(error: unknown): DirectoryErrorReply {
@@ -153,6 +166,7 @@ export class DirectoryService {
     private readonly requestsInFlightMax: number,
     private readonly logger: ServiceLogger,
     private readonly random: () => number = Math.random,
+    private readonly metrics: DirectoryServiceMetrics = noDirectoryServiceMetrics,
   ) {
     this.warnFailure = throttledWarning(logger, warningIntervalMs);
   }
@@ -185,9 +199,10 @@ export class DirectoryService {
       this.warnFailure("directory request without a reply subject ignored");
       return;
     }
+    const receivedAtMs = performance.now();
     const decoded = decodeMessage(directoryRequest, message.data);
     if (!decoded.ok) {
-      this.respond(message, {
+      this.respond(message, receivedAtMs, undefined, {
         type: "directory.error",
         code: "internal",
         message: `malformed directory request: ${decoded.reason}`.slice(0, 2000),
@@ -195,7 +210,7 @@ export class DirectoryService {
       return;
     }
     if (this.inFlight >= this.requestsInFlightMax) {
-      this.respond(message, {
+      this.respond(message, receivedAtMs, decoded.value.type, {
         type: "directory.error",
         code: "directory_unavailable",
         message: `the directory has ${this.requestsInFlightMax} requests in flight, its limit`,
@@ -203,13 +218,13 @@ export class DirectoryService {
       return;
     }
     this.inFlight++;
-    void this.answer(message, decoded.value).finally(() => {
+    void this.answer(message, decoded.value, receivedAtMs).finally(() => {
       this.inFlight--;
       if (this.inFlight === 0 && this.idle !== undefined) this.idle();
     });
   }
 
-  private async answer(message: Msg, request: DirectoryRequest): Promise<void> {
+  private async answer(message: Msg, request: DirectoryRequest, receivedAtMs: number): Promise<void> {
     let reply: DirectoryReply;
     try {
       reply = await answerDirectoryRequest(this.directory, request, this.random, (entry) => this.publishChange(entry));
@@ -221,7 +236,7 @@ export class DirectoryService {
         this.warnFailure(`${request.type} failed: ${reply.message}`);
       }
     }
-    this.respond(message, reply);
+    this.respond(message, receivedAtMs, request.type, reply);
   }
 
   /**
@@ -238,7 +253,8 @@ export class DirectoryService {
     }
   }
 
-  private respond(message: Msg, reply: DirectoryReply): void {
+  private respond(message: Msg, receivedAtMs: number, operation: DirectoryRequest["type"] | undefined, reply: DirectoryReply): void {
+    this.metrics.answered(operation, reply, receivedAtMs);
     try {
       message.respond(encodeJson(reply));
     } catch (error) {
@@ -317,8 +333,56 @@ async function closeRedis(redis: Redis): Promise<void> {
   }
 }
 
+const textDecoder = new TextDecoder();
+
+/** One cell.inventory page from any worker of `cellId`, for a rebuild; throws when none answers or the page does not decode. */
+async function requestInventoryPage(
+  connection: NatsConnection,
+  namespace: string,
+  cellId: string,
+  kind: DirectoryEntryKind,
+  afterId: string,
+  limit: number,
+): Promise<CellInventoryAnswer> {
+  const reply = await connection.request(
+    cellInventorySubject(namespace, cellId),
+    encodeJson({ type: "cell.inventory", kind, afterId, limit }),
+    {
+      timeout: inventoryRequestTimeoutMs,
+    },
+  );
+  const decoded = decodeMessage(cellInventoryAnswer, reply.data);
+  if (!decoded.ok)
+    throw new Error(
+      `cell ${cellId} answered an undecodable inventory page: ${decoded.reason} (${textDecoder.decode(reply.data).slice(0, 80)})`,
+    );
+  return decoded.value;
+}
+
+/**
+ * The directory's admin listener. Ready while both of its dependencies are: a directory without Redis
+ * answers every request with directory_unavailable, one without NATS hears none.
+ */
+function startDirectoryAdmin(
+  config: DirectoryConfig,
+  serviceMetrics: ServiceMetrics,
+  redis: Redis,
+  nats: NatsConnectedState,
+): Promise<AdminListener> {
+  return startAdminListener({
+    host: config.adminHost ?? directoryConfigDefaults.adminHost,
+    port: config.adminPort ?? directoryConfigDefaults.adminPort,
+    metrics: serviceMetrics,
+    readiness: [
+      { name: "redis", check: () => (redis.status === "ready" ? { ok: true } : { ok: false, detail: `redis is ${redis.status}` }) },
+      { name: "nats", check: () => (nats.connected() ? { ok: true } : { ok: false, detail: "the NATS connection is down; reconnecting" }) },
+    ],
+  });
+}
+
 /** Starts the directory in-process: Redis first (checked with a PING), then NATS, then serving. */
 export async function startDirectory(config: DirectoryConfig, logger: ServiceLogger): Promise<RunningDirectory> {
+  const serviceMetrics = createServiceMetrics("directory", directoryProcessName);
   const redisTlsCa = config.redisTlsCaFile === undefined ? undefined : await readFile(config.redisTlsCaFile, "utf8");
   const redis = createRedisClient(config, logger, redisTlsCa);
   await connectRedis(redis, config.redisUrl);
@@ -334,6 +398,8 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
     await closeRedis(redis);
     throw error;
   }
+  const nats = watchNatsConnected(connection);
+  const metrics = createDirectoryMetrics(serviceMetrics.registry, () => redis.status === "ready");
   // Waits of the rebuild's retry loop end at once when the directory stops.
   const stopped = new AbortController();
   const sleep = (ms: number): Promise<void> =>
@@ -341,7 +407,6 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
       const timer = setTimeout(resolve, ms);
       stopped.signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
     });
-  const textDecoder = new TextDecoder();
   let rebuilder: DirectoryRebuilder | undefined;
   const directory = new RedisDirectory(redis, config.namespace, {
     forgotten: () => void rebuilder?.ensure(),
@@ -351,27 +416,22 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
   rebuilder = new DirectoryRebuilder({
     directory,
     listCellIds: () => listCellIds(connection, config.namespace, cellsMax),
-    inventoryPage: async (cellId, kind, afterId, limit) => {
-      const reply = await connection.request(
-        cellInventorySubject(config.namespace, cellId),
-        encodeJson({ type: "cell.inventory", kind, afterId, limit }),
-        {
-          timeout: inventoryRequestTimeoutMs,
-        },
-      );
-      const decoded = decodeMessage(cellInventoryAnswer, reply.data);
-      if (!decoded.ok)
-        throw new Error(
-          `cell ${cellId} answered an undecodable inventory page: ${decoded.reason} (${textDecoder.decode(reply.data).slice(0, 80)})`,
-        );
-      return decoded.value;
-    },
+    inventoryPage: (cellId, kind, afterId, limit) => requestInventoryPage(connection, config.namespace, cellId, kind, afterId, limit),
     logger,
     uniqueId: randomUUID,
     sleep,
     limits: rebuildLimitsDefault,
+    rebuilt: metrics.rebuilt,
   });
-  const service = new DirectoryService(connection, directory, config.namespace, config.requestsInFlightMax, logger);
+  const service = new DirectoryService(
+    connection,
+    directory,
+    config.namespace,
+    config.requestsInFlightMax,
+    logger,
+    Math.random,
+    metrics.service,
+  );
   service.start();
   // Flushing makes the subscription known to the server before callers are told the directory serves.
   await connection.flush();
@@ -379,20 +439,24 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
   // answer the rebuild); placements wait for the marker.
   const firstRebuild = rebuilder.ensure();
   await Promise.race([firstRebuild, sleep(firstRebuildWaitMs)]);
-  logger.info(
-    `serving ${directorySubject(config.namespace)} (queue ${directoryQueueGroup}) from redis at ${redactRedisUrl(config.redisUrl)}`,
-  );
   let stopping: Promise<void> | undefined;
-  return {
-    stop: () => {
-      stopping ??= (async () => {
-        stopped.abort();
-        await rebuilder.stop();
-        await service.stop();
-        await connection.drain();
-        await closeRedis(redis);
-      })();
-      return stopping;
-    },
-  };
+  const stopServing = (): Promise<void> =>
+    (stopping ??= (async () => {
+      stopped.abort();
+      await rebuilder.stop();
+      await service.stop();
+      await connection.drain();
+      await closeRedis(redis);
+    })());
+  const admin = await startDirectoryAdmin(config, serviceMetrics, redis, nats).catch(async (error: unknown) => {
+    await stopServing();
+    throw error;
+  });
+  const adminAddress = `${config.adminHost ?? directoryConfigDefaults.adminHost}:${admin.port}`;
+  logger.info(
+    `serving ${directorySubject(config.namespace)} (queue ${directoryQueueGroup}) from redis at ${redactRedisUrl(config.redisUrl)}; admin listener on ${adminAddress}`,
+    { adminPort: admin.port },
+  );
+  // The admin listener goes last: a scraper sees the directory until it is gone.
+  return { adminPort: admin.port, stop: () => stopServing().then(() => admin.stop()) };
 }

@@ -17,7 +17,7 @@ try {
   for (const warning of warnings) logger.warn(warning);
   const directory = await startDirectory(config, logger);
   onShutdown(directory.stop, logger);
-  tellLauncher({ type: "ready", processName: directoryProcessName });
+  tellLauncher({ type: "ready", processName: directoryProcessName, adminPort: directory.adminPort });
 } catch (error) {
   failStart(directoryProcessName, logger, error);
 }

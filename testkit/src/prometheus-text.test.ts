@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
 import { parsePrometheusText } from "./prometheus-text.ts";
 
@@ -18,6 +18,13 @@ describe("parsePrometheusText", () => {
     expect(scrape.sum("x_seconds_bucket", { le: "1" })).toBe(1);
     expect(scrape.sum("x_seconds_bucket", { le: "+Inf" })).toBe(1);
     expect(scrape.sum("x_seconds_count")).toBe(1);
+  });
+
+  it("reads NaN in any case, as Prometheus does (prom-client writes a gauge set to NaN as Nan)", async () => {
+    const registry = new Registry();
+    new Gauge({ name: "x_depth", help: "h", registers: [registry] }).set(Number.NaN);
+    expect(parsePrometheusText(await registry.metrics()).find("x_depth")[0]?.value).toBeNaN();
+    expect(parsePrometheusText("x 1\ny NaN\nz nan").find("z")[0]?.value).toBeNaN();
   });
 
   it("refuses what a scraper would refuse", () => {
