@@ -6,8 +6,16 @@
 // cell per label value made at construction, and are handed to prom-client only when it is scraped
 // (its own inc() hashes the labels on every call). Histograms are prom-client's, one child per label
 // value bound at construction (an observation costs about 150 ns).
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { clientLatencyBucketsSeconds, createServiceMetrics, internalLatencyBucketsSeconds, type ServiceMetrics } from "@cellwire/cluster";
+import {
+  clientLatencyBucketsSeconds,
+  Counter,
+  createServiceMetrics,
+  Gauge,
+  Histogram,
+  internalLatencyBucketsSeconds,
+  type Registry,
+  type ServiceMetrics,
+} from "@cellwire/cluster";
 import {
   closeCodes,
   errorCodeList,
