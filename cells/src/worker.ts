@@ -91,6 +91,7 @@ export async function startWorker(
       `cellwire-worker-${config.workerId}`,
       logger,
       config.natsAccess ?? anonymousNatsAccess("worker"),
+      serviceMetrics,
     );
     undo.push(() => connection.close());
     const nats = watchNatsConnected(connection);

@@ -2,7 +2,9 @@
 // stopping cleanly on SIGTERM or SIGINT. Its log is service-logger.ts.
 import { connect, PermissionViolationError, type NatsConnection } from "@nats-io/transport-node";
 import { natsConnectOptions, type NatsAccess } from "./nats-access.ts";
+import { Counter } from "prom-client";
 import type { ServiceLogger } from "./service-logger.ts";
+import { metricPrefix, type ServiceMetrics } from "./service-metrics.ts";
 
 /** Messages a service sends to the launcher that forked it (over the IPC channel, when there is one). */
 export type LauncherMessage =
@@ -19,8 +21,18 @@ export function tellLauncher(message: LauncherMessage): void {
   if (typeof process.send === "function") process.send(message);
 }
 
-/** Connects as the service `access` names: its user, its TLS settings, its own inbox prefix. */
-export async function connectNats(servers: string[], name: string, logger: ServiceLogger, access: NatsAccess): Promise<NatsConnection> {
+/**
+ * Connects as the service `access` names: its user, its TLS settings, its own inbox prefix. With `metrics`,
+ * counts the connection's losses and recoveries (cellwire_nats_disconnects_total, _reconnects_total): a
+ * reconnect takes milliseconds, too short for a 0/1 gauge to be seen by a scrape, and a counter keeps it.
+ */
+export async function connectNats(
+  servers: string[],
+  name: string,
+  logger: ServiceLogger,
+  access: NatsAccess,
+  metrics?: ServiceMetrics,
+): Promise<NatsConnection> {
   const connection = await connect({
     ...(await natsConnectOptions(access)),
     servers,
@@ -32,8 +44,24 @@ export async function connectNats(servers: string[], name: string, logger: Servi
     // where it was made: measurable CPU on an edge subscribing per user (docs/performance.md).
     noAsyncTraces: true,
   });
+  const changes =
+    metrics === undefined
+      ? undefined
+      : {
+          disconnect: new Counter({
+            name: `${metricPrefix}nats_disconnects_total`,
+            help: "Times the process's NATS connection was lost.",
+            registers: [metrics.registry],
+          }),
+          reconnect: new Counter({
+            name: `${metricPrefix}nats_reconnects_total`,
+            help: "Times the process's NATS connection was made again (to the same server or another one).",
+            registers: [metrics.registry],
+          }),
+        };
   void (async () => {
     for await (const status of connection.status()) {
+      if (status.type === "disconnect" || status.type === "reconnect") changes?.[status.type].inc();
       if (status.type === "error") {
         // A permissions violation names the subject the server refused (docs/decisions/0015): a grant
         // missing from config/nats/cellwire.conf, or a service doing what its user may not.

@@ -393,6 +393,7 @@ export async function startDirectory(config: DirectoryConfig, logger: ServiceLog
       directoryProcessName,
       logger,
       config.natsAccess ?? anonymousNatsAccess("directory"),
+      serviceMetrics,
     );
   } catch (error) {
     await closeRedis(redis);

@@ -58,6 +58,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     `cellwire-edge-${config.edgeId}`,
     logger,
     config.natsAccess ?? anonymousNatsAccess("edge"),
+    metrics.service,
   );
   const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs);
   const router = startEdgeRouter(connection, config, directory, logger);
