@@ -27,3 +27,5 @@ export * from "./service-metrics.ts";
 export * from "./health.ts";
 export * from "./admin-listener.ts";
 export * from "./nats-access.ts";
+// Tracing: the facade only; the OpenTelemetry SDK behind it is imported by startTracing when an endpoint is set.
+export * from "./tracing/tracing.ts";
