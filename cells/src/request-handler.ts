@@ -16,7 +16,7 @@
 // refused at once instead of waiting behind it; cell.import is a write in the key's turn; cell.stats and
 // the operator's dead-letter requests (cell.deadLetters, cell.redriveDeadLetters) are answered by
 // whichever worker gets them.
-import type { Logger } from "@cellwire/cluster";
+import { activeTracing, type Logger, type TraceContext } from "@cellwire/cluster";
 import {
   cellRequestEnvelope,
   cellRequestKey,
@@ -191,16 +191,33 @@ export class CellRequestHandler {
    * Many sends in one request: each goes to the committer (which checks ownership in its batch's turn),
    * and the replies go back together, in order, once every send has its answer.
    */
-  handleSendBatch(batch: CellSendBatch, respond: (replies: CellSendBatchReplies) => void): void {
+  handleSendBatch(
+    batch: CellSendBatch,
+    respond: (replies: CellSendBatchReplies) => void,
+    /** With tracing on: each send's context from the batch's headers (undefined where a send has none). */
+    traceContexts?: readonly (TraceContext | undefined)[],
+  ): void {
     const replies = new Array<CellReply | undefined>(batch.sends.length);
     let outstanding = batch.sends.length;
+    const tracing = traceContexts === undefined ? undefined : activeTracing();
     batch.sends.forEach((send, index) => {
-      this.dependencies.sends.submit(send, batch.budgetMs, (reply) => {
+      const answer = (reply: CellReply): void => {
         if (replies[index] !== undefined) return;
         replies[index] = reply;
         outstanding -= 1;
         if (outstanding === 0) respond({ type: "cell.sendBatchReplies", replies: replies as CellReply[] });
-      });
+      };
+      if (tracing === undefined) {
+        this.dependencies.sends.submit(send, batch.budgetMs, answer);
+        return;
+      }
+      // The send's span on this worker, in its trace: from its arrival to its reply (its commit is linked).
+      const span = tracing.startSpan("worker.send", { "cellwire.request.type": send.type }, traceContexts?.[index]);
+      const answerTraced = (reply: CellReply): void => {
+        tracing.endSpan(span, reply.type === "cell.error" ? reply.code : undefined);
+        answer(reply);
+      };
+      this.dependencies.sends.submit(send, batch.budgetMs, answerTraced, tracing.contextOf(span));
     });
   }
 

@@ -1,7 +1,15 @@
 // The directory's typed config, built from an environment record by a pure function. Only main.ts passes
 // process.env in; tests and the launcher build the record themselves.
 import { namespacePattern } from "@cellwire/protocol";
-import { ConfigError, EnvironmentReader, readNatsAccess, type Environment, type NatsAccess } from "@cellwire/cluster";
+import {
+  ConfigError,
+  EnvironmentReader,
+  readNatsAccess,
+  tracingField,
+  type Environment,
+  type NatsAccess,
+  type TracingConfig,
+} from "@cellwire/cluster";
 
 export type DirectoryConfig = {
   /** Prefixes the NATS subject and every Redis key (CELLWIRE_NAMESPACE). */
@@ -29,6 +37,8 @@ export type DirectoryConfig = {
   readonly redisReplicaAcksMin: number;
   /** How long a placement waits for those replicas before it is answered directory_unavailable (retryable). */
   readonly redisReplicaWaitMs: number;
+  /** OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME (docs/decisions/0034); no endpoint: tracing off. Absent: off. */
+  readonly tracing?: TracingConfig;
 };
 
 export type LoadedDirectoryConfig = {
@@ -82,6 +92,7 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
       redisCommandTimeoutMs,
       redisReplicaAcksMin,
       redisReplicaWaitMs,
+      ...tracingField(environment),
     },
     warnings,
   };

@@ -6,8 +6,10 @@ import {
   devDirectConversationKey,
   directConversationKeyLengthMin,
   readNatsAccess,
+  tracingField,
   type Environment,
   type NatsAccess,
+  type TracingConfig,
 } from "@cellwire/cluster";
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
@@ -170,6 +172,8 @@ export type EdgeConfig = {
    * a dev edge defaults to the public dev key.
    */
   readonly directConversationKey: string;
+  /** OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME (docs/decisions/0034); no endpoint: tracing off. Absent: off. */
+  readonly tracing?: TracingConfig;
 };
 
 /**
@@ -272,6 +276,7 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     trustedProxies: listOf(trustedProxiesText).map((proxy) => parseListed("EDGE_TRUSTED_PROXIES", proxy, parseTrustedProxy)),
   };
   const config: EdgeConfig = {
+    ...tracingField(environment),
     namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
     natsServers: reader
       .string("CELLWIRE_NATS_SERVERS", "127.0.0.1:4222")

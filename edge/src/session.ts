@@ -18,7 +18,7 @@ import {
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
-import { CellwireError, RemoteError, sleep, type HomeLocation } from "@cellwire/cluster";
+import { activeTracing, CellwireError, RemoteError, sleep, type HomeLocation } from "@cellwire/cluster";
 import type { CatchUpScope, CatchUpTarget } from "./catch-up-pacer.ts";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { DeliveryTarget } from "./delivery-hub.ts";
@@ -203,7 +203,18 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     this.requestsInFlight++;
     this.core.requestsInFlight++;
     const context = { userId, deviceId, homeCellId };
-    const served = frame.type === "send" ? this.serveSend(context, frame) : this.serve(context, frame);
+    // A frame a cell serves is a trace's first span when tracing is on (docs/decisions/0034); the edge's own
+    // (typing, watchPresence, refresh) are not traced.
+    const tracing = activeTracing();
+    const served =
+      tracing === undefined || frame.type === "typing" || frame.type === "watchPresence" || frame.type === "refresh"
+        ? this.serveFrame(context, frame)
+        : tracing.inSpan(
+            frame.type === "send" ? "edge.send" : "edge.request",
+            { "cellwire.frame.type": frame.type },
+            () => this.serveFrame(context, frame),
+            failureOf,
+          );
     void served
       .then(
         (reply) => {
@@ -714,6 +725,10 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     this.sendOrderOf().settle(frame.conversationId, frame.clientMessageId, outcome, this.core.ephemeral.monotonicNowMs());
   }
 
+  private serveFrame(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {
+    return frame.type === "send" ? this.serveSend(context, frame) : this.serve(context, frame);
+  }
+
   /** Typing and watchPresence are served by the edge itself; every other request by a cell. */
   private serve(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {
     switch (frame.type) {
@@ -776,4 +791,9 @@ function isOutOfOrder(reply: ServerFrame): boolean {
 function syncedFrame(cursor: MailboxCursor): ServerFrame {
   const { incarnation } = cursor;
   return { type: "synced", seq: cursor.seq ?? 0, ...(incarnation === undefined ? {} : { mailboxIncarnation: incarnation }) };
+}
+
+/** The error code of a reply frame, for its span's status. */
+function failureOf(reply: ServerFrame): string | undefined {
+  return reply.type === "error" ? reply.code : undefined;
 }
