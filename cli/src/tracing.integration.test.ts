@@ -120,8 +120,9 @@ describe("tracing", () => {
   });
 
   it("carries the trace of a request that is not a send to the worker and the requests the worker makes for it", async () => {
-    // openDirect above: edge.request → worker.request (cell.openDirect) → the worker's relay of the joined
-    // events to bob's mailbox in cell b (cell.appendMailbox), all in one trace.
+    // openDirect above: edge.request → worker.request (cell.openDirect), in one trace; the worker's relay of
+    // the joined events (a batch of outbox rows) is a span linked to that request, and its appends to the
+    // mailboxes, one of them bob's in cell b, are its children.
     const openSpan = collector.spans.find(
       (span) => span.name === "edge.request" && span.attributes["cellwire.frame.type"] === "openDirect",
     );
@@ -137,19 +138,24 @@ describe("tracing", () => {
       { deadlineMs: 10_000 },
     );
     expect(workerRequest.parentSpanId).toBe(openSpan?.spanId);
-    // The joined event for bob, relayed from the conversation's owner to bob's mailbox owner in cell b.
-    const relayed = await pollUntil(
+    const relay = await pollUntil(
+      "the relay linked to the openDirect",
+      () => collector.spans.find((span) => span.name === "worker.relay" && linksTo(span, workerRequest)),
+      { deadlineMs: 10_000 },
+    );
+    expect(relay).toMatchObject({ processName: "cellwire-worker-a-1", parentSpanId: "" });
+    const appended = await pollUntil(
       "the relay's append to bob's mailbox in cell b",
       () =>
         collector.spans.find(
           (span) =>
-            span.traceId === traceId &&
+            span.traceId === relay.traceId &&
             span.processName === "cellwire-worker-b-1" &&
             span.attributes["cellwire.request.type"] === "cell.appendMailbox",
         ),
       { deadlineMs: 10_000 },
     );
-    expect(relayed.name).toBe("worker.request");
+    expect(appended).toMatchObject({ name: "worker.request", parentSpanId: relay.spanId });
     console.log(`one openDirect, as exported:\n${traceTree(collector.spans, traceId)}`);
   });
 });

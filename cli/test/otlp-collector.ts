@@ -160,22 +160,25 @@ function describe(span: CollectedSpan): string {
   return `${span.name} [${span.processName}] ${durationMs(span)}${attributes === "" ? "" : ` (${attributes})`}${span.statusCode === 2 ? " ERROR" : ""}`;
 }
 
+const byStart = (a: CollectedSpan, b: CollectedSpan): number => (a.startTimeNanos < b.startTimeNanos ? -1 : 1);
+
 /**
  * The spans of one trace as a tree, each with its process and duration; under each span, the spans of
- * other traces that link to it (a batch's commit, publish, delivery), marked "linked".
+ * other traces that link to it (a batch's commit, publish, delivery, relay), marked "linked", with their
+ * own children.
  */
 export function traceTree(spans: readonly CollectedSpan[], traceId: string): string {
-  const inTrace = spans.filter((span) => span.traceId === traceId).sort((a, b) => (a.startTimeNanos < b.startTimeNanos ? -1 : 1));
+  const inTrace = spans.filter((span) => span.traceId === traceId).sort(byStart);
   const lines = [`trace ${traceId}`];
-  const print = (span: CollectedSpan, depth: number): void => {
-    lines.push(`${"  ".repeat(depth + 1)}${describe(span)}`);
-    const linking = spans
-      .filter((other) => other.links.some((link) => link.traceId === traceId && link.spanId === span.spanId))
-      .sort((a, b) => (a.startTimeNanos < b.startTimeNanos ? -1 : 1));
-    for (const other of linking) lines.push(`${"  ".repeat(depth + 2)}linked: ${describe(other)} in trace ${other.traceId.slice(0, 8)}…`);
-    for (const child of inTrace.filter((candidate) => candidate.parentSpanId === span.spanId)) print(child, depth + 1);
+  const print = (span: CollectedSpan, depth: number, mark: string): void => {
+    const elsewhere = span.traceId === traceId ? "" : ` in trace ${span.traceId.slice(0, 8)}…`;
+    lines.push(`${"  ".repeat(depth + 1)}${mark}${describe(span)}${elsewhere}`);
+    const linking = spans.filter((other) => other.links.some((link) => link.spanId === span.spanId && link.traceId === span.traceId));
+    for (const other of linking.sort(byStart)) print(other, depth + 1, "linked: ");
+    const children = spans.filter((candidate) => candidate.traceId === span.traceId && candidate.parentSpanId === span.spanId);
+    for (const child of children.sort(byStart)) print(child, depth + 1, "");
   };
   const ids = new Set(inTrace.map((span) => span.spanId));
-  for (const root of inTrace.filter((span) => span.parentSpanId === "" || !ids.has(span.parentSpanId))) print(root, 0);
+  for (const root of inTrace.filter((span) => span.parentSpanId === "" || !ids.has(span.parentSpanId))) print(root, 0, "");
   return lines.join("\n");
 }

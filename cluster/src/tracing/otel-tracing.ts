@@ -53,6 +53,7 @@ export function createOtelTracing(options: OtelTracingOptions): Tracing {
         work,
         failure,
       ),
+    inLinkedSpan: (name, attributes, links, work) => inSpanWithin(tracer, name, attributes, ROOT_CONTEXT, work, undefined, linksOf(links)),
     activeContext() {
       const spanContext = trace.getSpan(context.active())?.spanContext();
       return spanContext !== undefined && trace.isSpanContextValid(spanContext) ? spanContext : undefined;
@@ -117,8 +118,9 @@ function inSpanWithin<T>(
   parentContext: Context,
   work: () => Promise<T>,
   failure: ((result: T) => string | undefined) | undefined,
+  links: Link[] = [],
 ): Promise<T> {
-  return tracer.startActiveSpan(name, { attributes, kind: SpanKind.SERVER }, parentContext, async (span) => {
+  return tracer.startActiveSpan(name, { attributes, links, kind: SpanKind.SERVER }, parentContext, async (span) => {
     try {
       const result = await work();
       const failed = failure?.(result);

@@ -77,6 +77,17 @@ describe("the OpenTelemetry-backed Tracing", () => {
     expect(tracing.extract(undefined)).toBeUndefined();
   });
 
+  it("runs inLinkedSpan's work in a new trace of its own, whatever span was active before", async () => {
+    const linked = tracing.contextOf(tracing.startSpan("a send", {}));
+    await tracing.inSpan("an unrelated request", {}, async () => {
+      const outer = tracing.activeContext();
+      const inside = await tracing.inLinkedSpan("worker.relay", {}, [linked, undefined], async () => tracing.activeContext());
+      expect(inside?.traceId).not.toBe(outer?.traceId);
+      expect(inside?.traceId).not.toBe(linked.traceId);
+      expect(tracing.activeContext()).toEqual(outer);
+    });
+  });
+
   it("makes a remote context the parent of inSpanOf's span", async () => {
     const remote = tracing.contextOf(tracing.startSpan("remote", {}));
     const child = await tracing.inSpanOf("child", {}, remote, async () => tracing.activeContext());

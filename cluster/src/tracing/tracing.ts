@@ -35,6 +35,11 @@ export interface Tracing {
     work: () => Promise<T>,
     failure?: (result: T) => string | undefined,
   ): Promise<T>;
+  /**
+   * inSpan for work done in a batch for many requests (a relay of outbox rows): a root span linked to
+   * each of `links` (the absent skipped), active for `work`, never the child of whichever request ran it.
+   */
+  inLinkedSpan<T>(name: string, attributes: Attributes, links: readonly (TraceContext | undefined)[], work: () => Promise<T>): Promise<T>;
   /** The context of the active span (set by inSpan), if any. */
   activeContext(): TraceContext | undefined;
   /**
