@@ -16,7 +16,7 @@
 // refused at once instead of waiting behind it; cell.import is a write in the key's turn; cell.stats and
 // the operator's dead-letter requests (cell.deadLetters, cell.redriveDeadLetters) are answered by
 // whichever worker gets them.
-import { activeTracing, type Logger, type TraceContext } from "@cellwire/cluster";
+import { activeTraceId, activeTracing, type LogFields, type Logger, type TraceContext } from "@cellwire/cluster";
 import {
   cellRequestEnvelope,
   cellRequestKey,
@@ -88,7 +88,7 @@ export type RequestHandlerDependencies = {
   readonly drainOutbox?: (conversationId: string) => void;
   /** Publishes one live delivery on the recipient's delivery subject; MUST keep publish order. */
   readonly publishDelivery: (delivery: Delivery) => void;
-  readonly logger: Logger & { readonly error: (message: string) => void };
+  readonly logger: Logger & { readonly error: (message: string, fields?: LogFields) => void };
   /** CELLWIRE_DIRECT_CONVERSATION_KEY: a cell.openDirect must name the id the edges derive with it. */
   readonly directConversationKey: string;
 };
@@ -245,7 +245,7 @@ export class CellRequestHandler {
         respond(migrating("conversation", request.conversationId, key, result).reply);
       }
     } catch (error) {
-      logger.error(`cell.messagesAfter on ${key} failed: ${describeError(error)}`);
+      logger.error(`cell.messagesAfter on ${key} failed: ${describeError(error)}`, { traceId: activeTraceId() });
       respond(cellErrorReply({ kind: "error", error }));
     }
   }
@@ -344,7 +344,7 @@ export class CellRequestHandler {
     try {
       outcome = await this.perform(request);
     } catch (error) {
-      logger.error(`${request.type} on ${cellRequestKey(request)} failed: ${describeError(error)}`);
+      logger.error(`${request.type} on ${cellRequestKey(request)} failed: ${describeError(error)}`, { traceId: activeTraceId() });
       respond(cellErrorReply({ kind: "error", error }));
       return;
     }

@@ -18,7 +18,7 @@ import {
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
-import { activeTracing, CellwireError, RemoteError, sleep, type HomeLocation } from "@cellwire/cluster";
+import { activeTraceId, activeTracing, CellwireError, RemoteError, sleep, type HomeLocation } from "@cellwire/cluster";
 import type { CatchUpScope, CatchUpTarget } from "./catch-up-pacer.ts";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { DeliveryTarget } from "./delivery-hub.ts";
@@ -707,7 +707,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       return reply;
     };
     const pending = attempt()
-      .catch((error: unknown): ServerFrame => errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message)))
+      .catch((error: unknown): ServerFrame =>
+        errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message, { traceId: activeTraceId() })),
+      )
       .then((reply) => {
         this.sendSettled(frame, reply);
         return reply;

@@ -5,7 +5,15 @@ import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { ConfigError } from "../errors.ts";
 import { createOtelTracing } from "./otel-tracing.ts";
-import { activeTracing, installTracing, readTracingConfig, startTracing, tracingField, type TraceContext } from "./tracing.ts";
+import {
+  activeTraceId,
+  activeTracing,
+  installTracing,
+  readTracingConfig,
+  startTracing,
+  tracingField,
+  type TraceContext,
+} from "./tracing.ts";
 
 afterEach(() => installTracing(undefined));
 
@@ -75,6 +83,15 @@ describe("the OpenTelemetry-backed Tracing", () => {
     expect(tracing.extractEach(undefined, 2)).toEqual([undefined, undefined]);
     expect(tracing.extract(tracing.headersFor(third))).toMatchObject({ traceId: third.traceId, spanId: third.spanId });
     expect(tracing.extract(undefined)).toBeUndefined();
+  });
+
+  it("names the active span's trace id for log lines only while installed and inside a span", async () => {
+    await tracing.inSpan("request", {}, async () => {
+      expect(activeTraceId()).toBeUndefined();
+      installTracing(tracing);
+      expect(activeTraceId()).toBe(tracing.activeContext()?.traceId);
+    });
+    expect(activeTraceId()).toBeUndefined();
   });
 
   it("runs inLinkedSpan's work in a new trace of its own, whatever span was active before", async () => {

@@ -110,6 +110,11 @@ export function activeTracing(): Tracing | undefined {
   return installed;
 }
 
+/** The trace id of the active span, for a log line's fields (`{ traceId }`); undefined when off or outside a span. */
+export function activeTraceId(): string | undefined {
+  return installed?.activeContext()?.traceId;
+}
+
 /** Makes `tracing` the process's (undefined: off). Called by a service's main, and by tests. */
 export function installTracing(tracing: Tracing | undefined): void {
   installed = tracing;
