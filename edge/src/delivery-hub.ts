@@ -151,9 +151,9 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
       return;
     }
     // When tracing is on, each message's context (the worker's span of its send) came in the headers; the
-    // batch's delivery here is one span linked to each message delivered to a session of this edge.
-    const traceContexts = tracing === undefined ? undefined : tracing.extractEach(headers, messages.length);
-    const delivered: TraceContext[] | undefined = traceContexts === undefined ? undefined : [];
+    // batch's delivery here is one span linked to each message delivered to a session of this edge (read
+    // only for those: every edge receives every batch).
+    const delivered: TraceContext[] | undefined = tracing === undefined ? undefined : [];
     let messageIndex = -1;
     for (const { recipientUserIds, message } of messages) {
       messageIndex++;
@@ -166,8 +166,10 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
         if (!(targets instanceof Set)) targets.deliverMessage(message, frame, recipientUserIds.length);
         else for (const target of targets) target.deliverMessage(message, frame, recipientUserIds.length);
       }
-      const traceContext = traceContexts?.[messageIndex];
-      if (frame !== undefined && traceContext !== undefined) delivered?.push(traceContext);
+      if (frame !== undefined && tracing !== undefined) {
+        const traceContext = tracing.extractItem(headers, messageIndex);
+        if (traceContext !== undefined) delivered?.push(traceContext);
+      }
     }
     if (tracing !== undefined && delivered !== undefined && delivered.length > 0)
       tracing.recordSpan("edge.deliver", { "cellwire.delivery.messages": delivered.length }, startedAtMs, delivered);

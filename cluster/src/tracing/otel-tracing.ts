@@ -30,6 +30,11 @@ export type OtelTracingOptions = {
 
 const traceparentHeader = "traceparent";
 
+/** Milliseconds since the epoch, with a fraction (OpenTelemetry takes such a number as a time). */
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
 export function createOtelTracing(options: OtelTracingOptions): Tracing {
   const exporter = new OTLPTraceExporter({ url: `${options.otlpEndpoint.replace(/\/+$/, "")}/v1/traces` });
   const provider = new NodeTracerProvider({
@@ -63,14 +68,15 @@ export function createOtelTracing(options: OtelTracingOptions): Tracing {
       return tracer.startSpan(name, { attributes, links: linksOf(links) }, parentContext);
     },
     recordSpan(name, attributes, startTimeMs, links) {
-      tracer.startSpan(name, { attributes, links: linksOf(links), startTime: startTimeMs }, ROOT_CONTEXT).end();
+      // Both ends on the same clock (now()), not the start on ours and the end on the SDK's.
+      tracer.startSpan(name, { attributes, links: linksOf(links), startTime: startTimeMs }, ROOT_CONTEXT).end(now());
     },
     endSpan(span, failure) {
       if (failure !== undefined) fail(span, failure);
       span.end();
     },
     contextOf: (span) => span.spanContext(),
-    now: () => performance.timeOrigin + performance.now(),
+    now,
     headersFor(spanContext) {
       const carrier = natsHeaders();
       propagator.inject(trace.setSpanContext(ROOT_CONTEXT, spanContext), carrier, natsHeadersSetter);
@@ -88,6 +94,10 @@ export function createOtelTracing(options: OtelTracingOptions): Tracing {
     extract(carrier) {
       if (carrier === undefined || !carrier.has(traceparentHeader)) return undefined;
       return validSpanContext(propagator.extract(ROOT_CONTEXT, carrier, natsHeadersGetter));
+    },
+    extractItem(carrier, index) {
+      if (carrier === undefined || !carrier.has(traceparentHeader)) return undefined;
+      return validSpanContext(propagator.extract(ROOT_CONTEXT, { headers: carrier, index }, batchItemGetter));
     },
     extractEach(carrier, count) {
       const contexts = new Array<TraceContext | undefined>(count).fill(undefined);

@@ -81,6 +81,8 @@ describe("the OpenTelemetry-backed Tracing", () => {
     expect(extracted.map((context) => context?.spanId)).toEqual([first.spanId, undefined, third.spanId]);
     expect(extracted[0]?.traceId).toBe(first.traceId);
     expect(tracing.extractEach(undefined, 2)).toEqual([undefined, undefined]);
+    expect(tracing.extractItem(batch, 2)?.spanId).toBe(third.spanId);
+    expect(tracing.extractItem(batch, 1)).toBeUndefined();
     expect(tracing.extract(tracing.headersFor(third))).toMatchObject({ traceId: third.traceId, spanId: third.spanId });
     expect(tracing.extract(undefined)).toBeUndefined();
   });

@@ -60,6 +60,8 @@ export interface Tracing {
   headersForEach(contexts: readonly (TraceContext | undefined)[]): MsgHdrs | undefined;
   /** The context a request carries, if any. */
   extract(headers: MsgHdrs | undefined): TraceContext | undefined;
+  /** The context of item `index` of a batch, if it has one. */
+  extractItem(headers: MsgHdrs | undefined, index: number): TraceContext | undefined;
   /** The context of each of a batch's `count` items, undefined where an item has none. */
   extractEach(headers: MsgHdrs | undefined, count: number): (TraceContext | undefined)[];
   /** Exports the spans still buffered and stops. */
