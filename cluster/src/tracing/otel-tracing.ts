@@ -16,7 +16,7 @@ import {
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BatchSpanProcessor, NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
+import { BatchSpanProcessor, NodeTracerProvider, type SpanExporter } from "@opentelemetry/sdk-trace-node";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import { batchItemGetter, batchItemSetter, natsHeadersGetter, natsHeadersSetter } from "./nats-trace-headers.ts";
 import type { TraceContext, TraceSpan, Tracing } from "./tracing.ts";
@@ -26,7 +26,12 @@ export type OtelTracingOptions = {
   readonly serviceName: string;
   /** The process title (cellwire-worker-a-1): the resource's service.instance.id. */
   readonly processName: string;
+  /** Where spans go instead of the OTLP endpoint (tests: an InMemorySpanExporter). */
+  readonly spanExporter?: SpanExporter;
 };
+
+/** A Tracing whose buffered spans a test can push to its exporter. */
+export type OtelTracing = Tracing & { flush(): Promise<void> };
 
 const traceparentHeader = "traceparent";
 
@@ -35,8 +40,8 @@ function now(): number {
   return performance.timeOrigin + performance.now();
 }
 
-export function createOtelTracing(options: OtelTracingOptions): Tracing {
-  const exporter = new OTLPTraceExporter({ url: `${options.otlpEndpoint.replace(/\/+$/, "")}/v1/traces` });
+export function createOtelTracing(options: OtelTracingOptions): OtelTracing {
+  const exporter = options.spanExporter ?? new OTLPTraceExporter({ url: `${options.otlpEndpoint.replace(/\/+$/, "")}/v1/traces` });
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ "service.name": options.serviceName, "service.instance.id": options.processName }),
     spanProcessors: [new BatchSpanProcessor(exporter)],
@@ -107,6 +112,7 @@ export function createOtelTracing(options: OtelTracingOptions): Tracing {
       return contexts;
     },
     shutdown: () => provider.shutdown(),
+    flush: () => provider.forceFlush(),
   };
 }
 
