@@ -8,9 +8,11 @@ import {
   logLevelDefault,
   logLevels,
   readNatsAccess,
+  tracingField,
   type Environment,
   type LogLevel,
   type NatsAccess,
+  type TracingConfig,
 } from "@cellwire/cluster";
 import { cellIdPattern, namespacePattern, workerIdPattern } from "@cellwire/protocol";
 import { defaultPostgresAdminUrl, type PostgresTimeouts } from "./store/database.ts";
@@ -148,6 +150,8 @@ export type WorkerConfig = {
    */
   readonly adminHost?: string;
   readonly adminPort?: number;
+  /** OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME (docs/decisions/0034); no endpoint: tracing off. Absent: off. */
+  readonly tracing?: TracingConfig;
 };
 
 /** The edges' clients give a send this long (client requestTimeoutMs); a worker past it serves nobody. */
@@ -217,6 +221,7 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     .filter((server) => server !== "");
   if (natsServers.length === 0) throw new ConfigError("CELLWIRE_NATS_SERVERS must name at least one server");
   const config: WorkerConfig = {
+    ...tracingField(environment),
     namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
     natsServers,
     natsAccess: readNatsAccess(reader, "worker"),

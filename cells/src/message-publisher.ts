@@ -7,17 +7,26 @@
 //
 // Publishes are NATS core: at most once. A member's device that misses one sees the gap at its next
 // message (or on reconnect) and reads the conversation's log (docs/decisions/0009).
-import { BoundedCache, type Logger } from "@cellwire/cluster";
+import type { MsgHdrs } from "@nats-io/transport-node";
+import { activeTracing, BoundedCache, type Logger, type TraceContext } from "@cellwire/cluster";
 import { deliveryBatchItemsMax, sendBatchBytesMax, type Delivery, type Message } from "@cellwire/protocol";
 import type { MembersResult } from "./store/store.ts";
 
 /** A message just stored, with the member version its seq was given under (AppendMessageResult). */
-export type StoredMessage = { readonly message: Message; readonly membersVersion: number };
+export type StoredMessage = {
+  readonly message: Message;
+  readonly membersVersion: number;
+  /** The span of the message's send on this worker, when tracing is on: carried to the recipients' edges. */
+  readonly trace?: TraceContext | undefined;
+};
 
 export type MessagePublisherDependencies = {
   readonly members: (conversationId: string) => Promise<MembersResult>;
-  /** Publishes one encoded delivery.batch on the deliveries subject. */
-  readonly publish: (payload: string) => void;
+  /**
+   * Publishes one encoded delivery.batch on the deliveries subject; `headers`, when tracing is on, carry
+   * each message's trace context in message order.
+   */
+  readonly publish: (payload: string, headers?: MsgHdrs) => void;
   readonly logger: Logger;
   /** Conversations whose members are cached. */
   readonly conversationsMax: number;
@@ -38,21 +47,39 @@ export class MessagePublisher {
   async publish(messages: readonly StoredMessage[]): Promise<void> {
     const items: string[] = [];
     let bytes = batchHead.length + batchTail.length;
-    for (const { message, membersVersion } of messages) {
+    // With tracing on: the trace context of each item of the batch being built, and one span for the
+    // whole publish, linked to every message's send (docs/decisions/0034).
+    const tracing = activeTracing();
+    const traces: (TraceContext | undefined)[] | undefined = tracing === undefined ? undefined : [];
+    const startedAtMs = tracing === undefined ? 0 : tracing.now();
+    const publishItems = (): void => {
+      const payload = batchHead + items.join(",") + batchTail;
+      if (tracing === undefined || traces === undefined) this.dependencies.publish(payload);
+      else this.dependencies.publish(payload, tracing.headersForEach(traces));
+      items.length = 0;
+      if (traces !== undefined) traces.length = 0;
+    };
+    for (const { message, membersVersion, trace } of messages) {
       const recipients = await this.recipientsOf(message.conversationId, membersVersion);
       if (recipients === undefined) continue;
       const item = `{"recipientUserIds":${recipients.json},"message":${JSON.stringify(message)}}`;
       // Bytes counted as UTF-8, the way NATS counts its payload limit.
       const itemBytes = Buffer.byteLength(item, "utf8") + 1;
       if (items.length > 0 && (items.length >= deliveryBatchItemsMax || bytes + itemBytes > sendBatchBytesMax)) {
-        this.dependencies.publish(batchHead + items.join(",") + batchTail);
-        items.length = 0;
+        publishItems();
         bytes = batchHead.length + batchTail.length;
       }
       items.push(item);
+      traces?.push(trace);
       bytes += itemBytes;
     }
-    if (items.length > 0) this.dependencies.publish(batchHead + items.join(",") + batchTail);
+    if (items.length > 0) publishItems();
+    if (tracing !== undefined) {
+      const links: TraceContext[] = [];
+      for (const { trace } of messages) if (trace !== undefined) links.push(trace);
+      if (links.length > 0)
+        tracing.recordSpan("worker.publish_deliveries", { "cellwire.batch.messages": messages.length }, startedAtMs, links);
+    }
   }
 
   /** The conversation's members were changed by this worker: the next message reloads them. */

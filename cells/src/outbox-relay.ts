@@ -17,7 +17,7 @@
 // failuresMax the recipient's rows of the conversation go to the dead letters, and while any are there
 // its newer rows follow them (order holds); an operator redrives them (`cellwire dead-letters`). Sends
 // of a clean conversation take the same path as before: no read, no extra statement.
-import { BoundedCache, CellwireError, ConcurrencyLimiter, type Logger } from "@cellwire/cluster";
+import { activeTracing, BoundedCache, CellwireError, ConcurrencyLimiter, type Logger, type TraceContext } from "@cellwire/cluster";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
 import { describeError } from "./store/errors.ts";
 import type { ConversationStore, OutboxEntry, OutboxRetry } from "./store/store.ts";
@@ -67,8 +67,11 @@ export type OutboxRelayDependencies = {
   readonly metrics?: OutboxRelayMetrics;
 };
 
-/** Work waiting for a conversation's turn: rows from sends, or "drain" to read the outbox. */
-type Work = { entries: readonly OutboxEntry[] | "drain" };
+/**
+ * Work waiting for a conversation's turn: rows from sends, or "drain" to read the outbox. With tracing on,
+ * `traces` holds the spans of the requests that asked for it (at most batchMax), which its relay links to.
+ */
+type Work = { entries: readonly OutboxEntry[] | "drain"; readonly traces?: (TraceContext | undefined)[] };
 
 /** Malformed rows are logged once each (as long as this many are remembered). */
 const reportedMalformedMax = 1000;
@@ -224,15 +227,26 @@ export class OutboxRelay {
     // Rows not taken stay in the outbox: the next owner's sweeper re-drives them.
     if (this.stopped) return;
     const waiting = this.waiting.get(conversationId);
+    const tracing = activeTracing();
+    const trace = tracing?.activeContext();
     if (waiting !== undefined) {
+      if (trace !== undefined && waiting.traces !== undefined && waiting.traces.length < this.dependencies.limits.batchMax)
+        waiting.traces.push(trace);
       if (waiting.entries !== "drain") {
         const merged = entries === "drain" ? "drain" : [...waiting.entries, ...entries];
         waiting.entries = merged !== "drain" && merged.length > this.dependencies.limits.batchMax ? "drain" : merged;
       }
       return;
     }
-    const work: Work = { entries };
-    const queued = this.queue.enqueue(conversationId, () => this.run(conversationId, work));
+    const work: Work = tracing === undefined ? { entries } : { entries, traces: [trace] };
+    const queued = this.queue.enqueue(conversationId, () =>
+      // One span per relay, linked to the requests whose rows it carries (docs/decisions/0034).
+      tracing === undefined || work.traces === undefined
+        ? this.run(conversationId, work)
+        : tracing.inLinkedSpan("worker.relay", { "cellwire.relay.work": work.entries === "drain" ? "drain" : "rows" }, work.traces, () =>
+            this.run(conversationId, work),
+          ),
+    );
     if (!queued.accepted) {
       this.clean.delete(conversationId);
       this.refusedSinceReport += 1;

@@ -16,7 +16,7 @@
 // refused at once instead of waiting behind it; cell.import is a write in the key's turn; cell.stats and
 // the operator's dead-letter requests (cell.deadLetters, cell.redriveDeadLetters) are answered by
 // whichever worker gets them.
-import type { Logger } from "@cellwire/cluster";
+import { activeTraceId, activeTracing, type LogFields, type Logger, type TraceContext } from "@cellwire/cluster";
 import {
   cellRequestEnvelope,
   cellRequestKey,
@@ -90,7 +90,7 @@ export type RequestHandlerDependencies = {
   readonly drainOutbox?: (conversationId: string) => void;
   /** Publishes one live delivery on the recipient's delivery subject; MUST keep publish order. */
   readonly publishDelivery: (delivery: Delivery) => void;
-  readonly logger: Logger & { readonly error: (message: string) => void };
+  readonly logger: Logger & { readonly error: (message: string, fields?: LogFields) => void };
   /** CELLWIRE_DIRECT_CONVERSATION_KEY: a cell.openDirect must name the id the edges derive with it. */
   readonly directConversationKey: string;
 };
@@ -194,16 +194,33 @@ export class CellRequestHandler {
    * Many sends in one request: each goes to the committer (which checks ownership in its batch's turn),
    * and the replies go back together, in order, once every send has its answer.
    */
-  handleSendBatch(batch: CellSendBatch, respond: (replies: CellSendBatchReplies) => void): void {
+  handleSendBatch(
+    batch: CellSendBatch,
+    respond: (replies: CellSendBatchReplies) => void,
+    /** With tracing on: each send's context from the batch's headers (undefined where a send has none). */
+    traceContexts?: readonly (TraceContext | undefined)[],
+  ): void {
     const replies = new Array<CellReply | undefined>(batch.sends.length);
     let outstanding = batch.sends.length;
+    const tracing = traceContexts === undefined ? undefined : activeTracing();
     batch.sends.forEach((send, index) => {
-      this.dependencies.sends.submit(send, batch.budgetMs, (reply) => {
+      const answer = (reply: CellReply): void => {
         if (replies[index] !== undefined) return;
         replies[index] = reply;
         outstanding -= 1;
         if (outstanding === 0) respond({ type: "cell.sendBatchReplies", replies: replies as CellReply[] });
-      });
+      };
+      if (tracing === undefined) {
+        this.dependencies.sends.submit(send, batch.budgetMs, answer);
+        return;
+      }
+      // The send's span on this worker, in its trace: from its arrival to its reply (its commit is linked).
+      const span = tracing.startSpan("worker.send", { "cellwire.request.type": send.type }, traceContexts?.[index]);
+      const answerTraced = (reply: CellReply): void => {
+        tracing.endSpan(span, reply.type === "cell.error" ? reply.code : undefined);
+        answer(reply);
+      };
+      this.dependencies.sends.submit(send, batch.budgetMs, answerTraced, tracing.contextOf(span));
     });
   }
 
@@ -231,7 +248,7 @@ export class CellRequestHandler {
         respond(migrating("conversation", request.conversationId, key, result).reply);
       }
     } catch (error) {
-      logger.error(`cell.messagesAfter on ${key} failed: ${describeError(error)}`);
+      logger.error(`cell.messagesAfter on ${key} failed: ${describeError(error)}`, { traceId: activeTraceId() });
       respond(cellErrorReply({ kind: "error", error }));
     }
   }
@@ -330,7 +347,7 @@ export class CellRequestHandler {
     try {
       outcome = await this.perform(request);
     } catch (error) {
-      logger.error(`${request.type} on ${cellRequestKey(request)} failed: ${describeError(error)}`);
+      logger.error(`${request.type} on ${cellRequestKey(request)} failed: ${describeError(error)}`, { traceId: activeTraceId() });
       respond(cellErrorReply({ kind: "error", error }));
       return;
     }

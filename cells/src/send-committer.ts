@@ -23,7 +23,7 @@
 // only a send whose deadline comes first is answered cell_unavailable. A commit whose outcome is unknown
 // (the connection died after the statement was sent) is safe to repeat: the statement answers a
 // (conversation, sender, clientMessageId) it already stored with that message and writes nothing.
-import { backoffDelayMs, type BackoffPolicy, type Logger } from "@cellwire/cluster";
+import { activeTracing, backoffDelayMs, type BackoffPolicy, type Logger, type TraceContext } from "@cellwire/cluster";
 import type { CellReply, CellSendRequest } from "@cellwire/protocol";
 import { cellErrorReply, movedReply } from "./cell-error-reply.ts";
 import { describeError, isPostgresUnavailable } from "./store/errors.ts";
@@ -103,6 +103,8 @@ type PendingSend = {
    */
   outcomeUnknown: boolean;
   readonly respond: (reply: CellReply) => void;
+  /** The send's span on this worker when tracing is on: its commit links to it, its delivery carries it. */
+  readonly trace: TraceContext | undefined;
 };
 
 /** What one attempt at a batch left to try again: the sends, and the failure that stopped them. */
@@ -154,9 +156,9 @@ export class SendCommitter {
 
   /**
    * Queues a send; `respond` is called exactly once: after the commit, or at once when it is refused.
-   * `budgetMs` is how long the caller still waits for the reply.
+   * `budgetMs` is how long the caller still waits for the reply; `trace` the send's span, when tracing is on.
    */
-  submit(request: CellSendRequest, budgetMs: number, respond: (reply: CellReply) => void): void {
+  submit(request: CellSendRequest, budgetMs: number, respond: (reply: CellReply) => void, trace?: TraceContext): void {
     const { limits, monotonicNowMs } = this.dependencies;
     if (this.pending.length >= limits.pendingSendsMax) {
       respond(this.overloaded(`${this.pending.length} sends are waiting for this worker's next commit`));
@@ -166,7 +168,7 @@ export class SendCommitter {
     const deadlineAtMs = nowMs + budgetMs;
     const retryWindowMs = this.dependencies.retry?.windowMs ?? 0;
     const retryDeadlineAtMs = Math.min(deadlineAtMs, nowMs + retryWindowMs);
-    this.pending.push({ request, enqueuedAtMs: nowMs, deadlineAtMs, retryDeadlineAtMs, outcomeUnknown: false, respond });
+    this.pending.push({ request, enqueuedAtMs: nowMs, deadlineAtMs, retryDeadlineAtMs, outcomeUnknown: false, respond, trace });
     if (this.running) return;
     const { linger } = this.dependencies;
     if (this.cancelLinger !== undefined) {
@@ -283,9 +285,22 @@ export class SendCommitter {
     });
     let results: AppendMessageResult[];
     this.dependencies.metrics?.batchStarted(inputs.length);
+    // The batch's statement is one span linked to each send's (docs/decisions/0034), when tracing is on.
+    const tracing = activeTracing();
+    const commitSpan =
+      tracing === undefined
+        ? undefined
+        : tracing.startSpan(
+            "worker.send_commit",
+            { "db.operation.name": "append_messages", "cellwire.batch.sends": inOrder.length },
+            undefined,
+            inOrder.map((send) => send.trace),
+          );
+    let commitFailure: string | undefined;
     try {
       results = await store.appendMessages(inputs);
     } catch (error) {
+      commitFailure = error instanceof Error ? error.name : "error";
       if (this.dependencies.retry !== undefined && isPostgresUnavailable(error)) {
         for (const send of inOrder) send.outcomeUnknown = true;
         return { sends: inOrder, error };
@@ -295,6 +310,7 @@ export class SendCommitter {
       return undefined;
     } finally {
       this.lastBatchMs = Math.max(1, monotonicNowMs() - startedAtMs);
+      if (commitSpan !== undefined) tracing?.endSpan(commitSpan, commitFailure);
     }
     const stored: StoredMessage[] = [];
     const published = new Set<number>();
@@ -318,7 +334,7 @@ export class SendCommitter {
       // now, at worst a second time: devices drop a seq they already have).
       if (result.outcome === "stored" && (!result.deduplicated || send.outcomeUnknown) && !published.has(inputIndex)) {
         published.add(inputIndex);
-        stored.push({ message: result.message, membersVersion: result.deduplicated ? 0 : result.membersVersion });
+        stored.push({ message: result.message, membersVersion: result.deduplicated ? 0 : result.membersVersion, trace: send.trace });
       }
     });
     // A stale owner says so, as the request handler does for its other writes (one line per batch).

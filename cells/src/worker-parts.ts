@@ -6,6 +6,7 @@
 import pg from "pg";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
+  activeTracing,
   DirectoryCache,
   DirectoryClient,
   directoryHomes,
@@ -68,6 +69,7 @@ import { OutboxRelay } from "./outbox-relay.ts";
 import { offChannelRefusal } from "./request-channel.ts";
 import { CellRequestHandler } from "./request-handler.ts";
 import { SendCommitter } from "./send-committer.ts";
+import { handleTraced } from "./traced-request.ts";
 import { cellPoolConfig } from "./store/database.ts";
 import { describeError } from "./store/errors.ts";
 import { sendSessionOptions } from "./store/postgres-sends.ts";
@@ -281,7 +283,7 @@ export function buildRequestPath(context: WorkerContext, relay: OutboxRelay): Re
   const deliveries = deliveriesSubject(config.namespace);
   const publisher = new MessagePublisher({
     members: (conversationId) => store.members(conversationId),
-    publish: (payload) => connection.publish(deliveries, payload),
+    publish: (payload, headers) => connection.publish(deliveries, payload, headers === undefined ? undefined : { headers }),
     logger,
     conversationsMax: config.memberCacheConversationsMax ?? memberCacheConversationsMaxDefault,
   });
@@ -436,13 +438,17 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
         respond(refusal);
         return;
       }
+      // With tracing on, a request continues the trace its headers carry (a batch of sends, each send's).
+      const tracing = activeTracing();
       if (type === "cell.sendBatch") {
         const batch = decode(cellSendBatch, parsed.value);
-        if (batch.ok) handler.handleSendBatch(batch.value, respond);
-        else respond(cellErrorReply({ kind: "bad_payload", reason: `${batch.failure.path} ${batch.failure.reason}` }));
+        if (!batch.ok) respond(cellErrorReply({ kind: "bad_payload", reason: `${batch.failure.path} ${batch.failure.reason}` }));
+        else if (tracing === undefined) handler.handleSendBatch(batch.value, respond);
+        else handler.handleSendBatch(batch.value, respond, tracing.extractEach(message.headers, batch.value.sends.length));
         return;
       }
-      void handler.handleParsed(parsed.value, respond);
+      if (tracing === undefined) void handler.handleParsed(parsed.value, respond);
+      else void handleTraced(tracing, message.headers, String(type), (traced) => handler.handleParsed(parsed.value, traced), respond);
     },
   });
 }

@@ -31,3 +31,5 @@ export * from "./admin-listener.ts";
 export * from "./nats-connected.ts";
 export * from "./prometheus.ts";
 export * from "./nats-access.ts";
+// Tracing: the facade only; the OpenTelemetry SDK behind it is imported by startTracing when an endpoint is set.
+export * from "./tracing/tracing.ts";

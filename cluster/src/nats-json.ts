@@ -4,6 +4,7 @@ import { RequestError, TimeoutError, NoRespondersError, type NatsConnection } fr
 import { decodeJsonText, type Decoder } from "@cellwire/protocol";
 import { BadPayloadError, UnavailableError } from "./errors.ts";
 import { RequestMux, type RequestFailure } from "./request-mux.ts";
+import { activeTracing } from "./tracing/tracing.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -40,7 +41,11 @@ export async function requestJson<T>(
   timeoutMs: number,
   unavailableCode: "cell_unavailable" | "directory_unavailable",
 ): Promise<T> {
-  const outcome = await RequestMux.of(connection).request(subject, JSON.stringify(payload), timeoutMs);
+  // The active span's context (an edge's frame, a worker's request) goes with the request when tracing is on.
+  const tracing = activeTracing();
+  const traceContext = tracing?.activeContext();
+  const headers = traceContext === undefined ? undefined : tracing?.headersFor(traceContext);
+  const outcome = await RequestMux.of(connection).request(subject, JSON.stringify(payload), timeoutMs, headers);
   if (!outcome.ok) throw new UnavailableError(unavailableCode, `${subject}: ${describeFailure(outcome.reason, timeoutMs)}`);
   const decoded = decodeMessage(replyDecoder, outcome.data);
   if (!decoded.ok) throw new BadPayloadError(`reply on ${subject} does not decode: ${decoded.reason}`);

@@ -11,7 +11,7 @@
 // (protocol.js prepare(): resetOutbound), so they were never sent. Waiting for their timeouts instead
 // cost every send made during a 2 s NATS restart a 3 s attempt timeout (docs/decisions/0025). Either
 // way the caller retries, as after a timeout (the request may or may not have been served).
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { randomBytes } from "node:crypto";
 
 export type RequestOutcome =
@@ -78,7 +78,8 @@ export class RequestMux {
     return this.pending.size;
   }
 
-  request(subject: string, payload: Uint8Array | string, timeoutMs: number): Promise<RequestOutcome> {
+  /** `headers`: the trace context when tracing is on (tracing.ts); absent otherwise. */
+  request(subject: string, payload: Uint8Array | string, timeoutMs: number, headers?: MsgHdrs): Promise<RequestOutcome> {
     const token = (this.counter++).toString(36);
     return new Promise<RequestOutcome>((resolve) => {
       const bucket = Math.ceil((performance.now() + Math.max(1, timeoutMs)) / sweepIntervalMs);
@@ -91,7 +92,8 @@ export class RequestMux {
       tokens.add(token);
       this.sweeper ??= this.startSweeper();
       try {
-        this.connection.publish(subject, payload, { reply: `${this.prefix}${token}` });
+        const reply = `${this.prefix}${token}`;
+        this.connection.publish(subject, payload, headers === undefined ? { reply } : { reply, headers });
       } catch {
         const waiting = this.pending.get(token);
         if (waiting !== undefined) this.settle(token, waiting, { ok: false, reason: "closed" });

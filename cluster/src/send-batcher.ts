@@ -13,12 +13,15 @@ import { cellSendBatchReplies, sendBatchBytesMax, sendBatchItemsMax, type CellRe
 import { BadPayloadError, UnavailableError } from "./errors.ts";
 import { decodeMessage, describeFailure } from "./nats-json.ts";
 import { RequestMux } from "./request-mux.ts";
+import { activeTracing, type TraceContext } from "./tracing/tracing.ts";
 
 type Waiting = {
   readonly encoded: string;
   readonly timeoutMs: number;
   readonly resolve: (reply: CellReply) => void;
   readonly reject: (error: unknown) => void;
+  /** The send's span (the edge's frame) when tracing is on: its context travels in the batch's headers. */
+  readonly trace: TraceContext | undefined;
 };
 
 type Batch = { readonly items: Waiting[]; bytes: number };
@@ -39,6 +42,7 @@ export class SendBatcher {
   /** Sends `request` to `subject` in the next batch for it; `timeoutMs` bounds the wait for its reply. */
   request(subject: string, request: CellSendRequest, timeoutMs: number): Promise<CellReply> {
     const encoded = JSON.stringify(request);
+    const trace = activeTracing()?.activeContext();
     // UTF-8 bytes, as NATS counts its payload: a string's length undercounts non-ASCII bodies up to 3 times.
     const bytes = Buffer.byteLength(encoded, "utf8") + 1;
     return new Promise<CellReply>((resolve, reject) => {
@@ -53,7 +57,7 @@ export class SendBatcher {
         batch = { items: [], bytes: envelopeBytes };
         this.batches.set(subject, batch);
       }
-      batch.items.push({ encoded, timeoutMs, resolve, reject });
+      batch.items.push({ encoded, timeoutMs, resolve, reject, trace });
       batch.bytes += bytes;
       if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -76,7 +80,10 @@ export class SendBatcher {
     for (const item of items) timeoutMs = Math.min(timeoutMs, item.timeoutMs);
     const budgetMs = Math.max(0, Math.floor(timeoutMs));
     const payload = `{"type":"cell.sendBatch","budgetMs":${budgetMs},"sends":[${items.map((item) => item.encoded).join(",")}]}`;
-    void this.requests.request(subject, payload, Math.max(1, budgetMs)).then((outcome) => {
+    // One trace context per send, in send order (nats-trace-headers.ts): the worker continues each send's trace.
+    const tracing = activeTracing();
+    const headers = tracing === undefined ? undefined : tracing.headersForEach(items.map((item) => item.trace));
+    void this.requests.request(subject, payload, Math.max(1, budgetMs), headers).then((outcome) => {
       if (!outcome.ok) {
         const failure = new UnavailableError("cell_unavailable", `${subject}: ${describeFailure(outcome.reason, budgetMs)}`);
         for (const item of items) item.reject(failure);

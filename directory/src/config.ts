@@ -7,9 +7,11 @@ import {
   logLevelDefault,
   logLevels,
   readNatsAccess,
+  tracingField,
   type Environment,
   type LogLevel,
   type NatsAccess,
+  type TracingConfig,
 } from "@cellwire/cluster";
 
 export type DirectoryConfig = {
@@ -47,6 +49,8 @@ export type DirectoryConfig = {
    */
   readonly adminHost?: string;
   readonly adminPort?: number;
+  /** OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME (docs/decisions/0034); no endpoint: tracing off. Absent: off. */
+  readonly tracing?: TracingConfig;
 };
 
 export type LoadedDirectoryConfig = {
@@ -114,6 +118,7 @@ export function loadDirectoryConfig(environment: Environment): LoadedDirectoryCo
       redisReplicaWaitMs,
       adminHost,
       adminPort,
+      ...tracingField(environment),
     },
     warnings,
   };

@@ -21,6 +21,7 @@ import {
   type DirectoryRequest,
 } from "@cellwire/protocol";
 import {
+  activeTracing,
   anonymousNatsAccess,
   CellwireError,
   connectNats,
@@ -218,7 +219,15 @@ export class DirectoryService {
       return;
     }
     this.inFlight++;
-    void this.answer(message, decoded.value, receivedAtMs).finally(() => {
+    // With tracing on, the request is a span in the trace its headers carry (an edge's frame, a worker's request).
+    const tracing = activeTracing();
+    const answered =
+      tracing === undefined
+        ? this.answer(message, decoded.value, receivedAtMs)
+        : tracing.inSpanOf("directory.request", { "cellwire.request.type": decoded.value.type }, tracing.extract(message.headers), () =>
+            this.answer(message, decoded.value, receivedAtMs),
+          );
+    void answered.finally(() => {
       this.inFlight--;
       if (this.inFlight === 0 && this.idle !== undefined) this.idle();
     });

@@ -1,5 +1,5 @@
 // The directory process: config from the environment, serve until SIGTERM or SIGINT.
-import { createLogger, failStart, onShutdown, tellLauncher } from "@cellwire/cluster";
+import { createLogger, failStart, onShutdown, startTracing, tellLauncher } from "@cellwire/cluster";
 import { loadDirectoryConfig } from "./config.ts";
 import { directoryProcessName, startDirectory } from "./directory-service.ts";
 
@@ -15,8 +15,13 @@ try {
     ...(config.logLevel === undefined ? {} : { level: config.logLevel }),
   });
   for (const warning of warnings) logger.warn(warning);
+  // Before the directory starts: OpenTelemetry is loaded only when an endpoint is set (docs/decisions/0034).
+  const tracing = await startTracing(config.tracing, "cellwire-directory", directoryProcessName);
   const directory = await startDirectory(config, logger);
-  onShutdown(directory.stop, logger);
+  onShutdown(async () => {
+    await directory.stop();
+    await tracing?.shutdown();
+  }, logger);
   tellLauncher({ type: "ready", processName: directoryProcessName, adminPort: directory.adminPort });
 } catch (error) {
   failStart(directoryProcessName, logger, error);

@@ -8,9 +8,11 @@ import {
   logLevelDefault,
   logLevels,
   readNatsAccess,
+  tracingField,
   type Environment,
   type LogLevel,
   type NatsAccess,
+  type TracingConfig,
 } from "@cellwire/cluster";
 import { namespacePattern, typingExpiresInMsMax } from "@cellwire/protocol";
 import { defaultDevKeyDirectory } from "./auth/dev-keys.ts";
@@ -175,6 +177,8 @@ export type EdgeConfig = {
    * a dev edge defaults to the public dev key.
    */
   readonly directConversationKey: string;
+  /** OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME (docs/decisions/0034); no endpoint: tracing off. Absent: off. */
+  readonly tracing?: TracingConfig;
 };
 
 /**
@@ -277,6 +281,7 @@ export function loadEdgeConfig(environment: Environment): { config: EdgeConfig; 
     trustedProxies: listOf(trustedProxiesText).map((proxy) => parseListed("EDGE_TRUSTED_PROXIES", proxy, parseTrustedProxy)),
   };
   const config: EdgeConfig = {
+    ...tracingField(environment),
     namespace: reader.string("CELLWIRE_NAMESPACE", "cellwire", namespacePattern),
     natsServers: reader
       .string("CELLWIRE_NATS_SERVERS", "127.0.0.1:4222")

@@ -6,8 +6,8 @@
 // subscription is confirmed (flush) before the edge accepts sessions, and a session is registered before
 // it reads its backlog, so every delivery of something committed after that read reaches it, and what
 // was committed before is in the backlog (or both: sessions drop duplicates by seq).
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { decodeMessage } from "@cellwire/cluster";
+import type { MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
+import { activeTracing, decodeMessage, type TraceContext } from "@cellwire/cluster";
 import {
   deliveriesSubject,
   deliveryBatch,
@@ -78,7 +78,7 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
             this.warn(`the deliveries subscription failed: ${error.message}`);
             return;
           }
-          this.dispatch(received.data, "deliveries");
+          this.dispatch(received.data, "deliveries", received.headers);
         },
       });
       this.typingSubscription = this.connection.subscribe(this.typingSubject, {
@@ -135,7 +135,9 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
     this.connection.publish(this.typingSubject, JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [typing] }));
   }
 
-  private dispatch(data: Uint8Array, source: "deliveries" | "typing"): void {
+  private dispatch(data: Uint8Array, source: "deliveries" | "typing", headers?: MsgHdrs): void {
+    const tracing = activeTracing();
+    const startedAtMs = tracing === undefined ? 0 : tracing.now();
     const decoded = decodeMessage(deliveryBatch, data);
     if (!decoded.ok) {
       this.warn(`dropping a delivery batch that does not decode: ${decoded.reason}`);
@@ -148,7 +150,13 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
       this.warn("dropping a batch with messages or events on the typing subject");
       return;
     }
+    // When tracing is on, each message's context (the worker's span of its send) came in the headers; the
+    // batch's delivery here is one span linked to each message delivered to a session of this edge (read
+    // only for those: every edge receives every batch).
+    const delivered: TraceContext[] | undefined = tracing === undefined ? undefined : [];
+    let messageIndex = -1;
     for (const { recipientUserIds, message } of messages) {
+      messageIndex++;
       // Encoded once, and only if a recipient has a session here.
       let frame: string | undefined;
       for (const recipientUserId of recipientUserIds) {
@@ -158,7 +166,13 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
         if (!(targets instanceof Set)) targets.deliverMessage(message, frame, recipientUserIds.length);
         else for (const target of targets) target.deliverMessage(message, frame, recipientUserIds.length);
       }
+      if (frame !== undefined && tracing !== undefined) {
+        const traceContext = tracing.extractItem(headers, messageIndex);
+        if (traceContext !== undefined) delivered?.push(traceContext);
+      }
     }
+    if (tracing !== undefined && delivered !== undefined && delivered.length > 0)
+      tracing.recordSpan("edge.deliver", { "cellwire.delivery.messages": delivered.length }, startedAtMs, delivered);
     for (const { recipientUserId, seq, event } of events) {
       const targets = this.users.get(recipientUserId);
       if (targets === undefined) continue;

@@ -1,4 +1,4 @@
-import { createLogger, failStart, onShutdown, tellLauncher } from "@cellwire/cluster";
+import { createLogger, failStart, onShutdown, startTracing, tellLauncher } from "@cellwire/cluster";
 import { loadEdgeConfig } from "./config.ts";
 import { startEdge } from "./edge.ts";
 
@@ -11,9 +11,18 @@ try {
   logger = createLogger({ service: "edge", processName, level: config.logLevel });
   if (unknownVariables.length > 0) logger.warn(`unknown settings ignored: ${unknownVariables.join(", ")}`);
   for (const warning of warnings) logger.warn(warning);
+  // Before the edge starts: OpenTelemetry is loaded only when an endpoint is set (docs/decisions/0034).
+  const tracing = await startTracing(config.tracing, "cellwire-edge", processName);
   const edge = await startEdge(config, logger);
   // The process exits once drained; past the drain window, its grace and 5 s for NATS, it is forced to.
-  onShutdown(() => edge.stop(), logger, config.drainMs + config.drainGraceMs + 5000);
+  onShutdown(
+    async () => {
+      await edge.stop();
+      await tracing?.shutdown();
+    },
+    logger,
+    config.drainMs + config.drainGraceMs + 5000,
+  );
   tellLauncher({ type: "ready", processName, port: edge.port });
 } catch (error) {
   failStart(processName, logger, error);

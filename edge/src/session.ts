@@ -18,7 +18,7 @@ import {
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
-import { CellwireError, RemoteError, sleep, type HomeLocation } from "@cellwire/cluster";
+import { activeTraceId, activeTracing, CellwireError, RemoteError, sleep, type HomeLocation } from "@cellwire/cluster";
 import type { CatchUpScope, CatchUpTarget } from "./catch-up-pacer.ts";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { DeliveryTarget } from "./delivery-hub.ts";
@@ -209,7 +209,18 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     // When the frame arrived (set above): a send's ack latency counts from it.
     const receivedAtMs = this.lastHeardAtMsValue;
     if (frame.type === "send") this.core.metrics.sendStarted();
-    const served = frame.type === "send" ? this.serveSend(context, frame) : this.serve(context, frame);
+    // A frame a cell serves is a trace's first span when tracing is on (docs/decisions/0034); the edge's own
+    // (typing, watchPresence, refresh) are not traced.
+    const tracing = activeTracing();
+    const served =
+      tracing === undefined || frame.type === "typing" || frame.type === "watchPresence" || frame.type === "refresh"
+        ? this.serveFrame(context, frame)
+        : tracing.inSpan(
+            frame.type === "send" ? "edge.send" : "edge.request",
+            { "cellwire.frame.type": frame.type },
+            () => this.serveFrame(context, frame),
+            failureOf,
+          );
     void served
       .then(
         (reply) => {
@@ -707,7 +718,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       return reply;
     };
     const pending = attempt()
-      .catch((error: unknown): ServerFrame => errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message)))
+      .catch((error: unknown): ServerFrame =>
+        errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message, { traceId: activeTraceId() })),
+      )
       .then((reply) => {
         this.sendSettled(frame, reply);
         return reply;
@@ -722,6 +735,10 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   /** Records how a send ended, for the order of the session's later sends to its conversation. */
   private sendSettled(frame: SendFrame, reply: ServerFrame): void {
     this.sendOrderOf().settle(frame.conversationId, frame.clientMessageId, sendAnswerOf(reply), this.core.ephemeral.monotonicNowMs());
+  }
+
+  private serveFrame(context: RequestContext, frame: ClientRequestFrame): Promise<ServerFrame> {
+    return frame.type === "send" ? this.serveSend(context, frame) : this.serve(context, frame);
   }
 
   /** Typing and watchPresence are served by the edge itself; every other request by a cell. */
@@ -795,4 +812,9 @@ function isOutOfOrder(reply: ServerFrame): boolean {
 function syncedFrame(cursor: MailboxCursor): ServerFrame {
   const { incarnation } = cursor;
   return { type: "synced", seq: cursor.seq ?? 0, ...(incarnation === undefined ? {} : { mailboxIncarnation: incarnation }) };
+}
+
+/** The error code of a reply frame, for its span's status. */
+function failureOf(reply: ServerFrame): string | undefined {
+  return reply.type === "error" ? reply.code : undefined;
 }
