@@ -162,9 +162,11 @@ export class Admission {
 
   /**
    * The socket's peer, unless the peer is a trusted proxy. Then the source its PROXY header named takes the
-   * peer's place (it is what the proxy itself saw; a proxy in TCP mode sets no X-Forwarded-For), and, while
-   * the address so far is a trusted proxy, the nearest address in X-Forwarded-For that is not one (entries
-   * further left were written by the client and prove nothing).
+   * peer's place (it is what the proxy itself saw, and a proxy that sends the header need not set
+   * X-Forwarded-For), and, while the address so far is a trusted proxy, the nearest address in
+   * X-Forwarded-For that is not one (entries further left were written by the client and prove nothing).
+   * Trusted proxies MUST be HTTP proxies: uWS reads a PROXY header before every request of a connection,
+   * so behind one that passes bytes through a client can follow a first request with a header of its own.
    */
   private clientAddressOf(request: UpgradeRequest): string {
     const peer = canonicalAddress(request.peerAddress);
