@@ -119,13 +119,25 @@ describe("compose.yaml, the production map", () => {
     ]);
   });
 
-  it("finds an edge haproxy does not balance, or one that does not trust haproxy's X-Forwarded-For", () => {
+  it("finds an edge haproxy does not balance, or one that does not trust haproxy's PROXY header", () => {
     const deployment = shipped();
     deployment.haproxyServers = deployment.haproxyServers.filter((server) => server.host !== "edge-2");
     service(deployment, "edge-1").environment["EDGE_TRUSTED_PROXIES"] = "";
     expect(deploymentProblems(deployment)).toEqual([
-      "edge-1: EDGE_TRUSTED_PROXIES must name haproxy's address, or every client counts as haproxy",
+      "edge-1: EDGE_TRUSTED_PROXIES must name haproxy's address, or its PROXY header is ignored and every client counts as haproxy",
       "haproxy: edge edge-2 is in no backend",
+    ]);
+  });
+
+  it("finds an edge haproxy sends no PROXY v2 header, and haproxy in TCP mode, where a client could name its own address", () => {
+    const deployment = shipped();
+    const server = deployment.haproxyServers.find((candidate) => candidate.host === "edge-1");
+    if (server === undefined) throw new Error("haproxy balances no edge-1");
+    server.options = server.options.filter((option) => option !== "send-proxy-v2");
+    deployment.haproxyModes = ["tcp", ...deployment.haproxyModes];
+    expect(deploymentProblems(deployment)).toEqual([
+      "haproxy: server edge-1 sends no PROXY v2 header (send-proxy-v2), so its edge counts every client as haproxy",
+      "haproxy: mode tcp passes clients' bytes to the edges, which would let a client name its own address",
     ]);
   });
 

@@ -127,7 +127,10 @@ export interface Deployment {
   dashboardExpressions: string[];
   dashboardDatasourceUids: string[];
   provisionedDatasourceUids: string[];
-  haproxyServers: { name: string; host: string; port: string }[];
+  /** The `server` lines of deploy/haproxy/haproxy.cfg; `options` is the rest of the line and its default-server's. */
+  haproxyServers: { name: string; host: string; port: string; options: string[] }[];
+  /** Every `mode` haproxy.cfg sets (defaults, frontends, backends). */
+  haproxyModes: string[];
   operationsDoc: string;
 }
 
@@ -294,11 +297,13 @@ export function readDeployment(root: string): Deployment {
     provisionedDatasourceUids: listAt(datasources["datasources"], "datasources").map((source) =>
       textAt(recordAt(source, "datasource")["uid"], "datasource.uid"),
     ),
-    haproxyServers: [...haproxyConfig.matchAll(/^\s*server (\S+) ([^:\s]+):(\d+)/gm)].map((match) => ({
+    haproxyServers: [...haproxyConfig.matchAll(/^\s*server (\S+) ([^:\s]+):(\d+)(.*)$/gm)].map((match) => ({
       name: match[1] ?? "",
       host: match[2] ?? "",
       port: match[3] ?? "",
+      options: [...defaultServerOptions(haproxyConfig), ...(match[4] ?? "").trim().split(/\s+/)],
     })),
+    haproxyModes: [...haproxyConfig.matchAll(/^\s*mode (\S+)/gm)].map((match) => match[1] ?? ""),
     operationsDoc: readFileSync(join(root, "docs/operations.md"), "utf8"),
   };
 }
@@ -567,6 +572,11 @@ function alertProblems(deployment: Deployment, knownMetrics: ReadonlySet<string>
   }
 }
 
+/** The options of haproxy.cfg's `default-server` lines, which every `server` line after them takes. */
+function defaultServerOptions(haproxyConfig: string): string[] {
+  return [...haproxyConfig.matchAll(/^\s*default-server (.*)$/gm)].flatMap((match) => (match[1] ?? "").trim().split(/\s+/));
+}
+
 function dashboardProblems(deployment: Deployment, knownMetrics: ReadonlySet<string>, problems: string[]): void {
   const jobs = new Set(deployment.scrapeJobs.map((job) => job.name));
   if (deployment.dashboardExpressions.length === 0) problems.push("dashboard: no queries");
@@ -585,6 +595,14 @@ function balancerProblems(deployment: Deployment, cellwireServices: readonly Cel
     if (edge === undefined) problems.push(`haproxy: server ${server.name} points at ${server.host}, which is no edge`);
     else if (metricsPort(edge) !== server.port)
       problems.push(`haproxy: ${server.host} listens on ${metricsPort(edge) ?? "?"}, not ${server.port}`);
+    if (!server.options.includes("send-proxy-v2"))
+      problems.push(`haproxy: server ${server.name} sends no PROXY v2 header (send-proxy-v2), so its edge counts every client as haproxy`);
+  }
+  // In TCP mode a client's own bytes reach the edge, whose uWS reads a PROXY header before every request of a
+  // connection: after one plain request, a client could name any address (edge/src/proxy-protocol.integration.test.ts).
+  for (const mode of deployment.haproxyModes) {
+    if (mode !== "http")
+      problems.push(`haproxy: mode ${mode} passes clients' bytes to the edges, which would let a client name its own address`);
   }
   const balancer = deployment.services["haproxy"];
   for (const edge of edges) {
@@ -592,7 +610,9 @@ function balancerProblems(deployment: Deployment, cellwireServices: readonly Cel
       problems.push(`haproxy: edge ${edge.name} is in no backend`);
     const trusted = (edge.environment["EDGE_TRUSTED_PROXIES"] ?? "").split(",").map((entry) => entry.trim());
     if (balancer?.ipv4Address === undefined || !trusted.includes(balancer.ipv4Address))
-      problems.push(`${edge.name}: EDGE_TRUSTED_PROXIES must name haproxy's address, or every client counts as haproxy`);
+      problems.push(
+        `${edge.name}: EDGE_TRUSTED_PROXIES must name haproxy's address, or its PROXY header is ignored and every client counts as haproxy`,
+      );
   }
 }
 

@@ -24,7 +24,7 @@ function admission(options: Partial<AdmissionOptions> = {}, unauthenticated = { 
 }
 
 function request(overrides: Partial<UpgradeRequest> = {}): UpgradeRequest {
-  return { peerAddress: "203.0.113.5", origin: "", forwardedFor: "", ...overrides };
+  return { peerAddress: "203.0.113.5", proxiedAddress: "", origin: "", forwardedFor: "", ...overrides };
 }
 
 describe("the Origin allowlist", () => {
@@ -137,6 +137,51 @@ describe("the client address behind proxies", () => {
   it("reads IPv6 proxies and clients", () => {
     const door = admission({ trustedProxies: ["fd00::/8"] });
     expect(door.decide(request({ peerAddress: "fd00::1", forwardedFor: "2001:db8::5" })).clientAddress).toBe("2001:db8::5");
+  });
+});
+
+describe("the client address from a PROXY protocol v2 header", () => {
+  it("takes the source a trusted proxy's PROXY header named, before any X-Forwarded-For, and ignores anyone else's", () => {
+    const door = admission({ trustedProxies: ["10.0.0.2"] });
+    expect(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "198.51.100.1" })).clientAddress).toBe("198.51.100.1");
+    // X-Forwarded-For came through the proxy from the client (a proxy in TCP mode passes the bytes as they are).
+    expect(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "198.51.100.1", forwardedFor: "1.2.3.4" })).clientAddress).toBe(
+      "198.51.100.1",
+    );
+    // Anyone can write a header: from a peer that is not a trusted proxy, or with no proxy trusted, it is not read.
+    expect(door.decide(request({ peerAddress: "203.0.113.5", proxiedAddress: "198.51.100.1" })).clientAddress).toBe("203.0.113.5");
+    expect(admission().decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "198.51.100.1" })).clientAddress).toBe("10.0.0.2");
+    // A header that named no source (LOCAL, as haproxy's health checks send) leaves the proxy's own address.
+    expect(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "" })).clientAddress).toBe("10.0.0.2");
+    expect(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "not an address" })).clientAddress).toBe("10.0.0.2");
+  });
+
+  it("walks X-Forwarded-For on when the PROXY source is itself a trusted proxy (another balancer in front of the one the edge sees)", () => {
+    const door = admission({ trustedProxies: ["10.0.0.2", "192.168.1.7"] });
+    expect(
+      door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "192.168.1.7", forwardedFor: "1.2.3.4, 198.51.100.1" })).clientAddress,
+    ).toBe("198.51.100.1");
+    // Without the header, the balancer the PROXY header named is the best guess, as the proxy is for X-Forwarded-For.
+    expect(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "192.168.1.7" })).clientAddress).toBe("192.168.1.7");
+  });
+
+  it("writes the proxied address one way: uWS gives IPv6 in full, and IPv4 clients of IPv6 proxies mapped", () => {
+    const door = admission({ trustedProxies: ["10.0.0.2"] });
+    const full = "2001:0db8:0000:0000:0000:0000:0000:0005";
+    expect(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: full })).clientAddress).toBe("2001:db8::5");
+    const mapped = "0000:0000:0000:0000:0000:ffff:c633:6401";
+    expect(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: mapped })).clientAddress).toBe("198.51.100.1");
+  });
+
+  it("limits each proxied client on its own, not the proxy all of them share", () => {
+    const door = admission({ trustedProxies: ["10.0.0.2"], connectionsPerAddressMax: 1 });
+    door.connected(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "198.51.100.1" })).clientAddress);
+    expect(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "198.51.100.1" }))).toMatchObject({
+      admitted: false,
+      refusal: "too_many_connections_from_address",
+      clientAddress: "198.51.100.1",
+    });
+    expect(door.decide(request({ peerAddress: "10.0.0.2", proxiedAddress: "198.51.100.2" })).admitted).toBe(true);
   });
 });
 

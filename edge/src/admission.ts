@@ -16,8 +16,14 @@ export type AdmissionOptions = {
 
 /** What the server read from one upgrade request; headers are "" when absent (as uWS returns them). */
 export type UpgradeRequest = {
-  /** The TCP peer, as uWS gives it. */
+  /** The TCP peer, as uWS gives it: still the socket's peer when a PROXY header came (tried, uWS 20.30). */
   readonly peerAddress: string;
+  /**
+   * The source a PROXY protocol v2 header named (uWS's getProxiedRemoteAddressAsText), "" when none came or
+   * it named none (a LOCAL header of family UNSPEC, as haproxy's health checks send). Anyone can send one:
+   * it counts only from a trusted proxy.
+   */
+  readonly proxiedAddress: string;
   readonly origin: string;
   readonly forwardedFor: string;
 };
@@ -155,15 +161,22 @@ export class Admission {
   }
 
   /**
-   * The socket's peer, unless the peer is a trusted proxy: then the nearest address in X-Forwarded-For
-   * that is not itself a trusted proxy (entries further left were written by the client and prove nothing).
+   * The socket's peer, unless the peer is a trusted proxy. Then the source its PROXY header named takes the
+   * peer's place (it is what the proxy itself saw, and a proxy that sends the header need not set
+   * X-Forwarded-For), and, while the address so far is a trusted proxy, the nearest address in
+   * X-Forwarded-For that is not one (entries further left were written by the client and prove nothing).
+   * Trusted proxies MUST be HTTP proxies: uWS reads a PROXY header before every request of a connection,
+   * so behind one that passes bytes through a client can follow a first request with a header of its own.
    */
   private clientAddressOf(request: UpgradeRequest): string {
     const peer = canonicalAddress(request.peerAddress);
     const proxies = this.trustedProxies;
-    if (proxies === undefined || request.forwardedFor === "" || !isTrusted(proxies, peer)) return peer;
+    if (proxies === undefined || !isTrusted(proxies, peer)) return peer;
+    const proxied = canonicalAddress(request.proxiedAddress);
+    const nearestKnown = isIP(proxied) === 0 ? peer : proxied;
+    if (request.forwardedFor === "" || !isTrusted(proxies, nearestKnown)) return nearestKnown;
     const hops = request.forwardedFor.split(",");
-    let nearest = peer;
+    let nearest = nearestKnown;
     for (let index = hops.length - 1; index >= 0; index--) {
       const hop = canonicalAddress((hops[index] ?? "").trim());
       if (isIP(hop) === 0) return nearest;

@@ -194,6 +194,7 @@ export async function startServer(uws: typeof uWS, core: EdgeCore, options: Serv
       // Refused here, before a socket, a session or its auth timer exists: a refusal costs one HTTP answer.
       const decision = admission.decide({
         peerAddress: Buffer.from(response.getRemoteAddressAsText()).toString("latin1"),
+        proxiedAddress: Buffer.from(response.getProxiedRemoteAddressAsText()).toString("latin1"),
         origin: request.getHeader("origin"),
         forwardedFor: request.getHeader("x-forwarded-for"),
       });
