@@ -5,85 +5,13 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { load as loadYaml } from "js-yaml";
-import { EnvironmentReader, createServiceMetrics, readNatsAccess, type Environment } from "@cellwire/cluster";
-import { loadEdgeConfig } from "@cellwire/edge";
-import { loadWorkerConfig } from "@cellwire/cells";
-import { loadDirectoryConfig } from "@cellwire/directory";
+import { createServiceMetrics, registerNatsConnectionMetrics, type Environment } from "@cellwire/cluster";
+import { EdgeMetrics, loadEdgeConfig } from "@cellwire/edge";
+import { createWorkerCounters, loadWorkerConfig, registerWorkerGauges } from "@cellwire/cells";
+import { createDirectoryMetrics, loadDirectoryConfig } from "@cellwire/directory";
+import { loadAdminApiConfig } from "../src/admin-api/config.ts";
 import { errorCodeList } from "@cellwire/protocol";
 import { cliCommands } from "../src/cli-commands.ts";
-
-// ---- Reconciled on merge (issue 13). The integrator deletes these two lists once the other helpers'
-// work is on the same branch; until then they name what compose.yaml already uses of it. ----
-
-/**
- * Settings added by issue 13 helpers, reconciled on merge: set in compose.yaml, read by code that is not on
- * this branch yet (the workers' and directory's admin listeners, log levels, the admin API). After the
- * merge this list goes, and each name must then be read by its service's config like any other.
- */
-export const settingsAddedByIssue13Helpers: ReadonlySet<string> = new Set([
-  "WORKER_ADMIN_HOST",
-  "WORKER_ADMIN_PORT",
-  "WORKER_LOG_LEVEL",
-  "DIRECTORY_ADMIN_HOST",
-  "DIRECTORY_ADMIN_PORT",
-  "DIRECTORY_LOG_LEVEL",
-  "EDGE_LOG_LEVEL",
-  "ADMIN_HOST",
-  "ADMIN_PORT",
-  "ADMIN_TOKEN",
-  "OTEL_EXPORTER_OTLP_ENDPOINT",
-  "OTEL_SERVICE_NAME",
-]);
-
-/** CLI commands added by issue 13 helpers, reconciled on merge: `admin-api` joins cliCommands then. */
-export const commandsAddedByIssue13Helpers: ReadonlySet<string> = new Set(["admin-api"]);
-
-/**
- * The metric names agreed across issue 13's helpers (Node's defaults are derived from the code below).
- * The code registering them is being written on other branches: on merge, the integrator replaces this
- * list by the names the processes register (or checks it against a scrape of each).
- */
-export const agreedMetricNames: ReadonlySet<string> = new Set([
-  "cellwire_edge_sessions",
-  "cellwire_edge_connections_opened_total",
-  "cellwire_edge_frames_received_total",
-  "cellwire_edge_frames_sent_total",
-  "cellwire_edge_errors_sent_total",
-  "cellwire_edge_closes_total",
-  "cellwire_edge_upgrades_refused_total",
-  "cellwire_edge_sends_total",
-  "cellwire_edge_acks_total",
-  "cellwire_edge_send_ack_seconds",
-  "cellwire_edge_send_delivery_seconds",
-  "cellwire_edge_cell_request_seconds",
-  "cellwire_edge_cell_request_errors_total",
-  "cellwire_edge_directory_cache_lookups_total",
-  "cellwire_edge_nats_connected",
-  "cellwire_edge_directory_reachable",
-  "cellwire_worker_requests_total",
-  "cellwire_worker_request_seconds",
-  "cellwire_worker_send_batch_size",
-  "cellwire_worker_outbox_depth",
-  "cellwire_worker_outbox_oldest_age_seconds",
-  "cellwire_worker_relay_retries_total",
-  "cellwire_worker_dead_letters_total",
-  "cellwire_worker_mailbox_appends_total",
-  "cellwire_worker_ring_changes_total",
-  "cellwire_worker_ring_epoch",
-  "cellwire_worker_ring_members",
-  "cellwire_worker_owns_lease",
-  "cellwire_worker_lease_renewals_total",
-  "cellwire_worker_lease_expiries_total",
-  "cellwire_worker_pg_pool_connections",
-  "cellwire_worker_statement_seconds",
-  "cellwire_worker_migrations_total",
-  "cellwire_worker_migration_pause_seconds",
-  "cellwire_worker_nats_connected",
-  "cellwire_directory_requests_total",
-  "cellwire_directory_request_seconds",
-  "cellwire_directory_redis_up",
-  "cellwire_directory_rebuilds_total",
-]);
 
 // ---- What the files say, decoded ----
 
@@ -344,18 +272,10 @@ const serviceEntries: Readonly<Record<string, { kind: Exclude<ServiceKind, "cli"
   "directory/src/main.ts": { kind: "directory", load: (environment) => loadDirectoryConfig(environment) },
 };
 
-/**
- * What a CLI command run as a service reads: the operator commands' options (namespace, servers and the
- * admin NATS user, as cli/src/main.ts's serviceOptions reads them). Reconciled on merge: the admin API's
- * own config reader replaces this for `admin-api`.
- */
-function loadCliServiceEnvironment(environment: Environment): unknown {
-  return [
-    environment["CELLWIRE_NAMESPACE"],
-    environment["CELLWIRE_NATS_SERVERS"],
-    readNatsAccess(new EnvironmentReader(environment, []), "admin"),
-  ];
-}
+/** What a CLI command run as a service reads: only `cellwire admin-api` runs as one. */
+const cliServiceLoaders: Readonly<Record<string, (environment: Environment) => unknown>> = {
+  "admin-api": (environment) => loadAdminApiConfig(environment),
+};
 
 /** Runs `load` on `environment`, recording every variable it looks up. */
 export function variablesRead(load: (environment: Environment) => unknown, environment: Record<string, string>): Set<string> {
@@ -370,10 +290,35 @@ export function variablesRead(load: (environment: Environment) => unknown, envir
   return read;
 }
 
-/** The node-default metric names every process registers (createServiceMetrics), from the code itself. */
-function nodeDefaultMetricNames(): Set<string> {
-  const metrics = createServiceMetrics("edge", "compose-test");
-  return new Set(metrics.registry.getMetricsAsArray().map((metric) => metric.name));
+/**
+ * Every metric name a Cellwire process registers, from the code itself: each service's registry built as
+ * its start builds it (Node's defaults, the NATS connection's counters, the service's own metrics).
+ */
+function registeredMetricNames(): Set<string> {
+  const names = new Set<string>();
+  const add = (registry: { getMetricsAsArray: () => { name: string }[] }): void => {
+    for (const metric of registry.getMetricsAsArray()) names.add(metric.name);
+  };
+  const edge = new EdgeMetrics("compose-test");
+  registerNatsConnectionMetrics(edge.service.registry);
+  add(edge.service.registry);
+  const worker = createServiceMetrics("worker", "compose-test");
+  registerNatsConnectionMetrics(worker.registry);
+  createWorkerCounters(worker.registry);
+  registerWorkerGauges(worker.registry, {
+    ringEpoch: () => 0,
+    ringMembers: () => 0,
+    ownsLease: () => false,
+    natsConnected: () => false,
+    poolConnections: () => ({ total: 0, idle: 0, waiting: 0 }),
+    outbox: () => Promise.resolve({ depth: 0, oldestAgeSeconds: 0 }),
+  });
+  add(worker.registry);
+  const directory = createServiceMetrics("directory", "compose-test");
+  registerNatsConnectionMetrics(directory.registry);
+  createDirectoryMetrics(directory.registry, () => false);
+  add(directory.registry);
+  return names;
 }
 
 function metricNamesIn(expression: string): string[] {
@@ -440,7 +385,7 @@ function classify(deployment: Deployment, name: string, service: ComposeService,
   }
   if (command[0] === "node" && command[1] === cliLauncher) {
     const cliCommand = command[2] ?? "";
-    if (!(cliCommands as readonly string[]).includes(cliCommand) && !commandsAddedByIssue13Helpers.has(cliCommand)) {
+    if (!(cliCommands as readonly string[]).includes(cliCommand)) {
       problems.push(`${name}: runs \`cellwire ${cliCommand}\`, which the CLI does not have (${cliCommands.join(", ")})`);
       return undefined;
     }
@@ -451,7 +396,12 @@ function classify(deployment: Deployment, name: string, service: ComposeService,
 }
 
 function loaderOf(cellwire: CellwireService): (environment: Environment) => unknown {
-  if (cellwire.kind === "cli") return loadCliServiceEnvironment;
+  if (cellwire.kind === "cli") {
+    const cliCommand = cellwire.service.command?.[2] ?? "";
+    const load = cliServiceLoaders[cliCommand];
+    if (load === undefined) throw new Error(`\`cellwire ${cliCommand}\` does not run as a service`);
+    return load;
+  }
   const entry = Object.values(serviceEntries).find((candidate) => candidate.kind === cellwire.kind);
   if (entry === undefined) throw new Error(`no entry for ${cellwire.kind}`);
   return entry.load;
@@ -466,7 +416,7 @@ function environmentProblems(cellwire: CellwireService, problems: string[]): voi
     return;
   }
   for (const variable of Object.keys(cellwire.service.environment)) {
-    if (!read.has(variable) && !settingsAddedByIssue13Helpers.has(variable))
+    if (!read.has(variable))
       problems.push(`${cellwire.name}: sets ${variable}, which its code does not read (a typo, or a setting of another service?)`);
   }
 }
@@ -645,7 +595,7 @@ export function deploymentProblems(deployment: Deployment): string[] {
     environmentProblems(cellwire, problems);
     wiringProblems(deployment, cellwire, problems);
   }
-  const knownMetrics = new Set([...agreedMetricNames, ...nodeDefaultMetricNames()]);
+  const knownMetrics = registeredMetricNames();
   prometheusProblems(deployment, cellwireServices, problems);
   alertProblems(deployment, knownMetrics, problems);
   dashboardProblems(deployment, knownMetrics, problems);

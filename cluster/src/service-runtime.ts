@@ -2,7 +2,7 @@
 // stopping cleanly on SIGTERM or SIGINT. Its log is service-logger.ts.
 import { connect, PermissionViolationError, type NatsConnection } from "@nats-io/transport-node";
 import { natsConnectOptions, type NatsAccess } from "./nats-access.ts";
-import { Counter } from "prom-client";
+import { Counter, type Registry } from "prom-client";
 import type { ServiceLogger } from "./service-logger.ts";
 import { metricPrefix, type ServiceMetrics } from "./service-metrics.ts";
 
@@ -44,21 +44,7 @@ export async function connectNats(
     // where it was made: measurable CPU on an edge subscribing per user (docs/performance.md).
     noAsyncTraces: true,
   });
-  const changes =
-    metrics === undefined
-      ? undefined
-      : {
-          disconnect: new Counter({
-            name: `${metricPrefix}nats_disconnects_total`,
-            help: "Times the process's NATS connection was lost.",
-            registers: [metrics.registry],
-          }),
-          reconnect: new Counter({
-            name: `${metricPrefix}nats_reconnects_total`,
-            help: "Times the process's NATS connection was made again (to the same server or another one).",
-            registers: [metrics.registry],
-          }),
-        };
+  const changes = metrics === undefined ? undefined : registerNatsConnectionMetrics(metrics.registry);
   void (async () => {
     for await (const status of connection.status()) {
       if (status.type === "disconnect" || status.type === "reconnect") changes?.[status.type].inc();
@@ -72,6 +58,22 @@ export async function connectNats(
     }
   })();
   return connection;
+}
+
+/** The counters connectNats keeps of its connection's losses and recoveries. */
+export function registerNatsConnectionMetrics(registry: Registry): Readonly<Record<"disconnect" | "reconnect", Counter>> {
+  return {
+    disconnect: new Counter({
+      name: `${metricPrefix}nats_disconnects_total`,
+      help: "Times the process's NATS connection was lost.",
+      registers: [registry],
+    }),
+    reconnect: new Counter({
+      name: `${metricPrefix}nats_reconnects_total`,
+      help: "Times the process's NATS connection was made again (to the same server or another one).",
+      registers: [registry],
+    }),
+  };
 }
 
 /**

@@ -25,3 +25,5 @@ export {
   type CellEntriesPage,
 } from "./redis-directory.ts";
 export { RedisUnavailableError, DirectoryStoreError } from "./errors.ts";
+// The directory's metrics, for a check of what a deployment's dashboards and alerts name (cli/test/deployment-map.ts).
+export { createDirectoryMetrics } from "./directory-metrics.ts";
