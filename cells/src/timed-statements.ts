@@ -3,7 +3,7 @@
 // methods are the closed set of statements (appendMessages is the group commit's; freeze, importPage,
 // exportMessages and tombstone are migration's steps). Calls a method makes to another inside the store
 // are not counted twice: the store runs them on itself.
-import type { Histogram } from "@cellwire/cluster";
+import type { PlainHistogram } from "@cellwire/cluster";
 
 /** "appendMessages" -> "append_messages". */
 export function statementLabel(methodName: string): string {
@@ -28,13 +28,13 @@ function methodNames(target: object): string[] {
  * `store` with each method timed into `histogram`; anything else (fields, getters) reads through to the
  * store. A method whose result is not a promise is passed through untimed.
  */
-export function timeStatements<T extends object>(store: T, histogram: Pick<Histogram<"statement">, "labels">): T {
+export function timeStatements<T extends object>(store: T, histogram: Pick<PlainHistogram, "cell">): T {
   const timed: Record<string, unknown> = Object.create(store) as Record<string, unknown>;
   const methods = store as unknown as Record<string, (...args: unknown[]) => unknown>;
   for (const name of methodNames(store)) {
     const method = methods[name];
     if (method === undefined) continue;
-    const child = histogram.labels(statementLabel(name));
+    const child = histogram.cell(statementLabel(name));
     timed[name] = (...args: unknown[]): unknown => {
       const startedAtMs = performance.now();
       const result = method.apply(store, args);

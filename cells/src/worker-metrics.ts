@@ -3,7 +3,16 @@
 // time from what the worker already keeps (its ring, its lease, its pools, its NATS connection) or from
 // one bounded query (the outbox). Every label value comes from a closed set: request kinds, reply codes,
 // store methods, lease outcomes; never a user, a conversation or a message.
-import { Counter, Gauge, Histogram, internalLatencyBucketsSeconds, metricPrefix, type Registry } from "@cellwire/cluster";
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  internalLatencyBucketsSeconds,
+  metricPrefix,
+  PlainHistogram,
+  type HistogramCell,
+  type Registry,
+} from "@cellwire/cluster";
 import { expectedCellReplyType, type CellReply, type CellRequest, type CellSendBatchReplies } from "@cellwire/protocol";
 
 /** What the send committer reports: the size of each batch it stores (one statement). */
@@ -75,7 +84,7 @@ type OutcomeCount = { count: number; published: number; readonly child: Counter.
 
 type KindInstruments = {
   readonly label: string;
-  readonly seconds: Histogram.Internal<"kind">;
+  readonly seconds: HistogramCell;
   /** Outcome counts, made on first use: outcomes are reply codes, a closed set. */
   readonly outcomes: Map<string, OutcomeCount>;
 };
@@ -86,7 +95,7 @@ export type WorkerCounters = {
   readonly outboxRelay: OutboxRelayMetrics;
   readonly migration: MigrationMetrics;
   /** Statement latency by store method; timeStatements (timed-statements.ts) feeds it. */
-  readonly statementSeconds: Histogram<"statement">;
+  readonly statementSeconds: PlainHistogram;
   readonly ringChanged: () => void;
   readonly leaseRenewalEnded: (outcome: string) => void;
   readonly leaseExpired: () => void;
@@ -98,19 +107,19 @@ function defineWorkerInstruments(registry: Registry) {
   const registers = [registry];
   const latencyBuckets = [...internalLatencyBucketsSeconds];
   return {
-    requestSeconds: new Histogram({
+    requestSeconds: new PlainHistogram({
       name: name("request_seconds"),
       help: "From a request's arrival to its answer, by kind (a send batch is observed once, as sendBatch).",
-      labelNames: ["kind"] as const,
+      labelName: "kind",
       buckets: latencyBuckets,
-      registers,
+      registry,
     }),
-    sendBatchSize: new Histogram({
+    sendBatchSize: new PlainHistogram({
       name: name("send_batch_size"),
       help: "Sends stored by one group-commit statement.",
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
-      registers,
-    }),
+      registry,
+    }).cell(),
     relayRetries: new Counter({
       name: name("relay_retries_total"),
       help: "Outbox rows whose relay failed (tried again later).",
@@ -134,12 +143,12 @@ function defineWorkerInstruments(registry: Registry) {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     }),
-    statementSeconds: new Histogram({
+    statementSeconds: new PlainHistogram({
       name: name("statement_seconds"),
       help: "Store calls (each one or a few statements in one transaction), by statement (the store method).",
-      labelNames: ["statement"] as const,
+      labelName: "statement",
       buckets: latencyBuckets,
-      registers,
+      registry,
     }),
     ringChanges: new Counter({ name: name("ring_changes_total"), help: "New rings of the worker's cell this worker saw.", registers }),
     leaseRenewals: new Counter({
@@ -170,7 +179,7 @@ function outcomeChildren(counter: Counter<"outcome">): (outcome: string) => Coun
 }
 
 /** Request counts and latency, their children bound once per kind. */
-function requestMetrics(registry: Registry, requestSeconds: Histogram<"kind">): RequestMetrics {
+function requestMetrics(registry: Registry, requestSeconds: PlainHistogram): RequestMetrics {
   const byKind = new Map<string, KindInstruments>();
   const requestsTotal = new Counter({
     name: `${metricPrefix}worker_requests_total`,
@@ -188,7 +197,7 @@ function requestMetrics(registry: Registry, requestSeconds: Histogram<"kind">): 
   });
   for (const kind of [...requestKinds, sendBatchKind, unknownKind]) {
     const label = kindLabel(kind);
-    byKind.set(kind, { label, seconds: requestSeconds.labels(label), outcomes: new Map() });
+    byKind.set(kind, { label, seconds: requestSeconds.cell(label), outcomes: new Map() });
   }
   const unknownInstruments = byKind.get(unknownKind) as KindInstruments;
   const sendInstruments = byKind.get("cell.send") as KindInstruments;

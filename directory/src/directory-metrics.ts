@@ -1,7 +1,15 @@
 // The directory's Prometheus metrics (docs/decisions/0032): requests by operation (the request type) and
 // outcome (ok, or the error code), their latency, whether Redis is up, and rebuilds. Label values come
 // from closed sets (request types, error codes); never a user or conversation id.
-import { Counter, Gauge, Histogram, internalLatencyBucketsSeconds, metricPrefix, type Registry } from "@cellwire/cluster";
+import {
+  Counter,
+  Gauge,
+  internalLatencyBucketsSeconds,
+  metricPrefix,
+  PlainHistogram,
+  type HistogramCell,
+  type Registry,
+} from "@cellwire/cluster";
 import type { DirectoryReply, DirectoryRequest } from "@cellwire/protocol";
 
 export type DirectoryServiceMetrics = {
@@ -38,12 +46,12 @@ export function createDirectoryMetrics(registry: Registry, redisUp: () => boolea
     labelNames: ["operation", "outcome"] as const,
     registers: [registry],
   });
-  const requestSeconds = new Histogram({
+  const requestSeconds = new PlainHistogram({
     name: `${prefix}request_seconds`,
     help: "From a directory request's arrival to its answer, by operation.",
-    labelNames: ["operation"] as const,
-    buckets: [...internalLatencyBucketsSeconds],
-    registers: [registry],
+    labelName: "operation",
+    buckets: internalLatencyBucketsSeconds,
+    registry,
   });
   new Gauge({
     name: `${prefix}redis_up`,
@@ -60,13 +68,13 @@ export function createDirectoryMetrics(registry: Registry, redisUp: () => boolea
   });
   type Instruments = {
     readonly label: string;
-    readonly seconds: Histogram.Internal<"operation">;
+    readonly seconds: HistogramCell;
     readonly outcomes: Map<string, Counter.Internal>;
   };
   const byOperation = new Map<string, Instruments>();
   for (const operation of [...operations, malformed]) {
     const label = operation.startsWith("directory.") ? operation.slice("directory.".length) : operation;
-    byOperation.set(operation, { label, seconds: requestSeconds.labels(label), outcomes: new Map() });
+    byOperation.set(operation, { label, seconds: requestSeconds.cell(label), outcomes: new Map() });
   }
   const malformedInstruments = byOperation.get(malformed) as Instruments;
   return {
