@@ -238,6 +238,22 @@ it("shows a NATS node loss and a Redis restart in every process's metrics, and t
       "",
     ].join("\n"),
   );
+  // A sample of what an operator scrapes (the closing note of issue 13 quotes it): an edge's and a
+  // worker's own series, histograms by their count and sum only.
+  const sample = (processName: string, prefixes: readonly string[]): string =>
+    (after.get(processName)?.samples ?? [])
+      .filter((metric) => prefixes.some((prefix) => metric.name.startsWith(prefix)) && !metric.name.endsWith("_bucket"))
+      .map((metric) => {
+        const labels = Object.entries(metric.labels)
+          .filter(([name]) => name !== "service" && name !== "process")
+          .map(([name, value]) => `${name}="${value}"`)
+          .join(",");
+        return `operability: scrape ${processName}: ${metric.name}${labels === "" ? "" : `{${labels}}`} ${metric.value}`;
+      })
+      .join("\n");
+  process.stdout.write(
+    `${sample("cellwire-edge-1", ["cellwire_edge_", "cellwire_nats_"])}\n${sample("cellwire-worker-a-1", ["cellwire_worker_", "cellwire_nats_"])}\n`,
+  );
   // The edges' ack counters and the workers' send counters agree with the clients' record.
   expect(acksAfter).toBeGreaterThanOrEqual(run.record.acks.length);
   expect(workerSends).toBeGreaterThanOrEqual(run.record.acks.length);
