@@ -80,7 +80,7 @@ describe("uWebSockets.js", () => {
     expect(exit.signal).toBeNull();
     expect(exit.status).not.toBe(0);
     expect(exit.status).not.toBeNull();
-    expect(exit.stderr).toMatch(/failed to start: .*fell back to its JavaScript shim/);
+    expect(exit.stdout).toMatch(/failed to start: .*fell back to its JavaScript shim/);
     // It refused before doing anything: no dev key pair was made.
     await expect(readdir(devKeyDirectory)).rejects.toMatchObject({ code: "ENOENT" });
   });
@@ -95,8 +95,8 @@ describe("an edge started without auth settings", () => {
     expect(exit.signal).toBeNull();
     expect(exit.status).not.toBe(0);
     expect(exit.status).not.toBeNull();
-    expect(exit.stderr).toMatch(/failed to start: .*EDGE_AUTH_MODE is jwks unless set/);
-    expect(exit.stderr).toContain("EDGE_JWKS_URL");
+    expect(exit.stdout).toMatch(/failed to start: .*EDGE_AUTH_MODE is jwks unless set/);
+    expect(exit.stdout).toContain("EDGE_JWKS_URL");
     await expect(readdir(devKeyDirectory)).rejects.toMatchObject({ code: "ENOENT" });
   });
 
@@ -105,6 +105,6 @@ describe("an edge started without auth settings", () => {
     const exit = await runEdgeMain({ CELLWIRE_NAMESPACE: namespace, EDGE_PORT: "0", EDGE_AUTH_MODE: "dev", NODE_ENV: "production" });
     expect(exit.status).not.toBe(0);
     expect(exit.status).not.toBeNull();
-    expect(exit.stderr).toMatch(/failed to start: .*EDGE_AUTH_MODE=dev is refused with NODE_ENV=production/);
+    expect(exit.stdout).toMatch(/failed to start: .*EDGE_AUTH_MODE=dev is refused with NODE_ENV=production/);
   });
 });
