@@ -13,7 +13,7 @@ import {
   type HistogramCell,
   type Registry,
 } from "@cellwire/cluster";
-import { expectedCellReplyType, type CellReply, type CellRequest, type CellSendBatchReplies } from "@cellwire/protocol";
+import { cellRequestTypes, expectedCellReplyType, type CellReply, type CellRequest, type CellSendBatchReplies } from "@cellwire/protocol";
 
 /** What the send committer reports: the size of each batch it stores (one statement). */
 export type SendCommitterMetrics = { readonly batchStarted: (sendCount: number) => void };
@@ -40,24 +40,7 @@ export type RequestMetrics = {
 };
 
 /** The request types a worker serves, the one closed set of `kind` labels. */
-const requestKinds: readonly CellRequest["type"][] = [
-  "cell.send",
-  "cell.openDirect",
-  "cell.createGroup",
-  "cell.addMembers",
-  "cell.history",
-  "cell.appendMailbox",
-  "cell.mailboxPage",
-  "cell.messagesAfter",
-  "cell.members",
-  "cell.sharedPeers",
-  "cell.receipt",
-  "cell.migrate",
-  "cell.import",
-  "cell.stats",
-  "cell.deadLetters",
-  "cell.redriveDeadLetters",
-];
+const requestKinds: readonly CellRequest["type"][] = cellRequestTypes;
 /** A batch of sends counts each send as a cell.send; its latency is the batch's. */
 const sendBatchKind = "cell.sendBatch";
 const unknownKind = "unknown";

@@ -28,6 +28,7 @@ import {
   type ServerFrame,
   type UpgradeRefusal,
   cellErrorCodes,
+  serverFrameTypeList,
 } from "@cellwire/protocol";
 
 /** A client frame's type, or "unknown" for one that does not decode (never the client's own string). */
@@ -100,24 +101,7 @@ const receivedFrameTypes = [
   "unknown",
 ] as const satisfies readonly ReceivedFrameType[];
 
-const sentFrameTypes = [
-  "welcome",
-  "ack",
-  "conversation",
-  "historyPage",
-  "event",
-  "message",
-  "synced",
-  "resync",
-  "pong",
-  "error",
-  "typingAck",
-  "typing",
-  "presenceSnapshot",
-  "presence",
-  "receiptAck",
-  "refreshed",
-] as const satisfies readonly SentFrameType[];
+const sentFrameTypes = serverFrameTypeList;
 
 const cellRequestKinds = [
   "cell.migrate",

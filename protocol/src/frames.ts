@@ -552,7 +552,8 @@ export const serverFrame: Decoder<ServerFrame> = taggedUnion<ServerFrame>({
   refreshed: object({ type: literal("refreshed"), requestId, tokenExpiresAtMs: epochMs }, lenient),
 });
 
-const serverFrameTypes = new Set<string>([
+/** Every server frame type: what a client may be sent, the closed set an edge counts frames sent by. */
+export const serverFrameTypeList = [
   "welcome",
   "ack",
   "conversation",
@@ -569,7 +570,8 @@ const serverFrameTypes = new Set<string>([
   "presence",
   "receiptAck",
   "refreshed",
-]);
+] as const satisfies readonly ServerFrame["type"][];
+const serverFrameTypes = new Set<string>(serverFrameTypeList);
 
 /**
  * Decodes one text frame from an edge, as a client: `value` null is a well-formed frame of a type this

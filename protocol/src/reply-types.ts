@@ -23,6 +23,9 @@ const cellReplyTypes = {
   "cell.redriveDeadLetters": "cell.redriven",
 } as const satisfies Record<CellRequest["type"], CellReply["type"]>;
 
+/** Every cell request type: the closed set a worker's metrics label requests by. */
+export const cellRequestTypes = Object.keys(cellReplyTypes) as readonly CellRequest["type"][];
+
 /** The reply a cell request of type `T` gets when it succeeds. */
 export type CellReplyOf<T extends CellRequest["type"]> = Extract<CellReply, { type: (typeof cellReplyTypes)[T] }>;
 
