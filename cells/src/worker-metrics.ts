@@ -9,7 +9,9 @@ import {
   Histogram,
   internalLatencyBucketsSeconds,
   metricPrefix,
+  PlainCounter,
   PlainHistogram,
+  type CounterCell,
   type HistogramCell,
   type Registry,
 } from "@cellwire/cluster";
@@ -58,18 +60,14 @@ function kindLabel(kind: string): string {
   return kind.startsWith("cell.") ? kind.slice("cell.".length) : kind;
 }
 
-/**
- * One (kind, outcome) count, kept as a plain number on the message path and added to its prom-client child
- * at scrape time: an increment per send costs no label hashing (prom-client hashes a child's labels into a
- * string on every inc).
- */
-type OutcomeCount = { count: number; published: number; readonly child: Counter.Internal };
-
 type KindInstruments = {
   readonly label: string;
   readonly seconds: HistogramCell;
-  /** Outcome counts, made on first use: outcomes are reply codes, a closed set. */
-  readonly outcomes: Map<string, OutcomeCount>;
+  /**
+   * Outcome counts (PlainCounter cells: an increment per send costs no label hashing), bound on first use:
+   * outcomes are reply codes, a closed set.
+   */
+  readonly outcomes: Map<string, CounterCell>;
 };
 
 export type WorkerCounters = {
@@ -164,19 +162,11 @@ function outcomeChildren(counter: Counter<"outcome">): (outcome: string) => Coun
 /** Request counts and latency, their children bound once per kind. */
 function requestMetrics(registry: Registry, requestSeconds: PlainHistogram): RequestMetrics {
   const byKind = new Map<string, KindInstruments>();
-  const requestsTotal = new Counter({
+  const requestsTotal = new PlainCounter({
     name: `${metricPrefix}worker_requests_total`,
     help: "Cell requests answered, by kind (request type) and outcome (ok, or the error code).",
-    labelNames: ["kind", "outcome"] as const,
-    registers: [registry],
-    collect() {
-      for (const instruments of byKind.values()) {
-        for (const outcome of instruments.outcomes.values()) {
-          if (outcome.count > outcome.published) outcome.child.inc(outcome.count - outcome.published);
-          outcome.published = outcome.count;
-        }
-      }
-    },
+    labelNames: ["kind", "outcome"],
+    registry,
   });
   for (const kind of [...requestKinds, sendBatchKind, unknownKind]) {
     const label = kindLabel(kind);
@@ -188,10 +178,10 @@ function requestMetrics(registry: Registry, requestSeconds: PlainHistogram): Req
     const outcome = replyOutcome(kind, reply);
     let counted = instruments.outcomes.get(outcome);
     if (counted === undefined) {
-      counted = { count: 0, published: 0, child: requestsTotal.labels(instruments.label, outcome) };
+      counted = requestsTotal.cell(instruments.label, outcome);
       instruments.outcomes.set(outcome, counted);
     }
-    counted.count += 1;
+    counted.value += 1;
   };
   return {
     answered: (kind, reply, startedAtMs) => {
