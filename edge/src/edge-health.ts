@@ -77,17 +77,3 @@ export class DirectoryProbe {
     return result;
   }
 }
-
-/** Follows a NATS connection's status events: down from a disconnect until the reconnect. */
-export class NatsLinkState {
-  private connected = true;
-
-  get isConnected(): boolean {
-    return this.connected;
-  }
-
-  statusChanged(type: string): void {
-    if (type === "disconnect" || type === "close") this.connected = false;
-    else if (type === "reconnect") this.connected = true;
-  }
-}

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { closeCodes, standardCloseCodes, type Message } from "@cellwire/protocol";
 import { parsePrometheusText, type PrometheusScrape } from "@cellwire/testkit";
 import { createEdgeDirectoryCache } from "./directory-cache.ts";
-import { DirectoryProbe, directoryProbeIntervalMs, edgeReadinessChecks, NatsLinkState } from "./edge-health.ts";
+import { DirectoryProbe, directoryProbeIntervalMs, edgeReadinessChecks } from "./edge-health.ts";
 import { EdgeMetrics } from "./edge-metrics.ts";
 import { readinessReport } from "@cellwire/cluster";
 import { fakeEdge, type FakeEdge } from "../test/edge-fakes.ts";
@@ -233,17 +233,6 @@ describe("edge readiness", () => {
     expect(edge.core.isAccepting).toBe(true);
     edge.core.closeAll();
     expect(edge.core.isAccepting).toBe(false);
-  });
-
-  it("follows NATS status events: down at a disconnect, up at the reconnect", () => {
-    const link = new NatsLinkState();
-    expect(link.isConnected).toBe(true);
-    link.statusChanged("disconnect");
-    expect(link.isConnected).toBe(false);
-    link.statusChanged("reconnecting");
-    expect(link.isConnected).toBe(false);
-    link.statusChanged("reconnect");
-    expect(link.isConnected).toBe(true);
   });
 
   it("answers from the directory's last probe without waiting, probing again in the background once it is stale", async () => {

@@ -16,6 +16,8 @@ import {
   startRouter,
   subscribeDirectoryChanges,
   systemClock,
+  watchNatsConnected,
+  type NatsConnectedState,
   type ReadinessReport,
   type RunningRouter,
   type ServiceLogger,
@@ -30,7 +32,7 @@ import type { EdgeConfig } from "./config.ts";
 import { createEdgeDirectoryCache } from "./directory-cache.ts";
 import { CatchUpPacer } from "./catch-up-pacer.ts";
 import { EdgeCore, type EdgeLimits, type Session } from "./edge-core.ts";
-import { DirectoryProbe, edgeReadinessChecks, NatsLinkState } from "./edge-health.ts";
+import { DirectoryProbe, edgeReadinessChecks } from "./edge-health.ts";
 import { EdgeMetrics } from "./edge-metrics.ts";
 import { NatsDeliveryHub } from "./delivery-hub.ts";
 import { RequestHandler } from "./request-handler.ts";
@@ -94,10 +96,10 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
   );
   const expirySweep = setInterval(() => core.closeExpiredSessions(), tokenExpirySweepIntervalMs);
   expirySweep.unref();
-  const natsLink = new NatsLinkState();
-  const subscriptions = followChanges(connection, config, core, router, natsLink, logger);
+  const nats = watchNatsConnected(connection);
+  const subscriptions = followChanges(connection, config, core, router, logger);
   let stopping = false;
-  const readiness = watchHealth(metrics, core, connection, natsLink, directory, () => stopping);
+  const readiness = watchHealth(metrics, core, nats, directory, () => stopping);
   const server = await startEdgeServer(uws, core, config, readiness, metrics);
   logger.info(`listening on ws://${config.host}:${server.port}/ws (auth: ${config.auth.mode})`);
   return {
@@ -126,8 +128,7 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
 function watchHealth(
   metrics: EdgeMetrics,
   core: EdgeCore,
-  connection: NatsConnection,
-  natsLink: NatsLinkState,
+  nats: NatsConnectedState,
   directory: DirectoryClient,
   isStopping: () => boolean,
 ): () => Promise<ReadinessReport> {
@@ -139,7 +140,7 @@ function watchHealth(
   void directoryProbe.refresh();
   const sources = {
     sessions: () => core.sessionCounts(),
-    natsConnected: () => natsLink.isConnected && !connection.isClosed(),
+    natsConnected: nats.connected,
     directoryReachable: () => directoryProbe.reachable(),
   };
   metrics.observe(sources);
@@ -310,7 +311,6 @@ function followChanges(
   config: EdgeConfig,
   core: EdgeCore,
   router: RunningRouter,
-  natsLink: NatsLinkState,
   logger: ServiceLogger,
 ): Subscription[] {
   // Revocations from operators (cellwire revoke). Core NATS, at most once: an edge that misses one (it
@@ -335,7 +335,6 @@ function followChanges(
   );
   void (async () => {
     for await (const status of connection.status()) {
-      natsLink.statusChanged(status.type);
       if (status.type === "reconnect") core.catchUpAll();
     }
   })();
