@@ -4,20 +4,15 @@
 // must show up on a survivor (so each was given every node's URL), and the chat goes on with nothing lost,
 // doubled or reordered in bob's copy and in the conversation's history. Ctrl-C's SIGTERM then stops
 // everything and no nats-server of the cluster is left running.
-import { spawn, type ChildProcess } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { WebSocket } from "ws";
-import { Redis } from "ioredis";
-import { dropCellDatabase } from "@cellwire/cells";
 import { CellwireClient, type Ack, type Message } from "@cellwire/client";
-import { RedisDirectory } from "@cellwire/directory";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
 import { pollUntil } from "@cellwire/testkit";
+import { removeLauncherNamespace, startLauncher, stopLauncher, type RunningLauncher } from "../test/launcher.ts";
 import { connectionNamesAt } from "../test/nats-cluster.ts";
-import { testServices, uniqueNamespace } from "./test-topology.ts";
+import { uniqueNamespace } from "./test-topology.ts";
 
-const cliPath = fileURLToPath(new URL("../bin/cellwire.js", import.meta.url));
 /** Cluster election, the web page's build, two cells' databases and rings, two edges. */
 const startDeadlineMs = 60_000;
 /** How long the processes of the killed node may take to show up on the survivors. */
@@ -34,10 +29,9 @@ type NodeLine = { readonly name: string; readonly clientUrl: string; readonly mo
 
 const namespace = uniqueNamespace("upnats");
 let retries = 0;
-const output: string[] = [];
+let output: string[] = [];
 const clients: CellwireClient[] = [];
-let launcher: ChildProcess | undefined;
-let launcherExited: Promise<number | null> | undefined;
+let launcher: RunningLauncher | undefined;
 let nodes: NodeLine[] = [];
 let edgeUrls: string[] = [];
 
@@ -93,41 +87,9 @@ function sendWithRetries(client: CellwireClient, conversationId: string, body: s
 }
 
 beforeAll(async () => {
-  const environment: Record<string, string | undefined> = {
-    ...process.env,
-    CELLWIRE_NAMESPACE: namespace,
-    CELLWIRE_EDGE_PORTS: "0,0",
-    // The admin API too on a free port: another launcher on this machine may hold 8090.
-    ADMIN_PORT: "0",
-    DIRECTORY_REDIS_URL: testServices.redisUrl,
-    WORKER_POSTGRES_ADMIN_URL: testServices.postgresAdminUrl,
-  };
-  delete environment["CELLWIRE_NATS_SERVERS"];
-  delete environment["CELLWIRE_NATS_CLUSTER_NODES"];
-  const child = spawn(process.execPath, [cliPath, "up", "--nats-cluster"], { stdio: ["ignore", "pipe", "pipe"], env: environment });
-  launcher = child;
-  launcherExited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-  for (const stream of [child.stdout, child.stderr]) {
-    let pending = "";
-    stream.on("data", (chunk: Buffer) => {
-      const lines = (pending + chunk.toString()).split("\n");
-      pending = lines.pop() ?? "";
-      output.push(...lines);
-    });
-  }
-  await pollUntil(
-    "cellwire up --nats-cluster to print its banner",
-    () => {
-      if (output.includes("Ctrl-C stops everything.")) return true;
-      if (child.exitCode !== null) throw new Error(`cellwire up exited with status ${child.exitCode}:\n${output.slice(-40).join("\n")}`);
-      return undefined;
-    },
-    {
-      deadlineMs: startDeadlineMs,
-      intervalMs: 100,
-      detail: () => output.slice(-40).join("\n"),
-    },
-  );
+  // The admin API too on a free port: another launcher on this machine may hold 8090.
+  launcher = await startLauncher(["--nats-cluster"], namespace, startDeadlineMs, { ADMIN_PORT: "0" });
+  output = launcher.output;
   nodes = bannerNodes();
   edgeUrls = output.flatMap((line) => /^ +edge \d+: (ws:\/\/\S+)/.exec(line)?.[1] ?? []);
 }, startDeadlineMs + 10_000);
@@ -135,22 +97,10 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const client of clients) client.close();
   // A launcher still running after a failure is stopped as Ctrl-C would; a node it left behind is killed.
-  if (launcher !== undefined && launcher.exitCode === null && launcher.signalCode === null) {
-    launcher.kill("SIGTERM");
-    const timer = setTimeout(() => launcher?.kill("SIGKILL"), stopDeadlineMs);
-    await launcherExited;
-    clearTimeout(timer);
-  }
+  await stopLauncher(launcher, stopDeadlineMs);
   for (const node of nodes) if (isRunning(node.pid)) process.kill(node.pid, "SIGKILL");
   // The buckets went with the cluster's store; the databases and the directory's keys stay on the shared services.
-  for (const cellId of cellIds) await dropCellDatabase(testServices.postgresAdminUrl, namespace, cellId);
-  const redis = new Redis(testServices.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    await new RedisDirectory(redis, namespace).destroyNamespace();
-  } finally {
-    redis.disconnect();
-  }
+  await removeLauncherNamespace(namespace, cellIds);
 }, stopDeadlineMs + 20_000);
 
 it("runs the topology on a 3-node NATS cluster that survives losing a node, and stops it", async () => {
@@ -204,10 +154,10 @@ it("runs the topology on a 3-node NATS cluster that survives losing a node, and 
   expect(history.messages.map((message) => ({ seq: message.seq, messageId: message.messageId }))).toEqual(expected);
 
   for (const client of clients) client.close();
-  launcher?.kill("SIGTERM");
+  launcher?.child.kill("SIGTERM");
   let timer: ReturnType<typeof setTimeout> | undefined;
   const status = await Promise.race([
-    launcherExited,
+    launcher?.exited,
     new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), stopDeadlineMs))),
   ]);
   clearTimeout(timer);
