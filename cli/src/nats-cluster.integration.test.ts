@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DirectoryClient } from "@cellwire/cluster";
 import { membershipBucket } from "@cellwire/protocol";
-import { connectionNames, startNatsCluster, streamPlacement, type NatsCluster } from "../test/nats-cluster.ts";
+import { clusterTopologyEnvironment, connectionNames, startNatsCluster, streamPlacement, type NatsCluster } from "../test/nats-cluster.ts";
 import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 import { isWarningOrError } from "../test/log-lines.ts";
@@ -28,15 +28,6 @@ const leaderElectionDeadlineMs = 20_000;
 /** How long after the last ack every device may take to hold every acked message and its mailbox's joined events. */
 const convergeDeadlineMs = 30_000;
 const cellIds = ["a", "b"] as const;
-/**
- * Leases of 3 s, shorter than the election of the bucket's new stream leader (nats-server 2.9 waits a
- * random 4 to 9 s before a follower stands; 4 to 8 s were seen here): when the leader dies, the workers of
- * the cell cannot renew, drop out of the ring and rejoin after the election, which shows as a gap between
- * acks (2.7 to 4.9 s in three runs here, against 0.03 to 3 s with 12 s leases) but loses nothing. A membership
- * watcher whose consumer lived on the dead node sees nothing of that until it watches again, a lease
- * after its last entry (MembershipWatcher, docs/architecture.md "Past one machine").
- */
-const clusterEnvironment = { WORKER_KV_REPLICAS: "3", WORKER_LEASE_MS: "3000", WORKER_HEARTBEAT_INTERVAL_MS: "500", EDGE_LEASE_MS: "3000" };
 
 let cluster: NatsCluster | undefined;
 let test: TestTopology | undefined;
@@ -115,7 +106,7 @@ beforeAll(async () => {
     label: "natscl",
     natsServers: natsCluster.servers,
     natsUsers: natsCluster.users,
-    extraEnvironment: clusterEnvironment,
+    extraEnvironment: clusterTopologyEnvironment,
   }).catch((error: unknown) => {
     throw new Error(`${String(error)}\n${natsCluster.outputTail(30)}`, { cause: error });
   });

@@ -11,14 +11,12 @@ import { DirectoryClient } from "@cellwire/cluster";
 import { membershipBucket } from "@cellwire/protocol";
 import { parsePrometheusText, pollUntil, type PrometheusScrape } from "@cellwire/testkit";
 import { isWarningOrError } from "../test/log-lines.ts";
-import { connectionNames, startNatsCluster, streamPlacement, type NatsCluster } from "../test/nats-cluster.ts";
+import { clusterTopologyEnvironment, connectionNames, startNatsCluster, streamPlacement, type NatsCluster } from "../test/nats-cluster.ts";
 import { RecordedRun, type RecordedDevice } from "../test/recorded-run.ts";
 import { startPrivateRedis, type PrivateRedis } from "../test/redis-server.ts";
 import { startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 
 const cellIds = ["a", "b"] as const;
-/** As in nats-cluster.integration.test.ts: leases shorter than a bucket leader election, replicated 3 times. */
-const clusterEnvironment = { WORKER_KV_REPLICAS: "3", WORKER_LEASE_MS: "3000", WORKER_HEARTBEAT_INTERVAL_MS: "500", EDGE_LEASE_MS: "3000" };
 const sendAttemptsMax = 6;
 const reconnectDeadlineMs = 15_000;
 const outageDeadlineMs = 15_000;
@@ -79,7 +77,7 @@ beforeAll(async () => {
     natsServers: natsCluster.servers,
     natsUsers: natsCluster.users,
     redisUrl: redis.url,
-    extraEnvironment: clusterEnvironment,
+    extraEnvironment: clusterTopologyEnvironment,
   }).catch((error: unknown) => {
     throw new Error(`${String(error)}\n${natsCluster.outputTail(30)}`, { cause: error });
   });
