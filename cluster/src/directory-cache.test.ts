@@ -183,6 +183,31 @@ describe("DirectoryCache", () => {
   });
 });
 
+describe("DirectoryCache lookups", () => {
+  it("tells each lookup's result: a fresh entry is a hit; a fetch, a joined fetch and an aged entry are misses", async () => {
+    const clock = new ManualClock();
+    const results: string[] = [];
+    const cache = new DirectoryCache({
+      entriesMax: 10,
+      ttlMs: 1000,
+      nowMs: clock.read,
+      fetchesInFlightMax: directoryFetchesInFlightMax,
+      changesOfUncachedKeys: "ignore",
+      onLookup: (result) => results.push(result),
+    });
+    const answer = deferred<DirectoryEntry | undefined>();
+    const fetch = (): Promise<DirectoryEntry | undefined> => answer.promise;
+    const first = cache.get("user:alice", fetch);
+    const joined = cache.get("user:alice", fetch);
+    answer.resolve(userEntry("alice", "a", 1));
+    await Promise.all([first, joined]);
+    await cache.get("user:alice", fetch);
+    clock.nowMs += 1000;
+    await cache.get("user:alice", () => Promise.resolve(userEntry("alice", "a", 1)));
+    expect(results).toEqual(["miss", "miss", "hit", "miss"]);
+  });
+});
+
 describe("DirectoryCache and moves", () => {
   const mustNotFetch = (): Promise<DirectoryEntry | undefined> => Promise.reject(new Error("must not fetch"));
 

@@ -37,7 +37,14 @@ export type DirectoryCacheOptions = {
    * service picks its value is at its call site (docs/decisions/0031).
    */
   readonly changesOfUncachedKeys: "ignore" | "keep";
+  /**
+   * Told of each lookup, for the metrics: a hit is an entry held and fresh; a miss asks the directory or
+   * joins a request in flight.
+   */
+  readonly onLookup?: (result: DirectoryCacheLookup) => void;
 };
+
+export type DirectoryCacheLookup = "hit" | "miss";
 
 /** Caches directory entries; an entry with an older epoch than the cached one never replaces it. */
 export class DirectoryCache {
@@ -45,11 +52,13 @@ export class DirectoryCache {
   private readonly inFlight = new Map<string, Promise<DirectoryEntry | undefined>>();
   private readonly fetches: ConcurrencyLimiter;
   private readonly keepsChangesOfUncachedKeys: boolean;
+  private readonly onLookup: ((result: DirectoryCacheLookup) => void) | undefined;
 
   constructor(options: DirectoryCacheOptions) {
     this.cache = new BoundedCache(options.entriesMax, options.ttlMs, options.nowMs);
     this.fetches = new ConcurrencyLimiter(options.fetchesInFlightMax);
     this.keepsChangesOfUncachedKeys = options.changesOfUncachedKeys === "keep";
+    this.onLookup = options.onLookup;
   }
 
   get size(): number {
@@ -58,6 +67,7 @@ export class DirectoryCache {
 
   async get(key: string, fetch: EntryFetcher): Promise<DirectoryEntry | undefined> {
     const cached = this.cache.get(key);
+    this.onLookup?.(cached === undefined ? "miss" : "hit");
     if (cached !== undefined) return cached;
     const pending = this.inFlight.get(key);
     if (pending !== undefined) return pending;

@@ -13,6 +13,7 @@ import {
   PlainCounter,
   PlainHistogram,
   type CounterCell,
+  type DirectoryCacheLookup,
   internalLatencyBucketsSeconds,
   type Registry,
   type ServiceMetrics,
@@ -38,7 +39,6 @@ export type SentFrameType = ServerFrame["type"];
 /** How a send was answered: acked (stored), or refused with a retryable or a final error code. */
 export type SendAnswer = "stored" | "retryable" | "final";
 export type CellRequestKind = CellRequest["type"];
-export type DirectoryCacheLookup = "hit" | "miss";
 
 /** What the sessions report as they work. EdgeCore calls it; noSessionMetrics for tests that do not count. */
 export interface SessionMetrics {

@@ -12,6 +12,7 @@ import {
   type ServiceLogger,
   type EntryResult,
   type DirectoryCache,
+  type DirectoryCacheLookup,
 } from "@cellwire/cluster";
 import {
   decodeJsonText,
@@ -32,7 +33,7 @@ import { RevocationList } from "../src/auth/revocation-list.ts";
 import type { TokenVerifier, VerifyOutcome } from "../src/auth/token-verifier.ts";
 import { CatchUpPacer, type CatchUpClock } from "../src/catch-up-pacer.ts";
 import type { DeliverySource, DeliveryTarget } from "../src/delivery-hub.ts";
-import { createEdgeDirectoryCache, type DirectoryCacheLookups } from "../src/directory-cache.ts";
+import { createEdgeDirectoryCache } from "../src/directory-cache.ts";
 import type { SessionMetrics } from "../src/edge-metrics.ts";
 import { EdgeCore, type EdgeLimits, type SendOutcome, type Session, type SessionTransport } from "../src/edge-core.ts";
 import { EveryoneVisible, type PresenceAccess } from "../src/presence/presence-access.ts";
@@ -636,7 +637,7 @@ export type FakeEdgeOptions = {
   /** What the sessions count; nothing by default. */
   readonly metrics?: SessionMetrics;
   /** Told of each lookup in the directory cache; nothing by default. */
-  readonly directoryCacheLookups?: DirectoryCacheLookups;
+  readonly directoryCacheLookups?: (result: DirectoryCacheLookup) => void;
 };
 
 export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOptions = {}): FakeEdge {
