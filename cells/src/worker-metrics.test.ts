@@ -50,7 +50,7 @@ describe("worker counters", () => {
     expect(result.types.get("cellwire_worker_request_seconds")).toBe("histogram");
   });
 
-  it("counts batches, relays, dead letters, migrations with their pauses, ring changes and lease events", async () => {
+  it("counts batches, relays, dead letters, migrations with their pauses, ring changes, lease events and home-cell cache lookups", async () => {
     const registry = new Registry();
     const counters = createWorkerCounters(registry);
     counters.sendCommitter.batchStarted(3);
@@ -73,6 +73,9 @@ describe("worker counters", () => {
     counters.leaseRenewalEnded("renewed");
     counters.leaseRenewalEnded("failed");
     counters.leaseExpired();
+    counters.directoryCacheLookup("hit");
+    counters.directoryCacheLookup("hit");
+    counters.directoryCacheLookup("miss");
     const result = await scrape(registry);
     expect(result.sum("cellwire_worker_send_batch_size_count")).toBe(2);
     expect(result.sum("cellwire_worker_send_batch_size_sum")).toBe(43);
@@ -86,6 +89,8 @@ describe("worker counters", () => {
     expect(result.sum("cellwire_worker_lease_renewals_total", { outcome: "renewed" })).toBe(1);
     expect(result.sum("cellwire_worker_lease_renewals_total", { outcome: "failed" })).toBe(1);
     expect(result.sum("cellwire_worker_lease_expiries_total")).toBe(1);
+    expect(result.sum("cellwire_worker_directory_cache_lookups_total", { result: "hit" })).toBe(2);
+    expect(result.sum("cellwire_worker_directory_cache_lookups_total", { result: "miss" })).toBe(1);
   });
 
   it("names a success ok, an error by its code and another reply by its type", () => {

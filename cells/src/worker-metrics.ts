@@ -12,6 +12,7 @@ import {
   PlainCounter,
   PlainHistogram,
   type CounterCell,
+  type DirectoryCacheLookup,
   type HistogramCell,
   type Registry,
 } from "@cellwire/cluster";
@@ -80,6 +81,8 @@ export type WorkerCounters = {
   readonly ringChanged: () => void;
   readonly leaseRenewalEnded: (outcome: string) => void;
   readonly leaseExpired: () => void;
+  /** The relay's home-cell cache (DirectoryCache's onLookup). */
+  readonly directoryCacheLookup: (result: DirectoryCacheLookup) => void;
 };
 
 /** The worker's counters and histograms, defined in `registry`. */
@@ -225,6 +228,22 @@ export function createWorkerCounters(registry: Registry): WorkerCounters {
     ringChanged: () => instruments.ringChanges.inc(),
     leaseRenewalEnded: (outcome) => renewalOutcome(outcome).inc(),
     leaseExpired: () => instruments.leaseExpiries.inc(),
+    directoryCacheLookup: directoryCacheLookups(registry),
+  };
+}
+
+/** The relay's home-cell cache lookups by result, one cell each bound now (a lookup per recipient relayed). */
+function directoryCacheLookups(registry: Registry): (result: DirectoryCacheLookup) => void {
+  const counter = new PlainCounter({
+    name: `${metricPrefix}worker_directory_cache_lookups_total`,
+    help: "Lookups of recipients' home cells in the relay's cache, by result (hit: held and fresh; miss: asked the directory).",
+    labelNames: ["result"],
+    registry,
+  });
+  const hit = counter.cell("hit");
+  const miss = counter.cell("miss");
+  return (result) => {
+    (result === "hit" ? hit : miss).value++;
   };
 }
 

@@ -208,6 +208,7 @@ export function buildRelayPath(context: WorkerContext, directory: DirectoryClien
     // (a migration moves the users whose mailboxes are busy) then goes to the new home without a lookup.
     // This is the worker's behaviour from before the caches were one; docs/decisions/0031 says what it costs.
     changesOfUncachedKeys: "keep",
+    onLookup: context.metrics.directoryCacheLookup,
   });
   // A user moved to another cell: the cached home follows at once rather than at the end of its TTL.
   const directoryChanges = subscribeDirectoryChanges(
