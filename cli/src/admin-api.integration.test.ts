@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decodeMessage } from "@cellwire/cluster";
 import { revocationsSubject, sessionRevoke } from "@cellwire/protocol";
+import { parsePrometheusText, type PrometheusScrape } from "@cellwire/testkit";
 import { runCli } from "../test/run-cli.ts";
 import { placeUsers, startTestTopology, type TestTopology } from "./test-topology.ts";
 
@@ -128,6 +129,37 @@ describe("the admin API on a running topology", () => {
     expect(await registered.json()).toMatchObject({
       error: { code: "conflict", message: expect.stringMatching(/^cell a is already registered/) as string },
     });
+  });
+
+  it("answers /readyz without the token, and /metrics with it: Node's, the NATS connection's and its requests, counted", async () => {
+    const ready = await fetch(`${api.url}/readyz`);
+    expect([ready.status, await ready.json()]).toEqual([200, { ready: true, checks: { nats: { ok: true, decidesReadiness: true } } }]);
+    expect((await fetch(`${api.url}/metrics`)).status).toBe(401);
+    const scrape = async (): Promise<PrometheusScrape> => {
+      const response = await fetch(`${api.url}/metrics`, { headers: { authorization: `Bearer ${api.token}` } });
+      expect(response.status).toBe(200);
+      const text = await response.text();
+      // Labels are closed sets: no user a request named shows.
+      expect(text).not.toContain("alice");
+      return parsePrometheusText(text);
+    };
+    const before = await scrape();
+    const ring = await send({ method: "GET", path: "/v1/cells/a/ring" }, `Bearer ${api.token}`);
+    expect(ring.status).toBe(200);
+    await send({ method: "GET", path: "/v1/whereis?user=alice" }, undefined);
+    const after = await scrape();
+    const ringOk = { operation: "ring", outcome: "ok" };
+    expect(after.sum("cellwire_admin_requests_total", ringOk) - before.sum("cellwire_admin_requests_total", ringOk)).toBe(1);
+    const refused = { operation: "none", outcome: "unauthorized" };
+    expect(after.sum("cellwire_admin_requests_total", refused) - before.sum("cellwire_admin_requests_total", refused)).toBe(1);
+    expect(after.sum("cellwire_admin_request_duration_seconds_count", { operation: "ring" })).toBeGreaterThanOrEqual(1);
+    expect(after.find("cellwire_admin_requests_in_flight")).toEqual([
+      { name: "cellwire_admin_requests_in_flight", labels: { service: "admin", process: "cellwire-admin" }, value: 0 },
+    ]);
+    // connectNats was given the registry: the connection's losses and recoveries are counted (none here).
+    for (const name of ["cellwire_nats_disconnects_total", "cellwire_nats_reconnects_total"])
+      expect(after.find(name, { service: "admin" }).map((sample) => sample.value)).toEqual([0]);
+    expect(after.find("cellwire_process_resident_memory_bytes", { service: "admin", process: "cellwire-admin" })).toHaveLength(1);
   });
 
   it("publishes a revocation edges receive", async () => {

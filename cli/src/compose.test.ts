@@ -105,6 +105,28 @@ describe("compose.yaml, the production map", () => {
     ]);
   });
 
+  it("finds the admin API scraped nowhere, on a wrong port, without its token, or with a token file Prometheus is not given", () => {
+    const unscraped = shipped();
+    unscraped.scrapeJobs = unscraped.scrapeJobs.filter((job) => job.name !== "cellwire-admin");
+    expect(deploymentProblems(unscraped)).toEqual(["prometheus: admin-api is scraped by no job"]);
+
+    const deployment = shipped();
+    const admin = deployment.scrapeJobs.find((job) => job.name === "cellwire-admin");
+    if (admin === undefined) throw new Error("no cellwire-admin job");
+    admin.targets = ["admin-api:9464"];
+    admin.credentialsFile = undefined;
+    expect(deploymentProblems(deployment)).toEqual([
+      "prometheus job cellwire-admin: admin-api serves /metrics on 8090, not 9464",
+      "prometheus job cellwire-admin: admin-api's /metrics needs a bearer token (authorization.credentials_file), or every scrape is refused",
+    ]);
+
+    const ungiven = shipped();
+    service(ungiven, "prometheus").secrets = [];
+    expect(deploymentProblems(ungiven)).toEqual([
+      "prometheus job cellwire-admin: its credentials file /run/secrets/admin_metrics_token is no secret compose gives the prometheus service",
+    ]);
+  });
+
   it("finds an alert or a panel on a metric, job or error code that does not exist", () => {
     const deployment = shipped();
     const rule = deployment.alerts.find((candidate) => candidate.alert === "CellwireWorkerWithoutLease");
@@ -153,6 +175,7 @@ describe("compose.yaml, the production map", () => {
       "CELLWIRE_POSTGRES_PASSWORD",
       "CELLWIRE_DIRECT_CONVERSATION_KEY",
       "ADMIN_TOKEN",
+      "ADMIN_METRICS_TOKEN",
     ])
       expect(problems).toContainEqual(expect.stringContaining(`compose refuses to start without ${secret}`));
   });

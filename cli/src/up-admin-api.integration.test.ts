@@ -48,6 +48,13 @@ it("prints the admin API's URL and token file, serves the commands with that tok
   expect(JSON.parse(cells.stdout)).toMatchObject({ namespace, cells: [{ cellId: "a" }, { cellId: "b" }] });
   const refused = await fetch(`${url}/v1/cells`, { headers: { authorization: `Bearer ${"n".repeat(43)}` } });
   expect(refused.status).toBe(401);
+  // The launcher's admin API is probed like its other processes: ready without a token, metrics with it.
+  expect((await fetch(`${url}/readyz`)).status).toBe(200);
+  const metrics = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+  expect([metrics.status, (await metrics.text()).includes('cellwire_admin_requests_total{operation="cells",outcome="ok"')]).toEqual([
+    200,
+    true,
+  ]);
 
   running().child.kill("SIGTERM");
   expect(await running().exited).toBe(0);

@@ -9,7 +9,8 @@ import { createServiceMetrics, registerNatsConnectionMetrics, type Environment }
 import { EdgeMetrics, loadEdgeConfig } from "@cellwire/edge";
 import { createWorkerCounters, loadWorkerConfig, registerWorkerGauges } from "@cellwire/cells";
 import { createDirectoryMetrics, loadDirectoryConfig } from "@cellwire/directory";
-import { loadAdminApiConfig } from "../src/admin-api/config.ts";
+import { createAdminApiMetrics } from "../src/admin-api/admin-api-metrics.ts";
+import { adminApiConfigDefaults, loadAdminApiConfig } from "../src/admin-api/config.ts";
 import { errorCodeList } from "@cellwire/protocol";
 import { cliCommands } from "../src/cli-commands.ts";
 
@@ -26,12 +27,16 @@ export interface ComposeService {
   profiles: string[];
   volumes: string[];
   dependsOn: string[];
+  /** The secrets compose mounts at /run/secrets/<name>. */
+  secrets: string[];
   ipv4Address?: string;
 }
 
 export interface ScrapeJob {
   name: string;
   targets: string[];
+  /** authorization.credentials_file: the file the scraper reads its bearer token from. */
+  credentialsFile: string | undefined;
 }
 
 export interface AlertRule {
@@ -73,6 +78,7 @@ export const sampleOperatorEnvironment: Readonly<Record<string, string>> = {
   CELLWIRE_POSTGRES_PASSWORD: "ppostgres0",
   CELLWIRE_DIRECT_CONVERSATION_KEY: "a-sample-direct-conversation-key-of-48-characters".slice(0, 48),
   ADMIN_TOKEN: "a-sample-admin-token-".padEnd(64, "x"),
+  ADMIN_METRICS_TOKEN: "a-sample-admin-metrics-token-".padEnd(64, "x"),
   GRAFANA_ADMIN_PASSWORD: "grafana0",
   EDGE_JWKS_URL: "https://auth.example.com/.well-known/jwks.json",
   EDGE_JWT_ISSUER: "https://auth.example.com/",
@@ -142,6 +148,10 @@ export function decodeComposeService(value: unknown, where: string): ComposeServ
     dependsOn: Array.isArray(dependsOn)
       ? dependsOn.map((name, index) => textAt(name, `${where}.depends_on[${index}]`))
       : Object.keys(dependsOn === undefined ? {} : recordAt(dependsOn, `${where}.depends_on`)),
+    // The short form names the secret; the long form's source does.
+    secrets: listAt(service["secrets"], `${where}.secrets`).map((secret, index) =>
+      textAt(isRecord(secret) ? secret["source"] : secret, `${where}.secrets[${index}]`),
+    ),
     ...(isRecord(defaultNetwork) && defaultNetwork["ipv4_address"] !== undefined
       ? { ipv4Address: textAt(defaultNetwork["ipv4_address"], `${where}.networks.default.ipv4_address`) }
       : {}),
@@ -180,11 +190,15 @@ export function readDeployment(root: string): Deployment {
   const prometheus = recordAt(readYaml(root, "deploy/prometheus/prometheus.yml"), "prometheus.yml");
   const scrapeJobs = listAt(prometheus["scrape_configs"], "scrape_configs").map((job, index) => {
     const fields = recordAt(job, `scrape_configs[${index}]`);
+    const authorization = fields["authorization"];
     return {
       name: textAt(fields["job_name"], `scrape_configs[${index}].job_name`),
       targets: listAt(fields["static_configs"], "static_configs").flatMap((group) =>
         listAt(recordAt(group, "static_configs[]")["targets"], "targets").map((target) => textAt(target, "target")),
       ),
+      credentialsFile: isRecord(authorization)
+        ? optionalTextAt(authorization["credentials_file"], "authorization.credentials_file")
+        : undefined,
     };
   });
   const ruleFiles = listAt(prometheus["rule_files"], "rule_files").map((file) => textAt(file, "rule_files[]"));
@@ -318,6 +332,10 @@ function registeredMetricNames(): Set<string> {
   registerNatsConnectionMetrics(directory.registry);
   createDirectoryMetrics(directory.registry, () => false);
   add(directory.registry);
+  const admin = createServiceMetrics("admin", "compose-test");
+  registerNatsConnectionMetrics(admin.registry);
+  createAdminApiMetrics(admin.registry, () => 0);
+  add(admin.registry);
   return names;
 }
 
@@ -456,8 +474,16 @@ function metricsPort(cellwire: CellwireService): string | undefined {
   if (cellwire.kind === "edge") return cellwire.environment["EDGE_PORT"] ?? "8080";
   if (cellwire.kind === "worker") return cellwire.environment["WORKER_ADMIN_PORT"];
   if (cellwire.kind === "directory") return cellwire.environment["DIRECTORY_ADMIN_PORT"];
+  if (isAdminApi(cellwire)) return cellwire.environment["ADMIN_PORT"] ?? String(adminApiConfigDefaults.port);
   return undefined;
 }
+
+function isAdminApi(cellwire: CellwireService): boolean {
+  return cellwire.kind === "cli" && cellwire.service.command?.[2] === "admin-api";
+}
+
+/** The secret a scraper's credentials file is, when it is one compose mounts (/run/secrets/<name>). */
+const composeSecretsDirectory = "/run/secrets/";
 
 function prometheusProblems(deployment: Deployment, cellwireServices: readonly CellwireService[], problems: string[]): void {
   const scraped = new Set<string>();
@@ -474,15 +500,29 @@ function prometheusProblems(deployment: Deployment, cellwireServices: readonly C
       const expected = cellwire === undefined ? undefined : metricsPort(cellwire);
       if (expected !== undefined && expected !== port)
         problems.push(`prometheus job ${job.name}: ${host} serves /metrics on ${expected}, not ${port}`);
+      if (cellwire !== undefined && isAdminApi(cellwire)) problems.push(...adminScrapeProblems(deployment, job, host));
     }
   }
   for (const cellwire of cellwireServices) {
-    if (cellwire.kind !== "cli" && cellwire.service.profiles.length === 0 && !scraped.has(cellwire.name))
+    if (metricsPort(cellwire) !== undefined && cellwire.service.profiles.length === 0 && !scraped.has(cellwire.name))
       problems.push(`prometheus: ${cellwire.name} is scraped by no job`);
   }
   for (const file of deployment.ruleFiles) {
     if (!existsSync(join(deployment.root, "deploy/prometheus", file))) problems.push(`prometheus: rule file ${file} does not exist`);
   }
+}
+
+/** The admin API's /metrics takes a bearer token: the job must read one from a secret compose gives Prometheus. */
+function adminScrapeProblems(deployment: Deployment, job: ScrapeJob, host: string): string[] {
+  const file = job.credentialsFile;
+  if (file === undefined)
+    return [
+      `prometheus job ${job.name}: ${host}'s /metrics needs a bearer token (authorization.credentials_file), or every scrape is refused`,
+    ];
+  const secret = file.startsWith(composeSecretsDirectory) ? file.slice(composeSecretsDirectory.length) : undefined;
+  if (secret === undefined || !(deployment.services["prometheus"]?.secrets ?? []).includes(secret))
+    return [`prometheus job ${job.name}: its credentials file ${file} is no secret compose gives the prometheus service`];
+  return [];
 }
 
 function expressionProblems(where: string, expression: string, knownMetrics: ReadonlySet<string>, jobs: ReadonlySet<string>): string[] {

@@ -3,30 +3,56 @@
 // --admin-url) reading all of it back as the operations' own reports and errors.
 import { request as httpRequest } from "node:http";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createServiceMetrics, type ServiceMetrics } from "@cellwire/cluster";
+import { parsePrometheusText } from "@cellwire/testkit";
 import { RecordingOperations } from "../../test/recording-operations.ts";
 import { OperationError } from "../operations.ts";
 import {
+  adminApiProcessName,
+  adminApiReadiness,
   bearerTokenMatches,
   ndjsonContentType,
   requestBodyBytesMax,
   startAdminApi,
   tokenDigest,
   type AdminApi,
+  type AdminApiOptions,
 } from "./admin-api-server.ts";
 import { AdminApiError, HttpOperations } from "./http-operations.ts";
 import { redriveRequestIdsMax } from "./routes.ts";
 
 const token = "t".repeat(20) + "0123456789abcdef";
+const metricsToken = "m".repeat(20) + "0123456789abcdef";
 let api: AdminApi;
 let operations: RecordingOperations;
 let baseUrl: string;
 const logLines: string[] = [];
+let natsConnected = true;
+
+/** What every API of these tests shares but the operations and the limit: a registry of its own, and a NATS link the test flips. */
+function apiOptions(
+  operations: RecordingOperations,
+  overrides: Partial<AdminApiOptions> = {},
+): AdminApiOptions & { serviceMetrics: ServiceMetrics } {
+  return {
+    host: "127.0.0.1",
+    port: 0,
+    token,
+    metricsToken,
+    operations,
+    logger: { info: () => {}, warn: () => {} },
+    serviceMetrics: createServiceMetrics("admin", adminApiProcessName),
+    readiness: adminApiReadiness(() => natsConnected),
+    ...overrides,
+  };
+}
 
 beforeEach(async () => {
   operations = new RecordingOperations();
   logLines.length = 0;
+  natsConnected = true;
   const logger = { info: (message: string, fields?: object) => void logLines.push(`${message} ${JSON.stringify(fields)}`), warn: () => {} };
-  api = await startAdminApi({ host: "127.0.0.1", port: 0, token, operations, logger, requestsInFlightMax: 2 });
+  api = await startAdminApi(apiOptions(operations, { logger, requestsInFlightMax: 2 }));
   baseUrl = `http://127.0.0.1:${api.port}`;
 });
 
@@ -172,14 +198,7 @@ describe("the admin API's boundary", () => {
     const gates: (() => void)[] = [];
     const held = new RecordingOperations();
     held.cells = () => new Promise((resolve) => gates.push(() => resolve({ namespace: "ns", cells: [] })));
-    const limited = await startAdminApi({
-      host: "127.0.0.1",
-      port: 0,
-      token,
-      operations: held,
-      logger: { info: () => {}, warn: () => {} },
-      requestsInFlightMax: 2,
-    });
+    const limited = await startAdminApi(apiOptions(held, { requestsInFlightMax: 2 }));
     try {
       const ask = (): Promise<Response> =>
         fetch(`http://127.0.0.1:${limited.port}/v1/cells`, { headers: { authorization: `Bearer ${token}` } });
@@ -208,6 +227,79 @@ describe("the admin API's boundary", () => {
     expect(logLines.join("\n")).toContain('"path":"/v1/whereis","status":200');
     expect(logLines.join("\n")).not.toContain("alice");
     expect(logLines.join("\n")).not.toContain(token);
+  });
+});
+
+describe("the admin API's probes and metrics", () => {
+  it("answers /readyz without the token: 200 while NATS is connected, 503 with the check's detail while not", async () => {
+    const ready = await call("GET", "/readyz", { token: null });
+    expect([ready.status, ready.json()]).toEqual([200, { ready: true, checks: { nats: { ok: true, decidesReadiness: true } } }]);
+    natsConnected = false;
+    const unready = await call("GET", "/readyz", { token: null });
+    expect([unready.status, unready.json()]).toEqual([
+      503,
+      { ready: false, checks: { nats: { ok: false, detail: "the NATS connection is down; reconnecting", decidesReadiness: true } } },
+    ]);
+    expect((await call("POST", "/readyz", { token: null })).status).toBe(405);
+  });
+
+  it("serves /metrics with the admin token or the metrics token, and refuses it without one; the metrics token opens nothing else", async () => {
+    const refused = await call("GET", "/metrics", { token: null });
+    expect([refused.status, refused.json()]).toEqual([401, { error: { code: "unauthorized", message: expect.any(String) as string } }]);
+    expect((await call("GET", "/metrics", { token: "wrong".repeat(8) })).status).toBe(401);
+    for (const bearer of [token, metricsToken]) {
+      const scrape = await call("GET", "/metrics", { token: bearer });
+      expect(scrape.status).toBe(200);
+      expect(scrape.headers.get("content-type")).toMatch(/^text\/plain/);
+      const parsed = parsePrometheusText(scrape.text);
+      expect(parsed.find("cellwire_process_cpu_seconds_total", { service: "admin", process: adminApiProcessName })).toHaveLength(1);
+    }
+    expect((await call("GET", "/v1/cells", { token: metricsToken })).status).toBe(401);
+    expect(operations.calls).toEqual([]);
+  });
+
+  it("counts requests by operation and outcome (none before routing), times them, and tells the requests in flight", async () => {
+    await call("GET", "/v1/cells");
+    await call("GET", "/v1/cells");
+    operations.failure = new OperationError("not_found", "cell z has no membership bucket in namespace ns (never started?)");
+    await call("GET", "/v1/cells/z/ring");
+    operations.failure = new OperationError("failed", "drain of cell b is not complete: no other active cell");
+    await call("POST", "/v1/cells/b/drain", { body: "{}" });
+    operations.failure = undefined;
+    await call("GET", "/v1/cells", { token: null });
+    await call("GET", "/v1/nope");
+    await call("DELETE", "/v1/cells");
+    await call("POST", "/v1/migrations", { body: "{not json" });
+    await call("GET", "/livez", { token: null });
+    await call("GET", "/readyz", { token: null });
+    const gates: (() => void)[] = [];
+    operations.cells = () => new Promise((resolve) => gates.push(() => resolve({ namespace: "ns", cells: [] })));
+    const held = call("GET", "/v1/cells");
+    while (gates.length < 1) await new Promise((resolve) => setImmediate(resolve));
+    const during = parsePrometheusText((await call("GET", "/metrics", { token: metricsToken })).text);
+    gates[0]?.();
+    await held;
+    const after = parsePrometheusText((await call("GET", "/metrics", { token: metricsToken })).text);
+
+    expect(during.sum("cellwire_admin_requests_in_flight")).toBe(1);
+    expect(after.sum("cellwire_admin_requests_in_flight")).toBe(0);
+    const counted = after
+      .find("cellwire_admin_requests_total")
+      .map((sample) => `${sample.labels["operation"]} ${sample.labels["outcome"]} ${sample.value}`)
+      .sort();
+    expect(counted).toEqual([
+      "cells ok 3",
+      "drain failed 1",
+      "migrate invalid_input 1",
+      "none method_not_allowed 1",
+      "none unauthorized 1",
+      "none unknown_path 1",
+      "ring not_found 1",
+    ]);
+    expect(after.types.get("cellwire_admin_request_duration_seconds")).toBe("histogram");
+    expect(after.sum("cellwire_admin_request_duration_seconds_count", { operation: "cells" })).toBe(3);
+    expect(after.sum("cellwire_admin_request_duration_seconds_count", { operation: "none" })).toBe(3);
+    expect(after.sum("cellwire_admin_request_duration_seconds_count")).toBe(9);
   });
 });
 
@@ -274,6 +366,6 @@ describe("HttpOperations: the commands' operations over the API", () => {
     await expect(new HttpOperations({ baseUrl, token: "x".repeat(40) }).cells()).rejects.toThrow(/401 unauthorized/);
     await api.stop();
     await expect(new HttpOperations({ baseUrl, token }).cells()).rejects.toThrow(/could not be reached/);
-    api = await startAdminApi({ host: "127.0.0.1", port: 0, token, operations, logger: { info: () => {}, warn: () => {} } });
+    api = await startAdminApi(apiOptions(operations));
   });
 });

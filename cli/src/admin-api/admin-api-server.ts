@@ -1,14 +1,17 @@
 // The admin HTTP API (`cellwire admin-api`): the operator commands' work behind JSON endpoints, for a
 // deployment that is not the local launcher (docs/decisions/0035-admin-http-api.md, docs/admin-api.md).
-// Every path but /livez needs `Authorization: Bearer <ADMIN_TOKEN>`; the token is compared by digest in
-// constant time. Requests are answered by the same Operations the commands use; drain and add-cell stream
-// their progress as NDJSON lines. Errors become responses in one function (errorResponse).
+// Every path but the probes (/livez, /readyz) needs `Authorization: Bearer <ADMIN_TOKEN>`; /metrics also
+// takes the scrape-only ADMIN_METRICS_TOKEN; tokens are compared by digest in constant time. Requests are
+// answered by the same Operations the commands use; drain and add-cell stream their progress as NDJSON
+// lines. Errors become responses in one function (errorResponse). Each request is counted once its work
+// ends (admin-api-metrics.ts).
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { parseJson } from "@cellwire/protocol";
-import type { LogFields } from "@cellwire/cluster";
+import { readinessReport, type LogFields, type ReadinessCheck, type ServiceMetrics } from "@cellwire/cluster";
 import { OperationError, type Operations, type OperationErrorCode } from "../operations.ts";
+import { createAdminApiMetrics, type AdminApiMetrics, type AdminOperationLabel } from "./admin-api-metrics.ts";
 import { AdminHttpError, matchRoute, parseAdminRequest, type AdminRequest } from "./routes.ts";
 
 /** A request body larger than this is refused (413) before it is parsed: the largest, a redrive of 4096 ids, is ~60 KiB. */
@@ -27,8 +30,14 @@ export type AdminApiOptions = {
   readonly host: string;
   /** 0 picks a free port; the chosen one is in the result. */
   readonly port: number;
-  /** The bearer token every request but /livez must carry. */
+  /** The bearer token every request but the probes must carry. */
   readonly token: string;
+  /** A token that opens /metrics and nothing else, for a scraper (ADMIN_METRICS_TOKEN); none: only `token` does. */
+  readonly metricsToken?: string;
+  /** The process's registry: /metrics serves it, and the API's own metrics are registered on it. */
+  readonly serviceMetrics: ServiceMetrics;
+  /** What /readyz runs (the NATS connection's state). */
+  readonly readiness: readonly ReadinessCheck[];
   readonly operations: Operations;
   readonly logger: AdminApiLogger;
   readonly requestsInFlightMax?: number;
@@ -143,29 +152,82 @@ async function perform(operations: Operations, request: AdminRequest, stream: Pr
 
 const streamingOperations: ReadonlySet<AdminRequest["operation"]> = new Set(["drain", "addCell"]);
 
-/** What every request of one API shares: the operations, the token's digest and the in-flight count. */
+/** What every request of one API shares: the operations, the tokens' digests and the in-flight count. */
 type ApiContext = {
   readonly operations: Operations;
   readonly logger: AdminApiLogger;
   readonly expectedDigest: Buffer;
+  readonly metricsDigest: Buffer | undefined;
   readonly requestsInFlightMax: number;
+  readonly serviceMetrics: ServiceMetrics;
+  readonly readiness: readonly ReadinessCheck[];
   inFlight: number;
 };
 
-/** Authenticates, routes, parses and performs one request; throws what errorResponse maps. */
-async function answer(context: ApiContext, request: IncomingMessage, response: ServerResponse): Promise<void> {
-  const url = request.url ?? "/";
+/**
+ * What one request is counted as once it ends: the operation it named (none until routed) and its outcome,
+ * an error code or "ok". Answered probes and scrapes are not counted (they are no operator's request and
+ * would drown the rest); a refused one is, under none, like any request without the token.
+ */
+type RequestTally = { counted: boolean; operation: AdminOperationLabel; outcome: string };
+
+const unauthorized = (): AdminHttpError =>
+  new AdminHttpError(401, "unauthorized", "an Authorization: Bearer <ADMIN_TOKEN> header is required", {
+    "www-authenticate": 'Bearer realm="cellwire-admin"',
+  });
+
+const probePaths: ReadonlySet<string> = new Set(["/livez", "/readyz", "/metrics"]);
+
+/** Serves one of probePaths. */
+async function answerProbe(context: ApiContext, request: IncomingMessage, response: ServerResponse, path: string): Promise<void> {
   const method = request.method ?? "GET";
-  if (url === "/livez") {
+  if (path === "/livez") {
     // Answering at all is the proof; it tells nothing about the deployment, so it needs no token.
     response.writeHead(method === "GET" ? 200 : 405, { "content-type": "application/json" }).end('{"live":true}');
     return;
   }
-  if (!bearerTokenMatches(request.headers.authorization, context.expectedDigest))
-    throw new AdminHttpError(401, "unauthorized", "an Authorization: Bearer <ADMIN_TOKEN> header is required", {
-      "www-authenticate": 'Bearer realm="cellwire-admin"',
-    });
+  if (path === "/readyz") {
+    // No token either: a balancer's or an orchestrator's probe carries none, and the answer says only
+    // whether this process reaches NATS (up or down, and why not), nothing of the cells or the users.
+    if (method !== "GET") {
+      response.writeHead(405, { allow: "GET", "content-type": "application/json" }).end();
+      return;
+    }
+    const report = await readinessReport(context.readiness);
+    response
+      .writeHead(report.ready ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" })
+      .end(JSON.stringify(report));
+    return;
+  }
+  if (path === "/metrics") {
+    // A token, as on every other path: this listener may face more than the deployment's own network, and
+    // a scrape tells the operators' activity and the Node version. The scrape-only token keeps the
+    // scraper from holding ADMIN_TOKEN's powers (docs/decisions/0035-admin-http-api.md, 7).
+    const header = request.headers.authorization;
+    const allowed =
+      bearerTokenMatches(header, context.expectedDigest) ||
+      (context.metricsDigest !== undefined && bearerTokenMatches(header, context.metricsDigest));
+    if (!allowed) throw unauthorized();
+    if (method !== "GET") throw new AdminHttpError(405, "method_not_allowed", "use GET", { allow: "GET" });
+    const text = await context.serviceMetrics.scrape();
+    response.writeHead(200, { "content-type": context.serviceMetrics.contentType, "cache-control": "no-store" }).end(text);
+  }
+}
+
+/** Authenticates, routes, parses and performs one request; throws what errorResponse maps. */
+async function answer(context: ApiContext, request: IncomingMessage, response: ServerResponse, tally: RequestTally): Promise<void> {
+  const url = request.url ?? "/";
+  const method = request.method ?? "GET";
+  const queryStart = url.indexOf("?");
+  const path = queryStart === -1 ? url : url.slice(0, queryStart);
+  if (probePaths.has(path)) {
+    tally.counted = false;
+    await answerProbe(context, request, response, path);
+    return;
+  }
+  if (!bearerTokenMatches(request.headers.authorization, context.expectedDigest)) throw unauthorized();
   const match = matchRoute(method, url);
+  tally.operation = match.route.operation;
   const body = match.route.hasBody ? await readJsonBody(request) : undefined;
   const adminRequest = parseAdminRequest(match, body);
   if (context.inFlight >= context.requestsInFlightMax)
@@ -182,6 +244,7 @@ async function answer(context: ApiContext, request: IncomingMessage, response: S
       // Once the stream has begun its status is sent: the error is its last line.
       if (!stream.hasStarted) throw error;
       const { code, message } = errorResponse(error);
+      tally.outcome = code;
       if (code === "internal") context.logger.warn(`${adminRequest.operation} failed: ${String(error)}`);
       stream.line({ type: "error", error: { code, message } });
       response.end();
@@ -198,16 +261,31 @@ async function answer(context: ApiContext, request: IncomingMessage, response: S
   }
 }
 
+/**
+ * When the admin API is ready: while its NATS connection is up, which every operation needs. The same check,
+ * name and detail as a worker's and the directory's `nats`.
+ */
+export function adminApiReadiness(natsConnected: () => boolean): ReadinessCheck[] {
+  return [
+    { name: "nats", check: () => (natsConnected() ? { ok: true } : { ok: false, detail: "the NATS connection is down; reconnecting" }) },
+  ];
+}
+
 export async function startAdminApi(options: AdminApiOptions): Promise<AdminApi> {
   const context: ApiContext = {
     operations: options.operations,
     logger: options.logger,
     expectedDigest: tokenDigest(options.token),
+    metricsDigest: options.metricsToken === undefined ? undefined : tokenDigest(options.metricsToken),
     requestsInFlightMax: options.requestsInFlightMax ?? requestsInFlightMaxDefault,
+    serviceMetrics: options.serviceMetrics,
+    readiness: options.readiness,
     inFlight: 0,
   };
+  const metrics: AdminApiMetrics = createAdminApiMetrics(options.serviceMetrics.registry, () => context.inFlight);
   const server = createServer((request, response) => {
     const startedAtMs = performance.now();
+    const tally: RequestTally = { counted: true, operation: "none", outcome: "ok" };
     response.once("finish", () => {
       // The path only: a query can hold a user id, and no header (the token) is ever logged.
       options.logger.info("request", {
@@ -217,17 +295,27 @@ export async function startAdminApi(options: AdminApiOptions): Promise<AdminApi>
         tookMs: Math.round(performance.now() - startedAtMs),
       });
     });
-    answer(context, request, response).catch((error: unknown) => {
-      const { status, code, message, headers } = errorResponse(error);
-      if (status === 500) options.logger.warn(`request failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-      if (response.headersSent) {
-        response.end();
-        return;
-      }
-      // A refused body is not read to its end: the connection closes after the answer.
-      if (status === 413) headers["connection"] = "close";
-      response.writeHead(status, { ...headers, "content-type": "application/json" }).end(errorBody(code, message));
-    });
+    void answer(context, request, response, tally)
+      .catch((error: unknown) => {
+        const { status, code, message, headers } = errorResponse(error);
+        // A refused probe or scrape is counted too: a scraper with a wrong token should show.
+        tally.counted = true;
+        tally.outcome = code;
+        if (status === 500)
+          options.logger.warn(`request failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+        if (response.headersSent) {
+          response.end();
+          return;
+        }
+        // A refused body is not read to its end: the connection closes after the answer.
+        if (status === 413) headers["connection"] = "close";
+        response.writeHead(status, { ...headers, "content-type": "application/json" }).end(errorBody(code, message));
+      })
+      // Once the work ends, not when the client leaves: a drain whose watcher went away still runs, and its
+      // outcome and time are the drain's.
+      .finally(() => {
+        if (tally.counted) metrics.requestEnded(tally.operation, tally.outcome, (performance.now() - startedAtMs) / 1000);
+      });
   });
   server.keepAliveTimeout = 5000;
   server.headersTimeout = 10_000;

@@ -17,7 +17,15 @@ describe("loadAdminApiConfig", () => {
     expect(config.natsAccess.service).toBe("admin");
     expect(config.token.reveal()).toBe(token);
     expect(String(config.token)).toBe("[redacted]");
+    expect(config.metricsToken).toBeUndefined();
     expect(warnings).toEqual([]);
+  });
+
+  it("reads ADMIN_METRICS_TOKEN, held to the admin token's rules and distinct from it", () => {
+    const metricsToken = "m".repeat(32);
+    expect(loadAdminApiConfig({ ADMIN_TOKEN: token, ADMIN_METRICS_TOKEN: metricsToken }).config.metricsToken?.reveal()).toBe(metricsToken);
+    expect(() => loadAdminApiConfig({ ADMIN_TOKEN: token, ADMIN_METRICS_TOKEN: "m".repeat(31) })).toThrow(/^ADMIN_METRICS_TOKEN must be/);
+    expect(() => loadAdminApiConfig({ ADMIN_TOKEN: token, ADMIN_METRICS_TOKEN: token })).toThrow(/must differ from ADMIN_TOKEN/);
   });
 
   it("refuses to start without ADMIN_TOKEN, or with one shorter than 32 characters, without echoing it", () => {

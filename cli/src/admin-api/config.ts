@@ -20,6 +20,11 @@ export type AdminApiConfig = {
   readonly port: number;
   /** ADMIN_TOKEN: the bearer token every request must carry; at least adminTokenLengthMin characters. */
   readonly token: Secret;
+  /**
+   * ADMIN_METRICS_TOKEN: a second bearer token that opens /metrics and nothing else, for a scraper, which
+   * need not hold the admin token's powers; unset, /metrics takes ADMIN_TOKEN only.
+   */
+  readonly metricsToken: Secret | undefined;
   /** CELLWIRE_NAMESPACE: the deployment it operates on. */
   readonly namespace: string;
   /** CELLWIRE_NATS_SERVERS, comma-separated host:port. */
@@ -53,8 +58,11 @@ export function loadAdminApiConfig(environment: Environment): LoadedAdminApiConf
   // Secure by default: no token, no API (an open admin API on a shared host is a takeover).
   if (token === undefined)
     throw new ConfigError(`ADMIN_TOKEN is required (at least ${adminTokenLengthMin} characters, e.g. openssl rand -base64 32)`);
-  if (token.length < adminTokenLengthMin || token.length > adminTokenLengthMax || !adminTokenPattern.test(token))
-    throw new ConfigError(`ADMIN_TOKEN must be ${adminTokenLengthMin} to ${adminTokenLengthMax} printable characters without spaces`);
+  requireTokenShape("ADMIN_TOKEN", token);
+  const metricsToken = reader.optionalString("ADMIN_METRICS_TOKEN");
+  if (metricsToken !== undefined) requireTokenShape("ADMIN_METRICS_TOKEN", metricsToken);
+  // The same token in both would make the scraper's copy an admin token after all.
+  if (metricsToken === token) throw new ConfigError("ADMIN_METRICS_TOKEN must differ from ADMIN_TOKEN");
   const namespace = reader.string("CELLWIRE_NAMESPACE", adminApiConfigDefaults.namespace, namespacePattern);
   const natsServers = reader
     .string("CELLWIRE_NATS_SERVERS", adminApiConfigDefaults.natsServers)
@@ -66,5 +74,23 @@ export function loadAdminApiConfig(environment: Environment): LoadedAdminApiConf
   const natsAccess = readNatsAccess(reader, "admin");
   const logLevel = reader.oneOf("ADMIN_LOG_LEVEL", logLevelDefault, logLevels);
   const warnings = reader.unknownVariables().map((name) => `unknown variable ${name} (ignored; a typo?)`);
-  return { config: { host, port, token: new Secret(token), namespace, natsServers, natsAccess, logLevel }, warnings };
+  return {
+    config: {
+      host,
+      port,
+      token: new Secret(token),
+      metricsToken: metricsToken === undefined ? undefined : new Secret(metricsToken),
+      namespace,
+      natsServers,
+      natsAccess,
+      logLevel,
+    },
+    warnings,
+  };
+}
+
+/** Refuses a token too short to resist guessing or unfit for a Bearer header, naming the variable, never the value. */
+function requireTokenShape(variable: string, token: string): void {
+  if (token.length < adminTokenLengthMin || token.length > adminTokenLengthMax || !adminTokenPattern.test(token))
+    throw new ConfigError(`${variable} must be ${adminTokenLengthMin} to ${adminTokenLengthMax} printable characters without spaces`);
 }

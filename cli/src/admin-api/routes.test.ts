@@ -3,8 +3,12 @@
 import { describe, expect, it } from "vitest";
 import { AdminHttpError, matchRoute, parseAdminRequest, redriveRequestIdsMax, type AdminRequest } from "./routes.ts";
 
+/** The request, after checking its route named the same operation (what a request refused for its input is counted under). */
 function parse(method: string, url: string, body?: unknown): AdminRequest {
-  return parseAdminRequest(matchRoute(method, url), body);
+  const match = matchRoute(method, url);
+  const request = parseAdminRequest(match, body);
+  expect(match.route.operation).toBe(request.operation);
+  return request;
 }
 
 function refusal(work: () => unknown): { status: number; code: string; message: string; headers: Readonly<Record<string, string>> } {

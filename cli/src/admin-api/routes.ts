@@ -60,6 +60,8 @@ const badInput = (message: string): AdminHttpError => new AdminHttpError(400, "i
 
 type Query = ReadonlyMap<string, string>;
 type Route = {
+  /** What parse returns, known once routed: a request refused for its input is counted under it. */
+  readonly operation: AdminRequest["operation"];
   readonly method: "GET" | "POST";
   /** Path segments after /v1; ":cellId" is a parameter. */
   readonly segments: readonly string[];
@@ -103,8 +105,9 @@ function integerQuery(query: Query, name: string, fallback: number, max: number)
 const positiveId = integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
 
 const routes: readonly Route[] = [
-  { method: "GET", segments: ["cells"], hasBody: false, queryNames: [], parse: () => ({ operation: "cells" }) },
+  { operation: "cells", method: "GET", segments: ["cells"], hasBody: false, queryNames: [], parse: () => ({ operation: "cells" }) },
   {
+    operation: "addCell",
     method: "POST",
     segments: ["cells"],
     hasBody: true,
@@ -127,6 +130,7 @@ const routes: readonly Route[] = [
     },
   },
   {
+    operation: "ring",
     method: "GET",
     segments: ["cells", ":cellId", "ring"],
     hasBody: false,
@@ -134,6 +138,7 @@ const routes: readonly Route[] = [
     parse: (parameters) => ({ operation: "ring", cellId: requireCellId(parameters.cellId) }),
   },
   {
+    operation: "drain",
     method: "POST",
     segments: ["cells", ":cellId", "drain"],
     hasBody: true,
@@ -145,6 +150,7 @@ const routes: readonly Route[] = [
     },
   },
   {
+    operation: "whereis",
     method: "GET",
     segments: ["whereis"],
     hasBody: false,
@@ -156,6 +162,7 @@ const routes: readonly Route[] = [
     },
   },
   {
+    operation: "migrate",
     method: "POST",
     segments: ["migrations"],
     hasBody: true,
@@ -166,6 +173,7 @@ const routes: readonly Route[] = [
     },
   },
   {
+    operation: "revoke",
     method: "POST",
     segments: ["revoke"],
     hasBody: true,
@@ -176,6 +184,7 @@ const routes: readonly Route[] = [
     }),
   },
   {
+    operation: "deadLetters",
     method: "GET",
     segments: ["dead-letters"],
     hasBody: false,
@@ -190,6 +199,7 @@ const routes: readonly Route[] = [
     },
   },
   {
+    operation: "redrive",
     method: "POST",
     segments: ["dead-letters", "redrive"],
     hasBody: true,
