@@ -5,12 +5,14 @@
 // store methods, lease outcomes; never a user, a conversation or a message.
 import {
   Counter,
+  createCellRequestMetrics,
   Gauge,
   Histogram,
   internalLatencyBucketsSeconds,
   metricPrefix,
   PlainCounter,
   PlainHistogram,
+  type CellRequestObserver,
   type CounterCell,
   type DirectoryCacheLookup,
   type HistogramCell,
@@ -83,6 +85,8 @@ export type WorkerCounters = {
   readonly leaseExpired: () => void;
   /** The relay's home-cell cache (DirectoryCache's onLookup). */
   readonly directoryCacheLookup: (result: DirectoryCacheLookup) => void;
+  /** The worker's requests to cells (the relay's mailbox appends, migration's import pages), by timedCellRequests. */
+  readonly cellRequests: CellRequestObserver;
 };
 
 /** The worker's counters and histograms, defined in `registry`. */
@@ -229,6 +233,12 @@ export function createWorkerCounters(registry: Registry): WorkerCounters {
     leaseRenewalEnded: (outcome) => renewalOutcome(outcome).inc(),
     leaseExpired: () => instruments.leaseExpiries.inc(),
     directoryCacheLookup: directoryCacheLookups(registry),
+    cellRequests: createCellRequestMetrics(registry, {
+      durationName: `${metricPrefix}worker_cell_request_duration_seconds`,
+      durationHelp: "The worker's requests to cells over NATS (mailbox appends, import pages; retries on other owners included), by kind.",
+      errorsName: `${metricPrefix}worker_cell_request_errors_total`,
+      errorsHelp: "The worker's requests to cells that failed, by kind and error code.",
+    }),
   };
 }
 

@@ -28,6 +28,7 @@ export { logRateLimitsDefault, type LogRateLimits } from "./log-rate-limiter.ts"
 export * from "./service-metrics.ts";
 export * from "./plain-histogram.ts";
 export * from "./plain-counter.ts";
+export * from "./cell-request-metrics.ts";
 export * from "./health.ts";
 export * from "./admin-listener.ts";
 export * from "./nats-connected.ts";

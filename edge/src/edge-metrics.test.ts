@@ -159,9 +159,9 @@ describe("EdgeMetrics from the server and the router", () => {
 
   it("counts cell requests' latency by kind and their failures by kind and code", async () => {
     const metrics = new EdgeMetrics("cellwire-edge-test");
-    metrics.cellRequestEnded("cell.send", 3, undefined);
-    metrics.cellRequestEnded("cell.send", 40, "cell_unavailable");
-    metrics.cellRequestEnded("cell.mailboxPage", 1, undefined);
+    metrics.cellRequests.requestEnded("cell.send", 3, undefined);
+    metrics.cellRequests.requestEnded("cell.send", 40, "cell_unavailable");
+    metrics.cellRequests.requestEnded("cell.mailboxPage", 1, undefined);
     const scraped = await scrape(metrics);
     expect(scraped.sum("cellwire_edge_cell_request_seconds_count", { kind: "cell.send" })).toBe(2);
     expect(scraped.sum("cellwire_edge_cell_request_seconds_count", { kind: "cell.mailboxPage" })).toBe(1);
