@@ -6,6 +6,7 @@
 import {
   Counter,
   createCellRequestMetrics,
+  createDirectoryRequestMetrics,
   Gauge,
   Histogram,
   internalLatencyBucketsSeconds,
@@ -15,6 +16,8 @@ import {
   type CellRequestObserver,
   type CounterCell,
   type DirectoryCacheLookup,
+  type DirectoryRequestObserver,
+  type DirectoryRequestTiming,
   type HistogramCell,
   type Registry,
 } from "@cellwire/cluster";
@@ -87,6 +90,8 @@ export type WorkerCounters = {
   readonly directoryCacheLookup: (result: DirectoryCacheLookup) => void;
   /** The worker's requests to cells (the relay's mailbox appends, migration's import pages), by timedCellRequests. */
   readonly cellRequests: CellRequestObserver;
+  /** The worker's directory requests, told by its DirectoryClients. */
+  readonly directoryRequests: DirectoryRequestObserver;
 };
 
 /** The worker's counters and histograms, defined in `registry`. */
@@ -239,7 +244,13 @@ export function createWorkerCounters(registry: Registry): WorkerCounters {
       errorsName: `${metricPrefix}worker_cell_request_errors_total`,
       errorsHelp: "The worker's requests to cells that failed, by kind and error code.",
     }),
+    directoryRequests: createDirectoryRequestMetrics(registry, "worker"),
   };
+}
+
+/** How the worker's DirectoryClients time their requests: into its counters, on its monotonic clock. */
+export function directoryRequestTiming(counters: WorkerCounters, clock: { readonly monotonicNowMs: () => number }): DirectoryRequestTiming {
+  return { observer: counters.directoryRequests, monotonicNowMs: () => clock.monotonicNowMs() };
 }
 
 /** The relay's home-cell cache lookups by result, one cell each bound now (a lookup per recipient relayed). */

@@ -76,7 +76,7 @@ import { describeError } from "./store/errors.ts";
 import { sendSessionOptions } from "./store/postgres-sends.ts";
 import type { ConversationStore } from "./store/store.ts";
 import type { WorkerOwnership } from "./worker-ownership.ts";
-import type { WorkerCounters } from "./worker-metrics.ts";
+import { directoryRequestTiming, type WorkerCounters } from "./worker-metrics.ts";
 
 /** The relay's retries of one mailbox append (on another owner after not_owner or silence). */
 const relayRetryBackoff: BackoffPolicy = { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 };
@@ -272,7 +272,8 @@ export function buildRequestPath(context: WorkerContext, relay: OutboxRelay): Re
   // Migration has its own directory client and router: a page of up to 512 KiB, or a flip, may take
   // longer than the relay's short per-attempt timeout allows.
   const migrationRequestTimeoutMs = config.migrationRequestTimeoutMs ?? migrationRequestTimeoutMsDefault;
-  const migrationDirectory = new DirectoryClient(connection, config.namespace, migrationRequestTimeoutMs);
+  const timing = directoryRequestTiming(context.metrics, clock);
+  const migrationDirectory = new DirectoryClient(connection, config.namespace, migrationRequestTimeoutMs, timing);
   const migrationRouter = startWorkerRouter(context, migrationDirectory, {
     requestTimeoutMs: migrationRequestTimeoutMs,
     deadlineMs: migrationRequestTimeoutMs,

@@ -20,6 +20,7 @@ export * from "./cached-homes.ts";
 // The Router over NATS; the ring-level step inside it (cell-router.ts) is not exported (one routing path).
 export * from "./start-router.ts";
 export * from "./directory-client.ts";
+export * from "./directory-request-metrics.ts";
 export * from "./directory-changes.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";

@@ -169,6 +169,18 @@ describe("EdgeMetrics from the server and the router", () => {
     expect(scraped.sum("cellwire_edge_cell_request_errors_total")).toBe(1);
   });
 
+  it("times its directory requests by operation and counts the failed ones", async () => {
+    const metrics = new EdgeMetrics("cellwire-edge-test");
+    metrics.directoryRequests.requestEnded("directory.resolveUser", 4, false);
+    metrics.directoryRequests.requestEnded("directory.listCells", 1000, true);
+    const scraped = await scrape(metrics);
+    expect(scraped.sum("cellwire_edge_directory_request_duration_seconds_count", { operation: "resolveUser" })).toBe(1);
+    expect(scraped.sum("cellwire_edge_directory_request_duration_seconds_count", { operation: "listCells" })).toBe(1);
+    expect(scraped.sum("cellwire_edge_directory_request_errors_total", { operation: "listCells" })).toBe(1);
+    expect(scraped.sum("cellwire_edge_directory_request_errors_total", { operation: "resolveUser" })).toBe(0);
+    expect(scraped.types.get("cellwire_edge_directory_request_duration_seconds")).toBe("histogram");
+  });
+
   it("counts directory cache lookups: a miss, then a hit for the same key", async () => {
     const metrics = new EdgeMetrics("cellwire-edge-test");
     const cache = createEdgeDirectoryCache(

@@ -8,6 +8,7 @@
 import {
   clientLatencyBucketsSeconds,
   createCellRequestMetrics,
+  createDirectoryRequestMetrics,
   createServiceMetrics,
   Gauge,
   PlainCounter,
@@ -15,6 +16,7 @@ import {
   type CellRequestObserver,
   type CounterCell,
   type DirectoryCacheLookup,
+  type DirectoryRequestObserver,
   type Registry,
   type ServiceMetrics,
 } from "@cellwire/cluster";
@@ -140,6 +142,8 @@ export class EdgeMetrics implements SessionMetrics, ServerMetrics {
   private readonly sendDeliverySeconds: HistogramChild;
   /** The edge's requests to cells, timed by timedCellRequests (cluster) around its router. */
   readonly cellRequests: CellRequestObserver;
+  /** The edge's directory requests, told by its DirectoryClient. */
+  readonly directoryRequests: DirectoryRequestObserver;
   private readonly directoryLookups: CountedCounter<DirectoryCacheLookup>;
   private sources: EdgeGaugeSources | undefined;
 
@@ -205,6 +209,7 @@ export class EdgeMetrics implements SessionMetrics, ServerMetrics {
       errorsName: name("cell_request_errors_total"),
       errorsHelp: "The edge's requests to cells that failed, by kind and error code.",
     });
+    this.directoryRequests = createDirectoryRequestMetrics(registry, "edge");
     this.directoryLookups = new CountedCounter(
       registry,
       name("directory_cache_lookups_total"),

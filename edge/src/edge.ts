@@ -62,7 +62,10 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     config.natsAccess ?? anonymousNatsAccess("edge"),
     metrics.service,
   );
-  const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs);
+  const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs, {
+    observer: metrics.directoryRequests,
+    monotonicNowMs: () => systemClock.monotonicNowMs(),
+  });
   const router = startEdgeRouter(connection, config, directory, logger);
   const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
   // Every delivery of the deployment reaches this edge from here on (docs/decisions/0011).
