@@ -93,6 +93,26 @@ describe("worker counters", () => {
     expect(result.sum("cellwire_worker_directory_cache_lookups_total", { result: "miss" })).toBe(1);
   });
 
+  it("times the worker's requests to cells and to the directory, and counts their failures", async () => {
+    const registry = new Registry();
+    const counters = createWorkerCounters(registry);
+    counters.cellRequests.requestEnded("cell.appendMailbox", 4, undefined);
+    counters.cellRequests.requestEnded("cell.appendMailbox", 1500, "cell_unavailable");
+    counters.cellRequests.requestEnded("cell.import", 30, undefined);
+    counters.directoryRequests.requestEnded("directory.resolveUser", 2, false);
+    counters.directoryRequests.requestEnded("directory.moveEntry", 2000, true);
+    const result = await scrape(registry);
+    expect(result.sum("cellwire_worker_cell_request_seconds_count", { kind: "cell.appendMailbox" })).toBe(2);
+    expect(result.sum("cellwire_worker_cell_request_seconds_count", { kind: "cell.import" })).toBe(1);
+    expect(result.sum("cellwire_worker_cell_request_errors_total", { kind: "cell.appendMailbox", code: "cell_unavailable" })).toBe(1);
+    expect(result.sum("cellwire_worker_cell_request_errors_total")).toBe(1);
+    expect(result.sum("cellwire_worker_directory_request_seconds_count", { operation: "resolveUser" })).toBe(1);
+    expect(result.sum("cellwire_worker_directory_request_errors_total", { operation: "moveEntry" })).toBe(1);
+    expect(result.sum("cellwire_worker_directory_request_errors_total")).toBe(1);
+    expect(result.types.get("cellwire_worker_cell_request_seconds")).toBe("histogram");
+    expect(result.types.get("cellwire_worker_directory_request_seconds")).toBe("histogram");
+  });
+
   it("names a success ok, an error by its code and another reply by its type", () => {
     expect(replyOutcome("cell.send", stored)).toBe("ok");
     expect(replyOutcome("cell.send", overloaded)).toBe("overloaded");

@@ -5,14 +5,19 @@
 // store methods, lease outcomes; never a user, a conversation or a message.
 import {
   Counter,
+  createCellRequestMetrics,
+  createDirectoryRequestMetrics,
   Gauge,
   Histogram,
   internalLatencyBucketsSeconds,
   metricPrefix,
   PlainCounter,
   PlainHistogram,
+  type CellRequestObserver,
   type CounterCell,
   type DirectoryCacheLookup,
+  type DirectoryRequestObserver,
+  type DirectoryRequestTiming,
   type HistogramCell,
   type Registry,
 } from "@cellwire/cluster";
@@ -83,6 +88,10 @@ export type WorkerCounters = {
   readonly leaseExpired: () => void;
   /** The relay's home-cell cache (DirectoryCache's onLookup). */
   readonly directoryCacheLookup: (result: DirectoryCacheLookup) => void;
+  /** The worker's requests to cells (the relay's mailbox appends, migration's import pages), by timedCellRequests. */
+  readonly cellRequests: CellRequestObserver;
+  /** The worker's directory requests, told by its DirectoryClients. */
+  readonly directoryRequests: DirectoryRequestObserver;
 };
 
 /** The worker's counters and histograms, defined in `registry`. */
@@ -229,7 +238,19 @@ export function createWorkerCounters(registry: Registry): WorkerCounters {
     leaseRenewalEnded: (outcome) => renewalOutcome(outcome).inc(),
     leaseExpired: () => instruments.leaseExpiries.inc(),
     directoryCacheLookup: directoryCacheLookups(registry),
+    cellRequests: createCellRequestMetrics(registry, {
+      durationName: `${metricPrefix}worker_cell_request_seconds`,
+      durationHelp: "The worker's requests to cells over NATS (mailbox appends, import pages; retries on other owners included), by kind.",
+      errorsName: `${metricPrefix}worker_cell_request_errors_total`,
+      errorsHelp: "The worker's requests to cells that failed, by kind and error code.",
+    }),
+    directoryRequests: createDirectoryRequestMetrics(registry, "worker"),
   };
+}
+
+/** How the worker's DirectoryClients time their requests: into its counters, on its monotonic clock. */
+export function directoryRequestTiming(counters: WorkerCounters, clock: { readonly monotonicNowMs: () => number }): DirectoryRequestTiming {
+  return { observer: counters.directoryRequests, monotonicNowMs: () => clock.monotonicNowMs() };
 }
 
 /** The relay's home-cell cache lookups by result, one cell each bound now (a lookup per recipient relayed). */

@@ -16,6 +16,7 @@ import {
   routerDefaults,
   startRouter,
   subscribeDirectoryChanges,
+  timedCellRequests,
   type BackoffPolicy,
   type RingRoutingOptions,
   type RunningRouter,
@@ -75,7 +76,7 @@ import { describeError } from "./store/errors.ts";
 import { sendSessionOptions } from "./store/postgres-sends.ts";
 import type { ConversationStore } from "./store/store.ts";
 import type { WorkerOwnership } from "./worker-ownership.ts";
-import type { WorkerCounters } from "./worker-metrics.ts";
+import { directoryRequestTiming, type WorkerCounters } from "./worker-metrics.ts";
 
 /** The relay's retries of one mailbox append (on another owner after not_owner or silence). */
 const relayRetryBackoff: BackoffPolicy = { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 };
@@ -221,16 +222,13 @@ export function buildRelayPath(context: WorkerContext, directory: DirectoryClien
   );
   undo.push(async () => directoryChanges.unsubscribe());
   // The worker's clock and randomness drive the appender's waits for a moving mailbox, as they drive the rest.
-  // The appender's Router keeps the relay's home cache; each of its cell requests goes to the ring by toCell.
-  const appender = new MailboxAppender(
-    directory,
-    { request: (cellId, request, deadlineAtMs) => router.toCell(cellId, request, deadlineAtMs) },
-    homeCells,
-    {
-      options: routerDefaults,
-      dependencies: { monotonicNowMs: () => clock.monotonicNowMs(), random: dependencies.random, sleep: dependencies.sleep },
-    },
-  );
+  // The appender's Router keeps the relay's home cache; each of its cell requests goes to the ring by toCell,
+  // timed and its failures counted by kind and code.
+  const cellRequests = timedCellRequests(router, context.metrics.cellRequests, () => clock.monotonicNowMs());
+  const appender = new MailboxAppender(directory, cellRequests, homeCells, {
+    options: routerDefaults,
+    dependencies: { monotonicNowMs: () => clock.monotonicNowMs(), random: dependencies.random, sleep: dependencies.sleep },
+  });
   const relay = new OutboxRelay({
     store,
     appender,
@@ -274,7 +272,8 @@ export function buildRequestPath(context: WorkerContext, relay: OutboxRelay): Re
   // Migration has its own directory client and router: a page of up to 512 KiB, or a flip, may take
   // longer than the relay's short per-attempt timeout allows.
   const migrationRequestTimeoutMs = config.migrationRequestTimeoutMs ?? migrationRequestTimeoutMsDefault;
-  const migrationDirectory = new DirectoryClient(connection, config.namespace, migrationRequestTimeoutMs);
+  const timing = directoryRequestTiming(context.metrics, clock);
+  const migrationDirectory = new DirectoryClient(connection, config.namespace, migrationRequestTimeoutMs, timing);
   const migrationRouter = startWorkerRouter(context, migrationDirectory, {
     requestTimeoutMs: migrationRequestTimeoutMs,
     deadlineMs: migrationRequestTimeoutMs,
@@ -295,7 +294,7 @@ export function buildRequestPath(context: WorkerContext, relay: OutboxRelay): Re
     migration: {
       directory: migrationDirectory,
       // Import pages name their target cell: toCell, with migration's own retry rules around it.
-      router: { request: (cellId, request) => migrationRouter.toCell(cellId, request) },
+      router: timedCellRequests(migrationRouter, context.metrics.cellRequests, () => clock.monotonicNowMs()),
       clock,
       limits: {
         migrationsInFlightMax: config.migrationsInFlightMax ?? migrationsInFlightMaxDefault,

@@ -35,6 +35,7 @@ import { WorkerOwnership } from "./worker-ownership.ts";
 import { timeStatements } from "./timed-statements.ts";
 import {
   createWorkerCounters,
+  directoryRequestTiming,
   outboxQueryTimeoutMs,
   outboxSampleFromRow,
   outboxSampleSql,
@@ -96,7 +97,8 @@ export async function startWorker(
     undo.push(() => connection.close());
     const nats = watchNatsConnected(connection);
 
-    const directory = new DirectoryClient(connection, config.namespace, directoryRequestTimeoutMs);
+    const timing = directoryRequestTiming(metrics, dependencies.clock);
+    const directory = new DirectoryClient(connection, config.namespace, directoryRequestTimeoutMs, timing);
     await registerCell(directory, config, logger, dependencies);
 
     const bucket = await openMembershipBucket(

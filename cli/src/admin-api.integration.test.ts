@@ -152,7 +152,7 @@ describe("the admin API on a running topology", () => {
     expect(after.sum("cellwire_admin_requests_total", ringOk) - before.sum("cellwire_admin_requests_total", ringOk)).toBe(1);
     const refused = { operation: "none", outcome: "unauthorized" };
     expect(after.sum("cellwire_admin_requests_total", refused) - before.sum("cellwire_admin_requests_total", refused)).toBe(1);
-    expect(after.sum("cellwire_admin_request_duration_seconds_count", { operation: "ring" })).toBeGreaterThanOrEqual(1);
+    expect(after.sum("cellwire_admin_request_seconds_count", { operation: "ring" })).toBeGreaterThanOrEqual(1);
     expect(after.find("cellwire_admin_requests_in_flight")).toEqual([
       { name: "cellwire_admin_requests_in_flight", labels: { service: "admin", process: "cellwire-admin" }, value: 0 },
     ]);

@@ -133,6 +133,10 @@ it("counts the frames, sends, acks, latencies and sessions of clients chatting, 
   expect(sum("cell_request_errors_total")).toBe(0);
   expect(sum("directory_cache_lookups_total", { result: "miss" })).toBeGreaterThan(0);
   expect(sum("directory_cache_lookups_total", { result: "hit" })).toBeGreaterThan(0);
+  // Each welcomed user's home was asked of the directory once (a miss), timed by the edge's DirectoryClient.
+  expect(sum("directory_request_seconds_count", { operation: "resolveUser" })).toBeGreaterThanOrEqual(2);
+  expect(sum("directory_request_errors_total")).toBe(0);
+  expect(scraped.types.get("cellwire_edge_directory_request_seconds")).toBe("histogram");
   expect(sum("nats_connected")).toBe(1);
   expect(scraped.types.get("cellwire_edge_send_ack_seconds")).toBe("histogram");
   expect(scraped.find("cellwire_nodejs_eventloop_lag_seconds")).not.toEqual([]);
@@ -151,7 +155,10 @@ it("stays ready while the directory is down, showing it in /readyz's detail and 
   expect(during.status).toBe(200);
   expect(during.ready).toBe(true);
   expect(during.checks["directory"]?.decidesReadiness).toBe(false);
-  expect((await scrape()).sum("cellwire_edge_directory_reachable")).toBe(0);
+  const down = await scrape();
+  expect(down.sum("cellwire_edge_directory_reachable")).toBe(0);
+  // The probe that found it unreachable is a directory request that failed.
+  expect(down.sum("cellwire_edge_directory_request_errors_total", { operation: "listCells" })).toBeGreaterThanOrEqual(1);
   // A cached user keeps chatting.
   await run.send(alice, conversationId, "without the directory", "alice-no-directory");
   await topology().topology.respawn("cellwire-directory");

@@ -160,6 +160,11 @@ it("counts what the workers and the directory did, in a text a scraper accepts, 
   expect(total("cellwire_worker_statement_seconds_count", { statement: "open_direct" })).toBe(1);
   expect(total("cellwire_worker_mailbox_appends_total")).toBe(2);
   expect(total("cellwire_worker_dead_letters_total")).toBe(0);
+  // Each relayed row is a cell.appendMailbox request to the recipient's mailbox owner, timed by the worker;
+  // the relay asked the directory for the recipients' homes (resolveUser) on its cache's misses.
+  expect(total("cellwire_worker_cell_request_seconds_count", { kind: "cell.appendMailbox" })).toBeGreaterThanOrEqual(2);
+  expect(total("cellwire_worker_directory_request_seconds_count", { operation: "resolveUser" })).toBeGreaterThanOrEqual(1);
+  expect(total("cellwire_worker_directory_request_errors_total")).toBe(0);
   for (const [index, worker] of workers.entries()) {
     const processName = `cellwire-worker-${cellId}-${index + 1}`;
     expect(worker.sum("cellwire_worker_ring_members")).toBe(2);
@@ -172,6 +177,9 @@ it("counts what the workers and the directory did, in a text a scraper accepts, 
     expect(worker.find("cellwire_worker_outbox_depth")[0]?.value).toBe(0);
     expect(worker.find("cellwire_process_cpu_user_seconds_total", { service: "worker", process: processName })).toHaveLength(1);
     expect(worker.types.get("cellwire_worker_request_seconds")).toBe("histogram");
+    // Every worker registered its cell with the directory at its start.
+    expect(worker.sum("cellwire_worker_directory_request_seconds_count", { operation: "registerCell" })).toBeGreaterThanOrEqual(1);
+    expect(worker.types.get("cellwire_worker_cell_request_seconds")).toBe("histogram");
   }
 
   const directory = await scrape(ports.directory);

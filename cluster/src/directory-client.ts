@@ -12,6 +12,7 @@ import {
   type DirectoryReplyOf,
   type DirectoryRequest,
 } from "@cellwire/protocol";
+import type { DirectoryRequestTiming } from "./directory-request-metrics.ts";
 import { expectDirectoryReply } from "./expect-reply.ts";
 import { requestJson } from "./nats-json.ts";
 
@@ -23,10 +24,15 @@ export type EntryResult = { readonly entry: DirectoryEntry; readonly placed: boo
 export class DirectoryClient {
   private readonly subject: string;
 
+  /**
+   * `timing`: an observer told of every request's latency and failure (edges and workers pass their
+   * metrics'; the CLI passes none).
+   */
   constructor(
     private readonly connection: NatsConnection,
     namespace: string,
     private readonly timeoutMs: number,
+    private readonly timing?: DirectoryRequestTiming,
   ) {
     this.subject = directorySubject(namespace);
   }
@@ -101,7 +107,34 @@ export class DirectoryClient {
     return expectDirectoryReply<T>(request, await this.send(request));
   }
 
+  /** Every request goes through here, the one place it is timed. */
   private send(request: DirectoryRequest): Promise<DirectoryReply> {
+    return this.timing === undefined ? this.request(request) : this.timedRequest(request, this.timing);
+  }
+
+  private request(request: DirectoryRequest): Promise<DirectoryReply> {
     return requestJson(this.connection, this.subject, request, directoryReply, this.timeoutMs, "directory_unavailable");
   }
+
+  /**
+   * Tells `timing` how the request ended: failed when no answer came (timeout, no responders, an
+   * undecodable reply) or the answer was a directory.error, except a lookup's not_found, which is the
+   * answer "no entry".
+   */
+  private async timedRequest(request: DirectoryRequest, timing: DirectoryRequestTiming): Promise<DirectoryReply> {
+    const startedAtMs = timing.monotonicNowMs();
+    let reply: DirectoryReply;
+    try {
+      reply = await this.request(request);
+    } catch (error) {
+      timing.observer.requestEnded(request.type, timing.monotonicNowMs() - startedAtMs, true);
+      throw error;
+    }
+    const failed = reply.type === "directory.error" && !(reply.code === "not_found" && lookupTypes.has(request.type));
+    timing.observer.requestEnded(request.type, timing.monotonicNowMs() - startedAtMs, failed);
+    return reply;
+  }
 }
+
+/** The requests that answer not_found for a key without an entry, which their callers take as undefined. */
+const lookupTypes: ReadonlySet<DirectoryRequest["type"]> = new Set(["directory.lookupUser", "directory.lookupConversation"]);

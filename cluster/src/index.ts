@@ -20,6 +20,7 @@ export * from "./cached-homes.ts";
 // The Router over NATS; the ring-level step inside it (cell-router.ts) is not exported (one routing path).
 export * from "./start-router.ts";
 export * from "./directory-client.ts";
+export * from "./directory-request-metrics.ts";
 export * from "./directory-changes.ts";
 export * from "./direct-conversation.ts";
 export * from "./service-runtime.ts";
@@ -28,6 +29,7 @@ export { logRateLimitsDefault, type LogRateLimits } from "./log-rate-limiter.ts"
 export * from "./service-metrics.ts";
 export * from "./plain-histogram.ts";
 export * from "./plain-counter.ts";
+export * from "./cell-request-metrics.ts";
 export * from "./health.ts";
 export * from "./admin-listener.ts";
 export * from "./nats-connected.ts";

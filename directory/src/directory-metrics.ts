@@ -3,6 +3,7 @@
 // from closed sets (request types, error codes); never a user or conversation id.
 import {
   Counter,
+  directoryOperationLabel,
   Gauge,
   internalLatencyBucketsSeconds,
   metricPrefix,
@@ -10,7 +11,7 @@ import {
   type HistogramCell,
   type Registry,
 } from "@cellwire/cluster";
-import type { DirectoryReply, DirectoryRequest } from "@cellwire/protocol";
+import { directoryRequestTypes, type DirectoryReply, type DirectoryRequest } from "@cellwire/protocol";
 
 export type DirectoryServiceMetrics = {
   /** One request answered; `operation` undefined for one that did not decode; `startedAtMs` from performance.now(). */
@@ -19,18 +20,6 @@ export type DirectoryServiceMetrics = {
 
 export const noDirectoryServiceMetrics: DirectoryServiceMetrics = { answered: () => {} };
 
-const operations: readonly DirectoryRequest["type"][] = [
-  "directory.resolveUser",
-  "directory.assignUser",
-  "directory.lookupUser",
-  "directory.lookupConversation",
-  "directory.placeConversation",
-  "directory.moveEntry",
-  "directory.setCellState",
-  "directory.cellEntries",
-  "directory.registerCell",
-  "directory.listCells",
-];
 const malformed = "malformed";
 
 export type DirectoryMetrics = {
@@ -72,8 +61,9 @@ export function createDirectoryMetrics(registry: Registry, redisUp: () => boolea
     readonly outcomes: Map<string, Counter.Internal>;
   };
   const byOperation = new Map<string, Instruments>();
-  for (const operation of [...operations, malformed]) {
-    const label = operation.startsWith("directory.") ? operation.slice("directory.".length) : operation;
+  // The same operation labels as the edges' and workers' side of these requests (directory-request-metrics.ts).
+  for (const operation of [...directoryRequestTypes, malformed]) {
+    const label = directoryOperationLabel(operation);
     byOperation.set(operation, { label, seconds: requestSeconds.cell(label), outcomes: new Map() });
   }
   const malformedInstruments = byOperation.get(malformed) as Instruments;

@@ -159,14 +159,26 @@ describe("EdgeMetrics from the server and the router", () => {
 
   it("counts cell requests' latency by kind and their failures by kind and code", async () => {
     const metrics = new EdgeMetrics("cellwire-edge-test");
-    metrics.cellRequestEnded("cell.send", 3, undefined);
-    metrics.cellRequestEnded("cell.send", 40, "cell_unavailable");
-    metrics.cellRequestEnded("cell.mailboxPage", 1, undefined);
+    metrics.cellRequests.requestEnded("cell.send", 3, undefined);
+    metrics.cellRequests.requestEnded("cell.send", 40, "cell_unavailable");
+    metrics.cellRequests.requestEnded("cell.mailboxPage", 1, undefined);
     const scraped = await scrape(metrics);
     expect(scraped.sum("cellwire_edge_cell_request_seconds_count", { kind: "cell.send" })).toBe(2);
     expect(scraped.sum("cellwire_edge_cell_request_seconds_count", { kind: "cell.mailboxPage" })).toBe(1);
     expect(scraped.sum("cellwire_edge_cell_request_errors_total", { kind: "cell.send", code: "cell_unavailable" })).toBe(1);
     expect(scraped.sum("cellwire_edge_cell_request_errors_total")).toBe(1);
+  });
+
+  it("times its directory requests by operation and counts the failed ones", async () => {
+    const metrics = new EdgeMetrics("cellwire-edge-test");
+    metrics.directoryRequests.requestEnded("directory.resolveUser", 4, false);
+    metrics.directoryRequests.requestEnded("directory.listCells", 1000, true);
+    const scraped = await scrape(metrics);
+    expect(scraped.sum("cellwire_edge_directory_request_seconds_count", { operation: "resolveUser" })).toBe(1);
+    expect(scraped.sum("cellwire_edge_directory_request_seconds_count", { operation: "listCells" })).toBe(1);
+    expect(scraped.sum("cellwire_edge_directory_request_errors_total", { operation: "listCells" })).toBe(1);
+    expect(scraped.sum("cellwire_edge_directory_request_errors_total", { operation: "resolveUser" })).toBe(0);
+    expect(scraped.types.get("cellwire_edge_directory_request_seconds")).toBe("histogram");
   });
 
   it("counts directory cache lookups: a miss, then a hit for the same key", async () => {

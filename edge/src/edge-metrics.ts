@@ -7,14 +7,16 @@
 // (prom-client's own inc() and observe() hash the labels on every call: ~3 µs an observation).
 import {
   clientLatencyBucketsSeconds,
-  Counter,
+  createCellRequestMetrics,
+  createDirectoryRequestMetrics,
   createServiceMetrics,
   Gauge,
   PlainCounter,
   PlainHistogram,
+  type CellRequestObserver,
   type CounterCell,
   type DirectoryCacheLookup,
-  internalLatencyBucketsSeconds,
+  type DirectoryRequestObserver,
   type Registry,
   type ServiceMetrics,
 } from "@cellwire/cluster";
@@ -23,13 +25,10 @@ import {
   errorCodeList,
   standardCloseCodes,
   upgradeRefusalList,
-  type CellErrorCode,
-  type CellRequest,
   type ClientFrame,
   type ErrorCode,
   type ServerFrame,
   type UpgradeRefusal,
-  cellErrorCodes,
   serverFrameTypeList,
 } from "@cellwire/protocol";
 
@@ -38,7 +37,6 @@ export type ReceivedFrameType = ClientFrame["type"] | "unknown";
 export type SentFrameType = ServerFrame["type"];
 /** How a send was answered: acked (stored), or refused with a retryable or a final error code. */
 export type SendAnswer = "stored" | "retryable" | "final";
-export type CellRequestKind = CellRequest["type"];
 
 /** What the sessions report as they work. EdgeCore calls it; noSessionMetrics for tests that do not count. */
 export interface SessionMetrics {
@@ -104,36 +102,15 @@ const receivedFrameTypes = [
 
 const sentFrameTypes = serverFrameTypeList;
 
-const cellRequestKinds = [
-  "cell.migrate",
-  "cell.import",
-  "cell.stats",
-  "cell.deadLetters",
-  "cell.redriveDeadLetters",
-  "cell.receipt",
-  "cell.send",
-  "cell.openDirect",
-  "cell.createGroup",
-  "cell.addMembers",
-  "cell.history",
-  "cell.appendMailbox",
-  "cell.mailboxPage",
-  "cell.messagesAfter",
-  "cell.members",
-  "cell.sharedPeers",
-] as const satisfies readonly CellRequestKind[];
-
-// Compile-time proof that the lists above name every type: adding a frame type or a cell request kind to
-// the protocol without adding it here fails the build instead of counting it nowhere.
+// Compile-time proof that the lists above name every type: adding a frame type to the protocol without
+// adding it here fails the build instead of counting it nowhere.
 type Missing<All extends string, Listed extends readonly string[]> = Exclude<All, Listed[number]>;
 const everyReceivedType: Missing<ReceivedFrameType, typeof receivedFrameTypes> extends never ? true : never = true;
 const everySentType: Missing<SentFrameType, typeof sentFrameTypes> extends never ? true : never = true;
-const everyCellRequestKind: Missing<CellRequestKind, typeof cellRequestKinds> extends never ? true : never = true;
-void [everyReceivedType, everySentType, everyCellRequestKind];
+void [everyReceivedType, everySentType];
 
 /** The close codes counted by their number; any other (a client may close with any 3000–4999) is "other". */
 const knownCloseCodes: readonly number[] = [...Object.values(closeCodes).map((close) => close.code), ...Object.values(standardCloseCodes)];
-const cellErrorCodeList: readonly CellErrorCode[] = [...(Object.keys(cellErrorCodes) as CellErrorCode[]), ...errorCodeList];
 
 /** A PlainCounter (cluster) whose cells, one per value of its label's closed set, are bound now: every value shows from the first scrape. */
 class CountedCounter<Value extends string> {
@@ -163,9 +140,10 @@ export class EdgeMetrics implements SessionMetrics, ServerMetrics {
   private readonly acks: CountedCounter<SendAnswer>;
   private readonly sendAckSeconds: HistogramChild;
   private readonly sendDeliverySeconds: HistogramChild;
-  private readonly cellRequestSeconds: Record<CellRequestKind, HistogramChild>;
-  /** By kind, then code: bound lazily per pair (errors are off the fast path), at most kinds × codes. */
-  private readonly cellRequestErrors: Counter<"kind" | "code">;
+  /** The edge's requests to cells, timed by timedCellRequests (cluster) around its router. */
+  readonly cellRequests: CellRequestObserver;
+  /** The edge's directory requests, told by its DirectoryClient. */
+  readonly directoryRequests: DirectoryRequestObserver;
   private readonly directoryLookups: CountedCounter<DirectoryCacheLookup>;
   private sources: EdgeGaugeSources | undefined;
 
@@ -225,13 +203,13 @@ export class EdgeMetrics implements SessionMetrics, ServerMetrics {
     const latencies = latencyHistograms(registry);
     this.sendAckSeconds = latencies.sendAckSeconds;
     this.sendDeliverySeconds = latencies.sendDeliverySeconds;
-    this.cellRequestSeconds = latencies.cellRequestSeconds;
-    this.cellRequestErrors = new Counter({
-      name: name("cell_request_errors_total"),
-      help: "The edge's requests to cells that failed, by kind and error code.",
-      labelNames: ["kind", "code"],
-      registers: [registry],
+    this.cellRequests = createCellRequestMetrics(registry, {
+      durationName: name("cell_request_seconds"),
+      durationHelp: "The edge's requests to cells over NATS (retries and moves included), by kind.",
+      errorsName: name("cell_request_errors_total"),
+      errorsHelp: "The edge's requests to cells that failed, by kind and error code.",
     });
+    this.directoryRequests = createDirectoryRequestMetrics(registry, "edge");
     this.directoryLookups = new CountedCounter(
       registry,
       name("directory_cache_lookups_total"),
@@ -285,12 +263,6 @@ export class EdgeMetrics implements SessionMetrics, ServerMetrics {
     (this.closeCells.get(code) ?? this.otherCloses).value++;
   }
 
-  /** One request of the edge to a cell ended after `elapsedMs`; `errorCode` when it failed. */
-  cellRequestEnded(kind: CellRequestKind, elapsedMs: number, errorCode: CellErrorCode | undefined): void {
-    this.cellRequestSeconds[kind].observe(elapsedMs / 1000);
-    if (errorCode !== undefined) this.cellRequestErrors.labels(kind, cellErrorCodeList.includes(errorCode) ? errorCode : "other").inc();
-  }
-
   directoryCacheLookup(result: DirectoryCacheLookup): void {
     this.directoryLookups.cells[result].value++;
   }
@@ -308,7 +280,6 @@ export class EdgeMetrics implements SessionMetrics, ServerMetrics {
 function latencyHistograms(registry: Registry): {
   sendAckSeconds: HistogramChild;
   sendDeliverySeconds: HistogramChild;
-  cellRequestSeconds: Record<CellRequestKind, HistogramChild>;
 } {
   const sendAckSeconds = new PlainHistogram({
     name: "cellwire_edge_send_ack_seconds",
@@ -322,16 +293,7 @@ function latencyHistograms(registry: Registry): {
     buckets: clientLatencyBucketsSeconds,
     registry,
   }).cell();
-  const cellRequests = new PlainHistogram<CellRequestKind>({
-    name: "cellwire_edge_cell_request_seconds",
-    help: "The edge's requests to cells over NATS (retries and moves included), by kind.",
-    labelName: "kind",
-    buckets: internalLatencyBucketsSeconds,
-    registry,
-  });
-  const cellRequestSeconds = {} as Record<CellRequestKind, HistogramChild>;
-  for (const kind of cellRequestKinds) cellRequestSeconds[kind] = cellRequests.cell(kind);
-  return { sendAckSeconds, sendDeliverySeconds, cellRequestSeconds };
+  return { sendAckSeconds, sendDeliverySeconds };
 }
 
 /** The gauges, read from `sources` at each scrape (0 until the edge is wired). */

@@ -8,7 +8,6 @@ import {
   anonymousNatsAccess,
   connectNats,
   decodeMessage,
-  CellwireError,
   DirectoryClient,
   directoryHomes,
   readinessReport,
@@ -16,6 +15,7 @@ import {
   startRouter,
   subscribeDirectoryChanges,
   systemClock,
+  timedCellRequests,
   watchNatsConnected,
   type NatsConnectedState,
   type ReadinessReport,
@@ -23,7 +23,7 @@ import {
   type ServiceLogger,
   sleep,
 } from "@cellwire/cluster";
-import { revocationsSubject, sessionRevoke, type CellReply, type CellRequest } from "@cellwire/protocol";
+import { revocationsSubject, sessionRevoke } from "@cellwire/protocol";
 import { Admission } from "./admission.ts";
 import { RevocationList } from "./auth/revocation-list.ts";
 import { createTokenVerifier } from "./auth/token-verifier.ts";
@@ -62,7 +62,10 @@ export async function startEdge(config: EdgeConfig, logger: ServiceLogger): Prom
     config.natsAccess ?? anonymousNatsAccess("edge"),
     metrics.service,
   );
-  const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs);
+  const directory = new DirectoryClient(connection, config.namespace, config.directoryTimeoutMs, {
+    observer: metrics.directoryRequests,
+    monotonicNowMs: () => systemClock.monotonicNowMs(),
+  });
   const router = startEdgeRouter(connection, config, directory, logger);
   const hub = new NatsDeliveryHub(connection, config.namespace, logger.warn);
   // Every delivery of the deployment reaches this edge from here on (docs/decisions/0011).
@@ -193,8 +196,9 @@ function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, rou
   return new RequestHandler(
     directory,
     cache,
-    // The handler's Router keeps the edge's cache of homes; each of its cell requests goes to the ring by toCell.
-    { request: (cellId, request, deadlineAtMs) => timedCellRequest(router, metrics, cellId, request, deadlineAtMs) },
+    // The handler's Router keeps the edge's cache of homes; each of its cell requests goes to the ring by
+    // toCell, its latency and any failure counted by kind (and code).
+    timedCellRequests(router, metrics.cellRequests, () => systemClock.monotonicNowMs()),
     {
       options: { ...routerDefaults, deadlineMs: config.migrationWaitMs },
       requestDeadlineMs: config.requestDeadlineMs,
@@ -206,33 +210,6 @@ function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, rou
     },
     config.directConversationKey,
   );
-}
-
-/** One request to a cell through the router, its latency and any failure counted by kind (and code). */
-async function timedCellRequest(
-  router: RunningRouter,
-  metrics: EdgeMetrics,
-  cellId: string,
-  request: CellRequest,
-  deadlineAtMs: number | undefined,
-): Promise<CellReply> {
-  const startedAtMs = systemClock.monotonicNowMs();
-  try {
-    const reply = await router.toCell(cellId, request, deadlineAtMs);
-    metrics.cellRequestEnded(
-      request.type,
-      systemClock.monotonicNowMs() - startedAtMs,
-      reply.type === "cell.error" ? reply.code : undefined,
-    );
-    return reply;
-  } catch (error) {
-    metrics.cellRequestEnded(
-      request.type,
-      systemClock.monotonicNowMs() - startedAtMs,
-      error instanceof CellwireError ? error.code : "internal",
-    );
-    throw error;
-  }
 }
 
 /** The member lists typing fans out to, asked of the conversations' homes. */

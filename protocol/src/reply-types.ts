@@ -51,6 +51,9 @@ const directoryReplyTypes = {
   "directory.cellEntries": "directory.cellEntries",
 } as const satisfies Record<DirectoryRequest["type"], DirectoryReply["type"]>;
 
+/** Every directory request type: the closed set the directory's and its clients' metrics label operations by. */
+export const directoryRequestTypes = Object.keys(directoryReplyTypes) as readonly DirectoryRequest["type"][];
+
 /** The reply a directory request of type `T` gets when it succeeds. */
 export type DirectoryReplyOf<T extends DirectoryRequest["type"]> = Extract<DirectoryReply, { type: (typeof directoryReplyTypes)[T] }>;
 

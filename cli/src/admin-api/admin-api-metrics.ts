@@ -28,7 +28,7 @@ export function createAdminApiMetrics(registry: Registry, inFlight: () => number
     registers: [registry],
   });
   const duration = new Histogram({
-    name: `${metricPrefix}admin_request_duration_seconds`,
+    name: `${metricPrefix}admin_request_seconds`,
     help: "Admin API requests' time from arrival to the end of the answer (a drain's stream included), by operation.",
     labelNames: ["operation"] as const,
     buckets: [...adminRequestBucketsSeconds],

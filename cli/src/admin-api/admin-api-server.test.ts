@@ -296,10 +296,10 @@ describe("the admin API's probes and metrics", () => {
       "none unknown_path 1",
       "ring not_found 1",
     ]);
-    expect(after.types.get("cellwire_admin_request_duration_seconds")).toBe("histogram");
-    expect(after.sum("cellwire_admin_request_duration_seconds_count", { operation: "cells" })).toBe(3);
-    expect(after.sum("cellwire_admin_request_duration_seconds_count", { operation: "none" })).toBe(3);
-    expect(after.sum("cellwire_admin_request_duration_seconds_count")).toBe(9);
+    expect(after.types.get("cellwire_admin_request_seconds")).toBe("histogram");
+    expect(after.sum("cellwire_admin_request_seconds_count", { operation: "cells" })).toBe(3);
+    expect(after.sum("cellwire_admin_request_seconds_count", { operation: "none" })).toBe(3);
+    expect(after.sum("cellwire_admin_request_seconds_count")).toBe(9);
   });
 });
 
