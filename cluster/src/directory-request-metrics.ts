@@ -37,7 +37,7 @@ type OperationCells = { readonly seconds: HistogramCell; readonly errors: Counte
 export function createDirectoryRequestMetrics(registry: Registry, service: "edge" | "worker"): DirectoryRequestObserver {
   const prefix = `${metricPrefix}${service}_directory_request_`;
   const seconds = new PlainHistogram({
-    name: `${prefix}duration_seconds`,
+    name: `${prefix}seconds`,
     help: `The ${service}'s requests to the directory over NATS, from sending to the answer or the timeout, by operation.`,
     labelName: "operation",
     buckets: internalLatencyBucketsSeconds,
