@@ -7,7 +7,16 @@
 // it reads its backlog, so every delivery of something committed after that read reaches it, and what
 // was committed before is in the backlog (or both: sessions drop duplicates by seq).
 import type { MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { activeTracing, decodeMessage, type TraceContext } from "@cellwire/cluster";
+import {
+  activeTracing,
+  decodeMessage,
+  itemTraceparent,
+  traceIdOf,
+  traceparentsOf,
+  type LogFields,
+  type TraceContext,
+  type Tracing,
+} from "@cellwire/cluster";
 import {
   deliveriesSubject,
   deliveryBatch,
@@ -63,7 +72,7 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
   constructor(
     private readonly connection: NatsConnection,
     namespace: string,
-    private readonly warn: (message: string) => void,
+    private readonly warn: (message: string, fields?: LogFields) => void,
   ) {
     this.subject = deliveriesSubject(namespace);
     this.typingSubject = typingSubject(namespace);
@@ -159,12 +168,22 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
       messageIndex++;
       // Encoded once, and only if a recipient has a session here.
       let frame: string | undefined;
-      for (const recipientUserId of recipientUserIds) {
-        const targets = this.users.get(recipientUserId);
-        if (targets === undefined) continue;
-        frame ??= JSON.stringify({ type: "message", message });
-        if (!(targets instanceof Set)) targets.deliverMessage(message, frame, recipientUserIds.length);
-        else for (const target of targets) target.deliverMessage(message, frame, recipientUserIds.length);
+      try {
+        for (const recipientUserId of recipientUserIds) {
+          const targets = this.users.get(recipientUserId);
+          if (targets === undefined) continue;
+          frame ??= JSON.stringify({ type: "message", message });
+          if (!(targets instanceof Set)) targets.deliverMessage(message, frame, recipientUserIds.length);
+          else for (const target of targets) target.deliverMessage(message, frame, recipientUserIds.length);
+        }
+      } catch (error) {
+        // A session that throws (a bug) costs this message's other recipients here, not the batch's other
+        // messages; the line names the message's send by its trace id (docs/decisions/0037).
+        const why = error instanceof Error ? error.message : String(error);
+        this.warn(
+          `handing message ${message.messageId} of ${message.conversationId} to a session failed: ${why}`,
+          itemTraceFields(tracing, headers, messageIndex),
+        );
       }
       if (frame !== undefined && tracing !== undefined) {
         const traceContext = tracing.extractItem(headers, messageIndex);
@@ -190,4 +209,14 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
       }
     }
   }
+}
+
+/**
+ * `{ traceId }` of item `index` of a delivery batch, from its headers: the span context's with tracing on,
+ * else the traceparent its worker passed on (docs/decisions/0037); read only when a line is written.
+ */
+function itemTraceFields(tracing: Tracing | undefined, headers: MsgHdrs | undefined, index: number): LogFields | undefined {
+  const traceId =
+    tracing === undefined ? traceIdOf(itemTraceparent(traceparentsOf(headers), index)) : tracing.extractItem(headers, index)?.traceId;
+  return traceId === undefined ? undefined : { traceId };
 }
