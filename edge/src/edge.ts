@@ -194,7 +194,10 @@ function buildRequestHandler(config: EdgeConfig, directory: DirectoryClient, rou
     directory,
     cache,
     // The handler's Router keeps the edge's cache of homes; each of its cell requests goes to the ring by toCell.
-    { request: (cellId, request, deadlineAtMs) => timedCellRequest(router, metrics, cellId, request, deadlineAtMs) },
+    {
+      request: (cellId, request, deadlineAtMs, traceparent) =>
+        timedCellRequest(router, metrics, cellId, request, deadlineAtMs, traceparent),
+    },
     {
       options: { ...routerDefaults, deadlineMs: config.migrationWaitMs },
       requestDeadlineMs: config.requestDeadlineMs,
@@ -215,10 +218,12 @@ async function timedCellRequest(
   cellId: string,
   request: CellRequest,
   deadlineAtMs: number | undefined,
+  /** With tracing off, the request's own trace context (docs/decisions/0037). */
+  traceparent: string | undefined,
 ): Promise<CellReply> {
   const startedAtMs = systemClock.monotonicNowMs();
   try {
-    const reply = await router.toCell(cellId, request, deadlineAtMs);
+    const reply = await router.toCell(cellId, request, deadlineAtMs, traceparent);
     metrics.cellRequestEnded(
       request.type,
       systemClock.monotonicNowMs() - startedAtMs,
