@@ -5,7 +5,7 @@
 // which the getter reads as absent (and the propagator would refuse anyway): the values stay aligned.
 // Types only from @opentelemetry/api: this module loads nothing of OpenTelemetry.
 import type { TextMapGetter, TextMapSetter } from "@opentelemetry/api";
-import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
+import { MsgHdrsImpl, type MsgHdrs } from "@nats-io/transport-node";
 import { traceparentHeader } from "./trace-ids.ts";
 
 /** The value of an item that has no trace context. */
@@ -54,11 +54,13 @@ export const batchItemGetter: TextMapGetter<BatchItemCarrier> = {
 // With tracing off (docs/decisions/0037): the edge's own traceparent values, in the same header and the same
 // per-item layout, written and read as plain strings (no OpenTelemetry, no context objects).
 
+// Built with MsgHdrsImpl.fromRecord, which takes the values as they are: append() checks each value for
+// CR and LF and canonicalises the key per call, about 200 ns a value on the message path. The values here
+// cannot hold either: made by TraceIds, or read back from a NATS header block, which is split on CRLF.
+
 /** Headers carrying one request's traceparent. */
 export function traceparentHeaders(traceparent: string): MsgHdrs {
-  const headers = natsHeaders();
-  headers.set(traceparentHeader, traceparent);
-  return headers;
+  return MsgHdrsImpl.fromRecord({ [traceparentHeader]: [traceparent] });
 }
 
 /**
@@ -66,17 +68,16 @@ export function traceparentHeaders(traceparent: string): MsgHdrs {
  * none, as batchItemSetter writes them); undefined when no item has one, so such a batch has no headers.
  */
 export function traceparentHeadersForEach(traceparents: readonly (string | undefined)[]): MsgHdrs | undefined {
-  let headers: MsgHdrs | undefined;
+  let values: string[] | undefined;
   for (let index = 0; index < traceparents.length; index++) {
     const value = traceparents[index];
-    if (headers === undefined) {
+    if (values === undefined) {
       if (value === undefined) continue;
-      headers = natsHeaders();
-      for (let before = 0; before < index; before++) headers.append(traceparentHeader, absentTraceValue);
+      values = new Array<string>(index).fill(absentTraceValue);
     }
-    headers.append(traceparentHeader, value ?? absentTraceValue);
+    values.push(value ?? absentTraceValue);
   }
-  return headers;
+  return values === undefined ? undefined : MsgHdrsImpl.fromRecord({ [traceparentHeader]: values });
 }
 
 /** A request's traceparent as it came (unchecked: traceIdOf checks it where it is used); undefined without one. */
