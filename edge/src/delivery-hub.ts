@@ -6,7 +6,7 @@
 // subscription is confirmed (flush) before the edge accepts sessions, and a session is registered before
 // it reads its backlog, so every delivery of something committed after that read reaches it, and what
 // was committed before is in the backlog (or both: sessions drop duplicates by seq).
-import type { MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
   activeTracing,
   decodeMessage,
@@ -87,7 +87,9 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
             this.warn(`the deliveries subscription failed: ${error.message}`);
             return;
           }
-          this.dispatch(received.data, "deliveries", received.headers);
+          // The message, not its headers: nats decodes them when first read, about a microsecond a batch,
+          // which only a delivery here with tracing on, or a line about an item, needs (0037).
+          this.dispatch(received.data, "deliveries", received);
         },
       });
       this.typingSubscription = this.connection.subscribe(this.typingSubject, {
@@ -144,7 +146,7 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
     this.connection.publish(this.typingSubject, JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [typing] }));
   }
 
-  private dispatch(data: Uint8Array, source: "deliveries" | "typing", headers?: MsgHdrs): void {
+  private dispatch(data: Uint8Array, source: "deliveries" | "typing", received?: Msg): void {
     const tracing = activeTracing();
     const startedAtMs = tracing === undefined ? 0 : tracing.now();
     const decoded = decodeMessage(deliveryBatch, data);
@@ -182,11 +184,11 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
         const why = error instanceof Error ? error.message : String(error);
         this.warn(
           `handing message ${message.messageId} of ${message.conversationId} to a session failed: ${why}`,
-          itemTraceFields(tracing, headers, messageIndex),
+          itemTraceFields(tracing, received?.headers, messageIndex),
         );
       }
       if (frame !== undefined && tracing !== undefined) {
-        const traceContext = tracing.extractItem(headers, messageIndex);
+        const traceContext = tracing.extractItem(received?.headers, messageIndex);
         if (traceContext !== undefined) delivered?.push(traceContext);
       }
     }
