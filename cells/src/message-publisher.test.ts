@@ -1,6 +1,7 @@
 // The publisher over a memory store's member lists (counted, and replaceable by a refusal), with its
 // publishes recorded and decoded as an edge decodes them (deliveryBatch).
 import { describe, expect, it } from "vitest";
+import type { MsgHdrs } from "@nats-io/transport-node";
 import {
   decodeJsonText,
   deliveryBatch,
@@ -49,6 +50,8 @@ function setup(conversationsMax = 100) {
   /** Conversations whose member reads answer this refusal instead (as while migrating). */
   const refusals = new Map<string, MembersResult>();
   const published: string[] = [];
+  /** The headers of each publish, in order. */
+  const publishedHeaders: (MsgHdrs | undefined)[] = [];
   const warnings: string[] = [];
   let clientMessageCount = 0;
   const publisher = new MessagePublisher({
@@ -56,7 +59,10 @@ function setup(conversationsMax = 100) {
       reads.push(conversationId);
       return refusals.get(conversationId) ?? store.members(conversationId);
     },
-    publish: (payload) => void published.push(payload),
+    publish: (payload, headers) => {
+      published.push(payload);
+      publishedHeaders.push(headers);
+    },
     logger: { info: () => undefined, warn: (line: string) => void warnings.push(line) },
     conversationsMax,
   });
@@ -95,7 +101,7 @@ function setup(conversationsMax = 100) {
       return batch.messages.map(({ recipientUserIds, message }) => `${recipientUserIds.join(",")} ${message.seq}:${message.body}`);
     });
   }
-  return { store, reads, refusals, published, warnings, publisher, group, stored, batches, deliveries };
+  return { store, reads, refusals, published, publishedHeaders, warnings, publisher, group, stored, batches, deliveries };
 }
 
 describe("MessagePublisher", () => {
@@ -286,5 +292,18 @@ describe("eventBatch", () => {
       events: [{ recipientUserId: "bob", seq: 4, event }],
       typing: [],
     });
+  });
+});
+
+describe("MessagePublisher with tracing off (docs/decisions/0037)", () => {
+  it("carries each message's traceparent in its delivery batch's headers, in message order, the placeholder where one has none", async () => {
+    const { publisher, publishedHeaders, group, stored } = setup();
+    const conversationId = await group(["alice", "bob"]);
+    const traceparent = (digit: string): string => `00-${digit.repeat(32)}-${digit.repeat(16)}-00`;
+    const first = { ...(await stored(conversationId, "one")), traceparent: traceparent("1") };
+    const second = await stored(conversationId, "two");
+    const third = { ...(await stored(conversationId, "three")), traceparent: traceparent("3") };
+    await publisher.publish([first, second, third]);
+    expect(publishedHeaders.map((headers) => headers?.values("traceparent"))).toEqual([[traceparent("1"), "-", traceparent("3")]]);
   });
 });

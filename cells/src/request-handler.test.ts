@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { devDirectConversationKey, directConversationId } from "@cellwire/cluster";
+import { devDirectConversationKey, directConversationId, type LogFields } from "@cellwire/cluster";
 import {
   cellReply,
   cellSendBatchReplies,
@@ -13,7 +13,7 @@ import {
   type JoinedEvent,
   type MailboxEvent,
 } from "@cellwire/protocol";
-import { handlerHarness, type HandlerHarness } from "../test/request-handler.harness.ts";
+import { handlerHarness, silentLogger, type HandlerHarness } from "../test/request-handler.harness.ts";
 import { MemoryConversationStore } from "../test/memory-store.ts";
 import { joinedEvent, labelOf, newGroupId } from "../test/store-contract.ts";
 import type { AddMembersInput, AppendMailboxInput, AppendMailboxResult, AppendMessageInput, AppendMessageResult } from "./store/store.ts";
@@ -396,6 +396,27 @@ describe("CellRequestHandler", () => {
       const failed = await read(failing);
       expect(failed).toMatchObject({ type: "cell.error", code: "internal" });
       expect(JSON.stringify(failed)).not.toContain("disk on fire");
+    });
+
+    it("names the request's trace id from its traceparent (tracing off) in the line about its failure, and none for a malformed one", async () => {
+      const flaky = new FlakyStore();
+      const errors: { readonly line: string; readonly fields: LogFields | undefined }[] = [];
+      const logger = { ...silentLogger, error: (line: string, fields?: LogFields) => void errors.push({ line, fields }) };
+      const { request, handler } = handlerHarness({ store: flaky, logger });
+      const conversationId = await createGroup(request);
+      const read = (traceparent: string): Promise<CellReply> => {
+        flaky.failNext = true;
+        return new Promise((resolve) => {
+          const input = { type: "cell.messagesAfter", userId: "alice", conversationId, afterSeq: null, limit: 10 };
+          void handler.handleParsed(input, resolve, traceparent);
+        });
+      };
+      expect(await read(`00-${"5".repeat(32)}-${"6".repeat(16)}-00`)).toMatchObject({ type: "cell.error", code: "internal" });
+      expect(await read("00-garbage-00")).toMatchObject({ type: "cell.error", code: "internal" });
+      expect(errors).toEqual([
+        { line: expect.stringContaining("disk on fire"), fields: { traceId: "5".repeat(32) } },
+        { line: expect.stringContaining("disk on fire"), fields: { traceId: undefined } },
+      ]);
     });
   });
 

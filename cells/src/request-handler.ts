@@ -16,7 +16,7 @@
 // refused at once instead of waiting behind it; cell.import is a write in the key's turn; cell.stats and
 // the operator's dead-letter requests (cell.deadLetters, cell.redriveDeadLetters) are answered by
 // whichever worker gets them.
-import { activeTraceId, activeTracing, type LogFields, type Logger, type TraceContext } from "@cellwire/cluster";
+import { activeTracing, itemTraceparent, requestTraceId, type LogFields, type Logger, type TraceContext } from "@cellwire/cluster";
 import {
   cellRequestEnvelope,
   cellRequestKey,
@@ -131,8 +131,8 @@ export class CellRequestHandler {
     return this.handleParsed(parsed.value, respond);
   }
 
-  /** handle() for a payload already parsed from JSON (the worker parses once to tell batches apart). */
-  handleParsed(input: unknown, respond: (reply: CellReply) => void): Promise<void> {
+  /** handle() for a payload already parsed (once, to tell batches apart); `traceparent`: its header's (0037). */
+  handleParsed(input: unknown, respond: (reply: CellReply) => void, traceparent?: string): Promise<void> {
     const { queue, workerId, ownership, logger } = this.dependencies;
     const decoded = decode(cellRequestEnvelope, input);
     if (!decoded.ok) {
@@ -171,7 +171,7 @@ export class CellRequestHandler {
       this.dependencies.sends.submit(request, budgetMs ?? this.dependencies.sendBudgetMs, respond);
       return Promise.resolve();
     }
-    if (request.type === "cell.messagesAfter") return this.messagesAfter(request, key, respond);
+    if (request.type === "cell.messagesAfter") return this.messagesAfter(request, key, respond, traceparent);
     if (request.type === "cell.migrate") {
       const migration = this.migration;
       if (migration === undefined) {
@@ -181,13 +181,15 @@ export class CellRequestHandler {
       // Outside the key's turn: the coordinator takes turns only for its writes here.
       return migration.migrate(request).then(respond);
     }
-    const queued = queue.enqueue(key, () => this.run(request, deadlineAtMs, respond));
+    const queued = queue.enqueue(key, () => this.run(request, deadlineAtMs, respond, traceparent));
     if (!queued.accepted) {
       respond(cellErrorReply({ kind: "overloaded", reason: queued.reason }));
       return Promise.resolve();
     }
     // run() catches everything itself; this only guards against a bug in it.
-    return queued.result.catch((error: unknown) => logger.error(`request handling failed: ${describeError(error)}`));
+    return queued.result.catch((error: unknown) =>
+      logger.error(`request handling failed: ${describeError(error)}`, { traceId: requestTraceId(traceparent) }),
+    );
   }
 
   /**
@@ -199,6 +201,8 @@ export class CellRequestHandler {
     respond: (replies: CellSendBatchReplies) => void,
     /** With tracing on: each send's context from the batch's headers (undefined where a send has none). */
     traceContexts?: readonly (TraceContext | undefined)[],
+    /** With tracing off: the batch's traceparent values, one per send (traceparentsOf), unchecked. */
+    traceparents?: readonly string[],
   ): void {
     const replies = new Array<CellReply | undefined>(batch.sends.length);
     let outstanding = batch.sends.length;
@@ -211,7 +215,7 @@ export class CellRequestHandler {
         if (outstanding === 0) respond({ type: "cell.sendBatchReplies", replies: replies as CellReply[] });
       };
       if (tracing === undefined) {
-        this.dependencies.sends.submit(send, batch.budgetMs, answer);
+        this.dependencies.sends.submit(send, batch.budgetMs, answer, undefined, itemTraceparent(traceparents, index));
         return;
       }
       // The send's span on this worker, in its trace: from its arrival to its reply (its commit is linked).
@@ -225,7 +229,12 @@ export class CellRequestHandler {
   }
 
   /** A page of a conversation's log for a member: a read, served without waiting for the key's turn. */
-  private async messagesAfter(request: CellMessagesAfterRequest, key: string, respond: (reply: CellReply) => void): Promise<void> {
+  private async messagesAfter(
+    request: CellMessagesAfterRequest,
+    key: string,
+    respond: (reply: CellReply) => void,
+    traceparent: string | undefined,
+  ): Promise<void> {
     const { store, logger } = this.dependencies;
     try {
       const result = await store.messagesAfter({
@@ -248,7 +257,7 @@ export class CellRequestHandler {
         respond(migrating("conversation", request.conversationId, key, result).reply);
       }
     } catch (error) {
-      logger.error(`cell.messagesAfter on ${key} failed: ${describeError(error)}`, { traceId: activeTraceId() });
+      logger.error(`cell.messagesAfter on ${key} failed: ${describeError(error)}`, { traceId: requestTraceId(traceparent) });
       respond(cellErrorReply({ kind: "error", error }));
     }
   }
@@ -330,7 +339,12 @@ export class CellRequestHandler {
     return queued.result;
   };
 
-  private async run(request: CellRequest, deadlineAtMs: number, respond: (reply: CellReply) => void): Promise<void> {
+  private async run(
+    request: CellRequest,
+    deadlineAtMs: number,
+    respond: (reply: CellReply) => void,
+    traceparent: string | undefined,
+  ): Promise<void> {
     const { logger, monotonicNowMs } = this.dependencies;
     // Its caller has stopped waiting: doing it now would only make an effect nobody is told of (a group
     // created after the client heard it failed) and delay the requests behind it (docs/decisions/0020).
@@ -347,7 +361,9 @@ export class CellRequestHandler {
     try {
       outcome = await this.perform(request);
     } catch (error) {
-      logger.error(`${request.type} on ${cellRequestKey(request)} failed: ${describeError(error)}`, { traceId: activeTraceId() });
+      logger.error(`${request.type} on ${cellRequestKey(request)} failed: ${describeError(error)}`, {
+        traceId: requestTraceId(traceparent),
+      });
       respond(cellErrorReply({ kind: "error", error }));
       return;
     }
@@ -358,7 +374,9 @@ export class CellRequestHandler {
     } catch (error) {
       // What is committed stays: outbox rows are re-driven by the sweeper, and a device that misses a live
       // delivery sees the gap in mailbox seqs and pages the mailbox.
-      logger.warn(`after ${request.type} on ${cellRequestKey(request)}: ${describeError(error)}`);
+      logger.warn(`after ${request.type} on ${cellRequestKey(request)}: ${describeError(error)}`, {
+        traceId: requestTraceId(traceparent),
+      });
     }
   }
 

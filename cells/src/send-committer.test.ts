@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { cellReply, decode, type CellReply, type CellSendRequest } from "@cellwire/protocol";
+import type { LogFields } from "@cellwire/cluster";
 import { SendCommitter, type SendCommitterLimits } from "./send-committer.ts";
 import type { StoredMessage } from "./message-publisher.ts";
 import { MemoryConversationStore } from "../test/memory-store.ts";
@@ -93,6 +94,8 @@ function setup(options: Options = {}) {
   const published: StoredMessage[][] = [];
   const warnings: string[] = [];
   const errors: string[] = [];
+  /** The fields of each error line, in order (undefined for a line without any). */
+  const errorFields: (LogFields | undefined)[] = [];
   /** The backoffs the committer slept, in order. */
   const sleeps: number[] = [];
   /** Each batch's size as the committer reported it to its metrics. */
@@ -112,7 +115,14 @@ function setup(options: Options = {}) {
         events.push(`publish ${messages.map((stored) => stored.message.body).join(",")}`);
       }),
     monotonicNowMs: () => clock.nowMs,
-    logger: { info: () => undefined, warn: (line: string) => void warnings.push(line), error: (line: string) => void errors.push(line) },
+    logger: {
+      info: () => undefined,
+      warn: (line: string) => void warnings.push(line),
+      error: (line: string, fields?: LogFields) => {
+        errors.push(line);
+        errorFields.push(fields);
+      },
+    },
     limits: { batchSendsMax: 100, pendingSendsMax: 1000, queueWaitMsMax: 1000, ...options.limits },
     ...(options.linger === undefined
       ? {}
@@ -171,6 +181,7 @@ function setup(options: Options = {}) {
     published,
     warnings,
     errors,
+    errorFields,
     sleeps,
     batchSizes,
     committer,
@@ -307,6 +318,45 @@ describe("SendCommitter riding through an unreachable database", () => {
     // The lapsed lease's answer: route again (to the workers that took the keys).
     expect(replyOf("stranded")).toMatchObject({ type: "cell.error", code: "not_owner", message: expect.stringContaining("lease") });
     expect(store.held).toHaveLength(0);
+  });
+});
+
+describe("SendCommitter trace ids with tracing off (docs/decisions/0037)", () => {
+  const traceparent = (digit: string): string => `00-${digit.repeat(32)}-${digit.repeat(16)}-00`;
+
+  it("names its sends' trace ids in a failed batch's error line, and passes each send's traceparent on with its message", async () => {
+    const { store, committer, errors, errorFields, published, group } = setup();
+    const conversationId = await group();
+    const ignore = (): void => undefined;
+    committer.submit(sendTo(conversationId, "alone"), 10_000, ignore, undefined, traceparent("1"));
+    // Queued behind the first batch: the next batch, of three sends, one of them without a trace context.
+    committer.submit(sendTo(conversationId, "second"), 10_000, ignore, undefined, traceparent("2"));
+    committer.submit(sendTo(conversationId, "untraced"), 10_000, ignore);
+    committer.submit(sendTo(conversationId, "malformed"), 10_000, ignore, undefined, "00-not-a-trace-00");
+    store.held.shift()?.fail(new Error("disk on fire"));
+    await settle();
+    store.held.shift()?.fail(new Error("disk on fire"));
+    await settle();
+    expect(errors).toHaveLength(2);
+    expect(errorFields).toEqual([{ traceId: "1".repeat(32) }, { traceId: "2".repeat(32) }]);
+    committer.submit(sendTo(conversationId, "third"), 10_000, ignore, undefined, traceparent("3"));
+    committer.submit(sendTo(conversationId, "fourth"), 10_000, ignore, undefined, traceparent("4"));
+    await store.completeNext();
+    await store.completeNext();
+    expect(published.flat().map((stored) => stored.traceparent)).toEqual([traceparent("3"), traceparent("4")]);
+  });
+
+  it("names every distinct trace id of a batch of several in traceIds", async () => {
+    const { store, committer, errorFields, group } = setup();
+    const conversationId = await group();
+    const ignore = (): void => undefined;
+    committer.submit(sendTo(conversationId, "first"), 10_000, ignore);
+    committer.submit(sendTo(conversationId, "a"), 10_000, ignore, undefined, traceparent("a"));
+    committer.submit(sendTo(conversationId, "b"), 10_000, ignore, undefined, traceparent("b"));
+    await store.completeNext();
+    store.held.shift()?.fail(new Error("disk on fire"));
+    await settle();
+    expect(errorFields).toEqual([{ traceIds: `${"a".repeat(32)},${"b".repeat(32)}` }]);
   });
 });
 

@@ -23,7 +23,16 @@
 // only a send whose deadline comes first is answered cell_unavailable. A commit whose outcome is unknown
 // (the connection died after the statement was sent) is safe to repeat: the statement answers a
 // (conversation, sender, clientMessageId) it already stored with that message and writes nothing.
-import { activeTracing, backoffDelayMs, type BackoffPolicy, type Logger, type TraceContext } from "@cellwire/cluster";
+import {
+  activeTracing,
+  backoffDelayMs,
+  traceIdFields,
+  traceIdOf,
+  type BackoffPolicy,
+  type LogFields,
+  type Logger,
+  type TraceContext,
+} from "@cellwire/cluster";
 import type { CellReply, CellSendRequest } from "@cellwire/protocol";
 import { cellErrorReply, movedReply } from "./cell-error-reply.ts";
 import { describeError, isPostgresUnavailable } from "./store/errors.ts";
@@ -82,7 +91,7 @@ export type SendCommitterDependencies = {
   /** Publishes the new messages of one batch to their members; called in batch order, MUST keep it. */
   readonly publish: (messages: readonly StoredMessage[]) => Promise<void>;
   readonly monotonicNowMs: () => number;
-  readonly logger: Logger & { readonly error: (message: string) => void };
+  readonly logger: Logger & { readonly error: (message: string, fields?: LogFields) => void };
   readonly limits: SendCommitterLimits;
   readonly linger?: SendLinger;
   readonly retry?: SendRetry;
@@ -105,7 +114,19 @@ type PendingSend = {
   readonly respond: (reply: CellReply) => void;
   /** The send's span on this worker when tracing is on: its commit links to it, its delivery carries it. */
   readonly trace: TraceContext | undefined;
+  /**
+   * With tracing off: the send's traceparent as its edge sent it (docs/decisions/0037), unchecked: read
+   * for log lines (traceIdOf checks it) and passed on with its delivery.
+   */
+  readonly traceparent: string | undefined;
 };
+
+/** The trace ids of sends, for the fields of a line about them (docs/decisions/0037). */
+function sendTraceFields(
+  sends: readonly { readonly trace?: TraceContext | undefined; readonly traceparent?: string | undefined }[],
+): LogFields | undefined {
+  return traceIdFields(sends.map((send) => send.trace?.traceId ?? traceIdOf(send.traceparent)));
+}
 
 /** What one attempt at a batch left to try again: the sends, and the failure that stopped them. */
 type FailedAttempt = { readonly sends: readonly PendingSend[]; readonly error: unknown };
@@ -156,9 +177,16 @@ export class SendCommitter {
 
   /**
    * Queues a send; `respond` is called exactly once: after the commit, or at once when it is refused.
-   * `budgetMs` is how long the caller still waits for the reply; `trace` the send's span, when tracing is on.
+   * `budgetMs` is how long the caller still waits for the reply; `trace` the send's span, when tracing is on;
+   * `traceparent` its edge's trace context, when tracing is off.
    */
-  submit(request: CellSendRequest, budgetMs: number, respond: (reply: CellReply) => void, trace?: TraceContext): void {
+  submit(
+    request: CellSendRequest,
+    budgetMs: number,
+    respond: (reply: CellReply) => void,
+    trace?: TraceContext,
+    traceparent?: string,
+  ): void {
     const { limits, monotonicNowMs } = this.dependencies;
     if (this.pending.length >= limits.pendingSendsMax) {
       respond(this.overloaded(`${this.pending.length} sends are waiting for this worker's next commit`));
@@ -168,7 +196,16 @@ export class SendCommitter {
     const deadlineAtMs = nowMs + budgetMs;
     const retryWindowMs = this.dependencies.retry?.windowMs ?? 0;
     const retryDeadlineAtMs = Math.min(deadlineAtMs, nowMs + retryWindowMs);
-    this.pending.push({ request, enqueuedAtMs: nowMs, deadlineAtMs, retryDeadlineAtMs, outcomeUnknown: false, respond, trace });
+    this.pending.push({
+      request,
+      enqueuedAtMs: nowMs,
+      deadlineAtMs,
+      retryDeadlineAtMs,
+      outcomeUnknown: false,
+      respond,
+      trace,
+      traceparent,
+    });
     if (this.running) return;
     const { linger } = this.dependencies;
     if (this.cancelLinger !== undefined) {
@@ -227,6 +264,7 @@ export class SendCommitter {
       if (retryIndex === 0)
         logger.warn(
           `the cell database cannot be reached (${describeError(failed.error)}): retrying ${retrying.length} sends until their deadlines`,
+          sendTraceFields(retrying),
         );
       await retry.sleep(delayMs);
       failed = await this.attempt(this.pending.splice(0, Math.max(0, limits.batchSendsMax - retrying.length)), retrying);
@@ -305,7 +343,7 @@ export class SendCommitter {
         for (const send of inOrder) send.outcomeUnknown = true;
         return { sends: inOrder, error };
       }
-      logger.error(`storing a batch of ${inputs.length} sends failed: ${describeError(error)}`);
+      logger.error(`storing a batch of ${inputs.length} sends failed: ${describeError(error)}`, sendTraceFields(inOrder));
       for (const send of inOrder) send.respond(cellErrorReply({ kind: "error", error }));
       return undefined;
     } finally {
@@ -334,7 +372,12 @@ export class SendCommitter {
       // now, at worst a second time: devices drop a seq they already have).
       if (result.outcome === "stored" && (!result.deduplicated || send.outcomeUnknown) && !published.has(inputIndex)) {
         published.add(inputIndex);
-        stored.push({ message: result.message, membersVersion: result.deduplicated ? 0 : result.membersVersion, trace: send.trace });
+        stored.push({
+          message: result.message,
+          membersVersion: result.deduplicated ? 0 : result.membersVersion,
+          trace: send.trace,
+          traceparent: send.traceparent,
+        });
       }
     });
     // A stale owner says so, as the request handler does for its other writes (one line per batch).
@@ -347,7 +390,7 @@ export class SendCommitter {
       } catch (error) {
         // Stored is stored: devices that missed a live message see the gap and read the log. Caught
         // whether publish rejects or throws, so the chain (every later batch's publish) goes on.
-        logger.warn(`publishing ${stored.length} messages failed: ${describeError(error)}`);
+        logger.warn(`publishing ${stored.length} messages failed: ${describeError(error)}`, sendTraceFields(stored));
       }
     });
     return undefined;

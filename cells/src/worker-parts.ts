@@ -17,6 +17,8 @@ import {
   startRouter,
   subscribeDirectoryChanges,
   timedCellRequests,
+  traceparentOf,
+  traceparentsOf,
   type BackoffPolicy,
   type RingRoutingOptions,
   type RunningRouter,
@@ -438,16 +440,16 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
         respond(refusal);
         return;
       }
-      // With tracing on, a request continues the trace its headers carry (a batch of sends, each send's).
+      // Tracing on: a request continues its headers' trace (a batch: each send's); off: their traceparents, as strings (0037).
       const tracing = activeTracing();
       if (type === "cell.sendBatch") {
         const batch = decode(cellSendBatch, parsed.value);
         if (!batch.ok) respond(cellErrorReply({ kind: "bad_payload", reason: `${batch.failure.path} ${batch.failure.reason}` }));
-        else if (tracing === undefined) handler.handleSendBatch(batch.value, respond);
+        else if (tracing === undefined) handler.handleSendBatch(batch.value, respond, undefined, traceparentsOf(message.headers));
         else handler.handleSendBatch(batch.value, respond, tracing.extractEach(message.headers, batch.value.sends.length));
         return;
       }
-      if (tracing === undefined) void handler.handleParsed(parsed.value, respond);
+      if (tracing === undefined) void handler.handleParsed(parsed.value, respond, traceparentOf(message.headers));
       else void handleTraced(tracing, message.headers, String(type), (traced) => handler.handleParsed(parsed.value, traced), respond);
     },
   });

@@ -57,6 +57,8 @@ export type HandlerHarnessOptions = {
   readonly workerId?: string;
   readonly cellId?: string;
   readonly warnings?: string[];
+  /** Records the lines of the handler and its committer with their fields (instead of `warnings`). */
+  readonly logger?: TestLogger;
   readonly migration?: MigrationDependencies;
   readonly sendLimits?: Partial<SendCommitterLimits>;
   readonly drainOutbox?: (conversationId: string) => void;
@@ -95,7 +97,8 @@ export function handlerHarness(options: HandlerHarnessOptions = {}): HandlerHarn
   const workerId = options.workerId ?? "a-1";
   const ring = options.ring ?? {};
   const { warnings } = options;
-  const logger = warnings === undefined ? silentLogger : { ...silentLogger, warn: (line: string) => void warnings.push(line) };
+  const logger =
+    options.logger ?? (warnings === undefined ? silentLogger : { ...silentLogger, warn: (line: string) => void warnings.push(line) });
   const store = options.store ?? new MemoryConversationStore();
   const ownership: OwnershipView = {
     snapshot: () => ({ ring: { ownerOf: ring.ownerOf ?? (() => workerId) }, ringEpoch: ring.epoch?.() ?? 1 }),

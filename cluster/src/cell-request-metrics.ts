@@ -29,22 +29,22 @@ const knownErrorCodes: ReadonlySet<string> = new Set<string>([...Object.keys(cel
 
 /** What timedCellRequests wraps: a Router's (or RunningRouter's) toCell. */
 export interface CellRoute {
-  toCell(cellId: string, request: CellRequest, deadlineAtMs?: number): Promise<CellReply>;
+  toCell(cellId: string, request: CellRequest, deadlineAtMs?: number, traceparent?: string): Promise<CellReply>;
 }
 
 /**
  * The requester a Router sends through, made of `route`'s toCell with each request timed on
  * `monotonicNowMs` and told to `observer`: a reply's cell.error code, a CellwireError's code for a request
  * that got no reply (cell_unavailable, deadline_exceeded), or internal for any other throw. cell.moved is
- * a reply, not a failure: the Router follows it.
+ * a reply, not a failure: the Router follows it. The request's traceparent (docs/decisions/0037) passes through.
  */
 export function timedCellRequests(route: CellRoute, observer: CellRequestObserver, monotonicNowMs: () => number): CellRequester {
   return {
-    async request(cellId, request, deadlineAtMs) {
+    async request(cellId, request, deadlineAtMs, traceparent) {
       const startedAtMs = monotonicNowMs();
       let reply: CellReply;
       try {
-        reply = await route.toCell(cellId, request, deadlineAtMs);
+        reply = await route.toCell(cellId, request, deadlineAtMs, traceparent);
       } catch (error) {
         observer.requestEnded(request.type, monotonicNowMs() - startedAtMs, error instanceof CellwireError ? error.code : "internal");
         throw error;

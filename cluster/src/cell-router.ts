@@ -55,9 +55,10 @@ export class CellRouter {
    * Sends a request to the owner of its key in `cellId`; returns the owner's reply (errors included).
    * `callerDeadlineAtMs` (monotonic ms) is when the caller stops waiting: no attempt waits past it, and
    * each attempt tells the worker how much of it is left (budgetMs), so the worker does not start the
-   * request after the caller gave up.
+   * request after the caller gave up. `traceparent` (with tracing off) goes with every attempt in the
+   * header the tracing path uses (docs/decisions/0037).
    */
-  async request(cellId: string, request: CellRequest, callerDeadlineAtMs?: number): Promise<CellReply> {
+  async request(cellId: string, request: CellRequest, callerDeadlineAtMs?: number, traceparent?: string): Promise<CellReply> {
     const key = cellRequestKey(request);
     const deadlineAtMs = Math.min(
       callerDeadlineAtMs ?? Number.POSITIVE_INFINITY,
@@ -111,8 +112,8 @@ export class CellRouter {
         // The worker is told how long this attempt waits (a batch of sends carries the shortest of them).
         const pending =
           request.type === "cell.send"
-            ? this.sends.request(subject, request, timeoutMs)
-            : requestJson(this.connection, subject, withBudget(request, timeoutMs), cellReply, timeoutMs, "cell_unavailable");
+            ? this.sends.request(subject, request, timeoutMs, traceparent)
+            : requestJson(this.connection, subject, withBudget(request, timeoutMs), cellReply, timeoutMs, "cell_unavailable", traceparent);
         pending.catch(() => undefined);
         const reply = await Promise.race([pending, ownerLeft]);
         if (reply === "owner_left") {

@@ -4,6 +4,7 @@ import { RequestError, TimeoutError, NoRespondersError, type NatsConnection } fr
 import { decodeJsonText, type Decoder } from "@cellwire/protocol";
 import { BadPayloadError, UnavailableError } from "./errors.ts";
 import { RequestMux, type RequestFailure } from "./request-mux.ts";
+import { traceparentHeaders } from "./tracing/nats-trace-headers.ts";
 import { activeTracing } from "./tracing/tracing.ts";
 
 const encoder = new TextEncoder();
@@ -40,11 +41,21 @@ export async function requestJson<T>(
   replyDecoder: Decoder<T>,
   timeoutMs: number,
   unavailableCode: "cell_unavailable" | "directory_unavailable",
+  /** With tracing off: the request's own traceparent (docs/decisions/0037), carried in the same header. */
+  traceparent?: string,
 ): Promise<T> {
-  // The active span's context (an edge's frame, a worker's request) goes with the request when tracing is on.
+  // The active span's context (an edge's frame, a worker's request) goes with the request when tracing is
+  // on; with it off, the caller's traceparent, if it has one.
   const tracing = activeTracing();
   const traceContext = tracing?.activeContext();
-  const headers = traceContext === undefined ? undefined : tracing?.headersFor(traceContext);
+  const headers =
+    tracing === undefined
+      ? traceparent === undefined
+        ? undefined
+        : traceparentHeaders(traceparent)
+      : traceContext === undefined
+        ? undefined
+        : tracing.headersFor(traceContext);
   const outcome = await RequestMux.of(connection).request(subject, JSON.stringify(payload), timeoutMs, headers);
   if (!outcome.ok) throw new UnavailableError(unavailableCode, `${subject}: ${describeFailure(outcome.reason, timeoutMs)}`);
   const decoded = decodeMessage(replyDecoder, outcome.data);

@@ -38,7 +38,8 @@ export interface HomeDirectory {
  * requester MUST NOT wait past it, and carries what is left of it to the worker.
  */
 export interface CellRequester {
-  request(cellId: string, request: CellRequest, deadlineAtMs?: number): Promise<CellReply>;
+  /** `traceparent`: the request's trace context with tracing off (docs/decisions/0037), for its headers. */
+  request(cellId: string, request: CellRequest, deadlineAtMs?: number, traceparent?: string): Promise<CellReply>;
 }
 
 export type RouterOptions = {
@@ -92,8 +93,8 @@ export class Router {
    * answers (cell.sharedPeers, cell.stats, dead letters), or a page for a key's new home. No move is
    * followed. Resolves with the owner's reply, errors included; throws UnavailableError when none came.
    */
-  toCell(cellId: string, request: CellRequest, callerDeadlineAtMs?: number): Promise<CellReply> {
-    return this.cells.request(cellId, request, callerDeadlineAtMs);
+  toCell(cellId: string, request: CellRequest, callerDeadlineAtMs?: number, traceparent?: string): Promise<CellReply> {
+    return this.cells.request(cellId, request, callerDeadlineAtMs, traceparent);
   }
 
   /**
@@ -104,7 +105,7 @@ export class Router {
    * stops waiting: no attempt waits past it, and it is what each cell request carries; without one, the
    * router's own deadlineMs is the whole call's deadline.
    */
-  async toHome(request: CellRequest, callerDeadlineAtMs?: number): Promise<HomeOutcome> {
+  async toHome(request: CellRequest, callerDeadlineAtMs?: number, traceparent?: string): Promise<HomeOutcome> {
     const key = homeKeyOf(request);
     if (key === undefined) throw new TypeError(`${request.type} has no home key`);
     const { monotonicNowMs, random, sleep } = this.dependencies;
@@ -131,7 +132,7 @@ export class Router {
         if (candidate === undefined) return { kind: "no_entry" };
         home = candidate;
       }
-      const reply = await this.cells.request(home.cellId, request, requestDeadlineAtMs);
+      const reply = await this.cells.request(home.cellId, request, requestDeadlineAtMs, traceparent);
       if (reply.type === "cell.moved") {
         if (reply.kind !== key.kind || reply.id !== key.id) {
           throw new RemoteError(

@@ -1,7 +1,7 @@
 // SendBatcher over a fake NATS connection whose requests the test answers: what leaves in one request,
 // where batches split, how one batch reply reaches each caller, and how a failed batch fails every send.
 import { describe, expect, it } from "vitest";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import {
   cellSendBatch,
   decodeJsonText,
@@ -22,6 +22,7 @@ type SentRequest = {
   readonly subject: string;
   readonly bytes: number;
   readonly batch: CellSendBatch;
+  readonly headers: MsgHdrs | undefined;
   reply(value: unknown): void;
   replyBytes(data: Uint8Array): void;
   /** The server's answer to a request nobody listens to: an empty 503 status message. */
@@ -44,7 +45,7 @@ class FakeConnection {
     return { closed: new Promise<void>(() => undefined), unsubscribe: () => undefined };
   }
 
-  publish(subject: string, payload: Uint8Array | string, options: { reply: string }): void {
+  publish(subject: string, payload: Uint8Array | string, options: { reply: string; headers?: MsgHdrs }): void {
     if (this.closeNextPublish) {
       this.closeNextPublish = false;
       throw new Error("connection closed");
@@ -58,6 +59,7 @@ class FakeConnection {
       subject,
       bytes: data.byteLength,
       batch: decoded.value,
+      headers: options.headers,
       reply: (value) => deliver(encoder.encode(JSON.stringify(value))),
       replyBytes: (replyData) => deliver(replyData),
       noResponders: () => deliver(new Uint8Array(), { code: 503 }),
@@ -288,5 +290,22 @@ describe("SendBatcher", () => {
       expect(outcome.error).toBeInstanceOf(BadPayloadError);
       expect(outcome.error).toMatchObject({ code: "internal", message: expect.stringContaining(detail) });
     }
+  });
+
+  it("carries each send's traceparent (tracing off) as one header value per send, in send order, the placeholder where one has none", async () => {
+    const connection = new FakeConnection();
+    const batcher = new SendBatcher(connection.asNatsConnection());
+    const first = `00-${"1".repeat(32)}-${"1".repeat(16)}-00`;
+    const third = `00-${"3".repeat(32)}-${"3".repeat(16)}-00`;
+    const replies = [
+      batcher.request("worker.1", send(1), 1000, first),
+      batcher.request("worker.1", send(2), 1000),
+      batcher.request("worker.1", send(3), 1000, third),
+    ];
+    await nextTurn();
+    const request = only(connection.requests);
+    expect(request.headers?.values("traceparent")).toEqual([first, "-", third]);
+    request.reply(storedReplies(request));
+    await Promise.all(replies);
   });
 });

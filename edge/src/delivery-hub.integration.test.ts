@@ -7,8 +7,8 @@
 // and waits for a later batch (NATS keeps one publisher's order) before saying something did not arrive.
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
-import { connect, NoRespondersError, type NatsConnection } from "@nats-io/transport-node";
-import { decodeMessage } from "@cellwire/cluster";
+import { connect, headers, NoRespondersError, type NatsConnection } from "@nats-io/transport-node";
+import { decodeMessage, type LogFields } from "@cellwire/cluster";
 import {
   decodeServerFrame,
   deliveriesSubject,
@@ -448,5 +448,45 @@ describe("NatsDeliveryHub", () => {
     await bob.received(1);
     expect(bob.calls.map((call) => call.method)).toEqual(["deliverTyping"]);
     expect(warnings).toEqual(["dropping a batch with messages or events on the typing subject"]);
+  });
+});
+
+describe("NatsDeliveryHub trace ids with tracing off (docs/decisions/0037)", () => {
+  it("names a message's trace id, from its delivery batch's headers, in the line about a session that failed to take it, and delivers the batch's other messages", async () => {
+    const { namespace, subject, publisher } = await setup();
+    const hubConnection = await connection();
+    const lines: { readonly line: string; readonly fields: LogFields | undefined }[] = [];
+    const hub = new NatsDeliveryHub(hubConnection, namespace, (line, fields) => void lines.push({ line, fields }));
+    hubs.push(hub);
+    await hub.start();
+    const broken: DeliveryTarget = {
+      deliver: () => undefined,
+      deliverTyping: () => undefined,
+      deliverMessage: () => {
+        throw new Error("a session bug");
+      },
+    };
+    const carol = new RecordingTarget();
+    await hub.attach("bob", broken);
+    await hub.attach("carol", carol);
+    const traceparent = `00-${"7".repeat(32)}-${"8".repeat(16)}-00`;
+    const batchHeaders = headers();
+    batchHeaders.append("traceparent", "-");
+    batchHeaders.append("traceparent", traceparent);
+    const batch: DeliveryBatch = {
+      type: "delivery.batch",
+      messages: [
+        { recipientUserIds: ["carol"], message: message(1) },
+        { recipientUserIds: ["bob"], message: message(2) },
+        { recipientUserIds: ["carol"], message: message(3) },
+      ],
+      events: [],
+      typing: [],
+    };
+    publisher.publish(subject, JSON.stringify(batch), { headers: batchHeaders });
+    await publisher.flush();
+    await carol.received(2);
+    expect(carol.valuesOf("deliverMessage")).toEqual([message(1), message(3)]);
+    expect(lines).toEqual([{ line: expect.stringContaining("a session bug"), fields: { traceId: "7".repeat(32) } }]);
   });
 });

@@ -6,8 +6,17 @@
 // subscription is confirmed (flush) before the edge accepts sessions, and a session is registered before
 // it reads its backlog, so every delivery of something committed after that read reaches it, and what
 // was committed before is in the backlog (or both: sessions drop duplicates by seq).
-import type { MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { activeTracing, decodeMessage, type TraceContext } from "@cellwire/cluster";
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
+import {
+  activeTracing,
+  decodeMessage,
+  itemTraceparent,
+  traceIdOf,
+  traceparentsOf,
+  type LogFields,
+  type TraceContext,
+  type Tracing,
+} from "@cellwire/cluster";
 import {
   deliveriesSubject,
   deliveryBatch,
@@ -63,7 +72,7 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
   constructor(
     private readonly connection: NatsConnection,
     namespace: string,
-    private readonly warn: (message: string) => void,
+    private readonly warn: (message: string, fields?: LogFields) => void,
   ) {
     this.subject = deliveriesSubject(namespace);
     this.typingSubject = typingSubject(namespace);
@@ -78,7 +87,9 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
             this.warn(`the deliveries subscription failed: ${error.message}`);
             return;
           }
-          this.dispatch(received.data, "deliveries", received.headers);
+          // The message, not its headers: nats decodes them when first read, about a microsecond a batch,
+          // which only a delivery here with tracing on, or a line about an item, needs (0037).
+          this.dispatch(received.data, "deliveries", received);
         },
       });
       this.typingSubscription = this.connection.subscribe(this.typingSubject, {
@@ -135,7 +146,7 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
     this.connection.publish(this.typingSubject, JSON.stringify({ type: "delivery.batch", messages: [], events: [], typing: [typing] }));
   }
 
-  private dispatch(data: Uint8Array, source: "deliveries" | "typing", headers?: MsgHdrs): void {
+  private dispatch(data: Uint8Array, source: "deliveries" | "typing", received?: Msg): void {
     const tracing = activeTracing();
     const startedAtMs = tracing === undefined ? 0 : tracing.now();
     const decoded = decodeMessage(deliveryBatch, data);
@@ -159,15 +170,25 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
       messageIndex++;
       // Encoded once, and only if a recipient has a session here.
       let frame: string | undefined;
-      for (const recipientUserId of recipientUserIds) {
-        const targets = this.users.get(recipientUserId);
-        if (targets === undefined) continue;
-        frame ??= JSON.stringify({ type: "message", message });
-        if (!(targets instanceof Set)) targets.deliverMessage(message, frame, recipientUserIds.length);
-        else for (const target of targets) target.deliverMessage(message, frame, recipientUserIds.length);
+      try {
+        for (const recipientUserId of recipientUserIds) {
+          const targets = this.users.get(recipientUserId);
+          if (targets === undefined) continue;
+          frame ??= JSON.stringify({ type: "message", message });
+          if (!(targets instanceof Set)) targets.deliverMessage(message, frame, recipientUserIds.length);
+          else for (const target of targets) target.deliverMessage(message, frame, recipientUserIds.length);
+        }
+      } catch (error) {
+        // A session that throws (a bug) costs this message's other recipients here, not the batch's other
+        // messages; the line names the message's send by its trace id (docs/decisions/0037).
+        const why = error instanceof Error ? error.message : String(error);
+        this.warn(
+          `handing message ${message.messageId} of ${message.conversationId} to a session failed: ${why}`,
+          itemTraceFields(tracing, received?.headers, messageIndex),
+        );
       }
       if (frame !== undefined && tracing !== undefined) {
-        const traceContext = tracing.extractItem(headers, messageIndex);
+        const traceContext = tracing.extractItem(received?.headers, messageIndex);
         if (traceContext !== undefined) delivered?.push(traceContext);
       }
     }
@@ -190,4 +211,14 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
       }
     }
   }
+}
+
+/**
+ * `{ traceId }` of item `index` of a delivery batch, from its headers: the span context's with tracing on,
+ * else the traceparent its worker passed on (docs/decisions/0037); read only when a line is written.
+ */
+function itemTraceFields(tracing: Tracing | undefined, headers: MsgHdrs | undefined, index: number): LogFields | undefined {
+  const traceId =
+    tracing === undefined ? traceIdOf(itemTraceparent(traceparentsOf(headers), index)) : tracing.extractItem(headers, index)?.traceId;
+  return traceId === undefined ? undefined : { traceId };
 }

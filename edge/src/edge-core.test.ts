@@ -1,8 +1,9 @@
 // EdgeCore in process: sessions on fake sockets, a fake verifier, a RequestHandler over an in-memory
 // directory and cells, and an in-memory delivery source. No timing assumption beyond waiting for events.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { devDirectConversationKey, directConversationId, UnavailableError } from "@cellwire/cluster";
+import { devDirectConversationKey, directConversationId, TraceIds, traceIdOf, UnavailableError } from "@cellwire/cluster";
 import { closeAdvice, closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
+import { errorFrameFor } from "./error-mapping.ts";
 import type { CellServedFrame } from "./request-handler.ts";
 import { deferred, fakeEdge, framesOfType, requestDeadlineMsForTests, type FakeEdge } from "../test/edge-fakes.ts";
 
@@ -903,16 +904,13 @@ describe("RequestHandler", () => {
 
   it.each([
     ["not_owner", "cell_unavailable", true, "worker a-1 does not own it"],
-    ["unknown_cell", "internal", true, "internal error"],
     ["not_found", "not_a_member", false, "The conversation does not exist or the user is not one of its members."],
     ["not_a_member", "not_a_member", false, "The conversation does not exist or the user is not one of its members."],
-    ["internal", "internal", true, "internal error"],
     ["too_many_members", "too_many_members", false, "a group has at most 1000 members"],
   ] as const)("maps a cell.error %s to the client code %s", async (cellCode, clientCode, retryable, message) => {
     const edge = edgeWithGroup();
-    // Internal details stay in the logs; a not_a_member never carries the cell's own words (issue 10).
-    const cellMessage =
-      message === "internal error" ? "secret cell detail" : clientCode === "not_a_member" ? `no such conversation ${groupId}` : message;
+    // A not_a_member never carries the cell's own words (issue 10).
+    const cellMessage = clientCode === "not_a_member" ? `no such conversation ${groupId}` : message;
     edge.router.answers.set("cell.send", async () => ({ type: "cell.error", code: cellCode, message: cellMessage }));
     const reply = await edge.handler.handle(context, {
       type: "send",
@@ -922,5 +920,68 @@ describe("RequestHandler", () => {
       body: "hi",
     });
     expect(reply).toEqual({ type: "error", requestId: "r1", code: clientCode, message, retryable });
+  });
+
+  it.each(["unknown_cell", "internal"] as const)(
+    "throws a cell.error %s as internal, so the session logs its detail and answers internal error",
+    async (cellCode) => {
+      const edge = edgeWithGroup();
+      edge.router.answers.set("cell.send", async () => ({ type: "cell.error", code: cellCode, message: "secret cell detail" }));
+      const failure = await edge.handler
+        .handle(context, { type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" })
+        .then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+      // The session's error handler (errorFrameFor) logs it (docs/decisions/0037) and hides it from the client.
+      const logged: string[] = [];
+      expect(errorFrameFor(failure, "r1", (line) => logged.push(line))).toEqual({
+        type: "error",
+        requestId: "r1",
+        code: "internal",
+        message: "internal error",
+        retryable: true,
+      });
+      expect(logged).toEqual([`RemoteError: the cell answered ${cellCode}: secret cell detail`]);
+    },
+  );
+});
+
+describe("trace ids with tracing off (docs/decisions/0037)", () => {
+  it("gives each request a cell serves its own traceparent, and names its trace id in the edge's line about its failure", async () => {
+    const prefix = (size: number): Uint8Array => new Uint8Array(size).fill(0xab);
+    const edge = edgeWithGroup({}, { traceIds: new TraceIds(prefix) });
+    const { transport } = await edge.authenticated("alice");
+    edge.router.answers.set("cell.send", async () => ({ type: "cell.error", code: "internal", message: "disk on fire" }));
+    const from = transport.frames.length;
+    transport.receiveJson({ type: "send", requestId: "r1", conversationId: groupId, clientMessageId: "c-1", body: "hi" });
+    transport.receiveJson({ type: "history", requestId: "r2", conversationId: groupId });
+    await transport.frame((frame) => frame["requestId"] === "r1", from);
+    await transport.frame((frame) => frame["requestId"] === "r2", from);
+    const sent = edge.router.requests.flatMap(({ request }, index) =>
+      request.type === "cell.send" || request.type === "cell.history"
+        ? [{ type: request.type, traceparent: edge.router.traceparents[index] }]
+        : [],
+    );
+    const sendTraceparent = sent.find((request) => request.type === "cell.send")?.traceparent;
+    const historyTraceparent = sent.find((request) => request.type === "cell.history")?.traceparent;
+    expect(sendTraceparent).toMatch(/^00-abababababababab[0-9a-f]{16}-[0-9a-f]{16}-00$/);
+    expect(historyTraceparent).toMatch(/^00-abababababababab[0-9a-f]{16}-[0-9a-f]{16}-00$/);
+    expect(historyTraceparent).not.toBe(sendTraceparent);
+    const sendTraceId = traceIdOf(sendTraceparent);
+    const historyTraceId = traceIdOf(historyTraceparent);
+    // The two lines in either order: the requests are served concurrently.
+    const errors = edge.logger.lines.filter((line) => line.level === "error");
+    expect(errors).toHaveLength(2);
+    expect(errors).toContainEqual({
+      level: "error",
+      message: "RemoteError: the cell answered internal: disk on fire",
+      fields: { traceId: sendTraceId },
+    });
+    expect(errors).toContainEqual({
+      level: "error",
+      message: expect.stringContaining("FakeCellRouting has no answer for cell.history"),
+      fields: { traceId: historyTraceId },
+    });
   });
 });

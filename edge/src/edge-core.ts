@@ -2,7 +2,7 @@
 // dispatch. uWS wiring (edge-server.ts) only moves bytes in and out, so the whole session logic is testable
 // in process.
 import { closeCodes, type DirectoryEntry, type PresenceFrame, type WatchPresenceFrame, type ServerFrame } from "@cellwire/protocol";
-import type { ConcurrencyLimiter, ServiceLogger } from "@cellwire/cluster";
+import { TraceIds, type ConcurrencyLimiter, type ServiceLogger } from "@cellwire/cluster";
 import type { RevocationList } from "./auth/revocation-list.ts";
 import type { Identity, TokenVerifier } from "./auth/token-verifier.ts";
 import type { CatchUpPacer } from "./catch-up-pacer.ts";
@@ -120,6 +120,11 @@ export class EdgeCore {
     readonly catchUps: CatchUpPacer<Session>,
     /** What the sessions count (frames, sends, acks, latencies); nothing by default. */
     readonly metrics: SessionMetrics = noSessionMetrics,
+    /**
+     * With tracing off, the trace context of each request sent to a cell (docs/decisions/0037); a test
+     * passes one with a fixed prefix.
+     */
+    readonly traceIds: TraceIds = new TraceIds(),
   ) {
     assertRateLimitSettings(limits.rateLimits);
     ephemeral.presence.onChange((change) => this.presenceChanged(change));

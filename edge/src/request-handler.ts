@@ -36,7 +36,8 @@ import { clientErrorCode, errorFrame, notAMemberFrame } from "./error-mapping.ts
 
 export interface CellRouting {
   /** `deadlineAtMs`: when the caller stops waiting (monotonic ms); the router MUST NOT wait past it. */
-  request(cellId: string, request: CellRequest, deadlineAtMs?: number): Promise<CellReply>;
+  /** `traceparent`: the request's trace context with tracing off (docs/decisions/0037), for its headers. */
+  request(cellId: string, request: CellRequest, deadlineAtMs?: number, traceparent?: string): Promise<CellReply>;
 }
 
 export interface DirectoryLookups {
@@ -45,7 +46,13 @@ export interface DirectoryLookups {
   placeConversation(conversationId: string, preferredCellId: string): Promise<EntryResult>;
 }
 
-export type RequestContext = { readonly userId: string; readonly deviceId: string; readonly homeCellId: string };
+export type RequestContext = {
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly homeCellId: string;
+  /** With tracing off: the request's own trace context, sent to the cell in its headers (docs/decisions/0037). */
+  readonly traceparent?: string;
+};
 
 /** The request frames a cell serves; typing, watchPresence and refresh are the edge's own (session.ts). */
 export type CellServedFrame = Exclude<ClientRequestFrame, TypingFrame | WatchPresenceFrame | RefreshFrame>;
@@ -171,6 +178,7 @@ export class RequestHandler {
         const reply = await this.atConversationHome(
           afterClientMessageId === undefined ? send : { ...send, afterClientMessageId },
           deadlineAtMs,
+          context.traceparent,
         );
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.stored") {
@@ -194,6 +202,7 @@ export class RequestHandler {
         const reply = await this.atPlacedConversationHome(
           { type: "cell.openDirect", userId: context.userId, peerUserId: frame.peerUserId, conversationId },
           deadlineAtMs,
+          context.traceparent,
         );
         return this.conversationFrame(reply, frame.requestId);
       }
@@ -213,6 +222,7 @@ export class RequestHandler {
             memberUserIds: frame.memberUserIds,
           },
           deadlineAtMs,
+          context.traceparent,
         );
         return this.conversationFrame(reply, frame.requestId);
       }
@@ -220,6 +230,7 @@ export class RequestHandler {
         const reply = await this.atConversationHome(
           { type: "cell.addMembers", userId: context.userId, conversationId: frame.conversationId, userIds: frame.userIds },
           deadlineAtMs,
+          context.traceparent,
         );
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         return this.conversationFrame(reply, frame.requestId);
@@ -236,6 +247,7 @@ export class RequestHandler {
             seq: frame.seq,
           },
           deadlineAtMs,
+          context.traceparent,
         );
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.receipt") {
@@ -259,6 +271,7 @@ export class RequestHandler {
             limit: frame.limit ?? historyPageLimitDefault,
           },
           deadlineAtMs,
+          context.traceparent,
         );
         if (reply === undefined) return notAMemberFrame(frame.requestId);
         if (reply.type === "cell.historyPage") {
@@ -279,14 +292,18 @@ export class RequestHandler {
    * The reply of the conversation's home; undefined when the directory knows no such conversation, which
    * the caller answers with notAMemberFrame: the very bytes the home cell's not_a_member becomes.
    */
-  private async atConversationHome(request: CellRequest, deadlineAtMs: number): Promise<HomeReply | undefined> {
-    const outcome = await this.router.toHome(request, deadlineAtMs);
+  private async atConversationHome(
+    request: CellRequest,
+    deadlineAtMs: number,
+    traceparent: string | undefined,
+  ): Promise<HomeReply | undefined> {
+    const outcome = await this.router.toHome(request, deadlineAtMs, traceparent);
     return outcome.kind === "reply" ? outcome.reply : undefined;
   }
 
   /** Like atConversationHome, for a conversation this edge just placed: it must have an entry. */
-  private async atPlacedConversationHome(request: CellRequest, deadlineAtMs: number): Promise<HomeReply> {
-    const reply = await this.atConversationHome(request, deadlineAtMs);
+  private async atPlacedConversationHome(request: CellRequest, deadlineAtMs: number, traceparent: string | undefined): Promise<HomeReply> {
+    const reply = await this.atConversationHome(request, deadlineAtMs, traceparent);
     if (reply === undefined) throw new RemoteError("internal", `the directory lost the conversation of ${request.type} just placed`);
     return reply;
   }
@@ -306,6 +323,10 @@ export class RequestHandler {
   private unexpected(reply: HomeReply, requestId: string): ServerFrame {
     if (reply.type === "cell.error") {
       const code = clientErrorCode(reply.code);
+      // A cell's internal error is logged here too, with the request's traceId (the session's error
+      // handler logs what is thrown), so the edge's line and the worker's can be put side by side (0037).
+      if (code === "internal" && reply.retryAfterMs === undefined)
+        throw new RemoteError("internal", `the cell answered ${reply.code}: ${reply.message}`);
       const frame = errorFrame(code, code === "internal" ? "internal error" : reply.message, requestId);
       return reply.retryAfterMs === undefined ? frame : { ...frame, retryAfterMs: reply.retryAfterMs };
     }

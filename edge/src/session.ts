@@ -18,7 +18,7 @@ import {
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
-import { activeTraceId, activeTracing, CellwireError, RemoteError, sleep, type HomeLocation } from "@cellwire/cluster";
+import { activeTraceId, activeTracing, CellwireError, RemoteError, sleep, traceIdOf, type HomeLocation } from "@cellwire/cluster";
 import type { CatchUpScope, CatchUpTarget } from "./catch-up-pacer.ts";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { DeliveryTarget } from "./delivery-hub.ts";
@@ -205,20 +205,29 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     }
     this.requestsInFlight++;
     this.core.requestsInFlight++;
-    const context = { userId, deviceId, homeCellId };
     // When the frame arrived (set above): a send's ack latency counts from it.
     const receivedAtMs = this.lastHeardAtMsValue;
     if (frame.type === "send") this.core.metrics.sendStarted();
     // A frame a cell serves is a trace's first span when tracing is on (docs/decisions/0034); the edge's own
-    // (typing, watchPresence, refresh) are not traced.
+    // (typing, watchPresence, refresh) are not traced. With tracing off it still gets a trace context of
+    // its own, carried to the cell, so the lines about it here and there share its traceId (0037).
     const tracing = activeTracing();
+    const cellServed = frame.type !== "typing" && frame.type !== "watchPresence" && frame.type !== "refresh";
+    const traceparent = tracing === undefined && cellServed ? this.core.traceIds.next() : undefined;
+    const context: RequestContext =
+      traceparent === undefined ? { userId, deviceId, homeCellId } : { userId, deviceId, homeCellId, traceparent };
+    // With tracing on, the span's trace id, read inside it (the error handler below runs outside).
+    let traceId = traceIdOf(traceparent);
     const served =
-      tracing === undefined || frame.type === "typing" || frame.type === "watchPresence" || frame.type === "refresh"
+      tracing === undefined || !cellServed
         ? this.serveFrame(context, frame)
         : tracing.inSpan(
             frame.type === "send" ? "edge.send" : "edge.request",
             { "cellwire.frame.type": frame.type },
-            () => this.serveFrame(context, frame),
+            () => {
+              traceId = activeTraceId();
+              return this.serveFrame(context, frame);
+            },
             failureOf,
           );
     void served
@@ -227,7 +236,10 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
           if (reply.type === "conversation") this.core.ephemeral.typing.conversationSeen(reply.conversation);
           return reply;
         },
-        (error: unknown): ServerFrame => errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message)),
+        (error: unknown): ServerFrame =>
+          errorFrameFor(error, frame.requestId, (message) =>
+            this.core.logger.error(message, traceId === undefined ? undefined : { traceId }),
+          ),
       )
       .then((reply) => {
         try {
@@ -719,7 +731,11 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     };
     const pending = attempt()
       .catch((error: unknown): ServerFrame =>
-        errorFrameFor(error, frame.requestId, (message) => this.core.logger.error(message, { traceId: activeTraceId() })),
+        errorFrameFor(error, frame.requestId, (message) => {
+          // Tracing on: the active span's (this runs inside edge.send); off: the send's own (0037).
+          const traceId = activeTraceId() ?? traceIdOf(context.traceparent);
+          this.core.logger.error(message, traceId === undefined ? undefined : { traceId });
+        }),
       )
       .then((reply) => {
         this.sendSettled(frame, reply);

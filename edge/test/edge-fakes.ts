@@ -13,6 +13,7 @@ import {
   type EntryResult,
   type DirectoryCache,
   type DirectoryCacheLookup,
+  type TraceIds,
 } from "@cellwire/cluster";
 import {
   decodeJsonText,
@@ -230,9 +231,12 @@ type CellAnswer = (cellId: string, request: CellRequest) => Promise<CellReply>;
 export class FakeCellRouting implements CellRouting {
   readonly requests: { readonly cellId: string; readonly request: CellRequest; readonly deadlineAtMs: number | undefined }[] = [];
   readonly answers = new Map<CellRequest["type"], CellAnswer>();
+  /** The traceparent each request was given (tracing off, docs/decisions/0037), in the order of `requests`. */
+  readonly traceparents: (string | undefined)[] = [];
 
-  async request(cellId: string, request: CellRequest, deadlineAtMs?: number): Promise<CellReply> {
+  async request(cellId: string, request: CellRequest, deadlineAtMs?: number, traceparent?: string): Promise<CellReply> {
     this.requests.push({ cellId, request, deadlineAtMs });
+    this.traceparents.push(traceparent);
     const answer = this.answers.get(request.type);
     if (answer !== undefined) return answer(cellId, request);
     if (request.type === "cell.mailboxPage")
@@ -638,6 +642,8 @@ export type FakeEdgeOptions = {
   readonly metrics?: SessionMetrics;
   /** Told of each lookup in the directory cache; nothing by default. */
   readonly directoryCacheLookups?: (result: DirectoryCacheLookup) => void;
+  /** The trace contexts of requests with tracing off; a random prefix by default. */
+  readonly traceIds?: TraceIds;
 };
 
 export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOptions = {}): FakeEdge {
@@ -701,6 +707,7 @@ export function fakeEdge(limits: Partial<EdgeLimits> = {}, options: FakeEdgeOpti
     { wallNowMs: clock.wallNowMs, revocations: new RevocationList({ revocationsMax: 100, retentionMs: 3_600_000 }) },
     catchUps,
     options.metrics,
+    options.traceIds,
   );
   const transports: FakeTransport[] = [];
   const connect = (): { transport: FakeTransport; session: Session | undefined } => {

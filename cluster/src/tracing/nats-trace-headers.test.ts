@@ -3,7 +3,18 @@ import { headers } from "@nats-io/transport-node";
 import { ROOT_CONTEXT, trace, TraceFlags, type SpanContext } from "@opentelemetry/api";
 import { TraceState, W3CTraceContextPropagator } from "@opentelemetry/core";
 import { describe, expect, it } from "vitest";
-import { absentTraceValue, batchItemGetter, batchItemSetter, natsHeadersGetter, natsHeadersSetter } from "./nats-trace-headers.ts";
+import {
+  absentTraceValue,
+  batchItemGetter,
+  batchItemSetter,
+  itemTraceparent,
+  natsHeadersGetter,
+  natsHeadersSetter,
+  traceparentHeaders,
+  traceparentHeadersForEach,
+  traceparentOf,
+  traceparentsOf,
+} from "./nats-trace-headers.ts";
 
 const propagator = new W3CTraceContextPropagator();
 
@@ -59,5 +70,47 @@ describe("batchItemSetter and batchItemGetter", () => {
     expect(extracted.map((context) => context?.spanId)).toEqual(["1".repeat(16), undefined, "3".repeat(16), undefined]);
     expect(extracted[0]?.traceState).toBeUndefined();
     expect(extracted[2]?.traceState?.get("vendor")).toBe("3");
+  });
+});
+
+describe("the traceparent headers of tracing off (docs/decisions/0037)", () => {
+  const value = (digit: string): string => `00-${digit.repeat(32)}-${digit.repeat(16)}-00`;
+
+  it("carry one request's value, which the tracing path reads as a parent that is not sampled", () => {
+    const carrier = traceparentHeaders(value("a"));
+    expect(traceparentOf(carrier)).toBe(value("a"));
+    const extracted = trace.getSpanContext(propagator.extract(ROOT_CONTEXT, carrier, natsHeadersGetter));
+    expect(extracted).toMatchObject({ traceId: "a".repeat(32), spanId: "a".repeat(16), traceFlags: TraceFlags.NONE, isRemote: true });
+  });
+
+  it("carry a batch's values in item order in batchItemGetter's layout, and nothing for a batch without any", () => {
+    expect(traceparentHeadersForEach([undefined, undefined])).toBeUndefined();
+    const carrier = traceparentHeadersForEach([undefined, value("2"), undefined, value("4")]);
+    expect(carrier?.values("traceparent")).toEqual([absentTraceValue, value("2"), absentTraceValue, value("4")]);
+    if (carrier === undefined) throw new Error("no headers");
+    const extracted = [0, 1, 2, 3].map((index) =>
+      trace.getSpanContext(propagator.extract(ROOT_CONTEXT, { headers: carrier, index }, batchItemGetter)),
+    );
+    expect(extracted.map((context) => context?.traceId)).toEqual([undefined, "2".repeat(32), undefined, "4".repeat(32)]);
+    const values = traceparentsOf(carrier);
+    expect([0, 1, 2, 3, 4].map((index) => itemTraceparent(values, index))).toEqual([
+      undefined,
+      value("2"),
+      undefined,
+      value("4"),
+      undefined,
+    ]);
+  });
+
+  it("read nothing from a message without headers, without the header, or with the placeholder", () => {
+    expect(traceparentOf(undefined)).toBeUndefined();
+    expect(traceparentsOf(undefined)).toBeUndefined();
+    expect(itemTraceparent(undefined, 0)).toBeUndefined();
+    const carrier = headers();
+    carrier.set("other", "x");
+    expect(traceparentOf(carrier)).toBeUndefined();
+    expect(traceparentsOf(carrier)).toBeUndefined();
+    carrier.set("traceparent", absentTraceValue);
+    expect(traceparentOf(carrier)).toBeUndefined();
   });
 });

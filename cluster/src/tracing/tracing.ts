@@ -15,6 +15,7 @@ import type { Attributes, Span, SpanContext } from "@opentelemetry/api";
 import type { MsgHdrs } from "@nats-io/transport-node";
 import { ConfigError } from "../errors.ts";
 import type { Environment } from "../config-kit.ts";
+import { traceIdOf } from "./trace-ids.ts";
 
 /** A span's identity, as carried between processes and named in links. */
 export type TraceContext = SpanContext;
@@ -115,6 +116,14 @@ export function activeTracing(): Tracing | undefined {
 /** The trace id of the active span, for a log line's fields (`{ traceId }`); undefined when off or outside a span. */
 export function activeTraceId(): string | undefined {
   return installed?.activeContext()?.traceId;
+}
+
+/**
+ * The trace id for a line about a request: the active span's with tracing on, else the one its headers
+ * carried (`traceparent`, docs/decisions/0037); undefined when neither is there or the value is malformed.
+ */
+export function requestTraceId(traceparent: string | undefined): string | undefined {
+  return activeTraceId() ?? traceIdOf(traceparent);
 }
 
 /** Makes `tracing` the process's (undefined: off). Called by a service's main, and by tests. */
