@@ -408,7 +408,7 @@ describe("CellRequestHandler", () => {
         flaky.failNext = true;
         return new Promise((resolve) => {
           const input = { type: "cell.messagesAfter", userId: "alice", conversationId, afterSeq: null, limit: 10 };
-          void handler.handleParsed(input, resolve, traceparent);
+          void handler.handleParsed(input, resolve, () => traceparent);
         });
       };
       expect(await read(`00-${"5".repeat(32)}-${"6".repeat(16)}-00`)).toMatchObject({ type: "cell.error", code: "internal" });
@@ -417,6 +417,17 @@ describe("CellRequestHandler", () => {
         { line: expect.stringContaining("disk on fire"), fields: { traceId: "5".repeat(32) } },
         { line: expect.stringContaining("disk on fire"), fields: { traceId: undefined } },
       ]);
+      // Read only for a line: a request that writes none never asks (nats decodes headers when asked).
+      let asked = 0;
+      const served = await new Promise<CellReply>((resolve) => {
+        const input = { type: "cell.messagesAfter", userId: "alice", conversationId, afterSeq: null, limit: 10 };
+        void handler.handleParsed(input, resolve, () => {
+          asked += 1;
+          return `00-${"5".repeat(32)}-${"6".repeat(16)}-00`;
+        });
+      });
+      expect(served).toMatchObject({ type: "cell.messages" });
+      expect(asked).toBe(0);
     });
   });
 

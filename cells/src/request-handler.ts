@@ -131,8 +131,8 @@ export class CellRequestHandler {
     return this.handleParsed(parsed.value, respond);
   }
 
-  /** handle() for a payload already parsed (once, to tell batches apart); `traceparent`: its header's (0037). */
-  handleParsed(input: unknown, respond: (reply: CellReply) => void, traceparent?: string): Promise<void> {
+  /** handle() for a parsed payload; `traceparent` reads its header's (0037) only for a line: nats decodes headers when asked. */
+  handleParsed(input: unknown, respond: (reply: CellReply) => void, traceparent?: () => string | undefined): Promise<void> {
     const { queue, workerId, ownership, logger } = this.dependencies;
     const decoded = decode(cellRequestEnvelope, input);
     if (!decoded.ok) {
@@ -188,7 +188,7 @@ export class CellRequestHandler {
     }
     // run() catches everything itself; this only guards against a bug in it.
     return queued.result.catch((error: unknown) =>
-      logger.error(`request handling failed: ${describeError(error)}`, { traceId: requestTraceId(traceparent) }),
+      logger.error(`request handling failed: ${describeError(error)}`, { traceId: requestTraceId(traceparent?.()) }),
     );
   }
 
@@ -233,7 +233,7 @@ export class CellRequestHandler {
     request: CellMessagesAfterRequest,
     key: string,
     respond: (reply: CellReply) => void,
-    traceparent: string | undefined,
+    traceparent: (() => string | undefined) | undefined,
   ): Promise<void> {
     const { store, logger } = this.dependencies;
     try {
@@ -257,7 +257,7 @@ export class CellRequestHandler {
         respond(migrating("conversation", request.conversationId, key, result).reply);
       }
     } catch (error) {
-      logger.error(`cell.messagesAfter on ${key} failed: ${describeError(error)}`, { traceId: requestTraceId(traceparent) });
+      logger.error(`cell.messagesAfter on ${key} failed: ${describeError(error)}`, { traceId: requestTraceId(traceparent?.()) });
       respond(cellErrorReply({ kind: "error", error }));
     }
   }
@@ -343,7 +343,7 @@ export class CellRequestHandler {
     request: CellRequest,
     deadlineAtMs: number,
     respond: (reply: CellReply) => void,
-    traceparent: string | undefined,
+    traceparent: (() => string | undefined) | undefined,
   ): Promise<void> {
     const { logger, monotonicNowMs } = this.dependencies;
     // Its caller has stopped waiting: doing it now would only make an effect nobody is told of (a group
@@ -362,7 +362,7 @@ export class CellRequestHandler {
       outcome = await this.perform(request);
     } catch (error) {
       logger.error(`${request.type} on ${cellRequestKey(request)} failed: ${describeError(error)}`, {
-        traceId: requestTraceId(traceparent),
+        traceId: requestTraceId(traceparent?.()),
       });
       respond(cellErrorReply({ kind: "error", error }));
       return;
@@ -375,7 +375,7 @@ export class CellRequestHandler {
       // What is committed stays: outbox rows are re-driven by the sweeper, and a device that misses a live
       // delivery sees the gap in mailbox seqs and pages the mailbox.
       logger.warn(`after ${request.type} on ${cellRequestKey(request)}: ${describeError(error)}`, {
-        traceId: requestTraceId(traceparent),
+        traceId: requestTraceId(traceparent?.()),
       });
     }
   }

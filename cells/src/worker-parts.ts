@@ -449,7 +449,7 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
         else handler.handleSendBatch(batch.value, respond, tracing.extractEach(message.headers, batch.value.sends.length));
         return;
       }
-      if (tracing === undefined) void handler.handleParsed(parsed.value, respond, traceparentOf(message.headers));
+      if (tracing === undefined) void handler.handleParsed(parsed.value, respond, () => traceparentOf(message.headers));
       else void handleTraced(tracing, message.headers, String(type), (traced) => handler.handleParsed(parsed.value, traced), respond);
     },
   });

@@ -216,8 +216,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     const traceparent = tracing === undefined && cellServed ? this.core.traceIds.next() : undefined;
     const context: RequestContext =
       traceparent === undefined ? { userId, deviceId, homeCellId } : { userId, deviceId, homeCellId, traceparent };
-    // With tracing on, the span's trace id, read inside it (the error handler below runs outside).
-    let traceId = traceIdOf(traceparent);
+    // With tracing on, the span's trace id, read inside it (the error handler below runs outside); off, the
+    // traceparent's, parsed only if a line is written.
+    let traceId: string | undefined;
     const served =
       tracing === undefined || !cellServed
         ? this.serveFrame(context, frame)
@@ -237,9 +238,10 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
           return reply;
         },
         (error: unknown): ServerFrame =>
-          errorFrameFor(error, frame.requestId, (message) =>
-            this.core.logger.error(message, traceId === undefined ? undefined : { traceId }),
-          ),
+          errorFrameFor(error, frame.requestId, (message) => {
+            const lineTraceId = traceId ?? traceIdOf(traceparent);
+            this.core.logger.error(message, lineTraceId === undefined ? undefined : { traceId: lineTraceId });
+          }),
       )
       .then((reply) => {
         try {
