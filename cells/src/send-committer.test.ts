@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { cellReply, decode, type CellReply, type CellSendRequest } from "@cellwire/protocol";
-import type { LogFields } from "@cellwire/cluster";
+import { sendTraceId, type LogFields } from "@cellwire/cluster";
 import { SendCommitter, type SendCommitterLimits } from "./send-committer.ts";
 import type { StoredMessage } from "./message-publisher.ts";
 import { MemoryConversationStore } from "../test/memory-store.ts";
@@ -324,21 +324,27 @@ describe("SendCommitter riding through an unreachable database", () => {
 describe("SendCommitter trace ids with tracing off (docs/decisions/0037)", () => {
   const traceparent = (digit: string): string => `00-${digit.repeat(32)}-${digit.repeat(16)}-00`;
 
-  it("names its sends' trace ids in a failed batch's error line, and passes each send's traceparent on with its message", async () => {
+  it("names its sends' trace ids in a failed batch's error line (derived from the send when it carries none), and passes each send's traceparent on with its message", async () => {
     const { store, committer, errors, errorFields, published, group } = setup();
     const conversationId = await group();
     const ignore = (): void => undefined;
     committer.submit(sendTo(conversationId, "alone"), 10_000, ignore, undefined, traceparent("1"));
-    // Queued behind the first batch: the next batch, of three sends, one of them without a trace context.
+    // Queued behind the first batch: the next batch, of three sends, one without a trace context and one
+    // with a malformed one: both named by the id derived from the send, as their edge names them (0037).
+    const untraced = sendTo(conversationId, "untraced");
+    const malformed = sendTo(conversationId, "malformed");
     committer.submit(sendTo(conversationId, "second"), 10_000, ignore, undefined, traceparent("2"));
-    committer.submit(sendTo(conversationId, "untraced"), 10_000, ignore);
-    committer.submit(sendTo(conversationId, "malformed"), 10_000, ignore, undefined, "00-not-a-trace-00");
+    committer.submit(untraced, 10_000, ignore);
+    committer.submit(malformed, 10_000, ignore, undefined, "00-not-a-trace-00");
     store.held.shift()?.fail(new Error("disk on fire"));
     await settle();
     store.held.shift()?.fail(new Error("disk on fire"));
     await settle();
     expect(errors).toHaveLength(2);
-    expect(errorFields).toEqual([{ traceId: "1".repeat(32) }, { traceId: "2".repeat(32) }]);
+    expect(errorFields).toEqual([
+      { traceId: "1".repeat(32) },
+      { traceIds: ["2".repeat(32), sendTraceId(untraced), sendTraceId(malformed)].join(",") },
+    ]);
     committer.submit(sendTo(conversationId, "third"), 10_000, ignore, undefined, traceparent("3"));
     committer.submit(sendTo(conversationId, "fourth"), 10_000, ignore, undefined, traceparent("4"));
     await store.completeNext();

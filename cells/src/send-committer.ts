@@ -26,7 +26,9 @@
 import {
   activeTracing,
   backoffDelayMs,
+  sendTraceId,
   traceIdFields,
+  type SendIdentity,
   traceIdOf,
   type BackoffPolicy,
   type LogFields,
@@ -121,11 +123,18 @@ type PendingSend = {
   readonly traceparent: string | undefined;
 };
 
-/** The trace ids of sends, for the fields of a line about them (docs/decisions/0037). */
+/**
+ * The trace ids of sends, for the fields of a line about them (docs/decisions/0037): the span's with
+ * tracing on, else a traceparent the send came with, else the id derived from the send itself.
+ */
 function sendTraceFields(
-  sends: readonly { readonly trace?: TraceContext | undefined; readonly traceparent?: string | undefined }[],
+  sends: readonly ({ readonly trace?: TraceContext | undefined; readonly traceparent?: string | undefined } & (
+    { readonly request: SendIdentity } | { readonly message: SendIdentity }
+  ))[],
 ): LogFields | undefined {
-  return traceIdFields(sends.map((send) => send.trace?.traceId ?? traceIdOf(send.traceparent)));
+  return traceIdFields(
+    sends.map((send) => send.trace?.traceId ?? traceIdOf(send.traceparent) ?? sendTraceId("request" in send ? send.request : send.message)),
+  );
 }
 
 /** What one attempt at a batch left to try again: the sends, and the failure that stopped them. */

@@ -18,7 +18,6 @@ import {
   subscribeDirectoryChanges,
   timedCellRequests,
   traceparentOf,
-  traceparentsOf,
   type BackoffPolicy,
   type RingRoutingOptions,
   type RunningRouter,
@@ -445,7 +444,8 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
       if (type === "cell.sendBatch") {
         const batch = decode(cellSendBatch, parsed.value);
         if (!batch.ok) respond(cellErrorReply({ kind: "bad_payload", reason: `${batch.failure.path} ${batch.failure.reason}` }));
-        else if (tracing === undefined) handler.handleSendBatch(batch.value, respond, undefined, traceparentsOf(message.headers));
+        // Tracing off: its sends' trace ids are derived from the sends when a line needs them (0037).
+        else if (tracing === undefined) handler.handleSendBatch(batch.value, respond);
         else handler.handleSendBatch(batch.value, respond, tracing.extractEach(message.headers, batch.value.sends.length));
         return;
       }

@@ -1,15 +1,15 @@
 // Trace ids with tracing off, end to end (issue 13 item 2, docs/decisions/0037): on a topology of real
 // processes without an OTLP endpoint, a send the worker fails to store (a trigger in the cell's database
 // refuses its body) is answered internal, and the edge's error line about it and the worker's error line
-// about its batch carry the same 32-hex traceId. A send that succeeds reaches the deliveries subject with
-// a traceparent header whose trace id was made by the same edge (its per-process prefix), not sampled.
+// about its batch carry the same 32-hex traceId, the one derived from the send (sendTraceId). A send that
+// succeeds reaches the deliveries subject with no trace context: recipient edges derive the same id.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { ensureCellDatabase } from "@cellwire/cells";
-import { traceIdOf } from "@cellwire/cluster";
+import { decodeMessage, sendTraceId } from "@cellwire/cluster";
 import { defaultDevKeyDirectory, signDevToken } from "@cellwire/edge/dev-keys";
-import { deliveriesSubject, protocolVersion } from "@cellwire/protocol";
+import { deliveriesSubject, deliveryBatch, protocolVersion, type Message } from "@cellwire/protocol";
 import { pollUntil } from "@cellwire/testkit";
 import { parseLogLine, type ServiceLogLine } from "../test/log-lines.ts";
 import { RawSocket } from "../test/raw-socket.ts";
@@ -75,7 +75,7 @@ function linesOf(process: string, level: string, text: string): ServiceLogLine[]
 }
 
 describe("trace ids with tracing off", () => {
-  it("names one send's trace id in the edge's and the worker's error lines about it, and carries the edge's trace ids to the deliveries", async () => {
+  it("names one send's trace id, derived from the send, in the edge's and the worker's error lines about it, and carries nothing for it in the deliveries", async () => {
     const alice = await session("alice");
     alice.send(JSON.stringify({ type: "openDirect", requestId: "open", peerUserId: "bob" }));
     const opened = await alice.frame((frame) => frame["requestId"] === "open", deadlineMs);
@@ -99,12 +99,19 @@ describe("trace ids with tracing off", () => {
     expect(workerLine.fields["traceId"]).toBe(traceId);
     expect(workerLine.msg).toContain("the test trigger refused this body");
 
-    // The fan-out: a stored send's delivery batch carries its traceparent, made by the same edge.
+    // A send's id is derived from the send (0037): the same at the edge, its worker and a recipient edge.
+    expect(traceId).toBe(sendTraceId({ senderUserId: "alice", senderDeviceId: "phone", conversationId, clientMessageId: "c-refused" }));
+
+    // The fan-out: a stored send's delivery batch carries no trace context (nothing on the message path);
+    // a recipient edge names the message by the id derived from it, the one its edge and worker name.
     nats = await test.connectNats("edge");
-    const headerValues: string[] = [];
+    const deliveries: { readonly message: Message; readonly traceparents: number }[] = [];
     const subscription: Subscription = nats.subscribe(deliveriesSubject(test.namespace), {
-      callback: (_error, message) => {
-        if (message.headers?.has("traceparent") === true) headerValues.push(...message.headers.values("traceparent"));
+      callback: (_error, received) => {
+        const decoded = decodeMessage(deliveryBatch, received.data);
+        if (!decoded.ok) return;
+        const traceparents = received.headers?.values("traceparent").length ?? 0;
+        for (const { message } of decoded.value.messages) deliveries.push({ message, traceparents });
       },
     });
     await nats.flush();
@@ -112,12 +119,15 @@ describe("trace ids with tracing off", () => {
     const bob = await session("bob");
     bob.send(JSON.stringify({ type: "send", requestId: "stored", conversationId, clientMessageId: "c-stored", body: "hello" }));
     expect(await bob.frame((frame) => frame["requestId"] === "stored", deadlineMs)).toMatchObject({ type: "ack" });
-    const delivered = await pollUntil("the delivery batch's traceparent", () => headerValues[0], { deadlineMs });
+    const delivered = await pollUntil(
+      "the stored send's delivery",
+      () => deliveries.find(({ message }) => message.clientMessageId === "c-stored"),
+      { deadlineMs },
+    );
     subscription.unsubscribe();
-    expect(delivered).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
-    const deliveredTraceId = traceIdOf(delivered);
-    expect(deliveredTraceId).not.toBe(traceId);
-    // Every trace id of one edge begins with its process's random prefix.
-    expect(deliveredTraceId?.slice(0, 16)).toBe(String(traceId).slice(0, 16));
+    expect(delivered.traceparents).toBe(0);
+    expect(sendTraceId(delivered.message)).toBe(
+      sendTraceId({ senderUserId: "bob", senderDeviceId: "phone", conversationId, clientMessageId: "c-stored" }),
+    );
   });
 });

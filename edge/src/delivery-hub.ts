@@ -7,16 +7,7 @@
 // it reads its backlog, so every delivery of something committed after that read reaches it, and what
 // was committed before is in the backlog (or both: sessions drop duplicates by seq).
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
-import {
-  activeTracing,
-  decodeMessage,
-  itemTraceparent,
-  traceIdOf,
-  traceparentsOf,
-  type LogFields,
-  type TraceContext,
-  type Tracing,
-} from "@cellwire/cluster";
+import { activeTracing, decodeMessage, sendTraceId, type LogFields, type TraceContext, type Tracing } from "@cellwire/cluster";
 import {
   deliveriesSubject,
   deliveryBatch,
@@ -184,7 +175,7 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
         const why = error instanceof Error ? error.message : String(error);
         this.warn(
           `handing message ${message.messageId} of ${message.conversationId} to a session failed: ${why}`,
-          itemTraceFields(tracing, received?.headers, messageIndex),
+          itemTraceFields(tracing, received?.headers, messageIndex, message),
         );
       }
       if (frame !== undefined && tracing !== undefined) {
@@ -214,11 +205,16 @@ export class NatsDeliveryHub implements DeliverySource, TypingPublisher {
 }
 
 /**
- * `{ traceId }` of item `index` of a delivery batch, from its headers: the span context's with tracing on,
- * else the traceparent its worker passed on (docs/decisions/0037); read only when a line is written.
+ * `{ traceId }` of a delivery batch's message `index`, read only when a line is written: with tracing on its
+ * span context's (from the batch's headers), else the id derived from the message's send (sendTraceId,
+ * docs/decisions/0037), the one its edge and its worker name.
  */
-function itemTraceFields(tracing: Tracing | undefined, headers: MsgHdrs | undefined, index: number): LogFields | undefined {
-  const traceId =
-    tracing === undefined ? traceIdOf(itemTraceparent(traceparentsOf(headers), index)) : tracing.extractItem(headers, index)?.traceId;
+function itemTraceFields(
+  tracing: Tracing | undefined,
+  headers: MsgHdrs | undefined,
+  index: number,
+  message: Message,
+): LogFields | undefined {
+  const traceId = tracing === undefined ? sendTraceId(message) : tracing.extractItem(headers, index)?.traceId;
   return traceId === undefined ? undefined : { traceId };
 }

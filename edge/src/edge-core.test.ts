@@ -1,7 +1,7 @@
 // EdgeCore in process: sessions on fake sockets, a fake verifier, a RequestHandler over an in-memory
 // directory and cells, and an in-memory delivery source. No timing assumption beyond waiting for events.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { devDirectConversationKey, directConversationId, TraceIds, traceIdOf, UnavailableError } from "@cellwire/cluster";
+import { devDirectConversationKey, directConversationId, sendTraceId, TraceIds, traceIdOf, UnavailableError } from "@cellwire/cluster";
 import { closeAdvice, closeCodes, errorCodes, protocolVersion, type CellReply, type Message, type ReceiptEvent } from "@cellwire/protocol";
 import { errorFrameFor } from "./error-mapping.ts";
 import type { CellServedFrame } from "./request-handler.ts";
@@ -948,7 +948,7 @@ describe("RequestHandler", () => {
 });
 
 describe("trace ids with tracing off (docs/decisions/0037)", () => {
-  it("gives each request a cell serves its own traceparent, and names its trace id in the edge's line about its failure", async () => {
+  it("gives each request a cell serves but a send its own traceparent, derives a send's from the send, and names each in the edge's line about its failure", async () => {
     const prefix = (size: number): Uint8Array => new Uint8Array(size).fill(0xab);
     const edge = edgeWithGroup({}, { traceIds: new TraceIds(prefix) });
     const { transport } = await edge.authenticated("alice");
@@ -959,16 +959,16 @@ describe("trace ids with tracing off (docs/decisions/0037)", () => {
     await transport.frame((frame) => frame["requestId"] === "r1", from);
     await transport.frame((frame) => frame["requestId"] === "r2", from);
     const sent = edge.router.requests.flatMap(({ request }, index) =>
-      request.type === "cell.send" || request.type === "cell.history"
-        ? [{ type: request.type, traceparent: edge.router.traceparents[index] }]
-        : [],
+      request.type === "cell.send" || request.type === "cell.history" ? [{ request, traceparent: edge.router.traceparents[index] }] : [],
     );
-    const sendTraceparent = sent.find((request) => request.type === "cell.send")?.traceparent;
-    const historyTraceparent = sent.find((request) => request.type === "cell.history")?.traceparent;
-    expect(sendTraceparent).toMatch(/^00-abababababababab[0-9a-f]{16}-[0-9a-f]{16}-00$/);
+    const send = sent.find(({ request }) => request.type === "cell.send");
+    const historyTraceparent = sent.find(({ request }) => request.type === "cell.history")?.traceparent;
+    // A send carries nothing: its worker and the recipient edges derive the same id from the send (0037).
+    expect(send?.traceparent).toBeUndefined();
     expect(historyTraceparent).toMatch(/^00-abababababababab[0-9a-f]{16}-[0-9a-f]{16}-00$/);
-    expect(historyTraceparent).not.toBe(sendTraceparent);
-    const sendTraceId = traceIdOf(sendTraceparent);
+    if (send?.request.type !== "cell.send") throw new Error("no cell.send was sent");
+    const derivedTraceId = sendTraceId(send.request);
+    expect(derivedTraceId).toMatch(/^[0-9a-f]{32}$/);
     const historyTraceId = traceIdOf(historyTraceparent);
     // The two lines in either order: the requests are served concurrently.
     const errors = edge.logger.lines.filter((line) => line.level === "error");
@@ -976,7 +976,7 @@ describe("trace ids with tracing off (docs/decisions/0037)", () => {
     expect(errors).toContainEqual({
       level: "error",
       message: "RemoteError: the cell answered internal: disk on fire",
-      fields: { traceId: sendTraceId },
+      fields: { traceId: derivedTraceId },
     });
     expect(errors).toContainEqual({
       level: "error",

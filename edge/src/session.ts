@@ -18,7 +18,17 @@ import {
   type SequencedEvent,
   type ServerFrame,
 } from "@cellwire/protocol";
-import { activeTraceId, activeTracing, CellwireError, RemoteError, sleep, traceIdOf, type HomeLocation } from "@cellwire/cluster";
+import {
+  activeTraceId,
+  activeTracing,
+  CellwireError,
+  RemoteError,
+  sendTraceId,
+  sleep,
+  traceIdOf,
+  type HomeLocation,
+  type SendIdentity,
+} from "@cellwire/cluster";
 import type { CatchUpScope, CatchUpTarget } from "./catch-up-pacer.ts";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { DeliveryTarget } from "./delivery-hub.ts";
@@ -210,10 +220,11 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     if (frame.type === "send") this.core.metrics.sendStarted();
     // A frame a cell serves is a trace's first span when tracing is on (docs/decisions/0034); the edge's own
     // (typing, watchPresence, refresh) are not traced. With tracing off it still gets a trace context of
-    // its own, carried to the cell, so the lines about it here and there share its traceId (0037).
+    // its own, carried to the cell, so the lines about it here and there share its traceId (0037); but a
+    // send's is derived from the send itself (sendTraceId) wherever a line needs it, and carried nowhere.
     const tracing = activeTracing();
     const cellServed = frame.type !== "typing" && frame.type !== "watchPresence" && frame.type !== "refresh";
-    const traceparent = tracing === undefined && cellServed ? this.core.traceIds.next() : undefined;
+    const traceparent = tracing === undefined && cellServed && frame.type !== "send" ? this.core.traceIds.next() : undefined;
     const context: RequestContext =
       traceparent === undefined ? { userId, deviceId, homeCellId } : { userId, deviceId, homeCellId, traceparent };
     // With tracing on, the span's trace id, read inside it (the error handler below runs outside); off, the
@@ -239,7 +250,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
         },
         (error: unknown): ServerFrame =>
           errorFrameFor(error, frame.requestId, (message) => {
-            const lineTraceId = traceId ?? traceIdOf(traceparent);
+            const lineTraceId = traceId ?? (frame.type === "send" ? sendTraceId(sendIdentity(context, frame)) : traceIdOf(traceparent));
             this.core.logger.error(message, lineTraceId === undefined ? undefined : { traceId: lineTraceId });
           }),
       )
@@ -735,7 +746,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       .catch((error: unknown): ServerFrame =>
         errorFrameFor(error, frame.requestId, (message) => {
           // Tracing on: the active span's (this runs inside edge.send); off: the send's own (0037).
-          const traceId = activeTraceId() ?? traceIdOf(context.traceparent);
+          const traceId = activeTraceId() ?? sendTraceId(sendIdentity(context, frame));
           this.core.logger.error(message, traceId === undefined ? undefined : { traceId });
         }),
       )
@@ -835,4 +846,14 @@ function syncedFrame(cursor: MailboxCursor): ServerFrame {
 /** The error code of a reply frame, for its span's status. */
 function failureOf(reply: ServerFrame): string | undefined {
   return reply.type === "error" ? reply.code : undefined;
+}
+
+/** What names a send for good (its trace id with tracing off, docs/decisions/0037), as its cell request will. */
+function sendIdentity(context: RequestContext, frame: SendFrame): SendIdentity {
+  return {
+    senderUserId: context.userId,
+    senderDeviceId: context.deviceId,
+    conversationId: frame.conversationId,
+    clientMessageId: frame.clientMessageId,
+  };
 }

@@ -1,7 +1,7 @@
 // Trace ids made without OpenTelemetry (docs/decisions/0037): the traceparent values an edge gives its
 // requests with tracing off, and the parse every receiver applies to the values it reads from the network.
 import { describe, expect, it } from "vitest";
-import { isTraceparent, traceIdFields, traceIdOf, TraceIds } from "./trace-ids.ts";
+import { isTraceparent, sendTraceId, traceIdFields, traceIdOf, TraceIds } from "./trace-ids.ts";
 
 const fixedPrefix = (size: number): Uint8Array => Uint8Array.from({ length: size }, (_, index) => 0xa0 + index);
 
@@ -62,5 +62,20 @@ describe("traceIdFields", () => {
     expect(traceIdFields([undefined, undefined])).toBeUndefined();
     expect(traceIdFields(["a", undefined, "a"])).toEqual({ traceId: "a" });
     expect(traceIdFields(["a", "b", undefined, "a", "c"])).toEqual({ traceIds: "a,b,c" });
+  });
+});
+
+describe("sendTraceId", () => {
+  const send = { senderUserId: "alice", senderDeviceId: "phone", conversationId: "g-AAAAAAAAAAAAAAAAAAAAAA", clientMessageId: "c-1" };
+
+  it("is a W3C-shaped trace id, the same wherever the send is named (edge, worker, message), and another for another send", () => {
+    const id = sendTraceId(send);
+    expect(id).toMatch(/^[0-9a-f]{32}$/);
+    expect(traceIdOf(`00-${id}-${"1".repeat(16)}-00`)).toBe(id);
+    expect(sendTraceId({ ...send, body: "ignored", seq: 4 } as typeof send)).toBe(id);
+    expect(sendTraceId({ ...send, clientMessageId: "c-2" })).not.toBe(id);
+    expect(sendTraceId({ ...send, senderDeviceId: "laptop" })).not.toBe(id);
+    // Fields are separated: moving a character from one field to the next names another send.
+    expect(sendTraceId({ ...send, senderUserId: "alic", senderDeviceId: "ephone" })).not.toBe(id);
   });
 });

@@ -3,7 +3,7 @@
 // one `traceId`. The value travels in the `traceparent` header the tracing path uses (flags 00: not
 // sampled), so a process with tracing on continues it as a parent. Made without crypto per request: a
 // random per-process prefix and a counter, a few string operations; nothing here imports OpenTelemetry.
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { LogFields } from "../membership.ts";
 
 /** The NATS header (and W3C name) that carries a request's trace context. */
@@ -64,4 +64,26 @@ export function traceIdFields(traceIds: Iterable<string | undefined>): LogFields
   if (distinct.size === 0) return undefined;
   if (distinct.size === 1) for (const traceId of distinct) return { traceId };
   return { traceIds: [...distinct].join(",") };
+}
+
+/** The fields that name one send for good: the same at its edge, its worker, every recipient edge and on a retry. */
+export type SendIdentity = {
+  readonly senderUserId: string;
+  readonly senderDeviceId: string;
+  readonly conversationId: string;
+  readonly clientMessageId: string;
+};
+
+/**
+ * A send's trace id with tracing off (docs/decisions/0037): derived from its identity instead of carried,
+ * so its edge, its worker and the recipient edges each compute the same id from what they already hold,
+ * and only when a line is written; the message path carries and computes nothing for it. The first 32
+ * hex of the SHA-256 of the four fields: a W3C-shaped trace id, the same for a retry of the send (which is
+ * the same send: it dedupes on clientMessageId), and not a user id in clear.
+ */
+export function sendTraceId(send: SendIdentity): string {
+  return createHash("sha256")
+    .update(`${send.senderUserId}\n${send.senderDeviceId}\n${send.conversationId}\n${send.clientMessageId}`)
+    .digest("hex")
+    .slice(0, 32);
 }
