@@ -8,7 +8,7 @@
 // Publishes are NATS core: at most once. A member's device that misses one sees the gap at its next
 // message (or on reconnect) and reads the conversation's log (docs/decisions/0009).
 import type { MsgHdrs } from "@nats-io/transport-node";
-import { activeTracing, BoundedCache, traceparentHeadersForEach, type Logger, type TraceContext } from "@cellwire/cluster";
+import { activeTracing, BoundedCache, type Logger, type TraceContext } from "@cellwire/cluster";
 import { deliveryBatchItemsMax, sendBatchBytesMax, type Delivery, type Message } from "@cellwire/protocol";
 import type { MembersResult } from "./store/store.ts";
 
@@ -18,18 +18,13 @@ export type StoredMessage = {
   readonly membersVersion: number;
   /** The span of the message's send on this worker, when tracing is on: carried to the recipients' edges. */
   readonly trace?: TraceContext | undefined;
-  /**
-   * With tracing off: the traceparent its send came with (docs/decisions/0037), passed on as it came, so
-   * the recipients' edges name the send's trace id in their lines about its delivery.
-   */
-  readonly traceparent?: string | undefined;
 };
 
 export type MessagePublisherDependencies = {
   readonly members: (conversationId: string) => Promise<MembersResult>;
   /**
    * Publishes one encoded delivery.batch on the deliveries subject; `headers` carry each message's trace
-   * context in message order: its span's with tracing on, its send's traceparent with tracing off.
+   * context in message order with tracing on (with it off, recipients derive a send's id, 0037).
    */
   readonly publish: (payload: string, headers?: MsgHdrs) => void;
   readonly logger: Logger;
@@ -56,20 +51,16 @@ export class MessagePublisher {
     // whole publish, linked to every message's send (docs/decisions/0034).
     const tracing = activeTracing();
     const traces: (TraceContext | undefined)[] | undefined = tracing === undefined ? undefined : [];
-    // With tracing off, each item's traceparent, in the same layout (docs/decisions/0037).
-    const traceparents: (string | undefined)[] = [];
     const startedAtMs = tracing === undefined ? 0 : tracing.now();
     const publishItems = (): void => {
       const payload = batchHead + items.join(",") + batchTail;
-      const headers =
-        tracing === undefined || traces === undefined ? traceparentHeadersForEach(traceparents) : tracing.headersForEach(traces);
+      const headers = tracing === undefined || traces === undefined ? undefined : tracing.headersForEach(traces);
       if (headers === undefined) this.dependencies.publish(payload);
       else this.dependencies.publish(payload, headers);
       items.length = 0;
-      traceparents.length = 0;
       if (traces !== undefined) traces.length = 0;
     };
-    for (const { message, membersVersion, trace, traceparent } of messages) {
+    for (const { message, membersVersion, trace } of messages) {
       const recipients = await this.recipientsOf(message.conversationId, membersVersion);
       if (recipients === undefined) continue;
       const item = `{"recipientUserIds":${recipients.json},"message":${JSON.stringify(message)}}`;
@@ -80,8 +71,7 @@ export class MessagePublisher {
         bytes = batchHead.length + batchTail.length;
       }
       items.push(item);
-      if (traces === undefined) traceparents.push(traceparent);
-      else traces.push(trace);
+      traces?.push(trace);
       bytes += itemBytes;
     }
     if (items.length > 0) publishItems();

@@ -16,7 +16,7 @@
 // refused at once instead of waiting behind it; cell.import is a write in the key's turn; cell.stats and
 // the operator's dead-letter requests (cell.deadLetters, cell.redriveDeadLetters) are answered by
 // whichever worker gets them.
-import { activeTracing, itemTraceparent, requestTraceId, type LogFields, type Logger, type TraceContext } from "@cellwire/cluster";
+import { activeTracing, requestTraceId, type LogFields, type Logger, type TraceContext } from "@cellwire/cluster";
 import {
   cellRequestEnvelope,
   cellRequestKey,
@@ -201,8 +201,6 @@ export class CellRequestHandler {
     respond: (replies: CellSendBatchReplies) => void,
     /** With tracing on: each send's context from the batch's headers (undefined where a send has none). */
     traceContexts?: readonly (TraceContext | undefined)[],
-    /** With tracing off: the batch's traceparent values, one per send (traceparentsOf), unchecked. */
-    traceparents?: readonly string[],
   ): void {
     const replies = new Array<CellReply | undefined>(batch.sends.length);
     let outstanding = batch.sends.length;
@@ -215,7 +213,7 @@ export class CellRequestHandler {
         if (outstanding === 0) respond({ type: "cell.sendBatchReplies", replies: replies as CellReply[] });
       };
       if (tracing === undefined) {
-        this.dependencies.sends.submit(send, batch.budgetMs, answer, undefined, itemTraceparent(traceparents, index));
+        this.dependencies.sends.submit(send, batch.budgetMs, answer);
         return;
       }
       // The send's span on this worker, in its trace: from its arrival to its reply (its commit is linked).

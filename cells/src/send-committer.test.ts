@@ -322,47 +322,30 @@ describe("SendCommitter riding through an unreachable database", () => {
 });
 
 describe("SendCommitter trace ids with tracing off (docs/decisions/0037)", () => {
-  const traceparent = (digit: string): string => `00-${digit.repeat(32)}-${digit.repeat(16)}-00`;
-
-  it("names its sends' trace ids in a failed batch's error line (derived from the send when it carries none), and passes each send's traceparent on with its message", async () => {
-    const { store, committer, errors, errorFields, published, group } = setup();
+  it("names a failed batch's send by the trace id derived from it, the one its edge names", async () => {
+    const { store, committer, errors, errorFields, group } = setup();
     const conversationId = await group();
-    const ignore = (): void => undefined;
-    committer.submit(sendTo(conversationId, "alone"), 10_000, ignore, undefined, traceparent("1"));
-    // Queued behind the first batch: the next batch, of three sends, one without a trace context and one
-    // with a malformed one: both named by the id derived from the send, as their edge names them (0037).
-    const untraced = sendTo(conversationId, "untraced");
-    const malformed = sendTo(conversationId, "malformed");
-    committer.submit(sendTo(conversationId, "second"), 10_000, ignore, undefined, traceparent("2"));
-    committer.submit(untraced, 10_000, ignore);
-    committer.submit(malformed, 10_000, ignore, undefined, "00-not-a-trace-00");
+    const alone = sendTo(conversationId, "alone");
+    committer.submit(alone, 10_000, () => undefined);
     store.held.shift()?.fail(new Error("disk on fire"));
     await settle();
-    store.held.shift()?.fail(new Error("disk on fire"));
-    await settle();
-    expect(errors).toHaveLength(2);
-    expect(errorFields).toEqual([
-      { traceId: "1".repeat(32) },
-      { traceIds: ["2".repeat(32), sendTraceId(untraced), sendTraceId(malformed)].join(",") },
-    ]);
-    committer.submit(sendTo(conversationId, "third"), 10_000, ignore, undefined, traceparent("3"));
-    committer.submit(sendTo(conversationId, "fourth"), 10_000, ignore, undefined, traceparent("4"));
-    await store.completeNext();
-    await store.completeNext();
-    expect(published.flat().map((stored) => stored.traceparent)).toEqual([traceparent("3"), traceparent("4")]);
+    expect(errors).toHaveLength(1);
+    expect(errorFields).toEqual([{ traceId: sendTraceId(alone) }]);
   });
 
   it("names every distinct trace id of a batch of several in traceIds", async () => {
     const { store, committer, errorFields, group } = setup();
     const conversationId = await group();
     const ignore = (): void => undefined;
+    const a = sendTo(conversationId, "a");
+    const b = sendTo(conversationId, "b");
     committer.submit(sendTo(conversationId, "first"), 10_000, ignore);
-    committer.submit(sendTo(conversationId, "a"), 10_000, ignore, undefined, traceparent("a"));
-    committer.submit(sendTo(conversationId, "b"), 10_000, ignore, undefined, traceparent("b"));
+    committer.submit(a, 10_000, ignore);
+    committer.submit(b, 10_000, ignore);
     await store.completeNext();
     store.held.shift()?.fail(new Error("disk on fire"));
     await settle();
-    expect(errorFields).toEqual([{ traceIds: `${"a".repeat(32)},${"b".repeat(32)}` }]);
+    expect(errorFields).toEqual([{ traceIds: `${sendTraceId(a)},${sendTraceId(b)}` }]);
   });
 });
 

@@ -116,25 +116,18 @@ type PendingSend = {
   readonly respond: (reply: CellReply) => void;
   /** The send's span on this worker when tracing is on: its commit links to it, its delivery carries it. */
   readonly trace: TraceContext | undefined;
-  /**
-   * With tracing off: the send's traceparent as its edge sent it (docs/decisions/0037), unchecked: read
-   * for log lines (traceIdOf checks it) and passed on with its delivery.
-   */
-  readonly traceparent: string | undefined;
 };
 
 /**
  * The trace ids of sends, for the fields of a line about them (docs/decisions/0037): the span's with
- * tracing on, else a traceparent the send came with, else the id derived from the send itself.
+ * tracing on, else the id derived from the send itself.
  */
 function sendTraceFields(
-  sends: readonly ({ readonly trace?: TraceContext | undefined; readonly traceparent?: string | undefined } & (
+  sends: readonly ({ readonly trace?: TraceContext | undefined } & (
     { readonly request: SendIdentity } | { readonly message: SendIdentity }
   ))[],
 ): LogFields | undefined {
-  return traceIdFields(
-    sends.map((send) => send.trace?.traceId ?? traceIdOf(send.traceparent) ?? sendTraceId("request" in send ? send.request : send.message)),
-  );
+  return traceIdFields(sends.map((send) => send.trace?.traceId ?? sendTraceId("request" in send ? send.request : send.message)));
 }
 
 /** What one attempt at a batch left to try again: the sends, and the failure that stopped them. */
@@ -187,15 +180,8 @@ export class SendCommitter {
   /**
    * Queues a send; `respond` is called exactly once: after the commit, or at once when it is refused.
    * `budgetMs` is how long the caller still waits for the reply; `trace` the send's span, when tracing is on;
-   * `traceparent` its edge's trace context, when tracing is off.
    */
-  submit(
-    request: CellSendRequest,
-    budgetMs: number,
-    respond: (reply: CellReply) => void,
-    trace?: TraceContext,
-    traceparent?: string,
-  ): void {
+  submit(request: CellSendRequest, budgetMs: number, respond: (reply: CellReply) => void, trace?: TraceContext): void {
     const { limits, monotonicNowMs } = this.dependencies;
     if (this.pending.length >= limits.pendingSendsMax) {
       respond(this.overloaded(`${this.pending.length} sends are waiting for this worker's next commit`));
@@ -213,7 +199,6 @@ export class SendCommitter {
       outcomeUnknown: false,
       respond,
       trace,
-      traceparent,
     });
     if (this.running) return;
     const { linger } = this.dependencies;
@@ -385,7 +370,6 @@ export class SendCommitter {
           message: result.message,
           membersVersion: result.deduplicated ? 0 : result.membersVersion,
           trace: send.trace,
-          traceparent: send.traceparent,
         });
       }
     });

@@ -112,7 +112,7 @@ export class CellRouter {
         // The worker is told how long this attempt waits (a batch of sends carries the shortest of them).
         const pending =
           request.type === "cell.send"
-            ? this.sends.request(subject, request, timeoutMs, traceparent)
+            ? this.sends.request(subject, request, timeoutMs)
             : requestJson(this.connection, subject, withBudget(request, timeoutMs), cellReply, timeoutMs, "cell_unavailable", traceparent);
         pending.catch(() => undefined);
         const reply = await Promise.race([pending, ownerLeft]);

@@ -38,10 +38,4 @@ export * from "./nats-access.ts";
 // Tracing: the facade only; the OpenTelemetry SDK behind it is imported by startTracing when an endpoint is set.
 export * from "./tracing/tracing.ts";
 export * from "./tracing/trace-ids.ts";
-export {
-  itemTraceparent,
-  traceparentHeaders,
-  traceparentHeadersForEach,
-  traceparentOf,
-  traceparentsOf,
-} from "./tracing/nats-trace-headers.ts";
+export { traceparentHeaders, traceparentOf } from "./tracing/nats-trace-headers.ts";

@@ -13,7 +13,6 @@ import { cellSendBatchReplies, sendBatchBytesMax, sendBatchItemsMax, type CellRe
 import { BadPayloadError, UnavailableError } from "./errors.ts";
 import { decodeMessage, describeFailure } from "./nats-json.ts";
 import { RequestMux } from "./request-mux.ts";
-import { traceparentHeadersForEach } from "./tracing/nats-trace-headers.ts";
 import { activeTracing, type TraceContext } from "./tracing/tracing.ts";
 
 type Waiting = {
@@ -23,8 +22,6 @@ type Waiting = {
   readonly reject: (error: unknown) => void;
   /** The send's span (the edge's frame) when tracing is on: its context travels in the batch's headers. */
   readonly trace: TraceContext | undefined;
-  /** With tracing off: the send's own traceparent (docs/decisions/0037), one header value per send. */
-  readonly traceparent: string | undefined;
 };
 
 type Batch = { readonly items: Waiting[]; bytes: number };
@@ -44,9 +41,8 @@ export class SendBatcher {
 
   /**
    * Sends `request` to `subject` in the next batch for it; `timeoutMs` bounds the wait for its reply.
-   * `traceparent` (tracing off) goes with it in the batch's headers.
    */
-  request(subject: string, request: CellSendRequest, timeoutMs: number, traceparent?: string): Promise<CellReply> {
+  request(subject: string, request: CellSendRequest, timeoutMs: number): Promise<CellReply> {
     const encoded = JSON.stringify(request);
     const trace = activeTracing()?.activeContext();
     // UTF-8 bytes, as NATS counts its payload: a string's length undercounts non-ASCII bodies up to 3 times.
@@ -63,7 +59,7 @@ export class SendBatcher {
         batch = { items: [], bytes: envelopeBytes };
         this.batches.set(subject, batch);
       }
-      batch.items.push({ encoded, timeoutMs, resolve, reject, trace, traceparent });
+      batch.items.push({ encoded, timeoutMs, resolve, reject, trace });
       batch.bytes += bytes;
       if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -86,13 +82,10 @@ export class SendBatcher {
     for (const item of items) timeoutMs = Math.min(timeoutMs, item.timeoutMs);
     const budgetMs = Math.max(0, Math.floor(timeoutMs));
     const payload = `{"type":"cell.sendBatch","budgetMs":${budgetMs},"sends":[${items.map((item) => item.encoded).join(",")}]}`;
-    // One trace context per send, in send order (nats-trace-headers.ts): the worker continues each send's trace.
+    // One trace context per send, in send order (nats-trace-headers.ts): the worker continues each send's
+    // trace. With tracing off none: a send's trace id is derived from the send where a line needs it (0037).
     const tracing = activeTracing();
-    // With tracing off, each send's own traceparent, in the same layout (docs/decisions/0037).
-    const headers =
-      tracing === undefined
-        ? traceparentHeadersForEach(items.map((item) => item.traceparent))
-        : tracing.headersForEach(items.map((item) => item.trace));
+    const headers = tracing === undefined ? undefined : tracing.headersForEach(items.map((item) => item.trace));
     void this.requests.request(subject, payload, Math.max(1, budgetMs), headers).then((outcome) => {
       if (!outcome.ok) {
         const failure = new UnavailableError("cell_unavailable", `${subject}: ${describeFailure(outcome.reason, budgetMs)}`);

@@ -7,13 +7,10 @@ import {
   absentTraceValue,
   batchItemGetter,
   batchItemSetter,
-  itemTraceparent,
   natsHeadersGetter,
   natsHeadersSetter,
   traceparentHeaders,
-  traceparentHeadersForEach,
   traceparentOf,
-  traceparentsOf,
 } from "./nats-trace-headers.ts";
 
 const propagator = new W3CTraceContextPropagator();
@@ -83,33 +80,11 @@ describe("the traceparent headers of tracing off (docs/decisions/0037)", () => {
     expect(extracted).toMatchObject({ traceId: "a".repeat(32), spanId: "a".repeat(16), traceFlags: TraceFlags.NONE, isRemote: true });
   });
 
-  it("carry a batch's values in item order in batchItemGetter's layout, and nothing for a batch without any", () => {
-    expect(traceparentHeadersForEach([undefined, undefined])).toBeUndefined();
-    const carrier = traceparentHeadersForEach([undefined, value("2"), undefined, value("4")]);
-    expect(carrier?.values("traceparent")).toEqual([absentTraceValue, value("2"), absentTraceValue, value("4")]);
-    if (carrier === undefined) throw new Error("no headers");
-    const extracted = [0, 1, 2, 3].map((index) =>
-      trace.getSpanContext(propagator.extract(ROOT_CONTEXT, { headers: carrier, index }, batchItemGetter)),
-    );
-    expect(extracted.map((context) => context?.traceId)).toEqual([undefined, "2".repeat(32), undefined, "4".repeat(32)]);
-    const values = traceparentsOf(carrier);
-    expect([0, 1, 2, 3, 4].map((index) => itemTraceparent(values, index))).toEqual([
-      undefined,
-      value("2"),
-      undefined,
-      value("4"),
-      undefined,
-    ]);
-  });
-
   it("read nothing from a message without headers, without the header, or with the placeholder", () => {
     expect(traceparentOf(undefined)).toBeUndefined();
-    expect(traceparentsOf(undefined)).toBeUndefined();
-    expect(itemTraceparent(undefined, 0)).toBeUndefined();
     const carrier = headers();
     carrier.set("other", "x");
     expect(traceparentOf(carrier)).toBeUndefined();
-    expect(traceparentsOf(carrier)).toBeUndefined();
     carrier.set("traceparent", absentTraceValue);
     expect(traceparentOf(carrier)).toBeUndefined();
   });

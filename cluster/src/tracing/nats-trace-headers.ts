@@ -51,33 +51,14 @@ export const batchItemGetter: TextMapGetter<BatchItemCarrier> = {
   },
 };
 
-// With tracing off (docs/decisions/0037): the edge's own traceparent values, in the same header and the same
-// per-item layout, written and read as plain strings (no OpenTelemetry, no context objects).
-
-// Built with MsgHdrsImpl.fromRecord, which takes the values as they are: append() checks each value for
-// CR and LF and canonicalises the key per call, about 200 ns a value on the message path. The values here
-// cannot hold either: made by TraceIds, or read back from a NATS header block, which is split on CRLF.
+// With tracing off (docs/decisions/0037): a request's own traceparent from its edge, in the same header,
+// written and read as a plain string (no OpenTelemetry, no context objects). Sends carry none: their trace
+// id is derived from the send. Built with MsgHdrsImpl.fromRecord, which takes the value as it is (append()
+// checks it for CR and LF and canonicalises the key per call); the value cannot hold either: TraceIds makes it.
 
 /** Headers carrying one request's traceparent. */
 export function traceparentHeaders(traceparent: string): MsgHdrs {
   return MsgHdrsImpl.fromRecord({ [traceparentHeader]: [traceparent] });
-}
-
-/**
- * Headers carrying one traceparent per item of a batch, in item order (the placeholder where an item has
- * none, as batchItemSetter writes them); undefined when no item has one, so such a batch has no headers.
- */
-export function traceparentHeadersForEach(traceparents: readonly (string | undefined)[]): MsgHdrs | undefined {
-  let values: string[] | undefined;
-  for (let index = 0; index < traceparents.length; index++) {
-    const value = traceparents[index];
-    if (values === undefined) {
-      if (value === undefined) continue;
-      values = new Array<string>(index).fill(absentTraceValue);
-    }
-    values.push(value ?? absentTraceValue);
-  }
-  return values === undefined ? undefined : MsgHdrsImpl.fromRecord({ [traceparentHeader]: values });
 }
 
 /** A request's traceparent as it came (unchecked: traceIdOf checks it where it is used); undefined without one. */
@@ -85,19 +66,4 @@ export function traceparentOf(headers: MsgHdrs | undefined): string | undefined 
   if (headers === undefined || !headers.has(traceparentHeader)) return undefined;
   const value = headers.get(traceparentHeader);
   return value === "" || value === absentTraceValue ? undefined : value;
-}
-
-/**
- * The traceparent values of a batch's items, in item order, as they came (the placeholder where an item
- * has none; unchecked); undefined without any. Read once per batch, indexed per item.
- */
-export function traceparentsOf(headers: MsgHdrs | undefined): readonly string[] | undefined {
-  if (headers === undefined || !headers.has(traceparentHeader)) return undefined;
-  return headers.values(traceparentHeader);
-}
-
-/** Item `index`'s value from traceparentsOf, undefined where it has none. */
-export function itemTraceparent(traceparents: readonly string[] | undefined, index: number): string | undefined {
-  const value = traceparents?.[index];
-  return value === undefined || value === absentTraceValue ? undefined : value;
 }
