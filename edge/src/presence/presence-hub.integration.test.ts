@@ -138,6 +138,8 @@ describe("NatsPresenceHub", () => {
     burst.hub.sessionOpened("blink");
     burst.hub.sessionClosed("blink");
     await until(() => statusCount(watcher.changes, "online") === userCount, "the wave online at the watcher");
+    // The spy reads on a connection of its own: what reached the watcher may not have reached it yet.
+    await until(() => messages.length >= 3, "the burst's first three messages at the spy");
     const first = messages
       .slice(0, 3)
       .map((message) =>
