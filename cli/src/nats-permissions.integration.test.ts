@@ -21,14 +21,9 @@ import {
 import { deliveriesSubject, workerRequestSubject, workerSubject, type WorkerLease } from "@cellwire/protocol";
 import { startPrivateNatsServer, type PrivateNatsServer } from "./private-nats-server.ts";
 import { uniqueNamespace } from "./test-topology.ts";
+import { silentServiceLogger } from "@cellwire/testkit";
 
-const logger: ServiceLogger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => logger,
-};
+const logger: ServiceLogger = silentServiceLogger;
 const systemClock = { monotonicNowMs: () => performance.now(), wallNowMs: () => Date.now() };
 const namespace = uniqueNamespace("perm");
 const cellId = "a";

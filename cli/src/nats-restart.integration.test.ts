@@ -10,6 +10,7 @@ import { RecordedRun } from "../test/recorded-run.ts";
 import { startPrivateNatsServer, type PrivateNatsServer } from "./private-nats-server.ts";
 import { placeUsers, startTestTopology, testServices, type TestTopology } from "./test-topology.ts";
 import { isWarningOrError } from "../test/log-lines.ts";
+import { silentServiceLogger } from "@cellwire/testkit";
 
 const sendIntervalMs = 40;
 const sendCount = 150;
@@ -115,13 +116,7 @@ it("acks every paced send across a ~2 s NATS restart, with no gap between acks l
 
 it("ends the requests NATS lost at once: those waiting when it drops, and once it is back those made while it was down", async () => {
   const server = await startPrivateNatsServer();
-  const logger: ServiceLogger = {
-    debug: () => undefined,
-    info: () => undefined,
-    warn: () => undefined,
-    error: () => undefined,
-    child: () => logger,
-  };
+  const logger: ServiceLogger = silentServiceLogger;
   const connection = await connectNats([server.clientUrl], "nats-restart-test", logger, server.users.access("admin"));
   const timeoutMs = 20_000;
   const request = (): Promise<string> =>

@@ -22,18 +22,13 @@ import { startRouter } from "./start-router.ts";
 import { connectNats } from "./service-runtime.ts";
 import type { ServiceLogger } from "./service-logger.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
+import { silentServiceLogger } from "@cellwire/testkit";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const cellId = "a";
 const leaseMs = 600;
 const requestTimeoutMs = 8000;
-const logger: ServiceLogger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => logger,
-};
+const logger: ServiceLogger = silentServiceLogger;
 const cleanups: (() => Promise<void> | void)[] = [];
 
 afterAll(async () => {

@@ -3,7 +3,7 @@
 // reported, not passed on.
 import { randomBytes } from "node:crypto";
 import { afterAll, expect, it } from "vitest";
-import { pollUntil } from "@cellwire/testkit";
+import { pollUntil, silentServiceLogger } from "@cellwire/testkit";
 import { directoryChangesSubject, type DirectoryEntry } from "@cellwire/protocol";
 import { subscribeDirectoryChanges } from "./directory-changes.ts";
 import { encodeJson } from "./nats-json.ts";
@@ -11,13 +11,7 @@ import { anonymousNatsAccess } from "./nats-access.ts";
 import { connectNats } from "./service-runtime.ts";
 import type { ServiceLogger } from "./service-logger.ts";
 
-const logger: ServiceLogger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => logger,
-};
+const logger: ServiceLogger = silentServiceLogger;
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 // The directory's access publishes the changes; an edge's may only read them.
 const publisher = await connectNats(["127.0.0.1:4222"], "directory-changes-test", logger, anonymousNatsAccess("directory"));

@@ -10,14 +10,9 @@ import { anonymousNatsAccess } from "./nats-access.ts";
 import { encodeJson } from "./nats-json.ts";
 import { connectNats } from "./service-runtime.ts";
 import type { ServiceLogger } from "./service-logger.ts";
+import { silentServiceLogger } from "@cellwire/testkit";
 
-const logger: ServiceLogger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => logger,
-};
+const logger: ServiceLogger = silentServiceLogger;
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const connection = await connectNats(["127.0.0.1:4222"], "directory-client-test", logger, anonymousNatsAccess("directory"));
 afterAll(async () => {

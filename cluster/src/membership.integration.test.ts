@@ -17,7 +17,7 @@ import { encodeJson } from "./nats-json.ts";
 import { connectNats } from "./service-runtime.ts";
 import type { ServiceLogger } from "./service-logger.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
-import { pollUntil } from "@cellwire/testkit";
+import { pollUntil, silentServiceLogger } from "@cellwire/testkit";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const cellId = "a";
@@ -28,13 +28,7 @@ const heartbeatIntervalMs = 100;
 /** A heartbeat that never comes within the test: the holder writes its lease once and then goes quiet. */
 const silentHeartbeatIntervalMs = 3_600_000;
 const deadlineMs = 10_000;
-const logger: ServiceLogger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => logger,
-};
+const logger: ServiceLogger = silentServiceLogger;
 
 type Connection = Awaited<ReturnType<typeof connectNats>>;
 let connection: Connection | undefined;

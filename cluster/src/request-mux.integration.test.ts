@@ -7,14 +7,9 @@ import { RequestMux } from "./request-mux.ts";
 import { connectNats } from "./service-runtime.ts";
 import type { ServiceLogger } from "./service-logger.ts";
 import { anonymousNatsAccess } from "./nats-access.ts";
+import { silentServiceLogger } from "@cellwire/testkit";
 
-const logger: ServiceLogger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => logger,
-};
+const logger: ServiceLogger = silentServiceLogger;
 const prefix = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const connection = await connectNats(["127.0.0.1:4222"], "request-mux-test", logger, anonymousNatsAccess("edge"));
 afterAll(async () => {

@@ -3,3 +3,4 @@
 // live in its test/ folder instead.
 export { pollUntil, Waiters, type PollOptions } from "./poll.ts";
 export { parsePrometheusText, type PrometheusSample, type PrometheusScrape } from "./prometheus-text.ts";
+export { silentServiceLogger, type SilentLogger } from "./silent-logger.ts";
