@@ -250,7 +250,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
         },
         (error: unknown): ServerFrame =>
           errorFrameFor(error, frame.requestId, (message) => {
-            const lineTraceId = traceId ?? (frame.type === "send" ? sendTraceId(sendIdentity(context, frame)) : traceIdOf(traceparent));
+            const lineTraceId = traceIdForLine(frame, context, traceId);
             this.core.logger.error(message, lineTraceId === undefined ? undefined : { traceId: lineTraceId });
           }),
       )
@@ -744,11 +744,10 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     };
     const pending = attempt()
       .catch((error: unknown): ServerFrame =>
-        errorFrameFor(error, frame.requestId, (message) => {
+        errorFrameFor(error, frame.requestId, (message) =>
           // Tracing on: the active span's (this runs inside edge.send); off: the send's own (0037).
-          const traceId = activeTraceId() ?? sendTraceId(sendIdentity(context, frame));
-          this.core.logger.error(message, traceId === undefined ? undefined : { traceId });
-        }),
+          this.core.logger.error(message, { traceId: activeTraceId() ?? sendTraceId(sendIdentity(context, frame)) }),
+        ),
       )
       .then((reply) => {
         this.sendSettled(frame, reply);
@@ -856,4 +855,13 @@ function sendIdentity(context: RequestContext, frame: SendFrame): SendIdentity {
     conversationId: frame.conversationId,
     clientMessageId: frame.clientMessageId,
   };
+}
+
+/**
+ * The traceId of a line about a request (docs/decisions/0037): its span's with tracing on (`spanTraceId`);
+ * off, a send's derived from the send, any other request's from the traceparent its edge gave it.
+ */
+function traceIdForLine(frame: ClientRequestFrame, context: RequestContext, spanTraceId: string | undefined): string | undefined {
+  if (spanTraceId !== undefined) return spanTraceId;
+  return frame.type === "send" ? sendTraceId(sendIdentity(context, frame)) : traceIdOf(context.traceparent);
 }
