@@ -54,9 +54,8 @@ export class MessagePublisher {
     const startedAtMs = tracing === undefined ? 0 : tracing.now();
     const publishItems = (): void => {
       const payload = batchHead + items.join(",") + batchTail;
-      const headers = tracing === undefined || traces === undefined ? undefined : tracing.headersForEach(traces);
-      if (headers === undefined) this.dependencies.publish(payload);
-      else this.dependencies.publish(payload, headers);
+      if (tracing === undefined || traces === undefined) this.dependencies.publish(payload);
+      else this.dependencies.publish(payload, tracing.headersForEach(traces));
       items.length = 0;
       if (traces !== undefined) traces.length = 0;
     };

@@ -29,7 +29,6 @@ import {
   sendTraceId,
   traceIdFields,
   type SendIdentity,
-  traceIdOf,
   type BackoffPolicy,
   type LogFields,
   type Logger,
@@ -179,7 +178,7 @@ export class SendCommitter {
 
   /**
    * Queues a send; `respond` is called exactly once: after the commit, or at once when it is refused.
-   * `budgetMs` is how long the caller still waits for the reply; `trace` the send's span, when tracing is on;
+   * `budgetMs` is how long the caller still waits for the reply; `trace` the send's span, when tracing is on.
    */
   submit(request: CellSendRequest, budgetMs: number, respond: (reply: CellReply) => void, trace?: TraceContext): void {
     const { limits, monotonicNowMs } = this.dependencies;
@@ -191,15 +190,7 @@ export class SendCommitter {
     const deadlineAtMs = nowMs + budgetMs;
     const retryWindowMs = this.dependencies.retry?.windowMs ?? 0;
     const retryDeadlineAtMs = Math.min(deadlineAtMs, nowMs + retryWindowMs);
-    this.pending.push({
-      request,
-      enqueuedAtMs: nowMs,
-      deadlineAtMs,
-      retryDeadlineAtMs,
-      outcomeUnknown: false,
-      respond,
-      trace,
-    });
+    this.pending.push({ request, enqueuedAtMs: nowMs, deadlineAtMs, retryDeadlineAtMs, outcomeUnknown: false, respond, trace });
     if (this.running) return;
     const { linger } = this.dependencies;
     if (this.cancelLinger !== undefined) {
@@ -366,11 +357,7 @@ export class SendCommitter {
       // now, at worst a second time: devices drop a seq they already have).
       if (result.outcome === "stored" && (!result.deduplicated || send.outcomeUnknown) && !published.has(inputIndex)) {
         published.add(inputIndex);
-        stored.push({
-          message: result.message,
-          membersVersion: result.deduplicated ? 0 : result.membersVersion,
-          trace: send.trace,
-        });
+        stored.push({ message: result.message, membersVersion: result.deduplicated ? 0 : result.membersVersion, trace: send.trace });
       }
     });
     // A stale owner says so, as the request handler does for its other writes (one line per batch).

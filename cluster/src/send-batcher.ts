@@ -39,9 +39,7 @@ export class SendBatcher {
     this.requests = RequestMux.of(connection);
   }
 
-  /**
-   * Sends `request` to `subject` in the next batch for it; `timeoutMs` bounds the wait for its reply.
-   */
+  /** Sends `request` to `subject` in the next batch for it; `timeoutMs` bounds the wait for its reply. */
   request(subject: string, request: CellSendRequest, timeoutMs: number): Promise<CellReply> {
     const encoded = JSON.stringify(request);
     const trace = activeTracing()?.activeContext();
