@@ -1,6 +1,6 @@
 // JSON over NATS: encoding, decoding against a protocol decoder, and requests with a deadline whose
 // failures come back as typed errors (over the connection's RequestMux).
-import { RequestError, TimeoutError, NoRespondersError, type NatsConnection } from "@nats-io/transport-node";
+import { RequestError, TimeoutError, NoRespondersError, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { decodeJsonText, type Decoder } from "@cellwire/protocol";
 import { BadPayloadError, UnavailableError } from "./errors.ts";
 import { RequestMux, type RequestFailure } from "./request-mux.ts";
@@ -47,15 +47,11 @@ export async function requestJson<T>(
   // The active span's context (an edge's frame, a worker's request) goes with the request when tracing is
   // on; with it off, the caller's traceparent, if it has one.
   const tracing = activeTracing();
-  const traceContext = tracing?.activeContext();
-  const headers =
-    tracing === undefined
-      ? traceparent === undefined
-        ? undefined
-        : traceparentHeaders(traceparent)
-      : traceContext === undefined
-        ? undefined
-        : tracing.headersFor(traceContext);
+  let headers: MsgHdrs | undefined;
+  if (tracing !== undefined) {
+    const traceContext = tracing.activeContext();
+    if (traceContext !== undefined) headers = tracing.headersFor(traceContext);
+  } else if (traceparent !== undefined) headers = traceparentHeaders(traceparent);
   const outcome = await RequestMux.of(connection).request(subject, JSON.stringify(payload), timeoutMs, headers);
   if (!outcome.ok) throw new UnavailableError(unavailableCode, `${subject}: ${describeFailure(outcome.reason, timeoutMs)}`);
   const decoded = decodeMessage(replyDecoder, outcome.data);
