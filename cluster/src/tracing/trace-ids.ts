@@ -1,5 +1,5 @@
 // Trace ids without OpenTelemetry (docs/decisions/0037): with tracing off, the edge still gives each
-// request it sends to a cell a W3C trace context, so every process's log lines about that request carry
+// request but a send it sends to a cell a W3C trace context (a send's id is derived: sendTraceId), so every process's log lines about that request carry
 // one `traceId`. The value travels in the `traceparent` header the tracing path uses (flags 00: not
 // sampled), so a process with tracing on continues it as a parent. Made without crypto per request: a
 // random per-process prefix and a counter, a few string operations; nothing here imports OpenTelemetry.
@@ -46,11 +46,6 @@ export function traceIdOf(traceparent: string | undefined): string | undefined {
   const traceId = match[1];
   if (traceId === undefined || traceId === zeroTraceId || match[2] === zeroSpanId) return undefined;
   return traceId;
-}
-
-/** Whether `traceparent` is a well-formed value worth passing on (see traceIdOf). */
-export function isTraceparent(traceparent: string | undefined): traceparent is string {
-  return traceIdOf(traceparent) !== undefined;
 }
 
 /**
