@@ -59,12 +59,14 @@ type SessionState =
       readonly heldBytes: HeldBytesBudget;
       /**
        * A cursor per conversation the session follows, least recently used first (docs/decisions/0009).
-       * Bounded by conversationsPerSessionMax.
+       * Bounded by conversationsPerSessionMax. Made when the first is followed: an empty Map costs an idle
+       * session ~270 bytes (issue 9's 2 KiB per idle socket); read through followedConversations().
        */
-      readonly conversations: Map<string, ConversationCursor>;
+      conversations: Map<string, ConversationCursor> | undefined;
       /** The hello resumed (resumeAfterSeq): a conversation first seen live is read from the join point. */
       readonly resumed: boolean;
-      readonly typingLimiter: TypingRateLimiter;
+      /** Made at the session's first typing frame: most sessions never send one. */
+      typingLimiter: TypingRateLimiter | undefined;
     }
   | { readonly kind: "closed" };
 
@@ -78,11 +80,13 @@ const cellOutageCodes = new Set<string>(["cell_unavailable", "directory_unavaila
 const conversationRetryDelayMsFirst = 500;
 const conversationRetryDelayMsMax = 30_000;
 
+/** What a session that follows no conversation iterates: never written (follow() makes the session's own). */
+const noConversations: ReadonlyMap<string, ConversationCursor> = new Map();
+
 /** A conversation read by a session: whether a read runs now, the reads that failed so far, the next one's timer. */
 type ConversationRead = { reading: boolean; failedReads: number; retryTimer: ReturnType<typeof setTimeout> | undefined };
 
 export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
-  readonly sessionId = randomUUID();
   private state: SessionState = { kind: "awaiting_hello" };
   private requestsInFlight = 0;
   /** The order of this session's sends per conversation; made at its first send. */
@@ -90,8 +94,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   /**
    * This session's sends not yet answered, by conversation and clientMessageId, settled when they resolve:
    * a send overtaking its predecessor waits for it (serveSend). At most requestsInFlightPerSessionMax.
+   * Made at the first send, like sendOrder: a session that never sends pays no Map.
    */
-  private readonly sendsInFlight = new Map<string, Promise<ServerFrame>>();
+  private sendsInFlight: Map<string, Promise<ServerFrame>> | undefined;
   /** The edge is draining and this session's moment came: it closes once its last request is answered. */
   private closeWhenIdleRequested = false;
   private syncRunning = false;
@@ -174,7 +179,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       return;
     }
     if (this.state.kind === "authenticating") return this.close("protocol_violation", "wait for welcome before sending requests");
-    const { userId, deviceId, homeCellId, typingLimiter } = this.state;
+    const { userId, deviceId, homeCellId } = this.state;
     if (!decoded.ok) return this.reply(errorFrame(decoded.failure.code, decoded.failure.message, decoded.failure.requestId));
     const frame = decoded.frame;
     if (frame.type === "hello") return this.reply(errorFrame("already_authenticated", "this session is already authenticated", undefined));
@@ -204,6 +209,10 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     }
     if (frame.type === "typing") {
       const nowMs = this.core.ephemeral.monotonicNowMs();
+      const typingLimiter = (this.state.typingLimiter ??= new TypingRateLimiter(
+        this.core.limits.typingIntervalMs,
+        this.core.limits.typingConversationsPerSessionMax,
+      ));
       if (!typingLimiter.tryAccept(frame.conversationId, nowMs)) {
         const { typingIntervalMs, typingConversationsPerSessionMax } = this.core.limits;
         const detail = `typing at most once every ${typingIntervalMs} ms per conversation, in at most ${typingConversationsPerSessionMax} conversations at a time`;
@@ -301,7 +310,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     // Started first: it runs until its first await, so the conversation reads below do not delay it.
     const mailboxRead = mailboxOwed && this.state.cursor.requestSync() ? this.sync() : undefined;
     if (scope.everything) {
-      for (const [conversationId, cursor] of this.state.conversations) if (cursor.requestSync()) void this.readConversation(conversationId);
+      for (const [conversationId, cursor] of this.followedConversations())
+        if (cursor.requestSync()) void this.readConversation(conversationId);
     } else {
       for (const cellId of scope.cellIds) this.catchUpConversationsIn(cellId);
     }
@@ -312,7 +322,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   isConcernedBy(cellId: string): boolean {
     if (this.state.kind !== "open") return false;
     if (this.state.homeCellId === cellId) return true;
-    for (const conversationId of this.state.conversations.keys())
+    for (const conversationId of this.followedConversations().keys())
       if (this.core.handler.cachedConversationHome(conversationId) === cellId) return true;
     return false;
   }
@@ -363,8 +373,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     if (message.senderUserId === this.state.userId && message.senderDeviceId === this.state.deviceId) {
       this.rateLimitsOf(message.senderUserId).chargeFanOut(recipientCount, this.core.ephemeral.monotonicNowMs());
     }
-    let cursor = conversations.get(message.conversationId);
-    if (cursor === undefined) {
+    let cursor = conversations?.get(message.conversationId);
+    if (conversations === undefined || cursor === undefined) {
       const heldMax = this.core.limits.heldEventsPerSessionMax;
       cursor = resumed
         ? ConversationCursor.reading(undefined, heldMax, heldBytes)
@@ -390,7 +400,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
    */
   private catchUpConversationsIn(cellId: string): void {
     if (this.state.kind !== "open") return;
-    for (const [conversationId, cursor] of this.state.conversations) {
+    for (const [conversationId, cursor] of this.followedConversations()) {
       if (this.core.handler.cachedConversationHome(conversationId) === cellId && cursor.requestSync())
         void this.readConversation(conversationId);
     }
@@ -468,8 +478,6 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     this.expiresAtMs = outcome.identity.expiresAtMs;
     const heldBytes = new HeldBytesBudget(this.core.limits.heldBytesPerSessionMax);
     const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax, heldBytes, hello.mailboxIncarnation);
-    const typingLimiter = new TypingRateLimiter(this.core.limits.typingIntervalMs, this.core.limits.typingConversationsPerSessionMax);
-    const conversations = new Map<string, ConversationCursor>();
     this.state = {
       kind: "open",
       userId,
@@ -478,9 +486,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       homeEpoch: home.epoch,
       cursor,
       heldBytes,
-      conversations,
+      conversations: undefined,
       resumed: hello.resumeAfterSeq !== undefined,
-      typingLimiter,
+      typingLimiter: undefined,
     };
     for (const listed of hello.conversations ?? []) {
       this.follow(listed.conversationId, ConversationCursor.reading(listed.afterSeq, this.core.limits.heldEventsPerSessionMax, heldBytes));
@@ -492,7 +500,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     this.reply({
       type: "welcome",
       protocolVersion,
-      sessionId: this.sessionId,
+      // Made for the welcome and kept by the client only: the edge never needs it again, so an idle session does not hold it.
+      sessionId: randomUUID(),
       userId,
       deviceId,
       cellId: home.cellId,
@@ -510,7 +519,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   private async initialSync(): Promise<void> {
     await this.sync();
     if (this.state.kind !== "open") return;
-    const pending = [...this.state.conversations].filter(([, cursor]) => cursor.isSyncing).map(([conversationId]) => conversationId);
+    const pending = [...this.followedConversations()].filter(([, cursor]) => cursor.isSyncing).map(([conversationId]) => conversationId);
     let next = 0;
     const lane = async (): Promise<void> => {
       for (let conversationId = pending[next++]; conversationId !== undefined; conversationId = pending[next++]) {
@@ -523,7 +532,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     if (this.state.kind !== "open") return;
     this.reply(syncedFrame(this.state.cursor));
     // Conversations first seen live during the backlog waited for it; they are read now.
-    for (const [conversationId, cursor] of this.state.conversations) if (cursor.isSyncing) void this.readConversation(conversationId);
+    for (const [conversationId, cursor] of this.followedConversations()) if (cursor.isSyncing) void this.readConversation(conversationId);
   }
 
   /**
@@ -549,10 +558,15 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     }
   }
 
+  /** The conversations this session follows (none before it opens or follows one). */
+  private followedConversations(): ReadonlyMap<string, ConversationCursor> {
+    return (this.state.kind === "open" ? this.state.conversations : undefined) ?? noConversations;
+  }
+
   /** Starts following a conversation; past the bound the least recently used idle cursor is forgotten. */
   private follow(conversationId: string, cursor: ConversationCursor): void {
     if (this.state.kind !== "open") return;
-    const { conversations } = this.state;
+    const conversations = (this.state.conversations ??= new Map());
     conversations.get(conversationId)?.release();
     conversations.delete(conversationId);
     conversations.set(conversationId, cursor);
@@ -569,7 +583,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   private mailboxEventWritten(event: SequencedEvent): void {
     if (this.state.kind !== "open" || event.event.kind !== "joined") return;
     const { conversationId, afterSeq } = event.event;
-    if (this.state.conversations.has(conversationId)) return;
+    if (this.followedConversations().has(conversationId)) return;
     this.follow(conversationId, ConversationCursor.reading(afterSeq, this.core.limits.heldEventsPerSessionMax, this.state.heldBytes));
     if (!this.initialSyncRunning) void this.readConversation(conversationId);
   }
@@ -593,7 +607,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     const { userId } = this.state;
     try {
       for (let round = 0; ; round++) {
-        const cursor = this.state.conversations.get(conversationId);
+        const cursor = this.followedConversations().get(conversationId);
         if (cursor === undefined || !cursor.isSyncing) return;
         if (round >= conversationReadRoundsMax)
           throw new CellwireError("internal", `the log of ${conversationId} did not settle after ${round} reads`);
@@ -611,8 +625,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     } catch (error) {
       if (this.state.kind !== "open") return;
       if (error instanceof CellwireError && error.code === "not_a_member") {
-        this.state.conversations.get(conversationId)?.release();
-        this.state.conversations.delete(conversationId);
+        this.state.conversations?.get(conversationId)?.release();
+        this.state.conversations?.delete(conversationId);
         return;
       }
       if (error instanceof CellwireError && cellOutageCodes.has(error.code)) {
@@ -735,7 +749,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       let reply = await this.core.handler.handle(context, frame, predecessor, deadlineAtMs);
       // Bounded: each round needs a predecessor acked meanwhile, and acks only shorten the list before it.
       for (let round = 0; round < sendOrderRoundsMax && predecessor !== undefined && isOutOfOrder(reply); round++) {
-        const before = this.sendsInFlight.get(sendInFlightKey(frame.conversationId, predecessor));
+        const before = this.sendsInFlight?.get(sendInFlightKey(frame.conversationId, predecessor));
         if (before === undefined || (await before).type !== "ack" || this.core.ephemeral.monotonicNowMs() >= deadlineAtMs) break;
         predecessor = order.begin(frame.conversationId, frame.clientMessageId, this.core.ephemeral.monotonicNowMs());
         reply = await this.core.handler.handle(context, frame, predecessor, deadlineAtMs);
@@ -754,9 +768,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
         return reply;
       })
       .finally(() => {
-        if (this.sendsInFlight.get(key) === pending) this.sendsInFlight.delete(key);
+        if (this.sendsInFlight?.get(key) === pending) this.sendsInFlight.delete(key);
       });
-    this.sendsInFlight.set(key, pending);
+    (this.sendsInFlight ??= new Map()).set(key, pending);
     return pending;
   }
 
