@@ -49,6 +49,8 @@ async function start(port: number): Promise<void> {
       "-c",
       "pg_stat_statements.track=all",
       "-c",
+      "pg_stat_statements.track_planning=on",
+      "-c",
       "max_connections=200",
     ],
     { stdio: "inherit" },
