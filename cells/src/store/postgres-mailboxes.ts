@@ -1,6 +1,7 @@
 // Users' mailboxes in Postgres: the gapless per-user seq comes from the mailbox row's lock, as a
 // conversation's does (postgres-store.ts).
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
+import type { Pool } from "pg";
 import { trimToPageBudget } from "./page-budget.ts";
 import { sql } from "drizzle-orm";
 import { readRefusal } from "./key-state.ts";
@@ -12,6 +13,7 @@ import {
   safeInteger,
   keyRowFromRecord,
   incarnationOf,
+  executePrepared,
   sequencedEventFromRow,
   mailboxRefusal,
   retryingUniqueViolation,
@@ -19,7 +21,11 @@ import {
 
 /** The ConversationStore operations on mailboxes: appendMailbox, mailboxPage, trimMailbox. */
 export class PostgresMailboxes {
-  constructor(private readonly database: NodePgDatabase) {}
+  /** `pool`: the database's own connections, for the statements run as named ones (executePrepared). */
+  constructor(
+    private readonly database: NodePgDatabase,
+    private readonly pool: Pool,
+  ) {}
 
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
     return retryingUniqueViolation(() => this.appendMailboxOnce(input));
@@ -33,7 +39,10 @@ export class PostgresMailboxes {
     // No row at all means the fence or the mailbox's migration state refused. A concurrent duplicate
     // fails on the (user_id, event_id) unique key, rolling its increment back. A repeated event is a read:
     // answered while frozen, not while importing.
-    const result = await this.database.execute(sql`
+    const rows = await executePrepared(
+      this.pool,
+      "cellwire-append-mailbox",
+      sql`
       with existing as (
         select seq from mailbox_events where user_id = ${userId}::text and event_id = ${eventId}::text
           and not exists (select 1 from mailboxes where user_id = ${userId}::text and state = 'importing')
@@ -55,10 +64,11 @@ export class PostgresMailboxes {
       select seq, true as deduplicated from existing
       union all
       select seq, false as deduplicated from inserted
-    `);
-    const row = result.rows[0];
+    `,
+    );
+    const row = rows[0];
     if (row === undefined) return (await mailboxRefusal(this.database, userId, epoch)) ?? fenced;
-    if (result.rows.length > 1) throw new StoreRowError(`mailbox append returned ${result.rows.length} rows`);
+    if (rows.length > 1) throw new StoreRowError(`mailbox append returned ${rows.length} rows`);
     const deduplicated = row["deduplicated"];
     if (typeof deduplicated !== "boolean") throw new StoreRowError("mailbox append row: deduplicated must be a boolean");
     return { outcome: "appended", seq: safeInteger(row["seq"], "mailbox_events.seq"), deduplicated };
@@ -68,7 +78,10 @@ export class PostgresMailboxes {
     const { userId, afterSeq, limit } = input;
     // One statement, so the head and the events come from one snapshot. Always at least one row: the
     // user's (possibly missing) mailbox, with no event columns when the page is empty.
-    const result = await this.database.execute(sql`
+    const rows = await executePrepared(
+      this.pool,
+      "cellwire-mailbox-page",
+      sql`
       select mailboxes.last_seq as head_seq, mailboxes.floor_seq, mailboxes.incarnation, page.seq, page.event,
              mailboxes.state, mailboxes.moving_to_cell_id, mailboxes.moved_epoch, mailboxes.owner_epoch
       from (select ${userId}::text as user_id) wanted
@@ -80,8 +93,9 @@ export class PostgresMailboxes {
         limit ${limit}::integer
       ) page on true
       order by page.seq
-    `);
-    const first = result.rows[0];
+    `,
+    );
+    const first = rows[0];
     if (first === undefined) throw new StoreRowError("mailbox page returned no row");
     if (first["state"] !== null) {
       const refusal = readRefusal(keyRowFromRecord(first));
@@ -90,7 +104,7 @@ export class PostgresMailboxes {
     const headSeq = first["head_seq"] === null ? 0 : safeInteger(first["head_seq"], "mailboxes.last_seq");
     const floorSeq = first["floor_seq"] === null ? 0 : safeInteger(first["floor_seq"], "mailboxes.floor_seq");
     const incarnation = incarnationOf(first);
-    const events = result.rows.filter((row) => row["seq"] !== null).map(sequencedEventFromRow);
+    const events = rows.filter((row) => row["seq"] !== null).map(sequencedEventFromRow);
     return { outcome: "page", events: trimToPageBudget(events).kept, headSeq, floorSeq, incarnation };
   }
 
