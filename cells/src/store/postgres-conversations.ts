@@ -1,7 +1,6 @@
 // Conversations and their members in Postgres: creating them, adding members, receipts, member reads.
 // Every write is fenced in the statement that locks the conversation row (postgres-store.ts).
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
-import type { Pool } from "pg";
 import { and, eq, lte, sql } from "drizzle-orm";
 import { joinedEventId, type ConversationSummary, type JoinedEvent } from "@cellwire/protocol";
 import { conversationMembers, conversations, outbox as outboxTable, readPositions } from "./schema.ts";
@@ -19,22 +18,12 @@ import type {
   OutboxEntry,
   StoreLimits,
 } from "./store.ts";
-import {
-  executePrepared,
-  fenced,
-  safeInteger,
-  keyRowFromRecord,
-  readMembers,
-  conversationRefusal,
-  type Executor,
-} from "./postgres-rows.ts";
+import { fenced, safeInteger, keyRowFromRecord, readMembers, conversationRefusal, type Executor } from "./postgres-rows.ts";
 
 /** The ConversationStore operations on conversations and members: openDirect, createGroup, addMembers, markReceipt, members, sharedPeers. */
 export class PostgresConversations {
-  /** `pool`: the database's own connections, for the statements run as named ones (executePrepared). */
   constructor(
     private readonly database: NodePgDatabase,
-    private readonly pool: Pool,
     private readonly limits: StoreLimits,
   ) {}
 
@@ -178,18 +167,14 @@ export class PostgresConversations {
 
   async members(conversationId: string): Promise<MembersResult> {
     // One statement, so the state and the members come from one snapshot.
-    const rows = await executePrepared(
-      this.pool,
-      "cellwire-members",
-      sql`
+    const result = await this.database.execute(sql`
       select conversations.state, conversations.moving_to_cell_id, conversations.moved_epoch, conversations.owner_epoch,
              coalesce(conversations.members_version, 0) as members_version,
              array(select user_id from conversation_members where conversation_id = wanted.id order by user_id collate "C") as member_user_ids
       from (select ${conversationId}::text as id) wanted
       left join conversations on conversations.id = wanted.id
-    `,
-    );
-    const row = rows[0];
+    `);
+    const row = result.rows[0];
     if (row === undefined) throw new StoreRowError("members returned no row");
     if (row["state"] !== null) {
       const refusal = readRefusal(keyRowFromRecord(row));

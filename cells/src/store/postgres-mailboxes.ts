@@ -21,7 +21,7 @@ import {
 
 /** The ConversationStore operations on mailboxes: appendMailbox, mailboxPage, trimMailbox. */
 export class PostgresMailboxes {
-  /** `pool`: the database's own connections, for the statements run as named ones (executePrepared). */
+  /** `pool`: the database's own connections, for the mailbox page run as a named statement (executePrepared). */
   constructor(
     private readonly database: NodePgDatabase,
     private readonly pool: Pool,
@@ -39,10 +39,7 @@ export class PostgresMailboxes {
     // No row at all means the fence or the mailbox's migration state refused. A concurrent duplicate
     // fails on the (user_id, event_id) unique key, rolling its increment back. A repeated event is a read:
     // answered while frozen, not while importing.
-    const rows = await executePrepared(
-      this.pool,
-      "cellwire-append-mailbox",
-      sql`
+    const result = await this.database.execute(sql`
       with existing as (
         select seq from mailbox_events where user_id = ${userId}::text and event_id = ${eventId}::text
           and not exists (select 1 from mailboxes where user_id = ${userId}::text and state = 'importing')
@@ -64,11 +61,10 @@ export class PostgresMailboxes {
       select seq, true as deduplicated from existing
       union all
       select seq, false as deduplicated from inserted
-    `,
-    );
-    const row = rows[0];
+    `);
+    const row = result.rows[0];
     if (row === undefined) return (await mailboxRefusal(this.database, userId, epoch)) ?? fenced;
-    if (rows.length > 1) throw new StoreRowError(`mailbox append returned ${rows.length} rows`);
+    if (result.rows.length > 1) throw new StoreRowError(`mailbox append returned ${result.rows.length} rows`);
     const deduplicated = row["deduplicated"];
     if (typeof deduplicated !== "boolean") throw new StoreRowError("mailbox append row: deduplicated must be a boolean");
     return { outcome: "appended", seq: safeInteger(row["seq"], "mailbox_events.seq"), deduplicated };

@@ -9,25 +9,13 @@ import { StoreRowError } from "./errors.ts";
 import { storeSends } from "./postgres-sends.ts";
 import { sendKey, type SendKey, type MessagesAfterInput, type MessagesAfterResult } from "./store.ts";
 import type { AppendMessageInput, AppendMessageResult, HistoryInput, HistoryResult } from "./store.ts";
-import {
-  executePrepared,
-  messageColumns,
-  safeInteger,
-  messageFromRow,
-  keyRowFromRecord,
-  retryingUniqueViolation,
-  type Executor,
-} from "./postgres-rows.ts";
+import { messageColumns, safeInteger, messageFromRow, keyRowFromRecord, retryingUniqueViolation, type Executor } from "./postgres-rows.ts";
 
 /** The ConversationStore operations on messages: appendMessages, settledSends, messagesAfter, history. */
 export class PostgresMessages {
-  /**
-   * `pool`: the database's own connections, for the statements run as named ones (executePrepared);
-   * `sendPool`: the connections the group commit's statement runs on (see PostgresConversationStore).
-   */
+  /** `sendPool`: the connections the group commit's statement runs on (see PostgresConversationStore). */
   constructor(
     private readonly database: NodePgDatabase,
-    private readonly pool: Pool,
     private readonly sendPool: Pool,
   ) {}
 
@@ -103,10 +91,7 @@ export class PostgresMessages {
     // One statement, so the state, the membership, the head and the page come from one snapshot. Always
     // at least one row (the conversation's, possibly missing), without message columns when the page is
     // empty.
-    const rows = await executePrepared(
-      this.pool,
-      "cellwire-messages-after",
-      sql`
+    const result = await this.database.execute(sql`
       select conversations.state, conversations.moving_to_cell_id, conversations.moved_epoch, conversations.owner_epoch,
              conversations.last_seq as head_seq, members.joined_after_seq, start.after_seq,
              page.conversation_id, page.seq, page.message_id, page.sender_user_id, page.sender_device_id, page.client_message_id,
@@ -122,15 +107,14 @@ export class PostgresMessages {
         limit ${limit}::integer
       ) page on true
       order by page.seq
-    `,
-    );
-    const first = rows[0];
+    `);
+    const first = result.rows[0];
     if (first === undefined) throw new StoreRowError("messagesAfter returned no row");
     if (first["state"] === null) return { outcome: "not_a_member" };
     const refusal = readRefusal(keyRowFromRecord(first));
     if (refusal !== undefined) return refusal;
     if (first["joined_after_seq"] === null) return { outcome: "not_a_member" };
-    const messages = rows.filter((row) => row["seq"] !== null).map(messageFromRow);
+    const messages = result.rows.filter((row) => row["seq"] !== null).map(messageFromRow);
     return {
       outcome: "messages",
       afterSeq: safeInteger(first["after_seq"], "after_seq"),

@@ -25,12 +25,14 @@ const dialect = new PgDialect();
 /**
  * Runs one statement written as a drizzle sql`` template as a NAMED statement on `pool`: Postgres parses
  * it once per connection and, once its plans settle, plans it once too. drizzle's execute() sends every
- * statement unnamed, parsed and planned at each call: for the reads every connect, resume and relay runs
- * (a mailbox page: 0.14 ms of planning for 0.016 ms of execution, pg_stat_statements on the private
- * Postgres of docs/performance.md) planning was most of Postgres's work. `name` must belong to this one
- * statement: node-postgres refuses a name prepared with another text on the same connection. The
- * statement's text is the same at every call (the parameters are numbered by position, not by value), and
- * none of these statements returns a timestamp, so pg's own type parsers read the row as drizzle's would.
+ * statement unnamed, parsed and planned at each call. Used for the mailbox page every connect reads: 0.14
+ * ms of planning for 0.016 ms of execution (pg_stat_statements on the private Postgres of
+ * docs/performance.md). Not applied wholesale: the conversation page, members and mailbox append run
+ * this way made 1:1 p99 at 3,200 sends/s worse in every one of seven interleaved pairs, for reasons not
+ * found yet (docs/performance.md, "Tried"). `name` must belong to this one statement: node-postgres
+ * refuses a name prepared with another text on the same connection. The statement's text is the same at
+ * every call (parameters are numbered by position, not by value), and it returns no timestamp, so pg's
+ * own type parsers read the row as drizzle's would.
  */
 export async function executePrepared(pool: Pool, name: string, statement: SQL): Promise<Record<string, unknown>[]> {
   const { sql: text, params } = dialect.sqlToQuery(statement);

@@ -90,8 +90,8 @@ export class PostgresConversationStore implements ConversationStore {
       groupMembersMax: Math.min(limits.groupMembersMax ?? groupMembersMax, groupMembersMax),
       tombstoneBatchRowsMax: limits.tombstoneBatchRowsMax ?? tombstoneBatchRowsDefault,
     };
-    this.messages = new PostgresMessages(database, pool, sendPool);
-    this.conversations = new PostgresConversations(database, pool, storeLimits);
+    this.messages = new PostgresMessages(database, sendPool);
+    this.conversations = new PostgresConversations(database, storeLimits);
     this.mailboxes = new PostgresMailboxes(database, pool);
     this.outbox = new PostgresOutbox(database);
     this.migration = new PostgresMigration(database, storeLimits);
