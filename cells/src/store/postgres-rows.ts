@@ -28,7 +28,7 @@ const dialect = new PgDialect();
  * statement unnamed, parsed and planned at each call. Used for the mailbox page every connect reads: 0.14
  * ms of planning for 0.016 ms of execution (pg_stat_statements on the private Postgres of
  * docs/performance.md). Not applied wholesale: the conversation page, members and mailbox append run
- * this way made 1:1 p99 at 3,200 sends/s worse in every one of seven interleaved pairs, for reasons not
+ * this way made 1:1 p99 at 3,200 sends/s worse in each of six interleaved pairs, for reasons not
  * found yet (docs/performance.md, "Tried"). `name` must belong to this one statement: node-postgres
  * refuses a name prepared with another text on the same connection. The statement's text is the same at
  * every call (parameters are numbered by position, not by value), and it returns no timestamp, so pg's
