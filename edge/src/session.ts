@@ -758,10 +758,11 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     };
     const pending = attempt()
       .catch((error: unknown): ServerFrame =>
-        errorFrameFor(error, frame.requestId, (message) =>
+        errorFrameFor(error, frame.requestId, (message) => {
           // Tracing on: the active span's (this runs inside edge.send); off: the send's own (0037).
-          this.core.logger.error(message, { traceId: activeTraceId() ?? sendTraceId(sendIdentity(context, frame)) }),
-        ),
+          const traceId = traceIdForLine(frame, context, activeTraceId());
+          this.core.logger.error(message, traceId === undefined ? undefined : { traceId });
+        }),
       )
       .then((reply) => {
         this.sendSettled(frame, reply);

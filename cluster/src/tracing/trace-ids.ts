@@ -1,8 +1,9 @@
 // Trace ids without OpenTelemetry (docs/decisions/0037): with tracing off, the edge still gives each
-// request but a send it sends to a cell a W3C trace context (a send's id is derived: sendTraceId), so every process's log lines about that request carry
-// one `traceId`. The value travels in the `traceparent` header the tracing path uses (flags 00: not
-// sampled), so a process with tracing on continues it as a parent. Made without crypto per request: a
-// random per-process prefix and a counter, a few string operations; nothing here imports OpenTelemetry.
+// request it sends to a cell, but a send, a W3C trace context, so every process's log lines about that
+// request carry one `traceId`; a send's id is derived from the send instead (sendTraceId). The value
+// travels in the `traceparent` header the tracing path uses (flags 00: not sampled), so a process with
+// tracing on continues it as a parent. Made without crypto per request: a random per-process prefix and a
+// counter, a few string operations; nothing here imports OpenTelemetry.
 import { createHash, randomBytes } from "node:crypto";
 import type { LogFields } from "../membership.ts";
 
