@@ -4,6 +4,11 @@
 // the number of non-idle samples times the median sampling interval: CPU time, not wall time.
 //
 //   npx tsx cli/src/bench/profile-summary.ts <directory with .cpuprofile files, searched recursively> [--top 25]
+//     [--window <startUs>-<endUs>]
+//
+// --window counts only the samples taken within it, in µs of the monotonic clock V8 stamps profiles with
+// (process.hrtime's): the chat benchmark logs each measured window so with --profile, so a summary need
+// not mix a run's set-up (connects, conversations) into the figures of its steady state.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { parseArgs } from "node:util";
@@ -12,10 +17,24 @@ type CallFrame = { functionName: string; url: string; lineNumber: number };
 type ProfileNode = { id: number; callFrame: CallFrame; hitCount?: number };
 type Profile = { nodes: ProfileNode[]; startTime: number; endTime: number; samples?: number[]; timeDeltas?: number[] };
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: "string", default: "25" } } });
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { top: { type: "string", default: "25" }, window: { type: "string" } },
+});
 const directory = positionals[0];
-if (directory === undefined) throw new Error("usage: profile-summary.ts <directory> [--top N]");
+if (directory === undefined) throw new Error("usage: profile-summary.ts <directory> [--top N] [--window <startUs>-<endUs>]");
 const top = Number(values.top);
+const window = parseWindow(values.window);
+
+function parseWindow(text: string | undefined): { readonly startUs: number; readonly endUs: number } | undefined {
+  if (text === undefined) return undefined;
+  const match = /^(\d+)-(\d+)$/.exec(text);
+  const startUs = Number(match?.[1]);
+  const endUs = Number(match?.[2]);
+  if (match === null || !(endUs > startUs))
+    throw new Error(`--window takes <startUs>-<endUs> with end after start, not ${JSON.stringify(text)}`);
+  return { startUs, endUs };
+}
 
 function profilesUnder(path: string): string[] {
   const found: string[] = [];
@@ -54,7 +73,13 @@ for (const file of profilesUnder(directory)) {
   const samples = parsed.samples ?? [];
   const deltas = [...(parsed.timeDeltas ?? [])].filter((delta) => delta > 0).sort((left, right) => left - right);
   const intervalUs = deltas[Math.floor(deltas.length / 2)] ?? 1000;
-  samples.forEach((nodeId) => selfUs.set(nodeId, (selfUs.get(nodeId) ?? 0) + intervalUs));
+  // Sample i was taken at startTime + the sum of the first i + 1 time deltas.
+  let sampledAtUs = parsed.startTime;
+  samples.forEach((nodeId, index) => {
+    sampledAtUs += parsed.timeDeltas?.[index] ?? 0;
+    if (window !== undefined && (sampledAtUs < window.startUs || sampledAtUs >= window.endUs)) return;
+    selfUs.set(nodeId, (selfUs.get(nodeId) ?? 0) + intervalUs);
+  });
   const byFunction = new Map<string, number>();
   const byPlace = new Map<string, number>();
   let totalUs = 0;
@@ -75,7 +100,10 @@ for (const file of profilesUnder(directory)) {
     const place = placeOf(url);
     byPlace.set(place, (byPlace.get(place) ?? 0) + us);
   }
-  const wallMs = (parsed.endTime - parsed.startTime) / 1000;
+  const wallMs =
+    window === undefined
+      ? (parsed.endTime - parsed.startTime) / 1000
+      : (Math.min(window.endUs, parsed.endTime) - Math.max(window.startUs, parsed.startTime)) / 1000;
   const percent = (us: number): string => `${((100 * us) / Math.max(1, totalUs)).toFixed(1)}%`;
   process.stdout.write(
     `\n## ${relative(directory, file)}: ${(totalUs / 1000).toFixed(0)} ms busy of ${wallMs.toFixed(0)} ms (idle ${(idleUs / 1000).toFixed(0)} ms)\n`,

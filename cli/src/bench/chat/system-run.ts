@@ -227,12 +227,16 @@ async function runRate(
         }
       : undefined;
   await atWallTime(measureStartUs);
+  // The window on the monotonic clock of V8's CPU profiles, for profile-summary.ts --window.
+  const windowMonotonicStartUs = process.hrtime.bigint() / 1000n;
   const machineAtStart = readMachineBusyTicks();
   const [usageAtStart, countersAtStart] = await Promise.all([
     sampleUsage(usageTargets),
     counterSource === undefined ? undefined : sampleCounters(counterSource),
   ]);
   await atWallTime(endUs);
+  if (options.profileDirectory !== undefined)
+    log(`${system.system}: ${rate} sends/s: profile window --window ${windowMonotonicStartUs}-${process.hrtime.bigint() / 1000n}`);
   const [usageAtEnd, countersAtEnd] = await Promise.all([
     sampleUsage(usageTargets),
     counterSource === undefined ? undefined : sampleCounters(counterSource),
