@@ -10,6 +10,7 @@ export * from "./send-batcher.ts";
 export * from "./ring.ts";
 export * from "./membership-view.ts";
 export * from "./membership.ts";
+export * from "./cell-buckets.ts";
 // The pure core of the membership watch and of a lease, for the simulation (sim/), which drives the same code.
 export { LeaseTerm, MembershipCore, leaseExpiryCheckIntervalMs, type MembershipWatchEntry } from "./membership-core.ts";
 export * from "./nats-json.ts";

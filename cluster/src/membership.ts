@@ -1,9 +1,8 @@
 // A cell's membership in NATS JetStream KV (ZooKeeper's part in the Messages design): workers hold
 // heartbeated leases; edges and workers watch the bucket and recompute the ring.
-import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { isCellId, leaseKey, membershipBucket, type WorkerLease } from "@cellwire/protocol";
+import { leaseKey, membershipBucket, type WorkerLease } from "@cellwire/protocol";
 import { LeaseTerm, MembershipCore, watchStalled, type MembershipSnapshot } from "./membership-core.ts";
 import { encodeJson } from "./nats-json.ts";
 import { sleep } from "./sleep.ts";
@@ -342,6 +341,10 @@ export class MembershipWatcher {
   /** Watches again from the last applied revision + 1 when the current watch has stalled (see watchStalled). */
   private async checkStall(): Promise<void> {
     if (this.stopped || this.checkingStall) return;
+    // A watch that delivered within the quiet limit has not stalled (watchStalled): asking the bucket would
+    // only cost a JetStream API call (STREAM.INFO), its reply and an audit advisory per watcher and check.
+    const quietLimitMs = this.core.longestLeaseMs ?? this.stallCheckIntervalMs;
+    if (this.clock.monotonicNowMs() - this.lastEntryAtMs <= quietLimitMs) return;
     this.checkingStall = true;
     try {
       let bucketLastRevision: number;
@@ -358,7 +361,7 @@ export class MembershipWatcher {
       const progress = {
         monotonicNowMs: this.clock.monotonicNowMs(),
         lastEntryAtMs: this.lastEntryAtMs,
-        quietLimitMs: this.core.longestLeaseMs ?? this.stallCheckIntervalMs,
+        quietLimitMs,
         lastAppliedRevision: this.lastAppliedRevision,
         bucketLastRevision,
       };
@@ -475,26 +478,4 @@ function withDeadline<T>(work: Promise<T>, deadlineMs: number, what: string): Pr
     timer = setTimeout(() => reject(new UnavailableError("cell_unavailable", `membership ${what} took over ${deadlineMs} ms`)), deadlineMs);
   });
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
-}
-
-/**
- * The cells of a namespace that ever started a worker here, from the names of their membership buckets'
- * streams (`KV_<namespace>_members_<cellId>`): the one record of the cells outside the directory's store,
- * so a directory that lost its store knows whom to ask (docs/decisions/0023). Reads stream names only
- * ($JS.API.STREAM.NAMES). More than `cellsMax` cells is an error, not a silently shortened list.
- */
-export async function listCellIds(connection: NatsConnection, namespace: string, cellsMax: number): Promise<string[]> {
-  const manager = await jetstreamManager(connection, { checkAPI: false });
-  const streamPrefix = `KV_${membershipBucket(namespace, "a").slice(0, -1)}`;
-  const cellIds: string[] = [];
-  for await (const name of manager.streams.names()) {
-    if (!name.startsWith(streamPrefix)) continue;
-    const cellId = name.slice(streamPrefix.length);
-    // A cell id has no underscore, so another namespace's bucket (`<namespace>_members_x_members_y`) is no match.
-    if (!isCellId(cellId)) continue;
-    if (cellIds.length >= cellsMax)
-      throw new UnavailableError("directory_unavailable", `more than ${cellsMax} membership buckets in namespace ${namespace}`);
-    cellIds.push(cellId);
-  }
-  return cellIds.sort();
 }
