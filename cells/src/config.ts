@@ -77,6 +77,11 @@ export type WorkerConfig = {
   readonly relayAttemptsMax: number;
   /** Cells whose membership the relay watches at once. */
   readonly relayWatchedCellsMax: number;
+  /**
+   * A cell the relay's (or migration's) router has not routed to for this long stops being watched: an
+   * idle watch still receives every lease renewal of its cell. Absent: 30,000.
+   */
+  readonly relayWatchIdleMs?: number;
   /** How long stop() waits for relays in flight. */
   readonly relayStopWaitMs: number;
   /**
@@ -170,6 +175,7 @@ export const databaseUnreachableMsDefault = clientRequestTimeoutMs;
 export const adminHostDefault = "127.0.0.1";
 export const adminPortDefault = 0;
 export const postgresProbeIntervalMsDefault = 1000;
+export const relayWatchIdleMsDefault = 30_000;
 
 export const sendBatchMaxDefault = 512;
 export const sendsPendingMaxDefault = 4096;
@@ -250,6 +256,7 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     relayRequestTimeoutMs: reader.integer("WORKER_RELAY_REQUEST_TIMEOUT_MS", 2000, 50, 60_000),
     relayAttemptsMax: reader.integer("WORKER_RELAY_ATTEMPTS_MAX", 3, 1, 20),
     relayWatchedCellsMax: reader.integer("WORKER_RELAY_WATCHED_CELLS_MAX", 100, 1, 10_000),
+    relayWatchIdleMs: reader.integer("WORKER_RELAY_WATCH_IDLE_MS", relayWatchIdleMsDefault, 100, 86_400_000),
     relayStopWaitMs: reader.integer("WORKER_RELAY_STOP_WAIT_MS", 5000, 0, 600_000),
     relayRetryDelayMsMin: reader.integer("WORKER_RELAY_RETRY_DELAY_MS_MIN", relayRetryDelayMsMinDefault, 1, 3_600_000),
     relayRetryDelayMsMax: reader.integer("WORKER_RELAY_RETRY_DELAY_MS_MAX", relayRetryDelayMsMaxDefault, 1, 86_400_000),

@@ -10,7 +10,6 @@ import {
   DirectoryCache,
   DirectoryClient,
   directoryHomes,
-  LeaseHolder,
   devDirectConversationKey,
   encodeJson,
   routerDefaults,
@@ -21,7 +20,6 @@ import {
   type BackoffPolicy,
   type RingRoutingOptions,
   type RunningRouter,
-  type LeaseBucket,
   type Clock,
   type MembershipWatcher,
   type ServiceLogger,
@@ -37,7 +35,6 @@ import {
   type CellReply,
   type CellSendBatchReplies,
   type WorkerChannel,
-  type WorkerLease,
 } from "@cellwire/protocol";
 import {
   databaseUnreachableMsDefault,
@@ -47,10 +44,10 @@ import {
   memberCacheConversationsMaxDefault,
   migrationRequestTimeoutMsDefault,
   migrationsInFlightMaxDefault,
-  postgresProbeIntervalMsDefault,
   postgresTimeoutsDefault,
   relayFailuresMaxDefault,
   relayRetryDelayMsMaxDefault,
+  relayWatchIdleMsDefault,
   relayRetryDelayMsMinDefault,
   sendBatchMaxDefault,
   sendBusyWindowMsDefault,
@@ -61,7 +58,6 @@ import {
   type WorkerConfig,
 } from "./config.ts";
 import { cellErrorReply } from "./cell-error-reply.ts";
-import { DatabaseWatchdog } from "./database-watchdog.ts";
 import { FrozenKeySweeper } from "./frozen-key-sweeper.ts";
 import { serveInventory } from "./inventory-responder.ts";
 import { KeyedSerialQueue } from "./keyed-serial-queue.ts";
@@ -107,6 +103,8 @@ export type WorkerContext = {
   readonly connection: NatsConnection;
   readonly store: ConversationStore;
   readonly ownership: WorkerOwnership;
+  /** The worker's watch of its own cell's membership: its routers route to this cell through it too. */
+  readonly watcher: MembershipWatcher;
   /** The worker's counters and histograms (worker-metrics.ts), fed by the parts below. */
   readonly metrics: WorkerCounters;
   readonly undo: Undo;
@@ -162,7 +160,7 @@ function startWorkerRouter(
   directory: DirectoryClient,
   timing: Pick<RingRoutingOptions, "requestTimeoutMs" | "attemptsMax" | "deadlineMs">,
 ): RunningRouter {
-  const { config, dependencies, logger } = context;
+  const { config, dependencies, logger, watcher } = context;
   const router = startRouter(
     context.connection,
     {
@@ -171,6 +169,9 @@ function startWorkerRouter(
         leaseMs: config.leaseMs,
         retryBackoff: relayRetryBackoff,
         watchedCellsMax: config.relayWatchedCellsMax,
+        // Its own cell through the watcher the worker already runs; other cells only while used.
+        sharedWatchers: new Map([[config.cellId, watcher]]),
+        watchIdleMs: config.relayWatchIdleMs ?? relayWatchIdleMsDefault,
         ...timing,
       },
       homes: directoryHomes(directory),
@@ -193,8 +194,8 @@ export type RelayPath = {
  * The outbox's way to its recipients' mailboxes, in any cell: a router, the home-cell cache (kept in step
  * with directory.changed), the MailboxAppender over them, and the OutboxRelay that drives it.
  */
-export function buildRelayPath(context: WorkerContext, directory: DirectoryClient, watcher: MembershipWatcher): RelayPath {
-  const { config, dependencies, logger, connection, store, ownership, undo } = context;
+export function buildRelayPath(context: WorkerContext, directory: DirectoryClient): RelayPath {
+  const { config, dependencies, logger, connection, store, ownership, undo, watcher } = context;
   const { clock } = dependencies;
   const router = startWorkerRouter(context, directory, {
     requestTimeoutMs: config.relayRequestTimeoutMs,
@@ -453,47 +454,4 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
       else void handleTraced(tracing, message.headers, String(type), (traced) => handler.handleParsed(parsed.value, traced), respond);
     },
   });
-}
-
-/** Takes this worker's lease in the cell's ring; from then on ownership counts it. */
-export async function takeLease(context: WorkerContext, bucket: LeaseBucket, subject: string): Promise<LeaseHolder> {
-  const { config, dependencies, logger, connection, ownership } = context;
-  const { clock } = dependencies;
-  const lease: WorkerLease = {
-    workerId: config.workerId,
-    cellId: config.cellId,
-    subject,
-    startedAtMs: clock.wallNowMs(),
-    leaseMs: config.leaseMs,
-  };
-  const holder = new LeaseHolder(bucket, lease, config.heartbeatIntervalMs, clock, logger, context.metrics.leaseRenewalEnded);
-  await holder.start();
-  ownership.leaseTakenBy(holder);
-  // After a NATS outage the lease has most likely lapsed: renewed at once, the worker serves again as
-  // soon as NATS does (docs/decisions/0025). The loop ends when the connection closes.
-  void (async () => {
-    for await (const status of connection.status()) if (status.type === "reconnect") holder.connectionRestored();
-  })();
-  return holder;
-}
-
-/** Gives up the lease while the cell's database does not answer, and takes it again once it does. */
-export function startDatabaseWatchdog(context: WorkerContext, pools: CellPools, holder: LeaseHolder): DatabaseWatchdog {
-  const { config, dependencies, logger, ownership } = context;
-  const watchdog = new DatabaseWatchdog({
-    probe: async () => void (await pools.probePool.query("select 1")),
-    giveUpLease: () => holder.stop(),
-    rejoin: () => holder.start(),
-    monotonicNowMs: () => dependencies.clock.monotonicNowMs(),
-    setInterval: (ms, callback) => {
-      const timer = setInterval(callback, ms);
-      return () => clearInterval(timer);
-    },
-    logger,
-    limits: { unreachableMs: pools.unreachableMs, probeIntervalMs: config.postgresProbeIntervalMs ?? postgresProbeIntervalMsDefault },
-  });
-  ownership.databaseWatchedBy(watchdog);
-  watchdog.start();
-  context.undo.push(() => watchdog.stop());
-  return watchdog;
 }

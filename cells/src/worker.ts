@@ -49,8 +49,6 @@ import {
   buildRequestPath,
   openCellPools,
   serveRequests,
-  startDatabaseWatchdog,
-  takeLease,
   type CellPools,
   type RelayPath,
   type RequestPath,
@@ -58,6 +56,7 @@ import {
   type WorkerContext,
   type WorkerDependencies,
 } from "./worker-parts.ts";
+import { startDatabaseWatchdog, takeLease } from "./worker-lease.ts";
 
 export type RunningWorker = {
   readonly workerId: string;
@@ -117,8 +116,8 @@ export async function startWorker(
 
     const store = timeStatements(new PostgresConversationStore(pools.pool, {}, pools.sendPool), metrics.statementSeconds);
     const ownership = new WorkerOwnership(config.workerId, watcher);
-    const context: WorkerContext = { config, logger, dependencies, connection, store, ownership, metrics, undo };
-    const relayPath = buildRelayPath(context, directory, watcher);
+    const context: WorkerContext = { config, logger, dependencies, connection, store, ownership, watcher, metrics, undo };
+    const relayPath = buildRelayPath(context, directory);
     const requestPath = buildRequestPath(context, relayPath.relay);
     const frozenKeySweeper = buildFrozenKeySweeper(context, requestPath.handler);
     const subject = workerSubject(config.namespace, config.cellId, config.workerId);

@@ -15,7 +15,7 @@ import {
   type WorkerLease,
 } from "@cellwire/protocol";
 import { CellRouter } from "./cell-router.ts";
-import { LeaseHolder, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
+import { LeaseHolder, MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
 import { decodeMessage, encodeJson } from "./nats-json.ts";
 import { Ring } from "./ring.ts";
 import { startRouter } from "./start-router.ts";
@@ -359,4 +359,92 @@ it("startRouter's Router sends to a key's home over the ring step, and reports t
 
   await holders[0]?.stop();
   await expect.poll(() => changed.includes(homeCellId), { timeout: 5000, interval: 20 }).toBe(true);
+});
+
+it("routes to a cell through a watcher it is given, without a watch of its own, and stops watching a cell left idle", async () => {
+  const sharedCellId = "f";
+  const otherCellId = "g";
+  const connection = await connectNats(["127.0.0.1:4222"], "cell-router-watch-test", { ...logger }, anonymousNatsAccess("worker"));
+  cleanups.push(() => connection.close());
+  const holders = new Map<string, LeaseHolder>();
+  for (const [workerCellId, workerId] of [
+    [sharedCellId, "f-1"],
+    [otherCellId, "g-1"],
+  ] as const) {
+    const bucket = await openMembershipBucket(connection, namespace, workerCellId, leaseMs);
+    cleanups.push(() => destroyMembershipBucket(connection, namespace, workerCellId));
+    const subject = workerSubject(namespace, workerCellId, workerId);
+    const holder = new LeaseHolder(
+      bucket,
+      { workerId, cellId: workerCellId, subject, startedAtMs: Date.now(), leaseMs },
+      100,
+      systemClock,
+      logger,
+    );
+    await holder.start();
+    holders.set(workerId, holder);
+    cleanups.push(() => holder.stop());
+    const subscription = connection.subscribe(workerRequestSubject(namespace, workerCellId, workerId, "edge"), {
+      callback: (_error, message) => {
+        const reply: CellReply = { type: "cell.error", code: "not_a_member", message: `answered by ${workerId}` };
+        message.respond(encodeJson(reply));
+      },
+    });
+    cleanups.push(() => subscription.unsubscribe());
+  }
+  await connection.flush();
+  // The caller's own watch of cell f, as a worker runs one of its own cell.
+  const sharedWatcher = new MembershipWatcher(
+    await openMembershipBucket(connection, namespace, sharedCellId, leaseMs),
+    sharedCellId,
+    50,
+    systemClock,
+    logger,
+  );
+  await sharedWatcher.start();
+  await sharedWatcher.ready;
+  cleanups.push(() => sharedWatcher.stop());
+
+  const watchIdleMs = 300;
+  const router = new CellRouter(
+    connection,
+    {
+      namespace,
+      leaseMs,
+      requestTimeoutMs,
+      attemptsMax: 4,
+      retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 },
+      watchedCellsMax: 4,
+      sharedWatchers: new Map([[sharedCellId, sharedWatcher]]),
+      watchIdleMs,
+    },
+    systemClock,
+    logger,
+  );
+  cleanups.push(() => router.stop());
+  const changed: string[] = [];
+  router.onRingChange((changedCellId) => changed.push(changedCellId));
+  const history = {
+    type: "cell.history",
+    userId: "alice",
+    conversationId: "g-0000000000000000000001",
+    beforeSeq: null,
+    limit: 10,
+  } as const;
+
+  expect(await router.request(sharedCellId, history)).toEqual({ type: "cell.error", code: "not_a_member", message: "answered by f-1" });
+  expect(router.watchedCellIds()).toEqual([]);
+  expect(await router.request(otherCellId, history)).toEqual({ type: "cell.error", code: "not_a_member", message: "answered by g-1" });
+  expect(router.watchedCellIds()).toEqual([otherCellId]);
+
+  // Routed to no more, cell g stops being watched; the shared watcher goes on, and its changes still reach
+  // the router's listeners.
+  await expect.poll(() => router.watchedCellIds(), { timeout: 5000, interval: 20 }).toEqual([]);
+  await holders.get("f-1")?.stop();
+  await expect.poll(() => changed.includes(sharedCellId), { timeout: 5000, interval: 20 }).toBe(true);
+  expect(sharedWatcher.snapshot.ring.size).toBe(0);
+
+  // The next request to g watches it again.
+  expect(await router.request(otherCellId, history)).toEqual({ type: "cell.error", code: "not_a_member", message: "answered by g-1" });
+  expect(router.watchedCellIds()).toEqual([otherCellId]);
 });

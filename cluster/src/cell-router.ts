@@ -32,10 +32,27 @@ export type CellRouterOptions = {
    * admin's set false, since their NATS users may not write membership buckets (docs/decisions/0015).
    */
   readonly deletesExpiredLeases?: boolean;
+  /**
+   * Watchers the caller already runs, by cell (a worker's of its own cell): routed with instead of a
+   * second watch of the same bucket, and never stopped here. Every watcher costs a delivery per lease
+   * renewal of its cell, so two in one process would pay twice for one ring.
+   */
+  readonly sharedWatchers?: ReadonlyMap<string, MembershipWatcher>;
+  /**
+   * A cell not routed to for this long has its watcher stopped (undefined: kept until watchedCellsMax
+   * evicts it). For routers whose traffic to a cell comes in bursts (a worker's relays and migrations):
+   * an idle watch still receives every lease renewal of the cell, and one set up again costs a few ms.
+   */
+  readonly watchIdleMs?: number;
 };
 
 export class CellRouter {
   private readonly watchers = new Map<string, Promise<MembershipWatcher>>();
+  /** When each watched cell was last routed to (monotonic ms), and how many of its requests are in flight. */
+  private readonly lastRoutedAtMs = new Map<string, number>();
+  private readonly requestsInFlight = new Map<string, number>();
+  private idleSweeper: ReturnType<typeof setInterval> | undefined;
+  private readonly stopSharedListeners: Array<() => void> = [];
   private readonly ringListeners = new Set<(cellId: string) => void>();
   /** Sends to one worker within one event-loop turn travel in one NATS request (docs/decisions/0009). */
   private readonly sends: SendBatcher;
@@ -49,6 +66,18 @@ export class CellRouter {
     private readonly sleep: (ms: number) => Promise<void> = sleepRealTime,
   ) {
     this.sends = new SendBatcher(connection);
+    for (const [cellId, watcher] of options.sharedWatchers ?? []) {
+      this.stopSharedListeners.push(
+        watcher.onChange(() => {
+          for (const listener of this.ringListeners) listener(cellId);
+        }),
+      );
+    }
+    const { watchIdleMs } = options;
+    if (watchIdleMs !== undefined) {
+      this.idleSweeper = setInterval(() => this.stopIdleWatchers(watchIdleMs), Math.max(1, Math.floor(watchIdleMs / 2)));
+      this.idleSweeper.unref();
+    }
   }
 
   /**
@@ -82,6 +111,7 @@ export class CellRouter {
         lastError = new UnavailableError("cell_unavailable", `the membership of cell ${cellId} cannot be read`, { cause: error });
         continue;
       }
+      const releaseWatcher = this.holdWatcher(cellId);
       const { ring, requestSubjects } = watcher.snapshot;
       const owner = ring.ownerOf(key);
       // Each request kind goes to the owner's subject for its channel, the only one the owner serves it on.
@@ -130,6 +160,7 @@ export class CellRouter {
         lastError = error;
       } finally {
         stopWatching();
+        releaseWatcher();
       }
     }
     throw lastError instanceof UnavailableError
@@ -150,15 +181,49 @@ export class CellRouter {
   }
 
   stop(): void {
+    if (this.idleSweeper !== undefined) clearInterval(this.idleSweeper);
+    for (const stopListening of this.stopSharedListeners.splice(0)) stopListening();
     for (const pending of this.watchers.values())
       void pending.then(
         (watcher) => watcher.stop(),
         () => undefined,
       );
     this.watchers.clear();
+    this.lastRoutedAtMs.clear();
+  }
+
+  /** Cells whose watcher this router started and still runs (shared watchers are not counted). */
+  watchedCellIds(): string[] {
+    return [...this.watchers.keys()];
+  }
+
+  /** An attempt in flight waits on the cell's watcher for its owner leaving: the idle sweep leaves it running. */
+  private holdWatcher(cellId: string): () => void {
+    this.requestsInFlight.set(cellId, (this.requestsInFlight.get(cellId) ?? 0) + 1);
+    return () => {
+      const inFlight = (this.requestsInFlight.get(cellId) ?? 1) - 1;
+      if (inFlight > 0) this.requestsInFlight.set(cellId, inFlight);
+      else this.requestsInFlight.delete(cellId);
+    };
+  }
+
+  private stopIdleWatchers(watchIdleMs: number): void {
+    const nowMs = this.clock.monotonicNowMs();
+    for (const [cellId, pending] of this.watchers) {
+      if (this.requestsInFlight.has(cellId) || nowMs - (this.lastRoutedAtMs.get(cellId) ?? nowMs) < watchIdleMs) continue;
+      this.watchers.delete(cellId);
+      this.lastRoutedAtMs.delete(cellId);
+      void pending.then(
+        (watcher) => watcher.stop(),
+        () => undefined,
+      );
+    }
   }
 
   private watcher(cellId: string): Promise<MembershipWatcher> {
+    const shared = this.options.sharedWatchers?.get(cellId);
+    if (shared !== undefined) return Promise.resolve(shared);
+    this.lastRoutedAtMs.set(cellId, this.clock.monotonicNowMs());
     const existing = this.watchers.get(cellId);
     if (existing !== undefined) {
       // Map order is insertion order: re-inserting marks the cell as most recently used.
@@ -167,13 +232,17 @@ export class CellRouter {
       return existing;
     }
     const created = this.startWatcher(cellId);
-    created.catch(() => this.watchers.delete(cellId));
+    created.catch(() => {
+      // Only if it is still this cell's entry: a later watcher may have replaced a failed one.
+      if (this.watchers.get(cellId) === created) this.watchers.delete(cellId);
+    });
     this.watchers.set(cellId, created);
     while (this.watchers.size > this.options.watchedCellsMax) {
       const oldest = this.watchers.keys().next().value;
       if (oldest === undefined) break;
       const evicted = this.watchers.get(oldest);
       this.watchers.delete(oldest);
+      this.lastRoutedAtMs.delete(oldest);
       void evicted?.then(
         (watcher) => watcher.stop(),
         () => undefined,
