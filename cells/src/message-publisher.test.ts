@@ -192,6 +192,27 @@ describe("MessagePublisher", () => {
     expect(deliveries()).toEqual(["alice,bob 1:one", "alice,bob 2:two", "alice,bob 3:three"]);
   });
 
+  it("publishes at once, in the caller's turn, when every member list is cached, and only after reading otherwise", async () => {
+    const { publisher, group, stored, published, reads } = setup();
+    const [first, second] = [await group(["bob"]), await group(["carol"])];
+    const one = await stored(first, "one");
+    // A member list not cached: read first, so the publish is a promise and nothing has gone yet.
+    const reading = publisher.publish([one]);
+    expect(reading).toBeInstanceOf(Promise);
+    expect(published).toHaveLength(0);
+    await reading;
+    expect(published).toHaveLength(1);
+    // Cached: published before publish() returns, in the same turn as the caller's replies.
+    expect(publisher.publish([await stored(first, "two")])).toBeUndefined();
+    expect(published).toHaveLength(2);
+    // One message of the batch not cached is enough to read first; the batch still goes as one.
+    const mixed = publisher.publish([await stored(first, "three"), await stored(second, "four")]);
+    expect(mixed).toBeInstanceOf(Promise);
+    await mixed;
+    expect(published).toHaveLength(3);
+    expect(reads).toEqual([first, second]);
+  });
+
   it("reloads the members for a message stored under a newer version (added by another worker), and not for an older one", async () => {
     const { publisher, store, group, stored, reads, deliveries } = setup();
     const conversationId = await group(["bob"]);

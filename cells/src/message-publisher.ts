@@ -44,7 +44,32 @@ export class MessagePublisher {
     this.cache = new BoundedCache(dependencies.conversationsMax);
   }
 
-  async publish(messages: readonly StoredMessage[]): Promise<void> {
+  /**
+   * Publishes the messages of one commit batch. When every message's members are cached (the common
+   * case) it publishes at once and returns undefined, so the delivery batch leaves in the same NATS
+   * write as the replies the committer has just sent (the client flushes once per microtask); otherwise
+   * it reads the missing members first and returns the promise of the publish.
+   */
+  publish(messages: readonly StoredMessage[]): Promise<void> | undefined {
+    const cached: Recipients[] = [];
+    for (const { message, membersVersion } of messages) {
+      const recipients = this.cachedRecipientsOf(message.conversationId, membersVersion);
+      if (recipients === undefined) return this.readMembersAndPublish(messages);
+      cached.push(recipients);
+    }
+    this.publishWith(messages, cached);
+    return undefined;
+  }
+
+  private async readMembersAndPublish(messages: readonly StoredMessage[]): Promise<void> {
+    const recipientsOfEach: (Recipients | undefined)[] = [];
+    for (const { message, membersVersion } of messages)
+      recipientsOfEach.push(await this.recipientsOf(message.conversationId, membersVersion));
+    this.publishWith(messages, recipientsOfEach);
+  }
+
+  /** One delivery.batch per bounds' worth of messages; a message without recipients (moved away) is left out. */
+  private publishWith(messages: readonly StoredMessage[], recipientsOfEach: readonly (Recipients | undefined)[]): void {
     const items: string[] = [];
     let bytes = batchHead.length + batchTail.length;
     // With tracing on: the trace context of each item of the batch being built, and one span for the
@@ -59,9 +84,9 @@ export class MessagePublisher {
       items.length = 0;
       if (traces !== undefined) traces.length = 0;
     };
-    for (const { message, membersVersion, trace } of messages) {
-      const recipients = await this.recipientsOf(message.conversationId, membersVersion);
-      if (recipients === undefined) continue;
+    messages.forEach(({ message, trace }, index) => {
+      const recipients = recipientsOfEach[index];
+      if (recipients === undefined) return;
       const item = `{"recipientUserIds":${recipients.json},"message":${JSON.stringify(message)}}`;
       // Bytes counted as UTF-8, the way NATS counts its payload limit.
       const itemBytes = Buffer.byteLength(item, "utf8") + 1;
@@ -72,7 +97,7 @@ export class MessagePublisher {
       items.push(item);
       traces?.push(trace);
       bytes += itemBytes;
-    }
+    });
     if (items.length > 0) publishItems();
     if (tracing !== undefined) {
       const links: TraceContext[] = [];
@@ -87,9 +112,15 @@ export class MessagePublisher {
     this.cache.delete(conversationId);
   }
 
-  private async recipientsOf(conversationId: string, membersVersion: number): Promise<Recipients | undefined> {
+  /** The cached members of the conversation, if they are at least of the message's members version. */
+  private cachedRecipientsOf(conversationId: string, membersVersion: number): Recipients | undefined {
     const cached = this.cache.get(conversationId);
-    if (cached !== undefined && cached.membersVersion >= membersVersion) return cached;
+    return cached !== undefined && cached.membersVersion >= membersVersion ? cached : undefined;
+  }
+
+  private async recipientsOf(conversationId: string, membersVersion: number): Promise<Recipients | undefined> {
+    const cached = this.cachedRecipientsOf(conversationId, membersVersion);
+    if (cached !== undefined) return cached;
     const result = await this.dependencies.members(conversationId);
     if (result.outcome !== "members") {
       // The conversation moved away, or is moving, since the message was stored: its devices read the log.

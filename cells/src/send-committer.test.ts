@@ -77,7 +77,7 @@ function settle(): Promise<void> {
 
 type Options = {
   limits?: Partial<SendCommitterLimits>;
-  publish?: (messages: readonly StoredMessage[]) => Promise<void>;
+  publish?: (messages: readonly StoredMessage[]) => Promise<void> | undefined;
   linger?: { lingerMs: number; busyWindowMs: number };
   /** Ride through an unreachable database for this long after a send's receipt (the sleeps advance the clock). */
   retryWindowMs?: number;
@@ -693,6 +693,24 @@ describe("SendCommitter", () => {
     expect(idle).toBe(false);
     gates.shift()?.();
     await whenIdle;
+  });
+
+  it("publishes a batch in the same turn as its replies when no publish is in flight, so both leave in one NATS write", async () => {
+    const { store, committer, events, group } = setup({
+      // A publisher whose member lists are cached publishes at once and returns nothing to wait for.
+      publish: (messages) => {
+        events.push(`publish ${messages.map((stored) => stored.message.body).join(",")}`);
+        return undefined;
+      },
+    });
+    const conversationId = await group();
+    // The NATS client writes what was published before its next microtask: mark where that comes.
+    committer.submit(sendTo(conversationId, "m1"), 10_000, () => {
+      events.push("reply m1");
+      queueMicrotask(() => events.push("a microtask after the reply"));
+    });
+    await store.completeNext();
+    expect(events).toEqual(["reply m1", "publish m1", "a microtask after the reply"]);
   });
 
   it("logs a failed publish and carries on publishing the next batches, whether the publish rejects or throws", async () => {

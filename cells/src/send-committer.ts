@@ -15,7 +15,8 @@
 // only when neither answers; a predecessor whose sender is no member counts too, since it never will
 // be); else it is answered `out_of_order`, and so are the sends that name it, so a conversation never
 // holds a later send of a session before an earlier one (docs/decisions/0020). The ack (the reply) follows the
-// commit; the publish of each new message to its members follows the replies.
+// commit; the publish of each new message to its members follows the replies, in the same turn when no
+// earlier publish is in flight and the members are cached, so the NATS client writes both at once.
 //
 // Riding through a short database outage (docs/decisions/0025): a commit that failed because Postgres
 // could not be reached (refused, reset, shutting down, starting up, no connection in time) is tried again
@@ -90,7 +91,8 @@ export type SendCommitterDependencies = {
   readonly store: Pick<ConversationStore, "appendMessages" | "settledSends">;
   readonly ownership: OwnershipView;
   /** Publishes the new messages of one batch to their members; called in batch order, MUST keep it. */
-  readonly publish: (messages: readonly StoredMessage[]) => Promise<void>;
+  /** Undefined when it published at once; otherwise the promise of a publish that had to read first. */
+  readonly publish: (messages: readonly StoredMessage[]) => Promise<void> | undefined;
   readonly monotonicNowMs: () => number;
   readonly logger: Logger & { readonly error: (message: string, fields?: LogFields) => void };
   readonly limits: SendCommitterLimits;
@@ -152,6 +154,8 @@ export class SendCommitter {
   private running = false;
   /** Publishes run one after another, in batch order, apart from the commits. */
   private publishing: Promise<void> = Promise.resolve();
+  /** Publishes started and not yet settled: with none, a batch's publish may go at once. */
+  private publishesInFlight = 0;
   /** The duration of the last batch's statement: with the queue length, how long a newcomer would wait. */
   private lastBatchMs = 1;
   private lastBatchStartedAtMs = Number.NEGATIVE_INFINITY;
@@ -362,18 +366,36 @@ export class SendCommitter {
     });
     // A stale owner says so, as the request handler does for its other writes (one line per batch).
     if (fenced.size > 0) logger.warn(`worker ${workerId} was fenced on ${[...fenced].join(", ")}: written under an epoch after ${epoch}`);
-    if (stored.length === 0) return undefined;
-    const { publish } = this.dependencies;
-    this.publishing = this.publishing.then(async () => {
-      try {
-        await publish(stored);
-      } catch (error) {
-        // Stored is stored: devices that missed a live message see the gap and read the log. Caught
-        // whether publish rejects or throws, so the chain (every later batch's publish) goes on.
-        logger.warn(`publishing ${stored.length} messages failed: ${describeError(error)}`, sendTraceFields(stored));
-      }
-    });
+    if (stored.length > 0) this.publishInOrder(stored);
     return undefined;
+  }
+
+  /**
+   * Publishes a batch's messages after every earlier batch's. With no publish in flight it goes at once,
+   * in the same turn as the batch's replies, so both leave in one NATS write when the members are cached.
+   */
+  private publishInOrder(stored: readonly StoredMessage[]): void {
+    const { publish, logger } = this.dependencies;
+    // Stored is stored: devices that missed a live message see the gap and read the log. Caught whether
+    // publish rejects or throws, so the chain (every later batch's publish) goes on.
+    const failed = (error: unknown): void =>
+      logger.warn(`publishing ${stored.length} messages failed: ${describeError(error)}`, sendTraceFields(stored));
+    let pending: Promise<void> | undefined;
+    if (this.publishesInFlight === 0) {
+      try {
+        pending = publish(stored);
+      } catch (error) {
+        failed(error);
+        return;
+      }
+      if (pending === undefined) return;
+    } else {
+      pending = this.publishing.then(() => publish(stored));
+    }
+    this.publishesInFlight += 1;
+    this.publishing = pending.catch(failed).finally(() => {
+      this.publishesInFlight -= 1;
+    });
   }
 
   /**
