@@ -90,8 +90,10 @@ export type SendCommitterDependencies = {
   readonly workerId: string;
   readonly store: Pick<ConversationStore, "appendMessages" | "settledSends">;
   readonly ownership: OwnershipView;
-  /** Publishes the new messages of one batch to their members; called in batch order, MUST keep it. */
-  /** Undefined when it published at once; otherwise the promise of a publish that had to read first. */
+  /**
+   * Publishes the new messages of one batch to their members; called in batch order, MUST keep it.
+   * Returns undefined when it published at once, else the promise of a publish that had to read first.
+   */
   readonly publish: (messages: readonly StoredMessage[]) => Promise<void> | undefined;
   readonly monotonicNowMs: () => number;
   readonly logger: Logger & { readonly error: (message: string, fields?: LogFields) => void };

@@ -48,8 +48,9 @@ export type CellRouterOptions = {
 
 export class CellRouter {
   private readonly watchers = new Map<string, Promise<MembershipWatcher>>();
-  /** When each watched cell was last routed to (monotonic ms), and how many of its requests are in flight. */
+  /** When each watched cell was last routed to (monotonic ms), for the idle sweep. */
   private readonly lastRoutedAtMs = new Map<string, number>();
+  /** Attempts in flight per cell: the idle sweep leaves their watchers running. */
   private readonly requestsInFlight = new Map<string, number>();
   private idleSweeper: ReturnType<typeof setInterval> | undefined;
   private readonly stopSharedListeners: Array<() => void> = [];
