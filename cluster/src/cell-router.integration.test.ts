@@ -15,7 +15,14 @@ import {
   type WorkerLease,
 } from "@cellwire/protocol";
 import { CellRouter } from "./cell-router.ts";
-import { LeaseHolder, MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
+import {
+  LeaseHolder,
+  MembershipWatcher,
+  destroyMembershipBucket,
+  openMembershipBucket,
+  systemClock,
+  type LeaseBucket,
+} from "./membership.ts";
 import { decodeMessage, encodeJson } from "./nats-json.ts";
 import { Ring } from "./ring.ts";
 import { startRouter } from "./start-router.ts";
@@ -35,6 +42,29 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
+/** The ring step's settings of the tests that need no particular ones. */
+const ringOptions = {
+  namespace,
+  leaseMs,
+  requestTimeoutMs,
+  attemptsMax: 4,
+  retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 },
+  watchedCellsMax: 4,
+};
+
+/** A request any answering worker refuses with not_a_member, which says who answered. */
+const history = { type: "cell.history", userId: "alice", conversationId: "g-0000000000000000000001", beforeSeq: null, limit: 10 } as const;
+
+/** A worker's lease in `bucket`, renewed every 100 ms until the tests' cleanup (or the test) stops it. */
+async function holdLease(bucket: LeaseBucket, workerCellId: string, workerId: string): Promise<LeaseHolder> {
+  const subject = workerSubject(namespace, workerCellId, workerId);
+  const lease: WorkerLease = { workerId, cellId: workerCellId, subject, startedAtMs: Date.now(), leaseMs };
+  const holder = new LeaseHolder(bucket, lease, 100, systemClock, logger);
+  await holder.start();
+  cleanups.push(() => holder.stop());
+  return holder;
+}
+
 it("re-routes a request whose owner leaves the ring while it waits for the reply", async () => {
   const connection = await connectNats(["127.0.0.1:4222"], "cell-router-test", { ...logger }, anonymousNatsAccess("edge"));
   cleanups.push(() => connection.close());
@@ -44,12 +74,7 @@ it("re-routes a request whose owner leaves the ring while it waits for the reply
   // Two workers: "silent" takes requests and never answers (it hung, or died after receiving); "ok" answers.
   const holders = new Map<string, LeaseHolder>();
   for (const workerId of ["silent", "ok"]) {
-    const subject = workerSubject(namespace, cellId, workerId);
-    const lease: WorkerLease = { workerId, cellId, subject, startedAtMs: Date.now(), leaseMs };
-    const holder = new LeaseHolder(bucket, lease, 100, systemClock, logger);
-    await holder.start();
-    holders.set(workerId, holder);
-    cleanups.push(() => holder.stop());
+    holders.set(workerId, await holdLease(bucket, cellId, workerId));
     const subscription = connection.subscribe(workerRequestSubject(namespace, cellId, workerId, "edge"), {
       callback: (_error, message) => {
         if (workerId === "silent") return;
@@ -106,16 +131,7 @@ it("carries the sends of one turn to each owner in one cell.sendBatch, and route
   const batchesByWorker = new Map<string, string[][]>();
   const unexpected: string[] = [];
   for (const workerId of ["w1", "w2"]) {
-    const subject = workerSubject(namespace, batchCellId, workerId);
-    const holder = new LeaseHolder(
-      bucket,
-      { workerId, cellId: batchCellId, subject, startedAtMs: Date.now(), leaseMs },
-      100,
-      systemClock,
-      logger,
-    );
-    await holder.start();
-    cleanups.push(() => holder.stop());
+    await holdLease(bucket, batchCellId, workerId);
     batchesByWorker.set(workerId, []);
     const subscription = connection.subscribe(workerRequestSubject(namespace, batchCellId, workerId, "edge"), {
       callback: (_error, message) => {
@@ -216,16 +232,7 @@ it("waits no longer than the caller's deadline, and tells the worker what is lef
   cleanups.push(() => destroyMembershipBucket(connection, namespace, deadlineCellId));
   // One worker that takes every request and never answers (a statement stuck on a lock).
   const workerId = "stuck";
-  const lease: WorkerLease = {
-    workerId,
-    cellId: deadlineCellId,
-    subject: workerSubject(namespace, deadlineCellId, workerId),
-    startedAtMs: Date.now(),
-    leaseMs,
-  };
-  const holder = new LeaseHolder(bucket, lease, 100, systemClock, logger);
-  await holder.start();
-  cleanups.push(() => holder.stop());
+  await holdLease(bucket, deadlineCellId, workerId);
   const payloads: unknown[] = [];
   const subscription = connection.subscribe(workerRequestSubject(namespace, deadlineCellId, workerId, "edge"), {
     callback: (_error, message) => void payloads.push(JSON.parse(message.string())),
@@ -252,13 +259,6 @@ it("waits no longer than the caller's deadline, and tells the worker what is lef
   expect(await router.hasLiveWorkers(deadlineCellId)).toBe(true);
 
   const callerBudgetMs = 300;
-  const history = {
-    type: "cell.history",
-    userId: "alice",
-    conversationId: "g-0000000000000000000001",
-    beforeSeq: null,
-    limit: 10,
-  } as const;
   const send: CellSendRequest = {
     type: "cell.send",
     senderUserId: "alice",
@@ -295,17 +295,7 @@ it("startRouter's Router sends to a key's home over the ring step, and reports t
   const answeredBy: string[] = [];
   const holders: LeaseHolder[] = [];
   for (const workerId of ["e-1", "e-2"]) {
-    const subject = workerSubject(namespace, homeCellId, workerId);
-    const holder = new LeaseHolder(
-      bucket,
-      { workerId, cellId: homeCellId, subject, startedAtMs: Date.now(), leaseMs },
-      100,
-      systemClock,
-      logger,
-    );
-    await holder.start();
-    holders.push(holder);
-    cleanups.push(() => holder.stop());
+    holders.push(await holdLease(bucket, homeCellId, workerId));
     const subscription = connection.subscribe(workerRequestSubject(namespace, homeCellId, workerId, "edge"), {
       callback: (_error, message) => {
         answeredBy.push(workerId);
@@ -321,15 +311,7 @@ it("startRouter's Router sends to a key's home over the ring step, and reports t
   const router = startRouter(
     connection,
     {
-      ring: {
-        namespace,
-        leaseMs,
-        requestTimeoutMs,
-        attemptsMax: 4,
-        retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 },
-        watchedCellsMax: 4,
-        deletesExpiredLeases: false,
-      },
+      ring: { ...ringOptions, deletesExpiredLeases: false },
       homes: {
         resolve: async (key) => {
           resolved.push(`${key.kind} ${key.id}`);
@@ -373,17 +355,7 @@ it("routes to a cell through a watcher it is given, without a watch of its own, 
   ] as const) {
     const bucket = await openMembershipBucket(connection, namespace, workerCellId, leaseMs);
     cleanups.push(() => destroyMembershipBucket(connection, namespace, workerCellId));
-    const subject = workerSubject(namespace, workerCellId, workerId);
-    const holder = new LeaseHolder(
-      bucket,
-      { workerId, cellId: workerCellId, subject, startedAtMs: Date.now(), leaseMs },
-      100,
-      systemClock,
-      logger,
-    );
-    await holder.start();
-    holders.set(workerId, holder);
-    cleanups.push(() => holder.stop());
+    holders.set(workerId, await holdLease(bucket, workerCellId, workerId));
     const subscription = connection.subscribe(workerRequestSubject(namespace, workerCellId, workerId, "edge"), {
       callback: (_error, message) => {
         const reply: CellReply = { type: "cell.error", code: "not_a_member", message: `answered by ${workerId}` };
@@ -408,29 +380,13 @@ it("routes to a cell through a watcher it is given, without a watch of its own, 
   const watchIdleMs = 300;
   const router = new CellRouter(
     connection,
-    {
-      namespace,
-      leaseMs,
-      requestTimeoutMs,
-      attemptsMax: 4,
-      retryBackoff: { initialDelayMs: 10, maxDelayMs: 50, multiplier: 2 },
-      watchedCellsMax: 4,
-      sharedWatchers: new Map([[sharedCellId, sharedWatcher]]),
-      watchIdleMs,
-    },
+    { ...ringOptions, sharedWatchers: new Map([[sharedCellId, sharedWatcher]]), watchIdleMs },
     systemClock,
     logger,
   );
   cleanups.push(() => router.stop());
   const changed: string[] = [];
   router.onRingChange((changedCellId) => changed.push(changedCellId));
-  const history = {
-    type: "cell.history",
-    userId: "alice",
-    conversationId: "g-0000000000000000000001",
-    beforeSeq: null,
-    limit: 10,
-  } as const;
 
   expect(await router.request(sharedCellId, history)).toEqual({ type: "cell.error", code: "not_a_member", message: "answered by f-1" });
   expect(router.watchedCellIds()).toEqual([]);
