@@ -5,7 +5,8 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { cellReply, cellRequestChannel, cellRequestKey, withBudget, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { UnavailableError } from "./errors.ts";
-import { MembershipWatcher, openExistingMembershipBucket, type Clock, type Logger } from "./membership.ts";
+import type { Logger } from "./log-lines.ts";
+import { MembershipWatcher, openExistingMembershipBucket, type Clock } from "./membership.ts";
 import { requestJson } from "./nats-json.ts";
 import { SendBatcher } from "./send-batcher.ts";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";

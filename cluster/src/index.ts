@@ -9,6 +9,7 @@ export * from "./concurrency-limiter.ts";
 export * from "./send-batcher.ts";
 export * from "./ring.ts";
 export * from "./membership-view.ts";
+export * from "./log-lines.ts";
 export * from "./membership.ts";
 export * from "./cell-buckets.ts";
 // The pure core of the membership watch and of a lease, for the simulation (sim/), which drives the same code.

@@ -7,22 +7,12 @@ import { LeaseTerm, MembershipCore, watchStalled, type MembershipSnapshot } from
 import { encodeJson } from "./nats-json.ts";
 import { sleep } from "./sleep.ts";
 import { UnavailableError } from "./errors.ts";
+import type { Logger } from "./log-lines.ts";
 
 export type { MembershipSnapshot } from "./membership-core.ts";
 
 export type Clock = { readonly monotonicNowMs: () => number; readonly wallNowMs: () => number };
 export const systemClock: Clock = { monotonicNowMs: () => performance.now(), wallNowMs: () => Date.now() };
-
-/**
- * Structured context for a log line: ids the server made (traceId, workerId, cellId), counts, codes.
- * Never a token, a message body, a key or a user's content (docs/decisions/0033).
- */
-export type LogFields = Readonly<Record<string, string | number | boolean | undefined>>;
-
-export type Logger = {
-  readonly info: (message: string, fields?: LogFields) => void;
-  readonly warn: (message: string, fields?: LogFields) => void;
-};
 
 /**
  * Opens (creating if needed) the membership bucket of a cell. Entries older than ten leases are dropped by

@@ -4,7 +4,7 @@
 // user's content are redacted by name; warnings and errors that repeat are rate-limited.
 import { pino, type DestinationStream, type Logger as PinoLogger } from "pino";
 import { LogRateLimiter, logRateLimitsDefault, type LogRateLimits } from "./log-rate-limiter.ts";
-import type { LogFields, Logger } from "./membership.ts";
+import type { LogFields, Logger } from "./log-lines.ts";
 import type { ServiceKind } from "./service-metrics.ts";
 
 export type ServiceLogger = Logger & {

@@ -6,7 +6,8 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { DirectoryEntry, DirectoryEntryKind } from "@cellwire/protocol";
 import { CellRouter, type CellRouterOptions } from "./cell-router.ts";
-import type { Clock, Logger } from "./membership.ts";
+import type { Logger } from "./log-lines.ts";
+import type { Clock } from "./membership.ts";
 import { Router, routerDefaults, type HomeDirectory, type HomeKey, type HomeLocation, type RouterOptions } from "./router.ts";
 import { sleep as sleepRealTime } from "./sleep.ts";
 

@@ -5,7 +5,7 @@
 // tracing on continues it as a parent. Made without crypto per request: a random per-process prefix and a
 // counter, a few string operations; nothing here imports OpenTelemetry.
 import { createHash, randomBytes } from "node:crypto";
-import type { LogFields } from "../membership.ts";
+import type { LogFields } from "../log-lines.ts";
 
 /** The NATS header (and W3C name) that carries a request's trace context. */
 export const traceparentHeader = "traceparent";
