@@ -4,7 +4,14 @@
 // time; a lease term runs from the start of its last acknowledged renewal.
 import { describe, expect, it } from "vitest";
 import type { WorkerLease } from "@cellwire/protocol";
-import { LeaseTerm, MembershipCore, leaseExpiryCheckIntervalMs, watchStalled, type MembershipWatchEntry } from "./membership-core.ts";
+import {
+  LeaseTerm,
+  MembershipCore,
+  leaseExpiryCheckIntervalMs,
+  watchQuiet,
+  watchStalled,
+  type MembershipWatchEntry,
+} from "./membership-core.ts";
 import { encodeJson } from "./nats-json.ts";
 
 const leaseMs = 3000;
@@ -172,6 +179,11 @@ describe("watchStalled", () => {
     expect(watchStalled({ ...progress, lastEntryAtMs: 10_000 - leaseMs })).toBe(false);
     expect(watchStalled({ ...progress, bucketLastRevision: 41 })).toBe(false);
     expect(watchStalled({ ...progress, lastEntryAtMs: 0, bucketLastRevision: 0, lastAppliedRevision: 0 })).toBe(false);
+  });
+
+  it("is asked of the bucket only for a quiet watch: watchQuiet is its first half", () => {
+    expect(watchQuiet(progress)).toBe(true);
+    expect(watchQuiet({ ...progress, lastEntryAtMs: 10_000 - leaseMs })).toBe(false);
   });
 });
 

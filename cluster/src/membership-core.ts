@@ -192,9 +192,15 @@ export type WatchProgress = {
  * A quiet bucket (no revision past the applied one) is not a stall, however long it stays quiet.
  */
 export function watchStalled(progress: WatchProgress): boolean {
-  return (
-    progress.monotonicNowMs - progress.lastEntryAtMs > progress.quietLimitMs && progress.bucketLastRevision > progress.lastAppliedRevision
-  );
+  return watchQuiet(progress) && progress.bucketLastRevision > progress.lastAppliedRevision;
+}
+
+/**
+ * Whether a watch has delivered nothing for longer than its quiet limit: only then can it have stalled,
+ * so only then is the bucket worth asking for its last revision (a JetStream API call).
+ */
+export function watchQuiet(progress: Pick<WatchProgress, "monotonicNowMs" | "lastEntryAtMs" | "quietLimitMs">): boolean {
+  return progress.monotonicNowMs - progress.lastEntryAtMs > progress.quietLimitMs;
 }
 
 /**

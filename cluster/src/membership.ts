@@ -3,7 +3,7 @@
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { leaseKey, membershipBucket, type WorkerLease } from "@cellwire/protocol";
-import { LeaseTerm, MembershipCore, watchStalled, type MembershipSnapshot } from "./membership-core.ts";
+import { LeaseTerm, MembershipCore, watchQuiet, watchStalled, type MembershipSnapshot } from "./membership-core.ts";
 import { encodeJson } from "./nats-json.ts";
 import { sleep } from "./sleep.ts";
 import { UnavailableError } from "./errors.ts";
@@ -331,10 +331,10 @@ export class MembershipWatcher {
   /** Watches again from the last applied revision + 1 when the current watch has stalled (see watchStalled). */
   private async checkStall(): Promise<void> {
     if (this.stopped || this.checkingStall) return;
-    // A watch that delivered within the quiet limit has not stalled (watchStalled): asking the bucket would
-    // only cost a JetStream API call (STREAM.INFO), its reply and an audit advisory per watcher and check.
+    // A watch that delivered within the quiet limit has not stalled: asking the bucket would only cost a
+    // JetStream API call (STREAM.INFO), its reply and an audit advisory per watcher and check.
     const quietLimitMs = this.core.longestLeaseMs ?? this.stallCheckIntervalMs;
-    if (this.clock.monotonicNowMs() - this.lastEntryAtMs <= quietLimitMs) return;
+    if (!watchQuiet({ monotonicNowMs: this.clock.monotonicNowMs(), lastEntryAtMs: this.lastEntryAtMs, quietLimitMs })) return;
     this.checkingStall = true;
     try {
       let bucketLastRevision: number;
