@@ -49,7 +49,9 @@ export type CellRouterOptions = {
 
 export class CellRouter {
   private readonly watchers = new Map<string, Promise<MembershipWatcher>>();
-  /** When each watched cell was last routed to (monotonic ms), for the idle sweep. */
+  /** The caller's watchers (sharedWatchers), resolved once so that routing with them allocates nothing. */
+  private readonly sharedWatchers = new Map<string, Promise<MembershipWatcher>>();
+  /** When each watched cell was last routed to (monotonic ms), kept only for the idle sweep. */
   private readonly lastRoutedAtMs = new Map<string, number>();
   /** Attempts in flight per cell: the idle sweep leaves their watchers running. */
   private readonly requestsInFlight = new Map<string, number>();
@@ -69,6 +71,7 @@ export class CellRouter {
   ) {
     this.sends = new SendBatcher(connection);
     for (const [cellId, watcher] of options.sharedWatchers ?? []) {
+      this.sharedWatchers.set(cellId, Promise.resolve(watcher));
       this.stopSharedListeners.push(
         watcher.onChange(() => {
           for (const listener of this.ringListeners) listener(cellId);
@@ -185,13 +188,7 @@ export class CellRouter {
   stop(): void {
     if (this.idleSweeper !== undefined) clearInterval(this.idleSweeper);
     for (const stopListening of this.stopSharedListeners.splice(0)) stopListening();
-    for (const pending of this.watchers.values())
-      void pending.then(
-        (watcher) => watcher.stop(),
-        () => undefined,
-      );
-    this.watchers.clear();
-    this.lastRoutedAtMs.clear();
+    for (const cellId of [...this.watchers.keys()]) this.dropWatcher(cellId);
   }
 
   /** Cells whose watcher this router started and still runs (shared watchers are not counted). */
@@ -199,8 +196,12 @@ export class CellRouter {
     return [...this.watchers.keys()];
   }
 
-  /** An attempt in flight waits on the cell's watcher for its owner leaving: the idle sweep leaves it running. */
+  /**
+   * An attempt in flight waits on the cell's watcher for its owner leaving: the idle sweep leaves it
+   * running. Without an idle sweep (an edge's router, on every send) there is nothing to count.
+   */
   private holdWatcher(cellId: string): () => void {
+    if (this.idleSweeper === undefined) return releaseNothing;
     this.requestsInFlight.set(cellId, (this.requestsInFlight.get(cellId) ?? 0) + 1);
     return () => {
       const inFlight = (this.requestsInFlight.get(cellId) ?? 1) - 1;
@@ -213,19 +214,24 @@ export class CellRouter {
     const nowMs = this.clock.monotonicNowMs();
     for (const [cellId, pending] of this.watchers) {
       if (this.requestsInFlight.has(cellId) || nowMs - (this.lastRoutedAtMs.get(cellId) ?? nowMs) < watchIdleMs) continue;
-      this.watchers.delete(cellId);
-      this.lastRoutedAtMs.delete(cellId);
-      void pending.then(
-        (watcher) => watcher.stop(),
-        () => undefined,
-      );
+      this.dropWatcher(cellId, pending);
     }
   }
 
+  /** Stops a watcher this router started (once it is set up) and forgets it. */
+  private dropWatcher(cellId: string, pending = this.watchers.get(cellId)): void {
+    this.watchers.delete(cellId);
+    this.lastRoutedAtMs.delete(cellId);
+    void pending?.then(
+      (watcher) => watcher.stop(),
+      () => undefined,
+    );
+  }
+
   private watcher(cellId: string): Promise<MembershipWatcher> {
-    const shared = this.options.sharedWatchers?.get(cellId);
-    if (shared !== undefined) return Promise.resolve(shared);
-    this.lastRoutedAtMs.set(cellId, this.clock.monotonicNowMs());
+    const shared = this.sharedWatchers.get(cellId);
+    if (shared !== undefined) return shared;
+    if (this.idleSweeper !== undefined) this.lastRoutedAtMs.set(cellId, this.clock.monotonicNowMs());
     const existing = this.watchers.get(cellId);
     if (existing !== undefined) {
       // Map order is insertion order: re-inserting marks the cell as most recently used.
@@ -242,13 +248,7 @@ export class CellRouter {
     while (this.watchers.size > this.options.watchedCellsMax) {
       const oldest = this.watchers.keys().next().value;
       if (oldest === undefined) break;
-      const evicted = this.watchers.get(oldest);
-      this.watchers.delete(oldest);
-      this.lastRoutedAtMs.delete(oldest);
-      void evicted?.then(
-        (watcher) => watcher.stop(),
-        () => undefined,
-      );
+      this.dropWatcher(oldest);
     }
     return created;
   }
@@ -274,3 +274,5 @@ export class CellRouter {
     return watcher;
   }
 }
+
+const releaseNothing = (): void => {};
