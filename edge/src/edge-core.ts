@@ -24,6 +24,10 @@ export type SendOutcome = "sent" | "backpressure" | "dropped";
 
 /** What the core needs of a socket. MUST NOT be called after the socket reported its close. */
 export interface SessionTransport {
+  /**
+   * The write's outcome; a transport that writes later (at the end of the turn) answers "sent" and
+   * reports a failed write to the session's `sendReported`.
+   */
   send(text: string): SendOutcome;
   bufferedBytes(): number;
   close(code: number, reason: string): void;

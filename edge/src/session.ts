@@ -32,7 +32,7 @@ import {
 import type { CatchUpScope, CatchUpTarget } from "./catch-up-pacer.ts";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { DeliveryTarget } from "./delivery-hub.ts";
-import type { EdgeCore, SessionTransport } from "./edge-core.ts";
+import type { EdgeCore, SendOutcome, SessionTransport } from "./edge-core.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
 import type { RequestContext } from "./request-handler.ts";
 import type { DrainTarget } from "./edge-drain.ts";
@@ -826,7 +826,14 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   /** `type`: the frame's, for the count of frames sent (the text is not parsed again for it). */
   private write(text: string, type: SentFrameType): void {
     this.core.metrics.frameSent(type);
-    const outcome = this.transport.send(text);
+    this.sendReported(this.transport.send(text));
+  }
+
+  /**
+   * How a frame's write went: at once from `send`, or later from a transport that writes at the end of
+   * the turn (uws-transport.ts).
+   */
+  sendReported(outcome: SendOutcome): void {
     // A frame sent whole leaves nothing buffered: the buffer is only read when the send reported backpressure.
     if (outcome === "dropped" || (outcome === "backpressure" && this.transport.bufferedBytes() > this.core.limits.sendBufferBytesMax)) {
       this.close("slow_consumer", "the client reads too slowly");
