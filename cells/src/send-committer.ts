@@ -27,6 +27,7 @@
 import {
   activeTracing,
   backoffDelayMs,
+  OldestFirst,
   sendTraceId,
   traceIdFields,
   type SendIdentity,
@@ -166,6 +167,7 @@ export class SendCommitter {
   private idleWaiters: (() => void)[] = [];
   /** sendKey()s of sends stored (or found stored) here, oldest first: the predecessors already known. */
   private readonly storedRecently = new Set<string>();
+  private readonly oldestStored = new OldestFirst(this.storedRecently);
   private readonly settledSendsRememberedMax: number;
 
   constructor(private readonly dependencies: SendCommitterDependencies) {
@@ -453,7 +455,7 @@ export class SendCommitter {
     this.storedRecently.delete(key);
     this.storedRecently.add(key);
     if (this.storedRecently.size <= this.settledSendsRememberedMax) return;
-    const oldest = this.storedRecently.values().next().value;
+    const oldest = this.oldestStored.next();
     if (oldest !== undefined) this.storedRecently.delete(oldest);
   }
 

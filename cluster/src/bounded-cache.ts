@@ -6,6 +6,7 @@
 // Expiry (docs/decisions/0029): an entry stored at t is served while the clock reads less than t + ttlMs,
 // from when it was stored (a read renews its place in the LRU order, not its age). A ttlMs of 0 serves
 // nothing again: the cache then only bounds, which is what a 0 setting asks for.
+import { OldestFirst } from "./oldest-first.ts";
 
 /** A stored value and when it expires; a class, so each costs a fixed small object (one per user on an edge). */
 class CacheSlot<V> {
@@ -18,6 +19,7 @@ class CacheSlot<V> {
 export class BoundedCache<V> {
   // Map iteration follows insertion order: re-inserting on each read keeps the oldest entry first.
   private readonly entries = new Map<string, CacheSlot<V>>();
+  private readonly oldest = new OldestFirst(this.entries);
 
   /** ttlMs: Infinity keeps entries until evicted; nowMs: a monotonic clock. */
   constructor(
@@ -50,9 +52,9 @@ export class BoundedCache<V> {
     this.entries.delete(key);
     this.entries.set(key, new CacheSlot(value, this.nowMs() + this.ttlMs));
     while (this.entries.size > this.entriesMax) {
-      const oldest = this.entries.keys().next();
-      if (oldest.done === true) break;
-      this.entries.delete(oldest.value);
+      const oldest = this.oldest.next();
+      if (oldest === undefined) break;
+      this.entries.delete(oldest);
     }
   }
 

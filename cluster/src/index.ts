@@ -5,6 +5,7 @@ export * from "./config-kit.ts";
 export * from "./backoff.ts";
 export * from "./sleep.ts";
 export * from "./bounded-cache.ts";
+export * from "./oldest-first.ts";
 export * from "./concurrency-limiter.ts";
 export * from "./send-batcher.ts";
 export * from "./ring.ts";

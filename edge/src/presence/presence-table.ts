@@ -6,6 +6,7 @@
 // that (NATS 2.9 has no per-key TTL, so expiry is the watcher's job, as for worker leases).
 //
 // Pure: the clock is injected and nothing here does I/O or sets a timer; presence-hub.ts does both.
+import { OldestFirst } from "@cellwire/cluster";
 import type { PresenceMessage, PresenceState, PresenceStatus } from "@cellwire/protocol";
 
 export type PresenceClock = {
@@ -60,6 +61,7 @@ export class PresenceTable {
   private readonly onlineSinceMs = new Map<string, number>();
   /** Recently offline users → when they went offline (wall clock); Map order is change order. */
   private readonly offlineSinceMs = new Map<string, number>();
+  private readonly oldestOffline = new OldestFirst(this.offlineSinceMs);
 
   constructor(
     private readonly options: PresenceTableOptions,
@@ -215,7 +217,7 @@ export class PresenceTable {
       this.offlineSinceMs.delete(userId);
       this.offlineSinceMs.set(userId, changedAtMs);
       while (this.offlineSinceMs.size > this.options.offlineUsersRememberedMax) {
-        const oldest = this.offlineSinceMs.keys().next().value;
+        const oldest = this.oldestOffline.next();
         if (oldest === undefined) break;
         this.offlineSinceMs.delete(oldest);
       }
