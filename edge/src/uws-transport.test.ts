@@ -55,11 +55,16 @@ function manualTurns(): { readonly turnWrites: TurnWrites; endTurn(): void; read
   };
 }
 
+/** A transport on a fake socket, its turns ended by the test. */
+function oneSocket(): { readonly turns: ReturnType<typeof manualTurns>; readonly socket: FakeSocket; readonly transport: UwsTransport } {
+  const turns = manualTurns();
+  const socket = new FakeSocket();
+  return { turns, socket, transport: new UwsTransport(socket, turns.turnWrites) };
+}
+
 describe("UwsTransport", () => {
   it("writes nothing before the turn ends, then one socket's frames in one corked write, in order", () => {
-    const turns = manualTurns();
-    const socket = new FakeSocket();
-    const transport = new UwsTransport(socket, turns.turnWrites);
+    const { turns, socket, transport } = oneSocket();
     expect(transport.send("ack")).toBe("sent");
     expect(transport.send("event 1")).toBe("sent");
     expect(transport.send("event 2")).toBe("sent");
@@ -88,9 +93,7 @@ describe("UwsTransport", () => {
   });
 
   it("writes the queued frames ahead of the close in one corked write, and nothing at the turn's end", () => {
-    const turns = manualTurns();
-    const socket = new FakeSocket();
-    const transport = new UwsTransport(socket, turns.turnWrites);
+    const { turns, socket, transport } = oneSocket();
     transport.send("error");
     transport.close(4002, "protocol violation");
     expect(socket.calls).toEqual(["cork", "send error", "end 4002", "uncork"]);
@@ -101,9 +104,7 @@ describe("UwsTransport", () => {
   });
 
   it("drops the frames of a socket the client closed before the turn ended", () => {
-    const turns = manualTurns();
-    const socket = new FakeSocket();
-    const transport = new UwsTransport(socket, turns.turnWrites);
+    const { turns, socket, transport } = oneSocket();
     transport.send("event");
     // As edge-server.ts marks it on uWS's close event.
     transport.isClosed = true;
@@ -112,9 +113,7 @@ describe("UwsTransport", () => {
   });
 
   it("reports a dropped or backpressured write to the session, a written one not", () => {
-    const turns = manualTurns();
-    const socket = new FakeSocket();
-    const transport = new UwsTransport(socket, turns.turnWrites);
+    const { turns, socket, transport } = oneSocket();
     transport.send("written");
     turns.endTurn();
     socket.status = 0;
@@ -127,9 +126,7 @@ describe("UwsTransport", () => {
   });
 
   it("reports the worst outcome of a corked write, and backpressure when the socket kept bytes after the uncork", () => {
-    const turns = manualTurns();
-    const socket = new FakeSocket();
-    const transport = new UwsTransport(socket, turns.turnWrites);
+    const { turns, socket, transport } = oneSocket();
     transport.send("a");
     transport.send("b");
     socket.buffered = 100;
