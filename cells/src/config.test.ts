@@ -54,6 +54,7 @@ describe("loadWorkerConfig", () => {
         memberCacheConversationsMax: 10_000,
         sendLingerMs: 3,
         sendBusyWindowMs: 20,
+        sendBusySendsMin: 4,
         sendRetryWindowMs: 8000,
         postgresTimeouts: {
           connectTimeoutMs: 5000,
@@ -124,6 +125,7 @@ describe("loadWorkerConfig", () => {
       WORKER_MEMBER_CACHE_CONVERSATIONS_MAX: "5",
       WORKER_SEND_LINGER_MS: "0",
       WORKER_SEND_BUSY_WINDOW_MS: "45",
+      WORKER_SEND_BUSY_SENDS_MIN: "6",
       WORKER_SEND_RETRY_WINDOW_MS: "2500",
       WORKER_POSTGRES_CONNECT_TIMEOUT_MS: "1500",
       WORKER_POSTGRES_STATEMENT_TIMEOUT_MS: "2500",
@@ -181,6 +183,7 @@ describe("loadWorkerConfig", () => {
       memberCacheConversationsMax: 5,
       sendLingerMs: 0,
       sendBusyWindowMs: 45,
+      sendBusySendsMin: 6,
       sendRetryWindowMs: 2500,
       postgresTimeouts: {
         connectTimeoutMs: 1500,

@@ -121,11 +121,13 @@ export type WorkerConfig = {
   readonly sendsPendingMax?: number;
   readonly sendQueueWaitMsMax?: number;
   /**
-   * How long a send waits for others before its statement starts when the worker is busy (its last batch
-   * started within WORKER_SEND_BUSY_WINDOW_MS); 0 never waits. See send-committer.ts (SendLinger).
+   * How long a send waits for others before its statement starts when the worker is busy (its last
+   * WORKER_SEND_BUSY_SENDS_MIN sends arrived within WORKER_SEND_BUSY_WINDOW_MS); 0 never waits. See
+   * send-committer.ts (SendLinger).
    */
   readonly sendLingerMs?: number;
   readonly sendBusyWindowMs?: number;
+  readonly sendBusySendsMin?: number;
   /**
    * How long after its receipt a send's commit is tried again while the database cannot be reached
    * (refused, reset, restarting), within its caller's budget: a Postgres restart shorter than this costs
@@ -183,6 +185,7 @@ export const sendQueueWaitMsMaxDefault = 1000;
 export const memberCacheConversationsMaxDefault = 10_000;
 export const sendLingerMsDefault = 3;
 export const sendBusyWindowMsDefault = 20;
+export const sendBusySendsMinDefault = 4;
 /** The edge's deadline for a cell request (EDGE_CELL_REQUEST_DEADLINE_MS): past it nobody waits for the send. */
 export const sendRetryWindowMsDefault = 8000;
 
@@ -274,6 +277,7 @@ export function loadWorkerConfig(environment: Environment): LoadedWorkerConfig {
     memberCacheConversationsMax: reader.integer("WORKER_MEMBER_CACHE_CONVERSATIONS_MAX", memberCacheConversationsMaxDefault, 1, 10_000_000),
     sendLingerMs: reader.integer("WORKER_SEND_LINGER_MS", sendLingerMsDefault, 0, 1000),
     sendBusyWindowMs: reader.integer("WORKER_SEND_BUSY_WINDOW_MS", sendBusyWindowMsDefault, 0, 60_000),
+    sendBusySendsMin: reader.integer("WORKER_SEND_BUSY_SENDS_MIN", sendBusySendsMinDefault, 1, 1000),
     sendRetryWindowMs: reader.integer("WORKER_SEND_RETRY_WINDOW_MS", sendRetryWindowMsDefault, 0, 600_000),
     postgresTimeouts: {
       connectTimeoutMs: reader.integer("WORKER_POSTGRES_CONNECT_TIMEOUT_MS", postgresTimeoutsDefault.connectTimeoutMs, 100, 600_000),

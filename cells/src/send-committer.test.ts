@@ -78,7 +78,7 @@ function settle(): Promise<void> {
 type Options = {
   limits?: Partial<SendCommitterLimits>;
   publish?: (messages: readonly StoredMessage[]) => Promise<void> | undefined;
-  linger?: { lingerMs: number; busyWindowMs: number };
+  linger?: { lingerMs: number; busyWindowMs: number; busySendsMin?: number };
   /** Ride through an unreachable database for this long after a send's receipt (the sleeps advance the clock). */
   retryWindowMs?: number;
 };
@@ -128,6 +128,8 @@ function setup(options: Options = {}) {
       ? {}
       : {
           linger: {
+            // 2 unless a test says otherwise: busy when the send before arrived within the window.
+            busySendsMin: 2,
             ...options.linger,
             setTimer: (ms: number, callback: () => void) => {
               const timer = { ms, fire: callback, cancelled: false };
@@ -350,6 +352,47 @@ describe("SendCommitter trace ids with tracing off (docs/decisions/0037)", () =>
 });
 
 describe("SendCommitter lingering", () => {
+  it("lingers only once busySendsMin sends arrived within the busy window", async () => {
+    const { store, clock, timers, submit, group } = setup({ linger: { lingerMs: 3, busyWindowMs: 20, busySendsMin: 4 } });
+    const conversationId = await group();
+    // Sends 10 ms apart: four of them span 30 ms, never within the window; each starts at once.
+    for (const body of ["a", "b", "c", "d", "e"]) {
+      submit(sendTo(conversationId, body));
+      await store.completeNext();
+      clock.nowMs += 10;
+    }
+    expect(timers).toEqual([]);
+    // Three more 1 ms apart: with "e", four sends within 20 ms; the fourth lingers, and not before.
+    for (const body of ["f", "g"]) {
+      submit(sendTo(conversationId, body));
+      await store.completeNext();
+      clock.nowMs += 1;
+    }
+    expect(timers).toEqual([]);
+    submit(sendTo(conversationId, "h"));
+    expect(timers.map((timer) => timer.ms)).toEqual([3]);
+    expect(store.batches.map((batch) => batch.map((input) => input.body))).toEqual([["a"], ["b"], ["c"], ["d"], ["e"], ["f"], ["g"]]);
+    timers[0]?.fire();
+    expect(store.batches.at(-1)?.map((input) => input.body)).toEqual(["h"]);
+    await store.completeNext();
+  });
+
+  it("counts the sends that arrive while a batch is being stored", async () => {
+    const { store, clock, timers, submit, group } = setup({ linger: { lingerMs: 3, busyWindowMs: 20, busySendsMin: 3 } });
+    const conversationId = await group();
+    submit(sendTo(conversationId, "a"));
+    clock.nowMs += 1;
+    submit(sendTo(conversationId, "b"));
+    await store.completeNext();
+    await store.completeNext();
+    clock.nowMs += 1;
+    // Three arrivals within 2 ms, one of them while "a" was being stored: busy.
+    submit(sendTo(conversationId, "c"));
+    expect(timers.map((timer) => timer.ms)).toEqual([3]);
+    timers[0]?.fire();
+    await store.completeNext();
+  });
+
   it("starts a send at once when the worker is idle (its last batch is older than the busy window)", async () => {
     const { store, clock, timers, submit, group } = setup({ linger: { lingerMs: 3, busyWindowMs: 20 } });
     const conversationId = await group();

@@ -51,6 +51,7 @@ import {
   relayRetryDelayMsMinDefault,
   sendBatchMaxDefault,
   sendBusyWindowMsDefault,
+  sendBusySendsMinDefault,
   sendRetryWindowMsDefault,
   sendLingerMsDefault,
   sendQueueWaitMsMaxDefault,
@@ -341,6 +342,7 @@ function buildSendCommitter(context: WorkerContext, publisher: MessagePublisher)
     linger: {
       lingerMs: config.sendLingerMs ?? sendLingerMsDefault,
       busyWindowMs: config.sendBusyWindowMs ?? sendBusyWindowMsDefault,
+      busySendsMin: config.sendBusySendsMin ?? sendBusySendsMinDefault,
       setTimer: (ms, callback) => {
         const timer = setTimeout(callback, ms);
         return () => clearTimeout(timer);
