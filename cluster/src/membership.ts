@@ -28,21 +28,41 @@ export async function openMembershipBucket(
 ): Promise<KV> {
   const manager = new Kvm(connection);
   const name = membershipBucket(namespace, cellId);
-  let bucket: KV;
+  // A NATS cluster that has just started, or is electing its JetStream meta leader, answers no JetStream
+  // request for a moment ("jetstream is not enabled"): a worker started with it waits, within a bound.
+  const deadlineAt = performance.now() + bucketLeaderWaitMs;
+  for (;;) {
+    try {
+      const bucket = await createOrOpenBucket(manager, name, { history: 1, ttl: leaseMs * 10, replicas });
+      await untilBucketHasLeader(bucket, name);
+      return bucket;
+    } catch (error) {
+      if (!isJetStreamNotAnswering(error) || performance.now() >= deadlineAt) throw error;
+      await sleep(jetStreamRetryDelayMs);
+    }
+  }
+}
+
+async function createOrOpenBucket(manager: Kvm, name: string, options: { history: number; ttl: number; replicas: number }): Promise<KV> {
   try {
-    bucket = await manager.create(name, { history: 1, ttl: leaseMs * 10, replicas });
+    return await manager.create(name, options);
   } catch (error) {
     // The bucket exists with another max_age or replica count (other settings), or a twin's create of it
     // is in flight (NATS 2.9 may leave one of two concurrent creates unanswered): use it as it is.
     try {
-      bucket = await manager.open(name);
+      return await manager.open(name);
     } catch {
       throw error;
     }
   }
-  await untilBucketHasLeader(bucket, name);
-  return bucket;
 }
+
+/** nats.js's JetStreamNotEnabled (not exported): a JetStream API request that no server answered. */
+function isJetStreamNotAnswering(error: unknown): boolean {
+  return error instanceof Error && error.name === "JetStreamNotEnabled";
+}
+
+const jetStreamRetryDelayMs = 200;
 
 /** How long a replicated bucket may take to elect its stream leader after it is created. */
 const bucketLeaderWaitMs = 10_000;
