@@ -29,7 +29,8 @@ export async function openMembershipBucket(
   const manager = new Kvm(connection);
   const name = membershipBucket(namespace, cellId);
   // A NATS cluster that has just started, or is electing its JetStream meta leader, answers no JetStream
-  // request for a moment ("jetstream is not enabled"): a worker started with it waits, within a bound.
+  // request for a moment ("jetstream is not enabled"), and a create sent meanwhile may go unanswered, so
+  // that the open after it finds no stream: a worker started then waits and creates again, within a bound.
   const deadlineAt = performance.now() + bucketLeaderWaitMs;
   for (;;) {
     try {
@@ -37,7 +38,7 @@ export async function openMembershipBucket(
       await untilBucketHasLeader(bucket, name);
       return bucket;
     } catch (error) {
-      if (!isJetStreamNotAnswering(error) || performance.now() >= deadlineAt) throw error;
+      if (!(isJetStreamNotAnswering(error) || isStreamNotFound(error)) || performance.now() >= deadlineAt) throw error;
       await sleep(jetStreamRetryDelayMs);
     }
   }
@@ -47,6 +48,8 @@ async function createOrOpenBucket(manager: Kvm, name: string, options: { history
   try {
     return await manager.create(name, options);
   } catch (error) {
+    // No JetStream answered: the caller tries again (an open would not look for the stream until used).
+    if (isJetStreamNotAnswering(error)) throw error;
     // The bucket exists with another max_age or replica count (other settings), or a twin's create of it
     // is in flight (NATS 2.9 may leave one of two concurrent creates unanswered): use it as it is.
     try {
@@ -60,6 +63,11 @@ async function createOrOpenBucket(manager: Kvm, name: string, options: { history
 /** nats.js's JetStreamNotEnabled (not exported): a JetStream API request that no server answered. */
 function isJetStreamNotAnswering(error: unknown): boolean {
   return error instanceof Error && error.name === "JetStreamNotEnabled";
+}
+
+/** The bucket opened has no stream (its create was lost): create it again rather than wait for a leader. */
+function isStreamNotFound(error: unknown): boolean {
+  return error instanceof Error && error.name === "StreamNotFoundError";
 }
 
 const jetStreamRetryDelayMs = 200;
@@ -80,6 +88,7 @@ async function untilBucketHasLeader(bucket: KV, name: string): Promise<void> {
       const status = await bucket.status();
       if (status.replicas <= 1 || (status.streamInfo.cluster?.leader ?? "") !== "") return;
     } catch (error) {
+      if (isStreamNotFound(error)) throw error;
       lastProblem = error;
     }
     await sleep(bucketLeaderPollIntervalMs);
