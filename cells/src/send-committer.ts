@@ -82,8 +82,8 @@ export type SendLinger = {
 
 /**
  * Retries of a commit that failed because the database could not be reached. A send is retried until
- * `windowMs` after its receipt or its caller's budget, whichever ends first (the deadline carried with
- * the request will replace both). Absent: such a commit is answered at once, as any failure.
+ * `windowMs` after its receipt or the end of its caller's budget (the request's `budgetMs`, docs/decisions/
+ * 0020), whichever comes first. Absent: such a commit is answered at once, as any failure.
  */
 export type SendRetry = {
   readonly windowMs: number;
