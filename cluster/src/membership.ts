@@ -31,11 +31,11 @@ export async function openMembershipBucket(
   // A NATS cluster that has just started, or is electing its JetStream meta leader, answers no JetStream
   // request for a moment ("jetstream is not enabled"), and a create sent meanwhile may go unanswered, so
   // that the open after it finds no stream: a worker started then waits and creates again, within a bound.
-  const deadlineAt = performance.now() + bucketLeaderWaitMs;
+  const deadlineAt = performance.now() + bucketReadyWaitMs;
   for (;;) {
     try {
       const bucket = await createOrOpenBucket(manager, name, { history: 1, ttl: leaseMs * 10, replicas });
-      await untilBucketHasLeader(bucket, name);
+      await untilBucketHasLeader(bucket, name, deadlineAt);
       return bucket;
     } catch (error) {
       if (!(isJetStreamNotAnswering(error) || isStreamNotFound(error)) || performance.now() >= deadlineAt) throw error;
@@ -72,16 +72,15 @@ function isStreamNotFound(error: unknown): boolean {
 
 const jetStreamRetryDelayMs = 200;
 
-/** How long a replicated bucket may take to elect its stream leader after it is created. */
-const bucketLeaderWaitMs = 10_000;
+/** How long opening a bucket may wait, in all, for JetStream to answer and the bucket's stream to elect a leader. */
+const bucketReadyWaitMs = 10_000;
 const bucketLeaderPollIntervalMs = 50;
 
 /**
  * A replicated bucket opened while a twin worker creates it is answered for before its replicas have
  * elected a leader, and a put then finds no responder ("jetstream is not enabled"): wait for the leader.
  */
-async function untilBucketHasLeader(bucket: KV, name: string): Promise<void> {
-  const deadlineAt = performance.now() + bucketLeaderWaitMs;
+async function untilBucketHasLeader(bucket: KV, name: string, deadlineAt: number): Promise<void> {
   let lastProblem: unknown;
   while (performance.now() < deadlineAt) {
     try {
@@ -93,7 +92,7 @@ async function untilBucketHasLeader(bucket: KV, name: string): Promise<void> {
     }
     await sleep(bucketLeaderPollIntervalMs);
   }
-  throw new UnavailableError("cell_unavailable", `membership bucket ${name} had no stream leader within ${bucketLeaderWaitMs} ms`, {
+  throw new UnavailableError("cell_unavailable", `membership bucket ${name} had no stream leader within ${bucketReadyWaitMs} ms`, {
     cause: lastProblem,
   });
 }
