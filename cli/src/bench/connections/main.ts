@@ -333,11 +333,15 @@ async function measureConnects(state: RunState): Promise<ConnectsLine[]> {
     const ticksPerSecond = clockTicksPerSecond();
     const machineAtStart = readMachineBusyTicks();
     const usageAtStart = await sampleUsage(state.usageTargets);
+    // The pass's window on the monotonic clock of V8's CPU profiles, for profile-summary.ts --window.
+    const windowMonotonicStartUs = process.hrtime.bigint() / 1000n;
     const replies = await fleet.all(
       () => ({ type: "openSessions", url: edge.webSocketUrl, inFlightMax: options.inFlightPerProcess, resume: users === "returning" }),
       "sessionsOpened",
       openDeadlineMs,
     );
+    if (options.profileDirectory !== undefined)
+      log(`  ${users}: profile window --window ${windowMonotonicStartUs}-${process.hrtime.bigint() / 1000n}`);
     const usageAtEnd = await sampleUsage(state.usageTargets);
     const machineAtEnd = readMachineBusyTicks();
     const line = connectsLine({
