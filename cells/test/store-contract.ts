@@ -1334,6 +1334,44 @@ export function registerStoreContract(name: string, store: () => ConversationSto
         );
       });
 
+      it("answers mailbox pages asked for together as it answers each alone: events, empty, missing, frozen, moved, one user twice", async () => {
+        const withEvents = [newUserId(), newUserId(), newUserId()];
+        for (const [index, user] of withEvents.entries())
+          for (let seq = 1; seq <= index + 2; seq++) await appendMailbox(user, `e-${seq}`, joinedEvent(`${user}-${seq}`));
+        const frozen = newUserId();
+        await appendMailbox(frozen, "e-1", joinedEvent("frozen"));
+        await store().freeze({ kind: "user", id: frozen, toCellId: "b", epoch: baseEpoch });
+        const gone = newUserId();
+        await appendMailbox(gone, "e-1", joinedEvent("gone"));
+        await store().freeze({ kind: "user", id: gone, toCellId: "b", epoch: baseEpoch });
+        await store().tombstone({ kind: "user", id: gone, toCellId: "b", movedEpoch: 7, epoch: baseEpoch });
+        const [first, second, third] = withEvents;
+        if (first === undefined || second === undefined || third === undefined) throw new Error("three users expected");
+        // More readers than one statement of the Postgres store reads, so the turn is split.
+        const missing = Array.from({ length: 40 }, () => newUserId());
+        const inputs = [
+          { userId: first, afterSeq: 0, limit: 10 },
+          { userId: second, afterSeq: 1, limit: 1 },
+          { userId: first, afterSeq: 1, limit: 0 },
+          { userId: third, afterSeq: 4, limit: 10 },
+          { userId: frozen, afterSeq: 0, limit: 10 },
+          { userId: gone, afterSeq: 0, limit: 10 },
+          ...missing.map((userId) => ({ userId, afterSeq: 0, limit: 10 })),
+          { userId: third, afterSeq: 0, limit: 3 },
+        ];
+        const together = await Promise.all(inputs.map((input) => store().mailboxPage(input)));
+        const alone = [];
+        for (const input of inputs) alone.push(await store().mailboxPage(input));
+        expect(together).toEqual(alone);
+        // And what each answer is, so that equal answers cannot both be wrong.
+        const seqs = (result: MailboxPageResult) => pageOf(result).events.map((entry) => entry.seq);
+        expect(together.slice(0, 5).map(seqs)).toEqual([[1, 2], [2], [], [], [1]]);
+        expect(together.slice(0, 5).map((result) => pageOf(result).headSeq)).toEqual([2, 3, 2, 4, 1]);
+        expect(together[5]).toEqual(moved);
+        expect(together.slice(6, -1).map((result) => pageOf(result))).toEqual(missing.map(() => ({ events: [], headSeq: 0, floorSeq: 0 })));
+        expect(seqs(together[together.length - 1] ?? moved)).toEqual([1, 2, 3]);
+      });
+
       it("tombstones a mailbox: appends and pages answer moved", async () => {
         const user = newUserId();
         for (let index = 1; index <= 4; index++) await appendMailbox(user, `e-${index}`, joinedEvent(`m${index}`));

@@ -6,6 +6,7 @@ import { trimToPageBudget } from "./page-budget.ts";
 import { sql } from "drizzle-orm";
 import { readRefusal } from "./key-state.ts";
 import { StoreRowError } from "./errors.ts";
+import { TurnBatch, type Settled } from "./turn-batch.ts";
 import { type MailboxPageResult } from "./store.ts";
 import type { AppendMailboxInput, AppendMailboxResult, MailboxPageInput } from "./store.ts";
 import {
@@ -19,13 +20,24 @@ import {
   retryingUniqueViolation,
 } from "./postgres-rows.ts";
 
+/**
+ * Readers whose mailbox pages one statement reads. Bounds what one result holds: each page is at most
+ * mailboxPageLimitMax events, trimmed to historyPageBytesMax after the read.
+ */
+const mailboxPageReadersMax = 32;
+
 /** The ConversationStore operations on mailboxes: appendMailbox, mailboxPage, trimMailbox. */
 export class PostgresMailboxes {
-  /** `pool`: the database's own connections, for the mailbox page run as a named statement (executePrepared). */
+  /** The mailbox pages asked for within one turn, read in one statement. */
+  private readonly pageReads: TurnBatch<MailboxPageInput, MailboxPageResult>;
+
+  /** `pool`: the database's own connections, for the mailbox pages run as a named statement (executePrepared). */
   constructor(
     private readonly database: NodePgDatabase,
     private readonly pool: Pool,
-  ) {}
+  ) {
+    this.pageReads = new TurnBatch((inputs) => this.mailboxPages(inputs), mailboxPageReadersMax, setImmediate);
+  }
 
   async appendMailbox(input: AppendMailboxInput): Promise<AppendMailboxResult> {
     return retryingUniqueViolation(() => this.appendMailboxOnce(input));
@@ -70,38 +82,51 @@ export class PostgresMailboxes {
     return { outcome: "appended", seq: safeInteger(row["seq"], "mailbox_events.seq"), deduplicated };
   }
 
-  async mailboxPage(input: MailboxPageInput): Promise<MailboxPageResult> {
-    const { userId, afterSeq, limit } = input;
-    // One statement, so the head and the events come from one snapshot. Always at least one row: the
-    // user's (possibly missing) mailbox, with no event columns when the page is empty.
+  mailboxPage(input: MailboxPageInput): Promise<MailboxPageResult> {
+    return this.pageReads.run(input);
+  }
+
+  /**
+   * The pages of one turn's readers in one statement, so the head and the events of each come from one
+   * snapshot. Always at least one row per reader: the user's (possibly missing) mailbox, with no event
+   * columns when the page is empty. Rows come ordered by reader, then seq.
+   */
+  private async mailboxPages(inputs: readonly MailboxPageInput[]): Promise<Settled<MailboxPageResult>[]> {
     const rows = await executePrepared(
       this.pool,
-      "cellwire-mailbox-page",
+      "cellwire-mailbox-pages",
       sql`
-      select mailboxes.last_seq as head_seq, mailboxes.floor_seq, mailboxes.incarnation, page.seq, page.event,
+      select wanted.reader, mailboxes.last_seq as head_seq, mailboxes.floor_seq, mailboxes.incarnation, page.seq, page.event,
              mailboxes.state, mailboxes.moving_to_cell_id, mailboxes.moved_epoch, mailboxes.owner_epoch
-      from (select ${userId}::text as user_id) wanted
+      from unnest(${sql.param(inputs.map((input) => input.userId))}::text[],
+                  ${sql.param(inputs.map((input) => input.afterSeq))}::bigint[],
+                  ${sql.param(inputs.map((input) => input.limit))}::integer[])
+             with ordinality as wanted(user_id, after_seq, page_limit, reader)
       left join mailboxes on mailboxes.user_id = wanted.user_id
       left join lateral (
         select seq, event from mailbox_events
-        where user_id = wanted.user_id and seq > ${afterSeq}::bigint
+        where user_id = wanted.user_id and seq > wanted.after_seq
         order by seq
-        limit ${limit}::integer
+        limit wanted.page_limit
       ) page on true
-      order by page.seq
+      order by wanted.reader, page.seq
     `,
     );
-    const first = rows[0];
-    if (first === undefined) throw new StoreRowError("mailbox page returned no row");
-    if (first["state"] !== null) {
-      const refusal = readRefusal(keyRowFromRecord(first));
-      if (refusal !== undefined) return refusal;
+    const rowsByReader: Record<string, unknown>[][] = inputs.map(() => []);
+    for (const row of rows) {
+      // ordinality counts from 1; bigint comes back as text.
+      const reader = Number(row["reader"]) - 1;
+      const readerRows = rowsByReader[reader];
+      if (readerRows === undefined) throw new StoreRowError(`mailbox pages returned a row for reader ${String(row["reader"])}`);
+      readerRows.push(row);
     }
-    const headSeq = first["head_seq"] === null ? 0 : safeInteger(first["head_seq"], "mailboxes.last_seq");
-    const floorSeq = first["floor_seq"] === null ? 0 : safeInteger(first["floor_seq"], "mailboxes.floor_seq");
-    const incarnation = incarnationOf(first);
-    const events = rows.filter((row) => row["seq"] !== null).map(sequencedEventFromRow);
-    return { outcome: "page", events: trimToPageBudget(events).kept, headSeq, floorSeq, incarnation };
+    return rowsByReader.map((readerRows) => {
+      try {
+        return { ok: true, value: pageFromRows(readerRows) };
+      } catch (error) {
+        return { ok: false, error };
+      }
+    });
   }
 
   async trimMailbox(userId: string, throughSeq: number): Promise<number> {
@@ -119,4 +144,19 @@ export class PostgresMailboxes {
       return floorSeq;
     });
   }
+}
+
+/** One reader's page from its rows of the mailbox pages statement. */
+function pageFromRows(rows: readonly Record<string, unknown>[]): MailboxPageResult {
+  const first = rows[0];
+  if (first === undefined) throw new StoreRowError("mailbox page returned no row");
+  if (first["state"] !== null) {
+    const refusal = readRefusal(keyRowFromRecord(first));
+    if (refusal !== undefined) return refusal;
+  }
+  const headSeq = first["head_seq"] === null ? 0 : safeInteger(first["head_seq"], "mailboxes.last_seq");
+  const floorSeq = first["floor_seq"] === null ? 0 : safeInteger(first["floor_seq"], "mailboxes.floor_seq");
+  const incarnation = incarnationOf(first);
+  const events = rows.filter((row) => row["seq"] !== null).map(sequencedEventFromRow);
+  return { outcome: "page", events: trimToPageBudget(events).kept, headSeq, floorSeq, incarnation };
 }

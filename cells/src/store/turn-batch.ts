@@ -1,0 +1,62 @@
+// Gathers the calls made within one turn of the event loop and runs them together, on the next turn
+// (the scheduler, setImmediate in the store), at most `itemsMax` to a run. No timer waits for more: a lone
+// call waits only for the end of its turn. Used for the mailbox page every connect reads: the requests of
+// one NATS read (an edge's hellos of one turn leave in one write) become one statement, one write to
+// Postgres and one flush of the replies, where each was one of each (docs/performance.md).
+//
+// Each call gets its own outcome: a run reports one per input, so one bad row fails only its caller. A
+// run that throws fails every caller of that run.
+
+/** One input's outcome from a run. */
+export type Settled<O> = { readonly ok: true; readonly value: O } | { readonly ok: false; readonly error: unknown };
+
+type Waiting<I, O> = { readonly input: I; readonly resolve: (value: O) => void; readonly reject: (error: unknown) => void };
+
+export class TurnBatch<I, O> {
+  private waiting: Waiting<I, O>[] = [];
+  private scheduled = false;
+
+  /**
+   * `runMany` answers its inputs in order, one outcome each; `itemsMax` bounds a run (and so what one
+   * statement returns at once); `schedule` runs its callback at the end of the current turn.
+   */
+  constructor(
+    private readonly runMany: (inputs: readonly I[]) => Promise<readonly Settled<O>[]>,
+    private readonly itemsMax: number,
+    private readonly schedule: (callback: () => void) => void,
+  ) {
+    if (!Number.isSafeInteger(itemsMax) || itemsMax < 1) throw new RangeError(`itemsMax must be a positive integer, not ${itemsMax}`);
+  }
+
+  run(input: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      this.waiting.push({ input, resolve, reject });
+      if (this.scheduled) return;
+      this.scheduled = true;
+      this.schedule(this.flush);
+    });
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    const turn = this.waiting;
+    this.waiting = [];
+    for (let start = 0; start < turn.length; start += this.itemsMax) void this.runPart(turn.slice(start, start + this.itemsMax));
+  };
+
+  private async runPart(part: readonly Waiting<I, O>[]): Promise<void> {
+    let outcomes: readonly Settled<O>[];
+    try {
+      outcomes = await this.runMany(part.map((waiting) => waiting.input));
+      if (outcomes.length !== part.length) throw new Error(`a batched run answered ${outcomes.length} of ${part.length} inputs`);
+    } catch (error) {
+      for (const waiting of part) waiting.reject(error);
+      return;
+    }
+    part.forEach((waiting, index) => {
+      const outcome = outcomes[index];
+      if (outcome?.ok === true) waiting.resolve(outcome.value);
+      else waiting.reject(outcome?.error);
+    });
+  }
+}
