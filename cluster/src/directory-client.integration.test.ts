@@ -64,3 +64,51 @@ it("tells the observer of every request's latency, and of the failed ones", asyn
     { operation: "directory.resolveUser", elapsedMs: 5, failed: true },
   ]);
 });
+
+it("asks for the users resolved within one turn in one directory.resolveUsers and gives each caller its own reply", async () => {
+  const requests: { type: string; userIds?: string[]; userId?: string }[] = [];
+  const entryOf = (id: string) => ({
+    type: "directory.entry" as const,
+    entry: { kind: "user" as const, id, cellId: "a", epoch: 1 },
+    placed: true,
+  });
+  const directory = connection.subscribe(directorySubject(namespace), {
+    callback: (_error, message) => {
+      const request = JSON.parse(new TextDecoder().decode(message.data)) as { type: string; userIds?: string[]; userId?: string };
+      requests.push(request);
+      if (request.type === "directory.resolveUser") message.respond(encodeJson(entryOf(request.userId ?? "")));
+      if (request.type !== "directory.resolveUsers") return;
+      const replies = (request.userIds ?? []).map((id): DirectoryReply => {
+        if (id === "refused") return { type: "directory.error", code: "directory_unavailable", message: "forgotten" };
+        // A directory that answered another user's entry in this place: the caller must not take it.
+        if (id === "swapped") return entryOf("someone_else");
+        return entryOf(id);
+      });
+      message.respond(encodeJson({ type: "directory.entries", replies }));
+    },
+  });
+  await connection.flush();
+  const ended: string[] = [];
+  const client = new DirectoryClient(connection, namespace, 2_000, {
+    observer: { requestEnded: (operation) => ended.push(operation) },
+    monotonicNowMs: () => 0,
+  });
+  try {
+    const outcomes = await Promise.allSettled(["alice", "refused", "bob", "swapped"].map((userId) => client.resolveUser(userId)));
+    expect(outcomes[0]).toEqual({
+      status: "fulfilled",
+      value: { entry: { kind: "user", id: "alice", cellId: "a", epoch: 1 }, placed: true },
+    });
+    expect(outcomes[1]).toMatchObject({ status: "rejected", reason: { name: "RemoteError", code: "directory_unavailable" } });
+    expect(outcomes[2]).toMatchObject({ status: "fulfilled", value: { entry: { id: "bob" } } });
+    expect(outcomes[3]).toMatchObject({ status: "rejected", reason: { name: "RemoteError", code: "internal" } });
+    expect(requests).toEqual([{ type: "directory.resolveUsers", userIds: ["alice", "refused", "bob", "swapped"] }]);
+
+    // A lone user goes in the request every directory answers.
+    expect((await client.resolveUser("carol")).entry.id).toBe("carol");
+    expect(requests.slice(1)).toEqual([{ type: "directory.resolveUser", userId: "carol" }]);
+    expect(ended).toEqual(["directory.resolveUsers", "directory.resolveUser"]);
+  } finally {
+    directory.unsubscribe();
+  }
+});

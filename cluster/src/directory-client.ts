@@ -2,6 +2,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   directoryReply,
+  directoryResolveUsersMax,
   directorySubject,
   type CellRecord,
   type CellState,
@@ -14,7 +15,9 @@ import {
 } from "@cellwire/protocol";
 import type { DirectoryRequestTiming } from "./directory-request-metrics.ts";
 import { expectDirectoryReply } from "./expect-reply.ts";
+import { RemoteError } from "./errors.ts";
 import { requestJson } from "./nats-json.ts";
+import { TurnBatch, type Settled } from "./turn-batch.ts";
 
 /** The requests answered with directory.entry that place or assign (lookups answer undefined for no entry). */
 type EntryRequestType = "directory.resolveUser" | "directory.assignUser" | "directory.placeConversation";
@@ -23,6 +26,8 @@ export type EntryResult = { readonly entry: DirectoryEntry; readonly placed: boo
 
 export class DirectoryClient {
   private readonly subject: string;
+  /** The users resolved within one turn, asked for in one request (a reconnect wave's new users). */
+  private readonly userResolves: TurnBatch<string, EntryResult>;
 
   /**
    * `timing`: an observer told of every request's latency and failure (edges and workers pass their
@@ -35,11 +40,40 @@ export class DirectoryClient {
     private readonly timing?: DirectoryRequestTiming,
   ) {
     this.subject = directorySubject(namespace);
+    this.userResolves = new TurnBatch((userIds) => this.resolveUsers(userIds), directoryResolveUsersMax, setImmediate);
   }
 
-  /** The user's home cell; a user seen for the first time is placed on a registered cell. */
+  /**
+   * The user's home cell; a user seen for the first time is placed on a registered cell. The users asked
+   * for within one turn go in one directory.resolveUsers; a lone one in a directory.resolveUser.
+   */
   resolveUser(userId: string): Promise<EntryResult> {
-    return this.entry({ type: "directory.resolveUser", userId });
+    return this.userResolves.run(userId);
+  }
+
+  private async resolveUsers(userIds: readonly string[]): Promise<Settled<EntryResult>[]> {
+    const [onlyUserId] = userIds;
+    if (userIds.length === 1 && onlyUserId !== undefined) {
+      try {
+        return [{ ok: true, value: await this.entry({ type: "directory.resolveUser", userId: onlyUserId }) }];
+      } catch (error) {
+        return [{ ok: false, error }];
+      }
+    }
+    const { replies } = await this.ask({ type: "directory.resolveUsers", userIds: [...userIds] });
+    if (replies.length !== userIds.length)
+      throw new RemoteError("internal", `the directory answered ${replies.length} of ${userIds.length} users in directory.resolveUsers`);
+    return replies.map((reply, index): Settled<EntryResult> => {
+      const userId = userIds[index];
+      try {
+        const { entry, placed } = expectDirectoryReply({ type: "directory.resolveUser" }, reply);
+        if (entry.kind !== "user" || entry.id !== userId)
+          throw new RemoteError("internal", `the directory answered the entry of ${entry.kind} ${entry.id} for user ${String(userId)}`);
+        return { ok: true, value: { entry, placed } };
+      } catch (error) {
+        return { ok: false, error };
+      }
+    });
   }
 
   assignUser(userId: string, cellId: string): Promise<EntryResult> {

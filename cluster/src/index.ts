@@ -8,6 +8,7 @@ export * from "./bounded-cache.ts";
 export * from "./oldest-first.ts";
 export * from "./concurrency-limiter.ts";
 export * from "./send-batcher.ts";
+export * from "./turn-batch.ts";
 export * from "./ring.ts";
 export * from "./membership-view.ts";
 export * from "./log-lines.ts";

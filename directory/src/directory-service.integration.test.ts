@@ -12,6 +12,7 @@ import {
   directoryChange,
   directoryChangesSubject,
   directoryReply,
+  directoryResolveUsersMax,
   directorySubject,
   type DirectoryChange,
   type CellInventoryReply,
@@ -206,6 +207,7 @@ describe("directory service", () => {
   beforeAll(async () => {
     ({ client, namespace } = await startTestDirectory());
   });
+  const subject = () => directorySubject(namespace);
 
   it("answers no_cell_available while no cell is registered", async () => {
     const error = await remoteErrorOf(client.resolveUser("early_user"));
@@ -247,6 +249,26 @@ describe("directory service", () => {
     expect(onHeavyCell).toBeLessThanOrEqual(350);
   });
 
+  it("answers directory.resolveUsers with each user's reply in order: new users placed once, known ones as they are", async () => {
+    const known = await client.resolveUser("batch_known");
+    const userIds = ["batch_new_1", "batch_known", "batch_new_2", "batch_new_1"];
+    const message = await nats().request(subject(), new TextEncoder().encode(JSON.stringify({ type: "directory.resolveUsers", userIds })), {
+      timeout: clientTimeoutMs,
+    });
+    const decoded = decodeJsonText<DirectoryReply>(directoryReply, message.string());
+    if (!decoded.ok || decoded.value.type !== "directory.entries") throw new Error(`not directory.entries: ${message.string()}`);
+    const { replies } = decoded.value;
+    expect(replies.map((reply) => (reply.type === "directory.entry" ? reply.entry.id : reply.code))).toEqual(userIds);
+    expect(replies[1]).toEqual({ type: "directory.entry", entry: known.entry, placed: false });
+    // The same new user twice in one request is placed once.
+    expect(replies.filter((reply) => reply.type === "directory.entry" && reply.entry.id === "batch_new_1" && reply.placed)).toHaveLength(1);
+    expect(replies[2]).toMatchObject({ type: "directory.entry", placed: true });
+    for (const userId of ["batch_new_1", "batch_new_2"]) {
+      const entry = await client.lookupUser(userId);
+      expect(replies.find((reply) => reply.type === "directory.entry" && reply.entry.id === userId)).toMatchObject({ entry });
+    }
+  });
+
   it("honours the preferred cell of a new conversation and keeps an existing one", async () => {
     for (let index = 1; index <= 20; index++) {
       const result = await client.placeConversation(conversationIdFor(index), "a");
@@ -281,6 +303,11 @@ describe("directory service", () => {
       "not json",
       JSON.stringify({ type: "directory.resolveUser", userId: "victim.>" }),
       JSON.stringify({ type: "directory.explode" }),
+      JSON.stringify({ type: "directory.resolveUsers", userIds: [] }),
+      JSON.stringify({
+        type: "directory.resolveUsers",
+        userIds: Array.from({ length: directoryResolveUsersMax + 1 }, (_, index) => `u${index}`),
+      }),
     ];
     for (const payload of payloads) {
       const message = await nats().request(subject, new TextEncoder().encode(payload), { timeout: clientTimeoutMs });
@@ -441,13 +468,19 @@ describe("directory service while Redis is unreachable", () => {
   it("times slow commands out and answers past the in-flight limit at once, all directory_unavailable", async () => {
     proxy.pause();
     try {
+      // Lookups, one request each (the resolves of one turn would share one request).
       const requestCount = 6;
       const errors = await Promise.all(
-        Array.from({ length: requestCount }, (_, index) => remoteErrorOf(client.resolveUser(`slow_${index}`))),
+        Array.from({ length: requestCount }, (_, index) => remoteErrorOf(client.lookupUser(`slow_${index}`))),
       );
       for (const error of errors) expect(error.code).toBe("directory_unavailable");
       const overLimit = errors.filter((error) => error.message.includes("requests in flight"));
       expect(overLimit).toHaveLength(requestCount - requestsInFlightMax);
+      // The resolves of one turn: one request, each user answered directory_unavailable.
+      const resolves = await Promise.all(
+        Array.from({ length: requestCount }, (_, index) => remoteErrorOf(client.resolveUser(`slow_${index}`))),
+      );
+      expect(resolves.map((error) => error.code)).toEqual(Array.from({ length: requestCount }, () => "directory_unavailable"));
     } finally {
       proxy.resume();
     }

@@ -16,14 +16,12 @@ import {
   type DirectoryChange,
   type DirectoryEntryKind,
   type DirectoryEntry,
-  type DirectoryErrorReply,
   type DirectoryReply,
   type DirectoryRequest,
 } from "@cellwire/protocol";
 import {
   activeTracing,
   anonymousNatsAccess,
-  CellwireError,
   connectNats,
   decodeMessage,
   encodeJson,
@@ -40,7 +38,8 @@ import { createDirectoryMetrics, noDirectoryServiceMetrics, type DirectoryServic
 import { DirectoryRebuilder, rebuildLimitsDefault } from "./directory-rebuild.ts";
 import { directoryConfigDefaults, redactRedisUrl, type DirectoryConfig } from "./config.ts";
 import { RedisUnavailableError } from "./errors.ts";
-import { cellsMax, RedisDirectory, type DirectoryRefusal } from "./redis-directory.ts";
+import { cellsMax, RedisDirectory } from "./redis-directory.ts";
+import { answerDirectoryRequest, errorReply } from "./directory-answers.ts";
 
 export const directoryQueueGroup = "directory";
 export const directoryProcessName = "cellwire-directory";
@@ -62,76 +61,6 @@ export type RunningDirectory = {
   readonly adminPort: number;
   readonly stop: () => Promise<void>;
 };
-
-/** Maps any failure of a request to its reply: the one place where directory errors meet the wire. */
-export function errorReply(error: unknown): DirectoryErrorReply {
-  if (error instanceof CellwireError) return { type: "directory.error", code: error.code, message: error.message.slice(0, 2000) };
-  return { type: "directory.error", code: "internal", message: "unexpected directory error; it has been logged" };
-}
-
-function refusalReply(refusal: DirectoryRefusal<DirectoryErrorReply["code"]>): DirectoryErrorReply {
-  return { type: "directory.error", code: refusal.code, message: refusal.message };
-}
-
-/**
- * Answers one decoded request; expected refusals become error replies, operating errors are thrown.
- * `moved` is called with the entry after every successful directory.moveEntry, a repeat included, before
- * the reply is sent: whoever announces the change (directory.changed) hooks in there.
- */
-export async function answerDirectoryRequest(
-  directory: RedisDirectory,
-  request: DirectoryRequest,
-  random: () => number,
-  moved: (entry: DirectoryEntry) => void = () => {},
-): Promise<DirectoryReply> {
-  switch (request.type) {
-    case "directory.moveEntry": {
-      const { kind, id, fromCellId, toCellId, expectedEpoch } = request;
-      const result = await directory.moveEntry({ kind, id, fromCellId, toCellId, expectedEpoch });
-      if (!result.ok) return refusalReply(result);
-      moved(result.entry);
-      return { type: "directory.entry", entry: result.entry, placed: false };
-    }
-    case "directory.setCellState": {
-      const result = await directory.setCellState(request.cellId, request.state);
-      return result.ok ? { type: "directory.cells", cells: result.cells } : refusalReply(result);
-    }
-    case "directory.cellEntries": {
-      const result = await directory.cellEntries(request.cellId, request.kind, request.cursor, request.count);
-      if (!result.ok) return refusalReply(result);
-      return { type: "directory.cellEntries", cellId: request.cellId, kind: request.kind, ids: result.ids, cursor: result.cursor };
-    }
-    case "directory.resolveUser": {
-      const result = await directory.resolveUser(request.userId, random());
-      return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
-    }
-    case "directory.assignUser": {
-      const result = await directory.assignUser(request.userId, request.cellId);
-      return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
-    }
-    case "directory.lookupUser": {
-      const entry = await directory.lookupUser(request.userId);
-      if (entry === undefined) return { type: "directory.error", code: "not_found", message: `no entry for user ${request.userId}` };
-      return { type: "directory.entry", entry, placed: false };
-    }
-    case "directory.lookupConversation": {
-      const entry = await directory.lookupConversation(request.conversationId);
-      if (entry === undefined)
-        return { type: "directory.error", code: "not_found", message: `no entry for conversation ${request.conversationId}` };
-      return { type: "directory.entry", entry, placed: false };
-    }
-    case "directory.placeConversation": {
-      const result = await directory.placeConversation(request.conversationId, request.preferredCellId, random());
-      return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
-    }
-    case "directory.registerCell": {
-      const result = await directory.registerCell(request.cellId, request.weight);
-      return result.ok ? { type: "directory.cells", cells: result.cells } : refusalReply(result);
-    }
-    case "directory.listCells":
-      return { type: "directory.cells", cells: await directory.listCells() };
-  }
-}
 
 /** Logs a warning at most once per interval and says how many it held back meanwhile. */
 function throttledWarning(logger: ServiceLogger, intervalMs: number): (message: string) => void {
@@ -236,16 +165,28 @@ export class DirectoryService {
   private async answer(message: Msg, request: DirectoryRequest, receivedAtMs: number): Promise<void> {
     let reply: DirectoryReply;
     try {
-      reply = await answerDirectoryRequest(this.directory, request, this.random, (entry) => this.publishChange(entry));
+      reply = await answerDirectoryRequest(
+        this.directory,
+        request,
+        this.random,
+        (entry) => this.publishChange(entry),
+        (requestType, error) => this.reportFailure(requestType, error),
+      );
     } catch (error) {
       reply = errorReply(error);
-      if (reply.code === "internal") {
-        this.logger.error(`${request.type} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-      } else {
-        this.warnFailure(`${request.type} failed: ${reply.message}`);
-      }
+      this.reportFailure(request.type, error);
     }
     this.respond(message, receivedAtMs, request.type, reply);
+  }
+
+  /** An internal error is logged with its stack; an expected one (Redis away) as a throttled warning. */
+  private reportFailure(requestType: DirectoryRequest["type"], error: unknown): void {
+    const reply = errorReply(error);
+    if (reply.code === "internal") {
+      this.logger.error(`${requestType} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    } else {
+      this.warnFailure(`${requestType} failed: ${reply.message}`);
+    }
   }
 
   /**

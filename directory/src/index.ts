@@ -1,14 +1,8 @@
 // @cellwire/directory: the Discovery Service (user and conversation -> home cell, the cell registry),
 // startable in-process from a typed config.
 export { loadDirectoryConfig, directoryConfigDefaults, type DirectoryConfig, type LoadedDirectoryConfig } from "./config.ts";
-export {
-  startDirectory,
-  answerDirectoryRequest,
-  errorReply,
-  directoryQueueGroup,
-  directoryProcessName,
-  type RunningDirectory,
-} from "./directory-service.ts";
+export { startDirectory, directoryQueueGroup, directoryProcessName, type RunningDirectory } from "./directory-service.ts";
+export { answerDirectoryRequest, errorReply } from "./directory-answers.ts";
 export {
   RedisDirectory,
   cellsMax,

@@ -763,6 +763,15 @@ export type DirectoryEntryKind = "user" | "conversation";
 
 /** Resolves a user's home cell, placing a new user on a registered cell (atomically, once). */
 export type DirectoryResolveUser = { type: "directory.resolveUser"; userId: string };
+/**
+ * Resolves each user as directory.resolveUser does, in one request: an edge's users seen for the first
+ * time within one turn (a reconnect wave after an edge's loss). Answered by directory.entries, one reply
+ * per user in order. A directory older than this request answers it with an error: upgrade the directory
+ * before the edges (docs/operations.md).
+ */
+export type DirectoryResolveUsers = { type: "directory.resolveUsers"; userIds: string[] };
+/** Users in one directory.resolveUsers. */
+export const directoryResolveUsersMax = 100;
 /** Places a user on the given cell unless already placed (tests and operators); returns the entry. */
 export type DirectoryAssignUser = { type: "directory.assignUser"; userId: string; cellId: string };
 /** The user's entry without placing a user seen for the first time (operators: `cellwire whereis`). */
@@ -806,6 +815,7 @@ export type DirectoryRequest =
   | DirectorySetCellState
   | DirectoryCellEntries
   | DirectoryResolveUser
+  | DirectoryResolveUsers
   | DirectoryAssignUser
   | DirectoryLookupUser
   | DirectoryLookupConversation
@@ -837,6 +847,10 @@ export const directoryRequest: Decoder<DirectoryRequest> = taggedUnion<Directory
     count: integer({ min: 1, max: cellEntriesPageMax }),
   }),
   "directory.resolveUser": object({ type: literal("directory.resolveUser"), userId }),
+  "directory.resolveUsers": object({
+    type: literal("directory.resolveUsers"),
+    userIds: array(userId, { minItems: 1, maxItems: directoryResolveUsersMax }),
+  }),
   "directory.assignUser": object({ type: literal("directory.assignUser"), userId, cellId }),
   "directory.lookupUser": object({ type: literal("directory.lookupUser"), userId }),
   "directory.lookupConversation": object({ type: literal("directory.lookupConversation"), conversationId }),
@@ -860,7 +874,10 @@ export type DirectoryCellEntriesReply = {
   ids: string[];
   cursor: string;
 };
-export type DirectoryReply = DirectoryEntryReply | DirectoryCellsReply | DirectoryCellEntriesReply | DirectoryErrorReply;
+/** The answer to directory.resolveUsers: each user's own reply, in the order of the request. */
+export type DirectoryEntriesReply = { type: "directory.entries"; replies: (DirectoryEntryReply | DirectoryErrorReply)[] };
+export type DirectoryReply =
+  DirectoryEntryReply | DirectoryCellsReply | DirectoryCellEntriesReply | DirectoryEntriesReply | DirectoryErrorReply;
 
 const directoryEntry: Decoder<DirectoryEntry> = object({
   kind: oneOf(["user", "conversation"]),
@@ -870,12 +887,19 @@ const directoryEntry: Decoder<DirectoryEntry> = object({
 });
 const cellRecord: Decoder<CellRecord> = object({ cellId, weight, state: oneOf(["active", "draining"]) });
 
+const directoryEntryReply: Decoder<DirectoryEntryReply> = object({
+  type: literal("directory.entry"),
+  entry: directoryEntry,
+  placed: boolean,
+});
+const directoryErrorReply: Decoder<DirectoryErrorReply> = object({
+  type: literal("directory.error"),
+  code: cellErrorCode,
+  message: errorText,
+});
+
 export const directoryReply: Decoder<DirectoryReply> = taggedUnion<DirectoryReply>({
-  "directory.entry": object({
-    type: literal("directory.entry"),
-    entry: directoryEntry,
-    placed: boolean,
-  }),
+  "directory.entry": directoryEntryReply,
   "directory.cells": object({ type: literal("directory.cells"), cells: array(cellRecord, { maxItems: 1000 }) }),
   "directory.cellEntries": object({
     type: literal("directory.cellEntries"),
@@ -884,7 +908,17 @@ export const directoryReply: Decoder<DirectoryReply> = taggedUnion<DirectoryRepl
     ids: array(string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_-]{1,64}$/ }), { maxItems: 10 * cellEntriesPageMax }),
     cursor: scanCursor,
   }),
-  "directory.error": object({ type: literal("directory.error"), code: cellErrorCode, message: errorText }),
+  "directory.entries": object({
+    type: literal("directory.entries"),
+    replies: array(
+      taggedUnion<DirectoryEntryReply | DirectoryErrorReply>({
+        "directory.entry": directoryEntryReply,
+        "directory.error": directoryErrorReply,
+      }),
+      { minItems: 1, maxItems: directoryResolveUsersMax },
+    ),
+  }),
+  "directory.error": directoryErrorReply,
 });
 
 /** Published on the directory's change subject whenever an entry moves (used by edge caches). */

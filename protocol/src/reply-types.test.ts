@@ -23,6 +23,7 @@ const cellReplies: { readonly [K in CellRequest["type"]]: CellReply["type"] } = 
 };
 const directoryReplies: { readonly [K in DirectoryRequest["type"]]: DirectoryReply["type"] } = {
   "directory.resolveUser": "directory.entry",
+  "directory.resolveUsers": "directory.entries",
   "directory.assignUser": "directory.entry",
   "directory.lookupUser": "directory.entry",
   "directory.lookupConversation": "directory.entry",

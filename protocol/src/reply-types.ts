@@ -40,6 +40,7 @@ export function isCellReplyOf<T extends CellRequest["type"]>(requestType: T, rep
 
 const directoryReplyTypes = {
   "directory.resolveUser": "directory.entry",
+  "directory.resolveUsers": "directory.entries",
   "directory.assignUser": "directory.entry",
   "directory.lookupUser": "directory.entry",
   "directory.lookupConversation": "directory.entry",

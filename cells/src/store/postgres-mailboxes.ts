@@ -6,7 +6,7 @@ import { trimToPageBudget } from "./page-budget.ts";
 import { sql } from "drizzle-orm";
 import { readRefusal } from "./key-state.ts";
 import { StoreRowError } from "./errors.ts";
-import { TurnBatch, type Settled } from "./turn-batch.ts";
+import { TurnBatch, type Settled } from "@cellwire/cluster";
 import { type MailboxPageResult } from "./store.ts";
 import type { AppendMailboxInput, AppendMailboxResult, MailboxPageInput } from "./store.ts";
 import {

@@ -1,8 +1,8 @@
 // Gathers the calls made within one turn of the event loop and runs them together, on the next turn
-// (the scheduler, setImmediate in the store), at most `itemsMax` to a run. No timer waits for more: a lone
-// call waits only for the end of its turn. Used for the mailbox page every connect reads: the requests of
-// one NATS read (an edge's hellos of one turn leave in one write) become one statement, one write to
-// Postgres and one flush of the replies, where each was one of each (docs/performance.md).
+// (the scheduler: setImmediate outside tests), at most `itemsMax` to a run. No timer waits for more: a
+// lone call waits only for the end of its turn. Used where every connect makes a call: a worker's mailbox
+// pages (the requests of one NATS read become one statement, one write to Postgres and one flush of the
+// replies) and an edge's directory resolves (one request for a turn's new users); docs/performance.md.
 //
 // Each call gets its own outcome: a run reports one per input, so one bad row fails only its caller. A
 // run that throws fails every caller of that run.
