@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { TurnBatch, type Settled } from "./turn-batch.ts";
+import { TurnBatch, TurnQueue, type Settled } from "./turn-batch.ts";
 
 /** A scheduler the test runs by hand: each flush() is the end of a turn. */
 function manualTurns(): { readonly schedule: (callback: () => void) => void; readonly flush: () => void; readonly pending: () => number } {
@@ -18,18 +18,47 @@ function manualTurns(): { readonly schedule: (callback: () => void) => void; rea
 const doubled = (inputs: readonly number[]): Promise<Settled<number>[]> =>
   Promise.resolve(inputs.map((input) => ({ ok: true as const, value: input * 2 })));
 
+/** A batch that doubles its inputs and records each run's inputs. */
+function recordingBatch(itemsMax: number): {
+  readonly turns: ReturnType<typeof manualTurns>;
+  readonly runs: number[][];
+  readonly batch: TurnBatch<number, number>;
+} {
+  const turns = manualTurns();
+  const runs: number[][] = [];
+  const batch = new TurnBatch<number, number>(
+    (inputs) => {
+      runs.push([...inputs]);
+      return doubled(inputs);
+    },
+    itemsMax,
+    turns.schedule,
+  );
+  return { turns, runs, batch };
+}
+
+describe("TurnQueue", () => {
+  it("hands over what came within a turn at its end, in order, once per turn that had any", () => {
+    const turns = manualTurns();
+    const flushed: string[][] = [];
+    const queue = new TurnQueue<string>((items) => flushed.push(items), turns.schedule);
+    queue.push("a");
+    queue.push("b");
+    expect(turns.pending()).toBe(1);
+    expect(flushed).toEqual([]);
+    turns.flush();
+    expect(flushed).toEqual([["a", "b"]]);
+    turns.flush();
+    expect(turns.pending()).toBe(0);
+    queue.push("c");
+    turns.flush();
+    expect(flushed).toEqual([["a", "b"], ["c"]]);
+  });
+});
+
 describe("TurnBatch", () => {
   it("runs the calls of one turn together, at the turn's end, each with its own outcome", async () => {
-    const turns = manualTurns();
-    const runs: number[][] = [];
-    const batch = new TurnBatch<number, number>(
-      (inputs) => {
-        runs.push([...inputs]);
-        return doubled(inputs);
-      },
-      10,
-      turns.schedule,
-    );
+    const { turns, runs, batch } = recordingBatch(10);
     const answers = [batch.run(1), batch.run(2), batch.run(3)];
     expect(runs).toEqual([]);
     expect(turns.pending()).toBe(1);
@@ -45,16 +74,7 @@ describe("TurnBatch", () => {
   });
 
   it("splits a turn into runs of at most itemsMax", async () => {
-    const turns = manualTurns();
-    const runs: number[][] = [];
-    const batch = new TurnBatch<number, number>(
-      (inputs) => {
-        runs.push([...inputs]);
-        return doubled(inputs);
-      },
-      2,
-      turns.schedule,
-    );
+    const { turns, runs, batch } = recordingBatch(2);
     const answers = [1, 2, 3, 4, 5].map((input) => batch.run(input));
     turns.flush();
     expect(await Promise.all(answers)).toEqual([2, 4, 6, 8, 10]);

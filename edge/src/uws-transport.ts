@@ -1,5 +1,6 @@
 // A uWS socket as the core's SessionTransport: frames queued within a turn of the event loop and written
 // at its end, several to one socket in one write.
+import { TurnQueue } from "@cellwire/cluster";
 import type { SendOutcome, SessionTransport } from "./edge-core.ts";
 
 /** Who hears of a write that failed after `send` had returned (Session.sendReported). */
@@ -19,25 +20,18 @@ export interface TransportSocket {
 
 /** The transports with frames waiting in this turn; each is listed once, when its first frame comes. */
 export class TurnWrites {
-  private waiting: UwsTransport[] = [];
-  private scheduled = false;
+  private readonly waiting: TurnQueue<UwsTransport>;
 
   /** `schedule`: how the end of the turn is reached (setImmediate in the edge: after this turn's I/O callbacks and their microtasks). */
-  constructor(private readonly schedule: (flush: () => void) => void) {}
+  constructor(schedule: (flush: () => void) => void) {
+    this.waiting = new TurnQueue((turn) => {
+      for (const transport of turn) transport.writeWaiting();
+    }, schedule);
+  }
 
   list(transport: UwsTransport): void {
     this.waiting.push(transport);
-    if (this.scheduled) return;
-    this.scheduled = true;
-    this.schedule(this.flush);
   }
-
-  private readonly flush = (): void => {
-    this.scheduled = false;
-    const turn = this.waiting;
-    this.waiting = [];
-    for (const transport of turn) transport.writeWaiting();
-  };
 }
 
 /**
