@@ -258,12 +258,27 @@ describe("authentication", () => {
     expect(edge.deliveries.sessionCount("alice")).toBe(1);
   });
 
-  it("sends an error frame, then closes with 4003, when the directory fails during hello", async () => {
+  it("asks the directory again while it does not answer a hello, and welcomes the hello once it does", async () => {
     const edge = newEdge();
     edge.directory.resolveUserFailure = new UnavailableError("directory_unavailable", "directory: no responders");
     const { transport } = edge.connect();
     transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
+    await vi.waitFor(() => expect(edge.directory.resolveUserCalls).toBe(2), { timeout: 2_000 });
+    edge.directory.resolveUserFailure = undefined;
+    await transport.frame((frame) => frame["type"] === "synced");
+    expect(framesOfType(transport, "error")).toEqual([]);
+    expect(transport.closeCode).toBeUndefined();
+    expect(edge.deliveries.sessionCount("alice")).toBe(1);
+  });
+
+  it("sends an error frame, then closes with 4003, when the directory fails during hello past half its deadline", async () => {
+    // Half of 600 ms leaves room for one more attempt (after 125-250 ms), not for the one after it.
+    const edge = newEdge({ authTimeoutMs: 600 });
+    edge.directory.resolveUserFailure = new UnavailableError("directory_unavailable", "directory: no responders");
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     expect(await transport.closed()).toBe(closeCodes.unavailable.code);
+    expect(edge.directory.resolveUserCalls).toBe(2);
     expect(transport.frames).toEqual([
       { type: "error", code: "directory_unavailable", message: errorCodes.directory_unavailable.description, retryable: true },
     ]);
@@ -272,14 +287,15 @@ describe("authentication", () => {
   });
 
   it("does not cache a directory failure: the next hello of the user asks again and is welcomed", async () => {
-    const edge = newEdge();
+    const edge = newEdge({ authTimeoutMs: 600 });
     edge.directory.resolveUserFailure = new UnavailableError("directory_unavailable", "timeout");
     const { transport } = edge.connect();
     transport.receiveJson({ type: "hello", protocolVersion, token: "valid:alice" });
     await transport.closed();
+    expect(edge.directory.resolveUserCalls).toBe(2);
     edge.directory.resolveUserFailure = undefined;
     await edge.authenticated("alice");
-    expect(edge.directory.resolveUserCalls).toBe(2);
+    expect(edge.directory.resolveUserCalls).toBe(3);
   });
 
   it("closes with 4003 when the user's deliveries cannot be subscribed, and lets go of the user", async () => {

@@ -74,6 +74,11 @@ type SessionState =
 const conversationReadRoundsMax = 100;
 /** Attempts of one page of a log that a cell answers `overloaded`, each after the retry-after it asked for. */
 const overloadedReadAttemptsMax = 5;
+/**
+ * A hello asks the directory for its user's home again when the directory did not answer, after a
+ * doubling, jittered delay from this one, for at most half the hello's deadline (authTimeoutMs).
+ */
+const homeRetryDelayMsFirst = 250;
 /** What a cell that does not answer (or sheds load) says: its conversations are read again later. */
 const cellOutageCodes = new Set<string>(["cell_unavailable", "directory_unavailable", "overloaded", "moving"]);
 /** The delays between reads of a conversation whose cell did not answer: doubling, jittered, bounded. */
@@ -440,7 +445,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     const deviceId = outcome.identity.deviceId ?? hello.deviceId ?? "default";
     let home: HomeLocation;
     try {
-      home = await this.core.handler.homeOf(userId);
+      home = await this.homeOf(userId);
     } catch (error) {
       if (this.state.kind !== "authenticating") return;
       this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
@@ -509,6 +514,28 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       tokenExpiresAtMs: this.expiresAtMs,
     });
     await this.initialSync();
+  }
+
+  /**
+   * The user's home cell, asked again while the directory does not answer: a directory restart takes a
+   * second or two (docs/operations.md), and closing the hello would only bring the client back to verify
+   * its token and ask again. The retries end before half the hello's deadline, so the auth timer does not
+   * close a hello that is still waiting for the directory as if the client had been silent.
+   */
+  private async homeOf(userId: string): Promise<HomeLocation> {
+    const { monotonicNowMs } = this.core.ephemeral;
+    const giveUpAtMs = monotonicNowMs() + this.core.limits.authTimeoutMs / 2;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.core.handler.homeOf(userId);
+      } catch (error) {
+        const delayMs = homeRetryDelayMsFirst * 2 ** attempt * (0.5 + Math.random() / 2);
+        const directoryAway = error instanceof CellwireError && error.code === "directory_unavailable";
+        if (!directoryAway || this.state.kind !== "authenticating" || monotonicNowMs() + delayMs > giveUpAtMs) throw error;
+        await sleep(delayMs);
+        if (this.state.kind !== "authenticating") throw error;
+      }
+    }
   }
 
   /**
