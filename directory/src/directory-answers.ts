@@ -19,15 +19,13 @@ function refusalReply(refusal: DirectoryRefusal<DirectoryErrorReply["code"]>): D
 /**
  * Answers one decoded request; expected refusals become error replies, operating errors are thrown.
  * `moved` is called with the entry after every successful directory.moveEntry, a repeat included, before
- * the reply is sent: whoever announces the change (directory.changed) hooks in there. In a
- * directory.resolveUsers, an operating error fails only its user's reply, and is given to `failed`.
+ * the reply is sent: whoever announces the change (directory.changed) hooks in there.
  */
 export async function answerDirectoryRequest(
   directory: RedisDirectory,
   request: DirectoryRequest,
   random: () => number,
   moved: (entry: DirectoryEntry) => void = () => {},
-  failed: (requestType: DirectoryRequest["type"], error: unknown) => void = () => {},
 ): Promise<DirectoryReply> {
   switch (request.type) {
     case "directory.moveEntry": {
@@ -51,17 +49,10 @@ export async function answerDirectoryRequest(
       return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
     }
     case "directory.resolveUsers": {
-      // Each user's script call is issued in this turn, so the Redis client sends them in one write.
-      const replies = await Promise.all(
-        request.userIds.map(async (userId): Promise<DirectoryEntryReply | DirectoryErrorReply> => {
-          try {
-            const result = await directory.resolveUser(userId, random());
-            return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
-          } catch (error) {
-            failed(request.type, error);
-            return errorReply(error);
-          }
-        }),
+      // One script call for all of them (one Redis round trip); an error of the call fails the request.
+      const results = await directory.resolveUsers(request.userIds.map((userId) => ({ userId, random: random() })));
+      const replies = results.map((result): DirectoryEntryReply | DirectoryErrorReply =>
+        result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result),
       );
       return { type: "directory.entries", replies };
     }

@@ -165,13 +165,7 @@ export class DirectoryService {
   private async answer(message: Msg, request: DirectoryRequest, receivedAtMs: number): Promise<void> {
     let reply: DirectoryReply;
     try {
-      reply = await answerDirectoryRequest(
-        this.directory,
-        request,
-        this.random,
-        (entry) => this.publishChange(entry),
-        (requestType, error) => this.reportFailure(requestType, error),
-      );
+      reply = await answerDirectoryRequest(this.directory, request, this.random, (entry) => this.publishChange(entry));
     } catch (error) {
       reply = errorReply(error);
       this.reportFailure(request.type, error);

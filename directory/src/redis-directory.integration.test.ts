@@ -188,6 +188,57 @@ describe("user placement", () => {
   });
 });
 
+describe("user placements in one call (resolveUsers)", () => {
+  it("answers as resolveUser one by one would: by weight, a user named twice placed once, existing users as they are", async () => {
+    const together = await freshDirectory();
+    const alone = await freshDirectory();
+    for (const { directory } of [together, alone]) {
+      await directory.registerCell("a", 1);
+      await directory.registerCell("b", 3);
+      await directory.registerCell("c", 2);
+      await directory.setCellState("c", "draining");
+      expect(await directory.resolveUser("known", 0.1)).toMatchObject({ ok: true, placed: true, entry: { cellId: "a" } });
+    }
+    const users = [
+      ...Array.from({ length: 40 }, (_, index) => ({ userId: `user_${index}`, random: (index + 0.5) / 40 })),
+      { userId: "known", random: 0.99 },
+      { userId: "user_3", random: 0.99 },
+    ];
+    const batch = await together.directory.resolveUsers(users);
+    const oneByOne = [];
+    for (const { userId, random } of users) oneByOne.push(await alone.directory.resolveUser(userId, random));
+    expect(batch).toEqual(oneByOne);
+    const cells = batch.map((result) => (result.ok ? `${result.entry.cellId}${result.placed ? "" : " (existing)"}` : result.code));
+    expect(cells.slice(0, 40).filter((cell) => cell === "a")).toHaveLength(10);
+    expect(cells.slice(0, 40).filter((cell) => cell === "b")).toHaveLength(30);
+    expect(cells.slice(40)).toEqual(["a (existing)", `${cells[3] ?? ""} (existing)`]);
+    expect((await cellSet(together.namespace, "b", "users")).sort()).toEqual((await cellSet(alone.namespace, "b", "users")).sort());
+    expect(await together.directory.resolveUsers([])).toEqual([]);
+  });
+
+  it("refuses new users alone when no cell is active or the store forgot, answering the users it holds", async () => {
+    let forgotten = 0;
+    const { directory, namespace } = await freshDirectory({ forgotten: () => forgotten++ });
+    expect(await directory.resolveUsers([{ userId: "early", random: 0.5 }])).toEqual([
+      { ok: false, code: "no_cell_available", message: "no active cell is registered to place user early" },
+    ]);
+    await directory.registerCell("a", 1);
+    expect(await directory.assignUser("alice", "a")).toMatchObject({ ok: true, placed: true });
+    await firstConnection().del(`${redisPrefix(namespace)}generation`);
+    const results = await directory.resolveUsers([
+      { userId: "bob", random: 0 },
+      { userId: "alice", random: 0.5 },
+    ]);
+    expect(results).toEqual([
+      expect.objectContaining({ ok: false, code: "directory_unavailable" }),
+      { ok: true, placed: false, entry: { kind: "user", id: "alice", cellId: "a", epoch: 1 } },
+    ]);
+    expect(forgotten).toBe(1);
+    expect(await directory.lookupUser("bob")).toBeUndefined();
+    await expect(directory.resolveUsers([{ userId: "bad.id", random: 0 }])).rejects.toThrow(TypeError);
+  });
+});
+
 describe("conversation placement", () => {
   it("looks up an unknown conversation as undefined, then finds it once placed", async () => {
     const { directory } = await freshDirectory();

@@ -139,6 +139,76 @@ return {'placed', chosen, '1'}
 `);
 
 /**
+ * resolveUser for many users in one script call (directory.resolveUsers): each user as placementScript
+ * does it in "prefer" mode with no preferred cell, in order, so a user named twice is placed by the first
+ * and found by the second. KEYS[1] the cell registry, KEYS[2] the generation marker, KEYS[3…] the users'
+ * entry hashes; ARGV[1] the prefix of the per-cell sets, ARGV[2] the kind's set suffix, then for each user
+ * its random number in [0, 1) and its id. The marker and the registry are read once, when a user first
+ * needs them. Replies one array per user, as placementScript's: {"existing", cellId, epoch},
+ * {"placed", cellId, "1"}, {"no_cell_available"} or {"forgotten"}.
+ */
+const userPlacementsScript = new LuaScript(`
+local cellsKey, generationKey = KEYS[1], KEYS[2]
+local cellSetPrefix, kindSuffix = ARGV[1], ARGV[2]
+
+local function activeWeight(raw)
+  local ok, record = pcall(cjson.decode, raw)
+  if not ok or type(record) ~= 'table' or record['state'] ~= 'active' then return nil end
+  local weight = tonumber(record['weight'])
+  if weight == nil or weight < 1 then return nil end
+  return weight
+end
+
+local generationKnown = nil
+local ids, weights, total = nil, {}, 0
+local replies = {}
+for index = 3, #KEYS do
+  local entryKey = KEYS[index]
+  local random, id = tonumber(ARGV[2 * index - 3]), ARGV[2 * index - 2]
+  local existing = redis.call('HMGET', entryKey, 'cellId', 'epoch')
+  if existing[1] then
+    replies[#replies + 1] = {'existing', existing[1], existing[2]}
+  else
+    if generationKnown == nil then generationKnown = redis.call('EXISTS', generationKey) == 1 end
+    if not generationKnown then
+      replies[#replies + 1] = {'forgotten'}
+    else
+      if ids == nil then
+        ids = {}
+        local flat = redis.call('HGETALL', cellsKey)
+        for field = 1, #flat, 2 do
+          local weight = activeWeight(flat[field + 1])
+          if weight then
+            table.insert(ids, flat[field])
+            weights[flat[field]] = weight
+            total = total + weight
+          end
+        end
+        table.sort(ids)
+      end
+      if total == 0 then
+        replies[#replies + 1] = {'no_cell_available'}
+      else
+        local threshold, cumulative, chosen = random * total, 0, nil
+        for _, cellId in ipairs(ids) do
+          cumulative = cumulative + weights[cellId]
+          if threshold < cumulative then
+            chosen = cellId
+            break
+          end
+        end
+        if not chosen then chosen = ids[#ids] end
+        redis.call('HSET', entryKey, 'cellId', chosen, 'epoch', '1')
+        redis.call('SADD', cellSetPrefix .. chosen .. ':' .. kindSuffix, id)
+        replies[#replies + 1] = {'placed', chosen, '1'}
+      end
+    end
+  end
+end
+return replies
+`);
+
+/**
  * KEYS[1] the cell registry. ARGV[1] cellId, ARGV[2] weight, ARGV[3] cellsMax.
  * A new cell is active; a known cell keeps its state and takes the new weight.
  * Replies {"registered", HGETALL of the registry} or {"registry_full"}.
@@ -358,6 +428,50 @@ export class RedisDirectory {
     const reply = await this.place("user", userId, "prefer", "", random);
     if (reply.ok || reply.code === "no_cell_available" || reply.code === "directory_unavailable") return reply;
     throw new DirectoryStoreError(`placement of user ${userId} answered ${reply.code} in prefer mode`);
+  }
+
+  /**
+   * resolveUser for each of `users`, in one script call (one Redis round trip) and at most one WAIT for
+   * the replicas. A placement the replicas did not acknowledge answers directory_unavailable, as alone.
+   */
+  async resolveUsers(users: readonly { readonly userId: string; readonly random: number }[]): Promise<PlacementResult[]> {
+    for (const { userId, random } of users) {
+      assertId(isUserId(userId), "user id", userId);
+      if (!Number.isFinite(random) || random < 0 || random >= 1) throw new TypeError(`random must be in [0, 1), got ${random}`);
+    }
+    if (users.length === 0) return [];
+    const entryKeys = users.map(({ userId }) => this.entryKey("user", userId));
+    const reply = await this.call(`placement of ${users.length} users`, () =>
+      userPlacementsScript.run(
+        this.redis,
+        [this.cellsKey, this.generationKey, ...entryKeys],
+        [this.cellSetPrefix, cellSetSuffixes.user, ...users.flatMap(({ userId, random }) => [String(random), userId])],
+      ),
+    );
+    const replies = asArray(reply);
+    if (replies === undefined || replies.length !== users.length)
+      throw new DirectoryStoreError(`user placements script replied ${describe(reply)}`);
+    let anyPlaced = false;
+    const results = users.map(({ userId }, index): PlacementResult => {
+      const [status, rawCellId, rawEpoch] = asArray(replies[index]) ?? [];
+      const key = entryKeys[index] ?? "";
+      switch (status) {
+        case "existing":
+          return { ok: true, entry: decodeEntry("user", userId, rawCellId, rawEpoch, key), placed: false };
+        case "placed":
+          anyPlaced = true;
+          return { ok: true, entry: decodeEntry("user", userId, rawCellId, rawEpoch, key), placed: true };
+        case "no_cell_available":
+          return { ok: false, code: "no_cell_available", message: `no active cell is registered to place user ${userId}` };
+        case "forgotten":
+          this.forgotten();
+          return forgottenRefusal(`placement of user ${userId}`);
+        default:
+          throw new DirectoryStoreError(`user placements script replied ${describe(replies[index])} for user ${userId}`);
+      }
+    });
+    const unreplicated = anyPlaced ? await this.unreplicated(`placement of ${users.length} users`) : undefined;
+    return results.map((result) => (unreplicated !== undefined && result.ok && result.placed ? unreplicated : result));
   }
 
   /** Places the user on `cellId` unless already placed (then the entry is returned unchanged). */
