@@ -63,6 +63,48 @@ export type MoveEntryInput = {
 export const cellEntriesReplyIdsMax = 10 * cellEntriesPageMax;
 
 /**
+ * Lua shared by the placement scripts: which registered cells are active, with their weights, and the
+ * weighted pick among them.
+ */
+const cellChoiceLua = `
+-- The weight of a registry value if the cell is active, else nil (draining, or undecodable).
+local function activeWeight(raw)
+  local ok, record = pcall(cjson.decode, raw)
+  if not ok or type(record) ~= 'table' or record['state'] ~= 'active' then return nil end
+  local weight = tonumber(record['weight'])
+  if weight == nil or weight < 1 then return nil end
+  return weight
+end
+
+-- The active cells' ids (sorted: HGETALL order depends on the hash's history, and sorting makes the pick
+-- a function of the random alone), their weights and the weights' total.
+local function activeCells(cellsKey)
+  local flat = redis.call('HGETALL', cellsKey)
+  local ids, weights, total = {}, {}, 0
+  for index = 1, #flat, 2 do
+    local weight = activeWeight(flat[index + 1])
+    if weight then
+      table.insert(ids, flat[index])
+      weights[flat[index]] = weight
+      total = total + weight
+    end
+  end
+  table.sort(ids)
+  return ids, weights, total
+end
+
+-- The cell whose share of the total holds random * total (total > 0).
+local function pickCell(ids, weights, total, random)
+  local threshold, cumulative = random * total, 0
+  for _, id in ipairs(ids) do
+    cumulative = cumulative + weights[id]
+    if threshold < cumulative then return id end
+  end
+  return ids[#ids]
+end
+`;
+
+/**
  * KEYS[1] the entry's hash, KEYS[2] the cell registry, KEYS[3] the generation marker.
  * ARGV[1] mode: "prefer" (ARGV[2] is a preferred cell, or "") or "require" (ARGV[2] must be registered).
  * ARGV[3] a random number in [0, 1) chosen by the caller, so the script itself stays deterministic.
@@ -78,16 +120,7 @@ const placementScript = new LuaScript(`
 local entryKey, cellsKey, generationKey = KEYS[1], KEYS[2], KEYS[3]
 local mode, requestedCellId, random = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local cellSetPrefix, kindSuffix = ARGV[4], ARGV[5]
-
--- The weight of a registry value if the cell is active, else nil (draining, or undecodable).
-local function activeWeight(raw)
-  local ok, record = pcall(cjson.decode, raw)
-  if not ok or type(record) ~= 'table' or record['state'] ~= 'active' then return nil end
-  local weight = tonumber(record['weight'])
-  if weight == nil or weight < 1 then return nil end
-  return weight
-end
-
+${cellChoiceLua}
 if mode == 'require' and redis.call('HEXISTS', cellsKey, requestedCellId) == 0 then
   return {'unknown_cell'}
 end
@@ -108,29 +141,9 @@ elseif requestedCellId ~= '' then
 end
 
 if not chosen then
-  local flat = redis.call('HGETALL', cellsKey)
-  local ids, weights, total = {}, {}, 0
-  for index = 1, #flat, 2 do
-    local weight = activeWeight(flat[index + 1])
-    if weight then
-      table.insert(ids, flat[index])
-      weights[flat[index]] = weight
-      total = total + weight
-    end
-  end
+  local ids, weights, total = activeCells(cellsKey)
   if total == 0 then return {'no_cell_available'} end
-  -- HGETALL order depends on the hash's history; sorting makes the pick a function of the random alone.
-  table.sort(ids)
-  local threshold = random * total
-  local cumulative = 0
-  for _, id in ipairs(ids) do
-    cumulative = cumulative + weights[id]
-    if threshold < cumulative then
-      chosen = id
-      break
-    end
-  end
-  if not chosen then chosen = ids[#ids] end
+  chosen = pickCell(ids, weights, total, random)
 end
 
 redis.call('HSET', entryKey, 'cellId', chosen, 'epoch', '1')
@@ -150,17 +163,9 @@ return {'placed', chosen, '1'}
 const userPlacementsScript = new LuaScript(`
 local cellsKey, generationKey = KEYS[1], KEYS[2]
 local cellSetPrefix, kindSuffix = ARGV[1], ARGV[2]
-
-local function activeWeight(raw)
-  local ok, record = pcall(cjson.decode, raw)
-  if not ok or type(record) ~= 'table' or record['state'] ~= 'active' then return nil end
-  local weight = tonumber(record['weight'])
-  if weight == nil or weight < 1 then return nil end
-  return weight
-end
-
+${cellChoiceLua}
 local generationKnown = nil
-local ids, weights, total = nil, {}, 0
+local ids, weights, total = nil, nil, 0
 local replies = {}
 for index = 3, #KEYS do
   local entryKey = KEYS[index]
@@ -173,31 +178,11 @@ for index = 3, #KEYS do
     if not generationKnown then
       replies[#replies + 1] = {'forgotten'}
     else
-      if ids == nil then
-        ids = {}
-        local flat = redis.call('HGETALL', cellsKey)
-        for field = 1, #flat, 2 do
-          local weight = activeWeight(flat[field + 1])
-          if weight then
-            table.insert(ids, flat[field])
-            weights[flat[field]] = weight
-            total = total + weight
-          end
-        end
-        table.sort(ids)
-      end
+      if ids == nil then ids, weights, total = activeCells(cellsKey) end
       if total == 0 then
         replies[#replies + 1] = {'no_cell_available'}
       else
-        local threshold, cumulative, chosen = random * total, 0, nil
-        for _, cellId in ipairs(ids) do
-          cumulative = cumulative + weights[cellId]
-          if threshold < cumulative then
-            chosen = cellId
-            break
-          end
-        end
-        if not chosen then chosen = ids[#ids] end
+        local chosen = pickCell(ids, weights, total, random)
         redis.call('HSET', entryKey, 'cellId', chosen, 'epoch', '1')
         redis.call('SADD', cellSetPrefix .. chosen .. ':' .. kindSuffix, id)
         replies[#replies + 1] = {'placed', chosen, '1'}
