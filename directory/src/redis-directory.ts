@@ -422,7 +422,7 @@ export class RedisDirectory {
   async resolveUsers(users: readonly { readonly userId: string; readonly random: number }[]): Promise<PlacementResult[]> {
     for (const { userId, random } of users) {
       assertId(isUserId(userId), "user id", userId);
-      if (!Number.isFinite(random) || random < 0 || random >= 1) throw new TypeError(`random must be in [0, 1), got ${random}`);
+      assertRandom(random);
     }
     if (users.length === 0) return [];
     const entryKeys = users.map(({ userId }) => this.entryKey("user", userId));
@@ -436,25 +436,12 @@ export class RedisDirectory {
     const replies = asArray(reply);
     if (replies === undefined || replies.length !== users.length)
       throw new DirectoryStoreError(`user placements script replied ${describe(reply)}`);
-    let anyPlaced = false;
     const results = users.map(({ userId }, index): PlacementResult => {
-      const [status, rawCellId, rawEpoch] = asArray(replies[index]) ?? [];
-      const key = entryKeys[index] ?? "";
-      switch (status) {
-        case "existing":
-          return { ok: true, entry: decodeEntry("user", userId, rawCellId, rawEpoch, key), placed: false };
-        case "placed":
-          anyPlaced = true;
-          return { ok: true, entry: decodeEntry("user", userId, rawCellId, rawEpoch, key), placed: true };
-        case "no_cell_available":
-          return { ok: false, code: "no_cell_available", message: `no active cell is registered to place user ${userId}` };
-        case "forgotten":
-          this.forgotten();
-          return forgottenRefusal(`placement of user ${userId}`);
-        default:
-          throw new DirectoryStoreError(`user placements script replied ${describe(replies[index])} for user ${userId}`);
-      }
+      const outcome = this.placementOutcome("user", userId, entryKeys[index] ?? "", "", replies[index]);
+      if (outcome.ok || outcome.code !== "unknown_cell") return outcome;
+      throw new DirectoryStoreError(`user placements script answered unknown_cell for user ${userId}`);
     });
+    const anyPlaced = results.some((result) => result.ok && result.placed);
     const unreplicated = anyPlaced ? await this.unreplicated(`placement of ${users.length} users`) : undefined;
     return results.map((result) => (unreplicated !== undefined && result.ok && result.placed ? unreplicated : result));
   }
@@ -645,7 +632,7 @@ export class RedisDirectory {
     cellId: string,
     random: number,
   ): Promise<PlacedEntry | DirectoryRefusal<"no_cell_available" | "unknown_cell" | "directory_unavailable">> {
-    if (!Number.isFinite(random) || random < 0 || random >= 1) throw new TypeError(`random must be in [0, 1), got ${random}`);
+    assertRandom(random);
     const key = this.entryKey(kind, id);
     const reply = await this.call(`placement of ${key}`, () =>
       placementScript.run(
@@ -654,14 +641,28 @@ export class RedisDirectory {
         [mode, cellId, String(random), this.cellSetPrefix, cellSetSuffixes[kind], id],
       ),
     );
+    const outcome = this.placementOutcome(kind, id, key, cellId, reply);
+    if (!outcome.ok || !outcome.placed) return outcome;
+    return (await this.unreplicated(`placement of ${kind} ${id}`)) ?? outcome;
+  }
+
+  /**
+   * What one placement reply (placementScript's, or one user's of userPlacementsScript) says, before any
+   * wait for the replicas: the entry, placed or existing, or the refusal. `cellId` is the cell a require
+   * mode named (for its unknown_cell).
+   */
+  private placementOutcome(
+    kind: DirectoryEntryKind,
+    id: string,
+    key: string,
+    cellId: string,
+    reply: unknown,
+  ): PlacedEntry | DirectoryRefusal<"no_cell_available" | "unknown_cell" | "directory_unavailable"> {
     const [status, rawCellId, rawEpoch] = asArray(reply) ?? [];
     switch (status) {
       case "existing":
-        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), placed: false };
-      case "placed": {
-        const entry = decodeEntry(kind, id, rawCellId, rawEpoch, key);
-        return (await this.unreplicated(`placement of ${kind} ${id}`)) ?? { ok: true, entry, placed: true };
-      }
+      case "placed":
+        return { ok: true, entry: decodeEntry(kind, id, rawCellId, rawEpoch, key), placed: status === "placed" };
       case "no_cell_available":
         return { ok: false, code: "no_cell_available", message: `no active cell is registered to place ${kind} ${id}` };
       case "unknown_cell":
@@ -670,7 +671,7 @@ export class RedisDirectory {
         this.forgotten();
         return forgottenRefusal(`placement of ${kind} ${id}`);
       default:
-        throw new DirectoryStoreError(`placement script replied ${describe(reply)}`);
+        throw new DirectoryStoreError(`placement of ${kind} ${id}: the script replied ${describe(reply)}`);
     }
   }
 
@@ -749,6 +750,11 @@ function decodeRegistry(registry: Record<string, unknown>, key: string): CellRec
     cells.push({ cellId: cellId.value, weight: value.value.weight, state: value.value.state });
   }
   return cells.sort((left, right) => (left.cellId < right.cellId ? -1 : left.cellId > right.cellId ? 1 : 0));
+}
+
+/** The caller's random number, which the scripts turn into a weighted pick: in [0, 1). */
+function assertRandom(random: number): void {
+  if (!Number.isFinite(random) || random < 0 || random >= 1) throw new TypeError(`random must be in [0, 1), got ${random}`);
 }
 
 // Ids reach Redis keys only after the service decoded the request; a bad one here is a programmer error.
