@@ -4,7 +4,7 @@
 // errors meet the wire is errorReply.
 import { CellwireError } from "@cellwire/cluster";
 import type { DirectoryEntry, DirectoryEntryReply, DirectoryErrorReply, DirectoryReply, DirectoryRequest } from "@cellwire/protocol";
-import type { DirectoryRefusal, RedisDirectory } from "./redis-directory.ts";
+import type { DirectoryRefusal, PlacedEntry, RedisDirectory } from "./redis-directory.ts";
 
 /** Maps any failure of a request to its reply: the one place where directory errors meet the wire. */
 export function errorReply(error: unknown): DirectoryErrorReply {
@@ -14,6 +14,11 @@ export function errorReply(error: unknown): DirectoryErrorReply {
 
 function refusalReply(refusal: DirectoryRefusal<DirectoryErrorReply["code"]>): DirectoryErrorReply {
   return { type: "directory.error", code: refusal.code, message: refusal.message };
+}
+
+/** A placement's entry, placed or found, or its refusal. */
+function entryReply(result: PlacedEntry | DirectoryRefusal<DirectoryErrorReply["code"]>): DirectoryEntryReply | DirectoryErrorReply {
+  return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
 }
 
 /**
@@ -46,19 +51,16 @@ export async function answerDirectoryRequest(
     }
     case "directory.resolveUser": {
       const result = await directory.resolveUser(request.userId, random());
-      return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
+      return entryReply(result);
     }
     case "directory.resolveUsers": {
       // One script call for all of them (one Redis round trip); an error of the call fails the request.
       const results = await directory.resolveUsers(request.userIds.map((userId) => ({ userId, random: random() })));
-      const replies = results.map((result): DirectoryEntryReply | DirectoryErrorReply =>
-        result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result),
-      );
-      return { type: "directory.entries", replies };
+      return { type: "directory.entries", replies: results.map(entryReply) };
     }
     case "directory.assignUser": {
       const result = await directory.assignUser(request.userId, request.cellId);
-      return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
+      return entryReply(result);
     }
     case "directory.lookupUser": {
       const entry = await directory.lookupUser(request.userId);
@@ -73,7 +75,7 @@ export async function answerDirectoryRequest(
     }
     case "directory.placeConversation": {
       const result = await directory.placeConversation(request.conversationId, request.preferredCellId, random());
-      return result.ok ? { type: "directory.entry", entry: result.entry, placed: result.placed } : refusalReply(result);
+      return entryReply(result);
     }
     case "directory.registerCell": {
       const result = await directory.registerCell(request.cellId, request.weight);
