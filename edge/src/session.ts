@@ -85,6 +85,14 @@ const cellOutageCodes = new Set<string>(["cell_unavailable", "directory_unavaila
 const conversationRetryDelayMsFirst = 500;
 const conversationRetryDelayMsMax = 30_000;
 
+/**
+ * The session's waits before asking a cell or the directory again: doubling from `firstMs` (attempt 0),
+ * bounded by `maxMs`, then jittered down by up to half so sessions that failed together spread out.
+ */
+function retryDelayMs(firstMs: number, attempt: number, maxMs: number): number {
+  return Math.min(maxMs, firstMs * 2 ** attempt) * (0.5 + Math.random() / 2);
+}
+
 /** What a session that follows no conversation iterates: never written (follow() makes the session's own). */
 const noConversations: ReadonlyMap<string, ConversationCursor> = new Map();
 
@@ -533,7 +541,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       try {
         return await this.core.handler.homeOf(userId);
       } catch (error) {
-        const delayMs = homeRetryDelayMsFirst * 2 ** attempt * (0.5 + Math.random() / 2);
+        const delayMs = retryDelayMs(homeRetryDelayMsFirst, attempt, Number.POSITIVE_INFINITY);
         const elapsedMs = Math.max(sleptMs, monotonicNowMs() - startedAtMs);
         const directoryAway = error instanceof CellwireError && error.code === "directory_unavailable";
         if (!directoryAway || this.state.kind !== "authenticating" || elapsedMs + delayMs > budgetMs) throw error;
@@ -690,7 +698,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     }
     if (read.retryTimer !== undefined) return;
     const attempt = read.failedReads++;
-    const delayMs = Math.min(conversationRetryDelayMsMax, conversationRetryDelayMsFirst * 2 ** attempt) * (0.5 + Math.random() / 2);
+    const delayMs = retryDelayMs(conversationRetryDelayMsFirst, attempt, conversationRetryDelayMsMax);
     const scheduled = read;
     scheduled.retryTimer = setTimeout(() => {
       scheduled.retryTimer = undefined;
