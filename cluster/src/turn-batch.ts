@@ -51,7 +51,7 @@ export class TurnBatch<I, O> {
    */
   constructor(
     private readonly runMany: (inputs: readonly I[]) => Promise<readonly Settled<O>[]>,
-    private readonly itemsMax: number,
+    itemsMax: number,
     schedule: (callback: () => void) => void,
   ) {
     if (!Number.isSafeInteger(itemsMax) || itemsMax < 1) throw new RangeError(`itemsMax must be a positive integer, not ${itemsMax}`);
