@@ -597,7 +597,7 @@ describe("CellRequestHandler", () => {
     const store = new MemoryConversationStore();
     let epoch = 5;
     const warnings: string[] = [];
-    const { request, relayed, deliveries, published } = handlerHarness({ store, ring: { epoch: () => epoch }, warnings });
+    const { request, relayed, deliveries, published, fenced } = handlerHarness({ store, ring: { epoch: () => epoch }, warnings });
     const conversationId = await createGroup(request, ["bob"]);
     expect(await request(sendRequest(conversationId, "m1"))).toMatchObject({ type: "cell.stored", message: { seq: 1 } });
     expect(await request(appendRequest("bob", joinedEvent("first")))).toMatchObject({ type: "cell.appended", seq: 1 });
@@ -617,6 +617,8 @@ describe("CellRequestHandler", () => {
       });
     }
     expect(warnings.filter((line) => line.includes("was fenced"))).toHaveLength(stale.length);
+    // Each told the ownership view, whose watch then catches up with the later ring.
+    expect(fenced).toEqual([conversationId, conversationId, conversationId, "user:bob"].map((key) => `${key} under 4`));
     // Only the group's creation relayed rows, only m1 was published, only the first event delivered.
     expect(relayed).toHaveLength(1);
     expect(published.map((stored) => stored.message.body)).toEqual(["hi"]);

@@ -395,6 +395,7 @@ export class CellRequestHandler {
 
   private fenced(key: string, ringEpoch: number): Outcome {
     this.dependencies.logger.warn(`worker ${this.dependencies.workerId} was fenced on ${key}: written under an epoch after ${ringEpoch}`);
+    this.dependencies.ownership.fenced?.(key, ringEpoch);
     return { reply: cellErrorReply({ kind: "fenced", key, epoch: ringEpoch }) };
   }
 

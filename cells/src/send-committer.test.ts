@@ -100,6 +100,8 @@ function setup(options: Options = {}) {
   const sleeps: number[] = [];
   /** Each batch's size as the committer reported it to its metrics. */
   const batchSizes: number[] = [];
+  /** Each fenced write the committer told its ownership of: `<key> under <epoch>`. */
+  const fenced: string[] = [];
   const committer = new SendCommitter({
     workerId,
     metrics: { batchStarted: (sendCount) => void batchSizes.push(sendCount) },
@@ -107,6 +109,7 @@ function setup(options: Options = {}) {
     ownership: {
       snapshot: () => ({ ring: { ownerOf: (key: string) => ring.owners.get(key) ?? workerId }, ringEpoch: ring.epoch }),
       leaseHeld: () => ring.leaseHeld,
+      fenced: (key, epoch) => void fenced.push(`${key} under ${epoch}`),
     },
     publish:
       options.publish ??
@@ -186,6 +189,7 @@ function setup(options: Options = {}) {
     errorFields,
     sleeps,
     batchSizes,
+    fenced,
     committer,
     submit,
     replyOf,
@@ -676,7 +680,7 @@ describe("SendCommitter", () => {
   });
 
   it("maps each refusal of the store to its reply and publishes only the new messages", async () => {
-    const { store, submit, replyOf, group, published, ring, warnings } = setup();
+    const { store, submit, replyOf, group, published, ring, warnings, fenced } = setup();
     const [open, frozen, gone, ahead] = [await group(), await group(), await group(), newGroupId()];
     await store.memory.freeze({ kind: "conversation", id: frozen, toCellId: "b", epoch: 1 });
     await store.memory.freeze({ kind: "conversation", id: gone, toCellId: "b", epoch: 1 });
@@ -702,6 +706,8 @@ describe("SendCommitter", () => {
     expect(published.flat().map((stored) => stored.message.body)).toEqual(["first", "second"]);
     // A fenced worker is a stale owner: it says so, as the request handler does for its writes.
     expect(warnings).toEqual([expect.stringMatching(new RegExp(`${workerId} was fenced on ${ahead}.*epoch after ${ring.epoch}`))]);
+    // And its ownership hears of it, so that its ring's watch catches up.
+    expect(fenced).toEqual([`${ahead} under ${ring.epoch}`]);
   });
 
   it("publishes batches one after another in commit order, even when a publish is slow, without holding up the commits", async () => {

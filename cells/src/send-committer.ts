@@ -375,7 +375,11 @@ export class SendCommitter {
       }
     });
     // A stale owner says so, as the request handler does for its other writes (one line per batch).
-    if (fenced.size > 0) logger.warn(`worker ${workerId} was fenced on ${[...fenced].join(", ")}: written under an epoch after ${epoch}`);
+    const [firstFenced] = fenced;
+    if (firstFenced !== undefined) {
+      logger.warn(`worker ${workerId} was fenced on ${[...fenced].join(", ")}: written under an epoch after ${epoch}`);
+      ownership.fenced?.(firstFenced, epoch);
+    }
     if (stored.length > 0) this.publishInOrder(stored);
     return undefined;
   }

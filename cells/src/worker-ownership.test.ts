@@ -3,9 +3,13 @@ import type { MembershipSnapshot } from "@cellwire/cluster";
 import { WorkerOwnership } from "./worker-ownership.ts";
 
 /** A ring that gives every key to `ownerWorkerId` (none when undefined), at `epoch`. */
-function ringOf(ownerWorkerId: string | undefined, epoch: number): { snapshot: MembershipSnapshot } {
+function ringOf(
+  ownerWorkerId: string | undefined,
+  epoch: number,
+): { snapshot: MembershipSnapshot; suspectStale: (reason: string) => void; readonly suspicions: string[] } {
   const snapshot = { ring: { ownerOf: () => ownerWorkerId }, ringEpoch: epoch } as unknown as MembershipSnapshot;
-  return { snapshot };
+  const suspicions: string[] = [];
+  return { snapshot, suspectStale: (reason) => void suspicions.push(reason), suspicions };
 }
 
 describe("WorkerOwnership", () => {
@@ -41,5 +45,12 @@ describe("WorkerOwnership", () => {
     ring.snapshot = ringOf("w2", 4).snapshot;
     expect(snapshot().ringEpoch).toBe(4);
     expect(owns("k")).toBe(false);
+  });
+
+  it("asks its ring's watch to catch up when a write was fenced, naming the key and the epoch", () => {
+    const ring = ringOf("w1", 3);
+    const { fenced } = new WorkerOwnership("w1", ring);
+    fenced("conversation-1", 3);
+    expect(ring.suspicions).toEqual(["a write of conversation-1 under epoch 3 was fenced"]);
   });
 });

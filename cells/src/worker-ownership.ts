@@ -17,10 +17,16 @@ export type OwnershipView = {
   readonly snapshot: () => OwnershipSnapshot;
   /** False once this worker failed to renew its lease in time. */
   readonly leaseHeld: () => boolean;
+  /**
+   * The store refused a write of `key` under `ringEpoch` as fenced: a later ring exists that this worker
+   * has not seen, and its watch is asked to catch up (MembershipWatcher.suspectStale). Absent where no
+   * watch feeds the ring (unit tests, the simulation).
+   */
+  readonly fenced?: (key: string, ringEpoch: number) => void;
 };
 
-/** What WorkerOwnership reads the ring from: the cell's membership watcher. */
-export type RingSource = { readonly snapshot: MembershipSnapshot };
+/** What WorkerOwnership reads the ring from, and tells when a fenced write shows it behind: the cell's membership watcher. */
+export type RingSource = { readonly snapshot: MembershipSnapshot; readonly suspectStale: (reason: string) => void };
 
 export class WorkerOwnership implements OwnershipView {
   private holder: Pick<LeaseHolder, "holds"> | undefined;
@@ -49,6 +55,9 @@ export class WorkerOwnership implements OwnershipView {
 
   /** The current ring and its epoch, read afresh at each check: a write carries the epoch of this moment. */
   readonly snapshot = (): MembershipSnapshot => this.ring.snapshot;
+
+  readonly fenced = (key: string, ringEpoch: number): void =>
+    this.ring.suspectStale(`a write of ${key} under epoch ${ringEpoch} was fenced`);
 
   /** Strictly the owner: with an empty ring (own lease not seen yet) nothing is owned. */
   readonly owns = (key: string): boolean => this.leaseHeld() && this.ring.snapshot.ring.ownerOf(key) === this.workerId;

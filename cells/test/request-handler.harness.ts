@@ -81,6 +81,8 @@ export type HandlerHarness = {
   readonly membersChanged: string[];
   /** What happened, in order: `reply <type>`, `relay <conversation>`, `members changed <conversation>`. */
   readonly events: string[];
+  /** Each write the store fenced, as the handler and its committer told the ownership view: `<key> under <epoch>`. */
+  readonly fenced: string[];
   /** Sends one request (or raw text) and resolves with its one reply once the request and its after-reply work are done. */
   readonly request: (request: CellRequest | string) => Promise<CellReply>;
   /** Sends a cell.sendBatch and resolves with its replies (answered once). */
@@ -100,9 +102,11 @@ export function handlerHarness(options: HandlerHarnessOptions = {}): HandlerHarn
   const logger =
     options.logger ?? (warnings === undefined ? silentLogger : { ...silentLogger, warn: (line: string) => void warnings.push(line) });
   const store = options.store ?? new MemoryConversationStore();
+  const fenced: string[] = [];
   const ownership: OwnershipView = {
     snapshot: () => ({ ring: { ownerOf: ring.ownerOf ?? (() => workerId) }, ringEpoch: ring.epoch?.() ?? 1 }),
     leaseHeld: ring.leaseHeld ?? (() => true),
+    fenced: (key, epoch) => void fenced.push(`${key} under ${epoch}`),
   };
   const monotonicNowMs = options.monotonicNowMs ?? (() => performance.now());
   const sends = testSendCommitter({ workerId, store, ownership, published, logger, monotonicNowMs, limits: options.sendLimits ?? {} });
@@ -157,5 +161,5 @@ export function handlerHarness(options: HandlerHarnessOptions = {}): HandlerHarn
     expect(answers).toHaveLength(1);
     return answer;
   };
-  return { handler, store, sends, queue, deliveries, published, relayed, membersChanged, events, request, sendBatch };
+  return { handler, store, sends, queue, deliveries, published, relayed, membersChanged, events, fenced, request, sendBatch };
 }

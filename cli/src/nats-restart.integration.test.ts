@@ -2,7 +2,8 @@
 // 0025). The topology runs on a private nats-server of this test's (never the machine's), killed with
 // SIGKILL and started again on the same port and JetStream store. Real clients send over WebSockets to
 // the edge, which stays up: the sends made during the outage wait, and are acked once NATS is back. The
-// largest gap between two acks is at most the outage plus 1 s, and the history checker finds nothing.
+// largest gap between two acks is at most the outage plus 1 s, no worker deletes another's lease over the
+// outage, and the history checker finds nothing.
 import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import { connectNats, requestJson, type ServiceLogger } from "@cellwire/cluster";
 import { cellReply } from "@cellwire/protocol";
@@ -104,6 +105,11 @@ it("acks every paced send across a ~2 s NATS restart, with no gap between acks l
     `nats restart: NATS was away ${measuredOutageMs.toFixed(0)} ms; ${sendCount} paced sends all acked; the largest gap between acks ${largestGapMs.toFixed(0)} ms, the longest send ${Math.max(...latenciesMs).toFixed(0)} ms; ${run.retries} app-level retries\n`,
   );
   expect(largestGapMs).toBeLessThanOrEqual(measuredOutageMs + gapAllowanceMs);
+  // No worker took the outage for its twin's death: leases count from each watcher's reconnect, and each
+  // holder renews at its own, so the ring (and every key's owner) stayed as it was (docs/decisions/0041).
+  // Seen before: the first worker back deleted the other's lease within 10 ms of its reconnect, and the
+  // other, whose watch had not caught up, was fenced on its own conversation for 12 s.
+  expect(topology.output.filter((line) => line.includes("expired; deleted it"))).toEqual([]);
   // Nor does any one send wait much past the outage: none waits out an attempt's timeout (3 s) for a
   // request NATS lost (seen before: every send made during the outage took 3.0-3.1 s).
   expect(Math.max(...latenciesMs)).toBeLessThanOrEqual(measuredOutageMs + gapAllowanceMs);

@@ -15,14 +15,8 @@ import {
   type WorkerLease,
 } from "@cellwire/protocol";
 import { CellRouter } from "./cell-router.ts";
-import {
-  LeaseHolder,
-  MembershipWatcher,
-  destroyMembershipBucket,
-  openMembershipBucket,
-  systemClock,
-  type LeaseBucket,
-} from "./membership.ts";
+import { LeaseHolder, type LeaseBucket } from "./lease-holder.ts";
+import { MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock } from "./membership.ts";
 import { decodeMessage, encodeJson } from "./nats-json.ts";
 import { Ring } from "./ring.ts";
 import { startRouter } from "./start-router.ts";

@@ -56,6 +56,7 @@ export class CellRouter {
   /** Attempts in flight per cell: the idle sweep leaves their watchers running. */
   private readonly requestsInFlight = new Map<string, number>();
   private idleSweeper: ReturnType<typeof setInterval> | undefined;
+  private stopped = false;
   private readonly stopSharedListeners: Array<() => void> = [];
   private readonly ringListeners = new Set<(cellId: string) => void>();
   /** Sends to one worker within one event-loop turn travel in one NATS request (docs/decisions/0009). */
@@ -83,6 +84,27 @@ export class CellRouter {
       this.idleSweeper = setInterval(() => this.stopIdleWatchers(watchIdleMs), Math.max(1, Math.floor(watchIdleMs / 2)));
       this.idleSweeper.unref();
     }
+    this.followConnection();
+  }
+
+  /**
+   * Tells this router's own watchers when the NATS connection drops and comes back (see
+   * MembershipWatcher.connectionLost); shared watchers are told by their owner. One loop for all of them,
+   * which ends with the connection, or at the first status after stop().
+   */
+  private followConnection(): void {
+    void (async () => {
+      for await (const status of this.connection.status()) {
+        if (this.stopped) break;
+        if (status.type !== "disconnect" && status.type !== "reconnect") continue;
+        for (const pending of this.watchers.values()) {
+          pending.then(
+            (watcher) => (status.type === "disconnect" ? watcher.connectionLost() : watcher.connectionRestored()),
+            () => undefined,
+          );
+        }
+      }
+    })();
   }
 
   /**
@@ -186,6 +208,7 @@ export class CellRouter {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.idleSweeper !== undefined) clearInterval(this.idleSweeper);
     for (const stopListening of this.stopSharedListeners.splice(0)) stopListening();
     for (const cellId of [...this.watchers.keys()]) this.dropWatcher(cellId);

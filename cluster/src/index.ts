@@ -13,6 +13,7 @@ export * from "./ring.ts";
 export * from "./membership-view.ts";
 export * from "./log-lines.ts";
 export * from "./membership.ts";
+export * from "./lease-holder.ts";
 export * from "./cell-buckets.ts";
 // The pure core of the membership watch and of a lease, for the simulation (sim/), which drives the same code.
 export { LeaseTerm, MembershipCore, leaseExpiryCheckIntervalMs, type MembershipWatchEntry } from "./membership-core.ts";

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { WorkerLease } from "@cellwire/protocol";
-import { LeaseHolder, systemClock, type LeaseBucket } from "./membership.ts";
+import { LeaseHolder, type LeaseBucket } from "./lease-holder.ts";
+import { systemClock } from "./membership.ts";
 
 const lease: WorkerLease = { workerId: "a-1", cellId: "a", subject: "cw.a.a-1", startedAtMs: 0, leaseMs: 1000 };
 const logger = { info: () => undefined, warn: () => undefined };

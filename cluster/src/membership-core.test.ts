@@ -1,7 +1,8 @@
 // The watcher's decisions without NATS: the replay publishes one ring once caught up, with an epoch no
 // lower than any revision read; afterwards only member changes publish; malformed leases are flagged;
 // replayed leases are dated by the server's clock; an expired lease is handed out for deletion once at a
-// time; a lease term runs from the start of its last acknowledged renewal.
+// time, and none while the watcher's connection is down (each counted from the reconnect); a lease term
+// runs from the start of its last acknowledged renewal.
 import { describe, expect, it } from "vitest";
 import type { WorkerLease } from "@cellwire/protocol";
 import {
@@ -111,6 +112,32 @@ describe("MembershipCore", () => {
     expect(core.beginExpiredDeletes(leaseMs + 2)).toEqual([]);
     core.endDelete("a-1");
     expect(core.beginExpiredDeletes(leaseMs + 3)).toEqual([{ workerId: "a-1", revision: 7 }]);
+  });
+
+  it("judges no lease expired while its connection is down, and counts every lease from the reconnect", () => {
+    const core = new MembershipCore("a");
+    core.endReplay();
+    core.applyEntry(put("a-1", 7), 0, 0);
+    core.applyEntry(put("a-2", 8), 1000, 0);
+    core.connectionLost();
+    expect(core.beginExpiredDeletes(5 * leaseMs)).toEqual([]);
+    const reconnectedAtMs = 5 * leaseMs + 100;
+    core.connectionRestored(reconnectedAtMs);
+    expect(core.beginExpiredDeletes(reconnectedAtMs + leaseMs)).toEqual([]);
+    // a-2 renewed after the reconnect: its lease counts from the renewal, a-1's from the reconnect.
+    core.applyEntry(put("a-2", 9), reconnectedAtMs + 500, 0);
+    expect(core.beginExpiredDeletes(reconnectedAtMs + leaseMs + 1)).toEqual([{ workerId: "a-1", revision: 7 }]);
+    expect(core.beginExpiredDeletes(reconnectedAtMs + 500 + leaseMs + 1)).toEqual([{ workerId: "a-2", revision: 9 }]);
+  });
+
+  it("never dates a lease earlier at a reconnect: one renewed later than it counts from its renewal", () => {
+    const core = new MembershipCore("a");
+    core.endReplay();
+    core.applyEntry(put("a-1", 7), 2000, 0);
+    core.connectionLost();
+    core.connectionRestored(1000);
+    expect(core.beginExpiredDeletes(2000 + leaseMs)).toEqual([]);
+    expect(core.beginExpiredDeletes(2000 + leaseMs + 1)).toEqual([{ workerId: "a-1", revision: 7 }]);
   });
 });
 

@@ -68,6 +68,8 @@ export class MembershipCore {
   private catchingUp = false;
   /** Workers whose expired lease this watcher is deleting now (at most one delete in flight per lease). */
   private readonly deleting = new Set<string>();
+  /** True while this watcher's NATS connection is down: no lease is judged expired meanwhile. */
+  private disconnected = false;
 
   constructor(readonly cellId: string) {}
 
@@ -141,11 +143,33 @@ export class MembershipCore {
   }
 
   /**
+   * This watcher's NATS connection dropped. Until it is back no holder that renews through the same
+   * servers can renew, so their silence says nothing about them: no lease expires here meanwhile.
+   */
+  connectionLost(): void {
+    this.disconnected = true;
+  }
+
+  /**
+   * The connection is back at `monotonicNowMs`: every lease counts from now, so holders get a whole lease
+   * to renew through the servers that just came back (as ZooKeeper restarts its session timeouts when a
+   * new leader takes over). Deleting them at once would move every key of the cell to whichever worker
+   * reconnected first, and back again at the others' next renewal: two ring changes, and writes fenced
+   * in between, for an outage that no worker caused.
+   */
+  connectionRestored(monotonicNowMs: number): void {
+    this.disconnected = false;
+    this.view.restartLeaseClocks(monotonicNowMs);
+  }
+
+  /**
    * The expired leases to delete now (compare-and-set on the returned revision), leaving out those whose
-   * delete is still in flight; each MUST be followed by `endDelete` once its delete settled.
+   * delete is still in flight; each MUST be followed by `endDelete` once its delete settled. None while
+   * the connection is down (see connectionLost).
    */
   beginExpiredDeletes(monotonicNowMs: number): ExpiredMember[] {
     const toDelete: ExpiredMember[] = [];
+    if (this.disconnected) return toDelete;
     for (const expired of this.view.expired(monotonicNowMs)) {
       if (this.deleting.has(expired.workerId)) continue;
       this.deleting.add(expired.workerId);

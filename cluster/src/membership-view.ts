@@ -62,6 +62,16 @@ export class MembershipView {
     if (revision > this.epochValue) this.epochValue = revision;
   }
 
+  /**
+   * Counts every member's lease from `nowMs` at the latest: this watcher was cut off from NATS until then,
+   * and so was every holder that renews through the same servers. Only ever later, never earlier.
+   */
+  restartLeaseClocks(nowMs: number): void {
+    for (const [workerId, member] of this.entries) {
+      if (member.lastSeenAtMs < nowMs) this.entries.set(workerId, { ...member, lastSeenAtMs: nowMs });
+    }
+  }
+
   isExpired(member: LiveMember, nowMs: number): boolean {
     return nowMs - member.lastSeenAtMs > member.lease.leaseMs;
   }

@@ -5,14 +5,8 @@ import { randomBytes } from "node:crypto";
 import type { KV, KvWatchEntry, KvWatchOptions } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { leaseKey, workerSubject, type WorkerLease } from "@cellwire/protocol";
-import {
-  LeaseHolder,
-  MembershipWatcher,
-  destroyMembershipBucket,
-  openMembershipBucket,
-  systemClock,
-  type WatchedBucket,
-} from "./membership.ts";
+import { LeaseHolder } from "./lease-holder.ts";
+import { MembershipWatcher, destroyMembershipBucket, openMembershipBucket, systemClock, type WatchedBucket } from "./membership.ts";
 import { encodeJson } from "./nats-json.ts";
 import { connectNats } from "./service-runtime.ts";
 import type { ServiceLogger } from "./service-logger.ts";
@@ -23,6 +17,8 @@ const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`
 const cellId = "a";
 /** The cell of the stall test, in a bucket of its own so that the leases above do not mix in. */
 const stallCellId = "s";
+/** The cell of the test of a watch that misses one key while it delivers the others. */
+const behindCellId = "h";
 const leaseMs = 600;
 const heartbeatIntervalMs = 100;
 /** A heartbeat that never comes within the test: the holder writes its lease once and then goes quiet. */
@@ -91,6 +87,7 @@ afterAll(async () => {
   if (connection !== undefined) {
     await destroyMembershipBucket(connection, namespace, cellId).catch(() => undefined);
     await destroyMembershipBucket(connection, namespace, stallCellId).catch(() => undefined);
+    await destroyMembershipBucket(connection, namespace, behindCellId).catch(() => undefined);
     await connection.drain();
   }
 });
@@ -160,6 +157,7 @@ type WatchIterator = Awaited<ReturnType<KV["watch"]>>;
 class FreezableWatch implements WatchIterator {
   lastDeliveredRevision = 0;
   private frozen = false;
+  private readonly hiddenKeys = new Set<string>();
 
   constructor(private readonly inner: WatchIterator) {}
 
@@ -167,9 +165,14 @@ class FreezableWatch implements WatchIterator {
     this.frozen = true;
   }
 
+  /** Swallows the entries of `key` from now on and hands over the others: a watch that is lively, and behind. */
+  hide(key: string): void {
+    this.hiddenKeys.add(key);
+  }
+
   async *[Symbol.asyncIterator](): AsyncGenerator<KvWatchEntry> {
     for await (const entry of this.inner) {
-      if (this.frozen) continue;
+      if (this.frozen || this.hiddenKeys.has(entry.key)) continue;
       this.lastDeliveredRevision = entry.revision;
       yield entry;
     }
@@ -291,5 +294,91 @@ describe("a membership watch that stalls", () => {
     expect(stalled.snapshot.ringEpoch).toBe(caughtUp.ringEpoch);
     expect(members(reference)).toBe("s-1,s-2");
     expect(watchCalls).toHaveLength(2);
+  });
+});
+
+describe("a membership watch that is behind while it delivers", () => {
+  it("is not taken for a stalled one, and is replaced at once when its process learns it is behind", async () => {
+    const real = await openMembershipBucket(required(connection, "nats"), namespace, behindCellId, leaseMs);
+    const watchCalls: KvWatchOptions[] = [];
+    let firstWatch: FreezableWatch | undefined;
+    const seam: WatchedBucket = {
+      status: () => real.status(),
+      get: (key, options) => real.get(key, options),
+      delete: (key, options) => real.delete(key, options),
+      watch: async (options) => {
+        watchCalls.push(options ?? {});
+        const watch = new FreezableWatch(await real.watch(options));
+        firstWatch ??= watch;
+        return watch;
+      },
+    };
+    const warnings: string[] = [];
+    const stallCheckIntervalMs = 200;
+    const behind = new MembershipWatcher(
+      seam,
+      behindCellId,
+      50,
+      systemClock,
+      { info: () => undefined, warn: (message) => warnings.push(message) },
+      2000,
+      stallCheckIntervalMs,
+    );
+    watchers.push(behind);
+    await behind.start();
+    await behind.ready;
+    const reference = new MembershipWatcher(real, behindCellId, 50, systemClock, logger);
+    watchers.push(reference);
+    await reference.start();
+    await reference.ready;
+    const lease = (workerId: string): WorkerLease => ({
+      workerId,
+      cellId: behindCellId,
+      subject: workerSubject(namespace, behindCellId, workerId),
+      startedAtMs: Date.now(),
+      leaseMs,
+    });
+    const renewals = async (workerId: string, count: number): Promise<void> => {
+      const from = (await real.get(leaseKey(workerId)))?.revision ?? 0;
+      // Every renewal of the cell takes a revision, so this waits for at least `count` of this holder's.
+      await waitFor(`${count} renewals of ${workerId}`, async () =>
+        ((await real.get(leaseKey(workerId)))?.revision ?? 0) >= from + 2 * count ? true : undefined,
+      );
+    };
+    const first = new LeaseHolder(real, lease("h-1"), heartbeatIntervalMs, systemClock, logger);
+    holders.push(first);
+    await first.start();
+    await agreedEpoch([behind, reference], "h-1");
+
+    // The watch misses h-2's join and every renewal of it (as one whose consumer a NATS restart left
+    // behind), while h-1's renewals keep it lively.
+    required(firstWatch, "first watch").hide(leaseKey("h-2"));
+    const second = new LeaseHolder(real, lease("h-2"), heartbeatIntervalMs, systemClock, logger);
+    holders.push(second);
+    await second.start();
+    await agreedEpoch([reference], "h-1,h-2");
+    // More than a lease and several stall checks later: a watch that delivers within the quiet limit is
+    // never asked about, so nothing but its process can tell that it is behind.
+    await renewals("h-1", leaseMs / heartbeatIntervalMs + 4);
+    expect(members(behind)).toBe("h-1");
+    expect(watchCalls).toHaveLength(1);
+
+    // Its worker's write is fenced: the watcher watches again from its last applied revision + 1, at once.
+    behind.suspectStale("a write was fenced");
+    const caughtUp = await waitFor("the ring of h-1,h-2", () => (members(behind) === "h-1,h-2" ? behind.snapshot : undefined));
+    // A catch-up names the ring by the last revision it read: never lower than the join's epoch.
+    expect(caughtUp.ringEpoch).toBeGreaterThanOrEqual(reference.snapshot.ringEpoch);
+    expect(watchCalls).toHaveLength(2);
+    expect(watchCalls[1]?.resumeFromRevision).toBeGreaterThan(1);
+    expect(warnings).toEqual([expect.stringContaining("is behind the cell: a write was fenced; watching again from revision")]);
+
+    // Suspicions in a burst (every fenced write of a batch) cost one more watch per stall check interval, not one each.
+    behind.suspectStale("a write was fenced");
+    behind.suspectStale("a write was fenced");
+    behind.suspectStale("a write was fenced");
+    await waitFor("a third watch", () => (watchCalls.length >= 3 ? true : undefined));
+    await renewals("h-1", 5);
+    expect(watchCalls).toHaveLength(3);
+    expect(members(behind)).toBe("h-1,h-2");
   });
 });

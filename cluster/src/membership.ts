@@ -2,9 +2,8 @@
 // heartbeated leases; edges and workers watch the bucket and recompute the ring.
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { leaseKey, membershipBucket, type WorkerLease } from "@cellwire/protocol";
-import { LeaseTerm, MembershipCore, watchQuiet, watchStalled, type MembershipSnapshot } from "./membership-core.ts";
-import { encodeJson } from "./nats-json.ts";
+import { membershipBucket } from "@cellwire/protocol";
+import { MembershipCore, watchQuiet, watchStalled, type MembershipSnapshot } from "./membership-core.ts";
 import { sleep } from "./sleep.ts";
 import { UnavailableError } from "./errors.ts";
 import type { Logger } from "./log-lines.ts";
@@ -114,100 +113,6 @@ export async function destroyMembershipBucket(connection: NatsConnection, namesp
   await kv.destroy();
 }
 
-/** What a LeaseHolder uses of a KV bucket: narrow, so that a test can hold a renewal in flight. */
-export type LeaseBucket = Pick<KV, "put" | "delete">;
-
-/** Holds one worker's lease: writes it, then every heartbeatIntervalMs; deletes it on stop. renewalEnded MUST NOT wait. */
-export class LeaseHolder {
-  private timer: ReturnType<typeof setInterval> | undefined;
-  private readonly term: LeaseTerm;
-  /** Every renewal not yet settled, the ones no longer waited for included: stop() waits for them all. */
-  private readonly renewals = new Set<Promise<void>>();
-  /** The renewal the ticks wait for, while it is younger than renewalWaitMs; later ones are started anyway. */
-  private current: { readonly startedAtMs: number; readonly renewal: Promise<void> } | undefined;
-
-  constructor(
-    private readonly bucket: LeaseBucket,
-    private readonly lease: WorkerLease,
-    private readonly heartbeatIntervalMs: number,
-    private readonly clock: Clock,
-    private readonly logger: Logger,
-    private readonly renewalEnded: (outcome: "renewed" | "failed") => void = () => {},
-  ) {
-    this.term = new LeaseTerm(lease.leaseMs);
-  }
-
-  async start(): Promise<void> {
-    await this.renew();
-    this.timer = setInterval(() => this.renewQuietly(), this.heartbeatIntervalMs);
-  }
-
-  /** True while the last successful renewal is younger than the lease: a worker serves only then. */
-  holds(): boolean {
-    return this.term.holds(this.clock.monotonicNowMs());
-  }
-
-  /**
-   * The NATS connection is back after an outage: renews at once, without waiting for the next tick nor for
-   * a renewal sent before or during the outage, whose reply may never come (seen: a put buffered across a
-   * nats-server restart timed out after JetStream's 5 s, and the worker refused every request meanwhile
-   * since its lease had lapsed; docs/decisions/0025).
-   */
-  connectionRestored(): void {
-    if (this.timer === undefined) return;
-    this.current = undefined;
-    this.renewQuietly();
-  }
-
-  async stop(): Promise<void> {
-    if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = undefined;
-    // A renewal still in flight would put the lease back after the delete; a holder may stop and start
-    // again (a worker that gives up its lease while its database is away), so they all land first.
-    await Promise.all([...this.renewals]);
-    try {
-      await this.bucket.delete(leaseKey(this.lease.workerId));
-    } catch (error) {
-      this.logger.warn(`could not delete lease of ${this.lease.workerId}: ${String(error)}`);
-    }
-  }
-
-  private async renew(): Promise<void> {
-    const startedAtMs = this.clock.monotonicNowMs();
-    await this.bucket.put(leaseKey(this.lease.workerId), encodeJson(this.lease));
-    this.term.renewed(startedAtMs);
-    this.renewalEnded("renewed");
-  }
-
-  /**
-   * One renewal at a time while renewals answer; one that has not answered within half a lease is no
-   * longer waited for (the next tick sends another, so a lost request costs half a lease, not the
-   * client's timeout), with at most renewalsInFlightMax unanswered at once.
-   */
-  private renewQuietly(): void {
-    const nowMs = this.clock.monotonicNowMs();
-    if (this.current !== undefined && nowMs - this.current.startedAtMs < this.lease.leaseMs / 2) return;
-    if (this.renewals.size >= renewalsInFlightMax) return;
-    const renewal: Promise<void> = this.renew().then(
-      () => undefined,
-      (error: unknown) => {
-        this.renewalEnded("failed");
-        this.logger.warn(`lease renewal of ${this.lease.workerId} failed: ${String(error)}`);
-      },
-    );
-    const current = { startedAtMs: nowMs, renewal };
-    this.current = current;
-    this.renewals.add(renewal);
-    void renewal.finally(() => {
-      this.renewals.delete(renewal);
-      if (this.current === current) this.current = undefined;
-    });
-  }
-}
-
-/** Lease renewals unanswered at once, at most (each ends at the NATS client's request timeout). */
-const renewalsInFlightMax = 4;
-
 /** What a MembershipWatcher uses of a KV bucket: narrow, so that a test can make its watch stall. */
 export type WatchedBucket = Pick<KV, "status" | "watch" | "get" | "delete">;
 type WatchIterator = Awaited<ReturnType<KV["watch"]>>;
@@ -243,6 +148,9 @@ export class MembershipWatcher {
   private lastEntryAtMs = 0;
   /** At most one stall check (and so one re-watch) in flight. */
   private checkingStall = false;
+  /** Why this watcher's ring is known or likely to be behind the bucket, until a re-watch succeeds (see suspectStale). */
+  private staleSuspected: string | undefined;
+  private lastSuspectedRewatchAtMs = Number.NEGATIVE_INFINITY;
   private resolveReady: () => void = () => {};
   readonly ready: Promise<void>;
 
@@ -356,9 +264,48 @@ export class MembershipWatcher {
     })().catch((error: unknown) => this.logger.warn(`membership watch of cell ${this.cellId} ended: ${String(error)}`));
   }
 
-  /** Watches again from the last applied revision + 1 when the current watch has stalled (see watchStalled). */
+  /**
+   * The NATS connection dropped: leases stop expiring here until it is back (MembershipCore.connectionLost).
+   * The watch itself is left alone: nats.js resubscribes it, and the stall check judges it once it is back.
+   */
+  connectionLost(): void {
+    this.core.connectionLost();
+  }
+
+  /**
+   * The NATS connection is back. Every lease counts from now (MembershipCore.connectionRestored), and so
+   * does the watch's silence: every holder renews at its reconnect, so a live watch delivers within a
+   * lease, while a stall check sent now, with JetStream still recovering, could wait out its deadline for
+   * a reply the restart lost.
+   */
+  connectionRestored(): void {
+    const nowMs = this.clock.monotonicNowMs();
+    this.core.connectionRestored(nowMs);
+    this.lastEntryAtMs = Math.max(this.lastEntryAtMs, nowMs);
+  }
+
+  /**
+   * This process learnt that its ring is behind the bucket: the database refused a write as fenced, so a
+   * later ring exists that this watch has not delivered. It watches again from the last applied revision
+   * + 1 at once, without asking the bucket first, at most once per stall check interval; one that fails is
+   * tried again by the next stall check. (A watch whose consumer a NATS restart left stalled behind a lost
+   * flow-control reply stays silent until the server's next 30 s heartbeat; nothing else tells the worker.)
+   */
+  suspectStale(reason: string): void {
+    this.staleSuspected ??= reason;
+    void this.checkStall();
+  }
+
+  /**
+   * Watches again from the last applied revision + 1 when the current watch has stalled (see watchStalled),
+   * or is suspected stale (suspectStale).
+   */
   private async checkStall(): Promise<void> {
     if (this.stopped || this.checkingStall) return;
+    if (this.staleSuspected !== undefined) {
+      await this.rewatchSuspected(this.staleSuspected);
+      return;
+    }
     // A watch that delivered within the quiet limit has not stalled: asking the bucket would only cost a
     // JetStream API call (STREAM.INFO), its reply and an audit advisory per watcher and check.
     const quietLimitMs = this.core.longestLeaseMs ?? this.stallCheckIntervalMs;
@@ -384,28 +331,40 @@ export class MembershipWatcher {
         bucketLastRevision,
       };
       if (this.stopped || !watchStalled(progress)) return;
-      await this.rewatch(progress.monotonicNowMs - progress.lastEntryAtMs, bucketLastRevision);
+      const quietForMs = progress.monotonicNowMs - progress.lastEntryAtMs;
+      await this.rewatch(`delivered nothing for ${Math.round(quietForMs)} ms while the bucket reached revision ${bucketLastRevision}`);
     } finally {
       this.checkingStall = false;
     }
   }
 
-  private async rewatch(quietForMs: number, bucketLastRevision: number): Promise<void> {
+  private async rewatchSuspected(reason: string): Promise<void> {
+    const nowMs = this.clock.monotonicNowMs();
+    if (nowMs - this.lastSuspectedRewatchAtMs < this.stallCheckIntervalMs) return;
+    this.lastSuspectedRewatchAtMs = nowMs;
+    this.checkingStall = true;
+    try {
+      if (await this.rewatch(`is behind the cell: ${reason}`)) this.staleSuspected = undefined;
+    } finally {
+      this.checkingStall = false;
+    }
+  }
+
+  /** True once a new watch from the last applied revision + 1 replaced the current one. */
+  private async rewatch(why: string): Promise<boolean> {
     const resumeFromRevision = this.lastAppliedRevision + 1;
-    this.logger.warn(
-      `membership watch of cell ${this.cellId} delivered nothing for ${Math.round(quietForMs)} ms while the bucket reached revision ${bucketLastRevision}; watching again from revision ${resumeFromRevision}`,
-    );
+    this.logger.warn(`membership watch of cell ${this.cellId} ${why}; watching again from revision ${resumeFromRevision}`);
     let iterator: WatchIterator;
     // The new watch is set up before the old one stops, so a failure here leaves the old one running.
     try {
       iterator = await this.watchWithDeadline({ key: "worker.>", resumeFromRevision });
     } catch (error) {
       this.logger.warn(`could not watch the membership of cell ${this.cellId} again: ${String(error)}`);
-      return;
+      return false;
     }
     if (this.stopped) {
       iterator.stop();
-      return;
+      return false;
     }
     this.watchGeneration += 1;
     const stopPrevious = this.stopWatching;
@@ -414,6 +373,7 @@ export class MembershipWatcher {
     this.lastEntryAtMs = this.clock.monotonicNowMs();
     this.core.beginCatchUp();
     this.consume(iterator, this.watchGeneration, true);
+    return true;
   }
 
   /** A watch of the bucket, or a rejection past watchSetupDeadlineMs; a watch set up after that is stopped unused. */
