@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DirectoryCache, routerDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
+import { DirectoryCache, directoryCacheKey, routerDefaults, RemoteError, UnavailableError } from "@cellwire/cluster";
 import { mailboxEventId, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { MailboxAppender } from "./mailbox-appender.ts";
 import { joinedEvent } from "../test/store-contract.ts";
@@ -126,7 +126,7 @@ describe("MailboxAppender", () => {
     expect(await appender.append(entry("bob"))).toBe(9);
     expect(sent.map(([cellId]) => cellId)).toEqual(["b", "d", "d"]);
     expect(resolved).toEqual(["bob"]);
-    expect(homeCells.peek("user:bob")).toMatchObject({ cellId: "d", epoch: 2 });
+    expect(homeCells.peek(directoryCacheKey("user", "bob"))).toMatchObject({ cellId: "d", epoch: 2 });
   });
 
   it("keeps a newer home learnt from directory.changed when the held one answers a stale cell.moved", async () => {

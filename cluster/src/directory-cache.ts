@@ -7,9 +7,13 @@ import type { DirectoryEntry, DirectoryEntryKind } from "@cellwire/protocol";
 import { BoundedCache } from "./bounded-cache.ts";
 import { ConcurrencyLimiter } from "./concurrency-limiter.ts";
 
-/** The cache key of a user's or a conversation's entry. */
+/**
+ * The cache key of a user's or a conversation's entry: a user's is its id itself, which the edge's session
+ * already holds, so a cached user costs no second string (a user id has no ':' (userIdPattern), so no
+ * conversation's key can collide with it); a conversation's is prefixed.
+ */
 export function directoryCacheKey(kind: DirectoryEntryKind, id: string): string {
-  return `${kind}:${id}`;
+  return kind === "user" ? id : `${kind}:${id}`;
 }
 
 export type EntryFetcher = (key: string) => Promise<DirectoryEntry | undefined>;
@@ -99,7 +103,9 @@ export class DirectoryCache {
   remember(key: string, entry: DirectoryEntry): void {
     const cached = this.cache.get(key);
     if (cached !== undefined && cached.epoch > entry.epoch) return;
-    this.cache.set(key, entry);
+    // A user's entry keeps the key's string as its id rather than the one decoded from the directory's
+    // reply: one string per cached user, not two (about 40 bytes per session at the edge).
+    this.cache.set(key, entry.kind === "user" && entry.id === key ? { ...entry, id: key } : entry);
   }
 
   forget(key: string): void {
