@@ -80,6 +80,16 @@ export class SimulatedWatcher {
     if (this.watchId !== undefined) this.world.bucket.unwatch(this.watchId);
   }
 
+  /** MembershipWatcher.connectionLost: the process noticed its NATS connection drop. */
+  connectionLost(): void {
+    this.core.connectionLost();
+  }
+
+  /** MembershipWatcher.connectionRestored: every lease counts from now. */
+  connectionRestored(): void {
+    this.core.connectionRestored(this.process.monotonicNowMs());
+  }
+
   private onEntry(entry: MembershipWatchEntry): void {
     if (this.stopped) return;
     const outcome = this.core.applyEntry(entry, this.process.monotonicNowMs(), this.process.wallNowMs());

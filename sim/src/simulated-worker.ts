@@ -123,6 +123,23 @@ export class SimulatedWorker extends SimulatedProcess {
     this.becomeDown();
   }
 
+  /** Its NATS client noticed the connection drop (worker-lease.ts): its watcher judges no lease meanwhile. */
+  connectionLost(): void {
+    this.deliver(this.incarnation, () => {
+      this.note("NATS connection lost");
+      this.watcher?.connectionLost();
+    });
+  }
+
+  /** The connection is back (worker-lease.ts): leases count from now, and the lease is renewed at once. */
+  connectionRestored(): void {
+    this.deliver(this.incarnation, () => {
+      this.note("NATS connection restored");
+      this.watcher?.connectionRestored();
+      this.renewQuietly();
+    });
+  }
+
   /** A graceful stop (SIGTERM). */
   leave(): void {
     // startWorker() resolves, and so stop() can be called, only once the first renewal succeeded.

@@ -66,12 +66,17 @@ describe("simulation of a cell's membership, ownership and fencing", () => {
   });
 
   it("reports a liveness failure when the ring cannot be agreed on within the deadline", () => {
-    // Seed 3 needs seconds after healing (workers to restart, leases to expire): half of that is too short.
-    const healthy = runSimulation({ seed: 3 });
+    // A run that needs seconds after healing (workers to restart, leases to expire): half of that is too
+    // short. The first such seed is searched for, since any change to what the faults draw moves them.
+    let healthy: SimulationResult | undefined;
+    for (let seed = 1; seed <= plantedBugSeedsMax && healthy === undefined; seed++) {
+      const run = runSimulation({ seed });
+      if ((run.liveness.convergedAfterMs ?? 0) > 1000) healthy = run;
+    }
+    if (healthy === undefined) throw new Error(`no seed in 1..${plantedBugSeedsMax} needed more than 1 s to agree after healing`);
     const neededMs = healthy.liveness.convergedAfterMs ?? 0;
-    expect(neededMs).toBeGreaterThan(1000);
     const deadlineMs = Math.floor(neededMs / 2);
-    const result = runSimulation({ seed: 3, settings: { ...defaultSimulationSettings, convergenceDeadlineMs: deadlineMs } });
+    const result = runSimulation({ seed: healthy.seed, settings: { ...defaultSimulationSettings, convergenceDeadlineMs: deadlineMs } });
     expect(result.violations).toEqual([]);
     expect(result.ok).toBe(false);
     expect(result.liveness.failure).toMatch(new RegExp(`^no agreement ${deadlineMs} ms after healing`));

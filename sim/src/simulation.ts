@@ -1,6 +1,7 @@
 // One seeded run of a cell: workers holding leases in a simulated membership bucket, an edge routing
 // client writes to key owners, a database fencing by epoch. A fault phase (pauses, crashes and restarts,
-// partitions from the bucket, joins and leaves, lost and delayed messages, slow statements) with safety
+// partitions from the bucket, half of them noticed by the worker as a dropped NATS connection (0041),
+// joins and leaves, lost and delayed messages, slow statements) with safety
 // checked at every commit and acknowledgement; then a healing phase (faults stop, paused workers resume,
 // crashed ones restart) in which, within a bounded simulated time, every live process must agree on one
 // ring of exactly the live workers, and a write to every key must succeed. Same seed, same run.
@@ -146,6 +147,8 @@ class Simulation {
   private readonly pauseTokens = new Map<string, number>();
   private readonly restartTokens = new Map<string, number>();
   private readonly partitionTokens = new Map<string, number>();
+  /** Workers whose NATS client noticed their cut from the bucket, until it heals. */
+  private readonly disconnected = new Set<SimulatedWorker>();
   private readonly epochsSeen = new Set<number>();
   private readonly lastPublished = new Map<string, string>();
   private readonly faultCounts: Record<FaultKind, number> = { pause: 0, crash: 0, partition: 0, join: 0, leave: 0, storeCallPause: 0 };
@@ -322,11 +325,29 @@ class Simulation {
     this.faultCounts.partition++;
     this.note(`fault: cut ${process.id} off the bucket for ${durationMs} ms`);
     this.world.network.partition(process.id);
+    // A worker's NATS client notices half of its cuts (a reset connection, missed pings) at some moment
+    // within it, and the other half not at all (a cut that heals before a ping is missed): a worker that
+    // noticed judges no lease until the cut heals, then counts every lease from then (decision 0041).
+    const worker = this.workers.get(process.id);
+    if (worker !== undefined && this.world.random.chance(0.5)) {
+      this.world.queue.after(this.world.random.integer(0, durationMs - 1), () => {
+        if (this.partitionTokens.get(process.id) !== token) return;
+        this.disconnected.add(worker);
+        worker.connectionLost();
+      });
+    }
     this.world.queue.after(durationMs, () => {
       if (this.partitionTokens.get(process.id) !== token) return;
       this.note(`${process.id} reaches the bucket again`);
       this.world.network.heal(process.id);
+      this.reconnect(worker);
     });
+  }
+
+  /** A worker that noticed its cut is told the connection is back (a cut healed, or every cut at the healing). */
+  private reconnect(worker: SimulatedWorker | undefined): void {
+    if (worker === undefined || !this.disconnected.delete(worker)) return;
+    worker.connectionRestored();
   }
 
   private restartLater(worker: SimulatedWorker): void {
@@ -345,6 +366,7 @@ class Simulation {
     const { network } = this.world;
     this.note("healing: faults stop");
     network.stopFaults();
+    for (const worker of [...this.disconnected]) this.reconnect(worker);
     this.edge.stopWriting();
     for (const id of [...this.pauseTokens.keys()]) this.pauseTokens.set(id, (this.pauseTokens.get(id) ?? 0) + 1);
     this.edge.resume();
