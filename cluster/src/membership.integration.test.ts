@@ -195,55 +195,60 @@ class FreezableWatch implements WatchIterator {
   }
 }
 
+/**
+ * A watcher of `cellId` that sees the real bucket through a seam (each watch a FreezableWatch, the first
+ * kept in `seen`; watch options and status calls recorded; its warnings kept), with the given stall check
+ * interval, and a reference watcher of the same bucket; both started and ready.
+ */
+async function seamAndReference(real: KV, cellId: string, stallCheckIntervalMs: number) {
+  const watchCalls: KvWatchOptions[] = [];
+  const warnings: string[] = [];
+  const seen: { statusCalls: number; firstWatch: FreezableWatch | undefined } = { statusCalls: 0, firstWatch: undefined };
+  const seam: WatchedBucket = {
+    status: () => {
+      seen.statusCalls += 1;
+      return real.status();
+    },
+    get: (key, options) => real.get(key, options),
+    delete: (key, options) => real.delete(key, options),
+    watch: async (options) => {
+      watchCalls.push(options ?? {});
+      const watch = new FreezableWatch(await real.watch(options));
+      seen.firstWatch ??= watch;
+      return watch;
+    },
+  };
+  const logger = { info: () => undefined, warn: (message: string) => void warnings.push(message) };
+  const watcher = new MembershipWatcher(seam, cellId, 50, systemClock, logger, 2000, stallCheckIntervalMs);
+  const reference = new MembershipWatcher(real, cellId, 50, systemClock, silentServiceLogger);
+  for (const started of [watcher, reference]) {
+    watchers.push(started);
+    await started.start();
+    await started.ready;
+  }
+  const lease = (workerId: string): WorkerLease => ({
+    workerId,
+    cellId,
+    subject: workerSubject(namespace, cellId, workerId),
+    startedAtMs: Date.now(),
+    leaseMs,
+  });
+  return { watcher, reference, watchCalls, warnings, seen, lease };
+}
+
 describe("a membership watch that stalls", () => {
   it("is replaced by a watch from the last applied revision + 1 that applies the missed join once, at an epoch no lower than the join's", async () => {
     const real = await openMembershipBucket(required(connection, "nats"), namespace, stallCellId, leaseMs);
     stallBucket = real;
-    const watchCalls: KvWatchOptions[] = [];
-    let firstWatch: FreezableWatch | undefined;
-    let statusCalls = 0;
-    // The narrow seam: the watcher sees the real bucket, except that its first watch can be frozen.
-    const stallable: WatchedBucket = {
-      status: () => {
-        statusCalls += 1;
-        return real.status();
-      },
-      get: (key, options) => real.get(key, options),
-      delete: (key, options) => real.delete(key, options),
-      watch: async (options) => {
-        watchCalls.push(options ?? {});
-        const inner = await real.watch(options);
-        if (firstWatch !== undefined) return new FreezableWatch(inner);
-        firstWatch = new FreezableWatch(inner);
-        return firstWatch;
-      },
-    };
-    const warnings: string[] = [];
     const stallCheckIntervalMs = 200;
-    const stalled = new MembershipWatcher(
-      stallable,
-      stallCellId,
-      50,
-      systemClock,
-      { info: () => undefined, warn: (message) => warnings.push(message) },
-      2000,
-      stallCheckIntervalMs,
-    );
-    watchers.push(stalled);
-    await stalled.start();
-    await stalled.ready;
-    const reference = new MembershipWatcher(real, stallCellId, 50, systemClock, logger);
-    watchers.push(reference);
-    await reference.start();
-    await reference.ready;
-
-    const lease = (workerId: string): WorkerLease => ({
-      workerId,
-      cellId: stallCellId,
-      subject: workerSubject(namespace, stallCellId, workerId),
-      startedAtMs: Date.now(),
-      leaseMs,
-    });
+    const {
+      watcher: stalled,
+      reference,
+      watchCalls,
+      warnings,
+      seen,
+      lease,
+    } = await seamAndReference(real, stallCellId, stallCheckIntervalMs);
     const first = new LeaseHolder(real, lease("s-1"), heartbeatIntervalMs, systemClock, logger);
     holders.push(first);
     await first.start();
@@ -255,11 +260,11 @@ describe("a membership watch that stalls", () => {
     expect(watchCalls).toHaveLength(1);
     // Nor does it cost a JetStream API call per check: the bucket is asked only at start, while entries
     // keep coming within the quiet limit (several stall checks ran meanwhile).
-    expect(statusCalls).toBe(1);
+    expect(seen.statusCalls).toBe(1);
 
     const changesAfterStall: Array<{ members: string; epoch: number }> = [];
     stalled.onChange((snapshot) => changesAfterStall.push({ members: [...snapshot.ring.members].join(","), epoch: snapshot.ringEpoch }));
-    const watch = required(firstWatch, "first watch");
+    const watch = required(seen.firstWatch, "first watch");
     watch.freeze();
     const frozenAtRevision = watch.lastDeliveredRevision;
     const frozenAtMs = performance.now();
@@ -300,44 +305,15 @@ describe("a membership watch that stalls", () => {
 describe("a membership watch that is behind while it delivers", () => {
   it("is not taken for a stalled one, and is replaced at once when its process learns it is behind", async () => {
     const real = await openMembershipBucket(required(connection, "nats"), namespace, behindCellId, leaseMs);
-    const watchCalls: KvWatchOptions[] = [];
-    let firstWatch: FreezableWatch | undefined;
-    const seam: WatchedBucket = {
-      status: () => real.status(),
-      get: (key, options) => real.get(key, options),
-      delete: (key, options) => real.delete(key, options),
-      watch: async (options) => {
-        watchCalls.push(options ?? {});
-        const watch = new FreezableWatch(await real.watch(options));
-        firstWatch ??= watch;
-        return watch;
-      },
-    };
-    const warnings: string[] = [];
     const stallCheckIntervalMs = 200;
-    const behind = new MembershipWatcher(
-      seam,
-      behindCellId,
-      50,
-      systemClock,
-      { info: () => undefined, warn: (message) => warnings.push(message) },
-      2000,
-      stallCheckIntervalMs,
-    );
-    watchers.push(behind);
-    await behind.start();
-    await behind.ready;
-    const reference = new MembershipWatcher(real, behindCellId, 50, systemClock, logger);
-    watchers.push(reference);
-    await reference.start();
-    await reference.ready;
-    const lease = (workerId: string): WorkerLease => ({
-      workerId,
-      cellId: behindCellId,
-      subject: workerSubject(namespace, behindCellId, workerId),
-      startedAtMs: Date.now(),
-      leaseMs,
-    });
+    const {
+      watcher: behind,
+      reference,
+      watchCalls,
+      warnings,
+      seen,
+      lease,
+    } = await seamAndReference(real, behindCellId, stallCheckIntervalMs);
     const renewals = async (workerId: string, count: number): Promise<void> => {
       const from = (await real.get(leaseKey(workerId)))?.revision ?? 0;
       // Every renewal of the cell takes a revision, so this waits for at least `count` of this holder's.
@@ -352,7 +328,7 @@ describe("a membership watch that is behind while it delivers", () => {
 
     // The watch misses h-2's join and every renewal of it (as one whose consumer a NATS restart left
     // behind), while h-1's renewals keep it lively.
-    required(firstWatch, "first watch").hide(leaseKey("h-2"));
+    required(seen.firstWatch, "first watch").hide(leaseKey("h-2"));
     const second = new LeaseHolder(real, lease("h-2"), heartbeatIntervalMs, systemClock, logger);
     holders.push(second);
     await second.start();
