@@ -21,18 +21,9 @@ export async function takeLease(context: WorkerContext, bucket: LeaseBucket, sub
   await holder.start();
   ownership.leaseTakenBy(holder);
   // After a NATS outage the lease has most likely lapsed: renewed at once, the worker serves again as
-  // soon as NATS does (docs/decisions/0025). Its watcher (which its routers share) judges no lease while
-  // NATS is away and counts every lease from the reconnect, so the first worker back does not delete
-  // the others' (docs/decisions/0041). The loop ends when the connection closes.
+  // soon as NATS does (docs/decisions/0025). The loop ends when the connection closes.
   void (async () => {
-    for await (const status of connection.status()) {
-      if (status.type === "disconnect") {
-        context.watcher.connectionLost();
-      } else if (status.type === "reconnect") {
-        context.watcher.connectionRestored();
-        holder.connectionRestored();
-      }
-    }
+    for await (const status of connection.status()) if (status.type === "reconnect") holder.connectionRestored();
   })();
   return holder;
 }

@@ -14,6 +14,7 @@ import {
   leaseExpiryCheckIntervalMs,
   startAdminListener,
   watchNatsConnected,
+  watchersFollowConnection,
   type AdminListener,
   type ServiceMetrics,
   openMembershipBucket,
@@ -112,6 +113,7 @@ export async function startWorker(
     watcher.onLeaseExpired(() => metrics.leaseExpired());
     await watcher.start();
     undo.push(async () => watcher.stop());
+    watchersFollowConnection(connection, () => [watcher]); // leases count from NATS's return (0041)
     await watcher.ready;
 
     const store = timeStatements(new PostgresConversationStore(pools.pool, {}, pools.sendPool), metrics.statementSeconds);

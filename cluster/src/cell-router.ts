@@ -6,7 +6,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { cellReply, cellRequestChannel, cellRequestKey, withBudget, type CellReply, type CellRequest } from "@cellwire/protocol";
 import { UnavailableError } from "./errors.ts";
 import type { Logger } from "./log-lines.ts";
-import { MembershipWatcher, openExistingMembershipBucket, type Clock } from "./membership.ts";
+import { MembershipWatcher, openExistingMembershipBucket, watchersFollowConnection, type Clock } from "./membership.ts";
 import { requestJson } from "./nats-json.ts";
 import { SendBatcher } from "./send-batcher.ts";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
@@ -84,27 +84,12 @@ export class CellRouter {
       this.idleSweeper = setInterval(() => this.stopIdleWatchers(watchIdleMs), Math.max(1, Math.floor(watchIdleMs / 2)));
       this.idleSweeper.unref();
     }
-    this.followConnection();
-  }
-
-  /**
-   * Tells this router's own watchers when the NATS connection drops and comes back (see
-   * MembershipWatcher.connectionLost); shared watchers are told by their owner. One loop for all of them,
-   * which ends with the connection, or at the first status after stop().
-   */
-  private followConnection(): void {
-    void (async () => {
-      for await (const status of this.connection.status()) {
-        if (this.stopped) break;
-        if (status.type !== "disconnect" && status.type !== "reconnect") continue;
-        for (const pending of this.watchers.values()) {
-          pending.then(
-            (watcher) => (status.type === "disconnect" ? watcher.connectionLost() : watcher.connectionRestored()),
-            () => undefined,
-          );
-        }
-      }
-    })();
+    // This router's own watchers hear of the connection's drops and returns; shared ones from their owner.
+    watchersFollowConnection(
+      connection,
+      () => this.watchers.values(),
+      () => this.stopped,
+    );
   }
 
   /**

@@ -443,6 +443,31 @@ export class MembershipWatcher {
   }
 }
 
+/**
+ * Tells membership watchers when `connection` drops and comes back (MembershipWatcher.connectionLost and
+ * connectionRestored, docs/decisions/0041). `watchers` is read at each drop and return, so watchers
+ * started since are told too. The loop ends with the connection, or at the first status after `stopped()`
+ * says so.
+ */
+export function watchersFollowConnection(
+  connection: Pick<NatsConnection, "status">,
+  watchers: () => Iterable<MembershipWatcher | Promise<MembershipWatcher>>,
+  stopped: () => boolean = () => false,
+): void {
+  void (async () => {
+    for await (const status of connection.status()) {
+      if (stopped()) break;
+      if (status.type !== "disconnect" && status.type !== "reconnect") continue;
+      for (const watcher of watchers()) {
+        Promise.resolve(watcher).then(
+          (started) => (status.type === "disconnect" ? started.connectionLost() : started.connectionRestored()),
+          () => undefined,
+        );
+      }
+    }
+  })();
+}
+
 /** How long setting up a watch, or reading the bucket's status, may take before the attempt is given up. */
 const watchSetupDeadlineMs = 10_000;
 

@@ -123,7 +123,7 @@ export class SimulatedWorker extends SimulatedProcess {
     this.becomeDown();
   }
 
-  /** Its NATS client noticed the connection drop (worker-lease.ts): its watcher judges no lease meanwhile. */
+  /** Its NATS client noticed the connection drop (watchersFollowConnection): its watcher judges no lease meanwhile. */
   connectionLost(): void {
     this.deliver(this.incarnation, () => {
       this.note("NATS connection lost");
@@ -131,7 +131,7 @@ export class SimulatedWorker extends SimulatedProcess {
     });
   }
 
-  /** The connection is back (worker-lease.ts): leases count from now, and the lease is renewed at once. */
+  /** The connection is back: leases count from now (watchersFollowConnection), and the lease is renewed at once (worker-lease.ts). */
   connectionRestored(): void {
     this.deliver(this.incarnation, () => {
       this.note("NATS connection restored");
