@@ -514,7 +514,9 @@ describe("cell workers", () => {
     await waitFor("alice's messages", () => (messagesOf(alice).length >= count ? true : undefined));
     expect(messagesOf(alice).map((message) => message.seq)).toEqual(Array.from({ length: count }, (_, index) => index + 1));
     expect(publishedMessagesOf(conversationId)).toHaveLength(count);
-    // Her mailbox holds her joined event only.
+    // Her mailbox holds her joined event only. The outbox relay appends it after the group's creation,
+    // on its own schedule: waited for, not assumed done by the time the sends are (seen in a full run).
+    await waitFor("alice's joined event in her mailbox", async () => ((await mailbox(alice)).headSeq >= 1 ? true : undefined));
     expect((await mailbox(alice)).headSeq).toBe(1);
   });
 
