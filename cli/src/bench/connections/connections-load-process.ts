@@ -1,13 +1,14 @@
 // A load process of the connections benchmark, forked by the coordinator (main.ts through
 // process-fleet.ts). It holds its share of the sockets and SDK clients and times what they see. It shares
 // the two cores with the edge it measures, so it stays light: tokens are signed before anything is timed,
-// a minimal session is a bare `ws` socket that sends one hello and reads frames only until `synced`, and
-// nothing is kept per frame.
+// a minimal session is a socket of our own lean client (lean-websocket.ts) that sends one hello and reads
+// frames only until `synced`, and nothing is kept per frame.
 //
 // Commands arrive over IPC (connections-messages.ts), one at a time; each reply carries the command's id.
 // A failed connect is counted, never fatal. The process exits when the coordinator closes the channel (or
 // dies), so it can never outlive a run.
 import { WebSocket } from "ws";
+import { LeanWebSocket } from "./lean-websocket.ts";
 import { CellwireClient } from "@cellwire/client";
 import { createDevTokenSigner, defaultDevKeyDirectory, type DevTokenSigner } from "@cellwire/edge/dev-keys";
 import { protocolVersion } from "@cellwire/protocol";
@@ -56,38 +57,30 @@ function frameType(text: string): string | undefined {
 /**
  * Opens a socket and, when `hello` is given, sends it and resolves once `synced` arrives (with its seq),
  * recording the times to welcome and to synced from the socket's request. A socket that closes, errs or
- * answers an error frame first rejects.
+ * answers an error frame first rejects. The socket stays open, and in `sockets`, until it closes.
  */
 function openSocket(
   url: string,
   hello: string | undefined,
   onTimes: (welcomeUs: number, syncedUs: number) => void,
-  sockets: Set<WebSocket>,
+  sockets: Set<LeanWebSocket>,
 ): Promise<number | undefined> {
   return new Promise((resolve, reject) => {
     const startedUs = wallNowUs();
-    const socket = new WebSocket(url, { perMessageDeflate: false });
-    sockets.add(socket);
     let welcomeUs = 0;
     let settled = false;
     const settle = (error: Error | undefined, seq?: number): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      socket.off("message", onMessage);
       if (error === undefined) resolve(seq);
       else {
         socket.terminate();
         reject(error);
       }
     };
-    const timer = setTimeout(
-      () => settle(new Error(`no ${hello === undefined ? "open" : "synced"} within ${connectDeadlineMs} ms`)),
-      connectDeadlineMs,
-    );
-    const onMessage = (data: Buffer, isBinary: boolean): void => {
-      if (isBinary) return settle(new Error("the edge sent a binary frame"));
-      const text = data.toString("utf8");
+    const onText = (text: string): void => {
+      if (settled) return;
       if (welcomeUs === 0) {
         if (frameType(text) !== "welcome") return settle(new Error(`the edge answered ${text.slice(0, 200)} before welcome`));
         welcomeUs = wallNowUs() - startedUs;
@@ -101,16 +94,25 @@ function openSocket(
       }
       if (type === "error") settle(new Error(`the edge answered ${text.slice(0, 200)} before synced`));
     };
-    socket.on("open", () => {
-      if (hello === undefined) return settle(undefined);
-      socket.send(hello);
+    const socket: LeanWebSocket = new LeanWebSocket(url, {
+      onOpen: () => {
+        if (hello === undefined) return settle(undefined);
+        socket.send(hello);
+      },
+      onText,
+      onError: (error) => settle(error),
+      onClose: (code, reason) => {
+        sockets.delete(socket);
+        settle(
+          new Error(`closed ${code ?? "without a close frame"} ${reason.slice(0, 200)} before ${hello === undefined ? "open" : "synced"}`),
+        );
+      },
     });
-    socket.on("message", onMessage);
-    socket.on("error", (error) => settle(error));
-    socket.on("close", (code, reason) => {
-      sockets.delete(socket);
-      settle(new Error(`closed ${code} ${reason.toString("utf8").slice(0, 200)} before ${hello === undefined ? "open" : "synced"}`));
-    });
+    sockets.add(socket);
+    const timer = setTimeout(
+      () => settle(new Error(`no ${hello === undefined ? "open" : "synced"} within ${connectDeadlineMs} ms`)),
+      connectDeadlineMs,
+    );
   });
 }
 
@@ -133,7 +135,7 @@ class ConnectionsLoadProcess {
   private signer: DevTokenSigner | undefined;
   private deviceId = "bench";
   private users: PreparedUser[] = [];
-  private readonly sockets = new Set<WebSocket>();
+  private readonly sockets = new Set<LeanWebSocket>();
   private clients: ClientSlot[] = [];
 
   constructor(private readonly reply: (message: ConnectionsReply) => void) {}
@@ -170,7 +172,7 @@ class ConnectionsLoadProcess {
 
   private openSocketCount(): number {
     let open = 0;
-    for (const socket of this.sockets) if (socket.readyState === WebSocket.OPEN) open++;
+    for (const socket of this.sockets) if (socket.isOpen) open++;
     return open;
   }
 
@@ -221,21 +223,13 @@ class ConnectionsLoadProcess {
   private async closeSockets(deadlineMs: number): Promise<number> {
     const sockets = [...this.sockets];
     await Promise.all(
-      sockets.map(
-        (socket) =>
-          new Promise<void>((resolve) => {
-            if (socket.readyState === WebSocket.CLOSED) return resolve();
-            const timer = setTimeout(() => {
-              socket.terminate();
-              resolve();
-            }, deadlineMs);
-            socket.once("close", () => {
-              clearTimeout(timer);
-              resolve();
-            });
-            socket.close(1000, "bench done");
-          }),
-      ),
+      sockets.map(async (socket) => {
+        if (socket.isClosed) return;
+        const timer = setTimeout(() => socket.terminate(), deadlineMs);
+        socket.close(1000, "bench done");
+        await socket.closed;
+        clearTimeout(timer);
+      }),
     );
     const stillOpen = this.openSocketCount();
     this.sockets.clear();
