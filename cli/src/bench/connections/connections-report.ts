@@ -114,7 +114,7 @@ function connectsSection(lines: readonly ConnectsLine[]): string[] {
   return [
     "## Authenticated connects per second",
     "",
-    "Minimal clients (a `ws` socket, a protocol 2 hello with a pre-signed token, wait for `synced`), a bounded number in flight per load process; " +
+    "Minimal clients (the benchmark's own lean WebSocket client, a protocol 2 hello with a pre-signed token, wait for `synced`), a bounded number in flight per load process; " +
       "sessions stay open until the pass ends. Times from the socket's request; CPU from /proc over the pass, per connect.",
     "",
     "| users | edge | connects | failed | in flight | s | admitted/s | to welcome p50 / p99 / max ms | to synced p50 / p99 / max ms | server CPU µs/connect | CPU µs/connect by process | load average |",
