@@ -7,7 +7,17 @@
 import type { MembershipWatchEntry } from "@cellwire/cluster";
 import type { EventQueue } from "./event-queue.ts";
 import type { SeededRandom } from "./seeded-random.ts";
-import type { SimulatedProcess } from "./simulated-process.ts";
+
+/**
+ * What a watch link needs of the process it feeds (SimulatedProcess is one): named here so that the
+ * network depends on no process, and the world, which holds both, closes no circle.
+ */
+export type LinkedProcess = {
+  readonly id: string;
+  readonly incarnation: number;
+  /** Runs `action` in the process, unless the incarnation it was meant for is gone. */
+  deliver(incarnation: number, action: () => void): void;
+};
 
 export type NetworkSettings = {
   readonly delayMsMin: number;
@@ -88,7 +98,7 @@ export class SimulatedNetwork {
   }
 
   /** Opens the watch link of one process's incarnation; closeLinks drops it when that process dies. */
-  openWatchLink(process: SimulatedProcess, handle: (entry: MembershipWatchEntry) => void): WatchLink {
+  openWatchLink(process: LinkedProcess, handle: (entry: MembershipWatchEntry) => void): WatchLink {
     const link = new WatchLink(this, this.queue, process, process.incarnation, handle);
     const links = this.links.get(process.id) ?? [];
     links.push(link);
@@ -120,7 +130,7 @@ export class WatchLink {
   constructor(
     private readonly network: SimulatedNetwork,
     private readonly queue: EventQueue,
-    private readonly process: SimulatedProcess,
+    private readonly process: LinkedProcess,
     private readonly incarnation: number,
     private readonly handle: (entry: MembershipWatchEntry) => void,
   ) {}

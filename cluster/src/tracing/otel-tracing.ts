@@ -19,7 +19,7 @@ import { resourceFromAttributes } from "@opentelemetry/resources";
 import { BatchSpanProcessor, NodeTracerProvider, type SpanExporter } from "@opentelemetry/sdk-trace-node";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import { batchItemGetter, batchItemSetter, natsHeadersGetter, natsHeadersSetter } from "./nats-trace-headers.ts";
-import type { TraceContext, TraceSpan, Tracing } from "./tracing.ts";
+import type { TraceContext, TraceSpan, Tracing } from "./tracing-api.ts";
 
 export type OtelTracingOptions = {
   readonly otlpEndpoint: string;
