@@ -32,7 +32,7 @@ import {
 import type { CatchUpScope, CatchUpTarget } from "./catch-up-pacer.ts";
 import { ConversationCursor, type ConversationPage } from "./conversation-cursor.ts";
 import type { DeliveryTarget } from "./delivery-hub.ts";
-import type { EdgeCore, SendOutcome, SessionTransport } from "./edge-core.ts";
+import type { SendOutcome, SessionHost, SessionTransport } from "./session-host.ts";
 import { errorFrame, errorFrameFor } from "./error-mapping.ts";
 import type { RequestContext } from "./request-handler.ts";
 import type { DrainTarget } from "./edge-drain.ts";
@@ -151,7 +151,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   private lastHeardAtMsValue: number;
 
   constructor(
-    private readonly core: EdgeCore,
+    private readonly core: SessionHost<Session>,
     private readonly transport: SessionTransport,
   ) {
     this.lastHeardAtMsValue = wholeMs(core.ephemeral.monotonicNowMs());

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { SendOutcome } from "./edge-core.ts";
+import type { SendOutcome } from "./session-host.ts";
 import { TurnWrites, UwsTransport, type SendOutcomeListener, type TransportSocket } from "./uws-transport.ts";
 
 class FakeSocket implements TransportSocket {

@@ -1,7 +1,7 @@
 // A uWS socket as the core's SessionTransport: frames queued within a turn of the event loop and written
 // at its end, several to one socket in one write.
 import { TurnQueue } from "@cellwire/cluster";
-import type { SendOutcome, SessionTransport } from "./edge-core.ts";
+import type { SendOutcome, SessionTransport } from "./session-host.ts";
 
 /** Who hears of a write that failed after `send` had returned (Session.sendReported). */
 export interface SendOutcomeListener {
