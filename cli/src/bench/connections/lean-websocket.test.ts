@@ -157,6 +157,18 @@ describe("LeanWebSocket against a broken server", () => {
     expect(seen.texts).toEqual(["hi"]);
     expect(seen.errors).toEqual(["a masked frame from the server"]);
   });
+  it("hands on no frame that follows a frame it refuses", async () => {
+    const url = await rawServer((request) => {
+      const head = `HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: ${acceptFor(keyOf(request))}\r\n\r\n`;
+      const binary = Buffer.from([0x82, 0x01, 0x00]);
+      const text = Buffer.from([0x81, 0x02, 0x68, 0x69]);
+      return Buffer.concat([Buffer.from(head, "latin1"), binary, text]);
+    });
+    const { socket, seen } = watch(url);
+    await socket.closed;
+    expect(seen.errors).toEqual(["a frame of opcode 2 (this client takes text only)"]);
+    expect(seen.texts).toEqual([]);
+  });
 });
 
 describe("frame codec", () => {

@@ -108,6 +108,7 @@ export class LeanWebSocket {
   private readonly reader = new FrameReader();
   private fragments: Buffer[] = [];
   private fragmentBytes = 0;
+  private failed = false;
   private closeCode: number | undefined;
   private closeReason = "";
   private resolveClosed: () => void = () => undefined;
@@ -163,7 +164,9 @@ export class LeanWebSocket {
   }
 
   private fail(error: Error): void {
-    if (this.state === "closed") return;
+    if (this.state === "closed" || this.failed) return;
+    // The socket's close event comes later: no frame read after the breach is handed on meanwhile.
+    this.failed = true;
     this.events.onError(error);
     this.socket.destroy();
   }
@@ -198,7 +201,7 @@ export class LeanWebSocket {
   private onFrames(chunk: Buffer): void {
     const { frames, error } = this.reader.push(chunk);
     for (const frame of frames) {
-      if (this.state === "closed") return;
+      if (this.state === "closed" || this.failed) return;
       this.onFrame(frame);
     }
     if (error !== undefined) this.fail(new Error(error));
