@@ -8,7 +8,7 @@ function message(parsed: ParsedOptions): string {
 }
 
 describe("the connections bench's options", () => {
-  it("default to every measurement: 5,000 sockets, 10,000 connects, 6,000 clients for the kill, over 4 load processes", () => {
+  it("default to every measurement: 5,000 sockets, 10,000 connects, 6,000 clients for the kill, over 2 load processes", () => {
     expect(parseConnectionsOptions([], now)).toEqual({
       ok: true,
       options: {
@@ -18,7 +18,7 @@ describe("the connections bench's options", () => {
         inFlightPerProcess: 50,
         users: 6000,
         resyncDeadlineS: 30,
-        loadProcesses: 4,
+        loadProcesses: 2,
         resultsPath: "bench/results/2026-12-06-connections.md",
         profileDirectory: undefined,
         heapSnapshotDirectory: undefined,

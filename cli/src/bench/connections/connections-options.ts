@@ -15,8 +15,8 @@ export const usage = `usage: npm run bench:connections -- [options]
   --in-flight <n>           connects: connects in flight per load process (default 50)
   --users <n>               kill: SDK clients synced on edge 1 before it is killed (default 6000)
   --resync-deadline <s>     kill: how long after the kill a client may take to sync again (default 30)
-  --load-processes <n>      processes that hold the sockets and clients (default 4; at most
-                            5000 sockets or clients each)
+  --load-processes <n>      processes that hold the sockets and clients (default 2; at most
+                            5000 sockets or clients each; each one more wakes on the shared cores)
   --results <path>          the markdown report (default bench/results/<yyyy-mm-dd>-connections.md)
   --profile <dir>           CPU profiles of every Cellwire process and load process, in <dir>/<process name>/
                             (edge 1 is SIGKILLed by the kill measurement and leaves none: profile it without kill)
@@ -103,7 +103,7 @@ export function parseConnectionsOptions(argv: readonly string[], now: Date = new
         "in-flight": { type: "string", default: "50" },
         users: { type: "string", default: "6000" },
         "resync-deadline": { type: "string", default: "30" },
-        "load-processes": { type: "string", default: "4" },
+        "load-processes": { type: "string", default: "2" },
         results: { type: "string" },
         profile: { type: "string" },
         "heap-snapshots": { type: "string" },
