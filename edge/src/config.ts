@@ -95,14 +95,26 @@ export type EdgeConfig = {
   readonly sessionsMax: number;
   readonly sessionsPerUserMax: number;
   readonly requestsInFlightPerSessionMax: number;
-  /** Requests in flight across the edge; past it: `overloaded` with overloadedRetryAfterMs. */
+  /** Requests in flight across the edge; past it a request is answered `overloaded` at once, with overloadedRetryAfterMs. */
   readonly requestsInFlightMax: number;
+  /** The retry-after of the edge's own `overloaded` answers. */
   readonly overloadedRetryAfterMs: number;
   readonly sendBufferBytesMax: number;
+  /**
+   * Live events a session holds while it reads its backlog (and live messages per conversation while it
+   * reads that conversation's log); past it they are read from the mailbox (or the log).
+   */
   readonly heldEventsPerSessionMax: number;
-  /** Bytes of live items one session holds while it reads its logs, across them all (decision 0018). */
+  /**
+   * Bytes (encoded frame lengths) of the live items one session holds across all the logs it reads; past
+   * it further items are read from their log, as past heldEventsPerSessionMax (docs/decisions/0018).
+   */
   readonly heldBytesPerSessionMax: number;
-  /** Conversations one session keeps a cursor for (least recently used idle ones out). */
+  /**
+   * Conversations one session keeps a cursor for; past it the least recently used one that is not being
+   * read is forgotten (a later message of it is read from the member's join point again in a resumed
+   * session, and the device drops what it already holds by seq).
+   */
   readonly conversationsPerSessionMax: number;
   /** Reads of conversation logs one session runs at once. */
   readonly conversationReadsPerSessionMax: number;

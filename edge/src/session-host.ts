@@ -6,10 +6,11 @@ import type { ConcurrencyLimiter, ServiceLogger, TraceIds } from "@cellwire/clus
 import type { RevocationList } from "./auth/revocation-list.ts";
 import type { Identity, TokenVerifier } from "./auth/token-verifier.ts";
 import type { DeliverySource } from "./delivery-hub.ts";
+import type { EdgeConfig } from "./config.ts";
 import type { SessionMetrics } from "./edge-metrics.ts";
 import type { PresenceAccess } from "./presence/presence-access.ts";
 import type { PresenceSource } from "./presence/presence-hub.ts";
-import type { RateLimitSettings, UserRateLimits } from "./rate-limit/request-rate-limits.ts";
+import type { UserRateLimits } from "./rate-limit/request-rate-limits.ts";
 import type { RequestHandler } from "./request-handler.ts";
 import type { TypingService } from "./typing/typing-relay.ts";
 
@@ -26,48 +27,26 @@ export interface SessionTransport {
   close(code: number, reason: string): void;
 }
 
-export type EdgeLimits = {
-  readonly authTimeoutMs: number;
-  readonly heartbeatIntervalMs: number;
-  readonly sessionsMax: number;
-  readonly sessionsPerUserMax: number;
-  readonly requestsInFlightPerSessionMax: number;
-  /** Requests in flight across the edge; past it a request is answered `overloaded` at once. */
-  readonly requestsInFlightMax: number;
-  /** The retry-after of the edge's own `overloaded` answers. */
-  readonly overloadedRetryAfterMs: number;
-  readonly sendBufferBytesMax: number;
-  /**
-   * Live events a session holds while it reads its backlog (and live messages per conversation while it
-   * reads that conversation's log); past it they are read from the mailbox (or the log).
-   */
-  readonly heldEventsPerSessionMax: number;
-  /**
-   * Bytes (encoded frame lengths) of the live items one session holds across all the logs it reads; past
-   * it further items are read from their log, as past heldEventsPerSessionMax (docs/decisions/0018).
-   */
-  readonly heldBytesPerSessionMax: number;
-  /**
-   * Conversations one session keeps a cursor for; past it the least recently used one that is not being
-   * read is forgotten (a later message of it is read from the member's join point again in a resumed
-   * session, and the device drops what it already holds by seq).
-   */
-  readonly conversationsPerSessionMax: number;
-  /** Reads of conversation logs one session runs at once (during a resume with many conversations). */
-  readonly conversationReadsPerSessionMax: number;
-  /** A session's typing frames for one conversation are at least this far apart; closer ones: rate_limited. */
-  readonly typingIntervalMs: number;
-  /** Conversations one session may type in within one typingIntervalMs; past it: rate_limited. */
-  readonly typingConversationsPerSessionMax: number;
-  /** Token buckets per session and per user on this edge; past them: rate_limited with retryAfterMs. */
-  readonly rateLimits: RateLimitSettings;
-  /**
-   * How long a send that failed with a retryable code still comes before the session's later sends to its
-   * conversation (they name it as their predecessor: docs/decisions/0020); after it, the client is taken
-   * to have given it up.
-   */
-  readonly sendOrderHoldMs: number;
-};
+/** The limits a session keeps to: these fields of the edge's config, each documented there. */
+export type EdgeLimits = Pick<
+  EdgeConfig,
+  | "authTimeoutMs"
+  | "heartbeatIntervalMs"
+  | "sessionsMax"
+  | "sessionsPerUserMax"
+  | "requestsInFlightPerSessionMax"
+  | "requestsInFlightMax"
+  | "overloadedRetryAfterMs"
+  | "sendBufferBytesMax"
+  | "heldEventsPerSessionMax"
+  | "heldBytesPerSessionMax"
+  | "conversationsPerSessionMax"
+  | "conversationReadsPerSessionMax"
+  | "typingIntervalMs"
+  | "typingConversationsPerSessionMax"
+  | "rateLimits"
+  | "sendOrderHoldMs"
+>;
 
 /** Typing and presence: ephemeral, never stored. */
 export type EphemeralServices = {
