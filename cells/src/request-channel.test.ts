@@ -20,6 +20,7 @@ describe("offChannelRefusal", () => {
     const kinds = [
       "cell.send",
       "cell.sendBatch",
+      "cell.mailboxPageBatch",
       "cell.openDirect",
       "cell.createGroup",
       "cell.addMembers",

@@ -50,6 +50,22 @@ describe("worker counters", () => {
     expect(result.types.get("cellwire_worker_request_seconds")).toBe("histogram");
   });
 
+  it("counts each page of a mailbox page batch as a mailboxPage, and times the batch once", async () => {
+    const registry = new Registry();
+    const counters = createWorkerCounters(registry);
+    const page: CellReply = { type: "cell.mailboxEvents", userId: "alice", events: [], headSeq: 0, floorSeq: 0 };
+    const notOwner: CellReply = { type: "cell.error", code: "not_owner", message: "x" };
+    counters.requests.answered(
+      "cell.mailboxPageBatch",
+      { type: "cell.mailboxPageBatchReplies", replies: [page, notOwner, page] },
+      performance.now(),
+    );
+    const result = await scrape(registry);
+    expect(result.sum("cellwire_worker_requests_total", { kind: "mailboxPage", outcome: "ok" })).toBe(2);
+    expect(result.sum("cellwire_worker_requests_total", { kind: "mailboxPage", outcome: "not_owner" })).toBe(1);
+    expect(result.sum("cellwire_worker_request_seconds_count", { kind: "mailboxPageBatch" })).toBe(1);
+  });
+
   it("counts batches, relays, dead letters, migrations with their pauses, ring changes, lease events and home-cell cache lookups", async () => {
     const registry = new Registry();
     const counters = createWorkerCounters(registry);

@@ -21,7 +21,7 @@ import {
   type HistogramCell,
   type Registry,
 } from "@cellwire/cluster";
-import { cellRequestTypes, expectedCellReplyType, type CellReply, type CellRequest, type CellSendBatchReplies } from "@cellwire/protocol";
+import { cellRequestTypes, expectedCellReplyType, type CellBatchReplies, type CellReply, type CellRequest } from "@cellwire/protocol";
 
 /** What the send committer reports: the size of each batch it stores (one statement). */
 export type SendCommitterMetrics = { readonly batchStarted: (sendCount: number) => void };
@@ -44,19 +44,26 @@ export const noMigrationMetrics: MigrationMetrics = { migrationEnded: () => {} }
 /** One request's end, fed by the subscription that answered it. */
 export type RequestMetrics = {
   /** `kind` is the request's `type` as received (unknown types count as "unknown"); `startedAtMs` from performance.now(). */
-  readonly answered: (kind: unknown, reply: CellReply | CellSendBatchReplies, startedAtMs: number) => void;
+  readonly answered: (kind: unknown, reply: CellReply | CellBatchReplies, startedAtMs: number) => void;
 };
 
 /** The request types a worker serves, the one closed set of `kind` labels. */
 const requestKinds: readonly CellRequest["type"][] = cellRequestTypes;
-/** A batch of sends counts each send as a cell.send; its latency is the batch's. */
+/** A batch of sends counts each send as a cell.send, a batch of pages each page as a cell.mailboxPage; its latency is the batch's. */
 const sendBatchKind = "cell.sendBatch";
+const mailboxPageBatchKind = "cell.mailboxPageBatch";
 const unknownKind = "unknown";
 
 /** The outcome label of a reply: "ok" for its request's success reply, else the error code or the reply type. */
 export function replyOutcome(kind: string, reply: CellReply): string {
   if (reply.type === "cell.error") return reply.code;
-  if (kind !== unknownKind && kind !== sendBatchKind && reply.type === expectedCellReplyType(kind as CellRequest["type"])) return "ok";
+  if (
+    kind !== unknownKind &&
+    kind !== sendBatchKind &&
+    kind !== mailboxPageBatchKind &&
+    reply.type === expectedCellReplyType(kind as CellRequest["type"])
+  )
+    return "ok";
   // cell.moved (the key lives in another cell now), or a migration's alreadyMoved: named, not "ok".
   return reply.type.startsWith("cell.") ? reply.type.slice("cell.".length) : reply.type;
 }
@@ -180,12 +187,13 @@ function requestMetrics(registry: Registry, requestSeconds: PlainHistogram): Req
     labelNames: ["kind", "outcome"],
     registry,
   });
-  for (const kind of [...requestKinds, sendBatchKind, unknownKind]) {
+  for (const kind of [...requestKinds, sendBatchKind, mailboxPageBatchKind, unknownKind]) {
     const label = kindLabel(kind);
     byKind.set(kind, { label, seconds: requestSeconds.cell(label), outcomes: new Map() });
   }
   const unknownInstruments = byKind.get(unknownKind) as KindInstruments;
   const sendInstruments = byKind.get("cell.send") as KindInstruments;
+  const pageInstruments = byKind.get("cell.mailboxPage") as KindInstruments;
   const count = (instruments: KindInstruments, kind: string, reply: CellReply): void => {
     const outcome = replyOutcome(kind, reply);
     let counted = instruments.outcomes.get(outcome);
@@ -202,6 +210,8 @@ function requestMetrics(registry: Registry, requestSeconds: PlainHistogram): Req
       instruments.seconds.observe((performance.now() - startedAtMs) / 1000);
       if (reply.type === "cell.sendBatchReplies") {
         for (const sendReply of reply.replies) count(sendInstruments, "cell.send", sendReply);
+      } else if (reply.type === "cell.mailboxPageBatchReplies") {
+        for (const pageReply of reply.replies) count(pageInstruments, "cell.mailboxPage", pageReply);
       } else {
         count(instruments, kindName, reply);
       }

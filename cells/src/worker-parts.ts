@@ -25,6 +25,7 @@ import {
   type ServiceLogger,
 } from "@cellwire/cluster";
 import {
+  cellMailboxPageBatch,
   cellSendBatch,
   decode,
   deliveriesSubject,
@@ -33,7 +34,7 @@ import {
   workerChannels,
   workerRequestSubjects,
   type CellReply,
-  type CellSendBatchReplies,
+  type CellBatchReplies,
   type WorkerChannel,
 } from "@cellwire/protocol";
 import {
@@ -75,6 +76,7 @@ import { sendSessionOptions } from "./store/postgres-sends.ts";
 import type { ConversationStore } from "./store/store.ts";
 import type { WorkerOwnership } from "./worker-ownership.ts";
 import { directoryRequestTiming, type WorkerCounters } from "./worker-metrics.ts";
+import { serveMailboxPageBatch } from "./mailbox-page-batch.ts";
 
 /** The relay's retries of one mailbox append (on another owner after not_owner or silence). */
 const relayRetryBackoff: BackoffPolicy = { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2 };
@@ -405,7 +407,8 @@ const textDecoder = new TextDecoder();
  * One subscription per channel (docs/decisions/0015), its callback bound to its channel: the NATS
  * permissions decide who may publish on it, and a kind that belongs to another channel is refused. The
  * callback runs synchronously per message, in arrival order, which is what handle() requires. The payload
- * is parsed once: a batch of sends goes to the committer, anything else to handle().
+ * is parsed once: a batch of sends goes to the committer, a batch of pages to handle() page by page,
+ * anything else to handle().
  */
 function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSubject: string, handler: CellRequestHandler): Subscription {
   const { config, connection, logger } = context;
@@ -424,7 +427,7 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
       // Counted when answered: the kind is the request's type, read below once the payload is parsed.
       const receivedAtMs = performance.now();
       let kind: unknown;
-      const respond = (reply: CellReply | CellSendBatchReplies): void => {
+      const respond = (reply: CellReply | CellBatchReplies): void => {
         requests.answered(kind, reply, receivedAtMs);
         if (connection.info?.server_id !== serverId) return;
         if (!message.respond(encodeJson(reply))) logger.warn(`a request on ${channelSubject} had no reply subject`);
@@ -450,6 +453,12 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
         // Tracing off: its sends' trace ids are derived from the sends when a line needs them (0037).
         else if (tracing === undefined) handler.handleSendBatch(batch.value, respond);
         else handler.handleSendBatch(batch.value, respond, tracing.extractEach(message.headers, batch.value.sends.length));
+        return;
+      }
+      if (type === "cell.mailboxPageBatch") {
+        const batch = decode(cellMailboxPageBatch, parsed.value);
+        if (!batch.ok) respond(cellErrorReply({ kind: "bad_payload", reason: `${batch.failure.path} ${batch.failure.reason}` }));
+        else serveMailboxPageBatch((input, answer) => handler.handleParsed(input, answer), batch.value, respond);
         return;
       }
       if (tracing === undefined) void handler.handleParsed(parsed.value, respond, () => traceparentOf(message.headers));

@@ -17,7 +17,9 @@ import {
   type RunningRouter,
 } from "@cellwire/cluster";
 import {
+  cellMailboxPageBatchReplies,
   cellReply,
+  cellRequestKey,
   cellSendBatchReplies,
   deliveriesSubject,
   deliveryBatch,
@@ -26,6 +28,8 @@ import {
   joinedEventId,
   mailboxEventId,
   workerRequestSubject,
+  type CellMailboxPageBatchReplies,
+  type CellMailboxPageRequest,
   type CellReply,
   type CellRequest,
   type CellSendBatchReplies,
@@ -204,6 +208,18 @@ async function directBatch(workerId: string, sends: CellSendRequest[], budgetMs 
 }
 
 /** The worker of cell a that owns a key on the test's view of the ring. */
+/** Sends a cell.mailboxPageBatch straight to one worker of cell a, as an edge's page batcher does (0042). */
+async function directPageBatch(workerId: string, pages: CellMailboxPageRequest[]): Promise<CellMailboxPageBatchReplies> {
+  const reply = await required(connection, "nats").request(
+    workerRequestSubject(namespace, "a", workerId, "edge"),
+    encodeJson({ type: "cell.mailboxPageBatch", budgetMs: 5000, pages }),
+    { timeout: 5000 },
+  );
+  const decoded = decodeMessage(cellMailboxPageBatchReplies, reply.data);
+  if (!decoded.ok) throw new Error(`page batch replies do not decode: ${decoded.reason}`);
+  return decoded.value;
+}
+
 function ownerOf(key: string): string {
   return required(required(watcher, "watcher").snapshot.ring.ownerOf(key), "owner");
 }
@@ -559,6 +575,35 @@ describe("cell workers", () => {
       return answer.replies.every((reply) => reply.type === "cell.error" && reply.code === "not_owner") ? answer : undefined;
     });
     expect(misrouted.replies).toHaveLength(2);
+  });
+
+  it("answers a cell.mailboxPageBatch with each page as the single request would, in order, not_owner for another worker's user", async () => {
+    const pageOf = (userId: string): CellMailboxPageRequest => ({ type: "cell.mailboxPage", userId, afterSeq: 0, limit: 10 });
+    // A group gives its members a joined event each, so their pages are not all empty.
+    const members = Array.from({ length: 12 }, (_, index) => user(`paged${index}`, "a"));
+    const [creator = "", ...others] = members;
+    await createGroup(creator, others);
+    const worker = "a-1";
+    const mine = members.filter((member) => ownerOf(cellRequestKey(pageOf(member))) === worker);
+    const theirs = members.filter((member) => ownerOf(cellRequestKey(pageOf(member))) !== worker);
+    // Twelve users all on one worker of two would be a 1 in 2,048 ring; the test needs both kinds.
+    expect(mine.length).toBeGreaterThan(1);
+    expect(theirs.length).toBeGreaterThan(0);
+    const pages = [pageOf(mine[0] ?? ""), pageOf(theirs[0] ?? ""), pageOf(mine[1] ?? "")];
+    await waitFor("each member's joined event in the mailbox", async () => {
+      const single = await direct(worker, JSON.stringify(pages[2]));
+      return single.type === "cell.mailboxEvents" && single.headSeq >= 1 ? true : undefined;
+    });
+    const batch = await waitFor("not_owner for the other worker's user", async () => {
+      const answer = await directPageBatch(worker, pages);
+      return answer.replies[1]?.type === "cell.error" ? answer : undefined;
+    });
+    expect(batch.replies).toHaveLength(3);
+    expect(batch.replies[1]).toMatchObject({ type: "cell.error", code: "not_owner" });
+    for (const index of [0, 2]) {
+      expect(batch.replies[index]).toMatchObject({ type: "cell.mailboxEvents", userId: pages[index]?.userId });
+      expect(batch.replies[index]).toEqual(await direct(worker, JSON.stringify(pages[index])));
+    }
   });
 
   it("answers not_owner from the worker that does not own the conversation", async () => {

@@ -3,12 +3,20 @@
 // is idempotent (sends dedupe on clientMessageId, creations on their derived ids), so a retry after a lost
 // reply never makes a second effect.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { cellReply, cellRequestChannel, cellRequestKey, withBudget, type CellReply, type CellRequest } from "@cellwire/protocol";
+import {
+  cellReply,
+  cellRequestChannel,
+  cellRequestKey,
+  withBudget,
+  type CellMailboxPageRequest,
+  type CellReply,
+  type CellRequest,
+} from "@cellwire/protocol";
 import { UnavailableError } from "./errors.ts";
 import type { Logger } from "./log-lines.ts";
 import { MembershipWatcher, openExistingMembershipBucket, watchersFollowConnection, type Clock } from "./membership.ts";
 import { requestJson } from "./nats-json.ts";
-import { SendBatcher } from "./send-batcher.ts";
+import { mailboxPageBatches, RequestBatcher, SendBatcher } from "./request-batcher.ts";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
 import { leaseExpiryCheckIntervalMs } from "./membership-core.ts";
 import { sleep as sleepRealTime } from "./sleep.ts";
@@ -61,6 +69,8 @@ export class CellRouter {
   private readonly ringListeners = new Set<(cellId: string) => void>();
   /** Sends to one worker within one event-loop turn travel in one NATS request (docs/decisions/0009). */
   private readonly sends: SendBatcher;
+  /** So do mailbox pages: a turn of connects reads its pages in one request per worker (docs/decisions/0042). */
+  private readonly pages: RequestBatcher<CellMailboxPageRequest>;
 
   constructor(
     private readonly connection: NatsConnection,
@@ -71,6 +81,7 @@ export class CellRouter {
     private readonly sleep: (ms: number) => Promise<void> = sleepRealTime,
   ) {
     this.sends = new SendBatcher(connection);
+    this.pages = new RequestBatcher(connection, mailboxPageBatches);
     for (const [cellId, watcher] of options.sharedWatchers ?? []) {
       this.sharedWatchers.set(cellId, Promise.resolve(watcher));
       this.stopSharedListeners.push(
@@ -90,6 +101,13 @@ export class CellRouter {
       () => this.watchers.values(),
       () => this.stopped,
     );
+  }
+
+  /** One attempt on the wire: sends and mailbox pages ride in their batch to the worker, the rest alone. */
+  private attempt(subject: string, request: CellRequest, timeoutMs: number, traceparent: string | undefined): Promise<CellReply> {
+    if (request.type === "cell.send") return this.sends.request(subject, request, timeoutMs);
+    if (request.type === "cell.mailboxPage") return this.pages.request(subject, request, timeoutMs);
+    return requestJson(this.connection, subject, withBudget(request, timeoutMs), cellReply, timeoutMs, "cell_unavailable", traceparent);
   }
 
   /**
@@ -152,10 +170,7 @@ export class CellRouter {
         }
         const timeoutMs = Math.max(1, Math.min(this.options.requestTimeoutMs, remainingMs));
         // The worker is told how long this attempt waits (a batch of sends carries the shortest of them).
-        const pending =
-          request.type === "cell.send"
-            ? this.sends.request(subject, request, timeoutMs)
-            : requestJson(this.connection, subject, withBudget(request, timeoutMs), cellReply, timeoutMs, "cell_unavailable", traceparent);
+        const pending = this.attempt(subject, request, timeoutMs, traceparent);
         pending.catch(() => undefined);
         const reply = await Promise.race([pending, ownerLeft]);
         if (reply === "owner_left") {

@@ -7,7 +7,7 @@ export * from "./sleep.ts";
 export * from "./bounded-cache.ts";
 export * from "./oldest-first.ts";
 export * from "./concurrency-limiter.ts";
-export * from "./send-batcher.ts";
+export * from "./request-batcher.ts";
 export * from "./turn-batch.ts";
 export * from "./ring.ts";
 export * from "./membership-view.ts";

@@ -260,6 +260,15 @@ export type CellRequest =
  */
 export type CellSendBatch = { type: "cell.sendBatch"; budgetMs: number; sends: CellSendRequest[] };
 
+/**
+ * Many cell.mailboxPage requests for users one worker owns, in one NATS request: answered by one
+ * `cell.mailboxPageBatchReplies` with a reply per page, in order, each as the single request would have
+ * been answered (docs/decisions/0042). An edge batches the pages of one turn's connects, as it does sends.
+ */
+export type CellMailboxPageBatch = { type: "cell.mailboxPageBatch"; budgetMs: number; pages: CellMailboxPageRequest[] };
+/** The request batches a worker answers with one reply per item. */
+export type CellRequestBatch = CellSendBatch | CellMailboxPageBatch;
+
 const entryKind: Decoder<DirectoryEntryKind> = oneOf<DirectoryEntryKind>(["user", "conversation"]);
 /** A user id or a conversation id: the two allowlists together (both exclude '.', '*', '>' and spaces). */
 const entryId: Decoder<string> = string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_-]{1,64}$/ });
@@ -331,6 +340,19 @@ export const cellSendBatch: Decoder<CellSendBatch> = object({
   sends: array(cellSendRequest, { minItems: 1, maxItems: sendBatchItemsMax }),
 });
 
+const cellMailboxPageRequest: Decoder<CellMailboxPageRequest> = object({
+  type: literal("cell.mailboxPage"),
+  userId,
+  afterSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+  limit: integer({ min: 0, max: mailboxPageLimitMax }),
+});
+
+export const cellMailboxPageBatch: Decoder<CellMailboxPageBatch> = object({
+  type: literal("cell.mailboxPageBatch"),
+  budgetMs: integer({ min: 0, max: 600_000 }),
+  pages: array(cellMailboxPageRequest, { minItems: 1, maxItems: sendBatchItemsMax }),
+});
+
 export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
   "cell.migrate": object({ type: literal("cell.migrate"), kind: entryKind, id: entryId, toCellId: cellId }),
   "cell.import": importRequest,
@@ -367,12 +389,7 @@ export const cellRequest: Decoder<CellRequest> = taggedUnion<CellRequest>({
     limit: integer({ min: 1, max: historyPageLimitMax }),
   }),
   "cell.appendMailbox": object({ type: literal("cell.appendMailbox"), userId, eventId, event: mailboxEvent }),
-  "cell.mailboxPage": object({
-    type: literal("cell.mailboxPage"),
-    userId,
-    afterSeq: integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    limit: integer({ min: 0, max: mailboxPageLimitMax }),
-  }),
+  "cell.mailboxPage": cellMailboxPageRequest,
   "cell.messagesAfter": object({
     type: literal("cell.messagesAfter"),
     userId,
@@ -431,7 +448,7 @@ export function withBudget(request: CellRequest, budgetMsValue: number): CellReq
  * sends it there, the worker refuses it anywhere else, and the NATS permissions say who may publish on
  * each channel. A new kind must be placed here, so it cannot slip through an older grant.
  */
-export function cellRequestChannel(type: CellRequest["type"] | CellSendBatch["type"]): WorkerChannel {
+export function cellRequestChannel(type: CellRequest["type"] | CellRequestBatch["type"]): WorkerChannel {
   return requestChannels[type];
 }
 
@@ -440,9 +457,10 @@ export function cellRequestChannelOf(type: unknown): WorkerChannel | undefined {
   return typeof type === "string" ? requestChannelsByType.get(type) : undefined;
 }
 
-const requestChannels: Readonly<Record<CellRequest["type"] | CellSendBatch["type"], WorkerChannel>> = {
+const requestChannels: Readonly<Record<CellRequest["type"] | CellRequestBatch["type"], WorkerChannel>> = {
   "cell.send": "edge",
   "cell.sendBatch": "edge",
+  "cell.mailboxPageBatch": "edge",
   "cell.openDirect": "edge",
   "cell.createGroup": "edge",
   "cell.addMembers": "edge",
@@ -519,6 +537,10 @@ export type CellSharedPeersReply = { type: "cell.sharedPeers"; userId: string; p
 export type CellMessagesReply = { type: "cell.messages"; conversationId: string; afterSeq: number; messages: Message[]; headSeq: number };
 /** Answers `cell.sendBatch`: one reply per send, in the batch's order. */
 export type CellSendBatchReplies = { type: "cell.sendBatchReplies"; replies: CellReply[] };
+/** Answers `cell.mailboxPageBatch`: one reply per page, in the batch's order. */
+export type CellMailboxPageBatchReplies = { type: "cell.mailboxPageBatchReplies"; replies: CellReply[] };
+/** The answer to a request batch. */
+export type CellBatchReplies = CellSendBatchReplies | CellMailboxPageBatchReplies;
 
 /** Answers cell.migrate: the key now lives in `toCellId` under directory epoch `epoch`. */
 export type CellMigratedReply = {
@@ -679,6 +701,11 @@ export const cellReply: Decoder<CellReply> = taggedUnion<CellReply>({
 
 export const cellSendBatchReplies: Decoder<CellSendBatchReplies> = object({
   type: literal("cell.sendBatchReplies"),
+  replies: array(cellReply, { minItems: 1, maxItems: sendBatchItemsMax }),
+});
+
+export const cellMailboxPageBatchReplies: Decoder<CellMailboxPageBatchReplies> = object({
+  type: literal("cell.mailboxPageBatchReplies"),
   replies: array(cellReply, { minItems: 1, maxItems: sendBatchItemsMax }),
 });
 

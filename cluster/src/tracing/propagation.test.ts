@@ -7,7 +7,7 @@ import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import { cellReply, type CellSendRequest } from "@cellwire/protocol";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { requestJson } from "../nats-json.ts";
-import { SendBatcher } from "../send-batcher.ts";
+import { SendBatcher } from "../request-batcher.ts";
 import { createOtelTracing } from "./otel-tracing.ts";
 import { installTracing, type TraceContext } from "./tracing.ts";
 

@@ -1,15 +1,26 @@
-// Carries many cell.send requests to one worker in one NATS request (cell.sendBatch) and hands each its
-// own reply from the one cell.sendBatchReplies that answers it (docs/decisions/0009). The sends a process
-// makes within one turn of its event loop to the same worker leave together, on the next turn
-// (setImmediate), or at once when the batch reaches sendBatchItemsMax or sendBatchBytesMax: no timer
-// waits for more, so a lone send is not delayed. One NATS request, one reply, one request timer per batch
-// instead of per send; the worker stores the batch in one statement.
+// Carries many requests of one kind to one worker in one NATS request and hands each its own reply from
+// the one reply that answers them all: cell.send in cell.sendBatch (docs/decisions/0009), cell.mailboxPage
+// in cell.mailboxPageBatch (docs/decisions/0042). The requests a process makes within one turn of its
+// event loop to the same worker leave together, on the next turn (setImmediate), or at once when the batch
+// reaches sendBatchItemsMax or sendBatchBytesMax: no timer waits for more, so a lone request is not
+// delayed. One NATS request, one reply, one request timer per batch instead of per request; the worker
+// stores a batch of sends in one statement and reads a batch of pages in one.
 //
-// To the caller a batched send behaves as a single request: it resolves with its own reply, or rejects
-// with UnavailableError when the batch got no reply in time (nobody listening, a dead worker), with
-// BadPayloadError when the reply does not decode or does not answer every send.
+// To the caller a batched request behaves as a single one: it resolves with its own reply, or rejects with
+// UnavailableError when the batch got no reply in time (nobody listening, a dead worker), with
+// BadPayloadError when the reply does not decode or does not answer every request.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { cellSendBatchReplies, sendBatchBytesMax, sendBatchItemsMax, type CellReply, type CellSendRequest } from "@cellwire/protocol";
+import {
+  cellMailboxPageBatchReplies,
+  cellSendBatchReplies,
+  sendBatchBytesMax,
+  sendBatchItemsMax,
+  type CellMailboxPageRequest,
+  type CellReply,
+  type CellRequestBatch,
+  type CellSendRequest,
+  type Decoder,
+} from "@cellwire/protocol";
 import { BadPayloadError, UnavailableError } from "./errors.ts";
 import { decodeMessage, describeFailure } from "./nats-json.ts";
 import { RequestMux } from "./request-mux.ts";
@@ -26,28 +37,45 @@ type Waiting = {
 
 type Batch = { readonly items: Waiting[]; bytes: number };
 
-/** The envelope around the sends: `{"type":"cell.sendBatch","budgetMs":…,"sends":[…]}`. */
+/** What a batch of one kind is called on the wire, where its items go, and what answers it. */
+export type BatchKind = {
+  readonly batchType: CellRequestBatch["type"];
+  readonly itemsField: string;
+  readonly replies: Decoder<{ readonly replies: CellReply[] }>;
+};
+
+export const sendBatches: BatchKind = { batchType: "cell.sendBatch", itemsField: "sends", replies: cellSendBatchReplies };
+export const mailboxPageBatches: BatchKind = {
+  batchType: "cell.mailboxPageBatch",
+  itemsField: "pages",
+  replies: cellMailboxPageBatchReplies,
+};
+
+/** The envelope around the items: `{"type":"cell.sendBatch","budgetMs":…,"sends":[…]}`. */
 const envelopeBytes = 64;
 
-export class SendBatcher {
+export class RequestBatcher<Item extends CellSendRequest | CellMailboxPageRequest> {
   private readonly batches = new Map<string, Batch>();
   private flushScheduled = false;
 
   private readonly requests: RequestMux;
 
-  constructor(connection: NatsConnection) {
+  constructor(
+    connection: NatsConnection,
+    private readonly kind: BatchKind,
+  ) {
     this.requests = RequestMux.of(connection);
   }
 
   /** Sends `request` to `subject` in the next batch for it; `timeoutMs` bounds the wait for its reply. */
-  request(subject: string, request: CellSendRequest, timeoutMs: number): Promise<CellReply> {
+  request(subject: string, request: Item, timeoutMs: number): Promise<CellReply> {
     const encoded = JSON.stringify(request);
     const trace = activeTracing()?.activeContext();
     // UTF-8 bytes, as NATS counts its payload: a string's length undercounts non-ASCII bodies up to 3 times.
     const bytes = Buffer.byteLength(encoded, "utf8") + 1;
     return new Promise<CellReply>((resolve, reject) => {
       let batch = this.batches.get(subject);
-      // A send that would push the batch past its bounds goes out with the next one.
+      // A request that would push the batch past its bounds goes out with the next one.
       if (batch !== undefined && (batch.items.length >= sendBatchItemsMax || batch.bytes + bytes > sendBatchBytesMax)) {
         this.batches.delete(subject);
         this.send(subject, batch);
@@ -75,12 +103,13 @@ export class SendBatcher {
 
   private send(subject: string, batch: Batch): void {
     const { items } = batch;
-    // The batch is answered, or given up on, as one: the shortest wait of its sends bounds it.
+    // The batch is answered, or given up on, as one: the shortest wait of its requests bounds it.
     let timeoutMs = Number.POSITIVE_INFINITY;
     for (const item of items) timeoutMs = Math.min(timeoutMs, item.timeoutMs);
     const budgetMs = Math.max(0, Math.floor(timeoutMs));
-    const payload = `{"type":"cell.sendBatch","budgetMs":${budgetMs},"sends":[${items.map((item) => item.encoded).join(",")}]}`;
-    // One trace context per send, in send order (nats-trace-headers.ts): the worker continues each send's
+    const { batchType, itemsField } = this.kind;
+    const payload = `{"type":"${batchType}","budgetMs":${budgetMs},"${itemsField}":[${items.map((item) => item.encoded).join(",")}]}`;
+    // One trace context per request, in order (nats-trace-headers.ts): the worker continues each one's
     // trace. With tracing off none: a send's trace id is derived from the send where a line needs it (0037).
     const tracing = activeTracing();
     const headers = tracing === undefined ? undefined : tracing.headersForEach(items.map((item) => item.trace));
@@ -91,10 +120,10 @@ export class SendBatcher {
         return;
       }
       {
-        const decoded = decodeMessage(cellSendBatchReplies, outcome.data);
+        const decoded = decodeMessage(this.kind.replies, outcome.data);
         if (!decoded.ok || decoded.value.replies.length !== items.length) {
-          const why = decoded.ok ? `${decoded.value.replies.length} replies to ${items.length} sends` : decoded.reason;
-          const error = new BadPayloadError(`the batch reply on ${subject} does not answer its sends: ${why}`);
+          const why = decoded.ok ? `${decoded.value.replies.length} replies to ${items.length} ${itemsField}` : decoded.reason;
+          const error = new BadPayloadError(`the batch reply on ${subject} does not answer its ${itemsField}: ${why}`);
           for (const item of items) item.reject(error);
           return;
         }
@@ -105,5 +134,12 @@ export class SendBatcher {
         });
       }
     });
+  }
+}
+
+/** cell.send requests in cell.sendBatch. */
+export class SendBatcher extends RequestBatcher<CellSendRequest> {
+  constructor(connection: NatsConnection) {
+    super(connection, sendBatches);
   }
 }

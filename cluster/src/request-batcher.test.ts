@@ -1,18 +1,21 @@
 // SendBatcher over a fake NATS connection whose requests the test answers: what leaves in one request,
-// where batches split, how one batch reply reaches each caller, and how a failed batch fails every send.
+// where batches split, how one batch reply reaches each caller, and how a failed batch fails every send;
+// then the same batcher for mailbox pages (docs/decisions/0042).
 import { describe, expect, it } from "vitest";
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import {
+  cellMailboxPageBatch,
   cellSendBatch,
   decodeJsonText,
   sendBatchBytesMax,
   sendBatchItemsMax,
+  type CellMailboxPageRequest,
   type CellReply,
   type CellSendBatch,
   type CellSendRequest,
 } from "@cellwire/protocol";
 import { BadPayloadError, UnavailableError } from "./errors.ts";
-import { SendBatcher } from "./send-batcher.ts";
+import { mailboxPageBatches, RequestBatcher, SendBatcher } from "./request-batcher.ts";
 
 const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 const encoder = new TextEncoder();
@@ -301,5 +304,68 @@ describe("SendBatcher", () => {
     expect(request.headers).toBeUndefined();
     request.reply(storedReplies(request));
     await Promise.all(replies);
+  });
+});
+
+describe("RequestBatcher of mailbox pages", () => {
+  /** Records what the batcher publishes and lets the test answer it: the same seam as FakeConnection. */
+  function pageConnection(): {
+    readonly published: { subject: string; payload: string; answer(value: unknown): void }[];
+    readonly connection: NatsConnection;
+  } {
+    const published: { subject: string; payload: string; answer(value: unknown): void }[] = [];
+    let replies: ReplyCallback | undefined;
+    const fake = {
+      subscribe: (_subject: string, options: { callback: ReplyCallback }) => {
+        replies = options.callback;
+        return { closed: new Promise<void>(() => undefined), unsubscribe: () => undefined };
+      },
+      publish: (subject: string, payload: Uint8Array | string, options: { reply: string }) => {
+        const text = typeof payload === "string" ? payload : new TextDecoder().decode(payload);
+        published.push({
+          subject,
+          payload: text,
+          answer: (value) => replies?.(null, { subject: options.reply, data: encoder.encode(JSON.stringify(value)) }),
+        });
+      },
+      status: async function* (): AsyncIterable<never> {},
+    };
+    return { published, connection: fake as unknown as NatsConnection };
+  }
+
+  const page = (userId: string, afterSeq: number) => ({ type: "cell.mailboxPage", userId, afterSeq, limit: 100 }) as const;
+
+  it("sends one turn's pages to a worker as one cell.mailboxPageBatch and hands each page its own reply", async () => {
+    const { published, connection } = pageConnection();
+    const batcher = new RequestBatcher<CellMailboxPageRequest>(connection, mailboxPageBatches);
+    const alice = batcher.request("cells.a.w1", page("alice", 0), 2_000);
+    const bob = batcher.request("cells.a.w1", page("bob", 7), 1_000);
+    const carol = batcher.request("cells.a.w2", page("carol", 0), 2_000);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(published.map((item) => item.subject)).toEqual(["cells.a.w1", "cells.a.w2"]);
+    const first = decodeJsonText(cellMailboxPageBatch, published[0]?.payload ?? "");
+    expect(first.ok && first.value).toEqual({ type: "cell.mailboxPageBatch", budgetMs: 1_000, pages: [page("alice", 0), page("bob", 7)] });
+    const pageReply = (userId: string, headSeq: number): CellReply => ({
+      type: "cell.mailboxEvents",
+      userId,
+      events: [],
+      headSeq,
+      floorSeq: 0,
+    });
+    const notOwner: CellReply = { type: "cell.error", code: "not_owner", message: "bob is w2's" };
+    published[0]?.answer({ type: "cell.mailboxPageBatchReplies", replies: [pageReply("alice", 3), notOwner] });
+    published[1]?.answer({ type: "cell.mailboxPageBatchReplies", replies: [pageReply("carol", 0)] });
+    await expect(alice).resolves.toEqual(pageReply("alice", 3));
+    await expect(bob).resolves.toEqual(notOwner);
+    await expect(carol).resolves.toEqual(pageReply("carol", 0));
+  });
+
+  it("fails every page of a batch answered by another kind of batch reply", async () => {
+    const { published, connection } = pageConnection();
+    const batcher = new RequestBatcher<CellMailboxPageRequest>(connection, mailboxPageBatches);
+    const alice = batcher.request("cells.a.w1", page("alice", 0), 2_000);
+    await new Promise((resolve) => setImmediate(resolve));
+    published[0]?.answer({ type: "cell.sendBatchReplies", replies: [{ type: "cell.error", code: "internal", message: "x" }] });
+    await expect(alice).rejects.toBeInstanceOf(BadPayloadError);
   });
 });
