@@ -123,6 +123,25 @@ function only<T>(items: readonly T[]): T {
   return item;
 }
 
+/**
+ * Answers worker.2's batch, then expects every send of worker.1's batch to have failed cell_unavailable
+ * with `why`: a failed batch fails its own sends and no others.
+ */
+async function expectOnlyWorker1Unavailable(
+  connection: FakeConnection,
+  failing: Promise<{ ok: true; value: CellReply } | { ok: false; error: unknown }>[],
+  why: string,
+): Promise<void> {
+  const toOther = connection.requests.find((request) => request.subject === "worker.2");
+  toOther?.reply(storedReplies(toOther));
+  for (const outcome of await Promise.all(failing)) {
+    expect(outcome.ok).toBe(false);
+    if (outcome.ok) continue;
+    expect(outcome.error).toBeInstanceOf(UnavailableError);
+    expect(outcome.error).toMatchObject({ code: "cell_unavailable", message: `worker.1: ${why}` });
+  }
+}
+
 describe("SendBatcher", () => {
   it("sends the sends of one turn to one subject in one request on the next turn, one request per subject, each caller getting its own reply", async () => {
     const connection = new FakeConnection();
@@ -225,14 +244,7 @@ describe("SendBatcher", () => {
     const failing = [batcher.request("worker.1", send(1), 30), batcher.request("worker.1", send(2), 5000)].map(settled);
     const other = batcher.request("worker.2", send(3), 5000);
     await nextTurn();
-    const toOther = connection.requests.find((request) => request.subject === "worker.2");
-    toOther?.reply(storedReplies(toOther));
-    for (const outcome of await Promise.all(failing)) {
-      expect(outcome.ok).toBe(false);
-      if (outcome.ok) continue;
-      expect(outcome.error).toBeInstanceOf(UnavailableError);
-      expect(outcome.error).toMatchObject({ code: "cell_unavailable", message: "worker.1: no reply within 30 ms" });
-    }
+    await expectOnlyWorker1Unavailable(connection, failing, "no reply within 30 ms");
     // The mux sweeps timeouts in 25 ms buckets: never early, at most a bucket or two late.
     expect(performance.now() - startedAt).toBeGreaterThanOrEqual(29);
     expect(await other).toEqual(stored(send(3), 1));
@@ -255,14 +267,7 @@ describe("SendBatcher", () => {
     const other = batcher.request("worker.2", send(3), 500);
     await nextTurn();
     if (label === "no responders") failure(connection);
-    const toOther = connection.requests.find((request) => request.subject === "worker.2");
-    toOther?.reply(storedReplies(toOther));
-    for (const outcome of await Promise.all(failing)) {
-      expect(outcome.ok).toBe(false);
-      if (outcome.ok) continue;
-      expect(outcome.error).toBeInstanceOf(UnavailableError);
-      expect(outcome.error).toMatchObject({ code: "cell_unavailable", message: `worker.1: ${why}` });
-    }
+    await expectOnlyWorker1Unavailable(connection, failing, why);
     expect(await other).toEqual(stored(send(3), 1));
   });
 
