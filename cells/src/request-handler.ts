@@ -44,6 +44,7 @@ import type { SendCommitter } from "./send-committer.ts";
 import type { ConversationResult, ConversationStore, Fenced, OutboxEntry, StoreRefusal } from "./store/store.ts";
 import type { OwnershipView } from "./worker-ownership.ts";
 import { invalidRequest } from "./request-validation.ts";
+import { orderedReplies } from "./ordered-replies.ts";
 import {
   appendedOutcome,
   conversationOutcome,
@@ -133,15 +134,22 @@ export class CellRequestHandler {
 
   /** handle() for a parsed payload; `traceparent` reads its header's (0037) only for a line: nats decodes headers when asked. */
   handleParsed(input: unknown, respond: (reply: CellReply) => void, traceparent?: () => string | undefined): Promise<void> {
-    const { queue, workerId, ownership, logger } = this.dependencies;
     const decoded = decode(cellRequestEnvelope, input);
-    if (!decoded.ok) {
-      const reason = `${decoded.failure.path} ${decoded.failure.reason}`;
-      logger.warn(`worker ${workerId} got a request that does not decode: ${reason}`);
-      respond(cellErrorReply({ kind: "bad_payload", reason }));
-      return Promise.resolve();
-    }
-    const { request, budgetMs } = decoded.value;
+    if (decoded.ok) return this.handleRequest(decoded.value.request, decoded.value.budgetMs, respond, traceparent);
+    const reason = `${decoded.failure.path} ${decoded.failure.reason}`;
+    this.dependencies.logger.warn(`worker ${this.dependencies.workerId} got a request that does not decode: ${reason}`);
+    respond(cellErrorReply({ kind: "bad_payload", reason }));
+    return Promise.resolve();
+  }
+
+  /** handleParsed() for a request already decoded (a page of a batch, docs/decisions/0042); the same ordering rule. */
+  handleRequest(
+    request: CellRequest,
+    budgetMs: number | undefined,
+    respond: (reply: CellReply) => void,
+    traceparent?: () => string | undefined,
+  ): Promise<void> {
+    const { queue, workerId, ownership, logger } = this.dependencies;
     // Local to this process, from the caller's relative budget: the clocks of two processes differ.
     const deadlineAtMs = budgetMs === undefined ? Number.POSITIVE_INFINITY : this.dependencies.monotonicNowMs() + budgetMs;
     // Any worker counts the cell's rows: no key, no turn.
@@ -192,26 +200,17 @@ export class CellRequestHandler {
     );
   }
 
-  /**
-   * Many sends in one request: each goes to the committer (which checks ownership in its batch's turn),
-   * and the replies go back together, in order, once every send has its answer.
-   */
+  /** Many sends in one request: each to the committer (ownership checked in its batch's turn), replies in order. */
   handleSendBatch(
     batch: CellSendBatch,
     respond: (replies: CellSendBatchReplies) => void,
     /** With tracing on: each send's context from the batch's headers (undefined where a send has none). */
     traceContexts?: readonly (TraceContext | undefined)[],
   ): void {
-    const replies = new Array<CellReply | undefined>(batch.sends.length);
-    let outstanding = batch.sends.length;
+    const answerOf = orderedReplies(batch.sends.length, (replies) => respond({ type: "cell.sendBatchReplies", replies }));
     const tracing = traceContexts === undefined ? undefined : activeTracing();
     batch.sends.forEach((send, index) => {
-      const answer = (reply: CellReply): void => {
-        if (replies[index] !== undefined) return;
-        replies[index] = reply;
-        outstanding -= 1;
-        if (outstanding === 0) respond({ type: "cell.sendBatchReplies", replies: replies as CellReply[] });
-      };
+      const answer = answerOf(index);
       if (tracing === undefined) {
         this.dependencies.sends.submit(send, batch.budgetMs, answer);
         return;

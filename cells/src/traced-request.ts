@@ -1,14 +1,14 @@
-// A worker's request (any kind but a batch of sends) in the trace its headers carry, when tracing is on
+// A worker's request (any kind but a batch of sends; each page of a batch of pages) in the trace it
+// carries, `parent` (its headers', or the page's in its batch's headers), when tracing is on
 // (docs/decisions/0034): one span from its arrival until it and its after-reply work are done, active
 // meanwhile, so the requests it makes (relays to mailbox owners, directory lookups) carry the trace on;
 // an error reply marks the span with its code.
-import type { MsgHdrs } from "@nats-io/transport-node";
-import type { Tracing } from "@cellwire/cluster";
+import type { TraceContext, Tracing } from "@cellwire/cluster";
 import type { CellReply } from "@cellwire/protocol";
 
 export async function handleTraced(
   tracing: Tracing,
-  headers: MsgHdrs | undefined,
+  parent: TraceContext | undefined,
   requestType: string,
   handle: (respond: (reply: CellReply) => void) => Promise<void>,
   respond: (reply: CellReply) => void,
@@ -21,7 +21,7 @@ export async function handleTraced(
   await tracing.inSpanOf(
     "worker.request",
     { "cellwire.request.type": requestType },
-    tracing.extract(headers),
+    parent,
     async () => {
       await handle(respondTraced);
       return failure;

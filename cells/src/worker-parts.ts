@@ -458,11 +458,23 @@ function serveChannel(context: WorkerContext, channel: WorkerChannel, channelSub
       if (type === "cell.mailboxPageBatch") {
         const batch = decode(cellMailboxPageBatch, parsed.value);
         if (!batch.ok) respond(cellErrorReply({ kind: "bad_payload", reason: `${batch.failure.path} ${batch.failure.reason}` }));
-        else serveMailboxPageBatch((input, answer) => handler.handleParsed(input, answer), batch.value, respond);
+        else if (tracing === undefined) serveMailboxPageBatch(handler, batch.value, respond);
+        else
+          serveMailboxPageBatch(handler, batch.value, respond, {
+            tracing,
+            contexts: tracing.extractEach(message.headers, batch.value.pages.length),
+          });
         return;
       }
       if (tracing === undefined) void handler.handleParsed(parsed.value, respond, () => traceparentOf(message.headers));
-      else void handleTraced(tracing, message.headers, String(type), (traced) => handler.handleParsed(parsed.value, traced), respond);
+      else
+        void handleTraced(
+          tracing,
+          tracing.extract(message.headers),
+          String(type),
+          (traced) => handler.handleParsed(parsed.value, traced),
+          respond,
+        );
     },
   });
 }
