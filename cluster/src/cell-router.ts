@@ -11,12 +11,13 @@ import {
   type CellMailboxPageRequest,
   type CellReply,
   type CellRequest,
+  type CellSendRequest,
 } from "@cellwire/protocol";
 import { UnavailableError } from "./errors.ts";
 import type { Logger } from "./log-lines.ts";
 import { MembershipWatcher, openExistingMembershipBucket, watchersFollowConnection, type Clock } from "./membership.ts";
 import { requestJson } from "./nats-json.ts";
-import { mailboxPageBatches, RequestBatcher, SendBatcher } from "./request-batcher.ts";
+import { mailboxPageBatches, RequestBatcher, sendBatches } from "./request-batcher.ts";
 import { backoffDelayMs, type BackoffPolicy } from "./backoff.ts";
 import { leaseExpiryCheckIntervalMs } from "./membership-core.ts";
 import { sleep as sleepRealTime } from "./sleep.ts";
@@ -68,7 +69,7 @@ export class CellRouter {
   private readonly stopSharedListeners: Array<() => void> = [];
   private readonly ringListeners = new Set<(cellId: string) => void>();
   /** Sends to one worker within one event-loop turn travel in one NATS request (docs/decisions/0009). */
-  private readonly sends: SendBatcher;
+  private readonly sends: RequestBatcher<CellSendRequest>;
   /** So do mailbox pages: a turn of connects reads its pages in one request per worker (docs/decisions/0042). */
   private readonly pages: RequestBatcher<CellMailboxPageRequest>;
 
@@ -80,7 +81,7 @@ export class CellRouter {
     private readonly random: () => number = Math.random,
     private readonly sleep: (ms: number) => Promise<void> = sleepRealTime,
   ) {
-    this.sends = new SendBatcher(connection);
+    this.sends = new RequestBatcher(connection, sendBatches);
     this.pages = new RequestBatcher(connection, mailboxPageBatches);
     for (const [cellId, watcher] of options.sharedWatchers ?? []) {
       this.sharedWatchers.set(cellId, Promise.resolve(watcher));

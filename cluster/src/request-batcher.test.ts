@@ -1,4 +1,4 @@
-// SendBatcher over a fake NATS connection whose requests the test answers: what leaves in one request,
+// RequestBatcher of sends over a fake NATS connection whose requests the test answers: what leaves in one request,
 // where batches split, how one batch reply reaches each caller, and how a failed batch fails every send;
 // then the same batcher for mailbox pages (docs/decisions/0042).
 import { describe, expect, it } from "vitest";
@@ -15,7 +15,7 @@ import {
   type CellSendRequest,
 } from "@cellwire/protocol";
 import { BadPayloadError, UnavailableError } from "./errors.ts";
-import { mailboxPageBatches, RequestBatcher, SendBatcher } from "./request-batcher.ts";
+import { mailboxPageBatches, RequestBatcher, sendBatches } from "./request-batcher.ts";
 
 const conversationId = "g-AAAAAAAAAAAAAAAAAAAAAA";
 const encoder = new TextEncoder();
@@ -142,10 +142,10 @@ async function expectOnlyWorker1Unavailable(
   }
 }
 
-describe("SendBatcher", () => {
+describe("RequestBatcher of sends", () => {
   it("sends the sends of one turn to one subject in one request on the next turn, one request per subject, each caller getting its own reply", async () => {
     const connection = new FakeConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     const first = batcher.request("worker.1", send(1), 1000);
     const second = batcher.request("worker.1", send(2), 1000);
     const third = batcher.request("worker.2", send(3), 1000);
@@ -169,7 +169,7 @@ describe("SendBatcher", () => {
 
   it("starts a new batch on each turn: a send of a later turn never waits for an earlier batch", async () => {
     const connection = new FakeConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     const early = batcher.request("worker.1", send(1), 1000);
     await nextTurn();
     const late = batcher.request("worker.1", send(2), 1000);
@@ -184,7 +184,7 @@ describe("SendBatcher", () => {
 
   it(`splits a turn's sends past sendBatchItemsMax (${sendBatchItemsMax}) and keeps every reply with its caller`, async () => {
     const connection = new FakeConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     const count = 2 * sendBatchItemsMax + 3;
     const replies = Array.from({ length: count }, (_, index) => batcher.request("worker.1", send(index), 1000));
     await nextTurn();
@@ -208,7 +208,7 @@ describe("SendBatcher", () => {
     ["emoji", "😀"],
   ])(`splits a turn's sends past sendBatchBytesMax (${sendBatchBytesMax} bytes) with %s bodies`, async (_label, character) => {
     const connection = new FakeConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     const body = character.repeat(Math.floor(30_000 / character.length));
     const count = 40;
     const replies = Array.from({ length: count }, (_, index) => batcher.request("worker.1", send(index, body), 1000));
@@ -229,7 +229,7 @@ describe("SendBatcher", () => {
 
   it("gives the batch the smallest timeout of its sends, as the worker's budgetMs", async () => {
     const connection = new FakeConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     void batcher.request("worker.1", send(1), 900).catch(() => undefined);
     void batcher.request("worker.1", send(2), 250.7).catch(() => undefined);
     void batcher.request("worker.1", send(3), 4000).catch(() => undefined);
@@ -239,7 +239,7 @@ describe("SendBatcher", () => {
 
   it("rejects every send of the batch with UnavailableError when no reply comes within the smallest timeout, and no send of another batch", async () => {
     const connection = new FakeConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     const startedAt = performance.now();
     const failing = [batcher.request("worker.1", send(1), 30), batcher.request("worker.1", send(2), 5000)].map(settled);
     const other = batcher.request("worker.2", send(3), 5000);
@@ -261,7 +261,7 @@ describe("SendBatcher", () => {
     ],
   ])("rejects every send of the batch with UnavailableError on %s, and no send of another batch", async (label, failure, why) => {
     const connection = new FakeConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     if (label === "a closed connection") failure(connection);
     const failing = [batcher.request("worker.1", send(1), 500), batcher.request("worker.1", send(2), 500)].map(settled);
     const other = batcher.request("worker.2", send(3), 500);
@@ -288,7 +288,7 @@ describe("SendBatcher", () => {
     ["a single reply instead of the batch's", encoder.encode(JSON.stringify(stored(send(1), 1))), "$"],
   ])("rejects every send of the batch with BadPayloadError on %s", async (_label, data, detail) => {
     const connection = new FakeConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     const outcomes = [batcher.request("worker.1", send(1), 500), batcher.request("worker.1", send(2), 500)].map(settled);
     await nextTurn();
     only(connection.requests).replyBytes(data);
@@ -302,7 +302,7 @@ describe("SendBatcher", () => {
 
   it("sends a batch without headers when tracing is off: a send's trace id is derived from the send (docs/decisions/0037)", async () => {
     const connection = new FakeConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     const replies = [batcher.request("worker.1", send(1), 1000), batcher.request("worker.1", send(2), 1000)];
     await nextTurn();
     const request = only(connection.requests);
@@ -342,7 +342,7 @@ describe("RequestBatcher of mailbox pages", () => {
 
   it("sends one turn's pages to a worker as one cell.mailboxPageBatch and hands each page its own reply", async () => {
     const { published, connection } = pageConnection();
-    const batcher = new RequestBatcher<CellMailboxPageRequest>(connection, mailboxPageBatches);
+    const batcher = new RequestBatcher(connection, mailboxPageBatches);
     const alice = batcher.request("cells.a.w1", page("alice", 0), 2_000);
     const bob = batcher.request("cells.a.w1", page("bob", 7), 1_000);
     const carol = batcher.request("cells.a.w2", page("carol", 0), 2_000);
@@ -367,7 +367,7 @@ describe("RequestBatcher of mailbox pages", () => {
 
   it("fails every page of a batch answered by another kind of batch reply", async () => {
     const { published, connection } = pageConnection();
-    const batcher = new RequestBatcher<CellMailboxPageRequest>(connection, mailboxPageBatches);
+    const batcher = new RequestBatcher(connection, mailboxPageBatches);
     const alice = batcher.request("cells.a.w1", page("alice", 0), 2_000);
     await new Promise((resolve) => setImmediate(resolve));
     published[0]?.answer({ type: "cell.sendBatchReplies", replies: [{ type: "cell.error", code: "internal", message: "x" }] });

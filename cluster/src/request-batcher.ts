@@ -37,15 +37,22 @@ type Waiting = {
 
 type Batch = { readonly items: Waiting[]; bytes: number };
 
-/** What a batch of one kind is called on the wire, where its items go, and what answers it. */
-export type BatchKind = {
+/** What a batch of `Item`s is called on the wire, where its items go, and what answers it. */
+export type BatchKind<Item extends CellSendRequest | CellMailboxPageRequest> = {
+  readonly itemType: Item["type"];
   readonly batchType: CellRequestBatch["type"];
   readonly itemsField: string;
   readonly replies: Decoder<{ readonly replies: CellReply[] }>;
 };
 
-export const sendBatches: BatchKind = { batchType: "cell.sendBatch", itemsField: "sends", replies: cellSendBatchReplies };
-export const mailboxPageBatches: BatchKind = {
+export const sendBatches: BatchKind<CellSendRequest> = {
+  itemType: "cell.send",
+  batchType: "cell.sendBatch",
+  itemsField: "sends",
+  replies: cellSendBatchReplies,
+};
+export const mailboxPageBatches: BatchKind<CellMailboxPageRequest> = {
+  itemType: "cell.mailboxPage",
   batchType: "cell.mailboxPageBatch",
   itemsField: "pages",
   replies: cellMailboxPageBatchReplies,
@@ -62,7 +69,7 @@ export class RequestBatcher<Item extends CellSendRequest | CellMailboxPageReques
 
   constructor(
     connection: NatsConnection,
-    private readonly kind: BatchKind,
+    private readonly kind: BatchKind<Item>,
   ) {
     this.requests = RequestMux.of(connection);
   }
@@ -134,12 +141,5 @@ export class RequestBatcher<Item extends CellSendRequest | CellMailboxPageReques
         });
       }
     });
-  }
-}
-
-/** cell.send requests in cell.sendBatch. */
-export class SendBatcher extends RequestBatcher<CellSendRequest> {
-  constructor(connection: NatsConnection) {
-    super(connection, sendBatches);
   }
 }

@@ -7,7 +7,7 @@ import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import { cellReply, type CellSendRequest } from "@cellwire/protocol";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { requestJson } from "../nats-json.ts";
-import { SendBatcher } from "../request-batcher.ts";
+import { RequestBatcher, sendBatches } from "../request-batcher.ts";
 import { createOtelTracing } from "./otel-tracing.ts";
 import { installTracing, type TraceContext } from "./tracing.ts";
 
@@ -61,7 +61,7 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
 describe("trace context on NATS requests", () => {
   it("is absent with tracing off: the batch and a request are published with a reply subject only", async () => {
     const connection = new RecordingConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     void batcher.request("worker.1", send(1), 1000).catch(() => undefined);
     void batcher.request("worker.1", send(2), 1000).catch(() => undefined);
     void requestJson(connection.asNatsConnection(), "worker.2", { type: "cell.stats" }, cellReply, 1000, "cell_unavailable").catch(
@@ -74,7 +74,7 @@ describe("trace context on NATS requests", () => {
   it("carries each send's span in the batch's headers, in send order, and the active span on a request", async () => {
     installTracing(tracing);
     const connection = new RecordingConnection();
-    const batcher = new SendBatcher(connection.asNatsConnection());
+    const batcher = new RequestBatcher(connection.asNatsConnection(), sendBatches);
     const contexts: (TraceContext | undefined)[] = [];
     for (const index of [1, 2]) {
       void tracing.inSpan("edge.send", {}, async () => {
