@@ -4,7 +4,15 @@ import { createServer, type Server } from "node:net";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { WebSocketServer, type WebSocket as ServerSocket } from "ws";
-import { acceptFor, encodeClientFrame, FrameReader, handshakeProblem, LeanWebSocket, opcodes } from "./lean-websocket.ts";
+import {
+  acceptFor,
+  encodeClientFrame,
+  FrameReader,
+  handshakeProblem,
+  LeanWebSocket,
+  opcodes,
+  randomBytesFromPool,
+} from "./lean-websocket.ts";
 
 type Seen = { texts: string[]; errors: string[]; closes: { code: number | undefined; reason: string }[]; opened: boolean };
 
@@ -209,5 +217,15 @@ describe("frame codec", () => {
     expect(handshakeProblem(`HTTP/1.1 101 Switching Protocols\r\nsec-websocket-ACCEPT:  ${acceptFor(key)}`, key)).toBeUndefined();
     expect(handshakeProblem("HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: x", key)).toContain("does not answer");
     expect(handshakeProblem("HTTP/1.1 200 OK", key)).toContain("200 OK");
+  });
+
+  it("draws fresh, distinct random bytes across the pool's refills, each draw its own Buffer", () => {
+    // 8 KiB a pool: 5,000 keys of 16 bytes refill it nine times, and draws never straddle a refill.
+    const draws = Array.from({ length: 5_000 }, () => randomBytesFromPool(16));
+    expect(draws.every((draw) => draw.length === 16)).toBe(true);
+    expect(new Set(draws.map((draw) => draw.toString("hex"))).size).toBe(draws.length);
+    const first = Buffer.from(draws[0] ?? Buffer.alloc(0));
+    randomBytesFromPool(8 * 1024);
+    expect(draws[0]?.equals(first)).toBe(true);
   });
 });
