@@ -9,8 +9,9 @@
 // dies), so it can never outlive a run.
 import { WebSocket } from "ws";
 import { LeanWebSocket } from "./lean-websocket.ts";
+import { issuerTokenSigner, tokenLifetimeS } from "./run-issuer.ts";
 import { CellwireClient } from "@cellwire/client";
-import { createDevTokenSigner, defaultDevKeyDirectory, type DevTokenSigner } from "@cellwire/edge/dev-keys";
+import { createDevTokenSigner, defaultDevKeyDirectory } from "@cellwire/edge/dev-keys";
 import { protocolVersion } from "@cellwire/protocol";
 import { describeError } from "../chat/load-messages.ts";
 import { createLatencyHistogram, encodeHistogram, recordLatencyUs } from "../chat/latency-histogram.ts";
@@ -20,6 +21,7 @@ import {
   type AwaitResyncCommand,
   type ConnectionsCommand,
   type ConnectionsReply,
+  type IssuerKey,
   type OpenClientsCommand,
   type OpenSessionsCommand,
   type OpenSilentCommand,
@@ -31,6 +33,15 @@ const connectDeadlineMs = 60_000;
 /** Synced events and attempts remembered per SDK client: the kill needs only those after it. */
 const clientEventsMax = 64;
 const resyncPollIntervalMs = 50;
+
+type TokenSigner = (userId: string, deviceId: string) => Promise<string>;
+
+/** Signs with the run's issuer key (the edges verify it in jwks mode), or with the dev key pair without one. */
+async function tokenSignerFor(issuerKey: IssuerKey | undefined): Promise<TokenSigner> {
+  if (issuerKey !== undefined) return issuerTokenSigner(issuerKey);
+  const signDev = await createDevTokenSigner(defaultDevKeyDirectory);
+  return (userId, deviceId) => signDev(userId, { deviceId, expiresInSeconds: tokenLifetimeS });
+}
 
 /** Wall-clock microseconds, comparable across the processes of the machine. */
 function wallNowUs(): number {
@@ -132,7 +143,6 @@ function remember<T>(list: T[], item: T): void {
 }
 
 class ConnectionsLoadProcess {
-  private signer: DevTokenSigner | undefined;
   private deviceId = "bench";
   private users: PreparedUser[] = [];
   private readonly sockets = new Set<LeanWebSocket>();
@@ -144,10 +154,9 @@ class ConnectionsLoadProcess {
     switch (command.type) {
       case "prepare": {
         const startedMs = performance.now();
-        this.signer ??= await createDevTokenSigner(defaultDevKeyDirectory);
-        const signer = this.signer;
+        const sign = await tokenSignerFor(command.issuerKey);
         this.deviceId = command.deviceId;
-        const tokens = await Promise.all(command.userIds.map((userId) => signer(userId, { deviceId: command.deviceId })));
+        const tokens = await Promise.all(command.userIds.map((userId) => sign(userId, command.deviceId)));
         this.users = command.userIds.map((userId, index) => ({ userId, token: tokens[index] ?? "", syncedSeq: undefined }));
         return this.reply({ type: "prepared", id: command.id, signMs: performance.now() - startedMs });
       }

@@ -16,6 +16,8 @@ import {
   literal,
   nullable,
   object,
+  oneOf,
+  optional,
   string,
   taggedUnion,
   userId as userIdDecoder,
@@ -46,12 +48,25 @@ const encodedHistogram = string({ minLength: 1, maxLength: connectionsLoadLimits
 // ---------------------------------------------------------------------------------------------------
 // Commands: coordinator → load process
 
-/** Replaces the process's users and signs a dev token for each (before anything is measured). */
+/** The run's own issuer (--tokens <algorithm>): its private key, and what its tokens say. */
+export type IssuerKey = {
+  readonly algorithm: "ES256" | "RS256" | "PS256" | "EdDSA";
+  /** The private key, PKCS #8 PEM. */
+  readonly privateKeyPem: string;
+  readonly kid: string;
+  readonly issuer: string;
+  readonly audience: string;
+};
+/**
+ * Replaces the process's users and signs a token for each (before anything is measured): with the run's
+ * issuer key when there is one, with the dev key otherwise.
+ */
 export type PrepareCommand = {
   readonly type: "prepare";
   readonly id: number;
   readonly userIds: readonly string[];
   readonly deviceId: string;
+  readonly issuerKey?: IssuerKey | undefined;
 };
 /** Opens `count` sockets that never say hello (the uWS baseline). */
 export type OpenSilentCommand = {
@@ -114,6 +129,15 @@ export const connectionsCommandDecoder: Decoder<ConnectionsCommand> = taggedUnio
     id: commandId,
     userIds: array(userIdDecoder, { maxItems: connectionsLoadLimits.connectionsPerProcessMax }),
     deviceId,
+    issuerKey: optional(
+      object({
+        algorithm: oneOf(["ES256", "RS256", "PS256", "EdDSA"]),
+        privateKeyPem: string({ minLength: 1, maxLength: 16_384 }),
+        kid: shortText,
+        issuer: shortText,
+        audience: shortText,
+      }),
+    ),
   }),
   openSilent: object({
     type: literal("openSilent"),

@@ -19,6 +19,7 @@ describe("the connections bench's options", () => {
         users: 6000,
         resyncDeadlineS: 30,
         loadProcesses: 2,
+        tokens: "dev",
         resultsPath: "bench/results/2026-12-06-connections.md",
         profileDirectory: undefined,
         heapSnapshotDirectory: undefined,
@@ -43,6 +44,14 @@ describe("the connections bench's options", () => {
     );
     expect(message(parseConnectionsOptions(["--sockets", "20001"], now))).toMatch(/--sockets 20001/);
     expect(message(parseConnectionsOptions(["--connects", "0"], now))).toMatch(/--connects takes a whole number from 1/);
+  });
+
+  it("signs dev tokens unless an algorithm of a production JWKS is named", () => {
+    const parsed = parseConnectionsOptions(["--tokens", "RS256"], now);
+    expect(parsed.ok && parsed.options.tokens).toBe("RS256");
+    expect(message(parseConnectionsOptions(["--tokens", "HS256"], now))).toMatch(
+      /--tokens takes dev, ES256, RS256, PS256, EdDSA, not "HS256"/,
+    );
   });
 
   it("refuses malformed numbers, unknown options and a postgres URL of another scheme", () => {

@@ -5,6 +5,15 @@ import { parseArgs } from "node:util";
 export const measurementNames = ["memory", "connects", "kill"] as const;
 export type MeasurementName = (typeof measurementNames)[number];
 
+/**
+ * How the benchmark's tokens are signed and verified: "dev" is `npm start`'s dev key pair (ES256, the edges
+ * in dev mode); an algorithm runs the edges in jwks mode, the production path (the key picked from a JWKS
+ * by kid and alg), with a key pair of that algorithm made for the run. Issuers differ: Auth0, Cognito,
+ * Firebase and Entra ID sign with RS256, and the algorithm decides much of what a connect costs the edge.
+ */
+export const tokenModes = ["dev", "ES256", "RS256", "PS256", "EdDSA"] as const;
+export type TokenMode = (typeof tokenModes)[number];
+
 export const usage = `usage: npm run bench:connections -- [options]
 
   --measurements <list>     which to run, comma separated, in this order: memory, connects, kill (default all)
@@ -17,6 +26,9 @@ export const usage = `usage: npm run bench:connections -- [options]
   --resync-deadline <s>     kill: how long after the kill a client may take to sync again (default 30)
   --load-processes <n>      processes that hold the sockets and clients (default 2; at most
                             5000 sockets or clients each; each one more wakes on the shared cores)
+  --tokens <mode>           dev (the dev key pair, ES256, edges in dev mode, as npm start; the default) or
+                            ES256, RS256, PS256, EdDSA: edges in jwks mode with a JWKS file of a key pair
+                            of that algorithm made for the run, as a production edge verifies
   --results <path>          the markdown report (default bench/results/<yyyy-mm-dd>-connections.md)
   --profile <dir>           CPU profiles of every Cellwire process and load process, in <dir>/<process name>/
                             (edge 1 is SIGKILLed by the kill measurement and leaves none: profile it without kill)
@@ -32,6 +44,7 @@ export type ConnectionsOptions = {
   readonly users: number;
   readonly resyncDeadlineS: number;
   readonly loadProcesses: number;
+  readonly tokens: TokenMode;
   readonly resultsPath: string;
   readonly profileDirectory: string | undefined;
   readonly heapSnapshotDirectory: string | undefined;
@@ -78,6 +91,12 @@ function parseMeasurements(text: string): MeasurementName[] {
   return measurementNames.filter((name) => names.includes(name));
 }
 
+function tokenMode(text: string): TokenMode {
+  const mode = tokenModes.find((candidate) => candidate === text);
+  if (mode === undefined) throw new OptionError(`--tokens takes ${tokenModes.join(", ")}, not ${JSON.stringify(text)}`);
+  return mode;
+}
+
 function postgresUrl(text: string): string {
   let url: URL;
   try {
@@ -104,6 +123,7 @@ export function parseConnectionsOptions(argv: readonly string[], now: Date = new
         users: { type: "string", default: "6000" },
         "resync-deadline": { type: "string", default: "30" },
         "load-processes": { type: "string", default: "2" },
+        tokens: { type: "string", default: "dev" },
         results: { type: "string" },
         profile: { type: "string" },
         "heap-snapshots": { type: "string" },
@@ -130,6 +150,7 @@ export function parseConnectionsOptions(argv: readonly string[], now: Date = new
         users,
         resyncDeadlineS: wholeNumber("resync-deadline", values["resync-deadline"], 1, connectionsLimits.resyncDeadlineSMax),
         loadProcesses,
+        tokens: tokenMode(values.tokens),
         resultsPath: values.results ?? defaultResultsPath(now),
         profileDirectory: values.profile,
         heapSnapshotDirectory: values["heap-snapshots"],

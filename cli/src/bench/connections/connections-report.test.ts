@@ -109,6 +109,7 @@ describe("the connections report", () => {
       "| 6,000 | 1 → 2 | **6,000** | 0 | 10,400 / 12,000 / 13,000 / **13,700** | 5,000 / 900 / 100 | 4102: 900, no close code: 100 | edge-2 1,000 | 1.50 2.00 2.50 |",
     );
     expect(report).toContain("- cellwire-worker-a-1 exited unexpectedly (status 1)");
+    expect(report).toContain("- Tokens: the dev key pair's (ES256), the edges in dev mode");
     // The wave's spread: a bar per bucket, scaled to the fullest, up to the last bucket with a client.
     expect(report).toContain(`| 0–25 | 3,000 | 50% | ${"█".repeat(40)} |`);
     expect(report).toContain(`| 25–50 | 1,500 | 25% | ${"█".repeat(20)} |`);
@@ -133,5 +134,23 @@ describe("the connections report", () => {
     expect(report).not.toContain("Idle memory");
     expect(report).not.toContain("connects per second");
     expect(report).toContain("## Edge kill");
+  });
+
+  it("says which tokens the edges verified: a run's own RS256 issuer in jwks mode", () => {
+    const withRs256 = parseConnectionsOptions(["--tokens", "RS256"], new Date(2026, 11, 6, 12));
+    if (!withRs256.ok) throw new Error(withRs256.message);
+    const report = renderConnectionsReport({
+      date: new Date(Date.UTC(2026, 11, 6)),
+      machine,
+      commit: { commit: "abc1234", dirty: false },
+      command: "npm run bench:connections -- --tokens RS256",
+      options: withRs256.options,
+      memory: [],
+      connects: [connects],
+      kill: [],
+      incidents: [],
+    });
+    expect(report).toContain("- Tokens: RS256, signed with a key pair made for the run; the edges in jwks mode");
+    expect(report).not.toContain("dev key pair");
   });
 });

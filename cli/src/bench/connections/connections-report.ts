@@ -206,6 +206,9 @@ export function renderConnectionsReport(input: ConnectionsReportInput): string {
     `- Command: \`${input.command}\``,
     `- Topology: as \`npm start\` runs it (directory, cells a and b with two workers each, two edges) on a fresh namespace; ` +
       `${options.loadProcesses} load processes share the cores with it. The machine is shared: each row has the load average when it was taken.`,
+    options.tokens === "dev"
+      ? "- Tokens: the dev key pair's (ES256), the edges in dev mode, as `npm start` runs them."
+      : `- Tokens: ${options.tokens}, signed with a key pair made for the run; the edges in jwks mode, reading its public key from a JWKS file, as a production edge verifies.`,
     ...(options.profileDirectory === undefined
       ? []
       : [

@@ -47,6 +47,7 @@ import {
   type MemorySample,
 } from "./connections-results.ts";
 import { InspectorSession, inspectorUrlOf } from "./edge-inspector.ts";
+import { createRunIssuer, type RunIssuer } from "./run-issuer.ts";
 
 const repositoryRoot = fileURLToPath(new URL("../../../../", import.meta.url));
 const loadProcessEntry = fileURLToPath(new URL("./connections-load-process.ts", import.meta.url));
@@ -144,6 +145,8 @@ type RunState = {
   readonly runId: string;
   readonly system: CellwireSystem;
   readonly fleet: Fleet;
+  /** The run's own issuer with --tokens <algorithm>; undefined: dev tokens. */
+  readonly issuer: RunIssuer | undefined;
   readonly usageTargets: readonly UsageTarget[];
   readonly inspectorUrls: ReadonlyMap<string, string>;
   readonly expectKill: () => void;
@@ -162,9 +165,14 @@ function pidOf(system: CellwireSystem, processName: string): number {
 }
 
 async function prepare(state: RunState, prefix: string, count: number): Promise<void> {
-  const { fleet, options } = state;
+  const { fleet, options, issuer } = state;
   const replies = await fleet.all(
-    (processIndex) => ({ type: "prepare", userIds: usersOf(prefix, count, processIndex, options.loadProcesses), deviceId }),
+    (processIndex) => ({
+      type: "prepare",
+      userIds: usersOf(prefix, count, processIndex, options.loadProcesses),
+      deviceId,
+      issuerKey: issuer?.issuerKey,
+    }),
     "prepared",
     openDeadlineMs,
   );
@@ -472,14 +480,19 @@ async function main(argv: readonly string[]): Promise<number> {
   const inspectorUrls = new Map<string, string>();
   let killExpected = false;
   try {
-    log(`bench:connections: run ${runId}: starting Cellwire (directory, cells a and b with two workers each, two edges)…`);
+    const issuer = options.tokens === "dev" ? undefined : await createRunIssuer(options.tokens, runId);
+    if (issuer !== undefined) cleanups.add(() => issuer.remove());
+    log(
+      `bench:connections: run ${runId}: starting Cellwire (directory, cells a and b with two workers each, two edges), ` +
+        (issuer === undefined ? "dev tokens (ES256)…" : `edges in jwks mode, ${options.tokens} tokens…`),
+    );
     const system = await startCellwire({
       namespace: runId,
       natsServers,
       redisUrl,
       postgresAdminUrl: options.postgresAdminUrl,
       profileDirectory: options.profileDirectory === undefined ? undefined : resolve(options.profileDirectory),
-      extraEnvironment: { EDGE_AUTH_TIMEOUT_MS: String(helloDeadlineMs) },
+      extraEnvironment: { EDGE_AUTH_TIMEOUT_MS: String(helloDeadlineMs), ...issuer?.environment },
       // The inspector only where memory is measured: the V8 heap figures come through it.
       extraExecArgv: (processName) =>
         options.measurements.includes("memory") && processName.startsWith("cellwire-edge-") ? ["--inspect=127.0.0.1:0"] : [],
@@ -507,6 +520,7 @@ async function main(argv: readonly string[]): Promise<number> {
       runId,
       system,
       fleet,
+      issuer,
       usageTargets: [
         ...system.usageTargets,
         ...fleet.processes.map(({ processName, pid }) => ({ name: processName, pids: () => [pid] })),
