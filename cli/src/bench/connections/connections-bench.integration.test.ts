@@ -130,4 +130,34 @@ describe("npm run bench:connections", () => {
     expect(report).toContain("## Edge kill: SDK clients synced again on the other edge");
     expect(report).toContain("How the 200 clients' reconnects spread");
   });
+
+  it("runs the edges in jwks mode with --tokens RS256: the run's own issuer's tokens connect and resync", async () => {
+    const rs256ResultsPath = join(directory, "report-rs256.md");
+    const run = await runBench([
+      "--measurements",
+      "connects,kill",
+      "--connects",
+      "100",
+      "--users",
+      "100",
+      "--tokens",
+      "RS256",
+      "--results",
+      rs256ResultsPath,
+    ]);
+    onTestFailed(() =>
+      console.log(`exit ${String(run.code)}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.split("\n").slice(-80).join("\n")}`),
+    );
+    expect(run.code).toBe(0);
+    expect(run.stderr).toContain("edges in jwks mode, RS256 tokens");
+    const lines = parseLines(run.stdout);
+    const connects = lines.filter((line) => line["measurement"] === "connects");
+    expect(connects.map((line) => line["users"])).toEqual(["first-time", "returning"]);
+    for (const line of connects) expect(line).toMatchObject({ connects: 100, failed: 0 });
+    const kill = lines.find((line) => line["measurement"] === "kill");
+    expect(kill).toMatchObject({ clients: 100, resynced: 100, notResynced: 0 });
+    expect(readFileSync(rs256ResultsPath, "utf8")).toContain(
+      "- Tokens: RS256, signed with a key pair made for the run; the edges in jwks mode",
+    );
+  });
 });
