@@ -616,6 +616,84 @@ it("reads the mailbox again for sessions homed in a cell whose workers changed, 
   await transport.frame((frame) => frame["type"] === "synced" && frame["seq"] === 1);
 });
 
+describe("a new device of a user the directory places for its hello (decision 0043)", () => {
+  /** Lets the fakes' promise chains run until `done` holds (each step settles within one turn). */
+  async function until(done: () => boolean): Promise<void> {
+    for (let turn = 0; turn < 100 && !done(); turn++) await settle();
+    expect(done()).toBe(true);
+  }
+
+  it("is synced at head 0 without a mailbox read, and gets the user's first event live", async () => {
+    const edge = newEdge();
+    edge.directory.unplacedUsers.add("bob");
+    const { transport } = await edge.authenticated("bob");
+    expect(await transport.frame((frame) => frame["type"] === "synced")).toEqual({ type: "synced", seq: 0 });
+    expect(edge.router.requestsOf("cell.mailboxPage")).toEqual([]);
+    edge.deliveries.publish("bob", 1, receipt(1));
+    expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 1, event: receipt(1) });
+  });
+
+  it("registers for deliveries before asking the directory, and reads the head when an event came in between", async () => {
+    const edge = newEdge();
+    edge.directory.unplacedUsers.add("bob");
+    const directoryAnswer = deferred<void>();
+    edge.directory.resolveUserGate = directoryAnswer.promise;
+    // Appended (a group add naming bob) after the directory placed him and before his welcome.
+    edge.router.answers.set("cell.mailboxPage", async () => ({
+      type: "cell.mailboxEvents",
+      userId: "bob",
+      events: [],
+      headSeq: 1,
+      floorSeq: 0,
+    }));
+    const { transport } = edge.connect();
+    transport.receiveJson({ type: "hello", protocolVersion, token: "valid:bob" });
+    await until(() => edge.directory.resolveUserCalls === 1);
+    expect(edge.deliveries.sessionCount("bob")).toBe(1);
+    edge.deliveries.publish("bob", 1, receipt(1));
+    directoryAnswer.resolve();
+    // A new device is live at the head, which the read tells: 1, not the 0 a skipped read would have said.
+    expect(await transport.frame((frame) => frame["type"] === "synced")).toEqual({ type: "synced", seq: 1 });
+    expect(edge.router.requestsOf("cell.mailboxPage")).toHaveLength(1);
+    edge.deliveries.publish("bob", 2, receipt(2));
+    expect(await transport.frame((frame) => frame["type"] === "event")).toEqual({ type: "event", seq: 2, event: receipt(2) });
+  });
+
+  it("reads the mailbox of a user the directory already knew, of a placed user's resumed hello, and of a hello that found the user cached", async () => {
+    const edge = newEdge();
+    await (await edge.authenticated("bob")).transport.frame((frame) => frame["type"] === "synced");
+    expect(edge.router.requestsOf("cell.mailboxPage")).toHaveLength(1);
+
+    edge.directory.unplacedUsers.add("carol");
+    await (await edge.authenticated("carol", { resumeAfterSeq: 0 })).transport.frame((frame) => frame["type"] === "synced");
+    expect(edge.router.requestsOf("cell.mailboxPage")).toHaveLength(2);
+
+    edge.directory.unplacedUsers.add("dave");
+    await (await edge.authenticated("dave")).transport.frame((frame) => frame["type"] === "synced");
+    expect(edge.router.requestsOf("cell.mailboxPage")).toHaveLength(2);
+    // Dave's second device: his home comes from the edge's cache, which cannot say he is new.
+    await (await edge.authenticated("dave", { deviceId: "laptop" })).transport.frame((frame) => frame["type"] === "synced");
+    expect(edge.router.requestsOf("cell.mailboxPage")).toHaveLength(3);
+  });
+
+  it("lets only the hello whose own request placed the user skip the read: one that joined it in flight reads", async () => {
+    const edge = newEdge();
+    edge.directory.unplacedUsers.add("bob");
+    const directoryAnswer = deferred<void>();
+    edge.directory.resolveUserGate = directoryAnswer.promise;
+    const first = edge.connect().transport;
+    const second = edge.connect().transport;
+    first.receiveJson({ type: "hello", protocolVersion, token: "valid:bob", deviceId: "phone" });
+    second.receiveJson({ type: "hello", protocolVersion, token: "valid:bob", deviceId: "laptop" });
+    await until(() => edge.deliveries.sessionCount("bob") === 2);
+    directoryAnswer.resolve();
+    await first.frame((frame) => frame["type"] === "synced");
+    await second.frame((frame) => frame["type"] === "synced");
+    expect(edge.directory.resolveUserCalls).toBe(1);
+    expect(edge.router.requestsOf("cell.mailboxPage")).toHaveLength(1);
+  });
+});
+
 describe("resuming the mailbox (decision 0021)", () => {
   const incarnation = "0b6f4f0e-4a4e-4c1c-9f57-5a1d2f3c4b5a";
   const otherIncarnation = "7c1e9d2a-3b4f-4e5d-8a6b-9c0d1e2f3a4b";

@@ -96,11 +96,22 @@ export class RequestHandler {
     return this.monotonicNowMs() + this.requestDeadlineMs;
   }
 
-  /** The user's home cell and its epoch, cached; a user seen for the first time is placed. */
-  async homeOf(userId: string): Promise<HomeLocation> {
-    const entry = await this.cache.get(directoryCacheKey("user", userId), async () => (await this.directory.resolveUser(userId)).entry);
+  /**
+   * The user's home cell and its epoch, cached; a user seen for the first time is placed. `placedNow`: this
+   * call's own directory request placed the user, so no cell held anything of theirs when it was answered
+   * (docs/decisions/0043). Never from the cache, from another caller's request in flight, or when a move
+   * published meanwhile replaced the entry.
+   */
+  async homeOf(userId: string): Promise<HomeLocation & { readonly placedNow: boolean }> {
+    let placed = undefined as DirectoryEntry | undefined;
+    const entry = await this.cache.get(directoryCacheKey("user", userId), async () => {
+      const resolved = await this.directory.resolveUser(userId);
+      if (resolved.placed) placed = resolved.entry;
+      return resolved.entry;
+    });
     if (entry === undefined) throw new RemoteError("directory_unavailable", `no directory entry for user ${userId}`);
-    return { cellId: entry.cellId, epoch: entry.epoch };
+    const placedNow = placed !== undefined && placed.cellId === entry.cellId && placed.epoch === entry.epoch;
+    return { cellId: entry.cellId, epoch: entry.epoch, placedNow };
   }
 
   /**

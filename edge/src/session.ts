@@ -46,7 +46,14 @@ import type { TypingIndicator } from "./typing/typing-relay.ts";
 
 type SessionState =
   | { readonly kind: "awaiting_hello" }
-  | { readonly kind: "authenticating" }
+  | {
+      readonly kind: "authenticating";
+      /**
+       * A mailbox event reached the session after it registered for its user's deliveries and before it
+       * opened: its mailbox is not known empty, so it is read even for a user placed by this hello (0043).
+       */
+      mailboxEventArrived: boolean;
+    }
   | {
       readonly kind: "open";
       readonly userId: string;
@@ -373,6 +380,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   }
 
   deliver(event: SequencedEvent, serializedFrame: string): void {
+    if (this.state.kind === "authenticating") this.state.mailboxEventArrived = true;
     if (this.state.kind !== "open") return;
     const decision = this.state.cursor.live(event, serializedFrame.length);
     if (decision === "send") {
@@ -450,7 +458,8 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   }
 
   private async authenticate(hello: HelloFrame): Promise<void> {
-    this.state = { kind: "authenticating" };
+    const authenticating: SessionState = { kind: "authenticating", mailboxEventArrived: false };
+    this.state = authenticating;
     if (!protocolVersionsSupported.includes(hello.protocolVersion)) {
       return this.close("unsupported_protocol_version", `this edge speaks protocol version ${protocolVersionsSupported.join(", ")}`);
     }
@@ -459,15 +468,6 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
     if (!outcome.ok) return this.close(outcome.reason, outcome.detail);
     const { userId } = outcome.identity;
     const deviceId = outcome.identity.deviceId ?? hello.deviceId ?? "default";
-    let home: HomeLocation;
-    try {
-      home = await this.homeOf(userId);
-    } catch (error) {
-      if (this.state.kind !== "authenticating") return;
-      this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
-      return this.close("unavailable", "the directory did not answer");
-    }
-    if (this.state.kind !== "authenticating") return;
     // Checked here, with no await before attach() counts this session, so that hellos of one user verified
     // at the same time cannot all pass the check before any of them is counted. At the limit, a session of
     // the user that has gone silent (its close never arrived) makes room rather than keep this one out.
@@ -475,9 +475,11 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       this.core.tooManySessionsRefusals++;
       return this.close("too_many_sessions", `at most ${this.core.limits.sessionsPerUserMax} sessions per user on one edge`);
     }
-    // The session stays "authenticating" until it is registered for its user's deliveries: frames sent
-    // before welcome still close it, and live events published meanwhile are not lost, since the backlog
-    // read after the registration holds them (docs/decisions/0011).
+    // The session registers for its user's deliveries before it asks the directory, and stays
+    // "authenticating" until it opens: frames sent before welcome still close it, and live events published
+    // meanwhile are not lost, since the backlog read after the registration holds them (docs/decisions/0011).
+    // Registered first, it also hears every event appended after the directory's answer, which is what
+    // lets a user placed by this very hello skip that read (0043).
     try {
       await this.core.deliveries.attach(userId, this);
     } catch (error) {
@@ -490,12 +492,28 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       this.core.deliveries.detach(userId, this);
       return;
     }
+    let home: HomeLocation & { readonly placedNow: boolean };
+    try {
+      home = await this.homeOf(userId);
+    } catch (error) {
+      this.core.deliveries.detach(userId, this);
+      if (this.state.kind !== "authenticating") return;
+      this.reply(errorFrameFor(error, undefined, (message) => this.core.logger.error(message)));
+      return this.close("unavailable", "the directory did not answer");
+    }
+    if (this.state.kind !== "authenticating") {
+      this.core.deliveries.detach(userId, this);
+      return;
+    }
     // Checked last, with no await until the session is counted as the user's: a revocation that arrives
     // after this finds the session and closes it.
     if (this.core.isRevoked(outcome.identity)) {
       this.core.deliveries.detach(userId, this);
       return this.close("token_revoked", "the user's sessions were revoked; sign in again");
     }
+    // A new device of a user the directory placed for this hello, with no mailbox event heard since the
+    // registration: the mailbox is empty at its head 0, which the read would only confirm (0043).
+    const mailboxKnownEmpty = home.placedNow && hello.resumeAfterSeq === undefined && !authenticating.mailboxEventArrived;
     this.expiresAtMs = outcome.identity.expiresAtMs;
     const heldBytes = new HeldBytesBudget(this.core.limits.heldBytesPerSessionMax);
     const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax, heldBytes, hello.mailboxIncarnation);
@@ -529,7 +547,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       heartbeatIntervalMs: this.core.limits.heartbeatIntervalMs,
       tokenExpiresAtMs: this.expiresAtMs,
     });
-    await this.initialSync();
+    await this.initialSync(mailboxKnownEmpty);
   }
 
   /**
@@ -538,7 +556,7 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
    * its token and ask again. The retries end before half the hello's deadline, so the auth timer does not
    * close a hello that is still waiting for the directory as if the client had been silent.
    */
-  private async homeOf(userId: string): Promise<HomeLocation> {
+  private async homeOf(userId: string): Promise<HomeLocation & { readonly placedNow: boolean }> {
     const { monotonicNowMs } = this.core.ephemeral;
     const startedAtMs = monotonicNowMs();
     const budgetMs = this.core.limits.authTimeoutMs / 2;
@@ -565,8 +583,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
    * the log of every followed conversation after its cursor, then `synced`. Live events and messages that
    * arrive meanwhile are held by their cursors.
    */
-  private async initialSync(): Promise<void> {
-    await this.sync();
+  /** `mailboxKnownEmpty`: the mailbox's first page is known to be empty at head 0 (0043), so it is not read. */
+  private async initialSync(mailboxKnownEmpty: boolean): Promise<void> {
+    await this.sync(mailboxKnownEmpty);
     if (this.state.kind !== "open") return;
     const pending = [...this.followedConversations()].filter(([, cursor]) => cursor.isSyncing).map(([conversationId]) => conversationId);
     let next = 0;
@@ -719,16 +738,21 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
    * once and in order, then `synced`. Live events that arrive meanwhile are held by the cursor. A mailbox
    * that cannot be read closes the session as unavailable: the client resumes from its last seq.
    */
-  private async sync(): Promise<void> {
+  private async sync(firstPageKnownEmpty = false): Promise<void> {
     if (this.state.kind !== "open") return;
-    const { cursor, userId } = this.state;
+    const { cursor, userId, homeCellId, homeEpoch } = this.state;
     if (this.syncRunning) return;
     this.syncRunning = true;
+    let knownEmpty = firstPageKnownEmpty;
     try {
       for (;;) {
         for (;;) {
           const { afterSeq, limit } = cursor.nextPageRequest(mailboxPageLimitMax);
-          const page = await this.withOverloadBackoff(() => this.core.handler.mailboxPage(userId, afterSeq, limit));
+          // What the mailbox's owner answers for a mailbox nothing was ever appended to.
+          const page = knownEmpty
+            ? { events: [], headSeq: 0, floorSeq: 0, incarnation: undefined, home: { cellId: homeCellId, epoch: homeEpoch } }
+            : await this.withOverloadBackoff(() => this.core.handler.mailboxPage(userId, afterSeq, limit));
+          knownEmpty = false;
           if (this.state.kind !== "open") return;
           this.followHome(page.home);
           const outcome = cursor.applyPage(page);

@@ -201,12 +201,15 @@ export class FakeDirectory implements DirectoryLookups {
   resolveUserFailure: Error | undefined;
   /** When set, resolveUser waits for it. */
   resolveUserGate: Promise<void> | undefined;
+  /** Users never seen: the first resolveUser of each places it (placed: true), as the directory's script does. */
+  readonly unplacedUsers = new Set<string>();
 
   async resolveUser(userId: string): Promise<EntryResult> {
     this.resolveUserCalls++;
     if (this.resolveUserGate !== undefined) await this.resolveUserGate;
     if (this.resolveUserFailure !== undefined) throw this.resolveUserFailure;
-    return { entry: { kind: "user", id: userId, cellId: this.userCells.get(userId) ?? "a", epoch: 1 }, placed: false };
+    const placed = this.unplacedUsers.delete(userId);
+    return { entry: { kind: "user", id: userId, cellId: this.userCells.get(userId) ?? "a", epoch: 1 }, placed };
   }
 
   async lookupConversation(conversationId: string): Promise<DirectoryEntry | undefined> {
