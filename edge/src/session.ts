@@ -511,9 +511,11 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
       this.core.deliveries.detach(userId, this);
       return this.close("token_revoked", "the user's sessions were revoked; sign in again");
     }
-    // A new device of a user the directory placed for this hello, with no mailbox event heard since the
-    // registration: the mailbox is empty at its head 0, which the read would only confirm (0043).
-    const mailboxKnownEmpty = home.placedNow && hello.resumeAfterSeq === undefined && !authenticating.mailboxEventArrived;
+    // A device starting live at the head or from seq 0 (with no incarnation to check) of a user the
+    // directory placed for this hello, with no mailbox event heard since the registration: the mailbox is
+    // empty at its head 0, which the read would only confirm (0043).
+    const fromTheStart = hello.resumeAfterSeq === undefined || (hello.resumeAfterSeq === 0 && hello.mailboxIncarnation === undefined);
+    const mailboxKnownEmpty = home.placedNow && fromTheStart && !authenticating.mailboxEventArrived;
     this.expiresAtMs = outcome.identity.expiresAtMs;
     const heldBytes = new HeldBytesBudget(this.core.limits.heldBytesPerSessionMax);
     const cursor = new MailboxCursor(hello.resumeAfterSeq, this.core.limits.heldEventsPerSessionMax, heldBytes, hello.mailboxIncarnation);

@@ -56,6 +56,8 @@ const redisUrl = "redis://127.0.0.1:6379";
 const deviceId = "bench";
 const killedEdgeProcess = "cellwire-edge-1";
 
+/** Users connected first-time and then returning before the timed connects, so that no pass pays JIT compilation. */
+const connectsWarmUpUsersMax = 1000;
 /** Silent sockets must outlive their measurement: the edge closes a socket without hello at this deadline. */
 const helloDeadlineMs = 60_000;
 /** Sockets opened at once per load process for the memory measurement (its speed is not measured). */
@@ -336,6 +338,21 @@ async function measureConnects(state: RunState): Promise<ConnectsLine[]> {
   const { edge } = edgeAt(system, 0);
   const lines: ConnectsLine[] = [];
   log(`connects: ${options.connects} users to edge ${edge.edgeId}, ${options.inFlightPerProcess} in flight per load process…`);
+  // Untimed first: the run's processes have just started, and the first connects of each kind would carry
+  // their JIT compilation into the timed passes, which a serving edge and its workers did long ago. Since
+  // decision 0043 a first-time user's hello reads no mailbox page, so without this the workers' page path
+  // would compile during the returning pass.
+  const warmUpUsers = Math.min(connectsWarmUpUsersMax, options.connects);
+  await prepare(state, `${state.runId}-w`, warmUpUsers);
+  for (const resume of [false, true]) {
+    await fleet.all(
+      () => ({ type: "openSessions", url: edge.webSocketUrl, inFlightMax: options.inFlightPerProcess, resume }),
+      "sessionsOpened",
+      openDeadlineMs,
+    );
+    await closeSockets(state, edge);
+  }
+  log(`  warm-up: ${warmUpUsers} users connected first-time and returning, untimed`);
   await prepare(state, `${state.runId}-c`, options.connects);
   for (const users of ["first-time", "returning"] as const) {
     const ticksPerSecond = clockTicksPerSecond();
