@@ -47,6 +47,11 @@ afterAll(async () => {
   rmSync(directory, { recursive: true, force: true });
 });
 
+/** What a failed test shows of its run: the exit, stdout, and the end of stderr. */
+function printRun(run: BenchRun): void {
+  console.log(`exit ${String(run.code)}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.split("\n").slice(-80).join("\n")}`);
+}
+
 function parseLines(stdout: string): Record<string, unknown>[] {
   return stdout
     .split("\n")
@@ -80,9 +85,7 @@ describe("npm run bench:connections", () => {
       "--results",
       resultsPath,
     ]);
-    onTestFailed(() =>
-      console.log(`exit ${String(run.code)}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.split("\n").slice(-80).join("\n")}`),
-    );
+    onTestFailed(() => printRun(run));
     expect(run.code).toBe(0);
     const lines = parseLines(run.stdout);
 
@@ -145,9 +148,7 @@ describe("npm run bench:connections", () => {
       "--results",
       rs256ResultsPath,
     ]);
-    onTestFailed(() =>
-      console.log(`exit ${String(run.code)}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr.split("\n").slice(-80).join("\n")}`),
-    );
+    onTestFailed(() => printRun(run));
     expect(run.code).toBe(0);
     expect(run.stderr).toContain("edges in jwks mode, RS256 tokens");
     const lines = parseLines(run.stdout);

@@ -1,10 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { parseConnectionsOptions } from "./connections-options.ts";
-import { renderConnectionsReport } from "./connections-report.ts";
+import { renderConnectionsReport, type ConnectionsReportInput } from "./connections-report.ts";
 import type { ConnectsLine, KillLine, MemoryLine } from "./connections-results.ts";
 
 const parsed = parseConnectionsOptions([], new Date(2026, 11, 6, 12));
 if (!parsed.ok) throw new Error(parsed.message);
+const defaultOptions = parsed.options;
 const machine = {
   cpuModel: "Test CPU",
   cores: 2,
@@ -84,14 +85,26 @@ const kill: KillLine = {
   loadAverage,
 };
 
+/** A report of a run on 2026-12-06 at commit abc1234 (clean), with what `input` names and nothing else measured. */
+function reportOf(input: Partial<ConnectionsReportInput>): string {
+  return renderConnectionsReport({
+    date: new Date(Date.UTC(2026, 11, 6)),
+    machine,
+    commit: { commit: "abc1234", dirty: false },
+    command: "npm run bench:connections --",
+    options: defaultOptions,
+    memory: [],
+    connects: [],
+    kill: [],
+    incidents: [],
+    ...input,
+  });
+}
+
 describe("the connections report", () => {
   it("names the machine, commit and command, and has a table per measurement with the load average on each row", () => {
-    const report = renderConnectionsReport({
-      date: new Date(Date.UTC(2026, 11, 6)),
-      machine,
+    const report = reportOf({
       commit: { commit: "abc1234", dirty: true },
-      command: "npm run bench:connections --",
-      options: parsed.options,
       memory: [memory],
       connects: [connects],
       kill: [kill],
@@ -120,17 +133,7 @@ describe("the connections report", () => {
   });
 
   it("leaves out the measurements not run", () => {
-    const report = renderConnectionsReport({
-      date: new Date(Date.UTC(2026, 11, 6)),
-      machine,
-      commit: { commit: "abc1234", dirty: false },
-      command: "npm run bench:connections -- --measurements kill",
-      options: parsed.options,
-      memory: [],
-      connects: [],
-      kill: [kill],
-      incidents: [],
-    });
+    const report = reportOf({ command: "npm run bench:connections -- --measurements kill", kill: [kill] });
     expect(report).not.toContain("Idle memory");
     expect(report).not.toContain("connects per second");
     expect(report).toContain("## Edge kill");
@@ -139,17 +142,7 @@ describe("the connections report", () => {
   it("says which tokens the edges verified: a run's own RS256 issuer in jwks mode", () => {
     const withRs256 = parseConnectionsOptions(["--tokens", "RS256"], new Date(2026, 11, 6, 12));
     if (!withRs256.ok) throw new Error(withRs256.message);
-    const report = renderConnectionsReport({
-      date: new Date(Date.UTC(2026, 11, 6)),
-      machine,
-      commit: { commit: "abc1234", dirty: false },
-      command: "npm run bench:connections -- --tokens RS256",
-      options: withRs256.options,
-      memory: [],
-      connects: [connects],
-      kill: [],
-      incidents: [],
-    });
+    const report = reportOf({ command: "npm run bench:connections -- --tokens RS256", options: withRs256.options, connects: [connects] });
     expect(report).toContain("- Tokens: RS256, signed with a key pair made for the run; the edges in jwks mode");
     expect(report).not.toContain("dev key pair");
   });
