@@ -583,9 +583,9 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   /**
    * The backlog: the mailbox after resumeAfterSeq (whose joined events add conversations to follow), then
    * the log of every followed conversation after its cursor, then `synced`. Live events and messages that
-   * arrive meanwhile are held by their cursors.
+   * arrive meanwhile are held by their cursors. `mailboxKnownEmpty`: the mailbox's first page is known to
+   * be empty at head 0 (a user placed by this hello, 0043), so it is not read.
    */
-  /** `mailboxKnownEmpty`: the mailbox's first page is known to be empty at head 0 (0043), so it is not read. */
   private async initialSync(mailboxKnownEmpty: boolean): Promise<void> {
     await this.sync(mailboxKnownEmpty);
     if (this.state.kind !== "open") return;
