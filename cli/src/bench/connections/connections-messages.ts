@@ -48,9 +48,13 @@ const encodedHistogram = string({ minLength: 1, maxLength: connectionsLoadLimits
 // ---------------------------------------------------------------------------------------------------
 // Commands: coordinator → load process
 
+/** The signature algorithms a run's own issuer may use: those a production edge's JWKS takes, but RS512 and ES384. */
+export const issuerAlgorithms = ["ES256", "RS256", "PS256", "EdDSA"] as const;
+export type IssuerAlgorithm = (typeof issuerAlgorithms)[number];
+
 /** The run's own issuer (--tokens <algorithm>): its private key, and what its tokens say. */
 export type IssuerKey = {
-  readonly algorithm: "ES256" | "RS256" | "PS256" | "EdDSA";
+  readonly algorithm: IssuerAlgorithm;
   /** The private key, PKCS #8 PEM. */
   readonly privateKeyPem: string;
   readonly kid: string;
@@ -131,7 +135,7 @@ export const connectionsCommandDecoder: Decoder<ConnectionsCommand> = taggedUnio
     deviceId,
     issuerKey: optional(
       object({
-        algorithm: oneOf(["ES256", "RS256", "PS256", "EdDSA"]),
+        algorithm: oneOf(issuerAlgorithms),
         privateKeyPem: string({ minLength: 1, maxLength: 16_384 }),
         kid: shortText,
         issuer: shortText,

@@ -1,6 +1,7 @@
 // The connections benchmark's command line, parsed and checked once (node:util parseArgs), so the run
 // after it trusts every value. Pure: a bad value comes back as a message for the user, never as an exception.
 import { parseArgs } from "node:util";
+import { issuerAlgorithms } from "./connections-messages.ts";
 
 export const measurementNames = ["memory", "connects", "kill"] as const;
 export type MeasurementName = (typeof measurementNames)[number];
@@ -11,7 +12,7 @@ export type MeasurementName = (typeof measurementNames)[number];
  * by kid and alg), with a key pair of that algorithm made for the run. Issuers differ: Auth0, Cognito,
  * Firebase and Entra ID sign with RS256, and the algorithm decides much of what a connect costs the edge.
  */
-export const tokenModes = ["dev", "ES256", "RS256", "PS256", "EdDSA"] as const;
+export const tokenModes = ["dev", ...issuerAlgorithms] as const;
 export type TokenMode = (typeof tokenModes)[number];
 
 export const usage = `usage: npm run bench:connections -- [options]

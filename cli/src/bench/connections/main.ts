@@ -346,14 +346,16 @@ async function measureConnects(state: RunState): Promise<ConnectsLine[]> {
   // their JIT compilation into the timed passes, which a serving edge and its workers did long ago. Since
   // decision 0043 a first-time user's hello reads no mailbox page, so without this the workers' page path
   // would compile during the returning pass.
-  const warmUpUsers = Math.min(connectsWarmUpUsersMax, options.connects);
-  await prepare(state, `${state.runId}-w`, warmUpUsers);
-  for (const resume of [false, true]) {
-    await fleet.all(
+  const openSessions = (resume: boolean) =>
+    fleet.all(
       () => ({ type: "openSessions", url: edge.webSocketUrl, inFlightMax: options.inFlightPerProcess, resume }),
       "sessionsOpened",
       openDeadlineMs,
     );
+  const warmUpUsers = Math.min(connectsWarmUpUsersMax, options.connects);
+  await prepare(state, `${state.runId}-w`, warmUpUsers);
+  for (const resume of [false, true]) {
+    await openSessions(resume);
     await closeSockets(state, edge);
   }
   log(`  warm-up: ${warmUpUsers} users connected first-time and returning, untimed`);
@@ -364,11 +366,7 @@ async function measureConnects(state: RunState): Promise<ConnectsLine[]> {
     const usageAtStart = await sampleUsage(state.usageTargets);
     // The pass's window on the monotonic clock of V8's CPU profiles, for profile-summary.ts --window.
     const windowMonotonicStartUs = process.hrtime.bigint() / 1000n;
-    const replies = await fleet.all(
-      () => ({ type: "openSessions", url: edge.webSocketUrl, inFlightMax: options.inFlightPerProcess, resume: users === "returning" }),
-      "sessionsOpened",
-      openDeadlineMs,
-    );
+    const replies = await openSessions(users === "returning");
     if (options.profileDirectory !== undefined)
       log(`  ${users}: profile window --window ${windowMonotonicStartUs}-${process.hrtime.bigint() / 1000n}`);
     const usageAtEnd = await sampleUsage(state.usageTargets);

@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exportJWK, exportPKCS8, generateKeyPair, importPKCS8, SignJWT } from "jose";
-import type { IssuerKey } from "./connections-messages.ts";
+import type { IssuerAlgorithm, IssuerKey } from "./connections-messages.ts";
 
 export type RunIssuer = {
   readonly issuerKey: IssuerKey;
@@ -17,7 +17,7 @@ export type RunIssuer = {
   readonly remove: () => Promise<void>;
 };
 
-export async function createRunIssuer(algorithm: IssuerKey["algorithm"], runId: string): Promise<RunIssuer> {
+export async function createRunIssuer(algorithm: IssuerAlgorithm, runId: string): Promise<RunIssuer> {
   const { publicKey, privateKey } = await generateKeyPair(algorithm, { extractable: true });
   const kid = `${runId}-${algorithm}`;
   const issuer = `cellwire-bench-${runId}`;
