@@ -380,8 +380,10 @@ export class Session implements DeliveryTarget, DrainTarget, CatchUpTarget {
   }
 
   deliver(event: SequencedEvent, serializedFrame: string): void {
-    if (this.state.kind === "authenticating") this.state.mailboxEventArrived = true;
-    if (this.state.kind !== "open") return;
+    if (this.state.kind !== "open") {
+      if (this.state.kind === "authenticating") this.state.mailboxEventArrived = true;
+      return;
+    }
     const decision = this.state.cursor.live(event, serializedFrame.length);
     if (decision === "send") {
       this.write(serializedFrame, "event");
