@@ -95,6 +95,7 @@ function reportOf(input: Partial<ConnectionsReportInput>): string {
     options: defaultOptions,
     memory: [],
     connects: [],
+    warmUp: [],
     kill: [],
     incidents: [],
     ...input,
@@ -145,5 +146,21 @@ describe("the connections report", () => {
     const report = reportOf({ command: "npm run bench:connections -- --tokens RS256", options: withRs256.options, connects: [connects] });
     expect(report).toContain("- Tokens: RS256, signed with a key pair made for the run; the edges in jwks mode");
     expect(report).not.toContain("dev key pair");
+  });
+
+  it("says how the connects were warmed up, round by round", () => {
+    const report = reportOf({
+      connects: [connects],
+      warmUp: [
+        { users: "first-time", connects: 10_000, machineCpuUsPerConnect: 330 },
+        { users: "returning", connects: 10_000, machineCpuUsPerConnect: 1_410 },
+        { users: "returning", connects: 10_000, machineCpuUsPerConnect: 372 },
+        { users: "returning", connects: 10_000, machineCpuUsPerConnect: null },
+      ],
+    });
+    expect(report).toContain(
+      "Before the timed passes, untimed: 10,000 other users first-time, then returning 3 times, until a round's machine CPU per connect " +
+        "was within 5% of the round before (machine CPU µs per connect, round by round, the first-time one first: 330, 1,410, 372 and –).",
+    );
   });
 });

@@ -4,7 +4,16 @@
 import type { CommitDescription, MachineDescription } from "../chat/report.ts";
 import type { LatencySummaryMs } from "../chat/latency-histogram.ts";
 import type { ConnectionsOptions } from "./connections-options.ts";
-import type { ConnectsLine, KillLine, LoadAverage, MemoryLine, ProcessCpu, SpreadBucket } from "./connections-results.ts";
+import {
+  warmUpSettledShare,
+  type ConnectsLine,
+  type KillLine,
+  type LoadAverage,
+  type MemoryLine,
+  type ProcessCpu,
+  type SpreadBucket,
+  type WarmUpRound,
+} from "./connections-results.ts";
 
 export type ConnectionsReportInput = {
   readonly date: Date;
@@ -14,6 +23,8 @@ export type ConnectionsReportInput = {
   readonly options: ConnectionsOptions;
   readonly memory: readonly MemoryLine[];
   readonly connects: readonly ConnectsLine[];
+  /** The connects measurement's untimed rounds before its timed passes, in order. */
+  readonly warmUp: readonly WarmUpRound[];
   readonly kill: readonly KillLine[];
   /** What went wrong on the side during the run (a server that exited unasked). */
   readonly incidents: readonly string[];
@@ -93,7 +104,21 @@ function memorySection(lines: readonly MemoryLine[]): string[] {
   ];
 }
 
-function connectsSection(lines: readonly ConnectsLine[]): string[] {
+/** "10,000 users first-time, then returning 4 times (machine CPU µs per connect: 410, 372, 365 and 360)". */
+function warmUpSentence(rounds: readonly WarmUpRound[]): string {
+  const first = rounds[0];
+  if (first === undefined) return "No warm-up.";
+  const returning = rounds.filter((round) => round.users === "returning");
+  const figures = rounds.map((round) => (round.machineCpuUsPerConnect === null ? "–" : figure(round.machineCpuUsPerConnect)));
+  const listed = figures.length < 2 ? figures.join("") : `${figures.slice(0, -1).join(", ")} and ${figures.at(-1) ?? ""}`;
+  return (
+    `Before the timed passes, untimed: ${figure(first.connects)} other users first-time, then returning ${returning.length} times, ` +
+    `until a round's machine CPU per connect was within ${figure(warmUpSettledShare * 100)}% of the round before ` +
+    `(machine CPU µs per connect, round by round, the first-time one first: ${listed}).`
+  );
+}
+
+function connectsSection(lines: readonly ConnectsLine[], warmUp: readonly WarmUpRound[]): string[] {
   if (lines.length === 0) return [];
   const rows = lines.map((line) =>
     [
@@ -116,6 +141,8 @@ function connectsSection(lines: readonly ConnectsLine[]): string[] {
     "",
     "Minimal clients (the benchmark's own lean WebSocket client, a protocol 2 hello with a pre-signed token, wait for `synced`), a bounded number in flight per load process; " +
       "sessions stay open until the pass ends. Times from the socket's request; CPU from /proc over the pass, per connect.",
+    "",
+    warmUpSentence(warmUp),
     "",
     "| users | edge | connects | failed | in flight | s | admitted/s | to welcome p50 / p99 / max ms | to synced p50 / p99 / max ms | server CPU µs/connect | CPU µs/connect by process | load average |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -216,7 +243,7 @@ export function renderConnectionsReport(input: ConnectionsReportInput): string {
         ]),
     "",
     ...memorySection(input.memory),
-    ...connectsSection(input.connects),
+    ...connectsSection(input.connects, input.warmUp),
     ...killSection(input.kill),
   ];
   if (input.incidents.length > 0) lines.push("Incidents during the run:", "", ...input.incidents.map((incident) => `- ${incident}`), "");

@@ -1,6 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { createLatencyHistogram, encodeHistogram, recordLatencyUs } from "../chat/latency-histogram.ts";
-import { connectsLine, cpuPerOperation, killLine, memoryLine, spreadHistogram } from "./connections-results.ts";
+import {
+  connectsLine,
+  cpuPerOperation,
+  killLine,
+  memoryLine,
+  spreadHistogram,
+  warmUpRoundsMax,
+  warmUpSettled,
+  type WarmUpRound,
+} from "./connections-results.ts";
 
 const loadAverage = [1, 2, 3] as const;
 
@@ -171,5 +180,31 @@ describe("cpuPerOperation", () => {
     expect(cpuPerOperation([{ name: "edge", cpuMs: 10, rssMb: 1, processCount: 1 }], 0)).toEqual([
       { name: "edge", cpuMs: 10, cpuUsPerOperation: null },
     ]);
+  });
+});
+
+describe("warmUpSettled", () => {
+  const rounds = (...figures: (number | null)[]): WarmUpRound[] =>
+    figures.map((machineCpuUsPerConnect) => ({ users: "returning", connects: 10_000, machineCpuUsPerConnect }));
+
+  it("takes two returning rounds at least, however close the first two figures are", () => {
+    expect(warmUpSettled(rounds())).toBe(false);
+    expect(warmUpSettled(rounds(400))).toBe(false);
+    expect(warmUpSettled(rounds(400, 400))).toBe(true);
+  });
+
+  it("goes on while a round's CPU per connect moved by more than 5% from the round before", () => {
+    expect(warmUpSettled(rounds(440, 410))).toBe(false);
+    expect(warmUpSettled(rounds(440, 410, 372))).toBe(false);
+    expect(warmUpSettled(rounds(440, 410, 372, 360))).toBe(true);
+    // Up or down: a slower round is no sign of a settled process either.
+    expect(warmUpSettled(rounds(360, 400))).toBe(false);
+  });
+
+  it("stops at the most rounds whatever the figures, and at the least when /proc gave none", () => {
+    const falling = Array.from({ length: warmUpRoundsMax }, (_, index) => 800 - index * 100);
+    expect(warmUpSettled(rounds(...falling.slice(0, -1)))).toBe(false);
+    expect(warmUpSettled(rounds(...falling))).toBe(true);
+    expect(warmUpSettled(rounds(null, 400))).toBe(true);
   });
 });

@@ -116,6 +116,38 @@ export type ConnectsLine = {
   readonly loadAverage: LoadAverage;
 };
 
+/**
+ * The warm-up's returning rounds (untimed, before the timed passes): at least warmUpRoundsMin, then more
+ * until a round's machine CPU per connect is within warmUpSettledShare of the round before, at most
+ * warmUpRoundsMax. One round was not enough: a perf profile of a worker during the timed returning pass
+ * after one round had a quarter of its CPU in V8's optimizing compiler, and the workers' CPU per returning
+ * connect kept falling with more rounds (79–82 µs after 1, 68 after 2, 55–63 after 4, 49 after 8).
+ */
+export const warmUpRoundsMin = 2;
+export const warmUpRoundsMax = 8;
+export const warmUpSettledShare = 0.05;
+
+/** One untimed round of the warm-up: the machine's busy CPU per connect, null where /proc could not tell. */
+export type WarmUpRound = {
+  readonly users: "first-time" | "returning";
+  readonly connects: number;
+  readonly machineCpuUsPerConnect: number | null;
+};
+
+/**
+ * Whether the warm-up's returning rounds so far are enough (see warmUpRoundsMin). Without a machine
+ * figure convergence cannot be told, so the minimum is taken.
+ */
+export function warmUpSettled(returningRounds: readonly WarmUpRound[]): boolean {
+  const count = returningRounds.length;
+  if (count < warmUpRoundsMin) return false;
+  if (count >= warmUpRoundsMax) return true;
+  const last = returningRounds[count - 1]?.machineCpuUsPerConnect ?? null;
+  const before = returningRounds[count - 2]?.machineCpuUsPerConnect ?? null;
+  if (last === null || before === null || before <= 0) return true;
+  return Math.abs(last - before) <= before * warmUpSettledShare;
+}
+
 /** Load processes and the coordinator: the load generator, not the system measured. */
 export function isLoadGenerator(name: string): boolean {
   return name.startsWith("load-") || name === "bench-coordinator";

@@ -40,11 +40,13 @@ import {
   killLine,
   memoryLine,
   reconnectBucketMs,
+  warmUpSettled,
   type ConnectsLine,
   type KillLine,
   type LoadAverage,
   type MemoryLine,
   type MemorySample,
+  type WarmUpRound,
 } from "./connections-results.ts";
 import { InspectorSession, inspectorUrlOf } from "./edge-inspector.ts";
 import { createRunIssuer, type RunIssuer } from "./run-issuer.ts";
@@ -60,6 +62,7 @@ const killedEdgeProcess = "cellwire-edge-1";
  * Users connected first-time and then returning before the timed connects (as many as the timed passes
  * connect, up to this), so that no pass pays JIT compilation: with 1,000 the workers' page path was still
  * compiling during the returning pass (their CPU per returning connect 134–137 µs; with 10,000, 86–87).
+ * The returning rounds repeat until the machine's CPU per connect settles (warmUpSettled).
  */
 const connectsWarmUpUsersMax = 10_000;
 /** Silent sockets must outlive their measurement: the edge closes a socket without hello at this deadline. */
@@ -337,7 +340,7 @@ async function measureIdleSessions(state: RunState): Promise<MemoryLine[]> {
 // ---------------------------------------------------------------------------------------------------
 // connects
 
-async function measureConnects(state: RunState): Promise<ConnectsLine[]> {
+async function measureConnects(state: RunState): Promise<{ readonly lines: ConnectsLine[]; readonly warmUp: WarmUpRound[] }> {
   const { options, fleet, system } = state;
   const { edge } = edgeAt(system, 0);
   const lines: ConnectsLine[] = [];
@@ -354,11 +357,23 @@ async function measureConnects(state: RunState): Promise<ConnectsLine[]> {
     );
   const warmUpUsers = Math.min(connectsWarmUpUsersMax, options.connects);
   await prepare(state, `${state.runId}-w`, warmUpUsers);
-  for (const resume of [false, true]) {
-    await openSessions(resume);
+  const warmUp: WarmUpRound[] = [];
+  const returningRounds = () => warmUp.filter((round) => round.users === "returning");
+  while (warmUp.length === 0 || !warmUpSettled(returningRounds())) {
+    const users = warmUp.length === 0 ? "first-time" : "returning";
+    const ticksPerSecond = clockTicksPerSecond();
+    const machineAtStart = readMachineBusyTicks();
+    const replies = await openSessions(users === "returning");
+    const machineAtEnd = readMachineBusyTicks();
+    const connects = replies.reduce((sum, reply) => sum + reply.opened, 0);
+    const machineCpuUsPerConnect =
+      machineAtStart === undefined || machineAtEnd === undefined || connects === 0
+        ? null
+        : Math.round(((machineAtEnd - machineAtStart) * 1e6) / ticksPerSecond / connects);
+    warmUp.push({ users, connects, machineCpuUsPerConnect });
+    log(`  warm-up round ${warmUp.length}: ${connects} ${users}, untimed, ${machineCpuUsPerConnect ?? "–"} µs of machine CPU per connect`);
     await closeSockets(state, edge);
   }
-  log(`  warm-up: ${warmUpUsers} users connected first-time and returning, untimed`);
   await prepare(state, `${state.runId}-c`, options.connects);
   for (const users of ["first-time", "returning"] as const) {
     const ticksPerSecond = clockTicksPerSecond();
@@ -386,7 +401,7 @@ async function measureConnects(state: RunState): Promise<ConnectsLine[]> {
     log(`  ${users}: ${line.connects} synced in ${line.durationS} s: ${line.admittedPerS}/s`);
     await closeSockets(state, edge);
   }
-  return lines;
+  return { lines, warmUp };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -552,10 +567,11 @@ async function main(argv: readonly string[]): Promise<number> {
     };
     let memory: MemoryLine[] = [];
     let connects: ConnectsLine[] = [];
+    let warmUp: WarmUpRound[] = [];
     const kill: KillLine[] = [];
     try {
       if (options.measurements.includes("memory")) memory = await measureMemory(state);
-      if (options.measurements.includes("connects")) connects = await measureConnects(state);
+      if (options.measurements.includes("connects")) ({ lines: connects, warmUp } = await measureConnects(state));
       if (options.measurements.includes("kill")) kill.push(await measureKill(state));
     } catch (error) {
       log(`bench:connections: the run failed; the servers' last output:\n${system.recentOutput().slice(-40).join("\n")}`);
@@ -572,6 +588,7 @@ async function main(argv: readonly string[]): Promise<number> {
       options,
       memory,
       connects,
+      warmUp,
       kill,
       incidents,
     });
