@@ -21,7 +21,8 @@ export const usage = `usage: npm run bench:connections -- [options]
   --sockets <n>             memory: idle authenticated sessions opened on edge 1, and silent sockets on
                             edge 2 for the uWS baseline (default 5000)
   --connects <n>            connects: users connected to edge 1 as first-time users, then again as
-                            returning users (default 10000), after an untimed warm-up of as many more (up to 10000)
+                            returning users (default 10000), after an untimed warm-up of as many more (up to 10000):
+                            first-time once, then returning until the machine's CPU per connect settles (2-8 rounds)
   --in-flight <n>           connects: connects in flight per load process (default 50)
   --users <n>               kill: SDK clients synced on edge 1 before it is killed (default 6000)
   --resync-deadline <s>     kill: how long after the kill a client may take to sync again (default 30)
