@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import {
   clockTicksPerSecond,
   findProcessIdsByName,
+  machineCpuMsBetween,
   parseCpuTicks,
   parseMachineBusyTicks,
   parseRssBytes,
@@ -28,6 +29,12 @@ describe("reading /proc", () => {
   it("counts the machine's busy ticks without idle, iowait or the guest time already in user", () => {
     expect(parseMachineBusyTicks("cpu  100 5 50 1000 20 3 2 1 40 0\ncpu0 50 2 25 500 10 1 1 0 20 0\n")).toBe(100 + 5 + 50 + 3 + 2 + 1);
     expect(parseMachineBusyTicks("intr 1 2 3\n")).toBeUndefined();
+  });
+
+  it("turns two readings of the machine's busy ticks into ms, and no reading into null", () => {
+    expect(machineCpuMsBetween(1_000, 1_250, 100)).toBe(2_500);
+    expect(machineCpuMsBetween(undefined, 1_250, 100)).toBeNull();
+    expect(machineCpuMsBetween(1_000, undefined, 100)).toBeNull();
   });
 
   it("reads this process", () => {

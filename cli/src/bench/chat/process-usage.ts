@@ -144,3 +144,8 @@ export function readMachineBusyTicks(): number | undefined {
     return undefined;
   }
 }
+
+/** The machine's busy CPU (all cores) between two readMachineBusyTicks, in ms; null where either could not be read. */
+export function machineCpuMsBetween(startTicks: number | undefined, endTicks: number | undefined, ticksPerSecond: number): number | null {
+  return startTicks === undefined || endTicks === undefined ? null : ((endTicks - startTicks) * 1000) / ticksPerSecond;
+}

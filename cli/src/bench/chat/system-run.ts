@@ -10,7 +10,14 @@ import type { BenchOptions } from "./bench-options.ts";
 import { positionsToReach, readRecordings, toHistoryRecord } from "./history-recording.ts";
 import { LoadFleet } from "./load-fleet.ts";
 import type { LoadUser } from "./load-messages.ts";
-import { clockTicksPerSecond, readMachineBusyTicks, sampleUsage, usageBetween, type UsageTarget } from "./process-usage.ts";
+import {
+  clockTicksPerSecond,
+  machineCpuMsBetween,
+  readMachineBusyTicks,
+  sampleUsage,
+  usageBetween,
+  type UsageTarget,
+} from "./process-usage.ts";
 import { budgetBetween, sampleCounters } from "./service-counters.ts";
 import { mergeRate, type RateResult } from "./rate-result.ts";
 import type { CellwireSystem, PeerSystem, RunningSystem } from "./systems.ts";
@@ -255,8 +262,7 @@ async function runRate(
     await atWallTime(Math.min(drainDeadlineUs, wallNowUs() + progressIntervalMs * 1000));
   }
   const reports = await fleet.all(() => ({ type: "report" }), "report", commandDeadlineMs);
-  const machineCpuMs =
-    machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond;
+  const machineCpuMs = machineCpuMsBetween(machineAtStart, machineAtEnd, ticksPerSecond);
   const merged = mergeRate({
     system: system.system,
     group: options.group,

@@ -23,6 +23,7 @@ import { servicesToCheck, unreachableServices } from "../../preflight.ts";
 import type { EdgeAddress } from "../../topology.ts";
 import {
   clockTicksPerSecond,
+  machineCpuMsBetween,
   readMachineBusyTicks,
   readRssBytes,
   sampleUsage,
@@ -357,23 +358,21 @@ async function measureConnects(state: RunState): Promise<{ readonly lines: Conne
     );
   const warmUpUsers = Math.min(connectsWarmUpUsersMax, options.connects);
   await prepare(state, `${state.runId}-w`, warmUpUsers);
-  const warmUp: WarmUpRound[] = [];
-  const returningRounds = () => warmUp.filter((round) => round.users === "returning");
-  while (warmUp.length === 0 || !warmUpSettled(returningRounds())) {
-    const users = warmUp.length === 0 ? "first-time" : "returning";
-    const ticksPerSecond = clockTicksPerSecond();
+  const warmUpRound = async (users: WarmUpRound["users"], number: number): Promise<WarmUpRound> => {
     const machineAtStart = readMachineBusyTicks();
     const replies = await openSessions(users === "returning");
-    const machineAtEnd = readMachineBusyTicks();
+    const machineCpuMs = machineCpuMsBetween(machineAtStart, readMachineBusyTicks(), clockTicksPerSecond());
     const connects = replies.reduce((sum, reply) => sum + reply.opened, 0);
-    const machineCpuUsPerConnect =
-      machineAtStart === undefined || machineAtEnd === undefined || connects === 0
-        ? null
-        : Math.round(((machineAtEnd - machineAtStart) * 1e6) / ticksPerSecond / connects);
-    warmUp.push({ users, connects, machineCpuUsPerConnect });
-    log(`  warm-up round ${warmUp.length}: ${connects} ${users}, untimed, ${machineCpuUsPerConnect ?? "–"} µs of machine CPU per connect`);
+    const machineCpuUsPerConnect = machineCpuMs === null || connects === 0 ? null : Math.round((machineCpuMs * 1000) / connects);
+    log(`  warm-up round ${number}: ${connects} ${users}, untimed, ${machineCpuUsPerConnect ?? "–"} µs of machine CPU per connect`);
     await closeSockets(state, edge);
-  }
+    return { users, connects, machineCpuUsPerConnect };
+  };
+  const firstTime = await warmUpRound("first-time", 1);
+  const returning: WarmUpRound[] = [];
+  do returning.push(await warmUpRound("returning", returning.length + 2));
+  while (!warmUpSettled(returning));
+  const warmUp = [firstTime, ...returning];
   await prepare(state, `${state.runId}-c`, options.connects);
   for (const users of ["first-time", "returning"] as const) {
     const ticksPerSecond = clockTicksPerSecond();
@@ -392,8 +391,7 @@ async function measureConnects(state: RunState): Promise<{ readonly lines: Conne
       inFlightMax: options.inFlightPerProcess * options.loadProcesses,
       replies,
       usage: usageBetween(usageAtStart, usageAtEnd, ticksPerSecond),
-      machineCpuMs:
-        machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond,
+      machineCpuMs: machineCpuMsBetween(machineAtStart, machineAtEnd, ticksPerSecond),
       loadAverage: loadAverage(),
     });
     lines.push(line);
@@ -456,8 +454,7 @@ async function measureKill(state: RunState): Promise<KillLine> {
     deadlineS: options.resyncDeadlineS,
     reports,
     usage: usageBetween(usageAtStart, usageAtEnd, ticksPerSecond),
-    machineCpuMs:
-      machineAtStart === undefined || machineAtEnd === undefined ? null : ((machineAtEnd - machineAtStart) * 1000) / ticksPerSecond,
+    machineCpuMs: machineCpuMsBetween(machineAtStart, machineAtEnd, ticksPerSecond),
     loadAverage: loadAverage(),
   });
   emit(line);
