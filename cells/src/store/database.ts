@@ -16,6 +16,12 @@ export const migrationsFolder = fileURLToPath(new URL("../../drizzle/", import.m
 /** Session-level advisory lock key (any constant 64-bit value) held while one worker migrates. */
 const migrationLockKey = 0x63656c6c_7769n; // "cellwi"
 
+/**
+ * Held on the admin database while one worker creates a cell's database, so that its twin waits and finds
+ * it instead of failing a CREATE DATABASE, which the server logs as an ERROR at every cell's first start.
+ */
+const creationLockKey = 0x63656c6c_6372n; // "cellcr"
+
 const connectTimeoutMs = 5000;
 
 /** Per-database settings (ALTER DATABASE … SET), applied at every worker start so new ones reach old databases. */
@@ -83,15 +89,19 @@ export function redactUrl(url: string): string {
 export async function ensureCellDatabase(adminUrl: string, namespace: string, cellId: string): Promise<string> {
   const name = cellDatabaseName(namespace, cellId);
   await withClient(adminUrl, async (client) => {
-    const found = await client.query("select 1 from pg_database where datname = $1", [name]);
-    if (found.rowCount !== 0) return;
+    await client.query("select pg_advisory_lock($1)", [creationLockKey.toString()]);
     try {
+      const found = await client.query("select 1 from pg_database where datname = $1", [name]);
+      if (found.rowCount !== 0) return;
       // The name passed cellDatabaseName's allowlist ([a-z0-9_]), so quoting it is enough.
       await client.query(`create database "${name}"`);
     } catch (error) {
-      // A twin worker created it first: 42P04, or 23505 when both inserted into pg_database at once.
+      // A creator that does not take the lock (an older worker) was first: 42P04, or 23505 when both
+      // inserted into pg_database at once.
       const code = postgresErrorCode(error);
       if (code !== duplicateDatabase && code !== uniqueViolation) throw error;
+    } finally {
+      await client.query("select pg_advisory_unlock($1)", [creationLockKey.toString()]);
     }
   });
   const url = databaseUrl(adminUrl, name);
