@@ -58,6 +58,7 @@ describe("load process replies", () => {
     connectionsLost: 0,
     ackHistogram: "HISTFAAAA",
     deliveryHistogram: "HISTFAAAA",
+    issueLatenessHistogram: "HISTFAAAA",
     sentKeys: Float64Array.from([1_000_000_000, 1_000_000_001]),
     sentMembers: Uint32Array.from([2, 2]),
     deliveredKeys: Float64Array.from([1_000_000_000]),

@@ -216,6 +216,12 @@ export type WindowReport = {
   readonly connectionsLost: number;
   readonly ackHistogram: string;
   readonly deliveryHistogram: string;
+  /**
+   * How late after its intended time each window send was handed to the client: the load generator's own
+   * lateness (its timers), which the ack and delivery latencies include, since they count from the
+   * intended time.
+   */
+  readonly issueLatenessHistogram: string;
   readonly sentKeys: Float64Array;
   readonly sentMembers: Uint32Array;
   readonly deliveredKeys: Float64Array;
@@ -291,6 +297,7 @@ export const loadReplyDecoder: Decoder<LoadReply> = taggedUnion<LoadReply>({
     connectionsLost: count,
     ackHistogram: encodedHistogram,
     deliveryHistogram: encodedHistogram,
+    issueLatenessHistogram: encodedHistogram,
     sentKeys: keys,
     sentMembers: counts,
     deliveredKeys: keys,

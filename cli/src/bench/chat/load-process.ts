@@ -105,6 +105,7 @@ class WindowCounts {
   connectionsLost = 0;
   readonly ackHistogram: Histogram = createLatencyHistogram();
   readonly deliveryHistogram: Histogram = createLatencyHistogram();
+  readonly issueLatenessHistogram: Histogram = createLatencyHistogram();
   readonly sentKeys = new GrowableArray((capacity) => new Float64Array(capacity));
   readonly sentMembers = new GrowableArray((capacity) => new Uint32Array(capacity));
   readonly onTime = new Map<number, number>();
@@ -333,6 +334,7 @@ class LoadProcess {
     const key = messageKey(this.processIndex, this.messageCounter++);
     const measured = isMeasured(window.schedule, intended);
     if (measured) {
+      recordLatencyUs(window.issueLatenessHistogram, wallNowUs() - intended);
       window.sent++;
       window.expected += slot.members;
       window.sentKeys.push(key);
@@ -408,6 +410,7 @@ class LoadProcess {
       connectionsLost: window.connectionsLost,
       ackHistogram: encodeHistogram(window.ackHistogram),
       deliveryHistogram: encodeHistogram(window.deliveryHistogram),
+      issueLatenessHistogram: encodeHistogram(window.issueLatenessHistogram),
       sentKeys: window.sentKeys.toArray(),
       sentMembers: window.sentMembers.toArray(),
       deliveredKeys,

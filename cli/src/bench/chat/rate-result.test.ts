@@ -20,6 +20,7 @@ function report(delivered: { keys: number[]; onTime: number[]; late: number[] },
     connectionsLost: 0,
     ackHistogram: encoded([1000, 2000]),
     deliveryHistogram: encoded(deliveriesUs),
+    issueLatenessHistogram: encoded([300, 700]),
     sentKeys: Float64Array.from([1, 2]),
     sentMembers: Uint32Array.from([2, 2]),
     deliveredKeys: Float64Array.from(delivered.keys),
@@ -58,6 +59,8 @@ describe("merging a rate", () => {
       pass: true,
     });
     expect(result.deliveryMs?.max).toBeCloseTo(8, 1);
+    // The generator's own lateness, apart from the latencies that include it.
+    expect(result.issueLatenessMs?.max).toBeCloseTo(0.7, 1);
     expect(result.processes).toEqual([
       { name: "cellwire-edge-1", cpuMs: 30, cpuUsPerMessage: 15_000, rssMb: 100 },
       { name: "postgres", cpuMs: 10, cpuUsPerMessage: 5000, rssMb: 300 },

@@ -38,6 +38,8 @@ export type RateResult = {
   readonly deliveriesPerS: number;
   readonly ackMs: LatencySummaryMs | null;
   readonly deliveryMs: LatencySummaryMs | null;
+  /** How late the load generator issued the sends after their intended times (in both latencies above). */
+  readonly issueLatenessMs: LatencySummaryMs | null;
   readonly pass: boolean;
   readonly processes: readonly ProcessFigures[];
   /** CPU µs per acked message over the system's processes and the services it uses (not the load generator). */
@@ -99,6 +101,7 @@ export function mergeRate(input: RateInput): RateResult {
   );
   const ackMs = summariseMs(mergeHistograms(reports.map((report) => decodeHistogram(report.ackHistogram)))) ?? null;
   const deliveryMs = summariseMs(mergeHistograms(reports.map((report) => decodeHistogram(report.deliveryHistogram)))) ?? null;
+  const issueLatenessMs = summariseMs(mergeHistograms(reports.map((report) => decodeHistogram(report.issueLatenessHistogram)))) ?? null;
   const sent = sum("sent");
   const delivered = deliveries.onTime + deliveries.late;
   const processes = input.usage.map((usage) => ({
@@ -128,6 +131,7 @@ export function mergeRate(input: RateInput): RateResult {
     deliveriesPerS: perSecond(delivered, input.durationS),
     ackMs,
     deliveryMs,
+    issueLatenessMs,
     pass: ratePasses({ sent, missing: deliveries.missing, late: deliveries.late, deliveryP99Ms: deliveryMs?.p99 }),
     processes,
     serverCpuUsPerMessage: perMessage(serverCpuMs, acked),

@@ -24,6 +24,7 @@ function result(system: RateResult["system"], rate: number, pass: boolean): Rate
     deliveriesPerS: rate * 2,
     ackMs: { p50: 3.2, p99: 12.5, max: 140 },
     deliveryMs: pass ? { p50: 5, p99: 40, max: 90 } : { p50: 30, p99: 58, max: 300 },
+    issueLatenessMs: { p50: 0.6, p99: 1.2, max: 2.5 },
     pass,
     processes: [
       { name: system === "cellwire" ? "cellwire-worker-a-1" : "socketio-peer-1", cpuMs: 3000, cpuUsPerMessage: 4000, rssMb: 101.5 },
@@ -85,6 +86,8 @@ describe("the markdown report", () => {
     );
     expect(report).toContain("**knee 25 sends/s (50 deliveries/s); at 50 sends/s (the first failing rate) 50 acked/s.**");
     expect(report).toContain("worker-a-1 4,000, load-1 1,200");
+    // The generator's lateness, which both latencies include, in a table of its own.
+    expect(report).toContain("| 25 | 0.6 / 1.2 / 2.5 |");
     expect(report).toContain("- knee, sends/s: 0.5×");
     expect(report).toContain("History check: history check passed");
     expect(report).toContain("the first failed send: CellwireClientError: no reply within 10000 ms");

@@ -184,6 +184,19 @@ function rateTable(results: readonly RateResult[]): string[] {
   return [header, `|${" --- |".repeat(16)}`, ...rows.map((row) => `| ${row} |`)];
 }
 
+/**
+ * How late the load generator issued the sends: the ack and delivery latencies count from each send's
+ * intended time, so they include this (its timers fire late on a busy or an idle machine alike).
+ */
+function issueLatenessTable(results: readonly RateResult[]): string[] {
+  const rows = results.map((result) => `| ${figure(result.rate)} | ${latency(result.issueLatenessMs)} |`);
+  return [
+    "| rate | the load generator's lateness: send issued after its intended time, p50 / p99 / max ms (in both latencies above) |",
+    "| --- | --- |",
+    ...rows,
+  ];
+}
+
 function processTable(results: readonly RateResult[]): string[] {
   const rows = results.map(
     (result) => `| ${figure(result.rate)} | ${cpuColumn(result)} | ${rssColumn(result)} | ${machineShare(result)} |`,
@@ -241,6 +254,8 @@ function section(title: string, system: SystemSection): string[] {
     `**${kneeText(system.knee)}.**`,
     "",
     ...rateTable(system.results),
+    "",
+    ...issueLatenessTable(system.results),
     "",
     ...processTable(system.results),
     "",
