@@ -101,7 +101,9 @@ export async function ensureCellDatabase(adminUrl: string, namespace: string, ce
       const code = postgresErrorCode(error);
       if (code !== duplicateDatabase && code !== uniqueViolation) throw error;
     } finally {
-      await client.query("select pg_advisory_unlock($1)", [creationLockKey.toString()]);
+      // The lock goes with the session too, which withClient ends: an unlock that fails (the connection
+      // lost) must not hide why the creation failed.
+      await client.query("select pg_advisory_unlock($1)", [creationLockKey.toString()]).catch(() => undefined);
     }
   });
   const url = databaseUrl(adminUrl, name);
