@@ -88,28 +88,24 @@ export function redactUrl(url: string): string {
  */
 export async function ensureCellDatabase(adminUrl: string, namespace: string, cellId: string): Promise<string> {
   const name = cellDatabaseName(namespace, cellId);
-  await withClient(adminUrl, async (client) => {
-    await client.query("select pg_advisory_lock($1)", [creationLockKey.toString()]);
-    try {
+  await withClient(adminUrl, (client) =>
+    withAdvisoryLock(client, creationLockKey, async () => {
       const found = await client.query("select 1 from pg_database where datname = $1", [name]);
       if (found.rowCount !== 0) return;
-      // The name passed cellDatabaseName's allowlist ([a-z0-9_]), so quoting it is enough.
-      await client.query(`create database "${name}"`);
-    } catch (error) {
-      // A creator that does not take the lock (an older worker) was first: 42P04, or 23505 when both
-      // inserted into pg_database at once.
-      const code = postgresErrorCode(error);
-      if (code !== duplicateDatabase && code !== uniqueViolation) throw error;
-    } finally {
-      // The lock goes with the session too, which withClient ends: an unlock that fails (the connection
-      // lost) must not hide why the creation failed.
-      await client.query("select pg_advisory_unlock($1)", [creationLockKey.toString()]).catch(() => undefined);
-    }
-  });
+      try {
+        // The name passed cellDatabaseName's allowlist ([a-z0-9_]), so quoting it is enough.
+        await client.query(`create database "${name}"`);
+      } catch (error) {
+        // A creator that does not take the lock (an older worker) was first: 42P04, or 23505 when both
+        // inserted into pg_database at once.
+        const code = postgresErrorCode(error);
+        if (code !== duplicateDatabase && code !== uniqueViolation) throw error;
+      }
+    }),
+  );
   const url = databaseUrl(adminUrl, name);
-  await withClient(url, async (client) => {
-    await client.query("select pg_advisory_lock($1)", [migrationLockKey.toString()]);
-    try {
+  await withClient(url, (client) =>
+    withAdvisoryLock(client, migrationLockKey, async () => {
       await migrate(drizzle({ client }), { migrationsFolder });
       // Settings of the cell's database, for every connection to it (they apply from the next session);
       // under the lock because two concurrent ALTERs of one database fail ("tuple concurrently updated").
@@ -117,11 +113,23 @@ export async function ensureCellDatabase(adminUrl: string, namespace: string, ce
       // compiling it costs tens of milliseconds, running it well under one. Commits stay synchronous: an
       // ack means durable.
       for (const setting of cellDatabaseSettings) await client.query(`alter database "${name}" set ${setting}`);
-    } finally {
-      await client.query("select pg_advisory_unlock($1)", [migrationLockKey.toString()]);
-    }
-  });
+    }),
+  );
   return url;
+}
+
+/**
+ * Runs `body` holding a session-level advisory lock of the client's database. The unlock is best-effort:
+ * the lock goes with the session too, which withClient ends, and an unlock that fails (the connection
+ * lost) must not hide why `body` failed.
+ */
+async function withAdvisoryLock<T>(client: pg.Client, key: bigint, body: () => Promise<T>): Promise<T> {
+  await client.query("select pg_advisory_lock($1)", [key.toString()]);
+  try {
+    return await body();
+  } finally {
+    await client.query("select pg_advisory_unlock($1)", [key.toString()]).catch(() => undefined);
+  }
 }
 
 /** Drops the database of (namespace, cellId), disconnecting its sessions first (tests and cleanup). */
