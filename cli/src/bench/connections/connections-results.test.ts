@@ -6,6 +6,7 @@ import {
   killLine,
   memoryLine,
   spreadHistogram,
+  warmUpRound,
   warmUpRoundsMax,
   warmUpSettled,
   type WarmUpRound,
@@ -206,5 +207,22 @@ describe("warmUpSettled", () => {
     expect(warmUpSettled(rounds(...falling.slice(0, -1)))).toBe(false);
     expect(warmUpSettled(rounds(...falling))).toBe(true);
     expect(warmUpSettled(rounds(null, 400))).toBe(true);
+  });
+});
+
+describe("warmUpRound", () => {
+  it("counts the connects of every load process and the machine's CPU per connect, null when /proc gave none", () => {
+    const replies = [{ opened: 600 }, { opened: 400 }];
+    expect(warmUpRound({ users: "returning", replies, machineCpuMs: 372 })).toEqual({
+      users: "returning",
+      connects: 1000,
+      machineCpuUsPerConnect: 372,
+    });
+    expect(warmUpRound({ users: "first-time", replies, machineCpuMs: null }).machineCpuUsPerConnect).toBeNull();
+    expect(warmUpRound({ users: "first-time", replies: [], machineCpuMs: 5 })).toEqual({
+      users: "first-time",
+      connects: 0,
+      machineCpuUsPerConnect: null,
+    });
   });
 });

@@ -134,6 +134,17 @@ export type WarmUpRound = {
   readonly machineCpuUsPerConnect: number | null;
 };
 
+/** A warm-up round's figures from its replies and the machine's busy CPU over it (as connectsLine counts them). */
+export function warmUpRound(input: {
+  readonly users: WarmUpRound["users"];
+  readonly replies: readonly Pick<SessionsOpened, "opened">[];
+  readonly machineCpuMs: number | null;
+}): WarmUpRound {
+  const connects = openedConnects(input.replies);
+  const machineCpuUsPerConnect = input.machineCpuMs === null || connects === 0 ? null : round((input.machineCpuMs * 1000) / connects);
+  return { users: input.users, connects, machineCpuUsPerConnect };
+}
+
 /**
  * Whether the warm-up's returning rounds so far are enough (see warmUpRoundsMin). Without a machine
  * figure convergence cannot be told, so the minimum is taken.
@@ -146,6 +157,10 @@ export function warmUpSettled(returningRounds: readonly WarmUpRound[]): boolean 
   const before = returningRounds[count - 2]?.machineCpuUsPerConnect ?? null;
   if (last === null || before === null || before <= 0) return true;
   return Math.abs(last - before) <= before * warmUpSettledShare;
+}
+
+function openedConnects(replies: readonly Pick<SessionsOpened, "opened">[]): number {
+  return replies.reduce((sum, reply) => sum + reply.opened, 0);
 }
 
 /** Load processes and the coordinator: the load generator, not the system measured. */
@@ -162,7 +177,7 @@ export function connectsLine(input: {
   readonly machineCpuMs: number | null;
   readonly loadAverage: LoadAverage;
 }): ConnectsLine {
-  const connects = input.replies.reduce((sum, reply) => sum + reply.opened, 0);
+  const connects = openedConnects(input.replies);
   const failed = input.replies.reduce((sum, reply) => sum + reply.failed, 0);
   const startedAtUs = Math.min(...input.replies.map((reply) => reply.startedAtUs));
   const finishedAtUs = Math.max(...input.replies.map((reply) => reply.finishedAtUs));

@@ -41,6 +41,7 @@ import {
   killLine,
   memoryLine,
   reconnectBucketMs,
+  warmUpRound,
   warmUpSettled,
   type ConnectsLine,
   type KillLine,
@@ -358,19 +359,23 @@ async function measureConnects(state: RunState): Promise<{ readonly lines: Conne
     );
   const warmUpUsers = Math.min(connectsWarmUpUsersMax, options.connects);
   await prepare(state, `${state.runId}-w`, warmUpUsers);
-  const warmUpRound = async (users: WarmUpRound["users"], number: number): Promise<WarmUpRound> => {
+  const runWarmUpRound = async (users: WarmUpRound["users"], number: number): Promise<WarmUpRound> => {
     const machineAtStart = readMachineBusyTicks();
     const replies = await openSessions(users === "returning");
-    const machineCpuMs = machineCpuMsBetween(machineAtStart, readMachineBusyTicks(), clockTicksPerSecond());
-    const connects = replies.reduce((sum, reply) => sum + reply.opened, 0);
-    const machineCpuUsPerConnect = machineCpuMs === null || connects === 0 ? null : Math.round((machineCpuMs * 1000) / connects);
-    log(`  warm-up round ${number}: ${connects} ${users}, untimed, ${machineCpuUsPerConnect ?? "–"} µs of machine CPU per connect`);
+    const round = warmUpRound({
+      users,
+      replies,
+      machineCpuMs: machineCpuMsBetween(machineAtStart, readMachineBusyTicks(), clockTicksPerSecond()),
+    });
+    log(
+      `  warm-up round ${number}: ${round.connects} ${users}, untimed, ${round.machineCpuUsPerConnect ?? "–"} µs of machine CPU per connect`,
+    );
     await closeSockets(state, edge);
-    return { users, connects, machineCpuUsPerConnect };
+    return round;
   };
-  const firstTime = await warmUpRound("first-time", 1);
+  const firstTime = await runWarmUpRound("first-time", 1);
   const returning: WarmUpRound[] = [];
-  do returning.push(await warmUpRound("returning", returning.length + 2));
+  do returning.push(await runWarmUpRound("returning", returning.length + 2));
   while (!warmUpSettled(returning));
   const warmUp = [firstTime, ...returning];
   await prepare(state, `${state.runId}-c`, options.connects);
