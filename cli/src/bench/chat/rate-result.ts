@@ -99,9 +99,11 @@ export function mergeRate(input: RateInput): RateResult {
     reports.map((report) => ({ keys: report.sentKeys, members: report.sentMembers })),
     reports.map((report) => ({ keys: report.deliveredKeys, onTime: report.onTime, late: report.late })),
   );
-  const ackMs = summariseMs(mergeHistograms(reports.map((report) => decodeHistogram(report.ackHistogram)))) ?? null;
-  const deliveryMs = summariseMs(mergeHistograms(reports.map((report) => decodeHistogram(report.deliveryHistogram)))) ?? null;
-  const issueLatenessMs = summariseMs(mergeHistograms(reports.map((report) => decodeHistogram(report.issueLatenessHistogram)))) ?? null;
+  const summary = (field: "ackHistogram" | "deliveryHistogram" | "issueLatenessHistogram"): LatencySummaryMs | null =>
+    summariseMs(mergeHistograms(reports.map((report) => decodeHistogram(report[field])))) ?? null;
+  const ackMs = summary("ackHistogram");
+  const deliveryMs = summary("deliveryHistogram");
+  const issueLatenessMs = summary("issueLatenessHistogram");
   const sent = sum("sent");
   const delivered = deliveries.onTime + deliveries.late;
   const processes = input.usage.map((usage) => ({
