@@ -1,6 +1,12 @@
-// CPU and memory of the processes that work for a benchmark run, read from /proc (Linux only): CPU as
-// utime + stime from /proc/<pid>/stat in clock ticks, memory as VmRSS from /proc/<pid>/status. A named
-// group can hold several pids (the Postgres backends of a run's cell databases), which are summed.
+// CPU, context switches and memory of the processes that work for a benchmark run, read from /proc (Linux
+// only): CPU as utime + stime from /proc/<pid>/stat in clock ticks, context switches from the status of
+// each of the process's threads (/proc/<pid>/task/<tid>/status), memory as VmRSS from /proc/<pid>/status.
+// A named group can hold several pids (the Postgres backends of a run's cell databases), which are summed.
+//
+// A voluntary switch is a thread going to sleep (an event loop waiting in epoll, a backend waiting for its
+// next statement), so each is one wake-up later: on these shared cores a wake-up, not the work it wakes
+// for, is much of what a small batch costs (docs/performance.md). An involuntary switch is a thread
+// preempted while it still had work: the cores were contended.
 //
 // Ticks are 10 ms on this kernel (CLK_TCK 100), so a figure over a window is good to about
 // 10 ms × pids; over a 30 s window that is noise for any process that does real work.
@@ -10,8 +16,15 @@ import { readdirSync, readFileSync } from "node:fs";
 /** A group of processes measured together; `pids` is asked at every sample, so it may change. */
 export type UsageTarget = { readonly name: string; readonly pids: () => readonly number[] | Promise<readonly number[]> };
 
-/** CPU ticks per pid and the group's summed RSS, at one moment. */
-export type GroupSample = { readonly ticksByPid: ReadonlyMap<number, number>; readonly rssBytes: number };
+/** Context switches of a process's threads, summed, since each thread started. */
+export type ContextSwitches = { readonly voluntary: number; readonly involuntary: number };
+
+/** CPU ticks and context switches per pid and the group's summed RSS, at one moment. */
+export type GroupSample = {
+  readonly ticksByPid: ReadonlyMap<number, number>;
+  readonly switchesByPid: ReadonlyMap<number, ContextSwitches>;
+  readonly rssBytes: number;
+};
 export type UsageSample = ReadonlyMap<string, GroupSample>;
 
 export type ProcessUsage = {
@@ -22,6 +35,10 @@ export type ProcessUsage = {
   readonly rssMb: number;
   /** Processes of the group at the end. */
   readonly processCount: number;
+  /** Voluntary context switches over the interval, every thread of the group's processes: its wake-ups. */
+  readonly wakeUps: number;
+  /** Involuntary context switches over the interval: its threads preempted while they had work. */
+  readonly preemptions: number;
 };
 
 /** utime + stime of a /proc/<pid>/stat line; the command name may hold spaces and parentheses, so fields are counted after the last ")". */
@@ -38,6 +55,15 @@ export function parseCpuTicks(stat: string): number | undefined {
 export function parseRssBytes(status: string): number | undefined {
   const match = /^VmRSS:\s+(\d+) kB$/m.exec(status);
   return match?.[1] === undefined ? undefined : Number(match[1]) * 1024;
+}
+
+/** The context switches of one thread's status text; undefined when its lines are absent. */
+export function parseContextSwitches(status: string): ContextSwitches | undefined {
+  const voluntary = /^voluntary_ctxt_switches:\s+(\d+)$/m.exec(status)?.[1];
+  const involuntary = /^nonvoluntary_ctxt_switches:\s+(\d+)$/m.exec(status)?.[1];
+  return voluntary === undefined || involuntary === undefined
+    ? undefined
+    : { voluntary: Number(voluntary), involuntary: Number(involuntary) };
 }
 
 function readProcFile(pid: number, file: string): string | undefined {
@@ -57,6 +83,30 @@ export function readCpuTicks(pid: number): number | undefined {
 export function readRssBytes(pid: number): number | undefined {
   const status = readProcFile(pid, "status");
   return status === undefined ? undefined : parseRssBytes(status);
+}
+
+/**
+ * Every thread's context switches of a process, summed (/proc/<pid>/status holds only its main thread's:
+ * nats-server's goroutines and Node's helper threads switch on threads of their own). A thread that
+ * exited inside an interval takes its switches with it.
+ */
+export function readContextSwitches(pid: number): ContextSwitches | undefined {
+  let threads: string[];
+  try {
+    threads = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  let voluntary = 0;
+  let involuntary = 0;
+  for (const thread of threads) {
+    const status = readProcFile(pid, `task/${thread}/status`);
+    const switches = status === undefined ? undefined : parseContextSwitches(status);
+    if (switches === undefined) continue;
+    voluntary += switches.voluntary;
+    involuntary += switches.involuntary;
+  }
+  return { voluntary, involuntary };
 }
 
 let ticksPerSecondCache: number | undefined;
@@ -90,14 +140,17 @@ export async function sampleUsage(targets: readonly UsageTarget[]): Promise<Usag
   const sample = new Map<string, GroupSample>();
   targets.forEach((target, index) => {
     const ticksByPid = new Map<number, number>();
+    const switchesByPid = new Map<number, ContextSwitches>();
     let rssBytes = 0;
     for (const pid of pidsByTarget[index] ?? []) {
       const ticks = readCpuTicks(pid);
       if (ticks === undefined) continue;
       ticksByPid.set(pid, ticks);
+      const switches = readContextSwitches(pid);
+      if (switches !== undefined) switchesByPid.set(pid, switches);
       rssBytes += readRssBytes(pid) ?? 0;
     }
-    sample.set(target.name, { ticksByPid, rssBytes });
+    sample.set(target.name, { ticksByPid, switchesByPid, rssBytes });
   });
   return sample;
 }
@@ -112,11 +165,20 @@ export function usageBetween(start: UsageSample, end: UsageSample, ticksPerSecon
     const first = start.get(name);
     let ticks = 0;
     for (const [pid, ticksAtEnd] of last.ticksByPid) ticks += Math.max(0, ticksAtEnd - (first?.ticksByPid.get(pid) ?? 0));
+    let wakeUps = 0;
+    let preemptions = 0;
+    for (const [pid, atEnd] of last.switchesByPid) {
+      const atStart = first?.switchesByPid.get(pid);
+      wakeUps += Math.max(0, atEnd.voluntary - (atStart?.voluntary ?? 0));
+      preemptions += Math.max(0, atEnd.involuntary - (atStart?.involuntary ?? 0));
+    }
     usages.push({
       name,
       cpuMs: (ticks * 1000) / ticksPerSecond,
       rssMb: Math.round((last.rssBytes / (1024 * 1024)) * 10) / 10,
       processCount: last.ticksByPid.size,
+      wakeUps,
+      preemptions,
     });
   }
   return usages;

@@ -30,9 +30,9 @@ function report(delivered: { keys: number[]; onTime: number[]; late: number[] },
 }
 
 const usage = [
-  { name: "cellwire-edge-1", cpuMs: 30, rssMb: 100, processCount: 1 },
-  { name: "postgres", cpuMs: 10, rssMb: 300, processCount: 4 },
-  { name: "load-1", cpuMs: 20, rssMb: 90, processCount: 1 },
+  { name: "cellwire-edge-1", cpuMs: 30, rssMb: 100, processCount: 1, wakeUps: 9, preemptions: 3 },
+  { name: "postgres", cpuMs: 10, rssMb: 300, processCount: 4, wakeUps: 5, preemptions: 0 },
+  { name: "load-1", cpuMs: 20, rssMb: 90, processCount: 1, wakeUps: 7, preemptions: 1 },
 ];
 
 describe("merging a rate", () => {
@@ -62,12 +62,13 @@ describe("merging a rate", () => {
     // The generator's own lateness, apart from the latencies that include it.
     expect(result.issueLatenessMs?.max).toBeCloseTo(0.7, 1);
     expect(result.processes).toEqual([
-      { name: "cellwire-edge-1", cpuMs: 30, cpuUsPerMessage: 15_000, rssMb: 100 },
-      { name: "postgres", cpuMs: 10, cpuUsPerMessage: 5000, rssMb: 300 },
-      { name: "load-1", cpuMs: 20, cpuUsPerMessage: 10_000, rssMb: 90 },
+      { name: "cellwire-edge-1", cpuMs: 30, cpuUsPerMessage: 15_000, wakeUpsPerMessage: 4.5, preemptionsPerMessage: 1.5, rssMb: 100 },
+      { name: "postgres", cpuMs: 10, cpuUsPerMessage: 5000, wakeUpsPerMessage: 2.5, preemptionsPerMessage: 0, rssMb: 300 },
+      { name: "load-1", cpuMs: 20, cpuUsPerMessage: 10_000, wakeUpsPerMessage: 3.5, preemptionsPerMessage: 0.5, rssMb: 90 },
     ]);
-    // The load generator is not the server's cost.
+    // The load generator is not the server's cost, in CPU or in wake-ups.
     expect(result.serverCpuUsPerMessage).toBe(20_000);
+    expect(result.serverWakeUpsPerMessage).toBe(7);
   });
 
   it("fails a rate with a missing delivery, a late one or a slow p99", () => {

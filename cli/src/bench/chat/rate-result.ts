@@ -12,6 +12,10 @@ export type ProcessFigures = {
   readonly cpuMs: number;
   /** CPU microseconds per acked message; null when nothing was acked. */
   readonly cpuUsPerMessage: number | null;
+  /** Voluntary context switches (wake-ups) of the process's threads per acked message; null when nothing was acked. */
+  readonly wakeUpsPerMessage: number | null;
+  /** Involuntary context switches (preemptions) per acked message; null when nothing was acked. */
+  readonly preemptionsPerMessage: number | null;
   readonly rssMb: number;
 };
 
@@ -44,6 +48,8 @@ export type RateResult = {
   readonly processes: readonly ProcessFigures[];
   /** CPU µs per acked message over the system's processes and the services it uses (not the load generator). */
   readonly serverCpuUsPerMessage: number | null;
+  /** Wake-ups per acked message over the same processes and services. */
+  readonly serverWakeUpsPerMessage: number | null;
   /** Every process of the machine over the window: more than the processes above means something else ran too. */
   readonly machineCpuMs: number | null;
   readonly firstError: string | null;
@@ -80,6 +86,11 @@ function perMessage(cpuMs: number, acked: number): number | null {
   return acked === 0 ? null : Math.round((cpuMs * 1000) / acked);
 }
 
+/** Context switches per acked message, to two decimals: a batch of many messages shares one. */
+function switchesPerMessage(switches: number, acked: number): number | null {
+  return acked === 0 ? null : Math.round((switches / acked) * 100) / 100;
+}
+
 export type RateInput = {
   readonly system: SystemName;
   readonly group: number;
@@ -110,9 +121,13 @@ export function mergeRate(input: RateInput): RateResult {
     name: usage.name,
     cpuMs: Math.round(usage.cpuMs),
     cpuUsPerMessage: perMessage(usage.cpuMs, acked),
+    wakeUpsPerMessage: switchesPerMessage(usage.wakeUps, acked),
+    preemptionsPerMessage: switchesPerMessage(usage.preemptions, acked),
     rssMb: usage.rssMb,
   }));
-  const serverCpuMs = input.usage.filter((usage) => !isLoadGenerator(usage.name)).reduce((total, usage) => total + usage.cpuMs, 0);
+  const server = input.usage.filter((usage) => !isLoadGenerator(usage.name));
+  const serverCpuMs = server.reduce((total, usage) => total + usage.cpuMs, 0);
+  const serverWakeUps = server.reduce((total, usage) => total + usage.wakeUps, 0);
   return {
     system: input.system,
     group: input.group,
@@ -137,6 +152,7 @@ export function mergeRate(input: RateInput): RateResult {
     pass: ratePasses({ sent, missing: deliveries.missing, late: deliveries.late, deliveryP99Ms: deliveryMs?.p99 }),
     processes,
     serverCpuUsPerMessage: perMessage(serverCpuMs, acked),
+    serverWakeUpsPerMessage: switchesPerMessage(serverWakeUps, acked),
     machineCpuMs: input.machineCpuMs === null ? null : Math.round(input.machineCpuMs),
     firstError: reports.find((report) => report.firstError !== null)?.firstError ?? null,
   };

@@ -27,10 +27,18 @@ function result(system: RateResult["system"], rate: number, pass: boolean): Rate
     issueLatenessMs: { p50: 0.6, p99: 1.2, max: 2.5 },
     pass,
     processes: [
-      { name: system === "cellwire" ? "cellwire-worker-a-1" : "socketio-peer-1", cpuMs: 3000, cpuUsPerMessage: 4000, rssMb: 101.5 },
-      { name: "load-1", cpuMs: 900, cpuUsPerMessage: 1200, rssMb: 95 },
+      {
+        name: system === "cellwire" ? "cellwire-worker-a-1" : "socketio-peer-1",
+        cpuMs: 3000,
+        cpuUsPerMessage: 4000,
+        wakeUpsPerMessage: 1.25,
+        preemptionsPerMessage: 0.5,
+        rssMb: 101.5,
+      },
+      { name: "load-1", cpuMs: 900, cpuUsPerMessage: 1200, wakeUpsPerMessage: 3, preemptionsPerMessage: null, rssMb: 95 },
     ],
     serverCpuUsPerMessage: 4000,
+    serverWakeUpsPerMessage: 1.25,
     machineCpuMs: 40_000,
     firstError: pass ? null : "CellwireClientError: no reply within 10000 ms",
   };
@@ -88,6 +96,8 @@ describe("the markdown report", () => {
     expect(report).toContain("worker-a-1 4,000, load-1 1,200");
     // The generator's lateness, which both latencies include, in a table of its own.
     expect(report).toContain("| 25 | 0.6 / 1.2 / 2.5 |");
+    // Wake-ups and preemptions per message, the server's and each process's.
+    expect(report).toContain("| 25 | 1.25 | worker-a-1 1.25 / 0.50, load-1 3.00 / – |");
     expect(report).toContain("- knee, sends/s: 0.5×");
     expect(report).toContain("History check: history check passed");
     expect(report).toContain("the first failed send: CellwireClientError: no reply within 10000 ms");

@@ -147,6 +147,13 @@ function cpuColumn(result: RateResult): string {
     .join(", ");
 }
 
+function switchesColumn(result: RateResult): string {
+  const value = (count: number | null): string => (count === null ? "–" : count.toFixed(2));
+  return result.processes
+    .map((process) => `${shortName(process.name)} ${value(process.wakeUpsPerMessage)} / ${value(process.preemptionsPerMessage)}`)
+    .join(", ");
+}
+
 function rssColumn(result: RateResult): string {
   return result.processes.map((process) => `${shortName(process.name)} ${figure(process.rssMb)}`).join(", ");
 }
@@ -204,6 +211,23 @@ function processTable(results: readonly RateResult[]): string[] {
   return ["| rate | CPU µs per acked message, by process | RSS MiB, by process | machine |", "| --- | --- | --- | --- |", ...rows];
 }
 
+/**
+ * Context switches per acked message, every thread counted: a voluntary one is a sleep that a wake-up
+ * ends, so the first figure is how many times the message (with its batch) woke each process; the second
+ * how often each was preempted, a sign of the cores' contention.
+ */
+function switchesTable(results: readonly RateResult[]): string[] {
+  const rows = results.map((result) => {
+    const server = result.serverWakeUpsPerMessage === null ? "–" : result.serverWakeUpsPerMessage.toFixed(2);
+    return `| ${figure(result.rate)} | ${server} | ${switchesColumn(result)} |`;
+  });
+  return [
+    "| rate | server wake-ups per acked message | wake-ups / preemptions per acked message, by process (voluntary / involuntary context switches of all its threads) |",
+    "| --- | --- | --- |",
+    ...rows,
+  ];
+}
+
 /** What each acked message cost Postgres and NATS, when the run counted it (service-counters.ts). */
 function budgetTable(results: readonly RateResult[]): string[] {
   const counted = results.filter((result) => result.budget !== undefined && result.budget !== null);
@@ -258,6 +282,8 @@ function section(title: string, system: SystemSection): string[] {
     ...issueLatenessTable(system.results),
     "",
     ...processTable(system.results),
+    "",
+    ...switchesTable(system.results),
     "",
     ...(budget.length > 0 ? [...budget, ""] : []),
     ...failures,

@@ -93,8 +93,8 @@ describe("connectsLine", () => {
         },
       ],
       usage: [
-        { name: "cellwire-edge-1", cpuMs: 250, rssMb: 1, processCount: 1 },
-        { name: "load-1", cpuMs: 100, rssMb: 1, processCount: 1 },
+        { name: "cellwire-edge-1", cpuMs: 250, rssMb: 1, processCount: 1, wakeUps: 0, preemptions: 0 },
+        { name: "load-1", cpuMs: 100, rssMb: 1, processCount: 1, wakeUps: 0, preemptions: 0 },
       ],
       machineCpuMs: 400,
       loadAverage,
@@ -178,7 +178,7 @@ describe("spreadHistogram", () => {
 
 describe("cpuPerOperation", () => {
   it("is null per operation when there was none", () => {
-    expect(cpuPerOperation([{ name: "edge", cpuMs: 10, rssMb: 1, processCount: 1 }], 0)).toEqual([
+    expect(cpuPerOperation([{ name: "edge", cpuMs: 10, rssMb: 1, processCount: 1, wakeUps: 0, preemptions: 0 }], 0)).toEqual([
       { name: "edge", cpuMs: 10, cpuUsPerOperation: null },
     ]);
   });
