@@ -35,7 +35,14 @@ export type OtelTracing = Tracing & { flush(): Promise<void> };
 
 const traceparentHeader = "traceparent";
 
-/** Milliseconds since the epoch, with a fraction (OpenTelemetry takes such a number as a time). */
+/**
+ * Milliseconds since the epoch, with a fraction (OpenTelemetry takes such a number as a time). Every span
+ * starts and ends on it: the SDK would start a span at `Date.now()`, a whole millisecond, and end it that
+ * span's exact duration later, so two spans of one send, in one process or two, would be placed up to a
+ * millisecond apart from where they happened, more than a hop takes at low load. This clock is the
+ * monotonic one from the process's start on, so processes started before a step of the wall clock
+ * disagree by that step; NTP slews, and rarely steps, a server's clock.
+ */
 function now(): number {
   return performance.timeOrigin + performance.now();
 }
@@ -70,7 +77,7 @@ export function createOtelTracing(options: OtelTracingOptions): OtelTracing {
     },
     startSpan(name, attributes, parent, links = []) {
       const parentContext = parent === undefined ? ROOT_CONTEXT : trace.setSpanContext(ROOT_CONTEXT, parent);
-      return tracer.startSpan(name, { attributes, links: linksOf(links) }, parentContext);
+      return tracer.startSpan(name, { attributes, links: linksOf(links), startTime: now() }, parentContext);
     },
     recordSpan(name, attributes, startTimeMs, links) {
       // Both ends on the same clock (now()), not the start on ours and the end on the SDK's.
@@ -78,7 +85,7 @@ export function createOtelTracing(options: OtelTracingOptions): OtelTracing {
     },
     endSpan(span, failure) {
       if (failure !== undefined) fail(span, failure);
-      span.end();
+      span.end(now());
     },
     contextOf: (span) => span.spanContext(),
     now,
@@ -136,7 +143,7 @@ function inSpanWithin<T>(
   failure: ((result: T) => string | undefined) | undefined,
   links: Link[] = [],
 ): Promise<T> {
-  return tracer.startActiveSpan(name, { attributes, links, kind: SpanKind.SERVER }, parentContext, async (span) => {
+  return tracer.startActiveSpan(name, { attributes, links, kind: SpanKind.SERVER, startTime: now() }, parentContext, async (span) => {
     try {
       const result = await work();
       const failed = failure?.(result);
@@ -146,7 +153,7 @@ function inSpanWithin<T>(
       fail(span, error instanceof Error ? error.name : "error");
       throw error;
     } finally {
-      span.end();
+      span.end(now());
     }
   });
 }

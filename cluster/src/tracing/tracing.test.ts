@@ -2,6 +2,7 @@
 // cli/src/tracing-off.test.ts for the module graph), and the OpenTelemetry-backed Tracing it loads.
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { InMemorySpanExporter, type ReadableSpan } from "@opentelemetry/sdk-trace-node";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { ConfigError } from "../errors.ts";
 import { createOtelTracing } from "./otel-tracing.ts";
@@ -117,5 +118,63 @@ describe("the OpenTelemetry-backed Tracing", () => {
   afterAll(async () => {
     await tracing.shutdown();
     await new Promise<void>((resolve) => collector.close(() => resolve()));
+  });
+});
+
+describe("span times", () => {
+  const exporter = new InMemorySpanExporter();
+  const recorded = createOtelTracing({
+    otlpEndpoint: "http://127.0.0.1:1",
+    serviceName: "cellwire-test",
+    processName: "test",
+    spanExporter: exporter,
+  });
+  afterAll(() => recorded.shutdown());
+
+  const millisecondsOf = ([seconds, nanoseconds]: readonly [number, number]): number => seconds * 1000 + nanoseconds / 1e6;
+  /** Waits, busy, until `ms` went by on the clock the spans use. */
+  const spin = (ms: number): void => {
+    const until = recorded.now() + ms;
+    while (recorded.now() < until);
+  };
+  const spansNamed = async (name: string): Promise<ReadableSpan[]> => {
+    await recorded.flush();
+    return exporter.getFinishedSpans().filter((span) => span.name === name);
+  };
+
+  // Hops at low load take a fraction of a millisecond: a span started at a whole millisecond (the SDK's
+  // Date.now()) would place two spans 0.2 ms apart at the same millisecond or one apart.
+  it("starts every kind of span to within a fraction of a millisecond, on the clock its end is on", async () => {
+    const gapMs = 0.2;
+    for (let round = 0; round < 10; round++) {
+      const first = recorded.startSpan("started", {});
+      spin(gapMs);
+      const second = recorded.startSpan("started", {});
+      spin(gapMs);
+      recorded.endSpan(first);
+      recorded.endSpan(second);
+      await recorded.inSpan("active", {}, async () => spin(gapMs));
+      spin(gapMs);
+      await recorded.inSpan("active", {}, async () => spin(gapMs));
+    }
+    const started = await spansNamed("started");
+    const active = await spansNamed("active");
+    expect(started).toHaveLength(20);
+    expect(active).toHaveLength(20);
+    for (let round = 0; round < 10; round++) {
+      const [first, second] = [started[2 * round], started[2 * round + 1]];
+      if (first === undefined || second === undefined) throw new Error("a span is missing");
+      // The exporter lists spans in the order they ended, the first of a round first.
+      const startGapMs = millisecondsOf(second.startTime) - millisecondsOf(first.startTime);
+      expect(startGapMs).toBeGreaterThanOrEqual(gapMs);
+      expect(startGapMs).toBeLessThan(gapMs + 5);
+      // Each span's own duration is what passed between its start and its end.
+      expect(millisecondsOf(first.endTime) - millisecondsOf(first.startTime)).toBeGreaterThanOrEqual(2 * gapMs);
+      const [before, after] = [active[2 * round], active[2 * round + 1]];
+      if (before === undefined || after === undefined) throw new Error("a span is missing");
+      const betweenMs = millisecondsOf(after.startTime) - millisecondsOf(before.endTime);
+      expect(betweenMs).toBeGreaterThanOrEqual(gapMs);
+      expect(betweenMs).toBeLessThan(gapMs + 5);
+    }
   });
 });
