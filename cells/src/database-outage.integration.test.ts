@@ -29,7 +29,6 @@ import {
   type CellReply,
   type CellRequest,
   type CellSendRequest,
-  type DirectoryReply,
   type DirectoryRequest,
 } from "@cellwire/protocol";
 import { loadWorkerConfig, type WorkerConfig } from "./config.ts";
@@ -39,6 +38,7 @@ import { postgresErrorCode } from "./store/errors.ts";
 import { newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { recordingLogger, required } from "../test/worker-test-kit.ts";
+import { stubDirectoryAnswer, type DirectoryStub } from "../test/directory-stub.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -168,12 +168,7 @@ function members(): string {
   return [...required(watcher, "watcher").snapshot.ring.members].join(",");
 }
 
-function directoryAnswer(request: DirectoryRequest): DirectoryReply {
-  if (request.type === "directory.resolveUser") {
-    return { type: "directory.entry", entry: { kind: "user", id: request.userId, cellId, epoch: 1 }, placed: false };
-  }
-  return { type: "directory.cells", cells: [{ cellId, weight: 100, state: "active" as const }] };
-}
+const directoryStub: DirectoryStub = { cellIds: [cellId], homeOf: () => cellId };
 
 beforeAll(async () => {
   connection = await connectNats(natsServers, "cells-database-outage-test", { ...logger }, anonymousNatsAccess("worker"));
@@ -181,7 +176,10 @@ beforeAll(async () => {
     callback: (error, message) => {
       if (error !== null) return;
       const decoded = decodeMessage(directoryRequest, message.data);
-      if (decoded.ok) message.respond(encodeJson(directoryAnswer(decoded.value)));
+      if (decoded.ok) {
+        const answer = stubDirectoryAnswer(directoryStub, decoded.value);
+        if (answer !== undefined) message.respond(encodeJson(answer));
+      }
     },
   });
   await connection.flush();

@@ -17,20 +17,14 @@ import {
   type RunningRouter,
 } from "@cellwire/cluster";
 import { pollUntil } from "@cellwire/testkit";
-import {
-  directoryRequest,
-  directorySubject,
-  type CellReply,
-  type CellSendRequest,
-  type DirectoryReply,
-  type DirectoryRequest,
-} from "@cellwire/protocol";
+import { directoryRequest, directorySubject, type CellReply, type CellSendRequest, type DirectoryRequest } from "@cellwire/protocol";
 import { loadWorkerConfig } from "./config.ts";
 import { PrivatePostgres } from "../test/private-postgres.harness.ts";
 import { ensureCellDatabase } from "./store/database.ts";
 import { newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { recordingLogger, required } from "../test/worker-test-kit.ts";
+import { stubDirectoryAnswer, type DirectoryStub } from "../test/directory-stub.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -48,12 +42,7 @@ let postgres: PrivatePostgres | undefined;
 let worker: RunningWorker | undefined;
 let router: RunningRouter | undefined;
 
-function directoryAnswer(request: DirectoryRequest): DirectoryReply {
-  if (request.type === "directory.resolveUser") {
-    return { type: "directory.entry", entry: { kind: "user", id: request.userId, cellId, epoch: 1 }, placed: false };
-  }
-  return { type: "directory.cells", cells: [{ cellId, weight: 100, state: "active" as const }] };
-}
+const directoryStub: DirectoryStub = { cellIds: [cellId], homeOf: () => cellId };
 
 function describeReply(reply: CellReply | Error): string {
   if (reply instanceof Error) return `threw ${reply.message}`;
@@ -67,7 +56,10 @@ beforeAll(async () => {
     callback: (error, message) => {
       if (error !== null) return;
       const decoded = decodeMessage(directoryRequest, message.data);
-      if (decoded.ok) message.respond(encodeJson(directoryAnswer(decoded.value)));
+      if (decoded.ok) {
+        const answer = stubDirectoryAnswer(directoryStub, decoded.value);
+        if (answer !== undefined) message.respond(encodeJson(answer));
+      }
     },
   });
   await connection.flush();

@@ -43,7 +43,6 @@ import {
   type CellRequest,
   type CellSendBatchReplies,
   type CellSendRequest,
-  type DirectoryReply,
   type DirectoryRequest,
   type WorkerLease,
 } from "@cellwire/protocol";
@@ -59,6 +58,7 @@ import type { SendCommitter } from "./send-committer.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { pollUntil } from "@cellwire/testkit";
 import { recordingLogger, required } from "../test/worker-test-kit.ts";
+import { stubDirectoryAnswer, type DirectoryStub } from "../test/directory-stub.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -257,12 +257,7 @@ function handleBatch(worker: InProcessWorker, sends: CellSendRequest[]): Promise
   return new Promise((resolve) => worker.handler.handleSendBatch({ type: "cell.sendBatch", budgetMs: deadlineMs, sends }, resolve));
 }
 
-function directoryAnswer(request: DirectoryRequest): DirectoryReply {
-  if (request.type === "directory.resolveUser") {
-    return { type: "directory.entry", entry: { kind: "user", id: request.userId, cellId: "p", epoch: 1 }, placed: false };
-  }
-  return { type: "directory.cells", cells: [{ cellId: "p", weight: 100, state: "active" as const }] };
-}
+const directoryStub: DirectoryStub = { cellIds: ["p"], homeOf: () => "p" };
 
 /** The state letter of a process (R, S, T for stopped…), from /proc. */
 async function processState(pid: number): Promise<string> {
@@ -276,7 +271,10 @@ beforeAll(async () => {
     callback: (error, message) => {
       if (error !== null) return;
       const decoded = decodeMessage(directoryRequest, message.data);
-      if (decoded.ok) message.respond(encodeJson(directoryAnswer(decoded.value)));
+      if (decoded.ok) {
+        const answer = stubDirectoryAnswer(directoryStub, decoded.value);
+        if (answer !== undefined) message.respond(encodeJson(answer));
+      }
     },
   });
   await connection.flush();

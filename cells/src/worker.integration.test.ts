@@ -37,7 +37,6 @@ import {
   type BatchedEvent,
   type BatchedMessage,
   type DeliveryBatch,
-  type DirectoryReply,
   type DirectoryRequest,
   type Message,
   type SequencedEvent,
@@ -49,6 +48,7 @@ import { joinedEvent, labelOf, newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { pollUntil } from "@cellwire/testkit";
 import { recordingLogger, required } from "../test/worker-test-kit.ts";
+import { stubDirectoryAnswer, type DirectoryStub } from "../test/directory-stub.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 /** A namespace with no directory at all. */
@@ -238,15 +238,7 @@ async function direct(workerId: string, payload: string, channel: WorkerChannel 
   return decoded.value;
 }
 
-function directoryAnswer(request: DirectoryRequest): DirectoryReply | undefined {
-  if (request.type === "directory.resolveUser") {
-    if (silentUsers.has(request.userId)) return undefined;
-    const cellId = homes.get(request.userId);
-    if (cellId === undefined) return { type: "directory.error", code: "not_found", message: "unknown user in the test" };
-    return { type: "directory.entry", entry: { kind: "user", id: request.userId, cellId, epoch: 1 }, placed: false };
-  }
-  return { type: "directory.cells", cells: cellIds.map((cellId) => ({ cellId, weight: 100, state: "active" as const })) };
-}
+const directoryStub: DirectoryStub = { cellIds, homeOf: (userId) => homes.get(userId), silent: (userId) => silentUsers.has(userId) };
 
 beforeAll(async () => {
   connection = await connectNats(natsServers, "cells-worker-test", { ...logger }, anonymousNatsAccess("worker"));
@@ -264,7 +256,7 @@ beforeAll(async () => {
       const decoded = decodeMessage(directoryRequest, message.data);
       if (!decoded.ok) return;
       directoryRequests.push(decoded.value);
-      const answer = directoryAnswer(decoded.value);
+      const answer = stubDirectoryAnswer(directoryStub, decoded.value);
       if (answer !== undefined) message.respond(encodeJson(answer));
     },
   });
