@@ -23,13 +23,10 @@ import { pollUntil } from "@cellwire/testkit";
 import {
   cellReply,
   cellRequestChannel,
-  directoryRequest,
-  directorySubject,
   workerRequestSubject,
   type CellReply,
   type CellRequest,
   type CellSendRequest,
-  type DirectoryRequest,
 } from "@cellwire/protocol";
 import { loadWorkerConfig, type WorkerConfig } from "./config.ts";
 import pg from "pg";
@@ -38,7 +35,7 @@ import { postgresErrorCode } from "./store/errors.ts";
 import { newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { recordingLogger, required } from "../test/worker-test-kit.ts";
-import { stubDirectoryAnswer, type DirectoryStub } from "../test/directory-stub.ts";
+import { serveDirectoryStub } from "../test/directory-stub.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -168,20 +165,9 @@ function members(): string {
   return [...required(watcher, "watcher").snapshot.ring.members].join(",");
 }
 
-const directoryStub: DirectoryStub = { cellIds: [cellId], homeOf: () => cellId };
-
 beforeAll(async () => {
   connection = await connectNats(natsServers, "cells-database-outage-test", { ...logger }, anonymousNatsAccess("worker"));
-  connection.subscribe(directorySubject(namespace), {
-    callback: (error, message) => {
-      if (error !== null) return;
-      const decoded = decodeMessage(directoryRequest, message.data);
-      if (decoded.ok) {
-        const answer = stubDirectoryAnswer(directoryStub, decoded.value);
-        if (answer !== undefined) message.respond(encodeJson(answer));
-      }
-    },
-  });
+  serveDirectoryStub(connection, namespace, { cellIds: [cellId], homeOf: () => cellId });
   await connection.flush();
   proxy = await SilenceableProxy.start(Number(new URL(defaultPostgresAdminUrl).port));
 });

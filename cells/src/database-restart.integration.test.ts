@@ -6,25 +6,16 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
-import {
-  anonymousNatsAccess,
-  connectNats,
-  decodeMessage,
-  destroyMembershipBucket,
-  encodeJson,
-  systemClock,
-  startRouter,
-  type RunningRouter,
-} from "@cellwire/cluster";
+import { anonymousNatsAccess, connectNats, destroyMembershipBucket, systemClock, startRouter, type RunningRouter } from "@cellwire/cluster";
 import { pollUntil } from "@cellwire/testkit";
-import { directoryRequest, directorySubject, type CellReply, type CellSendRequest, type DirectoryRequest } from "@cellwire/protocol";
+import type { CellReply, CellSendRequest } from "@cellwire/protocol";
 import { loadWorkerConfig } from "./config.ts";
 import { PrivatePostgres } from "../test/private-postgres.harness.ts";
 import { ensureCellDatabase } from "./store/database.ts";
 import { newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { recordingLogger, required } from "../test/worker-test-kit.ts";
-import { stubDirectoryAnswer, type DirectoryStub } from "../test/directory-stub.ts";
+import { serveDirectoryStub } from "../test/directory-stub.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -42,8 +33,6 @@ let postgres: PrivatePostgres | undefined;
 let worker: RunningWorker | undefined;
 let router: RunningRouter | undefined;
 
-const directoryStub: DirectoryStub = { cellIds: [cellId], homeOf: () => cellId };
-
 function describeReply(reply: CellReply | Error): string {
   if (reply instanceof Error) return `threw ${reply.message}`;
   return reply.type === "cell.stored" ? "stored" : reply.type === "cell.error" ? `${reply.code}: ${reply.message}` : reply.type;
@@ -52,16 +41,7 @@ function describeReply(reply: CellReply | Error): string {
 beforeAll(async () => {
   postgres = await PrivatePostgres.start();
   connection = await connectNats(natsServers, "cells-database-restart-test", { ...logger }, anonymousNatsAccess("worker"));
-  connection.subscribe(directorySubject(namespace), {
-    callback: (error, message) => {
-      if (error !== null) return;
-      const decoded = decodeMessage(directoryRequest, message.data);
-      if (decoded.ok) {
-        const answer = stubDirectoryAnswer(directoryStub, decoded.value);
-        if (answer !== undefined) message.respond(encodeJson(answer));
-      }
-    },
-  });
+  serveDirectoryStub(connection, namespace, { cellIds: [cellId], homeOf: () => cellId });
   await connection.flush();
 }, 60_000);
 

@@ -34,8 +34,6 @@ import {
 import {
   cellReply,
   cellSendBatchReplies,
-  directoryRequest,
-  directorySubject,
   workerRequestSubject,
   workerSubject,
   cellRequestChannel,
@@ -43,7 +41,6 @@ import {
   type CellRequest,
   type CellSendBatchReplies,
   type CellSendRequest,
-  type DirectoryRequest,
   type WorkerLease,
 } from "@cellwire/protocol";
 import type { WorkerConfig } from "./config.ts";
@@ -58,7 +55,7 @@ import type { SendCommitter } from "./send-committer.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { pollUntil } from "@cellwire/testkit";
 import { recordingLogger, required } from "../test/worker-test-kit.ts";
-import { stubDirectoryAnswer, type DirectoryStub } from "../test/directory-stub.ts";
+import { serveDirectoryStub } from "../test/directory-stub.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const natsServers = ["127.0.0.1:4222"];
@@ -257,8 +254,6 @@ function handleBatch(worker: InProcessWorker, sends: CellSendRequest[]): Promise
   return new Promise((resolve) => worker.handler.handleSendBatch({ type: "cell.sendBatch", budgetMs: deadlineMs, sends }, resolve));
 }
 
-const directoryStub: DirectoryStub = { cellIds: ["p"], homeOf: () => "p" };
-
 /** The state letter of a process (R, S, T for stopped…), from /proc. */
 async function processState(pid: number): Promise<string> {
   const stat = await readFile(`/proc/${pid}/stat`, "utf8");
@@ -267,16 +262,7 @@ async function processState(pid: number): Promise<string> {
 
 beforeAll(async () => {
   connection = await connectNats(natsServers, "cells-fencing-test", { ...logger }, anonymousNatsAccess("worker"));
-  connection.subscribe(directorySubject(namespace), {
-    callback: (error, message) => {
-      if (error !== null) return;
-      const decoded = decodeMessage(directoryRequest, message.data);
-      if (decoded.ok) {
-        const answer = stubDirectoryAnswer(directoryStub, decoded.value);
-        if (answer !== undefined) message.respond(encodeJson(answer));
-      }
-    },
-  });
+  serveDirectoryStub(connection, namespace, { cellIds: ["p"], homeOf: () => "p" });
   await connection.flush();
 });
 

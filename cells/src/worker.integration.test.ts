@@ -23,8 +23,6 @@ import {
   cellSendBatchReplies,
   deliveriesSubject,
   deliveryBatch,
-  directoryRequest,
-  directorySubject,
   joinedEventId,
   mailboxEventId,
   workerRequestSubject,
@@ -48,7 +46,7 @@ import { joinedEvent, labelOf, newGroupId } from "../test/store-contract.ts";
 import { startWorker, type RunningWorker } from "./worker.ts";
 import { pollUntil } from "@cellwire/testkit";
 import { recordingLogger, required } from "../test/worker-test-kit.ts";
-import { stubDirectoryAnswer, type DirectoryStub } from "../test/directory-stub.ts";
+import { serveDirectoryStub } from "../test/directory-stub.ts";
 
 const namespace = `t${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 /** A namespace with no directory at all. */
@@ -238,8 +236,6 @@ async function direct(workerId: string, payload: string, channel: WorkerChannel 
   return decoded.value;
 }
 
-const directoryStub: DirectoryStub = { cellIds, homeOf: (userId) => homes.get(userId), silent: (userId) => silentUsers.has(userId) };
-
 beforeAll(async () => {
   connection = await connectNats(natsServers, "cells-worker-test", { ...logger }, anonymousNatsAccess("worker"));
   connection.subscribe(deliveriesSubject(namespace), {
@@ -250,15 +246,11 @@ beforeAll(async () => {
       else undecodableBatches.push(decoded.reason);
     },
   });
-  connection.subscribe(directorySubject(namespace), {
-    callback: (error, message) => {
-      if (error !== null) return;
-      const decoded = decodeMessage(directoryRequest, message.data);
-      if (!decoded.ok) return;
-      directoryRequests.push(decoded.value);
-      const answer = stubDirectoryAnswer(directoryStub, decoded.value);
-      if (answer !== undefined) message.respond(encodeJson(answer));
-    },
+  serveDirectoryStub(connection, namespace, {
+    cellIds,
+    homeOf: (userId) => homes.get(userId),
+    silent: (userId) => silentUsers.has(userId),
+    onRequest: (request) => directoryRequests.push(request),
   });
   await connection.flush();
   // Cell a's two workers at once, as a launcher starts them: the database bootstrap must tolerate its twin.

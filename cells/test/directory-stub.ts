@@ -3,7 +3,15 @@
 // `directory.resolveUsers` (the users a worker resolves within one turn, decision 0040) as the directory
 // does, each user apart; a stub that answered only `directory.resolveUser` failed the relays of any two
 // joined events resolved in one turn, and the tests waiting on them timed out on a fast host.
-import type { DirectoryEntryReply, DirectoryErrorReply, DirectoryReply, DirectoryRequest } from "@cellwire/protocol";
+import { decodeMessage, encodeJson, type connectNats } from "@cellwire/cluster";
+import {
+  directoryRequest,
+  directorySubject,
+  type DirectoryEntryReply,
+  type DirectoryErrorReply,
+  type DirectoryReply,
+  type DirectoryRequest,
+} from "@cellwire/protocol";
 
 export type DirectoryStub = {
   readonly cellIds: readonly string[];
@@ -14,6 +22,8 @@ export type DirectoryStub = {
    * wait runs out), and in a batch its own reply is an error, so its relay fails either way.
    */
   readonly silent?: (userId: string) => boolean;
+  /** Sees every request that decoded, before it is answered. */
+  readonly onRequest?: (request: DirectoryRequest) => void;
 };
 
 function homeAnswer(stub: DirectoryStub, userId: string): DirectoryEntryReply | DirectoryErrorReply {
@@ -23,7 +33,7 @@ function homeAnswer(stub: DirectoryStub, userId: string): DirectoryEntryReply | 
 }
 
 /** The stub's reply to one directory request; undefined: no reply. */
-export function stubDirectoryAnswer(stub: DirectoryStub, request: DirectoryRequest): DirectoryReply | undefined {
+function stubDirectoryAnswer(stub: DirectoryStub, request: DirectoryRequest): DirectoryReply | undefined {
   const silent = stub.silent ?? (() => false);
   if (request.type === "directory.resolveUser") return silent(request.userId) ? undefined : homeAnswer(stub, request.userId);
   if (request.type === "directory.resolveUsers")
@@ -36,4 +46,21 @@ export function stubDirectoryAnswer(stub: DirectoryStub, request: DirectoryReque
       ),
     };
   return { type: "directory.cells", cells: stub.cellIds.map((cellId) => ({ cellId, weight: 100, state: "active" as const })) };
+}
+
+/**
+ * Answers the namespace's directory requests on `connection` as `stub` says, from now on; a request
+ * that does not decode gets no reply. Flush the connection before starting a worker that will ask.
+ */
+export function serveDirectoryStub(connection: Awaited<ReturnType<typeof connectNats>>, namespace: string, stub: DirectoryStub): void {
+  connection.subscribe(directorySubject(namespace), {
+    callback: (error, message) => {
+      if (error !== null) return;
+      const decoded = decodeMessage(directoryRequest, message.data);
+      if (!decoded.ok) return;
+      stub.onRequest?.(decoded.value);
+      const answer = stubDirectoryAnswer(stub, decoded.value);
+      if (answer !== undefined) message.respond(encodeJson(answer));
+    },
+  });
 }
