@@ -155,6 +155,11 @@ export async function sampleUsage(targets: readonly UsageTarget[]): Promise<Usag
   return sample;
 }
 
+/** A counter's growth over an interval; all of it for a pid that started inside (no start reading). */
+function grownSince(atEnd: number, atStart: number | undefined): number {
+  return Math.max(0, atEnd - (atStart ?? 0));
+}
+
 /**
  * What each group used between two samples. A pid only in the end sample started inside the interval, so
  * all its ticks count; a pid gone by the end is lost (its last ticks are unknowable from /proc).
@@ -164,13 +169,13 @@ export function usageBetween(start: UsageSample, end: UsageSample, ticksPerSecon
   for (const [name, last] of end) {
     const first = start.get(name);
     let ticks = 0;
-    for (const [pid, ticksAtEnd] of last.ticksByPid) ticks += Math.max(0, ticksAtEnd - (first?.ticksByPid.get(pid) ?? 0));
+    for (const [pid, ticksAtEnd] of last.ticksByPid) ticks += grownSince(ticksAtEnd, first?.ticksByPid.get(pid));
     let wakeUps = 0;
     let preemptions = 0;
     for (const [pid, atEnd] of last.switchesByPid) {
       const atStart = first?.switchesByPid.get(pid);
-      wakeUps += Math.max(0, atEnd.voluntary - (atStart?.voluntary ?? 0));
-      preemptions += Math.max(0, atEnd.involuntary - (atStart?.involuntary ?? 0));
+      wakeUps += grownSince(atEnd.voluntary, atStart?.voluntary);
+      preemptions += grownSince(atEnd.involuntary, atStart?.involuntary);
     }
     usages.push({
       name,

@@ -147,10 +147,17 @@ function cpuColumn(result: RateResult): string {
     .join(", ");
 }
 
+/** Context switches per message, to the hundredth a batch's sharing of one needs. */
+function switchesFigure(count: number | null): string {
+  return count === null ? "–" : count.toFixed(2);
+}
+
 function switchesColumn(result: RateResult): string {
-  const value = (count: number | null): string => (count === null ? "–" : count.toFixed(2));
   return result.processes
-    .map((process) => `${shortName(process.name)} ${value(process.wakeUpsPerMessage)} / ${value(process.preemptionsPerMessage)}`)
+    .map(
+      (process) =>
+        `${shortName(process.name)} ${switchesFigure(process.wakeUpsPerMessage)} / ${switchesFigure(process.preemptionsPerMessage)}`,
+    )
     .join(", ");
 }
 
@@ -217,10 +224,9 @@ function processTable(results: readonly RateResult[]): string[] {
  * how often each was preempted, a sign of the cores' contention.
  */
 function switchesTable(results: readonly RateResult[]): string[] {
-  const rows = results.map((result) => {
-    const server = result.serverWakeUpsPerMessage === null ? "–" : result.serverWakeUpsPerMessage.toFixed(2);
-    return `| ${figure(result.rate)} | ${server} | ${switchesColumn(result)} |`;
-  });
+  const rows = results.map(
+    (result) => `| ${figure(result.rate)} | ${switchesFigure(result.serverWakeUpsPerMessage)} | ${switchesColumn(result)} |`,
+  );
   return [
     "| rate | server wake-ups per acked message | wake-ups / preemptions per acked message, by process (voluntary / involuntary context switches of all its threads) |",
     "| --- | --- | --- |",
